@@ -1,0 +1,220 @@
+//! `weir apply`, `weir detach`, `weir status`: load a bundle onto this node
+//! (or a named network namespace) with the runtime crate.
+//!
+//! Wiring in main.rs:
+//! ```text
+//! mod apply;
+//! /// Apply a compiled bundle atomically.        Apply(apply::Args),
+//! /// Remove every chain and set weir made.      Detach(apply::DetachArgs),
+//! /// Show what is applied and whether it is in force.  Status(apply::StatusArgs),
+//! Command::Apply(a) => apply::run(a), Command::Detach(a) => apply::run_detach(a),
+//! Command::Status(a) => apply::run_status(a),
+//! ```
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, ValueEnum};
+use weir_runtime::iptables::{Iptables, Options, Variant};
+use weir_runtime::Bundle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Iptables,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IptablesVariant {
+    /// `iptables-restore` as installed (the system's alternative).
+    System,
+    /// `iptables-legacy-restore`.
+    Legacy,
+    /// `iptables-nft-restore`.
+    Nft,
+}
+
+/// Where the runtime acts.
+#[derive(Debug, ClapArgs)]
+pub struct Target {
+    /// Back end to drive.
+    #[arg(long, value_enum, default_value = "iptables")]
+    pub backend: Backend,
+    /// Act inside this named network namespace (`ip netns add NAME`).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Directory of the state file (default: /run/weir/host or
+    /// /run/weir/netns-NAME).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Which iptables implementation to run.
+    #[arg(long, value_enum, default_value = "system")]
+    pub iptables: IptablesVariant,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Target {
+    fn runtime(&self) -> Iptables {
+        let mut opts = match &self.netns {
+            Some(name) => Options::netns(name),
+            None => Options::host(),
+        };
+        if let Some(dir) = &self.state_dir {
+            opts = opts.with_state_dir(dir);
+        }
+        opts = opts.with_variant(match self.iptables {
+            IptablesVariant::System => Variant::System,
+            IptablesVariant::Legacy => Variant::Legacy,
+            IptablesVariant::Nft => Variant::Nft,
+        });
+        Iptables::new(opts)
+    }
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The bundle directory written by `weir compile`.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct DetachArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+fn fail(e: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {e}");
+    2
+}
+
+pub fn run(args: Args) -> i32 {
+    let bundle = match Bundle::read(&args.dir) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let rt = args.target.runtime();
+    match rt.apply(&bundle) {
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            if args.target.json {
+                let v = serde_json::json!({
+                    "generation": r.generation,
+                    "previous": r.previous,
+                    "unchanged": r.unchanged,
+                    "warnings": r.warnings,
+                });
+                println!("{v}");
+            } else if r.unchanged {
+                println!(
+                    "generation {} already in force: nothing to do",
+                    r.generation
+                );
+            } else {
+                match r.previous {
+                    Some(p) => println!("applied generation {} (replacing {p})", r.generation),
+                    None => println!("applied generation {}", r.generation),
+                }
+            }
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn run_detach(args: DetachArgs) -> i32 {
+    match args.target.runtime().detach() {
+        Ok(r) => {
+            if args.target.json {
+                let v = serde_json::json!({
+                    "chains": r.chains, "jumps": r.jumps, "sets": r.sets,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "removed {} chains, {} hook jumps, {} sets",
+                    r.chains.len(),
+                    r.jumps.len(),
+                    r.sets.len()
+                );
+            }
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn run_status(args: StatusArgs) -> i32 {
+    match args.target.runtime().status() {
+        Ok(s) => {
+            if args.target.json {
+                let v = serde_json::json!({
+                    "state": s.state,
+                    "in_force": s.in_force,
+                    "hooks": s.hooks.iter().map(|h| serde_json::json!({
+                        "family": h.hook.family, "table": h.hook.table,
+                        "builtin": h.hook.builtin, "target": h.hook.target,
+                        "jumps": h.jumps, "targets_generation": h.targets_generation,
+                    })).collect::<Vec<_>>(),
+                    "missing_chains": s.missing_chains,
+                    "missing_sets": s.missing_sets,
+                });
+                println!("{v}");
+            } else {
+                match &s.state {
+                    None => println!("nothing applied"),
+                    Some(st) => {
+                        println!(
+                            "generation {} from {} ({}), {}",
+                            st.generation,
+                            st.bundle_dir,
+                            st.source_hash.as_deref().unwrap_or("no source hash"),
+                            if s.in_force {
+                                "in force"
+                            } else {
+                                "NOT fully in force"
+                            }
+                        );
+                        for h in &s.hooks {
+                            println!(
+                                "  {}/{} {} -> {}: {} jump(s){}",
+                                h.hook.family.name(),
+                                h.hook.table,
+                                h.hook.builtin,
+                                h.hook.target,
+                                h.jumps,
+                                if h.targets_generation {
+                                    ""
+                                } else {
+                                    ", hook chain does not reach the generation"
+                                }
+                            );
+                        }
+                        for c in &s.missing_chains {
+                            println!("  missing chain {c}");
+                        }
+                        for c in &s.missing_sets {
+                            println!("  missing set {c}");
+                        }
+                    }
+                }
+            }
+            if s.state.is_some() && !s.in_force {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,53 @@
+//! The `weir` command. Each subcommand lives in its own module with an
+//! `Args` struct (clap derive) and a `run(args) -> i32` returning the exit
+//! code: 0 success, 1 the input has errors, 2 usage or IO problems.
+
+use clap::{Parser, Subcommand};
+
+mod apply;
+mod check;
+mod fmt;
+mod loader;
+mod program;
+mod test;
+mod trace;
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "Declarative network policy compiler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check policy files and report diagnostics.
+    Check(check::Args),
+    /// Explain the verdict for one packet: which rule decided, and where.
+    Trace(trace::Args),
+    /// Run the `test` blocks of policy files.
+    Test(test::Args),
+    /// Format policy files in the canonical layout.
+    Fmt(fmt::Args),
+    /// Apply a compiled bundle to this node (atomically; the previous
+    /// generation stays in force on failure).
+    Apply(apply::Args),
+    /// Remove everything weir applied, and nothing else.
+    Detach(apply::DetachArgs),
+    /// Show the applied generation and whether it is in force.
+    Status(apply::StatusArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Fmt(args) => fmt::run(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Detach(args) => apply::run_detach(args),
+        Command::Status(args) => apply::run_status(args),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,116 @@
+//! Warnings over the finished model (W03xx). Only diagnostics whose
+//! primary span is in a root file are kept (see `check_program`), so the
+//! standard library's unused definitions never warn in user programs.
+
+use super::{Cx, PeerDecl};
+use crate::diagnostics::Kind;
+use crate::model::{Action, Direction, Model, Sel};
+
+fn matches_any(sel: &Sel, model: &Model) -> bool {
+    model.endpoints.iter().any(|e| sel.matches(&e.labels))
+}
+
+pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
+    // W0301: selectors and sets never referenced.
+    let unused: Vec<Kind> = cx
+        .peers
+        .iter()
+        .filter(|(name, d)| !cx.used.contains(*name) && cx.is_root(d.name_span().file))
+        .map(|(name, d)| Kind::Unused {
+            span: d.name_span(),
+            kind: d.kind(),
+            name: name.clone(),
+        })
+        .collect();
+    cx.diags.extend(unused);
+
+    let have_endpoints = !model.endpoints.is_empty();
+
+    // W0302: selectors that match no declared endpoint.
+    if have_endpoints {
+        let mut out = Vec::new();
+        for (name, d) in &cx.peers {
+            if let PeerDecl::Selector(s) = d {
+                if let Some(sel) = model.named_selectors.get(name) {
+                    if !matches_any(sel, model) {
+                        out.push(Kind::MatchesNothing {
+                            span: s.name.span,
+                            what: format!("selector `{name}`"),
+                        });
+                    }
+                }
+            }
+        }
+        for u in &cx.sel_uses {
+            if u.what.starts_with("backends of service") {
+                continue; // W0305 below
+            }
+            if !matches_any(&u.sel, model) {
+                out.push(Kind::MatchesNothing {
+                    span: u.span,
+                    what: u.what.clone(),
+                });
+            }
+        }
+        cx.diags.extend(out);
+    }
+
+    // W0305: services whose backend selector matches no endpoint.
+    if have_endpoints {
+        for s in &model.services {
+            if let crate::model::BackendSource::Select { selector, .. } = &s.backends {
+                if !matches_any(selector, model) {
+                    if let Some(d) = cx.services.get(&s.name) {
+                        let span = d
+                            .items
+                            .iter()
+                            .find_map(|i| match i {
+                                weir_grammar::ast::ServiceItem::Backends(
+                                    weir_grammar::ast::Backends::Select { selector, .. },
+                                ) => Some(selector.span()),
+                                _ => None,
+                            })
+                            .unwrap_or(d.name.span);
+                        cx.diags.push(Kind::ServiceSelectsNothing {
+                            span,
+                            service: s.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // W0304: a policy that selects endpoints for a direction in which no
+    // policy selecting them has any rule that lets traffic through.
+    for p in &model.policies {
+        for dir in [Direction::Ingress, Direction::Egress] {
+            if p.rules(dir).is_none() {
+                continue;
+            }
+            let denied: Vec<String> = model
+                .endpoints
+                .iter()
+                .filter(|e| p.applies_to.matches(&e.labels))
+                .filter(|e| {
+                    !model.policies.iter().any(|q| {
+                        q.applies_to.matches(&e.labels)
+                            && q.rules(dir).is_some_and(|rs| {
+                                rs.iter()
+                                    .any(|r| matches!(r.action, Action::Allow | Action::Pass))
+                            })
+                    })
+                })
+                .map(|e| e.name.clone())
+                .collect();
+            if !denied.is_empty() {
+                cx.diags.push(Kind::DefaultDenyTurnedOn {
+                    span: p.name_span,
+                    policy: p.name.clone(),
+                    direction: dir,
+                    endpoints: denied,
+                });
+            }
+        }
+    }
+}

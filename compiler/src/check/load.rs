@@ -1,0 +1,198 @@
+//! Loading: root files, imports (each file once; cycles harmless) and the
+//! endpoint inventory.
+
+use super::ParsedFile;
+use crate::diagnostics::Kind;
+use crate::inventory::{parse_inventory, Inventory};
+use crate::source::{normalize, SourceLoader, SourceMap};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use weir_grammar::ast::{Import, Item};
+use weir_grammar::{FileId, Span};
+
+pub(super) struct Loaded {
+    pub sources: SourceMap,
+    pub files: Vec<ParsedFile>,
+    pub inventory: Option<Inventory>,
+    pub diags: Vec<Kind>,
+}
+
+fn parse_into(
+    sources: &mut SourceMap,
+    path: &Path,
+    text: String,
+    root: bool,
+    files: &mut Vec<ParsedFile>,
+    diags: &mut Vec<Kind>,
+) -> FileId {
+    let id = sources.add(path, text);
+    let (ast, errors) = weir_grammar::parse(id, &sources.file(id).text);
+    diags.extend(errors.into_iter().map(Kind::Syntax));
+    files.push(ParsedFile { id, ast, root });
+    id
+}
+
+/// Where an import points: `(module as written, path, is_std)`.
+fn import_target(
+    imp: &Import,
+    importer: &Path,
+    loader: &dyn SourceLoader,
+) -> Result<(String, PathBuf, bool), Kind> {
+    let segs: Vec<&str> = imp.path.iter().map(|i| i.name.as_str()).collect();
+    let module = segs.join(".");
+    if segs.first() == Some(&"std") {
+        if segs.len() == 1 {
+            return Err(Kind::BadImportPath { span: imp.span });
+        }
+        let rel: PathBuf = segs[1..].iter().collect();
+        let dir = loader
+            .stdlib_dir()
+            .unwrap_or_else(|| PathBuf::from("<stdlib>"));
+        Ok((module, dir.join(rel).with_extension("weir"), true))
+    } else {
+        let rel: PathBuf = segs.iter().collect();
+        let dir = importer.parent().unwrap_or(Path::new(""));
+        Ok((module, dir.join(rel).with_extension("weir"), false))
+    }
+}
+
+pub(super) fn load_program(
+    roots: &[PathBuf],
+    inventory: Option<&Path>,
+    loader: &dyn SourceLoader,
+) -> Loaded {
+    let mut sources = SourceMap::new();
+    let mut files = Vec::new();
+    let mut diags = Vec::new();
+    let mut queue = VecDeque::new();
+    // Canonical path -> loaded.
+    let mut seen: BTreeMap<PathBuf, ()> = BTreeMap::new();
+
+    for root in roots {
+        let path = normalize(root);
+        if seen.insert(loader.canonical(&path), ()).is_some() {
+            continue;
+        }
+        match loader.load(&path) {
+            Ok(text) => {
+                let id = parse_into(&mut sources, &path, text, true, &mut files, &mut diags);
+                queue.push_back(id);
+            }
+            Err(e) => {
+                let id = sources.add(&path, String::new());
+                diags.push(Kind::CannotRead {
+                    span: Span::new(id, 0, 0),
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+
+    let mut failed: BTreeMap<PathBuf, io::Error> = BTreeMap::new();
+    while let Some(id) = queue.pop_front() {
+        let importer = sources.file(id).path.clone();
+        let imports: Vec<Import> = files
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| {
+                f.ast
+                    .items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Import(imp) if !imp.path.is_empty() => Some(imp.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for imp in imports {
+            let (module, path, is_std) = match import_target(&imp, &importer, loader) {
+                Ok(t) => t,
+                Err(k) => {
+                    diags.push(k);
+                    continue;
+                }
+            };
+            let path = normalize(&path);
+            let key = loader.canonical(&path);
+            if seen.contains_key(&key) {
+                continue;
+            }
+            let result = match failed.get(&key) {
+                Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                None => loader.load(&path),
+            };
+            match result {
+                Ok(text) => {
+                    seen.insert(key, ());
+                    let nid = parse_into(&mut sources, &path, text, false, &mut files, &mut diags);
+                    queue.push_back(nid);
+                }
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        diags.push(Kind::ImportNotFound {
+                            span: imp.span,
+                            module,
+                            path: path.display().to_string(),
+                            is_std,
+                        });
+                    } else {
+                        diags.push(Kind::CannotRead {
+                            span: imp.span,
+                            path: path.display().to_string(),
+                            error: e.to_string(),
+                        });
+                    }
+                    failed.insert(key, e);
+                }
+            }
+        }
+    }
+
+    // Inventories: the `--endpoints` file first, then every `inventory`
+    // item of every loaded file (relative to that file), merged.
+    let mut wanted: Vec<(PathBuf, Option<Span>)> = inventory.map(|p| (normalize(p), None)).into_iter().collect();
+    for f in &files {
+        let dir = sources.file(f.id).path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for item in &f.ast.items {
+            if let Item::Inventory(d) = item {
+                wanted.push((normalize(&dir.join(&d.path)), Some(d.path_span)));
+            }
+        }
+    }
+    let mut merged: Option<Inventory> = None;
+    let mut loaded_inv: BTreeMap<PathBuf, ()> = BTreeMap::new();
+    for (path, at) in wanted {
+        if loaded_inv.insert(loader.canonical(&path), ()).is_some() {
+            continue;
+        }
+        let inv = match loader.load(&path) {
+            Ok(text) => {
+                let id = sources.add(&path, text);
+                let (inv, errs) = parse_inventory(id, &sources.file(id).text);
+                diags.extend(errs);
+                inv
+            }
+            Err(e) => {
+                let span = at.unwrap_or_else(|| Span::new(sources.add(&path, String::new()), 0, 0));
+                diags.push(Kind::CannotRead {
+                    span,
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                });
+                Inventory::default()
+            }
+        };
+        merged.get_or_insert_with(Inventory::default).endpoints.extend(inv.endpoints);
+    }
+    let inventory = merged;
+
+    Loaded {
+        sources,
+        files,
+        inventory,
+        diags,
+    }
+}

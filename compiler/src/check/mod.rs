@@ -1,0 +1,209 @@
+//! The checker: load files and imports, resolve names, validate, lint and
+//! build the [`Model`].
+//!
+//! It never stops at the first problem: every diagnostic is collected and
+//! a best-effort model is built even when there are errors (callers use it
+//! only when [`Checked::has_errors`] is false).
+//!
+//! - [`load`]: roots, imports, the inventory file;
+//! - [`names`]: the declaration table, duplicates, "did you mean";
+//! - [`resolve`]: selectors, sets and peers (cycles, wrong kinds);
+//! - [`build`]: endpoints, services, tiers, policies, steering;
+//! - [`expect`]: test blocks and test peers;
+//! - [`lints`]: warnings over the finished model.
+
+mod build;
+mod expect;
+mod lints;
+mod load;
+mod names;
+mod resolve;
+
+use crate::diagnostics::{self, Diagnostic, Kind};
+use crate::model::{Model, Sel};
+use crate::source::{SourceLoader, SourceMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use weir_grammar::ast;
+use weir_grammar::{FileId, Span};
+
+pub use names::suggest;
+
+/// One parsed file of the program.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    pub id: FileId,
+    pub ast: ast::File,
+    /// Named on the command line (its tests run, its lints are reported).
+    pub root: bool,
+}
+
+/// The result of checking a program.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub sources: SourceMap,
+    /// Every parsed file, roots first, then imports in load order.
+    pub files: Vec<ParsedFile>,
+    pub model: Model,
+    /// Sorted by file, position and code.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+
+    /// The model, only when there are no errors.
+    pub fn model_if_ok(&self) -> Option<&Model> {
+        (!self.has_errors()).then_some(&self.model)
+    }
+}
+
+/// Checks the program made of `roots` and everything they import.
+/// `inventory` is a JSON endpoint inventory file, loaded through `loader`.
+pub fn check_program(
+    roots: &[PathBuf],
+    loader: &dyn SourceLoader,
+    inventory: Option<&Path>,
+) -> Checked {
+    let loaded = load::load_program(roots, inventory, loader);
+    let mut cx = Cx::new(&loaded.files);
+    cx.diags.extend(loaded.diags.iter().cloned());
+    let syntax_spans: Vec<Span> = loaded
+        .diags
+        .iter()
+        .filter_map(|k| match k {
+            Kind::Syntax(e) => Some(e.span),
+            _ => None,
+        })
+        .collect();
+    let model = cx.build(loaded.inventory.as_ref());
+    // Lints run on programs without errors only: after an error, names
+    // and selectors are partly unresolved and warnings would be noise.
+    if !cx
+        .diags
+        .iter()
+        .any(|k| k.code().severity() == diagnostics::Severity::Error)
+    {
+        lints::run(&mut cx, &model);
+    }
+
+    let roots: BTreeSet<FileId> = loaded
+        .files
+        .iter()
+        .filter(|f| f.root)
+        .map(|f| f.id)
+        .collect();
+    let mut diagnostics: Vec<Diagnostic> = cx
+        .diags
+        .into_iter()
+        .map(Kind::into_diagnostic)
+        .filter(|d| {
+            // Lints speak only about the files the user asked about.
+            d.is_error() || roots.contains(&d.primary.span.file)
+        })
+        .filter(|d| {
+            // A value the parser already rejected is not reported again.
+            d.code.as_str().starts_with("E00")
+                || !syntax_spans.iter().any(|s| overlaps(*s, d.primary.span))
+        })
+        .collect();
+    diagnostics::sort(&mut diagnostics);
+    Checked {
+        sources: loaded.sources,
+        files: loaded.files,
+        model,
+        diagnostics,
+    }
+}
+
+fn overlaps(a: Span, b: Span) -> bool {
+    a.file == b.file && a.start < b.end.max(b.start + 1) && b.start < a.end.max(a.start + 1)
+}
+
+/// Where a name is defined.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PeerDecl<'a> {
+    Selector(&'a ast::SelectorDecl),
+    Set(&'a ast::SetDecl),
+}
+
+#[derive(Debug, Clone)]
+enum Memo<T> {
+    Visiting,
+    Done(Option<T>),
+}
+
+/// A selector the lints should look at.
+#[derive(Debug, Clone)]
+pub(crate) struct SelUse {
+    pub span: Span,
+    pub what: String,
+    pub sel: Sel,
+}
+
+/// Checker state shared by the passes.
+pub(crate) struct Cx<'a> {
+    pub files: &'a [ParsedFile],
+    pub diags: Vec<Kind>,
+    /// Selectors and sets (one namespace), first definition of each.
+    pub peers: BTreeMap<String, PeerDecl<'a>>,
+    pub endpoints: BTreeMap<String, &'a ast::EndpointDecl>,
+    pub services: BTreeMap<String, &'a ast::ServiceDecl>,
+    pub policies: BTreeMap<String, &'a ast::PolicyDecl>,
+    pub tiers: BTreeMap<String, &'a ast::TierDecl>,
+    pub steers: BTreeMap<String, &'a ast::SteerDecl>,
+    pub default_denies: Vec<&'a ast::DefaultDenyDecl>,
+    /// Tests of root files, in order.
+    pub tests: Vec<&'a ast::TestDecl>,
+    /// Selector and set names referenced from anywhere.
+    pub used: BTreeSet<String>,
+    sel_memo: BTreeMap<String, Memo<Sel>>,
+    set_memo: BTreeMap<String, Memo<crate::model::AddrSet>>,
+    /// The chain of named selectors/sets being resolved, with the span of
+    /// the reference that led onwards.
+    stack: Vec<(String, Span)>,
+    /// Selectors written inline (applies-to, peers), for lints.
+    pub sel_uses: Vec<SelUse>,
+}
+
+impl<'a> Cx<'a> {
+    fn new(files: &'a [ParsedFile]) -> Cx<'a> {
+        let mut cx = Cx {
+            files,
+            diags: Vec::new(),
+            peers: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            services: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+            steers: BTreeMap::new(),
+            default_denies: Vec::new(),
+            tests: Vec::new(),
+            used: BTreeSet::new(),
+            sel_memo: BTreeMap::new(),
+            set_memo: BTreeMap::new(),
+            stack: Vec::new(),
+            sel_uses: Vec::new(),
+        };
+        cx.collect();
+        cx
+    }
+
+    pub fn report(&mut self, k: Kind) {
+        self.diags.push(k);
+    }
+
+    pub fn is_root(&self, file: FileId) -> bool {
+        self.files.iter().any(|f| f.id == file && f.root)
+    }
+}

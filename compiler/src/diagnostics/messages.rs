@@ -1,0 +1,975 @@
+//! Every diagnostic's wording, in one place.
+//!
+//! The checker and the grammar report *what* went wrong as a [`Kind`]
+//! with data; this module decides how it reads. Keep messages short,
+//! lower-case, without a trailing period; names in backticks; put the fix
+//! in `help`.
+
+use super::{Code, Diagnostic, Label};
+use weir_grammar::ast::{Direction, Proto};
+use weir_grammar::{Span, SyntaxError, SyntaxErrorKind};
+
+/// The kinds of named things, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NameKind {
+    Selector,
+    Set,
+    Endpoint,
+    Service,
+    Policy,
+    Tier,
+    Steer,
+    Test,
+}
+
+impl NameKind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            NameKind::Selector => "selector",
+            NameKind::Set => "set",
+            NameKind::Endpoint => "endpoint",
+            NameKind::Service => "service",
+            NameKind::Policy => "policy",
+            NameKind::Tier => "tier",
+            NameKind::Steer => "steer block",
+            NameKind::Test => "test",
+        }
+    }
+
+    fn article(self) -> &'static str {
+        match self {
+            NameKind::Endpoint => "an",
+            _ => "a",
+        }
+    }
+}
+
+/// Why a port or port range is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortProblem {
+    Zero,
+    Reversed { lo: u64, hi: u64 },
+}
+
+/// A service line that may appear only once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceLine {
+    Balance,
+    Affinity,
+}
+
+/// What went wrong, with its data. [`Kind::into_diagnostic`] renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// E0001–E0011, from the parser.
+    Syntax(SyntaxError),
+
+    ImportNotFound {
+        span: Span,
+        module: String,
+        path: String,
+        is_std: bool,
+    },
+    CannotRead {
+        span: Span,
+        path: String,
+        error: String,
+    },
+    BadInventory {
+        span: Span,
+        problem: String,
+    },
+    BadImportPath {
+        span: Span,
+    },
+
+    UnknownName {
+        span: Span,
+        name: String,
+        expected: &'static str,
+        suggestion: Option<String>,
+    },
+    HostBits {
+        span: Span,
+        written: String,
+        network: String,
+    },
+    Duplicate {
+        kind: NameKind,
+        name: String,
+        span: Span,
+        first: Span,
+    },
+    BadPort {
+        span: Span,
+        problem: PortProblem,
+    },
+    EmptySet {
+        span: Span,
+    },
+    WrongKind {
+        span: Span,
+        name: String,
+        found: NameKind,
+        expected: &'static str,
+        defined: Option<Span>,
+    },
+    SelectorCycle {
+        span: Span,
+        name: String,
+        /// The other selectors on the cycle, with where each refers onwards.
+        through: Vec<(String, Span)>,
+    },
+    SetCycle {
+        span: Span,
+        name: String,
+        through: Vec<(String, Span)>,
+    },
+    OutOfRange {
+        span: Span,
+        what: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    AddressInTwoEndpoints {
+        span: Span,
+        addr: String,
+        endpoint: String,
+        other: String,
+        first: Span,
+    },
+    DuplicateLabel {
+        span: Span,
+        key: String,
+        first: Span,
+    },
+    NotAnAddress {
+        span: Span,
+        written: String,
+        what: &'static str,
+    },
+
+    NoFrontend {
+        span: Span,
+        service: String,
+    },
+    BackendsCount {
+        span: Span,
+        service: String,
+        /// Spans of every `backends` line (empty when there is none).
+        lines: Vec<Span>,
+    },
+    SharedFrontend {
+        span: Span,
+        frontend: String,
+        service: String,
+        other: String,
+        first: Span,
+    },
+    DuplicateServiceLine {
+        span: Span,
+        line: ServiceLine,
+        first: Span,
+    },
+
+    NoAppliesTo {
+        span: Span,
+        policy: String,
+    },
+    DuplicateAppliesTo {
+        span: Span,
+        first: Span,
+    },
+    WrongPeerKeyword {
+        span: Span,
+        direction: Direction,
+    },
+    DuplicateBlock {
+        span: Span,
+        direction: Direction,
+        first: Span,
+    },
+    UnknownTier {
+        span: Span,
+        name: String,
+        suggestion: Option<String>,
+    },
+    IcmpCodeWithoutType {
+        span: Span,
+    },
+    LabelMapOutsideTest {
+        span: Span,
+    },
+
+    TestPortMissing {
+        span: Span,
+        proto: Proto,
+    },
+    UnknownTestEndpoint {
+        span: Span,
+        name: String,
+        suggestion: Option<String>,
+        /// What the name is instead, if it names something else.
+        is: Option<NameKind>,
+    },
+    TestNoAddressOfFamily {
+        span: Span,
+        endpoint: String,
+        family: &'static str,
+    },
+    TestMixedFamilies {
+        span: Span,
+        from: &'static str,
+        to: &'static str,
+    },
+    UnknownBy {
+        span: Span,
+        name: String,
+        suggestion: Option<String>,
+    },
+    TestPortOnIcmp {
+        span: Span,
+    },
+    BadTestPeer {
+        span: Span,
+    },
+
+    Unused {
+        span: Span,
+        kind: NameKind,
+        name: String,
+    },
+    MatchesNothing {
+        span: Span,
+        what: String,
+    },
+    ExceptOutsideBase {
+        span: Span,
+        element: String,
+        base: Span,
+    },
+    DefaultDenyTurnedOn {
+        span: Span,
+        policy: String,
+        direction: Direction,
+        endpoints: Vec<String>,
+    },
+    ServiceSelectsNothing {
+        span: Span,
+        service: String,
+    },
+}
+
+fn dir(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+fn proto(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Sctp => "sctp",
+        Proto::Icmp => "icmp",
+    }
+}
+
+fn did_you_mean(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|s| format!("did you mean `{s}`?"))
+}
+
+fn one_of(expected: &[String]) -> String {
+    const MAX: usize = 8;
+    let mut items: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let more = items.len() > MAX;
+    items.truncate(MAX);
+    match items.len() {
+        0 => "something else".to_string(),
+        1 => items[0].to_string(),
+        _ => {
+            let last = items.pop().unwrap_or_default();
+            let sep = if more { ", " } else { " or " };
+            let tail = if more { ", …" } else { "" };
+            format!("one of {}{sep}{last}{tail}", items.join(", "))
+        }
+    }
+}
+
+fn list_names(names: &[String]) -> String {
+    const MAX: usize = 5;
+    let shown: Vec<String> = names.iter().take(MAX).map(|n| format!("`{n}`")).collect();
+    let mut s = shown.join(", ");
+    if names.len() > MAX {
+        s.push_str(&format!(" and {} more", names.len() - MAX));
+    }
+    s
+}
+
+struct B {
+    code: Code,
+    message: String,
+    primary: Label,
+    secondary: Vec<Label>,
+    help: Option<String>,
+}
+
+impl B {
+    fn new(code: Code, message: impl Into<String>, span: Span, label: impl Into<String>) -> B {
+        B {
+            code,
+            message: message.into(),
+            primary: Label::new(span, label),
+            secondary: Vec::new(),
+            help: None,
+        }
+    }
+    fn also(mut self, span: Span, label: impl Into<String>) -> B {
+        self.secondary.push(Label::new(span, label));
+        self
+    }
+    fn help(mut self, help: impl Into<String>) -> B {
+        self.help = Some(help.into());
+        self
+    }
+    fn maybe_help(mut self, help: Option<String>) -> B {
+        self.help = help;
+        self
+    }
+    fn done(self) -> Diagnostic {
+        Diagnostic {
+            code: self.code,
+            severity: self.code.severity(),
+            message: self.message,
+            primary: self.primary,
+            secondary: self.secondary,
+            help: self.help,
+        }
+    }
+}
+
+impl From<SyntaxError> for Kind {
+    fn from(e: SyntaxError) -> Kind {
+        Kind::Syntax(e)
+    }
+}
+
+impl Kind {
+    pub fn code(&self) -> Code {
+        self.clone().into_diagnostic().code
+    }
+
+    pub fn into_diagnostic(self) -> Diagnostic {
+        use Code::*;
+        match self {
+            Kind::Syntax(SyntaxError { kind, span }) => match kind {
+                SyntaxErrorKind::StrayCharacter(c) => B::new(
+                    E0001,
+                    format!("unexpected character `{}`", c.escape_debug()),
+                    span,
+                    "this character starts no token",
+                )
+                .help("comments start with `#`; label values with other characters must be quoted")
+                .done(),
+                SyntaxErrorKind::UnterminatedString => B::new(
+                    E0002,
+                    "unterminated string",
+                    span,
+                    "this string has no closing `\"` on its line",
+                )
+                .done(),
+                SyntaxErrorKind::BadAddress(text) => B::new(
+                    E0003,
+                    format!("`{text}` is not a valid address"),
+                    span,
+                    "not an IPv4 or IPv6 address",
+                )
+                .help("each part of an IPv4 address is 0–255; IPv6 addresses are written as in RFC 4291")
+                .done(),
+                SyntaxErrorKind::BadCidr(text) => B::new(
+                    E0004,
+                    format!("`{text}` is not a valid CIDR"),
+                    span,
+                    "bad prefix length",
+                )
+                .help("the prefix length is at most 32 for IPv4 and 128 for IPv6")
+                .done(),
+                SyntaxErrorKind::NumberOutOfRange { text, what, max } => B::new(
+                    E0005,
+                    format!("{what} `{text}` is out of range"),
+                    span,
+                    format!("the largest {what} is {max}"),
+                )
+                .done(),
+                SyntaxErrorKind::BadDuration(text) => B::new(
+                    E0006,
+                    format!("`{text}` is not a valid duration"),
+                    span,
+                    "not a duration",
+                )
+                .help("write a number followed by s, m, h or d: `10s`, `30m`, `3h`, `1d`")
+                .done(),
+                SyntaxErrorKind::UnexpectedToken { found, expected } => B::new(
+                    E0010,
+                    format!("unexpected {found}"),
+                    span,
+                    format!("expected {}", one_of(&expected)),
+                )
+                .done(),
+                SyntaxErrorKind::UnexpectedEof { expected } => B::new(
+                    E0011,
+                    "unexpected end of file",
+                    span,
+                    format!("expected {}", one_of(&expected)),
+                )
+                .done(),
+            },
+
+            Kind::ImportNotFound {
+                span,
+                module,
+                path,
+                is_std,
+            } => {
+                let b = B::new(
+                    E0101,
+                    format!("import `{module}` names no file"),
+                    span,
+                    format!("`{path}` does not exist"),
+                );
+                if is_std {
+                    b.help("`import std.NAME` loads `NAME.weir` from the standard library (set WEIR_STDLIB to move it)")
+                } else {
+                    b.help("`import a.b` loads `a/b.weir` relative to the importing file")
+                }
+                .done()
+            }
+            Kind::CannotRead { span, path, error } => B::new(
+                E0102,
+                format!("cannot read `{path}`"),
+                span,
+                error,
+            )
+            .done(),
+            Kind::BadInventory { span, problem } => B::new(
+                E0103,
+                "malformed endpoint inventory",
+                span,
+                problem,
+            )
+            .help(r#"the inventory is { "endpoints": [ { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true } ] }"#)
+            .done(),
+            Kind::BadImportPath { span } => B::new(
+                E0104,
+                "`import std` needs a module name",
+                span,
+                "no module named",
+            )
+            .help("write `import std.NAME`, for example `import std.dns`")
+            .done(),
+
+            Kind::UnknownName {
+                span,
+                name,
+                expected,
+                suggestion,
+            } => B::new(
+                E0201,
+                format!("unknown {expected} `{name}`"),
+                span,
+                format!("no {expected} named `{name}`"),
+            )
+            .maybe_help(did_you_mean(&suggestion))
+            .done(),
+            Kind::HostBits {
+                span,
+                written,
+                network,
+            } => B::new(
+                E0202,
+                format!("`{written}` has host bits set"),
+                span,
+                "the address has bits set past the prefix length",
+            )
+            .help(format!("did you mean `{network}`?"))
+            .done(),
+            Kind::Duplicate {
+                kind,
+                name,
+                span,
+                first,
+            } => B::new(
+                E0203,
+                format!("{} `{name}` is defined twice", kind.noun()),
+                span,
+                "defined again here",
+            )
+            .also(first, "first defined here")
+            .help(if matches!(kind, NameKind::Selector | NameKind::Set) {
+                "selectors and sets share one namespace; rename one of them"
+            } else {
+                "rename one of them"
+            })
+            .done(),
+            Kind::BadPort { span, problem } => match problem {
+                PortProblem::Zero => B::new(E0204, "port 0 is not a port", span, "ports are 1–65535")
+                    .help("omit the ports to match every port")
+                    .done(),
+                PortProblem::Reversed { lo, hi } => B::new(
+                    E0204,
+                    format!("port range `{lo}-{hi}` is empty"),
+                    span,
+                    "the first port is greater than the last",
+                )
+                .help(format!("did you mean `{hi}-{lo}`?"))
+                .done(),
+            },
+            Kind::EmptySet { span } => B::new(E0205, "empty set", span, "this set has no elements")
+                .help("a set needs at least one address, CIDR or set name; use `any` for every address")
+                .done(),
+            Kind::WrongKind {
+                span,
+                name,
+                found,
+                expected,
+                defined,
+            } => {
+                let mut b = B::new(
+                    E0206,
+                    format!("`{name}` is {} {}, not {expected}", found.article(), found.noun()),
+                    span,
+                    format!("expected {expected}"),
+                );
+                if let Some(d) = defined {
+                    b = b.also(d, format!("`{name}` is defined here"));
+                }
+                let help = match (found, expected) {
+                    (NameKind::Set, "a selector") => {
+                        Some("sets match addresses and may stand only as a whole peer (`from NAME`), not inside a label selector")
+                    }
+                    (NameKind::Selector, "a set") => {
+                        Some("set elements are addresses, CIDRs or other sets; selectors may stand only as a peer")
+                    }
+                    (NameKind::Endpoint, _) => {
+                        Some("to match one endpoint, select it by its labels")
+                    }
+                    (NameKind::Service, _) => {
+                        Some("policy applies to the chosen backend: select the backends' labels instead")
+                    }
+                    _ => None,
+                };
+                b.maybe_help(help.map(str::to_string)).done()
+            }
+            Kind::SelectorCycle {
+                span,
+                name,
+                through,
+            } => {
+                let mut b = B::new(
+                    E0207,
+                    format!("selector `{name}` refers to itself"),
+                    span,
+                    "the cycle starts here",
+                );
+                for (i, (n, s)) in through.iter().enumerate() {
+                    let next = through.get(i + 1).map(|t| t.0.as_str()).unwrap_or(&name);
+                    b = b.also(*s, format!("`{n}` uses `{next}` here"));
+                }
+                b.help("a named selector may not depend on itself").done()
+            }
+            Kind::SetCycle {
+                span,
+                name,
+                through,
+            } => {
+                let mut b = B::new(
+                    E0208,
+                    format!("set `{name}` refers to itself"),
+                    span,
+                    "the cycle starts here",
+                );
+                for (i, (n, s)) in through.iter().enumerate() {
+                    let next = through.get(i + 1).map(|t| t.0.as_str()).unwrap_or(&name);
+                    b = b.also(*s, format!("`{n}` uses `{next}` here"));
+                }
+                b.help("a named set may not contain itself").done()
+            }
+            Kind::OutOfRange {
+                span,
+                what,
+                value,
+                min,
+                max,
+            } => B::new(
+                E0209,
+                format!("{what} {value} is out of range"),
+                span,
+                format!("must be {min}–{max}"),
+            )
+            .done(),
+            Kind::AddressInTwoEndpoints {
+                span,
+                addr,
+                endpoint,
+                other,
+                first,
+            } => {
+                if endpoint == other {
+                    B::new(
+                        E0210,
+                        format!("address {addr} is listed twice in endpoint `{endpoint}`"),
+                        span,
+                        "listed again here",
+                    )
+                    .also(first, "first listed here")
+                    .done()
+                } else {
+                    B::new(
+                        E0210,
+                        format!("address {addr} belongs to two endpoints, `{other}` and `{endpoint}`"),
+                        span,
+                        format!("claimed by `{endpoint}` here"),
+                    )
+                    .also(first, format!("already the address of `{other}`"))
+                    .help("an address may belong to at most one endpoint")
+                    .done()
+                }
+            }
+            Kind::DuplicateLabel { span, key, first } => B::new(
+                E0211,
+                format!("label `{key}` is given twice"),
+                span,
+                "given again here",
+            )
+            .also(first, "first given here")
+            .help("an endpoint has one value per label key")
+            .done(),
+            Kind::NotAnAddress {
+                span,
+                written,
+                what,
+            } => B::new(
+                E0212,
+                format!("{what} must be a single address, not `{written}`"),
+                span,
+                "a CIDR, not an address",
+            )
+            .done(),
+
+            Kind::NoFrontend { span, service } => B::new(
+                E0220,
+                format!("service `{service}` has no frontend"),
+                span,
+                "this service has no `frontend` line",
+            )
+            .help("add `frontend VIP:PORT/PROTO`, for example `frontend 10.96.0.10:443/tcp`")
+            .done(),
+            Kind::BackendsCount {
+                span,
+                service,
+                lines,
+            } => {
+                if lines.is_empty() {
+                    B::new(
+                        E0221,
+                        format!("service `{service}` has no backends"),
+                        span,
+                        "this service has no `backends` line",
+                    )
+                    .help("add `backends select SELECTOR port N` or `backends { ADDR:PORT, … }`")
+                    .done()
+                } else {
+                    let mut b = B::new(
+                        E0221,
+                        format!(
+                            "service `{service}` has {} `backends` lines",
+                            lines.len()
+                        ),
+                        lines[1],
+                        "second `backends` line",
+                    )
+                    .also(lines[0], "first `backends` line");
+                    for l in &lines[2..] {
+                        b = b.also(*l, "another `backends` line");
+                    }
+                    b.help("a service has exactly one `backends` line; list explicit backends in one `{ … }`")
+                        .done()
+                }
+            }
+            Kind::SharedFrontend {
+                span,
+                frontend,
+                service,
+                other,
+                first,
+            } => {
+                let (msg, first_label) = if service == other {
+                    (
+                        format!("frontend {frontend} is listed twice in service `{service}`"),
+                        "first listed here".to_string(),
+                    )
+                } else {
+                    (
+                        format!("frontend {frontend} is shared by services `{other}` and `{service}`"),
+                        format!("already a frontend of `{other}`"),
+                    )
+                };
+                B::new(E0222, msg, span, "this frontend")
+                    .also(first, first_label)
+                    .help("a VIP:port/protocol belongs to at most one service")
+                    .done()
+            }
+            Kind::DuplicateServiceLine { span, line, first } => {
+                let l = match line {
+                    ServiceLine::Balance => "balance",
+                    ServiceLine::Affinity => "affinity",
+                };
+                B::new(
+                    E0223,
+                    format!("`{l}` is given twice"),
+                    span,
+                    "given again here",
+                )
+                .also(first, "first given here")
+                .done()
+            }
+
+            Kind::NoAppliesTo { span, policy } => B::new(
+                E0230,
+                format!("policy `{policy}` has no `applies to` line"),
+                span,
+                "this policy selects no endpoints",
+            )
+            .help("add `applies to SELECTOR` (use `applies to all` for every endpoint)")
+            .done(),
+            Kind::DuplicateAppliesTo { span, first } => B::new(
+                E0231,
+                "`applies to` is given twice",
+                span,
+                "given again here",
+            )
+            .also(first, "first given here")
+            .help("combine them into one selector with `||` or `&&`")
+            .done(),
+            Kind::WrongPeerKeyword { span, direction } => {
+                let (good, bad, role) = match direction {
+                    Direction::Ingress => ("from", "to", "source"),
+                    Direction::Egress => ("to", "from", "destination"),
+                };
+                B::new(
+                    E0232,
+                    format!("`{bad}` in an {} rule", dir(direction)),
+                    span,
+                    format!("an {} rule's peer is written `{good}`", dir(direction)),
+                )
+                .help(format!(
+                    "in an `{}` block the peer is the {role}: write `{good} PEER`; the endpoint the policy applies to is the other end",
+                    dir(direction)
+                ))
+                .done()
+            }
+            Kind::DuplicateBlock {
+                span,
+                direction,
+                first,
+            } => B::new(
+                E0233,
+                format!("policy has two `{}` blocks", dir(direction)),
+                span,
+                "second block",
+            )
+            .also(first, "first block")
+            .help("move the rules into one block; rules run in source order")
+            .done(),
+            Kind::UnknownTier {
+                span,
+                name,
+                suggestion,
+            } => B::new(
+                E0234,
+                format!("unknown tier `{name}`"),
+                span,
+                "no tier with this name",
+            )
+            .maybe_help(did_you_mean(&suggestion).or_else(|| {
+                Some(format!("declare it with `tier {name} order N`"))
+            }))
+            .done(),
+            Kind::IcmpCodeWithoutType { span } => B::new(
+                E0235,
+                "ICMP code without a type",
+                span,
+                "`code` needs a `type` before it",
+            )
+            .help("write `icmp type T code C`")
+            .done(),
+            Kind::LabelMapOutsideTest { span } => B::new(
+                E0236,
+                "a label map is not a peer here",
+                span,
+                "label maps stand for synthetic endpoints in tests only",
+            )
+            .help("write a selector instead: `{ app: \"api\" }` becomes `app == \"api\"`")
+            .done(),
+
+            Kind::TestPortMissing { span, proto: p } => B::new(
+                E0250,
+                format!("a {} test packet needs a destination port", proto(p)),
+                span,
+                "no `port` given",
+            )
+            .help("add `port N` at the end of the line")
+            .done(),
+            Kind::UnknownTestEndpoint {
+                span,
+                name,
+                suggestion,
+                is,
+            } => {
+                let b = B::new(
+                    E0251,
+                    format!("`{name}` is not an endpoint"),
+                    span,
+                    "test peers name endpoints",
+                );
+                let help = match (suggestion, is) {
+                    (Some(s), _) => Some(format!("did you mean `{s}`?")),
+                    (None, Some(k)) => Some(format!(
+                        "`{name}` is {} {}; in a test write an endpoint name, an address, a label map like `{{ app: \"api\" }}` or `any`",
+                        k.article(),
+                        k.noun()
+                    )),
+                    (None, None) => None,
+                };
+                b.maybe_help(help).done()
+            }
+            Kind::TestNoAddressOfFamily {
+                span,
+                endpoint,
+                family,
+            } => B::new(
+                E0252,
+                format!("endpoint `{endpoint}` has no {family} address"),
+                span,
+                format!("the other peer is {family}"),
+            )
+            .help("both ends of a test packet must be of one address family")
+            .done(),
+            Kind::TestMixedFamilies { span, from, to } => B::new(
+                E0252,
+                format!("test packet goes from {from} to {to}"),
+                span,
+                "the peers are of different address families",
+            )
+            .help("both ends of a test packet must be of one address family")
+            .done(),
+            Kind::UnknownBy {
+                span,
+                name,
+                suggestion,
+            } => B::new(
+                E0253,
+                format!("`by {name}` names no policy, steer block or service"),
+                span,
+                "unknown name",
+            )
+            .maybe_help(did_you_mean(&suggestion).or_else(|| {
+                Some("write `by default` to expect a default verdict".to_string())
+            }))
+            .done(),
+            Kind::TestPortOnIcmp { span } => B::new(
+                E0254,
+                "an ICMP test packet has no port",
+                span,
+                "remove this `port`",
+            )
+            .help("use `icmp type T code C` to give the ICMP type and code")
+            .done(),
+            Kind::BadTestPeer { span } => B::new(
+                E0255,
+                "a test peer must be one endpoint or one address",
+                span,
+                "this matches many addresses",
+            )
+            .help("write an endpoint name, an address, a label map like `{ app: \"api\" }` or `any`")
+            .done(),
+
+            Kind::Unused { span, kind, name } => B::new(
+                W0301,
+                format!("{} `{name}` is never used", kind.noun()),
+                span,
+                "defined here",
+            )
+            .help("remove it, or use it as a peer or inside another definition")
+            .done(),
+            Kind::MatchesNothing { span, what } => B::new(
+                W0302,
+                format!("{what} matches no endpoint"),
+                span,
+                "no declared endpoint has these labels",
+            )
+            .help("check the label keys and values against the endpoints' labels")
+            .done(),
+            Kind::ExceptOutsideBase {
+                span,
+                element,
+                base,
+            } => B::new(
+                W0303,
+                format!("`except` element {element} is not inside the base set"),
+                span,
+                "excludes nothing",
+            )
+            .also(base, "the base set")
+            .help("remove it, or fix the address")
+            .done(),
+            Kind::DefaultDenyTurnedOn {
+                span,
+                policy,
+                direction,
+                endpoints,
+            } => B::new(
+                W0304,
+                format!(
+                    "policy `{policy}` turns on default deny for {} of {}",
+                    dir(direction),
+                    list_names(&endpoints)
+                ),
+                span,
+                format!("no policy allows any {} traffic for these endpoints", dir(direction)),
+            )
+            .help(format!(
+                "every connection {} them will be denied; add an `allow` rule if that is not intended",
+                match direction {
+                    Direction::Ingress => "to",
+                    Direction::Egress => "from",
+                }
+            ))
+            .done(),
+            Kind::ServiceSelectsNothing { span, service } => B::new(
+                W0305,
+                format!("service `{service}` selects no endpoint"),
+                span,
+                "no declared endpoint matches",
+            )
+            .help("its frontends will reject every connection until a matching endpoint exists")
+            .done(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_of_lists() {
+        assert_eq!(one_of(&["`a`".into()]), "`a`");
+        assert_eq!(
+            one_of(&["a".into(), "b".into(), "c".into()]),
+            "one of a, b or c"
+        );
+    }
+}

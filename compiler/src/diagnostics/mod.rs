@@ -1,0 +1,174 @@
+//! Diagnostics as data.
+//!
+//! A [`Diagnostic`] is built from a [`Kind`] (what went wrong, with its
+//! data and spans) by [`Kind::into_diagnostic`] in [`messages`], the one
+//! module that owns all message text. Rendering (human via
+//! codespan-reporting, JSON) lives in [`render`], at the edge.
+//!
+//! Codes are stable: `E00xx` lexical and syntax, `E01xx` imports and files,
+//! `E02xx` validation and names, `W03xx` lints, `W04xx` decision-graph
+//! analysis and `E05xx` back-end limits (both reserved for later stages).
+
+mod messages;
+pub mod render;
+
+pub use messages::{Kind, NameKind, PortProblem, ServiceLine};
+
+use serde::Serialize;
+use std::fmt;
+use weir_grammar::Span;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+macro_rules! codes {
+    ($($code:ident => $sev:ident, $summary:literal;)*) => {
+        /// A stable diagnostic code. `docs/diagnostics.md` documents each.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code { $($code),* }
+
+        impl Code {
+            /// Every code, in order.
+            pub const ALL: &'static [Code] = &[$(Code::$code),*];
+
+            /// `"E0201"`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$code => stringify!($code)),* }
+            }
+
+            pub fn severity(self) -> Severity {
+                match self { $(Code::$code => Severity::$sev),* }
+            }
+
+            /// One line saying what the code means.
+            pub fn summary(self) -> &'static str {
+                match self { $(Code::$code => $summary),* }
+            }
+
+            pub fn parse(s: &str) -> Option<Code> {
+                match s { $(stringify!($code) => Some(Code::$code),)* _ => None }
+            }
+        }
+    };
+}
+
+codes! {
+    E0001 => Error, "a character that starts no token";
+    E0002 => Error, "unterminated string literal";
+    E0003 => Error, "malformed address";
+    E0004 => Error, "malformed CIDR or prefix length out of range";
+    E0005 => Error, "number out of range";
+    E0006 => Error, "malformed duration";
+    E0010 => Error, "unexpected token";
+    E0011 => Error, "unexpected end of file";
+
+    E0101 => Error, "import names no file";
+    E0102 => Error, "cannot read file";
+    E0103 => Error, "malformed endpoint inventory";
+    E0104 => Error, "malformed import path";
+
+    E0201 => Error, "unknown name";
+    E0202 => Error, "CIDR has host bits set";
+    E0203 => Error, "name defined twice";
+    E0204 => Error, "bad port or port range";
+    E0205 => Error, "empty set";
+    E0206 => Error, "name of the wrong kind";
+    E0207 => Error, "selector refers to itself";
+    E0208 => Error, "set refers to itself";
+    E0209 => Error, "value out of range";
+    E0210 => Error, "address belongs to two endpoints";
+    E0211 => Error, "label key given twice";
+    E0212 => Error, "a single address is required, not a CIDR";
+    E0220 => Error, "service without frontend";
+    E0221 => Error, "service needs exactly one backends line";
+    E0222 => Error, "frontend shared by two services";
+    E0223 => Error, "service line given twice";
+    E0230 => Error, "policy without `applies to`";
+    E0231 => Error, "`applies to` given twice";
+    E0232 => Error, "peer written with the wrong keyword for the direction";
+    E0233 => Error, "rule block for a direction given twice";
+    E0234 => Error, "unknown tier";
+    E0235 => Error, "ICMP code without type";
+    E0236 => Error, "label map outside a test";
+    E0250 => Error, "test packet without destination port";
+    E0251 => Error, "test peer names no endpoint";
+    E0252 => Error, "test peers have no common address family";
+    E0253 => Error, "`by` names no policy, steer or service";
+    E0254 => Error, "test port on a protocol without ports";
+    E0255 => Error, "test peer is not a single address";
+
+    W0301 => Warning, "unused selector or set";
+    W0302 => Warning, "selector matches no endpoint";
+    W0303 => Warning, "`except` element outside its base set";
+    W0304 => Warning, "policy turns on default deny";
+    W0305 => Warning, "service selects no endpoint";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A span with a message pointing at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+}
+
+impl Label {
+    pub fn new(span: Span, message: impl Into<String>) -> Label {
+        Label {
+            span,
+            message: message.into(),
+        }
+    }
+}
+
+/// One diagnostic, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    pub primary: Label,
+    pub secondary: Vec<Label>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// The order diagnostics are reported in: by file, position, code.
+    pub fn sort_key(&self) -> (Span, Code, &str) {
+        (self.primary.span, self.code, &self.message)
+    }
+}
+
+/// Sorts diagnostics into report order and drops exact duplicates.
+pub fn sort(diags: &mut Vec<Diagnostic>) {
+    diags.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    diags.dedup();
+}

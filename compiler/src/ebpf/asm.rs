@@ -1,0 +1,722 @@
+//! BPF assembler: instructions as plain values, symbolic labels, provenance.
+//!
+//! Build a program with [`Asm`]: create labels with [`Asm::new_label`], place
+//! them with [`Asm::bind`], push [`Op`]s (each gets the current [`Origin`] and
+//! comment, see [`Asm::set_origin`]) and call [`Asm::assemble`]. The result,
+//! [`Assembled`], holds the raw 8-byte instruction slots, the map relocations
+//! (slot index + map name, for the ELF writer) and a deterministic
+//! [`Assembled::listing`].
+//!
+//! Jump offsets are 16-bit. A conditional jump whose target is further than
+//! `i16` slots away is a compile error ([`AsmError::JumpOutOfRange`]). An
+//! unconditional `ja` may instead be encoded as the 32-bit `gotol`
+//! (`BPF_JMP32 | BPF_JA`, kernel >= 6.4) when [`AsmOptions::long_ja`] is set.
+//! (A relaxation pass that rewrites a far conditional into an inverted short
+//! jump over a `gotol` is future work.)
+
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use super::insn::*;
+
+#[derive(Clone, Debug)]
+enum Item {
+    Insn(Insn),
+    Bind(Label),
+}
+
+/// Assembly options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AsmOptions {
+    /// Encode a `ja` whose offset does not fit `i16` as `gotol`
+    /// (`BPF_JMP32 | BPF_JA`, 32-bit offset in `imm`; kernel >= 6.4, cpu v4).
+    /// Off by default: such a jump is then an error.
+    pub long_ja: bool,
+}
+
+/// Assembly errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AsmError {
+    /// A jump targets a label that was never bound.
+    UnboundLabel { label: String },
+    /// A label was bound twice.
+    LabelBoundTwice { label: String },
+    /// A label value that this [`Asm`] did not create.
+    ForeignLabel { id: u32 },
+    /// A jump's offset does not fit the instruction (`i16`, or `i32` for
+    /// `gotol`). `slot` is the index of the jump instruction.
+    JumpOutOfRange {
+        label: String,
+        slot: usize,
+        offset: i64,
+    },
+    /// `Endian` with a width other than 16, 32 or 64.
+    BadEndianWidth { bits: u8, slot: usize },
+}
+
+impl fmt::Display for AsmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsmError::UnboundLabel { label } => write!(f, "jump to unbound label `{label}`"),
+            AsmError::LabelBoundTwice { label } => write!(f, "label `{label}` bound twice"),
+            AsmError::ForeignLabel { id } => {
+                write!(f, "label #{id} does not belong to this assembler")
+            }
+            AsmError::JumpOutOfRange {
+                label,
+                slot,
+                offset,
+            } => write!(
+                f,
+                "jump at instruction {slot} to label `{label}` needs offset {offset}, \
+                 which does not fit a BPF jump (-32768..=32767); split the program \
+                 (tail call) or restructure the decision graph"
+            ),
+            AsmError::BadEndianWidth { bits, slot } => {
+                write!(
+                    f,
+                    "byte swap of {bits} bits at instruction {slot} (need 16, 32 or 64)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for AsmError {}
+
+/// Program builder.
+#[derive(Clone, Debug, Default)]
+pub struct Asm {
+    items: Vec<Item>,
+    labels: Vec<String>,
+    label_names: HashSet<String>,
+    origin: Origin,
+    comment: Option<Arc<str>>,
+}
+
+impl Asm {
+    pub fn new() -> Asm {
+        Asm::default()
+    }
+
+    /// Creates a new, unbound label. `name` is for listings and errors; a
+    /// name already used gets a `.N` suffix so names stay unique.
+    pub fn new_label(&mut self, name: &str) -> Label {
+        let mut unique = name.to_string();
+        let mut n = 1;
+        while self.label_names.contains(&unique) {
+            unique = format!("{name}.{n}");
+            n += 1;
+        }
+        self.label_names.insert(unique.clone());
+        self.labels.push(unique);
+        Label((self.labels.len() - 1) as u32)
+    }
+
+    /// The (unique) name of a label.
+    pub fn label_name(&self, label: Label) -> Option<&str> {
+        self.labels.get(label.0 as usize).map(String::as_str)
+    }
+
+    /// Places `label` before the next instruction pushed.
+    pub fn bind(&mut self, label: Label) {
+        self.items.push(Item::Bind(label));
+    }
+
+    /// Sets the origin and comment attached to subsequently pushed operations.
+    pub fn set_origin(&mut self, origin: Origin, comment: Option<&str>) {
+        self.origin = origin;
+        self.comment = comment.map(Arc::from);
+    }
+
+    /// Appends `op` with the current origin and comment.
+    pub fn push(&mut self, op: Op) {
+        let insn = Insn {
+            op,
+            origin: self.origin,
+            comment: self.comment.clone(),
+        };
+        self.items.push(Item::Insn(insn));
+    }
+
+    /// Appends a fully specified instruction (its own origin and comment).
+    pub fn push_insn(&mut self, insn: Insn) {
+        self.items.push(Item::Insn(insn));
+    }
+
+    /// Number of slots pushed so far.
+    pub fn slot_count(&self) -> usize {
+        self.items
+            .iter()
+            .map(|i| match i {
+                Item::Insn(insn) => insn.op.slots(),
+                Item::Bind(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Resolves labels and encodes. Same as
+    /// `assemble_with(AsmOptions::default())`.
+    pub fn assemble(&self) -> Result<Assembled, AsmError> {
+        self.assemble_with(AsmOptions::default())
+    }
+
+    /// Resolves labels and encodes.
+    pub fn assemble_with(&self, opts: AsmOptions) -> Result<Assembled, AsmError> {
+        // Pass 1: label positions (every op has a fixed size, so no relaxation).
+        let mut pos: Vec<Option<usize>> = vec![None; self.labels.len()];
+        let mut slot = 0usize;
+        for item in &self.items {
+            match item {
+                Item::Bind(l) => {
+                    let p = pos
+                        .get_mut(l.0 as usize)
+                        .ok_or(AsmError::ForeignLabel { id: l.0 })?;
+                    if p.is_some() {
+                        return Err(AsmError::LabelBoundTwice {
+                            label: self.labels[l.0 as usize].clone(),
+                        });
+                    }
+                    *p = Some(slot);
+                }
+                Item::Insn(insn) => slot += insn.op.slots(),
+            }
+        }
+
+        // Pass 2: encode.
+        let mut out = Assembled::default();
+        for item in &self.items {
+            match item {
+                Item::Bind(l) => out
+                    .entries
+                    .push(Entry::Label(self.labels[l.0 as usize].clone())),
+                Item::Insn(insn) => self.encode(insn, &pos, opts, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn target(
+        &self,
+        label: Label,
+        pos: &[Option<usize>],
+        slot: usize,
+    ) -> Result<(i64, &str), AsmError> {
+        let name = self
+            .labels
+            .get(label.0 as usize)
+            .ok_or(AsmError::ForeignLabel { id: label.0 })?;
+        let target = pos[label.0 as usize].ok_or_else(|| AsmError::UnboundLabel {
+            label: name.clone(),
+        })?;
+        Ok((target as i64 - (slot as i64 + 1), name))
+    }
+
+    fn encode(
+        &self,
+        insn: &Insn,
+        pos: &[Option<usize>],
+        opts: AsmOptions,
+        out: &mut Assembled,
+    ) -> Result<(), AsmError> {
+        use code::*;
+        let slot = out.slots.len();
+        let short = |offset: i64, name: &str| -> Result<i16, AsmError> {
+            i16::try_from(offset).map_err(|_| AsmError::JumpOutOfRange {
+                label: name.to_string(),
+                slot,
+                offset,
+            })
+        };
+        let (text, words): (String, Vec<u64>) = match &insn.op {
+            Op::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => {
+                let class = if *width == Width::W64 { ALU64 } else { ALU };
+                let r = |x: Reg| reg_name(*width, x);
+                match src {
+                    Operand::Imm(i) => (
+                        format!("{} {} {}", r(*dst), op.symbol(), i),
+                        vec![raw(class | op.code() | K, *dst, Reg::R0, 0, *i)],
+                    ),
+                    Operand::Reg(s) => (
+                        format!("{} {} {}", r(*dst), op.symbol(), r(*s)),
+                        vec![raw(class | op.code() | X, *dst, *s, 0, 0)],
+                    ),
+                }
+            }
+            Op::Neg { width, dst } => {
+                let class = if *width == Width::W64 { ALU64 } else { ALU };
+                let d = reg_name(*width, *dst);
+                (
+                    format!("{d} = -{d}"),
+                    vec![raw(class | NEG | K, *dst, Reg::R0, 0, 0)],
+                )
+            }
+            Op::Endian { order, bits, dst } => {
+                if !matches!(bits, 16 | 32 | 64) {
+                    return Err(AsmError::BadEndianWidth { bits: *bits, slot });
+                }
+                let (src_bit, name) = match order {
+                    ByteOrder::Be => (X, "be"),
+                    ByteOrder::Le => (K, "le"),
+                };
+                let d = reg_name(Width::W64, *dst);
+                (
+                    format!("{d} = {name}{bits} {d}"),
+                    vec![raw(ALU | END | src_bit, *dst, Reg::R0, 0, i32::from(*bits))],
+                )
+            }
+            Op::Load {
+                size,
+                dst,
+                base,
+                off,
+            } => (
+                format!(
+                    "{} = *({} *)({})",
+                    reg_name(Width::W64, *dst),
+                    size.c_name(),
+                    addr(*base, *off)
+                ),
+                vec![raw(LDX | MEM | size.code(), *dst, *base, *off, 0)],
+            ),
+            Op::Store {
+                size,
+                base,
+                off,
+                src,
+            } => {
+                let lhs = format!("*({} *)({})", size.c_name(), addr(*base, *off));
+                match src {
+                    Operand::Imm(i) => (
+                        format!("{lhs} = {i}"),
+                        vec![raw(ST | MEM | size.code(), *base, Reg::R0, *off, *i)],
+                    ),
+                    Operand::Reg(s) => (
+                        format!("{lhs} = {}", reg_name(Width::W64, *s)),
+                        vec![raw(STX | MEM | size.code(), *base, *s, *off, 0)],
+                    ),
+                }
+            }
+            Op::AtomicAdd {
+                size,
+                base,
+                off,
+                src,
+            } => (
+                format!(
+                    "lock *({} *)({}) += {}",
+                    size.c_name(),
+                    addr(*base, *off),
+                    reg_name(Width::W64, *src)
+                ),
+                // imm = BPF_ADD (0x00), no BPF_FETCH.
+                vec![raw(STX | ATOMIC | size.code(), *base, *src, *off, 0)],
+            ),
+            Op::LoadImm64 { dst, imm } => (
+                format!("{} = {imm} ll", reg_name(Width::W64, *dst)),
+                vec![
+                    raw(LD | IMM | DW, *dst, Reg::R0, 0, *imm as i32),
+                    raw(0, Reg::R0, Reg::R0, 0, (*imm >> 32) as i32),
+                ],
+            ),
+            Op::LoadMapFd { dst, map } => {
+                out.map_relocs.push(MapReloc {
+                    slot,
+                    map: map.clone(),
+                });
+                (
+                    format!("{} = map_fd({map}) ll", reg_name(Width::W64, *dst)),
+                    vec![
+                        raw_src(LD | IMM | DW, *dst, PSEUDO_MAP_FD, 0, 0),
+                        raw(0, Reg::R0, Reg::R0, 0, 0),
+                    ],
+                )
+            }
+            Op::Jump {
+                width,
+                cond,
+                dst,
+                src,
+                target,
+            } => {
+                let (offset, name) = self.target(*target, pos, slot)?;
+                let off = short(offset, name)?;
+                let class = if *width == Width::W64 { JMP } else { JMP32 };
+                let r = |x: Reg| reg_name(*width, x);
+                match src {
+                    Operand::Imm(i) => (
+                        format!(
+                            "if {} {} {i} goto {} <{name}>",
+                            r(*dst),
+                            cond.symbol(),
+                            signed(off.into())
+                        ),
+                        vec![raw(class | cond.code() | K, *dst, Reg::R0, off, *i)],
+                    ),
+                    Operand::Reg(s) => (
+                        format!(
+                            "if {} {} {} goto {} <{name}>",
+                            r(*dst),
+                            cond.symbol(),
+                            r(*s),
+                            signed(off.into())
+                        ),
+                        vec![raw(class | cond.code() | X, *dst, *s, off, 0)],
+                    ),
+                }
+            }
+            Op::Ja { target } => {
+                let (offset, name) = self.target(*target, pos, slot)?;
+                match i16::try_from(offset) {
+                    Ok(off) => (
+                        format!("goto {} <{name}>", signed(offset)),
+                        vec![raw(JMP | JA, Reg::R0, Reg::R0, off, 0)],
+                    ),
+                    Err(_) if opts.long_ja => {
+                        let imm = i32::try_from(offset).map_err(|_| AsmError::JumpOutOfRange {
+                            label: name.to_string(),
+                            slot,
+                            offset,
+                        })?;
+                        (
+                            format!("gotol {} <{name}>", signed(offset)),
+                            vec![raw(JMP32 | JA, Reg::R0, Reg::R0, 0, imm)],
+                        )
+                    }
+                    Err(_) => {
+                        return Err(AsmError::JumpOutOfRange {
+                            label: name.to_string(),
+                            slot,
+                            offset,
+                        })
+                    }
+                }
+            }
+            Op::Call { helper } => (
+                match helper::name(*helper) {
+                    Some(n) => format!("call {n}#{helper}"),
+                    None => format!("call #{helper}"),
+                },
+                vec![raw(JMP | CALL, Reg::R0, Reg::R0, 0, *helper as i32)],
+            ),
+            Op::Exit => (
+                "exit".to_string(),
+                vec![raw(JMP | EXIT, Reg::R0, Reg::R0, 0, 0)],
+            ),
+        };
+        for _ in &words {
+            out.origins.push(insn.origin);
+        }
+        out.slots.extend(words);
+        out.entries.push(Entry::Insn {
+            slot,
+            text,
+            origin: insn.origin,
+            comment: insn.comment.clone(),
+        });
+        Ok(())
+    }
+}
+
+fn raw(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> u64 {
+    raw_src(code, dst, src.index(), off, imm)
+}
+
+fn raw_src(code: u8, dst: Reg, src: u8, off: i16, imm: i32) -> u64 {
+    u64::from(code)
+        | (u64::from(dst.index() | (src << 4)) << 8)
+        | (u64::from(off as u16) << 16)
+        | (u64::from(imm as u32) << 32)
+}
+
+fn reg_name(width: Width, r: Reg) -> String {
+    match width {
+        Width::W64 => format!("r{}", r.index()),
+        Width::W32 => format!("w{}", r.index()),
+    }
+}
+
+fn addr(base: Reg, off: i16) -> String {
+    if off < 0 {
+        format!("r{} - {}", base.index(), -i32::from(off))
+    } else {
+        format!("r{} + {}", base.index(), off)
+    }
+}
+
+fn signed(v: i64) -> String {
+    if v < 0 {
+        v.to_string()
+    } else {
+        format!("+{v}")
+    }
+}
+
+/// A map reference to relocate: the `ld_imm64` at `slot` loads the fd of
+/// the map named `map`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MapReloc {
+    pub slot: usize,
+    pub map: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Entry {
+    Label(String),
+    Insn {
+        slot: usize,
+        text: String,
+        origin: Origin,
+        comment: Option<Arc<str>>,
+    },
+}
+
+/// An assembled program.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assembled {
+    /// Raw instruction slots; `slot.to_le_bytes()` is the in-memory
+    /// `struct bpf_insn` (code, dst|src<<4, off, imm) on little-endian BPF.
+    pub slots: Vec<u64>,
+    /// Origin of each slot (the second slot of an `ld_imm64` repeats the
+    /// first), to map verifier messages back to rules.
+    pub origins: Vec<Origin>,
+    /// Map references, in slot order.
+    pub map_relocs: Vec<MapReloc>,
+    entries: Vec<Entry>,
+}
+
+impl Assembled {
+    /// The instructions as little-endian bytes (8 per slot).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.slots.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    /// Number of 8-byte slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// A readable listing, one line per instruction (labels on their own
+    /// line), e.g. `  12: r1 = *(u32 *)(r6 + 4)    ; rule 3`. The comment
+    /// column shows the instruction's comment, or `origin N` when it has
+    /// only an origin. Deterministic: suitable for snapshot tests.
+    pub fn listing(&self) -> String {
+        let mut s = String::new();
+        for e in &self.entries {
+            match e {
+                Entry::Label(name) => {
+                    let _ = writeln!(s, "{name}:");
+                }
+                Entry::Insn {
+                    slot,
+                    text,
+                    origin,
+                    comment,
+                } => {
+                    let line = format!("{slot:>4}: {text}");
+                    let note = match (comment, *origin) {
+                        (Some(c), _) => Some(c.to_string()),
+                        (None, o) if o != Origin::NONE => Some(format!("origin {}", o.0)),
+                        (None, _) => None,
+                    };
+                    match note {
+                        Some(n) => {
+                            let _ = writeln!(s, "{line:<44}; {n}");
+                        }
+                        None => {
+                            let _ = writeln!(s, "{line}");
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Asm {
+        let mut a = Asm::new();
+        let miss = a.new_label("miss");
+        let out = a.new_label("out");
+        a.set_origin(Origin(3), Some("rule 3 (db-ingress ingress #1)"));
+        a.push(Op::mov64(Reg::R6, Reg::R1));
+        a.push(Op::load(Size::U32, Reg::R1, Reg::R6, 4));
+        a.push(Op::store(Size::U32, Reg::R10, -4, Reg::R1));
+        a.push(Op::mov64(Reg::R2, Reg::R10));
+        a.push(Op::alu64(AluOp::Add, Reg::R2, -4));
+        a.push(Op::ld_map_fd(Reg::R1, "allow"));
+        a.push(Op::Call {
+            helper: helper::MAP_LOOKUP_ELEM,
+        });
+        a.set_origin(Origin(4), None);
+        a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, miss));
+        a.push(Op::load(Size::U32, Reg::R0, Reg::R0, 0));
+        a.push(Op::Ja { target: out });
+        a.set_origin(Origin::NONE, None);
+        a.bind(miss);
+        a.push(Op::mov64(Reg::R0, 2));
+        a.bind(out);
+        a.push(Op::Exit);
+        a
+    }
+
+    #[test]
+    fn ebpf_labels_resolve_and_encode() {
+        let p = sample().assemble().unwrap();
+        assert_eq!(p.len(), 13);
+        // ld_imm64 map fd at slot 5: code 0x18, dst r1, src 1.
+        assert_eq!(p.slots[5], 0x18 | (0x11 << 8));
+        assert_eq!(p.slots[6], 0);
+        assert_eq!(
+            p.map_relocs,
+            vec![MapReloc {
+                slot: 5,
+                map: "allow".into()
+            }]
+        );
+        // `if r0 == 0 goto miss`: slot 8, miss at 11 -> off +2.
+        assert_eq!(p.slots[8], 0x15 | (2 << 16));
+        // `goto out`: slot 10, out at 12 -> off +1.
+        assert_eq!(p.slots[10], 0x05 | (1 << 16));
+        // `r2 += -4`: imm sign bits.
+        assert_eq!(p.slots[4], 0x07 | (2 << 8) | (0xffff_fffc_u64 << 32));
+        assert_eq!(p.origins[5], Origin(3));
+        assert_eq!(p.origins[6], Origin(3));
+        assert_eq!(p.origins[8], Origin(4));
+        assert_eq!(p.to_bytes().len(), 13 * 8);
+    }
+
+    #[test]
+    fn ebpf_listing_is_deterministic() {
+        let a = sample().assemble().unwrap().listing();
+        let b = sample().assemble().unwrap().listing();
+        assert_eq!(a, b);
+        let expected = "
+   0: r6 = r1                               ; rule 3 (db-ingress ingress #1)
+   1: r1 = *(u32 *)(r6 + 4)                 ; rule 3 (db-ingress ingress #1)
+   2: *(u32 *)(r10 - 4) = r1                ; rule 3 (db-ingress ingress #1)
+   3: r2 = r10                              ; rule 3 (db-ingress ingress #1)
+   4: r2 += -4                              ; rule 3 (db-ingress ingress #1)
+   5: r1 = map_fd(allow) ll                 ; rule 3 (db-ingress ingress #1)
+   7: call bpf_map_lookup_elem#1            ; rule 3 (db-ingress ingress #1)
+   8: if r0 == 0 goto +2 <miss>             ; origin 4
+   9: r0 = *(u32 *)(r0 + 0)                 ; origin 4
+  10: goto +1 <out>                         ; origin 4
+miss:
+  11: r0 = 2
+out:
+  12: exit
+";
+        assert_eq!(a, &expected[1..]);
+    }
+
+    #[test]
+    fn ebpf_label_errors() {
+        let mut a = Asm::new();
+        let l = a.new_label("nowhere");
+        a.push(Op::Ja { target: l });
+        assert_eq!(
+            a.assemble().unwrap_err(),
+            AsmError::UnboundLabel {
+                label: "nowhere".into()
+            }
+        );
+        a.bind(l);
+        a.bind(l);
+        assert!(matches!(
+            a.assemble(),
+            Err(AsmError::LabelBoundTwice { .. })
+        ));
+        // Duplicate names are made unique.
+        let l2 = a.new_label("nowhere");
+        assert_eq!(a.label_name(l2), Some("nowhere.1"));
+    }
+
+    fn far(cond: bool) -> Asm {
+        let mut a = Asm::new();
+        let end = a.new_label("far_end");
+        a.push(Op::mov64(Reg::R0, 0));
+        if cond {
+            a.push(Op::jmp32(JmpCond::Gt, Reg::R0, 1, end));
+        } else {
+            a.push(Op::Ja { target: end });
+        }
+        for _ in 0..40_000 {
+            a.push(Op::alu64(AluOp::Add, Reg::R0, 1));
+        }
+        a.bind(end);
+        a.push(Op::Exit);
+        a
+    }
+
+    #[test]
+    fn ebpf_out_of_range_jump() {
+        let err = far(true).assemble().unwrap_err();
+        assert_eq!(
+            err,
+            AsmError::JumpOutOfRange {
+                label: "far_end".into(),
+                slot: 1,
+                offset: 40_000
+            }
+        );
+        assert!(err.to_string().contains("far_end"));
+        // Even with long_ja a conditional jump cannot be encoded.
+        assert!(far(true)
+            .assemble_with(AsmOptions { long_ja: true })
+            .is_err());
+        assert!(far(false).assemble().is_err());
+        let p = far(false)
+            .assemble_with(AsmOptions { long_ja: true })
+            .unwrap();
+        // gotol: JMP32|JA, off 0, imm = 40000.
+        assert_eq!(p.slots[1], 0x06 | (40_000u64 << 32));
+        assert!(p.listing().contains("gotol +40000 <far_end>"));
+    }
+
+    #[test]
+    fn ebpf_encodings() {
+        let mut a = Asm::new();
+        a.push(Op::LoadImm64 {
+            dst: Reg::R3,
+            imm: 0x1122_3344_5566_7788,
+        });
+        a.push(Op::Endian {
+            order: ByteOrder::Be,
+            bits: 16,
+            dst: Reg::R2,
+        });
+        a.push(Op::store(Size::U64, Reg::R10, -8, 7));
+        a.push(Op::AtomicAdd {
+            size: Size::U64,
+            base: Reg::R1,
+            off: 0,
+            src: Reg::R2,
+        });
+        a.push(Op::Neg {
+            width: Width::W32,
+            dst: Reg::R4,
+        });
+        let p = a.assemble().unwrap();
+        assert_eq!(p.slots[0], 0x18 | (3 << 8) | (0x5566_7788u64 << 32));
+        assert_eq!(p.slots[1], 0x1122_3344u64 << 32);
+        assert_eq!(p.slots[2], 0xdc | (2 << 8) | (16u64 << 32));
+        assert_eq!(p.slots[3], 0x7a | (10 << 8) | (0xfff8 << 16) | (7u64 << 32));
+        assert_eq!(p.slots[4], 0xdb | (0x21 << 8));
+        assert_eq!(p.slots[5], 0x84 | (4 << 8));
+    }
+}

@@ -1,0 +1,381 @@
+//! Relocatable BPF ELF writer (the object aya and libbpf load).
+//!
+//! Layout, per `/work/shared/notes/toolchain-facts.md`:
+//! - one `SHF_ALLOC|SHF_EXECINSTR` section per distinct program section name
+//!   (`classifier`, `xdp`, …), programs of the same section concatenated in
+//!   input order, each with a global `STT_FUNC` symbol of its exact size;
+//! - `.rel<section>` (`SHT_REL`) with one `R_BPF_64_64` per map `ld_imm64`,
+//!   against the map's symbol, addend 0;
+//! - `license` (NUL-terminated);
+//! - `.maps`: zeroed BTF map definitions, one global `STT_OBJECT` per map;
+//! - `.BTF` describing them (see [`super::btf`]).
+//!
+//! Pure function of its input: identical input gives identical bytes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use object::write::{Object, Relocation, Symbol, SymbolId, SymbolSection};
+use object::{
+    elf, Architecture, BinaryFormat, Endianness, FileFlags, RelocationFlags, SectionFlags,
+    SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+};
+
+use super::asm::Assembled;
+use super::btf;
+use super::maps::{MapDef, MapDefError};
+
+/// One program of the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramDef {
+    /// Function symbol name (the name loaders know the program by).
+    pub name: String,
+    /// ELF section, which selects the program type: `classifier`, `xdp`,
+    /// `cgroup/connect4`, … (aya 0.14 rejects `tc`).
+    pub section: String,
+    pub code: Assembled,
+}
+
+/// Input of [`write_object`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectDef {
+    pub programs: Vec<ProgramDef>,
+    pub maps: Vec<MapDef>,
+    /// License string without the NUL, e.g. `"GPL"` (GPL-only helpers need a
+    /// GPL-compatible license).
+    pub license: String,
+}
+
+/// Errors from [`write_object`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ElfError {
+    NoPrograms,
+    EmptyProgram {
+        program: String,
+    },
+    DuplicateSymbol {
+        name: String,
+    },
+    InvalidSectionName {
+        section: String,
+    },
+    InvalidProgramName {
+        program: String,
+    },
+    /// A program references a map not in [`ObjectDef::maps`].
+    UnknownMap {
+        program: String,
+        map: String,
+    },
+    InvalidMap(MapDefError),
+    InvalidLicense,
+    /// The `object` crate refused to write (should not happen).
+    Write(String),
+}
+
+impl fmt::Display for ElfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElfError::NoPrograms => write!(f, "BPF object has no programs"),
+            ElfError::EmptyProgram { program } => write!(f, "program `{program}` is empty"),
+            ElfError::DuplicateSymbol { name } => {
+                write!(
+                    f,
+                    "`{name}` is defined twice (programs and maps share one symbol table)"
+                )
+            }
+            ElfError::InvalidSectionName { section } => {
+                write!(f, "invalid program section name `{section}`")
+            }
+            ElfError::InvalidProgramName { program } => {
+                write!(f, "program name `{program}` must be a C identifier")
+            }
+            ElfError::UnknownMap { program, map } => {
+                write!(f, "program `{program}` references unknown map `{map}`")
+            }
+            ElfError::InvalidMap(e) => e.fmt(f),
+            ElfError::InvalidLicense => write!(f, "license must be non-empty and contain no NUL"),
+            ElfError::Write(e) => write!(f, "writing ELF: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ElfError {}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn validate(obj: &ObjectDef) -> Result<(), ElfError> {
+    if obj.programs.is_empty() {
+        return Err(ElfError::NoPrograms);
+    }
+    if obj.license.is_empty() || obj.license.contains('\0') {
+        return Err(ElfError::InvalidLicense);
+    }
+    let mut names = HashSet::new();
+    for p in &obj.programs {
+        if !is_ident(&p.name) {
+            return Err(ElfError::InvalidProgramName {
+                program: p.name.clone(),
+            });
+        }
+        let reserved = p.section.starts_with('.') || p.section == "license" || p.section == "maps";
+        if p.section.is_empty() || reserved || p.section.contains('\0') {
+            return Err(ElfError::InvalidSectionName {
+                section: p.section.clone(),
+            });
+        }
+        if p.code.is_empty() {
+            return Err(ElfError::EmptyProgram {
+                program: p.name.clone(),
+            });
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(ElfError::DuplicateSymbol {
+                name: p.name.clone(),
+            });
+        }
+    }
+    for m in &obj.maps {
+        m.validate().map_err(ElfError::InvalidMap)?;
+        if !names.insert(m.name.as_str()) {
+            return Err(ElfError::DuplicateSymbol {
+                name: m.name.clone(),
+            });
+        }
+    }
+    let maps: HashSet<&str> = obj.maps.iter().map(|m| m.name.as_str()).collect();
+    for p in &obj.programs {
+        for r in &p.code.map_relocs {
+            if !maps.contains(r.map.as_str()) {
+                return Err(ElfError::UnknownMap {
+                    program: p.name.clone(),
+                    map: r.map.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn elf_flags(sh_flags: u32) -> SectionFlags {
+    SectionFlags::Elf {
+        sh_flags: u64::from(sh_flags),
+    }
+}
+
+/// Writes the relocatable ELF object.
+pub fn write_object(obj: &ObjectDef) -> Result<Vec<u8>, ElfError> {
+    validate(obj)?;
+
+    let mut o = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    o.flags = FileFlags::Elf {
+        os_abi: elf::ELFOSABI_NONE,
+        abi_version: 0,
+        e_flags: 0,
+    };
+
+    // Program sections, in order of first appearance.
+    let mut sections: Vec<(&str, Vec<&ProgramDef>)> = Vec::new();
+    for p in &obj.programs {
+        match sections.iter_mut().find(|(s, _)| *s == p.section) {
+            Some((_, v)) => v.push(p),
+            None => sections.push((&p.section, vec![p])),
+        }
+    }
+
+    // Maps first so that program relocations can reference their symbols.
+    let mut map_syms: BTreeMap<&str, SymbolId> = BTreeMap::new();
+    if !obj.maps.is_empty() {
+        let maps_sec = o.add_section(Vec::new(), b".maps".to_vec(), SectionKind::Data);
+        let mut offset = 0u64;
+        for m in &obj.maps {
+            let size = u64::from(btf::map_def_size(m));
+            let sym = o.add_symbol(Symbol {
+                name: m.name.as_bytes().to_vec(),
+                value: offset,
+                size,
+                kind: SymbolKind::Data,
+                scope: SymbolScope::Dynamic,
+                weak: false,
+                section: SymbolSection::Section(maps_sec),
+                flags: SymbolFlags::None,
+            });
+            map_syms.insert(&m.name, sym);
+            offset += size;
+        }
+        let s = o.section_mut(maps_sec);
+        s.set_data(vec![0u8; offset as usize], 8);
+        s.flags = elf_flags(elf::SHF_ALLOC | elf::SHF_WRITE);
+    }
+
+    for (name, progs) in &sections {
+        let id = o.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Text);
+        o.section_mut(id).flags = elf_flags(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
+        let mut data = Vec::new();
+        let mut relocs = Vec::new();
+        for p in progs {
+            let base = data.len() as u64;
+            let bytes = p.code.to_bytes();
+            o.add_symbol(Symbol {
+                name: p.name.as_bytes().to_vec(),
+                value: base,
+                size: bytes.len() as u64,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Dynamic,
+                weak: false,
+                section: SymbolSection::Section(id),
+                flags: SymbolFlags::None,
+            });
+            data.extend_from_slice(&bytes);
+            for r in &p.code.map_relocs {
+                relocs.push(Relocation {
+                    offset: base + 8 * r.slot as u64,
+                    symbol: map_syms[r.map.as_str()],
+                    addend: 0,
+                    flags: RelocationFlags::Elf {
+                        r_type: elf::R_BPF_64_64,
+                    },
+                });
+            }
+        }
+        o.section_mut(id).set_data(data, 8);
+        for r in relocs {
+            o.add_relocation(id, r)
+                .map_err(|e| ElfError::Write(e.to_string()))?;
+        }
+    }
+
+    let license = o.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
+    let mut lic = obj.license.as_bytes().to_vec();
+    lic.push(0);
+    let s = o.section_mut(license);
+    s.set_data(lic, 1);
+    s.flags = elf_flags(elf::SHF_ALLOC | elf::SHF_WRITE);
+
+    if !obj.maps.is_empty() {
+        let btf_sec = o.add_section(Vec::new(), b".BTF".to_vec(), SectionKind::Other);
+        let s = o.section_mut(btf_sec);
+        s.set_data(btf::maps_btf(&obj.maps), 4);
+        s.flags = elf_flags(0);
+    }
+
+    o.write().map_err(|e| ElfError::Write(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::asm::Asm;
+    use crate::ebpf::insn::{Op, Reg};
+    use crate::ebpf::maps::{MapType, BPF_F_NO_PREALLOC};
+    use object::read::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    use object::RelocationTarget;
+
+    fn code(map: Option<&str>) -> Assembled {
+        let mut a = Asm::new();
+        if let Some(m) = map {
+            a.push(Op::ld_map_fd(Reg::R1, m));
+        }
+        a.push(Op::mov64(Reg::R0, 0));
+        a.push(Op::Exit);
+        a.assemble().unwrap()
+    }
+
+    fn sample() -> ObjectDef {
+        ObjectDef {
+            programs: vec![
+                ProgramDef {
+                    name: "first".into(),
+                    section: "classifier".into(),
+                    code: code(None),
+                },
+                ProgramDef {
+                    name: "second".into(),
+                    section: "classifier".into(),
+                    code: code(Some("lpm")),
+                },
+            ],
+            maps: vec![
+                MapDef::new("h", MapType::Hash, 4, 4, 16),
+                MapDef::lpm_trie("lpm", 4, 4, 16),
+            ],
+            license: "GPL".into(),
+        }
+    }
+
+    #[test]
+    fn ebpf_elf_layout() {
+        let bytes = write_object(&sample()).unwrap();
+        assert_eq!(bytes, write_object(&sample()).unwrap(), "deterministic");
+        let f = object::File::parse(&*bytes).unwrap();
+        assert_eq!(f.architecture(), Architecture::Bpf);
+        let sym = |n: &str| f.symbols().find(|s| s.name() == Ok(n)).unwrap();
+        let first = sym("first");
+        let second = sym("second");
+        assert_eq!((first.address(), first.size()), (0, 16));
+        assert_eq!((second.address(), second.size()), (16, 32));
+        assert_eq!(first.kind(), SymbolKind::Text);
+        assert!(first.is_global());
+        let lpm = sym("lpm");
+        assert_eq!(
+            (lpm.address(), lpm.size(), lpm.kind()),
+            (40, 40, SymbolKind::Data)
+        );
+
+        let text = f.section_by_name("classifier").unwrap();
+        let relocs: Vec<_> = text.relocations().collect();
+        assert_eq!(relocs.len(), 1);
+        let (off, r) = &relocs[0];
+        assert_eq!(*off, 16);
+        assert_eq!(
+            r.flags(),
+            RelocationFlags::Elf {
+                r_type: elf::R_BPF_64_64
+            }
+        );
+        assert_eq!(r.target(), RelocationTarget::Symbol(lpm.index()));
+        assert_eq!(
+            f.section_by_name(".relclassifier").unwrap().kind(),
+            SectionKind::Metadata
+        );
+        assert_eq!(
+            f.section_by_name("license").unwrap().data().unwrap(),
+            b"GPL\0"
+        );
+        assert_eq!(f.section_by_name(".maps").unwrap().size(), 80);
+        let btf = f.section_by_name(".BTF").unwrap();
+        assert_eq!(&btf.data().unwrap()[..2], &[0x9f, 0xeb]);
+    }
+
+    #[test]
+    fn ebpf_elf_errors() {
+        let mut o = sample();
+        o.programs[1].code = code(Some("nope"));
+        assert_eq!(
+            write_object(&o),
+            Err(ElfError::UnknownMap {
+                program: "second".into(),
+                map: "nope".into()
+            })
+        );
+        let mut o = sample();
+        o.maps[1].map_flags &= !BPF_F_NO_PREALLOC;
+        assert!(matches!(write_object(&o), Err(ElfError::InvalidMap(_))));
+        let mut o = sample();
+        o.maps[0].name = "first".into();
+        assert!(matches!(
+            write_object(&o),
+            Err(ElfError::DuplicateSymbol { .. })
+        ));
+        let mut o = sample();
+        o.programs[0].section = ".text".into();
+        assert!(matches!(
+            write_object(&o),
+            Err(ElfError::InvalidSectionName { .. })
+        ));
+    }
+}

@@ -1,0 +1,596 @@
+//! Deterministic generators of random but valid models and packets, for
+//! property and differential tests (graph vs interpreter, back ends vs
+//! interpreter). Seeded splitmix64: the same seed gives the same model on
+//! every platform and Rust version.
+//!
+//! Models use a small label vocabulary and a small pool of nested CIDRs so
+//! that selectors and sets overlap a lot (which is where classes, shadowing
+//! and pruning get interesting); every rule kind appears (allow, deny,
+//! pass, log, the log flag, ports and ranges, ICMP type/code, `any`), with
+//! tiers, default deny, services (random and Maglev, explicit weights
+//! including drained backends, no-backend services) and steering.
+//! Packets are drawn so that they exercise the boundaries the compiler cuts
+//! at: endpoint addresses, set prefix ends ± 1, rule port boundaries ± 1,
+//! service frontends, both families, all `at` values, some established.
+
+use crate::interp::Packet;
+use crate::model::{
+    Action, AddrSet, Backend, BackendSource, Balance, Cidr, ConnState, DefaultDeny, Direction,
+    Endpoint, Frontend, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule, Sel, Service,
+    Steer, SteerAction, SteerRule, Tier,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use weir_grammar::Span;
+
+/// splitmix64.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x05EE_D0F7_EA5)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `pct` percent.
+    pub fn chance(&mut self, pct: u32) -> bool {
+        self.below(100) < pct as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+}
+
+const KEYS: [&str; 3] = ["app", "tier", "env"];
+const VALUES: [&str; 3] = ["a", "b", "c"];
+const PORTS: [u16; 8] = [22, 53, 80, 443, 1000, 1005, 8080, 65535];
+
+fn span(n: u32) -> Span {
+    Span {
+        file: weir_grammar::FileId(0),
+        start: n,
+        end: n + 1,
+    }
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn v6(x: u128) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | x))
+}
+
+fn cidr(addr: IpAddr, len: u8) -> Cidr {
+    // Clear host bits.
+    let c = Cidr { addr, len };
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Cidr {
+                addr: IpAddr::V4((u32::from(a) & m).into()),
+                ..c
+            }
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            Cidr {
+                addr: IpAddr::V6((u128::from(a) & m).into()),
+                ..c
+            }
+        }
+    }
+}
+
+fn cidr_pool() -> Vec<Cidr> {
+    vec![
+        cidr(v4(0, 0, 0, 0), 0),
+        cidr(v4(10, 0, 0, 0), 8),
+        cidr(v4(10, 0, 0, 0), 16),
+        cidr(v4(10, 0, 1, 0), 24),
+        cidr(v4(10, 0, 0, 0), 30),
+        cidr(v4(10, 0, 0, 4), 30),
+        cidr(v4(10, 0, 0, 5), 32),
+        cidr(v4(10, 1, 0, 0), 16),
+        cidr(v4(192, 168, 0, 0), 16),
+        cidr(v4(192, 168, 1, 0), 24),
+        cidr(v6(0), 8),
+        cidr(v6(0), 120),
+        cidr(v6(0x10), 124),
+        cidr(v6(3), 128),
+    ]
+}
+
+fn gen_sel(rng: &mut Rng, depth: u32) -> Sel {
+    let k = rng.pick(&KEYS).to_string();
+    let v = rng.pick(&VALUES).to_string();
+    let choice = if depth == 0 {
+        rng.below(6)
+    } else {
+        rng.below(9)
+    };
+    match choice {
+        0 => Sel::Eq(k, v),
+        1 => Sel::Ne(k, v),
+        2 => {
+            let vs: BTreeSet<String> = (0..1 + rng.below(2))
+                .map(|_| rng.pick(&VALUES).to_string())
+                .collect();
+            Sel::In(k, vs)
+        }
+        3 => {
+            let vs: BTreeSet<String> = (0..1 + rng.below(2))
+                .map(|_| rng.pick(&VALUES).to_string())
+                .collect();
+            Sel::NotIn(k, vs)
+        }
+        4 => Sel::Has(k),
+        5 => {
+            if rng.chance(50) {
+                Sel::All
+            } else {
+                Sel::Eq(k, v)
+            }
+        }
+        6 => Sel::Not(Box::new(gen_sel(rng, depth - 1))),
+        7 => Sel::And(
+            Box::new(gen_sel(rng, depth - 1)),
+            Box::new(gen_sel(rng, depth - 1)),
+        ),
+        _ => Sel::Or(
+            Box::new(gen_sel(rng, depth - 1)),
+            Box::new(gen_sel(rng, depth - 1)),
+        ),
+    }
+}
+
+fn gen_set(rng: &mut Rng, pool: &[Cidr]) -> AddrSet {
+    let mut include: Vec<Cidr> = (0..1 + rng.below(2)).map(|_| *rng.pick(pool)).collect();
+    let mut exclude: Vec<Cidr> = if rng.chance(40) {
+        (0..1 + rng.below(2)).map(|_| *rng.pick(pool)).collect()
+    } else {
+        Vec::new()
+    };
+    include.sort();
+    include.dedup();
+    exclude.sort();
+    exclude.dedup();
+    AddrSet { include, exclude }
+}
+
+fn gen_peer(rng: &mut Rng, pool: &[Cidr]) -> PeerMatch {
+    match rng.below(10) {
+        0..=2 => PeerMatch::Any,
+        3..=6 => PeerMatch::Selector(gen_sel(rng, 1)),
+        _ => PeerMatch::Set(gen_set(rng, pool)),
+    }
+}
+
+fn gen_ports(rng: &mut Rng) -> Vec<PortRange> {
+    let mut rs: Vec<PortRange> = (0..rng.below(3))
+        .map(|_| {
+            let a = *rng.pick(&PORTS);
+            let b = if rng.chance(30) { *rng.pick(&PORTS) } else { a };
+            PortRange {
+                lo: a.min(b),
+                hi: a.max(b),
+            }
+        })
+        .collect();
+    rs.sort();
+    // Merge overlapping and adjacent ranges (the model's invariant).
+    let mut out: Vec<PortRange> = Vec::new();
+    for r in rs {
+        match out.last_mut() {
+            Some(l) if u32::from(r.lo) <= u32::from(l.hi) + 1 => l.hi = l.hi.max(r.hi),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+fn gen_proto(rng: &mut Rng) -> ProtoMatch {
+    match rng.below(10) {
+        0..=2 => ProtoMatch::Any,
+        3..=7 => ProtoMatch::Ports {
+            proto: *rng.pick(&[Proto::Tcp, Proto::Tcp, Proto::Udp, Proto::Sctp]),
+            ports: gen_ports(rng),
+        },
+        _ => {
+            let ty = rng.chance(70).then(|| *rng.pick(&[0u8, 3, 8]));
+            let code = if ty.is_some() && rng.chance(40) {
+                Some(*rng.pick(&[0u8, 1]))
+            } else {
+                None
+            };
+            ProtoMatch::Icmp { ty, code }
+        }
+    }
+}
+
+fn gen_rules(rng: &mut Rng, pool: &[Cidr], spans: &mut u32) -> Vec<Rule> {
+    (0..rng.below(6))
+        .map(|_| {
+            let action = match rng.below(20) {
+                0..=6 => Action::Allow,
+                7..=11 => Action::Deny,
+                12..=14 => Action::Pass,
+                _ => Action::Log,
+            };
+            *spans += 2;
+            Rule {
+                action,
+                proto: gen_proto(rng),
+                peer: gen_peer(rng, pool),
+                log: action != Action::Log && rng.chance(20),
+                span: span(*spans),
+            }
+        })
+        .collect()
+}
+
+/// A random valid model (checker invariants hold: sorted, unique names,
+/// no host bits, one endpoint per address).
+pub fn model(seed: u64) -> Model {
+    let mut rng = Rng::new(seed);
+    let mut spans = 0u32;
+    let mut tiers = vec![Tier {
+        name: "default".into(),
+        order: 1000,
+        span: None,
+    }];
+    if rng.chance(50) {
+        tiers.push(Tier {
+            name: "security".into(),
+            order: 10,
+            span: Some(span(1)),
+        });
+    }
+    tiers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+
+    // Endpoints with distinct addresses.
+    let mut addr_pool: Vec<IpAddr> = vec![
+        v4(10, 0, 0, 1),
+        v4(10, 0, 0, 5),
+        v4(10, 0, 0, 6),
+        v4(10, 0, 1, 7),
+        v4(10, 1, 2, 3),
+        v4(192, 168, 1, 1),
+        v4(172, 16, 0, 1),
+        v4(10, 0, 0, 0),
+    ];
+    let mut pool = cidr_pool();
+    let n_ep = 2 + rng.below(6);
+    let mut endpoints = Vec::new();
+    for i in 0..n_ep {
+        if addr_pool.is_empty() {
+            break;
+        }
+        let a = addr_pool.remove(rng.below(addr_pool.len()));
+        let mut addrs = vec![a];
+        if rng.chance(25) {
+            addrs.push(v6(1 + i as u128 * 17));
+        }
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        for k in KEYS {
+            if rng.chance(60) {
+                labels.insert(k.to_string(), rng.pick(&VALUES).to_string());
+            }
+        }
+        endpoints.push(Endpoint {
+            name: format!("ep{i}"),
+            labels,
+            addrs,
+            ready: rng.chance(85),
+            span: Some(span(3)),
+        });
+    }
+    for e in &endpoints {
+        if rng.chance(30) {
+            pool.push(Cidr::host(e.addrs[0]));
+        }
+    }
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut policies = Vec::new();
+    for i in 0..1 + rng.below(5) {
+        spans += 2;
+        let ingress = rng
+            .chance(70)
+            .then(|| gen_rules(&mut rng, &pool, &mut spans));
+        let egress = rng
+            .chance(60)
+            .then(|| gen_rules(&mut rng, &pool, &mut spans));
+        policies.push(Policy {
+            name: format!("p{i}"),
+            tier: rng.below(tiers.len()),
+            priority: *rng.pick(&[100u16, 100, 200, 1000]),
+            applies_to: gen_sel(&mut rng, 1),
+            ingress,
+            egress,
+            span: span(spans),
+            name_span: span(spans),
+        });
+    }
+    policies.sort_by(|a, b| {
+        let ta = &tiers[a.tier];
+        let tb = &tiers[b.tier];
+        (ta.order, &ta.name, a.priority, &a.name).cmp(&(tb.order, &tb.name, b.priority, &b.name))
+    });
+
+    let mut services = Vec::new();
+    for i in 0..rng.below(3) {
+        let fe_proto = *rng.pick(&[Proto::Tcp, Proto::Udp]);
+        let mut frontends = vec![Frontend {
+            addr: v4(10, 96, 0, 1 + i as u8),
+            port: *rng.pick(&[80u16, 443]),
+            proto: fe_proto,
+        }];
+        if rng.chance(30) {
+            frontends.push(Frontend {
+                addr: v6(0x9600 + i as u128),
+                port: 80,
+                proto: Proto::Tcp,
+            });
+        }
+        let backends = if rng.chance(50) {
+            BackendSource::Select {
+                selector: gen_sel(&mut rng, 0),
+                port: *rng.pick(&[80u16, 443, 8080]),
+            }
+        } else {
+            let mut list: Vec<Backend> = (0..rng.below(4))
+                .map(|_| {
+                    let e = rng.pick(&endpoints);
+                    Backend {
+                        addr: e.addrs[0],
+                        port: *rng.pick(&[80u16, 22, 8080]),
+                        weight: *rng.pick(&[0u16, 1, 1, 3]),
+                        endpoint: None,
+                    }
+                })
+                .collect();
+            list.sort();
+            list.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+            BackendSource::Explicit(list)
+        };
+        services.push(Service {
+            name: format!("s{i}"),
+            frontends,
+            backends,
+            balance: if rng.chance(40) {
+                Balance::Maglev
+            } else {
+                Balance::Random
+            },
+            affinity: rng.chance(30).then_some(3600),
+            span: span(5),
+        });
+    }
+
+    let mut steers = Vec::new();
+    for i in 0..rng.below(3) {
+        let rules = (0..1 + rng.below(3))
+            .map(|_| {
+                spans += 2;
+                SteerRule {
+                    action: match rng.below(4) {
+                        0 => SteerAction::Redirect {
+                            addr: v4(127, 0, 0, 1),
+                            port: 15001,
+                        },
+                        1 => SteerAction::Mark(0x10),
+                        2 => SteerAction::Dscp(46),
+                        _ => SteerAction::Bypass,
+                    },
+                    proto: gen_proto(&mut rng),
+                    from: gen_peer(&mut rng, &pool),
+                    to: gen_peer(&mut rng, &pool),
+                    span: span(spans),
+                }
+            })
+            .collect();
+        steers.push(Steer {
+            name: format!("st{i}"),
+            priority: *rng.pick(&[10u16, 20]),
+            rules,
+            span: span(7),
+        });
+    }
+    steers.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+
+    Model {
+        tiers,
+        policies,
+        endpoints,
+        services,
+        steers,
+        default_deny: DefaultDeny {
+            ingress: rng.chance(30).then(|| span(9)),
+            egress: rng.chance(30).then(|| span(11)),
+        },
+        tests: Vec::new(),
+        named_selectors: BTreeMap::new(),
+        named_sets: BTreeMap::new(),
+    }
+}
+
+fn step(a: IpAddr, d: i128) -> IpAddr {
+    match a {
+        IpAddr::V4(x) => IpAddr::V4(((i128::from(u32::from(x)) + d) as u32).into()),
+        IpAddr::V6(x) => IpAddr::V6(((u128::from(x) as i128 + d) as u128).into()),
+    }
+}
+
+fn last(c: &Cidr) -> IpAddr {
+    match c.addr {
+        IpAddr::V4(x) => {
+            let host = if c.len == 0 {
+                u32::MAX
+            } else {
+                (1u32 << (32 - c.len)).wrapping_sub(1)
+            };
+            IpAddr::V4((u32::from(x) | host).into())
+        }
+        IpAddr::V6(x) => {
+            let host = if c.len == 0 {
+                u128::MAX
+            } else {
+                (1u128 << (128 - c.len)).wrapping_sub(1)
+            };
+            IpAddr::V6((u128::from(x) | host).into())
+        }
+    }
+}
+
+/// Addresses worth testing: endpoint addresses, every set prefix's first
+/// and last address ± 1, frontends, and `extra` random ones of both
+/// families.
+pub fn interesting_addrs(model: &Model, rng: &mut Rng, extra: usize) -> Vec<IpAddr> {
+    let mut out: BTreeSet<IpAddr> = BTreeSet::new();
+    for e in &model.endpoints {
+        out.extend(e.addrs.iter().copied());
+    }
+    let mut cidrs: Vec<Cidr> = Vec::new();
+    let mut add_peer = |p: &PeerMatch| {
+        if let PeerMatch::Set(s) = p {
+            cidrs.extend(s.include.iter().chain(&s.exclude).copied());
+        }
+    };
+    for p in &model.policies {
+        for r in [&p.ingress, &p.egress].into_iter().flatten().flatten() {
+            add_peer(&r.peer);
+        }
+    }
+    for s in &model.steers {
+        for r in &s.rules {
+            add_peer(&r.from);
+            add_peer(&r.to);
+        }
+    }
+    for c in cidrs {
+        for a in [c.addr, last(&c)] {
+            out.insert(a);
+            out.insert(step(a, 1));
+            out.insert(step(a, -1));
+        }
+    }
+    for s in &model.services {
+        out.extend(s.frontends.iter().map(|f| f.addr));
+    }
+    for _ in 0..extra {
+        let x = rng.next_u64();
+        out.insert(if rng.chance(70) {
+            match rng.below(3) {
+                0 => v4(10, 0, (x >> 8) as u8 % 3, x as u8),
+                1 => IpAddr::V4((x as u32).into()),
+                _ => v4(192, 168, (x >> 8) as u8 % 2, x as u8),
+            }
+        } else {
+            v6(u128::from(x % 300))
+        });
+    }
+    out.into_iter().collect()
+}
+
+/// Random packets for `model`: see the module docs.
+pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
+    let addrs = interesting_addrs(model, rng, 20);
+    let (v4s, v6s): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
+    let mut ports: BTreeSet<u16> = [0u16, 1, 65535].into_iter().collect();
+    let mut icmp: BTreeSet<(u8, u8)> = [(0, 0), (8, 0), (3, 1)].into_iter().collect();
+    let mut note = |pm: &ProtoMatch| match pm {
+        ProtoMatch::Ports { ports: rs, .. } => {
+            for r in rs {
+                for p in [r.lo, r.hi] {
+                    ports.insert(p);
+                    ports.insert(p.saturating_add(1));
+                    ports.insert(p.saturating_sub(1));
+                }
+            }
+        }
+        ProtoMatch::Icmp { ty, code } => {
+            icmp.insert((ty.unwrap_or(5), code.unwrap_or(0)));
+            icmp.insert((ty.unwrap_or(5), code.map_or(0, |c| c.wrapping_add(1))));
+        }
+        ProtoMatch::Any => {}
+    };
+    for p in &model.policies {
+        for r in [&p.ingress, &p.egress].into_iter().flatten().flatten() {
+            note(&r.proto);
+        }
+    }
+    for s in &model.steers {
+        for r in &s.rules {
+            note(&r.proto);
+        }
+    }
+    let ports: Vec<u16> = ports.into_iter().collect();
+    let icmp: Vec<(u8, u8)> = icmp.into_iter().collect();
+    let frontends: Vec<Frontend> = model
+        .services
+        .iter()
+        .flat_map(|s| s.frontends.iter().copied())
+        .collect();
+    (0..n)
+        .map(|_| {
+            let six = !v6s.is_empty() && rng.chance(20);
+            let fam = if six { &v6s } else { &v4s };
+            let eps: Vec<IpAddr> = model
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addrs.iter().copied())
+                .filter(|a| a.is_ipv4() != six)
+                .collect();
+            let draw = |rng: &mut Rng| {
+                if !eps.is_empty() && rng.chance(60) {
+                    *rng.pick(&eps)
+                } else {
+                    *rng.pick(fam)
+                }
+            };
+            let src = draw(rng);
+            let proto = *rng.pick(&[Proto::Tcp, Proto::Tcp, Proto::Udp, Proto::Sctp, Proto::Icmp]);
+            let (dst, dport, proto) = if !frontends.is_empty() && rng.chance(15) {
+                let f = *rng.pick(&frontends);
+                (f.addr, f.port, f.proto)
+            } else {
+                (draw(rng), *rng.pick(&ports), proto)
+            };
+            let mut p = Packet::new(proto, src, 40000 + rng.below(1000) as u16, dst, dport);
+            if proto == Proto::Icmp {
+                let (t, c) = *rng.pick(&icmp);
+                p.sport = 0;
+                p.icmp_type = t;
+                p.icmp_code = c;
+            }
+            if rng.chance(5) {
+                p.state = ConnState::Established;
+            }
+            p.at = match rng.below(4) {
+                0 => Some(Direction::Ingress),
+                1 => Some(Direction::Egress),
+                _ => None,
+            };
+            p
+        })
+        .collect()
+}

@@ -1,0 +1,621 @@
+//! Model → decision graph, by partial evaluation of the interpreter.
+//!
+//! For a direction, the subject's class decides which policies are active
+//! (their `applies to` atoms are bits of the class), so the lowering emits a
+//! table on the subject class whose entries are the per-class chains; a
+//! chain is built once per distinct list of active policies. A chain
+//! branches on the protocol first (a table over the four protocols, the
+//! default being "any other protocol"), then on the destination port (an
+//! interval table whose boundaries are the rules' range ends) or the ICMP
+//! type and code, and only then tests peers, in rule order. Every peer
+//! test splits the set of classes the peer can still be in; a test whose
+//! outcome is already determined by that set is not emitted, so the
+//! lowering never produces an unreachable branch (every leaf is reached by
+//! some packet) and never tests the same fact twice on a path.
+//!
+//! Leaves carry provenance ids from [`ProvenanceTable`]; the `logged` list
+//! of a leaf is the path's log rules, exactly the interpreter's
+//! `SideDecision::logged`.
+
+use super::bits::Bits;
+use super::classes::{AtomId, Classes};
+use super::ir::{
+    Builder, Cond, Graph, Node, NodeId, Roots, ServiceTable, SteerLeaf, TableEntry, TableKey,
+    VerdictLeaf,
+};
+use crate::flowhash::proto_number;
+use crate::model::{Action, Direction, Model, PolicyId, Proto, ProtoMatch, SteerAction};
+use crate::provenance::{Provenance, ProvenanceTable};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// What the lowering learned on the way, for static analysis.
+#[derive(Debug, Clone, Default)]
+pub struct LowerInfo {
+    /// Provenance ids of policy rules whose match branch exists somewhere
+    /// (the rule decides, passes or logs some packet).
+    pub live_rules: BTreeSet<u32>,
+    /// Steering rules `(steer, index)` that are the first match for some
+    /// packet.
+    pub live_steer: BTreeSet<(usize, usize)>,
+    /// Every distinct list of active policies built, per direction, with
+    /// the subject classes that use it.
+    pub chains: Vec<(Direction, Vec<PolicyId>, Vec<u32>)>,
+}
+
+/// Lower a model to its unoptimized graph.
+pub fn lower(model: &Model) -> (Graph, LowerInfo) {
+    let classes = Arc::new(Classes::build(model));
+    let prov = Arc::new(ProvenanceTable::new(model));
+    let mut cx = Lower {
+        model,
+        classes: &classes,
+        prov: &prov,
+        b: Builder::new(false),
+        info: LowerInfo::default(),
+        all_classes: Bits::full(classes.len()),
+        leaves: HashMap::new(),
+        steer_memo: HashMap::new(),
+    };
+    let steer = cx.steer_entry();
+    let egress = cx.side_entry(Direction::Egress);
+    let ingress = cx.side_entry(Direction::Ingress);
+    let info = std::mem::take(&mut cx.info);
+    let dag = cx.b.finish(Roots {
+        steer,
+        egress,
+        ingress,
+    });
+    let steer_actions = model
+        .steers
+        .iter()
+        .map(|s| s.rules.iter().map(|r| r.action.clone()).collect())
+        .collect();
+    let graph = Graph {
+        dag,
+        classes,
+        provenance: prov,
+        services: Arc::new(ServiceTable::build(model)),
+        steer_actions: Arc::new(steer_actions),
+    };
+    (graph, info)
+}
+
+struct Lower<'a> {
+    model: &'a Model,
+    classes: &'a Classes,
+    prov: &'a ProvenanceTable,
+    b: Builder,
+    info: LowerInfo,
+    all_classes: Bits,
+    leaves: HashMap<Node, NodeId>,
+    steer_memo: HashMap<(usize, Bits, Bits), NodeId>,
+}
+
+/// One policy rule in a chain, with everything the walk needs.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    prov: u32,
+    action: Action,
+    log: bool,
+    peer: Option<AtomId>,
+}
+
+const PROTOS: [Proto; 4] = [Proto::Icmp, Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+/// Which items (by index) survive for each protocol / port / ICMP bucket;
+/// `leaf(items)` builds the node for one bucket. Shared by policy chains
+/// and steering.
+fn bucket(
+    b: &mut Builder,
+    protos: &[&ProtoMatch],
+    leaf: &mut dyn FnMut(&mut Builder, Vec<usize>) -> NodeId,
+) -> NodeId {
+    let all: Vec<usize> = (0..protos.len()).collect();
+    let mut entries = Vec::new();
+    for p in PROTOS {
+        let items: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| match protos[i] {
+                ProtoMatch::Any => true,
+                ProtoMatch::Ports { proto, .. } => *proto == p,
+                ProtoMatch::Icmp { .. } => p == Proto::Icmp,
+            })
+            .collect();
+        let child = if p == Proto::Icmp {
+            icmp_bucket(b, protos, items, leaf)
+        } else {
+            port_bucket(b, protos, items, leaf)
+        };
+        let n = u32::from(proto_number(p));
+        entries.push(TableEntry {
+            lo: n,
+            hi: n,
+            next: child,
+        });
+    }
+    entries.sort();
+    // Any other IP protocol: only `any` rules can match.
+    let other: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| matches!(protos[i], ProtoMatch::Any))
+        .collect();
+    let default = leaf(b, other);
+    b.add(Node::Table {
+        key: TableKey::Proto,
+        entries,
+        default,
+        rule: None,
+    })
+}
+
+fn port_bucket(
+    b: &mut Builder,
+    protos: &[&ProtoMatch],
+    items: Vec<usize>,
+    leaf: &mut dyn FnMut(&mut Builder, Vec<usize>) -> NodeId,
+) -> NodeId {
+    let ranges = |i: usize| -> &[crate::model::PortRange] {
+        match protos[i] {
+            ProtoMatch::Ports { ports, .. } => ports,
+            _ => &[],
+        }
+    };
+    // Interval boundaries: every range start and end + 1.
+    let mut cuts: BTreeSet<u32> = BTreeSet::new();
+    for &i in &items {
+        for r in ranges(i) {
+            cuts.insert(u32::from(r.lo));
+            cuts.insert(u32::from(r.hi) + 1);
+        }
+    }
+    let default_items: Vec<usize> = items
+        .iter()
+        .copied()
+        .filter(|&i| ranges(i).is_empty())
+        .collect();
+    let mut bounds: Vec<u32> = vec![0];
+    bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c <= 65535));
+    bounds.push(65536);
+    bounds.dedup();
+    let mut entries = Vec::new();
+    for w in bounds.windows(2) {
+        let (lo, hi) = (w[0], w[1] - 1);
+        let here: Vec<usize> = items
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let r = ranges(i);
+                r.is_empty()
+                    || r.iter()
+                        .any(|r| u32::from(r.lo) <= lo && hi <= u32::from(r.hi))
+            })
+            .collect();
+        if here == default_items {
+            continue;
+        }
+        let next = leaf(b, here);
+        entries.push(TableEntry { lo, hi, next });
+    }
+    let default = leaf(b, default_items);
+    b.add(Node::Table {
+        key: TableKey::DPort,
+        entries,
+        default,
+        rule: None,
+    })
+}
+
+fn icmp_bucket(
+    b: &mut Builder,
+    protos: &[&ProtoMatch],
+    items: Vec<usize>,
+    leaf: &mut dyn FnMut(&mut Builder, Vec<usize>) -> NodeId,
+) -> NodeId {
+    let tc = |i: usize| -> (Option<u8>, Option<u8>) {
+        match protos[i] {
+            ProtoMatch::Icmp { ty, code } => (*ty, *code),
+            _ => (None, None),
+        }
+    };
+    let types: BTreeSet<u8> = items.iter().filter_map(|&i| tc(i).0).collect();
+    let by_code = |b: &mut Builder,
+                   items: Vec<usize>,
+                   leaf: &mut dyn FnMut(&mut Builder, Vec<usize>) -> NodeId|
+     -> NodeId {
+        let codes: BTreeSet<u8> = items.iter().filter_map(|&i| tc(i).1).collect();
+        let default_items: Vec<usize> = items
+            .iter()
+            .copied()
+            .filter(|&i| tc(i).1.is_none())
+            .collect();
+        let mut entries = Vec::new();
+        for c in codes {
+            let here: Vec<usize> = items
+                .iter()
+                .copied()
+                .filter(|&i| tc(i).1.is_none_or(|x| x == c))
+                .collect();
+            let next = leaf(b, here);
+            entries.push(TableEntry {
+                lo: u32::from(c),
+                hi: u32::from(c),
+                next,
+            });
+        }
+        let default = leaf(b, default_items);
+        b.add(Node::Table {
+            key: TableKey::IcmpCode,
+            entries,
+            default,
+            rule: None,
+        })
+    };
+    let default_items: Vec<usize> = items
+        .iter()
+        .copied()
+        .filter(|&i| tc(i).0.is_none())
+        .collect();
+    let mut entries = Vec::new();
+    for t in types {
+        let here: Vec<usize> = items
+            .iter()
+            .copied()
+            .filter(|&i| tc(i).0.is_none_or(|x| x == t))
+            .collect();
+        let next = by_code(b, here, leaf);
+        entries.push(TableEntry {
+            lo: u32::from(t),
+            hi: u32::from(t),
+            next,
+        });
+    }
+    let default = by_code(b, default_items, leaf);
+    b.add(Node::Table {
+        key: TableKey::IcmpType,
+        entries,
+        default,
+        rule: None,
+    })
+}
+
+impl Lower<'_> {
+    fn leaf(&mut self, n: Node) -> NodeId {
+        if let Some(&id) = self.leaves.get(&n) {
+            return id;
+        }
+        let id = self.b.add(n.clone());
+        self.leaves.insert(n, id);
+        id
+    }
+
+    fn verdict(&mut self, allow: bool, p: Provenance, logged: &[u32]) -> NodeId {
+        let decided = self.prov.id(&p);
+        self.leaf(Node::Verdict(VerdictLeaf {
+            allow,
+            decided,
+            logged: logged.to_vec(),
+        }))
+    }
+
+    fn side_entry(&mut self, dir: Direction) -> NodeId {
+        let model = self.model;
+        let cl = self.classes;
+        // Default for classes without an entry: not an endpoint.
+        let default = self.verdict(true, Provenance::Unrestricted { dir }, &[]);
+        let applies: Vec<Option<AtomId>> = model
+            .policies
+            .iter()
+            .map(|p| {
+                p.rules(dir)
+                    .map(|_| cl.atom_id(&super::classes::Atom::Sel(p.applies_to.clone())))
+                    .and_then(|a| a)
+            })
+            .collect();
+        let mut chains: BTreeMap<Vec<PolicyId>, (NodeId, Vec<u32>)> = BTreeMap::new();
+        let mut entries = Vec::new();
+        for c in cl.endpoint_classes_set().iter() {
+            let active: Vec<PolicyId> = (0..model.policies.len())
+                .filter(|&p| applies[p].is_some_and(|a| cl.has(c as u32, a)))
+                .collect();
+            let next = match chains.get_mut(&active) {
+                Some((n, users)) => {
+                    users.push(c as u32);
+                    *n
+                }
+                None => {
+                    let n = self.chain(dir, &active);
+                    chains.insert(active, (n, vec![c as u32]));
+                    n
+                }
+            };
+            if next != default {
+                entries.push(TableEntry {
+                    lo: c as u32,
+                    hi: c as u32,
+                    next,
+                });
+            }
+        }
+        for (pols, (_, users)) in chains {
+            self.info.chains.push((dir, pols, users));
+        }
+        let key = match dir {
+            Direction::Egress => TableKey::SrcClass,
+            Direction::Ingress => TableKey::DstClass,
+        };
+        self.b.add(Node::Table {
+            key,
+            entries,
+            default,
+            rule: None,
+        })
+    }
+
+    /// The chain for a subject whose active policies are `active`.
+    fn chain(&mut self, dir: Direction, active: &[PolicyId]) -> NodeId {
+        let model = self.model;
+        // Segments: one per tier with an active policy, in tier order.
+        let mut segs: Vec<(usize, Vec<Item>)> = Vec::new();
+        let mut protos: Vec<&ProtoMatch> = Vec::new();
+        let mut seg_of: Vec<(usize, usize)> = Vec::new(); // item → (seg, pos)
+        for tier in 0..model.tiers.len() {
+            let pols: Vec<PolicyId> = active
+                .iter()
+                .copied()
+                .filter(|&p| model.policies[p].tier == tier)
+                .collect();
+            if pols.is_empty() {
+                continue;
+            }
+            let mut items = Vec::new();
+            for p in pols {
+                for (index, r) in model.policies[p]
+                    .rules(dir)
+                    .unwrap_or(&[])
+                    .iter()
+                    .enumerate()
+                {
+                    let prov = self.prov.id(&Provenance::Rule {
+                        policy: p,
+                        dir,
+                        index,
+                    });
+                    seg_of.push((segs.len(), items.len()));
+                    protos.push(&r.proto);
+                    items.push(Item {
+                        prov,
+                        action: r.action,
+                        log: r.log,
+                        peer: self.classes.peer_atom(&r.peer),
+                    });
+                }
+            }
+            segs.push((tier, items));
+        }
+        let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::new();
+        let mut b = std::mem::replace(&mut self.b, Builder::new(false));
+        let root = bucket(&mut b, &protos, &mut |b: &mut Builder, keep: Vec<usize>| {
+            if let Some(&n) = memo.get(&keep) {
+                return n;
+            }
+            // Restrict every segment to the kept items.
+            let mut fsegs: Vec<(usize, Vec<Item>)> =
+                segs.iter().map(|(t, _)| (*t, Vec::new())).collect();
+            for &i in &keep {
+                let (s, pos) = seg_of[i];
+                fsegs[s].1.push(segs[s].1[pos]);
+            }
+            std::mem::swap(&mut self.b, b);
+            let mut w = Walk {
+                cx: self,
+                dir,
+                segs: &fsegs,
+                memo: HashMap::new(),
+            };
+            let all = w.cx.all_classes.clone();
+            let n = w.walk(0, 0, Vec::new(), all);
+            std::mem::swap(&mut self.b, b);
+            memo.insert(keep, n);
+            n
+        });
+        std::mem::swap(&mut self.b, &mut b);
+        root
+    }
+
+    fn steer_entry(&mut self) -> NodeId {
+        let model = self.model;
+        let mut items: Vec<(usize, usize, Option<AtomId>, Option<AtomId>)> = Vec::new();
+        let mut protos: Vec<&ProtoMatch> = Vec::new();
+        for (s, st) in model.steers.iter().enumerate() {
+            for (i, r) in st.rules.iter().enumerate() {
+                items.push((
+                    s,
+                    i,
+                    self.classes.peer_atom(&r.from),
+                    self.classes.peer_atom(&r.to),
+                ));
+                protos.push(&r.proto);
+            }
+        }
+        let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::new();
+        let mut b = std::mem::replace(&mut self.b, Builder::new(false));
+        let root = bucket(&mut b, &protos, &mut |b: &mut Builder, keep: Vec<usize>| {
+            if let Some(&n) = memo.get(&keep) {
+                return n;
+            }
+            std::mem::swap(&mut self.b, b);
+            let list: Vec<_> = keep.iter().map(|&i| items[i]).collect();
+            let all = self.all_classes.clone();
+            self.steer_memo.clear();
+            let n = self.steer_walk(&list, 0, all.clone(), all);
+            std::mem::swap(&mut self.b, b);
+            memo.insert(keep, n);
+            n
+        });
+        std::mem::swap(&mut self.b, &mut b);
+        root
+    }
+
+    fn steer_walk(
+        &mut self,
+        items: &[(usize, usize, Option<AtomId>, Option<AtomId>)],
+        pos: usize,
+        ps: Bits,
+        pd: Bits,
+    ) -> NodeId {
+        let key = (pos, ps, pd);
+        if let Some(&n) = self.steer_memo.get(&key) {
+            return n;
+        }
+        let (pos, ps, pd) = key;
+        let n = self.steer_walk_inner(items, pos, ps.clone(), pd.clone());
+        self.steer_memo.insert((pos, ps, pd), n);
+        n
+    }
+
+    fn steer_walk_inner(
+        &mut self,
+        items: &[(usize, usize, Option<AtomId>, Option<AtomId>)],
+        pos: usize,
+        ps: Bits,
+        pd: Bits,
+    ) -> NodeId {
+        let Some(&(steer, index, from, to)) = items.get(pos) else {
+            return self.leaf(Node::Steer(SteerLeaf::None));
+        };
+        let split = |set: &Bits, a: Option<AtomId>| -> (Bits, Bits) {
+            match a {
+                None => (set.clone(), Bits::new()),
+                Some(a) => {
+                    let w = self.classes.classes_with(a);
+                    (set.and(w), set.and_not(w))
+                }
+            }
+        };
+        let (fm, fno) = split(&ps, from);
+        let (tm, tno) = split(&pd, to);
+        if fm.is_empty() || tm.is_empty() {
+            return self.steer_walk(items, pos + 1, ps, pd);
+        }
+        self.info.live_steer.insert((steer, index));
+        let hit = self.leaf(Node::Steer(SteerLeaf::Hit { steer, index }));
+        // From matched: test the destination.
+        let on_from = if tno.is_empty() {
+            hit
+        } else {
+            let els = self.steer_walk(items, pos + 1, fm.clone(), tno);
+            self.b.add(Node::Test {
+                cond: Cond::DstAtom(to.expect("split of any is total")),
+                then: hit,
+                els,
+            })
+        };
+        if fno.is_empty() {
+            return on_from;
+        }
+        let els = self.steer_walk(items, pos + 1, fno, pd);
+        self.b.add(Node::Test {
+            cond: Cond::SrcAtom(from.expect("split of any is total")),
+            then: on_from,
+            els,
+        })
+    }
+}
+
+/// The peer walk over one protocol/port bucket of a chain.
+struct Walk<'w, 'a> {
+    cx: &'w mut Lower<'a>,
+    dir: Direction,
+    segs: &'w [(usize, Vec<Item>)],
+    memo: HashMap<(usize, usize, Vec<u32>, Bits), NodeId>,
+}
+
+impl Walk<'_, '_> {
+    fn walk(&mut self, seg: usize, pos: usize, logged: Vec<u32>, possible: Bits) -> NodeId {
+        let key = (seg, pos, logged, possible);
+        if let Some(&n) = self.memo.get(&key) {
+            return n;
+        }
+        let (seg, pos, logged, possible) = key;
+        let n = self.walk_inner(seg, pos, &logged, &possible);
+        self.memo.insert((seg, pos, logged, possible), n);
+        n
+    }
+
+    fn walk_inner(&mut self, seg: usize, pos: usize, logged: &[u32], possible: &Bits) -> NodeId {
+        let dir = self.dir;
+        let Some((tier, items)) = self.segs.get(seg) else {
+            return match self.cx.model.default_deny.get(dir) {
+                Some(_) => self
+                    .cx
+                    .verdict(false, Provenance::DefaultDeny { dir }, logged),
+                None => self
+                    .cx
+                    .verdict(true, Provenance::Unrestricted { dir }, logged),
+            };
+        };
+        let Some(&item) = items.get(pos) else {
+            return self
+                .cx
+                .verdict(false, Provenance::TierDefault { tier: *tier, dir }, logged);
+        };
+        let (m, no) = match item.peer {
+            None => (possible.clone(), Bits::new()),
+            Some(a) => {
+                let w = self.cx.classes.classes_with(a);
+                (possible.and(w), possible.and_not(w))
+            }
+        };
+        if m.is_empty() {
+            return self.walk(seg, pos + 1, logged.to_vec(), no);
+        }
+        self.cx.info.live_rules.insert(item.prov);
+        let mut lg = logged.to_vec();
+        let on_match = match item.action {
+            Action::Log => {
+                lg.push(item.prov);
+                self.walk(seg, pos + 1, lg, m)
+            }
+            Action::Pass => {
+                if item.log {
+                    lg.push(item.prov);
+                }
+                self.walk(seg + 1, 0, lg, m)
+            }
+            Action::Allow | Action::Deny => {
+                if item.log {
+                    lg.push(item.prov);
+                }
+                let p = *self.cx.prov.get(item.prov).expect("rule provenance");
+                self.cx.verdict(item.action == Action::Allow, p, &lg)
+            }
+        };
+        if no.is_empty() {
+            return on_match;
+        }
+        let els = self.walk(seg, pos + 1, logged.to_vec(), no);
+        let atom = item.peer.expect("split of any is total");
+        let cond = match dir {
+            Direction::Egress => Cond::DstAtom(atom),
+            Direction::Ingress => Cond::SrcAtom(atom),
+        };
+        self.cx.b.add(Node::Test {
+            cond,
+            then: on_match,
+            els,
+        })
+    }
+}
+
+/// The steering actions are kept beside the graph; re-exported for eval.
+pub fn steer_action(g: &Graph, steer: usize, index: usize) -> &SteerAction {
+    &g.steer_actions[steer][index]
+}
+
+/// Lower and return just the graph (unoptimized).
+pub fn lower_graph(model: &Model) -> Graph {
+    lower(model).0
+}

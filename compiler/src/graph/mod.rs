@@ -1,0 +1,78 @@
+//! The decision graph: what both back ends generate code from.
+//!
+//! ```text
+//! Model ──lower──▶ Graph (unoptimized) ──opt::optimize──▶ Graph ──verify──▶ back ends
+//!   │                  ▲
+//!   └─ classes ────────┘  (atoms → classes → class map)
+//! ```
+//!
+//! - [`classes`]: partition refinement of selectors and address sets into
+//!   disjoint classes, and the class map (LPM entries);
+//! - [`ir`]: nodes (tests, tables, leaves), entries, the service table;
+//! - [`lower`]: partial evaluation of the interpreter's side logic;
+//! - [`opt`]: named passes (hashcons, redundant, order, tables);
+//! - [`verify`]: structural invariants (failure = internal compiler error);
+//! - [`eval`]: the graph run on a packet, as a back end would;
+//! - [`dump`]: text and DOT; [`cost`]: cost model and capacity report;
+//! - [`analysis`]: W04xx findings.
+
+pub mod analysis;
+pub mod bits;
+pub mod classes;
+pub mod cost;
+pub mod cover;
+pub mod dump;
+pub mod eval;
+pub mod ir;
+pub mod lower;
+pub mod opt;
+pub mod verify;
+
+pub use analysis::{analyze, GraphFinding};
+pub use classes::{Atom, AtomId, ClassId, Classes};
+pub use eval::GraphOutcome;
+pub use ir::{Graph, Node, NodeId};
+pub use lower::LowerInfo;
+
+use crate::model::Model;
+
+/// Everything the compile command needs from this stage.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The optimized, verified graph.
+    pub graph: Graph,
+    pub info: LowerInfo,
+    pub findings: Vec<GraphFinding>,
+}
+
+/// Lower, optimize, verify and analyse.
+pub fn compile(model: &Model) -> Compiled {
+    let (g, info) = lower::lower(model);
+    verify::check(&g);
+    let graph = opt::optimize(&g);
+    verify::check(&graph);
+    let findings = analysis::analyze(model, &graph.classes, &info);
+    Compiled {
+        graph,
+        info,
+        findings,
+    }
+}
+
+/// The optimized, verified graph.
+pub fn build(model: &Model) -> Graph {
+    let g = lower::lower_graph(model);
+    let g = opt::optimize(&g);
+    verify::check(&g);
+    g
+}
+
+/// The lowering's output, verified, with no optimization.
+pub fn build_unoptimized(model: &Model) -> Graph {
+    let g = lower::lower_graph(model);
+    verify::check(&g);
+    g
+}
+
+#[cfg(test)]
+mod tests;

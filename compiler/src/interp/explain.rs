@@ -1,0 +1,218 @@
+//! Human and JSON explanations of an [`Outcome`]: the text of `weir trace`
+//! and of failing `weir test` expectations. Locations are rendered by the
+//! caller's `locate` (the compiler's source map) so this module stays
+//! independent of how files are stored.
+
+use super::{verdict_name, Interp, Outcome, Packet, SideDecision};
+use crate::model::{ConnState, Endpoint, Proto, SteerAction};
+use crate::provenance::{dir_name, Provenance};
+use serde_json::{json, Value};
+use std::fmt::Write;
+use std::net::IpAddr;
+use weir_grammar::Span;
+
+/// A rendered source location: `file:line:column` and the line's text.
+pub struct Located {
+    pub at: String,
+    pub line: String,
+}
+
+pub type Locate<'a> = &'a dyn Fn(Span) -> Option<Located>;
+
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Sctp => "sctp",
+        Proto::Icmp => "icmp",
+    }
+}
+
+fn sock(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(_) => format!("{addr}:{port}"),
+        IpAddr::V6(_) => format!("[{addr}]:{port}"),
+    }
+}
+
+/// The packet in `weir trace --packet` notation.
+pub fn packet_text(p: &Packet) -> String {
+    let mut s = if p.proto == Proto::Icmp {
+        format!(
+            "icmp {} -> {} type {} code {}",
+            p.src, p.dst, p.icmp_type, p.icmp_code
+        )
+    } else {
+        format!(
+            "{} {} -> {}",
+            proto_name(p.proto),
+            sock(p.src, p.sport),
+            sock(p.dst, p.dport)
+        )
+    };
+    if p.state == ConnState::Established {
+        s.push_str(" established");
+    }
+    if let Some(d) = p.at {
+        let _ = write!(s, " at {}", dir_name(d));
+    }
+    s
+}
+
+fn endpoint_text(e: Option<&Endpoint>) -> String {
+    match e {
+        None => "not an endpoint".into(),
+        Some(e) => {
+            let labels: Vec<String> = e
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}: {v:?}"))
+                .collect();
+            format!("endpoint {} {{ {} }}", e.name, labels.join(", "))
+        }
+    }
+}
+
+fn prov_text(interp: &Interp, p: &Provenance, locate: Locate, out: &mut String, indent: &str) {
+    let _ = writeln!(out, "{}", p.describe(interp.model));
+    if let Some(loc) = p.span(interp.model).and_then(locate) {
+        let _ = writeln!(out, "{indent}--> {}", loc.at);
+        let _ = writeln!(out, "{indent}    {}", loc.line.trim_end());
+    }
+}
+
+fn side_text(
+    interp: &Interp,
+    name: &str,
+    side: &Option<SideDecision>,
+    locate: Locate,
+    out: &mut String,
+) {
+    match side {
+        None => {
+            let _ = writeln!(out, "{name:<9}not evaluated at this hook");
+        }
+        Some(s) => {
+            let _ = write!(out, "{name:<9}{:<6}", verdict_name(s.verdict));
+            prov_text(interp, &s.by, locate, out, "               ");
+        }
+    }
+}
+
+/// The multi-line explanation `weir trace` prints.
+pub fn explain(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locate) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "packet   {}", packet_text(packet));
+    let _ = writeln!(
+        out,
+        "source   {} is {}",
+        packet.src,
+        endpoint_text(interp.endpoint_of(packet.src))
+    );
+    let _ = writeln!(
+        out,
+        "dest     {} is {}",
+        packet.dst,
+        endpoint_text(interp.endpoint_of(packet.dst))
+    );
+    if let Some(s) = &o.steering {
+        let _ = writeln!(
+            out,
+            "steer    {} rule #{}: {}",
+            interp.model.steers[s.steer].name,
+            s.index + 1,
+            steer_text(&s.action)
+        );
+    }
+    if let Some(hit) = &o.service {
+        let svc = &interp.model.services[hit.service];
+        match &hit.chosen {
+            Some(b) => {
+                let _ = writeln!(
+                    out,
+                    "service  {} -> backend {} (one of {})",
+                    svc.name,
+                    sock(b.addr, b.port),
+                    hit.candidates.len()
+                );
+                let _ = writeln!(
+                    out,
+                    "         policy applies to the backend (dest {})",
+                    b.addr
+                );
+                let _ = writeln!(
+                    out,
+                    "         backend is {}",
+                    endpoint_text(interp.endpoint_of(b.addr))
+                );
+            }
+            None => {
+                let _ = writeln!(out, "service  {} has no ready backends: rejected", svc.name);
+            }
+        }
+    }
+    if o.egress.is_some() || o.ingress.is_some() {
+        side_text(interp, "egress", &o.egress, locate, &mut out);
+        side_text(interp, "ingress", &o.ingress, locate, &mut out);
+    }
+    for l in &o.logged {
+        let _ = writeln!(out, "logged   {}", l.describe(interp.model));
+    }
+    let _ = write!(out, "verdict  {}", verdict_name(o.verdict).to_uppercase());
+    let _ = write!(out, " — ");
+    prov_text(interp, &o.decided_by, locate, &mut out, "         ");
+    out
+}
+
+pub fn steer_text(a: &SteerAction) -> String {
+    match a {
+        SteerAction::Redirect { addr, port } => format!("redirect to proxy {}", sock(*addr, *port)),
+        SteerAction::Mark(m) => format!("mark {m:#x}"),
+        SteerAction::Dscp(d) => format!("dscp {d}"),
+        SteerAction::Bypass => "bypass".into(),
+    }
+}
+
+fn prov_json(interp: &Interp, p: &Provenance, locate: Locate) -> Value {
+    let loc = p.span(interp.model).and_then(locate);
+    json!({
+        "kind": p,
+        "owner": p.owner_name(interp.model),
+        "description": p.describe(interp.model),
+        "location": loc.map(|l| json!({ "at": l.at, "line": l.line.trim_end() })),
+    })
+}
+
+/// The `--format json` form of a trace.
+pub fn explain_json(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locate) -> Value {
+    let side = |s: &Option<SideDecision>| {
+        s.as_ref().map(|s| {
+            json!({
+                "verdict": verdict_name(s.verdict),
+                "subject": s.subject,
+                "decided_by": prov_json(interp, &s.by, locate),
+            })
+        })
+    };
+    json!({
+        "packet": packet,
+        "packet_text": packet_text(packet),
+        "verdict": verdict_name(o.verdict),
+        "reject": o.reject,
+        "decided_by": prov_json(interp, &o.decided_by, locate),
+        "egress": side(&o.egress),
+        "ingress": side(&o.ingress),
+        "logged": o.logged.iter().map(|p| prov_json(interp, p, locate)).collect::<Vec<_>>(),
+        "service": o.service.as_ref().map(|h| json!({
+            "name": interp.model.services[h.service].name,
+            "frontend": h.frontend,
+            "chosen": h.chosen,
+            "candidates": h.candidates,
+        })),
+        "steering": o.steering.as_ref().map(|s| json!({
+            "steer": interp.model.steers[s.steer].name,
+            "rule": s.index + 1,
+            "action": steer_text(&s.action),
+        })),
+    })
+}

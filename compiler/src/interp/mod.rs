@@ -1,0 +1,299 @@
+//! The reference interpreter: the executable meaning of weir.
+//!
+//! This module is docs/language.md §4 written as code, for clarity rather
+//! than speed: every packet walks the pipeline (conntrack state, bypass,
+//! service, egress ∧ ingress policy, steering) directly over the checked
+//! model. The decision graph and both back ends are tested against it by
+//! differential tests, so when they disagree, this is right by definition —
+//! or the reference is wrong and both change together.
+
+mod expect;
+pub mod explain;
+mod packet_text;
+mod policy;
+mod service;
+mod steer;
+
+pub use expect::{
+    expect_packet, run_tests, synthetic_endpoints, verdict_name, ExpectResult, TestReport,
+};
+pub use packet_text::parse_packet;
+pub use service::backends_of;
+
+use crate::model::{
+    Backend, ConnState, Direction, Endpoint, Frontend, Model, PeerMatch, Proto, ProtoMatch,
+    SteerAction, Verdict,
+};
+use crate::provenance::Provenance;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One packet as an enforcement point sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    pub proto: Proto,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub state: ConnState,
+    /// `Some(dir)`: evaluate only that side (what one hook sees).
+    pub at: Option<Direction>,
+}
+
+impl Packet {
+    /// A new TCP/UDP/SCTP packet evaluated on both sides.
+    pub fn new(proto: Proto, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Packet {
+        Packet {
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+            icmp_type: 0,
+            icmp_code: 0,
+            state: ConnState::New,
+            at: None,
+        }
+    }
+}
+
+/// The decision of one side (ingress or egress) of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SideDecision {
+    pub verdict: Verdict,
+    pub by: Provenance,
+    /// `log` rules passed on the way, and the deciding rule if it has the
+    /// `log` flag, in evaluation order.
+    pub logged: Vec<Provenance>,
+    /// The endpoint whose policy was evaluated (None: not an endpoint).
+    pub subject: Option<String>,
+}
+
+/// A service translation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceHit {
+    pub service: usize,
+    pub frontend: Frontend,
+    /// Ready backends of the frontend's address family, weight > 0.
+    pub candidates: Vec<Backend>,
+    /// The backend this evaluation used (None: no backends, rejected).
+    pub chosen: Option<Backend>,
+}
+
+/// The steering rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SteerHit {
+    pub steer: usize,
+    pub index: usize,
+    pub action: SteerAction,
+}
+
+/// Everything the interpreter concluded about one packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub decided_by: Provenance,
+    /// Log rules passed (both sides), egress side first.
+    pub logged: Vec<Provenance>,
+    pub service: Option<ServiceHit>,
+    /// Attached only when allowed (bypass: always).
+    pub steering: Option<SteerHit>,
+    pub egress: Option<SideDecision>,
+    pub ingress: Option<SideDecision>,
+    /// True when the service rejects actively (TCP reset / ICMP unreachable).
+    pub reject: bool,
+}
+
+/// How to choose a backend when the packet hits a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Random services: weighted by the flow hash (deterministic stand-in
+    /// for the data path's random choice); Maglev: the Maglev table.
+    ByHash,
+    /// Use this backend (a differential test tells us what the back end
+    /// chose and asks what the verdict is for it). Must be a candidate.
+    Pinned(IpAddr, u16),
+}
+
+/// An interpreter over one model plus extra (test-synthetic) endpoints.
+pub struct Interp<'m> {
+    pub model: &'m Model,
+    extra: Vec<Endpoint>,
+    by_addr: BTreeMap<IpAddr, (bool, usize)>,
+}
+
+impl<'m> Interp<'m> {
+    pub fn new(model: &'m Model) -> Interp<'m> {
+        Interp::with_extra(model, Vec::new())
+    }
+
+    /// An interpreter that also knows `extra` endpoints (synthetic test
+    /// endpoints). Their addresses shadow nothing: they must be unused.
+    pub fn with_extra(model: &'m Model, extra: Vec<Endpoint>) -> Interp<'m> {
+        let mut by_addr = BTreeMap::new();
+        for (i, e) in model.endpoints.iter().enumerate() {
+            for a in &e.addrs {
+                by_addr.entry(*a).or_insert((false, i));
+            }
+        }
+        for (i, e) in extra.iter().enumerate() {
+            for a in &e.addrs {
+                by_addr.entry(*a).or_insert((true, i));
+            }
+        }
+        Interp {
+            model,
+            extra,
+            by_addr,
+        }
+    }
+
+    /// The endpoint that owns `addr`, if any.
+    pub fn endpoint_of(&self, addr: IpAddr) -> Option<&Endpoint> {
+        self.by_addr.get(&addr).map(|&(extra, i)| {
+            if extra {
+                &self.extra[i]
+            } else {
+                &self.model.endpoints[i]
+            }
+        })
+    }
+
+    /// Does `peer` match the address `addr`?
+    pub fn peer_matches(&self, peer: &PeerMatch, addr: IpAddr) -> bool {
+        match peer {
+            PeerMatch::Any => true,
+            PeerMatch::Set(s) => s.contains(addr),
+            PeerMatch::Selector(sel) => self
+                .endpoint_of(addr)
+                .is_some_and(|e| sel.matches(&e.labels)),
+        }
+    }
+
+    /// Evaluate with the default backend choice.
+    pub fn evaluate(&self, p: &Packet) -> Outcome {
+        self.evaluate_with(p, BackendChoice::ByHash)
+    }
+
+    /// The pipeline of docs/language.md §4.
+    pub fn evaluate_with(&self, p: &Packet, choice: BackendChoice) -> Outcome {
+        // 1. Connection state.
+        if p.state == ConnState::Established {
+            return Outcome::simple(Verdict::Allow, Provenance::Established);
+        }
+        // 2. Bypass (steering matched on the packet as sent).
+        let steering = self.first_steer(p);
+        if let Some(hit) = &steering {
+            if hit.action == SteerAction::Bypass {
+                let mut o = Outcome::simple(
+                    Verdict::Allow,
+                    Provenance::Bypass {
+                        steer: hit.steer,
+                        index: hit.index,
+                    },
+                );
+                o.steering = steering;
+                return o;
+            }
+        }
+        // 3. Service.
+        let mut translated = p.clone();
+        let service = self.service_hit(p, choice);
+        if let Some(hit) = &service {
+            match &hit.chosen {
+                None => {
+                    let mut o = Outcome::simple(
+                        Verdict::Deny,
+                        Provenance::NoBackends {
+                            service: hit.service,
+                        },
+                    );
+                    o.service = service;
+                    o.reject = true;
+                    return o;
+                }
+                Some(b) => {
+                    translated.dst = b.addr;
+                    translated.dport = b.port;
+                }
+            }
+        }
+        // 4. Policy: egress of the source ∧ ingress of the destination.
+        let egress =
+            (p.at != Some(Direction::Ingress)).then(|| self.side(Direction::Egress, &translated));
+        let ingress =
+            (p.at != Some(Direction::Egress)).then(|| self.side(Direction::Ingress, &translated));
+        let mut logged = Vec::new();
+        let mut decided: Option<(Verdict, Provenance)> = None;
+        for side in [&egress, &ingress].into_iter().flatten() {
+            logged.extend(side.logged.iter().copied());
+            if decided.is_none() && side.verdict == Verdict::Deny {
+                decided = Some((Verdict::Deny, side.by));
+            }
+            if side.verdict == Verdict::Deny {
+                break;
+            }
+        }
+        let (verdict, decided_by) = decided.unwrap_or_else(|| {
+            // Allowed: the most specific allowing provenance is the
+            // ingress side's (the destination accepted it), else egress.
+            let by = ingress
+                .as_ref()
+                .or(egress.as_ref())
+                .map(|s| s.by)
+                .expect("at least one side is evaluated");
+            (Verdict::Allow, by)
+        });
+        // 5. Steering on allowed packets.
+        let steering = if verdict == Verdict::Allow {
+            steering
+        } else {
+            None
+        };
+        Outcome {
+            verdict,
+            decided_by,
+            logged,
+            service,
+            steering,
+            egress,
+            ingress,
+            reject: false,
+        }
+    }
+}
+
+impl Outcome {
+    fn simple(verdict: Verdict, by: Provenance) -> Outcome {
+        Outcome {
+            verdict,
+            decided_by: by,
+            logged: Vec::new(),
+            service: None,
+            steering: None,
+            egress: None,
+            ingress: None,
+            reject: false,
+        }
+    }
+}
+
+/// Does a rule's protocol part match the packet?
+pub fn proto_matches(m: &ProtoMatch, p: &Packet) -> bool {
+    match m {
+        ProtoMatch::Any => true,
+        ProtoMatch::Ports { proto, ports } => {
+            *proto == p.proto
+                && (ports.is_empty() || ports.iter().any(|r| r.lo <= p.dport && p.dport <= r.hi))
+        }
+        ProtoMatch::Icmp { ty, code } => {
+            p.proto == Proto::Icmp
+                && ty.is_none_or(|t| t == p.icmp_type)
+                && code.is_none_or(|c| c == p.icmp_code)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The JSON endpoint inventory (docs/language.md §3 "Endpoints"):
+//!
+//! ```json
+//! { "endpoints": [
+//!   { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true }
+//! ] }
+//! ```
+//!
+//! The caller reads the file (the compiler does no IO) and hands over the
+//! text; problems come back as diagnostics pointing into it.
+
+use crate::diagnostics::Kind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use weir_grammar::{FileId, Span};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryEndpoint {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub addrs: Vec<IpAddr>,
+    pub ready: bool,
+    /// Where the endpoint's name is in the inventory file.
+    pub span: Span,
+    /// Where each address is, parallel to `addrs`.
+    pub addr_spans: Vec<Span>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inventory {
+    pub endpoints: Vec<InventoryEndpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    addrs: Vec<String>,
+    #[serde(default = "yes")]
+    ready: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let mut off = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return (off + column.saturating_sub(1)).min(text.len());
+        }
+        off += l.len();
+    }
+    text.len()
+}
+
+/// Finds the quoted JSON string `s` in `text` at or after `from`.
+fn find_string(text: &str, s: &str, from: usize) -> Option<(usize, usize)> {
+    let quoted = serde_json::to_string(s).ok()?;
+    let from = from.min(text.len());
+    text[from..]
+        .find(&quoted)
+        .map(|i| (from + i, from + i + quoted.len()))
+}
+
+/// Parses an inventory file. Endpoints with bad addresses are kept with the
+/// good addresses only; a malformed file yields no endpoints.
+pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
+    let raw: RawInventory = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let off = offset_of(text, e.line(), e.column());
+            let span = Span::new(file, off, (off + 1).min(text.len()).max(off));
+            let mut problem = e.to_string();
+            // serde_json appends " at line L column C"; the span says that.
+            if let Some(i) = problem.rfind(" at line ") {
+                problem.truncate(i);
+            }
+            return (
+                Inventory::default(),
+                vec![Kind::BadInventory { span, problem }],
+            );
+        }
+    };
+    let mut diags = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut cursor = 0;
+    for ep in raw.endpoints {
+        let (s, e) = find_string(text, &ep.name, cursor).unwrap_or((cursor, cursor));
+        cursor = e;
+        let span = Span::new(file, s, e);
+        if !valid_name(&ep.name) {
+            diags.push(Kind::BadInventory {
+                span,
+                problem: format!("`{}` is not a valid endpoint name", ep.name),
+            });
+        }
+        let mut addrs = Vec::new();
+        let mut addr_spans = Vec::new();
+        let mut acursor = cursor;
+        for a in &ep.addrs {
+            let (s, e) = find_string(text, a, acursor).unwrap_or((acursor, acursor));
+            acursor = e;
+            let aspan = Span::new(file, s, e);
+            match a.parse::<IpAddr>() {
+                Ok(ip) => {
+                    addrs.push(ip);
+                    addr_spans.push(aspan);
+                }
+                Err(_) => diags.push(Kind::BadInventory {
+                    span: aspan,
+                    problem: format!("`{a}` is not an IP address"),
+                }),
+            }
+        }
+        endpoints.push(InventoryEndpoint {
+            name: ep.name,
+            labels: ep.labels,
+            addrs,
+            ready: ep.ready,
+            span,
+            addr_spans,
+        });
+    }
+    (Inventory { endpoints }, diags)
+}
+
+/// An identifier as the language defines it: `[A-Za-z_][A-Za-z0-9_-]*`.
+pub fn valid_name(s: &str) -> bool {
+    let mut cs = s.chars();
+    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_locates() {
+        let text = r#"{ "endpoints": [
+  { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6", "x"] },
+  { "name": "db", "addrs": ["fd00::1"], "ready": false }
+] }"#;
+        let (inv, diags) = parse_inventory(FileId(3), text);
+        assert_eq!(inv.endpoints.len(), 2);
+        assert_eq!(inv.endpoints[0].addrs.len(), 1);
+        assert!(inv.endpoints[0].ready);
+        assert!(!inv.endpoints[1].ready);
+        assert_eq!(&text[inv.endpoints[1].span.range()], "\"db\"");
+        assert_eq!(diags.len(), 1);
+    }
+
+    #[test]
+    fn malformed() {
+        let (inv, diags) = parse_inventory(FileId(0), "{ \"endpoints\": [ { \"nam\": 1 } ] }");
+        assert!(inv.endpoints.is_empty());
+        assert_eq!(diags.len(), 1);
+    }
+}

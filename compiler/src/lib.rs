@@ -1,0 +1,18 @@
+//! The weir compiler: checker, reference interpreter, decision graph and
+//! code generators. Pure: no IO beyond the `SourceLoader` trait, no
+//! syscalls — only the runtime crate touches the kernel.
+
+pub mod check;
+pub mod diagnostics;
+pub mod ebpf;
+pub mod flowhash;
+pub mod gen;
+pub mod graph;
+pub mod interp;
+pub mod inventory;
+pub mod maglev;
+pub mod model;
+pub mod provenance;
+pub mod source;
+pub mod fmt;
+pub mod bundle;

@@ -1,0 +1,410 @@
+//! The checked model: what a weir program means, as plain data.
+//!
+//! The checker turns syntax trees into a [`Model`]: names resolved (named
+//! selectors inlined, set names flattened into CIDR lists), numbers range
+//! checked, defaults filled in, everything ordered deterministically. The
+//! reference interpreter, the decision graph and every back end read only
+//! this type, never the AST. Addresses are [`IpAddr`] throughout so IPv6
+//! needs no new shapes, only more entries.
+//!
+//! Invariants (the checker guarantees them; a violation is a compiler bug):
+//! - names are unique per kind; `policies` is sorted by (tier order, tier
+//!   name, priority, name); `steers` by (priority, name); `tiers` by
+//!   (order, name); `endpoints` and `services` by name;
+//! - every [`Cidr`] has no host bits set;
+//! - every address belongs to at most one endpoint;
+//! - ingress rules have only `peer` (the source), egress rules only `peer`
+//!   (the destination) — the syntax's `from`/`to` is gone.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use weir_grammar::Span;
+
+pub use weir_grammar::ast::{Direction, Proto};
+
+/// An IPv4 or IPv6 prefix with no host bits set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn host(addr: IpAddr) -> Cidr {
+        Cidr {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
+                u32::from(n) == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
+                u128::from(n) == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// True when `other` is inside this prefix.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
+
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.covers(other) || other.covers(self)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A resolved label selector. Named selectors are inlined.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Sel {
+    All,
+    Eq(String, String),
+    Ne(String, String),
+    In(String, BTreeSet<String>),
+    NotIn(String, BTreeSet<String>),
+    Has(String),
+    Not(Box<Sel>),
+    And(Box<Sel>, Box<Sel>),
+    Or(Box<Sel>, Box<Sel>),
+}
+
+impl Sel {
+    /// The meaning of a selector over one endpoint's labels
+    /// (docs/language.md §3 "Selectors").
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Sel::All => true,
+            Sel::Eq(k, v) => labels.get(k) == Some(v),
+            Sel::Ne(k, v) => labels.get(k) != Some(v),
+            Sel::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Sel::NotIn(k, vs) => !labels.get(k).is_some_and(|v| vs.contains(v)),
+            Sel::Has(k) => labels.contains_key(k),
+            Sel::Not(e) => !e.matches(labels),
+            Sel::And(a, b) => a.matches(labels) && b.matches(labels),
+            Sel::Or(a, b) => a.matches(labels) || b.matches(labels),
+        }
+    }
+
+    /// Every label key the selector mentions.
+    pub fn keys(&self, out: &mut BTreeSet<String>) {
+        match self {
+            Sel::All => {}
+            Sel::Eq(k, _) | Sel::Ne(k, _) | Sel::In(k, _) | Sel::NotIn(k, _) | Sel::Has(k) => {
+                out.insert(k.clone());
+            }
+            Sel::Not(e) => e.keys(out),
+            Sel::And(a, b) | Sel::Or(a, b) => {
+                a.keys(out);
+                b.keys(out);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Sel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list(vs: &BTreeSet<String>) -> String {
+            vs.iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        match self {
+            Sel::All => write!(f, "all"),
+            Sel::Eq(k, v) => write!(f, "{k} == {v:?}"),
+            Sel::Ne(k, v) => write!(f, "{k} != {v:?}"),
+            Sel::In(k, vs) => write!(f, "{k} in {{{}}}", list(vs)),
+            Sel::NotIn(k, vs) => write!(f, "{k} not in {{{}}}", list(vs)),
+            Sel::Has(k) => write!(f, "has({k})"),
+            Sel::Not(e) => write!(f, "!({e})"),
+            Sel::And(a, b) => write!(f, "({a} && {b})"),
+            Sel::Or(a, b) => write!(f, "({a} || {b})"),
+        }
+    }
+}
+
+/// A resolved address set: addresses in some `include` and in no `exclude`.
+/// Both lists are sorted and deduplicated.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+pub struct AddrSet {
+    pub include: Vec<Cidr>,
+    pub exclude: Vec<Cidr>,
+}
+
+impl AddrSet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.include.iter().any(|c| c.contains(ip)) && !self.exclude.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The peer of a rule: who is on the other end.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum PeerMatch {
+    Any,
+    /// Endpoints whose labels match.
+    Selector(Sel),
+    /// Addresses in the set (endpoint or not).
+    Set(AddrSet),
+}
+
+/// An inclusive port range; `lo >= 1`, `lo <= hi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// Protocol part of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ProtoMatch {
+    Any,
+    /// tcp/udp/sctp; an empty `ports` means every port. Ranges are sorted
+    /// and merged (no overlaps, no adjacency).
+    Ports {
+        proto: Proto,
+        ports: Vec<PortRange>,
+    },
+    Icmp {
+        ty: Option<u8>,
+        code: Option<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Action {
+    Allow,
+    Deny,
+    Pass,
+    Log,
+}
+
+/// One policy rule with its place in the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub action: Action,
+    pub proto: ProtoMatch,
+    pub peer: PeerMatch,
+    /// A trailing `log` flag on an allow/deny/pass rule.
+    pub log: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tier {
+    pub name: String,
+    pub order: u32,
+    /// `None` for the built-in `default` tier when not declared.
+    pub span: Option<Span>,
+}
+
+/// Index into [`Model::tiers`].
+pub type TierId = usize;
+/// Index into [`Model::policies`].
+pub type PolicyId = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub tier: TierId,
+    pub priority: u16,
+    pub applies_to: Sel,
+    /// `Some` exactly when the policy has an `ingress { }` block.
+    pub ingress: Option<Vec<Rule>>,
+    pub egress: Option<Vec<Rule>>,
+    pub span: Span,
+    pub name_span: Span,
+}
+
+impl Policy {
+    pub fn rules(&self, dir: Direction) -> Option<&[Rule]> {
+        match dir {
+            Direction::Ingress => self.ingress.as_deref(),
+            Direction::Egress => self.egress.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub addrs: Vec<IpAddr>,
+    pub ready: bool,
+    /// `None` for endpoints from a JSON inventory.
+    pub span: Option<Span>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Frontend {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// A concrete backend socket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Backend {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u16,
+    /// The endpoint that provides it, when it came from a selector.
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum BackendSource {
+    /// Ready endpoints matching `selector`, at `port`.
+    Select {
+        selector: Sel,
+        port: u16,
+    },
+    Explicit(Vec<Backend>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Balance {
+    Random,
+    Maglev,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub frontends: Vec<Frontend>,
+    pub backends: BackendSource,
+    pub balance: Balance,
+    /// Client-IP affinity timeout in seconds.
+    pub affinity: Option<u32>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SteerAction {
+    /// Deliver to a local transparent proxy.
+    Redirect {
+        addr: IpAddr,
+        port: u16,
+    },
+    Mark(u32),
+    Dscp(u8),
+    Bypass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SteerRule {
+    pub action: SteerAction,
+    pub proto: ProtoMatch,
+    pub from: PeerMatch,
+    pub to: PeerMatch,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Steer {
+    pub name: String,
+    pub priority: u16,
+    pub rules: Vec<SteerRule>,
+    pub span: Span,
+}
+
+/// `default deny` declarations, with where they were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct DefaultDeny {
+    pub ingress: Option<Span>,
+    pub egress: Option<Span>,
+}
+
+impl DefaultDeny {
+    pub fn get(&self, dir: Direction) -> Option<Span> {
+        match dir {
+            Direction::Ingress => self.ingress,
+            Direction::Egress => self.egress,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ConnState {
+    New,
+    Established,
+}
+
+/// Who is at one end of a test packet, resolved to an address (and, for a
+/// label map, a synthetic endpoint the interpreter adds for this test).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestPeer {
+    pub addr: IpAddr,
+    /// Labels of a synthetic endpoint (`{ app: "api" }`), if any.
+    pub synthetic_labels: Option<BTreeMap<String, String>>,
+    /// How the user wrote it, for messages.
+    pub display: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expect {
+    pub verdict: Verdict,
+    pub proto: Proto,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub from: TestPeer,
+    pub to: TestPeer,
+    pub port: u16,
+    pub state: ConnState,
+    pub at: Option<Direction>,
+    /// `by NAME`: policy, steer, service, or "default".
+    pub by: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Test {
+    pub name: String,
+    pub expects: Vec<Expect>,
+    pub span: Span,
+}
+
+/// A whole checked program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Model {
+    pub tiers: Vec<Tier>,
+    pub policies: Vec<Policy>,
+    pub endpoints: Vec<Endpoint>,
+    pub services: Vec<Service>,
+    pub steers: Vec<Steer>,
+    pub default_deny: DefaultDeny,
+    /// Tests of the root files only (imported files' tests are not run).
+    pub tests: Vec<Test>,
+    /// Named selectors and sets, for tools (hover, lints); the semantics
+    /// never needs them because references are inlined.
+    pub named_selectors: BTreeMap<String, Sel>,
+    pub named_sets: BTreeMap<String, AddrSet>,
+}

@@ -1,0 +1,247 @@
+//! Helpers for the grammar's actions: error conversion and checks that are
+//! easier in Rust than in the grammar.
+
+use crate::ast::*;
+use crate::lexer::{Token, KEYWORDS};
+use crate::span::{FileId, Span};
+use crate::{SyntaxError, SyntaxErrorKind};
+use lalrpop_util::{ErrorRecovery, ParseError};
+
+/// One element of a `{ … }` peer: a set element or a `key: value` pair.
+#[derive(Debug, Clone)]
+pub enum PeerElem {
+    Set(SetElem),
+    Pair((Label, Label)),
+}
+
+/// One line of an endpoint body.
+#[derive(Debug, Clone)]
+pub enum EpItem {
+    Labels(Vec<(Label, Label)>),
+    Addr(CidrLit),
+}
+
+/// A number checked against the maximum for its role.
+#[allow(clippy::too_many_arguments)]
+pub fn num(
+    src: &str,
+    file: FileId,
+    errors: &mut Vec<SyntaxError>,
+    l: usize,
+    value: u64,
+    r: usize,
+    what: &str,
+    max: u64,
+) -> Num {
+    let span = Span::new(file, l, r);
+    if value > max {
+        errors.push(SyntaxError {
+            kind: SyntaxErrorKind::NumberOutOfRange {
+                text: src.get(l..r).unwrap_or_default().to_string(),
+                what: what.to_string(),
+                max,
+            },
+            span,
+        });
+    }
+    Num { value, span }
+}
+
+/// Short name of a grammar terminal, for `expected` lists.
+fn terminal_name(t: &str) -> String {
+    match t {
+        "IDENT" => "identifier".into(),
+        "STR" => "string".into(),
+        "NUM" => "number".into(),
+        "DUR" => "duration".into(),
+        "ADDR" => "address".into(),
+        "CIDR" => "CIDR".into(),
+        "END" => "end of line".into(),
+        _ => t.trim_matches('"').to_string(),
+    }
+}
+
+/// Turns lalrpop's expected list into short token names. Where a bare
+/// label is possible every keyword is acceptable; those lists drop the
+/// keywords, keeping the ones with a meaning of their own there.
+pub fn expected_names(expected: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = expected
+        .iter()
+        .filter(|t| t.as_str() != "LEXERR")
+        .map(|t| terminal_name(t))
+        .collect();
+    if KEYWORDS.iter().all(|k| names.iter().any(|n| n == k)) {
+        names.retain(|n| {
+            !KEYWORDS.contains(&n.as_str()) || matches!(n.as_str(), "all" | "any" | "has")
+        });
+    }
+    // Inside a skipped (already broken) region everything is acceptable
+    // except the end of the file; what is really missing is a `}`.
+    if names.iter().any(|n| n == ".") && names.iter().any(|n| n == "}") {
+        names = vec!["}".to_string()];
+    }
+    names.dedup();
+    names
+}
+
+/// Converts a parse error. `None` when the offending token is a lexical
+/// error token: that error has been reported already.
+pub fn convert(src: &str, file: FileId, e: ParseError<usize, Token, ()>) -> Option<SyntaxError> {
+    match e {
+        ParseError::UnrecognizedToken {
+            token: (l, tok, r),
+            expected,
+        } => {
+            if tok == Token::Error {
+                return None;
+            }
+            if tok == Token::End && l >= src.len() {
+                // The statement end inserted at the end of the input.
+                return Some(SyntaxError {
+                    kind: SyntaxErrorKind::UnexpectedEof {
+                        expected: expected_names(&expected),
+                    },
+                    span: Span::new(file, src.len(), src.len()),
+                });
+            }
+            Some(SyntaxError {
+                kind: SyntaxErrorKind::UnexpectedToken {
+                    found: tok.describe(src, l, r),
+                    expected: expected_names(&expected),
+                },
+                span: Span::new(file, l, r),
+            })
+        }
+        ParseError::UnrecognizedEof { expected, .. } => Some(SyntaxError {
+            kind: SyntaxErrorKind::UnexpectedEof {
+                expected: expected_names(&expected),
+            },
+            span: Span::new(file, src.len(), src.len()),
+        }),
+        ParseError::ExtraToken { token: (l, tok, r) } => {
+            if tok == Token::Error {
+                return None;
+            }
+            Some(SyntaxError {
+                kind: SyntaxErrorKind::UnexpectedToken {
+                    found: tok.describe(src, l, r),
+                    expected: vec![],
+                },
+                span: Span::new(file, l, r),
+            })
+        }
+        ParseError::InvalidToken { location } => Some(SyntaxError {
+            kind: SyntaxErrorKind::UnexpectedToken {
+                found: src
+                    .get(location..)
+                    .and_then(|s| s.chars().next())
+                    .map(String::from)
+                    .unwrap_or_default(),
+                expected: vec![],
+            },
+            span: Span::new(file, location, location),
+        }),
+        ParseError::User { .. } => None,
+    }
+}
+
+/// Records the error behind a `!` recovery.
+pub fn recovered(
+    src: &str,
+    file: FileId,
+    errors: &mut Vec<SyntaxError>,
+    rec: ErrorRecovery<usize, Token, ()>,
+) {
+    if let Some(e) = convert(src, file, rec.error) {
+        errors.push(e);
+    }
+}
+
+/// A `{ … }` peer: a set literal when its elements are addresses and
+/// names, a label map when they are `key: value` pairs. A mix, or a label
+/// map with `except`, is a syntax error.
+pub fn brace_peer(
+    src: &str,
+    file: FileId,
+    errors: &mut Vec<SyntaxError>,
+    list: (Vec<Option<PeerElem>>, Span),
+    except: Option<(usize, (Vec<SetElem>, Span))>,
+    span: Span,
+) -> Peer {
+    let (elems, base_span) = list;
+    let elems: Vec<PeerElem> = elems.into_iter().flatten().collect();
+    let is_map = matches!(elems.first(), Some(PeerElem::Pair(_)));
+    let mut sets = Vec::new();
+    let mut pairs = Vec::new();
+    let mut mixed = false;
+    for e in elems {
+        match e {
+            PeerElem::Set(s) => {
+                if is_map && !mixed {
+                    mixed = true;
+                    let sp = match &s {
+                        SetElem::Cidr(c) => c.span,
+                        SetElem::Name(n) => n.span,
+                    };
+                    errors.push(SyntaxError {
+                        kind: SyntaxErrorKind::UnexpectedToken {
+                            found: src.get(sp.range()).unwrap_or_default().to_string(),
+                            expected: vec!["label".into(), "string".into()],
+                        },
+                        span: sp,
+                    });
+                }
+                sets.push(s);
+            }
+            PeerElem::Pair(p) => {
+                if !is_map && !mixed {
+                    mixed = true;
+                    errors.push(SyntaxError {
+                        kind: SyntaxErrorKind::UnexpectedToken {
+                            found: ":".into(),
+                            expected: vec![",".into(), "}".into()],
+                        },
+                        span: Span::new(file, p.0.span.end as usize, p.1.span.start as usize),
+                    });
+                }
+                pairs.push(p);
+            }
+        }
+    }
+    if is_map {
+        if let Some((at, _)) = except {
+            errors.push(SyntaxError {
+                kind: SyntaxErrorKind::UnexpectedToken {
+                    found: "except".into(),
+                    expected: vec!["to".into(), "port".into(), "end of line".into()],
+                },
+                span: Span::new(file, at, at + "except".len()),
+            });
+        }
+        Peer::Labels(pairs, span)
+    } else {
+        Peer::Set(SetExpr {
+            base: sets,
+            base_span,
+            except: except.map(|e| e.1),
+            span,
+        })
+    }
+}
+
+pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> EndpointDecl {
+    let mut labels = Vec::new();
+    let mut addrs = Vec::new();
+    for l in lines.into_iter().flatten() {
+        match l {
+            EpItem::Labels(ls) => labels.extend(ls),
+            EpItem::Addr(a) => addrs.push(a),
+        }
+    }
+    EndpointDecl {
+        name,
+        labels,
+        addrs,
+        span,
+    }
+}

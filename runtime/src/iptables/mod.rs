@@ -1,0 +1,323 @@
+//! The iptables/ipset back end's runtime: apply a bundle as an atomic
+//! generation, detach, report status, update endpoint sets.
+//!
+//! # How a bundle is applied
+//!
+//! Generation `g` renames the bundle's `WEIR-…` chains to `WEIR<g>-…` and
+//! its `weir-…` sets to `weir<g>-…` ([`names`]). Applying it:
+//!
+//! 1. `ipset restore -exist` creates the new generation's sets (new names:
+//!    the old generation's sets are untouched, so no `swap` is needed);
+//! 2. one `iptables-restore --noflush -w` transaction per family defines the
+//!    new chains, redefines the stable hook chains `WEIR-HOOK-<BUILTIN>` to
+//!    jump into them, and inserts the single jump from each built-in chain
+//!    to its hook chain where it is missing (removing duplicates) — the
+//!    switch is atomic;
+//! 3. a second transaction deletes the old generation's chains and hook
+//!    chains no longer used, then the old sets are destroyed;
+//! 4. the state file records what is in force.
+//!
+//! If step 1 or 2 fails, everything of the new generation is removed again
+//! and the old one stays in force; the error names the step and carries
+//! the tool's message. Failures while removing the old generation (step 3)
+//! are reported as warnings: the new generation is already in force.
+//!
+//! Only chains named `WEIR-HOOK-…` or `WEIR<digits>-…`, jumps into hook
+//! chains, and sets named `weir<digits>-…` are ever changed or removed.
+
+pub mod apply;
+pub mod detach;
+pub mod exec;
+pub mod names;
+pub mod restore;
+pub mod sets;
+pub mod state;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+pub use apply::ApplyReport;
+pub use detach::DetachReport;
+pub use exec::Exec;
+pub use state::State;
+pub use status::Status;
+
+use crate::bundle::Family;
+use crate::error::Error;
+use restore::SavedTable;
+
+/// Which `iptables` implementation to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// `iptables-restore` etc. as installed (Debian's alternatives choose
+    /// nf_tables or legacy).
+    #[default]
+    System,
+    /// `iptables-legacy-restore` etc. (x_tables).
+    Legacy,
+    /// `iptables-nft-restore` etc. (nf_tables with xtables compatibility).
+    Nft,
+}
+
+impl Variant {
+    fn program(self, family: Family, tool: &str) -> String {
+        let base = match family {
+            Family::Ipv4 => "iptables",
+            Family::Ipv6 => "ip6tables",
+        };
+        let suffix = if tool.is_empty() {
+            String::new()
+        } else {
+            format!("-{tool}")
+        };
+        match self {
+            Variant::System => format!("{base}{suffix}"),
+            Variant::Legacy => format!("{base}-legacy{suffix}"),
+            Variant::Nft => format!("{base}-nft{suffix}"),
+        }
+    }
+
+    /// `iptables-restore`, `ip6tables-legacy-restore`, …
+    pub fn restore(self, family: Family) -> String {
+        self.program(family, "restore")
+    }
+
+    /// `iptables-save`, …
+    pub fn save(self, family: Family) -> String {
+        self.program(family, "save")
+    }
+
+    /// `iptables`, `ip6tables-nft`, …
+    pub fn iptables(self, family: Family) -> String {
+        self.program(family, "")
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::System => "system",
+            Variant::Legacy => "legacy",
+            Variant::Nft => "nft",
+        }
+    }
+}
+
+/// Where and how the back end runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Run every program in this named network namespace
+    /// (`/var/run/netns/NAME`); `None` for the caller's namespace.
+    pub netns: Option<String>,
+    /// Directory of the state file (`state.json`) and lock file. One per
+    /// network namespace: the kernel objects it describes are per namespace.
+    pub state_dir: PathBuf,
+    pub variant: Variant,
+}
+
+/// Root of the default state directories.
+pub const STATE_ROOT: &str = "/run/weir";
+
+impl Options {
+    /// The caller's namespace, state in `/run/weir/host`.
+    pub fn host() -> Options {
+        Options {
+            netns: None,
+            state_dir: PathBuf::from(STATE_ROOT).join("host"),
+            variant: Variant::System,
+        }
+    }
+
+    /// A named namespace, state in `/run/weir/netns-NAME`.
+    pub fn netns(name: &str) -> Options {
+        Options {
+            netns: Some(name.to_string()),
+            state_dir: PathBuf::from(STATE_ROOT).join(format!("netns-{name}")),
+            variant: Variant::System,
+        }
+    }
+
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Options {
+        self.state_dir = dir.into();
+        self
+    }
+
+    pub fn with_variant(mut self, variant: Variant) -> Options {
+        self.variant = variant;
+        self
+    }
+}
+
+/// The iptables back end's runtime for one network namespace.
+#[derive(Debug, Clone)]
+pub struct Iptables {
+    opts: Options,
+    exec: Exec,
+}
+
+/// What the kernel has, per family and table.
+pub(crate) type Saved = BTreeMap<Family, BTreeMap<String, SavedTable>>;
+
+pub(crate) const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+impl Iptables {
+    pub fn new(opts: Options) -> Iptables {
+        let exec = Exec::new(opts.netns.clone());
+        Iptables { opts, exec }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// The program runner, with its log of everything run.
+    pub fn exec(&self) -> &Exec {
+        &self.exec
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.opts.state_dir.join("state.json")
+    }
+
+    /// Takes the per-namespace lock (released when the file is dropped).
+    pub(crate) fn lock(&self) -> Result<File, Error> {
+        let dir = &self.opts.state_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        // SAFETY: flock on a valid fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(
+                format!("locking {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(file)
+    }
+
+    /// `iptables-save` for every family, parsed.
+    pub(crate) fn save_all(&self) -> Result<Saved, Error> {
+        let mut saved = Saved::new();
+        for family in FAMILIES {
+            let program = self.opts.variant.save(family);
+            let out =
+                self.exec
+                    .run_ok(&format!("reading rules ({program})"), &program, &[], None)?;
+            saved.insert(family, restore::parse_save(&out.stdout));
+        }
+        Ok(saved)
+    }
+
+    /// Names of all ipsets (empty if `ipset` is not installed and
+    /// `required` is false).
+    pub(crate) fn list_sets(&self, required: bool) -> Result<Vec<String>, Error> {
+        if !required && exec::find_program("ipset").is_none() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .exec
+            .run_ok("listing ipsets", "ipset", &["list", "-n"], None)?;
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Runs one restore transaction without flushing other chains.
+    pub(crate) fn restore(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
+        let program = self.opts.variant.restore(family);
+        self.exec
+            .run_ok(step, &program, &["--noflush", "-w"], Some(text))
+            .map(|_| ())
+            .map_err(|e| annotate(e, text))
+    }
+
+    /// Destroys sets, retrying briefly while the kernel still holds a
+    /// reference from rules that were just deleted. Returns the failures.
+    pub(crate) fn destroy_sets(&self, sets: &[String]) -> Vec<String> {
+        let mut failures = Vec::new();
+        for set in sets {
+            let mut last = String::new();
+            let mut ok = false;
+            for attempt in 0..20 {
+                match self.exec.run("ipset", &["destroy", set], None) {
+                    Ok(out) if out.success => {
+                        ok = true;
+                        break;
+                    }
+                    Ok(out) if out.stderr.contains("does not exist") => {
+                        ok = true;
+                        break;
+                    }
+                    Ok(out) => last = out.stderr,
+                    Err(e) => {
+                        last = e.to_string();
+                        break;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10 * (attempt + 1)));
+            }
+            if !ok {
+                failures.push(format!("destroying set {set}: {}", last.trim()));
+            }
+        }
+        failures
+    }
+}
+
+/// Adds the offending input line to a restore error: the tools number the
+/// lines of the text we fed them (rewritten for the generation), not the
+/// bundle file's.
+pub(crate) fn annotate(e: Error, text: &str) -> Error {
+    match e {
+        Error::Step {
+            step,
+            program,
+            stderr,
+        } => {
+            let n = ["at line: ", "in line "].iter().find_map(|m| {
+                let at = stderr.find(m)? + m.len();
+                let digits: String = stderr[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse::<usize>().ok()
+            });
+            let stderr = match n.and_then(|n| text.lines().nth(n.wrapping_sub(1))) {
+                Some(line) => format!("{}\n(input line: {line})", stderr.trim_end()),
+                None => stderr,
+            };
+            Error::Step {
+                step,
+                program,
+                stderr,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Restore text for one table: declarations (each flushes or creates the
+/// chain) and lines, then COMMIT.
+pub(crate) fn table_text(table: &str, declare: &[String], lines: &[String]) -> String {
+    let mut s = format!("*{table}\n");
+    for c in declare {
+        s.push_str(&format!(":{c} - [0:0]\n"));
+    }
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s.push_str("COMMIT\n");
+    s
+}
