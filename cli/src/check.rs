@@ -1,18 +1,22 @@
-//! `weir check PATH... [--format human|json] [--deny-warnings] [--endpoints FILE]`
+//! `weir check PATH... [--format human|json|sarif] [--deny-warnings] [--endpoints FILE]`
 //!
 //! Every file named (or found in a named directory) is its own program.
+//! Quiet when clean (human format); JSON and SARIF go to stdout, always one
+//! document. SARIF file URIs are relative to the current directory.
 
 use crate::program::{self, Color};
 use clap::ValueEnum;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
-use weir_compiler::diagnostics::{render, Diagnostic};
+use weir_compiler::diagnostics::{render, sarif, Diagnostic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Human,
     Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
 }
 
 
@@ -45,9 +49,14 @@ pub fn run(args: Args) -> i32 {
     let mut seen: BTreeSet<(String, u32, u32, String)> = BTreeSet::new();
     let mut report = render::JsonReport::default();
     let mut human = String::new();
+    let cwd = std::env::current_dir().ok();
+    let mut sarif_log = sarif::SarifLog::new(
+        env!("CARGO_PKG_VERSION"),
+        cwd.as_ref().and_then(|d| d.to_str()),
+    );
     for root in &roots {
-        let checked = match program::check(std::slice::from_ref(root), args.endpoints.as_deref()) {
-            Ok(c) => c,
+        let checked = match program::analyze(std::slice::from_ref(root), args.endpoints.as_deref()) {
+            Ok(a) => a.checked,
             Err(code) => return code,
         };
         let fresh: Vec<Diagnostic> = checked
@@ -75,6 +84,11 @@ pub fn run(args: Args) -> i32 {
                 report.warnings += r.warnings;
                 report.diagnostics.extend(r.diagnostics);
             }
+            Format::Sarif => {
+                sarif_log.add(&fresh, &checked.sources);
+                report.errors += fresh.iter().filter(|d| d.is_error()).count();
+                report.warnings += fresh.iter().filter(|d| !d.is_error()).count();
+            }
             Format::Human => {
                 human.push_str(&render::human(&fresh, &checked.sources, args.color.enabled()));
                 report.errors += fresh.iter().filter(|d| d.is_error()).count();
@@ -91,6 +105,9 @@ pub fn run(args: Args) -> i32 {
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into())
             );
+        }
+        Format::Sarif => {
+            let _ = write!(std::io::stdout().lock(), "{}", sarif_log.render());
         }
         Format::Human => {
             if errors + warnings > 0 {

@@ -6,8 +6,10 @@ use clap::{Parser, Subcommand};
 
 mod apply;
 mod check;
+mod compile;
 mod fmt;
 mod loader;
+mod lsp;
 mod program;
 mod test;
 mod trace;
@@ -23,12 +25,16 @@ struct Cli {
 enum Command {
     /// Check policy files and report diagnostics.
     Check(check::Args),
+    /// Compile a program into a bundle for the eBPF and iptables back ends.
+    Compile(compile::Args),
     /// Explain the verdict for one packet: which rule decided, and where.
     Trace(trace::Args),
     /// Run the `test` blocks of policy files.
     Test(test::Args),
     /// Format policy files in the canonical layout.
     Fmt(fmt::Args),
+    /// Run the language server (LSP over stdio).
+    Lsp(lsp::Args),
     /// Apply a compiled bundle to this node (atomically; the previous
     /// generation stays in force on failure).
     Apply(apply::Args),
@@ -42,9 +48,11 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Compile(args) => compile::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Test(args) => test::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Lsp(args) => lsp::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Detach(args) => apply::run_detach(args),
         Command::Status(args) => apply::run_status(args),

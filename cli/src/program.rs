@@ -12,6 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use weir_compiler::check::{check_program, Checked};
 use weir_compiler::diagnostics::{render, Diagnostic};
+use weir_compiler::driver::Analyzed;
 use weir_compiler::source::SourceMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +50,18 @@ pub fn check(roots: &[PathBuf], endpoints: Option<&Path>) -> Result<Checked, i32
         }
     }
     Ok(check_program(roots, &FsLoader::new(), endpoints))
+}
+
+/// Check one program and, when it has no errors, build its decision graph
+/// and add the graph's findings to the diagnostics.
+pub fn analyze(roots: &[PathBuf], endpoints: Option<&Path>) -> Result<Analyzed, i32> {
+    if let Some(inv) = endpoints {
+        if let Err(e) = std::fs::metadata(inv) {
+            eprintln!("error: cannot read {}: {e}", inv.display());
+            return Err(2);
+        }
+    }
+    Ok(weir_compiler::driver::analyze(roots, &FsLoader::new(), endpoints))
 }
 
 /// Write human diagnostics to stderr (nothing when there are none).

@@ -29,7 +29,7 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x05EE_D0F7_EA5)
+        Rng(seed ^ 0x5EED_0F7E_A500)
     }
 
     pub fn next_u64(&mut self) -> u64 {

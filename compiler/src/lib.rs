@@ -2,8 +2,10 @@
 //! code generators. Pure: no IO beyond the `SourceLoader` trait, no
 //! syscalls — only the runtime crate touches the kernel.
 
+pub mod backends;
 pub mod check;
 pub mod diagnostics;
+pub mod driver;
 pub mod ebpf;
 pub mod flowhash;
 pub mod gen;

@@ -169,3 +169,29 @@ impl ProvenanceTable {
         self.entries.is_empty()
     }
 }
+
+/// How the two sides' decisions make the packet's verdict and the one
+/// provenance reported for it (docs/language.md §4, step 4): denied by the
+/// first side that denies (egress first); allowed, naming the rule that
+/// allowed it (ingress side first), else the ingress side's default, else
+/// the egress side's. Each side is `(allowed, provenance)`; at least one
+/// side must be present.
+pub fn combine_sides(
+    egress: Option<(bool, Provenance)>,
+    ingress: Option<(bool, Provenance)>,
+) -> (crate::model::Verdict, Provenance) {
+    use crate::model::Verdict;
+    if let Some((_, by)) = [egress, ingress].into_iter().flatten().find(|(allowed, _)| !allowed) {
+        return (Verdict::Deny, by);
+    }
+    let by_rule = [ingress, egress]
+        .into_iter()
+        .flatten()
+        .map(|(_, p)| p)
+        .find(|p| matches!(p, Provenance::Rule { .. }));
+    let by = by_rule
+        .or(ingress.map(|(_, p)| p))
+        .or(egress.map(|(_, p)| p))
+        .expect("at least one side is evaluated");
+    (Verdict::Allow, by)
+}

@@ -43,7 +43,8 @@ fn check(path: &Path) -> Checked {
         .to_path_buf();
     let inv = rel.with_extension("json");
     let inv = base.join(&inv).exists().then_some(inv);
-    check_program(&[rel], &TestLoader { base }, inv.as_deref())
+    // The driver: the checker plus the decision graph's findings (W04xx).
+    weir_compiler::driver::analyze(&[rel], &TestLoader { base }, inv.as_deref()).checked
 }
 
 #[test]

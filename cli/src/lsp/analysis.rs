@@ -137,7 +137,8 @@ impl Index {
 
     /// The name or import at a byte offset of a file.
     pub fn at(&self, file: FileId, offset: usize) -> Option<Target<'_>> {
-        let hit = |s: &Span| s.file == file && s.start as usize <= offset && offset <= s.end as usize;
+        let hit =
+            |s: &Span| s.file == file && s.start as usize <= offset && offset <= s.end as usize;
         if let Some(d) = self.defs.iter().find(|d| hit(&d.name_span)) {
             return Some(Target::Def(d));
         }
@@ -327,7 +328,6 @@ pub fn import_target(i: &Import, importer: &Path, stdlib: Option<&Path>) -> Opti
 
 /// The analysis of one open document.
 pub struct Analysis {
-    pub root: PathBuf,
     pub root_id: FileId,
     pub checked: Checked,
     pub index: Index,
@@ -351,9 +351,12 @@ impl Analysis {
         } else {
             super::graph::findings(&checked)
         };
-        let loaded = checked.sources.iter().map(|(_, f)| f.path.clone()).collect();
+        let loaded = checked
+            .sources
+            .iter()
+            .map(|(_, f)| f.path.clone())
+            .collect();
         Analysis {
-            root: root.to_path_buf(),
             root_id,
             checked,
             index,

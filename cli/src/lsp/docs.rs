@@ -22,7 +22,8 @@ pub struct Documents {
 
 impl Documents {
     pub fn open(&mut self, path: PathBuf, text: String, version: i32) {
-        self.open.insert(normalize(&path), Document { text, version });
+        self.open
+            .insert(normalize(&path), Document { text, version });
     }
 
     pub fn close(&mut self, path: &Path) {
@@ -34,7 +35,12 @@ impl Documents {
     }
 
     /// Applies edits in order; a change without a range replaces the text.
-    pub fn change(&mut self, path: &Path, version: i32, changes: Vec<TextDocumentContentChangeEvent>) {
+    pub fn change(
+        &mut self,
+        path: &Path,
+        version: i32,
+        changes: Vec<TextDocumentContentChangeEvent>,
+    ) {
         let Some(doc) = self.open.get_mut(&normalize(path)) else {
             return;
         };

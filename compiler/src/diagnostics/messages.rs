@@ -259,6 +259,33 @@ pub enum Kind {
         span: Span,
         service: String,
     },
+
+    /// W0401. `by`: the shadowing rule's span and description.
+    ShadowedRule {
+        span: Span,
+        rule: String,
+        by: Option<(Span, String)>,
+    },
+    /// W0402.
+    RuleConflict {
+        span: Span,
+        rule: String,
+        other_span: Span,
+        other: String,
+        priority: u16,
+        winner: String,
+    },
+    /// W0403.
+    PolicySelectsNothing {
+        span: Span,
+        policy: String,
+    },
+    /// W0404.
+    ShadowedSteer {
+        span: Span,
+        rule: String,
+        by: Option<(Span, String)>,
+    },
 }
 
 fn dir(d: Direction) -> &'static str {
@@ -956,6 +983,63 @@ impl Kind {
             )
             .help("its frontends will reject every connection until a matching endpoint exists")
             .done(),
+            Kind::ShadowedRule { span, rule, by } => {
+                let b = B::new(
+                    W0401,
+                    format!("{rule} never takes effect"),
+                    span,
+                    "no packet reaches this rule",
+                );
+                match by {
+                    Some((by_span, by_rule)) => b
+                        .also(by_span, format!("{by_rule} matches every packet it would"))
+                        .help("remove the rule, or move it before the rule that shadows it"),
+                    None => b.help(
+                        "earlier rules together match every packet it would; remove or reorder it",
+                    ),
+                }
+                .done()
+            }
+            Kind::RuleConflict {
+                span,
+                rule,
+                other_span,
+                other,
+                priority,
+                winner,
+            } => B::new(
+                W0402,
+                format!("{rule} conflicts with {other} at priority {priority}"),
+                span,
+                "some packets match both rules, with different actions",
+            )
+            .also(other_span, format!("{other}"))
+            .help(format!(
+                "policies at the same tier and priority are ordered by name, so `{winner}` wins; give them different priorities to make the order explicit"
+            ))
+            .done(),
+            Kind::PolicySelectsNothing { span, policy } => B::new(
+                W0403,
+                format!("policy `{policy}` selects no endpoint"),
+                span,
+                "`applies to` matches no declared endpoint",
+            )
+            .help("the policy has no effect until an endpoint with matching labels exists")
+            .done(),
+            Kind::ShadowedSteer { span, rule, by } => {
+                let b = B::new(
+                    W0404,
+                    format!("{rule} never matches first"),
+                    span,
+                    "an earlier steering rule always matches these packets",
+                );
+                match by {
+                    Some((by_span, by_rule)) => b.also(by_span, format!("{by_rule} matches them first")),
+                    None => b,
+                }
+                .help("only the first matching steering rule applies to a packet")
+                .done()
+            }
         }
     }
 }

@@ -9,8 +9,11 @@
 //! `E02xx` validation and names, `W03xx` lints, `W04xx` decision-graph
 //! analysis and `E05xx` back-end limits (both reserved for later stages).
 
+mod graph_findings;
 mod messages;
 pub mod render;
+pub mod sarif;
+pub use graph_findings::diagnostics as graph_diagnostics;
 
 pub use messages::{Kind, NameKind, PortProblem, ServiceLine};
 
@@ -115,6 +118,11 @@ codes! {
     W0303 => Warning, "`except` element outside its base set";
     W0304 => Warning, "policy turns on default deny";
     W0305 => Warning, "service selects no endpoint";
+
+    W0401 => Warning, "rule never takes effect (shadowed)";
+    W0402 => Warning, "conflicting rules at the same priority";
+    W0403 => Warning, "policy selects no endpoint";
+    W0404 => Warning, "steering rule never matches first (shadowed)";
 }
 
 impl fmt::Display for Code {

@@ -125,10 +125,7 @@ impl Emitter<'_> {
     }
 
     fn label_list(&self, labels: &[Label], span: Span) -> Doc {
-        let items = labels
-            .iter()
-            .map(|l| (l.span, t(self.label(l))))
-            .collect();
+        let items = labels.iter().map(|l| (l.span, t(self.label(l)))).collect();
         self.list(items, span)
     }
 
@@ -370,10 +367,9 @@ impl Emitter<'_> {
                             Balance::Maglev => "balance maglev",
                         }),
                     ),
-                    ServiceItem::Affinity(d, span) => (
-                        *span,
-                        t(format!("affinity client-ip {}", e.slice(d.span))),
-                    ),
+                    ServiceItem::Affinity(d, span) => {
+                        (*span, t(format!("affinity client-ip {}", e.slice(d.span))))
+                    }
                 };
                 e.construct(span, &doc, "");
             }

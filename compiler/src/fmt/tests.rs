@@ -87,7 +87,11 @@ fn canonical_layout() {
 #[test]
 fn long_lists_break() {
     let elems: Vec<String> = (0..12).map(|i| format!("10.{i}.0.0/16")).collect();
-    let src = format!("set big = {{{}}}\npolicy p {{\n applies to all\n ingress {{ allow from {{{}}} }}\n}}\n", elems.join(","), elems.join(", "));
+    let src = format!(
+        "set big = {{{}}}\npolicy p {{\n applies to all\n ingress {{ allow from {{{}}} }}\n}}\n",
+        elems.join(","),
+        elems.join(", ")
+    );
     let out = check(&src);
     assert!(out.contains("set big = {\n  10.0.0.0/16,\n"), "{out}");
     assert!(out.lines().all(|l| l.len() <= 100), "{out}");

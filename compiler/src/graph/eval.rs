@@ -229,21 +229,14 @@ impl Graph {
         let ingress = (p.at != Some(Direction::Egress))
             .then(|| self.verdict_leaf(self.dag.roots.ingress, &f));
         let mut logged = Vec::new();
-        let mut decided = None;
         for side in [egress, ingress].into_iter().flatten() {
             logged.extend(side.logged.iter().map(|&i| prov(i)));
             if !side.allow {
-                decided = Some(prov(side.decided));
                 break;
             }
         }
-        let (verdict, decided_by) = match decided {
-            Some(by) => (Verdict::Deny, by),
-            None => {
-                let side = ingress.or(egress).expect("at least one side");
-                (Verdict::Allow, prov(side.decided))
-            }
-        };
+        let pair = |s: Option<&VerdictLeaf>| s.map(|s| (s.allow, prov(s.decided)));
+        let (verdict, decided_by) = crate::provenance::combine_sides(pair(egress), pair(ingress));
         // 5. Steering on allowed packets.
         GraphOutcome {
             verdict,

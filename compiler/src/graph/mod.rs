@@ -45,8 +45,30 @@ pub struct Compiled {
     pub findings: Vec<GraphFinding>,
 }
 
+/// Stack for lowering and passes: they recurse along rule chains (one
+/// frame per rule of a chain), which overflows a 2 MiB test thread around
+/// 1,500 rules in one chain. Only touched pages are committed.
+const STACK: usize = 1 << 30;
+
+/// Run `f` on a thread with a [`STACK`]-sized stack.
+pub fn with_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("weir-graph".into())
+            .stack_size(STACK)
+            .spawn_scoped(s, f)
+            .expect("spawn the graph thread")
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
 /// Lower, optimize, verify and analyse.
 pub fn compile(model: &Model) -> Compiled {
+    with_stack(|| compile_here(model))
+}
+
+fn compile_here(model: &Model) -> Compiled {
     let (g, info) = lower::lower(model);
     verify::check(&g);
     let graph = opt::optimize(&g);
@@ -61,6 +83,10 @@ pub fn compile(model: &Model) -> Compiled {
 
 /// The optimized, verified graph.
 pub fn build(model: &Model) -> Graph {
+    with_stack(|| build_here(model))
+}
+
+fn build_here(model: &Model) -> Graph {
     let g = lower::lower_graph(model);
     let g = opt::optimize(&g);
     verify::check(&g);
@@ -69,9 +95,11 @@ pub fn build(model: &Model) -> Graph {
 
 /// The lowering's output, verified, with no optimization.
 pub fn build_unoptimized(model: &Model) -> Graph {
-    let g = lower::lower_graph(model);
-    verify::check(&g);
-    g
+    with_stack(|| {
+        let g = lower::lower_graph(model);
+        verify::check(&g);
+        g
+    })
 }
 
 #[cfg(test)]

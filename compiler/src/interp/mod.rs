@@ -24,7 +24,7 @@ use crate::model::{
     Backend, ConnState, Direction, Endpoint, Frontend, Model, PeerMatch, Proto, ProtoMatch,
     SteerAction, Verdict,
 };
-use crate::provenance::Provenance;
+use crate::provenance::{combine_sides, Provenance};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -227,27 +227,16 @@ impl<'m> Interp<'m> {
             (p.at != Some(Direction::Ingress)).then(|| self.side(Direction::Egress, &translated));
         let ingress =
             (p.at != Some(Direction::Egress)).then(|| self.side(Direction::Ingress, &translated));
+        // Log rules count on every side evaluated up to the first denial.
         let mut logged = Vec::new();
-        let mut decided: Option<(Verdict, Provenance)> = None;
         for side in [&egress, &ingress].into_iter().flatten() {
             logged.extend(side.logged.iter().copied());
-            if decided.is_none() && side.verdict == Verdict::Deny {
-                decided = Some((Verdict::Deny, side.by));
-            }
             if side.verdict == Verdict::Deny {
                 break;
             }
         }
-        let (verdict, decided_by) = decided.unwrap_or_else(|| {
-            // Allowed: the most specific allowing provenance is the
-            // ingress side's (the destination accepted it), else egress.
-            let by = ingress
-                .as_ref()
-                .or(egress.as_ref())
-                .map(|s| s.by)
-                .expect("at least one side is evaluated");
-            (Verdict::Allow, by)
-        });
+        let as_pair = |s: &Option<SideDecision>| s.as_ref().map(|s| (s.verdict == Verdict::Allow, s.by));
+        let (verdict, decided_by) = combine_sides(as_pair(&egress), as_pair(&ingress));
         // 5. Steering on allowed packets.
         let steering = if verdict == Verdict::Allow {
             steering

@@ -1,0 +1,252 @@
+//! `weir compile FILE... -o DIR [--target ebpf|iptables|all]`: check the
+//! program, build the decision graph, run the back ends and write the
+//! bundle (manifest.json, graph.txt, weir.o, iptables.rules,
+//! ip6tables.rules, ipset.rules). `--emit` prints one artifact instead of
+//! (or besides) writing; `--report` prints the capacity report.
+//!
+//! The files named are combined into one program.
+
+use crate::program::{self, Color};
+use crate::trace::locator;
+use clap::ValueEnum;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use weir_compiler::backends;
+use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::diagnostics::Diagnostic;
+use weir_compiler::graph::{cost::capacity, dump};
+use weir_grammar::Span;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    Ebpf,
+    Iptables,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The decision graph's text dump.
+    Graph,
+    /// The decision graph in Graphviz DOT.
+    Dot,
+    /// The manifest.
+    Manifest,
+    /// The eBPF listing with provenance.
+    Asm,
+    /// iptables-restore text.
+    Iptables,
+    /// ipset-restore text.
+    Ipset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Policy files, combined into one program.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output directory for the bundle.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TargetArg::All)]
+    pub target: TargetArg,
+    /// Print one artifact to standard output.
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+    /// Print the capacity report (graph nodes, depth, tables; back ends'
+    /// maps, programs and rules).
+    #[arg(long)]
+    pub report: bool,
+    /// Format of the report.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// A JSON endpoint inventory.
+    #[arg(long, value_name = "FILE")]
+    pub endpoints: Option<PathBuf>,
+    /// Fail on warnings.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+fn targets(t: TargetArg) -> Vec<Target> {
+    match t {
+        TargetArg::Ebpf => vec![Target::Ebpf],
+        TargetArg::Iptables => vec![Target::Iptables],
+        TargetArg::All => backends::ALL.to_vec(),
+    }
+}
+
+/// Every file name a bundle may contain (stale ones are removed).
+const ARTIFACTS: [&str; 6] = [
+    bundle::MANIFEST,
+    bundle::GRAPH_TXT,
+    bundle::WEIR_O,
+    bundle::IPTABLES_RULES,
+    bundle::IP6TABLES_RULES,
+    bundle::IPSET_RULES,
+];
+
+pub fn run(args: Args) -> i32 {
+    if args.output.is_none() && args.emit.is_none() && !args.report {
+        eprintln!("error: nothing to do: give -o DIR, --emit or --report");
+        return 2;
+    }
+    let analyzed = match program::analyze(&args.files, args.endpoints.as_deref()) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let checked = &analyzed.checked;
+    program::print_human(&checked.diagnostics, &checked.sources, args.color);
+    let Some(compiled) = &analyzed.compiled else {
+        return 1;
+    };
+    let warnings = checked.warning_count();
+    if args.deny_warnings && warnings > 0 {
+        return 1;
+    }
+    let model = &checked.model;
+    let graph = &compiled.graph;
+
+    // Back ends.
+    let mut outputs = BTreeMap::new();
+    let mut failures: Vec<Diagnostic> = Vec::new();
+    let mut unavailable = Vec::new();
+    let targets = targets(args.target);
+    for &t in &targets {
+        match backends::generate(t, model, graph) {
+            Ok(a) => {
+                outputs.insert(t, a);
+            }
+            Err(d) if d.is_empty() => unavailable.push(t.name()),
+            Err(d) => failures.extend(d),
+        }
+    }
+    if !failures.is_empty() {
+        program::print_human(&failures, &checked.sources, args.color);
+        return 1;
+    }
+    if !unavailable.is_empty() {
+        eprintln!(
+            "error: back end not available in this build: {}",
+            unavailable.join(", ")
+        );
+        return 1;
+    }
+
+    let sources: Vec<(String, String)> = checked
+        .sources
+        .iter()
+        .map(|(_, f)| (f.name(), f.text.clone()))
+        .collect();
+    let loc = locator(&checked.sources);
+    let locate = |span: Span| -> Value {
+        match loc(span) {
+            Some(l) => json!({ "at": l.at }),
+            None => Value::Null,
+        }
+    };
+    let input = BundleInput {
+        model,
+        graph,
+        sources: &sources,
+        targets: &targets,
+        locate: &locate,
+        backends: outputs,
+    };
+    let files = bundle::bundle(&input);
+
+    let mut out = std::io::stdout().lock();
+    if let Some(emit) = args.emit {
+        let text = match emit {
+            Emit::Graph => dump::text(model, graph),
+            Emit::Dot => dump::dot(model, graph),
+            Emit::Manifest => artifact(&files, bundle::MANIFEST),
+            Emit::Iptables => artifact(&files, bundle::IPTABLES_RULES),
+            Emit::Ipset => artifact(&files, bundle::IPSET_RULES),
+            Emit::Asm => match input.backends.get(&Target::Ebpf).and_then(|a| a.files.get("weir.asm")) {
+                Some(b) => String::from_utf8_lossy(b).into_owned(),
+                None => {
+                    eprintln!("error: --emit asm needs --target ebpf or all");
+                    return 2;
+                }
+            },
+        };
+        let _ = write!(out, "{text}");
+    }
+    if args.report {
+        let cap = capacity(graph);
+        let manifest: Value = serde_json::from_slice(&files[bundle::MANIFEST]).unwrap_or(Value::Null);
+        match args.format {
+            Format::Human => {
+                let _ = write!(out, "{}", cap.report());
+                for t in &targets {
+                    if let Some(section) = manifest.pointer(&format!("/backends/{}/capacity", t.name())) {
+                        let _ = writeln!(out, "{}:", t.name());
+                        if let Some(obj) = section.as_object() {
+                            for (k, v) in obj {
+                                let _ = writeln!(out, "  {k}: {v}");
+                            }
+                        }
+                    }
+                }
+            }
+            Format::Json => {
+                let backends: serde_json::Map<String, Value> = targets
+                    .iter()
+                    .filter_map(|t| {
+                        manifest
+                            .pointer(&format!("/backends/{}/capacity", t.name()))
+                            .map(|v| (t.name().to_string(), v.clone()))
+                    })
+                    .collect();
+                let v = json!({ "graph": cap, "backends": backends });
+                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+        }
+    }
+    if let Some(dir) = &args.output {
+        if let Err(e) = write_bundle(dir, &files) {
+            eprintln!("error: writing {}: {e}", dir.display());
+            return 2;
+        }
+        if args.emit.is_none() && !args.report {
+            for (name, bytes) in &files {
+                let _ = writeln!(out, "{:>10} bytes  {}", bytes.len(), dir.join(name).display());
+            }
+        }
+    }
+    0
+}
+
+fn artifact(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
+    files
+        .get(name)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Write the bundle; remove artifacts of an earlier compile that this one
+/// did not produce, so the directory is exactly this bundle.
+fn write_bundle(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for name in ARTIFACTS.iter().copied().chain(["weir.asm"]) {
+        let p = dir.join(name);
+        if !files.contains_key(name) && p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes)?;
+    }
+    Ok(())
+}

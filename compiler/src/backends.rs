@@ -1,0 +1,29 @@
+//! The one place that knows every back end: given a target, generate its
+//! artifacts from the checked model and the decision graph, or say — as
+//! diagnostics naming the back end and the construct — what it cannot
+//! express. `weir compile` and the language server both call this.
+
+use crate::bundle::{BackendArtifacts, Target};
+use crate::diagnostics::Diagnostic;
+use crate::graph::Graph;
+use crate::model::Model;
+
+/// Every target, in bundle order.
+pub const ALL: [Target; 2] = [Target::Ebpf, Target::Iptables];
+
+/// Generate one back end's artifacts.
+pub fn generate(target: Target, model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    match target {
+        Target::Ebpf => ebpf(model, graph),
+        Target::Iptables => iptables(model, graph),
+    }
+}
+
+// The generators are wired in as the back ends land (issues 4 and 5).
+fn ebpf(_model: &Model, _graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    Err(Vec::new())
+}
+
+fn iptables(_model: &Model, _graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    Err(Vec::new())
+}

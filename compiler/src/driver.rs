@@ -1,0 +1,42 @@
+//! The whole front half in one call: check the program, and when it has no
+//! errors, lower it to the decision graph and add the graph's findings
+//! (shadowed rules, conflicts, policies selecting nothing) to the
+//! diagnostics. `weir check`, `weir compile` and the language server all
+//! go through here, so they report the same diagnostics.
+
+use crate::check::{check_program, Checked};
+use crate::diagnostics::{self, graph_diagnostics};
+use crate::graph::{self, Compiled};
+use crate::source::SourceLoader;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub struct Analyzed {
+    pub checked: Checked,
+    /// The compiled graph, when the program has no errors.
+    pub compiled: Option<Compiled>,
+}
+
+/// Check `roots` and, if clean of errors, build and analyse the graph.
+/// Graph findings are reported only for rules in root files (a library's
+/// own shadowed rules are its authors' business, as with unused names).
+pub fn analyze(roots: &[PathBuf], loader: &dyn SourceLoader, inventory: Option<&Path>) -> Analyzed {
+    let mut checked = check_program(roots, loader, inventory);
+    if checked.has_errors() {
+        return Analyzed {
+            checked,
+            compiled: None,
+        };
+    }
+    let compiled = graph::compile(&checked.model);
+    let root_files: BTreeSet<_> = checked.files.iter().filter(|f| f.root).map(|f| f.id).collect();
+    let extra = graph_diagnostics(&checked.model, &compiled.findings)
+        .into_iter()
+        .filter(|d| root_files.contains(&d.primary.span.file));
+    checked.diagnostics.extend(extra);
+    diagnostics::sort(&mut checked.diagnostics);
+    Analyzed {
+        checked,
+        compiled: Some(compiled),
+    }
+}

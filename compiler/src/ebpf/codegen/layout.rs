@@ -1,0 +1,107 @@
+//! Fixed layout shared by the generated programs, the runtime and the
+//! tests: the per-CPU scratch context, map names and key/value layouts,
+//! `__sk_buff` offsets and TC return codes.
+
+/// `TC_ACT_OK`: let the packet through.
+pub const TC_ACT_OK: i32 = 0;
+/// `TC_ACT_SHOT`: drop it.
+pub const TC_ACT_SHOT: i32 = 2;
+
+/// `struct __sk_buff` offsets used by the programs.
+pub mod skb {
+    pub const MARK: i16 = 8;
+    pub const DATA: i16 = 76;
+    pub const DATA_END: i16 = 80;
+}
+
+/// The per-CPU scratch context (`weir_ctx`, one entry): everything a
+/// stage needs from earlier stages, so that a tail call loses nothing.
+/// Addresses are in network byte order (IPv4 in the first 4 bytes, the
+/// rest zero); ports are in host order.
+pub mod ctx {
+    pub const SRC: i16 = 0; // [u8; 16]
+    pub const DST: i16 = 16; // [u8; 16]
+    pub const SPORT: i16 = 32; // u16
+    pub const DPORT: i16 = 34; // u16
+    /// Normalized protocol (ICMPv6 reads as 1, like `icmp` in the language).
+    pub const PROTO: i16 = 36; // u8
+    pub const ICMP_TYPE: i16 = 37; // u8
+    pub const ICMP_CODE: i16 = 38; // u8
+    /// 4 or 6.
+    pub const FAMILY: i16 = 39; // u8
+    pub const SRC_CLASS: i16 = 40; // u32
+    pub const DST_CLASS: i16 = 44; // u32
+    pub const EG_DECIDED: i16 = 48; // u32 provenance id
+    pub const EG_FLAGS: i16 = 52; // u32 FLAG_*
+    pub const IN_DECIDED: i16 = 56; // u32
+    pub const IN_FLAGS: i16 = 60; // u32
+    /// Block to continue at after a tail call.
+    pub const NEXT: i16 = 64; // u32
+    /// Steering action of the first matching steering rule (`STEER_*`).
+    pub const STEER_KIND: i16 = 68; // u32
+    pub const STEER_ARG: i16 = 72; // u32
+    /// Service hit: service index + 1 (0: none). Issue 6 adds translation.
+    pub const SERVICE: i16 = 76; // u32
+    /// Reserved for the service stage: original destination and port.
+    pub const ORIG_DST: i16 = 80; // [u8; 16]
+    pub const ORIG_DPORT: i16 = 96; // u16
+    /// The IP protocol number on the wire (58 for ICMPv6).
+    pub const RAW_PROTO: i16 = 100; // u8
+    /// The conntrack key of the packet ([`super::ct`] layout), built once.
+    pub const CT_KEY: i16 = 104; // [u8; 40]
+    pub const SIZE: u32 = 152;
+}
+
+/// Side flags in `ctx::EG_FLAGS` / `ctx::IN_FLAGS`.
+pub const FLAG_EVALUATED: i32 = 1;
+pub const FLAG_ALLOW: i32 = 2;
+pub const FLAG_RULE: i32 = 4;
+
+/// `ctx::STEER_KIND` values.
+pub const STEER_NONE: i32 = 0;
+pub const STEER_REDIRECT: i32 = 1;
+pub const STEER_MARK: i32 = 2;
+pub const STEER_DSCP: i32 = 3;
+
+/// Conntrack key: `{ src[16], dst[16], sport u16, dport u16, proto u8,
+/// family u8, pad u16 }` (ports host order; ICMP: ports 0).
+pub mod ct {
+    pub const SRC: i16 = 0;
+    pub const DST: i16 = 16;
+    pub const SPORT: i16 = 32;
+    pub const DPORT: i16 = 34;
+    pub const PROTO: i16 = 36;
+    pub const FAMILY: i16 = 37;
+    pub const KEY_SIZE: u32 = 40;
+    /// Value: last-seen time (ns, `bpf_ktime_get_ns`) when inserted.
+    pub const VALUE_SIZE: u32 = 8;
+}
+
+/// Service frontend key: `{ addr[16], port u16 (host order), proto u8,
+/// family u8 }`; value [`SvcValue`](super::super::SvcEntry) as four u32:
+/// backends, no-backends provenance id, service index, reserved.
+pub mod svc {
+    pub const KEY_SIZE: u32 = 20;
+    pub const VALUE_SIZE: u32 = 16;
+}
+
+/// Map names (the kernel keeps 15 bytes; these are shorter).
+pub mod map {
+    pub const CTX: &str = "weir_ctx";
+    pub const CT: &str = "weir_ct";
+    pub const CLS4: &str = "weir_cls4";
+    pub const CLS6: &str = "weir_cls6";
+    pub const ATOMS: &str = "weir_atoms";
+    pub const CTAB: &str = "weir_ctab";
+    pub const SVC: &str = "weir_svc";
+    pub const CNT: &str = "weir_cnt";
+    pub const JMP: &str = "weir_jmp";
+}
+
+/// Name of the entry program.
+pub const MAIN_PROGRAM: &str = "weir_main";
+
+/// Name of tail-called stage `k` (k ≥ 1; its prog-array slot is `k`).
+pub fn stage_name(k: usize) -> String {
+    format!("weir_s{k}")
+}

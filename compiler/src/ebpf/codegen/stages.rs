@@ -1,0 +1,189 @@
+//! Splitting the block sequence into tail-called stages, and assembling
+//! each stage into a program.
+//!
+//! Blocks only jump forward, so every cut of the sequence is valid: a jump
+//! from stage `i` to a block of a later stage `j` becomes a stub that
+//! stores the block number in `ctx.next` and tail-calls slot `j` of
+//! `weir_jmp`; stage `j` starts with a dispatch (binary search over the
+//! block numbers entering it). A packet's path crosses each cut at most
+//! once, so the number of tail calls per packet is below the number of
+//! stages — the kernel's limit of 33 is checked once, at compile time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::emit::{Em, Gen};
+use super::layout::{self, ctx, map};
+use super::{Budget, Limit};
+use crate::ebpf::{helper, AluOp, Asm, AsmError, Assembled, JmpCond, Label, Op, Origin, Reg, Size};
+
+/// Size of one block, measured by emitting it alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockSize {
+    pub slots: usize,
+    pub jumps: usize,
+    /// Distinct blocks it may jump to (each may need a stub).
+    pub targets: usize,
+}
+
+/// Slots of one tail-call stub.
+const STUB_SLOTS: usize = 9;
+/// Slots of a stage's fixed entry code (context, rows) before dispatch.
+const ENTRY_SLOTS: usize = 40;
+/// Dispatch slots per entering block (binary search).
+const DISPATCH_SLOTS: usize = 3;
+
+pub fn measure(gen: &Gen, b: usize) -> BlockSize {
+    let mut a = Asm::new();
+    let local = HashMap::new();
+    let mut stubs = BTreeMap::new();
+    let drop = a.new_label("drop");
+    let pass = a.new_label("pass");
+    let mut em = Em {
+        a: &mut a,
+        jumps: 0,
+        local: &local,
+        stubs: &mut stubs,
+        next: None,
+        drop,
+        pass,
+    };
+    gen.emit(&mut em, b);
+    let jumps = em.jumps;
+    BlockSize {
+        slots: a.slot_count(),
+        jumps,
+        targets: stubs.len(),
+    }
+}
+
+/// Assigns blocks to stages (greedy, in layout order).
+pub fn split(sizes: &[BlockSize], budget: &Budget) -> Result<Vec<usize>, usize> {
+    let mut stage_of = Vec::with_capacity(sizes.len());
+    let (mut stage, mut slots, mut jumps) = (0usize, ENTRY_SLOTS, 0usize);
+    for (b, s) in sizes.iter().enumerate() {
+        let cost = s.slots + s.targets * (STUB_SLOTS + DISPATCH_SLOTS);
+        if cost + ENTRY_SLOTS > budget.max_slots || s.jumps > budget.max_jumps {
+            return Err(b);
+        }
+        if slots + cost > budget.max_slots || jumps + s.jumps > budget.max_jumps {
+            stage += 1;
+            slots = ENTRY_SLOTS;
+            jumps = 0;
+        }
+        slots += cost;
+        jumps += s.jumps;
+        stage_of.push(stage);
+    }
+    Ok(stage_of)
+}
+
+/// One assembled stage.
+pub struct Stage {
+    pub name: String,
+    pub code: Assembled,
+    pub blocks: usize,
+    pub entries: usize,
+}
+
+/// Assembles every stage; `stage_of[b]` from [`split`].
+pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
+    let n = stage_of.iter().max().map_or(0, |m| m + 1);
+    // Blocks entered from earlier stages, per stage (filled as we go:
+    // jumps only go forward).
+    let mut entries: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    let mut out = Vec::with_capacity(n);
+    for k in 0..n {
+        let blocks: Vec<usize> = (0..stage_of.len()).filter(|&b| stage_of[b] == k).collect();
+        let mut a = Asm::new();
+        let drop = a.new_label("drop");
+        let pass = a.new_label("pass");
+        let local: HashMap<usize, Label> = blocks
+            .iter()
+            .map(|&b| (b, a.new_label(&gen.block_name(b))))
+            .collect();
+        let mut stubs: BTreeMap<usize, Label> = BTreeMap::new();
+        let mut em = Em {
+            a: &mut a,
+            jumps: 0,
+            local: &local,
+            stubs: &mut stubs,
+            next: None,
+            drop,
+            pass,
+        };
+        if k > 0 {
+            em.a.set_origin(
+                Origin::NONE,
+                Some(&format!("stage {k}: context, then dispatch on ctx.next")),
+            );
+            gen.stage_entry(&mut em);
+            gen.load_rows(&mut em);
+            em.a.set_origin(
+                Origin::NONE,
+                Some(&format!("stage {k}: context, then dispatch on ctx.next")),
+            );
+            em.push(Op::load(Size::U32, Reg::R1, Reg::R6, ctx::NEXT));
+            let iv: Vec<(u32, u32, Label)> = entries[k]
+                .iter()
+                .map(|&b| (b as u32, b as u32, local[&b]))
+                .collect();
+            em.search(Reg::R1, &iv, drop);
+        }
+        for (i, &b) in blocks.iter().enumerate() {
+            em.a.bind(local[&b]);
+            em.next = blocks.get(i + 1).copied();
+            gen.emit(&mut em, b);
+        }
+        // Stubs: continue in a later stage.
+        let stub_list: Vec<(usize, Label)> = em.stubs.iter().map(|(b, l)| (*b, *l)).collect();
+        for (b, l) in stub_list {
+            let target = stage_of[b];
+            debug_assert!(target > k, "jumps only go forward");
+            entries[target].insert(b);
+            em.a.set_origin(
+                Origin::NONE,
+                Some(&format!("tail call: stage {target} at {}", gen.block_name(b))),
+            );
+            em.a.bind(l);
+            em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, b as i32));
+            em.push(Op::mov64(Reg::R1, Reg::R7));
+            em.push(Op::ld_map_fd(Reg::R2, map::JMP));
+            em.push(Op::mov64(Reg::R3, target as i32));
+            em.push(Op::Call {
+                helper: helper::TAIL_CALL,
+            });
+            em.push(Op::Ja { target: drop });
+        }
+        em.a.set_origin(Origin::NONE, Some("fail closed"));
+        em.a.bind(drop);
+        em.push(Op::mov64(Reg::R0, layout::TC_ACT_SHOT));
+        em.push(Op::Exit);
+        em.a.set_origin(Origin::NONE, Some("not IP: pass"));
+        em.a.bind(pass);
+        em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
+        em.push(Op::Exit);
+        let _ = AluOp::Add;
+        let code = a.assemble().map_err(|e| match e {
+            AsmError::JumpOutOfRange { .. } => Limit::StageTooLarge {
+                stage: k,
+                reason: e.to_string(),
+            },
+            other => panic!("internal compiler error: eBPF assembly: {other}"),
+        })?;
+        out.push(Stage {
+            name: if k == 0 {
+                layout::MAIN_PROGRAM.to_string()
+            } else {
+                layout::stage_name(k)
+            },
+            code,
+            blocks: blocks.len(),
+            entries: entries[k].len(),
+        });
+    }
+    Ok(out)
+}
+
+/// `JmpCond` is re-exported for emission helpers.
+#[allow(dead_code)]
+fn _uses(_: JmpCond) {}

@@ -1,0 +1,155 @@
+//! The iptables/ipset back end: the decision graph as `iptables-restore`
+//! and `ipset restore` text. Pure: text in, text out.
+//!
+//! # Where each pipeline stage runs (docs/language.md §4, graph/eval.rs)
+//!
+//! | stage | table / hook | how |
+//! |---|---|---|
+//! | 1 conntrack | filter `WEIR-FWD` (FORWARD) | `ESTABLISHED,RELATED` → ACCEPT, `INVALID` → DROP |
+//! | 2 bypass | raw `WEIR-RAW-PRE` (PREROUTING) | steer tree, bypass leaf → `CT --notrack`; in filter, `UNTRACKED` packets walk the steer tree again and bypass leaves ACCEPT |
+//! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `hash:ip,port` set of frontends → address tree of chains → per-frontend chain → `-m statistic` / `-m recent` → DNAT |
+//! | 3 no backends | filter `WEIR-FWD` | `hash:ip,port` set → REJECT (`tcp-reset`, else port-unreachable) |
+//! | 4 policy | filter `WEIR-FWD` | `-j` egress root, `-j` ingress root (allow leaves RETURN, deny leaves DROP), then ACCEPT |
+//! | 5 mark, dscp | mangle `WEIR-MANGLE-PRE` (PREROUTING) | `NEW` packets walk the steer tree; MARK / DSCP |
+//! | 5 redirect | nat `WEIR-NAT-PRE` | steer tree; a redirect leaf evaluates the policy (nat copies of the egress and ingress trees: deny → ACCEPT = leave untranslated, allow → RETURN) and then REDIRECT (loopback proxy) or DNAT (other local address) |
+//!
+//! Policy is enforced on forwarded traffic (filter FORWARD): the node is a
+//! router for its endpoints. Traffic the node itself sends or receives is
+//! not policed (no INPUT/OUTPUT hooks), which also means a connection
+//! redirected to the local proxy is delivered without a second policy
+//! check (its policy was checked in nat before the REDIRECT).
+//!
+//! MARK and DSCP are written in mangle PREROUTING before policy ran; a
+//! denied packet is dropped in FORWARD, so the mark is never observed on
+//! it (unless a fwmark routing rule makes it local). Only `NEW` packets
+//! are marked: established packets skip every stage after conntrack.
+//!
+//! # Graph → chains
+//!
+//! Every reachable graph node becomes one chain per stage that needs it
+//! (`WEIR-<stage><n>`, `n` = the node's number in `graph.txt`), so the
+//! hash-consed DAG becomes shared chains. Edges are gotos (`-g`): a leaf's
+//! `RETURN` goes back to the stage's entry chain, which called the root
+//! with `-j`. Tests on atoms are one `-m set` match on a `hash:net` set of
+//! the atom's classes; class tables are one set per distinct target (the
+//! classes that go there); protocol / port / ICMP tables are a few rules,
+//! or a binary tree of chains over the port space for big tables. Nothing
+//! is a linear list that grows with the number of rules or services.
+//!
+//! Every rule carries `-m comment --comment "weir:…"`: `weir:<id>` with
+//! the provenance id on leaf rules (counters per decision), `weir:n<N>` on
+//! internal nodes. Logging is `LOG --log-prefix "weir:<id> "` by default,
+//! or `NFLOG` ([`LogTarget`]).
+//!
+//! # Refused
+//!
+//! Maglev balancing over two or more backends (iptables cannot compute the
+//! flow hash; `-m statistic` would choose other backends than the
+//! interpreter and break consistency), and a redirect steering rule that
+//! can match a service frontend's traffic (one connection cannot be both
+//! DNATed to a backend and redirected). See [`Unsupported`].
+
+mod chains;
+mod emit;
+mod flow;
+mod manifest;
+mod services;
+mod sets;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+use crate::bundle::{BackendArtifacts, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES};
+use crate::graph::Graph;
+use crate::model::Model;
+use weir_grammar::Span;
+
+pub use text::Family;
+
+/// How `log` rules log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogTarget {
+    /// `-j LOG --log-prefix "weir:<id> "` (kernel log; in a non-initial
+    /// network namespace only with `net.netfilter.nf_log_all_netns=1`).
+    #[default]
+    Log,
+    /// `-j NFLOG --nflog-group G --nflog-prefix "weir:<id> "` (userspace,
+    /// e.g. ulogd).
+    Nflog { group: u16 },
+}
+
+/// Generator options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    pub log: LogTarget,
+    /// Balance Maglev services randomly instead of refusing them (not
+    /// faithful: flows are not consistently hashed). Off by default.
+    pub maglev_as_random: bool,
+}
+
+/// A construct the iptables back end cannot express faithfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// What it is, e.g. `balance maglev`.
+    pub construct: String,
+    /// The offending declaration.
+    pub span: Span,
+    /// Details (which service / frontend).
+    pub detail: String,
+}
+
+impl Unsupported {
+    /// The E05xx diagnostic for it.
+    pub fn diagnostic(&self) -> crate::diagnostics::Diagnostic {
+        crate::diagnostics::Kind::BackendUnsupported {
+            span: self.span,
+            backend: "iptables",
+            construct: self.construct.clone(),
+            detail: self.detail.clone(),
+        }
+        .into_diagnostic()
+    }
+}
+
+/// The generated texts and manifest section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub iptables: String,
+    pub ip6tables: String,
+    pub ipset: String,
+    pub manifest: serde_json::Value,
+}
+
+/// Generates with default [`Options`].
+pub fn generate(graph: &Graph, model: &Model) -> Result<BackendArtifacts, Vec<Unsupported>> {
+    generate_with(graph, model, &Options::default())
+}
+
+/// Generates the bundle files `iptables.rules`, `ip6tables.rules`,
+/// `ipset.rules` and the manifest section `backends.iptables`.
+pub fn generate_with(
+    graph: &Graph,
+    model: &Model,
+    opts: &Options,
+) -> Result<BackendArtifacts, Vec<Unsupported>> {
+    let out = generate_text(graph, model, opts)?;
+    let mut a = BackendArtifacts::default();
+    a.files
+        .insert(IPTABLES_RULES.to_string(), out.iptables.into_bytes());
+    a.files
+        .insert(IP6TABLES_RULES.to_string(), out.ip6tables.into_bytes());
+    a.files
+        .insert(IPSET_RULES.to_string(), out.ipset.into_bytes());
+    a.manifest = out.manifest;
+    Ok(a)
+}
+
+/// The same as [`generate_with`], as texts.
+pub fn generate_text(graph: &Graph, model: &Model, opts: &Options) -> Result<Output, Vec<Unsupported>> {
+    let refused = services::check(graph, model, opts);
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    Ok(emit::emit(graph, model, opts))
+}
