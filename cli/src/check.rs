@@ -19,7 +19,6 @@ pub enum Format {
     Sarif,
 }
 
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Files or directories (searched recursively for *.weir).
@@ -55,7 +54,8 @@ pub fn run(args: Args) -> i32 {
         cwd.as_ref().and_then(|d| d.to_str()),
     );
     for root in &roots {
-        let checked = match program::analyze(std::slice::from_ref(root), args.endpoints.as_deref()) {
+        let checked = match program::analyze(std::slice::from_ref(root), args.endpoints.as_deref())
+        {
             Ok(a) => a.checked,
             Err(code) => return code,
         };
@@ -90,7 +90,11 @@ pub fn run(args: Args) -> i32 {
                 report.warnings += fresh.iter().filter(|d| !d.is_error()).count();
             }
             Format::Human => {
-                human.push_str(&render::human(&fresh, &checked.sources, args.color.enabled()));
+                human.push_str(&render::human(
+                    &fresh,
+                    &checked.sources,
+                    args.color.enabled(),
+                ));
                 report.errors += fresh.iter().filter(|d| d.is_error()).count();
                 report.warnings += fresh.iter().filter(|d| !d.is_error()).count();
             }

@@ -173,7 +173,11 @@ pub fn run(args: Args) -> i32 {
             Emit::Manifest => artifact(&files, bundle::MANIFEST),
             Emit::Iptables => artifact(&files, bundle::IPTABLES_RULES),
             Emit::Ipset => artifact(&files, bundle::IPSET_RULES),
-            Emit::Asm => match input.backends.get(&Target::Ebpf).and_then(|a| a.files.get("weir.asm")) {
+            Emit::Asm => match input
+                .backends
+                .get(&Target::Ebpf)
+                .and_then(|a| a.files.get("weir.asm"))
+            {
                 Some(b) => String::from_utf8_lossy(b).into_owned(),
                 None => {
                     eprintln!("error: --emit asm needs --target ebpf or all");
@@ -185,12 +189,15 @@ pub fn run(args: Args) -> i32 {
     }
     if args.report {
         let cap = capacity(graph);
-        let manifest: Value = serde_json::from_slice(&files[bundle::MANIFEST]).unwrap_or(Value::Null);
+        let manifest: Value =
+            serde_json::from_slice(&files[bundle::MANIFEST]).unwrap_or(Value::Null);
         match args.format {
             Format::Human => {
                 let _ = write!(out, "{}", cap.report());
                 for t in &targets {
-                    if let Some(section) = manifest.pointer(&format!("/backends/{}/capacity", t.name())) {
+                    if let Some(section) =
+                        manifest.pointer(&format!("/backends/{}/capacity", t.name()))
+                    {
                         let _ = writeln!(out, "{}:", t.name());
                         if let Some(obj) = section.as_object() {
                             for (k, v) in obj {
@@ -210,7 +217,11 @@ pub fn run(args: Args) -> i32 {
                     })
                     .collect();
                 let v = json!({ "graph": cap, "backends": backends });
-                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                );
             }
         }
     }
@@ -221,7 +232,12 @@ pub fn run(args: Args) -> i32 {
         }
         if args.emit.is_none() && !args.report {
             for (name, bytes) in &files {
-                let _ = writeln!(out, "{:>10} bytes  {}", bytes.len(), dir.join(name).display());
+                let _ = writeln!(
+                    out,
+                    "{:>10} bytes  {}",
+                    bytes.len(),
+                    dir.join(name).display()
+                );
             }
         }
     }

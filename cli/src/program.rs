@@ -27,7 +27,9 @@ impl Color {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -61,7 +63,11 @@ pub fn analyze(roots: &[PathBuf], endpoints: Option<&Path>) -> Result<Analyzed, 
             return Err(2);
         }
     }
-    Ok(weir_compiler::driver::analyze(roots, &FsLoader::new(), endpoints))
+    Ok(weir_compiler::driver::analyze(
+        roots,
+        &FsLoader::new(),
+        endpoints,
+    ))
 }
 
 /// Write human diagnostics to stderr (nothing when there are none).

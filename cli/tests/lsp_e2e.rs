@@ -252,6 +252,7 @@ fn editor_session() {
     refs_params["context"] = json!({ "includeDeclaration": true });
     let refs = c.request("textDocument/references", refs_params);
     snap("references", &refs);
+    assert_eq!(refs.as_array().unwrap().len(), 3, "definition and two uses");
 
     // Label values after `app == `; everything else on a fresh line.
     let mut p = at(&main_uri, &fixed, "\"api\" &&");

@@ -12,7 +12,11 @@ use crate::model::Model;
 pub const ALL: [Target; 2] = [Target::Ebpf, Target::Iptables];
 
 /// Generate one back end's artifacts.
-pub fn generate(target: Target, model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+pub fn generate(
+    target: Target,
+    model: &Model,
+    graph: &Graph,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     match target {
         Target::Ebpf => ebpf(model, graph),
         Target::Iptables => iptables(model, graph),

@@ -29,7 +29,12 @@ pub fn analyze(roots: &[PathBuf], loader: &dyn SourceLoader, inventory: Option<&
         };
     }
     let compiled = graph::compile(&checked.model);
-    let root_files: BTreeSet<_> = checked.files.iter().filter(|f| f.root).map(|f| f.id).collect();
+    let root_files: BTreeSet<_> = checked
+        .files
+        .iter()
+        .filter(|f| f.root)
+        .map(|f| f.id)
+        .collect();
     let extra = graph_diagnostics(&checked.model, &compiled.findings)
         .into_iter()
         .filter(|d| root_files.contains(&d.primary.span.file));

@@ -3,18 +3,19 @@
 //! syscalls — only the runtime crate touches the kernel.
 
 pub mod backends;
+pub mod bundle;
 pub mod check;
 pub mod diagnostics;
 pub mod driver;
 pub mod ebpf;
 pub mod flowhash;
+pub mod fmt;
 pub mod gen;
 pub mod graph;
 pub mod interp;
 pub mod inventory;
+pub mod iptables;
 pub mod maglev;
 pub mod model;
 pub mod provenance;
 pub mod source;
-pub mod fmt;
-pub mod bundle;

@@ -181,7 +181,11 @@ pub fn combine_sides(
     ingress: Option<(bool, Provenance)>,
 ) -> (crate::model::Verdict, Provenance) {
     use crate::model::Verdict;
-    if let Some((_, by)) = [egress, ingress].into_iter().flatten().find(|(allowed, _)| !allowed) {
+    if let Some((_, by)) = [egress, ingress]
+        .into_iter()
+        .flatten()
+        .find(|(allowed, _)| !allowed)
+    {
         return (Verdict::Deny, by);
     }
     let by_rule = [ingress, egress]

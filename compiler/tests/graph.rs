@@ -113,7 +113,11 @@ fn example_graph_dumps() {
     assert!(examples.len() >= 3, "examples went missing");
     for ex in examples {
         let checked = load_example(&Path::new("examples").join(&ex));
-        assert!(!checked.has_errors(), "example {ex} has errors: {:#?}", checked.diagnostics);
+        assert!(
+            !checked.has_errors(),
+            "example {ex} has errors: {:#?}",
+            checked.diagnostics
+        );
         let model = &checked.model;
         let g = graph::build(model);
         let text = graph::dump::text(model, &g);

@@ -31,9 +31,18 @@ fn every_semantics_file_passes() {
     let mut total = 0;
     for f in &files {
         let checked = load(f);
-        assert!(!checked.has_errors(), "{}: {:#?}", f.display(), checked.diagnostics);
+        assert!(
+            !checked.has_errors(),
+            "{}: {:#?}",
+            f.display(),
+            checked.diagnostics
+        );
         let report = run_tests(&checked.model);
-        assert!(!report.results.is_empty(), "{} has no expectations", f.display());
+        assert!(
+            !report.results.is_empty(),
+            "{} has no expectations",
+            f.display()
+        );
         for r in &report.results {
             assert!(
                 r.failure.is_none(),

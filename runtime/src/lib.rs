@@ -9,6 +9,7 @@
 //! back ends' kernel tests.
 
 pub mod bundle;
+pub mod ebpf;
 pub mod error;
 pub mod iptables;
 pub mod netns;

@@ -92,3 +92,32 @@ pub fn actions(uri: &Uri, f: &SourceFile, ast: &File, diags: &[Diagnostic]) -> V
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lsp_types::{Position, Range};
+    use std::str::FromStr;
+    use weir_grammar::FileId;
+
+    #[test]
+    fn removes_an_unused_definition_with_its_blank_line() {
+        let text = "selector a = all\n\nselector b = all\n";
+        let f = SourceFile::new("x.weir".into(), text.into());
+        let (ast, _) = weir_grammar::parse(FileId(0), text);
+        let d = Diagnostic {
+            range: Range::new(Position::new(0, 9), Position::new(0, 10)),
+            code: Some(NumberOrString::String("W0301".into())),
+            message: "selector `a` is never used".into(),
+            ..Default::default()
+        };
+        let uri = Uri::from_str("file:///x.weir").unwrap();
+        let acts = actions(&uri, &f, &ast, &[d]);
+        assert_eq!(acts[0].title, "Remove unused `a`");
+        let edits = &acts[0].edit.as_ref().unwrap().changes.as_ref().unwrap()[&uri];
+        assert_eq!(
+            edits[0].range,
+            Range::new(Position::new(0, 0), Position::new(2, 0))
+        );
+    }
+}

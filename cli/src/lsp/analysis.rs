@@ -331,8 +331,6 @@ pub struct Analysis {
     pub root_id: FileId,
     pub checked: Checked,
     pub index: Index,
-    /// Decision-graph findings (only when the program has no errors).
-    pub graph: Vec<super::graph::GraphDiagnostic>,
     /// Every file the program loaded (for re-checking on changes).
     pub loaded: BTreeSet<PathBuf>,
 }
@@ -343,14 +341,24 @@ impl Analysis {
             docs,
             stdlib: stdlib.clone(),
         };
-        let checked = check_program(&[root.to_path_buf()], &loader, None);
+        // The driver: the checker's diagnostics plus the decision graph's
+        // (W04xx), exactly what `weir check` reports. An internal compiler
+        // error while building the graph must not take the server down.
+        let path = root.to_path_buf();
+        let checked = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            weir_compiler::driver::analyze(std::slice::from_ref(&path), &loader, None).checked
+        })) {
+            Ok(c) => c,
+            Err(_) => {
+                eprintln!(
+                    "weir lsp: internal error while analysing {}",
+                    root.display()
+                );
+                check_program(&[root.to_path_buf()], &loader, None)
+            }
+        };
         let root_id = checked.sources.id_of(root).unwrap_or(FileId(0));
         let index = Index::build(&checked, stdlib.as_deref());
-        let graph = if checked.has_errors() {
-            Vec::new()
-        } else {
-            super::graph::findings(&checked)
-        };
         let loaded = checked
             .sources
             .iter()
@@ -360,7 +368,6 @@ impl Analysis {
             root_id,
             checked,
             index,
-            graph,
             loaded,
         }
     }

@@ -19,7 +19,6 @@ mod analysis;
 mod completion;
 mod convert;
 mod docs;
-mod graph;
 mod hover;
 mod navigate;
 mod symbols;
@@ -356,39 +355,16 @@ impl Server {
     }
 }
 
-/// The diagnostics of an analysis's root file: the checker's (as `weir
-/// check` reports them) and the decision graph's.
+/// The diagnostics of an analysis's root file, as `weir check` reports
+/// them (checker and decision graph).
 fn diagnostics(a: &Analysis) -> Vec<lsp_types::Diagnostic> {
     let sources = &a.checked.sources;
-    let mut out: Vec<lsp_types::Diagnostic> = a
-        .checked
+    a.checked
         .diagnostics
         .iter()
         .filter(|d| d.primary.span.file == a.root_id)
         .map(|d| convert::diagnostic(d, sources))
-        .collect();
-    for g in a.graph.iter().filter(|g| g.primary.file == a.root_id) {
-        let related: Vec<DiagnosticRelatedInformation> = g
-            .secondary
-            .iter()
-            .filter_map(|(s, m)| {
-                Some(DiagnosticRelatedInformation {
-                    location: convert::location(sources, *s)?,
-                    message: m.clone(),
-                })
-            })
-            .collect();
-        out.push(lsp_types::Diagnostic {
-            range: convert::span_range(sources, g.primary),
-            severity: Some(DiagnosticSeverity::WARNING),
-            code: Some(NumberOrString::String(g.code.clone())),
-            source: Some("weir".to_string()),
-            message: g.message.clone(),
-            related_information: (!related.is_empty()).then_some(related),
-            ..Default::default()
-        });
-    }
-    out
+        .collect()
 }
 
 fn publish(

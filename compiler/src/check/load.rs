@@ -153,9 +153,17 @@ pub(super) fn load_program(
 
     // Inventories: the `--endpoints` file first, then every `inventory`
     // item of every loaded file (relative to that file), merged.
-    let mut wanted: Vec<(PathBuf, Option<Span>)> = inventory.map(|p| (normalize(p), None)).into_iter().collect();
+    let mut wanted: Vec<(PathBuf, Option<Span>)> = inventory
+        .map(|p| (normalize(p), None))
+        .into_iter()
+        .collect();
     for f in &files {
-        let dir = sources.file(f.id).path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = sources
+            .file(f.id)
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         for item in &f.ast.items {
             if let Item::Inventory(d) = item {
                 wanted.push((normalize(&dir.join(&d.path)), Some(d.path_span)));
@@ -185,7 +193,10 @@ pub(super) fn load_program(
                 Inventory::default()
             }
         };
-        merged.get_or_insert_with(Inventory::default).endpoints.extend(inv.endpoints);
+        merged
+            .get_or_insert_with(Inventory::default)
+            .endpoints
+            .extend(inv.endpoints);
     }
     let inventory = merged;
 

@@ -18,7 +18,11 @@ fn rule_name(model: &Model, policy: usize, dir: crate::model::Direction, index: 
 }
 
 fn steer_name(model: &Model, steer: usize, index: usize) -> String {
-    format!("rule #{} of steer `{}`", index + 1, model.steers[steer].name)
+    format!(
+        "rule #{} of steer `{}`",
+        index + 1,
+        model.steers[steer].name
+    )
 }
 
 /// Turn graph findings into diagnostics.

@@ -286,6 +286,17 @@ pub enum Kind {
         rule: String,
         by: Option<(Span, String)>,
     },
+
+    /// E0501: a back end cannot express a construct faithfully.
+    BackendUnsupported {
+        span: Span,
+        /// `iptables`, `ebpf`.
+        backend: &'static str,
+        /// What, e.g. `balance maglev`.
+        construct: String,
+        /// Which declaration and why.
+        detail: String,
+    },
 }
 
 fn dir(d: Direction) -> &'static str {
@@ -1013,7 +1024,7 @@ impl Kind {
                 span,
                 "some packets match both rules, with different actions",
             )
-            .also(other_span, format!("{other}"))
+            .also(other_span, other)
             .help(format!(
                 "policies at the same tier and priority are ordered by name, so `{winner}` wins; give them different priorities to make the order explicit"
             ))
@@ -1040,6 +1051,22 @@ impl Kind {
                 .help("only the first matching steering rule applies to a packet")
                 .done()
             }
+
+            Kind::BackendUnsupported {
+                span,
+                backend,
+                construct,
+                detail,
+            } => B::new(
+                E0501,
+                format!("the {backend} back end cannot express `{construct}`"),
+                span,
+                detail,
+            )
+            .help(format!(
+                "compile for another target, or change the program so that it does not need `{construct}` on {backend}"
+            ))
+            .done(),
         }
     }
 }

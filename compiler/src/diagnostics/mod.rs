@@ -123,6 +123,8 @@ codes! {
     W0402 => Warning, "conflicting rules at the same priority";
     W0403 => Warning, "policy selects no endpoint";
     W0404 => Warning, "steering rule never matches first (shadowed)";
+
+    E0501 => Error, "a back end cannot express a construct";
 }
 
 impl fmt::Display for Code {

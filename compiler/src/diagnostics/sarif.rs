@@ -26,7 +26,8 @@ pub const INFORMATION_URI: &str = "https://github.com/weir-policy/weir";
 /// Where the diagnostic codes are documented; a rule's `helpUri` is this
 /// plus `#` and the anchor of the code's heading there (`## E0201: unknown
 /// name` → `#e0201-unknown-name`, as GitHub derives anchors).
-pub const DIAGNOSTICS_DOC: &str = "https://github.com/weir-policy/weir/blob/main/docs/diagnostics.md";
+pub const DIAGNOSTICS_DOC: &str =
+    "https://github.com/weir-policy/weir/blob/main/docs/diagnostics.md";
 
 /// Collects the results of several programs (each with its own source
 /// map) into one log.
@@ -75,8 +76,27 @@ fn uri_path(path: &str) -> String {
     for ch in path.chars() {
         match ch {
             '\\' => out.push('/'),
-            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | '/' | '!' | '$' | '&'
-            | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=' | ':' | '@' => out.push(ch),
+            'A'..='Z'
+            | 'a'..='z'
+            | '0'..='9'
+            | '-'
+            | '.'
+            | '_'
+            | '~'
+            | '/'
+            | '!'
+            | '$'
+            | '&'
+            | '\''
+            | '('
+            | ')'
+            | '*'
+            | '+'
+            | ','
+            | ';'
+            | '='
+            | ':'
+            | '@' => out.push(ch),
             _ => {
                 let mut buf = [0u8; 4];
                 for b in ch.encode_utf8(&mut buf).bytes() {
@@ -223,7 +243,10 @@ mod tests {
         let log = SarifLog::new("0.1.0", Some("/repo"));
         assert_eq!(log.uri("/repo/policies/a.weir"), "policies/a.weir");
         assert_eq!(log.uri("./a b.weir"), "a%20b.weir");
-        assert_eq!(log.uri("/elsewhere/ä.weir"), "file:///elsewhere/%C3%A4.weir");
+        assert_eq!(
+            log.uri("/elsewhere/ä.weir"),
+            "file:///elsewhere/%C3%A4.weir"
+        );
         assert_eq!(log.uri("dir\\x.weir"), "dir/x.weir");
     }
 
@@ -234,10 +257,7 @@ mod tests {
         assert_eq!(rules.len(), Code::ALL.len());
         assert_eq!(rules[0]["id"], Code::ALL[0].as_str());
         assert!(help_uri(Code::E0201).ends_with("docs/diagnostics.md#e0201-unknown-name"));
-        assert_eq!(
-            doc_anchor(Code::E0230),
-            "e0230-policy-without-applies-to"
-        );
+        assert_eq!(doc_anchor(Code::E0230), "e0230-policy-without-applies-to");
         assert_eq!(v["runs"][0]["results"], json!([]));
     }
 }

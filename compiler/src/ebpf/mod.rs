@@ -32,6 +32,7 @@
 
 pub mod asm;
 pub mod btf;
+pub mod codegen;
 pub mod elf;
 pub mod insn;
 pub mod maps;

@@ -235,7 +235,8 @@ impl<'m> Interp<'m> {
                 break;
             }
         }
-        let as_pair = |s: &Option<SideDecision>| s.as_ref().map(|s| (s.verdict == Verdict::Allow, s.by));
+        let as_pair =
+            |s: &Option<SideDecision>| s.as_ref().map(|s| (s.verdict == Verdict::Allow, s.by));
         let (verdict, decided_by) = combine_sides(as_pair(&egress), as_pair(&ingress));
         // 5. Steering on allowed packets.
         let steering = if verdict == Verdict::Allow {

@@ -146,7 +146,11 @@ pub fn generate_with(
 }
 
 /// The same as [`generate_with`], as texts.
-pub fn generate_text(graph: &Graph, model: &Model, opts: &Options) -> Result<Output, Vec<Unsupported>> {
+pub fn generate_text(
+    graph: &Graph,
+    model: &Model,
+    opts: &Options,
+) -> Result<Output, Vec<Unsupported>> {
     let refused = services::check(graph, model, opts);
     if !refused.is_empty() {
         return Err(refused);

@@ -156,7 +156,10 @@ fn split_zero(c: Cidr) -> Vec<Cidr> {
             Ipv4Addr::from(0u32).into(),
             Ipv4Addr::from(0x8000_0000u32).into(),
         ),
-        IpAddr::V6(_) => (Ipv6Addr::from(0u128).into(), Ipv6Addr::from(1u128 << 127).into()),
+        IpAddr::V6(_) => (
+            Ipv6Addr::from(0u128).into(),
+            Ipv6Addr::from(1u128 << 127).into(),
+        ),
     };
     vec![Cidr { addr: lo, len: 1 }, Cidr { addr: hi, len: 1 }]
 }

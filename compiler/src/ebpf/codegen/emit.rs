@@ -273,7 +273,10 @@ impl Gen<'_> {
         if !self.has_atoms {
             return;
         }
-        em.a.set_origin(Origin::NONE, Some("atom rows of the source and destination class"));
+        em.a.set_origin(
+            Origin::NONE,
+            Some("atom rows of the source and destination class"),
+        );
         for (off, r) in [(ctx::SRC_CLASS, R8), (ctx::DST_CLASS, R9)] {
             em.push(Op::load(Size::U32, R1, R6, off));
             em.push(Op::store(Size::U32, R10, -4, R1));
@@ -526,7 +529,11 @@ impl Gen<'_> {
                         em.jmp32(JmpCond::Eq, R1, i32::from(v), t);
                     }
                     Cond::SrcAtom(a) | Cond::DstAtom(a) => {
-                        let row = if matches!(cond, Cond::SrcAtom(_)) { R8 } else { R9 };
+                        let row = if matches!(cond, Cond::SrcAtom(_)) {
+                            R8
+                        } else {
+                            R9
+                        };
                         em.push(Op::load(Size::U32, R1, row, (a / 32 * 4) as i16));
                         em.jmp32(JmpCond::Set, R1, (1u32 << (a % 32)) as i32, t);
                     }
@@ -539,7 +546,11 @@ impl Gen<'_> {
                 default,
                 ..
             } => {
-                let text = format!("{} n{num}: table on {key:?} ({} intervals)", e.short(), entries.len());
+                let text = format!(
+                    "{} n{num}: table on {key:?} ({} intervals)",
+                    e.short(),
+                    entries.len()
+                );
                 em.a.set_origin(Origin::NONE, Some(&text));
                 let (size, off) = match key {
                     TableKey::SrcClass => (Size::U32, ctx::SRC_CLASS),
@@ -587,7 +598,11 @@ impl Gen<'_> {
             }
             SteerLeaf::Hit { steer, index } => {
                 let action = &self.g.steer_actions[steer][index];
-                let name = format!("steer {} rule #{}", self.model.steers[steer].name, index + 1);
+                let name = format!(
+                    "steer {} rule #{}",
+                    self.model.steers[steer].name,
+                    index + 1
+                );
                 if *action == SteerAction::Bypass {
                     let id = self.g.provenance.id(&Provenance::Bypass { steer, index });
                     em.a.set_origin(Origin(id), Some(&format!("{name} (bypass)")));
@@ -611,7 +626,11 @@ impl Gen<'_> {
     }
 
     fn verdict_leaf(&self, em: &mut Em, e: Entry, v: &VerdictLeaf) {
-        let side = if e == Entry::Egress { "egress" } else { "ingress" };
+        let side = if e == Entry::Egress {
+            "egress"
+        } else {
+            "ingress"
+        };
         let text: Arc<str> = Arc::from(format!(
             "{side} {}: {}",
             if v.allow { "allow" } else { "deny" },
@@ -619,8 +638,7 @@ impl Gen<'_> {
         ));
         em.a.set_origin(Origin(v.decided), Some(&text));
         for &id in &v.logged {
-            em.a
-                .set_origin(Origin(id), Some(&format!("log: {}", self.describe(id))));
+            em.a.set_origin(Origin(id), Some(&format!("log: {}", self.describe(id))));
             em.count_imm(id);
         }
         em.a.set_origin(Origin(v.decided), Some(&text));

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::emit::{Em, Gen};
 use super::layout::{self, ctx, map};
 use super::{Budget, Limit};
-use crate::ebpf::{helper, AluOp, Asm, AsmError, Assembled, JmpCond, Label, Op, Origin, Reg, Size};
+use crate::ebpf::{helper, Asm, AsmError, Assembled, Label, Op, Origin, Reg, Size};
 
 /// Size of one block, measured by emitting it alone.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,7 +142,10 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
             entries[target].insert(b);
             em.a.set_origin(
                 Origin::NONE,
-                Some(&format!("tail call: stage {target} at {}", gen.block_name(b))),
+                Some(&format!(
+                    "tail call: stage {target} at {}",
+                    gen.block_name(b)
+                )),
             );
             em.a.bind(l);
             em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, b as i32));
@@ -162,7 +165,6 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
         em.a.bind(pass);
         em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
-        let _ = AluOp::Add;
         let code = a.assemble().map_err(|e| match e {
             AsmError::JumpOutOfRange { .. } => Limit::StageTooLarge {
                 stage: k,
@@ -183,7 +185,3 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
     }
     Ok(out)
 }
-
-/// `JmpCond` is re-exported for emission helpers.
-#[allow(dead_code)]
-fn _uses(_: JmpCond) {}

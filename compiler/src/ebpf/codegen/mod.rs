@@ -1,0 +1,607 @@
+//! Code generation: decision graph → TC classifier programs, maps and the
+//! data that fills them.
+//!
+//! # Pipeline
+//!
+//! One pipeline per object, for one enforcement point ([`Mode`]): `Node`
+//! (a forwarding hook that sees both ends: egress ∧ ingress, the default),
+//! `Ingress` or `Egress` (one side, what the interpreter calls `at`). The
+//! program runs the stages of docs/language.md §4 in order:
+//!
+//! 1. **prologue** — scratch context (`weir_ctx`, per-CPU), parse Ethernet /
+//!    IPv4 (options, fragments) / IPv6 (fixed header; extension headers are
+//!    not walked), TCP/UDP/SCTP ports, ICMP/ICMPv6 type and code, with
+//!    bounds checks; non-IP frames pass. Both addresses are classified
+//!    through the LPM tries `weir_cls4` / `weir_cls6` (miss = class 0).
+//!    **Conntrack**: the 5-tuple and its reverse are looked up in the LRU
+//!    hash `weir_ct`; a hit is an established flow or a reply: counted as
+//!    provenance 0 (`established`) and passed. ICMP flows use ports 0.
+//!    Then the atom rows of both classes are loaded once (`weir_atoms`,
+//!    array indexed by class, one bit per atom) into r8 / r9.
+//! 2. **steer** — the graph's steer entry: a `bypass` hit counts and passes
+//!    (no conntrack entry); other actions are remembered in the context
+//!    (`mark` is applied to allowed packets; redirect and DSCP: issue 6).
+//! 3. **service** — frontend lookup in `weir_svc`: a frontend without
+//!    backends counts its `no backends` provenance and drops (the reject is
+//!    a drop for now). Translation is issue 6: a frontend with backends is
+//!    recorded in the context and policy runs on the untranslated packet,
+//!    so the differential tests leave frontend traffic out.
+//! 4. **egress**, then **ingress** — the graph's entries. Tests are inline
+//!    (proto / port / ICMP compares; atom tests are one bit test on the
+//!    row). Tables on proto / port / ICMP fields and small class tables are
+//!    an inline binary search over interval bounds; class tables with more
+//!    than [`emit::INLINE_CLASS_INTERVALS`] intervals look `(table, class)`
+//!    up in the hash map `weir_ctab` (→ branch index, then a compare tree),
+//!    so a runtime can add rows for new classes. A leaf counts its logged
+//!    provenance ids in `weir_cnt` (per-CPU array indexed by provenance id)
+//!    and records the side's decision in the context.
+//! 5. **final** — combines the sides exactly as the interpreter does (first
+//!    denying side, egress first; an allow names the ingress rule, else the
+//!    egress rule, else the ingress default), counts the deciding id,
+//!    inserts the flow into conntrack on allow and returns `TC_ACT_OK` /
+//!    `TC_ACT_SHOT`.
+//!
+//! # Stages
+//!
+//! The blocks above are laid out in pipeline order (graph nodes in
+//! decreasing id, so parents come first) and only jump forward.
+//! [`stages`] cuts the sequence into programs of at most
+//! [`Budget::max_slots`] instructions and [`Budget::max_jumps`] conditional
+//! jumps (which bounds the verifier's pending branches and, with state
+//! pruning at shared nodes, its processed instructions); cross-stage jumps
+//! become tail calls through `weir_jmp` with the target block in the
+//! context. More than [`MAX_STAGES`] stages, or one block that alone
+//! exceeds the budget, is a compile-time [`Limit`] (diagnostic `E05xx`).
+//!
+//! # Maps
+//!
+//! All sized from the compiled output (plus headroom for run-time
+//! endpoints), listed with their fill data in [`EbpfManifest`], which goes
+//! into the bundle manifest as `backends.ebpf`. A map over
+//! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
+
+pub mod emit;
+pub mod layout;
+pub mod stages;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
+use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
+use crate::bundle::{BackendArtifacts, SPARE_CLASSES, WEIR_O};
+use crate::flowhash::proto_number;
+use crate::graph::ir::{Cond, Node, NodeId, TableKey};
+use crate::graph::Graph;
+use crate::model::Model;
+
+/// Which sides one hook enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Egress of the source ∧ ingress of the destination (a node or router
+    /// hook that sees both ends).
+    #[default]
+    Node,
+    /// Only the destination's ingress side (`at ingress`).
+    Ingress,
+    /// Only the source's egress side (`at egress`).
+    Egress,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Node => "node",
+            Mode::Ingress => "ingress",
+            Mode::Egress => "egress",
+        }
+    }
+}
+
+/// Per-stage limits (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub max_slots: usize,
+    pub max_jumps: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        // Well inside the i16 jump range (32767) and the verifier's 8192
+        // pending branches; ~16k insns keeps verification fast.
+        Budget {
+            max_slots: 16_000,
+            max_jumps: 4_000,
+        }
+    }
+}
+
+/// The kernel's tail-call limit is 33 per packet; one entry program plus
+/// 33 stages would reach it, so stay one below.
+pub const MAX_STAGES: usize = 33;
+/// Largest map we create (entries).
+pub const MAX_MAP_ENTRIES: u64 = 1_000_000;
+
+/// Generation options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub mode: Mode,
+    pub budget: Budget,
+    pub conntrack_entries: u32,
+    /// Room in the class tries for endpoints added at run time.
+    pub spare_endpoints: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Node,
+            budget: Budget::default(),
+            conntrack_entries: 65_536,
+            spare_endpoints: 4_096,
+        }
+    }
+}
+
+/// A limit the policy exceeds (becomes an `E05xx` diagnostic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// A map would need more than [`MAX_MAP_ENTRIES`] entries.
+    MapTooLarge { map: String, entries: u64 },
+    /// More than [`MAX_STAGES`] tail-called programs.
+    TooManyStages { stages: usize },
+    /// One decision-graph block does not fit a stage by itself.
+    BlockTooLarge {
+        block: String,
+        slots: usize,
+        jumps: usize,
+    },
+    /// A stage failed to assemble (jump range).
+    StageTooLarge { stage: usize, reason: String },
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::MapTooLarge { map, entries } => {
+                write!(f, "map `{map}` needs {entries} entries (limit {MAX_MAP_ENTRIES})")
+            }
+            Limit::TooManyStages { stages } => write!(
+                f,
+                "the pipeline needs {stages} tail-called programs (limit {MAX_STAGES})"
+            ),
+            Limit::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            } => write!(
+                f,
+                "decision-graph node {block} alone needs {slots} instructions and {jumps} branches, more than one program may hold"
+            ),
+            Limit::StageTooLarge { stage, reason } => write!(f, "stage {stage}: {reason}"),
+        }
+    }
+}
+
+/// One program of the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    pub name: String,
+    pub section: String,
+    /// Instruction slots.
+    pub insns: usize,
+    /// Prog-array slot (`weir_jmp`); `None` for the entry program.
+    pub slot: Option<u32>,
+    /// Layout blocks it holds and blocks entered by tail call.
+    pub blocks: usize,
+    pub entries: usize,
+}
+
+/// One map of the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub map_type: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    /// Entries the runtime fills from [`Fill`].
+    pub filled: u64,
+}
+
+/// One LPM entry: address bytes (network order), prefix length, class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LpmEntry {
+    pub cidr: String,
+    pub addr: Vec<u8>,
+    pub len: u32,
+    pub class: u32,
+}
+
+/// One service frontend (`weir_svc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvcEntry {
+    pub addr: String,
+    pub port: u16,
+    pub proto: u8,
+    pub backends: u32,
+    pub no_backends_provenance: u32,
+    pub service: u32,
+}
+
+/// What the runtime writes into the maps before attaching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Fill {
+    pub cls4: Vec<LpmEntry>,
+    pub cls6: Vec<LpmEntry>,
+    /// Class → atom row, 32-bit words (bit `a % 32` of word `a / 32`).
+    pub atom_rows: Vec<Vec<u32>>,
+    /// `(table, class, branch)`.
+    pub ctab: Vec<(u32, u32, u32)>,
+    pub services: Vec<SvcEntry>,
+}
+
+/// The `backends.ebpf` section of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EbpfManifest {
+    pub object: String,
+    pub mode: Mode,
+    /// TC hooks the entry program attaches to (`tc-ingress`, …).
+    pub attach: Vec<String>,
+    pub entry: String,
+    pub programs: Vec<ProgramInfo>,
+    pub maps: Vec<MapInfo>,
+    pub fill: Fill,
+    /// Provenance ids counted in `weir_cnt` (= its size).
+    pub counters: u32,
+}
+
+/// The generated back end.
+#[derive(Debug, Clone)]
+pub struct EbpfOutput {
+    pub object: Vec<u8>,
+    pub manifest: EbpfManifest,
+    /// `weir compile --emit asm`: every program's listing.
+    pub listing: String,
+}
+
+impl EbpfOutput {
+    /// The bundle files and manifest section.
+    pub fn artifacts(&self) -> BackendArtifacts {
+        let mut files = BTreeMap::new();
+        files.insert(WEIR_O.to_string(), self.object.clone());
+        BackendArtifacts {
+            files,
+            manifest: serde_json::to_value(&self.manifest).expect("manifest serializes"),
+        }
+    }
+
+    /// Capacity lines for `weir compile --report`.
+    pub fn report(&self) -> String {
+        let mut s = format!("ebpf ({} mode)\n  programs:\n", self.manifest.mode.name());
+        for p in &self.manifest.programs {
+            s += &format!(
+                "    {:<12} {:>7} insns  {:>5} blocks  {:>4} entries\n",
+                p.name, p.insns, p.blocks, p.entries
+            );
+        }
+        s += "  maps:\n";
+        for m in &self.manifest.maps {
+            s += &format!(
+                "    {:<12} {:<14} key {:>3} value {:>4}  {:>8} filled / {:>8} max\n",
+                m.name, m.map_type, m.key_size, m.value_size, m.filled, m.max_entries
+            );
+        }
+        s
+    }
+}
+
+fn type_name(t: MapType) -> &'static str {
+    match t {
+        MapType::Hash => "hash",
+        MapType::Array => "array",
+        MapType::ProgArray => "prog_array",
+        MapType::PercpuArray => "percpu_array",
+        MapType::LruHash => "lru_hash",
+        MapType::LpmTrie => "lpm_trie",
+        _ => "other",
+    }
+}
+
+/// Nodes reachable from `root`, in decreasing id order (parents first).
+fn reachable(g: &Graph, root: NodeId) -> Vec<NodeId> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            stack.extend(g.node(n).children().into_iter().map(|c| c.1));
+        }
+    }
+    seen.into_iter().rev().collect()
+}
+
+fn lpm_entry(c: &crate::model::Cidr, class: u32) -> LpmEntry {
+    let addr = match c.addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    LpmEntry {
+        cidr: c.to_string(),
+        addr,
+        len: u32::from(c.len),
+        class,
+    }
+}
+
+/// Generates the object and its manifest section.
+pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
+    let (_, node_numbers) = crate::graph::dump::numbering(g);
+    let roots = g.dag.roots;
+    let mut entries = vec![(Entry::Steer, roots.steer)];
+    if opts.mode != Mode::Ingress {
+        entries.push((Entry::Egress, roots.egress));
+    }
+    if opts.mode != Mode::Egress {
+        entries.push((Entry::Ingress, roots.ingress));
+    }
+    let mut blocks = vec![Block::Prologue];
+    let mut has_atoms = false;
+    let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
+    let mut fill = Fill::default();
+    let nclasses = g.classes.len() as u32;
+    for (e, root) in &entries {
+        for n in reachable(g, *root) {
+            blocks.push(Block::Node(*e, n));
+            match g.node(n) {
+                Node::Test {
+                    cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
+                    ..
+                } => has_atoms = true,
+                Node::Table {
+                    key: TableKey::SrcClass | TableKey::DstClass,
+                    entries: iv,
+                    ..
+                } if iv.len() > INLINE_CLASS_INTERVALS && !ctabs.contains_key(&n) => {
+                    let id = ctabs.len() as u32;
+                    let mut targets: Vec<NodeId> = Vec::new();
+                    for x in iv {
+                        let branch = match targets.iter().position(|&t| t == x.next) {
+                            Some(i) => i,
+                            None => {
+                                targets.push(x.next);
+                                targets.len() - 1
+                            }
+                        } as u32;
+                        for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
+                            fill.ctab.push((id, c, branch));
+                        }
+                    }
+                    ctabs.insert(n, ClassTable { id, targets });
+                }
+                _ => {}
+            }
+        }
+        if *e == Entry::Steer {
+            blocks.push(Block::Service);
+        }
+    }
+    blocks.push(Block::Final);
+    let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
+    let has_services = !g.services.frontends.is_empty();
+    let gen = Gen {
+        model,
+        g,
+        mode: opts.mode,
+        blocks,
+        index,
+        has_atoms,
+        has_services,
+        ctabs,
+        node_numbers,
+    };
+
+    // Fill data.
+    for e in &g.classes.entries {
+        let le = lpm_entry(&e.cidr, e.class);
+        if e.cidr.addr.is_ipv4() {
+            fill.cls4.push(le);
+        } else {
+            fill.cls6.push(le);
+        }
+    }
+    let words = g.classes.atoms.len().div_ceil(32).max(1);
+    for row in &g.classes.classes {
+        let mut w = vec![0u32; words];
+        for a in row.iter() {
+            w[a / 32] |= 1 << (a % 32);
+        }
+        fill.atom_rows.push(w);
+    }
+    for fe in &g.services.frontends {
+        let set = &g.services.backend_sets[fe.backends];
+        fill.services.push(SvcEntry {
+            addr: fe.frontend.addr.to_string(),
+            port: fe.frontend.port,
+            proto: proto_number(fe.frontend.proto),
+            backends: set.backends.len() as u32,
+            no_backends_provenance: g.provenance.id(&crate::provenance::Provenance::NoBackends {
+                service: fe.service,
+            }),
+            service: fe.service as u32,
+        });
+    }
+
+    // Stages.
+    let sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
+        .map(|b| stages::measure(&gen, b))
+        .collect();
+    let mut limits = Vec::new();
+    let stage_of = match stages::split(&sizes, &opts.budget) {
+        Ok(s) => s,
+        Err(b) => {
+            return Err(vec![Limit::BlockTooLarge {
+                block: gen.block_name(b),
+                slots: sizes[b].slots,
+                jumps: sizes[b].jumps,
+            }])
+        }
+    };
+    let nstages = stage_of.iter().max().map_or(1, |m| m + 1);
+    if nstages > MAX_STAGES {
+        limits.push(Limit::TooManyStages { stages: nstages });
+    }
+
+    // Maps.
+    let mut maps = vec![
+        MapDef::new(
+            layout::map::CTX,
+            MapType::PercpuArray,
+            4,
+            layout::ctx::SIZE,
+            1,
+        ),
+        MapDef::new(
+            layout::map::CT,
+            MapType::LruHash,
+            layout::ct::KEY_SIZE,
+            layout::ct::VALUE_SIZE,
+            opts.conntrack_entries,
+        ),
+        MapDef::lpm_trie(
+            layout::map::CLS4,
+            4,
+            4,
+            fill.cls4.len() as u32 + opts.spare_endpoints,
+        ),
+        MapDef::lpm_trie(
+            layout::map::CLS6,
+            16,
+            4,
+            fill.cls6.len() as u32 + opts.spare_endpoints,
+        ),
+        MapDef::new(
+            layout::map::CNT,
+            MapType::PercpuArray,
+            4,
+            8,
+            g.provenance.len().max(1) as u32,
+        ),
+    ];
+    let mut filled: HashMap<&str, u64> = HashMap::new();
+    filled.insert(layout::map::CLS4, fill.cls4.len() as u64);
+    filled.insert(layout::map::CLS6, fill.cls6.len() as u64);
+    if gen.has_atoms {
+        maps.push(MapDef::new(
+            layout::map::ATOMS,
+            MapType::Array,
+            4,
+            (words * 4) as u32,
+            nclasses + SPARE_CLASSES,
+        ));
+        filled.insert(layout::map::ATOMS, u64::from(nclasses));
+    }
+    if !gen.ctabs.is_empty() {
+        maps.push(MapDef::new(
+            layout::map::CTAB,
+            MapType::Hash,
+            8,
+            4,
+            (fill.ctab.len() as u64 + u64::from(opts.spare_endpoints)).min(u64::from(u32::MAX))
+                as u32,
+        ));
+        filled.insert(layout::map::CTAB, fill.ctab.len() as u64);
+    }
+    if gen.has_services {
+        maps.push(MapDef::new(
+            layout::map::SVC,
+            MapType::Hash,
+            layout::svc::KEY_SIZE,
+            layout::svc::VALUE_SIZE,
+            fill.services.len() as u32,
+        ));
+        filled.insert(layout::map::SVC, fill.services.len() as u64);
+    }
+    if nstages > 1 {
+        maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
+        filled.insert(layout::map::JMP, nstages as u64 - 1);
+    }
+    for m in &maps {
+        if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
+            limits.push(Limit::MapTooLarge {
+                map: m.name.clone(),
+                entries: u64::from(m.max_entries),
+            });
+        }
+    }
+    if !limits.is_empty() {
+        return Err(limits);
+    }
+    let staged = stages::assemble(&gen, &stage_of).map_err(|l| vec![l])?;
+
+    let mut listing = String::new();
+    let mut programs = Vec::new();
+    let mut defs = Vec::new();
+    for (k, s) in staged.into_iter().enumerate() {
+        listing += &format!(
+            "; program {} (section classifier{}), {} insns\n",
+            s.name,
+            if k == 0 {
+                String::new()
+            } else {
+                format!(", weir_jmp slot {k}")
+            },
+            s.code.len()
+        );
+        listing += &s.code.listing();
+        listing += "\n";
+        programs.push(ProgramInfo {
+            name: s.name.clone(),
+            section: "classifier".into(),
+            insns: s.code.len(),
+            slot: (k > 0).then_some(k as u32),
+            blocks: s.blocks,
+            entries: s.entries,
+        });
+        defs.push(ProgramDef {
+            name: s.name,
+            section: "classifier".into(),
+            code: s.code,
+        });
+    }
+    let object = write_object(&ObjectDef {
+        programs: defs,
+        maps: maps.clone(),
+        license: "GPL".into(),
+    })
+    .unwrap_or_else(|e| panic!("internal compiler error: eBPF object: {e}"));
+    let manifest = EbpfManifest {
+        object: WEIR_O.into(),
+        mode: opts.mode,
+        attach: vec!["tc-ingress".into()],
+        entry: layout::MAIN_PROGRAM.into(),
+        programs,
+        maps: maps
+            .iter()
+            .map(|m| MapInfo {
+                name: m.name.clone(),
+                map_type: type_name(m.map_type).into(),
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                filled: filled.get(m.name.as_str()).copied().unwrap_or(0),
+            })
+            .collect(),
+        fill,
+        counters: g.provenance.len() as u32,
+    };
+    Ok(EbpfOutput {
+        object,
+        manifest,
+        listing,
+    })
+}

@@ -1,0 +1,534 @@
+//! The TC service stage: reverse NAT of replies, then for packets to a
+//! frontend: the flow's backend from `weir_lb_ct`, or a new choice
+//! (affinity → Maglev on the flow hash / weighted random), recorded in
+//! `weir_lb_ct` and `weir_lb_rev`, then DNAT with checksum fix-up.
+//!
+//! Register contract (the policy pipeline's): `r6` = scratch context (a
+//! map value with the [`CtxLayout`] fields), `r7` = the `__sk_buff`.
+//! `r8`/`r9` are not touched. Everything else is scratch; the stage uses
+//! the stack from [`STACK_TOP`] down to [`STACK_BOTTOM`] (the pipeline's
+//! blocks use less than 160 bytes of stack).
+//!
+//! Only IPv4 TCP and UDP are translated (IPv6 frontends: see the module
+//! docs of [`super`]); other packets continue untouched.
+
+use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
+
+use super::layout::{aff, be, cnt, ct, fe, fe_key, map, rev, slot_key, tuple, FLAG_AFFINITY, FLAG_MAGLEV, MAGLEV_M};
+use Reg::*;
+
+/// Helper ids used here (`enum bpf_func_id`).
+pub mod helper {
+    pub const MAP_LOOKUP_ELEM: u32 = 1;
+    pub const MAP_UPDATE_ELEM: u32 = 2;
+    pub const KTIME_GET_NS: u32 = 5;
+    pub const GET_PRANDOM_U32: u32 = 7;
+    pub const SKB_STORE_BYTES: u32 = 9;
+    pub const L3_CSUM_REPLACE: u32 = 10;
+    pub const L4_CSUM_REPLACE: u32 = 11;
+    pub const SKB_LOAD_BYTES: u32 = 26;
+    pub const GET_SOCKET_COOKIE: u32 = 46;
+}
+
+/// `bpf_l4_csum_replace` flags.
+pub const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
+pub const BPF_F_MARK_MANGLED_0: i32 = 1 << 5;
+
+/// Stack area of the stage (offsets from r10).
+pub const STACK_TOP: i16 = -160;
+pub const STACK_BOTTOM: i16 = -432;
+
+/// Stack slots (from r10).
+pub(crate) mod st {
+    /// Frontend key (20).
+    pub const FEK: i16 = -184;
+    /// Frontend value copy (32).
+    pub const FEV: i16 = -216;
+    /// The chosen backend ([`be`](super::be) layout, 24), service (4),
+    /// pad, timestamp (8): the `weir_lb_ct` value (40).
+    pub const CTV: i16 = -256;
+    /// The flow tuple (40): conntrack key and hash input.
+    pub const TK: i16 = -296;
+    /// Reverse tuple (40).
+    pub const RK: i16 = -336;
+    /// Reverse value (24).
+    pub const RV: i16 = -360;
+    /// Affinity key (24) and value (16).
+    pub const AK: i16 = -384;
+    pub const AV: i16 = -400;
+    /// Slot key (8).
+    pub const SK: i16 = -408;
+    pub const TMP: i16 = -416;
+    pub const TMP2: i16 = -424;
+    pub const TMP3: i16 = -432;
+}
+
+/// Where the stage finds the packet's fields in the scratch context.
+/// Addresses: 16 bytes, network order; ports: u16 host order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtxLayout {
+    pub src: i16,
+    pub dst: i16,
+    pub sport: i16,
+    pub dport: i16,
+    /// u8 IP protocol.
+    pub proto: i16,
+    /// u8 4 / 6.
+    pub family: i16,
+    /// Written on translation: original destination (16) and port.
+    pub orig_dst: Option<i16>,
+    pub orig_dport: Option<i16>,
+    /// Written on translation: service index + 1 (u32).
+    pub service: Option<i16>,
+    /// A conntrack key in the context (tuple layout) whose destination
+    /// and port are updated on translation.
+    pub ct_key: Option<i16>,
+}
+
+impl CtxLayout {
+    /// The policy pipeline's `weir_ctx` (`codegen::layout::ctx`).
+    pub fn pipeline() -> CtxLayout {
+        use crate::ebpf::codegen::layout::ctx;
+        CtxLayout {
+            src: ctx::SRC,
+            dst: ctx::DST,
+            sport: ctx::SPORT,
+            dport: ctx::DPORT,
+            proto: ctx::RAW_PROTO,
+            family: ctx::FAMILY,
+            orig_dst: Some(ctx::ORIG_DST),
+            orig_dport: Some(ctx::ORIG_DPORT),
+            service: Some(ctx::SERVICE),
+            ct_key: Some(ctx::CT_KEY),
+        }
+    }
+}
+
+/// How a rejected (no backends) packet is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectCount {
+    /// `weir_lb_cnt[NO_BACKENDS]` (standalone programs).
+    LbCounter,
+    /// `MAP[frontend.no_backends]`, a per-CPU u64 array indexed by
+    /// provenance id (the pipeline's `weir_cnt`).
+    Provenance(String),
+}
+
+/// What the stage needs from its caller.
+#[derive(Debug, Clone)]
+pub struct StageEnv {
+    pub ctx: CtxLayout,
+    /// Continue here: not a frontend, translated, or a reply un-translated.
+    pub cont: Label,
+    /// Drop here (no backends, or a frontend entry pointing at a missing
+    /// slot during an update).
+    pub drop: Label,
+    pub reject: RejectCount,
+    /// Count translations / replies in `weir_lb_cnt` too.
+    pub lb_counters: bool,
+}
+
+/// `r0 = lookup(map, fp + key)`.
+pub(crate) fn lookup(a: &mut Asm, m: &str, key: i16) {
+    a.push(Op::mov64(R2, R10));
+    a.push(Op::alu64(AluOp::Add, R2, i32::from(key)));
+    a.push(Op::ld_map_fd(R1, m));
+    a.push(Op::Call { helper: helper::MAP_LOOKUP_ELEM });
+}
+
+/// `update(map, fp + key, fp + value, BPF_ANY)`.
+pub(crate) fn update(a: &mut Asm, m: &str, key: i16, value: i16) {
+    a.push(Op::ld_map_fd(R1, m));
+    a.push(Op::mov64(R2, R10));
+    a.push(Op::alu64(AluOp::Add, R2, i32::from(key)));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(value)));
+    a.push(Op::mov64(R4, 0));
+    a.push(Op::Call { helper: helper::MAP_UPDATE_ELEM });
+}
+
+/// Copies `len` bytes (a multiple of 4, or 2 / 1) from `src + so` to
+/// `dst + do_` through r1.
+pub(crate) fn copy(a: &mut Asm, dst: Reg, do_: i16, src: Reg, so: i16, len: i16) {
+    let mut i = 0;
+    while i < len {
+        let (size, n) = match len - i {
+            n if n >= 8 => (Size::U64, 8),
+            n if n >= 4 => (Size::U32, 4),
+            n if n >= 2 => (Size::U16, 2),
+            _ => (Size::U8, 1),
+        };
+        a.push(Op::load(size, R1, src, so + i));
+        a.push(Op::store(size, dst, do_ + i, R1));
+        i += n;
+    }
+}
+
+/// `MAP[idx] += 1` for a per-CPU u64 array; `idx` an immediate or a
+/// register other than r0–r2.
+pub(crate) fn count(a: &mut Asm, m: &str, idx: Operand) {
+    let skip = a.new_label("cnt_skip");
+    a.push(Op::store(Size::U32, R10, st::TMP3, idx));
+    lookup(a, m, st::TMP3);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, skip));
+    a.push(Op::load(Size::U64, R1, R0, 0));
+    a.push(Op::alu64(AluOp::Add, R1, 1));
+    a.push(Op::store(Size::U64, R0, 0, R1));
+    a.bind(skip);
+}
+
+fn be16(r: Reg) -> Op {
+    Op::Endian { order: ByteOrder::Be, bits: 16, dst: r }
+}
+
+fn be32(r: Reg) -> Op {
+    Op::Endian { order: ByteOrder::Be, bits: 32, dst: r }
+}
+
+/// `w1 = mix(w1)` ([`crate::flowhash`]): multiply by the golden ratio,
+/// fold the high half. Clobbers r2.
+fn mix(a: &mut Asm) {
+    a.push(Op::alu32(AluOp::Mul, R1, 0x9E37_79B1_u32 as i32));
+    a.push(Op::mov32(R2, R1));
+    a.push(Op::alu32(AluOp::Rsh, R2, 16));
+    a.push(Op::alu32(AluOp::Xor, R1, R2));
+}
+
+/// `w1 = flow_hash(src, dst, sport, dport, proto)` over a tuple
+/// ([`tuple`] layout, IPv4) at `base + off`: exactly
+/// [`crate::flowhash::flow_hash`] on host-order values. Clobbers r2, r3.
+pub fn emit_flow_hash(a: &mut Asm, base: Reg, off: i16) {
+    a.push(Op::load(Size::U32, R1, base, off + tuple::SRC));
+    a.push(be32(R1));
+    mix(a);
+    a.push(Op::load(Size::U32, R2, base, off + tuple::DST));
+    a.push(be32(R2));
+    a.push(Op::alu32(AluOp::Xor, R1, R2));
+    mix(a);
+    a.push(Op::load(Size::U16, R2, base, off + tuple::SPORT));
+    a.push(Op::alu32(AluOp::Lsh, R2, 16));
+    a.push(Op::load(Size::U16, R3, base, off + tuple::DPORT));
+    a.push(Op::alu32(AluOp::Or, R2, R3));
+    a.push(Op::alu32(AluOp::Xor, R1, R2));
+    mix(a);
+    a.push(Op::load(Size::U8, R2, base, off + tuple::PROTO));
+    a.push(Op::alu32(AluOp::Xor, R1, R2));
+    mix(a);
+}
+
+/// Builds the frontend key at `st::FEK` from the tuple at `st::TK`.
+pub(crate) fn frontend_key_from_tuple(a: &mut Asm) {
+    copy(a, R10, st::FEK + fe_key::ADDR, R10, st::TK + tuple::DST, 16);
+    copy(a, R10, st::FEK + fe_key::PORT, R10, st::TK + tuple::DPORT, 2);
+    copy(a, R10, st::FEK + fe_key::PROTO, R10, st::TK + tuple::PROTO, 2);
+}
+
+/// Backend choice for a new flow. Needs the tuple at `st::TK` and the
+/// frontend value at `st::FEV` (count > 0); leaves the backend in
+/// `st::CTV` (24 bytes) and refreshes / records affinity. Jumps to
+/// `missing` when the entry points at a missing table or slot.
+pub(crate) fn emit_choose(a: &mut Asm, missing: Label) {
+    let aff_miss = a.new_label("lb_aff_miss");
+    let random = a.new_label("lb_random");
+    let slot = a.new_label("lb_slot");
+    let got = a.new_label("lb_got");
+    let done = a.new_label("lb_choice_done");
+
+    // The affinity key is built on every path (the verifier does not
+    // correlate two loads of the flags).
+    copy(a, R10, st::AK + aff::CLIENT, R10, st::TK + tuple::SRC, 16);
+    copy(a, R10, st::AK + aff::SERVICE, R10, st::FEV + fe::SERVICE, 4);
+    a.push(Op::store(Size::U32, R10, st::AK + aff::FAMILY, 0));
+    copy(a, R10, st::AK + aff::FAMILY, R10, st::TK + tuple::FAMILY, 1);
+
+    // Client-IP affinity: (client, service) → backend id, if used within
+    // the timeout and the backend still exists.
+    a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::FLAGS));
+    a.push(Op::alu64(AluOp::And, R1, FLAG_AFFINITY as i32));
+    a.push(Op::jmp(JmpCond::Eq, R1, 0, aff_miss));
+    lookup(a, map::AFF, st::AK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, aff_miss));
+    a.push(Op::load(Size::U64, R1, R0, aff::V_TS));
+    a.push(Op::store(Size::U64, R10, st::TMP, R1));
+    a.push(Op::load(Size::U32, R1, R0, aff::V_ID));
+    a.push(Op::store(Size::U32, R10, st::TMP2, R1));
+    a.push(Op::Call { helper: helper::KTIME_GET_NS });
+    a.push(Op::load(Size::U64, R1, R10, st::TMP));
+    a.push(Op::alu64(AluOp::Sub, R0, R1));
+    a.push(Op::load(Size::U32, R2, R10, st::FEV + fe::AFFINITY_SECS));
+    a.push(Op::alu64(AluOp::Mul, R2, 1_000_000_000));
+    a.push(Op::jmp(JmpCond::Gt, R0, R2, aff_miss));
+    lookup(a, map::BE, st::TMP2);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, aff_miss));
+    copy(a, R10, st::CTV, R0, 0, be::SIZE as i16);
+    a.push(Op::Ja { target: got });
+
+    a.bind(aff_miss);
+    a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::FLAGS));
+    a.push(Op::alu64(AluOp::And, R1, FLAG_MAGLEV as i32));
+    a.push(Op::jmp(JmpCond::Eq, R1, 0, random));
+    // Maglev: table[flow_hash % M].
+    emit_flow_hash(a, R10, st::TK);
+    a.push(Op::alu32(AluOp::Mod, R1, MAGLEV_M as i32));
+    a.push(Op::store(Size::U32, R10, st::TMP, R1));
+    copy(a, R10, st::TMP2, R10, st::FEV + fe::TABLE, 4);
+    lookup(a, map::MGL, st::TMP2);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, missing));
+    a.push(Op::load(Size::U32, R1, R10, st::TMP));
+    a.push(Op::jmp(JmpCond::Ge, R1, MAGLEV_M as i32, missing));
+    a.push(Op::alu64(AluOp::Lsh, R1, 2));
+    a.push(Op::alu64(AluOp::Add, R0, R1));
+    a.push(Op::load(Size::U32, R1, R0, 0));
+    a.push(Op::Ja { target: slot });
+
+    // Random: a uniform draw over the weight-expanded slots.
+    a.bind(random);
+    a.push(Op::Call { helper: helper::GET_PRANDOM_U32 });
+    a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::COUNT));
+    a.push(Op::alu32(AluOp::Mod, R0, R1));
+    a.push(Op::mov64(R1, R0));
+
+    a.bind(slot);
+    a.push(Op::store(Size::U32, R10, st::SK + slot_key::SLOT, R1));
+    copy(a, R10, st::SK + slot_key::SET, R10, st::FEV + fe::SET, 4);
+    lookup(a, map::SLOT, st::SK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, missing));
+    copy(a, R10, st::CTV, R0, 0, be::SIZE as i16);
+
+    a.bind(got);
+    a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::FLAGS));
+    a.push(Op::alu64(AluOp::And, R1, FLAG_AFFINITY as i32));
+    a.push(Op::jmp(JmpCond::Eq, R1, 0, done));
+    a.push(Op::Call { helper: helper::KTIME_GET_NS });
+    a.push(Op::store(Size::U64, R10, st::AV + aff::V_TS, R0));
+    a.push(Op::store(Size::U32, R10, st::AV + 4, 0));
+    copy(a, R10, st::AV + aff::V_ID, R10, st::CTV + be::ID, 4);
+    update(a, map::AFF, st::AK, st::AV);
+    a.bind(done);
+}
+
+/// Which end of the packet [`emit_rewrite`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Destination address and port (DNAT).
+    Dst,
+    /// Source address and port (reverse NAT).
+    Src,
+}
+
+/// Rewrites one end of the IPv4 TCP/UDP packet in `r7` to the address
+/// (4 bytes, network order) at `fp + addr` and the port (u16 host order)
+/// at `fp + port`, fixing the IPv4 header checksum and the L4 checksum
+/// (pseudo-header and port; a zero UDP checksum stays zero), and updates
+/// the context. Reads the old values from the context.
+pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) {
+    let (ctx_addr, ctx_port, ip_off, l4_port_off) = match end {
+        End::Dst => (c.dst, c.dport, 16, 2),
+        End::Src => (c.src, c.sport, 12, 0),
+    };
+    let udp = a.new_label("rw_udp");
+    let have_off = a.new_label("rw_off");
+    // L4 offset: 14 + IHL * 4 (read with skb_load_bytes: the stage may
+    // run after helpers that invalidated packet pointers).
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::mov64(R2, 14));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(st::TMP)));
+    a.push(Op::mov64(R4, 1));
+    a.push(Op::store(Size::U64, R10, st::TMP, 0));
+    a.push(Op::Call { helper: helper::SKB_LOAD_BYTES });
+    a.push(Op::load(Size::U8, R1, R10, st::TMP));
+    a.push(Op::alu64(AluOp::And, R1, 15));
+    a.push(Op::alu64(AluOp::Lsh, R1, 2));
+    a.push(Op::alu64(AluOp::Add, R1, 14));
+    a.push(Op::store(Size::U64, R10, st::TMP, R1));
+    // Checksum offset and flags: TCP +16, UDP +6 (mangled-0).
+    a.push(Op::mov64(R2, R1));
+    a.push(Op::alu64(AluOp::Add, R2, 16));
+    a.push(Op::mov64(R5, 0));
+    a.push(Op::load(Size::U8, R3, R6, c.proto));
+    a.push(Op::jmp(JmpCond::Ne, R3, 6, udp));
+    a.push(Op::Ja { target: have_off });
+    a.bind(udp);
+    a.push(Op::mov64(R2, R1));
+    a.push(Op::alu64(AluOp::Add, R2, 6));
+    a.push(Op::mov64(R5, BPF_F_MARK_MANGLED_0));
+    a.bind(have_off);
+    a.push(Op::store(Size::U64, R10, st::TMP2, R2));
+    a.push(Op::store(Size::U64, R10, st::TMP3, R5));
+    // L4: pseudo-header address.
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::load(Size::U32, R3, R6, ctx_addr));
+    a.push(Op::load(Size::U32, R4, R10, addr));
+    a.push(Op::alu64(AluOp::Or, R5, BPF_F_PSEUDO_HDR | 4));
+    a.push(Op::Call { helper: helper::L4_CSUM_REPLACE });
+    // L4: port.
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::load(Size::U64, R2, R10, st::TMP2));
+    a.push(Op::load(Size::U16, R3, R6, ctx_port));
+    a.push(be16(R3));
+    a.push(Op::load(Size::U16, R4, R10, port));
+    a.push(be16(R4));
+    a.push(Op::load(Size::U64, R5, R10, st::TMP3));
+    a.push(Op::alu64(AluOp::Or, R5, 2));
+    a.push(Op::Call { helper: helper::L4_CSUM_REPLACE });
+    // IPv4 header checksum.
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::mov64(R2, 14 + 10));
+    a.push(Op::load(Size::U32, R3, R6, ctx_addr));
+    a.push(Op::load(Size::U32, R4, R10, addr));
+    a.push(Op::mov64(R5, 4));
+    a.push(Op::Call { helper: helper::L3_CSUM_REPLACE });
+    // The bytes.
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::mov64(R2, 14 + ip_off));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(addr)));
+    a.push(Op::mov64(R4, 4));
+    a.push(Op::mov64(R5, 0));
+    a.push(Op::Call { helper: helper::SKB_STORE_BYTES });
+    a.push(Op::load(Size::U16, R1, R10, port));
+    a.push(be16(R1));
+    a.push(Op::store(Size::U16, R10, st::TMP2, R1));
+    a.push(Op::load(Size::U64, R2, R10, st::TMP));
+    a.push(Op::alu64(AluOp::Add, R2, l4_port_off));
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(st::TMP2)));
+    a.push(Op::mov64(R4, 2));
+    a.push(Op::mov64(R5, 0));
+    a.push(Op::Call { helper: helper::SKB_STORE_BYTES });
+    // The context.
+    if end == End::Dst {
+        if let Some(o) = c.orig_dst {
+            copy(a, R6, o, R6, c.dst, 16);
+        }
+        if let Some(o) = c.orig_dport {
+            copy(a, R6, o, R6, c.dport, 2);
+        }
+    }
+    copy(a, R6, ctx_addr, R10, addr, 4);
+    copy(a, R6, ctx_port, R10, port, 2);
+    if let (End::Dst, Some(k)) = (end, c.ct_key) {
+        copy(a, R6, k + tuple::DST, R10, addr, 4);
+        copy(a, R6, k + tuple::DPORT, R10, port, 2);
+    }
+}
+
+/// Jumps to `skip` unless the context holds an IPv4 TCP or UDP packet.
+fn guard_v4_tcp_udp(a: &mut Asm, c: &CtxLayout, skip: Label) {
+    let ok = a.new_label("lb_l4_ok");
+    a.push(Op::load(Size::U8, R1, R6, c.family));
+    a.push(Op::jmp(JmpCond::Ne, R1, 4, skip));
+    a.push(Op::load(Size::U8, R1, R6, c.proto));
+    a.push(Op::jmp(JmpCond::Eq, R1, 6, ok));
+    a.push(Op::jmp(JmpCond::Ne, R1, 17, skip));
+    a.bind(ok);
+}
+
+/// The packet's tuple at `st::TK` (conntrack key layout).
+fn tuple_from_ctx(a: &mut Asm, c: &CtxLayout) {
+    copy(a, R10, st::TK + tuple::SRC, R6, c.src, 16);
+    copy(a, R10, st::TK + tuple::DST, R6, c.dst, 16);
+    copy(a, R10, st::TK + tuple::SPORT, R6, c.sport, 2);
+    copy(a, R10, st::TK + tuple::DPORT, R6, c.dport, 2);
+    a.push(Op::store(Size::U32, R10, st::TK + tuple::PROTO, 0));
+    copy(a, R10, st::TK + tuple::PROTO, R6, c.proto, 1);
+    copy(a, R10, st::TK + tuple::FAMILY, R6, c.family, 1);
+}
+
+/// Reverse NAT: a reply of a translated flow (its tuple is in
+/// `weir_lb_rev`) gets the frontend back as its source, then jumps to
+/// `replied`; anything else falls through. Run it on every packet, before
+/// conntrack shortcuts (the reply of a translated flow is "established").
+pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
+    let not = a.new_label("lb_not_reply");
+    guard_v4_tcp_udp(a, &env.ctx, not);
+    tuple_from_ctx(a, &env.ctx);
+    lookup(a, map::REV, st::TK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, not));
+    copy(a, R10, st::RV, R0, 0, rev::VALUE_SIZE as i16);
+    if env.lb_counters {
+        count(a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
+    }
+    emit_rewrite(a, &env.ctx, End::Src, st::RV + rev::ADDR, st::RV + rev::PORT);
+    a.push(Op::Ja { target: replied });
+    a.bind(not);
+}
+
+/// The service stage (see the module docs). Falls through to nothing:
+/// always ends in a jump to `env.cont` or `env.drop`.
+pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
+    let c = &env.ctx;
+    let new = a.new_label("lb_new_flow");
+    let dnat = a.new_label("lb_dnat");
+    let no_backends = a.new_label("lb_no_backends");
+    let missing = a.new_label("lb_missing");
+
+    guard_v4_tcp_udp(a, c, env.cont);
+    tuple_from_ctx(a, c);
+    // A translated flow keeps its backend.
+    lookup(a, map::CT, st::TK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, new));
+    copy(a, R10, st::CTV, R0, 0, be::SIZE as i16);
+    if env.lb_counters {
+        count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
+    }
+    copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
+    a.push(Op::Ja { target: dnat });
+
+    // New flow: frontend?
+    a.bind(new);
+    frontend_key_from_tuple(a);
+    lookup(a, map::FE, st::FEK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, env.cont));
+    copy(a, R10, st::FEV, R0, 0, fe::SIZE as i16);
+    a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::COUNT));
+    a.push(Op::jmp(JmpCond::Eq, R1, 0, no_backends));
+    emit_choose(a, missing);
+    // Remember the flow (client → frontend) and its reply (backend →
+    // client).
+    copy(a, R10, st::CTV + ct::SERVICE, R10, st::FEV + fe::SERVICE, 4);
+    a.push(Op::store(Size::U32, R10, st::CTV + ct::SERVICE + 4, 0));
+    a.push(Op::Call { helper: helper::KTIME_GET_NS });
+    a.push(Op::store(Size::U64, R10, st::CTV + ct::TS, R0));
+    update(a, map::CT, st::TK, st::CTV);
+    copy(a, R10, st::RK + tuple::SRC, R10, st::CTV + be::ADDR, 16);
+    copy(a, R10, st::RK + tuple::DST, R10, st::TK + tuple::SRC, 16);
+    copy(a, R10, st::RK + tuple::SPORT, R10, st::CTV + be::PORT, 2);
+    copy(a, R10, st::RK + tuple::DPORT, R10, st::TK + tuple::SPORT, 2);
+    copy(a, R10, st::RK + tuple::PROTO, R10, st::TK + tuple::PROTO, 4);
+    copy(a, R10, st::RV + rev::ADDR, R10, st::TK + tuple::DST, 16);
+    copy(a, R10, st::RV + rev::PORT, R10, st::TK + tuple::DPORT, 2);
+    a.push(Op::store(Size::U16, R10, st::RV + rev::FAMILY, 4));
+    copy(a, R10, st::RV + rev::SERVICE, R10, st::FEV + fe::SERVICE, 4);
+    update(a, map::REV, st::RK, st::RV);
+    if env.lb_counters {
+        count(a, map::CNT, Operand::Imm(cnt::TRANSLATED as i32));
+    }
+
+    a.bind(dnat);
+    emit_rewrite(a, c, End::Dst, st::CTV + be::ADDR, st::CTV + be::PORT);
+    if let Some(o) = c.service {
+        a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::SERVICE));
+        a.push(Op::alu64(AluOp::Add, R1, 1));
+        a.push(Op::store(Size::U32, R6, o, R1));
+    }
+    a.push(Op::Ja { target: env.cont });
+
+    // No usable backend: reject (counted; the packet is dropped — see the
+    // module docs for why not a reset / ICMP error yet).
+    a.bind(no_backends);
+    match &env.reject {
+        RejectCount::LbCounter => count(a, map::CNT, Operand::Imm(cnt::NO_BACKENDS as i32)),
+        RejectCount::Provenance(m) => {
+            a.push(Op::load(Size::U32, R3, R10, st::FEV + fe::NO_BACKENDS));
+            count(a, m, Operand::Reg(R3));
+        }
+    }
+    a.push(Op::Ja { target: env.drop });
+
+    a.bind(missing);
+    count(a, map::CNT, Operand::Imm(cnt::MISSING as i32));
+    a.push(Op::Ja { target: env.drop });
+}

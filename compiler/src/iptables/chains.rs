@@ -1,0 +1,552 @@
+//! One stage's chains: the part of the graph under some entry, as a tree
+//! of chains joined by gotos.
+//!
+//! A node's *target* is what a parent rule jumps with: `-g WEIR-<p><n>`
+//! for a node with a chain, or the child's target when the node cannot
+//! decide anything in its context (all branches lead to the same place),
+//! or a leaf's inline target (`-j RETURN`). Each node is emitted once per
+//! stage (memoized), so shared DAG nodes become shared chains.
+
+use super::flow::{self, Ctx, ICMP, NON_ICMP, NO_PORTS, PORTS};
+use super::sets::{Role, Sets};
+use super::text::{comment, Family, Tables};
+use crate::graph::ir::{Cond, Node, NodeId, TableEntry, TableKey};
+use crate::graph::{ClassId, Graph};
+use std::collections::{BTreeMap, HashMap};
+
+/// What a leaf does in a stage.
+pub enum Leaf {
+    /// Nothing: the parent rule returns (`-j RETURN`).
+    Return,
+    /// A chain with these rules (each `matches… -j TARGET`; the leaf's
+    /// comment is added by the caller of [`Leaf::Rules`]).
+    Rules(Vec<String>),
+}
+
+/// Above this many port intervals a port table becomes a binary tree.
+const LINEAR_PORTS: usize = 8;
+/// Above this many ICMP types in context, a code test uses `u32`.
+const ENUM_TYPES: usize = 16;
+
+pub struct Stage<'a> {
+    pub g: &'a Graph,
+    pub fam: Family,
+    pub table: &'static str,
+    /// Chain name prefix after `WEIR-`.
+    pub prefix: String,
+    pub num: &'a HashMap<NodeId, usize>,
+    pub ctx: &'a HashMap<NodeId, Ctx>,
+    pub leaf: &'a dyn Fn(&Node) -> Leaf,
+    /// Destination (class, port) known in advance: tests on them are
+    /// decided here instead of emitted (policy for a chosen backend
+    /// before its DNAT).
+    pub known: Option<(ClassId, u32)>,
+    memo: HashMap<NodeId, String>,
+    sub: usize,
+}
+
+/// A rule's match part and where it goes.
+type Branch = (String, String);
+
+fn ranges(lo: u32, hi: u32) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}:{hi}")
+    }
+}
+
+impl<'a> Stage<'a> {
+    pub fn new(
+        g: &'a Graph,
+        fam: Family,
+        table: &'static str,
+        prefix: &str,
+        num: &'a HashMap<NodeId, usize>,
+        ctx: &'a HashMap<NodeId, Ctx>,
+        leaf: &'a dyn Fn(&Node) -> Leaf,
+    ) -> Stage<'a> {
+        Stage {
+            g,
+            fam,
+            table,
+            prefix: prefix.to_string(),
+            num,
+            ctx,
+            leaf,
+            known: None,
+            memo: HashMap::new(),
+            sub: 0,
+        }
+    }
+
+    /// The child a node takes given [`Stage::known`], if it only tests
+    /// known fields.
+    fn decided(&self, node: &Node) -> Option<NodeId> {
+        let (dc, dp) = self.known?;
+        match node {
+            Node::Test { cond, then, els } => {
+                let hit = match *cond {
+                    Cond::DstAtom(a) => self.g.classes.has(dc, a),
+                    Cond::DPort { lo, hi } => u32::from(lo) <= dp && dp <= u32::from(hi),
+                    _ => return None,
+                };
+                Some(if hit { *then } else { *els })
+            }
+            Node::Table {
+                key,
+                entries,
+                default,
+                ..
+            } => {
+                let v = match key {
+                    TableKey::DstClass => dc,
+                    TableKey::DPort => dp,
+                    _ => return None,
+                };
+                let i = entries.partition_point(|e| e.hi < v);
+                Some(match entries.get(i) {
+                    Some(e) if e.lo <= v => e.next,
+                    _ => *default,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn chain_name(&self, n: NodeId) -> String {
+        format!("WEIR-{}{}", self.prefix, self.num[&n])
+    }
+
+    /// The target for entering node `n`.
+    pub fn target(&mut self, n: NodeId, sets: &mut Sets, out: &mut Tables) -> String {
+        if let Some(t) = self.memo.get(&n) {
+            return t.clone();
+        }
+        let t = self.build(n, sets, out);
+        self.memo.insert(n, t.clone());
+        t
+    }
+
+    fn build(&mut self, n: NodeId, sets: &mut Sets, out: &mut Tables) -> String {
+        let node = self.g.node(n);
+        if let Some(next) = self.decided(node) {
+            return self.target(next, sets, out);
+        }
+        if node.is_leaf() {
+            return match (self.leaf)(node) {
+                Leaf::Return => "-j RETURN".to_string(),
+                Leaf::Rules(rules) => {
+                    let name = self.chain_name(n);
+                    out.chain(self.table, &name);
+                    for r in rules {
+                        out.rule(self.table, &name, &[&r]);
+                    }
+                    format!("-g {name}")
+                }
+            };
+        }
+        let ctx = self.ctx.get(&n).copied().unwrap_or(Ctx::ALL);
+        let children: Vec<String> = node
+            .children()
+            .into_iter()
+            .map(|(_, c)| self.target(c, sets, out))
+            .collect();
+        if children.iter().all(|c| *c == children[0]) {
+            return children[0].clone();
+        }
+        let name = self.chain_name(n);
+        let (branches, default) = self.branches(n, node, &ctx, &children, &name, sets, out);
+        if branches.is_empty() {
+            return default;
+        }
+        self.emit(&name, n, branches, default, out);
+        format!("-g {name}")
+    }
+
+    fn emit(
+        &self,
+        name: &str,
+        n: NodeId,
+        branches: Vec<Branch>,
+        default: String,
+        out: &mut Tables,
+    ) {
+        let c = comment(&format!("n{}", self.num[&n]));
+        out.chain(self.table, name);
+        for (m, t) in branches {
+            out.rule(self.table, name, &[&m, &c, &t]);
+        }
+        if default != "-j RETURN" {
+            out.rule(self.table, name, &[&c, &default]);
+        }
+    }
+
+    /// A sub-chain of node `n` (binary port trees).
+    fn sub_chain(&mut self, name: &str) -> String {
+        self.sub += 1;
+        format!("{name}-{}", self.sub)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn branches(
+        &mut self,
+        n: NodeId,
+        node: &Node,
+        ctx: &Ctx,
+        children: &[String],
+        name: &str,
+        sets: &mut Sets,
+        out: &mut Tables,
+    ) -> (Vec<Branch>, String) {
+        let g = self.g;
+        match node {
+            Node::Test { cond, .. } => {
+                let (then, els) = (children[0].clone(), children[1].clone());
+                let one = |lo: u32, hi: u32| vec![(lo, hi, then.clone())];
+                match *cond {
+                    Cond::SrcAtom(a) | Cond::DstAtom(a) => {
+                        let dir = if matches!(cond, Cond::SrcAtom(_)) {
+                            "src"
+                        } else {
+                            "dst"
+                        };
+                        let classes: Vec<ClassId> = g
+                            .classes
+                            .classes_with(a)
+                            .iter()
+                            .map(|c| c as ClassId)
+                            .collect();
+                        if classes.is_empty() {
+                            return (Vec::new(), els);
+                        }
+                        let set = Sets::name(&sets.get(classes, Role::Atom(a)), self.fam);
+                        (vec![(format!("-m set --match-set {set} {dir}"), then)], els)
+                    }
+                    Cond::Proto(p) => self.proto_branches(
+                        ctx,
+                        &[(
+                            u32::from(crate::flowhash::proto_number(p)),
+                            u32::from(crate::flowhash::proto_number(p)),
+                            then,
+                        )],
+                        els,
+                    ),
+                    Cond::DPort { lo, hi } => {
+                        self.port_branches(n, ctx, one(lo.into(), hi.into()), els, name, out)
+                    }
+                    Cond::IcmpType(t) => self.type_branches(ctx, one(t.into(), t.into()), els),
+                    Cond::IcmpCode(c) => self.code_branches(ctx, one(c.into(), c.into()), els),
+                }
+            }
+            Node::Table { key, entries, .. } => {
+                let default = children[entries.len()].clone();
+                let es: Vec<(u32, u32, String)> = entries
+                    .iter()
+                    .zip(children)
+                    .map(|(e, t)| (e.lo, e.hi, t.clone()))
+                    .collect();
+                match key {
+                    TableKey::SrcClass | TableKey::DstClass => {
+                        let dir = if *key == TableKey::SrcClass {
+                            "src"
+                        } else {
+                            "dst"
+                        };
+                        self.class_branches(entries, children, default, dir, sets)
+                    }
+                    TableKey::Proto => self.proto_branches(ctx, &es, default),
+                    TableKey::DPort => self.port_branches(n, ctx, es, default, name, out),
+                    TableKey::IcmpType => self.type_branches(ctx, es, default),
+                    TableKey::IcmpCode => self.code_branches(ctx, es, default),
+                }
+            }
+            _ => unreachable!("leaves are handled by the caller"),
+        }
+    }
+
+    /// Class-keyed table: one set per distinct target; the target that
+    /// class 0 (the rest of the address space) goes to is the fall-through.
+    fn class_branches(
+        &mut self,
+        entries: &[TableEntry],
+        children: &[String],
+        default: String,
+        dir: &str,
+        sets: &mut Sets,
+    ) -> (Vec<Branch>, String) {
+        let nclasses = self.g.classes.len() as ClassId;
+        let target_of = |c: ClassId| -> &String {
+            let i = entries.partition_point(|e| e.hi < c);
+            match entries.get(i) {
+                Some(e) if e.lo <= c => &children[i],
+                _ => &default,
+            }
+        };
+        let fall = target_of(0).clone();
+        let mut groups: BTreeMap<&String, Vec<ClassId>> = BTreeMap::new();
+        let mut order: Vec<&String> = Vec::new();
+        for c in 1..nclasses {
+            let t = target_of(c);
+            if *t == fall {
+                continue;
+            }
+            let g = groups.entry(t).or_default();
+            if g.is_empty() {
+                order.push(t);
+            }
+            g.push(c);
+        }
+        let mut branches = Vec::new();
+        for t in order {
+            let classes = groups[t].clone();
+            let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
+            branches.push((format!("-m set --match-set {set} {dir}"), t.clone()));
+        }
+        (branches, fall)
+    }
+
+    fn proto_branches(
+        &self,
+        ctx: &Ctx,
+        es: &[(u32, u32, String)],
+        default: String,
+    ) -> (Vec<Branch>, String) {
+        let mut branches = Vec::new();
+        for (b, p) in flow::MODEL_PROTOS {
+            if !ctx.has(b) {
+                continue;
+            }
+            let n = u32::from(crate::flowhash::proto_number(p));
+            if let Some((_, _, t)) = es.iter().find(|(lo, hi, _)| *lo <= n && n <= *hi) {
+                if *t != default {
+                    branches.push((format!("-p {}", self.fam.proto(p)), t.clone()));
+                }
+            }
+        }
+        // Every protocol that can get here goes one way: no test needed.
+        if ctx.protos & flow::OTHER == 0 {
+            let here: Vec<&String> = flow::MODEL_PROTOS
+                .iter()
+                .filter(|(b, _)| ctx.has(*b))
+                .map(|(_, p)| {
+                    let n = u32::from(crate::flowhash::proto_number(*p));
+                    es.iter()
+                        .find(|(lo, hi, _)| *lo <= n && n <= *hi)
+                        .map_or(&default, |e| &e.2)
+                })
+                .collect();
+            if let Some(first) = here.first() {
+                if here.iter().all(|t| t == first) {
+                    return (Vec::new(), (*first).clone());
+                }
+            }
+        }
+        (branches, default)
+    }
+
+    fn port_protos(&self, ctx: &Ctx) -> Vec<&'static str> {
+        flow::MODEL_PROTOS
+            .iter()
+            .filter(|(b, _)| b & PORTS != 0 && ctx.has(*b))
+            .map(|(_, p)| self.fam.proto(*p))
+            .collect()
+    }
+
+    /// Port intervals: rules (grouped with multiport), or a binary tree of
+    /// sub-chains over the port space for big tables. Packets without
+    /// ports count as port 0.
+    fn port_branches(
+        &mut self,
+        n: NodeId,
+        ctx: &Ctx,
+        mut es: Vec<(u32, u32, String)>,
+        default: String,
+        name: &str,
+        out: &mut Tables,
+    ) -> (Vec<Branch>, String) {
+        // Merge adjacent intervals with the same target; drop those going
+        // to the default.
+        es.retain(|e| e.2 != default);
+        let mut merged: Vec<(u32, u32, String)> = Vec::new();
+        for e in es {
+            match merged.last_mut() {
+                Some(l) if l.1 + 1 == e.0 && l.2 == e.2 => l.1 = e.1,
+                _ => merged.push(e),
+            }
+        }
+        let protos = self.port_protos(ctx);
+        if merged.is_empty() {
+            return (Vec::new(), default);
+        }
+        if merged.len() <= LINEAR_PORTS {
+            return self.port_linear(ctx, &protos, &merged, default);
+        }
+        let _ = n;
+        // Binary tree: ports >= pivot go right.
+        let mid = merged.len() / 2;
+        let pivot = merged[mid].0;
+        let right_name = self.sub_chain(name);
+        let left_name = self.sub_chain(name);
+        let c = comment(&format!("n{}", self.num[&n]));
+        let right_ctx = Ctx {
+            protos: ctx.protos & PORTS,
+            ..*ctx
+        };
+        let (rb, rd) = self.port_branches(
+            n,
+            &right_ctx,
+            merged[mid..].to_vec(),
+            default.clone(),
+            &right_name,
+            out,
+        );
+        let (lb, ld) = self.port_branches(n, ctx, merged[..mid].to_vec(), default, &left_name, out);
+        let emit_sub = |sub: &str, b: Vec<Branch>, d: String, out: &mut Tables| -> String {
+            if b.is_empty() {
+                return d;
+            }
+            out.chain(self.table, sub);
+            for (m, t) in b {
+                out.rule(self.table, sub, &[&m, &c, &t]);
+            }
+            if d != "-j RETURN" {
+                out.rule(self.table, sub, &[&c, &d]);
+            }
+            format!("-g {sub}")
+        };
+        let rt = emit_sub(&right_name, rb, rd, out);
+        let lt = emit_sub(&left_name, lb, ld, out);
+        let branches = protos
+            .iter()
+            .map(|p| (format!("-p {p} -m {p} --dport {pivot}:65535"), rt.clone()))
+            .collect();
+        (branches, lt)
+    }
+
+    fn port_linear(
+        &self,
+        ctx: &Ctx,
+        protos: &[&str],
+        merged: &[(u32, u32, String)],
+        default: String,
+    ) -> (Vec<Branch>, String) {
+        // Group by target, in first-appearance order; multiport takes 15
+        // slots, a range uses two.
+        let mut order: Vec<&String> = Vec::new();
+        let mut groups: BTreeMap<&String, Vec<(u32, u32)>> = BTreeMap::new();
+        for (lo, hi, t) in merged {
+            let g = groups.entry(t).or_default();
+            if g.is_empty() {
+                order.push(t);
+            }
+            g.push((*lo, *hi));
+        }
+        let mut branches = Vec::new();
+        for p in protos {
+            for t in &order {
+                let rs = &groups[*t];
+                if rs.len() == 1 {
+                    let (lo, hi) = rs[0];
+                    branches.push((
+                        format!("-p {p} -m {p} --dport {}", ranges(lo, hi)),
+                        (*t).clone(),
+                    ));
+                    continue;
+                }
+                let mut chunk: Vec<String> = Vec::new();
+                let mut slots = 0;
+                for &(lo, hi) in rs {
+                    let w = if lo == hi { 1 } else { 2 };
+                    if slots + w > 15 {
+                        branches.push((
+                            format!("-p {p} -m multiport --dports {}", chunk.join(",")),
+                            (*t).clone(),
+                        ));
+                        chunk.clear();
+                        slots = 0;
+                    }
+                    chunk.push(ranges(lo, hi));
+                    slots += w;
+                }
+                branches.push((
+                    format!("-p {p} -m multiport --dports {}", chunk.join(",")),
+                    (*t).clone(),
+                ));
+            }
+        }
+        // Packets without ports (port 0) go where port 0 goes.
+        let zero = merged.iter().find(|e| e.0 == 0).map(|e| e.2.clone());
+        match zero {
+            Some(t0) if ctx.has(NO_PORTS) => {
+                for p in protos {
+                    branches.push((format!("-p {p}"), default.clone()));
+                }
+                (branches, t0)
+            }
+            _ => (branches, default),
+        }
+    }
+
+    fn type_branches(
+        &self,
+        ctx: &Ctx,
+        es: Vec<(u32, u32, String)>,
+        default: String,
+    ) -> (Vec<Branch>, String) {
+        let mut branches = Vec::new();
+        let types = ctx.type_list();
+        for (lo, hi, t) in &es {
+            if *t == default {
+                continue;
+            }
+            for &ty in &types {
+                if *lo <= u32::from(ty) && u32::from(ty) <= *hi {
+                    branches.push((self.fam.icmp(ty, None), t.clone()));
+                }
+            }
+        }
+        if ctx.has(NON_ICMP) {
+            if let Some((_, _, t0)) = es.iter().find(|e| e.0 == 0 && e.2 != default) {
+                branches.push((
+                    format!("! -p {}", self.fam.proto(crate::model::Proto::Icmp)),
+                    t0.clone(),
+                ));
+            }
+        }
+        (branches, default)
+    }
+
+    fn code_branches(
+        &self,
+        ctx: &Ctx,
+        es: Vec<(u32, u32, String)>,
+        default: String,
+    ) -> (Vec<Branch>, String) {
+        let mut branches = Vec::new();
+        let types = ctx.type_list();
+        for (lo, hi, t) in &es {
+            if *t == default || !ctx.has(ICMP) {
+                continue;
+            }
+            if types.len() <= ENUM_TYPES && hi - lo < 16 {
+                for &ty in &types {
+                    for c in *lo..=*hi {
+                        branches.push((self.fam.icmp(ty, Some(c as u8)), t.clone()));
+                    }
+                }
+            } else {
+                branches.push((self.fam.icmp_code_u32(*lo as u8, *hi as u8), t.clone()));
+            }
+        }
+        if ctx.has(NON_ICMP) {
+            if let Some((_, _, t0)) = es.iter().find(|e| e.0 == 0 && e.2 != default) {
+                branches.push((
+                    format!("! -p {}", self.fam.proto(crate::model::Proto::Icmp)),
+                    t0.clone(),
+                ));
+            }
+        }
+        (branches, default)
+    }
+}

@@ -1,0 +1,324 @@
+//! Services: what iptables cannot do (checked first), frontend dispatch
+//! in nat, weighted random choice with optional client-IP affinity, DNAT,
+//! and the REJECT of frontends without backends in filter.
+//!
+//! ```text
+//! nat WEIR-NAT-PRE: -m set --match-set weir-fe dst,dst -j <address tree>
+//!   address tree: -m iprange --dst-range PIVOT-MAX -g RIGHT / -g LEFT …
+//!   leaf: -d VIP -p tcp -m tcp --dport 80 -g WEIR-FE<k>
+//! WEIR-FE<k>: [-m recent --rcheck per backend → WEIR-BE<k>-<i>]
+//!             -m statistic --mode random --probability w_i/(w_i+…+w_n) -g WEIR-BE<k>-<i> …
+//! WEIR-BE<k>-<i>: [-m recent --set] -j DNAT --to-destination ADDR:PORT
+//! ```
+
+use super::text::{comment, Family, Tables};
+use super::{Options, Unsupported};
+use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, TableKey};
+use crate::graph::Graph;
+use crate::model::{Balance, Model, SteerAction};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+/// Constructs iptables cannot express (see the module docs of
+/// [`super`]).
+pub fn check(g: &Graph, model: &Model, opts: &Options) -> Vec<Unsupported> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let st = &g.services;
+    for fe in &st.frontends {
+        let svc = &st.services[fe.service];
+        let n = st.backend_sets[fe.backends].backends.len();
+        if svc.balance == Balance::Maglev
+            && n >= 2
+            && !opts.maglev_as_random
+            && seen.insert(fe.service)
+        {
+            out.push(Unsupported {
+                construct: "balance maglev".into(),
+                span: model.services[fe.service].span,
+                detail: format!(
+                    "service `{}` balances {n} backends by Maglev consistent hashing, which iptables cannot compute",
+                    svc.name
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// Can a redirect steering rule match connections to this frontend?
+/// Then each of its backends checks steering and policy (for that
+/// backend) before its DNAT.
+pub fn redirect_overlaps(g: &Graph, f: &crate::model::Frontend) -> bool {
+    let fields = Known {
+        proto: u32::from(crate::flowhash::proto_number(f.proto)),
+        dport: u32::from(f.port),
+        dst: g.classes.classify(f.addr),
+    };
+    redirect_reachable(g, g.dag.roots.steer, &fields, &mut HashMap::new()).is_some()
+}
+
+struct Known {
+    proto: u32,
+    dport: u32,
+    dst: u32,
+}
+
+/// A redirect leaf reachable from `n` for some source, given the
+/// destination fields.
+fn redirect_reachable(
+    g: &Graph,
+    n: NodeId,
+    k: &Known,
+    memo: &mut HashMap<NodeId, Option<(usize, usize)>>,
+) -> Option<(usize, usize)> {
+    if let Some(r) = memo.get(&n) {
+        return *r;
+    }
+    let next: Vec<NodeId> = match g.node(n) {
+        Node::Steer(SteerLeaf::Hit { steer, index }) => {
+            let r = matches!(
+                g.steer_actions[*steer][*index],
+                SteerAction::Redirect { .. }
+            )
+            .then_some((*steer, *index));
+            memo.insert(n, r);
+            return r;
+        }
+        Node::Steer(SteerLeaf::None) | Node::Verdict(_) => Vec::new(),
+        Node::Test { cond, then, els } => {
+            let hit = match *cond {
+                Cond::Proto(p) => Some(u32::from(crate::flowhash::proto_number(p)) == k.proto),
+                Cond::DPort { lo, hi } => {
+                    Some(u32::from(lo) <= k.dport && k.dport <= u32::from(hi))
+                }
+                Cond::IcmpType(t) => Some(t == 0),
+                Cond::IcmpCode(c) => Some(c == 0),
+                Cond::DstAtom(a) => Some(g.classes.has(k.dst, a)),
+                Cond::SrcAtom(_) => None,
+            };
+            match hit {
+                Some(true) => vec![*then],
+                Some(false) => vec![*els],
+                None => vec![*then, *els],
+            }
+        }
+        Node::Table {
+            key,
+            entries,
+            default,
+            ..
+        } => {
+            let v = match key {
+                TableKey::Proto => Some(k.proto),
+                TableKey::DPort => Some(k.dport),
+                TableKey::IcmpType | TableKey::IcmpCode => Some(0),
+                TableKey::DstClass => Some(k.dst),
+                TableKey::SrcClass => None,
+            };
+            match v {
+                Some(v) => {
+                    let i = entries.partition_point(|e| e.hi < v);
+                    vec![match entries.get(i) {
+                        Some(e) if e.lo <= v => e.next,
+                        _ => *default,
+                    }]
+                }
+                None => entries.iter().map(|e| e.next).chain([*default]).collect(),
+            }
+        }
+    };
+    let r = next
+        .into_iter()
+        .find_map(|c| redirect_reachable(g, c, k, memo));
+    memo.insert(n, r);
+    r
+}
+
+/// Rules of one address: `(match after -d, target)`.
+pub type AddrRules = (IpAddr, Vec<(String, String)>);
+
+/// A binary tree of chains over destination addresses; leaves hold the
+/// rules of at most four addresses (their matches carry their own
+/// comments; `cmt` is for the tree's rules). Returns the root chain.
+pub fn addr_tree(
+    out: &mut Tables,
+    table: &'static str,
+    fam: Family,
+    prefix: &str,
+    counter: &mut usize,
+    items: &[AddrRules],
+    cmt: &str,
+) -> String {
+    *counter += 1;
+    let name = format!("WEIR-{prefix}{counter}");
+    out.chain(table, &name);
+    if items.len() <= 4 {
+        for (addr, rules) in items {
+            let d = format!("-d {addr}/{}", fam.host_len());
+            for (m, t) in rules {
+                out.rule(table, &name, &[&d, m, t]);
+            }
+        }
+        return name;
+    }
+    let mid = items.len() / 2;
+    let right = addr_tree(out, table, fam, prefix, counter, &items[mid..], cmt);
+    let left = addr_tree(out, table, fam, prefix, counter, &items[..mid], cmt);
+    let range = format!("-m iprange --dst-range {}-{}", items[mid].0, fam.max_addr());
+    out.rule(table, &name, &[&range, cmt, &format!("-g {right}")]);
+    out.rule(table, &name, &[cmt, &format!("-g {left}")]);
+    name
+}
+
+/// nat chains for the frontends with backends of `fam`; the root of the
+/// dispatch tree, if there is any such frontend.
+/// `before_dnat(k, i, out)` may return a call to put in front of the DNAT
+/// of backend `i` of frontend `k`.
+pub fn nat(
+    g: &Graph,
+    fam: Family,
+    out: &mut Tables,
+    before_dnat: &mut dyn FnMut(usize, usize, &mut Tables) -> Option<String>,
+) -> Option<String> {
+    let st = &g.services;
+    let mut items: Vec<AddrRules> = Vec::new();
+    for (k, fe) in st.frontends.iter().enumerate() {
+        let f = fe.frontend;
+        let set = &st.backend_sets[fe.backends];
+        if Family::of(f.addr) != fam || set.backends.is_empty() {
+            continue;
+        }
+        let svc = &st.services[fe.service];
+        let c = comment(&format!("svc{}", fe.service));
+        let chain = format!("WEIR-FE{k}");
+        out.chain("nat", &chain);
+        let n = set.backends.len();
+        let be = |i: usize| format!("WEIR-BE{k}-{i}");
+        let recent = |i: usize| format!("weir-af{k}-{i}");
+        if let Some(secs) = svc.affinity {
+            for i in 0..n {
+                out.rule(
+                    "nat",
+                    &chain,
+                    &[
+                        &format!(
+                            "-m recent --name {} --rcheck --seconds {secs} --reap --rsource",
+                            recent(i)
+                        ),
+                        &c,
+                        &format!("-g {}", be(i)),
+                    ],
+                );
+            }
+        }
+        let weights: Vec<u64> = set.backends.iter().map(|b| u64::from(b.weight)).collect();
+        for i in 0..n {
+            let rest: u64 = weights[i..].iter().sum();
+            if i + 1 < n {
+                let p = weights[i] as f64 / rest as f64;
+                out.rule(
+                    "nat",
+                    &chain,
+                    &[
+                        &format!("-m statistic --mode random --probability {p:.10}"),
+                        &c,
+                        &format!("-g {}", be(i)),
+                    ],
+                );
+            } else {
+                out.rule("nat", &chain, &[&c, &format!("-g {}", be(i))]);
+            }
+        }
+        let p = fam.proto(f.proto);
+        for (i, b) in set.backends.iter().enumerate() {
+            let extra = before_dnat(k, i, out);
+            out.chain("nat", &be(i));
+            if svc.affinity.is_some() {
+                out.rule(
+                    "nat",
+                    &be(i),
+                    &[
+                        &format!("-m recent --name {} --set --rsource", recent(i)),
+                        &c,
+                    ],
+                );
+            }
+            if let Some(x) = extra {
+                out.rule("nat", &be(i), &[&c, &x]);
+            }
+            out.rule(
+                "nat",
+                &be(i),
+                &[
+                    &format!("-p {p}"),
+                    &c,
+                    &format!("-j DNAT --to-destination {}", fam.socket(b.addr, b.port)),
+                ],
+            );
+        }
+        let m = format!("-p {p} -m {p} --dport {} {c}", f.port);
+        match items.last_mut() {
+            Some((a, rules)) if *a == f.addr => rules.push((m, format!("-g {chain}"))),
+            _ => items.push((f.addr, vec![(m, format!("-g {chain}"))])),
+        }
+    }
+    if items.is_empty() {
+        return None;
+    }
+    let mut counter = 0;
+    Some(addr_tree(
+        out,
+        "nat",
+        fam,
+        "SVC",
+        &mut counter,
+        &items,
+        &comment("services"),
+    ))
+}
+
+/// filter chains rejecting connections to frontends of `fam` without
+/// backends; the root, if there is any.
+pub fn reject(g: &Graph, fam: Family, out: &mut Tables) -> Option<String> {
+    let st = &g.services;
+    let mut items: Vec<AddrRules> = Vec::new();
+    for fe in &st.frontends {
+        let f = fe.frontend;
+        if Family::of(f.addr) != fam || !st.backend_sets[fe.backends].backends.is_empty() {
+            continue;
+        }
+        let id = g.provenance.id(&crate::provenance::Provenance::NoBackends {
+            service: fe.service,
+        });
+        let p = fam.proto(f.proto);
+        let with = if f.proto == crate::model::Proto::Tcp {
+            "tcp-reset"
+        } else {
+            fam.port_unreachable()
+        };
+        let m = format!(
+            "-p {p} -m {p} --dport {} {}",
+            f.port,
+            comment(&id.to_string())
+        );
+        let t = format!("-j REJECT --reject-with {with}");
+        match items.last_mut() {
+            Some((a, rules)) if *a == f.addr => rules.push((m, t)),
+            _ => items.push((f.addr, vec![(m, t)])),
+        }
+    }
+    if items.is_empty() {
+        return None;
+    }
+    let mut counter = 0;
+    Some(addr_tree(
+        out,
+        "filter",
+        fam,
+        "REJ",
+        &mut counter,
+        &items,
+        &comment("no-backends"),
+    ))
+}

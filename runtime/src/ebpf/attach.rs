@@ -1,0 +1,480 @@
+//! Applying a bundle to an interface, generation by generation.
+//!
+//! Everything lives under `/sys/fs/bpf/weir/<instance>/` (bpffs is
+//! mounted there if it is not):
+//!
+//! - `link` — the pinned TCX link of the entry program on the interface's
+//!   ingress (it outlives this process);
+//! - `weir_ct` — the conntrack map, shared by every generation (reused by
+//!   name when a new generation loads), so a switch loses no connection;
+//! - `gen-N/` — generation N's maps (`weir_cnt`, `weir_jmp`, …) and
+//!   programs, pinned so that the prog array keeps its slots and `weir
+//!   stats` can read the counters after we exit.
+//!
+//! and the bundle's manifest plus a small state file under
+//! `/run/weir/ebpf/<instance>/` (rule names for `stats`).
+//!
+//! **Apply** loads and fills generation N+1 completely (verifier, maps,
+//! prog array), pins it, and only then switches: the first time by
+//! creating the TCX link, later by `bpf_link_update` on the pinned link —
+//! one atomic step. Any failure before the switch leaves generation N
+//! running untouched. After the switch generation N's pins are removed
+//! (the kernel frees its programs and maps once the link drops them).
+//! **Detach** unpins the link (which detaches the program) and removes the
+//! instance's pins and state.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Map, MapData};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weir_compiler::ebpf::codegen::layout::{self, map as names};
+use weir_compiler::ebpf::codegen::EbpfManifest;
+
+use super::load::{load, read_counters};
+use super::EbpfError;
+
+/// Where an instance lives.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Interface the entry program is attached to.
+    pub iface: String,
+    /// Network namespace (`ip netns` name) of the interface.
+    pub netns: Option<String>,
+    /// Pin root (default `/sys/fs/bpf/weir`).
+    pub pin_root: PathBuf,
+    /// State root (default `/run/weir/ebpf`).
+    pub state_root: PathBuf,
+}
+
+impl Instance {
+    pub fn new(iface: &str, netns: Option<&str>) -> Instance {
+        Instance {
+            iface: iface.to_string(),
+            netns: netns.map(str::to_string),
+            pin_root: PathBuf::from("/sys/fs/bpf/weir"),
+            state_root: PathBuf::from("/run/weir/ebpf"),
+        }
+    }
+
+    /// `host-eth0`, `netns-node-veth1`.
+    pub fn name(&self) -> String {
+        match &self.netns {
+            Some(n) => format!("netns-{n}-{}", self.iface),
+            None => format!("host-{}", self.iface),
+        }
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(self.name())
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_root.join(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    generation: u64,
+    iface: String,
+    netns: Option<String>,
+    programs: Vec<String>,
+}
+
+/// Result of [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub generation: u64,
+    pub previous: Option<u64>,
+    pub programs: Vec<(String, usize)>,
+}
+
+/// Result of [`status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub instance: String,
+    pub iface: String,
+    pub generation: u64,
+    /// The pinned link exists (the program is attached).
+    pub attached: bool,
+    pub programs: Vec<String>,
+}
+
+/// One counter of [`stats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCount {
+    pub id: u32,
+    pub kind: String,
+    pub description: String,
+    pub packets: u64,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EbpfError {
+    let context = context.into();
+    move |source| EbpfError::Io { context, source }
+}
+
+fn aya_err(step: &str) -> impl FnOnce(String) -> EbpfError + '_ {
+    move |message| EbpfError::Aya {
+        step: step.to_string(),
+        message,
+    }
+}
+
+fn require_root() -> Result<(), EbpfError> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(EbpfError::NotPrivileged {
+            detail: "run as root".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Mounts bpffs on `/sys/fs/bpf` when nothing is mounted there.
+pub fn ensure_bpffs() -> Result<(), EbpfError> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.split(' ').nth(2) == Some("bpf"))
+    {
+        return Ok(());
+    }
+    let _ = std::fs::create_dir_all("/sys/fs/bpf");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .map_err(io("running mount -t bpf"))?;
+    if !st.success() {
+        return Err(EbpfError::Aya {
+            step: "mounting bpffs on /sys/fs/bpf".into(),
+            message: format!("mount exited with {st}"),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread that has entered `netns` (if any): interface names
+/// and TC attachment then refer to that namespace, while bpffs and the
+/// file system stay the host's.
+fn in_netns<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> Result<T, EbpfError> + Send,
+) -> Result<T, EbpfError> {
+    let Some(ns) = netns else { return f() };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let path = format!("/run/netns/{ns}");
+            let file = std::fs::File::open(&path).map_err(io(format!("opening {path}")))?;
+            use std::os::fd::AsRawFd;
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(EbpfError::Io {
+                    context: format!("entering network namespace {ns}"),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+fn check_iface(iface: &str) -> Result<(), EbpfError> {
+    let c = std::ffi::CString::new(iface).map_err(|_| EbpfError::NoInterface {
+        iface: iface.into(),
+    })?;
+    if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+        return Err(EbpfError::NoInterface {
+            iface: iface.into(),
+        });
+    }
+    Ok(())
+}
+
+fn generations(pin_dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("gen-"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Reads `manifest.json` and `weir.o` of a bundle directory.
+pub fn read_bundle(dir: &Path) -> Result<(Value, EbpfManifest, Vec<u8>), EbpfError> {
+    let text = std::fs::read_to_string(dir.join("manifest.json"))
+        .map_err(io(format!("reading {}/manifest.json", dir.display())))?;
+    let full: Value = serde_json::from_str(&text)
+        .map_err(|e| EbpfError::Bundle(format!("manifest.json: {e}")))?;
+    let section = full.pointer("/backends/ebpf").cloned().ok_or_else(|| {
+        EbpfError::Bundle(
+            "manifest has no eBPF section: compile with `--target ebpf` (or `all`)".into(),
+        )
+    })?;
+    let m: EbpfManifest = serde_json::from_value(section)
+        .map_err(|e| EbpfError::Bundle(format!("manifest backends.ebpf: {e}")))?;
+    let object = std::fs::read(dir.join(&m.object)).map_err(io(format!(
+        "reading {}/{}",
+        dir.display(),
+        m.object
+    )))?;
+    Ok((full, m, object))
+}
+
+/// Loads the bundle in `dir` as the next generation and switches to it
+/// (see the module docs).
+pub fn apply(dir: &Path, inst: &Instance) -> Result<Applied, EbpfError> {
+    require_root()?;
+    let (full, manifest, object) = read_bundle(dir)?;
+    ensure_bpffs()?;
+    in_netns(inst.netns.as_deref(), || {
+        check_iface(&inst.iface)?;
+        apply_here(&full, &manifest, &object, inst)
+    })
+}
+
+fn apply_here(
+    full: &Value,
+    manifest: &EbpfManifest,
+    object: &[u8],
+    inst: &Instance,
+) -> Result<Applied, EbpfError> {
+    let base = inst.pin_dir();
+    std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
+    let gens = generations(&base);
+    let previous = gens.last().copied();
+    let generation = previous.map_or(1, |g| g + 1);
+    let gen_dir = base.join(format!("gen-{generation}"));
+    let _ = std::fs::remove_dir_all(&gen_dir);
+
+    // 1. Load and fill the new generation completely.
+    let mut g = load(object, manifest, Some(&base))?;
+    std::fs::create_dir_all(&gen_dir).map_err(io(format!("creating {}", gen_dir.display())))?;
+    let pin_all = |g: &mut super::Generation| -> Result<(), EbpfError> {
+        for (name, map) in g.ebpf.maps() {
+            if name == names::CT {
+                continue;
+            }
+            map.pin(gen_dir.join(name))
+                .map_err(|e| aya_err("pinning maps")(e.to_string()))?;
+        }
+        for p in &manifest.programs {
+            let prog: &mut SchedClassifier = g
+                .ebpf
+                .program_mut(&p.name)
+                .expect("loaded")
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| {
+                    aya_err("pinning programs")(e.to_string())
+                })?;
+            prog.pin(gen_dir.join(format!("prog_{}", p.name)))
+                .map_err(|e| aya_err("pinning programs")(e.to_string()))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = pin_all(&mut g) {
+        let _ = std::fs::remove_dir_all(&gen_dir);
+        return Err(e);
+    }
+
+    // 2. Switch in one step.
+    let link_path = base.join("link");
+    let entry: &mut SchedClassifier = g
+        .ebpf
+        .program_mut(&manifest.entry)
+        .ok_or_else(|| EbpfError::Bundle(format!("no entry program {}", manifest.entry)))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| aya_err("entry program")(e.to_string()))?;
+    let switched = (|| -> Result<(), EbpfError> {
+        if link_path.exists() {
+            let old = PinnedLink::from_pin(&link_path)
+                .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
+            let link: SchedClassifierLink =
+                FdLink::from(old)
+                    .try_into()
+                    .map_err(|e: aya::programs::links::LinkError| {
+                        aya_err("opening the pinned link")(e.to_string())
+                    })?;
+            let id = entry
+                .attach_to_link(link)
+                .map_err(|e| aya_err("replacing the program on the link")(e.to_string()))?;
+            // The link stays pinned; drop our fd without detaching.
+            let link = entry
+                .take_link(id)
+                .map_err(|e| aya_err("replacing the program on the link")(e.to_string()))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| aya_err("link")(e.to_string()))?;
+            drop(fd);
+        } else {
+            let id = entry
+                .attach_with_options(
+                    &inst.iface,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|e| aya_err("attaching to TC ingress (TCX)")(e.to_string()))?;
+            let link = entry
+                .take_link(id)
+                .map_err(|e| aya_err("attaching to TC ingress (TCX)")(e.to_string()))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| aya_err("link")(e.to_string()))?;
+            fd.pin(&link_path)
+                .map_err(|e| aya_err("pinning the link")(e.to_string()))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = switched {
+        let _ = std::fs::remove_dir_all(&gen_dir);
+        return Err(e);
+    }
+
+    // 3. Retire older generations; record state.
+    for old in gens {
+        let _ = std::fs::remove_dir_all(base.join(format!("gen-{old}")));
+    }
+    let sd = inst.state_dir();
+    std::fs::create_dir_all(&sd).map_err(io(format!("creating {}", sd.display())))?;
+    let state = State {
+        generation,
+        iface: inst.iface.clone(),
+        netns: inst.netns.clone(),
+        programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
+    };
+    std::fs::write(
+        sd.join("manifest.json"),
+        serde_json::to_vec_pretty(full).expect("JSON"),
+    )
+    .map_err(io("writing the state manifest"))?;
+    std::fs::write(
+        sd.join("state.json"),
+        serde_json::to_vec_pretty(&state).expect("JSON"),
+    )
+    .map_err(io("writing the state file"))?;
+    Ok(Applied {
+        generation,
+        previous,
+        programs: manifest
+            .programs
+            .iter()
+            .map(|p| (p.name.clone(), p.insns))
+            .collect(),
+    })
+}
+
+fn read_state(inst: &Instance) -> Result<State, EbpfError> {
+    let p = inst.state_dir().join("state.json");
+    let text = std::fs::read_to_string(&p).map_err(|_| EbpfError::NotApplied {
+        instance: inst.name(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| EbpfError::Bundle(format!("{}: {e}", p.display())))
+}
+
+/// Detaches and removes everything this instance pinned and recorded.
+/// Returns whether anything was there.
+pub fn detach(inst: &Instance) -> Result<bool, EbpfError> {
+    require_root()?;
+    ensure_bpffs()?;
+    let base = inst.pin_dir();
+    let mut found = false;
+    let link_path = base.join("link");
+    if link_path.exists() {
+        found = true;
+        let link = PinnedLink::from_pin(&link_path)
+            .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
+        let fd = link
+            .unpin()
+            .map_err(io(format!("unpinning {}", link_path.display())))?;
+        // Closing the last reference destroys the link: detached.
+        drop(fd);
+    }
+    if base.exists() {
+        found = true;
+        std::fs::remove_dir_all(&base).map_err(io(format!("removing {}", base.display())))?;
+    }
+    let sd = inst.state_dir();
+    if sd.exists() {
+        found = true;
+        std::fs::remove_dir_all(&sd).map_err(io(format!("removing {}", sd.display())))?;
+    }
+    Ok(found)
+}
+
+/// What is applied, and whether it is attached.
+pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
+    let st = read_state(inst)?;
+    let base = inst.pin_dir();
+    Ok(Status {
+        instance: inst.name(),
+        iface: st.iface,
+        generation: st.generation,
+        attached: base.join("link").exists()
+            && base.join(format!("gen-{}", st.generation)).exists(),
+        programs: st.programs,
+    })
+}
+
+/// Per-rule counters of the running generation, with rule names.
+pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
+    require_root()?;
+    let st = read_state(inst)?;
+    let text = std::fs::read_to_string(inst.state_dir().join("manifest.json"))
+        .map_err(io("reading the state manifest"))?;
+    let full: Value =
+        serde_json::from_str(&text).map_err(|e| EbpfError::Bundle(format!("manifest: {e}")))?;
+    let prov = full["provenance"].as_array().cloned().unwrap_or_default();
+    let path = inst
+        .pin_dir()
+        .join(format!("gen-{}", st.generation))
+        .join(names::CNT);
+    let data =
+        MapData::from_pin(&path).map_err(|e| aya_err("opening the counter map")(e.to_string()))?;
+    let map =
+        Map::from_map_data(data).map_err(|e| aya_err("opening the counter map")(e.to_string()))?;
+    let counts = read_counters(&map, prov.len() as u32)?;
+    Ok(prov
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(i, (p, n))| RuleCount {
+            id: i as u32,
+            kind: p["kind"].as_str().unwrap_or("").to_string(),
+            description: p["description"].as_str().unwrap_or("").to_string(),
+            packets: n,
+        })
+        .collect())
+}
+
+/// Prometheus text exposition of [`stats`].
+pub fn prometheus(inst: &Instance, counts: &[RuleCount]) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut s = String::from(
+        "# HELP weir_rule_packets_total Packets decided or logged by each rule (eBPF back end).\n# TYPE weir_rule_packets_total counter\n",
+    );
+    for c in counts {
+        s += &format!(
+            "weir_rule_packets_total{{instance=\"{}\",id=\"{}\",kind=\"{}\",rule=\"{}\"}} {}\n",
+            esc(&inst.name()),
+            c.id,
+            esc(&c.kind),
+            esc(&c.description),
+            c.packets
+        );
+    }
+    s
+}
+
+/// Name of the entry program (for tools).
+pub const ENTRY: &str = layout::MAIN_PROGRAM;

@@ -1,0 +1,260 @@
+//! Loading one generation: the object through aya, every program through
+//! the verifier, then the maps filled from the manifest and the stage
+//! prog array set — all before anything is attached.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use aya::maps::{Map, MapData, PerCpuArray, ProgramArray};
+use aya::programs::{ProgramError, SchedClassifier};
+use aya::{Ebpf, EbpfLoader};
+use weir_compiler::ebpf::codegen::layout::map as names;
+use weir_compiler::ebpf::codegen::EbpfManifest;
+
+use super::EbpfError;
+
+/// A loaded, filled generation (not attached).
+pub struct Generation {
+    pub ebpf: Ebpf,
+    pub manifest: EbpfManifest,
+}
+
+/// The underlying map of any map kind we create.
+pub fn map_data(m: &Map) -> &MapData {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::LpmTrie(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::ProgramArray(d) => d,
+        _ => panic!("unexpected map kind"),
+    }
+}
+
+fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; 32]) -> std::io::Result<i64> {
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `bpf_map_update_elem(fd, key, value, BPF_ANY)` with raw bytes.
+pub fn update_raw(m: &Map, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    let fd = map_data(m).fd().as_fd().as_raw_fd();
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(value.as_ptr() as u64).to_ne_bytes());
+    sys_bpf(2, &mut attr).map(|_| ())
+}
+
+/// `bpf_map_delete_elem`.
+pub fn delete_raw(m: &Map, key: &[u8]) -> std::io::Result<()> {
+    let fd = map_data(m).fd().as_fd().as_raw_fd();
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_ne_bytes());
+    sys_bpf(3, &mut attr).map(|_| ())
+}
+
+/// Every key of a hash map (`key_size` bytes each).
+pub fn keys_raw(m: &Map, key_size: usize) -> std::io::Result<Vec<Vec<u8>>> {
+    let fd = map_data(m).fd().as_fd().as_raw_fd();
+    let mut out = Vec::new();
+    let mut cur: Option<Vec<u8>> = None;
+    loop {
+        let mut next = vec![0u8; key_size];
+        let mut attr = [0u8; 32];
+        attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        let kp = cur.as_ref().map_or(0u64, |k| k.as_ptr() as u64);
+        attr[8..16].copy_from_slice(&kp.to_ne_bytes());
+        attr[16..24].copy_from_slice(&(next.as_mut_ptr() as u64).to_ne_bytes());
+        match sys_bpf(4, &mut attr) {
+            Ok(_) => {
+                out.push(next.clone());
+                cur = Some(next);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn verifier(program: &str, e: ProgramError) -> EbpfError {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            EbpfError::Verifier {
+                program: program.to_string(),
+                error: io_error.to_string(),
+                log_tail: tail,
+            }
+        }
+        other => EbpfError::Aya {
+            step: format!("loading program {program}"),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn fill_err(map: &str, e: impl std::fmt::Display) -> EbpfError {
+    EbpfError::Aya {
+        step: format!("filling map {map}"),
+        message: e.to_string(),
+    }
+}
+
+/// Loads `object`, verifies every program, fills every map from the
+/// manifest and sets the stage prog array. `shared`: a bpffs directory
+/// where maps shared across generations (conntrack) are pinned by name
+/// and reused.
+pub fn load(
+    object: &[u8],
+    manifest: &EbpfManifest,
+    shared: Option<&Path>,
+) -> Result<Generation, EbpfError> {
+    let ct_path = shared.map(|d| d.join(names::CT));
+    let mut loader = EbpfLoader::new();
+    if let Some(p) = &ct_path {
+        loader.map_pin_path(names::CT, p.as_path());
+    }
+    let mut ebpf = loader.load(object).map_err(|e| EbpfError::Aya {
+        step: "loading the object".into(),
+        message: e.to_string(),
+    })?;
+    for p in &manifest.programs {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(&p.name)
+            .ok_or_else(|| EbpfError::Bundle(format!("object has no program {}", p.name)))?
+            .try_into()
+            .map_err(|e: ProgramError| verifier(&p.name, e))?;
+        prog.load().map_err(|e| verifier(&p.name, e))?;
+    }
+    fill(&mut ebpf, manifest)?;
+    Ok(Generation {
+        ebpf,
+        manifest: manifest.clone(),
+    })
+}
+
+/// Writes the manifest's fill data and the prog array.
+pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
+    let f = &m.fill;
+    let get = |ebpf: &Ebpf, name: &str| -> Result<(), EbpfError> {
+        ebpf.map(name)
+            .map(|_| ())
+            .ok_or_else(|| EbpfError::Bundle(format!("object has no map {name}")))
+    };
+    for (name, entries) in [(names::CLS4, &f.cls4), (names::CLS6, &f.cls6)] {
+        get(ebpf, name)?;
+        let map = ebpf.map(name).expect("checked");
+        for e in entries {
+            let mut key = e.len.to_ne_bytes().to_vec();
+            key.extend_from_slice(&e.addr);
+            update_raw(map, &key, &e.class.to_ne_bytes()).map_err(|x| fill_err(name, x))?;
+        }
+    }
+    if let Some(map) = ebpf.map(names::ATOMS) {
+        for (c, row) in f.atom_rows.iter().enumerate() {
+            let v: Vec<u8> = row.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            update_raw(map, &(c as u32).to_ne_bytes(), &v)
+                .map_err(|x| fill_err(names::ATOMS, x))?;
+        }
+    }
+    if let Some(map) = ebpf.map(names::CTAB) {
+        for &(t, c, b) in &f.ctab {
+            let mut key = t.to_ne_bytes().to_vec();
+            key.extend_from_slice(&c.to_ne_bytes());
+            update_raw(map, &key, &b.to_ne_bytes()).map_err(|x| fill_err(names::CTAB, x))?;
+        }
+    }
+    if let Some(map) = ebpf.map(names::SVC) {
+        for s in &f.services {
+            let addr: std::net::IpAddr = s
+                .addr
+                .parse()
+                .map_err(|_| EbpfError::Bundle(format!("bad frontend address {}", s.addr)))?;
+            let mut key = [0u8; 20];
+            let family = match addr {
+                std::net::IpAddr::V4(a) => {
+                    key[..4].copy_from_slice(&a.octets());
+                    4
+                }
+                std::net::IpAddr::V6(a) => {
+                    key[..16].copy_from_slice(&a.octets());
+                    6
+                }
+            };
+            key[16..18].copy_from_slice(&s.port.to_ne_bytes());
+            key[18] = s.proto;
+            key[19] = family;
+            let mut v = Vec::new();
+            for w in [s.backends, s.no_backends_provenance, s.service, 0] {
+                v.extend_from_slice(&w.to_ne_bytes());
+            }
+            update_raw(map, &key, &v).map_err(|x| fill_err(names::SVC, x))?;
+        }
+    }
+    if m.programs.len() > 1 {
+        let mut fds = Vec::new();
+        for p in m.programs.iter().filter(|p| p.slot.is_some()) {
+            let prog: &SchedClassifier = ebpf
+                .program(&p.name)
+                .expect("loaded above")
+                .try_into()
+                .map_err(|e: ProgramError| fill_err(names::JMP, e))?;
+            let fd = prog
+                .fd()
+                .map_err(|e| fill_err(names::JMP, e))?
+                .try_clone()
+                .map_err(|e| fill_err(names::JMP, e))?;
+            fds.push((p.slot.expect("filtered"), fd));
+        }
+        let mut jmp = ProgramArray::try_from(
+            ebpf.map_mut(names::JMP)
+                .ok_or_else(|| EbpfError::Bundle("object has no prog array".into()))?,
+        )
+        .map_err(|e| fill_err(names::JMP, e))?;
+        for (slot, fd) in &fds {
+            jmp.set(*slot, fd, 0).map_err(|e| fill_err(names::JMP, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-provenance packet counts (summed over CPUs).
+pub fn counters(ebpf: &Ebpf, n: u32) -> Result<Vec<u64>, EbpfError> {
+    let map = ebpf
+        .map(names::CNT)
+        .ok_or_else(|| EbpfError::Bundle("object has no counter map".into()))?;
+    read_counters(map, n)
+}
+
+/// Per-provenance packet counts from a counter map.
+pub fn read_counters(map: &Map, n: u32) -> Result<Vec<u64>, EbpfError> {
+    let arr: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|e| fill_err(names::CNT, e))?;
+    (0..n)
+        .map(|i| {
+            arr.get(&i, 0)
+                .map(|v| v.iter().sum())
+                .map_err(|e| fill_err(names::CNT, e))
+        })
+        .collect()
+}

@@ -1,0 +1,70 @@
+//! The eBPF runtime (aya 0.14): load a bundle's `weir.o`, fill its maps
+//! from the manifest, attach the entry program to TC, switch generations
+//! atomically, detach, report status and per-rule counters.
+//!
+//! - [`load`]: one generation — object, verifier, maps, prog array.
+//! - [`attach`]: `apply` / `detach` / `status` / `stats` on an interface,
+//!   with everything pinned under `/sys/fs/bpf/weir/<instance>/`.
+
+pub mod attach;
+pub mod load;
+
+pub use attach::{apply, detach, stats, status, Applied, Instance, RuleCount, Status};
+pub use load::{counters, load, Generation};
+
+use std::fmt;
+
+/// eBPF runtime errors, each naming what to do about it.
+#[derive(Debug)]
+pub enum EbpfError {
+    /// Not root / no CAP_BPF + CAP_NET_ADMIN.
+    NotPrivileged { detail: String },
+    /// `--iface` names no interface.
+    NoInterface { iface: String },
+    /// The verifier rejected a program.
+    Verifier {
+        program: String,
+        error: String,
+        log_tail: String,
+    },
+    /// The bundle has no (or a malformed) eBPF part.
+    Bundle(String),
+    /// Nothing is applied for this instance.
+    NotApplied { instance: String },
+    /// A step through aya failed.
+    Aya { step: String, message: String },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for EbpfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EbpfError::NotPrivileged { detail } => write!(
+                f,
+                "not privileged: loading eBPF programs needs root (CAP_BPF and CAP_NET_ADMIN): {detail}"
+            ),
+            EbpfError::NoInterface { iface } => {
+                write!(f, "interface `{iface}` does not exist (see `ip link`)")
+            }
+            EbpfError::Verifier {
+                program,
+                error,
+                log_tail,
+            } => write!(
+                f,
+                "the kernel verifier rejected program `{program}` ({error}); last lines of its log:\n{log_tail}"
+            ),
+            EbpfError::Bundle(m) => write!(f, "bundle: {m}"),
+            EbpfError::NotApplied { instance } => {
+                write!(f, "nothing is applied for instance `{instance}`")
+            }
+            EbpfError::Aya { step, message } => write!(f, "{step} failed: {message}"),
+            EbpfError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for EbpfError {}
