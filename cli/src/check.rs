@@ -30,6 +30,10 @@ pub struct Args {
     /// Exit with status 1 when there are warnings.
     #[arg(long)]
     pub deny_warnings: bool,
+    /// Where weir's documentation is published (SARIF `helpUri`s point at
+    /// DOCS/docs/diagnostics.md); defaults to `WEIR_DOCS_URL`.
+    #[arg(long, value_name = "URL")]
+    pub docs_url: Option<String>,
     /// A JSON endpoint inventory to check against.
     #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,
@@ -49,10 +53,12 @@ pub fn run(args: Args) -> i32 {
     let mut report = render::JsonReport::default();
     let mut human = String::new();
     let cwd = std::env::current_dir().ok();
+    let docs = args.docs_url.clone().or_else(|| std::env::var("WEIR_DOCS_URL").ok());
     let mut sarif_log = sarif::SarifLog::new(
         env!("CARGO_PKG_VERSION"),
         cwd.as_ref().and_then(|d| d.to_str()),
-    );
+    )
+    .with_docs(docs.as_deref());
     for root in &roots {
         let checked = match program::analyze(std::slice::from_ref(root), args.endpoints.as_deref())
         {

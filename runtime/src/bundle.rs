@@ -131,7 +131,12 @@ impl Bundle {
             })
             .map(str::to_string);
 
-        let ipt = manifest.get("iptables");
+        // `iptables` at the top, or the compiler's `backends.iptables`.
+        let ipt = manifest.get("iptables").or_else(|| {
+            manifest
+                .get("backends")
+                .and_then(|b| b.get("iptables"))
+        });
         let mut hooks = Vec::new();
         if let Some(list) = ipt.and_then(|i| i.get("hooks")) {
             let list = list

@@ -28,7 +28,7 @@ use weir_compiler::graph::{self, cover, Graph};
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{
     Action, ConnState, Direction, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule,
-    Sel, Verdict,
+    Sel, Tier, Verdict,
 };
 use weir_runtime::ebpf::Generation;
 
@@ -209,6 +209,18 @@ fn ebpf_agrees_with_interpreter_on_generated_policies() {
 /// tail-called programs.
 pub fn large_model(seed: u64, policies: usize, rules: usize) -> Model {
     let mut model = gen::model(seed);
+    // A first tier of its own, so nothing earlier decides for it.
+    model.tiers.insert(
+        0,
+        Tier {
+            name: "big".into(),
+            order: 1,
+            span: None,
+        },
+    );
+    for p in &mut model.policies {
+        p.tier += 1;
+    }
     let base = model.policies.len();
     for i in 0..policies {
         let mut ingress = Vec::new();
@@ -238,14 +250,15 @@ pub fn large_model(seed: u64, policies: usize, rules: usize) -> Model {
                 span: model.policies[0].span,
             });
         }
-        let mut labels = Sel::All;
-        if let Some(p) = model.policies.get(i % base.max(1)) {
-            labels = p.applies_to.clone();
-        }
+        let labels = if i % 3 == 0 {
+            Sel::All
+        } else {
+            model.policies[i % base].applies_to.clone()
+        };
         let span = model.policies[0].span;
         model.policies.push(Policy {
             name: format!("big{i:03}"),
-            tier: model.tiers.len() - 1,
+            tier: 0,
             priority: 500,
             applies_to: labels,
             ingress: Some(ingress),

@@ -297,6 +297,17 @@ pub enum Kind {
         /// Which declaration and why.
         detail: String,
     },
+
+    /// E0510: the compiled program would exceed a back-end limit.
+    BackendLimit {
+        span: Span,
+        /// `ebpf`, `iptables`.
+        backend: &'static str,
+        /// What overflows, e.g. `map \`weir_ctab\``.
+        construct: String,
+        /// Needed versus allowed, e.g. `1200000 entries, limit 1000000`.
+        detail: String,
+    },
 }
 
 fn dir(d: Direction) -> &'static str {
@@ -1065,6 +1076,21 @@ impl Kind {
             )
             .help(format!(
                 "compile for another target, or change the program so that it does not need `{construct}` on {backend}"
+            ))
+            .done(),
+            Kind::BackendLimit {
+                span,
+                backend,
+                construct,
+                detail,
+            } => B::new(
+                E0510,
+                format!("the {backend} back end cannot hold this program: {construct} is too large"),
+                span,
+                detail,
+            )
+            .help(format!(
+                "the program is refused rather than truncated at run time; split the policy set over several hooks, simplify it, or compile for another target than {backend}"
             ))
             .done(),
         }

@@ -3,7 +3,8 @@
 //! A [`Diagnostic`] is built from a [`Kind`] (what went wrong, with its
 //! data and spans) by [`Kind::into_diagnostic`] in [`messages`], the one
 //! module that owns all message text. Rendering (human via
-//! codespan-reporting, JSON) lives in [`render`], at the edge.
+//! codespan-reporting, JSON) lives in [`render`] and SARIF in [`sarif`],
+//! at the edge.
 //!
 //! Codes are stable: `E00xx` lexical and syntax, `E01xx` imports and files,
 //! `E02xx` validation and names, `W03xx` lints, `W04xx` decision-graph
@@ -125,6 +126,7 @@ codes! {
     W0404 => Warning, "steering rule never matches first (shadowed)";
 
     E0501 => Error, "a back end cannot express a construct";
+    E0510 => Error, "a back-end capacity limit is exceeded";
 }
 
 impl fmt::Display for Code {

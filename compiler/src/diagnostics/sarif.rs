@@ -20,14 +20,13 @@ use serde_json::{json, Map, Value};
 
 /// `$schema` of the log.
 pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
-/// The project's home page: `tool.driver.informationUri`, and the base of
-/// every rule's `helpUri`.
-pub const INFORMATION_URI: &str = "https://github.com/weir-policy/weir";
-/// Where the diagnostic codes are documented; a rule's `helpUri` is this
-/// plus `#` and the anchor of the code's heading there (`## E0201: unknown
-/// name` → `#e0201-unknown-name`, as GitHub derives anchors).
-pub const DIAGNOSTICS_DOC: &str =
-    "https://github.com/weir-policy/weir/blob/main/docs/diagnostics.md";
+/// Where the project's documentation is published is not something the
+/// compiler can know: the caller passes it (`weir check --docs-url`, or
+/// `WEIR_DOCS_URL`). With it, the driver gets `informationUri` and every
+/// rule a `helpUri` of `DOCS/docs/diagnostics.md#anchor` (`## E0201:
+/// unknown name` → `#e0201-unknown-name`, as GitHub derives anchors);
+/// without it, rules carry their help as text only.
+pub const DIAGNOSTICS_DOC_PATH: &str = "docs/diagnostics.md";
 
 /// Collects the results of several programs (each with its own source
 /// map) into one log.
@@ -35,6 +34,7 @@ pub const DIAGNOSTICS_DOC: &str =
 pub struct SarifLog {
     version: String,
     base: Option<String>,
+    docs: Option<String>,
     results: Vec<Value>,
 }
 
@@ -53,9 +53,14 @@ pub fn doc_anchor(code: Code) -> String {
         .collect()
 }
 
-/// The `helpUri` of a code: `…/docs/diagnostics.md#e0201-unknown-name`.
-pub fn help_uri(code: Code) -> String {
-    format!("{DIAGNOSTICS_DOC}#{}", doc_anchor(code))
+/// The `helpUri` of a code under the documentation root `docs`:
+/// `DOCS/docs/diagnostics.md#e0201-unknown-name`.
+pub fn help_uri(docs: &str, code: Code) -> String {
+    format!(
+        "{}/{DIAGNOSTICS_DOC_PATH}#{}",
+        docs.trim_end_matches('/'),
+        doc_anchor(code)
+    )
 }
 
 fn level(s: Severity) -> &'static str {
@@ -123,8 +128,15 @@ impl SarifLog {
                     format!("{b}/")
                 }
             }),
+            docs: None,
             results: Vec::new(),
         }
+    }
+
+    /// Where the documentation is published (see [`DIAGNOSTICS_DOC_PATH`]).
+    pub fn with_docs(mut self, docs: Option<&str>) -> SarifLog {
+        self.docs = docs.map(str::to_string);
+        self
     }
 
     /// The artifact URI of a file name.
@@ -200,26 +212,31 @@ impl SarifLog {
         let rules: Vec<Value> = Code::ALL
             .iter()
             .map(|c| {
-                json!({
+                let mut r = json!({
                     "id": c.as_str(),
                     "shortDescription": { "text": c.summary() },
-                    "helpUri": help_uri(*c),
+                    "help": { "text": format!("{}: see {DIAGNOSTICS_DOC_PATH}, section {}", c.summary(), c.as_str()) },
                     "defaultConfiguration": { "level": level(c.severity()) },
-                })
+                });
+                if let Some(docs) = &self.docs {
+                    r["helpUri"] = json!(help_uri(docs, *c));
+                }
+                r
             })
             .collect();
+        let mut driver = json!({
+            "name": "weir",
+            "version": self.version,
+            "rules": rules,
+        });
+        if let Some(docs) = &self.docs {
+            driver["informationUri"] = json!(docs);
+        }
         json!({
             "$schema": SCHEMA,
             "version": "2.1.0",
             "runs": [{
-                "tool": {
-                    "driver": {
-                        "name": "weir",
-                        "informationUri": INFORMATION_URI,
-                        "version": self.version,
-                        "rules": rules,
-                    }
-                },
+                "tool": { "driver": driver },
                 "columnKind": "utf16CodeUnits",
                 "results": self.results,
             }]
@@ -256,7 +273,10 @@ mod tests {
         let rules = v["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
         assert_eq!(rules.len(), Code::ALL.len());
         assert_eq!(rules[0]["id"], Code::ALL[0].as_str());
-        assert!(help_uri(Code::E0201).ends_with("docs/diagnostics.md#e0201-unknown-name"));
+        assert_eq!(
+            help_uri("https://docs.example/weir/", Code::E0201),
+            "https://docs.example/weir/docs/diagnostics.md#e0201-unknown-name"
+        );
         assert_eq!(doc_anchor(Code::E0230), "e0230-policy-without-applies-to");
         assert_eq!(v["runs"][0]["results"], json!([]));
     }

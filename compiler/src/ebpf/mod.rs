@@ -36,6 +36,7 @@ pub mod codegen;
 pub mod elf;
 pub mod insn;
 pub mod maps;
+pub mod service;
 
 pub use asm::{Asm, AsmError, AsmOptions, Assembled, MapReloc};
 pub use elf::{write_object, ElfError, ObjectDef, ProgramDef};

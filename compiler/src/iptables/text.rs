@@ -114,11 +114,11 @@ pub fn comment(c: &str) -> String {
     format!("-m comment --comment \"weir:{c}\"")
 }
 
-/// The chains and rules of one table, in emission order.
+/// The chains of one table in declaration order, each with its rules.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     pub chains: Vec<String>,
-    pub rules: Vec<String>,
+    pub rules: BTreeMap<String, Vec<String>>,
 }
 
 /// The four tables of one family.
@@ -149,11 +149,21 @@ impl Tables {
                 line.push_str(p);
             }
         }
-        self.tables.entry(table).or_default().rules.push(line);
+        self.tables
+            .entry(table)
+            .or_default()
+            .rules
+            .entry(chain.to_string())
+            .or_default()
+            .push(line);
     }
 
     pub fn rule_count(&self) -> usize {
-        self.tables.values().map(|t| t.rules.len()).sum()
+        self.tables
+            .values()
+            .flat_map(|t| t.rules.values())
+            .map(Vec::len)
+            .sum()
     }
 
     pub fn chain_count(&self) -> usize {
@@ -171,9 +181,11 @@ impl Tables {
             for c in &t.chains {
                 s.push_str(&format!(":{c} - [0:0]\n"));
             }
-            for r in &t.rules {
-                s.push_str(r);
-                s.push('\n');
+            for c in &t.chains {
+                for r in t.rules.get(c).into_iter().flatten() {
+                    s.push_str(r);
+                    s.push('\n');
+                }
             }
             s.push_str("COMMIT\n");
         }

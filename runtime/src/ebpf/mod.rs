@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod load;
+pub mod service;
 
 pub use attach::{apply, detach, stats, status, Applied, Instance, RuleCount, Status};
 pub use load::{counters, load, Generation};

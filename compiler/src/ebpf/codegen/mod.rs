@@ -187,6 +187,48 @@ impl fmt::Display for Limit {
     }
 }
 
+impl Limit {
+    /// The E0510 diagnostic. Limits are about the program as a whole; the
+    /// primary span is the first policy (or steer / service) declaration.
+    pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
+        let span = model
+            .policies
+            .first()
+            .map(|p| p.span)
+            .or_else(|| model.steers.first().map(|s| s.span))
+            .or_else(|| model.services.first().map(|s| s.span))
+            .unwrap_or_default();
+        let (construct, detail) = match self {
+            Limit::MapTooLarge { map, entries } => (
+                format!("map `{map}`"),
+                format!("{entries} entries, limit {MAX_MAP_ENTRIES}"),
+            ),
+            Limit::TooManyStages { stages } => (
+                "the tail-call chain".to_string(),
+                format!("{stages} programs, limit {MAX_STAGES}"),
+            ),
+            Limit::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            } => (
+                format!("decision-graph node {block}"),
+                format!("{slots} instructions and {jumps} branches in one node"),
+            ),
+            Limit::StageTooLarge { stage, reason } => {
+                (format!("program stage {stage}"), reason.clone())
+            }
+        };
+        crate::diagnostics::Kind::BackendLimit {
+            span,
+            backend: "ebpf",
+            construct,
+            detail,
+        }
+        .into_diagnostic()
+    }
+}
+
 /// One program of the object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramInfo {

@@ -25,8 +25,8 @@ pub struct BlockSize {
     pub targets: usize,
 }
 
-/// Slots of one tail-call stub.
-const STUB_SLOTS: usize = 9;
+/// Slots of one tail-call stub (the shared trampoline is in ENTRY_SLOTS).
+const STUB_SLOTS: usize = 3;
 /// Slots of a stage's fixed entry code (context, rows) before dispatch.
 const ENTRY_SLOTS: usize = 40;
 /// Dispatch slots per entering block (binary search).
@@ -134,24 +134,29 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
             em.next = blocks.get(i + 1).copied();
             gen.emit(&mut em, b);
         }
-        // Stubs: continue in a later stage.
+        // Stubs: continue in a later stage, through one shared trampoline
+        // (r1 = block, r3 = stage).
         let stub_list: Vec<(usize, Label)> = em.stubs.iter().map(|(b, l)| (*b, *l)).collect();
-        for (b, l) in stub_list {
-            let target = stage_of[b];
-            debug_assert!(target > k, "jumps only go forward");
-            entries[target].insert(b);
-            em.a.set_origin(
-                Origin::NONE,
-                Some(&format!(
-                    "tail call: stage {target} at {}",
-                    gen.block_name(b)
-                )),
-            );
-            em.a.bind(l);
-            em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, b as i32));
+        if !stub_list.is_empty() {
+            let tramp = em.a.new_label("tail_call");
+            for (b, l) in stub_list {
+                let target = stage_of[b];
+                debug_assert!(target > k, "jumps only go forward");
+                entries[target].insert(b);
+                em.a.set_origin(
+                    Origin::NONE,
+                    Some(&format!("to stage {target} at {}", gen.block_name(b))),
+                );
+                em.a.bind(l);
+                em.push(Op::mov64(Reg::R1, b as i32));
+                em.push(Op::mov64(Reg::R3, target as i32));
+                em.push(Op::Ja { target: tramp });
+            }
+            em.a.set_origin(Origin::NONE, Some("tail call: ctx.next = r1, stage r3"));
+            em.a.bind(tramp);
+            em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, Reg::R1));
             em.push(Op::mov64(Reg::R1, Reg::R7));
             em.push(Op::ld_map_fd(Reg::R2, map::JMP));
-            em.push(Op::mov64(Reg::R3, target as i32));
             em.push(Op::Call {
                 helper: helper::TAIL_CALL,
             });
@@ -161,10 +166,13 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
         em.a.bind(drop);
         em.push(Op::mov64(Reg::R0, layout::TC_ACT_SHOT));
         em.push(Op::Exit);
-        em.a.set_origin(Origin::NONE, Some("not IP: pass"));
-        em.a.bind(pass);
-        em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
-        em.push(Op::Exit);
+        if k == 0 {
+            // Only the prologue passes frames it does not parse.
+            em.a.set_origin(Origin::NONE, Some("not IP: pass"));
+            em.a.bind(pass);
+            em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
+            em.push(Op::Exit);
+        }
         let code = a.assemble().map_err(|e| match e {
             AsmError::JumpOutOfRange { .. } => Limit::StageTooLarge {
                 stage: k,

@@ -96,6 +96,25 @@ impl From<&Backend> for Be {
     }
 }
 
+/// A frontend as the maps key it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FeAddr {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl From<&Frontend> for FeAddr {
+    fn from(f: &Frontend) -> FeAddr {
+        FeAddr {
+            addr: f.addr,
+            port: f.port,
+            proto: proto_number(f.proto),
+        }
+    }
+}
+
 /// One backend set: the usable backends of one service for one address
 /// family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +135,7 @@ pub struct SvcState {
     pub maglev: bool,
     pub affinity: Option<u32>,
     pub no_backends: u32,
-    pub frontends: Vec<Frontend>,
+    pub frontends: Vec<FeAddr>,
     /// Family (4 / 6) → current set.
     pub sets: BTreeMap<u8, SetState>,
 }
@@ -152,9 +171,14 @@ fn addr16(a: IpAddr) -> [u8; 16] {
 
 /// `weir_lb_fe` key of a frontend.
 pub fn fe_key(f: &Frontend) -> Vec<u8> {
+    fe_key_of(&FeAddr::from(f))
+}
+
+/// `weir_lb_fe` key.
+pub fn fe_key_of(f: &FeAddr) -> Vec<u8> {
     let mut k = addr16(f.addr).to_vec();
     k.extend_from_slice(&f.port.to_ne_bytes());
-    k.push(proto_number(f.proto));
+    k.push(f.proto);
     k.push(family(f.addr));
     k
 }
@@ -304,7 +328,7 @@ impl LbState {
             .collect();
         let mut per: BTreeMap<(usize, u8), Vec<Be>> = BTreeMap::new();
         for f in &t.frontends {
-            services[f.service].frontends.push(f.frontend);
+            services[f.service].frontends.push(FeAddr::from(&f.frontend));
             let set = &t.backend_sets[f.backends];
             per.entry((f.service, family(f.frontend.addr)))
                 .or_insert_with(|| set.backends.iter().map(Be::from).collect());
@@ -421,7 +445,7 @@ impl LbState {
             for f in &s.frontends {
                 ops.push(MapOp::Update {
                     map: map::FE.into(),
-                    key: fe_key(f),
+                    key: fe_key_of(f),
                     value: fe_value(i, s, s.sets.get(&family(f.addr))),
                 });
             }
@@ -477,7 +501,7 @@ impl LbState {
         for f in svc.frontends.iter().filter(|f| family(f.addr) == fam) {
             ops.push(MapOp::Update {
                 map: map::FE.into(),
-                key: fe_key(f),
+                key: fe_key_of(f),
                 value: fe_value(service, svc, new.as_ref()),
             });
         }

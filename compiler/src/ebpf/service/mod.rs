@@ -1,0 +1,67 @@
+//! Services in eBPF: load balancing in the TC data path and at
+//! `connect()`.
+//!
+//! # Maps ([`layout`])
+//!
+//! | map | type | key | value |
+//! |---|---|---|---|
+//! | `weir_lb_fe` | hash | frontend `{addr[16], port, proto, family}` (20) | `{service, set, count, table, flags, affinity_secs, no_backends_prov, 0}` (32) |
+//! | `weir_lb_slot` | hash | `{set, slot}` (8) | backend `{addr[16], port, family, pad, id}` (24) |
+//! | `weir_lb_be` | hash | backend id (4) | backend (24) |
+//! | `weir_lb_mgl` | array | table index | `[u32; 16381]` slot numbers (65,524 bytes) |
+//! | `weir_lb_aff` | LRU hash | `{client[16], service, family}` (24) | `{backend id, 0, last use ns}` (16) |
+//! | `weir_lb_ct` | LRU hash | original tuple client → frontend (40) | backend, service, ts (40) |
+//! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24) |
+//! | `weir_lb_sk` | LRU hash | `{socket cookie, backend ip4, port}` (16) | frontend ip4, port (8) |
+//! | `weir_lb_cnt` | per-CPU array | [`layout::cnt`] index | u64 |
+//!
+//! A *backend set* is the usable backends (ready, weight > 0, sorted — the
+//! interpreter's candidates) of one service for one address family.
+//! Random sets expand weights into slots (backend `i` appears
+//! `weight_i / gcd` times; a uniform draw over the slots is the weighted
+//! choice); Maglev sets have one slot per backend and a 16,381-entry table
+//! ([`crate::maglev::table`], the interpreter's) of slot numbers.
+//! [`fill::LbState`] computes every entry from the
+//! [`ServiceTable`](crate::graph::ir::ServiceTable) and the writes for
+//! backend changes at run time; its module docs describe the atomic
+//! generation swap (generation-indexed table array rather than
+//! map-in-map).
+//!
+//! # Which path
+//!
+//! - **TC** ([`emit`]): traffic that crosses the hook (forwarded or from
+//!   other hosts). New flow → choice (affinity, then Maglev on
+//!   [`crate::flowhash::flow_hash`] of the real 5-tuple — the same choice
+//!   as the interpreter — or weighted random) → `weir_lb_ct` (the flow
+//!   keeps its backend) and `weir_lb_rev` (reply tuple) → DNAT with IPv4
+//!   and L4 checksum fix-up. Replies are un-translated by
+//!   [`emit::emit_reverse_nat`]. Source IP is preserved (no SNAT).
+//! - **Connect time** ([`sock`]): processes in the cgroup given at
+//!   `weir apply`; one rewrite per `connect()` / unconnected `sendmsg()`,
+//!   no per-packet work. Maglev hashes `(bound source, frontend, sport 0,
+//!   port, proto)` (see [`sock::connect_flow_hash`]). Packets of such
+//!   sockets already carry the backend address, so a TC hook on the same
+//!   host sees them as plain backend traffic.
+//!
+//! # Known gaps
+//!
+//! - **Reject** is a counted drop in TC (no TCP reset / ICMP
+//!   port-unreachable is generated yet) and `EPERM` at `connect()`.
+//! - **IPv6**: frontends and backends of both families are in the maps,
+//!   but only IPv4 is translated (TC: IPv6 packets continue untranslated;
+//!   no `connect6`/`sendmsg6`/`recvmsg6` programs yet).
+//! - ICMP errors about translated flows are not reverse-translated.
+//! - The affinity timeout counts from the last new flow that used it.
+
+pub mod emit;
+pub mod fill;
+pub mod layout;
+pub mod object;
+pub mod sock;
+
+pub use emit::{emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End, RejectCount, StageEnv};
+pub use fill::{Be, LbState, MapOp, MapsModel, Options};
+pub use layout::Capacity;
+
+#[cfg(test)]
+mod tests;

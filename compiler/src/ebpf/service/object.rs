@@ -1,0 +1,176 @@
+//! Objects with the service programs: the standalone TC program (parse +
+//! reverse NAT + service stage), the connect-time programs, and a
+//! hand-written parse + hash-lookup baseline for measurements.
+
+use crate::ebpf::codegen::layout::{ctx, map as pmap};
+use crate::ebpf::{AluOp, Asm, Assembled, ByteOrder, JmpCond, MapDef, MapType, ObjectDef, Op, ProgramDef, Reg, Size};
+
+use super::emit::{emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv};
+use super::layout::{fe_key, map, Capacity};
+use super::sock::{connect_program, recvmsg_program, Hook};
+use Reg::*;
+
+/// Program names.
+pub mod prog {
+    pub const TC: &str = "weir_lb_tc";
+    pub const CONNECT4: &str = "weir_lb_conn4";
+    pub const SENDMSG4: &str = "weir_lb_send4";
+    pub const RECVMSG4: &str = "weir_lb_recv4";
+    pub const BASELINE: &str = "weir_lb_base";
+}
+
+/// `__sk_buff` offsets.
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+
+fn be16(r: Reg) -> Op {
+    Op::Endian { order: ByteOrder::Be, bits: 16, dst: r }
+}
+
+/// Parses Ethernet / IPv4 / TCP-UDP ports into the context at r6 (pass
+/// non-IPv4 to `pass`, malformed to `drop`).
+fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
+    let parsed = a.new_label("parsed");
+    let ports = a.new_label("ports");
+    for off in [0i16, 8, 16, 24, 32] {
+        a.push(Op::store(Size::U64, R6, off, 0));
+    }
+    a.push(Op::load(Size::U32, R2, R7, SKB_DATA));
+    a.push(Op::load(Size::U32, R3, R7, SKB_DATA_END));
+    a.push(Op::mov64(R4, R2));
+    a.push(Op::alu64(AluOp::Add, R4, 34));
+    a.push(Op::jmp(JmpCond::Gt, R4, R3, pass));
+    a.push(Op::load(Size::U16, R4, R2, 12));
+    a.push(Op::jmp(JmpCond::Ne, R4, 0x0008, pass));
+    a.push(Op::load(Size::U8, R5, R2, 14));
+    a.push(Op::alu64(AluOp::And, R5, 15));
+    a.push(Op::alu64(AluOp::Lsh, R5, 2));
+    a.push(Op::jmp(JmpCond::Lt, R5, 20, drop));
+    a.push(Op::load(Size::U32, R4, R2, 26));
+    a.push(Op::store(Size::U32, R6, ctx::SRC, R4));
+    a.push(Op::load(Size::U32, R4, R2, 30));
+    a.push(Op::store(Size::U32, R6, ctx::DST, R4));
+    a.push(Op::store(Size::U8, R6, ctx::FAMILY, 4));
+    a.push(Op::load(Size::U8, R4, R2, 23));
+    a.push(Op::store(Size::U8, R6, ctx::RAW_PROTO, R4));
+    a.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
+    a.push(Op::load(Size::U16, R0, R2, 20));
+    a.push(be16(R0));
+    a.push(Op::alu64(AluOp::And, R0, 0x1fff));
+    a.push(Op::jmp(JmpCond::Ne, R0, 0, parsed));
+    a.push(Op::jmp(JmpCond::Eq, R4, 6, ports));
+    a.push(Op::jmp(JmpCond::Ne, R4, 17, parsed));
+    a.bind(ports);
+    a.push(Op::alu64(AluOp::Add, R2, 14));
+    a.push(Op::alu64(AluOp::Add, R2, R5));
+    a.push(Op::mov64(R4, R2));
+    a.push(Op::alu64(AluOp::Add, R4, 4));
+    a.push(Op::jmp(JmpCond::Gt, R4, R3, drop));
+    a.push(Op::load(Size::U16, R4, R2, 0));
+    a.push(be16(R4));
+    a.push(Op::store(Size::U16, R6, ctx::SPORT, R4));
+    a.push(Op::load(Size::U16, R4, R2, 2));
+    a.push(be16(R4));
+    a.push(Op::store(Size::U16, R6, ctx::DPORT, R4));
+    a.bind(parsed);
+}
+
+/// `r7 = skb`, `r6 = &weir_ctx[0]` (drop on failure).
+fn entry(a: &mut Asm, drop: crate::ebpf::Label) {
+    a.push(Op::mov64(R7, R1));
+    a.push(Op::store(Size::U32, R10, -4, 0));
+    a.push(Op::mov64(R2, R10));
+    a.push(Op::alu64(AluOp::Add, R2, -4));
+    a.push(Op::ld_map_fd(R1, pmap::CTX));
+    a.push(Op::Call { helper: 1 });
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, drop));
+    a.push(Op::mov64(R6, R0));
+}
+
+/// The standalone TC program: parse, reverse NAT (replies), service stage.
+/// Returns `TC_ACT_OK` (0) or `TC_ACT_SHOT` (2) for rejects.
+pub fn tc_program() -> Assembled {
+    let mut a = Asm::new();
+    let ok = a.new_label("ok");
+    let drop = a.new_label("drop");
+    entry(&mut a, drop);
+    parse_v4(&mut a, ok, drop);
+    let env = StageEnv {
+        ctx: CtxLayout::pipeline(),
+        cont: ok,
+        drop,
+        reject: RejectCount::LbCounter,
+        lb_counters: true,
+    };
+    emit_reverse_nat(&mut a, &env, ok);
+    emit_service_stage(&mut a, &env);
+    a.bind(ok);
+    a.push(Op::mov64(R0, 0));
+    a.push(Op::Exit);
+    a.bind(drop);
+    a.push(Op::mov64(R0, 2));
+    a.push(Op::Exit);
+    a.assemble().expect("service TC program assembles")
+}
+
+/// Baseline for measurements: the same parse, then one hash lookup of
+/// (destination, port, proto) in `weir_lb_fe`; returns `TC_ACT_OK`.
+pub fn baseline_program() -> Assembled {
+    let mut a = Asm::new();
+    let ok = a.new_label("ok");
+    let drop = a.new_label("drop");
+    entry(&mut a, drop);
+    parse_v4(&mut a, ok, drop);
+    const K: i16 = -32;
+    for (dst, src, size) in [
+        (fe_key::ADDR, ctx::DST, Size::U64),
+        (fe_key::ADDR + 8, ctx::DST + 8, Size::U64),
+        (fe_key::PORT, ctx::DPORT, Size::U16),
+        (fe_key::PROTO, ctx::RAW_PROTO, Size::U8),
+        (fe_key::FAMILY, ctx::FAMILY, Size::U8),
+    ] {
+        a.push(Op::load(size, R1, R6, src));
+        a.push(Op::store(size, R10, K + dst, R1));
+    }
+    a.push(Op::mov64(R2, R10));
+    a.push(Op::alu64(AluOp::Add, R2, i32::from(K)));
+    a.push(Op::ld_map_fd(R1, map::FE));
+    a.push(Op::Call { helper: 1 });
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, ok));
+    a.push(Op::load(Size::U32, R1, R0, 0));
+    a.bind(ok);
+    a.push(Op::mov64(R0, 0));
+    a.push(Op::Exit);
+    a.bind(drop);
+    a.push(Op::mov64(R0, 2));
+    a.push(Op::Exit);
+    a.assemble().expect("baseline assembles")
+}
+
+/// Maps of the service object: the service maps plus the scratch context.
+pub fn object_maps(cap: &Capacity) -> Vec<MapDef> {
+    let mut maps = cap.maps();
+    maps.push(MapDef::new(pmap::CTX, MapType::PercpuArray, 4, ctx::SIZE, 1));
+    maps
+}
+
+/// One object with the TC program, the three connect-time programs and
+/// the baseline, sharing the service maps.
+pub fn service_object(cap: &Capacity) -> ObjectDef {
+    let p = |name: &str, section: &str, code: Assembled| ProgramDef {
+        name: name.into(),
+        section: section.into(),
+        code,
+    };
+    ObjectDef {
+        programs: vec![
+            p(prog::TC, "classifier", tc_program()),
+            p(prog::CONNECT4, "cgroup/connect4", connect_program(Hook::Connect4)),
+            p(prog::SENDMSG4, "cgroup/sendmsg4", connect_program(Hook::Sendmsg4)),
+            p(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
+            p(prog::BASELINE, "classifier", baseline_program()),
+        ],
+        maps: object_maps(cap),
+        license: "GPL".into(),
+    }
+}

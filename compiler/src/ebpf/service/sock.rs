@@ -1,0 +1,177 @@
+//! Connect-time load balancing: `cgroup/connect4`, `cgroup/sendmsg4` and
+//! `cgroup/recvmsg4` programs over the same service maps.
+//!
+//! `connect4` (TCP and connected UDP) and `sendmsg4` (unconnected UDP)
+//! look the destination up in `weir_lb_fe`, choose a backend exactly as
+//! the TC stage does (affinity, Maglev, weighted random) and rewrite
+//! `user_ip4` / `user_port`, so the socket talks to the backend directly:
+//! no per-packet NAT. For UDP they record `(socket cookie, backend) →
+//! frontend` in `weir_lb_sk`; `recvmsg4` rewrites the source of a received
+//! datagram back to the frontend so `recvfrom` reports the address the
+//! application sent to.
+//!
+//! **Maglev at connect time.** The source port is not known when
+//! `connect()` runs (or not meaningful for `sendmsg`), so the hashed tuple
+//! is `(bound source address or 0.0.0.0, frontend, sport 0, frontend
+//! port, proto)` — [`connect_flow_hash`]. All connections of one client
+//! address to one frontend therefore go to the same backend (as if with
+//! affinity); the TC path hashes the real source port, like the
+//! interpreter.
+//!
+//! A frontend without backends makes `connect()` / `sendmsg()` fail with
+//! `EPERM` (the program returns 0), counted in `weir_lb_cnt[NO_BACKENDS]`.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::ebpf::{AluOp, Asm, Assembled, ByteOrder, JmpCond, Op, Operand, Reg, Size};
+use crate::flowhash::flow_hash;
+use crate::model::Proto;
+
+use super::emit::{count, copy, emit_choose, frontend_key_from_tuple, helper, lookup, st, update};
+use super::layout::{be, cnt, fe, map, sk, tuple};
+use Reg::*;
+
+/// `struct bpf_sock_addr` offsets.
+pub mod sock_addr {
+    pub const USER_IP4: i16 = 4;
+    pub const USER_PORT: i16 = 24;
+    pub const PROTOCOL: i16 = 36;
+    pub const SK: i16 = 64;
+    /// `struct bpf_sock` `src_ip4`.
+    pub const SK_SRC_IP4: i16 = 24;
+}
+
+/// The flow hash the connect-time programs use for Maglev: source port 0.
+pub fn connect_flow_hash(src: Option<Ipv4Addr>, frontend: IpAddr, port: u16, proto: Proto) -> u32 {
+    flow_hash(
+        IpAddr::V4(src.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        frontend,
+        0,
+        port,
+        proto,
+    )
+}
+
+fn be16(r: Reg) -> Op {
+    Op::Endian { order: ByteOrder::Be, bits: 16, dst: r }
+}
+
+/// Which hook a connect-time program is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Connect4,
+    Sendmsg4,
+}
+
+/// `cgroup/connect4` or `cgroup/sendmsg4`.
+pub fn connect_program(hook: Hook) -> Assembled {
+    let mut a = Asm::new();
+    let a_ = &mut a;
+    let allow = a_.new_label("allow");
+    let reject = a_.new_label("reject");
+    let missing = a_.new_label("missing");
+    let proto_ok = a_.new_label("proto_ok");
+    let not_udp = a_.new_label("not_udp");
+    let what = match hook {
+        Hook::Connect4 => "connect4",
+        Hook::Sendmsg4 => "sendmsg4",
+    };
+    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: frontend?")));
+    a_.push(Op::mov64(R6, R1));
+    a_.push(Op::load(Size::U32, R1, R6, sock_addr::PROTOCOL));
+    a_.push(Op::jmp(JmpCond::Eq, R1, 6, proto_ok));
+    a_.push(Op::jmp(JmpCond::Ne, R1, 17, allow));
+    a_.bind(proto_ok);
+    // The tuple: (bound source, frontend, 0, port, proto, 4).
+    a_.push(Op::load(Size::U64, R2, R6, sock_addr::SK));
+    a_.push(Op::load(Size::U32, R1, R2, sock_addr::SK_SRC_IP4));
+    a_.push(Op::store(Size::U32, R10, st::TK + tuple::SRC, R1));
+    a_.push(Op::store(Size::U32, R10, st::TK + 4, 0));
+    a_.push(Op::store(Size::U64, R10, st::TK + 8, 0));
+    a_.push(Op::load(Size::U32, R1, R6, sock_addr::USER_IP4));
+    a_.push(Op::store(Size::U32, R10, st::TK + tuple::DST, R1));
+    a_.push(Op::store(Size::U32, R10, st::TK + tuple::DST + 4, 0));
+    a_.push(Op::store(Size::U64, R10, st::TK + tuple::DST + 8, 0));
+    a_.push(Op::store(Size::U16, R10, st::TK + tuple::SPORT, 0));
+    a_.push(Op::load(Size::U32, R1, R6, sock_addr::USER_PORT));
+    a_.push(be16(R1));
+    a_.push(Op::store(Size::U16, R10, st::TK + tuple::DPORT, R1));
+    a_.push(Op::store(Size::U32, R10, st::TK + tuple::PROTO, 0));
+    a_.push(Op::load(Size::U32, R1, R6, sock_addr::PROTOCOL));
+    a_.push(Op::store(Size::U8, R10, st::TK + tuple::PROTO, R1));
+    a_.push(Op::store(Size::U8, R10, st::TK + tuple::FAMILY, 4));
+    frontend_key_from_tuple(a_);
+    lookup(a_, map::FE, st::FEK);
+    a_.push(Op::jmp(JmpCond::Eq, R0, 0, allow));
+    copy(a_, R10, st::FEV, R0, 0, fe::SIZE as i16);
+    a_.push(Op::load(Size::U32, R1, R10, st::FEV + fe::COUNT));
+    a_.push(Op::jmp(JmpCond::Eq, R1, 0, reject));
+    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: backend choice")));
+    emit_choose(a_, missing);
+    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: rewrite destination")));
+    a_.push(Op::load(Size::U32, R1, R10, st::CTV + be::ADDR));
+    a_.push(Op::store(Size::U32, R6, sock_addr::USER_IP4, R1));
+    a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
+    a_.push(be16(R1));
+    a_.push(Op::store(Size::U32, R6, sock_addr::USER_PORT, R1));
+    // UDP: remember (cookie, backend) → frontend for recvmsg4.
+    a_.push(Op::load(Size::U8, R1, R10, st::TK + tuple::PROTO));
+    a_.push(Op::jmp(JmpCond::Ne, R1, 17, not_udp));
+    a_.push(Op::mov64(R1, R6));
+    a_.push(Op::Call { helper: helper::GET_SOCKET_COOKIE });
+    a_.push(Op::store(Size::U64, R10, st::RK + sk::COOKIE, R0));
+    copy(a_, R10, st::RK + sk::ADDR, R10, st::CTV + be::ADDR, 4);
+    a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
+    a_.push(be16(R1));
+    a_.push(Op::store(Size::U16, R10, st::RK + sk::PORT, R1));
+    a_.push(Op::store(Size::U16, R10, st::RK + sk::PORT + 2, 0));
+    copy(a_, R10, st::RV + sk::V_ADDR, R10, st::TK + tuple::DST, 4);
+    a_.push(Op::load(Size::U16, R1, R10, st::TK + tuple::DPORT));
+    a_.push(be16(R1));
+    a_.push(Op::store(Size::U16, R10, st::RV + sk::V_PORT, R1));
+    a_.push(Op::store(Size::U16, R10, st::RV + sk::V_PORT + 2, 0));
+    update(a_, map::SK, st::RK, st::RV);
+    a_.bind(not_udp);
+    count(a_, map::CNT, Operand::Imm(cnt::TRANSLATED as i32));
+    a_.bind(allow);
+    a_.push(Op::mov64(R0, 1));
+    a_.push(Op::Exit);
+    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: no backends: EPERM")));
+    a_.bind(reject);
+    count(a_, map::CNT, Operand::Imm(cnt::NO_BACKENDS as i32));
+    a_.push(Op::mov64(R0, 0));
+    a_.push(Op::Exit);
+    a_.bind(missing);
+    count(a_, map::CNT, Operand::Imm(cnt::MISSING as i32));
+    a_.push(Op::mov64(R0, 0));
+    a_.push(Op::Exit);
+    a.assemble().expect("connect program assembles")
+}
+
+/// `cgroup/recvmsg4`: a datagram from a backend this socket reached
+/// through a frontend is reported as coming from the frontend.
+pub fn recvmsg_program() -> Assembled {
+    let mut a = Asm::new();
+    let allow = a.new_label("allow");
+    a.set_origin(crate::ebpf::Origin::NONE, Some("recvmsg4: reverse translation"));
+    a.push(Op::mov64(R6, R1));
+    a.push(Op::Call { helper: helper::GET_SOCKET_COOKIE });
+    a.push(Op::store(Size::U64, R10, st::RK + sk::COOKIE, R0));
+    a.push(Op::load(Size::U32, R1, R6, sock_addr::USER_IP4));
+    a.push(Op::store(Size::U32, R10, st::RK + sk::ADDR, R1));
+    a.push(Op::load(Size::U32, R1, R6, sock_addr::USER_PORT));
+    a.push(Op::store(Size::U16, R10, st::RK + sk::PORT, R1));
+    a.push(Op::store(Size::U16, R10, st::RK + sk::PORT + 2, 0));
+    lookup(&mut a, map::SK, st::RK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, allow));
+    a.push(Op::load(Size::U32, R1, R0, sk::V_ADDR));
+    a.push(Op::store(Size::U32, R6, sock_addr::USER_IP4, R1));
+    a.push(Op::load(Size::U16, R1, R0, sk::V_PORT));
+    a.push(Op::store(Size::U32, R6, sock_addr::USER_PORT, R1));
+    count(&mut a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
+    a.bind(allow);
+    a.push(Op::mov64(R0, 1));
+    a.push(Op::Exit);
+    let _ = AluOp::Add;
+    a.assemble().expect("recvmsg program assembles")
+}
