@@ -53,7 +53,10 @@ pub fn run(args: Args) -> i32 {
     let mut report = render::JsonReport::default();
     let mut human = String::new();
     let cwd = std::env::current_dir().ok();
-    let docs = args.docs_url.clone().or_else(|| std::env::var("WEIR_DOCS_URL").ok());
+    let docs = args
+        .docs_url
+        .clone()
+        .or_else(|| std::env::var("WEIR_DOCS_URL").ok());
     let mut sarif_log = sarif::SarifLog::new(
         env!("CARGO_PKG_VERSION"),
         cwd.as_ref().and_then(|d| d.to_str()),

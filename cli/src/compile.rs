@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use weir_compiler::backends;
 use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::diagnostics::Diagnostic;
+use weir_compiler::driver::Analyzed;
 use weir_compiler::graph::{cost::capacity, dump};
 use weir_grammar::Span;
 
@@ -78,7 +79,7 @@ pub struct Args {
     pub color: Color,
 }
 
-fn targets(t: TargetArg) -> Vec<Target> {
+pub fn targets(t: TargetArg) -> Vec<Target> {
     match t {
         TargetArg::Ebpf => vec![Target::Ebpf],
         TargetArg::Iptables => vec![Target::Iptables],
@@ -87,8 +88,9 @@ fn targets(t: TargetArg) -> Vec<Target> {
 }
 
 /// Every file name a bundle may contain (stale ones are removed).
-const ARTIFACTS: [&str; 6] = [
+const ARTIFACTS: [&str; 7] = [
     bundle::MANIFEST,
+    bundle::WEIR_ASM,
     bundle::GRAPH_TXT,
     bundle::WEIR_O,
     bundle::IPTABLES_RULES,
@@ -117,53 +119,11 @@ pub fn run(args: Args) -> i32 {
     let model = &checked.model;
     let graph = &compiled.graph;
 
-    // Back ends.
-    let mut outputs = BTreeMap::new();
-    let mut failures: Vec<Diagnostic> = Vec::new();
-    let mut unavailable = Vec::new();
     let targets = targets(args.target);
-    for &t in &targets {
-        match backends::generate(t, model, graph) {
-            Ok(a) => {
-                outputs.insert(t, a);
-            }
-            Err(d) if d.is_empty() => unavailable.push(t.name()),
-            Err(d) => failures.extend(d),
-        }
-    }
-    if !failures.is_empty() {
-        program::print_human(&failures, &checked.sources, args.color);
-        return 1;
-    }
-    if !unavailable.is_empty() {
-        eprintln!(
-            "error: back end not available in this build: {}",
-            unavailable.join(", ")
-        );
-        return 1;
-    }
-
-    let sources: Vec<(String, String)> = checked
-        .sources
-        .iter()
-        .map(|(_, f)| (f.name(), f.text.clone()))
-        .collect();
-    let loc = locator(&checked.sources);
-    let locate = |span: Span| -> Value {
-        match loc(span) {
-            Some(l) => json!({ "at": l.at }),
-            None => Value::Null,
-        }
+    let files = match bundle_files(&analyzed, &targets, args.color) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
-    let input = BundleInput {
-        model,
-        graph,
-        sources: &sources,
-        targets: &targets,
-        locate: &locate,
-        backends: outputs,
-    };
-    let files = bundle::bundle(&input);
 
     let mut out = std::io::stdout().lock();
     if let Some(emit) = args.emit {
@@ -173,11 +133,7 @@ pub fn run(args: Args) -> i32 {
             Emit::Manifest => artifact(&files, bundle::MANIFEST),
             Emit::Iptables => artifact(&files, bundle::IPTABLES_RULES),
             Emit::Ipset => artifact(&files, bundle::IPSET_RULES),
-            Emit::Asm => match input
-                .backends
-                .get(&Target::Ebpf)
-                .and_then(|a| a.files.get("weir.asm"))
-            {
+            Emit::Asm => match files.get(bundle::WEIR_ASM) {
                 Some(b) => String::from_utf8_lossy(b).into_owned(),
                 None => {
                     eprintln!("error: --emit asm needs --target ebpf or all");
@@ -208,15 +164,7 @@ pub fn run(args: Args) -> i32 {
                 }
             }
             Format::Json => {
-                let backends: serde_json::Map<String, Value> = targets
-                    .iter()
-                    .filter_map(|t| {
-                        manifest
-                            .pointer(&format!("/backends/{}/capacity", t.name()))
-                            .map(|v| (t.name().to_string(), v.clone()))
-                    })
-                    .collect();
-                let v = json!({ "graph": cap, "backends": backends });
+                let v = report_json(&analyzed, &targets, &files);
                 let _ = writeln!(
                     out,
                     "{}",
@@ -244,6 +192,88 @@ pub fn run(args: Args) -> i32 {
     0
 }
 
+/// Run the back ends for `targets` and assemble the bundle (file name →
+/// bytes). Prints back-end diagnostics; `Err` carries the exit code.
+pub fn bundle_files(
+    analyzed: &Analyzed,
+    targets: &[Target],
+    color: Color,
+) -> Result<BTreeMap<String, Vec<u8>>, i32> {
+    let checked = &analyzed.checked;
+    let Some(compiled) = &analyzed.compiled else {
+        return Err(1);
+    };
+    let model = &checked.model;
+    let graph = &compiled.graph;
+    let mut outputs = BTreeMap::new();
+    let mut failures: Vec<Diagnostic> = Vec::new();
+    let mut unavailable = Vec::new();
+    for &t in targets {
+        match backends::generate(t, model, graph) {
+            Ok(a) => {
+                outputs.insert(t, a);
+            }
+            Err(d) if d.is_empty() => unavailable.push(t.name()),
+            Err(d) => failures.extend(d),
+        }
+    }
+    if !failures.is_empty() {
+        program::print_human(&failures, &checked.sources, color);
+        return Err(1);
+    }
+    if !unavailable.is_empty() {
+        eprintln!(
+            "error: back end not available in this build: {}",
+            unavailable.join(", ")
+        );
+        return Err(1);
+    }
+    let sources: Vec<(String, String)> = checked
+        .sources
+        .iter()
+        .map(|(_, f)| (f.name(), f.text.clone()))
+        .collect();
+    let loc = locator(&checked.sources);
+    let locate = |span: Span| -> Value {
+        match loc(span) {
+            Some(l) => json!({ "at": l.at }),
+            None => Value::Null,
+        }
+    };
+    let input = BundleInput {
+        model,
+        graph,
+        sources: &sources,
+        targets,
+        locate: &locate,
+        backends: outputs,
+    };
+    Ok(bundle::bundle(&input))
+}
+
+/// The capacity report as JSON: the graph's numbers and each back end's
+/// `capacity` section of the manifest.
+pub fn report_json(
+    analyzed: &Analyzed,
+    targets: &[Target],
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Value {
+    let cap = analyzed.compiled.as_ref().map(|c| capacity(&c.graph));
+    let manifest: Value = files
+        .get(bundle::MANIFEST)
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null);
+    let backends: serde_json::Map<String, Value> = targets
+        .iter()
+        .filter_map(|t| {
+            manifest
+                .pointer(&format!("/backends/{}/capacity", t.name()))
+                .map(|v| (t.name().to_string(), v.clone()))
+        })
+        .collect();
+    json!({ "graph": cap, "backends": backends })
+}
+
 fn artifact(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
     files
         .get(name)
@@ -255,7 +285,7 @@ fn artifact(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
 /// did not produce, so the directory is exactly this bundle.
 fn write_bundle(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for name in ARTIFACTS.iter().copied().chain(["weir.asm"]) {
+    for name in ARTIFACTS {
         let p = dir.join(name);
         if !files.contains_key(name) && p.exists() {
             std::fs::remove_file(p)?;

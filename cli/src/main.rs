@@ -11,6 +11,7 @@ mod fmt;
 mod loader;
 mod lsp;
 mod program;
+mod snapshot;
 mod test;
 mod trace;
 

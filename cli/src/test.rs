@@ -22,6 +22,16 @@ pub struct Args {
     pub verbose: bool,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    /// Also compile each program and compare its text artifacts with the
+    /// snapshots in DIR/<program>/ (docs/ci.md).
+    #[arg(long, value_name = "DIR")]
+    pub snapshot: Option<PathBuf>,
+    /// With --snapshot: rewrite the snapshots instead of comparing.
+    #[arg(long, requires = "snapshot")]
+    pub update: bool,
+    /// With --snapshot: which back ends' artifacts to keep.
+    #[arg(long, value_enum, default_value_t = crate::compile::TargetArg::All)]
+    pub target: crate::compile::TargetArg,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -33,15 +43,40 @@ pub fn run(args: Args) -> i32 {
     let mut failed = 0usize;
     let mut out = std::io::stdout().lock();
     for root in &roots {
-        let checked = match program::check(std::slice::from_ref(root), args.endpoints.as_deref()) {
-            Ok(c) => c,
+        let analyzed = match program::analyze(std::slice::from_ref(root), args.endpoints.as_deref())
+        {
+            Ok(a) => a,
             Err(code) => return code,
         };
+        let checked = &analyzed.checked;
         if checked.has_errors() {
             program::print_human(&checked.diagnostics, &checked.sources, args.color);
             let _ = writeln!(out, "FAIL {}: the program has errors", root.display());
             failed += 1;
             continue;
+        }
+        if let Some(dir) = &args.snapshot {
+            let targets = crate::compile::targets(args.target);
+            match crate::compile::bundle_files(&analyzed, &targets, args.color) {
+                Ok(mut files) => {
+                    let report = crate::compile::report_json(&analyzed, &targets, &files);
+                    let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                    text.push('\n');
+                    files.insert("capacity.json".into(), text.into_bytes());
+                    match crate::snapshot::check_program(&mut out, dir, root, &files, args.update) {
+                        Ok(0) => passed += 1,
+                        Ok(_) => failed += 1,
+                        Err(e) => {
+                            eprintln!("error: snapshots in {}: {e}", dir.display());
+                            return 2;
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = writeln!(out, "FAIL {}: does not compile", root.display());
+                    failed += 1;
+                }
+            }
         }
         let report = run_tests(&checked.model);
         let locate = locator(&checked.sources);

@@ -244,7 +244,13 @@ fn scratch_dir() -> PathBuf {
 fn sarif_of(dir: &Path, args: &[&str]) -> (Option<i32>, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .current_dir(dir)
-        .args(["check", "--format", "sarif", "--docs-url", "https://docs.example/weir"])
+        .args([
+            "check",
+            "--format",
+            "sarif",
+            "--docs-url",
+            "https://docs.example/weir",
+        ])
         .args(args)
         .output()
         .unwrap();

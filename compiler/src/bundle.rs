@@ -35,6 +35,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPH_TXT: &str = "graph.txt";
 pub const WEIR_O: &str = "weir.o";
+/// The eBPF listing with provenance (text; what `--emit asm` prints).
+pub const WEIR_ASM: &str = "weir.asm";
 pub const IPTABLES_RULES: &str = "iptables.rules";
 pub const IP6TABLES_RULES: &str = "ip6tables.rules";
 pub const IPSET_RULES: &str = "ipset.rules";

@@ -19,3 +19,4 @@ pub mod maglev;
 pub mod model;
 pub mod provenance;
 pub mod source;
+pub mod synth;

@@ -124,12 +124,16 @@ fn span(n: usize) -> Span {
 
 /// The address of endpoint `i`: consecutive from 10.64.0.1.
 pub fn endpoint_addr(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 1)) + i as u32))
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(10, 64, 0, 1)) + i as u32,
+    ))
 }
 
 /// The frontend address of service `s`: consecutive from 10.96.0.1.
 pub fn service_vip(s: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + s as u32))
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(10, 96, 0, 1)) + s as u32,
+    ))
 }
 
 fn v4cidr(base: u32, len: u8) -> Cidr {
@@ -644,10 +648,7 @@ pub fn render(model: &Model) -> Rendered {
             p.name, p.priority
         );
         let _ = writeln!(w, "  applies to {}", p.applies_to);
-        for (dir, rules, kw) in [
-            ("ingress", &p.ingress, "from"),
-            ("egress", &p.egress, "to"),
-        ] {
+        for (dir, rules, kw) in [("ingress", &p.ingress, "from"), ("egress", &p.egress, "to")] {
             let Some(rules) = rules else { continue };
             let _ = writeln!(w, "  {dir} {{");
             for r in rules {
@@ -684,10 +685,7 @@ pub fn render(model: &Model) -> Rendered {
     let mut inventory =
         serde_json::to_string(&serde_json::json!({ "endpoints": endpoints })).unwrap_or_default();
     inventory.push('\n');
-    Rendered {
-        weir: w,
-        inventory,
-    }
+    Rendered { weir: w, inventory }
 }
 
 /// Selector atoms and distinct label sets, for reports.
@@ -758,7 +756,11 @@ mod tests {
         let BackendSource::Select { selector, .. } = &s.backends else {
             panic!("first service selects")
         };
-        let n = a.endpoints.iter().filter(|e| selector.matches(&e.labels)).count();
+        let n = a
+            .endpoints
+            .iter()
+            .filter(|e| selector.matches(&e.labels))
+            .count();
         assert_eq!(n, 3);
         assert!(interp.endpoint_of(endpoint_addr(0)).is_some());
     }
@@ -777,7 +779,12 @@ mod tests {
             &loader,
             Some(std::path::Path::new("inventory.json")),
         );
-        assert!(!checked.has_errors(), "{:#?}\n{}", checked.diagnostics, r.weir);
+        assert!(
+            !checked.has_errors(),
+            "{:#?}\n{}",
+            checked.diagnostics,
+            r.weir
+        );
         let mut a = serde_json::to_value(&m).unwrap();
         let mut b = serde_json::to_value(&checked.model).unwrap();
         strip(&mut a);

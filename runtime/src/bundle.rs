@@ -132,11 +132,9 @@ impl Bundle {
             .map(str::to_string);
 
         // `iptables` at the top, or the compiler's `backends.iptables`.
-        let ipt = manifest.get("iptables").or_else(|| {
-            manifest
-                .get("backends")
-                .and_then(|b| b.get("iptables"))
-        });
+        let ipt = manifest
+            .get("iptables")
+            .or_else(|| manifest.get("backends").and_then(|b| b.get("iptables")));
         let mut hooks = Vec::new();
         if let Some(list) = ipt.and_then(|i| i.get("hooks")) {
             let list = list

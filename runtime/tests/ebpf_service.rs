@@ -93,7 +93,10 @@ fn state_for(t: &ServiceTable, g: Option<&Graph>) -> LbState {
     let prov = g.map(|g| g.provenance.clone());
     LbState::new(
         t,
-        &move |s| prov.as_ref().map_or(0, |p| p.id(&Provenance::NoBackends { service: s })),
+        &move |s| {
+            prov.as_ref()
+                .map_or(0, |p| p.id(&Provenance::NoBackends { service: s }))
+        },
         &Options::default(),
     )
 }
@@ -288,7 +291,11 @@ fn ebpf_service_tc_differential() {
             assert_eq!(rc, 0, "translated packets pass");
             let p = parse_checked(&out);
             assert_eq!((p.src, p.sport), (client, sport), "source preserved");
-            assert_eq!(&out[out.len() - 12..], &pkt[pkt.len() - 12..], "payload intact");
+            assert_eq!(
+                &out[out.len() - 12..],
+                &pkt[pkt.len() - 12..],
+                "payload intact"
+            );
             let got = (IpAddr::V4(p.dst), p.dport);
             assert!(
                 hit.candidates.iter().any(|b| (b.addr, b.port) == got),
@@ -296,7 +303,10 @@ fn ebpf_service_tc_differential() {
                 svc.name
             );
             if svc.balance == Balance::Maglev && got != (chosen.addr, chosen.port) {
-                disagreements.push(format!("{} {client}:{sport}: bpf {got:?}, interp {}:{}", svc.name, chosen.addr, chosen.port));
+                disagreements.push(format!(
+                    "{} {client}:{sport}: bpf {got:?}, interp {}:{}",
+                    svc.name, chosen.addr, chosen.port
+                ));
             }
             if svc.balance == Balance::Random && svc.affinity.is_none() {
                 random_seen.insert((p.dst, p.dport));
@@ -308,23 +318,45 @@ fn ebpf_service_tc_differential() {
             let (rc2, out2) = run(&r, &pkt);
             assert_eq!(rc2, 0);
             let p2 = parse_checked(&out2);
-            assert_eq!((p2.dst, p2.dport), (p.dst, p.dport), "conntrack keeps the backend");
+            assert_eq!(
+                (p2.dst, p2.dport),
+                (p.dst, p.dport),
+                "conntrack keeps the backend"
+            );
             // The reply gets the frontend back as its source.
             let reply = packet(proto, p.dst, p.dport, client, sport);
             let (rc3, out3) = run(&r, &reply);
             assert_eq!(rc3, 0);
             let q = parse_checked(&out3);
-            assert_eq!((q.src, q.sport, q.dst, q.dport), (vip, port, client, sport), "reverse NAT");
+            assert_eq!(
+                (q.src, q.sport, q.dst, q.dport),
+                (vip, port, client, sport),
+                "reverse NAT"
+            );
             checked += 1;
         }
     }
-    assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
     assert!(checked >= 200, "{checked}");
     assert!(random_seen.contains(&(Ipv4Addr::new(10, 1, 0, 1), 8080)));
     assert!(random_seen.contains(&(Ipv4Addr::new(10, 1, 0, 2), 8080)));
-    assert!(!random_seen.contains(&(Ipv4Addr::new(10, 1, 0, 3), 8080)), "weight 0 is drained");
+    assert!(
+        !random_seen.contains(&(Ipv4Addr::new(10, 1, 0, 3), 8080)),
+        "weight 0 is drained"
+    );
     // Not a frontend: untouched.
-    let other = packet(Proto::Tcp, Ipv4Addr::new(172, 16, 0, 1), 1234, Ipv4Addr::new(10, 1, 0, 1), 8080);
+    let other = packet(
+        Proto::Tcp,
+        Ipv4Addr::new(172, 16, 0, 1),
+        1234,
+        Ipv4Addr::new(10, 1, 0, 1),
+        8080,
+    );
     let (rc, out) = run(&r, &other);
     assert_eq!((rc, &out), (0, &other));
     let c = r.counters().unwrap();
@@ -337,7 +369,10 @@ fn ebpf_service_tc_differential() {
 
 fn maglev_src(n: u8) -> String {
     let mut src = String::from("service s {\n  frontend 10.96.0.9:80/tcp\n  backends { ");
-    src += &(1..=n).map(|i| format!("10.9.0.{i}:80")).collect::<Vec<_>>().join(", ");
+    src += &(1..=n)
+        .map(|i| format!("10.9.0.{i}:80"))
+        .collect::<Vec<_>>()
+        .join(", ");
     src += " }\n  balance maglev\n}\n";
     src
 }
@@ -353,7 +388,12 @@ fn ebpf_service_maglev_disruption_through_bpf() {
     let mut r = load(&g.services, Some(&g));
     let vip = Ipv4Addr::new(10, 96, 0, 9);
     let flows: Vec<(Ipv4Addr, u16)> = (0..10_000u32)
-        .map(|i| (Ipv4Addr::new(172, 16, (i / 250) as u8, (i % 250) as u8 + 1), 20_000 + (i % 40_000) as u16))
+        .map(|i| {
+            (
+                Ipv4Addr::new(172, 16, (i / 250) as u8, (i % 250) as u8 + 1),
+                20_000 + (i % 40_000) as u16,
+            )
+        })
         .collect();
     let choose = |r: &LbRuntime| -> Vec<Ipv4Addr> {
         flows
@@ -375,7 +415,11 @@ fn ebpf_service_maglev_disruption_through_bpf() {
     let removed = Ipv4Addr::new(10, 9, 0, 4);
     let fewer: Vec<Be> = (1..=10u8)
         .filter(|&i| i != 4)
-        .map(|i| Be { addr: IpAddr::from([10, 9, 0, i]), port: 80, weight: 1 })
+        .map(|i| Be {
+            addr: IpAddr::from([10, 9, 0, i]),
+            port: 80,
+            weight: 1,
+        })
         .collect();
     r.set_backends(0, 4, fewer).unwrap();
     // Known flows keep their backend (conntrack), even the removed one's.
@@ -398,7 +442,11 @@ fn synthetic_table(n: usize, maglev: bool) -> ServiceTable {
     for i in 0..n {
         t.services.push(ServiceInfo {
             name: format!("s{i}"),
-            balance: if maglev { Balance::Maglev } else { Balance::Random },
+            balance: if maglev {
+                Balance::Maglev
+            } else {
+                Balance::Random
+            },
             affinity: None,
         });
         let backends: Vec<Backend> = (1..=2u8)
@@ -458,7 +506,12 @@ fn ebpf_service_measure_ns_per_packet() {
     for (n, maglev) in [(10usize, false), (10_000, false), (10, true), (1000, true)] {
         let t = synthetic_table(n, maglev);
         let r = load(&t, None);
-        let last = v4(IpAddr::from([10, 200, ((n - 1) / 256) as u8, ((n - 1) % 256) as u8]));
+        let last = v4(IpAddr::from([
+            10,
+            200,
+            ((n - 1) / 256) as u8,
+            ((n - 1) % 256) as u8,
+        ]));
         let to_vip = packet(Proto::Tcp, client, 40_000, last, 80);
         let miss = packet(Proto::Tcp, client, 40_000, Ipv4Addr::new(10, 1, 1, 1), 80);
         let base = time(&r, prog::BASELINE, &to_vip, REPEAT);
@@ -475,5 +528,354 @@ fn ebpf_service_measure_ns_per_packet() {
             if maglev { "maglev" } else { "random" }
         ));
     }
-    eprintln!("ns/packet, BPF_PROG_TEST_RUN repeat {REPEAT}:\n{}", lines.join("\n"));
+    eprintln!(
+        "ns/packet, BPF_PROG_TEST_RUN repeat {REPEAT}:\n{}",
+        lines.join("\n")
+    );
+}
+
+// ---- end to end in network namespaces --------------------------------
+
+/// Starts a server on every backend of every frontend (its protocol).
+fn serve_backends(topo: &Topology, t: &ServiceTable) {
+    for fe in &t.frontends {
+        for b in &t.backend_sets[fe.backends].backends {
+            match fe.frontend.proto {
+                Proto::Tcp => topo.serve_tcp(b.addr, b.port).unwrap(),
+                Proto::Udp => topo.serve_udp(b.addr, b.port).unwrap(),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn clients() -> Vec<Ipv4Addr> {
+    (1..=3).map(|i| Ipv4Addr::new(172, 16, 5, i)).collect()
+}
+
+/// TC path: the program on the node's ingress of both links translates
+/// client → frontend traffic and un-translates replies; real TCP and UDP.
+#[test]
+fn ebpf_service_netns_tc_path() {
+    if !have_root("ebpf_service_netns_tc_path") {
+        return;
+    }
+    let (model, g) = compile(SRC);
+    let topo = Topology::new().unwrap();
+    serve_backends(&topo, &g.services);
+    let r = load(&g.services, Some(&g));
+    let r = topo
+        .node
+        .run(move || {
+            let mut r = r;
+            r.attach_tc(weir_runtime::netns::NODE_CLIENT_IF)?;
+            r.attach_tc(weir_runtime::netns::NODE_SERVER_IF)?;
+            Ok::<_, weir_runtime::ebpf::EbpfError>(r)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let interp = Interp::new(&model);
+    let timeout = Duration::from_millis(1500);
+    let mut answered = Vec::new();
+    for fe in &g.services.frontends {
+        let (proto, vip, port) = frontend_v4(&fe.frontend);
+        let cands = &g.services.backend_sets[fe.backends].backends;
+        for c in clients() {
+            let got = match proto {
+                Proto::Tcp => topo.tcp_probe(c.into(), vip.into(), port, timeout),
+                _ => topo.udp_probe(c.into(), vip.into(), port, timeout),
+            };
+            if cands.is_empty() {
+                assert_eq!(got, None, "{vip}:{port} has no backends: rejected");
+                continue;
+            }
+            let got = got.unwrap_or_else(|| panic!("{c} → {vip}:{port}/{proto:?}: no answer"));
+            assert!(
+                cands.iter().any(|b| b.addr == got),
+                "{got} not a backend of {vip}:{port}"
+            );
+            answered.push((proto, c, vip, port, got));
+        }
+    }
+    assert!(answered.len() >= 3 * 13, "{}", answered.len());
+    // Every flow the program created, against the interpreter (the real
+    // source port is in the conntrack key).
+    let ct: aya::maps::HashMap<_, [u8; 40], [u8; 40]> =
+        aya::maps::HashMap::try_from(r.ebpf.map(names::CT).unwrap()).unwrap();
+    let mut flows = 0;
+    let mut disagreements = Vec::new();
+    for item in ct.iter() {
+        let (k, v) = item.unwrap();
+        let client = Ipv4Addr::new(k[0], k[1], k[2], k[3]);
+        let vip = Ipv4Addr::new(k[16], k[17], k[18], k[19]);
+        let sport = u16::from_ne_bytes([k[32], k[33]]);
+        let dport = u16::from_ne_bytes([k[34], k[35]]);
+        let proto = if k[36] == 6 { Proto::Tcp } else { Proto::Udp };
+        let backend = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
+        let o = interp.evaluate(&Packet::new(proto, client.into(), sport, vip.into(), dport));
+        let hit = o.service.unwrap();
+        let svc = &model.services[hit.service];
+        assert!(hit.candidates.iter().any(|b| b.addr == IpAddr::V4(backend)));
+        if svc.balance == Balance::Maglev && hit.chosen.unwrap().addr != IpAddr::V4(backend) {
+            disagreements.push(format!("{client}:{sport} → {vip}:{dport}: {backend}"));
+        }
+        // The probe saw the backend the program recorded.
+        let probe = answered
+            .iter()
+            .find(|a| a.0 == proto && a.1 == client && a.2 == vip && a.3 == dport)
+            .expect("a probe made this flow");
+        assert_eq!(probe.4, IpAddr::V4(backend));
+        flows += 1;
+    }
+    assert_eq!(flows, answered.len(), "one flow per probe");
+    assert!(disagreements.is_empty(), "{disagreements:?}");
+    let c = r.counters().unwrap();
+    assert!(c[cnt::NO_BACKENDS as usize] >= 3);
+    eprintln!("netns TC path: {flows} flows over TCP and UDP, 0 disagreements; counters {c:?}");
+}
+
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount")
+}
+
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+const CHILD_ENV: &str = "WEIR_LB_CHILD";
+
+/// Connect-time path: a child process in the test cgroup (the test binary
+/// itself, see `ebpf_service_cgroup_child`) connects to frontends from the
+/// client namespace; `connect4` / `sendmsg4` send it straight to a
+/// backend, `recvmsg4` reports the frontend as the datagram's source.
+#[test]
+fn ebpf_service_netns_cgroup_path() {
+    if !have_root("ebpf_service_netns_cgroup_path") {
+        return;
+    }
+    let (model, g) = compile(SRC);
+    let topo = Topology::new().unwrap();
+    serve_backends(&topo, &g.services);
+    let mut r = load(&g.services, Some(&g));
+    let cg = Cgroup(cgroup2_root().join(format!("weir-lb-test-{}", std::process::id())));
+    std::fs::create_dir_all(&cg.0).unwrap();
+    r.attach_cgroup(&cg.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut jobs = Vec::new();
+    for fe in &g.services.frontends {
+        let (proto, vip, port) = frontend_v4(&fe.frontend);
+        for c in clients() {
+            topo.add_client_addr(c.into()).unwrap();
+            match proto {
+                Proto::Tcp => jobs.push(format!("tcp {c} {vip} {port}")),
+                _ => {
+                    jobs.push(format!("udpc {c} {vip} {port}"));
+                    jobs.push(format!("udpu {c} {vip} {port}"));
+                }
+            }
+        }
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ebpf_service_cgroup_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_ENV,
+            format!(
+                "{}|{}|{}",
+                cg.0.display(),
+                topo.client.name(),
+                jobs.join(";")
+            ),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let interp = Interp::new(&model);
+    let mut n = 0;
+    let mut disagreements = Vec::new();
+    for line in stdout
+        .lines()
+        .filter_map(|l| l.find("RESULT ").map(|i| &l[i + 7..]))
+    {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (kind, client, vip, port) = (
+            f[0],
+            f[1].parse::<Ipv4Addr>().unwrap(),
+            f[2].parse::<Ipv4Addr>().unwrap(),
+            f[3].parse::<u16>().unwrap(),
+        );
+        let proto = if kind == "tcp" {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        };
+        let fe = g.services.lookup(vip.into(), port, proto).unwrap();
+        let cands = &g.services.backend_sets[fe.backends].backends;
+        let svc = &model.services[fe.service];
+        if cands.is_empty() {
+            assert_eq!(f[4], "ERR", "{line}: no backends must reject");
+            assert!(f[5].contains("os_error_1)"), "{line}: EPERM");
+            n += 1;
+            continue;
+        }
+        assert_ne!(f[4], "ERR", "{line}");
+        let got: IpAddr = f[4].parse().unwrap();
+        assert!(cands.iter().any(|b| b.addr == got), "{line}: not a backend");
+        if kind == "udpu" {
+            assert_eq!(
+                f[5],
+                format!("{vip}:{port}"),
+                "recvmsg4 reports the frontend"
+            );
+        }
+        if svc.balance == Balance::Maglev {
+            // Connect-time convention: source port 0.
+            let o = interp.evaluate(&Packet::new(proto, client.into(), 0, vip.into(), port));
+            let want = o.service.unwrap().chosen.unwrap();
+            // ... which is the maps' choice at the connect-time hash.
+            let h = connect_flow_hash(Some(client), vip.into(), port, proto);
+            assert_eq!(
+                r.state.pick(fe.service, 4, h).map(|b| b.addr),
+                Some(want.addr)
+            );
+            if want.addr != got {
+                disagreements.push(line.to_string());
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, jobs.len(), "{stdout}");
+    assert!(disagreements.is_empty(), "{disagreements:?}");
+    let c = r.counters().unwrap();
+    assert!(c[cnt::REVERSE as usize] >= 3, "recvmsg4 rewrote: {c:?}");
+    eprintln!("netns cgroup path: {n} connects / datagrams, 0 disagreements; counters {c:?}");
+}
+
+/// Not a test by itself: the child process of
+/// `ebpf_service_netns_cgroup_path` (does nothing without its env var).
+#[test]
+fn ebpf_service_cgroup_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(3, '|');
+    let (cg, ns, jobs) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    // Join the cgroup (the whole process), then the client namespace (this
+    // thread: sockets made here belong to it).
+    std::fs::write(Path::new(cg).join("cgroup.procs"), "0").unwrap();
+    let f = std::fs::File::open(Path::new("/var/run/netns").join(ns)).unwrap();
+    use std::os::fd::AsRawFd;
+    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let timeout = Duration::from_millis(1500);
+    for job in jobs.split(';') {
+        let f: Vec<&str> = job.split(' ').collect();
+        let src: IpAddr = f[1].parse().unwrap();
+        let dst = SocketAddr::new(f[2].parse().unwrap(), f[3].parse().unwrap());
+        let res: Result<(String, String), std::io::Error> = (|| match f[0] {
+            "tcp" => {
+                let s = tcp_connect_from(src, dst, timeout)?;
+                let mut s = s;
+                s.set_read_timeout(Some(timeout))?;
+                let mut reply = String::new();
+                s.read_to_string(&mut reply)?;
+                Ok((reply.trim().to_string(), s.peer_addr()?.to_string()))
+            }
+            "udpc" => {
+                let s = UdpSocket::bind(SocketAddr::new(src, 0))?;
+                s.connect(dst)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.send(b"weir")?;
+                let mut buf = [0u8; 256];
+                let n = s.recv(&mut buf)?;
+                Ok((
+                    String::from_utf8_lossy(&buf[..n]).trim().to_string(),
+                    "-".into(),
+                ))
+            }
+            _ => {
+                let s = UdpSocket::bind(SocketAddr::new(src, 0))?;
+                s.set_read_timeout(Some(timeout))?;
+                s.send_to(b"weir", dst)?;
+                let mut buf = [0u8; 256];
+                let (n, peer) = s.recv_from(&mut buf)?;
+                Ok((
+                    String::from_utf8_lossy(&buf[..n]).trim().to_string(),
+                    peer.to_string(),
+                ))
+            }
+        })();
+        match res {
+            Ok((answer, peer)) => println!("RESULT {job} {answer} {peer}"),
+            Err(e) => println!("RESULT {job} ERR {}", e.to_string().replace(' ', "_")),
+        }
+    }
+}
+
+/// A TCP connection from `src` (bound, port 0) to `dst`.
+fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let (IpAddr::V4(s4), SocketAddr::V4(d4)) = (src, dst) else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let b = sin(s4, 0);
+        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as _,
+            tv_usec: timeout.subsec_micros() as _,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        let d = sin(*d4.ip(), d4.port());
+        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stream = stream;
+        let _ = stream.write(b"");
+        Ok(stream)
+    }
 }

@@ -246,8 +246,12 @@ pub fn counters(ebpf: &Ebpf, n: u32) -> Result<Vec<u64>, EbpfError> {
     read_counters(map, n)
 }
 
-/// Per-provenance packet counts from a counter map.
+/// Per-provenance packet counts from a counter map: one
+/// `BPF_MAP_LOOKUP_BATCH` when the kernel has it, else one lookup per id.
 pub fn read_counters(map: &Map, n: u32) -> Result<Vec<u64>, EbpfError> {
+    if let Some(v) = batch_counters(map, n) {
+        return Ok(v);
+    }
     let arr: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map).map_err(|e| fill_err(names::CNT, e))?;
     (0..n)
@@ -257,4 +261,40 @@ pub fn read_counters(map: &Map, n: u32) -> Result<Vec<u64>, EbpfError> {
                 .map_err(|e| fill_err(names::CNT, e))
         })
         .collect()
+}
+
+fn batch_counters(map: &Map, n: u32) -> Option<Vec<u64>> {
+    let cpus = aya::util::nr_cpus().ok()?;
+    let fd = map_data(map).fd().as_fd().as_raw_fd();
+    let mut keys = vec![0u32; n as usize];
+    let mut values = vec![0u64; n as usize * cpus];
+    let mut out_batch = 0u64;
+    // struct { in_batch, out_batch, keys, values: u64; count, map_fd: u32;
+    //          elem_flags, flags: u64 }
+    let mut attr = [0u8; 48];
+    attr[8..16].copy_from_slice(&(std::ptr::addr_of_mut!(out_batch) as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(keys.as_mut_ptr() as u64).to_ne_bytes());
+    attr[24..32].copy_from_slice(&(values.as_mut_ptr() as u64).to_ne_bytes());
+    attr[32..36].copy_from_slice(&n.to_ne_bytes());
+    attr[36..40].copy_from_slice(&(fd as u32).to_ne_bytes());
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            24 as libc::c_long, // BPF_MAP_LOOKUP_BATCH
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    let count = u32::from_ne_bytes(attr[32..36].try_into().ok()?);
+    let ok = r == 0
+        || (std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) && count == n);
+    if !ok || count != n {
+        return None;
+    }
+    let mut out = vec![0u64; n as usize];
+    for (i, k) in keys.iter().enumerate() {
+        let sum: u64 = values[i * cpus..(i + 1) * cpus].iter().sum();
+        *out.get_mut(*k as usize)? = sum;
+    }
+    Some(out)
 }

@@ -88,7 +88,12 @@ impl LbRuntime {
     /// Replaces the backends of `service` (address family `fam`, 4 or 6):
     /// new set and table first, then the frontend entries (the swap), then
     /// the old set is retired. Programs are not touched.
-    pub fn set_backends(&mut self, service: usize, fam: u8, backends: Vec<Be>) -> Result<(), EbpfError> {
+    pub fn set_backends(
+        &mut self,
+        service: usize,
+        fam: u8,
+        backends: Vec<Be>,
+    ) -> Result<(), EbpfError> {
         let ops = self
             .state
             .set_backends(service, fam, backends)
@@ -137,7 +142,8 @@ impl LbRuntime {
             .ebpf
             .map(names::CNT)
             .ok_or_else(|| EbpfError::Bundle("no counter map".into()))?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m).map_err(|e| aya_err(names::CNT, e))?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(m).map_err(|e| aya_err(names::CNT, e))?;
         (0..cnt::SIZE)
             .map(|i| {
                 arr.get(&i, 0)

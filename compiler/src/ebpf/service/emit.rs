@@ -14,7 +14,9 @@
 
 use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
 
-use super::layout::{aff, be, cnt, ct, fe, fe_key, map, rev, slot_key, tuple, FLAG_AFFINITY, FLAG_MAGLEV, MAGLEV_M};
+use super::layout::{
+    aff, be, cnt, ct, fe, fe_key, map, rev, slot_key, tuple, FLAG_AFFINITY, FLAG_MAGLEV, MAGLEV_M,
+};
 use Reg::*;
 
 /// Helper ids used here (`enum bpf_func_id`).
@@ -133,7 +135,9 @@ pub(crate) fn lookup(a: &mut Asm, m: &str, key: i16) {
     a.push(Op::mov64(R2, R10));
     a.push(Op::alu64(AluOp::Add, R2, i32::from(key)));
     a.push(Op::ld_map_fd(R1, m));
-    a.push(Op::Call { helper: helper::MAP_LOOKUP_ELEM });
+    a.push(Op::Call {
+        helper: helper::MAP_LOOKUP_ELEM,
+    });
 }
 
 /// `update(map, fp + key, fp + value, BPF_ANY)`.
@@ -144,7 +148,9 @@ pub(crate) fn update(a: &mut Asm, m: &str, key: i16, value: i16) {
     a.push(Op::mov64(R3, R10));
     a.push(Op::alu64(AluOp::Add, R3, i32::from(value)));
     a.push(Op::mov64(R4, 0));
-    a.push(Op::Call { helper: helper::MAP_UPDATE_ELEM });
+    a.push(Op::Call {
+        helper: helper::MAP_UPDATE_ELEM,
+    });
 }
 
 /// Copies `len` bytes (a multiple of 4, or 2 / 1) from `src + so` to
@@ -178,11 +184,19 @@ pub(crate) fn count(a: &mut Asm, m: &str, idx: Operand) {
 }
 
 fn be16(r: Reg) -> Op {
-    Op::Endian { order: ByteOrder::Be, bits: 16, dst: r }
+    Op::Endian {
+        order: ByteOrder::Be,
+        bits: 16,
+        dst: r,
+    }
 }
 
 fn be32(r: Reg) -> Op {
-    Op::Endian { order: ByteOrder::Be, bits: 32, dst: r }
+    Op::Endian {
+        order: ByteOrder::Be,
+        bits: 32,
+        dst: r,
+    }
 }
 
 /// `w1 = mix(w1)` ([`crate::flowhash`]): multiply by the golden ratio,
@@ -219,8 +233,22 @@ pub fn emit_flow_hash(a: &mut Asm, base: Reg, off: i16) {
 /// Builds the frontend key at `st::FEK` from the tuple at `st::TK`.
 pub(crate) fn frontend_key_from_tuple(a: &mut Asm) {
     copy(a, R10, st::FEK + fe_key::ADDR, R10, st::TK + tuple::DST, 16);
-    copy(a, R10, st::FEK + fe_key::PORT, R10, st::TK + tuple::DPORT, 2);
-    copy(a, R10, st::FEK + fe_key::PROTO, R10, st::TK + tuple::PROTO, 2);
+    copy(
+        a,
+        R10,
+        st::FEK + fe_key::PORT,
+        R10,
+        st::TK + tuple::DPORT,
+        2,
+    );
+    copy(
+        a,
+        R10,
+        st::FEK + fe_key::PROTO,
+        R10,
+        st::TK + tuple::PROTO,
+        2,
+    );
 }
 
 /// Backend choice for a new flow. Needs the tuple at `st::TK` and the
@@ -252,7 +280,9 @@ pub(crate) fn emit_choose(a: &mut Asm, missing: Label) {
     a.push(Op::store(Size::U64, R10, st::TMP, R1));
     a.push(Op::load(Size::U32, R1, R0, aff::V_ID));
     a.push(Op::store(Size::U32, R10, st::TMP2, R1));
-    a.push(Op::Call { helper: helper::KTIME_GET_NS });
+    a.push(Op::Call {
+        helper: helper::KTIME_GET_NS,
+    });
     a.push(Op::load(Size::U64, R1, R10, st::TMP));
     a.push(Op::alu64(AluOp::Sub, R0, R1));
     a.push(Op::load(Size::U32, R2, R10, st::FEV + fe::AFFINITY_SECS));
@@ -283,7 +313,9 @@ pub(crate) fn emit_choose(a: &mut Asm, missing: Label) {
 
     // Random: a uniform draw over the weight-expanded slots.
     a.bind(random);
-    a.push(Op::Call { helper: helper::GET_PRANDOM_U32 });
+    a.push(Op::Call {
+        helper: helper::GET_PRANDOM_U32,
+    });
     a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::COUNT));
     a.push(Op::alu32(AluOp::Mod, R0, R1));
     a.push(Op::mov64(R1, R0));
@@ -299,7 +331,9 @@ pub(crate) fn emit_choose(a: &mut Asm, missing: Label) {
     a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::FLAGS));
     a.push(Op::alu64(AluOp::And, R1, FLAG_AFFINITY as i32));
     a.push(Op::jmp(JmpCond::Eq, R1, 0, done));
-    a.push(Op::Call { helper: helper::KTIME_GET_NS });
+    a.push(Op::Call {
+        helper: helper::KTIME_GET_NS,
+    });
     a.push(Op::store(Size::U64, R10, st::AV + aff::V_TS, R0));
     a.push(Op::store(Size::U32, R10, st::AV + 4, 0));
     copy(a, R10, st::AV + aff::V_ID, R10, st::CTV + be::ID, 4);
@@ -336,7 +370,9 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::alu64(AluOp::Add, R3, i32::from(st::TMP)));
     a.push(Op::mov64(R4, 1));
     a.push(Op::store(Size::U64, R10, st::TMP, 0));
-    a.push(Op::Call { helper: helper::SKB_LOAD_BYTES });
+    a.push(Op::Call {
+        helper: helper::SKB_LOAD_BYTES,
+    });
     a.push(Op::load(Size::U8, R1, R10, st::TMP));
     a.push(Op::alu64(AluOp::And, R1, 15));
     a.push(Op::alu64(AluOp::Lsh, R1, 2));
@@ -361,7 +397,9 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::load(Size::U32, R3, R6, ctx_addr));
     a.push(Op::load(Size::U32, R4, R10, addr));
     a.push(Op::alu64(AluOp::Or, R5, BPF_F_PSEUDO_HDR | 4));
-    a.push(Op::Call { helper: helper::L4_CSUM_REPLACE });
+    a.push(Op::Call {
+        helper: helper::L4_CSUM_REPLACE,
+    });
     // L4: port.
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U64, R2, R10, st::TMP2));
@@ -371,14 +409,18 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(be16(R4));
     a.push(Op::load(Size::U64, R5, R10, st::TMP3));
     a.push(Op::alu64(AluOp::Or, R5, 2));
-    a.push(Op::Call { helper: helper::L4_CSUM_REPLACE });
+    a.push(Op::Call {
+        helper: helper::L4_CSUM_REPLACE,
+    });
     // IPv4 header checksum.
     a.push(Op::mov64(R1, R7));
     a.push(Op::mov64(R2, 14 + 10));
     a.push(Op::load(Size::U32, R3, R6, ctx_addr));
     a.push(Op::load(Size::U32, R4, R10, addr));
     a.push(Op::mov64(R5, 4));
-    a.push(Op::Call { helper: helper::L3_CSUM_REPLACE });
+    a.push(Op::Call {
+        helper: helper::L3_CSUM_REPLACE,
+    });
     // The bytes.
     a.push(Op::mov64(R1, R7));
     a.push(Op::mov64(R2, 14 + ip_off));
@@ -386,7 +428,9 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::alu64(AluOp::Add, R3, i32::from(addr)));
     a.push(Op::mov64(R4, 4));
     a.push(Op::mov64(R5, 0));
-    a.push(Op::Call { helper: helper::SKB_STORE_BYTES });
+    a.push(Op::Call {
+        helper: helper::SKB_STORE_BYTES,
+    });
     a.push(Op::load(Size::U16, R1, R10, port));
     a.push(be16(R1));
     a.push(Op::store(Size::U16, R10, st::TMP2, R1));
@@ -397,7 +441,9 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::alu64(AluOp::Add, R3, i32::from(st::TMP2)));
     a.push(Op::mov64(R4, 2));
     a.push(Op::mov64(R5, 0));
-    a.push(Op::Call { helper: helper::SKB_STORE_BYTES });
+    a.push(Op::Call {
+        helper: helper::SKB_STORE_BYTES,
+    });
     // The context.
     if end == End::Dst {
         if let Some(o) = c.orig_dst {
@@ -451,7 +497,13 @@ pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
     if env.lb_counters {
         count(a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
     }
-    emit_rewrite(a, &env.ctx, End::Src, st::RV + rev::ADDR, st::RV + rev::PORT);
+    emit_rewrite(
+        a,
+        &env.ctx,
+        End::Src,
+        st::RV + rev::ADDR,
+        st::RV + rev::PORT,
+    );
     a.push(Op::Ja { target: replied });
     a.bind(not);
 }
@@ -490,7 +542,9 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     // client).
     copy(a, R10, st::CTV + ct::SERVICE, R10, st::FEV + fe::SERVICE, 4);
     a.push(Op::store(Size::U32, R10, st::CTV + ct::SERVICE + 4, 0));
-    a.push(Op::Call { helper: helper::KTIME_GET_NS });
+    a.push(Op::Call {
+        helper: helper::KTIME_GET_NS,
+    });
     a.push(Op::store(Size::U64, R10, st::CTV + ct::TS, R0));
     update(a, map::CT, st::TK, st::CTV);
     copy(a, R10, st::RK + tuple::SRC, R10, st::CTV + be::ADDR, 16);

@@ -256,7 +256,11 @@ pub struct FeValue {
 }
 
 pub fn decode_fe(v: &[u8]) -> Option<FeValue> {
-    let w = |i: usize| -> Option<u32> { Some(u32::from_ne_bytes(v.get(i * 4..i * 4 + 4)?.try_into().ok()?)) };
+    let w = |i: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(
+            v.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+        ))
+    };
     Some(FeValue {
         service: w(0)?,
         set: w(1)?,
@@ -328,7 +332,9 @@ impl LbState {
             .collect();
         let mut per: BTreeMap<(usize, u8), Vec<Be>> = BTreeMap::new();
         for f in &t.frontends {
-            services[f.service].frontends.push(FeAddr::from(&f.frontend));
+            services[f.service]
+                .frontends
+                .push(FeAddr::from(&f.frontend));
             let set = &t.backend_sets[f.backends];
             per.entry((f.service, family(f.frontend.addr)))
                 .or_insert_with(|| set.backends.iter().map(Be::from).collect());
@@ -374,10 +380,12 @@ impl LbState {
         }
         for b in &backends {
             let next = &mut self.next_backend_id;
-            self.backend_ids.entry((service, b.addr, b.port)).or_insert_with(|| {
-                *next += 1;
-                *next - 1
-            });
+            self.backend_ids
+                .entry((service, b.addr, b.port))
+                .or_insert_with(|| {
+                    *next += 1;
+                    *next - 1
+                });
         }
         let id = self.next_set;
         self.next_set = self.next_set.wrapping_add(1);
@@ -433,7 +441,14 @@ impl LbState {
             ops.push(MapOp::Update {
                 map: map::BE.into(),
                 key: id.to_ne_bytes().to_vec(),
-                value: be_value(&Be { addr, port, weight: w }, id),
+                value: be_value(
+                    &Be {
+                        addr,
+                        port,
+                        weight: w,
+                    },
+                    id,
+                ),
             });
         }
         for (i, s) in self.services.iter().enumerate() {
@@ -459,7 +474,12 @@ impl LbState {
     /// filtered (weight > 0), sorted and deduplicated like the
     /// interpreter's candidates. Errors when `service` is unknown or no
     /// Maglev table is free.
-    pub fn set_backends(&mut self, service: usize, fam: u8, backends: Vec<Be>) -> Result<Vec<MapOp>, String> {
+    pub fn set_backends(
+        &mut self,
+        service: usize,
+        fam: u8,
+        backends: Vec<Be>,
+    ) -> Result<Vec<MapOp>, String> {
         let Some(svc) = self.services.get(service) else {
             return Err(format!("no service #{service}"));
         };
@@ -474,9 +494,11 @@ impl LbState {
         if let Some(set) = &new {
             for be in &set.backends {
                 let id = self.backend_ids[&(service, be.addr, be.port)];
-                let known = old
-                    .as_ref()
-                    .is_some_and(|o| o.backends.iter().any(|b| b.addr == be.addr && b.port == be.port && b.weight == be.weight));
+                let known = old.as_ref().is_some_and(|o| {
+                    o.backends
+                        .iter()
+                        .any(|b| b.addr == be.addr && b.port == be.port && b.weight == be.weight)
+                });
                 if !known {
                     ops.push(MapOp::Update {
                         map: map::BE.into(),
@@ -518,9 +540,11 @@ impl LbState {
                 self.free_tables.push_back(t);
             }
             for b in &o.backends {
-                let kept = new
-                    .as_ref()
-                    .is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port));
+                let kept = new.as_ref().is_some_and(|n| {
+                    n.backends
+                        .iter()
+                        .any(|x| x.addr == b.addr && x.port == b.port)
+                });
                 if !kept {
                     if let Some(id) = self.backend_ids.remove(&(service, b.addr, b.port)) {
                         ops.push(MapOp::Delete {
@@ -563,7 +587,10 @@ impl MapsModel {
         for op in ops {
             match op {
                 MapOp::Update { map, key, value } => {
-                    self.maps.entry(map.clone()).or_default().insert(key.clone(), value.clone());
+                    self.maps
+                        .entry(map.clone())
+                        .or_default()
+                        .insert(key.clone(), value.clone());
                 }
                 MapOp::Delete { map, key } => {
                     if let Some(m) = self.maps.get_mut(map) {

@@ -174,14 +174,56 @@ impl Capacity {
     /// Every map, sized by this capacity.
     pub fn maps(&self) -> Vec<MapDef> {
         vec![
-            MapDef::new(map::FE, MapType::Hash, fe_key::SIZE, fe::SIZE, self.frontends.max(1)),
-            MapDef::new(map::SLOT, MapType::Hash, slot_key::SIZE, be::SIZE, self.slots.max(1)),
+            MapDef::new(
+                map::FE,
+                MapType::Hash,
+                fe_key::SIZE,
+                fe::SIZE,
+                self.frontends.max(1),
+            ),
+            MapDef::new(
+                map::SLOT,
+                MapType::Hash,
+                slot_key::SIZE,
+                be::SIZE,
+                self.slots.max(1),
+            ),
             MapDef::new(map::BE, MapType::Hash, 4, be::SIZE, self.backends.max(1)),
-            MapDef::new(map::MGL, MapType::Array, 4, MAGLEV_M * 4, self.tables.max(1)),
-            MapDef::new(map::AFF, MapType::LruHash, aff::KEY_SIZE, aff::VALUE_SIZE, self.affinity.max(1)),
-            MapDef::new(map::CT, MapType::LruHash, tuple::SIZE, ct::VALUE_SIZE, self.conntrack.max(1)),
-            MapDef::new(map::REV, MapType::LruHash, tuple::SIZE, rev::VALUE_SIZE, self.conntrack.max(1)),
-            MapDef::new(map::SK, MapType::LruHash, sk::KEY_SIZE, sk::VALUE_SIZE, self.sockets.max(1)),
+            MapDef::new(
+                map::MGL,
+                MapType::Array,
+                4,
+                MAGLEV_M * 4,
+                self.tables.max(1),
+            ),
+            MapDef::new(
+                map::AFF,
+                MapType::LruHash,
+                aff::KEY_SIZE,
+                aff::VALUE_SIZE,
+                self.affinity.max(1),
+            ),
+            MapDef::new(
+                map::CT,
+                MapType::LruHash,
+                tuple::SIZE,
+                ct::VALUE_SIZE,
+                self.conntrack.max(1),
+            ),
+            MapDef::new(
+                map::REV,
+                MapType::LruHash,
+                tuple::SIZE,
+                rev::VALUE_SIZE,
+                self.conntrack.max(1),
+            ),
+            MapDef::new(
+                map::SK,
+                MapType::LruHash,
+                sk::KEY_SIZE,
+                sk::VALUE_SIZE,
+                self.sockets.max(1),
+            ),
             MapDef::new(map::CNT, MapType::PercpuArray, 4, 8, cnt::SIZE),
         ]
     }

@@ -59,7 +59,9 @@ pub mod layout;
 pub mod object;
 pub mod sock;
 
-pub use emit::{emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End, RejectCount, StageEnv};
+pub use emit::{
+    emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End, RejectCount, StageEnv,
+};
 pub use fill::{Be, LbState, MapOp, MapsModel, Options};
 pub use layout::Capacity;
 

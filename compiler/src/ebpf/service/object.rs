@@ -3,7 +3,10 @@
 //! hand-written parse + hash-lookup baseline for measurements.
 
 use crate::ebpf::codegen::layout::{ctx, map as pmap};
-use crate::ebpf::{AluOp, Asm, Assembled, ByteOrder, JmpCond, MapDef, MapType, ObjectDef, Op, ProgramDef, Reg, Size};
+use crate::ebpf::{
+    AluOp, Asm, Assembled, ByteOrder, JmpCond, MapDef, MapType, ObjectDef, Op, ProgramDef, Reg,
+    Size,
+};
 
 use super::emit::{emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv};
 use super::layout::{fe_key, map, Capacity};
@@ -24,7 +27,11 @@ const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 
 fn be16(r: Reg) -> Op {
-    Op::Endian { order: ByteOrder::Be, bits: 16, dst: r }
+    Op::Endian {
+        order: ByteOrder::Be,
+        bits: 16,
+        dst: r,
+    }
 }
 
 /// Parses Ethernet / IPv4 / TCP-UDP ports into the context at r6 (pass
@@ -150,7 +157,13 @@ pub fn baseline_program() -> Assembled {
 /// Maps of the service object: the service maps plus the scratch context.
 pub fn object_maps(cap: &Capacity) -> Vec<MapDef> {
     let mut maps = cap.maps();
-    maps.push(MapDef::new(pmap::CTX, MapType::PercpuArray, 4, ctx::SIZE, 1));
+    maps.push(MapDef::new(
+        pmap::CTX,
+        MapType::PercpuArray,
+        4,
+        ctx::SIZE,
+        1,
+    ));
     maps
 }
 
@@ -165,8 +178,16 @@ pub fn service_object(cap: &Capacity) -> ObjectDef {
     ObjectDef {
         programs: vec![
             p(prog::TC, "classifier", tc_program()),
-            p(prog::CONNECT4, "cgroup/connect4", connect_program(Hook::Connect4)),
-            p(prog::SENDMSG4, "cgroup/sendmsg4", connect_program(Hook::Sendmsg4)),
+            p(
+                prog::CONNECT4,
+                "cgroup/connect4",
+                connect_program(Hook::Connect4),
+            ),
+            p(
+                prog::SENDMSG4,
+                "cgroup/sendmsg4",
+                connect_program(Hook::Sendmsg4),
+            ),
             p(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
             p(prog::BASELINE, "classifier", baseline_program()),
         ],

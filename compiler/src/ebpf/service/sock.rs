@@ -27,7 +27,7 @@ use crate::ebpf::{AluOp, Asm, Assembled, ByteOrder, JmpCond, Op, Operand, Reg, S
 use crate::flowhash::flow_hash;
 use crate::model::Proto;
 
-use super::emit::{count, copy, emit_choose, frontend_key_from_tuple, helper, lookup, st, update};
+use super::emit::{copy, count, emit_choose, frontend_key_from_tuple, helper, lookup, st, update};
 use super::layout::{be, cnt, fe, map, sk, tuple};
 use Reg::*;
 
@@ -53,7 +53,11 @@ pub fn connect_flow_hash(src: Option<Ipv4Addr>, frontend: IpAddr, port: u16, pro
 }
 
 fn be16(r: Reg) -> Op {
-    Op::Endian { order: ByteOrder::Be, bits: 16, dst: r }
+    Op::Endian {
+        order: ByteOrder::Be,
+        bits: 16,
+        dst: r,
+    }
 }
 
 /// Which hook a connect-time program is for.
@@ -76,7 +80,10 @@ pub fn connect_program(hook: Hook) -> Assembled {
         Hook::Connect4 => "connect4",
         Hook::Sendmsg4 => "sendmsg4",
     };
-    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: frontend?")));
+    a_.set_origin(
+        crate::ebpf::Origin::NONE,
+        Some(&format!("{what}: frontend?")),
+    );
     a_.push(Op::mov64(R6, R1));
     a_.push(Op::load(Size::U32, R1, R6, sock_addr::PROTOCOL));
     a_.push(Op::jmp(JmpCond::Eq, R1, 6, proto_ok));
@@ -106,9 +113,15 @@ pub fn connect_program(hook: Hook) -> Assembled {
     copy(a_, R10, st::FEV, R0, 0, fe::SIZE as i16);
     a_.push(Op::load(Size::U32, R1, R10, st::FEV + fe::COUNT));
     a_.push(Op::jmp(JmpCond::Eq, R1, 0, reject));
-    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: backend choice")));
+    a_.set_origin(
+        crate::ebpf::Origin::NONE,
+        Some(&format!("{what}: backend choice")),
+    );
     emit_choose(a_, missing);
-    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: rewrite destination")));
+    a_.set_origin(
+        crate::ebpf::Origin::NONE,
+        Some(&format!("{what}: rewrite destination")),
+    );
     a_.push(Op::load(Size::U32, R1, R10, st::CTV + be::ADDR));
     a_.push(Op::store(Size::U32, R6, sock_addr::USER_IP4, R1));
     a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
@@ -118,7 +131,9 @@ pub fn connect_program(hook: Hook) -> Assembled {
     a_.push(Op::load(Size::U8, R1, R10, st::TK + tuple::PROTO));
     a_.push(Op::jmp(JmpCond::Ne, R1, 17, not_udp));
     a_.push(Op::mov64(R1, R6));
-    a_.push(Op::Call { helper: helper::GET_SOCKET_COOKIE });
+    a_.push(Op::Call {
+        helper: helper::GET_SOCKET_COOKIE,
+    });
     a_.push(Op::store(Size::U64, R10, st::RK + sk::COOKIE, R0));
     copy(a_, R10, st::RK + sk::ADDR, R10, st::CTV + be::ADDR, 4);
     a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
@@ -136,7 +151,10 @@ pub fn connect_program(hook: Hook) -> Assembled {
     a_.bind(allow);
     a_.push(Op::mov64(R0, 1));
     a_.push(Op::Exit);
-    a_.set_origin(crate::ebpf::Origin::NONE, Some(&format!("{what}: no backends: EPERM")));
+    a_.set_origin(
+        crate::ebpf::Origin::NONE,
+        Some(&format!("{what}: no backends: EPERM")),
+    );
     a_.bind(reject);
     count(a_, map::CNT, Operand::Imm(cnt::NO_BACKENDS as i32));
     a_.push(Op::mov64(R0, 0));
@@ -153,9 +171,14 @@ pub fn connect_program(hook: Hook) -> Assembled {
 pub fn recvmsg_program() -> Assembled {
     let mut a = Asm::new();
     let allow = a.new_label("allow");
-    a.set_origin(crate::ebpf::Origin::NONE, Some("recvmsg4: reverse translation"));
+    a.set_origin(
+        crate::ebpf::Origin::NONE,
+        Some("recvmsg4: reverse translation"),
+    );
     a.push(Op::mov64(R6, R1));
-    a.push(Op::Call { helper: helper::GET_SOCKET_COOKIE });
+    a.push(Op::Call {
+        helper: helper::GET_SOCKET_COOKIE,
+    });
     a.push(Op::store(Size::U64, R10, st::RK + sk::COOKIE, R0));
     a.push(Op::load(Size::U32, R1, R6, sock_addr::USER_IP4));
     a.push(Op::store(Size::U32, R10, st::RK + sk::ADDR, R1));

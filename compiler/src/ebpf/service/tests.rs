@@ -62,24 +62,53 @@ fn ebpf_service_fill_layout() {
     m.apply(&st.initial_ops());
     let web = model.services.iter().position(|s| s.name == "web").unwrap();
     let db = model.services.iter().position(|s| s.name == "db").unwrap();
-    let empty = model.services.iter().position(|s| s.name == "empty").unwrap();
+    let empty = model
+        .services
+        .iter()
+        .position(|s| s.name == "empty")
+        .unwrap();
 
     // Frontends: all four, with their flags.
     assert_eq!(m.maps[map::FE].len(), 4);
-    let v = decode_fe(m.get(map::FE, &fe_key(&fe("10.96.0.1", 80, Proto::Tcp))).unwrap()).unwrap();
+    let v = decode_fe(
+        m.get(map::FE, &fe_key(&fe("10.96.0.1", 80, Proto::Tcp)))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(v.service, web as u32);
-    assert_eq!(v.count, 4, "weights 3 + 1 expanded into slots, weight 0 dropped");
+    assert_eq!(
+        v.count, 4,
+        "weights 3 + 1 expanded into slots, weight 0 dropped"
+    );
     assert_eq!(v.flags, 0);
     assert_eq!(v.table, u32::MAX);
-    let v2 = decode_fe(m.get(map::FE, &fe_key(&fe("10.96.0.1", 53, Proto::Udp))).unwrap()).unwrap();
-    assert_eq!(v2.set, v.set, "frontends of one service and family share a set");
-    let d = decode_fe(m.get(map::FE, &fe_key(&fe("10.96.0.2", 5432, Proto::Tcp))).unwrap()).unwrap();
+    let v2 = decode_fe(
+        m.get(map::FE, &fe_key(&fe("10.96.0.1", 53, Proto::Udp)))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v2.set, v.set,
+        "frontends of one service and family share a set"
+    );
+    let d = decode_fe(
+        m.get(map::FE, &fe_key(&fe("10.96.0.2", 5432, Proto::Tcp)))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(d.flags, FLAG_MAGLEV | FLAG_AFFINITY);
     assert_eq!(d.affinity_secs, 3600);
     assert_eq!(d.count, 3);
-    let e = decode_fe(m.get(map::FE, &fe_key(&fe("10.96.0.3", 80, Proto::Tcp))).unwrap()).unwrap();
+    let e = decode_fe(
+        m.get(map::FE, &fe_key(&fe("10.96.0.3", 80, Proto::Tcp)))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(e.count, 0, "no usable backend: reject");
-    assert_eq!(e.no_backends, g.provenance.id(&Provenance::NoBackends { service: empty }));
+    assert_eq!(
+        e.no_backends,
+        g.provenance.id(&Provenance::NoBackends { service: empty })
+    );
 
     // Random slots: 10.1.0.1 three times, 10.1.0.2 once.
     let mut seen = Vec::new();
@@ -96,7 +125,9 @@ fn ebpf_service_fill_layout() {
     assert_eq!(t.len(), MAGLEV_M as usize * 4);
     let interp = Interp::new(&model);
     for sport in 1000..1400u16 {
-        let src: IpAddr = format!("172.16.{}.{}", sport % 7, sport % 250).parse().unwrap();
+        let src: IpAddr = format!("172.16.{}.{}", sport % 7, sport % 250)
+            .parse()
+            .unwrap();
         let p = Packet::new(Proto::Tcp, src, sport, "10.96.0.2".parse().unwrap(), 5432);
         let o = interp.evaluate(&p);
         let want = o.service.unwrap().chosen.unwrap();
@@ -110,7 +141,12 @@ fn ebpf_service_fill_layout() {
     // Every map fits its capacity.
     for def in st.maps() {
         let n = m.maps.get(&def.name).map_or(0, |x| x.len());
-        assert!(n as u32 <= def.max_entries, "{}: {n} > {}", def.name, def.max_entries);
+        assert!(
+            n as u32 <= def.max_entries,
+            "{}: {n} > {}",
+            def.name,
+            def.max_entries
+        );
     }
 }
 
@@ -135,7 +171,10 @@ fn ebpf_service_backend_change_is_a_swap() {
     m.apply(&st.initial_ops());
     let f = fe("10.96.0.2", 5432, Proto::Tcp);
     let before = decode_fe(m.get(map::FE, &fe_key(&f)).unwrap()).unwrap();
-    let old_table = m.get(map::MGL, &before.table.to_ne_bytes()).unwrap().clone();
+    let old_table = m
+        .get(map::MGL, &before.table.to_ne_bytes())
+        .unwrap()
+        .clone();
 
     // Remove 10.2.0.2, add 10.2.0.9.
     let new: Vec<Be> = ["10.2.0.1", "10.2.0.3", "10.2.0.9"]
@@ -150,22 +189,33 @@ fn ebpf_service_backend_change_is_a_swap() {
     // Order: everything new is written before the frontend flips; old
     // slots are deleted only after.
     let flip = ops.iter().position(|o| o.map() == map::FE).unwrap();
-    assert!(ops[..flip].iter().all(|o| matches!(o, MapOp::Update { .. })));
+    assert!(ops[..flip]
+        .iter()
+        .all(|o| matches!(o, MapOp::Update { .. })));
     assert!(ops[..flip].iter().any(|o| o.map() == map::MGL));
-    assert!(ops[flip + 1..].iter().all(|o| matches!(o, MapOp::Delete { .. })));
+    assert!(ops[flip + 1..]
+        .iter()
+        .all(|o| matches!(o, MapOp::Delete { .. })));
     // The old table is not touched (readers in flight keep a valid view).
     assert!(ops.iter().all(|o| !matches!(o, MapOp::Update { map, key, .. } if map == map::MGL && *key == before.table.to_ne_bytes())));
     m.apply(&ops);
     let after = decode_fe(m.get(map::FE, &fe_key(&f)).unwrap()).unwrap();
     assert_ne!(after.set, before.set);
     assert_ne!(after.table, before.table);
-    assert_eq!(m.get(map::MGL, &before.table.to_ne_bytes()), Some(&old_table));
+    assert_eq!(
+        m.get(map::MGL, &before.table.to_ne_bytes()),
+        Some(&old_table)
+    );
     // No stale slots of the old set; the removed backend's id is gone.
     for s in 0..before.count {
         assert!(m.get(map::SLOT, &slot_key(before.set, s)).is_none());
     }
-    assert!(st.backend_id(db, "10.2.0.2".parse().unwrap(), 5432).is_none());
-    assert!(st.backend_id(db, "10.2.0.1".parse().unwrap(), 5432).is_some());
+    assert!(st
+        .backend_id(db, "10.2.0.2".parse().unwrap(), 5432)
+        .is_none());
+    assert!(st
+        .backend_id(db, "10.2.0.1".parse().unwrap(), 5432)
+        .is_some());
     // The new table is Maglev over the new candidates.
     let t = m.get(map::MGL, &after.table.to_ne_bytes()).unwrap();
     let want = maglev_table(&new);
@@ -179,7 +229,15 @@ fn ebpf_service_backend_change_is_a_swap() {
     // Many swaps in a row never run out of tables (freed ones are reused).
     for i in 0..50u8 {
         let ops = st
-            .set_backends(db, 4, vec![Be { addr: IpAddr::from([10, 2, 1, i]), port: 1, weight: 1 }])
+            .set_backends(
+                db,
+                4,
+                vec![Be {
+                    addr: IpAddr::from([10, 2, 1, i]),
+                    port: 1,
+                    weight: 1,
+                }],
+            )
             .unwrap();
         m.apply(&ops);
     }
@@ -193,7 +251,10 @@ fn ebpf_service_maglev_disruption_in_tables() {
     // 10 backends, remove one: ≤ 15% of 10,000 flows move, through the
     // tables the runtime writes.
     let mut src = String::from("service s {\n  frontend 10.96.0.9:80/tcp\n  backends { ");
-    src += &(1..=10).map(|i| format!("10.9.0.{i}:80")).collect::<Vec<_>>().join(", ");
+    src += &(1..=10)
+        .map(|i| format!("10.9.0.{i}:80"))
+        .collect::<Vec<_>>()
+        .join(", ");
     src += " }\n  balance maglev\n}\n";
     let (_, g) = compile(&src);
     let mut st = state(&g);
@@ -221,7 +282,10 @@ fn ebpf_service_maglev_disruption_in_tables() {
         .zip(&before)
         .filter(|(&h, b)| m.choose(&f, h).unwrap() != **b)
         .count();
-    let removed = before.iter().filter(|b| b.0 == IpAddr::from([10, 9, 0, 4])).count();
+    let removed = before
+        .iter()
+        .filter(|b| b.0 == IpAddr::from([10, 9, 0, 4]))
+        .count();
     assert!(moved >= removed);
     assert!(moved <= 1_500, "moved {moved} of 10000");
 }

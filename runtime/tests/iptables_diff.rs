@@ -1,0 +1,535 @@
+//! Proof of equivalence for the iptables back end: compiled rules applied
+//! with the runtime in the node namespace of a client — node — server
+//! topology, real TCP / UDP / ICMP sent for each case, and what got through
+//! compared with the reference interpreter's verdict.
+//!
+//! Models: every example and generated policies (`gen::model`). Maglev
+//! services are turned into random ones first (the back end refuses
+//! Maglev, E0501; the interpreter is asked about the backend that actually
+//! answered, so the comparison stays exact). Cases come from the graph's
+//! leaf packets, the interpreter's random packets and the examples' tests,
+//! normalized to what the harness can send (state new, both sides, ICMP as
+//! echo request) and kept when their addresses can be placed: sources in
+//! the client namespace, destinations in the server namespace. Bypass
+//! cases are left out: a bypassed flow is untracked, so its replies are new
+//! packets judged on their own (the meaning is per packet), which a
+//! request/response probe cannot observe.
+//!
+//! Needs root; skipped without, unless `CI` is set (then it fails).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use weir_compiler::bundle::{bundle, BundleInput, Target};
+use weir_compiler::check::check_program;
+use weir_compiler::gen;
+use weir_compiler::graph::{self, cover, Graph};
+use weir_compiler::interp::{expect_packet, BackendChoice, Interp, Outcome, Packet};
+use weir_compiler::model::{Balance, ConnState, Model, Proto, SteerAction, Verdict};
+use weir_compiler::source::SourceLoader;
+use weir_runtime::iptables::{Iptables, Options};
+use weir_runtime::netns::{Netns, Topology, NODE_SERVER_IF};
+use weir_runtime::Bundle;
+
+fn ready(test: &str) -> bool {
+    let ci = std::env::var_os("CI").is_some();
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!ci, "{test}: needs root (CI is set, so not skipping)");
+        eprintln!("{test}: skipped, needs root");
+        return false;
+    }
+    for program in ["ip", "iptables-restore", "ip6tables-restore", "ipset"] {
+        if weir_runtime::iptables::exec::find_program(program).is_none() {
+            assert!(!ci, "{test}: `{program}` is not installed (CI is set)");
+            eprintln!("{test}: skipped, `{program}` is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+struct Fs(PathBuf);
+
+impl SourceLoader for Fs {
+    fn load(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn stdlib_dir(&self) -> Option<PathBuf> {
+        Some(self.0.clone())
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every example, checked (name, model as written).
+fn examples() -> Vec<(String, Model)> {
+    let root = root();
+    let loader = Fs(root.join("stdlib-policies"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let inv = f.with_file_name("inventory.json");
+            let inv = inv.exists().then_some(inv);
+            let c = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
+            assert!(!c.has_errors(), "{} does not check", f.display());
+            (
+                f.file_stem().unwrap().to_string_lossy().into_owned(),
+                c.model,
+            )
+        })
+        .collect()
+}
+
+/// Maglev → random (see the module docs).
+fn random_balanced(mut m: Model) -> Model {
+    for s in &mut m.services {
+        s.balance = Balance::Random;
+    }
+    m
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-ipt-diff-{}-{}-{name}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The bundle `weir compile --target iptables` would write, written to
+/// `dir` and read back by the runtime.
+fn write_bundle(model: &Model, g: &Graph, dir: &Path) -> Bundle {
+    let art = weir_compiler::iptables::generate(g, model).expect("iptables can express it");
+    let mut backends = BTreeMap::new();
+    backends.insert(Target::Iptables, art);
+    let sources = vec![("policy.weir".to_string(), format!("{model:?}"))];
+    let files = bundle(&BundleInput {
+        model,
+        graph: g,
+        sources: &sources,
+        targets: &[Target::Iptables],
+        locate: &|_| serde_json::Value::Null,
+        backends,
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    Bundle::read(dir).unwrap()
+}
+
+fn placeable(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || v.is_broadcast()
+                || v.is_link_local()
+                || o[0] == 0
+                || o[0] >= 224)
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            !(v.is_loopback() || v.is_unspecified() || v.is_multicast() || (s & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// What the interpreter expects a probe to see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    /// No answer.
+    Nothing,
+    /// The server at this address answered.
+    Server(IpAddr),
+    /// The local proxy answered (redirect).
+    Proxy,
+}
+
+/// Marker the test proxy answers with.
+const PROXY_MARK: &str = "127.0.0.1";
+
+fn expected(o: &Outcome, answerer: IpAddr) -> Seen {
+    if o.verdict == Verdict::Deny {
+        return Seen::Nothing;
+    }
+    match o.steering.as_ref().map(|s| &s.action) {
+        Some(SteerAction::Redirect { .. }) => Seen::Proxy,
+        _ => Seen::Server(answerer),
+    }
+}
+
+struct Case {
+    p: Packet,
+    /// Frontend cases: candidate backends (addr, port).
+    backends: Option<Vec<(IpAddr, u16)>>,
+}
+
+/// Normalizes to what the harness can send; None if it cannot.
+fn normalize(p: &Packet) -> Option<Packet> {
+    let mut p = p.clone();
+    p.state = ConnState::New;
+    p.at = None;
+    match p.proto {
+        Proto::Tcp | Proto::Udp => {
+            if p.dport == 0 {
+                return None;
+            }
+        }
+        Proto::Icmp => {
+            p.icmp_type = if p.src.is_ipv4() { 8 } else { 128 };
+            p.icmp_code = 0;
+            p.dport = 0;
+            p.sport = 0;
+        }
+        Proto::Sctp => return None,
+    }
+    (p.src.is_ipv4() == p.dst.is_ipv4() && p.src != p.dst).then_some(p)
+}
+
+/// Picks the cases whose addresses can be placed.
+fn cases(model: &Model, g: &Graph, candidates: &[Packet]) -> (Vec<Case>, usize) {
+    let interp = Interp::new(model);
+    let mut side: HashMap<IpAddr, Side> = HashMap::new();
+    let vips: BTreeSet<IpAddr> = g
+        .services
+        .frontends
+        .iter()
+        .map(|f| f.frontend.addr)
+        .collect();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut bypass = 0;
+    for p in candidates {
+        let Some(p) = normalize(p) else { continue };
+        let key = (p.proto, p.src, p.dst, p.dport);
+        if !seen.insert(key) || vips.contains(&p.src) || !placeable(p.src) {
+            continue;
+        }
+        let fe = g.services.lookup(p.dst, p.dport, p.proto);
+        let mut need = vec![(p.src, Side::Client)];
+        let backends = match fe {
+            Some(fe) => {
+                let bs: Vec<(IpAddr, u16)> = g.services.backend_sets[fe.backends]
+                    .backends
+                    .iter()
+                    .map(|b| (b.addr, b.port))
+                    .collect();
+                need.extend(bs.iter().map(|b| (b.0, Side::Server)));
+                Some(bs)
+            }
+            None => {
+                if vips.contains(&p.dst) || !placeable(p.dst) {
+                    continue;
+                }
+                need.push((p.dst, Side::Server));
+                None
+            }
+        };
+        if need
+            .iter()
+            .any(|(a, s)| !placeable(*a) || side.get(a).is_some_and(|x| x != s))
+        {
+            continue;
+        }
+        // Bypass (and, for frontends, any backend's outcome) excluded.
+        let outcomes: Vec<Outcome> = match &backends {
+            None => vec![interp.evaluate(&p)],
+            Some(bs) => bs
+                .iter()
+                .map(|b| interp.evaluate_with(&p, BackendChoice::Pinned(b.0, b.1)))
+                .collect(),
+        };
+        let skip = outcomes.iter().any(|o| {
+            matches!(
+                o.steering.as_ref().map(|s| &s.action),
+                Some(SteerAction::Bypass)
+            ) || (p.proto == Proto::Icmp
+                && matches!(
+                    o.steering.as_ref().map(|s| &s.action),
+                    Some(SteerAction::Redirect { .. })
+                ))
+        });
+        if skip {
+            bypass += 1;
+            continue;
+        }
+        for (a, s) in need {
+            side.insert(a, s);
+        }
+        out.push(Case { p, backends });
+    }
+    (out, bypass)
+}
+
+/// A proxy in the node namespace on `[::]:port` (TCP and UDP, both
+/// families) answering with [`PROXY_MARK`].
+fn start_proxy(node: &Netns, port: u16) {
+    let sa: SocketAddr = format!("[::]:{port}").parse().unwrap();
+    let tcp = node.run(move || TcpListener::bind(sa)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut c in tcp.incoming().flatten() {
+            let _ = c.write_all(PROXY_MARK.as_bytes());
+        }
+    });
+    let udp = node.run(move || UdpSocket::bind(sa)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(PROXY_MARK.as_bytes(), peer);
+        }
+    });
+}
+
+const ALLOW_WAIT: Duration = Duration::from_millis(2500);
+const DENY_WAIT: Duration = Duration::from_millis(500);
+
+/// Sends one case; what answered.
+fn probe(topo: &Topology, p: &Packet, wait: Duration) -> Seen {
+    let answer = match p.proto {
+        Proto::Tcp => topo.tcp_probe(p.src, p.dst, p.dport, wait),
+        Proto::Udp => topo.udp_probe(p.src, p.dst, p.dport, wait),
+        Proto::Icmp => {
+            return if topo.icmp_probe(p.src, p.dst, wait) {
+                Seen::Server(p.dst)
+            } else {
+                Seen::Nothing
+            }
+        }
+        Proto::Sctp => None,
+    };
+    match answer {
+        None => Seen::Nothing,
+        Some(a) if a.to_string() == PROXY_MARK => Seen::Proxy,
+        Some(a) => Seen::Server(a),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    models: usize,
+    cases: usize,
+    allowed: usize,
+    frontend: usize,
+    proxied: usize,
+    skipped: usize,
+    disagreements: Vec<String>,
+}
+
+/// Applies `model`'s rules in a fresh topology and checks `candidates`.
+fn check_model(name: &str, model: &Model, candidates: &[Packet], t: &mut Tally) {
+    let g = graph::build(model);
+    let (cases, skipped) = cases(model, &g, candidates);
+    t.skipped += skipped;
+    if cases.is_empty() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    // Unknown destinations (frontends without a backend) reach FORWARD.
+    let o = topo
+        .node
+        .exec("ip", &["route", "add", "default", "dev", NODE_SERVER_IF])
+        .unwrap();
+    assert!(o.status.success());
+    let o = topo
+        .node
+        .exec(
+            "ip",
+            &["-6", "route", "add", "default", "dev", NODE_SERVER_IF],
+        )
+        .unwrap();
+    assert!(o.status.success());
+    let work = scratch(name);
+    let rt = Iptables::new(Options::netns(topo.node.name()).with_state_dir(work.join("state")));
+    let b = write_bundle(model, &g, &work.join("bundle"));
+    let r = rt
+        .apply(&b)
+        .unwrap_or_else(|e| panic!("{name}: apply: {e}"));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    let mut proxies = BTreeSet::new();
+    for per in g.steer_actions.iter() {
+        for a in per {
+            if let SteerAction::Redirect { port, .. } = a {
+                proxies.insert(*port);
+            }
+        }
+    }
+    for port in proxies {
+        start_proxy(&topo.node, port);
+    }
+    // Servers first, one at a time.
+    for c in &cases {
+        let targets: Vec<(IpAddr, u16)> = match &c.backends {
+            Some(bs) => bs.clone(),
+            None => vec![(c.p.dst, c.p.dport)],
+        };
+        for (a, port) in targets {
+            match c.p.proto {
+                Proto::Tcp => topo.serve_tcp(a, port).unwrap(),
+                Proto::Udp => topo.serve_udp(a, port).unwrap(),
+                _ => topo.add_server_addr(a).unwrap(),
+            }
+        }
+        topo.add_client_addr(c.p.src).unwrap();
+    }
+
+    let interp = Interp::new(model);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Seen)>> = Mutex::new(Vec::new());
+    let waits: Vec<Duration> = cases
+        .iter()
+        .map(|c| match &c.backends {
+            Some(_) => ALLOW_WAIT,
+            None => {
+                if interp.evaluate(&c.p).verdict == Verdict::Allow {
+                    ALLOW_WAIT
+                } else {
+                    DENY_WAIT
+                }
+            }
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..48 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= cases.len() {
+                    break;
+                }
+                let seen = probe(&topo, &cases[i].p, waits[i]);
+                results.lock().unwrap().push((i, seen));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| r.0);
+    t.models += 1;
+    for (i, seen) in results {
+        let c = &cases[i];
+        t.cases += 1;
+        if seen != Seen::Nothing {
+            t.allowed += 1;
+        }
+        if seen == Seen::Proxy {
+            t.proxied += 1;
+        }
+        let ok = match &c.backends {
+            None => expected(&interp.evaluate(&c.p), c.p.dst) == seen,
+            Some(bs) => {
+                t.frontend += 1;
+                // The back end chose some backend: the observation must be
+                // the interpreter's outcome for one of them.
+                bs.iter().any(|&(a, port)| {
+                    let o = interp.evaluate_with(&c.p, BackendChoice::Pinned(a, port));
+                    expected(&o, a) == seen
+                }) || (bs.is_empty() && seen == Seen::Nothing)
+            }
+        };
+        if !ok {
+            let o = interp.evaluate(&c.p);
+            t.disagreements.push(format!(
+                "{name}: {:?} {} -> {}:{} saw {seen:?}, interpreter {:?} by {:?} steering {:?}",
+                c.p.proto, c.p.src, c.p.dst, c.p.dport, o.verdict, o.decided_by, o.steering
+            ));
+        }
+    }
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(work);
+}
+
+fn candidates(model: &Model, seed: u64) -> Vec<Packet> {
+    let g = graph::build(model);
+    let mut v = cover::leaf_packets(&g, 20_000);
+    let mut rng = gen::Rng::new(seed ^ 0x1B7AB1E5);
+    v.extend(gen::packets(model, &mut rng, 60));
+    for t in &model.tests {
+        for e in &t.expects {
+            if e.from.synthetic_labels.is_none() && e.to.synthetic_labels.is_none() {
+                v.push(expect_packet(e));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn iptables_agrees_with_interpreter_in_netns() {
+    if !ready("iptables_agrees_with_interpreter_in_netns") {
+        return;
+    }
+    let started = Instant::now();
+    let mut t = Tally::default();
+    let mut policies = 0;
+    for (name, model) in examples() {
+        let model = random_balanced(model);
+        let c = candidates(&model, 1);
+        check_model(&name, &model, &c, &mut t);
+        policies += 1;
+    }
+    let mut seeds = 0;
+    for seed in 0..40u64 {
+        if seeds >= 24 {
+            break;
+        }
+        let model = random_balanced(gen::model(seed));
+        let before = t.cases;
+        let c = candidates(&model, seed);
+        check_model(&format!("gen{seed}"), &model, &c, &mut t);
+        if t.cases > before {
+            seeds += 1;
+            policies += 1;
+        }
+    }
+    eprintln!(
+        "iptables diff: {policies} policies ({} with cases), {} cases ({} got through, {} to frontends, {} to the proxy), {} bypass cases left out, {} disagreements, {:.1}s",
+        t.models,
+        t.cases,
+        t.allowed,
+        t.frontend,
+        t.proxied,
+        t.skipped,
+        t.disagreements.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for d in t.disagreements.iter().take(40) {
+        eprintln!("  {d}");
+    }
+    assert!(
+        t.disagreements.is_empty(),
+        "{} disagreements",
+        t.disagreements.len()
+    );
+    assert!(
+        policies >= 20 && t.cases >= 500,
+        "{policies} policies, {} cases",
+        t.cases
+    );
+}
