@@ -20,6 +20,8 @@ use weir_runtime::Bundle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
     Iptables,
+    /// TC programs (`weir.o`) attached to `--iface`.
+    Ebpf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -41,6 +43,9 @@ pub struct Target {
     /// Act inside this named network namespace (`ip netns add NAME`).
     #[arg(long)]
     pub netns: Option<String>,
+    /// Interface to attach to (TC ingress; `--backend ebpf`).
+    #[arg(long)]
+    pub iface: Option<String>,
     /// Directory of the state file (default: /run/weir/host or
     /// /run/weir/netns-NAME).
     #[arg(long)]
@@ -97,6 +102,9 @@ fn fail(e: impl std::fmt::Display) -> i32 {
 }
 
 pub fn run(args: Args) -> i32 {
+    if args.target.backend == Backend::Ebpf {
+        return crate::ebpf_cmd::apply(&args.dir, &args.target);
+    }
     let bundle = match Bundle::read(&args.dir) {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -133,6 +141,9 @@ pub fn run(args: Args) -> i32 {
 }
 
 pub fn run_detach(args: DetachArgs) -> i32 {
+    if args.target.backend == Backend::Ebpf {
+        return crate::ebpf_cmd::detach(&args.target);
+    }
     match args.target.runtime().detach() {
         Ok(r) => {
             if args.target.json {
@@ -155,6 +166,9 @@ pub fn run_detach(args: DetachArgs) -> i32 {
 }
 
 pub fn run_status(args: StatusArgs) -> i32 {
+    if args.target.backend == Backend::Ebpf {
+        return crate::ebpf_cmd::status(&args.target);
+    }
     match args.target.runtime().status() {
         Ok(s) => {
             if args.target.json {

@@ -157,7 +157,14 @@ pub fn run(args: Args) -> i32 {
                         let _ = writeln!(out, "{}:", t.name());
                         if let Some(obj) = section.as_object() {
                             for (k, v) in obj {
-                                let _ = writeln!(out, "  {k}: {v}");
+                                match v.as_str() {
+                                    Some(text) => {
+                                        let _ = writeln!(out, "  {k}: {text}");
+                                    }
+                                    None => {
+                                        let _ = writeln!(out, "  {k}: {v}");
+                                    }
+                                }
                             }
                         }
                     }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod apply;
 mod check;
 mod compile;
+mod ebpf_cmd;
 mod fmt;
 mod loader;
 mod lsp;
@@ -43,6 +44,8 @@ enum Command {
     Detach(apply::DetachArgs),
     /// Show the applied generation and whether it is in force.
     Status(apply::StatusArgs),
+    /// Per-rule packet counters of the applied eBPF generation.
+    Stats(ebpf_cmd::StatsArgs),
 }
 
 fn main() {
@@ -57,6 +60,7 @@ fn main() {
         Command::Apply(args) => apply::run(args),
         Command::Detach(args) => apply::run_detach(args),
         Command::Status(args) => apply::run_status(args),
+        Command::Stats(args) => ebpf_cmd::run_stats(args),
     };
     std::process::exit(code);
 }

@@ -24,8 +24,11 @@ pub fn generate(
 }
 
 // The generators are wired in as the back ends land (issues 4 and 5).
-fn ebpf(_model: &Model, _graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    Err(Vec::new())
+fn ebpf(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    use crate::ebpf::codegen;
+    codegen::generate(model, graph, &codegen::Options::default())
+        .map(|out| out.artifacts())
+        .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
 }
 
 fn iptables(_model: &Model, _graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {

@@ -22,7 +22,7 @@
 //! - **policies** (`M`, `R` rules each): 1 in 10 in a `security` tier
 //!   (namespace-wide subjects, `deny`/`pass`/`log`), the rest in the
 //!   default tier on one deployment (`app == …`, sometimes `&& env ==
-//!   "prod"`). Rules allow TCP ports or ranges from deployments, tiers or
+//!   "prod"`; subjects spread evenly over the deployments). Rules allow TCP ports or ranges from deployments, tiers or
 //!   namespaces, UDP 53 to DNS, ICMP echo, CIDR peers (`192.168.x.0/24`,
 //!   `10.99.x.0/24` denies with `log`), `log` rules, a trailing `deny from
 //!   any log` in some ingress blocks. About 70 % of a policy's rules are
@@ -436,15 +436,19 @@ pub fn model(p: &Params) -> Model {
     let mut policies: Vec<Policy> = (0..p.policies)
         .map(|m| {
             let sec = m % 10 == 0 && p.policies > 1;
+            // Spread subjects over the deployments (policy m on deployment
+            // m × D / M when there are fewer policies than deployments).
+            let d = if p.policies < deployments {
+                m * (deployments / p.policies.max(1))
+            } else {
+                m % deployments
+            };
             let applies_to = if sec {
                 eq("ns", format!("ns-{}", m % p.namespaces()))
             } else if m % 3 == 1 {
-                and(
-                    eq("app", format!("app-{}", m % deployments)),
-                    eq("env", "prod"),
-                )
+                and(eq("app", format!("app-{d}")), eq("env", "prod"))
             } else {
-                eq("app", format!("app-{}", m % deployments))
+                eq("app", format!("app-{d}"))
             };
             let n_in = if p.rules == 0 {
                 0

@@ -138,9 +138,15 @@ fn redirect_reachable(
 /// Rules of one address: `(match after -d, target)`.
 pub type AddrRules = (IpAddr, Vec<(String, String)>);
 
-/// A binary tree of chains over destination addresses; leaves hold the
-/// rules of at most four addresses (their matches carry their own
-/// comments; `cmt` is for the tree's rules). Returns the root chain.
+/// Fan-out of the address tree. nf_tables refuses chain graphs deeper
+/// than 16 jumps/gotos, so the tree is wide and shallow: 10,000 frontends
+/// are four levels.
+const FANOUT: usize = 8;
+
+/// A tree of chains over destination addresses (`FANOUT` ranges per
+/// level); leaves hold the rules of at most `FANOUT` addresses (their
+/// matches carry their own comments; `cmt` is for the tree's rules).
+/// Returns the root chain.
 pub fn addr_tree(
     out: &mut Tables,
     table: &'static str,
@@ -153,7 +159,7 @@ pub fn addr_tree(
     *counter += 1;
     let name = format!("WEIR-{prefix}{counter}");
     out.chain(table, &name);
-    if items.len() <= 4 {
+    if items.len() <= FANOUT {
         for (addr, rules) in items {
             let d = format!("-d {addr}/{}", fam.host_len());
             for (m, t) in rules {
@@ -162,17 +168,24 @@ pub fn addr_tree(
         }
         return name;
     }
-    let mid = items.len() / 2;
-    let right = addr_tree(out, table, fam, prefix, counter, &items[mid..], cmt);
-    let left = addr_tree(out, table, fam, prefix, counter, &items[..mid], cmt);
-    let range = format!("-m iprange --dst-range {}-{}", items[mid].0, fam.max_addr());
-    out.rule(table, &name, &[&range, cmt, &format!("-g {right}")]);
-    out.rule(table, &name, &[cmt, &format!("-g {left}")]);
+    // FANOUT slices of equal size, tested from the highest down.
+    let per = items.len().div_ceil(FANOUT);
+    let slices: Vec<&[AddrRules]> = items.chunks(per).collect();
+    let children: Vec<String> = slices
+        .iter()
+        .map(|sl| addr_tree(out, table, fam, prefix, counter, sl, cmt))
+        .collect();
+    for (i, (sl, child)) in slices.iter().zip(&children).enumerate().rev() {
+        if i == 0 {
+            out.rule(table, &name, &[cmt, &format!("-g {child}")]);
+        } else {
+            let range = format!("-m iprange --dst-range {}-{}", sl[0].0, fam.max_addr());
+            out.rule(table, &name, &[&range, cmt, &format!("-g {child}")]);
+        }
+    }
     name
 }
 
-/// nat chains for the frontends with backends of `fam`; the root of the
-/// dispatch tree, if there is any such frontend.
 /// `before_dnat(k, i, out)` may return a call to put in front of the DNAT
 /// of backend `i` of frontend `k`.
 pub fn nat(

@@ -58,3 +58,4 @@ fn maglev_is_refused_unless_trivial() {
     }
     assert!(refused > 0);
 }
+

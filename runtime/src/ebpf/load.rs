@@ -131,6 +131,8 @@ pub fn load(
 ) -> Result<Generation, EbpfError> {
     let ct_path = shared.map(|d| d.join(names::CT));
     let mut loader = EbpfLoader::new();
+    // No CO-RE relocations to do: skip parsing the kernel's BTF.
+    loader.btf(None);
     if let Some(p) = &ct_path {
         loader.map_pin_path(names::CT, p.as_path());
     }

@@ -151,6 +151,9 @@ pub fn ct_key(p: &Packet) -> Vec<u8> {
 pub fn compile(model: &Model, g: &Graph, mode: Mode) -> EbpfOutput {
     let opts = Options {
         mode,
+        // Small maps: hundreds of generations are created per run.
+        conntrack_entries: 1024,
+        spare_endpoints: 64,
         ..Options::default()
     };
     codegen::generate(model, g, &opts).unwrap_or_else(|e| panic!("ebpf limits: {e:?}"))

@@ -72,7 +72,7 @@ use serde::{Deserialize, Serialize};
 
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
-use crate::bundle::{BackendArtifacts, SPARE_CLASSES, WEIR_O};
+use crate::bundle::{BackendArtifacts, SPARE_CLASSES, WEIR_ASM, WEIR_O};
 use crate::flowhash::proto_number;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
@@ -111,11 +111,14 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        // Well inside the i16 jump range (32767) and the verifier's 8192
-        // pending branches; ~16k insns keeps verification fast.
+        // Inside the i16 jump range (32767 slots) with room for stubs and
+        // dispatch. The verifier's 8192 pending branches bound a *path*'s
+        // branches (our searches are logarithmic), not a program's, so the
+        // jump budget only keeps the processed-instruction count (1M) far
+        // away: with state pruning at shared blocks it stays near the size.
         Budget {
-            max_slots: 16_000,
-            max_jumps: 4_000,
+            max_slots: 24_000,
+            max_jumps: 12_000,
         }
     }
 }
@@ -313,14 +316,28 @@ pub struct EbpfOutput {
 }
 
 impl EbpfOutput {
-    /// The bundle files and manifest section.
+    /// The bundle files (`weir.o`, `weir.asm`) and manifest section (with
+    /// a `capacity` object for `weir compile --report`).
     pub fn artifacts(&self) -> BackendArtifacts {
         let mut files = BTreeMap::new();
         files.insert(WEIR_O.to_string(), self.object.clone());
-        BackendArtifacts {
-            files,
-            manifest: serde_json::to_value(&self.manifest).expect("manifest serializes"),
+        files.insert(WEIR_ASM.to_string(), self.listing.clone().into_bytes());
+        let mut manifest = serde_json::to_value(&self.manifest).expect("manifest serializes");
+        let mut cap = serde_json::Map::new();
+        for p in &self.manifest.programs {
+            cap.insert(
+                format!("program {}", p.name),
+                serde_json::json!(format!("{} insns", p.insns)),
+            );
         }
+        for m in &self.manifest.maps {
+            cap.insert(
+                format!("map {}", m.name),
+                serde_json::json!(format!("{} filled / {} max", m.filled, m.max_entries)),
+            );
+        }
+        manifest["capacity"] = serde_json::Value::Object(cap);
+        BackendArtifacts { files, manifest }
     }
 
     /// Capacity lines for `weir compile --report`.
@@ -478,19 +495,44 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         });
     }
 
-    // Stages.
+    // Stages: split, assemble, and split tighter while a stage comes out
+    // larger than the budget (stubs and dispatch are only known after).
     let sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
         .map(|b| stages::measure(&gen, b))
         .collect();
     let mut limits = Vec::new();
-    let stage_of = match stages::split(&sizes, &opts.budget) {
-        Ok(s) => s,
-        Err(b) => {
-            return Err(vec![Limit::BlockTooLarge {
-                block: gen.block_name(b),
-                slots: sizes[b].slots,
-                jumps: sizes[b].jumps,
-            }])
+    let mut budget = opts.budget;
+    let (stage_of, staged) = loop {
+        let stage_of = match stages::split(&sizes, &budget) {
+            Ok(s) => s,
+            Err(b) => {
+                return Err(vec![Limit::BlockTooLarge {
+                    block: gen.block_name(b),
+                    slots: sizes[b].slots,
+                    jumps: sizes[b].jumps,
+                }])
+            }
+        };
+        let n = stage_of.iter().max().map_or(1, |m| m + 1);
+        if n > MAX_STAGES {
+            break (stage_of, None);
+        }
+        let over = |staged: &Vec<stages::Stage>| {
+            staged
+                .iter()
+                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(stages::HARD_SLOTS))
+        };
+        match stages::assemble(&gen, &stage_of) {
+            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
+            result => {
+                if budget.max_slots < 64 {
+                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
+                        stage: 0,
+                        reason: "cannot split under the budget".into(),
+                    })]);
+                }
+                budget.max_slots = budget.max_slots * 4 / 5;
+            }
         }
     };
     let nstages = stage_of.iter().max().map_or(1, |m| m + 1);
@@ -583,7 +625,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     if !limits.is_empty() {
         return Err(limits);
     }
-    let staged = stages::assemble(&gen, &stage_of).map_err(|l| vec![l])?;
+    let staged = staged.expect("assembled when within the stage limit");
 
     let mut listing = String::new();
     let mut programs = Vec::new();

@@ -25,12 +25,10 @@ pub struct BlockSize {
     pub targets: usize,
 }
 
-/// Slots of one tail-call stub (the shared trampoline is in ENTRY_SLOTS).
-const STUB_SLOTS: usize = 3;
+/// Hard size of one program: the i16 conditional-jump range.
+pub const HARD_SLOTS: usize = 32_000;
 /// Slots of a stage's fixed entry code (context, rows) before dispatch.
 const ENTRY_SLOTS: usize = 40;
-/// Dispatch slots per entering block (binary search).
-const DISPATCH_SLOTS: usize = 3;
 
 pub fn measure(gen: &Gen, b: usize) -> BlockSize {
     let mut a = Asm::new();
@@ -61,7 +59,9 @@ pub fn split(sizes: &[BlockSize], budget: &Budget) -> Result<Vec<usize>, usize> 
     let mut stage_of = Vec::with_capacity(sizes.len());
     let (mut stage, mut slots, mut jumps) = (0usize, ENTRY_SLOTS, 0usize);
     for (b, s) in sizes.iter().enumerate() {
-        let cost = s.slots + s.targets * (STUB_SLOTS + DISPATCH_SLOTS);
+        // Most targets end up in the same stage; the real size is checked
+        // after assembly and the split redone tighter if a stage is over.
+        let cost = s.slots + s.targets;
         if cost + ENTRY_SLOTS > budget.max_slots || s.jumps > budget.max_jumps {
             return Err(b);
         }

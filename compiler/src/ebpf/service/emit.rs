@@ -39,6 +39,7 @@ pub const BPF_F_MARK_MANGLED_0: i32 = 1 << 5;
 /// Stack area of the stage (offsets from r10).
 pub const STACK_TOP: i16 = -160;
 pub const STACK_BOTTOM: i16 = -432;
+const _: () = assert!(STACK_BOTTOM >= -512, "BPF stack is 512 bytes");
 
 /// Stack slots (from r10).
 pub(crate) mod st {
@@ -508,12 +509,53 @@ pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
     a.bind(not);
 }
 
+/// The fast path for packets of flows the stage already translated: if
+/// the packet's tuple is in `weir_lb_ct`, DNAT it to the recorded backend
+/// (context updated, including `ct_key`); otherwise fall through. Meant
+/// for the policy pipeline's prologue, before its conntrack lookup, so
+/// that an established translated flow matches the (translated) conntrack
+/// entry and skips policy. After a translation, jumps to `done` if given,
+/// else falls through like on a miss.
+pub fn emit_established_dnat(a: &mut Asm, env: &StageEnv, done: Option<Label>) {
+    let skip = a.new_label("lb_not_established");
+    guard_v4_tcp_udp(a, &env.ctx, skip);
+    tuple_from_ctx(a, &env.ctx);
+    lookup(a, map::CT, st::TK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, skip));
+    copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
+    if env.lb_counters {
+        count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
+    }
+    copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
+    dnat(a, env);
+    if let Some(d) = done {
+        a.push(Op::Ja { target: d });
+    }
+    a.bind(skip);
+}
+
+/// DNAT to the backend at `st::CTV`, service at `st::FEV`.
+fn dnat(a: &mut Asm, env: &StageEnv) {
+    emit_rewrite(
+        a,
+        &env.ctx,
+        End::Dst,
+        st::CTV + be::ADDR,
+        st::CTV + be::PORT,
+    );
+    if let Some(o) = env.ctx.service {
+        a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::SERVICE));
+        a.push(Op::alu64(AluOp::Add, R1, 1));
+        a.push(Op::store(Size::U32, R6, o, R1));
+    }
+}
+
 /// The service stage (see the module docs). Falls through to nothing:
 /// always ends in a jump to `env.cont` or `env.drop`.
 pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     let c = &env.ctx;
     let new = a.new_label("lb_new_flow");
-    let dnat = a.new_label("lb_dnat");
+    let dnat_label = a.new_label("lb_dnat");
     let no_backends = a.new_label("lb_no_backends");
     let missing = a.new_label("lb_missing");
 
@@ -522,12 +564,12 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     // A translated flow keeps its backend.
     lookup(a, map::CT, st::TK);
     a.push(Op::jmp(JmpCond::Eq, R0, 0, new));
-    copy(a, R10, st::CTV, R0, 0, be::SIZE as i16);
+    copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
     if env.lb_counters {
         count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
     }
     copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
-    a.push(Op::Ja { target: dnat });
+    a.push(Op::Ja { target: dnat_label });
 
     // New flow: frontend?
     a.bind(new);
@@ -561,13 +603,8 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
         count(a, map::CNT, Operand::Imm(cnt::TRANSLATED as i32));
     }
 
-    a.bind(dnat);
-    emit_rewrite(a, c, End::Dst, st::CTV + be::ADDR, st::CTV + be::PORT);
-    if let Some(o) = c.service {
-        a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::SERVICE));
-        a.push(Op::alu64(AluOp::Add, R1, 1));
-        a.push(Op::store(Size::U32, R6, o, R1));
-    }
+    a.bind(dnat_label);
+    dnat(a, env);
     a.push(Op::Ja { target: env.cont });
 
     // No usable backend: reject (counted; the packet is dropped — see the

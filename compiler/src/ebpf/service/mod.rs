@@ -60,7 +60,8 @@ pub mod object;
 pub mod sock;
 
 pub use emit::{
-    emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End, RejectCount, StageEnv,
+    emit_established_dnat, emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End,
+    RejectCount, StageEnv,
 };
 pub use fill::{Be, LbState, MapOp, MapsModel, Options};
 pub use layout::Capacity;

@@ -8,7 +8,9 @@ use crate::ebpf::{
     Size,
 };
 
-use super::emit::{emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv};
+use super::emit::{
+    emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
+};
 use super::layout::{fe_key, map, Capacity};
 use super::sock::{connect_program, recvmsg_program, Hook};
 use Reg::*;
@@ -110,6 +112,7 @@ pub fn tc_program() -> Assembled {
         lb_counters: true,
     };
     emit_reverse_nat(&mut a, &env, ok);
+    emit_established_dnat(&mut a, &env, Some(ok));
     emit_service_stage(&mut a, &env);
     a.bind(ok);
     a.push(Op::mov64(R0, 0));

@@ -1,0 +1,398 @@
+//! eBPF per-packet cost with BPF_PROG_TEST_RUN: the baselines, built with
+//! weir's own assembler and ELF writer ("the same way" as weir's
+//! programs), and weir's compiled program.
+//!
+//! Baselines (all TC classifiers, one IPv4/TCP frame):
+//! - **empty**: `r0 = TC_ACT_OK; exit` — the cost of the test-run loop;
+//! - **one lookup**: parse Ethernet + IPv4, one hash lookup of the
+//!   destination address (hit) — the "one-lookup program";
+//! - **parse + LPM + hash**: parse Ethernet + IPv4 + ports, LPM lookup of
+//!   the destination in a 10,000-prefix trie (→ class), then one hash
+//!   lookup of (class, proto, port) in a 10,000-entry map — the issue's
+//!   "hand-written parse + LPM + hash lookup program".
+//!
+//! Each cost is the kernel's per-repetition time (`repeat` repetitions per
+//! run), the median of `runs` runs.
+
+use std::time::Instant;
+
+use aya::maps::Map;
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::Ebpf;
+use weir_compiler::ebpf::codegen::{self, layout, Mode, Options};
+use weir_compiler::ebpf::*;
+use weir_compiler::graph::Graph;
+use weir_compiler::interp::Packet;
+use weir_compiler::model::{Model, Verdict};
+use weir_runtime::ebpf::load::{delete_raw, update_raw};
+
+use crate::flows::frame;
+use crate::stats::median;
+
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+
+/// How hard to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Effort {
+    pub repeat: u32,
+    pub runs: usize,
+}
+
+fn prog(name: &str, code: Assembled) -> ProgramDef {
+    ProgramDef {
+        name: name.into(),
+        section: "classifier".into(),
+        code,
+    }
+}
+
+fn empty_object() -> ObjectDef {
+    let mut a = Asm::new();
+    a.push(Op::mov64(Reg::R0, 0));
+    a.push(Op::Exit);
+    ObjectDef {
+        programs: vec![prog("bench_empty", a.assemble().expect("assembles"))],
+        maps: vec![],
+        license: "GPL".into(),
+    }
+}
+
+/// r2 = data, r3 = data_end; to `fail` unless `need` bytes are there.
+fn bounds(a: &mut Asm, need: i32, fail: Label) {
+    a.push(Op::load(Size::U32, Reg::R2, Reg::R6, SKB_DATA));
+    a.push(Op::load(Size::U32, Reg::R3, Reg::R6, SKB_DATA_END));
+    a.push(Op::mov64(Reg::R4, Reg::R2));
+    a.push(Op::alu64(AluOp::Add, Reg::R4, need));
+    a.push(Op::jmp(JmpCond::Gt, Reg::R4, Reg::R3, fail));
+}
+
+/// Ethertype IPv4 and IHL 5, else `fail`; leaves r2 = data.
+fn parse_ipv4(a: &mut Asm, need: i32, fail: Label) {
+    bounds(a, need, fail);
+    a.push(Op::load(Size::U16, Reg::R4, Reg::R2, 12));
+    a.push(Op::Endian {
+        order: ByteOrder::Be,
+        bits: 16,
+        dst: Reg::R4,
+    });
+    a.push(Op::jmp(JmpCond::Ne, Reg::R4, 0x0800, fail));
+    a.push(Op::load(Size::U8, Reg::R4, Reg::R2, 14));
+    a.push(Op::alu64(AluOp::And, Reg::R4, 0x0f));
+    a.push(Op::jmp(JmpCond::Ne, Reg::R4, 5, fail));
+}
+
+fn one_lookup_object(entries: u32) -> ObjectDef {
+    let mut a = Asm::new();
+    let pass = a.new_label("pass");
+    a.push(Op::mov64(Reg::R6, Reg::R1));
+    parse_ipv4(&mut a, 34, pass);
+    a.push(Op::load(Size::U32, Reg::R4, Reg::R2, 30));
+    a.push(Op::store(Size::U32, Reg::R10, -4, Reg::R4));
+    a.push(Op::mov64(Reg::R2, Reg::R10));
+    a.push(Op::alu64(AluOp::Add, Reg::R2, -4));
+    a.push(Op::ld_map_fd(Reg::R1, "bench_hash"));
+    a.push(Op::Call {
+        helper: helper::MAP_LOOKUP_ELEM,
+    });
+    a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, pass));
+    a.push(Op::load(Size::U32, Reg::R0, Reg::R0, 0));
+    a.push(Op::Exit);
+    a.bind(pass);
+    a.push(Op::mov64(Reg::R0, 0));
+    a.push(Op::Exit);
+    ObjectDef {
+        programs: vec![prog("bench_lookup", a.assemble().expect("assembles"))],
+        maps: vec![MapDef::new("bench_hash", MapType::Hash, 4, 4, entries)],
+        license: "GPL".into(),
+    }
+}
+
+fn lpm_hash_object(entries: u32) -> ObjectDef {
+    let mut a = Asm::new();
+    let pass = a.new_label("pass");
+    let classed = a.new_label("classed");
+    a.push(Op::mov64(Reg::R6, Reg::R1));
+    parse_ipv4(&mut a, 38, pass);
+    a.push(Op::load(Size::U8, Reg::R7, Reg::R2, 23)); // protocol
+    a.push(Op::load(Size::U16, Reg::R8, Reg::R2, 36)); // dport (network order)
+    a.push(Op::load(Size::U32, Reg::R4, Reg::R2, 30)); // daddr
+    a.push(Op::store(Size::U32, Reg::R10, -8, 32));
+    a.push(Op::store(Size::U32, Reg::R10, -4, Reg::R4));
+    a.push(Op::mov64(Reg::R2, Reg::R10));
+    a.push(Op::alu64(AluOp::Add, Reg::R2, -8));
+    a.push(Op::ld_map_fd(Reg::R1, "bench_lpm"));
+    a.push(Op::Call {
+        helper: helper::MAP_LOOKUP_ELEM,
+    });
+    a.push(Op::mov64(Reg::R9, 0));
+    a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, classed));
+    a.push(Op::load(Size::U32, Reg::R9, Reg::R0, 0));
+    a.bind(classed);
+    a.push(Op::store(Size::U32, Reg::R10, -16, Reg::R9));
+    a.push(Op::store(Size::U16, Reg::R10, -12, Reg::R8));
+    a.push(Op::store(Size::U8, Reg::R10, -10, Reg::R7));
+    a.push(Op::store(Size::U8, Reg::R10, -9, 0));
+    a.push(Op::mov64(Reg::R2, Reg::R10));
+    a.push(Op::alu64(AluOp::Add, Reg::R2, -16));
+    a.push(Op::ld_map_fd(Reg::R1, "bench_rules"));
+    a.push(Op::Call {
+        helper: helper::MAP_LOOKUP_ELEM,
+    });
+    a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, pass));
+    a.push(Op::load(Size::U32, Reg::R0, Reg::R0, 0));
+    a.push(Op::Exit);
+    a.bind(pass);
+    a.push(Op::mov64(Reg::R0, 0));
+    a.push(Op::Exit);
+    ObjectDef {
+        programs: vec![prog("bench_lpm_hash", a.assemble().expect("assembles"))],
+        maps: vec![
+            MapDef::lpm_trie("bench_lpm", 4, 4, entries + 16),
+            MapDef::new("bench_rules", MapType::Hash, 8, 4, entries + 16),
+        ],
+        license: "GPL".into(),
+    }
+}
+
+fn load(obj: &ObjectDef, name: &str) -> Result<Ebpf, String> {
+    let bytes = write_object(obj).map_err(|e| format!("{name}: ELF: {e:?}"))?;
+    let mut ebpf = Ebpf::load(&bytes).map_err(|e| format!("{name}: load: {e}"))?;
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    p.load().map_err(|e| format!("{name}: verifier: {e}"))?;
+    Ok(ebpf)
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Map, String> {
+    ebpf.map(name).ok_or_else(|| format!("no map {name}"))
+}
+
+/// Runs `p` on `data` `runs` times with `repeat` repetitions; returns the
+/// median per-repetition ns and the program's return value.
+pub fn measure(p: &SchedClassifier, data: &[u8], e: Effort) -> Result<(f64, u32), String> {
+    let mut out = vec![0u8; data.len() + 256];
+    let mut xs = Vec::new();
+    let mut ret = 0;
+    // One warm-up run.
+    for i in 0..=e.runs {
+        let opts = TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            repeat: e.repeat,
+            ..Default::default()
+        };
+        let r = p
+            .test_run(opts)
+            .map_err(|x| format!("BPF_PROG_TEST_RUN: {x}"))?;
+        ret = r.return_value;
+        if i > 0 {
+            xs.push(r.duration.as_nanos() as f64);
+        }
+    }
+    Ok((median(&xs), ret))
+}
+
+fn classifier<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a SchedClassifier, String> {
+    ebpf.program(name)
+        .ok_or_else(|| format!("no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// The three baselines' costs (ns).
+#[derive(Debug, Clone, Copy)]
+pub struct Baselines {
+    pub empty: f64,
+    pub one_lookup: f64,
+    pub lpm_hash: f64,
+}
+
+/// Builds, fills and measures the baselines on a frame to 10.64.0.5:5432.
+pub fn baselines(e: Effort, entries: u32) -> Result<Baselines, String> {
+    let pkt = Packet::new(
+        weir_compiler::model::Proto::Tcp,
+        crate::flows::CLIENT.into(),
+        40000,
+        "10.64.0.5".parse().expect("address"),
+        5432,
+    );
+    let data = frame(&pkt);
+    let dst = [10u8, 64, 0, 5];
+
+    let empty = load(&empty_object(), "bench_empty")?;
+    let (empty_ns, _) = measure(classifier(&empty, "bench_empty")?, &data, e)?;
+
+    let lookup = load(&one_lookup_object(entries + 1), "bench_lookup")?;
+    {
+        let m = map(&lookup, "bench_hash")?;
+        for i in 0..entries {
+            let k = (u32::from_be_bytes([10, 128, 0, 0]) + i).to_be_bytes();
+            update_raw(m, &k, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
+        }
+        update_raw(m, &dst, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
+    }
+    let (lookup_ns, _) = measure(classifier(&lookup, "bench_lookup")?, &data, e)?;
+
+    let lpm = load(&lpm_hash_object(entries), "bench_lpm_hash")?;
+    {
+        let trie = map(&lpm, "bench_lpm")?;
+        for i in 0..entries {
+            let net = (u32::from_be_bytes([100, 64, 0, 0]) + (i << 8)).to_be_bytes();
+            let mut k = 24u32.to_ne_bytes().to_vec();
+            k.extend_from_slice(&net);
+            update_raw(trie, &k, &(i + 2).to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
+        }
+        let mut k = 10u32.to_ne_bytes().to_vec();
+        k.extend_from_slice(&[10, 64, 0, 0]);
+        update_raw(trie, &k, &1u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
+        let rules = map(&lpm, "bench_rules")?;
+        for i in 0..entries {
+            let mut k = (i + 1).to_ne_bytes().to_vec();
+            k.extend_from_slice(&(1000 + (i % 50000) as u16).to_be_bytes());
+            k.extend_from_slice(&[6, 0]);
+            update_raw(rules, &k, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
+        }
+        let mut k = 1u32.to_ne_bytes().to_vec();
+        k.extend_from_slice(&5432u16.to_be_bytes());
+        k.extend_from_slice(&[6, 0]);
+        update_raw(rules, &k, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
+    }
+    let (lpm_ns, _) = measure(classifier(&lpm, "bench_lpm_hash")?, &data, e)?;
+    Ok(Baselines {
+        empty: empty_ns,
+        one_lookup: lookup_ns,
+        lpm_hash: lpm_ns,
+    })
+}
+
+/// One packet weir's program is measured on.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub label: String,
+    pub packet: Packet,
+    pub verdict: Verdict,
+}
+
+/// What weir's eBPF back end produced and what its program cost.
+#[derive(Debug, Clone, Default)]
+pub struct WeirEbpf {
+    /// Per probe: (label, median ns, verdict as expected).
+    pub costs: Vec<(String, f64, bool)>,
+    pub programs: usize,
+    pub insns: usize,
+    pub maps: Vec<(String, u32, u64)>,
+    pub codegen_ms: f64,
+    pub load_ms: f64,
+}
+
+/// The cost of weir's compiled eBPF program on each probe:
+/// `codegen::generate` (node mode) → `weir_runtime::ebpf::load` (verifier,
+/// maps filled from the manifest, prog array) → BPF_PROG_TEST_RUN on the
+/// entry program. `Err` names what failed (a limit, the verifier…).
+pub fn weir_program_cost(
+    model: &Model,
+    graph: &Graph,
+    probes: &[Probe],
+    e: Effort,
+) -> Result<WeirEbpf, String> {
+    let t = Instant::now();
+    let out = codegen::generate(
+        model,
+        graph,
+        &Options {
+            mode: Mode::Node,
+            ..Options::default()
+        },
+    )
+    .map_err(|ls| {
+        ls.iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let codegen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
+        .map_err(|e| format!("load: {e}"))?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let p = classifier(&g.ebpf, layout::MAIN_PROGRAM)?;
+    let mut costs = Vec::new();
+    for pr in probes {
+        let (ns, ret) = measure(p, &frame(&pr.packet), e)?;
+        let want = match pr.verdict {
+            Verdict::Allow => layout::TC_ACT_OK as u32,
+            Verdict::Deny => layout::TC_ACT_SHOT as u32,
+        };
+        costs.push((pr.label.clone(), ns, ret == want));
+    }
+    Ok(WeirEbpf {
+        costs,
+        programs: out.manifest.programs.len(),
+        insns: out.manifest.programs.iter().map(|p| p.insns).sum(),
+        maps: out
+            .manifest
+            .maps
+            .iter()
+            .map(|m| (m.name.clone(), m.max_entries, m.filled))
+            .collect(),
+        codegen_ms,
+        load_ms,
+    })
+}
+
+/// Update latencies of the eBPF data path (ms): endpoint add / remove as
+/// the class-map host entry the runtime writes for an endpoint of an
+/// existing class, and a full generation load (codegen + verifier + fill).
+#[derive(Debug, Clone, Default)]
+pub struct EbpfUpdates {
+    pub endpoint_add_ms: f64,
+    pub endpoint_remove_ms: f64,
+    pub full_load_ms: f64,
+    pub codegen_ms: f64,
+}
+
+pub fn updates(model: &Model, graph: &Graph, reps: usize) -> Result<EbpfUpdates, String> {
+    let t = Instant::now();
+    let out = codegen::generate(model, graph, &Options::default()).map_err(|ls| {
+        ls.iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let codegen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
+        .map_err(|e| format!("load: {e}"))?;
+    let full_load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let cls = map(&g.ebpf, layout::map::CLS4)?;
+    let class = out
+        .manifest
+        .fill
+        .cls4
+        .iter()
+        .map(|e| e.class)
+        .max()
+        .unwrap_or(0);
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for i in 0..reps as u32 {
+        let addr = (u32::from_be_bytes([10, 127, 0, 0]) + i).to_be_bytes();
+        let mut k = 32u32.to_ne_bytes().to_vec();
+        k.extend_from_slice(&addr);
+        let t = Instant::now();
+        update_raw(cls, &k, &class.to_ne_bytes()).map_err(|x| format!("add: {x}"))?;
+        add.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        delete_raw(cls, &k).map_err(|x| format!("remove: {x}"))?;
+        del.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(EbpfUpdates {
+        endpoint_add_ms: median(&add),
+        endpoint_remove_ms: median(&del),
+        full_load_ms,
+        codegen_ms,
+    })
+}

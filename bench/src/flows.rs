@@ -1,0 +1,278 @@
+//! The packets the benchmarks send, chosen with the reference interpreter
+//! so that each one takes a known, deep path: the deepest allowed flow
+//! between two endpoints, a denied flow to a selected endpoint (all of its
+//! ingress rules walked, then the tier default), and flows to service
+//! frontends. Also the Ethernet frames for BPF_PROG_TEST_RUN.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use weir_compiler::flowhash::proto_number;
+use weir_compiler::interp::{Interp, Outcome, Packet};
+use weir_compiler::model::{
+    Action, BackendSource, Direction, Endpoint, Model, PeerMatch, Policy, PortRange, Proto,
+    ProtoMatch, Rule, Sel, Verdict,
+};
+use weir_compiler::provenance::Provenance;
+use weir_grammar::{FileId, Span};
+
+/// A client address that is no endpoint (and in no rule's CIDR).
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The address of the synthetic `bench-client` endpoint.
+pub const BENCH_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub packet: Packet,
+    pub verdict: Verdict,
+    /// Rules the interpreter walked past, roughly (for choosing).
+    pub depth: usize,
+    pub what: String,
+}
+
+fn rule_index(d: &Option<weir_compiler::interp::SideDecision>) -> usize {
+    match d.as_ref().map(|d| &d.by) {
+        Some(Provenance::Rule { index, .. }) => index + 1,
+        _ => 0,
+    }
+}
+
+fn rules_of(model: &Model, dir: Direction, labels: &BTreeMap<String, String>) -> usize {
+    model
+        .policies
+        .iter()
+        .filter(|p| p.applies_to.matches(labels))
+        .map(|p| p.rules(dir).map_or(0, |r| r.len()))
+        .sum()
+}
+
+fn first_port(r: &Rule) -> Option<u16> {
+    match &r.proto {
+        ProtoMatch::Ports {
+            proto: Proto::Tcp,
+            ports,
+        } => ports.first().map(|p| p.lo),
+        _ => None,
+    }
+}
+
+/// The deepest allowed TCP flow between two endpoints and a denied TCP flow
+/// to a selected endpoint, sampled over (at most) `budget` policies.
+pub fn policy_flows(model: &Model, budget: usize) -> (Option<Flow>, Option<Flow>) {
+    let interp = Interp::new(model);
+    let mut best_allow: Option<Flow> = None;
+    let mut best_deny: Option<Flow> = None;
+    let n = model.policies.len();
+    let step = (n / budget.max(1)).max(1);
+    let find = |sel: &Sel, skip: Option<&str>| -> Option<&Endpoint> {
+        model
+            .endpoints
+            .iter()
+            .find(|e| sel.matches(&e.labels) && Some(e.name.as_str()) != skip)
+    };
+    for p in model.policies.iter().step_by(step) {
+        let Some(rules) = p.ingress.as_ref() else {
+            continue;
+        };
+        let Some(dst) = find(&p.applies_to, None) else {
+            continue;
+        };
+        let dst_ip = dst.addrs[0];
+        // Deny: a port no rule names (ingress isolation after every rule).
+        let pkt = Packet::new(Proto::Tcp, CLIENT.into(), 40000, dst_ip, 1);
+        let out = interp.evaluate(&pkt);
+        if out.verdict == Verdict::Deny {
+            let depth = rules_of(model, Direction::Ingress, &dst.labels);
+            if best_deny.as_ref().is_none_or(|b| depth > b.depth) {
+                best_deny = Some(Flow {
+                    packet: pkt,
+                    verdict: Verdict::Deny,
+                    depth,
+                    what: format!("{CLIENT} → {} ({}) tcp/1", dst_ip, dst.name),
+                });
+            }
+        }
+        // Allow: the last allow rules of the block, from an endpoint peer.
+        for r in rules.iter().rev().take(4) {
+            let (Action::Allow, PeerMatch::Selector(s), Some(port)) =
+                (r.action, &r.peer, first_port(r))
+            else {
+                continue;
+            };
+            let Some(src) = find(s, Some(&dst.name)) else {
+                continue;
+            };
+            let pkt = Packet::new(Proto::Tcp, src.addrs[0], 40000, dst_ip, port);
+            let out: Outcome = interp.evaluate(&pkt);
+            if out.verdict != Verdict::Allow {
+                continue;
+            }
+            let depth = rule_index(&out.ingress) + rule_index(&out.egress);
+            if best_allow.as_ref().is_none_or(|b| depth > b.depth) {
+                best_allow = Some(Flow {
+                    packet: pkt,
+                    verdict: Verdict::Allow,
+                    depth,
+                    what: format!(
+                        "{} ({}) → {} ({}) tcp/{port}",
+                        src.addrs[0], src.name, dst_ip, dst.name
+                    ),
+                });
+            }
+        }
+    }
+    (best_allow, best_deny)
+}
+
+/// Service indexes (model order) whose frontend is `proto`, IPv4 and
+/// allowed from `src` by the interpreter, with the flow.
+pub fn service_flows(model: &Model, proto: Proto, src: IpAddr) -> Vec<(usize, Flow)> {
+    let interp = Interp::new(model);
+    let mut out = Vec::new();
+    for (i, s) in model.services.iter().enumerate() {
+        let Some(f) = s
+            .frontends
+            .iter()
+            .find(|f| f.proto == proto && f.addr.is_ipv4())
+        else {
+            continue;
+        };
+        if let BackendSource::Select { .. } = s.backends {
+        } else {
+            continue;
+        }
+        let pkt = Packet::new(proto, src, 40000, f.addr, f.port);
+        let o = interp.evaluate(&pkt);
+        out.push((
+            i,
+            Flow {
+                packet: pkt,
+                verdict: o.verdict,
+                depth: 0,
+                what: format!("{src} → {} {}:{}", s.name, f.addr, f.port),
+            },
+        ));
+    }
+    out
+}
+
+fn span() -> Span {
+    Span {
+        file: FileId(0),
+        start: 0,
+        end: 1,
+    }
+}
+
+/// The model plus an endpoint `bench-client` ([`BENCH_CLIENT`]) whose
+/// egress policy allows only tcp/1: its packets to anything else are
+/// denied at its egress default after the service lookup, so they take
+/// the whole new-flow path without creating a conntrack entry.
+pub fn with_bench_client(model: &Model) -> Model {
+    let mut m = model.clone();
+    let mut labels = BTreeMap::new();
+    labels.insert("app".to_string(), "bench-client".to_string());
+    m.endpoints.push(Endpoint {
+        name: "bench-client".into(),
+        labels,
+        addrs: vec![BENCH_CLIENT.into()],
+        ready: true,
+        span: None,
+    });
+    m.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    let tier = m
+        .tiers
+        .iter()
+        .position(|t| t.name == "default")
+        .unwrap_or(0);
+    m.policies.push(Policy {
+        name: "bench-client".into(),
+        tier,
+        priority: 100,
+        applies_to: Sel::Eq("app".into(), "bench-client".into()),
+        ingress: None,
+        egress: Some(vec![Rule {
+            action: Action::Allow,
+            proto: ProtoMatch::Ports {
+                proto: Proto::Tcp,
+                ports: vec![PortRange { lo: 1, hi: 1 }],
+            },
+            peer: PeerMatch::Any,
+            log: false,
+            span: span(),
+        }]),
+        span: span(),
+        name_span: span(),
+    });
+    let tiers = m.tiers.clone();
+    m.policies.sort_by(|a, b| {
+        let ta = &tiers[a.tier];
+        let tb = &tiers[b.tier];
+        (ta.order, &ta.name, a.priority, &a.name).cmp(&(tb.order, &tb.name, b.priority, &b.name))
+    });
+    m
+}
+
+/// Ethernet + IPv4/IPv6 + L4 header for `p`, padded to 60 bytes.
+pub fn frame(p: &Packet) -> Vec<u8> {
+    let l4: Vec<u8> = match p.proto {
+        Proto::Tcp => {
+            let mut h = vec![0u8; 20];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[12] = 5 << 4;
+            h[13] = 0x02;
+            h
+        }
+        Proto::Udp => {
+            let mut h = vec![0u8; 8];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[4..6].copy_from_slice(&8u16.to_be_bytes());
+            h
+        }
+        Proto::Sctp => {
+            let mut h = vec![0u8; 12];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h
+        }
+        Proto::Icmp => {
+            let mut h = vec![0u8; 8];
+            h[0] = p.icmp_type;
+            h[1] = p.icmp_code;
+            h
+        }
+    };
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    match (p.src, p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            ip[8] = 64;
+            ip[9] = proto_number(p.proto);
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            f.extend(ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd]);
+            let mut ip = vec![0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+            ip[6] = proto_number(p.proto);
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s.octets());
+            ip[24..40].copy_from_slice(&d.octets());
+            f.extend(ip);
+        }
+        _ => panic!("mixed families in {p:?}"),
+    }
+    f.extend(l4);
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
+}

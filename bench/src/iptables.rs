@@ -1,0 +1,535 @@
+//! iptables per-packet cost in network namespaces, and update latency.
+//!
+//! A client — node — server topology (`weir_runtime::netns`): the node
+//! routes between the two and holds the rules. A **probe** is one new flow
+//! (a fresh socket, so conntrack sends its first packet through the nat
+//! table and the filter chains): a UDP request/response round trip, or a
+//! TCP connect plus the server's reply. The cost of a layout is the median
+//! round-trip time over many probes; its **overhead** is that minus the
+//! median with an empty ruleset on the same topology.
+//!
+//! Layouts:
+//! - **empty**: no rules (probes go straight to a backend address);
+//! - **kube-proxy**: the same services in kube-proxy's iptables layout —
+//!   `KUBE-SERVICES` with one `-d VIP -p P --dport N -j KUBE-SVC-i` rule per
+//!   service, in model order, each `KUBE-SVC-i` a `-m statistic --mode
+//!   random --probability 1/(n-j)` chain into `KUBE-SEP-i-j` DNAT chains;
+//! - **weir**: the iptables back end's bundle, applied with the runtime
+//!   (`Iptables::apply`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::graph::Graph;
+use weir_compiler::iptables as ipt;
+use weir_compiler::model::{BackendSource, Model, Proto};
+use weir_runtime::bundle::Family;
+use weir_runtime::iptables::{Iptables, Options, Variant};
+use weir_runtime::netns::Topology;
+use weir_runtime::Bundle;
+
+use crate::stats::median;
+
+/// The programs the kernel parts need that are not installed.
+pub fn missing_programs(v: Variant) -> Vec<String> {
+    [
+        "ip".to_string(),
+        "ipset".to_string(),
+        v.iptables(Family::Ipv4),
+        v.restore(Family::Ipv4),
+        v.save(Family::Ipv4),
+        v.restore(Family::Ipv6),
+        v.save(Family::Ipv6),
+    ]
+    .into_iter()
+    .filter(|p| weir_runtime::iptables::exec::find_program(p).is_none())
+    .collect()
+}
+
+/// Ready backends (address, port) of every service, in model order, with
+/// the first IPv4 frontend.
+pub fn resolved_services(model: &Model) -> Vec<(IpAddr, u16, Proto, Vec<(IpAddr, u16)>)> {
+    model
+        .services
+        .iter()
+        .filter_map(|s| {
+            let f = s.frontends.iter().find(|f| f.addr.is_ipv4())?;
+            let backends: Vec<(IpAddr, u16)> = match &s.backends {
+                BackendSource::Select { selector, port } => model
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.ready && selector.matches(&e.labels))
+                    .flat_map(|e| e.addrs.iter().filter(|a| a.is_ipv4()).map(|a| (*a, *port)))
+                    .collect(),
+                BackendSource::Explicit(list) => list
+                    .iter()
+                    .filter(|b| b.weight > 0 && b.addr.is_ipv4())
+                    .map(|b| (b.addr, b.port))
+                    .collect(),
+            };
+            Some((f.addr, f.port, f.proto, backends))
+        })
+        .collect()
+}
+
+fn pname(p: Proto) -> &'static str {
+    match p {
+        Proto::Udp => "udp",
+        Proto::Sctp => "sctp",
+        _ => "tcp",
+    }
+}
+
+/// kube-proxy's layout of `model`'s services as `iptables-restore` text
+/// for the nat table (a full table: it replaces whatever nat had).
+pub fn kube_proxy_rules(model: &Model) -> (String, usize) {
+    let mut chains = String::new();
+    let mut rules = String::new();
+    let mut n = 0;
+    chains.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n");
+    rules.push_str(
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n",
+    );
+    n += 1;
+    for (i, (vip, port, proto, backends)) in resolved_services(model).iter().enumerate() {
+        let p = pname(*proto);
+        let svc = format!("KUBE-SVC-{i}");
+        let _ = writeln!(chains, ":{svc} - [0:0]");
+        let _ = writeln!(
+            rules,
+            "-A KUBE-SERVICES -d {vip}/32 -p {p} -m {p} --dport {port} -j {svc}"
+        );
+        n += 1;
+        let k = backends.len();
+        for (j, (addr, bport)) in backends.iter().enumerate() {
+            let sep = format!("KUBE-SEP-{i}-{j}");
+            let _ = writeln!(chains, ":{sep} - [0:0]");
+            if j + 1 < k {
+                let _ = writeln!(
+                    rules,
+                    "-A {svc} -m statistic --mode random --probability {:.10} -j {sep}",
+                    1.0 / (k - j) as f64
+                );
+            } else {
+                let _ = writeln!(rules, "-A {svc} -j {sep}");
+            }
+            let _ = writeln!(
+                rules,
+                "-A {sep} -p {p} -m {p} -j DNAT --to-destination {addr}:{bport}"
+            );
+            n += 2;
+        }
+    }
+    (format!("{chains}{rules}COMMIT\n"), n)
+}
+
+const EMPTY_TABLES: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+
+/// Runs `iptables-restore` (full replace of the tables given) in the node.
+pub fn restore(topo: &Topology, v: Variant, text: &str) -> Result<(), String> {
+    let out = topo
+        .node
+        .exec_with_input(&v.restore(Family::Ipv4), &["-w"], Some(text))
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables-restore: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Removes every rule and set in the node.
+pub fn flush(topo: &Topology, v: Variant) -> Result<(), String> {
+    restore(topo, v, EMPTY_TABLES)?;
+    let _ = topo.node.exec("ipset", &["destroy"]);
+    Ok(())
+}
+
+/// weir's iptables bundle for `model`, written to `dir` (Maglev services
+/// are balanced randomly: the back end refuses Maglev otherwise, and the
+/// per-packet path is the same).
+pub fn write_bundle(model: &Model, graph: &Graph, dir: &Path) -> Result<BundleStats, String> {
+    let t = Instant::now();
+    let opts = ipt::Options {
+        maglev_as_random: true,
+        ..ipt::Options::default()
+    };
+    let art = ipt::generate_with(graph, model, &opts).map_err(|us| {
+        us.iter()
+            .map(|u| format!("{}: {}", u.construct, u.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let gen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let section = art.manifest.clone();
+    let mut backends = BTreeMap::new();
+    backends.insert(Target::Iptables, art);
+    let locate = |_s: weir_grammar::Span| Value::Null;
+    let sources = vec![("synth.weir".to_string(), String::new())];
+    let files = bundle::bundle(&BundleInput {
+        model,
+        graph,
+        sources: &sources,
+        targets: &[Target::Iptables],
+        locate: &locate,
+        backends,
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut stats = BundleStats {
+        gen_ms,
+        ..BundleStats::default()
+    };
+    for (name, bytes) in &files {
+        let mut bytes = bytes.clone();
+        if name == bundle::MANIFEST {
+            // Older runtimes read the section at the top level.
+            let mut m: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            m["iptables"] = section.clone();
+            bytes = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
+        }
+        if name == bundle::IPTABLES_RULES {
+            let text = String::from_utf8_lossy(&bytes);
+            stats.rules = text.lines().filter(|l| l.starts_with("-A ")).count();
+            stats.chains = text.lines().filter(|l| l.starts_with(':')).count();
+        }
+        if name == bundle::IPSET_RULES {
+            let text = String::from_utf8_lossy(&bytes);
+            stats.sets = text.lines().filter(|l| l.starts_with("create ")).count();
+            stats.set_entries = text.lines().filter(|l| l.starts_with("add ")).count();
+        }
+        std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
+    }
+    stats.manifest = section;
+    Ok(stats)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BundleStats {
+    pub gen_ms: f64,
+    pub rules: usize,
+    pub chains: usize,
+    pub sets: usize,
+    pub set_entries: usize,
+    pub manifest: Value,
+}
+
+/// The weir runtime for the node namespace, with its state in `state`.
+pub fn runtime(topo: &Topology, state: &Path, v: Variant) -> Iptables {
+    Iptables::new(
+        Options::netns(topo.node.name())
+            .with_state_dir(state)
+            .with_variant(v),
+    )
+}
+
+/// Applies a bundle directory; returns the wall time (ms).
+pub fn apply(rt: &Iptables, dir: &Path) -> Result<f64, String> {
+    let b = Bundle::read(dir).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    rt.apply(&b).map_err(|e| e.to_string())?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// `n` probes of new flows from `src` to `dst`; round-trip times in ns of
+/// the successful ones, and the number that failed.
+pub fn probe(
+    topo: &Topology,
+    proto: Proto,
+    src: IpAddr,
+    dst: SocketAddr,
+    n: usize,
+) -> (Vec<f64>, usize) {
+    let _ = topo.add_client_addr(src);
+    let mut times = Vec::with_capacity(n);
+    let mut failed = 0;
+    let timeout = Duration::from_millis(500);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(200);
+        left -= batch;
+        match proto {
+            Proto::Udp => {
+                let socks = topo.client.run(move || {
+                    (0..batch)
+                        .filter_map(|_| UdpSocket::bind(SocketAddr::new(src, 0)).ok())
+                        .collect::<Vec<_>>()
+                });
+                let Ok(socks) = socks else {
+                    failed += batch;
+                    continue;
+                };
+                failed += batch - socks.len();
+                let mut buf = [0u8; 256];
+                for s in socks {
+                    let ok = s.connect(dst).is_ok() && s.set_read_timeout(Some(timeout)).is_ok();
+                    let t = Instant::now();
+                    if ok && s.send(b"weir").is_ok() && s.recv(&mut buf).is_ok() {
+                        times.push(t.elapsed().as_nanos() as f64);
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+            _ => {
+                let socks = topo.client.run(move || {
+                    (0..batch)
+                        .filter_map(|_| tcp_socket(src).ok())
+                        .collect::<Vec<_>>()
+                });
+                let Ok(socks) = socks else {
+                    failed += batch;
+                    continue;
+                };
+                failed += batch - socks.len();
+                let mut buf = Vec::new();
+                for fd in socks {
+                    let t = Instant::now();
+                    match tcp_exchange(fd, dst, timeout, &mut buf) {
+                        true => times.push(t.elapsed().as_nanos() as f64),
+                        false => failed += 1,
+                    }
+                }
+            }
+        }
+    }
+    (times, failed)
+}
+
+fn tcp_socket(src: IpAddr) -> std::io::Result<OwnedFd> {
+    let IpAddr::V4(a) = src else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    // SAFETY: plain syscalls; the fd is owned right away.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &sin as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+fn tcp_exchange(fd: OwnedFd, dst: SocketAddr, timeout: Duration, buf: &mut Vec<u8>) -> bool {
+    let SocketAddr::V4(d) = dst else {
+        return false;
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: d.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(d.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let stream = TcpStream::from(fd);
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    // SAFETY: valid fd and sockaddr; a blocking connect.
+    let r = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            &sin as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return false;
+    }
+    buf.clear();
+    let mut s = stream;
+    s.read_to_end(buf).is_ok() && !buf.is_empty()
+}
+
+/// A measured layout: median RTT (ns) and failures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rtt {
+    pub median: f64,
+    pub failed: usize,
+    pub n: usize,
+}
+
+impl Rtt {
+    pub fn of(times: &[f64], failed: usize) -> Rtt {
+        Rtt {
+            median: median(times),
+            failed,
+            n: times.len() + failed,
+        }
+    }
+}
+
+/// Probes several targets (round-robin over them, `n` probes in all).
+pub fn probe_many(
+    topo: &Topology,
+    proto: Proto,
+    src: IpAddr,
+    dsts: &[SocketAddr],
+    n: usize,
+) -> Rtt {
+    let mut all = Vec::new();
+    let mut failed = 0;
+    if dsts.is_empty() {
+        return Rtt::default();
+    }
+    let per = n.div_ceil(dsts.len()).max(1);
+    for d in dsts {
+        let (t, f) = probe(topo, proto, src, *d, per);
+        all.extend(t);
+        failed += f;
+    }
+    Rtt::of(&all, failed)
+}
+
+/// Starts the servers of every backend of the given services.
+pub fn serve_backends(
+    topo: &Topology,
+    proto: Proto,
+    backends: &[(IpAddr, u16)],
+) -> Result<(), String> {
+    for (a, p) in backends {
+        match proto {
+            Proto::Udp => topo.serve_udp(*a, *p),
+            _ => topo.serve_tcp(*a, *p),
+        }
+        .map_err(|e| format!("server {a}:{p}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("weir-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::create_dir_all(&d);
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The sets an endpoint of class `class` must be added to (from the
+/// back end's manifest section), IPv4 only.
+pub fn sets_for_class(section: &Value, class: u64) -> Vec<String> {
+    section["sets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["family"] == json!("ipv4") || s["family"] == json!("inet"))
+                .filter(|s| {
+                    s["classes"]
+                        .as_array()
+                        .is_some_and(|cs| cs.iter().any(|c| c.as_u64() == Some(class)))
+                })
+                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The baseline client: [`bypass`] lets its packets skip every rule, so it
+/// measures the empty-ruleset path on the same topology, interleaved with
+/// the probes of the layout under test (no drift between them).
+pub const BASE_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 9);
+
+/// Inserts `-s BASE_CLIENT -j ACCEPT` first in every built-in chain a
+/// forwarded packet passes (raw, mangle, nat, filter).
+pub fn bypass(topo: &Topology, v: Variant) -> Result<(), String> {
+    let program = v.iptables(Family::Ipv4);
+    let src = format!("{BASE_CLIENT}/32");
+    for (table, chain) in [
+        ("raw", "PREROUTING"),
+        ("mangle", "PREROUTING"),
+        ("mangle", "FORWARD"),
+        ("mangle", "POSTROUTING"),
+        ("nat", "PREROUTING"),
+        ("nat", "POSTROUTING"),
+        ("filter", "FORWARD"),
+    ] {
+        let out = topo
+            .node
+            .exec(
+                &program,
+                &[
+                    "-w", "-t", table, "-I", chain, "1", "-s", &src, "-j", "ACCEPT",
+                ],
+            )
+            .map_err(|e| format!("iptables: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "iptables -t {table} -I {chain}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Interleaves probes: batches of 20 from the baseline client to `base`,
+/// then 20 from `src` to the `dsts` (round-robin), until `n` of each.
+/// Returns (baseline, test).
+pub fn measure_pair(
+    topo: &Topology,
+    proto: Proto,
+    base: SocketAddr,
+    src: IpAddr,
+    dsts: &[SocketAddr],
+    n: usize,
+) -> (Rtt, Rtt) {
+    let base_src: IpAddr = BASE_CLIENT.into();
+    // Warm-up: neighbours, routes, server threads.
+    let _ = probe(topo, proto, base_src, base, 5);
+    for d in dsts {
+        let _ = probe(topo, proto, src, *d, 5);
+    }
+    let (mut bt, mut bf, mut tt, mut tf) = (Vec::new(), 0, Vec::new(), 0);
+    let batch = 20;
+    let mut k = 0;
+    while bt.len() + bf < n {
+        let (t, f) = probe(topo, proto, base_src, base, batch);
+        bt.extend(t);
+        bf += f;
+        if dsts.is_empty() {
+            continue;
+        }
+        let (t, f) = probe(topo, proto, src, dsts[k % dsts.len()], batch);
+        k += 1;
+        tt.extend(t);
+        tf += f;
+    }
+    (Rtt::of(&bt, bf), Rtt::of(&tt, tf))
+}

@@ -1,0 +1,1317 @@
+//! weir's benchmarks (issue 9): one command, every figure measured in the
+//! same run against baselines measured in that run.
+//!
+//! `cargo run --release -p weir-bench -- [--quick] [--out BENCHMARKS.md]`
+//!
+//! Figures: eBPF per-packet cost (BPF_PROG_TEST_RUN) against an empty
+//! program, a one-lookup program and a parse + LPM + hash program built
+//! with weir's assembler; iptables per-packet cost in network namespaces
+//! against an empty ruleset and kube-proxy's linear layout of the same
+//! services; compile time and peak memory; update latency; program, map
+//! and rule sizes. Models come from [`weir_compiler::synth`].
+//!
+//! Kernel parts need root and `ip`, `iptables`, `ipset`: without them they
+//! are skipped and listed as problems (`--quick` under the smoke test
+//! fails instead when `CI` is set).
+
+pub mod compile;
+pub mod ebpf;
+pub mod flows;
+pub mod iptables;
+pub mod report;
+pub mod stats;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use weir_compiler::graph::cost::{capacity, Capacity};
+use weir_compiler::graph::Compiled;
+use weir_compiler::model::{Model, Proto, Verdict};
+use weir_compiler::synth::{self, Params};
+
+use crate::ebpf::{Baselines, Effort, Probe, WeirEbpf};
+use crate::iptables::Scratch;
+use crate::report::{Report, Table, Target, Verdict as TV};
+use crate::stats::{median, ms, ns, ratio, thousands, us};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Tiny sizes, few repetitions (seconds; no timing claims).
+    pub quick: bool,
+    pub seed: u64,
+    /// Run the parts that need root (eBPF, namespaces).
+    pub kernel: bool,
+    /// Print progress to stderr.
+    pub verbose: bool,
+    /// Which iptables the namespace measurements drive.
+    pub variant: weir_runtime::iptables::Variant,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            quick: false,
+            seed: 9,
+            kernel: true,
+            verbose: true,
+            variant: weir_runtime::iptables::Variant::Legacy,
+        }
+    }
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub rules: Vec<usize>,
+    pub services: Vec<usize>,
+    pub headline: Params,
+    pub effort: Effort,
+    pub probes: usize,
+    pub cli_runs: usize,
+    /// Services of the model the update latencies are measured on.
+    pub update_services: usize,
+    /// Endpoints of the rules-sweep models (and the services sweep's minimum).
+    pub endpoints: usize,
+    pub variant: weir_runtime::iptables::Variant,
+}
+
+impl Plan {
+    pub fn new(quick: bool, seed: u64) -> Plan {
+        if quick {
+            Plan {
+                rules: vec![10, 100],
+                services: vec![10, 100],
+                headline: Params {
+                    seed,
+                    services: 100,
+                    backends: 5,
+                    policies: 9,
+                    rules: 10,
+                    endpoints: 500,
+                    deployments: 50,
+                    cidr_rules: 10,
+                    ..Params::default()
+                },
+                effort: Effort {
+                    repeat: 10_000,
+                    runs: 3,
+                },
+                probes: 40,
+                cli_runs: 1,
+                update_services: 10,
+                endpoints: 300,
+                variant: weir_runtime::iptables::Variant::Legacy,
+            }
+        } else {
+            Plan {
+                rules: vec![10, 100, 1_000, 10_000, 100_000],
+                services: vec![10, 100, 1_000, 10_000],
+                headline: Params {
+                    seed,
+                    services: 10_000,
+                    backends: 5,
+                    policies: 900,
+                    rules: 10,
+                    endpoints: 50_000,
+                    deployments: 300,
+                    cidr_rules: 1_000,
+                    ..Params::default()
+                },
+                effort: Effort {
+                    repeat: 1_000_000,
+                    runs: 5,
+                },
+                probes: 2_000,
+                cli_runs: 3,
+                update_services: 1_000,
+                endpoints: 2_000,
+                variant: weir_runtime::iptables::Variant::Legacy,
+            }
+        }
+    }
+
+    /// The rules sweep: `total` rules (policies of 10), 10 services.
+    pub fn rules_params(&self, total: usize, seed: u64) -> Params {
+        Params {
+            seed,
+            services: 10,
+            backends: 3,
+            policies: (total / 10).max(1),
+            rules: total.min(10),
+            endpoints: self.endpoints,
+            deployments: 300,
+            cidr_rules: 0,
+            ..Params::default()
+        }
+    }
+
+    /// The services sweep: `n` services of 5 backends, 100 rules.
+    pub fn services_params(&self, n: usize, seed: u64) -> Params {
+        Params {
+            seed,
+            services: n,
+            backends: 5,
+            policies: 10,
+            rules: 10,
+            endpoints: (n * 5).max(self.endpoints),
+            deployments: 300,
+            cidr_rules: 0,
+            ..Params::default()
+        }
+    }
+}
+
+/// `true` if this process may use BPF and namespaces.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn machine() -> Vec<String> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |k| format!("{:.1} GiB", k / 1024.0 / 1024.0));
+    let ipt = std::process::Command::new("iptables")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "not installed".into());
+    vec![
+        format!("- CPU: {model}, {cores} cores; memory {mem}"),
+        format!("- kernel: {kernel}; {ipt} (the namespace measurements drive `iptables-legacy`, see below)"),
+    ]
+}
+
+/// One synthetic model with everything measured on it.
+struct Case {
+    label: String,
+    params: Params,
+    model: Model,
+    compiled: Compiled,
+    cap: Capacity,
+    inproc: compile::InProcess,
+}
+
+fn build_case(label: String, params: Params, log: &dyn Fn(&str)) -> Case {
+    log(&format!("{label}: generating and compiling"));
+    let model = synth::model(&params);
+    let (inproc, compiled) = compile::in_process(&model);
+    let cap = capacity(&compiled.graph);
+    Case {
+        label,
+        params,
+        model,
+        compiled,
+        cap,
+        inproc,
+    }
+}
+
+/// Runs everything in `opts`; never panics on a failing part (it becomes
+/// a problem in the report).
+pub fn run(opts: &Opts) -> Report {
+    let mut plan = Plan::new(opts.quick, opts.seed);
+    plan.variant = opts.variant;
+    let verbose = opts.verbose;
+    let started = Instant::now();
+    let log = move |s: &str| {
+        if verbose {
+            eprintln!("[{:>6.1}s] {s}", started.elapsed().as_secs_f64());
+        }
+    };
+    let mut rep = Report::default();
+    rep.header.push(format!(
+        "Run: `{}` (seed {}){}",
+        if opts.quick {
+            "cargo run --release -p weir-bench -- --quick"
+        } else {
+            "cargo run --release -p weir-bench -- --out BENCHMARKS.md"
+        },
+        opts.seed,
+        if opts.quick {
+            " — quick mode: tiny sizes, few repetitions, no claims"
+        } else {
+            ""
+        }
+    ));
+    rep.header.extend(machine());
+
+    let kernel = opts.kernel && is_root();
+    if opts.kernel && !is_root() {
+        rep.problems
+            .push("not root: eBPF and iptables measurements skipped".into());
+    }
+    let missing = iptables::missing_programs(plan.variant);
+    let ipt_ok = kernel && missing.is_empty();
+    if kernel && !missing.is_empty() {
+        rep.problems.push(format!(
+            "not installed: {} — iptables measurements skipped (apt-get install iptables ipset iproute2)",
+            missing.join(", ")
+        ));
+    }
+
+    // Models.
+    let rules_cases: Vec<Case> = plan
+        .rules
+        .iter()
+        .map(|&t| {
+            build_case(
+                format!("{} rules", thousands(t)),
+                plan.rules_params(t, opts.seed),
+                &log,
+            )
+        })
+        .collect();
+    let svc_cases: Vec<Case> = plan
+        .services
+        .iter()
+        .map(|&n| {
+            build_case(
+                format!("{} services", thousands(n)),
+                plan.services_params(n, opts.seed),
+                &log,
+            )
+        })
+        .collect();
+    let headline = build_case(
+        format!(
+            "{} services + {} rules + {} endpoints",
+            thousands(plan.headline.services),
+            thousands(plan.headline.total_rules()),
+            thousands(plan.headline.endpoints)
+        ),
+        plan.headline,
+        &log,
+    );
+
+    // eBPF.
+    let baselines = if kernel {
+        log("eBPF baselines");
+        match ebpf::baselines(plan.effort, 10_000) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                rep.problems.push(format!("eBPF baselines: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut ebpf_rules = Vec::new();
+    let mut ebpf_svcs = Vec::new();
+    if let Some(b) = baselines {
+        for c in &rules_cases {
+            log(&format!("eBPF: {}", c.label));
+            ebpf_rules.push(ebpf_rules_case(c, plan.effort));
+        }
+        for c in &svc_cases {
+            log(&format!("eBPF: {}", c.label));
+            ebpf_svcs.push(ebpf_service_case(c, plan.effort));
+        }
+        ebpf_tables(
+            &mut rep,
+            &b,
+            &rules_cases,
+            &ebpf_rules,
+            &svc_cases,
+            &ebpf_svcs,
+            &plan,
+        );
+    } else {
+        rep.targets.push(Target {
+            name: "eBPF: 100,000 rules vs 10 rules".into(),
+            goal: "≤ 1.2×".into(),
+            measured: "not run (needs root)".into(),
+            verdict: TV::NotMeasured,
+        });
+        rep.targets.push(Target {
+            name: "eBPF: 10,000 services vs parse + LPM + hash".into(),
+            goal: "≤ 1.3×".into(),
+            measured: "not run (needs root)".into(),
+            verdict: TV::NotMeasured,
+        });
+    }
+
+    // iptables.
+    if ipt_ok {
+        iptables_figures(&mut rep, &rules_cases, &svc_cases, &plan, &log);
+    } else {
+        rep.targets.push(Target {
+            name: "iptables: 10,000 services vs empty ruleset".into(),
+            goal: "≤ 1.3×".into(),
+            measured: "not run".into(),
+            verdict: TV::NotMeasured,
+        });
+        rep.targets.push(Target {
+            name: "iptables: kube-proxy overhead / weir overhead at 10,000 services".into(),
+            goal: "≥ 10×".into(),
+            measured: "not run".into(),
+            verdict: TV::NotMeasured,
+        });
+    }
+
+    // Compile.
+    compile_table(&mut rep, &rules_cases, &svc_cases, &headline, &plan, &log);
+
+    // Updates.
+    updates_table(&mut rep, &svc_cases, &plan, kernel, ipt_ok, &log);
+
+    // Sizes.
+    sizes_table(
+        &mut rep,
+        &rules_cases,
+        &svc_cases,
+        &headline,
+        &ebpf_rules,
+        &ebpf_svcs,
+    );
+
+    rep.header.push(format!(
+        "- total time of this run: {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    rep
+}
+
+type EbpfResult = Result<(WeirEbpf, Vec<String>), String>;
+
+fn ebpf_rules_case(c: &Case, e: Effort) -> EbpfResult {
+    let (allow, deny) = flows::policy_flows(&c.model, 300);
+    let mut probes = Vec::new();
+    let mut what = Vec::new();
+    if let Some(d) = deny {
+        what.push(format!(
+            "new flow, denied after every ingress rule: {}",
+            d.what
+        ));
+        probes.push(Probe {
+            label: "new flow (deny, deepest)".into(),
+            packet: d.packet,
+            verdict: d.verdict,
+        });
+    }
+    if let Some(a) = allow {
+        what.push(format!("allowed flow: {}", a.what));
+        probes.push(Probe {
+            label: "allowed flow (same packet repeated)".into(),
+            packet: a.packet,
+            verdict: a.verdict,
+        });
+    }
+    ebpf::weir_program_cost(&c.model, &c.compiled.graph, &probes, e).map(|w| (w, what))
+}
+
+fn ebpf_service_case(c: &Case, e: Effort) -> EbpfResult {
+    let m = flows::with_bench_client(&c.model);
+    let compiled = weir_compiler::graph::compile(&m);
+    let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
+    let Some((_, last)) = svcs.last() else {
+        return Err("no TCP selector service".into());
+    };
+    let interp = weir_compiler::interp::Interp::new(&m);
+    let verdict = interp.evaluate(&last.packet).verdict;
+    let probes = vec![Probe {
+        label: "new flow to the last service".into(),
+        packet: last.packet.clone(),
+        verdict,
+    }];
+    ebpf::weir_program_cost(&m, &compiled.graph, &probes, e).map(|w| {
+        (
+            w,
+            vec![format!("bench-client → last service: {}", last.what)],
+        )
+    })
+}
+
+fn cost_of(r: &EbpfResult, i: usize) -> Option<f64> {
+    r.as_ref()
+        .ok()
+        .and_then(|(w, _)| w.costs.get(i).map(|c| c.1))
+}
+
+fn cell(r: &EbpfResult, i: usize) -> String {
+    match r {
+        Ok((w, _)) => match w.costs.get(i) {
+            Some((_, v, true)) => ns(*v),
+            Some((_, v, false)) => format!("{} (wrong verdict!)", ns(*v)),
+            None => "–".into(),
+        },
+        Err(e) => format!("error: {}", short(e)),
+    }
+}
+
+fn short(s: &str) -> String {
+    let s = s.replace('|', "/");
+    if s.len() > 120 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(117).map_or(s.len(), |x| x.0)]
+        )
+    } else {
+        s
+    }
+}
+
+fn ebpf_tables(
+    rep: &mut Report,
+    b: &Baselines,
+    rules: &[Case],
+    er: &[EbpfResult],
+    svcs: &[Case],
+    es: &[EbpfResult],
+    plan: &Plan,
+) {
+    let mut t = Table::new(
+        "eBPF per-packet cost by rules (BPF_PROG_TEST_RUN, ns)",
+        &[
+            "rules",
+            "weir: new flow, deny after all rules",
+            "× empty",
+            "× one lookup",
+            "× parse+LPM+hash",
+            "× at smallest size",
+            "weir: allowed flow, same packet repeated",
+        ],
+    );
+    t.note(format!(
+        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Median of {} runs × {} repetitions. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow; from the 2nd repetition on it is a conntrack hit (the established fast path).",
+        ns(b.empty),
+        ns(b.one_lookup),
+        ns(b.lpm_hash),
+        plan.effort.runs,
+        thousands(plan.effort.repeat as usize)
+    ));
+    let base = cost_of(&er[0], 0);
+    for (c, r) in rules.iter().zip(er) {
+        let v = cost_of(r, 0).unwrap_or(f64::NAN);
+        t.row(vec![
+            thousands(c.params.total_rules()),
+            cell(r, 0),
+            ratio(v, b.empty),
+            ratio(v, b.one_lookup),
+            ratio(v, b.lpm_hash),
+            ratio(v, base.unwrap_or(f64::NAN)),
+            cell(r, 1),
+        ]);
+    }
+    for (c, r) in rules.iter().zip(er) {
+        match r {
+            Ok((_, what)) => {
+                for w in what {
+                    t.note(format!("- {}: {w}", c.label));
+                }
+            }
+            Err(e) => rep.problems.push(format!("eBPF {}: {e}", c.label)),
+        }
+    }
+    rep.tables.push(t);
+    let top = rules.last().map(|c| c.params.total_rules()).unwrap_or(0);
+    let (first, last) = (cost_of(&er[0], 0), er.last().and_then(|r| cost_of(r, 0)));
+    rep.targets.push(match (first, last) {
+        (Some(a), Some(z)) => Target {
+            name: format!("eBPF: {} rules vs 10 rules", thousands(top)),
+            goal: "≤ 1.2×".into(),
+            measured: format!("{} ({} vs {} ns)", ratio(z, a), ns(z), ns(a)),
+            verdict: if top >= 100_000 {
+                TV::from(Some(z / a <= 1.2))
+            } else {
+                TV::NotMeasured
+            },
+        },
+        _ => Target {
+            name: "eBPF: 100,000 rules vs 10 rules".into(),
+            goal: "≤ 1.2×".into(),
+            measured: "failed (see problems)".into(),
+            verdict: TV::from(Some(false)),
+        },
+    });
+
+    let mut t = Table::new(
+        "eBPF per-packet cost by services (BPF_PROG_TEST_RUN, ns)",
+        &[
+            "services",
+            "weir: new flow to the last service",
+            "× empty",
+            "× one lookup",
+            "× parse+LPM+hash",
+        ],
+    );
+    t.note("Models: `services` services of 5 backends (30 % Maglev), 100 rules, max(2,000, 5 × services) endpoints. The packet comes from an extra endpoint `bench-client` whose egress policy allows only tcp/1, to the last TCP service's frontend: parse, classify both addresses, conntrack miss, steering, frontend lookup and backend choice, egress policy (denied at its default, so no conntrack entry is made and every repetition is a new flow).".to_string());
+    for (c, r) in svcs.iter().zip(es) {
+        let v = cost_of(r, 0).unwrap_or(f64::NAN);
+        t.row(vec![
+            thousands(c.params.services),
+            cell(r, 0),
+            ratio(v, b.empty),
+            ratio(v, b.one_lookup),
+            ratio(v, b.lpm_hash),
+        ]);
+        if let Err(e) = r {
+            rep.problems.push(format!("eBPF {}: {e}", c.label));
+        }
+    }
+    rep.tables.push(t);
+    let top = svcs.last().map(|c| c.params.services).unwrap_or(0);
+    let last = es.last().and_then(|r| cost_of(r, 0));
+    rep.targets.push(Target {
+        name: format!("eBPF: {} services vs parse + LPM + hash", thousands(top)),
+        goal: "≤ 1.3×".into(),
+        measured: last.map_or("failed (see problems)".into(), |v| {
+            format!(
+                "{} ({} vs {} ns)",
+                ratio(v, b.lpm_hash),
+                ns(v),
+                ns(b.lpm_hash)
+            )
+        }),
+        verdict: match last {
+            Some(v) if top >= 10_000 => TV::from(Some(v / b.lpm_hash <= 1.3)),
+            Some(_) => TV::NotMeasured,
+            None => TV::Missed,
+        },
+    });
+}
+
+fn sock(p: &weir_compiler::interp::Packet) -> SocketAddr {
+    SocketAddr::new(p.dst, p.dport)
+}
+
+fn iptables_figures(
+    rep: &mut Report,
+    rules: &[Case],
+    svcs: &[Case],
+    plan: &Plan,
+    log: &dyn Fn(&str),
+) {
+    // Rules sweep: deepest allowed TCP flow between endpoints.
+    let mut t = Table::new(
+        "iptables per-packet cost by rules (network namespace, µs per new flow)",
+        &[
+            "rules",
+            "empty ruleset",
+            "weir",
+            "weir overhead",
+            "weir × empty",
+            "weir rules / sets (entries)",
+            "apply (ms)",
+        ],
+    );
+    t.note(format!(
+        "Median round trip of {} new TCP flows (fresh socket: connect + the server's reply) from a client endpoint through the node namespace to a server endpoint — the deepest allowed endpoint-to-endpoint flow the interpreter finds. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) to the same server, probed in alternating batches of 20 with the flow under test, so both see the same machine state. Same models as the eBPF rules table.",
+        plan.probes
+    ));
+    for c in rules {
+        log(&format!("iptables: {}", c.label));
+        match iptables_rules_case(c, plan) {
+            Ok(row) => t.row(row),
+            Err(e) => {
+                t.row(vec![
+                    thousands(c.params.total_rules()),
+                    format!("error: {}", short(&e)),
+                ]);
+                rep.problems.push(format!("iptables {}: {e}", c.label));
+            }
+        }
+    }
+    rep.tables.push(t);
+
+    let mut t = Table::new(
+        "iptables per-packet cost by services (network namespace, µs per new flow)",
+        &[
+            "services",
+            "kube-proxy: baseline / last / random",
+            "kube-proxy overhead",
+            "weir: baseline / last / random",
+            "weir overhead",
+            "weir × baseline",
+            "kube-proxy overhead / weir overhead",
+            "rules: kube-proxy / weir",
+        ],
+    );
+    t.note(format!(
+        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to a backend, probed in alternating batches of 20 with the flows under test. Overhead = cost of the last service − the baseline measured alongside it (the baseline moves between phases on this VM: interleaving is what makes the difference meaningful). kube-proxy: the same services and backends in kube-proxy's layout (see `bench/src/iptables.rs`). weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table.",
+        plan.probes
+    ));
+    let mut top: Option<(usize, f64, f64, f64)> = None;
+    for c in svcs {
+        log(&format!("iptables: {}", c.label));
+        match iptables_services_case(c, plan) {
+            Ok((row, empty, kube_over, weir_cost)) => {
+                top = Some((c.params.services, empty, kube_over, weir_cost));
+                t.row(row);
+            }
+            Err(e) => {
+                t.row(vec![
+                    thousands(c.params.services),
+                    format!("error: {}", short(&e)),
+                ]);
+                rep.problems.push(format!("iptables {}: {e}", c.label));
+                top = None;
+            }
+        }
+    }
+    rep.tables.push(t);
+    match top {
+        Some((n, empty, kube_over, weir_cost)) => {
+            let weir_over = weir_cost - empty;
+            let claim = n >= 10_000;
+            rep.targets.push(Target {
+                name: format!("iptables: {} services vs empty ruleset", thousands(n)),
+                goal: "≤ 1.3×".into(),
+                measured: format!(
+                    "{} ({} vs {} µs)",
+                    ratio(weir_cost, empty),
+                    us(weir_cost),
+                    us(empty)
+                ),
+                verdict: if claim {
+                    TV::from(Some(weir_cost / empty <= 1.3))
+                } else {
+                    TV::NotMeasured
+                },
+            });
+            // A weir overhead within noise counts as 0.5 µs (the ratio is
+            // then a lower bound).
+            let floor = 500.0;
+            let (w, bound) = if weir_over < floor {
+                (floor, "≥ ")
+            } else {
+                (weir_over, "")
+            };
+            rep.targets.push(Target {
+                name: format!(
+                    "iptables: kube-proxy overhead / weir overhead at {} services",
+                    thousands(n)
+                ),
+                goal: "≥ 10×".into(),
+                measured: format!(
+                    "{bound}{} ({} vs {} µs)",
+                    ratio(kube_over, w),
+                    us(kube_over),
+                    us(weir_over)
+                ),
+                verdict: if claim {
+                    TV::from(Some(kube_over / w >= 10.0))
+                } else {
+                    TV::NotMeasured
+                },
+            });
+        }
+        None => {
+            rep.targets.push(Target {
+                name: "iptables: 10,000 services vs empty ruleset".into(),
+                goal: "≤ 1.3×".into(),
+                measured: "failed (see problems)".into(),
+                verdict: TV::Missed,
+            });
+        }
+    }
+}
+
+fn iptables_rules_case(c: &Case, plan: &Plan) -> Result<Vec<String>, String> {
+    let (allow, _) = flows::policy_flows(&c.model, 300);
+    let flow = allow.ok_or("no allowed endpoint-to-endpoint flow")?;
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    let p = &flow.packet;
+    topo.serve_tcp(p.dst, p.dport)
+        .map_err(|e| format!("server: {e}"))?;
+    let dir = Scratch::new(&format!("rules-{}", c.params.total_rules()));
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
+    iptables::bypass(&topo, plan.variant)?;
+    let (empty, weir) =
+        iptables::measure_pair(&topo, Proto::Tcp, sock(p), p.src, &[sock(p)], plan.probes);
+    let _ = rt.detach();
+    if weir.failed > weir.n / 10 || empty.failed > empty.n / 10 {
+        return Err(format!(
+            "probes failed: weir {} of {}, baseline {} of {} ({})",
+            weir.failed, weir.n, empty.failed, empty.n, flow.what
+        ));
+    }
+    Ok(vec![
+        thousands(c.params.total_rules()),
+        us(empty.median),
+        us(weir.median),
+        us(weir.median - empty.median),
+        ratio(weir.median, empty.median),
+        format!(
+            "{} / {} ({})",
+            thousands(stats.rules),
+            thousands(stats.sets),
+            thousands(stats.set_entries)
+        ),
+        ms(apply_ms),
+    ])
+}
+
+type SvcRow = (Vec<String>, f64, f64, f64);
+
+fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
+    let client: IpAddr = flows::CLIENT.into();
+    let allowed: Vec<(usize, flows::Flow)> = flows::service_flows(&c.model, Proto::Udp, client)
+        .into_iter()
+        .filter(|(_, f)| f.verdict == Verdict::Allow)
+        .collect();
+    let (last_i, last) = allowed.last().cloned().ok_or("no allowed UDP service")?;
+    let mut rng = weir_compiler::gen::Rng::new(c.params.seed ^ 0xbe7c);
+    let mut random: Vec<(usize, flows::Flow)> = (0..8.min(allowed.len()))
+        .map(|_| allowed[rng.below(allowed.len())].clone())
+        .collect();
+    random.sort_by_key(|r| r.0);
+    random.dedup_by_key(|r| r.0);
+    let resolved = iptables::resolved_services(&c.model);
+    let mut backends = Vec::new();
+    for i in std::iter::once(last_i).chain(random.iter().map(|r| r.0)) {
+        backends.extend(resolved[i].3.iter().copied());
+    }
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    iptables::serve_backends(&topo, Proto::Udp, &backends)?;
+    let direct = resolved[last_i]
+        .3
+        .first()
+        .copied()
+        .ok_or("last service has no backends")?;
+    let direct = SocketAddr::new(direct.0, direct.1);
+    let last_sock = sock(&last.packet);
+    let random_socks: Vec<SocketAddr> = random.iter().map(|r| sock(&r.1.packet)).collect();
+    let n = plan.probes;
+
+    let (kube_text, kube_rules) = iptables::kube_proxy_rules(&c.model);
+    iptables::restore(&topo, plan.variant, &kube_text)?;
+    iptables::bypass(&topo, plan.variant)?;
+    let (kube_base, kube_last) =
+        iptables::measure_pair(&topo, Proto::Udp, direct, client, &[last_sock], n);
+    let (_, kube_rand) =
+        iptables::measure_pair(&topo, Proto::Udp, direct, client, &random_socks, n / 2);
+    iptables::flush(&topo, plan.variant)?;
+    if kube_last.failed > kube_last.n / 10 {
+        return Err(format!(
+            "{} of {} kube-proxy probes failed",
+            kube_last.failed, kube_last.n
+        ));
+    }
+
+    let dir = Scratch::new(&format!("svc-{}", c.params.services));
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    iptables::apply(&rt, &dir.0.join("bundle"))?;
+    iptables::bypass(&topo, plan.variant)?;
+    let (empty, weir_last) =
+        iptables::measure_pair(&topo, Proto::Udp, direct, client, &[last_sock], n);
+    let (_, weir_rand) =
+        iptables::measure_pair(&topo, Proto::Udp, direct, client, &random_socks, n / 2);
+    let _ = rt.detach();
+    if weir_last.failed > weir_last.n / 10 {
+        return Err(format!(
+            "{} of {} weir probes failed ({})",
+            weir_last.failed, weir_last.n, last.what
+        ));
+    }
+    let kube_over = kube_last.median - kube_base.median;
+    let e = empty.median;
+    let weir_over = weir_last.median - e;
+    Ok((
+        vec![
+            thousands(c.params.services),
+            format!(
+                "{} / {} / {}",
+                us(kube_base.median),
+                us(kube_last.median),
+                us(kube_rand.median)
+            ),
+            us(kube_over),
+            format!(
+                "{} / {} / {}",
+                us(e),
+                us(weir_last.median),
+                us(weir_rand.median)
+            ),
+            us(weir_over),
+            ratio(weir_last.median, e),
+            if weir_over < 500.0 {
+                format!("≥ {}", ratio(kube_over, 500.0))
+            } else {
+                ratio(kube_over, weir_over)
+            },
+            format!("{} / {}", thousands(kube_rules), thousands(stats.rules)),
+        ],
+        e,
+        kube_over,
+        weir_last.median,
+    ))
+}
+
+fn compile_table(
+    rep: &mut Report,
+    rules: &[Case],
+    svcs: &[Case],
+    headline: &Case,
+    plan: &Plan,
+    log: &dyn Fn(&str),
+) {
+    let weir = compile::weir_binary();
+    let mut t = Table::new(
+        "Compile time and peak memory",
+        &[
+            "model",
+            "graph (ms)",
+            "of which lower (classes) / optimize / verify / analyse",
+            "eBPF codegen (ms)",
+            "iptables gen (ms)",
+            "in-process total (ms)",
+            "in-process peak RSS (MiB)",
+            "`weir compile` wall (ms)",
+            "`weir compile` peak RSS (MiB)",
+        ],
+    );
+    t.note(format!(
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, back ends, bundle; median wall time of {} run(s), peak RSS of the child from `wait4`. {}",
+        plan.cli_runs,
+        match &weir {
+            Some(p) => format!("Binary: `{}`.", p.display()),
+            None => "The `weir` binary was not found (build it with `cargo build --release -p weir`), so whole-process runs are skipped.".into(),
+        }
+    ));
+    let mut headline_whole = None;
+    for c in rules.iter().chain(svcs).chain(std::iter::once(headline)) {
+        let ip = &c.inproc;
+        let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(0.0) + ip.iptables_ms.unwrap_or(0.0);
+        let (wall, rss) = match &weir {
+            Some(bin) => {
+                log(&format!("weir compile: {}", c.label));
+                match cli_runs(bin, c, plan.cli_runs) {
+                    Ok((w, r, note)) => {
+                        if std::ptr::eq(c, headline) {
+                            headline_whole = Some(w);
+                        }
+                        (format!("{}{note}", ms(w)), format!("{r:.0}"))
+                    }
+                    Err(e) => {
+                        rep.problems.push(format!("weir compile {}: {e}", c.label));
+                        ("error".into(), "–".into())
+                    }
+                }
+            }
+            None => ("–".into(), "–".into()),
+        };
+        t.row(vec![
+            c.label.clone(),
+            ms(ip.graph_ms),
+            format!(
+                "{} ({}) / {} / {} / {}",
+                ms(ip.lower_ms),
+                ms(ip.classes_ms),
+                ms(ip.opt_ms),
+                ms(ip.verify_ms),
+                ms(ip.analyze_ms)
+            ),
+            ip.ebpf_ms.map_or_else(
+                || {
+                    format!(
+                        "refused: {}",
+                        short(ip.ebpf_error.as_deref().unwrap_or("?"))
+                    )
+                },
+                ms,
+            ),
+            ip.iptables_ms.map_or_else(
+                || {
+                    format!(
+                        "refused: {}",
+                        short(ip.iptables_error.as_deref().unwrap_or("?"))
+                    )
+                },
+                ms,
+            ),
+            ms(total),
+            format!("{:.0}", ip.peak_mib),
+            wall,
+            rss,
+        ]);
+    }
+    rep.tables.push(t);
+    let ip = &headline.inproc;
+    let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(f64::NAN) + ip.iptables_ms.unwrap_or(f64::NAN);
+    let big = plan.headline.services >= 10_000;
+    rep.targets.push(Target {
+        name: format!(
+            "compile {} (in process: graph + both back ends)",
+            headline.label
+        ),
+        goal: "< 1 s".into(),
+        measured: format!("{} ms", ms(total)),
+        verdict: if big {
+            TV::from(Some(total < 1000.0))
+        } else {
+            TV::NotMeasured
+        },
+    });
+    if let Some(w) = headline_whole {
+        rep.targets.push(Target {
+            name: format!("compile {} (`weir compile`, whole process)", headline.label),
+            goal: "< 1 s".into(),
+            measured: format!("{} ms", ms(w)),
+            verdict: if big {
+                TV::from(Some(w < 1000.0))
+            } else {
+                TV::NotMeasured
+            },
+        });
+    }
+}
+
+fn cli_runs(bin: &std::path::Path, c: &Case, runs: usize) -> Result<(f64, f64, String), String> {
+    let dir = Scratch::new(&format!(
+        "cli-{}",
+        c.label.replace(' ', "_").replace(['+', ','], "")
+    ));
+    let r = synth::render(&c.model);
+    let wf = dir.0.join("synth.weir");
+    let inv = dir.0.join("inventory.json");
+    std::fs::write(&wf, &r.weir).map_err(|e| e.to_string())?;
+    std::fs::write(&inv, &r.inventory).map_err(|e| e.to_string())?;
+    let mut walls = Vec::new();
+    let mut peak: f64 = 0.0;
+    let mut note = String::new();
+    for _ in 0..runs.max(1) {
+        let w = compile::whole_process(bin, &wf, &inv, &dir.0.join("out"))?;
+        walls.push(w.wall_ms);
+        peak = peak.max(w.peak_mib);
+        if w.exit != 0 {
+            note = format!(" (exit {}: {})", w.exit, short(&w.stderr_head));
+        }
+    }
+    Ok((median(&walls), peak, note))
+}
+
+fn updates_table(
+    rep: &mut Report,
+    svcs: &[Case],
+    plan: &Plan,
+    kernel: bool,
+    ipt_ok: bool,
+    log: &dyn Fn(&str),
+) {
+    let Some(c) = svcs
+        .iter()
+        .find(|c| c.params.services == plan.update_services)
+        .or(svcs.first())
+    else {
+        return;
+    };
+    let mut t = Table::new(
+        &format!("Update latency ({}, ms)", c.label),
+        &["change", "eBPF", "iptables", "how"],
+    );
+    t.note("Median of 5 for endpoint changes, one run for the rest. eBPF endpoint add/remove: the class-map host entry (`weir_cls4`, `addr/32 → class`) that the runtime writes for an endpoint whose labels match an existing class — the map update itself, measured on a loaded generation. iptables endpoint add/remove: `Iptables::update_set` on every set that lists the endpoint's class (one `ipset restore` per set, with the runtime's lock and state read). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
+    if !kernel {
+        t.row(vec![
+            "–".into(),
+            "not run (needs root)".into(),
+            "not run".into(),
+            String::new(),
+        ]);
+        rep.tables.push(t);
+        return;
+    }
+    log(&format!("updates: {}", c.label));
+    // Changed models.
+    let mut backend_removed = c.model.clone();
+    if let Some(e) = backend_removed.endpoints.iter_mut().find(|e| e.ready) {
+        e.ready = false;
+    }
+    let mut rule_changed = c.model.clone();
+    if let Some(r) = rule_changed
+        .policies
+        .iter_mut()
+        .filter_map(|p| p.ingress.as_mut())
+        .flat_map(|rs| rs.iter_mut())
+        .find(|r| matches!(r.proto, weir_compiler::model::ProtoMatch::Ports { .. }))
+    {
+        r.proto = weir_compiler::model::ProtoMatch::Ports {
+            proto: Proto::Tcp,
+            ports: vec![weir_compiler::model::PortRange { lo: 7777, hi: 7777 }],
+        };
+    }
+
+    // eBPF.
+    let eb = ebpf::updates(&c.model, &c.compiled.graph, 5);
+    let eb_regen = |m: &Model| -> Result<f64, String> {
+        let t0 = Instant::now();
+        let g = weir_compiler::graph::compile(m);
+        ebpf::updates(m, &g.graph, 1).map(|u| {
+            let _ = u;
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+    };
+    let eb_backend = eb_regen(&backend_removed);
+    let eb_rule = eb_regen(&rule_changed);
+
+    // iptables.
+    let ip = if ipt_ok {
+        iptables_updates(c, plan, &backend_removed, &rule_changed)
+    } else {
+        Err("iptables not available".into())
+    };
+    let f = |r: &Result<f64, String>| match r {
+        Ok(v) => ms(*v),
+        Err(e) => format!("error: {}", short(e)),
+    };
+    let (e_add, e_del, e_full) = match &eb {
+        Ok(u) => (
+            Ok(u.endpoint_add_ms),
+            Ok(u.endpoint_remove_ms),
+            Ok(u.full_load_ms),
+        ),
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone())),
+    };
+    if let Err(e) = &eb {
+        rep.problems.push(format!("eBPF updates: {e}"));
+    }
+    let get = |i: usize| -> Result<f64, String> {
+        match &ip {
+            Ok(v) => Ok(v[i]),
+            Err(e) => Err(e.clone()),
+        }
+    };
+    if let Err(e) = &ip {
+        rep.problems.push(format!("iptables updates: {e}"));
+    }
+    t.row(vec![
+        "one endpoint added".into(),
+        f(&e_add),
+        f(&get(0)),
+        "incremental".into(),
+    ]);
+    t.row(vec![
+        "one endpoint removed".into(),
+        f(&e_del),
+        f(&get(1)),
+        "incremental".into(),
+    ]);
+    t.row(vec![
+        "one backend removed".into(),
+        f(&eb_backend),
+        f(&get(2)),
+        "regenerate + new generation".into(),
+    ]);
+    t.row(vec![
+        "one rule changed".into(),
+        f(&eb_rule),
+        f(&get(3)),
+        "regenerate + new generation".into(),
+    ]);
+    t.row(vec![
+        "full re-apply".into(),
+        f(&e_full),
+        f(&get(4)),
+        "new generation (eBPF: load only)".into(),
+    ]);
+    t.row(vec![
+        "re-apply, unchanged bundle".into(),
+        "–".into(),
+        f(&get(5)),
+        "runtime sees the same content hash".into(),
+    ]);
+    rep.tables.push(t);
+    let claim = !plan.rules.is_empty() && !opts_quick(plan);
+    let e_worst = match (&e_add, &e_del) {
+        (Ok(a), Ok(d)) => Some(a.max(*d)),
+        _ => None,
+    };
+    rep.targets.push(Target {
+        name: "eBPF: endpoint add/remove".into(),
+        goal: "< 5 ms".into(),
+        measured: e_worst.map_or("failed".into(), |v| {
+            format!("{} ms (worst of add, remove)", ms(v))
+        }),
+        verdict: match e_worst {
+            Some(v) if claim => TV::from(Some(v < 5.0)),
+            Some(_) => TV::NotMeasured,
+            None => TV::Missed,
+        },
+    });
+    let i_worst = match (get(0), get(1)) {
+        (Ok(a), Ok(d)) => Some(a.max(d)),
+        _ => None,
+    };
+    rep.targets.push(Target {
+        name: "iptables: endpoint add/remove".into(),
+        goal: "< 50 ms".into(),
+        measured: i_worst.map_or("failed".into(), |v| {
+            format!("{} ms (worst of add, remove)", ms(v))
+        }),
+        verdict: match i_worst {
+            Some(v) if claim => TV::from(Some(v < 50.0)),
+            Some(_) => TV::NotMeasured,
+            None => TV::Missed,
+        },
+    });
+}
+
+fn opts_quick(plan: &Plan) -> bool {
+    plan.effort.repeat < 1_000_000
+}
+
+/// iptables update latencies (ms): add, remove, backend removed, rule
+/// changed, full re-apply, unchanged re-apply.
+fn iptables_updates(
+    c: &Case,
+    plan: &Plan,
+    backend_removed: &Model,
+    rule_changed: &Model,
+) -> Result<Vec<f64>, String> {
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    let dir = Scratch::new("updates");
+    let b0 = dir.0.join("b0");
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &b0)?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    iptables::apply(&rt, &b0)?;
+    // The class of the first endpoint.
+    let g = &c.compiled.graph;
+    let class = g
+        .classes
+        .endpoint_classes
+        .first()
+        .and_then(|per| per.first())
+        .map(|(_, cl)| u64::from(*cl))
+        .ok_or("no endpoint class")?;
+    let sets = iptables::sets_for_class(&stats.manifest, class);
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for i in 0..5u32 {
+        let addr = std::net::Ipv4Addr::from(u32::from_be_bytes([10, 127, 0, 1]) + i).to_string();
+        let t = Instant::now();
+        for s in &sets {
+            rt.update_set(s, std::slice::from_ref(&addr), &[])
+                .map_err(|e| format!("update_set {s}: {e}"))?;
+        }
+        add.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        for s in &sets {
+            rt.update_set(s, &[], std::slice::from_ref(&addr))
+                .map_err(|e| format!("update_set {s}: {e}"))?;
+        }
+        del.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let regen_apply = |m: &Model, name: &str| -> Result<f64, String> {
+        let t = Instant::now();
+        let g = weir_compiler::graph::compile(m);
+        let d = dir.0.join(name);
+        iptables::write_bundle(m, &g.graph, &d)?;
+        iptables::apply(&rt, &d)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let backend = regen_apply(backend_removed, "b1")?;
+    let rule = regen_apply(rule_changed, "b2")?;
+    let full = iptables::apply(&rt, &b0)?;
+    let unchanged = iptables::apply(&rt, &b0)?;
+    let _ = rt.detach();
+    if sets.is_empty() {
+        return Err(format!("no set lists class {class}"));
+    }
+    Ok(vec![
+        median(&add),
+        median(&del),
+        backend,
+        rule,
+        full,
+        unchanged,
+    ])
+}
+
+fn sizes_table(
+    rep: &mut Report,
+    rules: &[Case],
+    svcs: &[Case],
+    headline: &Case,
+    er: &[EbpfResult],
+    es: &[EbpfResult],
+) {
+    let mut t = Table::new(
+        "Program, map and rule sizes (capacity report)",
+        &[
+            "model",
+            "graph nodes (tests / tables)",
+            "max depth egress / ingress",
+            "atoms / classes",
+            "class-map entries",
+            "table entries",
+            "frontends / backends / Maglev slots",
+            "eBPF programs (insns)",
+            "eBPF map entries filled",
+        ],
+    );
+    t.note("From `graph::cost::capacity` and the eBPF back end's manifest (programs are the entry program plus tail-called stages). Label sets: the models have at most 300 distinct policy-relevant label sets (deployments); the `instance` label that service selectors use never becomes an atom.".to_string());
+    let none: Vec<Option<&EbpfResult>> = vec![None];
+    let ebs: Vec<Option<&EbpfResult>> = er
+        .iter()
+        .map(Some)
+        .chain(es.iter().map(Some))
+        .chain(none)
+        .collect();
+    for (c, e) in rules
+        .iter()
+        .chain(svcs)
+        .chain(std::iter::once(headline))
+        .zip(ebs)
+    {
+        let cap = &c.cap;
+        let depth = |name: &str| {
+            cap.entries
+                .iter()
+                .find(|x| x.entry == name)
+                .map_or("–".into(), |x| x.max_depth.to_string())
+        };
+        let (progs, filled) = match e {
+            Some(Ok((w, _))) => (
+                format!("{} ({})", w.programs, thousands(w.insns)),
+                thousands(w.maps.iter().map(|m| m.2 as usize).sum()),
+            ),
+            _ => match c.inproc.ebpf_size {
+                Some((p, i, f)) => (format!("{p} ({})", thousands(i)), thousands(f as usize)),
+                None => ("refused".into(), "–".into()),
+            },
+        };
+        t.row(vec![
+            c.label.clone(),
+            format!(
+                "{} ({} / {})",
+                thousands(cap.nodes),
+                thousands(cap.tests),
+                thousands(cap.tables)
+            ),
+            format!("{} / {}", depth("egress"), depth("ingress")),
+            format!("{} / {}", thousands(cap.atoms), thousands(cap.classes)),
+            thousands(cap.class_map_entries),
+            thousands(cap.table_entries_total),
+            format!(
+                "{} / {} / {}",
+                thousands(cap.frontends),
+                thousands(cap.backends),
+                thousands(cap.maglev_slots)
+            ),
+            progs,
+            filled,
+        ]);
+    }
+    rep.tables.push(t);
+}

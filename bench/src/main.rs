@@ -1,0 +1,52 @@
+//! `weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]`: runs the
+//! benchmarks, prints the tables, and with `--out` rewrites the generated
+//! region of FILE (BENCHMARKS.md).
+
+use std::path::PathBuf;
+
+fn usage() -> ! {
+    eprintln!("usage: weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]");
+    std::process::exit(2)
+}
+
+fn main() {
+    // The namespace harness's UDP servers panic in `recv_from` when their
+    // socket is shut down at teardown (runtime/src/netns.rs); keep that
+    // noise out of the output.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let server = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("udp-server-") || n.starts_with("tcp-server-"));
+        if !server {
+            default(info);
+        }
+    }));
+    let mut opts = weir_bench::Opts::default();
+    let mut out: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => opts.quick = true,
+            "--no-kernel" => opts.kernel = false,
+            "--out" => out = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+            "--seed" => {
+                opts.seed = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    let report = weir_bench::run(&opts);
+    println!("{}", report.markdown());
+    if let Some(path) = out {
+        if let Err(e) = report.write_into(&path) {
+            eprintln!("error: writing {}: {e}", path.display());
+            std::process::exit(2);
+        }
+        eprintln!("wrote {}", path.display());
+    }
+}

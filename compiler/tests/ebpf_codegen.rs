@@ -1,0 +1,142 @@
+//! The eBPF code generator without the kernel: listing snapshots of every
+//! example (`snapshots/ebpf/`), determinism, stage splitting under a small
+//! budget, and the E0510 limits. (The kernel tests are
+//! `runtime/tests/ebpf_*.rs`.)
+
+use std::io;
+use std::path::{Path, PathBuf};
+use weir_compiler::check::check_program;
+use weir_compiler::ebpf::codegen::{generate, Budget, Limit, Mode, Options};
+use weir_compiler::gen;
+use weir_compiler::graph;
+use weir_compiler::source::SourceLoader;
+
+struct Fs {
+    stdlib: PathBuf,
+}
+
+impl SourceLoader for Fs {
+    fn load(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn stdlib_dir(&self) -> Option<PathBuf> {
+        Some(self.stdlib.clone())
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn ebpf_example_listing_snapshots() {
+    let root = root();
+    let loader = Fs {
+        stdlib: root.join("stdlib-policies"),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let inv = f.with_file_name("inventory.json");
+        let inv = inv.exists().then_some(inv);
+        let checked = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
+        assert!(!checked.has_errors(), "{} has errors", f.display());
+        let g = graph::build(&checked.model);
+        let out = generate(&checked.model, &g, &Options::default()).unwrap();
+        let again = generate(&checked.model, &g, &Options::default()).unwrap();
+        assert_eq!(out.object, again.object, "deterministic object");
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = format!("{}\n{}", out.report(), out.listing);
+        insta::with_settings!({
+            snapshot_path => "../../snapshots/ebpf",
+            prepend_module_to_snapshot => false,
+        }, {
+            insta::assert_snapshot!(name, text);
+        });
+    }
+}
+
+#[test]
+fn ebpf_small_budget_splits_every_generated_policy() {
+    for seed in 0..40 {
+        let model = gen::model(seed);
+        let g = graph::build(&model);
+        let small = Options {
+            budget: Budget {
+                max_slots: 400,
+                max_jumps: 120,
+            },
+            ..Options::default()
+        };
+        match generate(&model, &g, &small) {
+            Ok(out) => {
+                for p in &out.manifest.programs {
+                    assert!(
+                        p.insns <= 400 + 64,
+                        "seed {seed}: {} has {}",
+                        p.name,
+                        p.insns
+                    );
+                }
+            }
+            Err(limits) => {
+                assert!(
+                    limits.iter().all(|l| matches!(
+                        l,
+                        Limit::BlockTooLarge { .. } | Limit::TooManyStages { .. }
+                    )),
+                    "seed {seed}: {limits:?}"
+                );
+            }
+        }
+        for mode in [Mode::Node, Mode::Ingress, Mode::Egress] {
+            let out = generate(
+                &model,
+                &g,
+                &Options {
+                    mode,
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                out.manifest.programs.len(),
+                1,
+                "seed {seed}: small policy, one program"
+            );
+        }
+    }
+}
+
+#[test]
+fn ebpf_limits_become_e0510() {
+    let model = gen::model(1);
+    let g = graph::build(&model);
+    let tiny = Options {
+        budget: Budget {
+            max_slots: 100,
+            max_jumps: 10,
+        },
+        ..Options::default()
+    };
+    let limits = generate(&model, &g, &tiny).unwrap_err();
+    let d = limits[0].diagnostic(&model);
+    assert_eq!(d.code.as_str(), "E0510");
+    assert!(d.message.contains("ebpf"), "{}", d.message);
+    let huge = Options {
+        conntrack_entries: 2_000_000,
+        ..Options::default()
+    };
+    let limits = generate(&model, &g, &huge).unwrap_err();
+    assert!(
+        matches!(&limits[0], Limit::MapTooLarge { map, .. } if map == "weir_ct"),
+        "{limits:?}"
+    );
+}
