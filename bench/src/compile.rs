@@ -121,7 +121,6 @@ pub fn in_process(model: &Model) -> (InProcess, Compiled) {
     (r, compiled)
 }
 
-
 /// The `weir` binary: `$WEIR_BIN`, else beside this executable (or one
 /// directory up, for test binaries in `deps/`).
 pub fn weir_binary() -> Option<PathBuf> {

@@ -499,9 +499,18 @@ pub fn bypass(topo: &Topology, v: Variant) -> Result<(), String> {
     Ok(())
 }
 
+/// Interleaved measurement of a layout against the baseline client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pair {
+    pub base: Rtt,
+    pub test: Rtt,
+    /// Median over batch pairs of (test batch median − baseline batch
+    /// median): robust to the machine drifting between batches.
+    pub overhead: f64,
+}
+
 /// Interleaves probes: batches of 20 from the baseline client to `base`,
 /// then 20 from `src` to the `dsts` (round-robin), until `n` of each.
-/// Returns (baseline, test).
 pub fn measure_pair(
     topo: &Topology,
     proto: Proto,
@@ -509,7 +518,7 @@ pub fn measure_pair(
     src: IpAddr,
     dsts: &[SocketAddr],
     n: usize,
-) -> (Rtt, Rtt) {
+) -> Pair {
     let base_src: IpAddr = BASE_CLIENT.into();
     // Warm-up: neighbours, routes, server threads.
     let _ = probe(topo, proto, base_src, base, 5);
@@ -517,19 +526,24 @@ pub fn measure_pair(
         let _ = probe(topo, proto, src, *d, 5);
     }
     let (mut bt, mut bf, mut tt, mut tf) = (Vec::new(), 0, Vec::new(), 0);
+    let mut diffs = Vec::new();
     let batch = 20;
     let mut k = 0;
-    while bt.len() + bf < n {
-        let (t, f) = probe(topo, proto, base_src, base, batch);
-        bt.extend(t);
+    while bt.len() + bf < n && !dsts.is_empty() {
+        let (b, f) = probe(topo, proto, base_src, base, batch);
         bf += f;
-        if dsts.is_empty() {
-            continue;
-        }
-        let (t, f) = probe(topo, proto, src, dsts[k % dsts.len()], batch);
+        let (t, f2) = probe(topo, proto, src, dsts[k % dsts.len()], batch);
+        tf += f2;
         k += 1;
+        if !b.is_empty() && !t.is_empty() {
+            diffs.push(median(&t) - median(&b));
+        }
+        bt.extend(b);
         tt.extend(t);
-        tf += f;
     }
-    (Rtt::of(&bt, bf), Rtt::of(&tt, tf))
+    Pair {
+        base: Rtt::of(&bt, bf),
+        test: Rtt::of(&tt, tf),
+        overhead: median(&diffs),
+    }
 }

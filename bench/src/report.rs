@@ -132,7 +132,8 @@ impl Report {
         if !self.problems.is_empty() {
             s.push_str("\n### Problems in this run\n\n");
             for p in &self.problems {
-                let _ = writeln!(s, "- {p}");
+                let one: Vec<&str> = p.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                let _ = writeln!(s, "- {}", one.join(" / "));
             }
         }
         s

@@ -120,9 +120,16 @@ pub fn run(args: Args) -> i32 {
     let graph = &compiled.graph;
 
     let targets = targets(args.target);
-    let files = match bundle_files(&analyzed, &targets, args.color) {
-        Ok(f) => f,
-        Err(code) => return code,
+    // The graph dumps need no back end; everything else does.
+    let needs_backends =
+        args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
+    let files = if needs_backends {
+        match bundle_files(&analyzed, &targets, args.color) {
+            Ok(f) => f,
+            Err(code) => return code,
+        }
+    } else {
+        BTreeMap::new()
     };
 
     let mut out = std::io::stdout().lock();

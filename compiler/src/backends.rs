@@ -23,7 +23,6 @@ pub fn generate(
     }
 }
 
-// The generators are wired in as the back ends land (issues 4 and 5).
 fn ebpf(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     use crate::ebpf::codegen;
     codegen::generate(model, graph, &codegen::Options::default())
@@ -31,6 +30,7 @@ fn ebpf(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic
         .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
 }
 
-fn iptables(_model: &Model, _graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    Err(Vec::new())
+fn iptables(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    crate::iptables::generate(graph, model)
+        .map_err(|unsupported| unsupported.iter().map(|u| u.diagnostic()).collect())
 }

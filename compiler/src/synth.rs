@@ -20,7 +20,8 @@
 //!   have client-IP affinity. When there are more services than groups,
 //!   services wrap around (several ports of one workload).
 //! - **policies** (`M`, `R` rules each): 1 in 10 in a `security` tier
-//!   (namespace-wide subjects, `deny`/`pass`/`log`), the rest in the
+//!   (namespace-wide subjects, `deny`/`pass`/`log`, each block ending in
+//!   `pass from any` so the default tier decides the rest), the rest in the
 //!   default tier on one deployment (`app == …`, sometimes `&& env ==
 //!   "prod"`; subjects spread evenly over the deployments). Rules allow TCP ports or ranges from deployments, tiers or
 //!   namespaces, UDP 53 to DNS, ICMP echo, CIDR peers (`192.168.x.0/24`,
@@ -459,7 +460,17 @@ pub fn model(p: &Params) -> Model {
             let mut ingress = Vec::new();
             for k in 0..n_in {
                 spans += 2;
-                if k + 1 == n_in && n_in > 2 && m % 4 == 0 {
+                if k + 1 == n_in && sec && n_in > 1 {
+                    // Security policies hand what they do not decide to
+                    // the next tier (Calico's "pass" idiom).
+                    ingress.push(Rule {
+                        action: Action::Pass,
+                        proto: ProtoMatch::Any,
+                        peer: PeerMatch::Any,
+                        log: false,
+                        span: span(spans),
+                    });
+                } else if k + 1 == n_in && n_in > 2 && m % 4 == 0 {
                     ingress.push(Rule {
                         action: Action::Deny,
                         proto: ProtoMatch::Any,
@@ -472,9 +483,19 @@ pub fn model(p: &Params) -> Model {
                 }
             }
             let egress: Vec<Rule> = (0..n_eg)
-                .map(|_| {
+                .map(|k| {
                     spans += 2;
-                    one_rule(&mut rng, p, false, sec, spans)
+                    if sec && k + 1 == n_eg {
+                        Rule {
+                            action: Action::Pass,
+                            proto: ProtoMatch::Any,
+                            peer: PeerMatch::Any,
+                            log: false,
+                            span: span(spans),
+                        }
+                    } else {
+                        one_rule(&mut rng, p, false, sec, spans)
+                    }
                 })
                 .collect();
             spans += 2;

@@ -620,11 +620,16 @@ enum Side {
 impl Drop for Topology {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        for server in inner.servers.values() {
+        for ((proto, _), server) in inner.servers.iter() {
             server.stop.store(true, Ordering::SeqCst);
-            // SAFETY: the socket is still open (kept by `_socket`); shutdown
-            // wakes the thread blocked in accept/recv.
-            unsafe { libc::shutdown(server.fd, libc::SHUT_RDWR) };
+            // A TCP listener blocks in accept: shutdown wakes it. A UDP
+            // server wakes by itself (read timeout) and sees `stop`;
+            // shutting a UDP socket down makes `recv_from` return an empty
+            // source address, which std does not expect.
+            if *proto == Proto::Tcp {
+                // SAFETY: the socket is still open (kept by `_socket`).
+                unsafe { libc::shutdown(server.fd, libc::SHUT_RDWR) };
+            }
         }
         inner.servers.clear();
     }

@@ -10,31 +10,58 @@
 //! `Ingress` / `Egress` for one). Established packets are checked as
 //! replies: the reverse packet runs first as a new flow (and is compared
 //! too); if the program denied it, the flow is put into conntrack directly;
-//! then the packet itself must pass as `established`. Packets to a service
-//! frontend that has backends are left out: translation is issue 6 (the
-//! service stage only rejects frontends without backends so far).
+//! then the packet itself must pass as `established`, unchanged.
+//!
+//! Services and steering (issue 6), from the output frame
+//! (BPF_PROG_TEST_RUN `data_out`) and context (`ctx_out`):
+//! - a packet to an IPv4 TCP/UDP frontend is translated: the output's
+//!   destination is the kernel's backend, which must be a candidate (for
+//!   Maglev, exactly the interpreter's `ByHash` choice); the interpreter
+//!   is asked with `BackendChoice::Pinned(backend)` for the verdict and
+//!   counters; the source is preserved and both checksums are valid. When
+//!   allowed, the backend's reply is sent next and must pass as
+//!   established with the frontend as its source (reverse NAT);
+//! - a frontend without backends rejects: IPv4 TCP gets a reset back
+//!   (`TC_ACT_REDIRECT`, the frame turned into a valid RST|ACK to the
+//!   sender), anything else is dropped;
+//! - allowed packets carry their steering: `skb->mark` for `mark`, the
+//!   DSCP bits (and a valid IPv4 header checksum) for `dscp`; every other
+//!   output frame must equal the input.
+//!
+//! Frontends the TC path does not translate (IPv6, SCTP) are left out.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
 mod ebpf_common;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use ebpf_common::*;
 use weir_compiler::ebpf::codegen::{layout, Mode, Options};
 use weir_compiler::gen;
 use weir_compiler::graph::{self, cover, Graph};
-use weir_compiler::interp::{Interp, Packet};
+use weir_compiler::interp::{BackendChoice, Interp, Outcome, Packet};
 use weir_compiler::model::{
-    Action, ConnState, Direction, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule,
-    Sel, Tier, Verdict,
+    Action, Balance, ConnState, Direction, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch,
+    Rule, Sel, SteerAction, Tier, Verdict,
 };
 use weir_runtime::ebpf::Generation;
 
 #[derive(Default)]
 struct Tally {
     packets: usize,
+    /// Frontend packets the program translated (checked against the
+    /// interpreter pinned to the kernel's backend).
+    translated: usize,
+    /// Rejects answered with a TCP reset.
+    resets: usize,
+    /// Replies of translated connections un-translated (reverse NAT).
+    replies: usize,
+    /// Allowed packets with a steering action checked (mark / DSCP).
+    steered: usize,
+    /// Frontends the TC path does not translate (IPv6, SCTP): left out.
     skipped: usize,
     disagreements: Vec<String>,
 }
@@ -50,8 +77,7 @@ fn reverse(p: &Packet) -> Packet {
     }
 }
 
-fn expected_counts(g: &Graph, interp: &Interp, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
-    let o = interp.evaluate(p);
+fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
     let mut want = BTreeMap::new();
     for l in &o.logged {
         *want.entry(g.provenance.id(l)).or_insert(0) += 1;
@@ -59,6 +85,10 @@ fn expected_counts(g: &Graph, interp: &Interp, p: &Packet) -> (u32, BTreeMap<u32
     *want.entry(g.provenance.id(&o.decided_by)).or_insert(0) += 1;
     let ret = match o.verdict {
         Verdict::Allow => layout::TC_ACT_OK as u32,
+        // A reject answers IPv4 TCP with a reset sent back out.
+        Verdict::Deny if o.reject && p.src.is_ipv4() && p.proto == Proto::Tcp => {
+            layout::TC_ACT_REDIRECT as u32
+        }
         Verdict::Deny => layout::TC_ACT_SHOT as u32,
     };
     (ret, want)
@@ -74,31 +104,184 @@ fn delta(before: &[u64], after: &[u64]) -> BTreeMap<u32, u64> {
         .collect()
 }
 
-/// Runs one packet and compares with `want`; returns the verdict.
-fn check_one(
-    tag: &str,
-    gen: &Generation,
-    p: &Packet,
-    want: (u32, BTreeMap<u32, u64>),
-    t: &mut Tally,
-) -> u32 {
+/// Runs one frame; returns the output and the counter deltas.
+fn run_counted(gen: &Generation, frame: &[u8]) -> (RunOut, BTreeMap<u32, u64>) {
     let before = counts(gen);
-    let ret = run(gen, &frame(p));
+    let out = run_full(gen, frame);
     let got = delta(&before, &counts(gen));
-    t.packets += 1;
-    if ret != want.0 || got != want.1 {
-        t.disagreements.push(format!(
-            "{tag}: {p:?}\n    want verdict {} counters {:?}\n    got  verdict {ret} counters {got:?}",
-            want.0, want.1
-        ));
-    }
-    ret
+    (out, got)
 }
 
-fn is_translated(g: &Graph, p: &Packet) -> bool {
-    g.services
-        .lookup(p.dst, p.dport, p.proto)
-        .is_some_and(|fe| !g.services.backend_sets[fe.backends].backends.is_empty())
+fn compare(
+    tag: &str,
+    p: &Packet,
+    want: &(u32, BTreeMap<u32, u64>),
+    out: &RunOut,
+    got: &BTreeMap<u32, u64>,
+    t: &mut Tally,
+) -> bool {
+    t.packets += 1;
+    if out.ret != want.0 || *got != want.1 {
+        t.disagreements.push(format!(
+            "{tag}: {p:?}\n    want verdict {} counters {:?}\n    got  verdict {} counters {got:?}",
+            want.0, want.1, out.ret
+        ));
+        return false;
+    }
+    true
+}
+
+fn v4_addrs(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    let ip = |o: usize| IpAddr::from([f[o], f[o + 1], f[o + 2], f[o + 3]]);
+    let port = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+    let l4 = 14 + usize::from(f[14] & 15) * 4;
+    (ip(26), port(l4), ip(30), port(l4 + 2))
+}
+
+/// The TC path translates IPv4 TCP / UDP.
+fn translatable(p: &Packet) -> bool {
+    p.src.is_ipv4() && matches!(p.proto, Proto::Tcp | Proto::Udp)
+}
+
+/// Checks the output frame of an evaluated new packet: a reset for a
+/// TCP reject; the steering action (mark, DSCP) of an allowed packet;
+/// otherwise the frame is unchanged (except the translation, checked by
+/// the caller).
+fn check_output(
+    tag: &str,
+    p: &Packet,
+    o: &Outcome,
+    input: &[u8],
+    out: &RunOut,
+    translated: bool,
+    t: &mut Tally,
+) {
+    let mut err = |m: String| t.disagreements.push(format!("{tag}: {p:?}\n    {m}"));
+    if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 {
+        let f = &out.data;
+        if f.len() != 54 {
+            return err(format!("reset is {} bytes, want 54", f.len()));
+        }
+        if let Err(e) = checksums_ok(f) {
+            return err(format!("reset: {e}"));
+        }
+        let (s, sp, d, dp) = v4_addrs(f);
+        if (s, sp, d, dp) != (p.dst, p.dport, p.src, p.sport) {
+            return err(format!("reset goes {s}:{sp} → {d}:{dp}"));
+        }
+        if f[0..6] != input[6..12] || f[6..12] != input[0..6] {
+            return err("reset: MACs not swapped".into());
+        }
+        // Our SYN has seq 0 and no ACK: RST|ACK, ack 1.
+        let ack = u32::from_be_bytes(f[42..46].try_into().unwrap());
+        if f[47] != 0x14 || ack != 1 || f[46] != 0x50 {
+            return err(format!("reset flags {:#x} ack {ack}", f[47]));
+        }
+        t.resets += 1;
+        return;
+    }
+    if out.ret != layout::TC_ACT_OK as u32 {
+        return;
+    }
+    let want_mark = match o.steering.as_ref().map(|s| &s.action) {
+        Some(SteerAction::Mark(m)) => *m,
+        _ => 0,
+    };
+    if out.mark != want_mark {
+        return err(format!("skb->mark {:#x}, want {want_mark:#x}", out.mark));
+    }
+    let mut want = input.to_vec();
+    if let Some(SteerAction::Dscp(d)) = o.steering.as_ref().map(|s| &s.action) {
+        if p.src.is_ipv4() {
+            want[15] = (d << 2) | (want[15] & 3);
+            set_checksums(&mut want);
+        } else {
+            let tc = (d << 2) | ((want[14] << 4 | want[15] >> 4) & 3);
+            want[14] = (want[14] & 0xf0) | (tc >> 4);
+            want[15] = (want[15] & 0x0f) | (tc << 4);
+        }
+    }
+    if want_mark != 0 || want != input {
+        t.steered += 1;
+    }
+    if translated {
+        // Compare everything but the rewritten addresses, ports and
+        // checksums (checked by the caller).
+        if out.data.len() != want.len() || out.data[14..16] != want[14..16] {
+            err(format!(
+                "translated frame: TOS {:?}, want {:?}",
+                &out.data[14..16],
+                &want[14..16]
+            ));
+        }
+        return;
+    }
+    if out.data != want {
+        err(format!(
+            "output frame differs:\n      got  {:02x?}\n      want {:02x?}",
+            out.data, want
+        ));
+    }
+}
+
+/// One new packet: run it, learn the backend from the output if it hit a
+/// frontend, compare with the interpreter. Returns the verdict.
+fn check_new(
+    tag: &str,
+    g: &Graph,
+    interp: &Interp,
+    gen: &Generation,
+    p: &Packet,
+    t: &mut Tally,
+) -> Option<(u32, Outcome, RunOut)> {
+    let o = interp.evaluate(p);
+    let hit = o.service.as_ref().filter(|h| h.chosen.is_some());
+    if hit.is_some() && !translatable(p) {
+        t.skipped += 1;
+        return None;
+    }
+    let input = frame(p);
+    let (out, got) = run_counted(gen, &input);
+    let Some(hit) = hit else {
+        let want = expected(g, &o, p);
+        if compare(tag, p, &want, &out, &got, t) {
+            check_output(tag, p, &o, &input, &out, false, t);
+        }
+        return Some((out.ret, o, out));
+    };
+    // Translated: the output frame tells the backend.
+    t.translated += 1;
+    let (s, sp, d, dp) = v4_addrs(&out.data);
+    let chosen = hit.chosen.clone().expect("filtered");
+    let mut bad = Vec::new();
+    if (s, sp) != (p.src, p.sport) {
+        bad.push(format!("source not preserved: {s}:{sp}"));
+    }
+    if let Err(e) = checksums_ok(&out.data) {
+        bad.push(e);
+    }
+    if !hit.candidates.iter().any(|b| (b.addr, b.port) == (d, dp)) {
+        bad.push(format!("{d}:{dp} is not a candidate"));
+    }
+    let svc = &interp.model.services[hit.service];
+    if svc.balance == Balance::Maglev && (chosen.addr, chosen.port) != (d, dp) {
+        bad.push(format!(
+            "maglev: kernel chose {d}:{dp}, interpreter {}:{}",
+            chosen.addr, chosen.port
+        ));
+    }
+    if !bad.is_empty() {
+        t.packets += 1;
+        t.disagreements
+            .push(format!("{tag}: {p:?}\n    {}", bad.join("; ")));
+        return None;
+    }
+    let o = interp.evaluate_with(p, BackendChoice::Pinned(d, dp));
+    let want = expected(g, &o, p);
+    if compare(tag, p, &want, &out, &got, t) {
+        check_output(tag, p, &o, &input, &out, true, t);
+    }
+    Some((out.ret, o, out))
 }
 
 fn check_model(tag: &str, model: &Model, g: &Graph, packets: &[Packet], t: &mut Tally) {
@@ -122,51 +305,116 @@ fn check_model(tag: &str, model: &Model, g: &Graph, packets: &[Packet], t: &mut 
         }
         let gen = gen_for(&p);
         clear_conntrack(gen);
-        if p.state == ConnState::Established {
-            let rev = reverse(&p);
-            if is_translated(g, &rev) {
-                t.skipped += 1;
-            } else {
-                let want = expected_counts(g, &interp, &rev);
-                check_one(tag, gen, &rev, want, t);
-                // Denied, or allowed without a conntrack entry (bypass):
-                // the connection was established some other way.
-                if conntrack_len(gen) == 0 {
-                    insert_conntrack(
-                        gen,
-                        &Packet {
-                            state: ConnState::New,
-                            ..p.clone()
-                        },
-                    );
+        clear_lb_state(gen);
+        if p.state != ConnState::Established {
+            let r = check_new(tag, g, &interp, gen, &p, t);
+            if let Some((ret, o, out)) = r {
+                if ret == layout::TC_ACT_OK as u32
+                    && o.service.as_ref().is_some_and(|h| h.chosen.is_some())
+                {
+                    // The backend's reply: established, un-translated.
+                    let (_, _, d, dp) = v4_addrs(&out.data);
+                    let wire = Packet {
+                        src: d,
+                        sport: dp,
+                        dst: p.src,
+                        dport: p.sport,
+                        state: ConnState::Established,
+                        ..p.clone()
+                    };
+                    let seen = Packet {
+                        src: p.dst,
+                        sport: p.dport,
+                        ..wire.clone()
+                    };
+                    check_reply(tag, g, &interp, gen, &seen, &wire, t);
                 }
             }
-            if is_translated(g, &rev) {
-                insert_conntrack(
-                    gen,
-                    &Packet {
-                        state: ConnState::New,
-                        ..p.clone()
-                    },
-                );
+            continue;
+        }
+        // Established: the reverse packet opens the connection first.
+        let rev = reverse(&p);
+        let opened = check_new(tag, g, &interp, gen, &rev, t);
+        if let Some((ret, o, out)) = &opened {
+            if *ret == layout::TC_ACT_OK as u32
+                && o.service.as_ref().is_some_and(|h| h.chosen.is_some())
+            {
+                // The real reply comes from the backend; reverse NAT gives
+                // it the frontend back as its source.
+                let (_, _, d, dp) = v4_addrs(&out.data);
+                let wire = Packet {
+                    src: d,
+                    sport: dp,
+                    ..p.clone()
+                };
+                check_reply(tag, g, &interp, gen, &p, &wire, t);
+                continue;
             }
-            let want = expected_counts(g, &interp, &p);
-            check_one(tag, gen, &p, want, t);
-            continue;
         }
-        if is_translated(g, &p) {
-            t.skipped += 1;
-            continue;
+        // Denied, rejected, left out, or allowed without a conntrack
+        // entry (bypass): the connection was established some other way.
+        clear_lb_state(gen);
+        if conntrack_len(gen) == 0 || opened.as_ref().is_none_or(|o| o.0 != 0) {
+            clear_conntrack(gen);
+            insert_conntrack(
+                gen,
+                &Packet {
+                    state: ConnState::New,
+                    ..p.clone()
+                },
+            );
         }
-        let want = expected_counts(g, &interp, &p);
-        check_one(tag, gen, &p, want, t);
+        let o = interp.evaluate(&p);
+        let want = expected(g, &o, &p);
+        let input = frame(&p);
+        let (out, got) = run_counted(gen, &input);
+        if compare(tag, &p, &want, &out, &got, t) && out.data != input {
+            t.disagreements
+                .push(format!("{tag}: established {p:?}\n    frame changed"));
+        }
+    }
+}
+
+/// The reply `wire` (backend → client) of a translated connection, which
+/// the interpreter sees as `seen` (frontend → client, established): it
+/// must pass as established with the frontend as its source.
+fn check_reply(
+    tag: &str,
+    g: &Graph,
+    interp: &Interp,
+    gen: &Generation,
+    seen: &Packet,
+    wire: &Packet,
+    t: &mut Tally,
+) {
+    let o = interp.evaluate(seen);
+    let want = expected(g, &o, seen);
+    let input = frame(wire);
+    let (out, got) = run_counted(gen, &input);
+    if !compare(tag, seen, &want, &out, &got, t) {
+        return;
+    }
+    t.replies += 1;
+    let (s, sp, d, dp) = v4_addrs(&out.data);
+    let ok = (s, sp, d, dp) == (seen.src, seen.sport, seen.dst, seen.dport);
+    if !ok || checksums_ok(&out.data).is_err() {
+        t.disagreements.push(format!(
+            "{tag}: reply {wire:?}\n    reverse NAT gave {s}:{sp} → {d}:{dp}, want {}:{} ({:?})",
+            seen.src,
+            seen.sport,
+            checksums_ok(&out.data)
+        ));
     }
 }
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared, {} skipped (service translation), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} steered), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
         t.packets,
+        t.translated,
+        t.replies,
+        t.resets,
+        t.steered,
         t.skipped,
         t.disagreements.len(),
         started.elapsed().as_secs_f64()

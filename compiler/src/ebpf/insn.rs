@@ -52,6 +52,24 @@ pub mod helper {
     pub const SKB_LOAD_BYTES: u32 = 26;
     /// `long bpf_redirect(ifindex, flags)`
     pub const REDIRECT: u32 = 23;
+    /// `u32 bpf_get_prandom_u32(void)`
+    pub const GET_PRANDOM_U32: u32 = 7;
+    /// `long bpf_skb_store_bytes(skb, offset, from, len, flags)`
+    pub const SKB_STORE_BYTES: u32 = 9;
+    /// `long bpf_l3_csum_replace(skb, offset, from, to, size)`
+    pub const L3_CSUM_REPLACE: u32 = 10;
+    /// `long bpf_l4_csum_replace(skb, offset, from, to, flags)`
+    pub const L4_CSUM_REPLACE: u32 = 11;
+    /// `s64 bpf_csum_diff(from, from_size, to, to_size, seed)`
+    pub const CSUM_DIFF: u32 = 28;
+    /// `long bpf_skb_change_tail(skb, len, flags)`
+    pub const SKB_CHANGE_TAIL: u32 = 38;
+    /// `struct bpf_sock *bpf_sk_lookup_tcp(ctx, tuple, size, netns, flags)`
+    pub const SK_LOOKUP_TCP: u32 = 84;
+    /// `long bpf_sk_release(sk)`
+    pub const SK_RELEASE: u32 = 86;
+    /// `long bpf_sk_assign(skb, sk, flags)`
+    pub const SK_ASSIGN: u32 = 124;
 
     /// Name of a helper for listings, if it is one of the known ones.
     pub fn name(id: u32) -> Option<&'static str> {
@@ -64,6 +82,15 @@ pub mod helper {
             TAIL_CALL => "bpf_tail_call",
             REDIRECT => "bpf_redirect",
             SKB_LOAD_BYTES => "bpf_skb_load_bytes",
+            GET_PRANDOM_U32 => "bpf_get_prandom_u32",
+            SKB_STORE_BYTES => "bpf_skb_store_bytes",
+            L3_CSUM_REPLACE => "bpf_l3_csum_replace",
+            L4_CSUM_REPLACE => "bpf_l4_csum_replace",
+            CSUM_DIFF => "bpf_csum_diff",
+            SKB_CHANGE_TAIL => "bpf_skb_change_tail",
+            SK_LOOKUP_TCP => "bpf_sk_lookup_tcp",
+            SK_RELEASE => "bpf_sk_release",
+            SK_ASSIGN => "bpf_sk_assign",
             _ => return None,
         })
     }

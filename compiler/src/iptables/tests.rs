@@ -58,4 +58,3 @@ fn maglev_is_refused_unless_trivial() {
     }
     assert!(refused > 0);
 }
-

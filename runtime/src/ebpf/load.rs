@@ -186,32 +186,9 @@ pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
             update_raw(map, &key, &b.to_ne_bytes()).map_err(|x| fill_err(names::CTAB, x))?;
         }
     }
-    if let Some(map) = ebpf.map(names::SVC) {
-        for s in &f.services {
-            let addr: std::net::IpAddr = s
-                .addr
-                .parse()
-                .map_err(|_| EbpfError::Bundle(format!("bad frontend address {}", s.addr)))?;
-            let mut key = [0u8; 20];
-            let family = match addr {
-                std::net::IpAddr::V4(a) => {
-                    key[..4].copy_from_slice(&a.octets());
-                    4
-                }
-                std::net::IpAddr::V6(a) => {
-                    key[..16].copy_from_slice(&a.octets());
-                    6
-                }
-            };
-            key[16..18].copy_from_slice(&s.port.to_ne_bytes());
-            key[18] = s.proto;
-            key[19] = family;
-            let mut v = Vec::new();
-            for w in [s.backends, s.no_backends_provenance, s.service, 0] {
-                v.extend_from_slice(&w.to_ne_bytes());
-            }
-            update_raw(map, &key, &v).map_err(|x| fill_err(names::SVC, x))?;
-        }
+    if let Some(lb) = &m.lb {
+        // Service maps: backends, slots, Maglev tables, then frontends.
+        super::service::apply_ops(ebpf, &lb.initial_ops())?;
     }
     if m.programs.len() > 1 {
         let mut fds = Vec::new();

@@ -122,11 +122,143 @@ pub fn frame(p: &Packet) -> Vec<u8> {
         _ => panic!("mixed families in {p:?}"),
     }
     f.extend(l4);
+    set_checksums(&mut f);
     // Pad to the Ethernet minimum like a NIC would.
     while f.len() < 60 {
         f.push(0);
     }
     f
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// Offset of the L4 checksum field in an IPv4 frame (TCP / UDP), and the
+/// IP payload range.
+fn l4_layout(f: &[u8]) -> Option<(usize, std::ops::Range<usize>)> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 15) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let l4 = 14 + ihl..(14 + total).min(f.len());
+    let off = match f[23] {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    Some((l4.start + off, l4))
+}
+
+/// The L4 checksum an IPv4 TCP / UDP frame should carry.
+fn l4_checksum(f: &[u8]) -> Option<u16> {
+    let (off, range) = l4_layout(f)?;
+    let mut body = f[range.clone()].to_vec();
+    let rel = off - range.start;
+    body[rel] = 0;
+    body[rel + 1] = 0;
+    let mut pseudo = f[26..34].to_vec();
+    pseudo.extend_from_slice(&[0, f[23]]);
+    pseudo.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    let c = !fold(sum16(&pseudo) + sum16(&body));
+    Some(if f[23] == 17 && c == 0 { 0xffff } else { c })
+}
+
+/// Fills in the IPv4 header checksum and the TCP / UDP checksum.
+pub fn set_checksums(f: &mut [u8]) {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ihl = usize::from(f[14] & 15) * 4;
+    f[24] = 0;
+    f[25] = 0;
+    let c = !fold(sum16(&f[14..14 + ihl]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    if let (Some((off, _)), Some(c)) = (l4_layout(f), l4_checksum(f)) {
+        f[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Checks the IPv4 header checksum and the TCP / UDP checksum (a zero UDP
+/// checksum is "none").
+pub fn checksums_ok(f: &[u8]) -> Result<(), String> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return Ok(());
+    }
+    let ihl = usize::from(f[14] & 15) * 4;
+    if fold(sum16(&f[14..14 + ihl])) != 0xffff {
+        return Err("bad IPv4 header checksum".into());
+    }
+    if let (Some((off, _)), Some(want)) = (l4_layout(f), l4_checksum(f)) {
+        let have = u16::from_be_bytes([f[off], f[off + 1]]);
+        if !(f[23] == 17 && have == 0) && have != want {
+            return Err(format!("bad L4 checksum {have:#06x}, want {want:#06x}"));
+        }
+    }
+    Ok(())
+}
+
+/// What one BPF_PROG_TEST_RUN produced.
+pub struct RunOut {
+    pub ret: u32,
+    pub data: Vec<u8>,
+    /// `skb->mark` afterwards (ctx_out).
+    pub mark: u32,
+}
+
+/// Runs the entry program once on `frame` with an `__sk_buff` context in
+/// and out.
+pub fn run_full(g: &Generation, frame: &[u8]) -> RunOut {
+    let p: &SchedClassifier = g
+        .ebpf
+        .program(layout::MAIN_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx_in = [0u8; 192];
+    let mut ctx_out = [0u8; 192];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx_in),
+        ctx_out: Some(&mut ctx_out),
+        ..Default::default()
+    };
+    let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    RunOut {
+        ret: r.return_value,
+        data: out,
+        mark: u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap()),
+    }
+}
+
+/// Empties the service stage's per-flow maps (translations, replies,
+/// affinity), when the object has them.
+pub fn clear_lb_state(g: &Generation) {
+    use weir_compiler::ebpf::service::layout::{aff, map as lb, tuple};
+    for (name, size) in [
+        (lb::CT, tuple::SIZE),
+        (lb::REV, tuple::SIZE),
+        (lb::AFF, aff::KEY_SIZE),
+    ] {
+        if let Some(m) = g.ebpf.map(name) {
+            for k in keys_raw(m, size as usize).unwrap() {
+                let _ = delete_raw(m, &k);
+            }
+        }
+    }
 }
 
 /// The conntrack key the programs build for `p` (see `layout::ct`).
@@ -198,7 +330,7 @@ pub fn conntrack_len(g: &Generation) -> usize {
 
 pub fn insert_conntrack(g: &Generation, p: &Packet) {
     let m = g.ebpf.map(layout::map::CT).unwrap();
-    update_raw(m, &ct_key(p), &[1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    update_raw(m, &ct_key(p), &[2, 0, 0, 0, 0, 0, 0, 0]).unwrap();
 }
 
 /// The workspace root.
@@ -265,4 +397,56 @@ pub fn policies() -> Vec<PathBuf> {
     );
     v.sort();
     v
+}
+
+/// A TCP connection from `src` (bound) to `dst`, with a send timeout.
+pub fn tcp_connect_from(
+    src: IpAddr,
+    dst: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Write;
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    use std::os::fd::FromRawFd;
+    let (IpAddr::V4(s4), SocketAddr::V4(d4)) = (src, dst) else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let b = sin(s4, 0);
+        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as _,
+            tv_usec: timeout.subsec_micros() as _,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        let d = sin(*d4.ip(), d4.port());
+        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stream = stream;
+        let _ = stream.write(b"");
+        Ok(stream)
+    }
 }

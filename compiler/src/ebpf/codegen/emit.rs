@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use super::layout::{self, ctx, map, skb, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE};
 use super::Mode;
+use crate::ebpf::service::emit::{
+    emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
+};
+use crate::ebpf::service::layout as lb;
 use crate::ebpf::{helper, AluOp, ByteOrder, Label, Op, Origin, Reg, Size};
 use crate::ebpf::{Asm, JmpCond};
 use crate::flowhash::proto_number;
@@ -400,6 +404,15 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R6, ctx::ICMP_CODE, R4));
         em.bind(l4_done);
 
+        if self.has_services {
+            // A packet of a flow the service stage translated is DNATed to
+            // its backend first (context and conntrack key included), so it
+            // is classified and looked up in conntrack as client → backend.
+            c(em, "service: established translated flow → its backend");
+            let env = self.lb_env(em, em.drop);
+            emit_established_dnat(em.a, &env, None);
+        }
+
         c(em, "classify: address → class (LPM trie)");
         let cls6 = em.label("cls6");
         let classified = em.label("classified");
@@ -467,6 +480,16 @@ impl Gen<'_> {
         em.bind(established);
         em.a.set_origin(Origin(0), Some("conntrack: established connection"));
         em.count_imm(0);
+        let ok = em.label("established_ok");
+        if self.has_services {
+            // A reply of a translated flow (the tuple matched weir_ct as
+            // the reverse of client → backend) gets the frontend back as
+            // its source.
+            em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            let env = self.lb_env(em, ok);
+            emit_reverse_nat(em.a, &env, ok);
+        }
+        em.bind(ok);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
         em.bind(new);
@@ -620,6 +643,14 @@ impl Gen<'_> {
                 };
                 em.push(Op::store(Size::U32, R6, ctx::STEER_KIND, kind));
                 em.push(Op::store(Size::U32, R6, ctx::STEER_ARG, arg));
+                if let SteerAction::Redirect { addr, .. } = action {
+                    let a = match addr {
+                        std::net::IpAddr::V4(a) => i32::from_ne_bytes(a.octets()),
+                        // An IPv6 proxy is not supported (no socket lookup).
+                        std::net::IpAddr::V6(_) => 0,
+                    };
+                    em.push(Op::store(Size::U32, R6, ctx::STEER_ADDR, a));
+                }
                 em.goto(service);
             }
         }
@@ -664,42 +695,276 @@ impl Gen<'_> {
         em.goto(next);
     }
 
+    /// The service stage's environment (the pipeline's context, counters
+    /// and drop label).
+    fn lb_env(&self, em: &Em, cont: Label) -> StageEnv {
+        StageEnv {
+            ctx: CtxLayout::pipeline(),
+            cont,
+            drop: em.drop,
+            reject: RejectCount::Provenance(map::CNT.into()),
+            rejected: None,
+            lb_counters: false,
+        }
+    }
+
+    /// Service stage (one block; it cannot be split across a tail call):
+    /// frontends that cannot be translated (IPv6, SCTP) are only checked
+    /// for the no-backends reject; IPv4 TCP / UDP go through
+    /// [`emit_service_stage`] (translation, or reject); a translated packet
+    /// is classified again (the backend's class) before policy.
     fn service(&self, em: &mut Em) {
         let next = self.policy_start();
         em.a.set_origin(
             Origin::NONE,
-            Some("service stage: frontend lookup (translation: issue 6)"),
+            Some("service stage: frontend → backend (load-balance first, then policy)"),
         );
         if !self.has_services {
             em.goto(next);
             return;
         }
-        const K: i16 = -136;
+        let reclassify = em.label("reclassify");
+        let rejected = em.label("rejected");
+        let translatable = em.label("translatable");
+        // IPv4 TCP / UDP: the service stage.
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        let other = em.label("untranslatable");
+        em.jmp(JmpCond::Ne, R1, 4, other);
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.jmp(JmpCond::Eq, R1, 6, translatable);
+        em.jmp(JmpCond::Eq, R1, 17, translatable);
+        // Others: a frontend without backends still rejects; one with
+        // backends continues untranslated (IPv6 / SCTP translation is not
+        // implemented — see `ebpf::service`).
+        em.bind(other);
+        const K: i16 = -184;
         for i in 0..2i16 {
             em.push(Op::load(Size::U64, R1, R6, ctx::DST + 8 * i));
             em.push(Op::store(Size::U64, R10, K + 8 * i, R1));
         }
         em.push(Op::load(Size::U16, R1, R6, ctx::DPORT));
-        em.push(Op::store(Size::U16, R10, K + 16, R1));
-        em.push(Op::load(Size::U8, R1, R6, ctx::PROTO));
-        em.push(Op::store(Size::U8, R10, K + 18, R1));
+        em.push(Op::store(Size::U16, R10, K + lb::fe_key::PORT, R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.push(Op::store(Size::U8, R10, K + lb::fe_key::PROTO, R1));
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        em.push(Op::store(Size::U8, R10, K + 19, R1));
-        em.lookup(map::SVC, K);
+        em.push(Op::store(Size::U8, R10, K + lb::fe_key::FAMILY, R1));
+        em.lookup(lb::map::FE, K);
         let miss = em.to(next);
         em.jmp(JmpCond::Eq, R0, 0, miss);
-        let has = em.label("has_backends");
-        em.push(Op::load(Size::U32, R1, R0, 0));
-        em.jmp(JmpCond::Ne, R1, 0, has);
-        em.push(Op::load(Size::U32, R3, R0, 4));
+        em.push(Op::load(Size::U32, R1, R0, lb::fe::COUNT));
+        em.jmp(JmpCond::Ne, R1, 0, miss);
+        em.push(Op::load(Size::U32, R3, R0, lb::fe::NO_BACKENDS));
         em.count_reg(R3);
-        em.push(Op::mov64(R0, layout::TC_ACT_SHOT));
-        em.push(Op::Exit);
-        em.bind(has);
-        em.push(Op::load(Size::U32, R1, R0, 8));
-        em.push(Op::alu64(AluOp::Add, R1, 1));
-        em.push(Op::store(Size::U32, R6, ctx::SERVICE, R1));
+        let drop = em.drop;
+        em.push(Op::Ja { target: drop });
+
+        em.bind(translatable);
+        let mut env = self.lb_env(em, reclassify);
+        env.rejected = Some(rejected);
+        emit_service_stage(em.a, &env);
+        // A conservative count of the stage's branches (it emits through
+        // the assembler directly).
+        em.jumps += 48;
+
+        em.a.set_origin(
+            Origin::NONE,
+            Some("service: no backends → TCP reset, else drop"),
+        );
+        em.bind(rejected);
+        self.tcp_reset(em);
+
+        em.a.set_origin(
+            Origin::NONE,
+            Some("service: translated → classify the backend, reload atom rows"),
+        );
+        em.bind(reclassify);
+        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+        let to_next = em.to(next);
+        em.jmp(JmpCond::Eq, R1, 0, to_next);
+        em.push(Op::store(Size::U32, R10, -8, 32));
+        em.push(Op::load(Size::U32, R4, R6, ctx::DST));
+        em.push(Op::store(Size::U32, R10, -4, R4));
+        em.lookup(map::CLS4, -8);
+        self.store_class(em, ctx::DST_CLASS);
+        self.load_rows(em);
         em.goto(next);
+    }
+
+    /// Answers the IPv4 TCP packet in the context (a frontend without
+    /// backends) with a reset to its sender, redirected out of the
+    /// interface it came in on; anything else (UDP, IP options, a reset)
+    /// is dropped. The packet becomes the reset: MACs, addresses and ports
+    /// swapped, payload and options cut, `RST` (with `ACK` = seq + length
+    /// when the offending segment had no ACK, else seq = its ack), fresh
+    /// IPv4 and TCP checksums.
+    fn tcp_reset(&self, em: &mut Em) {
+        let drop = em.drop;
+        // Frame copy: Ethernet (14) + IPv4 (20) + TCP (20) = 54 bytes at B
+        // (B ≡ 2 mod 4, so the IP and TCP headers are 4-aligned); the
+        // pseudo-header (12) and a TCP header copy at P.
+        const B: i16 = -250;
+        const IP: i16 = B + 14;
+        const TCP: i16 = B + 34;
+        const P: i16 = -288; // pseudo (12) + TCP (20), 8-aligned
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.jmp(JmpCond::Ne, R1, 6, drop);
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, 0));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, i32::from(B)));
+        em.push(Op::mov64(R4, 54));
+        em.push(Op::Call {
+            helper: helper::SKB_LOAD_BYTES,
+        });
+        em.jmp(JmpCond::Ne, R0, 0, drop);
+        // IHL 5 only; never answer a reset.
+        em.push(Op::load(Size::U8, R1, R10, IP));
+        em.jmp(JmpCond::Ne, R1, 0x45, drop);
+        em.push(Op::load(Size::U8, R1, R10, TCP + 13));
+        em.jmp(JmpCond::Set, R1, 0x04, drop);
+        // r8 := flags of the offending segment (r8 / r9 are reloaded by
+        // nothing after this: the packet leaves here).
+        em.push(Op::mov64(R8, R1));
+        // Segment length: IP total − 20 − data offset·4, + SYN + FIN.
+        em.push(Op::load(Size::U16, R2, R10, IP + 2));
+        em.push(be16(R2));
+        em.push(Op::alu64(AluOp::Sub, R2, 20));
+        em.push(Op::load(Size::U8, R3, R10, TCP + 12));
+        em.push(Op::alu64(AluOp::Rsh, R3, 4));
+        em.push(Op::alu64(AluOp::Lsh, R3, 2));
+        em.push(Op::alu64(AluOp::Sub, R2, R3));
+        em.push(Op::mov64(R3, R1));
+        em.push(Op::alu64(AluOp::And, R3, 1)); // FIN
+        em.push(Op::alu64(AluOp::Add, R2, R3));
+        em.push(Op::mov64(R3, R1));
+        em.push(Op::alu64(AluOp::Rsh, R3, 1));
+        em.push(Op::alu64(AluOp::And, R3, 1)); // SYN
+        em.push(Op::alu64(AluOp::Add, R2, R3));
+        em.push(Op::mov64(R9, R2));
+        // Ethernet: swap the MACs (3 × 16 bits each).
+        for i in 0..3i16 {
+            em.push(Op::load(Size::U16, R1, R10, B + 2 * i));
+            em.push(Op::load(Size::U16, R2, R10, B + 6 + 2 * i));
+            em.push(Op::store(Size::U16, R10, B + 2 * i, R2));
+            em.push(Op::store(Size::U16, R10, B + 6 + 2 * i, R1));
+        }
+        // IPv4: total length 40, id 0, DF, TTL 64, addresses swapped.
+        em.push(Op::store(Size::U8, R10, IP + 1, 0));
+        em.push(Op::mov64(R1, 40));
+        em.push(be16(R1));
+        em.push(Op::store(Size::U16, R10, IP + 2, R1));
+        em.push(Op::store(Size::U16, R10, IP + 4, 0));
+        em.push(Op::mov64(R1, 0x4000));
+        em.push(be16(R1));
+        em.push(Op::store(Size::U16, R10, IP + 6, R1));
+        em.push(Op::store(Size::U8, R10, IP + 8, 64));
+        em.push(Op::store(Size::U16, R10, IP + 10, 0));
+        em.push(Op::load(Size::U32, R1, R10, IP + 12));
+        em.push(Op::load(Size::U32, R2, R10, IP + 16));
+        em.push(Op::store(Size::U32, R10, IP + 12, R2));
+        em.push(Op::store(Size::U32, R10, IP + 16, R1));
+        // TCP: ports swapped; seq / ack; data offset 5; RST(|ACK).
+        em.push(Op::load(Size::U16, R1, R10, TCP));
+        em.push(Op::load(Size::U16, R2, R10, TCP + 2));
+        em.push(Op::store(Size::U16, R10, TCP, R2));
+        em.push(Op::store(Size::U16, R10, TCP + 2, R1));
+        let had_ack = em.label("rst_had_ack");
+        let flags_done = em.label("rst_flags");
+        em.jmp(JmpCond::Set, R8, 0x10, had_ack);
+        // No ACK: seq 0, ack = seq + length, RST|ACK.
+        em.push(Op::load(Size::U32, R1, R10, TCP + 4));
+        em.push(Op::Endian {
+            order: ByteOrder::Be,
+            bits: 32,
+            dst: R1,
+        });
+        em.push(Op::alu64(AluOp::Add, R1, R9));
+        em.push(Op::Endian {
+            order: ByteOrder::Be,
+            bits: 32,
+            dst: R1,
+        });
+        em.push(Op::store(Size::U32, R10, TCP + 8, R1));
+        em.push(Op::store(Size::U32, R10, TCP + 4, 0));
+        em.push(Op::store(Size::U8, R10, TCP + 13, 0x14));
+        em.push(Op::Ja { target: flags_done });
+        // ACK: seq = its ack, RST only.
+        em.bind(had_ack);
+        em.push(Op::load(Size::U32, R1, R10, TCP + 8));
+        em.push(Op::store(Size::U32, R10, TCP + 4, R1));
+        em.push(Op::store(Size::U32, R10, TCP + 8, 0));
+        em.push(Op::store(Size::U8, R10, TCP + 13, 0x04));
+        em.bind(flags_done);
+        em.push(Op::store(Size::U8, R10, TCP + 12, 0x50));
+        for off in [14, 16, 18] {
+            // window, checksum, urgent pointer
+            em.push(Op::store(Size::U16, R10, TCP + off, 0));
+        }
+        // IPv4 header checksum.
+        self.csum_into(em, IP, 20, IP + 10);
+        // TCP checksum over the pseudo-header and the header.
+        em.push(Op::load(Size::U32, R1, R10, IP + 12));
+        em.push(Op::store(Size::U32, R10, P, R1));
+        em.push(Op::load(Size::U32, R1, R10, IP + 16));
+        em.push(Op::store(Size::U32, R10, P + 4, R1));
+        em.push(Op::mov64(R1, 0x0006_0014u32 as i32)); // 0, proto 6, length 20
+        em.push(Op::Endian {
+            order: ByteOrder::Be,
+            bits: 32,
+            dst: R1,
+        });
+        em.push(Op::store(Size::U32, R10, P + 8, R1));
+        for i in 0..5i16 {
+            em.push(Op::load(Size::U32, R1, R10, TCP + 4 * i));
+            em.push(Op::store(Size::U32, R10, P + 12 + 4 * i, R1));
+        }
+        self.csum_into(em, P, 32, TCP + 16);
+        // Cut to 54 bytes, write it, send it back out.
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, 54));
+        em.push(Op::mov64(R3, 0));
+        em.push(Op::Call {
+            helper: helper::SKB_CHANGE_TAIL,
+        });
+        em.jmp(JmpCond::Ne, R0, 0, drop);
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, 0));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, i32::from(B)));
+        em.push(Op::mov64(R4, 54));
+        em.push(Op::mov64(R5, 0));
+        em.push(Op::Call {
+            helper: helper::SKB_STORE_BYTES,
+        });
+        em.jmp(JmpCond::Ne, R0, 0, drop);
+        em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
+        em.push(Op::mov64(R2, 0));
+        em.push(Op::Call {
+            helper: helper::REDIRECT,
+        });
+        em.push(Op::Exit);
+    }
+
+    /// `*(u16 *)(fp + out) = ~fold(csum(fp + from, len))` (len a multiple
+    /// of 4; the checksum field inside must be zero).
+    fn csum_into(&self, em: &mut Em, from: i16, len: i32, out: i16) {
+        em.push(Op::mov64(R1, 0));
+        em.push(Op::mov64(R2, 0));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
+        em.push(Op::mov64(R4, len));
+        em.push(Op::mov64(R5, 0));
+        em.push(Op::Call {
+            helper: helper::CSUM_DIFF,
+        });
+        for _ in 0..2 {
+            em.push(Op::mov64(R1, R0));
+            em.push(Op::alu64(AluOp::Rsh, R1, 16));
+            em.push(Op::alu64(AluOp::And, R0, 0xffff));
+            em.push(Op::alu64(AluOp::Add, R0, R1));
+        }
+        em.push(Op::alu64(AluOp::Xor, R0, 0xffff));
+        em.push(Op::store(Size::U16, R10, out, R0));
     }
 
     fn final_verdict(&self, em: &mut Em) {
@@ -746,13 +1011,7 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::MAP_UPDATE_ELEM,
         });
-        // Steering: `mark` sets skb->mark (redirect / dscp: issue 6).
-        let no_mark = em.label("no_mark");
-        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_KIND));
-        em.jmp(JmpCond::Ne, R1, layout::STEER_MARK, no_mark);
-        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
-        em.push(Op::store(Size::U32, R7, skb::MARK, R1));
-        em.bind(no_mark);
+        self.steering(em);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
         em.bind(deny_eg);
@@ -762,7 +1021,227 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R3, R6, ctx::IN_DECIDED));
         em.bind(deny);
         em.count_reg(R3);
+        if self.has_services {
+            self.forget_translation(em);
+        }
         em.push(Op::mov64(R0, layout::TC_ACT_SHOT));
         em.push(Op::Exit);
+    }
+
+    /// A denied translated packet leaves no translation state behind: its
+    /// `weir_lb_ct` entry (client → frontend) and `weir_lb_rev` entry
+    /// (backend → client) are deleted, so a later packet of the flow is
+    /// load-balanced and judged afresh and a spoofed reply is not
+    /// un-translated.
+    fn forget_translation(&self, em: &mut Em) {
+        let done = em.label("no_translation");
+        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+        em.jmp(JmpCond::Eq, R1, 0, done);
+        const T: i16 = -200;
+        let t = |f: i16| T + f;
+        let pairs: [(i16, i16, Size); 10] = [
+            (t(lb::tuple::SRC), ctx::SRC, Size::U64),
+            (t(lb::tuple::SRC + 8), ctx::SRC + 8, Size::U64),
+            (t(lb::tuple::DST), ctx::ORIG_DST, Size::U64),
+            (t(lb::tuple::DST + 8), ctx::ORIG_DST + 8, Size::U64),
+            (t(lb::tuple::SPORT), ctx::SPORT, Size::U16),
+            (t(lb::tuple::DPORT), ctx::ORIG_DPORT, Size::U16),
+            (t(lb::tuple::PROTO), ctx::RAW_PROTO, Size::U8),
+            (t(lb::tuple::FAMILY), ctx::FAMILY, Size::U8),
+            (t(38), -1, Size::U16),
+            (t(38), -1, Size::U16),
+        ];
+        for (dst, src, size) in pairs {
+            if src < 0 {
+                em.push(Op::store(size, R10, dst, 0));
+            } else {
+                em.push(Op::load(size, R1, R6, src));
+                em.push(Op::store(size, R10, dst, R1));
+            }
+        }
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(T)));
+        em.push(Op::ld_map_fd(R1, lb::map::CT));
+        em.push(Op::Call {
+            helper: helper::MAP_DELETE_ELEM,
+        });
+        // The reply tuple: backend → client.
+        for (dst, src, size) in [
+            (t(lb::tuple::SRC), ctx::DST, Size::U64),
+            (t(lb::tuple::SRC + 8), ctx::DST + 8, Size::U64),
+            (t(lb::tuple::DST), ctx::SRC, Size::U64),
+            (t(lb::tuple::DST + 8), ctx::SRC + 8, Size::U64),
+            (t(lb::tuple::SPORT), ctx::DPORT, Size::U16),
+            (t(lb::tuple::DPORT), ctx::SPORT, Size::U16),
+        ] {
+            em.push(Op::load(size, R1, R6, src));
+            em.push(Op::store(size, R10, dst, R1));
+        }
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(T)));
+        em.push(Op::ld_map_fd(R1, lb::map::REV));
+        em.push(Op::Call {
+            helper: helper::MAP_DELETE_ELEM,
+        });
+        em.bind(done);
+    }
+
+    /// Steering of an allowed packet (docs/language.md §4 step 5): `mark`
+    /// sets `skb->mark`; `dscp` rewrites the DSCP bits (IPv4: header
+    /// checksum fixed with `bpf_l3_csum_replace`; IPv6: traffic class);
+    /// `redirect` assigns the packet to the local proxy's socket
+    /// ([`Gen::redirect_to_proxy`]).
+    fn steering(&self, em: &mut Em) {
+        let has = |f: fn(&SteerAction) -> bool| self.g.steer_actions.iter().flatten().any(f);
+        let (mark, dscp_used, redirect_used) = (
+            has(|a| matches!(a, SteerAction::Mark(_))),
+            has(|a| matches!(a, SteerAction::Dscp(_))),
+            has(|a| matches!(a, SteerAction::Redirect { .. })),
+        );
+        if !(mark || dscp_used || redirect_used) {
+            return;
+        }
+        em.a.set_origin(Origin::NONE, Some("steering of the allowed packet"));
+        let done = em.label("steered");
+        let dscp = em.label("steer_dscp");
+        let redirect = em.label("steer_redirect");
+        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_KIND));
+        if dscp_used {
+            em.jmp(JmpCond::Eq, R1, layout::STEER_DSCP, dscp);
+        }
+        if redirect_used {
+            em.jmp(JmpCond::Eq, R1, layout::STEER_REDIRECT, redirect);
+        }
+        if mark {
+            em.jmp(JmpCond::Ne, R1, layout::STEER_MARK, done);
+            em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
+            em.push(Op::store(Size::U32, R7, skb::MARK, R1));
+        }
+        em.push(Op::Ja { target: done });
+        if dscp_used {
+            em.bind(dscp);
+            self.rewrite_dscp(em, done);
+        }
+        if redirect_used {
+            em.bind(redirect);
+            self.redirect_to_proxy(em);
+        }
+        em.bind(done);
+    }
+
+    /// DSCP rewrite (`STEER_ARG`), then jump to `done`.
+    fn rewrite_dscp(&self, em: &mut Em, done: Label) {
+        const W: i16 = -168;
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, 14));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, i32::from(W)));
+        em.push(Op::mov64(R4, 2));
+        em.push(Op::store(Size::U64, R10, W, 0));
+        em.push(Op::Call {
+            helper: helper::SKB_LOAD_BYTES,
+        });
+        em.jmp(JmpCond::Ne, R0, 0, done);
+        // r2 = the first 16 bits as a number (big-endian on the wire).
+        em.push(Op::load(Size::U16, R2, R10, W));
+        em.push(be16(R2));
+        em.push(Op::load(Size::U32, R3, R6, ctx::STEER_ARG));
+        let v6 = em.label("dscp_v6");
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.jmp(JmpCond::Eq, R1, 6, v6);
+        // IPv4: version/IHL, then TOS = DSCP << 2 | ECN.
+        em.push(Op::alu64(AluOp::And, R2, 0xff03));
+        em.push(Op::alu64(AluOp::Lsh, R3, 2));
+        em.push(Op::alu64(AluOp::Or, R2, R3));
+        em.push(be16(R2));
+        em.push(Op::store(Size::U16, R10, W + 2, R2));
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, 14 + 10));
+        em.push(Op::load(Size::U16, R3, R10, W));
+        em.push(Op::load(Size::U16, R4, R10, W + 2));
+        em.push(Op::mov64(R5, 2));
+        em.push(Op::Call {
+            helper: helper::L3_CSUM_REPLACE,
+        });
+        let store = em.label("dscp_store");
+        em.push(Op::Ja { target: store });
+        // IPv6: version (4) | traffic class (8) | flow label: DSCP is the
+        // top 6 bits of the traffic class (bits 11..6 here).
+        em.bind(v6);
+        em.push(Op::alu64(AluOp::And, R2, 0xf03f));
+        em.push(Op::alu64(AluOp::Lsh, R3, 6));
+        em.push(Op::alu64(AluOp::Or, R2, R3));
+        em.push(be16(R2));
+        em.push(Op::store(Size::U16, R10, W + 2, R2));
+        em.bind(store);
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, 14));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, i32::from(W + 2)));
+        em.push(Op::mov64(R4, 2));
+        em.push(Op::mov64(R5, 0));
+        em.push(Op::Call {
+            helper: helper::SKB_STORE_BYTES,
+        });
+        em.push(Op::Ja { target: done });
+    }
+
+    /// `redirect … to proxy ADDR:PORT` for IPv4 TCP: the packet is
+    /// assigned (`bpf_sk_assign`) to the proxy's listening socket, found
+    /// with `bpf_sk_lookup_tcp` on (ADDR, PORT); the destination address
+    /// is not rewritten, so the proxy (an `IP_TRANSPARENT` socket; the
+    /// node routes the original destination locally) sees the original
+    /// destination. No proxy socket, or not IPv4 TCP: the packet passes
+    /// unsteered. Only the first packet is assigned: the connection's
+    /// request and established sockets carry the original destination as
+    /// their local address, so the stack's own lookup finds them for the
+    /// later packets (which take the `established` path).
+    fn redirect_to_proxy(&self, em: &mut Em) {
+        let done = em.label("redirect_done");
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.jmp(JmpCond::Ne, R1, 4, done);
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.jmp(JmpCond::Ne, R1, 6, done);
+        // Tuple (saddr, daddr, sport, dport) of the listener.
+        const T: i16 = -184;
+        em.push(Op::load(Size::U32, R1, R6, ctx::SRC));
+        em.push(Op::store(Size::U32, R10, T, R1));
+        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ADDR));
+        em.push(Op::store(Size::U32, R10, T + 4, R1));
+        em.push(Op::load(Size::U16, R1, R6, ctx::SPORT));
+        em.push(be16(R1));
+        em.push(Op::store(Size::U16, R10, T + 8, R1));
+        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
+        em.push(be16(R1));
+        em.push(Op::store(Size::U16, R10, T + 10, R1));
+        self.sk_assign(em, T, done);
+        em.bind(done);
+    }
+
+    /// `sk = sk_lookup_tcp(tuple at fp + t); sk_assign(skb, sk); release`.
+    /// Jumps to `done` (also when no socket is found). Clobbers r9.
+    fn sk_assign(&self, em: &mut Em, t: i16, done: Label) {
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(t)));
+        em.push(Op::mov64(R3, 12));
+        em.push(Op::mov64(R4, -1)); // BPF_F_CURRENT_NETNS
+        em.push(Op::mov64(R5, 0));
+        em.push(Op::Call {
+            helper: helper::SK_LOOKUP_TCP,
+        });
+        em.jmp(JmpCond::Eq, R0, 0, done);
+        em.push(Op::mov64(R9, R0));
+        em.push(Op::mov64(R2, R0));
+        em.push(Op::mov64(R1, R7));
+        em.push(Op::mov64(R3, 0));
+        em.push(Op::Call {
+            helper: helper::SK_ASSIGN,
+        });
+        em.push(Op::mov64(R1, R9));
+        em.push(Op::Call {
+            helper: helper::SK_RELEASE,
+        });
+        em.push(Op::Ja { target: done });
     }
 }

@@ -10,6 +10,7 @@ pub const TC_ACT_SHOT: i32 = 2;
 /// `struct __sk_buff` offsets used by the programs.
 pub mod skb {
     pub const MARK: i16 = 8;
+    pub const IFINDEX: i16 = 40;
     pub const DATA: i16 = 76;
     pub const DATA_END: i16 = 80;
 }
@@ -40,15 +41,19 @@ pub mod ctx {
     /// Steering action of the first matching steering rule (`STEER_*`).
     pub const STEER_KIND: i16 = 68; // u32
     pub const STEER_ARG: i16 = 72; // u32
-    /// Service hit: service index + 1 (0: none). Issue 6 adds translation.
+    /// Translated by service: service index + 1 (0: none).
     pub const SERVICE: i16 = 76; // u32
-    /// Reserved for the service stage: original destination and port.
+    /// Set by the service stage: the original destination (frontend) and
+    /// port.
     pub const ORIG_DST: i16 = 80; // [u8; 16]
     pub const ORIG_DPORT: i16 = 96; // u16
     /// The IP protocol number on the wire (58 for ICMPv6).
     pub const RAW_PROTO: i16 = 100; // u8
     /// The conntrack key of the packet ([`super::ct`] layout), built once.
     pub const CT_KEY: i16 = 104; // [u8; 40]
+    /// `redirect … to proxy ADDR:PORT`: ADDR (IPv4, network order; the
+    /// port is `STEER_ARG`).
+    pub const STEER_ADDR: i16 = 144; // u32
     pub const SIZE: u32 = 152;
 }
 
@@ -77,13 +82,9 @@ pub mod ct {
     pub const VALUE_SIZE: u32 = 8;
 }
 
-/// Service frontend key: `{ addr[16], port u16 (host order), proto u8,
-/// family u8 }`; value [`SvcValue`](super::super::SvcEntry) as four u32:
-/// backends, no-backends provenance id, service index, reserved.
-pub mod svc {
-    pub const KEY_SIZE: u32 = 20;
-    pub const VALUE_SIZE: u32 = 16;
-}
+/// `TC_ACT_REDIRECT`: `bpf_redirect`'s return value (the reset a
+/// service without backends answers a TCP packet with).
+pub const TC_ACT_REDIRECT: i32 = 7;
 
 /// Map names (the kernel keeps 15 bytes; these are shorter).
 pub mod map {
@@ -93,7 +94,6 @@ pub mod map {
     pub const CLS6: &str = "weir_cls6";
     pub const ATOMS: &str = "weir_atoms";
     pub const CTAB: &str = "weir_ctab";
-    pub const SVC: &str = "weir_svc";
     pub const CNT: &str = "weir_cnt";
     pub const JMP: &str = "weir_jmp";
 }

@@ -12,20 +12,43 @@
 //!    IPv4 (options, fragments) / IPv6 (fixed header; extension headers are
 //!    not walked), TCP/UDP/SCTP ports, ICMP/ICMPv6 type and code, with
 //!    bounds checks; non-IP frames pass. Both addresses are classified
-//!    through the LPM tries `weir_cls4` / `weir_cls6` (miss = class 0).
+//!    through the LPM tries `weir_cls4` / `weir_cls6` (miss = class 0) —
+//!    after a packet of a flow the service stage already translated
+//!    (`weir_lb_ct` hit) has been DNATed to its backend
+//!    ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
+//!    context and conntrack key updated, so it is classified and looked
+//!    up as client → backend).
 //!    **Conntrack**: the 5-tuple and its reverse are looked up in the LRU
 //!    hash `weir_ct`; a hit is an established flow or a reply: counted as
-//!    provenance 0 (`established`) and passed. ICMP flows use ports 0.
-//!    Then the atom rows of both classes are loaded once (`weir_atoms`,
-//!    array indexed by class, one bit per atom) into r8 / r9.
-//! 2. **steer** — the graph's steer entry: a `bypass` hit counts and passes
-//!    (no conntrack entry); other actions are remembered in the context
-//!    (`mark` is applied to allowed packets; redirect and DSCP: issue 6).
-//! 3. **service** — frontend lookup in `weir_svc`: a frontend without
-//!    backends counts its `no backends` provenance and drops (the reject is
-//!    a drop for now). Translation is issue 6: a frontend with backends is
-//!    recorded in the context and policy runs on the untranslated packet,
-//!    so the differential tests leave frontend traffic out.
+//!    provenance 0 (`established`), a reply of a translated flow gets the
+//!    frontend back as its source
+//!    ([`emit_reverse_nat`](crate::ebpf::service::emit_reverse_nat):
+//!    only after the `weir_ct` hit, so a spoofed reply to a denied flow
+//!    is never un-translated), and the packet passes. ICMP flows use
+//!    ports 0. Then the atom rows of both classes are loaded once
+//!    (`weir_atoms`, array indexed by class, one bit per atom) into r8 /
+//!    r9.
+//! 2. **steer** — the graph's steer entry (matched on the packet as sent):
+//!    a `bypass` hit counts and passes (no conntrack entry, no service, no
+//!    policy); other actions are remembered in the context and applied in
+//!    **final** to allowed packets.
+//! 3. **service** — one block (about 300 instructions, stack fp-160 to
+//!    fp-432, r8 / r9 untouched; never split across a tail call):
+//!    [`emit_service_stage`](crate::ebpf::service::emit_service_stage)
+//!    over the `weir_lb_*` maps of [`crate::ebpf::service`] — frontend
+//!    lookup, backend choice (affinity, Maglev on the flow hash exactly as
+//!    the interpreter, or weighted random), `weir_lb_ct` / `weir_lb_rev`
+//!    entries, DNAT with IPv4 and L4 checksum fix-up. Then the packet is
+//!    **classified again** (the backend's class, rows reloaded) and policy
+//!    judges the translated packet (load-balance first, then policy). A
+//!    frontend without backends counts its `no backends` provenance and
+//!    **rejects**: an IPv4 TCP segment is turned into a reset to its
+//!    sender (MACs, addresses and ports swapped, payload cut, RST|ACK
+//!    acking the segment or RST with its ack as sequence number, fresh
+//!    checksums) and `bpf_redirect`ed out of the interface it came in on
+//!    (`TC_ACT_REDIRECT`); UDP (no ICMP port-unreachable yet), SCTP and
+//!    IPv6 are dropped. IPv6 and SCTP frontends with backends are not
+//!    translated (they continue untranslated: a known gap).
 //! 4. **egress**, then **ingress** — the graph's entries. Tests are inline
 //!    (proto / port / ICMP compares; atom tests are one bit test on the
 //!    row). Tables on proto / port / ICMP fields and small class tables are
@@ -37,9 +60,14 @@
 //!    and records the side's decision in the context.
 //! 5. **final** — combines the sides exactly as the interpreter does (first
 //!    denying side, egress first; an allow names the ingress rule, else the
-//!    egress rule, else the ingress default), counts the deciding id,
-//!    inserts the flow into conntrack on allow and returns `TC_ACT_OK` /
-//!    `TC_ACT_SHOT`.
+//!    egress rule, else the ingress default), counts the deciding id. On
+//!    allow: inserts the flow into conntrack, applies the steering action
+//!    (`mark`: `skb->mark`; `dscp`: the DSCP bits, IPv4 header checksum
+//!    fixed with `bpf_l3_csum_replace`, IPv6 traffic class; `redirect`:
+//!    `bpf_sk_assign` to the proxy's listener, see `docs/language.md`
+//!    §4) and returns `TC_ACT_OK`. On deny: a translated packet's
+//!    `weir_lb_ct` / `weir_lb_rev` entries are deleted (denied flows
+//!    leave no translation state), `TC_ACT_SHOT`.
 //!
 //! # Stages
 //!
@@ -57,7 +85,11 @@
 //!
 //! All sized from the compiled output (plus headroom for run-time
 //! endpoints), listed with their fill data in [`EbpfManifest`], which goes
-//! into the bundle manifest as `backends.ebpf`. A map over
+//! into the bundle manifest as `backends.ebpf`. Programs with services add
+//! the `weir_lb_*` maps; their contents and allocation state are the
+//! manifest's `lb` ([`LbState`], filled by the runtime from
+//! `LbState::initial_ops`, and the starting point of run-time backend
+//! changes). A map over
 //! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
 
 pub mod emit;
@@ -73,10 +105,11 @@ use serde::{Deserialize, Serialize};
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
 use crate::bundle::{BackendArtifacts, SPARE_CLASSES, WEIR_ASM, WEIR_O};
-use crate::flowhash::proto_number;
+use crate::ebpf::service::LbState;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
 use crate::model::Model;
+use crate::provenance::Provenance;
 
 /// Which sides one hook enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -268,17 +301,6 @@ pub struct LpmEntry {
     pub class: u32,
 }
 
-/// One service frontend (`weir_svc`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SvcEntry {
-    pub addr: String,
-    pub port: u16,
-    pub proto: u8,
-    pub backends: u32,
-    pub no_backends_provenance: u32,
-    pub service: u32,
-}
-
 /// What the runtime writes into the maps before attaching.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Fill {
@@ -288,7 +310,6 @@ pub struct Fill {
     pub atom_rows: Vec<Vec<u32>>,
     /// `(table, class, branch)`.
     pub ctab: Vec<(u32, u32, u32)>,
-    pub services: Vec<SvcEntry>,
 }
 
 /// The `backends.ebpf` section of the manifest.
@@ -304,6 +325,11 @@ pub struct EbpfManifest {
     pub fill: Fill,
     /// Provenance ids counted in `weir_cnt` (= its size).
     pub counters: u32,
+    /// Service maps: what fills them (`LbState::initial_ops`) and the
+    /// allocation state run-time backend changes continue from. `None`
+    /// when the program has no service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<LbState>,
 }
 
 /// The generated back end.
@@ -370,6 +396,25 @@ fn type_name(t: MapType) -> &'static str {
         MapType::LpmTrie => "lpm_trie",
         _ => "other",
     }
+}
+
+/// The `'static` name of a service map (for the `filled` column).
+fn map_name(m: &str) -> &'static str {
+    use crate::ebpf::service::layout::map as lb;
+    [
+        lb::FE,
+        lb::SLOT,
+        lb::BE,
+        lb::MGL,
+        lb::AFF,
+        lb::CT,
+        lb::REV,
+        lb::SK,
+        lb::CNT,
+    ]
+    .into_iter()
+    .find(|n| *n == m)
+    .unwrap_or("other")
 }
 
 /// Nodes reachable from `root`, in decreasing id order (parents first).
@@ -481,19 +526,19 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         }
         fill.atom_rows.push(w);
     }
-    for fe in &g.services.frontends {
-        let set = &g.services.backend_sets[fe.backends];
-        fill.services.push(SvcEntry {
-            addr: fe.frontend.addr.to_string(),
-            port: fe.frontend.port,
-            proto: proto_number(fe.frontend.proto),
-            backends: set.backends.len() as u32,
-            no_backends_provenance: g.provenance.id(&crate::provenance::Provenance::NoBackends {
-                service: fe.service,
-            }),
-            service: fe.service as u32,
-        });
-    }
+    let lb = gen.has_services.then(|| {
+        LbState::new(
+            &g.services,
+            &|service| g.provenance.id(&Provenance::NoBackends { service }),
+            &crate::ebpf::service::Options {
+                spare_slots: opts.spare_endpoints,
+                affinity_entries: opts.conntrack_entries,
+                conntrack_entries: opts.conntrack_entries,
+                socket_entries: opts.conntrack_entries,
+                ..crate::ebpf::service::Options::default()
+            },
+        )
+    });
 
     // Stages: split, assemble, and split tighter while a stage comes out
     // larger than the budget (stubs and dispatch are only known after).
@@ -600,15 +645,15 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         ));
         filled.insert(layout::map::CTAB, fill.ctab.len() as u64);
     }
-    if gen.has_services {
-        maps.push(MapDef::new(
-            layout::map::SVC,
-            MapType::Hash,
-            layout::svc::KEY_SIZE,
-            layout::svc::VALUE_SIZE,
-            fill.services.len() as u32,
-        ));
-        filled.insert(layout::map::SVC, fill.services.len() as u64);
+    if let Some(lb) = &lb {
+        // The service maps (`weir_lb_*`, see `ebpf::service`), filled by
+        // the runtime from `lb.initial_ops()`.
+        for op in lb.initial_ops() {
+            if let crate::ebpf::service::MapOp::Update { map, .. } = op {
+                *filled.entry(map_name(&map)).or_insert(0) += 1;
+            }
+        }
+        maps.extend(lb.maps());
     }
     if nstages > 1 {
         maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
@@ -682,6 +727,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             .collect(),
         fill,
         counters: g.provenance.len() as u32,
+        lb,
     };
     Ok(EbpfOutput {
         object,

@@ -127,6 +127,10 @@ pub struct StageEnv {
     /// slot during an update).
     pub drop: Label,
     pub reject: RejectCount,
+    /// Continue here after counting a reject (no backends), with the
+    /// frontend value at `st::FEV` — e.g. to answer with a TCP reset;
+    /// `None`: `drop`.
+    pub rejected: Option<Label>,
     /// Count translations / replies in `weir_lb_cnt` too.
     pub lb_counters: bool,
 }
@@ -607,8 +611,8 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     dnat(a, env);
     a.push(Op::Ja { target: env.cont });
 
-    // No usable backend: reject (counted; the packet is dropped — see the
-    // module docs for why not a reset / ICMP error yet).
+    // No usable backend: reject (counted, then `rejected`: the policy
+    // pipeline answers TCP with a reset; otherwise dropped).
     a.bind(no_backends);
     match &env.reject {
         RejectCount::LbCounter => count(a, map::CNT, Operand::Imm(cnt::NO_BACKENDS as i32)),
@@ -617,7 +621,9 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
             count(a, m, Operand::Reg(R3));
         }
     }
-    a.push(Op::Ja { target: env.drop });
+    a.push(Op::Ja {
+        target: env.rejected.unwrap_or(env.drop),
+    });
 
     a.bind(missing);
     count(a, map::CNT, Operand::Imm(cnt::MISSING as i32));

@@ -148,8 +148,30 @@ pub struct LbState {
     next_set: u32,
     free_tables: VecDeque<u32>,
     next_backend_id: u32,
-    /// (service, addr, port) → backend id.
+    /// (service, addr, port) → backend id (a list in JSON: tuple keys
+    /// are not JSON object keys).
+    #[serde(with = "id_list")]
     backend_ids: BTreeMap<(usize, IpAddr, u16), u32>,
+}
+
+mod id_list {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Ids = BTreeMap<(usize, IpAddr, u16), u32>;
+
+    pub fn serialize<S: Serializer>(m: &Ids, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(usize, IpAddr, u16, u32)> =
+            m.iter().map(|(&(a, b, c), &d)| (a, b, c, d)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ids, D::Error> {
+        let v: Vec<(usize, IpAddr, u16, u32)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(a, b, c, d)| ((a, b, c), d)).collect())
+    }
 }
 
 fn family(a: IpAddr) -> u8 {

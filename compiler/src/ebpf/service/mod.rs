@@ -45,8 +45,10 @@
 //!
 //! # Known gaps
 //!
-//! - **Reject** is a counted drop in TC (no TCP reset / ICMP
-//!   port-unreachable is generated yet) and `EPERM` at `connect()`.
+//! - **Reject**: in the policy pipeline an IPv4 TCP segment to a frontend
+//!   without backends is answered with a reset (`codegen::emit`,
+//!   `tcp_reset`); UDP gets no ICMP port-unreachable yet (counted drop);
+//!   the standalone TC program drops; `connect()` fails with `EPERM`.
 //! - **IPv6**: frontends and backends of both families are in the maps,
 //!   but only IPv4 is translated (TC: IPv6 packets continue untranslated;
 //!   no `connect6`/`sendmsg6`/`recvmsg6` programs yet).

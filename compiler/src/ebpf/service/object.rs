@@ -109,6 +109,7 @@ pub fn tc_program() -> Assembled {
         cont: ok,
         drop,
         reject: RejectCount::LbCounter,
+        rejected: None,
         lb_counters: true,
     };
     emit_reverse_nat(&mut a, &env, ok);

@@ -305,6 +305,7 @@ fn ebpf_service_programs_assemble() {
         cont,
         drop,
         reject: RejectCount::Provenance("weir_cnt".into()),
+        rejected: None,
         lb_counters: false,
     };
     emit::emit_established_dnat(&mut a, &env, None);
@@ -314,7 +315,10 @@ fn ebpf_service_programs_assemble() {
     a.push(crate::ebpf::Op::Exit);
     assert!(a.assemble().is_ok());
     let tc = object::tc_program();
-    assert!(tc.listing().contains("call #11"), "l4_csum_replace");
+    assert!(
+        tc.listing().contains("bpf_l4_csum_replace"),
+        "l4_csum_replace"
+    );
     // The flow hash emitted in BPF matches flowhash.rs: checked by the
     // kernel tests (Maglev choices equal the interpreter's).
 }
