@@ -53,9 +53,12 @@ pub fn missing_programs(v: Variant) -> Vec<String> {
     .collect()
 }
 
-/// Ready backends (address, port) of every service, in model order, with
-/// the first IPv4 frontend.
-pub fn resolved_services(model: &Model) -> Vec<(IpAddr, u16, Proto, Vec<(IpAddr, u16)>)> {
+/// A service's first IPv4 frontend (address, port, protocol) and its ready
+/// backends (address, port).
+pub type Resolved = (IpAddr, u16, Proto, Vec<(IpAddr, u16)>);
+
+/// Every service with an IPv4 frontend, resolved, in model order.
+pub fn resolved_services(model: &Model) -> Vec<Resolved> {
     model
         .services
         .iter()

@@ -535,7 +535,17 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
                 affinity_entries: opts.conntrack_entries,
                 conntrack_entries: opts.conntrack_entries,
                 socket_entries: opts.conntrack_entries,
-                ..crate::ebpf::service::Options::default()
+                // Spare Maglev tables (64 KiB each) only when a service
+                // uses Maglev.
+                spare_tables: if model
+                    .services
+                    .iter()
+                    .any(|s| s.balance == crate::model::Balance::Maglev)
+                {
+                    crate::ebpf::service::Options::default().spare_tables
+                } else {
+                    0
+                },
             },
         )
     });
