@@ -4,51 +4,16 @@
 //! budget, and the E0510 limits. (The kernel tests are
 //! `runtime/tests/ebpf_*.rs`.)
 
-use std::io;
-use std::path::{Path, PathBuf};
-use weir_compiler::check::check_program;
+mod common;
+
 use weir_compiler::ebpf::codegen::{generate, Budget, Limit, Mode, Options};
 use weir_compiler::gen;
 use weir_compiler::graph;
-use weir_compiler::source::SourceLoader;
-
-struct Fs {
-    stdlib: PathBuf,
-}
-
-impl SourceLoader for Fs {
-    fn load(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-
-    fn stdlib_dir(&self) -> Option<PathBuf> {
-        Some(self.stdlib.clone())
-    }
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 #[test]
 fn ebpf_examples_are_deterministic() {
-    let root = root();
-    let loader = Fs {
-        stdlib: root.join("stdlib-policies"),
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    for f in files {
-        let inv = f.with_file_name("inventory.json");
-        let inv = inv.exists().then_some(inv);
-        let checked = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
-        assert!(!checked.has_errors(), "{} has errors", f.display());
+    for f in common::example_files() {
+        let checked = common::check_example(&f);
         let g = graph::build(&checked.model);
         let out = generate(&checked.model, &g, &Options::default()).unwrap();
         let again = generate(&checked.model, &g, &Options::default()).unwrap();

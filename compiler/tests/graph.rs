@@ -1,7 +1,10 @@
 //! The decision graph from source: shadowing diagnostics, example dumps
 //! determinism (the dumps themselves are snapshotted by cli/tests/artifacts.rs).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
+
 use weir_compiler::check::{check_program, Checked};
 use weir_compiler::graph;
 use weir_compiler::source::MemoryLoader;
@@ -66,58 +69,11 @@ policy ghost {
     assert_eq!(snippet(w.secondary[0].0), "allow tcp 80 from any");
 }
 
-fn load_example(dir: &Path) -> Checked {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut loader = MemoryLoader::new().with_stdlib("stdlib-policies");
-    for entry in std::fs::read_dir(root.join("stdlib-policies")).unwrap() {
-        let p = entry.unwrap().path();
-        if p.extension().is_none_or(|e| e != "weir") {
-            continue;
-        }
-        let name = PathBuf::from("stdlib-policies").join(p.file_name().unwrap());
-        loader = loader.with(name, std::fs::read_to_string(&p).unwrap());
-    }
-    let mut roots = Vec::new();
-    let mut inventory = None;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let rel = dir.join(p.file_name().unwrap());
-        match p.extension().and_then(|e| e.to_str()) {
-            Some("weir") => {
-                loader = loader.with(&rel, std::fs::read_to_string(&p).unwrap());
-                roots.push(rel);
-            }
-            Some("json") => {
-                loader = loader.with(&rel, std::fs::read_to_string(&p).unwrap());
-                inventory = Some(rel);
-            }
-            _ => {}
-        }
-    }
-    check_program(&roots, &loader, inventory.as_deref())
-}
-
 #[test]
 fn example_graph_dumps() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut examples: Vec<String> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| root.join(n).is_dir())
-        .collect();
-    examples.sort();
-    assert!(examples.len() >= 3, "examples went missing");
-    for ex in examples {
-        let checked = load_example(&Path::new("examples").join(&ex));
-        assert!(
-            !checked.has_errors(),
-            "example {ex} has errors: {:#?}",
-            checked.diagnostics
-        );
+    for f in common::example_files() {
+        let ex = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let checked = common::check_example(&f);
         let model = &checked.model;
         let g = graph::build(model);
         let text = graph::dump::text(model, &g);

@@ -3,31 +3,11 @@
 //! Maglev. The generated text itself is snapshotted, with every other
 //! artifact, by `cli/tests/artifacts.rs` (`snapshots/artifacts/`).
 
-use std::io;
-use std::path::{Path, PathBuf};
-use weir_compiler::check::check_program;
+mod common;
+
 use weir_compiler::graph;
 use weir_compiler::iptables::{generate_text, Options, Output};
-use weir_compiler::source::SourceLoader;
 
-/// Reads the file system; `import std.X` from `stdlib-policies/`.
-struct Fs {
-    stdlib: PathBuf,
-}
-
-impl SourceLoader for Fs {
-    fn load(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-
-    fn stdlib_dir(&self) -> Option<PathBuf> {
-        Some(self.stdlib.clone())
-    }
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn render(o: &Output) -> String {
     format!(
@@ -41,23 +21,8 @@ fn render(o: &Output) -> String {
 
 #[test]
 fn example_snapshots() {
-    let root = root();
-    let loader = Fs {
-        stdlib: root.join("stdlib-policies"),
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    for f in files {
-        let inv = f.with_file_name("inventory.json");
-        let inv = inv.exists().then_some(inv);
-        let checked = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
-        assert!(!checked.has_errors(), "{} has errors", f.display());
+    for f in common::example_files() {
+        let checked = common::check_example(&f);
         let model = &checked.model;
         let g = graph::build(model);
         // Refused programs (E0501: Maglev) still generate with the

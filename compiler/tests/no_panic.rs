@@ -5,23 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use weir_compiler::check::check_program;
+use weir_compiler::gen::Rng;
 use weir_compiler::interp::run_tests;
 use weir_compiler::source::MemoryLoader;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn corpus() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -129,12 +115,12 @@ fn mutate(rng: &mut Rng, src: &str) -> String {
                 b.splice(at..at, chunk);
             }
             3 => {
-                let junk: Vec<u8> = (0..rng.below(8)).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..rng.below(8)).map(|_| rng.next_u64() as u8).collect();
                 b.splice(at..at, junk);
             }
             _ => {
                 if at < b.len() {
-                    b[at] = rng.next() as u8;
+                    b[at] = rng.next_u64() as u8;
                 }
             }
         }
@@ -154,7 +140,7 @@ fn run(src: String) {
 #[test]
 fn mutated_sources_never_panic() {
     let corpus = corpus();
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng::new(0x5EED);
     for i in 0..3000 {
         let base = &corpus[i % corpus.len()];
         let src = mutate(&mut rng, base);
@@ -167,10 +153,10 @@ fn mutated_sources_never_panic() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     for _ in 0..500 {
         let len = rng.below(400);
-        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         run(String::from_utf8_lossy(&bytes).into_owned());
     }
 }
