@@ -59,7 +59,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn runtime(&self) -> Iptables {
+    pub(crate) fn runtime(&self) -> Iptables {
         let mut opts = match &self.netns {
             Some(name) => Options::netns(name),
             None => Options::host(),

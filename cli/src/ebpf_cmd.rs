@@ -8,7 +8,7 @@ use weir_runtime::ebpf::{self, attach::prometheus, Instance};
 
 use crate::apply::Target;
 
-fn instance(target: &Target) -> Result<Instance, i32> {
+pub(crate) fn instance(target: &Target) -> Result<Instance, i32> {
     match &target.iface {
         Some(i) => Ok(Instance::new(i, target.netns.as_deref())),
         None => {
@@ -102,6 +102,19 @@ pub fn status(target: &Target) -> i32 {
                 );
                 for p in &s.programs {
                     println!("  {p}");
+                }
+                for svc in &s.services {
+                    println!(
+                        "  service {} ({}) {}: {}",
+                        svc.name,
+                        svc.balance,
+                        svc.frontends.join(", "),
+                        if svc.backends.is_empty() {
+                            "no backends".to_string()
+                        } else {
+                            svc.backends.join(", ")
+                        }
+                    );
                 }
             }
             i32::from(!s.attached)

@@ -8,6 +8,7 @@ mod apply;
 mod check;
 mod compile;
 mod ebpf_cmd;
+mod endpoints;
 mod fmt;
 mod loader;
 mod lsp;
@@ -46,6 +47,9 @@ enum Command {
     Status(apply::StatusArgs),
     /// Per-rule packet counters of the applied eBPF generation.
     Stats(ebpf_cmd::StatsArgs),
+    /// Apply a new endpoint inventory to the generation in force as
+    /// map / ipset updates (no recompile).
+    Endpoints(endpoints::Args),
 }
 
 fn main() {
@@ -61,6 +65,7 @@ fn main() {
         Command::Detach(args) => apply::run_detach(args),
         Command::Status(args) => apply::run_status(args),
         Command::Stats(args) => ebpf_cmd::run_stats(args),
+        Command::Endpoints(args) => endpoints::run(args),
     };
     std::process::exit(code);
 }

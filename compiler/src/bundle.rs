@@ -97,15 +97,20 @@ pub fn source_hash(sources: &[(String, String)]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An atom for humans (`text` / `include` / `exclude`) and, under
+/// `value`, in the serde form of [`Atom`] that a runtime deserializes to
+/// evaluate the atom on a new endpoint ([`crate::churn`]).
 fn atom_json(a: &Atom) -> Value {
-    match a {
+    let mut v = match a {
         Atom::Sel(s) => json!({ "kind": "selector", "text": s.to_string() }),
         Atom::Set(s) => json!({
             "kind": "set",
             "include": s.include.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "exclude": s.exclude.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         }),
-    }
+    };
+    v["value"] = serde_json::to_value(a).expect("atoms serialize");
+    v
 }
 
 /// The manifest as a JSON value.
@@ -199,8 +204,20 @@ pub fn manifest(input: &BundleInput) -> Value {
                     })
                 })
                 .collect();
+            // Selector-backed services: what a runtime re-evaluates on an
+            // endpoint update (`null` for explicit backends).
+            let selector = model.services.get(i).and_then(|m| match &m.backends {
+                crate::model::BackendSource::Select { selector, port } => Some(json!({
+                    "selector": serde_json::to_value(selector).expect("selectors serialize"),
+                    "text": selector.to_string(),
+                    "port": port,
+                })),
+                crate::model::BackendSource::Explicit(_) => None,
+            });
             json!({
+                "index": i,
                 "name": s.name,
+                "backend_selector": selector,
                 "balance": match s.balance { Balance::Random => "random", Balance::Maglev => "maglev" },
                 "affinity_seconds": s.affinity,
                 "no_backends_provenance": g.provenance.id(&crate::provenance::Provenance::NoBackends { service: i }),

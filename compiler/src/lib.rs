@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod bundle;
 pub mod check;
+pub mod churn;
 pub mod diagnostics;
 pub mod driver;
 pub mod ebpf;

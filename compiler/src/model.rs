@@ -16,7 +16,7 @@
 //! - ingress rules have only `peer` (the source), egress rules only `peer`
 //!   (the destination) — the syntax's `from`/`to` is gone.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -25,7 +25,7 @@ use weir_grammar::Span;
 pub use weir_grammar::ast::{Direction, Proto};
 
 /// An IPv4 or IPv6 prefix with no host bits set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub len: u8,
@@ -78,7 +78,7 @@ impl fmt::Display for Cidr {
 }
 
 /// A resolved label selector. Named selectors are inlined.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Sel {
     All,
     Eq(String, String),
@@ -148,7 +148,7 @@ impl fmt::Display for Sel {
 
 /// A resolved address set: addresses in some `include` and in no `exclude`.
 /// Both lists are sorted and deduplicated.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct AddrSet {
     pub include: Vec<Cidr>,
     pub exclude: Vec<Cidr>,

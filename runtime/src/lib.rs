@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod ebpf;
+pub mod endpoints;
 pub mod error;
 pub mod iptables;
 pub mod netns;

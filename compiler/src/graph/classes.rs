@@ -64,10 +64,15 @@
 //!   sets that expect such churn compile with the inventory that covers
 //!   it (the subject side is decided by `applies to` selectors only, so
 //!   one representative endpoint per label combination suffices).
+//!
+//! Status: `weir endpoints` ([`crate::churn`]) implements the existing-class
+//! case; a new signature is refused ("needs a recompile") for now — the
+//! spare-class path needs the class-keyed tables' decision lists in the
+//! manifest and inline class tables that route spare ids correctly.
 
 use super::bits::Bits;
 use crate::model::{AddrSet, Cidr, Model, PeerMatch, Sel};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -75,7 +80,7 @@ pub type AtomId = u32;
 pub type ClassId = u32;
 
 /// Something a peer or subject test asks about an address.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Atom {
     Sel(Sel),
     Set(AddrSet),

@@ -102,6 +102,57 @@ pub struct Status {
     /// The pinned link exists (the program is attached).
     pub attached: bool,
     pub programs: Vec<String>,
+    /// Services with their current backends (after `weir endpoints`
+    /// updates; from the recorded service-map state).
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service of [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// `maglev` or `random`.
+    pub balance: String,
+    /// `addr:port/proto-number`.
+    pub frontends: Vec<String>,
+    /// `addr:port` (weight), every family.
+    pub backends: Vec<String>,
+}
+
+fn sock(a: std::net::IpAddr, port: u16) -> String {
+    match a {
+        std::net::IpAddr::V4(_) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(_) => format!("[{a}]:{port}"),
+    }
+}
+
+fn service_status(lb: &weir_compiler::ebpf::service::LbState) -> Vec<ServiceStatus> {
+    lb.services
+        .iter()
+        .map(|s| ServiceStatus {
+            name: s.name.clone(),
+            balance: if s.maglev { "maglev" } else { "random" }.into(),
+            frontends: s
+                .frontends
+                .iter()
+                .map(|f| {
+                    let p = match f.proto {
+                        6 => "tcp".to_string(),
+                        17 => "udp".to_string(),
+                        132 => "sctp".to_string(),
+                        n => n.to_string(),
+                    };
+                    format!("{}/{p}", sock(f.addr, f.port))
+                })
+                .collect(),
+            backends: s
+                .sets
+                .values()
+                .flat_map(|set| &set.backends)
+                .map(|b| format!("{} (weight {})", sock(b.addr, b.port), b.weight))
+                .collect(),
+        })
+        .collect()
 }
 
 /// One counter of [`stats`].
@@ -423,6 +474,9 @@ pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
         attached: base.join("link").exists()
             && base.join(format!("gen-{}", st.generation)).exists(),
         programs: st.programs,
+        services: crate::endpoints::ebpf_services(inst)
+            .map(|lb| service_status(&lb))
+            .unwrap_or_default(),
     })
 }
 

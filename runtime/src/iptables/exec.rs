@@ -131,6 +131,7 @@ impl Exec {
             ),
             None => None,
         };
+        let __t = std::time::Instant::now();
         let mut cmd = Command::new(&path);
         cmd.args(args)
             .stdin(if stdin.is_some() {
@@ -168,6 +169,13 @@ impl Exec {
         let out = child
             .wait_with_output()
             .map_err(|e| Error::io(format!("waiting for {program}"), e))?;
+        if std::env::var_os("WEIR_EXEC_TRACE").is_some() {
+            eprintln!(
+                "TRACE {:.3}s {program} {args:?} stdin={}B",
+                __t.elapsed().as_secs_f64(),
+                stdin.map_or(0, str::len)
+            );
+        }
         let output = Output {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

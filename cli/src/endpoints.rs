@@ -1,0 +1,150 @@
+//! `weir endpoints DIR INVENTORY.json`: apply a new endpoint inventory to
+//! the generation in force as map / ipset updates, without recompiling
+//! (see `weir_runtime::endpoints`).
+//!
+//! Exit codes: 0 everything in force; 1 the update was refused (needs a
+//! recompile, or the inventory has errors), or — iptables only — the
+//! class part was applied but selector-backed services changed backends,
+//! which needs `weir compile` + `weir apply`; 2 usage, IO or kernel
+//! problems.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use weir_compiler::churn::EndpointRec;
+use weir_compiler::diagnostics::Kind;
+use weir_grammar::FileId;
+use weir_runtime::endpoints::{self, EndpointsError, Report};
+use weir_runtime::Bundle;
+
+use crate::apply::{Backend, Target};
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The applied bundle directory (written by `weir compile`).
+    pub dir: PathBuf,
+    /// The full new endpoint inventory (JSON, docs/language.md §3).
+    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+fn read_inventory(path: &PathBuf) -> Result<Vec<EndpointRec>, (i32, String)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| (2, format!("reading {}: {e}", path.display())))?;
+    let (inv, problems) = weir_compiler::inventory::parse_inventory(FileId(0), &text);
+    if !problems.is_empty() {
+        let msgs: Vec<String> = problems
+            .iter()
+            .map(|k| {
+                let d = k.clone().into_diagnostic();
+                let at = (d.primary.span.start as usize).min(text.len());
+                let line = text[..at].matches('\n').count() + 1;
+                let detail = match k {
+                    Kind::BadInventory { problem, .. } => problem.clone(),
+                    _ => d.primary.message.clone(),
+                };
+                format!("{}:{line}: {}: {detail}", path.display(), d.message)
+            })
+            .collect();
+        return Err((1, msgs.join("\n")));
+    }
+    Ok(EndpointRec::from_inventory(&inv))
+}
+
+pub fn run(args: Args) -> i32 {
+    let inventory = match read_inventory(&args.inventory) {
+        Ok(i) => i,
+        Err((code, m)) => {
+            eprintln!("error: {m}");
+            return code;
+        }
+    };
+    let result = match args.target.backend {
+        Backend::Iptables => match Bundle::read(&args.dir) {
+            Ok(b) => endpoints::iptables(&args.target.runtime(), &b, &inventory),
+            Err(e) => Err(EndpointsError::Iptables(e)),
+        },
+        Backend::Ebpf => match crate::ebpf_cmd::instance(&args.target) {
+            Ok(inst) => endpoints::ebpf(&inst, &args.dir, &inventory),
+            Err(c) => return c,
+        },
+    };
+    match result {
+        Ok(r) => {
+            print_report(&r, args.target.json);
+            if r.needs_recompile.is_empty() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e @ EndpointsError::Refused(_)) => {
+            eprintln!("error: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn class(c: Option<u32>) -> String {
+    c.map_or("-".into(), |c| format!("class {c}"))
+}
+
+fn print_report(r: &Report, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("JSON"));
+        return;
+    }
+    println!(
+        "generation {}: {} address(es) changed, {} service(s) updated, {} kernel write(s) in {:.2} ms ({:.2} ms total)",
+        r.generation,
+        r.changes.len(),
+        r.services.len(),
+        r.writes,
+        r.apply_time.as_secs_f64() * 1e3,
+        r.total_time.as_secs_f64() * 1e3,
+    );
+    for c in &r.changes {
+        println!(
+            "  {} ({}): {} -> {}",
+            c.addr,
+            c.endpoint,
+            class(c.old),
+            class(c.new)
+        );
+    }
+    for s in &r.services {
+        println!(
+            "  service {} (IPv{}): backends {}",
+            s.service,
+            s.family,
+            if s.backends.is_empty() {
+                "none (rejects)".to_string()
+            } else {
+                s.backends.join(", ")
+            }
+        );
+    }
+    if !r.needs_recompile.is_empty() {
+        eprintln!(
+            "warning: {} service(s) changed backends; the iptables back end compiles backends into DNAT rules, so run `weir compile` and `weir apply` for them:",
+            r.needs_recompile.len()
+        );
+        for s in &r.needs_recompile {
+            eprintln!(
+                "  service {} (IPv{}): now {}",
+                s.service,
+                s.family,
+                if s.backends.is_empty() {
+                    "no backends".to_string()
+                } else {
+                    s.backends.join(", ")
+                }
+            );
+        }
+    }
+}

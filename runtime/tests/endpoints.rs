@@ -1,0 +1,461 @@
+//! `weir endpoints`: endpoint churn at run time is a map / ipset update,
+//! never a recompile (`weir_runtime::endpoints`).
+//!
+//! iptables, in a client — node — server netns topology: a new endpoint
+//! address is denied before and allowed after the update adds it with
+//! labels a rule allows, a new subject endpoint gets its policy, removal
+//! denies again — with the same generation and the same rules; an
+//! address whose signature no compiled class has is refused; a service
+//! whose selector now matches more backends is reported as needing a
+//! recompile.
+//!
+//! eBPF, same topology and program (TCX on the node's client-facing
+//! interface): the same policy checks through real TCP, then a backend
+//! added to a Maglev selector service becomes reachable and a removed one
+//! is no longer chosen (BPF_PROG_TEST_RUN on the pinned entry program) —
+//! with the same program id on the link throughout.
+//!
+//! Both measure the update latency of one endpoint add / remove.
+//!
+//! Needs root; skipped without it unless `CI` is set (then it fails).
+
+mod ebpf_common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::churn::EndpointRec;
+use weir_compiler::driver::analyze;
+use weir_compiler::interp::Packet;
+use weir_compiler::model::Proto;
+use weir_compiler::source::MemoryLoader;
+use weir_runtime::endpoints::{self, EndpointsError};
+use weir_runtime::iptables::{Iptables, Options};
+use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+use weir_runtime::Bundle;
+
+const SRC: &str = r#"
+endpoint web   { labels { app: "web" }   addr 10.1.0.10 }
+endpoint other { labels { app: "other" } addr 10.1.0.11 }
+endpoint db    { labels { app: "db" }    addr 10.2.0.20 }
+endpoint api-1 { labels { app: "api" }   addr 10.3.0.1 }
+
+policy db-in {
+  applies to app == "db"
+  ingress {
+    allow tcp 5432 from app == "web"
+    deny from any
+  }
+}
+
+policy other-out {
+  applies to app == "other"
+  egress {
+    allow tcp 443 to { 192.168.0.0/16 }
+    allow to any
+  }
+}
+
+service api {
+  frontend 10.96.0.1:80/tcp
+  backends select app == "api" port 8080
+  balance maglev
+}
+"#;
+
+const T: Duration = Duration::from_millis(500);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ready(test: &str, programs: &[&str]) -> bool {
+    let ci = std::env::var_os("CI").is_some();
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!ci, "{test}: needs root (CI is set, so not skipping)");
+        eprintln!("{test}: skipped, needs root");
+        return false;
+    }
+    for p in programs {
+        if weir_runtime::iptables::exec::find_program(p).is_none() {
+            assert!(!ci, "{test}: `{p}` is not installed (CI is set)");
+            eprintln!("{test}: skipped, `{p}` is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// Compiles `src` for `target` and writes the bundle into `dir`.
+fn write_bundle(dir: &Path, src: &str, target: Target) {
+    let path = PathBuf::from("policy.weir");
+    let loader = MemoryLoader::new().with(&path, src);
+    let a = analyze(std::slice::from_ref(&path), &loader, None);
+    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
+    let model = &a.checked.model;
+    let g = &a.compiled.as_ref().unwrap().graph;
+    let art = weir_compiler::backends::generate(target, model, g).unwrap();
+    let mut backends = BTreeMap::new();
+    backends.insert(target, art);
+    let sources = vec![("policy.weir".to_string(), src.to_string())];
+    let files = bundle::bundle(&BundleInput {
+        model,
+        graph: g,
+        sources: &sources,
+        targets: &[target],
+        locate: &|_| serde_json::Value::Null,
+        backends,
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+fn ep(name: &str, app: &str, addr: &str) -> EndpointRec {
+    EndpointRec {
+        name: name.into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+        ready: true,
+        addrs: vec![ip(addr)],
+    }
+}
+
+/// The compiled inventory.
+fn base() -> Vec<EndpointRec> {
+    vec![
+        ep("web", "web", "10.1.0.10"),
+        ep("other", "other", "10.1.0.11"),
+        ep("db", "db", "10.2.0.20"),
+        ep("api-1", "api", "10.3.0.1"),
+    ]
+}
+
+fn with(mut v: Vec<EndpointRec>, extra: &[EndpointRec]) -> Vec<EndpointRec> {
+    v.extend(extra.iter().cloned());
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Under /dev/shm (tmpfs, like `/run` — the runtime's default state
+/// root — on systemd hosts) when it exists: on ext4 the state file's
+/// replacing rename flushes data (auto_da_alloc, ~3 ms), which would
+/// dominate the measured latency.
+fn scratch(name: &str) -> PathBuf {
+    let base = Path::new("/dev/shm");
+    let base = if base.is_dir() {
+        base.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let d = base.join(format!("weir-endpoints-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Our rules as the kernel has them (no counters).
+fn our_rules(topo: &Topology) -> String {
+    let out = topo.node.exec("iptables-save", &[]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("WEIR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn iptables_endpoint_churn_updates_sets_only() {
+    if !ready(
+        "iptables_endpoint_churn_updates_sets_only",
+        &["ip", "iptables-restore", "ip6tables-restore", "ipset"],
+    ) {
+        return;
+    }
+    let work = scratch("ipt");
+    let dir = work.join("bundle");
+    write_bundle(&dir, SRC, Target::Iptables);
+    let topo = Topology::new().expect("netns topology");
+    let rt = Iptables::new(Options::netns(topo.node.name()).with_state_dir(work.join("state")));
+    let b = Bundle::read(&dir).unwrap();
+    let g = rt.apply(&b).unwrap().generation;
+    let rules = our_rules(&topo);
+    assert!(!rules.is_empty());
+
+    let (web, web2, db, db2) = (
+        ip("10.1.0.10"),
+        ip("10.1.0.12"),
+        ip("10.2.0.20"),
+        ip("10.2.0.21"),
+    );
+    assert!(topo.tcp_connect(web, db, 5432, T), "web → db allowed");
+    assert!(!topo.tcp_connect(web2, db, 5432, T), "unknown → db denied");
+    assert!(topo.tcp_connect(web, db2, 9999, T), "not yet a subject");
+
+    // Same inventory: nothing to do.
+    let r = endpoints::iptables(&rt, &b, &base()).unwrap();
+    assert!(r.changes.is_empty() && r.writes == 0, "{r:?}");
+
+    // Add a web replica and a db replica.
+    let inv = with(
+        base(),
+        &[
+            ep("web-2", "web", "10.1.0.12"),
+            ep("db-2", "db", "10.2.0.21"),
+        ],
+    );
+    let r = endpoints::iptables(&rt, &b, &inv).unwrap();
+    assert_eq!(r.changes.len(), 2, "{r:?}");
+    assert!(r.needs_recompile.is_empty());
+    assert!(
+        topo.tcp_connect(web2, db, 5432, T),
+        "web-2 → db allowed now"
+    );
+    assert!(
+        !topo.tcp_connect(web2, db, 9999, T),
+        "other ports still denied"
+    );
+    assert!(
+        !topo.tcp_connect(web, db2, 9999, T),
+        "db-2 is a subject now"
+    );
+    assert!(topo.tcp_connect(web, db2, 5432, T), "db-2 admits web");
+    assert_eq!(rt.read_state().unwrap().unwrap().generation, g);
+    assert_eq!(our_rules(&topo), rules, "no rule changed");
+
+    // Remove web-2 again (db-2 stays).
+    let inv2 = with(base(), &[ep("db-2", "db", "10.2.0.21")]);
+    let r = endpoints::iptables(&rt, &b, &inv2).unwrap();
+    assert_eq!(r.changes.len(), 1, "{r:?}");
+    assert!(
+        !topo.tcp_connect(web2, db, 5432, T),
+        "web-2 removed: denied"
+    );
+    assert!(!topo.tcp_connect(web, db2, 9999, T));
+
+    // Relabel web → other: loses access.
+    let mut relabeled = inv2.clone();
+    relabeled[0] = ep("web", "other", "10.1.0.10");
+    endpoints::iptables(&rt, &b, &relabeled).unwrap();
+    assert!(!topo.tcp_connect(web, db, 5432, T), "relabeled: denied");
+    endpoints::iptables(&rt, &b, &inv2).unwrap();
+    assert!(topo.tcp_connect(web, db, 5432, T), "labels back: allowed");
+
+    // A new combination (web labels inside other-out's set) is refused.
+    let bad = with(inv2.clone(), &[ep("odd", "web", "192.168.1.1")]);
+    match endpoints::iptables(&rt, &b, &bad) {
+        Err(EndpointsError::Refused(r)) => {
+            assert!(r[0].contains("`odd` needs a recompile"), "{r:?}")
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    // A second api backend: the class part applies, the service needs a
+    // recompile (DNAT rules).
+    let api2 = with(inv2.clone(), &[ep("api-2", "api", "10.3.0.2")]);
+    let r = endpoints::iptables(&rt, &b, &api2).unwrap();
+    assert_eq!(r.needs_recompile.len(), 1, "{r:?}");
+    assert_eq!(r.needs_recompile[0].service, "api");
+
+    // Latency of one add / remove.
+    let (mut apply, mut total) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let inv = if i % 2 == 0 {
+            with(api2.clone(), &[ep("web-2", "web", "10.1.0.12")])
+        } else {
+            api2.clone()
+        };
+        let r = endpoints::iptables(&rt, &b, &inv).unwrap();
+        assert_eq!(r.changes.len(), 1);
+        apply.push(r.apply_time.as_secs_f64() * 1e3);
+        total.push(r.total_time.as_secs_f64() * 1e3);
+    }
+    eprintln!(
+        "iptables endpoint add/remove: median {:.2} ms kernel (ipset restore), {:.2} ms total",
+        median(apply),
+        median(total)
+    );
+    assert_eq!(our_rules(&topo), rules, "no rule changed");
+    assert_eq!(rt.read_state().unwrap().unwrap().generation, g);
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The program id the pinned link runs.
+fn link_prog_id(inst: &weir_runtime::ebpf::Instance) -> u32 {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let l = PinnedLink::from_pin(inst.pin_dir().join("link")).unwrap();
+    FdLink::from(l).info().unwrap().program_id()
+}
+
+/// Backends chosen for `n` new flows web → api VIP (BPF_PROG_TEST_RUN on
+/// the pinned entry program; the packet comes out DNATed).
+fn chosen(prog: &aya::programs::SchedClassifier, sport0: u16, n: u16) -> Vec<IpAddr> {
+    use aya::programs::{TestRun, TestRunOptions};
+    let mut out = Vec::new();
+    for i in 0..n {
+        let p = Packet::new(Proto::Tcp, ip("10.1.0.10"), sport0 + i, ip("10.96.0.1"), 80);
+        let mut f = ebpf_common::frame(&p);
+        ebpf_common::set_checksums(&mut f);
+        let mut data = vec![0u8; f.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&f),
+                data_out: Some(&mut data),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, 0, "allowed (TC_ACT_OK)");
+        out.push(IpAddr::from([data[30], data[31], data[32], data[33]]));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn ebpf_endpoint_churn_updates_maps_only() {
+    if !ready("ebpf_endpoint_churn_updates_maps_only", &["ip"]) {
+        return;
+    }
+    let work = scratch("ebpf");
+    let dir = work.join("bundle");
+    write_bundle(&dir, SRC, Target::Ebpf);
+    let topo = Topology::new().expect("netns topology");
+    let pid = std::process::id();
+    let mut inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+    inst.pin_root = PathBuf::from(format!("/sys/fs/bpf/weir-test-endpoints-{pid}"));
+    inst.state_root = work.join("state");
+    let applied = weir_runtime::ebpf::apply(&dir, &inst).unwrap();
+    let g = applied.generation;
+    let prog_id = link_prog_id(&inst);
+
+    let (web, web2, db, db2) = (
+        ip("10.1.0.10"),
+        ip("10.1.0.12"),
+        ip("10.2.0.20"),
+        ip("10.2.0.21"),
+    );
+    assert!(topo.tcp_connect(web, db, 5432, T), "web → db allowed");
+    assert!(!topo.tcp_connect(web2, db, 5432, T), "unknown → db denied");
+    assert!(topo.tcp_connect(web, db2, 9999, T), "not yet a subject");
+
+    let inv = with(
+        base(),
+        &[
+            ep("web-2", "web", "10.1.0.12"),
+            ep("db-2", "db", "10.2.0.21"),
+        ],
+    );
+    let r = endpoints::ebpf(&inst, &dir, &inv).unwrap();
+    assert_eq!(r.changes.len(), 2, "{r:?}");
+    assert!(r.services.is_empty(), "{r:?}");
+    assert!(
+        topo.tcp_connect(web2, db, 5432, T),
+        "web-2 → db allowed now"
+    );
+    assert!(!topo.tcp_connect(web2, db, 9999, T), "other ports denied");
+    assert!(
+        !topo.tcp_connect(web, db2, 9999, T),
+        "db-2 is a subject now"
+    );
+    assert!(topo.tcp_connect(web, db2, 5432, T), "db-2 admits web");
+
+    let inv2 = with(base(), &[ep("db-2", "db", "10.2.0.21")]);
+    endpoints::ebpf(&inst, &dir, &inv2).unwrap();
+    assert!(
+        !topo.tcp_connect(web2, db, 5432, T),
+        "web-2 removed: denied"
+    );
+
+    let bad = with(inv2.clone(), &[ep("odd", "web", "192.168.1.1")]);
+    assert!(matches!(
+        endpoints::ebpf(&inst, &dir, &bad),
+        Err(EndpointsError::Refused(_))
+    ));
+
+    // Services: the pinned entry program, run on test packets.
+    let prog = aya::programs::SchedClassifier::from_pin(
+        inst.pin_dir()
+            .join(format!("gen-{g}"))
+            .join("prog_weir_main"),
+    )
+    .unwrap();
+    assert_eq!(chosen(&prog, 20000, 64), vec![ip("10.3.0.1")]);
+    let api2 = with(inv2.clone(), &[ep("api-2", "api", "10.3.0.2")]);
+    let r = endpoints::ebpf(&inst, &dir, &api2).unwrap();
+    assert_eq!(r.services.len(), 1, "{r:?}");
+    assert_eq!(
+        chosen(&prog, 21000, 64),
+        vec![ip("10.3.0.1"), ip("10.3.0.2")],
+        "the new backend is chosen"
+    );
+    let mut only2 = api2.clone();
+    only2.retain(|e| e.name != "api-1");
+    let r = endpoints::ebpf(&inst, &dir, &only2).unwrap();
+    assert_eq!(r.services[0].backends, vec!["10.3.0.2:8080".to_string()]);
+    assert_eq!(
+        chosen(&prog, 22000, 64),
+        vec![ip("10.3.0.2")],
+        "the removed backend is no longer chosen"
+    );
+    let st = weir_runtime::ebpf::status(&inst).unwrap();
+    assert_eq!(st.generation, g);
+    assert_eq!(st.services.len(), 1);
+    assert_eq!(st.services[0].backends, vec!["10.3.0.2:8080 (weight 1)"]);
+    // Not ready: no backends → rejected, still no reload.
+    let mut unready = only2.clone();
+    for e in &mut unready {
+        if e.name == "api-2" {
+            e.ready = false;
+        }
+    }
+    let r = endpoints::ebpf(&inst, &dir, &unready).unwrap();
+    assert!(r.services[0].backends.is_empty());
+    endpoints::ebpf(&inst, &dir, &only2).unwrap();
+
+    // Latency of one add / remove.
+    let (mut apply, mut total) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let inv = if i % 2 == 0 {
+            with(only2.clone(), &[ep("web-2", "web", "10.1.0.12")])
+        } else {
+            only2.clone()
+        };
+        let r = endpoints::ebpf(&inst, &dir, &inv).unwrap();
+        assert_eq!(r.changes.len(), 1);
+        apply.push(r.apply_time.as_secs_f64() * 1e3);
+        total.push(r.total_time.as_secs_f64() * 1e3);
+    }
+    let (mut sapply, mut stotal) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let inv = if i % 2 == 0 {
+            with(only2.clone(), &[ep("api-3", "api", "10.3.0.3")])
+        } else {
+            only2.clone()
+        };
+        let r = endpoints::ebpf(&inst, &dir, &inv).unwrap();
+        assert_eq!(r.services.len(), 1);
+        sapply.push(r.apply_time.as_secs_f64() * 1e3);
+        stotal.push(r.total_time.as_secs_f64() * 1e3);
+    }
+    eprintln!(
+        "eBPF endpoint add/remove: median {:.3} ms kernel (LPM), {:.2} ms total; with a Maglev backend change: {:.3} ms kernel, {:.2} ms total",
+        median(apply),
+        median(total),
+        median(sapply),
+        median(stotal)
+    );
+    assert_eq!(link_prog_id(&inst), prog_id, "programs never reloaded");
+    assert_eq!(weir_runtime::ebpf::status(&inst).unwrap().generation, g);
+    weir_runtime::ebpf::detach(&inst).unwrap();
+    let _ = std::fs::remove_dir_all(&inst.pin_root);
+    let _ = std::fs::remove_dir_all(&work);
+}
