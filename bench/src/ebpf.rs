@@ -355,6 +355,78 @@ pub struct EbpfUpdates {
     pub codegen_ms: f64,
 }
 
+/// One endpoint added and removed again, `reps` times, through the
+/// runtime's endpoint path (`weir_runtime::endpoints::ebpf`, what `weir
+/// endpoints` runs) on a generation applied with `weir_runtime::ebpf::apply`
+/// to the node's client-facing interface of a netns topology: churn plan
+/// against the recorded inventory, class-map host entries in the pinned
+/// maps, no program reload. Wall time of the call (ms).
+fn endpoint_churn(
+    model: &Model,
+    graph: &Graph,
+    reps: usize,
+    add: &mut Vec<f64>,
+    del: &mut Vec<f64>,
+) -> Result<(), String> {
+    use weir_compiler::bundle::{self, BundleInput, Target};
+    let art = weir_compiler::backends::generate(Target::Ebpf, model, graph)
+        .map_err(|e| format!("eBPF back end: {e:?}"))?;
+    let mut backends = std::collections::BTreeMap::new();
+    backends.insert(Target::Ebpf, art);
+    let sources = vec![("synth.weir".to_string(), String::new())];
+    let files = bundle::bundle(&BundleInput {
+        model,
+        graph,
+        sources: &sources,
+        targets: &[Target::Ebpf],
+        locate: &|_| serde_json::Value::Null,
+        backends,
+    });
+    let work = crate::iptables::Scratch::shm("ebpf-updates");
+    let dir = work.0.join("bundle");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
+    }
+    let manifest = weir_runtime::Bundle::read(&dir)
+        .map_err(|e| e.to_string())?
+        .manifest;
+    let (base, extra) = crate::churn_inventory(model, &manifest)?;
+    let mut with = base.clone();
+    with.push(extra);
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    let mut inst = weir_runtime::ebpf::Instance::new(
+        weir_runtime::netns::NODE_CLIENT_IF,
+        Some(topo.node.name()),
+    );
+    inst.pin_root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/weir-bench-updates-{}",
+        std::process::id()
+    ));
+    inst.state_root = work.0.join("state");
+    let run = || -> Result<(), String> {
+        weir_runtime::ebpf::apply(&dir, &inst).map_err(|e| format!("apply: {e}"))?;
+        for _ in 0..reps {
+            let t = Instant::now();
+            let r = weir_runtime::endpoints::ebpf(&inst, &dir, &with)
+                .map_err(|e| format!("endpoints add: {e}"))?;
+            add.push(t.elapsed().as_secs_f64() * 1e3);
+            if r.changes.len() != 1 {
+                return Err(format!("endpoint add: {} changes", r.changes.len()));
+            }
+            let t = Instant::now();
+            weir_runtime::endpoints::ebpf(&inst, &dir, &base)
+                .map_err(|e| format!("endpoints remove: {e}"))?;
+            del.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    };
+    let r = run();
+    let _ = weir_runtime::ebpf::detach(&inst);
+    let _ = std::fs::remove_dir_all(&inst.pin_root);
+    r
+}
+
 pub fn updates(model: &Model, graph: &Graph, reps: usize) -> Result<EbpfUpdates, String> {
     let t = Instant::now();
     let out = codegen::generate(model, graph, &Options::default()).map_err(|ls| {
@@ -368,26 +440,10 @@ pub fn updates(model: &Model, graph: &Graph, reps: usize) -> Result<EbpfUpdates,
     let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
         .map_err(|e| format!("load: {e}"))?;
     let full_load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let cls = map(&g.ebpf, layout::map::CLS4)?;
-    let class = out
-        .manifest
-        .fill
-        .cls4
-        .iter()
-        .map(|e| e.class)
-        .max()
-        .unwrap_or(0);
+    drop(g);
     let (mut add, mut del) = (Vec::new(), Vec::new());
-    for i in 0..reps as u32 {
-        let addr = (u32::from_be_bytes([10, 127, 0, 0]) + i).to_be_bytes();
-        let mut k = 32u32.to_ne_bytes().to_vec();
-        k.extend_from_slice(&addr);
-        let t = Instant::now();
-        update_raw(cls, &k, &class.to_ne_bytes()).map_err(|x| format!("add: {x}"))?;
-        add.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        delete_raw(cls, &k).map_err(|x| format!("remove: {x}"))?;
-        del.push(t.elapsed().as_secs_f64() * 1e3);
+    if reps > 0 {
+        endpoint_churn(model, graph, reps, &mut add, &mut del)?;
     }
     Ok(EbpfUpdates {
         endpoint_add_ms: median(&add),

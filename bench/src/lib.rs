@@ -24,6 +24,7 @@ pub mod stats;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use weir_compiler::churn::{self, EndpointRec};
 use weir_compiler::graph::cost::{capacity, Capacity};
 use weir_compiler::graph::Compiled;
 use weir_compiler::model::{Model, Proto, Verdict};
@@ -492,7 +493,7 @@ fn ebpf_tables(
         ],
     );
     t.note(format!(
-        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Median of {} runs × {} repetitions. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow; from the 2nd repetition on it is a conntrack hit (the established fast path).",
+        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Median of {} runs × {} repetitions. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow, the same packet repeated (after the first repetition its flow is in conntrack).",
         ns(b.empty),
         ns(b.one_lookup),
         ns(b.lpm_hash),
@@ -736,7 +737,8 @@ fn iptables_rules_case(c: &Case, plan: &Plan) -> Result<Vec<String>, String> {
         .map_err(|e| format!("server: {e}"))?;
     let dir = Scratch::new(&format!("rules-{}", c.params.total_rules()));
     let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
-    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let state = Scratch::shm("updates-state");
+    let rt = iptables::runtime(&topo, &state.0, plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
     let pair = iptables::measure_pair(&topo, Proto::Tcp, sock(p), p.src, &[sock(p)], plan.probes);
@@ -814,7 +816,8 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
 
     let dir = Scratch::new(&format!("svc-{}", c.params.services));
     let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
-    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let state = Scratch::shm("updates-state");
+    let rt = iptables::runtime(&topo, &state.0, plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
     let weir = iptables::measure_pair(&topo, Proto::Udp, direct, client, &[last_sock], n);
@@ -889,7 +892,7 @@ fn compile_table(
         ],
     );
     t.note(format!(
-        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, back ends, bundle; median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the child from `wait4`. {}",
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, back ends, bundle (all targets: the iptables back end refuses the models' Maglev services with E0501 after the graph and the eBPF back end ran, so those runs exit 1 and skip only the iptables text emission); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the child from `wait4`. {}",
         plan.cli_runs,
         match &weir {
             Some(p) => format!("Binary: `{}`.", p.display()),
@@ -1067,7 +1070,7 @@ fn updates_table(
     let eb_regen = |m: &Model| -> Result<f64, String> {
         let t0 = Instant::now();
         let g = weir_compiler::graph::compile(m);
-        ebpf::updates(m, &g.graph, 1).map(|u| {
+        ebpf::updates(m, &g.graph, 0).map(|u| {
             let _ = u;
             t0.elapsed().as_secs_f64() * 1e3
         })
@@ -1183,6 +1186,46 @@ fn opts_quick(plan: &Plan) -> bool {
 
 /// iptables update latencies (ms): add, remove, backend removed, rule
 /// changed, full re-apply, unchanged re-apply.
+/// The endpoints a bundle was compiled with (as the runtime records them)
+/// and one extra endpoint the runtime can add without a recompile: the
+/// labels of an existing endpoint without the service-only `instance`
+/// label (so no service's backends change) at a fresh address whose
+/// class exists (checked with the runtime's own planner).
+pub fn churn_inventory(
+    model: &Model,
+    manifest: &serde_json::Value,
+) -> Result<(Vec<EndpointRec>, EndpointRec), String> {
+    let base = churn::manifest_endpoints(manifest)?;
+    let view = churn::ClassView::from_manifest(manifest)?;
+    let n = model.endpoints.len();
+    let addrs = [
+        weir_compiler::synth::endpoint_addr(n + 16),
+        weir_compiler::synth::endpoint_addr(n + 4096),
+        "10.127.0.1".parse().expect("address"),
+    ];
+    for e in model.endpoints.iter().filter(|e| e.ready).take(64) {
+        let mut trimmed = e.labels.clone();
+        trimmed.remove("instance");
+        for labels in [trimmed, e.labels.clone()] {
+            for addr in addrs {
+                let extra = EndpointRec {
+                    name: "bench-new-endpoint".into(),
+                    labels: labels.clone(),
+                    ready: true,
+                    addrs: vec![addr],
+                };
+                let mut with = base.clone();
+                with.push(extra.clone());
+                let p = churn::plan(&view, &base, &with);
+                if p.refused.is_empty() && p.changes.len() == 1 {
+                    return Ok((base, extra));
+                }
+            }
+        }
+    }
+    Err("no endpoint the runtime can add without a recompile".into())
+}
+
 fn iptables_updates(
     c: &Case,
     plan: &Plan,
@@ -1193,32 +1236,29 @@ fn iptables_updates(
     let dir = Scratch::new("updates");
     let b0 = dir.0.join("b0");
     let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &b0)?;
-    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let state = Scratch::shm("updates-state");
+    let rt = iptables::runtime(&topo, &state.0, plan.variant);
     iptables::apply(&rt, &b0)?;
-    // The class of the first endpoint.
-    let g = &c.compiled.graph;
-    let class = g
-        .classes
-        .endpoint_classes
-        .first()
-        .and_then(|per| per.first())
-        .map(|(_, cl)| u64::from(*cl))
-        .ok_or("no endpoint class")?;
-    let sets = iptables::sets_for_class(&stats.manifest, class);
+    // One endpoint added and removed again through the runtime's endpoint
+    // path (`weir endpoints`): churn plan against the recorded inventory,
+    // one `ipset restore` batch.
+    let _ = &stats;
+    let bundle = weir_runtime::Bundle::read(&b0).map_err(|e| e.to_string())?;
+    let (base, extra) = churn_inventory(&c.model, &bundle.manifest)?;
+    let mut with = base.clone();
+    with.push(extra);
     let (mut add, mut del) = (Vec::new(), Vec::new());
-    for i in 0..5u32 {
-        let addr = std::net::Ipv4Addr::from(u32::from_be_bytes([10, 127, 0, 1]) + i).to_string();
+    for _ in 0..5 {
         let t = Instant::now();
-        for s in &sets {
-            rt.update_set(s, std::slice::from_ref(&addr), &[])
-                .map_err(|e| format!("update_set {s}: {e}"))?;
-        }
+        let r = weir_runtime::endpoints::iptables(&rt, &bundle, &with)
+            .map_err(|e| format!("endpoints add: {e}"))?;
         add.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        for s in &sets {
-            rt.update_set(s, &[], std::slice::from_ref(&addr))
-                .map_err(|e| format!("update_set {s}: {e}"))?;
+        if r.changes.len() != 1 {
+            return Err(format!("endpoint add: {} changes", r.changes.len()));
         }
+        let t = Instant::now();
+        weir_runtime::endpoints::iptables(&rt, &bundle, &base)
+            .map_err(|e| format!("endpoints remove: {e}"))?;
         del.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let regen_apply = |m: &Model, name: &str| -> Result<f64, String> {
@@ -1237,9 +1277,6 @@ fn iptables_updates(
     // once (detaching large generations one `ipset destroy` at a time
     // takes minutes).
     drop(rt);
-    if sets.is_empty() {
-        return Err(format!("no set lists class {class}"));
-    }
     Ok(vec![
         median(&add),
         median(&del),

@@ -9,6 +9,7 @@ pub mod churn;
 pub mod diagnostics;
 pub mod driver;
 pub mod ebpf;
+pub mod endpoint_index;
 pub mod flowhash;
 pub mod fmt;
 pub mod gen;

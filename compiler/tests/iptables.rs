@@ -8,7 +8,6 @@ mod common;
 use weir_compiler::graph;
 use weir_compiler::iptables::{generate_text, Options, Output};
 
-
 fn render(o: &Output) -> String {
     format!(
         "=== iptables.rules\n{}=== ip6tables.rules\n{}=== ipset.rules\n{}=== manifest (backends.iptables)\n{}\n",

@@ -8,7 +8,9 @@
 //! rules once: to the *last* service (the linear list's worst case) and to
 //! a destination that is no service (every packet of the linear list's
 //! node pays for the whole list). Medians over many samples, both rule
-//! sets measured in alternation in the same run.
+//! sets measured in alternation in the same run, with a node without any
+//! rules (`empty`: a round trip to a plain server) as the floor; `last/emp`
+//! is weir's round trip to the last service over that floor.
 //!
 //! Run as root: `cargo run --release -p weir-runtime --example iptables_bench`
 //! (`SAMPLES=N` to change the sample count).
@@ -135,12 +137,14 @@ fn main() {
         .unwrap_or(3000);
     println!("fresh-flow UDP round trip, median of {samples} samples (µs)");
     println!(
-        "{:>9} | {:>12} {:>12} | {:>12} {:>12} | {:>10} {:>10}",
+        "{:>9} | {:>12} {:>12} | {:>12} {:>12} | {:>8} {:>8} | {:>10} {:>10}",
         "services",
         "weir last",
         "linear last",
         "weir none",
         "linear none",
+        "empty",
+        "last/emp",
         "weir rules",
         "lin rules"
     );
@@ -172,6 +176,9 @@ fn main() {
         rt.apply(&Bundle::read(&dir).unwrap()).unwrap();
         let weir_apply = t.elapsed();
 
+        // No rules at all: the floor (a round trip to a plain server).
+        let empty = Bench::new();
+
         let linear = Bench::new();
         let text = linear_rules(n);
         let t = Instant::now();
@@ -184,23 +191,28 @@ fn main() {
         let linear_apply = t.elapsed();
 
         let last = vip(n - 1);
-        let mut r: [Vec<f64>; 4] = Default::default();
-        // Warm up, then alternate so drift hits both equally.
+        let mut r: [Vec<f64>; 5] = Default::default();
+        // Warm up, then alternate so drift hits all equally.
         for b in [&weir, &linear] {
             for _ in 0..50 {
                 b.sample(last);
                 b.sample(b.other);
             }
         }
+        for _ in 0..50 {
+            empty.sample(empty.other);
+        }
         for _ in 0..samples {
             r[0].push(weir.sample(last));
             r[1].push(linear.sample(last));
             r[2].push(weir.sample(weir.other));
             r[3].push(linear.sample(linear.other));
+            r[4].push(empty.sample(empty.other));
         }
-        let [a, b, c, d] = r.map(median);
+        let [a, b, c, d, e] = r.map(median);
         println!(
-            "{n:>9} | {a:>12.1} {b:>12.1} | {c:>12.1} {d:>12.1} | {:>10} {:>10}   (apply: weir {:.2}s, linear {:.2}s)",
+            "{n:>9} | {a:>12.1} {b:>12.1} | {c:>12.1} {d:>12.1} | {e:>8.1} {:>8.2} | {:>10} {:>10}   (apply: weir {:.2}s, linear {:.2}s)",
+            a / e,
             weir_rules.lines().filter(|l| l.starts_with("-A")).count(),
             text.lines().filter(|l| l.starts_with("-A")).count(),
             weir_apply.as_secs_f64(),

@@ -4,13 +4,13 @@
 
 use super::{Cx, PeerDecl};
 use crate::diagnostics::Kind;
-use crate::model::{Action, Direction, Model, Sel};
-
-fn matches_any(sel: &Sel, model: &Model) -> bool {
-    model.endpoints.iter().any(|e| sel.matches(&e.labels))
-}
+use crate::endpoint_index::{difference, union, EndpointIndex};
+use crate::model::{Action, Direction, Model};
 
 pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
+    // Selectors are evaluated through the label index (posting lists),
+    // not endpoint by endpoint.
+    let index = EndpointIndex::new(&model.endpoints);
     // W0301: selectors and sets never referenced.
     let unused: Vec<Kind> = cx
         .peers
@@ -32,7 +32,7 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
         for (name, d) in &cx.peers {
             if let PeerDecl::Selector(s) = d {
                 if let Some(sel) = model.named_selectors.get(name) {
-                    if !matches_any(sel, model) {
+                    if !index.matches_any(sel) {
                         out.push(Kind::MatchesNothing {
                             span: s.name.span,
                             what: format!("selector `{name}`"),
@@ -48,7 +48,7 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
             if u.what.starts_with("`applies to`") {
                 continue; // W0403, from the decision graph (crate::driver)
             }
-            if !matches_any(&u.sel, model) {
+            if !index.matches_any(&u.sel) {
                 out.push(Kind::MatchesNothing {
                     span: u.span,
                     what: u.what.clone(),
@@ -62,7 +62,7 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
     if have_endpoints {
         for s in &model.services {
             if let crate::model::BackendSource::Select { selector, .. } = &s.backends {
-                if !matches_any(selector, model) {
+                if !index.matches_any(selector) {
                     if let Some(d) = cx.services.get(&s.name) {
                         let span = d
                             .items
@@ -86,25 +86,29 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
 
     // W0304: a policy that selects endpoints for a direction in which no
     // policy selecting them has any rule that lets traffic through.
+    // `open[dir]`: endpoints selected by some policy with an allow or
+    // pass rule in that direction.
+    let mut open = std::collections::BTreeMap::new();
+    for dir in [Direction::Ingress, Direction::Egress] {
+        let mut ids = Vec::new();
+        for q in &model.policies {
+            if q.rules(dir).is_some_and(|rs| {
+                rs.iter()
+                    .any(|r| matches!(r.action, Action::Allow | Action::Pass))
+            }) {
+                ids = union(&ids, &index.select(&q.applies_to));
+            }
+        }
+        open.insert(dir, ids);
+    }
     for p in &model.policies {
         for dir in [Direction::Ingress, Direction::Egress] {
             if p.rules(dir).is_none() {
                 continue;
             }
-            let denied: Vec<String> = model
-                .endpoints
-                .iter()
-                .filter(|e| p.applies_to.matches(&e.labels))
-                .filter(|e| {
-                    !model.policies.iter().any(|q| {
-                        q.applies_to.matches(&e.labels)
-                            && q.rules(dir).is_some_and(|rs| {
-                                rs.iter()
-                                    .any(|r| matches!(r.action, Action::Allow | Action::Pass))
-                            })
-                    })
-                })
-                .map(|e| e.name.clone())
+            let denied: Vec<String> = difference(&index.select(&p.applies_to), &open[&dir])
+                .into_iter()
+                .map(|i| model.endpoints[i as usize].name.clone())
                 .collect();
             if !denied.is_empty() {
                 cx.diags.push(Kind::DefaultDenyTurnedOn {

@@ -280,14 +280,17 @@ impl Classes {
                 Atom::Set(_) => None,
             })
             .collect();
-        let mut endpoint_classes = Vec::with_capacity(model.endpoints.len());
-        for e in &model.endpoints {
-            let mut sel_bits = Bits::new();
-            for &(i, s) in &sel_atoms {
-                if s.matches(&e.labels) {
-                    sel_bits.insert(i);
-                }
+        // Selector bits per endpoint through the label index: each atom
+        // touches only the endpoints it matches.
+        let index = crate::endpoint_index::EndpointIndex::new(&model.endpoints);
+        let mut all_sel_bits = vec![Bits::new(); model.endpoints.len()];
+        for &(i, s) in &sel_atoms {
+            for e in index.select(s) {
+                all_sel_bits[e as usize].insert(i);
             }
+        }
+        let mut endpoint_classes = Vec::with_capacity(model.endpoints.len());
+        for (e, sel_bits) in model.endpoints.iter().zip(all_sel_bits) {
             let mut per = Vec::new();
             for &a in &e.addrs {
                 let sig = match set_lpm.get(a) {

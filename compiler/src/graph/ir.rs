@@ -345,6 +345,7 @@ impl ServiceTable {
     pub fn build(model: &Model) -> ServiceTable {
         let mut t = ServiceTable::default();
         let mut sets: BTreeMap<(Vec<Backend>, bool), usize> = BTreeMap::new();
+        let index = crate::endpoint_index::EndpointIndex::new(&model.endpoints);
         for (i, s) in model.services.iter().enumerate() {
             t.services.push(ServiceInfo {
                 name: s.name.clone(),
@@ -352,7 +353,8 @@ impl ServiceTable {
                 affinity: s.affinity,
             });
             for fe in &s.frontends {
-                let backends = crate::interp::backends_of(s, fe, &model.endpoints);
+                let backends =
+                    crate::endpoint_index::backends_of_indexed(s, fe, &model.endpoints, &index);
                 let maglev = s.balance == Balance::Maglev;
                 let next = sets.len();
                 let idx = *sets.entry((backends.clone(), maglev)).or_insert_with(|| {

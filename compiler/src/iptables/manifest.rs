@@ -13,7 +13,7 @@ pub fn section(
     opts: &Options,
     hooks: &[(&str, &str, &str)],
     sets: &Sets,
-    stats: &[(Family, usize, usize)],
+    stats: &[(Family, usize, usize, usize)],
 ) -> Value {
     let hooks: Vec<Value> = hooks
         .iter()
@@ -56,7 +56,9 @@ pub fn section(
     }
     let counts: Vec<Value> = stats
         .iter()
-        .map(|(f, chains, rules)| json!({ "family": f.name(), "chains": chains, "rules": rules }))
+        .map(|(f, chains, rules, depth)| {
+            json!({ "family": f.name(), "chains": chains, "rules": rules, "depth": depth })
+        })
         .collect();
     json!({
         "hooks": hooks,

@@ -36,6 +36,13 @@
 //! or a binary tree of chains over the port space for big tables. Nothing
 //! is a linear list that grows with the number of rules or services.
 //!
+//! The chain graph is then flattened (`depth.rs`): a chain that ends by
+//! going to a chain nothing else enters continues in that chain's rules
+//! (a decision list's else-spine becomes one chain), and since nf_tables
+//! refuses chains nested more than 15 jumps below a built-in chain, a
+//! graph still deeper than 13 jumps below its entry chain is
+//! refused at compile time (E0510).
+//!
 //! Every rule carries `-m comment --comment "weir:…"`: `weir:<id>` with
 //! the provenance id on leaf rules (counters per decision), `weir:n<N>` on
 //! internal nodes. Logging is `LOG --log-prefix "weir:<id> "` by default,
@@ -43,13 +50,15 @@
 //!
 //! # Refused
 //!
-//! Maglev balancing over two or more backends (iptables cannot compute the
+//! Chains nested too deep for nf_tables (E0510, see above); Maglev
+//! balancing over two or more backends (iptables cannot compute the
 //! flow hash; `-m statistic` would choose other backends than the
 //! interpreter and break consistency), and a redirect steering rule that
 //! can match a service frontend's traffic (one connection cannot be both
 //! DNATed to a backend and redirected). See [`Unsupported`].
 
 mod chains;
+mod depth;
 mod emit;
 mod flow;
 mod manifest;
@@ -97,18 +106,63 @@ pub struct Unsupported {
     pub span: Span,
     /// Details (which service / frontend).
     pub detail: String,
+    /// A capacity limit of the back end (E0510) rather than a construct it
+    /// cannot express (E0501).
+    pub limit: bool,
 }
 
 impl Unsupported {
     /// The E05xx diagnostic for it.
     pub fn diagnostic(&self) -> crate::diagnostics::Diagnostic {
-        crate::diagnostics::Kind::BackendUnsupported {
-            span: self.span,
-            backend: "iptables",
-            construct: self.construct.clone(),
-            detail: self.detail.clone(),
+        let (span, backend, construct, detail) = (
+            self.span,
+            "iptables",
+            self.construct.clone(),
+            self.detail.clone(),
+        );
+        if self.limit {
+            crate::diagnostics::Kind::BackendLimit {
+                span,
+                backend,
+                construct,
+                detail,
+            }
+        } else {
+            crate::diagnostics::Kind::BackendUnsupported {
+                span,
+                backend,
+                construct,
+                detail,
+            }
         }
         .into_diagnostic()
+    }
+
+    /// A table whose chains nest deeper than nf_tables allows. Limits are
+    /// about the program as a whole: the span is the first policy (or
+    /// steer / service) declaration.
+    fn too_deep(model: &Model, d: &depth::TooDeep) -> Unsupported {
+        let span = model
+            .policies
+            .first()
+            .map(|p| p.span)
+            .or_else(|| model.steers.first().map(|s| s.span))
+            .or_else(|| model.services.first().map(|s| s.span))
+            .unwrap_or_default();
+        let path = match d.path.as_slice() {
+            [first, .., last] => format!(" ({first} → … → {last})"),
+            _ => String::new(),
+        };
+        Unsupported {
+            construct: format!("the chain graph of table `{}`", d.table),
+            span,
+            detail: format!(
+                "its chains nest {} jumps deep below the entry chain{path}; nf_tables allows {} (15 below the built-in chain, which reaches the entry chain through the runtime's hook chain)",
+                d.depth,
+                depth::MAX_DEPTH
+            ),
+            limit: true,
+        }
     }
 }
 
@@ -155,5 +209,9 @@ pub fn generate_text(
     if !refused.is_empty() {
         return Err(refused);
     }
-    Ok(emit::emit(graph, model, opts))
+    emit::emit(graph, model, opts).map_err(|deep| {
+        deep.iter()
+            .map(|d| Unsupported::too_deep(model, d))
+            .collect()
+    })
 }

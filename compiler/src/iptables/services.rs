@@ -7,8 +7,10 @@
 //!   address tree: -m iprange --dst-range PIVOT-MAX -g RIGHT / -g LEFT …
 //!   leaf: -d VIP -p tcp -m tcp --dport 80 -g WEIR-FE<k>
 //! WEIR-FE<k>: [-m recent --rcheck per backend → WEIR-BE<k>-<i>]
-//!             -m statistic --mode random --probability w_i/(w_i+…+w_n) -g WEIR-BE<k>-<i> …
-//! WEIR-BE<k>-<i>: [-m recent --set] -j DNAT --to-destination ADDR:PORT
+//!             -m statistic --mode random --probability w_i/(w_i+…+w_n) -p P -j DNAT --to-destination ADDR:PORT …
+//!   with affinity or a check before the DNAT, the choice goes to a chain:
+//!             -m statistic … -g WEIR-BE<k>-<i>
+//! WEIR-BE<k>-<i>: [-m recent --set] [-j <check>] -p P -j DNAT --to-destination ADDR:PORT
 //! ```
 
 use super::text::{comment, Family, Tables};
@@ -40,6 +42,7 @@ pub fn check(g: &Graph, model: &Model, opts: &Options) -> Vec<Unsupported> {
                     "service `{}` balances {n} backends by Maglev consistent hashing, which iptables cannot compute",
                     svc.name
                 ),
+                limit: false,
             });
         }
     }
@@ -225,27 +228,55 @@ pub fn nat(
                 );
             }
         }
+        let p = fam.proto(f.proto);
+        let extras: Vec<Option<String>> = (0..n).map(|i| before_dnat(k, i, out)).collect();
+        // A backend needs a chain of its own for affinity (`--set`) or a
+        // check before its DNAT; otherwise the choice DNATs directly (the
+        // frontend chain is only entered by packets of protocol `p`).
+        let own: Vec<bool> = extras
+            .iter()
+            .map(|x| svc.affinity.is_some() || x.is_some())
+            .collect();
+        let own_chain = |i: usize| own[i];
+        let dnat = |i: usize| {
+            let b = &set.backends[i];
+            format!("-j DNAT --to-destination {}", fam.socket(b.addr, b.port))
+        };
+        let go = |i: usize| {
+            if own_chain(i) {
+                format!("-g {}", be(i))
+            } else {
+                dnat(i)
+            }
+        };
         let weights: Vec<u64> = set.backends.iter().map(|b| u64::from(b.weight)).collect();
         for i in 0..n {
             let rest: u64 = weights[i..].iter().sum();
+            let proto = if own_chain(i) {
+                String::new()
+            } else {
+                format!("-p {p}")
+            };
             if i + 1 < n {
-                let p = weights[i] as f64 / rest as f64;
+                let prob = weights[i] as f64 / rest as f64;
                 out.rule(
                     "nat",
                     &chain,
                     &[
-                        &format!("-m statistic --mode random --probability {p:.10}"),
+                        &format!("-m statistic --mode random --probability {prob:.10}"),
+                        &proto,
                         &c,
-                        &format!("-g {}", be(i)),
+                        &go(i),
                     ],
                 );
             } else {
-                out.rule("nat", &chain, &[&c, &format!("-g {}", be(i))]);
+                out.rule("nat", &chain, &[&proto, &c, &go(i)]);
             }
         }
-        let p = fam.proto(f.proto);
-        for (i, b) in set.backends.iter().enumerate() {
-            let extra = before_dnat(k, i, out);
+        for (i, extra) in extras.into_iter().enumerate() {
+            if !own_chain(i) {
+                continue;
+            }
             out.chain("nat", &be(i));
             if svc.affinity.is_some() {
                 out.rule(
@@ -260,15 +291,7 @@ pub fn nat(
             if let Some(x) = extra {
                 out.rule("nat", &be(i), &[&c, &x]);
             }
-            out.rule(
-                "nat",
-                &be(i),
-                &[
-                    &format!("-p {p}"),
-                    &c,
-                    &format!("-j DNAT --to-destination {}", fam.socket(b.addr, b.port)),
-                ],
-            );
+            out.rule("nat", &be(i), &[&format!("-p {p}"), &c, &dnat(i)]);
         }
         let m = format!("-p {p} -m {p} --dport {} {c}", f.port);
         match items.last_mut() {

@@ -58,3 +58,32 @@ fn maglev_is_refused_unless_trivial() {
     }
     assert!(refused > 0);
 }
+
+/// Generated policies whose chains nested deeper than nf_tables allows
+/// (one chain per graph node) fit after tail inlining; one whose depth is
+/// in conditional gotos alone is refused with E0510 at compile time
+/// instead of failing at apply. (runtime/tests/iptables_diff.rs applies
+/// the first ones on nf_tables.)
+#[test]
+fn deep_generated_policies_fit_nftables() {
+    let opts = Options {
+        maglev_as_random: true,
+        ..Options::default()
+    };
+    for (seed, was) in [(1316, 19), (1526, 18), (396, 17), (863, 17), (122, 16)] {
+        let model = gen::model(seed);
+        let g = crate::graph::build(&model);
+        assert_eq!(super::emit::depth_without_passes(&g, &model, &opts), was);
+        let out = generate_text(&g, &model, &opts).unwrap();
+        for counts in out.manifest["counts"].as_array().unwrap() {
+            let d = counts["depth"].as_u64().unwrap() as usize;
+            assert!(d <= super::depth::MAX_DEPTH, "seed {seed}: depth {d}");
+        }
+    }
+    let model = gen::model(2111);
+    let g = crate::graph::build(&model);
+    let e = generate_text(&g, &model, &opts).unwrap_err();
+    let d = e[0].diagnostic();
+    assert_eq!(d.code.as_str(), "E0510");
+    assert!(d.message.contains("table `nat`"), "{}", d.message);
+}

@@ -1,7 +1,8 @@
 //! Removing everything the back end made, and nothing else.
 
+use super::apply::delete_chains_text;
 use super::names;
-use super::{exec, table_text, Iptables, FAMILIES};
+use super::{exec, Iptables, FAMILIES};
 use crate::error::Error;
 
 /// What [`Iptables::detach`] removed.
@@ -26,18 +27,19 @@ impl Iptables {
         let mut report = DetachReport::default();
         for family in FAMILIES {
             let mut text = String::new();
+            let mut max = None;
             for (table, t) in &saved[&family] {
                 let chains = t.our_chains();
                 let jumps = t.hook_jumps();
                 if chains.is_empty() && jumps.is_empty() {
                     continue;
                 }
-                let mut lines: Vec<String> = jumps
+                let unhook: Vec<String> = jumps
                     .iter()
                     .map(|(b, h)| format!("-D {b} -j {h}"))
                     .collect();
-                lines.extend(chains.iter().map(|c| format!("-X {c}")));
-                text.push_str(&table_text(table, &chains, &lines));
+                let max = *max.get_or_insert_with(|| self.lines_per_commit(family));
+                text.push_str(&delete_chains_text(table, &unhook, &chains, max));
                 let f = family.name();
                 report
                     .chains
@@ -56,7 +58,7 @@ impl Iptables {
             .into_iter()
             .filter(|s| names::set_generation(s).is_some())
             .collect();
-        let failures = self.destroy_sets(&sets);
+        let failures = self.destroy_sets_batch(&sets);
         if !failures.is_empty() {
             return Err(Error::Step {
                 step: "detach (ipset destroy)".into(),

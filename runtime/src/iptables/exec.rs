@@ -1,6 +1,7 @@
 //! Every program the iptables back end runs goes through [`Exec`]: one place
 //! that finds the program, enters the network namespace, feeds standard
-//! input, classifies failures, and keeps a log tests can inspect.
+//! input, classifies failures, and keeps a log tests can inspect
+//! (`WEIR_EXEC_TRACE=1` also prints each run with its wall time).
 //!
 //! A namespace is entered with `setns(2)` in the forked child before `exec`
 //! (the same thing `ip netns exec` does, without remounting `/sys` and
@@ -44,6 +45,10 @@ pub struct Exec {
     netns: Option<String>,
     log: Arc<Mutex<Vec<Ran>>>,
 }
+
+/// Set (to anything) to print every program run, with its wall time, to
+/// standard error: where an apply spends its time.
+pub const TRACE_VAR: &str = "WEIR_EXEC_TRACE";
 
 /// Directory holding named network namespaces.
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -131,7 +136,7 @@ impl Exec {
             ),
             None => None,
         };
-        let __t = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let mut cmd = Command::new(&path);
         cmd.args(args)
             .stdin(if stdin.is_some() {
@@ -169,11 +174,11 @@ impl Exec {
         let out = child
             .wait_with_output()
             .map_err(|e| Error::io(format!("waiting for {program}"), e))?;
-        if std::env::var_os("WEIR_EXEC_TRACE").is_some() {
+        if std::env::var_os(TRACE_VAR).is_some() {
             eprintln!(
-                "TRACE {:.3}s {program} {args:?} stdin={}B",
-                __t.elapsed().as_secs_f64(),
-                stdin.map_or(0, str::len)
+                "weir: ran {program} {args:?} ({} bytes in) in {:.3}s",
+                stdin.map_or(0, str::len),
+                started.elapsed().as_secs_f64()
             );
         }
         let output = Output {

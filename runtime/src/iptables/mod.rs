@@ -8,13 +8,16 @@
 //!
 //! 1. `ipset restore -exist` creates the new generation's sets (new names:
 //!    the old generation's sets are untouched, so no `swap` is needed);
-//! 2. one `iptables-restore --noflush -w` transaction per family defines the
-//!    new chains, redefines the stable hook chains `WEIR-HOOK-<BUILTIN>` to
-//!    jump into them, and inserts the single jump from each built-in chain
-//!    to its hook chain where it is missing (removing duplicates) — the
-//!    switch is atomic;
-//! 3. a second transaction deletes the old generation's chains and hook
-//!    chains no longer used, then the old sets are destroyed;
+//! 2. `iptables-restore --noflush -w` loads the new chains and their rules
+//!    (nothing jumps into them yet; with the nf_tables tools in
+//!    transactions of 1,000 lines, whose cost grows with the square of a
+//!    transaction's size), then one transaction per family redefines the
+//!    stable hook chains `WEIR-HOOK-<BUILTIN>` to jump into them and
+//!    inserts the single jump from each built-in chain to its hook chain
+//!    where it is missing (removing duplicates) — the switch is atomic;
+//! 3. the old generation's chains and hook chains no longer used are
+//!    flushed and deleted (in blocks, likewise), then the old sets are
+//!    destroyed in one `ipset restore` batch;
 //! 4. the state file records what is in force.
 //!
 //! If step 1 or 2 fails, everything of the new generation is removed again

@@ -60,10 +60,19 @@ impl Iptables {
                 }
             })
             .collect();
+        // One set of names per table: tens of thousands of chains.
+        let present: std::collections::HashSet<(crate::bundle::Family, &str, &str)> = saved
+            .iter()
+            .flat_map(|(&f, tables)| {
+                tables.iter().flat_map(move |(t, st)| {
+                    st.chains.iter().map(move |c| (f, t.as_str(), c.as_str()))
+                })
+            })
+            .collect();
         let missing_chains: Vec<String> = state
             .chains
             .iter()
-            .filter(|c| !table(c.family, &c.table).is_some_and(|t| t.chains.contains(&c.chain)))
+            .filter(|c| !present.contains(&(c.family, c.table.as_str(), c.chain.as_str())))
             .map(|c| format!("{}/{}/{}", c.family.name(), c.table, c.chain))
             .collect();
         let missing_sets: Vec<String> = if state.sets.is_empty() {
