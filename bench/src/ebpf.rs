@@ -24,7 +24,7 @@ use weir_compiler::ebpf::*;
 use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::{Model, Verdict};
-use weir_runtime::ebpf::load::{delete_raw, update_raw};
+use weir_runtime::ebpf::load::update_raw;
 
 use crate::flows::frame;
 use crate::stats::median;
@@ -404,7 +404,7 @@ fn endpoint_churn(
         std::process::id()
     ));
     inst.state_root = work.0.join("state");
-    let run = || -> Result<(), String> {
+    let mut run = || -> Result<(), String> {
         weir_runtime::ebpf::apply(&dir, &inst).map_err(|e| format!("apply: {e}"))?;
         for _ in 0..reps {
             let t = Instant::now();

@@ -737,8 +737,7 @@ fn iptables_rules_case(c: &Case, plan: &Plan) -> Result<Vec<String>, String> {
         .map_err(|e| format!("server: {e}"))?;
     let dir = Scratch::new(&format!("rules-{}", c.params.total_rules()));
     let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
-    let state = Scratch::shm("updates-state");
-    let rt = iptables::runtime(&topo, &state.0, plan.variant);
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
     let pair = iptables::measure_pair(&topo, Proto::Tcp, sock(p), p.src, &[sock(p)], plan.probes);
@@ -816,8 +815,7 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
 
     let dir = Scratch::new(&format!("svc-{}", c.params.services));
     let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
-    let state = Scratch::shm("updates-state");
-    let rt = iptables::runtime(&topo, &state.0, plan.variant);
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
     let weir = iptables::measure_pair(&topo, Proto::Udp, direct, client, &[last_sock], n);
@@ -1034,7 +1032,7 @@ fn updates_table(
         &format!("Update latency ({}, ms)", c.label),
         &["change", "eBPF", "iptables", "how"],
     );
-    t.note("Median of 5 for endpoint changes, one run for the rest. eBPF endpoint add/remove: the class-map host entry (`weir_cls4`, `addr/32 → class`) that the runtime writes for an endpoint whose labels match an existing class — the map update itself, measured on a loaded generation. iptables endpoint add/remove: `Iptables::update_set` on every set that lists the endpoint's class (one `ipset restore` per set, with the runtime's lock and state read). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
+    t.note("Median of 5 for endpoint changes, one run for the rest. Endpoint add/remove: wall time of the runtime's endpoint path (`weir_runtime::endpoints::ebpf` / `endpoints::iptables`, what `weir endpoints` runs) given the full inventory with one endpoint more (labels of an existing endpoint without its `instance` label, at a fresh address of an existing class), then without it: state and recorded inventory read, churn plan over every endpoint, the writes (eBPF: class-map host entries in the pinned maps of a generation applied with `ebpf::apply` to a netns interface; iptables: one `ipset restore` batch), the new inventory recorded (state under /dev/shm, tmpfs like `/run`). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
     if !kernel {
         t.row(vec![
             "–".into(),

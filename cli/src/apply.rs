@@ -82,6 +82,11 @@ pub struct Args {
     pub dir: PathBuf,
     #[command(flatten)]
     pub target: Target,
+    /// Also attach connect-time load balancing (`cgroup/connect4`,
+    /// `sendmsg4`, `recvmsg4`) to this cgroup v2 directory
+    /// (`--backend ebpf`; the bundle must have services).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -103,7 +108,7 @@ fn fail(e: impl std::fmt::Display) -> i32 {
 
 pub fn run(args: Args) -> i32 {
     if args.target.backend == Backend::Ebpf {
-        return crate::ebpf_cmd::apply(&args.dir, &args.target);
+        return crate::ebpf_cmd::apply(&args.dir, &args.target, args.cgroup.as_deref());
     }
     let bundle = match Bundle::read(&args.dir) {
         Ok(b) => b,

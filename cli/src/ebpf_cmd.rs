@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use weir_runtime::ebpf::{self, attach::prometheus, Instance};
+use weir_runtime::ebpf::{
+    self,
+    attach::{prometheus, prometheus_services},
+    Instance,
+};
 
 use crate::apply::Target;
 
@@ -23,18 +27,19 @@ fn fail(e: impl std::fmt::Display) -> i32 {
     2
 }
 
-pub fn apply(dir: &Path, target: &Target) -> i32 {
+pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>) -> i32 {
     let inst = match instance(target) {
         Ok(i) => i,
         Err(c) => return c,
     };
-    match ebpf::apply(dir, &inst) {
+    match ebpf::apply_with(dir, &inst, cgroup) {
         Ok(r) => {
             if target.json {
                 let v = serde_json::json!({
                     "instance": inst.name(),
                     "generation": r.generation,
                     "previous": r.previous,
+                    "cgroup": cgroup.map(|c| c.display().to_string()),
                     "programs": r.programs.iter().map(|(n, i)| serde_json::json!({"name": n, "insns": i})).collect::<Vec<_>>(),
                 });
                 println!("{v}");
@@ -48,6 +53,9 @@ pub fn apply(dir: &Path, target: &Target) -> i32 {
                 }
                 for (n, i) in &r.programs {
                     println!("  {n}: {i} insns");
+                }
+                if let Some(c) = cgroup {
+                    println!("  connect-time load balancing on cgroup {}", c.display());
                 }
             }
             0
@@ -103,6 +111,16 @@ pub fn status(target: &Target) -> i32 {
                 for p in &s.programs {
                     println!("  {p}");
                 }
+                if let Some(c) = &s.cgroup {
+                    println!(
+                        "  cgroup {c}: connect4, sendmsg4, recvmsg4 {}",
+                        if s.cgroup_attached {
+                            "attached"
+                        } else {
+                            "NOT attached"
+                        }
+                    );
+                }
                 for svc in &s.services {
                     println!(
                         "  service {} ({}) {}: {}",
@@ -117,7 +135,7 @@ pub fn status(target: &Target) -> i32 {
                     );
                 }
             }
-            i32::from(!s.attached)
+            i32::from(!s.attached || (s.cgroup.is_some() && !s.cgroup_attached))
         }
         Err(ebpf::EbpfError::NotApplied { .. }) => {
             println!("nothing applied");
@@ -146,7 +164,9 @@ pub struct StatsArgs {
     pub all: bool,
 }
 
-/// `weir stats`: per-rule packet counters of the running eBPF generation.
+/// `weir stats`: per-rule packet counters of the running eBPF generation,
+/// then per-service and per-backend flow counts (JSON: `{"rules": [...],
+/// "services": [...]}`).
 pub fn run_stats(args: StatsArgs) -> i32 {
     let inst = match instance(&args.target) {
         Ok(i) => i,
@@ -161,12 +181,36 @@ pub fn run_stats(args: StatsArgs) -> i32 {
     } else {
         args.format
     };
+    let services = match ebpf::service_stats(&inst) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: no service counters: {e}");
+            Vec::new()
+        }
+    };
     match format {
-        StatsFormat::Prometheus => print!("{}", prometheus(&inst, &counts)),
-        StatsFormat::Json => println!("{}", serde_json::to_string(&counts).expect("JSON")),
+        StatsFormat::Prometheus => {
+            print!("{}", prometheus(&inst, &counts));
+            if !services.is_empty() {
+                print!("{}", prometheus_services(&inst, &services));
+            }
+        }
+        StatsFormat::Json => println!(
+            "{}",
+            serde_json::json!({ "rules": counts, "services": services })
+        ),
         StatsFormat::Text => {
             for c in counts.iter().filter(|c| args.all || c.packets > 0) {
                 println!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
+            }
+            if !services.is_empty() {
+                println!("flows (new TC flows and connect-time rewrites) per service and backend:");
+            }
+            for c in services.iter().filter(|c| args.all || c.flows > 0) {
+                match &c.backend {
+                    None => println!("{:>12}  service {}", c.flows, c.service),
+                    Some(b) => println!("{:>12}    {} → {b}", c.flows, c.service),
+                }
             }
         }
     }

@@ -200,7 +200,7 @@ pub fn manifest(input: &BundleInput) -> Value {
                             "weight": b.weight,
                             "endpoint": b.endpoint,
                         })).collect::<Vec<_>>(),
-                        "maglev_table_size": set.maglev.len(),
+                        "maglev_table_size": set.maglev_slots(),
                     })
                 })
                 .collect();

@@ -97,7 +97,13 @@ pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
     let mut endpoints = Vec::new();
     let mut cursor = 0;
     for ep in raw.endpoints {
-        let (s, e) = find_string(text, &ep.name, cursor).unwrap_or((cursor, cursor));
+        // The object's keys come in any order (serializers often sort
+        // them: `addrs` before `name`), so addresses are searched from
+        // the end of the previous endpoint, not from this one's name:
+        // searching past them would scan the rest of the file for every
+        // address (quadratic in the inventory size).
+        let start = cursor;
+        let (s, e) = find_string(text, &ep.name, start).unwrap_or((start, start));
         cursor = e;
         let span = Span::new(file, s, e);
         if !valid_name(&ep.name) {
@@ -108,10 +114,11 @@ pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
         }
         let mut addrs = Vec::new();
         let mut addr_spans = Vec::new();
-        let mut acursor = cursor;
+        let mut acursor = start;
         for a in &ep.addrs {
             let (s, e) = find_string(text, a, acursor).unwrap_or((acursor, acursor));
             acursor = e;
+            cursor = cursor.max(e);
             let aspan = Span::new(file, s, e);
             match a.parse::<IpAddr>() {
                 Ok(ip) => {

@@ -46,20 +46,30 @@ pub fn table(backends: &[Backend], size: u32) -> Vec<u32> {
             (offset, skip)
         })
         .collect();
-    let mut next = vec![0u64; live.len()];
+    // `pos[k]` is `(offset + next * skip) % m` for backend k's next
+    // candidate, advanced by adding `skip` (< m) and subtracting `m` once:
+    // the same sequence as the paper's formula without a division per
+    // probe.
+    let mut pos: Vec<u64> = perm.iter().map(|&(offset, _)| offset).collect();
     let mut entry = vec![u32::MAX; size as usize];
     let mut filled = 0u64;
     'outer: loop {
         for (k, &i) in live.iter().enumerate() {
+            let skip = perm[k].1;
             for _ in 0..backends[i].weight {
-                let (offset, skip) = perm[k];
-                let mut c = (offset + next[k] * skip) % m;
+                let mut c = pos[k];
                 while entry[c as usize] != u32::MAX {
-                    next[k] += 1;
-                    c = (offset + next[k] * skip) % m;
+                    c += skip;
+                    if c >= m {
+                        c -= m;
+                    }
                 }
                 entry[c as usize] = i as u32;
-                next[k] += 1;
+                c += skip;
+                if c >= m {
+                    c -= m;
+                }
+                pos[k] = c;
                 filled += 1;
                 if filled == m {
                     break 'outer;
@@ -76,6 +86,66 @@ mod tests {
     use crate::flowhash::flow_hash;
     use crate::model::Proto;
     use std::net::IpAddr;
+
+    /// The fill with the paper's formula, `(offset + next * skip) % m`
+    /// per probe: `table` must give exactly the same slots.
+    fn reference(backends: &[Backend], size: u32) -> Vec<u32> {
+        let live: Vec<usize> = (0..backends.len())
+            .filter(|&i| backends[i].weight > 0)
+            .collect();
+        if live.is_empty() {
+            return Vec::new();
+        }
+        let m = u64::from(size);
+        let perm: Vec<(u64, u64)> = live
+            .iter()
+            .map(|&i| {
+                let key = backend_key(&backends[i]);
+                let offset = u64::from(fnv1a(&key, 0xDEAD_BEEF)) % m;
+                let skip = u64::from(fnv1a(&key, 0x0BAD_CAFE)) % (m - 1) + 1;
+                (offset, skip)
+            })
+            .collect();
+        let mut next = vec![0u64; live.len()];
+        let mut entry = vec![u32::MAX; size as usize];
+        let mut filled = 0u64;
+        'outer: loop {
+            for (k, &i) in live.iter().enumerate() {
+                for _ in 0..backends[i].weight {
+                    let (offset, skip) = perm[k];
+                    let mut c = (offset + next[k] * skip) % m;
+                    while entry[c as usize] != u32::MAX {
+                        next[k] += 1;
+                        c = (offset + next[k] * skip) % m;
+                    }
+                    entry[c as usize] = i as u32;
+                    next[k] += 1;
+                    filled += 1;
+                    if filled == m {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        entry
+    }
+
+    #[test]
+    fn incremental_fill_matches_the_formula() {
+        for n in [1u8, 2, 3, 5, 10, 40] {
+            let mut bs = backends(n);
+            assert_eq!(table(&bs, TABLE_SIZE), reference(&bs, TABLE_SIZE), "{n}");
+            assert_eq!(table(&bs, 251), reference(&bs, 251), "{n}");
+            for (i, b) in bs.iter_mut().enumerate() {
+                b.weight = (i % 4) as u16;
+            }
+            assert_eq!(
+                table(&bs, TABLE_SIZE),
+                reference(&bs, TABLE_SIZE),
+                "{n} weighted"
+            );
+        }
+    }
 
     fn backends(n: u8) -> Vec<Backend> {
         (1..=n)

@@ -364,6 +364,16 @@ fn ebpf_service_tc_differential() {
     assert_eq!(c[cnt::TRANSLATED as usize], checked);
     assert_eq!(c[cnt::ESTABLISHED as usize], checked);
     assert_eq!(c[cnt::REVERSE as usize], checked);
+    // Every new flow is counted once per service and once per backend.
+    let per = |name: &str, n: u32| -> Vec<u64> {
+        weir_runtime::ebpf::load::read_counters(r.ebpf.map(name).unwrap(), n).unwrap()
+    };
+    let svc = per(names::SVC_CNT, r.state.capacity.services);
+    let bes = per(names::BE_CNT, r.state.capacity.backends);
+    assert_eq!(svc.iter().sum::<u64>(), checked, "{svc:?}");
+    assert_eq!(bes.iter().sum::<u64>(), checked, "{bes:?}");
+    let empty = r.state.services.iter().position(|s| s.name == "empty");
+    assert_eq!(svc[empty.unwrap()], 0, "no backends: nothing translated");
     eprintln!("tc differential: {checked} translated flows, {rejects} rejects, 0 disagreements");
 }
 
@@ -457,14 +467,7 @@ fn synthetic_table(n: usize, maglev: bool) -> ServiceTable {
                 endpoint: None,
             })
             .collect();
-        t.backend_sets.push(BackendSet {
-            maglev: if maglev {
-                weir_compiler::maglev::table(&backends, weir_compiler::maglev::TABLE_SIZE)
-            } else {
-                Vec::new()
-            },
-            backends,
-        });
+        t.backend_sets.push(BackendSet::new(backends, maglev));
         t.frontends.push(FrontendEntry {
             frontend: Frontend {
                 addr: IpAddr::from([10, 200, (i / 256) as u8, (i % 256) as u8]),
@@ -878,4 +881,167 @@ fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io:
         let _ = stream.write(b"");
         Ok(stream)
     }
+}
+
+/// Runs `jobs` in a child process in cgroup `cg` and the client
+/// namespace; returns the `RESULT` lines (without the prefix).
+fn child_results(cg: &Path, topo: &Topology, jobs: &[String]) -> Vec<String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ebpf_service_cgroup_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_ENV,
+            format!("{}|{}|{}", cg.display(), topo.client.name(), jobs.join(";")),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.find("RESULT ").map(|i| l[i + 7..].to_string()))
+        .collect()
+}
+
+const APPLY_SRC: &str = r#"
+service api {
+  frontend 10.96.7.1:80/tcp
+  backends { 10.7.0.1:8080, 10.7.0.2:8080 }
+}
+"#;
+
+/// `weir apply --backend ebpf --cgroup`: the bundle's connect-time
+/// programs share the applied generation's service maps, their links are
+/// pinned, follow a re-apply, show in `status`, and `detach` removes them.
+#[test]
+fn ebpf_service_apply_with_cgroup() {
+    use weir_runtime::ebpf::{self, Instance};
+    if !have_root("ebpf_service_apply_with_cgroup") {
+        return;
+    }
+    let (model, g) = compile(APPLY_SRC);
+    let out = weir_compiler::ebpf::codegen::generate(
+        &model,
+        &g,
+        &weir_compiler::ebpf::codegen::Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let mut backends = std::collections::BTreeMap::new();
+    backends.insert(weir_compiler::bundle::Target::Ebpf, out.artifacts());
+    let sources = vec![("main.weir".to_string(), APPLY_SRC.to_string())];
+    let locate = |_| serde_json::Value::Null;
+    let files = weir_compiler::bundle::bundle(&weir_compiler::bundle::BundleInput {
+        model: &model,
+        graph: &g,
+        sources: &sources,
+        targets: &[weir_compiler::bundle::Target::Ebpf],
+        locate: &locate,
+        backends,
+    });
+    let pid = std::process::id();
+    let scratch = std::env::temp_dir().join(format!("weir-ebpf-cgroup-{pid}"));
+    let dir = scratch.join("bundle");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    let topo = Topology::new().unwrap();
+    serve_backends(&topo, &g.services);
+    let client = clients()[0];
+    topo.add_client_addr(client.into()).unwrap();
+    let mut inst = Instance::new(weir_runtime::netns::NODE_CLIENT_IF, Some(topo.node.name()));
+    inst.pin_root = PathBuf::from(format!("/sys/fs/bpf/weir-cg-test-{pid}"));
+    inst.state_root = scratch.join("state");
+    let cg = Cgroup(cgroup2_root().join(format!("weir-apply-test-{pid}")));
+    std::fs::create_dir_all(&cg.0).unwrap();
+
+    // A path that is not a cgroup fails before anything is loaded.
+    let bad = ebpf::apply_with(&dir, &inst, Some(Path::new("/nonexistent-cgroup")));
+    assert!(bad.is_err());
+
+    let backends: Vec<IpAddr> = ["10.7.0.1", "10.7.0.2"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let jobs: Vec<String> = (0..4)
+        .map(|_| format!("tcp {client} 10.96.7.1 80"))
+        .collect();
+    let reach = |what: &str| {
+        let res = child_results(&cg.0, &topo, &jobs);
+        assert_eq!(res.len(), jobs.len(), "{what}: {res:?}");
+        for line in &res {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_ne!(f[4], "ERR", "{what}: {line}");
+            let got: IpAddr = f[4].parse().unwrap();
+            assert!(backends.contains(&got), "{what}: {line}: not a backend");
+        }
+    };
+
+    let a = ebpf::apply_with(&dir, &inst, Some(&cg.0)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.generation, 1);
+    let s = ebpf::status(&inst).unwrap();
+    assert!(s.attached && s.cgroup_attached, "{s:?}");
+    assert_eq!(s.cgroup.as_deref(), Some(cg.0.to_str().unwrap()));
+    for (_, pin) in weir_runtime::ebpf::cgroup::HOOKS {
+        assert!(inst.pin_dir().join(pin).exists(), "{pin} pinned");
+    }
+    reach("generation 1");
+    // The connect-time programs count in the generation's weir_lb_cnt.
+    let cnt_path = inst.pin_dir().join("gen-1").join(names::CNT);
+    let m =
+        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&cnt_path).unwrap()).unwrap();
+    let arr: aya::maps::PerCpuArray<&aya::maps::MapData, u64> =
+        aya::maps::PerCpuArray::try_from(&m).unwrap();
+    let translated: u64 = arr.get(&cnt::TRANSLATED, 0).unwrap().iter().sum();
+    assert!(translated >= jobs.len() as u64, "{translated}");
+    drop(m);
+
+    // Re-apply without `--cgroup`: the links follow the new generation.
+    let b = ebpf::apply(&dir, &inst).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.generation, 2);
+    assert!(!inst.pin_dir().join("gen-1").exists());
+    let s = ebpf::status(&inst).unwrap();
+    assert!(s.cgroup_attached, "{s:?}");
+    reach("generation 2");
+    // Per-service / per-backend counts (`weir stats`): the connects of
+    // generation 2 (each generation has its own counters).
+    let counts = ebpf::service_stats(&inst).unwrap();
+    let total = counts
+        .iter()
+        .find(|c| c.service == "api" && c.backend.is_none())
+        .unwrap_or_else(|| panic!("{counts:?}"))
+        .flows;
+    assert_eq!(total, jobs.len() as u64, "{counts:?}");
+    let per_backend: u64 = counts
+        .iter()
+        .filter(|c| c.backend.is_some())
+        .map(|c| c.flows)
+        .sum();
+    assert_eq!(per_backend, total, "{counts:?}");
+    assert_eq!(counts.len(), 3, "api and its two backends: {counts:?}");
+    let prom = weir_runtime::ebpf::attach::prometheus_services(&inst, &counts);
+    assert!(
+        prom.contains(&format!("service=\"api\"}} {total}")),
+        "{prom}"
+    );
+
+    // Detach: links and pins gone; connects to the frontend no longer
+    // reach a backend.
+    assert!(ebpf::detach(&inst).unwrap());
+    for (_, pin) in weir_runtime::ebpf::cgroup::HOOKS {
+        assert!(!inst.pin_dir().join(pin).exists());
+    }
+    let res = child_results(&cg.0, &topo, &jobs[..1]);
+    assert!(res[0].contains(" ERR "), "{res:?}");
+    let _ = std::fs::remove_dir(&inst.pin_root);
+    let _ = std::fs::remove_dir_all(&scratch);
 }

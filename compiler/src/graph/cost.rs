@@ -133,7 +133,12 @@ pub fn capacity(g: &Graph) -> Capacity {
             .iter()
             .map(|s| s.backends.len())
             .sum(),
-        maglev_slots: g.services.backend_sets.iter().map(|s| s.maglev.len()).sum(),
+        maglev_slots: g
+            .services
+            .backend_sets
+            .iter()
+            .map(|s| s.maglev_slots())
+            .sum(),
     }
 }
 

@@ -197,7 +197,7 @@ impl Graph {
                         let h = flow_hash(p.src, p.dst, p.sport, p.dport, p.proto);
                         Some(match self.services.services[fe.service].balance {
                             Balance::Maglev => set.backends
-                                [set.maglev[(h % maglev::TABLE_SIZE) as usize] as usize]
+                                [set.maglev_table()[(h % maglev::TABLE_SIZE) as usize] as usize]
                                 .clone(),
                             Balance::Random => weighted(&set.backends, h),
                         })

@@ -308,13 +308,55 @@ impl Builder {
     }
 }
 
-/// A set of usable backends with its Maglev table (when balanced by Maglev).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A set of usable backends, and whether it is balanced by Maglev. Its
+/// Maglev table is computed on first use ([`BackendSet::maglev_table`]):
+/// compiling does not need it (the eBPF back end fills its own tables; the
+/// iptables back end has no Maglev), only the graph evaluator does.
+/// Frontends with the same backends and balancing share one set.
+#[derive(Debug, Clone, Serialize)]
 pub struct BackendSet {
     pub backends: Vec<Backend>,
+    /// Balanced by Maglev.
+    pub maglev: bool,
+    #[serde(skip)]
+    table: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl PartialEq for BackendSet {
+    fn eq(&self, o: &BackendSet) -> bool {
+        self.backends == o.backends && self.maglev == o.maglev
+    }
+}
+
+impl Eq for BackendSet {}
+
+impl BackendSet {
+    pub fn new(backends: Vec<Backend>, maglev: bool) -> BackendSet {
+        BackendSet {
+            backends,
+            maglev,
+            table: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Maglev slot → index into `backends` (empty for random balancing or
-    /// when there is no backend).
-    pub maglev: Vec<u32>,
+    /// when no backend has a weight), computed once.
+    pub fn maglev_table(&self) -> &[u32] {
+        if !self.maglev {
+            return &[];
+        }
+        self.table
+            .get_or_init(|| maglev::table(&self.backends, maglev::TABLE_SIZE))
+    }
+
+    /// `maglev_table().len()` without computing the table.
+    pub fn maglev_slots(&self) -> usize {
+        if self.maglev && self.backends.iter().any(|b| b.weight > 0) {
+            maglev::TABLE_SIZE as usize
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -358,14 +400,7 @@ impl ServiceTable {
                 let maglev = s.balance == Balance::Maglev;
                 let next = sets.len();
                 let idx = *sets.entry((backends.clone(), maglev)).or_insert_with(|| {
-                    t.backend_sets.push(BackendSet {
-                        maglev: if maglev {
-                            maglev::table(&backends, maglev::TABLE_SIZE)
-                        } else {
-                            Vec::new()
-                        },
-                        backends,
-                    });
+                    t.backend_sets.push(BackendSet::new(backends, maglev));
                     next
                 });
                 t.frontends.push(FrontendEntry {

@@ -83,6 +83,9 @@ struct State {
     iface: String,
     netns: Option<String>,
     programs: Vec<String>,
+    /// The cgroup the connect-time programs are attached to.
+    #[serde(default)]
+    cgroup: Option<PathBuf>,
 }
 
 /// Result of [`apply`].
@@ -102,6 +105,11 @@ pub struct Status {
     /// The pinned link exists (the program is attached).
     pub attached: bool,
     pub programs: Vec<String>,
+    /// The cgroup the connect-time programs (`connect4`, `sendmsg4`,
+    /// `recvmsg4`) were attached to at `weir apply --cgroup`.
+    pub cgroup: Option<String>,
+    /// Their pinned links exist.
+    pub cgroup_attached: bool,
     /// Services with their current backends (after `weir endpoints`
     /// updates; from the recorded service-map state).
     pub services: Vec<ServiceStatus>,
@@ -286,12 +294,33 @@ pub fn read_bundle(dir: &Path) -> Result<(Value, EbpfManifest, Vec<u8>), EbpfErr
 /// Loads the bundle in `dir` as the next generation and switches to it
 /// (see the module docs).
 pub fn apply(dir: &Path, inst: &Instance) -> Result<Applied, EbpfError> {
+    apply_with(dir, inst, None)
+}
+
+/// [`apply`], also attaching the connect-time load-balancing programs to
+/// the cgroup v2 directory `cgroup` (see [`super::cgroup`]). With `None`,
+/// connect-time programs attached by an earlier apply follow the new
+/// generation (or are removed if the new bundle has no services).
+pub fn apply_with(
+    dir: &Path,
+    inst: &Instance,
+    cgroup: Option<&Path>,
+) -> Result<Applied, EbpfError> {
     require_root()?;
     let (full, manifest, object) = read_bundle(dir)?;
+    if cgroup.is_some() && manifest.lb.is_none() {
+        return Err(EbpfError::Bundle(
+            "`--cgroup` attaches connect-time load balancing, but the bundle has no services"
+                .into(),
+        ));
+    }
+    if let Some(c) = cgroup {
+        super::cgroup::open_cgroup(c)?;
+    }
     ensure_bpffs()?;
     in_netns(inst.netns.as_deref(), || {
         check_iface(&inst.iface)?;
-        apply_here(&full, &manifest, &object, inst)
+        apply_here(&full, &manifest, &object, inst, cgroup)
     })
 }
 
@@ -300,7 +329,14 @@ fn apply_here(
     manifest: &EbpfManifest,
     object: &[u8],
     inst: &Instance,
+    cgroup: Option<&Path>,
 ) -> Result<Applied, EbpfError> {
+    let base_ = inst.pin_dir();
+    let prev_cgroup = read_state(inst)
+        .ok()
+        .and_then(|s| s.cgroup)
+        .filter(|_| super::cgroup::attached(&base_));
+    let target_cgroup = cgroup.map(Path::to_path_buf).or(prev_cgroup.clone());
     let base = inst.pin_dir();
     std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
     let gens = generations(&base);
@@ -338,6 +374,17 @@ fn apply_here(
         let _ = std::fs::remove_dir_all(&gen_dir);
         return Err(e);
     }
+    // 1b. The connect-time programs over this generation's service maps.
+    let mut sock = match (&target_cgroup, &manifest.lb) {
+        (Some(_), Some(lb)) => match super::cgroup::load(lb, &gen_dir) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&gen_dir);
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
 
     // 2. Switch in one step.
     let link_path = base.join("link");
@@ -391,6 +438,20 @@ fn apply_here(
         let _ = std::fs::remove_dir_all(&gen_dir);
         return Err(e);
     }
+    // 2b. The connect-time links follow (or go, without services).
+    // A failure here is reported after the state of the (switched) TC
+    // generation is recorded.
+    let cgroup_result = match (&mut sock, &target_cgroup) {
+        (Some(s), Some(c)) => super::cgroup::switch(s, &base, c, prev_cgroup.as_deref()).map(Some),
+        _ => {
+            super::cgroup::remove(&base);
+            Ok(None)
+        }
+    };
+    if cgroup_result.is_err() {
+        super::cgroup::remove(&base);
+    }
+    let attached_cgroup = cgroup_result.as_ref().ok().cloned().flatten();
 
     // 3. Retire older generations; record state.
     for old in gens {
@@ -403,6 +464,7 @@ fn apply_here(
         iface: inst.iface.clone(),
         netns: inst.netns.clone(),
         programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
+        cgroup: attached_cgroup,
     };
     std::fs::write(
         sd.join("manifest.json"),
@@ -414,6 +476,7 @@ fn apply_here(
         serde_json::to_vec_pretty(&state).expect("JSON"),
     )
     .map_err(io("writing the state file"))?;
+    cgroup_result?;
     Ok(Applied {
         generation,
         previous,
@@ -474,6 +537,8 @@ pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
         attached: base.join("link").exists()
             && base.join(format!("gen-{}", st.generation)).exists(),
         programs: st.programs,
+        cgroup_attached: st.cgroup.is_some() && super::cgroup::attached(&base),
+        cgroup: st.cgroup.map(|c| c.display().to_string()),
         services: crate::endpoints::ebpf_services(inst)
             .map(|lb| service_status(&lb))
             .unwrap_or_default(),
@@ -509,6 +574,95 @@ pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
             packets: n,
         })
         .collect())
+}
+
+/// New flows (TC) and connect-time rewrites of one service, or of one
+/// backend of it, from [`service_stats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceCount {
+    pub service: String,
+    /// `addr:port`; `None` for the service total.
+    pub backend: Option<String>,
+    pub flows: u64,
+}
+
+fn open_pinned(path: &Path) -> Option<Map> {
+    let data = MapData::from_pin(path).ok()?;
+    Map::from_map_data(data).ok()
+}
+
+/// Per-service and per-backend flow counts of the running generation
+/// (`weir_lb_scnt`, `weir_lb_bcnt`, summed over CPUs; names from the
+/// recorded service state). Empty without services.
+pub fn service_stats(inst: &Instance) -> Result<Vec<ServiceCount>, EbpfError> {
+    require_root()?;
+    let st = read_state(inst)?;
+    let Some(lb) = crate::endpoints::ebpf_services(inst) else {
+        return Ok(Vec::new());
+    };
+    let dir = inst.pin_dir().join(format!("gen-{}", st.generation));
+    use weir_compiler::ebpf::service::layout::map as lbm;
+    let (Some(sm), Some(bm)) = (
+        open_pinned(&dir.join(lbm::SVC_CNT)),
+        open_pinned(&dir.join(lbm::BE_CNT)),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let per_service = read_counters(&sm, lb.capacity.services.max(1))?;
+    let per_backend = read_counters(&bm, lb.capacity.backends.max(1))?;
+    let mut out = Vec::new();
+    for (i, svc) in lb.services.iter().enumerate() {
+        out.push(ServiceCount {
+            service: svc.name.clone(),
+            backend: None,
+            flows: per_service.get(i).copied().unwrap_or(0),
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        for b in svc.sets.values().flat_map(|set| &set.backends) {
+            if !seen.insert((b.addr, b.port)) {
+                continue;
+            }
+            let flows = lb
+                .backend_id(i, b.addr, b.port)
+                .and_then(|id| per_backend.get(id as usize).copied())
+                .unwrap_or(0);
+            out.push(ServiceCount {
+                service: svc.name.clone(),
+                backend: Some(sock(b.addr, b.port)),
+                flows,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Prometheus text exposition of [`service_stats`].
+pub fn prometheus_services(inst: &Instance, counts: &[ServiceCount]) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut s = String::from(
+        "# HELP weir_service_flows_total New flows (TC) and connect-time rewrites per service (eBPF back end).\n# TYPE weir_service_flows_total counter\n",
+    );
+    for c in counts.iter().filter(|c| c.backend.is_none()) {
+        s += &format!(
+            "weir_service_flows_total{{instance=\"{}\",service=\"{}\"}} {}\n",
+            esc(&inst.name()),
+            esc(&c.service),
+            c.flows
+        );
+    }
+    s += "# HELP weir_backend_flows_total New flows (TC) and connect-time rewrites per service backend (eBPF back end).\n# TYPE weir_backend_flows_total counter\n";
+    for c in counts {
+        if let Some(b) = &c.backend {
+            s += &format!(
+                "weir_backend_flows_total{{instance=\"{}\",service=\"{}\",backend=\"{}\"}} {}\n",
+                esc(&inst.name()),
+                esc(&c.service),
+                esc(b),
+                c.flows
+            );
+        }
+    }
+    s
 }
 
 /// Prometheus text exposition of [`stats`].

@@ -91,7 +91,7 @@ pub fn keys_raw(m: &Map, key_size: usize) -> std::io::Result<Vec<Vec<u8>>> {
     }
 }
 
-fn verifier(program: &str, e: ProgramError) -> EbpfError {
+pub(crate) fn verifier(program: &str, e: ProgramError) -> EbpfError {
     match e {
         ProgramError::LoadError {
             io_error,

@@ -7,10 +7,14 @@
 //!   with everything pinned under `/sys/fs/bpf/weir/<instance>/`.
 
 pub mod attach;
+pub mod cgroup;
 pub mod load;
 pub mod service;
 
-pub use attach::{apply, detach, stats, status, Applied, Instance, RuleCount, Status};
+pub use attach::{
+    apply, apply_with, detach, service_stats, stats, status, Applied, Instance, RuleCount,
+    ServiceCount, Status,
+};
 pub use load::{counters, load, Generation};
 
 use std::fmt;

@@ -4,8 +4,10 @@
 //! attach the connect-time programs to a cgroup and the TC program to an
 //! interface.
 //!
-//! `weir status` / `weir stats` service views are not wired yet; the data
-//! is here ([`LbRuntime::counters`], [`LbState::services`]).
+//! `weir apply --cgroup` (the pipeline's generation, not this standalone
+//! object) is in [`super::cgroup`]; `weir status` / `weir stats` read the
+//! applied generation ([`super::attach::status`],
+//! [`super::attach::service_stats`]).
 
 use std::fs::File;
 use std::path::Path;

@@ -175,6 +175,17 @@ pub(crate) fn copy(a: &mut Asm, dst: Reg, do_: i16, src: Reg, so: i16, len: i16)
     }
 }
 
+/// Counts a new flow (or connect) of the service at `st::FEV` to the
+/// backend at `st::CTV`: `weir_lb_scnt[service]`, `weir_lb_bcnt[id]` (an
+/// id beyond the map's capacity — backends added at run time past the
+/// spare ids — is not counted).
+pub(crate) fn count_flow(a: &mut Asm) {
+    a.push(Op::load(Size::U32, R3, R10, st::FEV + fe::SERVICE));
+    count(a, map::SVC_CNT, Operand::Reg(R3));
+    a.push(Op::load(Size::U32, R3, R10, st::CTV + be::ID));
+    count(a, map::BE_CNT, Operand::Reg(R3));
+}
+
 /// `MAP[idx] += 1` for a per-CPU u64 array; `idx` an immediate or a
 /// register other than r0–r2.
 pub(crate) fn count(a: &mut Asm, m: &str, idx: Operand) {
@@ -603,6 +614,7 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     a.push(Op::store(Size::U16, R10, st::RV + rev::FAMILY, 4));
     copy(a, R10, st::RV + rev::SERVICE, R10, st::FEV + fe::SERVICE, 4);
     update(a, map::REV, st::RK, st::RV);
+    count_flow(a);
     if env.lb_counters {
         count(a, map::CNT, Operand::Imm(cnt::TRANSLATED as i32));
     }

@@ -372,6 +372,7 @@ impl LbState {
                 affinity: opts.affinity_entries,
                 conntrack: opts.conntrack_entries,
                 sockets: opts.socket_entries,
+                services: t.services.len() as u32,
             },
             services: Vec::new(),
             next_set: 0,

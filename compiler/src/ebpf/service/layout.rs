@@ -33,6 +33,10 @@ pub mod map {
     pub const SK: &str = "weir_lb_sk";
     /// Per-CPU counters of the standalone programs ([`super::cnt`]).
     pub const CNT: &str = "weir_lb_cnt";
+    /// Per-CPU new flows (TC) and connect-time rewrites per service index.
+    pub const SVC_CNT: &str = "weir_lb_scnt";
+    /// Per-CPU new flows (TC) and connect-time rewrites per backend id.
+    pub const BE_CNT: &str = "weir_lb_bcnt";
 }
 
 /// Frontend key (same shape as the policy pipeline's `weir_svc` key):
@@ -168,6 +172,9 @@ pub struct Capacity {
     pub affinity: u32,
     pub conntrack: u32,
     pub sockets: u32,
+    /// Services (entries of [`map::SVC_CNT`]).
+    #[serde(default)]
+    pub services: u32,
 }
 
 impl Capacity {
@@ -225,6 +232,20 @@ impl Capacity {
                 self.sockets.max(1),
             ),
             MapDef::new(map::CNT, MapType::PercpuArray, 4, 8, cnt::SIZE),
+            MapDef::new(
+                map::SVC_CNT,
+                MapType::PercpuArray,
+                4,
+                8,
+                self.services.max(1),
+            ),
+            MapDef::new(
+                map::BE_CNT,
+                MapType::PercpuArray,
+                4,
+                8,
+                self.backends.max(1),
+            ),
         ]
     }
 }

@@ -14,6 +14,8 @@
 //! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24) |
 //! | `weir_lb_sk` | LRU hash | `{socket cookie, backend ip4, port}` (16) | frontend ip4, port (8) |
 //! | `weir_lb_cnt` | per-CPU array | [`layout::cnt`] index | u64 |
+//! | `weir_lb_scnt` | per-CPU array | service index | u64 new flows (TC) + connects |
+//! | `weir_lb_bcnt` | per-CPU array | backend id | u64 new flows (TC) + connects |
 //!
 //! A *backend set* is the usable backends (ready, weight > 0, sorted — the
 //! interpreter's candidates) of one service for one address family.

@@ -199,3 +199,32 @@ pub fn service_object(cap: &Capacity) -> ObjectDef {
         license: "GPL".into(),
     }
 }
+
+/// The connect-time programs alone over the service maps of `cap` (the
+/// same definitions as the policy pipeline's `weir_lb_*` maps, so the
+/// runtime can load this object against a generation's pinned maps and
+/// attach it to a cgroup at `weir apply --cgroup`).
+pub fn sock_object(cap: &Capacity) -> ObjectDef {
+    let p = |name: &str, section: &str, code: Assembled| ProgramDef {
+        name: name.into(),
+        section: section.into(),
+        code,
+    };
+    ObjectDef {
+        programs: vec![
+            p(
+                prog::CONNECT4,
+                "cgroup/connect4",
+                connect_program(Hook::Connect4),
+            ),
+            p(
+                prog::SENDMSG4,
+                "cgroup/sendmsg4",
+                connect_program(Hook::Sendmsg4),
+            ),
+            p(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
+        ],
+        maps: cap.maps(),
+        license: "GPL".into(),
+    }
+}

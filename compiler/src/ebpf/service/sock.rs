@@ -27,7 +27,9 @@ use crate::ebpf::{AluOp, Asm, Assembled, ByteOrder, JmpCond, Op, Operand, Reg, S
 use crate::flowhash::flow_hash;
 use crate::model::Proto;
 
-use super::emit::{copy, count, emit_choose, frontend_key_from_tuple, helper, lookup, st, update};
+use super::emit::{
+    copy, count, count_flow, emit_choose, frontend_key_from_tuple, helper, lookup, st, update,
+};
 use super::layout::{be, cnt, fe, map, sk, tuple};
 use Reg::*;
 
@@ -147,6 +149,7 @@ pub fn connect_program(hook: Hook) -> Assembled {
     a_.push(Op::store(Size::U16, R10, st::RV + sk::V_PORT + 2, 0));
     update(a_, map::SK, st::RK, st::RV);
     a_.bind(not_udp);
+    count_flow(a_);
     count(a_, map::CNT, Operand::Imm(cnt::TRANSLATED as i32));
     a_.bind(allow);
     a_.push(Op::mov64(R0, 1));
