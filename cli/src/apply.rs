@@ -43,9 +43,12 @@ pub struct Target {
     /// Act inside this named network namespace (`ip netns add NAME`).
     #[arg(long)]
     pub netns: Option<String>,
-    /// Interface to attach to (TC ingress; `--backend ebpf`).
+    /// Interface to attach to (TC ingress; `--backend ebpf`). Repeatable:
+    /// the same program and maps on every listed interface (e.g. both
+    /// links of a node, so replies of service flows are reverse-NATed);
+    /// the first names the instance.
     #[arg(long)]
-    pub iface: Option<String>,
+    pub iface: Vec<String>,
     /// Directory of the state file (default: /run/weir/host or
     /// /run/weir/netns-NAME).
     #[arg(long)]

@@ -13,8 +13,12 @@ use weir_runtime::ebpf::{
 use crate::apply::Target;
 
 pub(crate) fn instance(target: &Target) -> Result<Instance, i32> {
-    match &target.iface {
-        Some(i) => Ok(Instance::new(i, target.netns.as_deref())),
+    match target.iface.split_first() {
+        Some((i, rest)) => {
+            let mut inst = Instance::new(i, target.netns.as_deref());
+            inst.extra_ifaces = rest.to_vec();
+            Ok(inst)
+        }
         None => {
             eprintln!("error: the eBPF back end needs `--iface IF` (the interface to attach to)");
             Err(2)
@@ -47,9 +51,14 @@ pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>) -> i32 {
                 match r.previous {
                     Some(p) => println!(
                         "applied generation {} on {} (replacing {p})",
-                        r.generation, inst.iface
+                        r.generation,
+                        inst.ifaces().join(", ")
                     ),
-                    None => println!("applied generation {} on {}", r.generation, inst.iface),
+                    None => println!(
+                        "applied generation {} on {}",
+                        r.generation,
+                        inst.ifaces().join(", ")
+                    ),
                 }
                 for (n, i) in &r.programs {
                     println!("  {n}: {i} insns");
@@ -100,7 +109,7 @@ pub fn status(target: &Target) -> i32 {
                 println!(
                     "generation {} on {} ({}), {}",
                     s.generation,
-                    s.iface,
+                    s.ifaces.join(", "),
                     s.instance,
                     if s.attached {
                         "attached"

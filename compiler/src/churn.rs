@@ -298,6 +298,78 @@ pub fn backends_for(s: &SelectorService, family: u8, endpoints: &[EndpointRec]) 
     v
 }
 
+/// [`backends_for`] through an [`EndpointIndex`](crate::endpoint_index::EndpointIndex)
+/// of `endpoints` (built with `from_labels` over the same slice): the same
+/// result without evaluating the selector on every endpoint.
+pub fn backends_indexed(
+    s: &SelectorService,
+    family: u8,
+    endpoints: &[EndpointRec],
+    index: &crate::endpoint_index::EndpointIndex<'_>,
+) -> Vec<Be> {
+    let mut v: Vec<Be> = index
+        .select(&s.selector)
+        .into_iter()
+        .map(|i| &endpoints[i as usize])
+        .filter(|e| e.ready)
+        .flat_map(|e| {
+            e.addrs.iter().filter(|a| fam(**a) == family).map(|a| Be {
+                addr: *a,
+                port: s.port,
+                weight: 1,
+            })
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The endpoints that differ between `old` and `new` (by name: present in
+/// one only, or with other labels, readiness or addresses), each side in
+/// its inventory's order. `None` when a name or an address appears twice
+/// in either inventory (then only the full comparison is exact).
+pub fn changed_endpoints(
+    old: &[EndpointRec],
+    new: &[EndpointRec],
+) -> Option<(Vec<EndpointRec>, Vec<EndpointRec>)> {
+    fn unique(eps: &[EndpointRec]) -> bool {
+        let mut names = std::collections::HashSet::new();
+        let mut addrs = std::collections::HashSet::new();
+        eps.iter()
+            .all(|e| names.insert(e.name.as_str()) && e.addrs.iter().all(|a| addrs.insert(*a)))
+    }
+    if !unique(old) || !unique(new) {
+        return None;
+    }
+    let by_name: HashMap<&str, &EndpointRec> = old.iter().map(|e| (e.name.as_str(), e)).collect();
+    let same: std::collections::HashSet<&str> = new
+        .iter()
+        .filter(|e| by_name.get(e.name.as_str()).is_some_and(|o| *o == *e))
+        .map(|e| e.name.as_str())
+        .collect();
+    let pick = |eps: &[EndpointRec]| -> Vec<EndpointRec> {
+        eps.iter()
+            .filter(|e| !same.contains(e.name.as_str()))
+            .cloned()
+            .collect()
+    };
+    Some((pick(old), pick(new)))
+}
+
+/// [`plan`] when `old` was accepted before against the same view (every
+/// address placed in a compiled class, no name or address twice — the
+/// inventory recorded after an update, or the bundle's compiled one):
+/// endpoints identical in both inventories keep their addresses and
+/// classes, so only the others are placed. Falls back to [`plan`] when a
+/// name or address appears twice in either inventory.
+pub fn plan_update(view: &ClassView, old: &[EndpointRec], new: &[EndpointRec]) -> Plan {
+    match changed_endpoints(old, new) {
+        Some((o, n)) => plan(view, &o, &n),
+        None => plan(view, old, new),
+    }
+}
+
 /// One address whose class changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AddrChange {

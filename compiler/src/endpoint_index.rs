@@ -28,11 +28,21 @@ pub struct EndpointIndex<'a> {
 
 impl<'a> EndpointIndex<'a> {
     pub fn new(endpoints: &'a [Endpoint]) -> EndpointIndex<'a> {
+        EndpointIndex::from_labels(endpoints.iter().map(|e| &e.labels))
+    }
+
+    /// The index of endpoints given by their labels (ids: positions in
+    /// the iteration).
+    pub fn from_labels(
+        labels: impl IntoIterator<Item = &'a std::collections::BTreeMap<String, String>>,
+    ) -> EndpointIndex<'a> {
         let mut by_kv: HashMap<&'a str, HashMap<&'a str, Vec<u32>>> = HashMap::new();
         let mut by_key: HashMap<&'a str, Vec<u32>> = HashMap::new();
-        for (i, e) in endpoints.iter().enumerate() {
+        let mut n = 0usize;
+        for (i, labels) in labels.into_iter().enumerate() {
+            n = i + 1;
             let id = u32::try_from(i).expect("fewer than 2^32 endpoints");
-            for (k, v) in &e.labels {
+            for (k, v) in labels {
                 by_key.entry(k.as_str()).or_default().push(id);
                 by_kv
                     .entry(k.as_str())
@@ -43,7 +53,7 @@ impl<'a> EndpointIndex<'a> {
             }
         }
         EndpointIndex {
-            n: u32::try_from(endpoints.len()).expect("fewer than 2^32 endpoints"),
+            n: u32::try_from(n).expect("fewer than 2^32 endpoints"),
             by_kv,
             by_key,
         }

@@ -156,7 +156,9 @@ fn read_recorded(dir: &Path, generation: u64, bundle: &str) -> Option<Recorded> 
 fn write_recorded(dir: &Path, r: &Recorded) -> Result<(), EndpointsError> {
     let path = dir.join(RECORD);
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(r).expect("JSON");
+    // Compact: the file holds the whole inventory and is rewritten on
+    // every update.
+    let text = serde_json::to_string(r).expect("JSON");
     std::fs::write(&tmp, text + "\n")
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| {
@@ -172,7 +174,7 @@ fn plan(
     old: &[EndpointRec],
     new: &[EndpointRec],
 ) -> Result<Vec<AddrChange>, EndpointsError> {
-    let p = churn::plan(view, old, new);
+    let p = churn::plan_update(view, old, new);
     if !p.refused.is_empty() {
         return Err(EndpointsError::Refused(p.refused));
     }
@@ -265,11 +267,16 @@ pub fn iptables(
         }
     }
 
-    // Services: DNAT rules, fixed at compile time.
+    // Services: DNAT rules, fixed at compile time. Every service is
+    // compared with its compiled backends (earlier updates count too),
+    // through a label index of the inventory.
     let mut needs_recompile = Vec::new();
+    let index = weir_compiler::endpoint_index::EndpointIndex::from_labels(
+        inventory.iter().map(|e| &e.labels),
+    );
     for s in churn::selector_services(&bundle.manifest).map_err(EndpointsError::Bundle)? {
         for &family in &s.families {
-            let want = churn::backends_for(&s, family, inventory);
+            let want = churn::backends_indexed(&s, family, inventory, &index);
             let compiled = s.compiled.get(&family).cloned().unwrap_or_default();
             if want != compiled {
                 needs_recompile.push(ServiceUpdate {
@@ -316,6 +323,13 @@ pub fn iptables(
 
 /// The eBPF generation in force: number, recorded manifest.
 fn ebpf_in_force(inst: &crate::ebpf::Instance) -> Result<(u64, Value), EndpointsError> {
+    ebpf_in_force_text(inst).map(|(g, m, _)| (g, m))
+}
+
+/// [`ebpf_in_force`] with the recorded manifest's text.
+fn ebpf_in_force_text(
+    inst: &crate::ebpf::Instance,
+) -> Result<(u64, Value, String), EndpointsError> {
     let sd = inst.state_dir();
     let not = || {
         EndpointsError::NotInForce(format!(
@@ -328,11 +342,9 @@ fn ebpf_in_force(inst: &crate::ebpf::Instance) -> Result<(u64, Value), Endpoints
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(not)?;
     let generation = st["generation"].as_u64().ok_or_else(not)?;
-    let manifest: Value = std::fs::read_to_string(sd.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(not)?;
-    Ok((generation, manifest))
+    let text = std::fs::read_to_string(sd.join("manifest.json")).map_err(|_| not())?;
+    let manifest: Value = serde_json::from_str(&text).map_err(|_| not())?;
+    Ok((generation, manifest, text))
 }
 
 fn bundle_id(m: &Value) -> String {
@@ -431,14 +443,17 @@ pub fn ebpf(
         }
         .into());
     }
-    let (generation, manifest) = ebpf_in_force(inst)?;
-    let given: Value = std::fs::read_to_string(dir.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(|| {
-            EndpointsError::Bundle(format!("{}/manifest.json is unreadable", dir.display()))
-        })?;
-    if given != manifest {
+    let (generation, manifest, recorded_text) = ebpf_in_force_text(inst)?;
+    let unreadable =
+        || EndpointsError::Bundle(format!("{}/manifest.json is unreadable", dir.display()));
+    let given_text =
+        std::fs::read_to_string(dir.join("manifest.json")).map_err(|_| unreadable())?;
+    // Identical text is the same manifest: parse it once.
+    let same = given_text == recorded_text || {
+        let given: Value = serde_json::from_str(&given_text).map_err(|_| unreadable())?;
+        given == manifest
+    };
+    if !same {
         return Err(EndpointsError::NotInForce(format!(
             "{} is not the bundle in force on `{}` (generation {generation}); apply it first",
             dir.display(),
@@ -457,6 +472,22 @@ pub fn ebpf(
     };
     let changes = plan(&view, &old, inventory)?;
     let services = churn::selector_services(&manifest).map_err(EndpointsError::Bundle)?;
+    // The service maps hold the backends over `old`: only services whose
+    // selector matches an endpoint that changed (either version) can
+    // differ. `None`: every service is compared.
+    let changed: Option<Vec<EndpointRec>> =
+        churn::changed_endpoints(&old, inventory).map(|(mut o, n)| {
+            o.extend(n);
+            o
+        });
+    let affected = |s: &churn::SelectorService| {
+        changed
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|e| s.selector.matches(&e.labels)))
+    };
+    let index = weir_compiler::endpoint_index::EndpointIndex::from_labels(
+        inventory.iter().map(|e| &e.labels),
+    );
 
     let t1 = Instant::now();
     let mut pinned = Pinned {
@@ -476,9 +507,9 @@ pub fn ebpf(
     // 2. Services.
     let mut updated = Vec::new();
     if let Some(lb) = lb.as_mut() {
-        for s in &services {
+        for s in services.iter().filter(|s| affected(s)) {
             for &family in &s.families {
-                let want = churn::backends_for(s, family, inventory);
+                let want = churn::backends_indexed(s, family, inventory, &index);
                 let have = lb
                     .services
                     .get(s.index)

@@ -4,7 +4,9 @@
 //! through it; a changed bundle is re-applied under continuous traffic
 //! (no allowed connection fails, no denied one gets through); a broken
 //! bundle leaves the running generation in force; `detach` removes every
-//! pin and the link.
+//! pin and the link. Applied on both node links (one generation, one link
+//! per interface), a selector service answers real TCP (replies are
+//! reverse-translated on the server link).
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -231,5 +233,83 @@ fn ebpf_apply_reapply_under_traffic_and_detach() {
     }
     assert!(!ebpf::detach(&inst).unwrap(), "second detach finds nothing");
     let _ = std::fs::remove_dir_all(&inst.pin_root);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+const SERVICE: &str = r#"
+endpoint web { labels { app: "web" } addr 10.1.0.10 }
+endpoint b1  { labels { app: "b" }   addr 10.2.0.1 }
+endpoint b2  { labels { app: "b" }   addr 10.2.0.2 }
+service s {
+  frontend 10.96.0.1:80/tcp
+  backends select app == "b" port 8080
+}
+"#;
+
+/// `apply` on both node links (repeated `--iface`): one generation, the
+/// same program and maps on each link, so replies from a backend (coming
+/// in on the server link) are reverse-translated; real TCP from the
+/// client to a frontend is answered. `detach` removes every link and pin.
+#[test]
+fn ebpf_apply_on_both_links_serves_a_selector_service() {
+    use weir_runtime::netns::NODE_SERVER_IF;
+    if !have_root("ebpf_apply_on_both_links_serves_a_selector_service") {
+        return;
+    }
+    let pid = std::process::id();
+    let scratch = std::env::temp_dir().join(format!("weir-ebpf-2if-{pid}"));
+    let dir = scratch.join("bundle");
+    write_bundle(&dir, SERVICE);
+    let topo = Topology::new().unwrap();
+    let backends = [ip("10.2.0.1"), ip("10.2.0.2")];
+    for b in backends {
+        topo.serve_tcp(b, 8080).unwrap();
+    }
+    let mut inst = Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+    inst.extra_ifaces = vec![NODE_SERVER_IF.to_string()];
+    inst.pin_root = PathBuf::from(format!("/sys/fs/bpf/weir-2if-test-{pid}"));
+    inst.state_root = scratch.join("state");
+
+    let a = ebpf::apply(&dir, &inst).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.generation, 1);
+    let base = inst.pin_dir();
+    assert!(base.join("link").exists());
+    assert!(base.join(format!("link-{NODE_SERVER_IF}")).exists());
+    let s = ebpf::status(&inst).unwrap();
+    assert!(s.attached, "{s:?}");
+    assert_eq!(s.ifaces, vec![NODE_CLIENT_IF, NODE_SERVER_IF]);
+
+    let web = ip(WEB);
+    let vip = ip("10.96.0.1");
+    let probe = |what: &str| {
+        for _ in 0..4 {
+            let got = topo
+                .tcp_probe(web, vip, 80, Duration::from_millis(1500))
+                .unwrap_or_else(|| panic!("{what}: {web} → {vip}:80: no answer"));
+            assert!(backends.contains(&got), "{what}: {got} is not a backend");
+        }
+    };
+    probe("generation 1");
+
+    // Re-apply: every link moves to generation 2.
+    let b = ebpf::apply(&dir, &inst).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.generation, 2);
+    assert!(!base.join("gen-1").exists());
+    assert!(ebpf::status(&inst).unwrap().attached);
+    probe("generation 2");
+
+    // A single-interface instance of the same name keeps working: detach
+    // finds both links through the pin directory.
+    assert!(ebpf::detach(&Instance {
+        extra_ifaces: Vec::new(),
+        ..inst.clone()
+    })
+    .unwrap());
+    assert!(!base.exists(), "no pins left");
+    assert!(topo
+        .tcp_probe(web, vip, 80, Duration::from_millis(400))
+        .is_none());
+    assert!(!ebpf::detach(&inst).unwrap());
+    let _ = std::fs::remove_dir(&inst.pin_root);
     let _ = std::fs::remove_dir_all(&scratch);
 }

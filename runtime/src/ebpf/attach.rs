@@ -40,8 +40,14 @@ use super::EbpfError;
 /// Where an instance lives.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    /// Interface the entry program is attached to.
+    /// Interface the entry program is attached to (names the instance;
+    /// its pinned link is `link`).
     pub iface: String,
+    /// Further interfaces the same program (same generation, same maps)
+    /// is attached to, each with its own pinned link `link-<iface>` —
+    /// e.g. both node links, so replies of translated flows pass the
+    /// same conntrack / reverse NAT.
+    pub extra_ifaces: Vec<String>,
     /// Network namespace (`ip netns` name) of the interface.
     pub netns: Option<String>,
     /// Pin root (default `/sys/fs/bpf/weir`).
@@ -54,6 +60,7 @@ impl Instance {
     pub fn new(iface: &str, netns: Option<&str>) -> Instance {
         Instance {
             iface: iface.to_string(),
+            extra_ifaces: Vec::new(),
             netns: netns.map(str::to_string),
             pin_root: PathBuf::from("/sys/fs/bpf/weir"),
             state_root: PathBuf::from("/run/weir/ebpf"),
@@ -75,12 +82,110 @@ impl Instance {
     pub fn state_dir(&self) -> PathBuf {
         self.state_root.join(self.name())
     }
+
+    /// Every interface: `iface`, then `extra_ifaces` (duplicates dropped).
+    pub fn ifaces(&self) -> Vec<String> {
+        let mut v = vec![self.iface.clone()];
+        for i in &self.extra_ifaces {
+            if !v.contains(i) {
+                v.push(i.clone());
+            }
+        }
+        v
+    }
+}
+
+/// The pinned link of `iface` under `base` (`link` for the primary).
+fn link_path(base: &Path, primary: &str, iface: &str) -> PathBuf {
+    if iface == primary {
+        base.join("link")
+    } else {
+        base.join(format!("link-{iface}"))
+    }
+}
+
+/// Pinned TC links under `base`: `link` and `link-*`.
+fn pinned_links(base: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n == "link" || n.starts_with("link-")
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn unpin_link(path: &Path) -> Result<(), EbpfError> {
+    let link = PinnedLink::from_pin(path)
+        .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
+    let fd = link
+        .unpin()
+        .map_err(io(format!("unpinning {}", path.display())))?;
+    // Closing the last reference destroys the link: detached.
+    drop(fd);
+    Ok(())
+}
+
+/// Points the pinned link at `path` to `prog` (link update).
+fn update_link(prog: &mut SchedClassifier, path: &Path) -> Result<(), EbpfError> {
+    let old = PinnedLink::from_pin(path)
+        .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
+    let link: SchedClassifierLink =
+        FdLink::from(old)
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| {
+                aya_err("opening the pinned link")(e.to_string())
+            })?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(|e| aya_err("replacing the program on the link")(e.to_string()))?;
+    // The link stays pinned; drop our fd without detaching.
+    let link = prog
+        .take_link(id)
+        .map_err(|e| aya_err("replacing the program on the link")(e.to_string()))?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| aya_err("link")(e.to_string()))?;
+    drop(fd);
+    Ok(())
+}
+
+/// Attaches `prog` to TCX ingress of `iface` and pins the link at `path`.
+fn attach_new(prog: &mut SchedClassifier, iface: &str, path: &Path) -> Result<(), EbpfError> {
+    let id = prog
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| {
+            aya_err(&format!("attaching to TC ingress (TCX) of {iface}"))(e.to_string())
+        })?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| aya_err("attaching to TC ingress (TCX)")(e.to_string()))?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| aya_err("link")(e.to_string()))?;
+    fd.pin(path)
+        .map_err(|e| aya_err("pinning the link")(e.to_string()))?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
     generation: u64,
     iface: String,
+    /// Further interfaces (links `link-<iface>`); absent in state written
+    /// by single-interface versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    extra_ifaces: Vec<String>,
     netns: Option<String>,
     programs: Vec<String>,
     /// The cgroup the connect-time programs are attached to.
@@ -101,8 +206,10 @@ pub struct Applied {
 pub struct Status {
     pub instance: String,
     pub iface: String,
+    /// Every interface the program is attached to (`iface` first).
+    pub ifaces: Vec<String>,
     pub generation: u64,
-    /// The pinned link exists (the program is attached).
+    /// The pinned link of every interface exists (the program is attached).
     pub attached: bool,
     pub programs: Vec<String>,
     /// The cgroup the connect-time programs (`connect4`, `sendmsg4`,
@@ -319,7 +426,9 @@ pub fn apply_with(
     }
     ensure_bpffs()?;
     in_netns(inst.netns.as_deref(), || {
-        check_iface(&inst.iface)?;
+        for i in inst.ifaces() {
+            check_iface(&i)?;
+        }
         apply_here(&full, &manifest, &object, inst, cgroup)
     })
 }
@@ -386,54 +495,45 @@ fn apply_here(
         _ => None,
     };
 
-    // 2. Switch in one step.
-    let link_path = base.join("link");
+    // 2. Switch in one step per interface; on failure, the links already
+    // switched go back to the previous generation, new ones are removed.
     let entry: &mut SchedClassifier = g
         .ebpf
         .program_mut(&manifest.entry)
         .ok_or_else(|| EbpfError::Bundle(format!("no entry program {}", manifest.entry)))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| aya_err("entry program")(e.to_string()))?;
-    let switched = (|| -> Result<(), EbpfError> {
-        if link_path.exists() {
-            let old = PinnedLink::from_pin(&link_path)
-                .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
-            let link: SchedClassifierLink =
-                FdLink::from(old)
-                    .try_into()
-                    .map_err(|e: aya::programs::links::LinkError| {
-                        aya_err("opening the pinned link")(e.to_string())
-                    })?;
-            let id = entry
-                .attach_to_link(link)
-                .map_err(|e| aya_err("replacing the program on the link")(e.to_string()))?;
-            // The link stays pinned; drop our fd without detaching.
-            let link = entry
-                .take_link(id)
-                .map_err(|e| aya_err("replacing the program on the link")(e.to_string()))?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| aya_err("link")(e.to_string()))?;
-            drop(fd);
+    let ifaces = inst.ifaces();
+    let mut updated: Vec<PathBuf> = Vec::new();
+    let mut created: Vec<PathBuf> = Vec::new();
+    let mut switched = Ok(());
+    for i in &ifaces {
+        let lp = link_path(&base, &inst.iface, i);
+        let r = if lp.exists() {
+            update_link(entry, &lp).map(|_| updated.push(lp.clone()))
         } else {
-            let id = entry
-                .attach_with_options(
-                    &inst.iface,
-                    TcAttachType::Ingress,
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(|e| aya_err("attaching to TC ingress (TCX)")(e.to_string()))?;
-            let link = entry
-                .take_link(id)
-                .map_err(|e| aya_err("attaching to TC ingress (TCX)")(e.to_string()))?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| aya_err("link")(e.to_string()))?;
-            fd.pin(&link_path)
-                .map_err(|e| aya_err("pinning the link")(e.to_string()))?;
+            attach_new(entry, i, &lp).map(|_| created.push(lp.clone()))
+        };
+        if let Err(e) = r {
+            switched = Err(e);
+            break;
         }
-        Ok(())
-    })();
+    }
+    if switched.is_err() {
+        for lp in &created {
+            let _ = unpin_link(lp);
+        }
+        if let (false, Some(prev)) = (updated.is_empty(), previous) {
+            let prev_prog = base
+                .join(format!("gen-{prev}"))
+                .join(format!("prog_{}", manifest.entry));
+            if let Ok(mut old) = SchedClassifier::from_pin(&prev_prog) {
+                for lp in &updated {
+                    let _ = update_link(&mut old, lp);
+                }
+            }
+        }
+    }
     if let Err(e) = switched {
         let _ = std::fs::remove_dir_all(&gen_dir);
         return Err(e);
@@ -453,6 +553,17 @@ fn apply_here(
     }
     let attached_cgroup = cgroup_result.as_ref().ok().cloned().flatten();
 
+    // Links of interfaces no longer listed go.
+    let keep: Vec<PathBuf> = ifaces
+        .iter()
+        .map(|i| link_path(&base, &inst.iface, i))
+        .collect();
+    for lp in pinned_links(&base) {
+        if !keep.contains(&lp) {
+            let _ = unpin_link(&lp);
+        }
+    }
+
     // 3. Retire older generations; record state.
     for old in gens {
         let _ = std::fs::remove_dir_all(base.join(format!("gen-{old}")));
@@ -462,6 +573,7 @@ fn apply_here(
     let state = State {
         generation,
         iface: inst.iface.clone(),
+        extra_ifaces: ifaces[1..].to_vec(),
         netns: inst.netns.clone(),
         programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
         cgroup: attached_cgroup,
@@ -503,16 +615,9 @@ pub fn detach(inst: &Instance) -> Result<bool, EbpfError> {
     ensure_bpffs()?;
     let base = inst.pin_dir();
     let mut found = false;
-    let link_path = base.join("link");
-    if link_path.exists() {
+    for lp in pinned_links(&base) {
         found = true;
-        let link = PinnedLink::from_pin(&link_path)
-            .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
-        let fd = link
-            .unpin()
-            .map_err(io(format!("unpinning {}", link_path.display())))?;
-        // Closing the last reference destroys the link: detached.
-        drop(fd);
+        unpin_link(&lp)?;
     }
     if base.exists() {
         found = true;
@@ -530,12 +635,17 @@ pub fn detach(inst: &Instance) -> Result<bool, EbpfError> {
 pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
     let st = read_state(inst)?;
     let base = inst.pin_dir();
+    let mut ifaces = vec![st.iface.clone()];
+    ifaces.extend(st.extra_ifaces.iter().cloned());
     Ok(Status {
         instance: inst.name(),
-        iface: st.iface,
-        generation: st.generation,
-        attached: base.join("link").exists()
+        attached: ifaces
+            .iter()
+            .all(|i| link_path(&base, &st.iface, i).exists())
             && base.join(format!("gen-{}", st.generation)).exists(),
+        iface: st.iface,
+        ifaces,
+        generation: st.generation,
         programs: st.programs,
         cgroup_attached: st.cgroup.is_some() && super::cgroup::attached(&base),
         cgroup: st.cgroup.map(|c| c.display().to_string()),

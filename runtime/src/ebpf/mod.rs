@@ -3,8 +3,9 @@
 //! atomically, detach, report status and per-rule counters.
 //!
 //! - [`load`]: one generation — object, verifier, maps, prog array.
-//! - [`attach`]: `apply` / `detach` / `status` / `stats` on an interface,
-//!   with everything pinned under `/sys/fs/bpf/weir/<instance>/`.
+//! - [`attach`]: `apply` / `detach` / `status` / `stats` on one or more
+//!   interfaces (one generation, one pinned link per interface), with
+//!   everything pinned under `/sys/fs/bpf/weir/<instance>/`.
 
 pub mod attach;
 pub mod cgroup;
