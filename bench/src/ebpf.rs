@@ -26,8 +26,8 @@ use weir_compiler::interp::Packet;
 use weir_compiler::model::{Model, Verdict};
 use weir_runtime::ebpf::load::update_raw;
 
-use crate::flows::frame;
 use crate::stats::median;
+use weir_runtime::frames::frame;
 
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;

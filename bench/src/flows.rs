@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use weir_compiler::flowhash::proto_number;
 use weir_compiler::interp::{Interp, Outcome, Packet};
 use weir_compiler::model::{
     Action, BackendSource, Direction, Endpoint, Model, PeerMatch, Policy, PortRange, Proto,
@@ -211,68 +210,4 @@ pub fn with_bench_client(model: &Model) -> Model {
         (ta.order, &ta.name, a.priority, &a.name).cmp(&(tb.order, &tb.name, b.priority, &b.name))
     });
     m
-}
-
-/// Ethernet + IPv4/IPv6 + L4 header for `p`, padded to 60 bytes.
-pub fn frame(p: &Packet) -> Vec<u8> {
-    let l4: Vec<u8> = match p.proto {
-        Proto::Tcp => {
-            let mut h = vec![0u8; 20];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            h[12] = 5 << 4;
-            h[13] = 0x02;
-            h
-        }
-        Proto::Udp => {
-            let mut h = vec![0u8; 8];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            h[4..6].copy_from_slice(&8u16.to_be_bytes());
-            h
-        }
-        Proto::Sctp => {
-            let mut h = vec![0u8; 12];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            h
-        }
-        Proto::Icmp => {
-            let mut h = vec![0u8; 8];
-            h[0] = p.icmp_type;
-            h[1] = p.icmp_code;
-            h
-        }
-    };
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
-    match (p.src, p.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            f.extend_from_slice(&[0x08, 0x00]);
-            let mut ip = vec![0u8; 20];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-            ip[8] = 64;
-            ip[9] = proto_number(p.proto);
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            f.extend(ip);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            f.extend_from_slice(&[0x86, 0xdd]);
-            let mut ip = vec![0u8; 40];
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-            ip[6] = proto_number(p.proto);
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            f.extend(ip);
-        }
-        _ => panic!("mixed families in {p:?}"),
-    }
-    f.extend(l4);
-    while f.len() < 60 {
-        f.push(0);
-    }
-    f
 }

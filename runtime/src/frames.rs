@@ -1,0 +1,157 @@
+//! Test frames: Ethernet + IPv4/IPv6 + L4 headers for an interpreter
+//! [`Packet`], with valid checksums, and a checksum verifier. Shared by
+//! the kernel tests (BPF_PROG_TEST_RUN input and output checks) and the
+//! benchmarks, so both feed the programs the same bytes.
+
+use std::net::IpAddr;
+use weir_compiler::flowhash::proto_number;
+use weir_compiler::interp::Packet;
+use weir_compiler::model::Proto;
+
+/// Ethernet + IPv4/IPv6 + L4 header for `p` (addresses of one family).
+pub fn frame(p: &Packet) -> Vec<u8> {
+    let l4: Vec<u8> = match p.proto {
+        Proto::Tcp => {
+            let mut h = vec![0u8; 20];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[12] = 5 << 4;
+            h[13] = 0x02;
+            h
+        }
+        Proto::Udp => {
+            let mut h = vec![0u8; 8];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[4..6].copy_from_slice(&8u16.to_be_bytes());
+            h
+        }
+        Proto::Sctp => {
+            let mut h = vec![0u8; 12];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h
+        }
+        Proto::Icmp => {
+            let mut h = vec![0u8; 8];
+            h[0] = p.icmp_type;
+            h[1] = p.icmp_code;
+            h
+        }
+    };
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    match (p.src, p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            ip[8] = 64;
+            ip[9] = proto_number(p.proto);
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            f.extend(ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd]);
+            let mut ip = vec![0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+            ip[6] = if p.proto == Proto::Icmp {
+                58
+            } else {
+                proto_number(p.proto)
+            };
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s.octets());
+            ip[24..40].copy_from_slice(&d.octets());
+            f.extend(ip);
+        }
+        _ => panic!("mixed families in {p:?}"),
+    }
+    f.extend(l4);
+    set_checksums(&mut f);
+    // Pad to the Ethernet minimum like a NIC would.
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// Offset of the L4 checksum field in an IPv4 frame (TCP / UDP), and the
+/// IP payload range.
+fn l4_layout(f: &[u8]) -> Option<(usize, std::ops::Range<usize>)> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 15) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let l4 = 14 + ihl..(14 + total).min(f.len());
+    let off = match f[23] {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    Some((l4.start + off, l4))
+}
+
+/// The L4 checksum an IPv4 TCP / UDP frame should carry.
+fn l4_checksum(f: &[u8]) -> Option<u16> {
+    let (off, range) = l4_layout(f)?;
+    let mut body = f[range.clone()].to_vec();
+    let rel = off - range.start;
+    body[rel] = 0;
+    body[rel + 1] = 0;
+    let mut pseudo = f[26..34].to_vec();
+    pseudo.extend_from_slice(&[0, f[23]]);
+    pseudo.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    let c = !fold(sum16(&pseudo) + sum16(&body));
+    Some(if f[23] == 17 && c == 0 { 0xffff } else { c })
+}
+
+/// Fills in the IPv4 header checksum and the TCP / UDP checksum.
+pub fn set_checksums(f: &mut [u8]) {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ihl = usize::from(f[14] & 15) * 4;
+    f[24] = 0;
+    f[25] = 0;
+    let c = !fold(sum16(&f[14..14 + ihl]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    if let (Some((off, _)), Some(c)) = (l4_layout(f), l4_checksum(f)) {
+        f[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Checks the IPv4 header checksum and the TCP / UDP checksum (a zero UDP
+/// checksum is "none").
+pub fn checksums_ok(f: &[u8]) -> Result<(), String> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return Ok(());
+    }
+    let ihl = usize::from(f[14] & 15) * 4;
+    if fold(sum16(&f[14..14 + ihl])) != 0xffff {
+        return Err("bad IPv4 header checksum".into());
+    }
+    if let (Some((off, _)), Some(want)) = (l4_layout(f), l4_checksum(f)) {
+        let have = u16::from_be_bytes([f[off], f[off + 1]]);
+        if !(f[23] == 17 && have == 0) && have != want {
+            return Err(format!("bad L4 checksum {have:#06x}, want {want:#06x}"));
+        }
+    }
+    Ok(())
+}
