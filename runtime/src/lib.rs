@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod error;
 pub mod frames;
 pub mod iptables;
+pub mod kernel_test;
 pub mod netns;
 
 pub use bundle::Bundle;

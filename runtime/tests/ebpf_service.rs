@@ -35,14 +35,7 @@ use weir_runtime::ebpf::service::LbRuntime;
 use weir_runtime::netns::Topology;
 
 fn have_root(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root (CI is set, so not skipping)");
-    }
-    eprintln!("{test}: skipped, needs root");
-    false
+    weir_runtime::kernel_test::may_run(test, &[])
 }
 
 const SRC: &str = r#"

@@ -73,20 +73,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn ready(test: &str, programs: &[&str]) -> bool {
-    let ci = std::env::var_os("CI").is_some();
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(!ci, "{test}: needs root (CI is set, so not skipping)");
-        eprintln!("{test}: skipped, needs root");
-        return false;
-    }
-    for p in programs {
-        if weir_runtime::iptables::exec::find_program(p).is_none() {
-            assert!(!ci, "{test}: `{p}` is not installed (CI is set)");
-            eprintln!("{test}: skipped, `{p}` is not installed");
-            return false;
-        }
-    }
-    true
+    weir_runtime::kernel_test::may_run(test, programs)
 }
 
 /// Compiles `src` for `target` and writes the bundle into `dir`.

@@ -37,20 +37,10 @@ use weir_runtime::netns::{Netns, Topology, NODE_SERVER_IF};
 use weir_runtime::Bundle;
 
 fn ready(test: &str) -> bool {
-    let ci = std::env::var_os("CI").is_some();
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(!ci, "{test}: needs root (CI is set, so not skipping)");
-        eprintln!("{test}: skipped, needs root");
-        return false;
-    }
-    for program in ["ip", "iptables-restore", "ip6tables-restore", "ipset"] {
-        if weir_runtime::iptables::exec::find_program(program).is_none() {
-            assert!(!ci, "{test}: `{program}` is not installed (CI is set)");
-            eprintln!("{test}: skipped, `{program}` is not installed");
-            return false;
-        }
-    }
-    true
+    weir_runtime::kernel_test::may_run(
+        test,
+        &["ip", "iptables-restore", "ip6tables-restore", "ipset"],
+    )
 }
 
 struct Fs(PathBuf);

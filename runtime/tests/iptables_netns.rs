@@ -18,20 +18,7 @@ use weir_runtime::{Bundle, Error};
 /// `true` if the test may touch the kernel; panics under `CI` without root
 /// or without the programs.
 fn ready(test: &str) -> bool {
-    let ci = std::env::var_os("CI").is_some();
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(!ci, "{test}: needs root (CI is set, so not skipping)");
-        eprintln!("{test}: skipped, needs root");
-        return false;
-    }
-    for program in ["ip", "iptables", "iptables-restore", "ipset"] {
-        if weir_runtime::iptables::exec::find_program(program).is_none() {
-            assert!(!ci, "{test}: `{program}` is not installed (CI is set)");
-            eprintln!("{test}: skipped, `{program}` is not installed");
-            return false;
-        }
-    }
-    true
+    weir_runtime::kernel_test::may_run(test, &["ip", "iptables", "iptables-restore", "ipset"])
 }
 
 const ALLOW_WAIT: Duration = Duration::from_secs(2);

@@ -20,14 +20,7 @@ use weir_runtime::ebpf::{counters, load, Generation};
 
 /// `true` if the test may touch the kernel; panics under `CI` without root.
 pub fn have_root(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root (CI is set, so not skipping)");
-    }
-    eprintln!("{test}: skipped, needs root");
-    false
+    weir_runtime::kernel_test::may_run(test, &[])
 }
 
 /// Finds a tool on PATH or in /usr/sbin; panics under `CI` if missing.
