@@ -558,3 +558,59 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
     );
     let _ = Options::default();
 }
+
+/// Leaves record up to `LOG_SLOTS` logged ids in the context for the final
+/// block to count and count any further ones themselves: a packet that
+/// passes more `log` rules than that on both sides must count each once.
+#[test]
+fn ebpf_counts_more_log_rules_than_context_slots() {
+    if !have_root("ebpf_counts_more_log_rules_than_context_slots") {
+        return;
+    }
+    let started = Instant::now();
+    let n = layout::LOG_SLOTS + 3;
+    let logs = |dir: &str| {
+        (0..n)
+            .map(|i| format!("    log tcp 1000-{} {dir} any\n", 1005 + i))
+            .collect::<String>()
+            + &format!("    log tcp {dir} any\n")
+    };
+    let src = format!(
+        "endpoint a {{ labels {{ app: \"a\" }} addr 10.0.0.1 }}\n\
+         endpoint b {{ labels {{ app: \"b\" }} addr 10.0.0.2 }}\n\
+         policy out {{\n  applies to app == \"a\"\n  egress {{\n{}    allow tcp to any log\n  }}\n}}\n\
+         policy inp {{\n  applies to app == \"b\"\n  ingress {{\n{}    allow tcp 1000-1005 from any\n  }}\n}}\n",
+        logs("to"),
+        logs("from"),
+    );
+    let loader = weir_compiler::source::MemoryLoader::new().with("logs.weir", src);
+    let checked = weir_compiler::check::check_program(&["logs.weir".into()], &loader, None);
+    assert!(
+        checked.diagnostics.iter().all(|d| !d.is_error()),
+        "{:?}",
+        checked.diagnostics
+    );
+    let model = checked.model;
+    let g = graph::build(&model);
+    let mut packets = Vec::new();
+    // Port 1000 passes every log rule on both sides; the others fewer.
+    for dport in [999u16, 1000, 1005, 1006, 1005 + n as u16, 2000] {
+        packets.push(Packet::new(
+            Proto::Tcp,
+            "10.0.0.1".parse().unwrap(),
+            40000,
+            "10.0.0.2".parse().unwrap(),
+            dport,
+        ));
+    }
+    let most = packets
+        .iter()
+        .map(|p| Interp::new(&model).evaluate(p).logged.len())
+        .max();
+    assert_eq!(most, Some(2 * (n + 1) + 1), "the policy logs as intended");
+    let mut t = Tally::default();
+    check_model("logs", &model, &g, &packets, &mut t);
+    report("many log rules", &t, started);
+    assert!(t.packets >= packets.len());
+    assert!(t.disagreements.is_empty(), "{}", t.disagreements.join("\n"));
+}

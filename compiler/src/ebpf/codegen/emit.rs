@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::layout::{self, ctx, map, skb, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE};
+use super::layout::{
+    self, ctx, map, skb, DECIDED_SHIFT, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE, LOGGED_SHIFT,
+    LOG_SLOTS,
+};
 use super::Mode;
 use crate::ebpf::service::emit::{
     emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
@@ -73,6 +76,8 @@ pub struct Gen<'a> {
     pub has_services: bool,
     pub ctabs: BTreeMap<NodeId, ClassTable>,
     pub node_numbers: HashMap<NodeId, usize>,
+    /// Most logged ids any leaf records in the context (≤ `LOG_SLOTS`).
+    pub log_slots: usize,
 }
 
 impl std::hash::Hash for Block {
@@ -667,17 +672,23 @@ impl Gen<'_> {
             if v.allow { "allow" } else { "deny" },
             self.describe(v.decided)
         ));
-        em.a.set_origin(Origin(v.decided), Some(&text));
-        for &id in &v.logged {
+        let (word, log) = if e == Entry::Egress {
+            (ctx::EG_WORD, ctx::EG_LOG)
+        } else {
+            (ctx::IN_WORD, ctx::IN_LOG)
+        };
+        // Logged ids: the first LOG_SLOTS go to the context (the final
+        // block counts them), any further ones are counted here.
+        let recorded = v.logged.len().min(LOG_SLOTS);
+        for (i, &id) in v.logged.iter().enumerate() {
             em.a.set_origin(Origin(id), Some(&format!("log: {}", self.describe(id))));
-            em.count_imm(id);
+            if i < recorded {
+                em.push(Op::store(Size::U32, R6, log + 4 * i as i16, id as i32));
+            } else {
+                em.count_imm(id);
+            }
         }
         em.a.set_origin(Origin(v.decided), Some(&text));
-        let (dec, flags) = if e == Entry::Egress {
-            (ctx::EG_DECIDED, ctx::EG_FLAGS)
-        } else {
-            (ctx::IN_DECIDED, ctx::IN_FLAGS)
-        };
         let mut f = FLAG_EVALUATED;
         if v.allow {
             f |= FLAG_ALLOW;
@@ -685,8 +696,12 @@ impl Gen<'_> {
         if self.prov_is_rule(v.decided) {
             f |= FLAG_RULE;
         }
-        em.push(Op::store(Size::U32, R6, dec, v.decided as i32));
-        em.push(Op::store(Size::U32, R6, flags, f));
+        em.push(Op::store(
+            Size::U32,
+            R6,
+            word,
+            layout::side_word(v.decided, recorded, f),
+        ));
         let next = if e == Entry::Egress && v.allow && self.mode == Mode::Node {
             self.root_block(Entry::Ingress)
         } else {
@@ -967,6 +982,31 @@ impl Gen<'_> {
         em.push(Op::store(Size::U16, R10, out, R0));
     }
 
+    /// Counts the logged ids both sides' leaves recorded in the context
+    /// (unrolled up to the most any leaf records).
+    fn count_logged(&self, em: &mut Em) {
+        if self.log_slots == 0 {
+            return;
+        }
+        em.a.set_origin(Origin::NONE, Some("count the log rules the leaves passed"));
+        for (word, log) in [(ctx::EG_WORD, ctx::EG_LOG), (ctx::IN_WORD, ctx::IN_LOG)] {
+            let done = em.label("logged_done");
+            for i in 0..self.log_slots {
+                em.push(Op::load(Size::U32, R1, R6, word));
+                em.push(Op::alu64(AluOp::Rsh, R1, LOGGED_SHIFT as i32));
+                em.push(Op::alu64(
+                    AluOp::And,
+                    R1,
+                    (1 << (DECIDED_SHIFT - LOGGED_SHIFT)) - 1,
+                ));
+                em.jmp(JmpCond::Le, R1, i as i32, done);
+                em.push(Op::load(Size::U32, R3, R6, log + 4 * i as i16));
+                em.count_reg(R3);
+            }
+            em.bind(done);
+        }
+    }
+
     fn final_verdict(&self, em: &mut Em) {
         em.a.set_origin(
             Origin::NONE,
@@ -978,8 +1018,9 @@ impl Gen<'_> {
         let id_eg = em.label("allow_by_egress");
         let allow = em.label("allow");
         let deny = em.label("deny");
-        em.push(Op::load(Size::U32, R4, R6, ctx::EG_FLAGS));
-        em.push(Op::load(Size::U32, R5, R6, ctx::IN_FLAGS));
+        self.count_logged(em);
+        em.push(Op::load(Size::U32, R4, R6, ctx::EG_WORD));
+        em.push(Op::load(Size::U32, R5, R6, ctx::IN_WORD));
         let both = FLAG_EVALUATED | FLAG_ALLOW;
         em.push(Op::mov64(R3, R4));
         em.push(Op::alu64(AluOp::And, R3, both));
@@ -991,11 +1032,12 @@ impl Gen<'_> {
         em.jmp(JmpCond::Set, R4, FLAG_RULE, id_eg);
         em.jmp(JmpCond::Set, R5, FLAG_EVALUATED, id_in);
         em.bind(id_eg);
-        em.push(Op::load(Size::U32, R3, R6, ctx::EG_DECIDED));
+        em.push(Op::mov64(R3, R4));
         em.push(Op::Ja { target: allow });
         em.bind(id_in);
-        em.push(Op::load(Size::U32, R3, R6, ctx::IN_DECIDED));
+        em.push(Op::mov64(R3, R5));
         em.bind(allow);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
         // Conntrack insert (key built by the prologue).
         em.push(Op::Call {
@@ -1015,11 +1057,12 @@ impl Gen<'_> {
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
         em.bind(deny_eg);
-        em.push(Op::load(Size::U32, R3, R6, ctx::EG_DECIDED));
+        em.push(Op::mov64(R3, R4));
         em.push(Op::Ja { target: deny });
         em.bind(deny_in);
-        em.push(Op::load(Size::U32, R3, R6, ctx::IN_DECIDED));
+        em.push(Op::mov64(R3, R5));
         em.bind(deny);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
         if self.has_services {
             self.forget_translation(em);

@@ -32,10 +32,11 @@ pub mod ctx {
     pub const FAMILY: i16 = 39; // u8
     pub const SRC_CLASS: i16 = 40; // u32
     pub const DST_CLASS: i16 = 44; // u32
-    pub const EG_DECIDED: i16 = 48; // u32 provenance id
-    pub const EG_FLAGS: i16 = 52; // u32 FLAG_*
-    pub const IN_DECIDED: i16 = 56; // u32
-    pub const IN_FLAGS: i16 = 60; // u32
+    /// A side's decision, one word written by its leaf with one store:
+    /// `decided << DECIDED_SHIFT | logged << LOGGED_SHIFT | FLAG_*`
+    /// (see [`super::side_word`]); 0 when the side was not evaluated.
+    pub const EG_WORD: i16 = 48; // u32
+    pub const IN_WORD: i16 = 56; // u32
     /// Block to continue at after a tail call.
     pub const NEXT: i16 = 64; // u32
     /// Steering action of the first matching steering rule (`STEER_*`).
@@ -54,13 +55,34 @@ pub mod ctx {
     /// `redirect … to proxy ADDR:PORT`: ADDR (IPv4, network order; the
     /// port is `STEER_ARG`).
     pub const STEER_ADDR: i16 = 144; // u32
-    pub const SIZE: u32 = 152;
+    /// The first [`super::LOG_SLOTS`] provenance ids of `log` rules the
+    /// side's leaf passed ([u32; LOG_SLOTS] each); the final block counts
+    /// them, so a leaf records them with one store each instead of a
+    /// counter update.
+    pub const EG_LOG: i16 = 152;
+    pub const IN_LOG: i16 = 152 + 4 * super::LOG_SLOTS as i16;
+    pub const SIZE: u32 = 152 + 8 * super::LOG_SLOTS as u32;
 }
 
-/// Side flags in `ctx::EG_FLAGS` / `ctx::IN_FLAGS`.
+/// Side flags, the low bits of `ctx::EG_WORD` / `ctx::IN_WORD`.
 pub const FLAG_EVALUATED: i32 = 1;
 pub const FLAG_ALLOW: i32 = 2;
 pub const FLAG_RULE: i32 = 4;
+/// Logged ids recorded in the context (bits 3..8 of the side word);
+/// further ones are counted at the leaf.
+pub const LOG_SLOTS: usize = 8;
+pub const LOGGED_SHIFT: u32 = 3;
+pub const DECIDED_SHIFT: u32 = 8;
+/// Provenance ids must fit the side word (`MAX_MAP_ENTRIES` keeps them
+/// far below).
+pub const MAX_DECIDED: u32 = (1 << (32 - DECIDED_SHIFT)) - 1;
+
+/// The side word a leaf stores: what decided, how many logged ids it
+/// recorded in the context, and its flags.
+pub fn side_word(decided: u32, logged: usize, flags: i32) -> i32 {
+    debug_assert!(decided <= MAX_DECIDED && logged <= LOG_SLOTS);
+    ((decided << DECIDED_SHIFT) | ((logged as u32) << LOGGED_SHIFT) | flags as u32) as i32
+}
 
 /// `ctx::STEER_KIND` values.
 pub const STEER_NONE: i32 = 0;

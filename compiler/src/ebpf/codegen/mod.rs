@@ -72,13 +72,15 @@
 //! # Stages
 //!
 //! The blocks above are laid out in pipeline order (graph nodes in
-//! decreasing id, so parents come first) and only jump forward.
+//! depth-first reverse postorder, so parents come first and subtrees stay
+//! together) and only jump forward.
 //! [`stages`] cuts the sequence into programs of at most
 //! [`Budget::max_slots`] instructions and [`Budget::max_jumps`] conditional
 //! jumps (which bounds the verifier's pending branches and, with state
 //! pruning at shared nodes, its processed instructions); cross-stage jumps
 //! become tail calls through `weir_jmp` with the target block in the
-//! context. More than [`MAX_STAGES`] stages, or one block that alone
+//! context. A path that would make more than [`MAX_TAIL_CALLS`] tail calls,
+//! more than [`MAX_STAGES`] programs, or one block that alone
 //! exceeds the budget, is a compile-time [`Limit`] (diagnostic `E05xx`).
 //!
 //! # Maps
@@ -103,6 +105,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
+use self::layout::LOG_SLOTS;
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
 use crate::bundle::{BackendArtifacts, SPARE_CLASSES, WEIR_ASM, WEIR_O};
 use crate::ebpf::service::LbState;
@@ -156,9 +159,12 @@ impl Default for Budget {
     }
 }
 
-/// The kernel's tail-call limit is 33 per packet; one entry program plus
-/// 33 stages would reach it, so stay one below.
-pub const MAX_STAGES: usize = 33;
+/// The kernel allows 33 tail calls per packet (`MAX_TAIL_CALL_CNT`); stay
+/// one below. Checked against the longest path ([`stages::tail_calls`]).
+pub const MAX_TAIL_CALLS: usize = 32;
+/// Programs in one object (the entry program and its stages): no kernel
+/// limit, but each is verified at load time; this keeps a load bounded.
+pub const MAX_STAGES: usize = 512;
 /// Largest map we create (entries).
 pub const MAX_MAP_ENTRIES: u64 = 1_000_000;
 
@@ -188,8 +194,10 @@ impl Default for Options {
 pub enum Limit {
     /// A map would need more than [`MAX_MAP_ENTRIES`] entries.
     MapTooLarge { map: String, entries: u64 },
-    /// More than [`MAX_STAGES`] tail-called programs.
+    /// More than [`MAX_STAGES`] programs.
     TooManyStages { stages: usize },
+    /// A packet's path would make more than [`MAX_TAIL_CALLS`] tail calls.
+    TooManyTailCalls { calls: usize },
     /// One decision-graph block does not fit a stage by itself.
     BlockTooLarge {
         block: String,
@@ -208,7 +216,11 @@ impl fmt::Display for Limit {
             }
             Limit::TooManyStages { stages } => write!(
                 f,
-                "the pipeline needs {stages} tail-called programs (limit {MAX_STAGES})"
+                "the pipeline needs {stages} programs (limit {MAX_STAGES})"
+            ),
+            Limit::TooManyTailCalls { calls } => write!(
+                f,
+                "a packet's path would make {calls} tail calls (limit {MAX_TAIL_CALLS})"
             ),
             Limit::BlockTooLarge {
                 block,
@@ -240,8 +252,12 @@ impl Limit {
                 format!("{entries} entries, limit {MAX_MAP_ENTRIES}"),
             ),
             Limit::TooManyStages { stages } => (
-                "the tail-call chain".to_string(),
+                "the tail-called program set".to_string(),
                 format!("{stages} programs, limit {MAX_STAGES}"),
+            ),
+            Limit::TooManyTailCalls { calls } => (
+                "the tail-call chain".to_string(),
+                format!("{calls} tail calls on one packet's path, limit {MAX_TAIL_CALLS}"),
             ),
             Limit::BlockTooLarge {
                 block,
@@ -325,6 +341,9 @@ pub struct EbpfManifest {
     pub fill: Fill,
     /// Provenance ids counted in `weir_cnt` (= its size).
     pub counters: u32,
+    /// The most tail calls one packet's path makes (kernel limit 33).
+    #[serde(default)]
+    pub max_tail_calls: usize,
     /// Service maps: what fills them (`LbState::initial_ops`) and the
     /// allocation state run-time backend changes continue from. `None`
     /// when the program has no service.
@@ -362,6 +381,10 @@ impl EbpfOutput {
                 serde_json::json!(format!("{} filled / {} max", m.filled, m.max_entries)),
             );
         }
+        cap.insert(
+            "tail calls per packet (most)".into(),
+            serde_json::json!(self.manifest.max_tail_calls),
+        );
         manifest["capacity"] = serde_json::Value::Object(cap);
         BackendArtifacts { files, manifest }
     }
@@ -375,6 +398,10 @@ impl EbpfOutput {
                 p.name, p.insns, p.blocks, p.entries
             );
         }
+        s += &format!(
+            "  tail calls: at most {} per packet (limit {MAX_TAIL_CALLS})\n",
+            self.manifest.max_tail_calls
+        );
         s += "  maps:\n";
         for m in &self.manifest.maps {
             s += &format!(
@@ -417,16 +444,32 @@ fn map_name(m: &str) -> &'static str {
     .unwrap_or("other")
 }
 
-/// Nodes reachable from `root`, in decreasing id order (parents first).
+/// Nodes reachable from `root` in reverse postorder of a depth-first
+/// walk: a topological order (parents first, so blocks only jump
+/// forward) that keeps each subtree together, so a packet's path crosses
+/// few stage cuts; children are visited in payload order, so a test's
+/// else branch and a table's default come right after it (the jump to
+/// them falls through).
 fn reachable(g: &Graph, root: NodeId) -> Vec<NodeId> {
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![root];
-    while let Some(n) = stack.pop() {
-        if seen.insert(n) {
-            stack.extend(g.node(n).children().into_iter().map(|c| c.1));
+    let kids =
+        |n: NodeId| -> Vec<NodeId> { g.node(n).children().into_iter().map(|c| c.1).collect() };
+    let mut seen = BTreeSet::from([root]);
+    let mut post = Vec::new();
+    // (node, its children, next child to visit)
+    let mut stack = vec![(root, kids(root), 0usize)];
+    while let Some((n, children, next)) = stack.last_mut() {
+        if let Some(&c) = children.get(*next) {
+            *next += 1;
+            if seen.insert(c) {
+                stack.push((c, kids(c), 0));
+            }
+        } else {
+            post.push(*n);
+            stack.pop();
         }
     }
-    seen.into_iter().rev().collect()
+    post.reverse();
+    post
 }
 
 fn lpm_entry(c: &crate::model::Cidr, class: u32) -> LpmEntry {
@@ -457,11 +500,13 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     let mut has_atoms = false;
     let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
     let mut fill = Fill::default();
+    let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
     for (e, root) in &entries {
         for n in reachable(g, *root) {
             blocks.push(Block::Node(*e, n));
             match g.node(n) {
+                Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
                 Node::Test {
                     cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
                     ..
@@ -507,6 +552,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         has_services,
         ctabs,
         node_numbers,
+        log_slots,
     };
 
     // Fill data.
@@ -593,6 +639,10 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     let nstages = stage_of.iter().max().map_or(1, |m| m + 1);
     if nstages > MAX_STAGES {
         limits.push(Limit::TooManyStages { stages: nstages });
+    }
+    let calls = stages::tail_calls(&sizes, &stage_of);
+    if calls > MAX_TAIL_CALLS {
+        limits.push(Limit::TooManyTailCalls { calls });
     }
 
     // Maps.
@@ -737,6 +787,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             .collect(),
         fill,
         counters: g.provenance.len() as u32,
+        max_tail_calls: calls,
         lb,
     };
     Ok(EbpfOutput {

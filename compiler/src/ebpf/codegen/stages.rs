@@ -5,9 +5,13 @@
 //! from stage `i` to a block of a later stage `j` becomes a stub that
 //! stores the block number in `ctx.next` and tail-calls slot `j` of
 //! `weir_jmp`; stage `j` starts with a dispatch (binary search over the
-//! block numbers entering it). A packet's path crosses each cut at most
-//! once, so the number of tail calls per packet is below the number of
-//! stages — the kernel's limit of 33 is checked once, at compile time.
+//! block numbers entering it). Each stub tail-calls with a constant
+//! index, which the JIT turns into a direct jump. A packet's path crosses
+//! each cut at most once; [`tail_calls`] finds the most tail calls any
+//! path through the blocks makes, and the kernel's limit (33 per packet)
+//! is checked against that, once, at compile time — not against the
+//! number of programs, which may be larger: a decision graph is shallow,
+//! and its depth-first layout keeps a path's blocks in few stages.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -17,12 +21,14 @@ use super::{Budget, Limit};
 use crate::ebpf::{helper, Asm, AsmError, Assembled, Label, Op, Origin, Reg, Size};
 
 /// Size of one block, measured by emitting it alone.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BlockSize {
     pub slots: usize,
     pub jumps: usize,
     /// Distinct blocks it may jump to (each may need a stub).
     pub targets: usize,
+    /// Those blocks (all later in the layout).
+    pub succs: Vec<usize>,
 }
 
 /// Hard size of one program: the i16 conditional-jump range.
@@ -51,7 +57,28 @@ pub fn measure(gen: &Gen, b: usize) -> BlockSize {
         slots: a.slot_count(),
         jumps,
         targets: stubs.len(),
+        succs: stubs.keys().copied().collect(),
     }
+}
+
+/// The most tail calls a packet can make: the longest path from the
+/// first block, counting the edges that cross into another stage.
+pub fn tail_calls(sizes: &[BlockSize], stage_of: &[usize]) -> usize {
+    // Blocks only jump forward, so layout order is a topological order.
+    let mut calls: Vec<Option<usize>> = vec![None; sizes.len()];
+    if let Some(c) = calls.first_mut() {
+        *c = Some(0);
+    }
+    let mut most = 0;
+    for b in 0..sizes.len() {
+        let Some(here) = calls[b] else { continue };
+        most = most.max(here);
+        for &s in &sizes[b].succs {
+            let via = here + usize::from(stage_of[s] != stage_of[b]);
+            calls[s] = Some(calls[s].map_or(via, |c| c.max(via)));
+        }
+    }
+    most
 }
 
 /// Assigns blocks to stages (greedy, in layout order).
@@ -134,29 +161,32 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
             em.next = blocks.get(i + 1).copied();
             gen.emit(&mut em, b);
         }
-        // Stubs: continue in a later stage, through one shared trampoline
-        // (r1 = block, r3 = stage).
+        // Stubs: continue in a later stage: ctx.next = block, then one
+        // trampoline per target stage that tail-calls it with a constant
+        // index (a direct jump once JITed).
         let stub_list: Vec<(usize, Label)> = em.stubs.iter().map(|(b, l)| (*b, *l)).collect();
-        if !stub_list.is_empty() {
-            let tramp = em.a.new_label("tail_call");
-            for (b, l) in stub_list {
-                let target = stage_of[b];
-                debug_assert!(target > k, "jumps only go forward");
-                entries[target].insert(b);
-                em.a.set_origin(
-                    Origin::NONE,
-                    Some(&format!("to stage {target} at {}", gen.block_name(b))),
-                );
-                em.a.bind(l);
-                em.push(Op::mov64(Reg::R1, b as i32));
-                em.push(Op::mov64(Reg::R3, target as i32));
-                em.push(Op::Ja { target: tramp });
-            }
-            em.a.set_origin(Origin::NONE, Some("tail call: ctx.next = r1, stage r3"));
+        let mut tramps: BTreeMap<usize, Label> = BTreeMap::new();
+        for (b, l) in stub_list {
+            let target = stage_of[b];
+            debug_assert!(target > k, "jumps only go forward");
+            entries[target].insert(b);
+            let tramp = *tramps
+                .entry(target)
+                .or_insert_with(|| em.a.new_label(&format!("to_stage_{target}")));
+            em.a.set_origin(
+                Origin::NONE,
+                Some(&format!("to stage {target} at {}", gen.block_name(b))),
+            );
+            em.a.bind(l);
+            em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, b as i32));
+            em.push(Op::Ja { target: tramp });
+        }
+        for (target, tramp) in tramps {
+            em.a.set_origin(Origin::NONE, Some(&format!("tail call: stage {target}")));
             em.a.bind(tramp);
-            em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, Reg::R1));
             em.push(Op::mov64(Reg::R1, Reg::R7));
             em.push(Op::ld_map_fd(Reg::R2, map::JMP));
+            em.push(Op::mov64(Reg::R3, target as i32));
             em.push(Op::Call {
                 helper: helper::TAIL_CALL,
             });
