@@ -39,7 +39,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ebpf_common::*;
-use weir_compiler::ebpf::codegen::{layout, Mode, Options};
+use weir_compiler::ebpf::codegen::{layout, Budget, Mode};
 use weir_compiler::gen;
 use weir_compiler::graph::{self, cover, Graph};
 use weir_compiler::interp::{BackendChoice, Interp, Outcome, Packet};
@@ -285,10 +285,21 @@ fn check_new(
 }
 
 fn check_model(tag: &str, model: &Model, g: &Graph, packets: &[Packet], t: &mut Tally) {
+    check_model_with(tag, model, g, packets, t, Budget::default());
+}
+
+fn check_model_with(
+    tag: &str,
+    model: &Model,
+    g: &Graph,
+    packets: &[Packet],
+    t: &mut Tally,
+    budget: Budget,
+) {
     let interp = Interp::new(model);
     let gens: Vec<(Mode, Generation)> = [Mode::Node, Mode::Ingress, Mode::Egress]
         .into_iter()
-        .map(|m| (m, load_output(&compile(model, g, m))))
+        .map(|m| (m, load_output(&compile_with(model, g, m, budget))))
         .collect();
     let gen_for = |p: &Packet| {
         let m = match p.at {
@@ -530,12 +541,8 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
         return;
     }
     let started = Instant::now();
-    let model = large_model(3, 80, 60);
+    let model = large_model(3, 120, 60);
     let g = graph::build(&model);
-    let out = compile(&model, &g, Mode::Node);
-    let programs = out.manifest.programs.len();
-    eprintln!("{}", out.report());
-    assert!(programs >= 3, "expected several stages, got {programs}");
     let mut rng = gen::Rng::new(0x1A26E);
     // Every leaf packet of the big tables would be ~10k; a spread of them
     // (every stage is reached) keeps the test fast.
@@ -547,16 +554,40 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
     for p in &mut packets {
         p.at = None;
     }
-    let mut t = Tally::default();
-    check_model("large", &model, &g, &packets, &mut t);
-    report("large policy", &t, started);
-    assert!(t.packets >= 100);
-    assert!(
-        t.disagreements.is_empty(),
-        "{} disagreements",
-        t.disagreements.len()
-    );
-    let _ = Options::default();
+    // A small budget: many tail-called stages. `Budget::LONG`: stages
+    // larger than the i16 jump range, far jumps relaxed into `gotol`.
+    let small = Budget {
+        max_slots: 16_000,
+        max_jumps: 12_000,
+    };
+    for (tag, budget) in [("many stages", small), ("far jumps", Budget::LONG)] {
+        let out = compile_with(&model, &g, Mode::Node, budget);
+        eprintln!("{tag}: {}", out.report());
+        let programs = &out.manifest.programs;
+        if budget == small {
+            assert!(
+                programs.len() >= 3,
+                "expected several stages, got {}",
+                programs.len()
+            );
+            assert!(out.manifest.max_tail_calls >= 2);
+        } else {
+            assert!(
+                programs.iter().any(|p| p.insns > 32_767) && out.listing.contains("gotol"),
+                "expected a stage beyond the i16 jump range"
+            );
+        }
+        let mut t = Tally::default();
+        check_model_with(tag, &model, &g, &packets, &mut t, budget);
+        report(&format!("large policy, {tag}"), &t, started);
+        assert!(t.packets >= 100);
+        assert!(
+            t.disagreements.is_empty(),
+            "{}: {} disagreements",
+            tag,
+            t.disagreements.len()
+        );
+    }
 }
 
 /// Leaves record up to `LOG_SLOTS` logged ids in the context for the final

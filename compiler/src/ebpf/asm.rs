@@ -7,12 +7,18 @@
 //! (slot index + map name, for the ELF writer) and a deterministic
 //! [`Assembled::listing`].
 //!
-//! Jump offsets are 16-bit. A conditional jump whose target is further than
-//! `i16` slots away is a compile error ([`AsmError::JumpOutOfRange`]). An
-//! unconditional `ja` may instead be encoded as the 32-bit `gotol`
-//! (`BPF_JMP32 | BPF_JA`, kernel >= 6.4) when [`AsmOptions::long_ja`] is set.
-//! (A relaxation pass that rewrites a far conditional into an inverted short
-//! jump over a `gotol` is future work.)
+//! Jump offsets are 16-bit. By default a jump whose target is further than
+//! `i16` slots away is a compile error ([`AsmError::JumpOutOfRange`]). With
+//! [`AsmOptions::long_jumps`] (kernel >= 6.4) a far `ja` is encoded as the
+//! 32-bit `gotol` (`BPF_JMP32 | BPF_JA`), and a far conditional jump is
+//! relaxed into the inverted condition jumping over a `gotol` (`jset`,
+//! which has no inverse, becomes `jset +1; ja +1; gotol`). Relaxation only
+//! grows code, so label positions are recomputed until no further jump
+//! goes out of range. "Out of range" then means beyond [`FAR_JUMP`], half
+//! the `i16` range: the verifier inserts instructions when it inlines map
+//! lookups and rewrites helper calls, and refuses a program whose 16-bit
+//! jump offsets no longer fit afterwards ("cannot be patched due to 16-bit
+//! range"), so short jumps keep that much room.
 
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
@@ -26,13 +32,18 @@ enum Item {
     Bind(Label),
 }
 
+/// With [`AsmOptions::long_jumps`], jumps further than this are relaxed
+/// (see the module docs).
+pub const FAR_JUMP: i64 = 16_383;
+
 /// Assembly options.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AsmOptions {
-    /// Encode a `ja` whose offset does not fit `i16` as `gotol`
-    /// (`BPF_JMP32 | BPF_JA`, 32-bit offset in `imm`; kernel >= 6.4, cpu v4).
-    /// Off by default: such a jump is then an error.
-    pub long_ja: bool,
+    /// Encode a jump whose offset does not fit `i16` with `gotol`
+    /// (`BPF_JMP32 | BPF_JA`, 32-bit offset in `imm`; kernel >= 6.4, cpu
+    /// v4): a `ja` becomes `gotol`, a conditional jump an inverted short
+    /// jump over a `gotol`. Off by default: such a jump is then an error.
+    pub long_jumps: bool,
 }
 
 /// Assembly errors.
@@ -164,10 +175,53 @@ impl Asm {
 
     /// Resolves labels and encodes.
     pub fn assemble_with(&self, opts: AsmOptions) -> Result<Assembled, AsmError> {
-        // Pass 1: label positions (every op has a fixed size, so no relaxation).
+        // Pass 1: label positions, relaxing far conditional jumps (which
+        // then take 2 or 3 slots) until every offset fits.
+        let mut far = vec![false; self.items.len()];
+        let pos = loop {
+            let pos = self.positions(&far)?;
+            if !opts.long_jumps {
+                break pos;
+            }
+            let mut slot = 0usize;
+            let mut grew = false;
+            for (i, item) in self.items.iter().enumerate() {
+                let Item::Insn(insn) = item else { continue };
+                if let Op::Jump { target, .. } = insn.op {
+                    if !far[i] {
+                        let (offset, _) = self.target(target, &pos, slot)?;
+                        if offset.abs() > FAR_JUMP {
+                            far[i] = true;
+                            grew = true;
+                        }
+                    }
+                }
+                slot += slots_of(insn, far[i]);
+            }
+            if !grew {
+                break pos;
+            }
+        };
+
+        // Pass 2: encode.
+        let mut out = Assembled::default();
+        for (i, item) in self.items.iter().enumerate() {
+            match item {
+                Item::Bind(l) => out
+                    .entries
+                    .push(Entry::Label(self.labels[l.0 as usize].clone())),
+                Item::Insn(insn) if far[i] => self.encode_far(insn, &pos, &mut out)?,
+                Item::Insn(insn) => self.encode(insn, &pos, opts, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Label positions when the jumps marked `far` are relaxed.
+    fn positions(&self, far: &[bool]) -> Result<Vec<Option<usize>>, AsmError> {
         let mut pos: Vec<Option<usize>> = vec![None; self.labels.len()];
         let mut slot = 0usize;
-        for item in &self.items {
+        for (i, item) in self.items.iter().enumerate() {
             match item {
                 Item::Bind(l) => {
                     let p = pos
@@ -180,21 +234,90 @@ impl Asm {
                     }
                     *p = Some(slot);
                 }
-                Item::Insn(insn) => slot += insn.op.slots(),
+                Item::Insn(insn) => slot += slots_of(insn, far[i]),
             }
         }
+        Ok(pos)
+    }
 
-        // Pass 2: encode.
-        let mut out = Assembled::default();
-        for item in &self.items {
-            match item {
-                Item::Bind(l) => out
-                    .entries
-                    .push(Entry::Label(self.labels[l.0 as usize].clone())),
-                Item::Insn(insn) => self.encode(insn, &pos, opts, &mut out)?,
+    /// A relaxed conditional jump: the inverted condition skips a `gotol`
+    /// to the target (for `jset`: `jset +1; ja +1; gotol`).
+    fn encode_far(
+        &self,
+        insn: &Insn,
+        pos: &[Option<usize>],
+        out: &mut Assembled,
+    ) -> Result<(), AsmError> {
+        let Op::Jump {
+            width,
+            cond,
+            dst,
+            src,
+            target,
+        } = insn.op
+        else {
+            unreachable!("only conditional jumps are relaxed")
+        };
+        let gotol_slot = out.slots.len() + if cond.inverse().is_some() { 1 } else { 2 };
+        let (offset, name) = self.target(target, pos, gotol_slot)?;
+        let imm = i32::try_from(offset).map_err(|_| AsmError::JumpOutOfRange {
+            label: name.to_string(),
+            slot: gotol_slot,
+            offset,
+        })?;
+        let name = name.to_string();
+        let mut short = Asm::new();
+        let over = short.new_label("far");
+        let to = short.new_label("target");
+        match cond.inverse() {
+            Some(inv) => short.push(Op::Jump {
+                width,
+                cond: inv,
+                dst,
+                src,
+                target: over,
+            }),
+            None => {
+                let jump = short.new_label("gotol");
+                short.push(Op::Jump {
+                    width,
+                    cond,
+                    dst,
+                    src,
+                    target: jump,
+                });
+                short.push(Op::Ja { target: over });
+                short.bind(jump);
             }
         }
-        Ok(out)
+        short.push(Op::Ja { target: to });
+        short.bind(over);
+        short.bind(to);
+        let mut part = short.assemble()?;
+        // The `gotol` (last slot) with the real offset.
+        let last = part.slots.len() - 1;
+        part.slots[last] = raw(code::JMP32 | code::JA, Reg::R0, Reg::R0, 0, imm);
+        for e in part.entries {
+            if let Entry::Insn { slot, text, .. } = e {
+                let text = if slot == last {
+                    format!("gotol {} <{name}>", signed(offset))
+                } else {
+                    // The short hops inside the sequence, without label names.
+                    text.split(" <").next().unwrap_or_default().to_string()
+                };
+                out.entries.push(Entry::Insn {
+                    slot: out.slots.len() + slot,
+                    text,
+                    origin: insn.origin,
+                    comment: insn.comment.clone(),
+                });
+            }
+        }
+        for w in part.slots {
+            out.slots.push(w);
+            out.origins.push(insn.origin);
+        }
+        Ok(())
     }
 
     fn target(
@@ -373,12 +496,17 @@ impl Asm {
             }
             Op::Ja { target } => {
                 let (offset, name) = self.target(*target, pos, slot)?;
-                match i16::try_from(offset) {
-                    Ok(off) => (
+                let fits = if opts.long_jumps {
+                    offset.abs() <= FAR_JUMP
+                } else {
+                    i16::try_from(offset).is_ok()
+                };
+                match i16::try_from(offset).ok().filter(|_| fits) {
+                    Some(off) => (
                         format!("goto {} <{name}>", signed(offset)),
                         vec![raw(JMP | JA, Reg::R0, Reg::R0, off, 0)],
                     ),
-                    Err(_) if opts.long_ja => {
+                    None if opts.long_jumps => {
                         let imm = i32::try_from(offset).map_err(|_| AsmError::JumpOutOfRange {
                             label: name.to_string(),
                             slot,
@@ -389,7 +517,7 @@ impl Asm {
                             vec![raw(JMP32 | JA, Reg::R0, Reg::R0, 0, imm)],
                         )
                     }
-                    Err(_) => {
+                    None => {
                         return Err(AsmError::JumpOutOfRange {
                             label: name.to_string(),
                             slot,
@@ -421,6 +549,20 @@ impl Asm {
             comment: insn.comment.clone(),
         });
         Ok(())
+    }
+}
+
+/// Slots an instruction takes, relaxed (`far`) or not.
+fn slots_of(insn: &Insn, far: bool) -> usize {
+    match (&insn.op, far) {
+        (Op::Jump { cond, .. }, true) => {
+            if cond.inverse().is_some() {
+                2
+            } else {
+                3
+            }
+        }
+        (op, _) => op.slots(),
     }
 }
 
@@ -675,13 +817,20 @@ out:
             }
         );
         assert!(err.to_string().contains("far_end"));
-        // Even with long_ja a conditional jump cannot be encoded.
-        assert!(far(true)
-            .assemble_with(AsmOptions { long_ja: true })
-            .is_err());
+        // With long jumps a far conditional becomes the inverted condition
+        // over a gotol.
+        let p = far(true)
+            .assemble_with(AsmOptions { long_jumps: true })
+            .unwrap();
+        // if w0 <= 1 goto +1; gotol +40000 (from slot 2 to slot 40003).
+        assert_eq!(p.slots[1] & 0xff, 0x06 | 0xb0);
+        assert_eq!((p.slots[1] >> 16) & 0xffff, 1);
+        assert_eq!(p.slots[2], 0x06 | (40_000u64 << 32));
+        assert_eq!(p.slots.len(), 40_004);
+        assert!(p.listing().contains("gotol +40000 <far_end>"));
         assert!(far(false).assemble().is_err());
         let p = far(false)
-            .assemble_with(AsmOptions { long_ja: true })
+            .assemble_with(AsmOptions { long_jumps: true })
             .unwrap();
         // gotol: JMP32|JA, off 0, imm = 40000.
         assert_eq!(p.slots[1], 0x06 | (40_000u64 << 32));

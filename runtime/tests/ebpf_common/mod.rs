@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_compiler::check::{check_program, Checked};
-use weir_compiler::ebpf::codegen::{self, layout, EbpfOutput, Mode, Options};
+use weir_compiler::ebpf::codegen::{self, layout, Budget, EbpfOutput, Mode, Options};
 use weir_compiler::flowhash::proto_number;
 use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
@@ -129,8 +129,14 @@ pub fn ct_key(p: &Packet) -> Vec<u8> {
 }
 
 pub fn compile(model: &Model, g: &Graph, mode: Mode) -> EbpfOutput {
+    compile_with(model, g, mode, Budget::default())
+}
+
+/// [`compile`] with a stage budget (small ones force many stages).
+pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> EbpfOutput {
     let opts = Options {
         mode,
+        budget,
         // Small maps: hundreds of generations are created per run.
         conntrack_entries: 1024,
         spare_endpoints: 64,

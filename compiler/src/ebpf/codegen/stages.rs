@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::emit::{Em, Gen};
 use super::layout::{self, ctx, map};
 use super::{Budget, Limit};
-use crate::ebpf::{helper, Asm, AsmError, Assembled, Label, Op, Origin, Reg, Size};
+use crate::ebpf::{helper, Asm, AsmError, AsmOptions, Assembled, Label, Op, Origin, Reg, Size};
 
 /// Size of one block, measured by emitting it alone.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,9 @@ pub struct BlockSize {
 
 /// Hard size of one program: the i16 conditional-jump range.
 pub const HARD_SLOTS: usize = 32_000;
+/// Hard size of one program with far jumps relaxed (`gotol`): a fifth of
+/// the kernel's 1M instructions, far below its processed-instruction limit.
+pub const HARD_SLOTS_LONG: usize = 200_000;
 /// Slots of a stage's fixed entry code (context, rows) before dispatch.
 const ENTRY_SLOTS: usize = 40;
 
@@ -113,7 +116,7 @@ pub struct Stage {
 }
 
 /// Assembles every stage; `stage_of[b]` from [`split`].
-pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
+pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<Stage>, Limit> {
     let n = stage_of.iter().max().map_or(0, |m| m + 1);
     // Blocks entered from earlier stages, per stage (filled as we go:
     // jumps only go forward).
@@ -203,13 +206,15 @@ pub fn assemble(gen: &Gen, stage_of: &[usize]) -> Result<Vec<Stage>, Limit> {
             em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
             em.push(Op::Exit);
         }
-        let code = a.assemble().map_err(|e| match e {
-            AsmError::JumpOutOfRange { .. } => Limit::StageTooLarge {
-                stage: k,
-                reason: e.to_string(),
-            },
-            other => panic!("internal compiler error: eBPF assembly: {other}"),
-        })?;
+        let code = a
+            .assemble_with(AsmOptions { long_jumps })
+            .map_err(|e| match e {
+                AsmError::JumpOutOfRange { .. } => Limit::StageTooLarge {
+                    stage: k,
+                    reason: e.to_string(),
+                },
+                other => panic!("internal compiler error: eBPF assembly: {other}"),
+            })?;
         out.push(Stage {
             name: if k == 0 {
                 layout::MAIN_PROGRAM.to_string()
