@@ -590,6 +590,54 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
     }
 }
 
+/// A Kubernetes-like synthetic policy set (`synth`: 300 label sets, 1,000
+/// rules) has class tables large enough to be columns of the class rows
+/// (one `u16` load from the row in r8 / r9); they must agree too.
+#[test]
+fn ebpf_class_row_tables_agree() {
+    if !have_root("ebpf_class_row_tables_agree") {
+        return;
+    }
+    let started = Instant::now();
+    let model = weir_compiler::synth::model(&weir_compiler::synth::Params {
+        seed: 5,
+        services: 10,
+        backends: 3,
+        policies: 100,
+        rules: 10,
+        endpoints: 900,
+        deployments: 300,
+        ..Default::default()
+    });
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
+    assert!(
+        ["(r8 +", "(r9 +"]
+            .iter()
+            .any(|r| out.listing.contains(&format!("r1 = *(u16 *){r}"))),
+        "expected class tables read from the class rows"
+    );
+    let leaves = cover::leaf_packets(&g, 200_000);
+    let step = (leaves.len() / 1500).max(1);
+    let mut packets: Vec<Packet> = leaves.into_iter().step_by(step).collect();
+    packets.extend(gen::packets(&model, &mut gen::Rng::new(0xC01), 300));
+    let mut t = Tally::default();
+    check_model("synth", &model, &g, &packets, &mut t);
+    report("class-row tables", &t, started);
+    assert!(t.packets >= 1000);
+    assert!(
+        t.disagreements.is_empty(),
+        "{} disagreements:\n{}",
+        t.disagreements.len(),
+        t.disagreements
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// Leaves record up to `LOG_SLOTS` logged ids in the context for the final
 /// block to count and count any further ones themselves: a packet that
 /// passes more `log` rules than that on both sides must count each once.

@@ -179,13 +179,6 @@ pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
                 .map_err(|x| fill_err(names::ATOMS, x))?;
         }
     }
-    if let Some(map) = ebpf.map(names::CTAB) {
-        for &(t, c, b) in &f.ctab {
-            let mut key = t.to_ne_bytes().to_vec();
-            key.extend_from_slice(&c.to_ne_bytes());
-            update_raw(map, &key, &b.to_ne_bytes()).map_err(|x| fill_err(names::CTAB, x))?;
-        }
-    }
     if let Some(lb) = &m.lb {
         // Service maps: backends, slots, Maglev tables, then frontends.
         super::service::apply_ops(ebpf, &lb.initial_ops())?;

@@ -52,13 +52,14 @@ pub enum Block {
     Final,
 }
 
-/// Class-keyed tables with more intervals than this go to the
-/// `weir_ctab` hash map (so the runtime can add rows for new classes);
-/// smaller ones are an inline binary search.
+/// Class-keyed tables with more intervals than this become a column of
+/// the class rows (`weir_atoms`: one `u16` branch per class, read with one
+/// load from the row already in r8 / r9; a class the runtime adds gets its
+/// row written whole); smaller ones are an inline binary search.
 pub const INLINE_CLASS_INTERVALS: usize = 16;
 
-/// A map-backed class table: `(table id, class) → branch`, branch `i`
-/// going to `targets[i]`.
+/// A map-backed class table: column `id` of the class rows holds each
+/// class's branch, branch `i` going to `targets[i]`.
 #[derive(Debug, Clone)]
 pub struct ClassTable {
     pub id: u32,
@@ -72,7 +73,10 @@ pub struct Gen<'a> {
     pub mode: Mode,
     pub blocks: Vec<Block>,
     pub index: HashMap<Block, usize>,
-    pub has_atoms: bool,
+    /// Whether the programs read class rows (atom tests or table columns).
+    pub has_rows: bool,
+    /// 32-bit words of atom bits at the start of a class row.
+    pub atom_words: usize,
     pub has_services: bool,
     pub ctabs: BTreeMap<NodeId, ClassTable>,
     pub node_numbers: HashMap<NodeId, usize>,
@@ -109,6 +113,11 @@ pub struct Em<'x> {
     pub next: Option<usize>,
     pub drop: Label,
     pub pass: Label,
+    /// A block this stage gets its own copy of when it jumps there and the
+    /// block is laid out elsewhere (the final block: it only exits, so a
+    /// copy costs its size and saves the packet a tail call), with the
+    /// copy's label once used.
+    pub copy: Option<(usize, Option<Label>)>,
 }
 
 impl Em<'_> {
@@ -124,6 +133,11 @@ impl Em<'_> {
     pub fn to(&mut self, b: usize) -> Label {
         if let Some(l) = self.local.get(&b) {
             return *l;
+        }
+        if let Some((c, label)) = &mut self.copy {
+            if *c == b {
+                return *label.get_or_insert_with(|| self.a.new_label("final_copy"));
+            }
         }
         if let Some(l) = self.stubs.get(&b) {
             return *l;
@@ -264,7 +278,7 @@ impl Gen<'_> {
         }
     }
 
-    fn final_block(&self) -> usize {
+    pub fn final_block(&self) -> usize {
         self.index[&Block::Final]
     }
 
@@ -279,7 +293,7 @@ impl Gen<'_> {
 
     /// Loads the atom rows of the source (r8) and destination (r9) class.
     pub fn load_rows(&self, em: &mut Em) {
-        if !self.has_atoms {
+        if !self.has_rows {
             return;
         }
         em.a.set_origin(
@@ -588,15 +602,12 @@ impl Gen<'_> {
                     TableKey::IcmpType => (Size::U8, ctx::ICMP_TYPE),
                     TableKey::IcmpCode => (Size::U8, ctx::ICMP_CODE),
                 };
-                em.push(Op::load(size, R1, R6, off));
                 let d = child(em, *default);
                 if let Some(t) = self.ctabs.get(&n) {
-                    // (table, class) → branch index in weir_ctab.
-                    em.push(Op::store(Size::U32, R10, -8, t.id as i32));
-                    em.push(Op::store(Size::U32, R10, -4, R1));
-                    em.lookup(map::CTAB, -8);
-                    em.jmp(JmpCond::Eq, R0, 0, d);
-                    em.push(Op::load(Size::U32, R1, R0, 0));
+                    // The class's branch: column `t.id` of its row.
+                    let row = if *key == TableKey::SrcClass { R8 } else { R9 };
+                    let col = (self.atom_words * 4 + 2 * t.id as usize) as i16;
+                    em.push(Op::load(Size::U16, R1, row, col));
                     let iv: Vec<(u32, u32, Label)> = t
                         .targets
                         .iter()
@@ -605,6 +616,7 @@ impl Gen<'_> {
                         .collect();
                     em.search(R1, &iv, d);
                 } else {
+                    em.push(Op::load(size, R1, R6, off));
                     let iv: Vec<(u32, u32, Label)> = entries
                         .iter()
                         .map(|x| (x.lo, x.hi, child(em, x.next)))

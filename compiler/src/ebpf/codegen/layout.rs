@@ -115,7 +115,6 @@ pub mod map {
     pub const CLS4: &str = "weir_cls4";
     pub const CLS6: &str = "weir_cls6";
     pub const ATOMS: &str = "weir_atoms";
-    pub const CTAB: &str = "weir_ctab";
     pub const CNT: &str = "weir_cnt";
     pub const JMP: &str = "weir_jmp";
 }

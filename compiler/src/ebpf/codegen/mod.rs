@@ -25,9 +25,10 @@
 //!    ([`emit_reverse_nat`](crate::ebpf::service::emit_reverse_nat):
 //!    only after the `weir_ct` hit, so a spoofed reply to a denied flow
 //!    is never un-translated), and the packet passes. ICMP flows use
-//!    ports 0. Then the atom rows of both classes are loaded once
-//!    (`weir_atoms`, array indexed by class, one bit per atom) into r8 /
-//!    r9.
+//!    ports 0. Then the rows of both classes are loaded once (`weir_atoms`,
+//!    array indexed by class: one bit per atom, then one `u16` column per
+//!    map-backed class table) into r8 / r9, and again after every tail
+//!    call.
 //! 2. **steer** — the graph's steer entry (matched on the packet as sent):
 //!    a `bypass` hit counts and passes (no conntrack entry, no service, no
 //!    policy); other actions are remembered in the context and applied in
@@ -53,13 +54,19 @@
 //!    (proto / port / ICMP compares; atom tests are one bit test on the
 //!    row). Tables on proto / port / ICMP fields and small class tables are
 //!    an inline binary search over interval bounds; class tables with more
-//!    than [`emit::INLINE_CLASS_INTERVALS`] intervals look `(table, class)`
-//!    up in the hash map `weir_ctab` (→ branch index, then a compare tree),
-//!    so a runtime can add rows for new classes. A leaf counts its logged
-//!    provenance ids in `weir_cnt` (per-CPU array indexed by provenance id)
-//!    and records the side's decision in the context.
-//! 5. **final** — combines the sides exactly as the interpreter does (first
-//!    denying side, egress first; an allow names the ingress rule, else the
+//!    than [`emit::INLINE_CLASS_INTERVALS`] intervals are a column of the
+//!    class rows: one load of the class's branch index from the row in r8 /
+//!    r9 (no map lookup), then a compare tree over the table's distinct
+//!    targets; a runtime that adds a class writes its whole row. A leaf
+//!    records the side's decision in the context with one store (what
+//!    decided, flags, how many logged ids) and the first
+//!    [`layout::LOG_SLOTS`] logged provenance ids with one store each; the
+//!    final block counts them in `weir_cnt` (per-CPU array indexed by
+//!    provenance id).
+//! 5. **final** — (copied into every stage that jumps to it, so reaching
+//!    it never costs a tail call) counts the logged ids, combines the
+//!    sides exactly as the interpreter does (first denying side, egress
+//!    first; an allow names the ingress rule, else the
 //!    egress rule, else the ingress default), counts the deciding id. On
 //!    allow: inserts the flow into conntrack, applies the steering action
 //!    (`mark`: `skb->mark`; `dscp`: the DSCP bits, IPv4 header checksum
@@ -343,10 +350,10 @@ pub struct LpmEntry {
 pub struct Fill {
     pub cls4: Vec<LpmEntry>,
     pub cls6: Vec<LpmEntry>,
-    /// Class → atom row, 32-bit words (bit `a % 32` of word `a / 32`).
+    /// Class → its row in `weir_atoms`, as 32-bit words: the atom bits
+    /// (bit `a % 32` of word `a / 32`), then one `u16` branch index per
+    /// map-backed class table (`NO_BRANCH`: the table's default).
     pub atom_rows: Vec<Vec<u32>>,
-    /// `(table, class, branch)`.
-    pub ctab: Vec<(u32, u32, u32)>,
 }
 
 /// The `backends.ebpf` section of the manifest.
@@ -506,6 +513,17 @@ fn lpm_entry(c: &crate::model::Cidr, class: u32) -> LpmEntry {
     }
 }
 
+/// A class's branch in a map-backed table it has no entry in.
+pub const NO_BRANCH: u16 = u16::MAX;
+/// Largest class row (atom bits + table columns); tables past it stay
+/// inline searches. Keeps every column at an `i16` load offset.
+pub const MAX_ROW_BYTES: usize = 32 * 1024;
+
+/// Bytes of a class row with `columns` table columns (4-byte aligned).
+fn row_bytes(atom_words: usize, columns: usize) -> usize {
+    (atom_words * 4 + 2 * columns).div_ceil(4) * 4
+}
+
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
     let (_, node_numbers) = crate::graph::dump::numbering(g);
@@ -520,6 +538,10 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     let mut blocks = vec![Block::Prologue];
     let mut has_atoms = false;
     let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
+    // Per map-backed class table, the branch of every class (its column
+    // in the class rows).
+    let mut columns: Vec<Vec<u16>> = Vec::new();
+    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
     let mut fill = Fill::default();
     let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
@@ -536,9 +558,13 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
                     key: TableKey::SrcClass | TableKey::DstClass,
                     entries: iv,
                     ..
-                } if iv.len() > INLINE_CLASS_INTERVALS && !ctabs.contains_key(&n) => {
-                    let id = ctabs.len() as u32;
+                } if iv.len() > INLINE_CLASS_INTERVALS
+                    && !ctabs.contains_key(&n)
+                    && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
+                {
+                    let id = columns.len() as u32;
                     let mut targets: Vec<NodeId> = Vec::new();
+                    let mut column = vec![NO_BRANCH; nclasses as usize];
                     for x in iv {
                         let branch = match targets.iter().position(|&t| t == x.next) {
                             Some(i) => i,
@@ -546,11 +572,12 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
                                 targets.push(x.next);
                                 targets.len() - 1
                             }
-                        } as u32;
+                        } as u16;
                         for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
-                            fill.ctab.push((id, c, branch));
+                            column[c as usize] = branch;
                         }
                     }
+                    columns.push(column);
                     ctabs.insert(n, ClassTable { id, targets });
                 }
                 _ => {}
@@ -569,7 +596,8 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         mode: opts.mode,
         blocks,
         index,
-        has_atoms,
+        has_rows: has_atoms || !ctabs.is_empty(),
+        atom_words,
         has_services,
         ctabs,
         node_numbers,
@@ -585,13 +613,23 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             fill.cls6.push(le);
         }
     }
-    let words = g.classes.atoms.len().div_ceil(32).max(1);
-    for row in &g.classes.classes {
-        let mut w = vec![0u32; words];
+    let row_size = row_bytes(atom_words, columns.len());
+    for (c, row) in g.classes.classes.iter().enumerate() {
+        let mut w = vec![0u32; atom_words];
         for a in row.iter() {
             w[a / 32] |= 1 << (a % 32);
         }
-        fill.atom_rows.push(w);
+        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        for col in &columns {
+            bytes.extend_from_slice(&col[c].to_ne_bytes());
+        }
+        bytes.resize(row_size, 0);
+        fill.atom_rows.push(
+            bytes
+                .chunks(4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
     }
     let lb = gen.has_services.then(|| {
         LbState::new(
@@ -666,7 +704,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     if nstages > MAX_STAGES {
         limits.push(Limit::TooManyStages { stages: nstages });
     }
-    let calls = stages::tail_calls(&sizes, &stage_of);
+    let calls = stages::tail_calls(&sizes, &stage_of, gen.final_block());
     if calls > MAX_TAIL_CALLS {
         limits.push(Limit::TooManyTailCalls { calls });
     }
@@ -710,26 +748,15 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     let mut filled: HashMap<&str, u64> = HashMap::new();
     filled.insert(layout::map::CLS4, fill.cls4.len() as u64);
     filled.insert(layout::map::CLS6, fill.cls6.len() as u64);
-    if gen.has_atoms {
+    if gen.has_rows {
         maps.push(MapDef::new(
             layout::map::ATOMS,
             MapType::Array,
             4,
-            (words * 4) as u32,
+            row_size as u32,
             nclasses + SPARE_CLASSES,
         ));
         filled.insert(layout::map::ATOMS, u64::from(nclasses));
-    }
-    if !gen.ctabs.is_empty() {
-        maps.push(MapDef::new(
-            layout::map::CTAB,
-            MapType::Hash,
-            8,
-            4,
-            (fill.ctab.len() as u64 + u64::from(opts.spare_endpoints)).min(u64::from(u32::MAX))
-                as u32,
-        ));
-        filled.insert(layout::map::CTAB, fill.ctab.len() as u64);
     }
     if let Some(lb) = &lb {
         // The service maps (`weir_lb_*`, see `ebpf::service`), filled by

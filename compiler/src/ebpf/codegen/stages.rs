@@ -53,6 +53,7 @@ pub fn measure(gen: &Gen, b: usize) -> BlockSize {
         next: None,
         drop,
         pass,
+        copy: None,
     };
     gen.emit(&mut em, b);
     let jumps = em.jumps;
@@ -65,8 +66,9 @@ pub fn measure(gen: &Gen, b: usize) -> BlockSize {
 }
 
 /// The most tail calls a packet can make: the longest path from the
-/// first block, counting the edges that cross into another stage.
-pub fn tail_calls(sizes: &[BlockSize], stage_of: &[usize]) -> usize {
+/// first block, counting the edges that cross into another stage (a jump
+/// to `copied`, which every stage has its own copy of, never does).
+pub fn tail_calls(sizes: &[BlockSize], stage_of: &[usize], copied: usize) -> usize {
     // Blocks only jump forward, so layout order is a topological order.
     let mut calls: Vec<Option<usize>> = vec![None; sizes.len()];
     if let Some(c) = calls.first_mut() {
@@ -77,7 +79,7 @@ pub fn tail_calls(sizes: &[BlockSize], stage_of: &[usize]) -> usize {
         let Some(here) = calls[b] else { continue };
         most = most.max(here);
         for &s in &sizes[b].succs {
-            let via = here + usize::from(stage_of[s] != stage_of[b]);
+            let via = here + usize::from(s != copied && stage_of[s] != stage_of[b]);
             calls[s] = Some(calls[s].map_or(via, |c| c.max(via)));
         }
     }
@@ -140,6 +142,7 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
             next: None,
             drop,
             pass,
+            copy: Some((gen.final_block(), None)),
         };
         if k > 0 {
             em.a.set_origin(
@@ -163,6 +166,11 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
             em.a.bind(local[&b]);
             em.next = blocks.get(i + 1).copied();
             gen.emit(&mut em, b);
+        }
+        if let Some((fin, Some(label))) = em.copy.take() {
+            em.a.bind(label);
+            em.next = None;
+            gen.emit(&mut em, fin);
         }
         // Stubs: continue in a later stage: ctx.next = block, then one
         // trampoline per target stage that tail-calls it with a constant
