@@ -319,6 +319,22 @@ fn check_model_with(
         clear_lb_state(gen);
         if p.state != ConnState::Established {
             let r = check_new(tag, g, &interp, gen, &p, t);
+            if let Some((ret, o, _)) = &r {
+                // Translation state exists exactly for allowed translated
+                // flows: a denied flow never leaves any behind.
+                let translated = o.service.as_ref().is_some_and(|h| h.chosen.is_some());
+                let want = if *ret == layout::TC_ACT_OK as u32 && translated {
+                    (1, 1)
+                } else {
+                    (0, 0)
+                };
+                let got = lb_state_len(gen);
+                if got != want {
+                    t.disagreements.push(format!(
+                        "{tag}: {p:?}\n    translation state {got:?}, want {want:?}"
+                    ));
+                }
+            }
             if let Some((ret, o, out)) = r {
                 if ret == layout::TC_ACT_OK as u32
                     && o.service.as_ref().is_some_and(|h| h.chosen.is_some())

@@ -109,6 +109,18 @@ pub fn clear_lb_state(g: &Generation) {
     }
 }
 
+/// Entries in the translation map (`weir_lb_ct`) and the reply map
+/// (`weir_lb_rev`); `(0, 0)` when the object has no services.
+pub fn lb_state_len(g: &Generation) -> (usize, usize) {
+    use weir_compiler::ebpf::service::layout::{map as lb, tuple};
+    let len = |name: &str| {
+        g.ebpf
+            .map(name)
+            .map_or(0, |m| keys_raw(m, tuple::SIZE as usize).unwrap().len())
+    };
+    (len(lb::CT), len(lb::REV))
+}
+
 /// The conntrack key the programs build for `p` (see `layout::ct`).
 pub fn ct_key(p: &Packet) -> Vec<u8> {
     let mut k = vec![0u8; layout::ct::KEY_SIZE as usize];

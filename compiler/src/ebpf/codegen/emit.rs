@@ -24,6 +24,11 @@ use crate::provenance::Provenance;
 
 use Reg::*;
 
+/// Stack slots of the final block's translation-state writes: a
+/// `weir_lb_ct` / `weir_lb_rev` key (40) and value (40).
+const TUPLE: i16 = -200;
+const VALUE: i16 = -240;
+
 /// Which walk a node block belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Entry {
@@ -326,6 +331,9 @@ impl Gen<'_> {
         self.stage_entry(em);
         for off in [0i16, 8, 16, 24, 32, 48, 56, 64, 72] {
             em.push(Op::store(Size::U64, R6, off, 0));
+        }
+        if self.has_services {
+            em.push(Op::store(Size::U32, R6, ctx::LB_STATE, layout::LB_NONE));
         }
         c(em, "parse: ethernet");
         let (drop, pass) = (em.drop, em.pass);
@@ -726,7 +734,10 @@ impl Gen<'_> {
     /// and drop label).
     fn lb_env(&self, em: &Em, cont: Label) -> StageEnv {
         StageEnv {
-            ctx: CtxLayout::pipeline(),
+            ctx: CtxLayout {
+                lb_pending: Some((ctx::LB_STATE, ctx::LB_CTV)),
+                ..CtxLayout::pipeline()
+            },
             cont,
             drop: em.drop,
             reject: RejectCount::Provenance(map::CNT.into()),
@@ -1065,6 +1076,9 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::MAP_UPDATE_ELEM,
         });
+        if self.has_services {
+            self.record_translation(em);
+        }
         self.steering(em);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
@@ -1083,18 +1097,11 @@ impl Gen<'_> {
         em.push(Op::Exit);
     }
 
-    /// A denied translated packet leaves no translation state behind: its
-    /// `weir_lb_ct` entry (client → frontend) and `weir_lb_rev` entry
-    /// (backend → client) are deleted, so a later packet of the flow is
-    /// load-balanced and judged afresh and a spoofed reply is not
-    /// un-translated.
-    fn forget_translation(&self, em: &mut Em) {
-        let done = em.label("no_translation");
-        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
-        em.jmp(JmpCond::Eq, R1, 0, done);
-        const T: i16 = -200;
-        let t = |f: i16| T + f;
-        let pairs: [(i16, i16, Size); 10] = [
+    /// The `weir_lb_ct` key of a translated packet (client → frontend)
+    /// at `fp + TUPLE`, built from the context.
+    fn flow_tuple(&self, em: &mut Em) {
+        let t = |f: i16| TUPLE + f;
+        let pairs: [(i16, i16, Size); 9] = [
             (t(lb::tuple::SRC), ctx::SRC, Size::U64),
             (t(lb::tuple::SRC + 8), ctx::SRC + 8, Size::U64),
             (t(lb::tuple::DST), ctx::ORIG_DST, Size::U64),
@@ -1103,7 +1110,6 @@ impl Gen<'_> {
             (t(lb::tuple::DPORT), ctx::ORIG_DPORT, Size::U16),
             (t(lb::tuple::PROTO), ctx::RAW_PROTO, Size::U8),
             (t(lb::tuple::FAMILY), ctx::FAMILY, Size::U8),
-            (t(38), -1, Size::U16),
             (t(38), -1, Size::U16),
         ];
         for (dst, src, size) in pairs {
@@ -1114,13 +1120,12 @@ impl Gen<'_> {
                 em.push(Op::store(size, R10, dst, R1));
             }
         }
-        em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(T)));
-        em.push(Op::ld_map_fd(R1, lb::map::CT));
-        em.push(Op::Call {
-            helper: helper::MAP_DELETE_ELEM,
-        });
-        // The reply tuple: backend → client.
+    }
+
+    /// Turns the tuple at `fp + TUPLE` (from [`Self::flow_tuple`]) into
+    /// the reply's `weir_lb_rev` key: backend → client.
+    fn reply_tuple(&self, em: &mut Em) {
+        let t = |f: i16| TUPLE + f;
         for (dst, src, size) in [
             (t(lb::tuple::SRC), ctx::DST, Size::U64),
             (t(lb::tuple::SRC + 8), ctx::DST + 8, Size::U64),
@@ -1132,12 +1137,78 @@ impl Gen<'_> {
             em.push(Op::load(size, R1, R6, src));
             em.push(Op::store(size, R10, dst, R1));
         }
+    }
+
+    /// `helper(map, fp + TUPLE[, fp + VALUE, 0])`.
+    fn tuple_call(&self, em: &mut Em, m: &str, update: bool) {
         em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(T)));
-        em.push(Op::ld_map_fd(R1, lb::map::REV));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(TUPLE)));
+        em.push(Op::ld_map_fd(R1, m));
+        if update {
+            em.push(Op::mov64(R3, R10));
+            em.push(Op::alu64(AluOp::Add, R3, i32::from(VALUE)));
+            em.push(Op::mov64(R4, 0));
+        }
         em.push(Op::Call {
-            helper: helper::MAP_DELETE_ELEM,
+            helper: if update {
+                helper::MAP_UPDATE_ELEM
+            } else {
+                helper::MAP_DELETE_ELEM
+            },
         });
+    }
+
+    /// An allowed packet of a new translation: the service stage left the
+    /// `weir_lb_ct` value in the context; write it (client → frontend
+    /// flow, with the time) and the reply's `weir_lb_rev` entry (backend
+    /// → client → the frontend to answer from).
+    fn record_translation(&self, em: &mut Em) {
+        let done = em.label("no_new_translation");
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
+        em.jmp(JmpCond::Ne, R1, layout::LB_PENDING, done);
+        self.flow_tuple(em);
+        for i in 0..4i16 {
+            em.push(Op::load(Size::U64, R1, R6, ctx::LB_CTV + 8 * i));
+            em.push(Op::store(Size::U64, R10, VALUE + 8 * i, R1));
+        }
+        em.push(Op::Call {
+            helper: helper::KTIME_GET_NS,
+        });
+        em.push(Op::store(Size::U64, R10, VALUE + lb::ct::TS, R0));
+        self.tuple_call(em, lb::map::CT, true);
+        self.reply_tuple(em);
+        let v = |f: i16| VALUE + f;
+        for i in 0..2i16 {
+            em.push(Op::load(Size::U64, R1, R6, ctx::ORIG_DST + 8 * i));
+            em.push(Op::store(Size::U64, R10, v(lb::rev::ADDR) + 8 * i, R1));
+        }
+        em.push(Op::load(Size::U16, R1, R6, ctx::ORIG_DPORT));
+        em.push(Op::store(Size::U16, R10, v(lb::rev::PORT), R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.push(Op::store(Size::U16, R10, v(lb::rev::FAMILY), R1));
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_CTV + lb::ct::SERVICE));
+        em.push(Op::store(Size::U32, R10, v(lb::rev::SERVICE), R1));
+        self.tuple_call(em, lb::map::REV, true);
+        em.bind(done);
+    }
+
+    /// A denied translated packet leaves no translation state behind: a
+    /// new translation never wrote any ([`Self::record_translation`]);
+    /// a flow translated earlier (its `weir_lb_ct` entry found by the
+    /// prologue or the service stage) has that entry and its
+    /// `weir_lb_rev` reply entry deleted, so a later packet of the flow is
+    /// load-balanced and judged afresh and a spoofed reply is not
+    /// un-translated.
+    fn forget_translation(&self, em: &mut Em) {
+        let done = em.label("no_translation");
+        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+        em.jmp(JmpCond::Eq, R1, 0, done);
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
+        em.jmp(JmpCond::Eq, R1, layout::LB_PENDING, done);
+        self.flow_tuple(em);
+        self.tuple_call(em, lb::map::CT, false);
+        self.reply_tuple(em);
+        self.tuple_call(em, lb::map::REV, false);
         em.bind(done);
     }
 

@@ -61,8 +61,21 @@ pub mod ctx {
     /// counter update.
     pub const EG_LOG: i16 = 152;
     pub const IN_LOG: i16 = 152 + 4 * super::LOG_SLOTS as i16;
-    pub const SIZE: u32 = 152 + 8 * super::LOG_SLOTS as u32;
+    /// Translation state of this packet (`LB_*`): the service stage
+    /// defers writing `weir_lb_ct` / `weir_lb_rev` for a new translation
+    /// to the final block, which writes them only when the packet is
+    /// allowed (a denied flow never creates translation state).
+    pub const LB_STATE: i16 = IN_LOG + 4 * super::LOG_SLOTS as i16; // u32
+    /// The pending `weir_lb_ct` value without its timestamp: backend (24),
+    /// service (4), pad (4).
+    pub const LB_CTV: i16 = LB_STATE + 8; // [u8; 32]
+    pub const SIZE: u32 = LB_CTV as u32 + 32;
 }
+
+/// `ctx::LB_STATE`: no new translation (the prologue's or an existing
+/// one), or a new one waiting for the verdict.
+pub const LB_NONE: i32 = 0;
+pub const LB_PENDING: i32 = 1;
 
 /// Side flags, the low bits of `ctx::EG_WORD` / `ctx::IN_WORD`.
 pub const FLAG_EVALUATED: i32 = 1;

@@ -86,6 +86,11 @@ pub struct CtxLayout {
     /// A conntrack key in the context (tuple layout) whose destination
     /// and port are updated on translation.
     pub ct_key: Option<i16>,
+    /// Defer the `weir_lb_ct` / `weir_lb_rev` writes of a new translation
+    /// to the caller: `(state, value)` — `LB_PENDING` is stored at
+    /// `state` and the `weir_lb_ct` value without its timestamp (32
+    /// bytes) at `value`. `None`: written at once.
+    pub lb_pending: Option<(i16, i16)>,
 }
 
 impl CtxLayout {
@@ -103,6 +108,7 @@ impl CtxLayout {
             orig_dport: Some(ctx::ORIG_DPORT),
             service: Some(ctx::SERVICE),
             ct_key: Some(ctx::CT_KEY),
+            lb_pending: None,
         }
     }
 }
@@ -595,25 +601,36 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     a.push(Op::load(Size::U32, R1, R10, st::FEV + fe::COUNT));
     a.push(Op::jmp(JmpCond::Eq, R1, 0, no_backends));
     emit_choose(a, missing);
-    // Remember the flow (client → frontend) and its reply (backend →
-    // client).
     copy(a, R10, st::CTV + ct::SERVICE, R10, st::FEV + fe::SERVICE, 4);
     a.push(Op::store(Size::U32, R10, st::CTV + ct::SERVICE + 4, 0));
-    a.push(Op::Call {
-        helper: helper::KTIME_GET_NS,
-    });
-    a.push(Op::store(Size::U64, R10, st::CTV + ct::TS, R0));
-    update(a, map::CT, st::TK, st::CTV);
-    copy(a, R10, st::RK + tuple::SRC, R10, st::CTV + be::ADDR, 16);
-    copy(a, R10, st::RK + tuple::DST, R10, st::TK + tuple::SRC, 16);
-    copy(a, R10, st::RK + tuple::SPORT, R10, st::CTV + be::PORT, 2);
-    copy(a, R10, st::RK + tuple::DPORT, R10, st::TK + tuple::SPORT, 2);
-    copy(a, R10, st::RK + tuple::PROTO, R10, st::TK + tuple::PROTO, 4);
-    copy(a, R10, st::RV + rev::ADDR, R10, st::TK + tuple::DST, 16);
-    copy(a, R10, st::RV + rev::PORT, R10, st::TK + tuple::DPORT, 2);
-    a.push(Op::store(Size::U16, R10, st::RV + rev::FAMILY, 4));
-    copy(a, R10, st::RV + rev::SERVICE, R10, st::FEV + fe::SERVICE, 4);
-    update(a, map::REV, st::RK, st::RV);
+    if let Some((state, value)) = c.lb_pending {
+        // The caller writes the state once the packet is allowed.
+        copy(a, R6, value, R10, st::CTV, ct::TS);
+        a.push(Op::store(
+            Size::U32,
+            R6,
+            state,
+            crate::ebpf::codegen::layout::LB_PENDING,
+        ));
+    } else {
+        // Remember the flow (client → frontend) and its reply (backend →
+        // client).
+        a.push(Op::Call {
+            helper: helper::KTIME_GET_NS,
+        });
+        a.push(Op::store(Size::U64, R10, st::CTV + ct::TS, R0));
+        update(a, map::CT, st::TK, st::CTV);
+        copy(a, R10, st::RK + tuple::SRC, R10, st::CTV + be::ADDR, 16);
+        copy(a, R10, st::RK + tuple::DST, R10, st::TK + tuple::SRC, 16);
+        copy(a, R10, st::RK + tuple::SPORT, R10, st::CTV + be::PORT, 2);
+        copy(a, R10, st::RK + tuple::DPORT, R10, st::TK + tuple::SPORT, 2);
+        copy(a, R10, st::RK + tuple::PROTO, R10, st::TK + tuple::PROTO, 4);
+        copy(a, R10, st::RV + rev::ADDR, R10, st::TK + tuple::DST, 16);
+        copy(a, R10, st::RV + rev::PORT, R10, st::TK + tuple::DPORT, 2);
+        a.push(Op::store(Size::U16, R10, st::RV + rev::FAMILY, 4));
+        copy(a, R10, st::RV + rev::SERVICE, R10, st::FEV + fe::SERVICE, 4);
+        update(a, map::REV, st::RK, st::RV);
+    }
     count_flow(a);
     if env.lb_counters {
         count(a, map::CNT, Operand::Imm(cnt::TRANSLATED as i32));
