@@ -736,6 +736,8 @@ impl Gen<'_> {
         StageEnv {
             ctx: CtxLayout {
                 lb_pending: Some((ctx::LB_STATE, ctx::LB_CTV)),
+                // The prologue's `emit_established_dnat` looked first.
+                established_checked: true,
                 ..CtxLayout::pipeline()
             },
             cont,
@@ -797,6 +799,11 @@ impl Gen<'_> {
         em.push(Op::Ja { target: drop });
 
         em.bind(translatable);
+        // Translated by the prologue (an established translation whose
+        // conntrack entry is gone): classified as client → backend already.
+        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+        let judged = em.to(next);
+        em.jmp(JmpCond::Ne, R1, 0, judged);
         let mut env = self.lb_env(em, reclassify);
         env.rejected = Some(rejected);
         emit_service_stage(em.a, &env);

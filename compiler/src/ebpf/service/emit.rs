@@ -91,6 +91,10 @@ pub struct CtxLayout {
     /// `state` and the `weir_lb_ct` value without its timestamp (32
     /// bytes) at `value`. `None`: written at once.
     pub lb_pending: Option<(i16, i16)>,
+    /// The caller already looked the packet's tuple up in `weir_lb_ct`
+    /// ([`emit_established_dnat`]) and reaches the stage only on a miss:
+    /// the stage skips its own lookup.
+    pub established_checked: bool,
 }
 
 impl CtxLayout {
@@ -109,6 +113,7 @@ impl CtxLayout {
             service: Some(ctx::SERVICE),
             ct_key: Some(ctx::CT_KEY),
             lb_pending: None,
+            established_checked: false,
         }
     }
 }
@@ -582,15 +587,17 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
 
     guard_v4_tcp_udp(a, c, env.cont);
     tuple_from_ctx(a, c);
-    // A translated flow keeps its backend.
-    lookup(a, map::CT, st::TK);
-    a.push(Op::jmp(JmpCond::Eq, R0, 0, new));
-    copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
-    if env.lb_counters {
-        count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
+    if !c.established_checked {
+        // A translated flow keeps its backend.
+        lookup(a, map::CT, st::TK);
+        a.push(Op::jmp(JmpCond::Eq, R0, 0, new));
+        copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
+        if env.lb_counters {
+            count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
+        }
+        copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
+        a.push(Op::Ja { target: dnat_label });
     }
-    copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
-    a.push(Op::Ja { target: dnat_label });
 
     // New flow: frontend?
     a.bind(new);
