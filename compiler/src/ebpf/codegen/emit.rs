@@ -24,6 +24,10 @@ use crate::provenance::Provenance;
 
 use Reg::*;
 
+/// Bit of a `weir_ct` value (the insertion time) set for a translated
+/// flow: only its replies look for reverse NAT.
+const CT_TRANSLATED: i32 = 1;
+
 /// Stack slots of the final block's translation-state writes: a
 /// `weir_lb_ct` / `weir_lb_rev` key (40) and value (40).
 const TUPLE: i16 = -200;
@@ -440,31 +444,6 @@ impl Gen<'_> {
             emit_established_dnat(em.a, &env, None);
         }
 
-        c(em, "classify: address → class (LPM trie)");
-        let cls6 = em.label("cls6");
-        let classified = em.label("classified");
-        em.push(Op::load(Size::U8, R4, R6, ctx::FAMILY));
-        em.jmp(JmpCond::Eq, R4, 6, cls6);
-        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
-            em.push(Op::store(Size::U32, R10, -8, 32));
-            em.push(Op::load(Size::U32, R4, R6, addr));
-            em.push(Op::store(Size::U32, R10, -4, R4));
-            em.lookup(map::CLS4, -8);
-            self.store_class(em, out);
-        }
-        em.push(Op::Ja { target: classified });
-        em.bind(cls6);
-        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
-            em.push(Op::store(Size::U32, R10, -20, 128));
-            for i in 0..4i16 {
-                em.push(Op::load(Size::U32, R4, R6, addr + 4 * i));
-                em.push(Op::store(Size::U32, R10, -16 + 4 * i, R4));
-            }
-            em.lookup(map::CLS6, -20);
-            self.store_class(em, out);
-        }
-        em.bind(classified);
-
         c(em, "conntrack: established flows and replies pass");
         let k = ctx::CT_KEY;
         for i in 0..4i16 {
@@ -479,6 +458,7 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R6, k + layout::ct::FAMILY, R1));
         em.push(Op::store(Size::U16, R6, k + 38, 0));
         let established = em.label("established");
+        let reply = em.label("translated_reply");
         em.push(Op::mov64(R2, R6));
         em.push(Op::alu64(AluOp::Add, R2, i32::from(k)));
         em.push(Op::ld_map_fd(R1, map::CT));
@@ -504,22 +484,56 @@ impl Gen<'_> {
         em.lookup(map::CT, R);
         let new = em.label("new_flow");
         em.jmp(JmpCond::Eq, R0, 0, new);
+        let ok = em.label("established_ok");
+        if self.has_services {
+            // A reply (the tuple matched weir_ct as the reverse of client
+            // → backend) of a translated flow (the entry's flag bit) gets
+            // the frontend back as its source; forward packets were
+            // DNATed above and other replies need nothing.
+            em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            em.push(Op::load(Size::U64, R1, R0, 0));
+            em.jmp(JmpCond::Set, R1, CT_TRANSLATED, reply);
+        }
         em.bind(established);
         em.a.set_origin(Origin(0), Some("conntrack: established connection"));
         em.count_imm(0);
-        let ok = em.label("established_ok");
-        if self.has_services {
-            // A reply of a translated flow (the tuple matched weir_ct as
-            // the reverse of client → backend) gets the frontend back as
-            // its source.
-            em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
-            let env = self.lb_env(em, ok);
-            emit_reverse_nat(em.a, &env, ok);
-        }
         em.bind(ok);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
+        if self.has_services {
+            em.bind(reply);
+            em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            em.count_imm(0);
+            let env = self.lb_env(em, ok);
+            emit_reverse_nat(em.a, &env, ok);
+            em.push(Op::Ja { target: ok });
+        }
         em.bind(new);
+        c(em, "classify: address → class (LPM trie)");
+        let cls6 = em.label("cls6");
+        let classified = em.label("classified");
+        em.push(Op::load(Size::U8, R4, R6, ctx::FAMILY));
+        em.jmp(JmpCond::Eq, R4, 6, cls6);
+        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
+            em.push(Op::store(Size::U32, R10, -8, 32));
+            em.push(Op::load(Size::U32, R4, R6, addr));
+            em.push(Op::store(Size::U32, R10, -4, R4));
+            em.lookup(map::CLS4, -8);
+            self.store_class(em, out);
+        }
+        em.push(Op::Ja { target: classified });
+        em.bind(cls6);
+        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
+            em.push(Op::store(Size::U32, R10, -20, 128));
+            for i in 0..4i16 {
+                em.push(Op::load(Size::U32, R4, R6, addr + 4 * i));
+                em.push(Op::store(Size::U32, R10, -16 + 4 * i, R4));
+            }
+            em.lookup(map::CLS6, -20);
+            self.store_class(em, out);
+        }
+        em.bind(classified);
+
         self.load_rows(em);
         let first = self.root_block(Entry::Steer);
         em.goto(first);
@@ -1069,10 +1083,20 @@ impl Gen<'_> {
         em.bind(allow);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
-        // Conntrack insert (key built by the prologue).
+        // Conntrack insert (key built by the prologue): the time, its
+        // low bit flagging a translated flow (its replies need reverse
+        // NAT).
         em.push(Op::Call {
             helper: helper::KTIME_GET_NS,
         });
+        em.push(Op::alu64(AluOp::And, R0, !CT_TRANSLATED));
+        if self.has_services {
+            let plain = em.label("not_translated");
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            em.jmp(JmpCond::Eq, R1, 0, plain);
+            em.push(Op::alu64(AluOp::Or, R0, CT_TRANSLATED));
+            em.bind(plain);
+        }
         em.push(Op::store(Size::U64, R10, -16, R0));
         em.push(Op::mov64(R2, R6));
         em.push(Op::alu64(AluOp::Add, R2, i32::from(ctx::CT_KEY)));

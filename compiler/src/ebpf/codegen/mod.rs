@@ -11,20 +11,21 @@
 //! 1. **prologue** — scratch context (`weir_ctx`, per-CPU), parse Ethernet /
 //!    IPv4 (options, fragments) / IPv6 (fixed header; extension headers are
 //!    not walked), TCP/UDP/SCTP ports, ICMP/ICMPv6 type and code, with
-//!    bounds checks; non-IP frames pass. Both addresses are classified
-//!    through the LPM tries `weir_cls4` / `weir_cls6` (miss = class 0) —
-//!    after a packet of a flow the service stage already translated
-//!    (`weir_lb_ct` hit) has been DNATed to its backend
-//!    ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
-//!    context and conntrack key updated, so it is classified and looked
-//!    up as client → backend).
+//!    bounds checks; non-IP frames pass. A packet of a flow the service
+//!    stage already translated (`weir_lb_ct` hit) is DNATed to its backend
+//!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
+//!    context and conntrack key updated, so it is looked up and, if new,
+//!    classified as client → backend).
 //!    **Conntrack**: the 5-tuple and its reverse are looked up in the LRU
 //!    hash `weir_ct`; a hit is an established flow or a reply: counted as
-//!    provenance 0 (`established`), a reply of a translated flow gets the
-//!    frontend back as its source
+//!    provenance 0 (`established`) and passed. Only a reverse hit on an
+//!    entry flagged as translated (bit 0 of the stored time) looks for
+//!    reverse NAT: the reply gets the frontend back as its source
 //!    ([`emit_reverse_nat`](crate::ebpf::service::emit_reverse_nat):
 //!    only after the `weir_ct` hit, so a spoofed reply to a denied flow
-//!    is never un-translated), and the packet passes. ICMP flows use
+//!    is never un-translated). Established packets stop here, before any
+//!    classification. A new flow's addresses are classified through the
+//!    LPM tries `weir_cls4` / `weir_cls6` (miss = class 0). ICMP flows use
 //!    ports 0. Then the rows of both classes are loaded once (`weir_atoms`,
 //!    array indexed by class: one bit per atom, then one `u16` column per
 //!    map-backed class table) into r8 / r9, and again after every tail
@@ -68,13 +69,17 @@
 //!    sides exactly as the interpreter does (first denying side, egress
 //!    first; an allow names the ingress rule, else the
 //!    egress rule, else the ingress default), counts the deciding id. On
-//!    allow: inserts the flow into conntrack, applies the steering action
+//!    allow: inserts the flow into conntrack (flagged when translated),
+//!    writes a new translation's `weir_lb_ct` / `weir_lb_rev` entries
+//!    (the service stage leaves them pending in the context), applies the
+//!    steering action
 //!    (`mark`: `skb->mark`; `dscp`: the DSCP bits, IPv4 header checksum
 //!    fixed with `bpf_l3_csum_replace`, IPv6 traffic class; `redirect`:
 //!    `bpf_sk_assign` to the proxy's listener, see `docs/language.md`
-//!    §4) and returns `TC_ACT_OK`. On deny: a translated packet's
-//!    `weir_lb_ct` / `weir_lb_rev` entries are deleted (denied flows
-//!    leave no translation state), `TC_ACT_SHOT`.
+//!    §4) and returns `TC_ACT_OK`. On deny: a new translation is simply
+//!    not written; a flow translated earlier has its `weir_lb_ct` /
+//!    `weir_lb_rev` entries deleted (denied flows leave no translation
+//!    state), `TC_ACT_SHOT`.
 //!
 //! # Stages
 //!
