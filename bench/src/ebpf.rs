@@ -356,11 +356,12 @@ pub struct EbpfUpdates {
 }
 
 /// One endpoint added and removed again, `reps` times, through the
-/// runtime's endpoint path (`weir_runtime::endpoints::ebpf`, what `weir
-/// endpoints` runs) on a generation applied with `weir_runtime::ebpf::apply`
-/// to the node's client-facing interface of a netns topology: churn plan
-/// against the recorded inventory, class-map host entries in the pinned
-/// maps, no program reload. Wall time of the call (ms).
+/// runtime's endpoint path (`weir_runtime::endpoints::ebpf_text`, what
+/// `weir endpoints` runs, given the inventory file's text) on a
+/// generation applied with `weir_runtime::ebpf::apply` to the node's
+/// client-facing interface of a netns topology: the inventory compared
+/// with the recorded one, churn plan, class-map host entries in the
+/// pinned maps, no program reload. Wall time of the call (ms).
 fn endpoint_churn(
     model: &Model,
     graph: &Graph,
@@ -394,6 +395,8 @@ fn endpoint_churn(
     let (base, extra) = crate::churn_inventory(model, &manifest)?;
     let mut with = base.clone();
     with.push(extra);
+    let with = weir_compiler::churn::inventory_text(&with);
+    let base = weir_compiler::churn::inventory_text(&base);
     let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
     let mut inst = weir_runtime::ebpf::Instance::new(
         weir_runtime::netns::NODE_CLIENT_IF,
@@ -408,14 +411,14 @@ fn endpoint_churn(
         weir_runtime::ebpf::apply(&dir, &inst).map_err(|e| format!("apply: {e}"))?;
         for _ in 0..reps {
             let t = Instant::now();
-            let r = weir_runtime::endpoints::ebpf(&inst, &dir, &with)
+            let r = weir_runtime::endpoints::ebpf_text(&inst, &dir, &with)
                 .map_err(|e| format!("endpoints add: {e}"))?;
             add.push(t.elapsed().as_secs_f64() * 1e3);
             if r.changes.len() != 1 {
                 return Err(format!("endpoint add: {} changes", r.changes.len()));
             }
             let t = Instant::now();
-            weir_runtime::endpoints::ebpf(&inst, &dir, &base)
+            weir_runtime::endpoints::ebpf_text(&inst, &dir, &base)
                 .map_err(|e| format!("endpoints remove: {e}"))?;
             del.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -1032,7 +1032,7 @@ fn updates_table(
         &format!("Update latency ({}, ms)", c.label),
         &["change", "eBPF", "iptables", "how"],
     );
-    t.note("Median of 5 for endpoint changes, one run for the rest. Endpoint add/remove: wall time of the runtime's endpoint path (`weir_runtime::endpoints::ebpf` / `endpoints::iptables`, what `weir endpoints` runs) given the full inventory with one endpoint more (labels of an existing endpoint without its `instance` label, at a fresh address of an existing class), then without it: state and recorded inventory read, churn plan over every endpoint, the writes (eBPF: class-map host entries in the pinned maps of a generation applied with `ebpf::apply` to a netns interface; iptables: one `ipset restore` batch), the new inventory recorded (state under /dev/shm, tmpfs like `/run`). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
+    t.note("Median of 5 for endpoint changes, one run for the rest. Endpoint add/remove: wall time of the runtime's endpoint path (`weir_runtime::endpoints::ebpf_text` / `endpoints::iptables_text`, what `weir endpoints` runs) given the text of the full inventory file with one endpoint more (labels of an existing endpoint without its `instance` label, at a fresh address of an existing class), then without it: state and recorded inventory read, the inventory compared with the recorded one (only endpoints whose text changed are parsed), churn plan, the writes (eBPF: class-map host entries in the pinned maps of a generation applied with `ebpf::apply` to a netns interface; iptables: one `ipset restore` batch), the new inventory recorded (state under /dev/shm, tmpfs like `/run`). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
     if !kernel {
         t.row(vec![
             "–".into(),
@@ -1238,24 +1238,27 @@ fn iptables_updates(
     let rt = iptables::runtime(&topo, &state.0, plan.variant);
     iptables::apply(&rt, &b0)?;
     // One endpoint added and removed again through the runtime's endpoint
-    // path (`weir endpoints`): churn plan against the recorded inventory,
-    // one `ipset restore` batch.
+    // path (`weir endpoints`, given the inventory file's text): the
+    // inventory compared with the recorded one, churn plan, one `ipset
+    // restore` batch.
     let _ = &stats;
     let bundle = weir_runtime::Bundle::read(&b0).map_err(|e| e.to_string())?;
     let (base, extra) = churn_inventory(&c.model, &bundle.manifest)?;
     let mut with = base.clone();
     with.push(extra);
+    let with = weir_compiler::churn::inventory_text(&with);
+    let base = weir_compiler::churn::inventory_text(&base);
     let (mut add, mut del) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
-        let r = weir_runtime::endpoints::iptables(&rt, &bundle, &with)
+        let r = weir_runtime::endpoints::iptables_text(&rt, &bundle, &with)
             .map_err(|e| format!("endpoints add: {e}"))?;
         add.push(t.elapsed().as_secs_f64() * 1e3);
         if r.changes.len() != 1 {
             return Err(format!("endpoint add: {} changes", r.changes.len()));
         }
         let t = Instant::now();
-        weir_runtime::endpoints::iptables(&rt, &bundle, &base)
+        weir_runtime::endpoints::iptables_text(&rt, &bundle, &base)
             .map_err(|e| format!("endpoints remove: {e}"))?;
         del.push(t.elapsed().as_secs_f64() * 1e3);
     }

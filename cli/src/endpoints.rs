@@ -8,10 +8,9 @@
 //! which needs `weir compile` + `weir apply`; 2 usage, IO or kernel
 //! problems.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args as ClapArgs;
-use weir_compiler::churn::EndpointRec;
 use weir_compiler::diagnostics::Kind;
 use weir_grammar::FileId;
 use weir_runtime::endpoints::{self, EndpointsError, Report};
@@ -29,44 +28,45 @@ pub struct Args {
     pub target: Target,
 }
 
-fn read_inventory(path: &PathBuf) -> Result<Vec<EndpointRec>, (i32, String)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| (2, format!("reading {}: {e}", path.display())))?;
-    let (inv, problems) = weir_compiler::inventory::parse_inventory(FileId(0), &text);
-    if !problems.is_empty() {
-        let msgs: Vec<String> = problems
-            .iter()
-            .map(|k| {
-                let d = k.clone().into_diagnostic();
-                let at = (d.primary.span.start as usize).min(text.len());
-                let line = text[..at].matches('\n').count() + 1;
-                let detail = match k {
-                    Kind::BadInventory { problem, .. } => problem.clone(),
-                    _ => d.primary.message.clone(),
-                };
-                format!("{}:{line}: {}: {detail}", path.display(), d.message)
-            })
-            .collect();
-        return Err((1, msgs.join("\n")));
+/// The inventory's problems, located in the file.
+fn inventory_problems(path: &Path, text: &str) -> String {
+    let (_, problems) = weir_compiler::inventory::parse_inventory(FileId(0), text);
+    if problems.is_empty() {
+        return format!("{}: the inventory is not valid", path.display());
     }
-    Ok(EndpointRec::from_inventory(&inv))
+    problems
+        .iter()
+        .map(|k| {
+            let d = k.clone().into_diagnostic();
+            let at = (d.primary.span.start as usize).min(text.len());
+            let line = text[..at].matches('\n').count() + 1;
+            let detail = match k {
+                Kind::BadInventory { problem, .. } => problem.clone(),
+                _ => d.primary.message.clone(),
+            };
+            format!("{}:{line}: {}: {detail}", path.display(), d.message)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn run(args: Args) -> i32 {
-    let inventory = match read_inventory(&args.inventory) {
-        Ok(i) => i,
-        Err((code, m)) => {
-            eprintln!("error: {m}");
-            return code;
+    // The runtime parses only the endpoints whose text changed since the
+    // last update; a problem is located by the full parser.
+    let text = match std::fs::read_to_string(&args.inventory) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: reading {}: {e}", args.inventory.display());
+            return 2;
         }
     };
     let result = match args.target.backend {
         Backend::Iptables => match Bundle::read(&args.dir) {
-            Ok(b) => endpoints::iptables(&args.target.runtime(), &b, &inventory),
+            Ok(b) => endpoints::iptables_text(&args.target.runtime(), &b, &text),
             Err(e) => Err(EndpointsError::Iptables(e)),
         },
         Backend::Ebpf => match crate::ebpf_cmd::instance(&args.target) {
-            Ok(inst) => endpoints::ebpf(&inst, &args.dir, &inventory),
+            Ok(inst) => endpoints::ebpf_text(&inst, &args.dir, &text),
             Err(c) => return c,
         },
     };
@@ -78,6 +78,10 @@ pub fn run(args: Args) -> i32 {
             } else {
                 1
             }
+        }
+        Err(EndpointsError::Inventory) => {
+            eprintln!("error: {}", inventory_problems(&args.inventory, &text));
+            1
         }
         Err(e @ EndpointsError::Refused(_)) => {
             eprintln!("error: {e}");

@@ -3,9 +3,8 @@
 //!
 //! The caller hands over the **full** new inventory. What changes is
 //! computed purely by [`weir_compiler::churn`] against the endpoints
-//! currently applied — recorded in `endpoints.json` next to the back end's
-//! state (the bundle's compiled inventory when nothing was recorded for
-//! the generation in force) — and only the differences are written:
+//! currently applied — recorded in `endpoints.state` next to the back
+//! end's state (see [`RECORD`]) — and only the differences are written:
 //!
 //! - **iptables** ([`iptables`]): for every address that appears,
 //!   disappears or changes class, one host entry in each of the
@@ -36,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weir_compiler::churn::{self, AddrChange, ClassView, EndpointRec};
+use weir_compiler::churn::{self, entries, AddrChange, ClassView, EndpointRec, SelectorService};
 use weir_compiler::ebpf::service::{Be, LbState};
 
 /// What [`iptables`] / [`ebpf`] did.
@@ -71,7 +70,7 @@ mod micros {
 }
 
 /// One service's backends for one address family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceUpdate {
     pub service: String,
     pub family: u8,
@@ -90,6 +89,9 @@ fn socket(b: &Be) -> String {
 pub enum EndpointsError {
     /// The update needs a recompile or is malformed; nothing was written.
     Refused(Vec<String>),
+    /// The inventory text has problems (`weir_compiler::inventory::
+    /// parse_inventory` reports them); nothing was written.
+    Inventory,
     /// Nothing applied, or DIR is not the bundle in force.
     NotInForce(String),
     /// The manifest lacks what the update needs.
@@ -110,6 +112,9 @@ impl std::fmt::Display for EndpointsError {
                     write!(f, "\n  {x}")?;
                 }
                 Ok(())
+            }
+            EndpointsError::Inventory => {
+                f.write_str("the inventory has problems (run `weir check` on it), nothing changed")
             }
             EndpointsError::NotInForce(m) | EndpointsError::Bundle(m) => f.write_str(m),
             EndpointsError::Iptables(e) => write!(f, "{e}"),
@@ -132,53 +137,409 @@ impl From<crate::ebpf::EbpfError> for EndpointsError {
     }
 }
 
-/// `endpoints.json`: the endpoints in force for one generation (and, for
-/// eBPF, the service-map allocation state).
+/// The record of the endpoints in force for one generation, next to the
+/// back end's state: everything `weir endpoints` needs, so an update
+/// neither reads nor parses the bundle's manifest.
+///
+/// One file, replaced by rename (so it is always whole): a magic line,
+/// then five sections, each a little-endian `u64` length and the bytes:
+/// 1. the header (JSON [`Header`]: generation, bundle identity);
+/// 2. the manifest's class data and selector-backed services (JSON,
+///    written once per generation, parsed only when an endpoint changed);
+/// 3. the eBPF service-map allocation state (JSON `LbState`, parsed only
+///    when a service's backends change; `null` for iptables);
+/// 4. the services whose backends differ from the compiled ones (JSON,
+///    iptables);
+/// 5. the endpoints in force ([`churn::entries`]: each endpoint's JSON
+///    text as the inventory gave it, its name and addresses): a new
+///    inventory is compared with them text to text, and only the
+///    endpoints whose text differs are parsed.
+///
+/// eBPF writes it at `weir apply` (the bundle's compiled inventory);
+/// when it is missing or belongs to another generation (iptables, or an
+/// instance applied by an earlier weir) the first update builds it from
+/// the manifest (and an `endpoints.json` of an earlier weir).
+pub const RECORD: &str = "endpoints.state";
+/// The record of earlier weir versions (JSON), read when [`RECORD`] is
+/// missing.
+const LEGACY_RECORD: &str = "endpoints.json";
+const MAGIC: &[u8] = b"weir-endpoints 1\n";
+
+/// A file's identity: equal identities mean equal contents (a write
+/// changes the change time, a replacement the inode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The identity of `path`, if it exists.
+pub fn file_identity(path: &Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Recorded {
-    pub generation: u64,
+struct Header {
+    generation: u64,
     /// Identifies the applied bundle (iptables content hash, eBPF source
     /// hash).
-    pub bundle: String,
-    pub endpoints: Vec<EndpointRec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lb: Option<LbState>,
+    bundle: String,
+    /// eBPF: the identity of the applied bundle's `manifest.json`, known
+    /// to hold the manifest in force; iptables: the identity of the
+    /// `state.json` the apply wrote.
+    #[serde(default)]
+    manifest: Option<FileIdentity>,
+    /// Every name and address appears once in the recorded endpoints.
+    unique: bool,
+    /// The side files holding the class view and selector services, and
+    /// the eBPF service-map state.
+    statics: String,
+    lb: String,
 }
 
-pub const RECORD: &str = "endpoints.json";
-
-fn read_recorded(dir: &Path, generation: u64, bundle: &str) -> Option<Recorded> {
-    let text = std::fs::read_to_string(dir.join(RECORD)).ok()?;
-    let r: Recorded = serde_json::from_str(&text).ok()?;
-    (r.generation == generation && r.bundle == bundle).then_some(r)
+/// The manifest's part (section 2): a `u32` length and the JSON of the
+/// class view, then the selector services
+/// ([`churn::service_table`]).
+fn encode_statics(view: &ClassView, services: &[SelectorService]) -> Vec<u8> {
+    let view = serde_json::to_vec(view).expect("JSON");
+    let mut out = (view.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&view);
+    out.extend_from_slice(&churn::service_table::encode(services));
+    out
 }
 
-fn write_recorded(dir: &Path, r: &Recorded) -> Result<(), EndpointsError> {
-    let path = dir.join(RECORD);
-    let tmp = path.with_extension("json.tmp");
-    // Compact: the file holds the whole inventory and is rewritten on
-    // every update.
-    let text = serde_json::to_string(r).expect("JSON");
-    std::fs::write(&tmp, text + "\n")
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            EndpointsError::Bundle(format!(
-                "the update is in force but recording it in {} failed: {e}",
-                path.display()
-            ))
+/// A service whose backends differ from the compiled ones (section 4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stale {
+    index: usize,
+    update: ServiceUpdate,
+    /// Its backends over the endpoints in force.
+    backends: Vec<Be>,
+}
+
+/// The record, its sections as bytes (parsed on demand).
+struct Record {
+    header: Header,
+    statics: Side,
+    lb: Side,
+    stale: Bytes,
+    endpoints: Bytes,
+}
+
+/// A side file of the record: written once under a fresh name, never
+/// changed, read on first use.
+struct Side {
+    name: String,
+    data: std::cell::OnceCell<Vec<u8>>,
+    /// Not written yet.
+    new: bool,
+}
+
+impl Side {
+    fn new(kind: &str, data: Vec<u8>) -> Side {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        Side {
+            name: format!("{SIDE}{kind}.{t:x}-{:x}-{n}", std::process::id()),
+            data: data.into(),
+            new: true,
+        }
+    }
+
+    fn existing(name: &str) -> Side {
+        Side {
+            name: name.to_string(),
+            data: std::cell::OnceCell::new(),
+            new: false,
+        }
+    }
+
+    fn get(&self, dir: &Path) -> Result<&[u8], EndpointsError> {
+        if let Some(d) = self.data.get() {
+            return Ok(d);
+        }
+        let d = std::fs::read(dir.join(&self.name))
+            .map_err(|e| bad_record(format!("{}: {e}", self.name)))?;
+        Ok(self.data.get_or_init(|| d))
+    }
+}
+
+/// Prefix of the side files' names.
+const SIDE: &str = "endpoints.side.";
+
+/// A section: part of the record file read, or new bytes.
+enum Bytes {
+    Read(std::rc::Rc<Vec<u8>>, std::ops::Range<usize>),
+    New(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Read(b, r) => &b[r.clone()],
+            Bytes::New(v) => v,
+        }
+    }
+}
+
+fn bad_record(e: impl std::fmt::Display) -> EndpointsError {
+    EndpointsError::Bundle(format!("{RECORD}: {e}"))
+}
+
+impl Record {
+    fn read(dir: &Path) -> Option<Record> {
+        let bytes = std::rc::Rc::new(std::fs::read(dir.join(RECORD)).ok()?);
+        if !bytes.starts_with(MAGIC) {
+            return None;
+        }
+        let mut at = MAGIC.len();
+        let mut sections = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let len = bytes.get(at..at + 8)?;
+            let len = usize::try_from(u64::from_le_bytes(len.try_into().ok()?)).ok()?;
+            let end = at.checked_add(8 + len).filter(|&e| e <= bytes.len())?;
+            sections.push(Bytes::Read(bytes.clone(), at + 8..end));
+            at = end;
+        }
+        let mut s = sections.into_iter();
+        let header: Header = serde_json::from_slice(&s.next()?).ok()?;
+        Some(Record {
+            statics: Side::existing(&header.statics),
+            lb: Side::existing(&header.lb),
+            header,
+            stale: s.next()?,
+            endpoints: s.next()?,
         })
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        // Side files first: the record names them.
+        for side in [&self.statics, &self.lb] {
+            if side.new {
+                std::fs::write(dir.join(&side.name), side.data.get().expect("new data"))?;
+            }
+        }
+        let header = serde_json::to_vec(&Header {
+            statics: self.statics.name.clone(),
+            lb: self.lb.name.clone(),
+            ..self.header.clone()
+        })
+        .expect("JSON");
+        let parts: [&[u8]; 3] = [&header, &self.stale, &self.endpoints];
+        let path = dir.join(RECORD);
+        let tmp = path.with_extension("state.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        for p in parts {
+            f.write_all(&(p.len() as u64).to_le_bytes())?;
+            f.write_all(p)?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        // Side files no longer named go, and an earlier weir's record is
+        // superseded.
+        if self.statics.new || self.lb.new {
+            for e in std::fs::read_dir(dir)?.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(SIDE) && name != self.statics.name && name != self.lb.name {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_file(dir.join(LEGACY_RECORD));
+        }
+        Ok(())
+    }
+
+    /// The record of a generation just applied from `manifest`:
+    /// `endpoints` and `lb` in force (the compiled ones unless an earlier
+    /// weir recorded others). `stale`: compare every selector service
+    /// with its compiled backends (iptables).
+    fn from_manifest(
+        manifest: &Value,
+        header: Header,
+        recorded: Option<(Vec<EndpointRec>, Option<LbState>)>,
+        stale: bool,
+    ) -> Result<Record, String> {
+        let view = ClassView::from_manifest(manifest)?;
+        let services = churn::selector_services(manifest)?;
+        let (endpoints, lb) = match recorded {
+            Some(r) => r,
+            None => (churn::manifest_endpoints(manifest)?, manifest_lb(manifest)),
+        };
+        let stale = if stale {
+            let index = weir_compiler::endpoint_index::EndpointIndex::from_labels(
+                endpoints.iter().map(|e| &e.labels),
+            );
+            let mut out = Vec::new();
+            for s in &services {
+                for &family in &s.families {
+                    let want = churn::backends_indexed(s, family, &endpoints, &index);
+                    if let Some(u) = stale_update(s, family, want) {
+                        out.push(u);
+                    }
+                }
+            }
+            out
+        } else {
+            Vec::new()
+        };
+        Ok(Record {
+            header: Header {
+                unique: churn::unique(&endpoints),
+                ..header
+            },
+            statics: Side::new("static", encode_statics(&view, &services)),
+            lb: Side::new("lb", serde_json::to_vec(&lb).expect("JSON")),
+            stale: Bytes::New(serde_json::to_vec(&stale).expect("JSON")),
+            endpoints: Bytes::New(entries::encode_all(&endpoints)),
+        })
+    }
+
+    /// Section 2: the class view, and the service table's bytes.
+    fn statics(&self, dir: &Path) -> Result<(ClassView, &[u8]), EndpointsError> {
+        let s = self.statics.get(dir)?;
+        let n = s.get(..4).ok_or_else(|| bad_record("truncated"))?;
+        let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
+        let view = s.get(4..4 + n).ok_or_else(|| bad_record("truncated"))?;
+        let view = serde_json::from_slice(view).map_err(bad_record)?;
+        Ok((view, &s[4 + n..]))
+    }
 }
 
-fn plan(
-    view: &ClassView,
-    old: &[EndpointRec],
-    new: &[EndpointRec],
-) -> Result<Vec<AddrChange>, EndpointsError> {
-    let p = churn::plan_update(view, old, new);
+/// `Some` when `s`'s backends over the inventory (`want`) differ from
+/// the compiled ones.
+fn stale_update(s: &SelectorService, family: u8, want: Vec<Be>) -> Option<Stale> {
+    let compiled = s.compiled.get(&family).map_or(&[][..], Vec::as_slice);
+    (want != compiled).then(|| Stale {
+        index: s.index,
+        update: ServiceUpdate {
+            service: s.name.clone(),
+            family,
+            backends: want.iter().map(socket).collect(),
+        },
+        backends: want,
+    })
+}
+
+/// `endpoints.json` of an earlier weir.
+#[derive(Deserialize)]
+struct LegacyRecord {
+    generation: u64,
+    bundle: String,
+    endpoints: Vec<EndpointRec>,
+    #[serde(default)]
+    lb: Option<LbState>,
+}
+
+fn read_legacy(
+    dir: &Path,
+    generation: u64,
+    bundle: &str,
+) -> Option<(Vec<EndpointRec>, Option<LbState>)> {
+    let text = std::fs::read(dir.join(LEGACY_RECORD)).ok()?;
+    let r: LegacyRecord = serde_json::from_slice(&text).ok()?;
+    (r.generation == generation && r.bundle == bundle).then_some((r.endpoints, r.lb))
+}
+
+fn write_failed(dir: &Path, e: std::io::Error) -> EndpointsError {
+    EndpointsError::Bundle(format!(
+        "the update is in force but recording it in {} failed: {e}",
+        dir.join(RECORD).display()
+    ))
+}
+
+/// What an inventory changes against a record.
+struct Planned {
+    diff: churn::TextDiff,
+    changes: Vec<AddrChange>,
+    /// Parsed when something changed.
+    view: Option<ClassView>,
+    /// The selector services whose backends may differ: their selector
+    /// matches a changed endpoint (either version), or every one when
+    /// the whole inventory was compared.
+    affected: Vec<SelectorService>,
+}
+
+fn decode_all(entries_: &[u8]) -> Result<Vec<EndpointRec>, EndpointsError> {
+    entries::split(entries_)
+        .and_then(|(_, es)| es.iter().map(entries::Entry::decode).collect())
+        .map_err(bad_record)
+}
+
+fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, EndpointsError> {
+    let diff = churn::diff_text(&rec.endpoints, rec.header.unique, text).map_err(|e| match e {
+        churn::DiffError::Inventory => EndpointsError::Inventory,
+        churn::DiffError::Record(m) => bad_record(m),
+    })?;
+    if let Some((o, n)) = &diff.changed {
+        if o.is_empty() && n.is_empty() {
+            return Ok(Planned {
+                diff,
+                changes: Vec::new(),
+                view: None,
+                affected: Vec::new(),
+            });
+        }
+    }
+    let (view, table) = rec.statics(dir)?;
+    let p = match (&diff.changed, &diff.full) {
+        (Some((o, n)), _) => churn::plan(&view, o, n),
+        (None, Some(all)) => churn::plan(&view, &decode_all(&rec.endpoints)?, all),
+        (None, None) => unreachable!("diff_text gives the changes or the inventory"),
+    };
     if !p.refused.is_empty() {
         return Err(EndpointsError::Refused(p.refused));
     }
-    Ok(p.changes)
+    let affected = match &diff.changed {
+        Some((o, n)) => {
+            let both: Vec<EndpointRec> = o.iter().chain(n).cloned().collect();
+            churn::service_table::affected(table, &both)
+        }
+        None => churn::service_table::decode_all(table),
+    }
+    .map_err(bad_record)?;
+    Ok(Planned {
+        diff,
+        changes: p.changes,
+        view: Some(view),
+        affected,
+    })
+}
+
+/// The backends `s` has for `family` after the update: from those it
+/// had (`have`) and the changed endpoints, or over the whole inventory
+/// when that was parsed (through a label index for many services).
+fn backends_after<'a>(
+    diff: &'a churn::TextDiff,
+    s: &SelectorService,
+    family: u8,
+    have: &[Be],
+    index: &mut Option<weir_compiler::endpoint_index::EndpointIndex<'a>>,
+    many: bool,
+) -> Vec<Be> {
+    match (&diff.changed, &diff.full) {
+        (Some((o, n)), _) => churn::backends_delta(s, family, have, o, n),
+        (None, Some(all)) => churn::backends_auto(s, family, all, index, many),
+        (None, None) => unreachable!("diff_text gives the changes or the inventory"),
+    }
 }
 
 /// Does some set atom name exactly the host prefix of `addr` (then the
@@ -193,12 +554,26 @@ fn set_host_prefix(view: &ClassView, addr: std::net::IpAddr) -> bool {
     })
 }
 
+/// Services affected by more than this are computed through a label
+/// index of the inventory instead of one scan each.
+const SCAN_LIMIT: usize = 8;
+
 /// Applies `inventory` to the iptables generation in force (see the
 /// module docs). `bundle` must be the applied bundle.
 pub fn iptables(
     rt: &crate::iptables::Iptables,
     bundle: &crate::Bundle,
     inventory: &[EndpointRec],
+) -> Result<Report, EndpointsError> {
+    iptables_text(rt, bundle, &churn::inventory_text(inventory))
+}
+
+/// [`iptables`] given the inventory file's text (what `weir endpoints`
+/// reads): only the endpoints whose text changed are parsed.
+pub fn iptables_text(
+    rt: &crate::iptables::Iptables,
+    bundle: &crate::Bundle,
+    inventory: &str,
 ) -> Result<Report, EndpointsError> {
     use crate::iptables::{exec, names};
     let t0 = Instant::now();
@@ -217,76 +592,117 @@ pub fn iptables(
         )));
     }
     let generation = u64::from(state.generation);
-    let view = ClassView::from_manifest(&bundle.manifest).map_err(EndpointsError::Bundle)?;
     let dir = rt.options().state_dir.clone();
-    let old = match read_recorded(&dir, generation, &state.bundle_hash) {
-        Some(r) => r.endpoints,
-        None => churn::manifest_endpoints(&bundle.manifest).map_err(EndpointsError::Bundle)?,
+    // `state.json` is replaced by every apply (and removed by detach):
+    // a record made after another apply is not this generation's, even
+    // when the generation number repeats.
+    let applied = file_identity(&dir.join("state.json"));
+    let rec = match Record::read(&dir) {
+        Some(r)
+            if r.header.generation == generation
+                && r.header.bundle == state.bundle_hash
+                && r.header.manifest == applied =>
+        {
+            r
+        }
+        _ => Record::from_manifest(
+            &bundle.manifest,
+            Header {
+                generation,
+                bundle: state.bundle_hash.clone(),
+                manifest: applied.clone(),
+                unique: false,
+                statics: String::new(),
+                lb: String::new(),
+            },
+            read_legacy(&dir, generation, &state.bundle_hash).map(|(e, _)| (e, None)),
+            true,
+        )
+        .map_err(EndpointsError::Bundle)?,
     };
-    let changes = plan(&view, &old, inventory)?;
+    let planned = plan(&rec, &dir, inventory)?;
+    let changes = &planned.changes;
 
     // Address sets of the generation: (kernel name, family, classes).
     let mut sets: Vec<(String, u8, Vec<u32>)> = Vec::new();
-    for s in &bundle.sets {
-        let Some(classes) = s.raw.get("classes").and_then(Value::as_array) else {
-            continue;
-        };
-        let family = match s.raw.get("family").and_then(Value::as_str) {
-            Some("ipv6") => 6,
-            _ => 4,
-        };
-        let kernel = state
-            .sets
-            .iter()
-            .find(|k| k.name == s.name)
-            .map(|k| k.kernel_name.clone())
-            .unwrap_or_else(|| names::generation_set(&s.name, state.generation));
-        let classes = classes
-            .iter()
-            .filter_map(|c| c.as_u64().map(|c| c as u32))
-            .collect();
-        sets.push((kernel, family, classes));
+    if !changes.is_empty() {
+        for s in &bundle.sets {
+            let Some(classes) = s.raw.get("classes").and_then(Value::as_array) else {
+                continue;
+            };
+            let family = match s.raw.get("family").and_then(Value::as_str) {
+                Some("ipv6") => 6,
+                _ => 4,
+            };
+            let kernel = state
+                .sets
+                .iter()
+                .find(|k| k.name == s.name)
+                .map(|k| k.kernel_name.clone())
+                .unwrap_or_else(|| names::generation_set(&s.name, state.generation));
+            let classes = classes
+                .iter()
+                .filter_map(|c| c.as_u64().map(|c| c as u32))
+                .collect();
+            sets.push((kernel, family, classes));
+        }
     }
     let mut text = String::new();
-    for c in &changes {
+    for c in changes {
+        use std::fmt::Write;
         let family = if c.addr.is_ipv4() { 4 } else { 6 };
         for (kernel, f, classes) in &sets {
             if *f != family {
                 continue;
             }
             let a = c.addr;
-            text.push_str(&format!("del {kernel} {a}\n"));
+            let _ = writeln!(text, "del {kernel} {a}");
             match c.new {
-                Some(n) if classes.contains(&n) => text.push_str(&format!("add {kernel} {a}\n")),
-                Some(_) if classes.contains(&c.base) => {
-                    text.push_str(&format!("add {kernel} {a} nomatch\n"))
+                Some(n) if classes.contains(&n) => {
+                    let _ = writeln!(text, "add {kernel} {a}");
                 }
-                None if classes.contains(&c.base) => text.push_str(&format!("add {kernel} {a}\n")),
+                Some(_) if classes.contains(&c.base) => {
+                    let _ = writeln!(text, "add {kernel} {a} nomatch");
+                }
+                None if classes.contains(&c.base) => {
+                    let _ = writeln!(text, "add {kernel} {a}");
+                }
                 _ => {}
             }
         }
     }
 
-    // Services: DNAT rules, fixed at compile time. Every service is
-    // compared with its compiled backends (earlier updates count too),
-    // through a label index of the inventory.
-    let mut needs_recompile = Vec::new();
-    let index = weir_compiler::endpoint_index::EndpointIndex::from_labels(
-        inventory.iter().map(|e| &e.labels),
-    );
-    for s in churn::selector_services(&bundle.manifest).map_err(EndpointsError::Bundle)? {
-        for &family in &s.families {
-            let want = churn::backends_indexed(&s, family, inventory, &index);
-            let compiled = s.compiled.get(&family).cloned().unwrap_or_default();
-            if want != compiled {
-                needs_recompile.push(ServiceUpdate {
-                    service: s.name.clone(),
-                    family,
-                    backends: want.iter().map(socket).collect(),
-                });
+    // Services: DNAT rules, fixed at compile time. The record lists the
+    // services whose backends differ from the compiled ones (earlier
+    // updates count too); only those whose selector matches a changed
+    // endpoint are compared again.
+    let affected = &planned.affected;
+    let mut stale: Vec<Stale> = serde_json::from_slice(&rec.stale).map_err(bad_record)?;
+    let stale_bytes = if affected.is_empty() {
+        None
+    } else {
+        let ids: std::collections::BTreeSet<usize> = affected.iter().map(|s| s.index).collect();
+        let (before, mut kept): (Vec<Stale>, Vec<Stale>) =
+            stale.into_iter().partition(|s| ids.contains(&s.index));
+        let mut index = None;
+        let many = affected.len() > SCAN_LIMIT;
+        for s in affected {
+            for &family in &s.families {
+                let have = before
+                    .iter()
+                    .find(|x| x.index == s.index && x.update.family == family)
+                    .map(|x| x.backends.as_slice())
+                    .or_else(|| s.compiled.get(&family).map(Vec::as_slice))
+                    .unwrap_or_default();
+                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+                kept.extend(stale_update(s, family, want));
             }
         }
-    }
+        stale = kept;
+        stale.sort_by_key(|s| (s.index, s.update.family));
+        Some(serde_json::to_vec(&stale).expect("JSON"))
+    };
+    let needs_recompile = stale.into_iter().map(|s| s.update).collect();
 
     let t1 = Instant::now();
     let writes = text.lines().count();
@@ -301,15 +717,19 @@ pub fn iptables(
             .map_err(|e| crate::iptables::annotate(e, &text))?;
     }
     let apply_time = t1.elapsed();
-    write_recorded(
-        &dir,
-        &Recorded {
-            generation,
-            bundle: state.bundle_hash.clone(),
-            endpoints: inventory.to_vec(),
-            lb: None,
+    let Planned { diff, changes, .. } = planned;
+    Record {
+        header: Header {
+            unique: diff.unique,
+            ..rec.header
         },
-    )?;
+        statics: rec.statics,
+        lb: rec.lb,
+        stale: stale_bytes.map_or(rec.stale, Bytes::New),
+        endpoints: Bytes::New(diff.entries),
+    }
+    .write(&dir)
+    .map_err(|e| write_failed(&dir, e))?;
     Ok(Report {
         generation,
         changes,
@@ -321,30 +741,33 @@ pub fn iptables(
     })
 }
 
-/// The eBPF generation in force: number, recorded manifest.
-fn ebpf_in_force(inst: &crate::ebpf::Instance) -> Result<(u64, Value), EndpointsError> {
-    ebpf_in_force_text(inst).map(|(g, m, _)| (g, m))
-}
-
-/// [`ebpf_in_force`] with the recorded manifest's text.
-fn ebpf_in_force_text(
-    inst: &crate::ebpf::Instance,
-) -> Result<(u64, Value, String), EndpointsError> {
-    let sd = inst.state_dir();
+/// The generation in force on an eBPF instance (`state.json`).
+fn ebpf_generation(inst: &crate::ebpf::Instance) -> Result<u64, EndpointsError> {
     let not = || {
         EndpointsError::NotInForce(format!(
             "nothing is applied for eBPF instance `{}`: run `weir apply --backend ebpf` first",
             inst.name()
         ))
     };
-    let st: Value = std::fs::read_to_string(sd.join("state.json"))
+    let st: Value = std::fs::read(inst.state_dir().join("state.json"))
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .and_then(|t| serde_json::from_slice(&t).ok())
         .ok_or_else(not)?;
-    let generation = st["generation"].as_u64().ok_or_else(not)?;
-    let text = std::fs::read_to_string(sd.join("manifest.json")).map_err(|_| not())?;
-    let manifest: Value = serde_json::from_str(&text).map_err(|_| not())?;
-    Ok((generation, manifest, text))
+    st["generation"].as_u64().ok_or_else(not)
+}
+
+/// The manifest recorded at apply (its text and value).
+fn ebpf_manifest(inst: &crate::ebpf::Instance) -> Result<(String, Value), EndpointsError> {
+    let not = || {
+        EndpointsError::NotInForce(format!(
+            "nothing is applied for eBPF instance `{}`: run `weir apply --backend ebpf` first",
+            inst.name()
+        ))
+    };
+    let text =
+        std::fs::read_to_string(inst.state_dir().join("manifest.json")).map_err(|_| not())?;
+    let manifest = serde_json::from_str(&text).map_err(|_| not())?;
+    Ok((text, manifest))
 }
 
 fn bundle_id(m: &Value) -> String {
@@ -357,12 +780,47 @@ fn manifest_lb(m: &Value) -> Option<LbState> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
+/// Records the endpoints in force after `weir apply` of the bundle in
+/// `dir` (manifest `full`) as `generation` of `inst`: the compiled
+/// inventory and service maps. `manifest`: the identity of
+/// `dir/manifest.json` taken before it was read. Best effort: without a
+/// record, the next update builds it from the manifest.
+pub fn ebpf_applied(
+    inst: &crate::ebpf::Instance,
+    full: &Value,
+    generation: u64,
+    manifest: Option<FileIdentity>,
+) {
+    let header = Header {
+        generation,
+        bundle: bundle_id(full),
+        manifest,
+        unique: false,
+        statics: String::new(),
+        lb: String::new(),
+    };
+    let sd = inst.state_dir();
+    match Record::from_manifest(full, header, None, false) {
+        Ok(r) => {
+            let _ = r.write(&sd);
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(sd.join(RECORD));
+        }
+    }
+}
+
 /// The service-map state of the eBPF generation in force (after any
 /// endpoint updates): for `weir status`.
 pub fn ebpf_services(inst: &crate::ebpf::Instance) -> Option<LbState> {
-    let (generation, manifest) = ebpf_in_force(inst).ok()?;
-    match read_recorded(&inst.state_dir(), generation, &bundle_id(&manifest)) {
-        Some(r) => r.lb,
+    let generation = ebpf_generation(inst).ok()?;
+    let sd = inst.state_dir();
+    if let Some(r) = Record::read(&sd).filter(|r| r.header.generation == generation) {
+        return serde_json::from_slice(r.lb.get(&sd).ok()?).ok().flatten();
+    }
+    let (_, manifest) = ebpf_manifest(inst).ok()?;
+    match read_legacy(&sd, generation, &bundle_id(&manifest)) {
+        Some((_, lb)) => lb,
         None => manifest_lb(&manifest),
     }
 }
@@ -430,11 +888,21 @@ fn lpm_key(addr: std::net::IpAddr) -> (&'static str, Vec<u8>) {
 
 /// Applies `inventory` to the eBPF generation in force on `inst` (see
 /// the module docs). `dir` must be the applied bundle (its manifest is
-/// compared with the one recorded at apply).
+/// the one recorded at apply: the same file, or the same content).
 pub fn ebpf(
     inst: &crate::ebpf::Instance,
     dir: &Path,
     inventory: &[EndpointRec],
+) -> Result<Report, EndpointsError> {
+    ebpf_text(inst, dir, &churn::inventory_text(inventory))
+}
+
+/// [`ebpf`] given the inventory file's text (what `weir endpoints`
+/// reads): only the endpoints whose text changed are parsed.
+pub fn ebpf_text(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
 ) -> Result<Report, EndpointsError> {
     let t0 = Instant::now();
     if unsafe { libc::geteuid() } != 0 {
@@ -443,51 +911,63 @@ pub fn ebpf(
         }
         .into());
     }
-    let (generation, manifest, recorded_text) = ebpf_in_force_text(inst)?;
+    let generation = ebpf_generation(inst)?;
+    let sd = inst.state_dir();
+    let given_path = dir.join("manifest.json");
     let unreadable =
         || EndpointsError::Bundle(format!("{}/manifest.json is unreadable", dir.display()));
-    let given_text =
-        std::fs::read_to_string(dir.join("manifest.json")).map_err(|_| unreadable())?;
-    // Identical text is the same manifest: parse it once.
-    let same = given_text == recorded_text || {
-        let given: Value = serde_json::from_str(&given_text).map_err(|_| unreadable())?;
-        given == manifest
-    };
-    if !same {
-        return Err(EndpointsError::NotInForce(format!(
-            "{} is not the bundle in force on `{}` (generation {generation}); apply it first",
-            dir.display(),
-            inst.name()
-        )));
-    }
-    let view = ClassView::from_manifest(&manifest).map_err(EndpointsError::Bundle)?;
-    let id = bundle_id(&manifest);
-    let sd = inst.state_dir();
-    let (old, mut lb) = match read_recorded(&sd, generation, &id) {
-        Some(r) => (r.endpoints, r.lb),
-        None => (
-            churn::manifest_endpoints(&manifest).map_err(EndpointsError::Bundle)?,
-            manifest_lb(&manifest),
-        ),
-    };
-    let changes = plan(&view, &old, inventory)?;
-    let services = churn::selector_services(&manifest).map_err(EndpointsError::Bundle)?;
-    // The service maps hold the backends over `old`: only services whose
-    // selector matches an endpoint that changed (either version) can
-    // differ. `None`: every service is compared.
-    let changed: Option<Vec<EndpointRec>> =
-        churn::changed_endpoints(&old, inventory).map(|(mut o, n)| {
-            o.extend(n);
-            o
+    let given_id = file_identity(&given_path).ok_or_else(unreadable)?;
+    let mut rec = Record::read(&sd).filter(|r| r.header.generation == generation);
+    if rec
+        .as_ref()
+        .is_none_or(|r| r.header.manifest.as_ref() != Some(&given_id))
+    {
+        // Not the file recorded at apply: compare the contents with the
+        // manifest recorded at apply (identical text is the same
+        // manifest).
+        let (recorded_text, manifest) = ebpf_manifest(inst)?;
+        let given_text = std::fs::read_to_string(&given_path).map_err(|_| unreadable())?;
+        let same = given_text == recorded_text || {
+            let given: Value = serde_json::from_str(&given_text).map_err(|_| unreadable())?;
+            given == manifest
+        };
+        if !same {
+            return Err(EndpointsError::NotInForce(format!(
+                "{} is not the bundle in force on `{}` (generation {generation}); apply it first",
+                dir.display(),
+                inst.name()
+            )));
+        }
+        let id = bundle_id(&manifest);
+        rec = Some(match rec.filter(|r| r.header.bundle == id) {
+            Some(r) => r,
+            None => Record::from_manifest(
+                &manifest,
+                Header {
+                    generation,
+                    bundle: id.clone(),
+                    manifest: None,
+                    unique: false,
+                    statics: String::new(),
+                    lb: String::new(),
+                },
+                read_legacy(&sd, generation, &id),
+                false,
+            )
+            .map_err(EndpointsError::Bundle)?,
         });
-    let affected = |s: &churn::SelectorService| {
-        changed
-            .as_ref()
-            .is_none_or(|c| c.iter().any(|e| s.selector.matches(&e.labels)))
-    };
-    let index = weir_compiler::endpoint_index::EndpointIndex::from_labels(
-        inventory.iter().map(|e| &e.labels),
-    );
+    }
+    let rec = rec.expect("a record");
+    let planned = plan(&rec, &sd, inventory)?;
+    let changes = &planned.changes;
+    // The service maps hold the backends over the recorded endpoints:
+    // only services whose selector matches an endpoint that changed
+    // (either version) can differ.
+    let affected = &planned.affected;
+    let mut lb: Option<LbState> = None;
+    if !affected.is_empty() {
+        lb = serde_json::from_slice(rec.lb.get(&sd)?).map_err(bad_record)?;
+    }
 
     let t1 = Instant::now();
     let mut pinned = Pinned {
@@ -497,7 +977,7 @@ pub fn ebpf(
     let mut writes = 0;
     // 1. New and re-classed addresses: a backend must be classified
     // before the service maps can send traffic to it.
-    for c in &changes {
+    for c in changes {
         if let Some(n) = c.new {
             let (map, key) = lpm_key(c.addr);
             pinned.update(map, &key, &n.to_ne_bytes())?;
@@ -507,15 +987,17 @@ pub fn ebpf(
     // 2. Services.
     let mut updated = Vec::new();
     if let Some(lb) = lb.as_mut() {
-        for s in services.iter().filter(|s| affected(s)) {
+        let mut index = None;
+        let many = affected.len() > SCAN_LIMIT;
+        for s in affected {
             for &family in &s.families {
-                let want = churn::backends_indexed(s, family, inventory, &index);
                 let have = lb
                     .services
                     .get(s.index)
                     .and_then(|x| x.sets.get(&family))
-                    .map(|x| x.backends.clone())
+                    .map(|x| x.backends.as_slice())
                     .unwrap_or_default();
+                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
                 if want == have {
                     continue;
                 }
@@ -543,10 +1025,11 @@ pub fn ebpf(
     }
     // 3. Removals: the host entry goes (or falls back to the class of a
     // set prefix naming exactly this host).
-    for c in &changes {
+    for c in changes {
         if c.new.is_none() {
             let (map, key) = lpm_key(c.addr);
-            if set_host_prefix(&view, c.addr) {
+            let view = planned.view.as_ref().expect("parsed on a change");
+            if set_host_prefix(view, c.addr) {
                 pinned.update(map, &key, &c.base.to_ne_bytes())?;
             } else {
                 pinned.delete(map, &key)?;
@@ -555,15 +1038,25 @@ pub fn ebpf(
         }
     }
     let apply_time = t1.elapsed();
-    write_recorded(
-        &sd,
-        &Recorded {
-            generation,
-            bundle: id,
-            endpoints: inventory.to_vec(),
-            lb,
+    let lb_bytes = if updated.is_empty() {
+        rec.lb
+    } else {
+        Side::new("lb", serde_json::to_vec(&lb).expect("JSON"))
+    };
+    let Planned { diff, changes, .. } = planned;
+    Record {
+        header: Header {
+            manifest: Some(given_id),
+            unique: diff.unique,
+            ..rec.header
         },
-    )?;
+        statics: rec.statics,
+        lb: lb_bytes,
+        stale: rec.stale,
+        endpoints: Bytes::New(diff.entries),
+    }
+    .write(&sd)
+    .map_err(|e| write_failed(&sd, e))?;
     Ok(Report {
         generation,
         changes,

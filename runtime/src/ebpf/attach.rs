@@ -414,6 +414,8 @@ pub fn apply_with(
     cgroup: Option<&Path>,
 ) -> Result<Applied, EbpfError> {
     require_root()?;
+    // Taken before reading: a later change of the file changes it.
+    let manifest_id = crate::endpoints::file_identity(&dir.join("manifest.json"));
     let (full, manifest, object) = read_bundle(dir)?;
     if cgroup.is_some() && manifest.lb.is_none() {
         return Err(EbpfError::Bundle(
@@ -425,12 +427,15 @@ pub fn apply_with(
         super::cgroup::open_cgroup(c)?;
     }
     ensure_bpffs()?;
-    in_netns(inst.netns.as_deref(), || {
+    let applied = in_netns(inst.netns.as_deref(), || {
         for i in inst.ifaces() {
             check_iface(&i)?;
         }
         apply_here(&full, &manifest, &object, inst, cgroup)
-    })
+    })?;
+    // The endpoints in force: the compiled ones (for `weir endpoints`).
+    crate::endpoints::ebpf_applied(inst, &full, applied.generation, manifest_id);
+    Ok(applied)
 }
 
 fn apply_here(
