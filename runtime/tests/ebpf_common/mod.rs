@@ -137,6 +137,19 @@ pub fn ct_key(p: &Packet) -> Vec<u8> {
         (pr, _) => proto_number(pr),
     };
     k[37] = if p.src.is_ipv4() { 4 } else { 6 };
+    // Canonical order, as the programs build it: the smaller (first 8
+    // address bytes, next 8, port) end first, words in native order.
+    let end = |o: usize, port: usize| {
+        let w = |i: usize| u64::from_ne_bytes(k[i..i + 8].try_into().unwrap());
+        (w(o), w(o + 8), u16::from_ne_bytes([k[port], k[port + 1]]))
+    };
+    if end(0, 32) > end(16, 34) {
+        let (src, dst) = (k[0..16].to_vec(), k[16..32].to_vec());
+        k[0..16].copy_from_slice(&dst);
+        k[16..32].copy_from_slice(&src);
+        k.swap(32, 34);
+        k.swap(33, 35);
+    }
     k
 }
 

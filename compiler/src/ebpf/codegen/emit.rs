@@ -24,6 +24,9 @@ use crate::provenance::Provenance;
 
 use Reg::*;
 
+/// Stack slot of the canonical conntrack key (40 bytes).
+const CT_KEY_COPY: i16 = -104;
+
 /// Bit of a `weir_ct` value (the insertion time) set for a translated
 /// flow: only its replies look for reverse NAT.
 const CT_TRANSLATED: i32 = 1;
@@ -459,38 +462,21 @@ impl Gen<'_> {
         em.push(Op::store(Size::U16, R6, k + 38, 0));
         let established = em.label("established");
         let reply = em.label("translated_reply");
-        em.push(Op::mov64(R2, R6));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(k)));
-        em.push(Op::ld_map_fd(R1, map::CT));
-        em.push(Op::Call {
-            helper: helper::MAP_LOOKUP_ELEM,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, established);
-        // Reverse tuple on the stack at fp-104.
-        const R: i16 = -104;
-        for i in 0..2i16 {
-            em.push(Op::load(Size::U64, R1, R6, ctx::DST + 8 * i));
-            em.push(Op::store(Size::U64, R10, R + 8 * i, R1));
-            em.push(Op::load(Size::U64, R1, R6, ctx::SRC + 8 * i));
-            em.push(Op::store(Size::U64, R10, R + 16 + 8 * i, R1));
-        }
-        em.push(Op::load(Size::U16, R1, R6, ctx::DPORT));
-        em.push(Op::store(Size::U16, R10, R + 32, R1));
-        em.push(Op::load(Size::U16, R1, R6, ctx::SPORT));
-        em.push(Op::store(Size::U16, R10, R + 34, R1));
-        em.push(Op::load(Size::U16, R1, R6, k + 36));
-        em.push(Op::store(Size::U16, R10, R + 36, R1));
-        em.push(Op::store(Size::U16, R10, R + 38, 0));
-        em.lookup(map::CT, R);
+        // One lookup for both directions: the key in canonical order.
+        self.canonical_ct_key(em, CT_KEY_COPY);
+        em.lookup(map::CT, CT_KEY_COPY);
         let new = em.label("new_flow");
         em.jmp(JmpCond::Eq, R0, 0, new);
         let ok = em.label("established_ok");
         if self.has_services {
-            // A reply (the tuple matched weir_ct as the reverse of client
-            // → backend) of a translated flow (the entry's flag bit) gets
-            // the frontend back as its source; forward packets were
-            // DNATed above and other replies need nothing.
+            // A packet of a translated flow (the entry's flag bit) that
+            // was not DNATed above is a reply (backend → client): reverse
+            // NAT gives it the frontend back as its source. Forward
+            // packets were DNATed (ctx.SERVICE set) and other flows' need
+            // nothing.
             em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            em.jmp(JmpCond::Ne, R1, 0, established);
             em.push(Op::load(Size::U64, R1, R0, 0));
             em.jmp(JmpCond::Set, R1, CT_TRANSLATED, reply);
         }
@@ -537,6 +523,48 @@ impl Gen<'_> {
         self.load_rows(em);
         let first = self.root_block(Entry::Steer);
         em.goto(first);
+    }
+
+    /// The packet's conntrack key (`ctx::CT_KEY`, source first) in
+    /// canonical order at `fp + out`: the (address, port) ends compared as
+    /// (first 8 address bytes, next 8, port) — unsigned, native order —
+    /// and the smaller one first, so a flow and its replies share one
+    /// `weir_ct` entry and one lookup finds either direction.
+    fn canonical_ct_key(&self, em: &mut Em, out: i16) {
+        use layout::ct;
+        let k = ctx::CT_KEY;
+        let keep = em.label("ct_key_in_order");
+        let swap = em.label("ct_key_swapped");
+        let done = em.label("ct_key_done");
+        for w in [0i16, 8] {
+            em.push(Op::load(Size::U64, R1, R6, k + ct::SRC + w));
+            em.push(Op::load(Size::U64, R2, R6, k + ct::DST + w));
+            em.push(Op::jmp(JmpCond::Lt, R1, R2, keep));
+            em.push(Op::jmp(JmpCond::Gt, R1, R2, swap));
+        }
+        em.push(Op::load(Size::U16, R1, R6, k + ct::SPORT));
+        em.push(Op::load(Size::U16, R2, R6, k + ct::DPORT));
+        em.push(Op::jmp(JmpCond::Le, R1, R2, keep));
+        em.bind(swap);
+        for (to, from, size) in [
+            (ct::SRC, ct::DST, Size::U64),
+            (ct::SRC + 8, ct::DST + 8, Size::U64),
+            (ct::DST, ct::SRC, Size::U64),
+            (ct::DST + 8, ct::SRC + 8, Size::U64),
+            (ct::SPORT, ct::DPORT, Size::U16),
+            (ct::DPORT, ct::SPORT, Size::U16),
+            (ct::PROTO, ct::PROTO, Size::U32),
+        ] {
+            em.push(Op::load(size, R1, R6, k + from));
+            em.push(Op::store(size, R10, out + to, R1));
+        }
+        em.push(Op::Ja { target: done });
+        em.bind(keep);
+        for off in (0..ct::KEY_SIZE as i16).step_by(8) {
+            em.push(Op::load(Size::U64, R1, R6, k + off));
+            em.push(Op::store(Size::U64, R10, out + off, R1));
+        }
+        em.bind(done);
     }
 
     fn store_class(&self, em: &mut Em, out: i16) {
@@ -1098,8 +1126,9 @@ impl Gen<'_> {
             em.bind(plain);
         }
         em.push(Op::store(Size::U64, R10, -16, R0));
-        em.push(Op::mov64(R2, R6));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(ctx::CT_KEY)));
+        self.canonical_ct_key(em, CT_KEY_COPY);
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
         em.push(Op::mov64(R3, R10));
         em.push(Op::alu64(AluOp::Add, R3, -16));
         em.push(Op::mov64(R4, 0));

@@ -104,7 +104,10 @@ pub const STEER_MARK: i32 = 2;
 pub const STEER_DSCP: i32 = 3;
 
 /// Conntrack key: `{ src[16], dst[16], sport u16, dport u16, proto u8,
-/// family u8, pad u16 }` (ports host order; ICMP: ports 0).
+/// family u8, pad u16 }` (ports host order; ICMP: ports 0). `ctx::CT_KEY`
+/// holds it source first; `weir_ct` is keyed by its canonical order (the
+/// smaller of (address words, port) first), so both directions of a flow
+/// find the one entry.
 pub mod ct {
     pub const SRC: i16 = 0;
     pub const DST: i16 = 16;

@@ -16,11 +16,12 @@
 //!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
 //!    context and conntrack key updated, so it is looked up and, if new,
 //!    classified as client → backend).
-//!    **Conntrack**: the 5-tuple and its reverse are looked up in the LRU
-//!    hash `weir_ct`; a hit is an established flow or a reply: counted as
-//!    provenance 0 (`established`) and passed. Only a reverse hit on an
-//!    entry flagged as translated (bit 0 of the stored time) looks for
-//!    reverse NAT: the reply gets the frontend back as its source
+//!    **Conntrack**: one lookup in the LRU hash `weir_ct` under the
+//!    5-tuple in canonical order (smaller end first, so a flow and its
+//!    replies share one entry); a hit is an established flow or a reply: counted as
+//!    provenance 0 (`established`) and passed. Only a packet not DNATed
+//!    above that hits an entry flagged as translated (bit 0 of the stored
+//!    time) — a reply — looks for reverse NAT: the reply gets the frontend back as its source
 //!    ([`emit_reverse_nat`](crate::ebpf::service::emit_reverse_nat):
 //!    only after the `weir_ct` hit, so a spoofed reply to a denied flow
 //!    is never un-translated). Established packets stop here, before any
