@@ -634,6 +634,57 @@ pub struct Assembled {
 }
 
 impl Assembled {
+    /// The first instruction slot no path from slot 0 reaches, if any —
+    /// the kernel verifier refuses such a program ("unreachable insn"), so
+    /// for generated code it is a compiler bug. Decodes the raw slots:
+    /// `exit` ends a path, `ja` / `gotol` continue at their target, a
+    /// conditional jump at both, `ld_imm64` takes two slots.
+    pub fn first_unreachable(&self) -> Option<usize> {
+        use code::*;
+        let n = self.slots.len();
+        let mut seen = vec![false; n];
+        // Second halves of `ld_imm64` are never instructions.
+        let mut half = vec![false; n];
+        let mut i = 0;
+        while i < n {
+            if (self.slots[i] & 0xff) as u8 == LD | IMM | DW {
+                if i + 1 < n {
+                    half[i + 1] = true;
+                }
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        let mut stack = vec![0usize];
+        while let Some(at) = stack.pop() {
+            if at >= n || seen[at] {
+                continue;
+            }
+            seen[at] = true;
+            let w = self.slots[at];
+            let op = (w & 0xff) as u8;
+            let off = i64::from((w >> 16) as u16 as i16);
+            let imm = i64::from((w >> 32) as u32 as i32);
+            let class = op & 0x07;
+            let next = at as i64 + 1;
+            let to = |d: i64| usize::try_from(next + d).unwrap_or(usize::MAX);
+            match (class, op & 0xf0) {
+                (JMP, EXIT) => {}
+                (JMP, CALL) => stack.push(at + 1),
+                (JMP, JA) => stack.push(to(off)),
+                (JMP32, JA) => stack.push(to(imm)),
+                (JMP | JMP32, _) => {
+                    stack.push(at + 1);
+                    stack.push(to(off));
+                }
+                _ if op == LD | IMM | DW => stack.push(at + 2),
+                _ => stack.push(at + 1),
+            }
+        }
+        (0..n).find(|&i| !seen[i] && !half[i])
+    }
+
     /// The instructions as little-endian bytes (8 per slot).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.slots.iter().flat_map(|s| s.to_le_bytes()).collect()
@@ -835,6 +886,38 @@ out:
         // gotol: JMP32|JA, off 0, imm = 40000.
         assert_eq!(p.slots[1], 0x06 | (40_000u64 << 32));
         assert!(p.listing().contains("gotol +40000 <far_end>"));
+    }
+
+    #[test]
+    fn ebpf_unreachable_code_is_found() {
+        let mut a = Asm::new();
+        let end = a.new_label("end");
+        a.push(Op::LoadImm64 {
+            dst: Reg::R1,
+            imm: 1 << 40,
+        });
+        a.push(Op::jmp(JmpCond::Eq, Reg::R1, 0, end));
+        a.push(Op::Ja { target: end });
+        a.push(Op::mov64(Reg::R0, 1)); // slot 4: nothing jumps here
+        a.bind(end);
+        a.push(Op::Exit);
+        assert_eq!(a.assemble().unwrap().first_unreachable(), Some(4));
+        let mut b = Asm::new();
+        let end = b.new_label("end");
+        b.push(Op::LoadImm64 {
+            dst: Reg::R1,
+            imm: 7,
+        });
+        b.push(Op::jmp(JmpCond::Eq, Reg::R1, 0, end));
+        b.push(Op::mov64(Reg::R0, 1));
+        b.bind(end);
+        b.push(Op::Exit);
+        assert_eq!(b.assemble().unwrap().first_unreachable(), None);
+        // Through a far (relaxed) jump too.
+        let mut c = far(true);
+        c.push(Op::Exit);
+        let p = c.assemble_with(AsmOptions { long_jumps: true }).unwrap();
+        assert_eq!(p.first_unreachable(), Some(p.len() - 1));
     }
 
     #[test]

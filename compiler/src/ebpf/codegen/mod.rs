@@ -663,9 +663,15 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     // Stages: split, assemble, and split tighter while a stage comes out
     // larger than the budget (stubs and dispatch are only known after).
-    let sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
+    let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
         .map(|b| stages::measure(&gen, b))
         .collect();
+    // The final block is copied into the stages that reach it, never laid
+    // out on its own (see `stages::assemble`): it takes no room in the
+    // split.
+    let fin = gen.final_block();
+    let final_slots = std::mem::take(&mut sizes[fin].slots);
+    sizes[fin].jumps = 0;
     let mut limits = Vec::new();
     let mut budget = opts.budget;
     let hard_slots = if opts.long_jumps {
@@ -674,7 +680,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         stages::HARD_SLOTS
     };
     let (stage_of, staged) = loop {
-        let stage_of = match stages::split(&sizes, &budget) {
+        let stage_of = match stages::split(&sizes, &budget, final_slots) {
             Ok(s) => s,
             Err(b) => {
                 return Err(vec![Limit::BlockTooLarge {

@@ -86,20 +86,22 @@ pub fn tail_calls(sizes: &[BlockSize], stage_of: &[usize], copied: usize) -> usi
     most
 }
 
-/// Assigns blocks to stages (greedy, in layout order).
-pub fn split(sizes: &[BlockSize], budget: &Budget) -> Result<Vec<usize>, usize> {
+/// Assigns blocks to stages (greedy, in layout order). `reserve`: slots
+/// every stage keeps free (its copy of the final block).
+pub fn split(sizes: &[BlockSize], budget: &Budget, reserve: usize) -> Result<Vec<usize>, usize> {
     let mut stage_of = Vec::with_capacity(sizes.len());
-    let (mut stage, mut slots, mut jumps) = (0usize, ENTRY_SLOTS, 0usize);
+    let base = ENTRY_SLOTS + reserve;
+    let (mut stage, mut slots, mut jumps) = (0usize, base, 0usize);
     for (b, s) in sizes.iter().enumerate() {
         // Most targets end up in the same stage; the real size is checked
         // after assembly and the split redone tighter if a stage is over.
         let cost = s.slots + s.targets;
-        if cost + ENTRY_SLOTS > budget.max_slots || s.jumps > budget.max_jumps {
+        if cost + base > budget.max_slots || s.jumps > budget.max_jumps {
             return Err(b);
         }
         if slots + cost > budget.max_slots || jumps + s.jumps > budget.max_jumps {
             stage += 1;
-            slots = ENTRY_SLOTS;
+            slots = base;
             jumps = 0;
         }
         slots += cost;
@@ -125,7 +127,12 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
     let mut entries: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
-        let blocks: Vec<usize> = (0..stage_of.len()).filter(|&b| stage_of[b] == k).collect();
+        // The final block is never laid out in place: every stage that
+        // reaches it gets its own copy (`Em::copy`).
+        let fin = gen.final_block();
+        let blocks: Vec<usize> = (0..stage_of.len())
+            .filter(|&b| stage_of[b] == k && b != fin)
+            .collect();
         let mut a = Asm::new();
         let drop = a.new_label("drop");
         let pass = a.new_label("pass");
@@ -223,6 +230,12 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
                 },
                 other => panic!("internal compiler error: eBPF assembly: {other}"),
             })?;
+        if let Some(slot) = code.first_unreachable() {
+            panic!(
+                "internal compiler error: eBPF stage {k} has unreachable code at slot {slot}:\n{}",
+                code.listing()
+            );
+        }
         out.push(Stage {
             name: if k == 0 {
                 layout::MAIN_PROGRAM.to_string()
