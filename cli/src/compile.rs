@@ -222,8 +222,8 @@ pub fn bundle_files(
     let mut outputs = BTreeMap::new();
     let mut failures: Vec<Diagnostic> = Vec::new();
     let mut unavailable = Vec::new();
-    for &t in targets {
-        match backends::generate(t, model, graph) {
+    for (t, result) in backends::generate_all(targets, model, graph) {
+        match result {
             Ok(a) => {
                 outputs.insert(t, a);
             }

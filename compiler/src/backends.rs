@@ -23,6 +23,42 @@ pub fn generate(
     }
 }
 
+/// Generate several back ends' artifacts, in `targets` order. With more
+/// than one target, all but the first run on threads of their own (each
+/// back end is a pure function of the model and the graph, so the results
+/// are the same as one after the other).
+pub fn generate_all(
+    targets: &[Target],
+    model: &Model,
+    graph: &Graph,
+) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
+    let Some((&first, rest)) = targets.split_first() else {
+        return Vec::new();
+    };
+    std::thread::scope(|s| {
+        let running: Vec<_> = rest
+            .iter()
+            .map(|&t| {
+                let h = std::thread::Builder::new()
+                    .name(format!("weir-{}", t.name()))
+                    // As much stack as the main thread may have.
+                    .stack_size(64 << 20)
+                    .spawn_scoped(s, move || generate(t, model, graph))
+                    .expect("spawn a back-end thread");
+                (t, h)
+            })
+            .collect();
+        let mut out = vec![(first, generate(first, model, graph))];
+        for (t, h) in running {
+            let r = h
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            out.push((t, r));
+        }
+        out
+    })
+}
+
 fn ebpf(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     use crate::ebpf::codegen;
     codegen::generate(model, graph, &codegen::Options::default())

@@ -115,6 +115,66 @@ fn atom_json(a: &Atom) -> Value {
 
 /// The manifest as a JSON value.
 pub fn manifest(input: &BundleInput) -> Value {
+    let mut m = manifest_without_backends(input);
+    let backends: Map<String, Value> = input
+        .backends
+        .iter()
+        .map(|(t, a)| (t.name().to_string(), a.manifest.clone()))
+        .collect();
+    m.insert("backends".into(), Value::Object(backends));
+    Value::Object(m)
+}
+
+/// The manifest's text ([`manifest`] pretty-printed, with a trailing
+/// newline), without copying the back ends' sections into one value.
+fn manifest_bytes(input: &BundleInput) -> Vec<u8> {
+    use serde::ser::{SerializeMap, Serializer};
+    /// The back ends' sections by name, borrowed.
+    struct Backends<'a>(&'a BTreeMap<Target, BackendArtifacts>);
+    impl serde::Serialize for Backends<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            // Sorted by name, as a JSON object's keys are.
+            let by_name: BTreeMap<&str, &Value> = self
+                .0
+                .iter()
+                .map(|(t, a)| (t.name(), &a.manifest))
+                .collect();
+            let mut m = s.serialize_map(Some(by_name.len()))?;
+            for (k, v) in by_name {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+    /// The top-level object with `backends` spliced in, keys sorted.
+    struct Top<'a>(&'a Map<String, Value>, Backends<'a>);
+    impl serde::Serialize for Top<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(self.0.len() + 1))?;
+            let mut backends = Some(&self.1);
+            for (k, v) in self.0 {
+                if let Some(b) = backends.filter(|_| k.as_str() > "backends") {
+                    m.serialize_entry("backends", b)?;
+                    backends = None;
+                }
+                m.serialize_entry(k, v)?;
+            }
+            if let Some(b) = backends {
+                m.serialize_entry("backends", b)?;
+            }
+            m.end()
+        }
+    }
+    let top = manifest_without_backends(input);
+    let mut out = Vec::with_capacity(1 << 20);
+    serde_json::to_writer_pretty(&mut out, &Top(&top, Backends(&input.backends)))
+        .expect("JSON values serialize");
+    out.push(b'\n');
+    out
+}
+
+/// Every key of the manifest but `backends`.
+fn manifest_without_backends(input: &BundleInput) -> Map<String, Value> {
     let (model, g) = (input.model, input.graph);
     let locate = input.locate;
     let provenance: Vec<Value> = g
@@ -225,14 +285,10 @@ pub fn manifest(input: &BundleInput) -> Value {
             })
         })
         .collect();
-    let mut backends = Map::new();
-    for (t, a) in &input.backends {
-        backends.insert(t.name().into(), a.manifest.clone());
-    }
     let stats = serde_json::to_value(capacity(g)).unwrap_or(Value::Null);
     let mut names: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
     names.sort();
-    json!({
+    let Value::Object(m) = json!({
         "format_version": FORMAT_VERSION,
         "source_hash": source_hash(input.sources),
         "sources": names,
@@ -242,8 +298,10 @@ pub fn manifest(input: &BundleInput) -> Value {
         "endpoints": endpoints,
         "services": services,
         "graph": stats,
-        "backends": Value::Object(backends),
-    })
+    }) else {
+        unreachable!("an object")
+    };
+    m
 }
 
 fn socket(a: std::net::IpAddr, port: u16) -> String {
@@ -256,9 +314,7 @@ fn socket(a: std::net::IpAddr, port: u16) -> String {
 /// The bundle's files (see the module docs).
 pub fn bundle(input: &BundleInput) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
-    let mut m = serde_json::to_vec_pretty(&manifest(input)).expect("JSON values serialize");
-    m.push(b'\n');
-    files.insert(MANIFEST.to_string(), m);
+    files.insert(MANIFEST.to_string(), manifest_bytes(input));
     files.insert(
         GRAPH_TXT.to_string(),
         dump::text(input.model, input.graph).into_bytes(),
@@ -291,9 +347,27 @@ mod tests {
                 sources: &sources,
                 targets: &[Target::Ebpf, Target::Iptables],
                 locate: &locate,
-                backends: BTreeMap::new(),
+                backends: BTreeMap::from([
+                    (
+                        Target::Ebpf,
+                        BackendArtifacts {
+                            files: BTreeMap::new(),
+                            manifest: json!({ "maps": [1, 2], "z": null }),
+                        },
+                    ),
+                    (
+                        Target::Iptables,
+                        BackendArtifacts {
+                            files: BTreeMap::new(),
+                            manifest: json!({ "sets": {} }),
+                        },
+                    ),
+                ]),
             };
             let a = bundle(&input);
+            let mut whole = serde_json::to_vec_pretty(&manifest(&input)).unwrap();
+            whole.push(b'\n');
+            assert_eq!(a[MANIFEST], whole);
             let g2 = crate::graph::build(&model);
             let b = bundle(&BundleInput {
                 graph: &g2,

@@ -67,7 +67,18 @@ fn offset_of(text: &str, line: usize, column: usize) -> usize {
 
 /// Finds the quoted JSON string `s` in `text` at or after `from`.
 fn find_string(text: &str, s: &str, from: usize) -> Option<(usize, usize)> {
-    let quoted = serde_json::to_string(s).ok()?;
+    // What serde_json writes: only `"`, `\` and control characters are
+    // escaped (names and addresses rarely have any).
+    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    let quoted = if plain {
+        let mut q = String::with_capacity(s.len() + 2);
+        q.push('"');
+        q.push_str(s);
+        q.push('"');
+        q
+    } else {
+        serde_json::to_string(s).ok()?
+    };
     let from = from.min(text.len());
     text[from..]
         .find(&quoted)

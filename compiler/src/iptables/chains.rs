@@ -9,10 +9,10 @@
 
 use super::flow::{self, Ctx, ICMP, NON_ICMP, NO_PORTS, PORTS};
 use super::sets::{Role, Sets};
-use super::text::{comment, Family, Tables};
+use super::text::{comment, Family, FastMap, Tables};
 use crate::graph::ir::{Cond, Node, NodeId, TableEntry, TableKey};
 use crate::graph::{ClassId, Graph};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What a leaf does in a stage.
 pub enum Leaf {
@@ -34,14 +34,14 @@ pub struct Stage<'a> {
     pub table: &'static str,
     /// Chain name prefix after `WEIR-`.
     pub prefix: String,
-    pub num: &'a HashMap<NodeId, usize>,
-    pub ctx: &'a HashMap<NodeId, Ctx>,
+    pub num: &'a FastMap<NodeId, usize>,
+    pub ctx: &'a FastMap<NodeId, Ctx>,
     pub leaf: &'a dyn Fn(&Node) -> Leaf,
     /// Destination (class, port) known in advance: tests on them are
     /// decided here instead of emitted (policy for a chosen backend
     /// before its DNAT).
     pub known: Option<(ClassId, u32)>,
-    memo: HashMap<NodeId, String>,
+    memo: FastMap<NodeId, String>,
     sub: usize,
 }
 
@@ -62,8 +62,8 @@ impl<'a> Stage<'a> {
         fam: Family,
         table: &'static str,
         prefix: &str,
-        num: &'a HashMap<NodeId, usize>,
-        ctx: &'a HashMap<NodeId, Ctx>,
+        num: &'a FastMap<NodeId, usize>,
+        ctx: &'a FastMap<NodeId, Ctx>,
         leaf: &'a dyn Fn(&Node) -> Leaf,
     ) -> Stage<'a> {
         Stage {
@@ -75,7 +75,7 @@ impl<'a> Stage<'a> {
             ctx,
             leaf,
             known: None,
-            memo: HashMap::new(),
+            memo: FastMap::default(),
             sub: 0,
         }
     }
@@ -276,32 +276,67 @@ impl<'a> Stage<'a> {
         sets: &mut Sets,
     ) -> (Vec<Branch>, String) {
         let nclasses = self.g.classes.len() as ClassId;
-        let target_of = |c: ClassId| -> &String {
+        // Distinct targets as small ids (children may repeat a target).
+        let mut id_of: FastMap<&str, usize> = FastMap::default();
+        let mut names: Vec<&String> = Vec::new();
+        let tid: Vec<usize> = entries
+            .iter()
+            .zip(children)
+            .map(|(_, c)| c)
+            .chain([&default])
+            .map(|c| {
+                *id_of.entry(c.as_str()).or_insert_with(|| {
+                    names.push(c);
+                    names.len() - 1
+                })
+            })
+            .collect();
+        let default_id = tid[entries.len()];
+        let target_of = |c: ClassId| -> usize {
             let i = entries.partition_point(|e| e.hi < c);
             match entries.get(i) {
-                Some(e) if e.lo <= c => &children[i],
-                _ => &default,
+                Some(e) if e.lo <= c => tid[i],
+                _ => default_id,
             }
         };
-        let fall = target_of(0).clone();
-        let mut groups: BTreeMap<&String, Vec<ClassId>> = BTreeMap::new();
-        let mut order: Vec<&String> = Vec::new();
-        for c in 1..nclasses {
-            let t = target_of(c);
-            if *t == fall {
-                continue;
+        let fall = target_of(0);
+        // Classes 1.. by target, in order of first appearance, walking the
+        // (sorted, disjoint) entries and the default gaps between them.
+        let mut groups: Vec<Vec<ClassId>> = vec![Vec::new(); names.len()];
+        let mut order: Vec<usize> = Vec::new();
+        let mut push = |t: usize, lo: ClassId, hi: ClassId| {
+            if t == fall || lo > hi {
+                return;
             }
-            let g = groups.entry(t).or_default();
-            if g.is_empty() {
+            if groups[t].is_empty() {
                 order.push(t);
             }
-            g.push(c);
+            groups[t].extend(lo..=hi);
+        };
+        let last = nclasses.saturating_sub(1);
+        let mut c: ClassId = 1;
+        for (i, e) in entries.iter().enumerate() {
+            if c >= nclasses {
+                break;
+            }
+            if e.hi < c {
+                continue;
+            }
+            if e.lo > c {
+                push(default_id, c, (e.lo - 1).min(last));
+            }
+            push(tid[i], e.lo.max(c), e.hi.min(last));
+            c = e.hi.saturating_add(1);
         }
+        if c < nclasses {
+            push(default_id, c, last);
+        }
+        let fall = names[fall].clone();
         let mut branches = Vec::new();
         for t in order {
-            let classes = groups[t].clone();
+            let classes = std::mem::take(&mut groups[t]);
             let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
-            branches.push((format!("-m set --match-set {set} {dir}"), t.clone()));
+            branches.push((format!("-m set --match-set {set} {dir}"), names[t].clone()));
         }
         (branches, fall)
     }

@@ -18,27 +18,77 @@
 //! chains along the deepest path (copies, within a size budget), and
 //! reports the depth it could not reduce.
 
-use super::text::Tables;
-use std::collections::{HashMap, HashSet};
+use super::text::{FastMap, Tables};
 
 /// Jumps below an entry chain nf_tables still accepts (see the module
 /// docs).
 pub const MAX_DEPTH: usize = 13;
 
-/// The chains a rule jumps or goes to, among `known`.
-fn targets<'a>(rule: &'a str, known: &HashSet<String>) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut it = rule.split_whitespace();
-    while let Some(t) = it.next() {
-        if t == "-j" || t == "-g" {
-            if let Some(c) = it.next() {
-                if known.contains(c) {
-                    out.push(c);
-                }
+/// Calls `f` with every token that follows a `-j` or `-g` token of
+/// `rule` (tokens are runs of non-whitespace; a token taken as a target
+/// is not itself looked at as `-j` / `-g`). The scan looks for `-`
+/// eight bytes at a time: rules are long and jumps are few.
+fn jump_tokens<'a>(rule: &'a str, mut f: impl FnMut(&'a str)) {
+    let b = rule.as_bytes();
+    let n = b.len();
+    let ws = |i: usize| b[i].is_ascii_whitespace();
+    // Targets end before this position; dashes before it are skipped.
+    let mut skip = 0;
+    let mut at_dash = |p: usize, f: &mut dyn FnMut(&'a str)| {
+        if p < skip
+            || p + 1 >= n
+            || !(b[p + 1] == b'j' || b[p + 1] == b'g')
+            || (p > 0 && !ws(p - 1))
+            || (p + 2 < n && !ws(p + 2))
+        {
+            return;
+        }
+        let mut q = p + 2;
+        while q < n && ws(q) {
+            q += 1;
+        }
+        let start = q;
+        while q < n && !ws(q) {
+            q += 1;
+        }
+        skip = q;
+        if q > start {
+            f(&rule[start..q]);
+        }
+    };
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let dash = LO * u64::from(b'-');
+    let mut i = 0;
+    while i + 8 <= n {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) ^ dash;
+        // A set high bit for every zero byte of `w` (and maybe for some
+        // bytes after one: each candidate is checked).
+        let mut m = w.wrapping_sub(LO) & !w & HI;
+        while m != 0 {
+            let p = i + (m.trailing_zeros() / 8) as usize;
+            if b[p] == b'-' {
+                at_dash(p, &mut f);
             }
+            m &= m - 1;
+        }
+        i += 8;
+    }
+    for (p, &c) in b.iter().enumerate().skip(i) {
+        if c == b'-' {
+            at_dash(p, &mut f);
         }
     }
-    out
+}
+
+/// The chains (indexes into the table's chain list) a rule jumps or goes
+/// to.
+fn targets(rule: &str, index: &FastMap<&str, usize>, mut f: impl FnMut(usize)) {
+    jump_tokens(rule, |t| {
+        if let Some(&i) = index.get(t) {
+            f(i)
+        }
+    });
 }
 
 /// `B` if `rule` (of chain `a`) is `-A a [comment] -g B` and nothing else.
@@ -58,9 +108,24 @@ fn moved(rules: &[String], chain: &str, into: &str) -> Vec<String> {
     rules
         .iter()
         .map(|r| match r.strip_prefix(&from) {
-            Some(rest) => format!("-A {into} {rest}"),
+            Some(rest) => {
+                let mut s = String::with_capacity(4 + into.len() + rest.len());
+                s.push_str("-A ");
+                s.push_str(into);
+                s.push(' ');
+                s.push_str(rest);
+                s
+            }
             None => r.clone(),
         })
+        .collect()
+}
+
+fn index_of(chains: &[String]) -> FastMap<&str, usize> {
+    chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
         .collect()
 }
 
@@ -68,37 +133,42 @@ fn moved(rules: &[String], chain: &str, into: &str) -> Vec<String> {
 /// of one other chain (see the module docs).
 pub fn inline(out: &mut Tables) {
     for t in out.tables.values_mut() {
-        let known: HashSet<String> = t.chains.iter().cloned().collect();
-        let mut refs: HashMap<String, usize> = HashMap::new();
+        let chains = std::mem::take(&mut t.chains);
+        let index = index_of(&chains);
+        let mut refs = vec![0usize; chains.len()];
         for rules in t.rules.values() {
             for r in rules {
-                for c in targets(r, &known) {
-                    *refs.entry(c.to_string()).or_default() += 1;
-                }
+                targets(r, &index, |c| refs[c] += 1);
             }
         }
-        let mut gone: HashSet<String> = HashSet::new();
-        for a in t.chains.clone() {
-            if gone.contains(&a) {
+        let mut gone = vec![false; chains.len()];
+        for (ai, a) in chains.iter().enumerate() {
+            if gone[ai] {
                 continue;
             }
-            while let Some(b) = t
+            while let Some(bi) = t
                 .rules
-                .get(&a)
+                .get(a)
                 .and_then(|rs| rs.last())
-                .and_then(|r| tail_goto(r, &a))
-                .filter(|b| known.contains(*b) && *b != a && refs.get(*b) == Some(&1))
-                .map(str::to_string)
+                .and_then(|r| tail_goto(r, a))
+                .and_then(|b| index.get(b).copied())
+                .filter(|&bi| bi != ai && refs[bi] == 1)
             {
-                let body = t.rules.remove(&b).unwrap_or_default();
-                let body = moved(&body, &b, &a);
-                let rules = t.rules.entry(a.clone()).or_default();
+                let b = &chains[bi];
+                let body = t.rules.remove(b).unwrap_or_default();
+                let body = moved(&body, b, a);
+                let rules = t.rules.get_mut(a).expect("`a` has the tail goto");
                 rules.pop();
                 rules.extend(body);
-                gone.insert(b);
+                gone[bi] = true;
             }
         }
-        t.chains.retain(|c| !gone.contains(c));
+        t.chains = chains
+            .into_iter()
+            .zip(gone)
+            .filter(|(_, g)| !g)
+            .map(|(c, _)| c)
+            .collect();
     }
 }
 
@@ -114,67 +184,66 @@ pub fn depths(out: &Tables) -> Vec<(&'static str, usize, Vec<String>)> {
         .collect()
 }
 
-fn deepest(
-    chains: &[String],
-    rules: &std::collections::BTreeMap<String, Vec<String>>,
-) -> (usize, Vec<String>) {
-    let known: HashSet<String> = chains.iter().cloned().collect();
-    let edges: HashMap<&str, Vec<&str>> = chains
+fn deepest(chains: &[String], rules: &FastMap<String, Vec<String>>) -> (usize, Vec<String>) {
+    let index = index_of(chains);
+    // Edges in name order (as the paths' tie-breaks have always been).
+    let edges: Vec<Vec<usize>> = chains
         .iter()
         .map(|c| {
-            let mut e: Vec<&str> = rules
-                .get(c)
-                .into_iter()
-                .flatten()
-                .flat_map(|r| targets(r, &known))
-                .collect();
-            e.sort_unstable();
+            let mut e: Vec<usize> = Vec::new();
+            for r in rules.get(c).into_iter().flatten() {
+                targets(r, &index, |k| e.push(k));
+            }
+            e.sort_unstable_by(|&x, &y| chains[x].cmp(&chains[y]));
             e.dedup();
-            (c.as_str(), e)
+            e
         })
         .collect();
     // Height of every chain (longest path down), iteratively: the graph is
     // a DAG but may be deep.
-    let mut height: HashMap<&str, (usize, Option<&str>)> = HashMap::new();
-    for c in chains {
-        let mut stack: Vec<(&str, bool)> = vec![(c.as_str(), false)];
+    let mut height: Vec<Option<(usize, Option<usize>)>> = vec![None; chains.len()];
+    let mut stack: Vec<(usize, bool)> = Vec::new();
+    for c in 0..chains.len() {
+        stack.push((c, false));
         while let Some((n, done)) = stack.pop() {
-            if height.contains_key(n) {
+            if height[n].is_some() {
                 continue;
             }
             if done {
                 let best = edges[n]
                     .iter()
-                    .map(|&k| (height.get(k).map_or(0, |h| h.0) + 1, Some(k)))
+                    .map(|&k| (height[k].map_or(0, |h| h.0) + 1, Some(k)))
                     .max_by_key(|x| x.0)
                     .unwrap_or((0, None));
-                height.insert(n, best);
+                height[n] = Some(best);
                 continue;
             }
             stack.push((n, true));
             for &k in &edges[n] {
-                if !height.contains_key(k) {
+                if height[k].is_none() {
                     stack.push((k, false));
                 }
             }
         }
     }
-    let referenced: HashSet<&str> = edges.values().flatten().copied().collect();
-    let Some(root) = chains
-        .iter()
-        .map(String::as_str)
-        .filter(|c| !referenced.contains(c))
-        .max_by_key(|c| height[c].0)
+    let mut referenced = vec![false; chains.len()];
+    for &k in edges.iter().flatten() {
+        referenced[k] = true;
+    }
+    let h = |c: usize| height[c].expect("every chain visited");
+    let Some(root) = (0..chains.len())
+        .filter(|&c| !referenced[c])
+        .max_by_key(|&c| h(c).0)
     else {
         return (0, Vec::new());
     };
-    let mut path = vec![root.to_string()];
+    let mut path = vec![chains[root].clone()];
     let mut at = root;
-    while let (_, Some(next)) = height[at] {
-        path.push(next.to_string());
+    while let (_, Some(next)) = h(at) {
+        path.push(chains[next].clone());
         at = next;
     }
-    (height[root].0, path)
+    (h(root).0, path)
 }
 
 /// A table whose chain graph is deeper than nf_tables allows.
@@ -189,15 +258,19 @@ pub struct TooDeep {
 /// Brings every table within [`MAX_DEPTH`] by copying shared chains into
 /// the chains that end by going to them, along the deepest path, while the
 /// table grows by at most as many rules as it had (plus 1,000); the tables
-/// still too deep.
-pub fn limit(out: &mut Tables) -> Vec<TooDeep> {
+/// still too deep, and the deepest chain path of all tables afterwards
+/// (what [`depths`] would say).
+pub fn limit(out: &mut Tables) -> (Vec<TooDeep>, usize) {
     let mut refused = Vec::new();
+    let mut max_depth = 0;
     for (&name, t) in out.tables.iter_mut() {
         let start: usize = t.rules.values().map(Vec::len).sum();
         let mut budget = start + 1000;
         let mut copied = false;
+        let mut depth;
         loop {
             let (d, path) = deepest(&t.chains, &t.rules);
+            depth = d;
             if d <= MAX_DEPTH {
                 break;
             }
@@ -237,35 +310,34 @@ pub fn limit(out: &mut Tables) -> Vec<TooDeep> {
             rules.extend(body);
         }
         // Chains no longer referenced after copying.
-        if !copied {
-            continue;
-        }
-        loop {
-            let known: HashSet<String> = t.chains.iter().cloned().collect();
-            let referenced: HashSet<String> = t
-                .rules
-                .values()
-                .flatten()
-                .flat_map(|r| targets(r, &known))
-                .map(str::to_string)
-                .collect();
-            let entry = |c: &String| super::emit::ENTRIES.contains(&c.as_str());
-            let dead: Vec<String> = t
-                .chains
-                .iter()
-                .filter(|c| !referenced.contains(*c) && !entry(c))
-                .cloned()
-                .collect();
-            if dead.is_empty() {
-                break;
+        if copied {
+            loop {
+                let index = index_of(&t.chains);
+                let mut referenced = vec![false; t.chains.len()];
+                for r in t.rules.values().flatten() {
+                    targets(r, &index, |c| referenced[c] = true);
+                }
+                let entry = |c: &String| super::emit::ENTRIES.contains(&c.as_str());
+                let dead: Vec<bool> = t
+                    .chains
+                    .iter()
+                    .zip(&referenced)
+                    .map(|(c, &r)| !r && !entry(c))
+                    .collect();
+                if !dead.contains(&true) {
+                    break;
+                }
+                for (c, _) in t.chains.iter().zip(&dead).filter(|x| *x.1) {
+                    t.rules.remove(c);
+                }
+                let mut d = dead.into_iter();
+                t.chains.retain(|_| !d.next().unwrap_or(false));
             }
-            for c in &dead {
-                t.rules.remove(c);
-            }
-            t.chains.retain(|c| !dead.contains(c));
+            depth = deepest(&t.chains, &t.rules).0;
         }
+        max_depth = max_depth.max(depth);
     }
-    refused
+    (refused, max_depth)
 }
 
 #[cfg(test)]
@@ -281,6 +353,40 @@ mod tests {
             }
         }
         t
+    }
+
+    /// `jump_tokens` is the whitespace tokenizer's "token after -j/-g".
+    #[test]
+    fn jump_tokens_match_split_whitespace() {
+        fn reference(rule: &str) -> Vec<&str> {
+            let mut out = Vec::new();
+            let mut it = rule.split_whitespace();
+            while let Some(t) = it.next() {
+                if t == "-j" || t == "-g" {
+                    if let Some(c) = it.next() {
+                        out.push(c);
+                    }
+                }
+            }
+            out
+        }
+        let rules = [
+            "-A WEIR-F1 -m comment --comment \"weir:n1\" -g WEIR-F2",
+            "-A WEIR-F1 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1:80",
+            "-j X",
+            "  -g  Y  ",
+            "-j",
+            "-j -g Z -j W",
+            "-A a-j -jx -gg --j -j\tT\n-g U",
+            "-A WEIR-NAT-PRE -m set --match-set weir-fe dst,dst -m comment --comment \"weir:services\" -j WEIR-SVC1",
+            "-A B -j LOG --log-prefix \"weir:5 \" -j",
+            "-------j-g-j -g -------- -j ab-cd-ef-gh-ij-kl",
+        ];
+        for r in rules {
+            let mut got = Vec::new();
+            jump_tokens(r, |t| got.push(t));
+            assert_eq!(got, reference(r), "{r:?}");
+        }
     }
 
     #[test]
@@ -363,7 +469,7 @@ mod tests {
         assert_eq!(depths(&t)[0].1, 2 * n);
         // Copies of the S chains into the F chains halve the depth, which
         // is still too deep.
-        let refused = limit(&mut t);
+        let (refused, _) = limit(&mut t);
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].depth, n);
         assert_eq!(refused[0].path.len(), n + 1);

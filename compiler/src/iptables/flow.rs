@@ -9,11 +9,11 @@
 //! packet has ICMP type 0 and code 0; a protocol the model does not know
 //! (`Other`) takes every protocol test's else branch.
 
+use super::text::FastMap;
 use crate::flowhash::proto_number;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
 use crate::model::Proto;
-use std::collections::HashMap;
 
 pub const TCP: u8 = 1;
 pub const UDP: u8 = 2;
@@ -181,8 +181,8 @@ pub fn edges(node: &Node, c: Ctx) -> Vec<Ctx> {
 }
 
 /// The context of every node reachable from `roots`.
-pub fn contexts(g: &Graph, roots: &[NodeId]) -> HashMap<NodeId, Ctx> {
-    let mut ctx: HashMap<NodeId, Ctx> = HashMap::new();
+pub fn contexts(g: &Graph, roots: &[NodeId]) -> FastMap<NodeId, Ctx> {
+    let mut ctx: FastMap<NodeId, Ctx> = FastMap::default();
     for &r in roots {
         ctx.insert(r, Ctx::ALL);
     }

@@ -13,7 +13,7 @@
 //! WEIR-BE<k>-<i>: [-m recent --set] [-j <check>] -p P -j DNAT --to-destination ADDR:PORT
 //! ```
 
-use super::text::{comment, Family, Tables};
+use super::text::{comment, Family, FastMap, Tables};
 use super::{Options, Unsupported};
 use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, TableKey};
 use crate::graph::Graph;
@@ -199,6 +199,9 @@ pub fn nat(
 ) -> Option<String> {
     let st = &g.services;
     let mut items: Vec<AddrRules> = Vec::new();
+    // `-m statistic` matches by (weight, remaining weight): formatting a
+    // float exactly is slow and most services repeat the same few.
+    let mut statistic: FastMap<(u64, u64), String> = FastMap::default();
     for (k, fe) in st.frontends.iter().enumerate() {
         let f = fe.frontend;
         let set = &st.backend_sets[fe.backends];
@@ -258,17 +261,11 @@ pub fn nat(
                 format!("-p {p}")
             };
             if i + 1 < n {
-                let prob = weights[i] as f64 / rest as f64;
-                out.rule(
-                    "nat",
-                    &chain,
-                    &[
-                        &format!("-m statistic --mode random --probability {prob:.10}"),
-                        &proto,
-                        &c,
-                        &go(i),
-                    ],
-                );
+                let m = statistic.entry((weights[i], rest)).or_insert_with(|| {
+                    let prob = weights[i] as f64 / rest as f64;
+                    format!("-m statistic --mode random --probability {prob:.10}")
+                });
+                out.rule("nat", &chain, &[m, &proto, &c, &go(i)]);
             } else {
                 out.rule("nat", &chain, &[&proto, &c, &go(i)]);
             }

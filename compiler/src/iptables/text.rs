@@ -3,7 +3,8 @@
 //! ip6tables.
 
 use crate::model::Proto;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 /// IPv4 (`iptables`) or IPv6 (`ip6tables`): one code path, these words.
@@ -114,11 +115,64 @@ pub fn comment(c: &str) -> String {
     format!("-m comment --comment \"weir:{c}\"")
 }
 
-/// The chains of one table in declaration order, each with its rules.
+/// A fast, deterministic hasher for the generator's own maps (chain
+/// names, node ids): the multiply-rotate hash of rustc's `FxHasher`.
+/// Nothing here is keyed by untrusted input worth a DoS-resistant hash.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl FxHasher {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` with [`FxHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The chains of one table in declaration order, each with its rules
+/// (looked up by name; only [`Table::chains`] has an order).
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     pub chains: Vec<String>,
-    pub rules: BTreeMap<String, Vec<String>>,
+    pub rules: FastMap<String, Vec<String>>,
 }
 
 /// The four tables of one family.
@@ -142,20 +196,23 @@ impl Tables {
     /// `-A chain parts…` (parts joined by single spaces, empty ones
     /// skipped).
     pub fn rule(&mut self, table: &'static str, chain: &str, parts: &[&str]) {
-        let mut line = format!("-A {chain}");
+        let len = 3 + chain.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut line = String::with_capacity(len);
+        line.push_str("-A ");
+        line.push_str(chain);
         for p in parts {
             if !p.is_empty() {
                 line.push(' ');
                 line.push_str(p);
             }
         }
-        self.tables
-            .entry(table)
-            .or_default()
-            .rules
-            .entry(chain.to_string())
-            .or_default()
-            .push(line);
+        let rules = &mut self.tables.entry(table).or_default().rules;
+        match rules.get_mut(chain) {
+            Some(v) => v.push(line),
+            None => {
+                rules.insert(chain.to_string(), vec![line]);
+            }
+        }
     }
 
     pub fn rule_count(&self) -> usize {
@@ -172,14 +229,32 @@ impl Tables {
 
     /// The restore text (`*table`, declarations, rules, `COMMIT`).
     pub fn render(&self, header: &str) -> String {
-        let mut s = String::from(header);
+        let size: usize = self
+            .tables
+            .values()
+            .map(|t| {
+                t.chains.iter().map(|c| c.len() + 10).sum::<usize>()
+                    + t.rules
+                        .values()
+                        .flatten()
+                        .map(|r| r.len() + 1)
+                        .sum::<usize>()
+                    + 16
+            })
+            .sum();
+        let mut s = String::with_capacity(header.len() + size);
+        s.push_str(header);
         for name in TABLE_ORDER {
             let Some(t) = self.tables.get(name) else {
                 continue;
             };
-            s.push_str(&format!("*{name}\n"));
+            s.push('*');
+            s.push_str(name);
+            s.push('\n');
             for c in &t.chains {
-                s.push_str(&format!(":{c} - [0:0]\n"));
+                s.push(':');
+                s.push_str(c);
+                s.push_str(" - [0:0]\n");
             }
             for c in &t.chains {
                 for r in t.rules.get(c).into_iter().flatten() {

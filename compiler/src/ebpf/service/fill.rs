@@ -21,7 +21,7 @@
 //! the swap needs; the cost is that tables are preallocated:
 //! `(maglev (service, family) pairs + spare_tables) × 64 KiB`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -332,7 +332,35 @@ pub fn maglev_table(backends: &[Be]) -> Vec<u32> {
 }
 
 fn table_bytes(t: &[u32]) -> Vec<u8> {
-    t.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    let mut out = vec![0u8; t.len() * 4];
+    for (o, w) in out.chunks_exact_mut(4).zip(t) {
+        o.copy_from_slice(&w.to_ne_bytes());
+    }
+    out
+}
+
+/// [`maglev_table`]s as map values, in order; split over the available
+/// cores when there are many.
+fn maglev_tables_bytes(lists: &[&[Be]]) -> Vec<Vec<u8>> {
+    let one = |b: &&[Be]| table_bytes(&maglev_table(b));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(lists.len() / 16)
+        .max(1);
+    if threads == 1 {
+        return lists.iter().map(one).collect();
+    }
+    let chunk = lists.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = lists
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("Maglev table threads do not panic"))
+            .collect()
+    })
 }
 
 impl LbState {
@@ -432,6 +460,19 @@ impl LbState {
     }
 
     fn set_ops(&self, service: usize, set: &SetState, ops: &mut Vec<MapOp>) {
+        let table = set.table.map(|_| table_bytes(&maglev_table(&set.backends)));
+        self.set_ops_with(service, set, ops, table);
+    }
+
+    /// [`LbState::set_ops`] with the Maglev table's value (when the set
+    /// has a table) given.
+    fn set_ops_with(
+        &self,
+        service: usize,
+        set: &SetState,
+        ops: &mut Vec<MapOp>,
+        table: Option<Vec<u8>>,
+    ) {
         for (i, &b) in set.slots.iter().enumerate() {
             let be = &set.backends[b as usize];
             let id = self.backend_ids[&(service, be.addr, be.port)];
@@ -441,11 +482,11 @@ impl LbState {
                 value: be_value(be, id),
             });
         }
-        if let Some(t) = set.table {
+        if let (Some(t), Some(value)) = (set.table, table) {
             ops.push(MapOp::Update {
                 map: map::MGL.into(),
                 key: t.to_ne_bytes().to_vec(),
-                value: table_bytes(&maglev_table(&set.backends)),
+                value,
             });
         }
     }
@@ -474,9 +515,34 @@ impl LbState {
                 ),
             });
         }
+        // The Maglev tables: one per distinct backend list (services on
+        // several ports of one workload share it), computed on every core.
+        let mut lists: Vec<&[Be]> = Vec::new();
+        let mut uses: Vec<usize> = Vec::new();
+        let mut index: HashMap<&[Be], usize> = HashMap::new();
+        for s in &self.services {
+            for set in s.sets.values().filter(|x| x.table.is_some()) {
+                let i = *index.entry(&set.backends).or_insert_with(|| {
+                    lists.push(&set.backends);
+                    uses.push(0);
+                    lists.len() - 1
+                });
+                uses[i] += 1;
+            }
+        }
+        let mut tables = maglev_tables_bytes(&lists);
         for (i, s) in self.services.iter().enumerate() {
             for set in s.sets.values() {
-                self.set_ops(i, set, &mut ops);
+                let table = set.table.map(|_| {
+                    let k = index[set.backends.as_slice()];
+                    uses[k] -= 1;
+                    if uses[k] == 0 {
+                        std::mem::take(&mut tables[k])
+                    } else {
+                        tables[k].clone()
+                    }
+                });
+                self.set_ops_with(i, set, &mut ops, table);
             }
         }
         for (i, s) in self.services.iter().enumerate() {
@@ -489,6 +555,28 @@ impl LbState {
             }
         }
         ops
+    }
+
+    /// How many updates [`LbState::initial_ops`] makes in each map it
+    /// writes, without computing them (the Maglev tables are the expensive
+    /// part: what a compiler needs for sizes and the manifest is only
+    /// their number).
+    pub fn initial_counts(&self) -> BTreeMap<&'static str, u64> {
+        let sets = || self.services.iter().flat_map(|s| s.sets.values());
+        let mut counts = BTreeMap::from([
+            (map::BE, self.backend_ids.len() as u64),
+            (map::SLOT, sets().map(|x| x.slots.len() as u64).sum()),
+            (
+                map::MGL,
+                sets().filter(|x| x.table.is_some()).count() as u64,
+            ),
+            (
+                map::FE,
+                self.services.iter().map(|s| s.frontends.len() as u64).sum(),
+            ),
+        ]);
+        counts.retain(|_, n| *n > 0);
+        counts
     }
 
     /// Replaces the backends of `service` for the address family of

@@ -322,3 +322,40 @@ fn ebpf_service_programs_assemble() {
     // The flow hash emitted in BPF matches flowhash.rs: checked by the
     // kernel tests (Maglev choices equal the interpreter's).
 }
+
+/// `initial_counts` is what `initial_ops` writes, per map; sets with the
+/// same backends (one workload on two ports) get equal tables.
+#[test]
+fn initial_counts_match_the_ops() {
+    let src = format!(
+        "{SRC}
+service two {{
+  frontend 10.96.0.4:80/tcp
+  backends {{ 10.2.0.1:5432, 10.2.0.2:5432, 10.2.0.3:5432 }}
+  balance maglev
+}}
+"
+    );
+    let (_, g) = compile(&src);
+    let st = state(&g);
+    let ops = st.initial_ops();
+    let mut counted: std::collections::BTreeMap<&str, u64> = Default::default();
+    for op in &ops {
+        assert!(matches!(op, MapOp::Update { .. }));
+        let name = [map::BE, map::SLOT, map::MGL, map::FE]
+            .into_iter()
+            .find(|n| *n == op.map())
+            .expect("a service map");
+        *counted.entry(name).or_default() += 1;
+    }
+    assert_eq!(st.initial_counts(), counted);
+    let tables: Vec<&Vec<u8>> = ops
+        .iter()
+        .filter_map(|o| match o {
+            MapOp::Update { map: m, value, .. } if m == map::MGL => Some(value),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tables.len(), 2);
+    assert_eq!(tables[0], tables[1]);
+}
