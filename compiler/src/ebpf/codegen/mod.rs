@@ -459,25 +459,6 @@ fn type_name(t: MapType) -> &'static str {
     }
 }
 
-/// The `'static` name of a service map (for the `filled` column).
-fn map_name(m: &str) -> &'static str {
-    use crate::ebpf::service::layout::map as lb;
-    [
-        lb::FE,
-        lb::SLOT,
-        lb::BE,
-        lb::MGL,
-        lb::AFF,
-        lb::CT,
-        lb::REV,
-        lb::SK,
-        lb::CNT,
-    ]
-    .into_iter()
-    .find(|n| *n == m)
-    .unwrap_or("other")
-}
-
 /// Nodes reachable from `root` in reverse postorder of a depth-first
 /// walk: a topological order (parents first, so blocks only jump
 /// forward) that keeps each subtree together, so a packet's path crosses
@@ -772,11 +753,10 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     }
     if let Some(lb) = &lb {
         // The service maps (`weir_lb_*`, see `ebpf::service`), filled by
-        // the runtime from `lb.initial_ops()`.
-        for op in lb.initial_ops() {
-            if let crate::ebpf::service::MapOp::Update { map, .. } = op {
-                *filled.entry(map_name(&map)).or_insert(0) += 1;
-            }
+        // the runtime from `lb.initial_ops()` (counted without computing
+        // the Maglev tables).
+        for (map, n) in lb.initial_counts() {
+            *filled.entry(map).or_insert(0) += n;
         }
         maps.extend(lb.maps());
     }
