@@ -154,6 +154,10 @@ pub fn whole_process(
     let child = Command::new(weir)
         .arg("compile")
         .arg(weir_file)
+        // The models balance with Maglev, which only the eBPF back end
+        // expresses: this is the compile that succeeds and writes a bundle.
+        .arg("--target")
+        .arg("ebpf")
         .arg("--endpoints")
         .arg(inventory)
         .arg("-o")

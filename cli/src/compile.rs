@@ -137,7 +137,12 @@ pub fn run(args: Args) -> i32 {
         let text = match emit {
             Emit::Graph => dump::text(model, graph),
             Emit::Dot => dump::dot(model, graph),
-            Emit::Manifest => artifact(&files, bundle::MANIFEST),
+            // The file is compact JSON; people get it indented.
+            Emit::Manifest => serde_json::from_slice::<Value>(&files[bundle::MANIFEST])
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .map(|s| s + "\n")
+                .unwrap_or_else(|| artifact(&files, bundle::MANIFEST)),
             Emit::Iptables => artifact(&files, bundle::IPTABLES_RULES),
             Emit::Ipset => artifact(&files, bundle::IPSET_RULES),
             Emit::Asm => match files.get(bundle::WEIR_ASM) {
