@@ -546,18 +546,25 @@ pub fn emit_established_dnat(a: &mut Asm, env: &StageEnv, done: Option<Label>) {
     let skip = a.new_label("lb_not_established");
     guard_v4_tcp_udp(a, &env.ctx, skip);
     tuple_from_ctx(a, &env.ctx);
-    lookup(a, map::CT, st::TK);
-    a.push(Op::jmp(JmpCond::Eq, R0, 0, skip));
-    copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
-    if env.lb_counters {
-        count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
-    }
-    copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
+    recorded_translation(a, env, skip);
     dnat(a, env);
     if let Some(d) = done {
         a.push(Op::Ja { target: d });
     }
     a.bind(skip);
+}
+
+/// The flow's recorded translation (`weir_lb_ct`, key at `st::TK`): its
+/// backend to `st::CTV`, its service to `st::FEV`, counted; `miss` when
+/// there is none.
+fn recorded_translation(a: &mut Asm, env: &StageEnv, miss: Label) {
+    lookup(a, map::CT, st::TK);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, miss));
+    copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
+    if env.lb_counters {
+        count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
+    }
+    copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
 }
 
 /// DNAT to the backend at `st::CTV`, service at `st::FEV`.
@@ -589,13 +596,7 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     tuple_from_ctx(a, c);
     if !c.established_checked {
         // A translated flow keeps its backend.
-        lookup(a, map::CT, st::TK);
-        a.push(Op::jmp(JmpCond::Eq, R0, 0, new));
-        copy(a, R10, st::CTV, R0, 0, ct::VALUE_SIZE as i16);
-        if env.lb_counters {
-            count(a, map::CNT, Operand::Imm(cnt::ESTABLISHED as i32));
-        }
-        copy(a, R10, st::FEV + fe::SERVICE, R10, st::CTV + ct::SERVICE, 4);
+        recorded_translation(a, env, new);
         a.push(Op::Ja { target: dnat_label });
     }
 
