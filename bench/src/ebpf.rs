@@ -353,6 +353,9 @@ pub struct EbpfUpdates {
     pub endpoint_remove_ms: f64,
     pub full_load_ms: f64,
     pub codegen_ms: f64,
+    /// Whole-process `weir endpoints` add / remove (ms; `None`: no `weir`
+    /// binary found).
+    pub cli: Option<Result<(f64, f64), String>>,
 }
 
 /// One endpoint added and removed again, `reps` times, through the
@@ -361,13 +364,16 @@ pub struct EbpfUpdates {
 /// generation applied with `weir_runtime::ebpf::apply` to the node's
 /// client-facing interface of a netns topology: the inventory compared
 /// with the recorded one, churn plan, class-map host entries in the
-/// pinned maps, no program reload. Wall time of the call (ms).
+/// pinned maps, no program reload. Wall time of the call (ms). Then, when
+/// the `weir` binary is found, the same as whole `weir endpoints`
+/// processes on a generation applied with `weir apply` (`cli`).
 fn endpoint_churn(
     model: &Model,
     graph: &Graph,
     reps: usize,
     add: &mut Vec<f64>,
     del: &mut Vec<f64>,
+    cli: &mut Option<Result<(f64, f64), String>>,
 ) -> Result<(), String> {
     use weir_compiler::bundle::{self, BundleInput, Target};
     let art = weir_compiler::backends::generate(Target::Ebpf, model, graph)
@@ -427,7 +433,43 @@ fn endpoint_churn(
     let r = run();
     let _ = weir_runtime::ebpf::detach(&inst);
     let _ = std::fs::remove_dir_all(&inst.pin_root);
-    r
+    r?;
+    // The same through the `weir` binary, as a user runs it: `weir
+    // apply`, then `weir endpoints` as whole processes (the CLI's pin and
+    // state directories, named after the namespace).
+    *cli = crate::compile::weir_binary().map(|weir| {
+        let args = [
+            "--backend",
+            "ebpf",
+            "--netns",
+            topo.node.name(),
+            "--iface",
+            weir_runtime::netns::NODE_CLIENT_IF,
+        ];
+        let weir_cmd = |verb: &str, dir: Option<&std::path::Path>| -> Result<(), String> {
+            let mut c = std::process::Command::new(&weir);
+            c.arg(verb);
+            if let Some(d) = dir {
+                c.arg(d);
+            }
+            let out = c
+                .args(args)
+                .output()
+                .map_err(|e| format!("running {}: {e}", weir.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "weir {verb}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(())
+        };
+        weir_cmd("apply", Some(&dir))?;
+        let r = crate::cli_endpoints(&weir, &dir, &work.0, (&with, &base), &args, reps);
+        let _ = weir_cmd("detach", None);
+        r
+    });
+    Ok(())
 }
 
 pub fn updates(model: &Model, graph: &Graph, reps: usize) -> Result<EbpfUpdates, String> {
@@ -444,14 +486,15 @@ pub fn updates(model: &Model, graph: &Graph, reps: usize) -> Result<EbpfUpdates,
         .map_err(|e| format!("load: {e}"))?;
     let full_load_ms = t.elapsed().as_secs_f64() * 1e3;
     drop(g);
-    let (mut add, mut del) = (Vec::new(), Vec::new());
+    let (mut add, mut del, mut cli) = (Vec::new(), Vec::new(), None);
     if reps > 0 {
-        endpoint_churn(model, graph, reps, &mut add, &mut del)?;
+        endpoint_churn(model, graph, reps, &mut add, &mut del, &mut cli)?;
     }
     Ok(EbpfUpdates {
         endpoint_add_ms: median(&add),
         endpoint_remove_ms: median(&del),
         full_load_ms,
         codegen_ms,
+        cli,
     })
 }

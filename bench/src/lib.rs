@@ -890,7 +890,7 @@ fn compile_table(
         ],
     );
     t.note(format!(
-        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, back ends, bundle (all targets: the iptables back end refuses the models' Maglev services with E0501 after the graph and the eBPF back end ran, so those runs exit 1 and skip only the iptables text emission); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the child from `wait4`. {}",
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the child from `wait4`. {}",
         plan.cli_runs,
         match &weir {
             Some(p) => format!("Binary: `{}`.", p.display()),
@@ -1032,7 +1032,7 @@ fn updates_table(
         &format!("Update latency ({}, ms)", c.label),
         &["change", "eBPF", "iptables", "how"],
     );
-    t.note("Median of 5 for endpoint changes, one run for the rest. Endpoint add/remove: wall time of the runtime's endpoint path (`weir_runtime::endpoints::ebpf_text` / `endpoints::iptables_text`, what `weir endpoints` runs) given the text of the full inventory file with one endpoint more (labels of an existing endpoint without its `instance` label, at a fresh address of an existing class), then without it: state and recorded inventory read, the inventory compared with the recorded one (only endpoints whose text changed are parsed), churn plan, the writes (eBPF: class-map host entries in the pinned maps of a generation applied with `ebpf::apply` to a netns interface; iptables: one `ipset restore` batch), the new inventory recorded (state under /dev/shm, tmpfs like `/run`). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
+    t.note("Median of 5 for endpoint changes, one run for the rest. Endpoint add/remove: wall time of the runtime's endpoint path (`weir_runtime::endpoints::ebpf_text` / `endpoints::iptables_text`, what `weir endpoints` runs, called in process; iptables given the bundle read beforehand) given the text of the full inventory file with one endpoint more (labels of an existing endpoint without its `instance` label, at a fresh address of an existing class), then without it: state and recorded inventory read, the inventory compared with the recorded one (only endpoints whose text changed are parsed), churn plan, the writes (eBPF: class-map host entries in the pinned maps of a generation applied with `ebpf::apply` to a netns interface; iptables: one `ipset restore` batch), the new inventory recorded (state under /dev/shm, tmpfs like `/run`). Whole `weir endpoints` process: the release `weir` binary run with the inventory file, as a user runs it (process start, the bundle recognised by its files' identities, the update, the report printed; eBPF on a generation applied with `weir apply`). Backend removed / rule changed: the model changes (a backend endpoint becomes not ready / one rule's port changes), so the graph and back end are regenerated and a new generation is applied (eBPF: codegen + load: verifier, maps, prog array; iptables: generate + `Iptables::apply`). Full re-apply: the whole generation again (eBPF: load; iptables: apply of a changed bundle).".to_string());
     if !kernel {
         t.row(vec![
             "–".into(),
@@ -1099,10 +1099,37 @@ fn updates_table(
     }
     let get = |i: usize| -> Result<f64, String> {
         match &ip {
-            Ok(v) => Ok(v[i]),
+            Ok((v, _)) => Ok(v[i]),
             Err(e) => Err(e.clone()),
         }
     };
+    // Whole-process `weir endpoints` (add, remove) cells.
+    let cli_cells = |r: Option<&Result<(f64, f64), String>>| -> [String; 2] {
+        match r {
+            Some(Ok((a, d))) => [ms(*a), ms(*d)],
+            Some(Err(e)) => {
+                let e = format!("error: {}", short(e));
+                [e.clone(), e]
+            }
+            None => ["not measured (no `weir` binary)".into(), "–".into()],
+        }
+    };
+    let [ce_add, ce_del] = cli_cells(match &eb {
+        Ok(u) => u.cli.as_ref(),
+        Err(_) => None,
+    });
+    let [ci_add, ci_del] = cli_cells(match &ip {
+        Ok((_, c)) => c.as_ref(),
+        Err(_) => None,
+    });
+    for (what, r) in [
+        ("eBPF", eb.as_ref().ok().and_then(|u| u.cli.as_ref())),
+        ("iptables", ip.as_ref().ok().and_then(|(_, c)| c.as_ref())),
+    ] {
+        if let Some(Err(e)) = r {
+            rep.problems.push(format!("{what} `weir endpoints`: {e}"));
+        }
+    }
     if let Err(e) = &ip {
         rep.problems.push(format!("iptables updates: {e}"));
     }
@@ -1117,6 +1144,18 @@ fn updates_table(
         f(&e_del),
         f(&get(1)),
         "incremental".into(),
+    ]);
+    t.row(vec![
+        "one endpoint added, whole `weir endpoints` process".into(),
+        ce_add,
+        ci_add,
+        "incremental; process start and bundle check included".into(),
+    ]);
+    t.row(vec![
+        "one endpoint removed, whole `weir endpoints` process".into(),
+        ce_del,
+        ci_del,
+        "incremental; process start and bundle check included".into(),
     ]);
     t.row(vec![
         "one backend removed".into(),
@@ -1182,8 +1221,51 @@ fn opts_quick(plan: &Plan) -> bool {
     plan.effort.repeat < 1_000_000
 }
 
-/// iptables update latencies (ms): add, remove, backend removed, rule
-/// changed, full re-apply, unchanged re-apply.
+/// Whole-process `weir endpoints` add / remove latency (ms, medians of
+/// `reps`): `weir endpoints DIR FILE ARGS` with the inventory file `with`
+/// (one endpoint more), then `base`, as a user runs it: process start,
+/// the bundle recognised, the update, the report printed.
+pub fn cli_endpoints(
+    weir: &std::path::Path,
+    dir: &std::path::Path,
+    work: &std::path::Path,
+    (with, base): (&str, &str),
+    args: &[&str],
+    reps: usize,
+) -> Result<(f64, f64), String> {
+    let files = [work.join("cli-with.json"), work.join("cli-base.json")];
+    for (f, text) in files.iter().zip([with, base]) {
+        std::fs::write(f, text).map_err(|e| e.to_string())?;
+    }
+    let run = |file: &std::path::Path| -> Result<f64, String> {
+        let t = Instant::now();
+        let out = std::process::Command::new(weir)
+            .arg("endpoints")
+            .arg(dir)
+            .arg(file)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| format!("running {}: {e}", weir.display()))?;
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        if !out.status.success() {
+            return Err(format!(
+                "weir endpoints: exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(wall)
+    };
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        add.push(run(&files[0])?);
+        del.push(run(&files[1])?);
+    }
+    Ok((median(&add), median(&del)))
+}
+
 /// The endpoints a bundle was compiled with (as the runtime records them)
 /// and one extra endpoint the runtime can add without a recompile: the
 /// labels of an existing endpoint without the service-only `instance`
@@ -1224,12 +1306,16 @@ pub fn churn_inventory(
     Err("no endpoint the runtime can add without a recompile".into())
 }
 
+/// iptables update latencies (ms): add, remove, backend removed, rule
+/// changed, full re-apply, unchanged re-apply; and whole-process `weir
+/// endpoints` add / remove (`None`: no `weir` binary found).
+#[allow(clippy::type_complexity)]
 fn iptables_updates(
     c: &Case,
     plan: &Plan,
     backend_removed: &Model,
     rule_changed: &Model,
-) -> Result<Vec<f64>, String> {
+) -> Result<(Vec<f64>, Option<Result<(f64, f64), String>>), String> {
     let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
     let dir = Scratch::new("updates");
     let b0 = dir.0.join("b0");
@@ -1262,6 +1348,28 @@ fn iptables_updates(
             .map_err(|e| format!("endpoints remove: {e}"))?;
         del.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    // The same through the `weir` binary (`weir endpoints` as a whole
+    // process, on the same state).
+    let cli = compile::weir_binary().map(|weir| {
+        let st = state.0.display().to_string();
+        cli_endpoints(
+            &weir,
+            &b0,
+            &dir.0,
+            (&with, &base),
+            &[
+                "--backend",
+                "iptables",
+                "--netns",
+                topo.node.name(),
+                "--state-dir",
+                &st,
+                "--iptables",
+                plan.variant.name(),
+            ],
+            5,
+        )
+    });
     let regen_apply = |m: &Model, name: &str| -> Result<f64, String> {
         let t = Instant::now();
         let g = weir_compiler::graph::compile(m);
@@ -1278,14 +1386,10 @@ fn iptables_updates(
     // once (detaching large generations one `ipset destroy` at a time
     // takes minutes).
     drop(rt);
-    Ok(vec![
-        median(&add),
-        median(&del),
-        backend,
-        rule,
-        full,
-        unchanged,
-    ])
+    Ok((
+        vec![median(&add), median(&del), backend, rule, full, unchanged],
+        cli,
+    ))
 }
 
 fn sizes_table(

@@ -14,7 +14,6 @@ use clap::Args as ClapArgs;
 use weir_compiler::diagnostics::Kind;
 use weir_grammar::FileId;
 use weir_runtime::endpoints::{self, EndpointsError, Report};
-use weir_runtime::Bundle;
 
 use crate::apply::{Backend, Target};
 
@@ -61,10 +60,9 @@ pub fn run(args: Args) -> i32 {
         }
     };
     let result = match args.target.backend {
-        Backend::Iptables => match Bundle::read(&args.dir) {
-            Ok(b) => endpoints::iptables_text(&args.target.runtime(), &b, &text),
-            Err(e) => Err(EndpointsError::Iptables(e)),
-        },
+        // The bundle is read (and hashed) only when its files are not
+        // the ones recorded for the generation in force.
+        Backend::Iptables => endpoints::iptables_dir(&args.target.runtime(), &args.dir, &text),
         Backend::Ebpf => match crate::ebpf_cmd::instance(&args.target) {
             Ok(inst) => endpoints::ebpf_text(&inst, &args.dir, &text),
             Err(c) => return c,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::endpoints::{file_identity, FileIdentity};
 use crate::error::Error;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -78,6 +79,46 @@ pub struct Bundle {
     /// SHA-256 of everything the iptables back end applies (manifest and
     /// rule files): equal hashes mean re-applying changes nothing.
     pub content_hash: String,
+    /// The identities of the files [`Bundle::content_hash`] covers, taken
+    /// before they were read and unchanged after, when they can be
+    /// trusted to stand for that content (see [`trusted_identities`]):
+    /// `weir endpoints` then recognises the bundle without reading it.
+    pub files: Option<Vec<(String, Option<FileIdentity>)>>,
+}
+
+/// The files [`Bundle::content_hash`] covers.
+pub const HASHED: [&str; 4] = [MANIFEST, IPTABLES_RULES, IP6TABLES_RULES, IPSET_RULES];
+
+/// The identities of `dir`'s [`HASHED`] files (`None`: absent).
+pub fn identities(dir: &Path) -> Vec<(String, Option<FileIdentity>)> {
+    HASHED
+        .iter()
+        .map(|n| (n.to_string(), file_identity(&dir.join(n))))
+        .collect()
+}
+
+/// `ids` (taken at `taken`) when a later change of any of those files
+/// is sure to change its identity: every file's last change lies
+/// clearly before `taken` (file times advance in clock ticks, so a
+/// write in the tick of the last change could keep size and times;
+/// times without nanoseconds suggest a coarse file system).
+pub fn trusted_identities(
+    ids: Vec<(String, Option<FileIdentity>)>,
+    taken: std::time::SystemTime,
+) -> Option<Vec<(String, Option<FileIdentity>)>> {
+    let now = taken.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i128;
+    let ok = ids.iter().all(|(_, id)| {
+        id.as_ref().is_none_or(|id| {
+            let last = id.changed_ns();
+            let margin: i128 = if id.coarse() {
+                3_000_000_000
+            } else {
+                100_000_000
+            };
+            now - last > margin
+        })
+    });
+    ok.then_some(ids)
 }
 
 fn read_optional(dir: &Path, name: &str) -> Result<String, Error> {
@@ -97,6 +138,8 @@ impl Bundle {
     /// Reads `dir`: `manifest.json` is required, the rule files are optional.
     pub fn read(dir: impl AsRef<Path>) -> Result<Bundle, Error> {
         let dir = dir.as_ref();
+        let taken = std::time::SystemTime::now();
+        let before = identities(dir);
         let manifest_path = dir.join(MANIFEST);
         let manifest_text = std::fs::read_to_string(&manifest_path)
             .map_err(|e| Error::bundle(&manifest_path, e.to_string()))?;
@@ -196,7 +239,11 @@ impl Bundle {
             })
             .unwrap_or_default();
 
+        let files = (identities(dir) == before)
+            .then(|| trusted_identities(before, taken))
+            .flatten();
         Ok(Bundle {
+            files,
             dir: dir.to_path_buf(),
             manifest,
             iptables_rules,

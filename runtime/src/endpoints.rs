@@ -155,10 +155,11 @@ impl From<crate::ebpf::EbpfError> for EndpointsError {
 ///    inventory is compared with them text to text, and only the
 ///    endpoints whose text differs are parsed.
 ///
-/// eBPF writes it at `weir apply` (the bundle's compiled inventory);
-/// when it is missing or belongs to another generation (iptables, or an
-/// instance applied by an earlier weir) the first update builds it from
-/// the manifest (and an `endpoints.json` of an earlier weir).
+/// Both back ends write it at `weir apply` (the bundle's compiled
+/// inventory; [`iptables_applied`], [`ebpf_applied`]); when it is missing
+/// or belongs to another generation (an instance applied by an earlier
+/// weir) the first update builds it from the manifest (and an
+/// `endpoints.json` of an earlier weir).
 pub const RECORD: &str = "endpoints.state";
 /// The record of earlier weir versions (JSON), read when [`RECORD`] is
 /// missing.
@@ -174,6 +175,20 @@ pub struct FileIdentity {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    /// The later of the modification and change times (ns since the
+    /// epoch).
+    pub fn changed_ns(&self) -> i128 {
+        let ns = |(s, n): (i64, i64)| s as i128 * 1_000_000_000 + n as i128;
+        ns(self.mtime).max(ns(self.ctime))
+    }
+
+    /// Times in whole seconds (a file system without finer times).
+    pub fn coarse(&self) -> bool {
+        self.mtime.1 == 0 && self.ctime.1 == 0
+    }
 }
 
 /// The identity of `path`, if it exists.
@@ -206,6 +221,33 @@ struct Header {
     /// the eBPF service-map state.
     statics: String,
     lb: String,
+    /// iptables: the identities of the applied bundle's files
+    /// ([`crate::bundle::HASHED`]), known to hold the content whose hash
+    /// is `bundle`: a `DIR` whose files have them is the bundle in force
+    /// without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    files: Option<BundleFiles>,
+    /// iptables: the generation's address sets (kernel name, family,
+    /// classes), from the manifest and `state.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sets: Option<Vec<(String, u8, Vec<u32>)>>,
+}
+
+type BundleFiles = Vec<(String, Option<FileIdentity>)>;
+
+impl Header {
+    fn new(generation: u64, bundle: String, manifest: Option<FileIdentity>) -> Header {
+        Header {
+            generation,
+            bundle,
+            manifest,
+            unique: false,
+            statics: String::new(),
+            lb: String::new(),
+            files: None,
+            sets: None,
+        }
+    }
 }
 
 /// The manifest's part (section 2): a `u32` length and the JSON of the
@@ -568,14 +610,110 @@ pub fn iptables(
     iptables_text(rt, bundle, &churn::inventory_text(inventory))
 }
 
-/// [`iptables`] given the inventory file's text (what `weir endpoints`
-/// reads): only the endpoints whose text changed are parsed.
+/// [`iptables`] given the inventory file's text: only the endpoints
+/// whose text changed are parsed.
 pub fn iptables_text(
     rt: &crate::iptables::Iptables,
     bundle: &crate::Bundle,
     inventory: &str,
 ) -> Result<Report, EndpointsError> {
-    use crate::iptables::{exec, names};
+    iptables_update(rt, Given::Read(bundle), inventory)
+}
+
+/// [`iptables_text`] given the bundle directory (what `weir endpoints`
+/// runs): when `dir`'s files are the ones recorded for the generation in
+/// force (same device, inode, size, modification and change time), the
+/// bundle is neither read nor hashed; otherwise it is read
+/// ([`crate::Bundle::read`]) and its content hash compared with the
+/// applied one, as [`iptables_text`] does.
+pub fn iptables_dir(
+    rt: &crate::iptables::Iptables,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    let ids = crate::bundle::identities(dir);
+    if ids[0].1.is_none() {
+        // No manifest: the reader's error.
+        let b = crate::Bundle::read(dir)?;
+        return iptables_update(rt, Given::Read(&b), inventory);
+    }
+    iptables_update(rt, Given::Dir(dir, ids), inventory)
+}
+
+/// The bundle `weir endpoints` was given.
+enum Given<'a> {
+    Read(&'a crate::Bundle),
+    /// A directory and its files' identities (taken before anything
+    /// else).
+    Dir(&'a Path, BundleFiles),
+}
+
+/// The generation's address sets: (kernel name, family, classes).
+fn iptables_sets(
+    bundle: &crate::Bundle,
+    state: &crate::iptables::State,
+) -> Vec<(String, u8, Vec<u32>)> {
+    let mut sets = Vec::new();
+    for s in &bundle.sets {
+        let Some(classes) = s.raw.get("classes").and_then(Value::as_array) else {
+            continue;
+        };
+        let family = match s.raw.get("family").and_then(Value::as_str) {
+            Some("ipv6") => 6,
+            _ => 4,
+        };
+        let kernel = state
+            .sets
+            .iter()
+            .find(|k| k.name == s.name)
+            .map(|k| k.kernel_name.clone())
+            .unwrap_or_else(|| crate::iptables::names::generation_set(&s.name, state.generation));
+        let classes = classes
+            .iter()
+            .filter_map(|c| c.as_u64().map(|c| c as u32))
+            .collect();
+        sets.push((kernel, family, classes));
+    }
+    sets
+}
+
+/// The record of an iptables generation just applied from `bundle`
+/// (`state`, written to `state.json`): the compiled inventory, with the
+/// bundle files' identities when they can be trusted, so the first
+/// `weir endpoints` neither builds the record nor reads the bundle.
+/// Best effort: without a record, the next update builds it.
+pub fn iptables_applied(
+    rt: &crate::iptables::Iptables,
+    bundle: &crate::Bundle,
+    state: &crate::iptables::State,
+) {
+    let dir = &rt.options().state_dir;
+    let applied = file_identity(&dir.join("state.json"));
+    let header = Header {
+        files: bundle.files.clone(),
+        sets: Some(iptables_sets(bundle, state)),
+        ..Header::new(
+            u64::from(state.generation),
+            state.bundle_hash.clone(),
+            applied,
+        )
+    };
+    match Record::from_manifest(&bundle.manifest, header, None, true) {
+        Ok(r) => {
+            let _ = r.write(dir);
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(dir.join(RECORD));
+        }
+    }
+}
+
+fn iptables_update(
+    rt: &crate::iptables::Iptables,
+    given: Given<'_>,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    use crate::iptables::exec;
     let t0 = Instant::now();
     exec::require_root()?;
     exec::require_program("ipset")?;
@@ -583,70 +721,65 @@ pub fn iptables_text(
     let state = rt.read_state()?.ok_or_else(|| {
         EndpointsError::NotInForce("nothing is applied (iptables): run `weir apply` first".into())
     })?;
-    if state.bundle_hash != bundle.content_hash {
-        return Err(EndpointsError::NotInForce(format!(
-            "{} is not the bundle in force (generation {} was applied from {}); apply it first",
-            bundle.dir.display(),
-            state.generation,
-            state.bundle_dir
-        )));
-    }
     let generation = u64::from(state.generation);
     let dir = rt.options().state_dir.clone();
     // `state.json` is replaced by every apply (and removed by detach):
     // a record made after another apply is not this generation's, even
     // when the generation number repeats.
     let applied = file_identity(&dir.join("state.json"));
-    let rec = match Record::read(&dir) {
-        Some(r)
-            if r.header.generation == generation
-                && r.header.bundle == state.bundle_hash
-                && r.header.manifest == applied =>
-        {
-            r
+    let recorded = Record::read(&dir).filter(|r| {
+        r.header.generation == generation
+            && r.header.bundle == state.bundle_hash
+            && r.header.manifest == applied
+    });
+    // The bundle's files are the ones recorded for this generation: it
+    // is the bundle in force, and the record holds what the update needs.
+    let known = match (&given, &recorded) {
+        (Given::Dir(_, ids), Some(r)) => {
+            r.header.sets.is_some() && r.header.files.as_ref() == Some(ids)
         }
-        _ => Record::from_manifest(
-            &bundle.manifest,
-            Header {
-                generation,
-                bundle: state.bundle_hash.clone(),
-                manifest: applied.clone(),
-                unique: false,
-                statics: String::new(),
-                lb: String::new(),
-            },
-            read_legacy(&dir, generation, &state.bundle_hash).map(|(e, _)| (e, None)),
-            true,
-        )
-        .map_err(EndpointsError::Bundle)?,
+        _ => false,
+    };
+    let rec = if known {
+        recorded.expect("a record")
+    } else {
+        let read;
+        let bundle = match given {
+            Given::Read(b) => b,
+            Given::Dir(d, _) => {
+                read = crate::Bundle::read(d)?;
+                &read
+            }
+        };
+        if state.bundle_hash != bundle.content_hash {
+            return Err(EndpointsError::NotInForce(format!(
+                "{} is not the bundle in force (generation {} was applied from {}); apply it first",
+                bundle.dir.display(),
+                state.generation,
+                state.bundle_dir
+            )));
+        }
+        let mut rec = match recorded {
+            Some(r) => r,
+            None => Record::from_manifest(
+                &bundle.manifest,
+                Header::new(generation, state.bundle_hash.clone(), applied.clone()),
+                read_legacy(&dir, generation, &state.bundle_hash).map(|(e, _)| (e, None)),
+                true,
+            )
+            .map_err(EndpointsError::Bundle)?,
+        };
+        if bundle.files.is_some() {
+            rec.header.files = bundle.files.clone();
+        }
+        rec.header.sets = Some(iptables_sets(bundle, &state));
+        rec
     };
     let planned = plan(&rec, &dir, inventory)?;
     let changes = &planned.changes;
 
     // Address sets of the generation: (kernel name, family, classes).
-    let mut sets: Vec<(String, u8, Vec<u32>)> = Vec::new();
-    if !changes.is_empty() {
-        for s in &bundle.sets {
-            let Some(classes) = s.raw.get("classes").and_then(Value::as_array) else {
-                continue;
-            };
-            let family = match s.raw.get("family").and_then(Value::as_str) {
-                Some("ipv6") => 6,
-                _ => 4,
-            };
-            let kernel = state
-                .sets
-                .iter()
-                .find(|k| k.name == s.name)
-                .map(|k| k.kernel_name.clone())
-                .unwrap_or_else(|| names::generation_set(&s.name, state.generation));
-            let classes = classes
-                .iter()
-                .filter_map(|c| c.as_u64().map(|c| c as u32))
-                .collect();
-            sets.push((kernel, family, classes));
-        }
-    }
+    let sets = rec.header.sets.clone().unwrap_or_default();
     let mut text = String::new();
     for c in changes {
         use std::fmt::Write;
@@ -791,14 +924,7 @@ pub fn ebpf_applied(
     generation: u64,
     manifest: Option<FileIdentity>,
 ) {
-    let header = Header {
-        generation,
-        bundle: bundle_id(full),
-        manifest,
-        unique: false,
-        statics: String::new(),
-        lb: String::new(),
-    };
+    let header = Header::new(generation, bundle_id(full), manifest);
     let sd = inst.state_dir();
     match Record::from_manifest(full, header, None, false) {
         Ok(r) => {
@@ -916,12 +1042,22 @@ pub fn ebpf_text(
     let given_path = dir.join("manifest.json");
     let unreadable =
         || EndpointsError::Bundle(format!("{}/manifest.json is unreadable", dir.display()));
+    let taken = std::time::SystemTime::now();
     let given_id = file_identity(&given_path).ok_or_else(unreadable)?;
     let mut rec = Record::read(&sd).filter(|r| r.header.generation == generation);
+    // The identity recorded for the next update: the file's, unless it
+    // was compared by content and changed too recently to stand for it
+    // (see `crate::bundle::trusted_identities`).
+    let mut record_id = Some(given_id.clone());
     if rec
         .as_ref()
         .is_none_or(|r| r.header.manifest.as_ref() != Some(&given_id))
     {
+        record_id = crate::bundle::trusted_identities(
+            vec![(crate::bundle::MANIFEST.to_string(), Some(given_id.clone()))],
+            taken,
+        )
+        .map(|_| given_id.clone());
         // Not the file recorded at apply: compare the contents with the
         // manifest recorded at apply (identical text is the same
         // manifest).
@@ -943,14 +1079,7 @@ pub fn ebpf_text(
             Some(r) => r,
             None => Record::from_manifest(
                 &manifest,
-                Header {
-                    generation,
-                    bundle: id.clone(),
-                    manifest: None,
-                    unique: false,
-                    statics: String::new(),
-                    lb: String::new(),
-                },
+                Header::new(generation, id.clone(), None),
                 read_legacy(&sd, generation, &id),
                 false,
             )
@@ -1046,7 +1175,7 @@ pub fn ebpf_text(
     let Planned { diff, changes, .. } = planned;
     Record {
         header: Header {
-            manifest: Some(given_id),
+            manifest: record_id,
             unique: diff.unique,
             ..rec.header
         },

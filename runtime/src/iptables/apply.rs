@@ -548,7 +548,7 @@ impl Iptables {
                 }));
             }
         }
-        self.write_state(&State {
+        let state = State {
             backend: "iptables".into(),
             generation: g,
             bundle_hash: bundle.content_hash.clone(),
@@ -560,7 +560,10 @@ impl Iptables {
             chains,
             hooks,
             sets: plan.sets,
-        })?;
+        };
+        self.write_state(&state)?;
+        // The endpoints in force, for `weir endpoints`.
+        crate::endpoints::iptables_applied(self, bundle, &state);
         Ok(ApplyReport {
             generation: g,
             previous,
