@@ -414,8 +414,19 @@ pub fn apply_with(
     cgroup: Option<&Path>,
 ) -> Result<Applied, EbpfError> {
     require_root()?;
-    // Taken before reading: a later change of the file changes it.
-    let manifest_id = crate::endpoints::file_identity(&dir.join("manifest.json"));
+    // Taken before reading: a later change of the file changes it. Kept
+    // only when the file's last change is old enough that a same-size
+    // rewrite could not share its timestamps (`trusted_identities`).
+    let taken = std::time::SystemTime::now();
+    let manifest_id = crate::bundle::trusted_identities(
+        vec![(
+            "manifest.json".to_string(),
+            crate::endpoints::file_identity(&dir.join("manifest.json")),
+        )],
+        taken,
+    )
+    .and_then(|mut ids| ids.pop())
+    .and_then(|(_, id)| id);
     let (full, manifest, object) = read_bundle(dir)?;
     if cgroup.is_some() && manifest.lb.is_none() {
         return Err(EbpfError::Bundle(
