@@ -107,3 +107,67 @@ fn ebpf_limits_become_e0510() {
         "{limits:?}"
     );
 }
+
+/// Stage splitting on realistic policies (`synth`, 1,000 rules) under
+/// budgets from tight to the default: every split assembles (no stage is
+/// entered that cannot be — the entry program is never a tail-call
+/// target, no stage has unreachable code: both are internal errors at
+/// compile time), stays within the per-packet tail-call limit, and the
+/// tighter the budget, the more programs.
+#[test]
+fn ebpf_synth_policy_splits_at_every_budget() {
+    let model = weir_compiler::synth::model(&weir_compiler::synth::Params {
+        seed: 3,
+        policies: 100,
+        rules: 10,
+        endpoints: 600,
+        deployments: 200,
+        ..Default::default()
+    });
+    let g = graph::build(&model);
+    let mut last = 0;
+    for slots in [24_000, 6_000, 3_000, 1_500] {
+        let opts = Options {
+            budget: Budget {
+                max_slots: slots,
+                max_jumps: slots / 2,
+            },
+            ..Options::default()
+        };
+        let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
+        let programs = out.manifest.programs.len();
+        assert!(programs >= last, "{slots}: {programs} programs");
+        assert!(out.manifest.max_tail_calls <= weir_compiler::ebpf::codegen::MAX_TAIL_CALLS);
+        for p in &out.manifest.programs {
+            assert!(
+                p.insns <= slots * 5 / 4,
+                "{slots}: {} has {}",
+                p.name,
+                p.insns
+            );
+        }
+        last = programs;
+    }
+    assert!(last >= 4, "the tightest budget splits ({last} programs)");
+    // And generated policies of every shape, at budgets around the size of
+    // their pipelines (where a block's predecessors straddle stages).
+    for seed in 0..60 {
+        let model = gen::model(seed);
+        let g = graph::build(&model);
+        for slots in [1_000, 1_400, 2_000, 3_000] {
+            let opts = Options {
+                budget: Budget {
+                    max_slots: slots,
+                    max_jumps: slots / 2,
+                },
+                ..Options::default()
+            };
+            if let Err(e) = generate(&model, &g, &opts) {
+                assert!(
+                    e.iter().all(|l| matches!(l, Limit::BlockTooLarge { .. })),
+                    "seed {seed}, {slots}: {e:?}"
+                );
+            }
+        }
+    }
+}

@@ -599,9 +599,15 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
         assert!(t.packets >= 100);
         assert!(
             t.disagreements.is_empty(),
-            "{}: {} disagreements",
+            "{}: {} disagreements:\n{}",
             tag,
-            t.disagreements.len()
+            t.disagreements.len(),
+            t.disagreements
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }

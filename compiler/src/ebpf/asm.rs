@@ -20,7 +20,7 @@
 //! jump offsets no longer fit afterwards ("cannot be patched due to 16-bit
 //! range"), so short jumps keep that much room.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
@@ -102,6 +102,7 @@ pub struct Asm {
     items: Vec<Item>,
     labels: Vec<String>,
     label_names: HashSet<String>,
+    label_suffix: HashMap<String, usize>,
     origin: Origin,
     comment: Option<Arc<str>>,
 }
@@ -115,10 +116,12 @@ impl Asm {
     /// name already used gets a `.N` suffix so names stay unique.
     pub fn new_label(&mut self, name: &str) -> Label {
         let mut unique = name.to_string();
-        let mut n = 1;
+        // The next suffix to try per name, so that many labels of one name
+        // cost one probe each rather than one per earlier label.
+        let n = self.label_suffix.entry(name.to_string()).or_insert(1);
         while self.label_names.contains(&unique) {
             unique = format!("{name}.{n}");
-            n += 1;
+            *n += 1;
         }
         self.label_names.insert(unique.clone());
         self.labels.push(unique);

@@ -125,11 +125,16 @@ pub struct Em<'x> {
     pub next: Option<usize>,
     pub drop: Label,
     pub pass: Label,
-    /// A block this stage gets its own copy of when it jumps there and the
-    /// block is laid out elsewhere (the final block: it only exits, so a
-    /// copy costs its size and saves the packet a tail call), with the
-    /// copy's label once used.
-    pub copy: Option<(usize, Option<Label>)>,
+    /// Blocks this stage gets its own copy of when it jumps there (leaves
+    /// and the final block: a copy costs a few instructions and saves the
+    /// packet a tail call), with the labels of the copies asked for.
+    pub copies: Option<Copies<'x>>,
+}
+
+/// See [`Em::copies`].
+pub struct Copies<'x> {
+    pub copied: &'x [bool],
+    pub labels: BTreeMap<usize, Label>,
 }
 
 impl Em<'_> {
@@ -146,9 +151,10 @@ impl Em<'_> {
         if let Some(l) = self.local.get(&b) {
             return *l;
         }
-        if let Some((c, label)) = &mut self.copy {
-            if *c == b {
-                return *label.get_or_insert_with(|| self.a.new_label("final_copy"));
+        if let Some(c) = &mut self.copies {
+            if c.copied[b] {
+                let a = &mut *self.a;
+                return *c.labels.entry(b).or_insert_with(|| a.new_label("copy"));
             }
         }
         if let Some(l) = self.stubs.get(&b) {
@@ -288,6 +294,19 @@ impl Gen<'_> {
             Mode::Node | Mode::Egress => self.root_block(Entry::Egress),
             Mode::Ingress => self.root_block(Entry::Ingress),
         }
+    }
+
+    /// Blocks every stage copies instead of jumping to: verdict and
+    /// steering leaves (a few stores and a jump) and the final block.
+    pub fn copied_blocks(&self) -> Vec<bool> {
+        self.blocks
+            .iter()
+            .map(|b| match b {
+                Block::Final => true,
+                Block::Node(_, n) => self.g.node(*n).is_leaf(),
+                Block::Prologue | Block::Service => false,
+            })
+            .collect()
     }
 
     pub fn final_block(&self) -> usize {

@@ -86,13 +86,13 @@
 //!
 //! The blocks above are laid out in pipeline order (graph nodes in
 //! depth-first reverse postorder, so parents come first and subtrees stay
-//! together) and only jump forward.
-//! [`stages`] cuts the sequence into programs of at most
-//! [`Budget::max_slots`] instructions and [`Budget::max_jumps`] conditional
-//! jumps (which bounds the verifier's pending branches and, with state
-//! pruning at shared nodes, its processed instructions); cross-stage jumps
-//! become tail calls through `weir_jmp` with the target block in the
-//! context. A path that would make more than [`MAX_TAIL_CALLS`] tail calls,
+//! together) and only jump forward. [`stages`] groups them into programs
+//! of at most [`Budget::max_slots`] instructions and [`Budget::max_jumps`]
+//! conditional jumps (which bounds the verifier's pending branches and,
+//! with state pruning at shared nodes, its processed instructions),
+//! keeping a block in its predecessor's program when there is room;
+//! cross-program jumps become tail calls through `weir_jmp` with the
+//! target block in the context. A path that would make more than [`MAX_TAIL_CALLS`] tail calls,
 //! more than [`MAX_STAGES`] programs, or one block that alone
 //! exceeds the budget, is a compile-time [`Limit`] (diagnostic `E05xx`).
 //!
@@ -653,6 +653,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     let fin = gen.final_block();
     let final_slots = std::mem::take(&mut sizes[fin].slots);
     sizes[fin].jumps = 0;
+    let flow = stages::Flow::new(&sizes, gen.copied_blocks());
     let mut limits = Vec::new();
     let mut budget = opts.budget;
     let hard_slots = if opts.long_jumps {
@@ -661,7 +662,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         stages::HARD_SLOTS
     };
     let (stage_of, staged) = loop {
-        let stage_of = match stages::split(&sizes, &budget, final_slots) {
+        let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
             Ok(s) => s,
             Err(b) => {
                 return Err(vec![Limit::BlockTooLarge {
@@ -680,7 +681,13 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
                 .iter()
                 .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
         };
-        match stages::assemble(&gen, &stage_of, opts.long_jumps) {
+        match stages::assemble(
+            &gen,
+            &flow,
+            &stage_of,
+            &stages::entries(&flow, &stage_of),
+            opts.long_jumps,
+        ) {
             Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
             result => {
                 if budget.max_slots < 64 {
@@ -697,7 +704,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     if nstages > MAX_STAGES {
         limits.push(Limit::TooManyStages { stages: nstages });
     }
-    let calls = stages::tail_calls(&sizes, &stage_of, gen.final_block());
+    let calls = stages::tail_calls(&flow, &stage_of);
     if calls > MAX_TAIL_CALLS {
         limits.push(Limit::TooManyTailCalls { calls });
     }

@@ -1,21 +1,23 @@
 //! Splitting the block sequence into tail-called stages, and assembling
 //! each stage into a program.
 //!
-//! Blocks only jump forward, so every cut of the sequence is valid: a jump
-//! from stage `i` to a block of a later stage `j` becomes a stub that
-//! stores the block number in `ctx.next` and tail-calls slot `j` of
-//! `weir_jmp`; stage `j` starts with a dispatch (binary search over the
-//! block numbers entering it). Each stub tail-calls with a constant
-//! index, which the JIT turns into a direct jump. A packet's path crosses
-//! each cut at most once; [`tail_calls`] finds the most tail calls any
-//! path through the blocks makes, and the kernel's limit (33 per packet)
-//! is checked against that, once, at compile time — not against the
-//! number of programs, which may be larger: a decision graph is shallow,
-//! and its depth-first layout keeps a path's blocks in few stages.
+//! Blocks only jump forward in the layout, so the blocks of one stage,
+//! kept in layout order, only jump forward inside it, and the block graph
+//! has no cycle whatever stage each block is in. [`split`] puts a block in
+//! its predecessor's stage when there is room, so a subtree grows inside
+//! its parent's stage and a path changes stage rarely. A jump to a block
+//! of another stage `j` (earlier or later) becomes a stub that stores the
+//! block number in `ctx.next` and tail-calls slot `j` of `weir_jmp` with a
+//! constant index (a direct jump once JITed); stage `j` starts with a
+//! dispatch (binary search over the blocks entering it, [`entries`]).
+//! [`tail_calls`] finds the most tail calls any path through the blocks
+//! makes, and the kernel's limit (33 per packet) is checked against that,
+//! once, at compile time — not against the number of programs, which may
+//! be larger.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::emit::{Em, Gen};
+use super::emit::{Copies, Em, Gen};
 use super::layout::{self, ctx, map};
 use super::{Budget, Limit};
 use crate::ebpf::{helper, Asm, AsmError, AsmOptions, Assembled, Label, Op, Origin, Reg, Size};
@@ -53,7 +55,7 @@ pub fn measure(gen: &Gen, b: usize) -> BlockSize {
         next: None,
         drop,
         pass,
-        copy: None,
+        copies: None,
     };
     gen.emit(&mut em, b);
     let jumps = em.jumps;
@@ -65,50 +67,141 @@ pub fn measure(gen: &Gen, b: usize) -> BlockSize {
     }
 }
 
-/// The most tail calls a packet can make: the longest path from the
-/// first block, counting the edges that cross into another stage (a jump
-/// to `copied`, which every stage has its own copy of, never does).
-pub fn tail_calls(sizes: &[BlockSize], stage_of: &[usize], copied: usize) -> usize {
-    // Blocks only jump forward, so layout order is a topological order.
-    let mut calls: Vec<Option<usize>> = vec![None; sizes.len()];
-    if let Some(c) = calls.first_mut() {
-        *c = Some(0);
-    }
-    let mut most = 0;
-    for b in 0..sizes.len() {
-        let Some(here) = calls[b] else { continue };
-        most = most.max(here);
-        for &s in &sizes[b].succs {
-            let via = here + usize::from(s != copied && stage_of[s] != stage_of[b]);
-            calls[s] = Some(calls[s].map_or(via, |c| c.max(via)));
+/// The block graph seen through copied blocks. A copied block (a leaf,
+/// the final block) is never laid out in place: every stage that jumps to
+/// it emits its own copy, so it sits in the stage of whoever jumped. For
+/// every laid-out block: the laid-out blocks that reach it directly or
+/// through copies — the jumps that may cross a stage into it.
+pub struct Flow {
+    pub copied: Vec<bool>,
+    /// Laid-out block → laid-out blocks whose code (or a copy emitted in
+    /// their stage) jumps to it.
+    pub from: Vec<Vec<usize>>,
+}
+
+impl Flow {
+    pub fn new(sizes: &[BlockSize], copied: Vec<bool>) -> Flow {
+        let n = sizes.len();
+        let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (b, s) in sizes.iter().enumerate() {
+            for &t in &s.succs {
+                preds[t].push(b);
+            }
         }
+        // Layout order is topological: predecessors come first.
+        let mut from: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for b in 0..n {
+            let mut f: BTreeSet<usize> = BTreeSet::new();
+            for &p in &preds[b] {
+                if copied[p] {
+                    f.extend(from[p].iter().copied());
+                } else {
+                    f.insert(p);
+                }
+            }
+            from[b] = f.into_iter().collect();
+        }
+        Flow { copied, from }
+    }
+}
+
+/// The most tail calls a packet can make: the longest path from the
+/// first block, counting the jumps into a laid-out block of another stage
+/// (a copied block is always in the stage that jumped to it).
+pub fn tail_calls(flow: &Flow, stage_of: &[usize]) -> usize {
+    let n = stage_of.len();
+    let mut calls = vec![0usize; n];
+    let mut most = 0;
+    for b in 1..n {
+        if flow.copied[b] {
+            continue;
+        }
+        calls[b] = flow.from[b]
+            .iter()
+            .map(|&q| calls[q] + usize::from(stage_of[q] != stage_of[b]))
+            .max()
+            .unwrap_or(0);
+        most = most.max(calls[b]);
     }
     most
 }
 
-/// Assigns blocks to stages (greedy, in layout order). `reserve`: slots
-/// every stage keeps free (its copy of the final block).
-pub fn split(sizes: &[BlockSize], budget: &Budget, reserve: usize) -> Result<Vec<usize>, usize> {
-    let mut stage_of = Vec::with_capacity(sizes.len());
+/// Assigns blocks to stages, in layout order: a block joins the stage of
+/// the block that reaches it with the most tail calls so far, if that
+/// stage has room (so a path stays in its stage), else the stage being
+/// filled, else a new one. A subtree thus grows inside its parent's stage
+/// while there is room. `reserve`: slots every stage keeps free (its copy
+/// of the final block). Copied blocks are charged to the stage of their
+/// first predecessor (their copies' sizes are checked after assembly).
+/// Stage 0 holds block 0 (the prologue). `Err(b)`: block `b` alone does not
+/// fit a stage.
+pub fn split(
+    sizes: &[BlockSize],
+    flow: &Flow,
+    budget: &Budget,
+    reserve: usize,
+) -> Result<Vec<usize>, usize> {
+    let n = sizes.len();
     let base = ENTRY_SLOTS + reserve;
-    let (mut stage, mut slots, mut jumps) = (0usize, base, 0usize);
-    for (b, s) in sizes.iter().enumerate() {
+    let mut stage_of = vec![0usize; n];
+    let mut calls = vec![0usize; n];
+    // (slots, jumps) used per stage.
+    let mut used: Vec<(usize, usize)> = vec![(base, 0)];
+    let mut current = 0usize;
+    for b in 0..n {
+        let s = &sizes[b];
         // Most targets end up in the same stage; the real size is checked
         // after assembly and the split redone tighter if a stage is over.
         let cost = s.slots + s.targets;
         if cost + base > budget.max_slots || s.jumps > budget.max_jumps {
             return Err(b);
         }
-        if slots + cost > budget.max_slots || jumps + s.jumps > budget.max_jumps {
-            stage += 1;
-            slots = base;
-            jumps = 0;
-        }
-        slots += cost;
-        jumps += s.jumps;
-        stage_of.push(stage);
+        let fits = |k: usize, used: &[(usize, usize)]| {
+            used[k].0 + cost <= budget.max_slots && used[k].1 + s.jumps <= budget.max_jumps
+        };
+        let mut from = flow.from[b].clone();
+        from.sort_by_key(|&p| std::cmp::Reverse((calls[p], p)));
+        // Stage 0 is the entry program, not in the prog array: only
+        // blocks reached from stage 0 alone may join it.
+        let open = |k: usize| k != 0 || from.iter().all(|&p| stage_of[p] == 0);
+        let joined = from
+            .iter()
+            .map(|&p| stage_of[p])
+            .find(|&k| open(k) && fits(k, &used))
+            .or_else(|| (open(current) && fits(current, &used)).then_some(current));
+        let k = match joined {
+            Some(k) => k,
+            None => {
+                used.push((base, 0));
+                current = used.len() - 1;
+                current
+            }
+        };
+        used[k].0 += cost;
+        used[k].1 += s.jumps;
+        stage_of[b] = k;
+        calls[b] = from
+            .iter()
+            .map(|&p| calls[p] + usize::from(stage_of[p] != k))
+            .max()
+            .unwrap_or(0);
     }
     Ok(stage_of)
+}
+
+/// Blocks entered from another stage (by tail call), per stage.
+pub fn entries(flow: &Flow, stage_of: &[usize]) -> Vec<BTreeSet<usize>> {
+    let n = stage_of.iter().max().map_or(1, |m| m + 1);
+    let mut e = vec![BTreeSet::new(); n];
+    for (b, from) in flow.from.iter().enumerate() {
+        if flow.copied[b] {
+            continue;
+        }
+        if from.iter().any(|&q| stage_of[q] != stage_of[b]) {
+            e[stage_of[b]].insert(b);
+        }
+    }
+    e
 }
 
 /// One assembled stage.
@@ -120,18 +213,24 @@ pub struct Stage {
 }
 
 /// Assembles every stage; `stage_of[b]` from [`split`].
-pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<Stage>, Limit> {
+pub fn assemble(
+    gen: &Gen,
+    flow: &Flow,
+    stage_of: &[usize],
+    entries: &[BTreeSet<usize>],
+    long_jumps: bool,
+) -> Result<Vec<Stage>, Limit> {
     let n = stage_of.iter().max().map_or(0, |m| m + 1);
-    // Blocks entered from earlier stages, per stage (filled as we go:
-    // jumps only go forward).
-    let mut entries: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    assert!(
+        entries.first().is_none_or(BTreeSet::is_empty),
+        "internal compiler error: the entry program is a tail-call target"
+    );
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
-        // The final block is never laid out in place: every stage that
-        // reaches it gets its own copy (`Em::copy`).
-        let fin = gen.final_block();
+        // Copied blocks are never laid out in place: every stage that
+        // reaches one gets its own copy (`Em::copies`).
         let blocks: Vec<usize> = (0..stage_of.len())
-            .filter(|&b| stage_of[b] == k && b != fin)
+            .filter(|&b| stage_of[b] == k && !flow.copied[b])
             .collect();
         let mut a = Asm::new();
         let drop = a.new_label("drop");
@@ -149,7 +248,10 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
             next: None,
             drop,
             pass,
-            copy: Some((gen.final_block(), None)),
+            copies: Some(Copies {
+                copied: &flow.copied,
+                labels: BTreeMap::new(),
+            }),
         };
         if k > 0 {
             em.a.set_origin(
@@ -174,10 +276,26 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
             em.next = blocks.get(i + 1).copied();
             gen.emit(&mut em, b);
         }
-        if let Some((fin, Some(label))) = em.copy.take() {
-            em.a.bind(label);
-            em.next = None;
-            gen.emit(&mut em, fin);
+        // This stage's copies (a copy may ask for further ones: a leaf
+        // jumps to the final block).
+        let mut emitted: BTreeSet<usize> = BTreeSet::new();
+        loop {
+            let pending: Vec<(usize, Label)> = em.copies.as_ref().map_or(Vec::new(), |c| {
+                c.labels
+                    .iter()
+                    .filter(|(b, _)| !emitted.contains(*b))
+                    .map(|(b, l)| (*b, *l))
+                    .collect()
+            });
+            if pending.is_empty() {
+                break;
+            }
+            for (b, label) in pending {
+                emitted.insert(b);
+                em.a.bind(label);
+                em.next = None;
+                gen.emit(&mut em, b);
+            }
         }
         // Stubs: continue in a later stage: ctx.next = block, then one
         // trampoline per target stage that tail-calls it with a constant
@@ -186,8 +304,11 @@ pub fn assemble(gen: &Gen, stage_of: &[usize], long_jumps: bool) -> Result<Vec<S
         let mut tramps: BTreeMap<usize, Label> = BTreeMap::new();
         for (b, l) in stub_list {
             let target = stage_of[b];
-            debug_assert!(target > k, "jumps only go forward");
-            entries[target].insert(b);
+            assert!(
+                target != k && entries[target].contains(&b),
+                "internal compiler error: stub to {} not among stage {target}'s entries",
+                gen.block_name(b)
+            );
             let tramp = *tramps
                 .entry(target)
                 .or_insert_with(|| em.a.new_label(&format!("to_stage_{target}")));
