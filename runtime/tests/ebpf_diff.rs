@@ -434,6 +434,21 @@ fn check_reply(
     }
 }
 
+/// Fails with the first disagreements if there are any.
+fn assert_agrees(tag: &str, t: &Tally) {
+    assert!(
+        t.disagreements.is_empty(),
+        "{tag}: {} disagreements:\n{}",
+        t.disagreements.len(),
+        t.disagreements
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
         "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} steered), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
@@ -473,11 +488,7 @@ fn ebpf_agrees_with_interpreter_on_generated_policies() {
     report("generated policies", &t, started);
     eprintln!("  {seeds} policies, at least {min_per_model} packets each");
     assert!(min_per_model >= 100, "too few packets per model");
-    assert!(
-        t.disagreements.is_empty(),
-        "{} disagreements",
-        t.disagreements.len()
-    );
+    assert_agrees("generated policies", &t);
 }
 
 /// A policy set large enough that the pipeline is split into several
@@ -597,18 +608,7 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
         check_model_with(tag, &model, &g, &packets, &mut t, budget);
         report(&format!("large policy, {tag}"), &t, started);
         assert!(t.packets >= 100);
-        assert!(
-            t.disagreements.is_empty(),
-            "{}: {} disagreements:\n{}",
-            tag,
-            t.disagreements.len(),
-            t.disagreements
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        assert_agrees(tag, &t);
     }
 }
 
@@ -647,17 +647,7 @@ fn ebpf_class_row_tables_agree() {
     check_model("synth", &model, &g, &packets, &mut t);
     report("class-row tables", &t, started);
     assert!(t.packets >= 1000);
-    assert!(
-        t.disagreements.is_empty(),
-        "{} disagreements:\n{}",
-        t.disagreements.len(),
-        t.disagreements
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_agrees("class-row tables", &t);
 }
 
 /// Leaves record up to `LOG_SLOTS` logged ids in the context for the final
@@ -713,5 +703,5 @@ fn ebpf_counts_more_log_rules_than_context_slots() {
     check_model("logs", &model, &g, &packets, &mut t);
     report("many log rules", &t, started);
     assert!(t.packets >= packets.len());
-    assert!(t.disagreements.is_empty(), "{}", t.disagreements.join("\n"));
+    assert_agrees("many log rules", &t);
 }
