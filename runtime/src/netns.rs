@@ -831,3 +831,57 @@ fn icmp_ping(fd: OwnedFd, src: IpAddr, dst: IpAddr, timeout: Duration) -> io::Re
         }
     }
 }
+
+/// A TCP connection from `src` (bound, port 0: the source address a test
+/// client speaks from) to `dst`, with a send timeout. Call it on a
+/// namespace's worker thread to connect from inside that namespace.
+pub fn tcp_connect_from(
+    src: std::net::IpAddr,
+    dst: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Write;
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    use std::os::fd::FromRawFd;
+    let (std::net::IpAddr::V4(s4), SocketAddr::V4(d4)) = (src, dst) else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let b = sin(s4, 0);
+        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as _,
+            tv_usec: timeout.subsec_micros() as _,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        let d = sin(*d4.ip(), d4.port());
+        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stream = stream;
+        let _ = stream.write(b"");
+        Ok(stream)
+    }
+}

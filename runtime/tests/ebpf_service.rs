@@ -12,8 +12,8 @@
 //! which case they fail.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -103,19 +103,6 @@ fn load(t: &ServiceTable, g: Option<&Graph>) -> LbRuntime {
 
 // ---- packets ----------------------------------------------------------
 
-fn csum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
 /// Ethernet + IPv4 + TCP (SYN) / UDP with valid checksums and a payload.
 fn packet(proto: Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     let payload = b"weir-payload";
@@ -136,8 +123,6 @@ fn packet(proto: Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) ->
         ip[9] = if proto == Proto::Tcp { 6 } else { 17 };
         ip[12..16].copy_from_slice(&src.octets());
         ip[16..20].copy_from_slice(&dst.octets());
-        let c = !csum_fold(sum16(ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
     }
     {
         let l4 = &mut p[34..];
@@ -157,30 +142,8 @@ fn packet(proto: Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) ->
             }
         }
     }
-    let c = l4_checksum(&p);
-    let off = if proto == Proto::Tcp { 34 + 16 } else { 34 + 6 };
-    p[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    weir_runtime::frames::set_checksums(&mut p);
     p
-}
-
-/// The L4 checksum the packet should carry (its checksum field zeroed).
-fn l4_checksum(p: &[u8]) -> u16 {
-    let proto = p[23];
-    let l4 = &p[34..];
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&p[26..34]);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    let mut body = l4.to_vec();
-    let off = if proto == 6 { 16 } else { 6 };
-    body[off] = 0;
-    body[off + 1] = 0;
-    let c = !csum_fold(sum16(&pseudo) + sum16(&body));
-    if proto == 17 && c == 0 {
-        0xffff
-    } else {
-        c
-    }
 }
 
 struct Parsed {
@@ -192,10 +155,12 @@ struct Parsed {
 
 /// Checks both checksums and returns the addresses and ports.
 fn parse_checked(p: &[u8]) -> Parsed {
-    assert_eq!(csum_fold(sum16(&p[14..34])), 0xffff, "IPv4 header checksum");
-    let off = if p[23] == 6 { 34 + 16 } else { 34 + 6 };
-    let have = u16::from_be_bytes([p[off], p[off + 1]]);
-    assert_eq!(have, l4_checksum(p), "L4 checksum");
+    if let Err(e) = weir_runtime::frames::checksums_ok(p) {
+        panic!("{e}");
+    }
+    // Our UDP packets carry a checksum; a translated one must too (a zero
+    // one would pass as "none").
+    assert!(p[23] != 17 || p[40..42] != [0, 0], "UDP checksum dropped");
     Parsed {
         src: Ipv4Addr::new(p[26], p[27], p[28], p[29]),
         dst: Ipv4Addr::new(p[30], p[31], p[32], p[33]),
@@ -792,7 +757,7 @@ fn ebpf_service_cgroup_child() {
         let dst = SocketAddr::new(f[2].parse().unwrap(), f[3].parse().unwrap());
         let res: Result<(String, String), std::io::Error> = (|| match f[0] {
             "tcp" => {
-                let s = tcp_connect_from(src, dst, timeout)?;
+                let s = weir_runtime::netns::tcp_connect_from(src, dst, timeout)?;
                 let mut s = s;
                 s.set_read_timeout(Some(timeout))?;
                 let mut reply = String::new();
@@ -827,52 +792,6 @@ fn ebpf_service_cgroup_child() {
             Ok((answer, peer)) => println!("RESULT {job} {answer} {peer}"),
             Err(e) => println!("RESULT {job} ERR {}", e.to_string().replace(' ', "_")),
         }
-    }
-}
-
-/// A TCP connection from `src` (bound, port 0) to `dst`.
-fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let (IpAddr::V4(s4), SocketAddr::V4(d4)) = (src, dst) else {
-        return Err(std::io::Error::other("IPv4 only"));
-    };
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let b = sin(s4, 0);
-        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as _,
-            tv_usec: timeout.subsec_micros() as _,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        let d = sin(*d4.ip(), d4.port());
-        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut stream = stream;
-        let _ = stream.write(b"");
-        Ok(stream)
     }
 }
 

@@ -35,6 +35,7 @@ use weir_compiler::model::{Model, Proto, SteerAction, Verdict};
 use weir_compiler::provenance::Provenance;
 use weir_compiler::source::MemoryLoader;
 use weir_runtime::ebpf::Generation;
+use weir_runtime::netns::tcp_connect_from;
 
 const SRC: &str = r#"
 endpoint web { labels { app: "web" } addr 10.1.0.10 addr fd00::10 }

@@ -84,22 +84,6 @@ pub fn load(lb: &LbState, gen_dir: &Path) -> Result<Ebpf, EbpfError> {
     Ok(ebpf)
 }
 
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64> {
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            attr.len() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 /// `BPF_OBJ_GET`: an fd for a pinned object.
 fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
@@ -107,7 +91,7 @@ fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut attr = [0u8; 16];
     attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    let fd = sys_bpf(7, &mut attr)?;
+    let fd = super::load::sys_bpf(7, &mut attr)?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
@@ -117,7 +101,7 @@ fn link_update(path: &Path, prog_fd: i32) -> std::io::Result<()> {
     let mut attr = [0u8; 16];
     attr[0..4].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
-    sys_bpf(29, &mut attr).map(|_| ())
+    super::load::sys_bpf(29, &mut attr).map(|_| ())
 }
 
 /// Removes the pinned connect-time links of `base` (detaching them).

@@ -33,7 +33,9 @@ pub fn map_data(m: &Map) -> &MapData {
     }
 }
 
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; 32]) -> std::io::Result<i64> {
+/// The raw `bpf(2)` syscall on an attribute buffer (the BPF commands aya
+/// does not wrap for raw bytes).
+pub(super) fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64> {
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
