@@ -171,30 +171,39 @@ pub fn object_maps(cap: &Capacity) -> Vec<MapDef> {
     maps
 }
 
-/// One object with the TC program, the three connect-time programs and
-/// the baseline, sharing the service maps.
-pub fn service_object(cap: &Capacity) -> ObjectDef {
-    let p = |name: &str, section: &str, code: Assembled| ProgramDef {
+fn program(name: &str, section: &str, code: Assembled) -> ProgramDef {
+    ProgramDef {
         name: name.into(),
         section: section.into(),
         code,
-    };
+    }
+}
+
+/// `cgroup/connect4`, `cgroup/sendmsg4`, `cgroup/recvmsg4`.
+fn sock_programs() -> Vec<ProgramDef> {
+    vec![
+        program(
+            prog::CONNECT4,
+            "cgroup/connect4",
+            connect_program(Hook::Connect4),
+        ),
+        program(
+            prog::SENDMSG4,
+            "cgroup/sendmsg4",
+            connect_program(Hook::Sendmsg4),
+        ),
+        program(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
+    ]
+}
+
+/// One object with the TC program, the three connect-time programs and
+/// the baseline, sharing the service maps.
+pub fn service_object(cap: &Capacity) -> ObjectDef {
+    let mut programs = vec![program(prog::TC, "classifier", tc_program())];
+    programs.extend(sock_programs());
+    programs.push(program(prog::BASELINE, "classifier", baseline_program()));
     ObjectDef {
-        programs: vec![
-            p(prog::TC, "classifier", tc_program()),
-            p(
-                prog::CONNECT4,
-                "cgroup/connect4",
-                connect_program(Hook::Connect4),
-            ),
-            p(
-                prog::SENDMSG4,
-                "cgroup/sendmsg4",
-                connect_program(Hook::Sendmsg4),
-            ),
-            p(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
-            p(prog::BASELINE, "classifier", baseline_program()),
-        ],
+        programs,
         maps: object_maps(cap),
         license: "GPL".into(),
     }
@@ -205,25 +214,8 @@ pub fn service_object(cap: &Capacity) -> ObjectDef {
 /// runtime can load this object against a generation's pinned maps and
 /// attach it to a cgroup at `weir apply --cgroup`).
 pub fn sock_object(cap: &Capacity) -> ObjectDef {
-    let p = |name: &str, section: &str, code: Assembled| ProgramDef {
-        name: name.into(),
-        section: section.into(),
-        code,
-    };
     ObjectDef {
-        programs: vec![
-            p(
-                prog::CONNECT4,
-                "cgroup/connect4",
-                connect_program(Hook::Connect4),
-            ),
-            p(
-                prog::SENDMSG4,
-                "cgroup/sendmsg4",
-                connect_program(Hook::Sendmsg4),
-            ),
-            p(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
-        ],
+        programs: sock_programs(),
         maps: cap.maps(),
         license: "GPL".into(),
     }
