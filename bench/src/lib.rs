@@ -211,6 +211,16 @@ struct Case {
     inproc: compile::InProcess,
 }
 
+/// Writes the headline model of `opts` as `synth.weir` and
+/// `inventory.json` into `dir` (what the whole-process compile row runs).
+pub fn render_headline(opts: &Opts, dir: &std::path::Path) -> std::io::Result<()> {
+    let plan = Plan::new(opts.quick, opts.seed);
+    let r = synth::render(&synth::model(&plan.headline));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("synth.weir"), &r.weir)?;
+    std::fs::write(dir.join("inventory.json"), &r.inventory)
+}
+
 fn build_case(label: String, params: Params, log: &dyn Fn(&str)) -> Case {
     log(&format!("{label}: generating and compiling"));
     let model = synth::model(&params);

@@ -1,11 +1,13 @@
 //! `weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]`: runs the
 //! benchmarks, prints the tables, and with `--out` rewrites the generated
-//! region of FILE (BENCHMARKS.md).
+//! region of FILE (BENCHMARKS.md). `weir-bench --render DIR [--quick]
+//! [--seed N]` only writes the headline model as `synth.weir` and
+//! `inventory.json` into DIR, to profile `weir compile` on it by hand.
 
 use std::path::PathBuf;
 
 fn usage() -> ! {
-    eprintln!("usage: weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]");
+    eprintln!("usage: weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel] | --render DIR");
     std::process::exit(2)
 }
 
@@ -24,11 +26,13 @@ fn main() {
     }));
     let mut opts = weir_bench::Opts::default();
     let mut out: Option<PathBuf> = None;
+    let mut render: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => opts.quick = true,
             "--no-kernel" => opts.kernel = false,
+            "--render" => render = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--out" => out = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--seed" => {
                 opts.seed = args
@@ -39,6 +43,16 @@ fn main() {
             "-h" | "--help" => usage(),
             _ => usage(),
         }
+    }
+    if let Some(dir) = render {
+        match weir_bench::render_headline(&opts, &dir) {
+            Ok(()) => eprintln!("wrote {}/synth.weir and inventory.json", dir.display()),
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", dir.display());
+                std::process::exit(2);
+            }
+        }
+        return;
     }
     let report = weir_bench::run(&opts);
     println!("{}", report.markdown());
