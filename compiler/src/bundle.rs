@@ -26,7 +26,8 @@ use crate::graph::cost::capacity;
 use crate::graph::{dump, Atom, Graph};
 use crate::model::{Balance, Model};
 use crate::provenance::dir_name;
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use weir_grammar::Span;
@@ -115,196 +116,311 @@ fn atom_json(a: &Atom) -> Value {
 
 /// The manifest as a JSON value.
 pub fn manifest(input: &BundleInput) -> Value {
-    let mut m = manifest_without_backends(input);
-    let backends: Map<String, Value> = input
-        .backends
-        .iter()
-        .map(|(t, a)| (t.name().to_string(), a.manifest.clone()))
-        .collect();
-    m.insert("backends".into(), Value::Object(backends));
-    Value::Object(m)
+    serde_json::to_value(Manifest::new(input)).expect("the manifest serializes")
 }
 
-/// The manifest's text ([`manifest`] pretty-printed, with a trailing
-/// newline), without copying the back ends' sections into one value.
+/// The manifest's text: compact JSON with a trailing newline. For a
+/// 10,000-service program pretty-printing made the file 2.4x larger (72
+/// MB) and its writing a third of `weir compile`; `weir compile --emit
+/// manifest` prints it indented for people.
 fn manifest_bytes(input: &BundleInput) -> Vec<u8> {
-    use serde::ser::{SerializeMap, Serializer};
-    /// The back ends' sections by name, borrowed.
-    struct Backends<'a>(&'a BTreeMap<Target, BackendArtifacts>);
-    impl serde::Serialize for Backends<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            // Sorted by name, as a JSON object's keys are.
-            let by_name: BTreeMap<&str, &Value> = self
-                .0
-                .iter()
-                .map(|(t, a)| (t.name(), &a.manifest))
-                .collect();
-            let mut m = s.serialize_map(Some(by_name.len()))?;
-            for (k, v) in by_name {
-                m.serialize_entry(k, v)?;
-            }
-            m.end()
-        }
-    }
-    /// The top-level object with `backends` spliced in, keys sorted.
-    struct Top<'a>(&'a Map<String, Value>, Backends<'a>);
-    impl serde::Serialize for Top<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(Some(self.0.len() + 1))?;
-            let mut backends = Some(&self.1);
-            for (k, v) in self.0 {
-                if let Some(b) = backends.filter(|_| k.as_str() > "backends") {
-                    m.serialize_entry("backends", b)?;
-                    backends = None;
-                }
-                m.serialize_entry(k, v)?;
-            }
-            if let Some(b) = backends {
-                m.serialize_entry("backends", b)?;
-            }
-            m.end()
-        }
-    }
-    let top = manifest_without_backends(input);
     let mut out = Vec::with_capacity(1 << 20);
-    // Compact: for a 10,000-service program pretty-printing made the file
-    // 2.4x larger (72 MB) and its writing a third of `weir compile`;
-    // `weir compile --emit manifest` prints it indented for people.
-    serde_json::to_writer(&mut out, &Top(&top, Backends(&input.backends)))
-        .expect("JSON values serialize");
+    serde_json::to_writer(&mut out, &Manifest::new(input)).expect("the manifest serializes");
     out.push(b'\n');
     out
 }
 
-/// Every key of the manifest but `backends`.
-fn manifest_without_backends(input: &BundleInput) -> Map<String, Value> {
+// The manifest is serialized from borrowed, typed views of the model and
+// graph, straight into the output: building it as `serde_json::Value`
+// trees (and `json!`, which deep-copies every nested value) was a third
+// of a whole `weir compile` of 10,000 services. The text is what a
+// `Value` would print: **every struct below declares its fields in
+// sorted key order** (a `Value` object is a sorted map), optional keys
+// that a kind lacks are skipped, and `bundle::tests` compares both.
+
+/// The whole manifest, keys in sorted order.
+#[derive(Serialize)]
+struct Manifest<'a> {
+    backends: Backends<'a>,
+    classes: Classes<'a>,
+    endpoints: Vec<EndpointEntry<'a>>,
+    format_version: u32,
+    graph: Value,
+    provenance: Vec<ProvenanceEntry<'a>>,
+    services: Vec<ServiceEntry<'a>>,
+    source_hash: String,
+    sources: Vec<&'a String>,
+    targets: Vec<&'static str>,
+}
+
+/// The back ends' sections by name, borrowed.
+struct Backends<'a>(&'a BTreeMap<Target, BackendArtifacts>);
+
+impl Serialize for Backends<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Sorted by name, as a JSON object's keys are.
+        let by_name: BTreeMap<&str, &Value> = self
+            .0
+            .iter()
+            .map(|(t, a)| (t.name(), &a.manifest))
+            .collect();
+        s.collect_map(by_name)
+    }
+}
+
+/// A value written as the JSON string of its `Display` form, without an
+/// intermediate `String`.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct Classes<'a> {
+    atoms: Vec<Value>,
+    endpoint_atom: crate::graph::classes::AtomId,
+    map: Vec<(Text<&'a crate::model::Cidr>, crate::graph::classes::ClassId)>,
+    rows: Vec<Vec<usize>>,
+    spare_classes: u32,
+}
+
+#[derive(Serialize)]
+struct EndpointEntry<'a> {
+    addrs: Vec<AddrClass<'a>>,
+    labels: &'a BTreeMap<String, String>,
+    name: &'a str,
+    ready: bool,
+}
+
+#[derive(Serialize)]
+struct AddrClass<'a> {
+    addr: Text<&'a std::net::IpAddr>,
+    class: crate::graph::classes::ClassId,
+}
+
+/// One provenance id: `id`, `kind`, the kind's own keys, a description
+/// and a location.
+#[derive(Serialize)]
+struct ProvenanceEntry<'a> {
+    description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
+    id: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    kind: &'static str,
+    location: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ServiceEntry<'a> {
+    affinity_seconds: Option<u32>,
+    /// Selector-backed services: what a runtime re-evaluates on an
+    /// endpoint update (`null` for explicit backends).
+    backend_selector: Option<BackendSelector<'a>>,
+    balance: &'static str,
+    frontends: Vec<FrontendJson<'a>>,
+    index: usize,
+    name: &'a str,
+    no_backends_provenance: u32,
+}
+
+#[derive(Serialize)]
+struct BackendSelector<'a> {
+    port: u16,
+    /// The selector in its serde form, as a `Value` so that its keys are
+    /// sorted like every other object's.
+    selector: Value,
+    text: Text<&'a crate::model::Sel>,
+}
+
+#[derive(Serialize)]
+struct FrontendJson<'a> {
+    backends: Vec<BackendJson<'a>>,
+    frontend: String,
+    maglev_table_size: usize,
+}
+
+#[derive(Serialize)]
+struct BackendJson<'a> {
+    addr: String,
+    endpoint: &'a Option<String>,
+    weight: u16,
+}
+
+impl<'a> Manifest<'a> {
+    fn new(input: &'a BundleInput) -> Manifest<'a> {
+        let (model, g) = (input.model, input.graph);
+        let cl = &g.classes;
+        let mut sources: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
+        sources.sort();
+        Manifest {
+            backends: Backends(&input.backends),
+            classes: Classes {
+                atoms: cl.atoms.iter().map(atom_json).collect(),
+                endpoint_atom: cl.endpoint_atom,
+                map: cl
+                    .entries
+                    .iter()
+                    .map(|e| (Text(&e.cidr), e.class))
+                    .collect(),
+                rows: cl.classes.iter().map(|b| b.iter().collect()).collect(),
+                spare_classes: SPARE_CLASSES,
+            },
+            endpoints: model
+                .endpoints
+                .iter()
+                .zip(&cl.endpoint_classes)
+                .map(|(e, per)| EndpointEntry {
+                    addrs: per
+                        .iter()
+                        .map(|(addr, class)| AddrClass {
+                            addr: Text(addr),
+                            class: *class,
+                        })
+                        .collect(),
+                    labels: &e.labels,
+                    name: &e.name,
+                    ready: e.ready,
+                })
+                .collect(),
+            format_version: FORMAT_VERSION,
+            graph: serde_json::to_value(capacity(g)).unwrap_or(Value::Null),
+            provenance: provenance_entries(input),
+            services: service_entries(model, g),
+            source_hash: source_hash(input.sources),
+            sources,
+            targets: input.targets.iter().map(|t| t.name()).collect(),
+        }
+    }
+}
+
+fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
+    use crate::provenance::Provenance as P;
     let (model, g) = (input.model, input.graph);
-    let locate = input.locate;
-    let provenance: Vec<Value> = g
-        .provenance
+    g.provenance
         .entries
         .iter()
         .enumerate()
         .map(|(id, p)| {
-            use crate::provenance::Provenance as P;
-            let mut o = Map::new();
-            o.insert("id".into(), json!(id));
-            let (kind, extra) = match *p {
-                P::Established => ("established", json!({})),
-                P::Rule { policy, dir, index } => (
-                    "rule",
-                    json!({ "policy": model.policies[policy].name, "direction": dir_name(dir), "index": index }),
-                ),
-                P::TierDefault { tier, dir } => (
-                    "tier-default",
-                    json!({ "tier": model.tiers[tier].name, "direction": dir_name(dir) }),
-                ),
-                P::Unrestricted { dir } => ("unrestricted", json!({ "direction": dir_name(dir) })),
-                P::DefaultDeny { dir } => ("default-deny", json!({ "direction": dir_name(dir) })),
-                P::Bypass { steer, index } => (
-                    "bypass",
-                    json!({ "steer": model.steers[steer].name, "index": index }),
-                ),
-                P::NoBackends { service } => (
-                    "no-backends",
-                    json!({ "service": model.services[service].name }),
-                ),
+            let mut e = ProvenanceEntry {
+                description: p.describe(model),
+                direction: None,
+                id,
+                index: None,
+                kind: "",
+                location: p.span(model).map_or(Value::Null, input.locate),
+                policy: None,
+                service: None,
+                steer: None,
+                tier: None,
             };
-            o.insert("kind".into(), json!(kind));
-            if let Value::Object(m) = extra {
-                o.extend(m);
-            }
-            o.insert("description".into(), json!(p.describe(model)));
-            o.insert(
-                "location".into(),
-                p.span(model).map_or(Value::Null, locate),
-            );
-            Value::Object(o)
+            e.kind = match *p {
+                P::Established => "established",
+                P::Rule { policy, dir, index } => {
+                    e.policy = Some(&model.policies[policy].name);
+                    e.direction = Some(dir_name(dir));
+                    e.index = Some(index);
+                    "rule"
+                }
+                P::TierDefault { tier, dir } => {
+                    e.tier = Some(&model.tiers[tier].name);
+                    e.direction = Some(dir_name(dir));
+                    "tier-default"
+                }
+                P::Unrestricted { dir } => {
+                    e.direction = Some(dir_name(dir));
+                    "unrestricted"
+                }
+                P::DefaultDeny { dir } => {
+                    e.direction = Some(dir_name(dir));
+                    "default-deny"
+                }
+                P::Bypass { steer, index } => {
+                    e.steer = Some(&model.steers[steer].name);
+                    e.index = Some(index);
+                    "bypass"
+                }
+                P::NoBackends { service } => {
+                    e.service = Some(&model.services[service].name);
+                    "no-backends"
+                }
+            };
+            e
         })
-        .collect();
-    let cl = &g.classes;
-    let classes = json!({
-        "atoms": cl.atoms.iter().map(atom_json).collect::<Vec<_>>(),
-        "endpoint_atom": cl.endpoint_atom,
-        "rows": cl.classes.iter().map(|b| b.iter().collect::<Vec<_>>()).collect::<Vec<_>>(),
-        "spare_classes": SPARE_CLASSES,
-        "map": cl.entries.iter().map(|e| json!([e.cidr.to_string(), e.class])).collect::<Vec<_>>(),
-    });
-    let endpoints: Vec<Value> = model
-        .endpoints
-        .iter()
-        .zip(&cl.endpoint_classes)
-        .map(|(e, per)| {
-            json!({
-                "name": e.name,
-                "labels": e.labels,
-                "ready": e.ready,
-                "addrs": per.iter().map(|(a, c)| json!({ "addr": a.to_string(), "class": c })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let services: Vec<Value> = g
-        .services
+        .collect()
+}
+
+fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> {
+    let table = &g.services;
+    // Frontends are sorted by frontend, not by service: group them once.
+    let mut by_service: Vec<Vec<&crate::graph::ir::FrontendEntry>> =
+        vec![Vec::new(); table.services.len()];
+    for f in &table.frontends {
+        if let Some(v) = by_service.get_mut(f.service) {
+            v.push(f);
+        }
+    }
+    table
         .services
         .iter()
+        .zip(by_service)
         .enumerate()
-        .map(|(i, s)| {
-            let frontends: Vec<Value> = g
-                .services
-                .frontends
-                .iter()
-                .filter(|f| f.service == i)
-                .map(|f| {
-                    let set = &g.services.backend_sets[f.backends];
-                    json!({
-                        "frontend": format!("{}/{}", socket(f.frontend.addr, f.frontend.port), dump::pname(f.frontend.proto)),
-                        "backends": set.backends.iter().map(|b| json!({
-                            "addr": socket(b.addr, b.port),
-                            "weight": b.weight,
-                            "endpoint": b.endpoint,
-                        })).collect::<Vec<_>>(),
-                        "maglev_table_size": set.maglev_slots(),
-                    })
-                })
-                .collect();
-            // Selector-backed services: what a runtime re-evaluates on an
-            // endpoint update (`null` for explicit backends).
-            let selector = model.services.get(i).and_then(|m| match &m.backends {
-                crate::model::BackendSource::Select { selector, port } => Some(json!({
-                    "selector": serde_json::to_value(selector).expect("selectors serialize"),
-                    "text": selector.to_string(),
-                    "port": port,
-                })),
+        .map(|(i, (s, frontends))| ServiceEntry {
+            affinity_seconds: s.affinity,
+            backend_selector: model.services.get(i).and_then(|m| match &m.backends {
+                crate::model::BackendSource::Select { selector, port } => Some(BackendSelector {
+                    port: *port,
+                    selector: serde_json::to_value(selector).expect("selectors serialize"),
+                    text: Text(selector),
+                }),
                 crate::model::BackendSource::Explicit(_) => None,
-            });
-            json!({
-                "index": i,
-                "name": s.name,
-                "backend_selector": selector,
-                "balance": match s.balance { Balance::Random => "random", Balance::Maglev => "maglev" },
-                "affinity_seconds": s.affinity,
-                "no_backends_provenance": g.provenance.id(&crate::provenance::Provenance::NoBackends { service: i }),
-                "frontends": frontends,
-            })
+            }),
+            balance: match s.balance {
+                Balance::Random => "random",
+                Balance::Maglev => "maglev",
+            },
+            frontends: frontends
+                .into_iter()
+                .map(|f| {
+                    let set = &table.backend_sets[f.backends];
+                    FrontendJson {
+                        backends: set
+                            .backends
+                            .iter()
+                            .map(|b| BackendJson {
+                                addr: socket(b.addr, b.port),
+                                endpoint: &b.endpoint,
+                                weight: b.weight,
+                            })
+                            .collect(),
+                        frontend: format!(
+                            "{}/{}",
+                            socket(f.frontend.addr, f.frontend.port),
+                            dump::pname(f.frontend.proto)
+                        ),
+                        maglev_table_size: set.maglev_slots(),
+                    }
+                })
+                .collect(),
+            index: i,
+            name: &s.name,
+            no_backends_provenance: g
+                .provenance
+                .id(&crate::provenance::Provenance::NoBackends { service: i }),
         })
-        .collect();
-    let stats = serde_json::to_value(capacity(g)).unwrap_or(Value::Null);
-    let mut names: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
-    names.sort();
-    let Value::Object(m) = json!({
-        "format_version": FORMAT_VERSION,
-        "source_hash": source_hash(input.sources),
-        "sources": names,
-        "targets": input.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
-        "provenance": provenance,
-        "classes": classes,
-        "endpoints": endpoints,
-        "services": services,
-        "graph": stats,
-    }) else {
-        unreachable!("an object")
-    };
-    m
+        .collect()
 }
 
 fn socket(a: std::net::IpAddr, port: u16) -> String {
