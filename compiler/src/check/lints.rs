@@ -4,7 +4,7 @@
 
 use super::{Cx, PeerDecl};
 use crate::diagnostics::Kind;
-use crate::endpoint_index::{difference, union, EndpointIndex};
+use crate::endpoint_index::EndpointIndex;
 use crate::model::{Action, Direction, Model};
 
 pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
@@ -88,27 +88,37 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
     // policy selecting them has any rule that lets traffic through.
     // `open[dir]`: endpoints selected by some policy with an allow or
     // pass rule in that direction.
-    let mut open = std::collections::BTreeMap::new();
-    for dir in [Direction::Ingress, Direction::Egress] {
-        let mut ids = Vec::new();
-        for q in &model.policies {
+    // Each policy's endpoints are selected once; `open` is a flag per
+    // endpoint (a running union of sorted lists was quadratic in the
+    // number of policies).
+    let selected: Vec<Vec<u32>> = model
+        .policies
+        .iter()
+        .map(|p| index.select(&p.applies_to))
+        .collect();
+    let n = model.endpoints.len();
+    let mut open = [vec![false; n], vec![false; n]];
+    for (side, dir) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
+        for (q, ids) in model.policies.iter().zip(&selected) {
             if q.rules(dir).is_some_and(|rs| {
                 rs.iter()
                     .any(|r| matches!(r.action, Action::Allow | Action::Pass))
             }) {
-                ids = union(&ids, &index.select(&q.applies_to));
+                for &i in ids {
+                    open[side][i as usize] = true;
+                }
             }
         }
-        open.insert(dir, ids);
     }
-    for p in &model.policies {
-        for dir in [Direction::Ingress, Direction::Egress] {
+    for (p, ids) in model.policies.iter().zip(&selected) {
+        for (side, dir) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
             if p.rules(dir).is_none() {
                 continue;
             }
-            let denied: Vec<String> = difference(&index.select(&p.applies_to), &open[&dir])
-                .into_iter()
-                .map(|i| model.endpoints[i as usize].name.clone())
+            let denied: Vec<String> = ids
+                .iter()
+                .filter(|&&i| !open[side][i as usize])
+                .map(|&i| model.endpoints[i as usize].name.clone())
                 .collect();
             if !denied.is_empty() {
                 cx.diags.push(Kind::DefaultDenyTurnedOn {
