@@ -116,16 +116,61 @@ fn atom_json(a: &Atom) -> Value {
 
 /// The manifest as a JSON value.
 pub fn manifest(input: &BundleInput) -> Value {
-    serde_json::to_value(Manifest::new(input)).expect("the manifest serializes")
+    let m = Manifest {
+        backends: Backends(&input.backends),
+        head: Head::new(input),
+    };
+    serde_json::to_value(m).expect("the manifest serializes")
+}
+
+/// The part of a bundle that does not depend on the back ends: the
+/// manifest without `backends`, already serialized, and the graph dump.
+/// `weir compile` prepares it while the back ends run on another thread.
+pub struct Prepared {
+    /// The manifest's other keys as a JSON object (`{"classes":…}`).
+    head: Vec<u8>,
+    graph_txt: Vec<u8>,
+}
+
+/// Everything of the bundle but the back ends' files and sections
+/// (`input.backends` is not read).
+pub fn prepare(input: &BundleInput) -> Prepared {
+    let mut head = Vec::with_capacity(1 << 20);
+    serde_json::to_writer(&mut head, &Head::new(input)).expect("the manifest serializes");
+    Prepared {
+        head,
+        graph_txt: dump::text(input.model, input.graph).into_bytes(),
+    }
+}
+
+/// The bundle's files from a prepared part and the back ends' outputs.
+pub fn assemble(
+    prepared: Prepared,
+    backends: &BTreeMap<Target, BackendArtifacts>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    files.insert(MANIFEST.to_string(), manifest_bytes(&prepared.head, backends));
+    files.insert(GRAPH_TXT.to_string(), prepared.graph_txt);
+    for a in backends.values() {
+        for (name, bytes) in &a.files {
+            files.insert(name.clone(), bytes.clone());
+        }
+    }
+    files
 }
 
 /// The manifest's text: compact JSON with a trailing newline. For a
 /// 10,000-service program pretty-printing made the file 2.4x larger (72
 /// MB) and its writing a third of `weir compile`; `weir compile --emit
-/// manifest` prints it indented for people.
-fn manifest_bytes(input: &BundleInput) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 << 20);
-    serde_json::to_writer(&mut out, &Manifest::new(input)).expect("the manifest serializes");
+/// manifest` prints it indented for people. `backends` sorts before every
+/// other key, so the object is `{"backends":…,` and then the head's keys.
+fn manifest_bytes(head: &[u8], backends: &BTreeMap<Target, BackendArtifacts>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + (1 << 20));
+    out.extend_from_slice(b"{\"backends\":");
+    serde_json::to_writer(&mut out, &Backends(backends)).expect("the manifest serializes");
+    debug_assert!(head.starts_with(b"{\"") && head.ends_with(b"}"));
+    out.push(b',');
+    out.extend_from_slice(&head[1..]);
     out.push(b'\n');
     out
 }
@@ -138,10 +183,17 @@ fn manifest_bytes(input: &BundleInput) -> Vec<u8> {
 // sorted key order** (a `Value` object is a sorted map), optional keys
 // that a kind lacks are skipped, and `bundle::tests` compares both.
 
-/// The whole manifest, keys in sorted order.
+/// The whole manifest: `backends` sorts first.
 #[derive(Serialize)]
 struct Manifest<'a> {
     backends: Backends<'a>,
+    #[serde(flatten)]
+    head: Head<'a>,
+}
+
+/// Every key of the manifest but `backends`, in sorted order.
+#[derive(Serialize)]
+struct Head<'a> {
     classes: Classes<'a>,
     endpoints: Vec<EndpointEntry<'a>>,
     format_version: u32,
@@ -259,14 +311,13 @@ struct BackendJson<'a> {
     weight: u16,
 }
 
-impl<'a> Manifest<'a> {
-    fn new(input: &'a BundleInput) -> Manifest<'a> {
+impl<'a> Head<'a> {
+    fn new(input: &'a BundleInput) -> Head<'a> {
         let (model, g) = (input.model, input.graph);
         let cl = &g.classes;
         let mut sources: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
         sources.sort();
-        Manifest {
-            backends: Backends(&input.backends),
+        Head {
             classes: Classes {
                 atoms: cl.atoms.iter().map(atom_json).collect(),
                 endpoint_atom: cl.endpoint_atom,
@@ -432,18 +483,7 @@ fn socket(a: std::net::IpAddr, port: u16) -> String {
 
 /// The bundle's files (see the module docs).
 pub fn bundle(input: &BundleInput) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    files.insert(MANIFEST.to_string(), manifest_bytes(input));
-    files.insert(
-        GRAPH_TXT.to_string(),
-        dump::text(input.model, input.graph).into_bytes(),
-    );
-    for a in input.backends.values() {
-        for (name, bytes) in &a.files {
-            files.insert(name.clone(), bytes.clone());
-        }
-    }
-    files
+    assemble(prepare(input), &input.backends)
 }
 
 #[cfg(test)]
