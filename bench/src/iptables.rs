@@ -174,7 +174,7 @@ pub fn write_bundle(model: &Model, graph: &Graph, dir: &Path) -> Result<BundleSt
             .join("; ")
     })?;
     let gen_ms = t.elapsed().as_secs_f64() * 1e3;
-    let section = art.manifest.clone();
+    let section = art.manifest.value();
     let mut backends = BTreeMap::new();
     backends.insert(Target::Iptables, art);
     let locate = |_s: weir_grammar::Span| Value::Null;

@@ -195,7 +195,7 @@ pub fn generate_with(
         .insert(IP6TABLES_RULES.to_string(), out.ip6tables.into_bytes());
     a.files
         .insert(IPSET_RULES.to_string(), out.ipset.into_bytes());
-    a.manifest = out.manifest;
+    a.manifest = out.manifest.into();
     Ok(a)
 }
 

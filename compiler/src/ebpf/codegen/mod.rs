@@ -120,7 +120,7 @@ use serde::{Deserialize, Serialize};
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
 use self::layout::LOG_SLOTS;
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
-use crate::bundle::{BackendArtifacts, SPARE_CLASSES, WEIR_ASM, WEIR_O};
+use crate::bundle::{BackendArtifacts, Section, SPARE_CLASSES, WEIR_ASM, WEIR_O};
 use crate::ebpf::service::LbState;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
@@ -318,48 +318,48 @@ impl Limit {
 /// One program of the object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramInfo {
-    pub name: String,
-    pub section: String,
-    /// Instruction slots.
-    pub insns: usize,
-    /// Prog-array slot (`weir_jmp`); `None` for the entry program.
-    pub slot: Option<u32>,
     /// Layout blocks it holds and blocks entered by tail call.
     pub blocks: usize,
     pub entries: usize,
+    /// Instruction slots.
+    pub insns: usize,
+    pub name: String,
+    pub section: String,
+    /// Prog-array slot (`weir_jmp`); `None` for the entry program.
+    pub slot: Option<u32>,
 }
 
 /// One map of the object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapInfo {
+    /// Entries the runtime fills from [`Fill`].
+    pub filled: u64,
+    pub key_size: u32,
+    pub max_entries: u32,
     pub name: String,
     #[serde(rename = "type")]
     pub map_type: String,
-    pub key_size: u32,
     pub value_size: u32,
-    pub max_entries: u32,
-    /// Entries the runtime fills from [`Fill`].
-    pub filled: u64,
 }
 
 /// One LPM entry: address bytes (network order), prefix length, class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LpmEntry {
-    pub cidr: String,
     pub addr: Vec<u8>,
-    pub len: u32,
+    pub cidr: String,
     pub class: u32,
+    pub len: u32,
 }
 
 /// What the runtime writes into the maps before attaching.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Fill {
-    pub cls4: Vec<LpmEntry>,
-    pub cls6: Vec<LpmEntry>,
     /// Class → its row in `weir_atoms`, as 32-bit words: the atom bits
     /// (bit `a % 32` of word `a / 32`), then one `u16` branch index per
     /// map-backed class table (`NO_BRANCH`: the table's default).
     pub atom_rows: Vec<Vec<u32>>,
+    pub cls4: Vec<LpmEntry>,
+    pub cls6: Vec<LpmEntry>,
 }
 
 /// The `backends.ebpf` section of the manifest.
@@ -385,6 +385,25 @@ pub struct EbpfManifest {
     pub lb: Option<LbState>,
 }
 
+/// `backends.ebpf` as written: [`EbpfManifest`] plus a `capacity`
+/// object for `weir compile --report`, fields in sorted key order (as are
+/// the fields of every type it holds; see [`Section::sorted`]).
+#[derive(Serialize)]
+struct SectionView<'a> {
+    attach: &'a [String],
+    capacity: BTreeMap<String, serde_json::Value>,
+    counters: u32,
+    entry: &'a str,
+    fill: &'a Fill,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lb: Option<&'a LbState>,
+    maps: &'a [MapInfo],
+    max_tail_calls: usize,
+    mode: Mode,
+    object: &'a str,
+    programs: &'a [ProgramInfo],
+}
+
 /// The generated back end.
 #[derive(Debug, Clone)]
 pub struct EbpfOutput {
@@ -401,25 +420,37 @@ impl EbpfOutput {
         let mut files = BTreeMap::new();
         files.insert(WEIR_O.to_string(), self.object.clone());
         files.insert(WEIR_ASM.to_string(), self.listing.clone().into_bytes());
-        let mut manifest = serde_json::to_value(&self.manifest).expect("manifest serializes");
-        let mut cap = serde_json::Map::new();
+        let mut capacity = BTreeMap::new();
         for p in &self.manifest.programs {
-            cap.insert(
+            capacity.insert(
                 format!("program {}", p.name),
                 serde_json::json!(format!("{} insns", p.insns)),
             );
         }
         for m in &self.manifest.maps {
-            cap.insert(
+            capacity.insert(
                 format!("map {}", m.name),
                 serde_json::json!(format!("{} filled / {} max", m.filled, m.max_entries)),
             );
         }
-        cap.insert(
+        capacity.insert(
             "tail calls per packet (most)".into(),
             serde_json::json!(self.manifest.max_tail_calls),
         );
-        manifest["capacity"] = serde_json::Value::Object(cap);
+        let m = &self.manifest;
+        let manifest = Section::sorted(&SectionView {
+            attach: &m.attach,
+            capacity,
+            counters: m.counters,
+            entry: &m.entry,
+            fill: &m.fill,
+            lb: m.lb.as_ref(),
+            maps: &m.maps,
+            max_tail_calls: m.max_tail_calls,
+            mode: m.mode,
+            object: &m.object,
+            programs: &m.programs,
+        });
         BackendArtifacts { files, manifest }
     }
 

@@ -119,9 +119,9 @@ impl From<&Frontend> for FeAddr {
 /// family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetState {
-    pub id: u32,
     /// Candidates: ready, weight > 0, sorted (the interpreter's order).
     pub backends: Vec<Be>,
+    pub id: u32,
     /// Slot → index into `backends`. Maglev: the identity (the table holds
     /// indexes); random: each backend `weight / gcd` times.
     pub slots: Vec<u32>,
@@ -131,11 +131,11 @@ pub struct SetState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SvcState {
-    pub name: String,
-    pub maglev: bool,
     pub affinity: Option<u32>,
-    pub no_backends: u32,
     pub frontends: Vec<FeAddr>,
+    pub maglev: bool,
+    pub name: String,
+    pub no_backends: u32,
     /// Family (4 / 6) → current set.
     pub sets: BTreeMap<u8, SetState>,
 }
@@ -143,15 +143,15 @@ pub struct SvcState {
 /// Allocation state of the service maps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbState {
-    pub services: Vec<SvcState>,
-    pub capacity: Capacity,
-    next_set: u32,
-    free_tables: VecDeque<u32>,
-    next_backend_id: u32,
     /// (service, addr, port) → backend id (a list in JSON: tuple keys
     /// are not JSON object keys).
     #[serde(with = "id_list")]
     backend_ids: BTreeMap<(usize, IpAddr, u16), u32>,
+    pub capacity: Capacity,
+    free_tables: VecDeque<u32>,
+    next_backend_id: u32,
+    next_set: u32,
+    pub services: Vec<SvcState>,
 }
 
 mod id_list {
