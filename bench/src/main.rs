@@ -6,6 +6,11 @@
 
 use std::path::PathBuf;
 
+// The allocator the `weir` binary uses, so that the in-process compile
+// figures measure what `weir compile` runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn usage() -> ! {
     eprintln!("usage: weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel] | --render DIR");
     std::process::exit(2)
