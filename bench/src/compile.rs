@@ -127,9 +127,15 @@ pub fn weir_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WEIR_BIN") {
         return Some(PathBuf::from(p));
     }
+    sibling_binary("weir")
+}
+
+/// A binary of the workspace beside this executable (or one directory
+/// up, for test binaries in `deps/`).
+fn sibling_binary(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("weir"), dir.parent()?.join("weir")]
+    [dir.join(name), dir.parent()?.join(name)]
         .into_iter()
         .find(|p| p.is_file())
 }
@@ -143,16 +149,26 @@ pub struct Whole {
     pub stderr_head: String,
 }
 
-/// Runs `weir compile` once and reads the child's rusage.
+/// Runs `weir compile` once under `weir-rusage` (this crate's binary,
+/// which forks it from a small process: see its docs for why the peak RSS
+/// of a direct child of the benchmark is wrong). Without `weir-rusage`
+/// the peak is NaN (not measured).
 pub fn whole_process(
     weir: &Path,
     weir_file: &Path,
     inventory: &Path,
     out: &Path,
 ) -> Result<Whole, String> {
-    let t = Instant::now();
-    let child = Command::new(weir)
-        .arg("compile")
+    let rusage = sibling_binary("weir-rusage");
+    let mut cmd = match &rusage {
+        Some(r) => {
+            let mut c = Command::new(r);
+            c.arg(weir);
+            c
+        }
+        None => Command::new(weir),
+    };
+    cmd.arg("compile")
         .arg(weir_file)
         // The models balance with Maglev, which only the eBPF back end
         // expresses: this is the compile that succeeds and writes a bundle.
@@ -165,37 +181,28 @@ pub fn whole_process(
         .arg("--color")
         .arg("never")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let out = cmd
+        .output()
         .map_err(|e| format!("running {}: {e}", weir.display()))?;
-    let pid = child.id() as libc::pid_t;
-    let mut stderr = child.stderr;
-    // Drain stderr on a thread so a chatty child cannot block.
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = std::io::Read::read_to_string(e, &mut s);
-        }
-        s
-    });
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 on our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let wall_ms = t.elapsed().as_secs_f64() * 1e3;
-    if r < 0 {
-        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let peak_kib = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("weir-rusage: maxrss_kib="))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    if rusage.is_some() && peak_kib.is_none() {
+        return Err(format!(
+            "weir-rusage printed no peak: {}",
+            err.lines().last().unwrap_or("")
+        ));
     }
-    let err = reader.join().unwrap_or_default();
-    let exit = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
     Ok(Whole {
         wall_ms,
-        peak_mib: ru.ru_maxrss as f64 / 1024.0,
-        exit,
+        peak_mib: peak_kib.map_or(f64::NAN, |k| k / 1024.0),
+        exit: out.status.code().unwrap_or(-1),
         stderr_head: err
             .lines()
             .filter(|l| l.contains("error"))

@@ -900,7 +900,7 @@ fn compile_table(
         ],
     );
     t.note(format!(
-        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the child from `wait4`. {}",
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the `weir` process (`ru_maxrss`, read by this crate's `weir-rusage`, which forks it: a direct child of the benchmark starts from the benchmark's own high-water mark, which is what earlier versions of this table showed). {}",
         plan.cli_runs,
         match &weir {
             Some(p) => format!("Binary: `{}`.", p.display()),
@@ -919,7 +919,12 @@ fn compile_table(
                         if std::ptr::eq(c, headline) {
                             headline_whole = Some(w);
                         }
-                        (format!("{}{note}", ms(w)), format!("{r:.0}"))
+                        let rss = if r.is_nan() {
+                            "–".into()
+                        } else {
+                            format!("{r:.0}")
+                        };
+                        (format!("{}{note}", ms(w)), rss)
                     }
                     Err(e) => {
                         rep.problems.push(format!("weir compile {}: {e}", c.label));
@@ -1006,7 +1011,7 @@ fn cli_runs(bin: &std::path::Path, c: &Case, runs: usize) -> Result<(f64, f64, S
     std::fs::write(&wf, &r.weir).map_err(|e| e.to_string())?;
     std::fs::write(&inv, &r.inventory).map_err(|e| e.to_string())?;
     let mut walls = Vec::new();
-    let mut peak: f64 = 0.0;
+    let mut peak = f64::NAN;
     let mut note = String::new();
     for i in 0..runs.max(1) {
         // Slow models run once (keeps the whole benchmark under 10 minutes).
