@@ -199,7 +199,10 @@ pub fn assemble(
     backends: &BTreeMap<Target, BackendArtifacts>,
 ) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
-    files.insert(MANIFEST.to_string(), manifest_bytes(&prepared.head, backends));
+    files.insert(
+        MANIFEST.to_string(),
+        manifest_bytes(&prepared.head, backends),
+    );
     files.insert(GRAPH_TXT.to_string(), prepared.graph_txt);
     for a in backends.values() {
         for (name, bytes) in &a.files {
@@ -218,8 +221,10 @@ fn manifest_bytes(head: &[u8], backends: &BTreeMap<Target, BackendArtifacts>) ->
     let mut out = Vec::with_capacity(head.len() + (1 << 20));
     out.extend_from_slice(b"{\"backends\":{");
     // Sorted by name, as a JSON object's keys are.
-    let by_name: BTreeMap<&str, &Section> =
-        backends.iter().map(|(t, a)| (t.name(), &a.manifest)).collect();
+    let by_name: BTreeMap<&str, &Section> = backends
+        .iter()
+        .map(|(t, a)| (t.name(), &a.manifest))
+        .collect();
     for (i, (name, section)) in by_name.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');

@@ -98,7 +98,10 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
         .collect();
     let n = model.endpoints.len();
     let mut open = [vec![false; n], vec![false; n]];
-    for (side, dir) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
+    for (side, dir) in [Direction::Ingress, Direction::Egress]
+        .into_iter()
+        .enumerate()
+    {
         for (q, ids) in model.policies.iter().zip(&selected) {
             if q.rules(dir).is_some_and(|rs| {
                 rs.iter()
@@ -111,7 +114,10 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
         }
     }
     for (p, ids) in model.policies.iter().zip(&selected) {
-        for (side, dir) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
+        for (side, dir) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .enumerate()
+        {
             if p.rules(dir).is_none() {
                 continue;
             }
