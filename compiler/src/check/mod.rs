@@ -75,6 +75,19 @@ pub fn check_program(
     loader: &dyn SourceLoader,
     inventory: Option<&Path>,
 ) -> Checked {
+    check_program_then(roots, loader, inventory, |_| ()).0
+}
+
+/// [`check_program`], and `then` on the model when it has no errors,
+/// on another thread while the lints run (for a large program the lints
+/// and the decision graph take comparable time; `crate::driver` builds
+/// the graph here).
+pub fn check_program_then<R: Send>(
+    roots: &[PathBuf],
+    loader: &dyn SourceLoader,
+    inventory: Option<&Path>,
+    then: impl FnOnce(&Model) -> R + Send,
+) -> (Checked, Option<R>) {
     let loaded = load::load_program(roots, inventory, loader);
     let mut cx = Cx::new(&loaded.files);
     cx.diags.extend(loaded.diags.iter().cloned());
@@ -89,12 +102,24 @@ pub fn check_program(
     let model = cx.build(loaded.inventory.as_ref());
     // Lints run on programs without errors only: after an error, names
     // and selectors are partly unresolved and warnings would be noise.
+    let mut then_result = None;
     if !cx
         .diags
         .iter()
         .any(|k| k.code().severity() == diagnostics::Severity::Error)
     {
-        lints::run(&mut cx, &model);
+        std::thread::scope(|s| {
+            let running = std::thread::Builder::new()
+                .name("weir-after-check".into())
+                .spawn_scoped(s, || then(&model))
+                .expect("spawn a thread");
+            lints::run(&mut cx, &model);
+            then_result = Some(
+                running
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        });
     }
 
     let roots: BTreeSet<FileId> = loaded
@@ -118,12 +143,13 @@ pub fn check_program(
         })
         .collect();
     diagnostics::sort(&mut diagnostics);
-    Checked {
+    let checked = Checked {
         sources: loaded.sources,
         files: loaded.files,
         model,
         diagnostics,
-    }
+    };
+    (checked, then_result)
 }
 
 fn overlaps(a: Span, b: Span) -> bool {
