@@ -19,8 +19,9 @@
 //! **Extension point**: a back end returns a [`BackendArtifacts`] (its
 //! files and its manifest section); [`bundle`] merges them. Output is
 //! byte-for-byte deterministic: every map is ordered, JSON is written
-//! with sorted keys (`serde_json::Value` objects are `BTreeMap`s here)
-//! and a trailing newline.
+//! with sorted keys (what a `serde_json::Value` prints, whose objects are
+//! `BTreeMap`s here; the typed views below declare their fields in that
+//! order) and a trailing newline.
 
 use crate::graph::cost::capacity;
 use crate::graph::{dump, Atom, Graph};
