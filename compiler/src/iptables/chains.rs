@@ -25,6 +25,12 @@ pub enum Leaf {
 
 /// Above this many port intervals a port table becomes a binary tree.
 const LINEAR_PORTS: usize = 8;
+/// From this many groups of classes on, a class table tests their union
+/// first…
+const UNION_GROUPS: usize = 3;
+/// …unless the union holds more prefixes than this (a union copies its
+/// classes' prefixes into one more set).
+const UNION_MAX_PREFIXES: usize = 8192;
 /// Above this many ICMP types in context, a code test uses `u32`.
 const ENUM_TYPES: usize = 16;
 
@@ -253,7 +259,7 @@ impl<'a> Stage<'a> {
                         } else {
                             "dst"
                         };
-                        self.class_branches(entries, children, default, dir, sets)
+                        self.class_branches(n, entries, children, default, dir, sets)
                     }
                     TableKey::Proto => self.proto_branches(ctx, &es, default),
                     TableKey::DPort => self.port_branches(n, ctx, es, default, name, out),
@@ -265,10 +271,24 @@ impl<'a> Stage<'a> {
         }
     }
 
-    /// Class-keyed table: one set per distinct target; the target that
-    /// class 0 (the rest of the address space) goes to is the fall-through.
+    /// Class-keyed table: one set per distinct target (a group of
+    /// classes); the target that class 0 (the rest of the address space)
+    /// goes to is the fall-through. In a table at the root of a stage
+    /// (which every new packet passes), with [`UNION_GROUPS`] groups or
+    /// more and a union of at most [`UNION_MAX_PREFIXES`] prefixes, the first
+    /// rule sends every address outside all groups to the fall-through
+    /// with one lookup in their union — most traffic is from and to
+    /// addresses no policy of the table singles out, and it no longer
+    /// tests every group — and the last group needs no test of its own.
+    /// (One set of every class but 0, shared by all tables, would cost no
+    /// prefixes, but addresses of endpoints that the table does not
+    /// single out would still test every group; a union in every table
+    /// grows the headline model's ipset text ×4; splitting many groups in
+    /// halves by unions nests a chain deeper per level: the 100,000-rule
+    /// model no longer fits nf_tables' limit.)
     fn class_branches(
         &mut self,
+        n: NodeId,
         entries: &[TableEntry],
         children: &[String],
         default: String,
@@ -332,13 +352,44 @@ impl<'a> Stage<'a> {
             push(default_id, c, last);
         }
         let fall = names[fall].clone();
-        let mut branches = Vec::new();
-        for t in order {
-            let classes = std::mem::take(&mut groups[t]);
-            let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
-            branches.push((format!("-m set --match-set {set} {dir}"), names[t].clone()));
+        let groups: Vec<(Vec<ClassId>, String)> = order
+            .into_iter()
+            .map(|t| (std::mem::take(&mut groups[t]), names[t].clone()))
+            .collect();
+        let test = |set: String| format!("-m set --match-set {set} {dir}");
+        let r = self.g.dag.roots;
+        let root = [r.steer, r.egress, r.ingress].contains(&n);
+        if groups.len() < UNION_GROUPS || !root {
+            let branches = groups
+                .into_iter()
+                .map(|(classes, t)| {
+                    let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
+                    (test(set), t)
+                })
+                .collect();
+            return (branches, fall);
         }
-        (branches, fall)
+        let mut all: Vec<ClassId> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
+        if sets.weight(&self.g.classes, &all) > UNION_MAX_PREFIXES {
+            let branches = groups
+                .into_iter()
+                .map(|(classes, t)| {
+                    let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
+                    (test(set), t)
+                })
+                .collect();
+            return (branches, fall);
+        }
+        all.sort_unstable();
+        let set = Sets::name(&sets.get(all, Role::Branch), self.fam);
+        let mut branches = vec![(format!("-m set ! --match-set {set} {dir}"), fall)];
+        let mut groups = groups;
+        let (_, last) = groups.pop().expect("enough groups");
+        for (classes, t) in groups {
+            let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
+            branches.push((test(set), t));
+        }
+        (branches, last)
     }
 
     fn proto_branches(

@@ -3,7 +3,7 @@
 use super::chains::{Leaf, Stage};
 use super::depth::{self, TooDeep};
 use super::flow::{self, Ctx};
-use super::sets::{FrontendSet, Sets};
+use super::sets::Sets;
 use super::text::{comment, Family, FastMap, Tables};
 use super::{manifest, services, LogTarget, Options, Output};
 use crate::graph::ir::{Node, NodeId, SteerLeaf};
@@ -108,20 +108,6 @@ fn emit_here(
         .partition(|f| !st.backend_sets[f.backends].backends.is_empty());
     let has_services = !with.is_empty();
     let has_reject = !without.is_empty();
-    if has_services {
-        sets.frontend.push(FrontendSet {
-            name: "weir-fe".into(),
-            kind: "frontends",
-            frontends: with.iter().map(|f| f.frontend).collect(),
-        });
-    }
-    if has_reject {
-        sets.frontend.push(FrontendSet {
-            name: "weir-nb".into(),
-            kind: "frontends-without-backends",
-            frontends: without.iter().map(|f| f.frontend).collect(),
-        });
-    }
     let mut texts = Vec::new();
     let mut stats = Vec::new();
     let mut too_deep = Vec::new();
@@ -311,15 +297,14 @@ fn family(
             per_backend.insert((b.addr, b.port), c.clone());
             c
         };
-        if let Some(root) = services::nat(g, fam, &mut out, &mut before_dnat) {
-            let set = Sets::name("weir-fe", fam);
+        if let Some(tree) = services::nat(g, fam, &mut out, &mut before_dnat) {
             out.rule(
                 "nat",
                 NAT_PRE,
                 &[
-                    &format!("-m set --match-set {set} dst,dst"),
+                    &tree.range,
                     &comment("services"),
-                    &format!("-j {root}"),
+                    &format!("-j {}", tree.root),
                 ],
             );
         }
@@ -392,15 +377,14 @@ fn family(
         }
     }
     if has_reject {
-        if let Some(root) = services::reject(g, fam, &mut out) {
-            let set = Sets::name("weir-nb", fam);
+        if let Some(tree) = services::reject(g, fam, &mut out) {
             out.rule(
                 "filter",
                 FWD,
                 &[
-                    &format!("-m set --match-set {set} dst,dst"),
+                    &tree.range,
                     &comment("no-backends"),
-                    &format!("-j {root}"),
+                    &format!("-j {}", tree.root),
                 ],
             );
         }

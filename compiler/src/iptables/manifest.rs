@@ -44,16 +44,6 @@ pub fn section(
             list.push(o);
         }
     }
-    for s in &sets.frontend {
-        for f in [Family::V4, Family::V6] {
-            list.push(json!({
-                "name": Sets::name(&s.name, f),
-                "family": f.name(),
-                "type": "hash:ip,port",
-                "kind": s.kind,
-            }));
-        }
-    }
     let counts: Vec<Value> = stats
         .iter()
         .map(|(f, chains, rules, depth)| {

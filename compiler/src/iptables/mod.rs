@@ -7,11 +7,15 @@
 //! |---|---|---|
 //! | 1 conntrack | filter `WEIR-FWD` (FORWARD) | `ESTABLISHED,RELATED` → ACCEPT, `INVALID` → DROP |
 //! | 2 bypass | raw `WEIR-RAW-PRE` (PREROUTING) | steer tree, bypass leaf → `CT --notrack`; in filter, `UNTRACKED` packets walk the steer tree again and bypass leaves ACCEPT |
-//! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `hash:ip,port` set of frontends → address tree of chains → per-frontend chain → `-m statistic` / `-m recent` → DNAT |
-//! | 3 no backends | filter `WEIR-FWD` | `hash:ip,port` set → REJECT (`tcp-reset`, else port-unreachable) |
+//! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `-m iprange` over the frontends' addresses → address tree of chains (exact address, protocol and port at the leaves) → per-frontend chain → `-m statistic` / `-m recent` → DNAT |
+//! | 3 no backends | filter `WEIR-FWD` | `-m iprange` → address tree → REJECT (`tcp-reset`, else port-unreachable) |
 //! | 4 policy | filter `WEIR-FWD` | `-j` egress root, `-j` ingress root (allow leaves RETURN, deny leaves DROP), then ACCEPT |
 //! | 5 mark, dscp | mangle `WEIR-MANGLE-PRE` (PREROUTING) | `NEW` packets walk the steer tree; MARK / DSCP |
 //! | 5 redirect | nat `WEIR-NAT-PRE` | steer tree; a redirect leaf evaluates the policy (nat copies of the egress and ingress trees: deny → ACCEPT = leave untranslated, allow → RETURN) and then REDIRECT (loopback proxy) or DNAT (other local address) |
+//!
+//! raw and mangle are hooked only when some steering rule bypasses (raw)
+//! or marks / sets DSCP (mangle), nat only with services or redirects: a
+//! new flow pays for no table the program does not use.
 //!
 //! Policy is enforced on forwarded traffic (filter FORWARD): the node is a
 //! router for its endpoints. Traffic the node itself sends or receives is
@@ -32,7 +36,9 @@
 //! `RETURN` goes back to the stage's entry chain, which called the root
 //! with `-j`. Tests on atoms are one `-m set` match on a `hash:net` set of
 //! the atom's classes; class tables are one set per distinct target (the
-//! classes that go there); protocol / port / ICMP tables are a few rules,
+//! classes that go there) — at a stage's root, with three targets or more,
+//! the union of those sets is tested first, so an address in none of them
+//! (most traffic) costs one lookup; protocol / port / ICMP tables are a few rules,
 //! or a binary tree of chains over the port space for big tables. Nothing
 //! is a linear list that grows with the number of rules or services.
 //!

@@ -3,7 +3,7 @@
 //! and the REJECT of frontends without backends in filter.
 //!
 //! ```text
-//! nat WEIR-NAT-PRE: -m set --match-set weir-fe dst,dst -j <address tree>
+//! nat WEIR-NAT-PRE: -m iprange --dst-range LOWEST-HIGHEST -j <address tree>
 //!   address tree: -m iprange --dst-range PIVOT-MAX -g RIGHT / -g LEFT …
 //!   leaf: -d VIP -p tcp -m tcp --dport 80 -g WEIR-FE<k>
 //! WEIR-FE<k>: [-m recent --rcheck per backend → WEIR-BE<k>-<i>]
@@ -189,6 +189,28 @@ pub fn addr_tree(
     name
 }
 
+/// An address tree's root chain and the match its entry rule needs: the
+/// destination range from its lowest to its highest address. The tree's
+/// leaves test every frontend exactly, so the range only keeps traffic to
+/// other addresses out of the tree at the cost of one cheap rule (a set
+/// lookup of the frontends before the tree would cost a hash lookup more
+/// on every connection to a service).
+pub struct AddrTree {
+    pub root: String,
+    pub range: String,
+}
+
+/// `-m iprange --dst-range LO-HI` (`-d ADDR` for one address) over the
+/// (sorted) items.
+fn range_match(fam: Family, items: &[AddrRules]) -> String {
+    let (lo, hi) = (items[0].0, items[items.len() - 1].0);
+    if lo == hi {
+        format!("-d {lo}/{}", fam.host_len())
+    } else {
+        format!("-m iprange --dst-range {lo}-{hi}")
+    }
+}
+
 /// `before_dnat(k, i, out)` may return a call to put in front of the DNAT
 /// of backend `i` of frontend `k`.
 pub fn nat(
@@ -196,7 +218,7 @@ pub fn nat(
     fam: Family,
     out: &mut Tables,
     before_dnat: &mut dyn FnMut(usize, usize, &mut Tables) -> Option<String>,
-) -> Option<String> {
+) -> Option<AddrTree> {
     let st = &g.services;
     let mut items: Vec<AddrRules> = Vec::new();
     // `-m statistic` matches by (weight, remaining weight): formatting a
@@ -300,20 +322,23 @@ pub fn nat(
         return None;
     }
     let mut counter = 0;
-    Some(addr_tree(
-        out,
-        "nat",
-        fam,
-        "SVC",
-        &mut counter,
-        &items,
-        &comment("services"),
-    ))
+    Some(AddrTree {
+        root: addr_tree(
+            out,
+            "nat",
+            fam,
+            "SVC",
+            &mut counter,
+            &items,
+            &comment("services"),
+        ),
+        range: range_match(fam, &items),
+    })
 }
 
 /// filter chains rejecting connections to frontends of `fam` without
 /// backends; the root, if there is any.
-pub fn reject(g: &Graph, fam: Family, out: &mut Tables) -> Option<String> {
+pub fn reject(g: &Graph, fam: Family, out: &mut Tables) -> Option<AddrTree> {
     let st = &g.services;
     let mut items: Vec<AddrRules> = Vec::new();
     for fe in &st.frontends {
@@ -345,13 +370,16 @@ pub fn reject(g: &Graph, fam: Family, out: &mut Tables) -> Option<String> {
         return None;
     }
     let mut counter = 0;
-    Some(addr_tree(
-        out,
-        "filter",
-        fam,
-        "REJ",
-        &mut counter,
-        &items,
-        &comment("no-backends"),
-    ))
+    Some(AddrTree {
+        root: addr_tree(
+            out,
+            "filter",
+            fam,
+            "REJ",
+            &mut counter,
+            &items,
+            &comment("no-backends"),
+        ),
+        range: range_match(fam, &items),
+    })
 }

@@ -1,4 +1,4 @@
-//! The ipsets: address sets made of classes, and frontend sets.
+//! The ipsets: address sets made of classes.
 //!
 //! An address set holds the class map's disjoint prefixes
 //! ([`Classes::disjoint_entries`]) of some classes, so longest-prefix
@@ -13,7 +13,7 @@
 use super::text::Family;
 use crate::graph::classes::{ClassEntry, Classes};
 use crate::graph::{AtomId, ClassId};
-use crate::model::{Cidr, Frontend};
+use crate::model::Cidr;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -32,20 +32,13 @@ pub struct AddrSet {
     pub classes: Vec<ClassId>,
 }
 
-/// Frontend sets (`hash:ip,port`).
-#[derive(Debug, Clone)]
-pub struct FrontendSet {
-    pub name: String,
-    pub kind: &'static str,
-    pub frontends: Vec<Frontend>,
-}
-
 #[derive(Debug, Default)]
 pub struct Sets {
     pub addr: Vec<AddrSet>,
     index: BTreeMap<Vec<ClassId>, usize>,
     branches: usize,
-    pub frontend: Vec<FrontendSet>,
+    /// Raw prefixes per class (from [`Classes::entries`]), counted once.
+    weights: Vec<u32>,
 }
 
 impl Sets {
@@ -77,11 +70,27 @@ impl Sets {
         name
     }
 
+    /// How many prefixes a set of `classes` holds, about (the classes' raw
+    /// entries; the disjoint ones a set holds are as many or a few more).
+    pub fn weight(&mut self, classes: &Classes, of: &[ClassId]) -> usize {
+        if self.weights.is_empty() {
+            self.weights = vec![0; classes.len()];
+            for e in &classes.entries {
+                if let Some(w) = self.weights.get_mut(e.class as usize) {
+                    *w += 1;
+                }
+            }
+        }
+        of.iter()
+            .map(|&c| self.weights.get(c as usize).map_or(0, |&w| w as usize))
+            .sum()
+    }
+
     pub fn name(base: &str, f: Family) -> String {
         format!("{base}{}", f.set_suffix())
     }
 
-    /// `ipset restore` text: every set of both families, then members.
+    /// `ipset restore` text: every set of both families with its members.
     pub fn render(&self, classes: &Classes) -> String {
         // Each class's prefixes as text, once, by family; sets list them in
         // text order, so each text gets its rank among all of them and
@@ -133,30 +142,6 @@ impl Sets {
                     s.push(' ');
                     s.push_str(&texts[order[r as usize] as usize]);
                     s.push('\n');
-                }
-            }
-        }
-        for set in &self.frontend {
-            for f in [Family::V4, Family::V6] {
-                let name = Sets::name(&set.name, f);
-                let members: Vec<&Frontend> = set
-                    .frontends
-                    .iter()
-                    .filter(|fe| Family::of(fe.addr) == f)
-                    .collect();
-                s.push_str(&format!(
-                    "create {name} hash:ip,port family {} hashsize {} maxelem {}\n",
-                    f.ipset_family(),
-                    hashsize(members.len()),
-                    maxelem(members.len())
-                ));
-                for fe in members {
-                    s.push_str(&format!(
-                        "add {name} {},{}:{}\n",
-                        fe.addr,
-                        crate::graph::dump::pname(fe.proto),
-                        fe.port
-                    ));
                 }
             }
         }

@@ -87,3 +87,123 @@ fn deep_generated_policies_fit_nftables() {
     assert_eq!(d.code.as_str(), "E0510");
     assert!(d.message.contains("table `nat`"), "{}", d.message);
 }
+
+/// A class table at the root of a stage with several groups first sends
+/// every address outside all groups to the fall-through with one lookup in
+/// their union: that rule comes first in its chain, and its set holds
+/// every member of the sets the table tests after it (the last group is
+/// not tested: it is what is left).
+#[test]
+fn root_class_tables_test_the_union_first() {
+    let opts = Options {
+        maglev_as_random: true,
+        ..Options::default()
+    };
+    let mut tables = 0;
+    for seed in 0..40 {
+        let model = gen::model(seed);
+        let g = crate::graph::build(&model);
+        let Ok(a) = generate_text(&g, &model, &opts) else {
+            continue;
+        };
+        let mut members: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+            Default::default();
+        for l in a.ipset.lines() {
+            if let Some(rest) = l.strip_prefix("add ") {
+                let (set, m) = rest.split_once(' ').unwrap();
+                members.entry(set).or_default().insert(m);
+            }
+        }
+        let mut chains: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for l in a.iptables.lines().filter(|l| l.starts_with("-A ")) {
+            chains
+                .entry(l.split_whitespace().nth(1).unwrap())
+                .or_default()
+                .push(l);
+        }
+        let set_of = |l: &str| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "--match-set").unwrap();
+            w[i + 1].to_string()
+        };
+        let mut unions = std::collections::BTreeSet::new();
+        for (name, rules) in &chains {
+            for (i, r) in rules.iter().enumerate() {
+                if !r.contains("-m set ! --match-set") {
+                    continue;
+                }
+                tables += 1;
+                assert_eq!(i, 0, "seed {seed}: union test not first in {name}");
+                let all = set_of(r);
+                unions.insert(all.clone());
+                // The table's own tests (tail inlining may append a
+                // child's rules, with the child's comment).
+                let node = r
+                    .split("--comment ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap();
+                for r in rules
+                    .iter()
+                    .filter(|r| r.contains("-m set --match-set") && r.contains(node))
+                {
+                    let s = set_of(r);
+                    for m in members.get(s.as_str()).into_iter().flatten() {
+                        assert!(
+                            members[all.as_str()].contains(m),
+                            "seed {seed}: {m} of {s} is not in {all}"
+                        );
+                    }
+                }
+            }
+        }
+        // At most one per stage root (steer, egress, ingress).
+        assert!(unions.len() <= 3, "seed {seed}: {unions:?}");
+    }
+    assert!(tables >= 10, "{tables} class tables with a union test");
+}
+
+/// Programs without bypass or mark/DSCP steering install no raw or mangle
+/// chains and no hooks into them (a new flow pays for no table it does
+/// not need); the kernel differential tests check their verdicts.
+#[test]
+fn no_steering_no_raw_or_mangle_hooks() {
+    use crate::model::SteerAction;
+    let opts = Options {
+        maglev_as_random: true,
+        ..Options::default()
+    };
+    let mut plain = 0;
+    for seed in 0..40 {
+        let model = gen::model(seed);
+        let g = crate::graph::build(&model);
+        let Ok(a) = generate_text(&g, &model, &opts) else {
+            continue;
+        };
+        let actions = || g.steer_actions.iter().flatten();
+        let bypass = actions().any(|a| matches!(a, SteerAction::Bypass));
+        let mark = actions().any(|a| matches!(a, SteerAction::Mark(_) | SteerAction::Dscp(_)));
+        let hooks: Vec<&str> = a.manifest["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["table"].as_str().unwrap())
+            .collect();
+        for text in [&a.iptables, &a.ip6tables] {
+            if !bypass {
+                assert!(!text.contains("*raw"), "seed {seed}");
+                assert!(!hooks.contains(&"raw"), "seed {seed}");
+            }
+            if !mark {
+                assert!(!text.contains("*mangle"), "seed {seed}");
+                assert!(!hooks.contains(&"mangle"), "seed {seed}");
+            }
+        }
+        if !bypass && !mark {
+            plain += 1;
+        }
+    }
+    assert!(plain >= 5, "{plain} programs without steering");
+}
