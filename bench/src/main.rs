@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-// The allocator the `weir` binary uses, so that the in-process compile
-// figures measure what `weir compile` runs.
+// The allocator the `weir` binary uses, and like `weir` without
+// transparent huge pages (see cli/src/main.rs), so that the in-process
+// compile figures measure what `weir compile` runs.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -17,6 +18,11 @@ fn usage() -> ! {
 }
 
 fn main() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this
+    // process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     // The namespace harness's UDP servers panic in `recv_from` when their
     // socket is shut down at teardown (runtime/src/netns.rs); keep that
     // noise out of the output.

@@ -58,7 +58,21 @@ enum Command {
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// No transparent huge pages for this process. mimalloc asks for them,
+/// and a short-lived compile that touches its memory once pays for the
+/// kernel zeroing 2 MiB per fault: profiled on the headline model of
+/// BENCHMARKS.md, page zeroing was half of the main thread's time and the
+/// whole process used 2.15 s of CPU with huge pages, 1.2 s without.
+fn no_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and only
+    // sets a flag of this process (inherited by children).
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() {
+    no_huge_pages();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => check::run(args),
