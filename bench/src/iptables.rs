@@ -526,19 +526,24 @@ pub struct Pair {
     pub overhead: f64,
 }
 
-/// Interleaves probes: batches of 20 from the baseline client to `base`,
-/// then 20 from `src` to the `dsts` (round-robin), until `n` of each.
+/// Interleaves probes: batches of 20 from the baseline client to `bases`,
+/// then 20 from `src` to the `dsts` (each round-robin over its list),
+/// until `n` of each. `bases` are the sockets the flows under test end up
+/// at (a service's backends), so the baseline reaches the same servers
+/// and differs only in the rules its packets skip.
 pub fn measure_pair(
     topo: &Topology,
     proto: Proto,
-    base: SocketAddr,
+    bases: &[SocketAddr],
     src: IpAddr,
     dsts: &[SocketAddr],
     n: usize,
 ) -> Pair {
     let base_src: IpAddr = BASE_CLIENT.into();
     // Warm-up: neighbours, routes, server threads.
-    let _ = probe(topo, proto, base_src, base, 5);
+    for b in bases {
+        let _ = probe(topo, proto, base_src, *b, 5);
+    }
     for d in dsts {
         let _ = probe(topo, proto, src, *d, 5);
     }
@@ -546,8 +551,8 @@ pub fn measure_pair(
     let mut diffs = Vec::new();
     let batch = 20;
     let mut k = 0;
-    while bt.len() + bf < n && !dsts.is_empty() {
-        let (b, f) = probe(topo, proto, base_src, base, batch);
+    while bt.len() + bf < n && !dsts.is_empty() && !bases.is_empty() {
+        let (b, f) = probe(topo, proto, base_src, bases[k % bases.len()], batch);
         bf += f;
         let (t, f2) = probe(topo, proto, src, dsts[k % dsts.len()], batch);
         tf += f2;

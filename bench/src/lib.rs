@@ -659,7 +659,7 @@ fn iptables_figures(
         ],
     );
     t.note(format!(
-        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to a backend, probed in alternating batches of 20 with the flows under test. Overhead = median over batch pairs of (batch median − the baseline batch median just before it): round trips on this VM switch between phases (~9 µs and ~55 µs, CPU wake-up latency), so only paired differences are meaningful; the medians are shown for context. kube-proxy: the same services and backends in kube-proxy's layout (see `bench/src/iptables.rs`). weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table.",
+        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to the backends the flows under test are DNATed to (batches round-robin over them), probed in alternating batches of 20 with the flows under test. Overhead = median over batch pairs of (batch median − the baseline batch median just before it): round trips on this VM switch between phases (~9 µs and ~55 µs, CPU wake-up latency), so only paired differences are meaningful; the medians are shown for context. kube-proxy: the same services and backends in kube-proxy's layout (see `bench/src/iptables.rs`). weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table.",
         plan.probes
     ));
     let mut top: Option<(usize, f64, f64, f64)> = None;
@@ -750,7 +750,14 @@ fn iptables_rules_case(c: &Case, plan: &Plan) -> Result<Vec<String>, String> {
     let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
-    let pair = iptables::measure_pair(&topo, Proto::Tcp, sock(p), p.src, &[sock(p)], plan.probes);
+    let pair = iptables::measure_pair(
+        &topo,
+        Proto::Tcp,
+        &[sock(p)],
+        p.src,
+        &[sock(p)],
+        plan.probes,
+    );
     let (empty, weir) = (pair.base, pair.test);
     // No detach: deleting the namespaces frees every rule and set at
     // once (detaching large generations one `ipset destroy` at a time
@@ -800,12 +807,21 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
     }
     let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
     iptables::serve_backends(&topo, Proto::Udp, &backends)?;
-    let direct = resolved[last_i]
-        .3
-        .first()
-        .copied()
-        .ok_or("last service has no backends")?;
-    let direct = SocketAddr::new(direct.0, direct.1);
+    // Baselines go straight to the backends the flows under test are
+    // DNATed to (all of them, round-robin), so that they reach the same
+    // servers and differ only in the rules skipped.
+    let backends_of = |i: usize| -> Vec<SocketAddr> {
+        resolved[i]
+            .3
+            .iter()
+            .map(|&(a, p)| SocketAddr::new(a, p))
+            .collect()
+    };
+    let direct = backends_of(last_i);
+    if direct.is_empty() {
+        return Err("last service has no backends".into());
+    }
+    let direct_rand: Vec<SocketAddr> = random.iter().flat_map(|r| backends_of(r.0)).collect();
     let last_sock = sock(&last.packet);
     let random_socks: Vec<SocketAddr> = random.iter().map(|r| sock(&r.1.packet)).collect();
     let n = plan.probes;
@@ -813,8 +829,15 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
     let (kube_text, kube_rules) = iptables::kube_proxy_rules(&c.model);
     iptables::restore(&topo, plan.variant, &kube_text)?;
     iptables::bypass(&topo, plan.variant)?;
-    let kube = iptables::measure_pair(&topo, Proto::Udp, direct, client, &[last_sock], n);
-    let kube_rand = iptables::measure_pair(&topo, Proto::Udp, direct, client, &random_socks, n / 2);
+    let kube = iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n);
+    let kube_rand = iptables::measure_pair(
+        &topo,
+        Proto::Udp,
+        &direct_rand,
+        client,
+        &random_socks,
+        n / 2,
+    );
     iptables::flush(&topo, plan.variant)?;
     if kube.test.failed > kube.test.n / 10 {
         return Err(format!(
@@ -828,8 +851,15 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
     let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
-    let weir = iptables::measure_pair(&topo, Proto::Udp, direct, client, &[last_sock], n);
-    let weir_rand = iptables::measure_pair(&topo, Proto::Udp, direct, client, &random_socks, n / 2);
+    let weir = iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n);
+    let weir_rand = iptables::measure_pair(
+        &topo,
+        Proto::Udp,
+        &direct_rand,
+        client,
+        &random_socks,
+        n / 2,
+    );
     let (empty, weir_last) = (weir.base, weir.test);
     // No detach: deleting the namespaces frees every rule and set at
     // once (detaching large generations one `ipset destroy` at a time
