@@ -865,15 +865,21 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
     let (kube_text, kube_rules) = iptables::kube_proxy_rules(&c.model);
     iptables::restore(&topo, plan.variant, &kube_text)?;
     iptables::bypass(&topo, plan.variant)?;
-    let kube = iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n);
-    let kube_rand = iptables::measure_pair(
-        &topo,
-        Proto::Udp,
-        &direct_rand,
-        client,
-        &random_socks,
-        n / 2,
-    );
+    // The last service, then the random ones, against their backends.
+    let measure = || {
+        (
+            iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n),
+            iptables::measure_pair(
+                &topo,
+                Proto::Udp,
+                &direct_rand,
+                client,
+                &random_socks,
+                n / 2,
+            ),
+        )
+    };
+    let (kube, kube_rand) = measure();
     iptables::flush(&topo, plan.variant)?;
     if kube.test.failed > kube.test.n / 10 {
         return Err(format!(
@@ -887,15 +893,7 @@ fn iptables_services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
     let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
     iptables::bypass(&topo, plan.variant)?;
-    let weir = iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n);
-    let weir_rand = iptables::measure_pair(
-        &topo,
-        Proto::Udp,
-        &direct_rand,
-        client,
-        &random_socks,
-        n / 2,
-    );
+    let (weir, weir_rand) = measure();
     let (empty, weir_last) = (weir.base, weir.test);
     // No detach: deleting the namespaces frees every rule and set at
     // once (detaching large generations one `ipset destroy` at a time

@@ -359,7 +359,15 @@ impl<'a> Stage<'a> {
         let test = |set: String| format!("-m set --match-set {set} {dir}");
         let r = self.g.dag.roots;
         let root = [r.steer, r.egress, r.ingress].contains(&n);
-        if groups.len() < UNION_GROUPS || !root {
+        let union = (root && groups.len() >= UNION_GROUPS)
+            .then(|| {
+                groups
+                    .iter()
+                    .flat_map(|g| g.0.iter().copied())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|all| sets.weight(&self.g.classes, all) <= UNION_MAX_PREFIXES);
+        let Some(mut all) = union else {
             let branches = groups
                 .into_iter()
                 .map(|(classes, t)| {
@@ -368,18 +376,7 @@ impl<'a> Stage<'a> {
                 })
                 .collect();
             return (branches, fall);
-        }
-        let mut all: Vec<ClassId> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
-        if sets.weight(&self.g.classes, &all) > UNION_MAX_PREFIXES {
-            let branches = groups
-                .into_iter()
-                .map(|(classes, t)| {
-                    let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
-                    (test(set), t)
-                })
-                .collect();
-            return (branches, fall);
-        }
+        };
         all.sort_unstable();
         let set = Sets::name(&sets.get(all, Role::Branch), self.fam);
         let mut branches = vec![(format!("-m set ! --match-set {set} {dir}"), fall)];
