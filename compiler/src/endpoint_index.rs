@@ -16,7 +16,9 @@
 //! the reference definition.
 
 use crate::model::{Backend, BackendSource, Endpoint, Frontend, Sel, Service};
-use std::collections::HashMap;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 
 /// The inverted label index of a slice of endpoints.
 #[derive(Debug, Clone)]
@@ -36,8 +38,8 @@ impl<'a> EndpointIndex<'a> {
     pub fn from_labels(
         labels: impl IntoIterator<Item = &'a std::collections::BTreeMap<String, String>>,
     ) -> EndpointIndex<'a> {
-        let mut by_kv: HashMap<&'a str, HashMap<&'a str, Vec<u32>>> = HashMap::new();
-        let mut by_key: HashMap<&'a str, Vec<u32>> = HashMap::new();
+        let mut by_kv: HashMap<&'a str, HashMap<&'a str, Vec<u32>>> = HashMap::default();
+        let mut by_key: HashMap<&'a str, Vec<u32>> = HashMap::default();
         let mut n = 0usize;
         for (i, labels) in labels.into_iter().enumerate() {
             n = i + 1;

@@ -73,7 +73,10 @@
 use super::bits::Bits;
 use crate::model::{AddrSet, Cidr, Model, PeerMatch, Sel};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
 pub type AtomId = u32;
@@ -161,7 +164,7 @@ fn mask(v6: bool, x: u128, len: u8) -> u128 {
 impl<T> Lpm<T> {
     fn new() -> Lpm<T> {
         Lpm {
-            map: HashMap::new(),
+            map: HashMap::default(),
             lens4: Vec::new(),
             lens6: Vec::new(),
         }

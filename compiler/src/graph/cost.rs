@@ -20,7 +20,9 @@
 
 use super::ir::{Graph, Node, NodeId, TableKey};
 use serde::Serialize;
-use std::collections::HashMap;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 
 /// What one table lookup costs, in tests.
 pub const TABLE_COST: u32 = 3;
@@ -65,7 +67,7 @@ pub struct Capacity {
 
 /// Longest path (depth, cost) from each node.
 fn longest(g: &Graph) -> HashMap<NodeId, (u32, u32)> {
-    let mut m: HashMap<NodeId, (u32, u32)> = HashMap::new();
+    let mut m: HashMap<NodeId, (u32, u32)> = HashMap::default();
     for n in g.dag.reachable() {
         let node = g.node(n);
         let own = match node {

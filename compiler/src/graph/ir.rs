@@ -29,7 +29,10 @@ use crate::model::{Backend, Balance, Frontend, Model, Proto, SteerAction, Verdic
 use crate::provenance::ProvenanceTable;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 pub type NodeId = NodeIndex<u32>;
@@ -256,7 +259,7 @@ impl Dag {
     /// replacement (or returns an existing node) in the new builder.
     pub fn rebuild(&self, hashcons: bool, mut f: impl FnMut(&mut Builder, Node) -> NodeId) -> Dag {
         let mut b = Builder::new(hashcons);
-        let mut map: HashMap<NodeId, NodeId> = HashMap::new();
+        let mut map: HashMap<NodeId, NodeId> = HashMap::default();
         for n in self.reachable() {
             let node = self.g[n].map_children(|c| map[&c]);
             let id = f(&mut b, node);
@@ -277,7 +280,7 @@ impl Builder {
     pub fn new(hashcons: bool) -> Builder {
         Builder {
             g: DiGraph::default(),
-            intern: hashcons.then(HashMap::new),
+            intern: hashcons.then(HashMap::default),
         }
     }
 

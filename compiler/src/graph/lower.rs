@@ -26,7 +26,10 @@ use super::ir::{
 use crate::flowhash::proto_number;
 use crate::model::{Action, Direction, Model, PolicyId, Proto, ProtoMatch, SteerAction};
 use crate::provenance::{Provenance, ProvenanceTable};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 /// What the lowering learned on the way, for static analysis.
@@ -54,8 +57,8 @@ pub fn lower(model: &Model) -> (Graph, LowerInfo) {
         b: Builder::new(false),
         info: LowerInfo::default(),
         all_classes: Bits::full(classes.len()),
-        leaves: HashMap::new(),
-        steer_memo: HashMap::new(),
+        leaves: HashMap::default(),
+        steer_memo: HashMap::default(),
     };
     let steer = cx.steer_entry();
     let egress = cx.side_entry(Direction::Egress);
@@ -395,7 +398,7 @@ impl Lower<'_> {
             }
             segs.push((tier, items));
         }
-        let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::new();
+        let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::default();
         let mut b = std::mem::replace(&mut self.b, Builder::new(false));
         let root = bucket(&mut b, &protos, &mut |b: &mut Builder, keep: Vec<usize>| {
             if let Some(&n) = memo.get(&keep) {
@@ -413,7 +416,7 @@ impl Lower<'_> {
                 cx: self,
                 dir,
                 segs: &fsegs,
-                memo: HashMap::new(),
+                memo: HashMap::default(),
             };
             let all = w.cx.all_classes.clone();
             let n = w.walk(0, 0, Vec::new(), all);
@@ -440,7 +443,7 @@ impl Lower<'_> {
                 protos.push(&r.proto);
             }
         }
-        let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::new();
+        let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::default();
         let mut b = std::mem::replace(&mut self.b, Builder::new(false));
         let root = bucket(&mut b, &protos, &mut |b: &mut Builder, keep: Vec<usize>| {
             if let Some(&n) = memo.get(&keep) {

@@ -12,7 +12,9 @@
 
 use super::ir::{Cond, Graph, Node, NodeId, SteerLeaf, TableKey};
 use petgraph::visit::EdgeRef;
-use std::collections::HashMap;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 
 /// Check `g`; `Err` names the first violation.
 pub fn verify(g: &Graph) -> Result<(), String> {
@@ -30,7 +32,7 @@ pub fn verify(g: &Graph) -> Result<(), String> {
         return Err("the graph has a cycle".into());
     }
     // Kind of leaf each reachable node leads to: true = steer, false = verdict.
-    let mut kind: HashMap<NodeId, bool> = HashMap::new();
+    let mut kind: HashMap<NodeId, bool> = HashMap::default();
     for n in dag.reachable() {
         let node = dag.node(n);
         let children = node.children();

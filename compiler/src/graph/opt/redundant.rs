@@ -18,7 +18,10 @@
 use crate::flowhash::proto_number;
 use crate::graph::classes::AtomId;
 use crate::graph::ir::{Builder, Cond, Dag, Node, NodeId, TableEntry, TableKey};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 
 pub fn run(dag: &Dag) -> Dag {
@@ -26,7 +29,7 @@ pub fn run(dag: &Dag) -> Dag {
     let mut p = Paths {
         dag: &local,
         b: Builder::new(false),
-        memo: HashMap::new(),
+        memo: HashMap::default(),
         support: support(&local),
     };
     let roots = local.roots.map(|r| p.go(r, &Facts::default()));
@@ -208,7 +211,7 @@ fn own_keys(n: &Node) -> Vec<FKey> {
 
 /// The facts each node can use: keys tested in its subgraph.
 fn support(dag: &Dag) -> HashMap<NodeId, Rc<BTreeSet<FKey>>> {
-    let mut s: HashMap<NodeId, Rc<BTreeSet<FKey>>> = HashMap::new();
+    let mut s: HashMap<NodeId, Rc<BTreeSet<FKey>>> = HashMap::default();
     let empty = Rc::new(BTreeSet::new());
     for n in dag.reachable() {
         let node = dag.node(n);

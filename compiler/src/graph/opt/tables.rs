@@ -18,7 +18,9 @@
 use crate::graph::classes::{AtomId, Classes};
 use crate::graph::ir::{Builder, Cond, Dag, Node, NodeId, TableEntry, TableKey};
 use crate::model::Proto;
-use std::collections::HashMap;
+// FxHash: these maps are hot and keyed by ids, nodes and short strings;
+// nothing iterates them into output.
+use rustc_hash::FxHashMap as HashMap;
 
 /// Shortest chain of atom tests turned into a class table.
 pub const MIN_CHAIN: usize = 4;
@@ -30,7 +32,7 @@ pub fn run(dag: &Dag, classes: &Classes) -> Dag {
         dag,
         classes,
         b: Builder::new(true),
-        memo: HashMap::new(),
+        memo: HashMap::default(),
     };
     let roots = dag.roots.map(|r| t.conv(r));
     t.b.finish(roots)
@@ -171,7 +173,7 @@ impl Tables<'_> {
     }
 
     fn class_table(&mut self, src: bool, rule: Vec<(AtomId, NodeId)>, default: NodeId) -> NodeId {
-        let mut row: HashMap<usize, NodeId> = HashMap::new();
+        let mut row: HashMap<usize, NodeId> = HashMap::default();
         for &(a, t) in &rule {
             for c in self.classes.classes_with(a).iter() {
                 row.entry(c).or_insert(t);
