@@ -32,6 +32,19 @@ pub struct Inventory {
     pub endpoints: Vec<InventoryEndpoint>,
 }
 
+impl Inventory {
+    /// Moves every span to `file` (an inventory parsed before its file id
+    /// was known).
+    pub fn set_file(&mut self, file: FileId) {
+        for e in &mut self.endpoints {
+            e.span.file = file;
+            for s in &mut e.addr_spans {
+                s.file = file;
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInventory {
