@@ -55,7 +55,7 @@ enum Command {
 // `weir compile` of a large program is allocation-heavy (syntax tree,
 // model, graph, bundle): with mimalloc the headline model of
 // BENCHMARKS.md compiles ~1.25x faster than with glibc's allocator
-// (0.98 s against 1.25 s, medians of four runs each).
+// (0.99 s against 1.26 s, medians of four runs each).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
