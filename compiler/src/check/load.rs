@@ -264,3 +264,70 @@ fn load_inventories(
     }
     loaded.inventory = merged;
 }
+
+#[cfg(test)]
+mod tests {
+    //! The `--endpoints` inventory is parsed ahead under a placeholder
+    //! file id: its spans must end up on its real file, after every
+    //! import, whether the file is good or has problems.
+    use crate::check::check_program;
+    use crate::source::MemoryLoader;
+    use std::path::{Path, PathBuf};
+
+    const MAIN: &str = "import lib\n\npolicy p {\n  applies to app == \"a\"\n  ingress {\n    allow tcp 80 from lib.b\n  }\n}\n";
+    const LIB: &str = "selector b = app == \"b\"\n";
+
+    fn check(inventory: &str) -> Vec<(String, String, String)> {
+        let loader = MemoryLoader::new()
+            .with("main.weir", MAIN)
+            .with("lib.weir", LIB)
+            .with("inv.json", inventory);
+        let checked = check_program(
+            &[PathBuf::from("main.weir")],
+            &loader,
+            Some(Path::new("inv.json")),
+        );
+        checked
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let f = checked.sources.file(d.primary.span.file);
+                let text = &f.text[d.primary.span.start as usize..d.primary.span.end as usize];
+                (d.code.as_str().to_string(), f.name(), text.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn good_inventory_spans_are_on_the_inventory_file() {
+        let inv = r#"{"endpoints": [
+            {"name": "a1", "labels": {"app": "a"}, "addrs": ["10.0.0.1"]},
+            {"name": "a1", "labels": {"app": "b"}, "addrs": ["10.0.0.2"]}
+        ]}"#;
+        let d = check(inv);
+        assert!(
+            d.iter().any(|(code, file, text)| code == "E0203"
+                && file.ends_with("inv.json")
+                && text == "\"a1\""),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn inventory_problems_are_reported_on_the_inventory_file() {
+        let inv = r#"{"endpoints": [
+            {"name": "a1", "labels": {"app": "a"}, "addrs": ["10.0.0.300"]}
+        ]}"#;
+        let d = check(inv);
+        assert!(
+            d.iter()
+                .any(|(_, file, text)| file.ends_with("inv.json") && text == "\"10.0.0.300\""),
+            "{d:?}"
+        );
+        let d = check("{\"endpoints\": [");
+        assert!(
+            d.iter().any(|(_, file, _)| file.ends_with("inv.json")),
+            "{d:?}"
+        );
+    }
+}
