@@ -261,7 +261,7 @@ impl Asm {
         else {
             unreachable!("only conditional jumps are relaxed")
         };
-        let gotol_slot = out.slots.len() + if cond.inverse().is_some() { 1 } else { 2 };
+        let gotol_slot = out.slots.len() + if cond.negate().is_some() { 1 } else { 2 };
         let (offset, name) = self.target(target, pos, gotol_slot)?;
         let imm = i32::try_from(offset).map_err(|_| AsmError::JumpOutOfRange {
             label: name.to_string(),
@@ -272,7 +272,7 @@ impl Asm {
         let mut short = Asm::new();
         let over = short.new_label("far");
         let to = short.new_label("target");
-        match cond.inverse() {
+        match cond.negate() {
             Some(inv) => short.push(Op::Jump {
                 width,
                 cond: inv,
@@ -559,7 +559,7 @@ impl Asm {
 fn slots_of(insn: &Insn, far: bool) -> usize {
     match (&insn.op, far) {
         (Op::Jump { cond, .. }, true) => {
-            if cond.inverse().is_some() {
+            if cond.negate().is_some() {
                 2
             } else {
                 3

@@ -225,24 +225,6 @@ pub enum JmpCond {
 }
 
 impl JmpCond {
-    /// The condition that holds exactly when this one does not (`jset`
-    /// has none).
-    pub const fn inverse(self) -> Option<JmpCond> {
-        Some(match self {
-            JmpCond::Eq => JmpCond::Ne,
-            JmpCond::Ne => JmpCond::Eq,
-            JmpCond::Gt => JmpCond::Le,
-            JmpCond::Le => JmpCond::Gt,
-            JmpCond::Ge => JmpCond::Lt,
-            JmpCond::Lt => JmpCond::Ge,
-            JmpCond::Sgt => JmpCond::Sle,
-            JmpCond::Sle => JmpCond::Sgt,
-            JmpCond::Sge => JmpCond::Slt,
-            JmpCond::Slt => JmpCond::Sge,
-            JmpCond::Set => return None,
-        })
-    }
-
     pub(crate) const fn code(self) -> u8 {
         match self {
             JmpCond::Eq => 0x10,
@@ -273,7 +255,8 @@ impl JmpCond {
             JmpCond::Sle => "s<=",
         }
     }
-    /// The predicate that holds exactly when `self` does not.
+    /// The condition that holds exactly when `self` does not (`jset` has
+    /// none).
     pub const fn negate(self) -> Option<JmpCond> {
         Some(match self {
             JmpCond::Eq => JmpCond::Ne,
