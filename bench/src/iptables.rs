@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -287,7 +287,7 @@ pub fn probe(
             _ => {
                 let socks = topo.client.run(move || {
                     (0..batch)
-                        .filter_map(|_| tcp_socket(src).ok())
+                        .filter_map(|_| weir_runtime::netns::tcp_bound_socket(src).ok())
                         .collect::<Vec<_>>()
                 });
                 let Ok(socks) = socks else {
@@ -309,65 +309,15 @@ pub fn probe(
     (times, failed)
 }
 
-fn tcp_socket(src: IpAddr) -> std::io::Result<OwnedFd> {
-    let IpAddr::V4(a) = src else {
-        return Err(std::io::Error::other("IPv4 only"));
-    };
-    // SAFETY: plain syscalls; the fd is owned right away.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        if libc::bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
-}
-
 fn tcp_exchange(fd: OwnedFd, dst: SocketAddr, timeout: Duration, buf: &mut Vec<u8>) -> bool {
-    let SocketAddr::V4(d) = dst else {
+    // Timeouts before connecting: `tcp_connect` blocks.
+    let probe = TcpStream::from(fd);
+    let _ = probe.set_read_timeout(Some(timeout));
+    let _ = probe.set_write_timeout(Some(timeout));
+    let Ok(mut s) = weir_runtime::netns::tcp_connect(probe.into(), dst) else {
         return false;
     };
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: d.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(d.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let stream = TcpStream::from(fd);
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    // SAFETY: valid fd and sockaddr; a blocking connect.
-    let r = unsafe {
-        libc::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return false;
-    }
     buf.clear();
-    let mut s = stream;
     s.read_to_end(buf).is_ok() && !buf.is_empty()
 }
 
@@ -438,18 +388,13 @@ impl Scratch {
         Scratch(d)
     }
 
-    /// Under /dev/shm (tmpfs, like `/run`, the runtime's default state
-    /// root) when it exists: on ext4 the state file's replacing rename
-    /// flushes data (~3 ms), which would dominate endpoint updates.
+    /// A state directory (`weir_runtime::kernel_test::state_dir`: on
+    /// tmpfs when there is one).
     pub fn shm(name: &str) -> Scratch {
-        let base = std::path::Path::new("/dev/shm");
-        if !base.is_dir() {
-            return Scratch::new(name);
+        match weir_runtime::kernel_test::state_dir(&format!("bench-{name}")) {
+            Ok(d) => Scratch(d),
+            Err(_) => Scratch::new(name),
         }
-        let d = base.join(format!("weir-bench-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let _ = std::fs::create_dir_all(&d);
-        Scratch(d)
     }
 }
 

@@ -51,16 +51,7 @@ fn base() -> Vec<EndpointRec> {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let base = Path::new("/dev/shm");
-    let base = if base.is_dir() {
-        base.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let d = base.join(format!("weir-cli-endpoints-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    weir_runtime::kernel_test::state_dir(&format!("cli-endpoints-{name}")).unwrap()
 }
 
 fn weir(args: &[&str]) -> Output {

@@ -832,56 +832,58 @@ fn icmp_ping(fd: OwnedFd, src: IpAddr, dst: IpAddr, timeout: Duration) -> io::Re
     }
 }
 
-/// A TCP connection from `src` (bound, port 0: the source address a test
-/// client speaks from) to `dst`, with a send timeout. Call it on a
-/// namespace's worker thread to connect from inside that namespace.
-pub fn tcp_connect_from(
-    src: std::net::IpAddr,
-    dst: std::net::SocketAddr,
-    timeout: std::time::Duration,
-) -> std::io::Result<std::net::TcpStream> {
-    use std::io::Write;
-    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-    use std::os::fd::FromRawFd;
-    let (std::net::IpAddr::V4(s4), SocketAddr::V4(d4)) = (src, dst) else {
-        return Err(std::io::Error::other("IPv4 only"));
+/// A TCP socket bound to `src` (port 0: the source address a test client
+/// speaks from), not connected. Create it on a namespace's worker thread
+/// to speak from inside that namespace; it may connect from any thread.
+pub fn tcp_bound_socket(src: std::net::IpAddr) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let domain = if src.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
     };
+    let (b, len) = sockaddr(SocketAddr::new(src, 0));
+    // SAFETY: plain syscalls; the fd is owned right away.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let stream = TcpStream::from_raw_fd(fd);
-        let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let b = sin(s4, 0);
-        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
+        let fd = OwnedFd::from_raw_fd(fd);
+        if libc::bind(fd.as_raw_fd(), &b as *const _ as *const libc::sockaddr, len) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as _,
-            tv_usec: timeout.subsec_micros() as _,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        let d = sin(*d4.ip(), d4.port());
-        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut stream = stream;
-        let _ = stream.write(b"");
-        Ok(stream)
+        Ok(fd)
     }
+}
+
+/// Connects a socket from [`tcp_bound_socket`] to `dst` (blocking).
+pub fn tcp_connect(
+    fd: std::os::fd::OwnedFd,
+    dst: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::AsRawFd;
+    let (d, len) = sockaddr(dst);
+    // SAFETY: a valid fd and sockaddr.
+    if unsafe { libc::connect(fd.as_raw_fd(), &d as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(std::net::TcpStream::from(fd))
+}
+
+/// A TCP connection from `src` ([`tcp_bound_socket`]) to `dst`, with a
+/// send timeout. Call it on a namespace's worker thread to connect from
+/// inside that namespace.
+pub fn tcp_connect_from(
+    src: std::net::IpAddr,
+    dst: SocketAddr,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Write;
+    let fd = tcp_bound_socket(src)?;
+    let probe = std::net::TcpStream::from(fd);
+    probe.set_write_timeout(Some(timeout))?;
+    let mut stream = tcp_connect(probe.into(), dst)?;
+    let _ = stream.write(b"");
+    Ok(stream)
 }

@@ -132,21 +132,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Under /dev/shm (tmpfs, like `/run` — the runtime's default state
-/// root — on systemd hosts) when it exists: on ext4 the state file's
-/// replacing rename flushes data (auto_da_alloc, ~3 ms), which would
-/// dominate the measured latency.
 fn scratch(name: &str) -> PathBuf {
-    let base = Path::new("/dev/shm");
-    let base = if base.is_dir() {
-        base.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let d = base.join(format!("weir-endpoints-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    weir_runtime::kernel_test::state_dir(&format!("endpoints-{name}")).unwrap()
 }
 
 /// Our rules as the kernel has them (no counters).
