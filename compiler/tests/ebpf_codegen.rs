@@ -171,3 +171,63 @@ fn ebpf_synth_policy_splits_at_every_budget() {
         }
     }
 }
+
+/// The class map splits between the host hashes and the CIDR tries
+/// (`layout::class_key`): every full-length prefix is a host entry, the
+/// rest trie entries, the maps are sized for them (plus spare hosts for
+/// endpoints the runtime adds), and a program looks a family's trie up
+/// only when that family has a shorter prefix.
+#[test]
+fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
+    use weir_compiler::ebpf::codegen::layout::{class_key, map};
+    let (mut tries_seen, mut hosts_only_seen) = (0, 0);
+    for seed in 0..40 {
+        let model = gen::model(seed);
+        let g = graph::build(&model);
+        let opts = Options::default();
+        let out = generate(&model, &g, &opts).unwrap();
+        let fill = &out.manifest.fill;
+        for (entries, bits, host, trie) in [
+            (&fill.cls4, 32, map::HOST4, map::CLS4),
+            (&fill.cls6, 128, map::HOST6, map::CLS6),
+        ] {
+            let hosts = entries.iter().filter(|e| e.len == bits).count() as u64;
+            let prefixes = entries.len() as u64 - hosts;
+            for e in entries.iter() {
+                let (m, key) = class_key(&e.addr, e.len);
+                if e.len == bits {
+                    assert_eq!((m, key.as_slice()), (host, e.addr.as_slice()));
+                } else {
+                    assert_eq!(m, trie);
+                    assert_eq!(key[..4], e.len.to_ne_bytes());
+                    assert_eq!(key[4..], e.addr[..]);
+                }
+            }
+            let info = |name: &str| {
+                out.manifest
+                    .maps
+                    .iter()
+                    .find(|m| m.name == name)
+                    .unwrap_or_else(|| panic!("seed {seed}: no map {name}"))
+            };
+            assert_eq!(info(host).filled, hosts, "seed {seed}: {host}");
+            assert_eq!(info(trie).filled, prefixes, "seed {seed}: {trie}");
+            assert_eq!(
+                u64::from(info(host).max_entries),
+                hosts + u64::from(opts.spare_endpoints)
+            );
+            assert!(u64::from(info(trie).max_entries) >= prefixes.max(1));
+            let looked_up = out.listing.contains(&format!("map_fd({trie})"));
+            assert_eq!(looked_up, prefixes > 0, "seed {seed}: {trie} lookup");
+            if prefixes > 0 {
+                tries_seen += 1;
+            } else if hosts > 0 {
+                hosts_only_seen += 1;
+            }
+        }
+    }
+    assert!(
+        tries_seen > 0 && hosts_only_seen > 0,
+        "both cases generated"
+    );
+}

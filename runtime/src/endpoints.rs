@@ -17,8 +17,8 @@
 //!   applied here: the report lists those services
 //!   ([`Report::needs_recompile`]) and the CLI exits 1 after applying the
 //!   class part.
-//! - **eBPF** ([`ebpf`]): host entries in the pinned LPM tries
-//!   `weir_cls4` / `weir_cls6` (added or changed first), then the
+//! - **eBPF** ([`ebpf`]): host entries in the pinned host hashes
+//!   `weir_host4` / `weir_host6` (added or changed first), then the
 //!   backends of selector-backed services through
 //!   [`LbState::set_backends`] (new backend set and Maglev table, frontend
 //!   swap, old set retired), then removals. Programs are not reloaded; the
@@ -996,19 +996,12 @@ impl Pinned {
     }
 }
 
-fn lpm_key(addr: std::net::IpAddr) -> (&'static str, Vec<u8>) {
-    use weir_compiler::ebpf::codegen::layout::map;
+/// The map and key of an endpoint's class-map (host) entry.
+fn host_key(addr: std::net::IpAddr) -> (&'static str, Vec<u8>) {
+    use weir_compiler::ebpf::codegen::layout::class_key;
     match addr {
-        std::net::IpAddr::V4(a) => {
-            let mut k = 32u32.to_ne_bytes().to_vec();
-            k.extend_from_slice(&a.octets());
-            (map::CLS4, k)
-        }
-        std::net::IpAddr::V6(a) => {
-            let mut k = 128u32.to_ne_bytes().to_vec();
-            k.extend_from_slice(&a.octets());
-            (map::CLS6, k)
-        }
+        std::net::IpAddr::V4(a) => class_key(&a.octets(), 32),
+        std::net::IpAddr::V6(a) => class_key(&a.octets(), 128),
     }
 }
 
@@ -1108,7 +1101,7 @@ pub fn ebpf_text(
     // before the service maps can send traffic to it.
     for c in changes {
         if let Some(n) = c.new {
-            let (map, key) = lpm_key(c.addr);
+            let (map, key) = host_key(c.addr);
             pinned.update(map, &key, &n.to_ne_bytes())?;
             writes += 1;
         }
@@ -1156,7 +1149,7 @@ pub fn ebpf_text(
     // set prefix naming exactly this host).
     for c in changes {
         if c.new.is_none() {
-            let (map, key) = lpm_key(c.addr);
+            let (map, key) = host_key(c.addr);
             let view = planned.view.as_ref().expect("parsed on a change");
             if set_host_prefix(view, c.addr) {
                 pinned.update(map, &key, &c.base.to_ne_bytes())?;

@@ -10,8 +10,9 @@
 //! | `Table` | one map lookup (hash / array / LPM, ~20–40 ns) | one ipset lookup or verdict map | [`TABLE_COST`] |
 //! | leaf | counter increment + return | jump to a counter chain | 0 |
 //!
-//! Plus per packet, outside the graph: two class-map lookups (LPM trie /
-//! `hash:net` sets) and one service-table lookup. What back ends must size:
+//! Plus per packet, outside the graph: two class-map lookups (eBPF: host
+//! hash, then an LPM trie of the CIDRs on a miss; iptables: `hash:net`
+//! sets) and one service-table lookup. What back ends must size:
 //! every table's entries (map `max_entries`, ipset `maxelem`), the class
 //! map, the class-row array (classes × ⌈atoms/64⌉ words), the frontend
 //! map, backend and Maglev maps. Depth bounds the eBPF verifier's path

@@ -8,7 +8,7 @@ use std::path::Path;
 use aya::maps::{Map, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
-use weir_compiler::ebpf::codegen::layout::map as names;
+use weir_compiler::ebpf::codegen::layout::{class_key, map as names};
 use weir_compiler::ebpf::codegen::EbpfManifest;
 
 use super::EbpfError;
@@ -165,14 +165,11 @@ pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
             .map(|_| ())
             .ok_or_else(|| EbpfError::Bundle(format!("object has no map {name}")))
     };
-    for (name, entries) in [(names::CLS4, &f.cls4), (names::CLS6, &f.cls6)] {
+    for e in f.cls4.iter().chain(&f.cls6) {
+        let (name, key) = class_key(&e.addr, e.len);
         get(ebpf, name)?;
         let map = ebpf.map(name).expect("checked");
-        for e in entries {
-            let mut key = e.len.to_ne_bytes().to_vec();
-            key.extend_from_slice(&e.addr);
-            update_raw(map, &key, &e.class.to_ne_bytes()).map_err(|x| fill_err(name, x))?;
-        }
+        update_raw(map, &key, &e.class.to_ne_bytes()).map_err(|x| fill_err(name, x))?;
     }
     if let Some(map) = ebpf.map(names::ATOMS) {
         for (c, row) in f.atom_rows.iter().enumerate() {

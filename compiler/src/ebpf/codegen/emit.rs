@@ -94,6 +94,11 @@ pub struct Gen<'a> {
     pub node_numbers: HashMap<NodeId, usize>,
     /// Most logged ids any leaf records in the context (≤ `LOG_SLOTS`).
     pub log_slots: usize,
+    /// Whether the class map has prefixes shorter than a host, per family
+    /// (IPv4, IPv6): only then is the trie looked up after a miss of the
+    /// host hash (see [`layout::class_key`]; the runtime only ever adds
+    /// hosts).
+    pub tries: (bool, bool),
 }
 
 impl std::hash::Hash for Block {
@@ -514,28 +519,21 @@ impl Gen<'_> {
             em.push(Op::Ja { target: ok });
         }
         em.bind(new);
-        c(em, "classify: address → class (LPM trie)");
+        c(
+            em,
+            "classify: address → class (host hash, then the CIDRs' LPM trie)",
+        );
         let cls6 = em.label("cls6");
         let classified = em.label("classified");
         em.push(Op::load(Size::U8, R4, R6, ctx::FAMILY));
         em.jmp(JmpCond::Eq, R4, 6, cls6);
         for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
-            em.push(Op::store(Size::U32, R10, -8, 32));
-            em.push(Op::load(Size::U32, R4, R6, addr));
-            em.push(Op::store(Size::U32, R10, -4, R4));
-            em.lookup(map::CLS4, -8);
-            self.store_class(em, out);
+            self.classify(em, 4, addr, out);
         }
         em.push(Op::Ja { target: classified });
         em.bind(cls6);
         for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
-            em.push(Op::store(Size::U32, R10, -20, 128));
-            for i in 0..4i16 {
-                em.push(Op::load(Size::U32, R4, R6, addr + 4 * i));
-                em.push(Op::store(Size::U32, R10, -16 + 4 * i, R4));
-            }
-            em.lookup(map::CLS6, -20);
-            self.store_class(em, out);
+            self.classify(em, 6, addr, out);
         }
         em.bind(classified);
 
@@ -586,12 +584,34 @@ impl Gen<'_> {
         em.bind(done);
     }
 
-    fn store_class(&self, em: &mut Em, out: i16) {
-        let miss = em.label("class0");
+    /// `ctx[out]` = the class of the IPv`family` address at `ctx[addr]`:
+    /// the host hash (key at fp-16, the address), on a miss the trie when
+    /// the class map has shorter prefixes (key at fp-20: length, address),
+    /// on a miss again class 0. Uses r0–r5 and fp-20..fp-1.
+    fn classify(&self, em: &mut Em, family: u8, addr: i16, out: i16) {
+        let (words, bits, host, trie, has_trie) = if family == 4 {
+            (1i16, 32, map::HOST4, map::CLS4, self.tries.0)
+        } else {
+            (4, 128, map::HOST6, map::CLS6, self.tries.1)
+        };
+        for i in 0..words {
+            em.push(Op::load(Size::U32, R4, R6, addr + 4 * i));
+            em.push(Op::store(Size::U32, R10, -16 + 4 * i, R4));
+        }
+        em.lookup(host, -16);
+        let found = em.label("class_found");
+        let done = em.label("classed");
+        em.jmp(JmpCond::Ne, R0, 0, found);
+        if has_trie {
+            em.push(Op::store(Size::U32, R10, -20, bits));
+            em.lookup(trie, -20);
+            em.jmp(JmpCond::Ne, R0, 0, found);
+        }
         em.push(Op::mov64(R1, 0));
-        em.jmp(JmpCond::Eq, R0, 0, miss);
+        em.push(Op::Ja { target: done });
+        em.bind(found);
         em.push(Op::load(Size::U32, R1, R0, 0));
-        em.bind(miss);
+        em.bind(done);
         em.push(Op::store(Size::U32, R6, out, R1));
     }
 
@@ -887,11 +907,7 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
         let to_next = em.to(next);
         em.jmp(JmpCond::Eq, R1, 0, to_next);
-        em.push(Op::store(Size::U32, R10, -8, 32));
-        em.push(Op::load(Size::U32, R4, R6, ctx::DST));
-        em.push(Op::store(Size::U32, R10, -4, R4));
-        em.lookup(map::CLS4, -8);
-        self.store_class(em, ctx::DST_CLASS);
+        self.classify(em, 4, ctx::DST, ctx::DST_CLASS);
         self.load_rows(em);
         em.goto(next);
     }

@@ -130,9 +130,33 @@ pub mod map {
     pub const CT: &str = "weir_ct";
     pub const CLS4: &str = "weir_cls4";
     pub const CLS6: &str = "weir_cls6";
+    pub const HOST4: &str = "weir_host4";
+    pub const HOST6: &str = "weir_host6";
     pub const ATOMS: &str = "weir_atoms";
     pub const CNT: &str = "weir_cnt";
     pub const JMP: &str = "weir_jmp";
+}
+
+/// Where a class-map entry (`addr`/`len` → class) lives, and its key
+/// there: a host (a full-length prefix: every endpoint, and any `/32` or
+/// `/128` a policy names) in the exact-match hash `weir_host4` /
+/// `weir_host6` (key: the address), any shorter prefix in the LPM trie
+/// `weir_cls4` / `weir_cls6` (key: length, address). A host entry is the
+/// longest match of its address whenever it exists, so a program that
+/// looks in the hash first and in the trie only on a miss classifies as
+/// one longest-prefix map would, at the cost of one short hash lookup
+/// instead of a walk of a trie as deep as the number of endpoints; the
+/// trie keeps only the policies' CIDRs. One place decides, for the
+/// compiler's fill and the runtime's endpoint writes alike.
+pub fn class_key(addr: &[u8], len: u32) -> (&'static str, Vec<u8>) {
+    let v4 = addr.len() == 4;
+    if len as usize == addr.len() * 8 {
+        (if v4 { map::HOST4 } else { map::HOST6 }, addr.to_vec())
+    } else {
+        let mut k = len.to_ne_bytes().to_vec();
+        k.extend_from_slice(addr);
+        (if v4 { map::CLS4 } else { map::CLS6 }, k)
+    }
 }
 
 /// Name of the entry program.
