@@ -12,7 +12,8 @@
 //!   "hand-written parse + LPM + hash lookup program".
 //!
 //! Each cost is the kernel's per-repetition time (`repeat` repetitions per
-//! run), the median of `runs` runs.
+//! run), the median of `runs` runs; every program is loaded first and the
+//! runs are interleaved across programs ([`measure_interleaved`]).
 
 use std::time::Instant;
 
@@ -171,29 +172,78 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Map, String> {
     ebpf.map(name).ok_or_else(|| format!("no map {name}"))
 }
 
-/// Runs `p` on `data` `runs` times with `repeat` repetitions; returns the
-/// median per-repetition ns and the program's return value.
-pub fn measure(p: &SchedClassifier, data: &[u8], e: Effort) -> Result<(f64, u32), String> {
-    let mut out = vec![0u8; data.len() + 256];
-    let mut xs = Vec::new();
-    let mut ret = 0;
-    // One warm-up run.
-    for i in 0..=e.runs {
-        let opts = TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut out),
-            repeat: e.repeat,
-            ..Default::default()
-        };
-        let r = p
-            .test_run(opts)
-            .map_err(|x| format!("BPF_PROG_TEST_RUN: {x}"))?;
-        ret = r.return_value;
-        if i > 0 {
-            xs.push(r.duration.as_nanos() as f64);
+/// A loaded object, the program in it to run and the frames to run it
+/// on (label, frame).
+pub struct Subject {
+    ebpf: Ebpf,
+    program: String,
+    frames: Vec<(String, Vec<u8>)>,
+}
+
+/// Per frame of a subject: (median ns per repetition, return value).
+pub type Costs = Vec<(f64, u32)>;
+
+/// Measures every frame of every subject with BPF_PROG_TEST_RUN: one
+/// warm-up run each, then `e.runs` rounds in which every frame runs once
+/// (`e.repeat` repetitions). Interleaving the rounds makes a drift of the
+/// machine's speed over the minutes of a run (tens of percent on this VM)
+/// hit every program alike, so ratios between them are meaningful; one
+/// program measured after another's five runs were not (a one-stage
+/// program once measured above a 28-stage one). Per subject: its costs, or
+/// why it could not run.
+pub fn measure_interleaved(subjects: &[&Subject], e: Effort) -> Vec<Result<Costs, String>> {
+    let mut out = vec![0u8; 2048];
+    let mut times: Vec<Vec<Vec<f64>>> = subjects
+        .iter()
+        .map(|s| vec![Vec::new(); s.frames.len()])
+        .collect();
+    let mut rets: Vec<Vec<u32>> = subjects.iter().map(|s| vec![0; s.frames.len()]).collect();
+    let mut failed: Vec<Option<String>> = vec![None; subjects.len()];
+    for round in 0..=e.runs {
+        for (i, s) in subjects.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            let p = match classifier(&s.ebpf, &s.program) {
+                Ok(p) => p,
+                Err(x) => {
+                    failed[i] = Some(x);
+                    continue;
+                }
+            };
+            for (j, (_, data)) in s.frames.iter().enumerate() {
+                out.resize(data.len() + 256, 0);
+                let opts = TestRunOptions {
+                    data_in: Some(data),
+                    data_out: Some(&mut out),
+                    repeat: e.repeat,
+                    ..Default::default()
+                };
+                match p.test_run(opts) {
+                    Ok(r) => {
+                        rets[i][j] = r.return_value;
+                        // Round 0 warms up.
+                        if round > 0 {
+                            times[i][j].push(r.duration.as_nanos() as f64);
+                        }
+                    }
+                    Err(x) => {
+                        failed[i] = Some(format!("{}: BPF_PROG_TEST_RUN: {x}", s.program));
+                        break;
+                    }
+                }
+            }
         }
     }
-    Ok((median(&xs), ret))
+    times
+        .into_iter()
+        .zip(rets)
+        .zip(failed)
+        .map(|((t, r), f)| match f {
+            Some(x) => Err(x),
+            None => Ok(t.iter().map(|xs| median(xs)).zip(r).collect()),
+        })
+        .collect()
 }
 
 fn classifier<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a SchedClassifier, String> {
@@ -211,8 +261,10 @@ pub struct Baselines {
     pub lpm_hash: f64,
 }
 
-/// Builds, fills and measures the baselines on a frame to 10.64.0.5:5432.
-pub fn baselines(e: Effort, entries: u32) -> Result<Baselines, String> {
+/// The three baselines, loaded and filled, each with a frame to
+/// 10.64.0.5:5432 (measure with [`measure_interleaved`], read with
+/// [`Baselines::from_costs`]).
+pub fn load_baselines(entries: u32) -> Result<[Subject; 3], String> {
     let pkt = Packet::new(
         weir_compiler::model::Proto::Tcp,
         crate::flows::CLIENT.into(),
@@ -224,7 +276,6 @@ pub fn baselines(e: Effort, entries: u32) -> Result<Baselines, String> {
     let dst = [10u8, 64, 0, 5];
 
     let empty = load(&empty_object(), "bench_empty")?;
-    let (empty_ns, _) = measure(classifier(&empty, "bench_empty")?, &data, e)?;
 
     let lookup = load(&one_lookup_object(entries + 1), "bench_lookup")?;
     {
@@ -235,7 +286,6 @@ pub fn baselines(e: Effort, entries: u32) -> Result<Baselines, String> {
         }
         update_raw(m, &dst, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
     }
-    let (lookup_ns, _) = measure(classifier(&lookup, "bench_lookup")?, &data, e)?;
 
     let lpm = load(&lpm_hash_object(entries), "bench_lpm_hash")?;
     {
@@ -261,12 +311,35 @@ pub fn baselines(e: Effort, entries: u32) -> Result<Baselines, String> {
         k.extend_from_slice(&[6, 0]);
         update_raw(rules, &k, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
     }
-    let (lpm_ns, _) = measure(classifier(&lpm, "bench_lpm_hash")?, &data, e)?;
-    Ok(Baselines {
-        empty: empty_ns,
-        one_lookup: lookup_ns,
-        lpm_hash: lpm_ns,
-    })
+    let subject = |ebpf: Ebpf, program: &str| Subject {
+        ebpf,
+        program: program.into(),
+        frames: vec![("baseline".into(), data.clone())],
+    };
+    Ok([
+        subject(empty, "bench_empty"),
+        subject(lookup, "bench_lookup"),
+        subject(lpm, "bench_lpm_hash"),
+    ])
+}
+
+impl Baselines {
+    /// The baselines' costs from [`measure_interleaved`]'s results for
+    /// the subjects of [`load_baselines`], in order.
+    pub fn from_costs(r: &[Result<Costs, String>]) -> Result<Baselines, String> {
+        let one = |i: usize| -> Result<f64, String> {
+            match r.get(i) {
+                Some(Ok(c)) if !c.is_empty() => Ok(c[0].0),
+                Some(Err(e)) => Err(e.clone()),
+                _ => Err("baseline not measured".into()),
+            }
+        };
+        Ok(Baselines {
+            empty: one(0)?,
+            one_lookup: one(1)?,
+            lpm_hash: one(2)?,
+        })
+    }
 }
 
 /// One packet weir's program is measured on.
@@ -289,16 +362,24 @@ pub struct WeirEbpf {
     pub load_ms: f64,
 }
 
-/// The cost of weir's compiled eBPF program on each probe:
+/// weir's compiled program, loaded, with its probes' frames: what
+/// [`load_weir`] built, to be measured with [`measure_interleaved`].
+pub struct LoadedWeir {
+    pub subject: Subject,
+    /// Per probe: the return value of its expected verdict.
+    want: Vec<u32>,
+    pub programs: usize,
+    pub insns: usize,
+    pub maps: Vec<(String, u32, u64)>,
+    pub codegen_ms: f64,
+    pub load_ms: f64,
+}
+
 /// `codegen::generate` (node mode) → `weir_runtime::ebpf::load` (verifier,
-/// maps filled from the manifest, prog array) → BPF_PROG_TEST_RUN on the
-/// entry program. `Err` names what failed (a limit, the verifier…).
-pub fn weir_program_cost(
-    model: &Model,
-    graph: &Graph,
-    probes: &[Probe],
-    e: Effort,
-) -> Result<WeirEbpf, String> {
+/// maps filled from the manifest, prog array) of weir's program, with a
+/// frame per probe for BPF_PROG_TEST_RUN on the entry program. `Err`
+/// names what failed (a limit, the verifier…).
+pub fn load_weir(model: &Model, graph: &Graph, probes: &[Probe]) -> Result<LoadedWeir, String> {
     let t = Instant::now();
     let out = codegen::generate(
         model,
@@ -319,18 +400,23 @@ pub fn weir_program_cost(
     let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
         .map_err(|e| format!("load: {e}"))?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let p = classifier(&g.ebpf, layout::MAIN_PROGRAM)?;
-    let mut costs = Vec::new();
-    for pr in probes {
-        let (ns, ret) = measure(p, &frame(&pr.packet), e)?;
-        let want = match pr.verdict {
-            Verdict::Allow => layout::TC_ACT_OK as u32,
-            Verdict::Deny => layout::TC_ACT_SHOT as u32,
-        };
-        costs.push((pr.label.clone(), ns, ret == want));
-    }
-    Ok(WeirEbpf {
-        costs,
+    classifier(&g.ebpf, layout::MAIN_PROGRAM)?;
+    Ok(LoadedWeir {
+        subject: Subject {
+            ebpf: g.ebpf,
+            program: layout::MAIN_PROGRAM.into(),
+            frames: probes
+                .iter()
+                .map(|p| (p.label.clone(), frame(&p.packet)))
+                .collect(),
+        },
+        want: probes
+            .iter()
+            .map(|p| match p.verdict {
+                Verdict::Allow => layout::TC_ACT_OK as u32,
+                Verdict::Deny => layout::TC_ACT_SHOT as u32,
+            })
+            .collect(),
         programs: out.manifest.programs.len(),
         insns: out.manifest.programs.iter().map(|p| p.insns).sum(),
         maps: out
@@ -342,6 +428,28 @@ pub fn weir_program_cost(
         codegen_ms,
         load_ms,
     })
+}
+
+impl LoadedWeir {
+    /// The figures, given the costs [`measure_interleaved`] found for
+    /// [`LoadedWeir::subject`].
+    pub fn figures(&self, costs: &Costs) -> WeirEbpf {
+        WeirEbpf {
+            costs: self
+                .subject
+                .frames
+                .iter()
+                .zip(costs)
+                .zip(&self.want)
+                .map(|(((label, _), &(ns, ret)), &want)| (label.clone(), ns, ret == want))
+                .collect(),
+            programs: self.programs,
+            insns: self.insns,
+            maps: self.maps.clone(),
+            codegen_ms: self.codegen_ms,
+            load_ms: self.load_ms,
+        }
+    }
 }
 
 /// Update latencies of the eBPF data path (ms): endpoint add / remove as

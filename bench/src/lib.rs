@@ -47,6 +47,39 @@ pub struct Opts {
     pub verbose: bool,
     /// Which iptables the namespace measurements drive.
     pub variant: weir_runtime::iptables::Variant,
+    /// Only these figures (`--only`, for iterating on one back end; such
+    /// a partial report must not rewrite BENCHMARKS.md). Empty: all.
+    pub only: Vec<Figure>,
+}
+
+/// The groups of tables `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    Ebpf,
+    Iptables,
+    Compile,
+    Updates,
+    Sizes,
+}
+
+impl Figure {
+    pub const ALL: [(&'static str, Figure); 5] = [
+        ("ebpf", Figure::Ebpf),
+        ("iptables", Figure::Iptables),
+        ("compile", Figure::Compile),
+        ("updates", Figure::Updates),
+        ("sizes", Figure::Sizes),
+    ];
+
+    pub fn parse(s: &str) -> Option<Figure> {
+        Figure::ALL.iter().find(|(n, _)| *n == s).map(|&(_, f)| f)
+    }
+}
+
+impl Opts {
+    fn wants(&self, f: Figure) -> bool {
+        self.only.is_empty() || self.only.contains(&f)
+    }
 }
 
 impl Default for Opts {
@@ -57,6 +90,7 @@ impl Default for Opts {
             kernel: true,
             verbose: true,
             variant: weir_runtime::iptables::Variant::Legacy,
+            only: Vec::new(),
         }
     }
 }
@@ -322,21 +356,24 @@ pub fn run(opts: &Opts) -> Report {
             )
         })
         .collect();
-    let headline = build_case(
-        format!(
-            "{} services + {} rules + {} endpoints",
-            thousands(plan.headline.services),
-            thousands(plan.headline.total_rules()),
-            thousands(plan.headline.endpoints)
-        ),
-        plan.headline,
-        &log,
-    );
+    let headline = (opts.wants(Figure::Compile) || opts.wants(Figure::Sizes)).then(|| {
+        build_case(
+            format!(
+                "{} services + {} rules + {} endpoints",
+                thousands(plan.headline.services),
+                thousands(plan.headline.total_rules()),
+                thousands(plan.headline.endpoints)
+            ),
+            plan.headline,
+            &log,
+        )
+    });
 
-    // eBPF.
-    let baselines = if kernel {
+    // eBPF: every program loaded first, then measured in interleaved
+    // rounds (see `ebpf::measure_interleaved`).
+    let loaded = if kernel && opts.wants(Figure::Ebpf) {
         log("eBPF baselines");
-        match ebpf::baselines(plan.effort, 10_000) {
+        match ebpf::load_baselines(10_000) {
             Ok(b) => Some(b),
             Err(e) => {
                 rep.problems.push(format!("eBPF baselines: {e}"));
@@ -348,25 +385,60 @@ pub fn run(opts: &Opts) -> Report {
     };
     let mut ebpf_rules = Vec::new();
     let mut ebpf_svcs = Vec::new();
-    if let Some(b) = baselines {
-        for c in &rules_cases {
-            log(&format!("eBPF: {}", c.label));
-            ebpf_rules.push(ebpf_rules_case(c, plan.effort));
-        }
-        for c in &svc_cases {
-            log(&format!("eBPF: {}", c.label));
-            ebpf_svcs.push(ebpf_service_case(c, plan.effort));
-        }
-        ebpf_tables(
-            &mut rep,
-            &b,
-            &rules_cases,
-            &ebpf_rules,
-            &svc_cases,
-            &ebpf_svcs,
-            &plan,
+    if let Some(base_subjects) = loaded {
+        let rules_loaded: Vec<_> = rules_cases
+            .iter()
+            .map(|c| {
+                log(&format!("eBPF: loading {}", c.label));
+                ebpf_rules_case(c)
+            })
+            .collect();
+        let svcs_loaded: Vec<_> = svc_cases
+            .iter()
+            .map(|c| {
+                log(&format!("eBPF: loading {}", c.label));
+                ebpf_service_case(c)
+            })
+            .collect();
+        let mut subjects: Vec<&ebpf::Subject> = base_subjects.iter().collect();
+        subjects.extend(
+            rules_loaded
+                .iter()
+                .chain(&svcs_loaded)
+                .filter_map(|r| r.as_ref().ok().map(|(w, _)| &w.subject)),
         );
-    } else {
+        log(&format!(
+            "eBPF: measuring {} programs in {} interleaved rounds",
+            subjects.len(),
+            plan.effort.runs
+        ));
+        let mut costs = ebpf::measure_interleaved(&subjects, plan.effort).into_iter();
+        let base = ebpf::Baselines::from_costs(&costs.by_ref().take(3).collect::<Vec<_>>());
+        let mut figures = |loaded: Vec<Loaded>| {
+            loaded
+                .into_iter()
+                .map(|r| {
+                    let (w, what) = r?;
+                    let c = costs.next().expect("one result per subject")?;
+                    Ok((w.figures(&c), what))
+                })
+                .collect::<Vec<EbpfResult>>()
+        };
+        ebpf_rules = figures(rules_loaded);
+        ebpf_svcs = figures(svcs_loaded);
+        match base {
+            Ok(b) => ebpf_tables(
+                &mut rep,
+                &b,
+                &rules_cases,
+                &ebpf_rules,
+                &svc_cases,
+                &ebpf_svcs,
+                &plan,
+            ),
+            Err(e) => rep.problems.push(format!("eBPF baselines: {e}")),
+        }
+    } else if opts.wants(Figure::Ebpf) {
         rep.targets.push(Target {
             name: "eBPF: 100,000 rules vs 10 rules".into(),
             goal: "≤ 1.2×".into(),
@@ -382,7 +454,7 @@ pub fn run(opts: &Opts) -> Report {
     }
 
     // iptables.
-    if ipt_ok {
+    if ipt_ok && opts.wants(Figure::Iptables) {
         // Idle CPUs poll instead of halting during the round trips (see
         // `NoIdleHalt`); not during anything else (compile times are
         // measured as a user's machine runs them).
@@ -402,7 +474,7 @@ pub fn run(opts: &Opts) -> Report {
         };
         iptables_figures(&mut rep, &rules_cases, &svc_cases, &plan, &log);
         drop(no_halt);
-    } else {
+    } else if opts.wants(Figure::Iptables) {
         rep.targets.push(Target {
             name: "iptables: 10,000 services vs empty ruleset".into(),
             goal: "≤ 1.3×".into(),
@@ -418,20 +490,30 @@ pub fn run(opts: &Opts) -> Report {
     }
 
     // Compile.
-    compile_table(&mut rep, &rules_cases, &svc_cases, &headline, &plan, &log);
+    if let Some(headline) = &headline {
+        if opts.wants(Figure::Compile) {
+            compile_table(&mut rep, &rules_cases, &svc_cases, headline, &plan, &log);
+        }
+    }
 
     // Updates.
-    updates_table(&mut rep, &svc_cases, &plan, kernel, ipt_ok, &log);
+    if opts.wants(Figure::Updates) {
+        updates_table(&mut rep, &svc_cases, &plan, kernel, ipt_ok, &log);
+    }
 
     // Sizes.
-    sizes_table(
-        &mut rep,
-        &rules_cases,
-        &svc_cases,
-        &headline,
-        &ebpf_rules,
-        &ebpf_svcs,
-    );
+    if let Some(headline) = &headline {
+        if opts.wants(Figure::Sizes) {
+            sizes_table(
+                &mut rep,
+                &rules_cases,
+                &svc_cases,
+                headline,
+                &ebpf_rules,
+                &ebpf_svcs,
+            );
+        }
+    }
 
     rep.header.push(format!(
         "- total time of this run: {:.0} s",
@@ -442,7 +524,9 @@ pub fn run(opts: &Opts) -> Report {
 
 type EbpfResult = Result<(WeirEbpf, Vec<String>), String>;
 
-fn ebpf_rules_case(c: &Case, e: Effort) -> EbpfResult {
+type Loaded = Result<(ebpf::LoadedWeir, Vec<String>), String>;
+
+fn ebpf_rules_case(c: &Case) -> Loaded {
     let (allow, deny) = flows::policy_flows(&c.model, 300);
     let mut probes = Vec::new();
     let mut what = Vec::new();
@@ -465,10 +549,10 @@ fn ebpf_rules_case(c: &Case, e: Effort) -> EbpfResult {
             verdict: a.verdict,
         });
     }
-    ebpf::weir_program_cost(&c.model, &c.compiled.graph, &probes, e).map(|w| (w, what))
+    ebpf::load_weir(&c.model, &c.compiled.graph, &probes).map(|w| (w, what))
 }
 
-fn ebpf_service_case(c: &Case, e: Effort) -> EbpfResult {
+fn ebpf_service_case(c: &Case) -> Loaded {
     let m = flows::with_bench_client(&c.model);
     let compiled = weir_compiler::graph::compile(&m);
     let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
@@ -482,7 +566,7 @@ fn ebpf_service_case(c: &Case, e: Effort) -> EbpfResult {
         packet: last.packet.clone(),
         verdict,
     }];
-    ebpf::weir_program_cost(&m, &compiled.graph, &probes, e).map(|w| {
+    ebpf::load_weir(&m, &compiled.graph, &probes).map(|w| {
         (
             w,
             vec![format!("bench-client → last service: {}", last.what)],
@@ -541,7 +625,7 @@ fn ebpf_tables(
         ],
     );
     t.note(format!(
-        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Median of {} runs × {} repetitions. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow, the same packet repeated (after the first repetition its flow is in conntrack).",
+        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Every program of this table and the next and the baselines are loaded first, then measured in {} interleaved rounds of {} repetitions each (every program once per round, so that a drift of the machine's speed hits all alike); each figure is the median of its rounds. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow, the same packet repeated (after the first repetition its flow is in conntrack).",
         ns(b.empty),
         ns(b.one_lookup),
         ns(b.lpm_hash),

@@ -1,6 +1,8 @@
 //! `weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]`: runs the
 //! benchmarks, prints the tables, and with `--out` rewrites the generated
-//! region of FILE (BENCHMARKS.md). `weir-bench --render DIR [--quick]
+//! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
+//! compile, updates, sizes; repeatable) runs only those tables, to iterate
+//! on one part; it cannot be combined with `--out`. `weir-bench --render DIR [--quick]
 //! [--seed N]` only writes the headline model as `synth.weir` and
 //! `inventory.json` into DIR, to profile `weir compile` on it by hand.
 
@@ -13,7 +15,9 @@ use std::path::PathBuf;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
-    eprintln!("usage: weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel] | --render DIR");
+    eprintln!(
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR"
+    );
     std::process::exit(2)
 }
 
@@ -45,6 +49,11 @@ fn main() {
             "--no-kernel" => opts.kernel = false,
             "--render" => render = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--out" => out = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+            "--only" => opts.only.push(
+                args.next()
+                    .and_then(|s| weir_bench::Figure::parse(&s))
+                    .unwrap_or_else(|| usage()),
+            ),
             "--seed" => {
                 opts.seed = args
                     .next()
@@ -54,6 +63,10 @@ fn main() {
             "-h" | "--help" => usage(),
             _ => usage(),
         }
+    }
+    if out.is_some() && !opts.only.is_empty() {
+        eprintln!("error: --only makes a partial report; it cannot rewrite a file (--out)");
+        std::process::exit(2);
     }
     if let Some(dir) = render {
         match weir_bench::render_headline(&opts, &dir) {
