@@ -231,3 +231,38 @@ fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
         "both cases generated"
     );
 }
+
+/// Staging keeps whole subtrees in one stage and copies shared small
+/// subtrees and the ingress walk's root into every stage that reaches
+/// them (`stages::split`, `stages::copied_blocks`): a packet's path makes
+/// few tail calls however many stages the program has. (With the greedy
+/// layout-order split before, this model made up to 2 / 3 / 6 at these
+/// budgets.)
+#[test]
+fn ebpf_paths_make_few_tail_calls() {
+    let model = weir_compiler::synth::model(&weir_compiler::synth::Params {
+        seed: 3,
+        policies: 100,
+        rules: 10,
+        endpoints: 600,
+        deployments: 200,
+        ..Default::default()
+    });
+    let g = graph::build(&model);
+    for (slots, most) in [(6_000, 2), (3_000, 2), (1_500, 3)] {
+        let opts = Options {
+            budget: Budget {
+                max_slots: slots,
+                max_jumps: slots / 2,
+            },
+            ..Options::default()
+        };
+        let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
+        assert!(out.manifest.programs.len() >= 3, "{slots}: splits");
+        assert!(
+            out.manifest.max_tail_calls <= most,
+            "{slots}: {} tail calls on a path",
+            out.manifest.max_tail_calls
+        );
+    }
+}

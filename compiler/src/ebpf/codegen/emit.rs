@@ -130,9 +130,10 @@ pub struct Em<'x> {
     pub next: Option<usize>,
     pub drop: Label,
     pub pass: Label,
-    /// Blocks this stage gets its own copy of when it jumps there (leaves
-    /// and the final block: a copy costs a few instructions and saves the
-    /// packet a tail call), with the labels of the copies asked for.
+    /// Blocks this stage gets its own copy of when it jumps there (leaves,
+    /// the final block and what `stages::copied_blocks` adds: a copy costs
+    /// code and saves the packet a tail call), with the labels of the
+    /// copies asked for.
     pub copies: Option<Copies<'x>>,
 }
 
@@ -302,7 +303,8 @@ impl Gen<'_> {
     }
 
     /// Blocks every stage copies instead of jumping to: verdict and
-    /// steering leaves (a few stores and a jump) and the final block.
+    /// steering leaves (a few stores and a jump) and the final block
+    /// (`stages::copied_blocks` adds shared subtrees).
     pub fn copied_blocks(&self) -> Vec<bool> {
         self.blocks
             .iter()

@@ -699,7 +699,10 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     let fin = gen.final_block();
     let final_slots = std::mem::take(&mut sizes[fin].slots);
     sizes[fin].jumps = 0;
-    let flow = stages::Flow::new(&sizes, gen.copied_blocks());
+    let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
+        matches!(gen.blocks[b], Block::Node(..))
+    });
+    let flow = stages::Flow::new(&sizes, copied);
     let mut limits = Vec::new();
     let mut budget = opts.budget;
     let hard_slots = if opts.long_jumps {

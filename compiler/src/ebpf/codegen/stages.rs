@@ -3,9 +3,10 @@
 //!
 //! Blocks only jump forward in the layout, so the blocks of one stage,
 //! kept in layout order, only jump forward inside it, and the block graph
-//! has no cycle whatever stage each block is in. [`split`] puts a block in
-//! its predecessor's stage when there is room, so a subtree grows inside
-//! its parent's stage and a path changes stage rarely. A jump to a block
+//! has no cycle whatever stage each block is in. [`split`] puts
+//! a whole subtree in one stage when it fits one, and [`copied_blocks`]
+//! copies small shared subtrees and shared dispatch tables into every
+//! stage that reaches them, so a path changes stage rarely. A jump to a block
 //! of another stage `j` (earlier or later) becomes a stub that stores the
 //! block number in `ctx.next` and tail-calls slot `j` of `weir_jmp` with a
 //! constant index (a direct jump once JITed); stage `j` starts with a
@@ -105,6 +106,78 @@ impl Flow {
     }
 }
 
+/// Largest subtree (slots) copied into every stage that reaches it
+/// instead of being laid out once ([`copied_blocks`]).
+pub const COPY_SLOTS: usize = 64;
+
+/// Largest block (slots) whose subtree does not fit a stage that is
+/// copied into every stage that reaches it when it is shared
+/// ([`copied_blocks`]).
+pub const COPY_DISPATCH_SLOTS: usize = 2_048;
+
+/// The blocks to copy into each stage that jumps to them rather than
+/// lay out once (and tail-call from the other stages): `copied` (leaves
+/// and the final block) plus every graph node (`is_node`)
+/// - whose whole subtree is at most [`COPY_SLOTS`] slots and that is
+///   reached from two blocks or more, or from such a copied block (so
+///   the subtree is copied whole and never tail-calls back out): a small
+///   port test many policies share;
+/// - whose subtree is larger than a stage, that is reached from two
+///   blocks or more and is at most [`COPY_DISPATCH_SLOTS`] itself: the
+///   ingress walk's root, a class table every egress leaf jumps to. Its
+///   branches lie in other stages anyway, so a copy saves the packet the
+///   tail call into the table's stage.
+///
+/// On the 100,000-rule model these took the most tail calls on a path
+/// from 4 to 3 (5 before [`split`] kept subtrees whole; the 3 are egress
+/// subtrees larger than a stage), and the benchmark's deepest denied
+/// packet from several to one.
+pub fn copied_blocks(
+    sizes: &[BlockSize],
+    budget: &Budget,
+    mut copied: Vec<bool>,
+    is_node: impl Fn(usize) -> bool,
+) -> Vec<bool> {
+    let n = sizes.len();
+    // One stage holds everything: nothing to save, and a copy (emitted
+    // after the stage's blocks) would only cost a fall-through.
+    let total: usize = sizes.iter().map(|s| s.slots + s.targets).sum();
+    if total + ENTRY_SLOTS <= budget.max_slots {
+        return copied;
+    }
+    let cap = budget.max_slots.max(COPY_SLOTS) + 1;
+    let mut whole = vec![0usize; n];
+    for b in (0..n).rev() {
+        whole[b] = sizes[b]
+            .succs
+            .iter()
+            .fold(sizes[b].slots + sizes[b].targets, |t, &c| {
+                (t + whole[c]).min(cap)
+            });
+    }
+    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (b, s) in sizes.iter().enumerate() {
+        for &c in &s.succs {
+            preds[c].push(b);
+        }
+    }
+    let mut small = vec![false; n];
+    // Predecessors come first in the layout.
+    for b in 0..n {
+        if copied[b] || !is_node(b) {
+            continue;
+        }
+        let shared = preds[b].len() > 1;
+        if whole[b] <= COPY_SLOTS && (shared || preds[b].iter().any(|&p| small[p])) {
+            small[b] = true;
+            copied[b] = true;
+        } else if shared && whole[b] > budget.max_slots && sizes[b].slots <= COPY_DISPATCH_SLOTS {
+            copied[b] = true;
+        }
+    }
+    copied
+}
+
 /// The most tail calls a packet can make: the longest path from the
 /// first block, counting the jumps into a laid-out block of another stage
 /// (a copied block is always in the stage that jumped to it).
@@ -126,15 +199,47 @@ pub fn tail_calls(flow: &Flow, stage_of: &[usize]) -> usize {
     most
 }
 
-/// Assigns blocks to stages, in layout order: a block joins the stage of
-/// the block that reaches it with the most tail calls so far, if that
-/// stage has room (so a path stays in its stage), else the stage being
-/// filled, else a new one. A subtree thus grows inside its parent's stage
-/// while there is room. `reserve`: slots every stage keeps free (its copy
-/// of the final block). Copied blocks are charged to the stage of their
-/// first predecessor (their copies' sizes are checked after assembly).
-/// Stage 0 holds block 0 (the prologue). `Err(b)`: block `b` alone does not
-/// fit a stage.
+/// Per block, the (slots, jumps) of the blocks it reaches (itself
+/// included, the way [`split`] charges them), a block reached twice
+/// counted twice (an over-estimate: a shared subtree may be judged too
+/// large for one stage, never too small), saturating just above the
+/// budget.
+pub fn subtree_sizes(sizes: &[BlockSize], flow: &Flow, budget: &Budget) -> Vec<(usize, usize)> {
+    let cap = (budget.max_slots + 1, budget.max_jumps + 1);
+    let mut sub = vec![(0usize, 0usize); sizes.len()];
+    // Successors come later in the layout.
+    for b in (0..sizes.len()).rev() {
+        let s = &sizes[b];
+        let mut t = (s.slots + s.targets, s.jumps);
+        for &c in &s.succs {
+            // A laid-out block with several predecessors is placed as the
+            // root of its own subtree, not as a part of each of theirs
+            // (the ingress walk's root is reached from every egress leaf).
+            if !flow.copied[c] && flow.from[c].len() > 1 {
+                continue;
+            }
+            t = ((t.0 + sub[c].0).min(cap.0), (t.1 + sub[c].1).min(cap.1));
+        }
+        sub[b] = t;
+    }
+    sub
+}
+
+/// Assigns blocks to stages, in layout order, keeping whole subtrees in
+/// one stage: a block whose subtree ([`subtree_sizes`]) fits a stage goes
+/// where all of it fits — the stage of the block that reaches it with the
+/// most tail calls so far, else the stage being filled, else the first
+/// stage with room for all of it, else a new one — so a path that enters
+/// a subtree makes no further tail call inside it. A block whose subtree is larger than a stage
+/// joins its predecessor's stage if there is room for the block, else the
+/// stage being filled, else a new one. Blocks are laid out depth-first,
+/// so a subtree's blocks follow its root and find the room it was placed
+/// for. On the 100,000-rule benchmark model this took the most tail calls
+/// on a path from 5 to 4 (3 with [`copied_blocks`]). `reserve`: slots every stage keeps free (its
+/// copy of the final block). Copied blocks are charged to the stage of
+/// their first predecessor (their copies' sizes are checked after
+/// assembly). Stage 0 holds block 0 (the prologue). `Err(b)`: block `b`
+/// alone does not fit a stage.
 pub fn split(
     sizes: &[BlockSize],
     flow: &Flow,
@@ -143,6 +248,7 @@ pub fn split(
 ) -> Result<Vec<usize>, usize> {
     let n = sizes.len();
     let base = ENTRY_SLOTS + reserve;
+    let sub = subtree_sizes(sizes, flow, budget);
     let mut stage_of = vec![0usize; n];
     let mut calls = vec![0usize; n];
     // (slots, jumps) used per stage.
@@ -156,19 +262,30 @@ pub fn split(
         if cost + base > budget.max_slots || s.jumps > budget.max_jumps {
             return Err(b);
         }
-        let fits = |k: usize, used: &[(usize, usize)]| {
-            used[k].0 + cost <= budget.max_slots && used[k].1 + s.jumps <= budget.max_jumps
+        let room = |k: usize, used: &[(usize, usize)], (slots, jumps): (usize, usize)| {
+            used[k].0 + slots <= budget.max_slots && used[k].1 + jumps <= budget.max_jumps
         };
+        let fits = |k: usize, used: &[(usize, usize)]| room(k, used, (cost, s.jumps));
         let mut from = flow.from[b].clone();
         from.sort_by_key(|&p| std::cmp::Reverse((calls[p], p)));
         // Stage 0 is the entry program, not in the prog array: only
         // blocks reached from stage 0 alone may join it.
         let open = |k: usize| k != 0 || from.iter().all(|&p| stage_of[p] == 0);
-        let joined = from
-            .iter()
-            .map(|&p| stage_of[p])
-            .find(|&k| open(k) && fits(k, &used))
-            .or_else(|| (open(current) && fits(current, &used)).then_some(current));
+        let whole = sub[b];
+        let small = whole.0 + base <= budget.max_slots && whole.1 <= budget.max_jumps;
+        let joined = if small && b > 0 {
+            let fits_whole = |k: usize| open(k) && room(k, &used, whole);
+            from.iter()
+                .map(|&p| stage_of[p])
+                .find(|&k| fits_whole(k))
+                .or_else(|| fits_whole(current).then_some(current))
+                .or_else(|| (0..used.len()).find(|&k| fits_whole(k)))
+        } else {
+            from.iter()
+                .map(|&p| stage_of[p])
+                .find(|&k| open(k) && fits(k, &used))
+                .or_else(|| (open(current) && fits(current, &used)).then_some(current))
+        };
         let k = match joined {
             Some(k) => k,
             None => {
