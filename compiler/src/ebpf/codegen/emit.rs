@@ -254,6 +254,32 @@ impl Em<'_> {
     }
 }
 
+/// Most ranges of frontend (protocol, port) keys the prologue tests inline
+/// before looking for a recorded translation; more frontends' ports than
+/// this and every IPv4 TCP / UDP packet looks.
+pub const MAX_FRONTEND_PORT_RANGES: usize = 256;
+
+/// `proto << 16 | port` of every IPv4 TCP / UDP frontend (the ones the TC
+/// path translates), as sorted ranges of consecutive keys.
+fn frontend_ports(g: &Graph) -> Vec<(u32, u32)> {
+    let keys: std::collections::BTreeSet<u32> = g
+        .services
+        .frontends
+        .iter()
+        .map(|f| &f.frontend)
+        .filter(|f| f.addr.is_ipv4() && matches!(proto_number(f.proto), 6 | 17))
+        .map(|f| u32::from(proto_number(f.proto)) << 16 | u32::from(f.port))
+        .collect();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for k in keys {
+        match out.last_mut() {
+            Some(last) if last.1 + 1 == k => last.1 = k,
+            _ => out.push((k, k)),
+        }
+    }
+    out
+}
+
 fn be16(r: Reg) -> Op {
     Op::Endian {
         order: ByteOrder::Be,
@@ -470,7 +496,25 @@ impl Gen<'_> {
             // is classified and looked up in conntrack as client → backend.
             c(em, "service: established translated flow → its backend");
             let env = self.lb_env(em, em.drop);
+            let not_frontend = em.label("lb_not_frontend_port");
+            let ports = frontend_ports(self.g);
+            if ports.len() <= MAX_FRONTEND_PORT_RANGES {
+                // Only this generation translates (`weir_lb_ct` is not
+                // shared across generations), and only to its frontends'
+                // protocols and ports: a packet to any other port has no
+                // recorded translation, and skips a hash of a 40-byte key.
+                let maybe = em.label("lb_frontend_port");
+                em.push(Op::load(Size::U8, R1, R6, env.ctx.proto));
+                em.push(Op::alu64(AluOp::Lsh, R1, 16));
+                em.push(Op::load(Size::U16, R2, R6, ctx::DPORT));
+                em.push(Op::alu64(AluOp::Or, R1, R2));
+                let iv: Vec<(u32, u32, Label)> =
+                    ports.iter().map(|&(lo, hi)| (lo, hi, maybe)).collect();
+                em.search(R1, &iv, not_frontend);
+                em.bind(maybe);
+            }
             emit_established_dnat(em.a, &env, None);
+            em.bind(not_frontend);
         }
 
         c(em, "conntrack: established flows and replies pass");
@@ -1466,5 +1510,36 @@ impl Gen<'_> {
             helper: helper::SK_RELEASE,
         });
         em.push(Op::Ja { target: done });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::service::tests::compile;
+
+    /// The prologue's frontend-port gate: IPv4 TCP / UDP frontends only,
+    /// as `proto << 16 | port`, consecutive keys merged into one range.
+    #[test]
+    fn frontend_ports_are_merged_ranges_of_translated_frontends() {
+        let (_, g) = compile(
+            r#"
+service a {
+  frontend 10.96.0.1:80/tcp
+  frontend 10.96.0.1:81/tcp
+  frontend 10.96.0.2:82/tcp
+  frontend 10.96.0.1:53/udp
+  frontend 10.96.0.3:80/tcp
+  frontend [fd00::1]:9000/tcp
+  frontend 10.96.0.4:7000/sctp
+  backends { 10.1.0.1:8080 }
+}
+"#,
+        );
+        let tcp = |p: u32| 6 << 16 | p;
+        assert_eq!(
+            frontend_ports(&g),
+            vec![(tcp(80), tcp(82)), (17 << 16 | 53, 17 << 16 | 53)]
+        );
     }
 }

@@ -71,4 +71,4 @@ pub use fill::{Be, LbState, MapOp, MapsModel, Options};
 pub use layout::Capacity;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
