@@ -3,7 +3,8 @@
 //! topology, real TCP / UDP / ICMP sent for each case, and what got through
 //! compared with the reference interpreter's verdict.
 //!
-//! Models: every example and generated policies (`gen::model`). Maglev
+//! Models: every example, generated policies (`gen::model`) and a
+//! synthetic model with big root class tables (`synth::model`). Maglev
 //! services are turned into random ones first (the back end refuses
 //! Maglev, E0501; the interpreter is asked about the backend that actually
 //! answered, so the comparison stays exact). Cases come from the graph's
@@ -32,6 +33,7 @@ use weir_compiler::graph::{self, cover, Graph};
 use weir_compiler::interp::{expect_packet, BackendChoice, Interp, Outcome, Packet};
 use weir_compiler::model::{Balance, ConnState, Model, Proto, SteerAction, Verdict};
 use weir_compiler::source::SourceLoader;
+use weir_compiler::synth;
 use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::{Netns, Topology, NODE_SERVER_IF};
 use weir_runtime::Bundle;
@@ -533,6 +535,20 @@ fn iptables_agrees_with_interpreter_in_netns() {
             policies += 1;
         }
     }
+    // A synthetic model whose root class tables have enough groups to be
+    // tested in chunks (a chunk's union, then its groups in a sub-chain).
+    let model = random_balanced(synth::model(&synth::Params {
+        seed: 3,
+        services: 3,
+        policies: 20,
+        rules: 3,
+        endpoints: 60,
+        deployments: 20,
+        ..synth::Params::default()
+    }));
+    let c = candidates(&model, 3);
+    check_model("synth-chunks", &model, &c, &mut t);
+    policies += 1;
     eprintln!(
         "iptables diff: {policies} policies ({} with cases), {} cases ({} got through, {} to frontends, {} to the proxy), {} bypass cases (or bypassed TCP replies) left out, {} disagreements, {:.1}s",
         t.models,

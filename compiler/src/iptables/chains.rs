@@ -31,6 +31,9 @@ const UNION_GROUPS: usize = 3;
 /// …unless the union holds more prefixes than this (a union copies its
 /// classes' prefixes into one more set).
 const UNION_MAX_PREFIXES: usize = 8192;
+/// Above this many groups to test, a root class table tests them in
+/// chunks: one lookup in a chunk's union, then its groups in a sub-chain.
+const CHUNK_GROUPS: usize = 8;
 /// Above this many ICMP types in context, a code test uses `u32`.
 const ENUM_TYPES: usize = 16;
 
@@ -259,7 +262,7 @@ impl<'a> Stage<'a> {
                         } else {
                             "dst"
                         };
-                        self.class_branches(n, entries, children, default, dir, sets)
+                        self.class_branches(n, entries, children, default, dir, name, sets, out)
                     }
                     TableKey::Proto => self.proto_branches(ctx, &es, default),
                     TableKey::DPort => self.port_branches(n, ctx, es, default, name, out),
@@ -286,6 +289,14 @@ impl<'a> Stage<'a> {
     /// grows the headline model's ipset text ×4; splitting many groups in
     /// halves by unions nests a chain deeper per level: the 100,000-rule
     /// model no longer fits nf_tables' limit.)
+    ///
+    /// An address a root table does single out would still test the
+    /// groups before its own, one set lookup each (~0.2 µs: 230 of them
+    /// made a new flow through 10,000 rules cost 45 µs), so with more than
+    /// [`CHUNK_GROUPS`] groups to test they are tested in about √G chunks
+    /// of about √G ([`Stage::chunked`]): one level deeper, and each prefix
+    /// of the table in one more set.
+    #[allow(clippy::too_many_arguments)]
     fn class_branches(
         &mut self,
         n: NodeId,
@@ -293,7 +304,9 @@ impl<'a> Stage<'a> {
         children: &[String],
         default: String,
         dir: &str,
+        name: &str,
         sets: &mut Sets,
+        out: &mut Tables,
     ) -> (Vec<Branch>, String) {
         let nclasses = self.g.classes.len() as ClassId;
         // Distinct targets as small ids (children may repeat a target).
@@ -368,6 +381,9 @@ impl<'a> Stage<'a> {
             })
             .filter(|all| sets.weight(&self.g.classes, all) <= UNION_MAX_PREFIXES);
         let Some(mut all) = union else {
+            if root && groups.len() > CHUNK_GROUPS {
+                return (self.chunked(n, groups, dir, name, sets, out), fall);
+            }
             let branches = groups
                 .into_iter()
                 .map(|(classes, t)| {
@@ -382,11 +398,60 @@ impl<'a> Stage<'a> {
         let mut branches = vec![(format!("-m set ! --match-set {set} {dir}"), fall)];
         let mut groups = groups;
         let (_, last) = groups.pop().expect("enough groups");
+        if groups.len() > CHUNK_GROUPS {
+            branches.extend(self.chunked(n, groups, dir, name, sets, out));
+            return (branches, last);
+        }
         for (classes, t) in groups {
             let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
             branches.push((test(set), t));
         }
         (branches, last)
+    }
+
+    /// Tests for `groups` (disjoint class lists and their targets) in
+    /// about √G chunks: a chunk of one group is its own test; a bigger
+    /// one is a test of the chunk's union going to a sub-chain that tests
+    /// its groups but the last (what is left of the chunk).
+    fn chunked(
+        &mut self,
+        n: NodeId,
+        groups: Vec<(Vec<ClassId>, String)>,
+        dir: &str,
+        name: &str,
+        sets: &mut Sets,
+        out: &mut Tables,
+    ) -> Vec<Branch> {
+        let test = |set: String| format!("-m set --match-set {set} {dir}");
+        let k = (groups.len() as f64).sqrt().ceil() as usize;
+        let per = groups.len().div_ceil(k);
+        let c = comment(&format!("n{}", self.num[&n]));
+        let mut branches = Vec::new();
+        let mut groups = groups.into_iter().peekable();
+        while groups.peek().is_some() {
+            let mut chunk: Vec<(Vec<ClassId>, String)> = groups.by_ref().take(per).collect();
+            if chunk.len() == 1 {
+                let (classes, t) = chunk.pop().expect("one group");
+                let set = Sets::name(&sets.get(classes, Role::Branch), self.fam);
+                branches.push((test(set), t));
+                continue;
+            }
+            let mut all: Vec<ClassId> = chunk.iter().flat_map(|g| g.0.iter().copied()).collect();
+            all.sort_unstable();
+            let set = Sets::name(&sets.get(all, Role::Branch), self.fam);
+            let sub = self.sub_chain(name);
+            out.chain(self.table, &sub);
+            let (_, last) = chunk.pop().expect("two groups");
+            for (classes, t) in chunk {
+                let s = Sets::name(&sets.get(classes, Role::Branch), self.fam);
+                out.rule(self.table, &sub, &[&test(s), &c, &t]);
+            }
+            if last != "-j RETURN" {
+                out.rule(self.table, &sub, &[&c, &last]);
+            }
+            branches.push((test(set), format!("-g {sub}")));
+        }
+        branches
     }
 
     fn proto_branches(

@@ -38,7 +38,10 @@
 //! the atom's classes; class tables are one set per distinct target (the
 //! classes that go there) — at a stage's root, with three targets or more,
 //! the union of those sets is tested first, so an address in none of them
-//! (most traffic) costs one lookup; protocol / port / ICMP tables are a few rules,
+//! (most traffic) costs one lookup, and more than eight groups are tested in
+//! about √G chunks (a chunk's union, then its groups in a sub-chain), so an
+//! address a big table singles out costs about 2√G lookups rather than up
+//! to G; protocol / port / ICMP tables are a few rules,
 //! or a binary tree of chains over the port space for big tables. Nothing
 //! is a linear list that grows with the number of rules or services.
 //!
