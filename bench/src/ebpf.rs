@@ -38,6 +38,11 @@ const SKB_DATA_END: i16 = 80;
 pub struct Effort {
     pub repeat: u32,
     pub runs: usize,
+    /// Independent loads of every program (and baseline), measured alike;
+    /// a figure is the median over loads. One load of the same program
+    /// can be ~40 % slower than the others (where the kernel put its code
+    /// and maps), which one load per program turned into a ratio.
+    pub loads: usize,
 }
 
 fn prog(name: &str, code: Assembled) -> ProgramDef {
@@ -325,14 +330,15 @@ pub fn load_baselines(entries: u32) -> Result<[Subject; 3], String> {
 
 impl Baselines {
     /// The baselines' costs from [`measure_interleaved`]'s results for
-    /// the subjects of [`load_baselines`], in order.
+    /// the subjects of one or more [`load_baselines`], in order (median
+    /// over the loads).
     pub fn from_costs(r: &[Result<Costs, String>]) -> Result<Baselines, String> {
         let one = |i: usize| -> Result<f64, String> {
-            match r.get(i) {
-                Some(Ok(c)) if !c.is_empty() => Ok(c[0].0),
-                Some(Err(e)) => Err(e.clone()),
-                _ => Err("baseline not measured".into()),
-            }
+            let loads: Vec<Result<Costs, String>> = r.iter().skip(i).step_by(3).cloned().collect();
+            across_loads(&loads)?
+                .first()
+                .map(|c| c.0)
+                .ok_or_else(|| "baseline not measured".into())
         };
         Ok(Baselines {
             empty: one(0)?,
@@ -365,7 +371,8 @@ pub struct WeirEbpf {
 /// weir's compiled program, loaded, with its probes' frames: what
 /// [`load_weir`] built, to be measured with [`measure_interleaved`].
 pub struct LoadedWeir {
-    pub subject: Subject,
+    /// One per load.
+    pub subjects: Vec<Subject>,
     /// Per probe: the return value of its expected verdict.
     want: Vec<u32>,
     pub programs: usize,
@@ -379,7 +386,12 @@ pub struct LoadedWeir {
 /// maps filled from the manifest, prog array) of weir's program, with a
 /// frame per probe for BPF_PROG_TEST_RUN on the entry program. `Err`
 /// names what failed (a limit, the verifier…).
-pub fn load_weir(model: &Model, graph: &Graph, probes: &[Probe]) -> Result<LoadedWeir, String> {
+pub fn load_weir(
+    model: &Model,
+    graph: &Graph,
+    probes: &[Probe],
+    loads: usize,
+) -> Result<LoadedWeir, String> {
     let t = Instant::now();
     let out = codegen::generate(
         model,
@@ -397,19 +409,23 @@ pub fn load_weir(model: &Model, graph: &Graph, probes: &[Probe]) -> Result<Loade
     })?;
     let codegen_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
-        .map_err(|e| format!("load: {e}"))?;
-    let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    classifier(&g.ebpf, layout::MAIN_PROGRAM)?;
-    Ok(LoadedWeir {
-        subject: Subject {
+    let mut subjects = Vec::new();
+    for _ in 0..loads.max(1) {
+        let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
+            .map_err(|e| format!("load: {e}"))?;
+        classifier(&g.ebpf, layout::MAIN_PROGRAM)?;
+        subjects.push(Subject {
             ebpf: g.ebpf,
             program: layout::MAIN_PROGRAM.into(),
             frames: probes
                 .iter()
                 .map(|p| (p.label.clone(), frame(&p.packet)))
                 .collect(),
-        },
+        });
+    }
+    let load_ms = t.elapsed().as_secs_f64() * 1e3 / subjects.len() as f64;
+    Ok(LoadedWeir {
+        subjects,
         want: probes
             .iter()
             .map(|p| match p.verdict {
@@ -432,14 +448,14 @@ pub fn load_weir(model: &Model, graph: &Graph, probes: &[Probe]) -> Result<Loade
 
 impl LoadedWeir {
     /// The figures, given the costs [`measure_interleaved`] found for
-    /// [`LoadedWeir::subject`].
-    pub fn figures(&self, costs: &Costs) -> WeirEbpf {
-        WeirEbpf {
-            costs: self
-                .subject
+    /// [`LoadedWeir::subjects`] (in order).
+    pub fn figures(&self, costs: &[Result<Costs, String>]) -> Result<WeirEbpf, String> {
+        let costs = across_loads(costs)?;
+        Ok(WeirEbpf {
+            costs: self.subjects[0]
                 .frames
                 .iter()
-                .zip(costs)
+                .zip(&costs)
                 .zip(&self.want)
                 .map(|(((label, _), &(ns, ret)), &want)| (label.clone(), ns, ret == want))
                 .collect(),
@@ -448,8 +464,24 @@ impl LoadedWeir {
             maps: self.maps.clone(),
             codegen_ms: self.codegen_ms,
             load_ms: self.load_ms,
-        }
+        })
     }
+}
+
+/// Per frame, the median over loads of the costs of one program's loads
+/// (the return value of the first load; all run the same program).
+pub fn across_loads(loads: &[Result<Costs, String>]) -> Result<Costs, String> {
+    let loads: Vec<&Costs> = loads
+        .iter()
+        .map(|r| r.as_ref().map_err(Clone::clone))
+        .collect::<Result<_, _>>()?;
+    let first = loads.first().ok_or("no load measured")?;
+    Ok((0..first.len())
+        .map(|j| {
+            let xs: Vec<f64> = loads.iter().map(|c| c[j].0).collect();
+            (median(&xs), first[j].1)
+        })
+        .collect())
 }
 
 /// Update latencies of the eBPF data path (ms): endpoint add / remove as

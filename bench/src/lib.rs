@@ -131,6 +131,7 @@ impl Plan {
                 effort: Effort {
                     repeat: 10_000,
                     runs: 3,
+                    loads: 1,
                 },
                 probes: 40,
                 cli_runs: 1,
@@ -156,6 +157,7 @@ impl Plan {
                 effort: Effort {
                     repeat: 1_000_000,
                     runs: 5,
+                    loads: 3,
                 },
                 probes: 2_000,
                 cli_runs: 3,
@@ -373,7 +375,10 @@ pub fn run(opts: &Opts) -> Report {
     // rounds (see `ebpf::measure_interleaved`).
     let loaded = if kernel && opts.wants(Figure::Ebpf) {
         log("eBPF baselines");
-        match ebpf::load_baselines(10_000) {
+        match (0..plan.effort.loads.max(1))
+            .map(|_| ebpf::load_baselines(10_000))
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(b) => Some(b),
             Err(e) => {
                 rep.problems.push(format!("eBPF baselines: {e}"));
@@ -386,41 +391,44 @@ pub fn run(opts: &Opts) -> Report {
     let mut ebpf_rules = Vec::new();
     let mut ebpf_svcs = Vec::new();
     if let Some(base_subjects) = loaded {
+        let loads = plan.effort.loads;
         let rules_loaded: Vec<_> = rules_cases
             .iter()
             .map(|c| {
                 log(&format!("eBPF: loading {}", c.label));
-                ebpf_rules_case(c)
+                ebpf_rules_case(c, loads)
             })
             .collect();
         let svcs_loaded: Vec<_> = svc_cases
             .iter()
             .map(|c| {
                 log(&format!("eBPF: loading {}", c.label));
-                ebpf_service_case(c)
+                ebpf_service_case(c, loads)
             })
             .collect();
-        let mut subjects: Vec<&ebpf::Subject> = base_subjects.iter().collect();
+        let mut subjects: Vec<&ebpf::Subject> = base_subjects.iter().flatten().collect();
+        let nbase = subjects.len();
         subjects.extend(
             rules_loaded
                 .iter()
                 .chain(&svcs_loaded)
-                .filter_map(|r| r.as_ref().ok().map(|(w, _)| &w.subject)),
+                .filter_map(|r| r.as_ref().ok())
+                .flat_map(|(w, _)| &w.subjects),
         );
         log(&format!(
-            "eBPF: measuring {} programs in {} interleaved rounds",
+            "eBPF: measuring {} loaded programs in {} interleaved rounds",
             subjects.len(),
             plan.effort.runs
         ));
         let mut costs = ebpf::measure_interleaved(&subjects, plan.effort).into_iter();
-        let base = ebpf::Baselines::from_costs(&costs.by_ref().take(3).collect::<Vec<_>>());
+        let base = ebpf::Baselines::from_costs(&costs.by_ref().take(nbase).collect::<Vec<_>>());
         let mut figures = |loaded: Vec<Loaded>| {
             loaded
                 .into_iter()
                 .map(|r| {
                     let (w, what) = r?;
-                    let c = costs.next().expect("one result per subject")?;
-                    Ok((w.figures(&c), what))
+                    let c: Vec<_> = costs.by_ref().take(w.subjects.len()).collect();
+                    Ok((w.figures(&c)?, what))
                 })
                 .collect::<Vec<EbpfResult>>()
         };
@@ -526,7 +534,7 @@ type EbpfResult = Result<(WeirEbpf, Vec<String>), String>;
 
 type Loaded = Result<(ebpf::LoadedWeir, Vec<String>), String>;
 
-fn ebpf_rules_case(c: &Case) -> Loaded {
+fn ebpf_rules_case(c: &Case, loads: usize) -> Loaded {
     let (allow, deny) = flows::policy_flows(&c.model, 300);
     let mut probes = Vec::new();
     let mut what = Vec::new();
@@ -549,10 +557,10 @@ fn ebpf_rules_case(c: &Case) -> Loaded {
             verdict: a.verdict,
         });
     }
-    ebpf::load_weir(&c.model, &c.compiled.graph, &probes).map(|w| (w, what))
+    ebpf::load_weir(&c.model, &c.compiled.graph, &probes, loads).map(|w| (w, what))
 }
 
-fn ebpf_service_case(c: &Case) -> Loaded {
+fn ebpf_service_case(c: &Case, loads: usize) -> Loaded {
     let m = flows::with_bench_client(&c.model);
     let compiled = weir_compiler::graph::compile(&m);
     let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
@@ -566,7 +574,7 @@ fn ebpf_service_case(c: &Case) -> Loaded {
         packet: last.packet.clone(),
         verdict,
     }];
-    ebpf::load_weir(&m, &compiled.graph, &probes).map(|w| {
+    ebpf::load_weir(&m, &compiled.graph, &probes, loads).map(|w| {
         (
             w,
             vec![format!("bench-client → last service: {}", last.what)],
@@ -625,10 +633,11 @@ fn ebpf_tables(
         ],
     );
     t.note(format!(
-        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Every program of this table and the next and the baselines are loaded first, then measured in {} interleaved rounds of {} repetitions each (every program once per round, so that a drift of the machine's speed hits all alike); each figure is the median of its rounds. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow, the same packet repeated (after the first repetition its flow is in conntrack).",
+        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Every program of this table and the next and the baselines are loaded first, each loaded {} times (one load of a program can be ~40 % slower than another: where the kernel put its code and maps), then measured in {} interleaved rounds of {} repetitions each (every load of every program once per round, so that a drift of the machine's speed hits all alike); each figure is the median over loads of the medians of their rounds. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow, the same packet repeated (after the first repetition its flow is in conntrack).",
         ns(b.empty),
         ns(b.one_lookup),
         ns(b.lpm_hash),
+        plan.effort.loads,
         plan.effort.runs,
         thousands(plan.effort.repeat as usize)
     ));
