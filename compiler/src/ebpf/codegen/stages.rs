@@ -5,7 +5,7 @@
 //! kept in layout order, only jump forward inside it, and the block graph
 //! has no cycle whatever stage each block is in. [`split`] puts
 //! a whole subtree in one stage when it fits one, and [`copied_blocks`]
-//! copies small shared subtrees and shared dispatch tables into every
+//! copies small shared subtrees into every
 //! stage that reaches them, so a path changes stage rarely. A jump to a block
 //! of another stage `j` (earlier or later) becomes a stub that stores the
 //! block number in `ctx.next` and tail-calls slot `j` of `weir_jmp` with a
@@ -110,28 +110,18 @@ impl Flow {
 /// instead of being laid out once ([`copied_blocks`]).
 pub const COPY_SLOTS: usize = 64;
 
-/// Largest block (slots) whose subtree does not fit a stage that is
-/// copied into every stage that reaches it when it is shared
-/// ([`copied_blocks`]).
-pub const COPY_DISPATCH_SLOTS: usize = 2_048;
-
 /// The blocks to copy into each stage that jumps to them rather than
 /// lay out once (and tail-call from the other stages): `copied` (leaves
-/// and the final block) plus every graph node (`is_node`)
-/// - whose whole subtree is at most [`COPY_SLOTS`] slots and that is
-///   reached from two blocks or more, or from such a copied block (so
-///   the subtree is copied whole and never tail-calls back out): a small
-///   port test many policies share;
-/// - whose subtree is larger than a stage, that is reached from two
-///   blocks or more and is at most [`COPY_DISPATCH_SLOTS`] itself: the
-///   ingress walk's root, a class table every egress leaf jumps to. Its
-///   branches lie in other stages anyway, so a copy saves the packet the
-///   tail call into the table's stage.
-///
-/// On the 100,000-rule model these took the most tail calls on a path
-/// from 4 to 3 (5 before [`split`] kept subtrees whole; the 3 are egress
-/// subtrees larger than a stage), and the benchmark's deepest denied
-/// packet from several to one.
+/// and the final block) plus every graph node (`is_node`) whose whole
+/// subtree is at most [`COPY_SLOTS`] slots and that is reached from two
+/// blocks or more, or from such a copied block (so the subtree is copied
+/// whole and never tail-calls back out): a small port test many policies
+/// share. On the 100,000-rule model this took the most tail calls on a
+/// path from 4 to 3 (5 before [`split`] kept subtrees whole; the 3 are
+/// egress subtrees larger than a stage). (Copying shared dispatch tables
+/// too — the ingress walk's root, which every egress leaf jumps to — made
+/// every branch of the table reachable from every stage: code generation
+/// took 60 % longer, for no fewer tail calls.)
 pub fn copied_blocks(
     sizes: &[BlockSize],
     budget: &Budget,
@@ -145,7 +135,7 @@ pub fn copied_blocks(
     if total + ENTRY_SLOTS <= budget.max_slots {
         return copied;
     }
-    let cap = budget.max_slots.max(COPY_SLOTS) + 1;
+    let cap = COPY_SLOTS + 1;
     let mut whole = vec![0usize; n];
     for b in (0..n).rev() {
         whole[b] = sizes[b]
@@ -170,8 +160,6 @@ pub fn copied_blocks(
         let shared = preds[b].len() > 1;
         if whole[b] <= COPY_SLOTS && (shared || preds[b].iter().any(|&p| small[p])) {
             small[b] = true;
-            copied[b] = true;
-        } else if shared && whole[b] > budget.max_slots && sizes[b].slots <= COPY_DISPATCH_SLOTS {
             copied[b] = true;
         }
     }
