@@ -114,16 +114,22 @@ fn ebpf_limits_become_e0510() {
 /// target, no stage has unreachable code: both are internal errors at
 /// compile time), stays within the per-packet tail-call limit, and the
 /// tighter the budget, the more programs.
-#[test]
-fn ebpf_synth_policy_splits_at_every_budget() {
-    let model = weir_compiler::synth::model(&weir_compiler::synth::Params {
+/// 100 policies of 10 rules over 600 endpoints: large enough to split
+/// into stages under the budgets the staging tests use.
+fn synth_policy() -> weir_compiler::model::Model {
+    weir_compiler::synth::model(&weir_compiler::synth::Params {
         seed: 3,
         policies: 100,
         rules: 10,
         endpoints: 600,
         deployments: 200,
         ..Default::default()
-    });
+    })
+}
+
+#[test]
+fn ebpf_synth_policy_splits_at_every_budget() {
+    let model = synth_policy();
     let g = graph::build(&model);
     let mut last = 0;
     for slots in [24_000, 6_000, 3_000, 1_500] {
@@ -239,14 +245,7 @@ fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
 /// budgets.)
 #[test]
 fn ebpf_paths_make_few_tail_calls() {
-    let model = weir_compiler::synth::model(&weir_compiler::synth::Params {
-        seed: 3,
-        policies: 100,
-        rules: 10,
-        endpoints: 600,
-        deployments: 200,
-        ..Default::default()
-    });
+    let model = synth_policy();
     let g = graph::build(&model);
     for (slots, most) in [(6_000, 2), (3_000, 2), (1_500, 5)] {
         let opts = Options {
