@@ -616,6 +616,24 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     blocks.push(Block::Final);
     let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let has_services = !g.services.frontends.is_empty();
+
+    // The class map, and how its entries split between the host hashes
+    // and the tries (`layout::class_key`).
+    for e in &g.classes.entries {
+        let le = lpm_entry(&e.cidr, e.class);
+        if e.cidr.addr.is_ipv4() {
+            fill.cls4.push(le);
+        } else {
+            fill.cls6.push(le);
+        }
+    }
+    let mut class_fill: HashMap<&str, u64> = HashMap::new();
+    for e in fill.cls4.iter().chain(&fill.cls6) {
+        *class_fill
+            .entry(layout::class_key(&e.addr, e.len).0)
+            .or_insert(0) += 1;
+    }
+    let nfill = |m: &str| class_fill.get(m).copied().unwrap_or(0);
     let gen = Gen {
         model,
         g,
@@ -628,27 +646,10 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         ctabs,
         node_numbers,
         log_slots,
-        tries: (
-            g.classes
-                .entries
-                .iter()
-                .any(|e| e.cidr.addr.is_ipv4() && e.cidr.len < 32),
-            g.classes
-                .entries
-                .iter()
-                .any(|e| !e.cidr.addr.is_ipv4() && e.cidr.len < 128),
-        ),
+        tries: (nfill(layout::map::CLS4) > 0, nfill(layout::map::CLS6) > 0),
     };
 
     // Fill data.
-    for e in &g.classes.entries {
-        let le = lpm_entry(&e.cidr, e.class);
-        if e.cidr.addr.is_ipv4() {
-            fill.cls4.push(le);
-        } else {
-            fill.cls6.push(le);
-        }
-    }
     let row_size = row_bytes(atom_words, columns.len());
     for (c, row) in g.classes.classes.iter().enumerate() {
         let mut w = vec![0u32; atom_words];
@@ -761,15 +762,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         limits.push(Limit::TooManyTailCalls { calls });
     }
 
-    // Maps. The class map's entries split between the host hashes and
-    // the tries (`layout::class_key`).
-    let mut class_fill: HashMap<&str, u64> = HashMap::new();
-    for e in fill.cls4.iter().chain(&fill.cls6) {
-        *class_fill
-            .entry(layout::class_key(&e.addr, e.len).0)
-            .or_insert(0) += 1;
-    }
-    let nfill = |m: &str| class_fill.get(m).copied().unwrap_or(0);
+    // Maps.
     let mut maps = vec![
         MapDef::new(
             layout::map::CTX,
@@ -819,7 +812,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             g.provenance.len().max(1) as u32,
         ),
     ];
-    let mut filled: HashMap<&str, u64> = class_fill.clone();
+    let mut filled = class_fill;
     if gen.has_rows {
         maps.push(MapDef::new(
             layout::map::ATOMS,
