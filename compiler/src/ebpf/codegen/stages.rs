@@ -3,11 +3,10 @@
 //!
 //! Blocks only jump forward in the layout, so the blocks of one stage,
 //! kept in layout order, only jump forward inside it, and the block graph
-//! has no cycle whatever stage each block is in. [`split`] puts
-//! a whole subtree in one stage when it fits one, and [`copied_blocks`]
-//! copies small shared subtrees into every
-//! stage that reaches them, so a path changes stage rarely. A jump to a block
-//! of another stage `j` (earlier or later) becomes a stub that stores the
+//! has no cycle whatever stage each block is in. [`split`] puts a whole
+//! subtree in one stage when it fits one, and [`copied_blocks`] copies
+//! small shared subtrees into every stage that reaches them, so a path
+//! changes stage rarely. A jump to a block of another stage `j` (earlier or later) becomes a stub that stores the
 //! block number in `ctx.next` and tail-calls slot `j` of `weir_jmp` with a
 //! constant index (a direct jump once JITed); stage `j` starts with a
 //! dispatch (binary search over the blocks entering it, [`entries`]).
@@ -135,16 +134,7 @@ pub fn copied_blocks(
     if total + ENTRY_SLOTS <= budget.max_slots {
         return copied;
     }
-    let cap = COPY_SLOTS + 1;
-    let mut whole = vec![0usize; n];
-    for b in (0..n).rev() {
-        whole[b] = sizes[b]
-            .succs
-            .iter()
-            .fold(sizes[b].slots + sizes[b].targets, |t, &c| {
-                (t + whole[c]).min(cap)
-            });
-    }
+    let whole = reach(sizes, (COPY_SLOTS + 1, usize::MAX), |_| false);
     let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (b, s) in sizes.iter().enumerate() {
         for &c in &s.succs {
@@ -158,7 +148,7 @@ pub fn copied_blocks(
             continue;
         }
         let shared = preds[b].len() > 1;
-        if whole[b] <= COPY_SLOTS && (shared || preds[b].iter().any(|&p| small[p])) {
+        if whole[b].0 <= COPY_SLOTS && (shared || preds[b].iter().any(|&p| small[p])) {
             small[b] = true;
             copied[b] = true;
         }
@@ -187,25 +177,22 @@ pub fn tail_calls(flow: &Flow, stage_of: &[usize]) -> usize {
     most
 }
 
-/// Per block, the (slots, jumps) of the blocks it reaches (itself
-/// included, the way [`split`] charges them), a block reached twice
+/// Per block, the (slots, jumps) of itself and the blocks it reaches
+/// (charged the way [`split`] charges them), a block reached twice
 /// counted twice (an over-estimate: a shared subtree may be judged too
-/// large for one stage, never too small), saturating just above the
-/// budget.
-pub fn subtree_sizes(sizes: &[BlockSize], flow: &Flow, budget: &Budget) -> Vec<(usize, usize)> {
-    let cap = (budget.max_slots + 1, budget.max_jumps + 1);
+/// large, never too small), each saturating at `cap`; a successor that
+/// `cut` says is placed on its own is not counted.
+fn reach(
+    sizes: &[BlockSize],
+    cap: (usize, usize),
+    cut: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
     let mut sub = vec![(0usize, 0usize); sizes.len()];
     // Successors come later in the layout.
     for b in (0..sizes.len()).rev() {
         let s = &sizes[b];
         let mut t = (s.slots + s.targets, s.jumps);
-        for &c in &s.succs {
-            // A laid-out block with several predecessors is placed as the
-            // root of its own subtree, not as a part of each of theirs
-            // (the ingress walk's root is reached from every egress leaf).
-            if !flow.copied[c] && flow.from[c].len() > 1 {
-                continue;
-            }
+        for &c in s.succs.iter().filter(|&&c| !cut(c)) {
             t = ((t.0 + sub[c].0).min(cap.0), (t.1 + sub[c].1).min(cap.1));
         }
         sub[b] = t;
@@ -213,20 +200,31 @@ pub fn subtree_sizes(sizes: &[BlockSize], flow: &Flow, budget: &Budget) -> Vec<(
     sub
 }
 
+/// Per block, the (slots, jumps) of its subtree as [`split`] places it
+/// ([`reach`], saturating just above the budget). A laid-out block with
+/// several predecessors is placed as the root of its own subtree, not as
+/// a part of each of theirs (the ingress walk's root is reached from
+/// every egress leaf).
+pub fn subtree_sizes(sizes: &[BlockSize], flow: &Flow, budget: &Budget) -> Vec<(usize, usize)> {
+    reach(sizes, (budget.max_slots + 1, budget.max_jumps + 1), |c| {
+        !flow.copied[c] && flow.from[c].len() > 1
+    })
+}
+
 /// Assigns blocks to stages, in layout order, keeping whole subtrees in
 /// one stage: a block whose subtree ([`subtree_sizes`]) fits a stage goes
 /// where all of it fits — the stage of the block that reaches it with the
 /// most tail calls so far, else the stage being filled, else the first
 /// stage with room for all of it, else a new one — so a path that enters
-/// a subtree makes no further tail call inside it. A block whose subtree is larger than a stage
-/// joins its predecessor's stage if there is room for the block, else the
-/// stage being filled, else a new one. Blocks are laid out depth-first,
-/// so a subtree's blocks follow its root and find the room it was placed
-/// for. On the 100,000-rule benchmark model this took the most tail calls
-/// on a path from 5 to 4 (3 with [`copied_blocks`]). `reserve`: slots every stage keeps free (its
-/// copy of the final block). Copied blocks are charged to the stage of
-/// their first predecessor (their copies' sizes are checked after
-/// assembly). Stage 0 holds block 0 (the prologue). `Err(b)`: block `b`
+/// a subtree makes no further tail call inside it. A block whose subtree
+/// is larger than a stage joins its predecessor's stage if there is room
+/// for the block, else the stage being filled, else a new one. Blocks are
+/// laid out depth-first, so a subtree's blocks follow its root and find
+/// the room it was placed for. On the 100,000-rule benchmark model this
+/// took the most tail calls on a path from 5 to 4 (3 with
+/// [`copied_blocks`]). `reserve`: slots every stage keeps free (its copy
+/// of the final block). Copied blocks are charged to the stage of their
+/// first predecessor (their copies' sizes are checked after assembly). Stage 0 holds block 0 (the prologue). `Err(b)`: block `b`
 /// alone does not fit a stage.
 pub fn split(
     sizes: &[BlockSize],
