@@ -391,21 +391,17 @@ pub fn run(opts: &Opts) -> Report {
     let mut ebpf_rules = Vec::new();
     let mut ebpf_svcs = Vec::new();
     if let Some(base_subjects) = loaded {
-        let loads = plan.effort.loads;
-        let rules_loaded: Vec<_> = rules_cases
-            .iter()
-            .map(|c| {
-                log(&format!("eBPF: loading {}", c.label));
-                ebpf_rules_case(c, loads)
-            })
-            .collect();
-        let svcs_loaded: Vec<_> = svc_cases
-            .iter()
-            .map(|c| {
-                log(&format!("eBPF: loading {}", c.label));
-                ebpf_service_case(c, loads)
-            })
-            .collect();
+        let load_all = |cases: &[Case], load: fn(&Case, usize) -> Loaded| -> Vec<Loaded> {
+            cases
+                .iter()
+                .map(|c| {
+                    log(&format!("eBPF: loading {}", c.label));
+                    load(c, plan.effort.loads)
+                })
+                .collect()
+        };
+        let rules_loaded = load_all(&rules_cases, ebpf_rules_case);
+        let svcs_loaded = load_all(&svc_cases, ebpf_service_case);
         let mut subjects: Vec<&ebpf::Subject> = base_subjects.iter().flatten().collect();
         let nbase = subjects.len();
         subjects.extend(

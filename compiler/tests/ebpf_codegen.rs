@@ -114,6 +114,18 @@ fn ebpf_limits_become_e0510() {
 /// target, no stage has unreachable code: both are internal errors at
 /// compile time), stays within the per-packet tail-call limit, and the
 /// tighter the budget, the more programs.
+/// Default options under a budget of `slots` slots (and half as many
+/// jumps).
+fn at_budget(slots: usize) -> Options {
+    Options {
+        budget: Budget {
+            max_slots: slots,
+            max_jumps: slots / 2,
+        },
+        ..Options::default()
+    }
+}
+
 /// 100 policies of 10 rules over 600 endpoints: large enough to split
 /// into stages under the budgets the staging tests use.
 fn synth_policy() -> weir_compiler::model::Model {
@@ -133,13 +145,7 @@ fn ebpf_synth_policy_splits_at_every_budget() {
     let g = graph::build(&model);
     let mut last = 0;
     for slots in [24_000, 6_000, 3_000, 1_500] {
-        let opts = Options {
-            budget: Budget {
-                max_slots: slots,
-                max_jumps: slots / 2,
-            },
-            ..Options::default()
-        };
+        let opts = at_budget(slots);
         let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
         let programs = out.manifest.programs.len();
         assert!(programs >= last, "{slots}: {programs} programs");
@@ -161,13 +167,7 @@ fn ebpf_synth_policy_splits_at_every_budget() {
         let model = gen::model(seed);
         let g = graph::build(&model);
         for slots in [1_000, 1_400, 2_000, 3_000] {
-            let opts = Options {
-                budget: Budget {
-                    max_slots: slots,
-                    max_jumps: slots / 2,
-                },
-                ..Options::default()
-            };
+            let opts = at_budget(slots);
             if let Err(e) = generate(&model, &g, &opts) {
                 assert!(
                     e.iter().all(|l| matches!(l, Limit::BlockTooLarge { .. })),
@@ -248,13 +248,7 @@ fn ebpf_paths_make_few_tail_calls() {
     let model = synth_policy();
     let g = graph::build(&model);
     for (slots, most) in [(6_000, 2), (3_000, 2), (1_500, 5)] {
-        let opts = Options {
-            budget: Budget {
-                max_slots: slots,
-                max_jumps: slots / 2,
-            },
-            ..Options::default()
-        };
+        let opts = at_budget(slots);
         let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
         assert!(out.manifest.programs.len() >= 3, "{slots}: splits");
         assert!(

@@ -7,12 +7,17 @@ fn out(seed: u64) -> Result<Output, Vec<Unsupported>> {
     generate_text(&g, &model, &Options::default())
 }
 
-#[test]
-fn deterministic_and_names_fit() {
-    let opts = Options {
+/// Default options, Maglev balanced randomly (which iptables can do).
+fn random_lb() -> Options {
+    Options {
         maglev_as_random: true,
         ..Options::default()
-    };
+    }
+}
+
+#[test]
+fn deterministic_and_names_fit() {
+    let opts = random_lb();
     let mut done = 0;
     for seed in 0..80 {
         let model = gen::model(seed);
@@ -66,10 +71,7 @@ fn maglev_is_refused_unless_trivial() {
 /// the first ones on nf_tables.)
 #[test]
 fn deep_generated_policies_fit_nftables() {
-    let opts = Options {
-        maglev_as_random: true,
-        ..Options::default()
-    };
+    let opts = random_lb();
     for (seed, was) in [(1316, 19), (1526, 18), (396, 17), (863, 17), (122, 16)] {
         let model = gen::model(seed);
         let g = crate::graph::build(&model);
@@ -95,10 +97,7 @@ fn deep_generated_policies_fit_nftables() {
 /// not tested: it is what is left).
 #[test]
 fn root_class_tables_test_the_union_first() {
-    let opts = Options {
-        maglev_as_random: true,
-        ..Options::default()
-    };
+    let opts = random_lb();
     let mut tables = 0;
     for seed in 0..40 {
         let model = gen::model(seed);
@@ -171,10 +170,7 @@ fn root_class_tables_test_the_union_first() {
 #[test]
 fn no_steering_no_raw_or_mangle_hooks() {
     use crate::model::SteerAction;
-    let opts = Options {
-        maglev_as_random: true,
-        ..Options::default()
-    };
+    let opts = random_lb();
     let mut plain = 0;
     for seed in 0..40 {
         let model = gen::model(seed);
@@ -262,10 +258,7 @@ fn big_root_class_tables_test_groups_in_chunks() {
     };
     let model = crate::synth::model(&params);
     let g = crate::graph::build(&model);
-    let opts = Options {
-        maglev_as_random: true,
-        ..Options::default()
-    };
+    let opts = random_lb();
     let o = generate_text(&g, &model, &opts).unwrap();
     let (chains, members) = parsed(&o);
     let mut chunks = 0;
