@@ -80,3 +80,17 @@ pub fn ms(x: f64) -> String {
         thousands(x.round() as usize)
     }
 }
+
+/// A one-line, table-safe excerpt of an error message (at most 120
+/// characters, no `|` or newline).
+pub fn short(s: &str) -> String {
+    let s = s.replace('|', "/").replace('\n', " ");
+    if s.len() > 120 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(117).map_or(s.len(), |x| x.0)]
+        )
+    } else {
+        s
+    }
+}

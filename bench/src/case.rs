@@ -1,0 +1,46 @@
+//! One synthetic model with everything measured on it in process: the
+//! model, its compiled graph, its capacity report and in-process compile
+//! figures. Every table reads cases; none builds its own models.
+
+use weir_compiler::graph::cost::{capacity, Capacity};
+use weir_compiler::graph::Compiled;
+use weir_compiler::model::Model;
+use weir_compiler::synth::{self, Params};
+
+use crate::compile;
+use crate::plan::{Opts, Plan};
+
+/// One synthetic model with everything measured on it.
+pub(crate) struct Case {
+    pub(crate) label: String,
+    pub(crate) params: Params,
+    pub(crate) model: Model,
+    pub(crate) compiled: Compiled,
+    pub(crate) cap: Capacity,
+    pub(crate) inproc: compile::InProcess,
+}
+
+/// Writes the headline model of `opts` as `synth.weir` and
+/// `inventory.json` into `dir` (what the whole-process compile row runs).
+pub fn render_headline(opts: &Opts, dir: &std::path::Path) -> std::io::Result<()> {
+    let plan = Plan::new(opts.quick, opts.seed);
+    let r = synth::render(&synth::model(&plan.headline));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("synth.weir"), &r.weir)?;
+    std::fs::write(dir.join("inventory.json"), &r.inventory)
+}
+
+pub(crate) fn build_case(label: String, params: Params, log: &dyn Fn(&str)) -> Case {
+    log(&format!("{label}: generating and compiling"));
+    let model = synth::model(&params);
+    let (inproc, compiled) = compile::in_process(&model);
+    let cap = capacity(&compiled.graph);
+    Case {
+        label,
+        params,
+        model,
+        compiled,
+        cap,
+        inproc,
+    }
+}

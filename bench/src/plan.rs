@@ -1,0 +1,175 @@
+//! What a run measures: the options (`Opts`, `--only` figures) and the
+//! model sizes of a full or quick run (`Plan`).
+
+use weir_compiler::synth::Params;
+
+use crate::ebpf::Effort;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Tiny sizes, few repetitions (seconds; no timing claims).
+    pub quick: bool,
+    pub seed: u64,
+    /// Run the parts that need root (eBPF, namespaces).
+    pub kernel: bool,
+    /// Print progress to stderr.
+    pub verbose: bool,
+    /// Which iptables the namespace measurements drive.
+    pub variant: weir_runtime::iptables::Variant,
+    /// Only these figures (`--only`, for iterating on one back end; such
+    /// a partial report must not rewrite BENCHMARKS.md). Empty: all.
+    pub only: Vec<Figure>,
+}
+
+/// The groups of tables `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    Ebpf,
+    Iptables,
+    Compile,
+    Updates,
+    Sizes,
+}
+
+impl Figure {
+    pub const ALL: [(&'static str, Figure); 5] = [
+        ("ebpf", Figure::Ebpf),
+        ("iptables", Figure::Iptables),
+        ("compile", Figure::Compile),
+        ("updates", Figure::Updates),
+        ("sizes", Figure::Sizes),
+    ];
+
+    pub fn parse(s: &str) -> Option<Figure> {
+        Figure::ALL.iter().find(|(n, _)| *n == s).map(|&(_, f)| f)
+    }
+}
+
+impl Opts {
+    pub(crate) fn wants(&self, f: Figure) -> bool {
+        self.only.is_empty() || self.only.contains(&f)
+    }
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            quick: false,
+            seed: 9,
+            kernel: true,
+            verbose: true,
+            variant: weir_runtime::iptables::Variant::Legacy,
+            only: Vec::new(),
+        }
+    }
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub rules: Vec<usize>,
+    pub services: Vec<usize>,
+    pub headline: Params,
+    pub effort: Effort,
+    pub probes: usize,
+    pub cli_runs: usize,
+    /// Services of the model the update latencies are measured on.
+    pub update_services: usize,
+    /// Endpoints of the rules-sweep models (and the services sweep's minimum).
+    pub endpoints: usize,
+    pub variant: weir_runtime::iptables::Variant,
+}
+
+impl Plan {
+    pub fn new(quick: bool, seed: u64) -> Plan {
+        if quick {
+            Plan {
+                rules: vec![10, 100],
+                services: vec![10, 100],
+                headline: Params {
+                    seed,
+                    services: 100,
+                    backends: 5,
+                    policies: 9,
+                    rules: 10,
+                    endpoints: 500,
+                    deployments: 50,
+                    cidr_rules: 10,
+                    ..Params::default()
+                },
+                effort: Effort {
+                    repeat: 10_000,
+                    runs: 3,
+                    loads: 1,
+                },
+                probes: 40,
+                cli_runs: 1,
+                update_services: 10,
+                endpoints: 300,
+                variant: weir_runtime::iptables::Variant::Legacy,
+            }
+        } else {
+            Plan {
+                rules: vec![10, 100, 1_000, 10_000, 100_000],
+                services: vec![10, 100, 1_000, 10_000],
+                headline: Params {
+                    seed,
+                    services: 10_000,
+                    backends: 5,
+                    policies: 900,
+                    rules: 10,
+                    endpoints: 50_000,
+                    deployments: 300,
+                    cidr_rules: 1_000,
+                    ..Params::default()
+                },
+                effort: Effort {
+                    repeat: 1_000_000,
+                    runs: 5,
+                    loads: 3,
+                },
+                probes: 2_000,
+                cli_runs: 3,
+                update_services: 1_000,
+                endpoints: 2_000,
+                variant: weir_runtime::iptables::Variant::Legacy,
+            }
+        }
+    }
+
+    /// The rules sweep: `total` rules (policies of 10), 10 services.
+    pub fn rules_params(&self, total: usize, seed: u64) -> Params {
+        Params {
+            seed,
+            services: 10,
+            backends: 3,
+            policies: (total / 10).max(1),
+            rules: total.min(10),
+            endpoints: self.endpoints,
+            deployments: 300,
+            cidr_rules: 0,
+            ..Params::default()
+        }
+    }
+
+    /// The services sweep: `n` services of 5 backends, 100 rules.
+    pub fn services_params(&self, n: usize, seed: u64) -> Params {
+        Params {
+            seed,
+            services: n,
+            backends: 5,
+            policies: 10,
+            rules: 10,
+            endpoints: (n * 5).max(self.endpoints),
+            deployments: 300,
+            cidr_rules: 0,
+            ..Params::default()
+        }
+    }
+}
+
+/// `true` for a run whose repetitions are too few to claim a target.
+pub(crate) fn opts_quick(plan: &Plan) -> bool {
+    plan.effort.repeat < 1_000_000
+}

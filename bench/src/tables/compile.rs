@@ -1,0 +1,170 @@
+//! The compile table: each model's in-process compile stages and peak
+//! memory, and whole `weir compile` processes on the model rendered as
+//! `.weir` + JSON; the compile-time targets.
+
+use weir_compiler::synth;
+
+use crate::case::Case;
+use crate::compile;
+use crate::iptables::Scratch;
+use crate::plan::Plan;
+use crate::report::{Report, Table, Target, Verdict as TV};
+use crate::stats::{median, ms, short};
+
+pub(crate) fn table(
+    rep: &mut Report,
+    rules: &[Case],
+    svcs: &[Case],
+    headline: &Case,
+    plan: &Plan,
+    log: &dyn Fn(&str),
+) {
+    let weir = compile::weir_binary();
+    let mut t = Table::new(
+        "Compile time and peak memory",
+        &[
+            "model",
+            "graph (ms)",
+            "of which lower (classes) / optimize / verify / analyse",
+            "eBPF codegen (ms)",
+            "iptables gen (ms)",
+            "in-process total (ms)",
+            "in-process peak RSS (MiB)",
+            "`weir compile` wall (ms)",
+            "`weir compile` peak RSS (MiB)",
+        ],
+    );
+    t.note(format!(
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the `weir` process (`ru_maxrss`, read by this crate's `weir-rusage`, which forks it: a direct child of the benchmark starts from the benchmark's own high-water mark, which is what earlier versions of this table showed). {}",
+        plan.cli_runs,
+        match &weir {
+            Some(p) => format!("Binary: `{}`.", p.display()),
+            None => "The `weir` binary was not found (build it with `cargo build --release -p weir`), so whole-process runs are skipped.".into(),
+        }
+    ));
+    let mut headline_whole = None;
+    for c in rules.iter().chain(svcs).chain(std::iter::once(headline)) {
+        let ip = &c.inproc;
+        let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(0.0) + ip.iptables_ms.unwrap_or(0.0);
+        let (wall, rss) = match &weir {
+            Some(bin) => {
+                log(&format!("weir compile: {}", c.label));
+                match cli_runs(bin, c, plan.cli_runs) {
+                    Ok((w, r, note)) => {
+                        if std::ptr::eq(c, headline) {
+                            headline_whole = Some(w);
+                        }
+                        let rss = if r.is_nan() {
+                            "–".into()
+                        } else {
+                            format!("{r:.0}")
+                        };
+                        (format!("{}{note}", ms(w)), rss)
+                    }
+                    Err(e) => {
+                        rep.problems.push(format!("weir compile {}: {e}", c.label));
+                        ("error".into(), "–".into())
+                    }
+                }
+            }
+            None => ("–".into(), "–".into()),
+        };
+        t.row(vec![
+            c.label.clone(),
+            ms(ip.graph_ms),
+            format!(
+                "{} ({}) / {} / {} / {}",
+                ms(ip.lower_ms),
+                ms(ip.classes_ms),
+                ms(ip.opt_ms),
+                ms(ip.verify_ms),
+                ms(ip.analyze_ms)
+            ),
+            ip.ebpf_ms.map_or_else(
+                || {
+                    format!(
+                        "refused: {}",
+                        short(ip.ebpf_error.as_deref().unwrap_or("?"))
+                    )
+                },
+                ms,
+            ),
+            ip.iptables_ms.map_or_else(
+                || {
+                    format!(
+                        "refused: {}",
+                        short(ip.iptables_error.as_deref().unwrap_or("?"))
+                    )
+                },
+                ms,
+            ),
+            ms(total),
+            format!("{:.0}", ip.peak_mib),
+            wall,
+            rss,
+        ]);
+    }
+    rep.tables.push(t);
+    targets(rep, headline, headline_whole, plan);
+}
+
+/// The headline model's compile-time targets, in process and as a whole
+/// process (`whole`: its median wall time, if measured).
+fn targets(rep: &mut Report, headline: &Case, whole: Option<f64>, plan: &Plan) {
+    let ip = &headline.inproc;
+    let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(f64::NAN) + ip.iptables_ms.unwrap_or(f64::NAN);
+    let big = plan.headline.services >= 10_000;
+    rep.targets.push(Target {
+        name: format!(
+            "compile {} (in process: graph + both back ends)",
+            headline.label
+        ),
+        goal: "< 1 s".into(),
+        measured: format!("{} ms", ms(total)),
+        verdict: if big {
+            TV::from(Some(total < 1000.0))
+        } else {
+            TV::NotMeasured
+        },
+    });
+    if let Some(w) = whole {
+        rep.targets.push(Target {
+            name: format!("compile {} (`weir compile`, whole process)", headline.label),
+            goal: "< 1 s".into(),
+            measured: format!("{} ms", ms(w)),
+            verdict: if big {
+                TV::from(Some(w < 1000.0))
+            } else {
+                TV::NotMeasured
+            },
+        });
+    }
+}
+
+fn cli_runs(bin: &std::path::Path, c: &Case, runs: usize) -> Result<(f64, f64, String), String> {
+    let dir = Scratch::new(&format!(
+        "cli-{}",
+        c.label.replace(' ', "_").replace(['+', ','], "")
+    ));
+    let r = synth::render(&c.model);
+    let wf = dir.0.join("synth.weir");
+    let inv = dir.0.join("inventory.json");
+    std::fs::write(&wf, &r.weir).map_err(|e| e.to_string())?;
+    std::fs::write(&inv, &r.inventory).map_err(|e| e.to_string())?;
+    let mut walls = Vec::new();
+    let mut peak = f64::NAN;
+    let mut note = String::new();
+    for i in 0..runs.max(1) {
+        // Slow models run once (keeps the whole benchmark under 10 minutes).
+        if i > 0 && walls.iter().any(|&w| w > 5_000.0) {
+            break;
+        }
+        let w = compile::whole_process(bin, &wf, &inv, &dir.0.join("out"))?;
+        walls.push(w.wall_ms);
+        peak = peak.max(w.peak_mib);
+        if w.exit != 0 {
+            note = format!(" (exit {}: {})", w.exit, short(&w.stderr_head));
+        }
+    }
+    Ok((median(&walls), peak, note))
+}

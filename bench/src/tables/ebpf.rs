@@ -1,0 +1,284 @@
+//! The eBPF tables: per-packet cost by rules and by services, measured by
+//! BPF_PROG_TEST_RUN against baselines loaded and measured in the same
+//! interleaved rounds (`crate::ebpf`).
+
+use weir_compiler::model::Proto;
+
+use crate::case::Case;
+use crate::ebpf::{self, Baselines, Probe, WeirEbpf};
+use crate::flows;
+use crate::plan::Plan;
+use crate::report::{Report, Table, Target, Verdict as TV};
+use crate::stats::{ns, ratio, short, thousands};
+
+/// One measured program: its figures and what its probes are, or why it
+/// could not be measured.
+pub(crate) type EbpfResult = Result<(WeirEbpf, Vec<String>), String>;
+
+type Loaded = Result<(ebpf::LoadedWeir, Vec<String>), String>;
+
+/// Loads the baselines and every case's program, measures them all in
+/// interleaved rounds and pushes both tables; returns the rules' and
+/// services' results (the sizes table reads them).
+pub(crate) fn figures(
+    rep: &mut Report,
+    rules: &[Case],
+    svcs: &[Case],
+    plan: &Plan,
+    log: &dyn Fn(&str),
+) -> (Vec<EbpfResult>, Vec<EbpfResult>) {
+    log("eBPF baselines");
+    let base_subjects = match (0..plan.effort.loads.max(1))
+        .map(|_| ebpf::load_baselines(10_000))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            rep.problems.push(format!("eBPF baselines: {e}"));
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let load_all = |cases: &[Case], load: fn(&Case, usize) -> Loaded| -> Vec<Loaded> {
+        cases
+            .iter()
+            .map(|c| {
+                log(&format!("eBPF: loading {}", c.label));
+                load(c, plan.effort.loads)
+            })
+            .collect()
+    };
+    let rules_loaded = load_all(rules, rules_case);
+    let svcs_loaded = load_all(svcs, service_case);
+    let mut subjects: Vec<&ebpf::Subject> = base_subjects.iter().flatten().collect();
+    let nbase = subjects.len();
+    subjects.extend(
+        rules_loaded
+            .iter()
+            .chain(&svcs_loaded)
+            .filter_map(|r| r.as_ref().ok())
+            .flat_map(|(w, _)| &w.subjects),
+    );
+    log(&format!(
+        "eBPF: measuring {} loaded programs in {} interleaved rounds",
+        subjects.len(),
+        plan.effort.runs
+    ));
+    let mut costs = ebpf::measure_interleaved(&subjects, plan.effort).into_iter();
+    let base = Baselines::from_costs(&costs.by_ref().take(nbase).collect::<Vec<_>>());
+    let mut results = |loaded: Vec<Loaded>| {
+        loaded
+            .into_iter()
+            .map(|r| {
+                let (w, what) = r?;
+                let c: Vec<_> = costs.by_ref().take(w.subjects.len()).collect();
+                Ok((w.figures(&c)?, what))
+            })
+            .collect::<Vec<EbpfResult>>()
+    };
+    let er = results(rules_loaded);
+    let es = results(svcs_loaded);
+    match base {
+        Ok(b) => {
+            rules_table(rep, &b, rules, &er, plan);
+            services_table(rep, &b, svcs, &es);
+        }
+        Err(e) => rep.problems.push(format!("eBPF baselines: {e}")),
+    }
+    (er, es)
+}
+
+/// The eBPF targets, marked not measured (no root).
+pub(crate) fn not_run(rep: &mut Report) {
+    rep.targets.push(Target {
+        name: "eBPF: 100,000 rules vs 10 rules".into(),
+        goal: "≤ 1.2×".into(),
+        measured: "not run (needs root)".into(),
+        verdict: TV::NotMeasured,
+    });
+    rep.targets.push(Target {
+        name: "eBPF: 10,000 services vs parse + LPM + hash".into(),
+        goal: "≤ 1.3×".into(),
+        measured: "not run (needs root)".into(),
+        verdict: TV::NotMeasured,
+    });
+}
+
+fn rules_case(c: &Case, loads: usize) -> Loaded {
+    let (allow, deny) = flows::policy_flows(&c.model, 300);
+    let mut probes = Vec::new();
+    let mut what = Vec::new();
+    if let Some(d) = deny {
+        what.push(format!(
+            "new flow, denied after every ingress rule: {}",
+            d.what
+        ));
+        probes.push(Probe {
+            label: "new flow (deny, deepest)".into(),
+            packet: d.packet,
+            verdict: d.verdict,
+        });
+    }
+    if let Some(a) = allow {
+        what.push(format!("allowed flow: {}", a.what));
+        probes.push(Probe {
+            label: "allowed flow (same packet repeated)".into(),
+            packet: a.packet,
+            verdict: a.verdict,
+        });
+    }
+    ebpf::load_weir(&c.model, &c.compiled.graph, &probes, loads).map(|w| (w, what))
+}
+
+fn service_case(c: &Case, loads: usize) -> Loaded {
+    let m = flows::with_bench_client(&c.model);
+    let compiled = weir_compiler::graph::compile(&m);
+    let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
+    let Some((_, last)) = svcs.last() else {
+        return Err("no TCP selector service".into());
+    };
+    let interp = weir_compiler::interp::Interp::new(&m);
+    let verdict = interp.evaluate(&last.packet).verdict;
+    let probes = vec![Probe {
+        label: "new flow to the last service".into(),
+        packet: last.packet.clone(),
+        verdict,
+    }];
+    ebpf::load_weir(&m, &compiled.graph, &probes, loads).map(|w| {
+        (
+            w,
+            vec![format!("bench-client → last service: {}", last.what)],
+        )
+    })
+}
+
+pub(crate) fn cost_of(r: &EbpfResult, i: usize) -> Option<f64> {
+    r.as_ref()
+        .ok()
+        .and_then(|(w, _)| w.costs.get(i).map(|c| c.1))
+}
+
+fn cell(r: &EbpfResult, i: usize) -> String {
+    match r {
+        Ok((w, _)) => match w.costs.get(i) {
+            Some((_, v, true)) => ns(*v),
+            Some((_, v, false)) => format!("{} (wrong verdict!)", ns(*v)),
+            None => "–".into(),
+        },
+        Err(e) => format!("error: {}", short(e)),
+    }
+}
+
+fn rules_table(rep: &mut Report, b: &Baselines, rules: &[Case], er: &[EbpfResult], plan: &Plan) {
+    let mut t = Table::new(
+        "eBPF per-packet cost by rules (BPF_PROG_TEST_RUN, ns)",
+        &[
+            "rules",
+            "weir: new flow, deny after all rules",
+            "× empty",
+            "× one lookup",
+            "× parse+LPM+hash",
+            "× at smallest size",
+            "weir: allowed flow, same packet repeated",
+        ],
+    );
+    t.note(format!(
+        "Baselines in this run: empty program {} ns, one lookup {} ns, parse + LPM + hash {} ns (10,000 entries each). Every program of this table and the next and the baselines are loaded first, each loaded {} times (one load of a program can be ~40 % slower than another: where the kernel put its code and maps), then measured in {} interleaved rounds of {} repetitions each (every load of every program once per round, so that a drift of the machine's speed hits all alike); each figure is the median over loads of the medians of their rounds. Models: `rules` rules in policies of 10, 10 services, 2,000 endpoints, 300 deployments. \"New flow\": a packet the policy denies at the ingress default of an endpoint after walking all of its rules (a denied packet makes no conntrack entry, so every repetition takes the whole new-flow path). \"Allowed flow\": the deepest allowed endpoint-to-endpoint flow, the same packet repeated (after the first repetition its flow is in conntrack).",
+        ns(b.empty),
+        ns(b.one_lookup),
+        ns(b.lpm_hash),
+        plan.effort.loads,
+        plan.effort.runs,
+        thousands(plan.effort.repeat as usize)
+    ));
+    let base = cost_of(&er[0], 0);
+    for (c, r) in rules.iter().zip(er) {
+        let v = cost_of(r, 0).unwrap_or(f64::NAN);
+        t.row(vec![
+            thousands(c.params.total_rules()),
+            cell(r, 0),
+            ratio(v, b.empty),
+            ratio(v, b.one_lookup),
+            ratio(v, b.lpm_hash),
+            ratio(v, base.unwrap_or(f64::NAN)),
+            cell(r, 1),
+        ]);
+    }
+    for (c, r) in rules.iter().zip(er) {
+        match r {
+            Ok((_, what)) => {
+                for w in what {
+                    t.note(format!("- {}: {w}", c.label));
+                }
+            }
+            Err(e) => rep.problems.push(format!("eBPF {}: {e}", c.label)),
+        }
+    }
+    rep.tables.push(t);
+    let top = rules.last().map(|c| c.params.total_rules()).unwrap_or(0);
+    let (first, last) = (cost_of(&er[0], 0), er.last().and_then(|r| cost_of(r, 0)));
+    rep.targets.push(match (first, last) {
+        (Some(a), Some(z)) => Target {
+            name: format!("eBPF: {} rules vs 10 rules", thousands(top)),
+            goal: "≤ 1.2×".into(),
+            measured: format!("{} ({} vs {} ns)", ratio(z, a), ns(z), ns(a)),
+            verdict: if top >= 100_000 {
+                TV::from(Some(z / a <= 1.2))
+            } else {
+                TV::NotMeasured
+            },
+        },
+        _ => Target {
+            name: "eBPF: 100,000 rules vs 10 rules".into(),
+            goal: "≤ 1.2×".into(),
+            measured: "failed (see problems)".into(),
+            verdict: TV::from(Some(false)),
+        },
+    });
+}
+
+fn services_table(rep: &mut Report, b: &Baselines, svcs: &[Case], es: &[EbpfResult]) {
+    let mut t = Table::new(
+        "eBPF per-packet cost by services (BPF_PROG_TEST_RUN, ns)",
+        &[
+            "services",
+            "weir: new flow to the last service",
+            "× empty",
+            "× one lookup",
+            "× parse+LPM+hash",
+        ],
+    );
+    t.note("Models: `services` services of 5 backends (30 % Maglev), 100 rules, max(2,000, 5 × services) endpoints. The packet comes from an extra endpoint `bench-client` whose egress policy allows only tcp/1, to the last TCP service's frontend: parse, classify both addresses, conntrack miss, steering, frontend lookup and backend choice, egress policy (denied at its default, so no conntrack entry is made and every repetition is a new flow).".to_string());
+    for (c, r) in svcs.iter().zip(es) {
+        let v = cost_of(r, 0).unwrap_or(f64::NAN);
+        t.row(vec![
+            thousands(c.params.services),
+            cell(r, 0),
+            ratio(v, b.empty),
+            ratio(v, b.one_lookup),
+            ratio(v, b.lpm_hash),
+        ]);
+        if let Err(e) = r {
+            rep.problems.push(format!("eBPF {}: {e}", c.label));
+        }
+    }
+    rep.tables.push(t);
+    let top = svcs.last().map(|c| c.params.services).unwrap_or(0);
+    let last = es.last().and_then(|r| cost_of(r, 0));
+    rep.targets.push(Target {
+        name: format!("eBPF: {} services vs parse + LPM + hash", thousands(top)),
+        goal: "≤ 1.3×".into(),
+        measured: last.map_or("failed (see problems)".into(), |v| {
+            format!(
+                "{} ({} vs {} ns)",
+                ratio(v, b.lpm_hash),
+                ns(v),
+                ns(b.lpm_hash)
+            )
+        }),
+        verdict: match last {
+            Some(v) if top >= 10_000 => TV::from(Some(v / b.lpm_hash <= 1.3)),
+            Some(_) => TV::NotMeasured,
+            None => TV::Missed,
+        },
+    });
+}

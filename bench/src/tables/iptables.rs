@@ -1,0 +1,369 @@
+//! The iptables tables: per-packet cost by rules and by services in
+//! network namespaces (real round trips), against an empty ruleset and
+//! kube-proxy's layout of the same services (`crate::iptables`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use weir_compiler::model::{Proto, Verdict};
+
+use crate::case::Case;
+use crate::flows;
+use crate::iptables::{self, Scratch};
+use crate::plan::Plan;
+use crate::report::{Report, Table, Target, Verdict as TV};
+use crate::stats::{ms, ratio, short, thousands, us};
+use crate::NoIdleHalt;
+
+/// Both tables, with idle CPUs polling during the round trips (see
+/// [`NoIdleHalt`]); not during anything else (compile times are measured
+/// as a user's machine runs them).
+pub(crate) fn figures(
+    rep: &mut Report,
+    rules: &[Case],
+    svcs: &[Case],
+    plan: &Plan,
+    log: &dyn Fn(&str),
+) {
+    let no_halt = match NoIdleHalt::request() {
+        Ok(h) => {
+            rep.header.push(
+                "- idle CPUs poll during the namespace round trips (`/dev/cpu_dma_latency` = 0): they are not measured through a halted vCPU's wake-up".into(),
+            );
+            Some(h)
+        }
+        Err(e) => {
+            rep.header.push(format!(
+                "- `/dev/cpu_dma_latency` not held ({e}): namespace round trips include idle vCPUs' wake-up latency"
+            ));
+            None
+        }
+    };
+    rules_table(rep, rules, plan, log);
+    let top = services_table(rep, svcs, plan, log);
+    services_targets(rep, top);
+    drop(no_halt);
+}
+
+/// The iptables targets, marked not measured.
+pub(crate) fn not_run(rep: &mut Report) {
+    rep.targets.push(Target {
+        name: "iptables: 10,000 services vs empty ruleset".into(),
+        goal: "≤ 1.3×".into(),
+        measured: "not run".into(),
+        verdict: TV::NotMeasured,
+    });
+    rep.targets.push(Target {
+        name: "iptables: kube-proxy overhead / weir overhead at 10,000 services".into(),
+        goal: "≥ 10×".into(),
+        measured: "not run".into(),
+        verdict: TV::NotMeasured,
+    });
+}
+
+fn sock(p: &weir_compiler::interp::Packet) -> SocketAddr {
+    SocketAddr::new(p.dst, p.dport)
+}
+
+/// The rules sweep: the deepest allowed TCP flow between endpoints.
+fn rules_table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(&str)) {
+    let mut t = Table::new(
+        "iptables per-packet cost by rules (network namespace, µs per new flow)",
+        &[
+            "rules",
+            "empty ruleset",
+            "weir",
+            "weir overhead",
+            "weir × empty",
+            "weir rules / sets (entries)",
+            "apply (ms)",
+        ],
+    );
+    t.note(format!(
+        "Median round trip of {} new TCP flows (fresh socket: connect + the server's reply) from a client endpoint through the node namespace to a server endpoint — the deepest allowed endpoint-to-endpoint flow the interpreter finds. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) to the same server, probed in alternating batches of 20 with the flow under test; overhead = median over batch pairs of the difference of batch medians (round trips on this VM switch between ~9 µs and ~55 µs phases). Same models as the eBPF rules table.",
+        plan.probes
+    ));
+    for c in rules {
+        log(&format!("iptables: {}", c.label));
+        match rules_case(c, plan) {
+            Ok(row) => t.row(row),
+            Err(e) => {
+                t.row(vec![
+                    thousands(c.params.total_rules()),
+                    format!("error: {}", short(&e)),
+                ]);
+                rep.problems.push(format!("iptables {}: {e}", c.label));
+            }
+        }
+    }
+    rep.tables.push(t);
+}
+
+/// The largest service count measured: (services, baseline, kube-proxy
+/// overhead, weir cost), in ns.
+type Top = Option<(usize, f64, f64, f64)>;
+
+/// The services sweep; returns the largest size's figures for the targets.
+fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&str)) -> Top {
+    let mut t = Table::new(
+        "iptables per-packet cost by services (network namespace, µs per new flow)",
+        &[
+            "services",
+            "kube-proxy: baseline / last / random",
+            "kube-proxy overhead: last / random",
+            "weir: baseline / last / random",
+            "weir overhead: last / random",
+            "weir × baseline (last)",
+            "kube-proxy overhead / weir overhead (last)",
+            "rules: kube-proxy / weir",
+            "weir apply (ms)",
+        ],
+    );
+    t.note(format!(
+        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to the backends the flows under test are DNATed to, each probe to one of them at random as the service's `-m statistic` spreads the flows under test (a baseline batch that kept waking one server thread was 0.4–2 µs faster than one spread over five: that was counted as rule cost before), probed in alternating batches of 20 with the flows under test. Overhead = median over batch pairs of (batch median − the baseline batch median just before it): only paired differences are meaningful on this VM, whose speed drifts; the medians are shown for context. kube-proxy: the same services and backends in kube-proxy's layout (see `bench/src/iptables.rs`). weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table.",
+        plan.probes
+    ));
+    let mut top: Top = None;
+    for c in svcs {
+        log(&format!("iptables: {}", c.label));
+        match services_case(c, plan) {
+            Ok((row, empty, kube_over, weir_cost)) => {
+                top = Some((c.params.services, empty, kube_over, weir_cost));
+                t.row(row);
+            }
+            Err(e) => {
+                t.row(vec![
+                    thousands(c.params.services),
+                    format!("error: {}", short(&e)),
+                ]);
+                rep.problems.push(format!("iptables {}: {e}", c.label));
+                top = None;
+            }
+        }
+    }
+    rep.tables.push(t);
+    top
+}
+
+fn services_targets(rep: &mut Report, top: Top) {
+    match top {
+        Some((n, empty, kube_over, weir_cost)) => {
+            let weir_over = weir_cost - empty;
+            let claim = n >= 10_000;
+            rep.targets.push(Target {
+                name: format!("iptables: {} services vs empty ruleset", thousands(n)),
+                goal: "≤ 1.3×".into(),
+                measured: format!(
+                    "{} ({} vs {} µs)",
+                    ratio(weir_cost, empty),
+                    us(weir_cost),
+                    us(empty)
+                ),
+                verdict: if claim {
+                    TV::from(Some(weir_cost / empty <= 1.3))
+                } else {
+                    TV::NotMeasured
+                },
+            });
+            // A weir overhead within noise counts as 0.5 µs (the ratio is
+            // then a lower bound).
+            let floor = 500.0;
+            let (w, bound) = if weir_over < floor {
+                (floor, "≥ ")
+            } else {
+                (weir_over, "")
+            };
+            rep.targets.push(Target {
+                name: format!(
+                    "iptables: kube-proxy overhead / weir overhead at {} services",
+                    thousands(n)
+                ),
+                goal: "≥ 10×".into(),
+                measured: format!(
+                    "{bound}{} ({} vs {} µs)",
+                    ratio(kube_over, w),
+                    us(kube_over),
+                    us(weir_over)
+                ),
+                verdict: if claim {
+                    TV::from(Some(kube_over / w >= 10.0))
+                } else {
+                    TV::NotMeasured
+                },
+            });
+        }
+        None => {
+            rep.targets.push(Target {
+                name: "iptables: 10,000 services vs empty ruleset".into(),
+                goal: "≤ 1.3×".into(),
+                measured: "failed (see problems)".into(),
+                verdict: TV::Missed,
+            });
+        }
+    }
+}
+
+fn rules_case(c: &Case, plan: &Plan) -> Result<Vec<String>, String> {
+    let (allow, _) = flows::policy_flows(&c.model, 300);
+    let flow = allow.ok_or("no allowed endpoint-to-endpoint flow")?;
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    let p = &flow.packet;
+    topo.serve_tcp(p.dst, p.dport)
+        .map_err(|e| format!("server: {e}"))?;
+    let dir = Scratch::new(&format!("rules-{}", c.params.total_rules()));
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
+    iptables::bypass(&topo, plan.variant)?;
+    let pair = iptables::measure_pair(
+        &topo,
+        Proto::Tcp,
+        &[sock(p)],
+        p.src,
+        &[sock(p)],
+        plan.probes,
+    );
+    let (empty, weir) = (pair.base, pair.test);
+    // No detach: deleting the namespaces frees every rule and set at
+    // once (detaching large generations one `ipset destroy` at a time
+    // takes minutes).
+    drop(rt);
+    if weir.failed > weir.n / 10 || empty.failed > empty.n / 10 {
+        return Err(format!(
+            "probes failed: weir {} of {}, baseline {} of {} ({})",
+            weir.failed, weir.n, empty.failed, empty.n, flow.what
+        ));
+    }
+    Ok(vec![
+        thousands(c.params.total_rules()),
+        us(empty.median),
+        us(weir.median),
+        us(pair.overhead),
+        ratio(empty.median + pair.overhead, empty.median),
+        format!(
+            "{} / {} ({})",
+            thousands(stats.rules),
+            thousands(stats.sets),
+            thousands(stats.set_entries)
+        ),
+        ms(apply_ms),
+    ])
+}
+
+type SvcRow = (Vec<String>, f64, f64, f64);
+
+fn services_case(c: &Case, plan: &Plan) -> Result<SvcRow, String> {
+    let client: IpAddr = flows::CLIENT.into();
+    let allowed: Vec<(usize, flows::Flow)> = flows::service_flows(&c.model, Proto::Udp, client)
+        .into_iter()
+        .filter(|(_, f)| f.verdict == Verdict::Allow)
+        .collect();
+    let (last_i, last) = allowed.last().cloned().ok_or("no allowed UDP service")?;
+    let mut rng = weir_compiler::gen::Rng::new(c.params.seed ^ 0xbe7c);
+    let mut random: Vec<(usize, flows::Flow)> = (0..8.min(allowed.len()))
+        .map(|_| allowed[rng.below(allowed.len())].clone())
+        .collect();
+    random.sort_by_key(|r| r.0);
+    random.dedup_by_key(|r| r.0);
+    let resolved = iptables::resolved_services(&c.model);
+    let mut backends = Vec::new();
+    for i in std::iter::once(last_i).chain(random.iter().map(|r| r.0)) {
+        backends.extend(resolved[i].3.iter().copied());
+    }
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    iptables::serve_backends(&topo, Proto::Udp, &backends)?;
+    // Baselines go straight to the backends the flows under test are
+    // DNATed to (all of them, round-robin), so that they reach the same
+    // servers and differ only in the rules skipped.
+    let backends_of = |i: usize| -> Vec<SocketAddr> {
+        resolved[i]
+            .3
+            .iter()
+            .map(|&(a, p)| SocketAddr::new(a, p))
+            .collect()
+    };
+    let direct = backends_of(last_i);
+    if direct.is_empty() {
+        return Err("last service has no backends".into());
+    }
+    let direct_rand: Vec<SocketAddr> = random.iter().flat_map(|r| backends_of(r.0)).collect();
+    let last_sock = sock(&last.packet);
+    let random_socks: Vec<SocketAddr> = random.iter().map(|r| sock(&r.1.packet)).collect();
+    let n = plan.probes;
+
+    let (kube_text, kube_rules) = iptables::kube_proxy_rules(&c.model);
+    iptables::restore(&topo, plan.variant, &kube_text)?;
+    iptables::bypass(&topo, plan.variant)?;
+    // The last service, then the random ones, against their backends.
+    let measure = || {
+        (
+            iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n),
+            iptables::measure_pair(
+                &topo,
+                Proto::Udp,
+                &direct_rand,
+                client,
+                &random_socks,
+                n / 2,
+            ),
+        )
+    };
+    let (kube, kube_rand) = measure();
+    iptables::flush(&topo, plan.variant)?;
+    if kube.test.failed > kube.test.n / 10 {
+        return Err(format!(
+            "{} of {} kube-proxy probes failed",
+            kube.test.failed, kube.test.n
+        ));
+    }
+
+    let dir = Scratch::new(&format!("svc-{}", c.params.services));
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
+    iptables::bypass(&topo, plan.variant)?;
+    let (weir, weir_rand) = measure();
+    let (empty, weir_last) = (weir.base, weir.test);
+    // No detach: deleting the namespaces frees every rule and set at
+    // once (detaching large generations one `ipset destroy` at a time
+    // takes minutes).
+    drop(rt);
+    if weir_last.failed > weir_last.n / 10 {
+        return Err(format!(
+            "{} of {} weir probes failed ({})",
+            weir_last.failed, weir_last.n, last.what
+        ));
+    }
+    let e = empty.median;
+    let kube_over = kube.overhead;
+    let weir_over = weir.overhead;
+    Ok((
+        vec![
+            thousands(c.params.services),
+            format!(
+                "{} / {} / {}",
+                us(kube.base.median),
+                us(kube.test.median),
+                us(kube_rand.test.median)
+            ),
+            format!("{} / {}", us(kube_over), us(kube_rand.overhead)),
+            format!(
+                "{} / {} / {}",
+                us(e),
+                us(weir_last.median),
+                us(weir_rand.test.median)
+            ),
+            format!("{} / {}", us(weir_over), us(weir_rand.overhead)),
+            ratio(e + weir_over, e),
+            if weir_over < 500.0 {
+                format!("≥ {}", ratio(kube_over, 500.0))
+            } else {
+                ratio(kube_over, weir_over)
+            },
+            format!("{} / {}", thousands(kube_rules), thousands(stats.rules)),
+            ms(apply_ms),
+        ],
+        e,
+        kube_over,
+        e + weir_over,
+    ))
+}

@@ -1,0 +1,10 @@
+//! The report's tables, one module per group of figures (`--only`
+//! names them): each measures the cases it is given through the
+//! measuring modules beside it (`crate::ebpf`, `crate::iptables`,
+//! `crate::compile`) and pushes its tables, targets and problems.
+
+pub(crate) mod compile;
+pub(crate) mod ebpf;
+pub(crate) mod iptables;
+pub(crate) mod sizes;
+pub(crate) mod updates;
