@@ -317,7 +317,7 @@ pub fn limit(out: &mut Tables) -> (Vec<TooDeep>, usize) {
                 for r in t.rules.values().flatten() {
                     targets(r, &index, |c| referenced[c] = true);
                 }
-                let entry = |c: &String| super::emit::ENTRIES.contains(&c.as_str());
+                let entry = |c: &String| super::entries::ENTRIES.contains(&c.as_str());
                 let dead: Vec<bool> = t
                     .chains
                     .iter()

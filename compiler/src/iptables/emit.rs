@@ -2,6 +2,7 @@
 
 use super::chains::{Leaf, Stage};
 use super::depth::{self, TooDeep};
+use super::entries::{FWD, MANGLE_PRE, NAT_PRE, RAW_PRE};
 use super::flow::{self, Ctx};
 use super::sets::Sets;
 use super::text::{comment, Family, FastMap, Tables};
@@ -12,14 +13,6 @@ use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-
-/// Entry chains (hooked from the built-in chains).
-pub const RAW_PRE: &str = "WEIR-RAW-PRE";
-pub const MANGLE_PRE: &str = "WEIR-MANGLE-PRE";
-pub const NAT_PRE: &str = "WEIR-NAT-PRE";
-pub const FWD: &str = "WEIR-FWD";
-/// All of them.
-pub const ENTRIES: [&str; 4] = [RAW_PRE, MANGLE_PRE, NAT_PRE, FWD];
 
 /// `-g X` → `-j X` (a call from an entry chain); `None` for `-j RETURN`.
 fn call(target: &str) -> Option<String> {
@@ -112,17 +105,17 @@ fn emit_here(
     let mut stats = Vec::new();
     let mut too_deep = Vec::new();
     for fam in [Family::V4, Family::V6] {
-        let mut t = family(
+        let mut t = FamilyGen {
             g,
             opts,
             fam,
-            &num,
-            &ctx,
-            &kinds,
-            &mut sets,
+            num: &num,
+            ctx: &ctx,
+            kinds: &kinds,
             has_services,
             has_reject,
-        );
+        }
+        .tables(&mut sets);
         let depth = if passes {
             depth::inline(&mut t);
             let (refused, depth) = depth::limit(&mut t);
@@ -189,28 +182,70 @@ fn redirect_rules(fam: Family, c: &str, calls: &[String], addr: IpAddr, port: u1
     rules
 }
 
-#[allow(clippy::too_many_arguments)]
-fn family(
-    g: &Graph,
-    opts: &Options,
+/// One family's tables: the generator of every stage, with what all the
+/// stages share (the graph, the options, node numbering and flow
+/// contexts, which steering actions and services exist). One method per
+/// table, in the order the packet meets them.
+struct FamilyGen<'a> {
+    g: &'a Graph,
+    opts: &'a Options,
     fam: Family,
-    num: &FastMap<NodeId, usize>,
-    ctx: &FastMap<NodeId, Ctx>,
-    kinds: &SteerKinds,
-    sets: &mut Sets,
+    num: &'a FastMap<NodeId, usize>,
+    ctx: &'a FastMap<NodeId, Ctx>,
+    kinds: &'a SteerKinds,
     has_services: bool,
     has_reject: bool,
-) -> Tables {
-    let mut out = Tables::default();
-    let r = g.dag.roots;
-    let prov = |p: Provenance| g.provenance.id(&p);
-    let steer_cmt = |s: usize, i: usize| comment(&format!("steer{s}.{i}"));
+}
 
-    // raw: bypass → NOTRACK.
-    if kinds.bypass {
+fn steer_cmt(s: usize, i: usize) -> String {
+    comment(&format!("steer{s}.{i}"))
+}
+
+impl<'a> FamilyGen<'a> {
+    fn tables(&self, sets: &mut Sets) -> Tables {
+        let mut out = Tables::default();
+        if self.kinds.bypass {
+            self.raw(sets, &mut out);
+        }
+        if self.kinds.mark {
+            self.mangle(sets, &mut out);
+        }
+        // nat: services, then redirects (which never overlap: services::check).
+        if self.has_services || self.kinds.redirect {
+            out.chain("nat", NAT_PRE);
+        }
+        if self.has_services {
+            self.nat_services(sets, &mut out);
+        }
+        if self.kinds.redirect {
+            self.nat_redirects(sets, &mut out);
+        }
+        self.filter(sets, &mut out);
+        out
+    }
+
+    fn stage<'s>(
+        &self,
+        table: &'static str,
+        prefix: &str,
+        leaf: &'s dyn Fn(&Node) -> Leaf,
+    ) -> Stage<'s>
+    where
+        'a: 's,
+    {
+        Stage::new(self.g, self.fam, table, prefix, self.num, self.ctx, leaf)
+    }
+
+    fn prov(&self, p: Provenance) -> u32 {
+        self.g.provenance.id(&p)
+    }
+
+    /// raw: bypass → NOTRACK.
+    fn raw(&self, sets: &mut Sets, out: &mut Tables) {
+        let g = self.g;
         let leaf = |n: &Node| match steer_action(g, n) {
             Some((s, i, SteerAction::Bypass)) => {
-                let id = prov(Provenance::Bypass { steer: s, index: i });
+                let id = self.prov(Provenance::Bypass { steer: s, index: i });
                 Leaf::Rules(vec![format!(
                     "{} -j CT --notrack",
                     comment(&id.to_string())
@@ -218,16 +253,17 @@ fn family(
             }
             _ => Leaf::Return,
         };
-        let mut stage = Stage::new(g, fam, "raw", "R", num, ctx, &leaf);
+        let mut stage = self.stage("raw", "R", &leaf);
         out.chain("raw", RAW_PRE);
-        let t = stage.target(r.steer, sets, &mut out);
+        let t = stage.target(g.dag.roots.steer, sets, out);
         if let Some(c) = call(&t) {
             out.rule("raw", RAW_PRE, &[&comment("bypass"), &c]);
         }
     }
 
-    // mangle: mark and DSCP on new packets.
-    if kinds.mark {
+    /// mangle: mark and DSCP on new packets.
+    fn mangle(&self, sets: &mut Sets, out: &mut Tables) {
+        let g = self.g;
         let leaf = |n: &Node| match steer_action(g, n) {
             Some((s, i, SteerAction::Mark(v))) => Leaf::Rules(vec![format!(
                 "{} -j MARK --set-xmark 0x{v:x}/0xffffffff",
@@ -238,9 +274,9 @@ fn family(
             }
             _ => Leaf::Return,
         };
-        let mut stage = Stage::new(g, fam, "mangle", "M", num, ctx, &leaf);
+        let mut stage = self.stage("mangle", "M", &leaf);
         out.chain("mangle", MANGLE_PRE);
-        let t = stage.target(r.steer, sets, &mut out);
+        let t = stage.target(g.dag.roots.steer, sets, out);
         if let Some(c) = call(&t) {
             out.rule(
                 "mangle",
@@ -250,19 +286,16 @@ fn family(
         }
     }
 
-    // nat: services, then redirects (which never overlap: services::check).
-    if has_services || kinds.redirect {
-        out.chain("nat", NAT_PRE);
-    }
-    if has_services {
-        // Backends of frontends a redirect can match: steering and the
-        // policy for that backend (deny → DNAT to it, so filter denies;
-        // allow → the redirect) before the DNAT. One pair of stages per
-        // backend socket.
+    /// nat: the service tree. Backends of frontends a redirect can match:
+    /// steering and the policy for that backend (deny → DNAT to it, so
+    /// filter denies; allow → the redirect) before the DNAT. One pair of
+    /// stages per backend socket.
+    fn nat_services(&self, sets: &mut Sets, out: &mut Tables) {
+        let (g, fam) = (self.g, self.fam);
         let mut per_backend: BTreeMap<(IpAddr, u16), Option<String>> = BTreeMap::new();
         let mut before_dnat = |k: usize, i: usize, out: &mut Tables| -> Option<String> {
             let fe = &g.services.frontends[k];
-            if !kinds.redirect || !services::redirect_overlaps(g, &fe.frontend) {
+            if !self.kinds.redirect || !services::redirect_overlaps(g, &fe.frontend) {
                 return None;
             }
             let b = &g.services.backend_sets[fe.backends].backends[i];
@@ -279,25 +312,16 @@ fn family(
                 )]),
                 _ => Leaf::Return,
             };
-            let known = Some((g.classes.classify(b.addr), u32::from(b.port)));
-            let mut pstage = Stage::new(g, fam, "nat", &format!("Q{j}-"), num, ctx, &pleaf);
-            pstage.known = known;
-            let calls: Vec<String> = [r.egress, r.ingress]
-                .iter()
-                .filter_map(|&root| call(&pstage.target(root, sets, out)))
-                .collect();
-            let leaf = |n: &Node| match steer_action(g, n) {
-                Some((s, i, SteerAction::Redirect { addr, port })) => {
-                    Leaf::Rules(redirect_rules(fam, &steer_cmt(s, i), &calls, *addr, *port))
-                }
-                _ => Leaf::Return,
-            };
-            let mut stage = Stage::new(g, fam, "nat", &format!("S{j}-"), num, ctx, &leaf);
-            let c = call(&stage.target(r.steer, sets, out));
+            let mut pstage = self.stage("nat", &format!("Q{j}-"), &pleaf);
+            pstage.known = Some((g.classes.classify(b.addr), u32::from(b.port)));
+            let calls = self.policy_calls(&mut pstage, sets, out);
+            let leaf = |n: &Node| self.redirect_leaf(n, &calls);
+            let mut stage = self.stage("nat", &format!("S{j}-"), &leaf);
+            let c = call(&stage.target(g.dag.roots.steer, sets, out));
             per_backend.insert((b.addr, b.port), c.clone());
             c
         };
-        if let Some(tree) = services::nat(g, fam, &mut out, &mut before_dnat) {
+        if let Some(tree) = services::nat(g, fam, out, &mut before_dnat) {
             out.rule(
                 "nat",
                 NAT_PRE,
@@ -309,9 +333,11 @@ fn family(
             );
         }
     }
-    if kinds.redirect {
-        // Policy in nat: deny → ACCEPT (no translation; filter drops it),
-        // allow → RETURN (go on to the redirect).
+
+    /// nat: redirects to a local proxy. Policy in nat first: deny →
+    /// ACCEPT (no translation; filter drops it), allow → RETURN (go on to
+    /// the redirect).
+    fn nat_redirects(&self, sets: &mut Sets, out: &mut Tables) {
         let pleaf = |n: &Node| match n {
             Node::Verdict(v) if !v.allow => Leaf::Rules(vec![format!(
                 "{} -j ACCEPT",
@@ -319,55 +345,115 @@ fn family(
             )]),
             _ => Leaf::Return,
         };
-        let mut pstage = Stage::new(g, fam, "nat", "P", num, ctx, &pleaf);
-        let calls: Vec<String> = [r.egress, r.ingress]
-            .iter()
-            .filter_map(|&root| call(&pstage.target(root, sets, &mut out)))
-            .collect();
-        let leaf = |n: &Node| match steer_action(g, n) {
-            Some((s, i, SteerAction::Redirect { addr, port })) => {
-                Leaf::Rules(redirect_rules(fam, &steer_cmt(s, i), &calls, *addr, *port))
-            }
-            _ => Leaf::Return,
-        };
-        let mut stage = Stage::new(g, fam, "nat", "N", num, ctx, &leaf);
-        let t = stage.target(r.steer, sets, &mut out);
+        let mut pstage = self.stage("nat", "P", &pleaf);
+        let calls = self.policy_calls(&mut pstage, sets, out);
+        let leaf = |n: &Node| self.redirect_leaf(n, &calls);
+        let mut stage = self.stage("nat", "N", &leaf);
+        let t = stage.target(self.g.dag.roots.steer, sets, out);
         if let Some(c) = call(&t) {
             out.rule("nat", NAT_PRE, &[&comment("redirect"), &c]);
         }
     }
 
-    // filter: conntrack, bypass, no-backend reject, egress, ingress.
-    out.chain("filter", FWD);
-    let est = comment(&prov(Provenance::Established).to_string());
-    out.rule(
-        "filter",
-        FWD,
-        &[
-            "-m conntrack --ctstate ESTABLISHED,RELATED",
-            &est,
-            "-j ACCEPT",
-        ],
-    );
-    out.rule(
-        "filter",
-        FWD,
-        &[
-            "-m conntrack --ctstate INVALID",
-            &comment("invalid"),
-            "-j DROP",
-        ],
-    );
-    if kinds.bypass {
+    /// Calls into the egress and ingress walks of a policy stage.
+    fn policy_calls(&self, stage: &mut Stage, sets: &mut Sets, out: &mut Tables) -> Vec<String> {
+        let r = self.g.dag.roots;
+        [r.egress, r.ingress]
+            .iter()
+            .filter_map(|&root| call(&stage.target(root, sets, out)))
+            .collect()
+    }
+
+    fn redirect_leaf(&self, n: &Node, calls: &[String]) -> Leaf {
+        match steer_action(self.g, n) {
+            Some((s, i, SteerAction::Redirect { addr, port })) => Leaf::Rules(redirect_rules(
+                self.fam,
+                &steer_cmt(s, i),
+                calls,
+                *addr,
+                *port,
+            )),
+            _ => Leaf::Return,
+        }
+    }
+
+    /// filter: conntrack, bypass, no-backend reject, egress, ingress.
+    fn filter(&self, sets: &mut Sets, out: &mut Tables) {
+        out.chain("filter", FWD);
+        let est = comment(&self.prov(Provenance::Established).to_string());
+        out.rule(
+            "filter",
+            FWD,
+            &[
+                "-m conntrack --ctstate ESTABLISHED,RELATED",
+                &est,
+                "-j ACCEPT",
+            ],
+        );
+        out.rule(
+            "filter",
+            FWD,
+            &[
+                "-m conntrack --ctstate INVALID",
+                &comment("invalid"),
+                "-j DROP",
+            ],
+        );
+        if self.kinds.bypass {
+            self.filter_bypass(sets, out);
+        }
+        if self.has_reject {
+            if let Some(tree) = services::reject(self.g, self.fam, out) {
+                out.rule(
+                    "filter",
+                    FWD,
+                    &[
+                        &tree.range,
+                        &comment("no-backends"),
+                        &format!("-j {}", tree.root),
+                    ],
+                );
+            }
+        }
+        let opts = self.opts;
+        let leaf = |n: &Node| match n {
+            Node::Verdict(v) => {
+                let mut rules: Vec<String> =
+                    v.logged.iter().map(|&id| log_rule(opts, id)).collect();
+                let c = comment(&v.decided.to_string());
+                rules.push(if v.allow {
+                    format!("{c} -j RETURN")
+                } else {
+                    format!("{c} -j DROP")
+                });
+                Leaf::Rules(rules)
+            }
+            _ => Leaf::Return,
+        };
+        let mut stage = self.stage("filter", "F", &leaf);
+        let r = self.g.dag.roots;
+        for (root, what) in [(r.egress, "egress"), (r.ingress, "ingress")] {
+            let t = stage.target(root, sets, out);
+            if let Some(c) = call(&t) {
+                out.rule("filter", FWD, &[&comment(what), &c]);
+            }
+        }
+        out.rule("filter", FWD, &[&comment("allow"), "-j ACCEPT"]);
+    }
+
+    /// filter: untracked (bypassed) packets are accepted by their steering
+    /// rule.
+    fn filter_bypass(&self, sets: &mut Sets, out: &mut Tables) {
+        let g = self.g;
         let leaf = |n: &Node| match steer_action(g, n) {
             Some((s, i, SteerAction::Bypass)) => {
-                let id = prov(Provenance::Bypass { steer: s, index: i });
+                let id = self.prov(Provenance::Bypass { steer: s, index: i });
                 Leaf::Rules(vec![format!("{} -j ACCEPT", comment(&id.to_string()))])
             }
             _ => Leaf::Return,
         };
-        let mut stage = Stage::new(g, fam, "filter", "B", num, ctx, &leaf);
-        let t = stage.target(r.steer, sets, &mut out);
+        let mut stage = self.stage("filter", "B", &leaf);
+        let t = stage.target(g.dag.roots.steer, sets, out);
         if let Some(c) = call(&t) {
             out.rule(
                 "filter",
@@ -376,39 +462,4 @@ fn family(
             );
         }
     }
-    if has_reject {
-        if let Some(tree) = services::reject(g, fam, &mut out) {
-            out.rule(
-                "filter",
-                FWD,
-                &[
-                    &tree.range,
-                    &comment("no-backends"),
-                    &format!("-j {}", tree.root),
-                ],
-            );
-        }
-    }
-    let leaf = |n: &Node| match n {
-        Node::Verdict(v) => {
-            let mut rules: Vec<String> = v.logged.iter().map(|&id| log_rule(opts, id)).collect();
-            let c = comment(&v.decided.to_string());
-            rules.push(if v.allow {
-                format!("{c} -j RETURN")
-            } else {
-                format!("{c} -j DROP")
-            });
-            Leaf::Rules(rules)
-        }
-        _ => Leaf::Return,
-    };
-    let mut stage = Stage::new(g, fam, "filter", "F", num, ctx, &leaf);
-    for (root, what) in [(r.egress, "egress"), (r.ingress, "ingress")] {
-        let t = stage.target(root, sets, &mut out);
-        if let Some(c) = call(&t) {
-            out.rule("filter", FWD, &[&comment(what), &c]);
-        }
-    }
-    out.rule("filter", FWD, &[&comment("allow"), "-j ACCEPT"]);
-    out
 }

@@ -69,6 +69,7 @@
 mod chains;
 mod depth;
 mod emit;
+mod entries;
 mod flow;
 mod manifest;
 mod services;
