@@ -87,7 +87,7 @@ fn longest(g: &Graph) -> HashMap<NodeId, (u32, u32)> {
 }
 
 pub fn capacity(g: &Graph) -> Capacity {
-    let (order, num) = super::dump::numbering(g);
+    let (order, num) = g.dag.numbering();
     let mut tests = 0;
     let mut leaves = 0;
     let mut table_stats = Vec::new();

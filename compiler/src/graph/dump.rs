@@ -3,7 +3,8 @@
 //!
 //! Nodes are renumbered in depth-first pre-order from the entries (steer,
 //! egress, ingress; children in payload order), so the dump does not depend
-//! on how a pass happened to allocate ids.
+//! on how a pass happened to allocate ids ([`super::ir::Dag::numbering`],
+//! which the verifier and the back ends' provenance use too).
 
 use super::ir::{Cond, Graph, Node, NodeId, SteerLeaf, TableKey};
 use crate::flowhash::proto_number;
@@ -11,26 +12,6 @@ use crate::model::{Model, Proto, SteerAction};
 use crate::provenance::Provenance;
 use std::collections::HashMap;
 use std::fmt::Write;
-
-/// Nodes in dump order with their dump numbers.
-pub fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
-    let mut order = Vec::new();
-    let mut num = HashMap::new();
-    let mut stack: Vec<NodeId> = g.dag.roots.all().iter().rev().map(|r| r.1).collect();
-    while let Some(n) = stack.pop() {
-        if num.contains_key(&n) {
-            continue;
-        }
-        num.insert(n, order.len());
-        order.push(n);
-        for (_, c) in g.node(n).children().into_iter().rev() {
-            if !num.contains_key(&c) {
-                stack.push(c);
-            }
-        }
-    }
-    (order, num)
-}
 
 fn proto_name(n: u32) -> String {
     for p in [Proto::Icmp, Proto::Tcp, Proto::Udp, Proto::Sctp] {
@@ -197,7 +178,7 @@ pub fn text(model: &Model, g: &Graph) -> String {
             );
         }
     }
-    let (order, num) = numbering(g);
+    let (order, num) = g.dag.numbering();
     for (name, r) in g.dag.roots.all() {
         let _ = writeln!(s, "entry {name} -> n{}", num[&r]);
     }
@@ -213,7 +194,7 @@ fn dot_escape(s: &str) -> String {
 
 /// Graphviz DOT.
 pub fn dot(model: &Model, g: &Graph) -> String {
-    let (order, num) = numbering(g);
+    let (order, num) = g.dag.numbering();
     let mut s = String::from("digraph weir {\n  rankdir=TB;\n  node [fontname=\"monospace\"];\n");
     for (name, r) in g.dag.roots.all() {
         let _ = writeln!(s, "  entry_{name} [shape=plaintext, label=\"{name}\"];");

@@ -235,6 +235,30 @@ impl Dag {
         &self.g[n]
     }
 
+    /// Reachable nodes in dump order — depth-first pre-order from the
+    /// entries (steer, egress, ingress; children in payload order) — with
+    /// their dump numbers (`n12` in graph.txt). Everything that names a
+    /// node to a person (the dump, the verifier, `--emit asm`, the
+    /// capacity report) uses these numbers, so they match each other.
+    pub fn numbering(&self) -> (Vec<NodeId>, std::collections::HashMap<NodeId, usize>) {
+        let mut order = Vec::new();
+        let mut num = std::collections::HashMap::new();
+        let mut stack: Vec<NodeId> = self.roots.all().iter().rev().map(|r| r.1).collect();
+        while let Some(n) = stack.pop() {
+            if num.contains_key(&n) {
+                continue;
+            }
+            num.insert(n, order.len());
+            order.push(n);
+            for (_, c) in self.node(n).children().into_iter().rev() {
+                if !num.contains_key(&c) {
+                    stack.push(c);
+                }
+            }
+        }
+        (order, num)
+    }
+
     /// Nodes reachable from the roots, in increasing id order (children
     /// before parents).
     pub fn reachable(&self) -> Vec<NodeId> {

@@ -2,6 +2,9 @@
 //! A failure is an internal compiler error (a bug in lowering or a pass),
 //! never a user diagnostic.
 //!
+//! Every violation is reported (not only the first), each naming its node
+//! by its number in the text dump (`n12`).
+//!
 //! Checked: every node reachable from an entry is a leaf or has children
 //! that exist; every path from `steer` ends in a steering leaf and every
 //! path from `egress`/`ingress` in a verdict leaf; no cycles (children
@@ -15,28 +18,82 @@ use petgraph::visit::EdgeRef;
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
 // nothing iterates them into output.
 use rustc_hash::FxHashMap as HashMap;
+use std::fmt;
 
-/// Check `g`; `Err` names the first violation.
-pub fn verify(g: &Graph) -> Result<(), String> {
-    let dag = &g.dag;
-    let n_nodes = dag.g.node_count();
-    let n_atoms = g.classes.atoms.len() as u32;
-    let n_classes = g.classes.len() as u32;
-    let n_prov = g.provenance.len() as u32;
-    for (_, r) in dag.roots.all() {
-        if r.index() >= n_nodes {
-            return Err(format!("entry {r:?} does not exist"));
+/// One violation. `at` names the node as the text dump does (`n12`, its
+/// number in [`super::ir::Dag::numbering`]), or the entry (`entry
+/// egress`), so an internal compiler error can be matched to `--emit
+/// graph`; `None` for the graph as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    pub at: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Some(at) => write!(f, "{at}: {}", self.message),
+            None => f.write_str(&self.message),
         }
     }
-    if petgraph::algo::is_cyclic_directed(&dag.g) {
-        return Err("the graph has a cycle".into());
+}
+
+/// Every violation, one per line.
+pub fn report(errors: &[VerifyError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The limits references are checked against.
+struct Bounds {
+    atoms: u32,
+    classes: u32,
+    provenance: u32,
+}
+
+/// Collects violations, naming nodes by their dump numbers.
+struct Verifier<'g> {
+    g: &'g Graph,
+    num: std::collections::HashMap<NodeId, usize>,
+    errors: Vec<VerifyError>,
+}
+
+impl Verifier<'_> {
+    fn fail(&mut self, n: NodeId, message: impl Into<String>) {
+        let at = match self.num.get(&n) {
+            Some(k) => format!("n{k}"),
+            None => format!("node id {}", n.index()),
+        };
+        self.errors.push(VerifyError {
+            at: Some(at),
+            message: message.into(),
+        });
     }
-    // Kind of leaf each reachable node leads to: true = steer, false = verdict.
-    let mut kind: HashMap<NodeId, bool> = HashMap::default();
-    for n in dag.reachable() {
-        let node = dag.node(n);
+
+    fn fail_at(&mut self, at: &str, message: impl Into<String>) {
+        self.errors.push(VerifyError {
+            at: Some(at.to_string()),
+            message: message.into(),
+        });
+    }
+
+    fn name(&self, n: NodeId) -> String {
+        self.num
+            .get(&n)
+            .map_or_else(|| format!("node id {}", n.index()), |k| format!("n{k}"))
+    }
+
+    /// The petgraph edges equal the payload's children, every child is
+    /// older, and all children lead to one kind of leaf (true = steer).
+    fn structure(&mut self, n: NodeId, node: &Node, kind: &HashMap<NodeId, bool>) -> Option<bool> {
         let children = node.children();
-        let mut edges: Vec<(usize, String)> = dag
+        let mut edges: Vec<(usize, String)> = self
+            .g
+            .dag
             .g
             .edges(n)
             .map(|e| (e.target().index(), format!("{:?}", e.weight())))
@@ -48,107 +105,167 @@ pub fn verify(g: &Graph) -> Result<(), String> {
         edges.sort();
         want.sort();
         if edges != want {
-            return Err(format!(
-                "node {}: edges do not match its children",
-                n.index()
-            ));
-        }
-        for (_, c) in &children {
-            if *c >= n {
-                return Err(format!(
-                    "node {}: child {} is not older",
-                    n.index(),
-                    c.index()
-                ));
-            }
+            self.fail(n, "edges do not match its children");
         }
         let mut leads: Option<bool> = None;
+        let mut mixed = false;
         for (_, c) in &children {
-            let k = kind[c];
-            if leads.is_some_and(|l| l != k) {
-                return Err(format!(
-                    "node {}: mixes steering and verdict leaves",
-                    n.index()
-                ));
+            if *c >= n {
+                let c = self.name(*c);
+                self.fail(n, format!("child {c} is not older"));
+                continue;
             }
-            leads = Some(k);
+            if let Some(&k) = kind.get(c) {
+                mixed |= leads.is_some_and(|l| l != k);
+                leads = Some(k);
+            }
         }
+        if mixed {
+            self.fail(n, "mixes steering and verdict leaves");
+        }
+        leads
+    }
+
+    /// The payload's own fields: ranges, references to atoms, classes,
+    /// provenance and steering rules. Returns the leaf kind of a leaf.
+    fn payload(&mut self, n: NodeId, node: &Node, b: &Bounds) -> Option<bool> {
         match node {
-            Node::Test { cond, .. } => match *cond {
-                Cond::SrcAtom(a) | Cond::DstAtom(a) if a >= n_atoms => {
-                    return Err(format!("node {}: atom {a} out of range", n.index()))
+            Node::Test { cond, .. } => {
+                match *cond {
+                    Cond::SrcAtom(a) | Cond::DstAtom(a) if a >= b.atoms => self.fail(
+                        n,
+                        format!("atom a{a} out of range (the graph has {})", b.atoms),
+                    ),
+                    Cond::DPort { lo, hi } if lo > hi => {
+                        self.fail(n, format!("empty port range {lo}..={hi}"))
+                    }
+                    _ => {}
                 }
-                Cond::DPort { lo, hi } if lo > hi => {
-                    return Err(format!("node {}: empty port range", n.index()))
-                }
-                _ => {}
-            },
+                None
+            }
             Node::Table {
                 key, entries, rule, ..
             } => {
                 let max = match key {
-                    TableKey::SrcClass | TableKey::DstClass => n_classes.saturating_sub(1),
+                    TableKey::SrcClass | TableKey::DstClass => b.classes.saturating_sub(1),
                     TableKey::DPort => 65535,
                     TableKey::Proto | TableKey::IcmpType | TableKey::IcmpCode => 255,
                 };
                 for (i, e) in entries.iter().enumerate() {
                     if e.lo > e.hi || e.hi > max {
-                        return Err(format!(
-                            "node {}: table entry {}..={} outside 0..={max}",
-                            n.index(),
-                            e.lo,
-                            e.hi
-                        ));
+                        self.fail(
+                            n,
+                            format!("table entry {}..={} outside 0..={max}", e.lo, e.hi),
+                        );
                     }
                     if i > 0 && entries[i - 1].hi >= e.lo {
-                        return Err(format!(
-                            "node {}: table entries not sorted and disjoint",
-                            n.index()
-                        ));
+                        self.fail(
+                            n,
+                            format!(
+                                "table entries not sorted and disjoint ({}..={} then {}..={})",
+                                entries[i - 1].lo,
+                                entries[i - 1].hi,
+                                e.lo,
+                                e.hi
+                            ),
+                        );
                     }
                 }
                 if let Some(r) = rule {
-                    if r.iter().any(|&(a, _)| a >= n_atoms) {
-                        return Err(format!("node {}: rule atom out of range", n.index()));
+                    for &(a, _) in r.iter().filter(|&&(a, _)| a >= b.atoms) {
+                        self.fail(n, format!("rule atom a{a} out of range"));
                     }
                 }
+                None
             }
             Node::Verdict(v) => {
-                if v.decided >= n_prov || v.logged.iter().any(|&l| l >= n_prov) {
-                    return Err(format!("node {}: provenance id out of range", n.index()));
+                for id in std::iter::once(v.decided)
+                    .chain(v.logged.iter().copied())
+                    .filter(|&id| id >= b.provenance)
+                {
+                    self.fail(n, format!("provenance id #{id} out of range"));
                 }
-                leads = Some(false);
+                Some(false)
             }
             Node::Steer(s) => {
                 if let SteerLeaf::Hit { steer, index } = *s {
-                    if g.steer_actions
+                    let exists = self
+                        .g
+                        .steer_actions
                         .get(steer)
                         .and_then(|r| r.get(index))
-                        .is_none()
-                    {
-                        return Err(format!("node {}: steering rule out of range", n.index()));
+                        .is_some();
+                    if !exists {
+                        self.fail(n, format!("steering rule {steer}.{index} out of range"));
                     }
                 }
-                leads = Some(true);
+                Some(true)
             }
         }
-        kind.insert(n, leads.expect("internal nodes have children"));
     }
-    if !kind[&dag.roots.steer] {
-        return Err("the steer entry reaches a verdict leaf".into());
-    }
-    for r in [dag.roots.egress, dag.roots.ingress] {
-        if kind[&r] {
-            return Err("a policy entry reaches a steering leaf".into());
-        }
-    }
-    Ok(())
 }
 
-/// [`verify`], panicking with an internal-compiler-error message.
+/// Check `g`; `Err` lists every violation found.
+pub fn verify(g: &Graph) -> Result<(), Vec<VerifyError>> {
+    let dag = &g.dag;
+    let n_nodes = dag.g.node_count();
+    let mut v = Verifier {
+        g,
+        num: std::collections::HashMap::new(),
+        errors: Vec::new(),
+    };
+    for (name, r) in dag.roots.all() {
+        if r.index() >= n_nodes {
+            v.fail_at(&format!("entry {name}"), "does not exist");
+        }
+    }
+    if !v.errors.is_empty() {
+        return Err(v.errors);
+    }
+    v.num = dag.numbering().1;
+    if petgraph::algo::is_cyclic_directed(&dag.g) {
+        v.errors.push(VerifyError {
+            at: None,
+            message: "the graph has a cycle".into(),
+        });
+        return Err(v.errors);
+    }
+    let bounds = Bounds {
+        atoms: g.classes.atoms.len() as u32,
+        classes: g.classes.len() as u32,
+        provenance: g.provenance.len() as u32,
+    };
+    // Kind of leaf each reachable node leads to: true = steer, false = verdict.
+    let mut kind: HashMap<NodeId, bool> = HashMap::default();
+    for n in dag.reachable() {
+        let node = dag.node(n);
+        let leads = v.structure(n, node, &kind);
+        let leaf = v.payload(n, node, &bounds);
+        if let Some(k) = leaf.or(leads) {
+            kind.insert(n, k);
+        }
+    }
+    let leads = |r: NodeId| kind.get(&r).copied();
+    if leads(dag.roots.steer) == Some(false) {
+        v.fail_at("entry steer", "reaches a verdict leaf");
+    }
+    for (name, r) in [("egress", dag.roots.egress), ("ingress", dag.roots.ingress)] {
+        if leads(r) == Some(true) {
+            v.fail_at(&format!("entry {name}"), "reaches a steering leaf");
+        }
+    }
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(v.errors)
+    }
+}
+
+/// [`verify`], panicking with an internal-compiler-error message that
+/// lists every violation.
 pub fn check(g: &Graph) {
     if let Err(e) = verify(g) {
-        panic!("internal compiler error: graph verifier: {e}");
+        panic!("internal compiler error: graph verifier:\n{}", report(&e));
     }
 }
 
@@ -162,7 +279,7 @@ mod tests {
         for seed in 0..50 {
             let model = crate::gen::model(seed);
             let g = crate::graph::build(&model);
-            verify(&g).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            verify(&g).unwrap_or_else(|e| panic!("seed {seed}: {}", report(&e)));
         }
         // Unsorted table entries.
         let model = crate::gen::model(1);
@@ -196,7 +313,7 @@ mod tests {
             egress: t,
             ingress: leaf,
         }));
-        assert!(verify(&bad).unwrap_err().contains("sorted"));
+        assert!(report(&verify(&bad).unwrap_err()).contains("sorted"));
         let swapped = g.with_dag({
             let mut b = crate::graph::ir::Builder::new(false);
             let leaf = b.add(Node::Verdict(VerdictLeaf {

@@ -88,7 +88,7 @@ fn emit_here(
     opts: &Options,
     passes: bool,
 ) -> Result<Output, Vec<TooDeep>> {
-    let (_, num) = crate::graph::dump::numbering(g);
+    let (_, num) = g.dag.numbering();
     let num: FastMap<NodeId, usize> = num.into_iter().collect();
     let r = g.dag.roots;
     let ctx = flow::contexts(g, &[r.steer, r.egress, r.ingress]);

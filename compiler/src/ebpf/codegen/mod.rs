@@ -552,7 +552,7 @@ fn row_bytes(atom_words: usize, columns: usize) -> usize {
 
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
-    let (_, node_numbers) = crate::graph::dump::numbering(g);
+    let (_, node_numbers) = g.dag.numbering();
     let roots = g.dag.roots;
     let mut entries = vec![(Entry::Steer, roots.steer)];
     if opts.mode != Mode::Ingress {
