@@ -347,6 +347,44 @@ impl Classes {
         }
     }
 
+    /// Classes given only as rows (class → the atoms it satisfies), for a
+    /// graph read from its text form (`super::text`), which has no model:
+    /// the atoms are stand-ins (`has(a0)`, `has(a1)`, … in id order, so
+    /// value order is id order), and the class map is empty.
+    pub fn from_rows(n_atoms: usize, rows: Vec<Bits>) -> Classes {
+        let atoms: Vec<Atom> = (0..n_atoms)
+            .map(|i| Atom::Sel(Sel::Has(format!("a{i:08}"))))
+            .collect();
+        let atom_index = atoms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.clone(), i as AtomId))
+            .collect();
+        let class_index = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i as ClassId))
+            .collect();
+        let mut atom_classes = vec![Bits::new(); n_atoms];
+        for (c, sig) in rows.iter().enumerate() {
+            for a in sig.iter().filter(|&a| a < n_atoms) {
+                atom_classes[a].insert(c);
+            }
+        }
+        Classes {
+            atoms,
+            atom_index,
+            endpoint_atom: 0,
+            classes: rows,
+            class_index,
+            entries: Vec::new(),
+            endpoint_classes: Vec::new(),
+            atom_classes,
+            lpm: Lpm::new(),
+            set_lpm: Lpm::new(),
+        }
+    }
+
     pub fn atom_id(&self, a: &Atom) -> Option<AtomId> {
         self.atom_index.get(a).copied()
     }

@@ -67,29 +67,48 @@ fn cond_text(c: &Cond) -> String {
     }
 }
 
-fn steer_text(model: &Model, g: &Graph, steer: usize, index: usize) -> String {
-    let act = match &g.steer_actions[steer][index] {
-        SteerAction::Redirect { addr, port } => format!("redirect to proxy {addr}:{port}"),
-        SteerAction::Mark(m) => format!("mark {m:#x}"),
-        SteerAction::Dscp(d) => format!("dscp {d}"),
-        SteerAction::Bypass => "bypass".into(),
-    };
-    format!(
-        "steer {} rule #{}: {act}",
-        model.steers[steer].name,
-        index + 1
-    )
+/// How the dump names what the graph refers to by id: provenance and
+/// steering rules. A compiled graph names them from its model; a graph
+/// parsed from its text ([`super::text`]) keeps the names it was given,
+/// so parse → print reproduces the text.
+pub trait Names {
+    /// `#id description` of a provenance id.
+    fn provenance(&self, id: u32) -> String;
+    /// `steer NAME rule #k: action` of a steering leaf.
+    fn steer(&self, steer: usize, index: usize) -> String;
 }
 
-fn prov_text(model: &Model, g: &Graph, id: u32) -> String {
-    let p: Provenance = g.provenance.entries[id as usize];
-    format!("#{id} {}", p.describe(model))
+/// A compiled graph's names, from its model.
+struct ModelNames<'a> {
+    model: &'a Model,
+    g: &'a Graph,
+}
+
+impl Names for ModelNames<'_> {
+    fn provenance(&self, id: u32) -> String {
+        let p: Provenance = self.g.provenance.entries[id as usize];
+        format!("#{id} {}", p.describe(self.model))
+    }
+
+    fn steer(&self, steer: usize, index: usize) -> String {
+        let act = match &self.g.steer_actions[steer][index] {
+            SteerAction::Redirect { addr, port } => format!("redirect to proxy {addr}:{port}"),
+            SteerAction::Mark(m) => format!("mark {m:#x}"),
+            SteerAction::Dscp(d) => format!("dscp {d}"),
+            SteerAction::Bypass => "bypass".into(),
+        };
+        format!(
+            "steer {} rule #{}: {act}",
+            self.model.steers[steer].name,
+            index + 1
+        )
+    }
 }
 
 /// One line describing node `n` (children by dump number).
-fn node_text(model: &Model, g: &Graph, n: NodeId, num: &HashMap<NodeId, usize>) -> String {
+pub(crate) fn node_text(names: &dyn Names, node: &Node, num: &HashMap<NodeId, usize>) -> String {
     let r = |c: &NodeId| format!("n{}", num[c]);
-    match g.node(n) {
+    match node {
         Node::Test { cond, then, els } => {
             format!("if {} then {} else {}", cond_text(cond), r(then), r(els))
         }
@@ -122,7 +141,7 @@ fn node_text(model: &Model, g: &Graph, n: NodeId, num: &HashMap<NodeId, usize>) 
             let mut s = format!(
                 "{} by {}",
                 if v.allow { "allow" } else { "deny" },
-                prov_text(model, g, v.decided)
+                names.provenance(v.decided)
             );
             if !v.logged.is_empty() {
                 let ls: Vec<String> = v.logged.iter().map(|l| format!("#{l}")).collect();
@@ -131,7 +150,7 @@ fn node_text(model: &Model, g: &Graph, n: NodeId, num: &HashMap<NodeId, usize>) 
             s
         }
         Node::Steer(SteerLeaf::None) => "no steering".into(),
-        Node::Steer(SteerLeaf::Hit { steer, index }) => steer_text(model, g, *steer, *index),
+        Node::Steer(SteerLeaf::Hit { steer, index }) => names.steer(*steer, *index),
     }
 }
 
@@ -178,14 +197,19 @@ pub fn text(model: &Model, g: &Graph) -> String {
             );
         }
     }
-    let (order, num) = g.dag.numbering();
-    for (name, r) in g.dag.roots.all() {
+    nodes(&mut s, &g.dag, &ModelNames { model, g });
+    s
+}
+
+/// The entries and the nodes in dump order, one line each.
+pub(crate) fn nodes(s: &mut String, dag: &super::ir::Dag, names: &dyn Names) {
+    let (order, num) = dag.numbering();
+    for (name, r) in dag.roots.all() {
         let _ = writeln!(s, "entry {name} -> n{}", num[&r]);
     }
     for n in order {
-        let _ = writeln!(s, "n{} = {}", num[&n], node_text(model, g, n, &num));
+        let _ = writeln!(s, "n{} = {}", num[&n], node_text(names, dag.node(n), &num));
     }
-    s
 }
 
 fn dot_escape(s: &str) -> String {
@@ -208,7 +232,9 @@ pub fn dot(model: &Model, g: &Graph) -> String {
                 "box3d",
                 format!("table {} ({} entries)", key_name(*key), entries.len()),
             ),
-            Node::Verdict(_) | Node::Steer(_) => ("box", node_text(model, g, n, &num)),
+            Node::Verdict(_) | Node::Steer(_) => {
+                ("box", node_text(&ModelNames { model, g }, node, &num))
+            }
         };
         let _ = writeln!(
             s,

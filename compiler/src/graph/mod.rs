@@ -13,7 +13,8 @@
 //! - [`opt`]: named passes (hashcons, redundant, order, tables);
 //! - [`verify`]: structural invariants (failure = internal compiler error);
 //! - [`eval`]: the graph run on a packet, as a back end would;
-//! - [`dump`]: text and DOT; [`cost`]: cost model and capacity report;
+//! - [`dump`]: text and DOT; [`text`]: the text form read back (fixtures);
+//!   [`cost`]: cost model and capacity report;
 //! - [`analysis`]: W04xx findings.
 
 pub mod analysis;
@@ -26,6 +27,7 @@ pub mod eval;
 pub mod ir;
 pub mod lower;
 pub mod opt;
+pub mod text;
 pub mod verify;
 
 pub use analysis::{analyze, GraphFinding};

@@ -13,7 +13,7 @@
 //! disjoint and inside the key's domain; atoms, classes, provenance ids and
 //! steering rules referenced exist.
 
-use super::ir::{Cond, Graph, Node, NodeId, SteerLeaf, TableKey};
+use super::ir::{Cond, Dag, Graph, Node, NodeId, SteerLeaf, TableKey};
 use petgraph::visit::EdgeRef;
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
 // nothing iterates them into output.
@@ -48,16 +48,31 @@ pub fn report(errors: &[VerifyError]) -> String {
         .join("\n")
 }
 
-/// The limits references are checked against.
-struct Bounds {
-    atoms: u32,
-    classes: u32,
-    provenance: u32,
+/// The limits references are checked against: how many atoms, classes
+/// and provenance ids exist, and how many rules each steer block has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    pub atoms: u32,
+    pub classes: u32,
+    pub provenance: u32,
+    pub steer_rules: Vec<usize>,
+}
+
+impl Bounds {
+    /// A compiled graph's bounds.
+    pub fn of(g: &Graph) -> Bounds {
+        Bounds {
+            atoms: g.classes.atoms.len() as u32,
+            classes: g.classes.len() as u32,
+            provenance: g.provenance.len() as u32,
+            steer_rules: g.steer_actions.iter().map(Vec::len).collect(),
+        }
+    }
 }
 
 /// Collects violations, naming nodes by their dump numbers.
 struct Verifier<'g> {
-    g: &'g Graph,
+    dag: &'g Dag,
     num: std::collections::HashMap<NodeId, usize>,
     errors: Vec<VerifyError>,
 }
@@ -92,7 +107,6 @@ impl Verifier<'_> {
     fn structure(&mut self, n: NodeId, node: &Node, kind: &HashMap<NodeId, bool>) -> Option<bool> {
         let children = node.children();
         let mut edges: Vec<(usize, String)> = self
-            .g
             .dag
             .g
             .edges(n)
@@ -189,12 +203,7 @@ impl Verifier<'_> {
             }
             Node::Steer(s) => {
                 if let SteerLeaf::Hit { steer, index } = *s {
-                    let exists = self
-                        .g
-                        .steer_actions
-                        .get(steer)
-                        .and_then(|r| r.get(index))
-                        .is_some();
+                    let exists = b.steer_rules.get(steer).is_some_and(|&k| index < k);
                     if !exists {
                         self.fail(n, format!("steering rule {steer}.{index} out of range"));
                     }
@@ -207,10 +216,15 @@ impl Verifier<'_> {
 
 /// Check `g`; `Err` lists every violation found.
 pub fn verify(g: &Graph) -> Result<(), Vec<VerifyError>> {
-    let dag = &g.dag;
+    verify_dag(&g.dag, &Bounds::of(g))
+}
+
+/// Check a node set against `bounds` (a graph read from its text form has
+/// no model to take them from).
+pub fn verify_dag(dag: &Dag, bounds: &Bounds) -> Result<(), Vec<VerifyError>> {
     let n_nodes = dag.g.node_count();
     let mut v = Verifier {
-        g,
+        dag,
         num: std::collections::HashMap::new(),
         errors: Vec::new(),
     };
@@ -230,17 +244,12 @@ pub fn verify(g: &Graph) -> Result<(), Vec<VerifyError>> {
         });
         return Err(v.errors);
     }
-    let bounds = Bounds {
-        atoms: g.classes.atoms.len() as u32,
-        classes: g.classes.len() as u32,
-        provenance: g.provenance.len() as u32,
-    };
     // Kind of leaf each reachable node leads to: true = steer, false = verdict.
     let mut kind: HashMap<NodeId, bool> = HashMap::default();
     for n in dag.reachable() {
         let node = dag.node(n);
         let leads = v.structure(n, node, &kind);
-        let leaf = v.payload(n, node, &bounds);
+        let leaf = v.payload(n, node, bounds);
         if let Some(k) = leaf.or(leads) {
             kind.insert(n, k);
         }
