@@ -177,6 +177,25 @@ pub struct PortRange {
     pub hi: u16,
 }
 
+impl PortRange {
+    /// Sorted, merged ranges (no overlaps, no adjacency): the one form a
+    /// rule's ports take in the model ([`ProtoMatch::Ports`]), for the
+    /// checker and the model generators alike.
+    pub fn merge(mut rs: Vec<PortRange>) -> Vec<PortRange> {
+        rs.sort();
+        let mut out: Vec<PortRange> = Vec::new();
+        for r in rs {
+            match out.last_mut() {
+                Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => {
+                    last.hi = last.hi.max(r.hi);
+                }
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+}
+
 /// Protocol part of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum ProtoMatch {

@@ -180,25 +180,13 @@ fn ports(rng: &mut Rng) -> Vec<PortRange> {
             let mut v: Vec<u16> = (0..2).map(|_| *rng.pick(&PORTS)).collect();
             v.sort();
             v.dedup();
-            merge(v.into_iter().map(|p| PortRange { lo: p, hi: p }).collect())
+            PortRange::merge(v.into_iter().map(|p| PortRange { lo: p, hi: p }).collect())
         }
         _ => {
             let p = *rng.pick(&PORTS);
             vec![PortRange { lo: p, hi: p }]
         }
     }
-}
-
-fn merge(mut rs: Vec<PortRange>) -> Vec<PortRange> {
-    rs.sort();
-    let mut out: Vec<PortRange> = Vec::new();
-    for r in rs {
-        match out.last_mut() {
-            Some(l) if u32::from(r.lo) <= u32::from(l.hi) + 1 => l.hi = l.hi.max(r.hi),
-            _ => out.push(r),
-        }
-    }
-    out
 }
 
 /// A peer selector for a rule: a deployment, a tier in a namespace, a

@@ -65,7 +65,7 @@ impl<'a> Cx<'a> {
                 }
                 model::ProtoMatch::Ports {
                     proto: *proto,
-                    ports: merge_ports(rs),
+                    ports: model::PortRange::merge(rs),
                 }
             }
             Some(ast::ProtoMatch::Icmp { ty, code, .. }) => {
@@ -602,20 +602,6 @@ fn backends_span(b: &ast::Backends) -> Span {
     }
 }
 
-fn merge_ports(mut rs: Vec<model::PortRange>) -> Vec<model::PortRange> {
-    rs.sort();
-    let mut out: Vec<model::PortRange> = Vec::new();
-    for r in rs {
-        match out.last_mut() {
-            Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => {
-                last.hi = last.hi.max(r.hi);
-            }
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
 pub(super) fn socket(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
@@ -640,7 +626,7 @@ mod tests {
     fn merges_ports() {
         let r = |lo, hi| model::PortRange { lo, hi };
         assert_eq!(
-            merge_ports(vec![r(80, 80), r(81, 90), r(443, 443), r(85, 86)]),
+            model::PortRange::merge(vec![r(80, 80), r(81, 90), r(443, 443), r(85, 86)]),
             vec![r(80, 90), r(443, 443)]
         );
     }

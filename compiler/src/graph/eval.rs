@@ -199,7 +199,7 @@ impl Graph {
                             Balance::Maglev => set.backends
                                 [set.maglev_table()[(h % maglev::TABLE_SIZE) as usize] as usize]
                                 .clone(),
-                            Balance::Random => weighted(&set.backends, h),
+                            Balance::Random => crate::interp::weighted(&set.backends, h),
                         })
                     }
                 }
@@ -252,17 +252,4 @@ impl Graph {
             reject: false,
         }
     }
-}
-
-/// Weighted choice by hash, as the interpreter's stand-in for random.
-fn weighted(candidates: &[Backend], hash: u32) -> Backend {
-    let total: u32 = candidates.iter().map(|b| u32::from(b.weight)).sum();
-    let mut x = hash % total;
-    for b in candidates {
-        if x < u32::from(b.weight) {
-            return b.clone();
-        }
-        x -= u32::from(b.weight);
-    }
-    unreachable!("weights sum to total")
 }

@@ -77,16 +77,20 @@ pub fn pick(balance: Balance, candidates: &[Backend], hash: u32) -> Backend {
             let t = maglev::table(candidates, maglev::TABLE_SIZE);
             candidates[t[(hash % maglev::TABLE_SIZE) as usize] as usize].clone()
         }
-        Balance::Random => {
-            let total: u32 = candidates.iter().map(|b| u32::from(b.weight)).sum();
-            let mut x = hash % total;
-            for b in candidates {
-                if x < u32::from(b.weight) {
-                    return b.clone();
-                }
-                x -= u32::from(b.weight);
-            }
-            unreachable!("weights sum to total")
-        }
+        Balance::Random => weighted(candidates, hash),
     }
+}
+
+/// Weighted choice by hash: the interpreter's stand-in for a random draw
+/// (and the graph evaluator's, which must agree with it).
+pub fn weighted(candidates: &[Backend], hash: u32) -> Backend {
+    let total: u32 = candidates.iter().map(|b| u32::from(b.weight)).sum();
+    let mut x = hash % total;
+    for b in candidates {
+        if x < u32::from(b.weight) {
+            return b.clone();
+        }
+        x -= u32::from(b.weight);
+    }
+    unreachable!("weights sum to total")
 }
