@@ -46,10 +46,9 @@ policy web-out priority 10 {
 
 /// The first fenced `lua` block after `heading` in docs/editors.md.
 fn doc_snippet(heading: &str) -> String {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/editors.md"),
-    )
-    .expect("docs/editors.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/editors.md"))
+            .expect("docs/editors.md");
     let rest = &doc[doc.find(heading).expect("the heading in docs/editors.md")..];
     let body = &rest[rest.find("```lua\n").expect("a lua block") + "```lua\n".len()..];
     body[..body.find("```").expect("the block's end")].to_string()
@@ -139,7 +138,11 @@ fn neovim_session() {
     let _ = std::fs::remove_dir_all(&ws);
     std::fs::create_dir_all(&ws).unwrap();
     let ws = std::fs::canonicalize(&ws).unwrap();
-    for (name, text) in [("lib.weir", LIB), ("main.weir", MAIN), ("other.weir", OTHER)] {
+    for (name, text) in [
+        ("lib.weir", LIB),
+        ("main.weir", MAIN),
+        ("other.weir", OTHER),
+    ] {
         std::fs::write(ws.join(name), text).unwrap();
     }
     let r = run_session(&ws);
@@ -232,7 +235,10 @@ fn neovim_session() {
     assert_eq!(values, ["\"api\"", "\"web\""], "values of `app`");
     let peers = strings(&r["completion_peers"]);
     for want in ["web", "api", "app", "any"] {
-        assert!(peers.contains(&want), "{want} missing after `from `: {peers:?}");
+        assert!(
+            peers.contains(&want),
+            "{want} missing after `from `: {peers:?}"
+        );
     }
     for unwanted in ["import", "frontend", "policy", "api-in", "web-1"] {
         assert!(
@@ -242,5 +248,8 @@ fn neovim_session() {
     }
 
     assert_eq!(weir_compiler::fmt::format(MAIN).unwrap(), MAIN);
-    assert_eq!(r["formatted"], MAIN, "formatting restores the canonical layout");
+    assert_eq!(
+        r["formatted"], MAIN,
+        "formatting restores the canonical layout"
+    );
 }

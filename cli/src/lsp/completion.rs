@@ -31,9 +31,13 @@ enum Slot {
     Any,
 }
 
-/// `line` is the text of the current line before the cursor.
-pub fn complete(a: &Analysis, line: &str) -> Vec<CompletionItem> {
+/// `line` is the text of the current line before the cursor;
+/// `only_specific`: nothing where anything would fit (a space typed).
+pub fn complete(a: &Analysis, line: &str, only_specific: bool) -> Vec<CompletionItem> {
     let slot = slot(line);
+    if only_specific && slot == Slot::Any {
+        return Vec::new();
+    }
     if let Slot::Value(key) = &slot {
         return values(a, key, line);
     }

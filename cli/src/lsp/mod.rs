@@ -296,7 +296,11 @@ impl Server {
     ) -> Vec<Analysis> {
         let roots = if self.roots.is_empty() {
             let def_path = &a.checked.sources.file(def_file).path;
-            def_path.parent().map(Path::to_path_buf).into_iter().collect()
+            def_path
+                .parent()
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect()
         } else {
             self.roots.clone()
         };
@@ -348,7 +352,14 @@ impl Server {
                 let f = weir_compiler::source::SourceFile::new(path, text);
                 let off = convert::offset(&f, pos.position);
                 let line_start = f.line_range(f.line_index(off)).start;
-                let items = completion::complete(a, &f.text[line_start..off]);
+                // A space is a trigger character so that `from ` offers
+                // peers at once; where nothing specific fits, a space
+                // alone must not pop up every keyword.
+                let by_space = p.context.as_ref().is_some_and(|c| {
+                    c.trigger_kind == CompletionTriggerKind::TRIGGER_CHARACTER
+                        && c.trigger_character.as_deref() == Some(" ")
+                });
+                let items = completion::complete(a, &f.text[line_start..off], by_space);
                 Some(CompletionResponse::Array(items))
             }),
             req::DocumentSymbolRequest::METHOD => guarded(id, r, |p: DocumentSymbolParams| {

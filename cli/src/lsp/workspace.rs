@@ -112,8 +112,14 @@ mod tests {
             "workspaceFolders": [{ "uri": "file:///b", "name": "b" }],
         });
         assert_eq!(roots(&p), vec![PathBuf::from("/b")]);
-        assert_eq!(roots(&json!({ "rootUri": "file:///a" })), vec![PathBuf::from("/a")]);
-        assert_eq!(roots(&json!({ "rootPath": "/c" })), vec![PathBuf::from("/c")]);
+        assert_eq!(
+            roots(&json!({ "rootUri": "file:///a" })),
+            vec![PathBuf::from("/a")]
+        );
+        assert_eq!(
+            roots(&json!({ "rootPath": "/c" })),
+            vec![PathBuf::from("/c")]
+        );
         assert!(roots(&json!({ "rootUri": null })).is_empty());
     }
 
@@ -124,7 +130,13 @@ mod tests {
         for sub in ["a/b", ".git", "target"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        for f in ["x.weir", "a/b/y.weir", "a/z.txt", ".git/h.weir", "target/t.weir"] {
+        for f in [
+            "x.weir",
+            "a/b/y.weir",
+            "a/z.txt",
+            ".git/h.weir",
+            "target/t.weir",
+        ] {
             std::fs::write(d.join(f), "").unwrap();
         }
         let found = weir_files(std::slice::from_ref(&d));
