@@ -308,6 +308,13 @@ fn editor_session() {
     ] {
         assert!(all.iter().any(|l| l == want), "{want} missing from {all:?}");
     }
+    // The same place reached by typing a space: nothing specific fits, so
+    // nothing pops up.
+    let mut p = at(&main_uri, &fixed, "set corp");
+    p["context"] = json!({ "triggerKind": 2, "triggerCharacter": " " });
+    let typed =
+        labels(&c.request_as::<lsp_types::CompletionResponse>("textDocument/completion", p));
+    assert!(typed.is_empty(), "{typed:?}");
     // After `applies to `: selectors, label keys and `all` only.
     let mut p = at(&main_uri, &fixed, "local\n  ingress");
     p["context"] = json!({ "triggerKind": 1 });

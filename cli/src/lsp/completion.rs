@@ -32,7 +32,8 @@ enum Slot {
 }
 
 /// `line` is the text of the current line before the cursor;
-/// `only_specific`: nothing where anything would fit (a space typed).
+/// `only_specific`: nothing where anything would fit (a trigger
+/// character typed).
 pub fn complete(a: &Analysis, line: &str, only_specific: bool) -> Vec<CompletionItem> {
     let slot = slot(line);
     if only_specific && slot == Slot::Any {

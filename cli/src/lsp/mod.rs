@@ -119,6 +119,10 @@ fn serve(conn: &Connection) -> Result<(), Box<dyn std::error::Error + Send + Syn
                 let resp = server.request(r);
                 conn.sender.send(Message::Response(resp))?;
             }
+            // `exit` without `shutdown` first: the spec's exit code 1.
+            Message::Notification(n) if n.method == notif::Exit::METHOD => {
+                return Err("exit notification before shutdown".into());
+            }
             Message::Notification(n) => {
                 let method = n.method.clone();
                 if catch_unwind(AssertUnwindSafe(|| server.notification(conn, n))).is_err() {
@@ -352,14 +356,14 @@ impl Server {
                 let f = weir_compiler::source::SourceFile::new(path, text);
                 let off = convert::offset(&f, pos.position);
                 let line_start = f.line_range(f.line_index(off)).start;
-                // A space is a trigger character so that `from ` offers
-                // peers at once; where nothing specific fits, a space
-                // alone must not pop up every keyword.
-                let by_space = p.context.as_ref().is_some_and(|c| {
-                    c.trigger_kind == CompletionTriggerKind::TRIGGER_CHARACTER
-                        && c.trigger_character.as_deref() == Some(" ")
-                });
-                let items = completion::complete(a, &f.text[line_start..off], by_space);
+                // Space and `"` are trigger characters so that `from ` and
+                // `app == "` offer names and values at once; where nothing
+                // specific fits, typing one must not pop up every keyword.
+                let typed = p
+                    .context
+                    .as_ref()
+                    .is_some_and(|c| c.trigger_kind == CompletionTriggerKind::TRIGGER_CHARACTER);
+                let items = completion::complete(a, &f.text[line_start..off], typed);
                 Some(CompletionResponse::Array(items))
             }),
             req::DocumentSymbolRequest::METHOD => guarded(id, r, |p: DocumentSymbolParams| {
