@@ -8,112 +8,44 @@
 //! fails (scripts/test installs the `neovim` package). Neovim is killed
 //! if it has not finished after two minutes, so a hang cannot stall CI.
 
+mod lsp_common;
+
+use lsp_common::{doc_snippet, have, path_with_weir, project, run_bounded, stdlib, MAIN};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-const LIB: &str = "# Shared definitions.
-selector web = app == \"web\"
-
-endpoint web-1 { labels { app: \"web\" } addr 10.1.0.5 }
-endpoint web-2 { labels { app: \"web\" } addr 10.1.0.6 }
-endpoint api-1 { labels { app: \"api\" } addr 10.1.1.5 }
-";
-
-const MAIN: &str = "import lib
-
-selector api = app == \"api\"
-
-policy api-in priority 100 {
-  applies to api
-  ingress {
-    allow tcp 8080 from web
-  }
-}
-";
-
-/// Never opened in the editor: find-references must read it from disk.
-const OTHER: &str = "import lib
-
-policy web-out priority 10 {
-  applies to web
-  egress {
-    allow tcp 443 to web
-  }
-}
-";
-
-/// The first fenced `lua` block after `heading` in docs/editors.md.
-fn doc_snippet(heading: &str) -> String {
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/editors.md"))
-            .expect("docs/editors.md");
-    let rest = &doc[doc.find(heading).expect("the heading in docs/editors.md")..];
-    let body = &rest[rest.find("```lua\n").expect("a lua block") + "```lua\n".len()..];
-    body[..body.find("```").expect("the block's end")].to_string()
-}
-
-fn nvim_available() -> bool {
-    Command::new("nvim")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use std::path::Path;
+use std::process::Command;
 
 /// Runs the session in `ws`; returns what session.lua wrote.
 fn run_session(ws: &Path) -> Value {
-    let weir = PathBuf::from(env!("CARGO_BIN_EXE_weir"));
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let stdlib = std::fs::canonicalize(manifest.join("../stdlib-policies")).unwrap();
-    let script = manifest.join("tests/nvim/session.lua");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nvim/session.lua");
     let out = ws.join("result.json");
     let home = ws.join(".home");
     std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join("init.lua"), doc_snippet("### Neovim 0.7 to 0.9")).unwrap();
-    let path = format!(
-        "{}:{}",
-        weir.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
+    let init = home.join("init.lua");
+    std::fs::write(&init, doc_snippet("### Neovim 0.7 to 0.9", "lua")).unwrap();
+    let run = run_bounded(
+        Command::new("nvim")
+            .current_dir(ws)
+            .args(["--headless", "-i", "NONE", "-u"])
+            .arg(&init)
+            .arg("main.weir")
+            .arg("-c")
+            .arg(format!("luafile {}", script.display()))
+            .env("PATH", path_with_weir())
+            .env("WEIR_STDLIB", stdlib())
+            .env("WEIR_NVIM_OUT", &out)
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_CACHE_HOME", home.join("cache")),
     );
-    let mut child = Command::new("nvim")
-        .current_dir(ws)
-        .args(["--headless", "-i", "NONE", "-u"])
-        .arg(home.join("init.lua"))
-        .arg("main.weir")
-        .arg("-c")
-        .arg(format!("luafile {}", script.display()))
-        .env("PATH", path)
-        .env("WEIR_STDLIB", &stdlib)
-        .env("WEIR_NVIM_OUT", &out)
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nvim");
-    // A bound, not a timing assertion: a hung editor must not stall CI.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("nvim did not finish within 120 s (killed)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
         let lsp_log = std::fs::read_to_string(home.join("cache/nvim/lsp.log")).unwrap_or_default();
-        panic!("session.lua wrote no result ({e}); lsp.log:\n{lsp_log}")
+        panic!(
+            "session.lua wrote no result ({e}); nvim said:\n{}\nlsp.log:\n{lsp_log}",
+            String::from_utf8_lossy(&run.stderr)
+        )
     });
     serde_json::from_str(&text).expect("session.lua writes JSON")
 }
@@ -126,7 +58,7 @@ fn strings(v: &Value) -> Vec<&str> {
 
 #[test]
 fn neovim_session() {
-    if !nvim_available() {
+    if !have("nvim") {
         assert!(
             std::env::var("CI").is_err(),
             "nvim is not installed (CI=true: this is a failure; scripts/test installs neovim)"
@@ -134,17 +66,7 @@ fn neovim_session() {
         eprintln!("lsp_nvim: nvim not found, skipped");
         return;
     }
-    let ws = std::env::temp_dir().join(format!("weir-lsp-nvim-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&ws);
-    std::fs::create_dir_all(&ws).unwrap();
-    let ws = std::fs::canonicalize(&ws).unwrap();
-    for (name, text) in [
-        ("lib.weir", LIB),
-        ("main.weir", MAIN),
-        ("other.weir", OTHER),
-    ] {
-        std::fs::write(ws.join(name), text).unwrap();
-    }
+    let ws = project("lsp-nvim");
     let r = run_session(&ws);
     let _ = std::fs::remove_dir_all(&ws);
     assert_eq!(r.get("error"), None, "session.lua failed: {r:#}");

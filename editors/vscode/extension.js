@@ -142,8 +142,9 @@ function codeAction(a) {
 
 const isWeir = (doc) => doc.languageId === "weir" && doc.uri.scheme === "file";
 
-/** Registers the providers and document sync of one running server. */
-function connect(context, conn, diagnostics) {
+/** Registers document sync and the providers the server's capabilities
+ * (InitializeResult.capabilities) announce, as vscode-languageclient does. */
+function connect(context, conn, diagnostics, caps) {
   const sub = (d) => context.subscriptions.push(d);
   const open = (doc) =>
     isWeir(doc) &&
@@ -168,7 +169,7 @@ function connect(context, conn, diagnostics) {
   }));
 
   const L = vscode.languages;
-  sub(L.registerHoverProvider(SELECTOR, {
+  if (caps.hoverProvider) sub(L.registerHoverProvider(SELECTOR, {
     async provideHover(doc, p) {
       const h = await conn.request("textDocument/hover", at(doc, p));
       if (!h) return undefined;
@@ -176,21 +177,21 @@ function connect(context, conn, diagnostics) {
       return new vscode.Hover(new vscode.MarkdownString(value), h.range && range(h.range));
     },
   }));
-  sub(L.registerDefinitionProvider(SELECTOR, {
+  if (caps.definitionProvider) sub(L.registerDefinitionProvider(SELECTOR, {
     async provideDefinition(doc, p) {
       const r = await conn.request("textDocument/definition", at(doc, p));
       if (!r) return undefined;
       return Array.isArray(r) ? r.map(location) : location(r);
     },
   }));
-  sub(L.registerReferenceProvider(SELECTOR, {
+  if (caps.referencesProvider) sub(L.registerReferenceProvider(SELECTOR, {
     async provideReferences(doc, p, ctx) {
       const params = at(doc, p);
       params.context = { includeDeclaration: ctx.includeDeclaration };
       return ((await conn.request("textDocument/references", params)) || []).map(location);
     },
   }));
-  sub(L.registerCompletionItemProvider(SELECTOR, {
+  if (caps.completionProvider) sub(L.registerCompletionItemProvider(SELECTOR, {
     async provideCompletionItems(doc, p, _token, ctx) {
       const params = at(doc, p);
       // vscode's trigger kinds are 0..2, LSP's 1..3.
@@ -199,14 +200,14 @@ function connect(context, conn, diagnostics) {
       const items = r ? (Array.isArray(r) ? r : r.items) : [];
       return items.map(completion);
     },
-  }, '"', " "));
-  sub(L.registerDocumentSymbolProvider(SELECTOR, {
+  }, ...(caps.completionProvider.triggerCharacters || [])));
+  if (caps.documentSymbolProvider) sub(L.registerDocumentSymbolProvider(SELECTOR, {
     async provideDocumentSymbols(doc) {
       const r = await conn.request("textDocument/documentSymbol", { textDocument: docId(doc) });
       return (r || []).map(symbol);
     },
   }));
-  sub(L.registerDocumentFormattingEditProvider(SELECTOR, {
+  if (caps.documentFormattingProvider) sub(L.registerDocumentFormattingEditProvider(SELECTOR, {
     async provideDocumentFormattingEdits(doc, options) {
       const r = await conn.request("textDocument/formatting", {
         textDocument: docId(doc),
@@ -215,7 +216,7 @@ function connect(context, conn, diagnostics) {
       return (r || []).map((e) => vscode.TextEdit.replace(range(e.range), e.newText));
     },
   }));
-  sub(L.registerCodeActionsProvider(SELECTOR, {
+  if (caps.codeActionProvider) sub(L.registerCodeActionsProvider(SELECTOR, {
     async provideCodeActions(doc, r, ctx) {
       const actions = await conn.request("textDocument/codeAction", {
         textDocument: docId(doc),
@@ -248,7 +249,7 @@ async function activate(context) {
       diagnostics.set(vscode.Uri.parse(params.uri), params.diagnostics.map(diagnostic));
     }
   }, (text) => output.append(text));
-  await conn.request("initialize", {
+  const init = await conn.request("initialize", {
     processId: process.pid,
     clientInfo: { name: "weir-vscode" },
     rootUri: folders.length > 0 ? folders[0].uri.toString() : null,
@@ -262,7 +263,7 @@ async function activate(context) {
     },
   });
   conn.notify("initialized", {});
-  connect(context, conn, diagnostics);
+  connect(context, conn, diagnostics, (init && init.capabilities) || {});
 }
 
 async function deactivate() {

@@ -135,6 +135,9 @@ async function main() {
   const ext = require("../extension.js");
   const context = { subscriptions: [] };
   await ext.activate(context);
+  for (const k of ["hover", "definition", "references", "completion", "symbols", "formatting", "codeActions"]) {
+    assert.ok(providers[k], `no ${k} provider: the server did not announce it`);
+  }
   const key = main.uri.toString();
   const diags = () => shown.diagnostics.get(key);
   await until("the first diagnostics", () => diags() && diags().length === 0);
