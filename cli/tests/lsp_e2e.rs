@@ -90,8 +90,24 @@ impl Client {
         )));
     }
 
+    /// Sends a request whose result must be exactly an LSP `T` (checked on
+    /// the raw answer) and returns it with stable paths.
+    fn request_as<T>(&mut self, method: &str, params: Value) -> Value
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize,
+    {
+        let v = self.request_raw(method, params);
+        spec::<T>(&v);
+        self.stable(v)
+    }
+
     /// Sends a request and returns its result (or error), as JSON.
     fn request(&mut self, method: &str, params: Value) -> Value {
+        let v = self.request_raw(method, params);
+        self.stable(v)
+    }
+
+    fn request_raw(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = RequestId::from(self.next_id);
         self.send(Message::Request(Request::new(
@@ -106,7 +122,7 @@ impl Client {
                         Err(e) => json!({ "error": e.message }),
                         Ok(v) => v,
                     };
-                    return self.stable(v);
+                    return v;
                 }
             }
         }
@@ -153,6 +169,16 @@ fn at(uri: &str, text: &str, needle: &str) -> Value {
     json!({ "textDocument": { "uri": uri }, "position": pos(text, needle) })
 }
 
+/// `v` has exactly the shape of the LSP 3.17 type `T` (lsp-types' serde
+/// model of the specification): it reads as `T` and writes back unchanged,
+/// so no field is misplaced or unknown (serde would ignore an unknown one).
+fn spec<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) {
+    let t: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("not a {}: {e}\n{v:#}", std::any::type_name::<T>()));
+    let back = serde_json::to_value(t).unwrap();
+    assert_eq!(&back, v, "not exactly a {}", std::any::type_name::<T>());
+}
+
 fn snap(name: &str, v: &Value) {
     insta::with_settings!({ snapshot_path => "../../snapshots/lsp", prepend_module_to_snapshot => false }, {
         insta::assert_json_snapshot!(name, v);
@@ -175,11 +201,15 @@ fn editor_session() {
     let main_uri = uri(&ws.join("main.weir"));
 
     let mut c = Client::start(&ws, &stdlib);
-    let init = c.request(
+    let init = c.request_as::<lsp_types::InitializeResult>(
         "initialize",
         json!({ "capabilities": {}, "rootUri": uri(&ws) }),
     );
     snap("initialize", &init);
+    // InitializeResult (LSP 3.17): `capabilities` is the ServerCapabilities
+    // object itself, not a second wrapper.
+    assert_eq!(init["capabilities"]["hoverProvider"], true, "{init:#}");
+    assert_eq!(init["serverInfo"]["name"], "weir", "{init:#}");
     c.notify("initialized", json!({}));
 
     for (u, text) in [(&lib_uri, LIB), (&main_uri, MAIN)] {
@@ -192,13 +222,14 @@ fn editor_session() {
     // An error (unknown name, with a suggestion) and a warning (`except`
     // outside its base, with related information).
     let diags = c.diagnostics(&main_uri);
+    spec::<lsp_types::PublishDiagnosticsParams>(&diags);
     snap("diagnostics_open", &c.stable(diags.clone()));
     let ds = diags["diagnostics"].as_array().unwrap();
     assert!(ds.iter().any(|d| d["code"] == "E0201"), "{diags:#}");
     assert!(ds.iter().any(|d| d["code"] == "W0303"), "{diags:#}");
 
     // The quick fix the "did you mean" suggests.
-    let actions = c.request(
+    let actions = c.request_as::<lsp_types::CodeActionResponse>(
         "textDocument/codeAction",
         json!({
             "textDocument": { "uri": main_uri },
@@ -231,7 +262,7 @@ fn editor_session() {
     assert_eq!(diags["version"], 2);
     assert_eq!(diags["diagnostics"], json!([]), "{diags:#}");
 
-    let hover = c.request(
+    let hover = c.request_as::<lsp_types::Hover>(
         "textDocument/hover",
         at(&main_uri, &fixed, "local\n  ingress").pipe(|mut v| {
             v["position"] = pos(&fixed, "local\n  ingress");
@@ -243,44 +274,72 @@ fn editor_session() {
     snap("hover_rule", &hover_rule);
 
     // Cross-file: `web` is defined in lib.weir; the import jumps to the stdlib.
-    let def = c.request("textDocument/definition", at(&main_uri, &fixed, "web\n"));
+    let def = c.request_as::<lsp_types::GotoDefinitionResponse>(
+        "textDocument/definition",
+        at(&main_uri, &fixed, "web\n"),
+    );
     snap("definition_cross_file", &def);
     let def_import = c.request("textDocument/definition", at(&main_uri, &fixed, "std.dns"));
     snap("definition_import", &def_import);
 
     let mut refs_params = at(&lib_uri, LIB, "web =");
     refs_params["context"] = json!({ "includeDeclaration": true });
-    let refs = c.request("textDocument/references", refs_params);
+    let refs = c.request_as::<Vec<lsp_types::Location>>("textDocument/references", refs_params);
     snap("references", &refs);
     assert_eq!(refs.as_array().unwrap().len(), 3, "definition and two uses");
 
     // Label values after `app == `; everything else on a fresh line.
     let mut p = at(&main_uri, &fixed, "\"api\" &&");
     p["context"] = json!({ "triggerKind": 1 });
-    let values = c.request("textDocument/completion", p);
+    let values = c.request_as::<lsp_types::CompletionResponse>("textDocument/completion", p);
     snap("completion_values", &values);
-    let mut p = at(&main_uri, &fixed, "local\n  ingress");
+    let labels = |v: &Value| -> Vec<String> {
+        let items = v.as_array().unwrap().iter();
+        items
+            .map(|i| i["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // A fresh line: keywords, names and label keys.
+    let mut p = at(&main_uri, &fixed, "set corp");
     p["context"] = json!({ "triggerKind": 1 });
-    let all = c.request("textDocument/completion", p);
-    let labels: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["label"].as_str().unwrap())
-        .collect();
+    let all = labels(&c.request_as::<lsp_types::CompletionResponse>("textDocument/completion", p));
     for want in [
         "web", "local", "corp", "web-1", "api-in", "app", "note", "policy", "allow",
     ] {
-        assert!(labels.contains(&want), "{want} missing from {labels:?}");
+        assert!(all.iter().any(|l| l == want), "{want} missing from {all:?}");
     }
+    // The same place reached by typing a space: nothing specific fits, so
+    // nothing pops up.
+    let mut p = at(&main_uri, &fixed, "set corp");
+    p["context"] = json!({ "triggerKind": 2, "triggerCharacter": " " });
+    let typed =
+        labels(&c.request_as::<lsp_types::CompletionResponse>("textDocument/completion", p));
+    assert!(typed.is_empty(), "{typed:?}");
+    // After `applies to `: selectors, label keys and `all` only.
+    let mut p = at(&main_uri, &fixed, "local\n  ingress");
+    p["context"] = json!({ "triggerKind": 1 });
+    let sel = labels(&c.request_as::<lsp_types::CompletionResponse>("textDocument/completion", p));
+    assert_eq!(
+        sel,
+        [
+            "local",
+            "web",
+            "std-kube-dns",
+            "app",
+            "k8s-app",
+            "note",
+            "all"
+        ],
+        "{sel:?}"
+    );
 
-    let symbols = c.request(
+    let symbols = c.request_as::<lsp_types::DocumentSymbolResponse>(
         "textDocument/documentSymbol",
         json!({ "textDocument": { "uri": main_uri } }),
     );
     snap("document_symbols", &symbols);
 
-    let fmt = c.request(
+    let fmt = c.request_as::<Vec<lsp_types::TextEdit>>(
         "textDocument/formatting",
         json!({
             "textDocument": { "uri": main_uri },

@@ -337,10 +337,24 @@ pub struct Analysis {
 
 impl Analysis {
     pub fn run(root: &Path, docs: &Documents, stdlib: Option<PathBuf>) -> Analysis {
+        Analysis::new(root, docs, stdlib, true)
+    }
+
+    /// The checker only (no decision graph): enough for names and uses,
+    /// as find-references needs for files that are not open.
+    pub fn checked_only(root: &Path, docs: &Documents, stdlib: Option<PathBuf>) -> Analysis {
+        Analysis::new(root, docs, stdlib, false)
+    }
+
+    fn new(root: &Path, docs: &Documents, stdlib: Option<PathBuf>, graph: bool) -> Analysis {
         let loader = OverlayLoader {
             docs,
             stdlib: stdlib.clone(),
         };
+        if !graph {
+            let checked = check_program(&[root.to_path_buf()], &loader, None);
+            return Analysis::of(root, checked, stdlib);
+        }
         // The driver: the checker's diagnostics plus the decision graph's
         // (W04xx), exactly what `weir check` reports. An internal compiler
         // error while building the graph must not take the server down.
@@ -357,6 +371,10 @@ impl Analysis {
                 check_program(&[root.to_path_buf()], &loader, None)
             }
         };
+        Analysis::of(root, checked, stdlib)
+    }
+
+    fn of(root: &Path, checked: Checked, stdlib: Option<PathBuf>) -> Analysis {
         let root_id = checked.sources.id_of(root).unwrap_or(FileId(0));
         let index = Index::build(&checked, stdlib.as_deref());
         let loaded = checked

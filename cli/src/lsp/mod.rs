@@ -9,7 +9,8 @@
 //!
 //! - [`docs`]: open documents, incremental edits, the overlay loader;
 //! - [`analysis`]: one checked program per open document, symbol index;
-//! - [`graph`]: decision-graph findings (W04xx);
+//! - [`workspace`]: the client's workspace folders and their `.weir`
+//!   files (find-references searches them, not only open documents);
 //! - [`convert`]: URIs, positions, diagnostics;
 //! - one file per feature: [`hover`], [`navigate`], [`completion`],
 //!   [`symbols`], [`actions`]; formatting calls `weir_compiler::fmt`.
@@ -22,6 +23,7 @@ mod docs;
 mod hover;
 mod navigate;
 mod symbols;
+mod workspace;
 
 use analysis::Analysis;
 use docs::Documents;
@@ -79,13 +81,19 @@ pub fn capabilities() -> ServerCapabilities {
 }
 
 fn serve(conn: &Connection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let caps = serde_json::to_value(capabilities())?;
-    let init = conn.initialize(serde_json::json!({
-        "capabilities": caps,
-        "serverInfo": { "name": "weir", "version": env!("CARGO_PKG_VERSION") },
-    }))?;
-    let _ = init;
+    // `Connection::initialize` wraps its argument in `{"capabilities": …}`
+    // itself; the whole InitializeResult goes through `initialize_finish`.
+    let (id, params) = conn.initialize_start()?;
+    let result = InitializeResult {
+        capabilities: capabilities(),
+        server_info: Some(ServerInfo {
+            name: "weir".to_string(),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        }),
+    };
+    conn.initialize_finish(id, serde_json::to_value(result)?)?;
     let mut server = Server::new();
+    server.roots = workspace::roots(&params);
     loop {
         let msg = if server.dirty.is_empty() {
             match conn.receiver.recv() {
@@ -110,6 +118,10 @@ fn serve(conn: &Connection) -> Result<(), Box<dyn std::error::Error + Send + Syn
                 server.recheck(conn);
                 let resp = server.request(r);
                 conn.sender.send(Message::Response(resp))?;
+            }
+            // `exit` without `shutdown` first: the spec's exit code 1.
+            Message::Notification(n) if n.method == notif::Exit::METHOD => {
+                return Err("exit notification before shutdown".into());
             }
             Message::Notification(n) => {
                 let method = n.method.clone();
@@ -156,6 +168,8 @@ pub struct Server {
     analyses: BTreeMap<PathBuf, Analysis>,
     dirty: BTreeSet<PathBuf>,
     stdlib: Option<PathBuf>,
+    /// The workspace folders named at `initialize`.
+    roots: Vec<PathBuf>,
 }
 
 impl Server {
@@ -168,6 +182,7 @@ impl Server {
             analyses: BTreeMap::new(),
             dirty: BTreeSet::new(),
             stdlib,
+            roots: Vec::new(),
         }
     }
 
@@ -275,6 +290,33 @@ impl Server {
         Some((a, id, convert::offset(f, p.position)))
     }
 
+    /// The programs of workspace files that are not open and mention
+    /// `name` (without a workspace, those beside the defining file).
+    fn workspace_programs(
+        &self,
+        a: &Analysis,
+        name: &str,
+        def_file: weir_grammar::FileId,
+    ) -> Vec<Analysis> {
+        let roots = if self.roots.is_empty() {
+            let def_path = &a.checked.sources.file(def_file).path;
+            def_path
+                .parent()
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect()
+        } else {
+            self.roots.clone()
+        };
+        workspace::programs_mentioning(
+            &roots,
+            name,
+            &self.analyses,
+            &self.docs,
+            self.stdlib.clone(),
+        )
+    }
+
     fn request(&mut self, r: Request) -> Response {
         let id = r.id.clone();
         match r.method.as_str() {
@@ -295,11 +337,12 @@ impl Server {
             }),
             req::References::METHOD => guarded(id, r, |p: ReferenceParams| {
                 let (a, file, off) = self.position(&p.text_document_position)?;
+                let def = navigate::def_at(a, file, off)?;
+                let others = self.workspace_programs(a, &def.name, def.name_span.file);
                 Some(navigate::references(
                     a,
-                    self.analyses.values(),
-                    file,
-                    off,
+                    self.analyses.values().chain(&others),
+                    def,
                     p.context.include_declaration,
                 ))
             }),
@@ -313,7 +356,14 @@ impl Server {
                 let f = weir_compiler::source::SourceFile::new(path, text);
                 let off = convert::offset(&f, pos.position);
                 let line_start = f.line_range(f.line_index(off)).start;
-                let items = completion::complete(a, &f.text[line_start..off]);
+                // Space and `"` are trigger characters so that `from ` and
+                // `app == "` offer names and values at once; where nothing
+                // specific fits, typing one must not pop up every keyword.
+                let typed = p
+                    .context
+                    .as_ref()
+                    .is_some_and(|c| c.trigger_kind == CompletionTriggerKind::TRIGGER_CHARACTER);
+                let items = completion::complete(a, &f.text[line_start..off], typed);
                 Some(CompletionResponse::Array(items))
             }),
             req::DocumentSymbolRequest::METHOD => guarded(id, r, |p: DocumentSymbolParams| {

@@ -1,6 +1,6 @@
 //! Go to definition and find references.
 
-use super::analysis::{Analysis, Target};
+use super::analysis::{Analysis, Def, Target};
 use super::convert::{location, path_to_uri};
 use lsp_types::{Location, Position, Range};
 use weir_grammar::FileId;
@@ -17,22 +17,21 @@ pub fn definition(a: &Analysis, file: FileId, offset: usize) -> Option<Location>
     location(&a.checked.sources, def.name_span)
 }
 
-/// Every use of the definition under the cursor, in every program the
-/// server has checked (a definition in an imported file is used by the
-/// files that import it, each checked as its own program).
+/// The definition named at the cursor (itself when on a definition).
+pub fn def_at(a: &Analysis, file: FileId, offset: usize) -> Option<&Def> {
+    let t = a.index.at(file, offset)?;
+    a.index.def_of(&t)
+}
+
+/// Every use of `def` (a definition of `here`'s program), in every
+/// program given: a definition in an imported file is used by the files
+/// that import it, each checked as its own program.
 pub fn references<'a>(
     here: &'a Analysis,
     all: impl Iterator<Item = &'a Analysis>,
-    file: FileId,
-    offset: usize,
+    def: &Def,
     include_declaration: bool,
 ) -> Vec<Location> {
-    let Some(t) = here.index.at(file, offset) else {
-        return Vec::new();
-    };
-    let Some(def) = here.index.def_of(&t) else {
-        return Vec::new();
-    };
     let def_path = here.checked.sources.file(def.name_span.file).path.clone();
     let mut out: Vec<Location> = Vec::new();
     if include_declaration {
