@@ -1,0 +1,79 @@
+//! Every line the CLI prints goes through here, so a closed pipe (`weir
+//! stats | head`) ends the command quietly instead of panicking in
+//! `println!`. On a broken pipe the process dies of SIGPIPE, as `cat`,
+//! `grep` or `kubectl` do: the shell sees status 141 and prints nothing.
+//! The signal stays ignored otherwise (Rust's default), so a child
+//! process that dies early (`iptables-restore` refusing its input) is an
+//! error the runtime reports, not a silent death of `weir apply`.
+
+use serde::Serialize;
+use std::fmt;
+use std::io::{self, Write};
+
+/// Write to standard output; a closed pipe ends the process quietly.
+pub fn print(args: fmt::Arguments<'_>) {
+    let result = io::stdout().lock().write_fmt(args);
+    handle(result);
+}
+
+/// Write to standard error; a closed pipe ends the process quietly.
+pub fn eprint(args: fmt::Arguments<'_>) {
+    let result = io::stderr().lock().write_fmt(args);
+    handle(result);
+}
+
+/// `value` as indented JSON and a newline on standard output.
+pub fn json_pretty<T: Serialize + ?Sized>(value: &T) {
+    let text = serde_json::to_string_pretty(value).expect("JSON of plain data");
+    print(format_args!("{text}\n"));
+}
+
+/// `value` as one line of compact JSON on standard output.
+pub fn json_line<T: Serialize + ?Sized>(value: &T) {
+    let text = serde_json::to_string(value).expect("JSON of plain data");
+    print(format_args!("{text}\n"));
+}
+
+/// The result of a write: a broken pipe ends the process; other errors
+/// (a full disk under a redirect) are reported once, and the process ends
+/// with status 2.
+pub fn handle(result: io::Result<()>) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => die_of_sigpipe(),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: writing output: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring the default disposition of one signal and raising
+    // it in this process; no memory is touched.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Not reached: the default action of SIGPIPE ends the process.
+    std::process::exit(141)
+}
+
+/// `println!` that a closed pipe ends quietly.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::out::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::out::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` that a closed pipe ends quietly.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::out::print(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that a closed pipe ends quietly.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!("{}\n", format_args!($($arg)*))) };
+}
