@@ -17,6 +17,7 @@ mod fmt;
 mod junit;
 mod loader;
 mod lsp;
+mod packet_names;
 mod program;
 mod report;
 mod shell;

@@ -28,11 +28,6 @@ pub fn json_pretty<T: Serialize + ?Sized>(value: &T) {
     print(format_args!("{text}\n"));
 }
 
-/// `value` as one line of compact JSON on standard output.
-pub fn json_line<T: Serialize + ?Sized>(value: &T) {
-    let text = serde_json::to_string(value).expect("JSON of plain data");
-    print(format_args!("{text}\n"));
-}
 
 /// The result of a write: a broken pipe ends the process; other errors
 /// (a full disk under a redirect) are reported once, and the process ends
