@@ -24,8 +24,17 @@ pub fn eprint(args: fmt::Arguments<'_>) {
 
 /// `value` as indented JSON and a newline on standard output.
 pub fn json_pretty<T: Serialize + ?Sized>(value: &T) {
-    let text = serde_json::to_string_pretty(value).expect("JSON of plain data");
-    print(format_args!("{text}\n"));
+    print(format_args!("{}", json_text(value)));
+}
+
+/// `value` as indented JSON with every object's keys sorted (as in the
+/// bundle: the same input always gives the same bytes), and a newline.
+pub fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    // serde_json's `Value` keeps objects in a sorted map.
+    let sorted = serde_json::to_value(value).expect("JSON of plain data");
+    let mut text = serde_json::to_string_pretty(&sorted).expect("JSON of plain data");
+    text.push('\n');
+    text
 }
 
 

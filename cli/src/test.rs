@@ -225,8 +225,7 @@ fn snapshot(
         .filter(|t| !built.refused.iter().any(|(r, _)| r == t))
         .collect();
     let report = crate::report::build(analyzed, &accepted, &files);
-    let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
-    text.push('\n');
+    let text = crate::out::json_text(&report);
     files.insert("capacity.json".into(), text.into_bytes());
     for (t, diags) in &built.refused {
         let text = refusal_text(diags, &analyzed.checked.sources);
