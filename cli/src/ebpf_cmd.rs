@@ -147,7 +147,11 @@ pub fn status(target: &Target, json: bool) -> i32 {
             i32::from(!s.attached || (s.cgroup.is_some() && !s.cgroup_attached))
         }
         Err(ebpf::EbpfError::NotApplied { .. }) => {
-            crate::outln!("nothing applied");
+            if json {
+                crate::outln!("{}", serde_json::json!({ "applied": false }));
+            } else {
+                crate::outln!("nothing applied");
+            }
             0
         }
         Err(e) => fail(e),

@@ -15,7 +15,7 @@ use crate::program::{self, Color};
 use crate::trace::locator;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use weir_compiler::diagnostics::Diagnostic;
+use weir_compiler::diagnostics::{render, Diagnostic};
 use weir_compiler::driver::Analyzed;
 use weir_compiler::interp::explain::{explain, packet_text};
 use weir_compiler::interp::{run_tests, verdict_name, Interp};
@@ -84,6 +84,9 @@ pub struct ProgramResult {
     /// not compile (with --snapshot).
     pub error: Option<String>,
     pub cases: Vec<Case>,
+    /// The program's errors (or a back end's refusal), as `weir check
+    /// --format json` gives them.
+    pub diagnostics: Vec<render::JsonDiagnostic>,
     /// With --snapshot: what the comparison printed (one line each), and
     /// how many artifacts differ.
     pub snapshot: Vec<String>,
@@ -155,6 +158,7 @@ fn one_program(args: &Args, root: &Path, analyzed: &Analyzed) -> Result<ProgramR
     let mut result = ProgramResult {
         file: root.display().to_string(),
         error: None,
+        diagnostics: Vec::new(),
         cases: Vec::new(),
         snapshot: Vec::new(),
         snapshot_problems: 0,
@@ -164,6 +168,7 @@ fn one_program(args: &Args, root: &Path, analyzed: &Analyzed) -> Result<ProgramR
             program::print_human(&checked.diagnostics, &checked.sources, args.color);
         }
         result.error = Some("the program has errors".into());
+        result.diagnostics = render::json_report(&checked.diagnostics, &checked.sources).diagnostics;
         return Ok(result);
     }
     if let Some(dir) = &args.snapshot {
@@ -216,6 +221,7 @@ fn snapshot(
             program::print_human(&diags, &analyzed.checked.sources, args.color);
         }
         result.error = Some("does not compile".into());
+        result.diagnostics = render::json_report(&diags, &analyzed.checked.sources).diagnostics;
         return Ok(());
     }
     let mut files = built.files;
