@@ -138,7 +138,12 @@ fn fail(e: impl std::fmt::Display) -> i32 {
 
 pub fn run(args: Args) -> i32 {
     if args.target.backend == Backend::Ebpf {
-        return crate::ebpf_cmd::apply(&args.dir, &args.target, args.cgroup.as_deref(), args.output.json());
+        return crate::ebpf_cmd::apply(
+            &args.dir,
+            &args.target,
+            args.cgroup.as_deref(),
+            args.output.json(),
+        );
     }
     let bundle = match Bundle::read(&args.dir) {
         Ok(b) => b,

@@ -20,7 +20,9 @@ pub(crate) fn instance(target: &Target) -> Result<Instance, i32> {
             Ok(inst)
         }
         None => {
-            crate::errln!("error: the eBPF back end needs `--iface IF` (the interface to attach to)");
+            crate::errln!(
+                "error: the eBPF back end needs `--iface IF` (the interface to attach to)"
+            );
             Err(2)
         }
     }
@@ -224,7 +226,9 @@ pub fn run_stats(args: StatsArgs) -> i32 {
                 crate::outln!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
             }
             if !services.is_empty() {
-                crate::outln!("flows (new TC flows and connect-time rewrites) per service and backend:");
+                crate::outln!(
+                    "flows (new TC flows and connect-time rewrites) per service and backend:"
+                );
             }
             for c in services.iter().filter(|c| args.all || c.flows > 0) {
                 match &c.backend {

@@ -50,13 +50,20 @@ fn cases(p: &ProgramResult) -> Vec<(String, String, Option<(String, String)>)> {
         ));
     }
     if !p.snapshot.is_empty() || p.snapshot_problems > 0 {
-        let failure = (p.snapshot_problems > 0)
-            .then(|| ("compiled output differs from the snapshots".to_string(), p.snapshot.join("\n")));
+        let failure = (p.snapshot_problems > 0).then(|| {
+            (
+                "compiled output differs from the snapshots".to_string(),
+                p.snapshot.join("\n"),
+            )
+        });
         v.push(("snapshots".to_string(), p.file.clone(), failure));
     }
     for c in &p.cases {
         let name = format!("{}: expect {} {}", c.test, c.expect, c.packet);
-        let failure = c.failure.as_ref().map(|why| (why.clone(), c.explanation.join("\n")));
+        let failure = c
+            .failure
+            .as_ref()
+            .map(|why| (why.clone(), c.explanation.join("\n")));
         v.push((name, c.at.clone(), failure));
     }
     v

@@ -37,7 +37,6 @@ pub fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
     text
 }
 
-
 /// The result of a write: a broken pipe ends the process; other errors
 /// (a full disk under a redirect) are reported once, and the process ends
 /// with status 2.

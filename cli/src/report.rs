@@ -98,10 +98,7 @@ fn text(v: &Value, key: &str) -> String {
 }
 
 fn list<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
 fn ebpf(s: &Value) -> Ebpf {
@@ -143,7 +140,11 @@ fn iptables(s: &Value) -> Iptables {
 impl Report {
     /// The human form: the graph's report, then one block per back end.
     pub fn human(&self) -> String {
-        let mut out = self.graph.as_ref().map(Capacity::report).unwrap_or_default();
+        let mut out = self
+            .graph
+            .as_ref()
+            .map(Capacity::report)
+            .unwrap_or_default();
         if let Some(e) = &self.backends.ebpf {
             out.push_str("ebpf:\n");
             for m in &e.maps {

@@ -168,7 +168,8 @@ fn one_program(args: &Args, root: &Path, analyzed: &Analyzed) -> Result<ProgramR
             program::print_human(&checked.diagnostics, &checked.sources, args.color);
         }
         result.error = Some("the program has errors".into());
-        result.diagnostics = render::json_report(&checked.diagnostics, &checked.sources).diagnostics;
+        result.diagnostics =
+            render::json_report(&checked.diagnostics, &checked.sources).diagnostics;
         return Ok(result);
     }
     if let Some(dir) = &args.snapshot {

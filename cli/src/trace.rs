@@ -85,9 +85,7 @@ pub fn run(args: Args) -> i32 {
     let locate = locator(&checked.sources);
     match args.format {
         Format::Human => crate::out!("{}", explain(&interp, &packet, &outcome, &locate)),
-        Format::Json => {
-            crate::out::json_pretty(&explain_json(&interp, &packet, &outcome, &locate))
-        }
+        Format::Json => crate::out::json_pretty(&explain_json(&interp, &packet, &outcome, &locate)),
     }
     0
 }

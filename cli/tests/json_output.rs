@@ -51,7 +51,10 @@ fn check_json_matches_its_schema() {
     let (code, v) = json_of(&["check", "--format", "json", "examples"]);
     assert_eq!(code, Some(0));
     assert_valid("check", &v);
-    let bad = scratch("bad.weir", "selector a = app == \"x\" @\nset s = {10.1.0.1/8}\n");
+    let bad = scratch(
+        "bad.weir",
+        "selector a = app == \"x\" @\nset s = {10.1.0.1/8}\n",
+    );
     let (code, v) = json_of(&["check", "--format", "json", bad.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(v["errors"].as_u64().unwrap() >= 2, "{v}");
@@ -84,7 +87,8 @@ fn compile_report_json_has_plain_numbers() {
         assert_valid("compile-report", &v);
     }
     // The shape before: numbers inside strings. The schema refuses it.
-    let old = json!({"graph": null, "backends": {"ebpf": {"map weir_atoms": "5 filled / 1029 max"}}});
+    let old =
+        json!({"graph": null, "backends": {"ebpf": {"map weir_atoms": "5 filled / 1029 max"}}});
     let errors = support::schema::validate(&support::schema::load("compile-report"), &old);
     assert!(!errors.is_empty());
 }
@@ -103,7 +107,9 @@ fn compile_files_json() {
     assert_eq!(code, Some(0));
     assert_valid("compile-files", &v);
     let files = v["files"].as_array().unwrap();
-    assert!(files.iter().any(|f| f["path"].as_str().unwrap().ends_with("weir.o")));
+    assert!(files
+        .iter()
+        .any(|f| f["path"].as_str().unwrap().ends_with("weir.o")));
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -173,7 +179,10 @@ fn test_json_and_junit() {
     assert_eq!(out.status.code(), Some(1));
     let xml = String::from_utf8(out.stdout).unwrap();
     assert!(xml.starts_with("<?xml"), "{xml}");
-    assert!(xml.contains("<testsuites name=\"weir test\" tests=\"1\" failures=\"1\">"), "{xml}");
+    assert!(
+        xml.contains("<testsuites name=\"weir test\" tests=\"1\" failures=\"1\">"),
+        "{xml}"
+    );
     assert!(xml.contains("<failure message="), "{xml}");
     // Well-formed: every opened element is closed, in order.
     let mut stack = Vec::new();
@@ -196,7 +205,13 @@ fn explain_and_fmt_json() {
     assert_eq!(code, Some(0));
     assert_valid("explain", &v);
     let messy = scratch("messy.weir", "selector   a=app==\"x\"\n");
-    let (code, v) = json_of(&["fmt", "--check", "--format", "json", messy.to_str().unwrap()]);
+    let (code, v) = json_of(&[
+        "fmt",
+        "--check",
+        "--format",
+        "json",
+        messy.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(1));
     assert_valid("fmt", &v);
     assert_eq!(v["changed"].as_array().unwrap().len(), 1);
@@ -290,13 +305,20 @@ fn runtime_json_iptables() {
     };
     let (_, v) = json_of(&with(&["status"]));
     assert_valid("status", &v);
-    assert_valid("apply", &ok_json(&with(&["apply", bundle.to_str().unwrap()])));
+    assert_valid(
+        "apply",
+        &ok_json(&with(&["apply", bundle.to_str().unwrap()])),
+    );
     let v = ok_json(&with(&["status"]));
     assert_valid("status", &v);
     assert_eq!(v["in_force"], true);
     let inv = work.join("inventory.json");
     std::fs::write(&inv, INVENTORY).unwrap();
-    let out = weir(&with(&["endpoints", bundle.to_str().unwrap(), inv.to_str().unwrap()]));
+    let out = weir(&with(&[
+        "endpoints",
+        bundle.to_str().unwrap(),
+        inv.to_str().unwrap(),
+    ]));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_valid("endpoints", &v);
     assert_valid("detach", &ok_json(&with(&["detach"])));
@@ -327,18 +349,30 @@ fn runtime_json_ebpf() {
             .collect()
     };
     assert_valid("status", &ok_json(&with(&["status"])));
-    assert_valid("apply", &ok_json(&with(&["apply", bundle.to_str().unwrap()])));
+    assert_valid(
+        "apply",
+        &ok_json(&with(&["apply", bundle.to_str().unwrap()])),
+    );
     let v = ok_json(&with(&["status"]));
     assert_valid("status", &v);
     assert_eq!(v["attached"], true);
     let v = ok_json(&with(&["stats"]));
     assert_valid("stats", &v);
     // --json is kept as a hidden alias of --format json.
-    let alias: Vec<&str> = ["stats"].iter().chain(&target).chain(&["--json"]).copied().collect();
+    let alias: Vec<&str> = ["stats"]
+        .iter()
+        .chain(&target)
+        .chain(&["--json"])
+        .copied()
+        .collect();
     assert_valid("stats", &ok_json(&alias));
     let inv = work.join("inventory.json");
     std::fs::write(&inv, INVENTORY).unwrap();
-    let v = ok_json(&with(&["endpoints", bundle.to_str().unwrap(), inv.to_str().unwrap()]));
+    let v = ok_json(&with(&[
+        "endpoints",
+        bundle.to_str().unwrap(),
+        inv.to_str().unwrap(),
+    ]));
     assert_valid("endpoints", &v);
     assert_valid("detach", &ok_json(&with(&["detach"])));
     let _ = std::fs::remove_dir_all(&work);

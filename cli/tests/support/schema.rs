@@ -78,7 +78,10 @@ fn check(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<Str
     }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         if !e.contains(v) {
-            errors.push(format!("{at}: {v} is not one of {}", Value::Array(e.clone())));
+            errors.push(format!(
+                "{at}: {v} is not one of {}",
+                Value::Array(e.clone())
+            ));
         }
     }
     if let Some(c) = s.get("const") {
@@ -130,7 +133,12 @@ fn object(
     errors: &mut Vec<String>,
 ) {
     let props = s.get("properties").and_then(Value::as_object);
-    for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for r in s
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let r = r.as_str().unwrap();
         if !obj.contains_key(r) {
             errors.push(format!("{at}: missing required `{r}`"));
