@@ -337,3 +337,82 @@ fn completions_and_man_page() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_file(script);
 }
+
+#[test]
+fn the_readme_lists_every_doc() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for e in std::fs::read_dir(root().join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            let name = format!("docs/{}", p.file_name().unwrap().to_string_lossy());
+            assert!(readme.contains(&name), "README.md does not list {name}");
+        }
+    }
+}
+
+/// The `weir …` lines of docs/ci.md's pipelines (YAML `run:` and script
+/// items) and its snapshot block, run as written on a `policies/`
+/// directory holding one example.
+#[test]
+fn the_ci_pipelines_work_as_written() {
+    let doc = std::fs::read_to_string(root().join("docs/ci.md")).unwrap();
+    let mut pipeline = Vec::new();
+    let mut snapshot = Vec::new();
+    let mut fence = None;
+    for line in doc.lines() {
+        let t = line.trim();
+        if let Some(lang) = t.strip_prefix("```") {
+            fence = if fence.is_some() {
+                None
+            } else {
+                Some(lang.to_string())
+            };
+            continue;
+        }
+        let cmd = t.trim_start_matches("- ").trim_start_matches("run: ");
+        let cmd = cmd.split("  #").next().unwrap().trim();
+        match fence.as_deref() {
+            Some("yaml") if cmd.starts_with("weir ") => pipeline.push(cmd.to_string()),
+            Some("sh") if cmd.starts_with("weir ") => snapshot.push(cmd.to_string()),
+            _ => {}
+        }
+    }
+    assert!(pipeline.len() >= 8, "{pipeline:#?}");
+    assert!(
+        doc.contains("--rev \"$WEIR_REV\"") && !doc.contains("--tag v"),
+        "no nonexistent tag"
+    );
+    // The update first (a fresh repository has no snapshots), then the check.
+    snapshot.sort_by_key(|c| !c.contains("--update"));
+    let work = scratch_dir("ci");
+    std::fs::create_dir_all(work.join("policies")).unwrap();
+    std::fs::copy(
+        root().join("examples/three-tier/three-tier.weir"),
+        work.join("policies/main.weir"),
+    )
+    .unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_weir")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for cmd in pipeline.iter().chain(&snapshot) {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&work)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{cmd}:\n{}", text(&o));
+    }
+    for f in [
+        "weir.sarif",
+        "weir-junit.xml",
+        "capacity.json",
+        "bundle/weir.o",
+    ] {
+        assert!(work.join(f).exists(), "{f} not written");
+    }
+}
