@@ -65,6 +65,12 @@ fn libc_sigpipe() -> i32 {
 
 #[test]
 fn a_closed_pipe_ends_quietly() {
+    // The runtime's report of nothing applied (a state directory with no
+    // state): `println!` panicked here.
+    let state = std::env::temp_dir().join(format!("weir-pipe-state-{}", std::process::id()));
+    std::fs::create_dir_all(&state).unwrap();
+    into_closed_pipe(&["status", "--state-dir", state.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(state);
     into_closed_pipe(&["check", "--format", "json", "examples"]);
     into_closed_pipe(&["check", "--format", "sarif", "examples"]);
     into_closed_pipe(&["test", "-v", "examples"]);
