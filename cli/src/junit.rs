@@ -39,8 +39,11 @@ pub fn render(run: &TestRun) -> String {
     out
 }
 
-/// (name, file, failure message, failure text) per test case.
-fn cases(p: &ProgramResult) -> Vec<(String, String, Option<(String, String)>)> {
+/// A failure's message and text.
+type Failure = Option<(String, String)>;
+
+/// (name, file, failure) per test case.
+fn cases(p: &ProgramResult) -> Vec<(String, String, Failure)> {
     let mut v = Vec::new();
     if let Some(e) = &p.error {
         v.push((
