@@ -68,7 +68,8 @@ fn usage(sub: &clap::Command) -> String {
         .to_string()
 }
 
-/// `--format <FORMAT>` / `<PATHS>...` with the values a flag takes.
+/// `--format human|json`, `--endpoints <FILE>`, `--deny-warnings`,
+/// `<PATHS>`: a flag with the values it takes.
 fn flag(arg: &clap::Arg) -> String {
     let mut s = match (arg.get_long(), arg.get_short()) {
         (Some(l), Some(c)) => format!("-{c}, --{l}"),
@@ -76,14 +77,22 @@ fn flag(arg: &clap::Arg) -> String {
         (None, Some(c)) => format!("-{c}"),
         (None, None) => format!("<{}>", arg.get_id().as_str().to_uppercase()),
     };
+    if !arg.get_action().takes_values() || arg.get_long().is_none() {
+        return s;
+    }
     let values: Vec<String> = arg
         .get_possible_values()
         .iter()
         .filter(|v| !v.is_hide_set())
         .map(|v| v.get_name().to_string())
         .collect();
-    if !values.is_empty() && arg.get_long().is_some() {
+    if !values.is_empty() {
         s.push_str(&format!(" {}", values.join("|")));
+    } else if let Some(names) = arg.get_value_names() {
+        let names: Vec<String> = names.iter().map(|n| format!("<{n}>")).collect();
+        s.push_str(&format!(" {}", names.join(" ")));
+    } else {
+        s.push_str(&format!(" <{}>", arg.get_id().as_str().to_uppercase()));
     }
     s
 }

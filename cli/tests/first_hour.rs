@@ -336,6 +336,25 @@ fn completions_and_man_page() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_file(script);
+    // groff renders the page without a warning (where it is installed).
+    let page = std::env::temp_dir().join(format!("weir-{}.1", std::process::id()));
+    std::fs::write(&page, man.as_bytes()).unwrap();
+    if let Ok(o) = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(&page)
+        .output()
+    {
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "groff: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(page);
+    assert!(
+        !man.contains("true|false"),
+        "flags without values show none"
+    );
 }
 
 #[test]
