@@ -116,3 +116,49 @@ fn iptables(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagno
     crate::iptables::generate(graph, model)
         .map_err(|unsupported| unsupported.iter().map(|u| u.diagnostic()).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::Kind;
+    use weir_grammar::{FileId, Span};
+
+    fn refusal(start: usize, construct: &str, detail: &str) -> Diagnostic {
+        Kind::BackendUnsupported {
+            span: Span::new(FileId(0), start, start + 40),
+            backend: "iptables",
+            construct: construct.into(),
+            detail: detail.into(),
+        }
+        .into_diagnostic()
+    }
+
+    #[test]
+    fn a_repeated_refusal_is_one_diagnostic_with_every_site() {
+        let grouped = group(vec![
+            refusal(300, "balance maglev", "service `c`"),
+            refusal(100, "balance maglev", "service `a`"),
+            refusal(200, "balance maglev", "service `b`"),
+            refusal(50, "something else", "here"),
+        ]);
+        assert_eq!(grouped.len(), 2);
+        let maglev = grouped
+            .iter()
+            .find(|d| d.message.contains("maglev"))
+            .unwrap();
+        assert_eq!(maglev.primary.message, "service `a`");
+        let rest: Vec<&str> = maglev
+            .secondary
+            .iter()
+            .map(|l| l.message.as_str())
+            .collect();
+        assert_eq!(rest, ["service `b`", "service `c`"]);
+        // Sites point at where each declaration starts.
+        assert!(std::iter::once(&maglev.primary)
+            .chain(&maglev.secondary)
+            .all(|l| l.span.start == l.span.end));
+        // A refusal alone keeps its whole span.
+        let single = grouped.iter().find(|d| d.message.contains("else")).unwrap();
+        assert_eq!(single.primary.span.end, 90);
+    }
+}
