@@ -53,9 +53,9 @@ pub struct Target {
     /// /run/weir/netns-NAME).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Which iptables implementation to run.
-    #[arg(long, value_enum, default_value = "system")]
-    pub iptables: IptablesVariant,
+    /// Which iptables implementation to run [default: system].
+    #[arg(long, value_enum)]
+    pub iptables: Option<IptablesVariant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,6 +83,21 @@ impl Output {
 }
 
 impl Target {
+    /// A flag of the other back end is a usage error, not ignored.
+    pub(crate) fn validate(&self) -> Result<(), i32> {
+        let problem = match self.backend {
+            Backend::Iptables if !self.iface.is_empty() => {
+                "--iface applies to --backend ebpf (the iptables rules hook every interface)"
+            }
+            Backend::Ebpf if self.state_dir.is_some() => {
+                "--state-dir applies to --backend iptables (eBPF state is pinned under /sys/fs/bpf/weir)"
+            }
+            Backend::Ebpf if self.iptables.is_some() => "--iptables applies to --backend iptables",
+            _ => return Ok(()),
+        };
+        Err(crate::program::usage(problem))
+    }
+
     pub(crate) fn runtime(&self) -> Iptables {
         let mut opts = match &self.netns {
             Some(name) => Options::netns(name),
@@ -91,7 +106,7 @@ impl Target {
         if let Some(dir) = &self.state_dir {
             opts = opts.with_state_dir(dir);
         }
-        opts = opts.with_variant(match self.iptables {
+        opts = opts.with_variant(match self.iptables.unwrap_or(IptablesVariant::System) {
             IptablesVariant::System => Variant::System,
             IptablesVariant::Legacy => Variant::Legacy,
             IptablesVariant::Nft => Variant::Nft,
@@ -137,6 +152,12 @@ fn fail(e: impl std::fmt::Display) -> i32 {
 }
 
 pub fn run(args: Args) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
+    if args.cgroup.is_some() && args.target.backend != Backend::Ebpf {
+        return crate::program::usage("--cgroup applies to --backend ebpf");
+    }
     if args.target.backend == Backend::Ebpf {
         return crate::ebpf_cmd::apply(
             &args.dir,
@@ -181,6 +202,9 @@ pub fn run(args: Args) -> i32 {
 }
 
 pub fn run_detach(args: DetachArgs) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
     if args.target.backend == Backend::Ebpf {
         return crate::ebpf_cmd::detach(&args.target, args.output.json());
     }
@@ -206,6 +230,9 @@ pub fn run_detach(args: DetachArgs) -> i32 {
 }
 
 pub fn run_status(args: StatusArgs) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
     if args.target.backend == Backend::Ebpf {
         return crate::ebpf_cmd::status(&args.target, args.output.json());
     }

@@ -52,6 +52,9 @@ fn inventory_problems(path: &Path, text: &str) -> String {
 }
 
 pub fn run(args: Args) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
     // The runtime parses only the endpoints whose text changed since the
     // last update; a problem is located by the full parser.
     let text = match std::fs::read_to_string(&args.inventory) {

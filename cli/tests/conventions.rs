@@ -171,6 +171,38 @@ fn flags_that_do_not_apply_are_errors() {
             ],
             "--backend 10.1.1.5:8080 applies to a packet sent to a service",
         ),
+        (
+            vec!["status", "--iface", "eth0"],
+            "--iface applies to --backend ebpf",
+        ),
+        (
+            vec!["apply", "bundle", "--cgroup", "/sys/fs/cgroup"],
+            "--cgroup applies to --backend ebpf",
+        ),
+        (
+            vec![
+                "detach",
+                "--backend",
+                "ebpf",
+                "--iface",
+                "lo",
+                "--state-dir",
+                "/tmp",
+            ],
+            "--state-dir applies to --backend iptables",
+        ),
+        (
+            vec![
+                "status",
+                "--backend",
+                "ebpf",
+                "--iface",
+                "lo",
+                "--iptables",
+                "nft",
+            ],
+            "--iptables applies to --backend iptables",
+        ),
     ] {
         let o = weir(&args);
         assert_eq!(o.status.code(), Some(2), "weir {args:?}:\n{}", text(&o));
