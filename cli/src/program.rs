@@ -48,7 +48,12 @@ pub fn usage(problem: impl std::fmt::Display) -> i32 {
 /// README.md given by a shell glob would otherwise be parsed as policy and
 /// give hundreds of errors); directories are walked for `*.weir`.
 pub fn roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>, i32> {
-    if let Some(p) = paths.iter().find(|p| !p.is_dir() && !is_weir(p)) {
+    // A path that does not exist is reported by `expand_paths` ("cannot
+    // read"), whatever its name.
+    if let Some(p) = paths
+        .iter()
+        .find(|p| p.exists() && !p.is_dir() && !is_weir(p))
+    {
         return Err(usage(format_args!(
             "{} is not a policy file: weir reads `.weir` files (and directories, searched for *.weir)",
             p.display()
