@@ -53,15 +53,51 @@ pub struct Target {
     /// /run/weir/netns-NAME).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Which iptables implementation to run.
-    #[arg(long, value_enum, default_value = "system")]
-    pub iptables: IptablesVariant,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// Which iptables implementation to run [default: system].
+    #[arg(long, value_enum)]
+    pub iptables: Option<IptablesVariant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// How a runtime command prints its report (docs/json.md).
+#[derive(Debug, ClapArgs)]
+pub struct Output {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// The same as `--format json` (kept, hidden, for scripts written
+    /// before `--format`).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
 }
 
+impl Output {
+    pub fn json(&self) -> bool {
+        self.json || self.format == Format::Json
+    }
+}
+
 impl Target {
+    /// A flag of the other back end is a usage error, not ignored.
+    pub(crate) fn validate(&self) -> Result<(), i32> {
+        let problem = match self.backend {
+            Backend::Iptables if !self.iface.is_empty() => {
+                "--iface applies to --backend ebpf (the iptables rules hook every interface)"
+            }
+            Backend::Ebpf if self.state_dir.is_some() => {
+                "--state-dir applies to --backend iptables (eBPF state is pinned under /sys/fs/bpf/weir)"
+            }
+            Backend::Ebpf if self.iptables.is_some() => "--iptables applies to --backend iptables",
+            _ => return Ok(()),
+        };
+        Err(crate::program::usage(problem))
+    }
+
     pub(crate) fn runtime(&self) -> Iptables {
         let mut opts = match &self.netns {
             Some(name) => Options::netns(name),
@@ -70,7 +106,7 @@ impl Target {
         if let Some(dir) = &self.state_dir {
             opts = opts.with_state_dir(dir);
         }
-        opts = opts.with_variant(match self.iptables {
+        opts = opts.with_variant(match self.iptables.unwrap_or(IptablesVariant::System) {
             IptablesVariant::System => Variant::System,
             IptablesVariant::Legacy => Variant::Legacy,
             IptablesVariant::Nft => Variant::Nft,
@@ -85,6 +121,8 @@ pub struct Args {
     pub dir: PathBuf,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
     /// Also attach connect-time load balancing (`cgroup/connect4`,
     /// `sendmsg4`, `recvmsg4`) to this cgroup v2 directory
     /// (`--backend ebpf`; the bundle must have services).
@@ -96,22 +134,37 @@ pub struct Args {
 pub struct DetachArgs {
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 #[derive(Debug, ClapArgs)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 fn fail(e: impl std::fmt::Display) -> i32 {
-    eprintln!("error: {e}");
+    crate::errln!("error: {e}");
     2
 }
 
 pub fn run(args: Args) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
+    if args.cgroup.is_some() && args.target.backend != Backend::Ebpf {
+        return crate::program::usage("--cgroup applies to --backend ebpf");
+    }
     if args.target.backend == Backend::Ebpf {
-        return crate::ebpf_cmd::apply(&args.dir, &args.target, args.cgroup.as_deref());
+        return crate::ebpf_cmd::apply(
+            &args.dir,
+            &args.target,
+            args.cgroup.as_deref(),
+            args.output.json(),
+        );
     }
     let bundle = match Bundle::read(&args.dir) {
         Ok(b) => b,
@@ -121,25 +174,25 @@ pub fn run(args: Args) -> i32 {
     match rt.apply(&bundle) {
         Ok(r) => {
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                crate::errln!("warning: {w}");
             }
-            if args.target.json {
+            if args.output.json() {
                 let v = serde_json::json!({
                     "generation": r.generation,
                     "previous": r.previous,
                     "unchanged": r.unchanged,
                     "warnings": r.warnings,
                 });
-                println!("{v}");
+                crate::outln!("{v}");
             } else if r.unchanged {
-                println!(
+                crate::outln!(
                     "generation {} already in force: nothing to do",
                     r.generation
                 );
             } else {
                 match r.previous {
-                    Some(p) => println!("applied generation {} (replacing {p})", r.generation),
-                    None => println!("applied generation {}", r.generation),
+                    Some(p) => crate::outln!("applied generation {} (replacing {p})", r.generation),
+                    None => crate::outln!("applied generation {}", r.generation),
                 }
             }
             0
@@ -149,18 +202,21 @@ pub fn run(args: Args) -> i32 {
 }
 
 pub fn run_detach(args: DetachArgs) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
     if args.target.backend == Backend::Ebpf {
-        return crate::ebpf_cmd::detach(&args.target);
+        return crate::ebpf_cmd::detach(&args.target, args.output.json());
     }
     match args.target.runtime().detach() {
         Ok(r) => {
-            if args.target.json {
+            if args.output.json() {
                 let v = serde_json::json!({
                     "chains": r.chains, "jumps": r.jumps, "sets": r.sets,
                 });
-                println!("{v}");
+                crate::outln!("{v}");
             } else {
-                println!(
+                crate::outln!(
                     "removed {} chains, {} hook jumps, {} sets",
                     r.chains.len(),
                     r.jumps.len(),
@@ -174,12 +230,15 @@ pub fn run_detach(args: DetachArgs) -> i32 {
 }
 
 pub fn run_status(args: StatusArgs) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
     if args.target.backend == Backend::Ebpf {
-        return crate::ebpf_cmd::status(&args.target);
+        return crate::ebpf_cmd::status(&args.target, args.output.json());
     }
     match args.target.runtime().status() {
         Ok(s) => {
-            if args.target.json {
+            if args.output.json() {
                 let v = serde_json::json!({
                     "state": s.state,
                     "in_force": s.in_force,
@@ -191,12 +250,12 @@ pub fn run_status(args: StatusArgs) -> i32 {
                     "missing_chains": s.missing_chains,
                     "missing_sets": s.missing_sets,
                 });
-                println!("{v}");
+                crate::outln!("{v}");
             } else {
                 match &s.state {
-                    None => println!("nothing applied"),
+                    None => crate::outln!("nothing applied"),
                     Some(st) => {
-                        println!(
+                        crate::outln!(
                             "generation {} from {} ({}), {}",
                             st.generation,
                             st.bundle_dir,
@@ -208,7 +267,7 @@ pub fn run_status(args: StatusArgs) -> i32 {
                             }
                         );
                         for h in &s.hooks {
-                            println!(
+                            crate::outln!(
                                 "  {}/{} {} -> {}: {} jump(s){}",
                                 h.hook.family.name(),
                                 h.hook.table,
@@ -223,10 +282,10 @@ pub fn run_status(args: StatusArgs) -> i32 {
                             );
                         }
                         for c in &s.missing_chains {
-                            println!("  missing chain {c}");
+                            crate::outln!("  missing chain {c}");
                         }
                         for c in &s.missing_sets {
-                            println!("  missing set {c}");
+                            crate::outln!("  missing set {c}");
                         }
                     }
                 }

@@ -11,13 +11,12 @@ use crate::trace::locator;
 use clap::ValueEnum;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use weir_compiler::backends;
 use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
-use weir_compiler::graph::{cost::capacity, dump};
+use weir_compiler::graph::dump;
 use weir_grammar::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +48,29 @@ pub enum Format {
     Json,
 }
 
+impl TargetArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetArg::Ebpf => "ebpf",
+            TargetArg::Iptables => "iptables",
+            TargetArg::All => "all",
+        }
+    }
+}
+
+impl Emit {
+    fn name(self) -> &'static str {
+        match self {
+            Emit::Graph => "graph",
+            Emit::Dot => "dot",
+            Emit::Manifest => "manifest",
+            Emit::Asm => "asm",
+            Emit::Iptables => "iptables",
+            Emit::Ipset => "ipset",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Policy files, combined into one program.
@@ -57,6 +79,9 @@ pub struct Args {
     /// Output directory for the bundle.
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+    /// Back ends to compile for. `all` means every back end: a program
+    /// that one of them refuses is an error naming it (compile with the
+    /// other target instead).
     #[arg(long, value_enum, default_value_t = TargetArg::All)]
     pub target: TargetArg,
     /// Print one artifact to standard output.
@@ -66,7 +91,7 @@ pub struct Args {
     /// maps, programs and rules).
     #[arg(long)]
     pub report: bool,
-    /// Format of the report.
+    /// Format of the report, or of the list of files written.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// A JSON endpoint inventory.
@@ -98,10 +123,46 @@ const ARTIFACTS: [&str; 7] = [
     bundle::IPSET_RULES,
 ];
 
-pub fn run(args: Args) -> i32 {
+/// A flag that does not apply to what was asked is a usage error, not a
+/// silent no-op.
+fn validate(args: &Args) -> Result<(), i32> {
     if args.output.is_none() && args.emit.is_none() && !args.report {
-        eprintln!("error: nothing to do: give -o DIR, --emit or --report");
-        return 2;
+        return Err(program::usage(
+            "nothing to do: give -o DIR, --emit or --report",
+        ));
+    }
+    let Some(emit) = args.emit else {
+        return Ok(());
+    };
+    let needs = match emit {
+        Emit::Iptables | Emit::Ipset => Some(TargetArg::Iptables),
+        Emit::Asm => Some(TargetArg::Ebpf),
+        Emit::Graph | Emit::Dot | Emit::Manifest => None,
+    };
+    if let Some(needs) = needs.filter(|&n| args.target != n && args.target != TargetArg::All) {
+        return Err(program::usage(format_args!(
+            "--emit {} is an artifact of the {} back end, not of --target {}",
+            emit.name(),
+            needs.name(),
+            args.target.name()
+        )));
+    }
+    if args.report {
+        return Err(program::usage(
+            "--emit and --report both print to standard output: give one",
+        ));
+    }
+    if args.format == Format::Json {
+        return Err(program::usage(
+            "--format applies to --report and to the list of files written with -o; --emit prints the artifact as it is",
+        ));
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> i32 {
+    if let Err(code) = validate(&args) {
+        return code;
     }
     let analyzed = match program::analyze(&args.files, args.endpoints.as_deref()) {
         Ok(a) => a,
@@ -132,7 +193,6 @@ pub fn run(args: Args) -> i32 {
         BTreeMap::new()
     };
 
-    let mut out = std::io::stdout().lock();
     if let Some(emit) = args.emit {
         let text = match emit {
             Emit::Graph => dump::text(model, graph),
@@ -145,67 +205,23 @@ pub fn run(args: Args) -> i32 {
                 .unwrap_or_else(|| artifact(&files, bundle::MANIFEST)),
             Emit::Iptables => artifact(&files, bundle::IPTABLES_RULES),
             Emit::Ipset => artifact(&files, bundle::IPSET_RULES),
-            Emit::Asm => match files.get(bundle::WEIR_ASM) {
-                Some(b) => String::from_utf8_lossy(b).into_owned(),
-                None => {
-                    eprintln!("error: --emit asm needs --target ebpf or all");
-                    return 2;
-                }
-            },
+            Emit::Asm => artifact(&files, bundle::WEIR_ASM),
         };
-        let _ = write!(out, "{text}");
+        crate::out!("{text}");
     }
     if args.report {
-        let cap = capacity(graph);
-        let manifest: Value =
-            serde_json::from_slice(&files[bundle::MANIFEST]).unwrap_or(Value::Null);
+        let report = crate::report::build(&analyzed, &targets, &files);
         match args.format {
-            Format::Human => {
-                let _ = write!(out, "{}", cap.report());
-                for t in &targets {
-                    if let Some(section) =
-                        manifest.pointer(&format!("/backends/{}/capacity", t.name()))
-                    {
-                        let _ = writeln!(out, "{}:", t.name());
-                        if let Some(obj) = section.as_object() {
-                            for (k, v) in obj {
-                                match v.as_str() {
-                                    Some(text) => {
-                                        let _ = writeln!(out, "  {k}: {text}");
-                                    }
-                                    None => {
-                                        let _ = writeln!(out, "  {k}: {v}");
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Format::Json => {
-                let v = report_json(&analyzed, &targets, &files);
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                );
-            }
+            Format::Human => crate::out!("{}", report.human()),
+            Format::Json => crate::out::json_pretty(&report),
         }
     }
     if let Some(dir) = &args.output {
         if let Err(e) = write_bundle(dir, &files) {
-            eprintln!("error: writing {}: {e}", dir.display());
-            return 2;
+            return program::usage(format_args!("writing {}: {e}", dir.display()));
         }
         if args.emit.is_none() && !args.report {
-            for (name, bytes) in &files {
-                let _ = writeln!(
-                    out,
-                    "{:>10} bytes  {}",
-                    bytes.len(),
-                    dir.join(name).display()
-                );
-            }
+            print_written(dir, &files, args.format);
         }
     }
     // `main` exits right after: freeing the program, graph and bundle
@@ -215,13 +231,56 @@ pub fn run(args: Args) -> i32 {
     0
 }
 
+/// The files written: `   123 bytes  DIR/NAME` lines, or with `--format
+/// json` `{"files": [{"path": ..., "bytes": N}]}`.
+fn print_written(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>, format: Format) {
+    match format {
+        Format::Human => {
+            for (name, bytes) in files {
+                crate::outln!("{:>10} bytes  {}", bytes.len(), dir.join(name).display());
+            }
+        }
+        Format::Json => {
+            let list: Vec<Value> = files
+                .iter()
+                .map(|(name, bytes)| {
+                    json!({ "path": dir.join(name).display().to_string(), "bytes": bytes.len() })
+                })
+                .collect();
+            crate::out::json_pretty(&json!({ "files": list }));
+        }
+    }
+}
+
 /// Run the back ends for `targets` and assemble the bundle (file name →
-/// bytes). Prints back-end diagnostics; `Err` carries the exit code.
+/// bytes). Every target must accept the program (`--target all` means all:
+/// a bundle never silently lacks a back end); refusals are printed and
+/// `Err` carries the exit code.
 pub fn bundle_files(
     analyzed: &Analyzed,
     targets: &[Target],
     color: Color,
 ) -> Result<BTreeMap<String, Vec<u8>>, i32> {
+    let built = build(analyzed, targets)?;
+    let failures: Vec<Diagnostic> = built.refused.into_iter().flat_map(|(_, d)| d).collect();
+    if !failures.is_empty() {
+        program::print_human(&failures, &analyzed.checked.sources, color);
+        return Err(1);
+    }
+    Ok(built.files)
+}
+
+/// What the back ends made of a program: the bundle of the targets that
+/// accept it, and each refusing target's diagnostics.
+pub struct Built {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub refused: Vec<(Target, Vec<Diagnostic>)>,
+}
+
+/// Run the back ends for `targets`; assemble the bundle of those that
+/// accept the program (`weir test --snapshot` records the others'
+/// refusals). A back end missing from this build is an error.
+pub fn build(analyzed: &Analyzed, targets: &[Target]) -> Result<Built, i32> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
         return Err(1);
@@ -240,7 +299,7 @@ pub fn bundle_files(
             None => Value::Null,
         }
     };
-    let input = BundleInput {
+    let input = |targets| BundleInput {
         model,
         graph,
         sources: &sources,
@@ -258,14 +317,14 @@ pub fn bundle_files(
             .stack_size(64 << 20)
             .spawn_scoped(s, || backends::generate_all(targets, model, graph))
             .expect("spawn the back-end thread");
-        let prepared = bundle::prepare(&input);
+        let prepared = bundle::prepare(&input(targets));
         let results = running
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (results, prepared)
     });
     let mut outputs = BTreeMap::new();
-    let mut failures: Vec<Diagnostic> = Vec::new();
+    let mut refused = Vec::new();
     let mut unavailable = Vec::new();
     for (t, result) in results {
         match result {
@@ -273,44 +332,27 @@ pub fn bundle_files(
                 outputs.insert(t, a);
             }
             Err(d) if d.is_empty() => unavailable.push(t.name()),
-            Err(d) => failures.extend(d),
+            Err(d) => refused.push((t, d)),
         }
     }
-    if !failures.is_empty() {
-        program::print_human(&failures, &checked.sources, color);
-        return Err(1);
-    }
     if !unavailable.is_empty() {
-        eprintln!(
+        crate::errln!(
             "error: back end not available in this build: {}",
             unavailable.join(", ")
         );
         return Err(1);
     }
-    Ok(bundle::assemble(prepared, &outputs))
-}
-
-/// The capacity report as JSON: the graph's numbers and each back end's
-/// `capacity` section of the manifest.
-pub fn report_json(
-    analyzed: &Analyzed,
-    targets: &[Target],
-    files: &BTreeMap<String, Vec<u8>>,
-) -> Value {
-    let cap = analyzed.compiled.as_ref().map(|c| capacity(&c.graph));
-    let manifest: Value = files
-        .get(bundle::MANIFEST)
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null);
-    let backends: serde_json::Map<String, Value> = targets
-        .iter()
-        .filter_map(|t| {
-            manifest
-                .pointer(&format!("/backends/{}/capacity", t.name()))
-                .map(|v| (t.name().to_string(), v.clone()))
-        })
-        .collect();
-    json!({ "graph": cap, "backends": backends })
+    let prepared = if refused.is_empty() {
+        prepared
+    } else {
+        // The manifest lists the targets it holds: only those accepted.
+        let accepted: Vec<Target> = outputs.keys().copied().collect();
+        bundle::prepare(&input(&accepted))
+    };
+    Ok(Built {
+        files: bundle::assemble(prepared, &outputs),
+        refused,
+    })
 }
 
 fn artifact(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {

@@ -20,25 +20,27 @@ pub(crate) fn instance(target: &Target) -> Result<Instance, i32> {
             Ok(inst)
         }
         None => {
-            eprintln!("error: the eBPF back end needs `--iface IF` (the interface to attach to)");
+            crate::errln!(
+                "error: the eBPF back end needs `--iface IF` (the interface to attach to)"
+            );
             Err(2)
         }
     }
 }
 
 fn fail(e: impl std::fmt::Display) -> i32 {
-    eprintln!("error: {e}");
+    crate::errln!("error: {e}");
     2
 }
 
-pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>) -> i32 {
+pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>, json: bool) -> i32 {
     let inst = match instance(target) {
         Ok(i) => i,
         Err(c) => return c,
     };
     match ebpf::apply_with(dir, &inst, cgroup) {
         Ok(r) => {
-            if target.json {
+            if json {
                 let v = serde_json::json!({
                     "instance": inst.name(),
                     "generation": r.generation,
@@ -46,25 +48,25 @@ pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>) -> i32 {
                     "cgroup": cgroup.map(|c| c.display().to_string()),
                     "programs": r.programs.iter().map(|(n, i)| serde_json::json!({"name": n, "insns": i})).collect::<Vec<_>>(),
                 });
-                println!("{v}");
+                crate::outln!("{v}");
             } else {
                 match r.previous {
-                    Some(p) => println!(
+                    Some(p) => crate::outln!(
                         "applied generation {} on {} (replacing {p})",
                         r.generation,
                         inst.ifaces().join(", ")
                     ),
-                    None => println!(
+                    None => crate::outln!(
                         "applied generation {} on {}",
                         r.generation,
                         inst.ifaces().join(", ")
                     ),
                 }
                 for (n, i) in &r.programs {
-                    println!("  {n}: {i} insns");
+                    crate::outln!("  {n}: {i} insns");
                 }
                 if let Some(c) = cgroup {
-                    println!("  connect-time load balancing on cgroup {}", c.display());
+                    crate::outln!("  connect-time load balancing on cgroup {}", c.display());
                 }
             }
             0
@@ -73,22 +75,22 @@ pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>) -> i32 {
     }
 }
 
-pub fn detach(target: &Target) -> i32 {
+pub fn detach(target: &Target, json: bool) -> i32 {
     let inst = match instance(target) {
         Ok(i) => i,
         Err(c) => return c,
     };
     match ebpf::detach(&inst) {
         Ok(found) => {
-            if target.json {
-                println!(
+            if json {
+                crate::outln!(
                     "{}",
                     serde_json::json!({ "instance": inst.name(), "removed": found })
                 );
             } else if found {
-                println!("detached {} and removed its pins", inst.name());
+                crate::outln!("detached {} and removed its pins", inst.name());
             } else {
-                println!("nothing applied for {}", inst.name());
+                crate::outln!("nothing applied for {}", inst.name());
             }
             0
         }
@@ -96,17 +98,17 @@ pub fn detach(target: &Target) -> i32 {
     }
 }
 
-pub fn status(target: &Target) -> i32 {
+pub fn status(target: &Target, json: bool) -> i32 {
     let inst = match instance(target) {
         Ok(i) => i,
         Err(c) => return c,
     };
     match ebpf::status(&inst) {
         Ok(s) => {
-            if target.json {
-                println!("{}", serde_json::to_string(&s).expect("JSON"));
+            if json {
+                crate::outln!("{}", serde_json::to_string(&s).expect("JSON"));
             } else {
-                println!(
+                crate::outln!(
                     "generation {} on {} ({}), {}",
                     s.generation,
                     s.ifaces.join(", "),
@@ -118,10 +120,10 @@ pub fn status(target: &Target) -> i32 {
                     }
                 );
                 for p in &s.programs {
-                    println!("  {p}");
+                    crate::outln!("  {p}");
                 }
                 if let Some(c) = &s.cgroup {
-                    println!(
+                    crate::outln!(
                         "  cgroup {c}: connect4, sendmsg4, recvmsg4 {}",
                         if s.cgroup_attached {
                             "attached"
@@ -131,7 +133,7 @@ pub fn status(target: &Target) -> i32 {
                     );
                 }
                 for svc in &s.services {
-                    println!(
+                    crate::outln!(
                         "  service {} ({}) {}: {}",
                         svc.name,
                         svc.balance,
@@ -147,7 +149,11 @@ pub fn status(target: &Target) -> i32 {
             i32::from(!s.attached || (s.cgroup.is_some() && !s.cgroup_attached))
         }
         Err(ebpf::EbpfError::NotApplied { .. }) => {
-            println!("nothing applied");
+            if json {
+                crate::outln!("{}", serde_json::json!({ "applied": false }));
+            } else {
+                crate::outln!("nothing applied");
+            }
             0
         }
         Err(e) => fail(e),
@@ -156,8 +162,11 @@ pub fn status(target: &Target) -> i32 {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatsFormat {
-    Text,
+    /// Counters as text (`text` is accepted too, the name before 0.2).
+    #[value(alias = "text")]
+    Human,
     Json,
+    /// Prometheus text exposition format.
     Prometheus,
 }
 
@@ -166,8 +175,12 @@ pub struct StatsArgs {
     #[command(flatten)]
     pub target: Target,
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value_t = StatsFormat::Human)]
     pub format: StatsFormat,
+    /// The same as `--format json` (kept, hidden, for scripts written
+    /// before `--format`).
+    #[arg(long, hide = true, conflicts_with = "format")]
+    pub json: bool,
     /// Also list rules that counted no packet.
     #[arg(long)]
     pub all: bool,
@@ -185,7 +198,7 @@ pub fn run_stats(args: StatsArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let format = if args.target.json {
+    let format = if args.json {
         StatsFormat::Json
     } else {
         args.format
@@ -193,32 +206,34 @@ pub fn run_stats(args: StatsArgs) -> i32 {
     let services = match ebpf::service_stats(&inst) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("warning: no service counters: {e}");
+            crate::errln!("warning: no service counters: {e}");
             Vec::new()
         }
     };
     match format {
         StatsFormat::Prometheus => {
-            print!("{}", prometheus(&inst, &counts));
+            crate::out!("{}", prometheus(&inst, &counts));
             if !services.is_empty() {
-                print!("{}", prometheus_services(&inst, &services));
+                crate::out!("{}", prometheus_services(&inst, &services));
             }
         }
-        StatsFormat::Json => println!(
+        StatsFormat::Json => crate::outln!(
             "{}",
             serde_json::json!({ "rules": counts, "services": services })
         ),
-        StatsFormat::Text => {
+        StatsFormat::Human => {
             for c in counts.iter().filter(|c| args.all || c.packets > 0) {
-                println!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
+                crate::outln!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
             }
             if !services.is_empty() {
-                println!("flows (new TC flows and connect-time rewrites) per service and backend:");
+                crate::outln!(
+                    "flows (new TC flows and connect-time rewrites) per service and backend:"
+                );
             }
             for c in services.iter().filter(|c| args.all || c.flows > 0) {
                 match &c.backend {
-                    None => println!("{:>12}  service {}", c.flows, c.service),
-                    Some(b) => println!("{:>12}    {} → {b}", c.flows, c.service),
+                    None => crate::outln!("{:>12}  service {}", c.flows, c.service),
+                    Some(b) => crate::outln!("{:>12}    {} → {b}", c.flows, c.service),
                 }
             }
         }

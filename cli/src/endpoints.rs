@@ -15,7 +15,7 @@ use weir_compiler::diagnostics::Kind;
 use weir_grammar::FileId;
 use weir_runtime::endpoints::{self, EndpointsError, Report};
 
-use crate::apply::{Backend, Target};
+use crate::apply::{Backend, Output, Target};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -25,6 +25,8 @@ pub struct Args {
     pub inventory: PathBuf,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// The inventory's problems, located in the file.
@@ -50,12 +52,15 @@ fn inventory_problems(path: &Path, text: &str) -> String {
 }
 
 pub fn run(args: Args) -> i32 {
+    if let Err(code) = args.target.validate() {
+        return code;
+    }
     // The runtime parses only the endpoints whose text changed since the
     // last update; a problem is located by the full parser.
     let text = match std::fs::read_to_string(&args.inventory) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: reading {}: {e}", args.inventory.display());
+            crate::errln!("error: reading {}: {e}", args.inventory.display());
             return 2;
         }
     };
@@ -70,7 +75,7 @@ pub fn run(args: Args) -> i32 {
     };
     match result {
         Ok(r) => {
-            print_report(&r, args.target.json);
+            print_report(&r, args.output.json());
             if r.needs_recompile.is_empty() {
                 0
             } else {
@@ -78,15 +83,15 @@ pub fn run(args: Args) -> i32 {
             }
         }
         Err(EndpointsError::Inventory) => {
-            eprintln!("error: {}", inventory_problems(&args.inventory, &text));
+            crate::errln!("error: {}", inventory_problems(&args.inventory, &text));
             1
         }
         Err(e @ EndpointsError::Refused(_)) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             1
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             2
         }
     }
@@ -98,10 +103,10 @@ fn class(c: Option<u32>) -> String {
 
 fn print_report(r: &Report, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(r).expect("JSON"));
+        crate::outln!("{}", serde_json::to_string(r).expect("JSON"));
         return;
     }
-    println!(
+    crate::outln!(
         "generation {}: {} address(es) changed, {} service(s) updated, {} kernel write(s) in {:.2} ms ({:.2} ms total)",
         r.generation,
         r.changes.len(),
@@ -111,7 +116,7 @@ fn print_report(r: &Report, json: bool) {
         r.total_time.as_secs_f64() * 1e3,
     );
     for c in &r.changes {
-        println!(
+        crate::outln!(
             "  {} ({}): {} -> {}",
             c.addr,
             c.endpoint,
@@ -120,7 +125,7 @@ fn print_report(r: &Report, json: bool) {
         );
     }
     for s in &r.services {
-        println!(
+        crate::outln!(
             "  service {} (IPv{}): backends {}",
             s.service,
             s.family,
@@ -132,12 +137,12 @@ fn print_report(r: &Report, json: bool) {
         );
     }
     if !r.needs_recompile.is_empty() {
-        eprintln!(
+        crate::errln!(
             "warning: {} service(s) changed backends; the iptables back end compiles backends into DNAT rules, so run `weir compile` and `weir apply` for them:",
             r.needs_recompile.len()
         );
         for s in &r.needs_recompile {
-            eprintln!(
+            crate::errln!(
                 "  service {} (IPv{}): now {}",
                 s.service,
                 s.family,

@@ -4,22 +4,30 @@
 
 use clap::{Parser, Subcommand};
 
+#[macro_use]
+mod out;
 mod apply;
 mod check;
 mod compile;
+mod context;
 mod ebpf_cmd;
 mod endpoints;
+mod explain;
 mod fmt;
+mod junit;
 mod loader;
 mod lsp;
+mod packet_names;
 mod program;
+mod report;
+mod shell;
 mod snapshot;
 mod test;
 mod trace;
 
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about = "Declarative network policy compiler")]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +58,12 @@ enum Command {
     /// Apply a new endpoint inventory to the generation in force as
     /// map / ipset updates (no recompile).
     Endpoints(endpoints::Args),
+    /// Print the documentation of a diagnostic code (docs/diagnostics.md).
+    Explain(explain::Args),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(shell::CompletionsArgs),
+    /// Print the weir(1) man page in roff (`weir man | man -l -`).
+    Man(shell::ManArgs),
 }
 
 // `weir compile` of a large program is allocation-heavy (syntax tree,
@@ -87,6 +101,10 @@ fn main() {
         Command::Status(args) => apply::run_status(args),
         Command::Stats(args) => ebpf_cmd::run_stats(args),
         Command::Endpoints(args) => endpoints::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     };
+    program::print_explain_hint();
     std::process::exit(code);
 }

@@ -5,18 +5,26 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use weir_compiler::bundle;
+use weir_compiler::bundle::{self, Target};
 
 /// The artifacts kept as snapshots: text only, the manifest's source hash
-/// left out (the listing and the report cover the binary object).
-pub const SNAPSHOT_FILES: [&str; 6] = [
+/// left out (the listing and the report cover the binary object), and a
+/// refusing back end's refusal ([`refused_file`]).
+pub const SNAPSHOT_FILES: [&str; 8] = [
     bundle::GRAPH_TXT,
     bundle::IPTABLES_RULES,
     bundle::IP6TABLES_RULES,
     bundle::IPSET_RULES,
     bundle::WEIR_ASM,
     "capacity.json",
+    "refused-ebpf.txt",
+    "refused-iptables.txt",
 ];
+
+/// The snapshot file that records what a back end refuses in a program.
+pub fn refused_file(target: Target) -> String {
+    format!("refused-{}.txt", target.name())
+}
 
 /// The snapshot directory of a program: `DIR/<path without .weir>`.
 pub fn program_dir(dir: &Path, root: &Path) -> PathBuf {

@@ -2,7 +2,6 @@
 //! the interpreter's verdict for one packet and the rule that decided it.
 
 use crate::program::{self, Color};
-use std::io::Write;
 use std::path::PathBuf;
 use weir_compiler::interp::explain::{explain, explain_json, Located};
 use weir_compiler::interp::{parse_packet, BackendChoice, Interp};
@@ -20,7 +19,8 @@ pub struct Args {
     /// Policy files (combined into one program).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// The packet, e.g. "tcp 10.1.0.5:40000 -> 10.2.0.7:5432", "icmp A -> B
+    /// The packet, e.g. "tcp 10.1.0.5:40000 -> 10.2.0.7:5432", "tcp web-1 ->
+    /// db-1:5432" (endpoint names, as in `expect` lines), "icmp A -> B
     /// type 8 code 0"; append "established" or "at ingress|egress".
     #[arg(long)]
     pub packet: String,
@@ -50,13 +50,6 @@ pub fn locator(sources: &SourceMap) -> impl Fn(Span) -> Option<Located> + '_ {
 }
 
 pub fn run(args: Args) -> i32 {
-    let packet = match parse_packet(&args.packet) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: --packet: {e}");
-            return 2;
-        }
-    };
     let checked = match program::check(&args.files, args.endpoints.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -65,28 +58,34 @@ pub fn run(args: Args) -> i32 {
         program::print_human(&checked.diagnostics, &checked.sources, args.color);
         return 1;
     }
+    let packet = match crate::packet_names::resolve(&args.packet, &checked.model)
+        .and_then(|text| parse_packet(&text))
+    {
+        Ok(p) => p,
+        Err(e) => return program::usage(format_args!("--packet: {e}")),
+    };
     let interp = Interp::new(&checked.model);
     let choice = match args.backend {
         Some(b) => BackendChoice::Pinned(b.ip(), b.port()),
         None => BackendChoice::ByHash,
     };
     let outcome = interp.evaluate_with(&packet, choice);
+    if let (Some(b), None) = (args.backend, &outcome.service) {
+        return program::usage(format_args!(
+            "--backend {b} applies to a packet sent to a service frontend; this one hits none"
+        ));
+    }
     if let (Some(b), Some(hit)) = (args.backend, &outcome.service) {
         if hit.chosen.is_none() && !hit.candidates.is_empty() {
-            eprintln!("error: --backend {b} is not a backend of this service");
-            return 2;
+            return program::usage(format_args!(
+                "--backend {b} is not a backend of this service"
+            ));
         }
     }
     let locate = locator(&checked.sources);
-    let mut out = std::io::stdout().lock();
-    let _ = match args.format {
-        Format::Human => write!(out, "{}", explain(&interp, &packet, &outcome, &locate)),
-        Format::Json => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&explain_json(&interp, &packet, &outcome, &locate))
-                .expect("json")
-        ),
-    };
+    match args.format {
+        Format::Human => crate::out!("{}", explain(&interp, &packet, &outcome, &locate)),
+        Format::Json => crate::out::json_pretty(&explain_json(&interp, &packet, &outcome, &locate)),
+    }
     0
 }

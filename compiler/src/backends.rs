@@ -11,7 +11,9 @@ use crate::model::Model;
 /// Every target, in bundle order.
 pub const ALL: [Target; 2] = [Target::Ebpf, Target::Iptables];
 
-/// Generate one back end's artifacts.
+/// Generate one back end's artifacts. Refusals come back grouped: one
+/// diagnostic per refused construct, with every site as a label
+/// ([`group`]).
 pub fn generate(
     target: Target,
     model: &Model,
@@ -21,6 +23,50 @@ pub fn generate(
         Target::Ebpf => ebpf(model, graph),
         Target::Iptables => iptables(model, graph),
     }
+    .map_err(group)
+}
+
+/// What each of `targets` refuses in this program (E05xx), without keeping
+/// any artifact: `weir check --target`. Empty when every target accepts it.
+pub fn refusals(targets: &[Target], model: &Model, graph: &Graph) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = generate_all(targets, model, graph)
+        .into_iter()
+        .filter_map(|(_, r)| r.err())
+        .flatten()
+        .collect();
+    crate::diagnostics::sort(&mut out);
+    out
+}
+
+/// One diagnostic per refused construct: refusals with the same code and
+/// message (the same back end refusing the same construct, e.g. `balance
+/// maglev` on eight services) become the first one, sorted by position,
+/// with every other site as a secondary label carrying its own detail. A
+/// refusal that repeats for many constructs is one problem to fix, not
+/// many. In a group every label points at where its declaration starts
+/// (a whole multi-line declaration per site would draw one nested bracket
+/// per site).
+pub fn group(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    crate::diagnostics::sort(&mut diags);
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(diags.len());
+    for d in diags {
+        match out
+            .iter_mut()
+            .find(|g| g.code == d.code && g.message == d.message)
+        {
+            Some(g) => {
+                g.secondary.push(d.primary);
+                g.secondary.extend(d.secondary);
+            }
+            None => out.push(d),
+        }
+    }
+    for g in out.iter_mut().filter(|g| !g.secondary.is_empty()) {
+        for l in std::iter::once(&mut g.primary).chain(g.secondary.iter_mut()) {
+            l.span.end = l.span.start;
+        }
+    }
+    out
 }
 
 /// Generate several back ends' artifacts, in `targets` order. With more
@@ -69,4 +115,50 @@ fn ebpf(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic
 fn iptables(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     crate::iptables::generate(graph, model)
         .map_err(|unsupported| unsupported.iter().map(|u| u.diagnostic()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::Kind;
+    use weir_grammar::{FileId, Span};
+
+    fn refusal(start: usize, construct: &str, detail: &str) -> Diagnostic {
+        Kind::BackendUnsupported {
+            span: Span::new(FileId(0), start, start + 40),
+            backend: "iptables",
+            construct: construct.into(),
+            detail: detail.into(),
+        }
+        .into_diagnostic()
+    }
+
+    #[test]
+    fn a_repeated_refusal_is_one_diagnostic_with_every_site() {
+        let grouped = group(vec![
+            refusal(300, "balance maglev", "service `c`"),
+            refusal(100, "balance maglev", "service `a`"),
+            refusal(200, "balance maglev", "service `b`"),
+            refusal(50, "something else", "here"),
+        ]);
+        assert_eq!(grouped.len(), 2);
+        let maglev = grouped
+            .iter()
+            .find(|d| d.message.contains("maglev"))
+            .unwrap();
+        assert_eq!(maglev.primary.message, "service `a`");
+        let rest: Vec<&str> = maglev
+            .secondary
+            .iter()
+            .map(|l| l.message.as_str())
+            .collect();
+        assert_eq!(rest, ["service `b`", "service `c`"]);
+        // Sites point at where each declaration starts.
+        assert!(std::iter::once(&maglev.primary)
+            .chain(&maglev.secondary)
+            .all(|l| l.span.start == l.span.end));
+        // A refusal alone keeps its whole span.
+        let single = grouped.iter().find(|d| d.message.contains("else")).unwrap();
+        assert_eq!(single.primary.span.end, 90);
+    }
 }

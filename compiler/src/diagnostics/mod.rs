@@ -8,7 +8,7 @@
 //!
 //! Codes are stable: `E00xx` lexical and syntax, `E01xx` imports and files,
 //! `E02xx` validation and names, `W03xx` lints, `W04xx` decision-graph
-//! analysis and `E05xx` back-end limits (both reserved for later stages).
+//! analysis and `E05xx` what a back end refuses or cannot hold.
 
 mod graph_findings;
 mod messages;

@@ -62,13 +62,36 @@ fn plain_fallback(buf: &mut termcolor::Buffer, d: &Diagnostic) {
 /// The summary line: `2 errors, 1 warning`.
 pub fn summary(diags: &[Diagnostic]) -> String {
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    let warnings = diags.len() - errors;
+    summary_counts(errors, diags.len() - errors)
+}
+
+/// The summary line from counts: `2 errors, 1 warning`.
+pub fn summary_counts(errors: usize, warnings: usize) -> String {
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     format!(
         "{}, {}",
         plural(errors, "error"),
         plural(warnings, "warning")
     )
+}
+
+/// The line that tells how to read a code's documentation, once per run
+/// after the diagnostics (as rustc's "For more information about this
+/// error, try `rustc --explain E0308`."). `codes` are those shown, sorted.
+pub fn explain_hint(codes: &[super::Code]) -> Option<String> {
+    match codes {
+        [] => None,
+        [one] => Some(format!(
+            "For more information about this diagnostic, try `weir explain {one}`.\n"
+        )),
+        [first, ..] => {
+            let list: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+            Some(format!(
+                "Some diagnostics have detailed explanations: {}.\nFor more information about one, try `weir explain {first}`.\n",
+                list.join(", ")
+            ))
+        }
+    }
 }
 
 /// One label in the JSON form.

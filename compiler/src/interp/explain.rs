@@ -173,10 +173,25 @@ pub fn steer_text(a: &SteerAction) -> String {
     }
 }
 
+/// What decided, as plain values: `kind` is a name (`rule`,
+/// `tier-default`, `unrestricted`, `default-deny`, `bypass`, `no-backends`,
+/// `established`), `direction` and the 1-based `rule` number where they
+/// apply (docs/schemas/trace.json).
 fn prov_json(interp: &Interp, p: &Provenance, locate: Locate) -> Value {
     let loc = p.span(interp.model).and_then(locate);
+    let (kind, dir, rule) = match *p {
+        Provenance::Established => ("established", None, None),
+        Provenance::Rule { dir, index, .. } => ("rule", Some(dir), Some(index + 1)),
+        Provenance::TierDefault { dir, .. } => ("tier-default", Some(dir), None),
+        Provenance::Unrestricted { dir } => ("unrestricted", Some(dir), None),
+        Provenance::DefaultDeny { dir } => ("default-deny", Some(dir), None),
+        Provenance::Bypass { index, .. } => ("bypass", None, Some(index + 1)),
+        Provenance::NoBackends { .. } => ("no-backends", None, None),
+    };
     json!({
-        "kind": p,
+        "kind": kind,
+        "direction": dir.map(dir_name),
+        "rule": rule,
         "owner": p.owner_name(interp.model),
         "description": p.describe(interp.model),
         "location": loc.map(|l| json!({ "at": l.at, "line": l.line.trim_end() })),
@@ -195,7 +210,20 @@ pub fn explain_json(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locat
         })
     };
     json!({
-        "packet": packet,
+        "packet": json!({
+            "proto": proto_name(packet.proto),
+            "src": packet.src,
+            "sport": packet.sport,
+            "dst": packet.dst,
+            "dport": packet.dport,
+            "icmp_type": packet.icmp_type,
+            "icmp_code": packet.icmp_code,
+            "state": match packet.state {
+                ConnState::New => "new",
+                ConnState::Established => "established",
+            },
+            "at": packet.at.map(dir_name),
+        }),
         "packet_text": packet_text(packet),
         "verdict": verdict_name(o.verdict),
         "reject": o.reject,
@@ -205,7 +233,11 @@ pub fn explain_json(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locat
         "logged": o.logged.iter().map(|p| prov_json(interp, p, locate)).collect::<Vec<_>>(),
         "service": o.service.as_ref().map(|h| json!({
             "name": interp.model.services[h.service].name,
-            "frontend": h.frontend,
+            "frontend": json!({
+                "addr": h.frontend.addr,
+                "port": h.frontend.port,
+                "proto": proto_name(h.frontend.proto),
+            }),
             "chosen": h.chosen,
             "candidates": h.candidates,
         })),
