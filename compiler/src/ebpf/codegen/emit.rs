@@ -490,14 +490,18 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R6, ctx::ICMP_CODE, R4));
         em.bind(l4_done);
 
-        if self.has_services {
+        let ports = frontend_ports(self.g);
+        // Without a translated frontend (every frontend IPv6 / SCTP, only
+        // checked for the no-backends reject) nothing is ever recorded in
+        // `weir_lb_ct`: there is no lookup to make (and the block would be
+        // unreachable behind an empty port search).
+        if self.has_services && !ports.is_empty() {
             // A packet of a flow the service stage translated is DNATed to
             // its backend first (context and conntrack key included), so it
             // is classified and looked up in conntrack as client → backend.
             c(em, "service: established translated flow → its backend");
             let env = self.lb_env(em, em.drop);
             let not_frontend = em.label("lb_not_frontend_port");
-            let ports = frontend_ports(self.g);
             if ports.len() <= MAX_FRONTEND_PORT_RANGES {
                 // Only this generation translates (`weir_lb_ct` is not
                 // shared across generations), and only to its frontends'

@@ -217,6 +217,11 @@ pub struct Options {
     pub conntrack_entries: u32,
     /// Room in the class tries for endpoints added at run time.
     pub spare_endpoints: u32,
+    /// Generate programs whose IPv6 / SCTP service frontends pass
+    /// untranslated instead of refusing them ([`Limit::Unsupported`]; not
+    /// faithful). For tests that exercise the rest of such a program and
+    /// leave those frontends' packets out. Off by default.
+    pub untranslated_frontends: bool,
 }
 
 impl Default for Options {
@@ -227,6 +232,7 @@ impl Default for Options {
             long_jumps: true,
             conntrack_entries: 65_536,
             spare_endpoints: 4_096,
+            untranslated_frontends: false,
         }
     }
 }
@@ -248,6 +254,13 @@ pub enum Limit {
     },
     /// A stage failed to assemble (jump range).
     StageTooLarge { stage: usize, reason: String },
+    /// A construct the TC path cannot express (E0501, not a limit): the
+    /// declaration's span, what it is, and which one.
+    Unsupported {
+        span: weir_grammar::Span,
+        construct: String,
+        detail: String,
+    },
 }
 
 impl fmt::Display for Limit {
@@ -273,14 +286,32 @@ impl fmt::Display for Limit {
                 "decision-graph node {block} alone needs {slots} instructions and {jumps} branches, more than one program may hold"
             ),
             Limit::StageTooLarge { stage, reason } => write!(f, "stage {stage}: {reason}"),
+            Limit::Unsupported {
+                construct, detail, ..
+            } => write!(f, "`{construct}`: {detail}"),
         }
     }
 }
 
 impl Limit {
-    /// The E0510 diagnostic. Limits are about the program as a whole; the
-    /// primary span is the first policy (or steer / service) declaration.
+    /// The E0510 diagnostic (E0501 for [`Limit::Unsupported`], at its
+    /// declaration). Limits are about the program as a whole; the primary
+    /// span is the first policy (or steer / service) declaration.
     pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
+        if let Limit::Unsupported {
+            span,
+            construct,
+            detail,
+        } = self
+        {
+            return crate::diagnostics::Kind::BackendUnsupported {
+                span: *span,
+                backend: "ebpf",
+                construct: construct.clone(),
+                detail: detail.clone(),
+            }
+            .into_diagnostic();
+        }
         let span = model
             .policies
             .first()
@@ -312,6 +343,7 @@ impl Limit {
             Limit::StageTooLarge { stage, reason } => {
                 (format!("program stage {stage}"), reason.clone())
             }
+            Limit::Unsupported { .. } => unreachable!("returned above"),
         };
         crate::diagnostics::Kind::BackendLimit {
             span,
@@ -321,6 +353,55 @@ impl Limit {
         }
         .into_diagnostic()
     }
+}
+
+/// The service frontends the TC path does not translate (IPv6, SCTP),
+/// one refusal per service and kind: the interpreter translates them, so
+/// a program that let them pass untranslated would judge their packets by
+/// the wrong destination. (Issue 18 implements them; this refusal goes
+/// when it does.)
+pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
+    let mut out = Vec::new();
+    for svc in &model.services {
+        let mut kinds: Vec<&str> = svc
+            .frontends
+            .iter()
+            .filter_map(|f| {
+                if f.addr.is_ipv6() {
+                    Some("IPv6 service frontend")
+                } else if f.proto == crate::model::Proto::Sctp {
+                    Some("SCTP service frontend")
+                } else {
+                    None
+                }
+            })
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        for construct in kinds {
+            let first = svc
+                .frontends
+                .iter()
+                .find(|f| {
+                    (construct.starts_with("IPv6") && f.addr.is_ipv6())
+                        || (construct.starts_with("SCTP")
+                            && f.addr.is_ipv4()
+                            && f.proto == crate::model::Proto::Sctp)
+                })
+                .expect("a frontend of this kind");
+            out.push(Limit::Unsupported {
+                span: svc.span,
+                construct: construct.to_string(),
+                detail: crate::diagnostics::untranslated_frontend(
+                    &svc.name,
+                    &first.addr,
+                    first.port,
+                    first.proto,
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// One program of the object.
@@ -552,6 +633,12 @@ fn row_bytes(atom_words: usize, columns: usize) -> usize {
 
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
+    if !opts.untranslated_frontends {
+        let refused = untranslated_frontends(model);
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+    }
     let (_, node_numbers) = crate::graph::dump::numbering(g);
     let roots = g.dag.roots;
     let mut entries = vec![(Entry::Steer, roots.steer)];
