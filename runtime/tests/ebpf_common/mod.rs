@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod headers;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 

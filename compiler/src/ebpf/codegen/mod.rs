@@ -117,6 +117,7 @@
 
 pub mod emit;
 pub mod layout;
+pub mod parse;
 pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
