@@ -9,9 +9,11 @@
 //! program runs the stages of docs/language.md §4 in order:
 //!
 //! 1. **prologue** — scratch context (`weir_ctx`, per-CPU), parse Ethernet /
-//!    IPv4 (options, fragments) / IPv6 (fixed header; extension headers are
-//!    not walked), TCP/UDP/SCTP ports, ICMP/ICMPv6 type and code, with
-//!    bounds checks; non-IP frames pass. A packet of a flow the service
+//!    IPv4 (options) / IPv6 and up to 8 extension headers, TCP/UDP/SCTP
+//!    ports, ICMP/ICMPv6 type and code, with bounds checks ([`parse`]);
+//!    non-IP frames pass; non-first fragments and packets not parsed to
+//!    the transport header are counted (`fragment`, `unparsed`) and
+//!    dropped. A packet of a flow the service
 //!    stage already translated (`weir_lb_ct` hit) is DNATed to its backend
 //!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
 //!    context and conntrack key updated, so it is looked up and, if new,
@@ -58,8 +60,10 @@
 //!    acking the segment or RST with its ack as sequence number, fresh
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
 //!    (`TC_ACT_REDIRECT`); UDP (no ICMP port-unreachable yet), SCTP and
-//!    IPv6 are dropped. IPv6 and SCTP frontends with backends are not
-//!    translated (they continue untranslated: a known gap).
+//!    IPv6 are dropped. IPv6 and SCTP frontends are refused at compile
+//!    time ([`untranslated_frontends`], E0501) unless
+//!    [`Options::untranslated_frontends`] asks for them to pass
+//!    untranslated (tests).
 //! 4. **egress**, then **ingress** — the graph's entries. Tests are inline
 //!    (proto / port / ICMP compares; atom tests are one bit test on the
 //!    row). Tables on proto / port / ICMP fields and small class tables are
