@@ -465,7 +465,14 @@ fn check_header_variants(
         let o = interp.evaluate(&seen);
         let want = expected(g, &o, &seen);
         let (out, got) = run_counted(gen, &f);
-        compare(&format!("{tag} ({headers:?} frame)"), &seen, &want, &out, &got, t);
+        compare(
+            &format!("{tag} ({headers:?} frame)"),
+            &seen,
+            &want,
+            &out,
+            &got,
+            t,
+        );
     }
 }
 
