@@ -13,12 +13,14 @@
 //! a rule: with its ports unknown, it could match one it would not match
 //! whole.
 //!
-//! The walk is unrolled ([`MAX_EXTENSION_HEADERS`] copies) and keeps the
-//! offset of the current header in the context ([`ctx::PARSE_OFF`]), not
-//! in a register: a value loaded from a map is unknown to the verifier on
-//! every path, so the paths of different header lengths merge at every
-//! step (pruned states) instead of multiplying (3^8). Only IPv6 packets
-//! with extension headers take the walk; IPv4 and plain IPv6 do not.
+//! The walk is a bounded loop (one copy of the step, the verifier runs it
+//! at most [`MAX_EXTENSION_HEADERS`] times; the prologue stays small) and
+//! keeps the offset of the current header in the context
+//! ([`ctx::PARSE_OFF`]), not in a register: a value loaded from a map is
+//! unknown to the verifier on every path, so the paths of different
+//! header lengths merge at every step (pruned states) instead of
+//! multiplying (3^8). Only IPv6 packets with extension headers take the
+//! walk; IPv4 and plain IPv6 do not.
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb, TC_ACT_SHOT};
@@ -148,19 +150,19 @@ impl Gen<'_> {
         em.push(Op::Ja { target: upper });
 
         // r4: the type of the header at offset ctx.PARSE_OFF (an
-        // extension header on entry to each step).
+        // extension header on entry to each step); r8: steps taken (free
+        // until the class rows are loaded). A bounded loop: one copy of the
+        // step, the verifier runs it at most MAX_EXTENSION_HEADERS times.
         em.bind(walk);
         em.push(Op::store(Size::U16, R6, ctx::PARSE_OFF, 54));
-        let found = em.label("ipv6_ext_done");
-        for _ in 0..MAX_EXTENSION_HEADERS {
-            self.extension_step(em, x);
-            let more = em.label("ipv6_ext_next");
-            Self::if_extension(em, more);
-            em.push(Op::Ja { target: found });
-            em.bind(more);
-        }
+        em.push(Op::mov64(R8, 0));
+        let (step, found) = (em.label("ipv6_ext_step"), em.label("ipv6_ext_done"));
+        em.bind(step);
         // Still an extension header after the last step: too long a chain.
-        em.push(Op::Ja { target: x.unparsed });
+        em.jmp(JmpCond::Ge, R8, MAX_EXTENSION_HEADERS as i32, x.unparsed);
+        em.push(Op::alu64(AluOp::Add, R8, 1));
+        self.extension_step(em, x);
+        Self::if_extension(em, step);
         em.bind(found);
         em.push(Op::load(Size::U16, R5, R6, ctx::PARSE_OFF));
         em.jmp(JmpCond::Gt, R5, MAX_HEADER_OFFSET, x.unparsed);
