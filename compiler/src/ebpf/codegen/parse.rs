@@ -87,7 +87,7 @@ impl Gen<'_> {
 
         c(
             em,
-            "parse: ipv4 (options skipped; non-first fragments denied)",
+            "parse: ipv4",
         );
         em.bind(v4);
         self.ipv4(em, &x);
@@ -175,7 +175,7 @@ impl Gen<'_> {
         em.jmp(JmpCond::Ne, R4, 58, not_icmp6);
         em.push(Op::store(Size::U8, R6, ctx::PROTO, 1));
         em.bind(not_icmp6);
-        em.push(Op::Ja { target: x.l4 });
+        // Falls through to the transport header (`x.l4`, laid out next).
     }
 
     /// One step of the walk: the header of type r4 at `ctx.PARSE_OFF`
