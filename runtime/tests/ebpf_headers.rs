@@ -161,3 +161,204 @@ fn ebpf_sees_through_extension_headers_and_denies_what_it_cannot_see() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The bundle `weir compile --target TARGET` writes for [`SRC`], in `dir`.
+fn write_bundle(dir: &std::path::Path, target: weir_compiler::bundle::Target) {
+    use weir_compiler::bundle::{self, BundleInput};
+    let path = std::path::PathBuf::from("ssh.weir");
+    let loader = weir_compiler::source::MemoryLoader::new().with(&path, SRC);
+    let checked = weir_compiler::check::check_program(std::slice::from_ref(&path), &loader, None);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let model = &checked.model;
+    let g = graph::build(model);
+    let art = weir_compiler::backends::generate(target, model, &g).expect("compiles");
+    let sources = vec![("ssh.weir".to_string(), SRC.to_string())];
+    let files = bundle::bundle(&BundleInput {
+        model,
+        graph: &g,
+        sources: &sources,
+        targets: &[target],
+        locate: &|_| serde_json::Value::Null,
+        backends: [(target, art)].into_iter().collect(),
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// TCP from `src` (client side) to `dst:port` (a server started on the
+/// server side), every segment carrying an 8-byte hop-by-hop header when
+/// `hbh` (`IPV6_HOPOPTS`, a PadN option): did the server answer?
+fn connect(
+    topo: &weir_runtime::netns::Topology,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    port: u16,
+    hbh: bool,
+) -> bool {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use weir_runtime::netns::{tcp_bound_socket, tcp_connect};
+    topo.add_client_addr(src).unwrap();
+    topo.serve_tcp(dst, port).unwrap();
+    let wait = std::time::Duration::from_millis(if hbh { 1500 } else { 800 });
+    topo.client
+        .run(move || -> std::io::Result<bool> {
+            let fd = tcp_bound_socket(src)?;
+            if hbh {
+                let opt: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+                // SAFETY: a valid fd and an 8-byte option buffer.
+                let r = unsafe {
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_HOPOPTS,
+                        opt.as_ptr().cast(),
+                        opt.len() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let s = std::net::TcpStream::from(fd);
+            s.set_write_timeout(Some(wait))?;
+            s.set_read_timeout(Some(wait))?;
+            let mut s = tcp_connect(s.into(), std::net::SocketAddr::new(dst, port))?;
+            let mut buf = [0u8; 64];
+            Ok(s.read(&mut buf)? > 0)
+        })
+        .unwrap()
+        .unwrap_or(false)
+}
+
+/// Packets with a hop-by-hop header the node has seen (an ip6tables
+/// counter in its mangle table, which no weir back end touches).
+fn hbh_seen(topo: &weir_runtime::netns::Topology) -> u64 {
+    let out = topo
+        .node
+        .exec(
+            "ip6tables",
+            &["-t", "mangle", "-L", "PREROUTING", "-v", "-x", "-n"],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("ipv6header"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {text}"))
+}
+
+/// Real traffic through network namespaces: an IPv6 TCP connection to
+/// port 22 whose every segment carries a hop-by-hop header is refused
+/// under `deny tcp 22; allow any` by both back ends (eBPF on the node's
+/// client-facing link, iptables in the node), and one to port 80 with the
+/// same header gets through; an ip6tables counter in the node proves the
+/// header was on the wire.
+#[test]
+fn both_back_ends_deny_port_22_behind_a_hop_by_hop_header_in_netns() {
+    use weir_compiler::bundle::Target;
+    use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+    let name = "both_back_ends_deny_port_22_behind_a_hop_by_hop_header_in_netns";
+    if !weir_runtime::kernel_test::may_run(
+        name,
+        &[
+            "ip",
+            "ip6tables",
+            "iptables-restore",
+            "ip6tables-restore",
+            "ipset",
+        ],
+    ) {
+        return;
+    }
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let (client, server) = (ip("fd00:50::1"), ip("fd00:50::2"));
+    let scratch = std::env::temp_dir().join(format!("weir-hbh-{}", std::process::id()));
+    for target in [Target::Ebpf, Target::Iptables] {
+        let topo = Topology::new().expect("netns topology");
+        let out = topo
+            .node
+            .exec(
+                "ip6tables",
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "PREROUTING",
+                    "-m",
+                    "ipv6header",
+                    "--header",
+                    "hop-by-hop",
+                    "--soft",
+                ],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            connect(&topo, client, server, 22, true),
+            "harness: port 22 answers"
+        );
+        let dir = scratch.join(target.name());
+        write_bundle(&dir.join("bundle"), target);
+        let detach: Box<dyn Fn()> = match target {
+            Target::Ebpf => {
+                let mut inst =
+                    weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+                inst.pin_root = format!("/sys/fs/bpf/weir-hbh-{}", std::process::id()).into();
+                inst.state_root = dir.join("state");
+                weir_runtime::ebpf::apply(&dir.join("bundle"), &inst).unwrap();
+                Box::new(move || {
+                    weir_runtime::ebpf::detach(&inst).unwrap();
+                })
+            }
+            Target::Iptables => {
+                use weir_runtime::iptables::{Iptables, Options};
+                let rt = Iptables::new(
+                    Options::netns(topo.node.name()).with_state_dir(dir.join("state")),
+                );
+                rt.apply(&weir_runtime::Bundle::read(&dir.join("bundle")).unwrap())
+                    .unwrap();
+                Box::new(move || {
+                    rt.detach().unwrap();
+                })
+            }
+        };
+        let before = hbh_seen(&topo);
+        let to_22 = connect(&topo, client, server, 22, true);
+        let to_80 = connect(&topo, client, server, 80, true);
+        let plain_22 = connect(&topo, client, server, 22, false);
+        let seen = hbh_seen(&topo) - before;
+        detach();
+        eprintln!(
+            "{}: port 22 with hop-by-hop {}, port 80 with hop-by-hop {}, port 22 plain {}; {seen} packets with a hop-by-hop header seen",
+            target.name(),
+            if to_22 { "ANSWERED" } else { "refused" },
+            if to_80 { "answered" } else { "REFUSED" },
+            if plain_22 { "ANSWERED" } else { "refused" },
+        );
+        assert!(
+            !to_22,
+            "{}: port 22 behind a hop-by-hop header got through",
+            target.name()
+        );
+        assert!(
+            to_80,
+            "{}: port 80 with a hop-by-hop header is allowed",
+            target.name()
+        );
+        assert!(!plain_22, "{}: port 22 is denied", target.name());
+        assert!(
+            seen >= 2,
+            "{}: the hop-by-hop header was on the wire",
+            target.name()
+        );
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+}

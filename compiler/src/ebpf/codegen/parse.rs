@@ -85,10 +85,7 @@ impl Gen<'_> {
         // Not IP (ARP, …): not ours to police.
         em.push(Op::Ja { target: x.pass });
 
-        c(
-            em,
-            "parse: ipv4",
-        );
+        c(em, "parse: ipv4");
         em.bind(v4);
         self.ipv4(em, &x);
         c(em, "parse: ipv6 and its extension headers");
