@@ -316,6 +316,8 @@ fn both_back_ends_deny_port_22_behind_a_hop_by_hop_header_in_netns() {
                 weir_runtime::ebpf::apply(&dir.join("bundle"), &inst).unwrap();
                 Box::new(move || {
                     weir_runtime::ebpf::detach(&inst).unwrap();
+                    // The test's own (empty) pin root.
+                    let _ = std::fs::remove_dir(&inst.pin_root);
                 })
             }
             Target::Iptables => {
