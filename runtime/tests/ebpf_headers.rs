@@ -325,7 +325,7 @@ fn both_back_ends_deny_port_22_behind_a_hop_by_hop_header_in_netns() {
                 let rt = Iptables::new(
                     Options::netns(topo.node.name()).with_state_dir(dir.join("state")),
                 );
-                rt.apply(&weir_runtime::Bundle::read(&dir.join("bundle")).unwrap())
+                rt.apply(&weir_runtime::Bundle::read(dir.join("bundle")).unwrap())
                     .unwrap();
                 Box::new(move || {
                     rt.detach().unwrap();
