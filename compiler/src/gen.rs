@@ -444,8 +444,29 @@ pub fn model(seed: u64) -> Model {
 pub fn dual_stack(seed: u64) -> Model {
     let mut m = model(seed);
     let mut rng = Rng::new(seed ^ 0xD0A1_57AC);
-    let mut spans = 10_000u32;
-    // IPv6-only endpoints, and an IPv6 address for some IPv4 ones.
+    add_v6_endpoints(&mut m, &mut rng);
+    let v6_pool = vec![
+        cidr(v6(0), 64),
+        cidr(v6(0x5000), 116),
+        cidr(v6(0x6000), 120),
+        Cidr::host(*rng.pick(&addrs_of(&m, true))),
+    ];
+    add_v6_and_sctp_services(&mut m, &mut rng);
+    add_v6_rules(&mut m, &mut rng, &v6_pool);
+    m
+}
+
+/// Endpoint addresses of one family.
+fn addrs_of(m: &Model, six: bool) -> Vec<IpAddr> {
+    m.endpoints
+        .iter()
+        .flat_map(|e| e.addrs.iter().copied())
+        .filter(|a| a.is_ipv6() == six)
+        .collect()
+}
+
+/// IPv6-only endpoints, and an IPv6 address for some IPv4 ones.
+fn add_v6_endpoints(m: &mut Model, rng: &mut Rng) {
     for i in 0..1 + rng.below(3) {
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for k in KEYS {
@@ -467,45 +488,33 @@ pub fn dual_stack(seed: u64) -> Model {
         }
     }
     m.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-    let v6_addrs: Vec<IpAddr> = m
-        .endpoints
-        .iter()
-        .flat_map(|e| e.addrs.iter().copied())
-        .filter(|a| a.is_ipv6())
+}
+
+/// A selector (which takes the frontend's family) or explicit backends
+/// from `pool`.
+fn gen_backends(rng: &mut Rng, pool: &[IpAddr]) -> BackendSource {
+    if rng.chance(40) {
+        return BackendSource::Select {
+            selector: gen_sel(rng, 0),
+            port: *rng.pick(&[80u16, 8080]),
+        };
+    }
+    let mut list: Vec<Backend> = (0..rng.below(4))
+        .map(|_| Backend {
+            addr: *rng.pick(pool),
+            port: *rng.pick(&[80u16, 8080]),
+            weight: *rng.pick(&[0u16, 1, 2]),
+            endpoint: None,
+        })
         .collect();
-    let v6_pool = vec![
-        cidr(v6(0), 64),
-        cidr(v6(0x5000), 116),
-        cidr(v6(0x6000), 120),
-        Cidr::host(*rng.pick(&v6_addrs)),
-    ];
-    // Services: IPv6 only (explicit IPv6 backends or a selector, which
-    // takes the frontend's family), and SCTP.
-    let backends = |rng: &mut Rng, pool: &[IpAddr]| {
-        if rng.chance(40) {
-            return BackendSource::Select {
-                selector: gen_sel(rng, 0),
-                port: *rng.pick(&[80u16, 8080]),
-            };
-        }
-        let mut list: Vec<Backend> = (0..rng.below(4))
-            .map(|_| Backend {
-                addr: *rng.pick(pool),
-                port: *rng.pick(&[80u16, 8080]),
-                weight: *rng.pick(&[0u16, 1, 2]),
-                endpoint: None,
-            })
-            .collect();
-        list.sort();
-        list.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
-        BackendSource::Explicit(list)
-    };
-    let v4_addrs: Vec<IpAddr> = m
-        .endpoints
-        .iter()
-        .flat_map(|e| e.addrs.iter().copied())
-        .filter(|a| a.is_ipv4())
-        .collect();
+    list.sort();
+    list.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    BackendSource::Explicit(list)
+}
+
+/// An IPv6-only service, and (half the time) an SCTP one.
+fn add_v6_and_sctp_services(m: &mut Model, rng: &mut Rng) {
+    let (v6_addrs, v4_addrs) = (addrs_of(m, true), addrs_of(m, false));
     let mut services = vec![Service {
         name: "six".into(),
         frontends: vec![Frontend {
@@ -513,7 +522,7 @@ pub fn dual_stack(seed: u64) -> Model {
             port: *rng.pick(&[80u16, 443]),
             proto: *rng.pick(&[Proto::Tcp, Proto::Udp]),
         }],
-        backends: backends(&mut rng, &v6_addrs),
+        backends: gen_backends(rng, &v6_addrs),
         balance: if rng.chance(40) {
             Balance::Maglev
         } else {
@@ -530,7 +539,7 @@ pub fn dual_stack(seed: u64) -> Model {
                 port: 3868,
                 proto: Proto::Sctp,
             }],
-            backends: backends(&mut rng, &v4_addrs),
+            backends: gen_backends(rng, &v4_addrs),
             balance: Balance::Random,
             affinity: None,
             span: span(5),
@@ -538,7 +547,11 @@ pub fn dual_stack(seed: u64) -> Model {
     }
     m.services.extend(services);
     m.services.sort_by(|a, b| a.name.cmp(&b.name));
-    // Rules and steering on IPv6 prefixes.
+}
+
+/// Policy rules and a steering rule on IPv6 prefixes of `pool`.
+fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
+    let mut spans = 10_000u32;
     for p in &mut m.policies {
         for rules in [&mut p.ingress, &mut p.egress].into_iter().flatten() {
             if rng.chance(50) {
@@ -547,8 +560,8 @@ pub fn dual_stack(seed: u64) -> Model {
                     rng.below(rules.len() + 1),
                     Rule {
                         action: *rng.pick(&[Action::Allow, Action::Deny]),
-                        proto: gen_proto(&mut rng),
-                        peer: PeerMatch::Set(gen_set(&mut rng, &v6_pool)),
+                        proto: gen_proto(rng),
+                        peer: PeerMatch::Set(gen_set(rng, pool)),
                         log: rng.chance(20),
                         span: span(spans),
                     },
@@ -558,26 +571,24 @@ pub fn dual_stack(seed: u64) -> Model {
     }
     if rng.chance(50) {
         spans += 2;
+        let action = [
+            SteerAction::Mark(0x20),
+            SteerAction::Dscp(10),
+            SteerAction::Bypass,
+        ];
         m.steers.push(Steer {
             name: "st6".into(),
             priority: 30,
             rules: vec![SteerRule {
-                action: rng
-                    .pick(&[
-                        SteerAction::Mark(0x20),
-                        SteerAction::Dscp(10),
-                        SteerAction::Bypass,
-                    ])
-                    .clone(),
-                proto: gen_proto(&mut rng),
-                from: PeerMatch::Set(gen_set(&mut rng, &v6_pool)),
-                to: gen_peer(&mut rng, &v6_pool),
+                action: rng.pick(&action).clone(),
+                proto: gen_proto(rng),
+                from: PeerMatch::Set(gen_set(rng, pool)),
+                to: gen_peer(rng, pool),
                 span: span(spans),
             }],
             span: span(7),
         });
     }
-    m
 }
 
 fn step(a: IpAddr, d: i128) -> IpAddr {
