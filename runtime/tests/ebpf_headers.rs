@@ -364,3 +364,70 @@ fn both_back_ends_deny_port_22_behind_a_hop_by_hop_header_in_netns() {
     }
     let _ = std::fs::remove_dir_all(scratch);
 }
+
+/// ns per packet (BPF_PROG_TEST_RUN, repeat 1M) of [`SRC`]'s program for
+/// IPv4 and IPv6 frames with and without options / extension headers:
+/// port 22 is a new flow each time (denied, never in conntrack), port 80
+/// an established one after the first run. Ignored by default (it
+/// measures, it does not check):
+///
+/// ```text
+/// cargo test -p weir-runtime --test ebpf_headers -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore]
+fn ebpf_header_parse_cost() {
+    use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+    if !have_root("ebpf_header_parse_cost") {
+        return;
+    }
+    let loader = weir_compiler::source::MemoryLoader::new().with("ssh.weir", SRC);
+    let checked = weir_compiler::check::check_program(&["ssh.weir".into()], &loader, None);
+    let model = checked.model;
+    let g = graph::build(&model);
+    let gen = load_output(&compile(&model, &g, Mode::Node));
+    let p: &SchedClassifier = gen
+        .ebpf
+        .program(layout::MAIN_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let ns = |frame: &[u8]| {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1_000_000,
+                ..Default::default()
+            })
+            .unwrap();
+        r.duration.as_nanos() as f64
+    };
+    let three = [Ext::HopByHop(8), Ext::Routing, Ext::DestOpts(8)];
+    for port in [22u16, 80] {
+        let mut v4 = packet("10.0.50.2");
+        let mut v6 = packet("fd00:50::2");
+        v4.dport = port;
+        v6.dport = port;
+        let (f4, f6) = (frame(&v4), frame(&v6));
+        let flow = if port == 22 {
+            "new, denied"
+        } else {
+            "established"
+        };
+        clear_conntrack(&gen);
+        for (what, f) in [
+            ("ipv4", f4.clone()),
+            ("ipv4 + 12 bytes of options", with_options(&f4, 3)),
+            ("ipv6", f6.clone()),
+            (
+                "ipv6 + hop-by-hop",
+                with_extensions(&f6, &[Ext::HopByHop(8)]),
+            ),
+            ("ipv6 + 3 extension headers", with_extensions(&f6, &three)),
+        ] {
+            eprintln!("port {port} ({flow}), {what}: {:.1} ns", ns(&f));
+        }
+    }
+}
