@@ -37,7 +37,20 @@ fn sock(addr: IpAddr, port: u16) -> String {
 
 /// The packet in `weir trace --packet` notation.
 pub fn packet_text(p: &Packet) -> String {
-    let mut s = if p.proto == Proto::Icmp {
+    let addr = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V6(_) => format!("[{a}]"),
+        _ => a.to_string(),
+    };
+    let unseen = match p.headers {
+        super::Headers::Whole => None,
+        super::Headers::Fragment => Some("fragment"),
+        super::Headers::Unparsed => Some("unparsed"),
+    };
+    let mut s = if let Some(word) = unseen {
+        // No ports, type or code: the notation has none either.
+        let name = proto_name(p.proto);
+        format!("{name} {} -> {} {word}", addr(p.src), addr(p.dst))
+    } else if p.proto == Proto::Icmp {
         format!(
             "icmp {} -> {} type {} code {}",
             p.src, p.dst, p.icmp_type, p.icmp_code

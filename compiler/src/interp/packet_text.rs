@@ -120,6 +120,14 @@ mod tests {
         assert_eq!((p.headers, p.sport, p.dport), (Headers::Fragment, 0, 0));
         let p = parse_packet("udp 10.1.0.5 -> 10.2.0.7 unparsed").unwrap();
         assert_eq!(p.headers, Headers::Unparsed);
+        // `weir trace` prints them back in the same notation.
+        for text in [
+            "tcp [fd00::1] -> [fd00::2] fragment",
+            "icmp 10.1.0.5 -> 10.2.0.7 unparsed",
+        ] {
+            let p = parse_packet(text).unwrap();
+            assert_eq!(super::super::explain::packet_text(&p), text);
+        }
     }
 
     #[test]
