@@ -475,6 +475,8 @@ fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
                     e.service = Some(&model.services[service].name);
                     "no-backends"
                 }
+                P::Fragment => "fragment",
+                P::Unparsed => "unparsed",
             };
             e
         })

@@ -33,6 +33,12 @@ pub enum Provenance {
     Bypass { steer: usize, index: usize },
     /// A service frontend with no usable backend: rejected.
     NoBackends { service: usize },
+    /// A non-first fragment: no transport header to judge (denied where
+    /// fragments are seen; docs/language.md §4, "Headers").
+    Fragment,
+    /// A packet whose headers cannot be parsed up to the transport header
+    /// (truncated, or too long an IPv6 extension-header chain): denied.
+    Unparsed,
 }
 
 const DIRS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
@@ -48,7 +54,9 @@ impl Provenance {
             Provenance::Established
             | Provenance::TierDefault { .. }
             | Provenance::Unrestricted { .. }
-            | Provenance::DefaultDeny { .. } => "default".to_string(),
+            | Provenance::DefaultDeny { .. }
+            | Provenance::Fragment
+            | Provenance::Unparsed => "default".to_string(),
         }
     }
 
@@ -63,7 +71,10 @@ impl Provenance {
             Provenance::DefaultDeny { dir } => model.default_deny.get(dir),
             Provenance::Bypass { steer, index } => Some(model.steers[steer].rules[index].span),
             Provenance::NoBackends { service } => Some(model.services[service].span),
-            Provenance::Established | Provenance::Unrestricted { .. } => None,
+            Provenance::Established
+            | Provenance::Unrestricted { .. }
+            | Provenance::Fragment
+            | Provenance::Unparsed => None,
         }
     }
 
@@ -89,6 +100,12 @@ impl Provenance {
             Provenance::NoBackends { service } => {
                 format!("service {} has no backends", model.services[service].name)
             }
+            Provenance::Fragment => {
+                "non-first fragment: no transport header to judge (denied)".into()
+            }
+            Provenance::Unparsed => {
+                "headers not parsed to the transport header (truncated, or more than 8 IPv6 extension headers): denied".into()
+            }
         }
     }
 }
@@ -108,7 +125,9 @@ impl fmt::Display for Provenance {
 
 /// Dense ids for every provenance a model can produce, in a fixed order:
 /// established, per direction the unrestricted and default-deny defaults,
-/// tier defaults, policy rules in model order, bypass rules, services.
+/// tier defaults, policy rules in model order, bypass rules, services,
+/// then the fragment and unparsed denials (last, so that adding them kept
+/// every other id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProvenanceTable {
     pub entries: Vec<Provenance>,
@@ -145,6 +164,7 @@ impl ProvenanceTable {
         for service in 0..model.services.len() {
             entries.push(Provenance::NoBackends { service });
         }
+        entries.extend([Provenance::Fragment, Provenance::Unparsed]);
         let index = entries
             .iter()
             .enumerate()

@@ -10,6 +10,16 @@ use weir_compiler::ebpf::codegen::{generate, Budget, Limit, Mode, Options};
 use weir_compiler::gen;
 use weir_compiler::graph;
 
+/// Default options, except that the IPv6 / SCTP frontends the generated
+/// models have are generated untranslated instead of refused (see
+/// `ebpf_refuses_ipv6_and_sctp_frontends_and_never_panics_on_them`).
+fn lenient() -> Options {
+    Options {
+        untranslated_frontends: true,
+        ..Options::default()
+    }
+}
+
 #[test]
 fn ebpf_examples_are_deterministic() {
     for f in common::example_files() {
@@ -40,7 +50,7 @@ fn ebpf_small_budget_splits_every_generated_policy() {
                 max_slots: 400,
                 max_jumps: 120,
             },
-            ..Options::default()
+            ..lenient()
         };
         match generate(&model, &g, &small) {
             Ok(out) => {
@@ -64,15 +74,7 @@ fn ebpf_small_budget_splits_every_generated_policy() {
             }
         }
         for mode in [Mode::Node, Mode::Ingress, Mode::Egress] {
-            let out = generate(
-                &model,
-                &g,
-                &Options {
-                    mode,
-                    ..Options::default()
-                },
-            )
-            .unwrap();
+            let out = generate(&model, &g, &Options { mode, ..lenient() }).unwrap();
             assert_eq!(
                 out.manifest.programs.len(),
                 1,
@@ -91,7 +93,7 @@ fn ebpf_limits_become_e0510() {
             max_slots: 100,
             max_jumps: 10,
         },
-        ..Options::default()
+        ..lenient()
     };
     let limits = generate(&model, &g, &tiny).unwrap_err();
     let d = limits[0].diagnostic(&model);
@@ -99,7 +101,7 @@ fn ebpf_limits_become_e0510() {
     assert!(d.message.contains("ebpf"), "{}", d.message);
     let huge = Options {
         conntrack_entries: 2_000_000,
-        ..Options::default()
+        ..lenient()
     };
     let limits = generate(&model, &g, &huge).unwrap_err();
     assert!(
@@ -122,7 +124,7 @@ fn at_budget(slots: usize) -> Options {
             max_slots: slots,
             max_jumps: slots / 2,
         },
-        ..Options::default()
+        ..lenient()
     }
 }
 
@@ -190,7 +192,7 @@ fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
     for seed in 0..40 {
         let model = gen::model(seed);
         let g = graph::build(&model);
-        let opts = Options::default();
+        let opts = lenient();
         let out = generate(&model, &g, &opts).unwrap();
         let fill = &out.manifest.fill;
         for (entries, bits, host, trie) in [
@@ -256,5 +258,64 @@ fn ebpf_paths_make_few_tail_calls() {
             "{slots}: {} tail calls on a path",
             out.manifest.max_tail_calls
         );
+    }
+}
+
+fn checked(src: &str) -> weir_compiler::model::Model {
+    let loader = weir_compiler::source::MemoryLoader::new().with("svc.weir", src);
+    let c = weir_compiler::check::check_program(&["svc.weir".into()], &loader, None);
+    assert!(
+        c.diagnostics.iter().all(|d| !d.is_error()),
+        "{:?}",
+        c.diagnostics
+    );
+    c.model
+}
+
+/// Issue 15 item 3: a program whose services are all IPv6 or all SCTP
+/// made the generator panic (the prologue's lookup of established
+/// translations sat behind an empty port search: unreachable code). Such
+/// frontends are refused with E0501 naming eBPF, the construct and the
+/// service's span — never judged untranslated in silence; generated
+/// anyway (the tests' option), the program has no unreachable code.
+#[test]
+fn ebpf_refuses_ipv6_and_sctp_frontends_and_never_panics_on_them() {
+    let cases = [
+        (
+            "IPv6 service frontend",
+            "frontend [fd00:96::17]:80/tcp\n  backends { [fd00:1::5]:8080 }",
+        ),
+        (
+            "SCTP service frontend",
+            "frontend 10.96.12.2:3868/sctp\n  backends { 10.1.0.5:3868 }",
+        ),
+        (
+            "IPv6 service frontend",
+            "frontend [fd00:96::18]:53/udp\n  backends { }",
+        ),
+    ];
+    for (construct, lines) in cases {
+        let src = format!("service only {{\n  {lines}\n}}\npolicy p {{\n  applies to all\n  ingress {{\n    deny tcp 22 from any\n  }}\n}}\n");
+        let model = checked(&src);
+        let g = graph::build(&model);
+        let limits = generate(&model, &g, &Options::default()).unwrap_err();
+        assert_eq!(limits.len(), 1, "{limits:?}");
+        let d = limits[0].diagnostic(&model);
+        assert_eq!(d.code.as_str(), "E0501", "{d:?}");
+        assert!(
+            d.message.contains("ebpf") && d.message.contains(construct),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.primary.span, model.services[0].span);
+        // Through the back-end dispatch `weir compile` uses, too.
+        let target = weir_compiler::bundle::Target::Ebpf;
+        let diags = weir_compiler::backends::generate(target, &model, &g).unwrap_err();
+        assert_eq!(diags[0].code.as_str(), "E0501");
+        let anyway = Options {
+            untranslated_frontends: true,
+            ..Options::default()
+        };
+        generate(&model, &g, &anyway).expect("generates without unreachable code");
     }
 }

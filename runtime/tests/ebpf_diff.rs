@@ -28,7 +28,14 @@
 //!   DSCP bits (and a valid IPv4 header checksum) for `dscp`; every other
 //!   output frame must equal the input.
 //!
-//! Frontends the TC path does not translate (IPv6, SCTP) are left out.
+//! Headers (docs/language.md §4): every new packet not for a service is
+//! re-sent with IPv6 extension headers (1–3, random) or IPv4 options (same
+//! verdict as whole), and some as a non-first fragment (`fragment`) or
+//! behind 9 extension headers (`unparsed`).
+//!
+//! Frontends the TC path does not translate (IPv6, SCTP; refused by
+//! `weir compile`, generated here with `untranslated_frontends`) are left
+//! out.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -38,11 +45,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use ebpf_common::headers::{non_first_fragment, random_chain, with_extensions, with_options, Ext};
 use ebpf_common::*;
 use weir_compiler::ebpf::codegen::{layout, Budget, Mode};
 use weir_compiler::gen;
 use weir_compiler::graph::{self, cover, Graph};
-use weir_compiler::interp::{BackendChoice, Interp, Outcome, Packet};
+use weir_compiler::interp::{BackendChoice, Headers, Interp, Outcome, Packet};
 use weir_compiler::model::{
     Action, Balance, ConnState, Direction, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch,
     Rule, Sel, SteerAction, Tier, Verdict,
@@ -63,6 +71,13 @@ struct Tally {
     steered: usize,
     /// Frontends the TC path does not translate (IPv6, SCTP): left out.
     skipped: usize,
+    /// Packets re-sent with other headers (docs/language.md §4,
+    /// "Headers"): IPv6 with 1–3 extension headers, IPv4 with options,
+    /// non-first fragments, 9-header chains.
+    v6_ext: usize,
+    v4_opts: usize,
+    fragments: usize,
+    unparsed: usize,
     disagreements: Vec<String>,
 }
 
@@ -309,6 +324,7 @@ fn check_model_with(
         };
         &gens.iter().find(|(x, _)| *x == m).expect("all modes").1
     };
+    let mut rng = gen::Rng::new(0x4EAD ^ packets.len() as u64);
     for p in packets {
         let p = normalize(p);
         if p.src.is_ipv4() != p.dst.is_ipv4() {
@@ -319,6 +335,9 @@ fn check_model_with(
         clear_lb_state(gen);
         if p.state != ConnState::Established {
             let r = check_new(tag, g, &interp, gen, &p, t);
+            if r.as_ref().is_some_and(|(_, o, _)| o.service.is_none()) {
+                check_header_variants(tag, g, &interp, gen, &p, &mut rng, t);
+            }
             if let Some((ret, o, _)) = &r {
                 // Translation state exists exactly for allowed translated
                 // flows: a denied flow never leaves any behind.
@@ -402,6 +421,61 @@ fn check_model_with(
     }
 }
 
+/// A new packet not for a service, re-sent as the parser must see
+/// through it (IPv6 behind 1–3 random extension headers, IPv4 with
+/// options: judged as the whole packet) or refuse it (a non-first
+/// fragment: `fragment`; IPv6 behind 9 extension headers: `unparsed`),
+/// each from an empty conntrack, compared with the interpreter.
+fn check_header_variants(
+    tag: &str,
+    g: &Graph,
+    interp: &Interp,
+    gen: &Generation,
+    p: &Packet,
+    rng: &mut gen::Rng,
+    t: &mut Tally,
+) {
+    let whole = frame(p);
+    let mut variants: Vec<(Vec<u8>, Headers)> = Vec::new();
+    if p.src.is_ipv6() {
+        variants.push((with_extensions(&whole, &random_chain(rng)), Headers::Whole));
+        t.v6_ext += 1;
+        if rng.chance(10) {
+            let nine = [Ext::DestOpts(8); 9];
+            variants.push((with_extensions(&whole, &nine), Headers::Unparsed));
+            t.unparsed += 1;
+        }
+    } else {
+        variants.push((with_options(&whole, 1 + rng.below(3)), Headers::Whole));
+        t.v4_opts += 1;
+    }
+    if rng.chance(25) {
+        let offset = 1 + rng.below(1000) as u16;
+        variants.push((non_first_fragment(&whole, offset), Headers::Fragment));
+        t.fragments += 1;
+    }
+    for (f, headers) in variants {
+        clear_conntrack(gen);
+        clear_lb_state(gen);
+        let mut seen = p.clone();
+        if headers != Headers::Whole {
+            seen.headers = headers;
+            (seen.sport, seen.dport, seen.icmp_type, seen.icmp_code) = (0, 0, 0, 0);
+        }
+        let o = interp.evaluate(&seen);
+        let want = expected(g, &o, &seen);
+        let (out, got) = run_counted(gen, &f);
+        compare(
+            &format!("{tag} ({headers:?} frame)"),
+            &seen,
+            &want,
+            &out,
+            &got,
+            t,
+        );
+    }
+}
+
 /// The reply `wire` (backend → client) of a translated connection, which
 /// the interpreter sees as `seen` (frontend → client, established): it
 /// must pass as established with the frontend as its source.
@@ -451,12 +525,16 @@ fn assert_agrees(tag: &str, t: &Tally) {
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} steered), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
         t.packets,
         t.translated,
         t.replies,
         t.resets,
         t.steered,
+        t.v6_ext,
+        t.v4_opts,
+        t.fragments,
+        t.unparsed,
         t.skipped,
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
@@ -489,6 +567,37 @@ fn ebpf_agrees_with_interpreter_on_generated_policies() {
     eprintln!("  {seeds} policies, at least {min_per_model} packets each");
     assert!(min_per_model >= 100, "too few packets per model");
     assert_agrees("generated policies", &t);
+}
+
+/// Dual-stack policies (`gen::dual_stack`: IPv6-only endpoints, IPv6
+/// prefixes in rules and steering; its IPv6 / SCTP services are left out
+/// as untranslated), every packet also re-sent with other headers.
+#[test]
+fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
+    if !have_root("ebpf_agrees_with_interpreter_on_dual_stack_policies") {
+        return;
+    }
+    let started = Instant::now();
+    let mut t = Tally::default();
+    let seeds = 40u64;
+    for seed in 0..seeds {
+        let model = gen::dual_stack(seed);
+        let g = graph::build(&model);
+        let mut rng = gen::Rng::new(seed ^ 0xD5);
+        let mut packets = cover::leaf_packets(&g, 20_000);
+        packets.extend(gen::packets(&model, &mut rng, 200));
+        check_model(
+            &format!("dual-stack seed {seed}"),
+            &model,
+            &g,
+            &packets,
+            &mut t,
+        );
+    }
+    report("dual-stack policies", &t, started);
+    eprintln!("  {seeds} policies");
+    assert!(t.v6_ext >= 1000, "too few IPv6 packets");
+    assert_agrees("dual-stack policies", &t);
 }
 
 /// A policy set large enough that the pipeline is split into several

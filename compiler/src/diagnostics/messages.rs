@@ -326,6 +326,24 @@ fn proto(p: Proto) -> &'static str {
     }
 }
 
+/// The detail of the eBPF back end's E0501 for a service frontend its TC
+/// path does not translate (IPv6, SCTP).
+pub fn untranslated_frontend(
+    service: &str,
+    addr: &std::net::IpAddr,
+    port: u16,
+    p: Proto,
+) -> String {
+    let addr = match addr {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    };
+    format!(
+        "service `{service}` has frontend {addr}:{port}/{}, which the eBPF data path does not translate yet (IPv4 TCP and UDP only): its packets would be judged untranslated",
+        proto(p)
+    )
+}
+
 fn did_you_mean(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|s| format!("did you mean `{s}`?"))
 }

@@ -143,6 +143,10 @@ impl Graph {
             steering: None,
             reject: false,
         };
+        // 0. Headers not all seen: denied.
+        if let Some(by) = crate::interp::unseen(p) {
+            return simple(Verdict::Deny, by);
+        }
         // 1. Connection state.
         if p.state == ConnState::Established {
             return simple(Verdict::Allow, Provenance::Established);

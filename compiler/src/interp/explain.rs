@@ -37,7 +37,20 @@ fn sock(addr: IpAddr, port: u16) -> String {
 
 /// The packet in `weir trace --packet` notation.
 pub fn packet_text(p: &Packet) -> String {
-    let mut s = if p.proto == Proto::Icmp {
+    let addr = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V6(_) => format!("[{a}]"),
+        _ => a.to_string(),
+    };
+    let unseen = match p.headers {
+        super::Headers::Whole => None,
+        super::Headers::Fragment => Some("fragment"),
+        super::Headers::Unparsed => Some("unparsed"),
+    };
+    let mut s = if let Some(word) = unseen {
+        // No ports, type or code: the notation has none either.
+        let name = proto_name(p.proto);
+        format!("{name} {} -> {} {word}", addr(p.src), addr(p.dst))
+    } else if p.proto == Proto::Icmp {
         format!(
             "icmp {} -> {} type {} code {}",
             p.src, p.dst, p.icmp_type, p.icmp_code
@@ -175,7 +188,7 @@ pub fn steer_text(a: &SteerAction) -> String {
 
 /// What decided, as plain values: `kind` is a name (`rule`,
 /// `tier-default`, `unrestricted`, `default-deny`, `bypass`, `no-backends`,
-/// `established`), `direction` and the 1-based `rule` number where they
+/// `established`, `fragment`, `unparsed`), `direction` and the 1-based `rule` number where they
 /// apply (docs/schemas/trace.json).
 fn prov_json(interp: &Interp, p: &Provenance, locate: Locate) -> Value {
     let loc = p.span(interp.model).and_then(locate);
@@ -187,6 +200,8 @@ fn prov_json(interp: &Interp, p: &Provenance, locate: Locate) -> Value {
         Provenance::DefaultDeny { dir } => ("default-deny", Some(dir), None),
         Provenance::Bypass { index, .. } => ("bypass", None, Some(index + 1)),
         Provenance::NoBackends { .. } => ("no-backends", None, None),
+        Provenance::Fragment => ("fragment", None, None),
+        Provenance::Unparsed => ("unparsed", None, None),
     };
     json!({
         "kind": kind,

@@ -29,6 +29,38 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+/// How much of a packet's headers its enforcement point can see
+/// (docs/language.md §4, "Headers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Headers {
+    /// Parsed through the transport header (or its protocol has none).
+    #[default]
+    Whole,
+    /// A non-first fragment (IPv4 fragment offset or IPv6 Fragment header
+    /// offset ≠ 0): it carries no transport header, so no ports or ICMP
+    /// type.
+    Fragment,
+    /// The transport header cannot be found: headers cut short, or an IPv6
+    /// extension-header chain longer than [`MAX_EXTENSION_HEADERS`].
+    Unparsed,
+}
+
+/// IPv6 extension headers the parser walks before it gives up (the
+/// packet is then [`Headers::Unparsed`]).
+pub const MAX_EXTENSION_HEADERS: usize = 8;
+
+/// A packet whose headers are not all seen is denied before anything else
+/// (step 0 of docs/language.md §4): it could only be judged by rules it
+/// might not match if fully seen. The provenance that denies it, if so.
+pub fn unseen(p: &Packet) -> Option<Provenance> {
+    match p.headers {
+        Headers::Whole => None,
+        Headers::Fragment => Some(Provenance::Fragment),
+        Headers::Unparsed => Some(Provenance::Unparsed),
+    }
+}
+
 /// One packet as an enforcement point sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Packet {
@@ -42,6 +74,9 @@ pub struct Packet {
     pub state: ConnState,
     /// `Some(dir)`: evaluate only that side (what one hook sees).
     pub at: Option<Direction>,
+    /// Whole, or a fragment / unparsed packet (ports and ICMP fields then
+    /// unknown: 0).
+    pub headers: Headers,
 }
 
 impl Packet {
@@ -57,6 +92,7 @@ impl Packet {
             icmp_code: 0,
             state: ConnState::New,
             at: None,
+            headers: Headers::Whole,
         }
     }
 }
@@ -181,6 +217,10 @@ impl<'m> Interp<'m> {
 
     /// The pipeline of docs/language.md §4.
     pub fn evaluate_with(&self, p: &Packet, choice: BackendChoice) -> Outcome {
+        // 0. Headers not all seen: denied.
+        if let Some(by) = unseen(p) {
+            return Outcome::simple(Verdict::Deny, by);
+        }
         // 1. Connection state.
         if p.state == ConnState::Established {
             return Outcome::simple(Verdict::Allow, Provenance::Established);

@@ -5,11 +5,15 @@
 //! udp [fd00::1]:5353 -> [fd00::2]:53 at ingress
 //! icmp 10.1.0.5 -> 10.2.0.7 type 8 code 0
 //! tcp 10.2.0.7:5432 -> 10.1.0.5:40000 established
+//! udp 10.1.0.5 -> 10.2.0.7 fragment
+//! tcp [fd00::1] -> [fd00::2] unparsed
 //! ```
 //!
-//! Source port defaults to 40000, destination port to 0.
+//! Source port defaults to 40000, destination port to 0. `fragment` (a
+//! non-first fragment) and `unparsed` (headers not parsed to the transport
+//! header) carry no ports or ICMP type: they are denied (§4, "Headers").
 
-use super::Packet;
+use super::{Headers, Packet};
 use crate::model::{ConnState, Direction, Proto};
 use std::net::IpAddr;
 
@@ -72,6 +76,8 @@ pub fn parse_packet(text: &str) -> Result<Packet, String> {
         match w {
             "established" => p.state = ConnState::Established,
             "new" => p.state = ConnState::New,
+            "fragment" => p.headers = Headers::Fragment,
+            "unparsed" => p.headers = Headers::Unparsed,
             "type" if proto == Proto::Icmp => p.icmp_type = number(words.next(), "type")?,
             "code" if proto == Proto::Icmp => p.icmp_code = number(words.next(), "code")?,
             "at" => {
@@ -83,6 +89,14 @@ pub fn parse_packet(text: &str) -> Result<Packet, String> {
             }
             other => return Err(format!("unexpected `{other}`")),
         }
+    }
+    if p.headers != Headers::Whole
+        && (sport.is_some() || dport.is_some() || p.icmp_type != 0 || p.icmp_code != 0)
+    {
+        return Err("a fragment or unparsed packet has no ports, type or code".into());
+    }
+    if p.headers != Headers::Whole {
+        p.sport = 0;
     }
     Ok(p)
 }
@@ -102,6 +116,18 @@ mod tests {
         assert_eq!(p.icmp_type, 8);
         let p = parse_packet("tcp 10.2.0.7:5432 -> 10.1.0.5 established").unwrap();
         assert_eq!((p.state, p.dport), (ConnState::Established, 0));
+        let p = parse_packet("tcp [fd00::1] -> [fd00::2] fragment").unwrap();
+        assert_eq!((p.headers, p.sport, p.dport), (Headers::Fragment, 0, 0));
+        let p = parse_packet("udp 10.1.0.5 -> 10.2.0.7 unparsed").unwrap();
+        assert_eq!(p.headers, Headers::Unparsed);
+        // `weir trace` prints them back in the same notation.
+        for text in [
+            "tcp [fd00::1] -> [fd00::2] fragment",
+            "icmp 10.1.0.5 -> 10.2.0.7 unparsed",
+        ] {
+            let p = parse_packet(text).unwrap();
+            assert_eq!(super::super::explain::packet_text(&p), text);
+        }
     }
 
     #[test]
@@ -114,6 +140,8 @@ mod tests {
             "tcp 1.2.3.4 -> fd00::1",
             "icmp 1.2.3.4:1 -> 1.2.3.5",
             "tcp 1.2.3.4 -> 1.2.3.5 at sideways",
+            "tcp 1.2.3.4:1 -> 1.2.3.5:22 fragment",
+            "icmp 1.2.3.4 -> 1.2.3.5 type 8 unparsed",
         ] {
             assert!(parse_packet(bad).is_err(), "{bad}");
         }

@@ -394,110 +394,20 @@ impl Gen<'_> {
         if self.has_services {
             em.push(Op::store(Size::U32, R6, ctx::LB_STATE, layout::LB_NONE));
         }
-        c(em, "parse: ethernet");
-        let (drop, pass) = (em.drop, em.pass);
-        let v4 = em.label("ipv4");
-        let v6 = em.label("ipv6");
-        let l4 = em.label("l4");
-        let l4_done = em.label("l4_done");
-        em.push(Op::load(Size::U32, R2, R7, skb::DATA));
-        em.push(Op::load(Size::U32, R3, R7, skb::DATA_END));
-        em.push(Op::mov64(R4, R2));
-        em.push(Op::alu64(AluOp::Add, R4, 14));
-        em.push(Op::jmp(JmpCond::Gt, R4, R3, pass));
-        em.push(Op::load(Size::U16, R4, R2, 12));
-        em.jmp(JmpCond::Eq, R4, 0x0008, v4);
-        em.jmp(JmpCond::Eq, R4, 0xdd86, v6);
-        // Not IP (ARP, …): not ours to police.
-        em.push(Op::Ja { target: pass });
+        self.parse(em);
 
-        c(em, "parse: ipv4");
-        em.bind(v4);
-        em.push(Op::mov64(R4, R2));
-        em.push(Op::alu64(AluOp::Add, R4, 34));
-        em.push(Op::jmp(JmpCond::Gt, R4, R3, drop));
-        em.push(Op::load(Size::U8, R5, R2, 14));
-        em.push(Op::alu64(AluOp::And, R5, 15));
-        em.push(Op::alu64(AluOp::Lsh, R5, 2));
-        em.jmp(JmpCond::Lt, R5, 20, drop);
-        em.push(Op::load(Size::U32, R4, R2, 26));
-        em.push(Op::store(Size::U32, R6, ctx::SRC, R4));
-        em.push(Op::load(Size::U32, R4, R2, 30));
-        em.push(Op::store(Size::U32, R6, ctx::DST, R4));
-        em.push(Op::store(Size::U8, R6, ctx::FAMILY, 4));
-        em.push(Op::load(Size::U8, R4, R2, 23));
-        em.push(Op::store(Size::U8, R6, ctx::RAW_PROTO, R4));
-        em.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
-        // Non-first fragments carry no L4 header: ports stay 0.
-        em.push(Op::load(Size::U16, R0, R2, 20));
-        em.push(be16(R0));
-        em.push(Op::alu64(AluOp::And, R0, 0x1fff));
-        em.jmp(JmpCond::Ne, R0, 0, l4_done);
-        em.push(Op::alu64(AluOp::Add, R2, 14));
-        em.push(Op::alu64(AluOp::Add, R2, R5));
-        em.push(Op::Ja { target: l4 });
-
-        c(em, "parse: ipv6 (extension headers are not walked)");
-        em.bind(v6);
-        em.push(Op::mov64(R4, R2));
-        em.push(Op::alu64(AluOp::Add, R4, 54));
-        em.push(Op::jmp(JmpCond::Gt, R4, R3, drop));
-        for i in 0..4i16 {
-            em.push(Op::load(Size::U32, R4, R2, 22 + 4 * i));
-            em.push(Op::store(Size::U32, R6, ctx::SRC + 4 * i, R4));
-            em.push(Op::load(Size::U32, R4, R2, 38 + 4 * i));
-            em.push(Op::store(Size::U32, R6, ctx::DST + 4 * i, R4));
-        }
-        em.push(Op::store(Size::U8, R6, ctx::FAMILY, 6));
-        em.push(Op::load(Size::U8, R4, R2, 20));
-        em.push(Op::store(Size::U8, R6, ctx::RAW_PROTO, R4));
-        em.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
-        let not_icmp6 = em.label("not_icmp6");
-        em.jmp(JmpCond::Ne, R4, 58, not_icmp6);
-        em.push(Op::store(Size::U8, R6, ctx::PROTO, 1));
-        em.bind(not_icmp6);
-        em.push(Op::alu64(AluOp::Add, R2, 54));
-
-        c(em, "parse: ports / icmp type and code");
-        em.bind(l4);
-        let ports = em.label("ports");
-        let icmp = em.label("icmp");
-        em.push(Op::load(Size::U8, R4, R6, ctx::RAW_PROTO));
-        for p in [6, 17, 132] {
-            em.jmp(JmpCond::Eq, R4, p, ports);
-        }
-        em.jmp(JmpCond::Eq, R4, 1, icmp);
-        em.jmp(JmpCond::Eq, R4, 58, icmp);
-        em.push(Op::Ja { target: l4_done });
-        em.bind(ports);
-        em.push(Op::mov64(R4, R2));
-        em.push(Op::alu64(AluOp::Add, R4, 4));
-        em.push(Op::jmp(JmpCond::Gt, R4, R3, drop));
-        em.push(Op::load(Size::U16, R4, R2, 0));
-        em.push(be16(R4));
-        em.push(Op::store(Size::U16, R6, ctx::SPORT, R4));
-        em.push(Op::load(Size::U16, R4, R2, 2));
-        em.push(be16(R4));
-        em.push(Op::store(Size::U16, R6, ctx::DPORT, R4));
-        em.push(Op::Ja { target: l4_done });
-        em.bind(icmp);
-        em.push(Op::mov64(R4, R2));
-        em.push(Op::alu64(AluOp::Add, R4, 2));
-        em.push(Op::jmp(JmpCond::Gt, R4, R3, drop));
-        em.push(Op::load(Size::U8, R4, R2, 0));
-        em.push(Op::store(Size::U8, R6, ctx::ICMP_TYPE, R4));
-        em.push(Op::load(Size::U8, R4, R2, 1));
-        em.push(Op::store(Size::U8, R6, ctx::ICMP_CODE, R4));
-        em.bind(l4_done);
-
-        if self.has_services {
+        let ports = frontend_ports(self.g);
+        // Without a translated frontend (every frontend IPv6 / SCTP, only
+        // checked for the no-backends reject) nothing is ever recorded in
+        // `weir_lb_ct`: there is no lookup to make (and the block would be
+        // unreachable behind an empty port search).
+        if self.has_services && !ports.is_empty() {
             // A packet of a flow the service stage translated is DNATed to
             // its backend first (context and conntrack key included), so it
             // is classified and looked up in conntrack as client → backend.
             c(em, "service: established translated flow → its backend");
             let env = self.lb_env(em, em.drop);
             let not_frontend = em.label("lb_not_frontend_port");
-            let ports = frontend_ports(self.g);
             if ports.len() <= MAX_FRONTEND_PORT_RANGES {
                 // Only this generation translates (`weir_lb_ct` is not
                 // shared across generations), and only to its frontends'

@@ -9,9 +9,11 @@
 //! program runs the stages of docs/language.md §4 in order:
 //!
 //! 1. **prologue** — scratch context (`weir_ctx`, per-CPU), parse Ethernet /
-//!    IPv4 (options, fragments) / IPv6 (fixed header; extension headers are
-//!    not walked), TCP/UDP/SCTP ports, ICMP/ICMPv6 type and code, with
-//!    bounds checks; non-IP frames pass. A packet of a flow the service
+//!    IPv4 (options) / IPv6 and up to 8 extension headers, TCP/UDP/SCTP
+//!    ports, ICMP/ICMPv6 type and code, with bounds checks ([`parse`]);
+//!    non-IP frames pass; non-first fragments and packets not parsed to
+//!    the transport header are counted (`fragment`, `unparsed`) and
+//!    dropped. A packet of a flow the service
 //!    stage already translated (`weir_lb_ct` hit) is DNATed to its backend
 //!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
 //!    context and conntrack key updated, so it is looked up and, if new,
@@ -58,8 +60,10 @@
 //!    acking the segment or RST with its ack as sequence number, fresh
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
 //!    (`TC_ACT_REDIRECT`); UDP (no ICMP port-unreachable yet), SCTP and
-//!    IPv6 are dropped. IPv6 and SCTP frontends with backends are not
-//!    translated (they continue untranslated: a known gap).
+//!    IPv6 are dropped. IPv6 and SCTP frontends are refused at compile
+//!    time ([`untranslated_frontends`], E0501) unless
+//!    [`Options::untranslated_frontends`] asks for them to pass
+//!    untranslated (tests).
 //! 4. **egress**, then **ingress** — the graph's entries. Tests are inline
 //!    (proto / port / ICMP compares; atom tests are one bit test on the
 //!    row). Tables on proto / port / ICMP fields and small class tables are
@@ -117,6 +121,7 @@
 
 pub mod emit;
 pub mod layout;
+pub mod parse;
 pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -217,6 +222,11 @@ pub struct Options {
     pub conntrack_entries: u32,
     /// Room in the class tries for endpoints added at run time.
     pub spare_endpoints: u32,
+    /// Generate programs whose IPv6 / SCTP service frontends pass
+    /// untranslated instead of refusing them ([`Limit::Unsupported`]; not
+    /// faithful). For tests that exercise the rest of such a program and
+    /// leave those frontends' packets out. Off by default.
+    pub untranslated_frontends: bool,
 }
 
 impl Default for Options {
@@ -227,6 +237,7 @@ impl Default for Options {
             long_jumps: true,
             conntrack_entries: 65_536,
             spare_endpoints: 4_096,
+            untranslated_frontends: false,
         }
     }
 }
@@ -248,6 +259,13 @@ pub enum Limit {
     },
     /// A stage failed to assemble (jump range).
     StageTooLarge { stage: usize, reason: String },
+    /// A construct the TC path cannot express (E0501, not a limit): the
+    /// declaration's span, what it is, and which one.
+    Unsupported {
+        span: weir_grammar::Span,
+        construct: String,
+        detail: String,
+    },
 }
 
 impl fmt::Display for Limit {
@@ -273,14 +291,32 @@ impl fmt::Display for Limit {
                 "decision-graph node {block} alone needs {slots} instructions and {jumps} branches, more than one program may hold"
             ),
             Limit::StageTooLarge { stage, reason } => write!(f, "stage {stage}: {reason}"),
+            Limit::Unsupported {
+                construct, detail, ..
+            } => write!(f, "`{construct}`: {detail}"),
         }
     }
 }
 
 impl Limit {
-    /// The E0510 diagnostic. Limits are about the program as a whole; the
-    /// primary span is the first policy (or steer / service) declaration.
+    /// The E0510 diagnostic (E0501 for [`Limit::Unsupported`], at its
+    /// declaration). Limits are about the program as a whole; the primary
+    /// span is the first policy (or steer / service) declaration.
     pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
+        if let Limit::Unsupported {
+            span,
+            construct,
+            detail,
+        } = self
+        {
+            return crate::diagnostics::Kind::BackendUnsupported {
+                span: *span,
+                backend: "ebpf",
+                construct: construct.clone(),
+                detail: detail.clone(),
+            }
+            .into_diagnostic();
+        }
         let span = model
             .policies
             .first()
@@ -312,6 +348,7 @@ impl Limit {
             Limit::StageTooLarge { stage, reason } => {
                 (format!("program stage {stage}"), reason.clone())
             }
+            Limit::Unsupported { .. } => unreachable!("returned above"),
         };
         crate::diagnostics::Kind::BackendLimit {
             span,
@@ -321,6 +358,55 @@ impl Limit {
         }
         .into_diagnostic()
     }
+}
+
+/// The service frontends the TC path does not translate (IPv6, SCTP),
+/// one refusal per service and kind: the interpreter translates them, so
+/// a program that let them pass untranslated would judge their packets by
+/// the wrong destination. (Issue 18 implements them; this refusal goes
+/// when it does.)
+pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
+    let mut out = Vec::new();
+    for svc in &model.services {
+        let mut kinds: Vec<&str> = svc
+            .frontends
+            .iter()
+            .filter_map(|f| {
+                if f.addr.is_ipv6() {
+                    Some("IPv6 service frontend")
+                } else if f.proto == crate::model::Proto::Sctp {
+                    Some("SCTP service frontend")
+                } else {
+                    None
+                }
+            })
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        for construct in kinds {
+            let first = svc
+                .frontends
+                .iter()
+                .find(|f| {
+                    (construct.starts_with("IPv6") && f.addr.is_ipv6())
+                        || (construct.starts_with("SCTP")
+                            && f.addr.is_ipv4()
+                            && f.proto == crate::model::Proto::Sctp)
+                })
+                .expect("a frontend of this kind");
+            out.push(Limit::Unsupported {
+                span: svc.span,
+                construct: construct.to_string(),
+                detail: crate::diagnostics::untranslated_frontend(
+                    &svc.name,
+                    &first.addr,
+                    first.port,
+                    first.proto,
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// One program of the object.
@@ -552,6 +638,12 @@ fn row_bytes(atom_words: usize, columns: usize) -> usize {
 
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
+    if !opts.untranslated_frontends {
+        let refused = untranslated_frontends(model);
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+    }
     let (_, node_numbers) = g.dag.numbering();
     let roots = g.dag.roots;
     let mut entries = vec![(Entry::Steer, roots.steer)];
