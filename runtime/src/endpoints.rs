@@ -315,7 +315,7 @@ impl Side {
         if let Some(d) = self.data.get() {
             return Ok(d);
         }
-        let d = std::fs::read(dir.join(&self.name))
+        let d = crate::statefs::read_file(&dir.join(&self.name))
             .map_err(|e| bad_record(format!("{}: {e}", self.name)))?;
         Ok(self.data.get_or_init(|| d))
     }
@@ -323,6 +323,15 @@ impl Side {
 
 /// Prefix of the side files' names.
 const SIDE: &str = "endpoints.side.";
+
+/// Removes the endpoint record, its side files and an earlier weir's
+/// record from the state directory `dir` (detach), with the back end's
+/// own files `names`, and the directory when nothing else is left.
+pub fn remove_state(dir: &Path, names: &[&str]) -> std::io::Result<()> {
+    let mut all = vec![RECORD, LEGACY_RECORD];
+    all.extend_from_slice(names);
+    crate::statefs::remove_ours(dir, &all, &[SIDE])
+}
 
 /// A section: part of the record file read, or new bytes.
 enum Bytes {
@@ -346,7 +355,7 @@ fn bad_record(e: impl std::fmt::Display) -> EndpointsError {
 
 impl Record {
     fn read(dir: &Path) -> Option<Record> {
-        let bytes = std::rc::Rc::new(std::fs::read(dir.join(RECORD)).ok()?);
+        let bytes = std::rc::Rc::new(crate::statefs::read_file(&dir.join(RECORD)).ok()?);
         if !bytes.starts_with(MAGIC) {
             return None;
         }
@@ -371,11 +380,12 @@ impl Record {
     }
 
     fn write(&self, dir: &Path) -> std::io::Result<()> {
-        use std::io::Write;
+        use crate::statefs;
+        statefs::secure_dir(dir)?;
         // Side files first: the record names them.
         for side in [&self.statics, &self.lb] {
             if side.new {
-                std::fs::write(dir.join(&side.name), side.data.get().expect("new data"))?;
+                statefs::write_file(&dir.join(&side.name), side.data.get().expect("new data"))?;
             }
         }
         let header = serde_json::to_vec(&Header {
@@ -385,16 +395,12 @@ impl Record {
         })
         .expect("JSON");
         let parts: [&[u8]; 3] = [&header, &self.stale, &self.endpoints];
-        let path = dir.join(RECORD);
-        let tmp = path.with_extension("state.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(MAGIC)?;
+        let mut bytes = MAGIC.to_vec();
         for p in parts {
-            f.write_all(&(p.len() as u64).to_le_bytes())?;
-            f.write_all(p)?;
+            bytes.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(p);
         }
-        drop(f);
-        std::fs::rename(&tmp, &path)?;
+        statefs::write_file(&dir.join(RECORD), &bytes)?;
         // Side files no longer named go, and an earlier weir's record is
         // superseded.
         if self.statics.new || self.lb.new {

@@ -36,6 +36,7 @@ use weir_compiler::ebpf::codegen::EbpfManifest;
 
 use super::load::{load, read_counters};
 use super::EbpfError;
+use crate::statefs;
 
 /// Where an instance lives.
 #[derive(Debug, Clone)]
@@ -67,12 +68,15 @@ impl Instance {
         }
     }
 
-    /// `host-eth0`, `netns-node-veth1`.
+    /// `host-eth0`, `netns-4026532281-veth1`: the namespace by what it is
+    /// ([`statefs::netns_label`]), so `--netns X` and `ip netns exec X`
+    /// name the same instance.
     pub fn name(&self) -> String {
-        match &self.netns {
-            Some(n) => format!("netns-{n}-{}", self.iface),
-            None => format!("host-{}", self.iface),
-        }
+        format!(
+            "{}-{}",
+            statefs::netns_label(self.netns.as_deref()),
+            self.iface
+        )
     }
 
     pub fn pin_dir(&self) -> PathBuf {
@@ -585,7 +589,7 @@ fn apply_here(
         let _ = std::fs::remove_dir_all(base.join(format!("gen-{old}")));
     }
     let sd = inst.state_dir();
-    std::fs::create_dir_all(&sd).map_err(io(format!("creating {}", sd.display())))?;
+    statefs::secure_dir(&sd).map_err(io(format!("creating {}", sd.display())))?;
     let state = State {
         generation,
         iface: inst.iface.clone(),
@@ -594,14 +598,14 @@ fn apply_here(
         programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
         cgroup: attached_cgroup,
     };
-    std::fs::write(
-        sd.join("manifest.json"),
-        serde_json::to_vec_pretty(full).expect("JSON"),
+    statefs::write_file(
+        &sd.join("manifest.json"),
+        &serde_json::to_vec_pretty(full).expect("JSON"),
     )
     .map_err(io("writing the state manifest"))?;
-    std::fs::write(
-        sd.join("state.json"),
-        serde_json::to_vec_pretty(&state).expect("JSON"),
+    statefs::write_file(
+        &sd.join("state.json"),
+        &serde_json::to_vec_pretty(&state).expect("JSON"),
     )
     .map_err(io("writing the state file"))?;
     cgroup_result?;
@@ -618,9 +622,12 @@ fn apply_here(
 
 fn read_state(inst: &Instance) -> Result<State, EbpfError> {
     let p = inst.state_dir().join("state.json");
-    let text = std::fs::read_to_string(&p).map_err(|_| EbpfError::NotApplied {
-        instance: inst.name(),
-    })?;
+    let text = statefs::read_text(&p)
+        .ok()
+        .flatten()
+        .ok_or_else(|| EbpfError::NotApplied {
+            instance: inst.name(),
+        })?;
     serde_json::from_str(&text).map_err(|e| EbpfError::Bundle(format!("{}: {e}", p.display())))
 }
 
