@@ -1036,6 +1036,11 @@ pub fn ebpf_text(
         }
         .into());
     }
+    // Not while an apply runs; an interrupted one is finished first.
+    let _lock = match inst.state_dir().exists() {
+        true => Some(crate::ebpf::record::settle(inst)?),
+        false => None,
+    };
     let generation = ebpf_generation(inst)?;
     let sd = inst.state_dir();
     let given_path = dir.join("manifest.json");

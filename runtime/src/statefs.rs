@@ -99,20 +99,12 @@ pub fn secure_dir(dir: &Path) -> io::Result<()> {
             if leaf {
                 return Err(refuse(&at, "a symlink"));
             }
-            // Where it leads is checked below, on the canonical path.
+            // A root-owned link (`/var/run`, `/proc/1/root`): check the
+            // directory it leads to.
+            check_dir(&at, &std::fs::metadata(&at)?, false)?;
             continue;
         }
         check_dir(&at, &m, leaf)?;
-    }
-    // Symlinks owned by root were followed: check where they lead.
-    let real = std::fs::canonicalize(dir)?;
-    let mut at = PathBuf::new();
-    for c in real.components() {
-        at.push(c);
-        if matches!(c, Component::RootDir) {
-            continue;
-        }
-        check_dir(&at, &std::fs::metadata(&at)?, at == real)?;
     }
     let m = std::fs::symlink_metadata(dir)?;
     if m.mode() & 0o077 != 0 {
@@ -248,9 +240,10 @@ pub const LOCK: &str = "lock";
 /// checked by [`secure_dir`]); released when the file is dropped. Blocks
 /// while another weir holds it.
 pub fn lock(dir: &Path) -> io::Result<File> {
-    secure_dir(dir)?;
     let path = dir.join(LOCK);
     loop {
+        // (Again on every turn: the holder may have removed the directory.)
+        secure_dir(dir)?;
         let file = File::options()
             .read(true)
             .write(true)

@@ -9,7 +9,10 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod inforce;
 pub mod load;
+pub mod pins;
+pub mod record;
 pub mod service;
 
 pub use attach::{
