@@ -9,16 +9,16 @@
 //!   remounted, so `/sys/fs/bpf` there is not the node's bpffs; pins made
 //!   in a bpffs mounted inside vanish with the command, detaching
 //!   everything. [`host_view`] therefore reaches the node's bpffs through
-//!   PID 1's root (`/proc/1/root/sys/fs/bpf/...`) when the caller's mount
-//!   namespace is not PID 1's, and [`ensure_bpffs`] refuses when there is
-//!   no lasting bpffs to pin in.
+//!   the root of the process `ip netns exec` was started from
+//!   (`/proc/<pid>/root/sys/fs/bpf/...`), and [`ensure_bpffs_for`] refuses
+//!   when there is no lasting bpffs to pin in.
 //! - **Who may write.** A pin directory another user can write to lets
 //!   that user unpin the links (detaching the policy) or plant objects. The
 //!   node's bpffs is mounted `mode=700` (as systemd does) and every pin
 //!   directory is created root-owned `0700` and refused otherwise
 //!   ([`crate::statefs::secure_dir`]).
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::PinnedLink;
@@ -41,70 +41,83 @@ fn is_bpffs(p: &Path) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
-fn dev(p: &Path) -> Option<u64> {
-    std::fs::metadata(p).ok().map(|m| m.dev())
+fn mount_ns(pid: &str) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
-/// Whether we run in PID 1's mount namespace (or cannot tell).
-fn in_init_mount_ns() -> bool {
-    match (
-        std::fs::read_link("/proc/self/ns/mnt"),
-        std::fs::read_link("/proc/1/ns/mnt"),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => true,
+fn parent(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may contain spaces and parens.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// The nearest ancestor process in another mount namespace (the one
+/// `ip netns exec` was started from), and whether its `/sys/fs/bpf` is a
+/// bpffs we can reach through `/proc/<pid>/root`. PID 1 may be
+/// unreadable (it is on some hosts), so the walk goes up the parents.
+fn outer_bpffs() -> (bool, Option<PathBuf>) {
+    let Some(ours) = mount_ns("self") else {
+        return (false, None);
+    };
+    let mut pid = "self".to_string();
+    for _ in 0..64 {
+        let Some(pp) = parent(&pid) else { break };
+        if pp == "0" {
+            break;
+        }
+        match mount_ns(&pp) {
+            Some(ns) if ns != ours => {
+                let root =
+                    PathBuf::from(format!("/proc/{pp}/root")).join(BPFFS.trim_start_matches('/'));
+                return (true, is_bpffs(&root).then_some(root));
+            }
+            _ => {}
+        }
+        pid = pp;
     }
+    (false, None)
 }
 
-/// The node's bpffs as seen from another mount namespace.
-fn init_bpffs() -> PathBuf {
-    PathBuf::from("/proc/1/root").join(BPFFS.trim_start_matches('/'))
-}
-
-/// The path through which `pin_root` reaches the node's bpffs: itself,
-/// unless we run in another mount namespace whose `/sys/fs/bpf` is not
-/// the node's (`ip netns exec`); then the same path below PID 1's root.
+/// The path through which `pin_root` reaches the node's bpffs: itself
+/// when `/sys/fs/bpf` is a bpffs here; else, when we run in a mount
+/// namespace of our own whose `/sys` was remounted (`ip netns exec`), the
+/// same path below the root of the nearest ancestor process in another
+/// mount namespace that has one (`/proc/<pid>/root/sys/fs/bpf/...`).
 pub fn host_view(pin_root: &Path) -> PathBuf {
     let Ok(rest) = pin_root.strip_prefix(BPFFS) else {
         return pin_root.to_path_buf();
     };
-    if in_init_mount_ns() {
+    if is_bpffs(Path::new(BPFFS)) {
         return pin_root.to_path_buf();
     }
-    let init = init_bpffs();
-    let ours = Path::new(BPFFS);
-    if !is_bpffs(&init) || (is_bpffs(ours) && dev(ours) == dev(&init)) {
-        return pin_root.to_path_buf();
+    match outer_bpffs() {
+        (_, Some(root)) => root.join(rest),
+        _ => pin_root.to_path_buf(),
     }
-    init.join(rest)
 }
 
 /// Makes sure `pin_root` lies on a bpffs that outlives this command:
 /// mounts the node's bpffs `mode=700` on `/sys/fs/bpf` when nothing is
-/// mounted there (in the node's mount namespace only); refuses when the
-/// caller's mount namespace has none and the node's cannot be reached.
+/// mounted there and we run in the namespace we were started in; refuses
+/// in a mount namespace of our own (`ip netns exec`) when no ancestor's
+/// bpffs can be reached — a bpffs mounted there would vanish with the
+/// command, detaching everything.
 pub fn ensure_bpffs_for(pin_root: &Path) -> Result<(), EbpfError> {
-    let seen = host_view(pin_root);
-    let mount = if seen.starts_with(BPFFS) {
-        PathBuf::from(BPFFS)
-    } else if seen.starts_with(init_bpffs()) {
-        init_bpffs()
-    } else {
+    if !pin_root.starts_with(BPFFS) || is_bpffs(Path::new(BPFFS)) {
         // A pin root elsewhere (tests): its own bpffs, the caller's choice.
         return Ok(());
-    };
-    if is_bpffs(&mount) {
-        return Ok(());
     }
-    if !in_init_mount_ns() {
-        return Err(EbpfError::Aya {
+    match outer_bpffs() {
+        (_, Some(_)) => Ok(()),
+        (true, None) => Err(EbpfError::Aya {
             step: "finding the node's bpffs".into(),
             message: format!(
-                "{BPFFS} is not mounted in this mount namespace (`ip netns exec` remounts /sys) and the node's cannot be reached through /proc/1/root: pins made here would vanish when weir exits, detaching the policy; mount bpffs on the node's {BPFFS} or use `--netns NAME`"
+                "{BPFFS} is not mounted in this mount namespace (`ip netns exec` remounts /sys) and the node's cannot be reached: pins made here would vanish when weir exits, detaching the policy; mount bpffs on the node's {BPFFS} or use `--netns NAME`"
             ),
-        });
+        }),
+        (false, None) => mount_bpffs(),
     }
-    mount_bpffs()
 }
 
 /// Mounts bpffs on `/sys/fs/bpf` when nothing is mounted there (the
