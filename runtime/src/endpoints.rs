@@ -30,7 +30,7 @@
 //! a bundle that is not the one in force.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -957,49 +957,80 @@ pub fn ebpf_services(inst: &crate::ebpf::Instance) -> Option<LbState> {
     }
 }
 
-/// Pinned maps of one generation, opened on demand.
-struct Pinned {
-    dir: PathBuf,
-    maps: BTreeMap<String, aya::maps::Map>,
-}
-
-impl Pinned {
-    fn get(&mut self, name: &str) -> Result<&aya::maps::Map, EndpointsError> {
-        if !self.maps.contains_key(name) {
-            let path = self.dir.join(name);
-            let err = |e: String| crate::ebpf::EbpfError::Aya {
-                step: format!("opening pinned map {}", path.display()),
-                message: e,
-            };
-            let data = aya::maps::MapData::from_pin(&path).map_err(|e| err(e.to_string()))?;
-            let map = aya::maps::Map::from_map_data(data).map_err(|e| err(e.to_string()))?;
-            self.maps.insert(name.to_string(), map);
+/// Steps 1–3 of an eBPF endpoint update (see [`ebpf_text`]): the writes
+/// and the services whose backends changed. The caller rolls back on
+/// error.
+fn write_maps(
+    pinned: &mut crate::ebpf::txn::PinnedMaps,
+    planned: &Planned,
+    lb: Option<&mut LbState>,
+) -> Result<(usize, Vec<ServiceUpdate>), EndpointsError> {
+    let changes = &planned.changes;
+    let affected = &planned.affected;
+    let mut writes = 0;
+    // 1. New and re-classed addresses: a backend must be classified
+    // before the service maps can send traffic to it.
+    for c in changes {
+        if let Some(n) = c.new {
+            let (map, key) = host_key(c.addr);
+            pinned.update(map, &key, &n.to_ne_bytes())?;
+            writes += 1;
         }
-        Ok(&self.maps[name])
     }
-
-    fn update(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), EndpointsError> {
-        let m = self.get(name)?;
-        crate::ebpf::load::update_raw(m, key, value).map_err(|e| {
-            EndpointsError::Ebpf(crate::ebpf::EbpfError::Aya {
-                step: format!("updating map {name}"),
-                message: e.to_string(),
-            })
-        })
-    }
-
-    fn delete(&mut self, name: &str, key: &[u8]) -> Result<(), EndpointsError> {
-        let m = self.get(name)?;
-        match crate::ebpf::load::delete_raw(m, key) {
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
-                Err(EndpointsError::Ebpf(crate::ebpf::EbpfError::Aya {
-                    step: format!("deleting from map {name}"),
-                    message: e.to_string(),
-                }))
+    // 2. Services.
+    let mut updated = Vec::new();
+    if let Some(lb) = lb {
+        let mut index = None;
+        let many = affected.len() > SCAN_LIMIT;
+        for s in affected {
+            for &family in &s.families {
+                let have = lb
+                    .services
+                    .get(s.index)
+                    .and_then(|x| x.sets.get(&family))
+                    .map(|x| x.backends.as_slice())
+                    .unwrap_or_default();
+                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+                if want == have {
+                    continue;
+                }
+                let ops = lb
+                    .set_backends(s.index, family, want.clone())
+                    .map_err(|e| EndpointsError::Bundle(format!("service `{}`: {e}", s.name)))?;
+                for op in &ops {
+                    match op {
+                        weir_compiler::ebpf::service::MapOp::Update { map, key, value } => {
+                            pinned.update(map, key, value)?
+                        }
+                        weir_compiler::ebpf::service::MapOp::Delete { map, key } => {
+                            pinned.delete(map, key)?
+                        }
+                    }
+                    writes += 1;
+                }
+                updated.push(ServiceUpdate {
+                    service: s.name.clone(),
+                    family,
+                    backends: want.iter().map(socket).collect(),
+                });
             }
-            _ => Ok(()),
         }
     }
+    // 3. Removals: the host entry goes (or falls back to the class of a
+    // set prefix naming exactly this host).
+    for c in changes {
+        if c.new.is_none() {
+            let (map, key) = host_key(c.addr);
+            let view = planned.view.as_ref().expect("parsed on a change");
+            if set_host_prefix(view, c.addr) {
+                pinned.update(map, &key, &c.base.to_ne_bytes())?;
+            } else {
+                pinned.delete(map, &key)?;
+            }
+            writes += 1;
+        }
+    }
+    Ok((writes, updated))
 }
 
 /// The map and key of an endpoint's class-map (host) entry.
@@ -1103,73 +1134,37 @@ pub fn ebpf_text(
     }
 
     let t1 = Instant::now();
-    let mut pinned = Pinned {
-        dir: inst.pin_dir().join(format!("gen-{generation}")),
-        maps: BTreeMap::new(),
-    };
-    let mut writes = 0;
-    // 1. New and re-classed addresses: a backend must be classified
-    // before the service maps can send traffic to it.
-    for c in changes {
-        if let Some(n) = c.new {
-            let (map, key) = host_key(c.addr);
-            pinned.update(map, &key, &n.to_ne_bytes())?;
-            writes += 1;
-        }
+    let mut pinned =
+        crate::ebpf::txn::PinnedMaps::new(inst.pin_dir().join(format!("gen-{generation}")));
+    // Capacity first: a full hash map must refuse the update before any
+    // entry is written.
+    let mut inserts: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    for c in changes.iter().filter(|c| c.new.is_some()) {
+        let (map, key) = host_key(c.addr);
+        inserts.entry(map).or_default().push(key);
     }
-    // 2. Services.
-    let mut updated = Vec::new();
-    if let Some(lb) = lb.as_mut() {
-        let mut index = None;
-        let many = affected.len() > SCAN_LIMIT;
-        for s in affected {
-            for &family in &s.families {
-                let have = lb
-                    .services
-                    .get(s.index)
-                    .and_then(|x| x.sets.get(&family))
-                    .map(|x| x.backends.as_slice())
-                    .unwrap_or_default();
-                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
-                if want == have {
-                    continue;
-                }
-                let ops = lb
-                    .set_backends(s.index, family, want.clone())
-                    .map_err(|e| EndpointsError::Bundle(format!("service `{}`: {e}", s.name)))?;
-                for op in &ops {
-                    match op {
-                        weir_compiler::ebpf::service::MapOp::Update { map, key, value } => {
-                            pinned.update(map, key, value)?
-                        }
-                        weir_compiler::ebpf::service::MapOp::Delete { map, key } => {
-                            pinned.delete(map, key)?
-                        }
-                    }
-                    writes += 1;
-                }
-                updated.push(ServiceUpdate {
-                    service: s.name.clone(),
-                    family,
-                    backends: want.iter().map(socket).collect(),
-                });
-            }
-        }
+    for (map, keys) in &inserts {
+        pinned
+            .check_capacity(map, keys)
+            .map_err(|e| EndpointsError::Refused(vec![e]))?;
     }
-    // 3. Removals: the host entry goes (or falls back to the class of a
-    // set prefix naming exactly this host).
-    for c in changes {
-        if c.new.is_none() {
-            let (map, key) = host_key(c.addr);
-            let view = planned.view.as_ref().expect("parsed on a change");
-            if set_host_prefix(view, c.addr) {
-                pinned.update(map, &key, &c.base.to_ne_bytes())?;
+    let (writes, updated) = match write_maps(&mut pinned, &planned, lb.as_mut()) {
+        Ok(w) => w,
+        Err(e) => {
+            let n = pinned.writes();
+            let failed = pinned.rollback();
+            return Err(if failed.is_empty() {
+                EndpointsError::Refused(vec![format!(
+                    "{e} (the {n} map writes made before were rolled back)"
+                )])
             } else {
-                pinned.delete(map, &key)?;
-            }
-            writes += 1;
+                EndpointsError::Bundle(format!(
+                    "{e}; rolling back the {n} map writes made before failed ({}): the generation in force is partly updated, re-run `weir endpoints` or `weir apply`",
+                    failed.join("; ")
+                ))
+            });
         }
-    }
+    };
     let apply_time = t1.elapsed();
     let lb_bytes = if updated.is_empty() {
         rec.lb

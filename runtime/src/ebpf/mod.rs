@@ -14,6 +14,7 @@ pub mod load;
 pub mod pins;
 pub mod record;
 pub mod service;
+pub mod txn;
 
 pub use attach::{
     apply, apply_with, detach, service_stats, stats, status, Applied, Instance, RuleCount,
