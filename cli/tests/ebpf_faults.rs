@@ -342,6 +342,38 @@ fn ebpf_apply_killed_at_random_points_recovers() {
 }
 
 #[test]
+fn ebpf_apply_crashed_at_each_step_is_finished_or_rolled_back() {
+    if !may_run("ebpf_apply_crashed_at_each_step_is_finished_or_rolled_back") {
+        return;
+    }
+    let f = Fixture::new("steps");
+    ok(f.run("apply", Some(&f.a)));
+    // Crash before the switch: the generation in force stays; after it:
+    // the new one is finished.
+    let mut before = 1;
+    for (point, switched) in [
+        ("pending", false),
+        ("pinned", false),
+        ("switched", true),
+        ("recorded", true),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(f.cmd("apply", Some(&f.b)))
+            .env("WEIR_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), None, "{point}: killed: {}", show(&o));
+        // The record is behind the kernel (or ahead of it) right now;
+        // status finishes or rolls back, then tells the truth.
+        let g = f.check_truth(&format!("crash at {point}")).unwrap();
+        assert_eq!(g, before + u64::from(switched), "crash at {point}");
+        ok(f.run("apply", Some(&f.a)));
+        before = f.check_truth(&format!("apply after {point}")).unwrap();
+    }
+    f.detach_leaves_nothing();
+}
+
+#[test]
 fn two_concurrent_ebpf_applies_leave_one_complete_generation() {
     if !may_run("two_concurrent_ebpf_applies_leave_one_complete_generation") {
         return;

@@ -486,7 +486,9 @@ fn load_and_switch(
     let generation = state.generation;
     let gen_dir = pins::gen_dir(&base, generation);
     let target_cgroup = state.cgroup.as_deref();
+    record::crash_point("pending");
     let (mut g, mut sock) = load_pinned(manifest, object, &base, &gen_dir, target_cgroup)?;
+    record::crash_point("pinned");
     let entry: &mut SchedClassifier = g
         .ebpf
         .program_mut(&manifest.entry)
@@ -503,6 +505,7 @@ fn load_and_switch(
             message: inforce::differences(&att, generation).join("; "),
         });
     }
+    record::crash_point("switched");
     // The connect-time links follow (or go, without services). A failure
     // here is reported after the switched TC generation is recorded.
     let cgroup_result = match (&mut sock, target_cgroup) {

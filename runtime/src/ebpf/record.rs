@@ -109,6 +109,21 @@ fn write_json(dir: &Path, name: &str, v: &impl Serialize) -> Result<(), EbpfErro
     .map_err(io(format!("writing {}", dir.join(name).display())))
 }
 
+/// A crash injected for the fault tests: when `WEIR_CRASH_AT` names this
+/// point, the process kills itself with SIGKILL (as `kill -9` would).
+/// Points: `pending` (intent written), `pinned` (generation loaded and
+/// pinned, nothing switched), `switched` (links switched and read back,
+/// nothing recorded), `recorded` (`state.json` written, intent not yet
+/// removed).
+pub fn crash_point(name: &str) {
+    if std::env::var_os("WEIR_CRASH_AT").is_some_and(|v| v == name) {
+        // SAFETY: kill/getpid have no preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 /// Step 1: records the intent to apply `state` (see the module docs).
 pub fn write_pending(inst: &Instance, state: &State, manifest: &Value) -> Result<(), EbpfError> {
     let sd = inst.state_dir();
@@ -133,6 +148,7 @@ pub fn commit(
     let sd = inst.state_dir();
     write_json(&sd, MANIFEST, manifest)?;
     write_json(&sd, STATE, state)?;
+    crash_point("recorded");
     // The endpoints in force: the compiled ones (for `weir endpoints`).
     crate::endpoints::ebpf_applied(inst, manifest, state.generation, manifest_id);
     statefs::remove_file(&sd.join(PENDING)).map_err(io("removing pending.json"))?;
