@@ -117,6 +117,13 @@ pub fn status(target: &Target) -> i32 {
                         "NOT attached"
                     }
                 );
+                if let Some(r) = &s.recovered {
+                    println!("  {r}");
+                }
+                // What the kernel holds where it differs from the record.
+                for d in &s.differences {
+                    println!("  in force: {d}");
+                }
                 for p in &s.programs {
                     println!("  {p}");
                 }
