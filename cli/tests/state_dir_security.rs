@@ -80,7 +80,10 @@ fn a_hostile_state_dir_is_refused_and_detach_leaves_nothing() {
     std::fs::create_dir(&theirs).unwrap();
     let victim = work.join("victim");
     std::fs::write(&victim, "precious\n").unwrap();
-    std::os::unix::fs::symlink(&victim, theirs.join("state.json")).unwrap();
+    // (Where weir writes, and wrote its temporary files before.)
+    for name in ["state.json.tmp", "endpoints.state.tmp"] {
+        std::os::unix::fs::symlink(&victim, theirs.join(name)).unwrap();
+    }
     std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
     let o = weir(&["apply", s(&bundle), "--netns", ns, "--state-dir", s(&theirs)]);
     assert_ne!(o.status.code(), Some(0), "{}", show(&o));
