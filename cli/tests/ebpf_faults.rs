@@ -302,7 +302,7 @@ fn ebpf_apply_killed_at_random_points_recovers() {
     let seed = std::env::var("WEIR_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0f_ebf0_u64);
+        .unwrap_or(0x005e_ed0f_ebf0_u64);
     eprintln!("seed {seed} (WEIR_FAULT_SEED)");
     let mut rng = Rng(seed);
     // How long one apply takes here: kill points are spread over it.

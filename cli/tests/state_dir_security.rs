@@ -70,7 +70,14 @@ fn a_hostile_state_dir_is_refused_and_detach_leaves_nothing() {
     let file = work.join("policy.weir");
     std::fs::write(&file, SRC).unwrap();
     let bundle = work.join("bundle");
-    let o = weir(&["compile", s(&file), "--target", "iptables", "-o", s(&bundle)]);
+    let o = weir(&[
+        "compile",
+        s(&file),
+        "--target",
+        "iptables",
+        "-o",
+        s(&bundle),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let topo = Topology::new().expect("netns topology");
     let ns = topo.node.name();
@@ -85,7 +92,14 @@ fn a_hostile_state_dir_is_refused_and_detach_leaves_nothing() {
         std::os::unix::fs::symlink(&victim, theirs.join(name)).unwrap();
     }
     std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
-    let o = weir(&["apply", s(&bundle), "--netns", ns, "--state-dir", s(&theirs)]);
+    let o = weir(&[
+        "apply",
+        s(&bundle),
+        "--netns",
+        ns,
+        "--state-dir",
+        s(&theirs),
+    ]);
     assert_ne!(o.status.code(), Some(0), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("refusing"),
@@ -103,11 +117,20 @@ fn a_hostile_state_dir_is_refused_and_detach_leaves_nothing() {
     assert_eq!(std::fs::metadata(&ours).unwrap().mode() & 0o777, 0o700);
     for e in std::fs::read_dir(&ours).unwrap().flatten() {
         let m = e.metadata().unwrap();
-        assert_eq!(m.mode() & 0o077, 0, "{} is readable by others", e.path().display());
+        assert_eq!(
+            m.mode() & 0o077,
+            0,
+            "{} is readable by others",
+            e.path().display()
+        );
     }
     let o = weir(&["detach", "--netns", ns, "--state-dir", s(&ours)]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(weir_chains(ns), 0);
-    assert!(!ours.exists(), "detach leaves {:?}", std::fs::read_dir(&ours).map(|d| d.count()));
+    assert!(
+        !ours.exists(),
+        "detach leaves {:?}",
+        std::fs::read_dir(&ours).map(|d| d.count())
+    );
     let _ = std::fs::remove_dir_all(&work);
 }
