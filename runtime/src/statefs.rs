@@ -311,6 +311,18 @@ pub fn netns_label(netns: Option<&str>) -> String {
     }
 }
 
+/// The state directory of the named namespace below `root`:
+/// `netns-<inode>`, or `netns-NAME` when only an earlier weir's directory
+/// of that name exists (kept until detach).
+pub fn state_dir_of(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(netns_label(Some(name)));
+    let legacy = root.join(format!("netns-{name}"));
+    if !dir.exists() && legacy.exists() {
+        return legacy;
+    }
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

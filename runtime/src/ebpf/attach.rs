@@ -76,12 +76,24 @@ impl Instance {
     /// `host-eth0`, `netns-4026532281-veth1`: the namespace by what it is
     /// ([`statefs::netns_label`]), so `--netns X` and `ip netns exec X`
     /// name the same instance.
+    /// An instance applied by an earlier weir under `--netns NAME` keeps
+    /// its name `netns-NAME-<iface>` until it is detached.
     pub fn name(&self) -> String {
-        format!(
+        let name = format!(
             "{}-{}",
             statefs::netns_label(self.netns.as_deref()),
             self.iface
-        )
+        );
+        if let Some(n) = &self.netns {
+            let legacy = format!("netns-{n}-{}", self.iface);
+            let exists = |n: &str| {
+                self.state_root.join(n).exists() || pins::host_view(&self.pin_root).join(n).exists()
+            };
+            if legacy != name && !exists(&name) && exists(&legacy) {
+                return legacy;
+            }
+        }
+        name
     }
 
     /// The instance's pin directory, on the node's bpffs however the

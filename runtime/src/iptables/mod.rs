@@ -39,7 +39,7 @@ pub mod status;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use apply::ApplyReport;
 pub use detach::DetachReport;
@@ -139,7 +139,7 @@ impl Options {
     pub fn netns(name: &str) -> Options {
         Options {
             netns: Some(name.to_string()),
-            state_dir: PathBuf::from(STATE_ROOT).join(statefs::netns_label(Some(name))),
+            state_dir: statefs::state_dir_of(Path::new(STATE_ROOT), name),
             variant: Variant::System,
         }
     }
