@@ -451,3 +451,44 @@ fn a_pin_directory_prepared_by_another_user_is_refused() {
     assert_eq!(st.mode() & 0o777, 0o600);
     f.detach_leaves_nothing();
 }
+
+#[test]
+fn an_interface_recreated_under_a_pinned_link_is_attached_again() {
+    if !may_run("an_interface_recreated_under_a_pinned_link_is_attached_again") {
+        return;
+    }
+    let f = Fixture::new("defunct");
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(o.status.success(), "ip {args:?}: {}", show(&o));
+    };
+    // A namespace of our own whose interface we can delete.
+    let ns = format!("weir-t{}-defunct", std::process::id());
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    ip(&["netns", "add", &ns]);
+    let veth = |ip: &dyn Fn(&[&str])| {
+        ip(&[
+            "-n", &ns, "link", "add", "wa", "type", "veth", "peer", "name", "wb",
+        ]);
+        ip(&["-n", &ns, "link", "set", "wa", "up"]);
+    };
+    veth(&ip);
+    let target = ["--backend", "ebpf", "--netns", &ns, "--iface", "wa"];
+    let run = |verb: &str, bundle: Option<&Path>| {
+        let mut a = vec![verb];
+        a.extend(bundle.map(s));
+        a.extend(target);
+        weir(&a)
+    };
+    ok(run("apply", Some(&f.a)));
+    // The interface goes and comes back: the pinned link is defunct.
+    ip(&["-n", &ns, "link", "del", "wa"]);
+    veth(&ip);
+    let o = run("status", None);
+    assert_eq!(o.status.code(), Some(1), "not attached: {}", show(&o));
+    ok(run("apply", Some(&f.b)));
+    let o = run("status", None);
+    assert_eq!(o.status.code(), Some(0), "attached again: {}", show(&o));
+    ok(run("detach", None));
+    ip(&["netns", "del", &ns]);
+}

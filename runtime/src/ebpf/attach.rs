@@ -471,6 +471,11 @@ fn switch_links(
     let mut sw = Switched::default();
     for i in &inst.ifaces() {
         let lp = pins::link_path(base, &inst.iface, i);
+        if lp.exists() && !inforce::link_on_interface(&lp, i) {
+            // A link left defunct (its interface or namespace went away):
+            // it holds nothing; a new one replaces it.
+            let _ = pins::unpin_link(&lp);
+        }
         let r = if lp.exists() {
             update_link(entry, &lp).map(|_| sw.updated.push(lp.clone()))
         } else {

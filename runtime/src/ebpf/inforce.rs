@@ -46,11 +46,26 @@ pub fn link_program(path: &Path) -> Option<u32> {
     fd.info().ok().map(|i| i.program_id())
 }
 
-/// Program ids on `iface`'s TCX ingress (must run in its namespace).
-fn tcx_programs(iface: &str) -> Vec<u32> {
+/// Program ids on `iface`'s TCX ingress (must run in its namespace);
+/// `None` when the kernel cannot be asked (no such interface, …).
+fn query_tcx(iface: &str) -> Option<Vec<u32>> {
     SchedClassifier::query_tcx(iface, TcAttachType::Ingress)
+        .ok()
         .map(|(_, progs)| progs.iter().map(ProgramInfo::id).collect())
-        .unwrap_or_default()
+}
+
+fn tcx_programs(iface: &str) -> Vec<u32> {
+    query_tcx(iface).unwrap_or_default()
+}
+
+/// Whether the pinned link at `path` may be attached to `iface`: `false`
+/// only when the kernel answers and the interface's TCX ingress does not
+/// list the link's program (a defunct link).
+pub fn link_on_interface(path: &Path, iface: &str) -> bool {
+    match (link_program(path), query_tcx(iface)) {
+        (Some(p), Some(progs)) => progs.contains(&p),
+        _ => true,
+    }
 }
 
 /// Reads back every interface of an instance (in its namespace).
