@@ -492,3 +492,26 @@ fn an_interface_recreated_under_a_pinned_link_is_attached_again() {
     ok(run("detach", None));
     ip(&["netns", "del", &ns]);
 }
+
+#[test]
+fn a_failed_ebpf_apply_leaves_nothing_of_itself() {
+    if !may_run("a_failed_ebpf_apply_leaves_nothing_of_itself") {
+        return;
+    }
+    let f = Fixture::new("failed");
+    let broken = f.work.join("broken");
+    compile(&f.work, &broken, SRC_B);
+    std::fs::write(broken.join("weir.o"), b"not an object").unwrap();
+    // A failed first apply: the node as before.
+    let o = f.run("apply", Some(&broken));
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(!f.pin_dir().exists(), "pins of a failed first apply");
+    assert!(!f.state_dir().exists(), "state of a failed first apply");
+    assert_eq!(f.check_truth("after a failed first apply"), None);
+    // A failed later apply: the generation in force alone.
+    ok(f.run("apply", Some(&f.a)));
+    let o = f.run("apply", Some(&broken));
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert_eq!(f.check_truth("after a failed apply"), Some(1));
+    f.detach_leaves_nothing();
+}
