@@ -1,7 +1,8 @@
 //! Applying a bundle to an interface, generation by generation.
 //!
-//! Everything lives under `/sys/fs/bpf/weir/<instance>/` (bpffs is
-//! mounted there if it is not):
+//! Everything lives under `/sys/fs/bpf/weir/<instance>/` on the node's
+//! bpffs (mounted `mode=700` if it is not; reached from `ip netns exec`
+//! too — see [`super::pins`]), every directory root-owned `0700`:
 //!
 //! - `link` — the pinned TCX link of the entry program on the interface's
 //!   ingress (it outlives this process);
@@ -11,17 +12,23 @@
 //!   programs, pinned so that the prog array keeps its slots and `weir
 //!   stats` can read the counters after we exit.
 //!
-//! and the bundle's manifest plus a small state file under
-//! `/run/weir/ebpf/<instance>/` (rule names for `stats`).
+//! and the record (state, manifest, intent, lock; see [`super::record`])
+//! under `/run/weir/ebpf/<instance>/`. The instance is named by its
+//! namespace's inode and the first interface (`host-eth0`,
+//! `netns-4026532281-eth0`).
 //!
-//! **Apply** loads and fills generation N+1 completely (verifier, maps,
-//! prog array), pins it, and only then switches: the first time by
-//! creating the TCX link, later by `bpf_link_update` on the pinned link —
-//! one atomic step. Any failure before the switch leaves generation N
-//! running untouched. After the switch generation N's pins are removed
-//! (the kernel frees its programs and maps once the link drops them).
-//! **Detach** unpins the link (which detaches the program) and removes the
-//! instance's pins and state.
+//! **Apply** (under the instance's lock, after recovering an interrupted
+//! apply) records its intent, loads and fills generation N+1 completely
+//! (verifier, maps, prog array), pins it, and only then switches: the
+//! first time by creating the TCX link, later by `bpf_link_update` on the
+//! pinned link — one atomic step per interface. It then reads back from
+//! the kernel that every interface runs the new program
+//! ([`super::inforce`]) and only then records it; any failure before
+//! that puts the links back and leaves generation N running untouched,
+//! with no pins of N+1 left. After the record generation N's pins are
+//! removed (the kernel frees its programs and maps once the link drops
+//! them). **Detach** unpins the links (which detaches the program) and
+//! removes the instance's pins, record and lock.
 
 use std::path::{Path, PathBuf};
 

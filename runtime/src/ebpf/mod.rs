@@ -6,6 +6,10 @@
 //! - [`attach`]: `apply` / `detach` / `status` / `stats` on one or more
 //!   interfaces (one generation, one pinned link per interface), with
 //!   everything pinned under `/sys/fs/bpf/weir/<instance>/`.
+//! - [`pins`]: which bpffs, private pin directories, pinned links.
+//! - [`record`]: the instance's record and lock; crash recovery.
+//! - [`inforce`]: what the kernel runs on each interface, read back.
+//! - [`txn`]: all-or-nothing writes to a running generation's maps.
 
 pub mod attach;
 pub mod cgroup;
