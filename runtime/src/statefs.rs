@@ -201,9 +201,9 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
 }
 
 /// Removes what weir keeps in a state directory — the files named in
-/// `names`, those starting with one of `prefixes`, temporaries of
-/// [`write_file`] and the [`LOCK`] — then the directory itself if that
-/// left it empty (it may be an operator's `--state-dir` holding other
+/// `names` (with [`LOCK`] when the lock goes too), those starting with one
+/// of `prefixes`, and temporaries of [`write_file`] — then the directory
+/// itself if that left it empty (it may be an operator's `--state-dir` holding other
 /// files: those stay). A missing directory is fine.
 pub fn remove_ours(dir: &Path, names: &[&str], prefixes: &[&str]) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -215,8 +215,7 @@ pub fn remove_ours(dir: &Path, names: &[&str], prefixes: &[&str]) -> io::Result<
         let e = e?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        let ours = name == LOCK
-            || names.contains(&name.as_ref())
+        let ours = names.contains(&name.as_ref())
             || prefixes.iter().any(|p| name.starts_with(p))
             || (name.starts_with('.') && name.contains(".tmp-"));
         if ours {

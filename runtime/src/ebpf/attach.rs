@@ -594,7 +594,7 @@ fn apply_here(
     let cgroup_result = match switched {
         Ok(r) => r,
         Err(e) => {
-            record::abort(inst, generation, previous.is_none());
+            record::abort(inst, generation, previous.is_none(), false);
             return Err(e);
         }
     };

@@ -185,8 +185,10 @@ fn retire(base: &Path, keep: Option<&State>) {
 
 /// Undoes an apply of generation `g` that did not switch: its pins and
 /// intent go; after a failed first apply (`first`), everything the
-/// instance had — the node is as before.
-pub fn abort(inst: &Instance, g: u64, first: bool) {
+/// instance had — the node is as before — except the lock when the caller
+/// goes on holding it (`keep_lock`: recovery before an apply; removing it
+/// then would let a second apply lock a new file).
+pub fn abort(inst: &Instance, g: u64, first: bool, keep_lock: bool) {
     let base = inst.pin_dir();
     pins::remove_all(&pins::gen_dir(&base, g));
     let sd = inst.state_dir();
@@ -194,7 +196,11 @@ pub fn abort(inst: &Instance, g: u64, first: bool) {
     if first && pins::pinned_links(&base).is_empty() {
         pins::remove_all(&base);
         let _ = std::fs::remove_dir(pins::host_view(&inst.pin_root));
-        remove_state(inst);
+        if keep_lock {
+            let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
+        } else {
+            remove_state(inst);
+        }
     }
 }
 
@@ -202,7 +208,7 @@ pub fn abort(inst: &Instance, g: u64, first: bool) {
 /// and the state root when empty).
 pub fn remove_state(inst: &Instance) {
     let sd = inst.state_dir();
-    let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
+    let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING, statefs::LOCK]);
     let _ = std::fs::remove_dir(&inst.state_root);
     if inst.state_root == Path::new(super::attach::STATE_ROOT) {
         let _ = std::fs::remove_dir(crate::iptables::STATE_ROOT);
@@ -242,7 +248,7 @@ pub fn recover(inst: &Instance) -> Result<Option<String>, EbpfError> {
     let ifaces = p.state.ifaces();
     let att = inforce::read(&base, &p.state.iface, &ifaces, &p.state.entry);
     if !att.iter().any(|a| a.generation == Some(g)) {
-        abort(inst, g, recorded.is_none());
+        abort(inst, g, recorded.is_none(), true);
         return Ok(Some(format!(
             "rolled back an interrupted apply of generation {g} (it never ran)"
         )));
