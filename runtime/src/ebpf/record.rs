@@ -92,12 +92,19 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 /// The recorded state, or [`EbpfError::NotApplied`].
 pub fn read_state(inst: &Instance) -> Result<State, EbpfError> {
     let p = inst.state_dir().join(STATE);
-    let text = statefs::read_text(&p)
-        .ok()
-        .flatten()
-        .ok_or_else(|| EbpfError::NotApplied {
-            instance: inst.name(),
-        })?;
+    let text = match statefs::read_text(&p) {
+        Ok(Some(t)) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(EbpfError::NotPrivileged {
+                detail: format!("reading {}: {e} (the state is root's)", p.display()),
+            })
+        }
+        _ => {
+            return Err(EbpfError::NotApplied {
+                instance: inst.name(),
+            })
+        }
+    };
     serde_json::from_str(&text).map_err(|e| EbpfError::Bundle(format!("{}: {e}", p.display())))
 }
 
