@@ -119,6 +119,13 @@ pub fn status(target: &Target, json: bool) -> i32 {
                         "NOT attached"
                     }
                 );
+                if let Some(r) = &s.recovered {
+                    println!("  {r}");
+                }
+                // What the kernel holds where it differs from the record.
+                for d in &s.differences {
+                    println!("  in force: {d}");
+                }
                 for p in &s.programs {
                     crate::outln!("  {p}");
                 }

@@ -30,7 +30,7 @@
 //! a bundle that is not the one in force.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -315,7 +315,7 @@ impl Side {
         if let Some(d) = self.data.get() {
             return Ok(d);
         }
-        let d = std::fs::read(dir.join(&self.name))
+        let d = crate::statefs::read_file(&dir.join(&self.name))
             .map_err(|e| bad_record(format!("{}: {e}", self.name)))?;
         Ok(self.data.get_or_init(|| d))
     }
@@ -323,6 +323,15 @@ impl Side {
 
 /// Prefix of the side files' names.
 const SIDE: &str = "endpoints.side.";
+
+/// Removes the endpoint record, its side files and an earlier weir's
+/// record from the state directory `dir` (detach), with the back end's
+/// own files `names`, and the directory when nothing else is left.
+pub fn remove_state(dir: &Path, names: &[&str]) -> std::io::Result<()> {
+    let mut all = vec![RECORD, LEGACY_RECORD];
+    all.extend_from_slice(names);
+    crate::statefs::remove_ours(dir, &all, &[SIDE])
+}
 
 /// A section: part of the record file read, or new bytes.
 enum Bytes {
@@ -346,7 +355,7 @@ fn bad_record(e: impl std::fmt::Display) -> EndpointsError {
 
 impl Record {
     fn read(dir: &Path) -> Option<Record> {
-        let bytes = std::rc::Rc::new(std::fs::read(dir.join(RECORD)).ok()?);
+        let bytes = std::rc::Rc::new(crate::statefs::read_file(&dir.join(RECORD)).ok()?);
         if !bytes.starts_with(MAGIC) {
             return None;
         }
@@ -371,11 +380,12 @@ impl Record {
     }
 
     fn write(&self, dir: &Path) -> std::io::Result<()> {
-        use std::io::Write;
+        use crate::statefs;
+        statefs::secure_dir(dir)?;
         // Side files first: the record names them.
         for side in [&self.statics, &self.lb] {
             if side.new {
-                std::fs::write(dir.join(&side.name), side.data.get().expect("new data"))?;
+                statefs::write_file(&dir.join(&side.name), side.data.get().expect("new data"))?;
             }
         }
         let header = serde_json::to_vec(&Header {
@@ -385,16 +395,12 @@ impl Record {
         })
         .expect("JSON");
         let parts: [&[u8]; 3] = [&header, &self.stale, &self.endpoints];
-        let path = dir.join(RECORD);
-        let tmp = path.with_extension("state.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(MAGIC)?;
+        let mut bytes = MAGIC.to_vec();
         for p in parts {
-            f.write_all(&(p.len() as u64).to_le_bytes())?;
-            f.write_all(p)?;
+            bytes.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(p);
         }
-        drop(f);
-        std::fs::rename(&tmp, &path)?;
+        statefs::write_file(&dir.join(RECORD), &bytes)?;
         // Side files no longer named go, and an earlier weir's record is
         // superseded.
         if self.statics.new || self.lb.new {
@@ -951,49 +957,80 @@ pub fn ebpf_services(inst: &crate::ebpf::Instance) -> Option<LbState> {
     }
 }
 
-/// Pinned maps of one generation, opened on demand.
-struct Pinned {
-    dir: PathBuf,
-    maps: BTreeMap<String, aya::maps::Map>,
-}
-
-impl Pinned {
-    fn get(&mut self, name: &str) -> Result<&aya::maps::Map, EndpointsError> {
-        if !self.maps.contains_key(name) {
-            let path = self.dir.join(name);
-            let err = |e: String| crate::ebpf::EbpfError::Aya {
-                step: format!("opening pinned map {}", path.display()),
-                message: e,
-            };
-            let data = aya::maps::MapData::from_pin(&path).map_err(|e| err(e.to_string()))?;
-            let map = aya::maps::Map::from_map_data(data).map_err(|e| err(e.to_string()))?;
-            self.maps.insert(name.to_string(), map);
+/// Steps 1–3 of an eBPF endpoint update (see [`ebpf_text`]): the writes
+/// and the services whose backends changed. The caller rolls back on
+/// error.
+fn write_maps(
+    pinned: &mut crate::ebpf::txn::PinnedMaps,
+    planned: &Planned,
+    lb: Option<&mut LbState>,
+) -> Result<(usize, Vec<ServiceUpdate>), EndpointsError> {
+    let changes = &planned.changes;
+    let affected = &planned.affected;
+    let mut writes = 0;
+    // 1. New and re-classed addresses: a backend must be classified
+    // before the service maps can send traffic to it.
+    for c in changes {
+        if let Some(n) = c.new {
+            let (map, key) = host_key(c.addr);
+            pinned.update(map, &key, &n.to_ne_bytes())?;
+            writes += 1;
         }
-        Ok(&self.maps[name])
     }
-
-    fn update(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), EndpointsError> {
-        let m = self.get(name)?;
-        crate::ebpf::load::update_raw(m, key, value).map_err(|e| {
-            EndpointsError::Ebpf(crate::ebpf::EbpfError::Aya {
-                step: format!("updating map {name}"),
-                message: e.to_string(),
-            })
-        })
-    }
-
-    fn delete(&mut self, name: &str, key: &[u8]) -> Result<(), EndpointsError> {
-        let m = self.get(name)?;
-        match crate::ebpf::load::delete_raw(m, key) {
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
-                Err(EndpointsError::Ebpf(crate::ebpf::EbpfError::Aya {
-                    step: format!("deleting from map {name}"),
-                    message: e.to_string(),
-                }))
+    // 2. Services.
+    let mut updated = Vec::new();
+    if let Some(lb) = lb {
+        let mut index = None;
+        let many = affected.len() > SCAN_LIMIT;
+        for s in affected {
+            for &family in &s.families {
+                let have = lb
+                    .services
+                    .get(s.index)
+                    .and_then(|x| x.sets.get(&family))
+                    .map(|x| x.backends.as_slice())
+                    .unwrap_or_default();
+                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+                if want == have {
+                    continue;
+                }
+                let ops = lb
+                    .set_backends(s.index, family, want.clone())
+                    .map_err(|e| EndpointsError::Bundle(format!("service `{}`: {e}", s.name)))?;
+                for op in &ops {
+                    match op {
+                        weir_compiler::ebpf::service::MapOp::Update { map, key, value } => {
+                            pinned.update(map, key, value)?
+                        }
+                        weir_compiler::ebpf::service::MapOp::Delete { map, key } => {
+                            pinned.delete(map, key)?
+                        }
+                    }
+                    writes += 1;
+                }
+                updated.push(ServiceUpdate {
+                    service: s.name.clone(),
+                    family,
+                    backends: want.iter().map(socket).collect(),
+                });
             }
-            _ => Ok(()),
         }
     }
+    // 3. Removals: the host entry goes (or falls back to the class of a
+    // set prefix naming exactly this host).
+    for c in changes {
+        if c.new.is_none() {
+            let (map, key) = host_key(c.addr);
+            let view = planned.view.as_ref().expect("parsed on a change");
+            if set_host_prefix(view, c.addr) {
+                pinned.update(map, &key, &c.base.to_ne_bytes())?;
+            } else {
+                pinned.delete(map, &key)?;
+            }
+            writes += 1;
+        }
+    }
+    Ok((writes, updated))
 }
 
 /// The map and key of an endpoint's class-map (host) entry.
@@ -1030,6 +1067,11 @@ pub fn ebpf_text(
         }
         .into());
     }
+    // Not while an apply runs; an interrupted one is finished first.
+    let _lock = match inst.state_dir().exists() {
+        true => Some(crate::ebpf::record::settle(inst)?),
+        false => None,
+    };
     let generation = ebpf_generation(inst)?;
     let sd = inst.state_dir();
     let given_path = dir.join("manifest.json");
@@ -1092,73 +1134,37 @@ pub fn ebpf_text(
     }
 
     let t1 = Instant::now();
-    let mut pinned = Pinned {
-        dir: inst.pin_dir().join(format!("gen-{generation}")),
-        maps: BTreeMap::new(),
-    };
-    let mut writes = 0;
-    // 1. New and re-classed addresses: a backend must be classified
-    // before the service maps can send traffic to it.
-    for c in changes {
-        if let Some(n) = c.new {
-            let (map, key) = host_key(c.addr);
-            pinned.update(map, &key, &n.to_ne_bytes())?;
-            writes += 1;
-        }
+    let mut pinned =
+        crate::ebpf::txn::PinnedMaps::new(inst.pin_dir().join(format!("gen-{generation}")));
+    // Capacity first: a full hash map must refuse the update before any
+    // entry is written.
+    let mut inserts: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    for c in changes.iter().filter(|c| c.new.is_some()) {
+        let (map, key) = host_key(c.addr);
+        inserts.entry(map).or_default().push(key);
     }
-    // 2. Services.
-    let mut updated = Vec::new();
-    if let Some(lb) = lb.as_mut() {
-        let mut index = None;
-        let many = affected.len() > SCAN_LIMIT;
-        for s in affected {
-            for &family in &s.families {
-                let have = lb
-                    .services
-                    .get(s.index)
-                    .and_then(|x| x.sets.get(&family))
-                    .map(|x| x.backends.as_slice())
-                    .unwrap_or_default();
-                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
-                if want == have {
-                    continue;
-                }
-                let ops = lb
-                    .set_backends(s.index, family, want.clone())
-                    .map_err(|e| EndpointsError::Bundle(format!("service `{}`: {e}", s.name)))?;
-                for op in &ops {
-                    match op {
-                        weir_compiler::ebpf::service::MapOp::Update { map, key, value } => {
-                            pinned.update(map, key, value)?
-                        }
-                        weir_compiler::ebpf::service::MapOp::Delete { map, key } => {
-                            pinned.delete(map, key)?
-                        }
-                    }
-                    writes += 1;
-                }
-                updated.push(ServiceUpdate {
-                    service: s.name.clone(),
-                    family,
-                    backends: want.iter().map(socket).collect(),
-                });
-            }
-        }
+    for (map, keys) in &inserts {
+        pinned
+            .check_capacity(map, keys)
+            .map_err(|e| EndpointsError::Refused(vec![e]))?;
     }
-    // 3. Removals: the host entry goes (or falls back to the class of a
-    // set prefix naming exactly this host).
-    for c in changes {
-        if c.new.is_none() {
-            let (map, key) = host_key(c.addr);
-            let view = planned.view.as_ref().expect("parsed on a change");
-            if set_host_prefix(view, c.addr) {
-                pinned.update(map, &key, &c.base.to_ne_bytes())?;
+    let (writes, updated) = match write_maps(&mut pinned, &planned, lb.as_mut()) {
+        Ok(w) => w,
+        Err(e) => {
+            let n = pinned.writes();
+            let failed = pinned.rollback();
+            return Err(if failed.is_empty() {
+                EndpointsError::Refused(vec![format!(
+                    "{e} (the {n} map writes made before were rolled back)"
+                )])
             } else {
-                pinned.delete(map, &key)?;
-            }
-            writes += 1;
+                EndpointsError::Bundle(format!(
+                    "{e}; rolling back the {n} map writes made before failed ({}): the generation in force is partly updated, re-run `weir endpoints` or `weir apply`",
+                    failed.join("; ")
+                ))
+            });
         }
-    }
+    };
     let apply_time = t1.elapsed();
     let lb_bytes = if updated.is_empty() {
         rec.lb

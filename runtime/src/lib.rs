@@ -16,6 +16,7 @@ pub mod frames;
 pub mod iptables;
 pub mod kernel_test;
 pub mod netns;
+pub mod statefs;
 
 pub use bundle::Bundle;
 pub use error::Error;

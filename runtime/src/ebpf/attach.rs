@@ -1,7 +1,8 @@
 //! Applying a bundle to an interface, generation by generation.
 //!
-//! Everything lives under `/sys/fs/bpf/weir/<instance>/` (bpffs is
-//! mounted there if it is not):
+//! Everything lives under `/sys/fs/bpf/weir/<instance>/` on the node's
+//! bpffs (mounted `mode=700` if it is not; reached from `ip netns exec`
+//! too — see [`super::pins`]), every directory root-owned `0700`:
 //!
 //! - `link` — the pinned TCX link of the entry program on the interface's
 //!   ingress (it outlives this process);
@@ -11,17 +12,23 @@
 //!   programs, pinned so that the prog array keeps its slots and `weir
 //!   stats` can read the counters after we exit.
 //!
-//! and the bundle's manifest plus a small state file under
-//! `/run/weir/ebpf/<instance>/` (rule names for `stats`).
+//! and the record (state, manifest, intent, lock; see [`super::record`])
+//! under `/run/weir/ebpf/<instance>/`. The instance is named by its
+//! namespace's inode and the first interface (`host-eth0`,
+//! `netns-4026532281-eth0`).
 //!
-//! **Apply** loads and fills generation N+1 completely (verifier, maps,
-//! prog array), pins it, and only then switches: the first time by
-//! creating the TCX link, later by `bpf_link_update` on the pinned link —
-//! one atomic step. Any failure before the switch leaves generation N
-//! running untouched. After the switch generation N's pins are removed
-//! (the kernel frees its programs and maps once the link drops them).
-//! **Detach** unpins the link (which detaches the program) and removes the
-//! instance's pins and state.
+//! **Apply** (under the instance's lock, after recovering an interrupted
+//! apply) records its intent, loads and fills generation N+1 completely
+//! (verifier, maps, prog array), pins it, and only then switches: the
+//! first time by creating the TCX link, later by `bpf_link_update` on the
+//! pinned link — one atomic step per interface. It then reads back from
+//! the kernel that every interface runs the new program
+//! ([`super::inforce`]) and only then records it; any failure before
+//! that puts the links back and leaves generation N running untouched,
+//! with no pins of N+1 left. After the record generation N's pins are
+//! removed (the kernel frees its programs and maps once the link drops
+//! them). **Detach** unpins the links (which detaches the program) and
+//! removes the instance's pins, record and lock.
 
 use std::path::{Path, PathBuf};
 
@@ -29,13 +36,19 @@ use aya::maps::{Map, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use weir_compiler::ebpf::codegen::layout::{self, map as names};
 use weir_compiler::ebpf::codegen::EbpfManifest;
 
 use super::load::{load, read_counters};
-use super::EbpfError;
+pub use super::pins::ensure_bpffs;
+use super::record::{self, State};
+use super::{inforce, pins, EbpfError};
+use crate::statefs;
+
+/// Default root of the instances' state directories.
+pub const STATE_ROOT: &str = "/run/weir/ebpf";
 
 /// Where an instance lives.
 #[derive(Debug, Clone)]
@@ -63,20 +76,37 @@ impl Instance {
             extra_ifaces: Vec::new(),
             netns: netns.map(str::to_string),
             pin_root: PathBuf::from("/sys/fs/bpf/weir"),
-            state_root: PathBuf::from("/run/weir/ebpf"),
+            state_root: PathBuf::from(STATE_ROOT),
         }
     }
 
-    /// `host-eth0`, `netns-node-veth1`.
+    /// `host-eth0`, `netns-4026532281-veth1`: the namespace by what it is
+    /// ([`statefs::netns_label`]), so `--netns X` and `ip netns exec X`
+    /// name the same instance.
+    /// An instance applied by an earlier weir under `--netns NAME` keeps
+    /// its name `netns-NAME-<iface>` until it is detached.
     pub fn name(&self) -> String {
-        match &self.netns {
-            Some(n) => format!("netns-{n}-{}", self.iface),
-            None => format!("host-{}", self.iface),
+        let name = format!(
+            "{}-{}",
+            statefs::netns_label(self.netns.as_deref()),
+            self.iface
+        );
+        if let Some(n) = &self.netns {
+            let legacy = format!("netns-{n}-{}", self.iface);
+            let exists = |n: &str| {
+                self.state_root.join(n).exists() || pins::host_view(&self.pin_root).join(n).exists()
+            };
+            if legacy != name && !exists(&name) && exists(&legacy) {
+                return legacy;
+            }
         }
+        name
     }
 
+    /// The instance's pin directory, on the node's bpffs however the
+    /// command was entered ([`pins::host_view`]).
     pub fn pin_dir(&self) -> PathBuf {
-        self.pin_root.join(self.name())
+        pins::host_view(&self.pin_root).join(self.name())
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -95,45 +125,8 @@ impl Instance {
     }
 }
 
-/// The pinned link of `iface` under `base` (`link` for the primary).
-fn link_path(base: &Path, primary: &str, iface: &str) -> PathBuf {
-    if iface == primary {
-        base.join("link")
-    } else {
-        base.join(format!("link-{iface}"))
-    }
-}
-
-/// Pinned TC links under `base`: `link` and `link-*`.
-fn pinned_links(base: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(base)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n == "link" || n.starts_with("link-")
-        })
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn unpin_link(path: &Path) -> Result<(), EbpfError> {
-    let link = PinnedLink::from_pin(path)
-        .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
-    let fd = link
-        .unpin()
-        .map_err(io(format!("unpinning {}", path.display())))?;
-    // Closing the last reference destroys the link: detached.
-    drop(fd);
-    Ok(())
-}
-
 /// Points the pinned link at `path` to `prog` (link update).
-fn update_link(prog: &mut SchedClassifier, path: &Path) -> Result<(), EbpfError> {
+pub(super) fn update_link(prog: &mut SchedClassifier, path: &Path) -> Result<(), EbpfError> {
     let old = PinnedLink::from_pin(path)
         .map_err(|e| aya_err("opening the pinned link")(e.to_string()))?;
     let link: SchedClassifierLink =
@@ -157,7 +150,11 @@ fn update_link(prog: &mut SchedClassifier, path: &Path) -> Result<(), EbpfError>
 }
 
 /// Attaches `prog` to TCX ingress of `iface` and pins the link at `path`.
-fn attach_new(prog: &mut SchedClassifier, iface: &str, path: &Path) -> Result<(), EbpfError> {
+pub(super) fn attach_new(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    path: &Path,
+) -> Result<(), EbpfError> {
     let id = prog
         .attach_with_options(
             iface,
@@ -178,21 +175,6 @@ fn attach_new(prog: &mut SchedClassifier, iface: &str, path: &Path) -> Result<()
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    generation: u64,
-    iface: String,
-    /// Further interfaces (links `link-<iface>`); absent in state written
-    /// by single-interface versions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    extra_ifaces: Vec<String>,
-    netns: Option<String>,
-    programs: Vec<String>,
-    /// The cgroup the connect-time programs are attached to.
-    #[serde(default)]
-    cgroup: Option<PathBuf>,
-}
-
 /// Result of [`apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -208,9 +190,17 @@ pub struct Status {
     pub iface: String,
     /// Every interface the program is attached to (`iface` first).
     pub ifaces: Vec<String>,
+    /// The recorded generation.
     pub generation: u64,
-    /// The pinned link of every interface exists (the program is attached).
+    /// Every interface runs the recorded generation: read back from the
+    /// kernel (link, program id, the interface's TCX ingress).
     pub attached: bool,
+    /// What each interface runs, read back.
+    pub in_force: Vec<inforce::Attachment>,
+    /// Where that differs from the record, one line per interface.
+    pub differences: Vec<String>,
+    /// What the runtime did about an interrupted apply, if anything.
+    pub recovered: Option<String>,
     pub programs: Vec<String>,
     /// The cgroup the connect-time programs (`connect4`, `sendmsg4`,
     /// `recvmsg4`) were attached to at `weir apply --cgroup`.
@@ -291,33 +281,15 @@ fn aya_err(step: &str) -> impl FnOnce(String) -> EbpfError + '_ {
     }
 }
 
-fn require_root() -> Result<(), EbpfError> {
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(EbpfError::NotPrivileged {
-            detail: "run as root".into(),
-        });
-    }
-    Ok(())
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
-/// Mounts bpffs on `/sys/fs/bpf` when nothing is mounted there.
-pub fn ensure_bpffs() -> Result<(), EbpfError> {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.split(' ').nth(2) == Some("bpf"))
-    {
-        return Ok(());
-    }
-    let _ = std::fs::create_dir_all("/sys/fs/bpf");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-        .status()
-        .map_err(io("running mount -t bpf"))?;
-    if !st.success() {
-        return Err(EbpfError::Aya {
-            step: "mounting bpffs on /sys/fs/bpf".into(),
-            message: format!("mount exited with {st}"),
+fn require_root() -> Result<(), EbpfError> {
+    if !is_root() {
+        return Err(EbpfError::NotPrivileged {
+            detail: "run as root".into(),
         });
     }
     Ok(())
@@ -326,7 +298,7 @@ pub fn ensure_bpffs() -> Result<(), EbpfError> {
 /// Runs `f` on a thread that has entered `netns` (if any): interface names
 /// and TC attachment then refer to that namespace, while bpffs and the
 /// file system stay the host's.
-fn in_netns<T: Send>(
+pub(super) fn in_netns<T: Send>(
     netns: Option<&str>,
     f: impl FnOnce() -> Result<T, EbpfError> + Send,
 ) -> Result<T, EbpfError> {
@@ -359,22 +331,6 @@ fn check_iface(iface: &str) -> Result<(), EbpfError> {
         });
     }
     Ok(())
-}
-
-fn generations(pin_dir: &Path) -> Vec<u64> {
-    let mut v: Vec<u64> = std::fs::read_dir(pin_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("gen-"))
-                .and_then(|n| n.parse().ok())
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// Reads `manifest.json` and `weir.o` of a bundle directory.
@@ -437,128 +393,147 @@ pub fn apply_with(
     if let Some(c) = cgroup {
         super::cgroup::open_cgroup(c)?;
     }
-    ensure_bpffs()?;
-    let applied = in_netns(inst.netns.as_deref(), || {
+    pins::ensure_bpffs_for(&inst.pin_root)?;
+    in_netns(inst.netns.as_deref(), || {
         for i in inst.ifaces() {
             check_iface(&i)?;
         }
-        apply_here(&full, &manifest, &object, inst, cgroup)
-    })?;
-    // The endpoints in force: the compiled ones (for `weir endpoints`).
-    crate::endpoints::ebpf_applied(inst, &full, applied.generation, manifest_id);
-    Ok(applied)
+        // One apply at a time per instance; an interrupted one is
+        // finished or rolled back first (`record`).
+        let _lock = record::lock(inst)?;
+        record::recover(inst)?;
+        apply_here(&full, &manifest, &object, inst, cgroup, manifest_id)
+    })
 }
 
-fn apply_here(
-    full: &Value,
+/// Maps and programs of a generation, loaded, filled and pinned (step 1),
+/// with the connect-time programs when a cgroup is to have them.
+fn load_pinned(
+    manifest: &EbpfManifest,
+    object: &[u8],
+    base: &Path,
+    gen_dir: &Path,
+    target_cgroup: Option<&Path>,
+) -> Result<(super::Generation, Option<aya::Ebpf>), EbpfError> {
+    let mut g = load(object, manifest, Some(base))?;
+    pins::create_gen_dir(gen_dir)?;
+    for (name, map) in g.ebpf.maps() {
+        if name == names::CT {
+            continue;
+        }
+        map.pin(gen_dir.join(name))
+            .map_err(|e| aya_err("pinning maps")(e.to_string()))?;
+    }
+    for p in &manifest.programs {
+        let prog: &mut SchedClassifier = g
+            .ebpf
+            .program_mut(&p.name)
+            .expect("loaded")
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| aya_err("pinning programs")(e.to_string()))?;
+        prog.pin(gen_dir.join(format!("prog_{}", p.name)))
+            .map_err(|e| aya_err("pinning programs")(e.to_string()))?;
+    }
+    let sock = match (target_cgroup, &manifest.lb) {
+        (Some(_), Some(lb)) => Some(super::cgroup::load(lb, gen_dir)?),
+        _ => None,
+    };
+    Ok((g, sock))
+}
+
+/// Links switched by step 2: updated ones (they ran the previous
+/// generation) and new ones.
+#[derive(Default)]
+struct Switched {
+    updated: Vec<PathBuf>,
+    created: Vec<PathBuf>,
+}
+
+impl Switched {
+    /// Puts every link back: new ones go, updated ones run `previous`.
+    fn undo(&self, base: &Path, previous: Option<u64>, entry: &str) {
+        for lp in &self.created {
+            let _ = pins::unpin_link(lp);
+        }
+        if let (false, Some(prev)) = (self.updated.is_empty(), previous) {
+            let prev_prog = pins::gen_dir(base, prev).join(format!("prog_{entry}"));
+            if let Ok(mut old) = SchedClassifier::from_pin(&prev_prog) {
+                for lp in &self.updated {
+                    let _ = update_link(&mut old, lp);
+                }
+            }
+        }
+    }
+}
+
+/// Step 2: one atomic step per interface; on failure the links already
+/// switched are put back.
+fn switch_links(
+    entry: &mut SchedClassifier,
+    base: &Path,
+    inst: &Instance,
+    previous: Option<u64>,
+    entry_name: &str,
+) -> Result<Switched, EbpfError> {
+    let mut sw = Switched::default();
+    for i in &inst.ifaces() {
+        let lp = pins::link_path(base, &inst.iface, i);
+        if lp.exists() && !inforce::link_on_interface(&lp, i) {
+            // A link left defunct (its interface or namespace went away):
+            // it holds nothing; a new one replaces it.
+            let _ = pins::unpin_link(&lp);
+        }
+        let r = if lp.exists() {
+            update_link(entry, &lp).map(|_| sw.updated.push(lp.clone()))
+        } else {
+            attach_new(entry, i, &lp).map(|_| sw.created.push(lp.clone()))
+        };
+        if let Err(e) = r {
+            sw.undo(base, previous, entry_name);
+            return Err(e);
+        }
+    }
+    Ok(sw)
+}
+
+/// Steps 1–3 of generation `state.generation` (see [`record`]); on error
+/// nothing of it is attached (the caller removes its pins).
+fn load_and_switch(
     manifest: &EbpfManifest,
     object: &[u8],
     inst: &Instance,
-    cgroup: Option<&Path>,
-) -> Result<Applied, EbpfError> {
-    let base_ = inst.pin_dir();
-    let prev_cgroup = read_state(inst)
-        .ok()
-        .and_then(|s| s.cgroup)
-        .filter(|_| super::cgroup::attached(&base_));
-    let target_cgroup = cgroup.map(Path::to_path_buf).or(prev_cgroup.clone());
+    state: &State,
+    previous: Option<u64>,
+    prev_cgroup: Option<&Path>,
+) -> Result<Result<Option<PathBuf>, EbpfError>, EbpfError> {
     let base = inst.pin_dir();
-    std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
-    let gens = generations(&base);
-    let previous = gens.last().copied();
-    let generation = previous.map_or(1, |g| g + 1);
-    let gen_dir = base.join(format!("gen-{generation}"));
-    let _ = std::fs::remove_dir_all(&gen_dir);
-
-    // 1. Load and fill the new generation completely.
-    let mut g = load(object, manifest, Some(&base))?;
-    std::fs::create_dir_all(&gen_dir).map_err(io(format!("creating {}", gen_dir.display())))?;
-    let pin_all = |g: &mut super::Generation| -> Result<(), EbpfError> {
-        for (name, map) in g.ebpf.maps() {
-            if name == names::CT {
-                continue;
-            }
-            map.pin(gen_dir.join(name))
-                .map_err(|e| aya_err("pinning maps")(e.to_string()))?;
-        }
-        for p in &manifest.programs {
-            let prog: &mut SchedClassifier = g
-                .ebpf
-                .program_mut(&p.name)
-                .expect("loaded")
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| {
-                    aya_err("pinning programs")(e.to_string())
-                })?;
-            prog.pin(gen_dir.join(format!("prog_{}", p.name)))
-                .map_err(|e| aya_err("pinning programs")(e.to_string()))?;
-        }
-        Ok(())
-    };
-    if let Err(e) = pin_all(&mut g) {
-        let _ = std::fs::remove_dir_all(&gen_dir);
-        return Err(e);
-    }
-    // 1b. The connect-time programs over this generation's service maps.
-    let mut sock = match (&target_cgroup, &manifest.lb) {
-        (Some(_), Some(lb)) => match super::cgroup::load(lb, &gen_dir) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&gen_dir);
-                return Err(e);
-            }
-        },
-        _ => None,
-    };
-
-    // 2. Switch in one step per interface; on failure, the links already
-    // switched go back to the previous generation, new ones are removed.
+    let generation = state.generation;
+    let gen_dir = pins::gen_dir(&base, generation);
+    let target_cgroup = state.cgroup.as_deref();
+    record::crash_point("pending");
+    let (mut g, mut sock) = load_pinned(manifest, object, &base, &gen_dir, target_cgroup)?;
+    record::crash_point("pinned");
     let entry: &mut SchedClassifier = g
         .ebpf
         .program_mut(&manifest.entry)
         .ok_or_else(|| EbpfError::Bundle(format!("no entry program {}", manifest.entry)))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| aya_err("entry program")(e.to_string()))?;
-    let ifaces = inst.ifaces();
-    let mut updated: Vec<PathBuf> = Vec::new();
-    let mut created: Vec<PathBuf> = Vec::new();
-    let mut switched = Ok(());
-    for i in &ifaces {
-        let lp = link_path(&base, &inst.iface, i);
-        let r = if lp.exists() {
-            update_link(entry, &lp).map(|_| updated.push(lp.clone()))
-        } else {
-            attach_new(entry, i, &lp).map(|_| created.push(lp.clone()))
-        };
-        if let Err(e) = r {
-            switched = Err(e);
-            break;
-        }
+    let sw = switch_links(entry, &base, inst, previous, &manifest.entry)?;
+    // 3. Read back: our new program on every interface promised.
+    let att = inforce::read(&base, &inst.iface, &inst.ifaces(), &manifest.entry);
+    if !inforce::all_run(&att, generation) {
+        sw.undo(&base, previous, &manifest.entry);
+        return Err(EbpfError::Aya {
+            step: format!("reading back generation {generation} after the switch"),
+            message: inforce::differences(&att, generation).join("; "),
+        });
     }
-    if switched.is_err() {
-        for lp in &created {
-            let _ = unpin_link(lp);
-        }
-        if let (false, Some(prev)) = (updated.is_empty(), previous) {
-            let prev_prog = base
-                .join(format!("gen-{prev}"))
-                .join(format!("prog_{}", manifest.entry));
-            if let Ok(mut old) = SchedClassifier::from_pin(&prev_prog) {
-                for lp in &updated {
-                    let _ = update_link(&mut old, lp);
-                }
-            }
-        }
-    }
-    if let Err(e) = switched {
-        let _ = std::fs::remove_dir_all(&gen_dir);
-        return Err(e);
-    }
-    // 2b. The connect-time links follow (or go, without services).
-    // A failure here is reported after the state of the (switched) TC
-    // generation is recorded.
-    let cgroup_result = match (&mut sock, &target_cgroup) {
-        (Some(s), Some(c)) => super::cgroup::switch(s, &base, c, prev_cgroup.as_deref()).map(Some),
+    record::crash_point("switched");
+    // The connect-time links follow (or go, without services). A failure
+    // here is reported after the switched TC generation is recorded.
+    let cgroup_result = match (&mut sock, target_cgroup) {
+        (Some(s), Some(c)) => super::cgroup::switch(s, &base, c, prev_cgroup).map(Some),
         _ => {
             super::cgroup::remove(&base);
             Ok(None)
@@ -567,43 +542,65 @@ fn apply_here(
     if cgroup_result.is_err() {
         super::cgroup::remove(&base);
     }
-    let attached_cgroup = cgroup_result.as_ref().ok().cloned().flatten();
+    Ok(cgroup_result)
+}
 
-    // Links of interfaces no longer listed go.
-    let keep: Vec<PathBuf> = ifaces
-        .iter()
-        .map(|i| link_path(&base, &inst.iface, i))
-        .collect();
-    for lp in pinned_links(&base) {
-        if !keep.contains(&lp) {
-            let _ = unpin_link(&lp);
+fn apply_here(
+    full: &Value,
+    manifest: &EbpfManifest,
+    object: &[u8],
+    inst: &Instance,
+    cgroup: Option<&Path>,
+    manifest_id: Option<crate::endpoints::FileIdentity>,
+) -> Result<Applied, EbpfError> {
+    let base = inst.pin_dir();
+    let recorded = record::read_state(inst).ok();
+    let previous = recorded.as_ref().map(|s| s.generation);
+    let prev_cgroup = recorded
+        .as_ref()
+        .and_then(|s| s.cgroup.clone())
+        .filter(|_| super::cgroup::attached(&base));
+    if let Err(e) = pins::secure(&base) {
+        if previous.is_none() {
+            record::remove_state(inst);
         }
+        return Err(e);
     }
-
-    // 3. Retire older generations; record state.
-    for old in gens {
-        let _ = std::fs::remove_dir_all(base.join(format!("gen-{old}")));
-    }
-    let sd = inst.state_dir();
-    std::fs::create_dir_all(&sd).map_err(io(format!("creating {}", sd.display())))?;
-    let state = State {
+    let generation = pins::generations(&base)
+        .last()
+        .copied()
+        .max(previous)
+        .map_or(1, |g| g + 1);
+    let ifaces = inst.ifaces();
+    let mut state = State {
         generation,
         iface: inst.iface.clone(),
         extra_ifaces: ifaces[1..].to_vec(),
         netns: inst.netns.clone(),
         programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
-        cgroup: attached_cgroup,
+        entry: manifest.entry.clone(),
+        cgroup: cgroup.map(Path::to_path_buf).or(prev_cgroup.clone()),
     };
-    std::fs::write(
-        sd.join("manifest.json"),
-        serde_json::to_vec_pretty(full).expect("JSON"),
-    )
-    .map_err(io("writing the state manifest"))?;
-    std::fs::write(
-        sd.join("state.json"),
-        serde_json::to_vec_pretty(&state).expect("JSON"),
-    )
-    .map_err(io("writing the state file"))?;
+    let switched = record::write_pending(inst, &state, full).and_then(|()| {
+        load_and_switch(
+            manifest,
+            object,
+            inst,
+            &state,
+            previous,
+            prev_cgroup.as_deref(),
+        )
+    });
+    let cgroup_result = match switched {
+        Ok(r) => r,
+        Err(e) => {
+            record::abort(inst, generation, previous.is_none(), false);
+            return Err(e);
+        }
+    };
+    state.cgroup = cgroup_result.as_ref().ok().cloned().flatten();
+    // 4. Record; older generations go.
+    record::commit(inst, &state, full, manifest_id)?;
     cgroup_result?;
     Ok(Applied {
         generation,
@@ -616,49 +613,56 @@ fn apply_here(
     })
 }
 
-fn read_state(inst: &Instance) -> Result<State, EbpfError> {
-    let p = inst.state_dir().join("state.json");
-    let text = std::fs::read_to_string(&p).map_err(|_| EbpfError::NotApplied {
-        instance: inst.name(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| EbpfError::Bundle(format!("{}: {e}", p.display())))
-}
-
-/// Detaches and removes everything this instance pinned and recorded.
-/// Returns whether anything was there.
+/// Detaches and removes everything this instance pinned and recorded —
+/// links, pins, state, endpoint record, lock, and the pin and state roots
+/// when nothing else is in them. Returns whether anything was there.
 pub fn detach(inst: &Instance) -> Result<bool, EbpfError> {
     require_root()?;
-    ensure_bpffs()?;
+    pins::ensure_bpffs_for(&inst.pin_root)?;
     let base = inst.pin_dir();
-    let mut found = false;
-    for lp in pinned_links(&base) {
-        found = true;
-        unpin_link(&lp)?;
+    if !base.exists() && !inst.state_dir().exists() {
+        return Ok(false);
+    }
+    let _lock = record::lock(inst)?;
+    for lp in pins::pinned_links(&base) {
+        pins::unpin_link(&lp)?;
     }
     if base.exists() {
-        found = true;
         std::fs::remove_dir_all(&base).map_err(io(format!("removing {}", base.display())))?;
     }
-    let sd = inst.state_dir();
-    if sd.exists() {
-        found = true;
-        std::fs::remove_dir_all(&sd).map_err(io(format!("removing {}", sd.display())))?;
-    }
-    Ok(found)
+    let _ = std::fs::remove_dir(pins::host_view(&inst.pin_root));
+    record::remove_state(inst);
+    Ok(true)
 }
 
-/// What is applied, and whether it is attached.
+/// What is applied, and what the kernel holds: each interface's link and
+/// program, read back. As root, an interrupted apply is finished or
+/// rolled back first (and said so in `recovered`).
 pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
-    let st = read_state(inst)?;
+    let mut recovered = None;
+    let _lock = if is_root() && (inst.state_dir().exists() || inst.pin_dir().exists()) {
+        let lock = record::lock(inst)?;
+        pins::ensure_bpffs_for(&inst.pin_root)?;
+        recovered = match in_netns(inst.netns.as_deref(), || record::recover(inst)) {
+            Ok(note) => note,
+            Err(e) => Some(format!("recovering an interrupted apply failed: {e}")),
+        };
+        Some(lock)
+    } else {
+        None
+    };
+    let st = record::read_state(inst)?;
     let base = inst.pin_dir();
-    let mut ifaces = vec![st.iface.clone()];
-    ifaces.extend(st.extra_ifaces.iter().cloned());
+    let ifaces = st.ifaces();
+    let in_force = in_netns(inst.netns.as_deref(), || {
+        Ok(inforce::read(&base, &st.iface, &ifaces, &st.entry))
+    })?;
     Ok(Status {
         instance: inst.name(),
-        attached: ifaces
-            .iter()
-            .all(|i| link_path(&base, &st.iface, i).exists())
-            && base.join(format!("gen-{}", st.generation)).exists(),
+        attached: inforce::all_run(&in_force, st.generation),
+        differences: inforce::differences(&in_force, st.generation),
+        in_force,
+        recovered,
         iface: st.iface,
         ifaces,
         generation: st.generation,
@@ -674,7 +678,8 @@ pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
 /// Per-rule counters of the running generation, with rule names.
 pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
     require_root()?;
-    let st = read_state(inst)?;
+    let _lock = record::settle(inst)?;
+    let st = record::read_state(inst)?;
     let text = std::fs::read_to_string(inst.state_dir().join("manifest.json"))
         .map_err(io("reading the state manifest"))?;
     let full: Value =
@@ -722,7 +727,8 @@ fn open_pinned(path: &Path) -> Option<Map> {
 /// recorded service state). Empty without services.
 pub fn service_stats(inst: &Instance) -> Result<Vec<ServiceCount>, EbpfError> {
     require_root()?;
-    let st = read_state(inst)?;
+    let _lock = record::settle(inst)?;
+    let st = record::read_state(inst)?;
     let Some(lb) = crate::endpoints::ebpf_services(inst) else {
         return Ok(Vec::new());
     };

@@ -61,6 +61,21 @@ pub fn update_raw(m: &Map, key: &[u8], value: &[u8]) -> std::io::Result<()> {
     sys_bpf(2, &mut attr).map(|_| ())
 }
 
+/// `bpf_map_lookup_elem` with raw bytes; `None` when the key is absent.
+pub fn lookup_raw(m: &Map, key: &[u8], value_size: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let fd = map_data(m).fd().as_fd().as_raw_fd();
+    let mut value = vec![0u8; value_size];
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(value.as_mut_ptr() as u64).to_ne_bytes());
+    match sys_bpf(1, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `bpf_map_delete_elem`.
 pub fn delete_raw(m: &Map, key: &[u8]) -> std::io::Result<()> {
     let fd = map_data(m).fd().as_fd().as_raw_fd();

@@ -6,11 +6,19 @@
 //! - [`attach`]: `apply` / `detach` / `status` / `stats` on one or more
 //!   interfaces (one generation, one pinned link per interface), with
 //!   everything pinned under `/sys/fs/bpf/weir/<instance>/`.
+//! - [`pins`]: which bpffs, private pin directories, pinned links.
+//! - [`record`]: the instance's record and lock; crash recovery.
+//! - [`inforce`]: what the kernel runs on each interface, read back.
+//! - [`txn`]: all-or-nothing writes to a running generation's maps.
 
 pub mod attach;
 pub mod cgroup;
+pub mod inforce;
 pub mod load;
+pub mod pins;
+pub mod record;
 pub mod service;
+pub mod txn;
 
 pub use attach::{
     apply, apply_with, detach, service_stats, stats, status, Applied, Instance, RuleCount,

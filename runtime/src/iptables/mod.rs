@@ -39,8 +39,7 @@ pub mod status;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use apply::ApplyReport;
 pub use detach::DetachReport;
@@ -50,6 +49,7 @@ pub use status::Status;
 
 use crate::bundle::Family;
 use crate::error::Error;
+use crate::statefs;
 use restore::SavedTable;
 
 /// Which `iptables` implementation to drive.
@@ -123,20 +123,23 @@ pub struct Options {
 pub const STATE_ROOT: &str = "/run/weir";
 
 impl Options {
-    /// The caller's namespace, state in `/run/weir/host`.
+    /// The caller's namespace, state in `/run/weir/host` for the initial
+    /// namespace, else `/run/weir/netns-<inode>` ([`statefs::netns_label`]:
+    /// the same directory as `--netns NAME` of that namespace).
     pub fn host() -> Options {
         Options {
             netns: None,
-            state_dir: PathBuf::from(STATE_ROOT).join("host"),
+            state_dir: PathBuf::from(STATE_ROOT).join(statefs::netns_label(None)),
             variant: Variant::System,
         }
     }
 
-    /// A named namespace, state in `/run/weir/netns-NAME`.
+    /// A named namespace, state in `/run/weir/netns-<inode>` (see
+    /// [`Options::host`]).
     pub fn netns(name: &str) -> Options {
         Options {
             netns: Some(name.to_string()),
-            state_dir: PathBuf::from(STATE_ROOT).join(format!("netns-{name}")),
+            state_dir: statefs::state_dir_of(Path::new(STATE_ROOT), name),
             variant: Variant::System,
         }
     }
@@ -183,26 +186,12 @@ impl Iptables {
         self.opts.state_dir.join("state.json")
     }
 
-    /// Takes the per-namespace lock (released when the file is dropped).
+    /// Takes the per-namespace lock (released when the file is dropped),
+    /// creating the state directory root-owned `0700` ([`statefs::lock`]).
     pub(crate) fn lock(&self) -> Result<File, Error> {
         let dir = &self.opts.state_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        // SAFETY: flock on a valid fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(
-                format!("locking {}", path.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(file)
+        statefs::lock(dir)
+            .map_err(|e| Error::io(format!("locking {}", dir.join(statefs::LOCK).display()), e))
     }
 
     /// `iptables-save` for every family, parsed.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Iptables;
 use crate::bundle::Family;
 use crate::error::Error;
+use crate::statefs;
 
 /// `state.json`, written after every successful apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,33 +62,31 @@ impl Iptables {
     /// The state file, if something was applied.
     pub fn read_state(&self) -> Result<Option<State>, Error> {
         let path = self.state_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
+        match statefs::read_text(&path) {
+            Ok(Some(text)) => serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|e| Error::State {
                     path,
                     message: format!("not a weir state file: {e}"),
                 }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
         }
     }
 
     pub(crate) fn write_state(&self, state: &State) -> Result<(), Error> {
         let path = self.state_path();
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(state).expect("state serialises");
-        std::fs::write(&tmp, text + "\n")
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        statefs::secure_dir(&self.options().state_dir)
+            .and_then(|()| statefs::write_file(&path, (text + "\n").as_bytes()))
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 
+    /// Removes the state file, the endpoint record and its side files,
+    /// and the lock (detach: the node as before the first apply).
     pub(crate) fn remove_state(&self) -> Result<(), Error> {
-        let path = self.state_path();
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-        }
+        let dir = &self.options().state_dir;
+        crate::endpoints::remove_state(dir, &["state.json", statefs::LOCK])
+            .map_err(|e| Error::io(format!("removing the state in {}", dir.display()), e))
     }
 }
