@@ -177,7 +177,7 @@ pub fn write_bundle(model: &Model, graph: &Graph, dir: &Path) -> Result<BundleSt
     let section = art.manifest.value();
     let mut backends = BTreeMap::new();
     backends.insert(Target::Iptables, art);
-    let locate = |_s: weir_grammar::Span| Value::Null;
+    let locate = |_s: weir_grammar::Span| None;
     let sources = vec![("synth.weir".to_string(), String::new())];
     let files = bundle::bundle(&BundleInput {
         model,

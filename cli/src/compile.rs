@@ -234,12 +234,7 @@ pub fn bundle_files(
         .map(|(_, f)| (f.name(), f.text.clone()))
         .collect();
     let loc = locator(&checked.sources);
-    let locate = |span: Span| -> Value {
-        match loc(span) {
-            Some(l) => json!({ "at": l.at }),
-            None => Value::Null,
-        }
-    };
+    let locate = |span: Span| loc(span).map(|l| bundle::Location { at: l.at });
     let input = BundleInput {
         model,
         graph,
