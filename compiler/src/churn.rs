@@ -1266,13 +1266,7 @@ service api {
         let view = ClassView::from_manifest(&m);
         let old = manifest_endpoints(&m);
         assert_eq!(old.len(), 3);
-        let web_class = m
-            .endpoints
-            .iter()
-            .find(|e| e.name == "web")
-            .unwrap()
-            .addrs[0]
-            .class;
+        let web_class = m.endpoints.iter().find(|e| e.name == "web").unwrap().addrs[0].class;
         // A new web replica: the web class.
         let mut new = old.clone();
         new.push(ep("web-2", "web", "10.1.0.12"));

@@ -224,7 +224,13 @@ impl EbpfBundle {
 
     /// The eBPF section (present: checked by [`EbpfBundle::read`]).
     pub fn ebpf(&self) -> &weir_compiler::ebpf::codegen::EbpfManifest {
-        &self.manifest.backends.ebpf.as_ref().expect("read checks").program
+        &self
+            .manifest
+            .backends
+            .ebpf
+            .as_ref()
+            .expect("read checks")
+            .program
     }
 }
 

@@ -92,7 +92,10 @@ fn edit(dir: &Path, f: impl FnOnce(&mut Value)) {
 fn refused(dir: &Path, says: &str) {
     let e = Bundle::read(dir).unwrap_err().to_string();
     assert!(e.contains(says), "iptables: {e}");
-    let e = read_bundle(dir).err().expect("the eBPF reader refuses").to_string();
+    let e = read_bundle(dir)
+        .err()
+        .expect("the eBPF reader refuses")
+        .to_string();
     assert!(e.contains(says), "ebpf: {e}");
 }
 

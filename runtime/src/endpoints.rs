@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weir_compiler::contract::Manifest;
 use weir_compiler::churn::{self, entries, AddrChange, ClassView, EndpointRec, SelectorService};
+use weir_compiler::contract::Manifest;
 use weir_compiler::ebpf::service::{Be, LbState};
 
 /// What [`iptables`] / [`ebpf`] did.

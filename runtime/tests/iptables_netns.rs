@@ -525,8 +525,7 @@ fn ipv6_and_several_tables() {
         if v6 {
             hooks.push(("mangle", "PREROUTING", "WEIR-MANGLE-PRE", "ipv4"));
         }
-        let filter =
-            "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -p tcp --dport 81 -j DROP\nCOMMIT\n";
+        let filter = "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -p tcp --dport 81 -j DROP\nCOMMIT\n";
         let mangle = "*mangle\n:WEIR-MANGLE-PRE - [0:0]\n-A WEIR-MANGLE-PRE -p tcp --dport 82 -j MARK --set-mark 0x10\nCOMMIT\n";
         let v4 = if v6 {
             format!("{mangle}{filter}")

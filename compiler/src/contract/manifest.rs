@@ -19,9 +19,7 @@ use crate::graph::classes::{Atom, AtomId, ClassId};
 use crate::model::Sel;
 
 /// A back end, as `targets` and `backends` name it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Ebpf,

@@ -136,7 +136,10 @@ fn refuses_values_out_of_range() {
         |v| v["backends"]["ebpf"]["fill"]["cls6"][0]["addr"] = json!([10, 1, 0, 10]),
         "4-byte address",
     );
-    refused(|v| v["endpoints"][0]["addrs"][0]["class"] = json!(7), "class 7");
+    refused(
+        |v| v["endpoints"][0]["addrs"][0]["class"] = json!(7),
+        "class 7",
+    );
     refused(|v| v["classes"]["map"][0][1] = json!(70_000), "class 70000");
     refused(
         |v| v["backends"]["iptables"]["sets"][0]["classes"] = json!([0, 99_999]),
@@ -184,7 +187,10 @@ fn refuses_paths_out_of_the_bundle() {
 
 #[test]
 fn refuses_unknown_keys_and_guessed_names() {
-    refused(|v| v["sourceHash"] = json!("x"), "unknown field `sourceHash`");
+    refused(
+        |v| v["sourceHash"] = json!("x"),
+        "unknown field `sourceHash`",
+    );
     refused(
         |v| {
             let h = v["source_hash"].take();
@@ -193,9 +199,6 @@ fn refuses_unknown_keys_and_guessed_names() {
         },
         "unknown field `hash`",
     );
-    refused(
-        |v| v["backends"]["nft"] = json!({}),
-        "unknown field `nft`",
-    );
+    refused(|v| v["backends"]["nft"] = json!({}), "unknown field `nft`");
     refused(|v| v["targets"] = json!(["ebpf"]), "do not match");
 }

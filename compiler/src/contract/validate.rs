@@ -100,7 +100,11 @@ fn classes(m: &Manifest) -> Check {
     }
     for e in &m.endpoints {
         for a in &e.addrs {
-            class_id(&format!("endpoint `{}` address {}", e.name, a.addr), a.class, n)?;
+            class_id(
+                &format!("endpoint `{}` address {}", e.name, a.addr),
+                a.class,
+                n,
+            )?;
         }
     }
     Ok(())
@@ -114,7 +118,10 @@ fn provenance_and_services(m: &Manifest) -> Check {
     }
     for (i, s) in m.services.iter().enumerate() {
         if s.index != i {
-            return Err(format!("services[{i}] (`{}`) has index {}", s.name, s.index));
+            return Err(format!(
+                "services[{i}] (`{}`) has index {}",
+                s.name, s.index
+            ));
         }
         if s.no_backends_provenance as usize >= m.provenance.len() {
             return Err(format!(
@@ -152,7 +159,11 @@ fn ebpf(m: &Manifest, e: &EbpfSection) -> Check {
                 ));
             }
             if x.len as usize > bits * 8 {
-                return Err(format!("{at} has prefix length {} (at most {})", x.len, bits * 8));
+                return Err(format!(
+                    "{at} has prefix length {} (at most {})",
+                    x.len,
+                    bits * 8
+                ));
             }
             class_id(&at, x.class, n)?;
         }
@@ -208,7 +219,10 @@ fn iptables(m: &Manifest, s: &IptablesSection) -> Check {
         let at = format!("backends.iptables.sets[{i}] (`{}`)", set.name);
         let name_ok = set.name.starts_with("weir-")
             && set.name.len() <= 24
-            && set.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && set
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !name_ok {
             return Err(format!(
                 "{at}: not a set name weir writes (`weir-` and up to 19 letters, digits or `-`)"

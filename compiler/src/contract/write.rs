@@ -19,8 +19,8 @@ use super::FORMAT_VERSION;
 use crate::bundle::{source_hash, BackendArtifacts, BundleInput, SPARE_CLASSES};
 use crate::graph::cost::capacity;
 use crate::graph::{dump, Atom, Graph};
-use crate::model::{Balance, Model};
 use crate::model::Direction;
+use crate::model::{Balance, Model};
 
 /// The whole manifest in its writer form: `artifacts` and `backends`
 /// sort first (for [`crate::bundle::manifest`], the `Value` form that
@@ -309,10 +309,7 @@ fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> 
                 Balance::Random => BalanceName::Random,
                 Balance::Maglev => BalanceName::Maglev,
             },
-            frontends: frontends
-                .into_iter()
-                .map(|f| frontend(table, f))
-                .collect(),
+            frontends: frontends.into_iter().map(|f| frontend(table, f)).collect(),
             index: i,
             name: &s.name,
             no_backends_provenance: g

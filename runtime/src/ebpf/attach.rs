@@ -580,8 +580,7 @@ fn apply_here(
         programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
         cgroup: attached_cgroup,
     };
-    std::fs::write(sd.join("manifest.json"), full)
-    .map_err(io("writing the state manifest"))?;
+    std::fs::write(sd.join("manifest.json"), full).map_err(io("writing the state manifest"))?;
     std::fs::write(
         sd.join("state.json"),
         serde_json::to_vec_pretty(&state).expect("JSON"),
@@ -661,7 +660,9 @@ pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
     let text = std::fs::read_to_string(inst.state_dir().join("manifest.json"))
         .map_err(io("reading the state manifest"))?;
     let full = weir_compiler::contract::parse(text.as_bytes()).map_err(|e| {
-        EbpfError::Bundle(format!("the manifest recorded at apply: {e} (apply the bundle again)"))
+        EbpfError::Bundle(format!(
+            "the manifest recorded at apply: {e} (apply the bundle again)"
+        ))
     })?;
     let prov = full.provenance;
     let path = inst
