@@ -157,25 +157,20 @@ pub fn run(args: Args) -> i32 {
     }
     if args.report {
         let cap = capacity(graph);
-        let manifest: Value =
-            serde_json::from_slice(&files[bundle::MANIFEST]).unwrap_or(Value::Null);
+        let manifest = weir_compiler::contract::parse(&files[bundle::MANIFEST]).ok();
         match args.format {
             Format::Human => {
                 let _ = write!(out, "{}", cap.report());
                 for t in &targets {
-                    if let Some(section) =
-                        manifest.pointer(&format!("/backends/{}/capacity", t.name()))
-                    {
+                    if let Some(obj) = manifest.as_ref().and_then(|m| m.capacity(*t)) {
                         let _ = writeln!(out, "{}:", t.name());
-                        if let Some(obj) = section.as_object() {
-                            for (k, v) in obj {
-                                match v.as_str() {
-                                    Some(text) => {
-                                        let _ = writeln!(out, "  {k}: {text}");
-                                    }
-                                    None => {
-                                        let _ = writeln!(out, "  {k}: {v}");
-                                    }
+                        for (k, v) in obj {
+                            match v.as_str() {
+                                Some(text) => {
+                                    let _ = writeln!(out, "  {k}: {text}");
+                                }
+                                None => {
+                                    let _ = writeln!(out, "  {k}: {v}");
                                 }
                             }
                         }
@@ -293,16 +288,14 @@ pub fn report_json(
     files: &BTreeMap<String, Vec<u8>>,
 ) -> Value {
     let cap = analyzed.compiled.as_ref().map(|c| capacity(&c.graph));
-    let manifest: Value = files
+    let manifest = files
         .get(bundle::MANIFEST)
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null);
+        .and_then(|b| weir_compiler::contract::parse(b).ok());
     let backends: serde_json::Map<String, Value> = targets
         .iter()
         .filter_map(|t| {
-            manifest
-                .pointer(&format!("/backends/{}/capacity", t.name()))
-                .map(|v| (t.name().to_string(), v.clone()))
+            let cap = manifest.as_ref()?.capacity(*t)?;
+            Some((t.name().to_string(), json!(cap)))
         })
         .collect();
     json!({ "graph": cap, "backends": backends })

@@ -63,6 +63,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The capacity summary of a back end's section, for
+    /// `weir compile --report` (only the eBPF section has one).
+    pub fn capacity(&self, t: Target) -> Option<&BTreeMap<String, serde_json::Value>> {
+        match t {
+            Target::Ebpf => self.backends.ebpf.as_ref().map(|e| &e.capacity),
+            Target::Iptables => None,
+        }
+    }
+
     /// The back ends the bundle has a section for, for messages
     /// (`ebpf`, `ebpf and iptables`, `no back end`).
     pub fn backend_names(&self) -> String {
