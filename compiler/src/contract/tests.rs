@@ -149,6 +149,10 @@ fn refuses_values_out_of_range() {
         |v| v["classes"]["map"][0][0] = json!("10.0.0.0/33"),
         "prefix length 33",
     );
+    refused(
+        |v| v["backends"]["ebpf"]["lb"]["services"][0]["sets"]["4"]["slots"][0] = json!(999),
+        "slot 999 is beyond",
+    );
 }
 
 #[test]

@@ -181,10 +181,50 @@ fn ebpf(m: &Manifest, e: &EbpfSection) -> Check {
             p.entry
         ));
     }
+    if let Some(lb) = &p.lb {
+        lb_state(m, lb)?;
+    }
     if let Some(a) = p.attach.iter().find(|a| a.as_str() != "tc-ingress") {
         return Err(format!(
             "backends.ebpf.attach: `{a}` is not an attach point weir writes (tc-ingress)"
         ));
+    }
+    Ok(())
+}
+
+/// The service maps' state: indexes within their lists and capacities.
+fn lb_state(m: &Manifest, lb: &crate::ebpf::service::fill::LbState) -> Check {
+    let cap = &lb.capacity;
+    if lb.services.len() != m.services.len() {
+        return Err(format!(
+            "backends.ebpf.lb has {} services, the manifest {}",
+            lb.services.len(),
+            m.services.len()
+        ));
+    }
+    for (i, svc) in lb.services.iter().enumerate() {
+        let at = format!("backends.ebpf.lb.services[{i}] (`{}`)", svc.name);
+        if svc.no_backends as usize >= m.provenance.len() {
+            return Err(format!("{at}: no_backends is not a provenance id"));
+        }
+        for (family, set) in &svc.sets {
+            if !matches!(family, 4 | 6) {
+                return Err(format!("{at}: family {family} (4 or 6)"));
+            }
+            if let Some(s) = set
+                .slots
+                .iter()
+                .find(|&&s| s as usize >= set.backends.len())
+            {
+                return Err(format!(
+                    "{at}: slot {s} is beyond its {} backends",
+                    set.backends.len()
+                ));
+            }
+            if set.slots.len() > cap.slots as usize || set.table.is_some_and(|t| t >= cap.tables) {
+                return Err(format!("{at}: exceeds the service maps' capacity"));
+            }
+        }
     }
     Ok(())
 }
