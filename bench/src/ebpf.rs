@@ -526,7 +526,7 @@ fn endpoint_churn(
         graph,
         sources: &sources,
         targets: &[Target::Ebpf],
-        locate: &|_| serde_json::Value::Null,
+        locate: &|_| None,
         backends,
     });
     let work = crate::iptables::Scratch::shm("ebpf-updates");
@@ -535,9 +535,9 @@ fn endpoint_churn(
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
     }
-    let manifest = weir_runtime::Bundle::read(&dir)
+    let manifest = weir_runtime::bundle::read_manifest(&dir)
         .map_err(|e| e.to_string())?
-        .manifest;
+        .1;
     let (base, extra) = crate::churn_inventory(model, &manifest)?;
     let mut with = base.clone();
     with.push(extra);

@@ -177,7 +177,7 @@ pub fn write_bundle(model: &Model, graph: &Graph, dir: &Path) -> Result<BundleSt
     let section = art.manifest.value();
     let mut backends = BTreeMap::new();
     backends.insert(Target::Iptables, art);
-    let locate = |_s: weir_grammar::Span| Value::Null;
+    let locate = |_s: weir_grammar::Span| None;
     let sources = vec![("synth.weir".to_string(), String::new())];
     let files = bundle::bundle(&BundleInput {
         model,
@@ -194,13 +194,7 @@ pub fn write_bundle(model: &Model, graph: &Graph, dir: &Path) -> Result<BundleSt
         ..BundleStats::default()
     };
     for (name, bytes) in &files {
-        let mut bytes = bytes.clone();
-        if name == bundle::MANIFEST {
-            // Older runtimes read the section at the top level.
-            let mut m: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            m["iptables"] = section.clone();
-            bytes = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
-        }
+        let bytes = bytes.clone();
         if name == bundle::IPTABLES_RULES {
             let text = String::from_utf8_lossy(&bytes);
             stats.rules = text.lines().filter(|l| l.starts_with("-A ")).count();

@@ -293,12 +293,7 @@ pub fn build(analyzed: &Analyzed, targets: &[Target]) -> Result<Built, i32> {
         .map(|(_, f)| (f.name(), f.text.clone()))
         .collect();
     let loc = locator(&checked.sources);
-    let locate = |span: Span| -> Value {
-        match loc(span) {
-            Some(l) => json!({ "at": l.at }),
-            None => Value::Null,
-        }
-    };
+    let locate = |span: Span| loc(span).map(|l| bundle::Location { at: l.at });
     let input = |targets| BundleInput {
         model,
         graph,

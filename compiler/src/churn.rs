@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::contract::Manifest;
 use crate::ebpf::service::fill::Be;
 use crate::graph::classes::{Atom, ClassId};
 use crate::inventory::Inventory;
@@ -145,35 +145,15 @@ impl From<ClassData> for ClassView {
     }
 }
 
-fn field<'a>(v: &'a Value, path: &str) -> Result<&'a Value, String> {
-    v.pointer(path)
-        .ok_or_else(|| format!("manifest has no `{}`", &path[1..].replace('/', ".")))
-}
-
 impl ClassView {
-    /// Reads `classes` of a manifest (format written by
-    /// [`crate::bundle::manifest`]; atoms need their `value`).
-    pub fn from_manifest(m: &Value) -> Result<ClassView, String> {
-        let atoms = field(m, "/classes/atoms")?
-            .as_array()
-            .ok_or("manifest `classes.atoms` is not a list")?
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let v = a.get("value").ok_or_else(|| {
-                    format!("manifest atom {i} has no `value`: the bundle was compiled by an older weir; recompile it")
-                })?;
-                serde_json::from_value::<Atom>(v.clone())
-                    .map_err(|e| format!("manifest atom {i}: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let endpoint_atom = field(m, "/classes/endpoint_atom")?
-            .as_u64()
-            .ok_or("manifest `classes.endpoint_atom` is not a number")?
-            as u32;
-        let rows: Vec<Vec<u32>> = serde_json::from_value(field(m, "/classes/rows")?.clone())
-            .map_err(|e| format!("manifest `classes.rows`: {e}"))?;
-        Ok(ClassView::from_parts(atoms, endpoint_atom, rows))
+    /// The class data of a manifest (`classes`).
+    pub fn from_manifest(m: &Manifest) -> ClassView {
+        let c = &m.classes;
+        ClassView::from_parts(
+            c.atoms.iter().map(|a| a.value.clone()).collect(),
+            c.endpoint_atom,
+            c.rows.clone(),
+        )
     }
 
     /// A view of `atoms` and class `rows` (class → atom ids).
@@ -245,28 +225,14 @@ impl ClassView {
 }
 
 /// The endpoints a manifest was compiled with (`endpoints`).
-pub fn manifest_endpoints(m: &Value) -> Result<Vec<EndpointRec>, String> {
-    let list = field(m, "/endpoints")?
-        .as_array()
-        .ok_or("manifest `endpoints` is not a list")?;
-    list.iter()
-        .map(|e| {
-            let name = e["name"].as_str().ok_or("endpoint without a name")?;
-            let labels = serde_json::from_value(e["labels"].clone()).unwrap_or_default();
-            let addrs = e["addrs"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x["addr"].as_str()?.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            Ok(EndpointRec {
-                name: name.to_string(),
-                labels,
-                ready: e["ready"].as_bool().unwrap_or(true),
-                addrs,
-            })
+pub fn manifest_endpoints(m: &Manifest) -> Vec<EndpointRec> {
+    m.endpoints
+        .iter()
+        .map(|e| EndpointRec {
+            name: e.name.clone(),
+            labels: e.labels.clone(),
+            ready: e.ready,
+            addrs: e.addrs.iter().map(|a| a.addr).collect(),
         })
         .collect()
 }
@@ -293,65 +259,39 @@ fn fam(a: IpAddr) -> u8 {
     }
 }
 
-fn parse_socket(s: &str) -> Option<(IpAddr, u16)> {
-    let sa: std::net::SocketAddr = s.parse().ok()?;
-    Some((sa.ip(), sa.port()))
-}
-
 /// The manifest's selector-backed services (`services[].backend_selector`).
-pub fn selector_services(m: &Value) -> Result<Vec<SelectorService>, String> {
-    let Some(list) = m.get("services").and_then(Value::as_array) else {
-        return Ok(Vec::new());
-    };
+pub fn selector_services(m: &Manifest) -> Vec<SelectorService> {
     let mut out = Vec::new();
-    for (i, s) in list.iter().enumerate() {
-        let name = s["name"].as_str().unwrap_or("?").to_string();
-        let Some(bs) = s.get("backend_selector") else {
-            return Err(format!(
-                "manifest service `{name}` has no `backend_selector`: the bundle was compiled by an older weir; recompile it"
-            ));
-        };
-        if bs.is_null() {
+    for s in &m.services {
+        let Some(bs) = &s.backend_selector else {
             continue;
-        }
-        let selector: Sel = serde_json::from_value(bs["selector"].clone())
-            .map_err(|e| format!("manifest service `{name}`: {e}"))?;
-        let port = bs["port"].as_u64().unwrap_or(0) as u16;
+        };
         let mut families = BTreeSet::new();
         let mut compiled: BTreeMap<u8, Vec<Be>> = BTreeMap::new();
-        for f in s["frontends"].as_array().into_iter().flatten() {
-            let fe = f["frontend"].as_str().unwrap_or("");
-            let sock = fe.rsplit_once('/').map_or(fe, |(a, _)| a);
-            let Some((addr, _)) = parse_socket(sock) else {
-                continue;
-            };
-            let family = fam(addr);
+        for f in &s.frontends {
+            let family = fam(f.frontend.addr.ip());
             families.insert(family);
-            let bes: Vec<Be> = f["backends"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|b| {
-                    let (addr, port) = parse_socket(b["addr"].as_str()?)?;
-                    Some(Be {
-                        addr,
-                        port,
-                        weight: b["weight"].as_u64().unwrap_or(1) as u16,
-                    })
+            let bes: Vec<Be> = f
+                .backends
+                .iter()
+                .map(|b| Be {
+                    addr: b.addr.ip(),
+                    port: b.addr.port(),
+                    weight: b.weight,
                 })
                 .collect();
             compiled.entry(family).or_insert(bes);
         }
         out.push(SelectorService {
-            index: s["index"].as_u64().map_or(i, |x| x as usize),
-            name,
-            selector,
-            port,
+            index: s.index,
+            name: s.name.clone(),
+            selector: bs.selector.clone(),
+            port: bs.port,
             families,
             compiled,
         });
     }
-    Ok(out)
+    out
 }
 
 /// The backends a selector service has over `endpoints` for one family,
@@ -1267,7 +1207,7 @@ pub mod selcode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{manifest, BundleInput};
+    use crate::bundle::{bundle, BundleInput, MANIFEST};
     use crate::check::check_program;
     use crate::source::MemoryLoader;
     use std::path::PathBuf;
@@ -1290,20 +1230,25 @@ service api {
 }
 "#;
 
-    fn manifest_of(src: &str) -> Value {
+    fn manifest_of(src: &str) -> Manifest {
         let path = PathBuf::from("p.weir");
         let loader = MemoryLoader::new().with(&path, src);
         let c = check_program(std::slice::from_ref(&path), &loader, None);
         assert!(!c.has_errors(), "{:?}", c.diagnostics);
         let g = crate::graph::build(&c.model);
-        manifest(&BundleInput {
+        read(&BundleInput {
             model: &c.model,
             graph: &g,
             sources: &[],
             targets: &[],
-            locate: &|_| Value::Null,
+            locate: &|_| None,
             backends: BTreeMap::new(),
         })
+    }
+
+    /// The manifest of a bundle, as a reader gets it.
+    fn read(input: &BundleInput) -> Manifest {
+        crate::contract::parse(&bundle(input)[MANIFEST]).unwrap()
     }
 
     fn ep(name: &str, app: &str, addr: &str) -> EndpointRec {
@@ -1318,17 +1263,10 @@ service api {
     #[test]
     fn places_replicas_in_existing_classes_and_refuses_new_ones() {
         let m = manifest_of(SRC);
-        let view = ClassView::from_manifest(&m).unwrap();
-        let old = manifest_endpoints(&m).unwrap();
+        let view = ClassView::from_manifest(&m);
+        let old = manifest_endpoints(&m);
         assert_eq!(old.len(), 3);
-        let web_class = m["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == "web")
-            .unwrap()["addrs"][0]["class"]
-            .as_u64()
-            .unwrap() as ClassId;
+        let web_class = m.endpoints.iter().find(|e| e.name == "web").unwrap().addrs[0].class;
         // A new web replica: the web class.
         let mut new = old.clone();
         new.push(ep("web-2", "web", "10.1.0.12"));
@@ -1372,11 +1310,11 @@ service api {
     #[test]
     fn selector_service_backends_follow_the_inventory() {
         let m = manifest_of(SRC);
-        let svcs = selector_services(&m).unwrap();
+        let svcs = selector_services(&m);
         assert_eq!(svcs.len(), 1);
         let s = &svcs[0];
         assert_eq!(s.compiled[&4].len(), 1);
-        let old = manifest_endpoints(&m).unwrap();
+        let old = manifest_endpoints(&m);
         assert_eq!(backends_for(s, 4, &old), s.compiled[&4]);
         let mut new = old.clone();
         new.push(ep("web-2", "web", "10.1.0.12"));
@@ -1402,7 +1340,7 @@ service api {
     #[test]
     fn text_diff_agrees_with_the_record_diff() {
         let m = manifest_of(SRC);
-        let old = manifest_endpoints(&m).unwrap();
+        let old = manifest_endpoints(&m);
         let rec = entries::encode_all(&old);
         let check = |new: &[EndpointRec], text: &str| {
             let d = diff_text(&rec, true, text).unwrap();
@@ -1529,7 +1467,7 @@ service api {
                 );
             }
         }
-        let svcs = selector_services(&manifest_of(SRC)).unwrap();
+        let svcs = selector_services(&manifest_of(SRC));
         let table = service_table::encode(&svcs);
         assert_eq!(service_table::decode_all(&table).unwrap(), svcs);
         assert_eq!(
@@ -1546,8 +1484,8 @@ service api {
     #[test]
     fn backends_after_a_change_follow_the_inventory() {
         let m = manifest_of(SRC);
-        let s = &selector_services(&m).unwrap()[0];
-        let old = manifest_endpoints(&m).unwrap();
+        let s = &selector_services(&m)[0];
+        let old = manifest_endpoints(&m);
         let have = backends_for(s, 4, &old);
         let mut new = old.clone();
         new.push(ep("web-2", "web", "10.1.0.12"));
@@ -1566,15 +1504,15 @@ service api {
         for seed in 0..100 {
             let model = crate::gen::model(seed);
             let g = crate::graph::build(&model);
-            let m = manifest(&BundleInput {
+            let m = read(&BundleInput {
                 model: &model,
                 graph: &g,
                 sources: &[],
                 targets: &[],
-                locate: &|_| Value::Null,
+                locate: &|_| None,
                 backends: BTreeMap::new(),
             });
-            let view = ClassView::from_manifest(&m).unwrap();
+            let view = ClassView::from_manifest(&m);
             for (e, per) in model.endpoints.iter().zip(&g.classes.endpoint_classes) {
                 for &(a, c) in per {
                     assert_eq!(

@@ -67,7 +67,7 @@ fn write_bundle(m: &Model, dir: &Path) {
         graph: &g,
         sources: &[],
         targets: &[Target::Iptables],
-        locate: &|_| serde_json::Value::Null,
+        locate: &|_| None,
         backends,
     });
     std::fs::create_dir_all(dir).unwrap();

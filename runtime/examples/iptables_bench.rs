@@ -160,7 +160,7 @@ fn main() {
             graph: &g,
             sources: &[],
             targets: &[Target::Iptables],
-            locate: &|_| serde_json::Value::Null,
+            locate: &|_| None,
             backends,
         });
         let dir = std::env::temp_dir().join(format!("weir-bench-{}-{n}", std::process::id()));

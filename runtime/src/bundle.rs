@@ -1,21 +1,22 @@
 //! Reading a bundle directory written by `weir compile`.
 //!
-//! The manifest format is owned by the compiler; the runtime reads only what
-//! it needs and tolerates everything else. Files a back end does not use may
-//! be absent.
+//! The manifest's format is [`weir_compiler::contract`]: it is parsed
+//! into its types, refused when its version is not this weir's or a
+//! value is out of range, and every file used is checked against the
+//! SHA-256 the manifest lists for it before anything is applied. Files
+//! are read only under plain names inside the bundle directory, never
+//! through a symlink, and only when they are regular files.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
+use weir_compiler::contract::{self, iptables as ipt, Manifest};
 
 use crate::endpoints::{file_identity, FileIdentity};
 use crate::error::Error;
 
-pub const MANIFEST: &str = "manifest.json";
-pub const IPTABLES_RULES: &str = "iptables.rules";
-pub const IP6TABLES_RULES: &str = "ip6tables.rules";
-pub const IPSET_RULES: &str = "ipset.rules";
+pub use weir_compiler::contract::{IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES, MANIFEST};
 
 /// IP family of iptables rules.
 #[derive(
@@ -45,36 +46,26 @@ pub struct Hook {
     pub chain: String,
     /// The bundle's chain it enters, e.g. `WEIR-FORWARD`.
     pub target: String,
-    /// Families the hook applies to: from the manifest's `"family"`
-    /// (`"ipv4"`, `"ipv6"`, `"both"`), else IPv4, plus IPv6 when
-    /// `ip6tables.rules` declares the target chain.
+    /// Families the hook applies to (the manifest's `family`).
     pub families: Vec<Family>,
 }
 
 /// A set the bundle creates, as the manifest describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SetInfo {
-    /// The bundle's name, `weir-…`.
-    pub name: String,
-    /// What it is for (`"class"`, …), if the manifest says.
-    pub kind: Option<String>,
-    /// The manifest's whole entry.
-    pub raw: Value,
-}
+pub type SetInfo = ipt::SetEntry;
 
 /// A bundle directory, read into memory.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
-    pub manifest: Value,
+    pub manifest: Manifest,
     pub iptables_rules: String,
     pub ip6tables_rules: String,
     pub ipset_rules: String,
-    /// `manifest.iptables.hooks`.
+    /// `backends.iptables.hooks`.
     pub hooks: Vec<Hook>,
-    /// `manifest.sets` or `manifest.iptables.sets`.
+    /// `backends.iptables.sets`.
     pub sets: Vec<SetInfo>,
-    /// The compiler's hash of the policy source, if the manifest has one.
+    /// The compiler's hash of the policy source (always set).
     pub source_hash: Option<String>,
     /// SHA-256 of everything the iptables back end applies (manifest and
     /// rule files): equal hashes mean re-applying changes nothing.
@@ -121,33 +112,148 @@ pub fn trusted_identities(
     ok.then_some(ids)
 }
 
-fn read_optional(dir: &Path, name: &str) -> Result<String, Error> {
+/// Reads `name` of `dir`: a plain file name (no directory part), not a
+/// symlink (`O_NOFOLLOW`), a regular file (not a FIFO or a device).
+pub fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(Error::bundle(path, e.to_string())),
+    if !contract::plain_name(name) {
+        return Err(Error::bundle(
+            &path,
+            format!("`{name}` is not a plain file name of the bundle directory"),
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::bundle(
+                &path,
+                "is a symlink; a bundle's files are read only from the bundle directory itself",
+            ),
+            _ => Error::bundle(&path, e.to_string()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::bundle(&path, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(Error::bundle(&path, "is not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&file)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::bundle(&path, e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Reads and parses `dir/manifest.json` ([`contract::parse`]: version,
+/// shape, values). Returns its text too.
+pub fn read_manifest(dir: &Path) -> Result<(Vec<u8>, Manifest), Error> {
+    let text = read_file(dir, MANIFEST)?;
+    let m = contract::parse(&text).map_err(|e| Error::bundle(dir.join(MANIFEST), e.to_string()))?;
+    Ok((text, m))
+}
+
+/// Reads the artifact `name` of the bundle whose manifest is `m`: it
+/// must be listed in `artifacts`, and its SHA-256 must be the listed one.
+pub fn read_artifact(dir: &Path, m: &Manifest, name: &str) -> Result<Vec<u8>, Error> {
+    let path = dir.join(name);
+    let want = m.artifacts.get(name).ok_or_else(|| {
+        Error::bundle(&path, "the manifest does not list this file in `artifacts`")
+    })?;
+    let bytes = read_file(dir, name)?;
+    if &contract::sha256_hex(&bytes) != want {
+        return Err(Error::bundle(
+            &path,
+            "its SHA-256 is not the one the manifest lists: the file was changed or belongs to another bundle; recompile (`weir compile`) and apply the whole bundle",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The error for a bundle without the back end `wanted`.
+pub fn lacks_backend(dir: &Path, m: &Manifest, wanted: contract::Target) -> Error {
+    let other = match wanted {
+        contract::Target::Ebpf => "`--backend iptables`",
+        contract::Target::Iptables => "`--backend ebpf`",
+    };
+    Error::bundle(
+        dir,
+        format!(
+            "the bundle has no {w} back end (it was compiled for {has}); nothing was changed. Apply it with {other}, or compile with `--target {w}` (or `all`)",
+            w = wanted.name(),
+            has = m.backend_names(),
+        ),
+    )
+}
+
+fn text(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(bytes).map_err(|_| Error::bundle(dir.join(name), "is not UTF-8 text"))
+}
+
+fn family(f: ipt::Family) -> Family {
+    match f {
+        ipt::Family::Ipv4 => Family::Ipv4,
+        ipt::Family::Ipv6 => Family::Ipv6,
     }
 }
 
-fn str_field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
+/// The eBPF half of a bundle: the manifest (and its text) and the
+/// object, checked against its hash.
+pub struct EbpfBundle {
+    pub text: Vec<u8>,
+    pub manifest: Manifest,
+    pub object: Vec<u8>,
+}
+
+impl EbpfBundle {
+    /// Reads `dir` for the eBPF back end; refuses a bundle without it.
+    pub fn read(dir: &Path) -> Result<EbpfBundle, Error> {
+        let (text, manifest) = read_manifest(dir)?;
+        let Some(e) = &manifest.backends.ebpf else {
+            return Err(lacks_backend(dir, &manifest, contract::Target::Ebpf));
+        };
+        let object = read_artifact(dir, &manifest, &e.program.object)?;
+        Ok(EbpfBundle {
+            text,
+            manifest,
+            object,
+        })
+    }
+
+    /// The eBPF section (present: checked by [`EbpfBundle::read`]).
+    pub fn ebpf(&self) -> &weir_compiler::ebpf::codegen::EbpfManifest {
+        &self
+            .manifest
+            .backends
+            .ebpf
+            .as_ref()
+            .expect("read checks")
+            .program
+    }
 }
 
 impl Bundle {
-    /// Reads `dir`: `manifest.json` is required, the rule files are optional.
+    /// Reads `dir` for the iptables back end: the manifest, then the
+    /// rule files, each checked against its hash. A bundle without an
+    /// iptables section is refused (applying it would remove the policy
+    /// in force and put nothing in its place).
     pub fn read(dir: impl AsRef<Path>) -> Result<Bundle, Error> {
         let dir = dir.as_ref();
         let taken = std::time::SystemTime::now();
         let before = identities(dir);
-        let manifest_path = dir.join(MANIFEST);
-        let manifest_text = std::fs::read_to_string(&manifest_path)
-            .map_err(|e| Error::bundle(&manifest_path, e.to_string()))?;
-        let manifest: Value = serde_json::from_str(&manifest_text)
-            .map_err(|e| Error::bundle(&manifest_path, format!("not valid JSON: {e}")))?;
-        let iptables_rules = read_optional(dir, IPTABLES_RULES)?;
-        let ip6tables_rules = read_optional(dir, IP6TABLES_RULES)?;
-        let ipset_rules = read_optional(dir, IPSET_RULES)?;
+        let (manifest_bytes, manifest) = read_manifest(dir)?;
+        let Some(section) = manifest.backends.iptables.clone() else {
+            return Err(lacks_backend(dir, &manifest, contract::Target::Iptables));
+        };
+        let manifest_text = text(dir, MANIFEST, manifest_bytes)?;
+        let read = |name: &str| -> Result<String, Error> {
+            text(dir, name, read_artifact(dir, &manifest, name)?)
+        };
+        let iptables_rules = read(IPTABLES_RULES)?;
+        let ip6tables_rules = read(IP6TABLES_RULES)?;
+        let ipset_rules = read(IPSET_RULES)?;
 
         let mut hasher = Sha256::new();
         for (name, text) in [
@@ -166,94 +272,36 @@ impl Bundle {
             .map(|b| format!("{b:02x}"))
             .collect();
 
-        let source_hash = str_field(&manifest, &["source_hash", "sourceHash", "hash"])
-            .or_else(|| {
-                manifest
-                    .get("source")
-                    .and_then(|s| str_field(s, &["hash", "sha256"]))
+        let hooks = section
+            .hooks
+            .iter()
+            .map(|h| Hook {
+                table: h.table.clone(),
+                chain: h.chain.clone(),
+                target: h.target.clone(),
+                families: h.family.families().into_iter().map(family).collect(),
             })
-            .map(str::to_string);
-
-        // `iptables` at the top, or the compiler's `backends.iptables`.
-        let ipt = manifest
-            .get("iptables")
-            .or_else(|| manifest.get("backends").and_then(|b| b.get("iptables")));
-        let mut hooks = Vec::new();
-        if let Some(list) = ipt.and_then(|i| i.get("hooks")) {
-            let list = list
-                .as_array()
-                .ok_or_else(|| Error::bundle(&manifest_path, "`iptables.hooks` is not an array"))?;
-            for (i, h) in list.iter().enumerate() {
-                let field = |k: &str| {
-                    str_field(h, &[k]).map(str::to_string).ok_or_else(|| {
-                        Error::bundle(
-                            &manifest_path,
-                            format!("`iptables.hooks[{i}]` lacks the string field `{k}`"),
-                        )
-                    })
-                };
-                let table = field("table")?;
-                let chain = field("chain")?;
-                let target = field("target")?;
-                let families = match str_field(h, &["family"]) {
-                    Some("ipv4" | "inet4" | "4") => vec![Family::Ipv4],
-                    Some("ipv6" | "inet6" | "6") => vec![Family::Ipv6],
-                    Some("both" | "inet" | "any") => vec![Family::Ipv4, Family::Ipv6],
-                    Some(other) => {
-                        return Err(Error::bundle(
-                            &manifest_path,
-                            format!("`iptables.hooks[{i}].family` is `{other}`, expected ipv4, ipv6 or both"),
-                        ))
-                    }
-                    None => {
-                        let mut f = vec![Family::Ipv4];
-                        if declares_chain(&ip6tables_rules, &table, &target) {
-                            f.push(Family::Ipv6);
-                        }
-                        f
-                    }
-                };
-                hooks.push(Hook {
-                    table,
-                    chain,
-                    target,
-                    families,
-                });
-            }
-        }
-
-        let sets = manifest
-            .get("sets")
-            .or_else(|| ipt.and_then(|i| i.get("sets")))
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|s| {
-                        Some(SetInfo {
-                            name: str_field(s, &["name"])?.to_string(),
-                            kind: str_field(s, &["kind"]).map(str::to_string),
-                            raw: s.clone(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-
+            .collect();
         let files = (identities(dir) == before)
             .then(|| trusted_identities(before, taken))
             .flatten();
         Ok(Bundle {
             files,
             dir: dir.to_path_buf(),
+            source_hash: Some(manifest.source_hash.clone()),
             manifest,
             iptables_rules,
             ip6tables_rules,
             ipset_rules,
             hooks,
-            sets,
-            source_hash,
+            sets: section.sets,
             content_hash,
         })
+    }
+
+    /// The family of a set of [`Bundle::sets`].
+    pub fn set_family(set: &SetInfo) -> Family {
+        family(set.family)
     }
 
     /// The restore text for a family.
@@ -273,17 +321,6 @@ impl Bundle {
     }
 }
 
-/// Does restore text declare `:chain` inside `*table`?
-fn declares_chain(text: &str, table: &str, chain: &str) -> bool {
-    let mut current = "";
-    for line in text.lines().map(str::trim) {
-        if let Some(t) = line.strip_prefix('*') {
-            current = t.trim();
-        } else if let Some(decl) = line.strip_prefix(':') {
-            if current == table && decl.split_whitespace().next() == Some(chain) {
-                return true;
-            }
-        }
-    }
-    false
-}
+#[cfg(test)]
+#[path = "bundle_tests.rs"]
+mod tests;

@@ -34,8 +34,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_compiler::churn::{self, entries, AddrChange, ClassView, EndpointRec, SelectorService};
+use weir_compiler::contract::Manifest;
 use weir_compiler::ebpf::service::{Be, LbState};
 
 /// What [`iptables`] / [`ebpf`] did.
@@ -421,16 +421,16 @@ impl Record {
     /// weir recorded others). `stale`: compare every selector service
     /// with its compiled backends (iptables).
     fn from_manifest(
-        manifest: &Value,
+        manifest: &Manifest,
         header: Header,
         recorded: Option<(Vec<EndpointRec>, Option<LbState>)>,
         stale: bool,
     ) -> Result<Record, String> {
-        let view = ClassView::from_manifest(manifest)?;
-        let services = churn::selector_services(manifest)?;
+        let view = ClassView::from_manifest(manifest);
+        let services = churn::selector_services(manifest);
         let (endpoints, lb) = match recorded {
             Some(r) => r,
-            None => (churn::manifest_endpoints(manifest)?, manifest_lb(manifest)),
+            None => (churn::manifest_endpoints(manifest), manifest_lb(manifest)),
         };
         let stale = if stale {
             let index = weir_compiler::endpoint_index::EndpointIndex::from_labels(
@@ -661,12 +661,9 @@ fn iptables_sets(
 ) -> Vec<(String, u8, Vec<u32>)> {
     let mut sets = Vec::new();
     for s in &bundle.sets {
-        let Some(classes) = s.raw.get("classes").and_then(Value::as_array) else {
-            continue;
-        };
-        let family = match s.raw.get("family").and_then(Value::as_str) {
-            Some("ipv6") => 6,
-            _ => 4,
+        let family = match crate::Bundle::set_family(s) {
+            crate::bundle::Family::Ipv4 => 4,
+            crate::bundle::Family::Ipv6 => 6,
         };
         let kernel = state
             .sets
@@ -674,11 +671,7 @@ fn iptables_sets(
             .find(|k| k.name == s.name)
             .map(|k| k.kernel_name.clone())
             .unwrap_or_else(|| crate::iptables::names::generation_set(&s.name, state.generation));
-        let classes = classes
-            .iter()
-            .filter_map(|c| c.as_u64().map(|c| c as u32))
-            .collect();
-        sets.push((kernel, family, classes));
+        sets.push((kernel, family, s.classes.clone()));
     }
     sets
 }
@@ -888,15 +881,20 @@ fn ebpf_generation(inst: &crate::ebpf::Instance) -> Result<u64, EndpointsError> 
             inst.name()
         ))
     };
-    let st: Value = std::fs::read(inst.state_dir().join("state.json"))
+    /// The part of the eBPF state record read here.
+    #[derive(serde::Deserialize)]
+    struct Generation {
+        generation: u64,
+    }
+    let st: Generation = std::fs::read(inst.state_dir().join("state.json"))
         .ok()
         .and_then(|t| serde_json::from_slice(&t).ok())
         .ok_or_else(not)?;
-    st["generation"].as_u64().ok_or_else(not)
+    Ok(st.generation)
 }
 
-/// The manifest recorded at apply (its text and value).
-fn ebpf_manifest(inst: &crate::ebpf::Instance) -> Result<(String, Value), EndpointsError> {
+/// The manifest recorded at apply (its text and contents).
+fn ebpf_manifest(inst: &crate::ebpf::Instance) -> Result<(String, Manifest), EndpointsError> {
     let not = || {
         EndpointsError::NotInForce(format!(
             "nothing is applied for eBPF instance `{}`: run `weir apply --backend ebpf` first",
@@ -905,18 +903,21 @@ fn ebpf_manifest(inst: &crate::ebpf::Instance) -> Result<(String, Value), Endpoi
     };
     let text =
         std::fs::read_to_string(inst.state_dir().join("manifest.json")).map_err(|_| not())?;
-    let manifest = serde_json::from_str(&text).map_err(|_| not())?;
+    let manifest = weir_compiler::contract::parse(text.as_bytes()).map_err(|e| {
+        EndpointsError::Bundle(format!(
+            "the manifest recorded at apply for `{}`: {e} (apply the bundle again)",
+            inst.name()
+        ))
+    })?;
     Ok((text, manifest))
 }
 
-fn bundle_id(m: &Value) -> String {
-    m["source_hash"].as_str().unwrap_or("").to_string()
+fn bundle_id(m: &Manifest) -> String {
+    m.source_hash.clone()
 }
 
-fn manifest_lb(m: &Value) -> Option<LbState> {
-    m.pointer("/backends/ebpf/lb")
-        .filter(|v| !v.is_null())
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+fn manifest_lb(m: &Manifest) -> Option<LbState> {
+    m.backends.ebpf.as_ref().and_then(|e| e.program.lb.clone())
 }
 
 /// Records the endpoints in force after `weir apply` of the bundle in
@@ -926,7 +927,7 @@ fn manifest_lb(m: &Value) -> Option<LbState> {
 /// record, the next update builds it from the manifest.
 pub fn ebpf_applied(
     inst: &crate::ebpf::Instance,
-    full: &Value,
+    full: &Manifest,
     generation: u64,
     manifest: Option<FileIdentity>,
 ) {
@@ -1099,7 +1100,8 @@ pub fn ebpf_text(
         let (recorded_text, manifest) = ebpf_manifest(inst)?;
         let given_text = std::fs::read_to_string(&given_path).map_err(|_| unreadable())?;
         let same = given_text == recorded_text || {
-            let given: Value = serde_json::from_str(&given_text).map_err(|_| unreadable())?;
+            let given = weir_compiler::contract::parse(given_text.as_bytes())
+                .map_err(|e| EndpointsError::Bundle(format!("{}: {e}", given_path.display())))?;
             given == manifest
         };
         if !same {

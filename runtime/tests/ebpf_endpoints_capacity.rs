@@ -52,7 +52,7 @@ fn write_bundle(dir: &Path) {
         graph: g,
         sources: &[("policy.weir".to_string(), SRC.to_string())],
         targets: &[Target::Ebpf],
-        locate: &|_| serde_json::Value::Null,
+        locate: &|_| None,
         backends: BTreeMap::from([(Target::Ebpf, art)]),
     });
     let _ = std::fs::remove_dir_all(dir);

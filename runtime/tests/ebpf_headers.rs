@@ -178,7 +178,7 @@ fn write_bundle(dir: &std::path::Path, target: weir_compiler::bundle::Target) {
         graph: &g,
         sources: &sources,
         targets: &[target],
-        locate: &|_| serde_json::Value::Null,
+        locate: &|_| None,
         backends: [(target, art)].into_iter().collect(),
     });
     let _ = std::fs::remove_dir_all(dir);

@@ -76,7 +76,7 @@ fn write_bundle(dir: &Path, text: &str) {
     let mut backends = BTreeMap::new();
     backends.insert(Target::Ebpf, out.artifacts());
     let sources = vec![("policy.weir".to_string(), text.to_string())];
-    let locate = |_| serde_json::Value::Null;
+    let locate = |_| None;
     let files = bundle::bundle(&BundleInput {
         model,
         graph: &g,

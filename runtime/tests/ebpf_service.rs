@@ -849,7 +849,7 @@ fn ebpf_service_apply_with_cgroup() {
     let mut backends = std::collections::BTreeMap::new();
     backends.insert(weir_compiler::bundle::Target::Ebpf, out.artifacts());
     let sources = vec![("main.weir".to_string(), APPLY_SRC.to_string())];
-    let locate = |_| serde_json::Value::Null;
+    let locate = |_| None;
     let files = weir_compiler::bundle::bundle(&weir_compiler::bundle::BundleInput {
         model: &model,
         graph: &g,

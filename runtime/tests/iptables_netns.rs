@@ -52,15 +52,6 @@ fn write_bundle(
     extra_set_line: Option<&str>,
 ) -> Bundle {
     std::fs::create_dir_all(dir).unwrap();
-    let manifest = serde_json::json!({
-        "format": 1,
-        "source_hash": "test",
-        "iptables": {
-            "hooks": [ { "table": "filter", "chain": "FORWARD", "target": "WEIR-FORWARD" } ]
-        },
-        "sets": [ { "name": "weir-clients", "kind": "class", "class": 1 } ]
-    });
-    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
     let mut ipset = String::from(
         "create weir-clients hash:net family inet hashsize 64 maxelem 1024\nadd weir-clients 10.1.0.0/24\n",
     );
@@ -70,23 +61,94 @@ fn write_bundle(
     }
     std::fs::write(dir.join("ipset.rules"), ipset).unwrap();
     let mut rules = String::from(
-        "*filter\n:WEIR-FORWARD - [0:0]\n:WEIR-ALLOW - [0:0]\n\
-         -A WEIR-FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
-         -A WEIR-FORWARD -m conntrack --ctstate INVALID -j DROP\n",
+        "*filter\n:WEIR-FWD - [0:0]\n:WEIR-ALLOW - [0:0]\n\
+         -A WEIR-FWD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+         -A WEIR-FWD -m conntrack --ctstate INVALID -j DROP\n",
     );
     for (proto, port) in allowed {
         rules.push_str(&format!(
-            "-A WEIR-FORWARD -p {proto} --dport {port} -m set --match-set weir-clients src -m comment --comment \"weir:rule {proto}/{port}\" -j WEIR-ALLOW\n"
+            "-A WEIR-FWD -p {proto} --dport {port} -m set --match-set weir-clients src -m comment --comment \"weir:rule {proto}/{port}\" -j WEIR-ALLOW\n"
         ));
     }
     if let Some(r) = extra_rule {
         rules.push_str(r);
         rules.push('\n');
     }
-    rules.push_str("-A WEIR-FORWARD -j DROP\n-A WEIR-ALLOW -j ACCEPT\nCOMMIT\n");
+    rules.push_str("-A WEIR-FWD -j DROP\n-A WEIR-ALLOW -j ACCEPT\nCOMMIT\n");
     std::fs::write(dir.join("iptables.rules"), rules).unwrap();
     std::fs::write(dir.join("ip6tables.rules"), "").unwrap();
+    seal(dir, &[("filter", "FORWARD", "WEIR-FWD", "ipv4")], true);
     Bundle::read(dir).unwrap()
+}
+
+/// Writes the manifest of a hand-written bundle in `dir` (its rule files
+/// written already): the bundle format (`weir_compiler::contract`) with
+/// `hooks` (table, chain, target, family), the set `weir-clients` (class 1) when `clients`, and the
+/// SHA-256 of every file.
+fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], clients: bool) {
+    use weir_compiler::contract::{self, iptables as ipt};
+    let mut artifacts = std::collections::BTreeMap::new();
+    for name in ["iptables.rules", "ip6tables.rules", "ipset.rules"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap_or_default();
+        std::fs::write(dir.join(name), &bytes).unwrap();
+        artifacts.insert(name.to_string(), contract::sha256_hex(&bytes));
+    }
+    let sets = clients.then(|| ipt::SetEntry {
+        atom: None,
+        class: Some(1),
+        classes: vec![1],
+        family: ipt::Family::Ipv4,
+        kind: ipt::SetKind::Class,
+        name: "weir-clients".into(),
+        set_type: ipt::SetType::HashNet,
+    });
+    let m = contract::Manifest {
+        artifacts,
+        backends: contract::Backends {
+            ebpf: None,
+            iptables: Some(ipt::IptablesSection {
+                classes: 2,
+                counts: Vec::new(),
+                endpoint_update: String::new(),
+                hooks: hooks
+                    .iter()
+                    .map(|&(table, chain, target, family)| ipt::HookEntry {
+                        chain: chain.into(),
+                        family: serde_json::from_value(serde_json::json!(family)).unwrap(),
+                        table: table.into(),
+                        target: target.into(),
+                    })
+                    .collect(),
+                log: ipt::Log {
+                    group: None,
+                    target: ipt::LogTarget::Log,
+                },
+                sets: sets.into_iter().collect(),
+            }),
+        },
+        classes: contract::Classes {
+            atoms: vec![contract::AtomEntry {
+                exclude: None,
+                include: None,
+                kind: contract::AtomKind::Selector,
+                text: Some("all".into()),
+                value: weir_compiler::graph::classes::Atom::Sel(weir_compiler::model::Sel::All),
+            }],
+            endpoint_atom: 0,
+            map: Vec::new(),
+            rows: vec![vec![0], vec![0]],
+            spare_classes: 0,
+        },
+        endpoints: Vec::new(),
+        format_version: contract::FORMAT_VERSION,
+        graph: serde_json::Value::Null,
+        provenance: Vec::new(),
+        services: Vec::new(),
+        source_hash: "test".into(),
+        sources: Vec::new(),
+        targets: vec![contract::Target::Iptables],
+    };
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
 }
 
 /// What the node has, without counters, comments or empty default tables
@@ -291,7 +353,7 @@ fn life_cycle(variant: Variant) {
     assert!(!tcp(client, 80, DENY_WAIT), "gen 2 denies tcp/80");
     let d = dump(&topo, variant);
     assert!(
-        d.contains("WEIR2-FORWARD") && d.contains("weir2-clients"),
+        d.contains("WEIR2-FWD") && d.contains("weir2-clients"),
         "{d}"
     );
     assert!(
@@ -304,7 +366,7 @@ fn life_cycle(variant: Variant) {
     let broken = write_bundle(
         &work.join("broken"),
         &[("tcp", 443)],
-        Some("-A WEIR-FORWARD -p tcp --dport notaport -j ACCEPT"),
+        Some("-A WEIR-FWD -p tcp --dport notaport -j ACCEPT"),
         None,
     );
     let e = rt.apply(&broken).unwrap_err();
@@ -344,6 +406,7 @@ fn life_cycle(variant: Variant) {
         "*filter\n-A FORWARD -j ACCEPT\nCOMMIT\n",
     )
     .unwrap();
+    seal(&evil, &[("filter", "FORWARD", "WEIR-FWD", "ipv4")], true);
     let e = rt.apply(&Bundle::read(&evil).unwrap()).unwrap_err();
     assert!(matches!(e, Error::Bundle { .. }), "{e:?}");
 
@@ -457,19 +520,13 @@ fn ipv6_and_several_tables() {
     );
     let write = |dir: &Path, v6: bool| {
         std::fs::create_dir_all(dir).unwrap();
-        let mut hooks = vec![serde_json::json!(
-            { "table": "filter", "chain": "FORWARD", "target": "WEIR-FORWARD" }
-        )];
+        let filter_family = if v6 { "both" } else { "ipv4" };
+        let mut hooks = vec![("filter", "FORWARD", "WEIR-FWD", filter_family)];
         if v6 {
-            hooks.push(serde_json::json!(
-                { "table": "mangle", "chain": "PREROUTING", "target": "WEIR-PRE" }
-            ));
+            hooks.push(("mangle", "PREROUTING", "WEIR-MANGLE-PRE", "ipv4"));
         }
-        let manifest = serde_json::json!({ "iptables": { "hooks": hooks } });
-        std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-        let filter =
-            "*filter\n:WEIR-FORWARD - [0:0]\n-A WEIR-FORWARD -p tcp --dport 81 -j DROP\nCOMMIT\n";
-        let mangle = "*mangle\n:WEIR-PRE - [0:0]\n-A WEIR-PRE -p tcp --dport 82 -j MARK --set-mark 0x10\nCOMMIT\n";
+        let filter = "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -p tcp --dport 81 -j DROP\nCOMMIT\n";
+        let mangle = "*mangle\n:WEIR-MANGLE-PRE - [0:0]\n-A WEIR-MANGLE-PRE -p tcp --dport 82 -j MARK --set-mark 0x10\nCOMMIT\n";
         let v4 = if v6 {
             format!("{mangle}{filter}")
         } else {
@@ -477,6 +534,7 @@ fn ipv6_and_several_tables() {
         };
         std::fs::write(dir.join("iptables.rules"), v4).unwrap();
         std::fs::write(dir.join("ip6tables.rules"), if v6 { filter } else { "" }).unwrap();
+        seal(dir, &hooks, false);
         Bundle::read(dir).unwrap()
     };
 

@@ -291,10 +291,10 @@ pub fn cli_endpoints(
 /// class exists (checked with the runtime's own planner).
 pub fn churn_inventory(
     model: &Model,
-    manifest: &serde_json::Value,
+    manifest: &weir_compiler::contract::Manifest,
 ) -> Result<(Vec<EndpointRec>, EndpointRec), String> {
-    let base = churn::manifest_endpoints(manifest)?;
-    let view = churn::ClassView::from_manifest(manifest)?;
+    let base = churn::manifest_endpoints(manifest);
+    let view = churn::ClassView::from_manifest(manifest);
     let n = model.endpoints.len();
     let addrs = [
         weir_compiler::synth::endpoint_addr(n + 16),

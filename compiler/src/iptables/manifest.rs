@@ -1,13 +1,16 @@
-//! The back end's manifest section (`backends.iptables`): hooks for the
-//! runtime, every set with its role and classes (for incremental endpoint
-//! updates), chain and rule counts.
+//! The back end's manifest section (`backends.iptables`, typed in
+//! [`crate::contract::iptables`]): hooks for the runtime, every set with
+//! its role and classes (for incremental endpoint updates), chain and
+//! rule counts.
 
 use super::sets::{Role, Sets};
 use super::text::Family;
 use super::{LogTarget, Options};
+use crate::contract::iptables as c;
 use crate::graph::Graph;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+/// The section as a JSON value (what [`super::Output`] carries).
 pub fn section(
     g: &Graph,
     opts: &Options,
@@ -15,50 +18,76 @@ pub fn section(
     sets: &Sets,
     stats: &[(Family, usize, usize, usize)],
 ) -> Value {
-    let hooks: Vec<Value> = hooks
+    serde_json::to_value(typed(g, opts, hooks, sets, stats)).expect("the section serializes")
+}
+
+fn family(f: Family) -> c::Family {
+    match f {
+        Family::V4 => c::Family::Ipv4,
+        Family::V6 => c::Family::Ipv6,
+    }
+}
+
+/// The section.
+pub fn typed(
+    g: &Graph,
+    opts: &Options,
+    hooks: &[(&str, &str, &str)],
+    sets: &Sets,
+    stats: &[(Family, usize, usize, usize)],
+) -> c::IptablesSection {
+    let hooks = hooks
         .iter()
-        .map(|(table, chain, target)| {
-            json!({ "table": table, "chain": chain, "target": target, "family": "both" })
+        .map(|(table, chain, target)| c::HookEntry {
+            chain: chain.to_string(),
+            family: c::HookFamily::Both,
+            table: table.to_string(),
+            target: target.to_string(),
         })
         .collect();
     let mut list = Vec::new();
     for s in &sets.addr {
         for f in [Family::V4, Family::V6] {
-            let mut o = json!({
-                "name": Sets::name(&s.name, f),
-                "family": f.name(),
-                "type": "hash:net",
-                "classes": s.classes,
+            let (kind, class, atom) = match s.role {
+                Role::Class(cl) => (c::SetKind::Class, Some(cl), None),
+                Role::Atom(a) => (c::SetKind::Atom, None, Some(a)),
+                Role::Branch => (c::SetKind::Classes, None, None),
+            };
+            list.push(c::SetEntry {
+                atom,
+                class,
+                classes: s.classes.clone(),
+                family: family(f),
+                kind,
+                name: Sets::name(&s.name, f),
+                set_type: c::SetType::HashNet,
             });
-            match s.role {
-                Role::Class(c) => {
-                    o["kind"] = json!("class");
-                    o["class"] = json!(c);
-                }
-                Role::Atom(a) => {
-                    o["kind"] = json!("atom");
-                    o["atom"] = json!(a);
-                }
-                Role::Branch => o["kind"] = json!("classes"),
-            }
-            list.push(o);
         }
     }
-    let counts: Vec<Value> = stats
+    let counts = stats
         .iter()
-        .map(|(f, chains, rules, depth)| {
-            json!({ "family": f.name(), "chains": chains, "rules": rules, "depth": depth })
+        .map(|&(f, chains, rules, depth)| c::Count {
+            chains,
+            depth,
+            family: family(f),
+            rules,
         })
         .collect();
-    json!({
-        "hooks": hooks,
-        "sets": list,
-        "log": match opts.log {
-            LogTarget::Log => json!({ "target": "LOG" }),
-            LogTarget::Nflog { group } => json!({ "target": "NFLOG", "group": group }),
+    c::IptablesSection {
+        classes: g.classes.len(),
+        counts,
+        endpoint_update: "add an address of class C to every set whose `classes` contain C (a host entry; `nomatch` to exclude a host from a covering prefix)".into(),
+        hooks,
+        log: match opts.log {
+            LogTarget::Log => c::Log {
+                group: None,
+                target: c::LogTarget::Log,
+            },
+            LogTarget::Nflog { group } => c::Log {
+                group: Some(group),
+                target: c::LogTarget::Nflog,
+            },
         },
-        "counts": counts,
-        "classes": g.classes.len(),
-        "endpoint_update": "add an address of class C to every set whose `classes` contain C (a host entry; `nomatch` to exclude a host from a covering prefix)",
-    })
+        sets: list,
+    }
 }

@@ -37,7 +37,6 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use serde::Serialize;
-use serde_json::Value;
 use weir_compiler::ebpf::codegen::layout::{self, map as names};
 use weir_compiler::ebpf::codegen::EbpfManifest;
 
@@ -333,25 +332,11 @@ fn check_iface(iface: &str) -> Result<(), EbpfError> {
     Ok(())
 }
 
-/// Reads `manifest.json` and `weir.o` of a bundle directory.
-pub fn read_bundle(dir: &Path) -> Result<(Value, EbpfManifest, Vec<u8>), EbpfError> {
-    let text = std::fs::read_to_string(dir.join("manifest.json"))
-        .map_err(io(format!("reading {}/manifest.json", dir.display())))?;
-    let full: Value = serde_json::from_str(&text)
-        .map_err(|e| EbpfError::Bundle(format!("manifest.json: {e}")))?;
-    let section = full.pointer("/backends/ebpf").cloned().ok_or_else(|| {
-        EbpfError::Bundle(
-            "manifest has no eBPF section: compile with `--target ebpf` (or `all`)".into(),
-        )
-    })?;
-    let m: EbpfManifest = serde_json::from_value(section)
-        .map_err(|e| EbpfError::Bundle(format!("manifest backends.ebpf: {e}")))?;
-    let object = std::fs::read(dir.join(&m.object)).map_err(io(format!(
-        "reading {}/{}",
-        dir.display(),
-        m.object
-    )))?;
-    Ok((full, m, object))
+/// Reads a bundle directory for the eBPF back end: the manifest
+/// (version, shape and values checked) and the object, checked against
+/// the manifest's hash ([`crate::bundle::EbpfBundle`]).
+pub fn read_bundle(dir: &Path) -> Result<crate::bundle::EbpfBundle, EbpfError> {
+    crate::bundle::EbpfBundle::read(dir).map_err(|e| EbpfError::Bundle(e.to_string()))
 }
 
 /// Loads the bundle in `dir` as the next generation and switches to it
@@ -383,7 +368,8 @@ pub fn apply_with(
     )
     .and_then(|mut ids| ids.pop())
     .and_then(|(_, id)| id);
-    let (full, manifest, object) = read_bundle(dir)?;
+    let bundle = read_bundle(dir)?;
+    let (full, manifest, object) = (&bundle.text, bundle.ebpf(), &bundle.object);
     if cgroup.is_some() && manifest.lb.is_none() {
         return Err(EbpfError::Bundle(
             "`--cgroup` attaches connect-time load balancing, but the bundle has no services"
@@ -402,7 +388,7 @@ pub fn apply_with(
         // finished or rolled back first (`record`).
         let _lock = record::lock(inst)?;
         record::recover(inst)?;
-        apply_here(&full, &manifest, &object, inst, cgroup, manifest_id)
+        apply_here(full, manifest, object, inst, cgroup, manifest_id)
     })
 }
 
@@ -546,7 +532,7 @@ fn load_and_switch(
 }
 
 fn apply_here(
-    full: &Value,
+    full: &[u8],
     manifest: &EbpfManifest,
     object: &[u8],
     inst: &Instance,
@@ -682,9 +668,12 @@ pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
     let st = record::read_state(inst)?;
     let text = std::fs::read_to_string(inst.state_dir().join("manifest.json"))
         .map_err(io("reading the state manifest"))?;
-    let full: Value =
-        serde_json::from_str(&text).map_err(|e| EbpfError::Bundle(format!("manifest: {e}")))?;
-    let prov = full["provenance"].as_array().cloned().unwrap_or_default();
+    let full = weir_compiler::contract::parse(text.as_bytes()).map_err(|e| {
+        EbpfError::Bundle(format!(
+            "the manifest recorded at apply: {e} (apply the bundle again)"
+        ))
+    })?;
+    let prov = full.provenance;
     let path = inst
         .pin_dir()
         .join(format!("gen-{}", st.generation))
@@ -700,8 +689,8 @@ pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
         .enumerate()
         .map(|(i, (p, n))| RuleCount {
             id: i as u32,
-            kind: p["kind"].as_str().unwrap_or("").to_string(),
-            description: p["description"].as_str().unwrap_or("").to_string(),
+            kind: p.kind.name().to_string(),
+            description: p.description.clone(),
             packets: n,
         })
         .collect())

@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::SchedClassifier;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_compiler::ebpf::codegen::layout;
 
 use super::attach::{attach_new, in_netns, update_link, Instance};
@@ -76,7 +75,8 @@ impl State {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     state: State,
-    manifest: Value,
+    /// The bundle's manifest, its exact text (recorded as is at commit).
+    manifest: String,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EbpfError {
@@ -132,7 +132,7 @@ pub fn crash_point(name: &str) {
 }
 
 /// Step 1: records the intent to apply `state` (see the module docs).
-pub fn write_pending(inst: &Instance, state: &State, manifest: &Value) -> Result<(), EbpfError> {
+pub fn write_pending(inst: &Instance, state: &State, manifest: &[u8]) -> Result<(), EbpfError> {
     let sd = inst.state_dir();
     statefs::secure_dir(&sd).map_err(io(format!("state directory {}", sd.display())))?;
     write_json(
@@ -140,7 +140,7 @@ pub fn write_pending(inst: &Instance, state: &State, manifest: &Value) -> Result
         PENDING,
         &Pending {
             state: state.clone(),
-            manifest: manifest.clone(),
+            manifest: String::from_utf8_lossy(manifest).into_owned(),
         },
     )
 }
@@ -149,15 +149,20 @@ pub fn write_pending(inst: &Instance, state: &State, manifest: &Value) -> Result
 pub fn commit(
     inst: &Instance,
     state: &State,
-    manifest: &Value,
+    manifest: &[u8],
     manifest_id: Option<FileIdentity>,
 ) -> Result<(), EbpfError> {
     let sd = inst.state_dir();
-    write_json(&sd, MANIFEST, manifest)?;
+    statefs::write_file(&sd.join(MANIFEST), manifest)
+        .map_err(io(format!("writing {}", sd.join(MANIFEST).display())))?;
     write_json(&sd, STATE, state)?;
     crash_point("recorded");
     // The endpoints in force: the compiled ones (for `weir endpoints`).
-    crate::endpoints::ebpf_applied(inst, manifest, state.generation, manifest_id);
+    // The manifest was checked when the bundle was read; one recovered
+    // from `pending.json` is checked again here.
+    if let Ok(m) = weir_compiler::contract::parse(manifest) {
+        crate::endpoints::ebpf_applied(inst, &m, state.generation, manifest_id);
+    }
     statefs::remove_file(&sd.join(PENDING)).map_err(io("removing pending.json"))?;
     retire(&inst.pin_dir(), Some(state));
     Ok(())
@@ -272,7 +277,7 @@ pub fn recover(inst: &Instance) -> Result<Option<String>, EbpfError> {
     if !cgroup::attached(&base) {
         state.cgroup = None;
     }
-    commit(inst, &state, &p.manifest, None)?;
+    commit(inst, &state, p.manifest.as_bytes(), None)?;
     Ok(Some(format!(
         "finished an interrupted apply of generation {g}"
     )))

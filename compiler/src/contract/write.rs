@@ -1,0 +1,362 @@
+//! The writer's form of the manifest: borrowed, typed views of the model
+//! and graph, serialized straight into the output. Building the manifest
+//! as `serde_json::Value` trees (and `json!`, which deep-copies every
+//! nested value) was a third of a whole `weir compile` of 10,000
+//! services. The text is what a `Value` would print: **every struct
+//! below declares its fields in sorted key order** (a `Value` object is a
+//! sorted map), optional keys that a kind lacks are skipped, and
+//! `bundle::tests` compares both. The reader's form is
+//! [`super::manifest`]; `contract::tests` checks that this writes what
+//! that reads.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::manifest::{BalanceName, DirectionName, Location, ProvenanceKind};
+use super::FORMAT_VERSION;
+use crate::bundle::{source_hash, BackendArtifacts, BundleInput, SPARE_CLASSES};
+use crate::graph::cost::capacity;
+use crate::graph::{dump, Atom, Graph};
+use crate::model::Direction;
+use crate::model::{Balance, Model};
+
+/// The whole manifest in its writer form: `artifacts` and `backends`
+/// sort first (for [`crate::bundle::manifest`], the `Value` form that
+/// tests compare with the spliced text).
+#[derive(Serialize)]
+pub struct Manifest<'a> {
+    pub artifacts: &'a BTreeMap<String, String>,
+    pub backends: Backends<'a>,
+    #[serde(flatten)]
+    pub head: Head<'a>,
+}
+
+/// Every key of the manifest but `artifacts` and `backends`, in sorted
+/// order.
+#[derive(Serialize)]
+pub struct Head<'a> {
+    classes: Classes<'a>,
+    endpoints: Vec<EndpointEntry<'a>>,
+    format_version: u32,
+    graph: Value,
+    provenance: Vec<ProvenanceEntry<'a>>,
+    services: Vec<ServiceEntry<'a>>,
+    source_hash: String,
+    sources: Vec<&'a String>,
+    targets: Vec<&'static str>,
+}
+
+/// The back ends' sections by name, borrowed (the manifest's text
+/// splices the sections' text, `bundle::manifest_bytes`).
+pub struct Backends<'a>(pub &'a BTreeMap<super::Target, BackendArtifacts>);
+
+impl Serialize for Backends<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Sorted by name, as a JSON object's keys are.
+        let by_name: BTreeMap<&str, Value> = self
+            .0
+            .iter()
+            .map(|(t, a)| (t.name(), a.manifest.value()))
+            .collect();
+        s.collect_map(by_name)
+    }
+}
+
+/// A value written as the JSON string of its `Display` form, without an
+/// intermediate `String`.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct Classes<'a> {
+    atoms: Vec<Value>,
+    endpoint_atom: crate::graph::classes::AtomId,
+    map: Vec<(Text<&'a crate::model::Cidr>, crate::graph::classes::ClassId)>,
+    rows: Vec<Vec<usize>>,
+    spare_classes: u32,
+}
+
+#[derive(Serialize)]
+struct EndpointEntry<'a> {
+    addrs: Vec<AddrClass<'a>>,
+    labels: &'a BTreeMap<String, String>,
+    name: &'a str,
+    ready: bool,
+}
+
+#[derive(Serialize)]
+struct AddrClass<'a> {
+    addr: Text<&'a std::net::IpAddr>,
+    class: crate::graph::classes::ClassId,
+}
+
+/// One provenance id: `id`, `kind`, the kind's own keys, a description
+/// and a location.
+#[derive(Serialize)]
+struct ProvenanceEntry<'a> {
+    description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<DirectionName>,
+    id: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    kind: ProvenanceKind,
+    location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ServiceEntry<'a> {
+    affinity_seconds: Option<u32>,
+    /// Selector-backed services: what a runtime re-evaluates on an
+    /// endpoint update (`null` for explicit backends).
+    backend_selector: Option<BackendSelector<'a>>,
+    balance: BalanceName,
+    frontends: Vec<FrontendJson<'a>>,
+    index: usize,
+    name: &'a str,
+    no_backends_provenance: u32,
+}
+
+#[derive(Serialize)]
+struct BackendSelector<'a> {
+    port: u16,
+    /// The selector in its serde form, as a `Value` so that its keys are
+    /// sorted like every other object's.
+    selector: Value,
+    text: Text<&'a crate::model::Sel>,
+}
+
+#[derive(Serialize)]
+struct FrontendJson<'a> {
+    backends: Vec<BackendJson<'a>>,
+    frontend: String,
+    maglev_table_size: usize,
+}
+
+#[derive(Serialize)]
+struct BackendJson<'a> {
+    addr: String,
+    endpoint: &'a Option<String>,
+    weight: u16,
+}
+
+/// An atom for humans (`text` / `include` / `exclude`) and, under
+/// `value`, in the serde form of [`Atom`] that a runtime deserializes to
+/// evaluate the atom on a new endpoint ([`crate::churn`]).
+fn atom_json(a: &Atom) -> Value {
+    let mut v = match a {
+        Atom::Sel(s) => serde_json::json!({ "kind": "selector", "text": s.to_string() }),
+        Atom::Set(s) => serde_json::json!({
+            "kind": "set",
+            "include": s.include.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "exclude": s.exclude.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        }),
+    };
+    v["value"] = serde_json::to_value(a).expect("atoms serialize");
+    v
+}
+
+fn dir_name(d: Direction) -> DirectionName {
+    match d {
+        Direction::Egress => DirectionName::Egress,
+        Direction::Ingress => DirectionName::Ingress,
+    }
+}
+
+impl<'a> Head<'a> {
+    pub fn new(input: &'a BundleInput) -> Head<'a> {
+        let (model, g) = (input.model, input.graph);
+        let cl = &g.classes;
+        let mut sources: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
+        sources.sort();
+        Head {
+            classes: Classes {
+                atoms: cl.atoms.iter().map(atom_json).collect(),
+                endpoint_atom: cl.endpoint_atom,
+                map: cl
+                    .entries
+                    .iter()
+                    .map(|e| (Text(&e.cidr), e.class))
+                    .collect(),
+                rows: cl.classes.iter().map(|b| b.iter().collect()).collect(),
+                spare_classes: SPARE_CLASSES,
+            },
+            endpoints: model
+                .endpoints
+                .iter()
+                .zip(&cl.endpoint_classes)
+                .map(|(e, per)| EndpointEntry {
+                    addrs: per
+                        .iter()
+                        .map(|(addr, class)| AddrClass {
+                            addr: Text(addr),
+                            class: *class,
+                        })
+                        .collect(),
+                    labels: &e.labels,
+                    name: &e.name,
+                    ready: e.ready,
+                })
+                .collect(),
+            format_version: FORMAT_VERSION,
+            graph: serde_json::to_value(capacity(g)).unwrap_or(Value::Null),
+            provenance: provenance_entries(input),
+            services: service_entries(model, g),
+            source_hash: source_hash(input.sources),
+            sources,
+            targets: input.targets.iter().map(|t| t.name()).collect(),
+        }
+    }
+}
+
+fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
+    use crate::provenance::Provenance as P;
+    let (model, g) = (input.model, input.graph);
+    g.provenance
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(id, p)| {
+            let mut e = ProvenanceEntry {
+                description: p.describe(model),
+                direction: None,
+                id,
+                index: None,
+                kind: ProvenanceKind::Established,
+                location: p.span(model).and_then(input.locate),
+                policy: None,
+                service: None,
+                steer: None,
+                tier: None,
+            };
+            e.kind = match *p {
+                P::Established => ProvenanceKind::Established,
+                P::Rule { policy, dir, index } => {
+                    e.policy = Some(&model.policies[policy].name);
+                    e.direction = Some(dir_name(dir));
+                    e.index = Some(index);
+                    ProvenanceKind::Rule
+                }
+                P::TierDefault { tier, dir } => {
+                    e.tier = Some(&model.tiers[tier].name);
+                    e.direction = Some(dir_name(dir));
+                    ProvenanceKind::TierDefault
+                }
+                P::Unrestricted { dir } => {
+                    e.direction = Some(dir_name(dir));
+                    ProvenanceKind::Unrestricted
+                }
+                P::DefaultDeny { dir } => {
+                    e.direction = Some(dir_name(dir));
+                    ProvenanceKind::DefaultDeny
+                }
+                P::Bypass { steer, index } => {
+                    e.steer = Some(&model.steers[steer].name);
+                    e.index = Some(index);
+                    ProvenanceKind::Bypass
+                }
+                P::NoBackends { service } => {
+                    e.service = Some(&model.services[service].name);
+                    ProvenanceKind::NoBackends
+                }
+                P::Fragment => ProvenanceKind::Fragment,
+                P::Unparsed => ProvenanceKind::Unparsed,
+            };
+            e
+        })
+        .collect()
+}
+
+fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> {
+    let table = &g.services;
+    // Frontends are sorted by frontend, not by service: group them once.
+    let mut by_service: Vec<Vec<&crate::graph::ir::FrontendEntry>> =
+        vec![Vec::new(); table.services.len()];
+    for f in &table.frontends {
+        if let Some(v) = by_service.get_mut(f.service) {
+            v.push(f);
+        }
+    }
+    table
+        .services
+        .iter()
+        .zip(by_service)
+        .enumerate()
+        .map(|(i, (s, frontends))| ServiceEntry {
+            affinity_seconds: s.affinity,
+            backend_selector: model.services.get(i).and_then(|m| match &m.backends {
+                crate::model::BackendSource::Select { selector, port } => Some(BackendSelector {
+                    port: *port,
+                    selector: serde_json::to_value(selector).expect("selectors serialize"),
+                    text: Text(selector),
+                }),
+                crate::model::BackendSource::Explicit(_) => None,
+            }),
+            balance: match s.balance {
+                Balance::Random => BalanceName::Random,
+                Balance::Maglev => BalanceName::Maglev,
+            },
+            frontends: frontends.into_iter().map(|f| frontend(table, f)).collect(),
+            index: i,
+            name: &s.name,
+            no_backends_provenance: g
+                .provenance
+                .id(&crate::provenance::Provenance::NoBackends { service: i }),
+        })
+        .collect()
+}
+
+fn frontend<'a>(
+    table: &'a crate::graph::ir::ServiceTable,
+    f: &crate::graph::ir::FrontendEntry,
+) -> FrontendJson<'a> {
+    let set = &table.backend_sets[f.backends];
+    FrontendJson {
+        backends: set
+            .backends
+            .iter()
+            .map(|b| BackendJson {
+                addr: socket(b.addr, b.port),
+                endpoint: &b.endpoint,
+                weight: b.weight,
+            })
+            .collect(),
+        frontend: format!(
+            "{}/{}",
+            socket(f.frontend.addr, f.frontend.port),
+            dump::pname(f.frontend.proto)
+        ),
+        maglev_table_size: set.maglev_slots(),
+    }
+}
+
+fn socket(a: std::net::IpAddr, port: u16) -> String {
+    match a {
+        std::net::IpAddr::V4(_) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(_) => format!("[{a}]:{port}"),
+    }
+}
+
+/// `artifacts`: SHA-256 of every file but the manifest, by name.
+pub fn artifact_hashes(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .filter(|(name, _)| name.as_str() != super::MANIFEST)
+        .map(|(name, bytes)| (name.clone(), super::sha256_hex(bytes)))
+        .collect()
+}
