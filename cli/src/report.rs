@@ -5,9 +5,10 @@
 //! docs/schemas/compile-report.json) and the human text.
 
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use weir_compiler::bundle::{self, Target};
+use weir_compiler::contract::{self, iptables::IptablesSection};
+use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::driver::Analyzed;
 use weir_compiler::graph::cost::{capacity, Capacity};
 
@@ -65,19 +66,18 @@ pub struct Family {
 }
 
 /// The report of a compiled program from its manifest (the back ends'
-/// sections) and its graph.
+/// sections, read through the typed contract) and its graph.
 pub fn build(analyzed: &Analyzed, targets: &[Target], files: &BTreeMap<String, Vec<u8>>) -> Report {
-    let manifest: Value = files
+    let manifest = files
         .get(bundle::MANIFEST)
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null);
-    let section = |t: Target| manifest.pointer(&format!("/backends/{}", t.name()));
+        .and_then(|b| contract::parse(b).ok());
     let mut backends = Backends::default();
-    for &t in targets {
-        match (t, section(t)) {
-            (Target::Ebpf, Some(s)) => backends.ebpf = Some(ebpf(s)),
-            (Target::Iptables, Some(s)) => backends.iptables = Some(iptables(s)),
-            _ => {}
+    if let Some(m) = &manifest {
+        if targets.contains(&Target::Ebpf) {
+            backends.ebpf = m.backends.ebpf.as_ref().map(|e| ebpf(&e.program));
+        }
+        if targets.contains(&Target::Iptables) {
+            backends.iptables = m.backends.iptables.as_ref().map(iptables);
         }
     }
     Report {
@@ -86,54 +86,45 @@ pub fn build(analyzed: &Analyzed, targets: &[Target], files: &BTreeMap<String, V
     }
 }
 
-fn num(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn text(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn list<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(key).and_then(Value::as_array).into_iter().flatten()
-}
-
-fn ebpf(s: &Value) -> Ebpf {
-    let mut maps: Vec<Map> = list(s, "maps")
+fn ebpf(s: &EbpfManifest) -> Ebpf {
+    let mut maps: Vec<Map> = s
+        .maps
+        .iter()
         .map(|m| Map {
-            name: text(m, "name"),
-            kind: text(m, "type"),
-            filled: num(m, "filled"),
-            max_entries: num(m, "max_entries"),
+            name: m.name.clone(),
+            kind: m.map_type.clone(),
+            filled: m.filled,
+            max_entries: u64::from(m.max_entries),
         })
         .collect();
     maps.sort_by(|a, b| a.name.cmp(&b.name));
     Ebpf {
         maps,
-        programs: list(s, "programs")
+        programs: s
+            .programs
+            .iter()
             .map(|p| Program {
-                name: text(p, "name"),
-                insns: num(p, "insns"),
+                name: p.name.clone(),
+                insns: p.insns as u64,
             })
             .collect(),
-        max_tail_calls: num(s, "max_tail_calls"),
+        max_tail_calls: s.max_tail_calls as u64,
     }
 }
 
-fn iptables(s: &Value) -> Iptables {
+fn iptables(s: &IptablesSection) -> Iptables {
     Iptables {
-        families: list(s, "counts")
+        families: s
+            .counts
+            .iter()
             .map(|c| Family {
-                family: text(c, "family"),
-                chains: num(c, "chains"),
-                rules: num(c, "rules"),
-                depth: num(c, "depth"),
+                family: c.family.name().to_string(),
+                chains: c.chains as u64,
+                rules: c.rules as u64,
+                depth: c.depth as u64,
             })
             .collect(),
-        sets: list(s, "sets").count() as u64,
+        sets: s.sets.len() as u64,
     }
 }
 
