@@ -114,6 +114,14 @@ pub enum Kind {
         expected: &'static str,
         defined: Option<Span>,
     },
+    /// E0013: inlining named selectors built a selector deeper than the
+    /// checker's limit.
+    SelectorTooDeep {
+        span: Span,
+        name: String,
+        depth: usize,
+        limit: usize,
+    },
     SelectorCycle {
         span: Span,
         name: String,
@@ -467,6 +475,14 @@ impl Kind {
                     format!("expected {}", one_of(&expected)),
                 )
                 .done(),
+                SyntaxErrorKind::NestingLimit { found, what, limit } => B::new(
+                    E0012,
+                    format!("too many {what} in one statement"),
+                    span,
+                    format!("`{found}` goes past the limit of {limit} {what} per statement"),
+                )
+                .help("split the expression: give parts of it names (`selector NAME = ...`)")
+                .done(),
                 SyntaxErrorKind::UnexpectedEof { expected } => B::new(
                     E0011,
                     "unexpected end of file",
@@ -611,6 +627,19 @@ impl Kind {
                 };
                 b.maybe_help(help.map(str::to_string)).done()
             }
+            Kind::SelectorTooDeep {
+                span,
+                name,
+                depth,
+                limit,
+            } => B::new(
+                E0013,
+                format!("selector `{name}` is nested too deeply"),
+                span,
+                format!("with the named selectors it uses written out, it is {depth} levels deep; the limit is {limit}"),
+            )
+            .help("shorten the chain of selectors defined through each other")
+            .done(),
             Kind::SelectorCycle {
                 span,
                 name,

@@ -78,6 +78,8 @@ codes! {
     E0006 => Error, "malformed duration";
     E0010 => Error, "unexpected token";
     E0011 => Error, "unexpected end of file";
+    E0012 => Error, "nesting limit exceeded";
+    E0013 => Error, "selector nested too deeply after inlining";
 
     E0101 => Error, "import names no file";
     E0102 => Error, "cannot read file";
