@@ -82,6 +82,31 @@ pub enum Kind {
     BadImportPath {
         span: Span,
     },
+    /// E0014: an inventory path names a device, FIFO, directory, ...
+    InventoryNotRegular {
+        span: Span,
+        path: String,
+        what: &'static str,
+    },
+    /// E0015: an inventory file over the size limit.
+    InventoryTooLarge {
+        span: Span,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
+    /// E0016: an `inventory` item names a file outside the project.
+    InventoryOutsideProject {
+        span: Span,
+        path: String,
+        project: Vec<String>,
+    },
+    /// E0017: the file is not a JSON object; the span covers a short
+    /// excerpt of its first line (all the source map holds of it).
+    NotAnInventory {
+        span: Span,
+        path: String,
+    },
 
     UnknownName {
         span: Span,
@@ -525,6 +550,45 @@ impl Kind {
                 problem,
             )
             .help(r#"the inventory is { "endpoints": [ { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true } ] }"#)
+            .done(),
+            Kind::InventoryNotRegular { span, path, what } => B::new(
+                E0014,
+                format!("inventory `{path}` is not a regular file"),
+                span,
+                format!("this is {what}"),
+            )
+            .help("an endpoint inventory is a JSON file")
+            .done(),
+            Kind::InventoryTooLarge {
+                span,
+                path,
+                size,
+                limit,
+            } => B::new(
+                E0015,
+                format!("inventory `{path}` is too large"),
+                span,
+                format!("{size} bytes; the limit is {limit} bytes"),
+            )
+            .done(),
+            Kind::InventoryOutsideProject {
+                span,
+                path,
+                project,
+            } => B::new(
+                E0016,
+                format!("inventory `{path}` is outside the project"),
+                span,
+                format!("not below {}", project.join(" or ")),
+            )
+            .help("an `inventory` item names a file below the directory of the files given on the command line; name any other file with `--endpoints FILE`")
+            .done(),
+            Kind::NotAnInventory { span, path } => B::new(
+                E0017,
+                format!("`{path}` is not an endpoint inventory"),
+                span,
+                "an inventory is a JSON object; this file starts otherwise (only its start is shown)",
+            )
             .done(),
             Kind::BadImportPath { span } => B::new(
                 E0104,

@@ -80,6 +80,10 @@ codes! {
     E0011 => Error, "unexpected end of file";
     E0012 => Error, "nesting limit exceeded";
     E0013 => Error, "selector nested too deeply after inlining";
+    E0014 => Error, "inventory is not a regular file";
+    E0015 => Error, "inventory too large";
+    E0016 => Error, "inventory outside the project";
+    E0017 => Error, "file is not an endpoint inventory";
 
     E0101 => Error, "import names no file";
     E0102 => Error, "cannot read file";
