@@ -261,6 +261,31 @@ pub enum Kind {
         name: String,
         suggestion: Option<String>,
     },
+    /// E0253 with a kind: `by policy NAME` names no policy.
+    UnknownByOfKind {
+        span: Span,
+        name: String,
+        kind: &'static str,
+    },
+    /// E0237: no address in the test range is free of endpoints.
+    NoFreeTestAddress {
+        span: Span,
+        what: &'static str,
+        range: &'static str,
+    },
+    /// E0238: `via` names no backend of the service the packet reaches.
+    BadVia {
+        span: Span,
+        via: String,
+        /// The service the packet reaches, if any.
+        service: Option<String>,
+    },
+    /// E0239: `by NAME` names more than one kind of thing.
+    AmbiguousBy {
+        span: Span,
+        name: String,
+        kinds: Vec<&'static str>,
+    },
     TestPortOnIcmp {
         span: Span,
     },
@@ -1020,6 +1045,45 @@ impl Kind {
             .maybe_help(did_you_mean(&suggestion).or_else(|| {
                 Some("write `by default` to expect a default verdict".to_string())
             }))
+            .done(),
+            Kind::UnknownByOfKind { span, name, kind } => B::new(
+                E0253,
+                format!("`by {kind} {name}` names no {kind}"),
+                span,
+                format!("no {kind} `{name}`"),
+            )
+            .done(),
+            Kind::NoFreeTestAddress { span, what, range } => B::new(
+                E0237,
+                format!("no free address for {what}"),
+                span,
+                format!("every address of {range} belongs to an endpoint"),
+            )
+            .help("a test peer that stands for no endpoint needs an address no endpoint has")
+            .done(),
+            Kind::BadVia { span, via, service } => match service {
+                Some(service) => B::new(
+                    E0238,
+                    format!("`via {via}` is not a backend of service `{service}`"),
+                    span,
+                    "no usable backend of the service is this",
+                ),
+                None => B::new(
+                    E0238,
+                    format!("`via {via}` on a packet that reaches no service"),
+                    span,
+                    "the destination is no service frontend",
+                ),
+            }
+            .help("`via` names an endpoint or `ADDR:PORT` among the ready backends of the service the packet is sent to")
+            .done(),
+            Kind::AmbiguousBy { span, name, kinds } => B::new(
+                E0239,
+                format!("`by {name}` is ambiguous"),
+                span,
+                format!("`{name}` is a {}", kinds.join(" and a ")),
+            )
+            .help(format!("say which: `by {} {name}`", kinds.join(&format!(" {name}` or `by "))))
             .done(),
             Kind::TestPortOnIcmp { span } => B::new(
                 E0254,

@@ -113,6 +113,9 @@ codes! {
     E0234 => Error, "unknown tier";
     E0235 => Error, "ICMP code without type";
     E0236 => Error, "label map outside a test";
+    E0237 => Error, "no free address for a test peer";
+    E0238 => Error, "`via` names no backend of the service";
+    E0239 => Error, "`by` name is ambiguous";
     E0250 => Error, "test packet without destination port";
     E0251 => Error, "test peer names no endpoint";
     E0252 => Error, "test peers have no common address family";
