@@ -1,9 +1,10 @@
 //! The file-system side of the compiler's `SourceLoader`, and locating the
 //! standard library.
 
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use weir_compiler::source::SourceLoader;
+use weir_compiler::source::{InventoryRefusal, SourceLoader, MAX_INVENTORY_BYTES};
 
 /// Reads sources from disk.
 pub struct FsLoader {
@@ -30,6 +31,84 @@ impl SourceLoader for FsLoader {
     fn canonical(&self, path: &Path) -> PathBuf {
         std::fs::canonicalize(path).unwrap_or_else(|_| weir_compiler::source::normalize(path))
     }
+
+    fn load_inventory(
+        &self,
+        path: &Path,
+        project: Option<&[PathBuf]>,
+    ) -> Result<String, InventoryRefusal> {
+        read_inventory(path, project)
+    }
+}
+
+/// Reads an inventory file under the rules of
+/// [`SourceLoader::load_inventory`]: below a project directory when
+/// `project` is given (symlinks resolved first), a regular file (checked
+/// before opening, so a FIFO cannot block, and again on the open file),
+/// at most [`MAX_INVENTORY_BYTES`] (also while reading: a file may grow).
+pub fn read_inventory(
+    path: &Path,
+    project: Option<&[PathBuf]>,
+) -> Result<String, InventoryRefusal> {
+    let real = std::fs::canonicalize(path).map_err(InventoryRefusal::Io)?;
+    if let Some(dirs) = project {
+        let inside = dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .any(|d| real.starts_with(d));
+        if !inside {
+            return Err(InventoryRefusal::OutsideProject {
+                project: dirs.to_vec(),
+            });
+        }
+    }
+    regular(&std::fs::metadata(&real).map_err(InventoryRefusal::Io)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&real)
+        .map_err(InventoryRefusal::Io)?;
+    let meta = file.metadata().map_err(InventoryRefusal::Io)?;
+    regular(&meta)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INVENTORY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(InventoryRefusal::Io)?;
+    if bytes.len() as u64 > MAX_INVENTORY_BYTES {
+        return Err(InventoryRefusal::TooLarge {
+            size: meta.len().max(bytes.len() as u64),
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        InventoryRefusal::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
+}
+
+/// Refuses what is not a regular file, or is too large by its metadata.
+fn regular(meta: &std::fs::Metadata) -> Result<(), InventoryRefusal> {
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        if meta.len() > MAX_INVENTORY_BYTES {
+            return Err(InventoryRefusal::TooLarge { size: meta.len() });
+        }
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(InventoryRefusal::NotRegular { what })
 }
 
 /// `dir` relative to the working directory when it is inside it (shorter

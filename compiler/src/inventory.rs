@@ -111,6 +111,11 @@ pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
             if let Some(i) = problem.rfind(" at line ") {
                 problem.truncate(i);
             }
+            // serde_json quotes the offending value: keep a short excerpt.
+            if let Some((i, _)) = problem.char_indices().nth(120) {
+                problem.truncate(i);
+                problem.push('…');
+            }
             return (
                 Inventory::default(),
                 vec![Kind::BadInventory { span, problem }],

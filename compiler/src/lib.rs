@@ -6,6 +6,7 @@ pub mod backends;
 pub mod bundle;
 pub mod check;
 pub mod churn;
+pub mod cidrs;
 pub mod contract;
 pub mod diagnostics;
 pub mod driver;

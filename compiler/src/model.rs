@@ -399,9 +399,24 @@ pub struct Expect {
     pub port: u16,
     pub state: ConnState,
     pub at: Option<Direction>,
+    /// `via BACKEND`: the one backend to judge a service's packet by
+    /// (None: every backend).
+    pub via: Option<TestVia>,
     /// `by NAME`: policy, steer, service, or "default".
     pub by: Option<String>,
+    /// `by policy|steer|service NAME`: the kind `by` names, when said.
+    pub by_kind: Option<weir_grammar::ast::ByKind>,
     pub span: Span,
+}
+
+/// A resolved `via`: the backend address, and its port when written as
+/// `ADDR:PORT` (an endpoint name stands for each of its backends of the
+/// packet's family).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestVia {
+    pub addr: IpAddr,
+    pub port: Option<u16>,
+    pub display: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

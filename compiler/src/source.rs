@@ -12,6 +12,24 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use weir_grammar::{FileId, Span};
 
+/// The most an endpoint inventory file may hold: 256 MiB (a million
+/// endpoints in the documented format is about 120 MB).
+pub const MAX_INVENTORY_BYTES: u64 = 256 << 20;
+
+/// Why a loader did not give the text of an inventory file.
+#[derive(Debug)]
+pub enum InventoryRefusal {
+    /// It could not be read (missing, no permission, not UTF-8).
+    Io(io::Error),
+    /// It is not a regular file; `what` says what it is ("a directory",
+    /// "a character device", ...).
+    NotRegular { what: &'static str },
+    /// It is larger than [`MAX_INVENTORY_BYTES`].
+    TooLarge { size: u64 },
+    /// It is outside every project directory (`project`).
+    OutsideProject { project: Vec<PathBuf> },
+}
+
 /// Where source text comes from.
 pub trait SourceLoader {
     /// The text of the file at `path`. A missing file must be reported as
@@ -26,6 +44,29 @@ pub trait SourceLoader {
     /// loader should resolve symlinks and relative paths.
     fn canonical(&self, path: &Path) -> PathBuf {
         normalize(path)
+    }
+
+    /// The text of an endpoint inventory. `project` is `Some(dirs)` for an
+    /// `inventory "PATH"` item of the program: a loader that reads a file
+    /// system must then refuse a file not below one of `dirs` (after
+    /// resolving symlinks); `None` is the file named on the command line
+    /// (`--endpoints`), allowed anywhere. Either way only a regular file
+    /// of at most [`MAX_INVENTORY_BYTES`] is read — a device or a FIFO
+    /// would never end. The default (in-memory loaders, which hold only
+    /// texts) applies the size limit.
+    fn load_inventory(
+        &self,
+        path: &Path,
+        project: Option<&[PathBuf]>,
+    ) -> Result<String, InventoryRefusal> {
+        let _ = project;
+        let text = self.load(path).map_err(InventoryRefusal::Io)?;
+        if text.len() as u64 > MAX_INVENTORY_BYTES {
+            return Err(InventoryRefusal::TooLarge {
+                size: text.len() as u64,
+            });
+        }
+        Ok(text)
     }
 }
 

@@ -425,9 +425,29 @@ pub struct Expect {
     pub port: Option<Num>,
     pub state: Option<(ConnState, Span)>,
     pub at: Option<(Direction, Span)>,
+    /// `via BACKEND`: the service backend the packet is sent to.
+    pub via: Option<Via>,
+    /// `by policy|steer|service NAME`: which kind `by` names, when said.
+    pub by_kind: Option<(ByKind, Span)>,
     /// `by NAME`: the policy, steer, service or `default` that must decide.
     pub by: Option<Ident>,
     pub span: Span,
+}
+
+/// The backend of `via`: an endpoint (one of its addresses of the
+/// packet's family) or an address and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Via {
+    Endpoint(Ident),
+    Socket(SocketLit),
+}
+
+/// What `by KIND NAME` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ByKind {
+    Policy,
+    Steer,
+    Service,
 }
 
 /// `test "name" { expect ... }`

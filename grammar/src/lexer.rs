@@ -157,6 +157,7 @@ tokens! {
     "established" => KwEstablished,
     "at" => KwAt,
     "by" => KwBy,
+    "via" => KwVia,
 }
 
 fn unescape(s: &str) -> String {

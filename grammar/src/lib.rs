@@ -37,6 +37,13 @@ pub enum SyntaxErrorKind {
         found: String,
         expected: Vec<String>,
     },
+    /// A statement nests deeper than the parser allows (E0012): `what`
+    /// names the construct ("open brackets", "`!`", "`&&`/`||`").
+    NestingLimit {
+        found: String,
+        what: String,
+        limit: usize,
+    },
     /// The file ended in the middle of something (E0011).
     UnexpectedEof { expected: Vec<String> },
 }
@@ -102,8 +109,8 @@ pub fn parse_with_comments(file: FileId, src: &str) -> (ast::File, Vec<SyntaxErr
 /// Nesting limits, so that no input can build a tree deep enough to
 /// overflow the stack of a recursive walk (or of `Drop`): per statement at
 /// most 256 open brackets, 256 `!` and 4096 `&&`/`||`. The first token past
-/// a limit is reported as unexpected (with an empty `expected` list); it and
-/// every later one in the statement become error tokens.
+/// a limit is reported with the limit it passed (E0012); it and every later
+/// one in the statement become error tokens.
 fn limit_nesting(
     file: FileId,
     src: &str,
@@ -119,33 +126,34 @@ fn limit_nesting(
         let over = match t {
             T::End => {
                 (nots, binary, reported) = (0, 0, false);
-                false
+                None
             }
             T::LBrace | T::LParen | T::LBracket => {
                 depth += 1;
-                depth > MAX_DEPTH
+                (depth > MAX_DEPTH).then_some(("open brackets", MAX_DEPTH))
             }
             T::RBrace | T::RParen | T::RBracket => {
                 depth = depth.saturating_sub(1);
-                false
+                None
             }
             T::Bang => {
                 nots += 1;
-                nots > MAX_NOT
+                (nots > MAX_NOT).then_some(("`!`", MAX_NOT))
             }
             T::AndAnd | T::OrOr => {
                 binary += 1;
-                binary > MAX_BINARY
+                (binary > MAX_BINARY).then_some(("`&&`/`||`", MAX_BINARY))
             }
-            _ => false,
+            _ => None,
         };
-        if over {
+        if let Some((what, limit)) = over {
             if !reported {
                 reported = true;
                 errors.push(SyntaxError {
-                    kind: SyntaxErrorKind::UnexpectedToken {
+                    kind: SyntaxErrorKind::NestingLimit {
                         found: src[*s..*e].to_string(),
-                        expected: vec![],
+                        what: what.to_string(),
+                        limit,
                     },
                     span: Span::new(file, *s, *e),
                 });

@@ -201,4 +201,22 @@ fn deep_nesting_is_cut_off() {
     let (f, errors) = parse(FileId(0), &src);
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert_eq!(f.items.len(), 1);
+    // Each error says which limit was passed (E0012), not just "unexpected".
+    let limits: Vec<(String, usize)> = errors
+        .iter()
+        .map(|e| match &e.kind {
+            weir_grammar::SyntaxErrorKind::NestingLimit { what, limit, .. } => {
+                (what.clone(), *limit)
+            }
+            other => panic!("not a nesting limit: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            ("`!`".to_string(), 256),
+            ("open brackets".to_string(), 256),
+            ("`&&`/`||`".to_string(), 4096)
+        ]
+    );
 }

@@ -87,6 +87,18 @@ impl SourceLoader for OverlayLoader<'_> {
     fn canonical(&self, path: &Path) -> PathBuf {
         std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
     }
+
+    /// An open buffer, else the disk under the CLI's rules.
+    fn load_inventory(
+        &self,
+        path: &Path,
+        project: Option<&[PathBuf]>,
+    ) -> Result<String, weir_compiler::source::InventoryRefusal> {
+        match self.docs.get(path) {
+            Some(d) => Ok(d.text.clone()),
+            None => crate::loader::read_inventory(path, project),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,24 +2,56 @@
 //!
 //! An endpoint name stands for its first address of the packet's family
 //! (IPv4 first); an address for itself; a label map for a synthetic
-//! endpoint at `192.0.2.N` (N counts label maps in the test from 1); `any`
-//! for `198.51.100.1`, an address no endpoint has.
+//! endpoint at the Nth address of `192.0.2.0/24` that no endpoint has (N
+//! counts label maps in the test from 1); `any` for the first address of
+//! `198.51.100.0/24` no endpoint has. Skipping taken addresses keeps the
+//! promise that these peers are no endpoint (a program may declare one at
+//! `198.51.100.1`), and is deterministic: it depends on the program only.
+//! Frontend and explicit backend addresses count as taken too.
 
 use super::Cx;
-use crate::diagnostics::{Kind, PortProblem};
-use crate::model::{self, Model, TestPeer};
-use std::collections::BTreeMap;
+use crate::diagnostics::Kind;
+use crate::model::{self, BackendSource, Model, TestPeer, TestVia};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use weir_grammar::ast::{self, Peer, Proto, SelExpr, SetElem};
+use weir_grammar::ast::{self, ByKind, Peer, Proto, SelExpr, SetElem, Via};
 use weir_grammar::Span;
 
-/// The address `any` stands for in tests.
-pub const TEST_ANY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// Where `any` is placed: the first free address of this /24.
+const ANY_NET: [u8; 3] = [198, 51, 100];
+/// Where label maps are placed: the Nth free address of this /24.
+const MAP_NET: [u8; 3] = [192, 0, 2];
 
-/// The address of the `n`th label map of a test (1-based).
-pub fn synthetic_addr(n: u32) -> Ipv4Addr {
-    let n = n.clamp(1, 254);
-    Ipv4Addr::new(192, 0, 2, n as u8)
+/// The addresses test peers may not stand for, and the label maps placed
+/// so far in the current test.
+struct TestAddrs {
+    taken: BTreeSet<IpAddr>,
+    maps: u32,
+}
+
+impl TestAddrs {
+    fn new(model: &Model) -> TestAddrs {
+        let mut taken: BTreeSet<IpAddr> = model
+            .endpoints
+            .iter()
+            .flat_map(|e| e.addrs.iter().copied())
+            .collect();
+        for s in &model.services {
+            taken.extend(s.frontends.iter().map(|f| f.addr));
+            if let BackendSource::Explicit(bs) = &s.backends {
+                taken.extend(bs.iter().map(|b| b.addr));
+            }
+        }
+        TestAddrs { taken, maps: 0 }
+    }
+
+    /// The `n`th (1-based) address of `net` (hosts 1–254) no one has.
+    fn free(&self, net: [u8; 3], n: u32) -> Option<Ipv4Addr> {
+        (1..=254u8)
+            .map(|h| Ipv4Addr::new(net[0], net[1], net[2], h))
+            .filter(|a| !self.taken.contains(&IpAddr::V4(*a)))
+            .nth(n as usize - 1)
+    }
 }
 
 enum TPeer {
@@ -36,12 +68,30 @@ fn family(ip: IpAddr) -> &'static str {
 }
 
 impl<'a> Cx<'a> {
-    fn test_peer(&mut self, p: &Peer, model: &Model, maps: &mut u32) -> Option<TPeer> {
+    fn test_peer(&mut self, p: &Peer, model: &Model, addrs: &mut TestAddrs) -> Option<TPeer> {
         match p {
-            Peer::Any(_) => Some(TPeer::Fixed(IpAddr::V4(TEST_ANY), None, "any".into())),
-            Peer::Labels(ls, _) => {
+            Peer::Any(span) => {
+                let Some(a) = addrs.free(ANY_NET, 1) else {
+                    self.report(Kind::NoFreeTestAddress {
+                        span: *span,
+                        what: "`any`",
+                        range: "198.51.100.0/24",
+                    });
+                    return None;
+                };
+                Some(TPeer::Fixed(IpAddr::V4(a), None, "any".into()))
+            }
+            Peer::Labels(ls, span) => {
                 let labels = self.label_map(ls);
-                *maps += 1;
+                addrs.maps += 1;
+                let Some(a) = addrs.free(MAP_NET, addrs.maps) else {
+                    self.report(Kind::NoFreeTestAddress {
+                        span: *span,
+                        what: "a label map",
+                        range: "192.0.2.0/24",
+                    });
+                    return None;
+                };
                 let display = format!(
                     "{{ {} }}",
                     labels
@@ -50,11 +100,7 @@ impl<'a> Cx<'a> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                Some(TPeer::Fixed(
-                    IpAddr::V4(synthetic_addr(*maps)),
-                    Some(labels),
-                    display,
-                ))
+                Some(TPeer::Fixed(IpAddr::V4(a), Some(labels), display))
             }
             Peer::Set(e) => match (&e.base[..], &e.except) {
                 ([SetElem::Cidr(lit)], None)
@@ -98,7 +144,7 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn expect(&mut self, e: &ast::Expect, model: &Model, maps: &mut u32) -> model::Expect {
+    fn expect(&mut self, e: &ast::Expect, model: &Model, addrs: &mut TestAddrs) -> model::Expect {
         let proto = e.proto.0;
         let icmp_type = e
             .icmp_type
@@ -124,24 +170,43 @@ impl<'a> Cx<'a> {
                 });
                 0
             }
-            (_, Some(n)) if n.value == 0 => {
-                self.report(Kind::BadPort {
-                    span: n.span,
-                    problem: PortProblem::Zero,
-                });
-                0
-            }
-            (_, Some(n)) => self.num(n, "port", 1, 65535) as u16,
+            // A packet may be sent to port 0 (`trace` takes it too); only
+            // rules refuse it (E0204).
+            (_, Some(n)) => self.num(n, "port", 0, 65535) as u16,
         };
-        let from = self.test_peer(&e.from, model, maps);
-        let to = self.test_peer(&e.to, model, maps);
+        let from = self.test_peer(&e.from, model, addrs);
+        let to = self.test_peer(&e.to, model, addrs);
         let (from, to) = self.test_family(from, to, e);
+        let via = e
+            .via
+            .as_ref()
+            .and_then(|v| self.via(v, model, proto, &to, port));
         let by = e.by.as_ref().map(|b| {
-            let known = b.name == "default"
-                || self.policies.contains_key(&b.name)
-                || self.steers.contains_key(&b.name)
-                || self.services.contains_key(&b.name);
-            if !known {
+            let kinds: Vec<&'static str> = [
+                ("policy", self.policies.contains_key(&b.name)),
+                ("steer", self.steers.contains_key(&b.name)),
+                ("service", self.services.contains_key(&b.name)),
+            ]
+            .into_iter()
+            .filter_map(|(k, has)| has.then_some(k))
+            .collect();
+            let known = b.name == "default" || !kinds.is_empty();
+            if let Some((kind, _)) = e.by_kind {
+                let kind = by_kind_name(kind);
+                if !kinds.contains(&kind) {
+                    self.report(Kind::UnknownByOfKind {
+                        span: b.span,
+                        name: b.name.clone(),
+                        kind,
+                    });
+                }
+            } else if kinds.len() > 1 {
+                self.report(Kind::AmbiguousBy {
+                    span: b.span,
+                    name: b.name.clone(),
+                    kinds: kinds.clone(),
+                });
+            } else if !known {
                 let cands: Vec<&str> = self
                     .policies
                     .keys()
@@ -174,7 +239,9 @@ impl<'a> Cx<'a> {
                 _ => model::ConnState::New,
             },
             at: e.at.map(|a| a.0),
+            via,
             by,
+            by_kind: e.by_kind.map(|k| k.0),
             span: e.span,
         }
     }
@@ -259,17 +326,83 @@ impl<'a> Cx<'a> {
     }
 
     pub(super) fn test(&mut self, t: &'a ast::TestDecl, model: &Model) -> model::Test {
-        let mut maps = 0;
+        let mut addrs = TestAddrs::new(model);
         let expects = t
             .expects
             .iter()
-            .map(|e| self.expect(e, model, &mut maps))
+            .map(|e| self.expect(e, model, &mut addrs))
             .collect();
         model::Test {
             name: t.name.clone(),
             expects,
             span: t.span,
         }
+    }
+}
+
+fn by_kind_name(k: ByKind) -> &'static str {
+    match k {
+        ByKind::Policy => "policy",
+        ByKind::Steer => "steer",
+        ByKind::Service => "service",
+    }
+}
+
+impl<'a> Cx<'a> {
+    /// Resolves `via` against the service the packet reaches (E0238 when
+    /// it reaches none, or the backend is not one of its usable ones).
+    fn via(
+        &mut self,
+        v: &Via,
+        model: &Model,
+        proto: Proto,
+        to: &TestPeer,
+        port: u16,
+    ) -> Option<TestVia> {
+        let (span, display) = match v {
+            Via::Endpoint(id) => (id.span, id.name.clone()),
+            Via::Socket(s) => (s.span, format!("{}:{}", s.addr.addr, s.port.value)),
+        };
+        let hit = model.services.iter().find_map(|svc| {
+            svc.frontends
+                .iter()
+                .find(|f| f.addr == to.addr && f.port == port && f.proto == proto)
+                .map(|fe| (svc, crate::interp::backends_of(svc, fe, &model.endpoints)))
+        });
+        let Some((svc, candidates)) = hit else {
+            self.report(Kind::BadVia {
+                span,
+                via: display,
+                service: None,
+            });
+            return None;
+        };
+        let found = match v {
+            Via::Endpoint(id) => candidates
+                .iter()
+                .find(|b| b.endpoint.as_deref() == Some(id.name.as_str()))
+                .map(|b| TestVia {
+                    addr: b.addr,
+                    port: None,
+                    display: display.clone(),
+                }),
+            Via::Socket(s) => candidates
+                .iter()
+                .find(|b| b.addr == s.addr.addr && u64::from(b.port) == s.port.value)
+                .map(|b| TestVia {
+                    addr: b.addr,
+                    port: Some(b.port),
+                    display: display.clone(),
+                }),
+        };
+        if found.is_none() {
+            self.report(Kind::BadVia {
+                span,
+                via: display,
+                service: Some(svc.name.clone()),
+            });
+        }
+        found
     }
 }
 

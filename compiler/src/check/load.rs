@@ -4,7 +4,7 @@
 use super::ParsedFile;
 use crate::diagnostics::Kind;
 use crate::inventory::{parse_inventory, Inventory};
-use crate::source::{normalize, SourceLoader, SourceMap};
+use crate::source::{normalize, InventoryRefusal, SourceLoader, SourceMap, MAX_INVENTORY_BYTES};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -69,8 +69,8 @@ pub(super) fn load_program(
     // problems is parsed again under its id, for the diagnostics.
     let early = inventory.and_then(|p| {
         let path = normalize(p);
-        let text = loader.load(&path).ok()?;
-        Some((loader.canonical(&path), path, text))
+        let text = loader.load_inventory(&path, None).ok()?;
+        looks_like_inventory(&text).then(|| (loader.canonical(&path), path, text))
     });
     std::thread::scope(|s| {
         let parsing = early
@@ -83,7 +83,8 @@ pub(super) fn load_program(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (key, path, text, parsed)
         });
-        load_inventories(&mut loaded, inventory, early, loader);
+        let project = project_dirs(roots);
+        load_inventories(&mut loaded, inventory, early, loader, &project);
         loaded
     })
 }
@@ -198,6 +199,7 @@ fn load_inventories(
     inventory: Option<&Path>,
     mut early: Option<Early>,
     loader: &dyn SourceLoader,
+    project: &[PathBuf],
 ) {
     let Loaded {
         sources,
@@ -232,9 +234,22 @@ fn load_inventories(
         let ahead = early.take_if(|(k, p, _, _)| **k == key && **p == path);
         let loaded_text = match ahead {
             Some((_, _, text, parsed)) => Ok((text.clone(), Some(parsed))),
-            None => loader.load(&path).map(|t| (t, None)),
+            None => loader
+                .load_inventory(&path, at.map(|_| project))
+                .map(|t| (t, None)),
         };
         let inv = match loaded_text {
+            Ok((text, _)) if !looks_like_inventory(&text) => {
+                // Quote a few characters, never the file: it may be
+                // anything (`/proc/self/environ`).
+                let excerpt = excerpt(&text);
+                let id = sources.add(&path, excerpt.clone());
+                diags.push(Kind::NotAnInventory {
+                    span: Span::new(id, 0, excerpt.len()),
+                    path: path.display().to_string(),
+                });
+                Inventory::default()
+            }
             Ok((text, parsed)) => {
                 let id = sources.add(&path, text);
                 let (inv, errs) = match parsed {
@@ -247,13 +262,9 @@ fn load_inventories(
                 diags.extend(errs);
                 inv
             }
-            Err(e) => {
+            Err(refusal) => {
                 let span = at.unwrap_or_else(|| Span::new(sources.add(&path, String::new()), 0, 0));
-                diags.push(Kind::CannotRead {
-                    span,
-                    path: path.display().to_string(),
-                    error: e.to_string(),
-                });
+                diags.push(refused(span, &path, refusal));
                 Inventory::default()
             }
         };
@@ -263,6 +274,63 @@ fn load_inventories(
             .extend(inv.endpoints);
     }
     loaded.inventory = merged;
+}
+
+/// The directories inventories of the program must be in: those of the
+/// root files (named on the command line).
+fn project_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = roots
+        .iter()
+        .map(|r| match normalize(r).parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// An inventory is a JSON object of text: its first non-blank character is
+/// `{` and it holds no control characters but blanks.
+fn looks_like_inventory(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+        && !text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
+/// At most 16 characters of the first line, control characters shown as
+/// `?`.
+fn excerpt(text: &str) -> String {
+    text.chars()
+        .take_while(|c| *c != '\n')
+        .take(16)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn refused(span: Span, path: &Path, refusal: InventoryRefusal) -> Kind {
+    let path = path.display().to_string();
+    match refusal {
+        InventoryRefusal::Io(e) => Kind::CannotRead {
+            span,
+            path,
+            error: e.to_string(),
+        },
+        InventoryRefusal::NotRegular { what } => Kind::InventoryNotRegular { span, path, what },
+        InventoryRefusal::TooLarge { size } => Kind::InventoryTooLarge {
+            span,
+            path,
+            size,
+            limit: MAX_INVENTORY_BYTES,
+        },
+        InventoryRefusal::OutsideProject { project } => Kind::InventoryOutsideProject {
+            span,
+            path,
+            project: project.iter().map(|d| d.display().to_string()).collect(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //!
 //! - [`load`]: roots, imports, the inventory file;
 //! - [`names`]: the declaration table, duplicates, "did you mean";
-//! - [`resolve`]: selectors, sets and peers (cycles, wrong kinds);
+//! - [`resolve`]: selectors, sets and peers (wrong kinds);
+//! - [`named`]: named selectors and sets, iteratively (cycles, depth);
 //! - [`build`]: endpoints, services, tiers, policies, steering;
 //! - [`expect`]: test blocks and test peers;
 //! - [`lints`]: warnings over the finished model.
@@ -16,6 +17,7 @@ mod build;
 mod expect;
 mod lints;
 mod load;
+mod named;
 mod names;
 mod resolve;
 
@@ -193,11 +195,8 @@ pub(crate) struct Cx<'a> {
     pub tests: Vec<&'a ast::TestDecl>,
     /// Selector and set names referenced from anywhere.
     pub used: BTreeSet<String>,
-    sel_memo: BTreeMap<String, Memo<Sel>>,
-    set_memo: BTreeMap<String, Memo<crate::model::AddrSet>>,
-    /// The chain of named selectors/sets being resolved, with the span of
-    /// the reference that led onwards.
-    stack: Vec<(String, Span)>,
+    /// Named selectors and sets, resolved or being resolved.
+    memo: BTreeMap<String, Memo<named::Named>>,
     /// Selectors written inline (applies-to, peers), for lints.
     pub sel_uses: Vec<SelUse>,
 }
@@ -216,9 +215,7 @@ impl<'a> Cx<'a> {
             default_denies: Vec::new(),
             tests: Vec::new(),
             used: BTreeSet::new(),
-            sel_memo: BTreeMap::new(),
-            set_memo: BTreeMap::new(),
-            stack: Vec::new(),
+            memo: BTreeMap::new(),
             sel_uses: Vec::new(),
         };
         cx.collect();

@@ -82,6 +82,31 @@ pub enum Kind {
     BadImportPath {
         span: Span,
     },
+    /// E0014: an inventory path names a device, FIFO, directory, ...
+    InventoryNotRegular {
+        span: Span,
+        path: String,
+        what: &'static str,
+    },
+    /// E0015: an inventory file over the size limit.
+    InventoryTooLarge {
+        span: Span,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
+    /// E0016: an `inventory` item names a file outside the project.
+    InventoryOutsideProject {
+        span: Span,
+        path: String,
+        project: Vec<String>,
+    },
+    /// E0017: the file is not a JSON object; the span covers a short
+    /// excerpt of its first line (all the source map holds of it).
+    NotAnInventory {
+        span: Span,
+        path: String,
+    },
 
     UnknownName {
         span: Span,
@@ -113,6 +138,14 @@ pub enum Kind {
         found: NameKind,
         expected: &'static str,
         defined: Option<Span>,
+    },
+    /// E0013: inlining named selectors built a selector deeper than the
+    /// checker's limit.
+    SelectorTooDeep {
+        span: Span,
+        name: String,
+        depth: usize,
+        limit: usize,
     },
     SelectorCycle {
         span: Span,
@@ -227,6 +260,31 @@ pub enum Kind {
         span: Span,
         name: String,
         suggestion: Option<String>,
+    },
+    /// E0253 with a kind: `by policy NAME` names no policy.
+    UnknownByOfKind {
+        span: Span,
+        name: String,
+        kind: &'static str,
+    },
+    /// E0237: no address in the test range is free of endpoints.
+    NoFreeTestAddress {
+        span: Span,
+        what: &'static str,
+        range: &'static str,
+    },
+    /// E0238: `via` names no backend of the service the packet reaches.
+    BadVia {
+        span: Span,
+        via: String,
+        /// The service the packet reaches, if any.
+        service: Option<String>,
+    },
+    /// E0239: `by NAME` names more than one kind of thing.
+    AmbiguousBy {
+        span: Span,
+        name: String,
+        kinds: Vec<&'static str>,
     },
     TestPortOnIcmp {
         span: Span,
@@ -485,6 +543,14 @@ impl Kind {
                     format!("expected {}", one_of(&expected)),
                 )
                 .done(),
+                SyntaxErrorKind::NestingLimit { found, what, limit } => B::new(
+                    E0012,
+                    format!("too many {what} in one statement"),
+                    span,
+                    format!("`{found}` goes past the limit of {limit} {what} per statement"),
+                )
+                .help("split the expression: give parts of it names (`selector NAME = ...`)")
+                .done(),
                 SyntaxErrorKind::UnexpectedEof { expected } => B::new(
                     E0011,
                     "unexpected end of file",
@@ -527,6 +593,45 @@ impl Kind {
                 problem,
             )
             .help(r#"the inventory is { "endpoints": [ { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true } ] }"#)
+            .done(),
+            Kind::InventoryNotRegular { span, path, what } => B::new(
+                E0014,
+                format!("inventory `{path}` is not a regular file"),
+                span,
+                format!("this is {what}"),
+            )
+            .help("an endpoint inventory is a JSON file")
+            .done(),
+            Kind::InventoryTooLarge {
+                span,
+                path,
+                size,
+                limit,
+            } => B::new(
+                E0015,
+                format!("inventory `{path}` is too large"),
+                span,
+                format!("{size} bytes; the limit is {limit} bytes"),
+            )
+            .done(),
+            Kind::InventoryOutsideProject {
+                span,
+                path,
+                project,
+            } => B::new(
+                E0016,
+                format!("inventory `{path}` is outside the project"),
+                span,
+                format!("not below {}", project.join(" or ")),
+            )
+            .help("an `inventory` item names a file below the directory of the files given on the command line; name any other file with `--endpoints FILE`")
+            .done(),
+            Kind::NotAnInventory { span, path } => B::new(
+                E0017,
+                format!("`{path}` is not an endpoint inventory"),
+                span,
+                "an inventory is a JSON object; this file starts otherwise (only its start is shown)",
+            )
             .done(),
             Kind::BadImportPath { span } => B::new(
                 E0104,
@@ -629,6 +734,19 @@ impl Kind {
                 };
                 b.maybe_help(help.map(str::to_string)).done()
             }
+            Kind::SelectorTooDeep {
+                span,
+                name,
+                depth,
+                limit,
+            } => B::new(
+                E0013,
+                format!("selector `{name}` is nested too deeply"),
+                span,
+                format!("with the named selectors it uses written out, it is {depth} levels deep; the limit is {limit}"),
+            )
+            .help("shorten the chain of selectors defined through each other")
+            .done(),
             Kind::SelectorCycle {
                 span,
                 name,
@@ -945,6 +1063,45 @@ impl Kind {
             .maybe_help(did_you_mean(&suggestion).or_else(|| {
                 Some("write `by default` to expect a default verdict".to_string())
             }))
+            .done(),
+            Kind::UnknownByOfKind { span, name, kind } => B::new(
+                E0253,
+                format!("`by {kind} {name}` names no {kind}"),
+                span,
+                format!("no {kind} `{name}`"),
+            )
+            .done(),
+            Kind::NoFreeTestAddress { span, what, range } => B::new(
+                E0237,
+                format!("no free address for {what}"),
+                span,
+                format!("every address of {range} belongs to an endpoint"),
+            )
+            .help("a test peer that stands for no endpoint needs an address no endpoint has")
+            .done(),
+            Kind::BadVia { span, via, service } => match service {
+                Some(service) => B::new(
+                    E0238,
+                    format!("`via {via}` is not a backend of service `{service}`"),
+                    span,
+                    "no usable backend of the service is this",
+                ),
+                None => B::new(
+                    E0238,
+                    format!("`via {via}` on a packet that reaches no service"),
+                    span,
+                    "the destination is no service frontend",
+                ),
+            }
+            .help("`via` names an endpoint or `ADDR:PORT` among the ready backends of the service the packet is sent to")
+            .done(),
+            Kind::AmbiguousBy { span, name, kinds } => B::new(
+                E0239,
+                format!("`by {name}` is ambiguous"),
+                span,
+                format!("`{name}` is a {}", kinds.join(" and a ")),
+            )
+            .help(format!("say which: `by {} {name}`", kinds.join(&format!(" {name}` or `by "))))
             .done(),
             Kind::TestPortOnIcmp { span } => B::new(
                 E0254,

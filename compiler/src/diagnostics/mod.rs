@@ -78,6 +78,12 @@ codes! {
     E0006 => Error, "malformed duration";
     E0010 => Error, "unexpected token";
     E0011 => Error, "unexpected end of file";
+    E0012 => Error, "nesting limit exceeded";
+    E0013 => Error, "selector nested too deeply after inlining";
+    E0014 => Error, "inventory is not a regular file";
+    E0015 => Error, "inventory too large";
+    E0016 => Error, "inventory outside the project";
+    E0017 => Error, "file is not an endpoint inventory";
 
     E0101 => Error, "import names no file";
     E0102 => Error, "cannot read file";
@@ -107,6 +113,9 @@ codes! {
     E0234 => Error, "unknown tier";
     E0235 => Error, "ICMP code without type";
     E0236 => Error, "label map outside a test";
+    E0237 => Error, "no free address for a test peer";
+    E0238 => Error, "`via` names no backend of the service";
+    E0239 => Error, "`by` name is ambiguous";
     E0250 => Error, "test packet without destination port";
     E0251 => Error, "test peer names no endpoint";
     E0252 => Error, "test peers have no common address family";

@@ -526,8 +526,19 @@ impl Emitter<'_> {
         if let Some((d, _)) = &x.at {
             tail.push_str(&format!(" at {}", dir_name(*d)));
         }
+        match &x.via {
+            Some(Via::Endpoint(id)) => tail.push_str(&format!(" via {}", id.name)),
+            Some(Via::Socket(s)) => tail.push_str(&format!(" via {}", self.socket(s))),
+            None => {}
+        }
         if let Some(by) = &x.by {
-            tail.push_str(&format!(" by {}", by.name));
+            let kind = match x.by_kind {
+                Some((ByKind::Policy, _)) => "policy ",
+                Some((ByKind::Steer, _)) => "steer ",
+                Some((ByKind::Service, _)) => "service ",
+                None => "",
+            };
+            tail.push_str(&format!(" by {kind}{}", by.name));
         }
         v.push(t(tail));
         seq(v)

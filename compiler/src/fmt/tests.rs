@@ -151,3 +151,14 @@ test "t" {
 }
 # tail
 "#;
+
+#[test]
+fn via_and_by_kind_are_kept() {
+    let src = "test \"t\" {\n  expect   allow tcp from any to 10.96.0.10 port 443 via   web-1 by  policy x\n  expect allow tcp from any to 10.96.0.10 port 0 via [fd00::5]:8443 by service web\n}\n";
+    let out = check(src);
+    assert!(out.contains("port 443 via web-1 by policy x\n"), "{out}");
+    assert!(
+        out.contains("port 0 via [fd00::5]:8443 by service web\n"),
+        "{out}"
+    );
+}

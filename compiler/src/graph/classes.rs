@@ -490,52 +490,7 @@ impl Classes {
 
 /// The prefixes covering `p` minus the union of `holes` (all inside `p`).
 pub fn subtract(p: Cidr, holes: &[Cidr]) -> Vec<Cidr> {
-    let inside: Vec<Cidr> = holes.iter().copied().filter(|h| p.overlaps(h)).collect();
-    if inside.is_empty() {
-        return vec![p];
-    }
-    if inside.iter().any(|h| h.covers(&p)) {
-        return Vec::new();
-    }
-    let (lo, hi) = halves(p);
-    let mut v = subtract(lo, &inside);
-    v.extend(subtract(hi, &inside));
-    v
-}
-
-/// The two halves of a prefix (`len` < max).
-fn halves(p: Cidr) -> (Cidr, Cidr) {
-    let len = p.len + 1;
-    match p.addr {
-        IpAddr::V4(a) => {
-            let x = u32::from(a);
-            let bit = 1u32 << (32 - u32::from(len));
-            (
-                Cidr {
-                    addr: IpAddr::V4(x.into()),
-                    len,
-                },
-                Cidr {
-                    addr: IpAddr::V4((x | bit).into()),
-                    len,
-                },
-            )
-        }
-        IpAddr::V6(a) => {
-            let x = u128::from(a);
-            let bit = 1u128 << (128 - u32::from(len));
-            (
-                Cidr {
-                    addr: IpAddr::V6(x.into()),
-                    len,
-                },
-                Cidr {
-                    addr: IpAddr::V6((x | bit).into()),
-                    len,
-                },
-            )
-        }
-    }
+    crate::cidrs::minus(&[p], holes)
 }
 
 #[cfg(test)]

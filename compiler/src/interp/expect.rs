@@ -1,8 +1,16 @@
 //! In-language tests: each `expect` line becomes a packet, the interpreter
 //! decides it, and the result is compared with what the line expects.
+//!
+//! A packet sent to a service with several usable backends is judged once
+//! per backend: the data path's choice (random, or Maglev over a source
+//! port the test does not fix) is not the test's to make. The line holds
+//! when it holds for every backend, or for the one `via BACKEND` names.
+//! When the backends disagree and no `via` is written, the line fails and
+//! says which backend gives what.
 
-use super::{Interp, Outcome, Packet};
+use super::{BackendChoice, Interp, Outcome, Packet};
 use crate::model::{Endpoint, Expect, Model, Proto, Test, TestPeer, Verdict};
+use crate::provenance::Provenance;
 use serde::Serialize;
 
 /// The result of one `expect` line.
@@ -62,28 +70,115 @@ pub fn synthetic_endpoints(e: &Expect) -> Vec<Endpoint> {
         .collect()
 }
 
-fn run_one(model: &Model, test: &Test, e: &Expect) -> ExpectResult {
-    let extra = synthetic_endpoints(e);
-    let interp = Interp::with_extra(model, extra);
-    let packet = expect_packet(e);
-    let outcome = interp.evaluate(&packet);
-    let mut failure = None;
+/// The backend choices to judge `packet` under: those `via` names, or
+/// every usable backend of the service it reaches (by hash otherwise).
+fn choices(interp: &Interp, e: &Expect, packet: &Packet) -> Vec<(Option<String>, BackendChoice)> {
+    let Some(hit) = interp.service_hit(packet, BackendChoice::ByHash) else {
+        return vec![(None, BackendChoice::ByHash)];
+    };
+    let chosen: Vec<_> = hit
+        .candidates
+        .iter()
+        .filter(|b| {
+            e.via
+                .as_ref()
+                .is_none_or(|v| v.addr == b.addr && v.port.is_none_or(|p| p == b.port))
+        })
+        .collect();
+    if chosen.is_empty() || (chosen.len() == 1 && e.via.is_none()) {
+        return vec![(None, BackendChoice::ByHash)];
+    }
+    chosen
+        .into_iter()
+        .map(|b| {
+            let name = match &b.endpoint {
+                Some(n) => format!("{n} ({}:{})", b.addr, b.port),
+                None => format!("{}:{}", b.addr, b.port),
+            };
+            (Some(name), BackendChoice::Pinned(b.addr, b.port))
+        })
+        .collect()
+}
+
+/// Why `outcome` does not meet `e`, if it does not.
+fn judge(model: &Model, e: &Expect, outcome: &Outcome) -> Option<String> {
     if outcome.verdict != e.verdict {
-        failure = Some(format!(
+        return Some(format!(
             "expected {}, got {} (decided by {})",
             verdict_name(e.verdict),
             verdict_name(outcome.verdict),
             outcome.decided_by.describe(model)
         ));
-    } else if let Some(by) = &e.by {
-        let owner = outcome.decided_by.owner_name(model);
-        if &owner != by {
-            failure = Some(format!(
-                "expected the decision by {by}, but it was made by {}",
-                outcome.decided_by.describe(model)
-            ));
-        }
     }
+    let by = e.by.as_ref()?;
+    let owner = outcome.decided_by.owner_name(model);
+    let kind_ok = e
+        .by_kind
+        .is_none_or(|k| owner_kind(&outcome.decided_by) == Some(k));
+    if &owner != by || !kind_ok {
+        return Some(format!(
+            "expected the decision by {by}, but it was made by {}",
+            outcome.decided_by.describe(model)
+        ));
+    }
+    None
+}
+
+/// The kind of declaration a decision belongs to (None: a default).
+fn owner_kind(p: &Provenance) -> Option<weir_grammar::ast::ByKind> {
+    use weir_grammar::ast::ByKind;
+    match p {
+        Provenance::Rule { .. } => Some(ByKind::Policy),
+        Provenance::Bypass { .. } => Some(ByKind::Steer),
+        Provenance::NoBackends { .. } => Some(ByKind::Service),
+        _ => None,
+    }
+}
+
+fn run_one(model: &Model, test: &Test, e: &Expect) -> ExpectResult {
+    let extra = synthetic_endpoints(e);
+    let interp = Interp::with_extra(model, extra);
+    let packet = expect_packet(e);
+    let judged: Vec<(Option<String>, Outcome, Option<String>)> = choices(&interp, e, &packet)
+        .into_iter()
+        .map(|(name, choice)| {
+            let outcome = interp.evaluate_with(&packet, choice);
+            let failure = judge(model, e, &outcome);
+            (name, outcome, failure)
+        })
+        .collect();
+    let failing = judged.iter().position(|j| j.2.is_some());
+    let passing = judged.iter().any(|j| j.2.is_none());
+    let failure = match failing {
+        None => None,
+        Some(i) if passing && e.via.is_none() => {
+            let per: Vec<String> = judged
+                .iter()
+                .map(|(name, o, _)| {
+                    format!(
+                        "{} via {}",
+                        verdict_name(o.verdict),
+                        name.as_deref().unwrap_or("?")
+                    )
+                })
+                .collect();
+            Some(format!(
+                "the result depends on the backend the service picks ({}): {}; say which with `via BACKEND`",
+                per.join(", "),
+                judged[i].2.as_deref().unwrap_or_default()
+            ))
+        }
+        Some(i) => judged[i].2.clone().map(|f| match &judged[i].0 {
+            Some(name) if judged.len() > 1 || e.via.is_some() => format!("via {name}: {f}"),
+            _ => f,
+        }),
+    };
+    let shown = failing.unwrap_or(0);
+    let outcome = judged
+        .into_iter()
+        .nth(shown)
+        .map(|j| j.1)
+        .expect("at least one choice");
     ExpectResult {
         test: test.name.clone(),
         expect: e.clone(),

@@ -14,6 +14,9 @@ pub enum Family {
     V6,
 }
 
+/// The ICMP type the kernel's IPv4 `icmp` match takes for "any type".
+const ICMP_ANY: u8 = 255;
+
 impl Family {
     pub fn of(a: IpAddr) -> Family {
         if a.is_ipv4() {
@@ -58,12 +61,26 @@ impl Family {
     }
 
     /// `-p icmp -m icmp --icmp-type T[/C]`.
+    ///
+    /// Type 255 on IPv4 is a `u32` match instead: the kernel's `icmp`
+    /// match reads type 255 as "any type" (`iptables-save` prints it back
+    /// as `--icmp-type any`, whatever the code), so `-m icmp` cannot say
+    /// "type 255". The `u32` test reads the type (and code) bytes of an
+    /// unfragmented-or-first fragment, as `-m icmp` does. ip6tables'
+    /// `icmp6` match has no such value and keeps `255/255` as written.
     pub fn icmp(self, ty: u8, code: Option<u8>) -> String {
         let tc = match code {
             Some(c) => format!("{ty}/{c}"),
             None => ty.to_string(),
         };
         match self {
+            Family::V4 if ty == ICMP_ANY => {
+                let test = match code {
+                    Some(c) => format!("0>>16={}", (u32::from(ty) << 8) | u32::from(c)),
+                    None => format!("0>>24={ty}"),
+                };
+                format!("-p icmp -m u32 --u32 \"4&0x1FFF=0&&0>>22&0x3C@{test}\"")
+            }
             Family::V4 => format!("-p icmp -m icmp --icmp-type {tc}"),
             Family::V6 => format!("-p ipv6-icmp -m icmp6 --icmpv6-type {tc}"),
         }
