@@ -18,24 +18,8 @@ use crate::error::Error;
 
 pub use weir_compiler::contract::{IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES, MANIFEST};
 
-/// IP family of iptables rules.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        }
-    }
-}
+/// IP family of iptables rules: the contract's (one definition).
+pub use weir_compiler::contract::iptables::Family;
 
 /// One jump from a built-in chain into the bundle's chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
