@@ -159,41 +159,22 @@ impl GraphText {
     }
 }
 
-/// A node as read: its payload with children still named by `nK`.
-#[derive(Debug, Clone)]
-enum RawNode {
-    Test {
-        cond: Cond,
-        then: usize,
-        els: usize,
-    },
-    Table {
-        key: TableKey,
-        entries: Vec<(u32, u32, usize)>,
-        default: usize,
-        rule: Option<Vec<(AtomId, usize)>>,
-    },
-    Leaf(Node),
+/// A node as read: its payload with each child id standing for its dump
+/// number (`nK` → `NodeId::new(K)`) until the node is added.
+type RawNode = Node;
+
+/// Every dump number a read node refers to: its children and its table's
+/// decision-list targets.
+fn referenced(raw: &RawNode) -> Vec<usize> {
+    let mut v: Vec<usize> = raw.children().iter().map(|c| c.1.index()).collect();
+    if let Node::Table { rule: Some(r), .. } = raw {
+        v.extend(r.iter().map(|x| x.1.index()));
+    }
+    v
 }
 
-impl RawNode {
-    fn children(&self) -> Vec<usize> {
-        match self {
-            RawNode::Test { then, els, .. } => vec![*then, *els],
-            RawNode::Table {
-                entries,
-                default,
-                rule,
-                ..
-            } => entries
-                .iter()
-                .map(|e| e.2)
-                .chain([*default])
-                .chain(rule.iter().flatten().map(|r| r.1))
-                .collect(),
-            RawNode::Leaf(_) => Vec::new(),
-        }
-    }
+fn dump_id(k: usize) -> NodeId {
+    NodeId::new(k)
 }
 
 /// Parses a dump (or a fixture: `;` starts a comment line; the atoms and
@@ -336,7 +317,7 @@ impl Parser {
             return self.table(rest);
         }
         if b == "no steering" {
-            return Ok(RawNode::Leaf(Node::Steer(SteerLeaf::None)));
+            return Ok(Node::Steer(SteerLeaf::None));
         }
         if let Some(rest) = b.strip_prefix("steer ") {
             return self.steer(b, rest);
@@ -356,10 +337,10 @@ impl Parser {
         let (then, els) = branches
             .split_once(" else ")
             .map_or_else(|| self.err("expected `then nA else nB`"), Ok)?;
-        Ok(RawNode::Test {
+        Ok(Node::Test {
             cond: self.cond(cond)?,
-            then: self.id(then, 'n')?,
-            els: self.id(els, 'n')?,
+            then: dump_id(self.id(then, 'n')?),
+            els: dump_id(self.id(els, 'n')?),
         })
     }
 
@@ -441,7 +422,11 @@ impl Parser {
                     (v, v)
                 }
             };
-            entries.push((lo, hi, self.id(next, 'n')?));
+            entries.push(TableEntry {
+                lo,
+                hi,
+                next: dump_id(self.id(next, 'n')?),
+            });
         }
         let rule = rule
             .map(|r| {
@@ -451,15 +436,15 @@ impl Parser {
                             || self.err(format!("expected `aN -> nM`, found `{x}`")),
                             Ok,
                         )?;
-                        Ok((self.id(a, 'a')? as AtomId, self.id(n, 'n')?))
+                        Ok((self.id(a, 'a')? as AtomId, dump_id(self.id(n, 'n')?)))
                     })
                     .collect::<Result<Vec<_>, ParseError>>()
             })
             .transpose()?;
-        Ok(RawNode::Table {
+        Ok(Node::Table {
             key: key.1,
             entries,
-            default: self.id(default, 'n')?,
+            default: dump_id(self.id(default, 'n')?),
             rule,
         })
     }
@@ -495,11 +480,11 @@ impl Parser {
         let logged = list(logged)
             .map(|l| self.prov_id(l))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RawNode::Leaf(Node::Verdict(VerdictLeaf {
+        Ok(Node::Verdict(VerdictLeaf {
             allow,
             decided: id,
             logged,
-        })))
+        }))
     }
 
     fn prov_id(&self, s: &str) -> Result<u32, ParseError> {
@@ -533,10 +518,10 @@ impl Parser {
         self.names
             .steer_rules
             .insert((steer, k - 1), whole.to_string());
-        Ok(RawNode::Leaf(Node::Steer(SteerLeaf::Hit {
+        Ok(Node::Steer(SteerLeaf::Hit {
             steer,
             index: k - 1,
-        })))
+        }))
     }
 
     /// Adds the nodes children first, then the entries.
@@ -589,7 +574,7 @@ impl Parser {
             };
             if expanded {
                 on_path.remove(&n);
-                let node = self.resolve(raw, ids);
+                let node = raw.map_children(|c| ids[&c.index()]);
                 ids.insert(n, b.add(node));
                 continue;
             }
@@ -600,7 +585,7 @@ impl Parser {
                 });
             }
             stack.push((n, true));
-            for c in raw.children() {
+            for c in referenced(raw) {
                 if !ids.contains_key(&c) {
                     if on_path.contains_key(&c) {
                         return Err(ParseError {
@@ -613,37 +598,6 @@ impl Parser {
             }
         }
         Ok(ids[&root])
-    }
-
-    fn resolve(&self, raw: &RawNode, ids: &BTreeMap<usize, NodeId>) -> Node {
-        match raw {
-            RawNode::Test { cond, then, els } => Node::Test {
-                cond: *cond,
-                then: ids[then],
-                els: ids[els],
-            },
-            RawNode::Table {
-                key,
-                entries,
-                default,
-                rule,
-            } => Node::Table {
-                key: *key,
-                entries: entries
-                    .iter()
-                    .map(|&(lo, hi, n)| TableEntry {
-                        lo,
-                        hi,
-                        next: ids[&n],
-                    })
-                    .collect(),
-                default: ids[default],
-                rule: rule
-                    .as_ref()
-                    .map(|r| r.iter().map(|&(a, n)| (a, ids[&n])).collect()),
-            },
-            RawNode::Leaf(n) => n.clone(),
-        }
     }
 }
 
