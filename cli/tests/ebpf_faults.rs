@@ -227,7 +227,11 @@ impl Fixture {
         let o = weir(&a.iter().map(String::as_str).collect::<Vec<_>>());
         let out = String::from_utf8_lossy(&o.stdout).to_string();
         let link = self.link_program();
-        if out.trim() == "nothing applied" {
+        // `--json` says "nothing applied" as `{"applied": false}`
+        // (docs/schemas/status.json).
+        let nothing = serde_json::from_str::<Value>(&out)
+            .is_ok_and(|v| v == serde_json::json!({ "applied": false }));
+        if nothing {
             assert_eq!(o.status.code(), Some(0), "{when}: {}", show(&o));
             assert_eq!(link, None, "{when}: status says nothing applied");
             assert!(self.pinned_generations().is_empty(), "{when}: pins left");
