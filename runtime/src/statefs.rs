@@ -23,11 +23,12 @@
 //!   so a waiter checks that it locked the file still at that path.
 //! - [`netns_label`] names a network namespace by what it is — the inode
 //!   of its nsfs file — so `--netns X` and `ip netns exec X weir …` find
-//!   the same state.
+//!   the same state. Inode numbers are reused once a namespace is gone,
+//!   so records also keep the namespace's [`netns_cookie`], which is not.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -290,6 +291,36 @@ pub fn netns_id(netns: Option<&str>) -> io::Result<NsId> {
         dev: m.dev(),
         ino: m.ino(),
     })
+}
+
+/// `SO_NETNS_COOKIE` (Linux 5.14+; not in the libc crate).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the calling thread's network namespace: unlike its
+/// inode number (reused once the namespace is gone), never given to
+/// another namespace while the kernel runs. `None` when the kernel
+/// cannot tell (before 5.14).
+pub fn netns_cookie() -> Option<u64> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd, out pointer and length.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
 }
 
 /// The namespace's name in state and pin paths: `host` for the initial

@@ -313,3 +313,48 @@ fn ebpf_apply_on_both_links_serves_a_selector_service() {
     let _ = std::fs::remove_dir(&inst.pin_root);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// An instance is named by its namespace's inode number, which the kernel
+/// gives to a new namespace once the old one is gone (a test that fails
+/// before `detach` leaves exactly this behind). What a gone namespace
+/// left under the name is not this namespace's: `status` finds nothing
+/// applied (not a generation "not on the interface"), its pins go, and
+/// `apply` starts afresh. The reuse is reproduced by moving the gone
+/// namespace's pins and record to the new namespace's name.
+#[test]
+fn ebpf_state_of_a_gone_namespace_with_the_same_inode_is_not_ours() {
+    if !have_root("ebpf_state_of_a_gone_namespace_with_the_same_inode_is_not_ours") {
+        return;
+    }
+    let pid = std::process::id();
+    let scratch = std::env::temp_dir().join(format!("weir-ebpf-reuse-{pid}"));
+    let dir = scratch.join("bundle");
+    write_bundle(&dir, &format!("{ENDPOINTS}{POLICY_A}"));
+    let instance = |topo: &Topology| {
+        let mut inst = Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+        inst.pin_root = PathBuf::from(format!("/sys/fs/bpf/weir-reuse-test-{pid}"));
+        inst.state_root = scratch.join("state");
+        inst
+    };
+    let gone = Topology::new().unwrap();
+    let old = instance(&gone);
+    ebpf::apply(&dir, &old).unwrap_or_else(|e| panic!("{e}"));
+    let (old_pins, old_state) = (old.pin_dir(), old.state_dir());
+    drop(gone);
+
+    let topo = Topology::new().unwrap();
+    let inst = instance(&topo);
+    std::fs::rename(&old_pins, inst.pin_dir()).unwrap();
+    std::fs::rename(&old_state, inst.state_dir()).unwrap();
+    match ebpf::status(&inst) {
+        Err(EbpfError::NotApplied { .. }) => {}
+        other => panic!("a gone namespace's generation reported here: {other:?}"),
+    }
+    assert!(!inst.pin_dir().exists(), "its pins are removed");
+    let a = ebpf::apply(&dir, &inst).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((a.generation, a.previous), (1, None));
+    assert!(ebpf::status(&inst).unwrap().attached);
+    assert!(ebpf::detach(&inst).unwrap());
+    let _ = std::fs::remove_dir(&inst.pin_root);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -566,6 +566,7 @@ fn apply_here(
         programs: manifest.programs.iter().map(|p| p.name.clone()).collect(),
         entry: manifest.entry.clone(),
         cgroup: cgroup.map(Path::to_path_buf).or(prev_cgroup.clone()),
+        netns_cookie: statefs::netns_cookie(),
     };
     let switched = record::write_pending(inst, &state, full).and_then(|()| {
         load_and_switch(

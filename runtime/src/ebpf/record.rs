@@ -60,6 +60,12 @@ pub struct State {
     /// The cgroup the connect-time programs are attached to.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// The cookie of the namespace applied to ([`statefs::netns_cookie`]):
+    /// the instance is named by the namespace's inode number, which the
+    /// kernel gives to a new namespace once the old one is gone. Absent
+    /// in state written by earlier versions (then not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_cookie: Option<u64>,
 }
 
 impl State {
@@ -252,7 +258,12 @@ fn finish_switch(base: &Path, state: &State, att: &[inforce::Attachment]) -> Res
 pub fn recover(inst: &Instance) -> Result<Option<String>, EbpfError> {
     let base = inst.pin_dir();
     let recorded = read_state(inst).ok();
-    let Some(p) = read_json::<Pending>(&inst.state_dir().join(PENDING)) else {
+    let pending = read_json::<Pending>(&inst.state_dir().join(PENDING));
+    let made_for = recorded.as_ref().or(pending.as_ref().map(|p| &p.state));
+    if let Some(note) = forget_dead_namespace(inst, made_for) {
+        return Ok(Some(note));
+    }
+    let Some(p) = pending else {
         retire(&base, recorded.as_ref());
         return Ok(None);
     };
@@ -281,6 +292,31 @@ pub fn recover(inst: &Instance) -> Result<Option<String>, EbpfError> {
     Ok(Some(format!(
         "finished an interrupted apply of generation {g}"
     )))
+}
+
+/// Removes an instance recorded for another namespace that had this
+/// one's inode number (see [`State::netns_cookie`]): that namespace is
+/// gone, so its links hold nothing and its record describes nothing here.
+/// Runs in the instance's namespace, under its lock (which stays).
+fn forget_dead_namespace(inst: &Instance, made_for: Option<&State>) -> Option<String> {
+    let (st, recorded) = made_for.and_then(|s| s.netns_cookie.map(|c| (s, c)))?;
+    let here = statefs::netns_cookie()?;
+    if here == recorded {
+        return None;
+    }
+    let base = inst.pin_dir();
+    for lp in pins::pinned_links(&base) {
+        let _ = pins::unpin_link(&lp);
+    }
+    pins::remove_all(&base);
+    let _ = std::fs::remove_dir(pins::host_view(&inst.pin_root));
+    let sd = inst.state_dir();
+    let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
+    Some(format!(
+        "removed generation {} of namespace {} (cookie {recorded}), which is gone: this namespace (cookie {here}) was given its inode number",
+        st.generation,
+        st.netns.as_deref().unwrap_or("(unnamed)")
+    ))
 }
 
 /// Takes the instance's lock and recovers an interrupted apply; the lock
