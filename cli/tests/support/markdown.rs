@@ -100,5 +100,8 @@ fn commands_join_continuations_and_keep_heredocs_verbatim() {
         ]
     );
     assert_eq!(cmds[1].line, 7);
-    assert_eq!((cmds[0].section.as_str(), cmds[2].section.as_str()), ("One", "Two"));
+    assert_eq!(
+        (cmds[0].section.as_str(), cmds[2].section.as_str()),
+        ("One", "Two")
+    );
 }
