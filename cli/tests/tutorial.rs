@@ -2,7 +2,9 @@
 //! in order, in an empty directory, with this build's `weir` first on
 //! `PATH`. Each must exit 0 (the tutorial marks an expected failure with
 //! `!`), so a command whose behaviour or output format drifts from the
-//! page fails here and the page never goes stale.
+//! page fails here and the page never goes stale. What the prose says an
+//! output shows (the rule that decided, the counters, the endpoint that
+//! changed) is checked in that command's output.
 //!
 //! The tutorial creates its own network namespaces (`ip netns add`, veth)
 //! and removes them in its "Clean up" section. That section, preceded by
@@ -10,8 +12,8 @@
 //! tutorial (left-overs of a killed run) and when a step fails or the
 //! test panics, so a failure leaves nothing behind.
 //!
-//! Needs root, `ip`, `sysctl`, `curl`, `python3` and the iptables tools; skipped
-//! without them unless `CI` is set (then it fails).
+//! Needs root, `ip`, `sysctl`, `curl`, `python3` and the iptables tools;
+//! skipped without them unless `CI` is set (then it fails).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -164,6 +166,20 @@ fn assert_what_the_page_says(c: &ShellCommand, o: &Output) {
     }
 }
 
+/// The ```text block that follows a command's ```sh block (separated
+/// by blank lines only), if the page shows one: the output the command
+/// prints, verbatim.
+fn shown_output(doc: &str, c: &ShellCommand) -> Option<String> {
+    let mut lines = doc.lines().skip(c.line);
+    lines.by_ref().find(|l| l.trim() == "```")?;
+    let mut rest = lines.skip_while(|l| l.trim().is_empty());
+    if rest.next()?.trim() != "```text" {
+        return None;
+    }
+    let shown: Vec<&str> = rest.take_while(|l| l.trim() != "```").collect();
+    Some(shown.join("\n") + "\n")
+}
+
 #[test]
 fn the_tutorial_runs_as_written() {
     if !weir_runtime::kernel_test::may_run(
@@ -204,6 +220,9 @@ fn the_tutorial_runs_as_written() {
         let o = run(&c.text, &dir);
         assert_eq!(o.status.code(), Some(0), "{}", show(c, &o));
         assert_what_the_page_says(c, &o);
+        if let Some(shown) = shown_output(&text, c) {
+            assert_eq!(String::from_utf8_lossy(&o.stdout), shown, "{}", show(c, &o));
+        }
     }
     // The clean-up removed what the tutorial created.
     let o = run("ip netns list", &dir);
