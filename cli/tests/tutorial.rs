@@ -156,6 +156,7 @@ fn assert_what_the_page_says(c: &ShellCommand, o: &Output) {
             &["1 address(es) changed", "10.77.1.11 (web-2)"],
         ),
         ("%{http_code}", &["200"]),
+        ("weir detach --backend ebpf", &["detached"]),
     ];
     for (command, shows) in says {
         if c.text.contains(command) {
