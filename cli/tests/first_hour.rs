@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/markdown.rs"]
+mod markdown;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -227,17 +230,11 @@ fn sh(cmd: &str) -> Output {
 /// The `weir …` commands in a README's fenced `sh` blocks.
 fn readme_commands(readme: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(readme).unwrap();
-    let mut out = Vec::new();
-    let mut in_sh = false;
-    for line in text.lines() {
-        match line.trim() {
-            "```sh" => in_sh = true,
-            "```" => in_sh = false,
-            l if in_sh && l.starts_with("weir ") => out.push(l.to_string()),
-            _ => {}
-        }
-    }
-    out
+    markdown::sh_commands(&text)
+        .into_iter()
+        .map(|c| c.text)
+        .filter(|c| c.starts_with("weir "))
+        .collect()
 }
 
 #[test]
