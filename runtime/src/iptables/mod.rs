@@ -31,7 +31,12 @@
 pub mod apply;
 pub mod detach;
 pub mod exec;
+mod files;
+pub mod intent;
 pub mod names;
+pub mod normalize;
+pub mod readback;
+pub mod records;
 pub mod restore;
 pub mod sets;
 pub mod state;
@@ -46,7 +51,7 @@ pub use apply::ApplyReport;
 pub use detach::DetachReport;
 pub use exec::Exec;
 pub use state::State;
-pub use status::Status;
+pub use status::{FamilyStatus, Status};
 
 use crate::bundle::Family;
 use crate::error::Error;
