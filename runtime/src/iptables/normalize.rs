@@ -195,7 +195,12 @@ fn value(opt: &str, vals: &[String]) -> String {
         "--probability" => probability(&one),
         "--to-destination" | "--to-source" | "--to-ports" | "--to" => one,
         "--dst-range" | "--src-range" => one,
-        _ => one,
+        // A number the kernel prints in another base (`--set-dscp 46`
+        // comes back as `0x2e`).
+        _ => match one.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16)) {
+            Some(Ok(n)) => n.to_string(),
+            _ => one,
+        },
     }
 }
 
