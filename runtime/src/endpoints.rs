@@ -790,6 +790,7 @@ fn iptables_update(
     exec::require_root()?;
     exec::require_program("ipset")?;
     let _lock = rt.lock()?;
+    rt.recover()?;
     let state = rt.read_state()?.ok_or_else(|| {
         EndpointsError::NotInForce("nothing is applied (iptables): run `weir apply` first".into())
     })?;
@@ -924,14 +925,15 @@ fn iptables_update(
 
     let t1 = Instant::now();
     if !text.is_empty() {
-        rt.exec()
-            .run_ok(
-                &format!("updating endpoint sets of generation {}", state.generation),
-                "ipset",
-                &["restore", "-exist"],
-                Some(&text),
-            )
-            .map_err(|e| crate::iptables::annotate(e, &text))?;
+        // Built beside the live sets and swapped in: a refused or failed
+        // update writes nothing (crate::iptables::sets).
+        match rt.swap_sets(&text) {
+            Ok(_) => rt.refresh_applied_sets(&state)?,
+            Err(crate::iptables::sets::SwapError::Capacity(m)) => {
+                return Err(EndpointsError::Refused(vec![m]))
+            }
+            Err(crate::iptables::sets::SwapError::Failed(e)) => return Err(e.into()),
+        }
     }
     let apply_time = t1.elapsed();
     let Planned { diff, changes, .. } = planned;

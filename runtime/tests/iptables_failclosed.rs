@@ -281,6 +281,48 @@ fn endpoints_record_exists(state: &Path) {
     assert!(names.iter().any(|n| n == "lock"), "{names:?}");
 }
 
+#[test]
+fn set_update_over_capacity_writes_nothing() {
+    if !ready("set_update_over_capacity_writes_nothing") {
+        return;
+    }
+    let n = ns("capacity");
+    let work = scratch("capacity");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
+    let members = |n: &Netns| {
+        run(n, "ipset", &["save", "weir1-c4"])
+            .matches("\nadd ")
+            .count()
+    };
+    assert_eq!(members(&n), 1);
+    // 1,100 hosts into a set of maxelem 1024: refused, nothing written.
+    let many: Vec<String> = (0..1100)
+        .map(|i| format!("10.9.{}.{}", i / 250, 1 + i % 250))
+        .collect();
+    let e = rt
+        .update_set("weir-c4", &many, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refused, nothing changed") && e.contains("maxelem"),
+        "{e}"
+    );
+    assert_eq!(members(&n), 1, "the live set is unchanged");
+    assert_eq!(
+        ours(&n).1,
+        vec!["weir1-c4".to_string(), "weir1-c6".to_string()]
+    );
+    // An update that fits is swapped in, and status reads it back.
+    rt.update_set("weir-c4", &many[..1000], &["10.1.0.0/24".into()])
+        .unwrap();
+    assert_eq!(members(&n), 1000);
+    assert!(rt.status().unwrap().in_force);
+    assert_eq!(ours(&n).1.len(), 2, "no temporary set left");
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(work);
+}
+
 /// The child of [`kill_apply_at_random_points`]: applies the bundle named
 /// by the environment, and nothing when run as an ordinary test.
 #[test]

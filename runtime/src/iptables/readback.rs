@@ -163,7 +163,7 @@ pub(crate) struct SetContent {
 
 /// A member's canonical form: addresses with the prefix masked and a
 /// host length dropped (as ipset prints them), a bare port with `tcp:`.
-fn member(words: &[String]) -> String {
+pub(crate) fn member(words: &[String]) -> String {
     let Some(first) = words.first() else {
         return String::new();
     };
