@@ -911,30 +911,11 @@ fn iptables_update(
     let needs_recompile = stale.into_iter().map(|s| s.update).collect();
     let writes = text.lines().count();
     if dry_run {
-        return Ok(Report {
-            generation,
-            changes: planned.changes,
-            services: Vec::new(),
-            needs_recompile,
-            writes,
-            apply_time: Duration::ZERO,
-            total_time: t0.elapsed(),
-            dry_run: Some(planned.names),
-        });
+        return Ok(dry_report(generation, planned, needs_recompile, writes, t0));
     }
 
     let t1 = Instant::now();
-    if !text.is_empty() {
-        // Built beside the live sets and swapped in: a refused or failed
-        // update writes nothing (crate::iptables::sets).
-        match rt.swap_sets(&text) {
-            Ok(_) => rt.refresh_applied_sets(&state)?,
-            Err(crate::iptables::sets::SwapError::Capacity(m)) => {
-                return Err(EndpointsError::Refused(vec![m]))
-            }
-            Err(crate::iptables::sets::SwapError::Failed(e)) => return Err(e.into()),
-        }
-    }
+    swap_in(rt, &state, &text)?;
     let apply_time = t1.elapsed();
     let Planned { diff, changes, .. } = planned;
     Record {
@@ -959,6 +940,45 @@ fn iptables_update(
         total_time: t0.elapsed(),
         dry_run: None,
     })
+}
+
+/// The report of a `--dry-run`: nothing was written.
+fn dry_report(
+    generation: u64,
+    planned: Planned,
+    needs_recompile: Vec<ServiceUpdate>,
+    writes: usize,
+    t0: Instant,
+) -> Report {
+    Report {
+        generation,
+        changes: planned.changes,
+        services: Vec::new(),
+        needs_recompile,
+        writes,
+        apply_time: Duration::ZERO,
+        total_time: t0.elapsed(),
+        dry_run: Some(planned.names),
+    }
+}
+
+/// Writes `text` (ipset `del`/`add` lines) by building the touched sets
+/// beside the live ones and swapping them in: a refused or failed update
+/// writes nothing ([`crate::iptables::sets`]).
+fn swap_in(
+    rt: &crate::iptables::Iptables,
+    state: &crate::iptables::State,
+    text: &str,
+) -> Result<(), EndpointsError> {
+    use crate::iptables::sets::SwapError;
+    if text.is_empty() {
+        return Ok(());
+    }
+    match rt.swap_sets(text) {
+        Ok(_) => Ok(rt.refresh_applied_sets(state)?),
+        Err(SwapError::Capacity(m)) => Err(EndpointsError::Refused(vec![m])),
+        Err(SwapError::Failed(e)) => Err(e.into()),
+    }
 }
 
 /// The generation in force on an eBPF instance (`state.json`).
@@ -1189,16 +1209,8 @@ fn ebpf_mode(
     let rec = rec.expect("a record");
     let planned = plan(&rec, &sd, inventory)?;
     if dry_run {
-        return Ok(Report {
-            generation,
-            writes: planned.changes.len(),
-            changes: planned.changes,
-            services: Vec::new(),
-            needs_recompile: Vec::new(),
-            apply_time: Duration::ZERO,
-            total_time: t0.elapsed(),
-            dry_run: Some(planned.names),
-        });
+        let writes = planned.changes.len();
+        return Ok(dry_report(generation, planned, Vec::new(), writes, t0));
     }
     let changes = &planned.changes;
     // The service maps hold the backends over the recorded endpoints:

@@ -19,8 +19,8 @@
 //!   and sets are removed — whether the crash came before, between or
 //!   after the two families' switch transactions.
 //!
-//! The same two routines serve a failed apply ([`Iptables::roll_back`])
-//! and the normal removal of the old generation ([`Iptables::remove_old`]),
+//! The same two routines serve a failed apply (`Iptables::roll_back`)
+//! and the normal removal of the old generation (`Iptables::remove_old`),
 //! and both remove only what a record names — never a chain or set merely
 //! because its name looks like ours.
 //!
@@ -55,7 +55,7 @@ pub struct Intent {
     pub temp_sets: Vec<String>,
 }
 
-/// What [`Iptables::recover`] did, in words (empty: nothing to recover).
+/// What `Iptables::recover` did, in words (empty: nothing to recover).
 pub type Recovered = Vec<String>;
 
 /// `(family, table, builtin)` → hook targets of a state.

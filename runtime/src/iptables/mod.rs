@@ -28,7 +28,7 @@
 //!    then `intent.json`.
 //!
 //! If a step up to 3 fails, the previous generation is put back and
-//! everything of the new one removed ([`Iptables::roll_back`]); the error
+//! everything of the new one removed (`Iptables::roll_back`); the error
 //! names the step and carries the tool's message. Failures in step 5 are
 //! reported as warnings: the new generation is already in force.
 //!
