@@ -218,7 +218,16 @@ impl Iptables {
                     match prev_hooks.get(key) {
                         Some(targets) => {
                             declare.push(hook.clone());
-                            lines.extend(targets.iter().map(|g| format!("-A {hook} -j {g}")));
+                            // A previous chain someone removed is not
+                            // jumped to (the restore would fail and every
+                            // later command with it); status then says
+                            // the previous generation is not in force.
+                            lines.extend(
+                                targets
+                                    .iter()
+                                    .filter(|g| t.chains.contains(g))
+                                    .map(|g| format!("-A {hook} -j {g}")),
+                            );
                             if present == 0 {
                                 lines.push(format!("-I {builtin} 1 -j {hook}"));
                             }
