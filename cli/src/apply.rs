@@ -213,19 +213,45 @@ pub fn run_detach(args: DetachArgs) -> i32 {
             if args.output.json() {
                 let v = serde_json::json!({
                     "chains": r.chains, "jumps": r.jumps, "sets": r.sets,
+                    "tables": r.tables, "recovered": r.recovered,
                 });
                 crate::outln!("{v}");
             } else {
+                for x in &r.recovered {
+                    crate::outln!("recovered: {x}");
+                }
                 crate::outln!(
-                    "removed {} chains, {} hook jumps, {} sets",
+                    "removed {} chains, {} hook jumps, {} sets, {} empty tables weir created",
                     r.chains.len(),
                     r.jumps.len(),
-                    r.sets.len()
+                    r.sets.len(),
+                    r.tables.len()
                 );
             }
             0
         }
         Err(e) => fail(e),
+    }
+}
+
+/// One family of `weir status`: what IS in force, and how it differs
+/// from the record.
+fn print_family(f: &weir_runtime::iptables::FamilyStatus, recorded: u32) {
+    let gens: Vec<String> = f.generations.iter().map(|g| g.to_string()).collect();
+    let in_force = match gens.as_slice() {
+        [] => "no generation of ours is hooked in".to_string(),
+        [g] if *g == recorded.to_string() => format!("generation {g} is hooked in"),
+        _ => format!(
+            "generation(s) {} hooked in, NOT the recorded generation {recorded}",
+            gens.join(", ")
+        ),
+    };
+    crate::outln!("  {}: {in_force}", f.family.name());
+    if let Some(d) = &f.difference {
+        crate::outln!(
+            "  {}: the kernel differs from the record: {d}",
+            f.family.name()
+        );
     }
 }
 
@@ -249,9 +275,18 @@ pub fn run_status(args: StatusArgs) -> i32 {
                     })).collect::<Vec<_>>(),
                     "missing_chains": s.missing_chains,
                     "missing_sets": s.missing_sets,
+                    "families": s.families.iter().map(|f| serde_json::json!({
+                        "family": f.family, "generations": f.generations,
+                        "difference": f.difference,
+                    })).collect::<Vec<_>>(),
+                    "sets_difference": s.sets_difference,
+                    "recovered": s.recovered,
                 });
                 crate::outln!("{v}");
             } else {
+                for r in &s.recovered {
+                    crate::outln!("recovered: {r}");
+                }
                 match &s.state {
                     None => crate::outln!("nothing applied"),
                     Some(st) => {
@@ -280,6 +315,12 @@ pub fn run_status(args: StatusArgs) -> i32 {
                                     ", hook chain does not reach the generation"
                                 }
                             );
+                        }
+                        for f in &s.families {
+                            print_family(f, st.generation);
+                        }
+                        if let Some(d) = &s.sets_difference {
+                            crate::outln!("  sets differ from the record: {d}");
                         }
                         for c in &s.missing_chains {
                             crate::outln!("  missing chain {c}");

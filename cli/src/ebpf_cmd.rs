@@ -120,11 +120,11 @@ pub fn status(target: &Target, json: bool) -> i32 {
                     }
                 );
                 if let Some(r) = &s.recovered {
-                    println!("  {r}");
+                    crate::outln!("  {r}");
                 }
                 // What the kernel holds where it differs from the record.
                 for d in &s.differences {
-                    println!("  in force: {d}");
+                    crate::outln!("  in force: {d}");
                 }
                 for p in &s.programs {
                     crate::outln!("  {p}");

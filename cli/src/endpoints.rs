@@ -2,11 +2,14 @@
 //! the generation in force as map / ipset updates, without recompiling
 //! (see `weir_runtime::endpoints`).
 //!
-//! Exit codes: 0 everything in force; 1 the update was refused (needs a
-//! recompile, or the inventory has errors), or — iptables only — the
-//! class part was applied but selector-backed services changed backends,
-//! which needs `weir compile` + `weir apply`; 2 usage, IO or kernel
-//! problems.
+//! Exit codes (docs/runtime.md): 0 everything in force; 1 refused,
+//! nothing changed (needs a recompile, conflicts with an endpoint declared
+//! in the source, or the inventory has errors); 2 error (usage, IO or
+//! kernel problems); 3 applied with warnings — iptables only: the class
+//! part is in force but selector-backed services changed backends, which
+//! needs `weir compile` + `weir apply`. `--dry-run` prints the update in
+//! endpoint names and writes nothing (exit 0, or 1 when it would be
+//! refused).
 
 use std::path::{Path, PathBuf};
 
@@ -23,11 +26,21 @@ pub struct Args {
     pub dir: PathBuf,
     /// The full new endpoint inventory (JSON, docs/language.md §3).
     pub inventory: PathBuf,
+    /// Print what the update would change, in endpoint names, and write
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub target: Target,
     #[command(flatten)]
     pub output: Output,
 }
+
+/// Exit codes of `weir endpoints`.
+pub const APPLIED: i32 = 0;
+pub const REFUSED: i32 = 1;
+pub const ERROR: i32 = 2;
+pub const APPLIED_WITH_WARNINGS: i32 = 3;
 
 /// The inventory's problems, located in the file.
 fn inventory_problems(path: &Path, text: &str) -> String {
@@ -67,33 +80,105 @@ pub fn run(args: Args) -> i32 {
     let result = match args.target.backend {
         // The bundle is read (and hashed) only when its files are not
         // the ones recorded for the generation in force.
+        Backend::Iptables if args.dry_run => {
+            endpoints::iptables_dry_run(&args.target.runtime(), &args.dir, &text)
+        }
         Backend::Iptables => endpoints::iptables_dir(&args.target.runtime(), &args.dir, &text),
         Backend::Ebpf => match crate::ebpf_cmd::instance(&args.target) {
+            Ok(inst) if args.dry_run => endpoints::ebpf_dry_run(&inst, &args.dir, &text),
             Ok(inst) => endpoints::ebpf_text(&inst, &args.dir, &text),
             Err(c) => return c,
         },
     };
     match result {
+        Ok(r) if r.dry_run.is_some() => {
+            print_dry_run(&r, args.output.json());
+            APPLIED
+        }
         Ok(r) => {
             print_report(&r, args.output.json());
             if r.needs_recompile.is_empty() {
-                0
+                APPLIED
             } else {
-                1
+                APPLIED_WITH_WARNINGS
             }
         }
         Err(EndpointsError::Inventory) => {
-            crate::errln!("error: {}", inventory_problems(&args.inventory, &text));
-            1
+            crate::errln!(
+                "error: {}\nrefused: nothing changed",
+                inventory_problems(&args.inventory, &text)
+            );
+            REFUSED
         }
         Err(e @ EndpointsError::Refused(_)) => {
-            crate::errln!("error: {e}");
-            1
+            crate::errln!("error: {e}\nrefused: nothing changed");
+            REFUSED
         }
         Err(e) => {
             crate::errln!("error: {e}");
-            2
+            ERROR
         }
+    }
+}
+
+fn addrs(e: &weir_compiler::churn::EndpointRec) -> String {
+    e.addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The plan of `--dry-run`, in endpoint names.
+fn print_dry_run(r: &Report, json: bool) {
+    if json {
+        crate::outln!("{}", serde_json::to_string(r).expect("JSON"));
+        return;
+    }
+    let p = r.dry_run.as_ref().expect("a dry run");
+    crate::outln!(
+        "dry run (nothing written), generation {}: {} endpoint(s) added, {} removed, {} changed; {} address(es) change what they match, {} kernel write(s)",
+        r.generation,
+        p.added.len(),
+        p.removed.len(),
+        p.changed.len(),
+        r.changes.len(),
+        r.writes
+    );
+    for e in &p.added {
+        crate::outln!("  add {} ({})", e.name, addrs(e));
+    }
+    for e in &p.removed {
+        crate::outln!("  remove {} ({})", e.name, addrs(e));
+    }
+    for (old, new) in &p.changed {
+        let mut what = Vec::new();
+        if old.addrs != new.addrs {
+            what.push(format!("addresses {} -> {}", addrs(old), addrs(new)));
+        }
+        if old.labels != new.labels {
+            what.push(format!(
+                "labels {} -> {}",
+                serde_json::to_string(&old.labels).unwrap_or_default(),
+                serde_json::to_string(&new.labels).unwrap_or_default()
+            ));
+        }
+        if old.ready != new.ready {
+            what.push(format!("ready {} -> {}", old.ready, new.ready));
+        }
+        crate::outln!("  change {}: {}", new.name, what.join("; "));
+    }
+    for s in &r.needs_recompile {
+        crate::outln!(
+            "  service {} (IPv{}) would need `weir compile` + `weir apply`: backends {}",
+            s.service,
+            s.family,
+            if s.backends.is_empty() {
+                "none".to_string()
+            } else {
+                s.backends.join(", ")
+            }
+        );
     }
 }
 

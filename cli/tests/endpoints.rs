@@ -120,6 +120,36 @@ fn churn(work: &Path, bundle: &Path, args: &[&str]) {
     let out = ok(run(bundle, &base));
     assert!(out.contains("10.1.0.12 (web-2): class"), "{out}");
 
+    // --dry-run: the plan in endpoint names, nothing written. Every
+    // endpoint of SRC is declared in the source, so an inventory of only
+    // web-2 removes nothing.
+    let only = inventory_text(&[ep("web-2", "web", "10.1.0.12")]);
+    let mut a = vec!["endpoints", s(bundle), s(&inv), "--dry-run"];
+    a.extend_from_slice(args);
+    std::fs::write(&inv, &only).unwrap();
+    let out = ok(weir(&a));
+    assert!(out.contains("dry run (nothing written)"), "{out}");
+    assert!(out.contains("1 endpoint(s) added, 0 removed"), "{out}");
+    assert!(out.contains("add web-2 (10.1.0.12)"), "{out}");
+    assert!(!out.contains("class"), "{out}");
+    let out = ok(run(bundle, &base));
+    assert!(out.contains("0 address(es) changed"), "{out}");
+
+    // Changing a declared endpoint: refused (1), nothing changed.
+    let moved = inventory_text(&[ep("db", "db", "10.2.0.21")]);
+    let o = run(bundle, &moved);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("declared in the source"));
+
+    // A new service backend: iptables applies the classes and warns that
+    // the service needs a recompile (3); eBPF updates it (0).
+    let api2 = inventory_text(&[ep("api-2", "api", "10.3.0.2")]);
+    let o = run(bundle, &api2);
+    let want = if args[1] == "iptables" { 3 } else { 0 };
+    assert_eq!(o.status.code(), Some(want), "{}", show(&o));
+    let out = ok(run(bundle, &base));
+    assert!(out.contains("1 address(es) changed"), "{out}");
+
     // An inventory with errors: exit 1, located, nothing changed.
     let bad = base.replacen("10.2.0.20", "10.2.0.300", 1);
     let o = run(bundle, &bad);

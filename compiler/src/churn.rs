@@ -237,6 +237,102 @@ pub fn manifest_endpoints(m: &Manifest) -> Vec<EndpointRec> {
         .collect()
 }
 
+/// The manifest's endpoints split by origin: (from an inventory file,
+/// declared in the source). `weir endpoints` replaces only the first:
+/// a runtime inventory is the inventory file's new version, and the
+/// source's `endpoint` statements stay until the next compile.
+pub fn split_declared(m: &Manifest) -> (Vec<EndpointRec>, Vec<EndpointRec>) {
+    let (declared, inv): (Vec<_>, Vec<_>) = manifest_endpoints(m)
+        .into_iter()
+        .zip(&m.endpoints)
+        .partition(|(_, e)| e.declared);
+    (
+        inv.into_iter().map(|(r, _)| r).collect(),
+        declared.into_iter().map(|(r, _)| r).collect(),
+    )
+}
+
+/// Source-declared endpoints out of an update: `old` loses every
+/// endpoint named like a declared one (an inventory that leaves it out
+/// does not remove it), `new` loses those identical to a declared one (an
+/// inventory may list it unchanged). Refused: a new endpoint with a
+/// declared endpoint's name but other labels, readiness or addresses, or
+/// with a declared endpoint's address.
+pub fn filter_declared(
+    declared: &[EndpointRec],
+    old: Vec<EndpointRec>,
+    new: Vec<EndpointRec>,
+) -> (Vec<EndpointRec>, Vec<EndpointRec>, Vec<String>) {
+    if declared.is_empty() {
+        return (old, new, Vec::new());
+    }
+    let names: HashMap<&str, &EndpointRec> =
+        declared.iter().map(|e| (e.name.as_str(), e)).collect();
+    let addrs: HashMap<IpAddr, &str> = declared
+        .iter()
+        .flat_map(|e| e.addrs.iter().map(move |a| (*a, e.name.as_str())))
+        .collect();
+    let old = old
+        .into_iter()
+        .filter(|e| !names.contains_key(e.name.as_str()))
+        .collect();
+    let mut refused = Vec::new();
+    let mut kept = Vec::with_capacity(new.len());
+    for e in new {
+        match names.get(e.name.as_str()) {
+            Some(d) if **d == e => continue,
+            Some(_) => refused.push(format!(
+                "endpoint `{}` is declared in the source; an inventory cannot change it (change the source and recompile)",
+                e.name
+            )),
+            None => {}
+        }
+        for a in &e.addrs {
+            if let Some(owner) = addrs.get(a).filter(|o| **o != e.name) {
+                refused.push(format!(
+                    "address {a} of `{}` belongs to `{owner}`, declared in the source",
+                    e.name
+                ));
+            }
+        }
+        kept.push(e);
+    }
+    (old, kept, refused)
+}
+
+/// An inventory update in endpoint names, for `weir endpoints --dry-run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NamePlan {
+    /// Endpoints that appear.
+    pub added: Vec<EndpointRec>,
+    /// Endpoints that disappear.
+    pub removed: Vec<EndpointRec>,
+    /// Endpoints whose labels, readiness or addresses change: (before,
+    /// after).
+    pub changed: Vec<(EndpointRec, EndpointRec)>,
+}
+
+/// [`NamePlan`] of the endpoints that differ (`old`, `new`: the changed
+/// endpoints' versions, or two whole inventories).
+pub fn name_plan(old: &[EndpointRec], new: &[EndpointRec]) -> NamePlan {
+    let before: BTreeMap<&str, &EndpointRec> = old.iter().map(|e| (e.name.as_str(), e)).collect();
+    let after: BTreeMap<&str, &EndpointRec> = new.iter().map(|e| (e.name.as_str(), e)).collect();
+    let mut p = NamePlan::default();
+    for (name, e) in &after {
+        match before.get(name) {
+            None => p.added.push((*e).clone()),
+            Some(b) if b != e => p.changed.push(((*b).clone(), (*e).clone())),
+            Some(_) => {}
+        }
+    }
+    for (name, e) in &before {
+        if !after.contains_key(name) {
+            p.removed.push((*e).clone());
+        }
+    }
+    p
+}
+
 /// A selector-backed service of the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelectorService {
@@ -1258,6 +1354,30 @@ service api {
             ready: true,
             addrs: vec![addr.parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn declared_endpoints_are_kept_apart_and_not_replaced() {
+        let src = "endpoint db-1 { labels { app: \"db\" } addr 10.2.0.5 }\n";
+        let m = manifest_of(&format!("{SRC}{src}"));
+        let (inv, declared) = split_declared(&m);
+        assert!(declared.iter().any(|e| e.name == "db-1"), "{declared:?}");
+        assert!(inv.iter().all(|e| e.name != "db-1"));
+        let db1 = declared.iter().find(|e| e.name == "db-1").unwrap().clone();
+        let web3 = ep("web-3", "web", "10.1.0.9");
+        // A partial inventory: db-1 is not removed.
+        let (o, n, r) = filter_declared(&declared, declared.clone(), vec![web3.clone()]);
+        assert!(o.is_empty() && r.is_empty() && n == vec![web3.clone()]);
+        // Listed unchanged: nothing to do; changed or shadowed: refused.
+        let (_, n, r) = filter_declared(&declared, Vec::new(), vec![db1]);
+        assert!(n.is_empty() && r.is_empty());
+        let (_, _, r) = filter_declared(&declared, Vec::new(), vec![ep("db-1", "db", "10.2.0.6")]);
+        assert_eq!(r.len(), 1);
+        let (_, _, r) = filter_declared(&declared, Vec::new(), vec![ep("x", "db", "10.2.0.5")]);
+        assert_eq!(r.len(), 1);
+        let p = name_plan(&inv, &[web3]);
+        assert_eq!(p.added.len(), 1);
+        assert_eq!(p.removed.len(), inv.len());
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct Report {
     /// Total time, reading state included (JSON: microseconds).
     #[serde(with = "micros", rename = "total_us")]
     pub total_time: Duration,
+    /// `--dry-run`: the update in endpoint names; nothing was written
+    /// (`writes` counts the writes the update would make).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<churn::NamePlan>,
 }
 
 mod micros {
@@ -231,6 +235,10 @@ struct Header {
     /// classes), from the manifest and `state.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sets: Option<Vec<(String, u8, Vec<u32>)>>,
+    /// The endpoints declared in the source: an inventory never removes
+    /// or changes them ([`churn::filter_declared`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    declared: Vec<EndpointRec>,
 }
 
 type BundleFiles = Vec<(String, Option<FileIdentity>)>;
@@ -246,6 +254,7 @@ impl Header {
             lb: String::new(),
             files: None,
             sets: None,
+            declared: Vec::new(),
         }
     }
 }
@@ -449,9 +458,11 @@ impl Record {
         } else {
             Vec::new()
         };
+        let (_, declared) = churn::split_declared(manifest);
         Ok(Record {
             header: Header {
                 unique: churn::unique(&endpoints),
+                declared,
                 ..header
             },
             statics: Side::new("static", encode_statics(&view, &services)),
@@ -524,6 +535,8 @@ struct Planned {
     /// matches a changed endpoint (either version), or every one when
     /// the whole inventory was compared.
     affected: Vec<SelectorService>,
+    /// The update in endpoint names (`--dry-run`).
+    names: churn::NamePlan,
 }
 
 fn decode_all(entries_: &[u8]) -> Result<Vec<EndpointRec>, EndpointsError> {
@@ -533,10 +546,12 @@ fn decode_all(entries_: &[u8]) -> Result<Vec<EndpointRec>, EndpointsError> {
 }
 
 fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, EndpointsError> {
-    let diff = churn::diff_text(&rec.endpoints, rec.header.unique, text).map_err(|e| match e {
-        churn::DiffError::Inventory => EndpointsError::Inventory,
-        churn::DiffError::Record(m) => bad_record(m),
-    })?;
+    let mut diff =
+        churn::diff_text(&rec.endpoints, rec.header.unique, text).map_err(|e| match e {
+            churn::DiffError::Inventory => EndpointsError::Inventory,
+            churn::DiffError::Record(m) => bad_record(m),
+        })?;
+    keep_declared(&mut diff, &rec.header.declared)?;
     if let Some((o, n)) = &diff.changed {
         if o.is_empty() && n.is_empty() {
             return Ok(Planned {
@@ -544,13 +559,20 @@ fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, EndpointsError>
                 changes: Vec::new(),
                 view: None,
                 affected: Vec::new(),
+                names: churn::NamePlan::default(),
             });
         }
     }
     let (view, table) = rec.statics(dir)?;
-    let p = match (&diff.changed, &diff.full) {
-        (Some((o, n)), _) => churn::plan(&view, o, n),
-        (None, Some(all)) => churn::plan(&view, &decode_all(&rec.endpoints)?, all),
+    let (p, names) = match (&diff.changed, &diff.full) {
+        (Some((o, n)), _) => (churn::plan(&view, o, n), churn::name_plan(o, n)),
+        (None, Some(all)) => {
+            let mut old = decode_all(&rec.endpoints)?;
+            let (o, _, _) = churn::filter_declared(&rec.header.declared, old, Vec::new());
+            old = o;
+            old.extend(rec.header.declared.iter().cloned());
+            (churn::plan(&view, &old, all), churn::name_plan(&old, all))
+        }
         (None, None) => unreachable!("diff_text gives the changes or the inventory"),
     };
     if !p.refused.is_empty() {
@@ -569,7 +591,37 @@ fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, EndpointsError>
         changes: p.changes,
         view: Some(view),
         affected,
+        names,
     })
+}
+
+/// Takes the source-declared endpoints out of `diff` (see
+/// [`churn::filter_declared`]): the changed endpoints lose them, a whole
+/// inventory gets them back as they were declared. Refuses an inventory
+/// that changes or shadows one.
+fn keep_declared(
+    diff: &mut churn::TextDiff,
+    declared: &[EndpointRec],
+) -> Result<(), EndpointsError> {
+    if declared.is_empty() {
+        return Ok(());
+    }
+    if let Some((o, n)) = diff.changed.take() {
+        let (o, n, refused) = churn::filter_declared(declared, o, n);
+        if !refused.is_empty() {
+            return Err(EndpointsError::Refused(refused));
+        }
+        diff.changed = Some((o, n));
+    }
+    if let Some(all) = diff.full.take() {
+        let (_, mut n, refused) = churn::filter_declared(declared, Vec::new(), all);
+        if !refused.is_empty() {
+            return Err(EndpointsError::Refused(refused));
+        }
+        n.extend(declared.iter().cloned());
+        diff.full = Some(n);
+    }
+    Ok(())
 }
 
 /// The backends `s` has for `family` after the update: from those it
@@ -623,7 +675,7 @@ pub fn iptables_text(
     bundle: &crate::Bundle,
     inventory: &str,
 ) -> Result<Report, EndpointsError> {
-    iptables_update(rt, Given::Read(bundle), inventory)
+    iptables_update(rt, Given::Read(bundle), inventory, false)
 }
 
 /// [`iptables_text`] given the bundle directory (what `weir endpoints`
@@ -637,13 +689,32 @@ pub fn iptables_dir(
     dir: &Path,
     inventory: &str,
 ) -> Result<Report, EndpointsError> {
+    iptables_dir_mode(rt, dir, inventory, false)
+}
+
+/// [`iptables_dir`] without writing anything: the report's `dry_run`
+/// holds the update in endpoint names.
+pub fn iptables_dry_run(
+    rt: &crate::iptables::Iptables,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    iptables_dir_mode(rt, dir, inventory, true)
+}
+
+fn iptables_dir_mode(
+    rt: &crate::iptables::Iptables,
+    dir: &Path,
+    inventory: &str,
+    dry_run: bool,
+) -> Result<Report, EndpointsError> {
     let ids = crate::bundle::identities(dir);
     if ids[0].1.is_none() {
         // No manifest: the reader's error.
         let b = crate::Bundle::read(dir)?;
-        return iptables_update(rt, Given::Read(&b), inventory);
+        return iptables_update(rt, Given::Read(&b), inventory, dry_run);
     }
-    iptables_update(rt, Given::Dir(dir, ids), inventory)
+    iptables_update(rt, Given::Dir(dir, ids), inventory, dry_run)
 }
 
 /// The bundle `weir endpoints` was given.
@@ -711,12 +782,14 @@ fn iptables_update(
     rt: &crate::iptables::Iptables,
     given: Given<'_>,
     inventory: &str,
+    dry_run: bool,
 ) -> Result<Report, EndpointsError> {
     use crate::iptables::exec;
     let t0 = Instant::now();
     exec::require_root()?;
     exec::require_program("ipset")?;
     let _lock = rt.lock()?;
+    rt.recover()?;
     let state = rt.read_state()?.ok_or_else(|| {
         EndpointsError::NotInForce("nothing is applied (iptables): run `weir apply` first".into())
     })?;
@@ -835,19 +908,13 @@ fn iptables_update(
         Some(serde_json::to_vec(&stale).expect("JSON"))
     };
     let needs_recompile = stale.into_iter().map(|s| s.update).collect();
+    let writes = text.lines().count();
+    if dry_run {
+        return Ok(dry_report(generation, planned, needs_recompile, writes, t0));
+    }
 
     let t1 = Instant::now();
-    let writes = text.lines().count();
-    if !text.is_empty() {
-        rt.exec()
-            .run_ok(
-                &format!("updating endpoint sets of generation {}", state.generation),
-                "ipset",
-                &["restore", "-exist"],
-                Some(&text),
-            )
-            .map_err(|e| crate::iptables::annotate(e, &text))?;
-    }
+    swap_in(rt, &state, &text)?;
     let apply_time = t1.elapsed();
     let Planned { diff, changes, .. } = planned;
     Record {
@@ -870,7 +937,47 @@ fn iptables_update(
         writes,
         apply_time,
         total_time: t0.elapsed(),
+        dry_run: None,
     })
+}
+
+/// The report of a `--dry-run`: nothing was written.
+fn dry_report(
+    generation: u64,
+    planned: Planned,
+    needs_recompile: Vec<ServiceUpdate>,
+    writes: usize,
+    t0: Instant,
+) -> Report {
+    Report {
+        generation,
+        changes: planned.changes,
+        services: Vec::new(),
+        needs_recompile,
+        writes,
+        apply_time: Duration::ZERO,
+        total_time: t0.elapsed(),
+        dry_run: Some(planned.names),
+    }
+}
+
+/// Writes `text` (ipset `del`/`add` lines) by building the touched sets
+/// beside the live ones and swapping them in: a refused or failed update
+/// writes nothing ([`crate::iptables::sets`]).
+fn swap_in(
+    rt: &crate::iptables::Iptables,
+    state: &crate::iptables::State,
+    text: &str,
+) -> Result<(), EndpointsError> {
+    use crate::iptables::sets::SwapError;
+    if text.is_empty() {
+        return Ok(());
+    }
+    match rt.swap_sets(text) {
+        Ok(_) => Ok(rt.refresh_applied_sets(state)?),
+        Err(SwapError::Capacity(m)) => Err(EndpointsError::Refused(vec![m])),
+        Err(SwapError::Failed(e)) => Err(e.into()),
+    }
 }
 
 /// The generation in force on an eBPF instance (`state.json`).
@@ -1054,12 +1161,32 @@ pub fn ebpf(
     ebpf_text(inst, dir, &churn::inventory_text(inventory))
 }
 
+/// [`ebpf_text`] without writing anything: the report's `dry_run` holds
+/// the update in endpoint names (service backend changes are not
+/// computed).
+pub fn ebpf_dry_run(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    ebpf_mode(inst, dir, inventory, true)
+}
+
 /// [`ebpf`] given the inventory file's text (what `weir endpoints`
 /// reads): only the endpoints whose text changed are parsed.
 pub fn ebpf_text(
     inst: &crate::ebpf::Instance,
     dir: &Path,
     inventory: &str,
+) -> Result<Report, EndpointsError> {
+    ebpf_mode(inst, dir, inventory, false)
+}
+
+fn ebpf_mode(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+    dry_run: bool,
 ) -> Result<Report, EndpointsError> {
     let t0 = Instant::now();
     if unsafe { libc::geteuid() } != 0 {
@@ -1125,6 +1252,10 @@ pub fn ebpf_text(
     }
     let rec = rec.expect("a record");
     let planned = plan(&rec, &sd, inventory)?;
+    if dry_run {
+        let writes = planned.changes.len();
+        return Ok(dry_report(generation, planned, Vec::new(), writes, t0));
+    }
     let changes = &planned.changes;
     // The service maps hold the backends over the recorded endpoints:
     // only services whose selector matches an endpoint that changed
@@ -1195,5 +1326,6 @@ pub fn ebpf_text(
         writes,
         apply_time,
         total_time: t0.elapsed(),
+        dry_run: None,
     })
 }

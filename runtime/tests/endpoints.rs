@@ -37,11 +37,11 @@ use weir_runtime::iptables::{Iptables, Options};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
 use weir_runtime::Bundle;
 
+/// `db` is declared in the source (an inventory never removes it); the
+/// others come from the inventory file [`INVENTORY`].
 const SRC: &str = r#"
-endpoint web   { labels { app: "web" }   addr 10.1.0.10 }
-endpoint other { labels { app: "other" } addr 10.1.0.11 }
+inventory "inventory.json"
 endpoint db    { labels { app: "db" }    addr 10.2.0.20 }
-endpoint api-1 { labels { app: "api" }   addr 10.3.0.1 }
 
 policy db-in {
   applies to app == "db"
@@ -76,10 +76,19 @@ fn ready(test: &str, programs: &[&str]) -> bool {
     weir_runtime::kernel_test::may_run(test, programs)
 }
 
+/// The compile-time inventory of [`SRC`].
+const INVENTORY: &str = r#"{ "endpoints": [
+  { "name": "web",   "labels": { "app": "web" },   "addrs": ["10.1.0.10"] },
+  { "name": "other", "labels": { "app": "other" }, "addrs": ["10.1.0.11"] },
+  { "name": "api-1", "labels": { "app": "api" },   "addrs": ["10.3.0.1"] }
+] }"#;
+
 /// Compiles `src` for `target` and writes the bundle into `dir`.
 fn write_bundle(dir: &Path, src: &str, target: Target) {
     let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new().with(&path, src);
+    let loader = MemoryLoader::new()
+        .with(&path, src)
+        .with("inventory.json", INVENTORY);
     let a = analyze(std::slice::from_ref(&path), &loader, None);
     assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
     let model = &a.checked.model;
@@ -177,6 +186,24 @@ fn iptables_endpoint_churn_updates_sets_only() {
     // Same inventory: nothing to do.
     let r = endpoints::iptables(&rt, &b, &base()).unwrap();
     assert!(r.changes.is_empty() && r.writes == 0, "{r:?}");
+
+    // A partial inventory (only a new web-3) replaces the inventory's
+    // endpoints, not `db`, which the source declares: db stays a subject,
+    // so web (gone) is denied and web-3 allowed.
+    let r = endpoints::iptables(&rt, &b, &[ep("web-3", "web", "10.1.0.12")]).unwrap();
+    assert!(r.changes.iter().all(|c| c.endpoint != "db"), "{r:?}");
+    assert!(!topo.tcp_connect(web, db, 5432, T), "db is still a subject");
+    assert!(topo.tcp_connect(web2, db, 5432, T), "web-3 → db allowed");
+    // Changing a declared endpoint through the inventory is refused.
+    let moved = vec![ep("db", "db", "10.2.0.21")];
+    assert!(matches!(
+        endpoints::iptables(&rt, &b, &moved),
+        Err(EndpointsError::Refused(_))
+    ));
+    let r = endpoints::iptables(&rt, &b, &base()).unwrap();
+    assert!(topo.tcp_connect(web, db, 5432, T), "web back: allowed");
+    assert!(!topo.tcp_connect(web2, db, 5432, T), "web-3 gone: denied");
+    assert!(r.changes.iter().all(|c| c.endpoint != "db"), "{r:?}");
 
     // Add a web replica and a db replica.
     let inv = with(

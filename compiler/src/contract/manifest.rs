@@ -199,6 +199,10 @@ impl From<CidrText> for String {
 #[serde(deny_unknown_fields)]
 pub struct EndpointEntry {
     pub addrs: Vec<AddrClass>,
+    /// Declared in the source (an `endpoint` statement), not taken from
+    /// an inventory file: `weir endpoints` keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declared: bool,
     pub labels: BTreeMap<String, String>,
     pub name: String,
     pub ready: bool,

@@ -86,6 +86,11 @@ struct Classes<'a> {
 #[derive(Serialize)]
 struct EndpointEntry<'a> {
     addrs: Vec<AddrClass<'a>>,
+    /// Declared in the source (an `endpoint` statement), not taken from
+    /// an inventory file: `weir endpoints` keeps it (written only when
+    /// true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    declared: bool,
     labels: &'a BTreeMap<String, String>,
     name: &'a str,
     ready: bool,
@@ -208,6 +213,7 @@ impl<'a> Head<'a> {
                             class: *class,
                         })
                         .collect(),
+                    declared: e.span.is_some(),
                     labels: &e.labels,
                     name: &e.name,
                     ready: e.ready,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::names::{self, MAX_SET_LEN, SET_PREFIX};
+use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
 use super::{exec, table_text, Iptables, Saved, Variant, FAMILIES};
@@ -213,94 +214,6 @@ impl Plan {
         }
         text
     }
-
-    /// Removes the new generation's chains of a family that was not
-    /// switched (its load failed part-way, or another family's did).
-    fn drop_text(&self, family: Family, max: usize) -> String {
-        let mut text = String::new();
-        for block in &self.blocks[&family] {
-            text.push_str(&delete_chains_text(&block.table, &[], &block.chains, max));
-        }
-        text
-    }
-
-    /// Undoes this family's switch: hook chains get their saved rules back,
-    /// jumps we inserted go, the new generation's chains go.
-    fn revert_text(&self, family: Family, saved: &Saved) -> String {
-        let empty = BTreeMap::new();
-        let hooks = self.hooks.get(&family).unwrap_or(&empty);
-        let mut text = String::new();
-        for table in TABLES {
-            let block = self.blocks[&family].iter().find(|b| b.table == *table);
-            let table_hooks: Vec<_> = hooks.keys().filter(|(t, _)| t == table).collect();
-            if block.is_none() && table_hooks.is_empty() {
-                continue;
-            }
-            let saved_table = saved.get(&family).and_then(|s| s.get(*table));
-            let mut declare = Vec::new();
-            let mut lines = Vec::new();
-            let mut delete = Vec::new();
-            for (_, builtin) in table_hooks {
-                let hook = names::hook_chain(builtin);
-                declare.push(hook.clone());
-                match saved_table.filter(|t| t.chains.contains(&hook)) {
-                    Some(t) => {
-                        let prefix = format!("-A {hook} ");
-                        lines.extend(t.rules.iter().filter(|r| r.starts_with(&prefix)).cloned());
-                    }
-                    None => {
-                        lines.push(format!("-D {builtin} -j {hook}"));
-                        delete.push(hook);
-                    }
-                }
-            }
-            if let Some(block) = block {
-                declare.extend(block.chains.iter().cloned());
-                delete.extend(block.chains.iter().cloned());
-            }
-            lines.extend(delete.iter().map(|c| format!("-X {c}")));
-            text.push_str(&table_text(table, &declare, &lines));
-        }
-        text
-    }
-
-    /// Removes what the kernel had of ours that the new generation does not
-    /// use: old generation chains, unused hook chains and their jumps.
-    fn cleanup_text(&self, family: Family, saved: &Saved, max: usize) -> String {
-        let empty = BTreeMap::new();
-        let hooks = self.hooks.get(&family).unwrap_or(&empty);
-        let mut text = String::new();
-        let Some(tables) = saved.get(&family) else {
-            return text;
-        };
-        for (table, t) in tables {
-            let keep = |chain: &str| {
-                names::is_hook_chain(chain)
-                    && hooks
-                        .keys()
-                        .any(|(tb, b)| tb == table && names::hook_chain(b) == chain)
-            };
-            let stale: Vec<String> = t
-                .our_chains()
-                .into_iter()
-                .filter(|c| !keep(c) && names::chain_generation(c) != Some(self.g))
-                .collect();
-            let jumps: Vec<(String, String)> = t
-                .hook_jumps()
-                .into_iter()
-                .filter(|(_, hook)| !keep(hook))
-                .collect();
-            if stale.is_empty() && jumps.is_empty() {
-                continue;
-            }
-            let unhook: Vec<String> = jumps
-                .iter()
-                .map(|(b, h)| format!("-D {b} -j {h}"))
-                .collect();
-            text.push_str(&delete_chains_text(table, &unhook, &stale, max));
-        }
-        text
-    }
 }
 
 /// `:CHAIN - [0:0]`: creates the chain, or flushes it.
@@ -390,10 +303,61 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+impl Plan {
+    /// The state record of this generation once in force.
+    fn state(&self, bundle: &Bundle, opts: &super::Options) -> State {
+        let mut chains = Vec::new();
+        for (&family, blocks) in &self.blocks {
+            for b in blocks {
+                chains.extend(b.chains.iter().map(|c| StateChain {
+                    family,
+                    table: b.table.clone(),
+                    chain: c.clone(),
+                }));
+            }
+        }
+        let mut hooks = Vec::new();
+        for (&family, map) in &self.hooks {
+            for ((table, builtin), targets) in map {
+                hooks.extend(targets.iter().map(|t| StateHook {
+                    family,
+                    table: table.clone(),
+                    builtin: builtin.clone(),
+                    hook_chain: names::hook_chain(builtin),
+                    target: t.clone(),
+                }));
+            }
+        }
+        State {
+            backend: "iptables".into(),
+            generation: self.g,
+            bundle_hash: bundle.content_hash.clone(),
+            source_hash: bundle.source_hash.clone(),
+            bundle_dir: bundle.dir.display().to_string(),
+            netns: opts.netns.clone(),
+            variant: opts.variant.name().into(),
+            applied_at: now(),
+            chains,
+            hooks,
+            sets: self.sets.clone(),
+        }
+    }
+
+    /// What the kernel must hold once the generation is in force.
+    fn applied(&self) -> Applied {
+        Applied {
+            generation: self.g,
+            blocks: self.blocks.clone(),
+            ipset: self.ipset.clone(),
+        }
+    }
+}
+
 impl Iptables {
     /// Applies `bundle` as a new generation, atomically replacing ours and
     /// nothing else. Re-applying the bundle in force (same content hash,
-    /// hooks present) changes nothing.
+    /// read back in force) changes nothing. An apply interrupted earlier
+    /// is finished or rolled back first ([`super::intent`]).
     pub fn apply(&self, bundle: &Bundle) -> Result<ApplyReport, Error> {
         exec::require_root()?;
         for family in FAMILIES {
@@ -404,7 +368,10 @@ impl Iptables {
         if need_ipset {
             exec::require_program("ipset")?;
         }
+        let fresh_dir = !self.opts.state_dir.exists();
         let _lock = self.lock()?;
+        let mut warnings = self.recover()?;
+        self.record_baseline(fresh_dir)?;
         let state = self.read_state()?;
         if let Some(state) = &state {
             if state.bundle_hash == bundle.content_hash && self.status_of(state)?.in_force {
@@ -412,14 +379,41 @@ impl Iptables {
                     generation: state.generation,
                     previous: Some(state.generation),
                     unchanged: true,
-                    warnings: Vec::new(),
+                    warnings,
                 });
             }
         }
+        let g = self.free_generation(state.as_ref(), need_ipset)?;
+        let plan = Plan::new(bundle, g)?;
+        let new = plan.state(bundle, &self.opts);
+        self.write_intent(&super::intent::Intent {
+            new: Some(new.clone()),
+            previous: state.clone(),
+            temp_sets: Vec::new(),
+        })?;
+        if let Err(e) = self.switch(&plan) {
+            return Err(self.undo(e, &new, state.as_ref()));
+        }
+        self.write_applied(&plan.applied())?;
+        self.write_state(&new)?;
+        // The endpoints in force, for `weir endpoints`.
+        crate::endpoints::iptables_applied(self, bundle, &new);
+        // Step 3: remove the old generation (the new one is in force).
+        warnings.extend(self.remove_old(state.as_ref(), &new)?);
+        self.remove_intent()?;
+        Ok(ApplyReport {
+            generation: g,
+            previous: state.map(|s| s.generation),
+            unchanged: false,
+            warnings,
+        })
+    }
 
+    /// A generation number no chain or set in the kernel uses.
+    fn free_generation(&self, state: Option<&State>, need_ipset: bool) -> Result<u32, Error> {
         let saved = self.save_all()?;
-        let kernel_sets = self.list_sets(need_ipset)?;
-        let mut live: BTreeSet<u32> = kernel_sets
+        let mut live: BTreeSet<u32> = self
+            .list_sets(need_ipset)?
             .iter()
             .filter_map(|s| names::set_generation(s))
             .collect();
@@ -429,7 +423,6 @@ impl Iptables {
             }
         }
         let previous = state
-            .as_ref()
             .map(|s| s.generation)
             .or_else(|| live.iter().max().copied());
         let mut g = names::next_generation(previous.unwrap_or(0));
@@ -442,133 +435,72 @@ impl Iptables {
                 });
             }
         }
-        let plan = Plan::new(bundle, g)?;
+        Ok(g)
+    }
 
-        // Step 1: the new generation's sets.
-        let new_sets: Vec<String> = plan.sets.iter().map(|s| s.kernel_name.clone()).collect();
+    /// Steps 1 and 2, then the read-back: sets, chains, the switch of each
+    /// family, and a comparison of what the kernel holds with the plan.
+    fn switch(&self, plan: &Plan) -> Result<(), Error> {
+        let g = plan.g;
         if !plan.ipset.is_empty() {
             let step = format!("step 1 (ipset restore of generation {g})");
-            if let Err(e) =
-                self.exec
-                    .run_ok(&step, "ipset", &["restore", "-exist"], Some(&plan.ipset))
-            {
-                self.destroy_sets_batch(&new_sets);
-                return Err(super::annotate(e, &plan.ipset));
-            }
+            self.exec
+                .run_ok(&step, "ipset", &["restore", "-exist"], Some(&plan.ipset))
+                .map_err(|e| super::annotate(e, &plan.ipset))?;
         }
-
-        // Step 2: load the new generation's chains (unreachable until the
-        // switch), then switch, one transaction per family.
         let families = plan.families();
-        let max: BTreeMap<Family, usize> = families
-            .iter()
-            .map(|&f| (f, self.lines_per_commit(f)))
-            .collect();
-        let drop_new = |families: &[Family]| {
-            for &f in families {
-                let _ = self.restore("reverting", f, &plan.drop_text(f, max[&f]));
-            }
-        };
-        for (i, &family) in families.iter().enumerate() {
-            let step = format!(
-                "step 2 ({} load of generation {g})",
-                self.opts.variant.restore(family)
-            );
-            let text = plan.build_text(family, max[&family]);
-            if text.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.restore(&step, family, &text) {
-                drop_new(&families[..=i]);
-                self.destroy_sets_batch(&new_sets);
-                return Err(e);
+        for &family in &families {
+            let max = self.lines_per_commit(family);
+            let text = plan.build_text(family, max);
+            if !text.is_empty() {
+                let step = format!(
+                    "step 2 ({} load of generation {g})",
+                    self.opts.variant.restore(family)
+                );
+                self.restore(&step, family, &text)?;
             }
         }
-        for (i, &family) in families.iter().enumerate() {
-            let step = format!(
-                "step 2 ({} transaction of generation {g})",
-                self.opts.variant.restore(family)
-            );
+        let saved = self.save_all()?;
+        for &family in &families {
             let text = plan.switch_text(family, &saved);
-            if text.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.restore(&step, family, &text) {
-                for &done in &families[..i] {
-                    let _ = self.restore("reverting", done, &plan.revert_text(done, &saved));
-                }
-                drop_new(&families[i..]);
-                self.destroy_sets_batch(&new_sets);
-                return Err(e);
+            if !text.is_empty() {
+                let step = format!(
+                    "step 2 ({} transaction of generation {g})",
+                    self.opts.variant.restore(family)
+                );
+                self.restore(&step, family, &text)?;
             }
         }
+        let want = plan.applied().expected(&plan.hooks);
+        match self.read_back(&want, &plan.ipset)? {
+            None => Ok(()),
+            Some(difference) => Err(Error::Step {
+                step: format!("reading back generation {g}"),
+                program: "iptables-save / ipset save".into(),
+                stderr: format!(
+                    "the kernel does not hold what was applied, so generation {g} is not in force: {difference}"
+                ),
+            }),
+        }
+    }
 
-        // Step 3: remove the old generation.
-        let mut warnings = Vec::new();
-        for family in FAMILIES {
-            if plan.cleanup_text(family, &saved, usize::MAX).is_empty() {
-                continue;
+    /// After a failed step: the previous generation back in force, the
+    /// new one removed; the error says both what failed and, if the
+    /// rollback failed too, that the intent record stays for the next
+    /// command to finish it.
+    fn undo(&self, e: Error, new: &State, previous: Option<&State>) -> Error {
+        match self.roll_back(new, previous) {
+            Ok(()) => {
+                let _ = self.remove_intent();
+                e
             }
-            let lines = match max.get(&family) {
-                Some(&m) => m,
-                None => self.lines_per_commit(family),
-            };
-            let text = plan.cleanup_text(family, &saved, lines);
-            let step = format!("removing old chains ({})", family.name());
-            if let Err(e) = self.restore(&step, family, &text) {
-                warnings.push(e.to_string());
-            }
+            Err(r) => Error::Step {
+                step: format!("rolling back generation {}", new.generation),
+                program: "iptables-restore".into(),
+                stderr: format!(
+                    "{e}; then the rollback failed too ({r}); the next apply, status or detach retries it"
+                ),
+            },
         }
-        let old_sets: Vec<String> = kernel_sets
-            .into_iter()
-            .filter(|s| names::set_generation(s).is_some_and(|sg| sg != g))
-            .collect();
-        warnings.extend(self.destroy_sets_batch(&old_sets));
-
-        // Step 4: record it.
-        let mut chains = Vec::new();
-        for (&family, blocks) in &plan.blocks {
-            for b in blocks {
-                chains.extend(b.chains.iter().map(|c| StateChain {
-                    family,
-                    table: b.table.clone(),
-                    chain: c.clone(),
-                }));
-            }
-        }
-        let mut hooks = Vec::new();
-        for (&family, map) in &plan.hooks {
-            for ((table, builtin), targets) in map {
-                hooks.extend(targets.iter().map(|t| StateHook {
-                    family,
-                    table: table.clone(),
-                    builtin: builtin.clone(),
-                    hook_chain: names::hook_chain(builtin),
-                    target: t.clone(),
-                }));
-            }
-        }
-        let state = State {
-            backend: "iptables".into(),
-            generation: g,
-            bundle_hash: bundle.content_hash.clone(),
-            source_hash: bundle.source_hash.clone(),
-            bundle_dir: bundle.dir.display().to_string(),
-            netns: self.opts.netns.clone(),
-            variant: self.opts.variant.name().into(),
-            applied_at: now(),
-            chains,
-            hooks,
-            sets: plan.sets,
-        };
-        self.write_state(&state)?;
-        // The endpoints in force, for `weir endpoints`.
-        crate::endpoints::iptables_applied(self, bundle, &state);
-        Ok(ApplyReport {
-            generation: g,
-            previous,
-            unchanged: false,
-            warnings,
-        })
     }
 }

@@ -4,8 +4,12 @@
 //! # How a bundle is applied
 //!
 //! Generation `g` renames the bundle's `WEIR-…` chains to `WEIR<g>-…` and
-//! its `weir-…` sets to `weir<g>-…` ([`names`]). Applying it:
+//! its `weir-…` sets to `weir<g>-…` ([`names`]). Applying it (under the
+//! namespace's lock, after finishing or rolling back an interrupted apply,
+//! [`intent`]):
 //!
+//! 0. `intent.json` records generation `g` in progress: every chain, hook
+//!    and set it creates, and the generation it replaces;
 //! 1. `ipset restore -exist` creates the new generation's sets (new names:
 //!    the old generation's sets are untouched, so no `swap` is needed);
 //! 2. `iptables-restore --noflush -w` loads the new chains and their rules
@@ -14,24 +18,32 @@
 //!    transaction's size), then one transaction per family redefines the
 //!    stable hook chains `WEIR-HOOK-<BUILTIN>` to jump into them and
 //!    inserts the single jump from each built-in chain to its hook chain
-//!    where it is missing (removing duplicates) — the switch is atomic;
-//! 3. the old generation's chains and hook chains no longer used are
-//!    flushed and deleted (in blocks, likewise), then the old sets are
-//!    destroyed in one `ipset restore` batch;
-//! 4. the state file records what is in force.
+//!    where it is missing (removing duplicates) — the switch is atomic per
+//!    family;
+//! 3. the kernel's rules and sets are read back and compared with what was
+//!    applied ([`readback`]); on a difference the previous generation is
+//!    put back and the apply fails naming the rule;
+//! 4. `applied.json` and the state file record what is in force;
+//! 5. the old generation's recorded chains, hooks and sets are removed,
+//!    then `intent.json`.
 //!
-//! If step 1 or 2 fails, everything of the new generation is removed again
-//! and the old one stays in force; the error names the step and carries
-//! the tool's message. Failures while removing the old generation (step 3)
-//! are reported as warnings: the new generation is already in force.
+//! If a step up to 3 fails, the previous generation is put back and
+//! everything of the new one removed (`Iptables::roll_back`); the error
+//! names the step and carries the tool's message. Failures in step 5 are
+//! reported as warnings: the new generation is already in force.
 //!
-//! Only chains named `WEIR-HOOK-…` or `WEIR<digits>-…`, jumps into hook
-//! chains, and sets named `weir<digits>-…` are ever changed or removed.
+//! Only what a record (state or intent) names is ever changed or removed —
+//! never a chain or set because its name looks like ours.
 
 pub mod apply;
 pub mod detach;
 pub mod exec;
+mod files;
+pub mod intent;
 pub mod names;
+pub mod normalize;
+pub mod readback;
+pub mod records;
 pub mod restore;
 pub mod sets;
 pub mod state;
@@ -45,7 +57,7 @@ pub use apply::ApplyReport;
 pub use detach::DetachReport;
 pub use exec::Exec;
 pub use state::State;
-pub use status::Status;
+pub use status::{FamilyStatus, Status};
 
 use crate::bundle::Family;
 use crate::error::Error;

@@ -9,7 +9,7 @@ use super::names::{self, CHAIN_PREFIX};
 pub const TABLES: &[&str] = &["raw", "mangle", "nat", "filter", "security"];
 
 /// One `*table … COMMIT` block of the bundle, rewritten for a generation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableBlock {
     pub table: String,
     /// Declared chains (`:NAME - [0:0]`).

@@ -1,20 +1,272 @@
-//! Endpoint churn: incremental updates of the generation's sets, without
-//! touching any rule.
+//! Endpoint churn: updates of the generation's sets, without touching any
+//! rule — built beside the live sets and swapped in.
+//!
+//! A live set is never edited in place: an `ipset restore` batch stops at
+//! the first failing line ("Hash is full" after 60,535 of 70,000 adds),
+//! leaving the set half-updated and every later update failing. Instead,
+//! for every set an update touches:
+//!
+//! 1. the set's members are read (`ipset save SET`), the update applied
+//!    to them in memory, and the result checked against the set's
+//!    `maxelem` — over capacity, the update is refused and nothing is
+//!    written;
+//! 2. the temporary names are recorded in the intent record
+//!    ([`super::intent`]), then a new set is built under each
+//!    (`weirt<g>-…`, one `ipset restore`); a failure destroys them and the
+//!    live sets are untouched;
+//! 3. each is swapped with its live set (`ipset swap`, atomic per set:
+//!    rules keep referring to the live name), the live sets are read back
+//!    against the intended members (a difference swaps them back), and the
+//!    old contents, now under the temporary names, are destroyed.
+//!
+//! A crash at any point leaves either the old or the new contents under
+//! the live name; the next command removes the temporary sets the intent
+//! record names.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::intent::Intent;
+use super::readback;
 use super::{exec, names, Iptables};
 use crate::error::Error;
 
+/// ipset's default `maxelem`.
+const DEFAULT_MAXELEM: usize = 65536;
+
+/// A set as `ipset save` prints it: its create line and members.
+struct Saved {
+    create: Vec<String>,
+    maxelem: usize,
+    members: BTreeSet<String>,
+}
+
+/// The temporary name a set is built under: `weir4-c3` → `weirt4-c3`.
+pub fn temp_name(kernel: &str) -> String {
+    match kernel.strip_prefix("weir") {
+        Some(rest) => format!("weirt{rest}"),
+        None => format!("t{kernel}"),
+    }
+}
+
+/// Why [`Iptables::swap_sets`] wrote nothing.
+#[derive(Debug)]
+pub enum SwapError {
+    /// The update does not fit a set's capacity: refused.
+    Capacity(String),
+    Failed(Error),
+}
+
+impl From<Error> for SwapError {
+    fn from(e: Error) -> Self {
+        SwapError::Failed(e)
+    }
+}
+
+/// An entry's key as ipset prints it (for matching `del` with members).
+fn key(entry: &str) -> String {
+    readback::member(&[entry.to_string()])
+}
+
+fn step_error(step: String, stderr: String) -> Error {
+    Error::Step {
+        step,
+        program: "ipset".into(),
+        stderr,
+    }
+}
+
 impl Iptables {
-    /// Adds and removes entries of one set of the generation in force, in
-    /// one `ipset restore -exist` batch (deletions first; adding a present
-    /// entry or deleting an absent one is not an error). `set` is the
-    /// bundle's name (`weir-c3`) or the kernel's (`weir4-c3`); entries are
-    /// in ipset syntax for the set's type (`10.1.0.5`, `10.1.0.0/24`,
-    /// `10.1.0.5,tcp:80`).
+    /// Reads one set (`ipset save NAME`).
+    fn save_set(&self, name: &str) -> Result<Saved, Error> {
+        let out = self.exec.run_ok(
+            &format!("reading set {name}"),
+            "ipset",
+            &["save", name],
+            None,
+        )?;
+        let mut create = Vec::new();
+        let mut members = BTreeSet::new();
+        for line in out.stdout.lines() {
+            let w = super::normalize::words(line.trim());
+            match w.first().map(String::as_str) {
+                Some("create") => create = w,
+                Some("add") if w.len() > 2 => {
+                    members.insert(w[2..].join(" "));
+                }
+                _ => {}
+            }
+        }
+        let maxelem = create
+            .iter()
+            .position(|x| x == "maxelem")
+            .and_then(|i| create.get(i + 1)?.parse().ok())
+            .unwrap_or(DEFAULT_MAXELEM);
+        Ok(Saved {
+            create,
+            maxelem,
+            members,
+        })
+    }
+
+    /// Applies `text` (`del SET ENTRY` / `add SET ENTRY [nomatch]` lines,
+    /// in order) by building every touched set anew and swapping it in
+    /// (see the module doc). Returns the number of entries written.
+    /// Call with the lock held.
+    pub(crate) fn swap_sets(&self, text: &str) -> Result<usize, SwapError> {
+        let mut edits: BTreeMap<String, Vec<(bool, Vec<String>)>> = BTreeMap::new();
+        for line in text.lines() {
+            let w = super::normalize::words(line.trim());
+            match w.as_slice() {
+                [verb, set, entry @ ..]
+                    if !entry.is_empty() && (verb == "add" || verb == "del") =>
+                {
+                    edits
+                        .entry(set.clone())
+                        .or_default()
+                        .push((verb == "add", entry.to_vec()));
+                }
+                [] => {}
+                _ => {
+                    return Err(step_error(
+                        "updating sets".into(),
+                        format!("invalid line {line:?}"),
+                    )
+                    .into())
+                }
+            }
+        }
+        if edits.is_empty() {
+            return Ok(0);
+        }
+        // 1. The new contents, checked against each set's capacity.
+        let mut built: BTreeMap<String, (Saved, BTreeSet<String>)> = BTreeMap::new();
+        for (set, list) in &edits {
+            let saved = self.save_set(set)?;
+            let mut members = saved.members.clone();
+            for (add, entry) in list {
+                let k = key(&entry[0]);
+                members.retain(|m| m.split_whitespace().next().map(key).as_ref() != Some(&k));
+                if *add {
+                    members.insert(entry.join(" "));
+                }
+            }
+            if members.len() > saved.maxelem {
+                return Err(SwapError::Capacity(format!(
+                    "set {set} would hold {} entries and its capacity (maxelem) is {}; recompile with the new inventory",
+                    members.len(),
+                    saved.maxelem
+                )));
+            }
+            built.insert(set.clone(), (saved, members));
+        }
+        // 2. Built under temporary names, recorded first.
+        let temps: Vec<String> = built.keys().map(|s| temp_name(s)).collect();
+        self.write_intent(&Intent {
+            temp_sets: temps.clone(),
+            ..Intent::default()
+        })?;
+        let mut restore = String::new();
+        for (set, (saved, members)) in &built {
+            let tmp = temp_name(set);
+            let mut create = saved.create.clone();
+            if create.len() < 3 {
+                return Err(
+                    step_error(format!("reading set {set}"), "no create line".into()).into(),
+                );
+            }
+            create[1] = tmp.clone();
+            restore.push_str(&create.join(" "));
+            restore.push('\n');
+            for m in members {
+                restore.push_str(&format!("add {tmp} {m}\n"));
+            }
+        }
+        let writes = restore.lines().count();
+        if let Err(e) = self.exec.run_ok(
+            "building the updated sets",
+            "ipset",
+            &["restore"],
+            Some(&restore),
+        ) {
+            self.drop_temps(&temps);
+            return Err(super::annotate(e, &restore).into());
+        }
+        // 3. Swapped in, read back, the old contents destroyed.
+        let mut swapped = Vec::new();
+        let mut failure = None;
+        for set in built.keys() {
+            match self.exec.run_ok(
+                &format!("swapping in set {set}"),
+                "ipset",
+                &["swap", &temp_name(set), set],
+                None,
+            ) {
+                Ok(_) => swapped.push(set.clone()),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = self.check_sets(&built).err();
+        }
+        if let Some(e) = failure {
+            for set in &swapped {
+                let _ = self
+                    .exec
+                    .run("ipset", &["swap", &temp_name(set), set], None);
+            }
+            self.drop_temps(&temps);
+            return Err(e.into());
+        }
+        self.drop_temps(&temps);
+        Ok(writes)
+    }
+
+    /// The live sets hold the intended members.
+    fn check_sets(&self, built: &BTreeMap<String, (Saved, BTreeSet<String>)>) -> Result<(), Error> {
+        for (set, (saved, members)) in built {
+            let mut want = String::new();
+            want.push_str(&saved.create.join(" "));
+            want.push('\n');
+            for m in members {
+                want.push_str(&format!("add {set} {m}\n"));
+            }
+            let have = self
+                .exec
+                .run_ok(
+                    &format!("reading back set {set}"),
+                    "ipset",
+                    &["save", set],
+                    None,
+                )?
+                .stdout;
+            if let Some(d) = readback::compare_sets(&want, &have) {
+                return Err(step_error(format!("reading back set {set}"), d));
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys the temporary sets and clears the intent record.
+    fn drop_temps(&self, temps: &[String]) {
+        if self.destroy_sets_batch(temps).is_empty() {
+            let _ = self.remove_intent();
+        }
+    }
+
+    /// Adds and removes entries of one set of the generation in force
+    /// (deletions first; adding a present entry or deleting an absent one
+    /// is not an error), built and swapped in as the module doc says.
+    /// `set` is the bundle's name (`weir-c3`) or the kernel's
+    /// (`weir4-c3`); entries are in ipset syntax for the set's type
+    /// (`10.1.0.5`, `10.1.0.0/24`, `10.1.0.5,tcp:80`).
     pub fn update_set(&self, set: &str, add: &[String], del: &[String]) -> Result<(), Error> {
         exec::require_root()?;
         exec::require_program("ipset")?;
         let _lock = self.lock()?;
+        self.recover()?;
         let state = self.read_state()?.ok_or_else(|| Error::State {
             path: self.state_path(),
             message: "nothing is applied, so there is no set to update".into(),
@@ -34,25 +286,40 @@ impl Iptables {
             for e in entries {
                 let e = e.trim();
                 if e.is_empty() || e.contains(['\n', '\r']) {
-                    return Err(Error::Step {
-                        step: format!("updating set {kernel}"),
-                        program: "ipset".into(),
-                        stderr: format!("invalid entry {e:?}"),
-                    });
+                    return Err(step_error(
+                        format!("updating set {kernel}"),
+                        format!("invalid entry {e:?}"),
+                    ));
                 }
                 text.push_str(&format!("{verb} {kernel} {e}\n"));
             }
         }
-        if text.is_empty() {
-            return Ok(());
+        match self.swap_sets(&text) {
+            Ok(_) => self.refresh_applied_sets(&state),
+            Err(SwapError::Failed(e)) => Err(e),
+            Err(SwapError::Capacity(m)) => Err(step_error(
+                format!("updating set {kernel}"),
+                format!("refused, nothing changed: {m}"),
+            )),
         }
-        self.exec
-            .run_ok(
-                &format!("updating set {kernel}"),
-                "ipset",
-                &["restore", "-exist"],
-                Some(&text),
-            )
-            .map(|_| ())
+    }
+
+    /// Rewrites the applied record's sets from the kernel after an update,
+    /// so `weir status` reads the updated members back.
+    pub(crate) fn refresh_applied_sets(&self, state: &super::State) -> Result<(), Error> {
+        let Some(mut applied) = self.read_applied(state.generation) else {
+            return Ok(());
+        };
+        let ours: BTreeSet<String> = state.sets.iter().map(|s| s.kernel_name.clone()).collect();
+        let kernel = self.save_sets(true)?;
+        applied.ipset = kernel
+            .lines()
+            .filter(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() > 1 && ours.contains(w[1])
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        self.write_applied(&applied)
     }
 }

@@ -1,7 +1,8 @@
 //! What is applied, and whether the kernel still has it.
 
 use super::state::{State, StateHook};
-use super::{exec, Iptables};
+use super::{exec, names, readback, records, Iptables, Saved, FAMILIES};
+use crate::bundle::Family;
 use crate::error::Error;
 
 /// One hook as the kernel has it.
@@ -24,24 +25,96 @@ pub struct Status {
     pub missing_chains: Vec<String>,
     /// Sets recorded in the state file but absent.
     pub missing_sets: Vec<String>,
-    /// A generation is applied and the kernel has all of it.
+    /// Per family: what the kernel holds against the record.
+    pub families: Vec<FamilyStatus>,
+    /// The recorded sets against the kernel's: the first difference.
+    pub sets_difference: Option<String>,
+    /// What this command finished or rolled back of an interrupted apply
+    /// before looking ([`super::intent`]).
+    pub recovered: Vec<String>,
+    /// A generation is applied and the kernel holds exactly it.
     pub in_force: bool,
 }
 
+/// One family of [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyStatus {
+    pub family: Family,
+    /// The generations the family's hook chains jump into: what IS in
+    /// force (empty: none of ours).
+    pub generations: Vec<u32>,
+    /// The first difference between the recorded generation and the
+    /// kernel's rules (`None`: they match).
+    pub difference: Option<String>,
+}
+
 impl Iptables {
-    /// The state file, checked against the kernel.
+    /// The state file, checked against the kernel, after finishing or
+    /// rolling back an interrupted apply.
     pub fn status(&self) -> Result<Status, Error> {
         exec::require_root()?;
-        match self.read_state()? {
-            Some(state) => self.status_of(&state),
-            None => Ok(Status {
+        let _lock = self.lock()?;
+        let recovered = self.recover()?;
+        let mut status = match self.read_state()? {
+            Some(state) => self.status_of(&state)?,
+            None => Status {
                 state: None,
                 hooks: Vec::new(),
                 missing_chains: Vec::new(),
                 missing_sets: Vec::new(),
+                families: Vec::new(),
+                sets_difference: None,
+                recovered: Vec::new(),
                 in_force: false,
-            }),
-        }
+            },
+        };
+        status.recovered = recovered;
+        Ok(status)
+    }
+
+    /// Per family: the generations in force and the first difference from
+    /// the record (read back as the apply did, when `applied.json` is the
+    /// generation's).
+    fn families(&self, state: &State, saved: &Saved) -> Vec<FamilyStatus> {
+        let applied = self.read_applied(state.generation);
+        let expected = applied
+            .as_ref()
+            .map(|a| a.expected(&records::state_hooks(state)));
+        FAMILIES
+            .into_iter()
+            .filter(|f| {
+                state.hooks.iter().any(|h| h.family == *f)
+                    || state.chains.iter().any(|c| c.family == *f)
+            })
+            .map(|family| {
+                let mut generations: Vec<u32> = saved
+                    .get(&family)
+                    .into_iter()
+                    .flat_map(|t| t.values())
+                    .flat_map(|t| t.rules.iter())
+                    .filter_map(|r| {
+                        let w: Vec<&str> = r.split_whitespace().collect();
+                        match w.as_slice() {
+                            ["-A", hook, "-j", target] if names::is_hook_chain(hook) => {
+                                names::chain_generation(target)
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                generations.sort_unstable();
+                generations.dedup();
+                let difference = expected
+                    .as_ref()
+                    .and_then(|e| e.get(&family))
+                    .and_then(|e| readback::compare_family(family, e, saved));
+                FamilyStatus {
+                    family,
+                    generations,
+                    difference,
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn status_of(&self, state: &State) -> Result<Status, Error> {
@@ -86,14 +159,26 @@ impl Iptables {
                 .map(|s| s.kernel_name.clone())
                 .collect()
         };
+        let families = self.families(state, &saved);
+        let sets_difference = match self.read_applied(state.generation) {
+            Some(a) if !a.ipset.trim().is_empty() => {
+                readback::compare_sets(&a.ipset, &self.save_sets(true)?)
+            }
+            _ => None,
+        };
         let in_force = hooks.iter().all(|h| h.jumps == 1 && h.targets_generation)
             && missing_chains.is_empty()
-            && missing_sets.is_empty();
+            && missing_sets.is_empty()
+            && sets_difference.is_none()
+            && families.iter().all(|f| f.difference.is_none());
         Ok(Status {
             state: Some(state.clone()),
             hooks,
             missing_chains,
             missing_sets,
+            families,
+            sets_difference,
+            recovered: Vec::new(),
             in_force,
         })
     }

@@ -1,0 +1,319 @@
+//! Read-back: what the kernel holds, compared with what was applied.
+//!
+//! A restore tool that exits 0 has only said that the kernel accepted the
+//! text, not that the kernel enforces what the text says: the icmp match
+//! takes type 255 as "any type", so `--icmp-type 255` comes back from
+//! `iptables-save` as `--icmp-type any` — an allow widened to all ICMP.
+//! So after every switch (and for `weir status`) the generation's chains,
+//! hook chains and sets are read back (`iptables-save`, `ip6tables-save`,
+//! `ipset save`), both sides go through [`super::normalize`], and the
+//! first difference is reported by family, chain and rule.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::normalize;
+use super::restore::{SavedTable, TableBlock};
+use super::{names, Iptables, Saved};
+use crate::bundle::Family;
+use crate::error::Error;
+
+/// What one family of a generation should look like in the kernel.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Expected {
+    /// Table blocks of the generation (chains and rule lines).
+    pub blocks: Vec<TableBlock>,
+    /// (table, built-in) → hook targets, in order.
+    pub hooks: BTreeMap<(String, String), Vec<String>>,
+}
+
+/// The rules of each chain of `block`, in the order the kernel keeps
+/// them (`-A` appends, `-I CHAIN [N]` inserts).
+fn chain_rules(block: &TableBlock) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = block
+        .chains
+        .iter()
+        .map(|c| (c.clone(), Vec::new()))
+        .collect();
+    for r in &block.rules {
+        let w = normalize::words(r);
+        let (cmd, chain) = (w.first().map(String::as_str), w.get(1).cloned());
+        let Some(chain) = chain else { continue };
+        let list = out.entry(chain.clone()).or_default();
+        if matches!(cmd, Some("-I" | "--insert")) {
+            let pos = w.get(2).and_then(|n| n.parse::<usize>().ok());
+            let mut line = w.clone();
+            line[0] = "-A".into();
+            if pos.is_some() {
+                line.remove(2);
+            }
+            let at = pos.unwrap_or(1).saturating_sub(1).min(list.len());
+            list.insert(at, requote(&line));
+        } else {
+            list.push(r.clone());
+        }
+    }
+    out
+}
+
+/// Words back into a line the parser reads the same way.
+fn requote(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(char::is_whitespace) || w.contains('"') {
+                format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A saved table indexed by chain: its chains, and each chain's rules in
+/// order (one pass, so tens of thousands of chains compare in linear time).
+struct Index<'a> {
+    chains: HashSet<&'a str>,
+    rules: HashMap<&'a str, Vec<&'a String>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(t: &'a SavedTable) -> Index<'a> {
+        let mut rules: HashMap<&str, Vec<&String>> = HashMap::new();
+        for r in &t.rules {
+            if let Some(chain) = r.strip_prefix("-A ").and_then(|x| x.split(' ').next()) {
+                rules.entry(chain).or_default().push(r);
+            }
+        }
+        Index {
+            chains: t.chains.iter().map(String::as_str).collect(),
+            rules,
+        }
+    }
+
+    fn rules(&self, chain: &str) -> &[&'a String] {
+        self.rules.get(chain).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Compares one family's chains and hooks with the kernel's: `None` when
+/// they match, else the first difference, in words.
+pub(crate) fn compare_family(family: Family, want: &Expected, saved: &Saved) -> Option<String> {
+    let f = family.name();
+    let empty = BTreeMap::new();
+    let tables = saved.get(&family).unwrap_or(&empty);
+    let missing = SavedTable::default();
+    let table = |name: &str| tables.get(name).unwrap_or(&missing);
+    for block in &want.blocks {
+        let t = Index::new(table(&block.table));
+        for (chain, rules) in chain_rules(block) {
+            if !t.chains.contains(chain.as_str()) {
+                return Some(format!("{f} {}: chain {chain} is missing", block.table));
+            }
+            let have = t.rules(&chain);
+            if let Some(d) = compare_chain(family, &block.table, &chain, &rules, have) {
+                return Some(d);
+            }
+        }
+    }
+    for ((tname, builtin), targets) in &want.hooks {
+        let t = table(tname);
+        let hook = names::hook_chain(builtin);
+        let prefix = format!("-A {hook} ");
+        let have: Vec<&String> = t.rules.iter().filter(|r| r.starts_with(&prefix)).collect();
+        let want_lines: Vec<String> = targets
+            .iter()
+            .map(|g| format!("-A {hook} -j {g}"))
+            .collect();
+        if have.len() != want_lines.len() || have.iter().zip(&want_lines).any(|(h, w)| *h != w) {
+            return Some(format!(
+                "{f} {tname} hook chain {hook}: should jump to {}, the kernel has {}",
+                targets.join(", "),
+                if have.is_empty() {
+                    "no rule".to_string()
+                } else {
+                    have.iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+        }
+        let jumps = t.jumps(builtin, &hook);
+        if jumps != 1 {
+            return Some(format!(
+                "{f} {tname} {builtin}: {jumps} jump(s) to {hook} (should be 1)"
+            ));
+        }
+    }
+    None
+}
+
+/// One chain's rules, applied against the kernel's, in order.
+fn compare_chain(
+    family: Family,
+    table: &str,
+    chain: &str,
+    rules: &[String],
+    have: &[&String],
+) -> Option<String> {
+    let f = family.name();
+    for (i, want_line) in rules.iter().enumerate() {
+        let Some(have_line) = have.get(i) else {
+            return Some(format!(
+                "{f} {table} chain {chain} rule {}: applied `{want_line}`, the kernel has no such rule",
+                i + 1
+            ));
+        };
+        let (a, b) = (
+            normalize::canon(want_line, family),
+            normalize::canon(have_line, family),
+        );
+        if !matches!((&a, &b), (Ok(a), Ok(b)) if a == b) {
+            return Some(format!(
+                "{f} {table} chain {chain} rule {}: applied `{want_line}`, the kernel holds `{have_line}`",
+                i + 1
+            ));
+        }
+    }
+    have.get(rules.len())
+        .map(|extra| format!("{f} {table} chain {chain}: the kernel holds an extra rule `{extra}`"))
+}
+
+/// One set as `ipset save` prints it: type, family and members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SetContent {
+    pub kind: String,
+    pub family: String,
+    pub members: BTreeSet<String>,
+}
+
+/// A member's canonical form: addresses with the prefix masked and a
+/// host length dropped (as ipset prints them), a bare port with `tcp:`.
+pub(crate) fn member(words: &[String]) -> String {
+    let Some(first) = words.first() else {
+        return String::new();
+    };
+    let elem: Vec<String> = first
+        .split(',')
+        .map(|c| {
+            if c.parse::<u16>().is_ok() {
+                return format!("tcp:{c}");
+            }
+            let n = normalize::cidr(c);
+            n.strip_suffix("/32")
+                .or_else(|| n.strip_suffix("/128"))
+                .map(str::to_string)
+                .unwrap_or(n)
+        })
+        .collect();
+    let flags: Vec<&str> = words[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|w| *w == "nomatch")
+        .collect();
+    let mut s = elem.join(",");
+    for f in flags {
+        s.push(' ');
+        s.push_str(f);
+    }
+    s
+}
+
+/// Sets of `ipset save`/`restore` text, by name (only `names`, if given).
+pub(crate) fn parse_sets(
+    text: &str,
+    names: Option<&BTreeSet<String>>,
+) -> BTreeMap<String, SetContent> {
+    let mut out: BTreeMap<String, SetContent> = BTreeMap::new();
+    for line in text.lines() {
+        let w = normalize::words(line.trim());
+        let (Some(cmd), Some(name)) = (w.first(), w.get(1)) else {
+            continue;
+        };
+        if names.is_some_and(|n| !n.contains(name)) {
+            continue;
+        }
+        match cmd.as_str() {
+            "create" | "-N" => {
+                let s = out.entry(name.clone()).or_default();
+                s.kind = w.get(2).cloned().unwrap_or_default();
+                s.family = w
+                    .iter()
+                    .position(|x| x == "family")
+                    .and_then(|i| w.get(i + 1).cloned())
+                    .unwrap_or_else(|| "inet".into());
+            }
+            "add" | "-A" => {
+                out.entry(name.clone())
+                    .or_default()
+                    .members
+                    .insert(member(&w[2..]));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Compares the sets applied (`ipset restore` text) with the kernel's.
+pub(crate) fn compare_sets(applied: &str, kernel: &str) -> Option<String> {
+    let want = parse_sets(applied, None);
+    let names: BTreeSet<String> = want.keys().cloned().collect();
+    let have = parse_sets(kernel, Some(&names));
+    for (name, w) in &want {
+        let Some(h) = have.get(name) else {
+            return Some(format!("set {name} is missing"));
+        };
+        if w.kind != h.kind || w.family != h.family {
+            return Some(format!(
+                "set {name}: applied {} {}, the kernel has {} {}",
+                w.kind, w.family, h.kind, h.family
+            ));
+        }
+        if let Some(m) = w.members.difference(&h.members).next() {
+            return Some(format!(
+                "set {name}: applied member {m}, the kernel lacks it"
+            ));
+        }
+        if let Some(m) = h.members.difference(&w.members).next() {
+            return Some(format!(
+                "set {name}: the kernel holds member {m}, not applied"
+            ));
+        }
+    }
+    None
+}
+
+impl Iptables {
+    /// `ipset save` (empty when `ipset` is not installed and not needed).
+    pub(crate) fn save_sets(&self, required: bool) -> Result<String, Error> {
+        if !required && super::exec::find_program("ipset").is_none() {
+            return Ok(String::new());
+        }
+        Ok(self
+            .exec
+            .run_ok("reading sets (ipset save)", "ipset", &["save"], None)?
+            .stdout)
+    }
+
+    /// Reads back a generation: `None` when every family and every set
+    /// matches, else the first difference.
+    pub(crate) fn read_back(
+        &self,
+        want: &BTreeMap<Family, Expected>,
+        ipset: &str,
+    ) -> Result<Option<String>, Error> {
+        let saved = self.save_all()?;
+        for (&family, e) in want {
+            if let Some(d) = compare_family(family, e, &saved) {
+                return Ok(Some(d));
+            }
+        }
+        if ipset.trim().is_empty() {
+            return Ok(None);
+        }
+        let kernel = self.save_sets(true)?;
+        Ok(compare_sets(ipset, &kernel))
+    }
+}

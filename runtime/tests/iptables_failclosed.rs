@@ -1,0 +1,454 @@
+//! Kernel tests of the iptables runtime's promise never to claim what is
+//! not in force (issue 15): the read-back refuses a rule the kernel
+//! widens, objects that only look like ours are never touched, detach
+//! returns the node to exactly its state before the first apply, and
+//! `kill -9` of an apply at random moments is always finished or rolled
+//! back by the next command.
+//!
+//! Every test runs in its own network namespaces. Needs root; skipped
+//! without, unless `CI` is set (then it fails).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_runtime::iptables::{Iptables, Options};
+use weir_runtime::netns::Netns;
+use weir_runtime::Bundle;
+
+fn ready(test: &str) -> bool {
+    weir_runtime::kernel_test::may_run(
+        test,
+        &[
+            "ip",
+            "iptables",
+            "iptables-restore",
+            "ip6tables",
+            "ipset",
+            "nft",
+        ],
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-failclosed-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ns(name: &str) -> Netns {
+    let name = format!("weir-fc{}-{name}", std::process::id());
+    Netns::create(&name).unwrap()
+}
+
+/// A dual-stack bundle: a FORWARD chain per family accepting `port` from
+/// a set, `extra` chains per family (a longer apply), and `rule` added to
+/// the IPv4 chain.
+fn bundle(dir: &Path, port: u16, extra: usize, rule: Option<&str>) -> Bundle {
+    std::fs::create_dir_all(dir).unwrap();
+    let manifest = serde_json::json!({
+        "format": 1,
+        "source_hash": format!("test-{port}"),
+        "iptables": { "hooks": [
+            { "table": "filter", "chain": "FORWARD", "target": "WEIR-FORWARD" }
+        ] },
+        "sets": [ { "name": "weir-c4", "kind": "class", "class": 1 },
+                  { "name": "weir-c6", "kind": "class", "class": 1 } ]
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(
+        dir.join("ipset.rules"),
+        "create weir-c4 hash:net family inet hashsize 64 maxelem 1024\nadd weir-c4 10.1.0.0/24\n\
+         create weir-c6 hash:net family inet6 hashsize 64 maxelem 1024\nadd weir-c6 fd00:1::/64\n",
+    )
+    .unwrap();
+    for (file, set) in [
+        ("iptables.rules", "weir-c4"),
+        ("ip6tables.rules", "weir-c6"),
+    ] {
+        let mut r = String::from("*filter\n:WEIR-FORWARD - [0:0]\n");
+        for i in 0..extra {
+            r.push_str(&format!(":WEIR-X{i} - [0:0]\n"));
+        }
+        r.push_str(&format!(
+            "-A WEIR-FORWARD -p tcp --dport {port} -m set --match-set {set} src -m comment --comment \"weir:rule {port}\" -j ACCEPT\n"
+        ));
+        for i in 0..extra {
+            r.push_str(&format!(
+                "-A WEIR-FORWARD -p udp --dport {} -j WEIR-X{i}\n",
+                1000 + i
+            ));
+            r.push_str(&format!("-A WEIR-X{i} -j DROP\n"));
+        }
+        if let (Some(extra), "iptables.rules") = (rule, file) {
+            r.push_str(extra);
+            r.push('\n');
+        }
+        r.push_str("-A WEIR-FORWARD -j DROP\nCOMMIT\n");
+        std::fs::write(dir.join(file), r).unwrap();
+    }
+    Bundle::read(dir).unwrap()
+}
+
+fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
+    let o = ns.exec(program, args).unwrap();
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Our chains (any `WEIR…` chain) per family and our sets.
+fn ours(ns: &Netns) -> (Vec<String>, Vec<String>) {
+    let mut chains = Vec::new();
+    for (f, p) in [("4", "iptables-save"), ("6", "ip6tables-save")] {
+        for l in run(ns, p, &[]).lines() {
+            if let Some(c) = l
+                .strip_prefix(':')
+                .and_then(|d| d.split_whitespace().next())
+            {
+                if c.starts_with("WEIR") {
+                    chains.push(format!("{f}:{c}"));
+                }
+            }
+        }
+    }
+    let sets = run(ns, "ipset", &["list", "-n"])
+        .lines()
+        .filter(|s| s.starts_with("weir"))
+        .map(str::to_string)
+        .collect();
+    (chains, sets)
+}
+
+/// The generation each family's hook chain jumps into.
+fn hooked(ns: &Netns) -> Vec<Option<String>> {
+    ["iptables-save", "ip6tables-save"]
+        .iter()
+        .map(|p| {
+            run(ns, p, &[]).lines().find_map(|l| {
+                l.strip_prefix("-A WEIR-HOOK-FORWARD -j WEIR")
+                    .and_then(|r| r.split('-').next())
+                    .map(str::to_string)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn widened_rule_is_refused_and_the_old_generation_stays() {
+    if !ready("widened_rule_is_refused_and_the_old_generation_stays") {
+        return;
+    }
+    let n = ns("widen");
+    let work = scratch("widen");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    let good = bundle(&work.join("a"), 80, 0, None);
+    assert_eq!(rt.apply(&good).unwrap().generation, 1);
+    // The kernel's icmp match takes type 255 as "any": it comes back as
+    // `--icmp-type any`, which allows every ICMP type.
+    let widened = bundle(
+        &work.join("b"),
+        81,
+        0,
+        Some("-A WEIR-FORWARD -p icmp -m icmp --icmp-type 255 -j ACCEPT"),
+    );
+    let e = rt.apply(&widened).unwrap_err().to_string();
+    eprintln!("{e}");
+    assert!(e.contains("reading back generation 2"), "{e}");
+    assert!(e.contains("--icmp-type 255") && e.contains("any"), "{e}");
+    // Generation 1 is in force, and nothing of generation 2 is left.
+    let s = rt.status().unwrap();
+    assert!(s.in_force, "{s:?}");
+    assert_eq!(s.state.unwrap().generation, 1);
+    assert_eq!(hooked(&n), vec![Some("1".into()), Some("1".into())]);
+    let (chains, sets) = ours(&n);
+    assert!(chains.iter().all(|c| !c.contains("WEIR2-")), "{chains:?}");
+    assert!(sets.iter().all(|s| !s.starts_with("weir2-")), "{sets:?}");
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(work);
+}
+
+#[test]
+fn status_says_what_differs_per_family() {
+    if !ready("status_says_what_differs_per_family") {
+        return;
+    }
+    let n = ns("differ");
+    let work = scratch("differ");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
+    // Someone rewrites a rule of ours in the IPv6 chain.
+    run(
+        &n,
+        "ip6tables",
+        &["-w", "-R", "WEIR1-FORWARD", "1", "-j", "ACCEPT"],
+    );
+    let s = rt.status().unwrap();
+    assert!(!s.in_force);
+    let v6 = s
+        .families
+        .iter()
+        .find(|f| f.family.name() == "ipv6")
+        .unwrap();
+    let v4 = s
+        .families
+        .iter()
+        .find(|f| f.family.name() == "ipv4")
+        .unwrap();
+    assert!(v4.difference.is_none(), "{v4:?}");
+    let d = v6.difference.as_deref().unwrap_or_default();
+    assert!(
+        d.contains("WEIR1-FORWARD rule 1") && d.contains("-j ACCEPT"),
+        "{d}"
+    );
+    assert_eq!(v6.generations, vec![1]);
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(work);
+}
+
+#[test]
+fn objects_named_like_ours_are_not_ours() {
+    if !ready("objects_named_like_ours_are_not_ours") {
+        return;
+    }
+    let n = ns("names");
+    let work = scratch("names");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    run(&n, "iptables", &["-w", "-N", "WEIR12-MINE"]);
+    run(&n, "iptables", &["-w", "-A", "WEIR12-MINE", "-j", "ACCEPT"]);
+    run(&n, "iptables", &["-w", "-A", "INPUT", "-j", "WEIR12-MINE"]);
+    run(&n, "ipset", &["create", "weir7-mine", "hash:ip"]);
+    run(
+        &n,
+        "iptables",
+        &[
+            "-w",
+            "-A",
+            "INPUT",
+            "-m",
+            "set",
+            "--match-set",
+            "weir7-mine",
+            "src",
+            "-j",
+            "DROP",
+        ],
+    );
+    rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
+    rt.apply(&bundle(&work.join("b"), 81, 0, None)).unwrap();
+    rt.detach().unwrap();
+    let (chains, sets) = ours(&n);
+    assert_eq!(chains, vec!["4:WEIR12-MINE".to_string()]);
+    assert_eq!(sets, vec!["weir7-mine".to_string()]);
+    let _ = std::fs::remove_dir_all(work);
+}
+
+#[test]
+fn detach_returns_the_node_to_its_state_before_the_first_apply() {
+    if !ready("detach_returns_the_node_to_its_state_before_the_first_apply") {
+        return;
+    }
+    let n = ns("baseline");
+    let work = scratch("baseline");
+    let state = work.join("state");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(&state));
+    let tables_before = run(&n, "nft", &["list", "ruleset"]);
+    rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
+    endpoints_record_exists(&state);
+    rt.detach().unwrap();
+    assert_eq!(run(&n, "nft", &["list", "ruleset"]), tables_before);
+    assert!(
+        !state.exists(),
+        "{:?}",
+        std::fs::read_dir(&state).map(|d| d.count())
+    );
+    let _ = std::fs::remove_dir_all(work);
+}
+
+fn endpoints_record_exists(state: &Path) {
+    // The apply wrote its records (the endpoint record among them), so
+    // detach has files to remove.
+    let names: Vec<String> = std::fs::read_dir(state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "state.json"), "{names:?}");
+    assert!(names.iter().any(|n| n == "lock"), "{names:?}");
+}
+
+#[test]
+fn set_update_over_capacity_writes_nothing() {
+    if !ready("set_update_over_capacity_writes_nothing") {
+        return;
+    }
+    let n = ns("capacity");
+    let work = scratch("capacity");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
+    let members = |n: &Netns| {
+        run(n, "ipset", &["save", "weir1-c4"])
+            .matches("\nadd ")
+            .count()
+    };
+    assert_eq!(members(&n), 1);
+    // 1,100 hosts into a set of maxelem 1024: refused, nothing written.
+    let many: Vec<String> = (0..1100)
+        .map(|i| format!("10.9.{}.{}", i / 250, 1 + i % 250))
+        .collect();
+    let e = rt
+        .update_set("weir-c4", &many, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refused, nothing changed") && e.contains("maxelem"),
+        "{e}"
+    );
+    assert_eq!(members(&n), 1, "the live set is unchanged");
+    assert_eq!(
+        ours(&n).1,
+        vec!["weir1-c4".to_string(), "weir1-c6".to_string()]
+    );
+    // An update that fits is swapped in, and status reads it back.
+    rt.update_set("weir-c4", &many[..1000], &["10.1.0.0/24".into()])
+        .unwrap();
+    assert_eq!(members(&n), 1000);
+    assert!(rt.status().unwrap().in_force);
+    assert_eq!(ours(&n).1.len(), 2, "no temporary set left");
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(work);
+}
+
+/// The child of [`kill_apply_at_random_points`]: applies the bundle named
+/// by the environment, and nothing when run as an ordinary test.
+#[test]
+fn crash_child() {
+    let (Ok(dir), Ok(netns), Ok(state)) = (
+        std::env::var("WEIR_CRASH_BUNDLE"),
+        std::env::var("WEIR_CRASH_NETNS"),
+        std::env::var("WEIR_CRASH_STATE"),
+    ) else {
+        return;
+    };
+    let rt = Iptables::new(Options::netns(&netns).with_state_dir(state));
+    rt.apply(&Bundle::read(Path::new(&dir)).unwrap()).unwrap();
+}
+
+/// xorshift64*: a seeded sequence of delays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn kill_apply_at_random_points() {
+    if !ready("kill_apply_at_random_points") {
+        return;
+    }
+    const KILLS: usize = 24;
+    let n = ns("kill");
+    let work = scratch("kill");
+    let state = work.join("state");
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(&state));
+    let before = run(&n, "nft", &["list", "ruleset"]);
+    let bundles = [
+        bundle(&work.join("a"), 80, 60, None),
+        bundle(&work.join("b"), 81, 60, None),
+    ];
+    // How long one apply takes here, to spread the kills over it.
+    let child = |b: &Bundle| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--test-threads=1", "--quiet"])
+            .env("WEIR_CRASH_BUNDLE", &b.dir)
+            .env("WEIR_CRASH_NETNS", n.name())
+            .env("WEIR_CRASH_STATE", &state)
+            .env_remove("CI")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let t = Instant::now();
+    assert!(child(&bundles[0]).wait().unwrap().success());
+    let span = t.elapsed().as_micros() as u64 + 1;
+    let mut rng = Rng(0x5eed_1515);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (mut half_switched, mut rolled_back, mut finished) = (0, 0, 0);
+    for k in 0..KILLS {
+        assert!(Instant::now() < deadline, "kill {k}: out of time");
+        let b = &bundles[(k + 1) % 2];
+        let mut c = child(b);
+        std::thread::sleep(Duration::from_micros(rng.next() % span));
+        let _ = c.kill();
+        let _ = c.wait();
+        let hooks = hooked(&n);
+        if hooks[0] != hooks[1] {
+            half_switched += 1;
+        }
+        // The next command (status, apply or detach, in turn) recovers.
+        match rng.next() % 3 {
+            0 => {
+                let s = rt.status().unwrap();
+                let st = s.state.clone().expect("a generation is recorded");
+                assert!(s.in_force, "kill {k}: {s:?}");
+                let g = st.generation.to_string();
+                assert_eq!(
+                    hooked(&n),
+                    vec![Some(g.clone()), Some(g.clone())],
+                    "kill {k}"
+                );
+                for f in &s.families {
+                    assert_eq!(f.generations, vec![st.generation], "kill {k}: {f:?}");
+                }
+                for r in &s.recovered {
+                    if r.contains("rolled back") {
+                        rolled_back += 1;
+                    } else {
+                        finished += 1;
+                    }
+                }
+                let (chains, sets) = ours(&n);
+                let gen_chains = |c: &String| c.contains(&format!("WEIR{g}-"));
+                assert!(
+                    chains
+                        .iter()
+                        .all(|c| gen_chains(c) || c.contains("WEIR-HOOK-")),
+                    "kill {k}: leftovers {chains:?}"
+                );
+                assert!(
+                    sets.iter().all(|s| s.starts_with(&format!("weir{g}-"))),
+                    "kill {k}: leftovers {sets:?}"
+                );
+            }
+            1 => {
+                let r = rt.apply(b).unwrap();
+                let g = r.generation.to_string();
+                assert_eq!(hooked(&n), vec![Some(g.clone()), Some(g)], "kill {k}");
+                assert!(rt.status().unwrap().in_force);
+            }
+            _ => {
+                rt.detach().unwrap();
+                assert_eq!(ours(&n), (vec![], vec![]), "kill {k}");
+                assert!(!state.exists());
+                rt.apply(b).unwrap();
+            }
+        }
+    }
+    eprintln!(
+        "{KILLS} kills: {half_switched} left the families on different generations, status rolled back {rolled_back} and finished {finished}"
+    );
+    rt.detach().unwrap();
+    assert_eq!(ours(&n), (vec![], vec![]));
+    assert_eq!(run(&n, "nft", &["list", "ruleset"]), before);
+    assert!(!state.exists());
+    let _ = std::fs::remove_dir_all(work);
+}
