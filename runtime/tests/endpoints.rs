@@ -460,3 +460,47 @@ fn ebpf_endpoint_churn_updates_maps_only() {
     let _ = std::fs::remove_dir_all(&inst.pin_root);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// 70,000 web endpoints exceed the compiled sets' capacity (`maxelem
+/// 65536`): refused, and nothing is written — the live sets keep their
+/// members, no temporary set is left, and the next update applies.
+#[test]
+fn iptables_update_over_capacity_writes_nothing() {
+    if !ready(
+        "iptables_update_over_capacity_writes_nothing",
+        &["ip", "iptables-restore", "ip6tables-restore", "ipset"],
+    ) {
+        return;
+    }
+    let work = scratch("ipt-capacity");
+    let dir = work.join("bundle");
+    write_bundle(&dir, SRC, Target::Iptables);
+    let node =
+        weir_runtime::netns::Netns::create(&format!("weir-epcap-{}", std::process::id())).unwrap();
+    let rt = Iptables::new(Options::netns(node.name()).with_state_dir(work.join("state")));
+    let b = Bundle::read(&dir).unwrap();
+    rt.apply(&b).unwrap();
+    let sets = || {
+        let o = node.exec("ipset", &["save"]).unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let before = sets();
+    let mut many = base();
+    many.extend((0..70_000u32).map(|i| {
+        let a = std::net::Ipv4Addr::from(0x0a40_0000 + i);
+        ep(&format!("web-{i}"), "web", &a.to_string())
+    }));
+    match endpoints::iptables(&rt, &b, &many) {
+        Err(EndpointsError::Refused(r)) => {
+            assert!(r.iter().any(|m| m.contains("maxelem")), "{r:?}")
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    assert_eq!(sets(), before, "nothing written");
+    let r =
+        endpoints::iptables(&rt, &b, &with(base(), &[ep("web-2", "web", "10.1.0.12")])).unwrap();
+    assert_eq!(r.changes.len(), 1, "{r:?}");
+    assert!(rt.status().unwrap().in_force);
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -142,14 +142,21 @@ impl Iptables {
         let mut built: BTreeMap<String, (Saved, BTreeSet<String>)> = BTreeMap::new();
         for (set, list) in &edits {
             let saved = self.save_set(set)?;
-            let mut members = saved.members.clone();
+            // Keyed by the element as ipset prints it: one lookup per edit.
+            let mut by_key: BTreeMap<String, String> = saved
+                .members
+                .iter()
+                .map(|m| (key(m.split_whitespace().next().unwrap_or("")), m.clone()))
+                .collect();
             for (add, entry) in list {
                 let k = key(&entry[0]);
-                members.retain(|m| m.split_whitespace().next().map(key).as_ref() != Some(&k));
                 if *add {
-                    members.insert(entry.join(" "));
+                    by_key.insert(k, entry.join(" "));
+                } else {
+                    by_key.remove(&k);
                 }
             }
+            let members: BTreeSet<String> = by_key.into_values().collect();
             if members.len() > saved.maxelem {
                 return Err(SwapError::Capacity(format!(
                     "set {set} would hold {} entries and its capacity (maxelem) is {}; recompile with the new inventory",
