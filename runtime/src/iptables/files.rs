@@ -1,33 +1,20 @@
 //! The back end's record files beside the state file (`intent.json`,
-//! `applied.json`, `baseline.json`): written whole (a temporary file,
-//! then a rename), readable by root only.
+//! `applied.json`, `baseline.json`): written and removed through the
+//! runtime's one rule for its own files ([`crate::statefs`]: 0600, a fresh
+//! `O_EXCL|O_NOFOLLOW` name, fsync, rename), with the back end's error.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::Error;
+use crate::statefs;
 
-/// Writes `path` as a new 0600 file and renames it into place.
+/// Writes `path` whole, readable by root only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&tmp, path))
+    statefs::write_file(path, bytes)
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// Removes `path` (absent is fine).
 pub(crate) fn remove(path: &Path) -> Result<(), Error> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-    }
+    statefs::remove_file(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }
