@@ -433,6 +433,10 @@ fn a_pin_directory_prepared_by_another_user_is_refused() {
     }
     let f = Fixture::new("pins");
     let dir = f.pin_dir();
+    // Pin directories are named by the namespace's inode, which the
+    // kernel reuses: a directory another test's namespace left behind may
+    // already be there. Start from an empty one.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     let o = f.run("apply", Some(&f.a));
@@ -443,6 +447,7 @@ fn a_pin_directory_prepared_by_another_user_is_refused() {
         show(&o)
     );
     assert_eq!(f.traffic(), (true, true), "nothing attached");
+    // Empty: weir wrote nothing into a directory it refused.
     std::fs::remove_dir(&dir).unwrap();
     // The bpffs root weir mounts or uses is not writable by others.
     ok(f.run("apply", Some(&f.a)));
