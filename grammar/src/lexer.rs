@@ -11,7 +11,7 @@
 //! the next statement end without reporting a second error for it.
 
 use crate::span::{FileId, Span};
-use crate::{SyntaxError, SyntaxErrorKind};
+use crate::{Form, SyntaxError, SyntaxErrorKind};
 use logos::Logos;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -61,6 +61,9 @@ macro_rules! tokens {
             Ident(String),
             #[regex(r#""([^"\\\n]|\\[^\n])*""#, |lex| unescape(lex.slice()))]
             Str(String),
+            /// `'x'`: a string in single quotes (an error, then read as `"x"`).
+            #[regex(r"'([^'\\\n]|\\[^\n])*'", |lex| { let t = lex.slice(); t[1..t.len() - 1].to_string() })]
+            SingleQuoted(String),
             /// A string without its closing quote (becomes an error).
             #[regex(r#""([^"\\\n]|\\[^\n])*\\?"#)]
             UnterminatedStr,
@@ -267,6 +270,19 @@ pub fn tokenize(file: FileId, src: &str) -> Lexed {
                     continue;
                 }
                 Ok(Token::UnterminatedStr) => SyntaxErrorKind::UnterminatedString,
+                Ok(Token::SingleQuoted(inner)) => {
+                    // One error; the parser reads it as the string meant.
+                    out.errors.push(SyntaxError {
+                        kind: SyntaxErrorKind::WrongForm {
+                            found: text.to_string(),
+                            right: format!("\"{inner}\""),
+                            form: Form::SingleQuotes,
+                        },
+                        span,
+                    });
+                    out.tokens.push((s, Token::Str(inner), e));
+                    continue;
+                }
                 Ok(tok) => {
                     out.tokens.push((s, tok, e));
                     continue;

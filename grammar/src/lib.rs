@@ -46,6 +46,37 @@ pub enum SyntaxErrorKind {
     },
     /// The file ended in the middle of something (E0011).
     UnexpectedEof { expected: Vec<String> },
+    /// A familiar mistake, recognized and read as the form it stands for so
+    /// that nothing else is reported because of it: `found` was written
+    /// where `right` (the corrected source text) was meant.
+    WrongForm {
+        found: String,
+        right: String,
+        form: Form,
+    },
+    /// A `{` never closed (E0007). The error's span is the `{`; `noticed`
+    /// is where the parser found out: the first line indented as if the
+    /// block had ended, or the end of the file (`at_eof`).
+    UnclosedBrace { noticed: Span, at_eof: bool },
+}
+
+/// Which familiar mistake a [`SyntaxErrorKind::WrongForm`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Form {
+    /// `apply to SEL` (any word before `to`) for `applies to SEL`.
+    AppliesTo,
+    /// `key = value` for `key == value` in a selector.
+    Assign,
+    /// `tcp:5432` for `tcp 5432`.
+    PortColon,
+    /// `tcp 5432, 5433` for `tcp {5432, 5433}`.
+    PortList,
+    /// `fd00::30:5432` (one IPv6 address) for `[fd00::30]:5432`.
+    Ipv6Socket,
+    /// `'x'` for `"x"`.
+    SingleQuotes,
+    /// An address without its port where `ADDR:PORT` is expected.
+    MissingPort,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -56,6 +87,7 @@ pub struct SyntaxError {
 
 pub mod lexer;
 mod support;
+mod unclosed;
 
 lalrpop_util::lalrpop_mod!(
     #[allow(
@@ -83,6 +115,23 @@ pub fn parse_with_comments(file: FileId, src: &str) -> (ast::File, Vec<SyntaxErr
     let mut lexed = lexer::lex(file, src);
     let mut errors = lexed.errors;
     limit_nesting(file, src, &mut lexed.tokens, &mut errors);
+    if let Some(repaired) = unclosed::repair(file, src, &lexed.tokens) {
+        // Some `{` is never closed: report it at the brace, and parse with
+        // the missing `}` supplied where the block was meant to end.
+        let mut tokens = repaired.tokens;
+        tokens.extend(closers(&tokens, src.len()));
+        let (tree, syntax) = run_parser(file, src, tokens);
+        let supplied = |e: &SyntaxError| {
+            e.span.start as usize >= src.len()
+                || (e.span.start == e.span.end
+                    && repaired.supplied_at.contains(&(e.span.start as usize)))
+        };
+        errors.extend(syntax.into_iter().filter(|e| !supplied(e)));
+        errors.extend(repaired.errors);
+        errors.sort_by_key(|e| (e.span.start, e.span.end));
+        errors.dedup();
+        return (tree, errors, lexed.comments);
+    }
     let (mut tree, mut syntax) = run_parser(file, src, lexed.tokens.clone());
     let at_eof = |e: &SyntaxError| e.span.start as usize >= src.len();
     if syntax.iter().any(at_eof) {

@@ -4,8 +4,9 @@
 use crate::ast::*;
 use crate::lexer::{Token, KEYWORDS};
 use crate::span::{FileId, Span};
-use crate::{SyntaxError, SyntaxErrorKind};
+use crate::{Form, SyntaxError, SyntaxErrorKind};
 use lalrpop_util::{ErrorRecovery, ParseError};
+use std::net::IpAddr;
 
 /// One element of a `{ … }` peer: a set element or a `key: value` pair.
 #[derive(Debug, Clone)]
@@ -244,4 +245,95 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
         addrs,
         span,
     }
+}
+
+/// Records a familiar mistake at `found` (byte range), read as `right`.
+pub fn wrong_form(
+    src: &str,
+    file: FileId,
+    errors: &mut Vec<SyntaxError>,
+    form: Form,
+    found: (usize, usize),
+    right: String,
+) {
+    errors.push(SyntaxError {
+        kind: SyntaxErrorKind::WrongForm {
+            found: src.get(found.0..found.1).unwrap_or_default().to_string(),
+            right,
+            form,
+        },
+        span: Span::new(file, found.0, found.1),
+    });
+}
+
+/// `tcp {5432, 5433}`: ports as a set after the protocol, as written.
+pub fn port_set(src: &str, proto: &str, ports: &[PortRange]) -> String {
+    let list: Vec<&str> = ports
+        .iter()
+        .map(|p| src.get(p.span.range()).unwrap_or_default())
+        .collect();
+    format!("{} {{{}}}", proto.trim_end(), list.join(", "))
+}
+
+/// An address written where `ADDR:PORT` is expected. `fd00::30:5432` is
+/// one IPv6 address to the lexer; when its last group is a decimal port
+/// and the rest is an address, it is read as `[fd00::30]:5432`. Anything
+/// else is a missing port. Either way one error, and a socket to go on with.
+pub fn bare_socket(
+    src: &str,
+    file: FileId,
+    errors: &mut Vec<SyntaxError>,
+    addr: CidrLit,
+) -> SocketLit {
+    let span = addr.span;
+    let text = src.get(span.range()).unwrap_or_default();
+    if let Some((host, port, ip)) = split_ipv6_port(text) {
+        wrong_form(
+            src,
+            file,
+            errors,
+            Form::Ipv6Socket,
+            (span.start as usize, span.end as usize),
+            format!("[{host}]:{port}"),
+        );
+        let port_start = span.end as usize - port.len();
+        let port = Num {
+            value: port.parse().unwrap_or(0),
+            span: Span::new(file, port_start, span.end as usize),
+        };
+        let addr = CidrLit {
+            addr: ip,
+            prefix: None,
+            span: Span::new(file, span.start as usize, port_start - 1),
+        };
+        return SocketLit { addr, port, span };
+    }
+    let right = match addr.addr {
+        IpAddr::V4(_) => format!("{text}:PORT"),
+        IpAddr::V6(_) => format!("[{text}]:PORT"),
+    };
+    wrong_form(
+        src,
+        file,
+        errors,
+        Form::MissingPort,
+        (span.start as usize, span.end as usize),
+        right,
+    );
+    let port = Num {
+        value: 0,
+        span: Span::new(file, span.end as usize, span.end as usize),
+    };
+    SocketLit { addr, port, span }
+}
+
+/// `fd00::30:5432` → `("fd00::30", "5432", fd00::30)`.
+fn split_ipv6_port(text: &str) -> Option<(&str, &str, IpAddr)> {
+    let (host, port) = text.rsplit_once(':')?;
+    if host.ends_with(':') || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    port.parse::<u16>().ok()?;
+    let ip: std::net::Ipv6Addr = host.parse().ok()?;
+    Some((host, port, IpAddr::V6(ip)))
 }

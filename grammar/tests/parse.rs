@@ -276,9 +276,12 @@ fn missing_token_and_eof() {
         if found == "end of line" && expected == &vec!["order".to_string()])
     );
     assert_eq!(errors[0].span, Span::new(F, 6, 7));
-    assert!(
-        matches!(&errors[1].kind, SyntaxErrorKind::UnexpectedEof { expected } if expected.contains(&"}".to_string()))
-    );
+    // The file ends inside the policy: reported at its `{` (E0007).
+    assert!(matches!(
+        &errors[1].kind,
+        SyntaxErrorKind::UnclosedBrace { at_eof: true, .. }
+    ));
+    assert_eq!(errors[1].span, Span::new(F, 16, 17));
     // The unclosed policy is still in the tree.
     let (f, _) = parse(F, "policy p {\n  applies to all\n");
     assert!(matches!(&f.items[..], [Item::Policy(p)] if p.items.len() == 1));

@@ -158,18 +158,26 @@ impl PeerDecl<'_> {
     }
 }
 
-/// Edit distance (Levenshtein), for suggestions.
+/// Edit distance for suggestions: Damerau–Levenshtein (optimal string
+/// alignment), so that swapping two neighbouring characters (`wbe` for
+/// `web`) costs one edit, like an insertion, deletion or substitution.
 fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    // Rows i-2, i-1 and i of the table.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
+    for i in 0..a.len() {
         let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        for j in 0..b.len() {
+            let sub = prev[j] + usize::from(a[i] != b[j]);
+            let mut d = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
+                d = d.min(before[j - 1] + 1);
+            }
+            cur[j + 1] = d;
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
 }
@@ -203,5 +211,9 @@ mod tests {
         );
         assert_eq!(suggest("xyz", ["frontend", "api"]), None);
         assert_eq!(suggest("ap", ["api", "app"]), Some("api".into()));
+        // A transposition is one edit.
+        assert_eq!(distance("wbe", "web"), 1);
+        assert_eq!(distance("ca", "abc"), 3);
+        assert_eq!(suggest("wbe", ["web", "db"]), Some("web".into()));
     }
 }

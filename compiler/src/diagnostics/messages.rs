@@ -7,7 +7,7 @@
 
 use super::{Code, Diagnostic, Label};
 use weir_grammar::ast::{Direction, Proto};
-use weir_grammar::{Span, SyntaxError, SyntaxErrorKind};
+use weir_grammar::{Form, Span, SyntaxError, SyntaxErrorKind};
 
 /// The kinds of named things, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -406,6 +406,52 @@ fn did_you_mean(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|s| format!("did you mean `{s}`?"))
 }
 
+/// A familiar mistake the parser read as `right`: one diagnostic at what
+/// was written, the right form as help.
+fn wrong_form(span: Span, found: String, right: String, form: Form) -> Diagnostic {
+    use Code::*;
+    let (code, message, label) = match form {
+        Form::AppliesTo => (
+            E0010,
+            format!("unexpected `{found}`"),
+            "a policy names its endpoints with `applies to`",
+        ),
+        Form::Assign => (
+            E0010,
+            "unexpected `=`".to_string(),
+            "labels are compared with `==` (or `!=`)",
+        ),
+        Form::PortColon => (
+            E0010,
+            "unexpected `:`".to_string(),
+            "the port follows the protocol after a space",
+        ),
+        Form::PortList => (
+            E0010,
+            "unexpected `,`".to_string(),
+            "several ports are written as a set in braces",
+        ),
+        Form::MissingPort => (
+            E0010,
+            format!("missing port after `{found}`"),
+            "expected `:` and a port",
+        ),
+        Form::Ipv6Socket => (
+            E0003,
+            format!("`{found}` is one IPv6 address, not an address and a port"),
+            "an IPv6 address with a port is written in brackets",
+        ),
+        Form::SingleQuotes => (
+            E0001,
+            "unexpected character `'`".to_string(),
+            "strings are written in double quotes",
+        ),
+    };
+    B::new(code, message, span, label)
+        .help(format!("write `{right}`"))
+        .done()
+}
+
 fn one_of(expected: &[String]) -> String {
     const MAX: usize = 8;
     let mut items: Vec<&str> = expected.iter().map(String::as_str).collect();
@@ -557,6 +603,23 @@ impl Kind {
                     span,
                     format!("expected {}", one_of(&expected)),
                 )
+                .done(),
+                SyntaxErrorKind::WrongForm { found, right, form } => wrong_form(span, found, right, form),
+                SyntaxErrorKind::UnclosedBrace { noticed, at_eof } => B::new(
+                    E0007,
+                    "unclosed `{`",
+                    span,
+                    "this `{` is never closed",
+                )
+                .also(
+                    noticed,
+                    if at_eof {
+                        "the file ends here"
+                    } else {
+                        "by its indentation, the block ends before this line"
+                    },
+                )
+                .help("add the missing `}` where the block ends")
                 .done(),
             },
 

@@ -76,6 +76,7 @@ codes! {
     E0004 => Error, "malformed CIDR or prefix length out of range";
     E0005 => Error, "number out of range";
     E0006 => Error, "malformed duration";
+    E0007 => Error, "unclosed `{`";
     E0010 => Error, "unexpected token";
     E0011 => Error, "unexpected end of file";
     E0012 => Error, "nesting limit exceeded";
