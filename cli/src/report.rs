@@ -8,8 +8,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use weir_compiler::bundle::{self, Target};
 use weir_compiler::contract::{self, iptables::IptablesSection};
-use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::driver::Analyzed;
+use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::graph::cost::{capacity, Capacity};
 
 #[derive(Debug, Serialize)]

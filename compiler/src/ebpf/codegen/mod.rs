@@ -134,6 +134,7 @@ use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
 use self::layout::LOG_SLOTS;
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
 use crate::bundle::{BackendArtifacts, Section, SPARE_CLASSES, WEIR_ASM, WEIR_O};
+use crate::diagnostics::{Construct, Kind, Refusal, StageOverflow};
 use crate::ebpf::service::LbState;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
@@ -258,105 +259,74 @@ pub enum Limit {
         jumps: usize,
     },
     /// A stage failed to assemble (jump range).
-    StageTooLarge { stage: usize, reason: String },
+    StageTooLarge {
+        stage: usize,
+        overflow: StageOverflow,
+    },
     /// A construct the TC path cannot express (E0501, not a limit): the
-    /// declaration's span, what it is, and which one.
+    /// declaration's span and what it is.
     Unsupported {
         span: weir_grammar::Span,
-        construct: String,
-        detail: String,
+        construct: Construct,
     },
 }
 
+/// In words: the diagnostic's message and label.
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Limit::MapTooLarge { map, entries } => {
-                write!(f, "map `{map}` needs {entries} entries (limit {MAX_MAP_ENTRIES})")
-            }
-            Limit::TooManyStages { stages } => write!(
-                f,
-                "the pipeline needs {stages} programs (limit {MAX_STAGES})"
-            ),
-            Limit::TooManyTailCalls { calls } => write!(
-                f,
-                "a packet's path would make {calls} tail calls (limit {MAX_TAIL_CALLS})"
-            ),
-            Limit::BlockTooLarge {
-                block,
-                slots,
-                jumps,
-            } => write!(
-                f,
-                "decision-graph node {block} alone needs {slots} instructions and {jumps} branches, more than one program may hold"
-            ),
-            Limit::StageTooLarge { stage, reason } => write!(f, "stage {stage}: {reason}"),
-            Limit::Unsupported {
-                construct, detail, ..
-            } => write!(f, "`{construct}`: {detail}"),
-        }
+        let d = self.kind(weir_grammar::Span::default()).into_diagnostic();
+        write!(f, "{}: {}", d.message, d.primary.message)
     }
 }
 
 impl Limit {
-    /// The E0510 diagnostic (E0501 for [`Limit::Unsupported`], at its
-    /// declaration). Limits are about the program as a whole; the primary
-    /// span is the first policy (or steer / service) declaration.
-    pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
-        if let Limit::Unsupported {
-            span,
-            construct,
-            detail,
-        } = self
-        {
-            return crate::diagnostics::Kind::BackendUnsupported {
-                span: *span,
-                backend: "ebpf",
-                construct: construct.clone(),
-                detail: detail.clone(),
+    /// As a diagnostic kind: E0510 at `program_span` (limits are about the
+    /// program as a whole), E0501 for [`Limit::Unsupported`] at its
+    /// declaration.
+    pub fn kind(&self, program_span: weir_grammar::Span) -> Kind {
+        let refusal = match self.clone() {
+            Limit::Unsupported { span, construct } => {
+                return Kind::Refused {
+                    span,
+                    refusal: Refusal::NotExpressible {
+                        backend: crate::contract::Target::Ebpf,
+                        construct,
+                    },
+                }
             }
-            .into_diagnostic();
-        }
-        let span = model
-            .policies
-            .first()
-            .map(|p| p.span)
-            .or_else(|| model.steers.first().map(|s| s.span))
-            .or_else(|| model.services.first().map(|s| s.span))
-            .unwrap_or_default();
-        let (construct, detail) = match self {
-            Limit::MapTooLarge { map, entries } => (
-                format!("map `{map}`"),
-                format!("{entries} entries, limit {MAX_MAP_ENTRIES}"),
-            ),
-            Limit::TooManyStages { stages } => (
-                "the tail-called program set".to_string(),
-                format!("{stages} programs, limit {MAX_STAGES}"),
-            ),
-            Limit::TooManyTailCalls { calls } => (
-                "the tail-call chain".to_string(),
-                format!("{calls} tail calls on one packet's path, limit {MAX_TAIL_CALLS}"),
-            ),
+            Limit::MapTooLarge { map, entries } => Refusal::MapTooLarge {
+                map,
+                entries,
+                max: MAX_MAP_ENTRIES,
+            },
+            Limit::TooManyStages { stages } => Refusal::TooManyStages {
+                stages,
+                max: MAX_STAGES,
+            },
+            Limit::TooManyTailCalls { calls } => Refusal::TooManyTailCalls {
+                calls,
+                max: MAX_TAIL_CALLS,
+            },
             Limit::BlockTooLarge {
                 block,
                 slots,
                 jumps,
-            } => (
-                format!("decision-graph node {block}"),
-                format!("{slots} instructions and {jumps} branches in one node"),
-            ),
-            Limit::StageTooLarge { stage, reason } => {
-                (format!("program stage {stage}"), reason.clone())
-            }
-            Limit::Unsupported { .. } => unreachable!("returned above"),
+            } => Refusal::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            },
+            Limit::StageTooLarge { stage, overflow } => Refusal::StageTooLarge { stage, overflow },
         };
-        crate::diagnostics::Kind::BackendLimit {
-            span,
-            backend: "ebpf",
-            construct,
-            detail,
+        Kind::Refused {
+            span: program_span,
+            refusal,
         }
-        .into_diagnostic()
+    }
+
+    /// The E05xx diagnostic.
+    pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
+        self.kind(model.program_span()).into_diagnostic()
     }
 }
 
@@ -368,41 +338,24 @@ impl Limit {
 pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
     let mut out = Vec::new();
     for svc in &model.services {
-        let mut kinds: Vec<&str> = svc
-            .frontends
-            .iter()
-            .filter_map(|f| {
-                if f.addr.is_ipv6() {
-                    Some("IPv6 service frontend")
-                } else if f.proto == crate::model::Proto::Sctp {
-                    Some("SCTP service frontend")
-                } else {
-                    None
-                }
-            })
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        for construct in kinds {
-            let first = svc
-                .frontends
-                .iter()
-                .find(|f| {
-                    (construct.starts_with("IPv6") && f.addr.is_ipv6())
-                        || (construct.starts_with("SCTP")
-                            && f.addr.is_ipv4()
-                            && f.proto == crate::model::Proto::Sctp)
-                })
-                .expect("a frontend of this kind");
+        let (mut ipv6, mut sctp) = (None, None);
+        for f in &svc.frontends {
+            if f.addr.is_ipv6() {
+                ipv6 = ipv6.or(Some(f));
+            } else if f.proto == crate::model::Proto::Sctp {
+                sctp = sctp.or(Some(f));
+            }
+        }
+        // In the order of the constructs' names: IPv6 before SCTP.
+        for f in [ipv6, sctp].into_iter().flatten() {
             out.push(Limit::Unsupported {
                 span: svc.span,
-                construct: construct.to_string(),
-                detail: crate::diagnostics::untranslated_frontend(
-                    &svc.name,
-                    &first.addr,
-                    first.port,
-                    first.proto,
-                ),
+                construct: Construct::UntranslatedFrontend {
+                    service: svc.name.clone(),
+                    addr: f.addr,
+                    port: f.port,
+                    proto: f.proto,
+                },
             });
         }
     }
@@ -838,7 +791,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
                 if budget.max_slots < 64 {
                     return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
                         stage: 0,
-                        reason: "cannot split under the budget".into(),
+                        overflow: StageOverflow::NoSplit,
                     })]);
                 }
                 budget.max_slots = budget.max_slots * 4 / 5;
