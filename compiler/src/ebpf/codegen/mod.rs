@@ -597,68 +597,17 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             return Err(refused);
         }
     }
-    let (_, node_numbers) = g.dag.numbering();
-    let roots = g.dag.roots;
-    let mut entries = vec![(Entry::Steer, roots.steer)];
-    if opts.mode != Mode::Ingress {
-        entries.push((Entry::Egress, roots.egress));
-    }
-    if opts.mode != Mode::Egress {
-        entries.push((Entry::Ingress, roots.ingress));
-    }
-    let mut blocks = vec![Block::Prologue];
-    let mut has_atoms = false;
-    let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
-    // Per map-backed class table, the branch of every class (its column
-    // in the class rows).
-    let mut columns: Vec<Vec<u16>> = Vec::new();
-    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let Plan {
+        node_numbers,
+        blocks,
+        has_atoms,
+        ctabs,
+        columns,
+        atom_words,
+        log_slots,
+    } = plan(g, opts);
     let mut fill = Fill::default();
-    let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
-    for (e, root) in &entries {
-        for n in reachable(g, *root) {
-            blocks.push(Block::Node(*e, n));
-            match g.node(n) {
-                Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
-                Node::Test {
-                    cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
-                    ..
-                } => has_atoms = true,
-                Node::Table {
-                    key: TableKey::SrcClass | TableKey::DstClass,
-                    entries: iv,
-                    ..
-                } if iv.len() > INLINE_CLASS_INTERVALS
-                    && !ctabs.contains_key(&n)
-                    && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
-                {
-                    let id = columns.len() as u32;
-                    let mut targets: Vec<NodeId> = Vec::new();
-                    let mut column = vec![NO_BRANCH; nclasses as usize];
-                    for x in iv {
-                        let branch = match targets.iter().position(|&t| t == x.next) {
-                            Some(i) => i,
-                            None => {
-                                targets.push(x.next);
-                                targets.len() - 1
-                            }
-                        } as u16;
-                        for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
-                            column[c as usize] = branch;
-                        }
-                    }
-                    columns.push(column);
-                    ctabs.insert(n, ClassTable { id, targets });
-                }
-                _ => {}
-            }
-        }
-        if *e == Entry::Steer {
-            blocks.push(Block::Service);
-        }
-    }
-    blocks.push(Block::Final);
     let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let has_services = !g.services.frontends.is_empty();
 
@@ -696,23 +645,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     // Fill data.
     let row_size = row_bytes(atom_words, columns.len());
-    for (c, row) in g.classes.classes.iter().enumerate() {
-        let mut w = vec![0u32; atom_words];
-        for a in row.iter() {
-            w[a / 32] |= 1 << (a % 32);
-        }
-        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
-        for col in &columns {
-            bytes.extend_from_slice(&col[c].to_ne_bytes());
-        }
-        bytes.resize(row_size, 0);
-        fill.atom_rows.push(
-            bytes
-                .chunks(4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        );
-    }
+    fill.atom_rows = class_rows(g, atom_words, &columns, row_size);
     let lb = gen.has_services.then(|| {
         LbState::new(
             &g.services,
@@ -737,78 +670,64 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         )
     });
 
-    // Stages: split, assemble, and split tighter while a stage comes out
-    // larger than the budget (stubs and dispatch are only known after).
-    let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
-        .map(|b| stages::measure(&gen, b))
-        .collect();
-    // The final block is copied into the stages that reach it, never laid
-    // out on its own (see `stages::assemble`): it takes no room in the
-    // split.
-    let fin = gen.final_block();
-    let final_slots = std::mem::take(&mut sizes[fin].slots);
-    sizes[fin].jumps = 0;
-    let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
-        matches!(gen.blocks[b], Block::Node(..))
-    });
-    let flow = stages::Flow::new(&sizes, copied);
+    // Stages.
+    let (stage_of, staged, calls) = split_stages(&gen, opts)?;
     let mut limits = Vec::new();
-    let mut budget = opts.budget;
-    let hard_slots = if opts.long_jumps {
-        stages::HARD_SLOTS_LONG
-    } else {
-        stages::HARD_SLOTS
-    };
-    let (stage_of, staged) = loop {
-        let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
-            Ok(s) => s,
-            Err(b) => {
-                return Err(vec![Limit::BlockTooLarge {
-                    block: gen.block_name(b),
-                    slots: sizes[b].slots,
-                    jumps: sizes[b].jumps,
-                }])
-            }
-        };
-        let n = stage_of.iter().max().map_or(1, |m| m + 1);
-        if n > MAX_STAGES {
-            break (stage_of, None);
-        }
-        let over = |staged: &Vec<stages::Stage>| {
-            staged
-                .iter()
-                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
-        };
-        match stages::assemble(
-            &gen,
-            &flow,
-            &stage_of,
-            &stages::entries(&flow, &stage_of),
-            opts.long_jumps,
-        ) {
-            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
-            result => {
-                if budget.max_slots < 64 {
-                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
-                        stage: 0,
-                        overflow: StageOverflow::NoSplit,
-                    })]);
-                }
-                budget.max_slots = budget.max_slots * 4 / 5;
-            }
-        }
-    };
     let nstages = stage_of.iter().max().map_or(1, |m| m + 1);
     if nstages > MAX_STAGES {
         limits.push(Limit::TooManyStages { stages: nstages });
     }
-    let calls = stages::tail_calls(&flow, &stage_of);
     if calls > MAX_TAIL_CALLS {
         limits.push(Limit::TooManyTailCalls { calls });
     }
 
     // Maps.
-    let mut maps = vec![
+    let mut maps = fixed_maps(g, opts, &class_fill);
+    let mut filled = class_fill;
+    if gen.has_rows {
+        maps.push(MapDef::new(
+            layout::map::ATOMS,
+            MapType::Array,
+            4,
+            row_size as u32,
+            nclasses + SPARE_CLASSES,
+        ));
+        filled.insert(layout::map::ATOMS, u64::from(nclasses));
+    }
+    if let Some(lb) = &lb {
+        // The service maps (`weir_lb_*`, see `ebpf::service`), filled by
+        // the runtime from `lb.initial_ops()` (counted without computing
+        // the Maglev tables).
+        for (map, n) in lb.initial_counts() {
+            *filled.entry(map).or_insert(0) += n;
+        }
+        maps.extend(lb.maps());
+    }
+    if nstages > 1 {
+        maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
+        filled.insert(layout::map::JMP, nstages as u64 - 1);
+    }
+    for m in &maps {
+        if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
+            limits.push(Limit::MapTooLarge {
+                map: m.name.clone(),
+                entries: u64::from(m.max_entries),
+            });
+        }
+    }
+    if !limits.is_empty() {
+        return Err(limits);
+    }
+    let staged = staged.expect("assembled when within the stage limit");
+
+    Ok(object(g, opts, staged, maps, &filled, fill, calls, lb))
+}
+
+/// The maps every object has (context, conntrack, class tries and host
+/// hashes sized by their fill, counters), in object order.
+fn fixed_maps(g: &Graph, opts: &Options, class_fill: &HashMap<&str, u64>) -> Vec<MapDef> {
+    let nfill = |m: &str| class_fill.get(m).copied().unwrap_or(0);
+    vec![
         MapDef::new(
             layout::map::CTX,
             MapType::PercpuArray,
@@ -856,44 +775,22 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             8,
             g.provenance.len().max(1) as u32,
         ),
-    ];
-    let mut filled = class_fill;
-    if gen.has_rows {
-        maps.push(MapDef::new(
-            layout::map::ATOMS,
-            MapType::Array,
-            4,
-            row_size as u32,
-            nclasses + SPARE_CLASSES,
-        ));
-        filled.insert(layout::map::ATOMS, u64::from(nclasses));
-    }
-    if let Some(lb) = &lb {
-        // The service maps (`weir_lb_*`, see `ebpf::service`), filled by
-        // the runtime from `lb.initial_ops()` (counted without computing
-        // the Maglev tables).
-        for (map, n) in lb.initial_counts() {
-            *filled.entry(map).or_insert(0) += n;
-        }
-        maps.extend(lb.maps());
-    }
-    if nstages > 1 {
-        maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
-        filled.insert(layout::map::JMP, nstages as u64 - 1);
-    }
-    for m in &maps {
-        if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
-            limits.push(Limit::MapTooLarge {
-                map: m.name.clone(),
-                entries: u64::from(m.max_entries),
-            });
-        }
-    }
-    if !limits.is_empty() {
-        return Err(limits);
-    }
-    let staged = staged.expect("assembled when within the stage limit");
+    ]
+}
 
+/// The object and its manifest section from the assembled stages and the
+/// maps.
+#[allow(clippy::too_many_arguments)]
+fn object(
+    g: &Graph,
+    opts: &Options,
+    staged: Vec<stages::Stage>,
+    maps: Vec<MapDef>,
+    filled: &HashMap<&str, u64>,
+    fill: Fill,
+    calls: usize,
+    lb: Option<LbState>,
+) -> EbpfOutput {
     let mut listing = String::new();
     let mut programs = Vec::new();
     let mut defs = Vec::new();
@@ -952,9 +849,199 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         max_tail_calls: calls,
         lb,
     };
-    Ok(EbpfOutput {
+    EbpfOutput {
         object,
         manifest,
         listing,
-    })
+    }
+}
+
+/// The blocks of the program, in layout order, and what laying them out
+/// needs: which class tables become map columns, the atom row width, the
+/// log slots used.
+struct Plan {
+    node_numbers: HashMap<NodeId, usize>,
+    blocks: Vec<Block>,
+    has_atoms: bool,
+    ctabs: BTreeMap<NodeId, ClassTable>,
+    /// Per map-backed class table, the branch of every class (its column
+    /// in the class rows).
+    columns: Vec<Vec<u16>>,
+    atom_words: usize,
+    log_slots: usize,
+}
+
+/// Plans the blocks: the prologue, every node reachable from each entry
+/// (the service block after the steering entry), the final block.
+fn plan(g: &Graph, opts: &Options) -> Plan {
+    let (_, node_numbers) = g.dag.numbering();
+    let roots = g.dag.roots;
+    let mut entries = vec![(Entry::Steer, roots.steer)];
+    if opts.mode != Mode::Ingress {
+        entries.push((Entry::Egress, roots.egress));
+    }
+    if opts.mode != Mode::Egress {
+        entries.push((Entry::Ingress, roots.ingress));
+    }
+    let mut blocks = vec![Block::Prologue];
+    let mut has_atoms = false;
+    let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
+    // Per map-backed class table, the branch of every class (its column
+    // in the class rows).
+    let mut columns: Vec<Vec<u16>> = Vec::new();
+    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let mut log_slots = 0;
+    let nclasses = g.classes.len() as u32;
+    for (e, root) in &entries {
+        for n in reachable(g, *root) {
+            blocks.push(Block::Node(*e, n));
+            match g.node(n) {
+                Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
+                Node::Test {
+                    cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
+                    ..
+                } => has_atoms = true,
+                Node::Table {
+                    key: TableKey::SrcClass | TableKey::DstClass,
+                    entries: iv,
+                    ..
+                } if iv.len() > INLINE_CLASS_INTERVALS
+                    && !ctabs.contains_key(&n)
+                    && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
+                {
+                    let id = columns.len() as u32;
+                    let mut targets: Vec<NodeId> = Vec::new();
+                    let mut column = vec![NO_BRANCH; nclasses as usize];
+                    for x in iv {
+                        let branch = match targets.iter().position(|&t| t == x.next) {
+                            Some(i) => i,
+                            None => {
+                                targets.push(x.next);
+                                targets.len() - 1
+                            }
+                        } as u16;
+                        for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
+                            column[c as usize] = branch;
+                        }
+                    }
+                    columns.push(column);
+                    ctabs.insert(n, ClassTable { id, targets });
+                }
+                _ => {}
+            }
+        }
+        if *e == Entry::Steer {
+            blocks.push(Block::Service);
+        }
+    }
+    blocks.push(Block::Final);
+    Plan {
+        node_numbers,
+        blocks,
+        has_atoms,
+        ctabs,
+        columns,
+        atom_words,
+        log_slots,
+    }
+}
+
+/// The class rows (`weir_atoms`): per class, its atoms as a bit set, then
+/// its branch in every map-backed class table, padded to `row_size`.
+fn class_rows(
+    g: &Graph,
+    atom_words: usize,
+    columns: &[Vec<u16>],
+    row_size: usize,
+) -> Vec<Vec<u32>> {
+    let mut rows = Vec::new();
+    for (c, row) in g.classes.classes.iter().enumerate() {
+        let mut w = vec![0u32; atom_words];
+        for a in row.iter() {
+            w[a / 32] |= 1 << (a % 32);
+        }
+        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        for col in columns {
+            bytes.extend_from_slice(&col[c].to_ne_bytes());
+        }
+        bytes.resize(row_size, 0);
+        rows.push(
+            bytes
+                .chunks(4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    rows
+}
+
+/// The stages: split, assemble, and split tighter while a stage comes out
+/// larger than the budget (stubs and dispatch are only known after).
+/// Returns each block's stage, the assembled stages (none when there are
+/// more than [`MAX_STAGES`]) and the tail calls on the longest path.
+#[allow(clippy::type_complexity)]
+fn split_stages(
+    gen: &Gen,
+    opts: &Options,
+) -> Result<(Vec<usize>, Option<Vec<stages::Stage>>, usize), Vec<Limit>> {
+    let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
+        .map(|b| stages::measure(gen, b))
+        .collect();
+    // The final block is copied into the stages that reach it, never laid
+    // out on its own (see `stages::assemble`): it takes no room in the
+    // split.
+    let fin = gen.final_block();
+    let final_slots = std::mem::take(&mut sizes[fin].slots);
+    sizes[fin].jumps = 0;
+    let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
+        matches!(gen.blocks[b], Block::Node(..))
+    });
+    let flow = stages::Flow::new(&sizes, copied);
+    let mut budget = opts.budget;
+    let hard_slots = if opts.long_jumps {
+        stages::HARD_SLOTS_LONG
+    } else {
+        stages::HARD_SLOTS
+    };
+    let (stage_of, staged) = loop {
+        let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
+            Ok(s) => s,
+            Err(b) => {
+                return Err(vec![Limit::BlockTooLarge {
+                    block: gen.block_name(b),
+                    slots: sizes[b].slots,
+                    jumps: sizes[b].jumps,
+                }])
+            }
+        };
+        let n = stage_of.iter().max().map_or(1, |m| m + 1);
+        if n > MAX_STAGES {
+            break (stage_of, None);
+        }
+        let over = |staged: &Vec<stages::Stage>| {
+            staged
+                .iter()
+                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
+        };
+        match stages::assemble(
+            gen,
+            &flow,
+            &stage_of,
+            &stages::entries(&flow, &stage_of),
+            opts.long_jumps,
+        ) {
+            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
+            result => {
+                if budget.max_slots < 64 {
+                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
+                        stage: 0,
+                        overflow: StageOverflow::NoSplit,
+                    })]);
+                }
+                budget.max_slots = budget.max_slots * 4 / 5;
+            }
+        }
+    };
+    let calls = stages::tail_calls(&flow, &stage_of);
+    Ok((stage_of, staged, calls))
 }
