@@ -120,7 +120,6 @@
 //! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
 
 pub mod emit;
-pub mod layout;
 pub mod parse;
 pub mod stages;
 
@@ -131,10 +130,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
-use self::layout::LOG_SLOTS;
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
 use crate::bundle::{BackendArtifacts, Section, SPARE_CLASSES, WEIR_ASM, WEIR_O};
 use crate::diagnostics::{Construct, Kind, Refusal, StageOverflow};
+use crate::ebpf::layout::{self, LOG_SLOTS};
 use crate::ebpf::service::LbState;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
