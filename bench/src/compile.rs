@@ -111,7 +111,7 @@ pub fn in_process(model: &Model) -> (InProcess, Compiled) {
         Err(us) => {
             r.iptables_error = Some(
                 us.iter()
-                    .map(|u| u.construct.clone())
+                    .map(|u| u.diagnostic().message)
                     .collect::<Vec<_>>()
                     .join("; "),
             )

@@ -169,7 +169,10 @@ pub fn write_bundle(model: &Model, graph: &Graph, dir: &Path) -> Result<BundleSt
     };
     let art = ipt::generate_with(graph, model, &opts).map_err(|us| {
         us.iter()
-            .map(|u| format!("{}: {}", u.construct, u.detail))
+            .map(|u| {
+                let d = u.diagnostic();
+                format!("{}: {}", d.message, d.primary.message)
+            })
             .collect::<Vec<_>>()
             .join("; ")
     })?;

@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weir_compiler::ebpf::codegen::layout::MAIN_PROGRAM;
+use weir_compiler::ebpf::layout::MAIN_PROGRAM;
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
 
 const SRC_A: &str = r#"

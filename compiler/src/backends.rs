@@ -120,17 +120,25 @@ fn iptables(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagno
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnostics::Kind;
+    use crate::diagnostics::{Construct, Kind, Refusal};
     use weir_grammar::{FileId, Span};
 
     fn refusal(start: usize, construct: &str, detail: &str) -> Diagnostic {
-        Kind::BackendUnsupported {
+        let mut d = Kind::Refused {
             span: Span::new(FileId(0), start, start + 40),
-            backend: "iptables",
-            construct: construct.into(),
-            detail: detail.into(),
+            refusal: Refusal::NotExpressible {
+                backend: crate::contract::Target::Iptables,
+                construct: Construct::MaglevBalance {
+                    service: String::new(),
+                    backends: 2,
+                },
+            },
         }
-        .into_diagnostic()
+        .into_diagnostic();
+        // The grouping is by code and message; the test words its own.
+        d.message = format!("the iptables back end cannot express `{construct}`");
+        d.primary.message = detail.into();
+        d
     }
 
     #[test]

@@ -442,3 +442,17 @@ pub struct Model {
     pub named_selectors: BTreeMap<String, Sel>,
     pub named_sets: BTreeMap<String, AddrSet>,
 }
+
+impl Model {
+    /// Where a diagnostic about the program as a whole (a back end's
+    /// capacity limit) points: the first policy, else the first steering
+    /// rule, else the first service declaration.
+    pub fn program_span(&self) -> Span {
+        self.policies
+            .first()
+            .map(|p| p.span)
+            .or_else(|| self.steers.first().map(|s| s.span))
+            .or_else(|| self.services.first().map(|s| s.span))
+            .unwrap_or_default()
+    }
+}

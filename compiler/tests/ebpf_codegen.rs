@@ -187,7 +187,7 @@ fn ebpf_synth_policy_splits_at_every_budget() {
 /// only when that family has a shorter prefix.
 #[test]
 fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
-    use weir_compiler::ebpf::codegen::layout::{class_key, map};
+    use weir_compiler::ebpf::layout::{class_key, map};
     let (mut tries_seen, mut hosts_only_seen) = (0, 0);
     for seed in 0..40 {
         let model = gen::model(seed);

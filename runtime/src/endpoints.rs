@@ -1143,7 +1143,7 @@ fn write_maps(
 
 /// The map and key of an endpoint's class-map (host) entry.
 fn host_key(addr: std::net::IpAddr) -> (&'static str, Vec<u8>) {
-    use weir_compiler::ebpf::codegen::layout::class_key;
+    use weir_compiler::ebpf::layout::class_key;
     match addr {
         std::net::IpAddr::V4(a) => class_key(&a.octets(), 32),
         std::net::IpAddr::V6(a) => class_key(&a.octets(), 128),

@@ -47,7 +47,8 @@ use std::time::Instant;
 
 use ebpf_common::headers::{non_first_fragment, random_chain, with_extensions, with_options, Ext};
 use ebpf_common::*;
-use weir_compiler::ebpf::codegen::{layout, Budget, Mode};
+use weir_compiler::ebpf::codegen::{Budget, Mode};
+use weir_compiler::ebpf::layout;
 use weir_compiler::gen;
 use weir_compiler::graph::{self, cover, Graph};
 use weir_compiler::interp::{BackendChoice, Headers, Interp, Outcome, Packet};

@@ -17,7 +17,7 @@ use std::time::Duration;
 use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::churn::EndpointRec;
 use weir_compiler::driver::analyze;
-use weir_compiler::ebpf::codegen::layout::map::HOST4;
+use weir_compiler::ebpf::layout::map::HOST4;
 use weir_compiler::source::MemoryLoader;
 use weir_runtime::endpoints::{self, EndpointsError};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};

@@ -14,7 +14,8 @@ mod ebpf_common;
 
 use ebpf_common::headers::{non_first_fragment, with_extensions, with_options, Ext};
 use ebpf_common::*;
-use weir_compiler::ebpf::codegen::{layout, Mode};
+use weir_compiler::ebpf::codegen::Mode;
+use weir_compiler::ebpf::layout;
 use weir_compiler::graph;
 use weir_compiler::interp::{Headers, Interp, Packet};
 use weir_compiler::model::{Proto, Verdict};

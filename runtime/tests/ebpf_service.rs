@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_compiler::driver::analyze;
+use weir_compiler::ebpf::layout::service::{cnt, map as names, tuple};
 use weir_compiler::ebpf::service::fill::{Be, Options};
-use weir_compiler::ebpf::service::layout::{cnt, map as names, tuple};
 use weir_compiler::ebpf::service::object::prog;
 use weir_compiler::ebpf::service::sock::connect_flow_hash;
 use weir_compiler::ebpf::service::LbState;

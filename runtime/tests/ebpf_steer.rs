@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use ebpf_common::*;
 use weir_compiler::check::check_program;
-use weir_compiler::ebpf::codegen::{layout, Mode};
+use weir_compiler::ebpf::codegen::Mode;
+use weir_compiler::ebpf::layout;
 use weir_compiler::graph::{self, Graph};
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Model, Proto, SteerAction, Verdict};

@@ -6,6 +6,7 @@
 //! in `help`.
 
 use super::{Code, Diagnostic, Label};
+use crate::contract::Target;
 use weir_grammar::ast::{Direction, Proto};
 use weir_grammar::{Form, Span, SyntaxError, SyntaxErrorKind};
 
@@ -345,26 +346,12 @@ pub enum Kind {
         by: Option<(Span, String)>,
     },
 
-    /// E0501: a back end cannot express a construct faithfully.
-    BackendUnsupported {
+    /// E0501 and E0510: what a back end refuses ([`Refusal`]). Limits
+    /// are about the program as a whole: their span is
+    /// [`crate::model::Model::program_span`].
+    Refused {
         span: Span,
-        /// `iptables`, `ebpf`.
-        backend: &'static str,
-        /// What, e.g. `balance maglev`.
-        construct: String,
-        /// Which declaration and why.
-        detail: String,
-    },
-
-    /// E0510: the compiled program would exceed a back-end limit.
-    BackendLimit {
-        span: Span,
-        /// `ebpf`, `iptables`.
-        backend: &'static str,
-        /// What overflows, e.g. `map \`weir_ctab\``.
-        construct: String,
-        /// Needed versus allowed, e.g. `1200000 entries, limit 1000000`.
-        detail: String,
+        refusal: Refusal,
     },
 }
 
@@ -382,24 +369,6 @@ fn proto(p: Proto) -> &'static str {
         Proto::Sctp => "sctp",
         Proto::Icmp => "icmp",
     }
-}
-
-/// The detail of the eBPF back end's E0501 for a service frontend its TC
-/// path does not translate (IPv6, SCTP).
-pub fn untranslated_frontend(
-    service: &str,
-    addr: &std::net::IpAddr,
-    port: u16,
-    p: Proto,
-) -> String {
-    let addr = match addr {
-        std::net::IpAddr::V4(a) => a.to_string(),
-        std::net::IpAddr::V6(a) => format!("[{a}]"),
-    };
-    format!(
-        "service `{service}` has frontend {addr}:{port}/{}, which the eBPF data path does not translate yet (IPv4 TCP and UDP only): its packets would be judged untranslated",
-        proto(p)
-    )
 }
 
 fn did_you_mean(s: &Option<String>) -> Option<String> {
@@ -528,8 +497,75 @@ impl From<SyntaxError> for Kind {
 }
 
 impl Kind {
+    /// The diagnostic's code, without rendering it.
     pub fn code(&self) -> Code {
-        self.clone().into_diagnostic().code
+        use Code::*;
+        match self {
+            Kind::Syntax(SyntaxError { kind, .. }) => match kind {
+                SyntaxErrorKind::StrayCharacter { .. } => E0001,
+                SyntaxErrorKind::UnterminatedString => E0002,
+                SyntaxErrorKind::BadAddress { .. } => E0003,
+                SyntaxErrorKind::BadCidr { .. } => E0004,
+                SyntaxErrorKind::NumberOutOfRange { .. } => E0005,
+                SyntaxErrorKind::BadDuration { .. } => E0006,
+                SyntaxErrorKind::UnexpectedToken { .. } => E0010,
+                SyntaxErrorKind::NestingLimit { .. } => E0012,
+                SyntaxErrorKind::UnexpectedEof { .. } => E0011,
+            },
+            Kind::ImportNotFound { .. } => E0101,
+            Kind::CannotRead { .. } => E0102,
+            Kind::BadInventory { .. } => E0103,
+            Kind::InventoryNotRegular { .. } => E0014,
+            Kind::InventoryTooLarge { .. } => E0015,
+            Kind::InventoryOutsideProject { .. } => E0016,
+            Kind::NotAnInventory { .. } => E0017,
+            Kind::BadImportPath { .. } => E0104,
+            Kind::UnknownName { .. } => E0201,
+            Kind::HostBits { .. } => E0202,
+            Kind::Duplicate { .. } => E0203,
+            Kind::BadPort { .. } => E0204,
+            Kind::EmptySet { .. } => E0205,
+            Kind::WrongKind { .. } => E0206,
+            Kind::SelectorTooDeep { .. } => E0013,
+            Kind::SelectorCycle { .. } => E0207,
+            Kind::SetCycle { .. } => E0208,
+            Kind::OutOfRange { .. } => E0209,
+            Kind::AddressInTwoEndpoints { .. } => E0210,
+            Kind::DuplicateLabel { .. } => E0211,
+            Kind::NotAnAddress { .. } => E0212,
+            Kind::NoFrontend { .. } => E0220,
+            Kind::BackendsCount { .. } => E0221,
+            Kind::SharedFrontend { .. } => E0222,
+            Kind::DuplicateServiceLine { .. } => E0223,
+            Kind::NoAppliesTo { .. } => E0230,
+            Kind::DuplicateAppliesTo { .. } => E0231,
+            Kind::WrongPeerKeyword { .. } => E0232,
+            Kind::DuplicateBlock { .. } => E0233,
+            Kind::UnknownTier { .. } => E0234,
+            Kind::IcmpCodeWithoutType { .. } => E0235,
+            Kind::LabelMapOutsideTest { .. } => E0236,
+            Kind::TestPortMissing { .. } => E0250,
+            Kind::UnknownTestEndpoint { .. } => E0251,
+            Kind::TestNoAddressOfFamily { .. } => E0252,
+            Kind::TestMixedFamilies { .. } => E0252,
+            Kind::UnknownBy { .. } => E0253,
+            Kind::UnknownByOfKind { .. } => E0253,
+            Kind::NoFreeTestAddress { .. } => E0237,
+            Kind::BadVia { .. } => E0238,
+            Kind::AmbiguousBy { .. } => E0239,
+            Kind::TestPortOnIcmp { .. } => E0254,
+            Kind::BadTestPeer { .. } => E0255,
+            Kind::Unused { .. } => W0301,
+            Kind::MatchesNothing { .. } => W0302,
+            Kind::ExceptOutsideBase { .. } => W0303,
+            Kind::DefaultDenyTurnedOn { .. } => W0304,
+            Kind::ServiceSelectsNothing { .. } => W0305,
+            Kind::ShadowedRule { .. } => W0401,
+            Kind::RuleConflict { .. } => W0402,
+            Kind::PolicySelectsNothing { .. } => W0403,
+            Kind::ShadowedSteer { .. } => W0404,
+            Kind::Refused { refusal, .. } => refusal.code(),
+        }
     }
 
     pub fn into_diagnostic(self) -> Diagnostic {
@@ -1301,36 +1337,225 @@ impl Kind {
                 .done()
             }
 
-            Kind::BackendUnsupported {
-                span,
-                backend,
-                construct,
-                detail,
-            } => B::new(
-                E0501,
-                format!("the {backend} back end cannot express `{construct}`"),
-                span,
-                detail,
-            )
-            .help(format!(
-                "compile for another target, or change the program so that it does not need `{construct}` on {backend}"
-            ))
-            .done(),
-            Kind::BackendLimit {
-                span,
-                backend,
-                construct,
-                detail,
-            } => B::new(
-                E0510,
-                format!("the {backend} back end cannot hold this program: {construct} is too large"),
-                span,
-                detail,
-            )
-            .help(format!(
-                "the program is refused rather than truncated at run time; split the policy set over several hooks, simplify it, or compile for another target than {backend}"
-            ))
-            .done(),
+            Kind::Refused { span, refusal } => refusal.diagnostic(span),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Back-end refusals (E0501, E0510): what a back end cannot express or
+// cannot hold, as data; the back ends build these and never word them.
+
+/// What a back end refuses, with its data. [`Kind::Refused`] carries it
+/// with the span; [`Refusal::code`] says whether it is a construct the
+/// back end cannot express (E0501) or a capacity limit (E0510).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// E0501: `construct` cannot be expressed faithfully by `backend`.
+    NotExpressible {
+        backend: Target,
+        construct: Construct,
+    },
+    /// E0510 (eBPF): a map would need more than `max` entries.
+    MapTooLarge { map: String, entries: u64, max: u64 },
+    /// E0510 (eBPF): more than `max` tail-called programs.
+    TooManyStages { stages: usize, max: usize },
+    /// E0510 (eBPF): a packet's path would make more than `max` tail
+    /// calls.
+    TooManyTailCalls { calls: usize, max: usize },
+    /// E0510 (eBPF): one decision-graph node does not fit a program by
+    /// itself.
+    BlockTooLarge {
+        block: String,
+        slots: usize,
+        jumps: usize,
+    },
+    /// E0510 (eBPF): a program stage does not assemble.
+    StageTooLarge {
+        stage: usize,
+        overflow: StageOverflow,
+    },
+    /// E0510 (iptables): a table's chains nest deeper than nf_tables
+    /// allows; `path` is the deepest path's first and last chain.
+    ChainsTooDeep {
+        table: String,
+        depth: usize,
+        max: usize,
+        path: Option<(String, String)>,
+    },
+}
+
+/// A construct a back end cannot express (E0501).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Construct {
+    /// `balance maglev` over `backends` backends (iptables cannot hash
+    /// consistently).
+    MaglevBalance { service: String, backends: usize },
+    /// A service frontend the eBPF TC path does not translate (IPv6,
+    /// SCTP): its packets would be judged untranslated.
+    UntranslatedFrontend {
+        service: String,
+        addr: std::net::IpAddr,
+        port: u16,
+        proto: Proto,
+    },
+}
+
+/// Why a program stage does not assemble.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageOverflow {
+    /// A jump's offset does not fit a BPF jump.
+    JumpOutOfRange {
+        label: String,
+        slot: usize,
+        offset: i64,
+    },
+    /// The program cannot be split under the instruction budget.
+    NoSplit,
+}
+
+impl Construct {
+    /// Its name in messages, also what repeated refusals are grouped by.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Construct::MaglevBalance { .. } => "balance maglev",
+            Construct::UntranslatedFrontend { addr, .. } if addr.is_ipv6() => {
+                "IPv6 service frontend"
+            }
+            Construct::UntranslatedFrontend { .. } => "SCTP service frontend",
+        }
+    }
+
+    /// Which declaration and why.
+    fn detail(&self) -> String {
+        match self {
+            Construct::MaglevBalance { service, backends } => format!(
+                "service `{service}` balances {backends} backends by Maglev consistent hashing, which iptables cannot compute"
+            ),
+            Construct::UntranslatedFrontend {
+                service,
+                addr,
+                port,
+                proto: p,
+            } => {
+                let addr = match addr {
+                    std::net::IpAddr::V4(a) => a.to_string(),
+                    std::net::IpAddr::V6(a) => format!("[{a}]"),
+                };
+                format!(
+                    "service `{service}` has frontend {addr}:{port}/{}, which the eBPF data path does not translate yet (IPv4 TCP and UDP only): its packets would be judged untranslated",
+                    proto(*p)
+                )
+            }
+        }
+    }
+}
+
+impl Refusal {
+    pub fn code(&self) -> Code {
+        match self {
+            Refusal::NotExpressible { .. } => Code::E0501,
+            _ => Code::E0510,
+        }
+    }
+
+    /// The back end that refuses.
+    pub fn backend(&self) -> Target {
+        match self {
+            Refusal::NotExpressible { backend, .. } => *backend,
+            Refusal::ChainsTooDeep { .. } => Target::Iptables,
+            _ => Target::Ebpf,
+        }
+    }
+
+    /// What a capacity limit is about, and needed versus allowed.
+    fn limit(&self) -> (String, String) {
+        match self {
+            Refusal::MapTooLarge { map, entries, max } => (
+                format!("map `{map}`"),
+                format!("{entries} entries, limit {max}"),
+            ),
+            Refusal::TooManyStages { stages, max } => (
+                "the tail-called program set".to_string(),
+                format!("{stages} programs, limit {max}"),
+            ),
+            Refusal::TooManyTailCalls { calls, max } => (
+                "the tail-call chain".to_string(),
+                format!("{calls} tail calls on one packet's path, limit {max}"),
+            ),
+            Refusal::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            } => (
+                format!("decision-graph node {block}"),
+                format!("{slots} instructions and {jumps} branches in one node"),
+            ),
+            Refusal::StageTooLarge { stage, overflow } => (
+                format!("program stage {stage}"),
+                match overflow {
+                    StageOverflow::JumpOutOfRange {
+                        label,
+                        slot,
+                        offset,
+                    } => format!(
+                        "jump at instruction {slot} to label `{label}` needs offset {offset}, \
+                         which does not fit a BPF jump (-32768..=32767); split the program \
+                         (tail call) or restructure the decision graph"
+                    ),
+                    StageOverflow::NoSplit => "cannot split under the budget".to_string(),
+                },
+            ),
+            Refusal::ChainsTooDeep {
+                table,
+                depth,
+                max,
+                path,
+            } => {
+                let path = match path {
+                    Some((first, last)) => format!(" ({first} → … → {last})"),
+                    None => String::new(),
+                };
+                (
+                    format!("the chain graph of table `{table}`"),
+                    format!(
+                        "its chains nest {depth} jumps deep below the entry chain{path}; nf_tables allows {max} (15 below the built-in chain, which reaches the entry chain through the runtime's hook chain)"
+                    ),
+                )
+            }
+            Refusal::NotExpressible { .. } => unreachable!("not a limit"),
+        }
+    }
+
+    fn diagnostic(self, span: Span) -> Diagnostic {
+        let backend = self.backend().name();
+        match self {
+            Refusal::NotExpressible { construct, .. } => {
+                let name = construct.name();
+                B::new(
+                    Code::E0501,
+                    format!("the {backend} back end cannot express `{name}`"),
+                    span,
+                    construct.detail(),
+                )
+                .help(format!(
+                    "compile for another target, or change the program so that it does not need `{name}` on {backend}"
+                ))
+                .done()
+            }
+            limit => {
+                let (what, detail) = limit.limit();
+                B::new(
+                    Code::E0510,
+                    format!("the {backend} back end cannot hold this program: {what} is too large"),
+                    span,
+                    detail,
+                )
+                .help(format!(
+                    "the program is refused rather than truncated at run time; split the policy set over several hooks, simplify it, or compile for another target than {backend}"
+                ))
+                .done()
+            }
         }
     }
 }
@@ -1338,6 +1563,35 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_code_is_the_rendered_code() {
+        let span = Span::default();
+        let kinds = [
+            Refusal::NotExpressible {
+                backend: Target::Iptables,
+                construct: Construct::MaglevBalance {
+                    service: "s".into(),
+                    backends: 2,
+                },
+            },
+            Refusal::MapTooLarge {
+                map: "weir_ct".into(),
+                entries: 2,
+                max: 1,
+            },
+            Refusal::ChainsTooDeep {
+                table: "filter".into(),
+                depth: 14,
+                max: 13,
+                path: None,
+            },
+        ]
+        .map(|refusal| Kind::Refused { span, refusal });
+        for k in kinds {
+            assert_eq!(k.code(), k.clone().into_diagnostic().code, "{k:?}");
+        }
+    }
 
     #[test]
     fn one_of_lists() {

@@ -16,7 +16,7 @@ pub mod render;
 pub mod sarif;
 pub use graph_findings::diagnostics as graph_diagnostics;
 
-pub use messages::{untranslated_frontend, Kind, NameKind, PortProblem, ServiceLine};
+pub use messages::{Construct, Kind, NameKind, PortProblem, Refusal, ServiceLine, StageOverflow};
 
 use serde::Serialize;
 use std::fmt;

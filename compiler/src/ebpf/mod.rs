@@ -35,6 +35,7 @@ pub mod btf;
 pub mod codegen;
 pub mod elf;
 pub mod insn;
+pub mod layout;
 pub mod maps;
 pub mod service;
 

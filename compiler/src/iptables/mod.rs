@@ -107,71 +107,41 @@ pub struct Options {
     pub maglev_as_random: bool,
 }
 
-/// A construct the iptables back end cannot express faithfully.
+/// What the iptables back end refuses: a construct it cannot express
+/// faithfully (E0501) or a capacity limit (E0510), as data
+/// ([`crate::diagnostics::Refusal`], worded in the diagnostics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
-    /// What it is, e.g. `balance maglev`.
-    pub construct: String,
-    /// The offending declaration.
+    /// The offending declaration (the program's span for a limit).
     pub span: Span,
-    /// Details (which service / frontend).
-    pub detail: String,
-    /// A capacity limit of the back end (E0510) rather than a construct it
-    /// cannot express (E0501).
-    pub limit: bool,
+    pub refusal: crate::diagnostics::Refusal,
 }
 
 impl Unsupported {
     /// The E05xx diagnostic for it.
     pub fn diagnostic(&self) -> crate::diagnostics::Diagnostic {
-        let (span, backend, construct, detail) = (
-            self.span,
-            "iptables",
-            self.construct.clone(),
-            self.detail.clone(),
-        );
-        if self.limit {
-            crate::diagnostics::Kind::BackendLimit {
-                span,
-                backend,
-                construct,
-                detail,
-            }
-        } else {
-            crate::diagnostics::Kind::BackendUnsupported {
-                span,
-                backend,
-                construct,
-                detail,
-            }
+        crate::diagnostics::Kind::Refused {
+            span: self.span,
+            refusal: self.refusal.clone(),
         }
         .into_diagnostic()
     }
 
-    /// A table whose chains nest deeper than nf_tables allows. Limits are
-    /// about the program as a whole: the span is the first policy (or
-    /// steer / service) declaration.
+    /// A table whose chains nest deeper than nf_tables allows: a limit of
+    /// the program as a whole.
     fn too_deep(model: &Model, d: &depth::TooDeep) -> Unsupported {
-        let span = model
-            .policies
-            .first()
-            .map(|p| p.span)
-            .or_else(|| model.steers.first().map(|s| s.span))
-            .or_else(|| model.services.first().map(|s| s.span))
-            .unwrap_or_default();
         let path = match d.path.as_slice() {
-            [first, .., last] => format!(" ({first} → … → {last})"),
-            _ => String::new(),
+            [first, .., last] => Some((first.clone(), last.clone())),
+            _ => None,
         };
         Unsupported {
-            construct: format!("the chain graph of table `{}`", d.table),
-            span,
-            detail: format!(
-                "its chains nest {} jumps deep below the entry chain{path}; nf_tables allows {} (15 below the built-in chain, which reaches the entry chain through the runtime's hook chain)",
-                d.depth,
-                depth::MAX_DEPTH
-            ),
-            limit: true,
+            span: model.program_span(),
+            refusal: crate::diagnostics::Refusal::ChainsTooDeep {
+                table: d.table.to_string(),
+                depth: d.depth,
+                max: depth::MAX_DEPTH,
+                path,
+            },
         }
     }
 }

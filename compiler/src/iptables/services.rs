@@ -15,6 +15,8 @@
 
 use super::text::{comment, Family, FastMap, Tables};
 use super::{Options, Unsupported};
+use crate::contract::Target;
+use crate::diagnostics::{Construct, Refusal};
 use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, TableKey};
 use crate::graph::Graph;
 use crate::model::{Balance, Model, SteerAction};
@@ -36,13 +38,14 @@ pub fn check(g: &Graph, model: &Model, opts: &Options) -> Vec<Unsupported> {
             && seen.insert(fe.service)
         {
             out.push(Unsupported {
-                construct: "balance maglev".into(),
                 span: model.services[fe.service].span,
-                detail: format!(
-                    "service `{}` balances {n} backends by Maglev consistent hashing, which iptables cannot compute",
-                    svc.name
-                ),
-                limit: false,
+                refusal: Refusal::NotExpressible {
+                    backend: Target::Iptables,
+                    construct: Construct::MaglevBalance {
+                        service: svc.name.clone(),
+                        backends: n,
+                    },
+                },
             });
         }
     }

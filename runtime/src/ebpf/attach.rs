@@ -37,8 +37,8 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use serde::Serialize;
-use weir_compiler::ebpf::codegen::layout::{self, map as names};
 use weir_compiler::ebpf::codegen::EbpfManifest;
+use weir_compiler::ebpf::layout::{self, map as names};
 
 use super::load::{load, read_counters};
 pub use super::pins::ensure_bpffs;
@@ -723,7 +723,7 @@ pub fn service_stats(inst: &Instance) -> Result<Vec<ServiceCount>, EbpfError> {
         return Ok(Vec::new());
     };
     let dir = inst.pin_dir().join(format!("gen-{}", st.generation));
-    use weir_compiler::ebpf::service::layout::map as lbm;
+    use weir_compiler::ebpf::layout::service::map as lbm;
     let (Some(sm), Some(bm)) = (
         open_pinned(&dir.join(lbm::SVC_CNT)),
         open_pinned(&dir.join(lbm::BE_CNT)),

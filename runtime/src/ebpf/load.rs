@@ -8,8 +8,8 @@ use std::path::Path;
 use aya::maps::{Map, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
-use weir_compiler::ebpf::codegen::layout::{class_key, map as names};
 use weir_compiler::ebpf::codegen::EbpfManifest;
+use weir_compiler::ebpf::layout::{class_key, map as names};
 
 use super::EbpfError;
 

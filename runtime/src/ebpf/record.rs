@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::SchedClassifier;
 use serde::{Deserialize, Serialize};
-use weir_compiler::ebpf::codegen::layout;
+use weir_compiler::ebpf::layout;
 
 use super::attach::{attach_new, in_netns, update_link, Instance};
 use super::{cgroup, inforce, pins, EbpfError};

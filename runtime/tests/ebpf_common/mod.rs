@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_compiler::check::{check_program, Checked};
-use weir_compiler::ebpf::codegen::{self, layout, Budget, EbpfOutput, Mode, Options};
+use weir_compiler::ebpf::codegen::{self, Budget, EbpfOutput, Mode, Options};
+use weir_compiler::ebpf::layout;
 use weir_compiler::flowhash::proto_number;
 use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
@@ -97,7 +98,7 @@ pub fn run_full(g: &Generation, frame: &[u8]) -> RunOut {
 /// Empties the service stage's per-flow maps (translations, replies,
 /// affinity), when the object has them.
 pub fn clear_lb_state(g: &Generation) {
-    use weir_compiler::ebpf::service::layout::{aff, map as lb, tuple};
+    use weir_compiler::ebpf::layout::service::{aff, map as lb, tuple};
     for (name, size) in [
         (lb::CT, tuple::SIZE),
         (lb::REV, tuple::SIZE),
@@ -114,7 +115,7 @@ pub fn clear_lb_state(g: &Generation) {
 /// Entries in the translation map (`weir_lb_ct`) and the reply map
 /// (`weir_lb_rev`); `(0, 0)` when the object has no services.
 pub fn lb_state_len(g: &Generation) -> (usize, usize) {
-    use weir_compiler::ebpf::service::layout::{map as lb, tuple};
+    use weir_compiler::ebpf::layout::service::{map as lb, tuple};
     let len = |name: &str| {
         g.ebpf
             .map(name)

@@ -10,10 +10,10 @@ use super::layout::{
     LOG_SLOTS,
 };
 use super::Mode;
+use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
     emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
 };
-use crate::ebpf::service::layout as lb;
 use crate::ebpf::{helper, AluOp, ByteOrder, Label, Op, Origin, Reg, Size};
 use crate::ebpf::{Asm, JmpCond};
 use crate::flowhash::proto_number;

@@ -120,7 +120,6 @@
 //! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
 
 pub mod emit;
-pub mod layout;
 pub mod parse;
 pub mod stages;
 
@@ -131,9 +130,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
-use self::layout::LOG_SLOTS;
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
 use crate::bundle::{BackendArtifacts, Section, SPARE_CLASSES, WEIR_ASM, WEIR_O};
+use crate::diagnostics::{Construct, Kind, Refusal, StageOverflow};
+use crate::ebpf::layout::{self, LOG_SLOTS};
 use crate::ebpf::service::LbState;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
@@ -258,105 +258,74 @@ pub enum Limit {
         jumps: usize,
     },
     /// A stage failed to assemble (jump range).
-    StageTooLarge { stage: usize, reason: String },
+    StageTooLarge {
+        stage: usize,
+        overflow: StageOverflow,
+    },
     /// A construct the TC path cannot express (E0501, not a limit): the
-    /// declaration's span, what it is, and which one.
+    /// declaration's span and what it is.
     Unsupported {
         span: weir_grammar::Span,
-        construct: String,
-        detail: String,
+        construct: Construct,
     },
 }
 
+/// In words: the diagnostic's message and label.
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Limit::MapTooLarge { map, entries } => {
-                write!(f, "map `{map}` needs {entries} entries (limit {MAX_MAP_ENTRIES})")
-            }
-            Limit::TooManyStages { stages } => write!(
-                f,
-                "the pipeline needs {stages} programs (limit {MAX_STAGES})"
-            ),
-            Limit::TooManyTailCalls { calls } => write!(
-                f,
-                "a packet's path would make {calls} tail calls (limit {MAX_TAIL_CALLS})"
-            ),
-            Limit::BlockTooLarge {
-                block,
-                slots,
-                jumps,
-            } => write!(
-                f,
-                "decision-graph node {block} alone needs {slots} instructions and {jumps} branches, more than one program may hold"
-            ),
-            Limit::StageTooLarge { stage, reason } => write!(f, "stage {stage}: {reason}"),
-            Limit::Unsupported {
-                construct, detail, ..
-            } => write!(f, "`{construct}`: {detail}"),
-        }
+        let d = self.kind(weir_grammar::Span::default()).into_diagnostic();
+        write!(f, "{}: {}", d.message, d.primary.message)
     }
 }
 
 impl Limit {
-    /// The E0510 diagnostic (E0501 for [`Limit::Unsupported`], at its
-    /// declaration). Limits are about the program as a whole; the primary
-    /// span is the first policy (or steer / service) declaration.
-    pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
-        if let Limit::Unsupported {
-            span,
-            construct,
-            detail,
-        } = self
-        {
-            return crate::diagnostics::Kind::BackendUnsupported {
-                span: *span,
-                backend: "ebpf",
-                construct: construct.clone(),
-                detail: detail.clone(),
+    /// As a diagnostic kind: E0510 at `program_span` (limits are about the
+    /// program as a whole), E0501 for [`Limit::Unsupported`] at its
+    /// declaration.
+    pub fn kind(&self, program_span: weir_grammar::Span) -> Kind {
+        let refusal = match self.clone() {
+            Limit::Unsupported { span, construct } => {
+                return Kind::Refused {
+                    span,
+                    refusal: Refusal::NotExpressible {
+                        backend: crate::contract::Target::Ebpf,
+                        construct,
+                    },
+                }
             }
-            .into_diagnostic();
-        }
-        let span = model
-            .policies
-            .first()
-            .map(|p| p.span)
-            .or_else(|| model.steers.first().map(|s| s.span))
-            .or_else(|| model.services.first().map(|s| s.span))
-            .unwrap_or_default();
-        let (construct, detail) = match self {
-            Limit::MapTooLarge { map, entries } => (
-                format!("map `{map}`"),
-                format!("{entries} entries, limit {MAX_MAP_ENTRIES}"),
-            ),
-            Limit::TooManyStages { stages } => (
-                "the tail-called program set".to_string(),
-                format!("{stages} programs, limit {MAX_STAGES}"),
-            ),
-            Limit::TooManyTailCalls { calls } => (
-                "the tail-call chain".to_string(),
-                format!("{calls} tail calls on one packet's path, limit {MAX_TAIL_CALLS}"),
-            ),
+            Limit::MapTooLarge { map, entries } => Refusal::MapTooLarge {
+                map,
+                entries,
+                max: MAX_MAP_ENTRIES,
+            },
+            Limit::TooManyStages { stages } => Refusal::TooManyStages {
+                stages,
+                max: MAX_STAGES,
+            },
+            Limit::TooManyTailCalls { calls } => Refusal::TooManyTailCalls {
+                calls,
+                max: MAX_TAIL_CALLS,
+            },
             Limit::BlockTooLarge {
                 block,
                 slots,
                 jumps,
-            } => (
-                format!("decision-graph node {block}"),
-                format!("{slots} instructions and {jumps} branches in one node"),
-            ),
-            Limit::StageTooLarge { stage, reason } => {
-                (format!("program stage {stage}"), reason.clone())
-            }
-            Limit::Unsupported { .. } => unreachable!("returned above"),
+            } => Refusal::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            },
+            Limit::StageTooLarge { stage, overflow } => Refusal::StageTooLarge { stage, overflow },
         };
-        crate::diagnostics::Kind::BackendLimit {
-            span,
-            backend: "ebpf",
-            construct,
-            detail,
+        Kind::Refused {
+            span: program_span,
+            refusal,
         }
-        .into_diagnostic()
+    }
+
+    /// The E05xx diagnostic.
+    pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
+        self.kind(model.program_span()).into_diagnostic()
     }
 }
 
@@ -368,41 +337,24 @@ impl Limit {
 pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
     let mut out = Vec::new();
     for svc in &model.services {
-        let mut kinds: Vec<&str> = svc
-            .frontends
-            .iter()
-            .filter_map(|f| {
-                if f.addr.is_ipv6() {
-                    Some("IPv6 service frontend")
-                } else if f.proto == crate::model::Proto::Sctp {
-                    Some("SCTP service frontend")
-                } else {
-                    None
-                }
-            })
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        for construct in kinds {
-            let first = svc
-                .frontends
-                .iter()
-                .find(|f| {
-                    (construct.starts_with("IPv6") && f.addr.is_ipv6())
-                        || (construct.starts_with("SCTP")
-                            && f.addr.is_ipv4()
-                            && f.proto == crate::model::Proto::Sctp)
-                })
-                .expect("a frontend of this kind");
+        let (mut ipv6, mut sctp) = (None, None);
+        for f in &svc.frontends {
+            if f.addr.is_ipv6() {
+                ipv6 = ipv6.or(Some(f));
+            } else if f.proto == crate::model::Proto::Sctp {
+                sctp = sctp.or(Some(f));
+            }
+        }
+        // In the order of the constructs' names: IPv6 before SCTP.
+        for f in [ipv6, sctp].into_iter().flatten() {
             out.push(Limit::Unsupported {
                 span: svc.span,
-                construct: construct.to_string(),
-                detail: crate::diagnostics::untranslated_frontend(
-                    &svc.name,
-                    &first.addr,
-                    first.port,
-                    first.proto,
-                ),
+                construct: Construct::UntranslatedFrontend {
+                    service: svc.name.clone(),
+                    addr: f.addr,
+                    port: f.port,
+                    proto: f.proto,
+                },
             });
         }
     }
@@ -644,68 +596,17 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             return Err(refused);
         }
     }
-    let (_, node_numbers) = g.dag.numbering();
-    let roots = g.dag.roots;
-    let mut entries = vec![(Entry::Steer, roots.steer)];
-    if opts.mode != Mode::Ingress {
-        entries.push((Entry::Egress, roots.egress));
-    }
-    if opts.mode != Mode::Egress {
-        entries.push((Entry::Ingress, roots.ingress));
-    }
-    let mut blocks = vec![Block::Prologue];
-    let mut has_atoms = false;
-    let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
-    // Per map-backed class table, the branch of every class (its column
-    // in the class rows).
-    let mut columns: Vec<Vec<u16>> = Vec::new();
-    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let Plan {
+        node_numbers,
+        blocks,
+        has_atoms,
+        ctabs,
+        columns,
+        atom_words,
+        log_slots,
+    } = plan(g, opts);
     let mut fill = Fill::default();
-    let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
-    for (e, root) in &entries {
-        for n in reachable(g, *root) {
-            blocks.push(Block::Node(*e, n));
-            match g.node(n) {
-                Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
-                Node::Test {
-                    cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
-                    ..
-                } => has_atoms = true,
-                Node::Table {
-                    key: TableKey::SrcClass | TableKey::DstClass,
-                    entries: iv,
-                    ..
-                } if iv.len() > INLINE_CLASS_INTERVALS
-                    && !ctabs.contains_key(&n)
-                    && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
-                {
-                    let id = columns.len() as u32;
-                    let mut targets: Vec<NodeId> = Vec::new();
-                    let mut column = vec![NO_BRANCH; nclasses as usize];
-                    for x in iv {
-                        let branch = match targets.iter().position(|&t| t == x.next) {
-                            Some(i) => i,
-                            None => {
-                                targets.push(x.next);
-                                targets.len() - 1
-                            }
-                        } as u16;
-                        for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
-                            column[c as usize] = branch;
-                        }
-                    }
-                    columns.push(column);
-                    ctabs.insert(n, ClassTable { id, targets });
-                }
-                _ => {}
-            }
-        }
-        if *e == Entry::Steer {
-            blocks.push(Block::Service);
-        }
-    }
-    blocks.push(Block::Final);
     let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let has_services = !g.services.frontends.is_empty();
 
@@ -743,23 +644,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     // Fill data.
     let row_size = row_bytes(atom_words, columns.len());
-    for (c, row) in g.classes.classes.iter().enumerate() {
-        let mut w = vec![0u32; atom_words];
-        for a in row.iter() {
-            w[a / 32] |= 1 << (a % 32);
-        }
-        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
-        for col in &columns {
-            bytes.extend_from_slice(&col[c].to_ne_bytes());
-        }
-        bytes.resize(row_size, 0);
-        fill.atom_rows.push(
-            bytes
-                .chunks(4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        );
-    }
+    fill.atom_rows = class_rows(g, atom_words, &columns, row_size);
     let lb = gen.has_services.then(|| {
         LbState::new(
             &g.services,
@@ -784,78 +669,64 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         )
     });
 
-    // Stages: split, assemble, and split tighter while a stage comes out
-    // larger than the budget (stubs and dispatch are only known after).
-    let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
-        .map(|b| stages::measure(&gen, b))
-        .collect();
-    // The final block is copied into the stages that reach it, never laid
-    // out on its own (see `stages::assemble`): it takes no room in the
-    // split.
-    let fin = gen.final_block();
-    let final_slots = std::mem::take(&mut sizes[fin].slots);
-    sizes[fin].jumps = 0;
-    let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
-        matches!(gen.blocks[b], Block::Node(..))
-    });
-    let flow = stages::Flow::new(&sizes, copied);
+    // Stages.
+    let (stage_of, staged, calls) = split_stages(&gen, opts)?;
     let mut limits = Vec::new();
-    let mut budget = opts.budget;
-    let hard_slots = if opts.long_jumps {
-        stages::HARD_SLOTS_LONG
-    } else {
-        stages::HARD_SLOTS
-    };
-    let (stage_of, staged) = loop {
-        let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
-            Ok(s) => s,
-            Err(b) => {
-                return Err(vec![Limit::BlockTooLarge {
-                    block: gen.block_name(b),
-                    slots: sizes[b].slots,
-                    jumps: sizes[b].jumps,
-                }])
-            }
-        };
-        let n = stage_of.iter().max().map_or(1, |m| m + 1);
-        if n > MAX_STAGES {
-            break (stage_of, None);
-        }
-        let over = |staged: &Vec<stages::Stage>| {
-            staged
-                .iter()
-                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
-        };
-        match stages::assemble(
-            &gen,
-            &flow,
-            &stage_of,
-            &stages::entries(&flow, &stage_of),
-            opts.long_jumps,
-        ) {
-            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
-            result => {
-                if budget.max_slots < 64 {
-                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
-                        stage: 0,
-                        reason: "cannot split under the budget".into(),
-                    })]);
-                }
-                budget.max_slots = budget.max_slots * 4 / 5;
-            }
-        }
-    };
     let nstages = stage_of.iter().max().map_or(1, |m| m + 1);
     if nstages > MAX_STAGES {
         limits.push(Limit::TooManyStages { stages: nstages });
     }
-    let calls = stages::tail_calls(&flow, &stage_of);
     if calls > MAX_TAIL_CALLS {
         limits.push(Limit::TooManyTailCalls { calls });
     }
 
     // Maps.
-    let mut maps = vec![
+    let mut maps = fixed_maps(g, opts, &class_fill);
+    let mut filled = class_fill;
+    if gen.has_rows {
+        maps.push(MapDef::new(
+            layout::map::ATOMS,
+            MapType::Array,
+            4,
+            row_size as u32,
+            nclasses + SPARE_CLASSES,
+        ));
+        filled.insert(layout::map::ATOMS, u64::from(nclasses));
+    }
+    if let Some(lb) = &lb {
+        // The service maps (`weir_lb_*`, see `ebpf::service`), filled by
+        // the runtime from `lb.initial_ops()` (counted without computing
+        // the Maglev tables).
+        for (map, n) in lb.initial_counts() {
+            *filled.entry(map).or_insert(0) += n;
+        }
+        maps.extend(lb.maps());
+    }
+    if nstages > 1 {
+        maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
+        filled.insert(layout::map::JMP, nstages as u64 - 1);
+    }
+    for m in &maps {
+        if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
+            limits.push(Limit::MapTooLarge {
+                map: m.name.clone(),
+                entries: u64::from(m.max_entries),
+            });
+        }
+    }
+    if !limits.is_empty() {
+        return Err(limits);
+    }
+    let staged = staged.expect("assembled when within the stage limit");
+
+    Ok(object(g, opts, staged, maps, &filled, fill, calls, lb))
+}
+
+/// The maps every object has (context, conntrack, class tries and host
+/// hashes sized by their fill, counters), in object order.
+fn fixed_maps(g: &Graph, opts: &Options, class_fill: &HashMap<&str, u64>) -> Vec<MapDef> {
+    let nfill = |m: &str| class_fill.get(m).copied().unwrap_or(0);
+    vec![
         MapDef::new(
             layout::map::CTX,
             MapType::PercpuArray,
@@ -903,44 +774,22 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             8,
             g.provenance.len().max(1) as u32,
         ),
-    ];
-    let mut filled = class_fill;
-    if gen.has_rows {
-        maps.push(MapDef::new(
-            layout::map::ATOMS,
-            MapType::Array,
-            4,
-            row_size as u32,
-            nclasses + SPARE_CLASSES,
-        ));
-        filled.insert(layout::map::ATOMS, u64::from(nclasses));
-    }
-    if let Some(lb) = &lb {
-        // The service maps (`weir_lb_*`, see `ebpf::service`), filled by
-        // the runtime from `lb.initial_ops()` (counted without computing
-        // the Maglev tables).
-        for (map, n) in lb.initial_counts() {
-            *filled.entry(map).or_insert(0) += n;
-        }
-        maps.extend(lb.maps());
-    }
-    if nstages > 1 {
-        maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
-        filled.insert(layout::map::JMP, nstages as u64 - 1);
-    }
-    for m in &maps {
-        if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
-            limits.push(Limit::MapTooLarge {
-                map: m.name.clone(),
-                entries: u64::from(m.max_entries),
-            });
-        }
-    }
-    if !limits.is_empty() {
-        return Err(limits);
-    }
-    let staged = staged.expect("assembled when within the stage limit");
+    ]
+}
 
+/// The object and its manifest section from the assembled stages and the
+/// maps.
+#[allow(clippy::too_many_arguments)]
+fn object(
+    g: &Graph,
+    opts: &Options,
+    staged: Vec<stages::Stage>,
+    maps: Vec<MapDef>,
+    filled: &HashMap<&str, u64>,
+    fill: Fill,
+    calls: usize,
+    lb: Option<LbState>,
+) -> EbpfOutput {
     let mut listing = String::new();
     let mut programs = Vec::new();
     let mut defs = Vec::new();
@@ -999,9 +848,199 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         max_tail_calls: calls,
         lb,
     };
-    Ok(EbpfOutput {
+    EbpfOutput {
         object,
         manifest,
         listing,
-    })
+    }
+}
+
+/// The blocks of the program, in layout order, and what laying them out
+/// needs: which class tables become map columns, the atom row width, the
+/// log slots used.
+struct Plan {
+    node_numbers: HashMap<NodeId, usize>,
+    blocks: Vec<Block>,
+    has_atoms: bool,
+    ctabs: BTreeMap<NodeId, ClassTable>,
+    /// Per map-backed class table, the branch of every class (its column
+    /// in the class rows).
+    columns: Vec<Vec<u16>>,
+    atom_words: usize,
+    log_slots: usize,
+}
+
+/// Plans the blocks: the prologue, every node reachable from each entry
+/// (the service block after the steering entry), the final block.
+fn plan(g: &Graph, opts: &Options) -> Plan {
+    let (_, node_numbers) = g.dag.numbering();
+    let roots = g.dag.roots;
+    let mut entries = vec![(Entry::Steer, roots.steer)];
+    if opts.mode != Mode::Ingress {
+        entries.push((Entry::Egress, roots.egress));
+    }
+    if opts.mode != Mode::Egress {
+        entries.push((Entry::Ingress, roots.ingress));
+    }
+    let mut blocks = vec![Block::Prologue];
+    let mut has_atoms = false;
+    let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
+    // Per map-backed class table, the branch of every class (its column
+    // in the class rows).
+    let mut columns: Vec<Vec<u16>> = Vec::new();
+    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let mut log_slots = 0;
+    let nclasses = g.classes.len() as u32;
+    for (e, root) in &entries {
+        for n in reachable(g, *root) {
+            blocks.push(Block::Node(*e, n));
+            match g.node(n) {
+                Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
+                Node::Test {
+                    cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
+                    ..
+                } => has_atoms = true,
+                Node::Table {
+                    key: TableKey::SrcClass | TableKey::DstClass,
+                    entries: iv,
+                    ..
+                } if iv.len() > INLINE_CLASS_INTERVALS
+                    && !ctabs.contains_key(&n)
+                    && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
+                {
+                    let id = columns.len() as u32;
+                    let mut targets: Vec<NodeId> = Vec::new();
+                    let mut column = vec![NO_BRANCH; nclasses as usize];
+                    for x in iv {
+                        let branch = match targets.iter().position(|&t| t == x.next) {
+                            Some(i) => i,
+                            None => {
+                                targets.push(x.next);
+                                targets.len() - 1
+                            }
+                        } as u16;
+                        for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
+                            column[c as usize] = branch;
+                        }
+                    }
+                    columns.push(column);
+                    ctabs.insert(n, ClassTable { id, targets });
+                }
+                _ => {}
+            }
+        }
+        if *e == Entry::Steer {
+            blocks.push(Block::Service);
+        }
+    }
+    blocks.push(Block::Final);
+    Plan {
+        node_numbers,
+        blocks,
+        has_atoms,
+        ctabs,
+        columns,
+        atom_words,
+        log_slots,
+    }
+}
+
+/// The class rows (`weir_atoms`): per class, its atoms as a bit set, then
+/// its branch in every map-backed class table, padded to `row_size`.
+fn class_rows(
+    g: &Graph,
+    atom_words: usize,
+    columns: &[Vec<u16>],
+    row_size: usize,
+) -> Vec<Vec<u32>> {
+    let mut rows = Vec::new();
+    for (c, row) in g.classes.classes.iter().enumerate() {
+        let mut w = vec![0u32; atom_words];
+        for a in row.iter() {
+            w[a / 32] |= 1 << (a % 32);
+        }
+        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        for col in columns {
+            bytes.extend_from_slice(&col[c].to_ne_bytes());
+        }
+        bytes.resize(row_size, 0);
+        rows.push(
+            bytes
+                .chunks(4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    rows
+}
+
+/// The stages: split, assemble, and split tighter while a stage comes out
+/// larger than the budget (stubs and dispatch are only known after).
+/// Returns each block's stage, the assembled stages (none when there are
+/// more than [`MAX_STAGES`]) and the tail calls on the longest path.
+#[allow(clippy::type_complexity)]
+fn split_stages(
+    gen: &Gen,
+    opts: &Options,
+) -> Result<(Vec<usize>, Option<Vec<stages::Stage>>, usize), Vec<Limit>> {
+    let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
+        .map(|b| stages::measure(gen, b))
+        .collect();
+    // The final block is copied into the stages that reach it, never laid
+    // out on its own (see `stages::assemble`): it takes no room in the
+    // split.
+    let fin = gen.final_block();
+    let final_slots = std::mem::take(&mut sizes[fin].slots);
+    sizes[fin].jumps = 0;
+    let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
+        matches!(gen.blocks[b], Block::Node(..))
+    });
+    let flow = stages::Flow::new(&sizes, copied);
+    let mut budget = opts.budget;
+    let hard_slots = if opts.long_jumps {
+        stages::HARD_SLOTS_LONG
+    } else {
+        stages::HARD_SLOTS
+    };
+    let (stage_of, staged) = loop {
+        let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
+            Ok(s) => s,
+            Err(b) => {
+                return Err(vec![Limit::BlockTooLarge {
+                    block: gen.block_name(b),
+                    slots: sizes[b].slots,
+                    jumps: sizes[b].jumps,
+                }])
+            }
+        };
+        let n = stage_of.iter().max().map_or(1, |m| m + 1);
+        if n > MAX_STAGES {
+            break (stage_of, None);
+        }
+        let over = |staged: &Vec<stages::Stage>| {
+            staged
+                .iter()
+                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
+        };
+        match stages::assemble(
+            gen,
+            &flow,
+            &stage_of,
+            &stages::entries(&flow, &stage_of),
+            opts.long_jumps,
+        ) {
+            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
+            result => {
+                if budget.max_slots < 64 {
+                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
+                        stage: 0,
+                        overflow: StageOverflow::NoSplit,
+                    })]);
+                }
+                budget.max_slots = budget.max_slots * 4 / 5;
+            }
+        }
+    };
+    let calls = stages::tail_calls(&flow, &stage_of);
+    Ok((stage_of, staged, calls))
 }

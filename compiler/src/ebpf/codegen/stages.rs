@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::emit::{Copies, Em, Gen};
 use super::layout::{self, ctx, map};
 use super::{Budget, Limit};
+use crate::diagnostics::StageOverflow;
 use crate::ebpf::{helper, Asm, AsmError, AsmOptions, Assembled, Label, Op, Origin, Reg, Size};
 
 /// Size of one block, measured by emitting it alone.
@@ -448,9 +449,17 @@ pub fn assemble(
         let code = a
             .assemble_with(AsmOptions { long_jumps })
             .map_err(|e| match e {
-                AsmError::JumpOutOfRange { .. } => Limit::StageTooLarge {
+                AsmError::JumpOutOfRange {
+                    label,
+                    slot,
+                    offset,
+                } => Limit::StageTooLarge {
                     stage: k,
-                    reason: e.to_string(),
+                    overflow: StageOverflow::JumpOutOfRange {
+                        label,
+                        slot,
+                        offset,
+                    },
                 },
                 other => panic!("internal compiler error: eBPF assembly: {other}"),
             })?;

@@ -98,9 +98,9 @@ pub struct CtxLayout {
 }
 
 impl CtxLayout {
-    /// The policy pipeline's `weir_ctx` (`codegen::layout::ctx`).
+    /// The policy pipeline's `weir_ctx` (`layout::ctx`).
     pub fn pipeline() -> CtxLayout {
-        use crate::ebpf::codegen::layout::ctx;
+        use crate::ebpf::layout::ctx;
         CtxLayout {
             src: ctx::SRC,
             dst: ctx::DST,
@@ -618,7 +618,7 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
             Size::U32,
             R6,
             state,
-            crate::ebpf::codegen::layout::LB_PENDING,
+            crate::ebpf::layout::LB_PENDING,
         ));
     } else {
         // Remember the flow (client → frontend) and its reply (backend →

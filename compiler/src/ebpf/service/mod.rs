@@ -59,9 +59,10 @@
 
 pub mod emit;
 pub mod fill;
-pub mod layout;
 pub mod object;
 pub mod sock;
+
+use crate::ebpf::layout::service as layout;
 
 pub use emit::{
     emit_established_dnat, emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End,

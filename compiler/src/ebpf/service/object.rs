@@ -2,7 +2,7 @@
 //! reverse NAT + service stage), the connect-time programs, and a
 //! hand-written parse + hash-lookup baseline for measurements.
 
-use crate::ebpf::codegen::layout::{ctx, map as pmap};
+use crate::ebpf::layout::{ctx, map as pmap};
 use crate::ebpf::{
     AluOp, Asm, Assembled, ByteOrder, JmpCond, MapDef, MapType, ObjectDef, Op, ProgramDef, Reg,
     Size,

@@ -1,6 +1,6 @@
 //! Map names, key/value layouts and constants of the service maps, shared
-//! by the emitters ([`super::tc`], [`super::sock`]), the fill computation
-//! ([`super::fill`]) and the runtime (`weir_runtime::ebpf::service`).
+//! by the emitters ([`crate::ebpf::service::tc`], [`crate::ebpf::service::sock`]), the fill computation
+//! ([`crate::ebpf::service::fill`]) and the runtime (`weir_runtime::ebpf::service`).
 //!
 //! Byte order: addresses are in network order (IPv4 in the first 4 of 16
 //! bytes, the rest zero), ports in **host** order — except in the socket

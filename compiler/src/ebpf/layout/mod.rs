@@ -1,6 +1,11 @@
 //! Fixed layout shared by the generated programs, the runtime and the
 //! tests: the per-CPU scratch context, map names and key/value layouts,
-//! `__sk_buff` offsets and TC return codes.
+//! `__sk_buff` offsets and TC return codes. One module for both halves of
+//! the object: the policy pipeline's layout here, the service maps' in
+//! [`service`]; codegen, services, the runtime and the tests all read it
+//! from here (the services no longer reach up into `codegen`).
+
+pub mod service;
 
 /// `TC_ACT_OK`: let the packet through.
 pub const TC_ACT_OK: i32 = 0;
