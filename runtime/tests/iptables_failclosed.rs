@@ -8,6 +8,10 @@
 //! Every test runs in its own network namespaces. Needs root; skipped
 //! without, unless `CI` is set (then it fails).
 
+mod bundle_common;
+use bundle_common::seal;
+use weir_compiler::contract::iptables::Family;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,16 +51,6 @@ fn ns(name: &str) -> Netns {
 /// the IPv4 chain.
 fn bundle(dir: &Path, port: u16, extra: usize, rule: Option<&str>) -> Bundle {
     std::fs::create_dir_all(dir).unwrap();
-    let manifest = serde_json::json!({
-        "format": 1,
-        "source_hash": format!("test-{port}"),
-        "iptables": { "hooks": [
-            { "table": "filter", "chain": "FORWARD", "target": "WEIR-FORWARD" }
-        ] },
-        "sets": [ { "name": "weir-c4", "kind": "class", "class": 1 },
-                  { "name": "weir-c6", "kind": "class", "class": 1 } ]
-    });
-    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
     std::fs::write(
         dir.join("ipset.rules"),
         "create weir-c4 hash:net family inet hashsize 64 maxelem 1024\nadd weir-c4 10.1.0.0/24\n\
@@ -67,16 +61,16 @@ fn bundle(dir: &Path, port: u16, extra: usize, rule: Option<&str>) -> Bundle {
         ("iptables.rules", "weir-c4"),
         ("ip6tables.rules", "weir-c6"),
     ] {
-        let mut r = String::from("*filter\n:WEIR-FORWARD - [0:0]\n");
+        let mut r = String::from("*filter\n:WEIR-FWD - [0:0]\n");
         for i in 0..extra {
             r.push_str(&format!(":WEIR-X{i} - [0:0]\n"));
         }
         r.push_str(&format!(
-            "-A WEIR-FORWARD -p tcp --dport {port} -m set --match-set {set} src -m comment --comment \"weir:rule {port}\" -j ACCEPT\n"
+            "-A WEIR-FWD -p tcp --dport {port} -m set --match-set {set} src -m comment --comment \"weir:rule {port}\" -j ACCEPT\n"
         ));
         for i in 0..extra {
             r.push_str(&format!(
-                "-A WEIR-FORWARD -p udp --dport {} -j WEIR-X{i}\n",
+                "-A WEIR-FWD -p udp --dport {} -j WEIR-X{i}\n",
                 1000 + i
             ));
             r.push_str(&format!("-A WEIR-X{i} -j DROP\n"));
@@ -85,9 +79,14 @@ fn bundle(dir: &Path, port: u16, extra: usize, rule: Option<&str>) -> Bundle {
             r.push_str(extra);
             r.push('\n');
         }
-        r.push_str("-A WEIR-FORWARD -j DROP\nCOMMIT\n");
+        r.push_str("-A WEIR-FWD -j DROP\nCOMMIT\n");
         std::fs::write(dir.join(file), r).unwrap();
     }
+    seal(
+        dir,
+        &[("filter", "FORWARD", "WEIR-FWD", "both")],
+        &[("weir-c4", Family::Ipv4), ("weir-c6", Family::Ipv6)],
+    );
     Bundle::read(dir).unwrap()
 }
 
@@ -154,7 +153,7 @@ fn widened_rule_is_refused_and_the_old_generation_stays() {
         &work.join("b"),
         81,
         0,
-        Some("-A WEIR-FORWARD -p icmp -m icmp --icmp-type 255 -j ACCEPT"),
+        Some("-A WEIR-FWD -p icmp -m icmp --icmp-type 255 -j ACCEPT"),
     );
     let e = rt.apply(&widened).unwrap_err().to_string();
     eprintln!("{e}");

@@ -6,6 +6,15 @@
 //! which case they fail. Nothing here touches the host's rules: every
 //! program runs inside the test's own namespaces.
 
+mod bundle_common;
+use bundle_common::seal;
+
+/// The set `weir-clients` (class 1, IPv4).
+const CLIENTS: &[(&str, weir_compiler::contract::iptables::Family)] = &[(
+    "weir-clients",
+    weir_compiler::contract::iptables::Family::Ipv4,
+)];
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,78 +86,8 @@ fn write_bundle(
     rules.push_str("-A WEIR-FWD -j DROP\n-A WEIR-ALLOW -j ACCEPT\nCOMMIT\n");
     std::fs::write(dir.join("iptables.rules"), rules).unwrap();
     std::fs::write(dir.join("ip6tables.rules"), "").unwrap();
-    seal(dir, &[("filter", "FORWARD", "WEIR-FWD", "ipv4")], true);
+    seal(dir, &[("filter", "FORWARD", "WEIR-FWD", "ipv4")], CLIENTS);
     Bundle::read(dir).unwrap()
-}
-
-/// Writes the manifest of a hand-written bundle in `dir` (its rule files
-/// written already): the bundle format (`weir_compiler::contract`) with
-/// `hooks` (table, chain, target, family), the set `weir-clients` (class 1) when `clients`, and the
-/// SHA-256 of every file.
-fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], clients: bool) {
-    use weir_compiler::contract::{self, iptables as ipt};
-    let mut artifacts = std::collections::BTreeMap::new();
-    for name in ["iptables.rules", "ip6tables.rules", "ipset.rules"] {
-        let bytes = std::fs::read(dir.join(name)).unwrap_or_default();
-        std::fs::write(dir.join(name), &bytes).unwrap();
-        artifacts.insert(name.to_string(), contract::sha256_hex(&bytes));
-    }
-    let sets = clients.then(|| ipt::SetEntry {
-        atom: None,
-        class: Some(1),
-        classes: vec![1],
-        family: ipt::Family::Ipv4,
-        kind: ipt::SetKind::Class,
-        name: "weir-clients".into(),
-        set_type: ipt::SetType::HashNet,
-    });
-    let m = contract::Manifest {
-        artifacts,
-        backends: contract::Backends {
-            ebpf: None,
-            iptables: Some(ipt::IptablesSection {
-                classes: 2,
-                counts: Vec::new(),
-                endpoint_update: String::new(),
-                hooks: hooks
-                    .iter()
-                    .map(|&(table, chain, target, family)| ipt::HookEntry {
-                        chain: chain.into(),
-                        family: serde_json::from_value(serde_json::json!(family)).unwrap(),
-                        table: table.into(),
-                        target: target.into(),
-                    })
-                    .collect(),
-                log: ipt::Log {
-                    group: None,
-                    target: ipt::LogTarget::Log,
-                },
-                sets: sets.into_iter().collect(),
-            }),
-        },
-        classes: contract::Classes {
-            atoms: vec![contract::AtomEntry {
-                exclude: None,
-                include: None,
-                kind: contract::AtomKind::Selector,
-                text: Some("all".into()),
-                value: weir_compiler::graph::classes::Atom::Sel(weir_compiler::model::Sel::All),
-            }],
-            endpoint_atom: 0,
-            map: Vec::new(),
-            rows: vec![vec![0], vec![0]],
-            spare_classes: 0,
-        },
-        endpoints: Vec::new(),
-        format_version: contract::FORMAT_VERSION,
-        graph: serde_json::Value::Null,
-        provenance: Vec::new(),
-        services: Vec::new(),
-        source_hash: "test".into(),
-        sources: Vec::new(),
-        targets: vec![contract::Target::Iptables],
-    };
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
 }
 
 /// What the node has, without counters, comments or empty default tables
@@ -412,7 +351,7 @@ fn life_cycle(variant: Variant) {
         "*filter\n-A FORWARD -j ACCEPT\nCOMMIT\n",
     )
     .unwrap();
-    seal(&evil, &[("filter", "FORWARD", "WEIR-FWD", "ipv4")], true);
+    seal(&evil, &[("filter", "FORWARD", "WEIR-FWD", "ipv4")], CLIENTS);
     let e = rt.apply(&Bundle::read(&evil).unwrap()).unwrap_err();
     assert!(matches!(e, Error::Bundle { .. }), "{e:?}");
 
@@ -539,7 +478,7 @@ fn ipv6_and_several_tables() {
         };
         std::fs::write(dir.join("iptables.rules"), v4).unwrap();
         std::fs::write(dir.join("ip6tables.rules"), if v6 { filter } else { "" }).unwrap();
-        seal(dir, &hooks, false);
+        seal(dir, &hooks, &[]);
         Bundle::read(dir).unwrap()
     };
 

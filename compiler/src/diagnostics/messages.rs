@@ -377,41 +377,46 @@ fn did_you_mean(s: &Option<String>) -> Option<String> {
 
 /// A familiar mistake the parser read as `right`: one diagnostic at what
 /// was written, the right form as help.
+/// The code of a mistaken form (one place: [`Kind::code`] and the
+/// message agree).
+fn wrong_form_code(form: &Form) -> Code {
+    match form {
+        Form::Ipv6Socket => Code::E0003,
+        Form::SingleQuotes => Code::E0001,
+        Form::AppliesTo | Form::Assign | Form::PortColon | Form::PortList | Form::MissingPort => {
+            Code::E0010
+        }
+    }
+}
+
 fn wrong_form(span: Span, found: String, right: String, form: Form) -> Diagnostic {
-    use Code::*;
-    let (code, message, label) = match form {
+    let code = wrong_form_code(&form);
+    let (message, label) = match form {
         Form::AppliesTo => (
-            E0010,
             format!("unexpected `{found}`"),
             "a policy names its endpoints with `applies to`",
         ),
         Form::Assign => (
-            E0010,
             "unexpected `=`".to_string(),
             "labels are compared with `==` (or `!=`)",
         ),
         Form::PortColon => (
-            E0010,
             "unexpected `:`".to_string(),
             "the port follows the protocol after a space",
         ),
         Form::PortList => (
-            E0010,
             "unexpected `,`".to_string(),
             "several ports are written as a set in braces",
         ),
         Form::MissingPort => (
-            E0010,
             format!("missing port after `{found}`"),
             "expected `:` and a port",
         ),
         Form::Ipv6Socket => (
-            E0003,
             format!("`{found}` is one IPv6 address, not an address and a port"),
             "an IPv6 address with a port is written in brackets",
         ),
         Form::SingleQuotes => (
-            E0001,
             "unexpected character `'`".to_string(),
             "strings are written in double quotes",
         ),
@@ -511,6 +516,8 @@ impl Kind {
                 SyntaxErrorKind::UnexpectedToken { .. } => E0010,
                 SyntaxErrorKind::NestingLimit { .. } => E0012,
                 SyntaxErrorKind::UnexpectedEof { .. } => E0011,
+                SyntaxErrorKind::WrongForm { form, .. } => wrong_form_code(form),
+                SyntaxErrorKind::UnclosedBrace { .. } => E0007,
             },
             Kind::ImportNotFound { .. } => E0101,
             Kind::CannotRead { .. } => E0102,

@@ -180,6 +180,37 @@ const FLAGS: &[&str] = &[
     "--fragment",
 ];
 
+/// A `u32` match's expression with every number in decimal: the kernel
+/// prints them all in hex (`4&0x1FFF=0` comes back as `0x4&0x1fff=0x0`).
+fn u32_expr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+            continue;
+        }
+        let mut tok = String::from(c);
+        while let Some(&d) = chars.peek() {
+            if d.is_ascii_alphanumeric() {
+                tok.push(d);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let n = match tok.strip_prefix("0x").or_else(|| tok.strip_prefix("0X")) {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => tok.parse().ok(),
+        };
+        match n {
+            Some(n) => out.push_str(&n.to_string()),
+            None => out.push_str(&tok),
+        }
+    }
+    out
+}
+
 /// Canonical value of option `opt`.
 fn value(opt: &str, vals: &[String]) -> String {
     let one = vals.join(" ");
@@ -193,6 +224,7 @@ fn value(opt: &str, vals: &[String]) -> String {
         "--set-xmark" | "--mark" => mark(&one, false),
         "--set-mark" => mark(&one, true),
         "--probability" => probability(&one),
+        "--u32" => u32_expr(&one),
         "--to-destination" | "--to-source" | "--to-ports" | "--to" => one,
         "--dst-range" | "--src-range" => one,
         // A number the kernel prints in another base (`--set-dscp 46`
@@ -361,6 +393,11 @@ mod tests {
         assert!(same(
             "-A X -j REJECT",
             "-A X -j REJECT --reject-with icmp-port-unreachable",
+            v4
+        ));
+        assert!(same(
+            "-A X -p icmp -m u32 --u32 \"4&0x1FFF=0&&0>>22&0x3C@0>>24=255\" -j DROP",
+            "-A X -p icmp -m u32 --u32 \"0x4&0x1fff=0x0&&0x0>>0x16&0x3c@0x0>>0x18=0xff\" -j DROP",
             v4
         ));
     }

@@ -1,0 +1,80 @@
+//! Hand-written bundles for the runtime's tests: rule files written by
+//! the test, sealed with a manifest in the bundle format
+//! (`weir_compiler::contract`) so the runtime reads them as it reads a
+//! compiled bundle (hashes, hooks, sets).
+
+use std::path::Path;
+
+use weir_compiler::contract::{self, iptables as ipt};
+
+/// Writes the manifest of a hand-written bundle in `dir` (its rule files
+/// written already): the bundle format (`weir_compiler::contract`) with
+/// `hooks` (table, chain, target, family), class sets `sets` (name,
+/// family; class 1 of two classes), and the SHA-256 of every file.
+pub fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], sets: &[(&str, ipt::Family)]) {
+    let mut artifacts = std::collections::BTreeMap::new();
+    for name in ["iptables.rules", "ip6tables.rules", "ipset.rules"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap_or_default();
+        std::fs::write(dir.join(name), &bytes).unwrap();
+        artifacts.insert(name.to_string(), contract::sha256_hex(&bytes));
+    }
+    let sets: Vec<ipt::SetEntry> = sets
+        .iter()
+        .map(|&(name, family)| ipt::SetEntry {
+            atom: None,
+            class: Some(1),
+            classes: vec![1],
+            family,
+            kind: ipt::SetKind::Class,
+            name: name.into(),
+            set_type: ipt::SetType::HashNet,
+        })
+        .collect();
+    let m = contract::Manifest {
+        artifacts,
+        backends: contract::Backends {
+            ebpf: None,
+            iptables: Some(ipt::IptablesSection {
+                classes: 2,
+                counts: Vec::new(),
+                endpoint_update: String::new(),
+                hooks: hooks
+                    .iter()
+                    .map(|&(table, chain, target, family)| ipt::HookEntry {
+                        chain: chain.into(),
+                        family: serde_json::from_value(serde_json::json!(family)).unwrap(),
+                        table: table.into(),
+                        target: target.into(),
+                    })
+                    .collect(),
+                log: ipt::Log {
+                    group: None,
+                    target: ipt::LogTarget::Log,
+                },
+                sets,
+            }),
+        },
+        classes: contract::Classes {
+            atoms: vec![contract::AtomEntry {
+                exclude: None,
+                include: None,
+                kind: contract::AtomKind::Selector,
+                text: Some("all".into()),
+                value: weir_compiler::graph::classes::Atom::Sel(weir_compiler::model::Sel::All),
+            }],
+            endpoint_atom: 0,
+            map: Vec::new(),
+            rows: vec![vec![0], vec![0]],
+            spare_classes: 0,
+        },
+        endpoints: Vec::new(),
+        format_version: contract::FORMAT_VERSION,
+        graph: serde_json::Value::Null,
+        provenance: Vec::new(),
+        services: Vec::new(),
+        source_hash: "test".into(),
+        sources: Vec::new(),
+        targets: vec![contract::Target::Iptables],
+    };
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+}
