@@ -184,7 +184,7 @@ fn status_says_what_differs_per_family() {
     run(
         &n,
         "ip6tables",
-        &["-w", "-R", "WEIR1-FORWARD", "1", "-j", "ACCEPT"],
+        &["-w", "-R", "WEIR1-FWD", "1", "-j", "ACCEPT"],
     );
     let s = rt.status().unwrap();
     assert!(!s.in_force);
@@ -201,7 +201,7 @@ fn status_says_what_differs_per_family() {
     assert!(v4.difference.is_none(), "{v4:?}");
     let d = v6.difference.as_deref().unwrap_or_default();
     assert!(
-        d.contains("WEIR1-FORWARD rule 1") && d.contains("-j ACCEPT"),
+        d.contains("WEIR1-FWD rule 1") && d.contains("-j ACCEPT"),
         "{d}"
     );
     assert_eq!(v6.generations, vec![1]);
