@@ -14,6 +14,10 @@
 //! Needs root, `ip` and `bpftool`; skipped without them unless `CI` is set
 //! (then it fails).
 
+#[path = "support/run.rs"]
+mod run;
+use run::{ok, s, show, weir};
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -47,31 +51,6 @@ policy db-in {
   }
 }
 "#;
-
-fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn compile(work: &Path, dir: &Path, src: &str) {
     let file = work.join(format!(

@@ -8,8 +8,11 @@
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
+#[path = "support/run.rs"]
+mod run;
+use run::{ok, s, show, weir};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use weir_compiler::churn::{inventory_text, EndpointRec};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
@@ -52,31 +55,6 @@ fn base() -> Vec<EndpointRec> {
 
 fn scratch(name: &str) -> PathBuf {
     weir_runtime::kernel_test::state_dir(&format!("cli-endpoints-{name}")).unwrap()
-}
-
-fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Compiles [`SRC`] for `target` into `dir`, and lets the files age past

@@ -8,9 +8,12 @@
 //! Needs root, `ip` and `iptables`; skipped without them unless `CI` is
 //! set (then it fails).
 
+#[path = "support/run.rs"]
+mod run;
+use run::{s, show, weir};
+
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use weir_runtime::netns::Topology;
 
@@ -25,26 +28,6 @@ policy db-in {
   }
 }
 "#;
-
-fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Our chains in the namespace, from iptables-save.
 fn weir_chains(ns: &str) -> usize {

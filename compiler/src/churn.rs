@@ -1304,9 +1304,6 @@ pub mod selcode {
 mod tests {
     use super::*;
     use crate::bundle::{bundle, BundleInput, MANIFEST};
-    use crate::check::check_program;
-    use crate::source::MemoryLoader;
-    use std::path::PathBuf;
 
     const SRC: &str = r#"
 endpoint web   { labels { app: "web" }   addr 10.1.0.10 }
@@ -1327,13 +1324,10 @@ service api {
 "#;
 
     fn manifest_of(src: &str) -> Manifest {
-        let path = PathBuf::from("p.weir");
-        let loader = MemoryLoader::new().with(&path, src);
-        let c = check_program(std::slice::from_ref(&path), &loader, None);
-        assert!(!c.has_errors(), "{:?}", c.diagnostics);
-        let g = crate::graph::build(&c.model);
+        let model = crate::check::model_of(src);
+        let g = crate::graph::build(&model);
         read(&BundleInput {
-            model: &c.model,
+            model: &model,
             graph: &g,
             sources: &[],
             targets: &[],

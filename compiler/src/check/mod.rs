@@ -80,6 +80,17 @@ pub fn check_program(
     check_program_then(roots, loader, inventory, |_| ()).0
 }
 
+/// The model of one in-memory file `p.weir`, which must check without
+/// errors: the unit tests' way from source text to a model.
+#[cfg(test)]
+pub(crate) fn model_of(src: &str) -> crate::model::Model {
+    let path = PathBuf::from("p.weir");
+    let loader = crate::source::MemoryLoader::new().with(&path, src);
+    let c = check_program(std::slice::from_ref(&path), &loader, None);
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    c.model
+}
+
 /// [`check_program`], and `then` on the model when it has no errors,
 /// on another thread while the lints run (for a large program the lints
 /// and the decision graph take comparable time; `crate::driver` builds

@@ -4,16 +4,14 @@
 //! unknown key, a value out of range — is refused.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
 use super::*;
 use crate::backends;
 use crate::bundle::{bundle, BundleInput};
-use crate::check::check_program;
+use crate::check::model_of;
 use crate::model::Model;
-use crate::source::MemoryLoader;
 
 /// Every file of the bundle of `model`, compiled for every back end
 /// that accepts it.
@@ -59,14 +57,6 @@ service api {
   backends select app == "web" port 8080
 }
 "#;
-
-fn model_of(src: &str) -> Model {
-    let path = PathBuf::from("p.weir");
-    let loader = MemoryLoader::new().with(&path, src);
-    let c = check_program(std::slice::from_ref(&path), &loader, None);
-    assert!(!c.has_errors(), "{:?}", c.diagnostics);
-    c.model
-}
 
 #[test]
 fn what_the_writer_writes_the_reader_reads() {
