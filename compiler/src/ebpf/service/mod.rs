@@ -35,9 +35,13 @@
 //!   other hosts). New flow → choice (affinity, then Maglev on
 //!   [`crate::flowhash::flow_hash`] of the real 5-tuple — the same choice
 //!   as the interpreter — or weighted random) → `weir_lb_ct` (the flow
-//!   keeps its backend) and `weir_lb_rev` (reply tuple) → DNAT with IPv4
-//!   and L4 checksum fix-up. Replies are un-translated by
-//!   [`emit::emit_reverse_nat`]. Source IP is preserved (no SNAT).
+//!   keeps its backend) and `weir_lb_rev` (reply tuple) → DNAT with
+//!   checksum fix-up (IPv4: header and L4; IPv6: the L4 checksum's
+//!   pseudo-header addresses). Replies are un-translated by
+//!   [`emit::emit_reverse_nat`]. Source IP is preserved (no SNAT). TCP
+//!   and UDP of both families take the same path: every map above is
+//!   keyed by 16-byte addresses and a family byte, and the flow hash
+//!   folds all four address words (an IPv4 address is its first).
 //! - **Connect time** ([`sock`]): processes in the cgroup given at
 //!   `weir apply`; one rewrite per `connect()` / unconnected `sendmsg()`,
 //!   no per-packet work. Maglev hashes `(bound source, frontend, sport 0,
@@ -51,9 +55,10 @@
 //!   without backends is answered with a reset (`codegen::emit`,
 //!   `tcp_reset`); UDP gets no ICMP port-unreachable yet (counted drop);
 //!   the standalone TC program drops; `connect()` fails with `EPERM`.
-//! - **IPv6**: frontends and backends of both families are in the maps,
-//!   but only IPv4 is translated (TC: IPv6 packets continue untranslated;
-//!   no `connect6`/`sendmsg6`/`recvmsg6` programs yet).
+//! - **IPv6** at connect time: no `connect6`/`sendmsg6`/`recvmsg6`
+//!   programs yet (the TC path translates IPv6).
+//! - **SCTP** frontends are refused at compile time (E0501): its CRC32c
+//!   checksum is not recomputed.
 //! - ICMP errors about translated flows are not reverse-translated.
 //! - The affinity timeout counts from the last new flow that used it.
 
