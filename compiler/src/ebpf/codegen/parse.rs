@@ -143,8 +143,6 @@ impl Gen<'_> {
         let walk = em.label("ipv6_ext");
         let upper = em.label("ipv6_upper");
         Self::if_extension(em, walk);
-        // The transport header's offset, as after a walk (services read it).
-        em.push(Op::store(Size::U16, R6, ctx::PARSE_OFF, 54));
         em.push(Op::alu64(AluOp::Add, R2, 54));
         em.push(Op::Ja { target: upper });
 

@@ -89,8 +89,9 @@ pub struct CtxLayout {
     pub proto: i16,
     /// u8 4 / 6.
     pub family: i16,
-    /// u16: frame offset of an IPv6 packet's transport header (past its
-    /// extension headers), set by the parse.
+    /// u16: frame offset of an IPv6 packet's transport header past its
+    /// extension headers, as the parse's walk left it; 0 when there were
+    /// none (then 54: Ethernet + the fixed header).
     pub l6_l4: i16,
     /// Written on translation: original destination (16) and port.
     pub orig_dst: Option<i16>,
@@ -418,8 +419,8 @@ pub enum End {
 ///   addresses of the pseudo-header; their difference
 ///   (`bpf_csum_diff` of the old and new address) is folded in with one
 ///   `bpf_l4_csum_replace` (size 0: "`to` is a difference"). The
-///   transport header is at `c.l6_l4` (the parse's offset, past any
-///   extension headers).
+///   transport header is at `c.l6_l4` (the parse's walk's offset past
+///   any extension headers; 0: none, 54).
 ///
 /// Then the port (both families). A zero UDP checksum stays zero
 /// (`BPF_F_MARK_MANGLED_0`; a zero IPv6 UDP checksum is invalid anyway
@@ -457,6 +458,8 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::Ja { target: have_l4 });
     a.bind(v6);
     a.push(Op::load(Size::U16, R1, R6, c.l6_l4));
+    a.push(Op::jmp(JmpCond::Ne, R1, 0, have_l4));
+    a.push(Op::mov64(R1, 54));
     a.bind(have_l4);
     a.push(Op::store(Size::U64, R10, st::TMP, R1));
     // Checksum offset and flags: TCP +16, UDP +6 (mangled-0).
