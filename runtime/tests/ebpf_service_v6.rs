@@ -15,7 +15,13 @@
 //!   address of each family) applied with `weir_runtime::ebpf::apply` on
 //!   both node links answers real TCP and UDP from a client over both
 //!   families, through the TC program only (replies reverse-translated on
-//!   the server link).
+//!   the server link);
+//! - connect time: `cgroup/connect6`, `sendmsg6` and `recvmsg6` attached
+//!   to a real cgroup send a child process's TCP, connected UDP and
+//!   unconnected UDP to an IPv6 frontend straight to a backend (Maglev:
+//!   the interpreter's choice at source port 0), `recvfrom` reports the
+//!   frontend, a frontend without backends fails `connect()` with EPERM,
+//!   and IPv4 keeps working beside them.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -26,6 +32,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ebpf_common::cgroup::{self, cgroup2_root, Cgroup};
 use ebpf_common::headers::{with_extensions, Ext};
 use ebpf_common::*;
 use weir_compiler::bundle::{self, BundleInput, Target};
@@ -294,4 +301,125 @@ fn ebpf_dual_stack_service_answers_real_traffic_over_both_families() {
         .is_none());
     let _ = std::fs::remove_dir(&inst.pin_root);
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+const CONNECT: &str = r#"
+service six {
+  frontend [fd00:96::1]:80/tcp
+  frontend [fd00:96::1]:53/udp
+  backends { [fd00:7::1]:8080, [fd00:7::2]:8080, [fd00:7::3]:8080 }
+  balance maglev
+}
+service empty6 {
+  frontend [fd00:96::2]:80/tcp
+  backends { }
+}
+service four {
+  frontend 10.96.7.1:80/tcp
+  backends { 10.7.0.1:8080, 10.7.0.2:8080 }
+}
+"#;
+
+/// Not a test by itself: the child process of
+/// `ebpf_connect6_sendmsg6_recvmsg6_balance_ipv6_sockets` (does nothing
+/// without its env var).
+#[test]
+fn ebpf_v6_cgroup_child() {
+    cgroup::child_main();
+}
+
+#[test]
+fn ebpf_connect6_sendmsg6_recvmsg6_balance_ipv6_sockets() {
+    use weir_compiler::ebpf::layout::service::cnt;
+    use weir_compiler::ebpf::service::fill::Options as LbOptions;
+    use weir_compiler::ebpf::service::sock::connect_flow_hash;
+    use weir_compiler::ebpf::service::LbState;
+    use weir_compiler::provenance::Provenance;
+    use weir_runtime::ebpf::service::LbRuntime;
+    if !have_root("ebpf_connect6_sendmsg6_recvmsg6_balance_ipv6_sockets") {
+        return;
+    }
+    let model = model_of(CONNECT);
+    let g = graph::build(&model);
+    let prov = g.provenance.clone();
+    let state = LbState::new(
+        &g.services,
+        &move |s| prov.id(&Provenance::NoBackends { service: s }),
+        &LbOptions::default(),
+    );
+    let mut r = LbRuntime::load(state).unwrap_or_else(|e| panic!("{e}"));
+    let topo = Topology::new().unwrap();
+    for set in &g.services.backend_sets {
+        for b in &set.backends {
+            topo.serve_tcp(b.addr, b.port).unwrap();
+            topo.serve_udp(b.addr, b.port).unwrap();
+        }
+    }
+    let cg = Cgroup(cgroup2_root().join(format!("weir-v6-test-{}", std::process::id())));
+    std::fs::create_dir_all(&cg.0).unwrap();
+    r.attach_cgroup(&cg.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut jobs = Vec::new();
+    for c in 1..=6 {
+        let client = ip(&format!("fd00:1::{c:x}"));
+        topo.add_client_addr(client).unwrap();
+        jobs.push(format!("tcp {client} fd00:96::1 80"));
+        jobs.push(format!("udpc {client} fd00:96::1 53"));
+        jobs.push(format!("udpu {client} fd00:96::1 53"));
+        jobs.push(format!("tcp {client} fd00:96::2 80"));
+    }
+    topo.add_client_addr(ip("10.1.0.10")).unwrap();
+    jobs.push("tcp 10.1.0.10 10.96.7.1 80".into());
+    let results = cgroup::child_results("ebpf_v6_cgroup_child", &cg.0, &topo, &jobs);
+    assert_eq!(results.len(), jobs.len(), "{results:?}");
+    let interp = Interp::new(&model);
+    let (mut balanced, mut chosen) = (0, BTreeSet::new());
+    for line in &results {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (kind, client, vip, port) = (f[0], ip(f[1]), ip(f[2]), f[3].parse::<u16>().unwrap());
+        let proto = if kind == "tcp" {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        };
+        let fe = g.services.lookup(vip, port, proto).unwrap();
+        let cands = &g.services.backend_sets[fe.backends].backends;
+        if cands.is_empty() {
+            assert_eq!(f[4], "ERR", "{line}: no backends must reject");
+            assert!(f[5].contains("os_error_1)"), "{line}: EPERM");
+            continue;
+        }
+        assert_ne!(f[4], "ERR", "{line}");
+        let got = ip(f[4]);
+        assert!(cands.iter().any(|b| b.addr == got), "{line}: not a backend");
+        if kind == "udpu" {
+            assert_eq!(
+                f[5],
+                std::net::SocketAddr::new(vip, port).to_string(),
+                "{line}: recvmsg6 reports the frontend"
+            );
+        }
+        if vip.is_ipv6() {
+            // Maglev at connect time: the interpreter's choice with source
+            // port 0, which is the maps' choice at the connect-time hash.
+            let o = interp.evaluate(&Packet::new(proto, client, 0, vip, port));
+            let want = o.service.unwrap().chosen.unwrap();
+            let h = connect_flow_hash(Some(client), vip, port, proto);
+            assert_eq!(
+                r.state.pick(fe.service, 6, h).map(|b| b.addr),
+                Some(want.addr)
+            );
+            assert_eq!(got, want.addr, "{line}: Maglev");
+            balanced += 1;
+            chosen.insert(got);
+        }
+    }
+    let c = r.counters().unwrap();
+    eprintln!(
+        "connect6 / sendmsg6 / recvmsg6: {balanced} IPv6 connects and datagrams balanced to {} backends, 0 disagreements; counters {c:?}",
+        chosen.len()
+    );
+    assert_eq!(balanced, 18);
+    assert!(chosen.len() >= 2, "clients spread over backends");
+    assert!(c[cnt::REVERSE as usize] >= 6, "recvmsg6 rewrote: {c:?}");
+    assert!(c[cnt::NO_BACKENDS as usize] >= 6, "EPERM counted: {c:?}");
 }

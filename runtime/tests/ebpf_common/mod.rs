@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cgroup;
 pub mod headers;
 
 use std::net::IpAddr;

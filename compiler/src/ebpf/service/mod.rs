@@ -12,7 +12,7 @@
 //! | `weir_lb_aff` | LRU hash | `{client[16], service, family}` (24) | `{backend id, 0, last use ns}` (16) |
 //! | `weir_lb_ct` | LRU hash | original tuple client → frontend (40) | backend, service, ts (40) |
 //! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24) |
-//! | `weir_lb_sk` | LRU hash | `{socket cookie, backend ip4, port}` (16) | frontend ip4, port (8) |
+//! | `weir_lb_sk` | LRU hash | `{socket cookie, backend addr[16], port, family}` (32) | frontend `{addr[16], port}` (20) |
 //! | `weir_lb_cnt` | per-CPU array | [`layout::cnt`] index | u64 |
 //! | `weir_lb_scnt` | per-CPU array | service index | u64 new flows (TC) + connects |
 //! | `weir_lb_bcnt` | per-CPU array | backend id | u64 new flows (TC) + connects |
@@ -43,7 +43,8 @@
 //!   keyed by 16-byte addresses and a family byte, and the flow hash
 //!   folds all four address words (an IPv4 address is its first).
 //! - **Connect time** ([`sock`]): processes in the cgroup given at
-//!   `weir apply`; one rewrite per `connect()` / unconnected `sendmsg()`,
+//!   `weir apply` (`connect4`/`6`, `sendmsg4`/`6`, `recvmsg4`/`6`); one
+//!   rewrite per `connect()` / unconnected `sendmsg()`,
 //!   no per-packet work. Maglev hashes `(bound source, frontend, sport 0,
 //!   port, proto)` (see [`sock::connect_flow_hash`]). Packets of such
 //!   sockets already carry the backend address, so a TC hook on the same
@@ -55,8 +56,8 @@
 //!   without backends is answered with a reset (`codegen::emit`,
 //!   `tcp_reset`); UDP gets no ICMP port-unreachable yet (counted drop);
 //!   the standalone TC program drops; `connect()` fails with `EPERM`.
-//! - **IPv6** at connect time: no `connect6`/`sendmsg6`/`recvmsg6`
-//!   programs yet (the TC path translates IPv6).
+//! - An IPv6 socket's IPv4-mapped destination is not balanced at connect
+//!   time (its IPv4 packets are, by the TC path).
 //! - **SCTP** frontends are refused at compile time (E0501): its CRC32c
 //!   checksum is not recomputed.
 //! - ICMP errors about translated flows are not reverse-translated.
