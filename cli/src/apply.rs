@@ -124,7 +124,8 @@ pub struct Args {
     #[command(flatten)]
     pub output: Output,
     /// Also attach connect-time load balancing (`cgroup/connect4`,
-    /// `sendmsg4`, `recvmsg4`) to this cgroup v2 directory
+    /// `sendmsg4`, `recvmsg4` and their IPv6 twins) to this cgroup v2
+    /// directory
     /// (`--backend ebpf`; the bundle must have services).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,

@@ -131,7 +131,7 @@ pub fn status(target: &Target, json: bool) -> i32 {
                 }
                 if let Some(c) = &s.cgroup {
                     crate::outln!(
-                        "  cgroup {c}: connect4, sendmsg4, recvmsg4 {}",
+                        "  cgroup {c}: connect4/6, sendmsg4/6, recvmsg4/6 {}",
                         if s.cgroup_attached {
                             "attached"
                         } else {

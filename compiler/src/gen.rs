@@ -439,8 +439,8 @@ pub fn model(seed: u64) -> Model {
 /// tests built on `model` keep their inputs) plus, from a generator of its
 /// own, IPv6-only endpoints, IPv6 backends, an IPv6-only service, an SCTP
 /// service, and policy and steering rules whose sets are IPv6 prefixes.
-/// The eBPF back end refuses IPv6 / SCTP frontends (E0501) until it
-/// translates them; everything else compiles for both back ends.
+/// The eBPF back end refuses SCTP frontends (E0501) until it translates
+/// them; everything else compiles for both back ends.
 pub fn dual_stack(seed: u64) -> Model {
     let mut m = model(seed);
     let mut rng = Rng::new(seed ^ 0xD0A1_57AC);

@@ -91,65 +91,86 @@ fn sum16(data: &[u8]) -> u32 {
         .sum()
 }
 
-/// Offset of the L4 checksum field in an IPv4 frame (TCP / UDP), and the
-/// IP payload range.
-fn l4_layout(f: &[u8]) -> Option<(usize, std::ops::Range<usize>)> {
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+/// Where a TCP / UDP frame's L4 checksum is: the checksum field's offset,
+/// the L4 range (header and payload), the protocol and the pseudo-header
+/// (IPv4: addresses, zero, protocol, length; IPv6, RFC 8200 §8.1: the
+/// 16-byte addresses, the upper-layer length as 32 bits, three zeros,
+/// the next header). IPv6 only without extension headers (the next
+/// header is TCP or UDP).
+fn l4_layout(f: &[u8]) -> Option<(usize, std::ops::Range<usize>, u8, Vec<u8>)> {
+    let (l4, proto, mut pseudo) = if f.len() >= 34 && f[12..14] == [0x08, 0x00] {
+        let ihl = usize::from(f[14] & 15) * 4;
+        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        (
+            14 + ihl..(14 + total).min(f.len()),
+            f[23],
+            f[26..34].to_vec(),
+        )
+    } else if f.len() >= 54 && f[12..14] == [0x86, 0xdd] {
+        let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+        (54..(54 + plen).min(f.len()), f[20], f[22..54].to_vec())
+    } else {
         return None;
-    }
-    let ihl = usize::from(f[14] & 15) * 4;
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let l4 = 14 + ihl..(14 + total).min(f.len());
-    let off = match f[23] {
+    };
+    let off = match proto {
         6 => 16,
         17 => 6,
         _ => return None,
     };
-    Some((l4.start + off, l4))
+    if l4.start + off + 2 > l4.end {
+        return None;
+    }
+    let len = (l4.end - l4.start) as u16;
+    if f[12..14] == [0x08, 0x00] {
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&len.to_be_bytes());
+    } else {
+        pseudo.extend_from_slice(&[0, 0]);
+        pseudo.extend_from_slice(&len.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    }
+    Some((l4.start + off, l4, proto, pseudo))
 }
 
-/// The L4 checksum an IPv4 TCP / UDP frame should carry.
+/// The L4 checksum a TCP / UDP frame should carry.
 fn l4_checksum(f: &[u8]) -> Option<u16> {
-    let (off, range) = l4_layout(f)?;
+    let (off, range, proto, pseudo) = l4_layout(f)?;
     let mut body = f[range.clone()].to_vec();
     let rel = off - range.start;
     body[rel] = 0;
     body[rel + 1] = 0;
-    let mut pseudo = f[26..34].to_vec();
-    pseudo.extend_from_slice(&[0, f[23]]);
-    pseudo.extend_from_slice(&(body.len() as u16).to_be_bytes());
     let c = !fold(sum16(&pseudo) + sum16(&body));
-    Some(if f[23] == 17 && c == 0 { 0xffff } else { c })
+    Some(if proto == 17 && c == 0 { 0xffff } else { c })
 }
 
-/// Fills in the IPv4 header checksum and the TCP / UDP checksum.
+/// Fills in the IPv4 header checksum and the TCP / UDP checksum (IPv4,
+/// or IPv6 without extension headers).
 pub fn set_checksums(f: &mut [u8]) {
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
-        return;
+    if f.len() >= 34 && f[12..14] == [0x08, 0x00] {
+        let ihl = usize::from(f[14] & 15) * 4;
+        f[24] = 0;
+        f[25] = 0;
+        let c = !fold(sum16(&f[14..14 + ihl]));
+        f[24..26].copy_from_slice(&c.to_be_bytes());
     }
-    let ihl = usize::from(f[14] & 15) * 4;
-    f[24] = 0;
-    f[25] = 0;
-    let c = !fold(sum16(&f[14..14 + ihl]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    if let (Some((off, _)), Some(c)) = (l4_layout(f), l4_checksum(f)) {
+    if let (Some((off, ..)), Some(c)) = (l4_layout(f), l4_checksum(f)) {
         f[off..off + 2].copy_from_slice(&c.to_be_bytes());
     }
 }
 
-/// Checks the IPv4 header checksum and the TCP / UDP checksum (a zero UDP
-/// checksum is "none").
+/// Checks the IPv4 header checksum and the TCP / UDP checksum (IPv4, or
+/// IPv6 without extension headers; a zero IPv4 UDP checksum is "none").
 pub fn checksums_ok(f: &[u8]) -> Result<(), String> {
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
-        return Ok(());
+    let v4 = f.len() >= 34 && f[12..14] == [0x08, 0x00];
+    if v4 {
+        let ihl = usize::from(f[14] & 15) * 4;
+        if fold(sum16(&f[14..14 + ihl])) != 0xffff {
+            return Err("bad IPv4 header checksum".into());
+        }
     }
-    let ihl = usize::from(f[14] & 15) * 4;
-    if fold(sum16(&f[14..14 + ihl])) != 0xffff {
-        return Err("bad IPv4 header checksum".into());
-    }
-    if let (Some((off, _)), Some(want)) = (l4_layout(f), l4_checksum(f)) {
+    if let (Some((off, _, proto, _)), Some(want)) = (l4_layout(f), l4_checksum(f)) {
         let have = u16::from_be_bytes([f[off], f[off + 1]]);
-        if !(f[23] == 17 && have == 0) && have != want {
+        if !(v4 && proto == 17 && have == 0) && have != want {
             return Err(format!("bad L4 checksum {have:#06x}, want {want:#06x}"));
         }
     }

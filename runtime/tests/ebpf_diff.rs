@@ -14,11 +14,12 @@
 //!
 //! Services and steering (issue 6), from the output frame
 //! (BPF_PROG_TEST_RUN `data_out`) and context (`ctx_out`):
-//! - a packet to an IPv4 TCP/UDP frontend is translated: the output's
+//! - a packet to a TCP/UDP frontend (IPv4 or IPv6) is translated: the output's
 //!   destination is the kernel's backend, which must be a candidate (for
 //!   Maglev, exactly the interpreter's `ByHash` choice); the interpreter
 //!   is asked with `BackendChoice::Pinned(backend)` for the verdict and
-//!   counters; the source is preserved and both checksums are valid. When
+//!   counters; the source is preserved and the checksums are valid (IPv4
+//!   header; TCP/UDP over the pseudo-header of either family). When
 //!   allowed, the backend's reply is sent next and must pass as
 //!   established with the frontend as its source (reverse NAT);
 //! - a frontend without backends rejects: IPv4 TCP gets a reset back
@@ -33,9 +34,8 @@
 //! verdict as whole), and some as a non-first fragment (`fragment`) or
 //! behind 9 extension headers (`unparsed`).
 //!
-//! Frontends the TC path does not translate (IPv6, SCTP; refused by
-//! `weir compile`, generated here with `untranslated_frontends`) are left
-//! out.
+//! Frontends the TC path does not translate (SCTP; refused by `weir
+//! compile`, generated here with `untranslated_frontends`) are left out.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -62,15 +62,18 @@ use weir_runtime::ebpf::Generation;
 struct Tally {
     packets: usize,
     /// Frontend packets the program translated (checked against the
-    /// interpreter pinned to the kernel's backend).
+    /// interpreter pinned to the kernel's backend); of them IPv6.
     translated: usize,
+    translated6: usize,
     /// Rejects answered with a TCP reset.
     resets: usize,
-    /// Replies of translated connections un-translated (reverse NAT).
+    /// Replies of translated connections un-translated (reverse NAT); of
+    /// them IPv6.
     replies: usize,
+    replies6: usize,
     /// Allowed packets with a steering action checked (mark / DSCP).
     steered: usize,
-    /// Frontends the TC path does not translate (IPv6, SCTP): left out.
+    /// Frontends the TC path does not translate (SCTP): left out.
     skipped: usize,
     /// Packets re-sent with other headers (docs/language.md §4,
     /// "Headers"): IPv6 with 1–3 extension headers, IPv4 with options,
@@ -147,16 +150,23 @@ fn compare(
     true
 }
 
-fn v4_addrs(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
-    let ip = |o: usize| IpAddr::from([f[o], f[o + 1], f[o + 2], f[o + 3]]);
+/// Source and destination (address, port) of an IPv4 or IPv6 (no
+/// extension headers) TCP / UDP frame.
+fn addrs(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
     let port = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+    if f[12..14] == [0x86, 0xdd] {
+        let ip = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&f[o..o + 16]).unwrap());
+        return (ip(22), port(54), ip(38), port(56));
+    }
+    let ip = |o: usize| IpAddr::from([f[o], f[o + 1], f[o + 2], f[o + 3]]);
     let l4 = 14 + usize::from(f[14] & 15) * 4;
     (ip(26), port(l4), ip(30), port(l4 + 2))
 }
 
-/// The TC path translates IPv4 TCP / UDP.
+/// The TC path translates TCP / UDP of both families (SCTP frontends are
+/// refused).
 fn translatable(p: &Packet) -> bool {
-    p.src.is_ipv4() && matches!(p.proto, Proto::Tcp | Proto::Udp)
+    matches!(p.proto, Proto::Tcp | Proto::Udp)
 }
 
 /// Checks the output frame of an evaluated new packet: a reset for a
@@ -181,7 +191,7 @@ fn check_output(
         if let Err(e) = checksums_ok(f) {
             return err(format!("reset: {e}"));
         }
-        let (s, sp, d, dp) = v4_addrs(f);
+        let (s, sp, d, dp) = addrs(f);
         if (s, sp, d, dp) != (p.dst, p.dport, p.src, p.sport) {
             return err(format!("reset goes {s}:{sp} → {d}:{dp}"));
         }
@@ -267,7 +277,8 @@ fn check_new(
     };
     // Translated: the output frame tells the backend.
     t.translated += 1;
-    let (s, sp, d, dp) = v4_addrs(&out.data);
+    t.translated6 += usize::from(p.src.is_ipv6());
+    let (s, sp, d, dp) = addrs(&out.data);
     let chosen = hit.chosen.clone().expect("filtered");
     let mut bad = Vec::new();
     if (s, sp) != (p.src, p.sport) {
@@ -360,7 +371,7 @@ fn check_model_with(
                     && o.service.as_ref().is_some_and(|h| h.chosen.is_some())
                 {
                     // The backend's reply: established, un-translated.
-                    let (_, _, d, dp) = v4_addrs(&out.data);
+                    let (_, _, d, dp) = addrs(&out.data);
                     let wire = Packet {
                         src: d,
                         sport: dp,
@@ -388,7 +399,7 @@ fn check_model_with(
             {
                 // The real reply comes from the backend; reverse NAT gives
                 // it the frontend back as its source.
-                let (_, _, d, dp) = v4_addrs(&out.data);
+                let (_, _, d, dp) = addrs(&out.data);
                 let wire = Packet {
                     src: d,
                     sport: dp,
@@ -497,7 +508,8 @@ fn check_reply(
         return;
     }
     t.replies += 1;
-    let (s, sp, d, dp) = v4_addrs(&out.data);
+    t.replies6 += usize::from(seen.src.is_ipv6());
+    let (s, sp, d, dp) = addrs(&out.data);
     let ok = (s, sp, d, dp) == (seen.src, seen.sport, seen.dst, seen.dport);
     if !ok || checksums_ok(&out.data).is_err() {
         t.disagreements.push(format!(
@@ -526,10 +538,12 @@ fn assert_agrees(tag: &str, t: &Tally) {
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated ({} IPv6), {} replies un-translated ({} IPv6), {} TCP resets, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends), {} disagreements, {:.1}s",
         t.packets,
         t.translated,
+        t.translated6,
         t.replies,
+        t.replies6,
         t.resets,
         t.steered,
         t.v6_ext,
@@ -571,8 +585,9 @@ fn ebpf_agrees_with_interpreter_on_generated_policies() {
 }
 
 /// Dual-stack policies (`gen::dual_stack`: IPv6-only endpoints, IPv6
-/// prefixes in rules and steering; its IPv6 / SCTP services are left out
-/// as untranslated), every packet also re-sent with other headers.
+/// prefixes in rules and steering, an IPv6-only service — translated,
+/// replies un-translated, issue 18; its SCTP services are left out as
+/// untranslated), every packet also re-sent with other headers.
 #[test]
 fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     if !have_root("ebpf_agrees_with_interpreter_on_dual_stack_policies") {
@@ -587,6 +602,7 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
         let mut rng = gen::Rng::new(seed ^ 0xD5);
         let mut packets = cover::leaf_packets(&g, 20_000);
         packets.extend(gen::packets(&model, &mut rng, 200));
+        packets.extend(frontend_packets(&model, &mut rng, 12));
         check_model(
             &format!("dual-stack seed {seed}"),
             &model,
@@ -598,7 +614,54 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     report("dual-stack policies", &t, started);
     eprintln!("  {seeds} policies");
     assert!(t.v6_ext >= 1000, "too few IPv6 packets");
+    // IPv6 service packets were translated (and compared), and replies
+    // of allowed ones un-translated: none were left out.
+    assert!(t.translated6 >= 100, "too few IPv6 translations");
+    assert!(t.replies6 >= 10, "too few IPv6 replies");
     assert_agrees("dual-stack policies", &t);
+}
+
+/// `n` new or established packets to every TCP / UDP frontend, each from
+/// an endpoint address of the frontend's family (or a host of no
+/// endpoint), with a random source port and hook: the generated packets
+/// reach a frontend from its own family rarely.
+fn frontend_packets(model: &Model, rng: &mut gen::Rng, n: usize) -> Vec<Packet> {
+    let mut out = Vec::new();
+    for s in &model.services {
+        for f in &s.frontends {
+            let mut srcs: Vec<IpAddr> = model
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addrs.iter().copied())
+                .filter(|a| a.is_ipv4() == f.addr.is_ipv4())
+                .collect();
+            srcs.push(if f.addr.is_ipv4() {
+                "192.0.2.77".parse().unwrap()
+            } else {
+                "2001:db8::77".parse().unwrap()
+            });
+            for _ in 0..n {
+                let src = *rng.pick(&srcs);
+                let mut p = Packet::new(
+                    f.proto,
+                    src,
+                    30000 + rng.below(30000) as u16,
+                    f.addr,
+                    f.port,
+                );
+                if rng.chance(10) {
+                    p.state = ConnState::Established;
+                }
+                p.at = match rng.below(4) {
+                    0 => Some(Direction::Ingress),
+                    1 => Some(Direction::Egress),
+                    _ => None,
+                };
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// A policy set large enough that the pipeline is split into several

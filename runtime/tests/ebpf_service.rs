@@ -12,10 +12,12 @@
 //! which case they fail.
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod ebpf_common;
+use ebpf_common::cgroup::{self, cgroup2_root, Cgroup, CHILD_ENV};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_compiler::driver::analyze;
@@ -595,27 +597,6 @@ fn ebpf_service_netns_tc_path() {
     eprintln!("netns TC path: {flows} flows over TCP and UDP, 0 disagreements; counters {c:?}");
 }
 
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup2 mount")
-}
-
-struct Cgroup(PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-const CHILD_ENV: &str = "WEIR_LB_CHILD";
-
 /// Connect-time path: a child process in the test cgroup (the test binary
 /// itself, see `ebpf_service_cgroup_child`) connects to frontends from the
 /// client namespace; `connect4` / `sendmsg4` send it straight to a
@@ -713,7 +694,7 @@ fn ebpf_service_netns_cgroup_path() {
             let o = interp.evaluate(&Packet::new(proto, client.into(), 0, vip.into(), port));
             let want = o.service.unwrap().chosen.unwrap();
             // ... which is the maps' choice at the connect-time hash.
-            let h = connect_flow_hash(Some(client), vip.into(), port, proto);
+            let h = connect_flow_hash(Some(client.into()), vip.into(), port, proto);
             assert_eq!(
                 r.state.pick(fe.service, 4, h).map(|b| b.addr),
                 Some(want.addr)
@@ -735,92 +716,11 @@ fn ebpf_service_netns_cgroup_path() {
 /// `ebpf_service_netns_cgroup_path` (does nothing without its env var).
 #[test]
 fn ebpf_service_cgroup_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let mut parts = spec.splitn(3, '|');
-    let (cg, ns, jobs) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    // Join the cgroup (the whole process), then the client namespace (this
-    // thread: sockets made here belong to it).
-    std::fs::write(Path::new(cg).join("cgroup.procs"), "0").unwrap();
-    let f = std::fs::File::open(Path::new("/var/run/netns").join(ns)).unwrap();
-    use std::os::fd::AsRawFd;
-    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-    let timeout = Duration::from_millis(1500);
-    for job in jobs.split(';') {
-        let f: Vec<&str> = job.split(' ').collect();
-        let src: IpAddr = f[1].parse().unwrap();
-        let dst = SocketAddr::new(f[2].parse().unwrap(), f[3].parse().unwrap());
-        let res: Result<(String, String), std::io::Error> = (|| match f[0] {
-            "tcp" => {
-                let s = weir_runtime::netns::tcp_connect_from(src, dst, timeout)?;
-                let mut s = s;
-                s.set_read_timeout(Some(timeout))?;
-                let mut reply = String::new();
-                s.read_to_string(&mut reply)?;
-                Ok((reply.trim().to_string(), s.peer_addr()?.to_string()))
-            }
-            "udpc" => {
-                let s = UdpSocket::bind(SocketAddr::new(src, 0))?;
-                s.connect(dst)?;
-                s.set_read_timeout(Some(timeout))?;
-                s.send(b"weir")?;
-                let mut buf = [0u8; 256];
-                let n = s.recv(&mut buf)?;
-                Ok((
-                    String::from_utf8_lossy(&buf[..n]).trim().to_string(),
-                    "-".into(),
-                ))
-            }
-            _ => {
-                let s = UdpSocket::bind(SocketAddr::new(src, 0))?;
-                s.set_read_timeout(Some(timeout))?;
-                s.send_to(b"weir", dst)?;
-                let mut buf = [0u8; 256];
-                let (n, peer) = s.recv_from(&mut buf)?;
-                Ok((
-                    String::from_utf8_lossy(&buf[..n]).trim().to_string(),
-                    peer.to_string(),
-                ))
-            }
-        })();
-        match res {
-            Ok((answer, peer)) => println!("RESULT {job} {answer} {peer}"),
-            Err(e) => println!("RESULT {job} ERR {}", e.to_string().replace(' ', "_")),
-        }
-    }
+    cgroup::child_main();
 }
 
-/// Runs `jobs` in a child process in cgroup `cg` and the client
-/// namespace; returns the `RESULT` lines (without the prefix).
 fn child_results(cg: &Path, topo: &Topology, jobs: &[String]) -> Vec<String> {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "ebpf_service_cgroup_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ENV,
-            format!("{}|{}|{}", cg.display(), topo.client.name(), jobs.join(";")),
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .filter_map(|l| l.find("RESULT ").map(|i| l[i + 7..].to_string()))
-        .collect()
+    cgroup::child_results("ebpf_service_cgroup_child", cg, topo, jobs)
 }
 
 const APPLY_SRC: &str = r#"

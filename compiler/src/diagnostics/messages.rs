@@ -1398,8 +1398,8 @@ pub enum Construct {
     /// `balance maglev` over `backends` backends (iptables cannot hash
     /// consistently).
     MaglevBalance { service: String, backends: usize },
-    /// A service frontend the eBPF TC path does not translate (IPv6,
-    /// SCTP): its packets would be judged untranslated.
+    /// A service frontend the eBPF TC path does not translate (SCTP):
+    /// its packets would be judged untranslated.
     UntranslatedFrontend {
         service: String,
         addr: std::net::IpAddr,
@@ -1426,9 +1426,6 @@ impl Construct {
     pub fn name(&self) -> &'static str {
         match self {
             Construct::MaglevBalance { .. } => "balance maglev",
-            Construct::UntranslatedFrontend { addr, .. } if addr.is_ipv6() => {
-                "IPv6 service frontend"
-            }
             Construct::UntranslatedFrontend { .. } => "SCTP service frontend",
         }
     }
@@ -1450,7 +1447,7 @@ impl Construct {
                     std::net::IpAddr::V6(a) => format!("[{a}]"),
                 };
                 format!(
-                    "service `{service}` has frontend {addr}:{port}/{}, which the eBPF data path does not translate yet (IPv4 TCP and UDP only): its packets would be judged untranslated",
+                    "service `{service}` has frontend {addr}:{port}/{}, which the eBPF data path does not translate yet (TCP and UDP only, IPv4 and IPv6): its packets would be judged untranslated",
                     proto(*p)
                 )
             }

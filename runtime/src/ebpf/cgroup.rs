@@ -1,12 +1,14 @@
 //! Connect-time load balancing at `weir apply --cgroup PATH`.
 //!
 //! The `cgroup/connect4`, `cgroup/sendmsg4` and `cgroup/recvmsg4`
-//! programs ([`sock_object`]) are loaded against the `weir_lb_*` maps the
+//! programs and their IPv6 twins (`connect6`, `sendmsg6`, `recvmsg6`;
+//! [`sock_object`]) are loaded against the `weir_lb_*` maps the
 //! generation pinned under `gen-N/` (same definitions: `Capacity::maps`),
 //! so TC and connect-time paths share frontends, backends, Maglev tables,
 //! affinity and counters, and `weir endpoints` updates both. Their links
-//! are pinned as `cgroup_connect4`, `cgroup_sendmsg4`, `cgroup_recvmsg4`
-//! next to the TC `link` (they outlive the process; `weir detach` removes
+//! are pinned as `cgroup_connect4`, `cgroup_sendmsg4`, `cgroup_recvmsg4`,
+//! `cgroup_connect6`, `cgroup_sendmsg6`, `cgroup_recvmsg6` next to the TC
+//! `link` (they outlive the process; `weir detach` removes
 //! them with the instance's pin directory). A later apply replaces the
 //! programs on the pinned links (`BPF_LINK_UPDATE`, one step per hook)
 //! with the new generation's; an apply whose bundle has no services
@@ -26,10 +28,13 @@ use weir_compiler::ebpf::write_object;
 use super::EbpfError;
 
 /// (program, link pin name) of the connect-time hooks.
-pub const HOOKS: [(&str, &str); 3] = [
+pub const HOOKS: [(&str, &str); 6] = [
     (prog::CONNECT4, "cgroup_connect4"),
     (prog::SENDMSG4, "cgroup_sendmsg4"),
     (prog::RECVMSG4, "cgroup_recvmsg4"),
+    (prog::CONNECT6, "cgroup_connect6"),
+    (prog::SENDMSG6, "cgroup_sendmsg6"),
+    (prog::RECVMSG6, "cgroup_recvmsg6"),
 ];
 
 fn aya_err(step: impl Into<String>, e: impl std::fmt::Display) -> EbpfError {

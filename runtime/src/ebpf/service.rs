@@ -75,7 +75,7 @@ impl LbRuntime {
                 .map_err(|e: ProgramError| aya_err(name, e))?;
             p.load().map_err(|e| verifier(name, e))?;
         }
-        for name in [prog::CONNECT4, prog::SENDMSG4, prog::RECVMSG4] {
+        for name in prog::SOCK {
             let p: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or_else(|| EbpfError::Bundle(format!("no program {name}")))?
@@ -103,14 +103,14 @@ impl LbRuntime {
         apply_ops(&self.ebpf, &ops)
     }
 
-    /// Attaches `connect4`, `sendmsg4` and `recvmsg4` to the cgroup v2
-    /// directory `cgroup` (links live as long as `self`).
+    /// Attaches `connect4`, `sendmsg4`, `recvmsg4` and their IPv6 twins
+    /// to the cgroup v2 directory `cgroup` (links live as long as `self`).
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), EbpfError> {
         let dir = File::open(cgroup).map_err(|source| EbpfError::Io {
             context: format!("opening cgroup {}", cgroup.display()),
             source,
         })?;
-        for name in [prog::CONNECT4, prog::SENDMSG4, prog::RECVMSG4] {
+        for name in prog::SOCK {
             let p: &mut CgroupSockAddr = self
                 .ebpf
                 .program_mut(name)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cgroup;
 pub mod headers;
 
 use std::net::IpAddr;
@@ -168,8 +169,8 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
         // Small maps: hundreds of generations are created per run.
         conntrack_entries: 1024,
         spare_endpoints: 64,
-        // Generated models have IPv6 / SCTP frontends, which the TC path
-        // does not translate (refused by default): the differential tests
+        // Generated models have SCTP frontends, which the TC path does
+        // not translate (refused by default): the differential tests
         // leave their packets out and check everything else.
         untranslated_frontends: true,
         ..Options::default()

@@ -256,18 +256,18 @@ impl Em<'_> {
 
 /// Most ranges of frontend (protocol, port) keys the prologue tests inline
 /// before looking for a recorded translation; more frontends' ports than
-/// this and every IPv4 TCP / UDP packet looks.
+/// this and every TCP / UDP packet looks.
 pub const MAX_FRONTEND_PORT_RANGES: usize = 256;
 
-/// `proto << 16 | port` of every IPv4 TCP / UDP frontend (the ones the TC
-/// path translates), as sorted ranges of consecutive keys.
+/// `proto << 16 | port` of every TCP / UDP frontend, either family (the
+/// ones the TC path translates), as sorted ranges of consecutive keys.
 fn frontend_ports(g: &Graph) -> Vec<(u32, u32)> {
     let keys: std::collections::BTreeSet<u32> = g
         .services
         .frontends
         .iter()
         .map(|f| &f.frontend)
-        .filter(|f| f.addr.is_ipv4() && matches!(proto_number(f.proto), 6 | 17))
+        .filter(|f| matches!(proto_number(f.proto), 6 | 17))
         .map(|f| u32::from(proto_number(f.proto)) << 16 | u32::from(f.port))
         .collect();
     let mut out: Vec<(u32, u32)> = Vec::new();
@@ -397,7 +397,7 @@ impl Gen<'_> {
         self.parse(em);
 
         let ports = frontend_ports(self.g);
-        // Without a translated frontend (every frontend IPv6 / SCTP, only
+        // Without a translated frontend (every frontend SCTP, only
         // checked for the no-backends reject) nothing is ever recorded in
         // `weir_lb_ct`: there is no lookup to make (and the block would be
         // unreachable behind an empty port search).
@@ -786,8 +786,8 @@ impl Gen<'_> {
     }
 
     /// Service stage (one block; it cannot be split across a tail call):
-    /// frontends that cannot be translated (IPv6, SCTP) are only checked
-    /// for the no-backends reject; IPv4 TCP / UDP go through
+    /// frontends that cannot be translated (SCTP) are only checked for
+    /// the no-backends reject; TCP / UDP of both families go through
     /// [`emit_service_stage`] (translation, or reject); a translated packet
     /// is classified again (the backend's class) before policy.
     fn service(&self, em: &mut Em) {
@@ -803,17 +803,14 @@ impl Gen<'_> {
         let reclassify = em.label("reclassify");
         let rejected = em.label("rejected");
         let translatable = em.label("translatable");
-        // IPv4 TCP / UDP: the service stage.
-        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        let other = em.label("untranslatable");
-        em.jmp(JmpCond::Ne, R1, 4, other);
+        // TCP / UDP of either family: the service stage.
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Eq, R1, 6, translatable);
         em.jmp(JmpCond::Eq, R1, 17, translatable);
         // Others: a frontend without backends still rejects; one with
-        // backends continues untranslated (IPv6 / SCTP translation is not
-        // implemented — see `ebpf::service`).
-        em.bind(other);
+        // backends continues untranslated (SCTP translation is not
+        // implemented: `weir compile` refuses SCTP frontends, E0501; the
+        // tests' `Options::untranslated_frontends` reaches this).
         const K: i16 = -184;
         for i in 0..2i16 {
             em.push(Op::load(Size::U64, R1, R6, ctx::DST + 8 * i));
@@ -863,7 +860,18 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
         let to_next = em.to(next);
         em.jmp(JmpCond::Eq, R1, 0, to_next);
+        // The backend has the frontend's family.
+        let dst6 = em.label("reclassify6");
+        let reclassified = em.label("reclassified");
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.jmp(JmpCond::Eq, R1, 6, dst6);
         self.classify(em, 4, ctx::DST, ctx::DST_CLASS);
+        em.push(Op::Ja {
+            target: reclassified,
+        });
+        em.bind(dst6);
+        self.classify(em, 6, ctx::DST, ctx::DST_CLASS);
+        em.bind(reclassified);
         self.load_rows(em);
         em.goto(next);
     }
@@ -1428,8 +1436,9 @@ mod tests {
     use super::*;
     use crate::ebpf::service::tests::compile;
 
-    /// The prologue's frontend-port gate: IPv4 TCP / UDP frontends only,
-    /// as `proto << 16 | port`, consecutive keys merged into one range.
+    /// The prologue's frontend-port gate: TCP / UDP frontends of both
+    /// families (not SCTP), as `proto << 16 | port`, consecutive keys
+    /// merged into one range.
     #[test]
     fn frontend_ports_are_merged_ranges_of_translated_frontends() {
         let (_, g) = compile(
@@ -1449,7 +1458,11 @@ service a {
         let tcp = |p: u32| 6 << 16 | p;
         assert_eq!(
             frontend_ports(&g),
-            vec![(tcp(80), tcp(82)), (17 << 16 | 53, 17 << 16 | 53)]
+            vec![
+                (tcp(80), tcp(82)),
+                (tcp(9000), tcp(9000)),
+                (17 << 16 | 53, 17 << 16 | 53)
+            ]
         );
     }
 }

@@ -51,7 +51,8 @@
 //!    over the `weir_lb_*` maps of [`crate::ebpf::service`] — frontend
 //!    lookup, backend choice (affinity, Maglev on the flow hash exactly as
 //!    the interpreter, or weighted random), `weir_lb_ct` / `weir_lb_rev`
-//!    entries, DNAT with IPv4 and L4 checksum fix-up. Then the packet is
+//!    entries, DNAT with checksum fix-up (IPv4: header and L4; IPv6: the L4
+//!    checksum's pseudo-header addresses). Then the packet is
 //!    **classified again** (the backend's class, rows reloaded) and policy
 //!    judges the translated packet (load-balance first, then policy). A
 //!    frontend without backends counts its `no backends` provenance and
@@ -60,8 +61,9 @@
 //!    acking the segment or RST with its ack as sequence number, fresh
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
 //!    (`TC_ACT_REDIRECT`); UDP (no ICMP port-unreachable yet), SCTP and
-//!    IPv6 are dropped. IPv6 and SCTP frontends are refused at compile
-//!    time ([`untranslated_frontends`], E0501) unless
+//!    IPv6 are dropped. TCP and UDP frontends of both families are
+//!    translated; SCTP frontends are refused at compile time
+//!    ([`untranslated_frontends`], E0501) unless
 //!    [`Options::untranslated_frontends`] asks for them to pass
 //!    untranslated (tests).
 //! 4. **egress**, then **ingress** — the graph's entries. Tests are inline
@@ -222,8 +224,8 @@ pub struct Options {
     pub conntrack_entries: u32,
     /// Room in the class tries for endpoints added at run time.
     pub spare_endpoints: u32,
-    /// Generate programs whose IPv6 / SCTP service frontends pass
-    /// untranslated instead of refusing them ([`Limit::Unsupported`]; not
+    /// Generate programs whose SCTP service frontends pass untranslated
+    /// instead of refusing them ([`Limit::Unsupported`]; not
     /// faithful). For tests that exercise the rest of such a program and
     /// leave those frontends' packets out. Off by default.
     pub untranslated_frontends: bool,
@@ -329,25 +331,21 @@ impl Limit {
     }
 }
 
-/// The service frontends the TC path does not translate (IPv6, SCTP),
-/// one refusal per service and kind: the interpreter translates them, so
+/// The service frontends the TC path does not translate (SCTP, either
+/// family), one refusal per service: the interpreter translates them, so
 /// a program that let them pass untranslated would judge their packets by
-/// the wrong destination. (Issue 18 implements them; this refusal goes
-/// when it does.)
+/// the wrong destination. (TCP and UDP frontends of both families are
+/// translated; SCTP would need its CRC32c checksum recomputed.)
 pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
-    let mut out = Vec::new();
-    for svc in &model.services {
-        let (mut ipv6, mut sctp) = (None, None);
-        for f in &svc.frontends {
-            if f.addr.is_ipv6() {
-                ipv6 = ipv6.or(Some(f));
-            } else if f.proto == crate::model::Proto::Sctp {
-                sctp = sctp.or(Some(f));
-            }
-        }
-        // In the order of the constructs' names: IPv6 before SCTP.
-        for f in [ipv6, sctp].into_iter().flatten() {
-            out.push(Limit::Unsupported {
+    model
+        .services
+        .iter()
+        .filter_map(|svc| {
+            let f = svc
+                .frontends
+                .iter()
+                .find(|f| f.proto == crate::model::Proto::Sctp)?;
+            Some(Limit::Unsupported {
                 span: svc.span,
                 construct: Construct::UntranslatedFrontend {
                     service: svc.name.clone(),
@@ -355,10 +353,9 @@ pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
                     port: f.port,
                     proto: f.proto,
                 },
-            });
-        }
-    }
-    out
+            })
+        })
+        .collect()
 }
 
 /// One program of the object.

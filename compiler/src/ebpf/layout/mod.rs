@@ -42,8 +42,9 @@ pub mod ctx {
     /// (see [`super::side_word`]); 0 when the side was not evaluated.
     pub const EG_WORD: i16 = 48; // u32
     /// Scratch of the prologue's IPv6 extension-header walk: the offset
-    /// of the current header (see `codegen::parse`). In the padding after
-    /// `EG_WORD`, zeroed with it.
+    /// of the current header (see `codegen::parse`); after it, the
+    /// transport header's (0: no walk, 54), which the service stage's
+    /// rewrite reads. In the padding after `EG_WORD`, zeroed with it.
     pub const PARSE_OFF: i16 = 52; // u16
     pub const IN_WORD: i16 = 56; // u32
     /// Block to continue at after a tail call.

@@ -29,7 +29,8 @@ pub mod map {
     pub const CT: &str = "weir_lb_ct";
     /// Reply tuple (backend → client) → frontend (TC reverse NAT).
     pub const REV: &str = "weir_lb_rev";
-    /// (socket cookie, backend) → frontend (UDP `recvmsg4` reverse).
+    /// (socket cookie, backend) → frontend (UDP `recvmsg4` / `recvmsg6`
+    /// reverse).
     pub const SK: &str = "weir_lb_sk";
     /// Per-CPU counters of the standalone programs ([`super::cnt`]).
     pub const CNT: &str = "weir_lb_cnt";
@@ -132,17 +133,18 @@ pub mod rev {
     pub const VALUE_SIZE: u32 = 24;
 }
 
-/// [`super::map::SK`] key `{ cookie u64, backend ip4 u32 (net), port u16
-/// (net), pad u16 }`, value `{ frontend ip4 u32 (net), port u16 (net),
-/// pad u16 }`.
+/// [`super::map::SK`] key `{ cookie u64, backend addr[16] (net; IPv4 in
+/// the first 4), port u16 (net), family u8, pad u8, pad u32 }`, value `{
+/// frontend addr[16] (net), port u16 (net), pad u16 }`.
 pub mod sk {
     pub const COOKIE: i16 = 0;
     pub const ADDR: i16 = 8;
-    pub const PORT: i16 = 12;
-    pub const KEY_SIZE: u32 = 16;
+    pub const PORT: i16 = 24;
+    pub const FAMILY: i16 = 26;
+    pub const KEY_SIZE: u32 = 32;
     pub const V_ADDR: i16 = 0;
-    pub const V_PORT: i16 = 4;
-    pub const VALUE_SIZE: u32 = 8;
+    pub const V_PORT: i16 = 16;
+    pub const VALUE_SIZE: u32 = 20;
 }
 
 /// Indexes of [`super::map::CNT`] (standalone programs; in the policy

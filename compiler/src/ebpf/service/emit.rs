@@ -9,8 +9,10 @@
 //! the stack from [`STACK_TOP`] down to [`STACK_BOTTOM`] (the pipeline's
 //! blocks use less than 160 bytes of stack).
 //!
-//! Only IPv4 TCP and UDP are translated (IPv6 frontends: see the module
-//! docs of [`super`]); other packets continue untouched.
+//! TCP and UDP of both families are translated (one code path: 16-byte
+//! addresses everywhere, the family only where the headers differ — the
+//! address's place and the checksums, [`emit_rewrite`]); other packets
+//! continue untouched (SCTP frontends are refused at compile time).
 
 use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
 
@@ -29,12 +31,17 @@ pub mod helper {
     pub const L3_CSUM_REPLACE: u32 = 10;
     pub const L4_CSUM_REPLACE: u32 = 11;
     pub const SKB_LOAD_BYTES: u32 = 26;
+    pub const CSUM_DIFF: u32 = 28;
     pub const GET_SOCKET_COOKIE: u32 = 46;
 }
 
 /// `bpf_l4_csum_replace` flags.
 pub const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
 pub const BPF_F_MARK_MANGLED_0: i32 = 1 << 5;
+/// An IPv6 pseudo-header change (kernel ≥ 6.16: `skb->csum` of a
+/// `CHECKSUM_COMPLETE` packet is left alone, as it does not cover the
+/// IPv6 pseudo-header).
+pub const BPF_F_IPV6: i32 = 1 << 7;
 
 /// Stack area of the stage (offsets from r10).
 pub const STACK_TOP: i16 = -160;
@@ -64,6 +71,10 @@ pub(crate) mod st {
     pub const TMP: i16 = -416;
     pub const TMP2: i16 = -424;
     pub const TMP3: i16 = -432;
+    /// The IPv6 address checksum difference (8), in the reverse key's
+    /// room: [`emit_rewrite`] runs after the reverse key is written (or
+    /// never uses it: reverse NAT looks up `TK`).
+    pub const DIFF: i16 = RK;
 }
 
 /// Where the stage finds the packet's fields in the scratch context.
@@ -78,6 +89,10 @@ pub struct CtxLayout {
     pub proto: i16,
     /// u8 4 / 6.
     pub family: i16,
+    /// u16: frame offset of an IPv6 packet's transport header past its
+    /// extension headers, as the parse's walk left it; 0 when there were
+    /// none (then 54: Ethernet + the fixed header).
+    pub l6_l4: i16,
     /// Written on translation: original destination (16) and port.
     pub orig_dst: Option<i16>,
     pub orig_dport: Option<i16>,
@@ -108,6 +123,7 @@ impl CtxLayout {
             dport: ctx::DPORT,
             proto: ctx::RAW_PROTO,
             family: ctx::FAMILY,
+            l6_l4: ctx::PARSE_OFF,
             orig_dst: Some(ctx::ORIG_DST),
             orig_dport: Some(ctx::ORIG_DPORT),
             service: Some(ctx::SERVICE),
@@ -236,14 +252,17 @@ fn mix(a: &mut Asm) {
 }
 
 /// `w1 = flow_hash(src, dst, sport, dport, proto)` over a tuple
-/// ([`tuple`] layout, IPv4) at `base + off`: exactly
-/// [`crate::flowhash::flow_hash`] on host-order values. Clobbers r2, r3.
+/// ([`tuple`] layout, either family) at `base + off`: exactly
+/// [`crate::flowhash::flow_hash`] on host-order values. An address is
+/// folded as the xor of its four 32-bit words
+/// ([`crate::flowhash::fold_addr`]); an IPv4 address is its first word
+/// with the other three zero, so one sequence serves both families (the
+/// byte swap commutes with xor: the words are xored in network order and
+/// swapped once). Clobbers r2, r3.
 pub fn emit_flow_hash(a: &mut Asm, base: Reg, off: i16) {
-    a.push(Op::load(Size::U32, R1, base, off + tuple::SRC));
-    a.push(be32(R1));
+    fold_addr(a, R1, base, off + tuple::SRC);
     mix(a);
-    a.push(Op::load(Size::U32, R2, base, off + tuple::DST));
-    a.push(be32(R2));
+    fold_addr(a, R2, base, off + tuple::DST);
     a.push(Op::alu32(AluOp::Xor, R1, R2));
     mix(a);
     a.push(Op::load(Size::U16, R2, base, off + tuple::SPORT));
@@ -255,6 +274,17 @@ pub fn emit_flow_hash(a: &mut Asm, base: Reg, off: i16) {
     a.push(Op::load(Size::U8, R2, base, off + tuple::PROTO));
     a.push(Op::alu32(AluOp::Xor, R1, R2));
     mix(a);
+}
+
+/// `dst = fold_addr(16 bytes at base + off)` in host order. Clobbers r3
+/// (`dst` is r1 or r2).
+fn fold_addr(a: &mut Asm, dst: Reg, base: Reg, off: i16) {
+    a.push(Op::load(Size::U32, dst, base, off));
+    for w in 1..4i16 {
+        a.push(Op::load(Size::U32, R3, base, off + 4 * w));
+        a.push(Op::alu32(AluOp::Xor, dst, R3));
+    }
+    a.push(be32(dst));
 }
 
 /// Builds the frontend key at `st::FEK` from the tuple at `st::TK`.
@@ -377,20 +407,41 @@ pub enum End {
     Src,
 }
 
-/// Rewrites one end of the IPv4 TCP/UDP packet in `r7` to the address
-/// (4 bytes, network order) at `fp + addr` and the port (u16 host order)
-/// at `fp + port`, fixing the IPv4 header checksum and the L4 checksum
-/// (pseudo-header and port; a zero UDP checksum stays zero), and updates
-/// the context. Reads the old values from the context.
+/// Rewrites one end of the TCP/UDP packet in `r7` (IPv4 or IPv6, by the
+/// context's family) to the address (16 bytes, network order; IPv4 in
+/// the first 4, the rest zero) at `fp + addr` and the port (u16 host
+/// order) at `fp + port`, fixing the checksums, and updates the context.
+/// Reads the old values from the context.
+///
+/// - IPv4: the header checksum (`bpf_l3_csum_replace`) and the L4
+///   checksum's pseudo-header word (`bpf_l4_csum_replace`, 4 bytes).
+/// - IPv6 (no header checksum): the L4 checksum covers the 16-byte
+///   addresses of the pseudo-header; their difference
+///   (`bpf_csum_diff` of the old and new address) is folded in with one
+///   `bpf_l4_csum_replace` (size 0: "`to` is a difference"). The
+///   transport header is at `c.l6_l4` (the parse's walk's offset past
+///   any extension headers; 0: none, 54).
+///
+/// Then the port (both families). A zero UDP checksum stays zero
+/// (`BPF_F_MARK_MANGLED_0`; a zero IPv6 UDP checksum is invalid anyway
+/// and the kernel drops it before or after us).
 pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) {
-    let (ctx_addr, ctx_port, ip_off, l4_port_off) = match end {
-        End::Dst => (c.dst, c.dport, 16, 2),
-        End::Src => (c.src, c.sport, 12, 0),
+    let (ctx_addr, ctx_port, l4_port_off) = match end {
+        End::Dst => (c.dst, c.dport, 2),
+        End::Src => (c.src, c.sport, 0),
     };
-    let udp = a.new_label("rw_udp");
-    let have_off = a.new_label("rw_off");
-    // L4 offset: 14 + IHL * 4 (read with skb_load_bytes: the stage may
-    // run after helpers that invalidated packet pointers).
+    // IPv4 / IPv6 header offsets of the address.
+    let (v4_ip_off, v6_ip_off) = match end {
+        End::Dst => (16, 24),
+        End::Src => (12, 8),
+    };
+    let v6 = a.new_label("rw_v6");
+    let have_l4 = a.new_label("rw_l4");
+    // L4 offset to st::TMP. IPv4: 14 + IHL * 4 (read with
+    // skb_load_bytes: the stage may run after helpers that invalidated
+    // packet pointers). IPv6: the parse's offset in the context.
+    a.push(Op::load(Size::U8, R1, R6, c.family));
+    a.push(Op::jmp(JmpCond::Eq, R1, 6, v6));
     a.push(Op::mov64(R1, R7));
     a.push(Op::mov64(R2, 14));
     a.push(Op::mov64(R3, R10));
@@ -404,8 +455,16 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::alu64(AluOp::And, R1, 15));
     a.push(Op::alu64(AluOp::Lsh, R1, 2));
     a.push(Op::alu64(AluOp::Add, R1, 14));
+    a.push(Op::Ja { target: have_l4 });
+    a.bind(v6);
+    a.push(Op::load(Size::U16, R1, R6, c.l6_l4));
+    a.push(Op::jmp(JmpCond::Ne, R1, 0, have_l4));
+    a.push(Op::mov64(R1, 54));
+    a.bind(have_l4);
     a.push(Op::store(Size::U64, R10, st::TMP, R1));
     // Checksum offset and flags: TCP +16, UDP +6 (mangled-0).
+    let udp = a.new_label("rw_udp");
+    let have_off = a.new_label("rw_off");
     a.push(Op::mov64(R2, R1));
     a.push(Op::alu64(AluOp::Add, R2, 16));
     a.push(Op::mov64(R5, 0));
@@ -419,23 +478,17 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.bind(have_off);
     a.push(Op::store(Size::U64, R10, st::TMP2, R2));
     a.push(Op::store(Size::U64, R10, st::TMP3, R5));
-    // L4: pseudo-header address.
+
+    // The address: checksums and bytes, per family.
+    let addr6 = a.new_label("rw_addr6");
+    let addr_done = a.new_label("rw_addr_done");
+    a.push(Op::load(Size::U8, R1, R6, c.family));
+    a.push(Op::jmp(JmpCond::Eq, R1, 6, addr6));
+    // IPv4: L4 pseudo-header word.
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U32, R3, R6, ctx_addr));
     a.push(Op::load(Size::U32, R4, R10, addr));
     a.push(Op::alu64(AluOp::Or, R5, BPF_F_PSEUDO_HDR | 4));
-    a.push(Op::Call {
-        helper: helper::L4_CSUM_REPLACE,
-    });
-    // L4: port.
-    a.push(Op::mov64(R1, R7));
-    a.push(Op::load(Size::U64, R2, R10, st::TMP2));
-    a.push(Op::load(Size::U16, R3, R6, ctx_port));
-    a.push(be16(R3));
-    a.push(Op::load(Size::U16, R4, R10, port));
-    a.push(be16(R4));
-    a.push(Op::load(Size::U64, R5, R10, st::TMP3));
-    a.push(Op::alu64(AluOp::Or, R5, 2));
     a.push(Op::Call {
         helper: helper::L4_CSUM_REPLACE,
     });
@@ -448,15 +501,51 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::Call {
         helper: helper::L3_CSUM_REPLACE,
     });
-    // The bytes.
-    a.push(Op::mov64(R1, R7));
-    a.push(Op::mov64(R2, 14 + ip_off));
+    store_bytes(a, 14 + v4_ip_off, addr, 4);
+    a.push(Op::Ja { target: addr_done });
+    // IPv6: the 16-byte difference into the L4 checksum.
+    a.bind(addr6);
+    a.push(Op::mov64(R1, R6));
+    a.push(Op::alu64(AluOp::Add, R1, i32::from(ctx_addr)));
+    a.push(Op::mov64(R2, 16));
     a.push(Op::mov64(R3, R10));
     a.push(Op::alu64(AluOp::Add, R3, i32::from(addr)));
-    a.push(Op::mov64(R4, 4));
+    a.push(Op::mov64(R4, 16));
     a.push(Op::mov64(R5, 0));
     a.push(Op::Call {
-        helper: helper::SKB_STORE_BYTES,
+        helper: helper::CSUM_DIFF,
+    });
+    a.push(Op::store(Size::U64, R10, st::DIFF, R0));
+    let replaced = a.new_label("rw_csum6_done");
+    for flags in [BPF_F_PSEUDO_HDR | BPF_F_IPV6, BPF_F_PSEUDO_HDR] {
+        a.push(Op::mov64(R1, R7));
+        a.push(Op::load(Size::U64, R2, R10, st::TMP2));
+        a.push(Op::mov64(R3, 0));
+        a.push(Op::load(Size::U64, R4, R10, st::DIFF));
+        a.push(Op::load(Size::U64, R5, R10, st::TMP3));
+        a.push(Op::alu64(AluOp::Or, R5, flags));
+        a.push(Op::Call {
+            helper: helper::L4_CSUM_REPLACE,
+        });
+        // A kernel before 6.16 refuses `BPF_F_IPV6` (EINVAL, nothing
+        // written): the same update without it.
+        a.push(Op::jmp(JmpCond::Eq, R0, 0, replaced));
+    }
+    a.bind(replaced);
+    store_bytes(a, 14 + v6_ip_off, addr, 16);
+    a.bind(addr_done);
+
+    // The port (both families): L4 checksum, then the bytes.
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::load(Size::U64, R2, R10, st::TMP2));
+    a.push(Op::load(Size::U16, R3, R6, ctx_port));
+    a.push(be16(R3));
+    a.push(Op::load(Size::U16, R4, R10, port));
+    a.push(be16(R4));
+    a.push(Op::load(Size::U64, R5, R10, st::TMP3));
+    a.push(Op::alu64(AluOp::Or, R5, 2));
+    a.push(Op::Call {
+        helper: helper::L4_CSUM_REPLACE,
     });
     a.push(Op::load(Size::U16, R1, R10, port));
     a.push(be16(R1));
@@ -471,7 +560,8 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::Call {
         helper: helper::SKB_STORE_BYTES,
     });
-    // The context.
+    // The context (16-byte addresses: an IPv4 one's padding is zero on
+    // both sides).
     if end == End::Dst {
         if let Some(o) = c.orig_dst {
             copy(a, R6, o, R6, c.dst, 16);
@@ -480,19 +570,37 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
             copy(a, R6, o, R6, c.dport, 2);
         }
     }
-    copy(a, R6, ctx_addr, R10, addr, 4);
+    copy(a, R6, ctx_addr, R10, addr, 16);
     copy(a, R6, ctx_port, R10, port, 2);
     if let (End::Dst, Some(k)) = (end, c.ct_key) {
-        copy(a, R6, k + tuple::DST, R10, addr, 4);
+        copy(a, R6, k + tuple::DST, R10, addr, 16);
         copy(a, R6, k + tuple::DPORT, R10, port, 2);
     }
 }
 
-/// Jumps to `skip` unless the context holds an IPv4 TCP or UDP packet.
-fn guard_v4_tcp_udp(a: &mut Asm, c: &CtxLayout, skip: Label) {
+/// `skb_store_bytes(skb, off, fp + from, len, 0)`.
+fn store_bytes(a: &mut Asm, off: i32, from: i16, len: i32) {
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::mov64(R2, off));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
+    a.push(Op::mov64(R4, len));
+    a.push(Op::mov64(R5, 0));
+    a.push(Op::Call {
+        helper: helper::SKB_STORE_BYTES,
+    });
+}
+
+/// Jumps to `skip` unless the context holds a TCP or UDP packet of
+/// either family (what the TC path translates; SCTP frontends are
+/// refused at compile time).
+fn guard_tcp_udp(a: &mut Asm, c: &CtxLayout, skip: Label) {
     let ok = a.new_label("lb_l4_ok");
+    let family_ok = a.new_label("lb_family_ok");
     a.push(Op::load(Size::U8, R1, R6, c.family));
-    a.push(Op::jmp(JmpCond::Ne, R1, 4, skip));
+    a.push(Op::jmp(JmpCond::Eq, R1, 4, family_ok));
+    a.push(Op::jmp(JmpCond::Ne, R1, 6, skip));
+    a.bind(family_ok);
     a.push(Op::load(Size::U8, R1, R6, c.proto));
     a.push(Op::jmp(JmpCond::Eq, R1, 6, ok));
     a.push(Op::jmp(JmpCond::Ne, R1, 17, skip));
@@ -516,7 +624,7 @@ fn tuple_from_ctx(a: &mut Asm, c: &CtxLayout) {
 /// conntrack shortcuts (the reply of a translated flow is "established").
 pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
     let not = a.new_label("lb_not_reply");
-    guard_v4_tcp_udp(a, &env.ctx, not);
+    guard_tcp_udp(a, &env.ctx, not);
     tuple_from_ctx(a, &env.ctx);
     lookup(a, map::REV, st::TK);
     a.push(Op::jmp(JmpCond::Eq, R0, 0, not));
@@ -544,7 +652,7 @@ pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
 /// else falls through like on a miss.
 pub fn emit_established_dnat(a: &mut Asm, env: &StageEnv, done: Option<Label>) {
     let skip = a.new_label("lb_not_established");
-    guard_v4_tcp_udp(a, &env.ctx, skip);
+    guard_tcp_udp(a, &env.ctx, skip);
     tuple_from_ctx(a, &env.ctx);
     recorded_translation(a, env, skip);
     dnat(a, env);
@@ -592,7 +700,7 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
     let no_backends = a.new_label("lb_no_backends");
     let missing = a.new_label("lb_missing");
 
-    guard_v4_tcp_udp(a, c, env.cont);
+    guard_tcp_udp(a, c, env.cont);
     tuple_from_ctx(a, c);
     if !c.established_checked {
         // A translated flow keeps its backend.
@@ -635,7 +743,8 @@ pub fn emit_service_stage(a: &mut Asm, env: &StageEnv) {
         copy(a, R10, st::RK + tuple::PROTO, R10, st::TK + tuple::PROTO, 4);
         copy(a, R10, st::RV + rev::ADDR, R10, st::TK + tuple::DST, 16);
         copy(a, R10, st::RV + rev::PORT, R10, st::TK + tuple::DPORT, 2);
-        a.push(Op::store(Size::U16, R10, st::RV + rev::FAMILY, 4));
+        a.push(Op::store(Size::U16, R10, st::RV + rev::FAMILY, 0));
+        copy(a, R10, st::RV + rev::FAMILY, R10, st::TK + tuple::FAMILY, 1);
         copy(a, R10, st::RV + rev::SERVICE, R10, st::FEV + fe::SERVICE, 4);
         update(a, map::REV, st::RK, st::RV);
     }

@@ -12,7 +12,7 @@
 //! | `weir_lb_aff` | LRU hash | `{client[16], service, family}` (24) | `{backend id, 0, last use ns}` (16) |
 //! | `weir_lb_ct` | LRU hash | original tuple client → frontend (40) | backend, service, ts (40) |
 //! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24) |
-//! | `weir_lb_sk` | LRU hash | `{socket cookie, backend ip4, port}` (16) | frontend ip4, port (8) |
+//! | `weir_lb_sk` | LRU hash | `{socket cookie, backend addr[16], port, family}` (32) | frontend `{addr[16], port}` (20) |
 //! | `weir_lb_cnt` | per-CPU array | [`layout::cnt`] index | u64 |
 //! | `weir_lb_scnt` | per-CPU array | service index | u64 new flows (TC) + connects |
 //! | `weir_lb_bcnt` | per-CPU array | backend id | u64 new flows (TC) + connects |
@@ -35,11 +35,16 @@
 //!   other hosts). New flow → choice (affinity, then Maglev on
 //!   [`crate::flowhash::flow_hash`] of the real 5-tuple — the same choice
 //!   as the interpreter — or weighted random) → `weir_lb_ct` (the flow
-//!   keeps its backend) and `weir_lb_rev` (reply tuple) → DNAT with IPv4
-//!   and L4 checksum fix-up. Replies are un-translated by
-//!   [`emit::emit_reverse_nat`]. Source IP is preserved (no SNAT).
+//!   keeps its backend) and `weir_lb_rev` (reply tuple) → DNAT with
+//!   checksum fix-up (IPv4: header and L4; IPv6: the L4 checksum's
+//!   pseudo-header addresses). Replies are un-translated by
+//!   [`emit::emit_reverse_nat`]. Source IP is preserved (no SNAT). TCP
+//!   and UDP of both families take the same path: every map above is
+//!   keyed by 16-byte addresses and a family byte, and the flow hash
+//!   folds all four address words (an IPv4 address is its first).
 //! - **Connect time** ([`sock`]): processes in the cgroup given at
-//!   `weir apply`; one rewrite per `connect()` / unconnected `sendmsg()`,
+//!   `weir apply` (`connect4`/`6`, `sendmsg4`/`6`, `recvmsg4`/`6`); one
+//!   rewrite per `connect()` / unconnected `sendmsg()`,
 //!   no per-packet work. Maglev hashes `(bound source, frontend, sport 0,
 //!   port, proto)` (see [`sock::connect_flow_hash`]). Packets of such
 //!   sockets already carry the backend address, so a TC hook on the same
@@ -51,9 +56,10 @@
 //!   without backends is answered with a reset (`codegen::emit`,
 //!   `tcp_reset`); UDP gets no ICMP port-unreachable yet (counted drop);
 //!   the standalone TC program drops; `connect()` fails with `EPERM`.
-//! - **IPv6**: frontends and backends of both families are in the maps,
-//!   but only IPv4 is translated (TC: IPv6 packets continue untranslated;
-//!   no `connect6`/`sendmsg6`/`recvmsg6` programs yet).
+//! - An IPv6 socket's IPv4-mapped destination is not balanced at connect
+//!   time (its IPv4 packets are, by the TC path).
+//! - **SCTP** frontends are refused at compile time (E0501): its CRC32c
+//!   checksum is not recomputed.
 //! - ICMP errors about translated flows are not reverse-translated.
 //! - The affinity timeout counts from the last new flow that used it.
 

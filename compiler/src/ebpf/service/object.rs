@@ -21,6 +21,11 @@ pub mod prog {
     pub const CONNECT4: &str = "weir_lb_conn4";
     pub const SENDMSG4: &str = "weir_lb_send4";
     pub const RECVMSG4: &str = "weir_lb_recv4";
+    pub const CONNECT6: &str = "weir_lb_conn6";
+    pub const SENDMSG6: &str = "weir_lb_send6";
+    pub const RECVMSG6: &str = "weir_lb_recv6";
+    /// The connect-time programs, in attach order.
+    pub const SOCK: [&str; 6] = [CONNECT4, SENDMSG4, RECVMSG4, CONNECT6, SENDMSG6, RECVMSG6];
     pub const BASELINE: &str = "weir_lb_base";
 }
 
@@ -179,7 +184,8 @@ fn program(name: &str, section: &str, code: Assembled) -> ProgramDef {
     }
 }
 
-/// `cgroup/connect4`, `cgroup/sendmsg4`, `cgroup/recvmsg4`.
+/// `cgroup/connect4`, `cgroup/sendmsg4`, `cgroup/recvmsg4` and their
+/// IPv6 twins.
 fn sock_programs() -> Vec<ProgramDef> {
     vec![
         program(
@@ -192,7 +198,18 @@ fn sock_programs() -> Vec<ProgramDef> {
             "cgroup/sendmsg4",
             connect_program(Hook::Sendmsg4),
         ),
-        program(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program()),
+        program(prog::RECVMSG4, "cgroup/recvmsg4", recvmsg_program(4)),
+        program(
+            prog::CONNECT6,
+            "cgroup/connect6",
+            connect_program(Hook::Connect6),
+        ),
+        program(
+            prog::SENDMSG6,
+            "cgroup/sendmsg6",
+            connect_program(Hook::Sendmsg6),
+        ),
+        program(prog::RECVMSG6, "cgroup/recvmsg6", recvmsg_program(6)),
     ]
 }
 
