@@ -195,7 +195,11 @@ fn normalize(p: &Packet) -> Option<Packet> {
                 return None;
             }
         }
-        Proto::Icmp => {
+        // A raw ICMP socket sends its own family's ICMP only: ICMPv4 in
+        // IPv6 / ICMPv6 in IPv4 cannot be sent (the eBPF differential
+        // covers them).
+        Proto::Icmp | Proto::Icmp6 if (p.proto == Proto::Icmp) != p.src.is_ipv4() => return None,
+        Proto::Icmp | Proto::Icmp6 => {
             p.icmp_type = if p.src.is_ipv4() { 8 } else { 128 };
             p.icmp_code = 0;
             p.dport = 0;
@@ -263,7 +267,7 @@ fn cases(model: &Model, g: &Graph, candidates: &[Packet]) -> (Vec<Case>, usize) 
             matches!(
                 o.steering.as_ref().map(|s| &s.action),
                 Some(SteerAction::Bypass)
-            ) || (p.proto == Proto::Icmp
+            ) || (p.proto.is_icmp()
                 && matches!(
                     o.steering.as_ref().map(|s| &s.action),
                     Some(SteerAction::Redirect { .. })
@@ -329,7 +333,7 @@ fn probe(topo: &Topology, p: &Packet, wait: Duration) -> Seen {
     let answer = match p.proto {
         Proto::Tcp => topo.tcp_probe(p.src, p.dst, p.dport, wait),
         Proto::Udp => topo.udp_probe(p.src, p.dst, p.dport, wait),
-        Proto::Icmp => {
+        Proto::Icmp | Proto::Icmp6 => {
             return if topo.icmp_probe(p.src, p.dst, wait) {
                 Seen::Server(p.dst)
             } else {
