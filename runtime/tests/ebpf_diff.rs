@@ -33,6 +33,12 @@
 //! verdict as whole), and some as a non-first fragment (`fragment`) or
 //! behind 9 extension headers (`unparsed`).
 //!
+//! ICMP (docs/language.md §4, "Headers"): ICMPv4 in IPv4 (`icmp`),
+//! ICMPv6 in IPv6 (`icmp6`, also behind extension headers) and the other
+//! family's ICMP (ICMPv4 in IPv6, ICMPv6 in IPv4: a protocol without a
+//! keyword, matched only by `any`) are all compared; the report counts
+//! each.
+//!
 //! Frontends the TC path does not translate (IPv6, SCTP; refused by
 //! `weir compile`, generated here with `untranslated_frontends`) are left
 //! out.
@@ -79,6 +85,14 @@ struct Tally {
     v4_opts: usize,
     fragments: usize,
     unparsed: usize,
+    /// ICMP packets compared: ICMPv4 in IPv4 (`icmp`), ICMPv6 in IPv6
+    /// (`icmp6`; and of those, re-sent behind extension headers), and the
+    /// other family's ICMP (ICMPv4 in IPv6, ICMPv6 in IPv4: no keyword,
+    /// matched only by `any`).
+    icmp4: usize,
+    icmp6: usize,
+    icmp6_ext: usize,
+    icmp_foreign: usize,
     disagreements: Vec<String>,
 }
 
@@ -137,6 +151,12 @@ fn compare(
     t: &mut Tally,
 ) -> bool {
     t.packets += 1;
+    match (p.proto, p.src.is_ipv6()) {
+        (Proto::Icmp, false) => t.icmp4 += 1,
+        (Proto::Icmp6, true) => t.icmp6 += 1,
+        (Proto::Icmp | Proto::Icmp6, _) => t.icmp_foreign += 1,
+        _ => {}
+    }
     if out.ret != want.0 || *got != want.1 {
         t.disagreements.push(format!(
             "{tag}: {p:?}\n    want verdict {} counters {:?}\n    got  verdict {} counters {got:?}",
@@ -441,6 +461,9 @@ fn check_header_variants(
     if p.src.is_ipv6() {
         variants.push((with_extensions(&whole, &random_chain(rng)), Headers::Whole));
         t.v6_ext += 1;
+        if p.proto == Proto::Icmp6 {
+            t.icmp6_ext += 1;
+        }
         if rng.chance(10) {
             let nine = [Ext::DestOpts(8); 9];
             variants.push((with_extensions(&whole, &nine), Headers::Unparsed));
@@ -540,6 +563,10 @@ fn report(name: &str, t: &Tally, started: Instant) {
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
     );
+    eprintln!(
+        "  ICMP: {} ICMPv4, {} ICMPv6 ({} of them behind extension headers), {} of the other family (ICMPv4 in IPv6 / ICMPv6 in IPv4)",
+        t.icmp4, t.icmp6, t.icmp6_ext, t.icmp_foreign
+    );
     for d in t.disagreements.iter().take(10) {
         eprintln!("  {d}");
     }
@@ -598,6 +625,11 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     report("dual-stack policies", &t, started);
     eprintln!("  {seeds} policies");
     assert!(t.v6_ext >= 1000, "too few IPv6 packets");
+    assert!(t.icmp6 >= 500, "too few ICMPv6 packets");
+    assert!(
+        t.icmp_foreign >= 20,
+        "too few ICMP packets of the other family"
+    );
     assert_agrees("dual-stack policies", &t);
 }
 
