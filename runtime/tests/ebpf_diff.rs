@@ -23,7 +23,8 @@
 //!   established with the frontend as its source (reverse NAT);
 //! - a frontend without backends rejects: IPv4 TCP gets a reset back
 //!   (`TC_ACT_REDIRECT`, the frame turned into a valid RST|ACK to the
-//!   sender), anything else is dropped;
+//!   sender), IPv4 UDP an ICMP port unreachable quoting it, anything else
+//!   is dropped;
 //! - allowed packets carry their steering: `skb->mark` for `mark`, the
 //!   DSCP bits (and a valid IPv4 header checksum) for `dscp`; every other
 //!   output frame must equal the input.
@@ -72,6 +73,8 @@ struct Tally {
     translated: usize,
     /// Rejects answered with a TCP reset.
     resets: usize,
+    /// Rejects answered with an ICMP port unreachable (IPv4 UDP).
+    unreachables: usize,
     /// Replies of translated connections un-translated (reverse NAT).
     replies: usize,
     /// Allowed packets with a steering action checked (mark / DSCP).
@@ -115,8 +118,18 @@ fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
     *want.entry(g.provenance.id(&o.decided_by)).or_insert(0) += 1;
     let ret = match o.verdict {
         Verdict::Allow => layout::TC_ACT_OK as u32,
-        // A reject answers IPv4 TCP with a reset sent back out.
+        // A reject answers IPv4 TCP with a reset and IPv4 UDP with an
+        // ICMP port unreachable, sent back out — no ICMP error to a
+        // source that is not unicast (224.0.0.0 and up, 0.0.0.0: RFC
+        // 1122 §3.2.2).
         Verdict::Deny if o.reject && p.src.is_ipv4() && p.proto == Proto::Tcp => {
+            layout::TC_ACT_REDIRECT as u32
+        }
+        Verdict::Deny
+            if o.reject
+                && p.proto == Proto::Udp
+                && matches!(p.src, IpAddr::V4(a) if a.octets()[0] < 224 && !a.is_unspecified()) =>
+        {
             layout::TC_ACT_REDIRECT as u32
         }
         Verdict::Deny => layout::TC_ACT_SHOT as u32,
@@ -193,6 +206,19 @@ fn check_output(
     t: &mut Tally,
 ) {
     let mut err = |m: String| t.disagreements.push(format!("{tag}: {p:?}\n    {m}"));
+    if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 && p.proto == Proto::Udp {
+        // ICMP port unreachable (ebpf_udp_reject.rs checks every byte).
+        let f = &out.data;
+        let (s, d) = (&f[26..30], &f[30..34]);
+        if f.len() != 70 || f[23] != 1 || (f[34], f[35]) != (3, 3) {
+            return err(format!("UDP reject: {f:02x?}"));
+        }
+        if s != &input[30..34] || d != &input[26..30] || f[42..70] != input[14..42] {
+            return err(format!("UDP reject addresses / quote: {f:02x?}"));
+        }
+        t.unreachables += 1;
+        return;
+    }
     if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 {
         let f = &out.data;
         if f.len() != 54 {
@@ -549,11 +575,12 @@ fn assert_agrees(tag: &str, t: &Tally) {
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated, {} replies un-translated, {} TCP resets, {} ICMP port unreachables, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (IPv6 / SCTP frontends), {} disagreements, {:.1}s",
         t.packets,
         t.translated,
         t.replies,
         t.resets,
+        t.unreachables,
         t.steered,
         t.v6_ext,
         t.v4_opts,

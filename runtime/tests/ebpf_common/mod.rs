@@ -16,7 +16,7 @@ use weir_compiler::ebpf::layout;
 use weir_compiler::flowhash::proto_number;
 use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
-use weir_compiler::model::{Model, Proto};
+use weir_compiler::model::Model;
 use weir_compiler::source::MemoryLoader;
 use weir_runtime::ebpf::load::{delete_raw, keys_raw, update_raw};
 use weir_runtime::ebpf::{counters, load, Generation};
