@@ -11,9 +11,11 @@
 //! including drained backends, no-backend services) and steering.
 //! Packets are drawn so that they exercise the boundaries the compiler cuts
 //! at: endpoint addresses, set prefix ends ± 1, rule port boundaries ± 1,
-//! service frontends, both families, all `at` values, some established.
-//! [`dual_stack`] adds IPv6-only endpoints, IPv6 and SCTP services and
-//! IPv6 prefixes in rules and steering to a [`model`].
+//! service frontends, both families, all `at` values, some established;
+//! ICMP packets are mostly their family's (`icmp` in IPv4, `icmp6` in
+//! IPv6), sometimes the other family's (a protocol without a keyword).
+//! [`dual_stack`] adds IPv6-only endpoints, IPv6 and SCTP services, IPv6
+//! prefixes in rules and steering, and `icmp6` rules to a [`model`].
 
 use crate::interp::Packet;
 use crate::model::{
