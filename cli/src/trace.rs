@@ -21,7 +21,7 @@ pub struct Args {
     pub files: Vec<PathBuf>,
     /// The packet, e.g. "tcp 10.1.0.5:40000 -> 10.2.0.7:5432", "tcp web-1 ->
     /// db-1:5432" (endpoint names, as in `expect` lines), "icmp A -> B
-    /// type 8 code 0"; append "established" or "at ingress|egress".
+    /// type 8 code 0", "icmp6 [fd00::1] -> [fd00::2] type 128"; append "established" or "at ingress|egress".
     #[arg(long)]
     pub packet: String,
     /// Use this backend when the packet hits a service (ADDR:PORT).

@@ -26,6 +26,7 @@ pub fn proto_number(p: Proto) -> u8 {
         Proto::Udp => 17,
         Proto::Sctp => 132,
         Proto::Icmp => 1,
+        Proto::Icmp6 => 58,
     }
 }
 

@@ -11,9 +11,11 @@
 //! including drained backends, no-backend services) and steering.
 //! Packets are drawn so that they exercise the boundaries the compiler cuts
 //! at: endpoint addresses, set prefix ends ± 1, rule port boundaries ± 1,
-//! service frontends, both families, all `at` values, some established.
-//! [`dual_stack`] adds IPv6-only endpoints, IPv6 and SCTP services and
-//! IPv6 prefixes in rules and steering to a [`model`].
+//! service frontends, both families, all `at` values, some established;
+//! ICMP packets are mostly their family's (`icmp` in IPv4, `icmp6` in
+//! IPv6), sometimes the other family's (a protocol without a keyword).
+//! [`dual_stack`] adds IPv6-only endpoints, IPv6 and SCTP services, IPv6
+//! prefixes in rules and steering, and `icmp6` rules to a [`model`].
 
 use crate::interp::Packet;
 use crate::model::{
@@ -223,7 +225,11 @@ fn gen_proto(rng: &mut Rng) -> ProtoMatch {
             } else {
                 None
             };
-            ProtoMatch::Icmp { ty, code }
+            ProtoMatch::Icmp {
+                proto: Proto::Icmp,
+                ty,
+                code,
+            }
         }
     }
 }
@@ -549,6 +555,20 @@ fn add_v6_and_sctp_services(m: &mut Model, rng: &mut Rng) {
     m.services.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
+/// A rule's protocol for IPv6 peers: [`gen_proto`], whose `icmp` becomes
+/// `icmp6` three times in four (the rest stay `icmp`, which never matches
+/// an IPv6 packet), and an extra `icmp6` rule on any peer.
+fn icmp6_mostly(rng: &mut Rng) -> ProtoMatch {
+    match gen_proto(rng) {
+        ProtoMatch::Icmp { ty, code, .. } if rng.chance(75) => ProtoMatch::Icmp {
+            proto: Proto::Icmp6,
+            ty: ty.map(|t| t + 128),
+            code,
+        },
+        other => other,
+    }
+}
+
 /// Policy rules and a steering rule on IPv6 prefixes of `pool`.
 fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
     let mut spans = 10_000u32;
@@ -560,9 +580,27 @@ fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
                     rng.below(rules.len() + 1),
                     Rule {
                         action: *rng.pick(&[Action::Allow, Action::Deny]),
-                        proto: gen_proto(rng),
+                        proto: icmp6_mostly(rng),
                         peer: PeerMatch::Set(gen_set(rng, pool)),
                         log: rng.chance(20),
+                        span: span(spans),
+                    },
+                );
+            }
+            if rng.chance(30) {
+                spans += 2;
+                let ty = rng.chance(70).then(|| *rng.pick(&[128u8, 129, 135, 1, 2]));
+                rules.insert(
+                    rng.below(rules.len() + 1),
+                    Rule {
+                        action: *rng.pick(&[Action::Allow, Action::Deny]),
+                        proto: ProtoMatch::Icmp {
+                            proto: Proto::Icmp6,
+                            ty,
+                            code: (ty.is_some() && rng.chance(30)).then_some(0),
+                        },
+                        peer: PeerMatch::Any,
+                        log: false,
                         span: span(spans),
                     },
                 );
@@ -581,7 +619,7 @@ fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
             priority: 30,
             rules: vec![SteerRule {
                 action: rng.pick(&action).clone(),
-                proto: gen_proto(rng),
+                proto: icmp6_mostly(rng),
                 from: PeerMatch::Set(gen_set(rng, pool)),
                 to: gen_peer(rng, pool),
                 span: span(spans),
@@ -674,7 +712,9 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
     let addrs = interesting_addrs(model, rng, 20);
     let (v4s, v6s): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
     let mut ports: BTreeSet<u16> = [0u16, 1, 65535].into_iter().collect();
-    let mut icmp: BTreeSet<(u8, u8)> = [(0, 0), (8, 0), (3, 1)].into_iter().collect();
+    let mut icmp: BTreeSet<(u8, u8)> = [(0, 0), (8, 0), (3, 1), (128, 0), (135, 0), (1, 4)]
+        .into_iter()
+        .collect();
     let mut note = |pm: &ProtoMatch| match pm {
         ProtoMatch::Ports { ports: rs, .. } => {
             for r in rs {
@@ -685,7 +725,7 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
                 }
             }
         }
-        ProtoMatch::Icmp { ty, code } => {
+        ProtoMatch::Icmp { ty, code, .. } => {
             icmp.insert((ty.unwrap_or(5), code.unwrap_or(0)));
             icmp.insert((ty.unwrap_or(5), code.map_or(0, |c| c.wrapping_add(1))));
         }
@@ -733,8 +773,16 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
             } else {
                 (draw(rng), *rng.pick(&ports), proto)
             };
+            // ICMP packets are mostly their family's ICMP (`icmp` in IPv4,
+            // `icmp6` in IPv6), sometimes the other family's (a protocol
+            // without a keyword there: only `any` matches it).
+            let proto = if proto == Proto::Icmp && six != rng.chance(15) {
+                Proto::Icmp6
+            } else {
+                proto
+            };
             let mut p = Packet::new(proto, src, 40000 + rng.below(1000) as u16, dst, dport);
-            if proto == Proto::Icmp {
+            if proto.is_icmp() {
                 let (t, c) = *rng.pick(&icmp);
                 p.sport = 0;
                 p.icmp_type = t;

@@ -24,6 +24,16 @@ use weir_grammar::Span;
 
 pub use weir_grammar::ast::{Direction, Proto};
 
+/// Every protocol with a keyword, in the order the decision graph's
+/// protocol tables list them.
+pub const PROTOS: [Proto; 5] = [
+    Proto::Icmp,
+    Proto::Tcp,
+    Proto::Udp,
+    Proto::Sctp,
+    Proto::Icmp6,
+];
+
 /// An IPv4 or IPv6 prefix with no host bits set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Cidr {
@@ -206,7 +216,10 @@ pub enum ProtoMatch {
         proto: Proto,
         ports: Vec<PortRange>,
     },
+    /// `icmp` (ICMPv4, IPv4 packets only) or `icmp6` (ICMPv6, IPv6
+    /// packets only): `proto` is [`Proto::Icmp`] or [`Proto::Icmp6`].
     Icmp {
+        proto: Proto,
         ty: Option<u8>,
         code: Option<u8>,
     },

@@ -234,6 +234,7 @@ fn one_rule(rng: &mut Rng, p: &Params, ingress: bool, security: bool, n: usize) 
         12 => (
             Action::Allow,
             ProtoMatch::Icmp {
+                proto: Proto::Icmp,
                 ty: Some(8),
                 code: None,
             },
@@ -552,12 +553,7 @@ fn proto_text(p: &ProtoMatch) -> String {
     match p {
         ProtoMatch::Any => "any".into(),
         ProtoMatch::Ports { proto, ports } => {
-            let name = match proto {
-                Proto::Tcp => "tcp",
-                Proto::Udp => "udp",
-                Proto::Sctp => "sctp",
-                Proto::Icmp => "icmp",
-            };
+            let name = proto.keyword();
             let one = |r: &PortRange| {
                 if r.lo == r.hi {
                     r.lo.to_string()
@@ -574,11 +570,14 @@ fn proto_text(p: &ProtoMatch) -> String {
                 ),
             }
         }
-        ProtoMatch::Icmp { ty, code } => match (ty, code) {
-            (None, _) => "icmp".into(),
-            (Some(t), None) => format!("icmp type {t}"),
-            (Some(t), Some(c)) => format!("icmp type {t} code {c}"),
-        },
+        ProtoMatch::Icmp { proto, ty, code } => {
+            let k = proto.keyword();
+            match (ty, code) {
+                (None, _) => k.into(),
+                (Some(t), None) => format!("{k} type {t}"),
+                (Some(t), Some(c)) => format!("{k} type {t} code {c}"),
+            }
+        }
     }
 }
 

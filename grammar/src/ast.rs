@@ -170,7 +170,30 @@ pub enum Proto {
     Tcp,
     Udp,
     Sctp,
+    /// ICMPv4: IPv4 protocol 1 (an IPv6 packet with next header 1 is not
+    /// `icmp`; docs/language.md §4, "Headers").
     Icmp,
+    /// ICMPv6: IPv6 next header 58 (an IPv4 packet with protocol 58 is
+    /// not `icmp6`).
+    Icmp6,
+}
+
+impl Proto {
+    /// The keyword that names the protocol.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+            Proto::Icmp => "icmp",
+            Proto::Icmp6 => "icmp6",
+        }
+    }
+
+    /// `icmp` or `icmp6`: a protocol with type and code, no ports.
+    pub fn is_icmp(self) -> bool {
+        matches!(self, Proto::Icmp | Proto::Icmp6)
+    }
 }
 
 /// A number as written (decimal or `0x` hex), unchecked.
@@ -291,8 +314,10 @@ pub enum ProtoMatch {
         ports: Vec<PortRange>,
         span: Span,
     },
-    /// `icmp [type N [code N]]`.
+    /// `icmp [type N [code N]]` or `icmp6 [type N [code N]]`.
     Icmp {
+        /// [`Proto::Icmp`] or [`Proto::Icmp6`].
+        proto: Proto,
         ty: Option<Num>,
         code: Option<Num>,
         span: Span,

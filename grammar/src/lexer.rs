@@ -141,6 +141,7 @@ tokens! {
     "udp" => KwUdp,
     "sctp" => KwSctp,
     "icmp" => KwIcmp,
+    "icmp6" => KwIcmp6,
     "type" => KwType,
     "code" => KwCode,
     "in" => KwIn,
@@ -346,6 +347,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwUdp
             | KwSctp
             | KwIcmp
+            | KwIcmp6
             | KwRandom
             | KwMaglev
             | KwBypass

@@ -32,7 +32,10 @@ pub fn frame(p: &Packet) -> Vec<u8> {
             h[2..4].copy_from_slice(&p.dport.to_be_bytes());
             h
         }
-        Proto::Icmp => {
+        // The header of ICMP and ICMPv6 alike; the IP header carries the
+        // packet's protocol as written, also in the other family (ICMPv4
+        // in IPv6, ICMPv6 in IPv4), which rules see as no keyword's.
+        Proto::Icmp | Proto::Icmp6 => {
             let mut h = vec![0u8; 8];
             h[0] = p.icmp_type;
             h[1] = p.icmp_code;
@@ -57,11 +60,7 @@ pub fn frame(p: &Packet) -> Vec<u8> {
             let mut ip = vec![0u8; 40];
             ip[0] = 0x60;
             ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-            ip[6] = if p.proto == Proto::Icmp {
-                58
-            } else {
-                proto_number(p.proto)
-            };
+            ip[6] = proto_number(p.proto);
             ip[7] = 64;
             ip[8..24].copy_from_slice(&s.octets());
             ip[24..40].copy_from_slice(&d.octets());

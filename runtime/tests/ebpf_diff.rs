@@ -24,7 +24,8 @@
 //!   established with the frontend as its source (reverse NAT);
 //! - a frontend without backends rejects: IPv4 TCP gets a reset back
 //!   (`TC_ACT_REDIRECT`, the frame turned into a valid RST|ACK to the
-//!   sender), anything else is dropped;
+//!   sender), IPv4 UDP an ICMP port unreachable quoting it, anything else
+//!   is dropped;
 //! - allowed packets carry their steering: `skb->mark` for `mark`, the
 //!   DSCP bits (and a valid IPv4 header checksum) for `dscp`; every other
 //!   output frame must equal the input.
@@ -33,6 +34,12 @@
 //! re-sent with IPv6 extension headers (1–3, random) or IPv4 options (same
 //! verdict as whole), and some as a non-first fragment (`fragment`) or
 //! behind 9 extension headers (`unparsed`).
+//!
+//! ICMP (docs/language.md §4, "Headers"): ICMPv4 in IPv4 (`icmp`),
+//! ICMPv6 in IPv6 (`icmp6`, also behind extension headers) and the other
+//! family's ICMP (ICMPv4 in IPv6, ICMPv6 in IPv4: a protocol without a
+//! keyword, matched only by `any`) are all compared; the report counts
+//! each.
 //!
 //! Frontends the TC path does not translate (SCTP; refused by `weir
 //! compile`, generated here with `untranslated_frontends`) are left out.
@@ -67,6 +74,8 @@ struct Tally {
     translated6: usize,
     /// Rejects answered with a TCP reset.
     resets: usize,
+    /// Rejects answered with an ICMP port unreachable (IPv4 UDP).
+    unreachables: usize,
     /// Replies of translated connections un-translated (reverse NAT); of
     /// them IPv6.
     replies: usize,
@@ -82,6 +91,14 @@ struct Tally {
     v4_opts: usize,
     fragments: usize,
     unparsed: usize,
+    /// ICMP packets compared: ICMPv4 in IPv4 (`icmp`), ICMPv6 in IPv6
+    /// (`icmp6`; and of those, re-sent behind extension headers), and the
+    /// other family's ICMP (ICMPv4 in IPv6, ICMPv6 in IPv4: no keyword,
+    /// matched only by `any`).
+    icmp4: usize,
+    icmp6: usize,
+    icmp6_ext: usize,
+    icmp_foreign: usize,
     disagreements: Vec<String>,
 }
 
@@ -104,8 +121,18 @@ fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
     *want.entry(g.provenance.id(&o.decided_by)).or_insert(0) += 1;
     let ret = match o.verdict {
         Verdict::Allow => layout::TC_ACT_OK as u32,
-        // A reject answers IPv4 TCP with a reset sent back out.
+        // A reject answers IPv4 TCP with a reset and IPv4 UDP with an
+        // ICMP port unreachable, sent back out — no ICMP error to a
+        // source that is not unicast (224.0.0.0 and up, 0.0.0.0: RFC
+        // 1122 §3.2.2).
         Verdict::Deny if o.reject && p.src.is_ipv4() && p.proto == Proto::Tcp => {
+            layout::TC_ACT_REDIRECT as u32
+        }
+        Verdict::Deny
+            if o.reject
+                && p.proto == Proto::Udp
+                && matches!(p.src, IpAddr::V4(a) if a.octets()[0] < 224 && !a.is_unspecified()) =>
+        {
             layout::TC_ACT_REDIRECT as u32
         }
         Verdict::Deny => layout::TC_ACT_SHOT as u32,
@@ -140,6 +167,12 @@ fn compare(
     t: &mut Tally,
 ) -> bool {
     t.packets += 1;
+    match (p.proto, p.src.is_ipv6()) {
+        (Proto::Icmp, false) => t.icmp4 += 1,
+        (Proto::Icmp6, true) => t.icmp6 += 1,
+        (Proto::Icmp | Proto::Icmp6, _) => t.icmp_foreign += 1,
+        _ => {}
+    }
     if out.ret != want.0 || *got != want.1 {
         t.disagreements.push(format!(
             "{tag}: {p:?}\n    want verdict {} counters {:?}\n    got  verdict {} counters {got:?}",
@@ -183,6 +216,19 @@ fn check_output(
     t: &mut Tally,
 ) {
     let mut err = |m: String| t.disagreements.push(format!("{tag}: {p:?}\n    {m}"));
+    if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 && p.proto == Proto::Udp {
+        // ICMP port unreachable (ebpf_udp_reject.rs checks every byte).
+        let f = &out.data;
+        let (s, d) = (&f[26..30], &f[30..34]);
+        if f.len() != 70 || f[23] != 1 || (f[34], f[35]) != (3, 3) {
+            return err(format!("UDP reject: {f:02x?}"));
+        }
+        if s != &input[30..34] || d != &input[26..30] || f[42..70] != input[14..42] {
+            return err(format!("UDP reject addresses / quote: {f:02x?}"));
+        }
+        t.unreachables += 1;
+        return;
+    }
     if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 {
         let f = &out.data;
         if f.len() != 54 {
@@ -452,6 +498,9 @@ fn check_header_variants(
     if p.src.is_ipv6() {
         variants.push((with_extensions(&whole, &random_chain(rng)), Headers::Whole));
         t.v6_ext += 1;
+        if p.proto == Proto::Icmp6 {
+            t.icmp6_ext += 1;
+        }
         if rng.chance(10) {
             let nine = [Ext::DestOpts(8); 9];
             variants.push((with_extensions(&whole, &nine), Headers::Unparsed));
@@ -538,13 +587,14 @@ fn assert_agrees(tag: &str, t: &Tally) {
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared ({} translated ({} IPv6), {} replies un-translated ({} IPv6), {} TCP resets, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated ({} IPv6), {} replies un-translated ({} IPv6), {} TCP resets, {} ICMP port unreachables, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends), {} disagreements, {:.1}s",
         t.packets,
         t.translated,
         t.translated6,
         t.replies,
         t.replies6,
         t.resets,
+        t.unreachables,
         t.steered,
         t.v6_ext,
         t.v4_opts,
@@ -553,6 +603,10 @@ fn report(name: &str, t: &Tally, started: Instant) {
         t.skipped,
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "  ICMP: {} ICMPv4, {} ICMPv6 ({} of them behind extension headers), {} of the other family (ICMPv4 in IPv6 / ICMPv6 in IPv4)",
+        t.icmp4, t.icmp6, t.icmp6_ext, t.icmp_foreign
     );
     for d in t.disagreements.iter().take(10) {
         eprintln!("  {d}");
@@ -618,6 +672,11 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     // of allowed ones un-translated: none were left out.
     assert!(t.translated6 >= 100, "too few IPv6 translations");
     assert!(t.replies6 >= 10, "too few IPv6 replies");
+    assert!(t.icmp6 >= 500, "too few ICMPv6 packets");
+    assert!(
+        t.icmp_foreign >= 20,
+        "too few ICMP packets of the other family"
+    );
     assert_agrees("dual-stack policies", &t);
 }
 

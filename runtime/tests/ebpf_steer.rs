@@ -8,7 +8,8 @@
 //! - a denied packet is not steered;
 //! - a service without backends: a TCP segment is answered with a reset
 //!   (`TC_ACT_REDIRECT`; RST|ACK acking SYN + payload, or RST with the
-//!   segment's ack as its sequence number), UDP is dropped;
+//!   segment's ack as its sequence number), a UDP datagram with an ICMP
+//!   port unreachable (checked byte by byte in ebpf_udp_reject.rs);
 //! - `redirect … to proxy`: end to end in a network namespace — a
 //!   connection to an address with no listener reaches the local proxy's
 //!   socket (`bpf_sk_assign`), which sees the original destination;
@@ -185,8 +186,8 @@ fn ebpf_steering_mark_dscp_bypass_agree_with_interpreter() {
 }
 
 #[test]
-fn ebpf_service_without_backends_resets_tcp_and_drops_udp() {
-    if !have_root("ebpf_service_without_backends_resets_tcp_and_drops_udp") {
+fn ebpf_service_without_backends_resets_tcp_and_answers_udp() {
+    if !have_root("ebpf_service_without_backends_resets_tcp_and_answers_udp") {
         return;
     }
     let (model, g) = compile_src(SRC);
@@ -243,12 +244,14 @@ fn ebpf_service_without_backends_resets_tcp_and_drops_udp() {
     set_checksums(&mut rst);
     assert_eq!(run_full(&gen, &rst).ret, layout::TC_ACT_SHOT as u32);
 
-    // UDP: dropped (no ICMP port-unreachable yet), counted the same.
+    // UDP: an ICMP port unreachable back out (ebpf_udp_reject.rs checks
+    // its bytes), counted the same.
     let udp = Packet::new(Proto::Udp, client, 40001, vip, 53);
     let o = interp.evaluate(&udp);
     assert!(o.reject);
     let (out, counted) = delta(&gen, || run_full(&gen, &frame(&udp)));
-    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32);
+    assert_eq!(out.ret, layout::TC_ACT_REDIRECT as u32);
+    assert_eq!(out.data.len(), 70);
     assert_eq!(counted, vec![(g.provenance.id(&o.decided_by), 1)]);
 }
 

@@ -39,7 +39,8 @@ const CLIENT: &str = "10.1.0.2";
 const SERVER: &str = "10.2.0.5";
 
 /// Type 255 denied (code 7 from anywhere, every code from the client's
-/// network), everything else allowed.
+/// network), everything else allowed; the same for ICMPv6 (`icmp6`: an
+/// `icmp` rule is ICMPv4 only and never reaches ip6tables).
 const PROGRAM: &str = r#"
 endpoint srv { labels { app: "srv" } addr 10.2.0.5 }
 endpoint srv6 { labels { app: "srv" } addr fd00:2::5 }
@@ -48,6 +49,7 @@ policy odd-icmp priority 10 {
   ingress {
     deny icmp type 255 code 7 from any
     deny icmp type 255 from 10.1.0.0/16
+    deny icmp6 type 255 code 7 from any
     allow any from any
   }
 }
@@ -232,6 +234,13 @@ fn icmp_type_255_is_exactly_type_255() {
         v6.contains("--icmpv6-type 255/7"),
         "ip6tables keeps type 255 as written:\n{v6}"
     );
+    // `icmp` rules are ICMPv4 only: none in ip6tables, and `icmp6` none
+    // in iptables.
+    assert!(
+        !v6.contains("--icmp-type"),
+        "an icmp rule in ip6tables:\n{v6}"
+    );
+    assert!(!v4.contains("icmpv6"), "an icmp6 rule in iptables:\n{v4}");
 
     // Traffic: other types pass. (Type 255 itself never reaches the
     // policy chains: conntrack does not track ICMP types above 18 and the

@@ -192,11 +192,19 @@ fn proto_words(p: &ProtoMatch) -> String {
                 format!("{name} traffic to port{s} {}", list.join(", "))
             }
         }
-        ProtoMatch::Icmp { ty, code } => match (ty, code) {
-            (None, _) => "ICMP traffic".to_string(),
-            (Some(t), None) => format!("ICMP type {t}"),
-            (Some(t), Some(c)) => format!("ICMP type {t} code {c}"),
-        },
+        ProtoMatch::Icmp { proto, ty, code } => {
+            // `icmp` is ICMPv4 only, `icmp6` ICMPv6 only (§4, "Headers").
+            let name = if *proto == weir_compiler::model::Proto::Icmp6 {
+                "ICMPv6 (IPv6 only)"
+            } else {
+                "ICMPv4 (IPv4 only)"
+            };
+            match (ty, code) {
+                (None, _) => format!("{name} traffic"),
+                (Some(t), None) => format!("{name} type {t}"),
+                (Some(t), Some(c)) => format!("{name} type {t} code {c}"),
+            }
+        }
     }
 }
 

@@ -68,7 +68,9 @@ impl<'a> Cx<'a> {
                     ports: model::PortRange::merge(rs),
                 }
             }
-            Some(ast::ProtoMatch::Icmp { ty, code, .. }) => {
+            Some(ast::ProtoMatch::Icmp {
+                proto, ty, code, ..
+            }) => {
                 let t = ty.as_ref().map(|n| self.num(n, "ICMP type", 0, 255) as u8);
                 let c = code
                     .as_ref()
@@ -76,7 +78,11 @@ impl<'a> Cx<'a> {
                 if let (None, Some(n)) = (ty, code) {
                     self.report(Kind::IcmpCodeWithoutType { span: n.span });
                 }
-                model::ProtoMatch::Icmp { ty: t, code: c }
+                model::ProtoMatch::Icmp {
+                    proto: *proto,
+                    ty: t,
+                    code: c,
+                }
             }
         }
     }
@@ -610,12 +616,7 @@ pub(super) fn socket(addr: IpAddr, port: u16) -> String {
 }
 
 pub(super) fn proto_name(p: ast::Proto) -> &'static str {
-    match p {
-        ast::Proto::Tcp => "tcp",
-        ast::Proto::Udp => "udp",
-        ast::Proto::Sctp => "sctp",
-        ast::Proto::Icmp => "icmp",
-    }
+    p.keyword()
 }
 
 #[cfg(test)]

@@ -158,11 +158,11 @@ impl<'a> Cx<'a> {
             self.report(Kind::IcmpCodeWithoutType { span: n.span });
         }
         let port = match (proto, &e.port) {
-            (Proto::Icmp, Some(n)) => {
+            (p, Some(n)) if p.is_icmp() => {
                 self.report(Kind::TestPortOnIcmp { span: n.span });
                 0
             }
-            (Proto::Icmp, None) => 0,
+            (p, None) if p.is_icmp() => 0,
             (_, None) => {
                 self.report(Kind::TestPortMissing {
                     span: e.span,
@@ -177,6 +177,15 @@ impl<'a> Cx<'a> {
         let from = self.test_peer(&e.from, model, addrs);
         let to = self.test_peer(&e.to, model, addrs);
         let (from, to) = self.test_family(from, to, e);
+        let six = to.addr.is_ipv6();
+        if (proto == Proto::Icmp && six)
+            || (proto == Proto::Icmp6 && !six && !to.addr.is_unspecified())
+        {
+            self.report(Kind::TestIcmpFamily {
+                span: e.proto.1,
+                proto,
+            });
+        }
         let via = e
             .via
             .as_ref()
@@ -281,6 +290,8 @@ impl<'a> Cx<'a> {
                 a
             }
             (Some(a), _) | (None, Some(a)) => a,
+            // `icmp6` is IPv6 only: IPv6 when both ends have it.
+            (None, None) if e.proto.0 == Proto::Icmp6 => !(has(&from, false) && has(&to, false)),
             (None, None) => {
                 // IPv4 first; IPv6 when only that is common to both ends.
                 (has(&from, true) && has(&to, true)) || !(has(&from, false) && has(&to, false))

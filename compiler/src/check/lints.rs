@@ -26,6 +26,9 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
 
     let have_endpoints = !model.endpoints.is_empty();
 
+    // W0306: ICMP rules of the other address family.
+    super::icmp_family::run(cx, model, &index);
+
     // W0302: selectors that match no declared endpoint.
     if have_endpoints {
         let mut out = Vec::new();

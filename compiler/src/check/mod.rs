@@ -15,6 +15,7 @@
 
 mod build;
 mod expect;
+mod icmp_family;
 mod lints;
 mod load;
 mod named;

@@ -252,6 +252,12 @@ pub enum Kind {
         endpoint: String,
         family: &'static str,
     },
+    /// E0256: an `icmp` test packet between IPv6 addresses, or `icmp6`
+    /// between IPv4 ones.
+    TestIcmpFamily {
+        span: Span,
+        proto: Proto,
+    },
     TestMixedFamilies {
         span: Span,
         from: &'static str,
@@ -318,6 +324,13 @@ pub enum Kind {
         span: Span,
         service: String,
     },
+    /// W0306. `proto`: `icmp` or `icmp6`, as written; `why`: what makes
+    /// every packet the rule could see of the other family.
+    IcmpOtherFamily {
+        span: Span,
+        proto: Proto,
+        why: String,
+    },
 
     /// W0401. `by`: the shadowing rule's span and description.
     ShadowedRule {
@@ -363,12 +376,7 @@ fn dir(d: Direction) -> &'static str {
 }
 
 fn proto(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-        Proto::Icmp => "icmp",
-    }
+    p.keyword()
 }
 
 fn did_you_mean(s: &Option<String>) -> Option<String> {
@@ -555,6 +563,7 @@ impl Kind {
             Kind::UnknownTestEndpoint { .. } => E0251,
             Kind::TestNoAddressOfFamily { .. } => E0252,
             Kind::TestMixedFamilies { .. } => E0252,
+            Kind::TestIcmpFamily { .. } => E0256,
             Kind::UnknownBy { .. } => E0253,
             Kind::UnknownByOfKind { .. } => E0253,
             Kind::NoFreeTestAddress { .. } => E0237,
@@ -567,6 +576,7 @@ impl Kind {
             Kind::ExceptOutsideBase { .. } => W0303,
             Kind::DefaultDenyTurnedOn { .. } => W0304,
             Kind::ServiceSelectsNothing { .. } => W0305,
+            Kind::IcmpOtherFamily { .. } => W0306,
             Kind::ShadowedRule { .. } => W0401,
             Kind::RuleConflict { .. } => W0402,
             Kind::PolicySelectsNothing { .. } => W0403,
@@ -1148,6 +1158,20 @@ impl Kind {
             )
             .help("both ends of a test packet must be of one address family")
             .done(),
+            Kind::TestIcmpFamily { span, proto } => {
+                let (this, fam, other, own) = match proto {
+                    Proto::Icmp6 => ("icmp6", "IPv4", "icmp", "ICMPv6, for IPv6 packets"),
+                    _ => ("icmp", "IPv6", "icmp6", "ICMPv4, for IPv4 packets"),
+                };
+                B::new(
+                    E0256,
+                    format!("`{this}` test packet between {fam} addresses"),
+                    span,
+                    format!("`{this}` is {own}"),
+                )
+                .help(format!("write `{other}`, or peers of the other address family"))
+                .done()
+            }
             Kind::TestMixedFamilies { span, from, to } => B::new(
                 E0252,
                 format!("test packet goes from {from} to {to}"),
@@ -1278,6 +1302,22 @@ impl Kind {
                 }
             ))
             .done(),
+            Kind::IcmpOtherFamily { span, proto, why } => {
+                let (this, fam, other) = match proto {
+                    Proto::Icmp6 => ("icmp6", "ICMPv6 (IPv6 only)", "icmp"),
+                    _ => ("icmp", "ICMPv4 (IPv4 only)", "icmp6"),
+                };
+                B::new(
+                    W0306,
+                    format!("`{this}` rule can never match: {why}"),
+                    span,
+                    format!("`{this}` is {fam}"),
+                )
+                .help(format!(
+                    "write `{other}` for the other family's ICMP (before `icmp6` existed, `icmp` also meant ICMPv6)"
+                ))
+                .done()
+            }
             Kind::ServiceSelectsNothing { span, service } => B::new(
                 W0305,
                 format!("service `{service}` selects no endpoint"),

@@ -123,12 +123,14 @@ codes! {
     E0253 => Error, "`by` names no policy, steer or service";
     E0254 => Error, "test port on a protocol without ports";
     E0255 => Error, "test peer is not a single address";
+    E0256 => Error, "ICMP test packet of the other address family";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
     W0303 => Warning, "`except` element outside its base set";
     W0304 => Warning, "policy turns on default deny";
     W0305 => Warning, "service selects no endpoint";
+    W0306 => Warning, "ICMP rule of the other address family";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

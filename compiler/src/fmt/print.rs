@@ -237,8 +237,10 @@ impl Emitter<'_> {
                     }
                 }
             }
-            ProtoMatch::Icmp { ty, code, .. } => {
-                let mut s = "icmp".to_string();
+            ProtoMatch::Icmp {
+                proto, ty, code, ..
+            } => {
+                let mut s = proto.keyword().to_string();
                 if let Some(ty) = ty {
                     s.push_str(&format!(" type {}", self.num(ty)));
                     if let Some(c) = code {
@@ -546,12 +548,7 @@ impl Emitter<'_> {
 }
 
 fn proto_name(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-        Proto::Icmp => "icmp",
-    }
+    p.keyword()
 }
 
 fn dir_name(d: Direction) -> &'static str {

@@ -86,9 +86,18 @@ pub fn proto_covers(a: &ProtoMatch, b: &ProtoMatch) -> bool {
                             .iter()
                             .all(|r| pa.iter().any(|s| s.lo <= r.lo && r.hi <= s.hi))))
         }
-        (ProtoMatch::Icmp { ty: t1, code: c1 }, ProtoMatch::Icmp { ty: t2, code: c2 }) => {
-            t1.is_none_or(|t| Some(t) == *t2) && c1.is_none_or(|c| Some(c) == *c2)
-        }
+        (
+            ProtoMatch::Icmp {
+                proto: p,
+                ty: t1,
+                code: c1,
+            },
+            ProtoMatch::Icmp {
+                proto: q,
+                ty: t2,
+                code: c2,
+            },
+        ) => p == q && t1.is_none_or(|t| Some(t) == *t2) && c1.is_none_or(|c| Some(c) == *c2),
         _ => false,
     }
 }
@@ -114,8 +123,21 @@ pub fn proto_overlaps(a: &ProtoMatch, b: &ProtoMatch) -> bool {
                         .iter()
                         .any(|r| pb.iter().any(|s| r.lo <= s.hi && s.lo <= r.hi)))
         }
-        (ProtoMatch::Icmp { ty: t1, code: c1 }, ProtoMatch::Icmp { ty: t2, code: c2 }) => {
-            (t1.is_none() || t2.is_none() || t1 == t2) && (c1.is_none() || c2.is_none() || c1 == c2)
+        (
+            ProtoMatch::Icmp {
+                proto: p,
+                ty: t1,
+                code: c1,
+            },
+            ProtoMatch::Icmp {
+                proto: q,
+                ty: t2,
+                code: c2,
+            },
+        ) => {
+            p == q
+                && (t1.is_none() || t2.is_none() || t1 == t2)
+                && (c1.is_none() || c2.is_none() || c1 == c2)
         }
         _ => false,
     }

@@ -104,8 +104,8 @@ impl Cover<'_> {
     }
 
     fn materialize(&self, cs: &Cs, dir: Option<Direction>) -> Option<Packet> {
-        let proto_n = pick(cs, F::Proto, 255, &[6, 17, 132, 1])?;
-        let proto = [Proto::Tcp, Proto::Udp, Proto::Sctp, Proto::Icmp]
+        let proto_n = pick(cs, F::Proto, 255, &[6, 17, 132, 1, 58])?;
+        let proto = crate::model::PROTOS
             .into_iter()
             .find(|p| u32::from(proto_number(*p)) == proto_n)?;
         let dport = pick(cs, F::DPort, 65535, &[])?;
@@ -116,9 +116,18 @@ impl Cover<'_> {
         // Same family for both ends.
         for &s in &srcs {
             let sa = self.rep[&s];
+            // ICMP (ICMPv6) only in IPv4 (IPv6): `crate::interp::rule_proto`.
+            let family_ok = match proto {
+                Proto::Icmp => sa.is_ipv4(),
+                Proto::Icmp6 => sa.is_ipv6(),
+                _ => true,
+            };
+            if !family_ok {
+                continue;
+            }
             if let Some(&d) = dsts.iter().find(|d| self.rep[d].is_ipv4() == sa.is_ipv4()) {
                 let mut p = Packet::new(proto, sa, 40000, self.rep[&d], dport as u16);
-                if proto == Proto::Icmp {
+                if proto.is_icmp() {
                     p.sport = 0;
                     p.icmp_type = ty as u8;
                     p.icmp_code = code as u8;

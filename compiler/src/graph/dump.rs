@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 fn proto_name(n: u32) -> String {
-    for p in [Proto::Icmp, Proto::Tcp, Proto::Udp, Proto::Sctp] {
+    for p in crate::model::PROTOS {
         if u32::from(proto_number(p)) == n {
             return crate::graph::dump::pname(p).into();
         }
@@ -23,12 +23,7 @@ fn proto_name(n: u32) -> String {
 }
 
 pub(crate) fn pname(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-        Proto::Icmp => "icmp",
-    }
+    p.keyword()
 }
 
 fn key_name(k: TableKey) -> &'static str {

@@ -65,11 +65,12 @@ impl Graph {
     /// The leaves the three entries reach for `p` as sent (no service
     /// translation): for coverage measurements.
     pub fn leaves_reached(&self, p: &Packet) -> [NodeId; 3] {
+        let (proto, icmp_type, icmp_code) = crate::interp::rule_fields(p);
         let f = Fields {
-            proto: u32::from(proto_number(p.proto)),
+            proto: u32::from(proto),
             dport: u32::from(p.dport),
-            icmp_type: u32::from(p.icmp_type),
-            icmp_code: u32::from(p.icmp_code),
+            icmp_type: u32::from(icmp_type),
+            icmp_code: u32::from(icmp_code),
             src: self.classes.classify(p.src),
             dst: self.classes.classify(p.dst),
         };
@@ -151,11 +152,12 @@ impl Graph {
         if p.state == ConnState::Established {
             return simple(Verdict::Allow, Provenance::Established);
         }
+        let (proto, icmp_type, icmp_code) = crate::interp::rule_fields(p);
         let mut f = Fields {
-            proto: u32::from(proto_number(p.proto)),
+            proto: u32::from(proto),
             dport: u32::from(p.dport),
-            icmp_type: u32::from(p.icmp_type),
-            icmp_code: u32::from(p.icmp_code),
+            icmp_type: u32::from(icmp_type),
+            icmp_code: u32::from(icmp_code),
             src: self.classes.classify(p.src),
             dst: self.classes.classify(p.dst),
         };

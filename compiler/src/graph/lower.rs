@@ -24,7 +24,7 @@ use super::ir::{
     VerdictLeaf,
 };
 use crate::flowhash::proto_number;
-use crate::model::{Action, Direction, Model, PolicyId, Proto, ProtoMatch, SteerAction};
+use crate::model::{Action, Direction, Model, PolicyId, ProtoMatch, SteerAction};
 use crate::provenance::{Provenance, ProvenanceTable};
 use std::collections::{BTreeMap, BTreeSet};
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
@@ -104,7 +104,7 @@ struct Item {
     peer: Option<AtomId>,
 }
 
-const PROTOS: [Proto; 4] = [Proto::Icmp, Proto::Tcp, Proto::Udp, Proto::Sctp];
+use crate::model::PROTOS;
 
 /// Which items (by index) survive for each protocol / port / ICMP bucket;
 /// `leaf(items)` builds the node for one bucket. Shared by policy chains
@@ -123,10 +123,10 @@ fn bucket(
             .filter(|&i| match protos[i] {
                 ProtoMatch::Any => true,
                 ProtoMatch::Ports { proto, .. } => *proto == p,
-                ProtoMatch::Icmp { .. } => p == Proto::Icmp,
+                ProtoMatch::Icmp { proto, .. } => *proto == p,
             })
             .collect();
-        let child = if p == Proto::Icmp {
+        let child = if p.is_icmp() {
             icmp_bucket(b, protos, items, leaf)
         } else {
             port_bucket(b, protos, items, leaf)
@@ -219,7 +219,7 @@ fn icmp_bucket(
 ) -> NodeId {
     let tc = |i: usize| -> (Option<u8>, Option<u8>) {
         match protos[i] {
-            ProtoMatch::Icmp { ty, code } => (*ty, *code),
+            ProtoMatch::Icmp { ty, code, .. } => (*ty, *code),
             _ => (None, None),
         }
     };

@@ -616,7 +616,7 @@ fn list(s: &str) -> impl Iterator<Item = &str> {
 }
 
 fn proto(s: &str) -> Option<Proto> {
-    [Proto::Icmp, Proto::Tcp, Proto::Udp, Proto::Sctp]
+    crate::model::PROTOS
         .into_iter()
         .find(|&p| dump::pname(p) == s)
 }

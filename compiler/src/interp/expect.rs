@@ -9,7 +9,7 @@
 //! says which backend gives what.
 
 use super::{BackendChoice, Interp, Outcome, Packet};
-use crate::model::{Endpoint, Expect, Model, Proto, Test, TestPeer, Verdict};
+use crate::model::{Endpoint, Expect, Model, Test, TestPeer, Verdict};
 use crate::provenance::Provenance;
 use serde::Serialize;
 
@@ -52,7 +52,7 @@ fn synthetic(peer: &TestPeer, n: usize) -> Option<Endpoint> {
 /// so that results are reproducible.
 pub fn expect_packet(e: &Expect) -> Packet {
     let mut p = Packet::new(e.proto, e.from.addr, 40000, e.to.addr, e.port);
-    if e.proto == Proto::Icmp {
+    if e.proto.is_icmp() {
         p.sport = 0;
         p.icmp_type = e.icmp_type;
         p.icmp_code = e.icmp_code;

@@ -20,12 +20,7 @@ pub struct Located {
 pub type Locate<'a> = &'a dyn Fn(Span) -> Option<Located>;
 
 fn proto_name(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-        Proto::Icmp => "icmp",
-    }
+    p.keyword()
 }
 
 fn sock(addr: IpAddr, port: u16) -> String {
@@ -50,10 +45,14 @@ pub fn packet_text(p: &Packet) -> String {
         // No ports, type or code: the notation has none either.
         let name = proto_name(p.proto);
         format!("{name} {} -> {} {word}", addr(p.src), addr(p.dst))
-    } else if p.proto == Proto::Icmp {
+    } else if p.proto.is_icmp() {
         format!(
-            "icmp {} -> {} type {} code {}",
-            p.src, p.dst, p.icmp_type, p.icmp_code
+            "{} {} -> {} type {} code {}",
+            p.proto.keyword(),
+            addr(p.src),
+            addr(p.dst),
+            p.icmp_type,
+            p.icmp_code
         )
     } else {
         format!(

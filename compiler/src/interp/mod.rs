@@ -9,6 +9,7 @@
 
 mod expect;
 pub mod explain;
+mod family;
 mod packet_text;
 mod policy;
 mod service;
@@ -17,6 +18,7 @@ mod steer;
 pub use expect::{
     expect_packet, run_tests, synthetic_endpoints, verdict_name, ExpectResult, TestReport,
 };
+pub use family::{rule_fields, rule_proto, OTHER_PROTO};
 pub use packet_text::parse_packet;
 pub use service::{backends_of, weighted};
 
@@ -317,11 +319,11 @@ pub fn proto_matches(m: &ProtoMatch, p: &Packet) -> bool {
     match m {
         ProtoMatch::Any => true,
         ProtoMatch::Ports { proto, ports } => {
-            *proto == p.proto
+            family::rule_proto(p) == Some(*proto)
                 && (ports.is_empty() || ports.iter().any(|r| r.lo <= p.dport && p.dport <= r.hi))
         }
-        ProtoMatch::Icmp { ty, code } => {
-            p.proto == Proto::Icmp
+        ProtoMatch::Icmp { proto, ty, code } => {
+            family::rule_proto(p) == Some(*proto)
                 && ty.is_none_or(|t| t == p.icmp_type)
                 && code.is_none_or(|c| c == p.icmp_code)
         }

@@ -4,6 +4,7 @@
 //! tcp 10.1.0.5:40000 -> 10.2.0.7:5432
 //! udp [fd00::1]:5353 -> [fd00::2]:53 at ingress
 //! icmp 10.1.0.5 -> 10.2.0.7 type 8 code 0
+//! icmp6 [fd00::1] -> [fd00::2] type 128
 //! tcp 10.2.0.7:5432 -> 10.1.0.5:40000 established
 //! udp 10.1.0.5 -> 10.2.0.7 fragment
 //! tcp [fd00::1] -> [fd00::2] unparsed
@@ -54,7 +55,12 @@ pub fn parse_packet(text: &str) -> Result<Packet, String> {
         Some("udp") => Proto::Udp,
         Some("sctp") => Proto::Sctp,
         Some("icmp") => Proto::Icmp,
-        Some(w) => return Err(format!("unknown protocol `{w}` (tcp, udp, sctp or icmp)")),
+        Some("icmp6") => Proto::Icmp6,
+        Some(w) => {
+            return Err(format!(
+                "unknown protocol `{w}` (tcp, udp, sctp, icmp or icmp6)"
+            ))
+        }
         None => return Err("empty packet".into()),
     };
     let (src, sport) = parse_socket(words.next().ok_or("missing source address")?)?;
@@ -66,9 +72,12 @@ pub fn parse_packet(text: &str) -> Result<Packet, String> {
         return Err("source and destination must be the same address family".into());
     }
     let mut p = Packet::new(proto, src, sport.unwrap_or(40000), dst, dport.unwrap_or(0));
-    if proto == Proto::Icmp {
+    if proto.is_icmp() {
         if sport.is_some() || dport.is_some() {
-            return Err("icmp packets have no ports; use `type N code N`".into());
+            return Err(format!(
+                "{} packets have no ports; use `type N code N`",
+                proto.keyword()
+            ));
         }
         p.sport = 0;
     }
@@ -78,8 +87,8 @@ pub fn parse_packet(text: &str) -> Result<Packet, String> {
             "new" => p.state = ConnState::New,
             "fragment" => p.headers = Headers::Fragment,
             "unparsed" => p.headers = Headers::Unparsed,
-            "type" if proto == Proto::Icmp => p.icmp_type = number(words.next(), "type")?,
-            "code" if proto == Proto::Icmp => p.icmp_code = number(words.next(), "code")?,
+            "type" if proto.is_icmp() => p.icmp_type = number(words.next(), "type")?,
+            "code" if proto.is_icmp() => p.icmp_code = number(words.next(), "code")?,
             "at" => {
                 p.at = Some(match words.next() {
                     Some("ingress") => Direction::Ingress,
@@ -114,6 +123,9 @@ mod tests {
         assert!(p.dst.is_ipv6());
         let p = parse_packet("icmp 10.1.0.5 -> 10.2.0.7 type 8 code 0").unwrap();
         assert_eq!(p.icmp_type, 8);
+        let p = parse_packet("icmp6 [fd00::1] -> [fd00::2] type 128").unwrap();
+        assert_eq!((p.proto, p.icmp_type, p.sport), (Proto::Icmp6, 128, 0));
+        assert!(parse_packet("icmp6 [fd00::1]:1 -> [fd00::2]").is_err());
         let p = parse_packet("tcp 10.2.0.7:5432 -> 10.1.0.5 established").unwrap();
         assert_eq!((p.state, p.dport), (ConnState::Established, 0));
         let p = parse_packet("tcp [fd00::1] -> [fd00::2] fragment").unwrap();

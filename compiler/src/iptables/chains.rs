@@ -461,7 +461,7 @@ impl<'a> Stage<'a> {
         default: String,
     ) -> (Vec<Branch>, String) {
         let mut branches = Vec::new();
-        for (b, p) in flow::MODEL_PROTOS {
+        for (b, p) in flow::model_protos(self.fam) {
             if !ctx.has(b) {
                 continue;
             }
@@ -474,7 +474,7 @@ impl<'a> Stage<'a> {
         }
         // Every protocol that can get here goes one way: no test needed.
         if ctx.protos & flow::OTHER == 0 {
-            let here: Vec<&String> = flow::MODEL_PROTOS
+            let here: Vec<&String> = flow::model_protos(self.fam)
                 .iter()
                 .filter(|(b, _)| ctx.has(*b))
                 .map(|(_, p)| {
@@ -494,7 +494,7 @@ impl<'a> Stage<'a> {
     }
 
     fn port_protos(&self, ctx: &Ctx) -> Vec<&'static str> {
-        flow::MODEL_PROTOS
+        flow::model_protos(self.fam)
             .iter()
             .filter(|(b, _)| b & PORTS != 0 && ctx.has(*b))
             .map(|(_, p)| self.fam.proto(*p))
@@ -657,7 +657,7 @@ impl<'a> Stage<'a> {
         if ctx.has(NON_ICMP) {
             if let Some((_, _, t0)) = es.iter().find(|e| e.0 == 0 && e.2 != default) {
                 branches.push((
-                    format!("! -p {}", self.fam.proto(crate::model::Proto::Icmp)),
+                    format!("! -p {}", self.fam.proto(self.fam.icmp_proto())),
                     t0.clone(),
                 ));
             }
@@ -690,7 +690,7 @@ impl<'a> Stage<'a> {
         if ctx.has(NON_ICMP) {
             if let Some((_, _, t0)) = es.iter().find(|e| e.0 == 0 && e.2 != default) {
                 branches.push((
-                    format!("! -p {}", self.fam.proto(crate::model::Proto::Icmp)),
+                    format!("! -p {}", self.fam.proto(self.fam.icmp_proto())),
                     t0.clone(),
                 ));
             }

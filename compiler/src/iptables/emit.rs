@@ -91,7 +91,6 @@ fn emit_here(
     let (_, num) = g.dag.numbering();
     let num: FastMap<NodeId, usize> = num.into_iter().collect();
     let r = g.dag.roots;
-    let ctx = flow::contexts(g, &[r.steer, r.egress, r.ingress]);
     let kinds = steer_kinds(g);
     let mut sets = Sets::default();
     let st = &g.services;
@@ -105,6 +104,7 @@ fn emit_here(
     let mut stats = Vec::new();
     let mut too_deep = Vec::new();
     for fam in [Family::V4, Family::V6] {
+        let ctx = flow::contexts(g, &[r.steer, r.egress, r.ingress], fam);
         let mut t = FamilyGen {
             g,
             opts,

@@ -8,8 +8,15 @@
 //! packets: a protocol without ports has destination port 0; a non-ICMP
 //! packet has ICMP type 0 and code 0; a protocol the model does not know
 //! (`Other`) takes every protocol test's else branch.
+//!
+//! The contexts are per family: the `ICMP` bit is the family's ICMP
+//! (`icmp` in iptables, `icmp6` in ip6tables). The other family's ICMP is
+//! a protocol without a keyword there (docs/language.md §4, "Headers"):
+//! no packet of this family takes a test on it (its then-edge has an
+//! empty context, so no rule is emitted for it), and a packet carrying
+//! its number is `Other`.
 
-use super::text::FastMap;
+use super::text::{Family, FastMap};
 use crate::flowhash::proto_number;
 use crate::graph::ir::{Cond, Node, NodeId, TableKey};
 use crate::graph::Graph;
@@ -24,19 +31,24 @@ pub const PORTS: u8 = TCP | UDP | SCTP;
 pub const NON_ICMP: u8 = TCP | UDP | SCTP | OTHER;
 pub const NO_PORTS: u8 = ICMP | OTHER;
 
-pub const MODEL_PROTOS: [(u8, Proto); 4] = [
-    (TCP, Proto::Tcp),
-    (UDP, Proto::Udp),
-    (SCTP, Proto::Sctp),
-    (ICMP, Proto::Icmp),
-];
+/// The keyword protocols a packet of `fam` can have, with their bits.
+pub fn model_protos(fam: Family) -> [(u8, Proto); 4] {
+    [
+        (TCP, Proto::Tcp),
+        (UDP, Proto::Udp),
+        (SCTP, Proto::Sctp),
+        (ICMP, fam.icmp_proto()),
+    ]
+}
 
-pub fn bit(p: Proto) -> u8 {
+/// The bit of `p` in `fam` (0: no packet of `fam` is `p`).
+pub fn bit(p: Proto, fam: Family) -> u8 {
     match p {
         Proto::Tcp => TCP,
         Proto::Udp => UDP,
         Proto::Sctp => SCTP,
-        Proto::Icmp => ICMP,
+        Proto::Icmp | Proto::Icmp6 if p == fam.icmp_proto() => ICMP,
+        Proto::Icmp | Proto::Icmp6 => 0,
     }
 }
 
@@ -109,8 +121,8 @@ impl Ctx {
 }
 
 /// The protocol bits whose number is in `lo..=hi`.
-pub fn protos_in(lo: u32, hi: u32) -> u8 {
-    MODEL_PROTOS
+pub fn protos_in(lo: u32, hi: u32, fam: Family) -> u8 {
+    model_protos(fam)
         .iter()
         .filter(|(_, p)| {
             let n = u32::from(proto_number(*p));
@@ -120,11 +132,11 @@ pub fn protos_in(lo: u32, hi: u32) -> u8 {
 }
 
 /// The edge contexts of a node, in `Node::children` order.
-pub fn edges(node: &Node, c: Ctx) -> Vec<Ctx> {
+pub fn edges(node: &Node, c: Ctx, fam: Family) -> Vec<Ctx> {
     match node {
         Node::Test { cond, .. } => {
             let (t, e) = match *cond {
-                Cond::Proto(p) => (c.keep(bit(p)), c.keep(!bit(p))),
+                Cond::Proto(p) => (c.keep(bit(p, fam)), c.keep(!bit(p, fam))),
                 Cond::DPort { lo, .. } => {
                     let zero = lo == 0;
                     (
@@ -148,7 +160,7 @@ pub fn edges(node: &Node, c: Ctx) -> Vec<Ctx> {
             let mut v: Vec<Ctx> = entries
                 .iter()
                 .map(|e| match key {
-                    TableKey::Proto => c.keep(protos_in(e.lo, e.hi)),
+                    TableKey::Proto => c.keep(protos_in(e.lo, e.hi, fam)),
                     TableKey::DPort => c.keep(if e.lo == 0 { !0 } else { PORTS }),
                     TableKey::IcmpType => c
                         .types_where(|t| e.lo <= u32::from(t) && u32::from(t) <= e.hi)
@@ -159,7 +171,9 @@ pub fn edges(node: &Node, c: Ctx) -> Vec<Ctx> {
                 .collect();
             let d = match key {
                 TableKey::Proto => {
-                    let covered = entries.iter().fold(0, |m, e| m | protos_in(e.lo, e.hi));
+                    let covered = entries
+                        .iter()
+                        .fold(0, |m, e| m | protos_in(e.lo, e.hi, fam));
                     c.keep(!covered)
                 }
                 TableKey::DPort => c.keep(if zero_entry { PORTS } else { !0 }),
@@ -180,8 +194,9 @@ pub fn edges(node: &Node, c: Ctx) -> Vec<Ctx> {
     }
 }
 
-/// The context of every node reachable from `roots`.
-pub fn contexts(g: &Graph, roots: &[NodeId]) -> FastMap<NodeId, Ctx> {
+/// The context of every node reachable from `roots`, for packets of
+/// `fam`.
+pub fn contexts(g: &Graph, roots: &[NodeId], fam: Family) -> FastMap<NodeId, Ctx> {
     let mut ctx: FastMap<NodeId, Ctx> = FastMap::default();
     for &r in roots {
         ctx.insert(r, Ctx::ALL);
@@ -195,7 +210,7 @@ pub fn contexts(g: &Graph, roots: &[NodeId]) -> FastMap<NodeId, Ctx> {
             continue;
         };
         let node = g.node(n);
-        for ((_, child), cc) in node.children().into_iter().zip(edges(node, c)) {
+        for ((_, child), cc) in node.children().into_iter().zip(edges(node, c, fam)) {
             ctx.entry(child).or_insert(Ctx::NONE).join(&cc);
         }
     }

@@ -49,14 +49,26 @@ impl Family {
         }
     }
 
-    /// `-p` argument for a model protocol (ICMP is ICMPv6 on IPv6).
+    /// `-p` argument for a model protocol. `icmp` rules are emitted into
+    /// iptables only and `icmp6` rules into ip6tables only (see
+    /// [`Family::icmp_proto`] and `flow::model_protos`).
     pub fn proto(self, p: Proto) -> &'static str {
         match (p, self) {
             (Proto::Tcp, _) => "tcp",
             (Proto::Udp, _) => "udp",
             (Proto::Sctp, _) => "sctp",
-            (Proto::Icmp, Family::V4) => "icmp",
-            (Proto::Icmp, Family::V6) => "ipv6-icmp",
+            (Proto::Icmp, _) => "icmp",
+            (Proto::Icmp6, _) => "ipv6-icmp",
+        }
+    }
+
+    /// The family's ICMP: `icmp` in iptables, `icmp6` in ip6tables (the
+    /// other one is a protocol without a keyword there: docs/language.md
+    /// §4, "Headers").
+    pub fn icmp_proto(self) -> Proto {
+        match self {
+            Family::V4 => Proto::Icmp,
+            Family::V6 => Proto::Icmp6,
         }
     }
 

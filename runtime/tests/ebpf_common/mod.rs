@@ -17,7 +17,7 @@ use weir_compiler::ebpf::layout;
 use weir_compiler::flowhash::proto_number;
 use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
-use weir_compiler::model::{Model, Proto};
+use weir_compiler::model::Model;
 use weir_compiler::source::MemoryLoader;
 use weir_runtime::ebpf::load::{delete_raw, keys_raw, update_raw};
 use weir_runtime::ebpf::{counters, load, Generation};
@@ -47,7 +47,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 /// type / code.
 pub fn normalize(p: &Packet) -> Packet {
     let mut p = p.clone();
-    if p.proto == Proto::Icmp {
+    if p.proto.is_icmp() {
         p.sport = 0;
         p.dport = 0;
     } else {
@@ -136,10 +136,7 @@ pub fn ct_key(p: &Packet) -> Vec<u8> {
     put(&mut k, 16, p.dst);
     k[32..34].copy_from_slice(&p.sport.to_ne_bytes());
     k[34..36].copy_from_slice(&p.dport.to_ne_bytes());
-    k[36] = match (p.proto, p.src) {
-        (Proto::Icmp, IpAddr::V6(_)) => 58,
-        (pr, _) => proto_number(pr),
-    };
+    k[36] = proto_number(p.proto);
     k[37] = if p.src.is_ipv4() { 4 } else { 6 };
     // Canonical order, as the programs build it: the smaller (first 8
     // address bytes, next 8, port) end first, words in native order.

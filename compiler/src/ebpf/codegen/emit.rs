@@ -847,10 +847,10 @@ impl Gen<'_> {
 
         em.a.set_origin(
             Origin::NONE,
-            Some("service: no backends → TCP reset, else drop"),
+            Some("service: no backends → TCP reset, ICMP port unreachable (IPv4 UDP), else drop"),
         );
         em.bind(rejected);
-        self.tcp_reset(em);
+        self.reject(em);
 
         em.a.set_origin(
             Origin::NONE,
@@ -883,7 +883,7 @@ impl Gen<'_> {
     /// swapped, payload and options cut, `RST` (with `ACK` = seq + length
     /// when the offending segment had no ACK, else seq = its ack), fresh
     /// IPv4 and TCP checksums.
-    fn tcp_reset(&self, em: &mut Em) {
+    pub(super) fn tcp_reset(&self, em: &mut Em) {
         let drop = em.drop;
         // Frame copy: Ethernet (14) + IPv4 (20) + TCP (20) = 54 bytes at B
         // (B ≡ 2 mod 4, so the IP and TCP headers are 4-aligned); the
@@ -1033,7 +1033,7 @@ impl Gen<'_> {
 
     /// `*(u16 *)(fp + out) = ~fold(csum(fp + from, len))` (len a multiple
     /// of 4; the checksum field inside must be zero).
-    fn csum_into(&self, em: &mut Em, from: i16, len: i32, out: i16) {
+    pub(super) fn csum_into(&self, em: &mut Em, from: i16, len: i32, out: i16) {
         em.push(Op::mov64(R1, 0));
         em.push(Op::mov64(R2, 0));
         em.push(Op::mov64(R3, R10));

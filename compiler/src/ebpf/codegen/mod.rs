@@ -60,7 +60,8 @@
 //!    sender (MACs, addresses and ports swapped, payload cut, RST|ACK
 //!    acking the segment or RST with its ack as sequence number, fresh
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
-//!    (`TC_ACT_REDIRECT`); UDP (no ICMP port-unreachable yet), SCTP and
+//!    (`TC_ACT_REDIRECT`); an IPv4 UDP datagram is answered the same way
+//!    with an ICMP port unreachable quoting it (`reject.rs`); SCTP and
 //!    IPv6 are dropped. TCP and UDP frontends of both families are
 //!    translated; SCTP frontends are refused at compile time
 //!    ([`untranslated_frontends`], E0501) unless
@@ -123,6 +124,7 @@
 
 pub mod emit;
 pub mod parse;
+mod reject;
 pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -21,11 +21,18 @@
 //! header lengths merge at every step (pruned states) instead of
 //! multiplying (3^8). Only IPv6 packets with extension headers take the
 //! walk; IPv4 and plain IPv6 do not.
+//!
+//! The protocol the rules see ([`ctx::PROTO`]) is the wire protocol,
+//! except that the other family's ICMP — protocol 58 in IPv4, next header
+//! 1 in IPv6 — reads as [`OTHER_PROTO`]: `icmp` is ICMPv4 and `icmp6`
+//! ICMPv6, each in its own family only (`crate::interp::rule_proto`).
+//! Only the family's ICMP has its type and code read; any other packet
+//! has them 0, as the decision graph assumes.
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb, TC_ACT_SHOT};
 use crate::ebpf::{AluOp, ByteOrder, JmpCond, Label, Op, Origin, Reg, Size};
-use crate::interp::MAX_EXTENSION_HEADERS;
+use crate::interp::{MAX_EXTENSION_HEADERS, OTHER_PROTO};
 use crate::provenance::Provenance;
 
 use Reg::*;
@@ -110,7 +117,7 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R6, ctx::FAMILY, 4));
         em.push(Op::load(Size::U8, R4, R2, 23));
         em.push(Op::store(Size::U8, R6, ctx::RAW_PROTO, R4));
-        em.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
+        Self::store_rule_proto(em, 58);
         // A non-first fragment carries no transport header.
         em.push(Op::load(Size::U16, R0, R2, 20));
         em.push(be16(R0));
@@ -119,6 +126,16 @@ impl Gen<'_> {
         em.push(Op::alu64(AluOp::Add, R2, 14));
         em.push(Op::alu64(AluOp::Add, R2, R5));
         em.push(Op::Ja { target: x.l4 });
+    }
+
+    /// `ctx.PROTO` = r4, or [`OTHER_PROTO`] when r4 is `foreign_icmp`
+    /// (the other family's ICMP). Keeps r4.
+    fn store_rule_proto(em: &mut Em, foreign_icmp: i32) {
+        let own = em.label("rule_proto");
+        em.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
+        em.jmp(JmpCond::Ne, R4, foreign_icmp, own);
+        em.push(Op::store(Size::U8, R6, ctx::PROTO, i32::from(OTHER_PROTO)));
+        em.bind(own);
     }
 
     /// Jumps to `to` if r4 is an extension header the walk steps over.
@@ -167,11 +184,7 @@ impl Gen<'_> {
 
         em.bind(upper);
         em.push(Op::store(Size::U8, R6, ctx::RAW_PROTO, R4));
-        em.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
-        let not_icmp6 = em.label("not_icmp6");
-        em.jmp(JmpCond::Ne, R4, 58, not_icmp6);
-        em.push(Op::store(Size::U8, R6, ctx::PROTO, 1));
-        em.bind(not_icmp6);
+        Self::store_rule_proto(em, 1);
         // Falls through to the transport header (`x.l4`, laid out next).
     }
 
@@ -212,13 +225,15 @@ impl Gen<'_> {
     }
 
     /// The transport header at r2: ports of TCP / UDP / SCTP, type and
-    /// code of ICMP / ICMPv6; the denied exits.
+    /// code of the family's ICMP (ICMP in IPv4, ICMPv6 in IPv6: dispatched
+    /// on `ctx.PROTO`, where the other family's ICMP is [`OTHER_PROTO`]);
+    /// the denied exits.
     fn transport(&self, em: &mut Em, x: &Exits) {
         let ports = em.label("ports");
         let icmp = em.label("icmp");
         let done = em.label("l4_done");
         em.bind(x.l4);
-        em.push(Op::load(Size::U8, R4, R6, ctx::RAW_PROTO));
+        em.push(Op::load(Size::U8, R4, R6, ctx::PROTO));
         for p in [6, 17, 132] {
             em.jmp(JmpCond::Eq, R4, p, ports);
         }

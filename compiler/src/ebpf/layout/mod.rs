@@ -29,7 +29,9 @@ pub mod ctx {
     pub const DST: i16 = 16; // [u8; 16]
     pub const SPORT: i16 = 32; // u16
     pub const DPORT: i16 = 34; // u16
-    /// Normalized protocol (ICMPv6 reads as 1, like `icmp` in the language).
+    /// The protocol the rules see: the wire protocol, except the other
+    /// family's ICMP (58 in IPv4, 1 in IPv6) reads as
+    /// `interp::OTHER_PROTO` (`icmp` is ICMPv4 only, `icmp6` ICMPv6 only).
     pub const PROTO: i16 = 36; // u8
     pub const ICMP_TYPE: i16 = 37; // u8
     pub const ICMP_CODE: i16 = 38; // u8

@@ -54,7 +54,9 @@
 //!
 //! - **Reject**: in the policy pipeline an IPv4 TCP segment to a frontend
 //!   without backends is answered with a reset (`codegen::emit`,
-//!   `tcp_reset`); UDP gets no ICMP port-unreachable yet (counted drop);
+//!   `tcp_reset`), an IPv4 UDP datagram with an ICMP port unreachable
+//!   (`codegen::reject`); IPv6 gets no ICMPv6 answer yet (IPv6 frontends
+//!   are refused);
 //!   the standalone TC program drops; `connect()` fails with `EPERM`.
 //! - An IPv6 socket's IPv4-mapped destination is not balanced at connect
 //!   time (its IPv4 packets are, by the TC path).

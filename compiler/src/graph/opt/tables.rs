@@ -64,6 +64,7 @@ fn side_atom(n: &Node) -> Option<(bool, AtomId, NodeId, NodeId)> {
 fn proto_of(n: u32) -> Option<Proto> {
     match n {
         1 => Some(Proto::Icmp),
+        58 => Some(Proto::Icmp6),
         6 => Some(Proto::Tcp),
         17 => Some(Proto::Udp),
         132 => Some(Proto::Sctp),
