@@ -1,0 +1,226 @@
+//! `weir diff`: the exact connectivity change between two programs.
+//!
+//! ```text
+//! OLD graph ─┐                         ┌─ decide(OLD) on the whole space
+//!            ├─ space: joint classes ──┤   └─ decide(NEW) on each piece
+//! NEW graph ─┘   (common refinement)   └─ pieces whose verdicts differ ─▶ rows
+//! ```
+//!
+//! Computed from the two decision graphs the compiler deploys, never by
+//! sampling packets: [`space`] refines both programs' address classes
+//! into joint classes, [`region`] walks a graph symbolically over regions
+//! of (source class, destination class, protocol, port, ICMP type and
+//! code), [`compare`] runs both pipelines and keeps the pieces whose
+//! verdict changes, and this module turns those pieces into rows —
+//! (source group, destination group, protocol, ports or ICMP type/code)
+//! with the OLD and NEW deciding provenance — named by [`groups`].
+//!
+//! What a row means: every *new* connection (not a reply of an
+//! established one; whole packets) sent from an address of the source
+//! group to an address of the destination group, on those ports, changes
+//! verdict, from the OLD decision to the NEW one. Packets sent to a
+//! service frontend (address, port, protocol) are left out of the rows:
+//! the service stage translates them first, so their verdict is that of
+//! the chosen backend's row, and [`services`] lists the frontends whose
+//! translation changed. Steering actions other than `bypass` do not
+//! change a verdict and are not compared.
+
+pub mod compare;
+pub mod groups;
+pub mod region;
+pub mod services;
+pub mod space;
+
+#[cfg(test)]
+mod tests;
+
+use crate::graph::Graph;
+use crate::model::{Model, Proto};
+use compare::Decision;
+use groups::Group;
+use region::{has_ports, proto_of_number, Ivs};
+use services::ServiceChange;
+use space::Space;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One program as the diff reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    pub model: &'a Model,
+    pub graph: &'a Graph,
+}
+
+/// One changed (source group, destination group, protocol, ports) row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Index into [`Diff::groups`].
+    pub src: usize,
+    pub dst: usize,
+    pub proto: Proto,
+    /// Destination port ranges (tcp, udp, sctp); empty for ICMP.
+    pub ports: Vec<(u16, u16)>,
+    /// ICMP type and code ranges (ICMP only; empty otherwise).
+    pub icmp_types: Vec<(u8, u8)>,
+    pub icmp_codes: Vec<(u8, u8)>,
+    pub old: Decision,
+    pub new: Decision,
+}
+
+impl Change {
+    /// Denied by OLD, allowed by NEW.
+    pub fn allows_more(&self) -> bool {
+        !self.old.allow && self.new.allow
+    }
+}
+
+/// The overall direction of a diff (what `weir diff`'s exit code says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// No row and no service change.
+    Same,
+    /// Some row goes from deny to allow, or a frontend or backend was
+    /// added.
+    AllowsMore,
+    /// Changes, none of which allows more.
+    DeniesMore,
+}
+
+/// The whole result.
+#[derive(Debug, Clone)]
+pub struct Diff {
+    /// The groups the rows name, in address order.
+    pub groups: Vec<Group>,
+    /// Sorted by (source group, destination group, protocol, first port).
+    pub changes: Vec<Change>,
+    pub services: Vec<ServiceChange>,
+    pub space: Space,
+}
+
+impl Diff {
+    pub fn summary(&self) -> Summary {
+        if self.changes.iter().any(Change::allows_more) || self.services.iter().any(|s| s.adds()) {
+            Summary::AllowsMore
+        } else if self.changes.is_empty() && self.services.is_empty() {
+            Summary::Same
+        } else {
+            Summary::DeniesMore
+        }
+    }
+}
+
+fn to_u16(v: &Ivs) -> Vec<(u16, u16)> {
+    v.0.iter().map(|&(a, b)| (a as u16, b as u16)).collect()
+}
+
+fn to_u8(v: &Ivs) -> Vec<(u8, u8)> {
+    v.0.iter().map(|&(a, b)| (a as u8, b as u8)).collect()
+}
+
+/// Row key before naming: joint classes, protocol number, ICMP ranges,
+/// decisions.
+type Key = (usize, usize, u32, Option<(Ivs, Ivs)>, Decision, Decision);
+
+/// Diff two programs (module docs).
+pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
+    let space = Space::build((old.model, old.graph), (new.model, new.graph));
+    let changed = crate::graph::with_stack(|| {
+        compare::changed(
+            space.len(),
+            (old.graph, &space.old),
+            (new.graph, &space.new),
+        )
+    });
+    // Frontend (address, protocol) → ports the service stage translates.
+    let mut fe_ports: BTreeMap<(std::net::IpAddr, u32), BTreeSet<u16>> = BTreeMap::new();
+    for g in [old.graph, new.graph] {
+        for f in &g.services.frontends {
+            let n = u32::from(crate::flowhash::proto_number(f.frontend.proto));
+            fe_ports
+                .entry((f.frontend.addr, n))
+                .or_default()
+                .insert(f.frontend.port);
+        }
+    }
+    let mut rows: BTreeMap<Key, Ivs> = BTreeMap::new();
+    for c in &changed {
+        let r = &c.region;
+        for s in r.src.iter() {
+            for d in r.dst.iter() {
+                for &(plo, phi) in &r.proto.0 {
+                    for p in plo..=phi {
+                        let Some(proto) = proto_of_number(p) else {
+                            continue;
+                        };
+                        let (icmp, mut ports) = if has_ports(proto) {
+                            (None, r.dport.clone())
+                        } else {
+                            (
+                                Some((r.icmp_type.clone(), r.icmp_code.clone())),
+                                Ivs::default(),
+                            )
+                        };
+                        if let Some(a) = space.joints[d].frontend {
+                            for &port in fe_ports.get(&(a, p)).into_iter().flatten() {
+                                ports = ports.without(u32::from(port));
+                            }
+                            if icmp.is_none() && ports.is_empty() {
+                                continue;
+                            }
+                        }
+                        let e = rows.entry((s, d, p, icmp, c.old, c.new)).or_default();
+                        *e = e.union(&ports);
+                    }
+                }
+            }
+        }
+    }
+    let used: BTreeSet<usize> = rows.keys().flat_map(|k| [k.0, k.1]).collect();
+    let used: Vec<usize> = used.into_iter().collect();
+    let position: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &j)| (j, i)).collect();
+    let classify = |a| space.classify(old.graph, new.graph, a);
+    let groups = groups::groups(&space, old.model, new.model, &used, classify);
+    let mut changes: Vec<Change> = rows
+        .into_iter()
+        .map(|((s, d, p, icmp, o, n), ports)| {
+            let proto = proto_of_number(p).expect("a known protocol");
+            let (icmp_types, icmp_codes) = match &icmp {
+                Some((t, c)) => (to_u8(t), to_u8(c)),
+                None => (Vec::new(), Vec::new()),
+            };
+            Change {
+                src: position[&s],
+                dst: position[&d],
+                proto,
+                ports: to_u16(&ports),
+                icmp_types,
+                icmp_codes,
+                old: o,
+                new: n,
+            }
+        })
+        .collect();
+    changes.sort_by(|a, b| {
+        (
+            a.src,
+            a.dst,
+            a.proto,
+            &a.ports,
+            &a.icmp_types,
+            &a.icmp_codes,
+        )
+            .cmp(&(
+                b.src,
+                b.dst,
+                b.proto,
+                &b.ports,
+                &b.icmp_types,
+                &b.icmp_codes,
+            ))
+    });
+    Diff {
+        groups,
+        changes,
+        services: services::changes(old.graph, new.graph),
+        space,
+    }
+}
