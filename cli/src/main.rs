@@ -10,6 +10,7 @@ mod apply;
 mod check;
 mod compile;
 mod context;
+mod diff;
 mod ebpf_cmd;
 mod endpoints;
 mod explain;
@@ -40,6 +41,10 @@ enum Command {
     Compile(compile::Args),
     /// Explain the verdict for one packet: which rule decided, and where.
     Trace(trace::Args),
+    /// The exact connectivity change between two programs (or two git
+    /// revisions of one): exit 0 no change, 3 allows more, 4 only denies
+    /// more.
+    Diff(diff::Args),
     /// Run the `test` blocks of policy files.
     Test(test::Args),
     /// Format policy files in the canonical layout.
@@ -93,6 +98,7 @@ fn main() {
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Test(args) => test::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Lsp(args) => lsp::run(args),

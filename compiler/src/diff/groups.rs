@@ -5,6 +5,7 @@
 //! rest of the address space.
 
 use super::space::{Joint, Space};
+use crate::cidrs;
 use crate::model::{Cidr, Model};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -53,6 +54,68 @@ impl Endpoints {
 }
 
 const LIST: usize = 4;
+
+/// Merged address intervals: (IPv6, first, last).
+type Interval = (bool, u128, u128);
+
+fn intervals(cidrs: &[Cidr]) -> Vec<Interval> {
+    let mut v: Vec<Interval> = cidrs
+        .iter()
+        .map(|c| {
+            let (v6, bits, x) = match c.addr {
+                IpAddr::V4(a) => (false, 32u32, u128::from(u32::from(a))),
+                IpAddr::V6(a) => (true, 128u32, u128::from(a)),
+            };
+            let host = bits - u32::from(c.len);
+            let span = if host >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host) - 1
+            };
+            (v6, x, x | span)
+        })
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<Interval> = Vec::with_capacity(v.len());
+    for (v6, lo, hi) in v {
+        match out.last_mut() {
+            Some(l) if l.0 == v6 && lo <= l.2.saturating_add(1) => l.2 = l.2.max(hi),
+            _ => out.push((v6, lo, hi)),
+        }
+    }
+    out
+}
+
+fn addr(v6: bool, x: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(x.into())
+    } else {
+        IpAddr::V4((x as u32).into())
+    }
+}
+
+/// A prefix when the interval is one, else `first–last`.
+fn interval_text(&(v6, lo, hi): &Interval) -> String {
+    let size = hi - lo;
+    let bits = if v6 { 128 } else { 32 };
+    if size.wrapping_add(1) & size == 0 && lo & size == 0 {
+        let len = bits - (128 - size.leading_zeros()).min(bits);
+        return format!("{}/{len}", addr(v6, lo));
+    }
+    format!("{}–{}", addr(v6, lo), addr(v6, hi))
+}
+
+/// The named set (of either program) that is exactly these addresses.
+fn named_set(iv: &[Interval], old: &Model, new: &Model) -> Option<String> {
+    for m in [new, old] {
+        for (name, set) in &m.named_sets {
+            if intervals(&cidrs::minus(&set.include, &set.exclude)) == iv {
+                return Some(name.clone());
+            }
+        }
+    }
+    None
+}
 
 fn list<T: std::fmt::Display>(xs: &[T]) -> String {
     let shown: Vec<String> = xs.iter().take(LIST).map(|x| x.to_string()).collect();
@@ -146,7 +209,14 @@ pub fn groups(
             if let Some((a, svcs)) = &frontend {
                 parts.push(format!("{a} (frontend of {})", svcs.join(", ")));
             } else if !cidrs.is_empty() {
-                parts.push(list(&cidrs));
+                let iv = intervals(&cidrs);
+                match named_set(&iv, old, new) {
+                    Some(n) => parts.push(format!("set {n}")),
+                    None => {
+                        let t: Vec<String> = iv.iter().map(interval_text).collect();
+                        parts.push(list(&t));
+                    }
+                }
             }
             if joint.other {
                 parts.push("any other address".into());

@@ -53,9 +53,10 @@ pub struct Side<'a> {
 /// One changed (source group, destination group, protocol, ports) row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// Index into [`Diff::groups`].
-    pub src: usize,
-    pub dst: usize,
+    /// Indices into [`Diff::groups`]: every source group, every
+    /// destination group whose connections change alike (sorted).
+    pub src: Vec<usize>,
+    pub dst: Vec<usize>,
     pub proto: Proto,
     /// Destination port ranges (tcp, udp, sctp); empty for ICMP.
     pub ports: Vec<(u16, u16)>,
@@ -94,9 +95,34 @@ pub struct Diff {
     pub changes: Vec<Change>,
     pub services: Vec<ServiceChange>,
     pub space: Space,
+    /// Every joint class's group name (for "any address except …").
+    joint_names: Vec<String>,
 }
 
 impl Diff {
+    /// How a row's source or destination list reads: "any address" when
+    /// it holds every joint class, else its groups' names.
+    /// When most of the space is listed, it reads "any address except
+    /// …" instead.
+    pub fn names(&self, groups: &[usize]) -> String {
+        let joints: BTreeSet<usize> = groups.iter().map(|&g| self.groups[g].joint).collect();
+        let rest: Vec<&str> = (0..self.space.len())
+            .filter(|j| !joints.contains(j))
+            .map(|j| self.joint_names[j].as_str())
+            .collect();
+        if rest.is_empty() {
+            return "any address".into();
+        }
+        if rest.len() <= 3 && rest.len() < joints.len() {
+            return format!("any address except {}", rest.join("; "));
+        }
+        let names: Vec<&str> = groups
+            .iter()
+            .map(|&g| self.groups[g].name.as_str())
+            .collect();
+        names.join("; ")
+    }
+
     pub fn summary(&self) -> Summary {
         if self.changes.iter().any(Change::allows_more) || self.services.iter().any(|s| s.adds()) {
             Summary::AllowsMore
@@ -174,22 +200,44 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
             }
         }
     }
-    let used: BTreeSet<usize> = rows.keys().flat_map(|k| [k.0, k.1]).collect();
+    // Rows that differ only in the source group are one row, then rows
+    // that differ only in the destination group.
+    type Rest = (u32, Option<(Ivs, Ivs)>, Ivs, Decision, Decision);
+    let mut by_dst: BTreeMap<(usize, Rest), Vec<usize>> = BTreeMap::new();
+    for ((s, d, p, icmp, o, n), ports) in rows {
+        by_dst
+            .entry((d, (p, icmp, ports, o, n)))
+            .or_default()
+            .push(s);
+    }
+    let mut by_src: BTreeMap<(Vec<usize>, Rest), Vec<usize>> = BTreeMap::new();
+    for ((d, rest), srcs) in by_dst {
+        by_src.entry((srcs, rest)).or_default().push(d);
+    }
+    let used: BTreeSet<usize> = by_src
+        .iter()
+        .flat_map(|((s, _), d)| s.iter().chain(d).copied())
+        .collect();
     let used: Vec<usize> = used.into_iter().collect();
     let position: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &j)| (j, i)).collect();
     let classify = |a| space.classify(old.graph, new.graph, a);
-    let groups = groups::groups(&space, old.model, new.model, &used, classify);
-    let mut changes: Vec<Change> = rows
+    let all: Vec<usize> = (0..space.len()).collect();
+    let joint_names = groups::groups(&space, old.model, new.model, &all, &classify)
         .into_iter()
-        .map(|((s, d, p, icmp, o, n), ports)| {
+        .map(|g| g.name)
+        .collect();
+    let groups = groups::groups(&space, old.model, new.model, &used, &classify);
+    let mut changes: Vec<Change> = by_src
+        .into_iter()
+        .map(|((s, (p, icmp, ports, o, n)), d)| {
             let proto = proto_of_number(p).expect("a known protocol");
             let (icmp_types, icmp_codes) = match &icmp {
                 Some((t, c)) => (to_u8(t), to_u8(c)),
                 None => (Vec::new(), Vec::new()),
             };
             Change {
-                src: position[&s],
-                dst: position[&d],
+                src: s.iter().map(|j| position[j]).collect(),
+                dst: d.iter().map(|j| position[j]).collect(),
                 proto,
                 ports: to_u16(&ports),
                 icmp_types,
@@ -201,16 +249,16 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
         .collect();
     changes.sort_by(|a, b| {
         (
-            a.src,
-            a.dst,
+            &a.src,
+            &a.dst,
             a.proto,
             &a.ports,
             &a.icmp_types,
             &a.icmp_codes,
         )
             .cmp(&(
-                b.src,
-                b.dst,
+                &b.src,
+                &b.dst,
                 b.proto,
                 &b.ports,
                 &b.icmp_types,
@@ -222,5 +270,6 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
         changes,
         services: services::changes(old.graph, new.graph),
         space,
+        joint_names,
     }
 }

@@ -108,8 +108,8 @@ fn rows_of<'d>(d: &'d Diff, go: &Graph, gn: &Graph, p: &Packet) -> Vec<&'d Chang
     d.changes
         .iter()
         .filter(|c| {
-            d.groups[c.src].joint == js
-                && d.groups[c.dst].joint == jd
+            c.src.iter().any(|&g| d.groups[g].joint == js)
+                && c.dst.iter().any(|&g| d.groups[g].joint == jd)
                 && c.proto == p.proto
                 && in_port_row(c, p)
         })
@@ -252,30 +252,38 @@ fn check_pair(tag: &str, seed: u64, old: &Model, new: &Model, c: &mut Counts) {
     }
     for ch in &d.changes {
         c.rows += 1;
-        let sj = &d.space.joints[d.groups[ch.src].joint];
-        let dj = &d.space.joints[d.groups[ch.dst].joint];
-        let (port, ty, code) = if region::has_ports(ch.proto) {
-            (ch.ports[0].0, 0, 0)
-        } else {
-            (0, ch.icmp_types[0].0, ch.icmp_codes[0].0)
-        };
-        for s in witnesses(sj) {
-            for t in witnesses(dj) {
-                let mut p = Packet::new(ch.proto, s, 40000, t, port);
-                p.icmp_type = ty;
-                p.icmp_code = code;
-                let o = io.evaluate(&p);
-                let n = inw.evaluate(&p);
-                assert!(
-                    o.service.is_none() && n.service.is_none(),
-                    "{tag} seed {seed}: witness {p:?} hits a service"
-                );
-                assert_eq!(
-                    (o.verdict, o.decided_by, n.verdict, n.decided_by),
-                    (ch.old.verdict(), ch.old.by, ch.new.verdict(), ch.new.by),
-                    "{tag} seed {seed}: witness {p:?} of row {ch:?}"
-                );
-                c.witnesses += 1;
+        // Every source group against one destination group, and the reverse.
+        let pairs = ch
+            .src
+            .iter()
+            .map(|&s| (s, ch.dst[0]))
+            .chain(ch.dst.iter().map(|&d| (ch.src[0], d)));
+        for (sg, dg) in pairs {
+            let sj = &d.space.joints[d.groups[sg].joint];
+            let dj = &d.space.joints[d.groups[dg].joint];
+            let (port, ty, code) = if region::has_ports(ch.proto) {
+                (ch.ports[0].0, 0, 0)
+            } else {
+                (0, ch.icmp_types[0].0, ch.icmp_codes[0].0)
+            };
+            for s in witnesses(sj) {
+                for t in witnesses(dj) {
+                    let mut p = Packet::new(ch.proto, s, 40000, t, port);
+                    p.icmp_type = ty;
+                    p.icmp_code = code;
+                    let o = io.evaluate(&p);
+                    let n = inw.evaluate(&p);
+                    assert!(
+                        o.service.is_none() && n.service.is_none(),
+                        "{tag} seed {seed}: witness {p:?} hits a service"
+                    );
+                    assert_eq!(
+                        (o.verdict, o.decided_by, n.verdict, n.decided_by),
+                        (ch.old.verdict(), ch.old.by, ch.new.verdict(), ch.new.by),
+                        "{tag} seed {seed}: witness {p:?} of row {ch:?}"
+                    );
+                    c.witnesses += 1;
+                }
             }
         }
     }
