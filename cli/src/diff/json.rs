@@ -80,6 +80,8 @@ pub fn report(d: &Diff, old: &Program, new: &Program) -> Value {
             json!({
                 "from": c.src,
                 "to": c.dst,
+                "from_name": d.names(&c.src),
+                "to_name": d.names(&c.dst),
                 "proto": proto_name(c.proto),
                 "ports": ranges(&c.ports),
                 "icmp_types": ranges(&c.icmp_types),
