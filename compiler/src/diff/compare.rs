@@ -22,7 +22,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn of(verdict: Verdict, by: Provenance) -> Decision {
+    pub fn of(verdict: Verdict, by: Provenance) -> Decision {
         Decision {
             allow: verdict == Verdict::Allow,
             by,
@@ -38,37 +38,60 @@ impl Decision {
     }
 }
 
-/// One program's decisions on the pieces of `region`.
+/// One program's decisions on the pieces of `region`, packets as sent to
+/// their destination (no service translation).
 pub fn decide(g: &Graph, m: &JointMap, region: Region) -> Vec<(Region, Decision)> {
+    let mut out = Vec::new();
+    for (r, bypass) in steer(g, m, region) {
+        match bypass {
+            Some(d) => out.push((r, d)),
+            None => out.extend(policy(g, m, r)),
+        }
+    }
+    out
+}
+
+/// The steer entry: each piece with its `bypass` decision, if any.
+pub fn steer(g: &Graph, m: &JointMap, region: Region) -> Vec<(Region, Option<Decision>)> {
+    walk(g, m, g.dag.roots.steer, region)
+        .into_iter()
+        .map(|(r, leaf)| {
+            let bypass = match *leaf {
+                Node::Steer(SteerLeaf::Hit { steer, index })
+                    if g.steer_actions[steer][index] == SteerAction::Bypass =>
+                {
+                    Some(Decision::of(
+                        Verdict::Allow,
+                        Provenance::Bypass { steer, index },
+                    ))
+                }
+                _ => None,
+            };
+            (r, bypass)
+        })
+        .collect()
+}
+
+/// Egress, then — where egress allowed — ingress.
+pub fn policy(g: &Graph, m: &JointMap, region: Region) -> Vec<(Region, Decision)> {
     let prov = |id: u32| *g.provenance.get(id).expect("provenance id in range");
     let mut out = Vec::new();
-    for (r, leaf) in walk(g, m, g.dag.roots.steer, region) {
-        if let Node::Steer(SteerLeaf::Hit { steer, index }) = *leaf {
-            if g.steer_actions[steer][index] == SteerAction::Bypass {
-                out.push((
-                    r,
-                    Decision::of(Verdict::Allow, Provenance::Bypass { steer, index }),
-                ));
-                continue;
-            }
+    for (r, eg) in walk(g, m, g.dag.roots.egress, region) {
+        let Node::Verdict(eg) = eg else {
+            panic!("internal compiler error: egress entry ended in {eg:?}")
+        };
+        let e = (eg.allow, prov(eg.decided));
+        if !eg.allow {
+            let (verdict, by) = combine_sides(Some(e), None);
+            out.push((r, Decision::of(verdict, by)));
+            continue;
         }
-        for (r, eg) in walk(g, m, g.dag.roots.egress, r) {
-            let Node::Verdict(eg) = eg else {
-                panic!("internal compiler error: egress entry ended in {eg:?}")
+        for (r, ing) in walk(g, m, g.dag.roots.ingress, r) {
+            let Node::Verdict(ing) = ing else {
+                panic!("internal compiler error: ingress entry ended in {ing:?}")
             };
-            let e = (eg.allow, prov(eg.decided));
-            if !eg.allow {
-                let (verdict, by) = combine_sides(Some(e), None);
-                out.push((r, Decision::of(verdict, by)));
-                continue;
-            }
-            for (r, ing) in walk(g, m, g.dag.roots.ingress, r) {
-                let Node::Verdict(ing) = ing else {
-                    panic!("internal compiler error: ingress entry ended in {ing:?}")
-                };
-                let (verdict, by) = combine_sides(Some(e), Some((ing.allow, prov(ing.decided))));
-                out.push((r, Decision::of(verdict, by)));
-            }
+            let (verdict, by) = combine_sides(Some(e), Some((ing.allow, prov(ing.decided))));
+            out.push((r, Decision::of(verdict, by)));
         }
     }
     out

@@ -26,6 +26,7 @@
 //! change a verdict and are not compared.
 
 pub mod compare;
+pub mod frontends;
 pub mod groups;
 pub mod region;
 pub mod services;
@@ -65,6 +66,9 @@ pub struct Change {
     pub icmp_codes: Vec<(u8, u8)>,
     pub old: Decision,
     pub new: Decision,
+    /// For connections sent to a service frontend: the backend on each
+    /// side ([`frontends`]); `None` for connections not sent to one.
+    pub via: Option<frontends::Via>,
 }
 
 impl Change {
@@ -144,7 +148,15 @@ fn to_u8(v: &Ivs) -> Vec<(u8, u8)> {
 
 /// Row key before naming: joint classes, protocol number, ICMP ranges,
 /// decisions.
-type Key = (usize, usize, u32, Option<(Ivs, Ivs)>, Decision, Decision);
+type Key = (
+    usize,
+    usize,
+    u32,
+    Option<(Ivs, Ivs)>,
+    Option<frontends::Via>,
+    Decision,
+    Decision,
+);
 
 /// Diff two programs (module docs).
 pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
@@ -193,20 +205,40 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
                                 continue;
                             }
                         }
-                        let e = rows.entry((s, d, p, icmp, c.old, c.new)).or_default();
+                        let e = rows.entry((s, d, p, icmp, None, c.old, c.new)).or_default();
                         *e = e.union(&ports);
                     }
                 }
             }
         }
     }
+    // Connections sent to a frontend, decided toward its backends.
+    let fes: BTreeSet<crate::model::Frontend> = [old.graph, new.graph]
+        .iter()
+        .flat_map(|g| g.services.frontends.iter().map(|f| f.frontend))
+        .collect();
+    for f in &fes {
+        let d = space.classify(old.graph, new.graph, f.addr);
+        let p = u32::from(crate::flowhash::proto_number(f.proto));
+        let port = Ivs::range(u32::from(f.port), u32::from(f.port));
+        for (s, via, o, n) in frontends::changed(&space, old.graph, new.graph, f) {
+            rows.insert((s, d, p, None, Some(via), o, n), port.clone());
+        }
+    }
     // Rows that differ only in the source group are one row, then rows
     // that differ only in the destination group.
-    type Rest = (u32, Option<(Ivs, Ivs)>, Ivs, Decision, Decision);
+    type Rest = (
+        u32,
+        Option<(Ivs, Ivs)>,
+        Option<frontends::Via>,
+        Ivs,
+        Decision,
+        Decision,
+    );
     let mut by_dst: BTreeMap<(usize, Rest), Vec<usize>> = BTreeMap::new();
-    for ((s, d, p, icmp, o, n), ports) in rows {
+    for ((s, d, p, icmp, via, o, n), ports) in rows {
         by_dst
-            .entry((d, (p, icmp, ports, o, n)))
+            .entry((d, (p, icmp, via, ports, o, n)))
             .or_default()
             .push(s);
     }
@@ -229,7 +261,7 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
     let groups = groups::groups(&space, old.model, new.model, &used, &classify);
     let mut changes: Vec<Change> = by_src
         .into_iter()
-        .map(|((s, (p, icmp, ports, o, n)), d)| {
+        .map(|((s, (p, icmp, via, ports, o, n)), d)| {
             let proto = proto_of_number(p).expect("a known protocol");
             let (icmp_types, icmp_codes) = match &icmp {
                 Some((t, c)) => (to_u8(t), to_u8(c)),
@@ -244,6 +276,7 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
                 icmp_codes,
                 old: o,
                 new: n,
+                via,
             }
         })
         .collect();
