@@ -132,8 +132,20 @@ fn a_narrowed_rule_only_denies_more() {
     assert_eq!(v["summary"], "denies-more");
     assert_eq!(
         rows(&v),
-        ["any address except set corp | web-1, web-2 | tcp 8443-8443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"]
+        [
+            "any address except set corp | web-1, web-2 | tcp 8443-8443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it",
+            "any address except set corp | 10.96.0.10 (frontend of web-vip) | tcp 443-443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"
+        ]
     );
+    // Connections to the frontend name the backend they are balanced to.
+    let via: Vec<String> = v["changes"][1]["via"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| format!("{} {}", x["old"]["endpoint"], x["new"]["endpoint"]))
+        .collect();
+    assert_eq!(via, [r#""web-1" "web-1""#, r#""web-2" "web-2""#]);
+    assert_eq!(v["changes"][0]["via"], serde_json::json!([]));
 }
 
 #[test]
@@ -162,6 +174,19 @@ fn a_moved_backend_port_is_a_service_change() {
     assert_eq!(s["old"]["backends"][0]["port"], 8443);
     assert_eq!(s["new"]["backends"][0]["port"], 8444);
     assert_eq!(s["adds"], true);
+    // Connections to the frontend now reach port 8444, which no rule
+    // allows: every one of them is denied, whichever backend it gets.
+    assert_eq!(
+        rows(&v),
+        ["any address | 10.96.0.10 (frontend of web-vip) | tcp 443-443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"]
+    );
+    assert_eq!(v["changes"][0]["via"].as_array().unwrap().len(), 4);
+    let o = weir(&["diff", run::s(&example()), run::s(&new)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("  via   backends web-1:8443, web-2:8443 before, web-1:8444, web-2:8444 now (every combination)\n"),
+        "{text}"
+    );
 }
 
 #[test]

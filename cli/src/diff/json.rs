@@ -31,18 +31,22 @@ fn decision(d: &Decision, interp: &Interp, p: &Program) -> Value {
     })
 }
 
+fn backend(b: &weir_compiler::model::Backend) -> Value {
+    json!({
+        "addr": b.addr.to_string(),
+        "port": b.port,
+        "weight": b.weight,
+        "endpoint": b.endpoint,
+    })
+}
+
 fn side(s: &Option<FrontendSide>) -> Value {
     match s {
         None => Value::Null,
         Some(s) => json!({
             "service": s.service,
             "balance": if s.maglev { "maglev" } else { "random" },
-            "backends": s.backends.iter().map(|b| json!({
-                "addr": b.addr.to_string(),
-                "port": b.port,
-                "weight": b.weight,
-                "endpoint": b.endpoint,
-            })).collect::<Vec<_>>(),
+            "backends": s.backends.iter().map(backend).collect::<Vec<_>>(),
         }),
     }
 }
@@ -89,6 +93,10 @@ pub fn report(d: &Diff, old: &Program, new: &Program) -> Value {
                 "change": if c.allows_more() { "allowed" } else { "denied" },
                 "old": decision(&c.old, &io, old),
                 "new": decision(&c.new, &inw, new),
+                "via": c.via.iter().map(|v| json!({
+                    "old": v.old.as_ref().map(backend),
+                    "new": v.new.as_ref().map(backend),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

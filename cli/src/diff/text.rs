@@ -45,6 +45,60 @@ pub fn traffic(c: &Change) -> String {
     }
 }
 
+fn backend_text(b: &Option<weir_compiler::model::Backend>) -> String {
+    match b {
+        None => "not translated".into(),
+        Some(b) => {
+            let who = b.endpoint.clone().unwrap_or_else(|| b.addr.to_string());
+            format!("{who}:{}", b.port)
+        }
+    }
+}
+
+fn backend_list(bs: &std::collections::BTreeSet<&Option<weir_compiler::model::Backend>>) -> String {
+    let v: Vec<String> = bs.iter().map(|b| backend_text(b)).collect();
+    v.join(", ")
+}
+
+/// For connections sent to a frontend: the backends before and now. A
+/// few combinations are listed; more are summarized by their backends
+/// (the JSON form lists every combination).
+pub fn via_text(c: &Change) -> Option<String> {
+    if c.via.is_empty() {
+        return None;
+    }
+    if c.via.iter().all(|v| v.old == v.new) {
+        let bs: std::collections::BTreeSet<_> = c.via.iter().map(|v| &v.new).collect();
+        return Some(format!("backend {}", backend_list(&bs)));
+    }
+    if c.via.len() <= 2 {
+        let v: Vec<String> = c
+            .via
+            .iter()
+            .map(|v| {
+                format!(
+                    "backend {} before, {} now",
+                    backend_text(&v.old),
+                    backend_text(&v.new)
+                )
+            })
+            .collect();
+        return Some(v.join("; "));
+    }
+    let olds: std::collections::BTreeSet<_> = c.via.iter().map(|v| &v.old).collect();
+    let news: std::collections::BTreeSet<_> = c.via.iter().map(|v| &v.new).collect();
+    let which = if c.via.len() == olds.len() * news.len() {
+        "every combination".to_string()
+    } else {
+        format!("{} of the combinations", c.via.len())
+    };
+    Some(format!(
+        "backends {} before, {} now ({which})",
+        backend_list(&olds),
+        backend_list(&news)
+    ))
+}
+
 pub fn change_word(c: &Change) -> &'static str {
     if c.allows_more() {
         "now allowed"
@@ -134,6 +188,9 @@ pub fn human(d: &Diff, old: &Program, new: &Program) -> String {
         let _ = writeln!(out, "{}  {}", change_word(c), traffic(c));
         let _ = writeln!(out, "  from  {}", d.names(&c.src));
         let _ = writeln!(out, "  to    {}", d.names(&c.dst));
+        if let Some(v) = via_text(c) {
+            let _ = writeln!(out, "  via   {v}");
+        }
         let _ = write!(out, "  old   ");
         decision_lines(&c.old, old, &mut out, "        ");
         let _ = write!(out, "  new   ");
@@ -189,7 +246,10 @@ pub fn markdown(d: &Diff, old: &Program, new: &Program) -> String {
                 "| {word} | {} | {} | {} | {} | {} |",
                 cell(&d.names(&c.src)),
                 cell(&d.names(&c.dst)),
-                cell(&traffic(c)),
+                cell(&match via_text(c) {
+                    Some(v) => format!("{} via {v}", traffic(c)),
+                    None => traffic(c),
+                }),
                 decision_cell(&c.old, old),
                 decision_cell(&c.new, new),
             );

@@ -66,9 +66,10 @@ pub struct Change {
     pub icmp_codes: Vec<(u8, u8)>,
     pub old: Decision,
     pub new: Decision,
-    /// For connections sent to a service frontend: the backend on each
-    /// side ([`frontends`]); `None` for connections not sent to one.
-    pub via: Option<frontends::Via>,
+    /// For connections sent to a service frontend: the (old, new) backend
+    /// combinations whose flows change ([`frontends`]), sorted; empty for
+    /// connections not sent to one.
+    pub via: Vec<frontends::Via>,
 }
 
 impl Change {
@@ -230,13 +231,31 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
     type Rest = (
         u32,
         Option<(Ivs, Ivs)>,
-        Option<frontends::Via>,
+        Vec<frontends::Via>,
         Ivs,
         Decision,
         Decision,
     );
-    let mut by_dst: BTreeMap<(usize, Rest), Vec<usize>> = BTreeMap::new();
+    // First, rows that differ only in the backends of a frontend.
+    let mut vias: BTreeMap<
+        (
+            usize,
+            usize,
+            u32,
+            Option<(Ivs, Ivs)>,
+            Ivs,
+            Decision,
+            Decision,
+        ),
+        Vec<frontends::Via>,
+    > = BTreeMap::new();
     for ((s, d, p, icmp, via, o, n), ports) in rows {
+        vias.entry((s, d, p, icmp, ports, o, n))
+            .or_default()
+            .extend(via);
+    }
+    let mut by_dst: BTreeMap<(usize, Rest), Vec<usize>> = BTreeMap::new();
+    for ((s, d, p, icmp, ports, o, n), via) in vias {
         by_dst
             .entry((d, (p, icmp, via, ports, o, n)))
             .or_default()
