@@ -339,3 +339,60 @@ fn two_git_revisions() {
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     let _ = std::fs::remove_dir_all(&repo);
 }
+
+/// The `weir` line of docs/ci.md's pull-request workflow (its `yml`
+/// block), run as written in a repository whose `origin/main` is one
+/// commit behind HEAD: it writes the Markdown comment and exits 3.
+#[test]
+fn the_pull_request_workflow_works_as_written() {
+    let doc =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/ci.md"))
+            .unwrap();
+    let mut cmds = Vec::new();
+    let mut inside = false;
+    for line in doc.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            inside = t == "```yml";
+            continue;
+        }
+        if inside && t.starts_with("weir ") {
+            cmds.push(t.to_string());
+        }
+    }
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(cmds[0].contains("--git origin/main...HEAD") && cmds[0].contains("--format markdown"));
+    let repo = scratch("workflow");
+    std::fs::create_dir_all(repo.join("policies")).unwrap();
+    std::fs::copy(example(), repo.join("policies/main.weir")).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "base"]);
+    git(&repo, &["update-ref", "refs/remotes/origin/main", "HEAD"]);
+    let text = std::fs::read_to_string(repo.join("policies/main.weir")).unwrap();
+    std::fs::write(
+        repo.join("policies/main.weir"),
+        text.replace("allow tcp 5432 from corp", "allow tcp 5432 from any"),
+    )
+    .unwrap();
+    git(&repo, &["commit", "-qam", "open the database"]);
+    let bin = Path::new(env!("CARGO_BIN_EXE_weir")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(&cmds[0])
+        .current_dir(&repo)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let md = std::fs::read_to_string(repo.join("weir-diff.md")).unwrap();
+    assert!(md.starts_with("### weir diff: "), "{md}");
+    assert!(md.contains("| ⚠️ now allowed | "), "{md}");
+    assert!(md.contains("db-1"), "{md}");
+    let _ = std::fs::remove_dir_all(&repo);
+}

@@ -16,14 +16,17 @@
 //! with the OLD and NEW deciding provenance — named by [`groups`].
 //!
 //! What a row means: every *new* connection (not a reply of an
-//! established one; whole packets) sent from an address of the source
-//! group to an address of the destination group, on those ports, changes
-//! verdict, from the OLD decision to the NEW one. Packets sent to a
-//! service frontend (address, port, protocol) are left out of the rows:
-//! the service stage translates them first, so their verdict is that of
-//! the chosen backend's row, and [`services`] lists the frontends whose
-//! translation changed. Steering actions other than `bypass` do not
-//! change a verdict and are not compared.
+//! established one; whole packets) sent from an address of a source group
+//! to an address of a destination group, on those ports (or ICMP type and
+//! code), changes verdict, from the OLD decision to the NEW one. A
+//! connection sent to a service frontend (address, port, protocol) is
+//! translated before policy, so it has rows of its own ([`frontends`]):
+//! the destination is the frontend, and the row names the backend the
+//! flows are balanced to on each side. [`services`] lists the frontends
+//! whose translation itself changed. Steering actions other than `bypass`
+//! do not change a verdict and are not compared; packets seen at one hook
+//! only (`at ingress`/`at egress` in tests), fragments and unparsed
+//! packets are not rows (their verdicts follow from the same graphs).
 
 pub mod compare;
 pub mod frontends;

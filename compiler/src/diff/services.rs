@@ -1,9 +1,9 @@
 //! Service-stage changes: frontends added or removed, and frontends whose
-//! service, balancing or backend set changed. A packet sent to a frontend
-//! is translated before policy; when its frontend is unchanged it reaches
-//! the same backend in both programs (same flow hash, same table), so any
-//! change of its verdict is a policy change toward that backend's address
-//! and port — a row of the diff. What is left is this list.
+//! service, balancing or backend set changed. The verdicts of connections
+//! sent to a frontend are rows ([`super::frontends`]); this list says
+//! why a frontend's rows name different backends before and now, and it
+//! counts in the exit code even when no verdict changes (a new backend
+//! receives traffic it did not before).
 
 use crate::graph::ir::ServiceTable;
 use crate::graph::Graph;
