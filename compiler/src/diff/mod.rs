@@ -229,40 +229,20 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
             rows.insert((s, d, p, None, Some(via), o, n), port.clone());
         }
     }
-    // Rows that differ only in the source group are one row, then rows
-    // that differ only in the destination group.
-    type Rest = (
-        u32,
-        Option<(Ivs, Ivs)>,
-        Vec<frontends::Via>,
-        Ivs,
-        Decision,
-        Decision,
-    );
-    // First, rows that differ only in the backends of a frontend.
-    let mut vias: BTreeMap<
-        (
-            usize,
-            usize,
-            u32,
-            Option<(Ivs, Ivs)>,
-            Ivs,
-            Decision,
-            Decision,
-        ),
-        Vec<frontends::Via>,
-    > = BTreeMap::new();
+    // Rows that differ only in the backends of a frontend are one row,
+    // then rows that differ only in the source group, then only in the
+    // destination group.
+    type Traffic = (u32, Option<(Ivs, Ivs)>, Ivs, Decision, Decision);
+    type Rest = (Traffic, Vec<frontends::Via>);
+    let mut vias: BTreeMap<(usize, usize, Traffic), Vec<frontends::Via>> = BTreeMap::new();
     for ((s, d, p, icmp, via, o, n), ports) in rows {
-        vias.entry((s, d, p, icmp, ports, o, n))
+        vias.entry((s, d, (p, icmp, ports, o, n)))
             .or_default()
             .extend(via);
     }
     let mut by_dst: BTreeMap<(usize, Rest), Vec<usize>> = BTreeMap::new();
-    for ((s, d, p, icmp, ports, o, n), via) in vias {
-        by_dst
-            .entry((d, (p, icmp, via, ports, o, n)))
-            .or_default()
-            .push(s);
+    for ((s, d, t), via) in vias {
+        by_dst.entry((d, (t, via))).or_default().push(s);
     }
     let mut by_src: BTreeMap<(Vec<usize>, Rest), Vec<usize>> = BTreeMap::new();
     for ((d, rest), srcs) in by_dst {
@@ -276,14 +256,14 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
     let position: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &j)| (j, i)).collect();
     let classify = |a| space.classify(old.graph, new.graph, a);
     let all: Vec<usize> = (0..space.len()).collect();
-    let joint_names = groups::groups(&space, old.model, new.model, &all, &classify)
+    let joint_names = groups::groups(&space, old.model, new.model, &all, classify)
         .into_iter()
         .map(|g| g.name)
         .collect();
-    let groups = groups::groups(&space, old.model, new.model, &used, &classify);
+    let groups = groups::groups(&space, old.model, new.model, &used, classify);
     let mut changes: Vec<Change> = by_src
         .into_iter()
-        .map(|((s, (p, icmp, via, ports, o, n)), d)| {
+        .map(|((s, ((p, icmp, ports, o, n), via)), d)| {
             let proto = proto_of_number(p).expect("a known protocol");
             let (icmp_types, icmp_codes) = match &icmp {
                 Some((t, c)) => (to_u8(t), to_u8(c)),
