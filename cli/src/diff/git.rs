@@ -37,18 +37,21 @@ fn git(args: &[&str]) -> Result<String, String> {
         .map_err(|_| format!("git {}: output is not UTF-8", args.join(" ")))
 }
 
-/// Which revisions a RANGE names: (old, new); `None` for the working tree.
-fn parse_range(range: &str) -> Result<(String, Option<String>), String> {
+/// Which revisions a RANGE names: (old, its label, new); `None` for the
+/// working tree.
+fn parse_range(range: &str) -> Result<(String, String, Option<String>), String> {
     if let Some((a, b)) = range.split_once("...") {
         let b = if b.is_empty() { "HEAD" } else { b };
         let base = git(&["merge-base", a, b])?.trim().to_string();
-        return Ok((base, Some(b.to_string())));
+        let short: String = base.chars().take(12).collect();
+        let label = format!("{a}...{b} (merge base {short})");
+        return Ok((base, label, Some(b.to_string())));
     }
     if let Some((a, b)) = range.split_once("..") {
         let b = if b.is_empty() { "HEAD" } else { b };
-        return Ok((a.to_string(), Some(b.to_string())));
+        return Ok((a.to_string(), a.to_string(), Some(b.to_string())));
     }
-    Ok((range.to_string(), None))
+    Ok((range.to_string(), range.to_string(), None))
 }
 
 fn wanted(name: &str) -> bool {
@@ -142,7 +145,7 @@ pub fn load_range(range: &str, args: &Args) -> Result<(Program, Program, Option<
     let setup = || -> Result<_, String> {
         let top = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?.trim());
         let prefix = git(&["rev-parse", "--show-prefix"])?.trim().to_string();
-        let (old, new) = parse_range(range)?;
+        let (old, old_label, new) = parse_range(range)?;
         let paths = args
             .paths
             .iter()
@@ -169,13 +172,13 @@ pub fn load_range(range: &str, args: &Args) -> Result<(Program, Program, Option<
             }
             None => None,
         };
-        Ok((old, new, paths, inventory, tmp, old_dir, new_dir))
+        Ok((old_label, new, paths, inventory, tmp, old_dir, new_dir))
     };
-    let (old_rev, new_rev, paths, inventory, tmp, old_dir, new_dir) =
+    let (old_label, new_rev, paths, inventory, tmp, old_dir, new_dir) =
         setup().map_err(program::usage)?;
     let under = |d: &Path| -> Vec<PathBuf> { paths.iter().map(|p| d.join(p)).collect() };
     let old = load(
-        &old_rev,
+        &old_label,
         &under(&old_dir),
         inventory.as_ref().map(|i| old_dir.join(i)).as_deref(),
         Some(old_dir.clone()),
