@@ -1,6 +1,7 @@
 //! The `weir` command. Each subcommand lives in its own module with an
 //! `Args` struct (clap derive) and a `run(args) -> i32` returning the exit
-//! code: 0 success, 1 the input has errors, 2 usage or IO problems.
+//! code: 0 success, 1 the input has errors, 2 usage or IO problems
+//! (`weir diff` adds 3, allows more, and 4, only denies more).
 
 use clap::{Parser, Subcommand};
 

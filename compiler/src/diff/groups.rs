@@ -233,3 +233,41 @@ pub fn groups(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        let (a, l) = s.split_once('/').unwrap();
+        Cidr {
+            addr: a.parse().unwrap(),
+            len: l.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn adjacent_prefixes_read_as_one_range_or_prefix() {
+        let iv = intervals(&[
+            cidr("10.0.0.0/25"),
+            cidr("10.0.0.128/25"),
+            cidr("10.0.1.0/31"),
+        ]);
+        let t: Vec<String> = iv.iter().map(interval_text).collect();
+        assert_eq!(t, ["10.0.0.0–10.0.1.1"]);
+        let iv = intervals(&[cidr("10.0.0.0/25"), cidr("10.0.0.128/25")]);
+        assert_eq!(interval_text(&iv[0]), "10.0.0.0/24");
+        let iv = intervals(&[cidr("0.0.0.0/0"), cidr("::/0")]);
+        let t: Vec<String> = iv.iter().map(interval_text).collect();
+        assert_eq!(t, ["0.0.0.0/0", "::/0"]);
+        let iv = intervals(&[cidr("fd00::/64"), cidr("fd00:0:0:1::/64")]);
+        assert_eq!(interval_text(&iv[0]), "fd00::/63");
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let xs: Vec<String> = (0..6).map(|i| format!("e{i}")).collect();
+        assert_eq!(list(&xs), "e0, e1, e2, e3 (+2 more)");
+        assert_eq!(list(&xs[..2]), "e0, e1");
+    }
+}

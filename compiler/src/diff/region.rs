@@ -75,6 +75,15 @@ impl Ivs {
 /// The protocols a diff ranges over, and whether they carry ports.
 pub const PROTOS: [Proto; 4] = [Proto::Tcp, Proto::Udp, Proto::Sctp, Proto::Icmp];
 
+/// Is `p` in [`PROTOS`]? An exhaustive match, so that a new protocol
+/// does not compile until it is listed there: a diff that skipped a
+/// protocol would be a silent approximation.
+pub const fn listed(p: Proto) -> bool {
+    match p {
+        Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Icmp => true,
+    }
+}
+
 pub fn has_ports(p: Proto) -> bool {
     matches!(p, Proto::Tcp | Proto::Udp | Proto::Sctp)
 }
@@ -248,6 +257,16 @@ pub fn walk<'g>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_protocol_is_listed() {
+        assert!(PROTOS.iter().all(|&p| listed(p)));
+        assert_eq!(
+            PROTOS.len(),
+            4,
+            "listed() and PROTOS name the same protocols"
+        );
+    }
 
     #[test]
     fn split_and_union() {
