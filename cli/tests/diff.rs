@@ -396,3 +396,38 @@ fn the_pull_request_workflow_works_as_written() {
     assert!(md.contains("db-1"), "{md}");
     let _ = std::fs::remove_dir_all(&repo);
 }
+
+/// Every pair of examples (different inventories, services, steering,
+/// tiers): JSON valid against its schema, SARIF readable by serde-sarif,
+/// and the exit code agreeing with the summary.
+#[test]
+fn every_pair_of_examples() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 5);
+    for a in &examples {
+        for b in &examples {
+            let (code, v) = json(&["diff", run::s(a), run::s(b), "--format", "json"]);
+            let want = match v["summary"].as_str().unwrap() {
+                "same" => 0,
+                "allows-more" => 3,
+                _ => 4,
+            };
+            assert_eq!(code, want, "{} {}", a.display(), b.display());
+            assert_eq!(a == b, code == 0, "{} {}", a.display(), b.display());
+            let o = weir(&["diff", run::s(a), run::s(b), "--format", "sarif"]);
+            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+            let typed: Result<serde_sarif::sarif::Sarif, _> = serde_json::from_value(s.clone());
+            assert!(typed.is_ok(), "{typed:?}");
+            let results = s["runs"][0]["results"].as_array().unwrap().len();
+            let rows =
+                v["changes"].as_array().unwrap().len() + v["services"].as_array().unwrap().len();
+            assert_eq!(results, rows, "{} {}", a.display(), b.display());
+        }
+    }
+}

@@ -54,7 +54,7 @@ pub struct Args {
 
 /// One loaded program and how to name its source locations.
 pub struct Program {
-    /// "OLD", "NEW", or the git revision.
+    /// The path given, or the git revision.
     pub label: String,
     pub checked: Checked,
     pub graph: Graph,
@@ -132,8 +132,10 @@ pub fn run(args: Args) -> i32 {
                 );
             };
             let e = args.endpoints.as_deref();
-            load("OLD", std::slice::from_ref(old), e, None, args.color).and_then(|o| {
-                load("NEW", std::slice::from_ref(new), e, None, args.color).map(|n| (o, n, None))
+            let label = |p: &PathBuf| p.display().to_string();
+            load(&label(old), std::slice::from_ref(old), e, None, args.color).and_then(|o| {
+                load(&label(new), std::slice::from_ref(new), e, None, args.color)
+                    .map(|n| (o, n, None))
             })
         }
         Some(range) => git::load_range(range, &args),
