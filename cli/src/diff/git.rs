@@ -54,8 +54,10 @@ fn parse_range(range: &str) -> Result<(String, String, Option<String>), String> 
     Ok((range.to_string(), range.to_string(), None))
 }
 
+/// Policy files and inventories; a name with a newline cannot be asked
+/// of `git cat-file --batch` (one name per line) and is left out.
 fn wanted(name: &str) -> bool {
-    name.ends_with(".weir") || name.ends_with(".json")
+    (name.ends_with(".weir") || name.ends_with(".json")) && !name.contains('\n')
 }
 
 /// Write REV's `.weir` and `.json` files under `into`.

@@ -25,8 +25,8 @@
 //! flows are balanced to on each side. [`services`] lists the frontends
 //! whose translation itself changed. Steering actions other than `bypass`
 //! do not change a verdict and are not compared; packets seen at one hook
-//! only (`at ingress`/`at egress` in tests), fragments and unparsed
-//! packets are not rows (their verdicts follow from the same graphs).
+//! only (`at ingress`/`at egress` in tests) are not rows; fragments and
+//! unparsed packets are denied by every program, so they never change.
 
 pub mod compare;
 pub mod frontends;
