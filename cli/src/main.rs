@@ -1,6 +1,7 @@
 //! The `weir` command. Each subcommand lives in its own module with an
 //! `Args` struct (clap derive) and a `run(args) -> i32` returning the exit
-//! code: 0 success, 1 the input has errors, 2 usage or IO problems.
+//! code: 0 success, 1 the input has errors, 2 usage or IO problems
+//! (`weir diff` adds 3, allows more, and 4, only denies more).
 
 use clap::{Parser, Subcommand};
 
@@ -10,6 +11,7 @@ mod apply;
 mod check;
 mod compile;
 mod context;
+mod diff;
 mod ebpf_cmd;
 mod endpoints;
 mod explain;
@@ -40,6 +42,10 @@ enum Command {
     Compile(compile::Args),
     /// Explain the verdict for one packet: which rule decided, and where.
     Trace(trace::Args),
+    /// The exact connectivity change between two programs (or two git
+    /// revisions of one): exit 0 no change, 3 allows more, 4 only denies
+    /// more.
+    Diff(diff::Args),
     /// Run the `test` blocks of policy files.
     Test(test::Args),
     /// Format policy files in the canonical layout.
@@ -93,6 +99,7 @@ fn main() {
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Test(args) => test::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Lsp(args) => lsp::run(args),

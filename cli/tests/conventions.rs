@@ -99,6 +99,7 @@ fn every_printing_command_takes_format() {
         "check",
         "compile",
         "trace",
+        "diff",
         "test",
         "fmt",
         "apply",

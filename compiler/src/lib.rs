@@ -9,6 +9,7 @@ pub mod churn;
 pub mod cidrs;
 pub mod contract;
 pub mod diagnostics;
+pub mod diff;
 pub mod driver;
 pub mod ebpf;
 pub mod endpoint_index;

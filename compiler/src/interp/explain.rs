@@ -19,7 +19,7 @@ pub struct Located {
 
 pub type Locate<'a> = &'a dyn Fn(Span) -> Option<Located>;
 
-fn proto_name(p: Proto) -> &'static str {
+pub fn proto_name(p: Proto) -> &'static str {
     p.keyword()
 }
 
@@ -189,7 +189,7 @@ pub fn steer_text(a: &SteerAction) -> String {
 /// `tier-default`, `unrestricted`, `default-deny`, `bypass`, `no-backends`,
 /// `established`, `fragment`, `unparsed`), `direction` and the 1-based `rule` number where they
 /// apply (docs/schemas/trace.json).
-fn prov_json(interp: &Interp, p: &Provenance, locate: Locate) -> Value {
+pub fn prov_json(interp: &Interp, p: &Provenance, locate: Locate) -> Value {
     let loc = p.span(interp.model).and_then(locate);
     let (kind, dir, rule) = match *p {
         Provenance::Established => ("established", None, None),

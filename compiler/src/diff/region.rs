@@ -1,0 +1,290 @@
+//! Regions of packet space and the symbolic walk of a decision graph.
+//!
+//! A [`Region`] is a product of one set per field a graph reads: source
+//! and destination *joint* classes (see [`super::space`]), protocol
+//! number, destination port, ICMP type and code. [`walk`] pushes a region
+//! through a graph from one entry point and returns the pieces that reach
+//! each leaf: a test splits a region in two (the part that satisfies it
+//! and the rest), a table splits it by its entries. Every packet of the
+//! input region is in exactly one output piece, and it is the piece of the
+//! leaf the packet reaches — so the pieces are the graph's own partition
+//! of the region, computed without enumerating a single packet.
+
+use crate::flowhash::proto_number;
+use crate::graph::bits::Bits;
+use crate::graph::ir::{Cond, Graph, Node, NodeId, TableKey};
+use crate::model::Proto;
+
+/// Sorted, disjoint, non-adjacent closed intervals of `u32`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ivs(pub Vec<(u32, u32)>);
+
+impl Ivs {
+    pub fn range(lo: u32, hi: u32) -> Ivs {
+        Ivs(vec![(lo, hi)])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, v: u32) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= v && v <= hi)
+    }
+
+    /// The part inside `lo..=hi` and the part outside it.
+    pub fn split(&self, lo: u32, hi: u32) -> (Ivs, Ivs) {
+        let mut inside = Vec::new();
+        let mut outside = Vec::new();
+        for &(a, b) in &self.0 {
+            if b < lo || a > hi {
+                outside.push((a, b));
+                continue;
+            }
+            if a < lo {
+                outside.push((a, lo - 1));
+            }
+            inside.push((a.max(lo), b.min(hi)));
+            if b > hi {
+                outside.push((hi + 1, b));
+            }
+        }
+        (Ivs(inside), Ivs(outside))
+    }
+
+    /// The union with `o`, merged.
+    pub fn union(&self, o: &Ivs) -> Ivs {
+        let mut all: Vec<(u32, u32)> = self.0.iter().chain(&o.0).copied().collect();
+        all.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(all.len());
+        for (a, b) in all {
+            match out.last_mut() {
+                Some(l) if a <= l.1.saturating_add(1) => l.1 = l.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        Ivs(out)
+    }
+
+    /// Minus the single value `v`.
+    pub fn without(&self, v: u32) -> Ivs {
+        self.split(v, v).1
+    }
+}
+
+/// The protocols a diff ranges over, and whether they carry ports.
+pub const PROTOS: [Proto; 5] = [
+    Proto::Tcp,
+    Proto::Udp,
+    Proto::Sctp,
+    Proto::Icmp,
+    Proto::Icmp6,
+];
+
+/// Is `p` in [`PROTOS`]? An exhaustive match, so that a new protocol
+/// does not compile until it is listed there: a diff that skipped a
+/// protocol would be a silent approximation.
+pub const fn listed(p: Proto) -> bool {
+    match p {
+        Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Icmp | Proto::Icmp6 => true,
+    }
+}
+
+pub fn has_ports(p: Proto) -> bool {
+    matches!(p, Proto::Tcp | Proto::Udp | Proto::Sctp)
+}
+
+pub fn proto_of_number(n: u32) -> Option<Proto> {
+    PROTOS
+        .into_iter()
+        .find(|&p| u32::from(proto_number(p)) == n)
+}
+
+/// A product of field sets (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub src: Bits,
+    pub dst: Bits,
+    pub proto: Ivs,
+    pub dport: Ivs,
+    pub icmp_type: Ivs,
+    pub icmp_code: Ivs,
+}
+
+impl Region {
+    /// Every packet between the joint classes `0..n` with protocol `p`.
+    pub fn all(n: usize, p: Proto) -> Region {
+        let num = u32::from(proto_number(p));
+        Region {
+            src: Bits::full(n),
+            dst: Bits::full(n),
+            proto: Ivs::range(num, num),
+            dport: Ivs::range(0, u32::from(u16::MAX)),
+            icmp_type: Ivs::range(0, 255),
+            icmp_code: Ivs::range(0, 255),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.src.is_empty()
+            || self.dst.is_empty()
+            || self.proto.is_empty()
+            || self.dport.is_empty()
+            || self.icmp_type.is_empty()
+            || self.icmp_code.is_empty()
+    }
+
+    fn with_classes(&self, src: bool, set: Bits) -> Region {
+        let mut r = self.clone();
+        if src {
+            r.src = set;
+        } else {
+            r.dst = set;
+        }
+        r
+    }
+
+    /// Split by a class set on the source (`src`) or destination side.
+    fn split_classes(&self, src: bool, set: &Bits) -> (Region, Region) {
+        let cur = if src { &self.src } else { &self.dst };
+        (
+            self.with_classes(src, cur.and(set)),
+            self.with_classes(src, cur.and_not(set)),
+        )
+    }
+
+    fn field(&mut self, key: TableKey) -> &mut Ivs {
+        match key {
+            TableKey::Proto => &mut self.proto,
+            TableKey::DPort => &mut self.dport,
+            TableKey::IcmpType => &mut self.icmp_type,
+            TableKey::IcmpCode => &mut self.icmp_code,
+            TableKey::SrcClass | TableKey::DstClass => unreachable!("class keys split by Bits"),
+        }
+    }
+
+    /// Split by `lo..=hi` of a numeric field.
+    fn split_field(&self, key: TableKey, lo: u32, hi: u32) -> (Region, Region) {
+        let (a, b) = self.clone().field(key).split(lo, hi);
+        let mut inside = self.clone();
+        *inside.field(key) = a;
+        let mut outside = self.clone();
+        *outside.field(key) = b;
+        (inside, outside)
+    }
+}
+
+/// One program's classes seen as sets of joint classes.
+#[derive(Debug, Clone)]
+pub struct JointMap {
+    /// Program class id → the joint classes in it.
+    pub class: Vec<Bits>,
+    /// Program atom id → the joint classes whose program class satisfies it.
+    pub atom: Vec<Bits>,
+}
+
+impl JointMap {
+    fn classes_in(&self, lo: u32, hi: u32) -> Bits {
+        let hi = (hi as usize).min(self.class.len().saturating_sub(1));
+        let mut b = Bits::new();
+        for c in (lo as usize)..=hi {
+            if let Some(s) = self.class.get(c) {
+                b = b.or(s);
+            }
+        }
+        b
+    }
+}
+
+fn split_cond(r: &Region, cond: Cond, m: &JointMap) -> (Region, Region) {
+    match cond {
+        Cond::Proto(p) => {
+            let n = u32::from(proto_number(p));
+            r.split_field(TableKey::Proto, n, n)
+        }
+        Cond::DPort { lo, hi } => r.split_field(TableKey::DPort, u32::from(lo), u32::from(hi)),
+        Cond::IcmpType(t) => r.split_field(TableKey::IcmpType, u32::from(t), u32::from(t)),
+        Cond::IcmpCode(c) => r.split_field(TableKey::IcmpCode, u32::from(c), u32::from(c)),
+        Cond::SrcAtom(a) => r.split_classes(true, &m.atom[a as usize]),
+        Cond::DstAtom(a) => r.split_classes(false, &m.atom[a as usize]),
+    }
+}
+
+fn split_key(r: &Region, key: TableKey, lo: u32, hi: u32, m: &JointMap) -> (Region, Region) {
+    match key {
+        TableKey::SrcClass => r.split_classes(true, &m.classes_in(lo, hi)),
+        TableKey::DstClass => r.split_classes(false, &m.classes_in(lo, hi)),
+        k => r.split_field(k, lo, hi),
+    }
+}
+
+/// The pieces of `region` that reach each leaf from `root` (module docs).
+pub fn walk<'g>(
+    g: &'g Graph,
+    m: &JointMap,
+    root: NodeId,
+    region: Region,
+) -> Vec<(Region, &'g Node)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root, region)];
+    while let Some((n, r)) = stack.pop() {
+        if r.is_empty() {
+            continue;
+        }
+        match g.node(n) {
+            Node::Test { cond, then, els } => {
+                let (a, b) = split_cond(&r, *cond, m);
+                stack.push((*els, b));
+                stack.push((*then, a));
+            }
+            Node::Table {
+                key,
+                entries,
+                default,
+                ..
+            } => {
+                let mut rest = r;
+                for e in entries {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (a, b) = split_key(&rest, *key, e.lo, e.hi, m);
+                    stack.push((e.next, a));
+                    rest = b;
+                }
+                stack.push((*default, rest));
+            }
+            leaf => out.push((r, leaf)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_protocol_is_listed() {
+        assert!(PROTOS.iter().all(|&p| listed(p)));
+        assert_eq!(
+            PROTOS.len(),
+            4,
+            "listed() and PROTOS name the same protocols"
+        );
+    }
+
+    #[test]
+    fn split_and_union() {
+        let v = Ivs(vec![(0, 10), (20, 30)]);
+        let (a, b) = v.split(5, 25);
+        assert_eq!(a, Ivs(vec![(5, 10), (20, 25)]));
+        assert_eq!(b, Ivs(vec![(0, 4), (26, 30)]));
+        assert_eq!(a.union(&b), v);
+        assert_eq!(
+            Ivs(vec![(0, 4)]).union(&Ivs(vec![(5, 9)])),
+            Ivs(vec![(0, 9)])
+        );
+        assert_eq!(Ivs::range(0, 3).without(0), Ivs::range(1, 3));
+    }
+}

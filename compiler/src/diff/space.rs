@@ -1,0 +1,185 @@
+//! The common refinement of two programs' address classes.
+//!
+//! Each program's class map (graph/classes.rs) sends every address to one
+//! of its classes. Two addresses in the same class of OLD *and* the same
+//! class of NEW are decided alike by both graphs, so the diff ranges over
+//! **joint classes**: the distinct pairs (OLD class, NEW class) that some
+//! address has. They are computed from the class maps' prefixes, never by
+//! enumerating addresses: the prefixes of both maps (plus every endpoint
+//! and service frontend address of both programs, so that names and
+//! frontends stay exact) form a tree; each prefix minus its children is a
+//! **piece** on which both maps are constant, and a piece's joint class is
+//! that of any one of its addresses. A service frontend address is a joint
+//! class of its own, so that rows can leave out the packets the service
+//! stage translates (see [`super`]).
+
+use super::region::JointMap;
+use crate::cidrs;
+use crate::graph::bits::Bits;
+use crate::graph::{ClassId, Graph};
+use crate::model::{Cidr, Model};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// One joint class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joint {
+    pub old: ClassId,
+    pub new: ClassId,
+    /// A service frontend address (in either program): a class of its own.
+    pub frontend: Option<IpAddr>,
+    /// The pieces, sorted.
+    pub cidrs: Vec<Cidr>,
+    /// True for the class holding the pieces left of the whole address
+    /// space once every named prefix is taken out ("any other address").
+    pub other: bool,
+    /// Those pieces (the complement of every named prefix), sorted.
+    pub rest: Vec<Cidr>,
+}
+
+/// The joint classes of two programs, and each program's view of them.
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub joints: Vec<Joint>,
+    pub old: JointMap,
+    pub new: JointMap,
+    index: BTreeMap<(ClassId, ClassId, Option<IpAddr>), usize>,
+}
+
+fn roots() -> [Cidr; 2] {
+    [
+        Cidr {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            len: 0,
+        },
+        Cidr {
+            addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            len: 0,
+        },
+    ]
+}
+
+/// Every address that must stay exact: endpoints and frontends.
+fn hosts(model: &Model) -> impl Iterator<Item = IpAddr> + '_ {
+    let eps = model.endpoints.iter().flat_map(|e| e.addrs.iter().copied());
+    let fes = model
+        .services
+        .iter()
+        .flat_map(|s| s.frontends.iter().map(|f| f.addr));
+    eps.chain(fes)
+}
+
+fn frontends(model: &Model) -> impl Iterator<Item = IpAddr> + '_ {
+    model
+        .services
+        .iter()
+        .flat_map(|s| s.frontends.iter().map(|f| f.addr))
+}
+
+impl Space {
+    pub fn build(old: (&Model, &Graph), new: (&Model, &Graph)) -> Space {
+        let mut prefixes: BTreeSet<Cidr> = roots().into_iter().collect();
+        for (m, g) in [old, new] {
+            prefixes.extend(g.classes.entries.iter().map(|e| e.cidr));
+            prefixes.extend(hosts(m).map(Cidr::host));
+        }
+        let fe: BTreeSet<IpAddr> = frontends(old.0).chain(frontends(new.0)).collect();
+        // Direct children of each prefix, by a pre-order walk.
+        let list: Vec<Cidr> = prefixes.into_iter().collect();
+        let mut children: Vec<Vec<Cidr>> = vec![Vec::new(); list.len()];
+        let mut stack: Vec<usize> = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            while stack.last().is_some_and(|&p| !list[p].covers(c)) {
+                stack.pop();
+            }
+            if let Some(&p) = stack.last() {
+                children[p].push(*c);
+            }
+            stack.push(i);
+        }
+        type Key = (ClassId, ClassId, Option<IpAddr>);
+        let mut by_key: BTreeMap<Key, (Vec<Cidr>, Vec<Cidr>)> = BTreeMap::new();
+        for (i, c) in list.iter().enumerate() {
+            let root = c.len == 0;
+            for piece in cidrs::minus(&[*c], &children[i]) {
+                let a = piece.addr;
+                let host = piece.len == Cidr::host(a).len;
+                let key = (
+                    old.1.classes.classify(a),
+                    new.1.classes.classify(a),
+                    (host && fe.contains(&a)).then_some(a),
+                );
+                let e = by_key.entry(key).or_default();
+                if root {
+                    e.1.push(piece);
+                } else {
+                    e.0.push(piece);
+                }
+            }
+        }
+        let mut joints: Vec<Joint> = by_key
+            .into_iter()
+            .map(|((o, n, frontend), (mut cidrs, mut rest))| {
+                cidrs.sort();
+                rest.sort();
+                Joint {
+                    old: o,
+                    new: n,
+                    frontend,
+                    cidrs,
+                    other: !rest.is_empty(),
+                    rest,
+                }
+            })
+            .collect();
+        // Named things first, in address order; the rest of the space last.
+        joints.sort_by(|a, b| (a.other, a.cidrs.first()).cmp(&(b.other, b.cidrs.first())));
+        let index = joints
+            .iter()
+            .enumerate()
+            .map(|(i, j)| ((j.old, j.new, j.frontend), i))
+            .collect();
+        let view = |g: &Graph, pick: fn(&Joint) -> ClassId| {
+            let mut class = vec![Bits::new(); g.classes.classes.len()];
+            for (i, j) in joints.iter().enumerate() {
+                class[pick(j) as usize].insert(i);
+            }
+            let atom = (0..g.classes.atoms.len())
+                .map(|a| {
+                    g.classes
+                        .classes_with(a as u32)
+                        .iter()
+                        .fold(Bits::new(), |acc, c| acc.or(&class[c]))
+                })
+                .collect();
+            JointMap { class, atom }
+        };
+        let old_map = view(old.1, |j| j.old);
+        let new_map = view(new.1, |j| j.new);
+        Space {
+            joints,
+            old: old_map,
+            new: new_map,
+            index,
+        }
+    }
+
+    /// The joint class of one address.
+    pub fn classify(&self, old: &Graph, new: &Graph, a: IpAddr) -> usize {
+        let o = old.classes.classify(a);
+        let n = new.classes.classify(a);
+        self.index
+            .get(&(o, n, Some(a)))
+            .or_else(|| self.index.get(&(o, n, None)))
+            .copied()
+            .expect("every address is in a joint class")
+    }
+
+    pub fn len(&self) -> usize {
+        self.joints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.joints.is_empty()
+    }
+}
