@@ -184,6 +184,35 @@ pub struct Subject {
     ebpf: Ebpf,
     program: String,
     frames: Vec<(String, Vec<u8>)>,
+    /// Repetitions per round instead of the effort's (a rotating driver
+    /// must not run out of fresh flows, [`crate::driver`]).
+    repeat: Option<u32>,
+}
+
+impl Subject {
+    pub fn new(ebpf: Ebpf, program: &str, frames: Vec<(String, Vec<u8>)>) -> Subject {
+        Subject {
+            ebpf,
+            program: program.into(),
+            frames,
+            repeat: None,
+        }
+    }
+
+    pub fn with_repeat(mut self, repeat: u32) -> Subject {
+        self.repeat = Some(repeat);
+        self
+    }
+
+    /// The bytes of frame `i`.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        &self.frames[i].1
+    }
+
+    /// The loaded object (to read its maps back after a run).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
 }
 
 /// Per frame of a subject: (median ns per repetition, return value).
@@ -222,7 +251,7 @@ pub fn measure_interleaved(subjects: &[&Subject], e: Effort) -> Vec<Result<Costs
                 let opts = TestRunOptions {
                     data_in: Some(data),
                     data_out: Some(&mut out),
-                    repeat: e.repeat,
+                    repeat: s.repeat.unwrap_or(e.repeat),
                     ..Default::default()
                 };
                 match p.test_run(opts) {
@@ -317,10 +346,8 @@ pub fn load_baselines(entries: u32) -> Result<[Subject; 3], String> {
         k.extend_from_slice(&[6, 0]);
         update_raw(rules, &k, &0u32.to_ne_bytes()).map_err(|x| format!("fill: {x}"))?;
     }
-    let subject = |ebpf: Ebpf, program: &str| Subject {
-        ebpf,
-        program: program.into(),
-        frames: vec![("baseline".into(), data.clone())],
+    let subject = |ebpf: Ebpf, program: &str| {
+        Subject::new(ebpf, program, vec![("baseline".into(), data.clone())])
     };
     Ok([
         subject(empty, "bench_empty"),
@@ -415,14 +442,14 @@ pub fn load_weir(
         let g = weir_runtime::ebpf::load(&out.object, &out.manifest, None)
             .map_err(|e| format!("load: {e}"))?;
         classifier(&g.ebpf, layout::MAIN_PROGRAM)?;
-        subjects.push(Subject {
-            ebpf: g.ebpf,
-            program: layout::MAIN_PROGRAM.into(),
-            frames: probes
+        subjects.push(Subject::new(
+            g.ebpf,
+            layout::MAIN_PROGRAM,
+            probes
                 .iter()
                 .map(|p| (p.label.clone(), frame(&p.packet)))
                 .collect(),
-        });
+        ));
     }
     let load_ms = t.elapsed().as_secs_f64() * 1e3 / subjects.len() as f64;
     Ok(LoadedWeir {

@@ -19,6 +19,8 @@ use weir_grammar::{FileId, Span};
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The address of the synthetic `bench-client` endpoint.
 pub const BENCH_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The address of the synthetic `bench-open` endpoint (egress: any).
+pub const BENCH_OPEN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -167,42 +169,60 @@ fn span() -> Span {
 /// egress policy allows only tcp/1: its packets to anything else are
 /// denied at its egress default after the service lookup, so they take
 /// the whole new-flow path without creating a conntrack entry.
+///
+/// Also an endpoint `bench-open` ([`BENCH_OPEN`]) whose egress policy
+/// allows any TCP: its packets to a service frontend are translated and
+/// allowed where the backend's ingress allows them (a new service flow).
 pub fn with_bench_client(model: &Model) -> Model {
     let mut m = model.clone();
-    let mut labels = BTreeMap::new();
-    labels.insert("app".to_string(), "bench-client".to_string());
-    m.endpoints.push(Endpoint {
-        name: "bench-client".into(),
-        labels,
-        addrs: vec![BENCH_CLIENT.into()],
-        ready: true,
-        span: None,
-    });
-    m.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
     let tier = m
         .tiers
         .iter()
         .position(|t| t.name == "default")
         .unwrap_or(0);
-    m.policies.push(Policy {
-        name: "bench-client".into(),
-        tier,
-        priority: 100,
-        applies_to: Sel::Eq("app".into(), "bench-client".into()),
-        ingress: None,
-        egress: Some(vec![Rule {
-            action: Action::Allow,
-            proto: ProtoMatch::Ports {
-                proto: Proto::Tcp,
-                ports: vec![PortRange { lo: 1, hi: 1 }],
-            },
-            peer: PeerMatch::Any,
-            log: false,
+    let clients = [
+        (
+            "bench-client",
+            BENCH_CLIENT,
+            vec![PortRange { lo: 1, hi: 1 }],
+        ),
+        (
+            "bench-open",
+            BENCH_OPEN,
+            vec![PortRange { lo: 1, hi: 65535 }],
+        ),
+    ];
+    for (name, addr, ports) in clients {
+        let mut labels = BTreeMap::new();
+        labels.insert("app".to_string(), name.to_string());
+        m.endpoints.push(Endpoint {
+            name: name.into(),
+            labels,
+            addrs: vec![addr.into()],
+            ready: true,
+            span: None,
+        });
+        m.policies.push(Policy {
+            name: name.into(),
+            tier,
+            priority: 100,
+            applies_to: Sel::Eq("app".into(), name.into()),
+            ingress: None,
+            egress: Some(vec![Rule {
+                action: Action::Allow,
+                proto: ProtoMatch::Ports {
+                    proto: Proto::Tcp,
+                    ports,
+                },
+                peer: PeerMatch::Any,
+                log: false,
+                span: span(),
+            }]),
             span: span(),
-        }]),
-        span: span(),
-        name_span: span(),
-    });
+            name_span: span(),
+        });
+    }
+    m.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
     let tiers = m.tiers.clone();
     m.policies.sort_by(|a, b| {
         let ta = &tiers[a.tier];

@@ -16,6 +16,7 @@
 
 mod case;
 pub mod compile;
+pub mod driver;
 pub mod ebpf;
 pub mod flows;
 pub mod iptables;

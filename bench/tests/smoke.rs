@@ -34,6 +34,7 @@ fn quick_benchmark_runs() {
     }
     if root {
         for title in [
+            "eBPF headline: new and established flows through the test driver",
             "eBPF per-packet cost by rules",
             "eBPF per-packet cost by services",
             "iptables per-packet cost by rules",
@@ -49,6 +50,13 @@ fn quick_benchmark_runs() {
         );
     }
     assert!(!text.contains("wrong verdict"), "{text}");
+    if root {
+        // Every headline row measured at the quick sizes (a driver that
+        // cannot tail-call, or a flow the models lack, shows otherwise).
+        for bad in ["no such flow", "error:"] {
+            assert!(!text.contains(bad), "`{bad}` in:\n{text}");
+        }
+    }
     // --out keeps the prose around the generated region.
     let path = std::env::temp_dir().join(format!("weir-bench-smoke-{}.md", std::process::id()));
     std::fs::write(&path, "# B\n\nprose before\n\n<!-- weir-bench:begin -->\nold\n<!-- weir-bench:end -->\n\nprose after\n").unwrap();

@@ -16,6 +16,7 @@ use weir_compiler::backends;
 use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
+use weir_compiler::ebpf::state_tables::StateTables;
 use weir_compiler::graph::dump;
 use weir_grammar::Span;
 
@@ -97,6 +98,14 @@ pub struct Args {
     /// A JSON endpoint inventory.
     #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,
+    /// Entries of the eBPF conntrack table `weir_ct` (an LRU: when full,
+    /// the least recently used flows are evicted). Default 524288.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ct_entries: Option<u32>,
+    /// Entries of each eBPF service translation table (`weir_lb_ct`,
+    /// `weir_lb_rev`, `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub lb_entries: Option<u32>,
     /// Fail on warnings.
     #[arg(long)]
     pub deny_warnings: bool,
@@ -129,6 +138,13 @@ fn validate(args: &Args) -> Result<(), i32> {
     if args.output.is_none() && args.emit.is_none() && !args.report {
         return Err(program::usage(
             "nothing to do: give -o DIR, --emit or --report",
+        ));
+    }
+    if args.target == TargetArg::Iptables
+        && (args.ct_entries.is_some() || args.lb_entries.is_some())
+    {
+        return Err(program::usage(
+            "--ct-entries and --lb-entries size the ebpf back end's tables, not --target iptables (iptables keeps flows in the kernel's conntrack)",
         ));
     }
     let Some(emit) = args.emit else {
@@ -185,7 +201,7 @@ pub fn run(args: Args) -> i32 {
     let needs_backends =
         args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
     let files = if needs_backends {
-        match bundle_files(&analyzed, &targets, args.color) {
+        match bundle_files(&analyzed, &targets, state_tables(&args), args.color) {
             Ok(f) => f,
             Err(code) => return code,
         }
@@ -256,12 +272,22 @@ fn print_written(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>, forma
 /// bytes). Every target must accept the program (`--target all` means all:
 /// a bundle never silently lacks a back end); refusals are printed and
 /// `Err` carries the exit code.
+/// The per-flow tables' sizes the flags ask for (defaults for the rest).
+fn state_tables(args: &Args) -> StateTables {
+    let d = StateTables::default();
+    StateTables {
+        conntrack: args.ct_entries.unwrap_or(d.conntrack),
+        translation: args.lb_entries.unwrap_or(d.translation),
+    }
+}
+
 pub fn bundle_files(
     analyzed: &Analyzed,
     targets: &[Target],
+    tables: StateTables,
     color: Color,
 ) -> Result<BTreeMap<String, Vec<u8>>, i32> {
-    let built = build(analyzed, targets)?;
+    let built = build(analyzed, targets, tables)?;
     let failures: Vec<Diagnostic> = built.refused.into_iter().flat_map(|(_, d)| d).collect();
     if !failures.is_empty() {
         program::print_human(&failures, &analyzed.checked.sources, color);
@@ -280,7 +306,7 @@ pub struct Built {
 /// Run the back ends for `targets`; assemble the bundle of those that
 /// accept the program (`weir test --snapshot` records the others'
 /// refusals). A back end missing from this build is an error.
-pub fn build(analyzed: &Analyzed, targets: &[Target]) -> Result<Built, i32> {
+pub fn build(analyzed: &Analyzed, targets: &[Target], tables: StateTables) -> Result<Built, i32> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
         return Err(1);
@@ -310,7 +336,9 @@ pub fn build(analyzed: &Analyzed, targets: &[Target]) -> Result<Built, i32> {
             .name("weir-backends".into())
             // As much stack as the main thread may have.
             .stack_size(64 << 20)
-            .spawn_scoped(s, || backends::generate_all(targets, model, graph))
+            .spawn_scoped(s, || {
+                backends::generate_all_sized(targets, model, graph, tables)
+            })
             .expect("spawn the back-end thread");
         let prepared = bundle::prepare(&input(targets));
         let results = running

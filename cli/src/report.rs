@@ -10,6 +10,7 @@ use weir_compiler::bundle::{self, Target};
 use weir_compiler::contract::{self, iptables::IptablesSection};
 use weir_compiler::driver::Analyzed;
 use weir_compiler::ebpf::codegen::EbpfManifest;
+use weir_compiler::ebpf::state_tables::StateTables;
 use weir_compiler::graph::cost::{capacity, Capacity};
 
 #[derive(Debug, Serialize)]
@@ -33,6 +34,8 @@ pub struct Ebpf {
     pub programs: Vec<Program>,
     /// The most tail calls on one packet's path.
     pub max_tail_calls: u64,
+    /// The per-flow tables' sizes (`--ct-entries`, `--lb-entries`).
+    pub state_tables: StateTables,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +112,7 @@ fn ebpf(s: &EbpfManifest) -> Ebpf {
             })
             .collect(),
         max_tail_calls: s.max_tail_calls as u64,
+        state_tables: s.state_tables,
     }
 }
 
@@ -150,6 +154,10 @@ impl Report {
             out.push_str(&format!(
                 "  tail calls per packet (most): {}\n",
                 e.max_tail_calls
+            ));
+            out.push_str(&format!(
+                "  state tables (LRU; full: least recently used evicted): conntrack {} entries, translation {} entries\n",
+                e.state_tables.conntrack, e.state_tables.translation
             ));
         }
         if let Some(i) = &self.backends.iptables {

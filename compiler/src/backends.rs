@@ -5,6 +5,7 @@
 
 use crate::bundle::{BackendArtifacts, Target};
 use crate::diagnostics::Diagnostic;
+use crate::ebpf::state_tables::StateTables;
 use crate::graph::Graph;
 use crate::model::Model;
 
@@ -19,8 +20,20 @@ pub fn generate(
     model: &Model,
     graph: &Graph,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    generate_sized(target, model, graph, StateTables::default())
+}
+
+/// [`generate`] with the eBPF back end's per-flow tables sized by
+/// `tables` (`weir compile --ct-entries/--lb-entries`; iptables keeps
+/// its state in the kernel's conntrack, which the node sizes).
+pub fn generate_sized(
+    target: Target,
+    model: &Model,
+    graph: &Graph,
+    tables: StateTables,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     match target {
-        Target::Ebpf => ebpf(model, graph),
+        Target::Ebpf => ebpf(model, graph, tables),
         Target::Iptables => iptables(model, graph),
     }
     .map_err(group)
@@ -78,6 +91,17 @@ pub fn generate_all(
     model: &Model,
     graph: &Graph,
 ) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
+    generate_all_sized(targets, model, graph, StateTables::default())
+}
+
+/// [`generate_all`] with the per-flow tables sized by `tables`
+/// ([`generate_sized`]).
+pub fn generate_all_sized(
+    targets: &[Target],
+    model: &Model,
+    graph: &Graph,
+    tables: StateTables,
+) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
     let Some((&first, rest)) = targets.split_first() else {
         return Vec::new();
     };
@@ -89,12 +113,12 @@ pub fn generate_all(
                     .name(format!("weir-{}", t.name()))
                     // As much stack as the main thread may have.
                     .stack_size(64 << 20)
-                    .spawn_scoped(s, move || generate(t, model, graph))
+                    .spawn_scoped(s, move || generate_sized(t, model, graph, tables))
                     .expect("spawn a back-end thread");
                 (t, h)
             })
             .collect();
-        let mut out = vec![(first, generate(first, model, graph))];
+        let mut out = vec![(first, generate_sized(first, model, graph, tables))];
         for (t, h) in running {
             let r = h
                 .join()
@@ -105,9 +129,17 @@ pub fn generate_all(
     })
 }
 
-fn ebpf(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+fn ebpf(
+    model: &Model,
+    graph: &Graph,
+    tables: StateTables,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     use crate::ebpf::codegen;
-    codegen::generate(model, graph, &codegen::Options::default())
+    let opts = codegen::Options {
+        tables,
+        ..codegen::Options::default()
+    };
+    codegen::generate(model, graph, &opts)
         .map(|out| out.artifacts())
         .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
 }

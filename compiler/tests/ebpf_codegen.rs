@@ -100,7 +100,10 @@ fn ebpf_limits_become_e0510() {
     assert_eq!(d.code.as_str(), "E0510");
     assert!(d.message.contains("ebpf"), "{}", d.message);
     let huge = Options {
-        conntrack_entries: 2_000_000,
+        tables: weir_compiler::ebpf::state_tables::StateTables {
+            conntrack: 2_000_000,
+            ..Default::default()
+        },
         ..lenient()
     };
     let limits = generate(&model, &g, &huge).unwrap_err();

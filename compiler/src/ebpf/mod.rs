@@ -12,6 +12,8 @@
 //! - [`maps`]: map definitions ([`MapDef`], [`MapType`]).
 //! - [`btf`]: the `.BTF` section for BTF-defined maps.
 //! - [`elf`]: the object writer ([`write_object`]).
+//! - [`state_tables`]: the sizes of the per-flow tables (conntrack,
+//!   translation), a compile option recorded in the manifest.
 //!
 //! ```
 //! use weir_compiler::ebpf::*;
@@ -38,6 +40,7 @@ pub mod insn;
 pub mod layout;
 pub mod maps;
 pub mod service;
+pub mod state_tables;
 
 pub use asm::{Asm, AsmError, AsmOptions, Assembled, MapReloc};
 pub use elf::{write_object, ElfError, ObjectDef, ProgramDef};

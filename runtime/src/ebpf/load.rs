@@ -147,6 +147,12 @@ pub fn load(
     shared: Option<&Path>,
 ) -> Result<Generation, EbpfError> {
     let ct_path = shared.map(|d| d.join(names::CT));
+    // A pinned conntrack map of another size is replaced (and its
+    // entries carried over below), never silently kept.
+    let resized = match &ct_path {
+        Some(p) => super::shared_ct::unpin_if_resized(p, manifest)?,
+        None => None,
+    };
     let mut loader = EbpfLoader::new();
     // No CO-RE relocations to do: skip parsing the kernel's BTF.
     loader.btf(None);
@@ -166,6 +172,9 @@ pub fn load(
         prog.load().map_err(|e| verifier(&p.name, e))?;
     }
     fill(&mut ebpf, manifest)?;
+    if let (Some(old), Some(new)) = (&resized, ebpf.map(names::CT)) {
+        super::shared_ct::carry_over(old, new, manifest)?;
+    }
     Ok(Generation {
         ebpf,
         manifest: manifest.clone(),

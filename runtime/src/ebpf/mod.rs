@@ -10,6 +10,8 @@
 //! - [`record`]: the instance's record and lock; crash recovery.
 //! - [`inforce`]: what the kernel runs on each interface, read back.
 //! - [`txn`]: all-or-nothing writes to a running generation's maps.
+//! - `shared_ct`: the shared conntrack map kept at the size the applied
+//!   bundle declares (resized with its entries carried over).
 
 pub mod attach;
 pub mod cgroup;
@@ -18,6 +20,7 @@ pub mod load;
 pub mod pins;
 pub mod record;
 pub mod service;
+mod shared_ct;
 pub mod txn;
 
 pub use attach::{

@@ -164,7 +164,10 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
         mode,
         budget,
         // Small maps: hundreds of generations are created per run.
-        conntrack_entries: 1024,
+        tables: weir_compiler::ebpf::state_tables::StateTables {
+            conntrack: 1024,
+            translation: 1024,
+        },
         spare_endpoints: 64,
         // Generated models have SCTP frontends, which the TC path does
         // not translate (refused by default): the differential tests

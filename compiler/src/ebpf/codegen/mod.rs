@@ -223,7 +223,8 @@ pub struct Options {
     /// larger than the `i16` jump range; without it a stage must fit
     /// [`stages::HARD_SLOTS`] (use [`Budget::SHORT`]).
     pub long_jumps: bool,
-    pub conntrack_entries: u32,
+    /// Sizes of the tables the datapath writes per flow.
+    pub tables: crate::ebpf::state_tables::StateTables,
     /// Room in the class tries for endpoints added at run time.
     pub spare_endpoints: u32,
     /// Generate programs whose SCTP service frontends pass untranslated
@@ -239,7 +240,7 @@ impl Default for Options {
             mode: Mode::Node,
             budget: Budget::default(),
             long_jumps: true,
-            conntrack_entries: 65_536,
+            tables: Default::default(),
             spare_endpoints: 4_096,
             untranslated_frontends: false,
         }
@@ -428,6 +429,11 @@ pub struct EbpfManifest {
     /// when the program has no service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<LbState>,
+    /// The per-flow tables' sizes this object was compiled with
+    /// (`weir compile --ct-entries/--lb-entries`); read as the defaults
+    /// from a manifest written before they were recorded.
+    #[serde(default)]
+    pub state_tables: crate::ebpf::state_tables::StateTables,
 }
 
 /// `backends.ebpf` as written: [`EbpfManifest`] plus a `capacity`
@@ -447,6 +453,7 @@ struct SectionView<'a> {
     mode: Mode,
     object: &'a str,
     programs: &'a [ProgramInfo],
+    state_tables: crate::ebpf::state_tables::StateTables,
 }
 
 /// The generated back end.
@@ -495,6 +502,7 @@ impl EbpfOutput {
             mode: m.mode,
             object: &m.object,
             programs: &m.programs,
+            state_tables: m.state_tables,
         });
         BackendArtifacts { files, manifest }
     }
@@ -650,9 +658,9 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             &|service| g.provenance.id(&Provenance::NoBackends { service }),
             &crate::ebpf::service::Options {
                 spare_slots: opts.spare_endpoints,
-                affinity_entries: opts.conntrack_entries,
-                conntrack_entries: opts.conntrack_entries,
-                socket_entries: opts.conntrack_entries,
+                affinity_entries: opts.tables.translation,
+                conntrack_entries: opts.tables.translation,
+                socket_entries: opts.tables.translation,
                 // Spare Maglev tables (64 KiB each) only when a service
                 // uses Maglev.
                 spare_tables: if model
@@ -738,7 +746,7 @@ fn fixed_maps(g: &Graph, opts: &Options, class_fill: &HashMap<&str, u64>) -> Vec
             MapType::LruHash,
             layout::ct::KEY_SIZE,
             layout::ct::VALUE_SIZE,
-            opts.conntrack_entries,
+            opts.tables.conntrack.max(1),
         ),
         MapDef::lpm_trie(
             layout::map::CLS4,
@@ -846,6 +854,7 @@ fn object(
         counters: g.provenance.len() as u32,
         max_tail_calls: calls,
         lb,
+        state_tables: opts.tables,
     };
     EbpfOutput {
         object,
