@@ -19,11 +19,40 @@ pub fn generate(
     model: &Model,
     graph: &Graph,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    let audit = audit_refusals(target, model);
+    if !audit.is_empty() {
+        return Err(group(audit));
+    }
     match target {
         Target::Ebpf => ebpf(model, graph),
         Target::Iptables => iptables(model, graph),
     }
     .map_err(group)
+}
+
+/// Audit policies (language.md §4, "Audit policies") are refused by every
+/// back end until the back ends count audit decisions: enforcing the
+/// program without them would be right, but their counters — the point of
+/// an audit policy — would silently be missing (E0501, fail closed).
+fn audit_refusals(target: Target, model: &Model) -> Vec<Diagnostic> {
+    use crate::diagnostics::{Construct, Kind, Refusal};
+    model
+        .policies
+        .iter()
+        .filter(|p| p.audit)
+        .map(|p| {
+            Kind::Refused {
+                span: p.span,
+                refusal: Refusal::NotExpressible {
+                    backend: target,
+                    construct: Construct::AuditPolicy {
+                        policy: p.name.clone(),
+                    },
+                },
+            }
+            .into_diagnostic()
+        })
+        .collect()
 }
 
 /// What each of `targets` refuses in this program (E05xx), without keeping

@@ -161,6 +161,7 @@ tokens! {
     "at" => KwAt,
     "by" => KwBy,
     "via" => KwVia,
+    "audit" => KwAudit,
 }
 
 fn unescape(s: &str) -> String {
@@ -354,6 +355,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwNew
             | KwEstablished
             | KwDefault
+            | KwAudit
     )
 }
 

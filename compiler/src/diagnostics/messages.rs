@@ -1406,6 +1406,8 @@ pub enum Construct {
         port: u16,
         proto: Proto,
     },
+    /// An audit policy: no back end counts audit decisions yet.
+    AuditPolicy { policy: String },
 }
 
 /// Why a program stage does not assemble.
@@ -1430,6 +1432,7 @@ impl Construct {
                 "IPv6 service frontend"
             }
             Construct::UntranslatedFrontend { .. } => "SCTP service frontend",
+            Construct::AuditPolicy { .. } => "audit policy",
         }
     }
 
@@ -1454,6 +1457,9 @@ impl Construct {
                     proto(*p)
                 )
             }
+            Construct::AuditPolicy { policy } => format!(
+                "policy `{policy}` is an audit policy; this back end does not count audit decisions yet, so it would be deployed without them"
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! differential tests, so when they disagree, this is right by definition —
 //! or the reference is wrong and both change together.
 
+mod audit;
 mod expect;
 pub mod explain;
 mod packet_text;
@@ -17,6 +18,7 @@ mod steer;
 pub use expect::{
     expect_packet, run_tests, synthetic_endpoints, verdict_name, ExpectResult, TestReport,
 };
+pub use audit::AuditOutcome;
 pub use packet_text::parse_packet;
 pub use service::{backends_of, weighted};
 
@@ -142,6 +144,10 @@ pub struct Outcome {
     pub ingress: Option<SideDecision>,
     /// True when the service rejects actively (TCP reset / ICMP unreachable).
     pub reject: bool,
+    /// The audit verdict, when the program has audit policies and the
+    /// packet reached step 4 (for any other packet it equals the enforced
+    /// verdict). Never an input to the fields above.
+    pub audit: Option<AuditOutcome>,
 }
 
 /// How to choose a backend when the packet hits a service.
@@ -284,6 +290,8 @@ impl<'m> Interp<'m> {
         } else {
             None
         };
+        // Audit: the same packet with the audit policies enforced, beside.
+        let audit = self.audit_policy(&translated);
         Outcome {
             verdict,
             decided_by,
@@ -293,6 +301,7 @@ impl<'m> Interp<'m> {
             egress,
             ingress,
             reject: false,
+            audit,
         }
     }
 }
@@ -308,6 +317,7 @@ impl Outcome {
             egress: None,
             ingress: None,
             reject: false,
+            audit: None,
         }
     }
 }
