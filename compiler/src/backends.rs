@@ -19,7 +19,10 @@ pub fn generate(
     model: &Model,
     graph: &Graph,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    let audit = audit_refusals(target, model);
+    let audit = match target {
+        Target::Ebpf => audit_refusals(target, model),
+        Target::Iptables => Vec::new(),
+    };
     if !audit.is_empty() {
         return Err(group(audit));
     }
@@ -30,10 +33,11 @@ pub fn generate(
     .map_err(group)
 }
 
-/// Audit policies (language.md §4, "Audit policies") are refused by every
-/// back end until the back ends count audit decisions: enforcing the
-/// program without them would be right, but their counters — the point of
-/// an audit policy — would silently be missing (E0501, fail closed).
+/// Audit policies (language.md §4, "Audit policies") are refused by a back
+/// end that does not count audit decisions (eBPF, for now; iptables counts
+/// them, `iptables/audit.rs`): enforcing the program without them would be
+/// right, but their counters — the point of an audit policy — would
+/// silently be missing (E0501, fail closed).
 fn audit_refusals(target: Target, model: &Model) -> Vec<Diagnostic> {
     use crate::diagnostics::{Construct, Kind, Refusal};
     model

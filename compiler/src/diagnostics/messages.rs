@@ -1408,6 +1408,9 @@ pub enum Construct {
     },
     /// An audit policy: no back end counts audit decisions yet.
     AuditPolicy { policy: String },
+    /// An audit policy in a program with `redirect` steering (iptables
+    /// judges redirected connections in nat, where audit is not counted).
+    AuditWithRedirect { policy: String },
 }
 
 /// Why a program stage does not assemble.
@@ -1433,6 +1436,7 @@ impl Construct {
             }
             Construct::UntranslatedFrontend { .. } => "SCTP service frontend",
             Construct::AuditPolicy { .. } => "audit policy",
+            Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
         }
     }
 
@@ -1459,6 +1463,9 @@ impl Construct {
             }
             Construct::AuditPolicy { policy } => format!(
                 "policy `{policy}` is an audit policy; this back end does not count audit decisions yet, so it would be deployed without them"
+            ),
+            Construct::AuditWithRedirect { policy } => format!(
+                "policy `{policy}` is an audit policy and the program redirects connections to a proxy; iptables judges those in nat, where their audit decisions would not be counted"
             ),
         }
     }

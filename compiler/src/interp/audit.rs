@@ -30,19 +30,16 @@ impl AuditOutcome {
         self.verdict != verdict || self.decided_by != decided_by
     }
 
-    /// The sides the audit evaluation judged, each with the provenance that
-    /// decided it, in the order counters count them: egress, then ingress
-    /// unless egress denied (as log rules count, §4 step 4). These are
-    /// what the back ends' audit counters count.
+    /// What the back ends' audit counters count for this packet: the
+    /// provenance deciding each side the audit evaluation judged, egress
+    /// then ingress — both, even when egress would deny (an audit side is
+    /// only counted, so nothing stops at it).
     pub fn counted(&self) -> Vec<Provenance> {
-        let mut out = Vec::new();
-        for side in [&self.egress, &self.ingress].into_iter().flatten() {
-            out.push(side.by);
-            if side.verdict == Verdict::Deny {
-                break;
-            }
-        }
-        out
+        [&self.egress, &self.ingress]
+            .into_iter()
+            .flatten()
+            .map(|s| s.by)
+            .collect()
     }
 }
 
