@@ -141,6 +141,24 @@ fn audit_counts_and_never_blocks_in_netns() {
     let got = audit_counters(&String::from_utf8_lossy(&save.stdout));
     let got: BTreeMap<u32, u64> = got.into_iter().filter(|(_, n)| *n > 0).collect();
     assert_eq!(got, want, "audit counters (provenance id → packets)");
+    // `weir stats` reads the same, audit apart from enforced.
+    let stats = rt.stats().unwrap();
+    let audit: BTreeMap<u32, u64> = stats
+        .audit
+        .iter()
+        .filter(|c| c.packets > 0)
+        .map(|c| (c.id, c.packets))
+        .collect();
+    assert_eq!(audit, want, "runtime stats: audit counters");
+    let db_in = model_id(
+        &model,
+        weir_compiler::provenance::Provenance::Rule {
+            policy: model.policies.iter().position(|p| p.name == "db-in").unwrap(),
+            dir: weir_compiler::model::Direction::Ingress,
+            index: 0,
+        },
+    );
+    assert_eq!(stats.rules[db_in as usize].packets, 10, "every flow allowed by db-in");
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(work);
 }
