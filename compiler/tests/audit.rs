@@ -122,5 +122,10 @@ fn audit_policies_never_change_an_enforced_verdict() {
     assert!(c.packets >= 10_000, "only {} packets", c.packets);
     // The property is not vacuous: audit policies would often decide
     // otherwise.
-    assert!(c.differing * 20 >= c.audited, "{} of {}", c.differing, c.audited);
+    assert!(
+        c.differing * 20 >= c.audited,
+        "{} of {}",
+        c.differing,
+        c.audited
+    );
 }

@@ -81,12 +81,7 @@ fn audit_counters(save: &str) -> BTreeMap<u32, u64> {
             continue;
         };
         let packets: u64 = rest.split(':').next().unwrap().parse().unwrap();
-        let id: u32 = line[at + 12..]
-            .split('"')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let id: u32 = line[at + 12..].split('"').next().unwrap().parse().unwrap();
         *out.entry(id).or_default() += packets;
     }
     out
@@ -122,7 +117,10 @@ fn audit_counts_and_never_blocks_in_netns() {
             let p = Packet::new(Proto::Udp, src, 40000, db, 5000);
             let o = interp.evaluate(&p);
             assert_eq!(o.verdict, Verdict::Allow);
-            assert!(got, "{src} → {db}:5000/udp was blocked: audit changed enforcement");
+            assert!(
+                got,
+                "{src} → {db}:5000/udp was blocked: audit changed enforcement"
+            );
             let a = o.audit.expect("the program has audit policies");
             if a.verdict == Verdict::Deny {
                 would_deny += 1;
@@ -153,19 +151,23 @@ fn audit_counts_and_never_blocks_in_netns() {
     let db_in = model_id(
         &model,
         weir_compiler::provenance::Provenance::Rule {
-            policy: model.policies.iter().position(|p| p.name == "db-in").unwrap(),
+            policy: model
+                .policies
+                .iter()
+                .position(|p| p.name == "db-in")
+                .unwrap(),
             dir: weir_compiler::model::Direction::Ingress,
             index: 0,
         },
     );
-    assert_eq!(stats.rules[db_in as usize].packets, 10, "every flow allowed by db-in");
+    assert_eq!(
+        stats.rules[db_in as usize].packets, 10,
+        "every flow allowed by db-in"
+    );
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(work);
 }
 
-fn model_id(
-    model: &weir_compiler::model::Model,
-    p: weir_compiler::provenance::Provenance,
-) -> u32 {
+fn model_id(model: &weir_compiler::model::Model, p: weir_compiler::provenance::Provenance) -> u32 {
     weir_compiler::provenance::ProvenanceTable::new(model).id(&p)
 }

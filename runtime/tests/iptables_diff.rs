@@ -623,8 +623,16 @@ fn iptables_with_audit_policies_agrees_in_netns() {
     for d in t.disagreements.iter().take(40) {
         eprintln!("  {d}");
     }
-    assert!(t.disagreements.is_empty(), "{} disagreements", t.disagreements.len());
-    assert!(audited >= 10 && t.cases >= 200, "{audited} programs, {} cases", t.cases);
+    assert!(
+        t.disagreements.is_empty(),
+        "{} disagreements",
+        t.disagreements.len()
+    );
+    assert!(
+        audited >= 10 && t.cases >= 200,
+        "{audited} programs, {} cases",
+        t.cases
+    );
 }
 
 /// Generated policies whose chains, one per graph node, nested deeper

@@ -284,7 +284,11 @@ impl Emitter<'_> {
 
     fn tier(&self, x: &TierDecl) -> Doc {
         let audit = if x.audit.is_some() { " audit" } else { "" };
-        t(format!("tier {} order {}{audit}", x.name.name, self.num(&x.order)))
+        t(format!(
+            "tier {} order {}{audit}",
+            x.name.name,
+            self.num(&x.order)
+        ))
     }
 
     fn default_deny(&self, d: &DefaultDenyDecl) -> Doc {

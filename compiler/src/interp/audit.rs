@@ -56,7 +56,8 @@ impl super::Interp<'_> {
             .then(|| self.side_as(Direction::Egress, translated, true));
         let ingress = (at != Some(Direction::Egress))
             .then(|| self.side_as(Direction::Ingress, translated, true));
-        let pair = |s: &Option<SideDecision>| s.as_ref().map(|s| (s.verdict == Verdict::Allow, s.by));
+        let pair =
+            |s: &Option<SideDecision>| s.as_ref().map(|s| (s.verdict == Verdict::Allow, s.by));
         let (verdict, decided_by) = combine_sides(pair(&egress), pair(&ingress));
         Some(AuditOutcome {
             verdict,

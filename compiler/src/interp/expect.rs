@@ -117,11 +117,20 @@ fn judge(model: &Model, e: &Expect, outcome: &Outcome) -> Option<String> {
             return Some(format!(
                 "expected steering `{}`, got {}",
                 steer_text(want),
-                got.map_or("no steering action".to_string(), |a| format!("`{}`", steer_text(a)))
+                got.map_or("no steering action".to_string(), |a| format!(
+                    "`{}`",
+                    steer_text(a)
+                ))
             ));
         }
     }
-    if let Some(f) = judge_by(model, e.by.as_ref(), e.by_kind, &outcome.decided_by, "decision") {
+    if let Some(f) = judge_by(
+        model,
+        e.by.as_ref(),
+        e.by_kind,
+        &outcome.decided_by,
+        "decision",
+    ) {
         return Some(f);
     }
     let want = e.audit.as_ref()?;
@@ -130,7 +139,9 @@ fn judge(model: &Model, e: &Expect, outcome: &Outcome) -> Option<String> {
     let (verdict, by) = outcome
         .audit
         .as_ref()
-        .map_or((outcome.verdict, outcome.decided_by), |a| (a.verdict, a.decided_by));
+        .map_or((outcome.verdict, outcome.decided_by), |a| {
+            (a.verdict, a.decided_by)
+        });
     if verdict != want.verdict {
         return Some(format!(
             "expected audit {}, got audit {} (would be decided by {})",

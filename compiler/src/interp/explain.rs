@@ -176,7 +176,11 @@ pub fn explain(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locate) ->
     prov_text(interp, &o.decided_by, locate, &mut out, "         ");
     if let Some(a) = &o.audit {
         if a.differs(o.verdict, o.decided_by) {
-            let _ = write!(out, "audit    WOULD {} — ", verdict_name(a.verdict).to_uppercase());
+            let _ = write!(
+                out,
+                "audit    WOULD {} — ",
+                verdict_name(a.verdict).to_uppercase()
+            );
             prov_text(interp, &a.decided_by, locate, &mut out, "         ");
         } else {
             let _ = writeln!(out, "audit    same — no audit policy changes this verdict");

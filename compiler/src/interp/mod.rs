@@ -15,10 +15,10 @@ mod policy;
 mod service;
 mod steer;
 
+pub use audit::AuditOutcome;
 pub use expect::{
     expect_packet, run_tests, synthetic_endpoints, verdict_name, ExpectResult, TestReport,
 };
-pub use audit::AuditOutcome;
 pub use packet_text::parse_packet;
 pub use service::{backends_of, weighted};
 

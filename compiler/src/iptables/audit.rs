@@ -58,10 +58,9 @@ impl AuditGraph {
     /// The audit chains and their calls from `WEIR-FWD`.
     pub fn emit(&self, fam: Family, sets: &mut Sets, out: &mut Tables) {
         let leaf = |n: &Node| match n {
-            Node::Verdict(v) => Leaf::Rules(vec![format!(
-                "{} -j RETURN",
-                audit_comment(v.decided)
-            )]),
+            Node::Verdict(v) => {
+                Leaf::Rules(vec![format!("{} -j RETURN", audit_comment(v.decided))])
+            }
             _ => Leaf::Return,
         };
         let mut stage = Stage::new(&self.g, fam, "filter", "A", &self.num, &self.ctx, &leaf);
