@@ -200,6 +200,7 @@ pub fn with_bench_client(model: &Model) -> Model {
             log: false,
             span: span(),
         }]),
+        audit: false,
         span: span(),
         name_span: span(),
     });
