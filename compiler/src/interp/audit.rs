@@ -9,7 +9,7 @@
 //! apart from the pipeline in `mod.rs` so that the enforced path reads as
 //! if audit did not exist — which is the property it must have.
 
-use super::{Packet, SideDecision};
+use super::{Outcome, Packet, SideDecision};
 use crate::model::{Direction, Verdict};
 use crate::provenance::{combine_sides, Provenance};
 use serde::Serialize;
@@ -48,7 +48,7 @@ impl super::Interp<'_> {
     /// destination already translated. `None` when the program has no
     /// audit policies.
     pub(super) fn audit_policy(&self, translated: &Packet) -> Option<AuditOutcome> {
-        if !self.model.has_audit() {
+        if !self.has_audit {
             return None;
         }
         let at = translated.at;
@@ -65,5 +65,18 @@ impl super::Interp<'_> {
             egress,
             ingress,
         })
+    }
+
+    /// Gives a packet decided before step 4 (headers, conntrack, bypass, a
+    /// service without backends) its audit verdict: the enforced one.
+    pub(super) fn audit_beside(&self, o: &mut Outcome) {
+        if self.has_audit && o.audit.is_none() {
+            o.audit = Some(AuditOutcome {
+                verdict: o.verdict,
+                decided_by: o.decided_by,
+                egress: None,
+                ingress: None,
+            });
+        }
     }
 }

@@ -144,9 +144,9 @@ pub struct Outcome {
     pub ingress: Option<SideDecision>,
     /// True when the service rejects actively (TCP reset / ICMP unreachable).
     pub reject: bool,
-    /// The audit verdict, when the program has audit policies and the
-    /// packet reached step 4 (for any other packet it equals the enforced
-    /// verdict). Never an input to the fields above.
+    /// The audit verdict, exactly when the program has audit policies
+    /// (for a packet decided before step 4 it is the enforced verdict).
+    /// Never an input to the fields above.
     pub audit: Option<AuditOutcome>,
 }
 
@@ -166,6 +166,8 @@ pub struct Interp<'m> {
     pub model: &'m Model,
     extra: Vec<Endpoint>,
     by_addr: BTreeMap<IpAddr, (bool, usize)>,
+    /// [`Model::has_audit`], once.
+    has_audit: bool,
 }
 
 impl<'m> Interp<'m> {
@@ -191,6 +193,7 @@ impl<'m> Interp<'m> {
             model,
             extra,
             by_addr,
+            has_audit: model.has_audit(),
         }
     }
 
@@ -221,8 +224,16 @@ impl<'m> Interp<'m> {
         self.evaluate_with(p, BackendChoice::ByHash)
     }
 
-    /// The pipeline of docs/language.md §4.
+    /// The pipeline of docs/language.md §4, with the audit verdict beside
+    /// (programs with audit policies).
     pub fn evaluate_with(&self, p: &Packet, choice: BackendChoice) -> Outcome {
+        let mut o = self.pipeline(p, choice);
+        self.audit_beside(&mut o);
+        o
+    }
+
+    /// The pipeline of docs/language.md §4.
+    fn pipeline(&self, p: &Packet, choice: BackendChoice) -> Outcome {
         // 0. Headers not all seen: denied.
         if let Some(by) = unseen(p) {
             return Outcome::simple(Verdict::Deny, by);
