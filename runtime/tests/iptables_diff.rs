@@ -593,8 +593,8 @@ fn iptables_with_audit_policies_agrees_in_netns() {
     }
     let mut t = Tally::default();
     let mut audited = 0;
-    for seed in 0..40u64 {
-        if audited >= 10 {
+    for seed in 0..80u64 {
+        if audited >= 20 {
             break;
         }
         let mut model = random_balanced(gen::model(seed));
