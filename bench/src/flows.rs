@@ -219,6 +219,7 @@ pub fn with_bench_client(model: &Model) -> Model {
                 span: span(),
             }]),
             span: span(),
+            audit: false,
             name_span: span(),
         });
     }

@@ -197,6 +197,10 @@ pub struct StatsArgs {
 /// then per-service and per-backend flow counts (JSON: `{"rules": [...],
 /// "services": [...]}`).
 pub fn run_stats(args: StatsArgs) -> i32 {
+    // Without `--iface` (and not `--backend ebpf`): the iptables back end.
+    if args.target.backend == crate::apply::Backend::Iptables && args.target.iface.is_empty() {
+        return crate::iptables_stats::run(&args);
+    }
     let inst = match instance(&args.target) {
         Ok(i) => i,
         Err(c) => return c,

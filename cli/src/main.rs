@@ -16,6 +16,7 @@ mod ebpf_cmd;
 mod endpoints;
 mod explain;
 mod fmt;
+mod iptables_stats;
 mod junit;
 mod loader;
 mod lsp;

@@ -104,6 +104,7 @@ fn main() {
                 log: false,
                 span: Span::default(),
             }]),
+            audit: false,
             span: Span::default(),
             name_span: Span::default(),
         });
@@ -112,6 +113,7 @@ fn main() {
         tiers: vec![Tier {
             name: "default".into(),
             order: 1000,
+            audit: false,
             span: None,
         }],
         policies,

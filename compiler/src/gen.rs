@@ -263,12 +263,14 @@ pub fn model(seed: u64) -> Model {
     let mut tiers = vec![Tier {
         name: "default".into(),
         order: 1000,
+        audit: false,
         span: None,
     }];
     if rng.chance(50) {
         tiers.push(Tier {
             name: "security".into(),
             order: 10,
+            audit: false,
             span: Some(span(1)),
         });
     }
@@ -334,6 +336,7 @@ pub fn model(seed: u64) -> Model {
             applies_to: gen_sel(&mut rng, 1),
             ingress,
             egress,
+            audit: false,
             span: span(spans),
             name_span: span(spans),
         });
@@ -799,4 +802,17 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
             p
         })
         .collect()
+}
+
+/// Marks random policies of `model` audit (each with probability 1/3),
+/// and sometimes a whole tier (all its policies with it), for the audit
+/// property tests (language.md §4, "Audit policies").
+pub fn mark_audit(model: &mut Model, rng: &mut Rng) {
+    if model.tiers.len() > 1 && rng.chance(25) {
+        let t = rng.below(model.tiers.len());
+        model.tiers[t].audit = true;
+    }
+    for p in &mut model.policies {
+        p.audit = model.tiers[p.tier].audit || rng.chance(33);
+    }
 }

@@ -248,6 +248,9 @@ pub struct Rule {
 pub struct Tier {
     pub name: String,
     pub order: u32,
+    /// `tier NAME order N audit`: every policy in it is an audit policy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
     /// `None` for the built-in `default` tier when not declared.
     pub span: Option<Span>,
 }
@@ -266,6 +269,11 @@ pub struct Policy {
     /// `Some` exactly when the policy has an `ingress { }` block.
     pub ingress: Option<Vec<Rule>>,
     pub egress: Option<Vec<Rule>>,
+    /// An audit policy (marked `audit`, or in an audit tier): evaluated
+    /// for the audit verdict only, never enforced (language.md §4,
+    /// "Audit policies").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
     pub span: Span,
     pub name_span: Span,
 }
@@ -419,7 +427,22 @@ pub struct Expect {
     pub by: Option<String>,
     /// `by policy|steer|service NAME`: the kind `by` names, when said.
     pub by_kind: Option<weir_grammar::ast::ByKind>,
+    /// `mark N` / `dscp N` / `redirect to proxy S` / `bypass`: the
+    /// steering action the outcome must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteerAction>,
+    /// `audit allow|deny [by NAME]`: the audit verdict (language.md §4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<ExpectAudit>,
     pub span: Span,
+}
+
+/// The audit part of an `expect` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectAudit {
+    pub verdict: Verdict,
+    pub by: Option<String>,
+    pub by_kind: Option<weir_grammar::ast::ByKind>,
 }
 
 /// A resolved `via`: the backend address, and its port when written as
@@ -457,6 +480,34 @@ pub struct Model {
 }
 
 impl Model {
+    /// Does the program have audit policies (language.md §4, "Audit
+    /// policies")?
+    pub fn has_audit(&self) -> bool {
+        self.policies.iter().any(|p| p.audit)
+    }
+
+    /// The program as enforced: without its audit policies. Policy ids
+    /// change (this is a different program); for the property test and
+    /// tools, never for provenance.
+    pub fn without_audit(&self) -> Model {
+        let mut m = self.clone();
+        m.policies.retain(|p| !p.audit);
+        m
+    }
+
+    /// The program with its audit policies enforced (the audit marks
+    /// removed): what the audit verdict is the verdict of.
+    pub fn audit_enforced(&self) -> Model {
+        let mut m = self.clone();
+        for p in &mut m.policies {
+            p.audit = false;
+        }
+        for t in &mut m.tiers {
+            t.audit = false;
+        }
+        m
+    }
+
     /// Where a diagnostic about the program as a whole (a back end's
     /// capacity limit) points: the first policy, else the first steering
     /// rule, else the first service declaration.

@@ -409,11 +409,13 @@ pub fn model(p: &Params) -> Model {
         Tier {
             name: "security".into(),
             order: 10,
+            audit: false,
             span: Some(span(2)),
         },
         Tier {
             name: "default".into(),
             order: 1000,
+            audit: false,
             span: None,
         },
     ];
@@ -495,6 +497,7 @@ pub fn model(p: &Params) -> Model {
                 applies_to,
                 ingress: (n_in > 0).then_some(ingress),
                 egress: (n_eg > 0).then_some(egress),
+                audit: false,
                 span: span(spans),
                 name_span: span(spans),
             }

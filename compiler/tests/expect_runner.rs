@@ -177,3 +177,53 @@ test "kinds" {{
     let wrong = src.replace("by steer fast", "by service fast");
     assert_eq!(codes(&check(&wrong)), ["E0253"]);
 }
+
+/// Steering and audit assertions fail with what was attached / would
+/// decide instead.
+#[test]
+fn steering_and_audit_assertions_say_what_happened() {
+    let src = r#"
+endpoint web { labels { app: "web" } addr 10.0.0.1 }
+endpoint db  { labels { app: "db" }  addr 10.0.0.2 }
+policy db-in {
+  applies to app == "db"
+  ingress { allow tcp 5432 from any }
+}
+policy db-new priority 10 audit {
+  applies to app == "db"
+  ingress { deny tcp 5432 from any }
+}
+steer s { mark 0x10 tcp 5432 from any }
+test "t" {
+  expect allow tcp from web to db port 5432 mark 0x10 by db-in audit deny by db-new
+  expect allow tcp from web to db port 5432 dscp 46
+  expect allow tcp from web to db port 5432 audit allow
+  expect allow tcp from web to db port 5432 audit deny by db-in
+  expect deny tcp from web to db port 5433 mark 0x10
+}
+"#;
+    let r = run(src);
+    assert_eq!(r[0], None);
+    assert_eq!(
+        r[1].as_deref(),
+        Some("expected steering `dscp 46`, got `mark 0x10`")
+    );
+    assert!(
+        r[2].as_deref()
+            .unwrap()
+            .starts_with("expected audit allow, got audit deny"),
+        "{:?}",
+        r[2]
+    );
+    assert!(
+        r[3].as_deref()
+            .unwrap()
+            .starts_with("expected the audit decision by db-in"),
+        "{:?}",
+        r[3]
+    );
+    assert_eq!(
+        r[4].as_deref(),
+        Some("expected steering `mark 0x10`, got no steering action")
+    );
+}

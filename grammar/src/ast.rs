@@ -278,6 +278,8 @@ pub struct ServiceDecl {
 pub struct TierDecl {
     pub name: Ident,
     pub order: Num,
+    /// `audit`: every policy of the tier is an audit policy.
+    pub audit: Option<Span>,
     pub span: Span,
 }
 
@@ -374,12 +376,14 @@ pub enum PolicyItem {
     Rules(RuleBlock),
 }
 
-/// `policy NAME [priority N] [tier NAME] { ... }`
+/// `policy NAME [priority N] [tier NAME] [audit] { ... }`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyDecl {
     pub name: Ident,
     pub priority: Option<Num>,
     pub tier: Option<Ident>,
+    /// `audit`: evaluated and counted, never enforced (language.md §4).
+    pub audit: Option<Span>,
     pub items: Vec<PolicyItem>,
     pub span: Span,
 }
@@ -452,9 +456,24 @@ pub struct Expect {
     pub at: Option<(Direction, Span)>,
     /// `via BACKEND`: the service backend the packet is sent to.
     pub via: Option<Via>,
+    /// `mark N` / `dscp N` / `redirect to proxy S` / `bypass`: the
+    /// steering action the verdict must carry.
+    pub steering: Option<(SteerAction, Span)>,
     /// `by policy|steer|service NAME`: which kind `by` names, when said.
     pub by_kind: Option<(ByKind, Span)>,
     /// `by NAME`: the policy, steer, service or `default` that must decide.
+    pub by: Option<Ident>,
+    /// `audit allow|deny [by NAME]`: the audit verdict.
+    pub audit: Option<ExpectAudit>,
+    pub span: Span,
+}
+
+/// `audit allow|deny [by [KIND] NAME]` on an expect line: the verdict (and
+/// its owner) with the audit policies enforced (language.md §4, "Audit").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectAudit {
+    pub verdict: (Verdict, Span),
+    pub by_kind: Option<(ByKind, Span)>,
     pub by: Option<Ident>,
     pub span: Span,
 }

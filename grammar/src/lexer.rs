@@ -162,6 +162,7 @@ tokens! {
     "at" => KwAt,
     "by" => KwBy,
     "via" => KwVia,
+    "audit" => KwAudit,
 }
 
 fn unescape(s: &str) -> String {
@@ -356,6 +357,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwNew
             | KwEstablished
             | KwDefault
+            | KwAudit
     )
 }
 

@@ -105,6 +105,7 @@ fn model(rules: usize) -> Model {
     m.tiers = vec![Tier {
         name: "default".into(),
         order: 1000,
+        audit: false,
         span: None,
     }];
     let mut client_labels = BTreeMap::new();
@@ -160,6 +161,7 @@ fn model(rules: usize) -> Model {
             applies_to: Sel::Eq("app".into(), format!("svc{s}")),
             ingress: Some(ingress),
             egress: None,
+            audit: false,
             span: Default::default(),
             name_span: Default::default(),
         });

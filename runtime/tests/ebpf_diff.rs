@@ -733,6 +733,7 @@ pub fn large_model(seed: u64, policies: usize, rules: usize) -> Model {
         Tier {
             name: "big".into(),
             order: 1,
+            audit: false,
             span: None,
         },
     );
@@ -781,6 +782,7 @@ pub fn large_model(seed: u64, policies: usize, rules: usize) -> Model {
             applies_to: labels,
             ingress: Some(ingress),
             egress: None,
+            audit: false,
             span,
             name_span: span,
         });

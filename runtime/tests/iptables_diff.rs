@@ -652,6 +652,60 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
     );
 }
 
+/// Generated programs with random policies (and tiers) marked audit
+/// (`gen::mark_audit`): the rules applied enforce exactly what the
+/// interpreter's enforced verdict says — the audit chains count and never
+/// decide. `redirect` steering is dropped first (iptables refuses it
+/// beside audit policies, E0501).
+#[test]
+fn iptables_with_audit_policies_agrees_in_netns() {
+    if !ready("iptables_with_audit_policies_agrees_in_netns") {
+        return;
+    }
+    let mut t = Tally::default();
+    let mut audited = 0;
+    for seed in 0..80u64 {
+        if audited >= 20 {
+            break;
+        }
+        let mut model = random_balanced(gen::model(seed));
+        let mut rng = gen::Rng::new(seed ^ 0xA0D1);
+        gen::mark_audit(&mut model, &mut rng);
+        if !model.has_audit() {
+            continue;
+        }
+        for s in &mut model.steers {
+            s.rules
+                .retain(|r| !matches!(r.action, SteerAction::Redirect { .. }));
+        }
+        let before = t.cases;
+        let c = candidates(&model, seed);
+        check_model(&format!("audit{seed}"), &model, &c, &mut t);
+        if t.cases > before {
+            audited += 1;
+        }
+    }
+    eprintln!(
+        "iptables audit diff: {audited} programs with audit policies, {} cases ({} got through), {} disagreements",
+        t.cases,
+        t.allowed,
+        t.disagreements.len()
+    );
+    for d in t.disagreements.iter().take(40) {
+        eprintln!("  {d}");
+    }
+    assert!(
+        t.disagreements.is_empty(),
+        "{} disagreements",
+        t.disagreements.len()
+    );
+    assert!(
+        audited >= 10 && t.cases >= 200,
+        "{audited} programs, {} cases",
+        t.cases
+    );
+}
+
 /// Generated policies whose chains, one per graph node, nested deeper
 /// than nf_tables allows (17 to 19 jumps below the entry chain; the
 /// compiler's `deep_generated_policies_fit_nftables` checks the numbers):

@@ -358,6 +358,7 @@ impl<'a> Cx<'a> {
             out.push(model::Tier {
                 name: d.name.name.clone(),
                 order,
+                audit: d.audit.is_some(),
                 span: Some(d.span),
             });
         }
@@ -365,6 +366,7 @@ impl<'a> Cx<'a> {
             out.push(model::Tier {
                 name: "default".into(),
                 order: 1000,
+                audit: false,
                 span: None,
             });
         }
@@ -408,6 +410,25 @@ impl<'a> Cx<'a> {
             });
         }
         out
+    }
+
+    /// A steering action as written (a steer rule, or an `expect` line's
+    /// steering assertion).
+    pub(super) fn steer_action(&mut self, a: &ast::SteerAction) -> model::SteerAction {
+        match a {
+            ast::SteerAction::Redirect(s) => {
+                let addr = self.single_addr(&s.addr, "a proxy address");
+                let port = self.port(&s.port);
+                model::SteerAction::Redirect { addr, port }
+            }
+            ast::SteerAction::Mark(n) => {
+                model::SteerAction::Mark(self.num(n, "mark", 0, u64::from(u32::MAX)) as u32)
+            }
+            ast::SteerAction::Dscp(n) => {
+                model::SteerAction::Dscp(self.num(n, "DSCP value", 0, 63) as u8)
+            }
+            ast::SteerAction::Bypass => model::SteerAction::Bypass,
+        }
     }
 
     fn policy(&mut self, d: &'a ast::PolicyDecl, tiers: &[model::Tier]) -> model::Policy {
@@ -487,6 +508,7 @@ impl<'a> Cx<'a> {
                 .unwrap_or_else(|| model::Sel::Not(Box::new(model::Sel::All))),
             ingress: blocks.remove(&Direction::Ingress).map(|b| b.0),
             egress: blocks.remove(&Direction::Egress).map(|b| b.0),
+            audit: d.audit.is_some() || tiers[tier].audit,
             span: d.span,
             name_span: d.name.span,
         }
@@ -500,20 +522,7 @@ impl<'a> Cx<'a> {
             .unwrap_or(1000);
         let mut rules = Vec::new();
         for r in &d.rules {
-            let action = match &r.action {
-                ast::SteerAction::Redirect(s) => {
-                    let addr = self.single_addr(&s.addr, "a proxy address");
-                    let port = self.port(&s.port);
-                    model::SteerAction::Redirect { addr, port }
-                }
-                ast::SteerAction::Mark(n) => {
-                    model::SteerAction::Mark(self.num(n, "mark", 0, u64::from(u32::MAX)) as u32)
-                }
-                ast::SteerAction::Dscp(n) => {
-                    model::SteerAction::Dscp(self.num(n, "DSCP value", 0, 63) as u8)
-                }
-                ast::SteerAction::Bypass => model::SteerAction::Bypass,
-            };
+            let action = self.steer_action(&r.action);
             let proto = self.proto(r.proto.as_ref());
             let what = format!("peer of a rule in steer block `{}`", d.name.name);
             let peer = |cx: &mut Cx<'a>, p: &Option<Peer>| match p {

@@ -190,7 +190,48 @@ impl<'a> Cx<'a> {
             .via
             .as_ref()
             .and_then(|v| self.via(v, model, proto, &to, port));
-        let by = e.by.as_ref().map(|b| {
+        let by = self.by_target(e.by.as_ref(), e.by_kind);
+        let steering = e.steering.as_ref().map(|(a, _)| self.steer_action(a));
+        let audit = e.audit.as_ref().map(|a| model::ExpectAudit {
+            verdict: match a.verdict.0 {
+                ast::Verdict::Allow => model::Verdict::Allow,
+                ast::Verdict::Deny => model::Verdict::Deny,
+            },
+            by: self.by_target(a.by.as_ref(), a.by_kind),
+            by_kind: a.by_kind.map(|k| k.0),
+        });
+        model::Expect {
+            verdict: match e.verdict.0 {
+                ast::Verdict::Allow => model::Verdict::Allow,
+                ast::Verdict::Deny => model::Verdict::Deny,
+            },
+            proto,
+            icmp_type: icmp_type.unwrap_or(0),
+            icmp_code: icmp_code.unwrap_or(0),
+            from,
+            to,
+            port,
+            state: match e.state {
+                Some((ast::ConnState::Established, _)) => model::ConnState::Established,
+                _ => model::ConnState::New,
+            },
+            at: e.at.map(|a| a.0),
+            via,
+            by,
+            by_kind: e.by_kind.map(|k| k.0),
+            steering,
+            audit,
+            span: e.span,
+        }
+    }
+
+    /// `by [KIND] NAME` resolved (E0239 ambiguous, unknown names).
+    fn by_target(
+        &mut self,
+        by: Option<&ast::Ident>,
+        by_kind: Option<(ByKind, weir_grammar::Span)>,
+    ) -> Option<String> {
+        by.map(|b| {
             let kinds: Vec<&'static str> = [
                 ("policy", self.policies.contains_key(&b.name)),
                 ("steer", self.steers.contains_key(&b.name)),
@@ -200,7 +241,7 @@ impl<'a> Cx<'a> {
             .filter_map(|(k, has)| has.then_some(k))
             .collect();
             let known = b.name == "default" || !kinds.is_empty();
-            if let Some((kind, _)) = e.by_kind {
+            if let Some((kind, _)) = by_kind {
                 let kind = by_kind_name(kind);
                 if !kinds.contains(&kind) {
                     self.report(Kind::UnknownByOfKind {
@@ -231,28 +272,7 @@ impl<'a> Cx<'a> {
                 });
             }
             b.name.clone()
-        });
-        model::Expect {
-            verdict: match e.verdict.0 {
-                ast::Verdict::Allow => model::Verdict::Allow,
-                ast::Verdict::Deny => model::Verdict::Deny,
-            },
-            proto,
-            icmp_type: icmp_type.unwrap_or(0),
-            icmp_code: icmp_code.unwrap_or(0),
-            from,
-            to,
-            port,
-            state: match e.state {
-                Some((ast::ConnState::Established, _)) => model::ConnState::Established,
-                _ => model::ConnState::New,
-            },
-            at: e.at.map(|a| a.0),
-            via,
-            by,
-            by_kind: e.by_kind.map(|k| k.0),
-            span: e.span,
-        }
+        })
     }
 
     /// Picks one address family for both ends and resolves endpoints to

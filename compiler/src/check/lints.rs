@@ -89,6 +89,8 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
 
     // W0304: a policy that selects endpoints for a direction in which no
     // policy selecting them has any rule that lets traffic through.
+    // Audit policies are left out on both counts: they turn nothing on,
+    // and their allow rules open nothing.
     // `open[dir]`: endpoints selected by some policy with an allow or
     // pass rule in that direction.
     // Each policy's endpoints are selected once; `open` is a flag per
@@ -106,10 +108,12 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
         .enumerate()
     {
         for (q, ids) in model.policies.iter().zip(&selected) {
-            if q.rules(dir).is_some_and(|rs| {
-                rs.iter()
-                    .any(|r| matches!(r.action, Action::Allow | Action::Pass))
-            }) {
+            if !q.audit
+                && q.rules(dir).is_some_and(|rs| {
+                    rs.iter()
+                        .any(|r| matches!(r.action, Action::Allow | Action::Pass))
+                })
+            {
                 for &i in ids {
                     open[side][i as usize] = true;
                 }
@@ -121,7 +125,7 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
             .into_iter()
             .enumerate()
         {
-            if p.rules(dir).is_none() {
+            if p.rules(dir).is_none() || p.audit {
                 continue;
             }
             let denied: Vec<String> = ids

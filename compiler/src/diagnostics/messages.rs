@@ -1446,6 +1446,11 @@ pub enum Construct {
         port: u16,
         proto: Proto,
     },
+    /// An audit policy: no back end counts audit decisions yet.
+    AuditPolicy { policy: String },
+    /// An audit policy in a program with `redirect` steering (iptables
+    /// judges redirected connections in nat, where audit is not counted).
+    AuditWithRedirect { policy: String },
 }
 
 /// Why a program stage does not assemble.
@@ -1467,6 +1472,8 @@ impl Construct {
         match self {
             Construct::MaglevBalance { .. } => "balance maglev",
             Construct::UntranslatedFrontend { .. } => "SCTP service frontend",
+            Construct::AuditPolicy { .. } => "audit policy",
+            Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
         }
     }
 
@@ -1491,6 +1498,12 @@ impl Construct {
                     proto(*p)
                 )
             }
+            Construct::AuditPolicy { policy } => format!(
+                "policy `{policy}` is an audit policy; this back end does not count audit decisions yet, so it would be deployed without them"
+            ),
+            Construct::AuditWithRedirect { policy } => format!(
+                "policy `{policy}` is an audit policy and the program redirects connections to a proxy; iptables judges those in nat, where their audit decisions would not be counted"
+            ),
         }
     }
 }

@@ -285,7 +285,12 @@ impl Emitter<'_> {
     }
 
     fn tier(&self, x: &TierDecl) -> Doc {
-        t(format!("tier {} order {}", x.name.name, self.num(&x.order)))
+        let audit = if x.audit.is_some() { " audit" } else { "" };
+        t(format!(
+            "tier {} order {}{audit}",
+            x.name.name,
+            self.num(&x.order)
+        ))
     }
 
     fn default_deny(&self, d: &DefaultDenyDecl) -> Doc {
@@ -388,6 +393,10 @@ impl Emitter<'_> {
         if let Some(tier) = &p.tier {
             h.push_str(&format!(" tier {}", tier.name));
             end = tier.span.end;
+        }
+        if let Some(a) = p.audit {
+            h.push_str(" audit");
+            end = a.end;
         }
         let header = Span { end, ..p.span };
         self.block(header, &t(h), p.span, p.items.is_empty(), |e| {
@@ -533,17 +542,38 @@ impl Emitter<'_> {
             Some(Via::Socket(s)) => tail.push_str(&format!(" via {}", self.socket(s))),
             None => {}
         }
-        if let Some(by) = &x.by {
-            let kind = match x.by_kind {
-                Some((ByKind::Policy, _)) => "policy ",
-                Some((ByKind::Steer, _)) => "steer ",
-                Some((ByKind::Service, _)) => "service ",
-                None => "",
-            };
-            tail.push_str(&format!(" by {kind}{}", by.name));
+        match &x.steering {
+            Some((SteerAction::Redirect(s), _)) => {
+                tail.push_str(&format!(" redirect to proxy {}", self.socket(s)))
+            }
+            Some((SteerAction::Mark(n), _)) => tail.push_str(&format!(" mark {}", self.num(n))),
+            Some((SteerAction::Dscp(n), _)) => tail.push_str(&format!(" dscp {}", self.num(n))),
+            Some((SteerAction::Bypass, _)) => tail.push_str(" bypass"),
+            None => {}
+        }
+        by_text(&mut tail, x.by.as_ref(), x.by_kind);
+        if let Some(a) = &x.audit {
+            tail.push_str(match a.verdict.0 {
+                Verdict::Allow => " audit allow",
+                Verdict::Deny => " audit deny",
+            });
+            by_text(&mut tail, a.by.as_ref(), a.by_kind);
         }
         v.push(t(tail));
         seq(v)
+    }
+}
+
+/// ` by [KIND] NAME` of an `expect` line or its audit part.
+fn by_text(tail: &mut String, by: Option<&Ident>, kind: Option<(ByKind, Span)>) {
+    if let Some(by) = by {
+        let kind = match kind {
+            Some((ByKind::Policy, _)) => "policy ",
+            Some((ByKind::Steer, _)) => "steer ",
+            Some((ByKind::Service, _)) => "service ",
+            None => "",
+        };
+        tail.push_str(&format!(" by {kind}{}", by.name));
     }
 }
 

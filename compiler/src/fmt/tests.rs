@@ -162,3 +162,23 @@ fn via_and_by_kind_are_kept() {
         "{out}"
     );
 }
+
+/// `audit` on tiers and policies, and an expect line's steering and audit
+/// parts, survive formatting (the tree comparison sees a flag's span as
+/// null either way, so the text is checked).
+#[test]
+fn audit_marks_and_expect_assertions_are_kept() {
+    let src = "tier staged   order 5 audit\npolicy p priority 10 tier staged   audit {\n  applies to all\n}\npolicy audit audit {\n  applies to all\n}\ntest \"t\" {\n  expect allow tcp from any to any port 80 redirect to proxy 127.0.0.1:15001   by p audit deny by policy audit\n  expect allow udp from any to any port 53 mark 0x10\n  expect allow udp from any to any port 53 dscp 46 audit allow\n  expect allow tcp from any to any port 179 bypass by default\n}\n";
+    let out = check(src);
+    for want in [
+        "tier staged order 5 audit\n",
+        "policy p priority 10 tier staged audit {",
+        "policy audit audit {",
+        "port 80 redirect to proxy 127.0.0.1:15001 by p audit deny by policy audit\n",
+        "port 53 mark 0x10\n",
+        "port 53 dscp 46 audit allow\n",
+        "port 179 bypass by default\n",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+}

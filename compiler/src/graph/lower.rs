@@ -13,6 +13,10 @@
 //! lowering never produces an unreachable branch (every leaf is reached by
 //! some packet) and never tests the same fact twice on a path.
 //!
+//! Audit policies are left out (they are not enforced); the audit
+//! evaluation is the lowering of `Model::audit_enforced`, whose classes and
+//! provenance ids are the same (neither depends on the audit marks).
+//!
 //! Leaves carry provenance ids from [`ProvenanceTable`]; the `logged` list
 //! of a leaf is the path's log rules, exactly the interpreter's
 //! `SideDecision::logged`.
@@ -312,7 +316,11 @@ impl Lower<'_> {
             .policies
             .iter()
             .map(|p| {
+                // Audit policies are not enforced: the graph is the
+                // enforced program (language.md §4, "Audit policies"); the
+                // audit sides are the graph of `Model::audit_enforced`.
                 p.rules(dir)
+                    .filter(|_| !p.audit)
                     .map(|_| cl.atom_id(&super::classes::Atom::Sel(p.applies_to.clone())))
                     .and_then(|a| a)
             })

@@ -8,6 +8,7 @@
 //! When the backends disagree and no `via` is written, the line fails and
 //! says which backend gives what.
 
+use super::explain::steer_text;
 use super::{BackendChoice, Interp, Outcome, Packet};
 use crate::model::{Endpoint, Expect, Model, Test, TestPeer, Verdict};
 use crate::provenance::Provenance;
@@ -110,15 +111,63 @@ fn judge(model: &Model, e: &Expect, outcome: &Outcome) -> Option<String> {
             outcome.decided_by.describe(model)
         ));
     }
-    let by = e.by.as_ref()?;
-    let owner = outcome.decided_by.owner_name(model);
-    let kind_ok = e
-        .by_kind
-        .is_none_or(|k| owner_kind(&outcome.decided_by) == Some(k));
+    if let Some(want) = &e.steering {
+        let got = outcome.steering.as_ref().map(|s| &s.action);
+        if got != Some(want) {
+            return Some(format!(
+                "expected steering `{}`, got {}",
+                steer_text(want),
+                got.map_or("no steering action".to_string(), |a| format!(
+                    "`{}`",
+                    steer_text(a)
+                ))
+            ));
+        }
+    }
+    if let Some(f) = judge_by(
+        model,
+        e.by.as_ref(),
+        e.by_kind,
+        &outcome.decided_by,
+        "decision",
+    ) {
+        return Some(f);
+    }
+    let want = e.audit.as_ref()?;
+    // Without audit policies (or before step 4) the audit verdict is the
+    // enforced one (language.md §4, "Audit policies").
+    let (verdict, by) = outcome
+        .audit
+        .as_ref()
+        .map_or((outcome.verdict, outcome.decided_by), |a| {
+            (a.verdict, a.decided_by)
+        });
+    if verdict != want.verdict {
+        return Some(format!(
+            "expected audit {}, got audit {} (would be decided by {})",
+            verdict_name(want.verdict),
+            verdict_name(verdict),
+            by.describe(model)
+        ));
+    }
+    judge_by(model, want.by.as_ref(), want.by_kind, &by, "audit decision")
+}
+
+/// Why `by` (of kind `kind`) did not make the decision `decided`, if not.
+fn judge_by(
+    model: &Model,
+    by: Option<&String>,
+    kind: Option<weir_grammar::ast::ByKind>,
+    decided: &Provenance,
+    what: &str,
+) -> Option<String> {
+    let by = by?;
+    let owner = decided.owner_name(model);
+    let kind_ok = kind.is_none_or(|k| owner_kind(decided) == Some(k));
     if &owner != by || !kind_ok {
         return Some(format!(
-            "expected the decision by {by}, but it was made by {}",
-            outcome.decided_by.describe(model)
+            "expected the {what} by {by}, but it was made by {}",
+            decided.describe(model)
         ));
     }
     None

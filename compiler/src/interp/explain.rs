@@ -173,6 +173,18 @@ pub fn explain(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locate) ->
     let _ = write!(out, "verdict  {}", verdict_name(o.verdict).to_uppercase());
     let _ = write!(out, " — ");
     prov_text(interp, &o.decided_by, locate, &mut out, "         ");
+    if let Some(a) = &o.audit {
+        if a.differs(o.verdict, o.decided_by) {
+            let _ = write!(
+                out,
+                "audit    WOULD {} — ",
+                verdict_name(a.verdict).to_uppercase()
+            );
+            prov_text(interp, &a.decided_by, locate, &mut out, "         ");
+        } else {
+            let _ = writeln!(out, "audit    same — no audit policy changes this verdict");
+        }
+    }
     out
 }
 
@@ -223,7 +235,7 @@ pub fn explain_json(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locat
             })
         })
     };
-    json!({
+    let mut v = json!({
         "packet": json!({
             "proto": proto_name(packet.proto),
             "src": packet.src,
@@ -260,5 +272,16 @@ pub fn explain_json(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locat
             "rule": s.index + 1,
             "action": steer_text(&s.action),
         })),
-    })
+    });
+    // Present exactly when the program has audit policies.
+    if let Some(a) = &o.audit {
+        v["audit"] = json!({
+            "verdict": verdict_name(a.verdict),
+            "differs": a.differs(o.verdict, o.decided_by),
+            "decided_by": prov_json(interp, &a.decided_by, locate),
+            "egress": side(&a.egress),
+            "ingress": side(&a.ingress),
+        });
+    }
+    v
 }

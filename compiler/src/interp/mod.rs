@@ -7,6 +7,7 @@
 //! differential tests, so when they disagree, this is right by definition —
 //! or the reference is wrong and both change together.
 
+mod audit;
 mod expect;
 pub mod explain;
 mod family;
@@ -15,6 +16,7 @@ mod policy;
 mod service;
 mod steer;
 
+pub use audit::AuditOutcome;
 pub use expect::{
     expect_packet, run_tests, synthetic_endpoints, verdict_name, ExpectResult, TestReport,
 };
@@ -144,6 +146,10 @@ pub struct Outcome {
     pub ingress: Option<SideDecision>,
     /// True when the service rejects actively (TCP reset / ICMP unreachable).
     pub reject: bool,
+    /// The audit verdict, exactly when the program has audit policies
+    /// (for a packet decided before step 4 it is the enforced verdict).
+    /// Never an input to the fields above.
+    pub audit: Option<AuditOutcome>,
 }
 
 /// How to choose a backend when the packet hits a service.
@@ -162,6 +168,8 @@ pub struct Interp<'m> {
     pub model: &'m Model,
     extra: Vec<Endpoint>,
     by_addr: BTreeMap<IpAddr, (bool, usize)>,
+    /// [`Model::has_audit`], once.
+    has_audit: bool,
 }
 
 impl<'m> Interp<'m> {
@@ -187,6 +195,7 @@ impl<'m> Interp<'m> {
             model,
             extra,
             by_addr,
+            has_audit: model.has_audit(),
         }
     }
 
@@ -217,8 +226,16 @@ impl<'m> Interp<'m> {
         self.evaluate_with(p, BackendChoice::ByHash)
     }
 
-    /// The pipeline of docs/language.md §4.
+    /// The pipeline of docs/language.md §4, with the audit verdict beside
+    /// (programs with audit policies).
     pub fn evaluate_with(&self, p: &Packet, choice: BackendChoice) -> Outcome {
+        let mut o = self.pipeline(p, choice);
+        self.audit_beside(&mut o);
+        o
+    }
+
+    /// The pipeline of docs/language.md §4.
+    fn pipeline(&self, p: &Packet, choice: BackendChoice) -> Outcome {
         // 0. Headers not all seen: denied.
         if let Some(by) = unseen(p) {
             return Outcome::simple(Verdict::Deny, by);
@@ -286,6 +303,8 @@ impl<'m> Interp<'m> {
         } else {
             None
         };
+        // Audit: the same packet with the audit policies enforced, beside.
+        let audit = self.audit_policy(&translated);
         Outcome {
             verdict,
             decided_by,
@@ -295,6 +314,7 @@ impl<'m> Interp<'m> {
             egress,
             ingress,
             reject: false,
+            audit,
         }
     }
 }
@@ -310,6 +330,7 @@ impl Outcome {
             egress: None,
             ingress: None,
             reject: false,
+            audit: None,
         }
     }
 }

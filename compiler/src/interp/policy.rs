@@ -11,6 +11,13 @@ impl Interp<'_> {
     /// endpoint (peer = destination), ingress for its destination endpoint
     /// (peer = source).
     pub fn side(&self, dir: Direction, p: &Packet) -> SideDecision {
+        self.side_as(dir, p, false)
+    }
+
+    /// [`Interp::side`], with the audit policies enforced too when
+    /// `with_audit` (the audit verdict's side; language.md §4, "Audit
+    /// policies"). Without it audit policies do not exist.
+    pub fn side_as(&self, dir: Direction, p: &Packet, with_audit: bool) -> SideDecision {
         let (subject_addr, peer_addr) = match dir {
             Direction::Egress => (p.src, p.dst),
             Direction::Ingress => (p.dst, p.src),
@@ -28,6 +35,7 @@ impl Interp<'_> {
         for tier in 0..model.tiers.len() {
             let active = model.policies.iter().enumerate().filter(|(_, pol)| {
                 pol.tier == tier
+                    && (with_audit || !pol.audit)
                     && pol.rules(dir).is_some()
                     && pol.applies_to.matches(&subject.labels)
             });

@@ -84,10 +84,11 @@ pub fn depth_without_passes(g: &Graph, model: &Model, opts: &Options) -> usize {
 
 fn emit_here(
     g: &Graph,
-    _model: &Model,
+    model: &Model,
     opts: &Options,
     passes: bool,
 ) -> Result<Output, Vec<TooDeep>> {
+    let audit = super::audit::AuditGraph::new(model);
     let (_, num) = g.dag.numbering();
     let num: FastMap<NodeId, usize> = num.into_iter().collect();
     let r = g.dag.roots;
@@ -114,6 +115,7 @@ fn emit_here(
             kinds: &kinds,
             has_services,
             has_reject,
+            audit: audit.as_ref(),
         }
         .tables(&mut sets);
         let depth = if passes {
@@ -195,6 +197,8 @@ struct FamilyGen<'a> {
     kinds: &'a SteerKinds,
     has_services: bool,
     has_reject: bool,
+    /// The audit sides (programs with audit policies).
+    audit: Option<&'a super::audit::AuditGraph>,
 }
 
 fn steer_cmt(s: usize, i: usize) -> String {
@@ -414,6 +418,9 @@ impl<'a> FamilyGen<'a> {
                     ],
                 );
             }
+        }
+        if let Some(a) = self.audit {
+            a.emit(self.fam, sets, out);
         }
         let opts = self.opts;
         let leaf = |n: &Node| match n {

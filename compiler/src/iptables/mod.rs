@@ -57,6 +57,13 @@
 //! internal nodes. Logging is `LOG --log-prefix "weir:<id> "` by default,
 //! or `NFLOG` ([`LogTarget`]).
 //!
+//! # Audit policies
+//!
+//! Counted, never enforced: `audit.rs` emits the audit sides' graph as
+//! chains `WEIR-A<n>` in filter whose leaves only count
+//! (`weir:audit:<id>`) and return; `WEIR-FWD` calls them before the
+//! enforced sides.
+//!
 //! # Refused
 //!
 //! Chains nested too deep for nf_tables (E0510, see above); Maglev
@@ -66,6 +73,7 @@
 //! can match a service frontend's traffic (one connection cannot be both
 //! DNATed to a backend and redirected). See [`Unsupported`].
 
+mod audit;
 mod chains;
 mod depth;
 mod emit;
@@ -185,7 +193,8 @@ pub fn generate_text(
     model: &Model,
     opts: &Options,
 ) -> Result<Output, Vec<Unsupported>> {
-    let refused = services::check(graph, model, opts);
+    let mut refused = services::check(graph, model, opts);
+    refused.extend(audit::check(model));
     if !refused.is_empty() {
         return Err(refused);
     }

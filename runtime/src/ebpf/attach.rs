@@ -789,14 +789,24 @@ pub fn prometheus_services(inst: &Instance, counts: &[ServiceCount]) -> String {
 
 /// Prometheus text exposition of [`stats`].
 pub fn prometheus(inst: &Instance, counts: &[RuleCount]) -> String {
+    prometheus_rules(
+        &inst.name(),
+        "weir_rule_packets_total",
+        "Packets decided or logged by each rule (eBPF back end).",
+        counts,
+    )
+}
+
+/// Per-rule counters as one Prometheus metric `metric` (labels
+/// `instance`, `id`, `kind`, `rule`): the one rendering both back ends'
+/// rule counters (and the iptables audit counters) use.
+pub fn prometheus_rules(instance: &str, metric: &str, help: &str, counts: &[RuleCount]) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut s = String::from(
-        "# HELP weir_rule_packets_total Packets decided or logged by each rule (eBPF back end).\n# TYPE weir_rule_packets_total counter\n",
-    );
+    let mut s = format!("# HELP {metric} {help}\n# TYPE {metric} counter\n");
     for c in counts {
         s += &format!(
-            "weir_rule_packets_total{{instance=\"{}\",id=\"{}\",kind=\"{}\",rule=\"{}\"}} {}\n",
-            esc(&inst.name()),
+            "{metric}{{instance=\"{}\",id=\"{}\",kind=\"{}\",rule=\"{}\"}} {}\n",
+            esc(instance),
             c.id,
             esc(&c.kind),
             esc(&c.description),

@@ -47,6 +47,7 @@ pub mod records;
 pub mod restore;
 pub mod sets;
 pub mod state;
+pub mod stats;
 pub mod status;
 
 use std::collections::BTreeMap;
