@@ -173,7 +173,7 @@ pub fn with_bench_client(model: &Model) -> Model {
     labels.insert("app".to_string(), "bench-client".to_string());
     m.endpoints.push(Endpoint {
         name: "bench-client".into(),
-        labels,
+        labels: labels.into(),
         addrs: vec![BENCH_CLIENT.into()],
         ready: true,
         span: None,

@@ -10,7 +10,7 @@ use weir_runtime::ebpf::{
     Instance,
 };
 
-use crate::apply::Target;
+use crate::target::Target;
 
 pub(crate) fn instance(target: &Target) -> Result<Instance, i32> {
     match target.iface.split_first() {
