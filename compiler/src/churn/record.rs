@@ -26,18 +26,16 @@ fn yes() -> bool {
     true
 }
 
-impl crate::interp::EndpointView for EndpointRec {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn labels(&self) -> &BTreeMap<String, String> {
-        &self.labels
-    }
-    fn ready(&self) -> bool {
-        self.ready
-    }
-    fn addrs(&self) -> &[IpAddr] {
-        &self.addrs
+crate::interp::endpoint_view!(EndpointRec);
+
+impl From<&crate::model::Endpoint> for EndpointRec {
+    fn from(e: &crate::model::Endpoint) -> EndpointRec {
+        EndpointRec {
+            name: e.name.clone(),
+            labels: (*e.labels).clone(),
+            ready: e.ready,
+            addrs: e.addrs.clone(),
+        }
     }
 }
 

@@ -24,10 +24,15 @@ service api {
 "#;
 
 fn manifest_of(src: &str) -> Manifest {
-    let model = crate::check::model_of(src);
-    let g = crate::graph::build(&model);
+    manifest_of_model(&crate::check::model_of(src))
+}
+
+/// The manifest of a bundle of `model` without back ends, as a reader
+/// gets it.
+fn manifest_of_model(model: &crate::model::Model) -> Manifest {
+    let g = crate::graph::build(model);
     read(&BundleInput {
-        model: &model,
+        model,
         graph: &g,
         sources: &[],
         targets: &[],
@@ -301,14 +306,7 @@ fn view_agrees_with_compiled_classes() {
     for seed in 0..100 {
         let model = crate::gen::model(seed);
         let g = crate::graph::build(&model);
-        let m = read(&BundleInput {
-            model: &model,
-            graph: &g,
-            sources: &[],
-            targets: &[],
-            locate: &|_| None,
-            backends: BTreeMap::new(),
-        });
+        let m = manifest_of_model(&model);
         let view = ClassView::from_manifest(&m);
         for (e, per) in model.endpoints.iter().zip(&g.classes.endpoint_classes) {
             for &(a, c) in per {
@@ -336,16 +334,7 @@ fn churn_backends_are_the_interpreters() {
     use crate::model::BackendSource;
     for seed in 0..300 {
         let m = crate::gen::model(seed);
-        let recs: Vec<EndpointRec> = m
-            .endpoints
-            .iter()
-            .map(|e| EndpointRec {
-                name: e.name.clone(),
-                labels: (*e.labels).clone(),
-                ready: e.ready,
-                addrs: e.addrs.clone(),
-            })
-            .collect();
+        let recs: Vec<EndpointRec> = m.endpoints.iter().map(EndpointRec::from).collect();
         let index =
             crate::endpoint_index::EndpointIndex::from_labels(recs.iter().map(|e| &e.labels));
         for (i, s) in m.services.iter().enumerate() {

@@ -18,6 +18,7 @@ pub use expect::{
     expect_packet, run_tests, synthetic_endpoints, verdict_name, ExpectResult, TestReport,
 };
 pub use packet_text::parse_packet;
+pub(crate) use service::endpoint_view;
 pub use service::{backends_of, backends_of_indexed, selector_backends, weighted, EndpointView};
 
 use crate::model::{

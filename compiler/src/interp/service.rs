@@ -13,28 +13,34 @@ use crate::model::{Backend, BackendSource, Balance, Endpoint, Frontend, Sel, Ser
 
 /// What the backend rule reads of an endpoint: the one endpoint view,
 /// implemented by the model's [`Endpoint`] and by churn's
-/// [`crate::churn::EndpointRec`] (an inventory at run time).
+/// [`crate::churn::EndpointRec`] (an inventory at run time), both through
+/// [`endpoint_view!`](crate::interp::endpoint_view).
 pub trait EndpointView {
-    fn name(&self) -> &str;
     fn labels(&self) -> &BTreeMap<String, String>;
     fn ready(&self) -> bool;
     fn addrs(&self) -> &[IpAddr];
 }
 
-impl EndpointView for Endpoint {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn labels(&self) -> &BTreeMap<String, String> {
-        &self.labels
-    }
-    fn ready(&self) -> bool {
-        self.ready
-    }
-    fn addrs(&self) -> &[IpAddr] {
-        &self.addrs
-    }
+/// Implements [`EndpointView`] for a struct with `labels` (a map or
+/// [`crate::labels::Labels`]), `ready` and `addrs` fields.
+macro_rules! endpoint_view {
+    ($t:ty) => {
+        impl $crate::interp::EndpointView for $t {
+            fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+                &self.labels
+            }
+            fn ready(&self) -> bool {
+                self.ready
+            }
+            fn addrs(&self) -> &[std::net::IpAddr] {
+                &self.addrs
+            }
+        }
+    };
 }
+pub(crate) use endpoint_view;
+
+endpoint_view!(Endpoint);
 
 /// **Which endpoints back a selector service** — the rule, written once
 /// (docs/language.md §4): every ready endpoint whose labels `selector`
