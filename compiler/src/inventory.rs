@@ -232,6 +232,23 @@ mod tests {
         assert_eq!(diags.len(), 1);
     }
 
+    /// Equal label maps of one inventory are one allocation (issue 15
+    /// item 7: a million replicas must not hold a million maps).
+    #[test]
+    fn equal_labels_are_shared() {
+        let text = r#"{ "endpoints": [
+  { "name": "a", "labels": { "app": "web", "tier": "1" }, "addrs": ["10.0.0.1"] },
+  { "name": "b", "labels": { "tier": "1", "app": "web" }, "addrs": ["10.0.0.2"] },
+  { "name": "c", "labels": { "app": "db" }, "addrs": ["10.0.0.3"] }
+] }"#;
+        let (inv, diags) = parse_inventory(FileId(0), text);
+        assert!(diags.is_empty());
+        let l: Vec<&BTreeMap<String, String>> = inv.endpoints.iter().map(|e| &*e.labels).collect();
+        assert!(std::ptr::eq(l[0], l[1]), "equal maps shared");
+        assert!(!std::ptr::eq(l[0], l[2]));
+        assert_eq!(l[2].get("app").map(String::as_str), Some("db"));
+    }
+
     #[test]
     fn malformed() {
         let (inv, diags) = parse_inventory(FileId(0), "{ \"endpoints\": [ { \"nam\": 1 } ] }");
