@@ -157,7 +157,7 @@ pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
         }
     };
     let mut diags = Vec::new();
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
     let mut cursor = 0;
     for ep in raw.endpoints {
         // The object's keys come in any order (serializers often sort

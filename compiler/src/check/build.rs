@@ -112,7 +112,11 @@ impl<'a> Cx<'a> {
     fn endpoints(&mut self, inventory: Option<Inventory>) -> Vec<model::Endpoint> {
         let mut out: Vec<model::Endpoint> = Vec::new();
         // address -> (index in `out` of the endpoint that claimed it, span).
-        let mut owners: FxHashMap<IpAddr, (usize, Span)> = FxHashMap::default();
+        let addrs = inventory
+            .as_ref()
+            .map_or(0, |i| i.endpoints.iter().map(|e| e.addrs.len()).sum());
+        let mut owners: FxHashMap<IpAddr, (usize, Span)> =
+            FxHashMap::with_capacity_and_hasher(addrs + self.endpoints.len(), Default::default());
         let mut claim =
             |cx: &mut Cx<'a>, out: &[model::Endpoint], ip: IpAddr, ep: &str, span: Span| -> bool {
                 if let Some(&(other, first)) = owners.get(&ip) {
