@@ -149,16 +149,37 @@ pub struct Whole {
     pub stderr_head: String,
 }
 
-/// Runs `weir compile` once under `weir-rusage` (this crate's binary,
-/// which forks it from a small process: see its docs for why the peak RSS
-/// of a direct child of the benchmark is wrong). Without `weir-rusage`
-/// the peak is NaN (not measured).
+/// Runs `weir compile FILE --target ebpf --endpoints INVENTORY -o OUT`
+/// once, measured ([`run_measured`]).
 pub fn whole_process(
     weir: &Path,
     weir_file: &Path,
     inventory: &Path,
     out: &Path,
 ) -> Result<Whole, String> {
+    use std::ffi::OsStr;
+    // The models balance with Maglev, which only the eBPF back end
+    // expresses: this is the compile that succeeds and writes a bundle.
+    let args: [&OsStr; 10] = [
+        OsStr::new("compile"),
+        weir_file.as_os_str(),
+        OsStr::new("--target"),
+        OsStr::new("ebpf"),
+        OsStr::new("--endpoints"),
+        inventory.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+        OsStr::new("--color"),
+        OsStr::new("never"),
+    ];
+    run_measured(weir, &args)
+}
+
+/// Runs `weir ARGS` once under `weir-rusage` (this crate's binary,
+/// which forks it from a small process: see its docs for why the peak RSS
+/// of a direct child of the benchmark is wrong). Without `weir-rusage`
+/// the peak is NaN (not measured).
+fn run_measured(weir: &Path, args: &[&std::ffi::OsStr]) -> Result<Whole, String> {
     let rusage = sibling_binary("weir-rusage");
     let mut cmd = match &rusage {
         Some(r) => {
@@ -168,20 +189,7 @@ pub fn whole_process(
         }
         None => Command::new(weir),
     };
-    cmd.arg("compile")
-        .arg(weir_file)
-        // The models balance with Maglev, which only the eBPF back end
-        // expresses: this is the compile that succeeds and writes a bundle.
-        .arg("--target")
-        .arg("ebpf")
-        .arg("--endpoints")
-        .arg(inventory)
-        .arg("-o")
-        .arg(out)
-        .arg("--color")
-        .arg("never")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     let t = Instant::now();
     let out = cmd
         .output()
@@ -210,4 +218,68 @@ pub fn whole_process(
             .collect::<Vec<_>>()
             .join(" "),
     })
+}
+
+/// `weir check` of a generated program over a generated inventory of
+/// `n` endpoints (issue 15, item 7: a node inventory of a million
+/// endpoints must be checked in well under 1 GB). The inventory is shaped
+/// like a node's: a name, three labels (`app` of 1,000 deployments,
+/// `tier`, `ns`), one IPv4 address each; the program has two policies
+/// and a selector service over those labels. Both files are written to
+/// `dir` (streamed: the benchmark itself never holds the text) and
+/// removed after.
+pub fn inventory_check(weir: &Path, n: usize, dir: &Path) -> Result<Whole, String> {
+    use std::io::Write;
+    const TIERS: [&str; 5] = ["web", "api", "data", "cache", "queue"];
+    let inv = dir.join("inventory.json");
+    let prog = dir.join("program.weir");
+    let io = |e: std::io::Error| e.to_string();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&inv).map_err(io)?);
+    w.write_all(b"{\"endpoints\": [\n").map_err(io)?;
+    for i in 0..n {
+        let a = std::net::Ipv4Addr::from(0x0a40_0001u32.wrapping_add(i as u32));
+        let sep = if i + 1 < n { ",\n" } else { "\n" };
+        write!(
+            w,
+            r#"  {{"name": "ep-{i}", "labels": {{"app": "app-{}", "tier": "{}", "ns": "ns-{}"}}, "addrs": ["{a}"], "ready": true}}{sep}"#,
+            i % 1000,
+            TIERS[i % 5],
+            i % 50
+        )
+        .map_err(io)?;
+    }
+    w.write_all(b"]}\n").map_err(io)?;
+    w.flush().map_err(io)?;
+    drop(w);
+    std::fs::write(
+        &prog,
+        r#"service api {
+  frontend 10.96.0.1:80/tcp
+  backends select app == "app-7" port 8080
+  balance random
+}
+policy db-in {
+  applies to tier == "data"
+  ingress { allow tcp 5432 from tier == "api" }
+}
+policy web-in {
+  applies to tier == "web"
+  ingress { allow tcp 443 from any }
+}
+"#,
+    )
+    .map_err(io)?;
+    use std::ffi::OsStr;
+    let args: [&OsStr; 6] = [
+        OsStr::new("check"),
+        prog.as_os_str(),
+        OsStr::new("--endpoints"),
+        inv.as_os_str(),
+        OsStr::new("--color"),
+        OsStr::new("never"),
+    ];
+    let r = run_measured(weir, &args);
+    let _ = std::fs::remove_file(&inv);
+    let _ = std::fs::remove_file(&prog);
+    r
 }

@@ -197,7 +197,7 @@ pub fn with_bench_client(model: &Model) -> Model {
         labels.insert("app".to_string(), name.to_string());
         m.endpoints.push(Endpoint {
             name: name.into(),
-            labels,
+            labels: labels.into(),
             addrs: vec![addr.into()],
             ready: true,
             span: None,

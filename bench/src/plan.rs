@@ -78,6 +78,9 @@ pub struct Plan {
     pub update_services: usize,
     /// Endpoints of the rules-sweep models (and the services sweep's minimum).
     pub endpoints: usize,
+    /// Endpoints of the generated inventory `weir check` reads for the
+    /// compile table's memory row (issue 15, item 7).
+    pub inventory_check: usize,
     pub variant: weir_runtime::iptables::Variant,
 }
 
@@ -107,6 +110,7 @@ impl Plan {
                 cli_runs: 1,
                 update_services: 10,
                 endpoints: 300,
+                inventory_check: 10_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
             }
         } else {
@@ -133,6 +137,7 @@ impl Plan {
                 cli_runs: 3,
                 update_services: 1_000,
                 endpoints: 2_000,
+                inventory_check: 1_000_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
             }
         }

@@ -10,7 +10,7 @@ use weir_runtime::ebpf::{
     Instance,
 };
 
-use crate::apply::Target;
+use crate::target::Target;
 
 pub(crate) fn instance(target: &Target) -> Result<Instance, i32> {
     match target.iface.split_first() {
@@ -198,7 +198,7 @@ pub struct StatsArgs {
 /// "services": [...]}`).
 pub fn run_stats(args: StatsArgs) -> i32 {
     // Without `--iface` (and not `--backend ebpf`): the iptables back end.
-    if args.target.backend == crate::apply::Backend::Iptables && args.target.iface.is_empty() {
+    if args.target.backend == crate::target::Backend::Iptables && args.target.iface.is_empty() {
         return crate::iptables_stats::run(&args);
     }
     let inst = match instance(&args.target) {

@@ -18,7 +18,7 @@ use weir_compiler::diagnostics::Kind;
 use weir_grammar::FileId;
 use weir_runtime::endpoints::{self, EndpointsError, Report};
 
-use crate::apply::{Backend, Output, Target};
+use crate::target::{Backend, Output, Target};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {

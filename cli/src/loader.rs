@@ -70,7 +70,9 @@ pub fn read_inventory(
         .map_err(InventoryRefusal::Io)?;
     let meta = file.metadata().map_err(InventoryRefusal::Io)?;
     regular(&meta)?;
-    let mut bytes = Vec::new();
+    // Sized from the metadata: a large inventory is read into one buffer
+    // of its size, not grown by doubling (which briefly holds both).
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_INVENTORY_BYTES) as usize + 1);
     file.take(MAX_INVENTORY_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(InventoryRefusal::Io)?;

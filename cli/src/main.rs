@@ -25,6 +25,7 @@ mod program;
 mod report;
 mod shell;
 mod snapshot;
+mod target;
 mod test;
 mod trace;
 

@@ -25,7 +25,7 @@ fn main() {
             labels.insert("tier".to_string(), format!("t{}", i % 5));
             Endpoint {
                 name: format!("ep{i:05}"),
-                labels,
+                labels: labels.into(),
                 addrs: vec![IpAddr::V4(Ipv4Addr::new(
                     10,
                     (i >> 16) as u8,

@@ -12,10 +12,10 @@
 //! was built from (`model.endpoints`).
 //!
 //! Used by the service table ([`backends_of_indexed`]), the address
-//! classes and the checker's lints; [`crate::interp::backends_of`] stays
-//! the reference definition.
+//! classes and the checker's lints; the rule itself is the interpreter's
+//! ([`crate::interp::selector_backends`]).
 
-use crate::model::{Backend, BackendSource, Endpoint, Frontend, Sel, Service};
+use crate::model::{Backend, Endpoint, Frontend, Sel, Service};
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
 // nothing iterates them into output.
 use rustc_hash::FxHashMap as HashMap;
@@ -30,7 +30,7 @@ pub struct EndpointIndex<'a> {
 
 impl<'a> EndpointIndex<'a> {
     pub fn new(endpoints: &'a [Endpoint]) -> EndpointIndex<'a> {
-        EndpointIndex::from_labels(endpoints.iter().map(|e| &e.labels))
+        EndpointIndex::from_labels(endpoints.iter().map(|e| &*e.labels))
     }
 
     /// The index of endpoints given by their labels (ids: positions in
@@ -180,46 +180,22 @@ pub fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
 }
 
 /// [`crate::interp::backends_of`] through an index of `endpoints`: the
-/// same result (ready, weight > 0, the frontend's family, sorted,
-/// deduplicated), without scanning every endpoint.
+/// interpreter's rule ([`crate::interp::selector_backends`]) with the
+/// selector evaluated by `index`.
 pub fn backends_of_indexed(
     svc: &Service,
     fe: &Frontend,
     endpoints: &[Endpoint],
     index: &EndpointIndex<'_>,
 ) -> Vec<Backend> {
-    match &svc.backends {
-        BackendSource::Explicit(_) => crate::interp::backends_of(svc, fe, endpoints),
-        BackendSource::Select { selector, port } => {
-            let mut out: Vec<Backend> = index
-                .select(selector)
-                .into_iter()
-                .map(|i| &endpoints[i as usize])
-                .filter(|e| e.ready)
-                .flat_map(|e| {
-                    e.addrs
-                        .iter()
-                        .filter(|a| a.is_ipv4() == fe.addr.is_ipv4())
-                        .map(|a| Backend {
-                            addr: *a,
-                            port: *port,
-                            weight: 1,
-                            endpoint: Some(e.name.clone()),
-                        })
-                })
-                .collect();
-            out.sort();
-            out.dedup();
-            out
-        }
-    }
+    crate::interp::backends_of_indexed(svc, fe, endpoints, Some(index))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gen;
-    use crate::model::{Model, PeerMatch};
+    use crate::model::{BackendSource, Model, PeerMatch};
 
     fn selectors(m: &Model) -> Vec<Sel> {
         let mut out: Vec<Sel> = m.named_selectors.values().cloned().collect();

@@ -307,7 +307,7 @@ pub fn model(seed: u64) -> Model {
         }
         endpoints.push(Endpoint {
             name: format!("ep{i}"),
-            labels,
+            labels: labels.into(),
             addrs,
             ready: rng.chance(85),
             span: Some(span(3)),
@@ -485,7 +485,7 @@ fn add_v6_endpoints(m: &mut Model, rng: &mut Rng) {
         }
         m.endpoints.push(Endpoint {
             name: format!("v6ep{i}"),
-            labels,
+            labels: labels.into(),
             addrs: vec![v6(0x5000 + i as u128)],
             ready: rng.chance(90),
             span: Some(span(3)),

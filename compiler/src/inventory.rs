@@ -10,6 +10,7 @@
 //! text; problems come back as diagnostics pointing into it.
 
 use crate::diagnostics::Kind;
+use crate::labels::{Interner, Labels};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -18,7 +19,7 @@ use weir_grammar::{FileId, Span};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryEndpoint {
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub addrs: Vec<IpAddr>,
     pub ready: bool,
     /// Where the endpoint's name is in the inventory file.
@@ -45,26 +46,59 @@ impl Inventory {
     }
 }
 
+/// The inventory file's schema (docs/language.md §3), written once. `A`
+/// is how an address is read: as a `String` by [`parse_inventory`],
+/// which reports a bad address where it is and keeps the rest, and as an
+/// `IpAddr` by churn's fast path ([`crate::churn::EndpointRec::parse_inventory`]),
+/// which gives up on the first problem and leaves the diagnostics to
+/// [`parse_inventory`]. (The names are part of serde's messages, which
+/// diagnostics quote: "expected struct RawInventory".)
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInventory {
-    endpoints: Vec<RawEndpoint>,
+#[serde(deny_unknown_fields, bound(deserialize = "A: Deserialize<'de>"))]
+pub(crate) struct RawInventory<A> {
+    pub endpoints: Vec<RawEndpoint<A>>,
 }
 
+/// One endpoint of [`RawInventory`]. Its labels are interned as they are
+/// read (see [`interned`]), so a million endpoints of a few deployments
+/// never hold a million label maps, not even while the file is parsed.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    name: String,
+#[serde(deny_unknown_fields, bound(deserialize = "A: Deserialize<'de>"))]
+pub(crate) struct RawEndpoint<A> {
+    pub name: String,
+    #[serde(default, deserialize_with = "interned")]
+    pub labels: Labels,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    addrs: Vec<String>,
+    pub addrs: Vec<A>,
     #[serde(default = "yes")]
-    ready: bool,
+    pub ready: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+std::thread_local! {
+    /// The interner of the inventory being read on this thread (set by
+    /// [`with_interner`]); without one, labels are not shared.
+    static INTERNER: std::cell::RefCell<Option<Interner>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a deserialization of [`RawInventory`]) with an interner for
+/// its labels.
+pub(crate) fn with_interner<R>(f: impl FnOnce() -> R) -> R {
+    let outer = INTERNER.with(|i| i.replace(Some(Interner::default())));
+    let r = f();
+    INTERNER.with(|i| *i.borrow_mut() = outer);
+    r
+}
+
+fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
+    let m = BTreeMap::<String, String>::deserialize(d)?;
+    Ok(INTERNER.with(|i| match i.borrow_mut().as_mut() {
+        Some(i) => i.intern(m),
+        None => Labels::from(m),
+    }))
 }
 
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
@@ -101,7 +135,7 @@ fn find_string(text: &str, s: &str, from: usize) -> Option<(usize, usize)> {
 /// Parses an inventory file. Endpoints with bad addresses are kept with the
 /// good addresses only; a malformed file yields no endpoints.
 pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
-    let raw: RawInventory = match serde_json::from_str(text) {
+    let raw: RawInventory<String> = match with_interner(|| serde_json::from_str(text)) {
         Ok(r) => r,
         Err(e) => {
             let off = offset_of(text, e.line(), e.column());
@@ -123,7 +157,7 @@ pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
         }
     };
     let mut diags = Vec::new();
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
     let mut cursor = 0;
     for ep in raw.endpoints {
         // The object's keys come in any order (serializers often sort
@@ -196,6 +230,23 @@ mod tests {
         assert!(!inv.endpoints[1].ready);
         assert_eq!(&text[inv.endpoints[1].span.range()], "\"db\"");
         assert_eq!(diags.len(), 1);
+    }
+
+    /// Equal label maps of one inventory are one allocation (issue 15
+    /// item 7: a million replicas must not hold a million maps).
+    #[test]
+    fn equal_labels_are_shared() {
+        let text = r#"{ "endpoints": [
+  { "name": "a", "labels": { "app": "web", "tier": "1" }, "addrs": ["10.0.0.1"] },
+  { "name": "b", "labels": { "tier": "1", "app": "web" }, "addrs": ["10.0.0.2"] },
+  { "name": "c", "labels": { "app": "db" }, "addrs": ["10.0.0.3"] }
+] }"#;
+        let (inv, diags) = parse_inventory(FileId(0), text);
+        assert!(diags.is_empty());
+        let l: Vec<&BTreeMap<String, String>> = inv.endpoints.iter().map(|e| &*e.labels).collect();
+        assert!(std::ptr::eq(l[0], l[1]), "equal maps shared");
+        assert!(!std::ptr::eq(l[0], l[2]));
+        assert_eq!(l[2].get("app").map(String::as_str), Some("db"));
     }
 
     #[test]

@@ -290,7 +290,7 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: crate::labels::Labels,
     pub addrs: Vec<IpAddr>,
     pub ready: bool,
     /// `None` for endpoints from a JSON inventory.

@@ -342,7 +342,7 @@ pub fn model(p: &Params) -> Model {
             labels.insert("instance".into(), format!("i-{g}"));
             Endpoint {
                 name: format!("pod-{i:0ew$}"),
-                labels,
+                labels: labels.into(),
                 addrs: vec![endpoint_addr(i)],
                 ready: i % 40 != 39,
                 span: None,

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use weir_compiler::contract::{self, iptables as ipt, Manifest};
 
-use crate::endpoints::{file_identity, FileIdentity};
 use crate::error::Error;
+use crate::statefs::file_identity;
+use weir_compiler::contract::endpoints_state::FileIdentity;
 
 pub use weir_compiler::contract::{IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES, MANIFEST};
 

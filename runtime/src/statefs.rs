@@ -32,6 +32,8 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use weir_compiler::contract::endpoints_state::FileIdentity;
+
 fn refuse(path: &Path, why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
@@ -351,6 +353,30 @@ pub fn state_dir_of(root: &Path, name: &str) -> PathBuf {
         return legacy;
     }
     dir
+}
+
+/// The identity of `path` (device, inode, size, times), if it exists:
+/// how the endpoints record and the bundle reader recognise a file they
+/// have seen without reading it.
+pub fn file_identity(path: &Path) -> Option<FileIdentity> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// Removes the endpoint record, its side files and an earlier weir's
+/// record from the state directory `dir` (detach), with the back end's
+/// own files `names`, and the directory when nothing else is left.
+pub fn remove_state(dir: &Path, names: &[&str]) -> std::io::Result<()> {
+    use weir_compiler::contract::endpoints_state::{LEGACY_RECORD, RECORD, SIDE};
+    let mut all = vec![RECORD, LEGACY_RECORD];
+    all.extend_from_slice(names);
+    remove_ours(dir, &all, &[SIDE])
 }
 
 #[cfg(test)]

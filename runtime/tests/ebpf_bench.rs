@@ -112,7 +112,7 @@ fn model(rules: usize) -> Model {
     client_labels.insert("app".to_string(), "client".to_string());
     m.endpoints.push(Endpoint {
         name: "client".into(),
-        labels: client_labels,
+        labels: client_labels.into(),
         addrs: vec![v4(10, 1, 0, 10)],
         ready: true,
         span: None,
@@ -122,7 +122,7 @@ fn model(rules: usize) -> Model {
         labels.insert("app".to_string(), format!("svc{s}"));
         m.endpoints.push(Endpoint {
             name: format!("svc{s:04}"),
-            labels: labels.clone(),
+            labels: labels.clone().into(),
             addrs: vec![v4(10, 2, (s / 250) as u8, (s % 250) as u8 + 1)],
             ready: true,
             span: None,

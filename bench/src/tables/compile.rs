@@ -9,7 +9,7 @@ use crate::compile;
 use crate::iptables::Scratch;
 use crate::plan::Plan;
 use crate::report::{Report, Table, Target, Verdict as TV};
-use crate::stats::{median, ms, short};
+use crate::stats::{median, ms, short, thousands};
 
 pub(crate) fn table(
     rep: &mut Report,
@@ -35,8 +35,9 @@ pub(crate) fn table(
         ],
     );
     t.note(format!(
-        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the `weir` process (`ru_maxrss`, read by this crate's `weir-rusage`, which forks it: a direct child of the benchmark starts from the benchmark's own high-water mark, which is what earlier versions of this table showed). {}",
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the `weir` process (`ru_maxrss`, read by this crate's `weir-rusage`, which forks it: a direct child of the benchmark starts from the benchmark's own high-water mark, which is what earlier versions of this table showed). The last row is `weir check PROGRAM --endpoints INVENTORY` over a generated node inventory ({} endpoints, three labels each from 1,000 deployments, one address; `compile::inventory_check`): parse, check and lints, peak RSS as above — what a node with that many endpoints needs to check its policy (issue 15: well under 1 GB for a million). {}",
         plan.cli_runs,
+        thousands(plan.inventory_check),
         match &weir {
             Some(p) => format!("Binary: `{}`.", p.display()),
             None => "The `weir` binary was not found (build it with `cargo build --release -p weir`), so whole-process runs are skipped.".into(),
@@ -104,6 +105,10 @@ pub(crate) fn table(
             rss,
         ]);
     }
+    if let Some(bin) = &weir {
+        log(&format!("weir check: {} endpoints", plan.inventory_check));
+        t.row(inventory_row(rep, bin, plan.inventory_check));
+    }
     rep.tables.push(t);
     targets(rep, headline, headline_whole, plan);
 }
@@ -139,6 +144,33 @@ fn targets(rep: &mut Report, headline: &Case, whole: Option<f64>, plan: &Plan) {
             },
         });
     }
+}
+
+/// The memory row: `weir check` over a generated `n`-endpoint inventory
+/// (whole process; the in-process columns do not apply).
+fn inventory_row(rep: &mut Report, bin: &std::path::Path, n: usize) -> Vec<String> {
+    let dir = Scratch::new("cli-inventory-check");
+    let (wall, rss) = match compile::inventory_check(bin, n, &dir.0) {
+        Ok(w) if w.exit == 0 => (ms(w.wall_ms), format!("{:.0}", w.peak_mib)),
+        Ok(w) => {
+            let e = format!("exit {}: {}", w.exit, short(&w.stderr_head));
+            rep.problems
+                .push(format!("weir check of {n} endpoints: {e}"));
+            (format!("error ({e})"), "–".into())
+        }
+        Err(e) => {
+            rep.problems
+                .push(format!("weir check of {n} endpoints: {e}"));
+            ("error".into(), "–".into())
+        }
+    };
+    let mut row = vec![format!(
+        "`weir check`, {} endpoints in an inventory (column: `weir check`)",
+        thousands(n)
+    )];
+    row.extend(std::iter::repeat_n("–".to_string(), 6));
+    row.extend([wall, rss]);
+    row
 }
 
 fn cli_runs(bin: &std::path::Path, c: &Case, runs: usize) -> Result<(f64, f64, String), String> {

@@ -302,9 +302,9 @@ pub fn churn_inventory(
         "10.127.0.1".parse().expect("address"),
     ];
     for e in model.endpoints.iter().filter(|e| e.ready).take(64) {
-        let mut trimmed = e.labels.clone();
+        let mut trimmed = (*e.labels).clone();
         trimmed.remove("instance");
-        for labels in [trimmed, e.labels.clone()] {
+        for labels in [trimmed, (*e.labels).clone()] {
             for addr in addrs {
                 let extra = EndpointRec {
                     name: "bench-new-endpoint".into(),

@@ -5,6 +5,7 @@ use super::{Cx, PeerDecl, SelUse};
 use crate::diagnostics::{Kind, NameKind, PortProblem, ServiceLine};
 use crate::inventory::Inventory;
 use crate::model::{self, Model};
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use weir_grammar::ast::{self, Direction, Num, Peer};
@@ -112,25 +113,34 @@ impl<'a> Cx<'a> {
         self.labels(ls)
     }
 
-    fn endpoints(&mut self, inventory: Option<&Inventory>) -> Vec<model::Endpoint> {
-        let mut out = Vec::new();
-        // address -> (endpoint, span)
-        let mut owners: BTreeMap<IpAddr, (String, Span)> = BTreeMap::new();
-        let mut claim = |cx: &mut Cx<'a>, ip: IpAddr, ep: &str, span: Span| -> bool {
-            if let Some((other, first)) = owners.get(&ip) {
-                cx.report(Kind::AddressInTwoEndpoints {
-                    span,
-                    addr: ip.to_string(),
-                    endpoint: ep.to_string(),
-                    other: other.clone(),
-                    first: *first,
-                });
-                false
-            } else {
-                owners.insert(ip, (ep.to_string(), span));
-                true
-            }
-        };
+    /// The model's endpoints: the declared ones, then the inventory's,
+    /// moved (not cloned: a node inventory may hold a million).
+    fn endpoints(&mut self, inventory: Option<Inventory>) -> Vec<model::Endpoint> {
+        let mut out: Vec<model::Endpoint> = Vec::new();
+        // address -> (index in `out` of the endpoint that claimed it, span).
+        let addrs = inventory
+            .as_ref()
+            .map_or(0, |i| i.endpoints.iter().map(|e| e.addrs.len()).sum());
+        let mut owners: FxHashMap<IpAddr, (usize, Span)> =
+            FxHashMap::with_capacity_and_hasher(addrs + self.endpoints.len(), Default::default());
+        let mut claim =
+            |cx: &mut Cx<'a>, out: &[model::Endpoint], ip: IpAddr, ep: &str, span: Span| -> bool {
+                if let Some(&(other, first)) = owners.get(&ip) {
+                    // `other == out.len()`: the endpoint being built itself.
+                    let other = out.get(other).map_or(ep, |e| e.name.as_str());
+                    cx.report(Kind::AddressInTwoEndpoints {
+                        span,
+                        addr: ip.to_string(),
+                        endpoint: ep.to_string(),
+                        other: other.to_string(),
+                        first,
+                    });
+                    false
+                } else {
+                    owners.insert(ip, (out.len(), span));
+                    true
+                }
+            };
         let decls: Vec<&ast::EndpointDecl> =
             self.sorted_by_source(self.endpoints.values().copied(), |d| d.span);
         for d in decls {
@@ -138,45 +148,59 @@ impl<'a> Cx<'a> {
             let mut addrs = Vec::new();
             for a in &d.addrs {
                 let ip = self.single_addr(a, "an endpoint address");
-                if claim(self, ip, &d.name.name, a.span) {
+                if claim(self, &out, ip, &d.name.name, a.span) {
                     addrs.push(ip);
                 }
             }
             out.push(model::Endpoint {
                 name: d.name.name.clone(),
-                labels,
+                labels: labels.into(),
                 addrs,
                 ready: true,
                 span: Some(d.span),
             });
         }
         if let Some(inv) = inventory {
-            let mut seen: BTreeMap<String, Span> = BTreeMap::new();
-            for ep in &inv.endpoints {
-                let first = self
-                    .endpoints
-                    .get(&ep.name)
-                    .map(|d| d.name.span)
-                    .or_else(|| seen.get(&ep.name).copied());
+            // The span of the first endpoint of the same name, for each
+            // inventory endpoint (names borrowed; the endpoints are moved
+            // below).
+            let firsts: Vec<Option<Span>> = {
+                let mut seen: FxHashMap<&str, Span> = FxHashMap::default();
+                inv.endpoints
+                    .iter()
+                    .map(|ep| {
+                        let first = self
+                            .endpoints
+                            .get(&ep.name)
+                            .map(|d| d.name.span)
+                            .or_else(|| seen.get(ep.name.as_str()).copied());
+                        if first.is_none() {
+                            seen.insert(&ep.name, ep.span);
+                        }
+                        first
+                    })
+                    .collect()
+            };
+            out.reserve(inv.endpoints.len());
+            for (ep, first) in inv.endpoints.into_iter().zip(firsts) {
                 if let Some(first) = first {
                     self.report(Kind::Duplicate {
                         kind: NameKind::Endpoint,
-                        name: ep.name.clone(),
+                        name: ep.name,
                         span: ep.span,
                         first,
                     });
                     continue;
                 }
-                seen.insert(ep.name.clone(), ep.span);
-                let mut addrs = Vec::new();
+                let mut addrs = Vec::with_capacity(ep.addrs.len());
                 for (ip, span) in ep.addrs.iter().zip(&ep.addr_spans) {
-                    if claim(self, *ip, &ep.name, *span) {
+                    if claim(self, &out, *ip, &ep.name, *span) {
                         addrs.push(*ip);
                     }
                 }
                 out.push(model::Endpoint {
-                    name: ep.name.clone(),
-                    labels: ep.labels.clone(),
+                    name: ep.name,
+                    labels: ep.labels,
                     addrs,
                     ready: ep.ready,
                     span: None,
@@ -550,7 +574,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Builds the whole model.
-    pub(super) fn build(&mut self, inventory: Option<&Inventory>) -> Model {
+    pub(super) fn build(&mut self, inventory: Option<Inventory>) -> Model {
         let mut model = Model::default();
 
         // Named selectors and sets (also reports errors in unused ones).

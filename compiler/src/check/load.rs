@@ -73,12 +73,19 @@ pub(super) fn load_program(
         looks_like_inventory(&text).then(|| (loader.canonical(&path), path, text))
     });
     std::thread::scope(|s| {
-        let parsing = early
-            .as_ref()
-            .map(|(_, _, text)| s.spawn(move || parse_inventory(FileId(u32::MAX), text)));
+        // The parsing thread owns the text and hands it back: the text
+        // goes into the source map as it is, never copied (it may be
+        // hundreds of megabytes).
+        let parsing = early.map(|(key, path, text)| {
+            let h = s.spawn(move || {
+                let parsed = parse_inventory(FileId(u32::MAX), &text);
+                (text, parsed)
+            });
+            (key, path, h)
+        });
         let mut loaded = load_sources(roots, loader);
-        let early = early.as_ref().zip(parsing).map(|((key, path, text), h)| {
-            let parsed = h
+        let early = parsing.map(|(key, path, h)| {
+            let (text, parsed) = h
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (key, path, text, parsed)
@@ -190,7 +197,7 @@ fn load_sources(roots: &[PathBuf], loader: &dyn SourceLoader) -> Loaded {
 
 /// An inventory file read and parsed ahead: (canonical path, path, text,
 /// what parsing under a placeholder file id gave).
-type Early<'a> = (&'a PathBuf, &'a PathBuf, &'a String, (Inventory, Vec<Kind>));
+type Early = (PathBuf, PathBuf, String, (Inventory, Vec<Kind>));
 
 /// Inventories: the `--endpoints` file first, then every `inventory` item
 /// of every loaded file (relative to that file), merged.
@@ -231,9 +238,9 @@ fn load_inventories(
         if loaded_inv.insert(key.clone(), ()).is_some() {
             continue;
         }
-        let ahead = early.take_if(|(k, p, _, _)| **k == key && **p == path);
+        let ahead = early.take_if(|(k, p, _, _)| *k == key && *p == path);
         let loaded_text = match ahead {
-            Some((_, _, text, parsed)) => Ok((text.clone(), Some(parsed))),
+            Some((_, _, text, parsed)) => Ok((text, Some(parsed))),
             None => loader
                 .load_inventory(&path, at.map(|_| project))
                 .map(|t| (t, None)),

@@ -102,7 +102,7 @@ pub fn check_program_then<R: Send>(
     inventory: Option<&Path>,
     then: impl FnOnce(&Model) -> R + Send,
 ) -> (Checked, Option<R>) {
-    let loaded = load::load_program(roots, inventory, loader);
+    let mut loaded = load::load_program(roots, inventory, loader);
     let mut cx = Cx::new(&loaded.files);
     cx.diags.extend(loaded.diags.iter().cloned());
     let syntax_spans: Vec<Span> = loaded
@@ -113,7 +113,8 @@ pub fn check_program_then<R: Send>(
             _ => None,
         })
         .collect();
-    let model = cx.build(loaded.inventory.as_ref());
+    // The inventory moves into the model (its endpoints are not cloned).
+    let model = cx.build(loaded.inventory.take());
     // Lints run on programs without errors only: after an error, names
     // and selectors are partly unresolved and warnings would be noise.
     let mut then_result = None;

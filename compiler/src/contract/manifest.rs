@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::ebpf::EbpfManifest;
 use super::iptables::IptablesSection;
-use crate::ebpf::codegen::EbpfManifest;
 use crate::graph::classes::{Atom, AtomId, ClassId};
 use crate::model::Sel;
 

@@ -8,8 +8,8 @@
 //! **One format, two forms.** Writing a large manifest is
 //! allocation-bound, so the writer serializes borrowed views of the model
 //! and graph ([`write`]); readers deserialize owned types
-//! ([`manifest`], [`iptables`], and the eBPF section's
-//! [`crate::ebpf::codegen::EbpfManifest`]). Both forms live here, and
+//! ([`manifest`], [`iptables`], and the eBPF section's [`ebpf`]). Both
+//! forms live here, and
 //! `contract::tests` checks that everything the writer writes parses
 //! into the reader's types (which refuse unknown keys) and says the same.
 //!
@@ -21,7 +21,15 @@
 //! file names). The manifest binds the artifacts by their SHA-256
 //! ([`Manifest::artifacts`]); the runtime checks a file's hash before it
 //! uses it, and never reads a file that the manifest does not list.
+//!
+//! **The endpoints record** (`endpoints.state`, written by the runtime
+//! at `weir apply` and by `weir endpoints`, read by the next
+//! `weir endpoints` and `weir status`) is the other half of the
+//! contract: its layout and typed sections are [`endpoints_state`], the
+//! runtime only does the file IO.
 
+pub mod ebpf;
+pub mod endpoints_state;
 pub mod iptables;
 pub mod manifest;
 pub mod validate;

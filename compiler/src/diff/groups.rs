@@ -46,7 +46,7 @@ impl Endpoints {
                     .entry(e.name.clone())
                     .or_default()
                     .extend(e.addrs.iter().copied());
-                labels.insert(e.name.clone(), e.labels.clone());
+                labels.insert(e.name.clone(), (*e.labels).clone());
             }
         }
         Endpoints { addrs, labels }

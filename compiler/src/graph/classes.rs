@@ -538,7 +538,7 @@ mod tests {
             let addrs = gen::interesting_addrs(&model, &mut rng, 60);
             let disjoint = cl.disjoint_entries();
             for a in addrs {
-                let labels = interp.endpoint_of(a).map(|e| &e.labels);
+                let labels = interp.endpoint_of(a).map(|e| &*e.labels);
                 let sig = cl.signature(a, labels);
                 let c = cl.classify(a);
                 assert_eq!(

@@ -42,7 +42,7 @@ impl TestReport {
 fn synthetic(peer: &TestPeer, n: usize) -> Option<Endpoint> {
     peer.synthetic_labels.as_ref().map(|labels| Endpoint {
         name: format!("test-endpoint-{n}"),
-        labels: labels.clone(),
+        labels: labels.clone().into(),
         addrs: vec![peer.addr],
         ready: true,
         span: None,

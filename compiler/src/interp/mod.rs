@@ -22,7 +22,8 @@ pub use expect::{
 };
 pub use family::{rule_fields, rule_proto, OTHER_PROTO};
 pub use packet_text::parse_packet;
-pub use service::{backends_of, weighted};
+pub(crate) use service::endpoint_view;
+pub use service::{backends_of, backends_of_indexed, selector_backends, weighted, EndpointView};
 
 use crate::model::{
     Backend, ConnState, Direction, Endpoint, Frontend, Model, PeerMatch, Proto, ProtoMatch,

@@ -362,7 +362,7 @@ pub fn apply_with(
     let manifest_id = crate::bundle::trusted_identities(
         vec![(
             "manifest.json".to_string(),
-            crate::endpoints::file_identity(&dir.join("manifest.json")),
+            crate::statefs::file_identity(&dir.join("manifest.json")),
         )],
         taken,
     )
@@ -537,7 +537,7 @@ fn apply_here(
     object: &[u8],
     inst: &Instance,
     cgroup: Option<&Path>,
-    manifest_id: Option<crate::endpoints::FileIdentity>,
+    manifest_id: Option<weir_compiler::contract::endpoints_state::FileIdentity>,
 ) -> Result<Applied, EbpfError> {
     let base = inst.pin_dir();
     let recorded = record::read_state(inst).ok();

@@ -10,6 +10,7 @@ use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::ebpf::layout::{class_key, map as names};
+use weir_compiler::ebpf::service::MapOp;
 
 use super::EbpfError;
 
@@ -83,6 +84,32 @@ pub fn delete_raw(m: &Map, key: &[u8]) -> std::io::Result<()> {
     attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_ne_bytes());
     sys_bpf(3, &mut attr).map(|_| ())
+}
+
+/// Applies map writes (the service maps' [`MapOp`]s) in order. A delete of a missing key is not an error.
+pub fn apply_ops(ebpf: &Ebpf, ops: &[MapOp]) -> Result<(), EbpfError> {
+    for op in ops {
+        let name = op.map();
+        let m = ebpf
+            .map(name)
+            .ok_or_else(|| EbpfError::Bundle(format!("object has no map {name}")))?;
+        match op {
+            MapOp::Update { key, value, .. } => {
+                update_raw(m, key, value).map_err(|e| EbpfError::Aya {
+                    step: format!("updating map {name}"),
+                    message: e.to_string(),
+                })?
+            }
+            MapOp::Delete { key, .. } => match delete_raw(m, key) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r.map_err(|e| EbpfError::Aya {
+                    step: format!("deleting from map {name}"),
+                    message: e.to_string(),
+                })?,
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Every key of a hash map (`key_size` bytes each).
@@ -204,7 +231,7 @@ pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
     }
     if let Some(lb) = &m.lb {
         // Service maps: backends, slots, Maglev tables, then frontends.
-        super::service::apply_ops(ebpf, &lb.initial_ops())?;
+        apply_ops(ebpf, &lb.initial_ops())?;
     }
     if m.programs.len() > 1 {
         let mut fds = Vec::new();

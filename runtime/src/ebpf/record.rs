@@ -32,8 +32,8 @@ use weir_compiler::ebpf::layout;
 
 use super::attach::{attach_new, in_netns, update_link, Instance};
 use super::{cgroup, inforce, pins, EbpfError};
-use crate::endpoints::FileIdentity;
 use crate::statefs;
+use weir_compiler::contract::endpoints_state::FileIdentity;
 
 pub const STATE: &str = "state.json";
 pub const MANIFEST: &str = "manifest.json";
@@ -215,7 +215,7 @@ pub fn abort(inst: &Instance, g: u64, first: bool, keep_lock: bool) {
         pins::remove_all(&base);
         let _ = std::fs::remove_dir(pins::host_view(&inst.pin_root));
         if keep_lock {
-            let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
+            let _ = crate::statefs::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
         } else {
             remove_state(inst);
         }
@@ -226,7 +226,7 @@ pub fn abort(inst: &Instance, g: u64, first: bool, keep_lock: bool) {
 /// and the state root when empty).
 pub fn remove_state(inst: &Instance) {
     let sd = inst.state_dir();
-    let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING, statefs::LOCK]);
+    let _ = crate::statefs::remove_state(&sd, &[STATE, MANIFEST, PENDING, statefs::LOCK]);
     let _ = std::fs::remove_dir(&inst.state_root);
     if inst.state_root == Path::new(super::attach::STATE_ROOT) {
         let _ = std::fs::remove_dir(crate::iptables::STATE_ROOT);
@@ -311,7 +311,7 @@ fn forget_dead_namespace(inst: &Instance, made_for: Option<&State>) -> Option<St
     pins::remove_all(&base);
     let _ = std::fs::remove_dir(pins::host_view(&inst.pin_root));
     let sd = inst.state_dir();
-    let _ = crate::endpoints::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
+    let _ = crate::statefs::remove_state(&sd, &[STATE, MANIFEST, PENDING]);
     Some(format!(
         "removed generation {} of namespace {} (cookie {recorded}), which is gone: this namespace (cookie {here}) was given its inode number",
         st.generation,

@@ -19,10 +19,10 @@ use aya::{Ebpf, EbpfLoader};
 use weir_compiler::ebpf::layout::service::{cnt, map as names};
 use weir_compiler::ebpf::service::fill::Be;
 use weir_compiler::ebpf::service::object::{prog, service_object};
-use weir_compiler::ebpf::service::{LbState, MapOp};
+use weir_compiler::ebpf::service::LbState;
 use weir_compiler::ebpf::write_object;
 
-use super::load::{delete_raw, update_raw};
+use super::load::apply_ops;
 use super::EbpfError;
 
 fn aya_err(step: impl Into<String>, e: impl std::fmt::Display) -> EbpfError {
@@ -30,26 +30,6 @@ fn aya_err(step: impl Into<String>, e: impl std::fmt::Display) -> EbpfError {
         step: step.into(),
         message: e.to_string(),
     }
-}
-
-/// Applies map writes in order. A delete of a missing key is not an error.
-pub fn apply_ops(ebpf: &Ebpf, ops: &[MapOp]) -> Result<(), EbpfError> {
-    for op in ops {
-        let name = op.map();
-        let m = ebpf
-            .map(name)
-            .ok_or_else(|| EbpfError::Bundle(format!("object has no map {name}")))?;
-        match op {
-            MapOp::Update { key, value, .. } => {
-                update_raw(m, key, value).map_err(|e| aya_err(format!("updating map {name}"), e))?
-            }
-            MapOp::Delete { key, .. } => match delete_raw(m, key) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                r => r.map_err(|e| aya_err(format!("deleting from map {name}"), e))?,
-            },
-        }
-    }
-    Ok(())
 }
 
 /// A loaded service object with its allocation state.

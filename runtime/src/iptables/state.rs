@@ -86,7 +86,7 @@ impl Iptables {
     /// and the lock (detach: the node as before the first apply).
     pub(crate) fn remove_state(&self) -> Result<(), Error> {
         let dir = &self.options().state_dir;
-        crate::endpoints::remove_state(dir, &["state.json", statefs::LOCK])
+        crate::statefs::remove_state(dir, &["state.json", statefs::LOCK])
             .map_err(|e| Error::io(format!("removing the state in {}", dir.display()), e))
     }
 }

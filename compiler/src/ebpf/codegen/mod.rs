@@ -361,80 +361,9 @@ pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
         .collect()
 }
 
-/// One program of the object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProgramInfo {
-    /// Layout blocks it holds and blocks entered by tail call.
-    pub blocks: usize,
-    pub entries: usize,
-    /// Instruction slots.
-    pub insns: usize,
-    pub name: String,
-    pub section: String,
-    /// Prog-array slot (`weir_jmp`); `None` for the entry program.
-    pub slot: Option<u32>,
-}
-
-/// One map of the object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MapInfo {
-    /// Entries the runtime fills from [`Fill`].
-    pub filled: u64,
-    pub key_size: u32,
-    pub max_entries: u32,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub map_type: String,
-    pub value_size: u32,
-}
-
-/// One LPM entry: address bytes (network order), prefix length, class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LpmEntry {
-    pub addr: Vec<u8>,
-    pub cidr: String,
-    pub class: u32,
-    pub len: u32,
-}
-
-/// What the runtime writes into the maps before attaching.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Fill {
-    /// Class → its row in `weir_atoms`, as 32-bit words: the atom bits
-    /// (bit `a % 32` of word `a / 32`), then one `u16` branch index per
-    /// map-backed class table (`NO_BRANCH`: the table's default).
-    pub atom_rows: Vec<Vec<u32>>,
-    pub cls4: Vec<LpmEntry>,
-    pub cls6: Vec<LpmEntry>,
-}
-
-/// The `backends.ebpf` section of the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EbpfManifest {
-    pub object: String,
-    pub mode: Mode,
-    /// TC hooks the entry program attaches to (`tc-ingress`, …).
-    pub attach: Vec<String>,
-    pub entry: String,
-    pub programs: Vec<ProgramInfo>,
-    pub maps: Vec<MapInfo>,
-    pub fill: Fill,
-    /// Provenance ids counted in `weir_cnt` (= its size).
-    pub counters: u32,
-    /// The most tail calls one packet's path makes (kernel limit 33).
-    #[serde(default)]
-    pub max_tail_calls: usize,
-    /// Service maps: what fills them (`LbState::initial_ops`) and the
-    /// allocation state run-time backend changes continue from. `None`
-    /// when the program has no service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lb: Option<LbState>,
-    /// The per-flow tables' sizes this object was compiled with
-    /// (`weir compile --ct-entries/--lb-entries`); read as the defaults
-    /// from a manifest written before they were recorded.
-    #[serde(default)]
-    pub state_tables: crate::ebpf::state_tables::StateTables,
-}
+// The section's reader types are the contract's (one home for what
+// the compiler writes and the runtime reads).
+pub use crate::contract::ebpf::{EbpfManifest, Fill, LpmEntry, MapInfo, ProgramInfo};
 
 /// `backends.ebpf` as written: [`EbpfManifest`] plus a `capacity`
 /// object for `weir compile --report`, fields in sorted key order (as are

@@ -21,13 +21,12 @@
 //! the swap needs; the cost is that tables are preallocated:
 //! `(maglev (service, family) pairs + spare_tables) × 64 KiB`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, be, fe, map, Capacity, FLAG_AFFINITY, FLAG_MAGLEV, MAGLEV_M};
-use crate::flowhash::proto_number;
 use crate::graph::ir::ServiceTable;
 use crate::maglev;
 use crate::model::{Backend, Balance, Frontend};
@@ -78,101 +77,9 @@ impl MapOp {
     }
 }
 
-/// A backend as the maps hold it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Be {
-    pub addr: IpAddr,
-    pub port: u16,
-    pub weight: u16,
-}
-
-impl From<&Backend> for Be {
-    fn from(b: &Backend) -> Be {
-        Be {
-            addr: b.addr,
-            port: b.port,
-            weight: b.weight,
-        }
-    }
-}
-
-/// A frontend as the maps key it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct FeAddr {
-    pub addr: IpAddr,
-    pub port: u16,
-    /// IP protocol number.
-    pub proto: u8,
-}
-
-impl From<&Frontend> for FeAddr {
-    fn from(f: &Frontend) -> FeAddr {
-        FeAddr {
-            addr: f.addr,
-            port: f.port,
-            proto: proto_number(f.proto),
-        }
-    }
-}
-
-/// One backend set: the usable backends of one service for one address
-/// family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetState {
-    /// Candidates: ready, weight > 0, sorted (the interpreter's order).
-    pub backends: Vec<Be>,
-    pub id: u32,
-    /// Slot → index into `backends`. Maglev: the identity (the table holds
-    /// indexes); random: each backend `weight / gcd` times.
-    pub slots: Vec<u32>,
-    /// Maglev table index, when balanced by Maglev and non-empty.
-    pub table: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SvcState {
-    pub affinity: Option<u32>,
-    pub frontends: Vec<FeAddr>,
-    pub maglev: bool,
-    pub name: String,
-    pub no_backends: u32,
-    /// Family (4 / 6) → current set.
-    pub sets: BTreeMap<u8, SetState>,
-}
-
-/// Allocation state of the service maps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LbState {
-    /// (service, addr, port) → backend id (a list in JSON: tuple keys
-    /// are not JSON object keys).
-    #[serde(with = "id_list")]
-    backend_ids: BTreeMap<(usize, IpAddr, u16), u32>,
-    pub capacity: Capacity,
-    free_tables: VecDeque<u32>,
-    next_backend_id: u32,
-    next_set: u32,
-    pub services: Vec<SvcState>,
-}
-
-mod id_list {
-    use std::collections::BTreeMap;
-    use std::net::IpAddr;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    type Ids = BTreeMap<(usize, IpAddr, u16), u32>;
-
-    pub fn serialize<S: Serializer>(m: &Ids, s: S) -> Result<S::Ok, S::Error> {
-        let v: Vec<(usize, IpAddr, u16, u32)> =
-            m.iter().map(|(&(a, b, c), &d)| (a, b, c, d)).collect();
-        v.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ids, D::Error> {
-        let v: Vec<(usize, IpAddr, u16, u32)> = Vec::deserialize(d)?;
-        Ok(v.into_iter().map(|(a, b, c, d)| ((a, b, c), d)).collect())
-    }
-}
+// The maps' data as the manifest and the endpoints record hold it: the
+// contract's types; their behaviour is here.
+pub use crate::contract::ebpf::{Be, FeAddr, LbState, SetState, SvcState};
 
 fn family(a: IpAddr) -> u8 {
     if a.is_ipv4() {

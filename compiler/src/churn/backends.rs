@@ -1,0 +1,150 @@
+//! Selector-backed services at run time: the services of a manifest
+//! whose backends are chosen by a label selector, and their backends over
+//! an inventory. The rule itself ("ready endpoints whose labels match,
+//! their addresses of the frontend's family, sorted") is the
+//! interpreter's ([`crate::interp::selector_backends`]); this module only
+//! says which endpoints and which backend shape.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::EndpointRec;
+use crate::contract::Manifest;
+use crate::ebpf::service::fill::Be;
+use crate::endpoint_index::EndpointIndex;
+use crate::model::Sel;
+
+/// A selector-backed service of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectorService {
+    /// Index in the manifest's (and `LbState`'s) service list.
+    pub index: usize,
+    pub name: String,
+    pub selector: Sel,
+    pub port: u16,
+    /// Address families (4 / 6) of its frontends.
+    pub families: BTreeSet<u8>,
+    /// Backends compiled into the bundle, per family.
+    pub compiled: BTreeMap<u8, Vec<Be>>,
+}
+
+fn fam(a: IpAddr) -> u8 {
+    if a.is_ipv4() {
+        4
+    } else {
+        6
+    }
+}
+
+/// The manifest's selector-backed services (`services[].backend_selector`).
+pub fn selector_services(m: &Manifest) -> Vec<SelectorService> {
+    let mut out = Vec::new();
+    for s in &m.services {
+        let Some(bs) = &s.backend_selector else {
+            continue;
+        };
+        let mut families = BTreeSet::new();
+        let mut compiled: BTreeMap<u8, Vec<Be>> = BTreeMap::new();
+        for f in &s.frontends {
+            let family = fam(f.frontend.addr.ip());
+            families.insert(family);
+            let bes: Vec<Be> = f
+                .backends
+                .iter()
+                .map(|b| Be {
+                    addr: b.addr.ip(),
+                    port: b.addr.port(),
+                    weight: b.weight,
+                })
+                .collect();
+            compiled.entry(family).or_insert(bes);
+        }
+        out.push(SelectorService {
+            index: s.index,
+            name: s.name.clone(),
+            selector: bs.selector.clone(),
+            port: bs.port,
+            families,
+            compiled,
+        });
+    }
+    out
+}
+
+/// The backends a selector service has over `endpoints` for one family:
+/// the interpreter's rule ([`crate::interp::selector_backends`]), each
+/// backend at the service's port with weight 1.
+pub fn backends_for(s: &SelectorService, family: u8, endpoints: &[EndpointRec]) -> Vec<Be> {
+    backends_in(s, family, endpoints, None)
+}
+
+/// [`backends_for`] through an [`EndpointIndex`] of `endpoints` (built
+/// with `from_labels` over the same slice): the same result without
+/// evaluating the selector on every endpoint.
+pub fn backends_indexed(
+    s: &SelectorService,
+    family: u8,
+    endpoints: &[EndpointRec],
+    index: &EndpointIndex<'_>,
+) -> Vec<Be> {
+    backends_in(s, family, endpoints, Some(index))
+}
+
+fn backends_in(
+    s: &SelectorService,
+    family: u8,
+    endpoints: &[EndpointRec],
+    index: Option<&EndpointIndex<'_>>,
+) -> Vec<Be> {
+    crate::interp::selector_backends(&s.selector, family == 4, endpoints, index, |_, addr| Be {
+        addr,
+        port: s.port,
+        weight: 1,
+    })
+}
+
+/// The backends of `s` for `family` after a change, from those it had
+/// (`have`, over the recorded endpoints) and the changed endpoints (both
+/// versions): exact when every address appears once in each inventory
+/// (an address of a changed endpoint belongs to no other).
+pub fn backends_delta(
+    s: &SelectorService,
+    family: u8,
+    have: &[Be],
+    old_changed: &[EndpointRec],
+    new_changed: &[EndpointRec],
+) -> Vec<Be> {
+    let gone: BTreeSet<IpAddr> = old_changed
+        .iter()
+        .flat_map(|e| e.addrs.iter().copied())
+        .collect();
+    let mut v: Vec<Be> = have
+        .iter()
+        .filter(|b| !gone.contains(&b.addr))
+        .cloned()
+        .collect();
+    v.extend(backends_for(s, family, new_changed));
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The backends of `s` over `endpoints` for `family`: a scan for a few
+/// services, [`backends_indexed`] through `index` (built on first use)
+/// for many.
+pub fn backends_auto<'a>(
+    s: &SelectorService,
+    family: u8,
+    endpoints: &'a [EndpointRec],
+    index: &mut Option<EndpointIndex<'a>>,
+    many: bool,
+) -> Vec<Be> {
+    if !many && index.is_none() {
+        return backends_for(s, family, endpoints);
+    }
+    let index = index
+        .get_or_insert_with(|| EndpointIndex::from_labels(endpoints.iter().map(|e| &e.labels)));
+    backends_indexed(s, family, endpoints, index)
+}

@@ -1,0 +1,189 @@
+//! The eBPF back end's part of the contract: the manifest's
+//! `backends.ebpf` section ([`EbpfManifest`]: object, hooks, programs,
+//! maps and what fills them) and the service maps' allocation state
+//! ([`LbState`]), which the manifest carries and the endpoints record
+//! (`endpoints.state`) keeps after run-time backend changes. Types only:
+//! the code generator writes them ([`crate::ebpf::codegen`]), the service
+//! fill computes and changes them ([`crate::ebpf::service::fill`]), the
+//! runtime reads them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ebpf::codegen::Mode;
+use crate::ebpf::layout::service::Capacity;
+use crate::flowhash::proto_number;
+use crate::model::{Backend, Frontend};
+
+/// One program of the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    /// Layout blocks it holds and blocks entered by tail call.
+    pub blocks: usize,
+    pub entries: usize,
+    /// Instruction slots.
+    pub insns: usize,
+    pub name: String,
+    pub section: String,
+    /// Prog-array slot (`weir_jmp`); `None` for the entry program.
+    pub slot: Option<u32>,
+}
+
+/// One map of the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapInfo {
+    /// Entries the runtime fills from [`Fill`].
+    pub filled: u64,
+    pub key_size: u32,
+    pub max_entries: u32,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub map_type: String,
+    pub value_size: u32,
+}
+
+/// One LPM entry: address bytes (network order), prefix length, class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LpmEntry {
+    pub addr: Vec<u8>,
+    pub cidr: String,
+    pub class: u32,
+    pub len: u32,
+}
+
+/// What the runtime writes into the maps before attaching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Fill {
+    /// Class → its row in `weir_atoms`, as 32-bit words: the atom bits
+    /// (bit `a % 32` of word `a / 32`), then one `u16` branch index per
+    /// map-backed class table (`NO_BRANCH`: the table's default).
+    pub atom_rows: Vec<Vec<u32>>,
+    pub cls4: Vec<LpmEntry>,
+    pub cls6: Vec<LpmEntry>,
+}
+
+/// The `backends.ebpf` section of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EbpfManifest {
+    pub object: String,
+    pub mode: Mode,
+    /// TC hooks the entry program attaches to (`tc-ingress`, …).
+    pub attach: Vec<String>,
+    pub entry: String,
+    pub programs: Vec<ProgramInfo>,
+    pub maps: Vec<MapInfo>,
+    pub fill: Fill,
+    /// Provenance ids counted in `weir_cnt` (= its size).
+    pub counters: u32,
+    /// The most tail calls one packet's path makes (kernel limit 33).
+    #[serde(default)]
+    pub max_tail_calls: usize,
+    /// Service maps: what fills them (`LbState::initial_ops`) and the
+    /// allocation state run-time backend changes continue from. `None`
+    /// when the program has no service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<LbState>,
+    /// The per-flow tables' sizes this object was compiled with
+    /// (`weir compile --ct-entries/--lb-entries`); read as the defaults
+    /// from a manifest written before they were recorded.
+    #[serde(default)]
+    pub state_tables: crate::ebpf::state_tables::StateTables,
+}
+
+/// A backend as the maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Be {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u16,
+}
+
+impl From<&Backend> for Be {
+    fn from(b: &Backend) -> Be {
+        Be {
+            addr: b.addr,
+            port: b.port,
+            weight: b.weight,
+        }
+    }
+}
+
+/// A frontend as the maps key it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FeAddr {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl From<&Frontend> for FeAddr {
+    fn from(f: &Frontend) -> FeAddr {
+        FeAddr {
+            addr: f.addr,
+            port: f.port,
+            proto: proto_number(f.proto),
+        }
+    }
+}
+
+/// One backend set: the usable backends of one service for one address
+/// family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetState {
+    /// Candidates: ready, weight > 0, sorted (the interpreter's order).
+    pub backends: Vec<Be>,
+    pub id: u32,
+    /// Slot → index into `backends`. Maglev: the identity (the table holds
+    /// indexes); random: each backend `weight / gcd` times.
+    pub slots: Vec<u32>,
+    /// Maglev table index, when balanced by Maglev and non-empty.
+    pub table: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvcState {
+    pub affinity: Option<u32>,
+    pub frontends: Vec<FeAddr>,
+    pub maglev: bool,
+    pub name: String,
+    pub no_backends: u32,
+    /// Family (4 / 6) → current set.
+    pub sets: BTreeMap<u8, SetState>,
+}
+
+/// Allocation state of the service maps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbState {
+    /// (service, addr, port) → backend id (a list in JSON: tuple keys
+    /// are not JSON object keys).
+    #[serde(with = "id_list")]
+    pub(crate) backend_ids: BTreeMap<(usize, IpAddr, u16), u32>,
+    pub capacity: Capacity,
+    pub(crate) free_tables: VecDeque<u32>,
+    pub(crate) next_backend_id: u32,
+    pub(crate) next_set: u32,
+    pub services: Vec<SvcState>,
+}
+
+mod id_list {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Ids = BTreeMap<(usize, IpAddr, u16), u32>;
+
+    pub fn serialize<S: Serializer>(m: &Ids, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(usize, IpAddr, u16, u32)> =
+            m.iter().map(|(&(a, b, c), &d)| (a, b, c, d)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ids, D::Error> {
+        let v: Vec<(usize, IpAddr, u16, u32)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(a, b, c, d)| ((a, b, c), d)).collect())
+    }
+}

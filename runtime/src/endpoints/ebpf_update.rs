@@ -1,0 +1,364 @@
+//! `weir endpoints` on the eBPF back end: host entries in the pinned
+//! class maps and selector-service backends through
+//! [`LbState::set_backends`], capacity checked first and every write
+//! rolled back on failure; programs are not reloaded.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use weir_compiler::churn::{self, EndpointRec};
+use weir_compiler::contract::endpoints_state::{self as state, FileIdentity, Header, RECORD};
+use weir_compiler::contract::Manifest;
+use weir_compiler::ebpf::service::LbState;
+
+use super::plan::{backends_after, dry_report, plan, set_host_prefix, Planned, SCAN_LIMIT};
+use super::record::{bad_record, manifest_lb, read_legacy, write_failed, Bytes, Record, Side};
+use super::{socket, EndpointsError, Report, ServiceUpdate};
+use crate::statefs::file_identity;
+
+/// The generation in force on an eBPF instance (`state.json`).
+fn ebpf_generation(inst: &crate::ebpf::Instance) -> Result<u64, EndpointsError> {
+    let not = || {
+        EndpointsError::NotInForce(format!(
+            "nothing is applied for eBPF instance `{}`: run `weir apply --backend ebpf` first",
+            inst.name()
+        ))
+    };
+    /// The part of the eBPF state record read here.
+    #[derive(serde::Deserialize)]
+    struct Generation {
+        generation: u64,
+    }
+    let st: Generation = std::fs::read(inst.state_dir().join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok())
+        .ok_or_else(not)?;
+    Ok(st.generation)
+}
+
+/// The manifest recorded at apply (its text and contents).
+fn ebpf_manifest(inst: &crate::ebpf::Instance) -> Result<(String, Manifest), EndpointsError> {
+    let not = || {
+        EndpointsError::NotInForce(format!(
+            "nothing is applied for eBPF instance `{}`: run `weir apply --backend ebpf` first",
+            inst.name()
+        ))
+    };
+    let text =
+        std::fs::read_to_string(inst.state_dir().join("manifest.json")).map_err(|_| not())?;
+    let manifest = weir_compiler::contract::parse(text.as_bytes()).map_err(|e| {
+        EndpointsError::Bundle(format!(
+            "the manifest recorded at apply for `{}`: {e} (apply the bundle again)",
+            inst.name()
+        ))
+    })?;
+    Ok((text, manifest))
+}
+
+fn bundle_id(m: &Manifest) -> String {
+    m.source_hash.clone()
+}
+
+/// Records the endpoints in force after `weir apply` of the bundle in
+/// `dir` (manifest `full`) as `generation` of `inst`: the compiled
+/// inventory and service maps. `manifest`: the identity of
+/// `dir/manifest.json` taken before it was read. Best effort: without a
+/// record, the next update builds it from the manifest.
+pub fn ebpf_applied(
+    inst: &crate::ebpf::Instance,
+    full: &Manifest,
+    generation: u64,
+    manifest: Option<FileIdentity>,
+) {
+    let header = Header::new(generation, bundle_id(full), manifest);
+    let sd = inst.state_dir();
+    match Record::from_manifest(full, header, None, false) {
+        Ok(r) => {
+            let _ = r.write(&sd);
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(sd.join(RECORD));
+        }
+    }
+}
+
+/// The service-map state of the eBPF generation in force (after any
+/// endpoint updates): for `weir status`.
+pub fn ebpf_services(inst: &crate::ebpf::Instance) -> Option<LbState> {
+    let generation = ebpf_generation(inst).ok()?;
+    let sd = inst.state_dir();
+    if let Some(r) = Record::read(&sd).filter(|r| r.header.generation == generation) {
+        return state::decode_lb(r.lb.get(&sd).ok()?).ok().flatten();
+    }
+    let (_, manifest) = ebpf_manifest(inst).ok()?;
+    match read_legacy(&sd, generation, &bundle_id(&manifest)) {
+        Some((_, lb)) => lb,
+        None => manifest_lb(&manifest),
+    }
+}
+
+/// Steps 1–3 of an eBPF endpoint update (see [`ebpf_text`]): the writes
+/// and the services whose backends changed. The caller rolls back on
+/// error.
+fn write_maps(
+    pinned: &mut crate::ebpf::txn::PinnedMaps,
+    planned: &Planned,
+    lb: Option<&mut LbState>,
+) -> Result<(usize, Vec<ServiceUpdate>), EndpointsError> {
+    let changes = &planned.changes;
+    let affected = &planned.affected;
+    let mut writes = 0;
+    // 1. New and re-classed addresses: a backend must be classified
+    // before the service maps can send traffic to it.
+    for c in changes {
+        if let Some(n) = c.new {
+            let (map, key) = host_key(c.addr);
+            pinned.update(map, &key, &n.to_ne_bytes())?;
+            writes += 1;
+        }
+    }
+    // 2. Services.
+    let mut updated = Vec::new();
+    if let Some(lb) = lb {
+        let mut index = None;
+        let many = affected.len() > SCAN_LIMIT;
+        for s in affected {
+            for &family in &s.families {
+                let have = lb
+                    .services
+                    .get(s.index)
+                    .and_then(|x| x.sets.get(&family))
+                    .map(|x| x.backends.as_slice())
+                    .unwrap_or_default();
+                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+                if want == have {
+                    continue;
+                }
+                let ops = lb
+                    .set_backends(s.index, family, want.clone())
+                    .map_err(|e| EndpointsError::Bundle(format!("service `{}`: {e}", s.name)))?;
+                for op in &ops {
+                    match op {
+                        weir_compiler::ebpf::service::MapOp::Update { map, key, value } => {
+                            pinned.update(map, key, value)?
+                        }
+                        weir_compiler::ebpf::service::MapOp::Delete { map, key } => {
+                            pinned.delete(map, key)?
+                        }
+                    }
+                    writes += 1;
+                }
+                updated.push(ServiceUpdate {
+                    service: s.name.clone(),
+                    family,
+                    backends: want.iter().map(socket).collect(),
+                });
+            }
+        }
+    }
+    // 3. Removals: the host entry goes (or falls back to the class of a
+    // set prefix naming exactly this host).
+    for c in changes {
+        if c.new.is_none() {
+            let (map, key) = host_key(c.addr);
+            let view = planned.view.as_ref().expect("parsed on a change");
+            if set_host_prefix(view, c.addr) {
+                pinned.update(map, &key, &c.base.to_ne_bytes())?;
+            } else {
+                pinned.delete(map, &key)?;
+            }
+            writes += 1;
+        }
+    }
+    Ok((writes, updated))
+}
+
+/// The map and key of an endpoint's class-map (host) entry.
+fn host_key(addr: std::net::IpAddr) -> (&'static str, Vec<u8>) {
+    use weir_compiler::ebpf::layout::class_key;
+    match addr {
+        std::net::IpAddr::V4(a) => class_key(&a.octets(), 32),
+        std::net::IpAddr::V6(a) => class_key(&a.octets(), 128),
+    }
+}
+
+/// Applies `inventory` to the eBPF generation in force on `inst` (see
+/// the module docs). `dir` must be the applied bundle (its manifest is
+/// the one recorded at apply: the same file, or the same content).
+pub fn ebpf(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &[EndpointRec],
+) -> Result<Report, EndpointsError> {
+    ebpf_text(inst, dir, &churn::inventory_text(inventory))
+}
+
+/// [`ebpf_text`] without writing anything: the report's `dry_run` holds
+/// the update in endpoint names (service backend changes are not
+/// computed).
+pub fn ebpf_dry_run(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    ebpf_mode(inst, dir, inventory, true)
+}
+
+/// [`ebpf`] given the inventory file's text (what `weir endpoints`
+/// reads): only the endpoints whose text changed are parsed.
+pub fn ebpf_text(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    ebpf_mode(inst, dir, inventory, false)
+}
+
+fn ebpf_mode(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+    dry_run: bool,
+) -> Result<Report, EndpointsError> {
+    let t0 = Instant::now();
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(crate::ebpf::EbpfError::NotPrivileged {
+            detail: "run as root".into(),
+        }
+        .into());
+    }
+    // Not while an apply runs; an interrupted one is finished first.
+    let _lock = match inst.state_dir().exists() {
+        true => Some(crate::ebpf::record::settle(inst)?),
+        false => None,
+    };
+    let generation = ebpf_generation(inst)?;
+    let sd = inst.state_dir();
+    let given_path = dir.join("manifest.json");
+    let unreadable =
+        || EndpointsError::Bundle(format!("{}/manifest.json is unreadable", dir.display()));
+    let taken = std::time::SystemTime::now();
+    let given_id = file_identity(&given_path).ok_or_else(unreadable)?;
+    let mut rec = Record::read(&sd).filter(|r| r.header.generation == generation);
+    // The identity recorded for the next update: the file's, unless it
+    // was compared by content and changed too recently to stand for it
+    // (see `crate::bundle::trusted_identities`).
+    let mut record_id = Some(given_id.clone());
+    if rec
+        .as_ref()
+        .is_none_or(|r| r.header.manifest.as_ref() != Some(&given_id))
+    {
+        record_id = crate::bundle::trusted_identities(
+            vec![(crate::bundle::MANIFEST.to_string(), Some(given_id.clone()))],
+            taken,
+        )
+        .map(|_| given_id.clone());
+        // Not the file recorded at apply: compare the contents with the
+        // manifest recorded at apply (identical text is the same
+        // manifest).
+        let (recorded_text, manifest) = ebpf_manifest(inst)?;
+        let given_text = std::fs::read_to_string(&given_path).map_err(|_| unreadable())?;
+        let same = given_text == recorded_text || {
+            let given = weir_compiler::contract::parse(given_text.as_bytes())
+                .map_err(|e| EndpointsError::Bundle(format!("{}: {e}", given_path.display())))?;
+            given == manifest
+        };
+        if !same {
+            return Err(EndpointsError::NotInForce(format!(
+                "{} is not the bundle in force on `{}` (generation {generation}); apply it first",
+                dir.display(),
+                inst.name()
+            )));
+        }
+        let id = bundle_id(&manifest);
+        rec = Some(match rec.filter(|r| r.header.bundle == id) {
+            Some(r) => r,
+            None => Record::from_manifest(
+                &manifest,
+                Header::new(generation, id.clone(), None),
+                read_legacy(&sd, generation, &id),
+                false,
+            )
+            .map_err(EndpointsError::Bundle)?,
+        });
+    }
+    let rec = rec.expect("a record");
+    let planned = plan(&rec, &sd, inventory)?;
+    if dry_run {
+        let writes = planned.changes.len();
+        return Ok(dry_report(generation, planned, Vec::new(), writes, t0));
+    }
+    let changes = &planned.changes;
+    // The service maps hold the backends over the recorded endpoints:
+    // only services whose selector matches an endpoint that changed
+    // (either version) can differ.
+    let affected = &planned.affected;
+    let mut lb: Option<LbState> = None;
+    if !affected.is_empty() {
+        lb = state::decode_lb(rec.lb.get(&sd)?).map_err(bad_record)?;
+    }
+
+    let t1 = Instant::now();
+    let mut pinned =
+        crate::ebpf::txn::PinnedMaps::new(inst.pin_dir().join(format!("gen-{generation}")));
+    // Capacity first: a full hash map must refuse the update before any
+    // entry is written.
+    let mut inserts: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    for c in changes.iter().filter(|c| c.new.is_some()) {
+        let (map, key) = host_key(c.addr);
+        inserts.entry(map).or_default().push(key);
+    }
+    for (map, keys) in &inserts {
+        pinned
+            .check_capacity(map, keys)
+            .map_err(|e| EndpointsError::Refused(vec![e]))?;
+    }
+    let (writes, updated) = match write_maps(&mut pinned, &planned, lb.as_mut()) {
+        Ok(w) => w,
+        Err(e) => {
+            let n = pinned.writes();
+            let failed = pinned.rollback();
+            return Err(if failed.is_empty() {
+                EndpointsError::Refused(vec![format!(
+                    "{e} (the {n} map writes made before were rolled back)"
+                )])
+            } else {
+                EndpointsError::Bundle(format!(
+                    "{e}; rolling back the {n} map writes made before failed ({}): the generation in force is partly updated, re-run `weir endpoints` or `weir apply`",
+                    failed.join("; ")
+                ))
+            });
+        }
+    };
+    let apply_time = t1.elapsed();
+    let lb_bytes = if updated.is_empty() {
+        rec.lb
+    } else {
+        Side::new("lb", state::encode_lb(&lb))
+    };
+    let Planned { diff, changes, .. } = planned;
+    Record {
+        header: Header {
+            manifest: record_id,
+            unique: diff.unique,
+            ..rec.header
+        },
+        statics: rec.statics,
+        lb: lb_bytes,
+        stale: rec.stale,
+        endpoints: Bytes::New(diff.entries),
+    }
+    .write(&sd)
+    .map_err(|e| write_failed(&sd, e))?;
+    Ok(Report {
+        generation,
+        changes,
+        services: updated,
+        needs_recompile: Vec::new(),
+        writes,
+        apply_time,
+        total_time: t0.elapsed(),
+        dry_run: None,
+    })
+}

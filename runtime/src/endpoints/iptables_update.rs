@@ -1,0 +1,317 @@
+//! `weir endpoints` on the iptables back end: class changes become one
+//! batch of ipset `del`/`add` lines, built beside the live sets and
+//! swapped in; selector-service backend changes are reported as needing
+//! a recompile (DNAT rules are fixed at compile time).
+
+use std::path::Path;
+use std::time::Instant;
+
+use weir_compiler::churn::{self, EndpointRec};
+use weir_compiler::contract::endpoints_state::{self as state, BundleFiles, Header, Stale, RECORD};
+
+use super::plan::{backends_after, dry_report, plan, Planned, SCAN_LIMIT};
+use super::record::{bad_record, read_legacy, stale_update, write_failed, Bytes, Record};
+use super::{EndpointsError, Report};
+use crate::statefs::file_identity;
+
+/// Applies `inventory` to the iptables generation in force (see the
+/// module docs). `bundle` must be the applied bundle.
+pub fn iptables(
+    rt: &crate::iptables::Iptables,
+    bundle: &crate::Bundle,
+    inventory: &[EndpointRec],
+) -> Result<Report, EndpointsError> {
+    iptables_text(rt, bundle, &churn::inventory_text(inventory))
+}
+
+/// [`iptables`] given the inventory file's text: only the endpoints
+/// whose text changed are parsed.
+pub fn iptables_text(
+    rt: &crate::iptables::Iptables,
+    bundle: &crate::Bundle,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    iptables_update(rt, Given::Read(bundle), inventory, false)
+}
+
+/// [`iptables_text`] given the bundle directory (what `weir endpoints`
+/// runs): when `dir`'s files are the ones recorded for the generation in
+/// force (same device, inode, size, modification and change time), the
+/// bundle is neither read nor hashed; otherwise it is read
+/// ([`crate::Bundle::read`]) and its content hash compared with the
+/// applied one, as [`iptables_text`] does.
+pub fn iptables_dir(
+    rt: &crate::iptables::Iptables,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    iptables_dir_mode(rt, dir, inventory, false)
+}
+
+/// [`iptables_dir`] without writing anything: the report's `dry_run`
+/// holds the update in endpoint names.
+pub fn iptables_dry_run(
+    rt: &crate::iptables::Iptables,
+    dir: &Path,
+    inventory: &str,
+) -> Result<Report, EndpointsError> {
+    iptables_dir_mode(rt, dir, inventory, true)
+}
+
+fn iptables_dir_mode(
+    rt: &crate::iptables::Iptables,
+    dir: &Path,
+    inventory: &str,
+    dry_run: bool,
+) -> Result<Report, EndpointsError> {
+    let ids = crate::bundle::identities(dir);
+    if ids[0].1.is_none() {
+        // No manifest: the reader's error.
+        let b = crate::Bundle::read(dir)?;
+        return iptables_update(rt, Given::Read(&b), inventory, dry_run);
+    }
+    iptables_update(rt, Given::Dir(dir, ids), inventory, dry_run)
+}
+
+/// The bundle `weir endpoints` was given.
+enum Given<'a> {
+    Read(&'a crate::Bundle),
+    /// A directory and its files' identities (taken before anything
+    /// else).
+    Dir(&'a Path, BundleFiles),
+}
+
+/// The generation's address sets: (kernel name, family, classes).
+fn iptables_sets(
+    bundle: &crate::Bundle,
+    state: &crate::iptables::State,
+) -> Vec<(String, u8, Vec<u32>)> {
+    let mut sets = Vec::new();
+    for s in &bundle.sets {
+        let family = match crate::Bundle::set_family(s) {
+            crate::bundle::Family::Ipv4 => 4,
+            crate::bundle::Family::Ipv6 => 6,
+        };
+        let kernel = state
+            .sets
+            .iter()
+            .find(|k| k.name == s.name)
+            .map(|k| k.kernel_name.clone())
+            .unwrap_or_else(|| crate::iptables::names::generation_set(&s.name, state.generation));
+        sets.push((kernel, family, s.classes.clone()));
+    }
+    sets
+}
+
+/// The record of an iptables generation just applied from `bundle`
+/// (`state`, written to `state.json`): the compiled inventory, with the
+/// bundle files' identities when they can be trusted, so the first
+/// `weir endpoints` neither builds the record nor reads the bundle.
+/// Best effort: without a record, the next update builds it.
+pub fn iptables_applied(
+    rt: &crate::iptables::Iptables,
+    bundle: &crate::Bundle,
+    state: &crate::iptables::State,
+) {
+    let dir = &rt.options().state_dir;
+    let applied = file_identity(&dir.join("state.json"));
+    let header = Header {
+        files: bundle.files.clone(),
+        sets: Some(iptables_sets(bundle, state)),
+        ..Header::new(
+            u64::from(state.generation),
+            state.bundle_hash.clone(),
+            applied,
+        )
+    };
+    match Record::from_manifest(&bundle.manifest, header, None, true) {
+        Ok(r) => {
+            let _ = r.write(dir);
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(dir.join(RECORD));
+        }
+    }
+}
+
+fn iptables_update(
+    rt: &crate::iptables::Iptables,
+    given: Given<'_>,
+    inventory: &str,
+    dry_run: bool,
+) -> Result<Report, EndpointsError> {
+    use crate::iptables::exec;
+    let t0 = Instant::now();
+    exec::require_root()?;
+    exec::require_program("ipset")?;
+    let _lock = rt.lock()?;
+    rt.recover()?;
+    let state = rt.read_state()?.ok_or_else(|| {
+        EndpointsError::NotInForce("nothing is applied (iptables): run `weir apply` first".into())
+    })?;
+    let generation = u64::from(state.generation);
+    let dir = rt.options().state_dir.clone();
+    // `state.json` is replaced by every apply (and removed by detach):
+    // a record made after another apply is not this generation's, even
+    // when the generation number repeats.
+    let applied = file_identity(&dir.join("state.json"));
+    let recorded = Record::read(&dir).filter(|r| {
+        r.header.generation == generation
+            && r.header.bundle == state.bundle_hash
+            && r.header.manifest == applied
+    });
+    // The bundle's files are the ones recorded for this generation: it
+    // is the bundle in force, and the record holds what the update needs.
+    let known = match (&given, &recorded) {
+        (Given::Dir(_, ids), Some(r)) => {
+            r.header.sets.is_some() && r.header.files.as_ref() == Some(ids)
+        }
+        _ => false,
+    };
+    let rec = if known {
+        recorded.expect("a record")
+    } else {
+        let read;
+        let bundle = match given {
+            Given::Read(b) => b,
+            Given::Dir(d, _) => {
+                read = crate::Bundle::read(d)?;
+                &read
+            }
+        };
+        if state.bundle_hash != bundle.content_hash {
+            return Err(EndpointsError::NotInForce(format!(
+                "{} is not the bundle in force (generation {} was applied from {}); apply it first",
+                bundle.dir.display(),
+                state.generation,
+                state.bundle_dir
+            )));
+        }
+        let mut rec = match recorded {
+            Some(r) => r,
+            None => Record::from_manifest(
+                &bundle.manifest,
+                Header::new(generation, state.bundle_hash.clone(), applied.clone()),
+                read_legacy(&dir, generation, &state.bundle_hash).map(|(e, _)| (e, None)),
+                true,
+            )
+            .map_err(EndpointsError::Bundle)?,
+        };
+        if bundle.files.is_some() {
+            rec.header.files = bundle.files.clone();
+        }
+        rec.header.sets = Some(iptables_sets(bundle, &state));
+        rec
+    };
+    let planned = plan(&rec, &dir, inventory)?;
+    let changes = &planned.changes;
+
+    // Address sets of the generation: (kernel name, family, classes).
+    let sets = rec.header.sets.clone().unwrap_or_default();
+    let mut text = String::new();
+    for c in changes {
+        use std::fmt::Write;
+        let family = if c.addr.is_ipv4() { 4 } else { 6 };
+        for (kernel, f, classes) in &sets {
+            if *f != family {
+                continue;
+            }
+            let a = c.addr;
+            let _ = writeln!(text, "del {kernel} {a}");
+            match c.new {
+                Some(n) if classes.contains(&n) => {
+                    let _ = writeln!(text, "add {kernel} {a}");
+                }
+                Some(_) if classes.contains(&c.base) => {
+                    let _ = writeln!(text, "add {kernel} {a} nomatch");
+                }
+                None if classes.contains(&c.base) => {
+                    let _ = writeln!(text, "add {kernel} {a}");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // Services: DNAT rules, fixed at compile time. The record lists the
+    // services whose backends differ from the compiled ones (earlier
+    // updates count too); only those whose selector matches a changed
+    // endpoint are compared again.
+    let affected = &planned.affected;
+    let mut stale: Vec<Stale> = state::decode_stale(&rec.stale).map_err(bad_record)?;
+    let stale_bytes = if affected.is_empty() {
+        None
+    } else {
+        let ids: std::collections::BTreeSet<usize> = affected.iter().map(|s| s.index).collect();
+        let (before, mut kept): (Vec<Stale>, Vec<Stale>) =
+            stale.into_iter().partition(|s| ids.contains(&s.index));
+        let mut index = None;
+        let many = affected.len() > SCAN_LIMIT;
+        for s in affected {
+            for &family in &s.families {
+                let have = before
+                    .iter()
+                    .find(|x| x.index == s.index && x.update.family == family)
+                    .map(|x| x.backends.as_slice())
+                    .or_else(|| s.compiled.get(&family).map(Vec::as_slice))
+                    .unwrap_or_default();
+                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+                kept.extend(stale_update(s, family, want));
+            }
+        }
+        stale = kept;
+        stale.sort_by_key(|s| (s.index, s.update.family));
+        Some(state::encode_stale(&stale))
+    };
+    let needs_recompile = stale.into_iter().map(|s| s.update).collect();
+    let writes = text.lines().count();
+    if dry_run {
+        return Ok(dry_report(generation, planned, needs_recompile, writes, t0));
+    }
+
+    let t1 = Instant::now();
+    swap_in(rt, &state, &text)?;
+    let apply_time = t1.elapsed();
+    let Planned { diff, changes, .. } = planned;
+    Record {
+        header: Header {
+            unique: diff.unique,
+            ..rec.header
+        },
+        statics: rec.statics,
+        lb: rec.lb,
+        stale: stale_bytes.map_or(rec.stale, Bytes::New),
+        endpoints: Bytes::New(diff.entries),
+    }
+    .write(&dir)
+    .map_err(|e| write_failed(&dir, e))?;
+    Ok(Report {
+        generation,
+        changes,
+        services: Vec::new(),
+        needs_recompile,
+        writes,
+        apply_time,
+        total_time: t0.elapsed(),
+        dry_run: None,
+    })
+}
+
+/// Writes `text` (ipset `del`/`add` lines) by building the touched sets
+/// beside the live ones and swapping them in: a refused or failed update
+/// writes nothing ([`crate::iptables::sets`]).
+fn swap_in(
+    rt: &crate::iptables::Iptables,
+    state: &crate::iptables::State,
+    text: &str,
+) -> Result<(), EndpointsError> {
+    use crate::iptables::sets::SwapError;
+    if text.is_empty() {
+        return Ok(());
+    }
+    match rt.swap_sets(text) {
+        Ok(_) => Ok(rt.refresh_applied_sets(state)?),
+        Err(SwapError::Capacity(m)) => Err(EndpointsError::Refused(vec![m])),
+        Err(SwapError::Failed(e)) => Err(e.into()),
+    }
+}
