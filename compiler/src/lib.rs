@@ -19,6 +19,7 @@ pub mod graph;
 pub mod interp;
 pub mod inventory;
 pub mod iptables;
+pub mod k8s;
 pub mod maglev;
 pub mod model;
 pub mod provenance;
