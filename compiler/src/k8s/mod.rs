@@ -29,6 +29,8 @@ pub mod peers;
 pub mod report;
 pub mod selector;
 pub mod service;
+#[cfg(test)]
+mod tests;
 
 use crate::diagnostics::{Diagnostic, K8sProblem};
 use cluster::Cluster;
