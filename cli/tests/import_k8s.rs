@@ -8,6 +8,8 @@
 
 #[path = "support/run.rs"]
 mod run;
+#[path = "support/schema.rs"]
+mod schema;
 
 use run::{ok, s, show, weir};
 use std::io::Write;
@@ -171,5 +173,7 @@ fn errors_fail_closed_and_warnings_name_object_and_field() {
         .map(|d| d["code"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(codes, ["W0601", "W0602"], "{}", show(&o));
+    // The report is `weir check --format json`'s (docs/json.md).
+    schema::assert_valid("check", &report);
     let _ = std::fs::remove_dir_all(&out);
 }
