@@ -160,3 +160,45 @@ fn output_is_deterministic_and_checks() {
     let m = crate::check::model_of(&a.program);
     assert_eq!(m.services.len(), 1);
 }
+
+const NODE_AND_POD: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\n\
+    status: {addresses: [{type: InternalIP, address: 10.10.0.1}, {type: Hostname, address: n1}]}\n---\n\
+    apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec: {nodeName: n1}\nstatus: {podIP: 10.0.0.5}\n";
+
+#[test]
+fn implicit_allowance_covers_the_pod_and_its_node() {
+    let i = run(&format!("{NS_X}{NODE_AND_POD}"));
+    assert!(i.diagnostics.is_empty(), "{:#?}", i.diagnostics);
+    let p = &i.program[i.program.find("policy self_x_a").unwrap()..];
+    assert!(
+        p.contains("allow from { 10.0.0.5, 10.10.0.1 }")
+            && p.contains("allow to { 10.0.0.5, 10.10.0.1 }"),
+        "{p}"
+    );
+    // Without the Node, the node's allowance is missing and said so.
+    let i = run(&format!("{NS_X}apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x}}\nspec: {{nodeName: n9}}\nstatus: {{podIP: 10.0.0.5}}\n"));
+    assert_eq!(codes(&i), [Code::W0604]);
+    assert!(
+        i.diagnostics[0].message.contains("node `n9`"),
+        "{}",
+        i.diagnostics[0].message
+    );
+}
+
+#[test]
+fn admin_nodes_peer_is_the_matching_nodes_addresses() {
+    let i = run(&format!(
+        "{NS_X}{NODE_AND_POD}---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {{name: n}}\n\
+         spec:\n  priority: 1\n  subject: {{namespaces: {{}}}}\n  egress:\n\
+         \x20 - {{action: Deny, to: [{{nodes: {{matchLabels: {{zone: a}}}}}}]}}\n\
+         \x20 - {{action: Deny, to: [{{nodes: {{matchLabels: {{zone: b}}}}}}]}}\n"
+    ));
+    assert!(i.diagnostics.is_empty(), "{:#?}", i.diagnostics);
+    let p = &i.program[i.program.find("policy anp_n").unwrap()..];
+    // Zone b has no node: that rule matches nothing (exactly), it is not
+    // a deny of everything.
+    assert!(
+        p.contains("deny to { 10.10.0.1 }") && !p.contains("    deny\n"),
+        "{p}"
+    );
+}
