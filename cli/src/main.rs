@@ -16,6 +16,7 @@ mod ebpf_cmd;
 mod endpoints;
 mod explain;
 mod fmt;
+mod import;
 mod iptables_stats;
 mod junit;
 mod loader;
@@ -66,6 +67,8 @@ enum Command {
     /// Apply a new endpoint inventory to the generation in force as
     /// map / ipset updates (no recompile).
     Endpoints(endpoints::Args),
+    /// Import policies and workloads from elsewhere (`weir import k8s`).
+    Import(import::Args),
     /// Print the documentation of a diagnostic code (docs/diagnostics.md).
     Explain(explain::Args),
     /// Print a shell completion script (bash, zsh or fish).
@@ -99,6 +102,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Import(args) => import::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Diff(args) => diff::run(args),

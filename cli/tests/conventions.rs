@@ -108,8 +108,9 @@ fn every_printing_command_takes_format() {
         "stats",
         "endpoints",
         "explain",
+        "import k8s",
     ] {
-        let out = weir(&[cmd, "--help"]);
+        let out = weir(&cmd.split(' ').chain(["--help"]).collect::<Vec<_>>());
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(
             help.contains("--format <FORMAT>"),

@@ -20,6 +20,7 @@ pub mod graph;
 pub mod interp;
 pub mod inventory;
 pub mod iptables;
+pub mod k8s;
 pub mod labels;
 pub mod maglev;
 pub mod model;

@@ -21,6 +21,8 @@ mod load;
 mod named;
 mod names;
 mod resolve;
+/// The network of `addr/len` (host bits cleared); the importer masks with it too.
+pub(crate) use resolve::network;
 
 use crate::diagnostics::{self, Diagnostic, Kind};
 use crate::model::{Model, Sel};

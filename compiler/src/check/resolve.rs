@@ -27,7 +27,7 @@ fn max_len(ip: IpAddr) -> u8 {
 }
 
 /// The network of `addr/len` (host bits cleared).
-pub(super) fn network(addr: IpAddr, len: u8) -> IpAddr {
+pub(crate) fn network(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let mask = if len == 0 {

@@ -366,6 +366,12 @@ pub enum Kind {
         span: Span,
         refusal: Refusal,
     },
+    /// E06xx / W06xx: `weir import k8s` ([`K8sProblem`]); the span points
+    /// into the Kubernetes input file.
+    K8s {
+        span: Span,
+        problem: K8sProblem,
+    },
 }
 
 fn dir(d: Direction) -> &'static str {
@@ -582,6 +588,7 @@ impl Kind {
             Kind::PolicySelectsNothing { .. } => W0403,
             Kind::ShadowedSteer { .. } => W0404,
             Kind::Refused { refusal, .. } => refusal.code(),
+            Kind::K8s { problem, .. } => problem.code(),
         }
     }
 
@@ -1385,6 +1392,7 @@ impl Kind {
             }
 
             Kind::Refused { span, refusal } => refusal.diagnostic(span),
+            Kind::K8s { span, problem } => problem.diagnostic(span),
         }
     }
 }
@@ -1392,6 +1400,123 @@ impl Kind {
 // ---------------------------------------------------------------------
 // Back-end refusals (E0501, E0510): what a back end cannot express or
 // cannot hold, as data; the back ends build these and never word them.
+
+/// What `weir import k8s` reports about its Kubernetes input. `object`
+/// is `Kind namespace/name`; `field` a path like `spec.ingress[0].from[1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum K8sProblem {
+    /// E0601: the input is not a Kubernetes object the importer can read.
+    Malformed { object: String, problem: String },
+    /// E0602: the object cannot be translated exactly; nothing of it is
+    /// imported.
+    Refused {
+        object: String,
+        field: String,
+        reason: String,
+    },
+    /// W0601: a field the importer does not support, translated fail
+    /// closed (`effect` says how).
+    FailClosed {
+        object: String,
+        field: String,
+        effect: String,
+    },
+    /// W0602: an object kind the importer does not translate.
+    KindIgnored { object: String, api_version: String },
+    /// W0603: a CIDR with host bits set, masked.
+    HostBits {
+        object: String,
+        field: String,
+        written: String,
+        network: String,
+    },
+    /// W0604: part of an object left out of the import (`what`), with why.
+    NotImported {
+        object: String,
+        what: String,
+        why: String,
+    },
+}
+
+impl K8sProblem {
+    pub fn code(&self) -> Code {
+        match self {
+            K8sProblem::Malformed { .. } => Code::E0601,
+            K8sProblem::Refused { .. } => Code::E0602,
+            K8sProblem::FailClosed { .. } => Code::W0601,
+            K8sProblem::KindIgnored { .. } => Code::W0602,
+            K8sProblem::HostBits { .. } => Code::W0603,
+            K8sProblem::NotImported { .. } => Code::W0604,
+        }
+    }
+
+    fn diagnostic(self, span: Span) -> Diagnostic {
+        let code = self.code();
+        match self {
+            K8sProblem::Malformed { object, problem } => B::new(
+                code,
+                format!("{object}: {problem}"),
+                span,
+                "cannot be read as a Kubernetes object",
+            )
+            .done(),
+            K8sProblem::Refused {
+                object,
+                field,
+                reason,
+            } => B::new(
+                code,
+                format!("{object}: `{field}` cannot be imported exactly: {reason}"),
+                span,
+                "this object is not imported",
+            )
+            .help("the import fails closed: fix or remove the object, or enforce it elsewhere")
+            .done(),
+            K8sProblem::FailClosed {
+                object,
+                field,
+                effect,
+            } => B::new(
+                code,
+                format!("{object}: unsupported field `{field}`: {effect}"),
+                span,
+                "translated fail closed",
+            )
+            .help("as network-policy-api specifies: an Allow/Accept rule using it matches nothing, a Deny/Pass rule denies everything")
+            .done(),
+            K8sProblem::KindIgnored {
+                object,
+                api_version,
+            } => B::new(
+                code,
+                format!("{object} ({api_version}) is not a kind `weir import k8s` translates"),
+                span,
+                "ignored",
+            )
+            .help("imported: NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy, Pod, Namespace, Node, Service, EndpointSlice")
+            .done(),
+            K8sProblem::HostBits {
+                object,
+                field,
+                written,
+                network,
+            } => B::new(
+                code,
+                format!("{object}: `{field}` `{written}` has host bits set; imported as `{network}`"),
+                span,
+                "masked to its network",
+            )
+            .done(),
+            K8sProblem::NotImported { object, what, why } => B::new(
+                code,
+                format!("{object}: {what} not imported: {why}"),
+                span,
+                "partly imported",
+            )
+            .done(),
+        }
+    }
+}
 
 /// What a back end refuses, with its data. [`Kind::Refused`] carries it
 /// with the span; [`Refusal::code`] says whether it is a construct the

@@ -8,7 +8,8 @@
 //!
 //! Codes are stable: `E00xx` lexical and syntax, `E01xx` imports and files,
 //! `E02xx` validation and names, `W03xx` lints, `W04xx` decision-graph
-//! analysis and `E05xx` what a back end refuses or cannot hold.
+//! analysis, `E05xx` what a back end refuses or cannot hold and
+//! `E06xx` / `W06xx` what `weir import k8s` says about its input.
 
 mod graph_findings;
 mod messages;
@@ -16,7 +17,9 @@ pub mod render;
 pub mod sarif;
 pub use graph_findings::diagnostics as graph_diagnostics;
 
-pub use messages::{Construct, Kind, NameKind, PortProblem, Refusal, ServiceLine, StageOverflow};
+pub use messages::{
+    Construct, K8sProblem, Kind, NameKind, PortProblem, Refusal, ServiceLine, StageOverflow,
+};
 
 use serde::Serialize;
 use std::fmt;
@@ -139,6 +142,13 @@ codes! {
 
     E0501 => Error, "a back end cannot express a construct";
     E0510 => Error, "a back-end capacity limit is exceeded";
+
+    E0601 => Error, "malformed Kubernetes input";
+    E0602 => Error, "Kubernetes object cannot be imported exactly";
+    W0601 => Warning, "unsupported Kubernetes field translated fail closed";
+    W0602 => Warning, "Kubernetes object kind not imported";
+    W0603 => Warning, "Kubernetes CIDR with host bits masked";
+    W0604 => Warning, "part of a Kubernetes object not imported";
 }
 
 impl fmt::Display for Code {

@@ -1,0 +1,308 @@
+//! `weir import k8s`: Kubernetes objects → a weir program and an endpoint
+//! inventory (docs/kubernetes.md is the user's side of this).
+//!
+//! Pure like the rest of the compiler: the CLI reads the files and hands
+//! over their text. The pieces:
+//! - [`input`]: YAML/JSON documents and `List`s → objects with spans;
+//! - [`objects`]: the serde structs (our own; unknown fields are kept so
+//!   the translation can fail closed on them);
+//! - [`cluster`]: Namespaces, Pods, Nodes → labels, addresses, ports, and
+//!   the inventory; [`selector`]: label selectors and the reserved `k8s:`
+//!   labels that stand in for namespaces;
+//! - [`networkpolicy`], [`adminpolicy`], [`service`]: the translations,
+//!   sharing [`peers`] (address blocks, named ports);
+//! - [`emit`]: names and text; the program is formatted by `weir fmt`.
+//!
+//! The tiers, in Kubernetes' order: `k8s-implicit` (a pod may always talk
+//! to itself and its node), `k8s-admin` (AdminNetworkPolicy and Admin
+//! ClusterNetworkPolicy by priority), `k8s-netpol` (NetworkPolicy),
+//! `k8s-baseline` (Baseline ClusterNetworkPolicy, then
+//! BaselineAdminNetworkPolicy), then weir's "no policy selects": allow.
+
+pub mod adminpolicy;
+pub mod cluster;
+pub mod emit;
+pub mod input;
+pub mod networkpolicy;
+pub mod objects;
+pub mod peers;
+pub mod report;
+pub mod selector;
+pub mod service;
+#[cfg(test)]
+mod tests;
+
+use crate::diagnostics::{Diagnostic, K8sProblem};
+use cluster::Cluster;
+use emit::{Action, Peer, Policy, ProtoSpec, Rule};
+use input::Obj;
+use report::Reporter;
+use selector::{quote, PodMatch, NS_KEY};
+use serde_json::Value;
+use weir_grammar::FileId;
+
+pub const IMPLICIT_TIER: &str = "k8s-implicit";
+
+/// Where the endpoints go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoints {
+    /// An `inventory "FILE"` item naming the inventory file written next
+    /// to the program.
+    Inventory(String),
+    /// `endpoint` items in the program itself.
+    Inline,
+}
+
+/// What the import produced. When `diagnostics` has an error the program
+/// must not be used (the import fails closed).
+#[derive(Debug)]
+pub struct Import {
+    pub program: String,
+    pub inventory: Value,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Objects translated, by kind.
+    pub counts: std::collections::BTreeMap<String, usize>,
+}
+
+/// Imports the objects of `files` (file id, text).
+pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
+    let mut rep = Reporter::default();
+    let mut objs: Vec<Obj> = Vec::new();
+    for (id, text) in files {
+        objs.extend(input::parse_file(text, *id, &mut rep));
+    }
+    // One object per kind/namespace/name: the last one read wins (as
+    // `kubectl apply` of the files in order would leave it).
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, o) in objs.iter().enumerate() {
+        seen.insert((o.kind.clone(), o.namespace.clone(), o.name.clone()), i);
+    }
+    let keep: std::collections::BTreeSet<usize> = seen.values().copied().collect();
+    let objs: Vec<Obj> = objs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, o)| o)
+        .collect();
+
+    let cluster = Cluster::read(&objs, &mut rep);
+    let mut policies: Vec<Policy> = Vec::new();
+    let mut services = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for o in &objs {
+        match o.kind.as_str() {
+            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, &cluster, &mut rep)),
+            "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
+                policies.extend(adminpolicy::translate(o, &cluster, &mut rep))
+            }
+            "Service" => services.extend(service::translate(o, &objs, &cluster, &mut rep)),
+            "Pod" | "Namespace" | "Node" | "EndpointSlice" => {}
+            _ => {
+                rep.push(
+                    o.span,
+                    K8sProblem::KindIgnored {
+                        object: o.describe(),
+                        api_version: o.api_version.clone(),
+                    },
+                );
+                continue;
+            }
+        }
+        *counts.entry(o.kind.clone()).or_insert(0) += 1;
+    }
+    policies.sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
+    let has_tier = |t: &str| policies.iter().any(|p| p.tier == t);
+    let (admin, baseline) = (
+        has_tier(adminpolicy::ADMIN_TIER),
+        has_tier(adminpolicy::BASELINE_TIER),
+    );
+    let mut closing = Vec::new();
+    if admin {
+        closing.push(fall_through(
+            adminpolicy::ADMIN_TIER,
+            "what no admin rule decided goes on to the NetworkPolicy tier",
+        ));
+    }
+    if baseline {
+        closing.push(fall_through(
+            adminpolicy::BASELINE_TIER,
+            "what no baseline rule decided is allowed (Kubernetes' default)",
+        ));
+    }
+    let implicit = implicit_policies(&cluster, &mut rep, &objs);
+
+    let mut text = String::new();
+    text.push_str("# Imported from Kubernetes by `weir import k8s` (docs/kubernetes.md).\n");
+    text.push_str(
+        "# Regenerate it rather than editing it: every item names its source object.\n\n",
+    );
+    match &endpoints {
+        Endpoints::Inventory(f) => text.push_str(&format!("inventory {}\n\n", quote(f))),
+        Endpoints::Inline => {
+            for p in &cluster.pods {
+                let labels: Vec<String> = cluster
+                    .endpoint_labels(p)
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+                    .collect();
+                let addrs: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
+                text.push_str(&format!(
+                    "# Pod {}/{}\nendpoint {} {{\n  labels {{ {} }}\n  {}\n}}\n\n",
+                    p.namespace,
+                    p.name,
+                    emit::pod_name(p),
+                    labels.join(", "),
+                    addrs.join("\n  ")
+                ));
+            }
+        }
+    }
+    let tiers = [
+        (
+            IMPLICIT_TIER,
+            10,
+            !implicit.is_empty(),
+            "a pod can always reach itself, and its node can always reach it",
+        ),
+        (
+            adminpolicy::ADMIN_TIER,
+            20,
+            admin,
+            "AdminNetworkPolicy and ClusterNetworkPolicy tier Admin",
+        ),
+        (
+            networkpolicy::TIER,
+            30,
+            has_tier(networkpolicy::TIER),
+            "NetworkPolicy",
+        ),
+        (
+            adminpolicy::BASELINE_TIER,
+            40,
+            baseline,
+            "ClusterNetworkPolicy tier Baseline, then BaselineAdminNetworkPolicy",
+        ),
+    ];
+    for (name, order, used, what) in tiers {
+        if used {
+            text.push_str(&format!("# {what}\ntier {name} order {order}\n"));
+        }
+    }
+    text.push('\n');
+    for p in implicit.iter().chain(&policies).chain(&closing) {
+        text.push_str(&p.text());
+        text.push('\n');
+    }
+    for s in &services {
+        text.push_str(&s.text());
+        text.push('\n');
+    }
+    let program = match crate::fmt::format(&text) {
+        Ok(t) => t,
+        Err(_) => text,
+    };
+    let mut diagnostics = rep.diagnostics;
+    crate::diagnostics::sort(&mut diagnostics);
+    Import {
+        program,
+        inventory: cluster.inventory(),
+        diagnostics,
+        counts,
+    }
+}
+
+/// The closing policy of an admin or baseline tier: `pass` for every pod.
+fn fall_through(tier: &'static str, why: &str) -> Policy {
+    let pass = |note: &str| {
+        Some(vec![Rule {
+            action: Action::Pass,
+            proto: ProtoSpec::Any,
+            peer: Peer::Any,
+            note: note.to_string(),
+        }])
+    };
+    Policy {
+        comment: vec![format!("closes tier {tier}: {why}")],
+        name: format!("{tier}-pass"),
+        tier,
+        priority: 65535,
+        applies: format!("has({})", quote(NS_KEY)),
+        ingress: pass(""),
+        egress: pass(""),
+    }
+}
+
+/// Kubernetes' implicit allowances, expanded per pod (exact; the language
+/// has no `self` or node peer yet): a pod's own addresses, and the
+/// addresses of the node it runs on, are allowed both ways; everything
+/// else passes on to the next tier.
+fn implicit_policies(cluster: &Cluster, rep: &mut Reporter, objs: &[Obj]) -> Vec<Policy> {
+    let mut out = Vec::new();
+    let mut warned = std::collections::BTreeSet::new();
+    for p in &cluster.pods {
+        let mut addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+        let mut what = "itself".to_string();
+        if let Some(node) = &p.node {
+            match cluster.nodes.get(node) {
+                Some((_, n)) if !n.is_empty() => {
+                    addrs.extend(n.iter().map(|a| a.to_string()));
+                    what = format!("itself and node {node}");
+                }
+                _ => {
+                    if warned.insert(node.clone()) {
+                        if let Some(o) = objs.iter().find(|o| {
+                            o.kind == "Pod"
+                                && o.name == p.name
+                                && o.namespace.as_deref().unwrap_or("default") == p.namespace
+                        }) {
+                            rep.not_imported(
+                                o.span,
+                                &o.describe(),
+                                format!("the implicit allowance of node `{node}`"),
+                                "the Node (with its addresses) is not in the input",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let me = PodMatch {
+            only: Some(vec![(p.namespace.clone(), p.name.clone())]),
+            ..PodMatch::default()
+        };
+        let set = format!("{{{}}}", addrs.join(", "));
+        let rules = |_: bool| {
+            Some(vec![
+                Rule {
+                    action: Action::Allow,
+                    proto: ProtoSpec::Any,
+                    peer: Peer::Set(set.clone()),
+                    note: String::new(),
+                },
+                Rule {
+                    action: Action::Pass,
+                    proto: ProtoSpec::Any,
+                    peer: Peer::Any,
+                    note: String::new(),
+                },
+            ])
+        };
+        out.push(Policy {
+            comment: vec![format!(
+                "Pod {}/{}: traffic with {what} is always allowed",
+                p.namespace, p.name
+            )],
+            name: format!(
+                "self_{}_{}",
+                emit::mangle(&p.namespace),
+                emit::mangle(&p.name)
+            ),
+            tier: IMPLICIT_TIER,
+            priority: 1000,
+            applies: me.text("").unwrap_or_default(),
+            ingress: rules(true),
+            egress: rules(false),
+        });
+    }
+    out
+}

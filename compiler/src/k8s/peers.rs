@@ -1,0 +1,185 @@
+//! What NetworkPolicy and the admin policies share: peers (pods or
+//! address blocks), CIDRs (masked when written with host bits, W0603),
+//! and named ports, resolved against the pods where that is exact.
+
+use super::cluster::{Cluster, Pod, Proto};
+use super::emit::{Action, Peer, ProtoSpec, Rule};
+use super::input::Obj;
+use super::report::Reporter;
+use super::selector::PodMatch;
+use crate::diagnostics::K8sProblem;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// A peer before it is written: weir text needs the pods for named ports.
+#[derive(Debug, Clone)]
+pub enum PeerSrc {
+    Any,
+    Pods(PodMatch),
+    /// A weir set expression (address blocks, node addresses).
+    Set(String),
+}
+
+impl PeerSrc {
+    /// The weir peer, or the unsupported selector field.
+    pub fn peer(&self, path: &str) -> Result<Peer, String> {
+        Ok(match self {
+            PeerSrc::Any => Peer::Any,
+            PeerSrc::Pods(m) => Peer::Sel(m.text(path)?),
+            PeerSrc::Set(s) => Peer::Set(s.clone()),
+        })
+    }
+}
+
+/// `text` as a CIDR in weir's form (a bare address is `/32` or `/128`),
+/// masked with W0603 when it has host bits; `None` (reported) when it is
+/// not one.
+pub fn cidr(obj: &Obj, field: &str, text: &str, rep: &mut Reporter) -> Option<String> {
+    let (a, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().ok()),
+        None => (text, None),
+    };
+    let Ok(addr) = a.trim().parse::<IpAddr>() else {
+        rep.malformed(
+            obj.span,
+            &obj.describe(),
+            format!("`{field}`: `{text}` is not a CIDR"),
+        );
+        return None;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) if l <= max => l,
+        None if !text.contains('/') => max,
+        _ => {
+            rep.malformed(
+                obj.span,
+                &obj.describe(),
+                format!("`{field}`: `{text}` is not a CIDR"),
+            );
+            return None;
+        }
+    };
+    let net = crate::check::network(addr, len);
+    let out = format!("{net}/{len}");
+    if net != addr {
+        rep.push(
+            obj.span,
+            K8sProblem::HostBits {
+                object: obj.describe(),
+                field: field.to_string(),
+                written: text.to_string(),
+                network: out.clone(),
+            },
+        );
+    }
+    Some(out)
+}
+
+/// `{a, b}` or `{a, b} except {c}`.
+pub fn set_text(cidrs: &[String], except: &[String]) -> String {
+    let base = format!("{{{}}}", cidrs.join(", "));
+    if except.is_empty() {
+        base
+    } else {
+        format!("{base} except {{{}}}", except.join(", "))
+    }
+}
+
+/// Pods grouped by the number the container port `name`/`proto` has on
+/// them; pods without such a port are in no group.
+pub fn resolve_named<'a>(
+    pods: impl Iterator<Item = &'a Pod>,
+    name: &str,
+    proto: Proto,
+) -> BTreeMap<u16, Vec<(String, String)>> {
+    let mut g: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
+    for p in pods {
+        if let Some(n) = p.ports.get(&(name.to_string(), proto)) {
+            g.entry(*n)
+                .or_default()
+                .push((p.namespace.clone(), p.name.clone()));
+        }
+    }
+    g
+}
+
+/// A named-port rule, expanded exactly.
+pub enum Named {
+    /// Rules to put where the named rule was.
+    Rules(Vec<Rule>),
+    /// Ingress whose subject pods disagree on the number: the rule holds
+    /// for each group of subject pods with its number (a policy each).
+    Split(Vec<(u16, Vec<(String, String)>)>),
+    /// A peer the named port cannot be resolved against (an address
+    /// block): the path of that peer.
+    Unresolvable(String),
+}
+
+/// Expands `action proto <name>` for `peers`, on the subject pods
+/// (`ingress`: the destination is the subject) or on the peer pods
+/// (`egress`: the destination is the peer).
+#[allow(clippy::too_many_arguments)]
+pub fn named(
+    ingress: bool,
+    action: Action,
+    proto: Proto,
+    name: &str,
+    peers: &[(PeerSrc, String)],
+    subject: &PodMatch,
+    cluster: &Cluster,
+    note: &str,
+) -> Result<Named, String> {
+    let mut rules = Vec::new();
+    if ingress {
+        let subjects: Vec<&Pod> = cluster
+            .pods
+            .iter()
+            .filter(|p| subject.matches(p, cluster))
+            .collect();
+        let groups = resolve_named(subjects.iter().copied(), name, proto);
+        if groups.is_empty() {
+            // No selected pod has the port: the rule matches nothing.
+            return Ok(Named::Rules(rules));
+        }
+        if groups.len() == 1 && groups.values().next().unwrap().len() == subjects.len() {
+            let n = *groups.keys().next().unwrap();
+            for (peer, path) in peers {
+                rules.push(Rule {
+                    action,
+                    proto: ProtoSpec::One(proto, vec![(n, n)]),
+                    peer: peer.peer(path)?,
+                    note: format!("{note} (port `{name}` is {n} on every selected pod)"),
+                });
+            }
+            return Ok(Named::Rules(rules));
+        }
+        return Ok(Named::Split(groups.into_iter().collect()));
+    }
+    for (peer, path) in peers {
+        let base = match peer {
+            PeerSrc::Any => PodMatch::default(),
+            PeerSrc::Pods(m) => m.clone(),
+            PeerSrc::Set(_) => return Ok(Named::Unresolvable(path.clone())),
+        };
+        let dests = cluster.pods.iter().filter(|p| base.matches(p, cluster));
+        for (n, pods) in resolve_named(dests, name, proto) {
+            let m = PodMatch {
+                only: Some(pods),
+                ..base.clone()
+            };
+            rules.push(Rule {
+                action,
+                proto: ProtoSpec::One(proto, vec![(n, n)]),
+                peer: Peer::Sel(m.text(path)?),
+                note: format!("{note} (port `{name}` is {n} on these pods)"),
+            });
+        }
+    }
+    Ok(Named::Rules(rules))
+}
+
+/// One address as a weir set element.
+pub fn host_cidr(a: IpAddr) -> String {
+    a.to_string()
+}

@@ -1,0 +1,182 @@
+//! The Kubernetes conformance cases (tests/k8s-conformance/, see
+//! k8s_conformance.rs) through the iptables back end with real traffic:
+//! each case's program is compiled to a bundle, applied by the runtime in
+//! the node namespace of a client — node — server topology, and every
+//! cell of its matrix is probed with a real TCP connection or UDP
+//! exchange (SCTP probes are left to the interpreter and eBPF: the
+//! harness has no SCTP client).
+//!
+//! A pod is a source in some cells and a destination in others, while the
+//! topology puts sources in the client namespace and destinations in the
+//! server namespace. So each case runs in 8 rounds: for each of the 4 bits
+//! of a pod's index (0–8) and each value, the pods with that bit value are
+//! clients and the others servers; every ordered pair of distinct pods
+//! differs in some bit, so some round has the first as a client and the
+//! second as a server. The diagonal (a pod to itself) never crosses the
+//! node and is not probed here.
+//!
+//! Needs root; skipped without, unless `CI` is set (then it fails).
+//! `WEIR_K8S_CASES=a,b` limits the run to those cases.
+
+mod k8s_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_common::*;
+use weir_compiler::bundle::{bundle, BundleInput, Target};
+use weir_compiler::graph::{self, Graph};
+use weir_compiler::model::{Model, Proto};
+use weir_runtime::iptables::{Iptables, Options};
+use weir_runtime::netns::{Topology, NODE_SERVER_IF};
+use weir_runtime::Bundle;
+
+const ALLOW_WAIT: Duration = Duration::from_millis(2000);
+
+/// The bundle `weir compile --target iptables` would write.
+fn write_bundle(model: &Model, g: &Graph, dir: &Path) -> Bundle {
+    let art = weir_compiler::iptables::generate(g, model).expect("iptables can express it");
+    let mut backends = BTreeMap::new();
+    backends.insert(Target::Iptables, art);
+    let sources = vec![("policy.weir".to_string(), String::new())];
+    let files = bundle(&BundleInput {
+        model,
+        graph: g,
+        sources: &sources,
+        targets: &[Target::Iptables],
+        locate: &|_| None,
+        backends,
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    Bundle::read(dir).unwrap()
+}
+
+#[test]
+fn k8s_conformance_iptables_traffic() {
+    if !weir_runtime::kernel_test::may_run(
+        "k8s_conformance_iptables_traffic",
+        &["ip", "iptables-restore", "ipset"],
+    ) {
+        return;
+    }
+    let only: Option<Vec<String>> = std::env::var("WEIR_K8S_CASES")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let work = std::env::temp_dir().join(format!("weir-k8s-ipt-{}", std::process::id()));
+    let mut failures = Vec::new();
+    let (mut cases_run, mut probes) = (0, 0);
+    for name in cases() {
+        if only.as_ref().is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
+        let case = load(&name);
+        let model = case.checked.model_if_ok().unwrap();
+        let g = graph::build(model);
+        let b = write_bundle(model, &g, &work.join(&name).join("bundle"));
+        let tcp_udp: Vec<Probe> = case
+            .expect
+            .keys()
+            .copied()
+            .filter(|p| p.proto != Proto::Sctp)
+            .collect();
+        if tcp_udp.is_empty() {
+            continue;
+        }
+        cases_run += 1;
+        let mut got: BTreeMap<Probe, BTreeMap<(usize, usize), bool>> = BTreeMap::new();
+        for round in 0..8 {
+            let (bit, value) = (round / 2, round % 2);
+            let client: Vec<usize> = (0..PODS.len())
+                .filter(|i| (i >> bit) & 1 == value)
+                .collect();
+            let server: Vec<usize> = (0..PODS.len())
+                .filter(|i| (i >> bit) & 1 != value)
+                .collect();
+            if client.is_empty() || server.is_empty() {
+                continue;
+            }
+            let topo = Topology::new().unwrap();
+            let o = topo
+                .node
+                .exec("ip", &["route", "add", "default", "dev", NODE_SERVER_IF])
+                .unwrap();
+            assert!(o.status.success());
+            let rt = Iptables::new(
+                Options::netns(topo.node.name())
+                    .with_state_dir(work.join(&name).join(format!("state{round}"))),
+            );
+            let r = rt
+                .apply(&b)
+                .unwrap_or_else(|e| panic!("{name}: apply: {e}"));
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            let mut cells = Vec::new();
+            for p in &tcp_udp {
+                for &j in &server {
+                    match p.proto {
+                        Proto::Tcp => topo.serve_tcp(case.addrs[j], p.port).unwrap(),
+                        _ => topo.serve_udp(case.addrs[j], p.port).unwrap(),
+                    }
+                    for &i in &client {
+                        cells.push((*p, i, j));
+                    }
+                }
+            }
+            for &i in &client {
+                topo.add_client_addr(case.addrs[i]).unwrap();
+            }
+            let next = AtomicUsize::new(0);
+            let results = Mutex::new(Vec::new());
+            std::thread::scope(|s| {
+                for _ in 0..32 {
+                    s.spawn(|| loop {
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&(p, i, j)) = cells.get(k) else {
+                            break;
+                        };
+                        let (src, dst) = (case.addrs[i], case.addrs[j]);
+                        let wait = if case.expect[&p][&(i, j)] {
+                            ALLOW_WAIT
+                        } else {
+                            ALLOW_WAIT / 4
+                        };
+                        let answer = match p.proto {
+                            Proto::Tcp => topo.tcp_probe(src, dst, p.port, wait),
+                            _ => topo.udp_probe(src, dst, p.port, wait),
+                        };
+                        results.lock().unwrap().push((p, i, j, answer == Some(dst)));
+                    });
+                }
+            });
+            for (p, i, j, ok) in results.into_inner().unwrap() {
+                got.entry(p).or_default().insert((i, j), ok);
+                probes += 1;
+            }
+        }
+        for p in &tcp_udp {
+            let mut cells = got.remove(p).unwrap_or_default();
+            for i in 0..PODS.len() {
+                cells.insert((i, i), true);
+            }
+            let want = &case.expect[p];
+            if &cells != want {
+                failures.push(format!(
+                    "{name}: iptables (real traffic), probe {p}:\nexpected\n{}got\n{}",
+                    show(want, None),
+                    show(&cells, Some(want))
+                ));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    eprintln!(
+        "{cases_run} cases: {probes} iptables probes with real traffic, {} disagreements",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
