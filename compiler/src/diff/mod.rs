@@ -11,8 +11,9 @@
 //! into joint classes of one address family each, [`region`] walks a
 //! graph symbolically over regions of (source class, destination class
 //! of the same family, protocol as the rules see it — a keyword of that
-//! family or "every other protocol" — port, ICMP type and code), [`compare`] runs both pipelines and keeps the pieces whose
-//! verdict changes, and this module turns those pieces into rows —
+//! family or "every other protocol" — port, ICMP type and code),
+//! [`compare`] runs both pipelines and keeps the pieces whose verdict
+//! changes, and this module turns those pieces into rows —
 //! (source group, destination group, protocol, ports or ICMP type/code)
 //! with the OLD and NEW deciding provenance — named by [`groups`].
 //!

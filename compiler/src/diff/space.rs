@@ -7,12 +7,13 @@
 //! address has, split by address family — a class of either program may
 //! hold IPv4 and IPv6 addresses, but a packet's source and destination
 //! are of one family, so the diff pairs only joint classes of the same
-//! family (see [`super::region::slices`]). They are computed from the class maps' prefixes, never by
-//! enumerating addresses: the prefixes of both maps (plus every endpoint
-//! and service frontend address of both programs, so that names and
-//! frontends stay exact) form a tree; each prefix minus its children is a
-//! **piece** on which both maps are constant, and a piece's joint class is
-//! that of any one of its addresses. A service frontend address is a joint
+//! family (see [`super::region::slices`]). They are computed from the
+//! class maps' prefixes, never by enumerating addresses: the prefixes of
+//! both maps (plus every endpoint and service frontend address of both
+//! programs, so that names and frontends stay exact) form a tree; each
+//! prefix minus its children is a **piece** on which both maps are
+//! constant, and a piece's joint class is that of any one of its
+//! addresses (and its family). A service frontend address is a joint
 //! class of its own, so that rows can leave out the packets the service
 //! stage translates (see [`super`]).
 
