@@ -124,6 +124,30 @@ fn one_widened_rule_reports_exactly_its_pairs() {
 }
 
 #[test]
+fn a_rule_without_a_protocol_reports_every_other_protocol() {
+    let dir = scratch("other");
+    let new = edited(&dir, "allow tcp 5432 from api", "allow from api");
+    let (code, v) = json(&["diff", run::s(&example()), run::s(&new), "--format", "json"]);
+    assert_eq!(code, 3, "{v:#}");
+    let protos: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["proto"].as_str().unwrap())
+        .collect();
+    // The example is IPv4 only: ICMP is `icmp`, and ESP, GRE, ICMPv6 in
+    // IPv4 and every other protocol are one `other` row.
+    assert_eq!(protos, ["tcp", "udp", "sctp", "icmp", "other"], "{v:#}");
+    let other = &v["changes"][4];
+    assert_eq!(other["to_name"], "db-1");
+    assert_eq!(other["ports"], serde_json::json!([]));
+    assert_eq!(other["icmp_types"], serde_json::json!([]));
+    let o = weir(&["diff", run::s(&example()), run::s(&new)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("now allowed  other\n"), "{text}");
+}
+
+#[test]
 fn a_narrowed_rule_only_denies_more() {
     let dir = scratch("narrow");
     let new = edited(&dir, "allow tcp 8443 from any", "allow tcp 8443 from corp");
@@ -133,8 +157,8 @@ fn a_narrowed_rule_only_denies_more() {
     assert_eq!(
         rows(&v),
         [
-            "any address except set corp | web-1, web-2 | tcp 8443-8443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it",
-            "any address except set corp | 10.96.0.10 (frontend of web-vip) | tcp 443-443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"
+            "any IPv4 address except set corp | web-1, web-2 | tcp 8443-8443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it",
+            "any IPv4 address except set corp | 10.96.0.10 (frontend of web-vip) | tcp 443-443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"
         ]
     );
     // Connections to the frontend name the backend they are balanced to.
@@ -178,7 +202,7 @@ fn a_moved_backend_port_is_a_service_change() {
     // allows: every one of them is denied, whichever backend it gets.
     assert_eq!(
         rows(&v),
-        ["any address | 10.96.0.10 (frontend of web-vip) | tcp 443-443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"]
+        ["any IPv4 address | 10.96.0.10 (frontend of web-vip) | tcp 443-443 | allow web-ingress ingress rule #1 | deny default deny (ingress): endpoint is selected by policies in tier default and no rule allowed it"]
     );
     assert_eq!(v["changes"][0]["via"].as_array().unwrap().len(), 4);
     let o = weir(&["diff", run::s(&example()), run::s(&new)]);

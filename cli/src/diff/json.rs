@@ -86,7 +86,7 @@ pub fn report(d: &Diff, old: &Program, new: &Program) -> Value {
                 "to": c.dst,
                 "from_name": d.names(&c.src),
                 "to_name": d.names(&c.dst),
-                "proto": proto_name(c.proto),
+                "proto": c.proto.name(),
                 "ports": ranges(&c.ports),
                 "icmp_types": ranges(&c.icmp_types),
                 "icmp_codes": ranges(&c.icmp_codes),

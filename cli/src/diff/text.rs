@@ -3,7 +3,6 @@
 use super::Program;
 use std::fmt::Write;
 use weir_compiler::diff::compare::Decision;
-use weir_compiler::diff::region::has_ports;
 use weir_compiler::diff::services::{FrontendSide, ServiceChange};
 use weir_compiler::diff::{Change, Diff};
 use weir_compiler::interp::explain::proto_name;
@@ -24,15 +23,18 @@ fn ranges<T: PartialEq + std::fmt::Display + Copy>(rs: &[(T, T)]) -> String {
     v.join(", ")
 }
 
-/// `tcp 5432`, `udp 53, 5353`, `tcp every port`, `icmp type 8 code 0`.
+/// `tcp 5432`, `udp 53, 5353`, `tcp every port`, `icmp type 8 code 0`,
+/// `other` (every protocol without a keyword in the row's family).
 pub fn traffic(c: &Change) -> String {
-    let p = proto_name(c.proto);
-    if has_ports(c.proto) {
+    let p = c.proto.name();
+    if c.proto.has_ports() {
         if c.ports == [(0, u16::MAX)] {
             format!("{p} every port")
         } else {
             format!("{p} {}", ranges(&c.ports))
         }
+    } else if !c.proto.is_icmp() {
+        p.to_string()
     } else {
         let mut s = p.to_string();
         if c.icmp_types != [(0, u8::MAX)] {

@@ -5,11 +5,12 @@
 //! order of docs/language.md §4 (as `graph::eval` does for one packet):
 //! the steer entry (a `bypass` allows), then egress, then — where egress
 //! allowed — ingress, combined by `provenance::combine_sides` (the one
-//! rule for it). [`changed`] runs OLD's pipeline on the whole space and
+//! rule for it). [`changed`] runs OLD's pipeline on the whole space (every
+//! same-family pair, every protocol the rules can see) and
 //! NEW's on each of OLD's pieces, so every final piece has one OLD and one
 //! NEW decision, and keeps the pieces whose verdicts differ.
 
-use super::region::{walk, JointMap, Region, PROTOS};
+use super::region::{walk, JointMap, Region};
 use crate::graph::ir::{Graph, Node, SteerLeaf};
 use crate::model::{SteerAction, Verdict};
 use crate::provenance::{combine_sides, Provenance};
@@ -105,12 +106,16 @@ pub struct ChangedRegion {
     pub new: Decision,
 }
 
-/// Every piece of the joint space (`n` joint classes, every protocol)
+/// Every piece of `regions` (the space's [`super::space::Space::slices`])
 /// whose OLD and NEW verdicts differ.
-pub fn changed(n: usize, old: (&Graph, &JointMap), new: (&Graph, &JointMap)) -> Vec<ChangedRegion> {
+pub fn changed(
+    regions: Vec<Region>,
+    old: (&Graph, &JointMap),
+    new: (&Graph, &JointMap),
+) -> Vec<ChangedRegion> {
     let mut out = Vec::new();
-    for p in PROTOS {
-        for (r, o) in decide(old.0, old.1, Region::all(n, p)) {
+    for region in regions {
+        for (r, o) in decide(old.0, old.1, region) {
             for (r, nw) in decide(new.0, new.1, r) {
                 if o.allow != nw.allow {
                     out.push(ChangedRegion {

@@ -54,7 +54,8 @@ fn point(src: Bits, dst: usize, proto: u32, port: u16) -> Region {
     }
 }
 
-/// Per source joint class, what program `g` does with a connection to `f`.
+/// Per source joint class, what program `g` does with a connection to `f`
+/// (`None` for a source of the other address family: no such packet).
 fn outcomes(
     g: &Graph,
     m: &JointMap,
@@ -62,13 +63,15 @@ fn outcomes(
     f: &Frontend,
     old: &Graph,
     new: &Graph,
-) -> Vec<Out> {
+) -> Vec<Option<Out>> {
     let n = space.len();
     let proto = u32::from(proto_number(f.proto));
     let dst = space.classify(old, new, f.addr);
     let mut out: Vec<Option<Out>> = vec![None; n];
     let mut rest = Bits::new();
-    for (r, bypass) in steer(g, m, point(Bits::full(n), dst, proto, f.port)) {
+    // Only sources of the frontend's family send to it.
+    let srcs = space.family(f.addr.is_ipv6());
+    for (r, bypass) in steer(g, m, point(srcs, dst, proto, f.port)) {
         match bypass {
             Some(d) => r.src.iter().for_each(|s| out[s] = Some(Out::Plain(d))),
             None => rest = rest.or(&r.src),
@@ -97,9 +100,7 @@ fn outcomes(
             }
         }
     }
-    out.into_iter()
-        .map(|o| o.expect("every source is decided"))
-        .collect()
+    out
 }
 
 /// Changed (source joint class, via, old, new) for connections to `f`.
@@ -113,6 +114,9 @@ pub fn changed(
     let n = outcomes(new, &space.new, space, f, old, new);
     let mut rows = Vec::new();
     for (s, (o, n)) in o.into_iter().zip(n).enumerate() {
+        let (Some(o), Some(n)) = (o, n) else {
+            continue;
+        };
         let mut push = |bo: Option<&Backend>, bn: Option<&Backend>, a: Decision, b: Decision| {
             if a.allow != b.allow {
                 let via = Via {

@@ -1,8 +1,10 @@
 //! Naming joint classes as a person reads them: endpoint names (a class's
 //! endpoints behave identically in both programs, so they are listed
 //! together, or summarized by the labels they share when there are many),
-//! CIDRs for addresses no endpoint has, and "any other address" for the
-//! rest of the address space.
+//! CIDRs for addresses no endpoint has, and "any other IPv4 address" (or
+//! IPv6) for the rest of a family's address space. A joint class holds
+//! one address family, so a dual-stack endpoint is in one group per
+//! family, named with the family it is: "web (IPv4)".
 
 use super::space::{Joint, Space};
 use crate::cidrs;
@@ -17,13 +19,14 @@ pub struct Group {
     pub joint: usize,
     /// The display name (see the module docs).
     pub name: String,
-    /// Endpoints all of whose addresses are in this group, sorted.
+    /// Endpoints all of whose addresses of the group's family are in this
+    /// group, sorted.
     pub endpoints: Vec<String>,
     /// Endpoints only some of whose addresses are here: (name, address).
     pub partial: Vec<(String, IpAddr)>,
     /// Addresses of no endpoint, as disjoint prefixes.
     pub cidrs: Vec<Cidr>,
-    /// Also every address in no other group.
+    /// Also every address of its family in no other group.
     pub other: bool,
     /// A service frontend address, with the services that use it.
     pub frontend: Option<(IpAddr, Vec<String>)>,
@@ -157,21 +160,37 @@ pub fn groups(
     let eps = Endpoints::of(old, new);
     let mut whole: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut partial: BTreeMap<usize, Vec<(String, IpAddr)>> = BTreeMap::new();
+    // Joint classes holding a dual-stack endpoint whole: their name says
+    // which of its families they are.
+    let mut dual: BTreeSet<usize> = BTreeSet::new();
     let mut endpoint_hosts: BTreeSet<IpAddr> = BTreeSet::new();
     for (name, addrs) in &eps.addrs {
         endpoint_hosts.extend(addrs.iter().copied());
-        let js: BTreeSet<usize> = addrs.iter().map(|&a| classify(a)).collect();
-        if js.len() == 1 {
-            whole
-                .entry(*js.first().expect("one"))
-                .or_default()
-                .push(name.clone());
-        } else {
-            for &a in addrs {
-                partial
-                    .entry(classify(a))
-                    .or_default()
-                    .push((name.clone(), a));
+        let both = addrs.iter().any(|a| a.is_ipv4()) && addrs.iter().any(|a| a.is_ipv6());
+        // Per family: a joint class holds one family only.
+        for v6 in [false, true] {
+            let fam: Vec<IpAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == v6)
+                .collect();
+            let js: BTreeSet<usize> = fam.iter().map(|&a| classify(a)).collect();
+            match js.first() {
+                None => {}
+                Some(&j) if js.len() == 1 => {
+                    whole.entry(j).or_default().push(name.clone());
+                    if both {
+                        dual.insert(j);
+                    }
+                }
+                Some(_) => {
+                    for &a in &fam {
+                        partial
+                            .entry(classify(a))
+                            .or_default()
+                            .push((name.clone(), a));
+                    }
+                }
             }
         }
     }
@@ -200,7 +219,11 @@ pub fn groups(
             let frontend = joint.frontend.map(|a| (a, services(a)));
             let mut parts = Vec::new();
             if !endpoints.is_empty() {
-                parts.push(endpoint_text(&endpoints, &eps));
+                let mut t = endpoint_text(&endpoints, &eps);
+                if dual.contains(&j) {
+                    t.push_str(if joint.v6 { " (IPv6)" } else { " (IPv4)" });
+                }
+                parts.push(t);
             }
             if !partial.is_empty() {
                 let p: Vec<String> = partial.iter().map(|(n, a)| format!("{n} ({a})")).collect();
@@ -219,7 +242,11 @@ pub fn groups(
                 }
             }
             if joint.other {
-                parts.push("any other address".into());
+                parts.push(if joint.v6 {
+                    "any other IPv6 address".into()
+                } else {
+                    "any other IPv4 address".into()
+                });
             }
             Group {
                 joint: j,

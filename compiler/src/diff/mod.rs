@@ -8,10 +8,12 @@
 //!
 //! Computed from the two decision graphs the compiler deploys, never by
 //! sampling packets: [`space`] refines both programs' address classes
-//! into joint classes, [`region`] walks a graph symbolically over regions
-//! of (source class, destination class, protocol, port, ICMP type and
-//! code), [`compare`] runs both pipelines and keeps the pieces whose
-//! verdict changes, and this module turns those pieces into rows —
+//! into joint classes of one address family each, [`region`] walks a
+//! graph symbolically over regions of (source class, destination class
+//! of the same family, protocol as the rules see it — a keyword of that
+//! family or "every other protocol" — port, ICMP type and code),
+//! [`compare`] runs both pipelines and keeps the pieces whose verdict
+//! changes, and this module turns those pieces into rows —
 //! (source group, destination group, protocol, ports or ICMP type/code)
 //! with the OLD and NEW deciding provenance — named by [`groups`].
 //!
@@ -39,10 +41,10 @@ pub mod space;
 mod tests;
 
 use crate::graph::Graph;
-use crate::model::{Model, Proto};
+use crate::model::Model;
 use compare::Decision;
 use groups::Group;
-use region::{has_ports, proto_of_number, Ivs};
+use region::{Ivs, RowProto};
 use services::ServiceChange;
 use space::Space;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,10 +63,12 @@ pub struct Change {
     /// destination group whose connections change alike (sorted).
     pub src: Vec<usize>,
     pub dst: Vec<usize>,
-    pub proto: Proto,
-    /// Destination port ranges (tcp, udp, sctp); empty for ICMP.
+    /// The protocol as the rules see it: a keyword of the row's family, or
+    /// every protocol without one there ([`RowProto::Other`]).
+    pub proto: RowProto,
+    /// Destination port ranges (tcp, udp, sctp); empty otherwise.
     pub ports: Vec<(u16, u16)>,
-    /// ICMP type and code ranges (ICMP only; empty otherwise).
+    /// ICMP type and code ranges (the family's ICMP only; empty otherwise).
     pub icmp_types: Vec<(u8, u8)>,
     pub icmp_codes: Vec<(u8, u8)>,
     pub old: Decision,
@@ -108,21 +112,35 @@ pub struct Diff {
 }
 
 impl Diff {
-    /// How a row's source or destination list reads: "any address" when
-    /// it holds every joint class, else its groups' names.
-    /// When most of the space is listed, it reads "any address except
-    /// …" instead.
+    /// How a row's source or destination list reads: "any IPv4
+    /// address" when it holds every joint class of its family (a row's
+    /// groups are all of one family), else its groups' names. When most
+    /// of the family is listed, it reads "any IPv4 address except …"
+    /// instead.
     pub fn names(&self, groups: &[usize]) -> String {
         let joints: BTreeSet<usize> = groups.iter().map(|&g| self.groups[g].joint).collect();
+        let fams: BTreeSet<bool> = joints.iter().map(|&j| self.space.joints[j].v6).collect();
+        let (scope, any) = match fams.first() {
+            Some(&v6) if fams.len() == 1 => (
+                Some(v6),
+                if v6 {
+                    "any IPv6 address"
+                } else {
+                    "any IPv4 address"
+                },
+            ),
+            _ => (None, "any address"),
+        };
         let rest: Vec<&str> = (0..self.space.len())
+            .filter(|&j| scope.is_none_or(|v6| self.space.joints[j].v6 == v6))
             .filter(|j| !joints.contains(j))
             .map(|j| self.joint_names[j].as_str())
             .collect();
         if rest.is_empty() {
-            return "any address".into();
+            return any.into();
         }
         if rest.len() <= 3 && rest.len() < joints.len() {
-            return format!("any address except {}", rest.join("; "));
+            return format!("{any} except {}", rest.join("; "));
         }
         let names: Vec<&str> = groups
             .iter()
@@ -167,7 +185,7 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
     let space = Space::build((old.model, old.graph), (new.model, new.graph));
     let changed = crate::graph::with_stack(|| {
         compare::changed(
-            space.len(),
+            space.slices(),
             (old.graph, &space.old),
             (new.graph, &space.new),
         )
@@ -190,22 +208,24 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
             for d in r.dst.iter() {
                 for &(plo, phi) in &r.proto.0 {
                     for p in plo..=phi {
-                        let Some(proto) = proto_of_number(p) else {
+                        let Some(proto) = RowProto::of_number(p) else {
                             continue;
                         };
-                        let (icmp, mut ports) = if has_ports(proto) {
+                        let (icmp, mut ports) = if proto.has_ports() {
                             (None, r.dport.clone())
-                        } else {
+                        } else if proto.is_icmp() {
                             (
                                 Some((r.icmp_type.clone(), r.icmp_code.clone())),
                                 Ivs::default(),
                             )
+                        } else {
+                            (None, Ivs::default())
                         };
-                        if let Some(a) = space.joints[d].frontend {
+                        if let (Some(a), true) = (space.joints[d].frontend, proto.has_ports()) {
                             for &port in fe_ports.get(&(a, p)).into_iter().flatten() {
                                 ports = ports.without(u32::from(port));
                             }
-                            if icmp.is_none() && ports.is_empty() {
+                            if ports.is_empty() {
                                 continue;
                             }
                         }
@@ -264,7 +284,7 @@ pub fn diff(old: Side<'_>, new: Side<'_>) -> Diff {
     let mut changes: Vec<Change> = by_src
         .into_iter()
         .map(|((s, ((p, icmp, ports, o, n), via)), d)| {
-            let proto = proto_of_number(p).expect("a known protocol");
+            let proto = RowProto::of_number(p).expect("a row protocol");
             let (icmp_types, icmp_codes) = match &icmp {
                 Some((t, c)) => (to_u8(t), to_u8(c)),
                 None => (Vec::new(), Vec::new()),

@@ -2,7 +2,11 @@
 //!
 //! A [`Region`] is a product of one set per field a graph reads: source
 //! and destination *joint* classes (see [`super::space`]), protocol
-//! number, destination port, ICMP type and code. [`walk`] pushes a region
+//! number, destination port, ICMP type and code. [`slices`] are the
+//! regions a diff starts from: per address family, the protocol numbers
+//! and ICMP fields the rules see there (`crate::interp::rule_fields`),
+//! between the family's classes only — no packet has an IPv4 source and
+//! an IPv6 destination. [`walk`] pushes a region
 //! through a graph from one entry point and returns the pieces that reach
 //! each leaf: a test splits a region in two (the part that satisfies it
 //! and the rest), a table splits it by its entries. Every packet of the
@@ -13,7 +17,10 @@
 use crate::flowhash::proto_number;
 use crate::graph::bits::Bits;
 use crate::graph::ir::{Cond, Graph, Node, NodeId, TableKey};
-use crate::model::Proto;
+use crate::interp::{rule_fields, rule_proto, Packet, OTHER_PROTO};
+use crate::model::{Proto, PROTOS};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// Sorted, disjoint, non-adjacent closed intervals of `u32`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -72,21 +79,18 @@ impl Ivs {
     }
 }
 
-/// The protocols a diff ranges over, and whether they carry ports.
-pub const PROTOS: [Proto; 5] = [
-    Proto::Tcp,
-    Proto::Udp,
-    Proto::Sctp,
-    Proto::Icmp,
-    Proto::Icmp6,
-];
-
-/// Is `p` in [`PROTOS`]? An exhaustive match, so that a new protocol
-/// does not compile until it is listed there: a diff that skipped a
-/// protocol would be a silent approximation.
-pub const fn listed(p: Proto) -> bool {
+/// Every [`Proto`] variant's position in [`PROTOS`] (the model's list of
+/// keyword protocols, which the diff's [`slices`] range over): an
+/// exhaustive match, so that a new protocol does not compile until it is
+/// placed here and in that list — a diff that skipped a protocol would be
+/// a silent approximation.
+pub const fn listed(p: Proto) -> usize {
     match p {
-        Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Icmp | Proto::Icmp6 => true,
+        Proto::Icmp => 0,
+        Proto::Tcp => 1,
+        Proto::Udp => 2,
+        Proto::Sctp => 3,
+        Proto::Icmp6 => 4,
     }
 }
 
@@ -94,10 +98,106 @@ pub fn has_ports(p: Proto) -> bool {
     matches!(p, Proto::Tcp | Proto::Udp | Proto::Sctp)
 }
 
-pub fn proto_of_number(n: u32) -> Option<Proto> {
-    PROTOS
-        .into_iter()
-        .find(|&p| u32::from(proto_number(p)) == n)
+/// A row's protocol as the rules see it (`crate::interp::rule_proto`):
+/// a keyword of the packets' family, or `Other` — every protocol without
+/// a keyword there (ESP, GRE, …, and the other family's ICMP), which only
+/// rules without a protocol match and which the graph reads as
+/// [`OTHER_PROTO`] with ICMP type and code 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RowProto {
+    Keyword(Proto),
+    Other,
+}
+
+impl RowProto {
+    /// The protocol the rules see in `p`.
+    pub fn of(p: &Packet) -> RowProto {
+        match rule_proto(p) {
+            Some(q) => RowProto::Keyword(q),
+            None => RowProto::Other,
+        }
+    }
+
+    /// The protocol number the graph tests.
+    pub fn number(self) -> u32 {
+        match self {
+            RowProto::Keyword(p) => u32::from(proto_number(p)),
+            RowProto::Other => u32::from(OTHER_PROTO),
+        }
+    }
+
+    pub fn of_number(n: u32) -> Option<RowProto> {
+        if n == u32::from(OTHER_PROTO) {
+            return Some(RowProto::Other);
+        }
+        PROTOS
+            .into_iter()
+            .find(|&p| u32::from(proto_number(p)) == n)
+            .map(RowProto::Keyword)
+    }
+
+    /// tcp, udp, sctp: rows list destination ports.
+    pub fn has_ports(self) -> bool {
+        matches!(self, RowProto::Keyword(p) if has_ports(p))
+    }
+
+    /// The family's ICMP: rows list ICMP types and codes.
+    pub fn is_icmp(self) -> bool {
+        matches!(self, RowProto::Keyword(p) if p.is_icmp())
+    }
+
+    /// `tcp`, …, `icmp6`, or `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowProto::Keyword(p) => p.keyword(),
+            RowProto::Other => "other",
+        }
+    }
+}
+
+/// The regions a diff walks, for each address family given as (any
+/// address of the family, the joint classes of that family): only
+/// same-family (source, destination) pairs exist. Per family, one region
+/// per protocol number the rules can see there, with the ICMP type and
+/// code they read — found by asking [`rule_fields`] (the one rule) about
+/// a probe packet of each keyword protocol whose type and code are 255: a
+/// field the rules read comes back 255 (every value is walked), one they
+/// do not comes back as the constant they see instead. The other
+/// family's ICMP lands on [`OTHER_PROTO`] this way; that region is there
+/// for every family anyway, since ESP, GRE and every protocol without a
+/// keyword are read as it too.
+pub fn slices(families: &[(IpAddr, Bits)]) -> Vec<Region> {
+    let field = |v: u8| {
+        if v == u8::MAX {
+            Ivs::range(0, u32::from(u8::MAX))
+        } else {
+            Ivs::range(u32::from(v), u32::from(v))
+        }
+    };
+    let region = |set: &Bits, (n, t, c): (u8, u8, u8)| Region {
+        src: set.clone(),
+        dst: set.clone(),
+        proto: Ivs::range(u32::from(n), u32::from(n)),
+        dport: Ivs::range(0, u32::from(u16::MAX)),
+        icmp_type: field(t),
+        icmp_code: field(c),
+    };
+    let mut out = Vec::new();
+    for (a, set) in families {
+        let mut by_number: BTreeMap<u8, Region> = BTreeMap::new();
+        for p in PROTOS {
+            let mut probe = Packet::new(p, *a, 0, *a, 0);
+            probe.icmp_type = u8::MAX;
+            probe.icmp_code = u8::MAX;
+            let f = rule_fields(&probe);
+            by_number.insert(f.0, region(set, f));
+        }
+        by_number
+            .entry(OTHER_PROTO)
+            .or_insert_with(|| region(set, (OTHER_PROTO, 0, 0)));
+        out.extend(by_number.into_values());
+    }
+    out
 }
 
 /// A product of field sets (see the module docs).
@@ -112,19 +212,6 @@ pub struct Region {
 }
 
 impl Region {
-    /// Every packet between the joint classes `0..n` with protocol `p`.
-    pub fn all(n: usize, p: Proto) -> Region {
-        let num = u32::from(proto_number(p));
-        Region {
-            src: Bits::full(n),
-            dst: Bits::full(n),
-            proto: Ivs::range(num, num),
-            dport: Ivs::range(0, u32::from(u16::MAX)),
-            icmp_type: Ivs::range(0, 255),
-            icmp_code: Ivs::range(0, 255),
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.src.is_empty()
             || self.dst.is_empty()
@@ -266,11 +353,51 @@ mod tests {
 
     #[test]
     fn every_protocol_is_listed() {
-        assert!(PROTOS.iter().all(|&p| listed(p)));
+        // `listed` places every keyword protocol in PROTOS, once.
+        for (i, &p) in PROTOS.iter().enumerate() {
+            assert_eq!(listed(p), i, "{p:?}");
+        }
+        // Per family: each of the family's keywords with the ICMP fields
+        // its rules read, and one region for every other protocol; every
+        // region pairs the family's classes with themselves only.
+        let (mut b4, mut b6) = (Bits::new(), Bits::new());
+        b4.insert(0);
+        b6.insert(1);
+        let fams = [
+            ("10.0.0.1".parse().unwrap(), b4.clone()),
+            ("fd00::1".parse().unwrap(), b6.clone()),
+        ];
+        let all = Ivs::range(0, 255);
+        let zero = Ivs::range(0, 0);
+        let got: Vec<(bool, RowProto, Ivs, Ivs)> = slices(&fams)
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.src, r.dst);
+                assert!(r.src == b4 || r.src == b6);
+                assert_eq!(r.dport, Ivs::range(0, 65535));
+                assert_eq!(r.proto.0.len(), 1);
+                let p = RowProto::of_number(r.proto.0[0].0).expect("a row protocol");
+                assert_eq!(p.number(), r.proto.0[0].0);
+                (r.src == b6, p, r.icmp_type, r.icmp_code)
+            })
+            .collect();
+        let k = RowProto::Keyword;
+        let plain = |v6, p| (v6, p, zero.clone(), zero.clone());
+        let icmp = |v6, p| (v6, p, all.clone(), all.clone());
         assert_eq!(
-            PROTOS.len(),
-            4,
-            "listed() and PROTOS name the same protocols"
+            got,
+            [
+                icmp(false, k(Proto::Icmp)),
+                plain(false, k(Proto::Tcp)),
+                plain(false, k(Proto::Udp)),
+                plain(false, k(Proto::Sctp)),
+                plain(false, RowProto::Other),
+                plain(true, k(Proto::Tcp)),
+                plain(true, k(Proto::Udp)),
+                icmp(true, k(Proto::Icmp6)),
+                plain(true, k(Proto::Sctp)),
+                plain(true, RowProto::Other),
+            ]
         );
     }
 

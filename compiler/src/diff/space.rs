@@ -4,12 +4,16 @@
 //! of its classes. Two addresses in the same class of OLD *and* the same
 //! class of NEW are decided alike by both graphs, so the diff ranges over
 //! **joint classes**: the distinct pairs (OLD class, NEW class) that some
-//! address has. They are computed from the class maps' prefixes, never by
-//! enumerating addresses: the prefixes of both maps (plus every endpoint
-//! and service frontend address of both programs, so that names and
-//! frontends stay exact) form a tree; each prefix minus its children is a
-//! **piece** on which both maps are constant, and a piece's joint class is
-//! that of any one of its addresses. A service frontend address is a joint
+//! address has, split by address family — a class of either program may
+//! hold IPv4 and IPv6 addresses, but a packet's source and destination
+//! are of one family, so the diff pairs only joint classes of the same
+//! family (see [`super::region::slices`]). They are computed from the
+//! class maps' prefixes, never by enumerating addresses: the prefixes of
+//! both maps (plus every endpoint and service frontend address of both
+//! programs, so that names and frontends stay exact) form a tree; each
+//! prefix minus its children is a **piece** on which both maps are
+//! constant, and a piece's joint class is that of any one of its
+//! addresses (and its family). A service frontend address is a joint
 //! class of its own, so that rows can leave out the packets the service
 //! stage translates (see [`super`]).
 
@@ -21,17 +25,23 @@ use crate::model::{Cidr, Model};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// A joint class's identity: (OLD class, NEW class, IPv6, frontend).
+type Key = (ClassId, ClassId, bool, Option<IpAddr>);
+
 /// One joint class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joint {
     pub old: ClassId,
     pub new: ClassId,
+    /// Its addresses are IPv6 (else IPv4): a joint class holds one family.
+    pub v6: bool,
     /// A service frontend address (in either program): a class of its own.
     pub frontend: Option<IpAddr>,
     /// The pieces, sorted.
     pub cidrs: Vec<Cidr>,
-    /// True for the class holding the pieces left of the whole address
-    /// space once every named prefix is taken out ("any other address").
+    /// True for the class holding the pieces left of its family's address
+    /// space once every named prefix is taken out ("any other IPv4
+    /// address").
     pub other: bool,
     /// Those pieces (the complement of every named prefix), sorted.
     pub rest: Vec<Cidr>,
@@ -43,7 +53,7 @@ pub struct Space {
     pub joints: Vec<Joint>,
     pub old: JointMap,
     pub new: JointMap,
-    index: BTreeMap<(ClassId, ClassId, Option<IpAddr>), usize>,
+    index: BTreeMap<Key, usize>,
 }
 
 fn roots() -> [Cidr; 2] {
@@ -97,7 +107,6 @@ impl Space {
             }
             stack.push(i);
         }
-        type Key = (ClassId, ClassId, Option<IpAddr>);
         let mut by_key: BTreeMap<Key, (Vec<Cidr>, Vec<Cidr>)> = BTreeMap::new();
         for (i, c) in list.iter().enumerate() {
             let root = c.len == 0;
@@ -107,6 +116,7 @@ impl Space {
                 let key = (
                     old.1.classes.classify(a),
                     new.1.classes.classify(a),
+                    a.is_ipv6(),
                     (host && fe.contains(&a)).then_some(a),
                 );
                 let e = by_key.entry(key).or_default();
@@ -119,12 +129,13 @@ impl Space {
         }
         let mut joints: Vec<Joint> = by_key
             .into_iter()
-            .map(|((o, n, frontend), (mut cidrs, mut rest))| {
+            .map(|((o, n, v6, frontend), (mut cidrs, mut rest))| {
                 cidrs.sort();
                 rest.sort();
                 Joint {
                     old: o,
                     new: n,
+                    v6,
                     frontend,
                     cidrs,
                     other: !rest.is_empty(),
@@ -132,12 +143,14 @@ impl Space {
                 }
             })
             .collect();
-        // Named things first, in address order; the rest of the space last.
-        joints.sort_by(|a, b| (a.other, a.cidrs.first()).cmp(&(b.other, b.cidrs.first())));
+        // Named things first, in address order; the rest of the space last
+        // (IPv4, then IPv6).
+        let order = |j: &Joint| (j.other, j.other && j.v6, j.cidrs.first().copied());
+        joints.sort_by_key(order);
         let index = joints
             .iter()
             .enumerate()
-            .map(|(i, j)| ((j.old, j.new, j.frontend), i))
+            .map(|(i, j)| ((j.old, j.new, j.v6, j.frontend), i))
             .collect();
         let view = |g: &Graph, pick: fn(&Joint) -> ClassId| {
             let mut class = vec![Bits::new(); g.classes.classes.len()];
@@ -168,11 +181,33 @@ impl Space {
     pub fn classify(&self, old: &Graph, new: &Graph, a: IpAddr) -> usize {
         let o = old.classes.classify(a);
         let n = new.classes.classify(a);
+        let v6 = a.is_ipv6();
         self.index
-            .get(&(o, n, Some(a)))
-            .or_else(|| self.index.get(&(o, n, None)))
+            .get(&(o, n, v6, Some(a)))
+            .or_else(|| self.index.get(&(o, n, v6, None)))
             .copied()
             .expect("every address is in a joint class")
+    }
+
+    /// The joint classes of one family (IPv6 when `v6`).
+    pub fn family(&self, v6: bool) -> Bits {
+        let mut b = Bits::new();
+        for (i, j) in self.joints.iter().enumerate() {
+            if j.v6 == v6 {
+                b.insert(i);
+            }
+        }
+        b
+    }
+
+    /// The regions a diff walks: per family, its protocols between its
+    /// classes ([`super::region::slices`]).
+    pub fn slices(&self) -> Vec<super::region::Region> {
+        let fams = [
+            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.family(false)),
+            (IpAddr::V6(Ipv6Addr::UNSPECIFIED), self.family(true)),
+        ];
+        super::region::slices(&fams)
     }
 
     pub fn len(&self) -> usize {
