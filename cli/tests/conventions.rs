@@ -108,6 +108,7 @@ fn every_printing_command_takes_format() {
         "endpoints",
         "explain",
         "import k8s",
+        "agent",
     ] {
         let out = weir(&cmd.split(' ').chain(["--help"]).collect::<Vec<_>>());
         let help = String::from_utf8_lossy(&out.stdout);
