@@ -172,7 +172,7 @@ impl Reconciler {
     }
 
     fn decide(&mut self, dirty: &BTreeSet<Key>) -> (Verdict, String) {
-        let list = self.store.list_document();
+        let list = self.store.documents();
         let imported = k8s::import(
             &[(FileId(0), list.as_str())],
             Endpoints::Inventory(INVENTORY_FILE.into()),
