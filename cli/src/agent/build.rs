@@ -104,6 +104,25 @@ fn compile(source: &Path, bundle: &Path, target: Target) -> Result<(), Failure> 
     Ok(())
 }
 
+/// Removes every `gen-N` directory of `work` but `keep`: after an
+/// apply, the replaced generation and any left by an earlier run of the
+/// agent (a restarted agent compiles and applies its own first).
+pub fn retire_others(work: &Path, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(work) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        let named = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("gen-"));
+        if named && p != keep && p.is_dir() {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
 /// Removes a generation's directory (best effort: a leftover directory
 /// is only disk space, and the next `gen-N` number skips it).
 pub fn retire(g: &Generation) {

@@ -220,9 +220,7 @@ impl Reconciler {
         };
         match self.node.apply(&generation.bundle) {
             Ok(in_force) => {
-                if let Some(old) = self.good.take() {
-                    build::retire(&old.generation);
-                }
+                build::retire_others(&self.work, &generation.dir);
                 why = format!("{why}: generation {in_force} applied");
                 self.status
                     .log(Record::normal("GenerationApplied", why.clone()));
