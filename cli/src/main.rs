@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 #[macro_use]
 mod out;
+mod agent;
 mod apply;
 mod check;
 mod compile;
@@ -67,6 +68,9 @@ enum Command {
     /// Apply a new endpoint inventory to the generation in force as
     /// map / ipset updates (no recompile).
     Endpoints(endpoints::Args),
+    /// The node agent: keep this node's generation in force from the
+    /// Kubernetes API server (or a recorded watch stream, `--replay`).
+    Agent(agent::Args),
     /// Import policies and workloads from elsewhere (`weir import k8s`).
     Import(import::Args),
     /// Print the documentation of a diagnostic code (docs/diagnostics.md).
@@ -103,6 +107,7 @@ fn main() {
     let code = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Import(args) => import::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Diff(args) => diff::run(args),

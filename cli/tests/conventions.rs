@@ -109,6 +109,7 @@ fn every_printing_command_takes_format() {
         "endpoints",
         "explain",
         "import k8s",
+        "agent",
     ] {
         let out = weir(&cmd.split(' ').chain(["--help"]).collect::<Vec<_>>());
         let help = String::from_utf8_lossy(&out.stdout);
