@@ -31,7 +31,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::apply::{Backend, Target};
+use crate::target::{Backend, Target};
 use node::{DryRun, EbpfNode, IptablesNode, Node};
 use reconcile::{Decision, Reconciler};
 
