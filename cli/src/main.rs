@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 #[macro_use]
 mod out;
 mod apply;
+mod audit_stats;
 mod check;
 mod compile;
 mod context;

@@ -372,9 +372,9 @@ pub use crate::contract::ebpf::{EbpfManifest, Fill, LpmEntry, MapInfo, ProgramIn
 #[derive(Serialize)]
 struct SectionView<'a> {
     attach: &'a [String],
-    capacity: BTreeMap<String, serde_json::Value>,
     #[serde(skip_serializing_if = "is_zero")]
     audit_counters: u32,
+    capacity: BTreeMap<String, serde_json::Value>,
     counters: u32,
     entry: &'a str,
     fill: &'a Fill,
