@@ -102,7 +102,10 @@ fn ebpf_audit_counts_in_weir_stats_and_never_blocks() {
                 .is_some();
             let o = interp.evaluate(&Packet::new(Proto::Udp, src, 40000, db, 5000));
             assert_eq!(o.verdict, Verdict::Allow);
-            assert!(got, "{src} → {db}:5000/udp blocked: audit changed enforcement");
+            assert!(
+                got,
+                "{src} → {db}:5000/udp blocked: audit changed enforcement"
+            );
             let a = o.audit.expect("the program has audit policies");
             would_deny += usize::from(a.verdict == Verdict::Deny);
             for by in a.counted() {

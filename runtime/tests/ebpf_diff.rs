@@ -702,7 +702,10 @@ fn ebpf_with_audit_policies_agrees_with_interpreter() {
     report("audit policies", &t, started);
     eprintln!("  {audited} programs with audit policies, {would_differ} packets whose audit verdict differs");
     assert!(audited >= 20 && t.packets >= 5_000, "too few cases");
-    assert!(would_differ >= 100, "too few packets the audit policies would decide differently");
+    assert!(
+        would_differ >= 100,
+        "too few packets the audit policies would decide differently"
+    );
     assert_agrees("audit policies", &t);
 }
 

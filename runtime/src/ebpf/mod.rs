@@ -25,8 +25,7 @@ pub mod txn;
 
 pub use attach::{
     apply, apply_with, audit_stats, detach, service_stats, stats, status, Applied, Instance,
-    RuleCount,
-    ServiceCount, Status,
+    RuleCount, ServiceCount, Status,
 };
 pub use load::{counters, load, Generation};
 

@@ -841,7 +841,14 @@ fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
     if let Some(a) = audit_g {
         for e in audit::audit_entries(opts.mode) {
             let r = a.dag.roots;
-            entries.push((e, if e == Entry::AuditEgress { r.egress } else { r.ingress }));
+            entries.push((
+                e,
+                if e == Entry::AuditEgress {
+                    r.egress
+                } else {
+                    r.ingress
+                },
+            ));
         }
     }
     if opts.mode != Mode::Ingress {
