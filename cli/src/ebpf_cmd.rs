@@ -194,7 +194,8 @@ pub struct StatsArgs {
 }
 
 /// `weir stats`: per-rule packet counters of the running eBPF generation,
-/// then per-service and per-backend flow counts (JSON: `{"rules": [...],
+/// then the audit counters apart (`audit_stats.rs`), then per-service and
+/// per-backend flow counts (JSON: `{"rules": [...], "audit": [...],
 /// "services": [...]}`).
 pub fn run_stats(args: StatsArgs) -> i32 {
     // Without `--iface` (and not `--backend ebpf`): the iptables back end.
@@ -214,6 +215,10 @@ pub fn run_stats(args: StatsArgs) -> i32 {
     } else {
         args.format
     };
+    let audit = match ebpf::audit_stats(&inst) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let services = match ebpf::service_stats(&inst) {
         Ok(s) => s,
         Err(e) => {
@@ -224,18 +229,25 @@ pub fn run_stats(args: StatsArgs) -> i32 {
     match format {
         StatsFormat::Prometheus => {
             crate::out!("{}", prometheus(&inst, &counts));
+            if !audit.is_empty() {
+                crate::out!(
+                    "{}",
+                    crate::audit_stats::prometheus(&inst.name(), "eBPF", &audit)
+                );
+            }
             if !services.is_empty() {
                 crate::out!("{}", prometheus_services(&inst, &services));
             }
         }
         StatsFormat::Json => crate::outln!(
             "{}",
-            serde_json::json!({ "rules": counts, "services": services })
+            serde_json::json!({ "rules": counts, "audit": audit, "services": services })
         ),
         StatsFormat::Human => {
             for c in counts.iter().filter(|c| args.all || c.packets > 0) {
                 crate::outln!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
             }
+            crate::audit_stats::human(&audit, args.all);
             if !services.is_empty() {
                 crate::outln!(
                     "flows (new TC flows and connect-time rewrites) per service and backend:"

@@ -1,7 +1,8 @@
 //! `weir stats` for the iptables back end (no `--iface`, `--backend
 //! iptables`, the default): the enforced per-rule counters, then the
 //! audit counters — what audit policies would have decided
-//! (docs/language.md §4, "Audit policies") — kept apart, in every format.
+//! (docs/language.md §4, "Audit policies") — kept apart, in every format
+//! (rendered by `audit_stats.rs`, as for eBPF).
 
 use weir_runtime::ebpf::attach::prometheus_rules;
 use weir_runtime::ebpf::RuleCount;
@@ -36,12 +37,7 @@ pub fn run(args: &StatsArgs) -> i32 {
             );
             crate::out!(
                 "{}",
-                prometheus_rules(
-                    &instance,
-                    "weir_audit_rule_packets_total",
-                    "Packets each audit decision would have decided (not enforced; iptables back end).",
-                    &stats.audit,
-                )
+                crate::audit_stats::prometheus(&instance, "iptables", &stats.audit)
             );
         }
         StatsFormat::Json => crate::outln!(
@@ -52,13 +48,7 @@ pub fn run(args: &StatsArgs) -> i32 {
             for c in shown(&stats.rules, args.all) {
                 crate::outln!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
             }
-            let audit: Vec<&RuleCount> = shown(&stats.audit, args.all).collect();
-            if stats.audit.iter().any(|c| c.packets > 0) || (args.all && !audit.is_empty()) {
-                crate::outln!("audit (would have decided; not enforced):");
-                for c in audit {
-                    crate::outln!("{:>12}  [{:>3}] would: {}", c.packets, c.id, c.description);
-                }
-            }
+            crate::audit_stats::human(&stats.audit, args.all);
         }
     }
     0

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod out;
 mod agent;
 mod apply;
+mod audit_stats;
 mod check;
 mod compile;
 mod context;

@@ -32,44 +32,11 @@ pub fn generate_sized(
     graph: &Graph,
     tables: StateTables,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    let audit = match target {
-        Target::Ebpf => audit_refusals(target, model),
-        Target::Iptables => Vec::new(),
-    };
-    if !audit.is_empty() {
-        return Err(group(audit));
-    }
     match target {
         Target::Ebpf => ebpf(model, graph, tables),
         Target::Iptables => iptables(model, graph),
     }
     .map_err(group)
-}
-
-/// Audit policies (language.md §4, "Audit policies") are refused by a back
-/// end that does not count audit decisions (eBPF, for now; iptables counts
-/// them, `iptables/audit.rs`): enforcing the program without them would be
-/// right, but their counters — the point of an audit policy — would
-/// silently be missing (E0501, fail closed).
-fn audit_refusals(target: Target, model: &Model) -> Vec<Diagnostic> {
-    use crate::diagnostics::{Construct, Kind, Refusal};
-    model
-        .policies
-        .iter()
-        .filter(|p| p.audit)
-        .map(|p| {
-            Kind::Refused {
-                span: p.span,
-                refusal: Refusal::NotExpressible {
-                    backend: target,
-                    construct: Construct::AuditPolicy {
-                        policy: p.name.clone(),
-                    },
-                },
-            }
-            .into_diagnostic()
-        })
-        .collect()
 }
 
 /// What each of `targets` refuses in this program (E05xx), without keeping

@@ -119,6 +119,10 @@ fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
         *want.entry(g.provenance.id(l)).or_insert(0) += 1;
     }
     *want.entry(g.provenance.id(&o.decided_by)).or_insert(0) += 1;
+    // Audit decisions (`weir_audit_cnt`), keyed apart from `weir_cnt`.
+    for a in o.audit.iter().flat_map(|a| a.counted()) {
+        *want.entry(AUDIT_KEY + g.provenance.id(&a)).or_insert(0) += 1;
+    }
     let ret = match o.verdict {
         Verdict::Allow => layout::TC_ACT_OK as u32,
         // A reject answers IPv4 TCP with a reset and IPv4 UDP with an
@@ -150,11 +154,22 @@ fn delta(before: &[u64], after: &[u64]) -> BTreeMap<u32, u64> {
         .collect()
 }
 
-/// Runs one frame; returns the output and the counter deltas.
+/// Where audit counter deltas are keyed in a counter-delta map: id +
+/// `AUDIT_KEY` (above any provenance id of a generated program).
+const AUDIT_KEY: u32 = 1 << 24;
+
+/// Runs one frame; returns the output and the counter deltas (the audit
+/// counters' at `AUDIT_KEY` + id).
 fn run_counted(gen: &Generation, frame: &[u8]) -> (RunOut, BTreeMap<u32, u64>) {
-    let before = counts(gen);
+    let audit = |gen: &Generation| {
+        weir_runtime::ebpf::load::audit_counters(&gen.ebpf, gen.manifest.audit_counters).unwrap()
+    };
+    let (before, abefore) = (counts(gen), audit(gen));
     let out = run_full(gen, frame);
-    let got = delta(&before, &counts(gen));
+    let mut got = delta(&before, &counts(gen));
+    for (id, n) in delta(&abefore, &audit(gen)) {
+        got.insert(AUDIT_KEY + id, n);
+    }
     (out, got)
 }
 
@@ -636,6 +651,62 @@ fn ebpf_agrees_with_interpreter_on_generated_policies() {
     eprintln!("  {seeds} policies, at least {min_per_model} packets each");
     assert!(min_per_model >= 100, "too few packets per model");
     assert_agrees("generated policies", &t);
+}
+
+/// Generated programs with random policies (and tiers) marked audit
+/// (`gen::mark_audit`; docs/language.md §4, "Audit policies"): the
+/// enforced verdict and `weir_cnt` deltas equal the interpreter's (audit
+/// policies never decide), and per packet the `weir_audit_cnt` deltas
+/// are exactly the interpreter's audit provenance
+/// (`AuditOutcome::counted`: one id per side that reached policy, none
+/// for packets decided earlier), in all three hook modes.
+#[test]
+fn ebpf_with_audit_policies_agrees_with_interpreter() {
+    if !have_root("ebpf_with_audit_policies_agrees_with_interpreter") {
+        return;
+    }
+    let started = Instant::now();
+    let mut t = Tally::default();
+    let (mut audited, mut would_differ) = (0, 0);
+    for seed in 0..60u64 {
+        if audited >= 30 {
+            break;
+        }
+        let mut model = gen::model(seed);
+        let mut rng = gen::Rng::new(seed ^ 0xA0D1);
+        gen::mark_audit(&mut model, &mut rng);
+        if !model.has_audit() {
+            continue;
+        }
+        audited += 1;
+        let g = graph::build(&model);
+        let mut packets = cover::leaf_packets(&g, 20_000);
+        // The audit graph's leaves too: packets the audit sides decide.
+        packets.extend(cover::leaf_packets(
+            &graph::build(&model.audit_enforced()),
+            20_000,
+        ));
+        packets.extend(gen::packets(&model, &mut rng, 120));
+        let interp = Interp::new(&model);
+        would_differ += packets
+            .iter()
+            .filter(|p| {
+                let o = interp.evaluate(&normalize(p));
+                o.audit
+                    .as_ref()
+                    .is_some_and(|a| a.differs(o.verdict, o.decided_by))
+            })
+            .count();
+        check_model(&format!("audit seed {seed}"), &model, &g, &packets, &mut t);
+    }
+    report("audit policies", &t, started);
+    eprintln!("  {audited} programs with audit policies, {would_differ} packets whose audit verdict differs");
+    assert!(audited >= 20 && t.packets >= 5_000, "too few cases");
+    assert!(
+        would_differ >= 100,
+        "too few packets the audit policies would decide differently"
+    );
+    assert_agrees("audit policies", &t);
 }
 
 /// Dual-stack policies (`gen::dual_stack`: IPv6-only endpoints, IPv6

@@ -77,6 +77,11 @@ pub struct EbpfManifest {
     pub fill: Fill,
     /// Provenance ids counted in `weir_cnt` (= its size).
     pub counters: u32,
+    /// Provenance ids counted in `weir_audit_cnt` (= its size): the audit
+    /// decisions (docs/language.md §4, "Audit policies"); 0 when the
+    /// program has no audit policies (and no such map).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_counters: u32,
     /// The most tail calls one packet's path makes (kernel limit 33).
     #[serde(default)]
     pub max_tail_calls: usize,
@@ -186,4 +191,8 @@ mod id_list {
         let v: Vec<(usize, IpAddr, u16, u32)> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|(a, b, c, d)| ((a, b, c), d)).collect())
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -1571,7 +1571,9 @@ pub enum Construct {
         port: u16,
         proto: Proto,
     },
-    /// An audit policy: no back end counts audit decisions yet.
+    /// An audit policy whose audit graph does not share the enforced
+    /// graph's classes and provenance ids (eBPF reads one classification
+    /// for both; not expected to happen, refused rather than miscounted).
     AuditPolicy { policy: String },
     /// An audit policy in a program with `redirect` steering (iptables
     /// judges redirected connections in nat, where audit is not counted).
@@ -1624,7 +1626,7 @@ impl Construct {
                 )
             }
             Construct::AuditPolicy { policy } => format!(
-                "policy `{policy}` is an audit policy; this back end does not count audit decisions yet, so it would be deployed without them"
+                "policy `{policy}` is an audit policy, and the program's audit decision graph does not share the enforced graph's address classes, so this back end cannot count its decisions"
             ),
             Construct::AuditWithRedirect { policy } => format!(
                 "policy `{policy}` is an audit policy and the program redirects connections to a proxy; iptables judges those in nat, where their audit decisions would not be counted"

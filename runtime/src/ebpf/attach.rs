@@ -664,6 +664,19 @@ pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
 
 /// Per-rule counters of the running generation, with rule names.
 pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
+    rule_counts(inst, false)
+}
+
+/// The audit counters of the running generation (`weir_audit_cnt`: what
+/// audit policies would have decided, docs/language.md §4, "Audit
+/// policies"), with rule names; empty when it has no audit policies.
+pub fn audit_stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
+    rule_counts(inst, true)
+}
+
+/// The enforced (`weir_cnt`) or audit (`weir_audit_cnt`) counters, one
+/// per provenance id of the recorded manifest.
+fn rule_counts(inst: &Instance, audit: bool) -> Result<Vec<RuleCount>, EbpfError> {
     require_root()?;
     let _lock = record::settle(inst)?;
     let st = record::read_state(inst)?;
@@ -675,15 +688,28 @@ pub fn stats(inst: &Instance) -> Result<Vec<RuleCount>, EbpfError> {
         ))
     })?;
     let prov = full.provenance;
+    let (map_name, n) = if audit {
+        let n = full
+            .backends
+            .ebpf
+            .as_ref()
+            .map_or(0, |e| e.program.audit_counters);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        (names::AUDIT_CNT, n.min(prov.len() as u32))
+    } else {
+        (names::CNT, prov.len() as u32)
+    };
     let path = inst
         .pin_dir()
         .join(format!("gen-{}", st.generation))
-        .join(names::CNT);
+        .join(map_name);
     let data =
         MapData::from_pin(&path).map_err(|e| aya_err("opening the counter map")(e.to_string()))?;
     let map =
         Map::from_map_data(data).map_err(|e| aya_err("opening the counter map")(e.to_string()))?;
-    let counts = read_counters(&map, prov.len() as u32)?;
+    let counts = read_counters(&map, n)?;
     Ok(prov
         .iter()
         .zip(counts)

@@ -268,6 +268,20 @@ pub fn counters(ebpf: &Ebpf, n: u32) -> Result<Vec<u64>, EbpfError> {
     read_counters(map, n)
 }
 
+/// The audit counters (`weir_audit_cnt`, `n` = the manifest's
+/// `audit_counters`): per provenance id, the audit decisions counted
+/// (docs/language.md §4, "Audit policies"). Empty when `n` is 0 (no
+/// audit policies, no map).
+pub fn audit_counters(ebpf: &Ebpf, n: u32) -> Result<Vec<u64>, EbpfError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let map = ebpf
+        .map(names::AUDIT_CNT)
+        .ok_or_else(|| EbpfError::Bundle("object has no audit counter map".into()))?;
+    read_counters(map, n)
+}
+
 /// Per-provenance packet counts from a counter map: one
 /// `BPF_MAP_LOOKUP_BATCH` when the kernel has it, else one lookup per id.
 pub fn read_counters(map: &Map, n: u32) -> Result<Vec<u64>, EbpfError> {

@@ -24,8 +24,8 @@ mod shared_ct;
 pub mod txn;
 
 pub use attach::{
-    apply, apply_with, detach, service_stats, stats, status, Applied, Instance, RuleCount,
-    ServiceCount, Status,
+    apply, apply_with, audit_stats, detach, service_stats, stats, status, Applied, Instance,
+    RuleCount, ServiceCount, Status,
 };
 pub use load::{counters, load, Generation};
 

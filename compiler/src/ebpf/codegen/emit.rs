@@ -40,6 +40,9 @@ const VALUE: i16 = -240;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Entry {
     Steer,
+    /// The audit graph's sides (`audit.rs`): count only, then go on.
+    AuditEgress,
+    AuditIngress,
     Egress,
     Ingress,
 }
@@ -48,9 +51,15 @@ impl Entry {
     pub fn short(self) -> &'static str {
         match self {
             Entry::Steer => "st",
+            Entry::AuditEgress => "aeg",
+            Entry::AuditIngress => "ain",
             Entry::Egress => "eg",
             Entry::Ingress => "in",
         }
+    }
+
+    pub fn is_audit(self) -> bool {
+        matches!(self, Entry::AuditEgress | Entry::AuditIngress)
     }
 }
 
@@ -99,6 +108,9 @@ pub struct Gen<'a> {
     /// host hash (see [`layout::class_key`]; the runtime only ever adds
     /// hosts).
     pub tries: (bool, bool),
+    /// The audit graph and its node numbers, when the program has audit
+    /// policies (`audit.rs`).
+    pub audit: Option<super::audit::AuditPlan<'a>>,
 }
 
 impl std::hash::Hash for Block {
@@ -219,8 +231,13 @@ impl Em<'_> {
     }
 
     fn count_at_fp4(&mut self) {
+        self.count_in_at_fp4(map::CNT);
+    }
+
+    /// `m[u32 at fp-4] += 1` for a per-CPU `u64` counter array `m`.
+    pub fn count_in_at_fp4(&mut self, m: &str) {
         let skip = self.label("cnt_miss");
-        self.lookup(map::CNT, -4);
+        self.lookup(m, -4);
         self.jmp(JmpCond::Eq, R0, 0, skip);
         self.push(Op::load(Size::U64, R1, R0, 0));
         self.push(Op::alu64(AluOp::Add, R1, 1));
@@ -303,7 +320,7 @@ impl Gen<'_> {
     pub fn block_name(&self, b: usize) -> String {
         match self.blocks[b] {
             Block::Prologue => "prologue".into(),
-            Block::Node(e, n) => format!("{}_n{}", e.short(), self.node_numbers[&n]),
+            Block::Node(e, n) => format!("{}_n{}", e.short(), self.numbers_of(e)[&n]),
             Block::Service => "service".into(),
             Block::Final => "final".into(),
         }
@@ -316,12 +333,13 @@ impl Gen<'_> {
             Entry::Steer => r.steer,
             Entry::Egress => r.egress,
             Entry::Ingress => r.ingress,
+            Entry::AuditEgress | Entry::AuditIngress => return self.audit_root_block(e),
         };
         self.index[&Block::Node(e, n)]
     }
 
     /// Where the policy stage starts.
-    fn policy_start(&self) -> usize {
+    pub(super) fn policy_start(&self) -> usize {
         match self.mode {
             Mode::Node | Mode::Egress => self.root_block(Entry::Egress),
             Mode::Ingress => self.root_block(Entry::Ingress),
@@ -336,7 +354,7 @@ impl Gen<'_> {
             .iter()
             .map(|b| match b {
                 Block::Final => true,
-                Block::Node(_, n) => self.g.node(*n).is_leaf(),
+                Block::Node(e, n) => self.graph_of(*e).node(*n).is_leaf(),
                 Block::Prologue | Block::Service => false,
             })
             .collect()
@@ -584,10 +602,10 @@ impl Gen<'_> {
     }
 
     fn node(&self, em: &mut Em, e: Entry, n: NodeId) {
-        let num = self.node_numbers[&n];
+        let num = self.numbers_of(e)[&n];
         let child = |em: &mut Em, c: NodeId| em.to(self.index[&Block::Node(e, c)]);
         let child_block = |c: NodeId| self.index[&Block::Node(e, c)];
-        match self.g.node(n) {
+        match self.graph_of(e).node(n) {
             Node::Test { cond, then, els } => {
                 let text = format!("{} n{num}: {}", e.short(), self.cond_text(cond));
                 em.a.set_origin(Origin::NONE, Some(&text));
@@ -648,7 +666,7 @@ impl Gen<'_> {
                     TableKey::IcmpCode => (Size::U8, ctx::ICMP_CODE),
                 };
                 let d = child(em, *default);
-                if let Some(t) = self.ctabs.get(&n) {
+                if let Some(t) = self.ctabs.get(&n).filter(|_| !e.is_audit()) {
                     // The class's branch: column `t.id` of its row.
                     let row = if *key == TableKey::SrcClass { R8 } else { R9 };
                     let col = (self.atom_words * 4 + 2 * t.id as usize) as i16;
@@ -669,6 +687,7 @@ impl Gen<'_> {
                     em.search(R1, &iv, d);
                 }
             }
+            Node::Verdict(v) if e.is_audit() => self.audit_leaf(em, e, v),
             Node::Verdict(v) => self.verdict_leaf(em, e, v),
             Node::Steer(s) => self.steer_leaf(em, *s),
         }
@@ -791,7 +810,7 @@ impl Gen<'_> {
     /// [`emit_service_stage`] (translation, or reject); a translated packet
     /// is classified again (the backend's class) before policy.
     fn service(&self, em: &mut Em) {
-        let next = self.policy_start();
+        let next = self.after_service();
         em.a.set_origin(
             Origin::NONE,
             Some("service stage: frontend → backend (load-balance first, then policy)"),

@@ -122,6 +122,7 @@
 //! changes). A map over
 //! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
 
+pub mod audit;
 pub mod emit;
 pub mod parse;
 mod reject;
@@ -371,6 +372,8 @@ pub use crate::contract::ebpf::{EbpfManifest, Fill, LpmEntry, MapInfo, ProgramIn
 #[derive(Serialize)]
 struct SectionView<'a> {
     attach: &'a [String],
+    #[serde(skip_serializing_if = "is_zero")]
+    audit_counters: u32,
     capacity: BTreeMap<String, serde_json::Value>,
     counters: u32,
     entry: &'a str,
@@ -421,6 +424,7 @@ impl EbpfOutput {
         let m = &self.manifest;
         let manifest = Section::sorted(&SectionView {
             attach: &m.attach,
+            audit_counters: m.audit_counters,
             capacity,
             counters: m.counters,
             entry: &m.entry,
@@ -458,6 +462,10 @@ impl EbpfOutput {
         }
         s
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn type_name(t: MapType) -> &'static str {
@@ -532,6 +540,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             return Err(refused);
         }
     }
+    let audit_g = audit::audit_graph(model, g)?;
     let Plan {
         node_numbers,
         blocks,
@@ -540,7 +549,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         columns,
         atom_words,
         log_slots,
-    } = plan(g, opts);
+    } = plan(g, audit_g.as_ref(), opts);
     let mut fill = Fill::default();
     let nclasses = g.classes.len() as u32;
     let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
@@ -576,6 +585,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         node_numbers,
         log_slots,
         tries: (nfill(layout::map::CLS4) > 0, nfill(layout::map::CLS6) > 0),
+        audit: audit_g.as_ref().map(audit::AuditPlan::new),
     };
 
     // Fill data.
@@ -618,6 +628,16 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     // Maps.
     let mut maps = fixed_maps(g, opts, &class_fill);
+    let audit_counters = audit_g.as_ref().map_or(0, audit::counters);
+    if audit_counters > 0 {
+        maps.push(MapDef::new(
+            layout::map::AUDIT_CNT,
+            MapType::PercpuArray,
+            4,
+            8,
+            audit_counters,
+        ));
+    }
     let mut filled = class_fill;
     if gen.has_rows {
         maps.push(MapDef::new(
@@ -655,7 +675,9 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     }
     let staged = staged.expect("assembled when within the stage limit");
 
-    Ok(object(g, opts, staged, maps, &filled, fill, calls, lb))
+    let mut out = object(g, opts, staged, maps, &filled, fill, calls, lb);
+    out.manifest.audit_counters = audit_counters;
+    Ok(out)
 }
 
 /// The maps every object has (context, conntrack, class tries and host
@@ -781,6 +803,7 @@ fn object(
             .collect(),
         fill,
         counters: g.provenance.len() as u32,
+        audit_counters: 0,
         max_tail_calls: calls,
         lb,
         state_tables: opts.tables,
@@ -809,10 +832,25 @@ struct Plan {
 
 /// Plans the blocks: the prologue, every node reachable from each entry
 /// (the service block after the steering entry), the final block.
-fn plan(g: &Graph, opts: &Options) -> Plan {
+fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
     let (_, node_numbers) = g.dag.numbering();
     let roots = g.dag.roots;
     let mut entries = vec![(Entry::Steer, roots.steer)];
+    // The audit walks (`audit.rs`): after the service block, before the
+    // enforced sides.
+    if let Some(a) = audit_g {
+        for e in audit::audit_entries(opts.mode) {
+            let r = a.dag.roots;
+            entries.push((
+                e,
+                if e == Entry::AuditEgress {
+                    r.egress
+                } else {
+                    r.ingress
+                },
+            ));
+        }
+    }
     if opts.mode != Mode::Ingress {
         entries.push((Entry::Egress, roots.egress));
     }
@@ -829,8 +867,23 @@ fn plan(g: &Graph, opts: &Options) -> Plan {
     let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
     for (e, root) in &entries {
-        for n in reachable(g, *root) {
+        let eg = match audit_g {
+            Some(a) if e.is_audit() => a,
+            _ => g,
+        };
+        for n in reachable(eg, *root) {
             blocks.push(Block::Node(*e, n));
+            if e.is_audit() {
+                // Audit leaves only count; audit tables stay inline.
+                has_atoms |= matches!(
+                    eg.node(n),
+                    Node::Test {
+                        cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
+                        ..
+                    }
+                );
+                continue;
+            }
             match g.node(n) {
                 Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
                 Node::Test {

@@ -146,6 +146,8 @@ pub mod map {
     pub const HOST6: &str = "weir_host6";
     pub const ATOMS: &str = "weir_atoms";
     pub const CNT: &str = "weir_cnt";
+    /// Audit decisions per provenance id (`codegen/audit.rs`).
+    pub const AUDIT_CNT: &str = "weir_audit_cnt";
     pub const JMP: &str = "weir_jmp";
 }
 
