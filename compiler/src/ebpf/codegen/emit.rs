@@ -847,7 +847,9 @@ impl Gen<'_> {
 
         em.a.set_origin(
             Origin::NONE,
-            Some("service: no backends → TCP reset, ICMP port unreachable (IPv4 UDP), else drop"),
+            Some(
+                "service: no backends → TCP reset, ICMP / ICMPv6 port unreachable (UDP), else drop",
+            ),
         );
         em.bind(rejected);
         self.reject(em);
@@ -949,43 +951,7 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R2, R10, IP + 16));
         em.push(Op::store(Size::U32, R10, IP + 12, R2));
         em.push(Op::store(Size::U32, R10, IP + 16, R1));
-        // TCP: ports swapped; seq / ack; data offset 5; RST(|ACK).
-        em.push(Op::load(Size::U16, R1, R10, TCP));
-        em.push(Op::load(Size::U16, R2, R10, TCP + 2));
-        em.push(Op::store(Size::U16, R10, TCP, R2));
-        em.push(Op::store(Size::U16, R10, TCP + 2, R1));
-        let had_ack = em.label("rst_had_ack");
-        let flags_done = em.label("rst_flags");
-        em.jmp(JmpCond::Set, R8, 0x10, had_ack);
-        // No ACK: seq 0, ack = seq + length, RST|ACK.
-        em.push(Op::load(Size::U32, R1, R10, TCP + 4));
-        em.push(Op::Endian {
-            order: ByteOrder::Be,
-            bits: 32,
-            dst: R1,
-        });
-        em.push(Op::alu64(AluOp::Add, R1, R9));
-        em.push(Op::Endian {
-            order: ByteOrder::Be,
-            bits: 32,
-            dst: R1,
-        });
-        em.push(Op::store(Size::U32, R10, TCP + 8, R1));
-        em.push(Op::store(Size::U32, R10, TCP + 4, 0));
-        em.push(Op::store(Size::U8, R10, TCP + 13, 0x14));
-        em.push(Op::Ja { target: flags_done });
-        // ACK: seq = its ack, RST only.
-        em.bind(had_ack);
-        em.push(Op::load(Size::U32, R1, R10, TCP + 8));
-        em.push(Op::store(Size::U32, R10, TCP + 4, R1));
-        em.push(Op::store(Size::U32, R10, TCP + 8, 0));
-        em.push(Op::store(Size::U8, R10, TCP + 13, 0x04));
-        em.bind(flags_done);
-        em.push(Op::store(Size::U8, R10, TCP + 12, 0x50));
-        for off in [14, 16, 18] {
-            // window, checksum, urgent pointer
-            em.push(Op::store(Size::U16, R10, TCP + off, 0));
-        }
+        Self::rst_segment(em, TCP);
         // IPv4 header checksum.
         self.csum_into(em, IP, 20, IP + 10);
         // TCP checksum over the pseudo-header and the header.
