@@ -22,10 +22,10 @@
 //!   header; TCP/UDP over the pseudo-header of either family). When
 //!   allowed, the backend's reply is sent next and must pass as
 //!   established with the frontend as its source (reverse NAT);
-//! - a frontend without backends rejects: IPv4 TCP gets a reset back
+//! - a frontend without backends rejects: TCP gets a reset back
 //!   (`TC_ACT_REDIRECT`, the frame turned into a valid RST|ACK to the
-//!   sender), IPv4 UDP an ICMP port unreachable quoting it, anything else
-//!   is dropped;
+//!   sender), UDP an ICMP / ICMPv6 port unreachable quoting it, anything
+//!   else is dropped;
 //! - allowed packets carry their steering: `skb->mark` for `mark`, the
 //!   DSCP bits (and a valid IPv4 header checksum) for `dscp`; every other
 //!   output frame must equal the input.
@@ -129,6 +129,8 @@ fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
         // ICMP port unreachable, sent back out — no ICMP error to a
         // source that is not unicast (224.0.0.0 and up, 0.0.0.0: RFC
         // 1122 §3.2.2).
+        // IPv6: a reset or an ICMPv6 port unreachable, neither to a
+        // multicast (ff00::/8, RFC 4443 §2.4 e) or unspecified source.
         Verdict::Deny if o.reject && p.src.is_ipv4() && p.proto == Proto::Tcp => {
             layout::TC_ACT_REDIRECT as u32
         }
@@ -136,6 +138,13 @@ fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
             if o.reject
                 && p.proto == Proto::Udp
                 && matches!(p.src, IpAddr::V4(a) if a.octets()[0] < 224 && !a.is_unspecified()) =>
+        {
+            layout::TC_ACT_REDIRECT as u32
+        }
+        Verdict::Deny
+            if o.reject
+                && matches!(p.proto, Proto::Tcp | Proto::Udp)
+                && matches!(p.src, IpAddr::V6(a) if a.octets()[0] != 0xff && !a.is_unspecified()) =>
         {
             layout::TC_ACT_REDIRECT as u32
         }
@@ -231,6 +240,23 @@ fn check_output(
     t: &mut Tally,
 ) {
     let mut err = |m: String| t.disagreements.push(format!("{tag}: {p:?}\n    {m}"));
+    if o.reject
+        && out.ret == layout::TC_ACT_REDIRECT as u32
+        && p.proto == Proto::Udp
+        && p.src.is_ipv6()
+    {
+        // ICMPv6 port unreachable quoting the first 48 bytes of the IPv6
+        // packet (ebpf_reject6.rs checks every byte and the checksum).
+        let f = &out.data;
+        if f.len() != 110 || f[20] != 58 || (f[54], f[55]) != (1, 4) {
+            return err(format!("UDP reject (IPv6): {f:02x?}"));
+        }
+        if f[22..38] != input[38..54] || f[38..54] != input[22..38] || f[62..110] != input[14..62] {
+            return err(format!("UDP reject (IPv6) addresses / quote: {f:02x?}"));
+        }
+        t.unreachables += 1;
+        return;
+    }
     if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 && p.proto == Proto::Udp {
         // ICMP port unreachable (ebpf_udp_reject.rs checks every byte).
         let f = &out.data;
@@ -246,8 +272,14 @@ fn check_output(
     }
     if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 {
         let f = &out.data;
-        if f.len() != 54 {
-            return err(format!("reset is {} bytes, want 54", f.len()));
+        // Ethernet + IPv4 (20) or IPv6 (40) + TCP (20).
+        let ip_len = if p.src.is_ipv6() { 40 } else { 20 };
+        if f.len() != 14 + ip_len + 20 {
+            return err(format!(
+                "reset is {} bytes, want {}",
+                f.len(),
+                14 + ip_len + 20
+            ));
         }
         if let Err(e) = checksums_ok(f) {
             return err(format!("reset: {e}"));
@@ -260,9 +292,10 @@ fn check_output(
             return err("reset: MACs not swapped".into());
         }
         // Our SYN has seq 0 and no ACK: RST|ACK, ack 1.
-        let ack = u32::from_be_bytes(f[42..46].try_into().unwrap());
-        if f[47] != 0x14 || ack != 1 || f[46] != 0x50 {
-            return err(format!("reset flags {:#x} ack {ack}", f[47]));
+        let tcp = &f[14 + ip_len..];
+        let ack = u32::from_be_bytes(tcp[8..12].try_into().unwrap());
+        if tcp[13] != 0x14 || ack != 1 || tcp[12] != 0x50 {
+            return err(format!("reset flags {:#x} ack {ack}", tcp[13]));
         }
         t.resets += 1;
         return;

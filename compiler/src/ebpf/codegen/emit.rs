@@ -725,12 +725,23 @@ impl Gen<'_> {
                 em.push(Op::store(Size::U32, R6, ctx::STEER_KIND, kind));
                 em.push(Op::store(Size::U32, R6, ctx::STEER_ARG, arg));
                 if let SteerAction::Redirect { addr, .. } = action {
-                    let a = match addr {
-                        std::net::IpAddr::V4(a) => i32::from_ne_bytes(a.octets()),
-                        // An IPv6 proxy is not supported (no socket lookup).
-                        std::net::IpAddr::V6(_) => 0,
+                    // The lookup address per family of the connection:
+                    // the rule's where it is of that family, else the
+                    // unspecified address (a wildcard listener).
+                    let (a4, a6) = match addr {
+                        std::net::IpAddr::V4(a) => (a.octets(), [0; 16]),
+                        std::net::IpAddr::V6(a) => ([0; 4], a.octets()),
                     };
-                    em.push(Op::store(Size::U32, R6, ctx::STEER_ADDR, a));
+                    em.push(Op::store(
+                        Size::U32,
+                        R6,
+                        ctx::STEER_ADDR,
+                        i32::from_ne_bytes(a4),
+                    ));
+                    for (i, w) in a6.chunks(4).enumerate() {
+                        let w = i32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+                        em.push(Op::store(Size::U32, R6, ctx::STEER_ADDR6 + 4 * i as i16, w));
+                    }
                 }
                 em.goto(service);
             }
@@ -866,7 +877,9 @@ impl Gen<'_> {
 
         em.a.set_origin(
             Origin::NONE,
-            Some("service: no backends → TCP reset, ICMP port unreachable (IPv4 UDP), else drop"),
+            Some(
+                "service: no backends → TCP reset, ICMP / ICMPv6 port unreachable (UDP), else drop",
+            ),
         );
         em.bind(rejected);
         self.reject(em);
@@ -968,43 +981,7 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R2, R10, IP + 16));
         em.push(Op::store(Size::U32, R10, IP + 12, R2));
         em.push(Op::store(Size::U32, R10, IP + 16, R1));
-        // TCP: ports swapped; seq / ack; data offset 5; RST(|ACK).
-        em.push(Op::load(Size::U16, R1, R10, TCP));
-        em.push(Op::load(Size::U16, R2, R10, TCP + 2));
-        em.push(Op::store(Size::U16, R10, TCP, R2));
-        em.push(Op::store(Size::U16, R10, TCP + 2, R1));
-        let had_ack = em.label("rst_had_ack");
-        let flags_done = em.label("rst_flags");
-        em.jmp(JmpCond::Set, R8, 0x10, had_ack);
-        // No ACK: seq 0, ack = seq + length, RST|ACK.
-        em.push(Op::load(Size::U32, R1, R10, TCP + 4));
-        em.push(Op::Endian {
-            order: ByteOrder::Be,
-            bits: 32,
-            dst: R1,
-        });
-        em.push(Op::alu64(AluOp::Add, R1, R9));
-        em.push(Op::Endian {
-            order: ByteOrder::Be,
-            bits: 32,
-            dst: R1,
-        });
-        em.push(Op::store(Size::U32, R10, TCP + 8, R1));
-        em.push(Op::store(Size::U32, R10, TCP + 4, 0));
-        em.push(Op::store(Size::U8, R10, TCP + 13, 0x14));
-        em.push(Op::Ja { target: flags_done });
-        // ACK: seq = its ack, RST only.
-        em.bind(had_ack);
-        em.push(Op::load(Size::U32, R1, R10, TCP + 8));
-        em.push(Op::store(Size::U32, R10, TCP + 4, R1));
-        em.push(Op::store(Size::U32, R10, TCP + 8, 0));
-        em.push(Op::store(Size::U8, R10, TCP + 13, 0x04));
-        em.bind(flags_done);
-        em.push(Op::store(Size::U8, R10, TCP + 12, 0x50));
-        for off in [14, 16, 18] {
-            // window, checksum, urgent pointer
-            em.push(Op::store(Size::U16, R10, TCP + off, 0));
-        }
+        Self::rst_segment(em, TCP);
         // IPv4 header checksum.
         self.csum_into(em, IP, 20, IP + 10);
         // TCP checksum over the pseudo-header and the header.
@@ -1390,22 +1367,27 @@ impl Gen<'_> {
         em.push(Op::Ja { target: done });
     }
 
-    /// `redirect … to proxy ADDR:PORT` for IPv4 TCP: the packet is
-    /// assigned (`bpf_sk_assign`) to the proxy's listening socket, found
-    /// with `bpf_sk_lookup_tcp` on (ADDR, PORT); the destination address
-    /// is not rewritten, so the proxy (an `IP_TRANSPARENT` socket; the
-    /// node routes the original destination locally) sees the original
-    /// destination. No proxy socket, or not IPv4 TCP: the packet passes
+    /// `redirect … to proxy ADDR:PORT` for TCP of either family: the
+    /// packet is assigned (`bpf_sk_assign`) to the proxy's listening
+    /// socket, found with `bpf_sk_lookup_tcp` on (ADDR, PORT) — the
+    /// 12-byte IPv4 or the 36-byte IPv6 `bpf_sock_tuple`, ADDR the
+    /// rule's address when it is of the connection's family, else the
+    /// unspecified address (only a wildcard listener matches); the
+    /// destination address is not rewritten, so the proxy (the node
+    /// routes the original destination locally) sees the original
+    /// destination. No proxy socket, or not TCP: the packet passes
     /// unsteered. Only the first packet is assigned: the connection's
     /// request and established sockets carry the original destination as
     /// their local address, so the stack's own lookup finds them for the
     /// later packets (which take the `established` path).
     fn redirect_to_proxy(&self, em: &mut Em) {
         let done = em.label("redirect_done");
-        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        em.jmp(JmpCond::Ne, R1, 4, done);
+        let v6 = em.label("redirect_v6");
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Ne, R1, 6, done);
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.jmp(JmpCond::Eq, R1, 6, v6);
+        em.jmp(JmpCond::Ne, R1, 4, done);
         // Tuple (saddr, daddr, sport, dport) of the listener.
         const T: i16 = -184;
         em.push(Op::load(Size::U32, R1, R6, ctx::SRC));
@@ -1418,17 +1400,34 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
         em.push(be16(R1));
         em.push(Op::store(Size::U16, R10, T + 10, R1));
-        self.sk_assign(em, T, done);
+        self.sk_assign(em, T, 12, done);
+        // IPv6: saddr (16), daddr (16), sport, dport.
+        em.bind(v6);
+        const T6: i16 = -224;
+        for i in 0..4i16 {
+            em.push(Op::load(Size::U32, R1, R6, ctx::SRC + 4 * i));
+            em.push(Op::store(Size::U32, R10, T6 + 4 * i, R1));
+            em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ADDR6 + 4 * i));
+            em.push(Op::store(Size::U32, R10, T6 + 16 + 4 * i, R1));
+        }
+        em.push(Op::load(Size::U16, R1, R6, ctx::SPORT));
+        em.push(be16(R1));
+        em.push(Op::store(Size::U16, R10, T6 + 32, R1));
+        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
+        em.push(be16(R1));
+        em.push(Op::store(Size::U16, R10, T6 + 34, R1));
+        self.sk_assign(em, T6, 36, done);
         em.bind(done);
     }
 
-    /// `sk = sk_lookup_tcp(tuple at fp + t); sk_assign(skb, sk); release`.
-    /// Jumps to `done` (also when no socket is found). Clobbers r9.
-    fn sk_assign(&self, em: &mut Em, t: i16, done: Label) {
+    /// `sk = sk_lookup_tcp(tuple of `size` bytes at fp + t);
+    /// sk_assign(skb, sk); release`. Jumps to `done` (also when no socket
+    /// is found). Clobbers r9.
+    fn sk_assign(&self, em: &mut Em, t: i16, size: i32, done: Label) {
         em.push(Op::mov64(R1, R7));
         em.push(Op::mov64(R2, R10));
         em.push(Op::alu64(AluOp::Add, R2, i32::from(t)));
-        em.push(Op::mov64(R3, 12));
+        em.push(Op::mov64(R3, size));
         em.push(Op::mov64(R4, -1)); // BPF_F_CURRENT_NETNS
         em.push(Op::mov64(R5, 0));
         em.push(Op::Call {

@@ -56,13 +56,13 @@
 //!    **classified again** (the backend's class, rows reloaded) and policy
 //!    judges the translated packet (load-balance first, then policy). A
 //!    frontend without backends counts its `no backends` provenance and
-//!    **rejects**: an IPv4 TCP segment is turned into a reset to its
+//!    **rejects**: a TCP segment is turned into a reset to its
 //!    sender (MACs, addresses and ports swapped, payload cut, RST|ACK
 //!    acking the segment or RST with its ack as sequence number, fresh
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
-//!    (`TC_ACT_REDIRECT`); an IPv4 UDP datagram is answered the same way
-//!    with an ICMP port unreachable quoting it (`reject.rs`); SCTP and
-//!    IPv6 are dropped. TCP and UDP frontends of both families are
+//!    (`TC_ACT_REDIRECT`); a UDP datagram is answered the same way with
+//!    an ICMP (`reject.rs`) or ICMPv6 (`reject6.rs`) port unreachable
+//!    quoting it; SCTP is dropped. TCP and UDP frontends of both families are
 //!    translated; SCTP frontends are refused at compile time
 //!    ([`untranslated_frontends`], E0501) unless
 //!    [`Options::untranslated_frontends`] asks for them to pass
@@ -126,6 +126,7 @@ pub mod audit;
 pub mod emit;
 pub mod parse;
 mod reject;
+mod reject6;
 pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -13,9 +13,8 @@
 //! options (IHL > 5) is dropped, like a TCP segment with options: the
 //! quote would need a variable length.
 //!
-//! IPv6 UDP (ICMPv6 type 1 code 4, RFC 4443) is not answered yet: IPv6
-//! frontends are refused by this back end (E0501), so no IPv6 packet is
-//! rejected here.
+//! IPv6 packets are answered by `reject6.rs` (a reset, or ICMPv6 type 1
+//! code 4, RFC 4443).
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb};
@@ -45,17 +44,21 @@ fn be16(r: Reg) -> Op {
 }
 
 impl Gen<'_> {
-    /// The reject of a service without backends: IPv4 UDP gets an ICMP
-    /// port unreachable, TCP a reset, the rest is dropped.
+    /// The reject of a service without backends: UDP gets an ICMP (IPv4)
+    /// or ICMPv6 (IPv6, `reject6.rs`) port unreachable, TCP a reset, the
+    /// rest is dropped.
     pub(super) fn reject(&self, em: &mut Em) {
         let tcp = em.label("reject_tcp");
+        let v6 = em.label("reject6");
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        em.jmp(JmpCond::Ne, R1, 4, tcp);
+        em.jmp(JmpCond::Eq, R1, 6, v6);
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Ne, R1, 17, tcp);
         self.udp_unreachable(em);
         em.bind(tcp);
         self.tcp_reset(em);
+        em.bind(v6);
+        self.reject6(em);
     }
 
     /// ICMP port unreachable for the IPv4 UDP datagram in the skb (see
@@ -141,5 +144,51 @@ impl Gen<'_> {
             helper: helper::REDIRECT,
         });
         em.push(Op::Exit);
+    }
+
+    /// The TCP header at `tcp` (on the stack) of the offending segment
+    /// becomes a reset's (both families): ports swapped; with no `ACK` in
+    /// the offending segment, seq 0 and `ACK` = its seq + length, else
+    /// seq = its ack; data offset 5; window, checksum, urgent pointer 0.
+    /// Takes the offending flags in r8 and the segment length (with SYN
+    /// and FIN) in r9.
+    pub(super) fn rst_segment(em: &mut Em, tcp: i16) {
+        // TCP: ports swapped; seq / ack; data offset 5; RST(|ACK).
+        em.push(Op::load(Size::U16, R1, R10, tcp));
+        em.push(Op::load(Size::U16, R2, R10, tcp + 2));
+        em.push(Op::store(Size::U16, R10, tcp, R2));
+        em.push(Op::store(Size::U16, R10, tcp + 2, R1));
+        let had_ack = em.label("rst_had_ack");
+        let flags_done = em.label("rst_flags");
+        em.jmp(JmpCond::Set, R8, 0x10, had_ack);
+        // No ACK: seq 0, ack = seq + length, RST|ACK.
+        em.push(Op::load(Size::U32, R1, R10, tcp + 4));
+        em.push(Op::Endian {
+            order: ByteOrder::Be,
+            bits: 32,
+            dst: R1,
+        });
+        em.push(Op::alu64(AluOp::Add, R1, R9));
+        em.push(Op::Endian {
+            order: ByteOrder::Be,
+            bits: 32,
+            dst: R1,
+        });
+        em.push(Op::store(Size::U32, R10, tcp + 8, R1));
+        em.push(Op::store(Size::U32, R10, tcp + 4, 0));
+        em.push(Op::store(Size::U8, R10, tcp + 13, 0x14));
+        em.push(Op::Ja { target: flags_done });
+        // ACK: seq = its ack, RST only.
+        em.bind(had_ack);
+        em.push(Op::load(Size::U32, R1, R10, tcp + 8));
+        em.push(Op::store(Size::U32, R10, tcp + 4, R1));
+        em.push(Op::store(Size::U32, R10, tcp + 8, 0));
+        em.push(Op::store(Size::U8, R10, tcp + 13, 0x04));
+        em.bind(flags_done);
+        em.push(Op::store(Size::U8, R10, tcp + 12, 0x50));
+        for off in [14, 16, 18] {
+            // window, checksum, urgent pointer
+            em.push(Op::store(Size::U16, R10, tcp + off, 0));
+        }
     }
 }

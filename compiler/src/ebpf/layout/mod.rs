@@ -64,8 +64,9 @@ pub mod ctx {
     pub const RAW_PROTO: i16 = 100; // u8
     /// The conntrack key of the packet ([`super::ct`] layout), built once.
     pub const CT_KEY: i16 = 104; // [u8; 40]
-    /// `redirect … to proxy ADDR:PORT`: ADDR (IPv4, network order; the
-    /// port is `STEER_ARG`).
+    /// `redirect … to proxy ADDR:PORT`: ADDR for an IPv4 connection (the
+    /// rule's IPv4 address, network order; 0 for an IPv6 one, which only a
+    /// wildcard listener matches; the port is `STEER_ARG`).
     pub const STEER_ADDR: i16 = 144; // u32
     /// The first [`super::LOG_SLOTS`] provenance ids of `log` rules the
     /// side's leaf passed ([u32; LOG_SLOTS] each); the final block counts
@@ -81,7 +82,11 @@ pub mod ctx {
     /// The pending `weir_lb_ct` value without its timestamp: backend (24),
     /// service (4), pad (4).
     pub const LB_CTV: i16 = LB_STATE + 8; // [u8; 32]
-    pub const SIZE: u32 = LB_CTV as u32 + 32;
+    /// `redirect … to proxy ADDR:PORT`: ADDR for an IPv6 connection (the
+    /// rule's IPv6 address; `::` for an IPv4 one, which only a wildcard
+    /// listener matches), written beside [`STEER_ADDR`].
+    pub const STEER_ADDR6: i16 = LB_CTV + 32; // [u8; 16]
+    pub const SIZE: u32 = STEER_ADDR6 as u32 + 16;
 }
 
 /// `ctx::LB_STATE`: no new translation (the prologue's or an existing

@@ -52,12 +52,11 @@
 //!
 //! # Known gaps
 //!
-//! - **Reject**: in the policy pipeline an IPv4 TCP segment to a frontend
+//! - **Reject**: in the policy pipeline a TCP segment to a frontend
 //!   without backends is answered with a reset (`codegen::emit`,
-//!   `tcp_reset`), an IPv4 UDP datagram with an ICMP port unreachable
-//!   (`codegen::reject`); IPv6 gets no ICMPv6 answer yet (IPv6 frontends
-//!   are refused);
-//!   the standalone TC program drops; `connect()` fails with `EPERM`.
+//!   `tcp_reset`, and `codegen::reject6` for IPv6), a UDP datagram with an
+//!   ICMP / ICMPv6 port unreachable (`codegen::reject`, `reject6`); the
+//!   standalone TC program drops; `connect()` fails with `EPERM`.
 //! - An IPv6 socket's IPv4-mapped destination is not balanced at connect
 //!   time (its IPv4 packets are, by the TC path).
 //! - **SCTP** frontends are refused at compile time (E0501): its CRC32c
