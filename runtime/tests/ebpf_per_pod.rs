@@ -4,7 +4,7 @@
 //! groups across tail-called stages. Loads the program in the kernel (the
 //! verifier accepts every stage) and checks, with BPF_PROG_TEST_RUN, the
 //! verdicts and per-rule counters of packets aimed at pods in every group
-//! and at a spread of the graph's leaves against the reference
+//! and at every 97th pod against the reference
 //! interpreter.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use ebpf_common::*;
 use weir_compiler::ebpf::codegen::Mode;
 use weir_compiler::ebpf::layout;
-use weir_compiler::graph::{self, cover};
+use weir_compiler::graph;
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Proto, Verdict};
 use weir_compiler::synth::{endpoint_addr, per_pod};
@@ -39,7 +39,10 @@ fn ebpf_ten_thousand_one_peer_rules_load_and_agree() {
     // in the middle: from the allowed peer (port 80 and 81), from another
     // pod, and to an address no policy selects.
     let mut packets = Vec::new();
-    for i in [0, 1, 1023, 1024, 1025, 2047, 5000, 8191, 9216, 9998, 9999] {
+    // (The graph's leaf packets, `cover::leaf_packets`, take minutes at
+    // this size in a debug build: every 97th pod instead.)
+    let edges = [0, 1, 1023, 1024, 1025, 2047, 5000, 8191, 9216, 9998, 9999];
+    for i in edges.into_iter().chain((0..pods).step_by(97)) {
         let (me, peer) = (endpoint_addr(i), endpoint_addr(per_pod::peer(pods, i)));
         let other = endpoint_addr((i + 7) % pods);
         packets.push(Packet::new(Proto::Tcp, peer, 40000, me, per_pod::PORT));
@@ -54,9 +57,6 @@ fn ebpf_ten_thousand_one_peer_rules_load_and_agree() {
             443,
         ));
     }
-    let leaves = cover::leaf_packets(&g, 200_000);
-    let step = (leaves.len() / 400).max(1);
-    packets.extend(leaves.into_iter().step_by(step));
 
     let (mut allowed, mut bad) = (0, Vec::new());
     for p in &packets {
@@ -97,6 +97,6 @@ fn ebpf_ten_thousand_one_peer_rules_load_and_agree() {
         packets.len(),
         bad.len()
     );
-    assert!(allowed >= 11, "expected the peers' packets allowed");
+    assert!(allowed >= 114, "expected the peers' packets allowed");
     assert!(bad.is_empty(), "eBPF disagrees:\n{}", bad.join("\n"));
 }
