@@ -49,6 +49,8 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use weir_grammar::{FileId, Span};
 
+pub mod per_pod;
+
 /// The size and mix of a synthetic policy set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {

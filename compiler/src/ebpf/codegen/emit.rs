@@ -17,7 +17,7 @@ use crate::ebpf::service::emit::{
 use crate::ebpf::{helper, AluOp, ByteOrder, Label, Op, Origin, Reg, Size};
 use crate::ebpf::{Asm, JmpCond};
 use crate::flowhash::proto_number;
-use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, TableKey, VerdictLeaf};
+use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, VerdictLeaf};
 use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
@@ -69,6 +69,8 @@ impl Entry {
 pub enum Block {
     Prologue,
     Node(Entry, NodeId),
+    /// Group `k` of a table node's search (see [`super::dispatch`]).
+    Dispatch(Entry, NodeId, u32),
     Service,
     Final,
 }
@@ -124,6 +126,12 @@ impl std::hash::Hash for Block {
             }
             Block::Service => 2u8.hash(h),
             Block::Final => 3u8.hash(h),
+            Block::Dispatch(e, n, k) => {
+                4u8.hash(h);
+                e.hash(h);
+                n.index().hash(h);
+                k.hash(h);
+            }
         }
     }
 }
@@ -323,6 +331,7 @@ impl Gen<'_> {
             Block::Node(e, n) => format!("{}_n{}", e.short(), self.numbers_of(e)[&n]),
             Block::Service => "service".into(),
             Block::Final => "final".into(),
+            Block::Dispatch(e, n, k) => format!("{}_n{}_g{k}", e.short(), self.node_numbers[&n]),
         }
     }
 
@@ -355,7 +364,7 @@ impl Gen<'_> {
             .map(|b| match b {
                 Block::Final => true,
                 Block::Node(e, n) => self.graph_of(*e).node(*n).is_leaf(),
-                Block::Prologue | Block::Service => false,
+                Block::Prologue | Block::Service | Block::Dispatch(..) => false,
             })
             .collect()
     }
@@ -370,6 +379,7 @@ impl Gen<'_> {
             Block::Node(e, n) => self.node(em, e, n),
             Block::Service => self.service(em),
             Block::Final => self.final_verdict(em),
+            Block::Dispatch(e, n, k) => self.dispatch(em, e, n, k),
         }
     }
 
@@ -645,47 +655,14 @@ impl Gen<'_> {
                 }
                 em.goto(child_block(*els));
             }
-            Node::Table {
-                key,
-                entries,
-                default,
-                ..
-            } => {
+            Node::Table { key, entries, .. } => {
                 let text = format!(
                     "{} n{num}: table on {key:?} ({} intervals)",
                     e.short(),
                     entries.len()
                 );
                 em.a.set_origin(Origin::NONE, Some(&text));
-                let (size, off) = match key {
-                    TableKey::SrcClass => (Size::U32, ctx::SRC_CLASS),
-                    TableKey::DstClass => (Size::U32, ctx::DST_CLASS),
-                    TableKey::Proto => (Size::U8, ctx::PROTO),
-                    TableKey::DPort => (Size::U16, ctx::DPORT),
-                    TableKey::IcmpType => (Size::U8, ctx::ICMP_TYPE),
-                    TableKey::IcmpCode => (Size::U8, ctx::ICMP_CODE),
-                };
-                let d = child(em, *default);
-                if let Some(t) = self.ctabs.get(&n).filter(|_| !e.is_audit()) {
-                    // The class's branch: column `t.id` of its row.
-                    let row = if *key == TableKey::SrcClass { R8 } else { R9 };
-                    let col = (self.atom_words * 4 + 2 * t.id as usize) as i16;
-                    em.push(Op::load(Size::U16, R1, row, col));
-                    let iv: Vec<(u32, u32, Label)> = t
-                        .targets
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| (i as u32, i as u32, child(em, c)))
-                        .collect();
-                    em.search(R1, &iv, d);
-                } else {
-                    em.push(Op::load(size, R1, R6, off));
-                    let iv: Vec<(u32, u32, Label)> = entries
-                        .iter()
-                        .map(|x| (x.lo, x.hi, child(em, x.next)))
-                        .collect();
-                    em.search(R1, &iv, d);
-                }
+                self.table(em, e, n);
             }
             Node::Verdict(v) if e.is_audit() => self.audit_leaf(em, e, v),
             Node::Verdict(v) => self.verdict_leaf(em, e, v),

@@ -74,7 +74,10 @@
 //!    than [`emit::INLINE_CLASS_INTERVALS`] intervals are a column of the
 //!    class rows: one load of the class's branch index from the row in r8 /
 //!    r9 (no map lookup), then a compare tree over the table's distinct
-//!    targets; a runtime that adds a class writes its whole row. A leaf
+//!    targets; a runtime that adds a class writes its whole row. A table
+//!    search over more than [`dispatch::DISPATCH_BRANCHES`] intervals or
+//!    targets is split into groups, each its own block ([`dispatch`]), so
+//!    no table outgrows a stage. A leaf
 //!    records the side's decision in the context with one store (what
 //!    decided, flags, how many logged ids) and the first
 //!    [`layout::LOG_SLOTS`] logged provenance ids with one store each; the
@@ -123,6 +126,7 @@
 //! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
 
 pub mod audit;
+mod dispatch;
 pub mod emit;
 pub mod parse;
 mod reject;
@@ -872,8 +876,8 @@ fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
             Some(a) if e.is_audit() => a,
             _ => g,
         };
-        for n in reachable(eg, *root) {
-            blocks.push(Block::Node(*e, n));
+        let order = reachable(eg, *root);
+        for &n in &order {
             if e.is_audit() {
                 // Audit leaves only count; audit tables stay inline.
                 has_atoms |= matches!(
@@ -899,27 +903,43 @@ fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
                     && !ctabs.contains_key(&n)
                     && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
                 {
-                    let id = columns.len() as u32;
                     let mut targets: Vec<NodeId> = Vec::new();
+                    let mut branch_of: HashMap<NodeId, u16> = HashMap::new();
                     let mut column = vec![NO_BRANCH; nclasses as usize];
                     for x in iv {
-                        let branch = match targets.iter().position(|&t| t == x.next) {
-                            Some(i) => i,
-                            None => {
-                                targets.push(x.next);
-                                targets.len() - 1
-                            }
-                        } as u16;
+                        // A branch index is a `u16` below `NO_BRANCH`: a
+                        // table with more distinct targets stays a search
+                        // on the class itself.
+                        let branch = *branch_of.entry(x.next).or_insert_with(|| {
+                            targets.push(x.next);
+                            (targets.len() - 1).min(usize::from(NO_BRANCH)) as u16
+                        });
                         for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
                             column[c as usize] = branch;
                         }
                     }
-                    columns.push(column);
-                    ctabs.insert(n, ClassTable { id, targets });
+                    if targets.len() < usize::from(NO_BRANCH) {
+                        let id = columns.len() as u32;
+                        columns.push(column);
+                        ctabs.insert(n, ClassTable { id, targets });
+                    }
                 }
                 _ => {}
             }
         }
+        // Each node, and before the first in-place target of each group
+        // of a large table, that group's dispatch block.
+        // (Audit walks are another graph: their node ids are not the
+        // enforced graph's, and their tables stay inline.)
+        blocks.extend(dispatch::plan_dispatch(eg, *e, &order, |n| {
+            match (eg.node(n), ctabs.get(&n).filter(|_| !e.is_audit())) {
+                (_, Some(t)) => Some(t.targets.clone()),
+                (Node::Table { entries, .. }, None) => {
+                    Some(entries.iter().map(|x| x.next).collect())
+                }
+                _ => None,
+            }
+        }));
         if *e == Entry::Steer {
             blocks.push(Block::Service);
         }
