@@ -547,7 +547,7 @@ fn ingress_rules(
                 log: false,
                 span: span(*spans),
             });
-        } else if k + 1 == n_in && n_in > 2 && m % 4 == 0 {
+        } else if k + 1 == n_in && n_in > 2 && m.is_multiple_of(4) {
             ingress.push(Rule {
                 action: Action::Deny,
                 proto: ProtoMatch::Any,
