@@ -257,9 +257,37 @@ fn gen_rules(rng: &mut Rng, pool: &[Cidr], spans: &mut u32) -> Vec<Rule> {
 
 /// A random valid model (checker invariants hold: sorted, unique names,
 /// no host bits, one endpoint per address).
+///
+/// The steps draw from one generator in a fixed order (tiers, endpoints,
+/// host prefixes, policies, services, steering, default deny); reordering
+/// them changes every seed's model.
 pub fn model(seed: u64) -> Model {
     let mut rng = Rng::new(seed);
     let mut spans = 0u32;
+    let tiers = gen_tiers(&mut rng);
+    let mut pool = cidr_pool();
+    let endpoints = gen_endpoints(&mut rng, &mut pool);
+    let policies = gen_policies(&mut rng, &tiers, &pool, &mut spans);
+    let services = gen_services(&mut rng, &endpoints);
+    let steers = gen_steers(&mut rng, &pool, &mut spans);
+    Model {
+        tiers,
+        policies,
+        endpoints,
+        services,
+        steers,
+        default_deny: DefaultDeny {
+            ingress: rng.chance(30).then(|| span(9)),
+            egress: rng.chance(30).then(|| span(11)),
+        },
+        tests: Vec::new(),
+        named_selectors: BTreeMap::new(),
+        named_sets: BTreeMap::new(),
+    }
+}
+
+/// The default tier, and half the time a `security` tier before it.
+fn gen_tiers(rng: &mut Rng) -> Vec<Tier> {
     let mut tiers = vec![Tier {
         name: "default".into(),
         order: 1000,
@@ -275,8 +303,12 @@ pub fn model(seed: u64) -> Model {
         });
     }
     tiers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    tiers
+}
 
-    // Endpoints with distinct addresses.
+/// Endpoints with distinct addresses; some of their addresses are added
+/// to `pool` as host prefixes so rules can name them.
+fn gen_endpoints(rng: &mut Rng, pool: &mut Vec<Cidr>) -> Vec<Endpoint> {
     let mut addr_pool: Vec<IpAddr> = vec![
         v4(10, 0, 0, 1),
         v4(10, 0, 0, 5),
@@ -287,7 +319,6 @@ pub fn model(seed: u64) -> Model {
         v4(172, 16, 0, 1),
         v4(10, 0, 0, 0),
     ];
-    let mut pool = cidr_pool();
     let n_ep = 2 + rng.below(6);
     let mut endpoints = Vec::new();
     for i in 0..n_ep {
@@ -319,26 +350,26 @@ pub fn model(seed: u64) -> Model {
         }
     }
     endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    endpoints
+}
 
+/// One to five policies, sorted as the checker sorts them.
+fn gen_policies(rng: &mut Rng, tiers: &[Tier], pool: &[Cidr], spans: &mut u32) -> Vec<Policy> {
     let mut policies = Vec::new();
     for i in 0..1 + rng.below(5) {
-        spans += 2;
-        let ingress = rng
-            .chance(70)
-            .then(|| gen_rules(&mut rng, &pool, &mut spans));
-        let egress = rng
-            .chance(60)
-            .then(|| gen_rules(&mut rng, &pool, &mut spans));
+        *spans += 2;
+        let ingress = rng.chance(70).then(|| gen_rules(rng, pool, spans));
+        let egress = rng.chance(60).then(|| gen_rules(rng, pool, spans));
         policies.push(Policy {
             name: format!("p{i}"),
             tier: rng.below(tiers.len()),
             priority: *rng.pick(&[100u16, 100, 200, 1000]),
-            applies_to: gen_sel(&mut rng, 1),
+            applies_to: gen_sel(rng, 1),
             ingress,
             egress,
             audit: false,
-            span: span(spans),
-            name_span: span(spans),
+            span: span(*spans),
+            name_span: span(*spans),
         });
     }
     policies.sort_by(|a, b| {
@@ -346,7 +377,12 @@ pub fn model(seed: u64) -> Model {
         let tb = &tiers[b.tier];
         (ta.order, &ta.name, a.priority, &a.name).cmp(&(tb.order, &tb.name, b.priority, &b.name))
     });
+    policies
+}
 
+/// Up to two services, each selecting its backends or listing them from
+/// the endpoints' addresses.
+fn gen_services(rng: &mut Rng, endpoints: &[Endpoint]) -> Vec<Service> {
     let mut services = Vec::new();
     for i in 0..rng.below(3) {
         let fe_proto = *rng.pick(&[Proto::Tcp, Proto::Udp]);
@@ -362,27 +398,7 @@ pub fn model(seed: u64) -> Model {
                 proto: Proto::Tcp,
             });
         }
-        let backends = if rng.chance(50) {
-            BackendSource::Select {
-                selector: gen_sel(&mut rng, 0),
-                port: *rng.pick(&[80u16, 443, 8080]),
-            }
-        } else {
-            let mut list: Vec<Backend> = (0..rng.below(4))
-                .map(|_| {
-                    let e = rng.pick(&endpoints);
-                    Backend {
-                        addr: e.addrs[0],
-                        port: *rng.pick(&[80u16, 22, 8080]),
-                        weight: *rng.pick(&[0u16, 1, 1, 3]),
-                        endpoint: None,
-                    }
-                })
-                .collect();
-            list.sort();
-            list.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
-            BackendSource::Explicit(list)
-        };
+        let backends = gen_service_backends(rng, endpoints);
         services.push(Service {
             name: format!("s{i}"),
             frontends,
@@ -396,12 +412,41 @@ pub fn model(seed: u64) -> Model {
             span: span(5),
         });
     }
+    services
+}
 
+/// A service's backends: a selector half the time, otherwise an explicit
+/// sorted, deduplicated list.
+fn gen_service_backends(rng: &mut Rng, endpoints: &[Endpoint]) -> BackendSource {
+    if rng.chance(50) {
+        return BackendSource::Select {
+            selector: gen_sel(rng, 0),
+            port: *rng.pick(&[80u16, 443, 8080]),
+        };
+    }
+    let mut list: Vec<Backend> = (0..rng.below(4))
+        .map(|_| {
+            let e = rng.pick(endpoints);
+            Backend {
+                addr: e.addrs[0],
+                port: *rng.pick(&[80u16, 22, 8080]),
+                weight: *rng.pick(&[0u16, 1, 1, 3]),
+                endpoint: None,
+            }
+        })
+        .collect();
+    list.sort();
+    list.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    BackendSource::Explicit(list)
+}
+
+/// Up to two steering blocks of one to three rules each.
+fn gen_steers(rng: &mut Rng, pool: &[Cidr], spans: &mut u32) -> Vec<Steer> {
     let mut steers = Vec::new();
     for i in 0..rng.below(3) {
         let rules = (0..1 + rng.below(3))
             .map(|_| {
-                spans += 2;
+                *spans += 2;
                 SteerRule {
                     action: match rng.below(4) {
                         0 => SteerAction::Redirect {
@@ -412,10 +457,10 @@ pub fn model(seed: u64) -> Model {
                         2 => SteerAction::Dscp(46),
                         _ => SteerAction::Bypass,
                     },
-                    proto: gen_proto(&mut rng),
-                    from: gen_peer(&mut rng, &pool),
-                    to: gen_peer(&mut rng, &pool),
-                    span: span(spans),
+                    proto: gen_proto(rng),
+                    from: gen_peer(rng, pool),
+                    to: gen_peer(rng, pool),
+                    span: span(*spans),
                 }
             })
             .collect();
@@ -427,21 +472,7 @@ pub fn model(seed: u64) -> Model {
         });
     }
     steers.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-
-    Model {
-        tiers,
-        policies,
-        endpoints,
-        services,
-        steers,
-        default_deny: DefaultDeny {
-            ingress: rng.chance(30).then(|| span(9)),
-            egress: rng.chance(30).then(|| span(11)),
-        },
-        tests: Vec::new(),
-        named_selectors: BTreeMap::new(),
-        named_sets: BTreeMap::new(),
-    }
+    steers
 }
 
 /// A dual-stack variant of [`model`]`(seed)`: the same model (so the

@@ -329,15 +329,35 @@ fn cidr_rule(j: usize, n: usize) -> Rule {
 
 /// The synthetic model for `p` (checker invariants hold: sorted, unique
 /// names, no host bits, one endpoint per address).
+///
+/// Services draw from the generator before policies; keep that order,
+/// or every seed's model changes.
 pub fn model(p: &Params) -> Model {
     let mut rng = Rng::new(p.seed);
     let mut spans = 10usize;
+    let endpoints = endpoints(p);
+    let services = services(p, &mut rng);
+    let tiers = tiers();
+    let policies = policies(p, &tiers, &mut rng, &mut spans);
+    Model {
+        tiers,
+        policies,
+        endpoints,
+        services,
+        steers: Vec::new(),
+        default_deny: DefaultDeny::default(),
+        tests: Vec::new(),
+        named_selectors: BTreeMap::new(),
+        named_sets: BTreeMap::new(),
+    }
+}
+
+/// `K` endpoints in replica groups of `B`, labelled by deployment.
+fn endpoints(p: &Params) -> Vec<Endpoint> {
     let deployments = p.deployments();
     let b = p.backends.max(1);
-
-    // Endpoints.
     let ew = width(p.endpoints);
-    let endpoints: Vec<Endpoint> = (0..p.endpoints)
+    (0..p.endpoints)
         .map(|i| {
             let g = i / b;
             let mut labels = deployment_labels(p, g % deployments);
@@ -350,11 +370,13 @@ pub fn model(p: &Params) -> Model {
                 span: None,
             }
         })
-        .collect();
+        .collect()
+}
 
-    // Services.
+/// `N` services, sorted by name: most select a replica group, every
+/// twentieth lists its backends.
+fn services(p: &Params, rng: &mut Rng) -> Vec<Service> {
     let sw = width(p.services);
-    let groups = p.groups();
     let mut services: Vec<Service> = (0..p.services)
         .map(|s| {
             let udp = s % 4 == 3;
@@ -363,29 +385,6 @@ pub fn model(p: &Params) -> Model {
             } else {
                 SVC_PORTS_TCP[s % SVC_PORTS_TCP.len()]
             };
-            let backends = if s % 20 == 19 || p.endpoints == 0 {
-                let mut list: Vec<Backend> = (0..b)
-                    .map(|k| Backend {
-                        addr: IpAddr::V4(Ipv4Addr::from(
-                            u32::from(Ipv4Addr::new(172, 16, 0, 1)) + (s * 8 + k) as u32,
-                        )),
-                        port: 443,
-                        weight: 1 + (k % 3) as u16,
-                        endpoint: None,
-                    })
-                    .collect();
-                list.sort();
-                BackendSource::Explicit(list)
-            } else {
-                let g = s % groups;
-                BackendSource::Select {
-                    selector: and(
-                        eq("app", format!("app-{}", g % deployments)),
-                        eq("instance", format!("i-{g}")),
-                    ),
-                    port: 8000 + ((s / groups) % 1000) as u16,
-                }
-            };
             Service {
                 name: format!("svc-{s:0sw$}"),
                 frontends: vec![Frontend {
@@ -393,7 +392,7 @@ pub fn model(p: &Params) -> Model {
                     port,
                     proto: if udp { Proto::Udp } else { Proto::Tcp },
                 }],
-                backends,
+                backends: service_backends(p, s),
                 balance: if rng.chance(p.maglev_pct) {
                     Balance::Maglev
                 } else {
@@ -405,8 +404,42 @@ pub fn model(p: &Params) -> Model {
         })
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
+    services
+}
 
-    // Tiers.
+/// Service `s`'s backends: an explicit list for every twentieth service
+/// (and when there are no endpoints), otherwise a replica group's selector.
+fn service_backends(p: &Params, s: usize) -> BackendSource {
+    let b = p.backends.max(1);
+    if s % 20 == 19 || p.endpoints == 0 {
+        let mut list: Vec<Backend> = (0..b)
+            .map(|k| Backend {
+                addr: IpAddr::V4(Ipv4Addr::from(
+                    u32::from(Ipv4Addr::new(172, 16, 0, 1)) + (s * 8 + k) as u32,
+                )),
+                port: 443,
+                weight: 1 + (k % 3) as u16,
+                endpoint: None,
+            })
+            .collect();
+        list.sort();
+        BackendSource::Explicit(list)
+    } else {
+        let deployments = p.deployments();
+        let groups = p.groups();
+        let g = s % groups;
+        BackendSource::Select {
+            selector: and(
+                eq("app", format!("app-{}", g % deployments)),
+                eq("instance", format!("i-{g}")),
+            ),
+            port: 8000 + ((s / groups) % 1000) as u16,
+        }
+    }
+}
+
+/// The `security` and `default` tiers, in order.
+fn tiers() -> Vec<Tier> {
     let mut tiers = vec![
         Tier {
             name: "security".into(),
@@ -422,96 +455,47 @@ pub fn model(p: &Params) -> Model {
         },
     ];
     tiers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    tiers
+}
+
+/// `M` policies of `R` rules each, then the `C` extra CIDR rules spread
+/// over them, sorted as the checker sorts policies.
+fn policies(p: &Params, tiers: &[Tier], rng: &mut Rng, spans: &mut usize) -> Vec<Policy> {
     let tier_id = |name: &str| tiers.iter().position(|t| t.name == name).unwrap_or(0);
     let (security, default) = (tier_id("security"), tier_id("default"));
-
-    // Policies.
     let pw = width(p.policies);
     let mut policies: Vec<Policy> = (0..p.policies)
         .map(|m| {
             let sec = m % 10 == 0 && p.policies > 1;
-            // Spread subjects over the deployments (policy m on deployment
-            // m × D / M when there are fewer policies than deployments).
-            let d = if p.policies < deployments {
-                m * (deployments / p.policies.max(1))
-            } else {
-                m % deployments
-            };
-            let applies_to = if sec {
-                eq("ns", format!("ns-{}", m % p.namespaces()))
-            } else if m % 3 == 1 {
-                and(eq("app", format!("app-{d}")), eq("env", "prod"))
-            } else {
-                eq("app", format!("app-{d}"))
-            };
             let n_in = if p.rules == 0 {
                 0
             } else {
                 (p.rules * 7).div_ceil(10)
             };
             let n_eg = p.rules - n_in;
-            let mut ingress = Vec::new();
-            for k in 0..n_in {
-                spans += 2;
-                if k + 1 == n_in && sec && n_in > 1 {
-                    // Security policies hand what they do not decide to
-                    // the next tier (Calico's "pass" idiom).
-                    ingress.push(Rule {
-                        action: Action::Pass,
-                        proto: ProtoMatch::Any,
-                        peer: PeerMatch::Any,
-                        log: false,
-                        span: span(spans),
-                    });
-                } else if k + 1 == n_in && n_in > 2 && m % 4 == 0 {
-                    ingress.push(Rule {
-                        action: Action::Deny,
-                        proto: ProtoMatch::Any,
-                        peer: PeerMatch::Any,
-                        log: true,
-                        span: span(spans),
-                    });
-                } else {
-                    ingress.push(one_rule(&mut rng, p, true, sec, spans));
-                }
-            }
-            let egress: Vec<Rule> = (0..n_eg)
-                .map(|k| {
-                    spans += 2;
-                    if sec && k + 1 == n_eg {
-                        Rule {
-                            action: Action::Pass,
-                            proto: ProtoMatch::Any,
-                            peer: PeerMatch::Any,
-                            log: false,
-                            span: span(spans),
-                        }
-                    } else {
-                        one_rule(&mut rng, p, false, sec, spans)
-                    }
-                })
-                .collect();
-            spans += 2;
+            let ingress = ingress_rules(p, m, sec, n_in, rng, spans);
+            let egress = egress_rules(p, sec, n_eg, rng, spans);
+            *spans += 2;
             Policy {
                 name: format!("pol-{m:0pw$}"),
                 tier: if sec { security } else { default },
                 priority: 100 * (1 + (m % 5) as u16),
-                applies_to,
+                applies_to: policy_subject(p, m, sec),
                 ingress: (n_in > 0).then_some(ingress),
                 egress: (n_eg > 0).then_some(egress),
                 audit: false,
-                span: span(spans),
-                name_span: span(spans),
+                span: span(*spans),
+                name_span: span(*spans),
             }
         })
         .collect();
     if !policies.is_empty() {
         for j in 0..p.cidr_rules {
-            spans += 2;
+            *spans += 2;
             let pol = &mut policies[j % p.policies];
             pol.egress
                 .get_or_insert_with(Vec::new)
-                .push(cidr_rule(j, spans));
+                .push(cidr_rule(j, *spans));
         }
     }
     policies.sort_by(|a, b| {
@@ -519,18 +503,86 @@ pub fn model(p: &Params) -> Model {
         let tb = &tiers[b.tier];
         (ta.order, &ta.name, a.priority, &a.name).cmp(&(tb.order, &tb.name, b.priority, &b.name))
     });
+    policies
+}
 
-    Model {
-        tiers,
-        policies,
-        endpoints,
-        services,
-        steers: Vec::new(),
-        default_deny: DefaultDeny::default(),
-        tests: Vec::new(),
-        named_selectors: BTreeMap::new(),
-        named_sets: BTreeMap::new(),
+/// Policy `m`'s `applies to`: a namespace for security policies,
+/// otherwise a deployment (sometimes only its `prod` endpoints).
+fn policy_subject(p: &Params, m: usize, sec: bool) -> Sel {
+    let deployments = p.deployments();
+    // Spread subjects over the deployments (policy m on deployment
+    // m × D / M when there are fewer policies than deployments).
+    let d = if p.policies < deployments {
+        m * (deployments / p.policies.max(1))
+    } else {
+        m % deployments
+    };
+    if sec {
+        eq("ns", format!("ns-{}", m % p.namespaces()))
+    } else if m % 3 == 1 {
+        and(eq("app", format!("app-{d}")), eq("env", "prod"))
+    } else {
+        eq("app", format!("app-{d}"))
     }
+}
+
+/// Policy `m`'s `n_in` ingress rules: random ones, the last a `pass`
+/// (security policies) or a logged deny (every fourth policy).
+fn ingress_rules(
+    p: &Params,
+    m: usize,
+    sec: bool,
+    n_in: usize,
+    rng: &mut Rng,
+    spans: &mut usize,
+) -> Vec<Rule> {
+    let mut ingress = Vec::new();
+    for k in 0..n_in {
+        *spans += 2;
+        if k + 1 == n_in && sec && n_in > 1 {
+            // Security policies hand what they do not decide to
+            // the next tier (Calico's "pass" idiom).
+            ingress.push(Rule {
+                action: Action::Pass,
+                proto: ProtoMatch::Any,
+                peer: PeerMatch::Any,
+                log: false,
+                span: span(*spans),
+            });
+        } else if k + 1 == n_in && n_in > 2 && m.is_multiple_of(4) {
+            ingress.push(Rule {
+                action: Action::Deny,
+                proto: ProtoMatch::Any,
+                peer: PeerMatch::Any,
+                log: true,
+                span: span(*spans),
+            });
+        } else {
+            ingress.push(one_rule(rng, p, true, sec, *spans));
+        }
+    }
+    ingress
+}
+
+/// A policy's `n_eg` egress rules: random ones, the last a `pass` for
+/// security policies.
+fn egress_rules(p: &Params, sec: bool, n_eg: usize, rng: &mut Rng, spans: &mut usize) -> Vec<Rule> {
+    (0..n_eg)
+        .map(|k| {
+            *spans += 2;
+            if sec && k + 1 == n_eg {
+                Rule {
+                    action: Action::Pass,
+                    proto: ProtoMatch::Any,
+                    peer: PeerMatch::Any,
+                    log: false,
+                    span: span(*spans),
+                }
+            } else {
+                one_rule(rng, p, false, sec, *spans)
+            }
+        })
+        .collect()
 }
 
 /// A program as files: `.weir` source and a JSON inventory (the endpoints).

@@ -152,9 +152,18 @@ fn peer_classes(cl: &Classes, p: &PeerMatch) -> Bits {
 
 /// Analyse a lowered model.
 pub fn analyze(model: &Model, classes: &Classes, info: &LowerInfo) -> Vec<GraphFinding> {
-    let prov = ProvenanceTable::new(model);
     let mut out = Vec::new();
-    // W0403.
+    let selects_something = selects_nothing(model, classes, &mut out);
+    shadowed_rules(model, classes, info, &selects_something, &mut out);
+    conflicts(model, classes, info, &mut out);
+    shadowed_steers(model, classes, info, &mut out);
+    out.sort_by(|a, b| (a.primary, a.code).cmp(&(b.primary, b.code)));
+    out
+}
+
+/// W0403: policies whose `applies to` selects no endpoint. Returns, per
+/// policy, whether it selects something.
+fn selects_nothing(model: &Model, classes: &Classes, out: &mut Vec<GraphFinding>) -> Vec<bool> {
     let mut selects_something = vec![false; model.policies.len()];
     for (pid, p) in model.policies.iter().enumerate() {
         let a = classes
@@ -172,7 +181,19 @@ pub fn analyze(model: &Model, classes: &Classes, info: &LowerInfo) -> Vec<GraphF
             });
         }
     }
-    // W0401.
+    selects_something
+}
+
+/// W0401: rules of policies that select something which no packet
+/// reaches, with the earlier rule that decides all of them when one does.
+fn shadowed_rules(
+    model: &Model,
+    classes: &Classes,
+    info: &LowerInfo,
+    selects_something: &[bool],
+    out: &mut Vec<GraphFinding>,
+) {
+    let prov = ProvenanceTable::new(model);
     for (pid, p) in model.policies.iter().enumerate() {
         if !selects_something[pid] {
             continue;
@@ -197,25 +218,7 @@ pub fn analyze(model: &Model, classes: &Classes, info: &LowerInfo) -> Vec<GraphF
                 if mine.is_empty() {
                     continue; // matches no address at all: the checker's W0302
                 }
-                // Earlier rules on the chain, in evaluation order.
-                let mut by = None;
-                'search: for &q in pols {
-                    let qp = &model.policies[q];
-                    for (j, s) in qp.rules(dir).unwrap_or(&[]).iter().enumerate() {
-                        if q == pid && j == index {
-                            break 'search;
-                        }
-                        let decides = matches!(s.action, Action::Allow | Action::Deny)
-                            || (s.action == Action::Pass && qp.tier == p.tier);
-                        if decides
-                            && proto_covers(&s.proto, &r.proto)
-                            && mine.is_subset(&peer_classes(classes, &s.peer))
-                        {
-                            by = Some((q, j));
-                            break 'search;
-                        }
-                    }
-                }
+                let by = shadowing_rule(model, classes, pols, (pid, dir, index), &mine);
                 let secondary = by
                     .map(|(q, j)| {
                         let s = &model.policies[q].rules(dir).unwrap_or(&[])[j];
@@ -239,7 +242,42 @@ pub fn analyze(model: &Model, classes: &Classes, info: &LowerInfo) -> Vec<GraphF
             }
         }
     }
-    // W0402.
+}
+
+/// The first rule before rule `index` of policy `pid` on the chain
+/// `pols` (in evaluation order) that decides every packet the rule
+/// matches (`mine`: its peer's classes).
+fn shadowing_rule(
+    model: &Model,
+    classes: &Classes,
+    pols: &[PolicyId],
+    (pid, dir, index): (PolicyId, Direction, usize),
+    mine: &Bits,
+) -> Option<(PolicyId, usize)> {
+    let p = &model.policies[pid];
+    let r = &p.rules(dir).unwrap_or(&[])[index];
+    for &q in pols {
+        let qp = &model.policies[q];
+        for (j, s) in qp.rules(dir).unwrap_or(&[]).iter().enumerate() {
+            if q == pid && j == index {
+                return None;
+            }
+            let decides = matches!(s.action, Action::Allow | Action::Deny)
+                || (s.action == Action::Pass && qp.tier == p.tier);
+            if decides
+                && proto_covers(&s.proto, &r.proto)
+                && mine.is_subset(&peer_classes(classes, &s.peer))
+            {
+                return Some((q, j));
+            }
+        }
+    }
+    None
+}
+
+/// W0402: allow and deny rules of two policies at the same tier and
+/// priority on one chain that match a common packet.
+fn conflicts(model: &Model, classes: &Classes, info: &LowerInfo, out: &mut Vec<GraphFinding>) {
     let mut seen: BTreeSet<(PolicyId, PolicyId, Direction)> = BTreeSet::new();
     for (dir, pols, _) in &info.chains {
         for (i, &a) in pols.iter().enumerate() {
@@ -279,7 +317,16 @@ pub fn analyze(model: &Model, classes: &Classes, info: &LowerInfo) -> Vec<GraphF
             }
         }
     }
-    // W0404.
+}
+
+/// W0404: steering rules no packet reaches, with the earlier steering
+/// rule that matches all of their packets when one does.
+fn shadowed_steers(
+    model: &Model,
+    classes: &Classes,
+    info: &LowerInfo,
+    out: &mut Vec<GraphFinding>,
+) {
     let steer_rules: Vec<(usize, usize)> = model
         .steers
         .iter()
@@ -319,6 +366,4 @@ pub fn analyze(model: &Model, classes: &Classes, info: &LowerInfo) -> Vec<GraphF
                 .unwrap_or_default(),
         });
     }
-    out.sort_by(|a, b| (a.primary, a.code).cmp(&(b.primary, b.code)));
-    out
 }

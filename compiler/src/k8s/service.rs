@@ -20,11 +20,12 @@
 use super::cluster::{part, Cluster, Proto};
 use super::emit::{mangle, Service};
 use super::input::Obj;
-use super::objects::{EndpointSlice, LabelSelector, Metadata, ServiceSpec};
+use super::objects::{EndpointSlice, LabelSelector, Metadata, ServicePort, ServiceSpec};
 use super::peers::resolve_named;
 use super::report::Reporter;
 use super::selector::PodMatch;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -48,20 +49,47 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
         return Vec::new();
     };
     let ns = obj.namespace.clone().unwrap_or_else(|| "default".into());
+    if !importable(obj, &what, &spec, rep) {
+        return Vec::new();
+    }
+    let Some(vips) = cluster_ips(obj, &what, &spec, rep) else {
+        return Vec::new();
+    };
+    let svc = Translating {
+        obj,
+        what: &what,
+        ns: &ns,
+        spec: &spec,
+        vips: &vips,
+        affinity: affinity(&spec),
+        slices: endpoint_slices(obj, objs, &ns),
+        cluster,
+    };
+    spec.ports
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(k, p)| svc.port(k, p, rep))
+        .collect()
+}
+
+/// Says what of the Service is not imported; false when nothing is (an
+/// ExternalName Service).
+fn importable(obj: &Obj, what: &str, spec: &ServiceSpec, rep: &mut Reporter) -> bool {
     let kind = spec.kind.clone().unwrap_or_else(|| "ClusterIP".into());
     if kind == "ExternalName" {
         rep.not_imported(
             obj.span,
-            &what,
+            what,
             "the Service",
             "an ExternalName Service is a DNS alias, not a load balancer",
         );
-        return Vec::new();
+        return false;
     }
     if kind == "NodePort" || kind == "LoadBalancer" {
         rep.not_imported(
             obj.span,
-            &what,
+            what,
             format!("its {kind} frontends"),
             "weir has no node-port or load-balancer frontends yet; the ClusterIP is imported",
         );
@@ -73,12 +101,22 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
         if v.as_deref() == Some("Local") {
             rep.not_imported(
                 obj.span,
-                &what,
+                what,
                 format!("`spec.{field}: Local`"),
                 "weir has no node-local backends yet; every ready backend is used",
             );
         }
     }
+    true
+}
+
+/// The ClusterIPs that parse as addresses; None for a headless Service.
+fn cluster_ips(
+    obj: &Obj,
+    what: &str,
+    spec: &ServiceSpec,
+    rep: &mut Reporter,
+) -> Option<Vec<IpAddr>> {
     let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
     if ips.is_empty() {
         ips.extend(spec.cluster_ip.clone());
@@ -86,11 +124,11 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
     if ips.iter().any(|i| i == "None") || ips.is_empty() {
         rep.not_imported(
             obj.span,
-            &what,
+            what,
             "the Service",
             "a headless Service (no ClusterIP) has no frontend",
         );
-        return Vec::new();
+        return None;
     }
     let mut vips = Vec::new();
     for i in &ips {
@@ -98,12 +136,17 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
             Ok(a) => vips.push(a),
             Err(_) => rep.malformed(
                 obj.span,
-                &what,
+                what,
                 format!("`spec.clusterIPs`: `{i}` is not an address"),
             ),
         }
     }
-    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+    Some(vips)
+}
+
+/// `ClientIP` session affinity's timeout (Kubernetes' default 3 hours).
+fn affinity(spec: &ServiceSpec) -> Option<String> {
+    (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         let secs = spec
             .session_affinity_config
             .as_ref()
@@ -111,9 +154,12 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
             .and_then(Value::as_u64)
             .unwrap_or(10800);
         format!("{secs}s")
-    });
-    let slices: Vec<(&Obj, EndpointSlice)> = objs
-        .iter()
+    })
+}
+
+/// The input's EndpointSlices of the Service `obj` (namespace `ns`).
+fn endpoint_slices<'a>(obj: &Obj, objs: &'a [Obj], ns: &str) -> Vec<(&'a Obj, EndpointSlice)> {
+    objs.iter()
         .filter(|o| o.kind == "EndpointSlice" && o.namespace.as_deref().unwrap_or("default") == ns)
         .filter(|o| {
             part::<Metadata>(o, "metadata", &mut Reporter::default())
@@ -125,21 +171,37 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
                 .ok()
                 .map(|s| (o, s))
         })
-        .collect();
-    let mut out = Vec::new();
-    for (k, p) in spec.ports.iter().flatten().enumerate() {
+        .collect()
+}
+
+/// What every port of one Service shares.
+struct Translating<'a> {
+    obj: &'a Obj,
+    what: &'a str,
+    ns: &'a str,
+    spec: &'a ServiceSpec,
+    vips: &'a [IpAddr],
+    affinity: Option<String>,
+    slices: Vec<(&'a Obj, EndpointSlice)>,
+    cluster: &'a Cluster,
+}
+
+impl Translating<'_> {
+    /// The weir service of port `k` (`p`); None when the port is malformed.
+    fn port(&self, k: usize, p: &ServicePort, rep: &mut Reporter) -> Option<Service> {
+        let (obj, what) = (self.obj, self.what);
         let path = format!("spec.ports[{k}]");
         let Some(proto) = Proto::parse(p.protocol.as_deref()) else {
             rep.malformed(
                 obj.span,
-                &what,
+                what,
                 format!("`{path}.protocol` is not TCP, UDP or SCTP"),
             );
-            continue;
+            return None;
         };
         let Ok(port) = u16::try_from(p.port) else {
-            rep.malformed(obj.span, &what, format!("`{path}.port` is not a port"));
-            continue;
+            rep.malformed(obj.span, what, format!("`{path}.port` is not a port"));
+            return None;
         };
         let pname = p.name.clone().unwrap_or_default();
         let suffix = if pname.is_empty() {
@@ -147,123 +209,145 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
         } else {
             mangle(&pname)
         };
-        let frontends = vips
+        let frontends = self
+            .vips
             .iter()
             .map(|a| format!("{}/{}", socket(*a, port), proto.keyword()))
             .collect();
-        let mut comment = vec![format!(
-            "{what} port {}",
-            if pname.is_empty() {
-                port.to_string()
-            } else {
-                pname.clone()
-            }
-        )];
-        let backends = if !slices.is_empty() {
-            comment.push(format!("backends from {} EndpointSlice(s)", slices.len()));
-            let mut b = Vec::new();
-            for (_, s) in &slices {
-                let Some(sp) = s.ports.iter().flatten().find(|sp| {
-                    sp.name.clone().unwrap_or_default() == pname
-                        && Proto::parse(sp.protocol.as_deref()) == Some(proto)
-                }) else {
-                    continue;
-                };
-                let Some(tp) = sp.port.and_then(|v| u16::try_from(v).ok()) else {
-                    continue;
-                };
-                for e in s.endpoints.iter().flatten() {
-                    if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                        continue;
-                    }
-                    for a in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                        b.push(socket(a, tp));
-                    }
-                }
-            }
-            explicit(b)
-        } else if let Some(sel) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
-            let m = PodMatch {
-                namespace: Some(ns.clone()),
-                pods: Some(LabelSelector {
-                    match_labels: Some(sel.clone()),
-                    ..LabelSelector::default()
-                }),
-                ..PodMatch::default()
+        let shown = if pname.is_empty() {
+            port.to_string()
+        } else {
+            pname.clone()
+        };
+        let mut comment = vec![format!("{what} port {shown}")];
+        let backends = if !self.slices.is_empty() {
+            comment.push(format!(
+                "backends from {} EndpointSlice(s)",
+                self.slices.len()
+            ));
+            slice_backends(&self.slices, &pname, proto)
+        } else if let Some(sel) = self.spec.selector.as_ref().filter(|s| !s.is_empty()) {
+            let target = Target {
+                sel,
+                path: &path,
+                port,
+                proto,
             };
-            let text = m.text(&path).unwrap_or_default();
-            let pods: Vec<_> = cluster
-                .pods
-                .iter()
-                .filter(|q| m.matches(q, cluster))
-                .collect();
-            match &p.target_port {
-                None | Some(Value::Null) => format!("backends select {text} port {port}"),
-                Some(Value::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
-                    Some(t) => format!("backends select {text} port {t}"),
-                    None => {
-                        rep.malformed(
-                            obj.span,
-                            &what,
-                            format!("`{path}.targetPort` is not a port"),
-                        );
-                        continue;
-                    }
-                },
-                Some(Value::String(s)) if s.parse::<u16>().is_ok() => {
-                    format!("backends select {text} port {s}")
-                }
-                Some(Value::String(s)) => {
-                    let groups = resolve_named(pods.iter().copied(), s, proto);
-                    if groups.len() == 1 && groups.values().next().unwrap().len() == pods.len() {
-                        let n = groups.keys().next().unwrap();
-                        comment.push(format!("targetPort `{s}` is {n} on every selected pod"));
-                        format!("backends select {text} port {n}")
-                    } else {
-                        comment.push(format!("targetPort `{s}` resolved on each pod"));
-                        let mut b = Vec::new();
-                        for (n, members) in &groups {
-                            for q in pods.iter().filter(|q| {
-                                q.ready && members.contains(&(q.namespace.clone(), q.name.clone()))
-                            }) {
-                                b.extend(q.addrs.iter().map(|a| socket(*a, *n)));
-                            }
-                        }
-                        explicit(b)
-                    }
-                }
-                Some(_) => {
-                    rep.malformed(
-                        obj.span,
-                        &what,
-                        format!("`{path}.targetPort` is not a port"),
-                    );
-                    continue;
-                }
-            }
+            self.selector_backends(&target, p, &mut comment, rep)?
         } else {
             rep.not_imported(
                 obj.span,
-                &what,
-                format!(
-                    "backends of port {}",
-                    if pname.is_empty() {
-                        port.to_string()
-                    } else {
-                        pname.clone()
-                    }
-                ),
+                what,
+                format!("backends of port {shown}"),
                 "no selector and no EndpointSlice in the input: connections are rejected",
             );
             "backends {}".to_string()
         };
-        out.push(Service {
+        Some(Service {
             comment,
-            name: format!("svc_{}_{}_{}", mangle(&ns), mangle(&obj.name), suffix),
+            name: format!("svc_{}_{}_{}", mangle(self.ns), mangle(&obj.name), suffix),
             frontends,
             backends,
-            affinity: affinity.clone(),
-        });
+            affinity: self.affinity.clone(),
+        })
     }
-    out
+
+    /// A port's backends from the Service's selector and `targetPort`
+    /// (see the module docs); None when `targetPort` is malformed.
+    fn selector_backends(
+        &self,
+        t: &Target<'_>,
+        p: &ServicePort,
+        comment: &mut Vec<String>,
+        rep: &mut Reporter,
+    ) -> Option<String> {
+        let (path, port) = (t.path, t.port);
+        let m = PodMatch {
+            namespace: Some(self.ns.to_string()),
+            pods: Some(LabelSelector {
+                match_labels: Some(t.sel.clone()),
+                ..LabelSelector::default()
+            }),
+            ..PodMatch::default()
+        };
+        let text = m.text(path).unwrap_or_default();
+        let pods: Vec<_> = self
+            .cluster
+            .pods
+            .iter()
+            .filter(|q| m.matches(q, self.cluster))
+            .collect();
+        let malformed = |rep: &mut Reporter| {
+            rep.malformed(
+                self.obj.span,
+                self.what,
+                format!("`{path}.targetPort` is not a port"),
+            );
+            None
+        };
+        Some(match &p.target_port {
+            None | Some(Value::Null) => format!("backends select {text} port {port}"),
+            Some(Value::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                Some(t) => format!("backends select {text} port {t}"),
+                None => return malformed(rep),
+            },
+            Some(Value::String(s)) if s.parse::<u16>().is_ok() => {
+                format!("backends select {text} port {s}")
+            }
+            Some(Value::String(s)) => {
+                let groups = resolve_named(pods.iter().copied(), s, t.proto);
+                if groups.len() == 1 && groups.values().next().unwrap().len() == pods.len() {
+                    let n = groups.keys().next().unwrap();
+                    comment.push(format!("targetPort `{s}` is {n} on every selected pod"));
+                    format!("backends select {text} port {n}")
+                } else {
+                    comment.push(format!("targetPort `{s}` resolved on each pod"));
+                    let mut b = Vec::new();
+                    for (n, members) in &groups {
+                        for q in pods.iter().filter(|q| {
+                            q.ready && members.contains(&(q.namespace.clone(), q.name.clone()))
+                        }) {
+                            b.extend(q.addrs.iter().map(|a| socket(*a, *n)));
+                        }
+                    }
+                    explicit(b)
+                }
+            }
+            Some(_) => return malformed(rep),
+        })
+    }
+}
+
+/// One Service port as the selector path needs it.
+struct Target<'a> {
+    sel: &'a BTreeMap<String, String>,
+    path: &'a str,
+    port: u16,
+    proto: Proto,
+}
+
+/// A port's backends from EndpointSlices: the ready endpoints at the
+/// slice port of the same name and protocol.
+fn slice_backends(slices: &[(&Obj, EndpointSlice)], pname: &str, proto: Proto) -> String {
+    let mut b = Vec::new();
+    for (_, s) in slices {
+        let Some(sp) = s.ports.iter().flatten().find(|sp| {
+            sp.name.clone().unwrap_or_default() == pname
+                && Proto::parse(sp.protocol.as_deref()) == Some(proto)
+        }) else {
+            continue;
+        };
+        let Some(tp) = sp.port.and_then(|v| u16::try_from(v).ok()) else {
+            continue;
+        };
+        for e in s.endpoints.iter().flatten() {
+            if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for a in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                b.push(socket(a, tp));
+            }
+        }
+    }
+    explicit(b)
 }

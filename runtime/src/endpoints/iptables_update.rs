@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use weir_compiler::churn::{self, EndpointRec};
+use weir_compiler::churn::{self, AddrChange, EndpointRec};
 use weir_compiler::contract::endpoints_state::{self as state, BundleFiles, Header, Stale, RECORD};
 
 use super::plan::{backends_after, dry_report, plan, Planned, SCAN_LIMIT};
@@ -151,118 +151,13 @@ fn iptables_update(
     })?;
     let generation = u64::from(state.generation);
     let dir = rt.options().state_dir.clone();
-    // `state.json` is replaced by every apply (and removed by detach):
-    // a record made after another apply is not this generation's, even
-    // when the generation number repeats.
-    let applied = file_identity(&dir.join("state.json"));
-    let recorded = Record::read(&dir).filter(|r| {
-        r.header.generation == generation
-            && r.header.bundle == state.bundle_hash
-            && r.header.manifest == applied
-    });
-    // The bundle's files are the ones recorded for this generation: it
-    // is the bundle in force, and the record holds what the update needs.
-    let known = match (&given, &recorded) {
-        (Given::Dir(_, ids), Some(r)) => {
-            r.header.sets.is_some() && r.header.files.as_ref() == Some(ids)
-        }
-        _ => false,
-    };
-    let rec = if known {
-        recorded.expect("a record")
-    } else {
-        let read;
-        let bundle = match given {
-            Given::Read(b) => b,
-            Given::Dir(d, _) => {
-                read = crate::Bundle::read(d)?;
-                &read
-            }
-        };
-        if state.bundle_hash != bundle.content_hash {
-            return Err(EndpointsError::NotInForce(format!(
-                "{} is not the bundle in force (generation {} was applied from {}); apply it first",
-                bundle.dir.display(),
-                state.generation,
-                state.bundle_dir
-            )));
-        }
-        let mut rec = match recorded {
-            Some(r) => r,
-            None => Record::from_manifest(
-                &bundle.manifest,
-                Header::new(generation, state.bundle_hash.clone(), applied.clone()),
-                read_legacy(&dir, generation, &state.bundle_hash).map(|(e, _)| (e, None)),
-                true,
-            )
-            .map_err(EndpointsError::Bundle)?,
-        };
-        if bundle.files.is_some() {
-            rec.header.files = bundle.files.clone();
-        }
-        rec.header.sets = Some(iptables_sets(bundle, &state));
-        rec
-    };
+    let rec = generation_record(&state, &dir, given)?;
     let planned = plan(&rec, &dir, inventory)?;
-    let changes = &planned.changes;
-
-    // Address sets of the generation: (kernel name, family, classes).
-    let sets = rec.header.sets.clone().unwrap_or_default();
-    let mut text = String::new();
-    for c in changes {
-        use std::fmt::Write;
-        let family = if c.addr.is_ipv4() { 4 } else { 6 };
-        for (kernel, f, classes) in &sets {
-            if *f != family {
-                continue;
-            }
-            let a = c.addr;
-            let _ = writeln!(text, "del {kernel} {a}");
-            match c.new {
-                Some(n) if classes.contains(&n) => {
-                    let _ = writeln!(text, "add {kernel} {a}");
-                }
-                Some(_) if classes.contains(&c.base) => {
-                    let _ = writeln!(text, "add {kernel} {a} nomatch");
-                }
-                None if classes.contains(&c.base) => {
-                    let _ = writeln!(text, "add {kernel} {a}");
-                }
-                _ => {}
-            }
-        }
-    }
-
-    // Services: DNAT rules, fixed at compile time. The record lists the
-    // services whose backends differ from the compiled ones (earlier
-    // updates count too); only those whose selector matches a changed
-    // endpoint are compared again.
-    let affected = &planned.affected;
-    let mut stale: Vec<Stale> = state::decode_stale(&rec.stale).map_err(bad_record)?;
-    let stale_bytes = if affected.is_empty() {
-        None
-    } else {
-        let ids: std::collections::BTreeSet<usize> = affected.iter().map(|s| s.index).collect();
-        let (before, mut kept): (Vec<Stale>, Vec<Stale>) =
-            stale.into_iter().partition(|s| ids.contains(&s.index));
-        let mut index = None;
-        let many = affected.len() > SCAN_LIMIT;
-        for s in affected {
-            for &family in &s.families {
-                let have = before
-                    .iter()
-                    .find(|x| x.index == s.index && x.update.family == family)
-                    .map(|x| x.backends.as_slice())
-                    .or_else(|| s.compiled.get(&family).map(Vec::as_slice))
-                    .unwrap_or_default();
-                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
-                kept.extend(stale_update(s, family, want));
-            }
-        }
-        stale = kept;
-        stale.sort_by_key(|s| (s.index, s.update.family));
-        Some(state::encode_stale(&stale))
-    };
+    let text = set_lines(
+        &planned.changes,
+        &rec.header.sets.clone().unwrap_or_default(),
+    );
+    let (stale, stale_bytes) = updated_stale(&rec, &planned)?;
     let needs_recompile = stale.into_iter().map(|s| s.update).collect();
     let writes = text.lines().count();
     if dry_run {
@@ -295,6 +190,135 @@ fn iptables_update(
         total_time: t0.elapsed(),
         dry_run: None,
     })
+}
+
+/// The record of the generation in force (`state`, whose files are in
+/// `dir`): the one on disk when it is this generation's and `given` is
+/// the bundle it records; otherwise built from the bundle, which must be
+/// the one applied.
+fn generation_record(
+    state: &crate::iptables::State,
+    dir: &Path,
+    given: Given<'_>,
+) -> Result<Record, EndpointsError> {
+    let generation = u64::from(state.generation);
+    // `state.json` is replaced by every apply (and removed by detach):
+    // a record made after another apply is not this generation's, even
+    // when the generation number repeats.
+    let applied = file_identity(&dir.join("state.json"));
+    let recorded = Record::read(dir).filter(|r| {
+        r.header.generation == generation
+            && r.header.bundle == state.bundle_hash
+            && r.header.manifest == applied
+    });
+    // The bundle's files are the ones recorded for this generation: it
+    // is the bundle in force, and the record holds what the update needs.
+    let known = match (&given, &recorded) {
+        (Given::Dir(_, ids), Some(r)) => {
+            r.header.sets.is_some() && r.header.files.as_ref() == Some(ids)
+        }
+        _ => false,
+    };
+    if known {
+        return Ok(recorded.expect("a record"));
+    }
+    let read;
+    let bundle = match given {
+        Given::Read(b) => b,
+        Given::Dir(d, _) => {
+            read = crate::Bundle::read(d)?;
+            &read
+        }
+    };
+    if state.bundle_hash != bundle.content_hash {
+        return Err(EndpointsError::NotInForce(format!(
+            "{} is not the bundle in force (generation {} was applied from {}); apply it first",
+            bundle.dir.display(),
+            state.generation,
+            state.bundle_dir
+        )));
+    }
+    let mut rec = match recorded {
+        Some(r) => r,
+        None => Record::from_manifest(
+            &bundle.manifest,
+            Header::new(generation, state.bundle_hash.clone(), applied.clone()),
+            read_legacy(dir, generation, &state.bundle_hash).map(|(e, _)| (e, None)),
+            true,
+        )
+        .map_err(EndpointsError::Bundle)?,
+    };
+    if bundle.files.is_some() {
+        rec.header.files = bundle.files.clone();
+    }
+    rec.header.sets = Some(iptables_sets(bundle, state));
+    Ok(rec)
+}
+
+/// The ipset `del`/`add` lines moving each changed address between the
+/// generation's address sets (`sets`: kernel name, family, classes).
+fn set_lines(changes: &[AddrChange], sets: &[(String, u8, Vec<u32>)]) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    for c in changes {
+        let family = if c.addr.is_ipv4() { 4 } else { 6 };
+        for (kernel, f, classes) in sets {
+            if *f != family {
+                continue;
+            }
+            let a = c.addr;
+            let _ = writeln!(text, "del {kernel} {a}");
+            match c.new {
+                Some(n) if classes.contains(&n) => {
+                    let _ = writeln!(text, "add {kernel} {a}");
+                }
+                Some(_) if classes.contains(&c.base) => {
+                    let _ = writeln!(text, "add {kernel} {a} nomatch");
+                }
+                None if classes.contains(&c.base) => {
+                    let _ = writeln!(text, "add {kernel} {a}");
+                }
+                _ => {}
+            }
+        }
+    }
+    text
+}
+
+/// Services: DNAT rules, fixed at compile time. The record lists the
+/// services whose backends differ from the compiled ones (earlier
+/// updates count too); only those whose selector matches a changed
+/// endpoint are compared again. Returns the services now stale, and
+/// their encoding when it changed.
+fn updated_stale(
+    rec: &Record,
+    planned: &Planned,
+) -> Result<(Vec<Stale>, Option<Vec<u8>>), EndpointsError> {
+    let affected = &planned.affected;
+    let stale: Vec<Stale> = state::decode_stale(&rec.stale).map_err(bad_record)?;
+    if affected.is_empty() {
+        return Ok((stale, None));
+    }
+    let ids: std::collections::BTreeSet<usize> = affected.iter().map(|s| s.index).collect();
+    let (before, mut kept): (Vec<Stale>, Vec<Stale>) =
+        stale.into_iter().partition(|s| ids.contains(&s.index));
+    let mut index = None;
+    let many = affected.len() > SCAN_LIMIT;
+    for s in affected {
+        for &family in &s.families {
+            let have = before
+                .iter()
+                .find(|x| x.index == s.index && x.update.family == family)
+                .map(|x| x.backends.as_slice())
+                .or_else(|| s.compiled.get(&family).map(Vec::as_slice))
+                .unwrap_or_default();
+            let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+            kept.extend(stale_update(s, family, want));
+        }
+    }
+    kept.sort_by_key(|s| (s.index, s.update.family));
+    let bytes = state::encode_stale(&kept);
+    Ok((kept, Some(bytes)))
 }
 
 /// Writes `text` (ipset `del`/`add` lines) by building the touched sets
