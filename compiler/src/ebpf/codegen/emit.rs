@@ -9,6 +9,7 @@ use super::layout::{
     self, ctx, map, skb, DECIDED_SHIFT, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE, LOGGED_SHIFT,
     LOG_SLOTS,
 };
+use super::reject::send_back;
 use super::Mode;
 use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
@@ -979,29 +980,7 @@ impl Gen<'_> {
         }
         self.csum_into(em, P, 32, TCP + 16);
         // Cut to 54 bytes, write it, send it back out.
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 54));
-        em.push(Op::mov64(R3, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_CHANGE_TAIL,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(B)));
-        em.push(Op::mov64(R4, 54));
-        em.push(Op::mov64(R5, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_STORE_BYTES,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-        em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::Call {
-            helper: helper::REDIRECT,
-        });
-        em.push(Op::Exit);
+        send_back(em, B, 54);
     }
 
     /// `*(u16 *)(fp + out) = ~fold(csum(fp + from, len))` (len a multiple

@@ -121,29 +121,7 @@ impl Gen<'_> {
         self.csum_into(em, IP, 20, IP + 10);
         self.csum_into(em, ICMP, 8 + 28, ICMP + 2);
         // Resize to the answer, write it, send it back out.
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, ANSWER_LEN));
-        em.push(Op::mov64(R3, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_CHANGE_TAIL,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(B)));
-        em.push(Op::mov64(R4, ANSWER_LEN));
-        em.push(Op::mov64(R5, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_STORE_BYTES,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-        em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::Call {
-            helper: helper::REDIRECT,
-        });
-        em.push(Op::Exit);
+        send_back(em, B, ANSWER_LEN);
     }
 
     /// The TCP header at `tcp` (on the stack) of the offending segment
@@ -191,4 +169,36 @@ impl Gen<'_> {
             em.push(Op::store(Size::U16, R10, tcp + off, 0));
         }
     }
+}
+
+/// Cuts (or grows) the packet to the answer of `len` bytes built on the
+/// stack at `fp + at`, writes it and sends it back out of the interface
+/// it came in on (`TC_ACT_REDIRECT`); drops when a helper fails. The one
+/// ending of every reject answer: the TCP resets of both families, the
+/// ICMP and ICMPv6 port unreachables.
+pub(super) fn send_back(em: &mut Em, at: i16, len: i32) {
+    let drop = em.drop;
+    em.push(Op::mov64(R1, R7));
+    em.push(Op::mov64(R2, len));
+    em.push(Op::mov64(R3, 0));
+    em.push(Op::Call {
+        helper: helper::SKB_CHANGE_TAIL,
+    });
+    em.jmp(JmpCond::Ne, R0, 0, drop);
+    em.push(Op::mov64(R1, R7));
+    em.push(Op::mov64(R2, 0));
+    em.push(Op::mov64(R3, R10));
+    em.push(Op::alu64(AluOp::Add, R3, i32::from(at)));
+    em.push(Op::mov64(R4, len));
+    em.push(Op::mov64(R5, 0));
+    em.push(Op::Call {
+        helper: helper::SKB_STORE_BYTES,
+    });
+    em.jmp(JmpCond::Ne, R0, 0, drop);
+    em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
+    em.push(Op::mov64(R2, 0));
+    em.push(Op::Call {
+        helper: helper::REDIRECT,
+    });
+    em.push(Op::Exit);
 }

@@ -32,7 +32,8 @@
 //! version, next header and hop limit go in.
 
 use super::emit::{Em, Gen};
-use super::layout::{ctx, skb};
+use super::layout::ctx;
+use super::reject::send_back;
 use crate::ebpf::{helper, AluOp, ByteOrder, JmpCond, Op, Reg, Size};
 
 use Reg::*;
@@ -142,35 +143,6 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R10, IP + 7, hops));
     }
 
-    /// Cuts (or grows) the packet to the answer of `len` bytes at `B`,
-    /// writes it and sends it back out of the interface it came in on.
-    fn send_back(em: &mut Em, len: i32) {
-        let drop = em.drop;
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, len));
-        em.push(Op::mov64(R3, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_CHANGE_TAIL,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(B)));
-        em.push(Op::mov64(R4, len));
-        em.push(Op::mov64(R5, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_STORE_BYTES,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-        em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::Call {
-            helper: helper::REDIRECT,
-        });
-        em.push(Op::Exit);
-    }
-
     /// `bpf_skb_load_bytes(skb, off, fp + to, len)`, dropping on failure
     /// (`off` a register or an immediate).
     fn load_frame(em: &mut Em, off: Option<Reg>, to: i16, len: i32) {
@@ -205,7 +177,7 @@ impl Gen<'_> {
         em.push(Op::store(Size::U32, R10, L4 + 4, 0));
         self.csum_into(em, IP, 40 + 8 + QUOTE_LEN, L4 + 2);
         Self::finish_ip6(em, 58, 255);
-        Self::send_back(em, UNREACHABLE_LEN);
+        send_back(em, B, UNREACHABLE_LEN);
     }
 
     /// A reset to the sender of the IPv6 TCP segment in the skb (see the
@@ -249,6 +221,6 @@ impl Gen<'_> {
         Self::rst_segment(em, L4);
         self.csum_into(em, IP, 40 + 20, L4 + 16);
         Self::finish_ip6(em, 6, 64);
-        Self::send_back(em, RESET_LEN);
+        send_back(em, B, RESET_LEN);
     }
 }
