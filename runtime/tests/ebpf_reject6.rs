@@ -224,29 +224,12 @@ fn ebpf_ipv6_reject_reaches_the_client_socket_in_netns() {
     }
     use std::net::{SocketAddr, TcpStream, UdpSocket};
     use std::time::{Duration, Instant};
-    use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+    use weir_runtime::netns::Topology;
     let model = model();
     let g = graph::build(&model);
     let out = compile(&model, &g, Mode::Node);
     let topo = Topology::new().unwrap();
-    let gen = topo
-        .node
-        .run(move || {
-            use aya::programs::{tc, SchedClassifier, TcAttachType};
-            let mut gen = load_output(&out);
-            let p: &mut SchedClassifier = gen
-                .ebpf
-                .program_mut(layout::MAIN_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let _ = tc::qdisc_add_clsact(NODE_CLIENT_IF);
-            p.attach(NODE_CLIENT_IF, TcAttachType::Ingress)
-                .map_err(|e| format!("{NODE_CLIENT_IF}: {e}"))?;
-            Ok::<_, String>(gen)
-        })
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let gen = attach_at_node_client_ingress(&topo, out);
     let client = ip("fd00:1::10");
     topo.add_client_addr(client).unwrap();
     let timeout = Duration::from_millis(1500);

@@ -182,6 +182,34 @@ pub fn load_output(out: &EbpfOutput) -> Generation {
     load(&out.object, &out.manifest, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Loads `out` inside the node namespace of `topo` and attaches its
+/// entry program to the ingress of the node's client-side link, so the
+/// client's real packets go through it. The generation is returned to
+/// keep the program alive.
+pub fn attach_at_node_client_ingress(
+    topo: &weir_runtime::netns::Topology,
+    out: EbpfOutput,
+) -> Generation {
+    use weir_runtime::netns::NODE_CLIENT_IF;
+    topo.node
+        .run(move || {
+            use aya::programs::{tc, TcAttachType};
+            let mut gen = load_output(&out);
+            let p: &mut SchedClassifier = gen
+                .ebpf
+                .program_mut(layout::MAIN_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let _ = tc::qdisc_add_clsact(NODE_CLIENT_IF);
+            p.attach(NODE_CLIENT_IF, TcAttachType::Ingress)
+                .map_err(|e| format!("{NODE_CLIENT_IF}: {e}"))?;
+            Ok::<_, String>(gen)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs the entry program once on `frame`; returns the TC verdict.
 pub fn run(g: &Generation, frame: &[u8]) -> u32 {
     let p: &SchedClassifier = g
