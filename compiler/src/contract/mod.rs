@@ -30,6 +30,7 @@
 
 pub mod ebpf;
 pub mod endpoints_state;
+pub mod event;
 pub mod iptables;
 pub mod manifest;
 pub mod validate;
