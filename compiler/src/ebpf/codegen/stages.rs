@@ -329,156 +329,191 @@ pub fn assemble(
         entries.first().is_none_or(BTreeSet::is_empty),
         "internal compiler error: the entry program is a tail-call target"
     );
-    let mut out = Vec::with_capacity(n);
-    for k in 0..n {
-        // Copied blocks are never laid out in place: every stage that
-        // reaches one gets its own copy (`Em::copies`).
-        let blocks: Vec<usize> = (0..stage_of.len())
-            .filter(|&b| stage_of[b] == k && !flow.copied[b])
-            .collect();
-        let mut a = Asm::new();
-        let drop = a.new_label("drop");
-        let pass = a.new_label("pass");
-        let local: HashMap<usize, Label> = blocks
-            .iter()
-            .map(|&b| (b, a.new_label(&gen.block_name(b))))
-            .collect();
-        let mut stubs: BTreeMap<usize, Label> = BTreeMap::new();
-        let mut em = Em {
-            a: &mut a,
-            jumps: 0,
-            local: &local,
-            stubs: &mut stubs,
-            next: None,
-            drop,
-            pass,
-            copies: Some(Copies {
-                copied: &flow.copied,
-                labels: BTreeMap::new(),
-            }),
-        };
-        if k > 0 {
-            em.a.set_origin(
-                Origin::NONE,
-                Some(&format!("stage {k}: context, then dispatch on ctx.next")),
-            );
-            gen.stage_entry(&mut em);
-            gen.load_rows(&mut em);
-            em.a.set_origin(
-                Origin::NONE,
-                Some(&format!("stage {k}: context, then dispatch on ctx.next")),
-            );
-            em.push(Op::load(Size::U32, Reg::R1, Reg::R6, ctx::NEXT));
-            let iv: Vec<(u32, u32, Label)> = entries[k]
+    (0..n)
+        .map(|k| assemble_stage(gen, flow, stage_of, entries, long_jumps, k))
+        .collect()
+}
+
+/// Stage `k`: its entry dispatch, its blocks in layout order, the copies
+/// they ask for, the tail-call stubs, the exits; assembled and checked.
+fn assemble_stage(
+    gen: &Gen,
+    flow: &Flow,
+    stage_of: &[usize],
+    entries: &[BTreeSet<usize>],
+    long_jumps: bool,
+    k: usize,
+) -> Result<Stage, Limit> {
+    // Copied blocks are never laid out in place: every stage that
+    // reaches one gets its own copy (`Em::copies`).
+    let blocks: Vec<usize> = (0..stage_of.len())
+        .filter(|&b| stage_of[b] == k && !flow.copied[b])
+        .collect();
+    let mut a = Asm::new();
+    let drop = a.new_label("drop");
+    let pass = a.new_label("pass");
+    let local: HashMap<usize, Label> = blocks
+        .iter()
+        .map(|&b| (b, a.new_label(&gen.block_name(b))))
+        .collect();
+    let mut stubs: BTreeMap<usize, Label> = BTreeMap::new();
+    let mut em = Em {
+        a: &mut a,
+        jumps: 0,
+        local: &local,
+        stubs: &mut stubs,
+        next: None,
+        drop,
+        pass,
+        copies: Some(Copies {
+            copied: &flow.copied,
+            labels: BTreeMap::new(),
+        }),
+    };
+    if k > 0 {
+        dispatch_on_next(gen, &mut em, k, &entries[k]);
+    }
+    for (i, &b) in blocks.iter().enumerate() {
+        em.a.bind(local[&b]);
+        em.next = blocks.get(i + 1).copied();
+        gen.emit(&mut em, b);
+    }
+    emit_copies(gen, &mut em);
+    emit_stubs(gen, &mut em, stage_of, entries, k);
+    emit_exits(&mut em, k);
+    let code = finish(a, long_jumps, k)?;
+    Ok(Stage {
+        name: if k == 0 {
+            layout::MAIN_PROGRAM.to_string()
+        } else {
+            layout::stage_name(k)
+        },
+        code,
+        blocks: blocks.len(),
+        entries: entries[k].len(),
+    })
+}
+
+/// A later stage starts like the first (context, class rows), then jumps
+/// to the block `ctx.next` names among its entries.
+fn dispatch_on_next(gen: &Gen, em: &mut Em, k: usize, entries: &BTreeSet<usize>) {
+    let origin = format!("stage {k}: context, then dispatch on ctx.next");
+    em.a.set_origin(Origin::NONE, Some(&origin));
+    gen.stage_entry(em);
+    gen.load_rows(em);
+    em.a.set_origin(Origin::NONE, Some(&origin));
+    em.push(Op::load(Size::U32, Reg::R1, Reg::R6, ctx::NEXT));
+    let iv: Vec<(u32, u32, Label)> = entries
+        .iter()
+        .map(|&b| (b as u32, b as u32, em.local[&b]))
+        .collect();
+    let drop = em.drop;
+    em.search(Reg::R1, &iv, drop);
+}
+
+/// This stage's copies (a copy may ask for further ones: a leaf jumps to
+/// the final block).
+fn emit_copies(gen: &Gen, em: &mut Em) {
+    let mut emitted: BTreeSet<usize> = BTreeSet::new();
+    loop {
+        let pending: Vec<(usize, Label)> = em.copies.as_ref().map_or(Vec::new(), |c| {
+            c.labels
                 .iter()
-                .map(|&b| (b as u32, b as u32, local[&b]))
-                .collect();
-            em.search(Reg::R1, &iv, drop);
+                .filter(|(b, _)| !emitted.contains(*b))
+                .map(|(b, l)| (*b, *l))
+                .collect()
+        });
+        if pending.is_empty() {
+            return;
         }
-        for (i, &b) in blocks.iter().enumerate() {
-            em.a.bind(local[&b]);
-            em.next = blocks.get(i + 1).copied();
-            gen.emit(&mut em, b);
+        for (b, label) in pending {
+            emitted.insert(b);
+            em.a.bind(label);
+            em.next = None;
+            gen.emit(em, b);
         }
-        // This stage's copies (a copy may ask for further ones: a leaf
-        // jumps to the final block).
-        let mut emitted: BTreeSet<usize> = BTreeSet::new();
-        loop {
-            let pending: Vec<(usize, Label)> = em.copies.as_ref().map_or(Vec::new(), |c| {
-                c.labels
-                    .iter()
-                    .filter(|(b, _)| !emitted.contains(*b))
-                    .map(|(b, l)| (*b, *l))
-                    .collect()
-            });
-            if pending.is_empty() {
-                break;
-            }
-            for (b, label) in pending {
-                emitted.insert(b);
-                em.a.bind(label);
-                em.next = None;
-                gen.emit(&mut em, b);
-            }
-        }
-        // Stubs: continue in a later stage: ctx.next = block, then one
-        // trampoline per target stage that tail-calls it with a constant
-        // index (a direct jump once JITed).
-        let stub_list: Vec<(usize, Label)> = em.stubs.iter().map(|(b, l)| (*b, *l)).collect();
-        let mut tramps: BTreeMap<usize, Label> = BTreeMap::new();
-        for (b, l) in stub_list {
-            let target = stage_of[b];
-            assert!(
-                target != k && entries[target].contains(&b),
-                "internal compiler error: stub to {} not among stage {target}'s entries",
-                gen.block_name(b)
-            );
-            let tramp = *tramps
-                .entry(target)
-                .or_insert_with(|| em.a.new_label(&format!("to_stage_{target}")));
-            em.a.set_origin(
-                Origin::NONE,
-                Some(&format!("to stage {target} at {}", gen.block_name(b))),
-            );
-            em.a.bind(l);
-            em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, b as i32));
-            em.push(Op::Ja { target: tramp });
-        }
-        for (target, tramp) in tramps {
-            em.a.set_origin(Origin::NONE, Some(&format!("tail call: stage {target}")));
-            em.a.bind(tramp);
-            em.push(Op::mov64(Reg::R1, Reg::R7));
-            em.push(Op::ld_map_fd(Reg::R2, map::JMP));
-            em.push(Op::mov64(Reg::R3, target as i32));
-            em.push(Op::Call {
-                helper: helper::TAIL_CALL,
-            });
-            em.push(Op::Ja { target: drop });
-        }
-        em.a.set_origin(Origin::NONE, Some("fail closed"));
-        em.a.bind(drop);
-        em.push(Op::mov64(Reg::R0, layout::TC_ACT_SHOT));
+    }
+}
+
+/// Stubs: continue in a later stage: ctx.next = block, then one
+/// trampoline per target stage that tail-calls it with a constant index
+/// (a direct jump once JITed).
+fn emit_stubs(gen: &Gen, em: &mut Em, stage_of: &[usize], entries: &[BTreeSet<usize>], k: usize) {
+    let stub_list: Vec<(usize, Label)> = em.stubs.iter().map(|(b, l)| (*b, *l)).collect();
+    let mut tramps: BTreeMap<usize, Label> = BTreeMap::new();
+    for (b, l) in stub_list {
+        let target = stage_of[b];
+        assert!(
+            target != k && entries[target].contains(&b),
+            "internal compiler error: stub to {} not among stage {target}'s entries",
+            gen.block_name(b)
+        );
+        let tramp = *tramps
+            .entry(target)
+            .or_insert_with(|| em.a.new_label(&format!("to_stage_{target}")));
+        em.a.set_origin(
+            Origin::NONE,
+            Some(&format!("to stage {target} at {}", gen.block_name(b))),
+        );
+        em.a.bind(l);
+        em.push(Op::store(Size::U32, Reg::R6, ctx::NEXT, b as i32));
+        em.push(Op::Ja { target: tramp });
+    }
+    for (target, tramp) in tramps {
+        em.a.set_origin(Origin::NONE, Some(&format!("tail call: stage {target}")));
+        em.a.bind(tramp);
+        em.push(Op::mov64(Reg::R1, Reg::R7));
+        em.push(Op::ld_map_fd(Reg::R2, map::JMP));
+        em.push(Op::mov64(Reg::R3, target as i32));
+        em.push(Op::Call {
+            helper: helper::TAIL_CALL,
+        });
+        let drop = em.drop;
+        em.push(Op::Ja { target: drop });
+    }
+}
+
+/// The stage's exits: drop (fail closed), and in the first stage the pass
+/// of frames the prologue does not parse.
+fn emit_exits(em: &mut Em, k: usize) {
+    em.a.set_origin(Origin::NONE, Some("fail closed"));
+    em.a.bind(em.drop);
+    em.push(Op::mov64(Reg::R0, layout::TC_ACT_SHOT));
+    em.push(Op::Exit);
+    if k == 0 {
+        // Only the prologue passes frames it does not parse.
+        em.a.set_origin(Origin::NONE, Some("not IP: pass"));
+        em.a.bind(em.pass);
+        em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
-        if k == 0 {
-            // Only the prologue passes frames it does not parse.
-            em.a.set_origin(Origin::NONE, Some("not IP: pass"));
-            em.a.bind(pass);
-            em.push(Op::mov64(Reg::R0, layout::TC_ACT_OK));
-            em.push(Op::Exit);
-        }
-        let code = a
-            .assemble_with(AsmOptions { long_jumps })
-            .map_err(|e| match e {
-                AsmError::JumpOutOfRange {
+    }
+}
+
+/// Assembles stage `k`: a jump out of range is a limit; anything else,
+/// or unreachable code, is an internal compiler error.
+fn finish(a: Asm, long_jumps: bool, k: usize) -> Result<Assembled, Limit> {
+    let code = a
+        .assemble_with(AsmOptions { long_jumps })
+        .map_err(|e| match e {
+            AsmError::JumpOutOfRange {
+                label,
+                slot,
+                offset,
+            } => Limit::StageTooLarge {
+                stage: k,
+                overflow: StageOverflow::JumpOutOfRange {
                     label,
                     slot,
                     offset,
-                } => Limit::StageTooLarge {
-                    stage: k,
-                    overflow: StageOverflow::JumpOutOfRange {
-                        label,
-                        slot,
-                        offset,
-                    },
                 },
-                other => panic!("internal compiler error: eBPF assembly: {other}"),
-            })?;
-        if let Some(slot) = code.first_unreachable() {
-            panic!(
-                "internal compiler error: eBPF stage {k} has unreachable code at slot {slot}:\n{}",
-                code.listing()
-            );
-        }
-        out.push(Stage {
-            name: if k == 0 {
-                layout::MAIN_PROGRAM.to_string()
-            } else {
-                layout::stage_name(k)
             },
-            code,
-            blocks: blocks.len(),
-            entries: entries[k].len(),
-        });
+            other => panic!("internal compiler error: eBPF assembly: {other}"),
+        })?;
+    if let Some(slot) = code.first_unreachable() {
+        panic!(
+            "internal compiler error: eBPF stage {k} has unreachable code at slot {slot}:\n{}",
+            code.listing()
+        );
     }
-    Ok(out)
+    Ok(code)
 }

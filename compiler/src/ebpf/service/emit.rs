@@ -435,11 +435,19 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
         End::Dst => (16, 24),
         End::Src => (12, 8),
     };
+    l4_offset_to_tmp(a, c);
+    l4_csum_offset_and_flags(a, c);
+    rewrite_address(a, c, ctx_addr, addr, (v4_ip_off, v6_ip_off));
+    rewrite_port(a, ctx_port, port, l4_port_off);
+    update_context(a, c, end, (ctx_addr, ctx_port), (addr, port));
+}
+
+/// The transport header's offset to `st::TMP`. IPv4: 14 + IHL * 4 (read
+/// with skb_load_bytes: the stage may run after helpers that invalidated
+/// packet pointers). IPv6: the parse's offset in the context.
+fn l4_offset_to_tmp(a: &mut Asm, c: &CtxLayout) {
     let v6 = a.new_label("rw_v6");
     let have_l4 = a.new_label("rw_l4");
-    // L4 offset to st::TMP. IPv4: 14 + IHL * 4 (read with
-    // skb_load_bytes: the stage may run after helpers that invalidated
-    // packet pointers). IPv6: the parse's offset in the context.
     a.push(Op::load(Size::U8, R1, R6, c.family));
     a.push(Op::jmp(JmpCond::Eq, R1, 6, v6));
     a.push(Op::mov64(R1, R7));
@@ -462,7 +470,11 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::mov64(R1, 54));
     a.bind(have_l4);
     a.push(Op::store(Size::U64, R10, st::TMP, R1));
-    // Checksum offset and flags: TCP +16, UDP +6 (mangled-0).
+}
+
+/// The L4 checksum's offset (TCP +16, UDP +6) to `st::TMP2` and the
+/// checksum flags (UDP: mangled-0) to `st::TMP3`; the offset is in r1.
+fn l4_csum_offset_and_flags(a: &mut Asm, c: &CtxLayout) {
     let udp = a.new_label("rw_udp");
     let have_off = a.new_label("rw_off");
     a.push(Op::mov64(R2, R1));
@@ -478,8 +490,13 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.bind(have_off);
     a.push(Op::store(Size::U64, R10, st::TMP2, R2));
     a.push(Op::store(Size::U64, R10, st::TMP3, R5));
+}
 
-    // The address: checksums and bytes, per family.
+/// The address (`fp + addr`) written over the context's `ctx_addr`, with
+/// the checksums of its family; `ip_off` is its offset in the IPv4 and in
+/// the IPv6 header.
+fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off: (i32, i32)) {
+    let (v4_ip_off, v6_ip_off) = ip_off;
     let addr6 = a.new_label("rw_addr6");
     let addr_done = a.new_label("rw_addr_done");
     a.push(Op::load(Size::U8, R1, R6, c.family));
@@ -534,8 +551,10 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.bind(replaced);
     store_bytes(a, 14 + v6_ip_off, addr, 16);
     a.bind(addr_done);
+}
 
-    // The port (both families): L4 checksum, then the bytes.
+/// The port (both families): L4 checksum, then the bytes.
+fn rewrite_port(a: &mut Asm, ctx_port: i16, port: i16, l4_port_off: i32) {
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U64, R2, R10, st::TMP2));
     a.push(Op::load(Size::U16, R3, R6, ctx_port));
@@ -560,8 +579,13 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     a.push(Op::Call {
         helper: helper::SKB_STORE_BYTES,
     });
-    // The context (16-byte addresses: an IPv4 one's padding is zero on
-    // both sides).
+}
+
+/// The context after the rewrite (16-byte addresses: an IPv4 one's
+/// padding is zero on both sides): the original destination kept, the
+/// new end, and the conntrack key's destination for a DNAT.
+fn update_context(a: &mut Asm, c: &CtxLayout, end: End, at: (i16, i16), new: (i16, i16)) {
+    let ((ctx_addr, ctx_port), (addr, port)) = (at, new);
     if end == End::Dst {
         if let Some(o) = c.orig_dst {
             copy(a, R6, o, R6, c.dst, 16);

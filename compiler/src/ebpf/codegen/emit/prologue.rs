@@ -1,0 +1,194 @@
+//! The prologue block: scratch context, parsing, translation of an
+//! established service flow, the conntrack lookup (reverse NAT of
+//! replies) and classification of both addresses.
+
+use super::*;
+
+impl Gen<'_> {
+    pub(super) fn prologue(&self, em: &mut Em) {
+        let c = |em: &mut Em, s: &str| em.a.set_origin(Origin::NONE, Some(s));
+        c(em, "scratch context");
+        self.stage_entry(em);
+        for off in [0i16, 8, 16, 24, 32, 48, 56, 64, 72] {
+            em.push(Op::store(Size::U64, R6, off, 0));
+        }
+        if self.has_services {
+            em.push(Op::store(Size::U32, R6, ctx::LB_STATE, layout::LB_NONE));
+        }
+        self.parse(em);
+
+        let ports = frontend_ports(self.g);
+        // Without a translated frontend (every frontend SCTP, only
+        // checked for the no-backends reject) nothing is ever recorded in
+        // `weir_lb_ct`: there is no lookup to make (and the block would be
+        // unreachable behind an empty port search).
+        if self.has_services && !ports.is_empty() {
+            // A packet of a flow the service stage translated is DNATed to
+            // its backend first (context and conntrack key included), so it
+            // is classified and looked up in conntrack as client → backend.
+            c(em, "service: established translated flow → its backend");
+            let env = self.lb_env(em, em.drop);
+            let not_frontend = em.label("lb_not_frontend_port");
+            if ports.len() <= MAX_FRONTEND_PORT_RANGES {
+                // Only this generation translates (`weir_lb_ct` is not
+                // shared across generations), and only to its frontends'
+                // protocols and ports: a packet to any other port has no
+                // recorded translation, and skips a hash of a 40-byte key.
+                let maybe = em.label("lb_frontend_port");
+                em.push(Op::load(Size::U8, R1, R6, env.ctx.proto));
+                em.push(Op::alu64(AluOp::Lsh, R1, 16));
+                em.push(Op::load(Size::U16, R2, R6, ctx::DPORT));
+                em.push(Op::alu64(AluOp::Or, R1, R2));
+                let iv: Vec<(u32, u32, Label)> =
+                    ports.iter().map(|&(lo, hi)| (lo, hi, maybe)).collect();
+                em.search(R1, &iv, not_frontend);
+                em.bind(maybe);
+            }
+            emit_established_dnat(em.a, &env, None);
+            em.bind(not_frontend);
+        }
+
+        c(em, "conntrack: established flows and replies pass");
+        let k = ctx::CT_KEY;
+        for i in 0..4i16 {
+            em.push(Op::load(Size::U64, R1, R6, 8 * i));
+            em.push(Op::store(Size::U64, R6, k + 8 * i, R1));
+        }
+        em.push(Op::load(Size::U32, R1, R6, ctx::SPORT));
+        em.push(Op::store(Size::U32, R6, k + layout::ct::SPORT, R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.push(Op::store(Size::U8, R6, k + layout::ct::PROTO, R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.push(Op::store(Size::U8, R6, k + layout::ct::FAMILY, R1));
+        em.push(Op::store(Size::U16, R6, k + 38, 0));
+        let established = em.label("established");
+        let reply = em.label("translated_reply");
+        // One lookup for both directions: the key in canonical order.
+        self.canonical_ct_key(em, CT_KEY_COPY);
+        em.lookup(map::CT, CT_KEY_COPY);
+        let new = em.label("new_flow");
+        em.jmp(JmpCond::Eq, R0, 0, new);
+        let ok = em.label("established_ok");
+        if self.has_services {
+            // A packet of a translated flow (the entry's flag bit) that
+            // was not DNATed above is a reply (backend → client): reverse
+            // NAT gives it the frontend back as its source. Forward
+            // packets were DNATed (ctx.SERVICE set) and other flows' need
+            // nothing.
+            em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            em.jmp(JmpCond::Ne, R1, 0, established);
+            em.push(Op::load(Size::U64, R1, R0, 0));
+            em.jmp(JmpCond::Set, R1, CT_TRANSLATED, reply);
+        }
+        em.bind(established);
+        em.a.set_origin(Origin(0), Some("conntrack: established connection"));
+        em.count_imm(0);
+        em.bind(ok);
+        em.push(Op::mov64(R0, layout::TC_ACT_OK));
+        em.push(Op::Exit);
+        if self.has_services {
+            em.bind(reply);
+            em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            em.count_imm(0);
+            let env = self.lb_env(em, ok);
+            emit_reverse_nat(em.a, &env, ok);
+            em.push(Op::Ja { target: ok });
+        }
+        em.bind(new);
+        c(
+            em,
+            "classify: address → class (host hash, then the CIDRs' LPM trie)",
+        );
+        let cls6 = em.label("cls6");
+        let classified = em.label("classified");
+        em.push(Op::load(Size::U8, R4, R6, ctx::FAMILY));
+        em.jmp(JmpCond::Eq, R4, 6, cls6);
+        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
+            self.classify(em, 4, addr, out);
+        }
+        em.push(Op::Ja { target: classified });
+        em.bind(cls6);
+        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
+            self.classify(em, 6, addr, out);
+        }
+        em.bind(classified);
+
+        self.load_rows(em);
+        let first = self.root_block(Entry::Steer);
+        em.goto(first);
+    }
+
+    /// The packet's conntrack key (`ctx::CT_KEY`, source first) in
+    /// canonical order at `fp + out`: the (address, port) ends compared as
+    /// (first 8 address bytes, next 8, port) — unsigned, native order —
+    /// and the smaller one first, so a flow and its replies share one
+    /// `weir_ct` entry and one lookup finds either direction.
+    pub(super) fn canonical_ct_key(&self, em: &mut Em, out: i16) {
+        use layout::ct;
+        let k = ctx::CT_KEY;
+        let keep = em.label("ct_key_in_order");
+        let swap = em.label("ct_key_swapped");
+        let done = em.label("ct_key_done");
+        for w in [0i16, 8] {
+            em.push(Op::load(Size::U64, R1, R6, k + ct::SRC + w));
+            em.push(Op::load(Size::U64, R2, R6, k + ct::DST + w));
+            em.push(Op::jmp(JmpCond::Lt, R1, R2, keep));
+            em.push(Op::jmp(JmpCond::Gt, R1, R2, swap));
+        }
+        em.push(Op::load(Size::U16, R1, R6, k + ct::SPORT));
+        em.push(Op::load(Size::U16, R2, R6, k + ct::DPORT));
+        em.push(Op::jmp(JmpCond::Le, R1, R2, keep));
+        em.bind(swap);
+        for (to, from, size) in [
+            (ct::SRC, ct::DST, Size::U64),
+            (ct::SRC + 8, ct::DST + 8, Size::U64),
+            (ct::DST, ct::SRC, Size::U64),
+            (ct::DST + 8, ct::SRC + 8, Size::U64),
+            (ct::SPORT, ct::DPORT, Size::U16),
+            (ct::DPORT, ct::SPORT, Size::U16),
+            (ct::PROTO, ct::PROTO, Size::U32),
+        ] {
+            em.push(Op::load(size, R1, R6, k + from));
+            em.push(Op::store(size, R10, out + to, R1));
+        }
+        em.push(Op::Ja { target: done });
+        em.bind(keep);
+        for off in (0..ct::KEY_SIZE as i16).step_by(8) {
+            em.push(Op::load(Size::U64, R1, R6, k + off));
+            em.push(Op::store(Size::U64, R10, out + off, R1));
+        }
+        em.bind(done);
+    }
+
+    /// `ctx[out]` = the class of the IPv`family` address at `ctx[addr]`:
+    /// the host hash (key at fp-16, the address), on a miss the trie when
+    /// the class map has shorter prefixes (key at fp-20: length, address),
+    /// on a miss again class 0. Uses r0–r5 and fp-20..fp-1.
+    pub(super) fn classify(&self, em: &mut Em, family: u8, addr: i16, out: i16) {
+        let (words, bits, host, trie, has_trie) = if family == 4 {
+            (1i16, 32, map::HOST4, map::CLS4, self.tries.0)
+        } else {
+            (4, 128, map::HOST6, map::CLS6, self.tries.1)
+        };
+        for i in 0..words {
+            em.push(Op::load(Size::U32, R4, R6, addr + 4 * i));
+            em.push(Op::store(Size::U32, R10, -16 + 4 * i, R4));
+        }
+        em.lookup(host, -16);
+        let found = em.label("class_found");
+        let done = em.label("classed");
+        em.jmp(JmpCond::Ne, R0, 0, found);
+        if has_trie {
+            em.push(Op::store(Size::U32, R10, -20, bits));
+            em.lookup(trie, -20);
+            em.jmp(JmpCond::Ne, R0, 0, found);
+        }
+        em.push(Op::mov64(R1, 0));
+        em.push(Op::Ja { target: done });
+        em.bind(found);
+        em.push(Op::load(Size::U32, R1, R0, 0));
+        em.bind(done);
+        em.push(Op::store(Size::U32, R6, out, R1));
+    }
+}

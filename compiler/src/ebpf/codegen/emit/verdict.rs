@@ -1,0 +1,226 @@
+//! The final block: logged ids counted, both sides combined as the
+//! interpreter does, the deciding id counted; on allow the flow is entered
+//! into conntrack with its pending translation, on deny a translation is
+//! forgotten.
+
+use super::*;
+
+impl Gen<'_> {
+    /// Counts the logged ids both sides' leaves recorded in the context
+    /// (unrolled up to the most any leaf records).
+    pub(super) fn count_logged(&self, em: &mut Em) {
+        if self.log_slots == 0 {
+            return;
+        }
+        em.a.set_origin(Origin::NONE, Some("count the log rules the leaves passed"));
+        for (word, log) in [(ctx::EG_WORD, ctx::EG_LOG), (ctx::IN_WORD, ctx::IN_LOG)] {
+            let done = em.label("logged_done");
+            for i in 0..self.log_slots {
+                em.push(Op::load(Size::U32, R1, R6, word));
+                em.push(Op::alu64(AluOp::Rsh, R1, LOGGED_SHIFT as i32));
+                em.push(Op::alu64(
+                    AluOp::And,
+                    R1,
+                    (1 << (DECIDED_SHIFT - LOGGED_SHIFT)) - 1,
+                ));
+                em.jmp(JmpCond::Le, R1, i as i32, done);
+                em.push(Op::load(Size::U32, R3, R6, log + 4 * i as i16));
+                em.count_reg(R3);
+            }
+            em.bind(done);
+        }
+    }
+
+    pub(super) fn final_verdict(&self, em: &mut Em) {
+        em.a.set_origin(
+            Origin::NONE,
+            Some("verdict: egress ∧ ingress, count, conntrack insert on allow"),
+        );
+        let deny_eg = em.label("deny_eg");
+        let deny_in = em.label("deny_in");
+        let id_in = em.label("allow_by_ingress");
+        let id_eg = em.label("allow_by_egress");
+        let allow = em.label("allow");
+        let deny = em.label("deny");
+        self.count_logged(em);
+        em.push(Op::load(Size::U32, R4, R6, ctx::EG_WORD));
+        em.push(Op::load(Size::U32, R5, R6, ctx::IN_WORD));
+        let both = FLAG_EVALUATED | FLAG_ALLOW;
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::alu64(AluOp::And, R3, both));
+        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_eg);
+        em.push(Op::mov64(R3, R5));
+        em.push(Op::alu64(AluOp::And, R3, both));
+        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_in);
+        em.jmp(JmpCond::Set, R5, FLAG_RULE, id_in);
+        em.jmp(JmpCond::Set, R4, FLAG_RULE, id_eg);
+        em.jmp(JmpCond::Set, R5, FLAG_EVALUATED, id_in);
+        em.bind(id_eg);
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::Ja { target: allow });
+        em.bind(id_in);
+        em.push(Op::mov64(R3, R5));
+        em.bind(allow);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        em.count_reg(R3);
+        // Conntrack insert (key built by the prologue): the time, its
+        // low bit flagging a translated flow (its replies need reverse
+        // NAT).
+        em.push(Op::Call {
+            helper: helper::KTIME_GET_NS,
+        });
+        em.push(Op::alu64(AluOp::And, R0, !CT_TRANSLATED));
+        if self.has_services {
+            let plain = em.label("not_translated");
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            em.jmp(JmpCond::Eq, R1, 0, plain);
+            em.push(Op::alu64(AluOp::Or, R0, CT_TRANSLATED));
+            em.bind(plain);
+        }
+        em.push(Op::store(Size::U64, R10, -16, R0));
+        self.canonical_ct_key(em, CT_KEY_COPY);
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, -16));
+        em.push(Op::mov64(R4, 0));
+        em.push(Op::ld_map_fd(R1, map::CT));
+        em.push(Op::Call {
+            helper: helper::MAP_UPDATE_ELEM,
+        });
+        if self.has_services {
+            self.record_translation(em);
+        }
+        self.steering(em);
+        em.push(Op::mov64(R0, layout::TC_ACT_OK));
+        em.push(Op::Exit);
+        em.bind(deny_eg);
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::Ja { target: deny });
+        em.bind(deny_in);
+        em.push(Op::mov64(R3, R5));
+        em.bind(deny);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        em.count_reg(R3);
+        if self.has_services {
+            self.forget_translation(em);
+        }
+        em.push(Op::mov64(R0, layout::TC_ACT_SHOT));
+        em.push(Op::Exit);
+    }
+
+    /// The `weir_lb_ct` key of a translated packet (client → frontend)
+    /// at `fp + TUPLE`, built from the context.
+    pub(super) fn flow_tuple(&self, em: &mut Em) {
+        let t = |f: i16| TUPLE + f;
+        let pairs: [(i16, i16, Size); 9] = [
+            (t(lb::tuple::SRC), ctx::SRC, Size::U64),
+            (t(lb::tuple::SRC + 8), ctx::SRC + 8, Size::U64),
+            (t(lb::tuple::DST), ctx::ORIG_DST, Size::U64),
+            (t(lb::tuple::DST + 8), ctx::ORIG_DST + 8, Size::U64),
+            (t(lb::tuple::SPORT), ctx::SPORT, Size::U16),
+            (t(lb::tuple::DPORT), ctx::ORIG_DPORT, Size::U16),
+            (t(lb::tuple::PROTO), ctx::RAW_PROTO, Size::U8),
+            (t(lb::tuple::FAMILY), ctx::FAMILY, Size::U8),
+            (t(38), -1, Size::U16),
+        ];
+        for (dst, src, size) in pairs {
+            if src < 0 {
+                em.push(Op::store(size, R10, dst, 0));
+            } else {
+                em.push(Op::load(size, R1, R6, src));
+                em.push(Op::store(size, R10, dst, R1));
+            }
+        }
+    }
+
+    /// Turns the tuple at `fp + TUPLE` (from [`Self::flow_tuple`]) into
+    /// the reply's `weir_lb_rev` key: backend → client.
+    pub(super) fn reply_tuple(&self, em: &mut Em) {
+        let t = |f: i16| TUPLE + f;
+        for (dst, src, size) in [
+            (t(lb::tuple::SRC), ctx::DST, Size::U64),
+            (t(lb::tuple::SRC + 8), ctx::DST + 8, Size::U64),
+            (t(lb::tuple::DST), ctx::SRC, Size::U64),
+            (t(lb::tuple::DST + 8), ctx::SRC + 8, Size::U64),
+            (t(lb::tuple::SPORT), ctx::DPORT, Size::U16),
+            (t(lb::tuple::DPORT), ctx::SPORT, Size::U16),
+        ] {
+            em.push(Op::load(size, R1, R6, src));
+            em.push(Op::store(size, R10, dst, R1));
+        }
+    }
+
+    /// `helper(map, fp + TUPLE[, fp + VALUE, 0])`.
+    pub(super) fn tuple_call(&self, em: &mut Em, m: &str, update: bool) {
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(TUPLE)));
+        em.push(Op::ld_map_fd(R1, m));
+        if update {
+            em.push(Op::mov64(R3, R10));
+            em.push(Op::alu64(AluOp::Add, R3, i32::from(VALUE)));
+            em.push(Op::mov64(R4, 0));
+        }
+        em.push(Op::Call {
+            helper: if update {
+                helper::MAP_UPDATE_ELEM
+            } else {
+                helper::MAP_DELETE_ELEM
+            },
+        });
+    }
+
+    /// An allowed packet of a new translation: the service stage left the
+    /// `weir_lb_ct` value in the context; write it (client → frontend
+    /// flow, with the time) and the reply's `weir_lb_rev` entry (backend
+    /// → client → the frontend to answer from).
+    pub(super) fn record_translation(&self, em: &mut Em) {
+        let done = em.label("no_new_translation");
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
+        em.jmp(JmpCond::Ne, R1, layout::LB_PENDING, done);
+        self.flow_tuple(em);
+        for i in 0..4i16 {
+            em.push(Op::load(Size::U64, R1, R6, ctx::LB_CTV + 8 * i));
+            em.push(Op::store(Size::U64, R10, VALUE + 8 * i, R1));
+        }
+        em.push(Op::Call {
+            helper: helper::KTIME_GET_NS,
+        });
+        em.push(Op::store(Size::U64, R10, VALUE + lb::ct::TS, R0));
+        self.tuple_call(em, lb::map::CT, true);
+        self.reply_tuple(em);
+        let v = |f: i16| VALUE + f;
+        for i in 0..2i16 {
+            em.push(Op::load(Size::U64, R1, R6, ctx::ORIG_DST + 8 * i));
+            em.push(Op::store(Size::U64, R10, v(lb::rev::ADDR) + 8 * i, R1));
+        }
+        em.push(Op::load(Size::U16, R1, R6, ctx::ORIG_DPORT));
+        em.push(Op::store(Size::U16, R10, v(lb::rev::PORT), R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.push(Op::store(Size::U16, R10, v(lb::rev::FAMILY), R1));
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_CTV + lb::ct::SERVICE));
+        em.push(Op::store(Size::U32, R10, v(lb::rev::SERVICE), R1));
+        self.tuple_call(em, lb::map::REV, true);
+        em.bind(done);
+    }
+
+    /// A denied translated packet leaves no translation state behind: a
+    /// new translation never wrote any ([`Self::record_translation`]);
+    /// a flow translated earlier (its `weir_lb_ct` entry found by the
+    /// prologue or the service stage) has that entry and its
+    /// `weir_lb_rev` reply entry deleted, so a later packet of the flow is
+    /// load-balanced and judged afresh and a spoofed reply is not
+    /// un-translated.
+    pub(super) fn forget_translation(&self, em: &mut Em) {
+        let done = em.label("no_translation");
+        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+        em.jmp(JmpCond::Eq, R1, 0, done);
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
+        em.jmp(JmpCond::Eq, R1, layout::LB_PENDING, done);
+        self.flow_tuple(em);
+        self.tuple_call(em, lb::map::CT, false);
+        self.reply_tuple(em);
+        self.tuple_call(em, lb::map::REV, false);
+        em.bind(done);
+    }
+}

@@ -1,0 +1,118 @@
+//! Limits and refusals: what a program exceeds or a back end cannot
+//! express on the TC path, as the `E05xx` diagnostics say it.
+
+use super::*;
+
+/// A limit the policy exceeds (becomes an `E05xx` diagnostic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// A map would need more than [`MAX_MAP_ENTRIES`] entries.
+    MapTooLarge { map: String, entries: u64 },
+    /// More than [`MAX_STAGES`] programs.
+    TooManyStages { stages: usize },
+    /// A packet's path would make more than [`MAX_TAIL_CALLS`] tail calls.
+    TooManyTailCalls { calls: usize },
+    /// One decision-graph block does not fit a stage by itself.
+    BlockTooLarge {
+        block: String,
+        slots: usize,
+        jumps: usize,
+    },
+    /// A stage failed to assemble (jump range).
+    StageTooLarge {
+        stage: usize,
+        overflow: StageOverflow,
+    },
+    /// A construct the TC path cannot express (E0501, not a limit): the
+    /// declaration's span and what it is.
+    Unsupported {
+        span: weir_grammar::Span,
+        construct: Construct,
+    },
+}
+
+/// In words: the diagnostic's message and label.
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.kind(weir_grammar::Span::default()).into_diagnostic();
+        write!(f, "{}: {}", d.message, d.primary.message)
+    }
+}
+
+impl Limit {
+    /// As a diagnostic kind: E0510 at `program_span` (limits are about the
+    /// program as a whole), E0501 for [`Limit::Unsupported`] at its
+    /// declaration.
+    pub fn kind(&self, program_span: weir_grammar::Span) -> Kind {
+        let refusal = match self.clone() {
+            Limit::Unsupported { span, construct } => {
+                return Kind::Refused {
+                    span,
+                    refusal: Refusal::NotExpressible {
+                        backend: crate::contract::Target::Ebpf,
+                        construct,
+                    },
+                }
+            }
+            Limit::MapTooLarge { map, entries } => Refusal::MapTooLarge {
+                map,
+                entries,
+                max: MAX_MAP_ENTRIES,
+            },
+            Limit::TooManyStages { stages } => Refusal::TooManyStages {
+                stages,
+                max: MAX_STAGES,
+            },
+            Limit::TooManyTailCalls { calls } => Refusal::TooManyTailCalls {
+                calls,
+                max: MAX_TAIL_CALLS,
+            },
+            Limit::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            } => Refusal::BlockTooLarge {
+                block,
+                slots,
+                jumps,
+            },
+            Limit::StageTooLarge { stage, overflow } => Refusal::StageTooLarge { stage, overflow },
+        };
+        Kind::Refused {
+            span: program_span,
+            refusal,
+        }
+    }
+
+    /// The E05xx diagnostic.
+    pub fn diagnostic(&self, model: &Model) -> crate::diagnostics::Diagnostic {
+        self.kind(model.program_span()).into_diagnostic()
+    }
+}
+
+/// The service frontends the TC path does not translate (SCTP, either
+/// family), one refusal per service: the interpreter translates them, so
+/// a program that let them pass untranslated would judge their packets by
+/// the wrong destination. (TCP and UDP frontends of both families are
+/// translated; SCTP would need its CRC32c checksum recomputed.)
+pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
+    model
+        .services
+        .iter()
+        .filter_map(|svc| {
+            let f = svc
+                .frontends
+                .iter()
+                .find(|f| f.proto == crate::model::Proto::Sctp)?;
+            Some(Limit::Unsupported {
+                span: svc.span,
+                construct: Construct::UntranslatedFrontend {
+                    service: svc.name.clone(),
+                    addr: f.addr,
+                    port: f.port,
+                    proto: f.proto,
+                },
+            })
+        })
+        .collect()
+}

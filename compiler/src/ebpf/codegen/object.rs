@@ -1,0 +1,158 @@
+//! Maps and object: the maps every object has, the LPM entries of the
+//! class map, and the object with its manifest section built from the
+//! assembled stages.
+
+use super::output::type_name;
+use super::*;
+
+pub(super) fn lpm_entry(c: &crate::model::Cidr, class: u32) -> LpmEntry {
+    let addr = match c.addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    LpmEntry {
+        cidr: c.to_string(),
+        addr,
+        len: u32::from(c.len),
+        class,
+    }
+}
+
+/// The maps every object has (context, conntrack, class tries and host
+/// hashes sized by their fill, counters), in object order.
+pub(super) fn fixed_maps(
+    g: &Graph,
+    opts: &Options,
+    class_fill: &HashMap<&str, u64>,
+) -> Vec<MapDef> {
+    let nfill = |m: &str| class_fill.get(m).copied().unwrap_or(0);
+    vec![
+        MapDef::new(
+            layout::map::CTX,
+            MapType::PercpuArray,
+            4,
+            layout::ctx::SIZE,
+            1,
+        ),
+        MapDef::new(
+            layout::map::CT,
+            MapType::LruHash,
+            layout::ct::KEY_SIZE,
+            layout::ct::VALUE_SIZE,
+            opts.tables.conntrack.max(1),
+        ),
+        MapDef::lpm_trie(
+            layout::map::CLS4,
+            4,
+            4,
+            (nfill(layout::map::CLS4) as u32).max(1),
+        ),
+        MapDef::lpm_trie(
+            layout::map::CLS6,
+            16,
+            4,
+            (nfill(layout::map::CLS6) as u32).max(1),
+        ),
+        MapDef::new(
+            layout::map::HOST4,
+            MapType::Hash,
+            4,
+            4,
+            nfill(layout::map::HOST4) as u32 + opts.spare_endpoints,
+        ),
+        MapDef::new(
+            layout::map::HOST6,
+            MapType::Hash,
+            16,
+            4,
+            nfill(layout::map::HOST6) as u32 + opts.spare_endpoints,
+        ),
+        MapDef::new(
+            layout::map::CNT,
+            MapType::PercpuArray,
+            4,
+            8,
+            g.provenance.len().max(1) as u32,
+        ),
+    ]
+}
+
+/// The object and its manifest section from the assembled stages and the
+/// maps.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn object(
+    g: &Graph,
+    opts: &Options,
+    staged: Vec<stages::Stage>,
+    maps: Vec<MapDef>,
+    filled: &HashMap<&str, u64>,
+    fill: Fill,
+    calls: usize,
+    lb: Option<LbState>,
+) -> EbpfOutput {
+    let mut listing = String::new();
+    let mut programs = Vec::new();
+    let mut defs = Vec::new();
+    for (k, s) in staged.into_iter().enumerate() {
+        listing += &format!(
+            "; program {} (section classifier{}), {} insns\n",
+            s.name,
+            if k == 0 {
+                String::new()
+            } else {
+                format!(", weir_jmp slot {k}")
+            },
+            s.code.len()
+        );
+        listing += &s.code.listing();
+        listing += "\n";
+        programs.push(ProgramInfo {
+            name: s.name.clone(),
+            section: "classifier".into(),
+            insns: s.code.len(),
+            slot: (k > 0).then_some(k as u32),
+            blocks: s.blocks,
+            entries: s.entries,
+        });
+        defs.push(ProgramDef {
+            name: s.name,
+            section: "classifier".into(),
+            code: s.code,
+        });
+    }
+    let object = write_object(&ObjectDef {
+        programs: defs,
+        maps: maps.clone(),
+        license: "GPL".into(),
+    })
+    .unwrap_or_else(|e| panic!("internal compiler error: eBPF object: {e}"));
+    let manifest = EbpfManifest {
+        object: WEIR_O.into(),
+        mode: opts.mode,
+        attach: vec!["tc-ingress".into()],
+        entry: layout::MAIN_PROGRAM.into(),
+        programs,
+        maps: maps
+            .iter()
+            .map(|m| MapInfo {
+                name: m.name.clone(),
+                map_type: type_name(m.map_type).into(),
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                filled: filled.get(m.name.as_str()).copied().unwrap_or(0),
+            })
+            .collect(),
+        fill,
+        counters: g.provenance.len() as u32,
+        audit_counters: 0,
+        max_tail_calls: calls,
+        lb,
+        state_tables: opts.tables,
+    };
+    EbpfOutput {
+        object,
+        manifest,
+        listing,
+    }
+}

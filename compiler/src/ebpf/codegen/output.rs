@@ -1,0 +1,122 @@
+//! The generated back end: the object, its listing and the manifest
+//! section as written (sorted keys), and `--report`'s summary.
+
+use super::*;
+
+// The section's reader types are the contract's (one home for what
+// the compiler writes and the runtime reads).
+pub use crate::contract::ebpf::{EbpfManifest, Fill, LpmEntry, MapInfo, ProgramInfo};
+
+/// `backends.ebpf` as written: [`EbpfManifest`] plus a `capacity`
+/// object for `weir compile --report`, fields in sorted key order (as are
+/// the fields of every type it holds; see [`Section::sorted`]).
+#[derive(Serialize)]
+pub(super) struct SectionView<'a> {
+    attach: &'a [String],
+    #[serde(skip_serializing_if = "is_zero")]
+    audit_counters: u32,
+    capacity: BTreeMap<String, serde_json::Value>,
+    counters: u32,
+    entry: &'a str,
+    fill: &'a Fill,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lb: Option<&'a LbState>,
+    maps: &'a [MapInfo],
+    max_tail_calls: usize,
+    mode: Mode,
+    object: &'a str,
+    programs: &'a [ProgramInfo],
+    state_tables: crate::ebpf::state_tables::StateTables,
+}
+
+/// The generated back end.
+#[derive(Debug, Clone)]
+pub struct EbpfOutput {
+    pub object: Vec<u8>,
+    pub manifest: EbpfManifest,
+    /// `weir compile --emit asm`: every program's listing.
+    pub listing: String,
+}
+
+impl EbpfOutput {
+    /// The bundle files (`weir.o`, `weir.asm`) and manifest section (with
+    /// a `capacity` object for `weir compile --report`).
+    pub fn artifacts(&self) -> BackendArtifacts {
+        let mut files = BTreeMap::new();
+        files.insert(WEIR_O.to_string(), self.object.clone());
+        files.insert(WEIR_ASM.to_string(), self.listing.clone().into_bytes());
+        let mut capacity = BTreeMap::new();
+        for p in &self.manifest.programs {
+            capacity.insert(
+                format!("program {}", p.name),
+                serde_json::json!(format!("{} insns", p.insns)),
+            );
+        }
+        for m in &self.manifest.maps {
+            capacity.insert(
+                format!("map {}", m.name),
+                serde_json::json!(format!("{} filled / {} max", m.filled, m.max_entries)),
+            );
+        }
+        capacity.insert(
+            "tail calls per packet (most)".into(),
+            serde_json::json!(self.manifest.max_tail_calls),
+        );
+        let m = &self.manifest;
+        let manifest = Section::sorted(&SectionView {
+            attach: &m.attach,
+            audit_counters: m.audit_counters,
+            capacity,
+            counters: m.counters,
+            entry: &m.entry,
+            fill: &m.fill,
+            lb: m.lb.as_ref(),
+            maps: &m.maps,
+            max_tail_calls: m.max_tail_calls,
+            mode: m.mode,
+            object: &m.object,
+            programs: &m.programs,
+            state_tables: m.state_tables,
+        });
+        BackendArtifacts { files, manifest }
+    }
+
+    /// Capacity lines for `weir compile --report`.
+    pub fn report(&self) -> String {
+        let mut s = format!("ebpf ({} mode)\n  programs:\n", self.manifest.mode.name());
+        for p in &self.manifest.programs {
+            s += &format!(
+                "    {:<12} {:>7} insns  {:>5} blocks  {:>4} entries\n",
+                p.name, p.insns, p.blocks, p.entries
+            );
+        }
+        s += &format!(
+            "  tail calls: at most {} per packet (limit {MAX_TAIL_CALLS})\n",
+            self.manifest.max_tail_calls
+        );
+        s += "  maps:\n";
+        for m in &self.manifest.maps {
+            s += &format!(
+                "    {:<12} {:<14} key {:>3} value {:>4}  {:>8} filled / {:>8} max\n",
+                m.name, m.map_type, m.key_size, m.value_size, m.filled, m.max_entries
+            );
+        }
+        s
+    }
+}
+
+pub(super) fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+pub(super) fn type_name(t: MapType) -> &'static str {
+    match t {
+        MapType::Hash => "hash",
+        MapType::Array => "array",
+        MapType::ProgArray => "prog_array",
+        MapType::PercpuArray => "percpu_array",
+        MapType::LruHash => "lru_hash",
+        MapType::LpmTrie => "lpm_trie",
+        _ => "other",
+    }
+}

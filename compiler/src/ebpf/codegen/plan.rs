@@ -1,0 +1,269 @@
+//! Planning the layout: blocks in pipeline order (depth-first reverse
+//! postorder per entry), which class tables become row columns, the class
+//! rows, and the stage split (split, assemble, split tighter).
+
+use super::*;
+
+/// Nodes reachable from `root` in reverse postorder of a depth-first
+/// walk: a topological order (parents first, so blocks only jump
+/// forward) that keeps each subtree together, so a packet's path crosses
+/// few stage cuts; children are visited in payload order, so a test's
+/// else branch and a table's default come right after it (the jump to
+/// them falls through).
+pub(super) fn reachable(g: &Graph, root: NodeId) -> Vec<NodeId> {
+    let kids =
+        |n: NodeId| -> Vec<NodeId> { g.node(n).children().into_iter().map(|c| c.1).collect() };
+    let mut seen = BTreeSet::from([root]);
+    let mut post = Vec::new();
+    // (node, its children, next child to visit)
+    let mut stack = vec![(root, kids(root), 0usize)];
+    while let Some((n, children, next)) = stack.last_mut() {
+        if let Some(&c) = children.get(*next) {
+            *next += 1;
+            if seen.insert(c) {
+                stack.push((c, kids(c), 0));
+            }
+        } else {
+            post.push(*n);
+            stack.pop();
+        }
+    }
+    post.reverse();
+    post
+}
+
+/// The blocks of the program, in layout order, and what laying them out
+/// needs: which class tables become map columns, the atom row width, the
+/// log slots used.
+pub(super) struct Plan {
+    pub(super) node_numbers: HashMap<NodeId, usize>,
+    pub(super) blocks: Vec<Block>,
+    pub(super) has_atoms: bool,
+    pub(super) ctabs: BTreeMap<NodeId, ClassTable>,
+    /// Per map-backed class table, the branch of every class (its column
+    /// in the class rows).
+    pub(super) columns: Vec<Vec<u16>>,
+    pub(super) atom_words: usize,
+    pub(super) log_slots: usize,
+}
+
+/// Plans the blocks: the prologue, every node reachable from each entry
+/// (the service block after the steering entry), the final block.
+pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
+    let (_, node_numbers) = g.dag.numbering();
+    let roots = g.dag.roots;
+    let mut entries = vec![(Entry::Steer, roots.steer)];
+    // The audit walks (`audit.rs`): after the service block, before the
+    // enforced sides.
+    if let Some(a) = audit_g {
+        for e in audit::audit_entries(opts.mode) {
+            let r = a.dag.roots;
+            entries.push((
+                e,
+                if e == Entry::AuditEgress {
+                    r.egress
+                } else {
+                    r.ingress
+                },
+            ));
+        }
+    }
+    if opts.mode != Mode::Ingress {
+        entries.push((Entry::Egress, roots.egress));
+    }
+    if opts.mode != Mode::Egress {
+        entries.push((Entry::Ingress, roots.ingress));
+    }
+    let mut blocks = vec![Block::Prologue];
+    let mut has_atoms = false;
+    let mut ctabs: BTreeMap<NodeId, ClassTable> = BTreeMap::new();
+    // Per map-backed class table, the branch of every class (its column
+    // in the class rows).
+    let mut columns: Vec<Vec<u16>> = Vec::new();
+    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let mut log_slots = 0;
+    let nclasses = g.classes.len() as u32;
+    for (e, root) in &entries {
+        let eg = match audit_g {
+            Some(a) if e.is_audit() => a,
+            _ => g,
+        };
+        let order = reachable(eg, *root);
+        for &n in &order {
+            if e.is_audit() {
+                // Audit leaves only count; audit tables stay inline.
+                has_atoms |= matches!(
+                    eg.node(n),
+                    Node::Test {
+                        cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
+                        ..
+                    }
+                );
+                continue;
+            }
+            match g.node(n) {
+                Node::Verdict(v) => log_slots = log_slots.max(v.logged.len().min(LOG_SLOTS)),
+                Node::Test {
+                    cond: Cond::SrcAtom(_) | Cond::DstAtom(_),
+                    ..
+                } => has_atoms = true,
+                Node::Table {
+                    key: TableKey::SrcClass | TableKey::DstClass,
+                    entries: iv,
+                    ..
+                } if iv.len() > INLINE_CLASS_INTERVALS
+                    && !ctabs.contains_key(&n)
+                    && row_bytes(atom_words, columns.len() + 1) <= MAX_ROW_BYTES =>
+                {
+                    let mut targets: Vec<NodeId> = Vec::new();
+                    let mut branch_of: HashMap<NodeId, u16> = HashMap::new();
+                    let mut column = vec![NO_BRANCH; nclasses as usize];
+                    for x in iv {
+                        // A branch index is a `u16` below `NO_BRANCH`: a
+                        // table with more distinct targets stays a search
+                        // on the class itself.
+                        let branch = *branch_of.entry(x.next).or_insert_with(|| {
+                            targets.push(x.next);
+                            (targets.len() - 1).min(usize::from(NO_BRANCH)) as u16
+                        });
+                        for c in x.lo..=x.hi.min(nclasses.saturating_sub(1)) {
+                            column[c as usize] = branch;
+                        }
+                    }
+                    if targets.len() < usize::from(NO_BRANCH) {
+                        let id = columns.len() as u32;
+                        columns.push(column);
+                        ctabs.insert(n, ClassTable { id, targets });
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Each node, and before the first in-place target of each group
+        // of a large table, that group's dispatch block.
+        // (Audit walks are another graph: their node ids are not the
+        // enforced graph's, and their tables stay inline.)
+        blocks.extend(dispatch::plan_dispatch(eg, *e, &order, |n| {
+            match (eg.node(n), ctabs.get(&n).filter(|_| !e.is_audit())) {
+                (_, Some(t)) => Some(t.targets.clone()),
+                (Node::Table { entries, .. }, None) => {
+                    Some(entries.iter().map(|x| x.next).collect())
+                }
+                _ => None,
+            }
+        }));
+        if *e == Entry::Steer {
+            blocks.push(Block::Service);
+        }
+    }
+    blocks.push(Block::Final);
+    Plan {
+        node_numbers,
+        blocks,
+        has_atoms,
+        ctabs,
+        columns,
+        atom_words,
+        log_slots,
+    }
+}
+
+/// The class rows (`weir_atoms`): per class, its atoms as a bit set, then
+/// its branch in every map-backed class table, padded to `row_size`.
+pub(super) fn class_rows(
+    g: &Graph,
+    atom_words: usize,
+    columns: &[Vec<u16>],
+    row_size: usize,
+) -> Vec<Vec<u32>> {
+    let mut rows = Vec::new();
+    for (c, row) in g.classes.classes.iter().enumerate() {
+        let mut w = vec![0u32; atom_words];
+        for a in row.iter() {
+            w[a / 32] |= 1 << (a % 32);
+        }
+        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        for col in columns {
+            bytes.extend_from_slice(&col[c].to_ne_bytes());
+        }
+        bytes.resize(row_size, 0);
+        rows.push(
+            bytes
+                .chunks(4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    rows
+}
+
+/// The stages: split, assemble, and split tighter while a stage comes out
+/// larger than the budget (stubs and dispatch are only known after).
+/// Returns each block's stage, the assembled stages (none when there are
+/// more than [`MAX_STAGES`]) and the tail calls on the longest path.
+#[allow(clippy::type_complexity)]
+pub(super) fn split_stages(
+    gen: &Gen,
+    opts: &Options,
+) -> Result<(Vec<usize>, Option<Vec<stages::Stage>>, usize), Vec<Limit>> {
+    let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
+        .map(|b| stages::measure(gen, b))
+        .collect();
+    // The final block is copied into the stages that reach it, never laid
+    // out on its own (see `stages::assemble`): it takes no room in the
+    // split.
+    let fin = gen.final_block();
+    let final_slots = std::mem::take(&mut sizes[fin].slots);
+    sizes[fin].jumps = 0;
+    let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
+        matches!(gen.blocks[b], Block::Node(..))
+    });
+    let flow = stages::Flow::new(&sizes, copied);
+    let mut budget = opts.budget;
+    let hard_slots = if opts.long_jumps {
+        stages::HARD_SLOTS_LONG
+    } else {
+        stages::HARD_SLOTS
+    };
+    let (stage_of, staged) = loop {
+        let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
+            Ok(s) => s,
+            Err(b) => {
+                return Err(vec![Limit::BlockTooLarge {
+                    block: gen.block_name(b),
+                    slots: sizes[b].slots,
+                    jumps: sizes[b].jumps,
+                }])
+            }
+        };
+        let n = stage_of.iter().max().map_or(1, |m| m + 1);
+        if n > MAX_STAGES {
+            break (stage_of, None);
+        }
+        let over = |staged: &Vec<stages::Stage>| {
+            staged
+                .iter()
+                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
+        };
+        match stages::assemble(
+            gen,
+            &flow,
+            &stage_of,
+            &stages::entries(&flow, &stage_of),
+            opts.long_jumps,
+        ) {
+            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
+            result => {
+                if budget.max_slots < 64 {
+                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
+                        stage: 0,
+                        overflow: StageOverflow::NoSplit,
+                    })]);
+                }
+                budget.max_slots = budget.max_slots * 4 / 5;
+            }
+        }
+    };
+    let calls = stages::tail_calls(&flow, &stage_of);
+    Ok((stage_of, staged, calls))
+}
