@@ -372,6 +372,60 @@ struct Tally {
     disagreements: Vec<String>,
 }
 
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.models += o.models;
+        self.cases += o.cases;
+        self.allowed += o.allowed;
+        self.frontend += o.frontend;
+        self.proxied += o.proxied;
+        self.skipped += o.skipped;
+        self.v4 += o.v4;
+        self.v6 += o.v6;
+        self.icmp4 += o.icmp4;
+        self.icmp6 += o.icmp6;
+        self.disagreements.extend(o.disagreements);
+    }
+}
+
+/// One model to check: its name, the model, its candidate packets.
+type Job = (String, Model, Vec<Packet>);
+
+/// How many models are probed at once (each in its own topology; a
+/// model's probes mostly wait for answers or their absence).
+const MODELS_AT_ONCE: usize = 3;
+
+/// [`check_model`] over `jobs`, [`MODELS_AT_ONCE`] at a time; the tallies
+/// added up in job order.
+fn check_models(jobs: &[Job], t: &mut Tally) {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Tally)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..MODELS_AT_ONCE {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some((name, model, c)) = jobs.get(k) else {
+                    break;
+                };
+                let mut own = Tally::default();
+                check_model(name, model, c, &mut own);
+                done.lock().unwrap().push((k, own));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap();
+    done.sort_by_key(|d| d.0);
+    for (_, own) in done {
+        t.merge(own);
+    }
+}
+
+/// Whether a model has any case to probe (what [`check_model`] would
+/// send), decided without a topology.
+fn has_cases(model: &Model, candidates: &[Packet]) -> bool {
+    !cases(model, &graph::build(model), candidates).0.is_empty()
+}
+
 /// Applies `model`'s rules in a fresh topology and checks `candidates`.
 fn check_model(name: &str, model: &Model, candidates: &[Packet], t: &mut Tally) {
     check_model_with(name, model, candidates, Variant::System, t);
@@ -540,12 +594,11 @@ fn iptables_agrees_with_interpreter_in_netns() {
     }
     let started = Instant::now();
     let mut t = Tally::default();
-    let mut policies = 0;
+    let mut jobs: Vec<Job> = Vec::new();
     for (name, model) in examples() {
         let model = random_balanced(model);
         let c = candidates(&model, 1);
-        check_model(&name, &model, &c, &mut t);
-        policies += 1;
+        jobs.push((name, model, c));
     }
     let mut seeds = 0;
     for seed in 0..40u64 {
@@ -553,12 +606,10 @@ fn iptables_agrees_with_interpreter_in_netns() {
             break;
         }
         let model = random_balanced(gen::model(seed));
-        let before = t.cases;
         let c = candidates(&model, seed);
-        check_model(&format!("gen{seed}"), &model, &c, &mut t);
-        if t.cases > before {
+        if has_cases(&model, &c) {
             seeds += 1;
-            policies += 1;
+            jobs.push((format!("gen{seed}"), model, c));
         }
     }
     // A synthetic model whose root class tables have enough groups to be
@@ -573,8 +624,9 @@ fn iptables_agrees_with_interpreter_in_netns() {
         ..synth::Params::default()
     }));
     let c = candidates(&model, 3);
-    check_model("synth-chunks", &model, &c, &mut t);
-    policies += 1;
+    jobs.push(("synth-chunks".into(), model, c));
+    let policies = jobs.len();
+    check_models(&jobs, &mut t);
     eprintln!(
         "iptables diff: {policies} policies ({} with cases), {} cases ({} got through, {} to frontends, {} to the proxy), {} bypass cases (or bypassed TCP replies) left out, {} disagreements, {:.1}s",
         t.models,
@@ -614,13 +666,15 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
     }
     let started = Instant::now();
     let mut t = Tally::default();
-    let mut policies = 0;
-    for seed in 0..40u64 {
-        let model = random_balanced(gen::dual_stack(seed));
-        let c = candidates(&model, seed);
-        check_model(&format!("dual-stack gen{seed}"), &model, &c, &mut t);
-        policies += 1;
-    }
+    let jobs: Vec<Job> = (0..40u64)
+        .map(|seed| {
+            let model = random_balanced(gen::dual_stack(seed));
+            let c = candidates(&model, seed);
+            (format!("dual-stack gen{seed}"), model, c)
+        })
+        .collect();
+    let policies = jobs.len();
+    check_models(&jobs, &mut t);
     eprintln!(
         "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy), {} bypass cases left out, {} disagreements, {:.1}s",
         t.models,
@@ -663,9 +717,9 @@ fn iptables_with_audit_policies_agrees_in_netns() {
         return;
     }
     let mut t = Tally::default();
-    let mut audited = 0;
+    let mut jobs: Vec<Job> = Vec::new();
     for seed in 0..80u64 {
-        if audited >= 20 {
+        if jobs.len() >= 20 {
             break;
         }
         let mut model = random_balanced(gen::model(seed));
@@ -678,13 +732,13 @@ fn iptables_with_audit_policies_agrees_in_netns() {
             s.rules
                 .retain(|r| !matches!(r.action, SteerAction::Redirect { .. }));
         }
-        let before = t.cases;
         let c = candidates(&model, seed);
-        check_model(&format!("audit{seed}"), &model, &c, &mut t);
-        if t.cases > before {
-            audited += 1;
+        if has_cases(&model, &c) {
+            jobs.push((format!("audit{seed}"), model, c));
         }
     }
+    let audited = jobs.len();
+    check_models(&jobs, &mut t);
     eprintln!(
         "iptables audit diff: {audited} programs with audit policies, {} cases ({} got through), {} disagreements",
         t.cases,
