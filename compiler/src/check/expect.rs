@@ -4,7 +4,9 @@
 //! (IPv4 first); an address for itself; a label map for a synthetic
 //! endpoint at the Nth address of `192.0.2.0/24` that no endpoint has (N
 //! counts label maps in the test from 1); `any` for the first address of
-//! `198.51.100.0/24` no endpoint has. Skipping taken addresses keeps the
+//! `198.51.100.0/24` no endpoint has. Label maps and `any` take the
+//! packet's family: their IPv6 addresses are the same Nth free host of
+//! `2001:db8:2::/64` and `2001:db8:100::/64`. Skipping taken addresses keeps the
 //! promise that these peers are no endpoint (a program may declare one at
 //! `198.51.100.1`), and is deterministic: it depends on the program only.
 //! Frontend and explicit backend addresses count as taken too.
@@ -13,7 +15,7 @@ use super::Cx;
 use crate::diagnostics::Kind;
 use crate::model::{self, BackendSource, Model, TestPeer, TestVia};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use weir_grammar::ast::{self, ByKind, Peer, Proto, SelExpr, SetElem, Via};
 use weir_grammar::Span;
 
@@ -21,6 +23,10 @@ use weir_grammar::Span;
 const ANY_NET: [u8; 3] = [198, 51, 100];
 /// Where label maps are placed: the Nth free address of this /24.
 const MAP_NET: [u8; 3] = [192, 0, 2];
+/// The IPv6 twins of [`ANY_NET`] and [`MAP_NET`] (the documentation
+/// prefix, RFC 3849): the first four groups of a /64.
+const ANY_NET6: [u16; 4] = [0x2001, 0xdb8, 0x100, 0];
+const MAP_NET6: [u16; 4] = [0x2001, 0xdb8, 0x2, 0];
 
 /// The addresses test peers may not stand for, and the label maps placed
 /// so far in the current test.
@@ -52,10 +58,34 @@ impl TestAddrs {
             .filter(|a| !self.taken.contains(&IpAddr::V4(*a)))
             .nth(n as usize - 1)
     }
+
+    /// The `n`th (1-based) address of the /64 `net` (hosts 1–254) no one
+    /// has.
+    fn free6(&self, net: [u16; 4], n: u32) -> Option<Ipv6Addr> {
+        (1..=254u16)
+            .map(|h| Ipv6Addr::new(net[0], net[1], net[2], net[3], 0, 0, 0, h))
+            .filter(|a| !self.taken.contains(&IpAddr::V6(*a)))
+            .nth(n as usize - 1)
+    }
+}
+
+/// A synthetic peer (`any`, a label map): an address of each family, the
+/// packet's chosen when the ends are resolved (`None`: that range is
+/// full, E0237 if it is the one needed).
+struct Synthetic {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    labels: Option<BTreeMap<String, String>>,
+    display: String,
+    span: Span,
+    what: &'static str,
+    /// The ranges it is placed in, IPv4 then IPv6 (for E0237).
+    ranges: [&'static str; 2],
 }
 
 enum TPeer {
     Fixed(IpAddr, Option<BTreeMap<String, String>>, String),
+    Synthetic(Synthetic),
     Endpoint(String, Vec<IpAddr>, Span),
 }
 
@@ -70,28 +100,18 @@ fn family(ip: IpAddr) -> &'static str {
 impl<'a> Cx<'a> {
     fn test_peer(&mut self, p: &Peer, model: &Model, addrs: &mut TestAddrs) -> Option<TPeer> {
         match p {
-            Peer::Any(span) => {
-                let Some(a) = addrs.free(ANY_NET, 1) else {
-                    self.report(Kind::NoFreeTestAddress {
-                        span: *span,
-                        what: "`any`",
-                        range: "198.51.100.0/24",
-                    });
-                    return None;
-                };
-                Some(TPeer::Fixed(IpAddr::V4(a), None, "any".into()))
-            }
+            Peer::Any(span) => Some(TPeer::Synthetic(Synthetic {
+                v4: addrs.free(ANY_NET, 1),
+                v6: addrs.free6(ANY_NET6, 1),
+                labels: None,
+                display: "any".into(),
+                span: *span,
+                what: "`any`",
+                ranges: ["198.51.100.0/24", "2001:db8:100::/64"],
+            })),
             Peer::Labels(ls, span) => {
                 let labels = self.label_map(ls);
                 addrs.maps += 1;
-                let Some(a) = addrs.free(MAP_NET, addrs.maps) else {
-                    self.report(Kind::NoFreeTestAddress {
-                        span: *span,
-                        what: "a label map",
-                        range: "192.0.2.0/24",
-                    });
-                    return None;
-                };
                 let display = format!(
                     "{{ {} }}",
                     labels
@@ -100,7 +120,15 @@ impl<'a> Cx<'a> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                Some(TPeer::Fixed(IpAddr::V4(a), Some(labels), display))
+                Some(TPeer::Synthetic(Synthetic {
+                    v4: addrs.free(MAP_NET, addrs.maps),
+                    v6: addrs.free6(MAP_NET6, addrs.maps),
+                    labels: Some(labels),
+                    display,
+                    span: *span,
+                    what: "a label map",
+                    ranges: ["192.0.2.0/24", "2001:db8:2::/64"],
+                }))
             }
             Peer::Set(e) => match (&e.base[..], &e.except) {
                 ([SetElem::Cidr(lit)], None)
@@ -325,6 +353,26 @@ impl<'a> Cx<'a> {
                     synthetic_labels,
                     display,
                 },
+                Some(TPeer::Synthetic(p)) => {
+                    let addr = if v4 {
+                        p.v4.map(IpAddr::V4)
+                    } else {
+                        p.v6.map(IpAddr::V6)
+                    };
+                    let addr = addr.unwrap_or_else(|| {
+                        cx.report(Kind::NoFreeTestAddress {
+                            span: p.span,
+                            what: p.what,
+                            range: p.ranges[usize::from(!v4)],
+                        });
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                    });
+                    TestPeer {
+                        addr,
+                        synthetic_labels: p.labels,
+                        display: p.display,
+                    }
+                }
                 Some(TPeer::Endpoint(name, addrs, span)) => {
                     match addrs.iter().find(|a| a.is_ipv4() == v4) {
                         Some(a) => TestPeer {

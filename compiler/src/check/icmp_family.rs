@@ -6,9 +6,9 @@
 //! meant ICMPv6, so `allow icmp` in a policy of IPv6-only endpoints was a
 //! rule that let ICMPv6 through; after the change it matches nothing. The
 //! lint finds the rules whose every packet is of the other family: the
-//! peer is a set of that family's prefixes only, or (policy rules) every
-//! endpoint the policy applies to — at least one — has addresses of that
-//! family only. It is a warning (the program still means something
+//! peer is a set of that family's prefixes only, or a selector whose every
+//! endpoint — at least one — has addresses of that family only, or
+//! (policy rules) every endpoint the policy applies to has. It is a warning (the program still means something
 //! exact), with a stable code so CI can refuse it (`--deny-warnings`).
 
 use super::Cx;
@@ -24,6 +24,39 @@ fn set_family(p: &PeerMatch) -> Option<bool> {
         .iter()
         .all(|c| c.addr.is_ipv6() == six)
         .then_some(six)
+}
+
+/// The family (`true`: IPv6) of every address of the endpoints `ids` —
+/// at least one endpoint, each with an address — if they share one.
+fn endpoints_family(model: &Model, ids: &[u32]) -> Option<bool> {
+    if ids.is_empty() {
+        return None;
+    }
+    let all_of = |six: bool| {
+        ids.iter().all(|&i| {
+            let a = &model.endpoints[i as usize].addrs;
+            !a.is_empty() && a.iter().all(|x| x.is_ipv6() == six)
+        })
+    };
+    [true, false].into_iter().find(|&six| all_of(six))
+}
+
+/// Why every packet a peer matches is of the family `other`, if it is:
+/// a set of that family's prefixes, or a selector of that family's
+/// endpoints.
+fn peer_only(model: &Model, index: &EndpointIndex, p: &PeerMatch, other: bool) -> Option<String> {
+    match p {
+        PeerMatch::Set(_) if set_family(p) == Some(other) => {
+            Some(format!("holds only {} addresses", fam(other)))
+        }
+        PeerMatch::Selector(sel) if endpoints_family(model, &index.select(sel)) == Some(other) => {
+            Some(format!(
+                "selects only endpoints without {} addresses",
+                fam(!other)
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The ICMP keyword of a rule and whether it is the IPv6 one.
@@ -46,18 +79,7 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model, index: &EndpointIndex) {
     let mut out = Vec::new();
     for p in &model.policies {
         // The family of every selected endpoint's addresses, if one.
-        let ids = index.select(&p.applies_to);
-        let subjects = if ids.is_empty() {
-            None
-        } else {
-            let all_of = |six: bool| {
-                ids.iter().all(|&i| {
-                    let a = &model.endpoints[i as usize].addrs;
-                    !a.is_empty() && a.iter().all(|x| x.is_ipv6() == six)
-                })
-            };
-            [true, false].into_iter().find(|&six| all_of(six))
-        };
+        let subjects = endpoints_family(model, &index.select(&p.applies_to));
         for r in [&p.ingress, &p.egress].into_iter().flatten().flatten() {
             let Rule {
                 proto, peer, span, ..
@@ -68,8 +90,8 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model, index: &EndpointIndex) {
             if !cx.is_root(span.file) {
                 continue;
             }
-            let why = if set_family(peer) == Some(!six) {
-                format!("its peer holds only {} addresses", fam(!six))
+            let why = if let Some(w) = peer_only(model, index, peer, !six) {
+                format!("its peer {w}")
             } else if subjects == Some(!six) {
                 format!(
                     "policy `{}` applies only to endpoints without {} addresses",
@@ -101,11 +123,13 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model, index: &EndpointIndex) {
             if !cx.is_root(span.file) {
                 continue;
             }
-            if set_family(from) == Some(!six) || set_family(to) == Some(!six) {
+            let why =
+                peer_only(model, index, from, !six).or_else(|| peer_only(model, index, to, !six));
+            if let Some(w) = why {
                 out.push(Kind::IcmpOtherFamily {
                     span: *span,
                     proto: kw,
-                    why: format!("a peer holds only {} addresses", fam(!six)),
+                    why: format!("a peer {w}"),
                 });
             }
         }
