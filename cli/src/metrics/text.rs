@@ -35,6 +35,13 @@ impl Text {
             return;
         }
         debug_assert!(
+            super::families::ALL
+                .iter()
+                .any(|f| std::ptr::eq(*f, family)),
+            "{} is not in families::ALL (nor, then, checked against docs/metrics.md)",
+            family.name
+        );
+        debug_assert!(
             !self.done.contains(&family.name),
             "{} written twice",
             family.name
