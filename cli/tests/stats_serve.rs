@@ -55,6 +55,21 @@ impl Drop for Server {
     }
 }
 
+/// Detaches what the test applied when it ends, however it ends (a
+/// failed assertion must not leave pins behind).
+struct Detach(Vec<String>);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let mut a = vec!["detach"];
+        a.extend(self.0.iter().map(String::as_str));
+        let o = weir(&a);
+        if !std::thread::panicking() {
+            assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        }
+    }
+}
+
 /// Starts `weir stats --serve 127.0.0.1:0 TARGET…`; the address it bound.
 fn serve(target: &[&str]) -> (Server, String) {
     let mut args = vec!["stats", "--serve", "127.0.0.1:0"];
@@ -162,6 +177,7 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
         weir(&a)
     };
     ok(run("apply", &[s(&bundle)]));
+    let _detach = Detach(target.iter().map(|a| a.to_string()).collect());
 
     // Traffic, and what the interpreter says each packet was decided by.
     let loader = MemoryLoader::new().with("main.weir", PROGRAM);
@@ -279,7 +295,7 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
     assert!(errors.is_empty(), "{errors:?}\n{text}");
 
     drop(_server);
-    ok(run("detach", &[]));
+    drop(_detach);
     let _ = std::fs::remove_dir_all(work);
 }
 
