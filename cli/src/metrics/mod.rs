@@ -60,15 +60,20 @@ pub struct Scrape {
     pub bundle: Option<Bundle>,
     pub rules: Option<Vec<RuleCount>>,
     pub audit: Option<Vec<RuleCount>>,
-    /// `Some(empty)` without services; always `Some(empty)` on iptables
-    /// (the back end keeps no flow counters).
+    /// `Some(empty)` without services; `None` on iptables too (the back
+    /// end keeps no flow counters: not a source there, see `sources`).
     pub services: Option<Vec<ServiceCount>>,
+    /// The sources this back end keeps (`weir_scrape_error` has a sample
+    /// for each): [`SOURCES`] on eBPF, [`IPTABLES_SOURCES`] on iptables.
+    pub sources: &'static [&'static str],
     /// Source (`manifest`, `rules`, `audit`, `services`) → message.
     pub errors: BTreeMap<&'static str, String>,
 }
 
-/// The sources a scrape reads, in `weir_scrape_error` order.
-pub const SOURCES: [&str; 4] = ["manifest", "rules", "audit", "services"];
+/// The sources an eBPF scrape reads, in `weir_scrape_error` order.
+pub const SOURCES: &[&str] = &["manifest", "rules", "audit", "services"];
+/// The iptables back end keeps no service or backend counters.
+pub const IPTABLES_SOURCES: &[&str] = &["manifest", "rules", "audit"];
 
 /// Scrape errors per source since the serving process started.
 pub type Tally = BTreeMap<&'static str, u64>;
@@ -76,7 +81,7 @@ pub type Tally = BTreeMap<&'static str, u64>;
 impl Scrape {
     /// Adds this scrape's errors to `tally`.
     pub fn count_errors(&self, tally: &mut Tally) {
-        for s in SOURCES {
+        for s in self.sources {
             let n = tally.entry(s).or_insert(0);
             *n += u64::from(self.errors.contains_key(s));
         }
@@ -104,12 +109,12 @@ pub fn write(t: &mut Text, s: &Scrape, tally: &Tally) {
     services(t, &at, s.services.as_deref());
     bundle(t, &at, s.bundle.as_ref());
     t.family(&f::SCRAPE_ERROR);
-    for src in SOURCES {
+    for &src in s.sources {
         let on = u8::from(s.errors.contains_key(src));
         t.sample(&f::SCRAPE_ERROR, &with(&at, &[("source", src)]), on.into());
     }
     t.family(&f::SCRAPE_ERRORS);
-    for src in SOURCES {
+    for &src in s.sources {
         let n = tally.get(src).copied().unwrap_or(0);
         t.sample(&f::SCRAPE_ERRORS, &with(&at, &[("source", src)]), n as f64);
     }

@@ -80,6 +80,7 @@ fn read_ebpf(inst: &Instance) -> Scrape {
         rules,
         audit,
         services,
+        sources: super::SOURCES,
         errors,
     }
 }
@@ -110,7 +111,8 @@ fn read_iptables(rt: &Iptables, label: &str) -> Scrape {
         audit,
         // The iptables back end keeps no per-service or per-backend flow
         // counter (docs/metrics.md).
-        services: Some(Vec::new()),
+        services: None,
+        sources: super::IPTABLES_SOURCES,
         errors,
     }
 }

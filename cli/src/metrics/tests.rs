@@ -127,6 +127,7 @@ fn full_scrape() -> Scrape {
                 flows: 9,
             },
         ]),
+        sources: SOURCES,
         errors: BTreeMap::from([("services", "no map".to_string())]),
     }
 }
@@ -262,6 +263,19 @@ fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn iptables_has_no_service_source() {
+    let mut s = full_scrape();
+    s.dataplane = "iptables";
+    s.services = None;
+    s.sources = IPTABLES_SOURCES;
+    s.errors.clear();
+    let text = render(&s, &Tally::new());
+    assert!(!text.contains("source=\"services\""), "{text}");
+    assert!(!text.contains("weir_service_flows_total{"), "{text}");
+    assert!(text.contains("source=\"audit\"} 0\n"), "{text}");
 }
 
 #[test]
