@@ -29,7 +29,7 @@ use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Proto, Verdict};
 use weir_compiler::provenance::ProvenanceTable;
 use weir_compiler::source::MemoryLoader;
-use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
 
 const PROGRAM: &str = r#"
 endpoint web   { labels { app: "web" }   addr 10.1.0.10 }
@@ -42,6 +42,11 @@ policy db-in {
     allow udp 5000 from app == "web"
     deny from any
   }
+}
+
+service dbsvc {
+  frontend 10.96.0.1:5000/udp
+  backends select app == "db" port 5000
 }
 "#;
 
@@ -166,7 +171,8 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
     let state = work.join("state");
     let mut target = vec!["--backend", backend, "--netns", topo.node.name()];
     if ebpf {
-        target.extend(["--iface", NODE_CLIENT_IF]);
+        // Both links: replies from the backend are reverse-translated.
+        target.extend(["--iface", NODE_CLIENT_IF, "--iface", NODE_SERVER_IF]);
     } else {
         target.extend(["--state-dir", s(&state)]);
     }
@@ -186,25 +192,35 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
     let interp = Interp::new(&model);
     let db: IpAddr = "10.2.0.20".parse().unwrap();
     topo.serve_udp(db, 5000).unwrap();
+    let vip: IpAddr = "10.96.0.1".parse().unwrap();
     let mut want: BTreeMap<u64, u64> = BTreeMap::new();
-    for (src, n) in [("10.1.0.10", 3), ("10.1.0.11", 2)] {
+    let mut service_flows = 0u64;
+    for (src, dst, n) in [
+        ("10.1.0.10", db, 3),
+        ("10.1.0.11", db, 2),
+        ("10.1.0.10", vip, 2),
+    ] {
         let src: IpAddr = src.parse().unwrap();
-        let o = interp.evaluate(&Packet::new(Proto::Udp, src, 40000, db, 5000));
+        let o = interp.evaluate(&Packet::new(Proto::Udp, src, 40000, dst, 5000));
         let wait = if o.verdict == Verdict::Allow {
             2500
         } else {
             300
         };
         for _ in 0..n {
-            let got = topo
-                .udp_probe(src, db, 5000, Duration::from_millis(wait))
-                .is_some();
-            assert_eq!(got, o.verdict == Verdict::Allow, "{src} → {db}: {o:?}");
+            let got = topo.udp_probe(src, dst, 5000, Duration::from_millis(wait));
+            if o.verdict == Verdict::Allow {
+                assert_eq!(got, Some(db), "{src} → {dst}: {o:?}");
+            } else {
+                assert_eq!(got, None, "{src} → {dst}: {o:?}");
+            }
             for by in std::iter::once(o.decided_by).chain(o.logged.iter().copied()) {
                 *want.entry(u64::from(prov.id(&by))).or_default() += 1;
             }
+            service_flows += u64::from(o.service.as_ref().is_some_and(|s| s.chosen.is_some()));
         }
     }
+    assert_eq!(service_flows, 2, "the interpreter translates the VIP");
 
     // The scrape, through a real HTTP client.
     let (_server, addr) = serve(&target);
@@ -265,6 +281,55 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
         assert_eq!(sample.labels.get(k), Some(v), "{k} of {sample:?}");
     }
     assert_eq!(rules[&u64::from(deny)], 2, "{text}");
+
+    // Per service and backend: eBPF counts new flows (the same numbers
+    // as `weir stats --json`, and as many as the interpreter translated);
+    // the iptables back end keeps no such counter, and says nothing.
+    let flows = |metric: &str| -> BTreeMap<(String, Option<String>), u64> {
+        parsed
+            .samples
+            .iter()
+            .filter(|x| x.metric == metric)
+            .map(|x| {
+                let key = (
+                    x.labels.get("service").unwrap().to_string(),
+                    x.labels.get("backend").map(str::to_string),
+                );
+                match x.value {
+                    prometheus_parse::Value::Counter(v) => (key, v as u64),
+                    ref other => panic!("{metric}: {other:?}"),
+                }
+            })
+            .collect()
+    };
+    let mut served = flows("weir_service_flows_total");
+    served.extend(flows("weir_backend_flows_total"));
+    let json_services: BTreeMap<(String, Option<String>), u64> = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                (
+                    c["service"].as_str().unwrap().to_string(),
+                    c["backend"].as_str().map(str::to_string),
+                ),
+                c["flows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(served, json_services, "{text}");
+    if ebpf {
+        let key = |b: Option<&str>| ("dbsvc".to_string(), b.map(str::to_string));
+        assert_eq!(served.get(&key(None)), Some(&service_flows), "{text}");
+        assert_eq!(
+            served.get(&key(Some("10.2.0.20:5000"))),
+            Some(&service_flows),
+            "{text}"
+        );
+    } else {
+        assert!(served.is_empty(), "{text}");
+    }
 
     // The bundle in force, and no scrape error.
     let manifest: Value =
