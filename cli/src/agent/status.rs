@@ -137,25 +137,13 @@ impl Status {
     pub fn prometheus(&self) -> String {
         use crate::metrics::families as f;
         let mut t = crate::metrics::Text::new();
-        t.sample(&f::AGENT_READY, &[], u8::from(self.ready).into());
-        t.sample(
-            &f::AGENT_API_REACHABLE,
-            &[],
-            u8::from(self.api_reachable).into(),
-        );
-        t.sample(
-            &f::AGENT_GENERATION,
-            &[],
-            self.generation.unwrap_or(0) as f64,
-        );
-        t.sample(&f::AGENT_REFUSED, &[], u8::from(self.refused).into());
+        t.sample(&f::AGENT_READY, &[], self.ready);
+        t.sample(&f::AGENT_API_REACHABLE, &[], self.api_reachable);
+        t.sample(&f::AGENT_GENERATION, &[], self.generation.unwrap_or(0));
+        t.sample(&f::AGENT_REFUSED, &[], self.refused);
         for v in Verdict::ALL {
             let on = self.last.as_ref().is_some_and(|d| d.verdict == v);
-            t.sample(
-                &f::AGENT_LAST_RECONCILE,
-                &[("verdict", v.name())],
-                u8::from(on).into(),
-            );
+            t.sample(&f::AGENT_LAST_RECONCILE, &[("verdict", v.name())], on);
         }
         t.sample(
             &f::AGENT_LAST_RECONCILE_SECONDS,
@@ -164,11 +152,11 @@ impl Status {
         );
         for v in Verdict::ALL {
             let n = self.reconciles.get(v.name()).copied().unwrap_or(0);
-            t.sample(&f::AGENT_RECONCILES, &[("verdict", v.name())], n as f64);
+            t.sample(&f::AGENT_RECONCILES, &[("verdict", v.name())], n);
         }
         t.family(&f::AGENT_OBJECTS);
         for (k, n) in &self.objects {
-            t.sample(&f::AGENT_OBJECTS, &[("kind", k)], *n as f64);
+            t.sample(&f::AGENT_OBJECTS, &[("kind", k)], *n);
         }
         t.finish()
     }

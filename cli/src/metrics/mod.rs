@@ -110,13 +110,16 @@ pub fn write(t: &mut Text, s: &Scrape, tally: &Tally) {
     bundle(t, &at, s.bundle.as_ref());
     t.family(&f::SCRAPE_ERROR);
     for &src in s.sources {
-        let on = u8::from(s.errors.contains_key(src));
-        t.sample(&f::SCRAPE_ERROR, &with(&at, &[("source", src)]), on.into());
+        t.sample(
+            &f::SCRAPE_ERROR,
+            &with(&at, &[("source", src)]),
+            s.errors.contains_key(src),
+        );
     }
     t.family(&f::SCRAPE_ERRORS);
     for &src in s.sources {
         let n = tally.get(src).copied().unwrap_or(0);
-        t.sample(&f::SCRAPE_ERRORS, &with(&at, &[("source", src)]), n as f64);
+        t.sample(&f::SCRAPE_ERRORS, &with(&at, &[("source", src)]), n);
     }
 }
 
@@ -168,7 +171,7 @@ fn rules(
                 ("location", &location),
             ],
         );
-        t.sample(family, &labels, c.packets as f64);
+        t.sample(family, &labels, c.packets);
     }
 }
 
@@ -177,13 +180,13 @@ fn services(t: &mut Text, at: &[(&str, &str)], counts: Option<&[ServiceCount]>) 
     t.family(&f::SERVICE_FLOWS);
     for c in counts.iter().filter(|c| c.backend.is_none()) {
         let l = with(at, &[("service", &c.service)]);
-        t.sample(&f::SERVICE_FLOWS, &l, c.flows as f64);
+        t.sample(&f::SERVICE_FLOWS, &l, c.flows);
     }
     t.family(&f::BACKEND_FLOWS);
     for c in counts {
         if let Some(b) = &c.backend {
             let l = with(at, &[("service", &c.service), ("backend", b)]);
-            t.sample(&f::BACKEND_FLOWS, &l, c.flows as f64);
+            t.sample(&f::BACKEND_FLOWS, &l, c.flows);
         }
     }
 }
@@ -200,10 +203,10 @@ fn bundle(t: &mut Text, at: &[(&str, &str)], b: Option<&Bundle>) {
                 ("format_version", &v),
             ],
         );
-        t.sample(&f::BUNDLE_INFO, &l, 1.0);
+        t.sample(&f::BUNDLE_INFO, &l, 1u64);
     }
     let g = b.map_or(0, |b| b.generation);
-    t.sample(&f::GENERATION, at, g as f64);
+    t.sample(&f::GENERATION, at, g);
 }
 
 #[cfg(test)]

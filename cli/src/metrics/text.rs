@@ -59,7 +59,12 @@ impl Text {
 
     /// One sample of `family`; labels with an empty value are left out
     /// (Prometheus treats an absent label as empty).
-    pub fn sample(&mut self, family: &'static Family, labels: &[(&str, &str)], value: f64) {
+    pub fn sample(
+        &mut self,
+        family: &'static Family,
+        labels: &[(&str, &str)],
+        value: impl Into<Value>,
+    ) {
         self.family(family);
         self.out.push_str(family.name);
         let mut first = true;
@@ -76,7 +81,10 @@ impl Text {
         if !first {
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {}", number(value));
+        let _ = match value.into() {
+            Value::Int(n) => writeln!(self.out, " {n}"),
+            Value::Float(v) => writeln!(self.out, " {v}"),
+        };
     }
 
     pub fn finish(self) -> String {
@@ -91,13 +99,34 @@ pub fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A sample value: integers without a fraction (counters read from the
-/// kernel are u64; f64 holds them exactly up to 2^53).
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+/// A sample value: counters read from the kernel are u64 and written
+/// exactly (an f64 would round them past 2^53); measured values are f64.
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Value {
+        Value::Int(n)
+    }
+}
+
+impl From<usize> for Value {
+    fn from(n: usize) -> Value {
+        Value::Int(n as u64)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Int(b.into())
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Float(v)
     }
 }
 
@@ -112,9 +141,9 @@ mod tests {
         t.sample(
             &RULE_PACKETS,
             &[("policy", "a\"b\\c\nd"), ("tier", ""), ("id", "3")],
-            7.0,
+            7u64,
         );
-        t.sample(&RULE_PACKETS, &[("id", "4")], 0.0);
+        t.sample(&RULE_PACKETS, &[("id", "4")], u64::MAX);
         t.family(&AGENT_OBJECTS);
         let s = t.finish();
         assert_eq!(
@@ -122,10 +151,12 @@ mod tests {
             "# HELP weir_rule_packets_total Packets decided (or logged, for a log rule) by each provenance id of the generation in force.\n\
              # TYPE weir_rule_packets_total counter\n\
              weir_rule_packets_total{policy=\"a\\\"b\\\\c\\nd\",id=\"3\"} 7\n\
-             weir_rule_packets_total{id=\"4\"} 0\n\
+             weir_rule_packets_total{id=\"4\"} 18446744073709551615\n\
              # HELP weir_agent_objects Watched objects held, by kind.\n\
              # TYPE weir_agent_objects gauge\n"
         );
-        assert_eq!(number(0.0015), "0.0015");
+        let mut t = Text::new();
+        t.sample(&AGENT_OBJECTS, &[], 0.0015);
+        assert!(t.finish().ends_with("weir_agent_objects 0.0015\n"));
     }
 }
