@@ -242,19 +242,29 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
             .map(|c| (c["id"].as_u64().unwrap(), c["packets"].as_u64().unwrap()))
             .collect()
     };
+    // The ids the probes were decided by must match exactly; the others
+    // (conntrack, the defaults) may still count a stray packet of the
+    // links (IPv6 neighbour discovery) between the scrape and the read,
+    // never fewer.
     let rules = by_id(&parsed, "weir_rule_packets_total");
-    assert_eq!(
-        rules,
-        stats("rules"),
-        "/metrics against weir stats --json\n{text}"
-    );
+    let json_rules = stats("rules");
     assert_eq!(rules.len(), prov.len(), "one sample per provenance id");
-    for (id, n) in &want {
-        assert_eq!(
-            rules.get(id),
-            Some(n),
-            "id {id} against the interpreter\n{text}"
-        );
+    assert_eq!(
+        rules.keys().collect::<Vec<_>>(),
+        json_rules.keys().collect::<Vec<_>>()
+    );
+    for (id, n) in &rules {
+        let j = json_rules[id];
+        match want.get(id) {
+            Some(w) => assert!(
+                n == w && j == *w,
+                "id {id}: /metrics {n}, weir stats --json {j}, interpreter {w}\n{text}"
+            ),
+            None => assert!(
+                *n <= j,
+                "id {id}: /metrics {n} > weir stats --json {j} read after\n{text}"
+            ),
+        }
     }
     // The deny rule's sample carries the rule's labels.
     let deny = prov.id(&weir_compiler::provenance::Provenance::Rule {

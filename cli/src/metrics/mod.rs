@@ -136,7 +136,11 @@ fn rules(
 ) {
     t.family(family);
     for c in counts.unwrap_or_default() {
-        let p = prov.get(c.id as usize);
+        // The manifest is read apart from the counters: a generation
+        // applied in between must not lend its labels to the old counts.
+        let p = prov
+            .get(c.id as usize)
+            .filter(|p| p.description == c.description && p.kind.name() == c.kind);
         let id = c.id.to_string();
         let index = p.and_then(|p| p.index).map(|i| (i + 1).to_string());
         let o = |v: Option<&str>| v.unwrap_or_default().to_string();

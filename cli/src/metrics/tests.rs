@@ -266,6 +266,21 @@ fn promtool_accepts_the_exposition() {
 }
 
 #[test]
+fn labels_of_another_generation_are_not_lent() {
+    let mut s = full_scrape();
+    s.rules.as_mut().unwrap()[1].description = "web-out egress rule #1".into();
+    let text = render(&s, &Tally::new());
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("weir_rule_packets_total{") && l.contains("id=\"1\""))
+        .unwrap();
+    assert!(
+        !line.contains("policy=") && line.contains("rule=\"web-out egress rule #1\""),
+        "{line}"
+    );
+}
+
+#[test]
 fn iptables_has_no_service_source() {
     let mut s = full_scrape();
     s.dataplane = "iptables";
