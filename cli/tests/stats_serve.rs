@@ -60,15 +60,16 @@ impl Drop for Server {
     }
 }
 
-/// Detaches what the test applied when it ends, however it ends (a
-/// failed assertion must not leave pins behind).
-struct Detach(Vec<String>);
+/// Detaches what the test applied and removes its directory when it
+/// ends, however it ends (a failed assertion must not leave pins behind).
+struct Detach(Vec<String>, PathBuf);
 
 impl Drop for Detach {
     fn drop(&mut self) {
         let mut a = vec!["detach"];
         a.extend(self.0.iter().map(String::as_str));
         let o = weir(&a);
+        let _ = std::fs::remove_dir_all(&self.1);
         if !std::thread::panicking() {
             assert_eq!(o.status.code(), Some(0), "{}", show(&o));
         }
@@ -183,7 +184,7 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
         weir(&a)
     };
     ok(run("apply", &[s(&bundle)]));
-    let _detach = Detach(target.iter().map(|a| a.to_string()).collect());
+    let _detach = Detach(target.iter().map(|a| a.to_string()).collect(), work.clone());
 
     // Traffic, and what the interpreter says each packet was decided by.
     let loader = MemoryLoader::new().with("main.weir", PROGRAM);
@@ -371,7 +372,6 @@ fn scrape_matches_stats_and_interpreter(name: &str, ebpf: bool, programs: &[&str
 
     drop(_server);
     drop(_detach);
-    let _ = std::fs::remove_dir_all(work);
 }
 
 #[test]
