@@ -8,7 +8,7 @@
 //! than a framework is to vendor. What it guarantees: a thread per
 //! connection, at most [`MAX_CONNECTIONS`] at once (more are answered
 //! 503 at once, never queued without bound); a request head of at most
-//! [`MAX_HEAD`] bytes read within [`TIMEOUT`]; `GET` and `HEAD` only
+//! [`MAX_HEAD`] bytes read within [`TIMEOUT`] in all; `GET` and `HEAD` only
 //! (405 otherwise); 400 on a request line that is not HTTP; 404 on a path
 //! the handler does not know; every answer `Connection: close`.
 
@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -95,10 +95,27 @@ pub fn serve(addr: &str, name: &str, handler: Arc<dyn Handler>) -> std::io::Resu
     Ok(local)
 }
 
+/// The stream, read until one deadline for the whole head: a client
+/// trickling a byte at a time cannot hold its place longer than
+/// [`TIMEOUT`].
+struct Deadline<'a>(&'a TcpStream, Instant);
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.1.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let mut s: &TcpStream = self.0;
+        s.set_read_timeout(Some(left))?;
+        s.read(buf)
+    }
+}
+
 fn connection(stream: TcpStream, handler: &dyn Handler) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let mut head = BufReader::new((&stream).take(MAX_HEAD));
+    let deadline = Deadline(&stream, Instant::now() + TIMEOUT);
+    let mut head = BufReader::new(deadline.take(MAX_HEAD));
     let mut line = Vec::new();
     head.read_until(b'\n', &mut line)?;
     // Read the rest of the head, so that closing does not reset a
