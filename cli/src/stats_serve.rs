@@ -3,6 +3,7 @@
 //! end through [`crate::metrics::read`] and write it with the one
 //! renderer, [`crate::metrics::render`].
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::read::Source;
@@ -28,9 +29,10 @@ pub fn once(target: &Target) -> i32 {
 }
 
 /// Scrapes are read one at a time (the runtime takes the instance's
-/// lock anyway); the error tally lives as long as the server.
+/// lock anyway); the error tally lives as long as the server, and the
+/// last errors are kept to log each only when it appears or changes.
 struct Stats {
-    state: Mutex<(Source, Tally)>,
+    state: Mutex<(Source, Tally, BTreeMap<&'static str, String>)>,
 }
 
 impl Handler for Stats {
@@ -39,9 +41,15 @@ impl Handler for Stats {
             return None;
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (source, tally) = &mut *st;
+        let (source, tally, last) = &mut *st;
         let scrape = source.read();
         scrape.count_errors(tally);
+        for (src, e) in &scrape.errors {
+            if last.get(src) != Some(e) {
+                crate::errln!("weir stats: reading {src}: {e}");
+            }
+        }
+        *last = scrape.errors.clone();
         Some(Response::new(
             200,
             CONTENT_TYPE,
@@ -61,7 +69,7 @@ pub fn serve(target: &Target, addr: &str) -> i32 {
         Err(c) => return c,
     };
     let handler = Arc::new(Stats {
-        state: Mutex::new((source, Tally::new())),
+        state: Mutex::new((source, Tally::new(), BTreeMap::new())),
     });
     match serve::serve(addr, "weir-stats-http", handler) {
         Ok(a) => crate::errln!("weir stats: serving http://{a}/metrics"),

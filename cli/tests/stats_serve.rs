@@ -87,9 +87,10 @@ fn serve(target: &[&str]) -> (Server, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    err.read_line(&mut line).unwrap();
+    // Keep reading: the server logs scrape errors there.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     let server = Server(child);
     let addr = line
         .trim()
