@@ -2,24 +2,11 @@
 //! decided (docs/language.md §4, "Audit policies"), kept apart from the
 //! enforced counters — rendered the same way for both back ends
 //! (iptables: `iptables_stats.rs`; eBPF: `ebpf_cmd.rs`): human lines
-//! `would: …` under their own heading, Prometheus metric
-//! `weir_audit_rule_packets_total`; JSON puts them in an `audit` array.
+//! `would: …` under their own heading; JSON puts them in an `audit`
+//! array; Prometheus metric `weir_audit_rule_packets_total` (written by
+//! `metrics/`, the one renderer).
 
-use weir_runtime::ebpf::attach::prometheus_rules;
 use weir_runtime::ebpf::RuleCount;
-
-/// The Prometheus metric of the audit counters; `backend` names the back
-/// end in its help text.
-pub fn prometheus(instance: &str, backend: &str, audit: &[RuleCount]) -> String {
-    prometheus_rules(
-        instance,
-        "weir_audit_rule_packets_total",
-        &format!(
-            "Packets each audit decision would have decided (not enforced; {backend} back end)."
-        ),
-        audit,
-    )
-}
 
 /// The human lines (nothing when no audit decision counted a packet,
 /// unless `all` and there are audit counters).

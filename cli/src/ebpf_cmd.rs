@@ -4,11 +4,7 @@
 use std::path::Path;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use weir_runtime::ebpf::{
-    self,
-    attach::{prometheus, prometheus_services},
-    Instance,
-};
+use weir_runtime::ebpf::{self, Instance};
 
 use crate::target::Target;
 
@@ -191,16 +187,30 @@ pub struct StatsArgs {
     /// Also list rules that counted no packet.
     #[arg(long)]
     pub all: bool,
+    /// Serve the counters as Prometheus metrics at
+    /// `http://ADDR/metrics` (e.g. 127.0.0.1:9464), read at each scrape,
+    /// until killed (docs/metrics.md).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["format", "json", "all"])]
+    pub serve: Option<String>,
 }
 
 /// `weir stats`: per-rule packet counters of the running eBPF generation,
 /// then the audit counters apart (`audit_stats.rs`), then per-service and
 /// per-backend flow counts (JSON: `{"rules": [...], "audit": [...],
-/// "services": [...]}`).
+/// "services": [...]}`). Prometheus text and `--serve`: `stats_serve.rs`
+/// (the one renderer of `metrics/`, for both back ends).
 pub fn run_stats(args: StatsArgs) -> i32 {
+    if let Some(addr) = &args.serve {
+        return crate::stats_serve::serve(&args.target, addr);
+    }
+    let json = match (args.json, args.format) {
+        (true, _) | (_, StatsFormat::Json) => true,
+        (_, StatsFormat::Human) => false,
+        (_, StatsFormat::Prometheus) => return crate::stats_serve::once(&args.target),
+    };
     // Without `--iface` (and not `--backend ebpf`): the iptables back end.
     if args.target.backend == crate::target::Backend::Iptables && args.target.iface.is_empty() {
-        return crate::iptables_stats::run(&args);
+        return crate::iptables_stats::run(&args, json);
     }
     let inst = match instance(&args.target) {
         Ok(i) => i,
@@ -209,11 +219,6 @@ pub fn run_stats(args: StatsArgs) -> i32 {
     let counts = match ebpf::stats(&inst) {
         Ok(c) => c,
         Err(e) => return fail(e),
-    };
-    let format = if args.json {
-        StatsFormat::Json
-    } else {
-        args.format
     };
     let audit = match ebpf::audit_stats(&inst) {
         Ok(c) => c,
@@ -226,38 +231,25 @@ pub fn run_stats(args: StatsArgs) -> i32 {
             Vec::new()
         }
     };
-    match format {
-        StatsFormat::Prometheus => {
-            crate::out!("{}", prometheus(&inst, &counts));
-            if !audit.is_empty() {
-                crate::out!(
-                    "{}",
-                    crate::audit_stats::prometheus(&inst.name(), "eBPF", &audit)
-                );
-            }
-            if !services.is_empty() {
-                crate::out!("{}", prometheus_services(&inst, &services));
-            }
-        }
-        StatsFormat::Json => crate::outln!(
+    if json {
+        crate::outln!(
             "{}",
             serde_json::json!({ "rules": counts, "audit": audit, "services": services })
-        ),
-        StatsFormat::Human => {
-            for c in counts.iter().filter(|c| args.all || c.packets > 0) {
-                crate::outln!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
-            }
-            crate::audit_stats::human(&audit, args.all);
-            if !services.is_empty() {
-                crate::outln!(
-                    "flows (new TC flows and connect-time rewrites) per service and backend:"
-                );
-            }
-            for c in services.iter().filter(|c| args.all || c.flows > 0) {
-                match &c.backend {
-                    None => crate::outln!("{:>12}  service {}", c.flows, c.service),
-                    Some(b) => crate::outln!("{:>12}    {} → {b}", c.flows, c.service),
-                }
+        );
+    } else {
+        for c in counts.iter().filter(|c| args.all || c.packets > 0) {
+            crate::outln!("{:>12}  [{:>3}] {}", c.packets, c.id, c.description);
+        }
+        crate::audit_stats::human(&audit, args.all);
+        if !services.is_empty() {
+            crate::outln!(
+                "flows (new TC flows and connect-time rewrites) per service and backend:"
+            );
+        }
+        for c in services.iter().filter(|c| args.all || c.flows > 0) {
+            match &c.backend {
+                None => crate::outln!("{:>12}  service {}", c.flows, c.service),
+                Some(b) => crate::outln!("{:>12}    {} → {b}", c.flows, c.service),
             }
         }
     }

@@ -1,20 +1,24 @@
-//! The agent's HTTP endpoints on `--listen ADDR`, on a plain std
-//! TcpListener (one thread, one request per connection — probes and a
-//! scraper, not traffic):
+//! The agent's HTTP endpoints on `--listen ADDR` (probes and a scraper,
+//! not traffic):
 //!
 //! - `GET /healthz`: 200 while the reconcile loop is alive (it published
 //!   within the last [`STALE`] seconds; an idle loop publishes every
 //!   second);
 //! - `GET /readyz`: 200 when ready (a generation in force, the API server
 //!   reachable), 503 otherwise, with the reason;
-//! - `GET /metrics`: Prometheus text — the agent's own metrics and, on
-//!   the eBPF back end, the `weir stats` counters;
+//! - `GET /metrics`: Prometheus text — the agent's own metrics and the
+//!   back end's counters (the same renderer as `weir stats --serve`,
+//!   `crate::metrics`; docs/metrics.md);
 //! - `GET /status`: the status as JSON (last decision, events).
+//!
+//! The server itself (threads, limits, 404/405/400) is
+//! `crate::metrics::serve`, shared with `weir stats --serve`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::metrics::serve::{self, Handler, Response};
+use crate::metrics::text::CONTENT_TYPE;
 
 /// A loop that has not published for this long is not alive.
 pub const STALE: u64 = 120;
@@ -40,74 +44,64 @@ pub fn shared() -> Shared {
     }))
 }
 
+/// The agent's routes on the shared server ([`crate::metrics::serve`]).
+struct Agent {
+    shared: Shared,
+    /// The back end's metrics, read at each scrape (one at a time).
+    extra: Mutex<Box<dyn FnMut() -> String + Send>>,
+}
+
+impl Handler for Agent {
+    fn answer(&self, path: &str) -> Option<Response> {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if path == "/metrics" {
+            // The back end is read outside the status lock: a slow read
+            // never holds up the reconcile loop's publishing.
+            let own = self.lock().metrics.clone();
+            let backend = (self.extra.lock().unwrap_or_else(|e| e.into_inner()))();
+            return Some(Response::new(200, CONTENT_TYPE, own + &backend));
+        }
+        let p = self.lock();
+        Some(match path {
+            "/healthz" if p.at.elapsed().as_secs() < STALE => Response::new(200, TEXT, "ok\n"),
+            "/healthz" => Response::new(503, TEXT, "the reconcile loop is stuck\n"),
+            "/readyz" if p.ready => Response::new(200, TEXT, "ready\n"),
+            "/readyz" => Response::new(503, TEXT, format!("not ready: {}\n", p.not_ready_because)),
+            "/status" => Response::new(200, "application/json", p.status.clone() + "\n"),
+            _ => return None,
+        })
+    }
+
+    fn paths(&self) -> &'static str {
+        "/healthz, /readyz, /metrics, /status"
+    }
+}
+
+impl Agent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Binds `addr` and serves on a thread; `extra` adds back-end metrics
 /// at each scrape.
 pub fn serve(
     addr: &str,
     shared: Shared,
-    extra: Box<dyn Fn() -> String + Send>,
+    extra: Box<dyn FnMut() -> String + Send>,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("weir-agent-http".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &shared, extra.as_ref());
-            }
-        })?;
-    Ok(local)
-}
-
-fn answer(
-    mut stream: TcpStream,
-    shared: &Shared,
-    extra: &dyn Fn() -> String,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
-    let (code, ctype, body) = {
-        let p = shared.lock().unwrap_or_else(|e| e.into_inner());
-        match path {
-            "/healthz" if p.at.elapsed().as_secs() < STALE => (200, "text/plain", "ok\n".into()),
-            "/healthz" => (503, "text/plain", "the reconcile loop is stuck\n".into()),
-            "/readyz" if p.ready => (200, "text/plain", "ready\n".into()),
-            "/readyz" => (
-                503,
-                "text/plain",
-                format!("not ready: {}\n", p.not_ready_because),
-            ),
-            "/metrics" => (
-                200,
-                "text/plain; version=0.0.4",
-                format!("{}{}", p.metrics, extra()),
-            ),
-            "/status" => (200, "application/json", p.status.clone() + "\n"),
-            _ => (
-                404,
-                "text/plain",
-                "not found: /healthz, /readyz, /metrics, /status\n".into(),
-            ),
-        }
+    let agent = Agent {
+        shared,
+        extra: Mutex::new(extra),
     };
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        _ => "Service Unavailable",
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    serve::serve(addr, "weir-agent-http", Arc::new(agent))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
 
     fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -138,7 +132,7 @@ mod tests {
         assert!(get(addr, "/readyz").starts_with("HTTP/1.1 200"));
         let m = get(addr, "/metrics");
         assert!(
-            m.contains("weir_agent_ready 1\nweir_rule_packets_total 7\n"),
+            m.contains("weir_agent_ready 1\n") && m.ends_with("weir_rule_packets_total 7\n"),
             "{m}"
         );
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));

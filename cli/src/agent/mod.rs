@@ -101,16 +101,20 @@ fn node(args: &Args) -> Result<Box<dyn Node + Send>, i32> {
     })
 }
 
-/// The back-end counters for `/metrics` (`weir stats --format
-/// prometheus`), read at each scrape.
-fn extra_metrics(args: &Args) -> Box<dyn Fn() -> String + Send> {
-    if args.dry_run || args.target.backend != Backend::Ebpf {
+/// The back-end counters for `/metrics` (what `weir stats --serve`
+/// serves, the same renderer), read at each scrape; nothing on a dry run.
+fn extra_metrics(args: &Args) -> Box<dyn FnMut() -> String + Send> {
+    if args.dry_run {
         return Box::new(String::new);
     }
-    match crate::ebpf_cmd::instance(&args.target) {
-        Ok(inst) => {
-            let n = EbpfNode { inst, cgroup: None };
-            Box::new(move || n.metrics())
+    match crate::metrics::read::Source::of(&args.target) {
+        Ok(source) => {
+            let mut tally = crate::metrics::Tally::new();
+            Box::new(move || {
+                let scrape = source.read();
+                scrape.count_errors(&mut tally);
+                crate::metrics::render(&scrape, &tally)
+            })
         }
         Err(_) => Box::new(String::new),
     }

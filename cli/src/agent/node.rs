@@ -31,10 +31,6 @@ pub trait Node {
     /// Applies the full inventory `text` to the generation in force,
     /// compiled into `dir`.
     fn endpoints(&mut self, dir: &Path, text: &str) -> Result<Churn, String>;
-    /// Extra Prometheus text (the `weir stats` counters), if any.
-    fn metrics(&self) -> String {
-        String::new()
-    }
     /// The back end's name, for the log.
     fn name(&self) -> String;
 }
@@ -73,19 +69,6 @@ impl Node for EbpfNode {
 
     fn endpoints(&mut self, dir: &Path, text: &str) -> Result<Churn, String> {
         churn_result(endpoints::ebpf_text(&self.inst, dir, text))
-    }
-
-    fn metrics(&self) -> String {
-        let mut s = String::new();
-        if let Ok(c) = ebpf::stats(&self.inst) {
-            s += &ebpf::attach::prometheus(&self.inst, &c);
-        }
-        if let Ok(c) = ebpf::service_stats(&self.inst) {
-            if !c.is_empty() {
-                s += &ebpf::attach::prometheus_services(&self.inst, &c);
-            }
-        }
-        s
     }
 
     fn name(&self) -> String {

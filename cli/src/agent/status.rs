@@ -132,59 +132,33 @@ impl Status {
         self.ready = self.listed && self.api_reachable && self.generation.is_some();
     }
 
-    /// The Prometheus text exposition of the agent's own metrics.
+    /// The Prometheus text exposition of the agent's own metrics
+    /// (families `weir_agent_*` of `crate::metrics::families`).
     pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            s += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
-        };
-        gauge(
-            "weir_agent_ready",
-            "1 when a generation is in force and the API server is reachable.",
-            self.ready.into(),
-        );
-        gauge(
-            "weir_agent_api_reachable",
-            "0 after a watch error until the next relist.",
-            self.api_reachable.into(),
-        );
-        gauge(
-            "weir_agent_generation",
-            "The generation in force (0: none).",
-            self.generation.unwrap_or(0),
-        );
-        gauge(
-            "weir_agent_refused",
-            "1 while the import or the compiler refuses the cluster's objects (the last good generation stays in force).",
-            self.refused.into(),
-        );
-        s += "# HELP weir_agent_last_reconcile The verdict of the last reconcile (1 for the verdict that was taken).\n# TYPE weir_agent_last_reconcile gauge\n";
+        use crate::metrics::families as f;
+        let mut t = crate::metrics::Text::new();
+        t.sample(&f::AGENT_READY, &[], self.ready);
+        t.sample(&f::AGENT_API_REACHABLE, &[], self.api_reachable);
+        t.sample(&f::AGENT_GENERATION, &[], self.generation.unwrap_or(0));
+        t.sample(&f::AGENT_REFUSED, &[], self.refused);
         for v in Verdict::ALL {
             let on = self.last.as_ref().is_some_and(|d| d.verdict == v);
-            s += &format!(
-                "weir_agent_last_reconcile{{verdict=\"{}\"}} {}\n",
-                v.name(),
-                u8::from(on)
-            );
+            t.sample(&f::AGENT_LAST_RECONCILE, &[("verdict", v.name())], on);
         }
-        s += "# HELP weir_agent_last_reconcile_seconds Wall time of the last reconcile.\n# TYPE weir_agent_last_reconcile_seconds gauge\n";
-        s += &format!(
-            "weir_agent_last_reconcile_seconds {}\n",
-            self.last.as_ref().map_or(0.0, |d| d.micros as f64 / 1e6)
+        t.sample(
+            &f::AGENT_LAST_RECONCILE_SECONDS,
+            &[],
+            self.last.as_ref().map_or(0.0, |d| d.micros as f64 / 1e6),
         );
-        s += "# HELP weir_agent_reconciles_total Reconciles by verdict.\n# TYPE weir_agent_reconciles_total counter\n";
         for v in Verdict::ALL {
-            s += &format!(
-                "weir_agent_reconciles_total{{verdict=\"{}\"}} {}\n",
-                v.name(),
-                self.reconciles.get(v.name()).copied().unwrap_or(0)
-            );
+            let n = self.reconciles.get(v.name()).copied().unwrap_or(0);
+            t.sample(&f::AGENT_RECONCILES, &[("verdict", v.name())], n);
         }
-        s += "# HELP weir_agent_objects Watched objects held, by kind.\n# TYPE weir_agent_objects gauge\n";
+        t.family(&f::AGENT_OBJECTS);
         for (k, n) in &self.objects {
-            s += &format!("weir_agent_objects{{kind=\"{k}\"}} {n}\n");
+            t.sample(&f::AGENT_OBJECTS, &[("kind", k)], *n);
         }
-        s
+        t.finish()
     }
 }
 

@@ -249,6 +249,37 @@ impl ProvenanceKind {
     }
 }
 
+/// A rule's action, as `provenance[].action` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionName {
+    Allow,
+    Deny,
+    Pass,
+    Log,
+}
+
+impl ActionName {
+    pub fn of(a: crate::model::Action) -> ActionName {
+        use crate::model::Action;
+        match a {
+            Action::Allow => ActionName::Allow,
+            Action::Deny => ActionName::Deny,
+            Action::Pass => ActionName::Pass,
+            Action::Log => ActionName::Log,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionName::Allow => "allow",
+            ActionName::Deny => "deny",
+            ActionName::Pass => "pass",
+            ActionName::Log => "log",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DirectionName {
@@ -268,6 +299,9 @@ pub struct Location {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvenanceEntry {
+    /// A rule's action as written (kind `rule` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionName>,
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<DirectionName>,

@@ -46,8 +46,9 @@ pub use manifest::*;
 /// refuses older and newer bundles with [`ContractError::Version`].
 ///
 /// History: 1 — the first typed manifest; 2 — `artifacts` (SHA-256 of
-/// every file), every value validated on reading.
-pub const FORMAT_VERSION: u32 = 2;
+/// every file), every value validated on reading; 3 — a rule's
+/// provenance entry names its `action` and its policy's `tier`.
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPH_TXT: &str = "graph.txt";

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::manifest::{BalanceName, DirectionName, Location, ProvenanceKind};
+use super::manifest::{ActionName, BalanceName, DirectionName, Location, ProvenanceKind};
 use super::FORMAT_VERSION;
 use crate::bundle::{source_hash, BackendArtifacts, BundleInput, SPARE_CLASSES};
 use crate::graph::cost::capacity;
@@ -106,6 +106,8 @@ struct AddrClass<'a> {
 /// and a location.
 #[derive(Serialize)]
 struct ProvenanceEntry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<ActionName>,
     description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     direction: Option<DirectionName>,
@@ -239,6 +241,7 @@ fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
         .enumerate()
         .map(|(id, p)| {
             let mut e = ProvenanceEntry {
+                action: None,
                 description: p.describe(model),
                 direction: None,
                 id,
@@ -253,9 +256,15 @@ fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
             e.kind = match *p {
                 P::Established => ProvenanceKind::Established,
                 P::Rule { policy, dir, index } => {
-                    e.policy = Some(&model.policies[policy].name);
+                    let pol = &model.policies[policy];
+                    e.policy = Some(&pol.name);
                     e.direction = Some(dir_name(dir));
                     e.index = Some(index);
+                    e.tier = Some(&model.tiers[pol.tier].name);
+                    e.action = pol
+                        .rules(dir)
+                        .and_then(|r| r.get(index))
+                        .map(|r| ActionName::of(r.action));
                     ProvenanceKind::Rule
                 }
                 P::TierDefault { tier, dir } => {
