@@ -102,7 +102,7 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, f64), String> {
     let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let mut runs = Vec::new();
     for b in ["first", "replace"] {
-        let bundle = weir_runtime::Bundle::read(&dir.0.join(b)).map_err(|e| format!("{b}: {e}"))?;
+        let bundle = weir_runtime::Bundle::read(dir.0.join(b)).map_err(|e| format!("{b}: {e}"))?;
         let t = Instant::now();
         let r = rt.apply(&bundle).map_err(|e| format!("{b}: {e}"))?;
         let wall = t.elapsed().as_secs_f64() * 1e3;
