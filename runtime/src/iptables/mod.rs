@@ -20,7 +20,9 @@
 //!    COMMIT blocks, redefines the stable hook chains `WEIR-HOOK-<BUILTIN>`
 //!    to jump into them and inserts the single jump from each built-in
 //!    chain to its hook chain where the save the apply started from has
-//!    none (removing duplicates) — the switch is atomic per table;
+//!    none (removing duplicates) — the switch is atomic per table. The
+//!    families run one after the other (IPv4 switched, then IPv6 loaded
+//!    and switched): a failure in IPv6 rolls IPv4 back too;
 //! 3. the kernel's rules and sets are read back and compared with what was
 //!    applied ([`readback`]); on a difference the previous generation is
 //!    put back and the apply fails naming the rule;
