@@ -124,6 +124,13 @@ pub fn run(opts: &Opts) -> Report {
             tables::iptables::not_run(&mut rep);
         }
     }
+    if opts.wants(Figure::IptablesApply) {
+        if ipt_ok {
+            tables::ipt_apply::table(&mut rep, &cases.rules, &plan, &log);
+        } else {
+            tables::ipt_apply::not_run(&mut rep);
+        }
+    }
     if let (Some(headline), true) = (&cases.headline, opts.wants(Figure::Compile)) {
         tables::compile::table(&mut rep, &cases.rules, &cases.svcs, headline, &plan, &log);
     }

@@ -1,7 +1,7 @@
 //! `weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]`: runs the
 //! benchmarks, prints the tables, and with `--out` rewrites the generated
 //! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
-//! compile, updates, sizes; repeatable) runs only those tables, to iterate
+//! iptables-apply, compile, updates, sizes; repeatable) runs only those tables, to iterate
 //! on one part; it cannot be combined with `--out`. `weir-bench --render DIR [--quick]
 //! [--seed N]` only writes the headline model as `synth.weir` and
 //! `inventory.json` into DIR, to profile `weir compile` on it by hand.
@@ -16,7 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR"
     );
     std::process::exit(2)
 }

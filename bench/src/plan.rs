@@ -27,15 +27,18 @@ pub struct Opts {
 pub enum Figure {
     Ebpf,
     Iptables,
+    /// The iptables apply times (`iptables-apply`).
+    IptablesApply,
     Compile,
     Updates,
     Sizes,
 }
 
 impl Figure {
-    pub const ALL: [(&'static str, Figure); 5] = [
+    pub const ALL: [(&'static str, Figure); 6] = [
         ("ebpf", Figure::Ebpf),
         ("iptables", Figure::Iptables),
+        ("iptables-apply", Figure::IptablesApply),
         ("compile", Figure::Compile),
         ("updates", Figure::Updates),
         ("sizes", Figure::Sizes),

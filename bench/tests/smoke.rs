@@ -39,6 +39,7 @@ fn quick_benchmark_runs() {
             "eBPF per-packet cost by services",
             "iptables per-packet cost by rules",
             "iptables per-packet cost by services",
+            "iptables apply by rules",
             "Update latency",
         ] {
             assert!(text.contains(title), "no `{title}` table in:\n{text}");

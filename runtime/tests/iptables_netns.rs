@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use weir_runtime::bundle::Family;
 use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Topology;
 use weir_runtime::{Bundle, Error};
@@ -291,9 +292,34 @@ fn life_cycle(variant: Variant) {
 
     // Generation 2: tcp/8080 instead of tcp/80.
     let b = write_bundle(&work.join("b"), &[("tcp", 8080), ("udp", 53)], None, None);
+    let ran = rt.exec().log().len();
     let r = rt.apply(&b).unwrap();
     assert_eq!((r.generation, r.previous, r.unchanged), (2, Some(1), false));
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // Every x_tables transaction and save costs the whole table
+    // (runtime/src/iptables/load.rs): per family one save to start from
+    // and one read-back save; for IPv4 (the bundle has no IPv6 rules) one
+    // restore that loads and switches and one that removes generation 1
+    // — and no more.
+    let log = rt.exec().log();
+    for (family, restores) in [(Family::Ipv4, 2), (Family::Ipv6, 0)] {
+        // (Runs with input: `--version` asks which tools these are.)
+        let count = |program: String| {
+            log[ran..]
+                .iter()
+                .filter(|c| {
+                    c.program == program && (c.stdin.is_some() || program.ends_with("-save"))
+                })
+                .count()
+        };
+        assert_eq!(
+            (count(variant.save(family)), count(variant.restore(family))),
+            (2, restores),
+            "{family:?}: {:?}",
+            log[ran..].iter().map(|c| &c.program).collect::<Vec<_>>()
+        );
+    }
+    assert!(!r.phases.0.is_empty() && r.phases.get("iptables-restore") > Duration::ZERO);
     assert!(tcp(client, 8080, ALLOW_WAIT), "gen 2 allows tcp/8080");
     assert!(!tcp(client, 80, DENY_WAIT), "gen 2 denies tcp/80");
     let d = dump(&topo, variant);

@@ -119,7 +119,7 @@ fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&st
         ],
     );
     t.note(format!(
-        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to the backends the flows under test are DNATed to, each probe to one of them at random as the service's `-m statistic` spreads the flows under test (a baseline batch that kept waking one server thread was 0.4–2 µs faster than one spread over five: that was counted as rule cost before), probed in alternating batches of 20 with the flows under test. Overhead = median over batch pairs of (batch median − the baseline batch median just before it): only paired differences are meaningful on this VM, whose speed drifts; the medians are shown for context. kube-proxy: the same services and backends in kube-proxy's layout (see `bench/src/iptables.rs`). weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table.",
+        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to the backends the flows under test are DNATed to, each probe to one of them at random as the service's `-m statistic` spreads the flows under test (a baseline batch that kept waking one server thread was 0.4–2 µs faster than one spread over five: that was counted as rule cost before), probed in alternating batches of 20 with the flows under test. Overhead = median over batch pairs of (batch median − the baseline batch median just before it): only paired differences are meaningful on this VM, whose speed drifts; the medians are shown for context. kube-proxy: the same services and backends in kube-proxy's layout (see `bench/src/iptables.rs`). weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table. The last row is the smallest model without its policies (services only): kube-proxy's layout does no policy, so that row compares the same work.",
         plan.probes
     ));
     let mut top: Top = None;
@@ -140,8 +140,42 @@ fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&st
             }
         }
     }
+    services_only_row(&mut t, rep, svcs, plan, log);
     rep.tables.push(t);
     top
+}
+
+/// The smallest services model again without its policies (issue 21,
+/// item 5): kube-proxy's layout only translates, so this row compares
+/// the same work — weir's service path (and its conntrack-state rules)
+/// against kube-proxy's — where the rows above add weir's policy checks.
+fn services_only_row(
+    t: &mut Table,
+    rep: &mut Report,
+    svcs: &[Case],
+    plan: &Plan,
+    log: &dyn Fn(&str),
+) {
+    let Some(first) = svcs.first() else {
+        return;
+    };
+    let params = weir_compiler::synth::Params {
+        policies: 0,
+        ..first.params
+    };
+    let label = format!("{} services, no policies", thousands(params.services));
+    let c = crate::case::build_case(label.clone(), params, log);
+    log(&format!("iptables: {label}"));
+    match services_case(&c, plan) {
+        Ok((mut row, ..)) => {
+            row[0] = format!("{} (no policies)", thousands(params.services));
+            t.row(row);
+        }
+        Err(e) => {
+            t.row(vec![label.clone(), format!("error: {}", short(&e))]);
+            rep.problems.push(format!("iptables {label}: {e}"));
+        }
+    }
 }
 
 fn services_targets(rep: &mut Report, top: Top) {

@@ -6,6 +6,7 @@
 pub(crate) mod compile;
 pub(crate) mod driven;
 pub(crate) mod ebpf;
+pub(crate) mod ipt_apply;
 pub(crate) mod iptables;
 pub(crate) mod sizes;
 pub(crate) mod updates;

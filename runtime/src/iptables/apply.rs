@@ -7,7 +7,7 @@ use super::names::{self, MAX_SET_LEN, SET_PREFIX};
 use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
-use super::{exec, table_text, Iptables, Saved, Variant, FAMILIES};
+use super::{exec, table_text, Iptables, Phases, Saved, Variant, FAMILIES};
 use crate::bundle::{Bundle, Family};
 use crate::error::Error;
 
@@ -22,6 +22,8 @@ pub struct ApplyReport {
     pub unchanged: bool,
     /// Problems removing the old generation (the new one is in force).
     pub warnings: Vec<String>,
+    /// Where the apply's wall time went ([`super::load`]).
+    pub phases: super::Phases,
 }
 
 /// Built-in chains per table.
@@ -369,6 +371,7 @@ impl Iptables {
             exec::require_program("ipset")?;
         }
         let fresh_dir = !self.opts.state_dir.exists();
+        let mut phases = Phases::default();
         let _lock = self.lock()?;
         let mut warnings = self.recover()?;
         self.record_baseline(fresh_dir)?;
@@ -380,40 +383,65 @@ impl Iptables {
                     previous: Some(state.generation),
                     unchanged: true,
                     warnings,
+                    phases,
                 });
             }
         }
-        let g = self.free_generation(state.as_ref(), need_ipset)?;
-        let plan = Plan::new(bundle, g)?;
-        let new = plan.state(bundle, &self.opts);
-        self.write_intent(&super::intent::Intent {
-            new: Some(new.clone()),
-            previous: state.clone(),
-            temp_sets: Vec::new(),
+        let (g, saved) = phases.time("kernel state", || {
+            self.free_generation(state.as_ref(), need_ipset)
         })?;
-        if let Err(e) = self.switch(&plan) {
-            return Err(self.undo(e, &new, state.as_ref()));
-        }
-        self.write_applied(&plan.applied())?;
-        self.write_state(&new)?;
-        // The endpoints in force, for `weir endpoints`.
-        crate::endpoints::iptables_applied(self, bundle, &new);
-        // Step 3: remove the old generation (the new one is in force).
-        warnings.extend(self.remove_old(state.as_ref(), &new)?);
-        self.remove_intent()?;
+        let plan = phases.time("plan", || Plan::new(bundle, g))?;
+        let new = plan.state(bundle, &self.opts);
+        phases.time("records", || {
+            self.write_intent(&super::intent::Intent {
+                new: Some(new.clone()),
+                previous: state.clone(),
+                temp_sets: Vec::new(),
+            })
+        })?;
+        let saved = match self.switch(&plan, &saved, &mut phases) {
+            Ok(saved) => saved,
+            Err(e) => return Err(self.undo(e, &new, state.as_ref())),
+        };
+        phases.time("records", || -> Result<(), Error> {
+            self.write_applied(&plan.applied())?;
+            self.write_state(&new)?;
+            // The endpoints in force, for `weir endpoints`.
+            crate::endpoints::iptables_applied(self, bundle, &new);
+            Ok(())
+        })?;
+        // Step 5: remove the old generation (the new one is in force),
+        // from what the read-back saw.
+        let removed = phases.time("remove old generation", || {
+            self.remove_old(state.as_ref(), &new, Some(saved))
+        })?;
+        warnings.extend(removed);
+        phases.time("records", || self.remove_intent())?;
         Ok(ApplyReport {
             generation: g,
             previous: state.map(|s| s.generation),
             unchanged: false,
             warnings,
+            phases,
         })
     }
 
-    /// A generation number no chain or set in the kernel uses.
-    fn free_generation(&self, state: Option<&State>, need_ipset: bool) -> Result<u32, Error> {
-        let saved = self.save_all()?;
-        let mut live: BTreeSet<u32> = self
-            .list_sets(need_ipset)?
+    /// A generation number no chain or set in the kernel uses, and the
+    /// kernel's rules it was chosen from (the switch counts the built-in
+    /// chains' jumps in them: the lock is held, and the read-back checks
+    /// the outcome).
+    fn free_generation(
+        &self,
+        state: Option<&State>,
+        need_ipset: bool,
+    ) -> Result<(u32, Saved), Error> {
+        let (saved, sets) = std::thread::scope(|s| {
+            let sets = s.spawn(|| self.list_sets(need_ipset));
+            let saved = self.save_all();
+            (saved, sets.join().expect("list sets thread"))
+        });
+        let saved = saved?;
+        let mut live: BTreeSet<u32> = sets?
             .iter()
             .filter_map(|s| names::set_generation(s))
             .collect();
@@ -435,46 +463,40 @@ impl Iptables {
                 });
             }
         }
-        Ok(g)
+        Ok((g, saved))
     }
 
-    /// Steps 1 and 2, then the read-back: sets, chains, the switch of each
-    /// family, and a comparison of what the kernel holds with the plan.
-    fn switch(&self, plan: &Plan) -> Result<(), Error> {
+    /// Steps 1 and 2, then the read-back: sets, then per family one
+    /// restore run that loads the chains and then switches the hooks
+    /// (COMMIT blocks in that order: nothing jumps into the new chains
+    /// before all of them are loaded), and a comparison of what the kernel
+    /// holds with the plan. Returns what the read-back saw.
+    fn switch(&self, plan: &Plan, before: &Saved, phases: &mut Phases) -> Result<Saved, Error> {
         let g = plan.g;
         if !plan.ipset.is_empty() {
             let step = format!("step 1 (ipset restore of generation {g})");
-            self.exec
-                .run_ok(&step, "ipset", &["restore", "-exist"], Some(&plan.ipset))
-                .map_err(|e| super::annotate(e, &plan.ipset))?;
+            let refs =
+                super::load::set_refs(plan.blocks.values().flatten().flat_map(|b| b.rules.iter()));
+            phases.time("ipset restore", || {
+                self.restore_sets(&step, &plan.ipset, &refs)
+            })?;
         }
-        let families = plan.families();
-        for &family in &families {
+        for family in plan.families() {
             let max = self.lines_per_commit(family);
-            let text = plan.build_text(family, max);
+            let mut text = plan.build_text(family, max);
+            text.push_str(&plan.switch_text(family, before));
             if !text.is_empty() {
                 let step = format!(
-                    "step 2 ({} load of generation {g})",
+                    "step 2 ({} load and switch of generation {g})",
                     self.opts.variant.restore(family)
                 );
-                self.restore(&step, family, &text)?;
-            }
-        }
-        let saved = self.save_all()?;
-        for &family in &families {
-            let text = plan.switch_text(family, &saved);
-            if !text.is_empty() {
-                let step = format!(
-                    "step 2 ({} transaction of generation {g})",
-                    self.opts.variant.restore(family)
-                );
-                self.restore(&step, family, &text)?;
+                phases.time("iptables-restore", || self.restore(&step, family, &text))?;
             }
         }
         let want = plan.applied().expected(&plan.hooks);
-        match self.read_back(&want, &plan.ipset)? {
-            None => Ok(()),
-            Some(difference) => Err(Error::Step {
+        match self.read_back(&want, &plan.ipset, phases)? {
+            (None, saved) => Ok(saved),
+            (Some(difference), _) => Err(Error::Step {
                 step: format!("reading back generation {g}"),
                 program: "iptables-save / ipset save".into(),
                 stderr: format!(

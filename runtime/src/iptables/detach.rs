@@ -118,7 +118,7 @@ impl Iptables {
             sets: Vec::new(),
             ..state.clone()
         };
-        let failures = self.remove_old(Some(state), &nothing)?;
+        let failures = self.remove_old(Some(state), &nothing, None)?;
         if !failures.is_empty() {
             return Err(Error::Step {
                 step: format!("detach (generation {})", state.generation),

@@ -28,7 +28,7 @@
 //! those names are recorded in `intent.json`'s `temp_sets` before they are
 //! created, so a crash leaves nothing a later command does not remove.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +142,7 @@ impl Iptables {
                 s.generation == new.generation && s.bundle_hash == new.bundle_hash
             });
             if finished {
-                let warnings = self.remove_old(intent.previous.as_ref(), new)?;
+                let warnings = self.remove_old(intent.previous.as_ref(), new, None)?;
                 if !warnings.is_empty() {
                     return Err(Error::Step {
                         step: format!(
@@ -249,10 +249,12 @@ impl Iptables {
                 if !declare.is_empty() || !lines.is_empty() {
                     text.push_str(&table_text(&table, &declare, &lines));
                 }
-                let owned = chains_of(previous, family, &table);
+                let present: HashSet<&str> = t.chains.iter().map(String::as_str).collect();
+                let owned: HashSet<String> =
+                    chains_of(previous, family, &table).into_iter().collect();
                 let gone: Vec<String> = chains_of(Some(new), family, &table)
                     .into_iter()
-                    .filter(|c| t.chains.contains(c) && !owned.contains(c))
+                    .filter(|c| present.contains(c.as_str()) && !owned.contains(c))
                     .collect();
                 drop.push_str(&delete_chains_text(
                     &table,
@@ -294,15 +296,21 @@ impl Iptables {
     /// Removes what `old` recorded and `new` does not use: its chains, its
     /// hooks (jumps and hook chains) and its sets — only those that exist.
     /// Returns the failures (`new` is already in force).
+    /// `saved`: what the kernel holds, when the caller has just read it
+    /// under the lock (the apply's read-back); else it is read here.
     pub(crate) fn remove_old(
         &self,
         old: Option<&State>,
         new: &State,
+        saved: Option<super::Saved>,
     ) -> Result<Vec<String>, Error> {
         let Some(old) = old else {
             return Ok(Vec::new());
         };
-        let saved = self.save_all()?;
+        let saved = match saved {
+            Some(s) => s,
+            None => self.save_all()?,
+        };
         let old_hooks = hook_map(Some(old));
         let new_hooks = hook_map(Some(new));
         let mut warnings = Vec::new();
@@ -315,6 +323,7 @@ impl Iptables {
                 let Some(t) = tables.get(&table) else {
                     continue;
                 };
+                let present: HashSet<&str> = t.chains.iter().map(String::as_str).collect();
                 let mut unhook = Vec::new();
                 let mut chains: Vec<String> = Vec::new();
                 for key in old_hooks.keys() {
@@ -325,15 +334,16 @@ impl Iptables {
                     for _ in 0..t.jumps(&key.2, &hook) {
                         unhook.push(format!("-D {} -j {hook}", key.2));
                     }
-                    if t.chains.contains(&hook) {
+                    if present.contains(hook.as_str()) {
                         chains.push(hook);
                     }
                 }
-                let keep = chains_of(Some(new), family, &table);
+                let keep: HashSet<String> =
+                    chains_of(Some(new), family, &table).into_iter().collect();
                 chains.extend(
                     chains_of(Some(old), family, &table)
                         .into_iter()
-                        .filter(|c| t.chains.contains(c) && !keep.contains(c)),
+                        .filter(|c| present.contains(c.as_str()) && !keep.contains(c)),
                 );
                 text.push_str(&delete_chains_text(
                     &table,

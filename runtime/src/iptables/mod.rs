@@ -11,21 +11,24 @@
 //! 0. `intent.json` records generation `g` in progress: every chain, hook
 //!    and set it creates, and the generation it replaces;
 //! 1. `ipset restore -exist` creates the new generation's sets (new names:
-//!    the old generation's sets are untouched, so no `swap` is needed);
-//! 2. `iptables-restore --noflush -w` loads the new chains and their rules
-//!    (nothing jumps into them yet; with the nf_tables tools in
-//!    transactions of 1,000 lines, whose cost grows with the square of a
-//!    transaction's size), then one transaction per family redefines the
-//!    stable hook chains `WEIR-HOOK-<BUILTIN>` to jump into them and
-//!    inserts the single jump from each built-in chain to its hook chain
-//!    where it is missing (removing duplicates) — the switch is atomic per
-//!    family;
+//!    the old generation's sets are untouched, so no `swap` is needed), in
+//!    batches of whole sets, most-referenced first ([`load`]);
+//! 2. one `iptables-restore --noflush -w` run per family loads the new
+//!    chains and their rules (nothing jumps into them yet; with the
+//!    nf_tables tools in transactions of 1,000 lines, whose cost grows
+//!    with the square of a transaction's size), and then, in its last
+//!    COMMIT blocks, redefines the stable hook chains `WEIR-HOOK-<BUILTIN>`
+//!    to jump into them and inserts the single jump from each built-in
+//!    chain to its hook chain where the save the apply started from has
+//!    none (removing duplicates) — the switch is atomic per table. The
+//!    families run one after the other (IPv4 switched, then IPv6 loaded
+//!    and switched): a failure in IPv6 rolls IPv4 back too;
 //! 3. the kernel's rules and sets are read back and compared with what was
 //!    applied ([`readback`]); on a difference the previous generation is
 //!    put back and the apply fails naming the rule;
 //! 4. `applied.json` and the state file record what is in force;
-//! 5. the old generation's recorded chains, hooks and sets are removed,
-//!    then `intent.json`.
+//! 5. the old generation's recorded chains, hooks and sets are removed
+//!    (those the read-back of step 3 saw), then `intent.json`.
 //!
 //! If a step up to 3 fails, the previous generation is put back and
 //! everything of the new one removed (`Iptables::roll_back`); the error
@@ -40,6 +43,7 @@ pub mod detach;
 pub mod exec;
 mod files;
 pub mod intent;
+pub mod load;
 pub mod names;
 pub mod normalize;
 pub mod readback;
@@ -57,6 +61,7 @@ use std::path::{Path, PathBuf};
 pub use apply::ApplyReport;
 pub use detach::DetachReport;
 pub use exec::Exec;
+pub use load::Phases;
 pub use state::State;
 pub use status::{FamilyStatus, Status};
 
@@ -207,17 +212,10 @@ impl Iptables {
             .map_err(|e| Error::io(format!("locking {}", dir.join(statefs::LOCK).display()), e))
     }
 
-    /// `iptables-save` for every family, parsed.
+    /// `iptables-save` for every family, parsed (both at once:
+    /// [`load`]).
     pub(crate) fn save_all(&self) -> Result<Saved, Error> {
-        let mut saved = Saved::new();
-        for family in FAMILIES {
-            let program = self.opts.variant.save(family);
-            let out =
-                self.exec
-                    .run_ok(&format!("reading rules ({program})"), &program, &[], None)?;
-            saved.insert(family, restore::parse_save(&out.stdout));
-        }
-        Ok(saved)
+        self.save_families()
     }
 
     /// Names of all ipsets (empty if `ipset` is not installed and

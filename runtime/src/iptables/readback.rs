@@ -35,6 +35,14 @@ fn chain_rules(block: &TableBlock) -> BTreeMap<String, Vec<String>> {
         .map(|c| (c.clone(), Vec::new()))
         .collect();
     for r in &block.rules {
+        // `-A CHAIN …` (nearly every line): the chain is the second word
+        // (chain names have no quotes or spaces).
+        if let Some(chain) = r.strip_prefix("-A ").and_then(|x| x.split(' ').next()) {
+            if !chain.is_empty() && !chain.contains(['"', '\\', '\'']) {
+                out.entry(chain.to_string()).or_default().push(r.clone());
+                continue;
+            }
+        }
         let w = normalize::words(r);
         let (cmd, chain) = (w.first().map(String::as_str), w.get(1).cloned());
         let Some(chain) = chain else { continue };
@@ -165,6 +173,12 @@ fn compare_chain(
                 i + 1
             ));
         };
+        // The same text has the same canonical form (`canon` is a
+        // function of the text): most lines come back byte for byte, and
+        // only the others need parsing.
+        if want_line == *have_line {
+            continue;
+        }
         let (a, b) = (
             normalize::canon(want_line, family),
             normalize::canon(have_line, family),
@@ -298,22 +312,38 @@ impl Iptables {
     }
 
     /// Reads back a generation: `None` when every family and every set
-    /// matches, else the first difference.
+    /// matches, else the first difference (families in order, then sets);
+    /// with what the kernel holds. The families and the sets are saved
+    /// concurrently, and compared concurrently ([`super::load`]).
     pub(crate) fn read_back(
         &self,
         want: &BTreeMap<Family, Expected>,
         ipset: &str,
-    ) -> Result<Option<String>, Error> {
-        let saved = self.save_all()?;
-        for (&family, e) in want {
-            if let Some(d) = compare_family(family, e, &saved) {
-                return Ok(Some(d));
-            }
-        }
-        if ipset.trim().is_empty() {
-            return Ok(None);
-        }
-        let kernel = self.save_sets(true)?;
-        Ok(compare_sets(ipset, &kernel))
+        phases: &mut super::Phases,
+    ) -> Result<(Option<String>, Saved), Error> {
+        let sets = !ipset.trim().is_empty();
+        let (saved, kernel_sets) = phases.time("read-back: save", || self.save_with_sets(sets))?;
+        let diff = phases.time("read-back: compare", || {
+            std::thread::scope(|s| {
+                let sets = kernel_sets
+                    .as_deref()
+                    .map(|k| s.spawn(move || compare_sets(ipset, k)));
+                let families: Vec<_> = want
+                    .iter()
+                    .map(|(&family, e)| {
+                        let saved = &saved;
+                        s.spawn(move || compare_family(family, e, saved))
+                    })
+                    .collect();
+                let mut first = None;
+                for h in families {
+                    let d = h.join().expect("compare thread");
+                    first = first.or(d);
+                }
+                let sets = sets.and_then(|h| h.join().expect("compare sets thread"));
+                first.or(sets)
+            })
+        });
+        Ok((diff, saved))
     }
 }

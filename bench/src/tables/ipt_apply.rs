@@ -1,0 +1,147 @@
+//! The iptables apply table (issue 21, item 5): how long `weir apply
+//! --target iptables` takes at 10 to 100,000 rules, first into an empty
+//! namespace and then replacing that generation with a different one,
+//! split into the runtime's phases ([`weir_runtime::iptables::Phases`]),
+//! beside the compile time of the same model. One run each: an apply is
+//! seconds, not nanoseconds, and the phases say where a slow one went.
+
+use std::time::Instant;
+
+use weir_compiler::synth;
+
+use crate::case::Case;
+use crate::iptables::{self, Scratch};
+use crate::plan::Plan;
+use crate::report::{Report, Table, Target, Verdict as TV};
+use crate::stats::{ms, short, thousands};
+
+/// The phases shown, in the runtime's names, and their column titles.
+const PHASES: [(&str, &str); 6] = [
+    ("ipset restore", "ipset restore"),
+    ("iptables-restore", "iptables-restore (both families)"),
+    ("read-back: save", "read-back: save"),
+    ("read-back: compare", "read-back: compare"),
+    ("remove old generation", "remove old generation"),
+    ("", "other (kernel state, plan, records)"),
+];
+
+/// The apply target's size.
+const TARGET_RULES: usize = 100_000;
+const TARGET_MS: f64 = 5_000.0;
+
+pub(crate) fn table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(&str)) {
+    let mut header = vec![
+        "rules",
+        "rules / chains / sets (entries) per family",
+        "compile (ms)",
+        "apply (ms): first / replace",
+    ];
+    header.extend(PHASES.iter().map(|(_, t)| *t));
+    let mut t = Table::new(
+        "iptables apply by rules (ms; first apply / replacing generation)",
+        &header,
+    );
+    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`) of the rules sweep's bundle into a fresh namespace (first), then of the bundle of the same sweep size drawn with the next seed (replace: a different generation whose every chain and set is new, so the old one is removed too). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / replace`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), other (the saves an apply starts from, the bundle's checks and renaming, the state records). The rules model has IPv6 rules too (an IPv6 chain per IPv4 chain, its sets empty): both families are applied. One run per size.");
+    let mut top: Option<f64> = None;
+    for c in rules {
+        log(&format!("iptables apply: {}", c.label));
+        match case(c, plan) {
+            Ok((row, first)) => {
+                if c.params.total_rules() >= TARGET_RULES {
+                    top = Some(first);
+                }
+                t.row(row);
+            }
+            Err(e) => {
+                t.row(vec![
+                    thousands(c.params.total_rules()),
+                    format!("error: {}", short(&e)),
+                ]);
+                rep.problems
+                    .push(format!("iptables apply {}: {e}", c.label));
+            }
+        }
+    }
+    rep.tables.push(t);
+    rep.targets.push(Target {
+        name: format!(
+            "iptables: apply of {} rules (first apply, both families)",
+            thousands(TARGET_RULES)
+        ),
+        goal: format!("< {} s", TARGET_MS / 1e3),
+        measured: top.map_or("not run".into(), |m| format!("{} ms", ms(m))),
+        verdict: match top {
+            Some(m) => TV::from(Some(m < TARGET_MS)),
+            None => TV::NotMeasured,
+        },
+    });
+}
+
+/// The target, marked not measured.
+pub(crate) fn not_run(rep: &mut Report) {
+    rep.targets.push(Target {
+        name: format!(
+            "iptables: apply of {} rules (first apply, both families)",
+            thousands(TARGET_RULES)
+        ),
+        goal: format!("< {} s", TARGET_MS / 1e3),
+        measured: "not run".into(),
+        verdict: TV::NotMeasured,
+    });
+}
+
+fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, f64), String> {
+    let total = c.params.total_rules();
+    let dir = Scratch::new(&format!("apply-{total}"));
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("first"))?;
+    let next = synth::model(&plan.rules_params(total, c.params.seed + 1));
+    let next_graph = weir_compiler::graph::compile(&next);
+    iptables::write_bundle(&next, &next_graph.graph, &dir.0.join("replace"))?;
+    drop(next_graph);
+    let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    let mut runs = Vec::new();
+    for b in ["first", "replace"] {
+        let bundle = weir_runtime::Bundle::read(dir.0.join(b)).map_err(|e| format!("{b}: {e}"))?;
+        let t = Instant::now();
+        let r = rt.apply(&bundle).map_err(|e| format!("{b}: {e}"))?;
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        if !r.warnings.is_empty() {
+            return Err(format!("{b}: {}", r.warnings.join("; ")));
+        }
+        runs.push((wall, r.phases));
+    }
+    // No detach: deleting the namespaces frees every rule and set at once.
+    drop(rt);
+    let pair = |f: &dyn Fn(&(f64, weir_runtime::iptables::Phases)) -> f64| {
+        format!("{} / {}", ms(f(&runs[0])), ms(f(&runs[1])))
+    };
+    let msf = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut row = vec![
+        thousands(total),
+        format!(
+            "{} / {} / {} ({})",
+            thousands(stats.rules),
+            thousands(stats.chains),
+            thousands(stats.sets),
+            thousands(stats.set_entries)
+        ),
+        ms(c.inproc.graph_ms + stats.gen_ms),
+        pair(&|r| r.0),
+    ];
+    for (name, _) in PHASES {
+        row.push(if name.is_empty() {
+            pair(&|r| {
+                let shown: f64 = PHASES
+                    .iter()
+                    .filter(|(n, _)| !n.is_empty())
+                    .map(|(n, _)| msf(r.1.get(n)))
+                    .sum();
+                r.0 - shown
+            })
+        } else {
+            pair(&|r| msf(r.1.get(name)))
+        });
+    }
+    Ok((row, runs[0].0))
+}

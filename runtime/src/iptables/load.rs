@@ -1,0 +1,269 @@
+//! Getting a generation into the kernel and reading it back quickly at
+//! 100,000 rules: where the tools' own costs grow faster than the text.
+//!
+//! Measured on this kernel (issue 21) for the 100,000-rule model (13,556
+//! sets, 132,024 members, 250,498 rules per family):
+//!
+//! - **`ipset restore` is quadratic in the sets of one run**: libipset
+//!   keeps the sets a run has created in a linked list and looks each
+//!   `add` line's set up by name from its head (`ipset_type_get`:
+//!   `strcmp` was 73 % of a 20 s run). So the sets are restored in
+//!   batches of at most [`SETS_PER_RESTORE`] sets, each set whole in one
+//!   batch (its `create` then its `add`s, in the bundle's order), the
+//!   batches spread over a few concurrent `ipset restore` processes. The
+//!   kernel's own name lookup (`find_set_and_id`, linear over the
+//!   namespace's sets from the first one created) stays, and
+//!   `iptables-restore` pays it once more for every `-m set` rule (libxt_set
+//!   asks the kernel for the set's index by name: 36 % of a 25 s restore).
+//!   So the sets are created most-referenced first ([`set_refs`]): the
+//!   rules' references are very skewed (at 100,000 rules the average
+//!   reference then lands on the 447th set instead of the 3,389th).
+//! - **every x_tables transaction costs the whole table**: legacy
+//!   `iptables-restore` pulls the table from the kernel and writes it back
+//!   whole at each `COMMIT`, and `iptables-save` prints it whole; the
+//!   kernel re-checks every rule of the table. So an apply runs as few of
+//!   them as it can (see `apply.rs`: one restore run per family for the
+//!   load and the switch, one read-back, one save reused by the removal of
+//!   the old generation), and the saves of the two families and of the
+//!   sets run concurrently (`iptables-save` takes no lock; restores do,
+//!   the one `xtables.lock` of both families, so they stay sequential).
+//!
+//! [`Phases`] records where an apply's time went ([`super::ApplyReport`]),
+//! for the benchmark's breakdown.
+
+use std::time::{Duration, Instant};
+
+use super::{restore, Iptables, Saved, FAMILIES};
+use crate::error::Error;
+
+/// Sets per `ipset restore` run (see the module doc): large enough that
+/// process start-up is small beside the run, small enough that libipset's
+/// linear lookup is too.
+pub const SETS_PER_RESTORE: usize = 256;
+
+/// Concurrent `ipset restore` runs.
+const IPSET_WORKERS: usize = 2;
+
+/// Where an apply's wall time went, phase by phase, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Phases(pub Vec<(&'static str, Duration)>);
+
+impl Phases {
+    /// Runs `f`, adding its wall time to phase `name`.
+    pub(crate) fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.add(name, t.elapsed());
+        out
+    }
+
+    pub(crate) fn add(&mut self, name: &'static str, d: Duration) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += d,
+            None => self.0.push((name, d)),
+        }
+    }
+
+    /// The time of phase `name` (zero if it did not run).
+    pub fn get(&self, name: &str) -> Duration {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Duration::ZERO, |(_, d)| *d)
+    }
+
+    /// Every phase's time added up.
+    pub fn total(&self) -> Duration {
+        self.0.iter().map(|(_, d)| *d).sum()
+    }
+}
+
+/// How many rule lines name each set (`--match-set NAME`).
+pub(crate) fn set_refs<'a>(
+    rules: impl Iterator<Item = &'a String>,
+) -> std::collections::HashMap<String, usize> {
+    let mut refs = std::collections::HashMap::new();
+    for r in rules {
+        for (at, _) in r.match_indices("--match-set ") {
+            if let Some(name) = r[at + "--match-set ".len()..].split_whitespace().next() {
+                *refs.entry(name.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    refs
+}
+
+/// `ipset restore` text cut into batches of at most `per` sets, each set
+/// whole (its lines in their order) in one batch, the sets most
+/// referenced first (`refs`), else in order of first appearance. Lines
+/// that name no set (none in a checked bundle) go with the first batch.
+pub(crate) fn set_batches(
+    text: &str,
+    per: usize,
+    refs: &std::collections::HashMap<String, usize>,
+) -> Vec<String> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut lines: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+    let mut loose = Vec::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some(_), Some(name)) => {
+                let entry = lines.entry(name).or_default();
+                if entry.is_empty() {
+                    order.push(name);
+                }
+                entry.push(line);
+            }
+            _ if line.trim().is_empty() => {}
+            _ => loose.push(line),
+        }
+    }
+    // Stable: equal counts keep the bundle's order.
+    order.sort_by_key(|n| std::cmp::Reverse(refs.get(*n).copied().unwrap_or(0)));
+    let mut out = Vec::new();
+    for chunk in order.chunks(per.max(1)) {
+        let mut s = String::new();
+        if out.is_empty() {
+            for l in &loose {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        for name in chunk {
+            for l in &lines[name] {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        out.push(s);
+    }
+    if out.is_empty() && !loose.is_empty() {
+        out.push(loose.iter().map(|l| format!("{l}\n")).collect());
+    }
+    out
+}
+
+impl Iptables {
+    /// `iptables-save` of every family, concurrently, parsed.
+    pub(crate) fn save_families(&self) -> Result<Saved, Error> {
+        let runs: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = FAMILIES
+                .into_iter()
+                .map(|family| {
+                    s.spawn(move || {
+                        let program = self.opts.variant.save(family);
+                        let out = self.exec.run_ok(
+                            &format!("reading rules ({program})"),
+                            &program,
+                            &[],
+                            None,
+                        )?;
+                        Ok::<_, Error>((family, restore::parse_save(&out.stdout)))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("save thread"))
+                .collect()
+        });
+        runs.into_iter().collect()
+    }
+
+    /// [`Iptables::save_families`] and `ipset save` (when `sets`)
+    /// concurrently.
+    pub(crate) fn save_with_sets(&self, sets: bool) -> Result<(Saved, Option<String>), Error> {
+        std::thread::scope(|s| {
+            let ipset = sets.then(|| s.spawn(|| self.save_sets(true)));
+            let saved = self.save_families();
+            let ipset = ipset
+                .map(|h| h.join().expect("ipset save thread"))
+                .transpose();
+            Ok((saved?, ipset?))
+        })
+    }
+
+    /// Creates and fills the sets of `text` (`ipset restore -exist`), in
+    /// batches ([`set_batches`], most referenced by `refs` first) over
+    /// concurrent runs. The first failure is returned (the caller removes
+    /// whatever the generation created).
+    pub(crate) fn restore_sets(
+        &self,
+        step: &str,
+        text: &str,
+        refs: &std::collections::HashMap<String, usize>,
+    ) -> Result<(), Error> {
+        let batches = set_batches(text, SETS_PER_RESTORE, refs);
+        let workers = IPSET_WORKERS.min(batches.len()).max(1);
+        let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let batches = &batches;
+                    s.spawn(move || {
+                        for b in batches.iter().skip(w).step_by(workers) {
+                            self.exec
+                                .run_ok(step, "ipset", &["restore", "-exist"], Some(b))
+                                .map_err(|e| super::annotate(e, b))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("ipset restore thread"))
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_each_set_whole_and_in_order() {
+        let text = "create a hash:net\nadd a 1.0.0.0/8\ncreate b hash:net\ncreate c hash:net\nadd b 2.0.0.0/8\nadd a 3.0.0.0/8\nadd c 4.0.0.0/8\n";
+        let none = Default::default();
+        let b = set_batches(text, 2, &none);
+        assert_eq!(
+            b,
+            vec![
+                "create a hash:net\nadd a 1.0.0.0/8\nadd a 3.0.0.0/8\ncreate b hash:net\nadd b 2.0.0.0/8\n",
+                "create c hash:net\nadd c 4.0.0.0/8\n",
+            ]
+        );
+        let all: usize = b.iter().map(|s| s.lines().count()).sum();
+        assert_eq!(all, text.lines().count());
+        assert_eq!(set_batches("", 2, &none), Vec::<String>::new());
+        assert_eq!(set_batches(text, 100, &none).len(), 1);
+        // Most referenced first.
+        let rules = [
+            "-A X -m set --match-set c src -j A".to_string(),
+            "-A X -m set --match-set c dst -m set ! --match-set b src -j A".to_string(),
+        ];
+        let refs = set_refs(rules.iter());
+        assert_eq!((refs["c"], refs["b"]), (2, 1));
+        let b = set_batches(text, 2, &refs);
+        assert_eq!(
+            b,
+            vec![
+                "create c hash:net\nadd c 4.0.0.0/8\ncreate b hash:net\nadd b 2.0.0.0/8\n",
+                "create a hash:net\nadd a 1.0.0.0/8\nadd a 3.0.0.0/8\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn phases_add_up() {
+        let mut p = Phases::default();
+        p.add("a", Duration::from_millis(2));
+        p.add("b", Duration::from_millis(3));
+        p.add("a", Duration::from_millis(5));
+        assert_eq!(p.get("a"), Duration::from_millis(7));
+        assert_eq!(p.total(), Duration::from_millis(10));
+        assert_eq!(p.0.len(), 2);
+    }
+}
