@@ -69,6 +69,9 @@ fn family(ip: IpAddr) -> &'static str {
 
 impl<'a> Cx<'a> {
     fn test_peer(&mut self, p: &Peer, model: &Model, addrs: &mut TestAddrs) -> Option<TPeer> {
+        if self.subjectless_peer(p, "a test packet") {
+            return None;
+        }
         match p {
             Peer::Any(span) => {
                 let Some(a) = addrs.free(ANY_NET, 1) else {
@@ -102,6 +105,7 @@ impl<'a> Cx<'a> {
                 );
                 Some(TPeer::Fixed(IpAddr::V4(a), Some(labels), display))
             }
+            Peer::SelfEp(_) | Peer::World(..) => None,
             Peer::Set(e) => match (&e.base[..], &e.except) {
                 ([SetElem::Cidr(lit)], None)
                     if lit.prefix.is_none()

@@ -235,6 +235,16 @@ pub enum Kind {
     LabelMapOutsideTest {
         span: Span,
     },
+    /// E0260: `self` in a steering rule or a test packet.
+    SelfOutsidePolicy {
+        span: Span,
+        place: &'static str,
+    },
+    /// E0261: `world` in a steering rule or a test packet.
+    WorldOutsidePolicy {
+        span: Span,
+        place: &'static str,
+    },
 
     TestPortMissing {
         span: Span,
@@ -565,6 +575,8 @@ impl Kind {
             Kind::UnknownTier { .. } => E0234,
             Kind::IcmpCodeWithoutType { .. } => E0235,
             Kind::LabelMapOutsideTest { .. } => E0236,
+            Kind::SelfOutsidePolicy { .. } => E0260,
+            Kind::WorldOutsidePolicy { .. } => E0261,
             Kind::TestPortMissing { .. } => E0250,
             Kind::UnknownTestEndpoint { .. } => E0251,
             Kind::TestNoAddressOfFamily { .. } => E0252,
@@ -1120,6 +1132,22 @@ impl Kind {
                 "label maps stand for synthetic endpoints in tests only",
             )
             .help("write a selector instead: `{ app: \"api\" }` becomes `app == \"api\"`")
+            .done(),
+            Kind::SelfOutsidePolicy { span, place } => B::new(
+                E0260,
+                format!("`self` is not a peer in {place}"),
+                span,
+                "no endpoint is judged here, so there is no `self`",
+            )
+            .help("`self` is the endpoint a policy side is judged for: use it in a policy's `ingress` or `egress` rules; elsewhere name the endpoint")
+            .done(),
+            Kind::WorldOutsidePolicy { span, place } => B::new(
+                E0261,
+                format!("`world` is not a peer in {place}"),
+                span,
+                "`world` (addresses of no endpoint) is a policy-rule peer only",
+            )
+            .help("in a steering rule write the addresses as a set; in a test write one address no endpoint has")
             .done(),
 
             Kind::TestPortMissing { span, proto: p } => B::new(

@@ -213,6 +213,9 @@ impl Emitter<'_> {
             Peer::Set(s) => self.set_expr(s),
             Peer::Selector(s) => self.sel(s),
             Peer::Labels(pairs, span) => self.label_map(pairs, *span),
+            Peer::SelfEp(_) => t("self"),
+            Peer::World(None, _) => t("world"),
+            Peer::World(Some(s), _) => seq(vec![t("world "), self.set_expr(s)]),
         }
     }
 
