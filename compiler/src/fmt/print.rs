@@ -289,8 +289,13 @@ impl Emitter<'_> {
 
     fn tier(&self, x: &TierDecl) -> Doc {
         let audit = if x.audit.is_some() { " audit" } else { "" };
+        let pass = if x.default_pass.is_some() {
+            " default pass"
+        } else {
+            ""
+        };
         t(format!(
-            "tier {} order {}{audit}",
+            "tier {} order {}{audit}{pass}",
             x.name.name,
             self.num(&x.order)
         ))
