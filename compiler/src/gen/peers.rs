@@ -68,7 +68,8 @@ pub fn worlds(m: &mut Model, seed: u64) {
 
 /// Packets from an endpoint address to itself and to its endpoint's
 /// other address of the family, when the model has a `self` rule (else
-/// none): the packets `self` decides.
+/// none): the packets `self` decides. At most [`SELF_PACKETS`], pairs of
+/// two addresses first (what a network-namespace harness can send).
 pub fn self_packets(m: &Model, template: &[Packet]) -> Vec<Packet> {
     let uses_self = m.policies.iter().any(|p| {
         [&p.ingress, &p.egress]
@@ -80,8 +81,8 @@ pub fn self_packets(m: &Model, template: &[Packet]) -> Vec<Packet> {
     if !uses_self || template.is_empty() {
         return Vec::new();
     }
-    let mut out = Vec::new();
-    for (i, e) in m.endpoints.iter().enumerate() {
+    let mut pairs: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for e in &m.endpoints {
         for &a in &e.addrs {
             let same: Vec<IpAddr> = e
                 .addrs
@@ -89,16 +90,22 @@ pub fn self_packets(m: &Model, template: &[Packet]) -> Vec<Packet> {
                 .copied()
                 .filter(|b| b.is_ipv4() == a.is_ipv4())
                 .collect();
-            for b in same {
-                let mut p = template[(i + out.len()) % template.len()].clone();
-                if p.src.is_ipv4() != a.is_ipv4() {
-                    continue;
-                }
-                p.src = a;
-                p.dst = b;
-                out.push(p);
-            }
+            pairs.extend(same.into_iter().map(|b| (a, b)));
+        }
+    }
+    pairs.sort_by_key(|&(a, b)| (a == b, a, b));
+    let mut out = Vec::new();
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        let mut p = template[i % template.len()].clone();
+        p.src = a;
+        p.dst = b;
+        out.push(p);
+        if out.len() == SELF_PACKETS {
+            break;
         }
     }
     out
 }
+
+/// The most packets [`self_packets`] adds to one model's.
+pub const SELF_PACKETS: usize = 8;

@@ -470,7 +470,9 @@ impl Classes {
         match t {
             PeerTest::Any => Bits::full(self.len()),
             PeerTest::Atom(a) => self.classes_with(a).clone(),
-            PeerTest::SelfEndpoint => ident.map_or_else(Bits::new, |a| self.classes_with(a).clone()),
+            PeerTest::SelfEndpoint => {
+                ident.map_or_else(Bits::new, |a| self.classes_with(a).clone())
+            }
             PeerTest::World(set) => {
                 let outside = Bits::full(self.len()).and_not(self.endpoint_classes_set());
                 match set {
@@ -483,9 +485,10 @@ impl Classes {
 
     /// The identity atom of class `c` (`Atom::Endpoint`), if it has one.
     pub fn identity_of(&self, c: ClassId) -> Option<AtomId> {
-        self.classes.get(c as usize)?.iter().find_map(|a| {
-            matches!(self.atoms[a], Atom::Endpoint(_)).then_some(a as AtomId)
-        })
+        self.classes
+            .get(c as usize)?
+            .iter()
+            .find_map(|a| matches!(self.atoms[a], Atom::Endpoint(_)).then_some(a as AtomId))
     }
 
     pub fn len(&self) -> usize {
@@ -505,7 +508,11 @@ impl Classes {
     /// The signature of an address computed from the definitions (what
     /// the runtime does for a new endpoint): `owner` is the name and
     /// labels of the endpoint owning the address, if any.
-    pub fn signature(&self, addr: IpAddr, owner: Option<(&str, &BTreeMap<String, String>)>) -> Bits {
+    pub fn signature(
+        &self,
+        addr: IpAddr,
+        owner: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> Bits {
         let mut b = Bits::new();
         for (i, a) in self.atoms.iter().enumerate() {
             let hit = match a {

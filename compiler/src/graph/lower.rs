@@ -641,7 +641,9 @@ impl Walk<'_, '_> {
         let atom = match item.peer {
             PeerTest::Atom(a) => a,
             PeerTest::SelfEndpoint => self.ident.expect("`self` matched without an identity"),
-            PeerTest::World(set) => return self.world_tests(seg, pos, logged, possible, set, on_match),
+            PeerTest::World(set) => {
+                return self.world_tests(seg, pos, logged, possible, set, on_match)
+            }
             PeerTest::Any => unreachable!("`any` matches every class"),
         };
         let els = self.walk(seg, pos + 1, logged.to_vec(), no);
