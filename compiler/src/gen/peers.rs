@@ -109,3 +109,55 @@ pub fn self_packets(m: &Model, template: &[Packet]) -> Vec<Packet> {
 
 /// The most packets [`self_packets`] adds to one model's.
 pub const SELF_PACKETS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Model, PeerMatch};
+
+    fn count(models: &[Model], f: impl Fn(&PeerMatch) -> bool) -> usize {
+        models
+            .iter()
+            .flat_map(|m| &m.policies)
+            .flat_map(|p| [&p.ingress, &p.egress])
+            .flatten()
+            .flatten()
+            .filter(|r| f(&r.peer))
+            .count()
+    }
+
+    /// The seeds the kernel differential tests use see every construct:
+    /// `self` with packets aimed at it, `world` alone and with IPv4 and
+    /// IPv6 sets, and tiers that fall through.
+    #[test]
+    fn the_differential_seeds_use_the_new_constructs() {
+        let v4: Vec<Model> = (0..12).map(crate::gen::model).collect();
+        let dual: Vec<Model> = (0..12).map(crate::gen::dual_stack).collect();
+        assert!(count(&v4, |p| *p == PeerMatch::SelfEndpoint) >= 3);
+        assert!(count(&v4, |p| *p == PeerMatch::World(None)) >= 3);
+        let world6 = |p: &PeerMatch| matches!(p, PeerMatch::World(Some(s)) if s.include.iter().any(|c| c.addr.is_ipv6()));
+        assert!(count(&dual, world6) >= 1);
+        assert!(count(&v4, |p| matches!(p, PeerMatch::World(Some(_)))) >= 3);
+        let passing = v4
+            .iter()
+            .flat_map(|m| &m.tiers)
+            .filter(|t| t.default_pass)
+            .count();
+        assert!(passing >= 3);
+        let aimed: usize = v4
+            .iter()
+            .map(|m| {
+                let mut rng = crate::gen::Rng::new(1);
+                crate::gen::packets(m, &mut rng, 10)
+                    .iter()
+                    .filter(|p| {
+                        p.src == p.dst
+                            || m.endpoints
+                                .iter()
+                                .any(|e| e.addrs.contains(&p.src) && e.addrs.contains(&p.dst))
+                    })
+                    .count()
+            })
+            .sum();
+        assert!(aimed >= 10, "{aimed}");
+    }
+}
