@@ -407,9 +407,12 @@ fn wrong_form_code(form: &Form) -> Code {
     match form {
         Form::Ipv6Socket => Code::E0003,
         Form::SingleQuotes => Code::E0001,
-        Form::AppliesTo | Form::Assign | Form::PortColon | Form::PortList | Form::MissingPort => {
-            Code::E0010
-        }
+        Form::AppliesTo
+        | Form::Assign
+        | Form::PortColon
+        | Form::PortList
+        | Form::MissingPort
+        | Form::WorldName => Code::E0010,
     }
 }
 
@@ -431,6 +434,10 @@ fn wrong_form(span: Span, found: String, right: String, form: Form) -> Diagnosti
         Form::PortList => (
             "unexpected `,`".to_string(),
             "several ports are written as a set in braces",
+        ),
+        Form::WorldName => (
+            format!("unexpected `{found}` after `world`"),
+            "after `world`, a set's name goes in braces",
         ),
         Form::MissingPort => (
             format!("missing port after `{found}`"),
