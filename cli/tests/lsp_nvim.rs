@@ -156,7 +156,7 @@ fn neovim_session() {
     let values = strings(&r["completion_values"]);
     assert_eq!(values, ["\"api\"", "\"web\""], "values of `app`");
     let peers = strings(&r["completion_peers"]);
-    for want in ["web", "api", "app", "any"] {
+    for want in ["web", "api", "app", "any", "self", "world"] {
         assert!(
             peers.contains(&want),
             "{want} missing after `from `: {peers:?}"

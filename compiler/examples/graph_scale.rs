@@ -114,6 +114,7 @@ fn main() {
             name: "default".into(),
             order: 1000,
             audit: false,
+            default_pass: false,
             span: None,
         }],
         policies,

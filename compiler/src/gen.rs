@@ -16,6 +16,9 @@
 //! IPv6), sometimes the other family's (a protocol without a keyword).
 //! [`dual_stack`] adds IPv6-only endpoints, IPv6 and SCTP services, IPv6
 //! prefixes in rules and steering, and `icmp6` rules to a [`model`].
+//! `peers.rs` adds `self` / `world` peers and `default pass` tiers.
+
+mod peers;
 
 use crate::interp::Packet;
 use crate::model::{
@@ -262,6 +265,14 @@ fn gen_rules(rng: &mut Rng, pool: &[Cidr], spans: &mut u32) -> Vec<Rule> {
 /// host prefixes, policies, services, steering, default deny); reordering
 /// them changes every seed's model.
 pub fn model(seed: u64) -> Model {
+    let mut m = base_model(seed);
+    peers::sprinkle(&mut m, seed);
+    m
+}
+
+/// [`model`] without `self` / `world` peers and `default pass` tiers: the
+/// models tests that pinned a seed's shape (chain depths) were chosen on.
+pub fn base_model(seed: u64) -> Model {
     let mut rng = Rng::new(seed);
     let mut spans = 0u32;
     let tiers = gen_tiers(&mut rng);
@@ -292,6 +303,7 @@ fn gen_tiers(rng: &mut Rng) -> Vec<Tier> {
         name: "default".into(),
         order: 1000,
         audit: false,
+        default_pass: false,
         span: None,
     }];
     if rng.chance(50) {
@@ -299,6 +311,7 @@ fn gen_tiers(rng: &mut Rng) -> Vec<Tier> {
             name: "security".into(),
             order: 10,
             audit: false,
+            default_pass: false,
             span: Some(span(1)),
         });
     }
@@ -493,6 +506,7 @@ pub fn dual_stack(seed: u64) -> Model {
     ];
     add_v6_and_sctp_services(&mut m, &mut rng);
     add_v6_rules(&mut m, &mut rng, &v6_pool);
+    peers::worlds(&mut m, seed);
     m
 }
 
@@ -701,7 +715,7 @@ pub fn interesting_addrs(model: &Model, rng: &mut Rng, extra: usize) -> Vec<IpAd
     }
     let mut cidrs: Vec<Cidr> = Vec::new();
     let mut add_peer = |p: &PeerMatch| {
-        if let PeerMatch::Set(s) = p {
+        if let PeerMatch::Set(s) | PeerMatch::World(Some(s)) = p {
             cidrs.extend(s.include.iter().chain(&s.exclude).copied());
         }
     };
@@ -782,7 +796,7 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
         .iter()
         .flat_map(|s| s.frontends.iter().copied())
         .collect();
-    (0..n)
+    let mut out: Vec<Packet> = (0..n)
         .map(|_| {
             let six = !v6s.is_empty() && rng.chance(20);
             let fam = if six { &v6s } else { &v4s };
@@ -832,7 +846,10 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
             };
             p
         })
-        .collect()
+        .collect();
+    let mine = peers::self_packets(model, &out);
+    out.extend(mine);
+    out
 }
 
 /// Marks random policies of `model` audit (each with probability 1/3),

@@ -178,6 +178,12 @@ pub enum PeerMatch {
     Selector(Sel),
     /// Addresses in the set (endpoint or not).
     Set(AddrSet),
+    /// `self`: the peer address belongs to the endpoint the side is judged
+    /// for (policy rules only; language.md §4).
+    SelfEndpoint,
+    /// `world [SET]`: the peer address belongs to no endpoint (and is in
+    /// the set, when one is given).
+    World(Option<AddrSet>),
 }
 
 /// An inclusive port range; `lo >= 1`, `lo <= hi`.
@@ -251,6 +257,11 @@ pub struct Tier {
     /// `tier NAME order N audit`: every policy in it is an audit policy.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub audit: bool,
+    /// `tier NAME order N default pass`: when the tier's active policies
+    /// decide nothing, the side goes on to the next tier (as if a rule
+    /// passed) instead of being denied by the isolation default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default_pass: bool,
     /// `None` for the built-in `default` tier when not declared.
     pub span: Option<Span>,
 }

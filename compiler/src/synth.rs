@@ -445,12 +445,14 @@ fn tiers() -> Vec<Tier> {
             name: "security".into(),
             order: 10,
             audit: false,
+            default_pass: false,
             span: Some(span(2)),
         },
         Tier {
             name: "default".into(),
             order: 1000,
             audit: false,
+            default_pass: false,
             span: None,
         },
     ];
@@ -643,6 +645,9 @@ fn peer_text(p: &PeerMatch) -> String {
         PeerMatch::Any => "any".into(),
         PeerMatch::Selector(s) => s.to_string(),
         PeerMatch::Set(s) => set_text(s),
+        PeerMatch::SelfEndpoint => "self".into(),
+        PeerMatch::World(None) => "world".into(),
+        PeerMatch::World(Some(s)) => format!("world {}", set_text(s)),
     }
 }
 

@@ -95,3 +95,45 @@ fn maglev_service_choice_is_stable_and_spread() {
     }
     assert_eq!(seen.len(), 2, "both backends get flows");
 }
+
+/// A policy of a `default pass` tier lets through what it does not
+/// decide, so a deny-only one turns on no default deny (W0304), and
+/// `self` / `world` peers check clean.
+#[test]
+fn default_pass_tier_turns_nothing_on() {
+    let src = r#"
+tier admin order 10 default pass
+endpoint a { labels { app: "a" } addr 10.0.0.1 }
+endpoint b { labels { app: "b" } addr 10.0.0.2 }
+policy guard tier admin {
+  applies to all
+  ingress {
+    deny tcp 22 from world
+    allow from self
+  }
+  egress {
+    deny to world { 192.0.2.0/24 } except { 192.0.2.1 }
+  }
+}
+policy web {
+  applies to app == "a"
+  ingress {
+    allow tcp 80 from app == "b"
+  }
+}
+"#;
+    let path = Path::new("/mem/default-pass.weir");
+    let loader = MemoryLoader::new().with(path, src.to_string());
+    let checked = check_program(&[path.to_path_buf()], &loader, None);
+    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
+    // Without `default pass` the same deny-only egress turns it on.
+    let strict = src.replace("order 10 default pass", "order 10");
+    let loader = MemoryLoader::new().with(path, strict);
+    let checked = check_program(&[path.to_path_buf()], &loader, None);
+    let codes: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .map(|d| d.code.to_string())
+        .collect();
+    assert_eq!(codes, ["W0304"], "{:#?}", checked.diagnostics);
+}

@@ -280,6 +280,9 @@ pub struct TierDecl {
     pub order: Num,
     /// `audit`: every policy of the tier is an audit policy.
     pub audit: Option<Span>,
+    /// `default pass`: when the tier's active policies decide nothing, the
+    /// side continues with the next tier instead of the isolation default.
+    pub default_pass: Option<Span>,
     pub span: Span,
 }
 
@@ -347,6 +350,10 @@ pub enum Peer {
     Selector(SelExpr),
     /// Test-only: `{ app: "api" }`, a synthetic endpoint with these labels.
     Labels(Vec<(Label, Label)>, Span),
+    /// `self`: the endpoint the side is judged for.
+    SelfEp(Span),
+    /// `world [SET]`: addresses that belong to no endpoint (in `SET`).
+    World(Option<SetExpr>, Span),
 }
 
 /// `allow tcp 5432 from api log`

@@ -163,6 +163,8 @@ tokens! {
     "by" => KwBy,
     "via" => KwVia,
     "audit" => KwAudit,
+    "self" => KwSelf,
+    "world" => KwWorld,
 }
 
 fn unescape(s: &str) -> String {
@@ -358,6 +360,8 @@ fn can_end_statement(t: &Token) -> bool {
             | KwEstablished
             | KwDefault
             | KwAudit
+            | KwSelf
+            | KwWorld
     )
 }
 

@@ -77,6 +77,8 @@ pub enum Form {
     SingleQuotes,
     /// An address without its port where `ADDR:PORT` is expected.
     MissingPort,
+    /// `world corp` (a set's bare name) for `world {corp}`.
+    WorldName,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -336,3 +336,37 @@ fn redirect_needs_proxy_and_comments_are_returned() {
     assert_eq!(f.items.len(), 1);
     assert_eq!(comments.len(), 2);
 }
+
+#[test]
+fn self_world_and_default_pass() {
+    let src = "tier admin order 10 audit default pass\n\
+               policy p tier admin {\n  applies to all\n  ingress {\n    allow from self\n    deny from world\n    allow from world 10.0.0.0/8 except {10.9.0.0/16} log\n    allow from world {corp}\n  }\n}\n";
+    let f = ok(src);
+    let Item::Tier(t) = &f.items[0] else {
+        panic!("{:?}", f.items[0])
+    };
+    assert!(t.audit.is_some());
+    assert_eq!(text(src, t.default_pass.unwrap()), "default pass");
+    let Item::Policy(p) = &f.items[1] else {
+        panic!("{:?}", f.items[1])
+    };
+    let PolicyItem::Rules(b) = &p.items[1] else {
+        panic!("{:?}", p.items[1])
+    };
+    let peers: Vec<&Peer> = b.rules.iter().map(|r| r.from.as_ref().unwrap()).collect();
+    assert!(matches!(peers[0], Peer::SelfEp(s) if text(src, *s) == "self"));
+    assert!(matches!(peers[1], Peer::World(None, _)));
+    assert!(
+        matches!(peers[2], Peer::World(Some(e), s) if e.except.is_some() && text(src, *s) == "world 10.0.0.0/8 except {10.9.0.0/16}")
+    );
+    assert!(b.rules[2].log.is_some());
+    assert!(
+        matches!(peers[3], Peer::World(Some(e), _) if matches!(&e.base[..], [SetElem::Name(n)] if n.name == "corp"))
+    );
+    // `world NAME` is read as meant, with one error.
+    let (_, errors) = parse(
+        F,
+        "policy p {\n  applies to all\n  ingress { allow from world corp }\n}\n",
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}

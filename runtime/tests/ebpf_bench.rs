@@ -106,6 +106,7 @@ fn model(rules: usize) -> Model {
         name: "default".into(),
         order: 1000,
         audit: false,
+        default_pass: false,
         span: None,
     }];
     let mut client_labels = BTreeMap::new();

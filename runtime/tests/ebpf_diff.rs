@@ -838,6 +838,7 @@ pub fn large_model(seed: u64, policies: usize, rules: usize) -> Model {
             name: "big".into(),
             order: 1,
             audit: false,
+            default_pass: false,
             span: None,
         },
     );

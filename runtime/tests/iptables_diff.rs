@@ -780,7 +780,7 @@ fn deep_policies_apply_on_nftables() {
     }
     let mut t = Tally::default();
     for seed in [1316u64, 1526, 396, 863] {
-        let model = random_balanced(gen::model(seed));
+        let model = random_balanced(gen::base_model(seed));
         let c = candidates(&model, seed);
         check_model_with(&format!("gen{seed}"), &model, &c, Variant::Nft, &mut t);
     }

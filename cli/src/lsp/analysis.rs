@@ -296,8 +296,8 @@ impl Index {
 
     fn peer(&mut self, p: &Peer, ctx: RefCtx) {
         match p {
-            Peer::Any(_) => {}
-            Peer::Set(s) => self.set(s, ctx),
+            Peer::Any(_) | Peer::SelfEp(_) | Peer::World(None, _) => {}
+            Peer::Set(s) | Peer::World(Some(s), _) => self.set(s, ctx),
             Peer::Selector(s) => self.sel(s, ctx),
             Peer::Labels(pairs, _) => {
                 for (k, v) in pairs {

@@ -19,7 +19,7 @@ enum Slot {
     Selector,
     /// An address set: named sets.
     Set,
-    /// A rule peer: selectors, sets, label keys, `any`.
+    /// A rule peer: selectors, sets, label keys, `any`, `self`, `world`.
     Peer,
     /// A test peer: endpoints first, then what a rule peer takes.
     TestPeer,
@@ -45,7 +45,11 @@ pub fn complete(a: &Analysis, line: &str, only_specific: bool) -> Vec<Completion
     let (kinds, labels, words): (&[SymKind], bool, &[&str]) = match slot {
         Slot::Selector => (&[SymKind::Selector], true, &["all"]),
         Slot::Set => (&[SymKind::Set], false, &[]),
-        Slot::Peer => (&[SymKind::Selector, SymKind::Set], true, &["any"]),
+        Slot::Peer => (
+            &[SymKind::Selector, SymKind::Set],
+            true,
+            &["any", "self", "world"],
+        ),
         Slot::TestPeer => (
             &[SymKind::Endpoint, SymKind::Selector, SymKind::Set],
             true,

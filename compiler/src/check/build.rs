@@ -383,6 +383,7 @@ impl<'a> Cx<'a> {
                 name: d.name.name.clone(),
                 order,
                 audit: d.audit.is_some(),
+                default_pass: d.default_pass.is_some(),
                 span: Some(d.span),
             });
         }
@@ -391,6 +392,7 @@ impl<'a> Cx<'a> {
                 name: "default".into(),
                 order: 1000,
                 audit: false,
+                default_pass: false,
                 span: None,
             });
         }
@@ -551,6 +553,9 @@ impl<'a> Cx<'a> {
             let what = format!("peer of a rule in steer block `{}`", d.name.name);
             let peer = |cx: &mut Cx<'a>, p: &Option<Peer>| match p {
                 None => model::PeerMatch::Any,
+                Some(p) if cx.subjectless_peer(p, "a steering rule") => {
+                    model::PeerMatch::Set(model::AddrSet::default())
+                }
                 Some(p) => cx
                     .peer(p, &what)
                     .unwrap_or(model::PeerMatch::Set(model::AddrSet::default())),

@@ -99,6 +99,9 @@ fn family(ip: IpAddr) -> &'static str {
 
 impl<'a> Cx<'a> {
     fn test_peer(&mut self, p: &Peer, model: &Model, addrs: &mut TestAddrs) -> Option<TPeer> {
+        if self.subjectless_peer(p, "a test packet") {
+            return None;
+        }
         match p {
             Peer::Any(span) => Some(TPeer::Synthetic(Synthetic {
                 v4: addrs.free(ANY_NET, 1),
@@ -130,6 +133,7 @@ impl<'a> Cx<'a> {
                     ranges: ["192.0.2.0/24", "2001:db8:2::/64"],
                 }))
             }
+            Peer::SelfEp(_) | Peer::World(..) => None,
             Peer::Set(e) => match (&e.base[..], &e.except) {
                 ([SetElem::Cidr(lit)], None)
                     if lit.prefix.is_none()

@@ -108,10 +108,14 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
         .enumerate()
     {
         for (q, ids) in model.policies.iter().zip(&selected) {
+            // A policy of a `default pass` tier lets through what it does
+            // not decide: it goes on to the next tier.
             if !q.audit
                 && q.rules(dir).is_some_and(|rs| {
-                    rs.iter()
-                        .any(|r| matches!(r.action, Action::Allow | Action::Pass))
+                    model.tiers[q.tier].default_pass
+                        || rs
+                            .iter()
+                            .any(|r| matches!(r.action, Action::Allow | Action::Pass))
                 })
             {
                 for &i in ids {
@@ -125,7 +129,7 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
             .into_iter()
             .enumerate()
         {
-            if p.rules(dir).is_none() || p.audit {
+            if p.rules(dir).is_none() || p.audit || model.tiers[p.tier].default_pass {
                 continue;
             }
             let denied: Vec<String> = ids

@@ -12,7 +12,7 @@ use weir_grammar::Span;
 
 pub(super) fn peer_span(p: &Peer) -> Span {
     match p {
-        Peer::Any(s) | Peer::Labels(_, s) => *s,
+        Peer::Any(s) | Peer::Labels(_, s) | Peer::SelfEp(s) | Peer::World(_, s) => *s,
         Peer::Set(e) => e.span,
         Peer::Selector(e) => e.span(),
     }
@@ -297,6 +297,25 @@ impl<'a> Cx<'a> {
                 self.report(Kind::LabelMapOutsideTest { span: *span });
                 None
             }
+            Peer::SelfEp(_) => Some(PeerMatch::SelfEndpoint),
+            Peer::World(None, _) => Some(PeerMatch::World(None)),
+            Peer::World(Some(e), _) => self.set_expr(e).map(|s| PeerMatch::World(Some(s))),
+        }
+    }
+
+    /// Refuses `self` and `world` where a peer has no endpoint side to be
+    /// judged for (a steering rule): E0260 / E0261. True when refused.
+    pub(super) fn subjectless_peer(&mut self, p: &Peer, place: &'static str) -> bool {
+        match p {
+            Peer::SelfEp(span) => {
+                self.report(Kind::SelfOutsidePolicy { span: *span, place });
+                true
+            }
+            Peer::World(_, span) => {
+                self.report(Kind::WorldOutsidePolicy { span: *span, place });
+                true
+            }
+            _ => false,
         }
     }
 }

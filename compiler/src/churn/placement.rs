@@ -87,14 +87,23 @@ impl ClassView {
     }
 
     /// The signature (sorted atom ids) of `addr`, owned by an endpoint
-    /// with `labels` (or by none).
-    pub fn signature(&self, addr: IpAddr, labels: Option<&BTreeMap<String, String>>) -> Vec<u32> {
+    /// with this name and labels (or by none).
+    pub fn signature(
+        &self,
+        addr: IpAddr,
+        owner: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> Vec<u32> {
         self.atoms
             .iter()
             .enumerate()
             .filter(|(_, a)| match a {
-                Atom::Sel(s) => labels.is_some_and(|l| s.matches(l)),
+                Atom::Sel(s) => owner.is_some_and(|(_, l)| s.matches(l)),
                 Atom::Set(s) => s.contains(addr),
+                // An identity atom (`self`) exists for the endpoints the
+                // program was compiled with: one of them keeps it (its
+                // address may move), a new endpoint a `self` policy selects
+                // has no compiled class and needs a recompile.
+                Atom::Endpoint(n) => owner.is_some_and(|(name, _)| name == n),
             })
             .map(|(i, _)| i as u32)
             .collect()
@@ -104,9 +113,9 @@ impl ClassView {
         self.index.get(sig).copied()
     }
 
-    /// The class of an endpoint address with `labels`.
-    pub fn place(&self, addr: IpAddr, labels: &BTreeMap<String, String>) -> Placement {
-        let sig = self.signature(addr, Some(labels));
+    /// The class of an address of the endpoint `name` with `labels`.
+    pub fn place(&self, addr: IpAddr, name: &str, labels: &BTreeMap<String, String>) -> Placement {
+        let sig = self.signature(addr, Some((name, labels)));
         match self.class_of(&sig) {
             Some(c) => Placement::Existing(c),
             None => Placement::New(sig),

@@ -119,7 +119,7 @@ pub fn plan(view: &ClassView, old: &[EndpointRec], new: &[EndpointRec]) -> Plan 
                 refused.push(format!("endpoint `{}` appears twice", e.name));
             }
             for &a in &e.addrs {
-                let class = match view.place(a, &e.labels) {
+                let class = match view.place(a, &e.name, &e.labels) {
                     Placement::Existing(c) => c,
                     Placement::New(sig) => {
                         if check {

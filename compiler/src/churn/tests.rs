@@ -311,7 +311,7 @@ fn view_agrees_with_compiled_classes() {
         for (e, per) in model.endpoints.iter().zip(&g.classes.endpoint_classes) {
             for &(a, c) in per {
                 assert_eq!(
-                    view.place(a, &e.labels),
+                    view.place(a, &e.name, &e.labels),
                     Placement::Existing(c),
                     "seed {seed}"
                 );

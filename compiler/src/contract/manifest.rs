@@ -163,6 +163,8 @@ pub struct AtomEntry {
 pub enum AtomKind {
     Selector,
     Set,
+    /// An endpoint's identity (for `self`): `text` is its name.
+    Endpoint,
 }
 
 /// A CIDR in text (`10.0.0.0/8`, `fd00::/64`), checked on reading.

@@ -173,6 +173,7 @@ fn atom_json(a: &Atom) -> Value {
             "include": s.include.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "exclude": s.exclude.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         }),
+        Atom::Endpoint(n) => serde_json::json!({ "kind": "endpoint", "text": n }),
     };
     v["value"] = serde_json::to_value(a).expect("atoms serialize");
     v

@@ -235,6 +235,16 @@ pub enum Kind {
     LabelMapOutsideTest {
         span: Span,
     },
+    /// E0260: `self` in a steering rule or a test packet.
+    SelfOutsidePolicy {
+        span: Span,
+        place: &'static str,
+    },
+    /// E0261: `world` in a steering rule or a test packet.
+    WorldOutsidePolicy {
+        span: Span,
+        place: &'static str,
+    },
 
     TestPortMissing {
         span: Span,
@@ -397,9 +407,12 @@ fn wrong_form_code(form: &Form) -> Code {
     match form {
         Form::Ipv6Socket => Code::E0003,
         Form::SingleQuotes => Code::E0001,
-        Form::AppliesTo | Form::Assign | Form::PortColon | Form::PortList | Form::MissingPort => {
-            Code::E0010
-        }
+        Form::AppliesTo
+        | Form::Assign
+        | Form::PortColon
+        | Form::PortList
+        | Form::MissingPort
+        | Form::WorldName => Code::E0010,
     }
 }
 
@@ -421,6 +434,10 @@ fn wrong_form(span: Span, found: String, right: String, form: Form) -> Diagnosti
         Form::PortList => (
             "unexpected `,`".to_string(),
             "several ports are written as a set in braces",
+        ),
+        Form::WorldName => (
+            format!("unexpected `{found}` after `world`"),
+            "after `world`, a set's name goes in braces",
         ),
         Form::MissingPort => (
             format!("missing port after `{found}`"),
@@ -565,6 +582,8 @@ impl Kind {
             Kind::UnknownTier { .. } => E0234,
             Kind::IcmpCodeWithoutType { .. } => E0235,
             Kind::LabelMapOutsideTest { .. } => E0236,
+            Kind::SelfOutsidePolicy { .. } => E0260,
+            Kind::WorldOutsidePolicy { .. } => E0261,
             Kind::TestPortMissing { .. } => E0250,
             Kind::UnknownTestEndpoint { .. } => E0251,
             Kind::TestNoAddressOfFamily { .. } => E0252,
@@ -1120,6 +1139,22 @@ impl Kind {
                 "label maps stand for synthetic endpoints in tests only",
             )
             .help("write a selector instead: `{ app: \"api\" }` becomes `app == \"api\"`")
+            .done(),
+            Kind::SelfOutsidePolicy { span, place } => B::new(
+                E0260,
+                format!("`self` is not a peer in {place}"),
+                span,
+                "no endpoint is judged here, so there is no `self`",
+            )
+            .help("`self` is the endpoint a policy side is judged for: use it in a policy's `ingress` or `egress` rules; elsewhere name the endpoint")
+            .done(),
+            Kind::WorldOutsidePolicy { span, place } => B::new(
+                E0261,
+                format!("`world` is not a peer in {place}"),
+                span,
+                "`world` (addresses of no endpoint) is a policy-rule peer only",
+            )
+            .help("in a steering rule write the addresses as a set; in a test write one address no endpoint has")
             .done(),
 
             Kind::TestPortMissing { span, proto: p } => B::new(

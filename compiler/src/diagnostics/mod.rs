@@ -127,6 +127,8 @@ codes! {
     E0254 => Error, "test port on a protocol without ports";
     E0255 => Error, "test peer is not a single address";
     E0256 => Error, "ICMP test packet of the other address family";
+    E0260 => Error, "`self` where no endpoint side is judged";
+    E0261 => Error, "`world` where no endpoint side is judged";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";

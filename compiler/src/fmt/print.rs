@@ -213,6 +213,9 @@ impl Emitter<'_> {
             Peer::Set(s) => self.set_expr(s),
             Peer::Selector(s) => self.sel(s),
             Peer::Labels(pairs, span) => self.label_map(pairs, *span),
+            Peer::SelfEp(_) => t("self"),
+            Peer::World(None, _) => t("world"),
+            Peer::World(Some(s), _) => seq(vec![t("world "), self.set_expr(s)]),
         }
     }
 
@@ -286,8 +289,13 @@ impl Emitter<'_> {
 
     fn tier(&self, x: &TierDecl) -> Doc {
         let audit = if x.audit.is_some() { " audit" } else { "" };
+        let pass = if x.default_pass.is_some() {
+            " default pass"
+        } else {
+            ""
+        };
         t(format!(
-            "tier {} order {}{audit}",
+            "tier {} order {}{audit}{pass}",
             x.name.name,
             self.num(&x.order)
         ))

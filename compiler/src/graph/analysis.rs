@@ -143,11 +143,10 @@ pub fn proto_overlaps(a: &ProtoMatch, b: &ProtoMatch) -> bool {
     }
 }
 
+/// The classes a peer matches; `self` (which depends on the subject)
+/// counts as matching none, so no finding rests on it.
 fn peer_classes(cl: &Classes, p: &PeerMatch) -> Bits {
-    match cl.peer_atom(p) {
-        None => Bits::full(cl.len()),
-        Some(a) => cl.classes_with(a).clone(),
-    }
+    cl.peer_classes(cl.peer_test(p), None)
 }
 
 /// Analyse a lowered model.

@@ -17,6 +17,13 @@
 //!   match it, a set atom when the address is in the set.
 //! - **Classes** are the distinct signatures, numbered densely; class 0 is
 //!   always the empty signature ("matches no atom": most of the internet).
+//! - **Identity atoms** (`Atom::Endpoint(NAME)`) make `self` decidable on
+//!   classes: every endpoint selected by the `applies to` of a policy with
+//!   a `self` rule gets one, satisfied by its own addresses only, so such
+//!   an endpoint's addresses are in classes of their own and `self` is a
+//!   peer test on the subject's identity atom (the data path knows
+//!   classes, not endpoints). `world` needs no atom: it is "not the
+//!   endpoint atom" (and the set atom, for `world SET`).
 //!
 //! The **class map** sends an address to its class. It is a list of
 //! `(prefix, class)` entries with longest-prefix-match semantics and "no
@@ -87,6 +94,20 @@ pub type ClassId = u32;
 pub enum Atom {
     Sel(Sel),
     Set(AddrSet),
+    /// The addresses of the endpoint of this name (identity for `self`).
+    Endpoint(String),
+}
+
+/// What a policy rule's peer asks of the peer address's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerTest {
+    Any,
+    /// The class satisfies the atom.
+    Atom(AtomId),
+    /// The class satisfies the subject endpoint's identity atom.
+    SelfEndpoint,
+    /// The class lacks the endpoint atom (and satisfies the set atom).
+    World(Option<AtomId>),
 }
 
 impl std::fmt::Display for Atom {
@@ -102,6 +123,7 @@ impl std::fmt::Display for Atom {
                 }
                 Ok(())
             }
+            Atom::Endpoint(n) => write!(f, "endpoint {n}"),
         }
     }
 }
@@ -187,12 +209,32 @@ impl<T> Lpm<T> {
     }
 }
 
+/// The atom a peer tests directly: none for `any` and `self` (whose atom
+/// is the subject's identity) and `world` alone (the endpoint atom, always
+/// present); the set for `world SET`.
 fn peer_atom(p: &PeerMatch) -> Option<Atom> {
     match p {
-        PeerMatch::Any => None,
+        PeerMatch::Any | PeerMatch::SelfEndpoint | PeerMatch::World(None) => None,
         PeerMatch::Selector(s) => Some(Atom::Sel(s.clone())),
-        PeerMatch::Set(s) => Some(Atom::Set(s.clone())),
+        PeerMatch::Set(s) | PeerMatch::World(Some(s)) => Some(Atom::Set(s.clone())),
     }
+}
+
+/// The `applies to` selectors of policies with a `self` rule (audit ones
+/// too: the audit graph shares the classes).
+fn self_subjects(model: &Model) -> Vec<&Sel> {
+    model
+        .policies
+        .iter()
+        .filter(|p| {
+            [&p.ingress, &p.egress]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|r| r.peer == PeerMatch::SelfEndpoint)
+        })
+        .map(|p| &p.applies_to)
+        .collect()
 }
 
 /// Every atom of the model, in value order, deduplicated.
@@ -209,6 +251,14 @@ pub fn collect_atoms(model: &Model) -> Vec<Atom> {
         for r in &s.rules {
             atoms.extend(peer_atom(&r.from));
             atoms.extend(peer_atom(&r.to));
+        }
+    }
+    let subjects = self_subjects(model);
+    if !subjects.is_empty() {
+        for e in &model.endpoints {
+            if subjects.iter().any(|s| s.matches(&e.labels)) {
+                atoms.insert(Atom::Endpoint(e.name.clone()));
+            }
         }
     }
     atoms.into_iter().collect()
@@ -280,7 +330,7 @@ impl Classes {
             .enumerate()
             .filter_map(|(i, a)| match a {
                 Atom::Sel(s) => Some((i, s)),
-                Atom::Set(_) => None,
+                Atom::Set(_) | Atom::Endpoint(_) => None,
             })
             .collect();
         // Selector bits per endpoint through the label index: each atom
@@ -290,6 +340,11 @@ impl Classes {
         for &(i, s) in &sel_atoms {
             for e in index.select(s) {
                 all_sel_bits[e as usize].insert(i);
+            }
+        }
+        for (e, bits) in model.endpoints.iter().zip(all_sel_bits.iter_mut()) {
+            if let Some(&i) = atom_index.get(&Atom::Endpoint(e.name.clone())) {
+                bits.insert(i as usize);
             }
         }
         let mut endpoint_classes = Vec::with_capacity(model.endpoints.len());
@@ -389,9 +444,51 @@ impl Classes {
         self.atom_index.get(a).copied()
     }
 
-    /// The atom a rule peer tests, or None for `any`.
+    /// The atom a steering peer tests, or None for `any`. Steering peers
+    /// are never `self` or `world` (the checker refuses them, E0260 /
+    /// E0261); policy rules ask [`Classes::peer_test`].
     pub fn peer_atom(&self, p: &PeerMatch) -> Option<AtomId> {
+        debug_assert!(!matches!(p, PeerMatch::SelfEndpoint | PeerMatch::World(_)));
         peer_atom(p).map(|a| self.atom_index[&a])
+    }
+
+    /// What a policy rule's peer tests.
+    pub fn peer_test(&self, p: &PeerMatch) -> PeerTest {
+        match p {
+            PeerMatch::Any => PeerTest::Any,
+            PeerMatch::SelfEndpoint => PeerTest::SelfEndpoint,
+            PeerMatch::World(_) => PeerTest::World(peer_atom(p).map(|a| self.atom_index[&a])),
+            PeerMatch::Selector(_) | PeerMatch::Set(_) => {
+                PeerTest::Atom(self.atom_index[&peer_atom(p).expect("selector or set")])
+            }
+        }
+    }
+
+    /// The classes a policy rule's peer matches for a subject whose
+    /// identity atom is `ident` (`self`: none without one).
+    pub fn peer_classes(&self, t: PeerTest, ident: Option<AtomId>) -> Bits {
+        match t {
+            PeerTest::Any => Bits::full(self.len()),
+            PeerTest::Atom(a) => self.classes_with(a).clone(),
+            PeerTest::SelfEndpoint => {
+                ident.map_or_else(Bits::new, |a| self.classes_with(a).clone())
+            }
+            PeerTest::World(set) => {
+                let outside = Bits::full(self.len()).and_not(self.endpoint_classes_set());
+                match set {
+                    None => outside,
+                    Some(a) => outside.and(self.classes_with(a)),
+                }
+            }
+        }
+    }
+
+    /// The identity atom of class `c` (`Atom::Endpoint`), if it has one.
+    pub fn identity_of(&self, c: ClassId) -> Option<AtomId> {
+        self.classes
+            .get(c as usize)?
+            .iter()
+            .find_map(|a| matches!(self.atoms[a], Atom::Endpoint(_)).then_some(a as AtomId))
     }
 
     pub fn len(&self) -> usize {
@@ -409,14 +506,19 @@ impl Classes {
     }
 
     /// The signature of an address computed from the definitions (what
-    /// the runtime does for a new endpoint): `labels` is the labels of the
-    /// endpoint owning the address, if any.
-    pub fn signature(&self, addr: IpAddr, labels: Option<&BTreeMap<String, String>>) -> Bits {
+    /// the runtime does for a new endpoint): `owner` is the name and
+    /// labels of the endpoint owning the address, if any.
+    pub fn signature(
+        &self,
+        addr: IpAddr,
+        owner: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> Bits {
         let mut b = Bits::new();
         for (i, a) in self.atoms.iter().enumerate() {
             let hit = match a {
-                Atom::Sel(s) => labels.is_some_and(|l| s.matches(l)),
+                Atom::Sel(s) => owner.is_some_and(|(_, l)| s.matches(l)),
                 Atom::Set(s) => s.contains(addr),
+                Atom::Endpoint(n) => owner.is_some_and(|(name, _)| name == n),
             };
             if hit {
                 b.insert(i);
@@ -538,8 +640,8 @@ mod tests {
             let addrs = gen::interesting_addrs(&model, &mut rng, 60);
             let disjoint = cl.disjoint_entries();
             for a in addrs {
-                let labels = interp.endpoint_of(a).map(|e| &*e.labels);
-                let sig = cl.signature(a, labels);
+                let owner = interp.endpoint_of(a).map(|e| (e.name.as_str(), &*e.labels));
+                let sig = cl.signature(a, owner);
                 let c = cl.classify(a);
                 assert_eq!(
                     cl.classes[c as usize], sig,

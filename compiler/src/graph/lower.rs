@@ -13,6 +13,13 @@
 //! lowering never produces an unreachable branch (every leaf is reached by
 //! some packet) and never tests the same fact twice on a path.
 //!
+//! `self` depends on the subject, not only on its active policies: a chain
+//! with a `self` rule is built per subject identity atom (classes of a
+//! `self` subject carry one; `classes.rs`), where `self` becomes a test of
+//! that atom. `world` is two tests on the atoms classes already have (not
+//! the endpoint atom; then the set atom). A tier declared `default pass`
+//! continues with the next tier where its isolation default would deny.
+//!
 //! Audit policies are left out (they are not enforced); the audit
 //! evaluation is the lowering of `Model::audit_enforced`, whose classes and
 //! provenance ids are the same (neither depends on the audit marks).
@@ -22,7 +29,7 @@
 //! `SideDecision::logged`.
 
 use super::bits::Bits;
-use super::classes::{AtomId, Classes};
+use super::classes::{AtomId, Classes, PeerTest};
 use super::ir::{
     Builder, Cond, Graph, Node, NodeId, Roots, ServiceTable, SteerLeaf, TableEntry, TableKey,
     VerdictLeaf,
@@ -105,7 +112,7 @@ struct Item {
     prov: u32,
     action: Action,
     log: bool,
-    peer: Option<AtomId>,
+    peer: PeerTest,
 }
 
 use crate::model::PROTOS;
@@ -325,20 +332,38 @@ impl Lower<'_> {
                     .and_then(|a| a)
             })
             .collect();
-        let mut chains: BTreeMap<Vec<PolicyId>, (NodeId, Vec<u32>)> = BTreeMap::new();
+        let has_self: Vec<bool> = model
+            .policies
+            .iter()
+            .map(|p| {
+                p.rules(dir)
+                    .unwrap_or(&[])
+                    .iter()
+                    .any(|r| r.peer == crate::model::PeerMatch::SelfEndpoint)
+            })
+            .collect();
+        type ChainKey = (Vec<PolicyId>, Option<AtomId>);
+        let mut chains: BTreeMap<ChainKey, (NodeId, Vec<u32>)> = BTreeMap::new();
         let mut entries = Vec::new();
         for c in cl.endpoint_classes_set().iter() {
             let active: Vec<PolicyId> = (0..model.policies.len())
                 .filter(|&p| applies[p].is_some_and(|a| cl.has(c as u32, a)))
                 .collect();
-            let next = match chains.get_mut(&active) {
+            // A chain with a `self` rule is the subject's own.
+            let ident = if active.iter().any(|&p| has_self[p]) {
+                cl.identity_of(c as u32)
+            } else {
+                None
+            };
+            let key = (active, ident);
+            let next = match chains.get_mut(&key) {
                 Some((n, users)) => {
                     users.push(c as u32);
                     *n
                 }
                 None => {
-                    let n = self.chain(dir, &active);
-                    chains.insert(active, (n, vec![c as u32]));
+                    let n = self.chain(dir, &key.0, ident);
+                    chains.insert(key, (n, vec![c as u32]));
                     n
                 }
             };
@@ -350,7 +375,7 @@ impl Lower<'_> {
                 });
             }
         }
-        for (pols, (_, users)) in chains {
+        for ((pols, _), (_, users)) in chains {
             self.info.chains.push((dir, pols, users));
         }
         let key = match dir {
@@ -365,8 +390,9 @@ impl Lower<'_> {
         })
     }
 
-    /// The chain for a subject whose active policies are `active`.
-    fn chain(&mut self, dir: Direction, active: &[PolicyId]) -> NodeId {
+    /// The chain for a subject whose active policies are `active` and
+    /// whose identity atom (for `self`) is `ident`.
+    fn chain(&mut self, dir: Direction, active: &[PolicyId], ident: Option<AtomId>) -> NodeId {
         let model = self.model;
         // Segments: one per tier with an active policy, in tier order.
         let mut segs: Vec<(usize, Vec<Item>)> = Vec::new();
@@ -400,7 +426,7 @@ impl Lower<'_> {
                         prov,
                         action: r.action,
                         log: r.log,
-                        peer: self.classes.peer_atom(&r.peer),
+                        peer: self.classes.peer_test(&r.peer),
                     });
                 }
             }
@@ -423,6 +449,7 @@ impl Lower<'_> {
             let mut w = Walk {
                 cx: self,
                 dir,
+                ident,
                 segs: &fsegs,
                 memo: HashMap::default(),
             };
@@ -540,6 +567,8 @@ impl Lower<'_> {
 struct Walk<'w, 'a> {
     cx: &'w mut Lower<'a>,
     dir: Direction,
+    /// The subject's identity atom (`self`), when the chain needs it.
+    ident: Option<AtomId>,
     segs: &'w [(usize, Vec<Item>)],
     memo: HashMap<(usize, usize, Vec<u32>, Bits), NodeId>,
 }
@@ -569,17 +598,15 @@ impl Walk<'_, '_> {
             };
         };
         let Some(&item) = items.get(pos) else {
+            if self.cx.model.tiers[*tier].default_pass {
+                return self.walk(seg + 1, 0, logged.to_vec(), possible.clone());
+            }
             return self
                 .cx
                 .verdict(false, Provenance::TierDefault { tier: *tier, dir }, logged);
         };
-        let (m, no) = match item.peer {
-            None => (possible.clone(), Bits::new()),
-            Some(a) => {
-                let w = self.cx.classes.classes_with(a);
-                (possible.and(w), possible.and_not(w))
-            }
-        };
+        let w = self.cx.classes.peer_classes(item.peer, self.ident);
+        let (m, no) = (possible.and(&w), possible.and_not(&w));
         if m.is_empty() {
             return self.walk(seg, pos + 1, logged.to_vec(), no);
         }
@@ -607,16 +634,67 @@ impl Walk<'_, '_> {
         if no.is_empty() {
             return on_match;
         }
-        let els = self.walk(seg, pos + 1, logged.to_vec(), no);
-        let atom = item.peer.expect("split of any is total");
-        let cond = match dir {
+        let cond = |atom: AtomId| match dir {
             Direction::Egress => Cond::DstAtom(atom),
             Direction::Ingress => Cond::SrcAtom(atom),
         };
+        let atom = match item.peer {
+            PeerTest::Atom(a) => a,
+            PeerTest::SelfEndpoint => self.ident.expect("`self` matched without an identity"),
+            PeerTest::World(set) => {
+                return self.world_tests(seg, pos, logged, possible, set, on_match)
+            }
+            PeerTest::Any => unreachable!("`any` matches every class"),
+        };
+        let els = self.walk(seg, pos + 1, logged.to_vec(), no);
         self.cx.b.add(Node::Test {
-            cond,
+            cond: cond(atom),
             then: on_match,
             els,
+        })
+    }
+
+    /// `world [SET]`: an endpoint address goes on to the next rule; an
+    /// address of no endpoint matches when in the set (if any). Each test
+    /// is emitted only when both its outcomes are possible.
+    fn world_tests(
+        &mut self,
+        seg: usize,
+        pos: usize,
+        logged: &[u32],
+        possible: &Bits,
+        set: Option<AtomId>,
+        on_match: NodeId,
+    ) -> NodeId {
+        let cl = self.cx.classes;
+        let endpoint = cl.endpoint_atom;
+        let dir = self.dir;
+        let cond = move |atom: AtomId| match dir {
+            Direction::Egress => Cond::DstAtom(atom),
+            Direction::Ingress => Cond::SrcAtom(atom),
+        };
+        let outside = possible.and_not(cl.classes_with(endpoint));
+        let inside = possible.and(cl.classes_with(endpoint));
+        let on_outside = match set {
+            Some(s) if !outside.and_not(cl.classes_with(s)).is_empty() => {
+                let not_in_set = outside.and_not(cl.classes_with(s));
+                let els = self.walk(seg, pos + 1, logged.to_vec(), not_in_set);
+                self.cx.b.add(Node::Test {
+                    cond: cond(s),
+                    then: on_match,
+                    els,
+                })
+            }
+            _ => on_match,
+        };
+        if inside.is_empty() {
+            return on_outside;
+        }
+        let then = self.walk(seg, pos + 1, logged.to_vec(), inside);
+        self.cx.b.add(Node::Test {
+            cond: cond(endpoint),
+            then,
+            els: on_outside,
         })
     }
 }

@@ -211,14 +211,35 @@ impl<'m> Interp<'m> {
         })
     }
 
-    /// Does `peer` match the address `addr`?
+    /// Does `peer` match the address `addr`, with no endpoint judged (a
+    /// steering rule)? `self` then matches nothing (the checker refuses
+    /// it there, E0260).
     pub fn peer_matches(&self, peer: &PeerMatch, addr: IpAddr) -> bool {
+        self.rule_peer_matches(peer, addr, None)
+    }
+
+    /// Does `peer` match the address `addr` for a side judged for
+    /// `subject` (language.md §4: `self` is the subject endpoint itself,
+    /// `world` an address of no endpoint)?
+    pub fn rule_peer_matches(
+        &self,
+        peer: &PeerMatch,
+        addr: IpAddr,
+        subject: Option<&Endpoint>,
+    ) -> bool {
         match peer {
             PeerMatch::Any => true,
             PeerMatch::Set(s) => s.contains(addr),
             PeerMatch::Selector(sel) => self
                 .endpoint_of(addr)
                 .is_some_and(|e| sel.matches(&e.labels)),
+            PeerMatch::SelfEndpoint => match (self.endpoint_of(addr), subject) {
+                (Some(e), Some(s)) => std::ptr::eq(e, s),
+                _ => false,
+            },
+            PeerMatch::World(set) => {
+                self.endpoint_of(addr).is_none() && set.as_ref().is_none_or(|s| s.contains(addr))
+            }
         }
     }
 

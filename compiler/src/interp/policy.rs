@@ -44,7 +44,9 @@ impl Interp<'_> {
             'tier: for (pid, pol) in active {
                 any_active = true;
                 for (index, rule) in pol.rules(dir).unwrap_or(&[]).iter().enumerate() {
-                    if !proto_matches(&rule.proto, p) || !self.peer_matches(&rule.peer, peer_addr) {
+                    if !proto_matches(&rule.proto, p)
+                        || !self.rule_peer_matches(&rule.peer, peer_addr, Some(subject))
+                    {
                         continue;
                     }
                     let here = Provenance::Rule {
@@ -80,7 +82,9 @@ impl Interp<'_> {
                     }
                 }
             }
-            if any_active && !passed {
+            // A `default pass` tier goes on to the next tier when nothing
+            // decided, as if a rule had passed.
+            if any_active && !passed && !model.tiers[tier].default_pass {
                 return SideDecision {
                     verdict: Verdict::Deny,
                     by: Provenance::TierDefault { tier, dir },

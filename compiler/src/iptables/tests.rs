@@ -73,7 +73,7 @@ fn maglev_is_refused_unless_trivial() {
 fn deep_generated_policies_fit_nftables() {
     let opts = random_lb();
     for (seed, was) in [(1316, 19), (1526, 18), (396, 17), (863, 17), (122, 16)] {
-        let model = gen::model(seed);
+        let model = gen::base_model(seed);
         let g = crate::graph::build(&model);
         assert_eq!(super::emit::depth_without_passes(&g, &model, &opts), was);
         let out = generate_text(&g, &model, &opts).unwrap();
@@ -82,7 +82,7 @@ fn deep_generated_policies_fit_nftables() {
             assert!(d <= super::depth::MAX_DEPTH, "seed {seed}: depth {d}");
         }
     }
-    let model = gen::model(2111);
+    let model = gen::base_model(2111);
     let g = crate::graph::build(&model);
     let e = generate_text(&g, &model, &opts).unwrap_err();
     let d = e[0].diagnostic();

@@ -83,6 +83,8 @@ pub enum Peer {
     Sel(String),
     /// A weir set expression.
     Set(String),
+    /// `self`: the pod the side is judged for.
+    SelfPod,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ impl Rule {
         let peer = match &self.peer {
             Peer::Any => String::new(),
             Peer::Sel(s) | Peer::Set(s) => format!(" {kw} {s}"),
+            Peer::SelfPod => format!(" {kw} self"),
         };
         format!("{}{}{}", self.action.keyword(), self.proto.text(), peer)
     }

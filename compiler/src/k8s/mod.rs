@@ -18,6 +18,9 @@
 //! ClusterNetworkPolicy by priority), `k8s-netpol` (NetworkPolicy),
 //! `k8s-baseline` (Baseline ClusterNetworkPolicy, then
 //! BaselineAdminNetworkPolicy), then weir's "no policy selects": allow.
+//! The implicit, admin and baseline tiers are `default pass`: what none of
+//! their rules decides goes on to the next tier (Kubernetes' `Pass` when
+//! nothing matched), where NetworkPolicy's tier isolates.
 
 pub mod adminpolicy;
 pub mod cluster;
@@ -116,19 +119,6 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
         has_tier(adminpolicy::ADMIN_TIER),
         has_tier(adminpolicy::BASELINE_TIER),
     );
-    let mut closing = Vec::new();
-    if admin {
-        closing.push(fall_through(
-            adminpolicy::ADMIN_TIER,
-            "what no admin rule decided goes on to the NetworkPolicy tier",
-        ));
-    }
-    if baseline {
-        closing.push(fall_through(
-            adminpolicy::BASELINE_TIER,
-            "what no baseline rule decided is allowed (Kubernetes' default)",
-        ));
-    }
     let implicit = implicit_policies(&cluster, &mut rep, &objs);
 
     let mut text = String::new();
@@ -157,39 +147,45 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
             }
         }
     }
+    // (name, order, used, falls through, what)
     let tiers = [
         (
             IMPLICIT_TIER,
             10,
             !implicit.is_empty(),
+            true,
             "a pod can always reach itself, and its node can always reach it",
         ),
         (
             adminpolicy::ADMIN_TIER,
             20,
             admin,
-            "AdminNetworkPolicy and ClusterNetworkPolicy tier Admin",
+            true,
+            "AdminNetworkPolicy and ClusterNetworkPolicy tier Admin; what no rule decides goes on to NetworkPolicy",
         ),
         (
             networkpolicy::TIER,
             30,
             has_tier(networkpolicy::TIER),
+            false,
             "NetworkPolicy",
         ),
         (
             adminpolicy::BASELINE_TIER,
             40,
             baseline,
-            "ClusterNetworkPolicy tier Baseline, then BaselineAdminNetworkPolicy",
+            true,
+            "ClusterNetworkPolicy tier Baseline, then BaselineAdminNetworkPolicy; what no rule decides is allowed",
         ),
     ];
-    for (name, order, used, what) in tiers {
+    for (name, order, used, pass, what) in tiers {
         if used {
-            text.push_str(&format!("# {what}\ntier {name} order {order}\n"));
+            let pass = if pass { " default pass" } else { "" };
+            text.push_str(&format!("# {what}\ntier {name} order {order}{pass}\n"));
         }
     }
     text.push('\n');
-    for p in implicit.iter().chain(&policies).chain(&closing) {
+    for p in implicit.iter().chain(&policies) {
         text.push_str(&p.text());
         text.push('\n');
     }
@@ -211,97 +207,80 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
     }
 }
 
-/// The closing policy of an admin or baseline tier: `pass` for every pod.
-fn fall_through(tier: &'static str, why: &str) -> Policy {
-    let pass = |note: &str| {
-        Some(vec![Rule {
-            action: Action::Pass,
-            proto: ProtoSpec::Any,
-            peer: Peer::Any,
-            note: note.to_string(),
-        }])
-    };
-    Policy {
-        comment: vec![format!("closes tier {tier}: {why}")],
-        name: format!("{tier}-pass"),
-        tier,
-        priority: 65535,
-        applies: format!("has({})", quote(NS_KEY)),
-        ingress: pass(""),
-        egress: pass(""),
-    }
-}
-
-/// Kubernetes' implicit allowances, expanded per pod (exact; the language
-/// has no `self` or node peer yet): a pod's own addresses, and the
-/// addresses of the node it runs on, are allowed both ways; everything
-/// else passes on to the next tier.
+/// Kubernetes' implicit allowances: a pod's traffic with itself (`self`),
+/// one policy for every pod, and with the node it runs on (the Node's
+/// addresses, when the Node is in the input; else W0604), one policy per
+/// node applying to its pods. The tier is `default pass`: everything else
+/// goes on to the next tier.
 fn implicit_policies(cluster: &Cluster, rep: &mut Reporter, objs: &[Obj]) -> Vec<Policy> {
-    let mut out = Vec::new();
-    let mut warned = std::collections::BTreeSet::new();
+    if cluster.pods.is_empty() {
+        return Vec::new();
+    }
+    let both = |peer: Peer| {
+        let rules = Some(vec![Rule {
+            action: Action::Allow,
+            proto: ProtoSpec::Any,
+            peer,
+            note: String::new(),
+        }]);
+        (rules.clone(), rules)
+    };
+    let (ingress, egress) = both(Peer::SelfPod);
+    let mut out = vec![Policy {
+        comment: vec!["a pod cannot block traffic with itself".to_string()],
+        name: "k8s-self".to_string(),
+        tier: IMPLICIT_TIER,
+        priority: 1000,
+        applies: format!("has({})", quote(NS_KEY)),
+        ingress,
+        egress,
+    }];
+    let mut by_node: std::collections::BTreeMap<&str, Vec<&cluster::Pod>> = Default::default();
     for p in &cluster.pods {
-        let mut addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
-        let mut what = "itself".to_string();
         if let Some(node) = &p.node {
-            match cluster.nodes.get(node) {
-                Some((_, n)) if !n.is_empty() => {
-                    addrs.extend(n.iter().map(|a| a.to_string()));
-                    what = format!("itself and node {node}");
-                }
-                _ => {
-                    if warned.insert(node.clone()) {
-                        if let Some(o) = objs.iter().find(|o| {
-                            o.kind == "Pod"
-                                && o.name == p.name
-                                && o.namespace.as_deref().unwrap_or("default") == p.namespace
-                        }) {
-                            rep.not_imported(
-                                o.span,
-                                &o.describe(),
-                                format!("the implicit allowance of node `{node}`"),
-                                "the Node (with its addresses) is not in the input",
-                            );
-                        }
-                    }
-                }
-            }
+            by_node.entry(node).or_default().push(p);
         }
-        let me = PodMatch {
-            only: Some(vec![(p.namespace.clone(), p.name.clone())]),
+    }
+    for (node, pods) in by_node {
+        let addrs = match cluster.nodes.get(node) {
+            Some((_, n)) if !n.is_empty() => n,
+            _ => {
+                let p = pods[0];
+                if let Some(o) = objs.iter().find(|o| {
+                    o.kind == "Pod"
+                        && o.name == p.name
+                        && o.namespace.as_deref().unwrap_or("default") == p.namespace
+                }) {
+                    rep.not_imported(
+                        o.span,
+                        &o.describe(),
+                        format!("the implicit allowance of node `{node}`"),
+                        "the Node (with its addresses) is not in the input",
+                    );
+                }
+                continue;
+            }
+        };
+        let on_node = PodMatch {
+            only: Some(
+                pods.iter()
+                    .map(|p| (p.namespace.clone(), p.name.clone()))
+                    .collect(),
+            ),
             ..PodMatch::default()
         };
-        let set = format!("{{{}}}", addrs.join(", "));
-        let rules = |_: bool| {
-            Some(vec![
-                Rule {
-                    action: Action::Allow,
-                    proto: ProtoSpec::Any,
-                    peer: Peer::Set(set.clone()),
-                    note: String::new(),
-                },
-                Rule {
-                    action: Action::Pass,
-                    proto: ProtoSpec::Any,
-                    peer: Peer::Any,
-                    note: String::new(),
-                },
-            ])
-        };
+        let set: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let (ingress, egress) = both(Peer::Set(format!("{{{}}}", set.join(", "))));
         out.push(Policy {
             comment: vec![format!(
-                "Pod {}/{}: traffic with {what} is always allowed",
-                p.namespace, p.name
+                "Node {node}: traffic between it and its pods is always allowed"
             )],
-            name: format!(
-                "self_{}_{}",
-                emit::mangle(&p.namespace),
-                emit::mangle(&p.name)
-            ),
+            name: format!("node_{}", emit::mangle(node)),
             tier: IMPLICIT_TIER,
             priority: 1000,
-            applies: me.text("").unwrap_or_default(),
-            ingress: rules(true),
-            egress: rules(false),
+            applies: on_node.text("").unwrap_or_default(),
+            ingress,
+            egress,
         });
     }
     out

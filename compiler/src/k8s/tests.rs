@@ -169,12 +169,25 @@ const NODE_AND_POD: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, lab
 fn implicit_allowance_covers_the_pod_and_its_node() {
     let i = run(&format!("{NS_X}{NODE_AND_POD}"));
     assert!(i.diagnostics.is_empty(), "{:#?}", i.diagnostics);
-    let p = &i.program[i.program.find("policy self_x_a").unwrap()..];
+    // One `self` policy for every pod, one policy per node for its pods;
+    // the tier falls through.
     assert!(
-        p.contains("allow from { 10.0.0.5, 10.10.0.1 }")
-            && p.contains("allow to { 10.0.0.5, 10.10.0.1 }"),
+        i.program
+            .contains("tier k8s-implicit order 10 default pass"),
+        "{}",
+        i.program
+    );
+    let p = &i.program[i.program.find("policy k8s-self").unwrap()..];
+    assert!(
+        p.contains("allow from self") && p.contains("allow to self"),
         "{p}"
     );
+    let p = &i.program[i.program.find("policy node_n1").unwrap()..];
+    assert!(
+        p.contains("allow from { 10.10.0.1 }") && p.contains("allow to { 10.10.0.1 }"),
+        "{p}"
+    );
+    assert!(!i.program.contains("k8s-admin-pass"), "{}", i.program);
     // Without the Node, the node's allowance is missing and said so.
     let i = run(&format!("{NS_X}apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x}}\nspec: {{nodeName: n9}}\nstatus: {{podIP: 10.0.0.5}}\n"));
     assert_eq!(codes(&i), [Code::W0604]);

@@ -64,6 +64,7 @@ pub fn model(pods: usize) -> Model {
             name: "default".into(),
             order: 1000,
             audit: false,
+            default_pass: false,
             span: None,
         }],
         policies,
