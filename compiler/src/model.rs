@@ -216,6 +216,14 @@ pub enum ProtoMatch {
         proto: Proto,
         ports: Vec<PortRange>,
     },
+    /// `tcp port "http"` (tcp/udp/sctp): the destination port is the
+    /// port the *destination endpoint* declares as `name` with this
+    /// protocol; a destination without it is matched by nothing
+    /// (language.md §4, "Named ports"; [`crate::named_ports`]).
+    Named {
+        proto: Proto,
+        name: String,
+    },
     /// `icmp` (ICMPv4, IPv4 packets only) or `icmp6` (ICMPv6, IPv6
     /// packets only): `proto` is [`Proto::Icmp`] or [`Proto::Icmp6`].
     Icmp {

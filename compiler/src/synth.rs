@@ -627,6 +627,7 @@ fn proto_text(p: &ProtoMatch) -> String {
                 ),
             }
         }
+        ProtoMatch::Named { proto, name } => format!("{} port \"{name}\"", proto.keyword()),
         ProtoMatch::Icmp { proto, ty, code } => {
             let k = proto.keyword();
             match (ty, code) {

@@ -161,6 +161,18 @@ pub struct EndpointDecl {
     pub name: Ident,
     pub labels: Vec<(Label, Label)>,
     pub addrs: Vec<CidrLit>,
+    /// `ports { http: 8080/tcp, … }`, in source order.
+    pub ports: Vec<PortDecl>,
+    pub span: Span,
+}
+
+/// One named port of an endpoint: `http: 8080/tcp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortDecl {
+    pub name: Label,
+    pub port: Num,
+    /// `tcp`, `udp` or `sctp`.
+    pub proto: (Proto, Span),
     pub span: Span,
 }
 
@@ -316,6 +328,13 @@ pub enum ProtoMatch {
         ports: Vec<PortRange>,
         span: Span,
     },
+    /// `tcp port "http"`: the port the destination endpoint declares
+    /// under that name (docs/language.md §4).
+    Named {
+        proto: Proto,
+        name: Label,
+        span: Span,
+    },
     /// `icmp [type N [code N]]` or `icmp6 [type N [code N]]`.
     Icmp {
         /// [`Proto::Icmp`] or [`Proto::Icmp6`].
@@ -330,7 +349,9 @@ impl ProtoMatch {
     pub fn span(&self) -> Span {
         match self {
             ProtoMatch::Any(s) => *s,
-            ProtoMatch::Ports { span, .. } | ProtoMatch::Icmp { span, .. } => *span,
+            ProtoMatch::Ports { span, .. }
+            | ProtoMatch::Named { span, .. }
+            | ProtoMatch::Icmp { span, .. } => *span,
         }
     }
 }

@@ -163,6 +163,7 @@ tokens! {
     "by" => KwBy,
     "via" => KwVia,
     "audit" => KwAudit,
+    "ports" => KwPorts,
 }
 
 fn unescape(s: &str) -> String {
@@ -358,6 +359,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwEstablished
             | KwDefault
             | KwAudit
+            | KwPorts
     )
 }
 

@@ -324,6 +324,37 @@ pub enum Kind {
         span: Span,
         service: String,
     },
+    /// E0260: `name` declared twice on one endpoint (`first`: the earlier
+    /// declaration, when in source).
+    DuplicatePortName {
+        span: Span,
+        name: String,
+        first: Option<Span>,
+    },
+    /// E0261: a label key starting `port:` that is not a well-formed
+    /// named port (`port:NAME/PROTO` with a port 1–65535).
+    BadPortLabel {
+        span: Span,
+        key: String,
+    },
+    /// E0262: a named port in a steering rule (`what`: where).
+    NamedPortMisplaced {
+        span: Span,
+        what: &'static str,
+    },
+    /// W0310: no endpoint declares `name` at all.
+    UnknownPortName {
+        span: Span,
+        name: String,
+        proto: Proto,
+    },
+    /// W0311: endpoints declare `name`, but only with other protocols.
+    PortProtocolMismatch {
+        span: Span,
+        name: String,
+        proto: Proto,
+        declared: Vec<Proto>,
+    },
     /// W0306. `proto`: `icmp` or `icmp6`, as written; `why`: what makes
     /// every packet the rule could see of the other family.
     IcmpOtherFamily {
@@ -582,6 +613,12 @@ impl Kind {
             Kind::ExceptOutsideBase { .. } => W0303,
             Kind::DefaultDenyTurnedOn { .. } => W0304,
             Kind::ServiceSelectsNothing { .. } => W0305,
+            Kind::DuplicatePortName { .. } => E0260,
+            Kind::BadPortLabel { .. } => E0261,
+            Kind::NamedPortMisplaced { .. } => E0262,
+            Kind::UnknownPortName { .. } => W0310,
+            Kind::PortProtocolMismatch { .. } => W0311,
+
             Kind::IcmpOtherFamily { .. } => W0306,
             Kind::ShadowedRule { .. } => W0401,
             Kind::RuleConflict { .. } => W0402,
@@ -1323,6 +1360,64 @@ impl Kind {
                 .help(format!(
                     "write `{other}` for the other family's ICMP (before `icmp6` existed, `icmp` also meant ICMPv6)"
                 ))
+                .done()
+            }
+            Kind::DuplicatePortName { span, name, first } => {
+                let b = B::new(
+                    E0260,
+                    format!("port name `{name}` is given twice on this endpoint"),
+                    span,
+                    "given again here",
+                );
+                match first {
+                    Some(f) => b.also(f, "first given here"),
+                    None => b,
+                }
+                .help("an endpoint declares each port name once, with one port and protocol (as a pod's container ports)")
+                .done()
+            }
+            Kind::BadPortLabel { span, key } => B::new(
+                E0261,
+                format!("label `{key}` is not a named port"),
+                span,
+                "labels starting with `port:` declare named ports",
+            )
+            .help("write the port in `ports { NAME: PORT/PROTO }`, or use the label `port:NAME/PROTO` with a value 1–65535 (PROTO: tcp, udp or sctp)")
+            .done(),
+            Kind::NamedPortMisplaced { span, what } => B::new(
+                E0262,
+                format!("a named port cannot be used in {what}"),
+                span,
+                "named port here",
+            )
+            .help("named ports are resolved on the destination endpoint of a policy rule; write the port number here")
+            .done(),
+            Kind::UnknownPortName { span, name, proto } => B::new(
+                W0310,
+                format!("no endpoint declares the port `{name}`"),
+                span,
+                format!("this rule matches no {} packet until one does", proto.keyword()),
+            )
+            .help(format!("declare it on the destination endpoints: `ports {{ {name}: PORT/{} }}`", proto.keyword()))
+            .done(),
+            Kind::PortProtocolMismatch {
+                span,
+                name,
+                proto,
+                declared,
+            } => {
+                let declared: Vec<&str> = declared.iter().map(|p| p.keyword()).collect();
+                B::new(
+                    W0311,
+                    format!(
+                        "the port `{name}` is declared for {} only, not for {}",
+                        declared.join(" and "),
+                        proto.keyword()
+                    ),
+                    span,
+                    "this rule matches nothing on the endpoints that declare it",
+                )
+                .help("a named port matches only with the protocol it is declared with")
                 .done()
             }
             Kind::ServiceSelectsNothing { span, service } => B::new(

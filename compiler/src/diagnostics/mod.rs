@@ -127,6 +127,9 @@ codes! {
     E0254 => Error, "test port on a protocol without ports";
     E0255 => Error, "test peer is not a single address";
     E0256 => Error, "ICMP test packet of the other address family";
+    E0260 => Error, "port name given twice on an endpoint";
+    E0261 => Error, "malformed named-port label";
+    E0262 => Error, "named port where it has no destination to resolve against";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
@@ -134,6 +137,8 @@ codes! {
     W0304 => Warning, "policy turns on default deny";
     W0305 => Warning, "service selects no endpoint";
     W0306 => Warning, "ICMP rule of the other address family";
+    W0310 => Warning, "no endpoint declares the named port";
+    W0311 => Warning, "named port declared only with another protocol";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

@@ -237,6 +237,9 @@ impl Emitter<'_> {
                     }
                 }
             }
+            ProtoMatch::Named { proto, name, .. } => {
+                t(format!("{} port {}", proto_name(*proto), self.label(name)))
+            }
             ProtoMatch::Icmp {
                 proto, ty, code, ..
             } => {
@@ -309,6 +312,23 @@ impl Emitter<'_> {
         }
         for a in &e.addrs {
             items.push((a.span, t(format!("addr {}", self.slice(a.span)))));
+        }
+        if let (Some(first), Some(last)) = (e.ports.first(), e.ports.last()) {
+            let span = first.span.to(last.span);
+            let ports = e
+                .ports
+                .iter()
+                .map(|p| {
+                    let text = format!(
+                        "{}: {}/{}",
+                        self.label(&p.name),
+                        self.num(&p.port),
+                        proto_name(p.proto.0)
+                    );
+                    (p.span, t(text))
+                })
+                .collect();
+            items.push((span, seq(vec![t("ports "), self.list(ports, span)])));
         }
         let body_start = e.name.span.end;
         let body = Span {

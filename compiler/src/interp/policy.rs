@@ -31,6 +31,7 @@ impl Interp<'_> {
             };
         };
         let model = self.model;
+        let dst = self.endpoint_of(p.dst);
         let mut logged = Vec::new();
         for tier in 0..model.tiers.len() {
             let active = model.policies.iter().enumerate().filter(|(_, pol)| {
@@ -44,7 +45,7 @@ impl Interp<'_> {
             'tier: for (pid, pol) in active {
                 any_active = true;
                 for (index, rule) in pol.rules(dir).unwrap_or(&[]).iter().enumerate() {
-                    if !proto_matches(&rule.proto, p) || !self.peer_matches(&rule.peer, peer_addr) {
+                    if !proto_matches(&rule.proto, p, dst) || !self.peer_matches(&rule.peer, peer_addr) {
                         continue;
                     }
                     let here = Provenance::Rule {
