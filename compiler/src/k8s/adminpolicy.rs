@@ -153,7 +153,7 @@ pub fn translate(obj: &Obj, cluster: &Cluster, rep: &mut Reporter) -> Option<Pol
                 None => path.clone(),
             };
             match rule(
-                obj, flavor, ingress, r, &path, &note, &subject, cluster, rep,
+                obj, flavor, ingress, r, &path, &note, cluster, rep,
             ) {
                 Ok(rs) => out.extend(rs),
                 Err((action, field)) => fail_closed(obj, action, &field, &note, rep, &mut out),
@@ -215,7 +215,6 @@ fn rule(
     r: &AdminRule,
     path: &str,
     note: &str,
-    subject: &PodMatch,
     cluster: &Cluster,
     rep: &mut Reporter,
 ) -> Result<Vec<Rule>, (Option<Action>, String)> {
@@ -282,16 +281,11 @@ fn rule(
             continue;
         };
         match named(
-            ingress, action, *proto, pname, &srcs, subject, cluster, note,
+            ingress, action, *proto, pname, &srcs, note,
         )
         .map_err(e)?
         {
             Named::Rules(rs) => out.extend(rs),
-            Named::Split(_) => {
-                return Err(e(format!(
-                    "{path} named port `{pname}` (its number differs between the subject's pods)"
-                )))
-            }
             Named::Unresolvable(p) => return Err(e(format!("{p} with named port `{pname}`"))),
         }
     }

@@ -254,12 +254,33 @@ impl Cluster {
             .pods
             .iter()
             .map(|p| {
-                json!({
+                let mut e = json!({
                     "name": super::emit::pod_name(p),
                     "labels": self.endpoint_labels(p),
                     "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "ready": p.ready,
-                })
+                });
+                // Named container ports, for the rules' `port "NAME"`
+                // (language.md §4, "Named ports"). Kubernetes makes a name
+                // unique in a pod; a name given for two protocols (which
+                // the API server refuses) is left out rather than guessed.
+                let mut ports = serde_json::Map::new();
+                let mut twice = std::collections::BTreeSet::new();
+                for ((name, proto), num) in &p.ports {
+                    if ports
+                        .insert(name.clone(), json!(format!("{num}/{}", proto.keyword())))
+                        .is_some()
+                    {
+                        twice.insert(name.clone());
+                    }
+                }
+                for n in twice {
+                    ports.remove(&n);
+                }
+                if !ports.is_empty() {
+                    e["ports"] = Value::Object(ports);
+                }
+                e
             })
             .collect();
         json!({ "endpoints": eps })

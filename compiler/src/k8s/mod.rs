@@ -91,7 +91,7 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
     let mut counts = std::collections::BTreeMap::new();
     for o in &objs {
         match o.kind.as_str() {
-            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, &cluster, &mut rep)),
+            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, &mut rep)),
             "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
                 policies.extend(adminpolicy::translate(o, &cluster, &mut rep))
             }
