@@ -300,7 +300,11 @@ fn add_named_ports(m: &mut Model, rng: &mut Rng) {
     for e in &mut m.endpoints {
         let mut labels: BTreeMap<String, String> = (*e.labels).clone();
         if rng.chance(60) {
-            let proto = if rng.chance(80) { Proto::Tcp } else { Proto::Udp };
+            let proto = if rng.chance(80) {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
             let port = *rng.pick(&[80u16, 8080]);
             labels.insert(crate::named_ports::key("http", proto), port.to_string());
         }
@@ -819,10 +823,7 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
     // Named ports: the ports endpoints declare, and their neighbours.
     for e in &model.endpoints {
         for (k, v) in e.labels.iter() {
-            if let (true, Ok(p)) = (
-                k.starts_with(crate::named_ports::PREFIX),
-                v.parse::<u16>(),
-            ) {
+            if let (true, Ok(p)) = (k.starts_with(crate::named_ports::PREFIX), v.parse::<u16>()) {
                 ports.extend([p, p.saturating_add(1), p.saturating_sub(1)]);
             }
         }

@@ -314,7 +314,10 @@ mod tests {
         let (inv, diags) = parse_inventory(FileId(0), text);
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(
-            inv.endpoints[0].labels.get("port:http/tcp").map(String::as_str),
+            inv.endpoints[0]
+                .labels
+                .get("port:http/tcp")
+                .map(String::as_str),
             Some("8080")
         );
         for bad in [

@@ -95,8 +95,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Vec<LabelProblem> {
 pub fn valid_port_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n
-            .chars()
+        && n.chars()
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '/' && c != '"')
 }
 
@@ -202,11 +201,43 @@ mod tests {
                 name: "http".into()
             }]
         );
-        for bad in [("port:http", "80"), ("port:http/icmp", "1"), ("port:x/tcp", "0")] {
+        for bad in [
+            ("port:http", "80"),
+            ("port:http/icmp", "1"),
+            ("port:x/tcp", "0"),
+        ] {
             assert_eq!(check_labels(&m(&[bad])).len(), 1, "{bad:?}");
         }
         assert_eq!(check_labels(&m(&[("port:x/tcp", "080")])).len(), 1);
         assert_eq!(check_labels(&m(&[("port:x/tcp", "70000")])).len(), 1);
+    }
+
+    /// The differential tests (graph, eBPF, iptables against the
+    /// interpreter) run on `gen::model`: enough of them must use named
+    /// ports that some endpoint declares, in both directions.
+    #[test]
+    fn generated_models_use_named_ports() {
+        let (mut ingress, mut egress) = (0, 0);
+        for seed in 0..60 {
+            let m = crate::gen::model(seed);
+            for p in &m.policies {
+                for (dir, rules) in [(0, &p.ingress), (1, &p.egress)] {
+                    let used = rules.iter().flatten().any(|r| match &r.proto {
+                        ProtoMatch::Named { proto, name } => !values(&m, name, *proto).is_empty(),
+                        _ => false,
+                    });
+                    if used && dir == 0 {
+                        ingress += 1;
+                    } else if used {
+                        egress += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            ingress >= 10 && egress >= 10,
+            "{ingress} ingress, {egress} egress"
+        );
     }
 
     #[test]

@@ -103,10 +103,9 @@ pub fn proto_covers(a: &ProtoMatch, b: &ProtoMatch) -> bool {
         (ProtoMatch::Ports { proto: p, ports }, ProtoMatch::Named { proto: q, .. }) => {
             p == q && ports.is_empty()
         }
-        (
-            ProtoMatch::Named { proto: p, name: n },
-            ProtoMatch::Named { proto: q, name: m },
-        ) => p == q && n == m,
+        (ProtoMatch::Named { proto: p, name: n }, ProtoMatch::Named { proto: q, name: m }) => {
+            p == q && n == m
+        }
         _ => false,
     }
 }

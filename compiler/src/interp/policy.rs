@@ -45,7 +45,9 @@ impl Interp<'_> {
             'tier: for (pid, pol) in active {
                 any_active = true;
                 for (index, rule) in pol.rules(dir).unwrap_or(&[]).iter().enumerate() {
-                    if !proto_matches(&rule.proto, p, dst) || !self.peer_matches(&rule.peer, peer_addr) {
+                    if !proto_matches(&rule.proto, p, dst)
+                        || !self.peer_matches(&rule.peer, peer_addr)
+                    {
                         continue;
                     }
                     let here = Provenance::Rule {

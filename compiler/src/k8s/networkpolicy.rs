@@ -97,15 +97,7 @@ pub fn translate(obj: &Obj, rep: &mut Reporter) -> Vec<Policy> {
         let mut out = Vec::new();
         for (i, r) in rules.iter().flatten().enumerate() {
             let path = format!("spec.{dir}[{i}]");
-            rule(
-                obj,
-                ingress,
-                r,
-                &path,
-                &ns,
-                rep,
-                &mut out,
-            );
+            rule(obj, ingress, r, &path, &ns, rep, &mut out);
         }
         out
     };
