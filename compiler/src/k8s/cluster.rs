@@ -249,6 +249,7 @@ impl Cluster {
     }
 
     /// The endpoint inventory (compiler/src/inventory.rs format).
+    /// Named container ports are its `"ports"`, see [`named_ports`].
     pub fn inventory(&self) -> Value {
         let eps: Vec<Value> = self
             .pods
@@ -260,23 +261,10 @@ impl Cluster {
                     "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "ready": p.ready,
                 });
-                // Named container ports, for the rules' `port "NAME"`
-                // (language.md §4, "Named ports"). Kubernetes makes a name
-                // unique in a pod; a name given for two protocols (which
-                // the API server refuses) is left out rather than guessed.
-                let mut ports = serde_json::Map::new();
-                let mut twice = std::collections::BTreeSet::new();
-                for ((name, proto), num) in &p.ports {
-                    if ports
-                        .insert(name.clone(), json!(format!("{num}/{}", proto.keyword())))
-                        .is_some()
-                    {
-                        twice.insert(name.clone());
-                    }
-                }
-                for n in twice {
-                    ports.remove(&n);
-                }
+                let ports: serde_json::Map<String, Value> = named_ports(p)
+                    .into_iter()
+                    .map(|(name, spec)| (name, json!(spec)))
+                    .collect();
                 if !ports.is_empty() {
                     e["ports"] = Value::Object(ports);
                 }
@@ -285,4 +273,22 @@ impl Cluster {
             .collect();
         json!({ "endpoints": eps })
     }
+}
+
+/// A pod's named container ports as weir declares them, `(NAME,
+/// "PORT/PROTO")`, for the rules' `port "NAME"` (language.md §4, "Named
+/// ports"). Kubernetes makes a port name unique in a pod; a name given for
+/// two protocols (which the API server refuses) is left out rather than
+/// guessed.
+pub fn named_ports(p: &Pod) -> Vec<(String, String)> {
+    let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for ((name, proto), num) in &p.ports {
+        let spec = format!("{num}/{}", proto.keyword());
+        out.entry(name.clone())
+            .and_modify(|v| *v = None)
+            .or_insert(Some(spec));
+    }
+    out.into_iter()
+        .filter_map(|(n, s)| s.map(|s| (n, s)))
+        .collect()
 }
