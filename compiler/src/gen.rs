@@ -21,7 +21,7 @@ use crate::interp::Packet;
 use crate::model::{
     Action, AddrSet, Backend, BackendSource, Balance, Cidr, ConnState, DefaultDeny, Direction,
     Endpoint, Frontend, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule, Sel, Service,
-    Steer, SteerAction, SteerRule, Tier,
+    Steer, SteerAction, SteerRule, TargetPort, Tier,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -313,6 +313,17 @@ fn add_named_ports(m: &mut Model, rng: &mut Rng) {
         }
         e.labels = labels.into();
     }
+    // Selector services whose frontends share a protocol: sometimes a
+    // named target port (each backend's own `http`; those without it are
+    // no backends).
+    for s in &mut m.services {
+        let one_proto = s.frontends.windows(2).all(|w| w[0].proto == w[1].proto);
+        if let BackendSource::Select { port, .. } = &mut s.backends {
+            if one_proto && rng.chance(50) {
+                *port = TargetPort::Named("http".into());
+            }
+        }
+    }
     for p in &mut m.policies {
         for r in [&mut p.ingress, &mut p.egress]
             .into_iter()
@@ -464,7 +475,7 @@ fn gen_service_backends(rng: &mut Rng, endpoints: &[Endpoint]) -> BackendSource 
     if rng.chance(50) {
         return BackendSource::Select {
             selector: gen_sel(rng, 0),
-            port: *rng.pick(&[80u16, 443, 8080]),
+            port: TargetPort::Number(*rng.pick(&[80u16, 443, 8080])),
         };
     }
     let mut list: Vec<Backend> = (0..rng.below(4))
@@ -579,7 +590,7 @@ fn gen_backends(rng: &mut Rng, pool: &[IpAddr]) -> BackendSource {
     if rng.chance(40) {
         return BackendSource::Select {
             selector: gen_sel(rng, 0),
-            port: *rng.pick(&[80u16, 8080]),
+            port: TargetPort::Number(*rng.pick(&[80u16, 8080])),
         };
     }
     let mut list: Vec<Backend> = (0..rng.below(4))

@@ -327,9 +327,41 @@ pub enum BackendSource {
     /// Ready endpoints matching `selector`, at `port`.
     Select {
         selector: Sel,
-        port: u16,
+        port: TargetPort,
     },
     Explicit(Vec<Backend>),
+}
+
+/// The port of `backends select`: a number, or the port each backend
+/// endpoint declares under a name for the frontend's protocol (an
+/// endpoint without it is not a backend; language.md §3 "Services").
+/// Serialized as the number or the name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum TargetPort {
+    Number(u16),
+    Named(String),
+}
+
+impl fmt::Display for TargetPort {
+    /// As written after `backends select SEL port`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetPort::Number(n) => write!(f, "{n}"),
+            TargetPort::Named(name) => write!(f, "\"{name}\""),
+        }
+    }
+}
+
+impl TargetPort {
+    /// The backend port on an endpoint with `labels` for a frontend of
+    /// `proto`; `None`: the endpoint is no backend of the service.
+    pub fn on(&self, labels: &BTreeMap<String, String>, proto: Proto) -> Option<u16> {
+        match self {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Named(name) => crate::named_ports::resolve(labels, name, proto),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

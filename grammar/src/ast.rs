@@ -166,6 +166,14 @@ pub struct EndpointDecl {
     pub span: Span,
 }
 
+/// The port of `backends select SEL port …`: a number, or the name of a
+/// port each backend endpoint declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum TargetPort {
+    Number(Num),
+    Named(Label),
+}
+
 /// One named port of an endpoint: `http: 8080/tcp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PortDecl {
@@ -241,10 +249,10 @@ pub struct ExplicitBackend {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Backends {
-    /// `backends select SEL port N`
+    /// `backends select SEL port N` or `… port "NAME"`
     Select {
         selector: SelExpr,
-        port: Num,
+        port: TargetPort,
         span: Span,
     },
     /// `backends { 10.1.0.5:8443 weight 2, ... }`

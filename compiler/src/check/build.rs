@@ -307,7 +307,8 @@ impl<'a> Cx<'a> {
             None => model::BackendSource::Explicit(vec![]),
             Some(ast::Backends::Select { selector, port, .. }) => {
                 let sel = self.sel(selector);
-                let port = self.port(port);
+                let fes: Vec<model::Frontend> = frontends.iter().map(|(f, _)| *f).collect();
+                let port = self.target_port(port, &fes);
                 if let Some(s) = &sel {
                     self.sel_uses.push(SelUse {
                         span: selector.span(),

@@ -9,7 +9,7 @@
 
 use super::Cx;
 use crate::diagnostics::Kind;
-use crate::model::{Model, Proto, ProtoMatch};
+use crate::model::{self, BackendSource, Model, Proto, ProtoMatch, TargetPort};
 use crate::named_ports::{self, LabelProblem};
 use std::collections::{BTreeMap, BTreeSet};
 use weir_grammar::ast;
@@ -81,6 +81,29 @@ impl Cx<'_> {
         }
     }
 
+    /// The port of `backends select … port N | "NAME"`. A named target
+    /// port is resolved with the frontends' protocol, so they must agree
+    /// on one (E0263).
+    pub(super) fn target_port(
+        &mut self,
+        p: &ast::TargetPort,
+        frontends: &[model::Frontend],
+    ) -> model::TargetPort {
+        match p {
+            ast::TargetPort::Number(n) => model::TargetPort::Number(self.port(n)),
+            ast::TargetPort::Named(name) => {
+                let protos: BTreeSet<Proto> = frontends.iter().map(|f| f.proto).collect();
+                if protos.len() > 1 {
+                    self.report(Kind::NamedTargetProtocols {
+                        span: name.span,
+                        protos: protos.into_iter().collect(),
+                    });
+                }
+                model::TargetPort::Named(name.text.clone())
+            }
+        }
+    }
+
     /// A named port in a steering rule: steering matches the packet as
     /// sent, before any destination endpoint is known (E0262).
     pub(super) fn no_named_port(&mut self, p: Option<&ast::ProtoMatch>, what: &'static str) {
@@ -132,5 +155,53 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
             }
         }
     }
+    out.extend(backends_without_port(cx, model));
     cx.diags.extend(out);
+}
+
+/// W0312: endpoints a `backends select … port "NAME"` selects that do not
+/// declare NAME for the frontends' protocol — they are no backends.
+fn backends_without_port(cx: &Cx<'_>, model: &Model) -> Vec<Kind> {
+    let mut out = Vec::new();
+    for s in &model.services {
+        let BackendSource::Select {
+            selector,
+            port: TargetPort::Named(name),
+        } = &s.backends
+        else {
+            continue;
+        };
+        let Some(proto) = s.frontends.first().map(|f| f.proto) else {
+            continue;
+        };
+        let lacking: Vec<&str> = model
+            .endpoints
+            .iter()
+            .filter(|e| {
+                selector.matches(&e.labels)
+                    && named_ports::resolve(&e.labels, name, proto).is_none()
+            })
+            .map(|e| e.name.as_str())
+            .collect();
+        if lacking.is_empty() {
+            continue;
+        }
+        let span = cx.services.get(&s.name).map_or(s.span, |d| {
+            d.items
+                .iter()
+                .find_map(|i| match i {
+                    ast::ServiceItem::Backends(ast::Backends::Select { span, .. }) => Some(*span),
+                    _ => None,
+                })
+                .unwrap_or(d.name.span)
+        });
+        out.push(Kind::BackendsWithoutPort {
+            span,
+            service: s.name.clone(),
+            name: name.clone(),
+            endpoints: lacking.iter().take(5).map(|s| s.to_string()).collect(),
+            count: lacking.len(),
+        });
+    }
+    out
 }

@@ -345,7 +345,16 @@ fn churn_backends_are_the_interpreters() {
                 index: i,
                 name: s.name.clone(),
                 selector: selector.clone(),
-                port: *port,
+                port: match port {
+                    crate::model::TargetPort::Number(n) => *n,
+                    crate::model::TargetPort::Named(_) => 0,
+                },
+                port_key: match port {
+                    crate::model::TargetPort::Number(_) => None,
+                    crate::model::TargetPort::Named(n) => {
+                        Some(crate::named_ports::key(n, s.frontends[0].proto))
+                    }
+                },
                 families: Default::default(),
                 compiled: Default::default(),
             };

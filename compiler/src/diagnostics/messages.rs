@@ -342,6 +342,21 @@ pub enum Kind {
         span: Span,
         what: &'static str,
     },
+    /// E0263: `backends select … port "NAME"` on frontends of `protos`.
+    NamedTargetProtocols {
+        span: Span,
+        protos: Vec<Proto>,
+    },
+    /// W0312: endpoints a `backends select … port "NAME"` selects that do
+    /// not declare NAME for the frontends' protocol (`count` of them;
+    /// `endpoints`: the first few names).
+    BackendsWithoutPort {
+        span: Span,
+        service: String,
+        name: String,
+        endpoints: Vec<String>,
+        count: usize,
+    },
     /// W0310: no endpoint declares `name` at all.
     UnknownPortName {
         span: Span,
@@ -617,6 +632,8 @@ impl Kind {
             Kind::BadPortLabel { .. } => E0261,
             Kind::NamedPortMisplaced { .. } => E0262,
             Kind::UnknownPortName { .. } => W0310,
+            Kind::NamedTargetProtocols { .. } => E0263,
+            Kind::BackendsWithoutPort { .. } => W0312,
             Kind::PortProtocolMismatch { .. } => W0311,
 
             Kind::IcmpOtherFamily { .. } => W0306,
@@ -1392,6 +1409,43 @@ impl Kind {
             )
             .help("named ports are resolved on the destination endpoint of a policy rule; write the port number here")
             .done(),
+            Kind::NamedTargetProtocols { span, protos } => {
+                let ps: Vec<&str> = protos.iter().map(|p| p.keyword()).collect();
+                B::new(
+                    E0263,
+                    format!(
+                        "a named target port needs frontends of one protocol, not {}",
+                        ps.join(" and ")
+                    ),
+                    span,
+                    "resolved with the frontends' protocol",
+                )
+                .help("a port name is declared with one protocol: use one service per protocol")
+                .done()
+            }
+            Kind::BackendsWithoutPort {
+                span,
+                service,
+                name,
+                endpoints,
+                count,
+            } => {
+                let more = if count > endpoints.len() {
+                    format!(" and {} more", count - endpoints.len())
+                } else {
+                    String::new()
+                };
+                B::new(
+                    W0312,
+                    format!(
+                        "{count} endpoint(s) selected by service `{service}` do not declare the port `{name}`"
+                    ),
+                    span,
+                    format!("not backends: {}{more}", endpoints.join(", ")),
+                )
+                .help("an endpoint without the target port name (for the frontends' protocol) is not a backend of the service")
+                .done()
+            }
             Kind::UnknownPortName { span, name, proto } => B::new(
                 W0310,
                 format!("no endpoint declares the port `{name}`"),

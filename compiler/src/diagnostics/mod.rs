@@ -130,6 +130,7 @@ codes! {
     E0260 => Error, "port name given twice on an endpoint";
     E0261 => Error, "malformed named-port label";
     E0262 => Error, "named port where it has no destination to resolve against";
+    E0263 => Error, "named target port on frontends of several protocols";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
@@ -139,6 +140,7 @@ codes! {
     W0306 => Warning, "ICMP rule of the other address family";
     W0310 => Warning, "no endpoint declares the named port";
     W0311 => Warning, "named port declared only with another protocol";
+    W0312 => Warning, "selected backends without the named target port";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

@@ -107,6 +107,13 @@ impl Emitter<'_> {
         self.slice(n.span).to_string()
     }
 
+    fn target_port(&self, p: &TargetPort) -> String {
+        match p {
+            TargetPort::Number(n) => self.num(n),
+            TargetPort::Named(l) => self.label(l),
+        }
+    }
+
     fn socket(&self, s: &SocketLit) -> String {
         let addr = self.slice(s.addr.span);
         if s.addr.addr.is_ipv6() {
@@ -371,7 +378,7 @@ impl Emitter<'_> {
                         seq(vec![
                             t("backends select "),
                             e.sel(selector),
-                            t(format!(" port {}", e.num(port))),
+                            t(format!(" port {}", e.target_port(port))),
                         ]),
                     ),
                     ServiceItem::Backends(Backends::Explicit { list, span }) => {
