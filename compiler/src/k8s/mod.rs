@@ -95,7 +95,7 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
             "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
                 policies.extend(adminpolicy::translate(o, &cluster, &mut rep))
             }
-            "Service" => services.extend(service::translate(o, &objs, &cluster, &mut rep)),
+            "Service" => services.extend(service::translate(o, &objs, &mut rep)),
             "Pod" | "Namespace" | "Node" | "EndpointSlice" => {}
             _ => {
                 rep.push(

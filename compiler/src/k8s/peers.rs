@@ -2,13 +2,12 @@
 //! address blocks), CIDRs (masked when written with host bits, W0603),
 //! and named ports, resolved against the pods where that is exact.
 
-use super::cluster::{Pod, Proto};
+use super::cluster::Proto;
 use super::emit::{Action, Peer, ProtoSpec, Rule};
 use super::input::Obj;
 use super::report::Reporter;
 use super::selector::PodMatch;
 use crate::diagnostics::K8sProblem;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// A peer before it is written: weir text needs the pods for named ports.
@@ -84,24 +83,6 @@ pub fn set_text(cidrs: &[String], except: &[String]) -> String {
     } else {
         format!("{base} except {{{}}}", except.join(", "))
     }
-}
-
-/// Pods grouped by the number the container port `name`/`proto` has on
-/// them; pods without such a port are in no group.
-pub fn resolve_named<'a>(
-    pods: impl Iterator<Item = &'a Pod>,
-    name: &str,
-    proto: Proto,
-) -> BTreeMap<u16, Vec<(String, String)>> {
-    let mut g: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
-    for p in pods {
-        if let Some(n) = p.ports.get(&(name.to_string(), proto)) {
-            g.entry(*n)
-                .or_default()
-                .push((p.namespace.clone(), p.name.clone()));
-        }
-    }
-    g
 }
 
 /// A named-port rule in weir's terms.
