@@ -217,9 +217,22 @@ mod tests {
     /// ports that some endpoint declares, in both directions.
     #[test]
     fn generated_models_use_named_ports() {
-        let (mut ingress, mut egress) = (0, 0);
+        let (mut ingress, mut egress, mut services) = (0, 0, 0);
         for seed in 0..60 {
             let m = crate::gen::model(seed);
+            services += m
+                .services
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        &s.backends,
+                        crate::model::BackendSource::Select {
+                            port: crate::model::TargetPort::Named(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
             for p in &m.policies {
                 for (dir, rules) in [(0, &p.ingress), (1, &p.egress)] {
                     let used = rules.iter().flatten().any(|r| match &r.proto {
@@ -235,8 +248,8 @@ mod tests {
             }
         }
         assert!(
-            ingress >= 10 && egress >= 10,
-            "{ingress} ingress, {egress} egress"
+            ingress >= 10 && egress >= 10 && services >= 5,
+            "{ingress} ingress, {egress} egress, {services} named target ports"
         );
     }
 
