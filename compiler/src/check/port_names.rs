@@ -1,9 +1,9 @@
 //! Named ports in the checker (docs/language.md §3 "Endpoints", §4 "Named
 //! ports"): an endpoint's `ports { NAME: PORT/PROTO }` become its
 //! `port:NAME/PROTO` labels ([`crate::named_ports`] says why labels),
-//! checked for duplicate names (E0260) and malformed hand-written port
-//! labels (E0261); named ports where there is no destination endpoint to
-//! resolve them against are refused (E0262); and, over the finished
+//! checked for duplicate names (E0264) and malformed hand-written port
+//! labels (E0265); named ports where there is no destination endpoint to
+//! resolve them against are refused (E0266); and, over the finished
 //! model, rules naming a port no endpoint declares (W0310) or declares
 //! only with another protocol (W0311).
 
@@ -83,7 +83,7 @@ impl Cx<'_> {
 
     /// The port of `backends select … port N | "NAME"`. A named target
     /// port is resolved with the frontends' protocol, so they must agree
-    /// on one (E0263).
+    /// on one (E0267).
     pub(super) fn target_port(
         &mut self,
         p: &ast::TargetPort,
@@ -105,7 +105,7 @@ impl Cx<'_> {
     }
 
     /// A named port in a steering rule: steering matches the packet as
-    /// sent, before any destination endpoint is known (E0262).
+    /// sent, before any destination endpoint is known (E0266).
     pub(super) fn no_named_port(&mut self, p: Option<&ast::ProtoMatch>, what: &'static str) {
         if let Some(ast::ProtoMatch::Named { span, .. }) = p {
             self.report(Kind::NamedPortMisplaced { span: *span, what });

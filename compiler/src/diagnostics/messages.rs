@@ -324,25 +324,25 @@ pub enum Kind {
         span: Span,
         service: String,
     },
-    /// E0260: `name` declared twice on one endpoint (`first`: the earlier
+    /// E0264: `name` declared twice on one endpoint (`first`: the earlier
     /// declaration, when in source).
     DuplicatePortName {
         span: Span,
         name: String,
         first: Option<Span>,
     },
-    /// E0261: a label key starting `port:` that is not a well-formed
+    /// E0265: a label key starting `port:` that is not a well-formed
     /// named port (`port:NAME/PROTO` with a port 1–65535).
     BadPortLabel {
         span: Span,
         key: String,
     },
-    /// E0262: a named port in a steering rule (`what`: where).
+    /// E0266: a named port in a steering rule (`what`: where).
     NamedPortMisplaced {
         span: Span,
         what: &'static str,
     },
-    /// E0263: `backends select … port "NAME"` on frontends of `protos`.
+    /// E0267: `backends select … port "NAME"` on frontends of `protos`.
     NamedTargetProtocols {
         span: Span,
         protos: Vec<Proto>,
@@ -628,11 +628,11 @@ impl Kind {
             Kind::ExceptOutsideBase { .. } => W0303,
             Kind::DefaultDenyTurnedOn { .. } => W0304,
             Kind::ServiceSelectsNothing { .. } => W0305,
-            Kind::DuplicatePortName { .. } => E0260,
-            Kind::BadPortLabel { .. } => E0261,
-            Kind::NamedPortMisplaced { .. } => E0262,
+            Kind::DuplicatePortName { .. } => E0264,
+            Kind::BadPortLabel { .. } => E0265,
+            Kind::NamedPortMisplaced { .. } => E0266,
             Kind::UnknownPortName { .. } => W0310,
-            Kind::NamedTargetProtocols { .. } => E0263,
+            Kind::NamedTargetProtocols { .. } => E0267,
             Kind::BackendsWithoutPort { .. } => W0312,
             Kind::PortProtocolMismatch { .. } => W0311,
 
@@ -1381,7 +1381,7 @@ impl Kind {
             }
             Kind::DuplicatePortName { span, name, first } => {
                 let b = B::new(
-                    E0260,
+                    E0264,
                     format!("port name `{name}` is given twice on this endpoint"),
                     span,
                     "given again here",
@@ -1394,7 +1394,7 @@ impl Kind {
                 .done()
             }
             Kind::BadPortLabel { span, key } => B::new(
-                E0261,
+                E0265,
                 format!("label `{key}` is not a named port"),
                 span,
                 "labels starting with `port:` declare named ports",
@@ -1402,7 +1402,7 @@ impl Kind {
             .help("write the port in `ports { NAME: PORT/PROTO }`, or use the label `port:NAME/PROTO` with a value 1–65535 (PROTO: tcp, udp or sctp)")
             .done(),
             Kind::NamedPortMisplaced { span, what } => B::new(
-                E0262,
+                E0266,
                 format!("a named port cannot be used in {what}"),
                 span,
                 "named port here",
@@ -1412,7 +1412,7 @@ impl Kind {
             Kind::NamedTargetProtocols { span, protos } => {
                 let ps: Vec<&str> = protos.iter().map(|p| p.keyword()).collect();
                 B::new(
-                    E0263,
+                    E0267,
                     format!(
                         "a named target port needs frontends of one protocol, not {}",
                         ps.join(" and ")

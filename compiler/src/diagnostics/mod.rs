@@ -127,10 +127,10 @@ codes! {
     E0254 => Error, "test port on a protocol without ports";
     E0255 => Error, "test peer is not a single address";
     E0256 => Error, "ICMP test packet of the other address family";
-    E0260 => Error, "port name given twice on an endpoint";
-    E0261 => Error, "malformed named-port label";
-    E0262 => Error, "named port where it has no destination to resolve against";
-    E0263 => Error, "named target port on frontends of several protocols";
+    E0264 => Error, "port name given twice on an endpoint";
+    E0265 => Error, "malformed named-port label";
+    E0266 => Error, "named port where it has no destination to resolve against";
+    E0267 => Error, "named target port on frontends of several protocols";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";

@@ -155,7 +155,7 @@ fn bucket(
                 ProtoMatch::Icmp { proto, .. } => *proto == p,
                 // Policy chains resolve named ports first
                 // (`Lower::resolved`); steering rules cannot have them
-                // (the checker refuses, E0262).
+                // (the checker refuses, E0266).
                 ProtoMatch::Named { .. } => false,
             })
             .collect();
