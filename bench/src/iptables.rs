@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::graph::Graph;
 use weir_compiler::iptables as ipt;
-use weir_compiler::model::{BackendSource, Model, Proto};
+use weir_compiler::model::{Model, Proto};
 use weir_runtime::bundle::Family;
 use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Topology;
@@ -64,19 +64,13 @@ pub fn resolved_services(model: &Model) -> Vec<Resolved> {
         .iter()
         .filter_map(|s| {
             let f = s.frontends.iter().find(|f| f.addr.is_ipv4())?;
-            let backends: Vec<(IpAddr, u16)> = match &s.backends {
-                BackendSource::Select { selector, port } => model
-                    .endpoints
-                    .iter()
-                    .filter(|e| e.ready && selector.matches(&e.labels))
-                    .flat_map(|e| e.addrs.iter().filter(|a| a.is_ipv4()).map(|a| (*a, *port)))
-                    .collect(),
-                BackendSource::Explicit(list) => list
-                    .iter()
-                    .filter(|b| b.weight > 0 && b.addr.is_ipv4())
+            // The interpreter's rule (selector services, named target
+            // ports, weights), not a copy of it.
+            let backends: Vec<(IpAddr, u16)> =
+                weir_compiler::interp::backends_of(s, f, &model.endpoints)
+                    .into_iter()
                     .map(|b| (b.addr, b.port))
-                    .collect(),
-            };
+                    .collect();
             Some((f.addr, f.port, f.proto, backends))
         })
         .collect()

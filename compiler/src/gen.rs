@@ -24,7 +24,7 @@ use crate::interp::Packet;
 use crate::model::{
     Action, AddrSet, Backend, BackendSource, Balance, Cidr, ConnState, DefaultDeny, Direction,
     Endpoint, Frontend, Model, PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule, Sel, Service,
-    Steer, SteerAction, SteerRule, Tier,
+    Steer, SteerAction, SteerRule, TargetPort, Tier,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -281,7 +281,7 @@ pub fn base_model(seed: u64) -> Model {
     let policies = gen_policies(&mut rng, &tiers, &pool, &mut spans);
     let services = gen_services(&mut rng, &endpoints);
     let steers = gen_steers(&mut rng, &pool, &mut spans);
-    Model {
+    let mut m = Model {
         tiers,
         policies,
         endpoints,
@@ -294,6 +294,60 @@ pub fn base_model(seed: u64) -> Model {
         tests: Vec::new(),
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
+    };
+    add_named_ports(&mut m, &mut Rng::new(seed ^ 0x9A3E_D907));
+    m
+}
+
+/// Named ports (language.md §4), drawn from a generator of their own so
+/// the draws above stay what they were: in about half the models, the
+/// endpoints declare `http` (80 or 8080, mostly TCP, sometimes UDP — a
+/// protocol mismatch) and `dns` (53/udp), and some policy rules name
+/// `http`, `dns` or a name nobody declares, as TCP or UDP.
+fn add_named_ports(m: &mut Model, rng: &mut Rng) {
+    if !rng.chance(50) {
+        return;
+    }
+    for e in &mut m.endpoints {
+        let mut labels: BTreeMap<String, String> = (*e.labels).clone();
+        if rng.chance(60) {
+            let proto = if rng.chance(80) {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
+            let port = *rng.pick(&[80u16, 8080]);
+            labels.insert(crate::named_ports::key("http", proto), port.to_string());
+        }
+        if rng.chance(30) {
+            labels.insert(crate::named_ports::key("dns", Proto::Udp), "53".into());
+        }
+        e.labels = labels.into();
+    }
+    // Selector services whose frontends share a protocol: sometimes a
+    // named target port (each backend's own `http`; those without it are
+    // no backends).
+    for s in &mut m.services {
+        let one_proto = s.frontends.windows(2).all(|w| w[0].proto == w[1].proto);
+        if let BackendSource::Select { port, .. } = &mut s.backends {
+            if one_proto && rng.chance(50) {
+                *port = TargetPort::Named("http".into());
+            }
+        }
+    }
+    for p in &mut m.policies {
+        for r in [&mut p.ingress, &mut p.egress]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if rng.chance(30) {
+                r.proto = ProtoMatch::Named {
+                    proto: *rng.pick(&[Proto::Tcp, Proto::Tcp, Proto::Udp]),
+                    name: rng.pick(&["http", "http", "dns", "none"]).to_string(),
+                };
+            }
+        }
     }
 }
 
@@ -434,7 +488,7 @@ fn gen_service_backends(rng: &mut Rng, endpoints: &[Endpoint]) -> BackendSource 
     if rng.chance(50) {
         return BackendSource::Select {
             selector: gen_sel(rng, 0),
-            port: *rng.pick(&[80u16, 443, 8080]),
+            port: TargetPort::Number(*rng.pick(&[80u16, 443, 8080])),
         };
     }
     let mut list: Vec<Backend> = (0..rng.below(4))
@@ -550,7 +604,7 @@ fn gen_backends(rng: &mut Rng, pool: &[IpAddr]) -> BackendSource {
     if rng.chance(40) {
         return BackendSource::Select {
             selector: gen_sel(rng, 0),
-            port: *rng.pick(&[80u16, 8080]),
+            port: TargetPort::Number(*rng.pick(&[80u16, 8080])),
         };
     }
     let mut list: Vec<Backend> = (0..rng.below(4))
@@ -778,6 +832,8 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
             icmp.insert((ty.unwrap_or(5), code.map_or(0, |c| c.wrapping_add(1))));
         }
         ProtoMatch::Any => {}
+        // The ports endpoints declare are noted below.
+        ProtoMatch::Named { .. } => {}
     };
     for p in &model.policies {
         for r in [&p.ingress, &p.egress].into_iter().flatten().flatten() {
@@ -787,6 +843,14 @@ pub fn packets(model: &Model, rng: &mut Rng, n: usize) -> Vec<Packet> {
     for s in &model.steers {
         for r in &s.rules {
             note(&r.proto);
+        }
+    }
+    // Named ports: the ports endpoints declare, and their neighbours.
+    for e in &model.endpoints {
+        for (k, v) in e.labels.iter() {
+            if let (true, Ok(p)) = (k.starts_with(crate::named_ports::PREFIX), v.parse::<u16>()) {
+                ports.extend([p, p.saturating_add(1), p.saturating_sub(1)]);
+            }
         }
     }
     let ports: Vec<u16> = ports.into_iter().collect();

@@ -2,7 +2,8 @@
 //!
 //! ```json
 //! { "endpoints": [
-//!   { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true }
+//!   { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true,
+//!     "ports": { "http": "8080/tcp" } }
 //! ] }
 //! ```
 //!
@@ -62,16 +63,67 @@ pub(crate) struct RawInventory<A> {
 /// One endpoint of [`RawInventory`]. Its labels are interned as they are
 /// read (see [`interned`]), so a million endpoints of a few deployments
 /// never hold a million label maps, not even while the file is parsed.
+/// Its named ports (`"ports": { "http": "8080/tcp" }`) are already among
+/// its labels (as `port:http/tcp`, [`crate::named_ports`]): every reader
+/// of the schema — the checker and churn's fast paths alike — sees them
+/// the one way, and a malformed port fails the file.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, bound(deserialize = "A: Deserialize<'de>"))]
+#[serde(
+    try_from = "WireEndpoint<A>",
+    bound(deserialize = "A: Deserialize<'de>")
+)]
 pub(crate) struct RawEndpoint<A> {
     pub name: String,
-    #[serde(default, deserialize_with = "interned")]
     pub labels: Labels,
-    #[serde(default)]
     pub addrs: Vec<A>,
-    #[serde(default = "yes")]
     pub ready: bool,
+}
+
+/// [`RawEndpoint`] as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "A: Deserialize<'de>"))]
+pub(crate) struct WireEndpoint<A> {
+    name: String,
+    #[serde(default, deserialize_with = "interned")]
+    labels: Labels,
+    #[serde(default)]
+    ports: BTreeMap<String, String>,
+    #[serde(default)]
+    addrs: Vec<A>,
+    #[serde(default = "yes")]
+    ready: bool,
+}
+
+impl<A> TryFrom<WireEndpoint<A>> for RawEndpoint<A> {
+    type Error = String;
+
+    fn try_from(w: WireEndpoint<A>) -> Result<RawEndpoint<A>, String> {
+        let labels = if w.ports.is_empty() {
+            w.labels
+        } else {
+            let mut m = w.labels.into_map();
+            crate::named_ports::merge_inventory_ports(&mut m, &w.ports)
+                .map_err(|e| format!("endpoint `{}`: {e}", w.name))?;
+            intern(m)
+        };
+        if let Some(p) = crate::named_ports::check_labels(&labels).first() {
+            return Err(match p {
+                crate::named_ports::LabelProblem::Malformed { key } => format!(
+                    "endpoint `{}`: label `{key}` is not a named port (`port:NAME/PROTO`, a port 1–65535)",
+                    w.name
+                ),
+                crate::named_ports::LabelProblem::Duplicate { name } => {
+                    format!("endpoint `{}`: port name `{name}` is given twice", w.name)
+                }
+            });
+        }
+        Ok(RawEndpoint {
+            name: w.name,
+            labels,
+            addrs: w.addrs,
+            ready: w.ready,
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -95,10 +147,14 @@ pub(crate) fn with_interner<R>(f: impl FnOnce() -> R) -> R {
 
 fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
     let m = BTreeMap::<String, String>::deserialize(d)?;
-    Ok(INTERNER.with(|i| match i.borrow_mut().as_mut() {
+    Ok(intern(m))
+}
+
+fn intern(m: BTreeMap<String, String>) -> Labels {
+    INTERNER.with(|i| match i.borrow_mut().as_mut() {
         Some(i) => i.intern(m),
         None => Labels::from(m),
-    }))
+    })
 }
 
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
@@ -247,6 +303,31 @@ mod tests {
         assert!(std::ptr::eq(l[0], l[1]), "equal maps shared");
         assert!(!std::ptr::eq(l[0], l[2]));
         assert_eq!(l[2].get("app").map(String::as_str), Some("db"));
+    }
+
+    /// `ports` become `port:NAME/PROTO` labels; a bad one fails the file.
+    #[test]
+    fn named_ports() {
+        let text = r#"{ "endpoints": [
+  { "name": "a", "labels": { "app": "web" }, "ports": { "http": "8080/tcp" }, "addrs": ["10.0.0.1"] }
+] }"#;
+        let (inv, diags) = parse_inventory(FileId(0), text);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(
+            inv.endpoints[0]
+                .labels
+                .get("port:http/tcp")
+                .map(String::as_str),
+            Some("8080")
+        );
+        for bad in [
+            r#"{ "endpoints": [ { "name": "a", "ports": { "http": "8080" } } ] }"#,
+            r#"{ "endpoints": [ { "name": "a", "labels": { "port:x": "1" } } ] }"#,
+            r#"{ "endpoints": [ { "name": "a", "labels": { "port:http/udp": "1" }, "ports": { "http": "2/tcp" } } ] }"#,
+        ] {
+            let (inv, diags) = parse_inventory(FileId(0), bad);
+            assert!(inv.endpoints.is_empty() && diags.len() == 1, "{bad}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod k8s;
 pub mod labels;
 pub mod maglev;
 pub mod model;
+pub mod named_ports;
 pub mod provenance;
 pub mod source;
 pub mod synth;

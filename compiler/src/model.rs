@@ -222,6 +222,14 @@ pub enum ProtoMatch {
         proto: Proto,
         ports: Vec<PortRange>,
     },
+    /// `tcp port "http"` (tcp/udp/sctp): the destination port is the
+    /// port the *destination endpoint* declares as `name` with this
+    /// protocol; a destination without it is matched by nothing
+    /// (language.md §4, "Named ports"; [`crate::named_ports`]).
+    Named {
+        proto: Proto,
+        name: String,
+    },
     /// `icmp` (ICMPv4, IPv4 packets only) or `icmp6` (ICMPv6, IPv6
     /// packets only): `proto` is [`Proto::Icmp`] or [`Proto::Icmp6`].
     Icmp {
@@ -330,9 +338,41 @@ pub enum BackendSource {
     /// Ready endpoints matching `selector`, at `port`.
     Select {
         selector: Sel,
-        port: u16,
+        port: TargetPort,
     },
     Explicit(Vec<Backend>),
+}
+
+/// The port of `backends select`: a number, or the port each backend
+/// endpoint declares under a name for the frontend's protocol (an
+/// endpoint without it is not a backend; language.md §3 "Services").
+/// Serialized as the number or the name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum TargetPort {
+    Number(u16),
+    Named(String),
+}
+
+impl fmt::Display for TargetPort {
+    /// As written after `backends select SEL port`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetPort::Number(n) => write!(f, "{n}"),
+            TargetPort::Named(name) => write!(f, "\"{name}\""),
+        }
+    }
+}
+
+impl TargetPort {
+    /// The backend port on an endpoint with `labels` for a frontend of
+    /// `proto`; `None`: the endpoint is no backend of the service.
+    pub fn on(&self, labels: &BTreeMap<String, String>, proto: Proto) -> Option<u16> {
+        match self {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Named(name) => crate::named_ports::resolve(labels, name, proto),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -42,7 +42,7 @@
 use crate::gen::Rng;
 use crate::model::{
     Action, AddrSet, Backend, BackendSource, Balance, Cidr, DefaultDeny, Endpoint, Frontend, Model,
-    PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule, Sel, Service, Tier,
+    PeerMatch, Policy, PortRange, Proto, ProtoMatch, Rule, Sel, Service, TargetPort, Tier,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -433,7 +433,7 @@ fn service_backends(p: &Params, s: usize) -> BackendSource {
                 eq("app", format!("app-{}", g % deployments)),
                 eq("instance", format!("i-{g}")),
             ),
-            port: 8000 + ((s / groups) % 1000) as u16,
+            port: TargetPort::Number(8000 + ((s / groups) % 1000) as u16),
         }
     }
 }
@@ -629,6 +629,7 @@ fn proto_text(p: &ProtoMatch) -> String {
                 ),
             }
         }
+        ProtoMatch::Named { proto, name } => format!("{} port \"{name}\"", proto.keyword()),
         ProtoMatch::Icmp { proto, ty, code } => {
             let k = proto.keyword();
             match (ty, code) {

@@ -161,6 +161,26 @@ pub struct EndpointDecl {
     pub name: Ident,
     pub labels: Vec<(Label, Label)>,
     pub addrs: Vec<CidrLit>,
+    /// `ports { http: 8080/tcp, … }`, in source order.
+    pub ports: Vec<PortDecl>,
+    pub span: Span,
+}
+
+/// The port of `backends select SEL port …`: a number, or the name of a
+/// port each backend endpoint declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum TargetPort {
+    Number(Num),
+    Named(Label),
+}
+
+/// One named port of an endpoint: `http: 8080/tcp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortDecl {
+    pub name: Label,
+    pub port: Num,
+    /// `tcp`, `udp` or `sctp`.
+    pub proto: (Proto, Span),
     pub span: Span,
 }
 
@@ -229,10 +249,10 @@ pub struct ExplicitBackend {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Backends {
-    /// `backends select SEL port N`
+    /// `backends select SEL port N` or `… port "NAME"`
     Select {
         selector: SelExpr,
-        port: Num,
+        port: TargetPort,
         span: Span,
     },
     /// `backends { 10.1.0.5:8443 weight 2, ... }`
@@ -319,6 +339,13 @@ pub enum ProtoMatch {
         ports: Vec<PortRange>,
         span: Span,
     },
+    /// `tcp port "http"`: the port the destination endpoint declares
+    /// under that name (docs/language.md §4).
+    Named {
+        proto: Proto,
+        name: Label,
+        span: Span,
+    },
     /// `icmp [type N [code N]]` or `icmp6 [type N [code N]]`.
     Icmp {
         /// [`Proto::Icmp`] or [`Proto::Icmp6`].
@@ -333,7 +360,9 @@ impl ProtoMatch {
     pub fn span(&self) -> Span {
         match self {
             ProtoMatch::Any(s) => *s,
-            ProtoMatch::Ports { span, .. } | ProtoMatch::Icmp { span, .. } => *span,
+            ProtoMatch::Ports { span, .. }
+            | ProtoMatch::Named { span, .. }
+            | ProtoMatch::Icmp { span, .. } => *span,
         }
     }
 }

@@ -165,6 +165,7 @@ tokens! {
     "audit" => KwAudit,
     "self" => KwSelf,
     "world" => KwWorld,
+    "ports" => KwPorts,
 }
 
 fn unescape(s: &str) -> String {
@@ -362,6 +363,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwAudit
             | KwSelf
             | KwWorld
+            | KwPorts
     )
 }
 

@@ -20,6 +20,7 @@ pub enum PeerElem {
 pub enum EpItem {
     Labels(Vec<(Label, Label)>),
     Addr(CidrLit),
+    Ports(Vec<PortDecl>),
 }
 
 /// A number checked against the maximum for its role.
@@ -233,16 +234,19 @@ pub fn brace_peer(
 pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> EndpointDecl {
     let mut labels = Vec::new();
     let mut addrs = Vec::new();
+    let mut ports = Vec::new();
     for l in lines.into_iter().flatten() {
         match l {
             EpItem::Labels(ls) => labels.extend(ls),
             EpItem::Addr(a) => addrs.push(a),
+            EpItem::Ports(ps) => ports.extend(ps),
         }
     }
     EndpointDecl {
         name,
         labels,
         addrs,
+        ports,
         span,
     }
 }

@@ -192,6 +192,10 @@ fn proto_words(p: &ProtoMatch) -> String {
                 format!("{name} traffic to port{s} {}", list.join(", "))
             }
         }
+        ProtoMatch::Named { proto, name } => {
+            let p = format!("{proto:?}").to_uppercase();
+            format!("{p} traffic to the port the destination endpoint declares as `{name}`")
+        }
         ProtoMatch::Icmp { proto, ty, code } => {
             // `icmp` is ICMPv4 only, `icmp6` ICMPv6 only (§4, "Headers").
             let name = if *proto == weir_compiler::model::Proto::Icmp6 {

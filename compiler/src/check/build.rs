@@ -69,6 +69,10 @@ impl<'a> Cx<'a> {
                     ports: model::PortRange::merge(rs),
                 }
             }
+            Some(ast::ProtoMatch::Named { proto, name, .. }) => model::ProtoMatch::Named {
+                proto: *proto,
+                name: name.text.clone(),
+            },
             Some(ast::ProtoMatch::Icmp {
                 proto, ty, code, ..
             }) => {
@@ -144,7 +148,8 @@ impl<'a> Cx<'a> {
         let decls: Vec<&ast::EndpointDecl> =
             self.sorted_by_source(self.endpoints.values().copied(), |d| d.span);
         for d in decls {
-            let labels = self.labels(&d.labels);
+            let mut labels = self.labels(&d.labels);
+            self.endpoint_ports(d, &mut labels);
             let mut addrs = Vec::new();
             for a in &d.addrs {
                 let ip = self.single_addr(a, "an endpoint address");
@@ -302,7 +307,8 @@ impl<'a> Cx<'a> {
             None => model::BackendSource::Explicit(vec![]),
             Some(ast::Backends::Select { selector, port, .. }) => {
                 let sel = self.sel(selector);
-                let port = self.port(port);
+                let fes: Vec<model::Frontend> = frontends.iter().map(|(f, _)| *f).collect();
+                let port = self.target_port(port, &fes);
                 if let Some(s) = &sel {
                     self.sel_uses.push(SelUse {
                         span: selector.span(),
@@ -549,6 +555,7 @@ impl<'a> Cx<'a> {
         let mut rules = Vec::new();
         for r in &d.rules {
             let action = self.steer_action(&r.action);
+            self.no_named_port(r.proto.as_ref(), "a steering rule");
             let proto = self.proto(r.proto.as_ref());
             let what = format!("peer of a rule in steer block `{}`", d.name.name);
             let peer = |cx: &mut Cx<'a>, p: &Option<Peer>| match p {

@@ -29,6 +29,9 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
     // W0306: ICMP rules of the other address family.
     super::icmp_family::run(cx, model, &index);
 
+    // W0310 / W0311: named ports no endpoint declares (for the protocol).
+    super::port_names::run(cx, model);
+
     // W0302: selectors that match no declared endpoint.
     if have_endpoints {
         let mut out = Vec::new();

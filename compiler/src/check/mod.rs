@@ -11,7 +11,8 @@
 //! - [`named`]: named selectors and sets, iteratively (cycles, depth);
 //! - [`build`]: endpoints, services, tiers, policies, steering;
 //! - [`expect`]: test blocks and test peers;
-//! - [`lints`]: warnings over the finished model.
+//! - [`lints`]: warnings over the finished model;
+//! - [`port_names`]: named ports (endpoint declarations, W0310/W0311).
 
 mod build;
 mod expect;
@@ -20,6 +21,7 @@ mod lints;
 mod load;
 mod named;
 mod names;
+mod port_names;
 mod resolve;
 /// The network of `addr/len` (host bits cleared); the importer masks with it too.
 pub(crate) use resolve::network;

@@ -24,6 +24,11 @@ pub struct SelectorService {
     pub name: String,
     pub selector: Sel,
     pub port: u16,
+    /// A named target port: the label key (`port:NAME/PROTO`,
+    /// [`crate::named_ports`]) whose value is each backend's port; an
+    /// endpoint without it is no backend. `port` is then 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_key: Option<String>,
     /// Address families (4 / 6) of its frontends.
     pub families: BTreeSet<u8>,
     /// Backends compiled into the bundle, per family.
@@ -66,6 +71,7 @@ pub fn selector_services(m: &Manifest) -> Vec<SelectorService> {
             name: s.name.clone(),
             selector: bs.selector.clone(),
             port: bs.port,
+            port_key: bs.port_key.clone(),
             families,
             compiled,
         });
@@ -98,10 +104,16 @@ fn backends_in(
     endpoints: &[EndpointRec],
     index: Option<&EndpointIndex<'_>>,
 ) -> Vec<Be> {
-    crate::interp::selector_backends(&s.selector, family == 4, endpoints, index, |_, addr| Be {
-        addr,
-        port: s.port,
-        weight: 1,
+    crate::interp::selector_backends(&s.selector, family == 4, endpoints, index, |e, addr| {
+        let port = match &s.port_key {
+            None => s.port,
+            Some(k) => e.labels.get(k)?.parse().ok().filter(|&p| p != 0)?,
+        };
+        Some(Be {
+            addr,
+            port,
+            weight: 1,
+        })
     })
 }
 

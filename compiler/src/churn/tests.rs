@@ -345,7 +345,16 @@ fn churn_backends_are_the_interpreters() {
                 index: i,
                 name: s.name.clone(),
                 selector: selector.clone(),
-                port: *port,
+                port: match port {
+                    crate::model::TargetPort::Number(n) => *n,
+                    crate::model::TargetPort::Named(_) => 0,
+                },
+                port_key: match port {
+                    crate::model::TargetPort::Number(_) => None,
+                    crate::model::TargetPort::Named(n) => {
+                        Some(crate::named_ports::key(n, s.frontends[0].proto))
+                    }
+                },
                 families: Default::default(),
                 compiled: Default::default(),
             };
@@ -364,4 +373,63 @@ fn churn_backends_are_the_interpreters() {
             }
         }
     }
+}
+
+/// A pod whose named port changes (language.md §4, "Named ports"): to a
+/// port value a compiled endpoint of the same labels has, it moves to that
+/// class (an update); to a value no compiled endpoint has, or losing the
+/// port's protocol, it is placed by signature like any relabel — a new
+/// value is a signature no class has, so the update is refused, never
+/// applied with a stale port.
+#[test]
+fn named_port_changes_update_or_refuse_never_stale() {
+    let src = r#"
+endpoint a { labels { app: "web" } addr 10.1.0.1 ports { http: 8080/tcp } }
+endpoint b { labels { app: "web" } addr 10.1.0.2 ports { http: 9090/tcp } }
+endpoint c { labels { app: "cli" } addr 10.1.0.3 }
+endpoint e { labels { app: "web" } addr 10.1.0.5 }
+policy web-in {
+  applies to app == "web"
+  ingress { allow tcp port "http" from any }
+}
+"#;
+    let m = manifest_of(src);
+    let view = ClassView::from_manifest(&m);
+    let old = manifest_endpoints(&m);
+    let class_of = |n: &str| m.endpoints.iter().find(|e| e.name == n).unwrap().addrs[0].class;
+    assert_ne!(
+        class_of("a"),
+        class_of("b"),
+        "ports 8080 and 9090 must differ"
+    );
+    let with_port = |name: &str, addr: &str, port: &str| {
+        let mut e = ep(name, "web", addr);
+        e.labels.insert("port:http/tcp".into(), port.into());
+        e
+    };
+    // a's port becomes 9090: b's class.
+    let mut new = old.clone();
+    new.retain(|e| e.name != "a");
+    new.push(with_port("a", "10.1.0.1", "9090"));
+    let p = plan(&view, &old, &new);
+    assert!(p.refused.is_empty(), "{:?}", p.refused);
+    assert_eq!(p.changes.len(), 1);
+    assert_eq!(p.changes[0].new, Some(class_of("b")));
+    // a's port becomes 7070, which no compiled endpoint has: refused.
+    let mut new = old.clone();
+    new.retain(|e| e.name != "a");
+    new.push(with_port("a", "10.1.0.1", "7070"));
+    let p = plan(&view, &old, &new);
+    assert_eq!(p.refused.len(), 1, "{:?}", p.changes);
+    assert!(
+        p.refused[0].contains("needs a recompile"),
+        "{}",
+        p.refused[0]
+    );
+    // (Without the `has(port:http/tcp)` atom, 7070 would pass for e's
+    // class: a web endpoint without the port.)
+    // A new replica with a new port: refused too.
+    let mut new = old.clone();
+    new.push(with_port("d", "10.1.0.4", "7070"));
+    assert_eq!(plan(&view, &old, &new).refused.len(), 1);
 }

@@ -349,7 +349,12 @@ pub struct ServiceEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSelector {
+    /// 0 with `port_key`.
     pub port: u16,
+    /// A named target port: the label key each backend's port is the
+    /// value of (`port:NAME/PROTO`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_key: Option<String>,
     /// The selector in its serde form.
     pub selector: Sel,
     /// The selector as written.

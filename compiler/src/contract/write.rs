@@ -142,6 +142,8 @@ struct ServiceEntry<'a> {
 #[derive(Serialize)]
 struct BackendSelector<'a> {
     port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_key: Option<String>,
     /// The selector in its serde form, as a `Value` so that its keys are
     /// sorted like every other object's.
     selector: Value,
@@ -317,7 +319,17 @@ fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> 
             affinity_seconds: s.affinity,
             backend_selector: model.services.get(i).and_then(|m| match &m.backends {
                 crate::model::BackendSource::Select { selector, port } => Some(BackendSelector {
-                    port: *port,
+                    port: match port {
+                        crate::model::TargetPort::Number(n) => *n,
+                        crate::model::TargetPort::Named(_) => 0,
+                    },
+                    port_key: match port {
+                        crate::model::TargetPort::Number(_) => None,
+                        crate::model::TargetPort::Named(name) => m
+                            .frontends
+                            .first()
+                            .map(|f| crate::named_ports::key(name, f.proto)),
+                    },
                     selector: serde_json::to_value(selector).expect("selectors serialize"),
                     text: Text(selector),
                 }),

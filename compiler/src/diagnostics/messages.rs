@@ -334,6 +334,52 @@ pub enum Kind {
         span: Span,
         service: String,
     },
+    /// E0264: `name` declared twice on one endpoint (`first`: the earlier
+    /// declaration, when in source).
+    DuplicatePortName {
+        span: Span,
+        name: String,
+        first: Option<Span>,
+    },
+    /// E0265: a label key starting `port:` that is not a well-formed
+    /// named port (`port:NAME/PROTO` with a port 1–65535).
+    BadPortLabel {
+        span: Span,
+        key: String,
+    },
+    /// E0266: a named port in a steering rule (`what`: where).
+    NamedPortMisplaced {
+        span: Span,
+        what: &'static str,
+    },
+    /// E0267: `backends select … port "NAME"` on frontends of `protos`.
+    NamedTargetProtocols {
+        span: Span,
+        protos: Vec<Proto>,
+    },
+    /// W0312: endpoints a `backends select … port "NAME"` selects that do
+    /// not declare NAME for the frontends' protocol (`count` of them;
+    /// `endpoints`: the first few names).
+    BackendsWithoutPort {
+        span: Span,
+        service: String,
+        name: String,
+        endpoints: Vec<String>,
+        count: usize,
+    },
+    /// W0310: no endpoint declares `name` at all.
+    UnknownPortName {
+        span: Span,
+        name: String,
+        proto: Proto,
+    },
+    /// W0311: endpoints declare `name`, but only with other protocols.
+    PortProtocolMismatch {
+        span: Span,
+        name: String,
+        proto: Proto,
+        declared: Vec<Proto>,
+    },
     /// W0306. `proto`: `icmp` or `icmp6`, as written; `why`: what makes
     /// every packet the rule could see of the other family.
     IcmpOtherFamily {
@@ -601,6 +647,14 @@ impl Kind {
             Kind::ExceptOutsideBase { .. } => W0303,
             Kind::DefaultDenyTurnedOn { .. } => W0304,
             Kind::ServiceSelectsNothing { .. } => W0305,
+            Kind::DuplicatePortName { .. } => E0264,
+            Kind::BadPortLabel { .. } => E0265,
+            Kind::NamedPortMisplaced { .. } => E0266,
+            Kind::UnknownPortName { .. } => W0310,
+            Kind::NamedTargetProtocols { .. } => E0267,
+            Kind::BackendsWithoutPort { .. } => W0312,
+            Kind::PortProtocolMismatch { .. } => W0311,
+
             Kind::IcmpOtherFamily { .. } => W0306,
             Kind::ShadowedRule { .. } => W0401,
             Kind::RuleConflict { .. } => W0402,
@@ -1358,6 +1412,101 @@ impl Kind {
                 .help(format!(
                     "write `{other}` for the other family's ICMP (before `icmp6` existed, `icmp` also meant ICMPv6)"
                 ))
+                .done()
+            }
+            Kind::DuplicatePortName { span, name, first } => {
+                let b = B::new(
+                    E0264,
+                    format!("port name `{name}` is given twice on this endpoint"),
+                    span,
+                    "given again here",
+                );
+                match first {
+                    Some(f) => b.also(f, "first given here"),
+                    None => b,
+                }
+                .help("an endpoint declares each port name once, with one port and protocol (as a pod's container ports)")
+                .done()
+            }
+            Kind::BadPortLabel { span, key } => B::new(
+                E0265,
+                format!("label `{key}` is not a named port"),
+                span,
+                "labels starting with `port:` declare named ports",
+            )
+            .help("write the port in `ports { NAME: PORT/PROTO }`, or use the label `port:NAME/PROTO` with a value 1–65535 (PROTO: tcp, udp or sctp)")
+            .done(),
+            Kind::NamedPortMisplaced { span, what } => B::new(
+                E0266,
+                format!("a named port cannot be used in {what}"),
+                span,
+                "named port here",
+            )
+            .help("named ports are resolved on the destination endpoint of a policy rule; write the port number here")
+            .done(),
+            Kind::NamedTargetProtocols { span, protos } => {
+                let ps: Vec<&str> = protos.iter().map(|p| p.keyword()).collect();
+                B::new(
+                    E0267,
+                    format!(
+                        "a named target port needs frontends of one protocol, not {}",
+                        ps.join(" and ")
+                    ),
+                    span,
+                    "resolved with the frontends' protocol",
+                )
+                .help("a port name is declared with one protocol: use one service per protocol")
+                .done()
+            }
+            Kind::BackendsWithoutPort {
+                span,
+                service,
+                name,
+                endpoints,
+                count,
+            } => {
+                let more = if count > endpoints.len() {
+                    format!(" and {} more", count - endpoints.len())
+                } else {
+                    String::new()
+                };
+                B::new(
+                    W0312,
+                    format!(
+                        "{count} endpoint(s) selected by service `{service}` do not declare the port `{name}`"
+                    ),
+                    span,
+                    format!("not backends: {}{more}", endpoints.join(", ")),
+                )
+                .help("an endpoint without the target port name (for the frontends' protocol) is not a backend of the service")
+                .done()
+            }
+            Kind::UnknownPortName { span, name, proto } => B::new(
+                W0310,
+                format!("no endpoint declares the port `{name}`"),
+                span,
+                format!("this rule matches no {} packet until one does", proto.keyword()),
+            )
+            .help(format!("declare it on the destination endpoints: `ports {{ {name}: PORT/{} }}`", proto.keyword()))
+            .done(),
+            Kind::PortProtocolMismatch {
+                span,
+                name,
+                proto,
+                declared,
+            } => {
+                let declared: Vec<&str> = declared.iter().map(|p| p.keyword()).collect();
+                B::new(
+                    W0311,
+                    format!(
+                        "the port `{name}` is declared for {} only, not for {}",
+                        declared.join(" and "),
+                        proto.keyword()
+                    ),
+                    span,
+                    "this rule matches nothing on the endpoints that declare it",
+                )
+                .help("a named port matches only with the protocol it is declared with")
                 .done()
             }
             Kind::ServiceSelectsNothing { span, service } => B::new(

@@ -129,6 +129,10 @@ codes! {
     E0256 => Error, "ICMP test packet of the other address family";
     E0260 => Error, "`self` where no endpoint side is judged";
     E0261 => Error, "`world` where no endpoint side is judged";
+    E0264 => Error, "port name given twice on an endpoint";
+    E0265 => Error, "malformed named-port label";
+    E0266 => Error, "named port where it has no destination to resolve against";
+    E0267 => Error, "named target port on frontends of several protocols";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
@@ -136,6 +140,9 @@ codes! {
     W0304 => Warning, "policy turns on default deny";
     W0305 => Warning, "service selects no endpoint";
     W0306 => Warning, "ICMP rule of the other address family";
+    W0310 => Warning, "no endpoint declares the named port";
+    W0311 => Warning, "named port declared only with another protocol";
+    W0312 => Warning, "selected backends without the named target port";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

@@ -107,6 +107,13 @@ impl Emitter<'_> {
         self.slice(n.span).to_string()
     }
 
+    fn target_port(&self, p: &TargetPort) -> String {
+        match p {
+            TargetPort::Number(n) => self.num(n),
+            TargetPort::Named(l) => self.label(l),
+        }
+    }
+
     fn socket(&self, s: &SocketLit) -> String {
         let addr = self.slice(s.addr.span);
         if s.addr.addr.is_ipv6() {
@@ -240,6 +247,9 @@ impl Emitter<'_> {
                     }
                 }
             }
+            ProtoMatch::Named { proto, name, .. } => {
+                t(format!("{} port {}", proto_name(*proto), self.label(name)))
+            }
             ProtoMatch::Icmp {
                 proto, ty, code, ..
             } => {
@@ -318,6 +328,23 @@ impl Emitter<'_> {
         for a in &e.addrs {
             items.push((a.span, t(format!("addr {}", self.slice(a.span)))));
         }
+        if let (Some(first), Some(last)) = (e.ports.first(), e.ports.last()) {
+            let span = first.span.to(last.span);
+            let ports = e
+                .ports
+                .iter()
+                .map(|p| {
+                    let text = format!(
+                        "{}: {}/{}",
+                        self.label(&p.name),
+                        self.num(&p.port),
+                        proto_name(p.proto.0)
+                    );
+                    (p.span, t(text))
+                })
+                .collect();
+            items.push((span, seq(vec![t("ports "), self.list(ports, span)])));
+        }
         let body_start = e.name.span.end;
         let body = Span {
             start: body_start,
@@ -359,7 +386,7 @@ impl Emitter<'_> {
                         seq(vec![
                             t("backends select "),
                             e.sel(selector),
-                            t(format!(" port {}", e.num(port))),
+                            t(format!(" port {}", e.target_port(port))),
                         ]),
                     ),
                     ServiceItem::Backends(Backends::Explicit { list, span }) => {

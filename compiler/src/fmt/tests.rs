@@ -182,3 +182,28 @@ fn audit_marks_and_expect_assertions_are_kept() {
         assert!(out.contains(want), "{want:?} missing from:\n{out}");
     }
 }
+
+/// Named ports (endpoint `ports { }`, rule `tcp port "NAME"`) format in
+/// their canonical layout and round-trip; the semantics file too.
+#[test]
+fn named_ports_round_trip() {
+    let src = "endpoint w { labels { app: \"w\" } addr 10.1.0.5 ports {http:8080/tcp,\n dns : 53/udp} }\npolicy p {\n applies to app == \"w\"\n ingress { allow tcp port   \"http\" from any }\n egress { allow udp port \"dns\" to app == \"w\" }\n}\nservice s {\n frontend 10.96.0.1:80/tcp\n backends select app == \"w\" port   \"http\"\n}\n";
+    let out = check(src);
+    assert!(
+        out.contains("endpoint w { labels { app: \"w\" } addr 10.1.0.5 ports { http: 8080/tcp, dns: 53/udp } }"),
+        "{out}"
+    );
+    assert!(out.contains("allow tcp port \"http\" from any"), "{out}");
+    assert!(
+        out.contains("allow udp port \"dns\" to app == \"w\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("backends select app == \"w\" port \"http\""),
+        "{out}"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["named-ports.weir", "named-target-ports.weir"] {
+        check(&std::fs::read_to_string(root.join("tests/semantics").join(f)).unwrap());
+    }
+}

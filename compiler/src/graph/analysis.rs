@@ -98,6 +98,14 @@ pub fn proto_covers(a: &ProtoMatch, b: &ProtoMatch) -> bool {
                 code: c2,
             },
         ) => p == q && t1.is_none_or(|t| Some(t) == *t2) && c1.is_none_or(|c| Some(c) == *c2),
+        // A named port is some port of its protocol, which one depending on
+        // the destination: only every port of it, or the same name, covers it.
+        (ProtoMatch::Ports { proto: p, ports }, ProtoMatch::Named { proto: q, .. }) => {
+            p == q && ports.is_empty()
+        }
+        (ProtoMatch::Named { proto: p, name: n }, ProtoMatch::Named { proto: q, name: m }) => {
+            p == q && n == m
+        }
         _ => false,
     }
 }
@@ -139,6 +147,9 @@ pub fn proto_overlaps(a: &ProtoMatch, b: &ProtoMatch) -> bool {
                 && (t1.is_none() || t2.is_none() || t1 == t2)
                 && (c1.is_none() || c2.is_none() || c1 == c2)
         }
+        (ProtoMatch::Named { proto: p, .. }, ProtoMatch::Ports { proto: q, .. })
+        | (ProtoMatch::Ports { proto: q, .. }, ProtoMatch::Named { proto: p, .. })
+        | (ProtoMatch::Named { proto: p, .. }, ProtoMatch::Named { proto: q, .. }) => p == q,
         _ => false,
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! - **Atoms** are every distinct [`Sel`] used as a rule or steering peer
 //!   or as a policy's `applies to`, every distinct [`AddrSet`] used as a
-//!   peer, and always `Sel::All` (which an address satisfies exactly when
+//!   peer, the named-port selectors of [`crate::named_ports::rule_atoms`]
+//!   (so a class knows the port its endpoints declare under each name a
+//!   rule uses), and always `Sel::All` (which an address satisfies exactly when
 //!   it belongs to an endpoint — the "is an endpoint" bit that separates
 //!   "not selected" from "not an endpoint"). Atoms are deduplicated by
 //!   value and numbered in value order.
@@ -261,6 +263,13 @@ pub fn collect_atoms(model: &Model) -> Vec<Atom> {
             }
         }
     }
+    // Named ports: a class tells the port its endpoints declare under each
+    // name a rule uses (crate::named_ports).
+    atoms.extend(
+        crate::named_ports::rule_atoms(model)
+            .into_iter()
+            .map(Atom::Sel),
+    );
     atoms.into_iter().collect()
 }
 

@@ -35,7 +35,7 @@ use super::ir::{
     VerdictLeaf,
 };
 use crate::flowhash::proto_number;
-use crate::model::{Action, Direction, Model, PolicyId, ProtoMatch, SteerAction};
+use crate::model::{Action, Direction, Model, PolicyId, PortRange, Proto, ProtoMatch, SteerAction};
 use crate::provenance::{Provenance, ProvenanceTable};
 use std::collections::{BTreeMap, BTreeSet};
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
@@ -70,6 +70,7 @@ pub fn lower(model: &Model) -> (Graph, LowerInfo) {
         all_classes: Bits::full(classes.len()),
         leaves: HashMap::default(),
         steer_memo: HashMap::default(),
+        named: named_ports(model, &classes),
     };
     let steer = cx.steer_entry();
     let egress = cx.side_entry(Direction::Egress);
@@ -104,6 +105,7 @@ struct Lower<'a> {
     all_classes: Bits,
     leaves: HashMap<Node, NodeId>,
     steer_memo: HashMap<(usize, Bits, Bits), NodeId>,
+    named: NamedPorts,
 }
 
 /// One policy rule in a chain, with everything the walk needs.
@@ -113,6 +115,29 @@ struct Item {
     action: Action,
     log: bool,
     peer: PeerTest,
+    /// Egress named port: the destination must also satisfy this atom
+    /// ("declares the name as this item's port"; see [`NamedPorts`]).
+    port_atom: Option<AtomId>,
+}
+
+/// The named ports rules use, with the atom of each declared value
+/// (crate::named_ports): per `(name, proto)`, `(port, atom)` pairs.
+type NamedPorts = BTreeMap<(String, Proto), Vec<(u16, AtomId)>>;
+
+fn named_ports(model: &Model, cl: &Classes) -> NamedPorts {
+    crate::named_ports::rule_names(model)
+        .into_iter()
+        .map(|(name, proto)| {
+            let vals = crate::named_ports::values(model, &name, proto)
+                .into_iter()
+                .filter_map(|v| {
+                    let sel = crate::named_ports::value_sel(&name, proto, v);
+                    cl.atom_id(&super::classes::Atom::Sel(sel)).map(|a| (v, a))
+                })
+                .collect();
+            ((name, proto), vals)
+        })
+        .collect()
 }
 
 use crate::model::PROTOS;
@@ -135,6 +160,10 @@ fn bucket(
                 ProtoMatch::Any => true,
                 ProtoMatch::Ports { proto, .. } => *proto == p,
                 ProtoMatch::Icmp { proto, .. } => *proto == p,
+                // Policy chains resolve named ports first
+                // (`Lower::resolved`); steering rules cannot have them
+                // (the checker refuses, E0266).
+                ProtoMatch::Named { .. } => false,
             })
             .collect();
         let child = if p.is_icmp() {
@@ -342,7 +371,11 @@ impl Lower<'_> {
                     .any(|r| r.peer == crate::model::PeerMatch::SelfEndpoint)
             })
             .collect();
-        type ChainKey = (Vec<PolicyId>, Option<AtomId>);
+        // A chain per distinct (active policies, the subject's identity
+        // when one of them has a `self` rule, its named ports): for
+        // ingress the subject is the destination, whose declared ports
+        // the named-port rules resolve to.
+        type ChainKey = (Vec<PolicyId>, Option<AtomId>, Vec<Option<u16>>);
         let mut chains: BTreeMap<ChainKey, (NodeId, Vec<u32>)> = BTreeMap::new();
         let mut entries = Vec::new();
         for c in cl.endpoint_classes_set().iter() {
@@ -355,14 +388,26 @@ impl Lower<'_> {
             } else {
                 None
             };
-            let key = (active, ident);
+            let ports: Vec<Option<u16>> = match dir {
+                Direction::Egress => Vec::new(),
+                Direction::Ingress => self
+                    .named
+                    .values()
+                    .map(|vals| {
+                        vals.iter()
+                            .find(|&&(_, a)| cl.has(c as u32, a))
+                            .map(|&(v, _)| v)
+                    })
+                    .collect(),
+            };
+            let key = (active, ident, ports);
             let next = match chains.get_mut(&key) {
                 Some((n, users)) => {
                     users.push(c as u32);
                     *n
                 }
                 None => {
-                    let n = self.chain(dir, &key.0, ident);
+                    let n = self.chain(dir, &key.0, key.1, &key.2);
                     chains.insert(key, (n, vec![c as u32]));
                     n
                 }
@@ -375,7 +420,12 @@ impl Lower<'_> {
                 });
             }
         }
-        for ((pols, _), (_, users)) in chains {
+        let mut by_pols: BTreeMap<Vec<PolicyId>, Vec<u32>> = BTreeMap::new();
+        for ((pols, _, _), (_, users)) in chains {
+            by_pols.entry(pols).or_default().extend(users);
+        }
+        for (pols, mut users) in by_pols {
+            users.sort_unstable();
             self.info.chains.push((dir, pols, users));
         }
         let key = match dir {
@@ -391,12 +441,19 @@ impl Lower<'_> {
     }
 
     /// The chain for a subject whose active policies are `active` and
-    /// whose identity atom (for `self`) is `ident`.
-    fn chain(&mut self, dir: Direction, active: &[PolicyId], ident: Option<AtomId>) -> NodeId {
+    /// whose identity atom (for `self`) is `ident` and (ingress) whose
+    /// named ports are `ports` (parallel to `self.named`).
+    fn chain(
+        &mut self,
+        dir: Direction,
+        active: &[PolicyId],
+        ident: Option<AtomId>,
+        ports: &[Option<u16>],
+    ) -> NodeId {
         let model = self.model;
         // Segments: one per tier with an active policy, in tier order.
         let mut segs: Vec<(usize, Vec<Item>)> = Vec::new();
-        let mut protos: Vec<&ProtoMatch> = Vec::new();
+        let mut protos: Vec<ProtoMatch> = Vec::new();
         let mut seg_of: Vec<(usize, usize)> = Vec::new(); // item → (seg, pos)
         for tier in 0..model.tiers.len() {
             let pols: Vec<PolicyId> = active
@@ -420,18 +477,23 @@ impl Lower<'_> {
                         dir,
                         index,
                     });
-                    seg_of.push((segs.len(), items.len()));
-                    protos.push(&r.proto);
-                    items.push(Item {
+                    let item = Item {
                         prov,
                         action: r.action,
                         log: r.log,
                         peer: self.classes.peer_test(&r.peer),
-                    });
+                        port_atom: None,
+                    };
+                    for (proto, port_atom) in self.resolved(dir, &r.proto, ports) {
+                        seg_of.push((segs.len(), items.len()));
+                        protos.push(proto);
+                        items.push(Item { port_atom, ..item });
+                    }
                 }
             }
             segs.push((tier, items));
         }
+        let protos: Vec<&ProtoMatch> = protos.iter().collect();
         let mut memo: HashMap<Vec<usize>, NodeId> = HashMap::default();
         let mut b = std::mem::replace(&mut self.b, Builder::new(false));
         let root = bucket(&mut b, &protos, &mut |b: &mut Builder, keep: Vec<usize>| {
@@ -461,6 +523,41 @@ impl Lower<'_> {
         });
         std::mem::swap(&mut self.b, &mut b);
         root
+    }
+
+    /// A rule's protocol part as the chain tests it: itself, or for a
+    /// named port (language.md §4, "Named ports") the port the destination
+    /// declares — for ingress the subject's (`ports`), none when it
+    /// declares none; for egress one item per declared value, each with
+    /// the atom the destination must satisfy for it (at most one holds).
+    fn resolved(
+        &self,
+        dir: Direction,
+        pm: &ProtoMatch,
+        ports: &[Option<u16>],
+    ) -> Vec<(ProtoMatch, Option<AtomId>)> {
+        let ProtoMatch::Named { proto, name } = pm else {
+            return vec![(pm.clone(), None)];
+        };
+        let one = |v: u16| ProtoMatch::Ports {
+            proto: *proto,
+            ports: vec![PortRange { lo: v, hi: v }],
+        };
+        let key = (name.clone(), *proto);
+        match dir {
+            Direction::Ingress => self
+                .named
+                .keys()
+                .position(|k| *k == key)
+                .and_then(|i| ports.get(i).copied().flatten())
+                .map(|v| vec![(one(v), None)])
+                .unwrap_or_default(),
+            Direction::Egress => self
+                .named
+                .get(&key)
+                .map(|vals| vals.iter().map(|&(v, a)| (one(v), Some(a))).collect())
+                .unwrap_or_default(),
+        }
     }
 
     fn steer_entry(&mut self) -> NodeId {
@@ -606,9 +703,18 @@ impl Walk<'_, '_> {
                 .verdict(false, Provenance::TierDefault { tier: *tier, dir }, logged);
         };
         let w = self.cx.classes.peer_classes(item.peer, self.ident);
-        let (m, no) = (possible.and(&w), possible.and_not(&w));
+        let (in_peer, no) = (possible.and(&w), possible.and_not(&w));
+        // An egress named port: the destination must also declare it as
+        // this item's port.
+        let (m, port_no) = match item.port_atom {
+            None => (in_peer, Bits::new()),
+            Some(a) => {
+                let pw = self.cx.classes.classes_with(a);
+                (in_peer.and(pw), in_peer.and_not(pw))
+            }
+        };
         if m.is_empty() {
-            return self.walk(seg, pos + 1, logged.to_vec(), no);
+            return self.walk(seg, pos + 1, logged.to_vec(), possible.clone());
         }
         self.cx.info.live_rules.insert(item.prov);
         let mut lg = logged.to_vec();
@@ -630,6 +736,16 @@ impl Walk<'_, '_> {
                 let p = *self.cx.prov.get(item.prov).expect("rule provenance");
                 self.cx.verdict(item.action == Action::Allow, p, &lg)
             }
+        };
+        let on_match = if port_no.is_empty() {
+            on_match
+        } else {
+            let els = self.walk(seg, pos + 1, logged.to_vec(), port_no);
+            self.cx.b.add(Node::Test {
+                cond: Cond::DstAtom(item.port_atom.expect("split of none is total")),
+                then: on_match,
+                els,
+            })
         };
         if no.is_empty() {
             return on_match;

@@ -357,10 +357,20 @@ impl Outcome {
     }
 }
 
-/// Does a rule's protocol part match the packet?
-pub fn proto_matches(m: &ProtoMatch, p: &Packet) -> bool {
+/// Does a rule's protocol part match the packet? `dst` is the endpoint
+/// that owns the packet's destination address, if any: a named port
+/// (`tcp port "http"`) is the port *it* declares under that name and
+/// protocol, and matches nothing when it declares none (language.md §4,
+/// "Named ports").
+pub fn proto_matches(m: &ProtoMatch, p: &Packet, dst: Option<&Endpoint>) -> bool {
     match m {
         ProtoMatch::Any => true,
+        ProtoMatch::Named { proto, name } => {
+            family::rule_proto(p) == Some(*proto)
+                && dst
+                    .and_then(|e| crate::named_ports::resolve(&e.labels, name, *proto))
+                    .is_some_and(|port| port == p.dport)
+        }
         ProtoMatch::Ports { proto, ports } => {
             family::rule_proto(p) == Some(*proto)
                 && (ports.is_empty() || ports.iter().any(|r| r.lo <= p.dport && p.dport <= r.hi))

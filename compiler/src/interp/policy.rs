@@ -31,6 +31,7 @@ impl Interp<'_> {
             };
         };
         let model = self.model;
+        let dst = self.endpoint_of(p.dst);
         let mut logged = Vec::new();
         for tier in 0..model.tiers.len() {
             let active = model.policies.iter().enumerate().filter(|(_, pol)| {
@@ -44,7 +45,7 @@ impl Interp<'_> {
             'tier: for (pid, pol) in active {
                 any_active = true;
                 for (index, rule) in pol.rules(dir).unwrap_or(&[]).iter().enumerate() {
-                    if !proto_matches(&rule.proto, p)
+                    if !proto_matches(&rule.proto, p, dst)
                         || !self.rule_peer_matches(&rule.peer, peer_addr, Some(subject))
                     {
                         continue;

@@ -46,7 +46,9 @@ endpoint_view!(Endpoint);
 /// (docs/language.md §4): every ready endpoint whose labels `selector`
 /// matches contributes each of its addresses of the frontend's family
 /// (`ipv4`), one backend per address (built by `backend`, which gives
-/// the port and the shape); the result is sorted and deduplicated.
+/// the port and the shape — `None` when the endpoint has no port of a
+/// named target port, which makes it no backend); the result is sorted
+/// and deduplicated.
 ///
 /// `index`, when given, is an [`EndpointIndex`] of exactly `endpoints`:
 /// the selector is then evaluated as posting-list operations instead of
@@ -60,7 +62,7 @@ pub fn selector_backends<'e, E: EndpointView, B: Ord>(
     ipv4: bool,
     endpoints: &'e [E],
     index: Option<&EndpointIndex<'_>>,
-    backend: impl Fn(&'e E, IpAddr) -> B,
+    backend: impl Fn(&'e E, IpAddr) -> Option<B>,
 ) -> Vec<B> {
     let mut out = Vec::new();
     let mut add = |e: &'e E| {
@@ -69,7 +71,7 @@ pub fn selector_backends<'e, E: EndpointView, B: Ord>(
                 e.addrs()
                     .iter()
                     .filter(|a| a.is_ipv4() == ipv4)
-                    .map(|a| backend(e, *a)),
+                    .filter_map(|a| backend(e, *a)),
             );
         }
     };
@@ -116,12 +118,12 @@ pub fn backends_of_indexed(
         }
         BackendSource::Select { selector, port } => {
             selector_backends(selector, fe.addr.is_ipv4(), endpoints, index, |e, addr| {
-                Backend {
+                Some(Backend {
                     addr,
-                    port: *port,
+                    port: port.on(&e.labels, fe.proto)?,
                     weight: 1,
                     endpoint: Some(e.name.clone()),
-                }
+                })
             })
         }
     }

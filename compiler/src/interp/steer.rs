@@ -7,7 +7,7 @@ impl Interp<'_> {
     pub fn first_steer(&self, p: &Packet) -> Option<SteerHit> {
         for (steer, s) in self.model.steers.iter().enumerate() {
             for (index, r) in s.rules.iter().enumerate() {
-                if proto_matches(&r.proto, p)
+                if proto_matches(&r.proto, p, self.endpoint_of(p.dst))
                     && self.peer_matches(&r.from, p.src)
                     && self.peer_matches(&r.to, p.dst)
                 {

@@ -152,9 +152,7 @@ pub fn translate(obj: &Obj, cluster: &Cluster, rep: &mut Reporter) -> Option<Pol
                 Some(n) => format!("{path} \"{n}\""),
                 None => path.clone(),
             };
-            match rule(
-                obj, flavor, ingress, r, &path, &note, &subject, cluster, rep,
-            ) {
+            match rule(obj, flavor, ingress, r, &path, &note, cluster, rep) {
                 Ok(rs) => out.extend(rs),
                 Err((action, field)) => fail_closed(obj, action, &field, &note, rep, &mut out),
             }
@@ -215,7 +213,6 @@ fn rule(
     r: &AdminRule,
     path: &str,
     note: &str,
-    subject: &PodMatch,
     cluster: &Cluster,
     rep: &mut Reporter,
 ) -> Result<Vec<Rule>, (Option<Action>, String)> {
@@ -281,17 +278,8 @@ fn rule(
         let PortItem::Named(proto, pname) = it else {
             continue;
         };
-        match named(
-            ingress, action, *proto, pname, &srcs, subject, cluster, note,
-        )
-        .map_err(e)?
-        {
+        match named(ingress, action, *proto, pname, &srcs, note).map_err(e)? {
             Named::Rules(rs) => out.extend(rs),
-            Named::Split(_) => {
-                return Err(e(format!(
-                    "{path} named port `{pname}` (its number differs between the subject's pods)"
-                )))
-            }
             Named::Unresolvable(p) => return Err(e(format!("{p} with named port `{pname}`"))),
         }
     }

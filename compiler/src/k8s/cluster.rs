@@ -249,19 +249,46 @@ impl Cluster {
     }
 
     /// The endpoint inventory (compiler/src/inventory.rs format).
+    /// Named container ports are its `"ports"`, see [`named_ports`].
     pub fn inventory(&self) -> Value {
         let eps: Vec<Value> = self
             .pods
             .iter()
             .map(|p| {
-                json!({
+                let mut e = json!({
                     "name": super::emit::pod_name(p),
                     "labels": self.endpoint_labels(p),
                     "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "ready": p.ready,
-                })
+                });
+                let ports: serde_json::Map<String, Value> = named_ports(p)
+                    .into_iter()
+                    .map(|(name, spec)| (name, json!(spec)))
+                    .collect();
+                if !ports.is_empty() {
+                    e["ports"] = Value::Object(ports);
+                }
+                e
             })
             .collect();
         json!({ "endpoints": eps })
     }
+}
+
+/// A pod's named container ports as weir declares them, `(NAME,
+/// "PORT/PROTO")`, for the rules' `port "NAME"` (language.md §4, "Named
+/// ports"). Kubernetes makes a port name unique in a pod; a name given for
+/// two protocols (which the API server refuses) is left out rather than
+/// guessed.
+pub fn named_ports(p: &Pod) -> Vec<(String, String)> {
+    let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for ((name, proto), num) in &p.ports {
+        let spec = format!("{num}/{}", proto.keyword());
+        out.entry(name.clone())
+            .and_modify(|v| *v = None)
+            .or_insert(Some(spec));
+    }
+    out.into_iter()
+        .filter_map(|(n, s)| s.map(|s| (n, s)))
+        .collect()
 }

@@ -48,12 +48,15 @@ impl Action {
 pub enum ProtoSpec {
     Any,
     One(Proto, Vec<(u16, u16)>),
+    /// `tcp port "http"`: resolved on the destination endpoint.
+    Named(Proto, String),
 }
 
 impl ProtoSpec {
     fn text(&self) -> String {
         match self {
             ProtoSpec::Any => String::new(),
+            ProtoSpec::Named(p, name) => format!(" {} port \"{name}\"", p.keyword()),
             ProtoSpec::One(p, ranges) if ranges.is_empty() => format!(" {}", p.keyword()),
             ProtoSpec::One(p, ranges) => {
                 let r: Vec<String> = ranges

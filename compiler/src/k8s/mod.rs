@@ -94,11 +94,11 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
     let mut counts = std::collections::BTreeMap::new();
     for o in &objs {
         match o.kind.as_str() {
-            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, &cluster, &mut rep)),
+            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, &mut rep)),
             "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
                 policies.extend(adminpolicy::translate(o, &cluster, &mut rep))
             }
-            "Service" => services.extend(service::translate(o, &objs, &cluster, &mut rep)),
+            "Service" => services.extend(service::translate(o, &objs, &mut rep)),
             "Pod" | "Namespace" | "Node" | "EndpointSlice" => {}
             _ => {
                 rep.push(
@@ -135,14 +135,21 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
                     .iter()
                     .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
                     .collect();
-                let addrs: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
+                let mut lines: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
+                let ports: Vec<String> = cluster::named_ports(p)
+                    .into_iter()
+                    .map(|(n, spec)| format!("{}: {spec}", quote(&n)))
+                    .collect();
+                if !ports.is_empty() {
+                    lines.push(format!("ports {{ {} }}", ports.join(", ")));
+                }
                 text.push_str(&format!(
                     "# Pod {}/{}\nendpoint {} {{\n  labels {{ {} }}\n  {}\n}}\n\n",
                     p.namespace,
                     p.name,
                     emit::pod_name(p),
                     labels.join(", "),
-                    addrs.join("\n  ")
+                    lines.join("\n  ")
                 ));
             }
         }

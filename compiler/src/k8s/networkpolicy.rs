@@ -16,7 +16,7 @@
 //! ports were dropped is dropped — it never becomes "from anywhere" or
 //! "every port". An unknown field in `spec` refuses the object (E0602).
 
-use super::cluster::{part, Cluster, Proto};
+use super::cluster::{part, Proto};
 use super::emit::{group, mangle, Action, Policy, Rule};
 use super::input::Obj;
 use super::objects::{unknown, NetworkPolicySpec, NpPeer, NpPort, NpRule};
@@ -32,7 +32,7 @@ enum PortItem {
     Named(Proto, String),
 }
 
-pub fn translate(obj: &Obj, cluster: &Cluster, rep: &mut Reporter) -> Vec<Policy> {
+pub fn translate(obj: &Obj, rep: &mut Reporter) -> Vec<Policy> {
     let what = obj.describe();
     if obj.api_version != "networking.k8s.io/v1" {
         rep.refused(
@@ -92,41 +92,12 @@ pub fn translate(obj: &Obj, cluster: &Cluster, rep: &mut Reporter) -> Vec<Policy
         return Vec::new();
     }
     let name = format!("np_{}_{}", mangle(&ns), mangle(&obj.name));
-    let mut extra: Vec<Policy> = Vec::new();
-    let mut block = |ingress: bool, rules: &Option<Vec<NpRule>>, rep: &mut Reporter| -> Vec<Rule> {
+    let block = |ingress: bool, rules: &Option<Vec<NpRule>>, rep: &mut Reporter| -> Vec<Rule> {
         let dir = if ingress { "ingress" } else { "egress" };
         let mut out = Vec::new();
         for (i, r) in rules.iter().flatten().enumerate() {
             let path = format!("spec.{dir}[{i}]");
-            rule(
-                obj,
-                ingress,
-                r,
-                &path,
-                &ns,
-                &subject,
-                cluster,
-                rep,
-                &mut out,
-                &mut |n, pods, rules| {
-                    extra.push(Policy {
-                        comment: vec![format!(
-                            "{what}: {path}, for the selected pods whose named port is {n}"
-                        )],
-                        name: format!("{name}__{dir}{i}-port{n}"),
-                        tier: TIER,
-                        priority: 1000,
-                        applies: PodMatch {
-                            only: Some(pods),
-                            ..subject.clone()
-                        }
-                        .text("spec")
-                        .unwrap_or_default(),
-                        ingress: ingress.then(|| rules.clone()),
-                        egress: (!ingress).then_some(rules),
-                    });
-                },
-            );
+            rule(obj, ingress, r, &path, &ns, rep, &mut out);
         }
         out
     };
@@ -146,7 +117,7 @@ pub fn translate(obj: &Obj, cluster: &Cluster, rep: &mut Reporter) -> Vec<Policy
             "`spec.policyTypes` does not list Egress, so Kubernetes ignores these rules too",
         );
     }
-    let mut out = vec![Policy {
+    vec![Policy {
         comment: vec![what.clone()],
         name,
         tier: TIER,
@@ -154,9 +125,7 @@ pub fn translate(obj: &Obj, cluster: &Cluster, rep: &mut Reporter) -> Vec<Policy
         applies,
         ingress,
         egress,
-    }];
-    out.extend(extra);
-    out
+    }]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -166,11 +135,8 @@ fn rule(
     r: &NpRule,
     path: &str,
     ns: &str,
-    subject: &PodMatch,
-    cluster: &Cluster,
     rep: &mut Reporter,
     out: &mut Vec<Rule>,
-    split: &mut dyn FnMut(u16, Vec<(String, String)>, Vec<super::emit::Rule>),
 ) {
     let what = obj.describe();
     let drop = |rep: &mut Reporter, field: &str| {
@@ -274,24 +240,8 @@ fn rule(
         let PortItem::Named(proto, pname) = it else {
             continue;
         };
-        match named(ingress, Action::Allow, *proto, pname, &srcs, subject, cluster, path) {
+        match named(ingress, Action::Allow, *proto, pname, &srcs, path) {
             Ok(Named::Rules(rs)) => out.extend(rs),
-            Ok(Named::Split(groups)) => {
-                for (n, pods) in groups {
-                    let mut rules = Vec::new();
-                    for (src, ppath) in &srcs {
-                        if let Ok(peer) = src.peer(ppath) {
-                            rules.push(Rule {
-                                action: Action::Allow,
-                                proto: super::emit::ProtoSpec::One(*proto, vec![(n, n)]),
-                                peer,
-                                note: format!("{path} (port `{pname}` is {n} on these pods)"),
-                            });
-                        }
-                    }
-                    split(n, pods, rules);
-                }
-            }
             Ok(Named::Unresolvable(p)) => rep.fail_closed(obj.span, &what, &format!("{p} with named port `{pname}`"), "a named port cannot be resolved on an address block: the rule matches nothing there"),
             Err(f) => rep.fail_closed(obj.span, &what, &f, "this peer matches nothing (it is left out)"),
         }

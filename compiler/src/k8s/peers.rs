@@ -2,13 +2,12 @@
 //! address blocks), CIDRs (masked when written with host bits, W0603),
 //! and named ports, resolved against the pods where that is exact.
 
-use super::cluster::{Cluster, Pod, Proto};
+use super::cluster::Proto;
 use super::emit::{Action, Peer, ProtoSpec, Rule};
 use super::input::Obj;
 use super::report::Reporter;
 use super::selector::PodMatch;
 use crate::diagnostics::K8sProblem;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// A peer before it is written: weir text needs the pods for named ports.
@@ -86,95 +85,45 @@ pub fn set_text(cidrs: &[String], except: &[String]) -> String {
     }
 }
 
-/// Pods grouped by the number the container port `name`/`proto` has on
-/// them; pods without such a port are in no group.
-pub fn resolve_named<'a>(
-    pods: impl Iterator<Item = &'a Pod>,
-    name: &str,
-    proto: Proto,
-) -> BTreeMap<u16, Vec<(String, String)>> {
-    let mut g: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
-    for p in pods {
-        if let Some(n) = p.ports.get(&(name.to_string(), proto)) {
-            g.entry(*n)
-                .or_default()
-                .push((p.namespace.clone(), p.name.clone()));
-        }
-    }
-    g
-}
-
-/// A named-port rule, expanded exactly.
+/// A named-port rule in weir's terms.
 pub enum Named {
     /// Rules to put where the named rule was.
     Rules(Vec<Rule>),
-    /// Ingress whose subject pods disagree on the number: the rule holds
-    /// for each group of subject pods with its number (a policy each).
-    Split(Vec<(u16, Vec<(String, String)>)>),
     /// A peer the named port cannot be resolved against (an address
     /// block): the path of that peer.
     Unresolvable(String),
 }
 
-/// Expands `action proto <name>` for `peers`, on the subject pods
-/// (`ingress`: the destination is the subject) or on the peer pods
-/// (`egress`: the destination is the peer).
-#[allow(clippy::too_many_arguments)]
+/// `action proto port "NAME"` for `peers`: weir resolves the name on the
+/// destination endpoint (language.md §4, "Named ports") — the subject pod
+/// for ingress, the peer pod for egress — from the pods' container ports,
+/// which the inventory carries (`Cluster::inventory`), as Kubernetes
+/// resolves it on the destination pod. A pod change is an inventory
+/// change, never a rule change. An egress address block stays refused:
+/// Kubernetes leaves resolving a named port on an ipBlock to the
+/// implementation, and the upstream e2e model expects it to match
+/// nothing.
 pub fn named(
     ingress: bool,
     action: Action,
     proto: Proto,
     name: &str,
     peers: &[(PeerSrc, String)],
-    subject: &PodMatch,
-    cluster: &Cluster,
     note: &str,
 ) -> Result<Named, String> {
     let mut rules = Vec::new();
-    if ingress {
-        let subjects: Vec<&Pod> = cluster
-            .pods
-            .iter()
-            .filter(|p| subject.matches(p, cluster))
-            .collect();
-        let groups = resolve_named(subjects.iter().copied(), name, proto);
-        if groups.is_empty() {
-            // No selected pod has the port: the rule matches nothing.
-            return Ok(Named::Rules(rules));
-        }
-        if groups.len() == 1 && groups.values().next().unwrap().len() == subjects.len() {
-            let n = *groups.keys().next().unwrap();
-            for (peer, path) in peers {
-                rules.push(Rule {
-                    action,
-                    proto: ProtoSpec::One(proto, vec![(n, n)]),
-                    peer: peer.peer(path)?,
-                    note: format!("{note} (port `{name}` is {n} on every selected pod)"),
-                });
-            }
-            return Ok(Named::Rules(rules));
-        }
-        return Ok(Named::Split(groups.into_iter().collect()));
-    }
     for (peer, path) in peers {
-        let base = match peer {
-            PeerSrc::Any => PodMatch::default(),
-            PeerSrc::Pods(m) => m.clone(),
-            PeerSrc::Set(_) => return Ok(Named::Unresolvable(path.clone())),
-        };
-        let dests = cluster.pods.iter().filter(|p| base.matches(p, cluster));
-        for (n, pods) in resolve_named(dests, name, proto) {
-            let m = PodMatch {
-                only: Some(pods),
-                ..base.clone()
-            };
-            rules.push(Rule {
-                action,
-                proto: ProtoSpec::One(proto, vec![(n, n)]),
-                peer: Peer::Sel(m.text(path)?),
-                note: format!("{note} (port `{name}` is {n} on these pods)"),
-            });
+        if !ingress {
+            if let PeerSrc::Set(_) = peer {
+                return Ok(Named::Unresolvable(path.clone()));
+            }
         }
+        rules.push(Rule {
+            action,
+            proto: ProtoSpec::Named(proto, name.to_string()),
+            peer: peer.peer(path)?,
+            note: note.to_string(),
+        });
     }
     Ok(Named::Rules(rules))
 }

@@ -7,9 +7,9 @@
 //! - the Service's EndpointSlices in the input (ready endpoints at the
 //!   slice port of the same name), as an explicit list;
 //! - else the selector's pods (ready ones, from the inventory) at
-//!   `targetPort`: a number, or a container port name resolved on the
-//!   pods — `select … port N` when every selected pod has the same
-//!   number, else an explicit list of each pod's own number;
+//!   `targetPort`: a number (`select … port N`), or a container port
+//!   name (`select … port "NAME"`: each pod's own port of that name, the
+//!   pods' named ports being in the inventory);
 //! - else none (`backends {}`: connections are rejected, as Kubernetes
 //!   does for a Service without endpoints), said as W0604.
 //!
@@ -17,13 +17,12 @@
 //! `internalTrafficPolicy: Local` have no weir form yet: left out with
 //! W0604 (the ClusterIP frontend is imported with cluster-wide backends).
 
-use super::cluster::{part, Cluster, Proto};
+use super::cluster::{part, Proto};
 use super::emit::{mangle, Service};
 use super::input::Obj;
 use super::objects::{EndpointSlice, LabelSelector, Metadata, ServicePort, ServiceSpec};
-use super::peers::resolve_named;
 use super::report::Reporter;
-use super::selector::PodMatch;
+use super::selector::{quote, PodMatch};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -43,7 +42,7 @@ fn explicit(mut b: Vec<String>) -> String {
     format!("backends {{{}}}", b.join(", "))
 }
 
-pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter) -> Vec<Service> {
+pub fn translate(obj: &Obj, objs: &[Obj], rep: &mut Reporter) -> Vec<Service> {
     let what = obj.describe();
     let Some(spec) = part::<ServiceSpec>(obj, "spec", rep) else {
         return Vec::new();
@@ -63,7 +62,6 @@ pub fn translate(obj: &Obj, objs: &[Obj], cluster: &Cluster, rep: &mut Reporter)
         vips: &vips,
         affinity: affinity(&spec),
         slices: endpoint_slices(obj, objs, &ns),
-        cluster,
     };
     spec.ports
         .iter()
@@ -183,7 +181,6 @@ struct Translating<'a> {
     vips: &'a [IpAddr],
     affinity: Option<String>,
     slices: Vec<(&'a Obj, EndpointSlice)>,
-    cluster: &'a Cluster,
 }
 
 impl Translating<'_> {
@@ -231,7 +228,6 @@ impl Translating<'_> {
                 sel,
                 path: &path,
                 port,
-                proto,
             };
             self.selector_backends(&target, p, &mut comment, rep)?
         } else {
@@ -271,12 +267,6 @@ impl Translating<'_> {
             ..PodMatch::default()
         };
         let text = m.text(path).unwrap_or_default();
-        let pods: Vec<_> = self
-            .cluster
-            .pods
-            .iter()
-            .filter(|q| m.matches(q, self.cluster))
-            .collect();
         let malformed = |rep: &mut Reporter| {
             rep.malformed(
                 self.obj.span,
@@ -295,23 +285,13 @@ impl Translating<'_> {
                 format!("backends select {text} port {s}")
             }
             Some(Value::String(s)) => {
-                let groups = resolve_named(pods.iter().copied(), s, t.proto);
-                if groups.len() == 1 && groups.values().next().unwrap().len() == pods.len() {
-                    let n = groups.keys().next().unwrap();
-                    comment.push(format!("targetPort `{s}` is {n} on every selected pod"));
-                    format!("backends select {text} port {n}")
-                } else {
-                    comment.push(format!("targetPort `{s}` resolved on each pod"));
-                    let mut b = Vec::new();
-                    for (n, members) in &groups {
-                        for q in pods.iter().filter(|q| {
-                            q.ready && members.contains(&(q.namespace.clone(), q.name.clone()))
-                        }) {
-                            b.extend(q.addrs.iter().map(|a| socket(*a, *n)));
-                        }
-                    }
-                    explicit(b)
-                }
+                // Resolved on each backend pod's container ports, as
+                // Kubernetes does (language.md §3 "Services": a pod
+                // without the name is no backend).
+                comment.push(format!(
+                    "targetPort `{s}`: each pod's own port of that name"
+                ));
+                format!("backends select {text} port {}", quote(s))
             }
             Some(_) => return malformed(rep),
         })
@@ -323,7 +303,6 @@ struct Target<'a> {
     sel: &'a BTreeMap<String, String>,
     path: &'a str,
     port: u16,
-    proto: Proto,
 }
 
 /// A port's backends from EndpointSlices: the ready endpoints at the

@@ -156,9 +156,13 @@ fn output_is_deterministic_and_checks() {
     );
     let a = run(&text);
     assert_eq!(a.program, run(&text).program);
-    assert!(a.program.contains("backends select \"k8s:io.kubernetes.pod.namespace\" == \"x\" && \"app\" == \"web\" port 8080"), "{}", a.program);
+    assert!(a.program.contains("backends select \"k8s:io.kubernetes.pod.namespace\" == \"x\" && \"app\" == \"web\" port \"http\""), "{}", a.program);
     let m = crate::check::model_of(&a.program);
     assert_eq!(m.services.len(), 1);
+    // The pod's own `http` (a named target port), 8080.
+    let s = &m.services[0];
+    let b = crate::interp::backends_of(s, &s.frontends[0], &m.endpoints);
+    assert_eq!(b.iter().map(|b| b.port).collect::<Vec<_>>(), vec![8080]);
 }
 
 const NODE_AND_POD: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\n\
