@@ -20,7 +20,8 @@ use super::reject::send_back;
 use super::Mode;
 use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
-    emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
+    emit_established_dnat, emit_reverse_nat_from, emit_service_stage, CtxLayout, RejectCount,
+    StageEnv,
 };
 use crate::ebpf::{helper, AluOp, ByteOrder, Label, Op, Origin, Reg, Size};
 use crate::ebpf::{Asm, JmpCond};
@@ -35,14 +36,16 @@ use Reg::*;
 /// Stack slot of the canonical conntrack key (40 bytes).
 const CT_KEY_COPY: i16 = -104;
 
-/// Bit of a `weir_ct` value (the insertion time) set for a translated
-/// flow: only its replies look for reverse NAT.
-const CT_TRANSLATED: i32 = 1;
-
-/// Stack slots of the final block's translation-state writes: a
-/// `weir_lb_ct` / `weir_lb_rev` key (40) and value (40).
+/// Stack slots of the final block's state writes: a `weir_lb_ct` key
+/// (40) and value (40), and before them the `weir_ct` value (32) at
+/// `VALUE`.
 const TUPLE: i16 = -200;
 const VALUE: i16 = -240;
+
+/// Stack slot (in the service stage's area, free in the prologue) of a
+/// reply's frontend (address 16, port 2), copied out of its conntrack
+/// entry for the reverse NAT.
+const REV_FRONTEND: i16 = crate::ebpf::service::emit::st::RV;
 
 /// Which walk a node block belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
