@@ -18,9 +18,10 @@
 //!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
 //!    context and conntrack key updated, so it is looked up and, if new,
 //!    classified as client → backend); only a packet to one of the
-//!    generation's frontend protocols and ports looks (an inline search:
-//!    `weir_lb_ct` is per generation, and its 40-byte key is costly to
-//!    hash).
+//!    generation's frontend addresses (IPv4: merged ranges; IPv6: when
+//!    there are IPv6 frontends) and protocols and ports looks (inline
+//!    searches, `emit/gate.rs`: `weir_lb_ct` is per generation, and its
+//!    40-byte key is costly to hash).
 //!    **Conntrack**: one lookup in the LRU hash `weir_ct` under the
 //!    5-tuple in canonical order (smaller end first, so a flow and its
 //!    replies share one entry); a hit is an established flow or a reply: counted as

@@ -2,6 +2,7 @@
 //! [`super`]): the prologue (parse, classify, conntrack), graph nodes,
 //! the service stage and the final verdict.
 
+mod gate;
 mod node;
 mod prologue;
 mod reset;
@@ -30,6 +31,7 @@ use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, VerdictLeaf};
 use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
+use gate::frontend_ports;
 
 use Reg::*;
 
@@ -290,32 +292,6 @@ impl Em<'_> {
     }
 }
 
-/// Most ranges of frontend (protocol, port) keys the prologue tests inline
-/// before looking for a recorded translation; more frontends' ports than
-/// this and every TCP / UDP packet looks.
-pub const MAX_FRONTEND_PORT_RANGES: usize = 256;
-
-/// `proto << 16 | port` of every TCP / UDP frontend, either family (the
-/// ones the TC path translates), as sorted ranges of consecutive keys.
-fn frontend_ports(g: &Graph) -> Vec<(u32, u32)> {
-    let keys: std::collections::BTreeSet<u32> = g
-        .services
-        .frontends
-        .iter()
-        .map(|f| &f.frontend)
-        .filter(|f| matches!(proto_number(f.proto), 6 | 17))
-        .map(|f| u32::from(proto_number(f.proto)) << 16 | u32::from(f.port))
-        .collect();
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for k in keys {
-        match out.last_mut() {
-            Some(last) if last.1 + 1 == k => last.1 = k,
-            _ => out.push((k, k)),
-        }
-    }
-    out
-}
-
 fn be16(r: Reg) -> Op {
     Op::Endian {
         order: ByteOrder::Be,
@@ -456,6 +432,13 @@ service a {
                 (tcp(9000), tcp(9000)),
                 (17 << 16 | 53, 17 << 16 | 53)
             ]
+        );
+        // The address gate: consecutive IPv4 frontends merged (not the
+        // SCTP one), and there is an IPv6 one.
+        let a = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        assert_eq!(
+            gate::frontend_addrs(&g),
+            (vec![(a("10.96.0.1"), a("10.96.0.3"))], true)
         );
     }
 }

@@ -28,22 +28,8 @@ impl Gen<'_> {
             // is classified and looked up in conntrack as client → backend.
             c(em, "service: established translated flow → its backend");
             let env = self.lb_env(em, em.drop);
-            let not_frontend = em.label("lb_not_frontend_port");
-            if ports.len() <= MAX_FRONTEND_PORT_RANGES {
-                // Only this generation translates (`weir_lb_ct` is not
-                // shared across generations), and only to its frontends'
-                // protocols and ports: a packet to any other port has no
-                // recorded translation, and skips a hash of a 40-byte key.
-                let maybe = em.label("lb_frontend_port");
-                em.push(Op::load(Size::U8, R1, R6, env.ctx.proto));
-                em.push(Op::alu64(AluOp::Lsh, R1, 16));
-                em.push(Op::load(Size::U16, R2, R6, ctx::DPORT));
-                em.push(Op::alu64(AluOp::Or, R1, R2));
-                let iv: Vec<(u32, u32, Label)> =
-                    ports.iter().map(|&(lo, hi)| (lo, hi, maybe)).collect();
-                em.search(R1, &iv, not_frontend);
-                em.bind(maybe);
-            }
+            let not_frontend = em.label("lb_not_frontend");
+            self.frontend_gate(em, env.ctx.proto, not_frontend);
             emit_established_dnat(em.a, &env, None);
             em.bind(not_frontend);
         }
