@@ -38,14 +38,24 @@ pub const NO_TAIL_CALL: i32 = 99;
 /// Stack offset of the frame copy.
 const FRAME_AT: i16 = -256;
 
+/// Offset of the transport source port in an Ethernet frame: after the
+/// IPv4 header (its IHL) or the fixed IPv6 header (no extension headers).
+fn sport_offset(frame: &[u8]) -> usize {
+    if frame[12..14] == [0x86, 0xdd] {
+        14 + 40
+    } else {
+        14 + usize::from(frame[14] & 15) * 4
+    }
+}
+
 /// The driver object for `frame`: restores it and, if `rotate`, sets a
-/// fresh IPv4 source port (bytes 34..36 of an Ethernet + IPv4 frame
-/// without options) each repetition, then tail-calls slot 0 of its prog
-/// array.
+/// fresh source port (TCP / UDP over IPv4 or IPv6 without extension
+/// headers) each repetition, then tail-calls slot 0 of its prog array.
 pub fn object(frame: &[u8], rotate: bool) -> Result<ObjectDef, String> {
-    if frame.len() > 240 || frame.len() < 38 {
+    if frame.len() > 240 || frame.len() < 38 || sport_offset(frame) + 2 > frame.len() {
         return Err(format!("driver: frame of {} bytes", frame.len()));
     }
+    let sport_at = FRAME_AT + sport_offset(frame) as i16;
     let mut a = Asm::new();
     let out = a.new_label("out");
     a.push(Op::mov64(Reg::R6, Reg::R1));
@@ -77,7 +87,7 @@ pub fn object(frame: &[u8], rotate: bool) -> Result<ObjectDef, String> {
             bits: 16,
             dst: Reg::R7,
         });
-        a.push(Op::store(Size::U16, Reg::R10, FRAME_AT + 34, Reg::R7));
+        a.push(Op::store(Size::U16, Reg::R10, sport_at, Reg::R7));
     }
     // bpf_skb_store_bytes(skb, 0, frame, len, 0)
     a.push(Op::mov64(Reg::R1, Reg::R6));

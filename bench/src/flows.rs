@@ -5,7 +5,7 @@
 //! frontends. Also the Ethernet frames for BPF_PROG_TEST_RUN.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use weir_compiler::interp::{Interp, Outcome, Packet};
 use weir_compiler::model::{
@@ -231,4 +231,39 @@ pub fn with_bench_client(model: &Model) -> Model {
         (ta.order, &ta.name, a.priority, &a.name).cmp(&(tb.order, &tb.name, b.priority, &b.name))
     });
     m
+}
+
+/// The IPv6 twin of an IPv4 address: `fd00::a.b.c.d` (an address in no
+/// rule's CIDR and no generated endpoint's).
+pub fn v6_twin(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            let mut o = [0u8; 16];
+            o[..2].copy_from_slice(&[0xfd, 0]);
+            o[12..].copy_from_slice(&[a, b, c, d]);
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+        v6 => v6,
+    }
+}
+
+/// The model with an IPv6 address ([`v6_twin`]) added to each endpoint
+/// that has one of `addrs`, and the IPv6 twin of `p`: the same flow
+/// between the same endpoints (so judged by the same rules, as deep), in
+/// the other family — for IPv6 rows beside the IPv4 ones on one program.
+pub fn with_v6_twins(model: &Model, p: &Packet) -> (Model, Packet) {
+    let mut m = model.clone();
+    for e in &mut m.endpoints {
+        if e.addrs.iter().any(|a| *a == p.src || *a == p.dst) {
+            let twin = v6_twin(e.addrs[0]);
+            if !e.addrs.contains(&twin) {
+                e.addrs.push(twin);
+            }
+        }
+    }
+    let mut q = p.clone();
+    q.src = v6_twin(p.src);
+    q.dst = v6_twin(p.dst);
+    (m, q)
 }

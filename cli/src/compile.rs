@@ -103,7 +103,7 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub ct_entries: Option<u32>,
     /// Entries of each eBPF service translation table (`weir_lb_ct`,
-    /// `weir_lb_rev`, `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
+    /// `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
     /// Fail on warnings.

@@ -64,7 +64,7 @@ fn table_sizes_default_like_a_node_and_follow_the_flags() {
         serde_json::json!({"conntrack": 1000, "translation": 3000})
     );
     assert_eq!(max_of(&r, "weir_ct"), 1000);
-    for m in ["weir_lb_ct", "weir_lb_rev", "weir_lb_aff", "weir_lb_sk"] {
+    for m in ["weir_lb_ct", "weir_lb_aff", "weir_lb_sk"] {
         assert_eq!(max_of(&r, m), 3000, "{m}");
     }
 }

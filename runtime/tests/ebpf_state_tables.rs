@@ -100,7 +100,7 @@ fn ebpf_full_state_tables_evict_least_recently_used_and_keep_verdicts() {
     // Declared in the manifest, and every per-flow map is that size.
     assert_eq!(out.manifest.state_tables, tables);
     use weir_compiler::ebpf::layout::service::map as lb;
-    for name in [layout::map::CT, lb::CT, lb::REV, lb::AFF, lb::SK] {
+    for name in [layout::map::CT, lb::CT, lb::AFF, lb::SK] {
         let m = out.manifest.maps.iter().find(|m| m.name == name);
         let m = m.unwrap_or_else(|| panic!("no map {name}"));
         assert_eq!(
@@ -132,12 +132,8 @@ fn ebpf_full_state_tables_evict_least_recently_used_and_keep_verdicts() {
     }
     // Never more entries than declared; full enough to have evicted.
     let ct = conntrack_len(&gen);
-    let (lb_ct, lb_rev) = lb_state_len(&gen);
-    for (name, n) in [
-        ("weir_ct", ct),
-        ("weir_lb_ct", lb_ct),
-        ("weir_lb_rev", lb_rev),
-    ] {
+    let (lb_ct, _) = lb_state_len(&gen);
+    for (name, n) in [("weir_ct", ct), ("weir_lb_ct", lb_ct)] {
         assert!(n <= SIZE as usize, "{name}: {n} entries > {SIZE}");
         assert!(n >= SIZE as usize / 2, "{name}: {n} entries, not filled");
     }

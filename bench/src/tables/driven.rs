@@ -18,39 +18,48 @@ use crate::stats::{ns, ratio, thousands};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Path {
     NewAllowed,
+    NewAllowed6,
     NewService,
     DeniedFrontend,
     DeniedDeepest,
     Established,
+    Established6,
     EstablishedService,
 }
 
 impl Path {
-    const ALL: [Path; 6] = [
+    const ALL: [Path; 8] = [
         Path::NewAllowed,
+        Path::NewAllowed6,
         Path::NewService,
         Path::DeniedFrontend,
         Path::DeniedDeepest,
         Path::Established,
+        Path::Established6,
         Path::EstablishedService,
     ];
 
     fn label(self) -> &'static str {
         match self {
             Path::NewAllowed => "new allowed flow (conntrack insert), by rules",
+            Path::NewAllowed6 => "new allowed flow, IPv6 (the same flow's twin), by rules",
             Path::NewService => {
                 "new flow to a service (translation + conntrack inserts), by services"
             }
             Path::DeniedFrontend => "new flow denied, to a frontend port, by services",
             Path::DeniedDeepest => "new flow denied after all rules, by rules",
             Path::Established => "established flow, by rules",
+            Path::Established6 => "established flow, IPv6, by rules",
             Path::EstablishedService => "established flow to a service, by services",
         }
     }
 
     /// A fresh source port each repetition.
     fn rotates(self) -> bool {
-        !matches!(self, Path::Established | Path::EstablishedService)
+        !matches!(
+            self,
+            Path::Established | Path::Established6 | Path::EstablishedService
+        )
     }
 }
 
@@ -251,12 +260,17 @@ pub(crate) fn table(
         )),
         Err(e) => t.note(format!("Driven floors not measured: {e}")),
     }
+    t.note("The IPv6 rows drive the new allowed and the established flow's twin in the other family on the same program: both endpoints of the flow have an IPv6 address too (`fd00::` + the IPv4 address), so the same rules judge it; an IPv6 packet without extension headers.");
     t.note("The new service flow comes from an extra endpoint `bench-open` (egress: any TCP) to the last TCP service whose backend's ingress allows it; the denied one from `bench-client` (egress: tcp/1 only) to the same kind of frontend, denied at its egress default after the translation lookup. The new allowed flow is the deepest allowed endpoint-to-endpoint flow of the rules model; the denied-after-all-rules flow a client outside the cluster to a port no rule of the destination names.");
     for p in Path::ALL {
         let mut row = vec![p.label().to_string()];
         for c in cols {
             let sweep = match p {
-                Path::NewAllowed | Path::DeniedDeepest | Path::Established => &c.rules,
+                Path::NewAllowed
+                | Path::NewAllowed6
+                | Path::DeniedDeepest
+                | Path::Established
+                | Path::Established6 => &c.rules,
                 _ => &c.svcs,
             };
             row.push(match sweep {

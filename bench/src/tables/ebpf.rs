@@ -182,6 +182,16 @@ pub(crate) fn not_run(rep: &mut Report) {
 
 fn rules_case(c: &Case, loads: usize) -> Loaded {
     let (allow, deny) = flows::policy_flows(&c.model, 300);
+    // The allowed flow's endpoints get an IPv6 address too: the IPv6
+    // rows drive the same flow in the other family on the same program.
+    let twin = allow
+        .as_ref()
+        .map(|a| flows::with_v6_twins(&c.model, &a.packet));
+    let compiled_twin = twin.as_ref().map(|(m, _)| weir_compiler::graph::compile(m));
+    let (model, graph) = match (&twin, &compiled_twin) {
+        (Some((m, _)), Some(g)) => (m, &g.graph),
+        _ => (&c.model, &c.compiled.graph),
+    };
     let mut probes = Vec::new();
     let mut what = Vec::new();
     let mut drive = Vec::new();
@@ -200,6 +210,15 @@ fn rules_case(c: &Case, loads: usize) -> Loaded {
             a.packet.clone(),
             a.verdict,
         ));
+        if let Some((m, q)) = &twin {
+            let v = weir_compiler::interp::Interp::new(m).evaluate(q).verdict;
+            drive.extend(driven::Flow::pair(
+                Path::NewAllowed6,
+                Some(Path::Established6),
+                q.clone(),
+                v,
+            ));
+        }
     }
     if let Some(d) = deny {
         what.push(format!(
@@ -220,7 +239,7 @@ fn rules_case(c: &Case, loads: usize) -> Loaded {
             verdict: a.verdict,
         });
     }
-    ebpf::load_weir(&c.model, &c.compiled.graph, &probes, loads).map(|w| (w, what, drive))
+    ebpf::load_weir(model, graph, &probes, loads).map(|w| (w, what, drive))
 }
 
 fn service_case(c: &Case, loads: usize) -> Loaded {

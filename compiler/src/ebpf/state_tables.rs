@@ -4,9 +4,11 @@
 //!
 //! Two knobs, like Cilium's `bpf-ct-global-*-max` and
 //! `bpf-nat-global-max`: the policy conntrack (`weir_ct`, one entry per
-//! allowed flow) and the service translation state (`weir_lb_ct` and
-//! `weir_lb_rev`, one entry each per translated flow, plus the affinity
-//! `weir_lb_aff` and socket `weir_lb_sk` tables, which share the size).
+//! allowed flow; a translated flow's also carries its reverse
+//! translation) and the service translation state (`weir_lb_ct`, one
+//! entry per translated flow, plus the affinity `weir_lb_aff` and socket
+//! `weir_lb_sk` tables, which share the size; the standalone service
+//! object's reverse-NAT table `weir_lb_rev` too).
 //! Every one of them is an LRU hash: when one is full, an insert evicts
 //! the least recently used entries of that table (the kernel's LRU lists;
 //! with per-CPU free lists eviction can begin a little before the table
@@ -14,7 +16,7 @@
 //! dropped for it; what an eviction costs is documented in
 //! docs/runtime.md ("When a state table is full"). The tables are
 //! preallocated: their memory is taken at load time whatever the traffic
-//! (~100 bytes per `weir_ct` entry, ~130 per `weir_lb_ct` entry, see
+//! (~136 bytes per `weir_ct` entry, ~130 per `weir_lb_ct` entry, see
 //! docs/runtime.md for the measured figures).
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +34,8 @@ pub const DEFAULT_TRANSLATION: u32 = 262_144;
 pub struct StateTables {
     /// `weir_ct`: the policy conntrack (LRU).
     pub conntrack: u32,
-    /// `weir_lb_ct`, `weir_lb_rev`, `weir_lb_aff`, `weir_lb_sk`: the
+    /// `weir_lb_ct`, `weir_lb_aff`, `weir_lb_sk` (and the standalone
+    /// service object's `weir_lb_rev`): the
     /// service translation state (LRU; only in programs with services).
     pub translation: u32,
 }

@@ -19,7 +19,7 @@ use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Model;
 use weir_compiler::source::MemoryLoader;
-use weir_runtime::ebpf::load::{delete_raw, keys_raw, update_raw};
+use weir_runtime::ebpf::load::{delete_raw, keys_raw, lookup_raw, update_raw};
 use weir_runtime::ebpf::{counters, load, Generation};
 
 /// `true` if the test may touch the kernel; panics under `CI` without root.
@@ -96,15 +96,11 @@ pub fn run_full(g: &Generation, frame: &[u8]) -> RunOut {
     }
 }
 
-/// Empties the service stage's per-flow maps (translations, replies,
-/// affinity), when the object has them.
+/// Empties the service stage's per-flow maps (translations, affinity),
+/// when the object has them.
 pub fn clear_lb_state(g: &Generation) {
     use weir_compiler::ebpf::layout::service::{aff, map as lb, tuple};
-    for (name, size) in [
-        (lb::CT, tuple::SIZE),
-        (lb::REV, tuple::SIZE),
-        (lb::AFF, aff::KEY_SIZE),
-    ] {
+    for (name, size) in [(lb::CT, tuple::SIZE), (lb::AFF, aff::KEY_SIZE)] {
         if let Some(m) = g.ebpf.map(name) {
             for k in keys_raw(m, size as usize).unwrap() {
                 let _ = delete_raw(m, &k);
@@ -113,16 +109,28 @@ pub fn clear_lb_state(g: &Generation) {
     }
 }
 
-/// Entries in the translation map (`weir_lb_ct`) and the reply map
-/// (`weir_lb_rev`); `(0, 0)` when the object has no services.
+/// Entries in the translation map (`weir_lb_ct`) and conntrack entries
+/// flagged translated (`weir_ct`, which carry the replies' reverse
+/// translation); `(0, 0)` when the object has no services.
 pub fn lb_state_len(g: &Generation) -> (usize, usize) {
     use weir_compiler::ebpf::layout::service::{map as lb, tuple};
-    let len = |name: &str| {
-        g.ebpf
-            .map(name)
-            .map_or(0, |m| keys_raw(m, tuple::SIZE as usize).unwrap().len())
-    };
-    (len(lb::CT), len(lb::REV))
+    let lb_ct = g
+        .ebpf
+        .map(lb::CT)
+        .map_or(0, |m| keys_raw(m, tuple::SIZE as usize).unwrap().len());
+    (lb_ct, translated_ct_len(g))
+}
+
+/// Conntrack entries flagged translated (`layout::ct::TRANSLATED`).
+pub fn translated_ct_len(g: &Generation) -> usize {
+    use layout::ct;
+    let m = g.ebpf.map(layout::map::CT).unwrap();
+    keys_raw(m, ct::KEY_SIZE as usize)
+        .unwrap()
+        .iter()
+        .filter_map(|k| lookup_raw(m, k, ct::VALUE_SIZE as usize).unwrap())
+        .filter(|v| v[0] & ct::TRANSLATED as u8 != 0)
+        .count()
 }
 
 /// The conntrack key the programs build for `p` (see `layout::ct`).
@@ -245,7 +253,10 @@ pub fn conntrack_len(g: &Generation) -> usize {
 
 pub fn insert_conntrack(g: &Generation, p: &Packet) {
     let m = g.ebpf.map(layout::map::CT).unwrap();
-    update_raw(m, &ct_key(p), &[2, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    // A time without flags (not translated), no frontend.
+    let mut v = vec![0u8; layout::ct::VALUE_SIZE as usize];
+    v[0] = 4;
+    update_raw(m, &ct_key(p), &v).unwrap();
 }
 
 /// The workspace root.

@@ -18,18 +18,22 @@
 //!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
 //!    context and conntrack key updated, so it is looked up and, if new,
 //!    classified as client → backend); only a packet to one of the
-//!    generation's frontend protocols and ports looks (an inline search:
-//!    `weir_lb_ct` is per generation, and its 40-byte key is costly to
-//!    hash).
+//!    generation's frontend addresses (IPv4: merged ranges; IPv6: when
+//!    there are IPv6 frontends) and protocols and ports looks (inline
+//!    searches, `emit/gate.rs`: `weir_lb_ct` is per generation, and its
+//!    40-byte key is costly to hash).
 //!    **Conntrack**: one lookup in the LRU hash `weir_ct` under the
 //!    5-tuple in canonical order (smaller end first, so a flow and its
 //!    replies share one entry); a hit is an established flow or a reply: counted as
-//!    provenance 0 (`established`) and passed. Only a packet not DNATed
+//!    provenance 0 (`established`) and passed. A packet not DNATed
 //!    above that hits an entry flagged as translated (bit 0 of the stored
-//!    time) — a reply — looks for reverse NAT: the reply gets the frontend back as its source
-//!    ([`emit_reverse_nat`](crate::ebpf::service::emit_reverse_nat):
-//!    only after the `weir_ct` hit, so a spoofed reply to a denied flow
-//!    is never un-translated). Established packets stop here, before any
+//!    time) and comes from the flow's other end than its client (bit 1
+//!    against the packet's place in the canonical key) is a reply: it
+//!    gets the frontend the entry carries back as its source
+//!    ([`emit_reverse_nat_from`](crate::ebpf::service::emit::emit_reverse_nat_from);
+//!    the entry is keyed by client ↔ backend, so the lookup every packet
+//!    makes finds it — no second table, and a spoofed reply to a denied
+//!    flow finds no entry). Established packets stop here, before any
 //!    classification. A new flow's addresses are classified through the
 //!    host hashes `weir_host4` / `weir_host6` (every full-length prefix of
 //!    the class map: endpoints), then on a miss the LPM tries `weir_cls4`
@@ -50,8 +54,8 @@
 //!    [`emit_service_stage`](crate::ebpf::service::emit_service_stage)
 //!    over the `weir_lb_*` maps of [`crate::ebpf::service`] — frontend
 //!    lookup, backend choice (affinity, Maglev on the flow hash exactly as
-//!    the interpreter, or weighted random), `weir_lb_ct` / `weir_lb_rev`
-//!    entries, DNAT with checksum fix-up (IPv4: header and L4; IPv6: the L4
+//!    the interpreter, or weighted random), the `weir_lb_ct` entry
+//!    (left pending for the final block), DNAT with checksum fix-up (IPv4: header and L4; IPv6: the L4
 //!    checksum's pseudo-header addresses). Then the packet is
 //!    **classified again** (the backend's class, rows reloaded) and policy
 //!    judges the translated packet (load-balance first, then policy). A
@@ -88,17 +92,18 @@
 //!    sides exactly as the interpreter does (first denying side, egress
 //!    first; an allow names the ingress rule, else the
 //!    egress rule, else the ingress default), counts the deciding id. On
-//!    allow: inserts the flow into conntrack (flagged when translated),
-//!    writes a new translation's `weir_lb_ct` / `weir_lb_rev` entries
-//!    (the service stage leaves them pending in the context), applies the
+//!    allow: inserts the flow into conntrack (a translated flow's entry
+//!    flagged, with its client's end and its frontend: the replies'
+//!    reverse NAT), writes a new translation's `weir_lb_ct` entry (the
+//!    service stage leaves it pending in the context): a new flow to a
+//!    service writes two entries, a new allowed flow one; applies the
 //!    steering action
 //!    (`mark`: `skb->mark`; `dscp`: the DSCP bits, IPv4 header checksum
 //!    fixed with `bpf_l3_csum_replace`, IPv6 traffic class; `redirect`:
 //!    `bpf_sk_assign` to the proxy's listener, see `docs/language.md`
 //!    §4) and returns `TC_ACT_OK`. On deny: a new translation is simply
-//!    not written; a flow translated earlier has its `weir_lb_ct` /
-//!    `weir_lb_rev` entries deleted (denied flows leave no translation
-//!    state), `TC_ACT_SHOT`.
+//!    not written; a flow translated earlier has its `weir_lb_ct` entry
+//!    deleted (denied flows leave no translation state), `TC_ACT_SHOT`.
 //!
 //! # Stages
 //!

@@ -75,7 +75,7 @@ pub mod ctx {
     pub const EG_LOG: i16 = 152;
     pub const IN_LOG: i16 = 152 + 4 * super::LOG_SLOTS as i16;
     /// Translation state of this packet (`LB_*`): the service stage
-    /// defers writing `weir_lb_ct` / `weir_lb_rev` for a new translation
+    /// defers writing `weir_lb_ct` for a new translation
     /// to the final block, which writes them only when the packet is
     /// allowed (a denied flow never creates translation state).
     pub const LB_STATE: i16 = IN_LOG + 4 * super::LOG_SLOTS as i16; // u32
@@ -133,8 +133,26 @@ pub mod ct {
     pub const PROTO: i16 = 36;
     pub const FAMILY: i16 = 37;
     pub const KEY_SIZE: u32 = 40;
-    /// Value: last-seen time (ns, `bpf_ktime_get_ns`) when inserted.
-    pub const VALUE_SIZE: u32 = 8;
+    /// Value `{ time u64, frontend addr[16], frontend port u16 (host),
+    /// pad u16, service u32 }`: the insertion time (ns,
+    /// `bpf_ktime_get_ns`) with its low bits as flags ([`TRANSLATED`],
+    /// [`CLIENT_FIRST`]); for a translated flow the frontend its client
+    /// sent to and the service index + 1 (else zero). A translated flow's
+    /// entry is keyed by the client ↔ backend tuple, so a reply finds its
+    /// reverse translation in the conntrack lookup it makes anyway: one
+    /// entry per flow carries both (no separate reverse-NAT table).
+    pub const TIME: i16 = 0;
+    pub const FE_ADDR: i16 = 8;
+    pub const FE_PORT: i16 = 24;
+    pub const SERVICE: i16 = 28;
+    pub const VALUE_SIZE: u32 = 32;
+    /// Bit of the time: the flow was translated (its replies need reverse
+    /// NAT).
+    pub const TRANSLATED: i32 = 1;
+    /// Bit of the time: the flow's client (the end that sent the first
+    /// packet) is the canonical key's first end. A packet of a translated
+    /// flow whose source is the other end (the backend) is a reply.
+    pub const CLIENT_FIRST: i32 = 2;
 }
 
 /// `TC_ACT_REDIRECT`: `bpf_redirect`'s return value (the reset a

@@ -27,7 +27,9 @@ pub mod map {
     pub const AFF: &str = "weir_lb_aff";
     /// Original tuple (client → frontend) → backend (TC path conntrack).
     pub const CT: &str = "weir_lb_ct";
-    /// Reply tuple (backend → client) → frontend (TC reverse NAT).
+    /// Reply tuple (backend → client) → frontend (reverse NAT of the
+    /// standalone TC program; the policy pipeline keeps the frontend in
+    /// its conntrack entry, `layout::ct`).
     pub const REV: &str = "weir_lb_rev";
     /// (socket cookie, backend) → frontend (UDP `recvmsg4` / `recvmsg6`
     /// reverse).
@@ -180,7 +182,21 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// Every map, sized by this capacity.
+    /// The reverse-NAT table of the standalone TC program
+    /// ([`map::REV`]); the policy pipeline has none (a translated flow's
+    /// conntrack entry carries its frontend).
+    pub fn rev_map(&self) -> MapDef {
+        MapDef::new(
+            map::REV,
+            MapType::LruHash,
+            tuple::SIZE,
+            rev::VALUE_SIZE,
+            self.conntrack.max(1),
+        )
+    }
+
+    /// The maps the policy pipeline and the connect-time programs share,
+    /// sized by this capacity (every service map but [`map::REV`]).
     pub fn maps(&self) -> Vec<MapDef> {
         vec![
             MapDef::new(
@@ -217,13 +233,6 @@ impl Capacity {
                 MapType::LruHash,
                 tuple::SIZE,
                 ct::VALUE_SIZE,
-                self.conntrack.max(1),
-            ),
-            MapDef::new(
-                map::REV,
-                MapType::LruHash,
-                tuple::SIZE,
-                rev::VALUE_SIZE,
                 self.conntrack.max(1),
             ),
             MapDef::new(

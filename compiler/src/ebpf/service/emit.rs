@@ -1,7 +1,10 @@
 //! The TC service stage: reverse NAT of replies, then for packets to a
 //! frontend: the flow's backend from `weir_lb_ct`, or a new choice
 //! (affinity → Maglev on the flow hash / weighted random), recorded in
-//! `weir_lb_ct` and `weir_lb_rev`, then DNAT with checksum fix-up.
+//! `weir_lb_ct` and (standalone program) `weir_lb_rev` — the policy
+//! pipeline defers the `weir_lb_ct` write to its verdict and keeps the
+//! reverse translation in its conntrack entry — then DNAT with checksum
+//! fix-up.
 //!
 //! Register contract (the policy pipeline's): `r6` = scratch context (a
 //! map value with the [`CtxLayout`] fields), `r7` = the `__sk_buff`.
@@ -101,8 +104,9 @@ pub struct CtxLayout {
     /// A conntrack key in the context (tuple layout) whose destination
     /// and port are updated on translation.
     pub ct_key: Option<i16>,
-    /// Defer the `weir_lb_ct` / `weir_lb_rev` writes of a new translation
-    /// to the caller: `(state, value)` — `LB_PENDING` is stored at
+    /// Defer the writes of a new translation to the caller (the policy
+    /// pipeline writes `weir_lb_ct`, and its conntrack entry carries the
+    /// reverse translation): `(state, value)` — `LB_PENDING` is stored at
     /// `state` and the `weir_lb_ct` value without its timestamp (32
     /// bytes) at `value`. `None`: written at once.
     pub lb_pending: Option<(i16, i16)>,
@@ -664,6 +668,21 @@ pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
         st::RV + rev::PORT,
     );
     a.push(Op::Ja { target: replied });
+    a.bind(not);
+}
+
+/// Reverse NAT of a reply whose frontend the caller found itself (the
+/// policy pipeline: in the flow's conntrack entry) and copied to
+/// `fp + addr` (16 bytes) and `fp + port` (u16, host order), inside the
+/// stage's stack area (e.g. [`st::RV`]): the reply gets it back as its
+/// source. A packet other than TCP / UDP is left alone.
+pub fn emit_reverse_nat_from(a: &mut Asm, env: &StageEnv, addr: i16, port: i16) {
+    let not = a.new_label("lb_not_reply");
+    guard_tcp_udp(a, &env.ctx, not);
+    if env.lb_counters {
+        count(a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
+    }
+    emit_rewrite(a, &env.ctx, End::Src, addr, port);
     a.bind(not);
 }
 

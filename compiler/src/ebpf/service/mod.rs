@@ -11,7 +11,7 @@
 //! | `weir_lb_mgl` | array | table index | `[u32; 16381]` slot numbers (65,524 bytes) |
 //! | `weir_lb_aff` | LRU hash | `{client[16], service, family}` (24) | `{backend id, 0, last use ns}` (16) |
 //! | `weir_lb_ct` | LRU hash | original tuple client → frontend (40) | backend, service, ts (40) |
-//! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24) |
+//! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24); only in the standalone service object ([`object`]): the policy pipeline keeps a translated flow's frontend in its `weir_ct` entry (`layout::ct`) |
 //! | `weir_lb_sk` | LRU hash | `{socket cookie, backend addr[16], port, family}` (32) | frontend `{addr[16], port}` (20) |
 //! | `weir_lb_cnt` | per-CPU array | [`layout::cnt`] index | u64 |
 //! | `weir_lb_scnt` | per-CPU array | service index | u64 new flows (TC) + connects |
@@ -35,10 +35,13 @@
 //!   other hosts). New flow → choice (affinity, then Maglev on
 //!   [`crate::flowhash::flow_hash`] of the real 5-tuple — the same choice
 //!   as the interpreter — or weighted random) → `weir_lb_ct` (the flow
-//!   keeps its backend) and `weir_lb_rev` (reply tuple) → DNAT with
+//!   keeps its backend) and the reply's reverse translation (the policy
+//!   pipeline: in the flow's conntrack entry; the standalone program:
+//!   `weir_lb_rev`, keyed by the reply tuple) → DNAT with
 //!   checksum fix-up (IPv4: header and L4; IPv6: the L4 checksum's
 //!   pseudo-header addresses). Replies are un-translated by
-//!   [`emit::emit_reverse_nat`]. Source IP is preserved (no SNAT). TCP
+//!   [`emit::emit_reverse_nat`] (standalone) or
+//!   [`emit::emit_reverse_nat_from`] (pipeline). Source IP is preserved (no SNAT). TCP
 //!   and UDP of both families take the same path: every map above is
 //!   keyed by 16-byte addresses and a family byte, and the flow hash
 //!   folds all four address words (an IPv4 address is its first).

@@ -2,6 +2,7 @@
 //! [`super`]): the prologue (parse, classify, conntrack), graph nodes,
 //! the service stage and the final verdict.
 
+mod gate;
 mod node;
 mod prologue;
 mod reset;
@@ -20,7 +21,8 @@ use super::reject::send_back;
 use super::Mode;
 use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
-    emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
+    emit_established_dnat, emit_reverse_nat_from, emit_service_stage, CtxLayout, RejectCount,
+    StageEnv,
 };
 use crate::ebpf::{helper, AluOp, ByteOrder, Label, Op, Origin, Reg, Size};
 use crate::ebpf::{Asm, JmpCond};
@@ -29,20 +31,23 @@ use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, VerdictLeaf};
 use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
+use gate::frontend_ports;
 
 use Reg::*;
 
 /// Stack slot of the canonical conntrack key (40 bytes).
 const CT_KEY_COPY: i16 = -104;
 
-/// Bit of a `weir_ct` value (the insertion time) set for a translated
-/// flow: only its replies look for reverse NAT.
-const CT_TRANSLATED: i32 = 1;
-
-/// Stack slots of the final block's translation-state writes: a
-/// `weir_lb_ct` / `weir_lb_rev` key (40) and value (40).
+/// Stack slots of the final block's state writes: a `weir_lb_ct` key
+/// (40) and value (40), and before them the `weir_ct` value (32) at
+/// `VALUE`.
 const TUPLE: i16 = -200;
 const VALUE: i16 = -240;
+
+/// Stack slot (in the service stage's area, free in the prologue) of a
+/// reply's frontend (address 16, port 2), copied out of its conntrack
+/// entry for the reverse NAT.
+const REV_FRONTEND: i16 = crate::ebpf::service::emit::st::RV;
 
 /// Which walk a node block belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -287,32 +292,6 @@ impl Em<'_> {
     }
 }
 
-/// Most ranges of frontend (protocol, port) keys the prologue tests inline
-/// before looking for a recorded translation; more frontends' ports than
-/// this and every TCP / UDP packet looks.
-pub const MAX_FRONTEND_PORT_RANGES: usize = 256;
-
-/// `proto << 16 | port` of every TCP / UDP frontend, either family (the
-/// ones the TC path translates), as sorted ranges of consecutive keys.
-fn frontend_ports(g: &Graph) -> Vec<(u32, u32)> {
-    let keys: std::collections::BTreeSet<u32> = g
-        .services
-        .frontends
-        .iter()
-        .map(|f| &f.frontend)
-        .filter(|f| matches!(proto_number(f.proto), 6 | 17))
-        .map(|f| u32::from(proto_number(f.proto)) << 16 | u32::from(f.port))
-        .collect();
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for k in keys {
-        match out.last_mut() {
-            Some(last) if last.1 + 1 == k => last.1 = k,
-            _ => out.push((k, k)),
-        }
-    }
-    out
-}
-
 fn be16(r: Reg) -> Op {
     Op::Endian {
         order: ByteOrder::Be,
@@ -453,6 +432,13 @@ service a {
                 (tcp(9000), tcp(9000)),
                 (17 << 16 | 53, 17 << 16 | 53)
             ]
+        );
+        // The address gate: consecutive IPv4 frontends merged (not the
+        // SCTP one), and there is an IPv6 one.
+        let a = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        assert_eq!(
+            gate::frontend_addrs(&g),
+            (vec![(a("10.96.0.1"), a("10.96.0.3"))], true)
         );
     }
 }

@@ -28,22 +28,8 @@ impl Gen<'_> {
             // is classified and looked up in conntrack as client → backend.
             c(em, "service: established translated flow → its backend");
             let env = self.lb_env(em, em.drop);
-            let not_frontend = em.label("lb_not_frontend_port");
-            if ports.len() <= MAX_FRONTEND_PORT_RANGES {
-                // Only this generation translates (`weir_lb_ct` is not
-                // shared across generations), and only to its frontends'
-                // protocols and ports: a packet to any other port has no
-                // recorded translation, and skips a hash of a 40-byte key.
-                let maybe = em.label("lb_frontend_port");
-                em.push(Op::load(Size::U8, R1, R6, env.ctx.proto));
-                em.push(Op::alu64(AluOp::Lsh, R1, 16));
-                em.push(Op::load(Size::U16, R2, R6, ctx::DPORT));
-                em.push(Op::alu64(AluOp::Or, R1, R2));
-                let iv: Vec<(u32, u32, Label)> =
-                    ports.iter().map(|&(lo, hi)| (lo, hi, maybe)).collect();
-                em.search(R1, &iv, not_frontend);
-                em.bind(maybe);
-            }
+            let not_frontend = em.label("lb_not_frontend");
+            self.frontend_gate(em, env.ctx.proto, not_frontend);
             emit_established_dnat(em.a, &env, None);
             em.bind(not_frontend);
         }
@@ -71,15 +57,14 @@ impl Gen<'_> {
         let ok = em.label("established_ok");
         if self.has_services {
             // A packet of a translated flow (the entry's flag bit) that
-            // was not DNATed above is a reply (backend → client): reverse
-            // NAT gives it the frontend back as its source. Forward
-            // packets were DNATed (ctx.SERVICE set) and other flows' need
-            // nothing.
+            // was not DNATed above may be a reply (backend → client):
+            // below. Forward packets were DNATed (ctx.SERVICE set) and
+            // other flows' need nothing.
             em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
             em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
             em.jmp(JmpCond::Ne, R1, 0, established);
-            em.push(Op::load(Size::U64, R1, R0, 0));
-            em.jmp(JmpCond::Set, R1, CT_TRANSLATED, reply);
+            em.push(Op::load(Size::U64, R1, R0, layout::ct::TIME));
+            em.jmp(JmpCond::Set, R1, layout::ct::TRANSLATED, reply);
         }
         em.bind(established);
         em.a.set_origin(Origin(0), Some("conntrack: established connection"));
@@ -88,11 +73,27 @@ impl Gen<'_> {
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
         if self.has_services {
+            // A reply is a packet from the flow's other end than its
+            // client (the entry's `CLIENT_FIRST` bit against the packet's
+            // place in the canonical key; a packet from the client itself,
+            // sent straight to the backend, is not one): the frontend the
+            // entry carries becomes its source.
             em.bind(reply);
             em.a.set_origin(Origin(0), Some("service: reverse NAT of replies"));
+            em.push(Op::alu64(AluOp::And, R1, layout::ct::CLIENT_FIRST));
+            self.src_first(em, R2);
+            em.push(Op::jmp(JmpCond::Eq, R1, R2, established));
+            for (to, from, size) in [
+                (0i16, layout::ct::FE_ADDR, Size::U64),
+                (8, layout::ct::FE_ADDR + 8, Size::U64),
+                (16, layout::ct::FE_PORT, Size::U16),
+            ] {
+                em.push(Op::load(size, R1, R0, from));
+                em.push(Op::store(size, R10, REV_FRONTEND + to, R1));
+            }
             em.count_imm(0);
             let env = self.lb_env(em, ok);
-            emit_reverse_nat(em.a, &env, ok);
+            emit_reverse_nat_from(em.a, &env, REV_FRONTEND, REV_FRONTEND + 16);
             em.push(Op::Ja { target: ok });
         }
         em.bind(new);
@@ -158,6 +159,24 @@ impl Gen<'_> {
             em.push(Op::load(Size::U64, R1, R6, k + off));
             em.push(Op::store(Size::U64, R10, out + off, R1));
         }
+        em.bind(done);
+    }
+
+    /// `out` = [`layout::ct::CLIENT_FIRST`] when the packet's source end
+    /// (`ctx::CT_KEY`) is the first end of its canonical key at
+    /// `fp + CT_KEY_COPY` ([`Self::canonical_ct_key`]), else 0. Uses r3,
+    /// r4; `out` is neither.
+    pub(super) fn src_first(&self, em: &mut Em, out: Reg) {
+        use layout::ct;
+        let k = ctx::CT_KEY;
+        let done = em.label("src_first_done");
+        em.push(Op::mov64(out, 0));
+        for (off, size) in [(0i16, Size::U64), (8, Size::U64), (ct::SPORT, Size::U16)] {
+            em.push(Op::load(size, R3, R6, k + ct::SRC + off));
+            em.push(Op::load(size, R4, R10, CT_KEY_COPY + ct::SRC + off));
+            em.push(Op::jmp(JmpCond::Ne, R3, R4, done));
+        }
+        em.push(Op::mov64(out, ct::CLIENT_FIRST));
         em.bind(done);
     }
 

@@ -63,31 +63,7 @@ impl Gen<'_> {
         em.bind(allow);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
-        // Conntrack insert (key built by the prologue): the time, its
-        // low bit flagging a translated flow (its replies need reverse
-        // NAT).
-        em.push(Op::Call {
-            helper: helper::KTIME_GET_NS,
-        });
-        em.push(Op::alu64(AluOp::And, R0, !CT_TRANSLATED));
-        if self.has_services {
-            let plain = em.label("not_translated");
-            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
-            em.jmp(JmpCond::Eq, R1, 0, plain);
-            em.push(Op::alu64(AluOp::Or, R0, CT_TRANSLATED));
-            em.bind(plain);
-        }
-        em.push(Op::store(Size::U64, R10, -16, R0));
-        self.canonical_ct_key(em, CT_KEY_COPY);
-        em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, -16));
-        em.push(Op::mov64(R4, 0));
-        em.push(Op::ld_map_fd(R1, map::CT));
-        em.push(Op::Call {
-            helper: helper::MAP_UPDATE_ELEM,
-        });
+        self.conntrack_insert(em);
         if self.has_services {
             self.record_translation(em);
         }
@@ -107,6 +83,60 @@ impl Gen<'_> {
         }
         em.push(Op::mov64(R0, layout::TC_ACT_SHOT));
         em.push(Op::Exit);
+    }
+
+    /// Conntrack insert (key built by the prologue, in canonical order):
+    /// the time, its low bits flagging a translated flow (its replies
+    /// need reverse NAT) and whether its client is the key's first end;
+    /// for a translated flow the frontend and service, which a reply's
+    /// reverse NAT reads from this entry (see [`layout::ct`]).
+    pub(super) fn conntrack_insert(&self, em: &mut Em) {
+        use layout::ct;
+        self.canonical_ct_key(em, CT_KEY_COPY);
+        em.push(Op::Call {
+            helper: helper::KTIME_GET_NS,
+        });
+        em.push(Op::alu64(
+            AluOp::And,
+            R0,
+            !(ct::TRANSLATED | ct::CLIENT_FIRST),
+        ));
+        let plain = em.label("not_translated");
+        let written = em.label("ct_value_written");
+        if self.has_services {
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            em.jmp(JmpCond::Eq, R1, 0, plain);
+            em.push(Op::alu64(AluOp::Or, R0, ct::TRANSLATED));
+            self.src_first(em, R2);
+            em.push(Op::alu64(AluOp::Or, R0, R2));
+            em.push(Op::store(Size::U64, R10, VALUE + ct::TIME, R0));
+            for (to, from, size) in [
+                (ct::FE_ADDR, ctx::ORIG_DST, Size::U64),
+                (ct::FE_ADDR + 8, ctx::ORIG_DST + 8, Size::U64),
+                (ct::FE_PORT, ctx::ORIG_DPORT, Size::U16),
+                (ct::SERVICE, ctx::SERVICE, Size::U32),
+            ] {
+                em.push(Op::load(size, R1, R6, from));
+                em.push(Op::store(size, R10, VALUE + to, R1));
+            }
+            em.push(Op::store(Size::U16, R10, VALUE + ct::FE_PORT + 2, 0));
+            em.push(Op::Ja { target: written });
+        }
+        em.bind(plain);
+        em.push(Op::store(Size::U64, R10, VALUE + ct::TIME, R0));
+        for off in [ct::FE_ADDR, ct::FE_ADDR + 8, ct::FE_PORT] {
+            em.push(Op::store(Size::U64, R10, VALUE + off, 0));
+        }
+        em.bind(written);
+        em.push(Op::mov64(R2, R10));
+        em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
+        em.push(Op::mov64(R3, R10));
+        em.push(Op::alu64(AluOp::Add, R3, i32::from(VALUE)));
+        em.push(Op::mov64(R4, 0));
+        em.push(Op::ld_map_fd(R1, map::CT));
+        em.push(Op::Call {
+            helper: helper::MAP_UPDATE_ELEM,
+        });
     }
 
     /// The `weir_lb_ct` key of a translated packet (client → frontend)
@@ -134,23 +164,6 @@ impl Gen<'_> {
         }
     }
 
-    /// Turns the tuple at `fp + TUPLE` (from [`Self::flow_tuple`]) into
-    /// the reply's `weir_lb_rev` key: backend → client.
-    pub(super) fn reply_tuple(&self, em: &mut Em) {
-        let t = |f: i16| TUPLE + f;
-        for (dst, src, size) in [
-            (t(lb::tuple::SRC), ctx::DST, Size::U64),
-            (t(lb::tuple::SRC + 8), ctx::DST + 8, Size::U64),
-            (t(lb::tuple::DST), ctx::SRC, Size::U64),
-            (t(lb::tuple::DST + 8), ctx::SRC + 8, Size::U64),
-            (t(lb::tuple::SPORT), ctx::DPORT, Size::U16),
-            (t(lb::tuple::DPORT), ctx::SPORT, Size::U16),
-        ] {
-            em.push(Op::load(size, R1, R6, src));
-            em.push(Op::store(size, R10, dst, R1));
-        }
-    }
-
     /// `helper(map, fp + TUPLE[, fp + VALUE, 0])`.
     pub(super) fn tuple_call(&self, em: &mut Em, m: &str, update: bool) {
         em.push(Op::mov64(R2, R10));
@@ -172,8 +185,9 @@ impl Gen<'_> {
 
     /// An allowed packet of a new translation: the service stage left the
     /// `weir_lb_ct` value in the context; write it (client → frontend
-    /// flow, with the time) and the reply's `weir_lb_rev` entry (backend
-    /// → client → the frontend to answer from).
+    /// flow, with the time). The reply's reverse translation is in the
+    /// conntrack entry [`Self::conntrack_insert`] wrote (no second
+    /// table: one insert fewer per new service flow).
     pub(super) fn record_translation(&self, em: &mut Em) {
         let done = em.label("no_new_translation");
         em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
@@ -188,29 +202,16 @@ impl Gen<'_> {
         });
         em.push(Op::store(Size::U64, R10, VALUE + lb::ct::TS, R0));
         self.tuple_call(em, lb::map::CT, true);
-        self.reply_tuple(em);
-        let v = |f: i16| VALUE + f;
-        for i in 0..2i16 {
-            em.push(Op::load(Size::U64, R1, R6, ctx::ORIG_DST + 8 * i));
-            em.push(Op::store(Size::U64, R10, v(lb::rev::ADDR) + 8 * i, R1));
-        }
-        em.push(Op::load(Size::U16, R1, R6, ctx::ORIG_DPORT));
-        em.push(Op::store(Size::U16, R10, v(lb::rev::PORT), R1));
-        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        em.push(Op::store(Size::U16, R10, v(lb::rev::FAMILY), R1));
-        em.push(Op::load(Size::U32, R1, R6, ctx::LB_CTV + lb::ct::SERVICE));
-        em.push(Op::store(Size::U32, R10, v(lb::rev::SERVICE), R1));
-        self.tuple_call(em, lb::map::REV, true);
         em.bind(done);
     }
 
     /// A denied translated packet leaves no translation state behind: a
     /// new translation never wrote any ([`Self::record_translation`]);
     /// a flow translated earlier (its `weir_lb_ct` entry found by the
-    /// prologue or the service stage) has that entry and its
-    /// `weir_lb_rev` reply entry deleted, so a later packet of the flow is
-    /// load-balanced and judged afresh and a spoofed reply is not
-    /// un-translated.
+    /// prologue) has that entry deleted, so a later packet of the flow is
+    /// load-balanced and judged afresh. (Its replies are un-translated
+    /// only through an allowed flow's conntrack entry: a denied flow has
+    /// none.)
     pub(super) fn forget_translation(&self, em: &mut Em) {
         let done = em.label("no_translation");
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
@@ -219,8 +220,6 @@ impl Gen<'_> {
         em.jmp(JmpCond::Eq, R1, layout::LB_PENDING, done);
         self.flow_tuple(em);
         self.tuple_call(em, lb::map::CT, false);
-        self.reply_tuple(em);
-        self.tuple_call(em, lb::map::REV, false);
         em.bind(done);
     }
 }
