@@ -185,6 +185,12 @@ pub fn explain(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locate) ->
             let _ = writeln!(out, "audit    same — no audit policy changes this verdict");
         }
     }
+    let evs = super::events::events(interp.model, o);
+    let _ = writeln!(
+        out,
+        "events   {}",
+        super::events::describe(interp.model, &evs)
+    );
     out
 }
 

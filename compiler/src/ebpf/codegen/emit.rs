@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::events::IdAt;
 use super::layout::{
     self, ctx, map, skb, DECIDED_SHIFT, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE, LOGGED_SHIFT,
     LOG_SLOTS,
 };
 use super::reject::send_back;
 use super::Mode;
+use crate::contract::event::EventVerdict;
 use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
     emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
@@ -36,6 +38,10 @@ const CT_TRANSLATED: i32 = 1;
 /// `weir_lb_ct` / `weir_lb_rev` key (40) and value (40).
 const TUPLE: i16 = -200;
 const VALUE: i16 = -240;
+
+/// Where the service stage leaves a rejected frontend's `no backends`
+/// provenance id (its frontend value copy).
+const NO_BACKENDS_ID: i16 = crate::ebpf::service::emit::st::FEV + lb::fe::NO_BACKENDS;
 
 /// Which walk a node block belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -114,6 +120,8 @@ pub struct Gen<'a> {
     /// The audit graph and its node numbers, when the program has audit
     /// policies (`audit.rs`).
     pub audit: Option<super::audit::AuditPlan<'a>>,
+    /// Verdict events (`events.rs`); `None`: none emitted.
+    pub events: Option<super::events::EventOptions>,
 }
 
 impl std::hash::Hash for Block {
@@ -753,6 +761,7 @@ impl Gen<'_> {
                 em.count_imm(id);
             }
         }
+        self.leaf_events(em, v);
         em.a.set_origin(Origin(v.decided), Some(&text));
         let mut f = FLAG_EVALUATED;
         if v.allow {
@@ -837,6 +846,7 @@ impl Gen<'_> {
         em.jmp(JmpCond::Ne, R1, 0, miss);
         em.push(Op::load(Size::U32, R3, R0, lb::fe::NO_BACKENDS));
         em.count_reg(R3);
+        self.event(em, EventVerdict::Reject, IdAt::Stack(-4), false);
         let drop = em.drop;
         em.push(Op::Ja { target: drop });
 
@@ -860,6 +870,7 @@ impl Gen<'_> {
             ),
         );
         em.bind(rejected);
+        self.event(em, EventVerdict::Reject, IdAt::Stack(NO_BACKENDS_ID), false);
         self.reject(em);
 
         em.a.set_origin(
@@ -1062,6 +1073,7 @@ impl Gen<'_> {
         em.bind(allow);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
+        self.final_events(em, true);
         // Conntrack insert (key built by the prologue): the time, its
         // low bit flagging a translated flow (its replies need reverse
         // NAT).
@@ -1101,6 +1113,7 @@ impl Gen<'_> {
         em.bind(deny);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
+        self.final_events(em, false);
         if self.has_services {
             self.forget_translation(em);
         }

@@ -128,6 +128,7 @@
 pub mod audit;
 mod dispatch;
 pub mod emit;
+pub mod events;
 pub mod parse;
 mod reject;
 mod reject6;
@@ -238,6 +239,9 @@ pub struct Options {
     /// faithful). For tests that exercise the rest of such a program and
     /// leave those frontends' packets out. Off by default.
     pub untranslated_frontends: bool,
+    /// Verdict events into the `weir_events` ring buffer (`events.rs`;
+    /// `weir compile --events off`: `None`). On by default.
+    pub events: Option<events::EventOptions>,
 }
 
 impl Default for Options {
@@ -249,6 +253,7 @@ impl Default for Options {
             tables: Default::default(),
             spare_endpoints: 4_096,
             untranslated_frontends: false,
+            events: Some(events::EventOptions::default()),
         }
     }
 }
@@ -382,6 +387,8 @@ struct SectionView<'a> {
     capacity: BTreeMap<String, serde_json::Value>,
     counters: u32,
     entry: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<events::EventOptions>,
     fill: &'a Fill,
     #[serde(skip_serializing_if = "Option::is_none")]
     lb: Option<&'a LbState>,
@@ -433,6 +440,7 @@ impl EbpfOutput {
             capacity,
             counters: m.counters,
             entry: &m.entry,
+            events: m.events,
             fill: &m.fill,
             lb: m.lb.as_ref(),
             maps: &m.maps,
@@ -481,6 +489,7 @@ fn type_name(t: MapType) -> &'static str {
         MapType::PercpuArray => "percpu_array",
         MapType::LruHash => "lru_hash",
         MapType::LpmTrie => "lpm_trie",
+        MapType::RingBuf => "ringbuf",
         _ => "other",
     }
 }
@@ -591,6 +600,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         log_slots,
         tries: (nfill(layout::map::CLS4) > 0, nfill(layout::map::CLS6) > 0),
         audit: audit_g.as_ref().map(audit::AuditPlan::new),
+        events: opts.events,
     };
 
     // Fill data.
@@ -643,6 +653,9 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             audit_counters,
         ));
     }
+    if let Some(ev) = &opts.events {
+        maps.extend(ev.maps());
+    }
     let mut filled = class_fill;
     if gen.has_rows {
         maps.push(MapDef::new(
@@ -682,6 +695,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     let mut out = object(g, opts, staged, maps, &filled, fill, calls, lb);
     out.manifest.audit_counters = audit_counters;
+    out.manifest.events = opts.events;
     Ok(out)
 }
 
@@ -809,6 +823,7 @@ fn object(
         fill,
         counters: g.provenance.len() as u32,
         audit_counters: 0,
+        events: None,
         max_tail_calls: calls,
         lb,
         state_tables: opts.tables,

@@ -259,6 +259,12 @@ impl Gen<'_> {
             em.a.set_origin(Origin(id), Some(&by.describe(self.model)));
             em.bind(l);
             em.count_imm(id);
+            self.event(
+                em,
+                crate::contract::event::EventVerdict::Deny,
+                super::events::IdAt::Imm(id),
+                false,
+            );
             em.push(Op::mov64(R0, TC_ACT_SHOT));
             em.push(Op::Exit);
         }
