@@ -263,9 +263,16 @@ impl Gen<'_> {
     }
 
     /// Every byte of the record at r0, from the context (r6) and the
-    /// stack slots; clobbers r1, r2.
+    /// stack slots; clobbers r1. The context's addresses and ports
+    /// (`ctx::SRC` … `ctx::DPORT`, 36 bytes) have the record's layout
+    /// (`EventRecord::SRC` … `DPORT`): one copy.
     fn fill_record(&self, em: &mut Em, audit: bool) {
         use EventRecord as R;
+        const _: () = assert!(
+            ctx::DST - ctx::SRC == (R::DST - R::SRC) as i16
+                && ctx::SPORT - ctx::SRC == (R::SPORT - R::SRC) as i16
+                && ctx::DPORT - ctx::SRC == (R::DPORT - R::SRC) as i16
+        );
         let translated = em.label("ev_translated");
         let filled = em.label("ev_filled");
         em.push(Op::load(Size::U64, R1, R10, slot::NOW));
@@ -278,9 +285,12 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R0, R::FAMILY as i16, R1));
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.push(Op::store(Size::U8, R0, R::PROTO as i16, R1));
-        copy16(em, ctx::SRC, R::SRC as i16);
-        em.push(Op::load(Size::U16, R1, R6, ctx::SPORT));
-        em.push(Op::store(Size::U16, R0, R::SPORT as i16, R1));
+        for k in 0..4i16 {
+            em.push(Op::load(Size::U64, R1, R6, ctx::SRC + 8 * k));
+            em.push(Op::store(Size::U64, R0, R::SRC as i16 + 8 * k, R1));
+        }
+        em.push(Op::load(Size::U32, R1, R6, ctx::SPORT));
+        em.push(Op::store(Size::U32, R0, R::SPORT as i16, R1));
         em.push(Op::store(Size::U16, R0, R::BACKEND_PORT as i16 + 2, 0));
         let flags = if audit { R::FLAG_AUDIT } else { 0 };
         if self.has_services {
@@ -288,9 +298,6 @@ impl Gen<'_> {
             em.jmp(JmpCond::Ne, R1, 0, translated);
         }
         em.push(Op::store(Size::U8, R0, R::FLAGS as i16, i32::from(flags)));
-        copy16(em, ctx::DST, R::DST as i16);
-        em.push(Op::load(Size::U16, R1, R6, ctx::DPORT));
-        em.push(Op::store(Size::U16, R0, R::DPORT as i16, R1));
         for k in 0..4i16 {
             em.push(Op::store(Size::U32, R0, R::BACKEND as i16 + 4 * k, 0));
         }
@@ -305,12 +312,18 @@ impl Gen<'_> {
                 R::FLAGS as i16,
                 i32::from(flags | R::FLAG_TRANSLATED),
             ));
-            copy16(em, ctx::ORIG_DST, R::DST as i16);
-            em.push(Op::load(Size::U16, R1, R6, ctx::ORIG_DPORT));
-            em.push(Op::store(Size::U16, R0, R::DPORT as i16, R1));
-            copy16(em, ctx::DST, R::BACKEND as i16);
+            for k in 0..4i16 {
+                em.push(Op::load(Size::U32, R1, R6, ctx::DST + 4 * k));
+                em.push(Op::store(Size::U32, R0, R::BACKEND as i16 + 4 * k, R1));
+            }
             em.push(Op::load(Size::U16, R1, R6, ctx::DPORT));
             em.push(Op::store(Size::U16, R0, R::BACKEND_PORT as i16, R1));
+            for k in 0..2i16 {
+                em.push(Op::load(Size::U64, R1, R6, ctx::ORIG_DST + 8 * k));
+                em.push(Op::store(Size::U64, R0, R::DST as i16 + 8 * k, R1));
+            }
+            em.push(Op::load(Size::U16, R1, R6, ctx::ORIG_DPORT));
+            em.push(Op::store(Size::U16, R0, R::DPORT as i16, R1));
         }
         em.bind(filled);
     }
@@ -402,6 +415,7 @@ impl Gen<'_> {
         let id_eg = em.label("ev_audit_by_eg");
         let allowed = em.label("ev_audit_allow");
         let denied = em.label("ev_audit_deny");
+        let emit = em.label("ev_audit_emit");
         for (r, word, e) in [
             (R4, ctx::AUDIT_EG_WORD, Entry::AuditEgress),
             (R5, ctx::AUDIT_IN_WORD, Entry::AuditIngress),
@@ -430,24 +444,24 @@ impl Gen<'_> {
         em.push(Op::mov64(R3, R5));
         em.bind(allowed);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
-        // Would allow: differs from an enforced allow only by its id;
-        // reported only when its rule has `log`.
-        if allow && !logs.is_empty() {
-            em.push(Op::load(Size::U32, R1, R10, -4));
-            em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
-        }
-        if !logs.is_empty() {
+        // Would allow: reported only when its rule has `log` (and, as
+        // the enforced verdict is an allow too, its id differs).
+        if logs.is_empty() {
+            em.push(Op::Ja { target: done });
+        } else {
+            if allow {
+                em.push(Op::load(Size::U32, R1, R10, -4));
+                em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
+            }
             self.unless_logged(em, R3, logs, done);
-            em.push(Op::store(Size::U32, R10, slot::ID, R3));
             em.push(Op::store(
                 Size::U8,
                 R10,
                 slot::VERDICT,
                 i32::from(EventVerdict::Allow.code()),
             ));
-            self.emit_record(em, true);
+            em.push(Op::Ja { target: emit });
         }
-        em.push(Op::Ja { target: done });
         em.bind(deny_eg);
         em.push(Op::mov64(R3, R4));
         em.push(Op::Ja { target: denied });
@@ -459,13 +473,15 @@ impl Gen<'_> {
             em.push(Op::load(Size::U32, R1, R10, -4));
             em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
         }
-        em.push(Op::store(Size::U32, R10, slot::ID, R3));
         em.push(Op::store(
             Size::U8,
             R10,
             slot::VERDICT,
             i32::from(EventVerdict::Deny.code()),
         ));
+        // One emission for both.
+        em.bind(emit);
+        em.push(Op::store(Size::U32, R10, slot::ID, R3));
         self.emit_record(em, true);
         em.bind(done);
     }
@@ -503,13 +519,5 @@ impl Gen<'_> {
             .provenance
             .get(id)
             .map_or_else(|| format!("provenance {id}"), |p| p.describe(self.model))
-    }
-}
-
-/// Copies 16 address bytes from the context (r6) to the record (r0).
-fn copy16(em: &mut Em, from: i16, to: i16) {
-    for k in 0..4i16 {
-        em.push(Op::load(Size::U32, R1, R6, from + 4 * k));
-        em.push(Op::store(Size::U32, R0, to + 4 * k, R1));
     }
 }
