@@ -111,8 +111,8 @@ pub struct Args {
     /// `log`, `log` rules, audit "would" verdicts.
     #[arg(long, value_enum, default_value_t = EventsArg::On)]
     pub events: EventsArg,
-    /// Bytes of the events ring buffer `weir_events` (a power of two, at
-    /// least 4096). Default 262144.
+    /// Bytes of the events ring buffer `weir_events` (a power of two,
+    /// 4096 to 268435456). Default 262144.
     #[arg(long, value_name = "BYTES", value_parser = ring_bytes)]
     pub events_ring_bytes: Option<u32>,
     /// Events each CPU may send per second (token bucket rate); further
@@ -139,11 +139,11 @@ pub enum EventsArg {
 
 fn ring_bytes(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
-    if n.is_power_of_two() && n >= 4096 {
-        Ok(n)
-    } else {
-        Err("a power of two of at least 4096".into())
-    }
+    let o = weir_compiler::ebpf::codegen::events::EventOptions {
+        ring_bytes: n,
+        ..Default::default()
+    };
+    o.check().map(|()| n)
 }
 
 pub fn targets(t: TargetArg) -> Vec<Target> {

@@ -272,8 +272,11 @@ fn ebpf_bench_events_on_off() {
     use weir_compiler::ebpf::codegen::events::{EventOptions, STATE_MAP};
     let m = model(1_000);
     let g = graph::build(&m);
+    if !have_root("ebpf_bench_events_on_off") {
+        return;
+    }
     let dst = v4(10, 2, 0, 1);
-    let frame = syn(dst, 60000);
+    let frame = frame(&Packet::new(Proto::Tcp, v4(10, 1, 0, 10), 40000, dst, 60000));
     let variants = [
         ("events off", None, REPEAT),
         (

@@ -63,6 +63,8 @@ pub const RINGBUF_SUBMIT: u32 = 132;
 
 /// Default ring size: 256 KiB (3,640 records).
 pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+/// Largest ring: 256 MiB.
+pub const MAX_RING_BYTES: u32 = 256 << 20;
 /// Default rate: events per second per CPU.
 pub const DEFAULT_RATE: u32 = 10_000;
 /// Default burst: events a CPU may send at once after a quiet period.
@@ -123,9 +125,12 @@ impl EventOptions {
 
     /// Why these options cannot be compiled, if they cannot.
     pub fn check(&self) -> Result<(), String> {
-        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < 4096 {
+        if !self.ring_bytes.is_power_of_two()
+            || self.ring_bytes < 4096
+            || self.ring_bytes > MAX_RING_BYTES
+        {
             return Err(format!(
-                "the events ring buffer must be a power of two of at least 4096 bytes, not {}",
+                "the events ring buffer must be a power of two from 4096 to {MAX_RING_BYTES} bytes, not {}",
                 self.ring_bytes
             ));
         }

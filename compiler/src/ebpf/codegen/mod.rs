@@ -654,6 +654,8 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         ));
     }
     if let Some(ev) = &opts.events {
+        // The CLI refuses bad sizes (`EventOptions::check`).
+        debug_assert!(ev.check().is_ok(), "{:?}", ev.check());
         maps.extend(ev.maps());
     }
     let mut filled = class_fill;
@@ -680,7 +682,9 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
         filled.insert(layout::map::JMP, nstages as u64 - 1);
     }
-    for m in &maps {
+    // (A ring buffer's `max_entries` is bytes, bounded by
+    // `events::MAX_RING_BYTES`.)
+    for m in maps.iter().filter(|m| m.map_type != MapType::RingBuf) {
         if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
             limits.push(Limit::MapTooLarge {
                 map: m.name.clone(),
