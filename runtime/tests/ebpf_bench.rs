@@ -276,7 +276,13 @@ fn ebpf_bench_events_on_off() {
         return;
     }
     let dst = v4(10, 2, 0, 1);
-    let frame = frame(&Packet::new(Proto::Tcp, v4(10, 1, 0, 10), 40000, dst, 60000));
+    let frame = frame(&Packet::new(
+        Proto::Tcp,
+        v4(10, 1, 0, 10),
+        40000,
+        dst,
+        60000,
+    ));
     let variants = [
         ("events off", None, REPEAT),
         (
