@@ -80,6 +80,10 @@ impl Drop for Mapping {
     }
 }
 
+fn err(what: &str, e: aya::maps::MapError) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
+}
+
 /// A consumer of one `BPF_MAP_TYPE_RINGBUF` map.
 pub struct RingBufReader {
     map: MapData,
@@ -99,17 +103,25 @@ impl RingBufReader {
     /// Opens the ring buffer pinned at `ring` and, if given, the per-CPU
     /// state map (drop counters) pinned at `state`.
     pub fn open(ring: &Path, state: Option<&Path>) -> std::io::Result<RingBufReader> {
-        let err =
-            |what: &str, e: aya::maps::MapError| std::io::Error::other(format!("{what}: {e}"));
         let map = MapData::from_pin(ring).map_err(|e| err("opening the ring buffer", e))?;
+        let state = match state {
+            Some(p) => Some(MapData::from_pin(p).map_err(|e| err("opening the event state", e))?),
+            None => None,
+        };
+        RingBufReader::from_maps(map, state)
+    }
+
+    /// A reader of the ring buffer `map` (and the per-CPU state map
+    /// `state`, for [`EventSource::dropped`]), e.g. of a generation just
+    /// loaded.
+    pub fn from_maps(map: MapData, state: Option<MapData>) -> std::io::Result<RingBufReader> {
         let info = map.info().map_err(|e| err("ring buffer info", e))?;
         let size = info.max_entries() as usize;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         if !size.is_power_of_two() || size < page {
             return Err(std::io::Error::other(format!(
-                "{} is not a ring buffer ({size} bytes)",
-                ring.display()
+                "not a ring buffer ({size} bytes)"
             )));
         }
         let fd = map.fd().as_fd().as_raw_fd();
@@ -131,8 +143,7 @@ impl RingBufReader {
             return Err(std::io::Error::last_os_error());
         }
         let state = match state {
-            Some(p) => {
-                let m = MapData::from_pin(p).map_err(|e| err("opening the event state", e))?;
+            Some(m) => {
                 let m = aya::maps::Map::PerCpuArray(m);
                 Some(PerCpuArray::try_from(m).map_err(|e| err("the event state", e))?)
             }
