@@ -119,19 +119,23 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
     };
     ok(run("apply", &[s(&bundle)]));
 
-    // The kernel's view of the map: a ring buffer of the compiled size.
-    let maps = topo
-        .node
-        .exec("bpftool", &["-j", "map", "show"])
-        .expect("bpftool");
-    let maps: Value = serde_json::from_slice(&maps.stdout).expect("bpftool -j");
-    let ring = maps
-        .as_array()
+    // The kernel's view of the pinned map: a ring buffer of the
+    // compiled size.
+    let inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+    let generation = weir_runtime::ebpf::record::read_state(&inst)
         .unwrap()
-        .iter()
-        .filter(|m| m["name"] == "weir_events")
-        .last()
-        .unwrap_or_else(|| panic!("no weir_events map: {maps}"));
+        .generation;
+    let pin = inst
+        .pin_dir()
+        .join(format!("gen-{generation}"))
+        .join("weir_events");
+    let shown = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned", s(&pin)])
+        .output()
+        .expect("bpftool");
+    let ring: Value = serde_json::from_slice(&shown.stdout)
+        .unwrap_or_else(|e| panic!("bpftool map show pinned {}: {e}: {shown:?}", pin.display()));
+    assert_eq!(ring["name"], "weir_events", "{ring}");
     assert_eq!(ring["type"], "ringbuf", "{ring}");
     assert_eq!(ring["max_entries"], 256 * 1024, "{ring}");
 
@@ -250,7 +254,6 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
     // The reader directly: a denied datagram is readable within one
     // second, its kernel time inside the window of its sending, its
     // 5-tuple the one sent.
-    let inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
     let mut reader = weir_runtime::events::ringbuf::open_applied(&inst)
         .expect("open the ring buffer")
         .expect("compiled with events");

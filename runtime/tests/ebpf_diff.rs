@@ -425,7 +425,17 @@ fn check_events(
     backend: Option<(IpAddr, u16)>,
     t: &mut Tally,
 ) {
-    type Key = (u8, bool, u32, u8, IpAddr, u16, IpAddr, u16, Option<(IpAddr, u16)>);
+    type Key = (
+        u8,
+        bool,
+        u32,
+        u8,
+        IpAddr,
+        u16,
+        IpAddr,
+        u16,
+        Option<(IpAddr, u16)>,
+    );
     let ports = matches!(p.proto, Proto::Tcp | Proto::Udp | Proto::Sctp);
     let (sport, dport) = if ports { (p.sport, p.dport) } else { (0, 0) };
     let proto = weir_compiler::flowhash::proto_number(p.proto);
@@ -433,7 +443,17 @@ fn check_events(
         .iter()
         .map(|e| {
             let id = g.provenance.id(&e.by);
-            (e.verdict.code(), e.audit, id, proto, p.src, sport, p.dst, dport, backend)
+            (
+                e.verdict.code(),
+                e.audit,
+                id,
+                proto,
+                p.src,
+                sport,
+                p.dst,
+                dport,
+                backend,
+            )
         })
         .collect();
     let mut got: Vec<Key> = drain_events(gen)
@@ -456,8 +476,9 @@ fn check_events(
     got.sort();
     t.events += got.len();
     if want != got {
-        t.disagreements
-            .push(format!("{tag}: {p:?}\n    want events {want:?}\n    got  events {got:?}"));
+        t.disagreements.push(format!(
+            "{tag}: {p:?}\n    want events {want:?}\n    got  events {got:?}"
+        ));
     }
 }
 
