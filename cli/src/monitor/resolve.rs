@@ -226,6 +226,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn human_line_names_rule_line_endpoints_and_backend() {
+        let l = EventLine {
+            time: rfc3339(0),
+            verdict: "deny",
+            audit: true,
+            proto: "tcp".into(),
+            src: "10.1.0.5".parse().unwrap(),
+            sport: 40000,
+            dst: "10.96.0.10".parse().unwrap(),
+            dport: 443,
+            src_endpoint: Some("web-1".into()),
+            dst_endpoint: None,
+            provenance: 7,
+            rule: "api-ingress/ingress#2".into(),
+            policy: Some("api-ingress".into()),
+            location: Some("t.weir:41:5".into()),
+            service: Some("web-vip".into()),
+            backend: Some("10.1.0.6:8443".into()),
+        };
+        assert_eq!(
+            l.human(),
+            "1970-01-01T00:00:00.000000Z WOULD DENY   tcp 10.1.0.5:40000 -> 10.96.0.10:443 \
+             (web-1 -> -) by api-ingress/ingress#2 at t.weir:41:5 via web-vip -> 10.1.0.6:8443"
+        );
+    }
+
+    #[test]
     fn rfc3339_of_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
         // 2026-12-06T10:04:29.5Z
