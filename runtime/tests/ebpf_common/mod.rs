@@ -196,14 +196,28 @@ pub fn drain_events(g: &Generation) -> Vec<weir_compiler::contract::event::Verdi
     else {
         return Vec::new();
     };
-    let fd = m.fd().as_fd().try_clone_to_owned().unwrap();
-    let data = aya::maps::MapData::from_fd(fd).unwrap();
-    let mut r = weir_runtime::events::ringbuf::RingBufReader::from_maps(data, None).unwrap();
-    let mut out = Vec::new();
-    while let Some(e) = r.next_event(std::time::Duration::ZERO).unwrap() {
-        out.push(e);
+    // One reader per ring (mapping it per packet would cost the
+    // differential tests seconds), kept while the same map is drained.
+    thread_local! {
+        static READER: std::cell::RefCell<Option<(u32, weir_runtime::events::ringbuf::RingBufReader)>> =
+            const { std::cell::RefCell::new(None) };
     }
-    out
+    let id = m.info().unwrap().id();
+    READER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(have, _)| *have != id) {
+            let fd = m.fd().as_fd().try_clone_to_owned().unwrap();
+            let data = aya::maps::MapData::from_fd(fd).unwrap();
+            let r = weir_runtime::events::ringbuf::RingBufReader::from_maps(data, None).unwrap();
+            *cell = Some((id, r));
+        }
+        let r = &mut cell.as_mut().unwrap().1;
+        let mut out = Vec::new();
+        while let Some(e) = r.next_event(std::time::Duration::ZERO).unwrap() {
+            out.push(e);
+        }
+        out
+    })
 }
 
 pub fn load_output(out: &EbpfOutput) -> Generation {
