@@ -106,11 +106,44 @@ pub struct Args {
     /// `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
+    /// Verdict events of the eBPF data path (`weir monitor`,
+    /// docs/monitor.md): every denied new flow, allows by rules with
+    /// `log`, `log` rules, audit "would" verdicts.
+    #[arg(long, value_enum, default_value_t = EventsArg::On)]
+    pub events: EventsArg,
+    /// Bytes of the events ring buffer `weir_events` (a power of two,
+    /// 4096 to 268435456). Default 262144.
+    #[arg(long, value_name = "BYTES", value_parser = ring_bytes)]
+    pub events_ring_bytes: Option<u32>,
+    /// Events each CPU may send per second (token bucket rate); further
+    /// ones are counted as dropped. Default 10000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
+    pub events_rate: Option<u32>,
+    /// Events each CPU may send at once after a quiet period (bucket
+    /// size). Default 1000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_burst: Option<u32>,
     /// Fail on warnings.
     #[arg(long)]
     pub deny_warnings: bool,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+}
+
+/// `--events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsArg {
+    On,
+    Off,
+}
+
+fn ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    let o = weir_compiler::ebpf::codegen::events::EventOptions {
+        ring_bytes: n,
+        ..Default::default()
+    };
+    o.check().map(|()| n)
 }
 
 pub fn targets(t: TargetArg) -> Vec<Target> {
@@ -138,6 +171,25 @@ fn validate(args: &Args) -> Result<(), i32> {
     if args.output.is_none() && args.emit.is_none() && !args.report {
         return Err(program::usage(
             "nothing to do: give -o DIR, --emit or --report",
+        ));
+    }
+    if args.target == TargetArg::Iptables
+        && (args.events == EventsArg::Off
+            || args.events_ring_bytes.is_some()
+            || args.events_rate.is_some()
+            || args.events_burst.is_some())
+    {
+        return Err(program::usage(
+            "--events and --events-* shape the ebpf back end's events, not --target iptables",
+        ));
+    }
+    if args.events == EventsArg::Off
+        && (args.events_ring_bytes.is_some()
+            || args.events_rate.is_some()
+            || args.events_burst.is_some())
+    {
+        return Err(program::usage(
+            "--events-ring-bytes, --events-rate and --events-burst size events; they make no sense with --events off",
         ));
     }
     if args.target == TargetArg::Iptables
@@ -201,7 +253,7 @@ pub fn run(args: Args) -> i32 {
     let needs_backends =
         args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
     let files = if needs_backends {
-        match bundle_files(&analyzed, &targets, state_tables(&args), args.color) {
+        match bundle_files(&analyzed, &targets, ebpf_options(&args), args.color) {
             Ok(f) => f,
             Err(code) => return code,
         }
@@ -272,6 +324,20 @@ fn print_written(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>, forma
 /// bytes). Every target must accept the program (`--target all` means all:
 /// a bundle never silently lacks a back end); refusals are printed and
 /// `Err` carries the exit code.
+/// The eBPF options the flags ask for (defaults for the rest).
+fn ebpf_options(args: &Args) -> backends::EbpfOptions {
+    use weir_compiler::ebpf::codegen::events::EventOptions;
+    let d = EventOptions::default();
+    backends::EbpfOptions {
+        tables: state_tables(args),
+        events: (args.events == EventsArg::On).then(|| EventOptions {
+            burst: args.events_burst.unwrap_or(d.burst),
+            rate: args.events_rate.unwrap_or(d.rate),
+            ring_bytes: args.events_ring_bytes.unwrap_or(d.ring_bytes),
+        }),
+    }
+}
+
 /// The per-flow tables' sizes the flags ask for (defaults for the rest).
 fn state_tables(args: &Args) -> StateTables {
     let d = StateTables::default();
@@ -284,7 +350,7 @@ fn state_tables(args: &Args) -> StateTables {
 pub fn bundle_files(
     analyzed: &Analyzed,
     targets: &[Target],
-    tables: StateTables,
+    tables: backends::EbpfOptions,
     color: Color,
 ) -> Result<BTreeMap<String, Vec<u8>>, i32> {
     let built = build(analyzed, targets, tables)?;
@@ -306,7 +372,11 @@ pub struct Built {
 /// Run the back ends for `targets`; assemble the bundle of those that
 /// accept the program (`weir test --snapshot` records the others'
 /// refusals). A back end missing from this build is an error.
-pub fn build(analyzed: &Analyzed, targets: &[Target], tables: StateTables) -> Result<Built, i32> {
+pub fn build(
+    analyzed: &Analyzed,
+    targets: &[Target],
+    tables: backends::EbpfOptions,
+) -> Result<Built, i32> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
         return Err(1);

@@ -24,6 +24,7 @@ mod junit;
 mod loader;
 mod lsp;
 mod metrics;
+mod monitor;
 mod packet_names;
 mod program;
 mod report;
@@ -68,6 +69,9 @@ enum Command {
     Status(apply::StatusArgs),
     /// Per-rule packet counters of the applied eBPF generation.
     Stats(ebpf_cmd::StatsArgs),
+    /// Live verdict events of the applied back end: time, verdict, 5-tuple,
+    /// endpoints, the deciding rule and its line (docs/monitor.md).
+    Monitor(monitor::Args),
     /// Apply a new endpoint inventory to the generation in force as
     /// map / ipset updates (no recompile).
     Endpoints(endpoints::Args),
@@ -121,6 +125,7 @@ fn main() {
         Command::Detach(args) => apply::run_detach(args),
         Command::Status(args) => apply::run_status(args),
         Command::Stats(args) => ebpf_cmd::run_stats(args),
+        Command::Monitor(args) => monitor::run(args),
         Command::Endpoints(args) => endpoints::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Completions(args) => shell::completions(args),

@@ -9,6 +9,34 @@ use crate::ebpf::state_tables::StateTables;
 use crate::graph::Graph;
 use crate::model::Model;
 
+/// The eBPF back end's compile options: the per-flow tables' sizes and
+/// verdict events (`weir compile --ct-entries/--lb-entries/--events…`;
+/// the iptables back end has none of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EbpfOptions {
+    pub tables: StateTables,
+    /// `None`: no events (`--events off`).
+    pub events: Option<crate::ebpf::codegen::events::EventOptions>,
+}
+
+impl Default for EbpfOptions {
+    fn default() -> Self {
+        EbpfOptions {
+            tables: StateTables::default(),
+            events: Some(Default::default()),
+        }
+    }
+}
+
+impl From<StateTables> for EbpfOptions {
+    fn from(tables: StateTables) -> Self {
+        EbpfOptions {
+            tables,
+            ..Default::default()
+        }
+    }
+}
+
 /// Every target, in bundle order.
 pub const ALL: [Target; 2] = [Target::Ebpf, Target::Iptables];
 
@@ -30,10 +58,10 @@ pub fn generate_sized(
     target: Target,
     model: &Model,
     graph: &Graph,
-    tables: StateTables,
+    opts: impl Into<EbpfOptions>,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     match target {
-        Target::Ebpf => ebpf(model, graph, tables),
+        Target::Ebpf => ebpf(model, graph, opts.into()),
         Target::Iptables => iptables(model, graph),
     }
     .map_err(group)
@@ -100,8 +128,9 @@ pub fn generate_all_sized(
     targets: &[Target],
     model: &Model,
     graph: &Graph,
-    tables: StateTables,
+    opts: impl Into<EbpfOptions>,
 ) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
+    let tables: EbpfOptions = opts.into();
     let Some((&first, rest)) = targets.split_first() else {
         return Vec::new();
     };
@@ -129,14 +158,11 @@ pub fn generate_all_sized(
     })
 }
 
-fn ebpf(
-    model: &Model,
-    graph: &Graph,
-    tables: StateTables,
-) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     use crate::ebpf::codegen;
     let opts = codegen::Options {
-        tables,
+        tables: o.tables,
+        events: o.events,
         ..codegen::Options::default()
     };
     codegen::generate(model, graph, &opts)

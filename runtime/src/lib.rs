@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod ebpf;
 pub mod endpoints;
 pub mod error;
+pub mod events;
 pub mod frames;
 pub mod iptables;
 pub mod kernel_test;

@@ -256,3 +256,89 @@ fn ebpf_bench_ns_per_packet() {
         eprintln!("  {name:<44} {ns:>7.1} ns  {note}");
     }
 }
+
+/// Verdict events' cost (docs/monitor.md): ns per denied new flow of the
+/// 1,000-rule model with events off, on with the default rate limit (the
+/// bucket empties after its burst: the flood's steady state), and on
+/// with no effective limit and a ring large enough that every event is
+/// written (nobody reads it); then the drop count of a flood of
+/// [`REPEAT`] denied packets nobody reads.
+///
+/// ```text
+/// cargo test --release -p weir-runtime --test ebpf_bench events -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore]
+fn ebpf_bench_events_on_off() {
+    use weir_compiler::ebpf::codegen::events::{EventOptions, STATE_MAP};
+    let m = model(1_000);
+    let g = graph::build(&m);
+    if !have_root("ebpf_bench_events_on_off") {
+        return;
+    }
+    let dst = v4(10, 2, 0, 1);
+    let frame = frame(&Packet::new(
+        Proto::Tcp,
+        v4(10, 1, 0, 10),
+        40000,
+        dst,
+        60000,
+    ));
+    let variants = [
+        ("events off", None, REPEAT),
+        (
+            "events on (default limit)",
+            Some(EventOptions::default()),
+            REPEAT,
+        ),
+        (
+            "events on, every event written",
+            Some(EventOptions {
+                burst: 1_000_000,
+                rate: 1_000_000_000,
+                ring_bytes: 64 << 20,
+            }),
+            // 64 MiB holds 838,860 records of 80 bytes.
+            500_000,
+        ),
+    ];
+    eprintln!("\nBPF_PROG_TEST_RUN, 1,000 rules, denied new flow, ns per packet:");
+    for (name, events, repeat) in variants {
+        let out = weir_compiler::ebpf::codegen::generate(
+            &m,
+            &g,
+            &weir_compiler::ebpf::codegen::Options {
+                mode: Mode::Node,
+                events,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let gen = load_output(&out);
+        let p: &SchedClassifier = gen.ebpf.program("weir_main").unwrap().try_into().unwrap();
+        let mut buf = vec![0u8; frame.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut buf),
+                repeat,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, 2, "denied");
+        let ns = r.duration.as_nanos() as f64;
+        let dropped = match gen.ebpf.map(STATE_MAP) {
+            Some(m) => {
+                let a: aya::maps::PerCpuArray<_, [u64; 3]> =
+                    aya::maps::PerCpuArray::try_from(m).unwrap();
+                let v = a.get(&0, 0).unwrap();
+                format!(
+                    "{} of {repeat} events dropped",
+                    v.iter().map(|x| x[2]).sum::<u64>()
+                )
+            }
+            None => String::new(),
+        };
+        eprintln!("  {name:<34} {ns:>7.1} ns  {dropped}");
+    }
+}

@@ -68,6 +68,8 @@ use weir_runtime::ebpf::Generation;
 #[derive(Default)]
 struct Tally {
     packets: usize,
+    /// Verdict events read back and matched to the interpreter's.
+    events: usize,
     /// Frontend packets the program translated (checked against the
     /// interpreter pinned to the kernel's backend); of them IPv6.
     translated: usize,
@@ -361,11 +363,13 @@ fn check_new(
         return None;
     }
     let input = frame(p);
+    drain_events(gen);
     let (out, got) = run_counted(gen, &input);
     let Some(hit) = hit else {
         let want = expected(g, &o, p);
         if compare(tag, p, &want, &out, &got, t) {
             check_output(tag, p, &o, &input, &out, false, t);
+            check_events(tag, g, interp, gen, p, &o, None, t);
         }
         return Some((out.ret, o, out));
     };
@@ -401,8 +405,81 @@ fn check_new(
     let want = expected(g, &o, p);
     if compare(tag, p, &want, &out, &got, t) {
         check_output(tag, p, &o, &input, &out, true, t);
+        check_events(tag, g, interp, gen, p, &o, Some((d, dp)), t);
     }
     Some((out.ret, o, out))
+}
+
+/// The verdict events the packet left in the ring buffer are exactly
+/// the interpreter's (`interp::events::events`): verdict, audit flag,
+/// provenance id, protocol, the packet as sent (ports 0 without ports),
+/// the backend of a translated one.
+#[allow(clippy::too_many_arguments)]
+fn check_events(
+    tag: &str,
+    g: &Graph,
+    interp: &Interp,
+    gen: &Generation,
+    p: &Packet,
+    o: &Outcome,
+    backend: Option<(IpAddr, u16)>,
+    t: &mut Tally,
+) {
+    type Key = (
+        u8,
+        bool,
+        u32,
+        u8,
+        IpAddr,
+        u16,
+        IpAddr,
+        u16,
+        Option<(IpAddr, u16)>,
+    );
+    let ports = matches!(p.proto, Proto::Tcp | Proto::Udp | Proto::Sctp);
+    let (sport, dport) = if ports { (p.sport, p.dport) } else { (0, 0) };
+    let proto = weir_compiler::flowhash::proto_number(p.proto);
+    let mut want: Vec<Key> = weir_compiler::interp::events::events(interp.model, o)
+        .iter()
+        .map(|e| {
+            let id = g.provenance.id(&e.by);
+            (
+                e.verdict.code(),
+                e.audit,
+                id,
+                proto,
+                p.src,
+                sport,
+                p.dst,
+                dport,
+                backend,
+            )
+        })
+        .collect();
+    let mut got: Vec<Key> = drain_events(gen)
+        .iter()
+        .map(|e| {
+            (
+                e.verdict.code(),
+                e.audit,
+                e.provenance,
+                e.proto,
+                e.src,
+                e.sport,
+                e.dst,
+                e.dport,
+                e.backend,
+            )
+        })
+        .collect();
+    want.sort();
+    got.sort();
+    t.events += got.len();
+    if want != got {
+        t.disagreements.push(format!(
+            "{tag}: {p:?}\n    want events {want:?}\n    got  events {got:?}"
+        ));
+    }
 }
 
 fn check_model(tag: &str, model: &Model, g: &Graph, packets: &[Packet], t: &mut Tally) {
@@ -653,8 +730,8 @@ fn report(name: &str, t: &Tally, started: Instant) {
         started.elapsed().as_secs_f64()
     );
     eprintln!(
-        "  ICMP: {} ICMPv4, {} ICMPv6 ({} of them behind extension headers), {} of the other family (ICMPv4 in IPv6 / ICMPv6 in IPv4)",
-        t.icmp4, t.icmp6, t.icmp6_ext, t.icmp_foreign
+        "  ICMP: {} ICMPv4, {} ICMPv6 ({} of them behind extension headers), {} of the other family (ICMPv4 in IPv6 / ICMPv6 in IPv4); {} verdict events matched",
+        t.icmp4, t.icmp6, t.icmp6_ext, t.icmp_foreign, t.events
     );
     for d in t.disagreements.iter().take(10) {
         eprintln!("  {d}");

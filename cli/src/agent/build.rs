@@ -88,7 +88,7 @@ fn compile(source: &Path, bundle: &Path, target: Target) -> Result<(), Failure> 
     // The per-flow tables at their node-sized defaults (docs/runtime.md);
     // the agent has no `--ct-entries`/`--lb-entries` of its own yet.
     let tables = weir_compiler::ebpf::state_tables::StateTables::default();
-    let built = crate::compile::build(&analyzed, &[target], tables).map_err(|_| {
+    let built = crate::compile::build(&analyzed, &[target], tables.into()).map_err(|_| {
         Failure::Refused(format!(
             "the {} back end is not in this build",
             target.name()

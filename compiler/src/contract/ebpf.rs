@@ -82,6 +82,11 @@ pub struct EbpfManifest {
     /// program has no audit policies (and no such map).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub audit_counters: u32,
+    /// Verdict events (`weir_events` ring buffer and its per-CPU rate
+    /// limit, `weir_ev_state`; docs/monitor.md); `None`: compiled with
+    /// `--events off`, or before events existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::ebpf::codegen::events::EventOptions>,
     /// The most tail calls one packet's path makes (kernel limit 33).
     #[serde(default)]
     pub max_tail_calls: usize,

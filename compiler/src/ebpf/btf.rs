@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::maps::{MapDef, Pinning};
+use super::maps::{MapDef, MapType, Pinning};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: u32 = 24;
@@ -166,13 +166,15 @@ pub fn map_def_size(map: &MapDef) -> u32 {
 }
 
 fn map_members(map: &MapDef) -> Vec<(&'static str, u32)> {
-    let mut m = vec![
-        ("type", map.map_type.id()),
-        ("key_size", map.key_size),
-        ("value_size", map.value_size),
-        ("max_entries", map.max_entries),
-        ("map_flags", map.map_flags),
-    ];
+    let mut m = vec![("type", map.map_type.id())];
+    // A ring buffer has no key or value (libbpf's definitions leave them
+    // out; the kernel wants both 0).
+    if map.map_type != MapType::RingBuf {
+        m.push(("key_size", map.key_size));
+        m.push(("value_size", map.value_size));
+    }
+    m.push(("max_entries", map.max_entries));
+    m.push(("map_flags", map.map_flags));
     if map.pinning == Pinning::ByName {
         m.push(("pinning", 1));
     }

@@ -185,6 +185,16 @@ pub fn explain(interp: &Interp, packet: &Packet, o: &Outcome, locate: Locate) ->
             let _ = writeln!(out, "audit    same — no audit policy changes this verdict");
         }
     }
+    // The events a back end reports for this packet (docs/language.md
+    // §4, "Events"); no line when none.
+    let evs = super::events::events(interp.model, o);
+    if !evs.is_empty() {
+        let _ = writeln!(
+            out,
+            "events   {}",
+            super::events::describe(interp.model, &evs)
+        );
+    }
     out
 }
 

@@ -8,6 +8,7 @@
 //! or the reference is wrong and both change together.
 
 mod audit;
+pub mod events;
 mod expect;
 pub mod explain;
 mod family;

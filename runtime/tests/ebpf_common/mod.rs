@@ -181,9 +181,51 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
         // not translate (refused by default): the differential tests
         // leave their packets out and check everything else.
         untranslated_frontends: true,
+        // Events without an effective rate limit (BPF_PROG_TEST_RUN sends
+        // thousands of packets a millisecond; each test drains the ring
+        // after every packet: `drain_events`).
+        events: Some(codegen::events::EventOptions {
+            burst: 1_000_000,
+            rate: 1_000_000_000,
+            ring_bytes: 64 * 1024,
+        }),
         ..Options::default()
     };
     codegen::generate(model, g, &opts).unwrap_or_else(|e| panic!("ebpf limits: {e:?}"))
+}
+
+/// Every verdict event the generation's ring buffer holds, read through
+/// the runtime's reader (`weir_runtime::events::ringbuf`); empty without
+/// events.
+pub fn drain_events(g: &Generation) -> Vec<weir_compiler::contract::event::VerdictEvent> {
+    use std::os::fd::AsFd;
+    use weir_runtime::events::EventSource;
+    let Some(aya::maps::Map::RingBuf(m)) = g.ebpf.map(weir_compiler::contract::event::EVENTS_MAP)
+    else {
+        return Vec::new();
+    };
+    // One reader per ring (mapping it per packet would cost the
+    // differential tests seconds), kept while the same map is drained.
+    thread_local! {
+        static READER: std::cell::RefCell<Option<(u32, weir_runtime::events::ringbuf::RingBufReader)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let id = m.info().unwrap().id();
+    READER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(have, _)| *have != id) {
+            let fd = m.fd().as_fd().try_clone_to_owned().unwrap();
+            let data = aya::maps::MapData::from_fd(fd).unwrap();
+            let r = weir_runtime::events::ringbuf::RingBufReader::from_maps(data, None).unwrap();
+            *cell = Some((id, r));
+        }
+        let r = &mut cell.as_mut().unwrap().1;
+        let mut out = Vec::new();
+        while let Some(e) = r.next_event(std::time::Duration::ZERO).unwrap() {
+            out.push(e);
+        }
+        out
+    })
 }
 
 pub fn load_output(out: &EbpfOutput) -> Generation {

@@ -133,6 +133,7 @@
 pub mod audit;
 mod dispatch;
 pub mod emit;
+pub mod events;
 mod limits;
 mod object;
 mod output;
@@ -252,6 +253,9 @@ pub struct Options {
     /// faithful). For tests that exercise the rest of such a program and
     /// leave those frontends' packets out. Off by default.
     pub untranslated_frontends: bool,
+    /// Verdict events into the `weir_events` ring buffer (`events.rs`;
+    /// `weir compile --events off`: `None`). On by default.
+    pub events: Option<events::EventOptions>,
 }
 
 impl Default for Options {
@@ -263,6 +267,7 @@ impl Default for Options {
             tables: Default::default(),
             spare_endpoints: 4_096,
             untranslated_frontends: false,
+            events: Some(events::EventOptions::default()),
         }
     }
 }
@@ -332,6 +337,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         log_slots,
         tries: (nfill(layout::map::CLS4) > 0, nfill(layout::map::CLS6) > 0),
         audit: audit_g.as_ref().map(audit::AuditPlan::new),
+        events: opts.events,
     };
 
     // Fill data.
@@ -384,6 +390,11 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             audit_counters,
         ));
     }
+    if let Some(ev) = &opts.events {
+        // The CLI refuses bad sizes (`EventOptions::check`).
+        debug_assert!(ev.check().is_ok(), "{:?}", ev.check());
+        maps.extend(ev.maps());
+    }
     let mut filled = class_fill;
     if gen.has_rows {
         maps.push(MapDef::new(
@@ -408,7 +419,9 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
         filled.insert(layout::map::JMP, nstages as u64 - 1);
     }
-    for m in &maps {
+    // (A ring buffer's `max_entries` is bytes, bounded by
+    // `events::MAX_RING_BYTES`.)
+    for m in maps.iter().filter(|m| m.map_type != MapType::RingBuf) {
         if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
             limits.push(Limit::MapTooLarge {
                 map: m.name.clone(),
@@ -423,5 +436,6 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     let mut out = object(g, opts, staged, maps, &filled, fill, calls, lb);
     out.manifest.audit_counters = audit_counters;
+    out.manifest.events = opts.events;
     Ok(out)
 }

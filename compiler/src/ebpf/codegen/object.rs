@@ -146,6 +146,7 @@ pub(super) fn object(
         fill,
         counters: g.provenance.len() as u32,
         audit_counters: 0,
+        events: None,
         max_tail_calls: calls,
         lb,
         state_tables: opts.tables,

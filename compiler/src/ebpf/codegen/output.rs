@@ -18,6 +18,8 @@ pub(super) struct SectionView<'a> {
     capacity: BTreeMap<String, serde_json::Value>,
     counters: u32,
     entry: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<super::events::EventOptions>,
     fill: &'a Fill,
     #[serde(skip_serializing_if = "Option::is_none")]
     lb: Option<&'a LbState>,
@@ -69,6 +71,7 @@ impl EbpfOutput {
             capacity,
             counters: m.counters,
             entry: &m.entry,
+            events: m.events,
             fill: &m.fill,
             lb: m.lb.as_ref(),
             maps: &m.maps,
@@ -117,6 +120,7 @@ pub(super) fn type_name(t: MapType) -> &'static str {
         MapType::PercpuArray => "percpu_array",
         MapType::LruHash => "lru_hash",
         MapType::LpmTrie => "lpm_trie",
+        MapType::RingBuf => "ringbuf",
         _ => "other",
     }
 }

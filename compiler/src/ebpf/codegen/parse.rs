@@ -251,6 +251,9 @@ impl Gen<'_> {
         em.push(be16(R4));
         em.push(Op::store(Size::U16, R6, ctx::DPORT, R4));
         em.push(Op::Ja { target: done });
+        // Both header denials share one event (the id just counted is
+        // at fp-4).
+        let denied = em.label("header_denied");
         for (l, by) in [
             (x.fragment, Provenance::Fragment),
             (x.unparsed, Provenance::Unparsed),
@@ -259,9 +262,17 @@ impl Gen<'_> {
             em.a.set_origin(Origin(id), Some(&by.describe(self.model)));
             em.bind(l);
             em.count_imm(id);
-            em.push(Op::mov64(R0, TC_ACT_SHOT));
-            em.push(Op::Exit);
+            em.push(Op::Ja { target: denied });
         }
+        em.bind(denied);
+        self.event(
+            em,
+            crate::contract::event::EventVerdict::Deny,
+            super::events::IdAt::Stack(-4),
+            false,
+        );
+        em.push(Op::mov64(R0, TC_ACT_SHOT));
+        em.push(Op::Exit);
         em.a.set_origin(Origin::NONE, Some("parse: icmp type and code"));
         em.bind(icmp);
         em.push(Op::mov64(R4, R2));

@@ -13,12 +13,14 @@ mod verdict;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::events::IdAt;
 use super::layout::{
     self, ctx, map, skb, DECIDED_SHIFT, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE, LOGGED_SHIFT,
     LOG_SLOTS,
 };
 use super::reject::send_back;
 use super::Mode;
+use crate::contract::event::EventVerdict;
 use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
     emit_established_dnat, emit_reverse_nat_from, emit_service_stage, CtxLayout, RejectCount,
@@ -43,6 +45,10 @@ const CT_KEY_COPY: i16 = -104;
 /// `VALUE`.
 const TUPLE: i16 = -200;
 const VALUE: i16 = -240;
+
+/// Where the service stage leaves a rejected frontend's `no backends`
+/// provenance id (its frontend value copy).
+const NO_BACKENDS_ID: i16 = crate::ebpf::service::emit::st::FEV + lb::fe::NO_BACKENDS;
 
 /// Stack slot (in the service stage's area, free in the prologue) of a
 /// reply's frontend (address 16, port 2), copied out of its conntrack
@@ -126,6 +132,8 @@ pub struct Gen<'a> {
     /// The audit graph and its node numbers, when the program has audit
     /// policies (`audit.rs`).
     pub audit: Option<super::audit::AuditPlan<'a>>,
+    /// Verdict events (`events.rs`); `None`: none emitted.
+    pub events: Option<super::events::EventOptions>,
 }
 
 impl std::hash::Hash for Block {

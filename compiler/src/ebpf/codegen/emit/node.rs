@@ -157,6 +157,7 @@ impl Gen<'_> {
                 em.count_imm(id);
             }
         }
+        self.leaf_events(em, v);
         em.a.set_origin(Origin(v.decided), Some(&text));
         let mut f = FLAG_EVALUATED;
         if v.allow {

@@ -66,6 +66,7 @@ impl Gen<'_> {
         em.jmp(JmpCond::Ne, R1, 0, miss);
         em.push(Op::load(Size::U32, R3, R0, lb::fe::NO_BACKENDS));
         em.count_reg(R3);
+        self.event(em, EventVerdict::Reject, IdAt::Stack(-4), false);
         let drop = em.drop;
         em.push(Op::Ja { target: drop });
 
@@ -89,6 +90,7 @@ impl Gen<'_> {
             ),
         );
         em.bind(rejected);
+        self.event(em, EventVerdict::Reject, IdAt::Stack(NO_BACKENDS_ID), false);
         self.reject(em);
 
         em.a.set_origin(

@@ -63,6 +63,7 @@ impl Gen<'_> {
         em.bind(allow);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
+        self.final_events(em, true);
         self.conntrack_insert(em);
         if self.has_services {
             self.record_translation(em);
@@ -78,6 +79,7 @@ impl Gen<'_> {
         em.bind(deny);
         em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
         em.count_reg(R3);
+        self.final_events(em, false);
         if self.has_services {
             self.forget_translation(em);
         }

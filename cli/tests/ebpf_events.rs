@@ -1,0 +1,283 @@
+//! Verdict events from the eBPF data path, as a user sees them: a
+//! hand-written program is compiled with `weir compile --target ebpf`,
+//! applied with `weir apply --backend ebpf` in a network namespace, and
+//! real traffic crosses the node — a denied TCP connect, a denied UDP
+//! datagram, an allowed TCP connection to a rule with `log`, a UDP flow
+//! past a `log` rule, an allowed flow that emits nothing — while an audit
+//! policy would deny most of it. Then `weir monitor --json --count N`
+//! must print exactly the events the interpreter's event function
+//! (`interp::events::events`) gives for each packet sent: verdict,
+//! audit flag, provenance id, rule name and source line, 5-tuple,
+//! endpoint names. The kernel's timestamp of each event must lie between
+//! clock readings taken around its packet, and a denied packet sent last
+//! must be readable from the ring buffer within one second.
+//! `bpftool map show` must list `weir_events` as a ring buffer.
+//!
+//! Needs root, `ip` and `bpftool`; skipped without, unless `CI` is set
+//! (then it fails).
+
+#[path = "support/run.rs"]
+mod run;
+use run::{ok, s, weir};
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use weir_compiler::check::check_program;
+use weir_compiler::contract::event::EventVerdict;
+use weir_compiler::interp::events::events;
+use weir_compiler::interp::{Interp, Packet};
+use weir_compiler::model::Proto;
+use weir_compiler::provenance::ProvenanceTable;
+use weir_compiler::source::MemoryLoader;
+use weir_runtime::events::EventSource;
+use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+
+const PROGRAM: &str = r#"
+endpoint web   { labels { app: "web" }   addr 10.1.0.10 }
+endpoint other { labels { app: "other" } addr 10.1.0.11 }
+endpoint db    { labels { app: "db" }    addr 10.2.0.20 }
+
+policy db-in {
+  applies to app == "db"
+  ingress {
+    log udp 6000 from any
+    allow tcp 5432 from app == "web" log
+    allow udp 5000 from any
+    allow udp 6000 from any
+    deny tcp 22 from any
+  }
+}
+
+policy db-tighten priority 10 audit {
+  applies to app == "db"
+  ingress {
+    allow udp 5000 from app == "web"
+    deny from any
+  }
+}
+"#;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What one expected event must look like in `weir monitor --json`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Want {
+    src: IpAddr,
+    dst: IpAddr,
+    dport: u16,
+    proto: String,
+    verdict: String,
+    audit: bool,
+    provenance: u64,
+}
+
+#[test]
+fn ebpf_events_match_the_interpreter_in_weir_monitor() {
+    if !weir_runtime::kernel_test::may_run(
+        "ebpf_events_match_the_interpreter_in_weir_monitor",
+        &["ip", "bpftool"],
+    ) {
+        return;
+    }
+    let work = weir_runtime::kernel_test::state_dir("cli-ebpf-events").unwrap();
+    let src = work.join("events.weir");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let bundle = work.join("bundle");
+    ok(weir(&[
+        "compile",
+        s(&src),
+        "--target",
+        "ebpf",
+        "-o",
+        s(&bundle),
+    ]));
+    let topo = Topology::new().expect("netns topology");
+    let target = [
+        "--backend",
+        "ebpf",
+        "--netns",
+        topo.node.name(),
+        "--iface",
+        NODE_CLIENT_IF,
+    ];
+    let run = |verb: &str, extra: &[&str]| {
+        let mut a = vec![verb];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&target);
+        weir(&a)
+    };
+    ok(run("apply", &[s(&bundle)]));
+
+    // The kernel's view of the pinned map: a ring buffer of the
+    // compiled size.
+    let inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+    let generation = weir_runtime::ebpf::record::read_state(&inst)
+        .unwrap()
+        .generation;
+    let pin = inst
+        .pin_dir()
+        .join(format!("gen-{generation}"))
+        .join("weir_events");
+    let shown = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned", s(&pin)])
+        .output()
+        .expect("bpftool");
+    let ring: Value = serde_json::from_slice(&shown.stdout)
+        .unwrap_or_else(|e| panic!("bpftool map show pinned {}: {e}: {shown:?}", pin.display()));
+    assert_eq!(ring["name"], "weir_events", "{ring}");
+    assert_eq!(ring["type"], "ringbuf", "{ring}");
+    assert_eq!(ring["max_entries"], 256 * 1024, "{ring}");
+
+    let loader = MemoryLoader::new().with("main.weir", PROGRAM);
+    let c = check_program(&[PathBuf::from("main.weir")], &loader, None);
+    let model = c.model;
+    let prov = ProvenanceTable::new(&model);
+    let interp = Interp::new(&model);
+    let ip = |a: &str| -> IpAddr { a.parse().unwrap() };
+    let (web, other, db) = (ip("10.1.0.10"), ip("10.1.0.11"), ip("10.2.0.20"));
+    topo.serve_tcp(db, 5432).unwrap();
+    topo.serve_udp(db, 5000).unwrap();
+    topo.serve_udp(db, 6000).unwrap();
+
+    // (protocol, source, destination port, gets through)
+    let flows = [
+        (Proto::Tcp, other, 22, false),
+        (Proto::Udp, other, 7000, false),
+        (Proto::Tcp, web, 5432, true),
+        (Proto::Udp, web, 6000, true),
+        (Proto::Udp, web, 5000, true),
+    ];
+    let mut want = Vec::new();
+    for (proto, from, port, passes) in flows {
+        // Short enough that a denied SYN is not retransmitted.
+        let t = Duration::from_millis(if passes { 2000 } else { 300 });
+        let got = match proto {
+            Proto::Tcp => topo.tcp_probe(from, db, port, t).is_some(),
+            _ => topo.udp_probe(from, db, port, t).is_some(),
+        };
+        assert_eq!(got, passes, "{proto:?} {from} -> {db}:{port}");
+        let o = interp.evaluate(&Packet::new(proto, from, 40000, db, port));
+        for e in events(&model, &o) {
+            want.push(Want {
+                src: from,
+                dst: db,
+                dport: port,
+                proto: if proto == Proto::Tcp { "tcp" } else { "udp" }.into(),
+                verdict: e.verdict.name().into(),
+                audit: e.audit,
+                provenance: u64::from(prov.id(&e.by)),
+            });
+        }
+    }
+    // The program's meaning, spelled out: this is what the test checks.
+    assert_eq!(
+        want.iter()
+            .map(|w| format!("{}{}", if w.audit { "would " } else { "" }, w.verdict))
+            .collect::<Vec<_>>(),
+        [
+            "deny",
+            "would deny",
+            "deny",
+            "would deny",
+            "allow",
+            "would deny",
+            "log",
+            "would deny"
+        ]
+    );
+
+    let out = ok(run(
+        "monitor",
+        &[
+            "--json",
+            "--count",
+            &want.len().to_string(),
+            "--timeout",
+            "10",
+        ],
+    ));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), want.len(), "{out}");
+    let mut got: Vec<Want> = lines
+        .iter()
+        .map(|l| Want {
+            src: l["src"].as_str().unwrap().parse().unwrap(),
+            dst: l["dst"].as_str().unwrap().parse().unwrap(),
+            dport: l["dport"].as_u64().unwrap() as u16,
+            proto: l["proto"].as_str().unwrap().into(),
+            verdict: l["verdict"].as_str().unwrap().into(),
+            audit: l["audit"].as_bool().unwrap(),
+            provenance: l["provenance"].as_u64().unwrap(),
+        })
+        .collect();
+    // Each line names its rule and line, endpoints, a real source port.
+    for l in &lines {
+        assert_ne!(l["sport"], 0, "{l}");
+        assert_eq!(l["dst_endpoint"], "db", "{l}");
+        assert!(l["src_endpoint"] == "web" || l["src_endpoint"] == "other");
+        let id = l["provenance"].as_u64().unwrap() as u32;
+        let p = prov.get(id).unwrap();
+        if let weir_compiler::provenance::Provenance::Rule { policy, .. } = p {
+            let name = &model.policies[*policy].name;
+            assert!(
+                l["rule"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{name}/ingress#")),
+                "{l}"
+            );
+            assert!(
+                l["location"].as_str().unwrap().contains("events.weir:"),
+                "{l}"
+            );
+        }
+    }
+    let mut sorted_want = want.clone();
+    sorted_want.sort();
+    got.sort();
+    assert_eq!(got, sorted_want, "weir monitor:\n{out}");
+
+    // The reader directly: a denied datagram is readable within one
+    // second, its kernel time inside the window of its sending, its
+    // 5-tuple the one sent.
+    let mut reader = weir_runtime::events::ringbuf::open_applied(&inst)
+        .expect("open the ring buffer")
+        .expect("compiled with events");
+    let before = monotonic_ns();
+    assert!(topo
+        .udp_probe(other, db, 7001, Duration::from_millis(200))
+        .is_none());
+    let after = monotonic_ns();
+    let mut seen = Vec::new();
+    while let Some(e) = reader.next_event(Duration::from_secs(1)).unwrap() {
+        seen.push(e);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for e in &seen {
+        assert!(before <= e.time_ns && e.time_ns <= after, "{e:?}");
+        assert_eq!((e.src, e.dst, e.dport, e.proto), (other, db, 7001, 17));
+        assert_ne!(e.sport, 0);
+        assert_eq!(e.backend, None);
+    }
+    assert_eq!(seen[0].verdict, EventVerdict::Deny);
+    assert!(!seen[0].audit && seen[1].audit);
+    assert_eq!(reader.dropped().unwrap(), 0);
+    ok(run("detach", &[]));
+}

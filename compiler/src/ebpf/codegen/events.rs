@@ -1,0 +1,528 @@
+//! Verdict events from the TC programs (docs/language.md §4, "Events";
+//! docs/monitor.md): which judgements are reported is
+//! `interp::events::events`; this module writes them, as
+//! [`EventRecord`]s, into the ring buffer `weir_events`.
+//!
+//! **Where.** Each event is written where the pipeline knows it:
+//!
+//! - the header denials (`fragment`, `unparsed`) in the parser
+//!   (`parse.rs`), a service without backends where it rejects (the
+//!   service block), each straight after the counter;
+//! - the `log` rules a side passed, in that side's leaf (their ids are
+//!   constants there; the side's own deciding id is left out);
+//! - in the final block, after the deciding id is counted (it is then at
+//!   `fp-4`): a side's deciding rule with `log` that did not decide the
+//!   packet (a `log` event), the verdict event (every deny; an allow whose
+//!   deciding rule has `log`), and the audit event — the audit sides'
+//!   words (`ctx::AUDIT_EG_WORD` / `ctx::AUDIT_IN_WORD`, written by the
+//!   audit leaves) combined exactly as the enforced sides are, compared
+//!   with the enforced verdict and id.
+//!
+//! "Has `log`" is a property of a provenance id, known at compile time:
+//! a search over [`Gen::log_ids`].
+//!
+//! **Rate limit.** Every emission first takes a token from a per-CPU
+//! token bucket in `weir_ev_state` (per-CPU array, one entry:
+//! [`state`]). The bucket holds *credit* in nanoseconds: it grows by the
+//! time elapsed since the last event, up to `burst × cost`, and an event
+//! costs `cost = 1e9 / rate` ns — so no division or multiplication runs
+//! per packet. An event without credit, or one the ring buffer has no
+//! room for (`bpf_ringbuf_reserve` fails), is not written and counts in
+//! the same entry's `dropped`, which `weir monitor` reports. A flood thus
+//! costs the data path, per packet, a map lookup, `bpf_ktime_get_ns` and
+//! a few compares once the bucket is empty — never more than `rate`
+//! ring-buffer writes per second per CPU.
+//!
+//! **Record.** Reserved in the ring buffer (`bpf_ringbuf_reserve` /
+//! `bpf_ringbuf_submit`, no stack copy) and written field by field from
+//! the context: the packet as it arrived (the frontend, when the service
+//! stage translated it — `ctx::ORIG_DST` — and the backend beside, flag
+//! `translated`), every byte of the 72 written.
+//!
+//! Registers: an emission clobbers r0–r5 and keeps r6–r9 (context, skb,
+//! class rows); stack slots `fp-8` to `fp-32` ([`slot`]).
+
+use std::sync::Arc;
+
+use super::emit::{Em, Entry, Gen};
+use super::Mode;
+use crate::contract::event::{EventRecord, EventVerdict, EVENTS_MAP, EVENT_RECORD_SIZE};
+use crate::ebpf::layout::{self, ctx, DECIDED_SHIFT, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE};
+use crate::ebpf::{helper, AluOp, JmpCond, Label, MapDef, MapType, Op, Origin, Size};
+use crate::graph::ir::VerdictLeaf;
+use crate::provenance::Provenance;
+
+use crate::ebpf::Reg::*;
+
+/// The per-CPU state map: token bucket and drop counter.
+pub const STATE_MAP: &str = "weir_ev_state";
+
+/// `bpf_ringbuf_output`'s siblings (`enum bpf_func_id`).
+pub const RINGBUF_RESERVE: u32 = 131;
+pub const RINGBUF_SUBMIT: u32 = 132;
+
+/// Default ring size: 256 KiB (3,640 records).
+pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+/// Largest ring: 256 MiB.
+pub const MAX_RING_BYTES: u32 = 256 << 20;
+/// Default rate: events per second per CPU.
+pub const DEFAULT_RATE: u32 = 10_000;
+/// Default burst: events a CPU may send at once after a quiet period.
+pub const DEFAULT_BURST: u32 = 1_000;
+
+/// `weir_ev_state`'s value (per CPU, native-endian `u64`s).
+pub mod state {
+    /// Credit in nanoseconds.
+    pub const CREDIT: i16 = 0;
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub const LAST: i16 = 8;
+    /// Events not written: no credit, or the ring buffer full.
+    pub const DROPPED: i16 = 16;
+    pub const SIZE: u32 = 24;
+}
+
+/// Stack slots of an emission.
+mod slot {
+    pub const KEY: i16 = -8;
+    pub const ID: i16 = -12;
+    pub const VERDICT: i16 = -16;
+    pub const NOW: i16 = -24;
+    pub const STATE: i16 = -32;
+}
+
+/// The events options of a compile (`weir compile --events …`); fields
+/// in sorted order (the manifest's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventOptions {
+    /// Bucket size in events, ≥ 1.
+    pub burst: u32,
+    /// Events per second per CPU (token bucket refill), ≥ 1.
+    pub rate: u32,
+    /// Ring buffer bytes: a power of two, at least a page (4096).
+    pub ring_bytes: u32,
+}
+
+impl Default for EventOptions {
+    fn default() -> Self {
+        EventOptions {
+            ring_bytes: DEFAULT_RING_BYTES,
+            rate: DEFAULT_RATE,
+            burst: DEFAULT_BURST,
+        }
+    }
+}
+
+impl EventOptions {
+    /// Nanoseconds of credit one event costs.
+    pub fn cost_ns(&self) -> u64 {
+        1_000_000_000 / u64::from(self.rate.max(1))
+    }
+
+    /// The most credit a CPU holds.
+    pub fn cap_ns(&self) -> u64 {
+        self.cost_ns() * u64::from(self.burst.max(1))
+    }
+
+    /// Why these options cannot be compiled, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.ring_bytes.is_power_of_two()
+            || self.ring_bytes < 4096
+            || self.ring_bytes > MAX_RING_BYTES
+        {
+            return Err(format!(
+                "the events ring buffer must be a power of two from 4096 to {MAX_RING_BYTES} bytes, not {}",
+                self.ring_bytes
+            ));
+        }
+        if self.rate == 0 || self.rate > 1_000_000_000 || self.burst == 0 {
+            return Err("events rate must be 1 to 1e9 per second and burst at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The two maps events add.
+    pub fn maps(&self) -> Vec<MapDef> {
+        vec![
+            MapDef::new(EVENTS_MAP, MapType::RingBuf, 0, 0, self.ring_bytes),
+            MapDef::new(STATE_MAP, MapType::PercpuArray, 4, state::SIZE, 1),
+        ]
+    }
+}
+
+/// Where an emission finds the provenance id.
+#[derive(Debug, Clone, Copy)]
+pub enum IdAt {
+    Imm(u32),
+    /// A `u32` at `fp + off`.
+    Stack(i16),
+}
+
+impl Gen<'_> {
+    /// Provenance ids whose rule has the `log` flag, as sorted ranges.
+    fn log_ranges(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for id in 0..self.g.provenance.len() as u32 {
+            let Some(p) = self.g.provenance.get(id) else {
+                continue;
+            };
+            if !crate::interp::events::has_log_flag(self.model, p) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(l) if l.1 + 1 == id => l.1 = id,
+                _ => out.push((id, id)),
+            }
+        }
+        out
+    }
+
+    /// Jumps to `no` unless the id in `r` has the `log` flag.
+    fn unless_logged(&self, em: &mut Em, r: crate::ebpf::Reg, ranges: &[(u32, u32)], no: Label) {
+        let yes = em.label("ev_has_log");
+        let iv: Vec<(u32, u32, Label)> = ranges.iter().map(|&(lo, hi)| (lo, hi, yes)).collect();
+        em.search(r, &iv, no);
+        em.bind(yes);
+    }
+
+    /// One event: the verdict byte and id set, then [`Self::emit_record`].
+    pub(super) fn event(&self, em: &mut Em, v: EventVerdict, id: IdAt, audit: bool) {
+        if self.events.is_none() {
+            return;
+        }
+        match id {
+            IdAt::Imm(n) => em.push(Op::store(Size::U32, R10, slot::ID, n as i32)),
+            IdAt::Stack(off) => {
+                em.push(Op::load(Size::U32, R1, R10, off));
+                em.push(Op::store(Size::U32, R10, slot::ID, R1));
+            }
+        }
+        em.push(Op::store(Size::U8, R10, slot::VERDICT, i32::from(v.code())));
+        self.emit_record(em, audit);
+    }
+
+    /// Takes a token and writes the record (verdict at `slot::VERDICT`,
+    /// id at `slot::ID`), or counts a drop.
+    fn emit_record(&self, em: &mut Em, audit: bool) {
+        let Some(o) = self.events else { return };
+        let done = em.label("ev_done");
+        let dropped = em.label("ev_dropped");
+        let no_room = em.label("ev_no_room");
+        let capped = em.label("ev_capped");
+        let credit = em.label("ev_credit");
+        em.push(Op::Call {
+            helper: helper::KTIME_GET_NS,
+        });
+        em.push(Op::store(Size::U64, R10, slot::NOW, R0));
+        em.push(Op::store(Size::U32, R10, slot::KEY, 0));
+        em.lookup(STATE_MAP, slot::KEY);
+        em.jmp(JmpCond::Eq, R0, 0, done);
+        em.push(Op::store(Size::U64, R10, slot::STATE, R0));
+        // Refill: credit = min(credit + (now - last), cap); last = now.
+        em.push(Op::load(Size::U64, R1, R0, state::CREDIT));
+        em.push(Op::load(Size::U64, R2, R0, state::LAST));
+        em.push(Op::load(Size::U64, R3, R10, slot::NOW));
+        em.push(Op::store(Size::U64, R0, state::LAST, R3));
+        em.push(Op::alu64(AluOp::Sub, R3, R2));
+        em.push(Op::alu64(AluOp::Add, R1, R3));
+        em.push(Op::LoadImm64 {
+            dst: R4,
+            imm: o.cap_ns() as i64,
+        });
+        // An elapsed time past the cap (the first event, or a clock read
+        // before a migration making it wrap) or a sum past it: the cap.
+        em.push(Op::jmp(JmpCond::Gt, R3, R4, capped));
+        em.push(Op::jmp(JmpCond::Le, R1, R4, credit));
+        em.bind(capped);
+        em.push(Op::mov64(R1, R4));
+        em.bind(credit);
+        // Take one event's cost, or drop.
+        em.push(Op::store(Size::U64, R0, state::CREDIT, R1));
+        em.push(Op::LoadImm64 {
+            dst: R4,
+            imm: o.cost_ns() as i64,
+        });
+        em.push(Op::jmp(JmpCond::Lt, R1, R4, dropped));
+        em.push(Op::alu64(AluOp::Sub, R1, R4));
+        em.push(Op::store(Size::U64, R0, state::CREDIT, R1));
+        em.push(Op::ld_map_fd(R1, EVENTS_MAP));
+        em.push(Op::mov64(R2, EVENT_RECORD_SIZE as i32));
+        em.push(Op::mov64(R3, 0));
+        em.push(Op::Call {
+            helper: RINGBUF_RESERVE,
+        });
+        em.jmp(JmpCond::Eq, R0, 0, no_room);
+        self.fill_record(em, audit);
+        em.push(Op::mov64(R1, R0));
+        em.push(Op::mov64(R2, 0));
+        em.push(Op::Call {
+            helper: RINGBUF_SUBMIT,
+        });
+        em.push(Op::Ja { target: done });
+        em.bind(no_room);
+        em.push(Op::load(Size::U64, R0, R10, slot::STATE));
+        em.bind(dropped);
+        em.push(Op::load(Size::U64, R1, R0, state::DROPPED));
+        em.push(Op::alu64(AluOp::Add, R1, 1));
+        em.push(Op::store(Size::U64, R0, state::DROPPED, R1));
+        em.bind(done);
+    }
+
+    /// Every byte of the record at r0, from the context (r6) and the
+    /// stack slots; clobbers r1. The context's addresses and ports
+    /// (`ctx::SRC` … `ctx::DPORT`, 36 bytes) have the record's layout
+    /// (`EventRecord::SRC` … `DPORT`): one copy.
+    fn fill_record(&self, em: &mut Em, audit: bool) {
+        use EventRecord as R;
+        const _: () = assert!(
+            ctx::DST - ctx::SRC == (R::DST - R::SRC) as i16
+                && ctx::SPORT - ctx::SRC == (R::SPORT - R::SRC) as i16
+                && ctx::DPORT - ctx::SRC == (R::DPORT - R::SRC) as i16
+        );
+        let translated = em.label("ev_translated");
+        let filled = em.label("ev_filled");
+        em.push(Op::load(Size::U64, R1, R10, slot::NOW));
+        em.push(Op::store(Size::U64, R0, R::TIME as i16, R1));
+        em.push(Op::load(Size::U32, R1, R10, slot::ID));
+        em.push(Op::store(Size::U32, R0, R::PROVENANCE as i16, R1));
+        em.push(Op::load(Size::U8, R1, R10, slot::VERDICT));
+        em.push(Op::store(Size::U8, R0, R::VERDICT as i16, R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+        em.push(Op::store(Size::U8, R0, R::FAMILY as i16, R1));
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.push(Op::store(Size::U8, R0, R::PROTO as i16, R1));
+        for k in 0..4i16 {
+            em.push(Op::load(Size::U64, R1, R6, ctx::SRC + 8 * k));
+            em.push(Op::store(Size::U64, R0, R::SRC as i16 + 8 * k, R1));
+        }
+        em.push(Op::load(Size::U32, R1, R6, ctx::SPORT));
+        em.push(Op::store(Size::U32, R0, R::SPORT as i16, R1));
+        em.push(Op::store(Size::U16, R0, R::BACKEND_PORT as i16 + 2, 0));
+        let flags = if audit { R::FLAG_AUDIT } else { 0 };
+        if self.has_services {
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            em.jmp(JmpCond::Ne, R1, 0, translated);
+        }
+        em.push(Op::store(Size::U8, R0, R::FLAGS as i16, i32::from(flags)));
+        for k in 0..4i16 {
+            em.push(Op::store(Size::U32, R0, R::BACKEND as i16 + 4 * k, 0));
+        }
+        em.push(Op::store(Size::U16, R0, R::BACKEND_PORT as i16, 0));
+        if self.has_services {
+            em.push(Op::Ja { target: filled });
+            // Translated: the frontend as destination, the backend beside.
+            em.bind(translated);
+            em.push(Op::store(
+                Size::U8,
+                R0,
+                R::FLAGS as i16,
+                i32::from(flags | R::FLAG_TRANSLATED),
+            ));
+            for k in 0..4i16 {
+                em.push(Op::load(Size::U32, R1, R6, ctx::DST + 4 * k));
+                em.push(Op::store(Size::U32, R0, R::BACKEND as i16 + 4 * k, R1));
+            }
+            em.push(Op::load(Size::U16, R1, R6, ctx::DPORT));
+            em.push(Op::store(Size::U16, R0, R::BACKEND_PORT as i16, R1));
+            for k in 0..2i16 {
+                em.push(Op::load(Size::U64, R1, R6, ctx::ORIG_DST + 8 * k));
+                em.push(Op::store(Size::U64, R0, R::DST as i16 + 8 * k, R1));
+            }
+            em.push(Op::load(Size::U16, R1, R6, ctx::ORIG_DPORT));
+            em.push(Op::store(Size::U16, R0, R::DPORT as i16, R1));
+        }
+        em.bind(filled);
+    }
+
+    /// The `log` events of a side's leaf: its logged ids but its own
+    /// deciding one (the final block reports that one).
+    pub(super) fn leaf_events(&self, em: &mut Em, v: &VerdictLeaf) {
+        if self.events.is_none() {
+            return;
+        }
+        for &id in v.logged.iter().filter(|&&id| id != v.decided) {
+            em.a.set_origin(
+                Origin(id),
+                Some(&format!("event: log {}", self.describe_id(id))),
+            );
+            self.event(em, EventVerdict::Log, IdAt::Imm(id), false);
+        }
+    }
+
+    /// The final block's events, after the deciding id is counted (at
+    /// `fp-4`) on the `allow` or deny path.
+    pub(super) fn final_events(&self, em: &mut Em, allow: bool) {
+        if self.events.is_none() {
+            return;
+        }
+        let text: Arc<str> = Arc::from(if allow {
+            "events: log sides, allow by a rule with log, audit"
+        } else {
+            "events: log sides, deny, audit"
+        });
+        em.a.set_origin(Origin::NONE, Some(&text));
+        let logs = self.log_ranges();
+        if !logs.is_empty() {
+            // A side's deciding rule with `log` that did not decide.
+            for (word, on) in [
+                (ctx::EG_WORD, self.mode != Mode::Ingress),
+                (ctx::IN_WORD, self.mode != Mode::Egress),
+            ] {
+                if !on {
+                    continue;
+                }
+                let skip = em.label("ev_side_done");
+                em.push(Op::load(Size::U32, R3, R6, word));
+                em.push(Op::mov64(R1, R3));
+                em.push(Op::alu64(AluOp::And, R1, FLAG_EVALUATED));
+                em.jmp(JmpCond::Eq, R1, 0, skip);
+                em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+                em.push(Op::load(Size::U32, R1, R10, -4));
+                em.push(Op::jmp(JmpCond::Eq, R3, R1, skip));
+                self.unless_logged(em, R3, &logs, skip);
+                em.push(Op::store(Size::U32, R10, slot::ID, R3));
+                em.push(Op::store(
+                    Size::U8,
+                    R10,
+                    slot::VERDICT,
+                    i32::from(EventVerdict::Log.code()),
+                ));
+                self.emit_record(em, false);
+                em.bind(skip);
+            }
+        }
+        // The verdict event.
+        if allow {
+            if !logs.is_empty() {
+                let skip = em.label("ev_allow_done");
+                em.push(Op::load(Size::U32, R3, R10, -4));
+                self.unless_logged(em, R3, &logs, skip);
+                self.event(em, EventVerdict::Allow, IdAt::Stack(-4), false);
+                em.bind(skip);
+            }
+        } else {
+            self.event(em, EventVerdict::Deny, IdAt::Stack(-4), false);
+        }
+        self.audit_event(em, allow, &logs);
+    }
+
+    /// The audit event: the audit sides combined as the enforced ones
+    /// are; reported when it differs from the enforced verdict and id and
+    /// would deny, or its rule has `log`.
+    fn audit_event(&self, em: &mut Em, allow: bool, logs: &[(u32, u32)]) {
+        let walks = self.audit_entries();
+        if walks.is_empty() {
+            return;
+        }
+        let done = em.label("ev_audit_done");
+        let deny_eg = em.label("ev_audit_deny_eg");
+        let deny_in = em.label("ev_audit_deny_in");
+        let id_in = em.label("ev_audit_by_in");
+        let id_eg = em.label("ev_audit_by_eg");
+        let allowed = em.label("ev_audit_allow");
+        let denied = em.label("ev_audit_deny");
+        let emit = em.label("ev_audit_emit");
+        for (r, word, e) in [
+            (R4, ctx::AUDIT_EG_WORD, Entry::AuditEgress),
+            (R5, ctx::AUDIT_IN_WORD, Entry::AuditIngress),
+        ] {
+            if walks.contains(&e) {
+                em.push(Op::load(Size::U32, r, R6, word));
+            } else {
+                em.push(Op::mov64(r, 0));
+            }
+        }
+        // As the final block combines the enforced sides.
+        let both = FLAG_EVALUATED | FLAG_ALLOW;
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::alu64(AluOp::And, R3, both));
+        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_eg);
+        em.push(Op::mov64(R3, R5));
+        em.push(Op::alu64(AluOp::And, R3, both));
+        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_in);
+        em.jmp(JmpCond::Set, R5, FLAG_RULE, id_in);
+        em.jmp(JmpCond::Set, R4, FLAG_RULE, id_eg);
+        em.jmp(JmpCond::Set, R5, FLAG_EVALUATED, id_in);
+        em.bind(id_eg);
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::Ja { target: allowed });
+        em.bind(id_in);
+        em.push(Op::mov64(R3, R5));
+        em.bind(allowed);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        // Would allow: reported only when its rule has `log` (and, as
+        // the enforced verdict is an allow too, its id differs).
+        if logs.is_empty() {
+            em.push(Op::Ja { target: done });
+        } else {
+            if allow {
+                em.push(Op::load(Size::U32, R1, R10, -4));
+                em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
+            }
+            self.unless_logged(em, R3, logs, done);
+            em.push(Op::store(
+                Size::U8,
+                R10,
+                slot::VERDICT,
+                i32::from(EventVerdict::Allow.code()),
+            ));
+            em.push(Op::Ja { target: emit });
+        }
+        em.bind(deny_eg);
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::Ja { target: denied });
+        em.bind(deny_in);
+        em.push(Op::mov64(R3, R5));
+        em.bind(denied);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        if !allow {
+            em.push(Op::load(Size::U32, R1, R10, -4));
+            em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
+        }
+        em.push(Op::store(
+            Size::U8,
+            R10,
+            slot::VERDICT,
+            i32::from(EventVerdict::Deny.code()),
+        ));
+        // One emission for both.
+        em.bind(emit);
+        em.push(Op::store(Size::U32, R10, slot::ID, R3));
+        self.emit_record(em, true);
+        em.bind(done);
+    }
+
+    /// An audit leaf's side word (read by [`Self::audit_event`]).
+    pub(super) fn record_audit_side(&self, em: &mut Em, e: Entry, v: &VerdictLeaf) {
+        if self.events.is_none() {
+            return;
+        }
+        let word = if e == Entry::AuditEgress {
+            ctx::AUDIT_EG_WORD
+        } else {
+            ctx::AUDIT_IN_WORD
+        };
+        let mut f = FLAG_EVALUATED;
+        if v.allow {
+            f |= FLAG_ALLOW;
+        }
+        if matches!(
+            self.g.provenance.get(v.decided),
+            Some(Provenance::Rule { .. })
+        ) {
+            f |= FLAG_RULE;
+        }
+        em.push(Op::store(
+            Size::U32,
+            R6,
+            word,
+            layout::side_word(v.decided, 0, f),
+        ));
+    }
+
+    fn describe_id(&self, id: u32) -> String {
+        self.g
+            .provenance
+            .get(id)
+            .map_or_else(|| format!("provenance {id}"), |p| p.describe(self.model))
+    }
+}
