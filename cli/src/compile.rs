@@ -44,6 +44,12 @@ pub enum Emit {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsArg {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Human,
     Json,
@@ -106,6 +112,15 @@ pub struct Args {
     /// `weir_lb_rev`, `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
+    /// Verdict events (docs/events-iptables.md): `on` (the default) makes
+    /// the iptables chains report denies, `log` rules and audit decisions
+    /// through NFLOG for `weir monitor`; `off` compiles without them
+    /// (`log` rules then write kernel log lines).
+    #[arg(long, value_enum, default_value_t = EventsArg::On)]
+    pub events: EventsArg,
+    /// The NFLOG group the iptables chains report events to. Default 100.
+    #[arg(long, value_name = "N")]
+    pub event_group: Option<u16>,
     /// Fail on warnings.
     #[arg(long)]
     pub deny_warnings: bool,
@@ -145,6 +160,11 @@ fn validate(args: &Args) -> Result<(), i32> {
     {
         return Err(program::usage(
             "--ct-entries and --lb-entries size the ebpf back end's tables, not --target iptables (iptables keeps flows in the kernel's conntrack)",
+        ));
+    }
+    if args.events == EventsArg::Off && args.event_group.is_some() {
+        return Err(program::usage(
+            "--event-group names where events go, and --events off compiles without them: give one",
         ));
     }
     let Some(emit) = args.emit else {
@@ -201,7 +221,7 @@ pub fn run(args: Args) -> i32 {
     let needs_backends =
         args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
     let files = if needs_backends {
-        match bundle_files(&analyzed, &targets, state_tables(&args), args.color) {
+        match bundle_files(&analyzed, &targets, &backend_options(&args), args.color) {
             Ok(f) => f,
             Err(code) => return code,
         }
@@ -281,13 +301,33 @@ fn state_tables(args: &Args) -> StateTables {
     }
 }
 
+/// The back ends' options the flags ask for.
+fn backend_options(args: &Args) -> backends::Options {
+    let events = match args.events {
+        EventsArg::Off => None,
+        EventsArg::On => Some(weir_compiler::iptables::Events {
+            group: args
+                .event_group
+                .unwrap_or(weir_compiler::iptables::DEFAULT_GROUP),
+            ..Default::default()
+        }),
+    };
+    backends::Options {
+        tables: state_tables(args),
+        iptables: weir_compiler::iptables::Options {
+            events,
+            ..Default::default()
+        },
+    }
+}
+
 pub fn bundle_files(
     analyzed: &Analyzed,
     targets: &[Target],
-    tables: StateTables,
+    opts: &backends::Options,
     color: Color,
 ) -> Result<BTreeMap<String, Vec<u8>>, i32> {
-    let built = build(analyzed, targets, tables)?;
+    let built = build(analyzed, targets, opts)?;
     let failures: Vec<Diagnostic> = built.refused.into_iter().flat_map(|(_, d)| d).collect();
     if !failures.is_empty() {
         program::print_human(&failures, &analyzed.checked.sources, color);
@@ -306,7 +346,11 @@ pub struct Built {
 /// Run the back ends for `targets`; assemble the bundle of those that
 /// accept the program (`weir test --snapshot` records the others'
 /// refusals). A back end missing from this build is an error.
-pub fn build(analyzed: &Analyzed, targets: &[Target], tables: StateTables) -> Result<Built, i32> {
+pub fn build(
+    analyzed: &Analyzed,
+    targets: &[Target],
+    opts: &backends::Options,
+) -> Result<Built, i32> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
         return Err(1);
@@ -337,7 +381,7 @@ pub fn build(analyzed: &Analyzed, targets: &[Target], tables: StateTables) -> Re
             // As much stack as the main thread may have.
             .stack_size(64 << 20)
             .spawn_scoped(s, || {
-                backends::generate_all_sized(targets, model, graph, tables)
+                backends::generate_all_with(targets, model, graph, opts)
             })
             .expect("spawn the back-end thread");
         let prepared = bundle::prepare(&input(targets));

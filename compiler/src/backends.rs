@@ -9,6 +9,24 @@ use crate::ebpf::state_tables::StateTables;
 use crate::graph::Graph;
 use crate::model::Model;
 
+/// What `weir compile` may set for the back ends: the eBPF per-flow
+/// tables' sizes and the iptables generator's options (verdict events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    pub tables: StateTables,
+    pub iptables: crate::iptables::Options,
+}
+
+impl Options {
+    /// Default options with the per-flow tables sized by `tables`.
+    pub fn sized(tables: StateTables) -> Options {
+        Options {
+            tables,
+            ..Options::default()
+        }
+    }
+}
+
 /// Every target, in bundle order.
 pub const ALL: [Target; 2] = [Target::Ebpf, Target::Iptables];
 
@@ -32,9 +50,19 @@ pub fn generate_sized(
     graph: &Graph,
     tables: StateTables,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    generate_with(target, model, graph, &Options::sized(tables))
+}
+
+/// [`generate`] with every option `weir compile` may set.
+pub fn generate_with(
+    target: Target,
+    model: &Model,
+    graph: &Graph,
+    opts: &Options,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     match target {
-        Target::Ebpf => ebpf(model, graph, tables),
-        Target::Iptables => iptables(model, graph),
+        Target::Ebpf => ebpf(model, graph, opts.tables),
+        Target::Iptables => iptables(model, graph, &opts.iptables),
     }
     .map_err(group)
 }
@@ -102,6 +130,16 @@ pub fn generate_all_sized(
     graph: &Graph,
     tables: StateTables,
 ) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
+    generate_all_with(targets, model, graph, &Options::sized(tables))
+}
+
+/// [`generate_all`] with every option `weir compile` may set.
+pub fn generate_all_with(
+    targets: &[Target],
+    model: &Model,
+    graph: &Graph,
+    opts: &Options,
+) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
     let Some((&first, rest)) = targets.split_first() else {
         return Vec::new();
     };
@@ -113,12 +151,12 @@ pub fn generate_all_sized(
                     .name(format!("weir-{}", t.name()))
                     // As much stack as the main thread may have.
                     .stack_size(64 << 20)
-                    .spawn_scoped(s, move || generate_sized(t, model, graph, tables))
+                    .spawn_scoped(s, move || generate_with(t, model, graph, opts))
                     .expect("spawn a back-end thread");
                 (t, h)
             })
             .collect();
-        let mut out = vec![(first, generate_sized(first, model, graph, tables))];
+        let mut out = vec![(first, generate_with(first, model, graph, opts))];
         for (t, h) in running {
             let r = h
                 .join()
@@ -144,8 +182,12 @@ fn ebpf(
         .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
 }
 
-fn iptables(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    crate::iptables::generate(graph, model)
+fn iptables(
+    model: &Model,
+    graph: &Graph,
+    opts: &crate::iptables::Options,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    crate::iptables::generate_with(graph, model, opts)
         .map_err(|unsupported| unsupported.iter().map(|u| u.diagnostic()).collect())
 }
 
