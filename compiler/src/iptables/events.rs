@@ -47,6 +47,9 @@ pub const DEFAULT_GROUP: u16 = 100;
 pub const DEFAULT_RATE: u32 = 100;
 /// Events an event rule may report at once after a quiet spell.
 pub const DEFAULT_BURST: u32 = 200;
+/// The highest `--limit` and `--limit-burst` x_tables takes (`limit`
+/// counts in 1/10,000 s).
+pub const MAX_RATE: u32 = 10_000;
 /// The most bytes of an NFLOG prefix the kernel keeps (`char prefix[64]`
 /// with its terminating NUL in `struct xt_nflog_info`).
 pub const PREFIX_MAX: usize = 63;
@@ -56,9 +59,9 @@ pub const PREFIX_MAX: usize = 63;
 pub struct Events {
     /// NFLOG group (`--nflog-group`).
     pub group: u16,
-    /// Per event rule: events per second…
+    /// Per event rule: events per second (1..=[`MAX_RATE`])…
     pub rate: u32,
-    /// …and burst.
+    /// …and burst (1..=[`MAX_RATE`]).
     pub burst: u32,
 }
 

@@ -103,7 +103,7 @@ use crate::graph::Graph;
 use crate::model::Model;
 use weir_grammar::Span;
 
-pub use events::{Events, DEFAULT_BURST, DEFAULT_GROUP, DEFAULT_RATE, PREFIX_MAX};
+pub use events::{Events, DEFAULT_BURST, DEFAULT_GROUP, DEFAULT_RATE, MAX_RATE, PREFIX_MAX};
 pub use text::Family;
 
 /// How `log` rules log when events are off ([`Options::events`]).

@@ -273,11 +273,9 @@ impl NflogSource {
         let mut ack = None;
         for (ty, body) in messages(&data) {
             match ty {
-                t if t == libc::NLMSG_ERROR as u16 => {
-                    if body.len() >= 4 {
-                        let e = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-                        ack = Some(-e);
-                    }
+                t if t == libc::NLMSG_ERROR as u16 && body.len() >= 4 => {
+                    let e = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+                    ack = Some(-e);
                 }
                 MSG_PACKET => self.record(body),
                 _ => {}
