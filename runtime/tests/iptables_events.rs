@@ -3,8 +3,9 @@
 //! the node namespace; the NFLOG reader (`weir_runtime::events::nflog`)
 //! bound to the bundle's group there; then a denied TCP connect over IPv4
 //! and over IPv6, a denied UDP datagram, an allowed connection that passes
-//! a `log` rule and is allowed by a rule with the `log` flag, and a UDP
-//! flow an audit policy would deny. Every event read must be one the
+//! a `log` rule and is allowed by a rule with the `log` flag, a UDP flow
+//! an audit policy would deny, and a connection to a service without
+//! backends (rejected). Every event read must be one the
 //! interpreter's outcome for that packet implies (`expected`, from its
 //! sides, provenance and the model's `log` flags — not from the
 //! emitter), and every implied event must arrive, once.
@@ -42,6 +43,11 @@ policy db-in {
     allow tcp 5432 from app == "web" log
     allow udp 5000 from any
   }
+}
+
+service empty {
+  frontend 10.96.0.99:80/tcp
+  backends select app == "nothing" port 80
 }
 
 policy db-tighten priority 10 audit {
@@ -204,6 +210,9 @@ fn events_match_the_interpreter_in_netns() {
     topo.serve_tcp(db6, 5432).unwrap();
     topo.serve_udp(db4, 5000).unwrap();
     topo.serve_udp(db4, 53).unwrap();
+    // The node routes the frontend toward the server side (and rejects).
+    let vip = ip("10.96.0.99");
+    topo.add_server_addr(vip).unwrap();
     let short = Duration::from_millis(300);
     let long = Duration::from_millis(2500);
     // (what, sent, whether it must get through)
@@ -213,6 +222,7 @@ fn events_match_the_interpreter_in_netns() {
         ("denied UDP", ("udp", "10.1.0.1", db4, 53), false),
         ("logged allow", ("tcp", "10.1.0.1", db4, 5432), true),
         ("audit would deny", ("udp", "10.1.0.2", db4, 5000), true),
+        ("no backends", ("tcp", "10.1.0.1", vip, 80), false),
     ];
     let mut sent = Vec::new();
     for (what, (proto, src, dst, port), ok) in probes {

@@ -30,8 +30,9 @@
 //! limit are lost, and nothing counts them (the reader cannot know).
 //!
 //! **Prefix.** `--nflog-prefix` is [`crate::contract::event::nflog_prefix`];
-//! the kernel keeps 63 bytes of it and cuts the rest silently, so the
-//! longest one we can write is checked to fit (tests).
+//! x_tables keeps 63 bytes of it (iptables-nft's `log` expression 127), so
+//! the longest one we can write is checked to fit the smaller (tests), and
+//! `weir apply` reads every prefix back.
 
 use super::text::comment;
 use crate::contract::event::{nflog_prefix, EventVerdict};
@@ -50,8 +51,9 @@ pub const DEFAULT_BURST: u32 = 200;
 /// The highest `--limit` and `--limit-burst` x_tables takes (`limit`
 /// counts in 1/10,000 s).
 pub const MAX_RATE: u32 = 10_000;
-/// The most bytes of an NFLOG prefix the kernel keeps (`char prefix[64]`
-/// with its terminating NUL in `struct xt_nflog_info`).
+/// The most bytes of an NFLOG prefix x_tables keeps (`char prefix[64]`
+/// with its terminating NUL in `struct xt_nflog_info`; nf_tables keeps
+/// more).
 pub const PREFIX_MAX: usize = 63;
 
 /// Where and how fast the chains report events.
