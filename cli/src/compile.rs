@@ -106,9 +106,11 @@ pub struct Args {
     /// `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
-    /// Verdict events of the eBPF data path (`weir monitor`,
-    /// docs/monitor.md): every denied new flow, allows by rules with
-    /// `log`, `log` rules, audit "would" verdicts.
+    /// Verdict events (`weir monitor`, docs/monitor.md): every denied
+    /// new flow, allows by rules with `log`, `log` rules, audit "would"
+    /// verdicts — through the `weir_events` ring buffer (eBPF) or NFLOG
+    /// (iptables, docs/events-iptables.md); `off` compiles without them
+    /// (iptables `log` rules then write kernel log lines).
     #[arg(long, value_enum, default_value_t = EventsArg::On)]
     pub events: EventsArg,
     /// Bytes of the events ring buffer `weir_events` (a power of two,
@@ -123,6 +125,9 @@ pub struct Args {
     /// size). Default 1000.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub events_burst: Option<u32>,
+    /// The NFLOG group the iptables chains report events to. Default 100.
+    #[arg(long, value_name = "N")]
+    pub event_group: Option<u16>,
     /// Fail on warnings.
     #[arg(long)]
     pub deny_warnings: bool,
@@ -199,6 +204,11 @@ fn validate(args: &Args) -> Result<(), i32> {
             "--ct-entries and --lb-entries size the ebpf back end's tables, not --target iptables (iptables keeps flows in the kernel's conntrack)",
         ));
     }
+    if args.events == EventsArg::Off && args.event_group.is_some() {
+        return Err(program::usage(
+            "--event-group names where events go, and --events off compiles without them: give one",
+        ));
+    }
     let Some(emit) = args.emit else {
         return Ok(());
     };
@@ -253,7 +263,7 @@ pub fn run(args: Args) -> i32 {
     let needs_backends =
         args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
     let files = if needs_backends {
-        match bundle_files(&analyzed, &targets, ebpf_options(&args), args.color) {
+        match bundle_files(&analyzed, &targets, &backend_options(&args), args.color) {
             Ok(f) => f,
             Err(code) => return code,
         }
@@ -320,10 +330,6 @@ fn print_written(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>, forma
     }
 }
 
-/// Run the back ends for `targets` and assemble the bundle (file name →
-/// bytes). Every target must accept the program (`--target all` means all:
-/// a bundle never silently lacks a back end); refusals are printed and
-/// `Err` carries the exit code.
 /// The eBPF options the flags ask for (defaults for the rest).
 fn ebpf_options(args: &Args) -> backends::EbpfOptions {
     use weir_compiler::ebpf::codegen::events::EventOptions;
@@ -347,13 +353,37 @@ fn state_tables(args: &Args) -> StateTables {
     }
 }
 
+/// The back ends' options the flags ask for.
+fn backend_options(args: &Args) -> backends::Options {
+    let events = match args.events {
+        EventsArg::Off => None,
+        EventsArg::On => Some(weir_compiler::iptables::Events {
+            group: args
+                .event_group
+                .unwrap_or(weir_compiler::iptables::DEFAULT_GROUP),
+            ..Default::default()
+        }),
+    };
+    backends::Options {
+        ebpf: ebpf_options(args),
+        iptables: weir_compiler::iptables::Options {
+            events,
+            ..Default::default()
+        },
+    }
+}
+
+/// Run the back ends for `targets` and assemble the bundle (file name →
+/// bytes). Every target must accept the program (`--target all` means all:
+/// a bundle never silently lacks a back end); refusals are printed and
+/// `Err` carries the exit code.
 pub fn bundle_files(
     analyzed: &Analyzed,
     targets: &[Target],
-    tables: backends::EbpfOptions,
+    opts: &backends::Options,
     color: Color,
 ) -> Result<BTreeMap<String, Vec<u8>>, i32> {
-    let built = build(analyzed, targets, tables)?;
+    let built = build(analyzed, targets, opts)?;
     let failures: Vec<Diagnostic> = built.refused.into_iter().flat_map(|(_, d)| d).collect();
     if !failures.is_empty() {
         program::print_human(&failures, &analyzed.checked.sources, color);
@@ -375,7 +405,7 @@ pub struct Built {
 pub fn build(
     analyzed: &Analyzed,
     targets: &[Target],
-    tables: backends::EbpfOptions,
+    opts: &backends::Options,
 ) -> Result<Built, i32> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
@@ -407,7 +437,7 @@ pub fn build(
             // As much stack as the main thread may have.
             .stack_size(64 << 20)
             .spawn_scoped(s, || {
-                backends::generate_all_sized(targets, model, graph, tables)
+                backends::generate_all_with(targets, model, graph, opts)
             })
             .expect("spawn the back-end thread");
         let prepared = bundle::prepare(&input(targets));

@@ -215,7 +215,7 @@ fn snapshot(
     result: &mut ProgramResult,
 ) -> Result<(), i32> {
     let targets = crate::compile::targets(args.target.unwrap_or(crate::compile::TargetArg::All));
-    let built = crate::compile::build(analyzed, &targets, Default::default())?;
+    let built = crate::compile::build(analyzed, &targets, &Default::default())?;
     if args.target.is_some() && !built.refused.is_empty() {
         let diags: Vec<Diagnostic> = built.refused.into_iter().flat_map(|(_, d)| d).collect();
         if args.format == Format::Human {

@@ -37,6 +37,29 @@ impl From<StateTables> for EbpfOptions {
     }
 }
 
+/// Everything `weir compile` may set for the back ends: the eBPF
+/// options and the iptables generator's (its verdict events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    pub ebpf: EbpfOptions,
+    pub iptables: crate::iptables::Options,
+}
+
+impl From<EbpfOptions> for Options {
+    fn from(ebpf: EbpfOptions) -> Self {
+        Options {
+            ebpf,
+            ..Default::default()
+        }
+    }
+}
+
+impl From<StateTables> for Options {
+    fn from(tables: StateTables) -> Self {
+        EbpfOptions::from(tables).into()
+    }
+}
+
 /// Every target, in bundle order.
 pub const ALL: [Target; 2] = [Target::Ebpf, Target::Iptables];
 
@@ -58,11 +81,21 @@ pub fn generate_sized(
     target: Target,
     model: &Model,
     graph: &Graph,
-    opts: impl Into<EbpfOptions>,
+    opts: impl Into<Options>,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    generate_with(target, model, graph, &opts.into())
+}
+
+/// [`generate`] with every option `weir compile` may set.
+pub fn generate_with(
+    target: Target,
+    model: &Model,
+    graph: &Graph,
+    opts: &Options,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
     match target {
-        Target::Ebpf => ebpf(model, graph, opts.into()),
-        Target::Iptables => iptables(model, graph),
+        Target::Ebpf => ebpf(model, graph, opts.ebpf),
+        Target::Iptables => iptables(model, graph, &opts.iptables),
     }
     .map_err(group)
 }
@@ -128,9 +161,18 @@ pub fn generate_all_sized(
     targets: &[Target],
     model: &Model,
     graph: &Graph,
-    opts: impl Into<EbpfOptions>,
+    opts: impl Into<Options>,
 ) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
-    let tables: EbpfOptions = opts.into();
+    generate_all_with(targets, model, graph, &opts.into())
+}
+
+/// [`generate_all`] with every option `weir compile` may set.
+pub fn generate_all_with(
+    targets: &[Target],
+    model: &Model,
+    graph: &Graph,
+    opts: &Options,
+) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
     let Some((&first, rest)) = targets.split_first() else {
         return Vec::new();
     };
@@ -142,12 +184,12 @@ pub fn generate_all_sized(
                     .name(format!("weir-{}", t.name()))
                     // As much stack as the main thread may have.
                     .stack_size(64 << 20)
-                    .spawn_scoped(s, move || generate_sized(t, model, graph, tables))
+                    .spawn_scoped(s, move || generate_with(t, model, graph, opts))
                     .expect("spawn a back-end thread");
                 (t, h)
             })
             .collect();
-        let mut out = vec![(first, generate_sized(first, model, graph, tables))];
+        let mut out = vec![(first, generate_with(first, model, graph, opts))];
         for (t, h) in running {
             let r = h
                 .join()
@@ -170,8 +212,12 @@ fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions) -> Result<BackendArtifacts
         .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
 }
 
-fn iptables(model: &Model, graph: &Graph) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    crate::iptables::generate(graph, model)
+fn iptables(
+    model: &Model,
+    graph: &Graph,
+    opts: &crate::iptables::Options,
+) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+    crate::iptables::generate_with(graph, model, opts)
         .map_err(|unsupported| unsupported.iter().map(|u| u.diagnostic()).collect())
 }
 

@@ -5,8 +5,9 @@
 //! Linux node — for the iptables back end by running `ipset restore` and
 //! `iptables-restore` transactions ([`iptables`]) — keeps track of what it
 //! applied, updates endpoint sets at run time, and removes everything it made
-//! on detach. [`netns`] is the network-namespace test harness shared by the
-//! back ends' kernel tests.
+//! on detach. [`events`] reads the verdict events the data path reports.
+//! [`netns`] is the network-namespace test harness shared by the back
+//! ends' kernel tests.
 
 pub mod bundle;
 pub mod ebpf;

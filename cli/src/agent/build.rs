@@ -85,10 +85,11 @@ fn compile(source: &Path, bundle: &Path, target: Target) -> Result<(), Failure> 
     if analyzed.compiled.is_none() || analyzed.checked.has_errors() {
         return Err(Failure::Refused(errors(&analyzed.checked.diagnostics)));
     }
-    // The per-flow tables at their node-sized defaults (docs/runtime.md);
-    // the agent has no `--ct-entries`/`--lb-entries` of its own yet.
-    let tables = weir_compiler::ebpf::state_tables::StateTables::default();
-    let built = crate::compile::build(&analyzed, &[target], tables.into()).map_err(|_| {
+    // The per-flow tables at their node-sized defaults (docs/runtime.md),
+    // events on to the default group: the agent has no `--ct-entries`,
+    // `--lb-entries` or `--event-group` of its own yet.
+    let opts = weir_compiler::backends::Options::default();
+    let built = crate::compile::build(&analyzed, &[target], &opts).map_err(|_| {
         Failure::Refused(format!(
             "the {} back end is not in this build",
             target.name()

@@ -74,11 +74,24 @@ fn open_source(target: &Target) -> Result<(Box<dyn EventSource>, std::path::Path
                 Err(e) => Err(fail(e)),
             }
         }
-        // NFLOG (iptables) events: `weir_runtime::events::nflog` plugs in
-        // here.
-        Backend::Iptables => Err(fail(
-            "weir monitor reads the ebpf back end's events (--backend ebpf --iface IF); the iptables back end's NFLOG events are not in this build",
-        )),
+        Backend::Iptables => {
+            let rt = target.runtime();
+            let manifest = rt.applied_manifest().map_err(fail)?;
+            let text = std::fs::read(&manifest)
+                .map_err(|e| fail(format!("reading {}: {e}", manifest.display())))?;
+            let full = weir_compiler::contract::parse(&text)
+                .map_err(|e| fail(format!("{}: {e}", manifest.display())))?;
+            let section = full
+                .backends
+                .iptables
+                .ok_or_else(|| fail("the applied bundle has no iptables section"))?;
+            let source = weir_runtime::events::nflog::NflogSource::for_bundle_in(
+                target.netns.as_deref(),
+                &section,
+            )
+            .map_err(fail)?;
+            Ok((Box::new(source), manifest))
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub struct IptablesSection {
     pub counts: Vec<Count>,
     /// How a runtime adds an endpoint address (for people).
     pub endpoint_update: String,
+    /// Verdict events (NFLOG), when compiled with them (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Events>,
     pub hooks: Vec<HookEntry>,
     pub log: Log,
     pub sets: Vec<SetEntry>,
@@ -90,7 +93,18 @@ pub struct HookEntry {
     pub target: String,
 }
 
-/// How `log` rules log.
+/// Where the chains report verdict events: NFLOG `group`, with prefixes
+/// [`crate::contract::event::nflog_prefix`]; each event rule reports at
+/// most `rate` events per second (bursts of `burst`), the rest are lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub burst: u32,
+    pub group: u16,
+    pub rate: u32,
+}
+
+/// How `log` rules log (with events: NFLOG to the events' group).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {

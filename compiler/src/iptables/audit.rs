@@ -13,6 +13,11 @@
 //! chain can accept, drop or mark: control always returns to `WEIR-FWD`,
 //! whose next rules are exactly those of the program without audit.
 //!
+//! With events on, an audit leaf decided by an audit policy (one of its
+//! rules, or an audit tier's default) reports an event with the audit
+//! flag before it returns, when it denies or its rule has the `log` flag
+//! (`events.rs`).
+//!
 //! Refused (E0501): audit policies with a `redirect` steering rule. A
 //! redirected connection is judged in nat before its REDIRECT and never
 //! reaches FORWARD, so its audit decision would silently go uncounted.
@@ -22,7 +27,7 @@ use super::entries::FWD;
 use super::flow::{self, Ctx};
 use super::sets::Sets;
 use super::text::{comment, Family, FastMap, Tables};
-use super::Unsupported;
+use super::{Events, Unsupported};
 use crate::diagnostics::{Construct, Refusal};
 use crate::graph::ir::{Node, NodeId};
 use crate::graph::Graph;
@@ -37,6 +42,8 @@ pub fn audit_comment(id: u32) -> String {
 /// for each family.
 pub struct AuditGraph {
     g: Graph,
+    /// [`super::events::audit_only`]: the leaves that report events.
+    audit_only: std::collections::BTreeSet<u32>,
     num: FastMap<NodeId, usize>,
     /// The flow contexts for IPv4 and for IPv6 packets.
     ctx: [FastMap<NodeId, Ctx>; 2],
@@ -53,14 +60,25 @@ impl AuditGraph {
         let num = num.into_iter().collect();
         let r = g.dag.roots;
         let ctx = [Family::V4, Family::V6].map(|f| flow::contexts(&g, &[r.egress, r.ingress], f));
-        Some(AuditGraph { g, num, ctx })
+        let audit_only = super::events::audit_only(model, &g.provenance);
+        Some(AuditGraph {
+            g,
+            audit_only,
+            num,
+            ctx,
+        })
     }
 
     /// The audit chains and their calls from `WEIR-FWD`.
-    pub fn emit(&self, fam: Family, sets: &mut Sets, out: &mut Tables) {
+    /// With `events`, a leaf decided by an audit policy reports its event
+    /// (the audit flag set) before it returns.
+    pub fn emit(&self, fam: Family, events: Option<&Events>, sets: &mut Sets, out: &mut Tables) {
         let leaf = |n: &Node| match n {
             Node::Verdict(v) => {
-                Leaf::Rules(vec![format!("{} -j RETURN", audit_comment(v.decided))])
+                let event =
+                    events.and_then(|ev| ev.audit_leaf(v, self.audit_only.contains(&v.decided)));
+                let count = format!("{} -j RETURN", audit_comment(v.decided));
+                Leaf::Rules(event.into_iter().chain([count]).collect())
             }
             _ => Leaf::Return,
         };

@@ -407,7 +407,7 @@ impl<'a> FamilyGen<'a> {
             self.filter_bypass(sets, out);
         }
         if self.has_reject {
-            if let Some(tree) = services::reject(self.g, self.fam, out) {
+            if let Some(tree) = services::reject(self.g, self.fam, self.opts.events.as_ref(), out) {
                 out.rule(
                     "filter",
                     FWD,
@@ -420,13 +420,15 @@ impl<'a> FamilyGen<'a> {
             }
         }
         if let Some(a) = self.audit {
-            a.emit(self.fam, sets, out);
+            a.emit(self.fam, self.opts.events.as_ref(), sets, out);
         }
         let opts = self.opts;
         let leaf = |n: &Node| match n {
             Node::Verdict(v) => {
-                let mut rules: Vec<String> =
-                    v.logged.iter().map(|&id| log_rule(opts, id)).collect();
+                let mut rules: Vec<String> = match &opts.events {
+                    Some(ev) => ev.enforced_leaf(v),
+                    None => v.logged.iter().map(|&id| log_rule(opts, id)).collect(),
+                };
                 let c = comment(&v.decided.to_string());
                 rules.push(if v.allow {
                     format!("{c} -j RETURN")

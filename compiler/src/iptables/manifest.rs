@@ -77,13 +77,22 @@ pub fn typed(
         classes: g.classes.len(),
         counts,
         endpoint_update: "add an address of class C to every set whose `classes` contain C (a host entry; `nomatch` to exclude a host from a covering prefix)".into(),
+        events: opts.events.map(|e| c::Events {
+            burst: e.burst,
+            group: e.group,
+            rate: e.rate,
+        }),
         hooks,
-        log: match opts.log {
-            LogTarget::Log => c::Log {
+        log: match (opts.events, opts.log) {
+            (Some(e), _) => c::Log {
+                group: Some(e.group),
+                target: c::LogTarget::Nflog,
+            },
+            (None, LogTarget::Log) => c::Log {
                 group: None,
                 target: c::LogTarget::Log,
             },
-            LogTarget::Nflog { group } => c::Log {
+            (None, LogTarget::Nflog { group }) => c::Log {
                 group: Some(group),
                 target: c::LogTarget::Nflog,
             },

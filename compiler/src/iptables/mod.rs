@@ -54,8 +54,18 @@
 //!
 //! Every rule carries `-m comment --comment "weir:…"`: `weir:<id>` with
 //! the provenance id on leaf rules (counters per decision), `weir:n<N>` on
-//! internal nodes. Logging is `LOG --log-prefix "weir:<id> "` by default,
-//! or `NFLOG` ([`LogTarget`]).
+//! internal nodes.
+//!
+//! # Events
+//!
+//! By default the chains report verdict events through NFLOG
+//! (`events.rs`, [`Events`]): a rate-limited `-j NFLOG` rule with prefix
+//! `weir:<id>:<V>[a] ` before each judgement that reports one (denies,
+//! `log` rules, allows by a rule with the `log` flag, audit decisions of
+//! audit policies); `log` rules report as `L` events and are counted by a
+//! rule of their own. With events off ([`Options::events`] `None`),
+//! logging is `LOG --log-prefix "weir:<id> "` by default, or `NFLOG`
+//! ([`LogTarget`]), and no other judgement is reported.
 //!
 //! # Audit policies
 //!
@@ -78,6 +88,7 @@ mod chains;
 mod depth;
 mod emit;
 mod entries;
+mod events;
 mod flow;
 mod manifest;
 mod services;
@@ -92,9 +103,10 @@ use crate::graph::Graph;
 use crate::model::Model;
 use weir_grammar::Span;
 
+pub use events::{Events, DEFAULT_BURST, DEFAULT_GROUP, DEFAULT_RATE, MAX_RATE, PREFIX_MAX};
 pub use text::Family;
 
-/// How `log` rules log.
+/// How `log` rules log when events are off ([`Options::events`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogTarget {
     /// `-j LOG --log-prefix "weir:<id> "` (kernel log; in a non-initial
@@ -107,12 +119,25 @@ pub enum LogTarget {
 }
 
 /// Generator options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
+    /// Verdict events (NFLOG), on by default; `None`: no events, and
+    /// `log` rules log through [`Options::log`].
+    pub events: Option<Events>,
     pub log: LogTarget,
     /// Balance Maglev services randomly instead of refusing them (not
     /// faithful: flows are not consistently hashed). Off by default.
     pub maglev_as_random: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            events: Some(Events::default()),
+            log: LogTarget::default(),
+            maglev_as_random: false,
+        }
+    }
 }
 
 /// What the iptables back end refuses: a construct it cannot express

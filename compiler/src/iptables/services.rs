@@ -341,7 +341,13 @@ pub fn nat(
 
 /// filter chains rejecting connections to frontends of `fam` without
 /// backends; the root, if there is any.
-pub fn reject(g: &Graph, fam: Family, out: &mut Tables) -> Option<AddrTree> {
+/// With events, each REJECT is preceded by its `R` event (same match).
+pub fn reject(
+    g: &Graph,
+    fam: Family,
+    events: Option<&super::Events>,
+    out: &mut Tables,
+) -> Option<AddrTree> {
     let st = &g.services;
     let mut items: Vec<AddrRules> = Vec::new();
     for fe in &st.frontends {
@@ -364,9 +370,15 @@ pub fn reject(g: &Graph, fam: Family, out: &mut Tables) -> Option<AddrTree> {
             comment(&id.to_string())
         );
         let t = format!("-j REJECT --reject-with {with}");
+        let mut rules = Vec::new();
+        if let Some(ev) = events {
+            let event = ev.rule(id, crate::contract::event::EventVerdict::Reject, false);
+            rules.push((format!("-p {p} -m {p} --dport {}", f.port), event));
+        }
+        rules.push((m, t));
         match items.last_mut() {
-            Some((a, rules)) if *a == f.addr => rules.push((m, t)),
-            _ => items.push((f.addr, vec![(m, t)])),
+            Some((a, r)) if *a == f.addr => r.extend(rules),
+            _ => items.push((f.addr, rules)),
         }
     }
     if items.is_empty() {

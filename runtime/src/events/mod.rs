@@ -7,7 +7,11 @@
 //! - [`ringbuf`]: the eBPF back end's `weir_events` ring buffer (a
 //!   reader of the kernel's ring-buffer ABI on raw `mmap`/`epoll`, no
 //!   libbpf), and the per-CPU drop counters of its rate limit.
+//! - [`nflog`]: the iptables back end's NFLOG group; [`ip`] reads the
+//!   headers of the packets it logs.
 
+pub mod ip;
+pub mod nflog;
 pub mod ringbuf;
 
 /// A stream of verdict events from one back end on this node.

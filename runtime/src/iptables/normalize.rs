@@ -227,6 +227,17 @@ fn value(opt: &str, vals: &[String]) -> String {
         "--u32" => u32_expr(&one),
         "--to-destination" | "--to-source" | "--to-ports" | "--to" => one,
         "--dst-range" | "--src-range" => one,
+        // `limit` rates as the kernel prints them (`100/second` → `100/sec`).
+        "--limit" => match one.split_once('/') {
+            Some((n, unit)) => {
+                let unit = ["sec", "min", "hour", "day"]
+                    .into_iter()
+                    .find(|u| unit.starts_with(&u[..1]))
+                    .unwrap_or(unit);
+                format!("{n}/{unit}")
+            }
+            None => one,
+        },
         // A number the kernel prints in another base (`--set-dscp 46`
         // comes back as `0x2e`).
         _ => match one.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16)) {
@@ -329,7 +340,17 @@ pub fn canon(line: &str, family: Family) -> Result<Canon, String> {
             Family::Ipv6 => "--mask=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".into(),
         });
     }
+    // Defaults `iptables-save` leaves out: a `limit` burst of 5, NFLOG
+    // group 0.
+    if modules.iter().any(|m| m == "-m=limit")
+        && !parts.iter().any(|p| p.starts_with("--limit-burst="))
+    {
+        parts.push("--limit-burst=5".into());
+    }
     if let Some((kind, name)) = target {
+        if name == "NFLOG" && !target_opts.iter().any(|o| o.starts_with("--nflog-group=")) {
+            target_opts.push("--nflog-group=0".into());
+        }
         if name == "REJECT" && !target_opts.iter().any(|o| o.starts_with("--reject-with=")) {
             target_opts.push(match family {
                 Family::Ipv4 => "--reject-with=icmp-port-unreachable".into(),
@@ -388,6 +409,16 @@ mod tests {
         assert!(same(
             "-A X -j MARK --set-mark 0x10",
             "-A X -j MARK --set-xmark 0x10/0xffffffff",
+            v4
+        ));
+        assert!(same(
+            "-A X -m limit --limit 100/second --limit-burst 5 -j NFLOG --nflog-group 0 --nflog-prefix \"weir:7:D \"",
+            "-A X -m limit --limit 100/sec -j NFLOG --nflog-prefix \"weir:7:D \"",
+            v4
+        ));
+        assert!(!same(
+            "-A X -j NFLOG --nflog-prefix \"weir:7:D \"",
+            "-A X -j NFLOG --nflog-prefix \"weir:7:D\"",
             v4
         ));
         assert!(same(

@@ -3,7 +3,8 @@
 //! read back, each rule's packet count summed under the provenance id its
 //! comment names — `weir:<id>` for enforced decisions (and log rules),
 //! `weir:audit:<id>` for audit decisions (the chains of
-//! compiler/src/iptables/audit.rs), kept apart — and named from the
+//! compiler/src/iptables/audit.rs), kept apart; rate-limited event rules
+//! (`weir:ev:<id>`) are not counters — and named from the
 //! manifest of the applied bundle. Only chains of the generation in
 //! force (`WEIR<g>-…`) count.
 
@@ -61,6 +62,16 @@ pub fn count_save(text: &str, generation: u32) -> (BTreeMap<u32, u64>, BTreeMap<
 }
 
 impl Iptables {
+    /// The manifest of the generation in force (`weir monitor` resolves
+    /// its events' provenance ids and addresses through it).
+    pub fn applied_manifest(&self) -> Result<std::path::PathBuf, Error> {
+        let state = self.read_state()?.ok_or_else(|| Error::State {
+            path: self.state_path(),
+            message: "nothing is applied here".into(),
+        })?;
+        Ok(std::path::Path::new(&state.bundle_dir).join(crate::bundle::MANIFEST))
+    }
+
     /// The counters of the generation in force.
     pub fn stats(&self) -> Result<Stats, Error> {
         exec::require_root()?;
@@ -123,6 +134,7 @@ mod tests {
 [2:120] -A WEIR3-A4 -m comment --comment \"weir:audit:9\" -j RETURN
 [3:180] -A WEIR3-A8 -m comment --comment \"weir:audit:9\" -j RETURN
 [5:300] -A WEIR3-F4 -m comment --comment \"weir:9\" -j RETURN
+[2:120] -A WEIR3-F5 -m comment --comment \"weir:ev:9\" -m limit --limit 100/sec --limit-burst 200 -j NFLOG --nflog-prefix \"weir:9:D \" --nflog-group 100
 [1:60] -A WEIR3-F1 -m comment --comment \"weir:n1\" -g WEIR3-F2
 [4:240] -A WEIR2-F4 -m comment --comment \"weir:9\" -j RETURN
 [0:0] -A FORWARD -j WEIR-HOOK-FORWARD

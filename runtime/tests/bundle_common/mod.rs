@@ -38,6 +38,7 @@ pub fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], sets: &[(&str, ipt::
                 classes: 2,
                 counts: Vec::new(),
                 endpoint_update: String::new(),
+                events: None,
                 hooks: hooks
                     .iter()
                     .map(|&(table, chain, target, family)| ipt::HookEntry {
