@@ -179,13 +179,17 @@ fn validate(args: &Args) -> Result<(), i32> {
         ));
     }
     if args.target == TargetArg::Iptables
-        && (args.events == EventsArg::Off
-            || args.events_ring_bytes.is_some()
+        && (args.events_ring_bytes.is_some()
             || args.events_rate.is_some()
             || args.events_burst.is_some())
     {
         return Err(program::usage(
-            "--events and --events-* shape the ebpf back end's events, not --target iptables",
+            "--events-ring-bytes, --events-rate and --events-burst shape the ebpf back end's events, not --target iptables",
+        ));
+    }
+    if args.target == TargetArg::Ebpf && args.event_group.is_some() {
+        return Err(program::usage(
+            "--event-group is the iptables back end's NFLOG group, not --target ebpf's (its events go to the weir_events ring buffer)",
         ));
     }
     if args.events == EventsArg::Off
