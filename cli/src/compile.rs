@@ -373,7 +373,7 @@ pub fn build(analyzed: &Analyzed, targets: &[Target], tables: StateTables) -> Re
         bundle::prepare(&input(&accepted))
     };
     Ok(Built {
-        files: bundle::assemble(prepared, &outputs),
+        files: bundle::assemble(prepared, outputs),
         refused,
     })
 }

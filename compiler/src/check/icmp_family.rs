@@ -13,7 +13,6 @@
 
 use super::Cx;
 use crate::diagnostics::Kind;
-use crate::endpoint_index::EndpointIndex;
 use crate::model::{Model, PeerMatch, Proto, ProtoMatch, Rule, SteerRule};
 
 /// The family (`true`: IPv6) every address of the set is of, if one.
@@ -42,11 +41,12 @@ fn fam(six: bool) -> &'static str {
     }
 }
 
-pub(super) fn run(cx: &mut Cx<'_>, model: &Model, index: &EndpointIndex) {
+/// `selected[i]`: the ids (into `model.endpoints`) of the endpoints
+/// policy `i` applies to.
+pub(super) fn run(cx: &mut Cx<'_>, model: &Model, selected: &[Vec<u32>]) {
     let mut out = Vec::new();
-    for p in &model.policies {
+    for (p, ids) in model.policies.iter().zip(selected) {
         // The family of every selected endpoint's addresses, if one.
-        let ids = index.select(&p.applies_to);
         let subjects = if ids.is_empty() {
             None
         } else {

@@ -140,9 +140,11 @@ struct ServiceEntry<'a> {
 #[derive(Serialize)]
 struct BackendSelector<'a> {
     port: u16,
-    /// The selector in its serde form, as a `Value` so that its keys are
-    /// sorted like every other object's.
-    selector: Value,
+    /// The selector in its serde form, serialized directly: every variant
+    /// of `Sel` is a tuple or unit variant, whose serde form is a one-key
+    /// object (or a string) — already sorted, as a `Value` would print it
+    /// (the test `selector_serializes_as_its_value` checks this).
+    selector: &'a crate::model::Sel,
     text: Text<&'a crate::model::Sel>,
 }
 
@@ -308,7 +310,7 @@ fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> 
             backend_selector: model.services.get(i).and_then(|m| match &m.backends {
                 crate::model::BackendSource::Select { selector, port } => Some(BackendSelector {
                     port: *port,
-                    selector: serde_json::to_value(selector).expect("selectors serialize"),
+                    selector,
                     text: Text(selector),
                 }),
                 crate::model::BackendSource::Explicit(_) => None,
