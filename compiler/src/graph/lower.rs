@@ -325,12 +325,21 @@ impl Lower<'_> {
                     .and_then(|a| a)
             })
             .collect();
+        // Each class's active policies (ascending), from each policy's
+        // classes: a test of every policy on every class was quadratic
+        // (100,000 one-pod policies, each pod its own class).
+        let mut active_of: Vec<Vec<PolicyId>> = vec![Vec::new(); cl.classes.len()];
+        for (p, a) in applies.iter().enumerate() {
+            if let Some(a) = *a {
+                for c in cl.classes_with(a).iter() {
+                    active_of[c].push(p);
+                }
+            }
+        }
         let mut chains: BTreeMap<Vec<PolicyId>, (NodeId, Vec<u32>)> = BTreeMap::new();
         let mut entries = Vec::new();
         for c in cl.endpoint_classes_set().iter() {
-            let active: Vec<PolicyId> = (0..model.policies.len())
-                .filter(|&p| applies[p].is_some_and(|a| cl.has(c as u32, a)))
-                .collect();
+            let active = std::mem::take(&mut active_of[c]);
             let next = match chains.get_mut(&active) {
                 Some((n, users)) => {
                     users.push(c as u32);
