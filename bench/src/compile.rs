@@ -144,6 +144,10 @@ fn sibling_binary(name: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct Whole {
     pub wall_ms: f64,
+    /// User + system CPU time of the `weir` process (NaN without
+    /// `weir-rusage`): on a shared machine a steadier figure than wall
+    /// time, which waits for the cores.
+    pub cpu_ms: f64,
     pub peak_mib: f64,
     pub exit: i32,
     pub stderr_head: String,
@@ -157,14 +161,25 @@ pub fn whole_process(
     inventory: &Path,
     out: &Path,
 ) -> Result<Whole, String> {
-    use std::ffi::OsStr;
     // The models balance with Maglev, which only the eBPF back end
     // expresses: this is the compile that succeeds and writes a bundle.
+    whole_process_for(weir, "ebpf", weir_file, inventory, out)
+}
+
+/// [`whole_process`] with `--target TARGET` (`ebpf`, `iptables`, `all`).
+pub fn whole_process_for(
+    weir: &Path,
+    target: &str,
+    weir_file: &Path,
+    inventory: &Path,
+    out: &Path,
+) -> Result<Whole, String> {
+    use std::ffi::OsStr;
     let args: [&OsStr; 10] = [
         OsStr::new("compile"),
         weir_file.as_os_str(),
         OsStr::new("--target"),
-        OsStr::new("ebpf"),
+        OsStr::new(target),
         OsStr::new("--endpoints"),
         inventory.as_os_str(),
         OsStr::new("-o"),
@@ -207,8 +222,15 @@ fn run_measured(weir: &Path, args: &[&std::ffi::OsStr]) -> Result<Whole, String>
             err.lines().last().unwrap_or("")
         ));
     }
+    let cpu_ms = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("weir-rusage: cpu_ms="))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
     Ok(Whole {
         wall_ms,
+        cpu_ms,
         peak_mib: peak_kib.map_or(f64::NAN, |k| k / 1024.0),
         exit: out.status.code().unwrap_or(-1),
         stderr_head: err

@@ -21,6 +21,12 @@ fn peak_is_the_commands_not_the_callers() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no peak in {err:?}"));
     assert!(kib > 0 && kib < 64 << 10, "sh's peak is {kib} KiB");
+    let cpu_ms: f64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("weir-rusage: cpu_ms="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU time in {err:?}"));
+    assert!(cpu_ms >= 0.0, "sh's CPU time is {cpu_ms} ms");
     // A direct child of this process reports this process's peak instead.
     let direct = direct_child_peak_kib();
     assert!(direct > 200 << 10, "a direct child reported {direct} KiB");

@@ -477,7 +477,7 @@ pub fn build(
         bundle::prepare(&input(&accepted))
     };
     Ok(Built {
-        files: bundle::assemble(prepared, &outputs),
+        files: bundle::assemble(prepared, outputs),
         refused,
     })
 }

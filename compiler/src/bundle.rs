@@ -162,7 +162,9 @@ pub struct Prepared {
 /// Everything of the bundle but the back ends' files and sections
 /// (`input.backends` is not read).
 pub fn prepare(input: &BundleInput) -> Prepared {
-    let mut head = Vec::with_capacity(1 << 20);
+    // Sized from above so that the text is never copied while it grows
+    // (pages reserved but never written cost no memory).
+    let mut head = Vec::with_capacity(head_capacity(input));
     serde_json::to_writer(&mut head, &Head::new(input)).expect("the manifest serializes");
     Prepared {
         head,
@@ -170,22 +172,59 @@ pub fn prepare(input: &BundleInput) -> Prepared {
     }
 }
 
-/// The bundle's files from a prepared part and the back ends' outputs.
+/// An upper bound of the manifest head's length for `input` (a generous
+/// per-item allowance: an endpoint's entry is ~150 bytes, a backend's
+/// ~80, a provenance entry's ~300, a class-map entry's ~30).
+fn head_capacity(input: &BundleInput) -> usize {
+    let (m, g) = (input.model, input.graph);
+    let backends: usize = g
+        .services
+        .backend_sets
+        .iter()
+        .map(|s| s.backends.len())
+        .sum();
+    let endpoint_bytes: usize = m
+        .endpoints
+        .iter()
+        .map(|e| 128 + e.name.len() + 64 * e.addrs.len())
+        .sum();
+    let label_bytes: usize = m
+        .endpoints
+        .iter()
+        .map(|e| {
+            e.labels
+                .iter()
+                .map(|(k, v)| 8 + 2 * (k.len() + v.len()))
+                .sum::<usize>()
+        })
+        .sum();
+    (1 << 20)
+        + endpoint_bytes
+        + label_bytes
+        + 256 * (g.services.frontends.len() + m.services.len())
+        + 128 * backends
+        + 512 * g.provenance.entries.len()
+        + 64 * g.classes.entries.len()
+}
+
+/// The bundle's files from a prepared part and the back ends' outputs
+/// (taken, not copied: the iptables files of 10,000 services are tens of
+/// MB).
 pub fn assemble(
     prepared: Prepared,
-    backends: &BTreeMap<Target, BackendArtifacts>,
+    backends: BTreeMap<Target, BackendArtifacts>,
 ) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     files.insert(GRAPH_TXT.to_string(), prepared.graph_txt);
-    for a in backends.values() {
-        for (name, bytes) in &a.files {
-            files.insert(name.clone(), bytes.clone());
-        }
+    let mut sections = BTreeMap::new();
+    for (t, a) in backends {
+        files.extend(a.files);
+        sections.insert(t, a.manifest);
     }
     let artifacts = write::artifact_hashes(&files);
     files.insert(
         MANIFEST.to_string(),
-        manifest_bytes(&artifacts, &prepared.head, backends),
+        manifest_bytes(&artifacts, prepared.head, &sections),
     );
     files
 }
@@ -198,18 +237,16 @@ pub fn assemble(
 /// `{"artifacts":…,"backends":…,` and then the head's keys.
 fn manifest_bytes(
     artifacts: &BTreeMap<String, String>,
-    head: &[u8],
-    backends: &BTreeMap<Target, BackendArtifacts>,
+    head: Vec<u8>,
+    sections: &BTreeMap<Target, Section>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(head.len() + (1 << 20));
+    let sections_len: usize = sections.values().map(|s| s.text().len() + 32).sum();
+    let mut out = Vec::with_capacity(head.len() + sections_len + (1 << 16));
     out.extend_from_slice(b"{\"artifacts\":");
     serde_json::to_writer(&mut out, artifacts).expect("hashes serialize");
     out.extend_from_slice(b",\"backends\":{");
     // Sorted by name, as a JSON object's keys are.
-    let by_name: BTreeMap<&str, &Section> = backends
-        .iter()
-        .map(|(t, a)| (t.name(), &a.manifest))
-        .collect();
+    let by_name: BTreeMap<&str, &Section> = sections.iter().map(|(t, s)| (t.name(), s)).collect();
     for (i, (name, section)) in by_name.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -228,7 +265,7 @@ fn manifest_bytes(
 
 /// The bundle's files (see the module docs).
 pub fn bundle(input: &BundleInput) -> BTreeMap<String, Vec<u8>> {
-    assemble(prepare(input), &input.backends)
+    assemble(prepare(input), input.backends.clone())
 }
 
 #[cfg(test)]

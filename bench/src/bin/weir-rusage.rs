@@ -1,6 +1,7 @@
-//! `weir-rusage CMD [ARGS...]`: runs CMD and prints its peak RSS (KiB)
-//! on stderr's last line as `weir-rusage: maxrss_kib=N`, exiting with
-//! CMD's status.
+//! `weir-rusage CMD [ARGS...]`: runs CMD and prints its CPU time (user +
+//! system, ms) as `weir-rusage: cpu_ms=N` and its peak RSS (KiB) on
+//! stderr's last line as `weir-rusage: maxrss_kib=N`, exiting with CMD's
+//! status.
 //!
 //! Why a separate process: a child's `ru_maxrss` starts from the memory
 //! of the process that forked it (Linux carries the forking process's
@@ -31,6 +32,11 @@ fn main() {
         eprintln!("weir-rusage: wait4: {}", std::io::Error::last_os_error());
         std::process::exit(127);
     }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    eprintln!(
+        "weir-rusage: cpu_ms={:.1}",
+        ms(ru.ru_utime) + ms(ru.ru_stime)
+    );
     eprintln!("weir-rusage: maxrss_kib={}", ru.ru_maxrss);
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)

@@ -43,7 +43,6 @@ pub(crate) fn table(
             None => "The `weir` binary was not found (build it with `cargo build --release -p weir`), so whole-process runs are skipped.".into(),
         }
     ));
-    let mut headline_whole = None;
     for c in rules.iter().chain(svcs).chain(std::iter::once(headline)) {
         let ip = &c.inproc;
         let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(0.0) + ip.iptables_ms.unwrap_or(0.0);
@@ -52,9 +51,6 @@ pub(crate) fn table(
                 log(&format!("weir compile: {}", c.label));
                 match cli_runs(bin, c, plan.cli_runs) {
                     Ok((w, r, note)) => {
-                        if std::ptr::eq(c, headline) {
-                            headline_whole = Some(w);
-                        }
                         let rss = if r.is_nan() {
                             "–".into()
                         } else {
@@ -110,12 +106,16 @@ pub(crate) fn table(
         t.row(inventory_row(rep, bin, plan.inventory_check));
     }
     rep.tables.push(t);
-    targets(rep, headline, headline_whole, plan);
+    targets(rep, headline, plan);
+    if let Some(bin) = &weir {
+        log("weir compile: the headline model per target");
+        super::compile_targets::table(rep, headline, plan, bin);
+    }
 }
 
-/// The headline model's compile-time targets, in process and as a whole
-/// process (`whole`: its median wall time, if measured).
-fn targets(rep: &mut Report, headline: &Case, whole: Option<f64>, plan: &Plan) {
+/// The headline model's in-process compile-time target (the whole
+/// process's, per back end, are [`super::compile_targets`]'s).
+fn targets(rep: &mut Report, headline: &Case, plan: &Plan) {
     let ip = &headline.inproc;
     let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(f64::NAN) + ip.iptables_ms.unwrap_or(f64::NAN);
     let big = plan.headline.services >= 10_000;
@@ -132,18 +132,6 @@ fn targets(rep: &mut Report, headline: &Case, whole: Option<f64>, plan: &Plan) {
             TV::NotMeasured
         },
     });
-    if let Some(w) = whole {
-        rep.targets.push(Target {
-            name: format!("compile {} (`weir compile`, whole process)", headline.label),
-            goal: "< 1 s".into(),
-            measured: format!("{} ms", ms(w)),
-            verdict: if big {
-                TV::from(Some(w < 1000.0))
-            } else {
-                TV::NotMeasured
-            },
-        });
-    }
 }
 
 /// The memory row: `weir check` over a generated `n`-endpoint inventory

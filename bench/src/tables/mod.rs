@@ -4,6 +4,7 @@
 //! `crate::compile`) and pushes its tables, targets and problems.
 
 pub(crate) mod compile;
+pub(crate) mod compile_targets;
 pub(crate) mod driven;
 pub(crate) mod ebpf;
 pub(crate) mod ipt_apply;

@@ -75,11 +75,13 @@ fn fam(six: bool) -> &'static str {
     }
 }
 
-pub(super) fn run(cx: &mut Cx<'_>, model: &Model, index: &EndpointIndex) {
+/// `selected[i]`: the ids (into `model.endpoints`) of the endpoints
+/// policy `i` applies to; `index` selects the selector peers' endpoints.
+pub(super) fn run(cx: &mut Cx<'_>, model: &Model, index: &EndpointIndex, selected: &[Vec<u32>]) {
     let mut out = Vec::new();
-    for p in &model.policies {
+    for (p, ids) in model.policies.iter().zip(selected) {
         // The family of every selected endpoint's addresses, if one.
-        let subjects = endpoints_family(model, &index.select(&p.applies_to));
+        let subjects = endpoints_family(model, ids);
         for r in [&p.ingress, &p.egress].into_iter().flatten().flatten() {
             let Rule {
                 proto, peer, span, ..

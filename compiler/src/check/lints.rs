@@ -26,8 +26,15 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
 
     let have_endpoints = !model.endpoints.is_empty();
 
+    // The endpoints each policy applies to, selected once (W0306, W0304).
+    let selected: Vec<Vec<u32>> = model
+        .policies
+        .iter()
+        .map(|p| index.select(&p.applies_to))
+        .collect();
+
     // W0306: ICMP rules of the other address family.
-    super::icmp_family::run(cx, model, &index);
+    super::icmp_family::run(cx, model, &index, &selected);
 
     // W0310 / W0311: named ports no endpoint declares (for the protocol).
     super::port_names::run(cx, model);
@@ -96,14 +103,9 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
     // and their allow rules open nothing.
     // `open[dir]`: endpoints selected by some policy with an allow or
     // pass rule in that direction.
-    // Each policy's endpoints are selected once; `open` is a flag per
-    // endpoint (a running union of sorted lists was quadratic in the
-    // number of policies).
-    let selected: Vec<Vec<u32>> = model
-        .policies
-        .iter()
-        .map(|p| index.select(&p.applies_to))
-        .collect();
+    // Each policy's endpoints are selected once (`selected`); `open` is a
+    // flag per endpoint (a running union of sorted lists was quadratic in
+    // the number of policies).
     let n = model.endpoints.len();
     let mut open = [vec![false; n], vec![false; n]];
     for (side, dir) in [Direction::Ingress, Direction::Egress]

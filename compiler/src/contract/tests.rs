@@ -196,3 +196,31 @@ fn refuses_unknown_keys_and_guessed_names() {
     refused(|v| v["backends"]["nft"] = json!({}), "unknown field `nft`");
     refused(|v| v["targets"] = json!(["ebpf"]), "do not match");
 }
+
+/// The manifest writes a service's backend selector with its own serde
+/// form instead of through a `Value` (whose objects sort their keys): the
+/// two texts are the same for every shape of selector.
+#[test]
+fn selector_serializes_as_its_value() {
+    use crate::model::Sel;
+    let s = |x: &str| x.to_string();
+    let eq = Sel::Eq(s("app"), s("a\"b"));
+    let sels = [
+        Sel::All,
+        eq.clone(),
+        Sel::Ne(s("k"), s("v")),
+        Sel::In(s("k"), [s("x"), s("a")].into()),
+        Sel::NotIn(s("k"), [s("b")].into()),
+        Sel::Has(s("tier")),
+        Sel::Not(Box::new(eq.clone())),
+        Sel::And(
+            Box::new(eq.clone()),
+            Box::new(Sel::Or(Box::new(Sel::Has(s("z"))), Box::new(Sel::All))),
+        ),
+    ];
+    for sel in &sels {
+        let direct = serde_json::to_string(sel).unwrap();
+        let via_value = serde_json::to_value(sel).unwrap().to_string();
+        assert_eq!(direct, via_value, "{sel:?}");
+    }
+}

@@ -144,9 +144,11 @@ struct BackendSelector<'a> {
     port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     port_key: Option<String>,
-    /// The selector in its serde form, as a `Value` so that its keys are
-    /// sorted like every other object's.
-    selector: Value,
+    /// The selector in its serde form, serialized directly: every variant
+    /// of `Sel` is a tuple or unit variant, whose serde form is a one-key
+    /// object (or a string) — already sorted, as a `Value` would print it
+    /// (the test `selector_serializes_as_its_value` checks this).
+    selector: &'a crate::model::Sel,
     text: Text<&'a crate::model::Sel>,
 }
 
@@ -330,7 +332,7 @@ fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> 
                             .first()
                             .map(|f| crate::named_ports::key(name, f.proto)),
                     },
-                    selector: serde_json::to_value(selector).expect("selectors serialize"),
+                    selector,
                     text: Text(selector),
                 }),
                 crate::model::BackendSource::Explicit(_) => None,

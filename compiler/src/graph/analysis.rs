@@ -204,16 +204,23 @@ fn shadowed_rules(
     out: &mut Vec<GraphFinding>,
 ) {
     let prov = ProvenanceTable::new(model);
+    // The first chain of each direction that holds each policy, found in
+    // one pass (a search per policy was quadratic: 100,000 one-peer
+    // policies each on a chain of its own).
+    let mut first_chain: rustc_hash::FxHashMap<(Direction, PolicyId), usize> =
+        rustc_hash::FxHashMap::default();
+    for (i, (d, pols, _)) in info.chains.iter().enumerate() {
+        for &q in pols {
+            first_chain.entry((*d, q)).or_insert(i);
+        }
+    }
     for (pid, p) in model.policies.iter().enumerate() {
         if !selects_something[pid] {
             continue;
         }
         for dir in [Direction::Ingress, Direction::Egress] {
             let Some(rules) = p.rules(dir) else { continue };
-            let chain = info
-                .chains
-                .iter()
-                .find(|(d, pols, _)| *d == dir && pols.contains(&pid));
+            let chain = first_chain.get(&(dir, pid)).map(|&i| &info.chains[i]);
             let Some((_, pols, _)) = chain else { continue };
             for (index, r) in rules.iter().enumerate() {
                 let id = prov.id(&Provenance::Rule {

@@ -376,12 +376,21 @@ impl Lower<'_> {
         // ingress the subject is the destination, whose declared ports
         // the named-port rules resolve to.
         type ChainKey = (Vec<PolicyId>, Option<AtomId>, Vec<Option<u16>>);
+        // Each class's active policies (ascending), from each policy's
+        // classes: a test of every policy on every class was quadratic
+        // (100,000 one-pod policies, each pod its own class).
+        let mut active_of: Vec<Vec<PolicyId>> = vec![Vec::new(); cl.classes.len()];
+        for (p, a) in applies.iter().enumerate() {
+            if let Some(a) = *a {
+                for c in cl.classes_with(a).iter() {
+                    active_of[c].push(p);
+                }
+            }
+        }
         let mut chains: BTreeMap<ChainKey, (NodeId, Vec<u32>)> = BTreeMap::new();
         let mut entries = Vec::new();
         for c in cl.endpoint_classes_set().iter() {
-            let active: Vec<PolicyId> = (0..model.policies.len())
-                .filter(|&p| applies[p].is_some_and(|a| cl.has(c as u32, a)))
-                .collect();
+            let active = std::mem::take(&mut active_of[c]);
             // A chain with a `self` rule is the subject's own.
             let ident = if active.iter().any(|&p| has_self[p]) {
                 cl.identity_of(c as u32)

@@ -129,17 +129,50 @@ fn index_of(chains: &[String]) -> FastMap<&str, usize> {
         .collect()
 }
 
+/// Every chain's jump targets (indexes into `chains`), in rule order, one
+/// per `-j` / `-g` to a chain of the table: one scan of the rules' text.
+fn edge_lists(chains: &[String], rules: &FastMap<String, Vec<String>>) -> Vec<Vec<usize>> {
+    let index = index_of(chains);
+    chains
+        .iter()
+        .map(|c| {
+            let mut e = Vec::new();
+            for r in rules.get(c).into_iter().flatten() {
+                targets(r, &index, |k| e.push(k));
+            }
+            e
+        })
+        .collect()
+}
+
+/// The jump targets of each table's chains after [`inline`] ([`edge_lists`]
+/// of the chains it kept, by table), so that [`limit`] need not scan the
+/// rules again.
+pub struct Edges(std::collections::BTreeMap<&'static str, Vec<Vec<usize>>>);
+
 /// Inlines every chain that is only entered by the unconditional last rule
 /// of one other chain (see the module docs).
-pub fn inline(out: &mut Tables) {
-    for t in out.tables.values_mut() {
+pub fn inline(out: &mut Tables) -> Edges {
+    let mut all_edges = std::collections::BTreeMap::new();
+    for (&name, t) in out.tables.iter_mut() {
         let chains = std::mem::take(&mut t.chains);
         let index = index_of(&chains);
+        // Rules that name a chain of another table (none do) are not
+        // edges; rules of chains not declared are not scanned, as before.
+        let mut edges = edge_lists(&chains, &t.rules);
         let mut refs = vec![0usize; chains.len()];
-        for rules in t.rules.values() {
+        for rules in t
+            .rules
+            .iter()
+            .filter(|(c, _)| !index.contains_key(c.as_str()))
+            .map(|(_, rs)| rs)
+        {
             for r in rules {
                 targets(r, &index, |c| refs[c] += 1);
             }
+        }
+        for &k in edges.iter().flatten() {
+            refs[k] += 1;
         }
         let mut gone = vec![false; chains.len()];
         for (ai, a) in chains.iter().enumerate() {
@@ -161,8 +194,31 @@ pub fn inline(out: &mut Tables) {
                 rules.pop();
                 rules.extend(body);
                 gone[bi] = true;
+                // The tail goto was `a`'s last edge; `b`'s edges follow.
+                let popped = edges[ai].pop();
+                debug_assert_eq!(popped, Some(bi));
+                let moved_edges = std::mem::take(&mut edges[bi]);
+                edges[ai].extend(moved_edges);
             }
         }
+        // Chains kept, renumbered (no edge points at an inlined chain:
+        // its one reference was the tail goto removed).
+        let mut renumber = vec![usize::MAX; chains.len()];
+        let mut next = 0;
+        for (i, g) in gone.iter().enumerate() {
+            if !g {
+                renumber[i] = next;
+                next += 1;
+            }
+        }
+        let kept: Vec<Vec<usize>> = edges
+            .into_iter()
+            .zip(&gone)
+            .filter(|(_, g)| !**g)
+            .map(|(e, _)| e.into_iter().map(|k| renumber[k]).collect())
+            .collect();
+        debug_assert!(kept.iter().flatten().all(|&k| k < next));
+        all_edges.insert(name, kept);
         t.chains = chains
             .into_iter()
             .zip(gone)
@@ -170,6 +226,7 @@ pub fn inline(out: &mut Tables) {
             .map(|(c, _)| c)
             .collect();
     }
+    Edges(all_edges)
 }
 
 /// Longest jump path below an entry chain (a chain nothing in its table
@@ -185,20 +242,16 @@ pub fn depths(out: &Tables) -> Vec<(&'static str, usize, Vec<String>)> {
 }
 
 fn deepest(chains: &[String], rules: &FastMap<String, Vec<String>>) -> (usize, Vec<String>) {
-    let index = index_of(chains);
+    deepest_of(chains, edge_lists(chains, rules))
+}
+
+/// [`deepest`] given the chains' [`edge_lists`].
+fn deepest_of(chains: &[String], mut edges: Vec<Vec<usize>>) -> (usize, Vec<String>) {
     // Edges in name order (as the paths' tie-breaks have always been).
-    let edges: Vec<Vec<usize>> = chains
-        .iter()
-        .map(|c| {
-            let mut e: Vec<usize> = Vec::new();
-            for r in rules.get(c).into_iter().flatten() {
-                targets(r, &index, |k| e.push(k));
-            }
-            e.sort_unstable_by(|&x, &y| chains[x].cmp(&chains[y]));
-            e.dedup();
-            e
-        })
-        .collect();
+    for e in &mut edges {
+        e.sort_unstable_by(|&x, &y| chains[x].cmp(&chains[y]));
+        e.dedup();
+    }
     // Height of every chain (longest path down), iteratively: the graph is
     // a DAG but may be deep.
     let mut height: Vec<Option<(usize, Option<usize>)>> = vec![None; chains.len()];
@@ -260,7 +313,14 @@ pub struct TooDeep {
 /// table grows by at most as many rules as it had (plus 1,000); the tables
 /// still too deep, and the deepest chain path of all tables afterwards
 /// (what [`depths`] would say).
+#[cfg(test)]
 pub fn limit(out: &mut Tables) -> (Vec<TooDeep>, usize) {
+    limit_from(out, Edges(Default::default()))
+}
+
+/// [`limit`] given the [`Edges`] that [`inline`] returned for these
+/// tables (a table missing from them is scanned).
+pub fn limit_from(out: &mut Tables, mut known: Edges) -> (Vec<TooDeep>, usize) {
     let mut refused = Vec::new();
     let mut max_depth = 0;
     for (&name, t) in out.tables.iter_mut() {
@@ -268,8 +328,12 @@ pub fn limit(out: &mut Tables) -> (Vec<TooDeep>, usize) {
         let mut budget = start + 1000;
         let mut copied = false;
         let mut depth;
+        let mut first = known.0.remove(name);
         loop {
-            let (d, path) = deepest(&t.chains, &t.rules);
+            let (d, path) = match first.take() {
+                Some(edges) => deepest_of(&t.chains, edges),
+                None => deepest(&t.chains, &t.rules),
+            };
             depth = d;
             if d <= MAX_DEPTH {
                 break;

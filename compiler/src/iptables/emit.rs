@@ -119,8 +119,8 @@ fn emit_here(
         }
         .tables(&mut sets);
         let depth = if passes {
-            depth::inline(&mut t);
-            let (refused, depth) = depth::limit(&mut t);
+            let edges = depth::inline(&mut t);
+            let (refused, depth) = depth::limit_from(&mut t, edges);
             too_deep.extend(refused.into_iter().map(|d| (fam, d)));
             depth
         } else {
