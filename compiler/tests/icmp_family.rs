@@ -27,8 +27,12 @@ policy p {
 }
 "#;
 
+/// Each call its own directory: the tests run in parallel, and one's
+/// clean-up must not remove the other's file (it did: a flake).
 fn model(src: &str) -> Model {
-    let dir = std::env::temp_dir().join(format!("weir-icmp-family-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("weir-icmp-family-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("p.weir");
     std::fs::write(&f, src).unwrap();
