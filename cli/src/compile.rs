@@ -108,7 +108,7 @@ pub struct Args {
     pub lb_entries: Option<u32>,
     /// Verdict events (`weir monitor`, docs/monitor.md): every denied
     /// new flow, allows by rules with `log`, `log` rules, audit "would"
-    /// verdicts — through the `weir_events` ring buffer (eBPF) or NFLOG
+    /// verdicts; through the `weir_events` ring buffer (eBPF) or NFLOG
     /// (iptables, docs/events-iptables.md); `off` compiles without them
     /// (iptables `log` rules then write kernel log lines).
     #[arg(long, value_enum, default_value_t = EventsArg::On)]
