@@ -44,13 +44,13 @@
 
 use std::sync::Arc;
 
+use super::emit::verdict::{leaf_flags, Sides};
 use super::emit::{Em, Entry, Gen};
 use super::Mode;
 use crate::contract::event::{EventRecord, EventVerdict, EVENTS_MAP, EVENT_RECORD_SIZE};
-use crate::ebpf::layout::{self, ctx, DECIDED_SHIFT, FLAG_ALLOW, FLAG_EVALUATED, FLAG_RULE};
+use crate::ebpf::layout::{self, ctx, DECIDED_SHIFT, FLAG_EVALUATED};
 use crate::ebpf::{helper, AluOp, JmpCond, Label, MapDef, MapType, Op, Origin, Size};
 use crate::graph::ir::VerdictLeaf;
-use crate::provenance::Provenance;
 
 use crate::ebpf::Reg::*;
 
@@ -432,23 +432,15 @@ impl Gen<'_> {
             }
         }
         // As the final block combines the enforced sides.
-        let both = FLAG_EVALUATED | FLAG_ALLOW;
-        em.push(Op::mov64(R3, R4));
-        em.push(Op::alu64(AluOp::And, R3, both));
-        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_eg);
-        em.push(Op::mov64(R3, R5));
-        em.push(Op::alu64(AluOp::And, R3, both));
-        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_in);
-        em.jmp(JmpCond::Set, R5, FLAG_RULE, id_in);
-        em.jmp(JmpCond::Set, R4, FLAG_RULE, id_eg);
-        em.jmp(JmpCond::Set, R5, FLAG_EVALUATED, id_in);
-        em.bind(id_eg);
-        em.push(Op::mov64(R3, R4));
-        em.push(Op::Ja { target: allowed });
-        em.bind(id_in);
-        em.push(Op::mov64(R3, R5));
-        em.bind(allowed);
-        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        let sides = Sides {
+            deny_eg,
+            deny_in,
+            id_in,
+            id_eg,
+            allow: allowed,
+            deny: denied,
+        };
+        sides.allowed_id(em);
         // Would allow: reported only when its rule has `log` (and, as
         // the enforced verdict is an allow too, its id differs).
         if logs.is_empty() {
@@ -467,13 +459,7 @@ impl Gen<'_> {
             ));
             em.push(Op::Ja { target: emit });
         }
-        em.bind(deny_eg);
-        em.push(Op::mov64(R3, R4));
-        em.push(Op::Ja { target: denied });
-        em.bind(deny_in);
-        em.push(Op::mov64(R3, R5));
-        em.bind(denied);
-        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        sides.denied_id(em);
         if !allow {
             em.push(Op::load(Size::U32, R1, R10, -4));
             em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
@@ -501,16 +487,7 @@ impl Gen<'_> {
         } else {
             ctx::AUDIT_IN_WORD
         };
-        let mut f = FLAG_EVALUATED;
-        if v.allow {
-            f |= FLAG_ALLOW;
-        }
-        if matches!(
-            self.g.provenance.get(v.decided),
-            Some(Provenance::Rule { .. })
-        ) {
-            f |= FLAG_RULE;
-        }
+        let f = leaf_flags(v.allow, self.prov_is_rule(v.decided));
         em.push(Op::store(
             Size::U32,
             R6,

@@ -8,7 +8,7 @@ mod prologue;
 mod reset;
 mod service;
 mod steer;
-mod verdict;
+pub(super) mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -309,7 +309,7 @@ fn be16(r: Reg) -> Op {
 }
 
 impl Gen<'_> {
-    fn prov_is_rule(&self, id: u32) -> bool {
+    pub(in crate::ebpf::codegen) fn prov_is_rule(&self, id: u32) -> bool {
         matches!(self.g.provenance.get(id), Some(Provenance::Rule { .. }))
     }
 

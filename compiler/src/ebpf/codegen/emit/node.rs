@@ -159,13 +159,7 @@ impl Gen<'_> {
         }
         self.leaf_events(em, v);
         em.a.set_origin(Origin(v.decided), Some(&text));
-        let mut f = FLAG_EVALUATED;
-        if v.allow {
-            f |= FLAG_ALLOW;
-        }
-        if self.prov_is_rule(v.decided) {
-            f |= FLAG_RULE;
-        }
+        let f = super::verdict::leaf_flags(v.allow, self.prov_is_rule(v.decided));
         em.push(Op::store(
             Size::U32,
             R6,

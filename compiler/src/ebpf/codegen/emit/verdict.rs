@@ -45,23 +45,15 @@ impl Gen<'_> {
         self.count_logged(em);
         em.push(Op::load(Size::U32, R4, R6, ctx::EG_WORD));
         em.push(Op::load(Size::U32, R5, R6, ctx::IN_WORD));
-        let both = FLAG_EVALUATED | FLAG_ALLOW;
-        em.push(Op::mov64(R3, R4));
-        em.push(Op::alu64(AluOp::And, R3, both));
-        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_eg);
-        em.push(Op::mov64(R3, R5));
-        em.push(Op::alu64(AluOp::And, R3, both));
-        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, deny_in);
-        em.jmp(JmpCond::Set, R5, FLAG_RULE, id_in);
-        em.jmp(JmpCond::Set, R4, FLAG_RULE, id_eg);
-        em.jmp(JmpCond::Set, R5, FLAG_EVALUATED, id_in);
-        em.bind(id_eg);
-        em.push(Op::mov64(R3, R4));
-        em.push(Op::Ja { target: allow });
-        em.bind(id_in);
-        em.push(Op::mov64(R3, R5));
-        em.bind(allow);
-        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        let sides = Sides {
+            deny_eg,
+            deny_in,
+            id_in,
+            id_eg,
+            allow,
+            deny,
+        };
+        sides.allowed_id(em);
         em.count_reg(R3);
         self.final_events(em, true);
         self.conntrack_insert(em);
@@ -71,13 +63,7 @@ impl Gen<'_> {
         self.steering(em);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
-        em.bind(deny_eg);
-        em.push(Op::mov64(R3, R4));
-        em.push(Op::Ja { target: deny });
-        em.bind(deny_in);
-        em.push(Op::mov64(R3, R5));
-        em.bind(deny);
-        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+        sides.denied_id(em);
         em.count_reg(R3);
         self.final_events(em, false);
         if self.has_services {
@@ -224,4 +210,69 @@ impl Gen<'_> {
         self.tuple_call(em, lb::map::CT, false);
         em.bind(done);
     }
+}
+
+/// Where [`Sides::allowed_id`] and [`Sides::denied_id`] go: the two
+/// sides' decision words in r4 (egress) and r5 (ingress), combined as the
+/// interpreter does (docs/language.md §4: the first denying side, egress
+/// first; an allow names the ingress rule, else the egress rule, else the
+/// ingress default). One combination for the enforced sides (the final
+/// block) and the audit sides (`events.rs`).
+pub(in crate::ebpf::codegen) struct Sides {
+    pub deny_eg: Label,
+    pub deny_in: Label,
+    pub id_in: Label,
+    pub id_eg: Label,
+    pub allow: Label,
+    pub deny: Label,
+}
+
+impl Sides {
+    /// Jumps to `deny_eg` / `deny_in` when a side denies; else falls
+    /// through past `allow` with the allowing id in r3.
+    pub(in crate::ebpf::codegen) fn allowed_id(&self, em: &mut Em) {
+        let both = FLAG_EVALUATED | FLAG_ALLOW;
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::alu64(AluOp::And, R3, both));
+        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, self.deny_eg);
+        em.push(Op::mov64(R3, R5));
+        em.push(Op::alu64(AluOp::And, R3, both));
+        em.jmp(JmpCond::Eq, R3, FLAG_EVALUATED, self.deny_in);
+        em.jmp(JmpCond::Set, R5, FLAG_RULE, self.id_in);
+        em.jmp(JmpCond::Set, R4, FLAG_RULE, self.id_eg);
+        em.jmp(JmpCond::Set, R5, FLAG_EVALUATED, self.id_in);
+        em.bind(self.id_eg);
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::Ja { target: self.allow });
+        em.bind(self.id_in);
+        em.push(Op::mov64(R3, R5));
+        em.bind(self.allow);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+    }
+
+    /// `deny_eg` / `deny_in`: falls through past `deny` with the denying
+    /// id in r3.
+    pub(in crate::ebpf::codegen) fn denied_id(&self, em: &mut Em) {
+        em.bind(self.deny_eg);
+        em.push(Op::mov64(R3, R4));
+        em.push(Op::Ja { target: self.deny });
+        em.bind(self.deny_in);
+        em.push(Op::mov64(R3, R5));
+        em.bind(self.deny);
+        em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
+    }
+}
+
+/// The flags of a verdict leaf's side word: evaluated, allowed, decided by
+/// a rule (the enforced leaves in `node.rs`, the audit leaves' copy in
+/// `events.rs`).
+pub(in crate::ebpf::codegen) fn leaf_flags(allow: bool, by_rule: bool) -> i32 {
+    let mut f = FLAG_EVALUATED;
+    if allow {
+        f |= FLAG_ALLOW;
+    }
+    if by_rule {
+        f |= FLAG_RULE;
+    }
+    f
 }
