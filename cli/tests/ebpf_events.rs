@@ -19,46 +19,17 @@
 #[path = "support/run.rs"]
 mod run;
 use run::{ok, s, weir};
+#[path = "support/events_program.rs"]
+mod events_program;
+use events_program::{addrs, expected, flows, model, seen, Want, PROGRAM};
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_compiler::check::check_program;
 use weir_compiler::contract::event::EventVerdict;
-use weir_compiler::interp::events::events;
-use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::Proto;
-use weir_compiler::provenance::ProvenanceTable;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::events::EventSource;
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
-
-const PROGRAM: &str = r#"
-endpoint web   { labels { app: "web" }   addr 10.1.0.10 }
-endpoint other { labels { app: "other" } addr 10.1.0.11 }
-endpoint db    { labels { app: "db" }    addr 10.2.0.20 }
-
-policy db-in {
-  applies to app == "db"
-  ingress {
-    log udp 6000 from any
-    allow tcp 5432 from app == "web" log
-    allow udp 5000 from any
-    allow udp 6000 from any
-    deny tcp 22 from any
-  }
-}
-
-policy db-tighten priority 10 audit {
-  applies to app == "db"
-  ingress {
-    allow udp 5000 from app == "web"
-    deny from any
-  }
-}
-"#;
 
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -68,18 +39,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// What one expected event must look like in `weir monitor --json`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Want {
-    src: IpAddr,
-    dst: IpAddr,
-    dport: u16,
-    proto: String,
-    verdict: String,
-    audit: bool,
-    provenance: u64,
 }
 
 #[test]
@@ -139,27 +98,12 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
     assert_eq!(ring["type"], "ringbuf", "{ring}");
     assert_eq!(ring["max_entries"], 256 * 1024, "{ring}");
 
-    let loader = MemoryLoader::new().with("main.weir", PROGRAM);
-    let c = check_program(&[PathBuf::from("main.weir")], &loader, None);
-    let model = c.model;
-    let prov = ProvenanceTable::new(&model);
-    let interp = Interp::new(&model);
-    let ip = |a: &str| -> IpAddr { a.parse().unwrap() };
-    let (web, other, db) = (ip("10.1.0.10"), ip("10.1.0.11"), ip("10.2.0.20"));
+    let (model, prov) = model();
+    let (_, other, db) = addrs();
     topo.serve_tcp(db, 5432).unwrap();
     topo.serve_udp(db, 5000).unwrap();
     topo.serve_udp(db, 6000).unwrap();
-
-    // (protocol, source, destination port, gets through)
-    let flows = [
-        (Proto::Tcp, other, 22, false),
-        (Proto::Udp, other, 7000, false),
-        (Proto::Tcp, web, 5432, true),
-        (Proto::Udp, web, 6000, true),
-        (Proto::Udp, web, 5000, true),
-    ];
-    let mut want = Vec::new();
-    for (proto, from, port, passes) in flows {
+    for (proto, from, port, passes) in flows() {
         // Short enough that a denied SYN is not retransmitted.
         let t = Duration::from_millis(if passes { 2000 } else { 300 });
         let got = match proto {
@@ -167,19 +111,8 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
             _ => topo.udp_probe(from, db, port, t).is_some(),
         };
         assert_eq!(got, passes, "{proto:?} {from} -> {db}:{port}");
-        let o = interp.evaluate(&Packet::new(proto, from, 40000, db, port));
-        for e in events(&model, &o) {
-            want.push(Want {
-                src: from,
-                dst: db,
-                dport: port,
-                proto: if proto == Proto::Tcp { "tcp" } else { "udp" }.into(),
-                verdict: e.verdict.name().into(),
-                audit: e.audit,
-                provenance: u64::from(prov.id(&e.by)),
-            });
-        }
     }
+    let want = expected(&model, &prov);
     // The program's meaning, spelled out: this is what the test checks.
     assert_eq!(
         want.iter()
@@ -212,18 +145,7 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert_eq!(lines.len(), want.len(), "{out}");
-    let mut got: Vec<Want> = lines
-        .iter()
-        .map(|l| Want {
-            src: l["src"].as_str().unwrap().parse().unwrap(),
-            dst: l["dst"].as_str().unwrap().parse().unwrap(),
-            dport: l["dport"].as_u64().unwrap() as u16,
-            proto: l["proto"].as_str().unwrap().into(),
-            verdict: l["verdict"].as_str().unwrap().into(),
-            audit: l["audit"].as_bool().unwrap(),
-            provenance: l["provenance"].as_u64().unwrap(),
-        })
-        .collect();
+    let mut got: Vec<Want> = lines.iter().map(seen).collect();
     // Each line names its rule and line, endpoints, a real source port.
     for l in &lines {
         assert_ne!(l["sport"], 0, "{l}");
