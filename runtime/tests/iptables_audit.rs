@@ -10,12 +10,13 @@
 //!
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
+mod bundle_common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weir_compiler::bundle::{bundle, BundleInput, Target};
 use weir_compiler::check::check_program;
 use weir_compiler::graph;
 use weir_compiler::interp::{Interp, Packet};
@@ -50,23 +51,9 @@ fn write_bundle(dir: &Path) -> (weir_compiler::model::Model, Bundle) {
     assert!(!c.has_errors(), "{:?}", c.diagnostics);
     let model = c.model;
     let g = graph::build(&model);
-    let art = weir_compiler::iptables::generate(&g, &model).expect("iptables counts audit");
-    let mut backends = BTreeMap::new();
-    backends.insert(Target::Iptables, art);
     let sources = vec![("main.weir".to_string(), PROGRAM.to_string())];
-    let files = bundle(&BundleInput {
-        model: &model,
-        graph: &g,
-        sources: &sources,
-        targets: &[Target::Iptables],
-        locate: &|_| None,
-        backends,
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    (model, Bundle::read(dir).unwrap())
+    let b = bundle_common::write_iptables(&model, &g, &sources, dir);
+    (model, b)
 }
 
 /// Packet counts of the `weir:audit:<id>` rules in `iptables-save -c`,

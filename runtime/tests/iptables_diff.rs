@@ -18,6 +18,8 @@
 //!
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
+mod bundle_common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
@@ -26,7 +28,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use weir_compiler::bundle::{bundle, BundleInput, Target};
 use weir_compiler::check::check_program;
 use weir_compiler::gen;
 use weir_compiler::graph::{self, cover, Graph};
@@ -110,23 +111,8 @@ fn scratch(name: &str) -> PathBuf {
 /// The bundle `weir compile --target iptables` would write, written to
 /// `dir` and read back by the runtime.
 fn write_bundle(model: &Model, g: &Graph, dir: &Path) -> Bundle {
-    let art = weir_compiler::iptables::generate(g, model).expect("iptables can express it");
-    let mut backends = BTreeMap::new();
-    backends.insert(Target::Iptables, art);
     let sources = vec![("policy.weir".to_string(), format!("{model:?}"))];
-    let files = bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &sources,
-        targets: &[Target::Iptables],
-        locate: &|_| None,
-        backends,
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    Bundle::read(dir).unwrap()
+    bundle_common::write_iptables(model, g, &sources, dir)
 }
 
 fn placeable(a: IpAddr) -> bool {
@@ -373,6 +359,18 @@ struct Tally {
 }
 
 impl Tally {
+    /// Prints the first 40 disagreements and fails if there is any.
+    fn assert_agreed(&self) {
+        for d in self.disagreements.iter().take(40) {
+            eprintln!("  {d}");
+        }
+        assert!(
+            self.disagreements.is_empty(),
+            "{} disagreements",
+            self.disagreements.len()
+        );
+    }
+
     fn merge(&mut self, o: Tally) {
         self.models += o.models;
         self.cases += o.cases;
@@ -638,14 +636,7 @@ fn iptables_agrees_with_interpreter_in_netns() {
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
     );
-    for d in t.disagreements.iter().take(40) {
-        eprintln!("  {d}");
-    }
-    assert!(
-        t.disagreements.is_empty(),
-        "{} disagreements",
-        t.disagreements.len()
-    );
+    t.assert_agreed();
     assert!(
         policies >= 20 && t.cases >= 500,
         "{policies} policies, {} cases",
@@ -690,14 +681,7 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
     );
-    for d in t.disagreements.iter().take(40) {
-        eprintln!("  {d}");
-    }
-    assert!(
-        t.disagreements.is_empty(),
-        "{} disagreements",
-        t.disagreements.len()
-    );
+    t.assert_agreed();
     assert!(
         t.icmp6 >= 50 && t.icmp4 >= 50,
         "{} ICMPv6, {} ICMPv4 cases",
@@ -745,14 +729,7 @@ fn iptables_with_audit_policies_agrees_in_netns() {
         t.allowed,
         t.disagreements.len()
     );
-    for d in t.disagreements.iter().take(40) {
-        eprintln!("  {d}");
-    }
-    assert!(
-        t.disagreements.is_empty(),
-        "{} disagreements",
-        t.disagreements.len()
-    );
+    t.assert_agreed();
     assert!(
         audited >= 10 && t.cases >= 200,
         "{audited} programs, {} cases",
@@ -784,10 +761,7 @@ fn deep_policies_apply_on_nftables() {
         let c = candidates(&model, seed);
         check_model_with(&format!("gen{seed}"), &model, &c, Variant::Nft, &mut t);
     }
-    for d in t.disagreements.iter().take(40) {
-        eprintln!("  {d}");
-    }
-    assert!(t.disagreements.is_empty(), "{:?}", t.disagreements);
+    t.assert_agreed();
     assert!(
         t.models >= 2 && t.cases >= 40,
         "{} models, {} cases",

@@ -12,12 +12,13 @@
 //!
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
+mod bundle_common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weir_compiler::bundle::{bundle, BundleInput, Target};
 use weir_compiler::check::check_program;
 use weir_compiler::contract::event::{nflog_prefix, EventVerdict, VerdictEvent};
 use weir_compiler::graph;
@@ -65,23 +66,9 @@ fn write_bundle(dir: &Path) -> (Model, Bundle) {
     assert!(!c.has_errors(), "{:?}", c.diagnostics);
     let model = c.model;
     let g = graph::build(&model);
-    let art = weir_compiler::iptables::generate(&g, &model).expect("iptables expresses it");
-    let mut backends = BTreeMap::new();
-    backends.insert(Target::Iptables, art);
     let sources = vec![("main.weir".to_string(), PROGRAM.to_string())];
-    let files = bundle(&BundleInput {
-        model: &model,
-        graph: &g,
-        sources: &sources,
-        targets: &[Target::Iptables],
-        locate: &|_| None,
-        backends,
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    (model, Bundle::read(dir).unwrap())
+    let b = bundle_common::write_iptables(&model, &g, &sources, dir);
+    (model, b)
 }
 
 /// (verdict, audit, provenance id) of one event.

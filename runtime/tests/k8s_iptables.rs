@@ -26,6 +26,8 @@
 
 mod k8s_common;
 
+mod bundle_common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +35,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_common::*;
-use weir_compiler::bundle::{bundle, BundleInput, Target};
 use weir_compiler::graph::{self, Graph};
 use weir_compiler::model::{Model, Proto};
 use weir_runtime::iptables::{Iptables, Options};
@@ -57,23 +58,8 @@ fn round_subset(i: usize) -> [usize; 2] {
 
 /// The bundle `weir compile --target iptables` would write.
 fn write_bundle(model: &Model, g: &Graph, dir: &Path) -> Bundle {
-    let art = weir_compiler::iptables::generate(g, model).expect("iptables can express it");
-    let mut backends = BTreeMap::new();
-    backends.insert(Target::Iptables, art);
     let sources = vec![("policy.weir".to_string(), String::new())];
-    let files = bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &sources,
-        targets: &[Target::Iptables],
-        locate: &|_| None,
-        backends,
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    Bundle::read(dir).unwrap()
+    bundle_common::write_iptables(model, g, &sources, dir)
 }
 
 #[test]

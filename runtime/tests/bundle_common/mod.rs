@@ -1,11 +1,43 @@
-//! Hand-written bundles for the runtime's tests: rule files written by
-//! the test, sealed with a manifest in the bundle format
-//! (`weir_compiler::contract`) so the runtime reads them as it reads a
-//! compiled bundle (hashes, hooks, sets).
+//! Bundles for the runtime's tests: hand-written rule files sealed with
+//! a manifest in the bundle format (`weir_compiler::contract`) so the
+//! runtime reads them as it reads a compiled bundle (hashes, hooks,
+//! sets) — [`seal`]; or a model compiled by the iptables back end —
+//! [`write_iptables`]. Included by the tests that use it (not every test
+//! uses both).
+#![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use weir_compiler::bundle::{bundle, BundleInput, Target};
 use weir_compiler::contract::{self, iptables as ipt};
+use weir_compiler::graph::Graph;
+use weir_compiler::model::Model;
+use weir_runtime::Bundle;
+
+/// The iptables bundle of `model` (graph `g`; `sources` as the manifest
+/// records them), written to `dir` and read back as the runtime reads it.
+pub fn write_iptables(
+    model: &Model,
+    g: &Graph,
+    sources: &[(String, String)],
+    dir: &Path,
+) -> Bundle {
+    let art = weir_compiler::iptables::generate(g, model).expect("iptables can express it");
+    let files = bundle(&BundleInput {
+        model,
+        graph: g,
+        sources,
+        targets: &[Target::Iptables],
+        locate: &|_| None,
+        backends: BTreeMap::from([(Target::Iptables, art)]),
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    Bundle::read(dir).unwrap()
+}
 
 /// Writes the manifest of a hand-written bundle in `dir` (its rule files
 /// written already): the bundle format (`weir_compiler::contract`) with
