@@ -65,22 +65,24 @@ impl Iptables {
     /// The manifest of the generation in force (`weir monitor` resolves
     /// its events' provenance ids and addresses through it).
     pub fn applied_manifest(&self) -> Result<std::path::PathBuf, Error> {
+        self.in_force().map(|(_, manifest)| manifest)
+    }
+
+    /// The state of the generation in force and its manifest's path.
+    fn in_force(&self) -> Result<(super::State, std::path::PathBuf), Error> {
         let state = self.read_state()?.ok_or_else(|| Error::State {
             path: self.state_path(),
             message: "nothing is applied here".into(),
         })?;
-        Ok(std::path::Path::new(&state.bundle_dir).join(crate::bundle::MANIFEST))
+        let manifest = std::path::Path::new(&state.bundle_dir).join(crate::bundle::MANIFEST);
+        Ok((state, manifest))
     }
 
     /// The counters of the generation in force.
     pub fn stats(&self) -> Result<Stats, Error> {
         exec::require_root()?;
         let _lock = self.lock()?;
-        let state = self.read_state()?.ok_or_else(|| Error::State {
-            path: self.state_path(),
-            message: "nothing is applied here".into(),
-        })?;
-        let manifest = std::path::Path::new(&state.bundle_dir).join(crate::bundle::MANIFEST);
+        let (state, manifest) = self.in_force()?;
         let text = std::fs::read(&manifest)
             .map_err(|e| Error::io(format!("reading {}", manifest.display()), e))?;
         let full = weir_compiler::contract::parse(&text)
