@@ -11,11 +11,11 @@
 //! generated models). Endpoint ids are indices into the slice the index
 //! was built from (`model.endpoints`).
 //!
-//! Used by the service table ([`backends_of_indexed`]), the address
+//! Used by the service table ([`crate::interp::backends_of_indexed`]), the address
 //! classes and the checker's lints; the rule itself is the interpreter's
 //! ([`crate::interp::selector_backends`]).
 
-use crate::model::{Backend, Endpoint, Frontend, Sel, Service};
+use crate::model::{Endpoint, Sel};
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
 // nothing iterates them into output.
 use rustc_hash::FxHashMap as HashMap;
@@ -179,18 +179,6 @@ pub fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
     out
 }
 
-/// [`crate::interp::backends_of`] through an index of `endpoints`: the
-/// interpreter's rule ([`crate::interp::selector_backends`]) with the
-/// selector evaluated by `index`.
-pub fn backends_of_indexed(
-    svc: &Service,
-    fe: &Frontend,
-    endpoints: &[Endpoint],
-    index: &EndpointIndex<'_>,
-) -> Vec<Backend> {
-    crate::interp::backends_of_indexed(svc, fe, endpoints, Some(index))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +239,7 @@ mod tests {
             for s in &m.services {
                 for fe in &s.frontends {
                     assert_eq!(
-                        backends_of_indexed(s, fe, &m.endpoints, &idx),
+                        crate::interp::backends_of_indexed(s, fe, &m.endpoints, Some(&idx)),
                         crate::interp::backends_of(s, fe, &m.endpoints),
                         "seed {seed}: service {}",
                         s.name

@@ -10,6 +10,7 @@
 //! ends' kernel tests.
 
 pub mod bundle;
+pub mod counters;
 pub mod ebpf;
 pub mod endpoints;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod frames;
 pub mod iptables;
 pub mod kernel_test;
 pub mod netns;
+pub mod record;
 pub mod statefs;
 
 pub use bundle::Bundle;

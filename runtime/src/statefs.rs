@@ -26,6 +26,10 @@
 //!   the same state. Inode numbers are reused once a namespace is gone,
 //!   so records also keep the namespace's [`netns_cookie`], which is not.
 
+/// Root of the default state directories: the iptables back end's
+/// per-namespace directories, and the eBPF back end's `ebpf/` below it.
+pub const STATE_ROOT: &str = "/run/weir";
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd};

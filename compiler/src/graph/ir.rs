@@ -423,7 +423,7 @@ impl ServiceTable {
             });
             for fe in &s.frontends {
                 let backends =
-                    crate::endpoint_index::backends_of_indexed(s, fe, &model.endpoints, &index);
+                    crate::interp::backends_of_indexed(s, fe, &model.endpoints, Some(&index));
                 let maglev = s.balance == Balance::Maglev;
                 let next = sets.len();
                 let idx = *sets.entry((backends.clone(), maglev)).or_insert_with(|| {

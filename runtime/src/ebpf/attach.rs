@@ -259,14 +259,7 @@ fn service_status(lb: &weir_compiler::ebpf::service::LbState) -> Vec<ServiceStat
         .collect()
 }
 
-/// One counter of [`stats`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuleCount {
-    pub id: u32,
-    pub kind: String,
-    pub description: String,
-    pub packets: u64,
-}
+pub use crate::counters::RuleCount;
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EbpfError {
     let context = context.into();
@@ -656,7 +649,7 @@ pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
         programs: st.programs,
         cgroup_attached: st.cgroup.is_some() && super::cgroup::attached(&base),
         cgroup: st.cgroup.map(|c| c.display().to_string()),
-        services: crate::endpoints::ebpf_services(inst)
+        services: record::services_in_force(inst)
             .map(|lb| service_status(&lb))
             .unwrap_or_default(),
     })
@@ -745,7 +738,7 @@ pub fn service_stats(inst: &Instance) -> Result<Vec<ServiceCount>, EbpfError> {
     require_root()?;
     let _lock = record::settle(inst)?;
     let st = record::read_state(inst)?;
-    let Some(lb) = crate::endpoints::ebpf_services(inst) else {
+    let Some(lb) = record::services_in_force(inst) else {
         return Ok(Vec::new());
     };
     let dir = inst.pin_dir().join(format!("gen-{}", st.generation));

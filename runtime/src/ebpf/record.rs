@@ -33,7 +33,7 @@ use weir_compiler::ebpf::layout;
 use super::attach::{attach_new, in_netns, update_link, Instance};
 use super::{cgroup, inforce, pins, EbpfError};
 use crate::statefs;
-use weir_compiler::contract::endpoints_state::FileIdentity;
+use weir_compiler::contract::endpoints_state::{FileIdentity, Header};
 
 pub const STATE: &str = "state.json";
 pub const MANIFEST: &str = "manifest.json";
@@ -167,11 +167,24 @@ pub fn commit(
     // The manifest was checked when the bundle was read; one recovered
     // from `pending.json` is checked again here.
     if let Ok(m) = weir_compiler::contract::parse(manifest) {
-        crate::endpoints::ebpf_applied(inst, &m, state.generation, manifest_id);
+        let header = Header::new(state.generation, m.source_hash.clone(), manifest_id);
+        crate::record::applied(&sd, &m, header, false);
     }
     statefs::remove_file(&sd.join(PENDING)).map_err(io("removing pending.json"))?;
     retire(&inst.pin_dir(), Some(state));
     Ok(())
+}
+
+/// The service-map state of the generation in force (after any endpoint
+/// updates, [`crate::record::lb_in_force`]); `None` without services or
+/// without a generation in force.
+pub fn services_in_force(inst: &Instance) -> Option<weir_compiler::ebpf::service::LbState> {
+    let generation = read_state(inst).ok()?.generation;
+    let sd = inst.state_dir();
+    crate::record::lb_in_force(&sd, generation, || {
+        let text = std::fs::read(sd.join(MANIFEST)).ok()?;
+        weir_compiler::contract::parse(&text).ok()
+    })
 }
 
 /// Removes generations other than `keep`'s and links of interfaces it
@@ -229,7 +242,7 @@ pub fn remove_state(inst: &Instance) {
     let _ = crate::statefs::remove_state(&sd, &[STATE, MANIFEST, PENDING, statefs::LOCK]);
     let _ = std::fs::remove_dir(&inst.state_root);
     if inst.state_root == Path::new(super::attach::STATE_ROOT) {
-        let _ = std::fs::remove_dir(crate::iptables::STATE_ROOT);
+        let _ = std::fs::remove_dir(statefs::STATE_ROOT);
     }
 }
 

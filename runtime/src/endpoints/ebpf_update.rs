@@ -8,13 +8,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use weir_compiler::churn::{self, EndpointRec};
-use weir_compiler::contract::endpoints_state::{self as state, FileIdentity, Header, RECORD};
+use weir_compiler::contract::endpoints_state::{self as state, Header};
 use weir_compiler::contract::Manifest;
 use weir_compiler::ebpf::service::LbState;
 
 use super::plan::{backends_after, dry_report, plan, set_host_prefix, Planned, SCAN_LIMIT};
-use super::record::{bad_record, manifest_lb, read_legacy, write_failed, Bytes, Record, Side};
-use super::{socket, EndpointsError, Report, ServiceUpdate};
+use super::{write_failed, EndpointsError, Report, ServiceUpdate};
+use crate::record::{bad_record, read_legacy, socket, Bytes, Record, Side};
 use crate::statefs::file_identity;
 
 /// The generation in force on an eBPF instance (`state.json`).
@@ -58,44 +58,6 @@ fn ebpf_manifest(inst: &crate::ebpf::Instance) -> Result<(String, Manifest), End
 
 fn bundle_id(m: &Manifest) -> String {
     m.source_hash.clone()
-}
-
-/// Records the endpoints in force after `weir apply` of the bundle in
-/// `dir` (manifest `full`) as `generation` of `inst`: the compiled
-/// inventory and service maps. `manifest`: the identity of
-/// `dir/manifest.json` taken before it was read. Best effort: without a
-/// record, the next update builds it from the manifest.
-pub fn ebpf_applied(
-    inst: &crate::ebpf::Instance,
-    full: &Manifest,
-    generation: u64,
-    manifest: Option<FileIdentity>,
-) {
-    let header = Header::new(generation, bundle_id(full), manifest);
-    let sd = inst.state_dir();
-    match Record::from_manifest(full, header, None, false) {
-        Ok(r) => {
-            let _ = r.write(&sd);
-        }
-        Err(_) => {
-            let _ = std::fs::remove_file(sd.join(RECORD));
-        }
-    }
-}
-
-/// The service-map state of the eBPF generation in force (after any
-/// endpoint updates): for `weir status`.
-pub fn ebpf_services(inst: &crate::ebpf::Instance) -> Option<LbState> {
-    let generation = ebpf_generation(inst).ok()?;
-    let sd = inst.state_dir();
-    if let Some(r) = Record::read(&sd).filter(|r| r.header.generation == generation) {
-        return state::decode_lb(r.lb.get(&sd).ok()?).ok().flatten();
-    }
-    let (_, manifest) = ebpf_manifest(inst).ok()?;
-    match read_legacy(&sd, generation, &bundle_id(&manifest)) {
-        Some((_, lb)) => lb,
-        None => manifest_lb(&manifest),
-    }
 }
 
 /// Steps 1–3 of an eBPF endpoint update (see [`ebpf_text`]): the writes

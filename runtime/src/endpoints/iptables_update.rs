@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use weir_compiler::churn::{self, AddrChange, EndpointRec};
-use weir_compiler::contract::endpoints_state::{self as state, BundleFiles, Header, Stale, RECORD};
+use weir_compiler::contract::endpoints_state::{self as state, BundleFiles, Header, Stale};
 
 use super::plan::{backends_after, dry_report, plan, Planned, SCAN_LIMIT};
-use super::record::{bad_record, read_legacy, stale_update, write_failed, Bytes, Record};
-use super::{EndpointsError, Report};
+use super::{write_failed, EndpointsError, Report};
+use crate::record::{bad_record, read_legacy, stale_update, Bytes, Record};
 use crate::statefs::file_identity;
 
 /// Applies `inventory` to the iptables generation in force (see the
@@ -79,59 +79,6 @@ enum Given<'a> {
     /// A directory and its files' identities (taken before anything
     /// else).
     Dir(&'a Path, BundleFiles),
-}
-
-/// The generation's address sets: (kernel name, family, classes).
-fn iptables_sets(
-    bundle: &crate::Bundle,
-    state: &crate::iptables::State,
-) -> Vec<(String, u8, Vec<u32>)> {
-    let mut sets = Vec::new();
-    for s in &bundle.sets {
-        let family = match crate::Bundle::set_family(s) {
-            crate::bundle::Family::Ipv4 => 4,
-            crate::bundle::Family::Ipv6 => 6,
-        };
-        let kernel = state
-            .sets
-            .iter()
-            .find(|k| k.name == s.name)
-            .map(|k| k.kernel_name.clone())
-            .unwrap_or_else(|| crate::iptables::names::generation_set(&s.name, state.generation));
-        sets.push((kernel, family, s.classes.clone()));
-    }
-    sets
-}
-
-/// The record of an iptables generation just applied from `bundle`
-/// (`state`, written to `state.json`): the compiled inventory, with the
-/// bundle files' identities when they can be trusted, so the first
-/// `weir endpoints` neither builds the record nor reads the bundle.
-/// Best effort: without a record, the next update builds it.
-pub fn iptables_applied(
-    rt: &crate::iptables::Iptables,
-    bundle: &crate::Bundle,
-    state: &crate::iptables::State,
-) {
-    let dir = &rt.options().state_dir;
-    let applied = file_identity(&dir.join("state.json"));
-    let header = Header {
-        files: bundle.files.clone(),
-        sets: Some(iptables_sets(bundle, state)),
-        ..Header::new(
-            u64::from(state.generation),
-            state.bundle_hash.clone(),
-            applied,
-        )
-    };
-    match Record::from_manifest(&bundle.manifest, header, None, true) {
-        Ok(r) => {
-            let _ = r.write(dir);
-        }
-        Err(_) => {
-            let _ = std::fs::remove_file(dir.join(RECORD));
-        }
-    }
 }
 
 fn iptables_update(
@@ -251,7 +198,7 @@ fn generation_record(
     if bundle.files.is_some() {
         rec.header.files = bundle.files.clone();
     }
-    rec.header.sets = Some(iptables_sets(bundle, state));
+    rec.header.sets = Some(crate::iptables::endpoint_record::sets(bundle, state));
     Ok(rec)
 }
 

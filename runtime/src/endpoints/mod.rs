@@ -29,26 +29,23 @@
 //! address claimed by two endpoints, a name used twice, an inventory for
 //! a bundle that is not the one in force.
 //!
-//! Files: [`record`] (the record's IO; its format is
-//! [`weir_compiler::contract::endpoints_state`]), [`plan`] (what an
-//! inventory changes), `iptables_update` and `ebpf_update` (the writes of
-//! each back end).
+//! Files: [`plan`] (what an inventory changes), `iptables_update` and
+//! `ebpf_update` (the writes of each back end). The record's IO is
+//! [`crate::record`] (its format is
+//! [`weir_compiler::contract::endpoints_state`]), below the back ends,
+//! which write it at apply.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use weir_compiler::churn::{self, AddrChange};
-use weir_compiler::ebpf::service::Be;
 
 mod ebpf_update;
 mod iptables_update;
 mod plan;
-mod record;
 
-pub use ebpf_update::{ebpf, ebpf_applied, ebpf_dry_run, ebpf_services, ebpf_text};
-pub use iptables_update::{
-    iptables, iptables_applied, iptables_dir, iptables_dry_run, iptables_text,
-};
+pub use ebpf_update::{ebpf, ebpf_dry_run, ebpf_text};
+pub use iptables_update::{iptables, iptables_dir, iptables_dry_run, iptables_text};
 pub use weir_compiler::contract::endpoints_state::{FileIdentity, ServiceUpdate, RECORD};
 
 /// What [`iptables`] / [`ebpf`] did.
@@ -86,11 +83,12 @@ mod micros {
     }
 }
 
-pub(super) fn socket(b: &Be) -> String {
-    match b.addr {
-        std::net::IpAddr::V4(_) => format!("{}:{}", b.addr, b.port),
-        std::net::IpAddr::V6(_) => format!("[{}]:{}", b.addr, b.port),
-    }
+/// The update is in force but its record could not be written.
+fn write_failed(dir: &std::path::Path, e: std::io::Error) -> EndpointsError {
+    EndpointsError::Bundle(format!(
+        "the update is in force but recording it in {} failed: {e}",
+        dir.join(RECORD).display()
+    ))
 }
 
 #[derive(Debug)]
@@ -136,6 +134,12 @@ impl std::error::Error for EndpointsError {}
 impl From<crate::Error> for EndpointsError {
     fn from(e: crate::Error) -> Self {
         EndpointsError::Iptables(e)
+    }
+}
+
+impl From<crate::record::RecordError> for EndpointsError {
+    fn from(e: crate::record::RecordError) -> Self {
+        EndpointsError::Bundle(e.to_string())
     }
 }
 

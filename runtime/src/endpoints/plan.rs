@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use weir_compiler::churn::{self, entries, AddrChange, ClassView, EndpointRec, SelectorService};
 use weir_compiler::ebpf::service::Be;
 
-use super::record::{bad_record, Record};
 use super::{EndpointsError, Report, ServiceUpdate};
+use crate::record::{bad_record, Record};
 
 /// What an inventory changes against a record.
 pub(super) struct Planned {
@@ -29,14 +29,14 @@ pub(super) struct Planned {
 pub(super) fn decode_all(entries_: &[u8]) -> Result<Vec<EndpointRec>, EndpointsError> {
     entries::split(entries_)
         .and_then(|(_, es)| es.iter().map(entries::Entry::decode).collect())
-        .map_err(bad_record)
+        .map_err(|e| bad_record(e).into())
 }
 
 pub(super) fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, EndpointsError> {
     let mut diff =
         churn::diff_text(&rec.endpoints, rec.header.unique, text).map_err(|e| match e {
             churn::DiffError::Inventory => EndpointsError::Inventory,
-            churn::DiffError::Record(m) => bad_record(m),
+            churn::DiffError::Record(m) => bad_record(m).into(),
         })?;
     keep_declared(&mut diff, &rec.header.declared)?;
     if let Some((o, n)) = &diff.changed {

@@ -407,7 +407,7 @@ impl Iptables {
             self.write_applied(&plan.applied())?;
             self.write_state(&new)?;
             // The endpoints in force, for `weir endpoints`.
-            crate::endpoints::iptables_applied(self, bundle, &new);
+            super::endpoint_record::applied(self, bundle, &new);
             Ok(())
         })?;
         // Step 5: remove the old generation (the new one is in force),

@@ -40,6 +40,7 @@
 
 pub mod apply;
 pub mod detach;
+pub(crate) mod endpoint_record;
 pub mod exec;
 mod files;
 pub mod intent;
@@ -137,8 +138,7 @@ pub struct Options {
     pub variant: Variant,
 }
 
-/// Root of the default state directories.
-pub const STATE_ROOT: &str = "/run/weir";
+pub use crate::statefs::STATE_ROOT;
 
 impl Options {
     /// The caller's namespace, state in `/run/weir/host` for the initial

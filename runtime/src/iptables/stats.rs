@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::{exec, names, Iptables, FAMILIES};
-use crate::ebpf::RuleCount;
+use crate::counters::RuleCount;
 use crate::error::Error;
 
 /// Enforced and audit counters, by provenance id (every id of the

@@ -4,11 +4,14 @@
 //! ([`weir_compiler::contract::endpoints_state`]); this module does the
 //! IO and keeps sections as bytes until they are needed.
 //!
-//! Both back ends write the record at `weir apply` (the bundle's compiled
-//! inventory; [`super::iptables_applied`], [`super::ebpf_applied`]); when
-//! it is missing or belongs to another generation (an instance applied by
-//! an earlier weir) the first update builds it from the manifest (and an
-//! `endpoints.json` of an earlier weir).
+//! It sits below both the back ends and [`crate::endpoints`]: a back end's
+//! apply records the bundle's compiled inventory ([`applied`]) and its
+//! status reads the service state in force ([`lb_in_force`]) without
+//! calling up into `weir endpoints`, which reads and rewrites the record
+//! on each update. When the record is missing or belongs to another
+//! generation (an instance applied by an earlier weir) the first update
+//! builds it from the manifest (and an `endpoints.json` of an earlier
+//! weir).
 
 use std::path::Path;
 
@@ -19,20 +22,32 @@ use weir_compiler::contract::endpoints_state::{
 use weir_compiler::contract::Manifest;
 use weir_compiler::ebpf::service::{Be, LbState};
 
-use super::{socket, EndpointsError, ServiceUpdate};
+use weir_compiler::contract::endpoints_state::ServiceUpdate;
+
+/// The record is unreadable or inconsistent (its file and what is wrong).
+#[derive(Debug, Clone)]
+pub struct RecordError(String);
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{RECORD}: {}", self.0)
+    }
+}
+
+impl std::error::Error for RecordError {}
 
 /// The record, its sections as bytes (parsed on demand).
-pub(super) struct Record {
-    pub(super) header: Header,
-    pub(super) statics: Side,
-    pub(super) lb: Side,
-    pub(super) stale: Bytes,
-    pub(super) endpoints: Bytes,
+pub(crate) struct Record {
+    pub(crate) header: Header,
+    pub(crate) statics: Side,
+    pub(crate) lb: Side,
+    pub(crate) stale: Bytes,
+    pub(crate) endpoints: Bytes,
 }
 
 /// A side file of the record: written once under a fresh name, never
 /// changed, read on first use.
-pub(super) struct Side {
+pub(crate) struct Side {
     name: String,
     data: std::cell::OnceCell<Vec<u8>>,
     /// Not written yet.
@@ -40,7 +55,7 @@ pub(super) struct Side {
 }
 
 impl Side {
-    pub(super) fn new(kind: &str, data: Vec<u8>) -> Side {
+    pub(crate) fn new(kind: &str, data: Vec<u8>) -> Side {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
         let t = std::time::SystemTime::now()
@@ -62,7 +77,7 @@ impl Side {
         }
     }
 
-    pub(super) fn get(&self, dir: &Path) -> Result<&[u8], EndpointsError> {
+    pub(crate) fn get(&self, dir: &Path) -> Result<&[u8], RecordError> {
         if let Some(d) = self.data.get() {
             return Ok(d);
         }
@@ -73,7 +88,7 @@ impl Side {
 }
 
 /// A section: part of the record file read, or new bytes.
-pub(super) enum Bytes {
+pub(crate) enum Bytes {
     Read(std::rc::Rc<Vec<u8>>, std::ops::Range<usize>),
     New(Vec<u8>),
 }
@@ -88,12 +103,12 @@ impl std::ops::Deref for Bytes {
     }
 }
 
-pub(super) fn bad_record(e: impl std::fmt::Display) -> EndpointsError {
-    EndpointsError::Bundle(format!("{RECORD}: {e}"))
+pub(crate) fn bad_record(e: impl std::fmt::Display) -> RecordError {
+    RecordError(e.to_string())
 }
 
 impl Record {
-    pub(super) fn read(dir: &Path) -> Option<Record> {
+    pub(crate) fn read(dir: &Path) -> Option<Record> {
         let bytes = std::rc::Rc::new(crate::statefs::read_file(&dir.join(RECORD)).ok()?);
         let (header, stale, endpoints) = state::split(&bytes)?;
         Some(Record {
@@ -105,7 +120,7 @@ impl Record {
         })
     }
 
-    pub(super) fn write(&self, dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn write(&self, dir: &Path) -> std::io::Result<()> {
         use crate::statefs;
         statefs::secure_dir(dir)?;
         // Side files first: the record names them.
@@ -140,7 +155,7 @@ impl Record {
     /// `endpoints` and `lb` in force (the compiled ones unless an earlier
     /// weir recorded others). `stale`: compare every selector service
     /// with its compiled backends (iptables).
-    pub(super) fn from_manifest(
+    pub(crate) fn from_manifest(
         manifest: &Manifest,
         header: Header,
         recorded: Option<(Vec<EndpointRec>, Option<LbState>)>,
@@ -185,14 +200,14 @@ impl Record {
 
     /// The statics side file: the class view, and the service table's
     /// bytes.
-    pub(super) fn statics(&self, dir: &Path) -> Result<(ClassView, &[u8]), EndpointsError> {
+    pub(crate) fn statics(&self, dir: &Path) -> Result<(ClassView, &[u8]), RecordError> {
         state::decode_statics(self.statics.get(dir)?).map_err(bad_record)
     }
 }
 
 /// `Some` when `s`'s backends over the inventory (`want`) differ from
 /// the compiled ones.
-pub(super) fn stale_update(s: &SelectorService, family: u8, want: Vec<Be>) -> Option<Stale> {
+pub(crate) fn stale_update(s: &SelectorService, family: u8, want: Vec<Be>) -> Option<Stale> {
     let compiled = s.compiled.get(&family).map_or(&[][..], Vec::as_slice);
     (want != compiled).then(|| Stale {
         index: s.index,
@@ -205,7 +220,7 @@ pub(super) fn stale_update(s: &SelectorService, family: u8, want: Vec<Be>) -> Op
     })
 }
 
-pub(super) fn read_legacy(
+pub(crate) fn read_legacy(
     dir: &Path,
     generation: u64,
     bundle: &str,
@@ -215,14 +230,50 @@ pub(super) fn read_legacy(
     (r.generation == generation && r.bundle == bundle).then_some((r.endpoints, r.lb))
 }
 
-pub(super) fn write_failed(dir: &Path, e: std::io::Error) -> EndpointsError {
-    EndpointsError::Bundle(format!(
-        "the update is in force but recording it in {} failed: {e}",
-        dir.join(RECORD).display()
-    ))
+/// The service-map state a manifest was compiled with.
+pub(crate) fn manifest_lb(m: &Manifest) -> Option<LbState> {
+    m.backends.ebpf.as_ref().and_then(|e| e.program.lb.clone())
 }
 
-/// The service-map state a manifest was compiled with.
-pub(super) fn manifest_lb(m: &Manifest) -> Option<LbState> {
-    m.backends.ebpf.as_ref().and_then(|e| e.program.lb.clone())
+/// A backend as `weir endpoints` and `weir status` print it
+/// (`ADDR:PORT`, `[ADDR6]:PORT`).
+pub(crate) fn socket(b: &Be) -> String {
+    match b.addr {
+        std::net::IpAddr::V4(_) => format!("{}:{}", b.addr, b.port),
+        std::net::IpAddr::V6(_) => format!("[{}]:{}", b.addr, b.port),
+    }
+}
+
+/// Records the endpoints in force after `weir apply` of `manifest` in
+/// the state directory `dir` (both back ends; `stale`: see
+/// [`Record::from_manifest`]). Best effort: without a record, the next
+/// update builds it from the manifest, so a failed write removes any
+/// record of an earlier generation.
+pub(crate) fn applied(dir: &Path, manifest: &Manifest, header: Header, stale: bool) {
+    match Record::from_manifest(manifest, header, None, stale) {
+        Ok(r) => {
+            let _ = r.write(dir);
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(dir.join(RECORD));
+        }
+    }
+}
+
+/// The service-map state of `generation` recorded in `dir` (after any
+/// endpoint updates), else the one `manifest` (the bundle applied) was
+/// compiled with: for `weir status` and `weir stats`.
+pub(crate) fn lb_in_force(
+    dir: &Path,
+    generation: u64,
+    manifest: impl FnOnce() -> Option<Manifest>,
+) -> Option<LbState> {
+    if let Some(r) = Record::read(dir).filter(|r| r.header.generation == generation) {
+        return state::decode_lb(r.lb.get(dir).ok()?).ok().flatten();
+    }
+    let manifest = manifest()?;
+    match read_legacy(dir, generation, &manifest.source_hash) {
+        Some((_, lb)) => lb,
+        None => manifest_lb(&manifest),
+    }
 }

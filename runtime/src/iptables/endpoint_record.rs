@@ -1,0 +1,53 @@
+//! The endpoints record of an iptables generation ([`crate::record`]),
+//! written at apply: the compiled inventory and the kernel names of the
+//! generation's address sets, which `weir endpoints` updates in place.
+
+use weir_compiler::contract::endpoints_state::Header;
+
+use crate::statefs::file_identity;
+
+/// The record of an iptables generation just applied from `bundle`
+/// (`state`, written to `state.json`): the compiled inventory, with the
+/// bundle files' identities when they can be trusted, so the first
+/// `weir endpoints` neither builds the record nor reads the bundle.
+/// Best effort: without a record, the next update builds it.
+pub(crate) fn applied(
+    rt: &crate::iptables::Iptables,
+    bundle: &crate::Bundle,
+    state: &crate::iptables::State,
+) {
+    let dir = &rt.options().state_dir;
+    let applied = file_identity(&dir.join("state.json"));
+    let header = Header {
+        files: bundle.files.clone(),
+        sets: Some(sets(bundle, state)),
+        ..Header::new(
+            u64::from(state.generation),
+            state.bundle_hash.clone(),
+            applied,
+        )
+    };
+    crate::record::applied(dir, &bundle.manifest, header, true);
+}
+
+/// The generation's address sets: (kernel name, family, classes).
+pub(crate) fn sets(
+    bundle: &crate::Bundle,
+    state: &crate::iptables::State,
+) -> Vec<(String, u8, Vec<u32>)> {
+    let mut sets = Vec::new();
+    for s in &bundle.sets {
+        let family = match crate::Bundle::set_family(s) {
+            crate::bundle::Family::Ipv4 => 4,
+            crate::bundle::Family::Ipv6 => 6,
+        };
+        let kernel = state
+            .sets
+            .iter()
+            .find(|k| k.name == s.name)
+            .map(|k| k.kernel_name.clone())
+            .unwrap_or_else(|| crate::iptables::names::generation_set(&s.name, state.generation));
+        sets.push((kernel, family, s.classes.clone()));
+    }
+    sets
+}
