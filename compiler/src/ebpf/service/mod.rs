@@ -49,7 +49,9 @@
 //!   `weir apply` (`connect4`/`6`, `sendmsg4`/`6`, `recvmsg4`/`6`); one
 //!   rewrite per `connect()` / unconnected `sendmsg()`,
 //!   no per-packet work. Maglev hashes `(bound source, frontend, sport 0,
-//!   port, proto)` (see [`sock::connect_flow_hash`]). Packets of such
+//!   port, proto)` (see [`sock::connect_flow_hash`]); an IPv6 socket's
+//!   IPv4-mapped destination is balanced like the IPv4 frontend
+//!   ([`mapped`]). Packets of such
 //!   sockets already carry the backend address, so a TC hook on the same
 //!   host sees them as plain backend traffic.
 //!
@@ -60,8 +62,6 @@
 //!   `tcp_reset`, and `codegen::reject6` for IPv6), a UDP datagram with an
 //!   ICMP / ICMPv6 port unreachable (`codegen::reject`, `reject6`); the
 //!   standalone TC program drops; `connect()` fails with `EPERM`.
-//! - An IPv6 socket's IPv4-mapped destination is not balanced at connect
-//!   time (its IPv4 packets are, by the TC path).
 //! - **SCTP** is translated by address only ([`sctp`]: its CRC32c has no
 //!   pseudo-header, so an address change needs no L4 checksum update); a
 //!   frontend whose backends may listen on another port is refused at
@@ -72,6 +72,7 @@
 
 pub mod emit;
 pub mod fill;
+pub mod mapped;
 pub mod object;
 pub mod sctp;
 pub mod sock;
