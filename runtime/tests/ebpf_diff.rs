@@ -76,8 +76,10 @@ struct Tally {
     /// interpreter pinned to the kernel's backend); of them IPv6.
     translated: usize,
     translated6: usize,
-    /// Of them SCTP (the CRC32c checked on the output and the reply).
+    /// Of them SCTP (the CRC32c checked on the output and the reply),
+    /// and of those IPv6.
     sctp: usize,
+    sctp6: usize,
     /// Rejects answered with a TCP reset.
     resets: usize,
     /// Rejects answered with an ICMP port unreachable (IPv4 UDP).
@@ -392,6 +394,7 @@ fn check_new(
     t.translated += 1;
     t.translated6 += usize::from(p.src.is_ipv6());
     t.sctp += usize::from(p.proto == Proto::Sctp);
+    t.sctp6 += usize::from(p.proto == Proto::Sctp && p.src.is_ipv6());
     let (s, sp, d, dp) = addrs(&out.data);
     let chosen = hit.chosen.clone().expect("filtered");
     let mut bad = Vec::new();
@@ -728,11 +731,12 @@ fn assert_agrees(tag: &str, t: &Tally) {
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared ({} translated ({} IPv6, {} SCTP), {} replies un-translated ({} IPv6), {} TCP resets, {} ICMP port unreachables, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends with a port change), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated ({} IPv6, {} SCTP of which {} IPv6), {} replies un-translated ({} IPv6), {} TCP resets, {} ICMP port unreachables, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends with a port change), {} disagreements, {:.1}s",
         t.packets,
         t.translated,
         t.translated6,
         t.sctp,
+        t.sctp6,
         t.replies,
         t.replies6,
         t.resets,
@@ -871,6 +875,7 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     assert!(t.translated6 >= 100, "too few IPv6 translations");
     assert!(t.replies6 >= 10, "too few IPv6 replies");
     assert!(t.sctp >= 20, "too few SCTP translations");
+    assert!(t.sctp6 >= 10, "too few IPv6 SCTP translations");
     assert!(t.icmp6 >= 500, "too few ICMPv6 packets");
     assert!(
         t.icmp_foreign >= 20,
