@@ -13,7 +13,7 @@
 //! and its hook — and `recvmsg6` looks a mapped source up unmapped and
 //! reports the frontend mapped again.
 //!
-//! The stack slot below are past the service stage's area
+//! The stack slot below is past the service stage's area
 //! ([`super::emit::STACK_BOTTOM`]); only the connect-time programs use
 //! it.
 //!
