@@ -288,20 +288,34 @@ fn checked(src: &str) -> weir_compiler::model::Model {
 /// both were refused (E0501). Issue 18: IPv6 TCP / UDP frontends are
 /// translated, so a program whose services are all IPv6 compiles for
 /// eBPF (default options, and through the back-end dispatch `weir
-/// compile` uses). SCTP frontends (either family) are still refused with
-/// E0501 naming eBPF, the construct and the service's span — never judged
+/// compile` uses); so are SCTP frontends whose backends keep the port.
+/// SCTP frontends (either family) whose backends may listen on another
+/// port are refused with E0501 naming eBPF, the construct and the
+/// service's span — never translated with a wrong checksum or judged
 /// untranslated in silence; generated anyway (the tests' option), the
 /// program has no unreachable code.
 #[test]
-fn ebpf_translates_ipv6_frontends_refuses_sctp_and_never_panics() {
+fn ebpf_translates_ipv6_and_sctp_frontends_refuses_sctp_port_change() {
     let cases = [
         (
             None,
             "frontend [fd00:96::17]:80/tcp\n  backends { [fd00:1::5]:8080 }",
         ),
         (
-            Some("SCTP service frontend"),
+            None,
             "frontend 10.96.12.2:3868/sctp\n  backends { 10.1.0.5:3868 }",
+        ),
+        (
+            Some("SCTP frontend whose target port differs"),
+            "frontend 10.96.12.2:3868/sctp\n  backends { 10.1.0.5:3868, 10.1.0.6:3869 }",
+        ),
+        (
+            Some("SCTP frontend whose target port differs"),
+            "frontend 10.96.12.2:3868/sctp\n  backends select app == \"db\" port 3869",
+        ),
+        (
+            None,
+            "frontend 10.96.12.2:3868/sctp\n  backends select app == \"db\" port 3868",
         ),
         (None, "frontend [fd00:96::18]:53/udp\n  backends { }"),
         (
@@ -309,8 +323,12 @@ fn ebpf_translates_ipv6_frontends_refuses_sctp_and_never_panics() {
             "frontend [fd00:96::19]:443/tcp\n  frontend [fd00:96::19]:53/udp\n  backends { [fd00:1::5]:8443 weight 2, [fd00:1::6]:8443 }\n  balance maglev\n  affinity client-ip 10m",
         ),
         (
-            Some("SCTP service frontend"),
+            None,
             "frontend [fd00:96::20]:3868/sctp\n  backends { [fd00:1::7]:3868 }",
+        ),
+        (
+            Some("SCTP frontend whose target port differs"),
+            "frontend [fd00:96::20]:3868/sctp\n  backends select app == \"db\" port \"diameter\"",
         ),
     ];
     for (refused, lines) in cases {

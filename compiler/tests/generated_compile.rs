@@ -3,10 +3,11 @@
 //! steering) through `weir compile --target all` never panic. In process,
 //! through the function the CLI calls after checking
 //! (`backends::generate_all` on the model's graph), for each model as
-//! generated (the eBPF back end translates its IPv6 services and refuses
-//! its SCTP ones: E0501) and with the SCTP frontends removed (so eBPF
-//! compiles it), and through the eBPF generator with them passed
-//! untranslated (where the all-IPv6 service panic was). A back end may refuse (a diagnostic of the E05xx
+//! generated (the eBPF back end translates its IPv6 and SCTP services
+//! and refuses an SCTP one whose backends listen on another port: E0501)
+//! and with the SCTP frontends removed (so eBPF compiles it), and through
+//! the eBPF generator with the refusal off (where the all-IPv6 service
+//! panic was). A back end may refuse (a diagnostic of the E05xx
 //! family naming it), never crash; the interpreter judges the generated
 //! packets (`weir trace`) without a panic too.
 
@@ -23,7 +24,7 @@ struct Tally {
     programs: usize,
     compiled: usize,
     refused: usize,
-    /// eBPF outputs (of the models without SCTP frontends).
+    /// eBPF outputs (of the models without refused SCTP frontends).
     ebpf: usize,
 }
 
@@ -62,8 +63,7 @@ fn all_targets(tag: &str, model: &Model, t: &mut Tally) -> Result<(), String> {
     Ok(())
 }
 
-/// `model` without the frontends the eBPF TC path does not translate
-/// (SCTP).
+/// `model` without SCTP frontends.
 fn translatable(model: &Model) -> Model {
     let mut m = model.clone();
     for s in &mut m.services {
@@ -93,7 +93,7 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
     let seeds = 80u64;
     let mut t = Tally::default();
     let mut failures = Vec::new();
-    let (mut six, mut without_sctp) = (0, 0);
+    let (mut six, mut without_sctp, mut sctp_refused) = (0, 0, 0);
     for seed in 0..seeds {
         let model = gen::dual_stack(seed);
         let sctp = model.services.iter().any(|s| {
@@ -102,6 +102,8 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
                 .any(|f| f.proto == weir_compiler::model::Proto::Sctp)
         });
         without_sctp += usize::from(!sctp);
+        let refused = !weir_compiler::ebpf::codegen::untranslated_frontends(&model).is_empty();
+        sctp_refused += usize::from(refused);
         six += usize::from(
             model
                 .services
@@ -123,7 +125,7 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
         }
     }
     eprintln!(
-        "{} programs ({six} with an IPv6-only service, {without_sctp} without SCTP): {} back-end outputs ({} eBPF), {} refusals, {} panics",
+        "{} programs ({six} with an IPv6-only service, {without_sctp} without SCTP, {sctp_refused} with an SCTP port change): {} back-end outputs ({} eBPF), {} refusals, {} panics",
         t.programs,
         t.compiled,
         t.ebpf,
@@ -133,14 +135,20 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(t.programs, 2 * seeds as usize);
     // Every model with its SCTP frontends removed, and every model as
-    // generated that has none (IPv6 services included: issue 18).
+    // generated but those with an SCTP port change (IPv6 and SCTP
+    // services included: issue 18).
     assert_eq!(
         t.ebpf,
-        seeds as usize + without_sctp,
+        2 * seeds as usize - sctp_refused,
         "eBPF compiles every translatable model"
     );
     assert_eq!(six, seeds as usize, "every model has an IPv6-only service");
     assert!(without_sctp > 0, "some models have no SCTP service");
+    assert!(sctp_refused > 0, "some SCTP services change the port");
+    assert!(
+        without_sctp + sctp_refused < seeds as usize,
+        "some SCTP services are translated"
+    );
     // iptables refuses Maglev over several backends; eBPF the SCTP
     // frontends (of the models as generated only).
     assert!(t.compiled >= seeds as usize * 2, "most compile");

@@ -1,5 +1,6 @@
 //! Test frames: Ethernet + IPv4/IPv6 + L4 headers for an interpreter
-//! [`Packet`], with valid checksums, and a checksum verifier. Shared by
+//! [`Packet`], with valid checksums (SCTP: its CRC32c, RFC 9260 §6.8),
+//! and a checksum verifier. Shared by
 //! the kernel tests (BPF_PROG_TEST_RUN input and output checks) and the
 //! benchmarks, so both feed the programs the same bytes.
 
@@ -27,9 +28,20 @@ pub fn frame(p: &Packet) -> Vec<u8> {
             h
         }
         Proto::Sctp => {
-            let mut h = vec![0u8; 12];
+            // Common header with a verification tag and a DATA chunk
+            // (type 0, flags B|E, length 20: TSN, stream, sequence, PPID,
+            // 4 bytes of data), so the CRC32c covers a chunk and no
+            // header field is zero.
+            let mut h = vec![0u8; 32];
             h[0..2].copy_from_slice(&p.sport.to_be_bytes());
             h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[4..8].copy_from_slice(&0x5eed_c0deu32.to_be_bytes());
+            h[13] = 0x03;
+            h[14..16].copy_from_slice(&20u16.to_be_bytes());
+            h[16..20].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+            h[20..24].copy_from_slice(&0x0001_0002u32.to_be_bytes());
+            h[24..28].copy_from_slice(&46u32.to_be_bytes());
+            h[28..32].copy_from_slice(b"weir");
             h
         }
         // The header of ICMP and ICMPv6 alike; the IP header carries the
@@ -142,8 +154,51 @@ fn l4_checksum(f: &[u8]) -> Option<u16> {
     Some(if proto == 17 && c == 0 { 0xffff } else { c })
 }
 
-/// Fills in the IPv4 header checksum and the TCP / UDP checksum (IPv4,
-/// or IPv6 without extension headers).
+/// CRC32c (Castagnoli, reflected polynomial 0x82F63B78; RFC 9260
+/// appendix B), bit by bit: the test side's own, independent of the
+/// eBPF code under test.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The SCTP packet of an IPv4 / IPv6 (no extension headers) frame: its
+/// range (common header and chunks, to the IP length).
+fn sctp_range(f: &[u8]) -> Option<std::ops::Range<usize>> {
+    let r = if f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[23] == 132 {
+        let ihl = usize::from(f[14] & 15) * 4;
+        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        14 + ihl..(14 + total).min(f.len())
+    } else if f.len() >= 54 && f[12..14] == [0x86, 0xdd] && f[20] == 132 {
+        let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+        54..(54 + plen).min(f.len())
+    } else {
+        return None;
+    };
+    (r.end >= r.start + 12).then_some(r)
+}
+
+/// The CRC32c an SCTP frame should carry (over the SCTP packet with the
+/// checksum field zero; stored little-endian on the wire, RFC 9260 B).
+fn sctp_checksum(f: &[u8]) -> Option<u32> {
+    let r = sctp_range(f)?;
+    let mut body = f[r].to_vec();
+    body[8..12].fill(0);
+    Some(crc32c(&body))
+}
+
+/// Fills in the IPv4 header checksum and the TCP / UDP checksum or the
+/// SCTP CRC32c (IPv4, or IPv6 without extension headers).
 pub fn set_checksums(f: &mut [u8]) {
     if f.len() >= 34 && f[12..14] == [0x08, 0x00] {
         let ihl = usize::from(f[14] & 15) * 4;
@@ -155,10 +210,14 @@ pub fn set_checksums(f: &mut [u8]) {
     if let (Some((off, ..)), Some(c)) = (l4_layout(f), l4_checksum(f)) {
         f[off..off + 2].copy_from_slice(&c.to_be_bytes());
     }
+    if let (Some(r), Some(c)) = (sctp_range(f), sctp_checksum(f)) {
+        f[r.start + 8..r.start + 12].copy_from_slice(&c.to_le_bytes());
+    }
 }
 
-/// Checks the IPv4 header checksum and the TCP / UDP checksum (IPv4, or
-/// IPv6 without extension headers; a zero IPv4 UDP checksum is "none").
+/// Checks the IPv4 header checksum and the TCP / UDP checksum or the
+/// SCTP CRC32c (IPv4, or IPv6 without extension headers; a zero IPv4 UDP
+/// checksum is "none").
 pub fn checksums_ok(f: &[u8]) -> Result<(), String> {
     let v4 = f.len() >= 34 && f[12..14] == [0x08, 0x00];
     if v4 {
@@ -173,5 +232,24 @@ pub fn checksums_ok(f: &[u8]) -> Result<(), String> {
             return Err(format!("bad L4 checksum {have:#06x}, want {want:#06x}"));
         }
     }
+    if let (Some(r), Some(want)) = (sctp_range(f), sctp_checksum(f)) {
+        let have = u32::from_le_bytes(f[r.start + 8..r.start + 12].try_into().expect("4 bytes"));
+        if have != want {
+            return Err(format!("bad SCTP CRC32c {have:#010x}, want {want:#010x}"));
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crc32c;
+
+    /// RFC 9260 / iSCSI (RFC 3720 B.4) check values.
+    #[test]
+    fn crc32c_matches_the_published_check_values() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xffu8; 32]), 0x62A8_AB43);
+    }
 }

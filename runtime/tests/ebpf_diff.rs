@@ -41,8 +41,10 @@
 //! keyword, matched only by `any`) are all compared; the report counts
 //! each.
 //!
-//! Frontends the TC path does not translate (SCTP; refused by `weir
-//! compile`, generated here with `untranslated_frontends`) are left out.
+//! SCTP frontends are translated by address (the output's and the
+//! reply's CRC32c checked, `frames::checksums_ok`); those whose backends
+//! may listen on another port (refused by `weir compile`, generated here
+//! with `untranslated_frontends`) are left out.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -74,6 +76,10 @@ struct Tally {
     /// interpreter pinned to the kernel's backend); of them IPv6.
     translated: usize,
     translated6: usize,
+    /// Of them SCTP (the CRC32c checked on the output and the reply),
+    /// and of those IPv6.
+    sctp: usize,
+    sctp6: usize,
     /// Rejects answered with a TCP reset.
     resets: usize,
     /// Rejects answered with an ICMP port unreachable (IPv4 UDP).
@@ -84,7 +90,8 @@ struct Tally {
     replies6: usize,
     /// Allowed packets with a steering action checked (mark / DSCP).
     steered: usize,
-    /// Frontends the TC path does not translate (SCTP): left out.
+    /// Frontends the TC path does not translate (SCTP with a port
+    /// change, refused by `weir compile`): left out.
     skipped: usize,
     /// Packets re-sent with other headers (docs/language.md §4,
     /// "Headers"): IPv6 with 1–3 extension headers, IPv4 with options,
@@ -222,10 +229,20 @@ fn addrs(f: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
     (ip(26), port(l4), ip(30), port(l4 + 2))
 }
 
-/// The TC path translates TCP / UDP of both families (SCTP frontends are
-/// refused).
-fn translatable(p: &Packet) -> bool {
-    matches!(p.proto, Proto::Tcp | Proto::Udp)
+/// The TC path translates TCP / UDP / SCTP of both families; an SCTP
+/// frontend whose backends may listen on another port is refused by
+/// `weir compile` (generated here with `untranslated_frontends`).
+fn translatable(p: &Packet, model: &Model, service: usize) -> bool {
+    let svc = &model.services[service];
+    match p.proto {
+        Proto::Tcp | Proto::Udp => true,
+        Proto::Sctp => weir_compiler::ebpf::codegen::untranslated_frontends(&Model {
+            services: vec![svc.clone()],
+            ..model.clone()
+        })
+        .is_empty(),
+        _ => false,
+    }
 }
 
 /// Checks the output frame of an evaluated new packet: a reset for a
@@ -358,7 +375,7 @@ fn check_new(
 ) -> Option<(u32, Outcome, RunOut)> {
     let o = interp.evaluate(p);
     let hit = o.service.as_ref().filter(|h| h.chosen.is_some());
-    if hit.is_some() && !translatable(p) {
+    if hit.is_some_and(|h| !translatable(p, interp.model, h.service)) {
         t.skipped += 1;
         return None;
     }
@@ -376,6 +393,8 @@ fn check_new(
     // Translated: the output frame tells the backend.
     t.translated += 1;
     t.translated6 += usize::from(p.src.is_ipv6());
+    t.sctp += usize::from(p.proto == Proto::Sctp);
+    t.sctp6 += usize::from(p.proto == Proto::Sctp && p.src.is_ipv6());
     let (s, sp, d, dp) = addrs(&out.data);
     let chosen = hit.chosen.clone().expect("filtered");
     let mut bad = Vec::new();
@@ -712,10 +731,12 @@ fn assert_agrees(tag: &str, t: &Tally) {
 
 fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
-        "{name}: {} packets compared ({} translated ({} IPv6), {} replies un-translated ({} IPv6), {} TCP resets, {} ICMP port unreachables, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends), {} disagreements, {:.1}s",
+        "{name}: {} packets compared ({} translated ({} IPv6, {} SCTP of which {} IPv6), {} replies un-translated ({} IPv6), {} TCP resets, {} ICMP port unreachables, {} steered; re-sent: {} IPv6 with extension headers, {} IPv4 with options, {} non-first fragments, {} 9-header chains), {} left out (SCTP frontends with a port change), {} disagreements, {:.1}s",
         t.packets,
         t.translated,
         t.translated6,
+        t.sctp,
+        t.sctp6,
         t.replies,
         t.replies6,
         t.resets,
@@ -853,6 +874,8 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     // of allowed ones un-translated: none were left out.
     assert!(t.translated6 >= 100, "too few IPv6 translations");
     assert!(t.replies6 >= 10, "too few IPv6 replies");
+    assert!(t.sctp >= 20, "too few SCTP translations");
+    assert!(t.sctp6 >= 10, "too few IPv6 SCTP translations");
     assert!(t.icmp6 >= 500, "too few ICMPv6 packets");
     assert!(
         t.icmp_foreign >= 20,

@@ -21,7 +21,10 @@
 //!   unconnected UDP to an IPv6 frontend straight to a backend (Maglev:
 //!   the interpreter's choice at source port 0), `recvfrom` reports the
 //!   frontend, a frontend without backends fails `connect()` with EPERM,
-//!   and IPv4 keeps working beside them.
+//!   and IPv4 keeps working beside them; dual-stack IPv6 sockets to the
+//!   IPv4 frontend written IPv4-mapped (`::ffff:10.96.7.1`) are balanced
+//!   like IPv4 (the IPv4 Maglev choice), and `recvfrom` reports the
+//!   mapped frontend.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -316,7 +319,9 @@ service empty6 {
 }
 service four {
   frontend 10.96.7.1:80/tcp
-  backends { 10.7.0.1:8080, 10.7.0.2:8080 }
+  frontend 10.96.7.1:53/udp
+  backends { 10.7.0.1:8080, 10.7.0.2:8080, 10.7.0.3:8080 }
+  balance maglev
 }
 "#;
 
@@ -369,19 +374,32 @@ fn ebpf_connect6_sendmsg6_recvmsg6_balance_ipv6_sockets() {
     }
     topo.add_client_addr(ip("10.1.0.10")).unwrap();
     jobs.push("tcp 10.1.0.10 10.96.7.1 80".into());
+    // Dual-stack IPv6 sockets to the IPv4 frontend, IPv4-mapped
+    // (`mapped.rs`): balanced like IPv4 by connect6 / sendmsg6, the
+    // backend written back mapped, recvmsg6 reporting the mapped frontend.
+    for c in 11..=13 {
+        let client = format!("10.1.0.{c}");
+        topo.add_client_addr(ip(&client)).unwrap();
+        for (kind, port) in [("tcp", 80), ("udpc", 53), ("udpu", 53)] {
+            jobs.push(format!("{kind} ::ffff:{client} ::ffff:10.96.7.1 {port}"));
+        }
+    }
     let results = cgroup::child_results("ebpf_v6_cgroup_child", &cg.0, &topo, &jobs);
     assert_eq!(results.len(), jobs.len(), "{results:?}");
     let interp = Interp::new(&model);
-    let (mut balanced, mut chosen) = (0, BTreeSet::new());
+    let (mut balanced, mut mapped, mut chosen) = (0, 0, BTreeSet::new());
     for line in &results {
         let f: Vec<&str> = line.split(' ').collect();
         let (kind, client, vip, port) = (f[0], ip(f[1]), ip(f[2]), f[3].parse::<u16>().unwrap());
+        // An IPv4-mapped destination is the IPv4 frontend.
+        let is_mapped = vip.is_ipv6() && vip.to_canonical().is_ipv4();
+        let (client4, vip4) = (client.to_canonical(), vip.to_canonical());
         let proto = if kind == "tcp" {
             Proto::Tcp
         } else {
             Proto::Udp
         };
-        let fe = g.services.lookup(vip, port, proto).unwrap();
+        let fe = g.services.lookup(vip4, port, proto).unwrap();
         let cands = &g.services.backend_sets[fe.backends].backends;
         if cands.is_empty() {
             assert_eq!(f[4], "ERR", "{line}: no backends must reject");
@@ -398,7 +416,20 @@ fn ebpf_connect6_sendmsg6_recvmsg6_balance_ipv6_sockets() {
                 "{line}: recvmsg6 reports the frontend"
             );
         }
-        if vip.is_ipv6() {
+        if is_mapped {
+            // The IPv4 frontend's Maglev choice at the connect-time hash
+            // of the unmapped tuple, which is the interpreter's for the
+            // IPv4 packets on the wire at source port 0.
+            let o = interp.evaluate(&Packet::new(proto, client4, 0, vip4, port));
+            let want = o.service.unwrap().chosen.unwrap();
+            let h = connect_flow_hash(Some(client4), vip4, port, proto);
+            assert_eq!(
+                r.state.pick(fe.service, 4, h).map(|b| b.addr),
+                Some(want.addr)
+            );
+            assert_eq!(got, want.addr, "{line}: Maglev (mapped)");
+            mapped += 1;
+        } else if vip.is_ipv6() {
             // Maglev at connect time: the interpreter's choice with source
             // port 0, which is the maps' choice at the connect-time hash.
             let o = interp.evaluate(&Packet::new(proto, client, 0, vip, port));
@@ -415,10 +446,11 @@ fn ebpf_connect6_sendmsg6_recvmsg6_balance_ipv6_sockets() {
     }
     let c = r.counters().unwrap();
     eprintln!(
-        "connect6 / sendmsg6 / recvmsg6: {balanced} IPv6 connects and datagrams balanced to {} backends, 0 disagreements; counters {c:?}",
+        "connect6 / sendmsg6 / recvmsg6: {balanced} IPv6 connects and datagrams balanced to {} backends, {mapped} to IPv4-mapped frontends, 0 disagreements; counters {c:?}",
         chosen.len()
     );
     assert_eq!(balanced, 18);
+    assert_eq!(mapped, 9);
     assert!(chosen.len() >= 2, "clients spread over backends");
     assert!(c[cnt::REVERSE as usize] >= 6, "recvmsg6 rewrote: {c:?}");
     assert!(c[cnt::NO_BACKENDS as usize] >= 6, "EPERM counted: {c:?}");

@@ -1747,8 +1747,9 @@ pub enum Construct {
     /// `balance maglev` over `backends` backends (iptables cannot hash
     /// consistently).
     MaglevBalance { service: String, backends: usize },
-    /// A service frontend the eBPF TC path does not translate (SCTP):
-    /// its packets would be judged untranslated.
+    /// An SCTP service frontend whose backends may listen on another
+    /// port: the eBPF TC path translates SCTP by address only (a port
+    /// change needs the CRC32c recomputed).
     UntranslatedFrontend {
         service: String,
         addr: std::net::IpAddr,
@@ -1782,7 +1783,7 @@ impl Construct {
     pub fn name(&self) -> &'static str {
         match self {
             Construct::MaglevBalance { .. } => "balance maglev",
-            Construct::UntranslatedFrontend { .. } => "SCTP service frontend",
+            Construct::UntranslatedFrontend { .. } => "SCTP frontend whose target port differs",
             Construct::AuditPolicy { .. } => "audit policy",
             Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
         }
@@ -1805,7 +1806,7 @@ impl Construct {
                     std::net::IpAddr::V6(a) => format!("[{a}]"),
                 };
                 format!(
-                    "service `{service}` has frontend {addr}:{port}/{}, which the eBPF data path does not translate yet (TCP and UDP only, IPv4 and IPv6): its packets would be judged untranslated",
+                    "service `{service}` has frontend {addr}:{port}/{} and backends that may listen on another port (a target port other than {port}, or a named one): the eBPF data path translates SCTP by address only, as a changed port would need the SCTP CRC32c checksum recomputed",
                     proto(*p)
                 )
             }

@@ -90,20 +90,28 @@ impl Limit {
     }
 }
 
-/// The service frontends the TC path does not translate (SCTP, either
-/// family), one refusal per service: the interpreter translates them, so
-/// a program that let them pass untranslated would judge their packets by
-/// the wrong destination. (TCP and UDP frontends of both families are
-/// translated; SCTP would need its CRC32c checksum recomputed.)
+/// The SCTP frontends the TC path cannot translate, one refusal per
+/// service: those whose backends may listen on another port. The TC path
+/// translates SCTP by address only (its CRC32c covers the ports but no
+/// pseudo-header, and is not recomputed: `service::sctp`), so a program
+/// that let a port change through would send packets with a wrong
+/// checksum (or, untranslated, judge them by the wrong destination).
+/// A backend port may differ when a selector's target port is another
+/// number or a name (resolved per endpoint, and endpoints change at run
+/// time), or when an explicit backend has another port.
 pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
+    use crate::model::{BackendSource, Proto, TargetPort};
     model
         .services
         .iter()
         .filter_map(|svc| {
-            let f = svc
-                .frontends
-                .iter()
-                .find(|f| f.proto == crate::model::Proto::Sctp)?;
+            let f = svc.frontends.iter().find(|f| {
+                f.proto == Proto::Sctp
+                    && match &svc.backends {
+                        BackendSource::Select { port, .. } => *port != TargetPort::Number(f.port),
+                        BackendSource::Explicit(list) => list.iter().any(|b| b.port != f.port),
+                    }
+            })?;
             Some(Limit::Unsupported {
                 span: svc.span,
                 construct: Construct::UntranslatedFrontend {

@@ -12,16 +12,18 @@
 //! the stack from [`STACK_TOP`] down to [`STACK_BOTTOM`] (the pipeline's
 //! blocks use less than 160 bytes of stack).
 //!
-//! TCP and UDP of both families are translated (one code path: 16-byte
-//! addresses everywhere, the family only where the headers differ — the
-//! address's place and the checksums, [`emit_rewrite`]); other packets
-//! continue untouched (SCTP frontends are refused at compile time).
+//! TCP, UDP and SCTP of both families are translated (one code path:
+//! 16-byte addresses everywhere, the family only where the headers differ
+//! — the address's place and the checksums, [`emit_rewrite`]; SCTP has no
+//! pseudo-header and keeps its port, [`super::sctp`]); other packets
+//! continue untouched.
 
 use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
 
 use super::layout::{
     aff, be, cnt, ct, fe, fe_key, map, rev, slot_key, tuple, FLAG_AFFINITY, FLAG_MAGLEV, MAGLEV_M,
 };
+use super::sctp::{skip_if_sctp, IPPROTO_SCTP};
 use Reg::*;
 
 /// Helper ids used here (`enum bpf_func_id`).
@@ -442,7 +444,7 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     l4_offset_to_tmp(a, c);
     l4_csum_offset_and_flags(a, c);
     rewrite_address(a, c, ctx_addr, addr, (v4_ip_off, v6_ip_off));
-    rewrite_port(a, ctx_port, port, l4_port_off);
+    rewrite_port(a, c, ctx_port, port, l4_port_off);
     update_context(a, c, end, (ctx_addr, ctx_port), (addr, port));
 }
 
@@ -505,7 +507,9 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
     let addr_done = a.new_label("rw_addr_done");
     a.push(Op::load(Size::U8, R1, R6, c.family));
     a.push(Op::jmp(JmpCond::Eq, R1, 6, addr6));
-    // IPv4: L4 pseudo-header word.
+    // IPv4: L4 pseudo-header word (SCTP: no pseudo-header).
+    let header4 = a.new_label("rw_header4");
+    skip_if_sctp(a, c, header4);
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U32, R3, R6, ctx_addr));
     a.push(Op::load(Size::U32, R4, R10, addr));
@@ -514,6 +518,7 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
         helper: helper::L4_CSUM_REPLACE,
     });
     // IPv4 header checksum.
+    a.bind(header4);
     a.push(Op::mov64(R1, R7));
     a.push(Op::mov64(R2, 14 + 10));
     a.push(Op::load(Size::U32, R3, R6, ctx_addr));
@@ -524,8 +529,10 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
     });
     store_bytes(a, 14 + v4_ip_off, addr, 4);
     a.push(Op::Ja { target: addr_done });
-    // IPv6: the 16-byte difference into the L4 checksum.
+    // IPv6: the 16-byte difference into the L4 checksum (SCTP: none).
     a.bind(addr6);
+    let replaced = a.new_label("rw_csum6_done");
+    skip_if_sctp(a, c, replaced);
     a.push(Op::mov64(R1, R6));
     a.push(Op::alu64(AluOp::Add, R1, i32::from(ctx_addr)));
     a.push(Op::mov64(R2, 16));
@@ -537,7 +544,6 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
         helper: helper::CSUM_DIFF,
     });
     a.push(Op::store(Size::U64, R10, st::DIFF, R0));
-    let replaced = a.new_label("rw_csum6_done");
     for flags in [BPF_F_PSEUDO_HDR | BPF_F_IPV6, BPF_F_PSEUDO_HDR] {
         a.push(Op::mov64(R1, R7));
         a.push(Op::load(Size::U64, R2, R10, st::TMP2));
@@ -557,8 +563,11 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
     a.bind(addr_done);
 }
 
-/// The port (both families): L4 checksum, then the bytes.
-fn rewrite_port(a: &mut Asm, ctx_port: i16, port: i16, l4_port_off: i32) {
+/// The port (both families): L4 checksum (not SCTP's: its port does
+/// not change, [`super::sctp`]), then the bytes.
+fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16, l4_port_off: i32) {
+    let store = a.new_label("rw_port_store");
+    skip_if_sctp(a, c, store);
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U64, R2, R10, st::TMP2));
     a.push(Op::load(Size::U16, R3, R6, ctx_port));
@@ -570,6 +579,7 @@ fn rewrite_port(a: &mut Asm, ctx_port: i16, port: i16, l4_port_off: i32) {
     a.push(Op::Call {
         helper: helper::L4_CSUM_REPLACE,
     });
+    a.bind(store);
     a.push(Op::load(Size::U16, R1, R10, port));
     a.push(be16(R1));
     a.push(Op::store(Size::U16, R10, st::TMP2, R1));
@@ -619,9 +629,8 @@ fn store_bytes(a: &mut Asm, off: i32, from: i16, len: i32) {
     });
 }
 
-/// Jumps to `skip` unless the context holds a TCP or UDP packet of
-/// either family (what the TC path translates; SCTP frontends are
-/// refused at compile time).
+/// Jumps to `skip` unless the context holds a TCP, UDP or SCTP packet of
+/// either family (what the TC path translates).
 fn guard_tcp_udp(a: &mut Asm, c: &CtxLayout, skip: Label) {
     let ok = a.new_label("lb_l4_ok");
     let family_ok = a.new_label("lb_family_ok");
@@ -631,6 +640,7 @@ fn guard_tcp_udp(a: &mut Asm, c: &CtxLayout, skip: Label) {
     a.bind(family_ok);
     a.push(Op::load(Size::U8, R1, R6, c.proto));
     a.push(Op::jmp(JmpCond::Eq, R1, 6, ok));
+    a.push(Op::jmp(JmpCond::Eq, R1, IPPROTO_SCTP, ok));
     a.push(Op::jmp(JmpCond::Ne, R1, 17, skip));
     a.bind(ok);
 }
@@ -675,7 +685,7 @@ pub fn emit_reverse_nat(a: &mut Asm, env: &StageEnv, replied: Label) {
 /// policy pipeline: in the flow's conntrack entry) and copied to
 /// `fp + addr` (16 bytes) and `fp + port` (u16, host order), inside the
 /// stage's stack area (e.g. [`st::RV`]): the reply gets it back as its
-/// source. A packet other than TCP / UDP is left alone.
+/// source. A packet other than TCP / UDP / SCTP is left alone.
 pub fn emit_reverse_nat_from(a: &mut Asm, env: &StageEnv, addr: i16, port: i16) {
     let not = a.new_label("lb_not_reply");
     guard_tcp_udp(a, &env.ctx, not);

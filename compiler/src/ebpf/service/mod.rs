@@ -39,17 +39,19 @@
 //!   pipeline: in the flow's conntrack entry; the standalone program:
 //!   `weir_lb_rev`, keyed by the reply tuple) → DNAT with
 //!   checksum fix-up (IPv4: header and L4; IPv6: the L4 checksum's
-//!   pseudo-header addresses). Replies are un-translated by
-//!   [`emit::emit_reverse_nat`] (standalone) or
-//!   [`emit::emit_reverse_nat_from`] (pipeline). Source IP is preserved (no SNAT). TCP
-//!   and UDP of both families take the same path: every map above is
+//!   pseudo-header addresses; SCTP: none, [`sctp`]). Replies are
+//!   un-translated by [`emit::emit_reverse_nat`] (standalone) or
+//!   [`emit::emit_reverse_nat_from`] (pipeline). Source IP is preserved (no SNAT). TCP,
+//!   UDP and SCTP of both families take the same path: every map above is
 //!   keyed by 16-byte addresses and a family byte, and the flow hash
 //!   folds all four address words (an IPv4 address is its first).
 //! - **Connect time** ([`sock`]): processes in the cgroup given at
 //!   `weir apply` (`connect4`/`6`, `sendmsg4`/`6`, `recvmsg4`/`6`); one
 //!   rewrite per `connect()` / unconnected `sendmsg()`,
 //!   no per-packet work. Maglev hashes `(bound source, frontend, sport 0,
-//!   port, proto)` (see [`sock::connect_flow_hash`]). Packets of such
+//!   port, proto)` (see [`sock::connect_flow_hash`]); an IPv6 socket's
+//!   IPv4-mapped destination is balanced like the IPv4 frontend
+//!   ([`mapped`]). Packets of such
 //!   sockets already carry the backend address, so a TC hook on the same
 //!   host sees them as plain backend traffic.
 //!
@@ -60,16 +62,19 @@
 //!   `tcp_reset`, and `codegen::reject6` for IPv6), a UDP datagram with an
 //!   ICMP / ICMPv6 port unreachable (`codegen::reject`, `reject6`); the
 //!   standalone TC program drops; `connect()` fails with `EPERM`.
-//! - An IPv6 socket's IPv4-mapped destination is not balanced at connect
-//!   time (its IPv4 packets are, by the TC path).
-//! - **SCTP** frontends are refused at compile time (E0501): its CRC32c
-//!   checksum is not recomputed.
+//! - **SCTP** is translated by address only ([`sctp`]: its CRC32c has no
+//!   pseudo-header, so an address change needs no L4 checksum update); a
+//!   frontend whose backends may listen on another port is refused at
+//!   compile time (E0501), as a changed port would need the CRC32c
+//!   recomputed. The connect-time programs leave SCTP sockets alone.
 //! - ICMP errors about translated flows are not reverse-translated.
 //! - The affinity timeout counts from the last new flow that used it.
 
 pub mod emit;
 pub mod fill;
+pub mod mapped;
 pub mod object;
+pub mod sctp;
 pub mod sock;
 
 use crate::ebpf::layout::service as layout;

@@ -41,7 +41,7 @@ fn be16(r: Reg) -> Op {
     }
 }
 
-/// Parses Ethernet / IPv4 / TCP-UDP ports into the context at r6 (pass
+/// Parses Ethernet / IPv4 / TCP-UDP-SCTP ports into the context at r6 (pass
 /// non-IPv4 to `pass`, malformed to `drop`).
 fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
     let parsed = a.new_label("parsed");
@@ -73,6 +73,7 @@ fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
     a.push(Op::alu64(AluOp::And, R0, 0x1fff));
     a.push(Op::jmp(JmpCond::Ne, R0, 0, parsed));
     a.push(Op::jmp(JmpCond::Eq, R4, 6, ports));
+    a.push(Op::jmp(JmpCond::Eq, R4, super::sctp::IPPROTO_SCTP, ports));
     a.push(Op::jmp(JmpCond::Ne, R4, 17, parsed));
     a.bind(ports);
     a.push(Op::alu64(AluOp::Add, R2, 14));

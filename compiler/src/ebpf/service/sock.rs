@@ -13,7 +13,9 @@
 //! to. One program text per hook kind: the family decides only where the
 //! addresses are (one word or four); tuples, keys and map entries are the
 //! 16-byte, family-tagged layouts of [`super::layout`]. An IPv6 socket's
-//! IPv4-mapped destination (`::ffff:a.b.c.d`) is not balanced here.
+//! IPv4-mapped destination (`::ffff:a.b.c.d`) is balanced like the IPv4
+//! frontend ([`super::mapped`]). SCTP sockets are left alone (the TC path
+//! translates their packets, [`super::sctp`]).
 //!
 //! **Maglev at connect time.** The source port is not known when
 //! `connect()` runs (or not meaningful for `sendmsg`), so the hashed tuple
@@ -36,6 +38,7 @@ use super::emit::{
     copy, count, count_flow, emit_choose, frontend_key_from_tuple, helper, lookup, st, update,
 };
 use super::layout::{be, cnt, fe, map, sk, tuple};
+use super::mapped;
 use Reg::*;
 
 /// `struct bpf_sock_addr` offsets.
@@ -160,6 +163,10 @@ pub fn connect_program(hook: Hook) -> Assembled {
         st::TK + tuple::FAMILY,
         i32::from(fam),
     ));
+    if fam == 6 {
+        // `::ffff:a.b.c.d`: the IPv4 frontend (`mapped.rs`).
+        mapped::unmap_tuple(a_);
+    }
     frontend_key_from_tuple(a_);
     lookup(a_, map::FE, st::FEK);
     a_.push(Op::jmp(JmpCond::Eq, R0, 0, allow));
@@ -175,9 +182,11 @@ pub fn connect_program(hook: Hook) -> Assembled {
         crate::ebpf::Origin::NONE,
         Some(&format!("{what}: rewrite destination")),
     );
-    for w in 0..n {
-        a_.push(Op::load(Size::U32, R1, R10, st::CTV + be::ADDR + 4 * w));
-        a_.push(Op::store(Size::U32, R6, user_ip + 4 * w, R1));
+    if fam == 6 {
+        mapped::write_user_ip6(a_, user_ip, R10, st::CTV + be::ADDR);
+    } else {
+        a_.push(Op::load(Size::U32, R1, R10, st::CTV + be::ADDR));
+        a_.push(Op::store(Size::U32, R6, user_ip, R1));
     }
     a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
     a_.push(be16(R1));
@@ -194,13 +203,10 @@ pub fn connect_program(hook: Hook) -> Assembled {
     a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
     a_.push(be16(R1));
     a_.push(Op::store(Size::U16, R10, st::RK + sk::PORT, R1));
-    a_.push(Op::store(
-        Size::U16,
-        R10,
-        st::RK + sk::FAMILY,
-        i32::from(fam),
-    ));
+    a_.push(Op::store(Size::U16, R10, st::RK + sk::FAMILY, 0));
+    copy(a_, R10, st::RK + sk::FAMILY, R10, st::TK + tuple::FAMILY, 1);
     a_.push(Op::store(Size::U32, R10, st::RK + sk::FAMILY + 2, 0));
+    // An IPv4-mapped flow's entry is the IPv4 one (`mapped.rs`).
     copy(a_, R10, st::RV + sk::V_ADDR, R10, st::TK + tuple::DST, 16);
     a_.push(Op::load(Size::U16, R1, R10, st::TK + tuple::DPORT));
     a_.push(be16(R1));
@@ -260,11 +266,16 @@ pub fn recvmsg_program(fam: u8) -> Assembled {
         i32::from(fam),
     ));
     a.push(Op::store(Size::U32, R10, st::RK + sk::FAMILY + 2, 0));
+    if fam == 6 {
+        mapped::unmap_sk_key(&mut a, st::RK + sk::ADDR, st::RK + sk::FAMILY);
+    }
     lookup(&mut a, map::SK, st::RK);
     a.push(Op::jmp(JmpCond::Eq, R0, 0, allow));
-    for w in 0..n {
-        a.push(Op::load(Size::U32, R1, R0, sk::V_ADDR + 4 * w));
-        a.push(Op::store(Size::U32, R6, user_ip + 4 * w, R1));
+    if fam == 6 {
+        mapped::write_user_ip6(&mut a, user_ip, R0, sk::V_ADDR);
+    } else {
+        a.push(Op::load(Size::U32, R1, R0, sk::V_ADDR));
+        a.push(Op::store(Size::U32, R6, user_ip, R1));
     }
     a.push(Op::load(Size::U16, R1, R0, sk::V_PORT));
     a.push(Op::store(Size::U32, R6, sock_addr::USER_PORT, R1));

@@ -31,13 +31,13 @@ fn ranges(keys: std::collections::BTreeSet<u32>) -> Vec<(u32, u32)> {
     out
 }
 
-/// The frontends the TC path translates (TCP / UDP, either family).
+/// The frontends the TC path translates (TCP / UDP / SCTP, either family).
 fn translated(g: &Graph) -> impl Iterator<Item = &crate::model::Frontend> {
     g.services
         .frontends
         .iter()
         .map(|f| &f.frontend)
-        .filter(|f| matches!(proto_number(f.proto), 6 | 17))
+        .filter(|f| matches!(proto_number(f.proto), 6 | 17 | 132))
 }
 
 /// `proto << 16 | port` of every translated frontend, as sorted ranges

@@ -413,9 +413,9 @@ mod tests {
     use super::*;
     use crate::ebpf::service::tests::compile;
 
-    /// The prologue's frontend-port gate: TCP / UDP frontends of both
-    /// families (not SCTP), as `proto << 16 | port`, consecutive keys
-    /// merged into one range.
+    /// The prologue's frontend-port gate: TCP / UDP / SCTP frontends of
+    /// both families, as `proto << 16 | port`, consecutive keys merged
+    /// into one range.
     #[test]
     fn frontend_ports_are_merged_ranges_of_translated_frontends() {
         let (_, g) = compile(
@@ -438,15 +438,16 @@ service a {
             vec![
                 (tcp(80), tcp(82)),
                 (tcp(9000), tcp(9000)),
-                (17 << 16 | 53, 17 << 16 | 53)
+                (17 << 16 | 53, 17 << 16 | 53),
+                (132 << 16 | 7000, 132 << 16 | 7000)
             ]
         );
-        // The address gate: consecutive IPv4 frontends merged (not the
-        // SCTP one), and there is an IPv6 one.
+        // The address gate: consecutive IPv4 frontends merged (the SCTP
+        // one too), and there is an IPv6 one.
         let a = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
         assert_eq!(
             gate::frontend_addrs(&g),
-            (vec![(a("10.96.0.1"), a("10.96.0.3"))], true)
+            (vec![(a("10.96.0.1"), a("10.96.0.4"))], true)
         );
     }
 }

@@ -2,6 +2,7 @@
 //! [`emit_service_stage`], then the translated packet classified again.
 
 use super::*;
+use crate::ebpf::service::sctp::IPPROTO_SCTP;
 
 impl Gen<'_> {
     /// The service stage's environment (the pipeline's context, counters
@@ -23,10 +24,10 @@ impl Gen<'_> {
     }
 
     /// Service stage (one block; it cannot be split across a tail call):
-    /// frontends that cannot be translated (SCTP) are only checked for
-    /// the no-backends reject; TCP / UDP of both families go through
+    /// TCP / UDP / SCTP of both families go through
     /// [`emit_service_stage`] (translation, or reject); a translated packet
-    /// is classified again (the backend's class) before policy.
+    /// is classified again (the backend's class) before policy. Other
+    /// protocols have no frontends.
     pub(super) fn service(&self, em: &mut Em) {
         let next = self.after_service();
         em.a.set_origin(
@@ -40,35 +41,12 @@ impl Gen<'_> {
         let reclassify = em.label("reclassify");
         let rejected = em.label("rejected");
         let translatable = em.label("translatable");
-        // TCP / UDP of either family: the service stage.
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Eq, R1, 6, translatable);
         em.jmp(JmpCond::Eq, R1, 17, translatable);
-        // Others: a frontend without backends still rejects; one with
-        // backends continues untranslated (SCTP translation is not
-        // implemented: `weir compile` refuses SCTP frontends, E0501; the
-        // tests' `Options::untranslated_frontends` reaches this).
-        const K: i16 = -184;
-        for i in 0..2i16 {
-            em.push(Op::load(Size::U64, R1, R6, ctx::DST + 8 * i));
-            em.push(Op::store(Size::U64, R10, K + 8 * i, R1));
-        }
-        em.push(Op::load(Size::U16, R1, R6, ctx::DPORT));
-        em.push(Op::store(Size::U16, R10, K + lb::fe_key::PORT, R1));
-        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
-        em.push(Op::store(Size::U8, R10, K + lb::fe_key::PROTO, R1));
-        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        em.push(Op::store(Size::U8, R10, K + lb::fe_key::FAMILY, R1));
-        em.lookup(lb::map::FE, K);
-        let miss = em.to(next);
-        em.jmp(JmpCond::Eq, R0, 0, miss);
-        em.push(Op::load(Size::U32, R1, R0, lb::fe::COUNT));
-        em.jmp(JmpCond::Ne, R1, 0, miss);
-        em.push(Op::load(Size::U32, R3, R0, lb::fe::NO_BACKENDS));
-        em.count_reg(R3);
-        self.event(em, EventVerdict::Reject, IdAt::Stack(-4), false);
-        let drop = em.drop;
-        em.push(Op::Ja { target: drop });
+        em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, translatable);
+        let other = em.to(next);
+        em.push(Op::Ja { target: other });
 
         em.bind(translatable);
         // Translated by the prologue (an established translation whose
