@@ -123,10 +123,14 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
             "would deny",
             "deny",
             "would deny",
+            "would deny",
+            "allow",
             "allow",
             "would deny",
+            "allow",
             "log",
-            "would deny"
+            "would deny",
+            "allow"
         ]
     );
 
@@ -159,7 +163,7 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
                 l["rule"]
                     .as_str()
                     .unwrap()
-                    .starts_with(&format!("{name}/ingress#")),
+                    .starts_with(&format!("{name}/")),
                 "{l}"
             );
             assert!(
@@ -198,6 +202,9 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
         assert_ne!(e.sport, 0);
         assert_eq!(e.backend, None);
     }
+    // The audit leaf reports before the enforced side's denial; the
+    // order of one packet's events is not part of the meaning.
+    seen.sort_by_key(|e| e.audit);
     assert_eq!(seen[0].verdict, EventVerdict::Deny);
     assert!(!seen[0].audit && seen[1].audit);
     assert_eq!(reader.dropped().unwrap(), 0);
