@@ -702,7 +702,7 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
     let policies = jobs.len();
     check_models(&jobs, &mut t);
     eprintln!(
-        "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy), {} bypass cases left out, {} disagreements, {:.1}s",
+        "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy), {} bypass cases left out, verdict events of {} cases compared ({} events read), {} disagreements, {:.1}s",
         t.models,
         t.cases,
         t.v4,
@@ -713,6 +713,8 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
         t.frontend,
         t.proxied,
         t.skipped,
+        t.event_cases,
+        t.events,
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
     );
