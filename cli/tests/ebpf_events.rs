@@ -166,10 +166,7 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
         if let weir_compiler::provenance::Provenance::Rule { policy, .. } = p {
             let name = &model.policies[*policy].name;
             assert!(
-                l["rule"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&format!("{name}/")),
+                l["rule"].as_str().unwrap().starts_with(&format!("{name}/")),
                 "{l}"
             );
             assert!(
@@ -216,7 +213,9 @@ fn ebpf_events_match_the_interpreter_in_weir_monitor() {
     assert_eq!(reader.dropped().unwrap(), 0);
     let dropped = |out: String| -> u64 {
         let v: Value = serde_json::from_str(&out).unwrap();
-        v["events_dropped"].as_u64().unwrap_or_else(|| panic!("{v}"))
+        v["events_dropped"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{v}"))
     };
     assert_eq!(dropped(ok(run("stats", &["--json"]))), 0);
 

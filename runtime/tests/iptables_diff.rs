@@ -581,7 +581,8 @@ fn check_model_with(
             o.steering.as_ref().map(|s| &s.action),
             Some(SteerAction::Redirect { .. })
         );
-        let key = |dst: IpAddr, port: u16| (events_check::proto_number(c.p.proto), c.p.src, dst, port);
+        let key =
+            |dst: IpAddr, port: u16| (events_check::proto_number(c.p.proto), c.p.src, dst, port);
         match &c.backends {
             Some(bs) if !bs.is_empty() => {
                 skip.push(key(c.p.dst, c.p.dport));
@@ -769,7 +770,11 @@ fn iptables_with_audit_policies_agrees_in_netns() {
         t.disagreements.len()
     );
     t.assert_agreed();
-    assert!(t.events > 0 && t.event_cases * 2 >= t.cases, "events of {} cases", t.event_cases);
+    assert!(
+        t.events > 0 && t.event_cases * 2 >= t.cases,
+        "events of {} cases",
+        t.event_cases
+    );
     assert!(
         audited >= 10 && t.cases >= 200,
         "{audited} programs, {} cases",

@@ -98,7 +98,11 @@ pub fn audit_side_event(model: &Model, allow: bool, by: &Provenance) -> Option<E
 
 /// [`side_events`] of a decision-graph leaf, by provenance id (what the
 /// back ends emit in an enforced side's leaf).
-pub fn leaf_events(model: &Model, table: &ProvenanceTable, v: &VerdictLeaf) -> Vec<(EventVerdict, u32)> {
+pub fn leaf_events(
+    model: &Model,
+    table: &ProvenanceTable,
+    v: &VerdictLeaf,
+) -> Vec<(EventVerdict, u32)> {
     let log = table.get(v.decided).is_some_and(|p| has_log_flag(model, p));
     side_events(v.allow, v.decided, &v.logged, log)
 }
@@ -306,7 +310,10 @@ policy db-stage priority 10 audit {
         // Ingress denies: the egress side's allow, then the denial.
         let e = evs(&m, "tcp 10.0.0.1:4000 -> 10.0.0.2:22");
         assert_eq!(e.len(), 2, "{e:?}");
-        assert_eq!(e[0], (EventVerdict::Allow, "web-out egress rule #1".into(), false));
+        assert_eq!(
+            e[0],
+            (EventVerdict::Allow, "web-out egress rule #1".into(), false)
+        );
         assert_eq!(e[1].0, EventVerdict::Deny);
     }
 
@@ -315,8 +322,14 @@ policy db-stage priority 10 audit {
         let m = model(SIDES);
         // Both staged policies would deny: one audit event per side.
         let e = evs(&m, "tcp 10.0.0.1:4000 -> 10.0.0.2:80");
-        assert!(e.contains(&(EventVerdict::Deny, "web-stage egress rule #1".into(), true)), "{e:?}");
-        assert!(e.contains(&(EventVerdict::Deny, "db-stage ingress rule #1".into(), true)), "{e:?}");
+        assert!(
+            e.contains(&(EventVerdict::Deny, "web-stage egress rule #1".into(), true)),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&(EventVerdict::Deny, "db-stage ingress rule #1".into(), true)),
+            "{e:?}"
+        );
         assert_eq!(e.iter().filter(|x| x.2).count(), 2, "{e:?}");
     }
 }

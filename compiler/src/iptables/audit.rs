@@ -60,12 +60,7 @@ impl<'m> AuditGraph<'m> {
         let num = num.into_iter().collect();
         let r = g.dag.roots;
         let ctx = [Family::V4, Family::V6].map(|f| flow::contexts(&g, &[r.egress, r.ingress], f));
-        Some(AuditGraph {
-            g,
-            model,
-            num,
-            ctx,
-        })
+        Some(AuditGraph { g, model, num, ctx })
     }
 
     /// The audit chains and their calls from `WEIR-FWD`.

@@ -36,8 +36,8 @@
 
 use super::text::comment;
 use crate::contract::event::{nflog_prefix, EventVerdict};
-use crate::interp;
 use crate::graph::ir::VerdictLeaf;
+use crate::interp;
 use crate::model::Model;
 use crate::provenance::ProvenanceTable;
 
@@ -96,7 +96,12 @@ impl Events {
     /// (`L` for a `log` rule passed, `A` for an allowing rule with the
     /// `log` flag, `D` for a denial; a denying rule's flag is reported by
     /// the deny event).
-    pub fn enforced_leaf(&self, model: &Model, table: &ProvenanceTable, v: &VerdictLeaf) -> Vec<String> {
+    pub fn enforced_leaf(
+        &self,
+        model: &Model,
+        table: &ProvenanceTable,
+        v: &VerdictLeaf,
+    ) -> Vec<String> {
         let evs = interp::events::leaf_events(model, table, v);
         let mut rules = Vec::new();
         for &id in &v.logged {
@@ -113,7 +118,12 @@ impl Events {
 
     /// The event rule of an audit side's leaf, if it reports one
     /// ([`interp::events::audit_leaf_event`]).
-    pub fn audit_leaf(&self, model: &Model, table: &ProvenanceTable, v: &VerdictLeaf) -> Option<String> {
+    pub fn audit_leaf(
+        &self,
+        model: &Model,
+        table: &ProvenanceTable,
+        v: &VerdictLeaf,
+    ) -> Option<String> {
         interp::events::audit_leaf_event(model, table, v).map(|(e, id)| self.rule(id, e, true))
     }
 }

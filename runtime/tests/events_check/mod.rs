@@ -88,7 +88,16 @@ impl EventCheck {
 
     /// Adds one case sent (src, dst, dport as sent; ICMP with port 0)
     /// with the interpreter's outcome for it.
-    pub fn expect(&mut self, model: &Model, g: &Graph, proto: Proto, src: IpAddr, dst: IpAddr, dport: u16, o: &Outcome) {
+    pub fn expect(
+        &mut self,
+        model: &Model,
+        g: &Graph,
+        proto: Proto,
+        src: IpAddr,
+        dst: IpAddr,
+        dport: u16,
+        o: &Outcome,
+    ) {
         let Some(n) = proto_number(proto) else {
             return;
         };
