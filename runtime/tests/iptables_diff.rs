@@ -589,7 +589,7 @@ fn check_model_with(
                 skip.extend(bs.iter().map(|&(a, port)| key(a, port)));
             }
             _ if redirected => skip.push(key(c.p.dst, c.p.dport)),
-            _ => evc.expect(model, &g, c.p.proto, c.p.src, c.p.dst, c.p.dport, &o),
+            _ => evc.expect(model, &g, &c.p, &o),
         }
     }
     let skip: Vec<_> = skip

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use weir_compiler::contract::event::EventVerdict;
 use weir_compiler::graph::Graph;
 use weir_compiler::interp::events::events;
-use weir_compiler::interp::Outcome;
+use weir_compiler::interp::{Outcome, Packet};
 use weir_compiler::model::{Model, Proto};
 use weir_runtime::events::nflog::NflogSource;
 use weir_runtime::events::EventSource;
@@ -86,23 +86,14 @@ impl EventCheck {
         }
     }
 
-    /// Adds one case sent (src, dst, dport as sent; ICMP with port 0)
-    /// with the interpreter's outcome for it.
-    pub fn expect(
-        &mut self,
-        model: &Model,
-        g: &Graph,
-        proto: Proto,
-        src: IpAddr,
-        dst: IpAddr,
-        dport: u16,
-        o: &Outcome,
-    ) {
-        let Some(n) = proto_number(proto) else {
+    /// Adds one case sent (`p` as sent; ICMP with port 0) with the
+    /// interpreter's outcome for it.
+    pub fn expect(&mut self, model: &Model, g: &Graph, p: &Packet, o: &Outcome) {
+        let Some(n) = proto_number(p.proto) else {
             return;
         };
         self.cases += 1;
-        let w = self.want.entry((n, src, dst, dport)).or_default();
+        let w = self.want.entry((n, p.src, p.dst, p.dport)).or_default();
         for e in events(model, o) {
             w.push((e.verdict.code(), e.audit, g.provenance.id(&e.by)));
         }
