@@ -196,8 +196,9 @@ pub struct StatsArgs {
 
 /// `weir stats`: per-rule packet counters of the running eBPF generation,
 /// then the audit counters apart (`audit_stats.rs`), then per-service and
-/// per-backend flow counts (JSON: `{"rules": [...], "audit": [...],
-/// "services": [...]}`). Prometheus text and `--serve`: `stats_serve.rs`
+/// per-backend flow counts, then the verdict events the data path dropped
+/// (JSON: `{"rules": [...], "audit": [...], "services": [...],
+/// "events_dropped": N}`, `null` without events). Prometheus text and `--serve`: `stats_serve.rs`
 /// (the one renderer of `metrics/`, for both back ends).
 pub fn run_stats(args: StatsArgs) -> i32 {
     if let Some(addr) = &args.serve {
@@ -231,10 +232,28 @@ pub fn run_stats(args: StatsArgs) -> i32 {
             Vec::new()
         }
     };
+    // Events the data path could not write (rate limit, full ring
+    // buffer): `null` / not shown for a generation compiled without.
+    let events_dropped = match weir_runtime::events::ringbuf::open_applied(&inst) {
+        Ok(Some(r)) => {
+            use weir_runtime::events::EventSource;
+            match r.dropped() {
+                Ok(n) => Some(n),
+                Err(e) => return fail(e),
+            }
+        }
+        Ok(None) => None,
+        Err(e) => return fail(e),
+    };
     if json {
         crate::outln!(
             "{}",
-            serde_json::json!({ "rules": counts, "audit": audit, "services": services })
+            serde_json::json!({
+                "rules": counts,
+                "audit": audit,
+                "services": services,
+                "events_dropped": events_dropped
+            })
         );
     } else {
         for c in counts.iter().filter(|c| args.all || c.packets > 0) {
@@ -251,6 +270,9 @@ pub fn run_stats(args: StatsArgs) -> i32 {
                 None => crate::outln!("{:>12}  service {}", c.flows, c.service),
                 Some(b) => crate::outln!("{:>12}    {} → {b}", c.flows, c.service),
             }
+        }
+        if let Some(n) = events_dropped.filter(|&n| args.all || n > 0) {
+            crate::outln!("{n:>12}  verdict events dropped (rate limit or full ring buffer)");
         }
     }
     0

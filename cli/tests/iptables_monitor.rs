@@ -5,9 +5,10 @@
 //! --json` started before the traffic (NFLOG delivers to a bound socket;
 //! nothing queues). The same flows as the eBPF test must give exactly the
 //! events of the interpreter's event function: verdict, audit flag,
-//! provenance id, 5-tuple, endpoint names, rule and source line. (This
-//! program judges only ingress, so the iptables back end's per-side
-//! reporting — docs/events-iptables.md — agrees with it everywhere.)
+//! provenance id, 5-tuple, endpoint names, rule and source line. The
+//! program judges both sides: a connection allowed by a `log` rule on
+//! each side (each side reports its own `allow`), and a datagram both
+//! audit sides would deny (one audit event per side).
 //!
 //! Needs root, `ip` and `iptables`; skipped without, unless `CI` is set
 //! (then it fails).
@@ -67,7 +68,7 @@ fn iptables_events_match_the_interpreter_in_weir_monitor() {
     topo.serve_udp(db, 5000).unwrap();
     topo.serve_udp(db, 6000).unwrap();
     let mut want = expected(&model, &prov);
-    assert_eq!(want.len(), 8, "{want:?}");
+    assert_eq!(want.len(), 12, "{want:?}");
 
     // The monitor first: NFLOG only delivers to a bound group.
     let count = want.len().to_string();

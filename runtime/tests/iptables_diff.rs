@@ -19,6 +19,7 @@
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
 mod bundle_common;
+mod events_check;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
@@ -112,7 +113,7 @@ fn scratch(name: &str) -> PathBuf {
 /// `dir` and read back by the runtime.
 fn write_bundle(model: &Model, g: &Graph, dir: &Path) -> Bundle {
     let sources = vec![("policy.weir".to_string(), format!("{model:?}"))];
-    bundle_common::write_iptables(model, g, &sources, dir)
+    bundle_common::write_iptables_with(model, g, &sources, dir, &events_check::events_options())
 }
 
 fn placeable(a: IpAddr) -> bool {
@@ -355,6 +356,9 @@ struct Tally {
     v6: usize,
     icmp4: usize,
     icmp6: usize,
+    /// Cases whose verdict events were compared, events read.
+    event_cases: usize,
+    events: usize,
     disagreements: Vec<String>,
 }
 
@@ -382,6 +386,8 @@ impl Tally {
         self.v6 += o.v6;
         self.icmp4 += o.icmp4;
         self.icmp6 += o.icmp6;
+        self.event_cases += o.event_cases;
+        self.events += o.events;
         self.disagreements.extend(o.disagreements);
     }
 }
@@ -468,6 +474,7 @@ fn check_model_with(
         .apply(&b)
         .unwrap_or_else(|e| panic!("{name}: apply: {e}"));
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let mut evc = events_check::EventCheck::open(&topo, &b);
 
     let mut proxies = BTreeSet::new();
     for per in g.steer_actions.iter() {
@@ -566,6 +573,33 @@ fn check_model_with(
             ));
         }
     }
+    // The verdict events of the same traffic (`events_check`).
+    let mut skip = Vec::new();
+    for c in &cases {
+        let o = interp.evaluate(&c.p);
+        let redirected = matches!(
+            o.steering.as_ref().map(|s| &s.action),
+            Some(SteerAction::Redirect { .. })
+        );
+        let key =
+            |dst: IpAddr, port: u16| (events_check::proto_number(c.p.proto), c.p.src, dst, port);
+        match &c.backends {
+            Some(bs) if !bs.is_empty() => {
+                skip.push(key(c.p.dst, c.p.dport));
+                skip.extend(bs.iter().map(|&(a, port)| key(a, port)));
+            }
+            _ if redirected => skip.push(key(c.p.dst, c.p.dport)),
+            _ => evc.expect(model, &g, &c.p, &o),
+        }
+    }
+    let skip: Vec<_> = skip
+        .into_iter()
+        .filter_map(|(n, s, d, p)| n.map(|n| (n, s, d, p)))
+        .collect();
+    t.event_cases += evc.cases;
+    let (read, bad) = evc.finish(name, &skip);
+    t.events += read;
+    t.disagreements.extend(bad);
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(work);
 }
@@ -626,13 +660,15 @@ fn iptables_agrees_with_interpreter_in_netns() {
     let policies = jobs.len();
     check_models(&jobs, &mut t);
     eprintln!(
-        "iptables diff: {policies} policies ({} with cases), {} cases ({} got through, {} to frontends, {} to the proxy), {} bypass cases (or bypassed TCP replies) left out, {} disagreements, {:.1}s",
+        "iptables diff: {policies} policies ({} with cases), {} cases ({} got through, {} to frontends, {} to the proxy), {} bypass cases (or bypassed TCP replies) left out, verdict events of {} cases compared ({} events read), {} disagreements, {:.1}s",
         t.models,
         t.cases,
         t.allowed,
         t.frontend,
         t.proxied,
         t.skipped,
+        t.event_cases,
+        t.events,
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
     );
@@ -667,7 +703,7 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
     let policies = jobs.len();
     check_models(&jobs, &mut t);
     eprintln!(
-        "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy), {} bypass cases left out, {} disagreements, {:.1}s",
+        "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy), {} bypass cases left out, verdict events of {} cases compared ({} events read), {} disagreements, {:.1}s",
         t.models,
         t.cases,
         t.v4,
@@ -678,6 +714,8 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
         t.frontend,
         t.proxied,
         t.skipped,
+        t.event_cases,
+        t.events,
         t.disagreements.len(),
         started.elapsed().as_secs_f64()
     );
@@ -724,12 +762,19 @@ fn iptables_with_audit_policies_agrees_in_netns() {
     let audited = jobs.len();
     check_models(&jobs, &mut t);
     eprintln!(
-        "iptables audit diff: {audited} programs with audit policies, {} cases ({} got through), {} disagreements",
+        "iptables audit diff: {audited} programs with audit policies, {} cases ({} got through), verdict events of {} cases compared ({} events read), {} disagreements",
         t.cases,
         t.allowed,
+        t.event_cases,
+        t.events,
         t.disagreements.len()
     );
     t.assert_agreed();
+    assert!(
+        t.events > 0 && t.event_cases * 2 >= t.cases,
+        "events of {} cases",
+        t.event_cases
+    );
     assert!(
         audited >= 10 && t.cases >= 200,
         "{audited} programs, {} cases",

@@ -2,13 +2,13 @@
 //! dual-stack program compiled with events (the default) and applied in
 //! the node namespace; the NFLOG reader (`weir_runtime::events::nflog`)
 //! bound to the bundle's group there; then a denied TCP connect over IPv4
-//! and over IPv6, a denied UDP datagram, an allowed connection that passes
-//! a `log` rule and is allowed by a rule with the `log` flag, a UDP flow
-//! an audit policy would deny, and a connection to a service without
-//! backends (rejected). Every event read must be one the
-//! interpreter's outcome for that packet implies (`expected`, from its
-//! sides, provenance and the model's `log` flags — not from the
-//! emitter), and every implied event must arrive, once.
+//! and over IPv6, a denied UDP datagram whose egress side a rule with
+//! `log` allowed (that side reports its `allow`), an allowed connection
+//! that passes a `log` rule and is allowed by a rule with the `log` flag
+//! on each side, a UDP flow an audit policy would deny, and a connection
+//! to a service without backends (rejected). Every event read must be one
+//! of the interpreter's events for that packet (`interp::events::events`,
+//! not the emitter), and every one of them must arrive, once.
 //!
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use weir_compiler::check::check_program;
 use weir_compiler::contract::event::{nflog_prefix, EventVerdict, VerdictEvent};
 use weir_compiler::graph;
-use weir_compiler::interp::{Interp, Outcome, Packet, SideDecision};
-use weir_compiler::model::{Model, Proto, Verdict};
+use weir_compiler::interp::events::events;
+use weir_compiler::interp::{Interp, Outcome, Packet};
+use weir_compiler::model::{Direction, Model, Proto};
 use weir_compiler::provenance::{Provenance, ProvenanceTable};
 use weir_compiler::source::MemoryLoader;
 use weir_runtime::events::nflog::NflogSource;
@@ -43,6 +44,13 @@ policy db-in {
     log tcp 5432 from any
     allow tcp 5432 from app == "web" log
     allow udp 5000 from any
+  }
+}
+
+policy web-out {
+  applies to app == "web"
+  egress {
+    allow to any log
   }
 }
 
@@ -74,59 +82,13 @@ fn write_bundle(dir: &Path) -> (Model, Bundle) {
 /// (verdict, audit, provenance id) of one event.
 type Ev = (EventVerdict, bool, u32);
 
-fn has_log_flag(model: &Model, p: Provenance) -> bool {
-    match p {
-        Provenance::Rule { policy, dir, index } => {
-            model.policies[policy].rules(dir).unwrap()[index].log
-        }
-        _ => false,
-    }
-}
-
-fn audit_only(model: &Model, p: Provenance) -> bool {
-    match p {
-        Provenance::Rule { policy, .. } => model.policies[policy].audit,
-        Provenance::TierDefault { tier, .. } => model.tiers[tier].audit,
-        _ => false,
-    }
-}
-
-/// The events docs/events-iptables.md says the chains report for a packet
-/// with this outcome, sorted.
+/// The interpreter's events for a packet with this outcome
+/// (`interp::events::events`, docs/language.md §4), sorted.
 fn expected(model: &Model, ids: &ProvenanceTable, o: &Outcome) -> Vec<Ev> {
-    let id = |p: &Provenance| ids.id(p);
-    let mut out = Vec::new();
-    if let Provenance::NoBackends { .. } = o.decided_by {
-        out.push((EventVerdict::Reject, false, id(&o.decided_by)));
-    }
-    let sides = |e: &Option<SideDecision>, i: &Option<SideDecision>| -> Vec<SideDecision> {
-        [e, i].into_iter().flatten().cloned().collect()
-    };
-    for s in sides(&o.egress, &o.ingress) {
-        for l in &s.logged {
-            if *l != s.by {
-                out.push((EventVerdict::Log, false, id(l)));
-            } else if s.verdict == Verdict::Allow {
-                out.push((EventVerdict::Allow, false, id(l)));
-            }
-        }
-        if s.verdict == Verdict::Deny {
-            out.push((EventVerdict::Deny, false, id(&s.by)));
-            break;
-        }
-    }
-    if let Some(a) = &o.audit {
-        for s in sides(&a.egress, &a.ingress) {
-            if !audit_only(model, s.by) {
-                continue;
-            }
-            if s.verdict == Verdict::Deny {
-                out.push((EventVerdict::Deny, true, id(&s.by)));
-            } else if has_log_flag(model, s.by) {
-                out.push((EventVerdict::Allow, true, id(&s.by)));
-            }
-        }
-    }
+    let mut out: Vec<Ev> = events(model, o)
+        .into_iter()
+        .map(|e| (e.verdict, e.audit, ids.id(&e.by)))
+        .collect();
     out.sort_by_key(|e| (e.0.code(), e.1, e.2));
     out
 }
@@ -171,7 +133,15 @@ fn events_match_the_interpreter_in_netns() {
     // What the kernel kept of the event rules: the prefixes as written
     // (NFLOG cuts a prefix silently at 63 bytes).
     let deny_default = (0..ids.len() as u32)
-        .find(|&i| matches!(ids.get(i), Some(Provenance::TierDefault { .. })))
+        .find(|&i| {
+            matches!(
+                ids.get(i),
+                Some(Provenance::TierDefault {
+                    dir: Direction::Ingress,
+                    ..
+                })
+            )
+        })
         .expect("db is isolated");
     for save in ["iptables-save", "ip6tables-save"] {
         let out = topo.node.exec(save, &["-t", "filter"]).unwrap();

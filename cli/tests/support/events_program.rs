@@ -31,6 +31,23 @@ policy db-in {
   }
 }
 
+policy web-out {
+  applies to app == "web"
+  egress {
+    allow to app == "db" log
+  }
+}
+
+policy out-stage priority 10 audit {
+  applies to all
+  egress {
+    allow tcp to any
+    allow udp 5000 to any
+    allow udp 6000 to any
+    deny udp 7000 to any
+  }
+}
+
 policy db-tighten priority 10 audit {
   applies to app == "db"
   ingress {
@@ -62,9 +79,12 @@ pub fn addrs() -> (IpAddr, IpAddr, IpAddr) {
 }
 
 /// (protocol, source, destination port, gets through), all to `db`: a
-/// denied TCP connect, a denied datagram, a TCP connection allowed by a
-/// rule with `log`, a UDP flow past a `log` rule, a UDP flow that emits
-/// nothing but the audit policy's would-deny.
+/// denied TCP connect, a denied datagram (both audit sides would deny it,
+/// each by an audit policy: two audit events), a TCP connection allowed
+/// by a rule with `log` on each side (each side reports its `allow`,
+/// though the ingress rule decides the packet), a UDP flow past a `log`
+/// rule, a UDP flow the staged policies allow too (only the egress side's
+/// `allow`).
 pub fn flows() -> [(Proto, IpAddr, u16, bool); 5] {
     let (web, other, _) = addrs();
     [

@@ -40,18 +40,18 @@ pub fn audit_comment(id: u32) -> String {
 
 /// The audit sides' graph, numbered and with flow contexts, ready to emit
 /// for each family.
-pub struct AuditGraph {
+pub struct AuditGraph<'m> {
     g: Graph,
-    /// [`super::events::audit_only`]: the leaves that report events.
-    audit_only: std::collections::BTreeSet<u32>,
+    /// For the events of audit leaves.
+    model: &'m Model,
     num: FastMap<NodeId, usize>,
     /// The flow contexts for IPv4 and for IPv6 packets.
     ctx: [FastMap<NodeId, Ctx>; 2],
 }
 
-impl AuditGraph {
+impl<'m> AuditGraph<'m> {
     /// `None` when the program has no audit policies.
-    pub fn new(model: &Model) -> Option<AuditGraph> {
+    pub fn new(model: &'m Model) -> Option<AuditGraph<'m>> {
         if !model.has_audit() {
             return None;
         }
@@ -60,13 +60,7 @@ impl AuditGraph {
         let num = num.into_iter().collect();
         let r = g.dag.roots;
         let ctx = [Family::V4, Family::V6].map(|f| flow::contexts(&g, &[r.egress, r.ingress], f));
-        let audit_only = super::events::audit_only(model, &g.provenance);
-        Some(AuditGraph {
-            g,
-            audit_only,
-            num,
-            ctx,
-        })
+        Some(AuditGraph { g, model, num, ctx })
     }
 
     /// The audit chains and their calls from `WEIR-FWD`.
@@ -75,8 +69,7 @@ impl AuditGraph {
     pub fn emit(&self, fam: Family, events: Option<&Events>, sets: &mut Sets, out: &mut Tables) {
         let leaf = |n: &Node| match n {
             Node::Verdict(v) => {
-                let event =
-                    events.and_then(|ev| ev.audit_leaf(v, self.audit_only.contains(&v.decided)));
+                let event = events.and_then(|ev| ev.audit_leaf(self.model, &self.g.provenance, v));
                 let count = format!("{} -j RETURN", audit_comment(v.decided));
                 Leaf::Rules(event.into_iter().chain([count]).collect())
             }

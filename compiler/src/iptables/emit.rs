@@ -108,6 +108,7 @@ fn emit_here(
         let ctx = flow::contexts(g, &[r.steer, r.egress, r.ingress], fam);
         let mut t = FamilyGen {
             g,
+            model,
             opts,
             fam,
             num: &num,
@@ -189,6 +190,7 @@ fn redirect_rules(fam: Family, c: &str, calls: &[String], addr: IpAddr, port: u1
 /// contexts, which steering actions and services exist). One method per
 /// table, in the order the packet meets them.
 struct FamilyGen<'a> {
+    model: &'a Model,
     g: &'a Graph,
     opts: &'a Options,
     fam: Family,
@@ -198,7 +200,7 @@ struct FamilyGen<'a> {
     has_services: bool,
     has_reject: bool,
     /// The audit sides (programs with audit policies).
-    audit: Option<&'a super::audit::AuditGraph>,
+    audit: Option<&'a super::audit::AuditGraph<'a>>,
 }
 
 fn steer_cmt(s: usize, i: usize) -> String {
@@ -423,10 +425,11 @@ impl<'a> FamilyGen<'a> {
             a.emit(self.fam, self.opts.events.as_ref(), sets, out);
         }
         let opts = self.opts;
+        let (model, table) = (self.model, &self.g.provenance);
         let leaf = |n: &Node| match n {
             Node::Verdict(v) => {
                 let mut rules: Vec<String> = match &opts.events {
-                    Some(ev) => ev.enforced_leaf(v),
+                    Some(ev) => ev.enforced_leaf(model, table, v),
                     None => v.logged.iter().map(|&id| log_rule(opts, id)).collect(),
                 };
                 let c = comment(&v.decided.to_string());

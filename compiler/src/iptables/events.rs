@@ -37,9 +37,9 @@
 use super::text::comment;
 use crate::contract::event::{nflog_prefix, EventVerdict};
 use crate::graph::ir::VerdictLeaf;
+use crate::interp;
 use crate::model::Model;
-use crate::provenance::{Provenance, ProvenanceTable};
-use std::collections::BTreeSet;
+use crate::provenance::ProvenanceTable;
 
 /// The NFLOG group events go to unless `weir compile --event-group` says
 /// otherwise.
@@ -91,52 +91,41 @@ impl Events {
     }
 
     /// The rules of an enforced side's leaf before its verdict target:
-    /// for each logged id a counting rule and its event (`L` for a `log`
-    /// rule passed, `A` for the allowing rule's `log` flag; a denying
-    /// rule's flag is reported by the deny event), then the deny event.
-    pub fn enforced_leaf(&self, v: &VerdictLeaf) -> Vec<String> {
+    /// for each logged id a counting rule and its event, then the side's
+    /// own event — [`interp::events::leaf_events`], the side's judgement
+    /// (`L` for a `log` rule passed, `A` for an allowing rule with the
+    /// `log` flag, `D` for a denial; a denying rule's flag is reported by
+    /// the deny event).
+    pub fn enforced_leaf(
+        &self,
+        model: &Model,
+        table: &ProvenanceTable,
+        v: &VerdictLeaf,
+    ) -> Vec<String> {
+        let evs = interp::events::leaf_events(model, table, v);
         let mut rules = Vec::new();
         for &id in &v.logged {
             rules.push(comment(&id.to_string()));
-            if id != v.decided {
-                rules.push(self.rule(id, EventVerdict::Log, false));
-            } else if v.allow {
-                rules.push(self.rule(id, EventVerdict::Allow, false));
+            for &(e, _) in evs.iter().filter(|(_, p)| *p == id) {
+                rules.push(self.rule(id, e, false));
             }
         }
-        if !v.allow {
-            rules.push(self.rule(v.decided, EventVerdict::Deny, false));
+        for &(e, id) in evs.iter().filter(|(_, p)| !v.logged.contains(p)) {
+            rules.push(self.rule(id, e, false));
         }
         rules
     }
 
-    /// The event rule of an audit side's leaf, if it reports one (see the
-    /// module docs); `audit_only`: is its deciding provenance one of
-    /// [`audit_only`]'s.
-    pub fn audit_leaf(&self, v: &VerdictLeaf, audit_only: bool) -> Option<String> {
-        if !audit_only {
-            None
-        } else if !v.allow {
-            Some(self.rule(v.decided, EventVerdict::Deny, true))
-        } else if v.logged.contains(&v.decided) {
-            Some(self.rule(v.decided, EventVerdict::Allow, true))
-        } else {
-            None
-        }
+    /// The event rule of an audit side's leaf, if it reports one
+    /// ([`interp::events::audit_leaf_event`]).
+    pub fn audit_leaf(
+        &self,
+        model: &Model,
+        table: &ProvenanceTable,
+        v: &VerdictLeaf,
+    ) -> Option<String> {
+        interp::events::audit_leaf_event(model, table, v).map(|(e, id)| self.rule(id, e, true))
     }
-}
-
-/// The provenance ids only the audit evaluation can decide by: rules of
-/// audit policies and defaults of audit tiers (the enforced program has
-/// neither, so a side they decide differs from the enforced one).
-pub fn audit_only(model: &Model, table: &ProvenanceTable) -> BTreeSet<u32> {
-    (0..table.len() as u32)
-        .filter(|&id| match table.get(id) {
-            Some(Provenance::Rule { policy, .. }) => model.policies[*policy].audit,
-            Some(Provenance::TierDefault { tier, .. }) => model.tiers[*tier].audit,
-            _ => false,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -157,33 +146,50 @@ mod tests {
     }
 
     #[test]
-    fn enforced_leaves_count_every_logged_id_and_report_once() {
-        let ev = Events::default();
-        // Deny by 7 with its log flag, after log rule 3.
-        let deny = VerdictLeaf {
-            allow: false,
-            decided: 7,
-            logged: vec![3, 7],
+    fn each_side_reports_its_own_judgement() {
+        // Egress allowed by a rule with `log`, ingress allowed by a rule
+        // too: each side reports its `A` (the egress one is no `L`).
+        let m = crate::check::model_of(
+            r#"
+endpoint web { labels { app: "web" } addr 10.0.0.1 }
+endpoint db { labels { app: "db" } addr 10.0.0.2 }
+policy web-out {
+  applies to app == "web"
+  egress {
+    allow tcp 5432 to app == "db" log
+  }
+}
+policy db-in {
+  applies to app == "db"
+  ingress {
+    log tcp from any
+    deny tcp 22 from any log
+    allow tcp 5432 from app == "web" log
+  }
+}
+"#,
+        );
+        let g = crate::graph::build(&m);
+        let text = super::super::generate_text(&g, &m, &super::super::Options::default())
+            .unwrap()
+            .iptables;
+        let id = |s: &str| {
+            (0..g.provenance.len() as u32)
+                .find(|&i| g.provenance.get(i).unwrap().describe(&m) == s)
+                .unwrap()
         };
-        let r = ev.enforced_leaf(&deny);
-        assert_eq!(r.iter().filter(|r| r.contains("NFLOG")).count(), 2, "{r:?}");
-        assert_eq!(r[0], comment("3"));
-        assert!(r[1].contains("\"weir:3:L \""), "{}", r[1]);
-        assert_eq!(r[2], comment("7"));
-        assert!(r[3].contains("\"weir:7:D \""), "{}", r[3]);
-        let allow = VerdictLeaf {
-            allow: true,
-            decided: 9,
-            logged: vec![9],
-        };
-        let r = ev.enforced_leaf(&allow);
-        assert_eq!(r.len(), 2);
-        assert!(r[1].contains("\"weir:9:A \"") && r[1].contains("weir:ev:9"));
-        let quiet = VerdictLeaf {
-            allow: true,
-            decided: 9,
-            logged: vec![],
-        };
-        assert!(ev.enforced_leaf(&quiet).is_empty());
+        let has = |p: String| assert!(text.contains(&p), "{p} not in\n{text}");
+        let (eg, log, deny, allow) = (
+            id("web-out egress rule #1"),
+            id("db-in ingress rule #1"),
+            id("db-in ingress rule #2"),
+            id("db-in ingress rule #3"),
+        );
+        has(format!("\"weir:{eg}:A \""));
+        has(format!("\"weir:{log}:L \""));
+        has(format!("\"weir:{deny}:D \""));
+        has(format!("\"weir:{allow}:A \""));
+        assert!(!text.contains(&format!("weir:{eg}:L ")), "{text}");
+        assert!(!text.contains(&format!("weir:{deny}:L ")), "{text}");
     }
 }

@@ -23,7 +23,19 @@ pub fn write_iptables(
     sources: &[(String, String)],
     dir: &Path,
 ) -> Bundle {
-    let art = weir_compiler::iptables::generate(g, model).expect("iptables can express it");
+    write_iptables_with(model, g, sources, dir, &Default::default())
+}
+
+/// [`write_iptables`] compiled with `opts`.
+pub fn write_iptables_with(
+    model: &Model,
+    g: &Graph,
+    sources: &[(String, String)],
+    dir: &Path,
+    opts: &weir_compiler::iptables::Options,
+) -> Bundle {
+    let art =
+        weir_compiler::iptables::generate_with(g, model, opts).expect("iptables can express it");
     let files = bundle(&BundleInput {
         model,
         graph: g,

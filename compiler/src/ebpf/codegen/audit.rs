@@ -150,7 +150,7 @@ impl Gen<'_> {
             self.audit_describe(v.decided)
         ));
         em.a.set_origin(Origin(v.decided), Some(&text));
-        self.record_audit_side(em, e, v);
+        self.audit_leaf_event(em, v);
         em.push(Op::store(Size::U32, R10, -4, v.decided as i32));
         em.count_in_at_fp4(map::AUDIT_CNT);
         let walks = self.audit_entries();

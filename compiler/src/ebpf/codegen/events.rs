@@ -8,18 +8,16 @@
 //! - the header denials (`fragment`, `unparsed`) in the parser
 //!   (`parse.rs`), a service without backends where it rejects (the
 //!   service block), each straight after the counter;
-//! - the `log` rules a side passed, in that side's leaf (their ids are
-//!   constants there; the side's own deciding id is left out);
-//! - in the final block, after the deciding id is counted (it is then at
-//!   `fp-4`): a side's deciding rule with `log` that did not decide the
-//!   packet (a `log` event), the verdict event (every deny; an allow whose
-//!   deciding rule has `log`), and the audit event — the audit sides'
-//!   words (`ctx::AUDIT_EG_WORD` / `ctx::AUDIT_IN_WORD`, written by the
-//!   audit leaves) combined exactly as the enforced sides are, compared
-//!   with the enforced verdict and id.
+//! - a side's judgement (`interp::events::leaf_events`: its `log` rules
+//!   passed, its allow by a rule with `log`) in that side's leaf, where
+//!   the ids are constants;
+//! - a side's denial in the final block, after the deciding id is counted
+//!   (it is then at `fp-4`);
+//! - an audit side's event (`interp::events::audit_leaf_event`) in the
+//!   audit leaf.
 //!
-//! "Has `log`" is a property of a provenance id, known at compile time:
-//! a search over [`Gen::log_ids`].
+//! Every event is a function of one side's decision (docs/language.md
+//! §4), so none needs state carried from one side to the other.
 //!
 //! **Rate limit.** Every emission first takes a token from a per-CPU
 //! token bucket in `weir_ev_state` (per-CPU array, one entry:
@@ -42,14 +40,10 @@
 //! Registers: an emission clobbers r0–r5 and keeps r6–r9 (context, skb,
 //! class rows); stack slots `fp-8` to `fp-32` ([`slot`]).
 
-use std::sync::Arc;
-
-use super::emit::verdict::{leaf_flags, Sides};
 use super::emit::{Em, Entry, Gen};
-use super::Mode;
 use crate::contract::event::{EventRecord, EventVerdict, EVENTS_MAP, EVENT_RECORD_SIZE};
-use crate::ebpf::layout::{self, ctx, DECIDED_SHIFT, FLAG_EVALUATED};
-use crate::ebpf::{helper, AluOp, JmpCond, Label, MapDef, MapType, Op, Origin, Size};
+use crate::ebpf::layout::ctx;
+use crate::ebpf::{helper, AluOp, JmpCond, MapDef, MapType, Op, Origin, Size};
 use crate::graph::ir::VerdictLeaf;
 
 use crate::ebpf::Reg::*;
@@ -158,32 +152,6 @@ pub enum IdAt {
 }
 
 impl Gen<'_> {
-    /// Provenance ids whose rule has the `log` flag, as sorted ranges.
-    fn log_ranges(&self) -> Vec<(u32, u32)> {
-        let mut out: Vec<(u32, u32)> = Vec::new();
-        for id in 0..self.g.provenance.len() as u32 {
-            let Some(p) = self.g.provenance.get(id) else {
-                continue;
-            };
-            if !crate::interp::events::has_log_flag(self.model, p) {
-                continue;
-            }
-            match out.last_mut() {
-                Some(l) if l.1 + 1 == id => l.1 = id,
-                _ => out.push((id, id)),
-            }
-        }
-        out
-    }
-
-    /// Jumps to `no` unless the id in `r` has the `log` flag.
-    fn unless_logged(&self, em: &mut Em, r: crate::ebpf::Reg, ranges: &[(u32, u32)], no: Label) {
-        let yes = em.label("ev_has_log");
-        let iv: Vec<(u32, u32, Label)> = ranges.iter().map(|&(lo, hi)| (lo, hi, yes)).collect();
-        em.search(r, &iv, no);
-        em.bind(yes);
-    }
-
     /// One event: the verdict byte and id set, then [`Self::emit_record`].
     pub(super) fn event(&self, em: &mut Em, v: EventVerdict, id: IdAt, audit: bool) {
         if self.events.is_none() {
@@ -333,167 +301,47 @@ impl Gen<'_> {
         em.bind(filled);
     }
 
-    /// The `log` events of a side's leaf: its logged ids but its own
-    /// deciding one (the final block reports that one).
+    /// The events of an enforced side's leaf
+    /// ([`crate::interp::events::leaf_events`]): its `log` events and, when
+    /// it allows by a rule with `log`, its allow event. Its denial is
+    /// reported by the final block (after the deciding id is counted).
     pub(super) fn leaf_events(&self, em: &mut Em, v: &VerdictLeaf) {
         if self.events.is_none() {
             return;
         }
-        for &id in v.logged.iter().filter(|&&id| id != v.decided) {
+        for (e, id) in crate::interp::events::leaf_events(self.model, &self.g.provenance, v) {
+            if e == EventVerdict::Deny {
+                continue;
+            }
             em.a.set_origin(
                 Origin(id),
-                Some(&format!("event: log {}", self.describe_id(id))),
+                Some(&format!("event: {} {}", e.name(), self.describe_id(id))),
             );
-            self.event(em, EventVerdict::Log, IdAt::Imm(id), false);
+            self.event(em, e, IdAt::Imm(id), false);
         }
     }
 
-    /// The final block's events, after the deciding id is counted (at
-    /// `fp-4`) on the `allow` or deny path.
+    /// The final block's event on the deny path, after the deciding id is
+    /// counted (at `fp-4`): the denying side's `deny`.
     pub(super) fn final_events(&self, em: &mut Em, allow: bool) {
+        if self.events.is_none() || allow {
+            return;
+        }
+        em.a.set_origin(Origin::NONE, Some("events: deny"));
+        self.event(em, EventVerdict::Deny, IdAt::Stack(-4), false);
+    }
+
+    /// An audit leaf's event ([`crate::interp::events::audit_leaf_event`]):
+    /// a side an audit policy decides that would deny, or allow by a rule
+    /// with `log`.
+    pub(super) fn audit_leaf_event(&self, em: &mut Em, v: &VerdictLeaf) {
         if self.events.is_none() {
             return;
         }
-        let text: Arc<str> = Arc::from(if allow {
-            "events: log sides, allow by a rule with log, audit"
-        } else {
-            "events: log sides, deny, audit"
-        });
-        em.a.set_origin(Origin::NONE, Some(&text));
-        let logs = self.log_ranges();
-        if !logs.is_empty() {
-            // A side's deciding rule with `log` that did not decide.
-            for (word, on) in [
-                (ctx::EG_WORD, self.mode != Mode::Ingress),
-                (ctx::IN_WORD, self.mode != Mode::Egress),
-            ] {
-                if !on {
-                    continue;
-                }
-                let skip = em.label("ev_side_done");
-                em.push(Op::load(Size::U32, R3, R6, word));
-                em.push(Op::mov64(R1, R3));
-                em.push(Op::alu64(AluOp::And, R1, FLAG_EVALUATED));
-                em.jmp(JmpCond::Eq, R1, 0, skip);
-                em.push(Op::alu64(AluOp::Rsh, R3, DECIDED_SHIFT as i32));
-                em.push(Op::load(Size::U32, R1, R10, -4));
-                em.push(Op::jmp(JmpCond::Eq, R3, R1, skip));
-                self.unless_logged(em, R3, &logs, skip);
-                em.push(Op::store(Size::U32, R10, slot::ID, R3));
-                em.push(Op::store(
-                    Size::U8,
-                    R10,
-                    slot::VERDICT,
-                    i32::from(EventVerdict::Log.code()),
-                ));
-                self.emit_record(em, false);
-                em.bind(skip);
-            }
+        let table = &self.graph_of(Entry::AuditEgress).provenance;
+        if let Some((e, id)) = crate::interp::events::audit_leaf_event(self.model, table, v) {
+            self.event(em, e, IdAt::Imm(id), true);
         }
-        // The verdict event.
-        if allow {
-            if !logs.is_empty() {
-                let skip = em.label("ev_allow_done");
-                em.push(Op::load(Size::U32, R3, R10, -4));
-                self.unless_logged(em, R3, &logs, skip);
-                self.event(em, EventVerdict::Allow, IdAt::Stack(-4), false);
-                em.bind(skip);
-            }
-        } else {
-            self.event(em, EventVerdict::Deny, IdAt::Stack(-4), false);
-        }
-        self.audit_event(em, allow, &logs);
-    }
-
-    /// The audit event: the audit sides combined as the enforced ones
-    /// are; reported when it differs from the enforced verdict and id and
-    /// would deny, or its rule has `log`.
-    fn audit_event(&self, em: &mut Em, allow: bool, logs: &[(u32, u32)]) {
-        let walks = self.audit_entries();
-        if walks.is_empty() {
-            return;
-        }
-        let done = em.label("ev_audit_done");
-        let deny_eg = em.label("ev_audit_deny_eg");
-        let deny_in = em.label("ev_audit_deny_in");
-        let id_in = em.label("ev_audit_by_in");
-        let id_eg = em.label("ev_audit_by_eg");
-        let allowed = em.label("ev_audit_allow");
-        let denied = em.label("ev_audit_deny");
-        let emit = em.label("ev_audit_emit");
-        for (r, word, e) in [
-            (R4, ctx::AUDIT_EG_WORD, Entry::AuditEgress),
-            (R5, ctx::AUDIT_IN_WORD, Entry::AuditIngress),
-        ] {
-            if walks.contains(&e) {
-                em.push(Op::load(Size::U32, r, R6, word));
-            } else {
-                em.push(Op::mov64(r, 0));
-            }
-        }
-        // As the final block combines the enforced sides.
-        let sides = Sides {
-            deny_eg,
-            deny_in,
-            id_in,
-            id_eg,
-            allow: allowed,
-            deny: denied,
-        };
-        sides.allowed_id(em);
-        // Would allow: reported only when its rule has `log` (and, as
-        // the enforced verdict is an allow too, its id differs).
-        if logs.is_empty() {
-            em.push(Op::Ja { target: done });
-        } else {
-            if allow {
-                em.push(Op::load(Size::U32, R1, R10, -4));
-                em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
-            }
-            self.unless_logged(em, R3, logs, done);
-            em.push(Op::store(
-                Size::U8,
-                R10,
-                slot::VERDICT,
-                i32::from(EventVerdict::Allow.code()),
-            ));
-            em.push(Op::Ja { target: emit });
-        }
-        sides.denied_id(em);
-        if !allow {
-            em.push(Op::load(Size::U32, R1, R10, -4));
-            em.push(Op::jmp(JmpCond::Eq, R3, R1, done));
-        }
-        em.push(Op::store(
-            Size::U8,
-            R10,
-            slot::VERDICT,
-            i32::from(EventVerdict::Deny.code()),
-        ));
-        // One emission for both.
-        em.bind(emit);
-        em.push(Op::store(Size::U32, R10, slot::ID, R3));
-        self.emit_record(em, true);
-        em.bind(done);
-    }
-
-    /// An audit leaf's side word (read by [`Self::audit_event`]).
-    pub(super) fn record_audit_side(&self, em: &mut Em, e: Entry, v: &VerdictLeaf) {
-        if self.events.is_none() {
-            return;
-        }
-        let word = if e == Entry::AuditEgress {
-            ctx::AUDIT_EG_WORD
-        } else {
-            ctx::AUDIT_IN_WORD
-        };
-        let f = leaf_flags(v.allow, self.prov_is_rule(v.decided));
-        em.push(Op::store(
-            Size::U32,
-            R6,
-            word,
-            layout::side_word(v.decided, 0, f),
-        ));
     }
 
     fn describe_id(&self, id: u32) -> String {

@@ -86,12 +86,7 @@ pub mod ctx {
     /// rule's IPv6 address; `::` for an IPv4 one, which only a wildcard
     /// listener matches), written beside [`STEER_ADDR`].
     pub const STEER_ADDR6: i16 = LB_CTV + 32; // [u8; 16]
-    /// The audit sides' decisions, as [`EG_WORD`] / [`IN_WORD`] (no
-    /// logged ids), written by the audit leaves when the program emits
-    /// events (`codegen/events.rs` combines them in the final block).
-    pub const AUDIT_EG_WORD: i16 = STEER_ADDR6 + 16; // u32
-    pub const AUDIT_IN_WORD: i16 = AUDIT_EG_WORD + 4; // u32
-    pub const SIZE: u32 = AUDIT_IN_WORD as u32 + 4;
+    pub const SIZE: u32 = STEER_ADDR6 as u32 + 16;
 }
 
 /// `ctx::LB_STATE`: no new translation (the prologue's or an existing
