@@ -367,6 +367,8 @@ impl Translating<'_> {
                 ));
                 return Some("backends {}".into());
             }
+            // `only` names the namespace already.
+            m.namespace = None;
             m.only = Some(on_node);
         }
         let text = m.text(path).unwrap_or_default();
