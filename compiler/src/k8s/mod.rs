@@ -35,6 +35,8 @@ pub mod selector;
 pub mod service;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_services;
 
 use crate::diagnostics::{Diagnostic, K8sProblem};
 use cluster::Cluster;
