@@ -1,4 +1,4 @@
-//! `weir import k8s PATH... [-o DIR] [--format human|json]`: Kubernetes
+//! `weir import k8s PATH... [-o DIR] [--node NAME] [--format human|json]`: Kubernetes
 //! objects (YAML or JSON as `kubectl get -o yaml|json` prints them: single
 //! objects, `List`s, multi-document files; `-` reads standard input; a
 //! directory is searched recursively for `*.yaml`, `*.yml`, `*.json`,
@@ -50,6 +50,13 @@ pub struct K8sArgs {
     /// Diagnostics format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Compile for this node (a Node's name): node ports on its addresses,
+    /// and internal/externalTrafficPolicy Local Services served by its
+    /// endpoints only, as kube-proxy does on it. Without it node ports are
+    /// every Node's addresses and Local Services use every ready endpoint
+    /// (warning W0330).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 pub const PROGRAM_FILE: &str = "policy.weir";
@@ -118,7 +125,10 @@ pub fn run(args: Args) -> i32 {
         Some(_) => Endpoints::Inventory(INVENTORY_FILE.into()),
         None => Endpoints::Inline,
     };
-    let imported = k8s::import(&texts, endpoints);
+    let opts = k8s::Options {
+        node: args.node.clone(),
+    };
+    let imported = k8s::import_with(&texts, endpoints, &opts);
     match args.format {
         Format::Human => program::print_human(&imported.diagnostics, &sources, Color::Auto),
         Format::Json => crate::errln!(

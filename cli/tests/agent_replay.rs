@@ -429,3 +429,85 @@ fn replay_applies_for_real_with_iptables() {
     let _ = weir(&["detach", "--netns", &ns_name, "--state-dir", s(&state)]);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `--node`: the agent imports for its own node. The Services of
+/// tests/k8s-services (node ports, `internalTrafficPolicy: Local`), then
+/// node-1's exporter stops being ready: on node-1 the ClusterIP side has
+/// no backend left, on node-2 nothing local changed.
+#[test]
+fn node_local_services_follow_the_agents_node() {
+    let service = |program: &str, name: &str| -> String {
+        let at = program
+            .find(&format!("service {name} {{"))
+            .unwrap_or_else(|| panic!("no {name}:\n{program}"));
+        let rest = &program[at..];
+        rest[..rest.find("\n}").unwrap()].to_string()
+    };
+    for (node, addr, before, after) in [
+        (
+            "node-1",
+            "10.10.0.11",
+            "backends { 10.244.1.41:9100 }",
+            "backends {}",
+        ),
+        (
+            "node-2",
+            "10.10.0.12",
+            "backends { 10.244.2.41:9100 }",
+            "backends { 10.244.2.41:9100 }",
+        ),
+    ] {
+        let work = tmp(&format!("local-{node}"));
+        let r = replay(
+            "local-service",
+            &[
+                "--dry-run",
+                "--backend",
+                "iptables",
+                "--work-dir",
+                s(&work),
+                "--node",
+                node,
+            ],
+        );
+        assert_eq!(r.code, Some(0), "{}", r.shown);
+        assert_eq!(r.verdicts(), ["recompile", "recompile"], "{}", r.shown);
+        // The first generation is in the first decision's work; the store
+        // keeps only the newest, so read it back from a replay cut there.
+        let (program, _) = newest(&work);
+        let internal = service(&program, "svc_monitoring_exporter_metrics");
+        assert!(internal.contains(after), "{node}: {internal}");
+        let external = service(&program, "svc_monitoring_exporter_metrics_external");
+        assert!(
+            external.contains(&format!("frontend {addr}:30910/tcp"))
+                && !external.contains("30910/tcp\n  frontend 10.10"),
+            "{node}: only its own node port: {external}"
+        );
+        let text = std::fs::read_to_string(fixture("local-service")).unwrap();
+        let first: String = text
+            .split_inclusive('\n')
+            .take_while(|l| !l.contains("MODIFIED"))
+            .collect();
+        let cut = work.join("first.jsonl");
+        std::fs::write(&cut, first).unwrap();
+        let work1 = work.join("first");
+        let o = weir(&[
+            "agent",
+            "--replay",
+            s(&cut),
+            "--dry-run",
+            "--backend",
+            "iptables",
+            "--work-dir",
+            s(&work1),
+            "--node",
+            node,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        let (program, _) = newest(&work1);
+        let internal = service(&program, "svc_monitoring_exporter_metrics");
+        assert!(internal.contains(before), "{node}: {internal}");
+        assert!(!r.stderr.contains("W0330"), "{}", r.shown);
+        let _ = std::fs::remove_dir_all(&work);
+    }
+}

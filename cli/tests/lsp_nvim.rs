@@ -80,7 +80,8 @@ fn neovim_session() {
             "hover",
             "navigation",
             "completion",
-            "formatting"
+            "formatting",
+            "port names"
         ],
         "every step of the session ran"
     );
@@ -173,5 +174,14 @@ fn neovim_session() {
     assert_eq!(
         r["formatted"], MAIN,
         "formatting restores the canonical layout"
+    );
+
+    // Port names: a tcp rule is offered the tcp names only; a service's
+    // named target port every declared name.
+    assert_eq!(strings(&r["completion_rule_ports"]), ["\"http\""], "{r:#}");
+    assert_eq!(
+        strings(&r["completion_backend_ports"]),
+        ["\"dns\"", "\"http\""],
+        "{r:#}"
     );
 }

@@ -105,6 +105,9 @@ const UNREACHABLE: &[Code] = &[
     Code::W0602,
     Code::W0603,
     Code::W0604,
+    // `weir import k8s` without `--node` on a `Local` Service
+    // (compiler/src/k8s/tests_services.rs, cli/tests/import_k8s_services.rs).
+    Code::W0330,
 ];
 
 #[test]

@@ -79,6 +79,10 @@ pub struct Args {
     /// directory (`--backend ebpf`).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// The node this agent runs on (the DaemonSet passes spec.nodeName):
+    /// node ports are its addresses and Local Services its endpoints.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// How decisions are printed (--replay).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -149,7 +153,7 @@ pub fn run(args: Args) -> i32 {
         Backend::Iptables => weir_compiler::bundle::Target::Iptables,
         Backend::Ebpf => weir_compiler::bundle::Target::Ebpf,
     };
-    let mut rec = Reconciler::new(node, work.clone(), target);
+    let mut rec = Reconciler::new(node, work.clone(), target).for_node(args.node.clone());
     let shared = http::shared();
     if let Some(addr) = &args.listen {
         match http::serve(addr, shared.clone(), extra_metrics(&args)) {

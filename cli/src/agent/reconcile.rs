@@ -107,6 +107,9 @@ pub struct Reconciler {
     good: Option<Good>,
     count: u64,
     pub status: Status,
+    /// The node this agent runs on (`--node`): what `Local` Services and
+    /// node ports are imported for (k8s/frontends.rs).
+    node_name: Option<String>,
 }
 
 impl Reconciler {
@@ -124,7 +127,14 @@ impl Reconciler {
             good: None,
             count: 0,
             status: Status::default(),
+            node_name: None,
         }
+    }
+
+    /// Imports for node `name` (`weir agent --node`).
+    pub fn for_node(mut self, name: Option<String>) -> Reconciler {
+        self.node_name = name;
+        self
     }
 
     pub fn node(&self) -> &dyn Node {
@@ -173,9 +183,12 @@ impl Reconciler {
 
     fn decide(&mut self, dirty: &BTreeSet<Key>) -> (Verdict, String) {
         let list = self.store.documents();
-        let imported = k8s::import(
+        let imported = k8s::import_with(
             &[(FileId(0), list.as_str())],
             Endpoints::Inventory(INVENTORY_FILE.into()),
+            &k8s::Options {
+                node: self.node_name.clone(),
+            },
         );
         let errors: Vec<String> = imported
             .diagnostics

@@ -208,6 +208,19 @@ impl Index {
                 for (k, v) in &e.labels {
                     self.label(k, Some(v));
                 }
+                // A declared port is its `port:NAME/PROTO` label (language.md
+                // §3), so completion finds it even when the check failed.
+                for p in &e.ports {
+                    self.labels
+                        .entry(format!(
+                            "{}{}/{}",
+                            weir_compiler::named_ports::PREFIX,
+                            p.name.text,
+                            p.proto.0.keyword()
+                        ))
+                        .or_default()
+                        .insert(p.port.value.to_string());
+                }
             }
             Item::Service(s) => {
                 self.def(&s.name, SymKind::Service, s.span);

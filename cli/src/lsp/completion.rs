@@ -2,8 +2,10 @@
 //! cursor: label values after `KEY ==`, `KEY !=`, `KEY in {` or `KEY:`;
 //! selectors, sets and label keys where a selector or peer is written
 //! (`from`, `to`, `applies to`, `selector NAME =`, `&&`, …); tiers after a
-//! policy's `tier`; deciders after `by`; keywords, declared names and label
-//! keys everywhere else (the start of a line).
+//! policy's `tier`; deciders after `by`; declared port names after a
+//! rule's `tcp port "` (those declared for that protocol) and a service's
+//! `backends select … port "`; keywords, declared names and label keys
+//! everywhere else (the start of a line).
 
 use super::analysis::{Analysis, SymKind};
 use lsp_types::{CompletionItem, CompletionItemKind};
@@ -27,6 +29,9 @@ enum Slot {
     Tier,
     /// `by NAME` in an expect line.
     By,
+    /// A port name after `port` (`tcp port "` in a rule: that protocol's;
+    /// `backends select … port "`: any), `quoted` when the quote is open.
+    PortName { proto: Option<String>, quoted: bool },
     /// Anything (a fresh line, or a place not recognised).
     Any,
 }
@@ -41,6 +46,14 @@ pub fn complete(a: &Analysis, line: &str, only_specific: bool) -> Vec<Completion
     }
     if let Slot::Value(key) = &slot {
         return values(a, key, line);
+    }
+    if let Slot::PortName { proto, quoted } = &slot {
+        // After `port ` a number fits as well as a name: a typed space
+        // pops nothing up; a typed `"` or an explicit request does.
+        if only_specific && !quoted {
+            return Vec::new();
+        }
+        return port_names(a, proto.as_deref(), *quoted);
     }
     let (kinds, labels, words): (&[SymKind], bool, &[&str]) = match slot {
         Slot::Selector => (&[SymKind::Selector], true, &["all"]),
@@ -61,7 +74,7 @@ pub fn complete(a: &Analysis, line: &str, only_specific: bool) -> Vec<Completion
             false,
             &["default"],
         ),
-        Slot::Any | Slot::Value(_) => (ANY_KIND, true, KEYWORDS),
+        Slot::Any | Slot::Value(_) | Slot::PortName { .. } => (ANY_KIND, true, KEYWORDS),
     };
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
@@ -145,6 +158,67 @@ fn values(a: &Analysis, key: &str, line: &str) -> Vec<CompletionItem> {
         .collect()
 }
 
+/// The port names endpoints declare (their `port:NAME/PROTO` labels), of
+/// `proto` when given, with the numbers they stand for.
+fn port_names(a: &Analysis, proto: Option<&str>, quoted: bool) -> Vec<CompletionItem> {
+    let prefix = weir_compiler::named_ports::PREFIX;
+    // name → "NUMBERS/PROTO" as declared.
+    let mut names: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (k, vals) in &a.index.labels {
+        let Some((name, p)) = k.strip_prefix(prefix).and_then(|r| r.rsplit_once('/')) else {
+            continue;
+        };
+        if name.is_empty() || proto.is_some_and(|want| want != p) {
+            continue;
+        }
+        let nums: Vec<&str> = vals.iter().map(String::as_str).collect();
+        names
+            .entry(name)
+            .or_default()
+            .push(format!("{}/{p}", nums.join("|")));
+    }
+    names
+        .into_iter()
+        .map(|(name, ports)| CompletionItem {
+            label: format!("\"{name}\""),
+            kind: Some(CompletionItemKind::VALUE),
+            detail: Some(format!("named port ({})", ports.join(", "))),
+            insert_text: Some(if quoted {
+                name.to_string()
+            } else {
+                format!("\"{name}\"")
+            }),
+            filter_text: Some(name.to_string()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// `… PROTO port "` or `backends select … port "` before the cursor (the
+/// name being typed ignored): the port-name slot.
+fn port_slot(line: &str) -> Option<Slot> {
+    let head = line.trim_end_matches(is_word_char);
+    let (head, quoted) = match head.strip_suffix('"') {
+        Some(h) => (h, true),
+        None => (head, false),
+    };
+    let head = head.trim_end().strip_suffix("port")?;
+    if !head.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let before = head
+        .trim_end()
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or("");
+    let proto = match before {
+        "tcp" | "udp" | "sctp" => Some(before.to_string()),
+        _ if line.trim_start().starts_with("backends") && line.contains(" select ") => None,
+        _ => return None,
+    };
+    Some(Slot::PortName { proto, quoted })
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
@@ -152,6 +226,9 @@ fn is_word_char(c: char) -> bool {
 /// What fits after `line` (the text before the cursor), ignoring the
 /// word being typed.
 fn slot(line: &str) -> Slot {
+    if let Some(p) = port_slot(line) {
+        return p;
+    }
     if let Some(key) = value_context(line) {
         return Slot::Value(key);
     }
@@ -243,5 +320,25 @@ mod tests {
         assert_eq!(slot("selector a = app == "), Slot::Value("app".into()));
         assert_eq!(slot("  "), Slot::Any);
         assert_eq!(slot("  al"), Slot::Any);
+    }
+
+    #[test]
+    fn judges_the_port_name_slot() {
+        let named = |proto: Option<&str>, quoted| Slot::PortName {
+            proto: proto.map(str::to_string),
+            quoted,
+        };
+        assert_eq!(slot("    allow tcp port \""), named(Some("tcp"), true));
+        assert_eq!(slot("    allow udp port \"dn"), named(Some("udp"), true));
+        assert_eq!(slot("    allow sctp port "), named(Some("sctp"), false));
+        assert_eq!(
+            slot("  backends select app == \"web\" port \""),
+            named(None, true)
+        );
+        assert_eq!(slot("  backends select web port ht"), named(None, false));
+        // Not a port name: a label key `port`, a test packet's port.
+        assert_eq!(slot("selector a = port "), Slot::Any);
+        assert_eq!(slot("  expect allow tcp from a to b port "), Slot::Any);
+        assert_eq!(slot("    allow tcp 80 from "), Slot::Peer);
     }
 }

@@ -152,6 +152,35 @@ local function main()
   vim.lsp.util.apply_text_edits(edits, buf, c.offset_encoding or "utf-16")
   out.formatted = table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), "\n") .. "\n"
   step("formatting")
+
+  -- Port names: an endpoint declaring `http` (tcp) and `dns` (udp), then
+  -- completion after a rule's `tcp port "` and a service's
+  -- `backends select … port "`, at the end of the line as typed.
+  local last = vim.api.nvim_buf_line_count(buf)
+  vim.api.nvim_buf_set_lines(buf, last, last, false, {
+    'endpoint api-2 { labels { app: "api" } addr 10.1.1.6 ports { http: 8080/tcp, dns: 53/udp } }',
+    "policy named priority 5 {",
+    "  applies to api",
+    "  ingress {",
+    '    allow tcp port "',
+    "  }",
+    "}",
+    "service api-svc {",
+    "  frontend 10.96.0.1:80/tcp",
+    '  backends select api port "',
+    "}",
+  })
+  local function at_end(needle)
+    local l = find(needle).line
+    local text = vim.api.nvim_buf_get_lines(buf, l, l + 1, false)[1]
+    return {
+      textDocument = { uri = vim.uri_from_bufnr(buf) },
+      position = { line = l, character = #text },
+    }
+  end
+  out.completion_rule_ports = labels(at_end('allow tcp port "'))
+  out.completion_backend_ports = labels(at_end('select api port "'))
+  step("port names")
 end
 
 local ok, err = pcall(main)

@@ -1620,6 +1620,9 @@ pub enum K8sProblem {
         what: String,
         why: String,
     },
+    /// W0330: `spec.{field}: Local` imported without `--node`: the
+    /// backends are every ready endpoint of the cluster.
+    LocalWithoutNode { object: String, field: String },
 }
 
 impl K8sProblem {
@@ -1631,6 +1634,7 @@ impl K8sProblem {
             K8sProblem::KindIgnored { .. } => Code::W0602,
             K8sProblem::HostBits { .. } => Code::W0603,
             K8sProblem::NotImported { .. } => Code::W0604,
+            K8sProblem::LocalWithoutNode { .. } => Code::W0330,
         }
     }
 
@@ -1697,6 +1701,14 @@ impl K8sProblem {
                 span,
                 "partly imported",
             )
+            .done(),
+            K8sProblem::LocalWithoutNode { object, field } => B::new(
+                code,
+                format!("{object}: `spec.{field}: Local` imported without a node: every ready endpoint of the cluster is a backend"),
+                span,
+                "node-local backends need the node compiled for",
+            )
+            .help("pass `--node NAME` (the agent passes its own node) to keep only that node's endpoints, as kube-proxy does on it")
             .done(),
         }
     }

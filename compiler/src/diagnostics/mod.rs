@@ -143,6 +143,7 @@ codes! {
     W0310 => Warning, "no endpoint declares the named port";
     W0311 => Warning, "named port declared only with another protocol";
     W0312 => Warning, "selected backends without the named target port";
+    W0330 => Warning, "node-local Kubernetes Service imported without a node";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

@@ -25,6 +25,7 @@
 pub mod adminpolicy;
 pub mod cluster;
 pub mod emit;
+pub mod frontends;
 pub mod input;
 pub mod networkpolicy;
 pub mod objects;
@@ -34,6 +35,8 @@ pub mod selector;
 pub mod service;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_services;
 
 use crate::diagnostics::{Diagnostic, K8sProblem};
 use cluster::Cluster;
@@ -67,8 +70,23 @@ pub struct Import {
     pub counts: std::collections::BTreeMap<String, usize>,
 }
 
-/// Imports the objects of `files` (file id, text).
+/// What the import is for, beyond its input.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The node the program is compiled for (`--node NAME`; the agent's
+    /// own node): its addresses serve node ports and its endpoints
+    /// `Local` Services (frontends.rs). None: no node in particular.
+    pub node: Option<String>,
+}
+
+/// Imports the objects of `files` (file id, text) for no node in
+/// particular.
 pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
+    import_with(files, endpoints, &Options::default())
+}
+
+/// Imports the objects of `files` (file id, text) with `opts`.
+pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Options) -> Import {
     let mut rep = Reporter::default();
     let mut objs: Vec<Obj> = Vec::new();
     for (id, text) in files {
@@ -98,7 +116,13 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
             "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
                 policies.extend(adminpolicy::translate(o, &cluster, &mut rep))
             }
-            "Service" => services.extend(service::translate(o, &objs, &mut rep)),
+            "Service" => {
+                let scope = frontends::Scope {
+                    cluster: &cluster,
+                    node: opts.node.as_deref(),
+                };
+                services.extend(service::translate(o, &objs, scope, &mut rep))
+            }
             "Pod" | "Namespace" | "Node" | "EndpointSlice" => {}
             _ => {
                 rep.push(

@@ -346,6 +346,29 @@ pub struct ServiceSpec {
     pub external_traffic_policy: Option<String>,
     #[serde(default, rename = "internalTrafficPolicy")]
     pub internal_traffic_policy: Option<String>,
+    #[serde(default, rename = "externalIPs")]
+    pub external_ips: Option<Vec<String>>,
+}
+
+/// A Service's `status` (the load balancer's ingress points).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceStatus {
+    #[serde(default, rename = "loadBalancer")]
+    pub load_balancer: Option<LoadBalancerStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LoadBalancerStatus {
+    #[serde(default)]
+    pub ingress: Option<Vec<LoadBalancerIngress>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LoadBalancerIngress {
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +380,8 @@ pub struct ServicePort {
     pub port: i64,
     #[serde(default, rename = "targetPort")]
     pub target_port: Option<Value>,
+    #[serde(default, rename = "nodePort")]
+    pub node_port: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -375,6 +400,8 @@ pub struct SliceEndpoint {
     pub addresses: Vec<String>,
     #[serde(default)]
     pub conditions: Option<SliceConditions>,
+    #[serde(default, rename = "nodeName")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,10 +2,13 @@
 //!
 //! One weir service per Service port (`svc_NS_NAME_PORT`): weir's
 //! `backends select SEL port N` has one target port, a multi-port Service
-//! has one per port. Frontends are the ClusterIPs (every family) at the
-//! port. Backends, in order of preference:
+//! has one per port (each with its own name, protocol, port and
+//! `targetPort`). Frontends are the ClusterIPs (every family) at the
+//! port, plus the external ones ([`super::frontends`]: node ports,
+//! `externalIPs`, load-balancer ingress IPs). Backends, in order of
+//! preference:
 //! - the Service's EndpointSlices in the input (ready endpoints at the
-//!   slice port of the same name), as an explicit list;
+//!   slice port of the same name and protocol), as an explicit list;
 //! - else the selector's pods (ready ones, from the inventory) at
 //!   `targetPort`: a number (`select … port N`), or a container port
 //!   name (`select … port "NAME"`: each pod's own port of that name, the
@@ -13,12 +16,15 @@
 //! - else none (`backends {}`: connections are rejected, as Kubernetes
 //!   does for a Service without endpoints), said as W0604.
 //!
-//! NodePort / LoadBalancer frontends, `externalTrafficPolicy: Local` and
-//! `internalTrafficPolicy: Local` have no weir form yet: left out with
-//! W0604 (the ClusterIP frontend is imported with cluster-wide backends).
+//! A traffic policy `Local` with a node keeps that node's endpoints
+//! (EndpointSlice `nodeName`, pod `spec.nodeName`). When the internal and
+//! external frontends end up with different backends (one policy `Local`,
+//! the other not), the external frontends are a second weir service,
+//! `svc_NS_NAME_PORT_external`.
 
 use super::cluster::{part, Proto};
 use super::emit::{mangle, Service};
+use super::frontends::{External, Scope};
 use super::input::Obj;
 use super::objects::{EndpointSlice, LabelSelector, Metadata, ServicePort, ServiceSpec};
 use super::report::Reporter;
@@ -42,7 +48,7 @@ fn explicit(mut b: Vec<String>) -> String {
     format!("backends {{{}}}", b.join(", "))
 }
 
-pub fn translate(obj: &Obj, objs: &[Obj], rep: &mut Reporter) -> Vec<Service> {
+pub fn translate(obj: &Obj, objs: &[Obj], scope: Scope<'_>, rep: &mut Reporter) -> Vec<Service> {
     let what = obj.describe();
     let Some(spec) = part::<ServiceSpec>(obj, "spec", rep) else {
         return Vec::new();
@@ -54,12 +60,15 @@ pub fn translate(obj: &Obj, objs: &[Obj], rep: &mut Reporter) -> Vec<Service> {
     let Some(vips) = cluster_ips(obj, &what, &spec, rep) else {
         return Vec::new();
     };
+    let external = External::read(obj, &what, &spec, scope, rep);
     let svc = Translating {
         obj,
         what: &what,
         ns: &ns,
         spec: &spec,
         vips: &vips,
+        external,
+        scope,
         affinity: affinity(&spec),
         slices: endpoint_slices(obj, objs, &ns),
     };
@@ -67,12 +76,12 @@ pub fn translate(obj: &Obj, objs: &[Obj], rep: &mut Reporter) -> Vec<Service> {
         .iter()
         .flatten()
         .enumerate()
-        .filter_map(|(k, p)| svc.port(k, p, rep))
+        .flat_map(|(k, p)| svc.port(k, p, rep))
         .collect()
 }
 
-/// Says what of the Service is not imported; false when nothing is (an
-/// ExternalName Service).
+/// False when nothing of the Service is imported (an ExternalName
+/// Service), said as W0604.
 fn importable(obj: &Obj, what: &str, spec: &ServiceSpec, rep: &mut Reporter) -> bool {
     let kind = spec.kind.clone().unwrap_or_else(|| "ClusterIP".into());
     if kind == "ExternalName" {
@@ -83,27 +92,6 @@ fn importable(obj: &Obj, what: &str, spec: &ServiceSpec, rep: &mut Reporter) -> 
             "an ExternalName Service is a DNS alias, not a load balancer",
         );
         return false;
-    }
-    if kind == "NodePort" || kind == "LoadBalancer" {
-        rep.not_imported(
-            obj.span,
-            what,
-            format!("its {kind} frontends"),
-            "weir has no node-port or load-balancer frontends yet; the ClusterIP is imported",
-        );
-    }
-    for (field, v) in [
-        ("externalTrafficPolicy", &spec.external_traffic_policy),
-        ("internalTrafficPolicy", &spec.internal_traffic_policy),
-    ] {
-        if v.as_deref() == Some("Local") {
-            rep.not_imported(
-                obj.span,
-                what,
-                format!("`spec.{field}: Local`"),
-                "weir has no node-local backends yet; every ready backend is used",
-            );
-        }
     }
     true
 }
@@ -179,13 +167,96 @@ struct Translating<'a> {
     ns: &'a str,
     spec: &'a ServiceSpec,
     vips: &'a [IpAddr],
+    external: External,
+    scope: Scope<'a>,
     affinity: Option<String>,
     slices: Vec<(&'a Obj, EndpointSlice)>,
 }
 
+/// One Service port, read.
+struct Port {
+    path: String,
+    proto: Proto,
+    port: u16,
+    node_port: Option<u16>,
+    /// `spec.ports[k].name` ("" when unnamed).
+    name: String,
+}
+
 impl Translating<'_> {
-    /// The weir service of port `k` (`p`); None when the port is malformed.
-    fn port(&self, k: usize, p: &ServicePort, rep: &mut Reporter) -> Option<Service> {
+    /// The weir services of port `k` (`p`): one, or two when the external
+    /// frontends have other backends; none when the port is malformed.
+    fn port(&self, k: usize, p: &ServicePort, rep: &mut Reporter) -> Vec<Service> {
+        let Some(sp) = self.read_port(k, p, rep) else {
+            return Vec::new();
+        };
+        let suffix = if sp.name.is_empty() {
+            sp.port.to_string()
+        } else {
+            mangle(&sp.name)
+        };
+        let name = format!(
+            "svc_{}_{}_{}",
+            mangle(self.ns),
+            mangle(&self.obj.name),
+            suffix
+        );
+        let shown = if sp.name.is_empty() {
+            sp.port.to_string()
+        } else {
+            sp.name.clone()
+        };
+        let text = |fs: &[(IpAddr, u16)]| -> Vec<String> {
+            fs.iter()
+                .map(|(a, n)| format!("{}/{}", socket(*a, *n), sp.proto.keyword()))
+                .collect()
+        };
+        let internal: Vec<(IpAddr, u16)> = self.vips.iter().map(|a| (*a, sp.port)).collect();
+        let external = self.external.sockets(sp.port, sp.node_port);
+        let int_node = self.external.internal_node.as_deref();
+        let ext_node = self.external.external_node.as_deref();
+        let Some((backends, notes)) = self.backends(&sp, p, int_node, rep) else {
+            return Vec::new();
+        };
+        let service =
+            |name: String, what: String, fs: &[(IpAddr, u16)], b: String, notes: Vec<String>| {
+                let mut comment = vec![format!("{} port {shown}{what}", self.what)];
+                comment.extend(notes);
+                Service {
+                    comment,
+                    name,
+                    frontends: text(fs),
+                    backends: b,
+                    affinity: self.affinity.clone(),
+                }
+            };
+        if external.is_empty() || int_node == ext_node {
+            let mut all = internal;
+            all.extend(external);
+            return vec![service(name, String::new(), &all, backends, notes)];
+        }
+        let Some((ext_backends, ext_notes)) = self.backends(&sp, p, ext_node, rep) else {
+            return Vec::new();
+        };
+        vec![
+            service(
+                name.clone(),
+                " (ClusterIP)".into(),
+                &internal,
+                backends,
+                notes,
+            ),
+            service(
+                format!("{name}_external"),
+                " (node ports, external and load-balancer IPs)".into(),
+                &external,
+                ext_backends,
+                ext_notes,
+            ),
+        ]
+    }
+
+    fn read_port(&self, k: usize, p: &ServicePort, rep: &mut Reporter) -> Option<Port> {
         let (obj, what) = (self.obj, self.what);
         let path = format!("spec.ports[{k}]");
         let Some(proto) = Proto::parse(p.protocol.as_deref()) else {
@@ -200,52 +271,67 @@ impl Translating<'_> {
             rep.malformed(obj.span, what, format!("`{path}.port` is not a port"));
             return None;
         };
-        let pname = p.name.clone().unwrap_or_default();
-        let suffix = if pname.is_empty() {
-            port.to_string()
-        } else {
-            mangle(&pname)
+        let node_port = match p.node_port {
+            None | Some(0) => None,
+            Some(n) => match u16::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    rep.malformed(obj.span, what, format!("`{path}.nodePort` is not a port"));
+                    return None;
+                }
+            },
         };
-        let frontends = self
-            .vips
-            .iter()
-            .map(|a| format!("{}/{}", socket(*a, port), proto.keyword()))
-            .collect();
-        let shown = if pname.is_empty() {
-            port.to_string()
-        } else {
-            pname.clone()
-        };
-        let mut comment = vec![format!("{what} port {shown}")];
+        Some(Port {
+            path,
+            proto,
+            port,
+            node_port,
+            name: p.name.clone().unwrap_or_default(),
+        })
+    }
+
+    /// A port's backends line and comment lines; `node`: only that node's
+    /// endpoints (`Local`). None when `targetPort` is malformed.
+    fn backends(
+        &self,
+        sp: &Port,
+        p: &ServicePort,
+        node: Option<&str>,
+        rep: &mut Reporter,
+    ) -> Option<(String, Vec<String>)> {
+        let mut comment = Vec::new();
+        if let Some(n) = node {
+            comment.push(format!("traffic policy Local: the endpoints on node {n}"));
+        }
         let backends = if !self.slices.is_empty() {
             comment.push(format!(
                 "backends from {} EndpointSlice(s)",
                 self.slices.len()
             ));
-            slice_backends(&self.slices, &pname, proto)
+            slice_backends(&self.slices, &sp.name, sp.proto, node)
         } else if let Some(sel) = self.spec.selector.as_ref().filter(|s| !s.is_empty()) {
             let target = Target {
                 sel,
-                path: &path,
-                port,
+                path: &sp.path,
+                port: sp.port,
+                node,
             };
             self.selector_backends(&target, p, &mut comment, rep)?
         } else {
+            let shown = if sp.name.is_empty() {
+                sp.port.to_string()
+            } else {
+                sp.name.clone()
+            };
             rep.not_imported(
-                obj.span,
-                what,
+                self.obj.span,
+                self.what,
                 format!("backends of port {shown}"),
                 "no selector and no EndpointSlice in the input: connections are rejected",
             );
             "backends {}".to_string()
         };
-        Some(Service {
-            comment,
-            name: format!("svc_{}_{}_{}", mangle(self.ns), mangle(&obj.name), suffix),
-            frontends,
-            backends,
-            affinity: self.affinity.clone(),
-        })
+        Some((backends, comment))
     }
 
     /// A port's backends from the Service's selector and `targetPort`
@@ -258,7 +344,7 @@ impl Translating<'_> {
         rep: &mut Reporter,
     ) -> Option<String> {
         let (path, port) = (t.path, t.port);
-        let m = PodMatch {
+        let mut m = PodMatch {
             namespace: Some(self.ns.to_string()),
             pods: Some(LabelSelector {
                 match_labels: Some(t.sel.clone()),
@@ -266,6 +352,25 @@ impl Translating<'_> {
             }),
             ..PodMatch::default()
         };
+        if let Some(node) = t.node {
+            // Local: the selected pods that run on the node.
+            let cluster = self.scope.cluster;
+            let on_node: Vec<(String, String)> = cluster
+                .pods
+                .iter()
+                .filter(|pod| pod.node.as_deref() == Some(node) && m.matches(pod, cluster))
+                .map(|pod| (pod.namespace.clone(), pod.name.clone()))
+                .collect();
+            if on_node.is_empty() {
+                comment.push(format!(
+                    "no selected pod runs on node {node}: connections are refused there"
+                ));
+                return Some("backends {}".into());
+            }
+            // `only` names the namespace already.
+            m.namespace = None;
+            m.only = Some(on_node);
+        }
         let text = m.text(path).unwrap_or_default();
         let malformed = |rep: &mut Reporter| {
             rep.malformed(
@@ -303,11 +408,18 @@ struct Target<'a> {
     sel: &'a BTreeMap<String, String>,
     path: &'a str,
     port: u16,
+    /// `Local`: only the pods on this node.
+    node: Option<&'a str>,
 }
 
-/// A port's backends from EndpointSlices: the ready endpoints at the
-/// slice port of the same name and protocol.
-fn slice_backends(slices: &[(&Obj, EndpointSlice)], pname: &str, proto: Proto) -> String {
+/// A port's backends from EndpointSlices: the ready endpoints (on
+/// `node`, when given) at the slice port of the same name and protocol.
+fn slice_backends(
+    slices: &[(&Obj, EndpointSlice)],
+    pname: &str,
+    proto: Proto,
+    node: Option<&str>,
+) -> String {
     let mut b = Vec::new();
     for (_, s) in slices {
         let Some(sp) = s.ports.iter().flatten().find(|sp| {
@@ -321,6 +433,9 @@ fn slice_backends(slices: &[(&Obj, EndpointSlice)], pname: &str, proto: Proto) -
         };
         for e in s.endpoints.iter().flatten() {
             if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            if node.is_some() && e.node_name.as_deref() != node {
                 continue;
             }
             for a in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
