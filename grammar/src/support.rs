@@ -76,7 +76,13 @@ pub fn expected_names(expected: &[String]) -> Vec<String> {
         .filter(|t| t.as_str() != "LEXERR")
         .map(|t| terminal_name(t))
         .collect();
-    if KEYWORDS.iter().all(|k| names.iter().any(|n| n == k)) {
+    // `nodes` is the one keyword that is no bare label (it would make
+    // `nodes SEL` ambiguous), so it is not among them.
+    if KEYWORDS
+        .iter()
+        .filter(|k| **k != "nodes")
+        .all(|k| names.iter().any(|n| n == k))
+    {
         names.retain(|n| {
             !KEYWORDS.contains(&n.as_str()) || matches!(n.as_str(), "all" | "any" | "has")
         });
