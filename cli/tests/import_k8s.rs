@@ -81,6 +81,16 @@ fn fixture_imports_checks_clean_and_traces_to_its_objects() {
     // accepted by the ClusterNetworkPolicy.
     let t = trace("udp 10.244.1.20:40000 -> 10.96.0.10:53");
     assert!(t.to_string().contains("cnp_allow-dns"), "{t:#}");
+    // A pod and its own node: always allowed, by the one `k8s-node`
+    // policy (`allow to node`); another node's kubelet: the CNP's `nodes`
+    // peer denies it. The host-network node-exporter owns no address, so
+    // node-1's address is judged as the node's.
+    let t = trace("tcp 10.244.1.10:40000 -> 10.10.0.11:10250");
+    assert_eq!(t["verdict"], "allow", "{t:#}");
+    assert!(t.to_string().contains("k8s-node"), "{t:#}");
+    let t = trace("tcp 10.244.1.10:40000 -> 10.10.0.12:10250");
+    assert_eq!(t["verdict"], "deny", "{t:#}");
+    assert!(t.to_string().contains("cnp_kubelet-own-node-only"), "{t:#}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -92,18 +92,33 @@ pub(crate) struct WireEndpoint<A> {
     addrs: Vec<A>,
     #[serde(default = "yes")]
     ready: bool,
+    /// The node it runs on (crate::nodes: held as a label).
+    #[serde(default)]
+    node: Option<String>,
+    /// Host network: no address of its own (its node's; crate::nodes).
+    #[serde(default, rename = "hostNetwork")]
+    host_network: bool,
 }
 
 impl<A> TryFrom<WireEndpoint<A>> for RawEndpoint<A> {
     type Error = String;
 
     fn try_from(w: WireEndpoint<A>) -> Result<RawEndpoint<A>, String> {
-        let labels = if w.ports.is_empty() {
+        if w.host_network && (w.node.is_none() || !w.addrs.is_empty()) {
+            return Err(format!(
+                "endpoint `{}`: a host-network endpoint names its `node` and has no `addrs` (it takes the node's)",
+                w.name
+            ));
+        }
+        let labels = if w.ports.is_empty() && w.node.is_none() {
             w.labels
         } else {
             let mut m = w.labels.into_map();
             crate::named_ports::merge_inventory_ports(&mut m, &w.ports)
                 .map_err(|e| format!("endpoint `{}`: {e}", w.name))?;
+            if let Some(n) = w.node {
+                m.insert(crate::nodes::KEY.to_string(), n);
+            }
             intern(m)
         };
         if let Some(p) = crate::named_ports::check_labels(&labels).first() {

@@ -184,6 +184,11 @@ pub enum PeerMatch {
     /// `world [SET]`: the peer address belongs to no endpoint (and is in
     /// the set, when one is given).
     World(Option<AddrSet>),
+    /// `node`: the peer address is an address of the node the endpoint
+    /// the side is judged for runs on (its `node` attribute; policy rules
+    /// only; language.md §4 "Nodes"). `nodes SEL` needs no variant: the
+    /// checker resolves it to the set of the matching nodes' addresses.
+    OwnNode,
 }
 
 /// An inclusive port range; `lo >= 1`, `lo <= hi`.
@@ -528,6 +533,21 @@ pub struct Model {
     /// never needs them because references are inlined.
     pub named_selectors: BTreeMap<String, Sel>,
     pub named_sets: BTreeMap<String, AddrSet>,
+    /// Declared nodes (language.md §3 "Nodes"), sorted by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<Node>,
+}
+
+/// A node: the machine endpoints run on (`node NAME { … }`). Its
+/// addresses are not endpoint addresses; an endpoint names its node with
+/// the `node` attribute, held as the label [`crate::nodes::KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub addrs: Vec<IpAddr>,
+    /// `None` for nodes from a JSON inventory.
+    pub span: Option<Span>,
 }
 
 impl Model {

@@ -349,6 +349,7 @@ pub fn model(p: &Params) -> Model {
         tests: Vec::new(),
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
+        nodes: Vec::new(),
     }
 }
 
@@ -649,6 +650,7 @@ fn peer_text(p: &PeerMatch) -> String {
         PeerMatch::SelfEndpoint => "self".into(),
         PeerMatch::World(None) => "world".into(),
         PeerMatch::World(Some(s)) => format!("world {}", set_text(s)),
+        PeerMatch::OwnNode => "node".into(),
     }
 }
 

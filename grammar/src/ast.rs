@@ -32,6 +32,7 @@ pub enum Item {
     Selector(SelectorDecl),
     Set(SetDecl),
     Endpoint(EndpointDecl),
+    Node(NodeDecl),
     Service(ServiceDecl),
     Tier(TierDecl),
     Policy(PolicyDecl),
@@ -163,7 +164,18 @@ pub struct EndpointDecl {
     pub addrs: Vec<CidrLit>,
     /// `ports { http: 8080/tcp, … }`, in source order.
     pub ports: Vec<PortDecl>,
+    /// `node NAME` lines (the checker allows one; E0270).
+    pub node: Vec<Ident>,
+    /// `host network` lines.
+    pub host_network: Vec<Span>,
     pub span: Span,
+}
+
+/// `node NAME { labels { … } addr A }`: a node, written with endpoint
+/// lines (the checker refuses `ports`, `node` and `host network` in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeDecl {
+    pub decl: EndpointDecl,
 }
 
 /// The port of `backends select SEL port …`: a number, or the name of a
@@ -383,6 +395,10 @@ pub enum Peer {
     SelfEp(Span),
     /// `world [SET]`: addresses that belong to no endpoint (in `SET`).
     World(Option<SetExpr>, Span),
+    /// `node`: the addresses of the node the judged endpoint runs on.
+    OwnNode(Span),
+    /// `nodes SEL`: the addresses of the nodes whose labels match.
+    Nodes(SelExpr, Span),
 }
 
 /// `allow tcp 5432 from api log`
@@ -547,6 +563,7 @@ impl Item {
             Item::Selector(i) => i.span,
             Item::Set(i) => i.span,
             Item::Endpoint(i) => i.span,
+            Item::Node(i) => i.decl.span,
             Item::Service(i) => i.span,
             Item::Tier(i) => i.span,
             Item::Policy(i) => i.span,

@@ -166,6 +166,10 @@ tokens! {
     "self" => KwSelf,
     "world" => KwWorld,
     "ports" => KwPorts,
+    "node" => KwNode,
+    "nodes" => KwNodes,
+    "host" => KwHost,
+    "network" => KwNetwork,
 }
 
 fn unescape(s: &str) -> String {
@@ -367,6 +371,8 @@ fn can_end_statement(t: &Token) -> bool {
             | KwSelf
             | KwWorld
             | KwPorts
+            | KwNode
+            | KwNetwork
     )
 }
 

@@ -21,6 +21,10 @@ pub enum EpItem {
     Labels(Vec<(Label, Label)>),
     Addr(CidrLit),
     Ports(Vec<PortDecl>),
+    /// `node NAME`
+    Node(Ident),
+    /// `host network`
+    HostNetwork(Span),
 }
 
 /// A number checked against the maximum for its role.
@@ -72,7 +76,13 @@ pub fn expected_names(expected: &[String]) -> Vec<String> {
         .filter(|t| t.as_str() != "LEXERR")
         .map(|t| terminal_name(t))
         .collect();
-    if KEYWORDS.iter().all(|k| names.iter().any(|n| n == k)) {
+    // `nodes` is the one keyword that is no bare label (it would make
+    // `nodes SEL` ambiguous), so it is not among them.
+    if KEYWORDS
+        .iter()
+        .filter(|k| **k != "nodes")
+        .all(|k| names.iter().any(|n| n == k))
+    {
         names.retain(|n| {
             !KEYWORDS.contains(&n.as_str()) || matches!(n.as_str(), "all" | "any" | "has")
         });
@@ -235,11 +245,15 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
     let mut labels = Vec::new();
     let mut addrs = Vec::new();
     let mut ports = Vec::new();
+    let mut node = Vec::new();
+    let mut host_network = Vec::new();
     for l in lines.into_iter().flatten() {
         match l {
             EpItem::Labels(ls) => labels.extend(ls),
             EpItem::Addr(a) => addrs.push(a),
             EpItem::Ports(ps) => ports.extend(ps),
+            EpItem::Node(n) => node.push(n),
+            EpItem::HostNetwork(s) => host_network.push(s),
         }
     }
     EndpointDecl {
@@ -247,6 +261,8 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
         labels,
         addrs,
         ports,
+        node,
+        host_network,
         span,
     }
 }

@@ -203,6 +203,8 @@ impl Index {
                 self.def(&s.name, SymKind::Set, s.span);
                 self.set(&s.expr, RefCtx::Peer);
             }
+            // Node names are no symbols yet; their labels are node labels.
+            Item::Node(_) => {}
             Item::Endpoint(e) => {
                 self.def(&e.name, SymKind::Endpoint, e.span);
                 for (k, v) in &e.labels {
@@ -309,7 +311,12 @@ impl Index {
 
     fn peer(&mut self, p: &Peer, ctx: RefCtx) {
         match p {
-            Peer::Any(_) | Peer::SelfEp(_) | Peer::World(None, _) => {}
+            // `nodes SEL` selects nodes, not endpoints.
+            Peer::Any(_)
+            | Peer::SelfEp(_)
+            | Peer::World(None, _)
+            | Peer::OwnNode(_)
+            | Peer::Nodes(..) => {}
             Peer::Set(s) | Peer::World(Some(s), _) => self.set(s, ctx),
             Peer::Selector(s) => self.sel(s, ctx),
             Peer::Labels(pairs, _) => {

@@ -221,6 +221,7 @@ fn peer_words(m: &Model, p: &PeerMatch) -> String {
         ),
         PeerMatch::Set(set) => format!("addresses in {}", set_words(set)),
         PeerMatch::SelfEndpoint => "the endpoint itself".to_string(),
+        PeerMatch::OwnNode => "the node the endpoint runs on".to_string(),
         PeerMatch::World(None) => "addresses of no endpoint".to_string(),
         PeerMatch::World(Some(set)) => {
             format!("addresses of no endpoint in {}", set_words(set))

@@ -150,8 +150,10 @@ impl<'a> Cx<'a> {
         for d in decls {
             let mut labels = self.labels(&d.labels);
             self.endpoint_ports(d, &mut labels);
+            // A host-network endpoint owns no address (crate::nodes).
+            let host = self.endpoint_node(d, &mut labels);
             let mut addrs = Vec::new();
-            for a in &d.addrs {
+            for a in d.addrs.iter().filter(|_| !host) {
                 let ip = self.single_addr(a, "an endpoint address");
                 if claim(self, &out, ip, &d.name.name, a.span) {
                     addrs.push(ip);
@@ -197,6 +199,7 @@ impl<'a> Cx<'a> {
                     });
                     continue;
                 }
+                self.inventory_node(&ep);
                 let mut addrs = Vec::with_capacity(ep.addrs.len());
                 for (ip, span) in ep.addrs.iter().zip(&ep.addr_spans) {
                     if claim(self, &out, *ip, &ep.name, *span) {
@@ -607,6 +610,8 @@ impl<'a> Cx<'a> {
             }
         }
 
+        self.node_model = self.nodes();
+        model.nodes = self.node_model.clone();
         model.endpoints = self.endpoints(inventory);
         model.services = self.services();
         model.tiers = self.tiers();

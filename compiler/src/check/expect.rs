@@ -133,7 +133,7 @@ impl<'a> Cx<'a> {
                     ranges: ["192.0.2.0/24", "2001:db8:2::/64"],
                 }))
             }
-            Peer::SelfEp(_) | Peer::World(..) => None,
+            Peer::SelfEp(_) | Peer::World(..) | Peer::OwnNode(_) | Peer::Nodes(..) => None,
             Peer::Set(e) => match (&e.base[..], &e.except) {
                 ([SetElem::Cidr(lit)], None)
                     if lit.prefix.is_none()

@@ -21,6 +21,7 @@ mod lints;
 mod load;
 mod named;
 mod names;
+mod nodes;
 mod port_names;
 mod resolve;
 /// The network of `addr/len` (host bits cleared); the importer masks with it too.
@@ -203,6 +204,10 @@ pub(crate) struct Cx<'a> {
     /// Selectors and sets (one namespace), first definition of each.
     pub peers: BTreeMap<String, PeerDecl<'a>>,
     pub endpoints: BTreeMap<String, &'a ast::EndpointDecl>,
+    /// `node` declarations, first definition of each.
+    pub nodes: BTreeMap<String, &'a ast::NodeDecl>,
+    /// The checked nodes (built before endpoints and policies read them).
+    pub node_model: Vec<crate::model::Node>,
     pub services: BTreeMap<String, &'a ast::ServiceDecl>,
     pub policies: BTreeMap<String, &'a ast::PolicyDecl>,
     pub tiers: BTreeMap<String, &'a ast::TierDecl>,
@@ -225,6 +230,8 @@ impl<'a> Cx<'a> {
             diags: Vec::new(),
             peers: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            node_model: Vec::new(),
             services: BTreeMap::new(),
             policies: BTreeMap::new(),
             tiers: BTreeMap::new(),

@@ -60,6 +60,14 @@ impl<'a> Cx<'a> {
                         d,
                         |p| p.name.span,
                     ),
+                    Item::Node(d) => insert(
+                        &mut self.nodes,
+                        &mut self.diags,
+                        NameKind::Node,
+                        &d.decl.name,
+                        d,
+                        |p| p.decl.name.span,
+                    ),
                     Item::Service(d) => insert(
                         &mut self.services,
                         &mut self.diags,

@@ -12,7 +12,12 @@ use weir_grammar::Span;
 
 pub(super) fn peer_span(p: &Peer) -> Span {
     match p {
-        Peer::Any(s) | Peer::Labels(_, s) | Peer::SelfEp(s) | Peer::World(_, s) => *s,
+        Peer::Any(s)
+        | Peer::Labels(_, s)
+        | Peer::SelfEp(s)
+        | Peer::World(_, s)
+        | Peer::OwnNode(s)
+        | Peer::Nodes(_, s) => *s,
         Peer::Set(e) => e.span,
         Peer::Selector(e) => e.span(),
     }
@@ -300,6 +305,8 @@ impl<'a> Cx<'a> {
             Peer::SelfEp(_) => Some(PeerMatch::SelfEndpoint),
             Peer::World(None, _) => Some(PeerMatch::World(None)),
             Peer::World(Some(e), _) => self.set_expr(e).map(|s| PeerMatch::World(Some(s))),
+            Peer::OwnNode(_) => Some(PeerMatch::OwnNode),
+            Peer::Nodes(e, span) => self.nodes_peer(e, *span),
         }
     }
 
@@ -313,6 +320,10 @@ impl<'a> Cx<'a> {
             }
             Peer::World(_, span) => {
                 self.report(Kind::WorldOutsidePolicy { span: *span, place });
+                true
+            }
+            Peer::OwnNode(span) | Peer::Nodes(_, span) => {
+                self.report(Kind::NodeOutsidePolicy { span: *span, place });
                 true
             }
             _ => false,

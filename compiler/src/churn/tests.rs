@@ -433,3 +433,46 @@ policy web-in {
     new.push(with_port("d", "10.1.0.4", "7070"));
     assert_eq!(plan(&view, &old, &new).refused.len(), 1);
 }
+
+/// A pod moving to another node (its `node` attribute, a label:
+/// crate::nodes) next to a compiled endpoint with its labels there is an
+/// incremental update; to a node where no compiled endpoint of its labels
+/// runs, it is a signature no class has: "needs a recompile". Made to
+/// fail by dropping the `node == N` atoms (the move then passes as the
+/// old class, stale).
+#[test]
+fn moving_to_another_node_is_a_relabel() {
+    let src = r#"
+node n1 { addr 10.10.0.1 }
+node n2 { addr 10.10.0.2 }
+node n3 { addr 10.10.0.3 }
+endpoint web-1 { labels { app: "web" } addr 10.1.0.1 node n1 }
+endpoint web-2 { labels { app: "web" } addr 10.1.0.2 node n2 }
+policy k8s-node {
+  applies to app == "web"
+  ingress { allow from node }
+}
+"#;
+    let m = manifest_of(src);
+    let view = ClassView::from_manifest(&m);
+    let old = manifest_endpoints(&m);
+    let class_of = |name: &str| m.endpoints.iter().find(|e| e.name == name).unwrap().addrs[0].class;
+    assert_ne!(class_of("web-1"), class_of("web-2"));
+    let on = |node: &str| {
+        let mut new = old.clone();
+        let e = new.iter_mut().find(|e| e.name == "web-1").unwrap();
+        e.labels.insert(crate::nodes::KEY.into(), node.into());
+        plan(&view, &old, &new)
+    };
+    let p = on("n2");
+    assert!(p.refused.is_empty(), "{:?}", p.refused);
+    assert_eq!(p.changes.len(), 1);
+    assert_eq!(p.changes[0].new, Some(class_of("web-2")));
+    let p = on("n3");
+    assert_eq!(p.refused.len(), 1, "{:?}", p.changes);
+    assert!(
+        p.refused[0].contains("needs a recompile"),
+        "{}",
+        p.refused[0]
+    );
+}

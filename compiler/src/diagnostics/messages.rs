@@ -21,6 +21,7 @@ pub enum NameKind {
     Tier,
     Steer,
     Test,
+    Node,
 }
 
 impl NameKind {
@@ -34,6 +35,7 @@ impl NameKind {
             NameKind::Tier => "tier",
             NameKind::Steer => "steer block",
             NameKind::Test => "test",
+            NameKind::Node => "node",
         }
     }
 
@@ -244,6 +246,40 @@ pub enum Kind {
     WorldOutsidePolicy {
         span: Span,
         place: &'static str,
+    },
+    /// E0270: `node NAME` (or an inventory `"node"`) names no declared node.
+    UnknownNode {
+        span: Span,
+        endpoint: String,
+        node: String,
+    },
+    /// E0271: a line a node or endpoint cannot have (`what`, `why`).
+    NodeLine {
+        span: Span,
+        what: &'static str,
+        why: &'static str,
+    },
+    /// E0272: a host-network endpoint without `node`, or with an address.
+    HostNetworkShape {
+        span: Span,
+        endpoint: String,
+        has_addr: bool,
+    },
+    /// E0273: `node` / `nodes` where no endpoint side is judged.
+    NodeOutsidePolicy {
+        span: Span,
+        place: &'static str,
+    },
+    /// E0274: an address of two nodes.
+    AddressInTwoNodes {
+        span: Span,
+        addr: String,
+        node: String,
+        other: String,
+    },
+    /// W0320: `nodes SEL` selects no declared node.
+    NodesSelectNone {
+        span: Span,
     },
 
     TestPortMissing {
@@ -629,6 +665,12 @@ impl Kind {
             Kind::IcmpCodeWithoutType { .. } => E0235,
             Kind::LabelMapOutsideTest { .. } => E0236,
             Kind::SelfOutsidePolicy { .. } => E0260,
+            Kind::UnknownNode { .. } => E0270,
+            Kind::NodeLine { .. } => E0271,
+            Kind::HostNetworkShape { .. } => E0272,
+            Kind::NodeOutsidePolicy { .. } => E0273,
+            Kind::AddressInTwoNodes { .. } => E0274,
+            Kind::NodesSelectNone { .. } => W0320,
             Kind::WorldOutsidePolicy { .. } => E0261,
             Kind::TestPortMissing { .. } => E0250,
             Kind::UnknownTestEndpoint { .. } => E0251,
@@ -1201,6 +1243,71 @@ impl Kind {
                 "no endpoint is judged here, so there is no `self`",
             )
             .help("`self` is the endpoint a policy side is judged for: use it in a policy's `ingress` or `egress` rules; elsewhere name the endpoint")
+            .done(),
+            Kind::UnknownNode {
+                span,
+                endpoint,
+                node,
+            } => B::new(
+                E0270,
+                format!("endpoint `{endpoint}` runs on node `{node}`, which is not declared"),
+                span,
+                "no `node` declaration of this name",
+            )
+            .help(format!(
+                "declare it: `node {node} {{ addr … }}` (its addresses are what the `node` peer matches)"
+            ))
+            .done(),
+            Kind::NodeLine { span, what, why } => {
+                B::new(E0271, format!("{what} is not allowed here"), span, why).done()
+            }
+            Kind::HostNetworkShape {
+                span,
+                endpoint,
+                has_addr,
+            } => {
+                let (msg, label) = if has_addr {
+                    (
+                        format!("host-network endpoint `{endpoint}` has an address of its own"),
+                        "a host-network endpoint takes its node's addresses",
+                    )
+                } else {
+                    (
+                        format!("host-network endpoint `{endpoint}` names no node"),
+                        "a host-network endpoint needs `node NAME`",
+                    )
+                };
+                B::new(E0272, msg, span, label)
+                    .help("write `node NAME` and `host network`, and no `addr`: its traffic is judged as the node's")
+                    .done()
+            }
+            Kind::NodeOutsidePolicy { span, place } => B::new(
+                E0273,
+                format!("`node` / `nodes` is not a peer in {place}"),
+                span,
+                "no endpoint is judged here",
+            )
+            .help("`node` is the node of the endpoint a policy side is judged for: use it in a policy's `ingress` or `egress` rules; elsewhere write the node's addresses")
+            .done(),
+            Kind::AddressInTwoNodes {
+                span,
+                addr,
+                node,
+                other,
+            } => B::new(
+                E0274,
+                format!("address {addr} of node `{node}` is also an address of node `{other}`"),
+                span,
+                "an address belongs to one node",
+            )
+            .done(),
+            Kind::NodesSelectNone { span } => B::new(
+                W0320,
+                "`nodes` selects no declared node",
+                span,
+                "this peer matches no address",
+            )
+            .help("declare the nodes (`node NAME { labels { … } addr … }`) or fix the selector")
             .done(),
             Kind::WorldOutsidePolicy { span, place } => B::new(
                 E0261,

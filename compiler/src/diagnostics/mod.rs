@@ -133,6 +133,11 @@ codes! {
     E0265 => Error, "malformed named-port label";
     E0266 => Error, "named port where it has no destination to resolve against";
     E0267 => Error, "named target port on frontends of several protocols";
+    E0270 => Error, "endpoint names an undeclared node";
+    E0271 => Error, "line not allowed in a node or endpoint";
+    E0272 => Error, "host-network endpoint without a node or with an address";
+    E0273 => Error, "`node` or `nodes` where no endpoint side is judged";
+    E0274 => Error, "address of two nodes";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
@@ -143,6 +148,7 @@ codes! {
     W0310 => Warning, "no endpoint declares the named port";
     W0311 => Warning, "named port declared only with another protocol";
     W0312 => Warning, "selected backends without the named target port";
+    W0320 => Warning, "`nodes` selects no declared node";
     W0330 => Warning, "node-local Kubernetes Service imported without a node";
 
     W0401 => Warning, "rule never takes effect (shadowed)";

@@ -48,6 +48,7 @@ impl Emitter<'_> {
             Item::Selector(s) => self.selector_decl(s),
             Item::Set(s) => self.set_decl(s),
             Item::Endpoint(e) => self.endpoint(e),
+            Item::Node(n) => self.endpoint_kw(&n.decl, "node"),
             Item::Tier(t) => self.tier(t),
             Item::DefaultDeny(d) => self.default_deny(d),
             Item::Inventory(i) => self.inventory(i),
@@ -73,6 +74,10 @@ impl Emitter<'_> {
             Item::Endpoint(e) => {
                 let d = self.endpoint(e);
                 self.construct(e.span, &d, "");
+            }
+            Item::Node(n) => {
+                let d = self.endpoint_kw(&n.decl, "node");
+                self.construct(n.decl.span, &d, "");
             }
             Item::Tier(x) => {
                 let d = self.tier(x);
@@ -223,6 +228,8 @@ impl Emitter<'_> {
             Peer::SelfEp(_) => t("self"),
             Peer::World(None, _) => t("world"),
             Peer::World(Some(s), _) => seq(vec![t("world "), self.set_expr(s)]),
+            Peer::OwnNode(_) => t("node"),
+            Peer::Nodes(s, _) => seq(vec![t("nodes "), self.sel(s)]),
         }
     }
 
@@ -317,6 +324,11 @@ impl Emitter<'_> {
     }
 
     fn endpoint(&self, e: &EndpointDecl) -> Doc {
+        self.endpoint_kw(e, "endpoint")
+    }
+
+    /// An endpoint or a node (`keyword`): the same lines.
+    fn endpoint_kw(&self, e: &EndpointDecl, keyword: &str) -> Doc {
         let mut items = Vec::new();
         if let (Some(first), Some(last)) = (e.labels.first(), e.labels.last()) {
             let span = first.0.span.to(last.1.span);
@@ -345,13 +357,19 @@ impl Emitter<'_> {
                 .collect();
             items.push((span, seq(vec![t("ports "), self.list(ports, span)])));
         }
+        for n in &e.node {
+            items.push((n.span, t(format!("node {}", n.name))));
+        }
+        for s in &e.host_network {
+            items.push((*s, t("host network")));
+        }
         let body_start = e.name.span.end;
         let body = Span {
             start: body_start,
             ..e.span
         };
         seq(vec![
-            t(format!("endpoint {} ", e.name.name)),
+            t(format!("{keyword} {} ", e.name.name)),
             Doc::List(Box::new(List {
                 items,
                 commas: false,

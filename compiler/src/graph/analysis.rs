@@ -154,8 +154,8 @@ pub fn proto_overlaps(a: &ProtoMatch, b: &ProtoMatch) -> bool {
     }
 }
 
-/// The classes a peer matches; `self` (which depends on the subject)
-/// counts as matching none, so no finding rests on it.
+/// The classes a peer matches; `self` and `node` (which depend on the
+/// subject) count as matching none, so no finding rests on them.
 fn peer_classes(cl: &Classes, p: &PeerMatch) -> Bits {
     cl.peer_classes(cl.peer_test(p), None)
 }

@@ -110,6 +110,9 @@ pub enum PeerTest {
     SelfEndpoint,
     /// The class lacks the endpoint atom (and satisfies the set atom).
     World(Option<AtomId>),
+    /// `node`: the subject's node's set atom; lowering replaces it per
+    /// subject ([`Classes::node_of`]), alone it matches no class.
+    OwnNode,
 }
 
 impl std::fmt::Display for Atom {
@@ -158,6 +161,9 @@ pub struct Classes {
     lpm: Lpm<ClassId>,
     /// LPM over the set prefixes only, with their set-atom signatures.
     set_lpm: Lpm<Bits>,
+    /// Per declared node (when a rule uses the `node` peer): the atom
+    /// `node == NAME` of its endpoints and the set atom of its addresses.
+    own_nodes: Vec<(AtomId, AtomId)>,
 }
 
 /// Longest-prefix match by one hash lookup per prefix length in use.
@@ -216,7 +222,9 @@ impl<T> Lpm<T> {
 /// present); the set for `world SET`.
 fn peer_atom(p: &PeerMatch) -> Option<Atom> {
     match p {
-        PeerMatch::Any | PeerMatch::SelfEndpoint | PeerMatch::World(None) => None,
+        PeerMatch::Any | PeerMatch::SelfEndpoint | PeerMatch::World(None) | PeerMatch::OwnNode => {
+            None
+        }
         PeerMatch::Selector(s) => Some(Atom::Sel(s.clone())),
         PeerMatch::Set(s) | PeerMatch::World(Some(s)) => Some(Atom::Set(s.clone())),
     }
@@ -262,6 +270,21 @@ pub fn collect_atoms(model: &Model) -> Vec<Atom> {
                 atoms.insert(Atom::Endpoint(e.name.clone()));
             }
         }
+    }
+    // `node`: a class tells its endpoints' node, and each node's
+    // addresses are a set atom (crate::nodes).
+    if crate::nodes::uses_own_node(model) {
+        atoms.extend(
+            crate::nodes::subject_atoms(model)
+                .into_iter()
+                .map(Atom::Sel),
+        );
+        atoms.extend(
+            model
+                .nodes
+                .iter()
+                .map(|n| Atom::Set(crate::nodes::node_set(n))),
+        );
     }
     // Named ports: a class tells the port its endpoints declare under each
     // name a rule uses (crate::named_ports).
@@ -397,6 +420,19 @@ impl Classes {
                 atom_classes[a].insert(c);
             }
         }
+        let own_nodes = if crate::nodes::uses_own_node(model) {
+            model
+                .nodes
+                .iter()
+                .map(|n| {
+                    let on = Atom::Sel(Sel::Eq(crate::nodes::KEY.into(), n.name.clone()));
+                    let set = Atom::Set(crate::nodes::node_set(n));
+                    (atom_index[&on], atom_index[&set])
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Classes {
             atoms,
             atom_index,
@@ -408,6 +444,7 @@ impl Classes {
             atom_classes,
             lpm,
             set_lpm,
+            own_nodes,
         }
     }
 
@@ -446,6 +483,7 @@ impl Classes {
             atom_classes,
             lpm: Lpm::new(),
             set_lpm: Lpm::new(),
+            own_nodes: Vec::new(),
         }
     }
 
@@ -457,7 +495,10 @@ impl Classes {
     /// are never `self` or `world` (the checker refuses them, E0260 /
     /// E0261); policy rules ask [`Classes::peer_test`].
     pub fn peer_atom(&self, p: &PeerMatch) -> Option<AtomId> {
-        debug_assert!(!matches!(p, PeerMatch::SelfEndpoint | PeerMatch::World(_)));
+        debug_assert!(!matches!(
+            p,
+            PeerMatch::SelfEndpoint | PeerMatch::World(_) | PeerMatch::OwnNode
+        ));
         peer_atom(p).map(|a| self.atom_index[&a])
     }
 
@@ -466,6 +507,7 @@ impl Classes {
         match p {
             PeerMatch::Any => PeerTest::Any,
             PeerMatch::SelfEndpoint => PeerTest::SelfEndpoint,
+            PeerMatch::OwnNode => PeerTest::OwnNode,
             PeerMatch::World(_) => PeerTest::World(peer_atom(p).map(|a| self.atom_index[&a])),
             PeerMatch::Selector(_) | PeerMatch::Set(_) => {
                 PeerTest::Atom(self.atom_index[&peer_atom(p).expect("selector or set")])
@@ -482,6 +524,7 @@ impl Classes {
             PeerTest::SelfEndpoint => {
                 ident.map_or_else(Bits::new, |a| self.classes_with(a).clone())
             }
+            PeerTest::OwnNode => Bits::new(),
             PeerTest::World(set) => {
                 let outside = Bits::full(self.len()).and_not(self.endpoint_classes_set());
                 match set {
@@ -490,6 +533,15 @@ impl Classes {
                 }
             }
         }
+    }
+
+    /// The set atom of the node class `c`'s endpoints run on (the `node`
+    /// peer of a subject in class `c`), if they name a declared node.
+    pub fn node_of(&self, c: ClassId) -> Option<AtomId> {
+        self.own_nodes
+            .iter()
+            .find(|&&(on, _)| self.has(c, on))
+            .map(|&(_, set)| set)
     }
 
     /// The identity atom of class `c` (`Atom::Endpoint`), if it has one.

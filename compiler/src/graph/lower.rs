@@ -371,11 +371,28 @@ impl Lower<'_> {
                     .any(|r| r.peer == crate::model::PeerMatch::SelfEndpoint)
             })
             .collect();
+        let has_node: Vec<bool> = model
+            .policies
+            .iter()
+            .map(|p| {
+                p.rules(dir)
+                    .unwrap_or(&[])
+                    .iter()
+                    .any(|r| r.peer == crate::model::PeerMatch::OwnNode)
+            })
+            .collect();
         // A chain per distinct (active policies, the subject's identity
         // when one of them has a `self` rule, its named ports): for
         // ingress the subject is the destination, whose declared ports
         // the named-port rules resolve to.
-        type ChainKey = (Vec<PolicyId>, Option<AtomId>, Vec<Option<u16>>);
+        // The subject's node's set atom joins the key when one of them has
+        // a `node` rule (crate::nodes).
+        type ChainKey = (
+            Vec<PolicyId>,
+            Option<AtomId>,
+            Vec<Option<u16>>,
+            Option<AtomId>,
+        );
         // Each class's active policies (ascending), from each policy's
         // classes: a test of every policy on every class was quadratic
         // (100,000 one-pod policies, each pod its own class).
@@ -409,14 +426,19 @@ impl Lower<'_> {
                     })
                     .collect(),
             };
-            let key = (active, ident, ports);
+            let node = if active.iter().any(|&p| has_node[p]) {
+                cl.node_of(c as u32)
+            } else {
+                None
+            };
+            let key = (active, ident, ports, node);
             let next = match chains.get_mut(&key) {
                 Some((n, users)) => {
                     users.push(c as u32);
                     *n
                 }
                 None => {
-                    let n = self.chain(dir, &key.0, key.1, &key.2);
+                    let n = self.chain(dir, &key.0, key.1, &key.2, key.3);
                     chains.insert(key, (n, vec![c as u32]));
                     n
                 }
@@ -430,7 +452,7 @@ impl Lower<'_> {
             }
         }
         let mut by_pols: BTreeMap<Vec<PolicyId>, Vec<u32>> = BTreeMap::new();
-        for ((pols, _, _), (_, users)) in chains {
+        for ((pols, _, _, _), (_, users)) in chains {
             by_pols.entry(pols).or_default().extend(users);
         }
         for (pols, mut users) in by_pols {
@@ -451,13 +473,15 @@ impl Lower<'_> {
 
     /// The chain for a subject whose active policies are `active` and
     /// whose identity atom (for `self`) is `ident` and (ingress) whose
-    /// named ports are `ports` (parallel to `self.named`).
+    /// named ports are `ports` (parallel to `self.named`) and whose
+    /// node's set atom (for `node`) is `node`.
     fn chain(
         &mut self,
         dir: Direction,
         active: &[PolicyId],
         ident: Option<AtomId>,
         ports: &[Option<u16>],
+        node: Option<AtomId>,
     ) -> NodeId {
         let model = self.model;
         // Segments: one per tier with an active policy, in tier order.
@@ -492,6 +516,15 @@ impl Lower<'_> {
                         log: r.log,
                         peer: self.classes.peer_test(&r.peer),
                         port_atom: None,
+                    };
+                    // `node` is the subject's node's set atom; a subject
+                    // without a node: the rule matches nothing.
+                    let item = match (item.peer, node) {
+                        (PeerTest::OwnNode, Some(a)) => Item {
+                            peer: PeerTest::Atom(a),
+                            ..item
+                        },
+                        _ => item,
                     };
                     for (proto, port_atom) in self.resolved(dir, &r.proto, ports) {
                         seg_of.push((segs.len(), items.len()));
@@ -770,6 +803,7 @@ impl Walk<'_, '_> {
                 return self.world_tests(seg, pos, logged, possible, set, on_match)
             }
             PeerTest::Any => unreachable!("`any` matches every class"),
+            PeerTest::OwnNode => unreachable!("an unlowered `node` matches no class"),
         };
         let els = self.walk(seg, pos + 1, logged.to_vec(), no);
         self.cx.b.add(Node::Test {

@@ -241,6 +241,11 @@ impl<'m> Interp<'m> {
             PeerMatch::World(set) => {
                 self.endpoint_of(addr).is_none() && set.as_ref().is_none_or(|s| s.contains(addr))
             }
+            // `node`: an address of the node the subject runs on (§4
+            // "Nodes and host-network endpoints").
+            PeerMatch::OwnNode => {
+                subject.is_some_and(|s| crate::nodes::own_node_has(self.model, &s.labels, addr))
+            }
         }
     }
 

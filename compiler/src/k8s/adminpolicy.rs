@@ -339,16 +339,20 @@ fn peer(
         return Ok(Some(PeerSrc::Pods(m)));
     }
     if let Some(sel) = &p.nodes {
-        super::selector::conjuncts(sel, "", &format!("{path}.nodes"))?;
-        let mut addrs: Vec<String> = cluster
+        // `nodes SEL` over the declared nodes' labels (language.md §4,
+        // "Nodes"); nodes with addresses that none matches: the peer
+        // matches nothing, said by leaving it out (as before).
+        let conj = super::selector::conjuncts(sel, "", &format!("{path}.nodes"))?;
+        let any = cluster
             .nodes
             .values()
-            .filter(|(labels, _)| matches(sel, labels))
-            .flat_map(|(_, a)| a.iter().map(|a| super::peers::host_cidr(*a)))
-            .collect();
-        addrs.sort();
-        addrs.dedup();
-        return Ok((!addrs.is_empty()).then(|| PeerSrc::Set(set_text(&addrs, &[]))));
+            .any(|(labels, a)| !a.is_empty() && matches(sel, labels));
+        let text = match conj.as_slice() {
+            [] => "all".to_string(),
+            [one] => one.clone(),
+            many => format!("({})", many.join(" && ")),
+        };
+        return Ok(any.then_some(PeerSrc::Nodes(text)));
     }
     let mut cidrs = Vec::new();
     for (k, c) in p.networks.iter().flatten().enumerate() {

@@ -49,6 +49,9 @@ pub struct Pod {
     pub addrs: Vec<IpAddr>,
     pub ready: bool,
     pub node: Option<String>,
+    /// `spec.hostNetwork`: no address of its own (its node's; it is
+    /// judged as the node: language.md §4 "Nodes").
+    pub host_network: bool,
     /// Named container ports: (name, protocol) → number.
     pub ports: BTreeMap<(String, Proto), u16>,
 }
@@ -114,8 +117,14 @@ impl Cluster {
             ) else {
                 continue;
             };
-            if spec.host_network == Some(true) {
-                rep.not_imported(o.span, &what, "the pod", "it uses the host network (its address is the node's; NetworkPolicy does not select host-network pods)");
+            let host_network = spec.host_network == Some(true);
+            if host_network
+                && !spec
+                    .node_name
+                    .as_ref()
+                    .is_some_and(|n| c.nodes.contains_key(n))
+            {
+                rep.not_imported(o.span, &what, "the pod", "it uses the host network and its Node is not in the input (its address is the node's)");
                 continue;
             }
             if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
@@ -143,7 +152,11 @@ impl Cluster {
                     ),
                 }
             }
-            if addrs.is_empty() {
+            if host_network {
+                // Its traffic carries the node's address and is judged as
+                // the node's (crate::nodes): the endpoint owns none.
+                addrs.clear();
+            } else if addrs.is_empty() {
                 rep.not_imported(
                     o.span,
                     &what,
@@ -183,6 +196,7 @@ impl Cluster {
                 addrs,
                 ready,
                 node: spec.node_name,
+                host_network,
                 ports,
             });
         }
@@ -227,6 +241,15 @@ impl Cluster {
         self.pods = keep;
     }
 
+    /// The weir name of the node a pod runs on, when that Node is in the
+    /// input (else the pod names no node).
+    pub fn node_of(&self, p: &Pod) -> Option<String> {
+        p.node
+            .as_ref()
+            .filter(|n| self.nodes.contains_key(*n))
+            .map(|n| super::emit::mangle(n))
+    }
+
     /// A namespace's labels (just its name label when the Namespace
     /// object is not in the input).
     pub fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
@@ -261,6 +284,12 @@ impl Cluster {
                     "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "ready": p.ready,
                 });
+                if let Some(n) = self.node_of(p) {
+                    e["node"] = json!(n);
+                }
+                if p.host_network {
+                    e["hostNetwork"] = json!(true);
+                }
                 let ports: serde_json::Map<String, Value> = named_ports(p)
                     .into_iter()
                     .map(|(name, spec)| (name, json!(spec)))

@@ -88,6 +88,10 @@ pub enum Peer {
     Set(String),
     /// `self`: the pod the side is judged for.
     SelfPod,
+    /// `node`: the node of the pod the side is judged for.
+    OwnNode,
+    /// `nodes SEL`: nodes by label (a weir selector atom).
+    Nodes(String),
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +110,8 @@ impl Rule {
             Peer::Any => String::new(),
             Peer::Sel(s) | Peer::Set(s) => format!(" {kw} {s}"),
             Peer::SelfPod => format!(" {kw} self"),
+            Peer::OwnNode => format!(" {kw} node"),
+            Peer::Nodes(s) => format!(" {kw} nodes {s}"),
         };
         format!("{}{}{}", self.action.keyword(), self.proto.text(), peer)
     }

@@ -43,7 +43,7 @@ use cluster::Cluster;
 use emit::{Action, Peer, Policy, ProtoSpec, Rule};
 use input::Obj;
 use report::Reporter;
-use selector::{quote, PodMatch, NS_KEY};
+use selector::{quote, NS_KEY};
 use serde_json::Value;
 use weir_grammar::FileId;
 
@@ -150,6 +150,7 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
     text.push_str(
         "# Regenerate it rather than editing it: every item names its source object.\n\n",
     );
+    text.push_str(&node_decls(&cluster));
     match &endpoints {
         Endpoints::Inventory(f) => text.push_str(&format!("inventory {}\n\n", quote(f))),
         Endpoints::Inline => {
@@ -166,6 +167,12 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
                     .collect();
                 if !ports.is_empty() {
                     lines.push(format!("ports {{ {} }}", ports.join(", ")));
+                }
+                if let Some(n) = cluster.node_of(p) {
+                    lines.push(format!("node {n}"));
+                }
+                if p.host_network {
+                    lines.push("host network".to_string());
                 }
                 text.push_str(&format!(
                     "# Pod {}/{}\nendpoint {} {{\n  labels {{ {} }}\n  {}\n}}\n\n",
@@ -238,10 +245,29 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
     }
 }
 
-/// Kubernetes' implicit allowances: a pod's traffic with itself (`self`),
-/// one policy for every pod, and with the node it runs on (the Node's
-/// addresses, when the Node is in the input; else W0604), one policy per
-/// node applying to its pods. The tier is `default pass`: everything else
+/// The Nodes of the input as `node` declarations (labels, InternalIP and
+/// ExternalIP addresses).
+fn node_decls(cluster: &Cluster) -> String {
+    let mut text = String::new();
+    for (name, (labels, addrs)) in &cluster.nodes {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+            .collect();
+        let mut lines = vec![format!("labels {{ {} }}", labels.join(", "))];
+        lines.extend(addrs.iter().map(|a| format!("addr {a}")));
+        text.push_str(&format!(
+            "# Node {name}\nnode {} {{\n  {}\n}}\n\n",
+            emit::mangle(name),
+            lines.join("\n  ")
+        ));
+    }
+    text
+}
+
+/// Kubernetes' implicit allowances: a pod's traffic with itself (`self`)
+/// and with the node it runs on (`node`: the Node's addresses, when the
+/// Node is in the input; else W0604), one policy each for every pod. The tier is `default pass`: everything else
 /// goes on to the next tier.
 fn implicit_policies(cluster: &Cluster, rep: &mut Reporter, objs: &[Obj]) -> Vec<Policy> {
     if cluster.pods.is_empty() {
@@ -266,50 +292,41 @@ fn implicit_policies(cluster: &Cluster, rep: &mut Reporter, objs: &[Obj]) -> Vec
         ingress,
         egress,
     }];
-    let mut by_node: std::collections::BTreeMap<&str, Vec<&cluster::Pod>> = Default::default();
+    // One `node` policy for every pod on a declared node with addresses:
+    // a pod moving to another node is an endpoint change, not a policy
+    // change (language.md §4 "Nodes"). A pod whose Node (with addresses)
+    // is not in the input keeps no allowance, said as W0604.
+    let mut reported = std::collections::BTreeSet::new();
+    let mut any = false;
     for p in &cluster.pods {
-        if let Some(node) = &p.node {
-            by_node.entry(node).or_default().push(p);
+        let Some(node) = &p.node else { continue };
+        if cluster.nodes.get(node).is_some_and(|(_, a)| !a.is_empty()) {
+            any = true;
+        } else if reported.insert(node.clone()) {
+            if let Some(o) = objs.iter().find(|o| {
+                o.kind == "Pod"
+                    && o.name == p.name
+                    && o.namespace.as_deref().unwrap_or("default") == p.namespace
+            }) {
+                rep.not_imported(
+                    o.span,
+                    &o.describe(),
+                    format!("the implicit allowance of node `{node}`"),
+                    "the Node (with its addresses) is not in the input",
+                );
+            }
         }
     }
-    for (node, pods) in by_node {
-        let addrs = match cluster.nodes.get(node) {
-            Some((_, n)) if !n.is_empty() => n,
-            _ => {
-                let p = pods[0];
-                if let Some(o) = objs.iter().find(|o| {
-                    o.kind == "Pod"
-                        && o.name == p.name
-                        && o.namespace.as_deref().unwrap_or("default") == p.namespace
-                }) {
-                    rep.not_imported(
-                        o.span,
-                        &o.describe(),
-                        format!("the implicit allowance of node `{node}`"),
-                        "the Node (with its addresses) is not in the input",
-                    );
-                }
-                continue;
-            }
-        };
-        let on_node = PodMatch {
-            only: Some(
-                pods.iter()
-                    .map(|p| (p.namespace.clone(), p.name.clone()))
-                    .collect(),
-            ),
-            ..PodMatch::default()
-        };
-        let set: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        let (ingress, egress) = both(Peer::Set(format!("{{{}}}", set.join(", "))));
+    if any {
+        let (ingress, egress) = both(Peer::OwnNode);
         out.push(Policy {
-            comment: vec![format!(
-                "Node {node}: traffic between it and its pods is always allowed"
-            )],
-            name: format!("node_{}", emit::mangle(node)),
+            comment: vec![
+                "traffic between a pod and the node it runs on is always allowed".to_string(),
+            ],
+            name: "k8s-node".to_string(),
             tier: IMPLICIT_TIER,
             priority: 1000,
-            applies: on_node.text("").unwrap_or_default(),
+            applies: format!("has({})", quote(NS_KEY)),
             ingress,
             egress,
         });

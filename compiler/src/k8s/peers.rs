@@ -15,8 +15,10 @@ use std::net::IpAddr;
 pub enum PeerSrc {
     Any,
     Pods(PodMatch),
-    /// A weir set expression (address blocks, node addresses).
+    /// A weir set expression (address blocks).
     Set(String),
+    /// Nodes by label: a weir selector atom over node labels.
+    Nodes(String),
 }
 
 impl PeerSrc {
@@ -26,6 +28,7 @@ impl PeerSrc {
             PeerSrc::Any => Peer::Any,
             PeerSrc::Pods(m) => Peer::Sel(m.text(path)?),
             PeerSrc::Set(s) => Peer::Set(s.clone()),
+            PeerSrc::Nodes(s) => Peer::Nodes(s.clone()),
         })
     }
 }
@@ -114,7 +117,7 @@ pub fn named(
     let mut rules = Vec::new();
     for (peer, path) in peers {
         if !ingress {
-            if let PeerSrc::Set(_) = peer {
+            if let PeerSrc::Set(_) | PeerSrc::Nodes(_) = peer {
                 return Ok(Named::Unresolvable(path.clone()));
             }
         }

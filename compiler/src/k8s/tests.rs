@@ -186,11 +186,15 @@ fn implicit_allowance_covers_the_pod_and_its_node() {
         p.contains("allow from self") && p.contains("allow to self"),
         "{p}"
     );
-    let p = &i.program[i.program.find("policy node_n1").unwrap()..];
+    // One `node` policy for every pod (a pod moving nodes is an
+    // endpoint change); the Node is declared, the pod names it.
+    let p = &i.program[i.program.find("policy k8s-node").unwrap()..];
     assert!(
-        p.contains("allow from { 10.10.0.1 }") && p.contains("allow to { 10.10.0.1 }"),
+        p.contains("allow from node") && p.contains("allow to node"),
         "{p}"
     );
+    assert!(i.program.contains("node n1 {"), "{}", i.program);
+    assert_eq!(i.inventory["endpoints"][0]["node"], "n1");
     assert!(!i.program.contains("k8s-admin-pass"), "{}", i.program);
     // Without the Node, the node's allowance is missing and said so.
     let i = run(&format!("{NS_X}apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x}}\nspec: {{nodeName: n9}}\nstatus: {{podIP: 10.0.0.5}}\n"));
@@ -215,7 +219,28 @@ fn admin_nodes_peer_is_the_matching_nodes_addresses() {
     // Zone b has no node: that rule matches nothing (exactly), it is not
     // a deny of everything.
     assert!(
-        p.contains("deny to { 10.10.0.1 }") && !p.contains("    deny\n"),
+        p.contains("deny to nodes \"zone\" == \"a\"") && !p.contains("    deny\n"),
         "{p}"
     );
+}
+
+/// A host-network pod on a declared node is a `host network` endpoint: no
+/// address of its own, so it never clashes with the Node's (E0210 gone);
+/// its traffic is judged as the node's.
+#[test]
+fn host_network_pod_takes_its_nodes_address() {
+    let i = run(&format!(
+        "{NS_X}{NODE_AND_POD}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: h, namespace: x}}\n\
+         spec: {{nodeName: n1, hostNetwork: true}}\nstatus: {{podIP: 10.10.0.1}}\n"
+    ));
+    assert!(i.diagnostics.is_empty(), "{:#?}", i.diagnostics);
+    let h = i.inventory["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["hostNetwork"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(h["node"], "n1");
+    assert_eq!(h["addrs"], serde_json::json!([]));
 }
