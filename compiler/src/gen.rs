@@ -18,6 +18,7 @@
 //! prefixes in rules and steering, and `icmp6` rules to a [`model`].
 //! `peers.rs` adds `self` / `world` peers and `default pass` tiers.
 
+mod namespaces;
 mod peers;
 
 use crate::interp::Packet;
@@ -267,6 +268,7 @@ fn gen_rules(rng: &mut Rng, pool: &[Cidr], spans: &mut u32) -> Vec<Rule> {
 pub fn model(seed: u64) -> Model {
     let mut m = base_model(seed);
     peers::sprinkle(&mut m, seed);
+    namespaces::sprinkle(&mut m, seed);
     m
 }
 
@@ -294,6 +296,7 @@ pub fn base_model(seed: u64) -> Model {
         tests: Vec::new(),
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
+        namespaces: BTreeMap::new(),
     };
     add_named_ports(&mut m, &mut Rng::new(seed ^ 0x9A3E_D907));
     m

@@ -25,6 +25,7 @@ pub mod labels;
 pub mod maglev;
 pub mod model;
 pub mod named_ports;
+pub mod namespaces;
 pub mod provenance;
 pub mod source;
 pub mod synth;

@@ -349,6 +349,7 @@ pub fn model(p: &Params) -> Model {
         tests: Vec::new(),
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
+        namespaces: BTreeMap::new(),
     }
 }
 

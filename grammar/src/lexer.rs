@@ -166,6 +166,7 @@ tokens! {
     "self" => KwSelf,
     "world" => KwWorld,
     "ports" => KwPorts,
+    "namespace" => KwNamespace,
 }
 
 fn unescape(s: &str) -> String {
@@ -367,6 +368,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwSelf
             | KwWorld
             | KwPorts
+            | KwNamespace
     )
 }
 

@@ -21,6 +21,7 @@ pub enum EpItem {
     Labels(Vec<(Label, Label)>),
     Addr(CidrLit),
     Ports(Vec<PortDecl>),
+    Namespace(Ident),
 }
 
 /// A number checked against the maximum for its role.
@@ -235,11 +236,13 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
     let mut labels = Vec::new();
     let mut addrs = Vec::new();
     let mut ports = Vec::new();
+    let mut namespace = Vec::new();
     for l in lines.into_iter().flatten() {
         match l {
             EpItem::Labels(ls) => labels.extend(ls),
             EpItem::Addr(a) => addrs.push(a),
             EpItem::Ports(ps) => ports.extend(ps),
+            EpItem::Namespace(n) => namespace.push(n),
         }
     }
     EndpointDecl {
@@ -247,6 +250,7 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
         labels,
         addrs,
         ports,
+        namespace,
         span,
     }
 }

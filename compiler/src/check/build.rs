@@ -150,6 +150,7 @@ impl<'a> Cx<'a> {
         for d in decls {
             let mut labels = self.labels(&d.labels);
             self.endpoint_ports(d, &mut labels);
+            self.endpoint_namespace(d, &mut labels);
             let mut addrs = Vec::new();
             for a in &d.addrs {
                 let ip = self.single_addr(a, "an endpoint address");
@@ -607,6 +608,7 @@ impl<'a> Cx<'a> {
             }
         }
 
+        model.namespaces = self.namespace_table(inventory.as_ref());
         model.endpoints = self.endpoints(inventory);
         model.services = self.services();
         model.tiers = self.tiers();

@@ -12,7 +12,9 @@
 //! - [`build`]: endpoints, services, tiers, policies, steering;
 //! - [`expect`]: test blocks and test peers;
 //! - [`lints`]: warnings over the finished model;
-//! - [`port_names`]: named ports (endpoint declarations, W0310/W0311).
+//! - [`port_names`]: named ports (endpoint declarations, W0310/W0311);
+//! - [`namespaces`]: namespace declarations, endpoints' namespaces,
+//!   `namespace(…)` tests (E0275–E0277, W0325).
 
 mod build;
 mod expect;
@@ -21,6 +23,7 @@ mod lints;
 mod load;
 mod named;
 mod names;
+mod namespaces;
 mod port_names;
 mod resolve;
 /// The network of `addr/len` (host bits cleared); the importer masks with it too.
@@ -203,6 +206,11 @@ pub(crate) struct Cx<'a> {
     /// Selectors and sets (one namespace), first definition of each.
     pub peers: BTreeMap<String, PeerDecl<'a>>,
     pub endpoints: BTreeMap<String, &'a ast::EndpointDecl>,
+    pub namespaces: BTreeMap<String, &'a ast::NamespaceDecl>,
+    /// Every declared namespace's labels (program and inventory).
+    pub ns_table: BTreeMap<String, BTreeMap<String, String>>,
+    /// `namespace(SEL)` tests as resolved (SEL, span), for W0325.
+    pub ns_tests: Vec<(Sel, Span)>,
     pub services: BTreeMap<String, &'a ast::ServiceDecl>,
     pub policies: BTreeMap<String, &'a ast::PolicyDecl>,
     pub tiers: BTreeMap<String, &'a ast::TierDecl>,
@@ -225,6 +233,9 @@ impl<'a> Cx<'a> {
             diags: Vec::new(),
             peers: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            ns_table: BTreeMap::new(),
+            ns_tests: Vec::new(),
             services: BTreeMap::new(),
             policies: BTreeMap::new(),
             tiers: BTreeMap::new(),

@@ -133,6 +133,9 @@ codes! {
     E0265 => Error, "malformed named-port label";
     E0266 => Error, "named port where it has no destination to resolve against";
     E0267 => Error, "named target port on frontends of several protocols";
+    E0275 => Error, "namespace test inside a namespace test";
+    E0276 => Error, "reserved namespace label on an endpoint";
+    E0277 => Error, "endpoint in two namespaces";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
@@ -143,6 +146,7 @@ codes! {
     W0310 => Warning, "no endpoint declares the named port";
     W0311 => Warning, "named port declared only with another protocol";
     W0312 => Warning, "selected backends without the named target port";
+    W0325 => Warning, "namespace test no namespace satisfies";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

@@ -129,6 +129,17 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
     match &endpoints {
         Endpoints::Inventory(f) => text.push_str(&format!("inventory {}\n\n", quote(f))),
         Endpoints::Inline => {
+            for (ns, labels) in cluster.namespaces_used() {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+                    .collect();
+                text.push_str(&format!(
+                    "# Namespace {ns}\nnamespace {} {{\n  labels {{ {} }}\n}}\n\n",
+                    emit::namespace_name(&ns),
+                    labels.join(", "),
+                ));
+            }
             for p in &cluster.pods {
                 let labels: Vec<String> = cluster
                     .endpoint_labels(p)
@@ -144,10 +155,11 @@ pub fn import(files: &[(FileId, &str)], endpoints: Endpoints) -> Import {
                     lines.push(format!("ports {{ {} }}", ports.join(", ")));
                 }
                 text.push_str(&format!(
-                    "# Pod {}/{}\nendpoint {} {{\n  labels {{ {} }}\n  {}\n}}\n\n",
+                    "# Pod {}/{}\nendpoint {} {{\n  namespace {}\n  labels {{ {} }}\n  {}\n}}\n\n",
                     p.namespace,
                     p.name,
                     emit::pod_name(p),
+                    emit::namespace_name(&p.namespace),
                     labels.join(", "),
                     lines.join("\n  ")
                 ));

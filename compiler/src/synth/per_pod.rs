@@ -75,6 +75,7 @@ pub fn model(pods: usize) -> Model {
         tests: Vec::new(),
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
+        namespaces: BTreeMap::new(),
     }
 }
 
