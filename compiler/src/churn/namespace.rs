@@ -55,3 +55,106 @@ pub fn relabel_namespace(
         plan: plan(view, &old, &new),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::churn::{plan_update, EndpointRec};
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    const SRC: &str = r#"
+inventory "inv.json"
+policy db-in {
+  applies to app == "db"
+  ingress {
+    allow tcp 5432 from namespace(team == "a") && app == "web"
+    allow tcp 6379 from namespace(env == "prod")
+  }
+}
+"#;
+    const PER_NS: usize = 40;
+
+    /// Namespaces ns1 (team a), ns2 (team `ns2_team`), ns3 (team a),
+    /// PER_NS web endpoints in each, a db in ns1.
+    fn inventory(ns2_team: &str, ns2_env: Option<&str>) -> serde_json::Value {
+        let mut eps = vec![json!({"name": "db", "namespace": "ns1",
+            "labels": {"app": "db"}, "addrs": ["10.9.0.1"]})];
+        for (n, ns) in ["ns1", "ns2", "ns3"].iter().enumerate() {
+            for i in 0..PER_NS {
+                eps.push(json!({"name": format!("web-{ns}-{i}"), "namespace": ns,
+                    "labels": {"app": "web"}, "addrs": [format!("10.{}.0.{}", n + 1, i + 1)]}));
+            }
+        }
+        let mut ns2 = json!({"team": ns2_team});
+        if let Some(e) = ns2_env {
+            ns2["env"] = json!(e);
+        }
+        json!({"endpoints": eps,
+            "namespaces": {"ns1": {"team": "a"}, "ns2": ns2, "ns3": {"team": "a"}}})
+    }
+
+    fn view() -> (ClassView, Vec<EndpointRec>) {
+        let text = serde_json::to_string_pretty(&inventory("b", None)).unwrap();
+        let loader = crate::source::MemoryLoader::new()
+            .with("p.weir", SRC)
+            .with("inv.json", text);
+        let c = crate::check::check_program(&[PathBuf::from("p.weir")], &loader, None);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        let m = crate::churn::tests::manifest_of_model(&c.model);
+        let eps = crate::churn::manifest_endpoints(&m);
+        (ClassView::from_manifest(&m), eps)
+    }
+
+    /// A namespace relabel is one inventory entry and re-places that
+    /// namespace's endpoints only: ns2 moving to team a is incremental and
+    /// changes exactly ns2's PER_NS addresses, while the inventory text
+    /// changes in one line — copying the label onto every endpoint would
+    /// have rewritten PER_NS endpoint objects.
+    #[test]
+    fn a_namespace_relabel_is_one_update_of_its_endpoints() {
+        let (view, current) = view();
+        let relabel = BTreeMap::from([("team".to_string(), "a".to_string())]);
+        let u = relabel_namespace(&view, &current, "ns2", &relabel);
+        assert!(u.plan.refused.is_empty(), "{:?}", u.plan.refused);
+        assert_eq!(u.members, PER_NS);
+        assert_eq!(u.plan.changes.len(), PER_NS);
+        assert!(u.plan.changes.iter().all(|c| c.endpoint.starts_with("web-ns2-")));
+
+        // The same through `weir endpoints`' path: a whole new inventory.
+        let old = serde_json::to_string_pretty(&inventory("b", None)).unwrap();
+        let new = serde_json::to_string_pretty(&inventory("a", None)).unwrap();
+        let differing = old.lines().zip(new.lines()).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 1, "one line of the inventory changes");
+        let before = EndpointRec::parse_inventory(&old).unwrap();
+        let after = EndpointRec::parse_inventory(&new).unwrap();
+        let p = plan_update(&view, &before, &after);
+        assert!(p.refused.is_empty(), "{:?}", p.refused);
+        assert_eq!(p.changes, u.plan.changes);
+        let by_name = |v: &[EndpointRec]| {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        assert!(by_name(&after) == by_name(&u.endpoints));
+    }
+
+    /// A relabel into a combination no compiled class has (`env: prod`
+    /// is satisfied by no namespace at compile time) is refused, never
+    /// applied stale; one that changes no signature changes nothing.
+    #[test]
+    fn a_namespace_relabel_into_a_new_class_needs_a_recompile() {
+        let (view, current) = view();
+        let prod = BTreeMap::from([
+            ("team".to_string(), "b".to_string()),
+            ("env".to_string(), "prod".to_string()),
+        ]);
+        let u = relabel_namespace(&view, &current, "ns2", &prod);
+        assert_eq!(u.plan.refused.len(), PER_NS, "{:?}", u.plan.refused);
+        assert!(u.plan.refused[0].contains("needs a recompile"));
+        let c = BTreeMap::from([("team".to_string(), "c".to_string())]);
+        let u = relabel_namespace(&view, &current, "ns2", &c);
+        assert!(u.plan.refused.is_empty() && u.plan.changes.is_empty());
+        assert_eq!(u.members, PER_NS);
+    }
+}
