@@ -128,4 +128,32 @@ mod tests {
         assert!(neg.matches(&derive(&none, "x", &m(&[]))));
         assert_eq!(of(&in_a), Some("shop"));
     }
+
+    /// An inventory's endpoints get their namespace's derived labels as the
+    /// file is read (both readers); an unknown namespace or a reserved key
+    /// beside `"namespace"` fails the file.
+    #[test]
+    fn inventories_declare_namespaces_and_endpoints_name_them() {
+        let text = r#"{ "endpoints": [
+  { "name": "a", "namespace": "shop", "labels": { "app": "web" }, "addrs": ["10.0.0.1"] },
+  { "name": "b", "labels": { "app": "web" }, "addrs": ["10.0.0.2"] } ],
+  "namespaces": { "shop": { "team": "a" } } }"#;
+        let (inv, errs) = crate::inventory::parse_inventory(weir_grammar::FileId(0), text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(of(&inv.endpoints[0].labels), Some("shop"));
+        assert_eq!(inv.endpoints[0].labels.get("@namespace.team").map(String::as_str), Some("a"));
+        assert_eq!(of(&inv.endpoints[1].labels), None);
+        assert!(inv.namespaces.contains_key("shop"));
+        let fast = crate::churn::EndpointRec::parse_inventory(text).unwrap();
+        assert_eq!(*inv.endpoints[0].labels, fast[0].labels);
+        for bad in [
+            r#"{ "endpoints": [ { "name": "a", "namespace": "lab", "addrs": [] } ], "namespaces": {} }"#,
+            r#"{ "endpoints": [ { "name": "a", "namespace": "x", "labels": { "@namespace": "y" } } ],
+                 "namespaces": { "x": {} } }"#,
+        ] {
+            let (_, errs) = crate::inventory::parse_inventory(weir_grammar::FileId(0), bad);
+            assert_eq!(errs.len(), 1, "{bad}");
+            assert!(crate::churn::EndpointRec::parse_inventory(bad).is_none());
+        }
+    }
 }
