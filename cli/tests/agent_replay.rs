@@ -455,7 +455,11 @@ fn namespace_relabel_is_one_inventory_entry() {
     let web1 = endpoint(&inv, "pod_web_web-1").unwrap();
     assert_eq!(web1["namespace"], "ns_web");
     assert!(
-        web1["labels"].as_object().unwrap().keys().all(|k| !k.contains("team")),
+        web1["labels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.contains("team")),
         "{web1}"
     );
 }

@@ -119,7 +119,10 @@ mod tests {
         let in_a = derive(&m(&[("app", "web")]), "shop", &m(&[("team", "a")]));
         let in_b = derive(&m(&[("team", "a")]), "shop", &m(&[("team", "b")]));
         assert!(t.matches(&in_a));
-        assert!(!t.matches(&in_b), "the pod's own `team` is not the namespace's");
+        assert!(
+            !t.matches(&in_b),
+            "the pod's own `team` is not the namespace's"
+        );
         // No namespace: no namespace test holds, not even a negative one.
         let none = m(&[("team", "a")]);
         assert!(!t.matches(&none));
@@ -141,7 +144,13 @@ mod tests {
         let (inv, errs) = crate::inventory::parse_inventory(weir_grammar::FileId(0), text);
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(of(&inv.endpoints[0].labels), Some("shop"));
-        assert_eq!(inv.endpoints[0].labels.get("@namespace.team").map(String::as_str), Some("a"));
+        assert_eq!(
+            inv.endpoints[0]
+                .labels
+                .get("@namespace.team")
+                .map(String::as_str),
+            Some("a")
+        );
         assert_eq!(of(&inv.endpoints[1].labels), None);
         assert!(inv.namespaces.contains_key("shop"));
         let fast = crate::churn::EndpointRec::parse_inventory(text).unwrap();

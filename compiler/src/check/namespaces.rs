@@ -81,8 +81,7 @@ impl<'a> Cx<'a> {
             });
         }
         let Some(ns_labels) = self.ns_table.get(&first.name) else {
-            let suggestion =
-                super::suggest(&first.name, self.ns_table.keys().map(String::as_str));
+            let suggestion = super::suggest(&first.name, self.ns_table.keys().map(String::as_str));
             self.report(Kind::UnknownName {
                 span: first.span,
                 name: first.name.clone(),

@@ -119,7 +119,11 @@ policy db-in {
         assert!(u.plan.refused.is_empty(), "{:?}", u.plan.refused);
         assert_eq!(u.members, PER_NS);
         assert_eq!(u.plan.changes.len(), PER_NS);
-        assert!(u.plan.changes.iter().all(|c| c.endpoint.starts_with("web-ns2-")));
+        assert!(u
+            .plan
+            .changes
+            .iter()
+            .all(|c| c.endpoint.starts_with("web-ns2-")));
 
         // The same through `weir endpoints`' path: a whole new inventory.
         let old = serde_json::to_string_pretty(&inventory("b", None)).unwrap();
