@@ -6,9 +6,10 @@
 //! - [`input`]: YAML/JSON documents and `List`s → objects with spans;
 //! - [`objects`]: the serde structs (our own; unknown fields are kept so
 //!   the translation can fail closed on them);
-//! - [`cluster`]: Namespaces, Pods, Nodes → labels, addresses, ports, and
-//!   the inventory; [`selector`]: label selectors and the reserved `k8s:`
-//!   labels that stand in for namespaces;
+//! - [`cluster`]: Namespaces, Pods, Nodes → weir namespaces, labels,
+//!   addresses, ports, and the inventory; [`selector`]: label selectors
+//!   (`namespaceSelector` as `namespace(…)`) and the reserved `k8s:`
+//!   labels (a pod's namespace and name);
 //! - [`networkpolicy`], [`adminpolicy`], [`service`]: the translations,
 //!   sharing [`peers`] (address blocks, named ports);
 //! - [`emit`]: names and text; the program is formatted by `weir fmt`.
