@@ -531,3 +531,37 @@ fn node_local_services_follow_the_agents_node() {
         let _ = std::fs::remove_dir_all(&work);
     }
 }
+
+#[test]
+fn namespace_relabel_is_one_inventory_entry() {
+    let work = tmp("ns-relabel");
+    let r = dry("namespace-relabel", "ebpf", &work);
+    assert_eq!(r.code, Some(0), "{}", r.shown);
+    assert_eq!(
+        r.verdicts(),
+        ["recompile", "endpoints", "recompile"],
+        "{}",
+        r.shown
+    );
+    assert!(
+        r.decisions()[2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs a recompile"),
+        "{}",
+        r.shown
+    );
+    // The namespace's labels are in its one entry, not on its pods.
+    let (_, inv) = newest(&work);
+    assert_eq!(inv["namespaces"]["ns_web"]["team"], "other", "{inv}");
+    let web1 = endpoint(&inv, "pod_web_web-1").unwrap();
+    assert_eq!(web1["namespace"], "ns_web");
+    assert!(
+        web1["labels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.contains("team")),
+        "{web1}"
+    );
+}

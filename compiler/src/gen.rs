@@ -19,6 +19,7 @@
 //! `peers.rs` adds `self` / `world` peers and `default pass` tiers.
 
 mod nodes;
+mod namespaces;
 mod peers;
 
 use crate::interp::Packet;
@@ -269,6 +270,7 @@ pub fn model(seed: u64) -> Model {
     let mut m = base_model(seed);
     peers::sprinkle(&mut m, seed);
     nodes::sprinkle(&mut m, seed);
+    namespaces::sprinkle(&mut m, seed);
     m
 }
 
@@ -297,6 +299,7 @@ pub fn base_model(seed: u64) -> Model {
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
         nodes: Vec::new(),
+        namespaces: BTreeMap::new(),
     };
     add_named_ports(&mut m, &mut Rng::new(seed ^ 0x9A3E_D907));
     m

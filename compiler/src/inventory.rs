@@ -4,8 +4,14 @@
 //! { "endpoints": [
 //!   { "name": "web-2", "labels": { "app": "web" }, "addrs": ["10.1.0.6"], "ready": true,
 //!     "ports": { "http": "8080/tcp" } }
-//! ] }
+//! ],
+//!   "namespaces": { "shop": { "team": "a" } } }
 //! ```
+//!
+//! An endpoint's `"namespace"` names one of the file's `"namespaces"`
+//! (name → that namespace's labels); its derived labels
+//! ([`crate::namespaces`]) are added where the file is read, by every
+//! reader of the schema alike.
 //!
 //! The caller reads the file (the compiler does no IO) and hands over the
 //! text; problems come back as diagnostics pointing into it.
@@ -32,12 +38,17 @@ pub struct InventoryEndpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Inventory {
     pub endpoints: Vec<InventoryEndpoint>,
+    /// The file's namespaces: name → (labels, where the name is).
+    pub namespaces: BTreeMap<String, (BTreeMap<String, String>, Span)>,
 }
 
 impl Inventory {
     /// Moves every span to `file` (an inventory parsed before its file id
     /// was known).
     pub fn set_file(&mut self, file: FileId) {
+        for (_, s) in self.namespaces.values_mut() {
+            s.file = file;
+        }
         for e in &mut self.endpoints {
             e.span.file = file;
             for s in &mut e.addr_spans {
@@ -58,6 +69,27 @@ impl Inventory {
 #[serde(deny_unknown_fields, bound(deserialize = "A: Deserialize<'de>"))]
 pub(crate) struct RawInventory<A> {
     pub endpoints: Vec<RawEndpoint<A>>,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl<A> RawInventory<A> {
+    /// Adds the derived namespace labels to every endpoint that names a
+    /// namespace (call inside [`with_interner`]), or says which endpoint
+    /// names a namespace the file does not have.
+    pub(crate) fn derive_namespaces(&mut self) -> Result<(), String> {
+        for e in &mut self.endpoints {
+            let Some(ns) = &e.namespace else { continue };
+            let Some(labels) = self.namespaces.get(ns) else {
+                return Err(format!(
+                    "endpoint `{}`: namespace `{ns}` is not among the inventory's \"namespaces\"",
+                    e.name
+                ));
+            };
+            e.labels = intern(crate::namespaces::derive(&e.labels, ns, labels));
+        }
+        Ok(())
+    }
 }
 
 /// One endpoint of [`RawInventory`]. Its labels are interned as they are
@@ -77,6 +109,9 @@ pub(crate) struct RawEndpoint<A> {
     pub labels: Labels,
     pub addrs: Vec<A>,
     pub ready: bool,
+    /// The namespace it is in (its derived labels are added by
+    /// [`RawInventory::derive_namespaces`]).
+    pub namespace: Option<String>,
 }
 
 /// [`RawEndpoint`] as written in the file.
@@ -98,6 +133,8 @@ pub(crate) struct WireEndpoint<A> {
     /// Host network: no address of its own (its node's; crate::nodes).
     #[serde(default, rename = "hostNetwork")]
     host_network: bool,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 impl<A> TryFrom<WireEndpoint<A>> for RawEndpoint<A> {
@@ -132,11 +169,20 @@ impl<A> TryFrom<WireEndpoint<A>> for RawEndpoint<A> {
                 }
             });
         }
+        if w.namespace.is_some() {
+            if let Some(k) = labels.keys().find(|k| crate::namespaces::is_reserved(k)) {
+                return Err(format!(
+                    "endpoint `{}`: label `{k}` is reserved (derived from its namespace)",
+                    w.name
+                ));
+            }
+        }
         Ok(RawEndpoint {
             name: w.name,
             labels,
             addrs: w.addrs,
             ready: w.ready,
+            namespace: w.namespace,
         })
     }
 }
@@ -206,8 +252,21 @@ fn find_string(text: &str, s: &str, from: usize) -> Option<(usize, usize)> {
 /// Parses an inventory file. Endpoints with bad addresses are kept with the
 /// good addresses only; a malformed file yields no endpoints.
 pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
-    let raw: RawInventory<String> = match with_interner(|| serde_json::from_str(text)) {
-        Ok(r) => r,
+    let read = with_interner(|| {
+        serde_json::from_str::<RawInventory<String>>(text).map(|mut r| {
+            let derived = r.derive_namespaces();
+            (r, derived)
+        })
+    });
+    let raw: RawInventory<String> = match read {
+        Ok((r, Ok(()))) => r,
+        Ok((_, Err(problem))) => {
+            let span = Span::new(file, 0, text.len().min(1));
+            return (
+                Inventory::default(),
+                vec![Kind::BadInventory { span, problem }],
+            );
+        }
         Err(e) => {
             let off = offset_of(text, e.line(), e.column());
             let span = Span::new(file, off, (off + 1).min(text.len()).max(off));
@@ -274,7 +333,18 @@ pub fn parse_inventory(file: FileId, text: &str) -> (Inventory, Vec<Kind>) {
             addr_spans,
         });
     }
-    (Inventory { endpoints }, diags)
+    let mut namespaces = BTreeMap::new();
+    for (name, labels) in raw.namespaces {
+        let (s, e) = find_string(text, &name, 0).unwrap_or((0, 0));
+        namespaces.insert(name, (labels, Span::new(file, s, e)));
+    }
+    (
+        Inventory {
+            endpoints,
+            namespaces,
+        },
+        diags,
+    )
 }
 
 /// An identifier as the language defines it: `[A-Za-z_][A-Za-z0-9_-]*`.

@@ -26,6 +26,7 @@ pub mod maglev;
 pub mod model;
 pub mod named_ports;
 pub mod nodes;
+pub mod namespaces;
 pub mod provenance;
 pub mod source;
 pub mod synth;

@@ -533,6 +533,11 @@ pub struct Model {
     /// never needs them because references are inlined.
     pub named_selectors: BTreeMap<String, Sel>,
     pub named_sets: BTreeMap<String, AddrSet>,
+    /// Declared namespaces (program and inventory) and their labels, for
+    /// tools and lints: the semantics reads an endpoint's derived labels
+    /// (crate::namespaces), never this table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Declared nodes (language.md §3 "Nodes"), sorted by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<Node>,

@@ -350,6 +350,7 @@ pub fn model(p: &Params) -> Model {
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
         nodes: Vec::new(),
+        namespaces: BTreeMap::new(),
     }
 }
 

@@ -33,6 +33,7 @@ pub enum Item {
     Set(SetDecl),
     Endpoint(EndpointDecl),
     Node(NodeDecl),
+    Namespace(NamespaceDecl),
     Service(ServiceDecl),
     Tier(TierDecl),
     Policy(PolicyDecl),
@@ -88,6 +89,9 @@ pub enum SelExpr {
     NotIn(Label, Vec<Label>, Span),
     /// `has(key)`
     Has(Label, Span),
+    /// `namespace(SEL)`: SEL holds for the labels of the endpoint's
+    /// namespace (an endpoint without one matches none).
+    Namespace(Box<SelExpr>, Span),
     /// `!e`
     Not(Box<SelExpr>, Span),
     /// `a && b`
@@ -111,6 +115,7 @@ impl SelExpr {
             | SelExpr::In(_, _, s)
             | SelExpr::NotIn(_, _, s)
             | SelExpr::Has(_, s)
+            | SelExpr::Namespace(_, s)
             | SelExpr::Not(_, s)
             | SelExpr::And(_, _, s)
             | SelExpr::Or(_, _, s)
@@ -168,6 +173,17 @@ pub struct EndpointDecl {
     pub node: Vec<Ident>,
     /// `host network` lines.
     pub host_network: Vec<Span>,
+    /// `namespace NAME` lines, in source order (the checker allows one).
+    pub namespace: Vec<Ident>,
+    pub span: Span,
+}
+
+/// `namespace NAME { labels { team: "a" } }`: a namespace and its own
+/// labels, which `namespace(SEL)` tests for the endpoints in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceDecl {
+    pub name: Ident,
+    pub labels: Vec<(Label, Label)>,
     pub span: Span,
 }
 
@@ -564,6 +580,7 @@ impl Item {
             Item::Set(i) => i.span,
             Item::Endpoint(i) => i.span,
             Item::Node(i) => i.decl.span,
+            Item::Namespace(i) => i.span,
             Item::Service(i) => i.span,
             Item::Tier(i) => i.span,
             Item::Policy(i) => i.span,

@@ -170,6 +170,7 @@ tokens! {
     "nodes" => KwNodes,
     "host" => KwHost,
     "network" => KwNetwork,
+    "namespace" => KwNamespace,
 }
 
 fn unescape(s: &str) -> String {
@@ -373,6 +374,7 @@ fn can_end_statement(t: &Token) -> bool {
             | KwPorts
             | KwNode
             | KwNetwork
+            | KwNamespace
     )
 }
 

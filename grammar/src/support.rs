@@ -25,6 +25,7 @@ pub enum EpItem {
     Node(Ident),
     /// `host network`
     HostNetwork(Span),
+    Namespace(Ident),
 }
 
 /// A number checked against the maximum for its role.
@@ -247,6 +248,7 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
     let mut ports = Vec::new();
     let mut node = Vec::new();
     let mut host_network = Vec::new();
+    let mut namespace = Vec::new();
     for l in lines.into_iter().flatten() {
         match l {
             EpItem::Labels(ls) => labels.extend(ls),
@@ -254,6 +256,7 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
             EpItem::Ports(ps) => ports.extend(ps),
             EpItem::Node(n) => node.push(n),
             EpItem::HostNetwork(s) => host_network.push(s),
+            EpItem::Namespace(n) => namespace.push(n),
         }
     }
     EndpointDecl {
@@ -263,6 +266,7 @@ pub fn endpoint(name: Ident, lines: Vec<Option<EpItem>>, span: Span) -> Endpoint
         ports,
         node,
         host_network,
+        namespace,
         span,
     }
 }

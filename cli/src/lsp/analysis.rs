@@ -224,6 +224,9 @@ impl Index {
                         .insert(p.port.value.to_string());
                 }
             }
+            // A namespace's labels are not endpoint labels: not offered
+            // as completions of endpoint selectors.
+            Item::Namespace(_) => {}
             Item::Service(s) => {
                 self.def(&s.name, SymKind::Service, s.span);
                 for it in &s.items {
@@ -290,7 +293,9 @@ impl Index {
                 }
             }
             SelExpr::Has(k, _) => self.label(k, None),
-            SelExpr::Not(e, _) | SelExpr::Paren(e, _) => self.sel(e, ctx),
+            SelExpr::Not(e, _) | SelExpr::Paren(e, _) | SelExpr::Namespace(e, _) => {
+                self.sel(e, ctx)
+            }
             SelExpr::And(a, b, _) | SelExpr::Or(a, b, _) => {
                 self.sel(a, ctx);
                 self.sel(b, ctx);

@@ -57,6 +57,7 @@ pub fn outline(f: &SourceFile, ast: &File) -> Vec<DocumentSymbol> {
             Item::Set(s) => sym(f, &s.name, "set", SymbolKind::VARIABLE, s.span),
             Item::Endpoint(e) => sym(f, &e.name, "endpoint", SymbolKind::OBJECT, e.span),
             Item::Node(n) => sym(f, &n.decl.name, "node", SymbolKind::OBJECT, n.decl.span),
+            Item::Namespace(n) => sym(f, &n.name, "namespace", SymbolKind::NAMESPACE, n.span),
             Item::Service(s) => sym(f, &s.name, "service", SymbolKind::CLASS, s.span),
             Item::Tier(t) => sym(f, &t.name, "tier", SymbolKind::ENUM_MEMBER, t.span),
             Item::Policy(p) => {

@@ -152,6 +152,7 @@ impl<'a> Cx<'a> {
             self.endpoint_ports(d, &mut labels);
             // A host-network endpoint owns no address (crate::nodes).
             let host = self.endpoint_node(d, &mut labels);
+            self.endpoint_namespace(d, &mut labels);
             let mut addrs = Vec::new();
             for a in d.addrs.iter().filter(|_| !host) {
                 let ip = self.single_addr(a, "an endpoint address");
@@ -612,6 +613,7 @@ impl<'a> Cx<'a> {
 
         self.node_model = self.nodes();
         model.nodes = self.node_model.clone();
+        model.namespaces = self.namespace_table(inventory.as_ref());
         model.endpoints = self.endpoints(inventory);
         model.services = self.services();
         model.tiers = self.tiers();

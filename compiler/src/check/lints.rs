@@ -39,6 +39,9 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
     // W0310 / W0311: named ports no endpoint declares (for the protocol).
     super::port_names::run(cx, model);
 
+    // W0325: namespace tests no declared namespace satisfies.
+    cx.namespace_lints(model);
+
     // W0302: selectors that match no declared endpoint.
     if have_endpoints {
         let mut out = Vec::new();

@@ -275,10 +275,22 @@ fn load_inventories(
                 Inventory::default()
             }
         };
-        merged
-            .get_or_insert_with(Inventory::default)
-            .endpoints
-            .extend(inv.endpoints);
+        let m = merged.get_or_insert_with(Inventory::default);
+        m.endpoints.extend(inv.endpoints);
+        // Each file's endpoints name its own namespaces (derived as it
+        // was read): a name in two files is a duplicate (E0203).
+        for (name, ns) in inv.namespaces {
+            if let Some((_, first)) = m.namespaces.get(&name) {
+                diags.push(Kind::Duplicate {
+                    kind: crate::diagnostics::NameKind::Namespace,
+                    name,
+                    span: ns.1,
+                    first: *first,
+                });
+            } else {
+                m.namespaces.insert(name, ns);
+            }
+        }
     }
     loaded.inventory = merged;
 }

@@ -12,7 +12,9 @@
 //! - [`build`]: endpoints, services, tiers, policies, steering;
 //! - [`expect`]: test blocks and test peers;
 //! - [`lints`]: warnings over the finished model;
-//! - [`port_names`]: named ports (endpoint declarations, W0310/W0311).
+//! - [`port_names`]: named ports (endpoint declarations, W0310/W0311);
+//! - [`namespaces`]: namespace declarations, endpoints' namespaces,
+//!   `namespace(…)` tests (E0275–E0277, W0325).
 
 mod build;
 mod expect;
@@ -22,6 +24,7 @@ mod load;
 mod named;
 mod names;
 mod nodes;
+mod namespaces;
 mod port_names;
 mod resolve;
 /// The network of `addr/len` (host bits cleared); the importer masks with it too.
@@ -208,6 +211,11 @@ pub(crate) struct Cx<'a> {
     pub nodes: BTreeMap<String, &'a ast::NodeDecl>,
     /// The checked nodes (built before endpoints and policies read them).
     pub node_model: Vec<crate::model::Node>,
+    pub namespaces: BTreeMap<String, &'a ast::NamespaceDecl>,
+    /// Every declared namespace's labels (program and inventory).
+    pub ns_table: BTreeMap<String, BTreeMap<String, String>>,
+    /// `namespace(SEL)` tests as resolved (SEL, span), for W0325.
+    pub ns_tests: Vec<(Sel, Span)>,
     pub services: BTreeMap<String, &'a ast::ServiceDecl>,
     pub policies: BTreeMap<String, &'a ast::PolicyDecl>,
     pub tiers: BTreeMap<String, &'a ast::TierDecl>,
@@ -232,6 +240,9 @@ impl<'a> Cx<'a> {
             endpoints: BTreeMap::new(),
             nodes: BTreeMap::new(),
             node_model: Vec::new(),
+            namespaces: BTreeMap::new(),
+            ns_table: BTreeMap::new(),
+            ns_tests: Vec::new(),
             services: BTreeMap::new(),
             policies: BTreeMap::new(),
             tiers: BTreeMap::new(),

@@ -68,6 +68,14 @@ impl<'a> Cx<'a> {
                         d,
                         |p| p.decl.name.span,
                     ),
+                    Item::Namespace(d) => insert(
+                        &mut self.namespaces,
+                        &mut self.diags,
+                        NameKind::Namespace,
+                        &d.name,
+                        d,
+                        |p| p.name.span,
+                    ),
                     Item::Service(d) => insert(
                         &mut self.services,
                         &mut self.diags,

@@ -162,6 +162,7 @@ impl<'a> Cx<'a> {
                 Some(Sel::Or(Box::new(a?), Box::new(b?)))
             }
             SelExpr::Paren(e, _) => self.sel(e),
+            SelExpr::Namespace(e, span) => self.namespace_test(e, *span),
             SelExpr::Error(_) => None,
             SelExpr::Name(id) => match self.peers.get(&id.name).copied() {
                 Some(PeerDecl::Selector(d)) => {

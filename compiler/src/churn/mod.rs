@@ -22,11 +22,13 @@
 //! changes), [`backends`] (selector services' backends, by the
 //! interpreter's rule), [`entries`] / [`scan`] / [`text_diff`] (the
 //! recorded inventory text and the diff against a new one),
-//! [`service_table`] / [`selcode`] (the recorded selector services).
+//! [`service_table`] / [`selcode`] (the recorded selector services),
+//! [`namespace`] (a namespace relabel as one update).
 
 pub mod backends;
 pub mod declared;
 pub mod entries;
+pub mod namespace;
 pub mod placement;
 pub mod plan;
 pub mod record;
@@ -40,6 +42,7 @@ mod tests;
 
 pub use backends::*;
 pub use declared::*;
+pub use namespace::*;
 pub use placement::*;
 pub use plan::*;
 pub use record::*;

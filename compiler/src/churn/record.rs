@@ -61,7 +61,8 @@ impl EndpointRec {
     /// that gives the diagnostics). The same endpoints as
     /// `from_inventory(&parse_inventory(..).0)` otherwise.
     pub fn parse_inventory(text: &str) -> Option<Vec<EndpointRec>> {
-        let raw: RawInventory<IpAddr> = serde_json::from_str(text).ok()?;
+        let mut raw: RawInventory<IpAddr> = serde_json::from_str(text).ok()?;
+        raw.derive_namespaces().ok()?;
         raw.endpoints
             .into_iter()
             .map(|e| crate::inventory::valid_name(&e.name).then(|| e.into()))

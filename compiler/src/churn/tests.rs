@@ -29,7 +29,7 @@ fn manifest_of(src: &str) -> Manifest {
 
 /// The manifest of a bundle of `model` without back ends, as a reader
 /// gets it.
-fn manifest_of_model(model: &crate::model::Model) -> Manifest {
+pub(super) fn manifest_of_model(model: &crate::model::Model) -> Manifest {
     let g = crate::graph::build(model);
     read(&BundleInput {
         model,

@@ -46,7 +46,9 @@ pub enum DiffError {
 /// twice) is parsed whole.
 pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, DiffError> {
     let (trailer, olds) = entries::split(old).map_err(DiffError::Record)?;
-    if !old_unique {
+    // Namespaces: an endpoint's labels depend on its namespace's entry,
+    // so an unchanged endpoint object is not an unchanged endpoint.
+    if !old_unique || has_namespaces(text) {
         return diff_full(text);
     }
     let b = text.as_bytes();
@@ -186,7 +188,10 @@ pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, D
 /// [`diff_text`] by parsing the whole inventory.
 fn diff_full(text: &str) -> Result<TextDiff, DiffError> {
     let all = EndpointRec::parse_inventory(text).ok_or(DiffError::Inventory)?;
-    let entries = match scan_ranges(text.as_bytes()).filter(|r| r.len() == all.len()) {
+    // With namespaces, the recorded entries are the endpoints with their
+    // derived labels (self-contained), not the objects as written.
+    let ranges = scan_ranges(text.as_bytes()).filter(|_| !has_namespaces(text));
+    let entries = match ranges.filter(|r| r.len() == all.len()) {
         Some(r) => entries::from_ranges(text, &r, &all),
         None => entries::encode_all(&all),
     };
@@ -196,4 +201,11 @@ fn diff_full(text: &str) -> Result<TextDiff, DiffError> {
         changed: None,
         full: Some(all),
     })
+}
+
+/// Might the inventory text use namespaces (an endpoint's `"namespace"`
+/// or the file's `"namespaces"`)? A false positive (the word in a label)
+/// only costs the whole parse.
+fn has_namespaces(text: &str) -> bool {
+    text.contains("\"namespace")
 }

@@ -22,6 +22,7 @@ pub enum NameKind {
     Steer,
     Test,
     Node,
+    Namespace,
 }
 
 impl NameKind {
@@ -36,6 +37,7 @@ impl NameKind {
             NameKind::Steer => "steer block",
             NameKind::Test => "test",
             NameKind::Node => "node",
+            NameKind::Namespace => "namespace",
         }
     }
 
@@ -403,6 +405,29 @@ pub enum Kind {
         endpoints: Vec<String>,
         count: usize,
     },
+    /// E0275: `namespace(…)` inside a namespace test (written there, or
+    /// through a named selector).
+    NestedNamespaceTest {
+        span: Span,
+    },
+    /// E0276: a declared endpoint's label key that is reserved for the
+    /// derived namespace labels (`@namespace…`).
+    ReservedNamespaceLabel {
+        span: Span,
+        key: String,
+    },
+    /// E0277: an endpoint with a second `namespace` line (`first`: the
+    /// first one).
+    TwoNamespaces {
+        span: Span,
+        first: Span,
+    },
+    /// W0325: a `namespace(…)` test no declared namespace satisfies
+    /// (`namespaces`: how many are declared).
+    NamespaceTestMatchesNone {
+        span: Span,
+        namespaces: usize,
+    },
     /// W0310: no endpoint declares `name` at all.
     UnknownPortName {
         span: Span,
@@ -693,6 +718,10 @@ impl Kind {
             Kind::BadPortLabel { .. } => E0265,
             Kind::NamedPortMisplaced { .. } => E0266,
             Kind::UnknownPortName { .. } => W0310,
+            Kind::NestedNamespaceTest { .. } => E0275,
+            Kind::ReservedNamespaceLabel { .. } => E0276,
+            Kind::TwoNamespaces { .. } => E0277,
+            Kind::NamespaceTestMatchesNone { .. } => W0325,
             Kind::NamedTargetProtocols { .. } => E0267,
             Kind::BackendsWithoutPort { .. } => W0312,
             Kind::PortProtocolMismatch { .. } => W0311,
@@ -1588,6 +1617,39 @@ impl Kind {
                 .help("an endpoint without the target port name (for the frontends' protocol) is not a backend of the service")
                 .done()
             }
+            Kind::NestedNamespaceTest { span } => B::new(
+                E0275,
+                "`namespace(…)` inside a namespace test",
+                span,
+                "a namespace has labels, not a namespace",
+            )
+            .help("test the namespace's labels only: `namespace(team == \"a\")`; combine tests with `&&` outside it")
+            .done(),
+            Kind::ReservedNamespaceLabel { span, key } => B::new(
+                E0276,
+                format!("label `{key}` is reserved"),
+                span,
+                "keys starting with `@namespace` are derived from the endpoint's namespace",
+            )
+            .help("put the endpoint in a namespace (`namespace NAME`) and give the namespace its labels; test them with `namespace(SEL)`")
+            .done(),
+            Kind::TwoNamespaces { span, first } => B::new(
+                E0277,
+                "an endpoint is in one namespace",
+                span,
+                "second namespace here",
+            )
+            .also(first, "first given here")
+            .help("remove one of the `namespace` lines")
+            .done(),
+            Kind::NamespaceTestMatchesNone { span, namespaces } => B::new(
+                W0325,
+                "no namespace satisfies this namespace test",
+                span,
+                format!("none of the {namespaces} declared namespace(s) has these labels"),
+            )
+            .help("declare the namespace (`namespace NAME { labels { … } }` or an inventory's \"namespaces\") or fix the test; until then it selects no endpoint")
+            .done(),
             Kind::UnknownPortName { span, name, proto } => B::new(
                 W0310,
                 format!("no endpoint declares the port `{name}`"),

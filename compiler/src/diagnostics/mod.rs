@@ -138,6 +138,9 @@ codes! {
     E0272 => Error, "host-network endpoint without a node or with an address";
     E0273 => Error, "`node` or `nodes` where no endpoint side is judged";
     E0274 => Error, "address of two nodes";
+    E0275 => Error, "namespace test inside a namespace test";
+    E0276 => Error, "reserved namespace label on an endpoint";
+    E0277 => Error, "endpoint in two namespaces";
 
     W0301 => Warning, "unused selector or set";
     W0302 => Warning, "selector matches no endpoint";
@@ -150,6 +153,7 @@ codes! {
     W0312 => Warning, "selected backends without the named target port";
     W0320 => Warning, "`nodes` selects no declared node";
     W0330 => Warning, "node-local Kubernetes Service imported without a node";
+    W0325 => Warning, "namespace test no namespace satisfies";
 
     W0401 => Warning, "rule never takes effect (shadowed)";
     W0402 => Warning, "conflicting rules at the same priority";

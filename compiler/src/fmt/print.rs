@@ -71,6 +71,10 @@ impl Emitter<'_> {
                 let d = self.set_decl(s);
                 self.construct(s.span, &d, "");
             }
+            Item::Namespace(n) => {
+                let d = self.namespace_decl(n);
+                self.construct(n.span, &d, "");
+            }
             Item::Endpoint(e) => {
                 let d = self.endpoint(e);
                 self.construct(e.span, &d, "");
@@ -179,6 +183,7 @@ impl Emitter<'_> {
                 ])
             }
             SelExpr::Has(k, _) => t(format!("has({})", self.label(k))),
+            SelExpr::Namespace(e, _) => seq(vec![t("namespace("), self.sel(e), t(")")]),
             SelExpr::Not(e, _) => seq(vec![t("!"), self.sel(e)]),
             SelExpr::And(a, b, _) => seq(vec![self.sel(a), t(" && "), self.sel(b)]),
             SelExpr::Or(a, b, _) => seq(vec![self.sel(a), t(" || "), self.sel(b)]),
@@ -330,6 +335,9 @@ impl Emitter<'_> {
     /// An endpoint or a node (`keyword`): the same lines.
     fn endpoint_kw(&self, e: &EndpointDecl, keyword: &str) -> Doc {
         let mut items = Vec::new();
+        for n in &e.namespace {
+            items.push((n.span, t(format!("namespace {}", n.name))));
+        }
         if let (Some(first), Some(last)) = (e.labels.first(), e.labels.last()) {
             let span = first.0.span.to(last.1.span);
             items.push((
@@ -370,6 +378,30 @@ impl Emitter<'_> {
         };
         seq(vec![
             t(format!("{keyword} {} ", e.name.name)),
+            Doc::List(Box::new(List {
+                items,
+                commas: false,
+                span: body,
+            })),
+        ])
+    }
+
+    /// `namespace NAME { labels { … } }`, laid out as an endpoint is.
+    fn namespace_decl(&self, n: &NamespaceDecl) -> Doc {
+        let mut items = Vec::new();
+        if let (Some(first), Some(last)) = (n.labels.first(), n.labels.last()) {
+            let span = first.0.span.to(last.1.span);
+            items.push((
+                span,
+                seq(vec![t("labels "), self.label_map(&n.labels, span)]),
+            ));
+        }
+        let body = Span {
+            start: n.name.span.end,
+            ..n.span
+        };
+        seq(vec![
+            t(format!("namespace {} ", n.name.name)),
             Doc::List(Box::new(List {
                 items,
                 commas: false,

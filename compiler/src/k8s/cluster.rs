@@ -5,7 +5,7 @@
 use super::input::Obj;
 use super::objects::{Metadata, NodeStatus, PodSpec, PodStatus};
 use super::report::Reporter;
-use super::selector::{NAME_KEY, NS_KEY, NS_LABEL_PREFIX};
+use super::selector::{NAME_KEY, NS_KEY};
 use crate::diagnostics::K8sProblem;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -260,15 +260,24 @@ impl Cluster {
     }
 
     /// The endpoint labels of a pod: its own, plus the reserved `k8s:`
-    /// keys (selector.rs).
+    /// keys for its namespace's and its own name (selector.rs). Its
+    /// namespace's labels are not among them: they belong to the
+    /// namespace ([`Cluster::namespaces_used`]), which the endpoint names.
     pub fn endpoint_labels(&self, pod: &Pod) -> BTreeMap<String, String> {
         let mut l = pod.labels.clone();
         l.insert(NS_KEY.into(), pod.namespace.clone());
         l.insert(NAME_KEY.into(), pod.name.clone());
-        for (k, v) in self.namespace_labels(&pod.namespace) {
-            l.insert(format!("{NS_LABEL_PREFIX}{k}"), v);
-        }
         l
+    }
+
+    /// Every namespace a pod is in or a Namespace object declares, with
+    /// its labels: the weir namespaces (language.md §3 "Namespaces").
+    pub fn namespaces_used(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.namespaces
+            .keys()
+            .chain(self.pods.iter().map(|p| &p.namespace))
+            .map(|ns| (ns.clone(), self.namespace_labels(ns)))
+            .collect()
     }
 
     /// The endpoint inventory (compiler/src/inventory.rs format).
@@ -280,6 +289,7 @@ impl Cluster {
             .map(|p| {
                 let mut e = json!({
                     "name": super::emit::pod_name(p),
+                    "namespace": super::emit::namespace_name(&p.namespace),
                     "labels": self.endpoint_labels(p),
                     "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "ready": p.ready,
@@ -300,7 +310,12 @@ impl Cluster {
                 e
             })
             .collect();
-        json!({ "endpoints": eps })
+        let namespaces: serde_json::Map<String, Value> = self
+            .namespaces_used()
+            .into_iter()
+            .map(|(ns, labels)| (super::emit::namespace_name(&ns), json!(labels)))
+            .collect();
+        json!({ "endpoints": eps, "namespaces": namespaces })
     }
 }
 

@@ -22,6 +22,11 @@ pub fn mangle(s: &str) -> String {
         .collect()
 }
 
+/// The weir namespace a Kubernetes namespace is declared as.
+pub fn namespace_name(ns: &str) -> String {
+    format!("ns_{}", mangle(ns))
+}
+
 pub fn pod_name(p: &Pod) -> String {
     format!("pod_{}_{}", mangle(&p.namespace), mangle(&p.name))
 }

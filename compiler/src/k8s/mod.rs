@@ -6,9 +6,10 @@
 //! - [`input`]: YAML/JSON documents and `List`s → objects with spans;
 //! - [`objects`]: the serde structs (our own; unknown fields are kept so
 //!   the translation can fail closed on them);
-//! - [`cluster`]: Namespaces, Pods, Nodes → labels, addresses, ports, and
-//!   the inventory; [`selector`]: label selectors and the reserved `k8s:`
-//!   labels that stand in for namespaces;
+//! - [`cluster`]: Namespaces, Pods, Nodes → weir namespaces, labels,
+//!   addresses, ports, and the inventory; [`selector`]: label selectors
+//!   (`namespaceSelector` as `namespace(…)`) and the reserved `k8s:`
+//!   labels (a pod's namespace and name);
 //! - [`networkpolicy`], [`adminpolicy`], [`service`]: the translations,
 //!   sharing [`peers`] (address blocks, named ports);
 //! - [`emit`]: names and text; the program is formatted by `weir fmt`.
@@ -154,6 +155,17 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
     match &endpoints {
         Endpoints::Inventory(f) => text.push_str(&format!("inventory {}\n\n", quote(f))),
         Endpoints::Inline => {
+            for (ns, labels) in cluster.namespaces_used() {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+                    .collect();
+                text.push_str(&format!(
+                    "# Namespace {ns}\nnamespace {} {{\n  labels {{ {} }}\n}}\n\n",
+                    emit::namespace_name(&ns),
+                    labels.join(", "),
+                ));
+            }
             for p in &cluster.pods {
                 let labels: Vec<String> = cluster
                     .endpoint_labels(p)
@@ -175,10 +187,11 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
                     lines.push("host network".to_string());
                 }
                 text.push_str(&format!(
-                    "# Pod {}/{}\nendpoint {} {{\n  labels {{ {} }}\n  {}\n}}\n\n",
+                    "# Pod {}/{}\nendpoint {} {{\n  namespace {}\n  labels {{ {} }}\n  {}\n}}\n\n",
                     p.namespace,
                     p.name,
                     emit::pod_name(p),
+                    emit::namespace_name(&p.namespace),
                     labels.join(", "),
                     lines.join("\n  ")
                 ));

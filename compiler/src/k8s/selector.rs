@@ -1,16 +1,18 @@
 //! Kubernetes label selectors as weir selectors, and the reserved label
 //! keys that carry what the language has no concept for yet.
 //!
-//! weir has no namespaces: every pod endpoint carries its namespace and
-//! its namespace's labels as labels under the prefix `k8s:` (a `:` never
-//! occurs in a Kubernetes label key, so these never collide with the
-//! pod's own labels), as Cilium does:
+//! A Namespace is a weir namespace (`ns_NAME`, its labels its own) and
+//! each pod endpoint names it, so a `namespaceSelector` is the weir test
+//! `namespace(…)` of the namespace's labels — a namespace relabel is one
+//! inventory entry, not a label on every pod. Every pod endpoint also
+//! carries its namespace's name and its own name as labels under the
+//! prefix `k8s:` (a `:` never occurs in a Kubernetes label key, so these
+//! never collide with the pod's own labels), as Cilium does:
 //!
 //! | label | value |
 //! |---|---|
 //! | `k8s:io.kubernetes.pod.namespace` | the pod's namespace |
 //! | `k8s:io.kubernetes.pod.name` | the pod's name |
-//! | `k8s:io.kubernetes.pod.namespace.labels.KEY` | the namespace's label `KEY` |
 //!
 //! A selector is kept twice: as weir text for the program, and as data
 //! the importer can evaluate itself (named ports and services resolve
@@ -22,7 +24,6 @@ use std::collections::BTreeMap;
 
 pub const NS_KEY: &str = "k8s:io.kubernetes.pod.namespace";
 pub const NAME_KEY: &str = "k8s:io.kubernetes.pod.name";
-pub const NS_LABEL_PREFIX: &str = "k8s:io.kubernetes.pod.namespace.labels.";
 
 /// A weir string literal.
 pub fn quote(s: &str) -> String {
@@ -106,11 +107,10 @@ impl PodMatch {
             parts.push(format!("{} == {}", quote(NS_KEY), quote(ns)));
         }
         if let Some(s) = &self.namespaces {
-            parts.extend(conjuncts(
-                s,
-                NS_LABEL_PREFIX,
-                &format!("{path}.namespaceSelector"),
-            )?);
+            let c = conjuncts(s, "", &format!("{path}.namespaceSelector"))?;
+            if !c.is_empty() {
+                parts.push(format!("namespace({})", c.join(" && ")));
+            }
         }
         if let Some(s) = &self.pods {
             parts.extend(conjuncts(s, "", &format!("{path}.podSelector"))?);

@@ -76,6 +76,7 @@ pub fn model(pods: usize) -> Model {
         named_selectors: BTreeMap::new(),
         named_sets: BTreeMap::new(),
         nodes: Vec::new(),
+        namespaces: BTreeMap::new(),
     }
 }
 
