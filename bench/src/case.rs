@@ -26,7 +26,7 @@ pub fn render_headline(opts: &Opts, dir: &std::path::Path) -> std::io::Result<()
     let plan = Plan::new(opts.quick, opts.seed);
     let params = match opts.render_rules {
         Some(n) => plan.rules_params(n, opts.seed),
-        None => plan.headline.clone(),
+        None => plan.headline,
     };
     let r = synth::render(&synth::model(&params));
     std::fs::create_dir_all(dir)?;
