@@ -413,7 +413,13 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
+    /// Removes the directory, unless `WEIR_BENCH_KEEP` is set (to look at
+    /// the bundles a run wrote).
     fn drop(&mut self) {
+        if std::env::var_os("WEIR_BENCH_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

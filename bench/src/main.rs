@@ -3,7 +3,8 @@
 //! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
 //! iptables-apply, compile, updates, sizes; repeatable) runs only those tables, to iterate
 //! on one part; it cannot be combined with `--out`. `weir-bench --render DIR [--quick]
-//! [--seed N]` only writes the headline model as `synth.weir` and
+//! [--seed N] [--rules N]` only writes the headline model (or the rules
+//! sweep's model of N rules) as `synth.weir` and
 //! `inventory.json` into DIR, to profile `weir compile` on it by hand.
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR [--rules N]"
     );
     std::process::exit(2)
 }
@@ -54,6 +55,13 @@ fn main() {
                     .and_then(|s| weir_bench::Figure::parse(&s))
                     .unwrap_or_else(|| usage()),
             ),
+            "--rules" => {
+                opts.render_rules = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             "--seed" => {
                 opts.seed = args
                     .next()

@@ -20,6 +20,9 @@ pub struct Opts {
     /// Only these figures (`--only`, for iterating on one back end; such
     /// a partial report must not rewrite BENCHMARKS.md). Empty: all.
     pub only: Vec<Figure>,
+    /// `--render DIR --rules N`: render the rules sweep's model of `N`
+    /// rules instead of the headline model.
+    pub render_rules: Option<usize>,
 }
 
 /// The groups of tables `--only` selects.
@@ -64,6 +67,7 @@ impl Default for Opts {
             verbose: true,
             variant: weir_runtime::iptables::Variant::Legacy,
             only: Vec::new(),
+            render_rules: None,
         }
     }
 }

@@ -35,13 +35,14 @@ pub(crate) fn table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(
         "rules / chains / sets (entries) per family",
         "compile (ms)",
         "apply (ms): first / replace",
+        "CPU (ms): tools / weir, first; replace",
     ];
     header.extend(PHASES.iter().map(|(_, t)| *t));
     let mut t = Table::new(
         "iptables apply by rules (ms; first apply / replacing generation)",
         &header,
     );
-    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`) of the rules sweep's bundle into a fresh namespace (first), then of the bundle of the same sweep size drawn with the next seed (replace: a different generation whose every chain and set is new, so the old one is removed too). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / replace`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), other (the saves an apply starts from, the bundle's checks and renaming, the state records). The rules model has IPv6 rules too (an IPv6 chain per IPv4 chain, its sets empty): both families are applied. One run per size.");
+    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`) of the rules sweep's bundle into a fresh namespace (first), then of the bundle of the same sweep size drawn with the next seed (replace: a different generation whose every chain and set is new, so the old one is removed too). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / replace`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), other (the saves an apply starts from, the bundle's checks and renaming, the state records). The rules model has IPv6 rules too (an IPv6 chain per IPv4 chain, its sets empty): both families are applied. One run per size. CPU: user + system time of the tools the apply ran (`getrusage(RUSAGE_CHILDREN)` before and after) and of the benchmark process itself (`RUSAGE_SELF`: the plan, the read-back comparison, threads included); on a loaded shared machine wall time is mostly waiting for a core, and CPU time is the steadier figure.");
     let mut top: Option<f64> = None;
     for c in rules {
         log(&format!("iptables apply: {}", c.label));
@@ -101,11 +102,17 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, f64), String> {
     let topo = weir_runtime::netns::Topology::new().map_err(|e| format!("netns: {e}"))?;
     let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
     let mut runs = Vec::new();
+    let mut cpu = Vec::new();
     for b in ["first", "replace"] {
         let bundle = weir_runtime::Bundle::read(dir.0.join(b)).map_err(|e| format!("{b}: {e}"))?;
+        let (tools0, self0) = (cpu_ms(libc::RUSAGE_CHILDREN), cpu_ms(libc::RUSAGE_SELF));
         let t = Instant::now();
         let r = rt.apply(&bundle).map_err(|e| format!("{b}: {e}"))?;
         let wall = t.elapsed().as_secs_f64() * 1e3;
+        cpu.push((
+            cpu_ms(libc::RUSAGE_CHILDREN) - tools0,
+            cpu_ms(libc::RUSAGE_SELF) - self0,
+        ));
         if !r.warnings.is_empty() {
             return Err(format!("{b}: {}", r.warnings.join("; ")));
         }
@@ -128,6 +135,13 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, f64), String> {
         ),
         ms(c.inproc.graph_ms + stats.gen_ms),
         pair(&|r| r.0),
+        format!(
+            "{} / {}; {} / {}",
+            ms(cpu[0].0),
+            ms(cpu[0].1),
+            ms(cpu[1].0),
+            ms(cpu[1].1)
+        ),
     ];
     for (name, _) in PHASES {
         row.push(if name.is_empty() {
@@ -144,4 +158,18 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, f64), String> {
         });
     }
     Ok((row, runs[0].0))
+}
+
+/// User + system CPU time of `who` (`RUSAGE_SELF`, `RUSAGE_CHILDREN`)
+/// so far, in ms.
+fn cpu_ms(who: libc::c_int) -> f64 {
+    // SAFETY: rusage is plain integers (all-zero is valid); getrusage
+    // only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 * 1e3 + v.tv_usec as f64 / 1e3;
+    t(u.ru_utime) + t(u.ru_stime)
 }

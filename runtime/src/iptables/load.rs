@@ -18,6 +18,17 @@
 //!   So the sets are created most-referenced first ([`set_refs`]): the
 //!   rules' references are very skewed (at 100,000 rules the average
 //!   reference then lands on the 447th set instead of the 3,389th).
+//!   Replacing a generation pays this scan past every set of the old one
+//!   too: the kernel gives new sets the first free slots, after the old
+//!   generation's, and the old sets stay until the switch is done.
+//!   Measured (session 8, IPv4 `iptables-legacy-restore` of the
+//!   100,000-rule model, 279,252 rules, 76,551 chains): 4.7 s CPU with
+//!   only its own 6,778 IPv4 sets in the namespace, 7.4 s beside its
+//!   empty IPv6 sets as well, 24.1 s (18.9 s of it system time) beside an
+//!   old generation's 13,556 sets; at 10,000 rules 0.43 s against
+//!   0.89 s (48 % kernel `strncmp`). So what cuts a replace is fewer
+//!   live sets: no (empty) IPv6 sets for IPv4-only programs, and an
+//!   unchanged set kept from the old generation instead of recreated.
 //! - **every x_tables transaction costs the whole table**: legacy
 //!   `iptables-restore` pulls the table from the kernel and writes it back
 //!   whole at each `COMMIT`, and `iptables-save` prints it whole; the
