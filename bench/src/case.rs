@@ -34,6 +34,16 @@ pub fn render_headline(opts: &Opts, dir: &std::path::Path) -> std::io::Result<()
     std::fs::write(dir.join("inventory.json"), &r.inventory)
 }
 
+/// Writes the one-peer-per-pod model of `pods` pods
+/// ([`synth::per_pod`]) as `synth.weir` and `inventory.json` into `dir`,
+/// to profile `weir compile` on it by hand.
+pub fn render_per_pod(pods: usize, dir: &std::path::Path) -> std::io::Result<()> {
+    let r = synth::render(&synth::per_pod::model(pods));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("synth.weir"), &r.weir)?;
+    std::fs::write(dir.join("inventory.json"), &r.inventory)
+}
+
 pub(crate) fn build_case(label: String, params: Params, log: &dyn Fn(&str)) -> Case {
     log(&format!("{label}: generating and compiling"));
     let model = synth::model(&params);

@@ -27,8 +27,8 @@ mod tables;
 
 use std::time::Instant;
 
-pub use crate::case::render_headline;
 use crate::case::{build_case, Case};
+pub use crate::case::{render_headline, render_per_pod};
 pub use crate::plan::{Figure, Opts, Plan};
 use crate::report::Report;
 use crate::stats::thousands;
@@ -117,6 +117,9 @@ pub fn run(opts: &Opts) -> Report {
         }
         (Vec::new(), Vec::new())
     };
+    if kernel && opts.wants(Figure::PerPod) {
+        tables::per_pod::table(&mut rep, &plan, &log);
+    }
     if opts.wants(Figure::Iptables) {
         if ipt_ok {
             tables::iptables::figures(&mut rep, &cases.rules, &cases.svcs, &plan, &log);

@@ -1,11 +1,13 @@
 //! `weir-bench [--quick] [--out FILE] [--seed N] [--no-kernel]`: runs the
 //! benchmarks, prints the tables, and with `--out` rewrites the generated
 //! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
-//! iptables-apply, compile, updates, sizes; repeatable) runs only those tables, to iterate
+//! iptables-apply, compile, updates, sizes, per-pod; repeatable) runs only those tables, to iterate
 //! on one part; it cannot be combined with `--out`. `weir-bench --render DIR [--quick]
 //! [--seed N] [--rules N]` only writes the headline model (or the rules
 //! sweep's model of N rules) as `synth.weir` and
-//! `inventory.json` into DIR, to profile `weir compile` on it by hand.
+//! `inventory.json` into DIR, to profile `weir compile` on it by hand;
+//! `weir-bench --render-per-pod N DIR` does the same for the
+//! one-peer-per-pod model of N pods (issue 21, item 4).
 
 use std::path::PathBuf;
 
@@ -17,7 +19,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR [--rules N]"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] | --render DIR [--rules N] | --render-per-pod N DIR"
     );
     std::process::exit(2)
 }
@@ -43,12 +45,21 @@ fn main() {
     let mut opts = weir_bench::Opts::default();
     let mut out: Option<PathBuf> = None;
     let mut render: Option<PathBuf> = None;
+    let mut per_pod: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => opts.quick = true,
             "--no-kernel" => opts.kernel = false,
             "--render" => render = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+            "--render-per-pod" => {
+                per_pod = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                );
+                render = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage()));
+            }
             "--out" => out = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--only" => opts.only.push(
                 args.next()
@@ -77,7 +88,11 @@ fn main() {
         std::process::exit(2);
     }
     if let Some(dir) = render {
-        match weir_bench::render_headline(&opts, &dir) {
+        let written = match per_pod {
+            Some(n) => weir_bench::render_per_pod(n, &dir),
+            None => weir_bench::render_headline(&opts, &dir),
+        };
+        match written {
             Ok(()) => eprintln!("wrote {}/synth.weir and inventory.json", dir.display()),
             Err(e) => {
                 eprintln!("error: writing {}: {e}", dir.display());

@@ -35,16 +35,19 @@ pub enum Figure {
     Compile,
     Updates,
     Sizes,
+    /// One rule per pod at 10,000 and 100,000 (`per-pod`, eBPF).
+    PerPod,
 }
 
 impl Figure {
-    pub const ALL: [(&'static str, Figure); 6] = [
+    pub const ALL: [(&'static str, Figure); 7] = [
         ("ebpf", Figure::Ebpf),
         ("iptables", Figure::Iptables),
         ("iptables-apply", Figure::IptablesApply),
         ("compile", Figure::Compile),
         ("updates", Figure::Updates),
         ("sizes", Figure::Sizes),
+        ("per-pod", Figure::PerPod),
     ];
 
     pub fn parse(s: &str) -> Option<Figure> {

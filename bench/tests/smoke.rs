@@ -41,6 +41,7 @@ fn quick_benchmark_runs() {
             "iptables per-packet cost by services",
             "iptables apply by rules",
             "Update latency",
+            "eBPF, one rule per pod",
         ] {
             assert!(text.contains(title), "no `{title}` table in:\n{text}");
         }

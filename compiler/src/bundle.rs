@@ -224,7 +224,7 @@ pub fn assemble(
     let artifacts = write::artifact_hashes(&files);
     files.insert(
         MANIFEST.to_string(),
-        manifest_bytes(&artifacts, prepared.head, &sections),
+        manifest_bytes(&artifacts, prepared.head, sections),
     );
     files
 }
@@ -235,32 +235,88 @@ pub fn assemble(
 /// manifest` prints it indented for people. `artifacts` and `backends`
 /// sort before every other key, so the object is
 /// `{"artifacts":…,"backends":…,` and then the head's keys.
+///
+/// When the largest section's buffer has room for the whole text (its
+/// serializer grew it by doubling), the text is built in it: the eBPF
+/// section of 100,000 one-peer-per-pod rules is ~700 MB (its class rows),
+/// and copying it into a new buffer doubled the peak memory of `weir
+/// compile` (issue 21). The pieces before it are moved in front of it
+/// (one move within the buffer), the others appended. Otherwise the text
+/// is written into a new buffer of its exact size, as before.
 fn manifest_bytes(
     artifacts: &BTreeMap<String, String>,
     head: Vec<u8>,
-    sections: &BTreeMap<Target, Section>,
+    sections: BTreeMap<Target, Section>,
 ) -> Vec<u8> {
-    let sections_len: usize = sections.values().map(|s| s.text().len() + 32).sum();
-    let mut out = Vec::with_capacity(head.len() + sections_len + (1 << 16));
-    out.extend_from_slice(b"{\"artifacts\":");
-    serde_json::to_writer(&mut out, artifacts).expect("hashes serialize");
-    out.extend_from_slice(b",\"backends\":{");
-    // Sorted by name, as a JSON object's keys are.
-    let by_name: BTreeMap<&str, &Section> = sections.iter().map(|(t, s)| (t.name(), s)).collect();
-    for (i, (name, section)) in by_name.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, name).expect("names serialize");
-        out.push(b':');
-        out.extend_from_slice(section.text().as_bytes());
-    }
-    out.push(b'}');
     debug_assert!(head.starts_with(b"{\"") && head.ends_with(b"}"));
-    out.push(b',');
-    out.extend_from_slice(&head[1..]);
-    out.push(b'\n');
-    out
+    // Sorted by name, as a JSON object's keys are.
+    let mut by_name: Vec<(&'static str, Section)> =
+        sections.into_iter().map(|(t, s)| (t.name(), s)).collect();
+    by_name.sort_by_key(|(name, _)| *name);
+    let mut prefix = Vec::with_capacity(1 << 16);
+    prefix.extend_from_slice(b"{\"artifacts\":");
+    serde_json::to_writer(&mut prefix, artifacts).expect("hashes serialize");
+    prefix.extend_from_slice(b",\"backends\":{");
+    // A section's key (with its leading comma after the first).
+    let key = |i: usize, name: &str| -> Vec<u8> {
+        let mut k = Vec::new();
+        if i > 0 {
+            k.push(b',');
+        }
+        serde_json::to_writer(&mut k, name).expect("names serialize");
+        k.push(b':');
+        k
+    };
+    let keys_len: usize = by_name
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| key(i, n).len())
+        .sum();
+    let sections_len: usize = by_name.iter().map(|(_, s)| s.0.len()).sum();
+    // `}` `,` head without its `{` `\n`.
+    let total = prefix.len() + keys_len + sections_len + 1 + head.len() + 1;
+    let largest = by_name
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, (_, s))| (s.0.len(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+        .filter(|&i| by_name[i].1 .0.capacity() >= total);
+    let tail = |out: &mut Vec<u8>, head: &[u8]| {
+        out.push(b'}');
+        out.push(b',');
+        out.extend_from_slice(&head[1..]);
+        out.push(b'\n');
+    };
+    match largest {
+        Some(l) => {
+            let mut sections = by_name.into_iter().enumerate();
+            let mut before = prefix;
+            for (i, (name, s)) in sections.by_ref().take(l) {
+                before.extend_from_slice(&key(i, name));
+                before.extend_from_slice(s.0.as_bytes());
+            }
+            let (i, (name, s)) = sections.next().expect("the largest section");
+            before.extend_from_slice(&key(i, name));
+            let mut out = s.0.into_bytes();
+            out.splice(0..0, before);
+            for (i, (name, s)) in sections {
+                out.extend_from_slice(&key(i, name));
+                out.extend_from_slice(s.0.as_bytes());
+            }
+            tail(&mut out, &head);
+            out
+        }
+        None => {
+            let mut out = Vec::with_capacity(total);
+            out.extend_from_slice(&prefix);
+            for (i, (name, s)) in by_name.into_iter().enumerate() {
+                out.extend_from_slice(&key(i, name));
+                out.extend_from_slice(s.0.as_bytes());
+            }
+            tail(&mut out, &head);
+            out
+        }
+    }
 }
 
 /// The bundle's files (see the module docs).

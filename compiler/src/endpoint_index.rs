@@ -145,8 +145,28 @@ pub fn union(a: &[u32], b: &[u32]) -> Vec<u32> {
     out
 }
 
+/// A list this many times shorter than the other is searched in it
+/// rather than merged with it (a selector on one deployment against
+/// every endpoint of a namespace: a few ids in tens of thousands).
+const SEARCH_RATIO: usize = 16;
+
 /// Sorted-list intersection.
 pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if small.len() * SEARCH_RATIO < large.len() {
+        let mut rest = large;
+        let mut out = Vec::with_capacity(small.len());
+        for &x in small {
+            match rest.binary_search(&x) {
+                Ok(i) => {
+                    out.push(x);
+                    rest = &rest[i + 1..];
+                }
+                Err(i) => rest = &rest[i..],
+            }
+        }
+        return out;
+    }
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
@@ -165,6 +185,20 @@ pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
 
 /// Sorted-list difference `a \ b`.
 pub fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
+    if a.len() * SEARCH_RATIO < b.len() {
+        let mut rest = b;
+        let mut out = Vec::with_capacity(a.len());
+        for &x in a {
+            match rest.binary_search(&x) {
+                Ok(i) => rest = &rest[i + 1..],
+                Err(i) => {
+                    out.push(x);
+                    rest = &rest[i..];
+                }
+            }
+        }
+        return out;
+    }
     let mut out = Vec::with_capacity(a.len());
     let mut j = 0;
     for &x in a {
@@ -254,7 +288,16 @@ mod tests {
         fn set_operations_match_btreesets(
             a in proptest::collection::btree_set(0u32..64, 0..20),
             b in proptest::collection::btree_set(0u32..64, 0..20),
+            // Lopsided sizes: the searched path (`SEARCH_RATIO`).
+            c in proptest::collection::btree_set(0u32..400, 0..4),
+            d in proptest::collection::btree_set(0u32..400, 60..300),
         ) {
+            let cv: Vec<u32> = c.iter().copied().collect();
+            let dv: Vec<u32> = d.iter().copied().collect();
+            proptest::prop_assert_eq!(intersect(&cv, &dv), c.intersection(&d).copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(intersect(&dv, &cv), c.intersection(&d).copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(difference(&cv, &dv), c.difference(&d).copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(difference(&dv, &cv), d.difference(&c).copied().collect::<Vec<_>>());
             let av: Vec<u32> = a.iter().copied().collect();
             let bv: Vec<u32> = b.iter().copied().collect();
             proptest::prop_assert_eq!(union(&av, &bv), a.union(&b).copied().collect::<Vec<_>>());

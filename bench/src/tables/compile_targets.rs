@@ -8,6 +8,11 @@
 //! compile the same model with every service balanced randomly (one word
 //! of the rendered source differs per Maglev service; everything else —
 //! rules, endpoints, classes, graph — is the same model).
+//!
+//! The last row is 100,000 one-peer-per-pod rules ([`synth::per_pod`],
+//! issue 21 item 4) for both targets: every pod its own class and its own
+//! atom, the shape that made the class rows quadratic in memory; its
+//! goal is a peak RSS under 1 GB.
 
 use std::path::Path;
 
@@ -27,6 +32,10 @@ const RUNS: usize = 5;
 /// The targets: wall time (ms) and peak RSS (MiB; 500 MB).
 const WALL_GOAL_MS: f64 = 1000.0;
 const RSS_GOAL_MIB: f64 = 500e6 / (1024.0 * 1024.0);
+/// Runs of the one-peer-per-pod row (tens of seconds each at 100,000).
+const PER_POD_RUNS: usize = 3;
+/// The per-pod row's goal: 1 GB peak RSS.
+const PER_POD_RSS_GOAL_MIB: f64 = 1e9 / (1024.0 * 1024.0);
 
 /// `model` with every service balanced randomly.
 fn random_balanced(model: &Model) -> Model {
@@ -151,5 +160,61 @@ pub(crate) fn table(rep: &mut Report, headline: &Case, plan: &Plan, weir: &Path)
             },
         });
     }
+    per_pod_row(rep, &mut t, big, weir);
     rep.tables.push(t);
+}
+
+/// One rule per pod (issue 21, item 4): 100,000 one-peer rules
+/// ([`synth::per_pod`]) compiled for both targets, its peak RSS against
+/// 1 GB (1,000 pods in a quick run).
+fn per_pod_row(rep: &mut Report, t: &mut Table, big: bool, weir: &Path) {
+    let pods = if big { 100_000 } else { 1_000 };
+    let dir = Scratch::new("cli-per-pod");
+    let r = synth::render(&synth::per_pod::model(pods));
+    if let Err(e) = std::fs::write(dir.0.join("synth.weir"), &r.weir)
+        .and_then(|()| std::fs::write(dir.0.join("inventory.json"), &r.inventory))
+    {
+        rep.problems
+            .push(format!("per-pod compile: writing the model: {e}"));
+        return;
+    }
+    let r = match measure(weir, "all", &dir.0, PER_POD_RUNS) {
+        Ok(r) => r,
+        Err(e) => {
+            rep.problems.push(format!("per-pod compile: {e}"));
+            return;
+        }
+    };
+    if let Some(f) = &r.failure {
+        rep.problems.push(format!(
+            "weir compile --target all of {pods} per-pod rules: {f}"
+        ));
+    }
+    t.row(vec![
+        "`all`".into(),
+        format!("{} one-peer-per-pod rules", crate::stats::thousands(pods)),
+        ms(r.cpu_ms),
+        format!(
+            "{} ({}–{})",
+            ms(r.wall_ms),
+            ms(r.wall_range.0),
+            ms(r.wall_range.1)
+        ),
+        format!("{:.0}", r.peak_mib),
+    ]);
+    rep.targets.push(Target {
+        name: format!(
+            "compile {} one-peer-per-pod rules (`weir compile --target all`, whole process)",
+            crate::stats::thousands(pods)
+        ),
+        goal: "< 1 GB peak RSS".into(),
+        measured: format!("{} ms CPU, {:.0} MiB", ms(r.cpu_ms), r.peak_mib),
+        verdict: if big {
+            TV::from(Some(
+                r.failure.is_none() && r.peak_mib < PER_POD_RSS_GOAL_MIB,
+            ))
+        } else {
+            TV::NotMeasured
+        },
+    });
 }

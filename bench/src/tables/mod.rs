@@ -9,5 +9,6 @@ pub(crate) mod driven;
 pub(crate) mod ebpf;
 pub(crate) mod ipt_apply;
 pub(crate) mod iptables;
+pub(crate) mod per_pod;
 pub(crate) mod sizes;
 pub(crate) mod updates;

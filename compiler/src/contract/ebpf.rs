@@ -59,7 +59,8 @@ pub struct Fill {
     /// Class → its row in `weir_atoms`, as 32-bit words: the atom bits
     /// (bit `a % 32` of word `a / 32`), then one `u16` branch index per
     /// map-backed class table (`NO_BRANCH`: the table's default).
-    pub atom_rows: Vec<Vec<u32>>,
+    /// Held by their non-zero words ([`super::atom_rows`]).
+    pub atom_rows: super::atom_rows::AtomRows,
     pub cls4: Vec<LpmEntry>,
     pub cls6: Vec<LpmEntry>,
 }

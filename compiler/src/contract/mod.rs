@@ -28,6 +28,7 @@
 //! contract: its layout and typed sections are [`endpoints_state`], the
 //! runtime only does the file IO.
 
+pub mod atom_rows;
 pub mod ebpf;
 pub mod endpoints_state;
 pub mod event;

@@ -93,57 +93,10 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
     for (id, text) in files {
         objs.extend(input::parse_file(text, *id, &mut rep));
     }
-    // One object per kind/namespace/name: the last one read wins (as
-    // `kubectl apply` of the files in order would leave it).
-    let mut seen = std::collections::BTreeMap::new();
-    for (i, o) in objs.iter().enumerate() {
-        seen.insert((o.kind.clone(), o.namespace.clone(), o.name.clone()), i);
-    }
-    let keep: std::collections::BTreeSet<usize> = seen.values().copied().collect();
-    let objs: Vec<Obj> = objs
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| keep.contains(i))
-        .map(|(_, o)| o)
-        .collect();
-
+    let objs = latest_objects(objs);
     let cluster = Cluster::read(&objs, &mut rep);
-    let mut policies: Vec<Policy> = Vec::new();
-    let mut services = Vec::new();
-    let mut counts = std::collections::BTreeMap::new();
-    for o in &objs {
-        match o.kind.as_str() {
-            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, &mut rep)),
-            "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
-                policies.extend(adminpolicy::translate(o, &cluster, &mut rep))
-            }
-            "Service" => {
-                let scope = frontends::Scope {
-                    cluster: &cluster,
-                    node: opts.node.as_deref(),
-                };
-                services.extend(service::translate(o, &objs, scope, &mut rep))
-            }
-            "Pod" | "Namespace" | "Node" | "EndpointSlice" => {}
-            _ => {
-                rep.push(
-                    o.span,
-                    K8sProblem::KindIgnored {
-                        object: o.describe(),
-                        api_version: o.api_version.clone(),
-                    },
-                );
-                continue;
-            }
-        }
-        *counts.entry(o.kind.clone()).or_insert(0) += 1;
-    }
+    let (mut policies, services, counts) = translate_objects(&objs, &cluster, opts, &mut rep);
     policies.sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
-    let has_tier = |t: &str| policies.iter().any(|p| p.tier == t);
-    let (admin, baseline) = (
-        has_tier(adminpolicy::ADMIN_TIER),
-        has_tier(adminpolicy::BASELINE_TIER),
-    );
     let implicit = implicit_policies(&cluster, &mut rep, &objs);
 
     let mut text = String::new();
@@ -154,87 +107,9 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
     text.push_str(&node_decls(&cluster));
     match &endpoints {
         Endpoints::Inventory(f) => text.push_str(&format!("inventory {}\n\n", quote(f))),
-        Endpoints::Inline => {
-            for (ns, labels) in cluster.namespaces_used() {
-                let labels: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
-                    .collect();
-                text.push_str(&format!(
-                    "# Namespace {ns}\nnamespace {} {{\n  labels {{ {} }}\n}}\n\n",
-                    emit::namespace_name(&ns),
-                    labels.join(", "),
-                ));
-            }
-            for p in &cluster.pods {
-                let labels: Vec<String> = cluster
-                    .endpoint_labels(p)
-                    .iter()
-                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
-                    .collect();
-                let mut lines: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
-                let ports: Vec<String> = cluster::named_ports(p)
-                    .into_iter()
-                    .map(|(n, spec)| format!("{}: {spec}", quote(&n)))
-                    .collect();
-                if !ports.is_empty() {
-                    lines.push(format!("ports {{ {} }}", ports.join(", ")));
-                }
-                if let Some(n) = cluster.node_of(p) {
-                    lines.push(format!("node {n}"));
-                }
-                if p.host_network {
-                    lines.push("host network".to_string());
-                }
-                text.push_str(&format!(
-                    "# Pod {}/{}\nendpoint {} {{\n  namespace {}\n  labels {{ {} }}\n  {}\n}}\n\n",
-                    p.namespace,
-                    p.name,
-                    emit::pod_name(p),
-                    emit::namespace_name(&p.namespace),
-                    labels.join(", "),
-                    lines.join("\n  ")
-                ));
-            }
-        }
+        Endpoints::Inline => text.push_str(&inline_endpoints(&cluster)),
     }
-    // (name, order, used, falls through, what)
-    let tiers = [
-        (
-            IMPLICIT_TIER,
-            10,
-            !implicit.is_empty(),
-            true,
-            "a pod can always reach itself, and its node can always reach it",
-        ),
-        (
-            adminpolicy::ADMIN_TIER,
-            20,
-            admin,
-            true,
-            "AdminNetworkPolicy and ClusterNetworkPolicy tier Admin; what no rule decides goes on to NetworkPolicy",
-        ),
-        (
-            networkpolicy::TIER,
-            30,
-            has_tier(networkpolicy::TIER),
-            false,
-            "NetworkPolicy",
-        ),
-        (
-            adminpolicy::BASELINE_TIER,
-            40,
-            baseline,
-            true,
-            "ClusterNetworkPolicy tier Baseline, then BaselineAdminNetworkPolicy; what no rule decides is allowed",
-        ),
-    ];
-    for (name, order, used, pass, what) in tiers {
-        if used {
-            let pass = if pass { " default pass" } else { "" };
-            text.push_str(&format!("# {what}\ntier {name} order {order}{pass}\n"));
-        }
-    }
+    text.push_str(&tier_decls(&policies, !implicit.is_empty()));
     text.push('\n');
     for p in implicit.iter().chain(&policies) {
         text.push_str(&p.text());
@@ -256,6 +131,158 @@ pub fn import_with(files: &[(FileId, &str)], endpoints: Endpoints, opts: &Option
         diagnostics,
         counts,
     }
+}
+
+/// One object per kind/namespace/name: the last one read wins (as
+/// `kubectl apply` of the files in order would leave it).
+fn latest_objects(objs: Vec<Obj>) -> Vec<Obj> {
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, o) in objs.iter().enumerate() {
+        seen.insert((o.kind.clone(), o.namespace.clone(), o.name.clone()), i);
+    }
+    let keep: std::collections::BTreeSet<usize> = seen.values().copied().collect();
+    objs.into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, o)| o)
+        .collect()
+}
+
+/// The policies and services of `objs`, and how many objects of each
+/// kind were read (kinds weir does not know are reported and skipped).
+fn translate_objects(
+    objs: &[Obj],
+    cluster: &Cluster,
+    opts: &Options,
+    rep: &mut Reporter,
+) -> (
+    Vec<Policy>,
+    Vec<emit::Service>,
+    std::collections::BTreeMap<String, usize>,
+) {
+    let mut policies: Vec<Policy> = Vec::new();
+    let mut services = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for o in objs {
+        match o.kind.as_str() {
+            "NetworkPolicy" => policies.extend(networkpolicy::translate(o, rep)),
+            "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy" => {
+                policies.extend(adminpolicy::translate(o, cluster, rep))
+            }
+            "Service" => {
+                let scope = frontends::Scope {
+                    cluster,
+                    node: opts.node.as_deref(),
+                };
+                services.extend(service::translate(o, objs, scope, rep))
+            }
+            "Pod" | "Namespace" | "Node" | "EndpointSlice" => {}
+            _ => {
+                rep.push(
+                    o.span,
+                    K8sProblem::KindIgnored {
+                        object: o.describe(),
+                        api_version: o.api_version.clone(),
+                    },
+                );
+                continue;
+            }
+        }
+        *counts.entry(o.kind.clone()).or_insert(0) += 1;
+    }
+    (policies, services, counts)
+}
+
+/// `--inline`: the namespaces in use and every pod, as declarations.
+fn inline_endpoints(cluster: &Cluster) -> String {
+    let mut text = String::new();
+    for (ns, labels) in cluster.namespaces_used() {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+            .collect();
+        text.push_str(&format!(
+            "# Namespace {ns}\nnamespace {} {{\n  labels {{ {} }}\n}}\n\n",
+            emit::namespace_name(&ns),
+            labels.join(", "),
+        ));
+    }
+    for p in &cluster.pods {
+        let labels: Vec<String> = cluster
+            .endpoint_labels(p)
+            .iter()
+            .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+            .collect();
+        let mut lines: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
+        let ports: Vec<String> = cluster::named_ports(p)
+            .into_iter()
+            .map(|(n, spec)| format!("{}: {spec}", quote(&n)))
+            .collect();
+        if !ports.is_empty() {
+            lines.push(format!("ports {{ {} }}", ports.join(", ")));
+        }
+        if let Some(n) = cluster.node_of(p) {
+            lines.push(format!("node {n}"));
+        }
+        if p.host_network {
+            lines.push("host network".to_string());
+        }
+        text.push_str(&format!(
+            "# Pod {}/{}\nendpoint {} {{\n  namespace {}\n  labels {{ {} }}\n  {}\n}}\n\n",
+            p.namespace,
+            p.name,
+            emit::pod_name(p),
+            emit::namespace_name(&p.namespace),
+            labels.join(", "),
+            lines.join("\n  ")
+        ));
+    }
+    text
+}
+
+/// The tiers the program uses, in Kubernetes' order: the implicit
+/// allowances, Admin, NetworkPolicy, Baseline.
+fn tier_decls(policies: &[Policy], implicit: bool) -> String {
+    let has_tier = |t: &str| policies.iter().any(|p| p.tier == t);
+    // (name, order, used, falls through, what)
+    let tiers = [
+        (
+            IMPLICIT_TIER,
+            10,
+            implicit,
+            true,
+            "a pod can always reach itself, and its node can always reach it",
+        ),
+        (
+            adminpolicy::ADMIN_TIER,
+            20,
+            has_tier(adminpolicy::ADMIN_TIER),
+            true,
+            "AdminNetworkPolicy and ClusterNetworkPolicy tier Admin; what no rule decides goes on to NetworkPolicy",
+        ),
+        (
+            networkpolicy::TIER,
+            30,
+            has_tier(networkpolicy::TIER),
+            false,
+            "NetworkPolicy",
+        ),
+        (
+            adminpolicy::BASELINE_TIER,
+            40,
+            has_tier(adminpolicy::BASELINE_TIER),
+            true,
+            "ClusterNetworkPolicy tier Baseline, then BaselineAdminNetworkPolicy; what no rule decides is allowed",
+        ),
+    ];
+    let mut text = String::new();
+    for (name, order, used, pass, what) in tiers {
+        if used {
+            let pass = if pass { " default pass" } else { "" };
+            text.push_str(&format!("# {what}\ntier {name} order {order}{pass}\n"));
+        }
+    }
+    text
 }
 
 /// The Nodes of the input as `node` declarations (labels, InternalIP and

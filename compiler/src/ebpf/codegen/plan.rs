@@ -3,6 +3,7 @@
 //! rows, and the stage split (split, assemble, split tighter).
 
 use super::*;
+use crate::contract::atom_rows::AtomRows;
 
 /// Nodes reachable from `root` in reverse postorder of a depth-first
 /// walk: a topological order (parents first, so blocks only jump
@@ -175,24 +176,30 @@ pub(super) fn class_rows(
     atom_words: usize,
     columns: &[Vec<u16>],
     row_size: usize,
-) -> Vec<Vec<u32>> {
-    let mut rows = Vec::new();
+) -> AtomRows {
+    let mut rows = AtomRows::default();
+    let mut bytes: Vec<u8> = Vec::with_capacity(row_size);
+    let mut words: Vec<u32> = Vec::with_capacity(row_size / 4);
     for (c, row) in g.classes.classes.iter().enumerate() {
-        let mut w = vec![0u32; atom_words];
+        bytes.clear();
+        bytes.resize(atom_words * 4, 0);
         for a in row.iter() {
-            w[a / 32] |= 1 << (a % 32);
+            let w = (a / 32) * 4;
+            let x =
+                u32::from_ne_bytes(bytes[w..w + 4].try_into().expect("4 bytes")) | 1 << (a % 32);
+            bytes[w..w + 4].copy_from_slice(&x.to_ne_bytes());
         }
-        let mut bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
         for col in columns {
             bytes.extend_from_slice(&col[c].to_ne_bytes());
         }
         bytes.resize(row_size, 0);
-        rows.push(
+        words.clear();
+        words.extend(
             bytes
                 .chunks(4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
         );
+        rows.push(&words);
     }
     rows
 }
