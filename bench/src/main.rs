@@ -16,7 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes …] [--seed N] [--no-kernel] | --render DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--sizes N,N…] | --render DIR"
     );
     std::process::exit(2)
 }
@@ -54,6 +54,19 @@ fn main() {
                     .and_then(|s| weir_bench::Figure::parse(&s))
                     .unwrap_or_else(|| usage()),
             ),
+            "--ct-table" => {
+                opts.ct_table = args
+                    .next()
+                    .and_then(|s| weir_compiler::ebpf::state_tables::CtTable::parse(&s))
+                    .unwrap_or_else(|| usage())
+            }
+            "--sizes" => {
+                opts.sizes = Some(
+                    args.next()
+                        .and_then(|s| s.split(',').map(|n| n.parse().ok()).collect())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             "--seed" => {
                 opts.seed = args
                     .next()
@@ -64,7 +77,7 @@ fn main() {
             _ => usage(),
         }
     }
-    if out.is_some() && !opts.only.is_empty() {
+    if out.is_some() && (!opts.only.is_empty() || opts.sizes.is_some()) {
         eprintln!("error: --only makes a partial report; it cannot rewrite a file (--out)");
         std::process::exit(2);
     }

@@ -20,6 +20,12 @@ pub struct Opts {
     /// Only these figures (`--only`, for iterating on one back end; such
     /// a partial report must not rewrite BENCHMARKS.md). Empty: all.
     pub only: Vec<Figure>,
+    /// The kind of the per-flow tables the eBPF programs are compiled
+    /// with (`--ct-table`, default: what `weir compile` defaults to).
+    pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
+    /// Only these sizes in both sweeps (`--sizes 1000,10000`, with
+    /// `--only`: to compare one change at the sizes it is about).
+    pub sizes: Option<Vec<usize>>,
 }
 
 /// The groups of tables `--only` selects.
@@ -64,6 +70,8 @@ impl Default for Opts {
             verbose: true,
             variant: weir_runtime::iptables::Variant::Legacy,
             only: Vec::new(),
+            ct_table: Default::default(),
+            sizes: None,
         }
     }
 }
@@ -85,6 +93,8 @@ pub struct Plan {
     /// compile table's memory row (issue 15, item 7).
     pub inventory_check: usize,
     pub variant: weir_runtime::iptables::Variant,
+    /// `Opts::ct_table`.
+    pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
 }
 
 impl Plan {
@@ -115,6 +125,7 @@ impl Plan {
                 endpoints: 300,
                 inventory_check: 10_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
+                ct_table: Default::default(),
             }
         } else {
             Plan {
@@ -142,6 +153,7 @@ impl Plan {
                 endpoints: 2_000,
                 inventory_check: 1_000_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
+                ct_table: Default::default(),
             }
         }
     }

@@ -28,6 +28,46 @@ pub const DEFAULT_CONNTRACK: u32 = 524_288;
 /// Cilium's `bpf-ct-global-any-max` and `bpf-sock-rev-map-max`.
 pub const DEFAULT_TRANSLATION: u32 = 262_144;
 
+/// What kind of kernel table `weir_ct` and `weir_lb_ct` are
+/// (`weir compile --ct-table lru|hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtTable {
+    /// `BPF_MAP_TYPE_LRU_HASH`: a full table evicts its least recently
+    /// used entries; no insert fails.
+    #[default]
+    Lru,
+    /// `BPF_MAP_TYPE_HASH`, preallocated: an insert into a full table
+    /// fails, and the flow is denied and counted (`table full`); a
+    /// collector in user space removes expired entries.
+    Hash,
+}
+
+impl CtTable {
+    /// The map type of the per-flow tables.
+    pub fn map_type(self) -> crate::ebpf::MapType {
+        match self {
+            CtTable::Lru => crate::ebpf::MapType::LruHash,
+            CtTable::Hash => crate::ebpf::MapType::Hash,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CtTable::Lru => "lru",
+            CtTable::Hash => "hash",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CtTable> {
+        match s {
+            "lru" => Some(CtTable::Lru),
+            "hash" => Some(CtTable::Hash),
+            _ => None,
+        }
+    }
+}
+
 /// The per-flow tables' sizes (entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +78,10 @@ pub struct StateTables {
     /// service object's `weir_lb_rev`): the
     /// service translation state (LRU; only in programs with services).
     pub translation: u32,
+    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
+    /// it was compiled with LRU tables).
+    #[serde(default)]
+    pub kind: CtTable,
 }
 
 impl Default for StateTables {
@@ -45,6 +89,7 @@ impl Default for StateTables {
         StateTables {
             conntrack: DEFAULT_CONNTRACK,
             translation: DEFAULT_TRANSLATION,
+            kind: CtTable::default(),
         }
     }
 }

@@ -54,15 +54,28 @@ impl Gen<'_> {
             deny,
         };
         sides.allowed_id(em);
+        // Non-LRU tables (`fixed.rs`): inserted before the count, a full
+        // table denies.
+        let fixed = self
+            .fixed_tables()
+            .then(|| (em.label("table_full"), em.label("table_full_undo")));
+        if let Some((full, undo)) = fixed {
+            self.inserts_or_full(em, full, undo);
+        }
         em.count_reg(R3);
         self.final_events(em, true);
-        self.conntrack_insert(em);
-        if self.has_services {
-            self.record_translation(em);
+        if fixed.is_none() {
+            self.conntrack_insert(em);
+            if self.has_services {
+                self.record_translation(em);
+            }
         }
         self.steering(em);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
+        if let Some((full, undo)) = fixed {
+            self.table_full(em, full, undo);
+        }
         sides.denied_id(em);
         em.count_reg(R3);
         self.final_events(em, false);
