@@ -7,7 +7,7 @@
 //!   the rule that allowed it; established flows still pass;
 //! - a full `weir_lb_ct` denies a new service flow the same way and
 //!   leaves no `weir_ct` entry of it behind;
-//! - an established packet refreshes its entry's time (flags kept);
+//! - an established packet marks its entry seen (flags kept);
 //! - the collector (`weir_runtime::ebpf::collect`) removes nothing fresh,
 //!   removes idle entries and their translations, and then the denied
 //!   flows pass.
@@ -18,7 +18,6 @@ mod ebpf_common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ebpf_common::*;
 use weir_compiler::check::check_program;
@@ -128,33 +127,38 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     assert_eq!(count(full_id), 2);
     // Counted only as `table full`: no provenance counter moved.
     assert_eq!((0..full_id).map(count).sum::<u64>(), denied_before);
-    // Established flows (an entry each) still pass, and refresh their time.
+    // Established flows (an entry each) still pass, and mark their entry
+    // seen (flags kept).
     let m = gen.ebpf.map(layout::map::CT).unwrap();
     let vs = layout::ct::VALUE_SIZE as usize;
     let time = |p: &Packet| {
         let v = lookup_raw(m, &ct_key(p), vs).unwrap().expect("an entry");
         u64::from_ne_bytes(v[..8].try_into().unwrap())
     };
+    let seen = layout::ct::SEEN as u64;
     let t0 = time(&plain(3000));
-    std::thread::sleep(Duration::from_millis(2));
+    assert_eq!(t0 & seen, 0, "a new entry is not seen yet");
     assert_eq!(run(&gen, &frame(&plain(3000))), OK);
-    let t1 = time(&plain(3000));
-    assert!(t1 > t0, "last seen not refreshed: {t0} → {t1}");
-    assert_eq!(t1 & 3, t0 & 3, "flags changed");
+    assert_eq!(
+        time(&plain(3000)),
+        t0 | seen,
+        "not marked seen, or flags changed"
+    );
 
-    // The collector: fresh entries stay.
+    // The collector: fresh entries stay; a seen one is stamped with the
+    // collector's time, its bit cleared.
     let lbm = gen.ebpf.map(lb::CT);
-    let c = collect_maps(m, lbm, monotonic_ns(), Timeouts::default()).unwrap();
+    let now0 = monotonic_ns();
+    let t = Timeouts::default();
+    let c = collect_maps(m, lbm, now0, t).unwrap();
     assert_eq!((c.conntrack, c.conntrack_removed), (CT as usize, 0));
     assert_eq!((c.translation, c.translation_removed), (LB as usize, 0));
-    // One flow busy again; the collector's clock set to exactly one TCP
-    // timeout after that packet (no waiting): every other entry is idle
-    // longer and goes, translations with their flows.
-    std::thread::sleep(Duration::from_millis(1));
+    assert_eq!(time(&plain(3000)), (now0 & !7) | (t0 & 3));
+    // One flow busy again; the collector's clock one TCP timeout and
+    // 1 ns later (no waiting): every other entry has been idle longer
+    // and goes, translations with their flows.
     assert_eq!(run(&gen, &frame(&plain(3001))), OK);
-    let busy = time(&plain(3001)) & !3;
-    let t = Timeouts::default();
-    let c = collect_maps(m, lbm, busy + t.tcp.as_nanos() as u64, t).unwrap();
+    let c = collect_maps(m, lbm, now0 + t.tcp.as_nanos() as u64 + 1, t).unwrap();
     assert_eq!(c.conntrack_removed, CT as usize - 1, "{c:?}");
     assert_eq!(c.translation_removed, LB as usize, "{c:?}");
     assert_eq!(conntrack_len(&gen), 1);

@@ -9,12 +9,19 @@
 //! entry per translated flow, plus the affinity `weir_lb_aff` and socket
 //! `weir_lb_sk` tables, which share the size; the standalone service
 //! object's reverse-NAT table `weir_lb_rev` too).
-//! Every one of them is an LRU hash: when one is full, an insert evicts
-//! the least recently used entries of that table (the kernel's LRU lists;
-//! with per-CPU free lists eviction can begin a little before the table
-//! is completely full). No insert fails for lack of room, so no packet is
-//! dropped for it; what an eviction costs is documented in
-//! docs/runtime.md ("When a state table is full"). The tables are
+//! By default ([`CtTable::Lru`]) every one of them is an LRU hash: when
+//! one is full, an insert evicts the least recently used entries of that
+//! table (the kernel's LRU lists; with per-CPU free lists eviction can
+//! begin a little before the table is completely full). No insert fails
+//! for lack of room, so no packet is dropped for it; what an eviction
+//! costs is documented in docs/runtime.md ("When a state table is
+//! full"). With [`CtTable::Hash`] (`--ct-table hash`) `weir_ct` and
+//! `weir_lb_ct` are preallocated non-LRU hashes: cheaper inserts (no LRU
+//! free-list work), a full table denies the new flow and counts it
+//! (`codegen/emit/fixed.rs`), and the runtime's collector removes idle
+//! entries (`weir_runtime::ebpf::collect`). LRU stays the default: a
+//! hash table is only safe where a collector runs (`weir agent`). The
+//! tables are
 //! preallocated: their memory is taken at load time whatever the traffic
 //! (~136 bytes per `weir_ct` entry, ~130 per `weir_lb_ct` entry, see
 //! docs/runtime.md for the measured figures).
@@ -74,14 +81,15 @@ impl CtTable {
 pub struct StateTables {
     /// `weir_ct`: the policy conntrack (LRU).
     pub conntrack: u32,
+    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
+    /// it was compiled with LRU tables). Fields in sorted key order (the
+    /// manifest's sections are written sorted).
+    #[serde(default)]
+    pub kind: CtTable,
     /// `weir_lb_ct`, `weir_lb_aff`, `weir_lb_sk` (and the standalone
     /// service object's `weir_lb_rev`): the
     /// service translation state (LRU; only in programs with services).
     pub translation: u32,
-    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
-    /// it was compiled with LRU tables).
-    #[serde(default)]
-    pub kind: CtTable,
 }
 
 impl Default for StateTables {

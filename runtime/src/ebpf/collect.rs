@@ -6,9 +6,13 @@
 //! [`INTERVAL`]; tests call [`collect_maps`] with their own clock.
 //!
 //! What expires (docs/runtime.md, "Non-LRU tables and the collector"):
-//! - a `weir_ct` entry whose last packet (its time: every established
-//!   packet and reply of a hash-table program stores it) is older than
-//!   its protocol's idle timeout ([`Timeouts`]: TCP 6 h like Cilium's
+//! - a `weir_ct` entry not seen (no packet either way) for longer than
+//!   its protocol's idle timeout. Its time is when it was inserted or
+//!   last found busy: a packet of the flow sets the entry's `SEEN` bit,
+//!   and the collector clears the bit and stamps the entry with its own
+//!   time (so idleness is known to the collector's interval; a packet
+//!   between its read and its write may be missed, and the entry then
+//!   looks idle for one interval more). The idle timeouts ([`Timeouts`]: TCP 6 h like Cilium's
 //!   established TCP, every other protocol 60 s). TCP states are not
 //!   tracked: a closed connection's entry stays until it is idle that
 //!   long.
@@ -114,12 +118,21 @@ pub fn collect_maps(
 ) -> std::io::Result<Collected> {
     let mut out = Collected::default();
     let flags = (ct::TRANSLATED | ct::CLIENT_FIRST) as u64;
+    let seen_bit = ct::SEEN as u64;
     for k in keys_raw(ctm, ct::KEY_SIZE as usize)? {
-        let Some(v) = lookup_raw(ctm, &k, ct::VALUE_SIZE as usize)? else {
+        let Some(mut v) = lookup_raw(ctm, &k, ct::VALUE_SIZE as usize)? else {
             continue;
         };
         out.conntrack += 1;
-        let seen = u64::from_ne_bytes(v[..8].try_into().expect("8 bytes")) & !flags;
+        let word = u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"));
+        if word & seen_bit != 0 {
+            // Busy since the last look: stamped now, bit cleared.
+            let stamped = (now & !(flags | seen_bit)) | (word & flags);
+            v[..8].copy_from_slice(&stamped.to_ne_bytes());
+            update_existing(ctm, &k, &v)?;
+            continue;
+        }
+        let seen = word & !(flags | seen_bit);
         if now.saturating_sub(seen) > t.of(k[ct::PROTO as usize]) {
             ignore_gone(delete_raw(ctm, &k))?;
             out.conntrack_removed += 1;
@@ -144,6 +157,12 @@ pub fn collect_maps(
         }
     }
     Ok(out)
+}
+
+/// Rewrites an entry in place (`BPF_EXIST`: an entry removed meanwhile is
+/// not re-created, and a full table is no obstacle).
+fn update_existing(m: &Map, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    ignore_gone(super::load::update_raw_flags(m, key, value, 2))
 }
 
 /// An entry the datapath removed meanwhile is not an error.

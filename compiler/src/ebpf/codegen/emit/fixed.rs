@@ -11,12 +11,15 @@
 //!   provenance id, [`table_full_id`]) and nothing else: a half-written
 //!   flow's `weir_ct` entry is deleted again. Its retransmission is a new
 //!   flow and passes once the collector has made room.
-//! - **Last seen, not first seen.** Nothing evicts an idle entry, so the
-//!   collector in user space (`weir_runtime::ebpf::collect`) removes the
-//!   entries idle longer than their protocol's timeout; for that every
-//!   established packet and reply stores the time in its entry (keeping
-//!   the flag bits), and a packet of an established translation does the
-//!   same in its `weir_lb_ct` entry (`service::emit`, which already does).
+//! - **Seen since the last collection.** Nothing evicts an idle entry,
+//!   so the collector in user space (`weir_runtime::ebpf::collect`)
+//!   removes the entries idle longer than their protocol's timeout; for
+//!   that an established packet or reply sets the entry's
+//!   [`layout::ct::SEEN`] bit when it is clear (a load and a test; no
+//!   clock read, which cost ~30 ns per established packet when every
+//!   packet stored `bpf_ktime_get_ns`), and the collector clears it and
+//!   stamps the entry with its own time: an entry's time is then when it
+//!   was last found busy, to the collector's interval.
 //!
 //! Why a non-LRU table at all: a new flow's LRU insert pops from the LRU
 //! free lists (`bpf_lru_pop_free`), the largest part of a new flow's cost
@@ -55,45 +58,41 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R3, R10, -4));
     }
 
-    /// `undo`: deletes the flow's `weir_ct` entry (its key still at
-    /// `CT_KEY_COPY`); `full`: counts `table full` and drops.
+    /// `undo` (programs with services): deletes the flow's `weir_ct`
+    /// entry (its key still at `CT_KEY_COPY`); `full`: counts `table
+    /// full` and drops.
     pub(super) fn table_full(&self, em: &mut Em, full: Label, undo: Label) {
         em.a.set_origin(
             Origin::NONE,
             Some("per-flow table full: the new flow is denied and counted"),
         );
         em.bind(undo);
-        em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
-        em.push(Op::ld_map_fd(R1, map::CT));
-        em.push(Op::Call {
-            helper: helper::MAP_DELETE_ELEM,
-        });
+        // Only a program with services has a second insert to fail.
+        if self.has_services {
+            em.push(Op::mov64(R2, R10));
+            em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
+            em.push(Op::ld_map_fd(R1, map::CT));
+            em.push(Op::Call {
+                helper: helper::MAP_DELETE_ELEM,
+            });
+        }
         em.bind(full);
         em.count_imm(table_full_id(self.g));
         em.push(Op::mov64(R0, layout::TC_ACT_SHOT));
         em.push(Op::Exit);
     }
 
-    /// On a conntrack hit (value pointer in r0, kept): the entry's time
-    /// becomes now, its flag bits kept. Uses r1–r5 and r8 (the class rows
-    /// are not loaded yet).
-    pub(super) fn refresh_last_seen(&self, em: &mut Em) {
+    /// On a conntrack hit (value pointer in r0, kept): the entry's
+    /// [`layout::ct::SEEN`] bit set, unless it already is (no helper
+    /// call, at most one store per flow per collection). Uses r1.
+    pub(super) fn mark_seen(&self, em: &mut Em) {
         use layout::ct;
-        em.a.set_origin(
-            Origin(0),
-            Some("conntrack: last seen (the collector expires idle entries)"),
-        );
-        let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
-        em.push(Op::mov64(R8, R0));
-        em.push(Op::Call {
-            helper: helper::KTIME_GET_NS,
-        });
-        em.push(Op::load(Size::U64, R1, R8, ct::TIME));
-        em.push(Op::alu64(AluOp::And, R1, flags));
-        em.push(Op::alu64(AluOp::And, R0, !flags));
-        em.push(Op::alu64(AluOp::Or, R0, R1));
-        em.push(Op::store(Size::U64, R8, ct::TIME, R0));
-        em.push(Op::mov64(R0, R8));
+        em.a.set_origin(Origin(0), Some("conntrack: seen since the last collection"));
+        let done = em.label("seen_already");
+        em.push(Op::load(Size::U64, R1, R0, ct::TIME));
+        em.jmp(JmpCond::Set, R1, ct::SEEN, done);
+        em.push(Op::alu64(AluOp::Or, R1, ct::SEEN));
+        em.push(Op::store(Size::U64, R0, ct::TIME, R1));
+        em.bind(done);
     }
 }

@@ -55,7 +55,7 @@ impl Gen<'_> {
         let new = em.label("new_flow");
         em.jmp(JmpCond::Eq, R0, 0, new);
         if self.fixed_tables() {
-            self.refresh_last_seen(em);
+            self.mark_seen(em);
         }
         let ok = em.label("established_ok");
         if self.has_services {

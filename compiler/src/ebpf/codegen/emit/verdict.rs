@@ -97,11 +97,14 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::KTIME_GET_NS,
         });
-        em.push(Op::alu64(
-            AluOp::And,
-            R0,
-            !(ct::TRANSLATED | ct::CLIENT_FIRST),
-        ));
+        let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
+        // Non-LRU tables: a new entry is not yet `SEEN` (`fixed.rs`).
+        let flags = if self.fixed_tables() {
+            flags | ct::SEEN
+        } else {
+            flags
+        };
+        em.push(Op::alu64(AluOp::And, R0, !flags));
         let plain = em.label("not_translated");
         let written = em.label("ct_value_written");
         if self.has_services {
