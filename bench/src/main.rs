@@ -2,7 +2,10 @@
 //! benchmarks, prints the tables, and with `--out` rewrites the generated
 //! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
 //! iptables-apply, compile, updates, sizes; repeatable) runs only those tables, to iterate
-//! on one part; it cannot be combined with `--out`. `weir-bench --render DIR [--quick]
+//! on one part; it cannot be combined with `--out`. `--ct-table lru|hash`
+//! compiles the eBPF programs with that kind of per-flow tables, `--sizes
+//! N,N…` measures only those sizes in both sweeps (with `--only`: to
+//! compare a change at the sizes it is about, runs taken in turn). `weir-bench --render DIR [--quick]
 //! [--seed N]` only writes the headline model as `synth.weir` and
 //! `inventory.json` into DIR, to profile `weir compile` on it by hand.
 
