@@ -419,6 +419,7 @@ pub fn load_weir(
     graph: &Graph,
     probes: &[Probe],
     loads: usize,
+    kind: weir_compiler::ebpf::state_tables::CtTable,
 ) -> Result<LoadedWeir, String> {
     let t = Instant::now();
     let out = codegen::generate(
@@ -426,6 +427,10 @@ pub fn load_weir(
         graph,
         &Options {
             mode: Mode::Node,
+            tables: weir_compiler::ebpf::state_tables::StateTables {
+                kind,
+                ..Default::default()
+            },
             ..Options::default()
         },
     )

@@ -97,6 +97,11 @@ impl NoIdleHalt {
 pub fn run(opts: &Opts) -> Report {
     let mut plan = Plan::new(opts.quick, opts.seed);
     plan.variant = opts.variant;
+    plan.ct_table = opts.ct_table;
+    if let Some(sizes) = &opts.sizes {
+        plan.rules = sizes.clone();
+        plan.services = sizes.clone();
+    }
     let verbose = opts.verbose;
     let started = Instant::now();
     let log = move |s: &str| {

@@ -2,7 +2,10 @@
 //! benchmarks, prints the tables, and with `--out` rewrites the generated
 //! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
 //! iptables-apply, compile, updates, sizes, per-pod; repeatable) runs only those tables, to iterate
-//! on one part; it cannot be combined with `--out`. `weir-bench --render DIR [--quick]
+//! on one part; it cannot be combined with `--out`. `--ct-table lru|hash`
+//! compiles the eBPF programs with that kind of per-flow tables, `--sizes
+//! N,N…` measures only those sizes in both sweeps (with `--only`: to
+//! compare a change at the sizes it is about, runs taken in turn). `weir-bench --render DIR [--quick]
 //! [--seed N] [--rules N]` only writes the headline model (or the rules
 //! sweep's model of N rules) as `synth.weir` and
 //! `inventory.json` into DIR, to profile `weir compile` on it by hand;
@@ -19,7 +22,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] | --render DIR [--rules N] | --render-per-pod N DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--sizes N,N…] | --render DIR [--rules N] | --render-per-pod N DIR"
     );
     std::process::exit(2)
 }
@@ -73,6 +76,19 @@ fn main() {
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--ct-table" => {
+                opts.ct_table = args
+                    .next()
+                    .and_then(|s| weir_compiler::ebpf::state_tables::CtTable::parse(&s))
+                    .unwrap_or_else(|| usage())
+            }
+            "--sizes" => {
+                opts.sizes = Some(
+                    args.next()
+                        .and_then(|s| s.split(',').map(|n| n.parse().ok()).collect())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             "--seed" => {
                 opts.seed = args
                     .next()
@@ -83,7 +99,7 @@ fn main() {
             _ => usage(),
         }
     }
-    if out.is_some() && !opts.only.is_empty() {
+    if out.is_some() && (!opts.only.is_empty() || opts.sizes.is_some()) {
         eprintln!("error: --only makes a partial report; it cannot rewrite a file (--out)");
         std::process::exit(2);
     }

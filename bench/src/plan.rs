@@ -23,6 +23,12 @@ pub struct Opts {
     /// `--render DIR --rules N`: render the rules sweep's model of `N`
     /// rules instead of the headline model.
     pub render_rules: Option<usize>,
+    /// The kind of the per-flow tables the eBPF programs are compiled
+    /// with (`--ct-table`, default: what `weir compile` defaults to).
+    pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
+    /// Only these sizes in both sweeps (`--sizes 1000,10000`, with
+    /// `--only`: to compare one change at the sizes it is about).
+    pub sizes: Option<Vec<usize>>,
 }
 
 /// The groups of tables `--only` selects.
@@ -71,6 +77,8 @@ impl Default for Opts {
             variant: weir_runtime::iptables::Variant::Legacy,
             only: Vec::new(),
             render_rules: None,
+            ct_table: Default::default(),
+            sizes: None,
         }
     }
 }
@@ -92,6 +100,8 @@ pub struct Plan {
     /// compile table's memory row (issue 15, item 7).
     pub inventory_check: usize,
     pub variant: weir_runtime::iptables::Variant,
+    /// `Opts::ct_table`.
+    pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
 }
 
 impl Plan {
@@ -122,6 +132,7 @@ impl Plan {
                 endpoints: 300,
                 inventory_check: 10_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
+                ct_table: Default::default(),
             }
         } else {
             Plan {
@@ -149,6 +160,7 @@ impl Plan {
                 endpoints: 2_000,
                 inventory_check: 1_000_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
+                ct_table: Default::default(),
             }
         }
     }

@@ -16,7 +16,7 @@ use weir_compiler::backends;
 use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
-use weir_compiler::ebpf::state_tables::StateTables;
+use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
 use weir_compiler::graph::dump;
 use weir_grammar::Span;
 
@@ -106,6 +106,13 @@ pub struct Args {
     /// `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
+    /// Kind of the eBPF per-flow tables `weir_ct` and `weir_lb_ct`:
+    /// `lru` (a full table evicts the least recently used flows) or
+    /// `hash` (preallocated; a full table denies new flows, counted as
+    /// `table-full` in `weir stats`; `weir agent` removes idle entries).
+    /// Default lru. See docs/runtime.md.
+    #[arg(long, value_enum)]
+    pub ct_table: Option<CtTableArg>,
     /// Verdict events (`weir monitor`, docs/monitor.md): every denied
     /// new flow, allows by rules with `log`, `log` rules, audit "would"
     /// verdicts; through the `weir_events` ring buffer (eBPF) or NFLOG
@@ -202,10 +209,10 @@ fn validate(args: &Args) -> Result<(), i32> {
         ));
     }
     if args.target == TargetArg::Iptables
-        && (args.ct_entries.is_some() || args.lb_entries.is_some())
+        && (args.ct_entries.is_some() || args.lb_entries.is_some() || args.ct_table.is_some())
     {
         return Err(program::usage(
-            "--ct-entries and --lb-entries size the ebpf back end's tables, not --target iptables (iptables keeps flows in the kernel's conntrack)",
+            "--ct-entries, --lb-entries and --ct-table shape the ebpf back end's tables, not --target iptables (iptables keeps flows in the kernel's conntrack)",
         ));
     }
     if args.events == EventsArg::Off && args.event_group.is_some() {
@@ -354,7 +361,18 @@ fn state_tables(args: &Args) -> StateTables {
     StateTables {
         conntrack: args.ct_entries.unwrap_or(d.conntrack),
         translation: args.lb_entries.unwrap_or(d.translation),
+        kind: args.ct_table.map_or(d.kind, |k| match k {
+            CtTableArg::Lru => CtTable::Lru,
+            CtTableArg::Hash => CtTable::Hash,
+        }),
     }
+}
+
+/// `--ct-table`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CtTableArg {
+    Lru,
+    Hash,
 }
 
 /// The back ends' options the flags ask for.

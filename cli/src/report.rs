@@ -156,8 +156,15 @@ impl Report {
                 e.max_tail_calls
             ));
             out.push_str(&format!(
-                "  state tables (LRU; full: least recently used evicted): conntrack {} entries, translation {} entries\n",
-                e.state_tables.conntrack, e.state_tables.translation
+                "  state tables ({}): conntrack {} entries, translation {} entries\n",
+                match e.state_tables.kind {
+                    weir_compiler::ebpf::state_tables::CtTable::Lru =>
+                        "LRU; full: least recently used evicted",
+                    weir_compiler::ebpf::state_tables::CtTable::Hash =>
+                        "hash; full: new flows denied, counted table-full",
+                },
+                e.state_tables.conntrack,
+                e.state_tables.translation
             ));
         }
         if let Some(i) = &self.backends.iptables {

@@ -48,20 +48,45 @@ fn max_of(r: &Value, map: &str) -> u64 {
         .unwrap()
 }
 
+fn type_of(r: &Value, map: &str) -> String {
+    r["backends"]["ebpf"]["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == map)
+        .unwrap_or_else(|| panic!("no map {map}"))["type"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn table_sizes_default_like_a_node_and_follow_the_flags() {
     let d = report(&[]);
     support::schema::assert_valid("compile-report", &d);
     assert_eq!(
         d["backends"]["ebpf"]["state_tables"],
-        serde_json::json!({"conntrack": 524288, "translation": 262144})
+        serde_json::json!({"conntrack": 524288, "translation": 262144, "kind": "lru"})
     );
+    assert_eq!(
+        (type_of(&d, "weir_ct"), type_of(&d, "weir_lb_ct")),
+        ("lru_hash".into(), "lru_hash".into())
+    );
+    // `--ct-table hash`: both per-flow tables non-LRU, in the report.
+    let h = report(&["--ct-table", "hash"]);
+    support::schema::assert_valid("compile-report", &h);
+    assert_eq!(h["backends"]["ebpf"]["state_tables"]["kind"], "hash");
+    assert_eq!(
+        (type_of(&h, "weir_ct"), type_of(&h, "weir_lb_ct")),
+        ("hash".into(), "hash".into())
+    );
+    assert_eq!(type_of(&h, "weir_lb_aff"), "lru_hash");
     assert_eq!(max_of(&d, "weir_ct"), 524_288);
     let r = report(&["--ct-entries", "1000", "--lb-entries", "3000"]);
     support::schema::assert_valid("compile-report", &r);
     assert_eq!(
         r["backends"]["ebpf"]["state_tables"],
-        serde_json::json!({"conntrack": 1000, "translation": 3000})
+        serde_json::json!({"conntrack": 1000, "translation": 3000, "kind": "lru"})
     );
     assert_eq!(max_of(&r, "weir_ct"), 1000);
     for m in ["weir_lb_ct", "weir_lb_aff", "weir_lb_sk"] {
@@ -90,7 +115,7 @@ fn the_manifest_declares_the_sizes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         m["backends"]["ebpf"]["state_tables"],
-        serde_json::json!({"conntrack": 4096, "translation": 262144})
+        serde_json::json!({"conntrack": 4096, "translation": 262144, "kind": "lru"})
     );
 }
 

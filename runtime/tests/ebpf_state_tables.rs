@@ -85,6 +85,7 @@ fn ebpf_full_state_tables_evict_least_recently_used_and_keep_verdicts() {
     let tables = StateTables {
         conntrack: SIZE,
         translation: SIZE,
+        ..Default::default()
     };
     let out = codegen::generate(
         &model,
@@ -171,6 +172,7 @@ fn ebpf_shared_conntrack_takes_the_declared_size_and_keeps_its_flows() {
                 tables: StateTables {
                     conntrack,
                     translation: SIZE,
+                    ..Default::default()
                 },
                 spare_endpoints: 64,
                 ..Options::default()

@@ -2,6 +2,7 @@
 //! BPF_PROG_TEST_RUN against baselines loaded and measured in the same
 //! interleaved rounds (`crate::ebpf`).
 
+use weir_compiler::ebpf::state_tables::CtTable;
 use weir_compiler::model::{Proto, Verdict};
 
 use crate::case::Case;
@@ -41,12 +42,12 @@ pub(crate) fn figures(
             return (Vec::new(), Vec::new());
         }
     };
-    let load_all = |cases: &[Case], load: fn(&Case, usize) -> Loaded| -> Vec<Loaded> {
+    let load_all = |cases: &[Case], load: fn(&Case, usize, CtTable) -> Loaded| -> Vec<Loaded> {
         cases
             .iter()
             .map(|c| {
                 log(&format!("eBPF: loading {}", c.label));
-                load(c, plan.effort.loads)
+                load(c, plan.effort.loads, plan.ct_table)
             })
             .collect()
     };
@@ -180,7 +181,7 @@ pub(crate) fn not_run(rep: &mut Report) {
     });
 }
 
-fn rules_case(c: &Case, loads: usize) -> Loaded {
+fn rules_case(c: &Case, loads: usize, kind: CtTable) -> Loaded {
     let (allow, deny) = flows::policy_flows(&c.model, 300);
     // The allowed flow's endpoints get an IPv6 address too: the IPv6
     // rows drive the same flow in the other family on the same program.
@@ -239,10 +240,10 @@ fn rules_case(c: &Case, loads: usize) -> Loaded {
             verdict: a.verdict,
         });
     }
-    ebpf::load_weir(model, graph, &probes, loads).map(|w| (w, what, drive))
+    ebpf::load_weir(model, graph, &probes, loads, kind).map(|w| (w, what, drive))
 }
 
-fn service_case(c: &Case, loads: usize) -> Loaded {
+fn service_case(c: &Case, loads: usize, kind: CtTable) -> Loaded {
     let m = flows::with_bench_client(&c.model);
     let compiled = weir_compiler::graph::compile(&m);
     let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
@@ -270,7 +271,7 @@ fn service_case(c: &Case, loads: usize) -> Loaded {
         ));
         what.push(format!("bench-open → service: {}", f.what));
     }
-    ebpf::load_weir(&m, &compiled.graph, &probes, loads).map(|w| (w, what, drive))
+    ebpf::load_weir(&m, &compiled.graph, &probes, loads, kind).map(|w| (w, what, drive))
 }
 
 pub(crate) fn cost_of(r: &EbpfResult, i: usize) -> Option<f64> {

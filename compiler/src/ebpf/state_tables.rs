@@ -9,12 +9,19 @@
 //! entry per translated flow, plus the affinity `weir_lb_aff` and socket
 //! `weir_lb_sk` tables, which share the size; the standalone service
 //! object's reverse-NAT table `weir_lb_rev` too).
-//! Every one of them is an LRU hash: when one is full, an insert evicts
-//! the least recently used entries of that table (the kernel's LRU lists;
-//! with per-CPU free lists eviction can begin a little before the table
-//! is completely full). No insert fails for lack of room, so no packet is
-//! dropped for it; what an eviction costs is documented in
-//! docs/runtime.md ("When a state table is full"). The tables are
+//! By default ([`CtTable::Lru`]) every one of them is an LRU hash: when
+//! one is full, an insert evicts the least recently used entries of that
+//! table (the kernel's LRU lists; with per-CPU free lists eviction can
+//! begin a little before the table is completely full). No insert fails
+//! for lack of room, so no packet is dropped for it; what an eviction
+//! costs is documented in docs/runtime.md ("When a state table is
+//! full"). With [`CtTable::Hash`] (`--ct-table hash`) `weir_ct` and
+//! `weir_lb_ct` are preallocated non-LRU hashes: cheaper inserts (no LRU
+//! free-list work), a full table denies the new flow and counts it
+//! (`codegen/emit/fixed.rs`), and the runtime's collector removes idle
+//! entries (`weir_runtime::ebpf::collect`). LRU stays the default: a
+//! hash table is only safe where a collector runs (`weir agent`). The
+//! tables are
 //! preallocated: their memory is taken at load time whatever the traffic
 //! (~136 bytes per `weir_ct` entry, ~130 per `weir_lb_ct` entry, see
 //! docs/runtime.md for the measured figures).
@@ -28,12 +35,57 @@ pub const DEFAULT_CONNTRACK: u32 = 524_288;
 /// Cilium's `bpf-ct-global-any-max` and `bpf-sock-rev-map-max`.
 pub const DEFAULT_TRANSLATION: u32 = 262_144;
 
+/// What kind of kernel table `weir_ct` and `weir_lb_ct` are
+/// (`weir compile --ct-table lru|hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtTable {
+    /// `BPF_MAP_TYPE_LRU_HASH`: a full table evicts its least recently
+    /// used entries; no insert fails.
+    #[default]
+    Lru,
+    /// `BPF_MAP_TYPE_HASH`, preallocated: an insert into a full table
+    /// fails, and the flow is denied and counted (`table full`); a
+    /// collector in user space removes expired entries.
+    Hash,
+}
+
+impl CtTable {
+    /// The map type of the per-flow tables.
+    pub fn map_type(self) -> crate::ebpf::MapType {
+        match self {
+            CtTable::Lru => crate::ebpf::MapType::LruHash,
+            CtTable::Hash => crate::ebpf::MapType::Hash,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CtTable::Lru => "lru",
+            CtTable::Hash => "hash",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CtTable> {
+        match s {
+            "lru" => Some(CtTable::Lru),
+            "hash" => Some(CtTable::Hash),
+            _ => None,
+        }
+    }
+}
+
 /// The per-flow tables' sizes (entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateTables {
     /// `weir_ct`: the policy conntrack (LRU).
     pub conntrack: u32,
+    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
+    /// it was compiled with LRU tables). Fields in sorted key order (the
+    /// manifest's sections are written sorted).
+    #[serde(default)]
+    pub kind: CtTable,
     /// `weir_lb_ct`, `weir_lb_aff`, `weir_lb_sk` (and the standalone
     /// service object's `weir_lb_rev`): the
     /// service translation state (LRU; only in programs with services).
@@ -45,6 +97,7 @@ impl Default for StateTables {
         StateTables {
             conntrack: DEFAULT_CONNTRACK,
             translation: DEFAULT_TRANSLATION,
+            kind: CtTable::default(),
         }
     }
 }

@@ -702,18 +702,32 @@ fn rule_counts(inst: &Instance, audit: bool) -> Result<Vec<RuleCount>, EbpfError
         MapData::from_pin(&path).map_err(|e| aya_err("opening the counter map")(e.to_string()))?;
     let map =
         Map::from_map_data(data).map_err(|e| aya_err("opening the counter map")(e.to_string()))?;
-    let counts = read_counters(&map, n)?;
-    Ok(prov
+    // Non-LRU tables: one more counter after the provenance ids.
+    let fixed = !audit
+        && full.backends.ebpf.as_ref().is_some_and(|e| {
+            e.program.state_tables.kind == weir_compiler::ebpf::state_tables::CtTable::Hash
+        });
+    let counts = read_counters(&map, n + u32::from(fixed))?;
+    let mut out: Vec<RuleCount> = prov
         .iter()
-        .zip(counts)
+        .zip(&counts)
         .enumerate()
         .map(|(i, (p, n))| RuleCount {
             id: i as u32,
             kind: p.kind.name().to_string(),
             description: p.description.clone(),
-            packets: n,
+            packets: *n,
         })
-        .collect())
+        .collect();
+    if fixed {
+        out.push(RuleCount {
+            id: n,
+            kind: "table-full".into(),
+            description: "new flow denied: a per-flow table (weir_ct, weir_lb_ct) was full".into(),
+            packets: counts.get(n as usize).copied().unwrap_or(0),
+        });
+    }
+    Ok(out)
 }
 
 /// New flows (TC) and connect-time rewrites of one service, or of one

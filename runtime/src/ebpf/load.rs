@@ -54,11 +54,17 @@ pub(super) fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<i64
 
 /// `bpf_map_update_elem(fd, key, value, BPF_ANY)` with raw bytes.
 pub fn update_raw(m: &Map, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    update_raw_flags(m, key, value, 0)
+}
+
+/// [`update_raw`] with `flags` (`BPF_NOEXIST` 1, `BPF_EXIST` 2).
+pub fn update_raw_flags(m: &Map, key: &[u8], value: &[u8], flags: u64) -> std::io::Result<()> {
     let fd = map_data(m).fd().as_fd().as_raw_fd();
     let mut attr = [0u8; 32];
     attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(value.as_ptr() as u64).to_ne_bytes());
+    attr[24..32].copy_from_slice(&flags.to_ne_bytes());
     sys_bpf(2, &mut attr).map(|_| ())
 }
 

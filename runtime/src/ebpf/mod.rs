@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod collect;
 pub mod inforce;
 pub mod load;
 pub mod pins;

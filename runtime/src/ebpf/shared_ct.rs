@@ -1,7 +1,8 @@
 //! The conntrack map every generation of an instance shares (`weir_ct`,
 //! pinned once, reused by name so that a switch loses no connection) must
-//! be the size the applied bundle declares (`weir compile --ct-entries`,
-//! `backends.ebpf.state_tables` in the manifest).
+//! be the size and kind the applied bundle declares (`weir compile
+//! --ct-entries`, `--ct-table`, `backends.ebpf.state_tables` in the
+//! manifest).
 //!
 //! aya reuses a pinned map by name without comparing its definition, so
 //! without this a bundle compiled with another size — or a weir upgrade
@@ -47,8 +48,10 @@ pub(crate) fn unpin_if_resized(
     let info = old
         .info()
         .map_err(|e| err("reading the pinned conntrack map", e.to_string()))?;
+    let kind = info.map_type().map(|t| t as u32).ok();
     if (info.max_entries(), info.key_size(), info.value_size())
         == (want.max_entries, want.key_size, want.value_size)
+        && kind == Some(manifest.state_tables.kind.map_type().id())
     {
         return Ok(None);
     }
@@ -56,7 +59,13 @@ pub(crate) fn unpin_if_resized(
         context: format!("unpinning the resized conntrack map {}", path.display()),
         source,
     })?;
-    Ok(Some(Map::LruHashMap(old)))
+    Ok(Some(
+        if kind == Some(weir_compiler::ebpf::MapType::Hash.id()) {
+            Map::HashMap(old)
+        } else {
+            Map::LruHashMap(old)
+        },
+    ))
 }
 
 /// Copies `old`'s entries into `new` (the generation's `weir_ct`) when

@@ -175,6 +175,12 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
         tables: weir_compiler::ebpf::state_tables::StateTables {
             conntrack: 1024,
             translation: 1024,
+            // `WEIR_TEST_CT_TABLE=hash` runs the differential tests on
+            // the non-LRU tables (`--ct-table hash`).
+            kind: std::env::var("WEIR_TEST_CT_TABLE")
+                .ok()
+                .and_then(|k| weir_compiler::ebpf::state_tables::CtTable::parse(&k))
+                .unwrap_or_default(),
         },
         spare_endpoints: 64,
         // Generated models have SCTP frontends, which the TC path does

@@ -338,6 +338,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         tries: (nfill(layout::map::CLS4) > 0, nfill(layout::map::CLS6) > 0),
         audit: audit_g.as_ref().map(audit::AuditPlan::new),
         events: opts.events,
+        ct_table: opts.tables.kind,
     };
 
     // Fill data.
@@ -413,7 +414,13 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         for (map, n) in lb.initial_counts() {
             *filled.entry(map).or_insert(0) += n;
         }
-        maps.extend(lb.maps());
+        let kind = opts.tables.kind.map_type();
+        maps.extend(lb.maps().into_iter().map(|mut m| {
+            if m.name == crate::ebpf::layout::service::map::CT {
+                m.map_type = kind;
+            }
+            m
+        }));
     }
     if nstages > 1 {
         maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));

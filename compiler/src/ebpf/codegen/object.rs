@@ -36,7 +36,7 @@ pub(super) fn fixed_maps(
         ),
         MapDef::new(
             layout::map::CT,
-            MapType::LruHash,
+            opts.tables.kind.map_type(),
             layout::ct::KEY_SIZE,
             layout::ct::VALUE_SIZE,
             opts.tables.conntrack.max(1),
@@ -72,7 +72,9 @@ pub(super) fn fixed_maps(
             MapType::PercpuArray,
             4,
             8,
-            g.provenance.len().max(1) as u32,
+            // With non-LRU tables one more: `table full`.
+            g.provenance.len().max(1) as u32
+                + u32::from(opts.tables.kind == crate::ebpf::state_tables::CtTable::Hash),
         ),
     ]
 }

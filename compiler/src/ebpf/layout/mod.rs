@@ -153,6 +153,10 @@ pub mod ct {
     /// packet) is the canonical key's first end. A packet of a translated
     /// flow whose source is the other end (the backend) is a reply.
     pub const CLIENT_FIRST: i32 = 2;
+    /// Bit of the time, non-LRU tables only (`--ct-table hash`): a packet
+    /// found the entry since the collector last looked (it clears the
+    /// bit and stamps the time; `weir_runtime::ebpf::collect`).
+    pub const SEEN: i32 = 4;
 }
 
 /// `TC_ACT_REDIRECT`: `bpf_redirect`'s return value (the reset a

@@ -2,6 +2,7 @@
 //! [`super`]): the prologue (parse, classify, conntrack), graph nodes,
 //! the service stage and the final verdict.
 
+mod fixed;
 mod gate;
 mod node;
 mod prologue;
@@ -33,6 +34,7 @@ use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, VerdictLeaf};
 use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
+pub use fixed::table_full_id;
 use gate::frontend_ports;
 
 use Reg::*;
@@ -134,6 +136,8 @@ pub struct Gen<'a> {
     pub audit: Option<super::audit::AuditPlan<'a>>,
     /// Verdict events (`events.rs`); `None`: none emitted.
     pub events: Option<super::events::EventOptions>,
+    /// The kind of the per-flow tables (`fixed.rs` for the non-LRU one).
+    pub ct_table: crate::ebpf::state_tables::CtTable,
 }
 
 impl std::hash::Hash for Block {

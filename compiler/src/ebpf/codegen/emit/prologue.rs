@@ -54,6 +54,9 @@ impl Gen<'_> {
         em.lookup(map::CT, CT_KEY_COPY);
         let new = em.label("new_flow");
         em.jmp(JmpCond::Eq, R0, 0, new);
+        if self.fixed_tables() {
+            self.mark_seen(em);
+        }
         let ok = em.label("established_ok");
         if self.has_services {
             // A packet of a translated flow (the entry's flag bit) that

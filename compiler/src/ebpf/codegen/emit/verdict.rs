@@ -54,15 +54,28 @@ impl Gen<'_> {
             deny,
         };
         sides.allowed_id(em);
+        // Non-LRU tables (`fixed.rs`): inserted before the count, a full
+        // table denies.
+        let fixed = self
+            .fixed_tables()
+            .then(|| (em.label("table_full"), em.label("table_full_undo")));
+        if let Some((full, undo)) = fixed {
+            self.inserts_or_full(em, full, undo);
+        }
         em.count_reg(R3);
         self.final_events(em, true);
-        self.conntrack_insert(em);
-        if self.has_services {
-            self.record_translation(em);
+        if fixed.is_none() {
+            self.conntrack_insert(em);
+            if self.has_services {
+                self.record_translation(em);
+            }
         }
         self.steering(em);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);
+        if let Some((full, undo)) = fixed {
+            self.table_full(em, full, undo);
+        }
         sides.denied_id(em);
         em.count_reg(R3);
         self.final_events(em, false);
@@ -84,11 +97,14 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::KTIME_GET_NS,
         });
-        em.push(Op::alu64(
-            AluOp::And,
-            R0,
-            !(ct::TRANSLATED | ct::CLIENT_FIRST),
-        ));
+        let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
+        // Non-LRU tables: a new entry is not yet `SEEN` (`fixed.rs`).
+        let flags = if self.fixed_tables() {
+            flags | ct::SEEN
+        } else {
+            flags
+        };
+        em.push(Op::alu64(AluOp::And, R0, !flags));
         let plain = em.label("not_translated");
         let written = em.label("ct_value_written");
         if self.has_services {
