@@ -18,8 +18,8 @@
 //! prefixes in rules and steering, and `icmp6` rules to a [`model`].
 //! `peers.rs` adds `self` / `world` peers and `default pass` tiers.
 
-mod nodes;
 mod namespaces;
+mod nodes;
 mod peers;
 
 use crate::interp::Packet;

@@ -23,8 +23,8 @@ mod lints;
 mod load;
 mod named;
 mod names;
-mod nodes;
 mod namespaces;
+mod nodes;
 mod port_names;
 mod resolve;
 /// The network of `addr/len` (host bits cleared); the importer masks with it too.
