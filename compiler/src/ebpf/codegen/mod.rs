@@ -283,6 +283,52 @@ fn row_bytes(atom_words: usize, columns: usize) -> usize {
     (atom_words * 4 + 2 * columns).div_ceil(4) * 4
 }
 
+/// The class map's entries (per family), and how they split between the
+/// host hashes and the tries (`layout::class_key`): entries per map.
+fn class_map(g: &Graph) -> (Fill, HashMap<&'static str, u64>) {
+    let mut fill = Fill::default();
+    for e in &g.classes.entries {
+        let le = lpm_entry(&e.cidr, e.class);
+        if e.cidr.addr.is_ipv4() {
+            fill.cls4.push(le);
+        } else {
+            fill.cls6.push(le);
+        }
+    }
+    let mut class_fill: HashMap<&'static str, u64> = HashMap::new();
+    for e in fill.cls4.iter().chain(&fill.cls6) {
+        *class_fill
+            .entry(layout::class_key(&e.addr, e.len).0)
+            .or_insert(0) += 1;
+    }
+    (fill, class_fill)
+}
+
+/// The service maps' initial state (slots, backend sets, Maglev tables).
+fn service_state(model: &Model, g: &Graph, opts: &Options) -> LbState {
+    LbState::new(
+        &g.services,
+        &|service| g.provenance.id(&Provenance::NoBackends { service }),
+        &crate::ebpf::service::Options {
+            spare_slots: opts.spare_endpoints,
+            affinity_entries: opts.tables.translation,
+            conntrack_entries: opts.tables.translation,
+            socket_entries: opts.tables.translation,
+            // Spare Maglev tables (64 KiB each) only when a service
+            // uses Maglev.
+            spare_tables: if model
+                .services
+                .iter()
+                .any(|s| s.balance == crate::model::Balance::Maglev)
+            {
+                crate::ebpf::service::Options::default().spare_tables
+            } else {
+                0
+            },
+        },
+    )
+}
+
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
     if !opts.untranslated_frontends {
@@ -301,27 +347,10 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         atom_words,
         log_slots,
     } = plan(g, audit_g.as_ref(), opts);
-    let mut fill = Fill::default();
     let nclasses = g.classes.len() as u32;
     let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let has_services = !g.services.frontends.is_empty();
-
-    // The class map, and how its entries split between the host hashes
-    // and the tries (`layout::class_key`).
-    for e in &g.classes.entries {
-        let le = lpm_entry(&e.cidr, e.class);
-        if e.cidr.addr.is_ipv4() {
-            fill.cls4.push(le);
-        } else {
-            fill.cls6.push(le);
-        }
-    }
-    let mut class_fill: HashMap<&str, u64> = HashMap::new();
-    for e in fill.cls4.iter().chain(&fill.cls6) {
-        *class_fill
-            .entry(layout::class_key(&e.addr, e.len).0)
-            .or_insert(0) += 1;
-    }
+    let (mut fill, class_fill) = class_map(g);
     let nfill = |m: &str| class_fill.get(m).copied().unwrap_or(0);
     let gen = Gen {
         model,
@@ -344,29 +373,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     // Fill data.
     let row_size = row_bytes(atom_words, columns.len());
     fill.atom_rows = class_rows(g, atom_words, &columns, row_size);
-    let lb = gen.has_services.then(|| {
-        LbState::new(
-            &g.services,
-            &|service| g.provenance.id(&Provenance::NoBackends { service }),
-            &crate::ebpf::service::Options {
-                spare_slots: opts.spare_endpoints,
-                affinity_entries: opts.tables.translation,
-                conntrack_entries: opts.tables.translation,
-                socket_entries: opts.tables.translation,
-                // Spare Maglev tables (64 KiB each) only when a service
-                // uses Maglev.
-                spare_tables: if model
-                    .services
-                    .iter()
-                    .any(|s| s.balance == crate::model::Balance::Maglev)
-                {
-                    crate::ebpf::service::Options::default().spare_tables
-                } else {
-                    0
-                },
-            },
-        )
-    });
+    let lb = gen.has_services.then(|| service_state(model, g, opts));
 
     // Stages.
     let (stage_of, staged, calls) = split_stages(&gen, opts)?;
