@@ -17,10 +17,8 @@
 mod ebpf_common;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use ebpf_common::*;
-use weir_compiler::check::check_program;
 use weir_compiler::ebpf::codegen::{self, Mode, Options};
 use weir_compiler::ebpf::layout;
 use weir_compiler::ebpf::layout::service::map as lb;
@@ -28,7 +26,6 @@ use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
 use weir_compiler::graph;
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Proto, Verdict};
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::ebpf::collect::{collect_maps, monotonic_ns, Timeouts};
 use weir_runtime::ebpf::load::{counters, lookup_raw};
 
@@ -64,11 +61,7 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     if !have_root("ebpf_full_hash_tables_deny_count_and_recover_after_collection") {
         return;
     }
-    let path = PathBuf::from("main.weir");
-    let loader = MemoryLoader::new().with(&path, SRC);
-    let checked = check_program(std::slice::from_ref(&path), &loader, None);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let model = checked.model;
+    let model = model_of_source(SRC);
     let g = graph::build(&model);
     let interp = Interp::new(&model);
     let tables = StateTables {

@@ -59,11 +59,7 @@ fn ebpf_answers_udp_to_a_service_without_backends_with_icmp_port_unreachable() {
     if !have_root("ebpf_answers_udp_to_a_service_without_backends_with_icmp_port_unreachable") {
         return;
     }
-    let path = PathBuf::from("main.weir");
-    let loader = MemoryLoader::new().with(&path, SRC);
-    let checked = check_program(std::slice::from_ref(&path), &loader, None);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let model = checked.model;
+    let model = model_of_source(SRC);
     let g = graph::build(&model);
     let interp = Interp::new(&model);
     let gen = load_output(&compile(&model, &g, Mode::Node));

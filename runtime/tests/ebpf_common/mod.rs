@@ -162,6 +162,16 @@ pub fn ct_key(p: &Packet) -> Vec<u8> {
     k
 }
 
+/// The model of a one-file program given as text (`main.weir`); the
+/// program must check without errors.
+pub fn model_of_source(src: &str) -> Model {
+    let path = PathBuf::from("main.weir");
+    let loader = weir_compiler::source::MemoryLoader::new().with(&path, src);
+    let checked = check_program(std::slice::from_ref(&path), &loader, None);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    checked.model
+}
+
 pub fn compile(model: &Model, g: &Graph, mode: Mode) -> EbpfOutput {
     compile_with(model, g, mode, Budget::default())
 }
