@@ -361,26 +361,16 @@ impl Lower<'_> {
                     .and_then(|a| a)
             })
             .collect();
-        let has_self: Vec<bool> = model
-            .policies
-            .iter()
-            .map(|p| {
-                p.rules(dir)
-                    .unwrap_or(&[])
-                    .iter()
-                    .any(|r| r.peer == crate::model::PeerMatch::SelfEndpoint)
-            })
-            .collect();
-        let has_node: Vec<bool> = model
-            .policies
-            .iter()
-            .map(|p| {
-                p.rules(dir)
-                    .unwrap_or(&[])
-                    .iter()
-                    .any(|r| r.peer == crate::model::PeerMatch::OwnNode)
-            })
-            .collect();
+        // Per policy: has it a rule on this side whose peer is `peer`?
+        let has_peer = |peer: crate::model::PeerMatch| -> Vec<bool> {
+            model
+                .policies
+                .iter()
+                .map(|p| p.rules(dir).unwrap_or(&[]).iter().any(|r| r.peer == peer))
+                .collect()
+        };
+        let has_self = has_peer(crate::model::PeerMatch::SelfEndpoint);
+        let has_node = has_peer(crate::model::PeerMatch::OwnNode);
         // A chain per distinct (active policies, the subject's identity
         // when one of them has a `self` rule, its named ports): for
         // ingress the subject is the destination, whose declared ports
