@@ -12,8 +12,6 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ebpf::codegen::Mode;
-use crate::ebpf::layout::service::Capacity;
 use crate::flowhash::proto_number;
 use crate::model::{Backend, Frontend};
 
@@ -87,7 +85,7 @@ pub struct EbpfManifest {
     /// limit, `weir_ev_state`; docs/monitor.md); `None`: compiled with
     /// `--events off`, or before events existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<crate::ebpf::codegen::events::EventOptions>,
+    pub events: Option<EventOptions>,
     /// The most tail calls one packet's path makes (kernel limit 33).
     #[serde(default)]
     pub max_tail_calls: usize,
@@ -100,7 +98,7 @@ pub struct EbpfManifest {
     /// (`weir compile --ct-entries/--lb-entries`); read as the defaults
     /// from a manifest written before they were recorded.
     #[serde(default)]
-    pub state_tables: crate::ebpf::state_tables::StateTables,
+    pub state_tables: StateTables,
 }
 
 /// A backend as the maps hold it.
@@ -201,4 +199,85 @@ mod id_list {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+// The option and capacity types the section records. They are defined
+// here, in the contract, so that the contract depends on nothing in
+// `ebpf/`; their methods live beside the code that gives them meaning
+// (`ebpf::codegen::Mode::name`, `ebpf::layout::service::Capacity`
+// map definitions, `ebpf::codegen::events::EventOptions::check`,
+// `ebpf::state_tables`).
+
+/// Which sides one hook enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Egress of the source ∧ ingress of the destination (a node or router
+    /// hook that sees both ends).
+    #[default]
+    Node,
+    /// Only the destination's ingress side (`at ingress`).
+    Ingress,
+    /// Only the source's egress side (`at egress`).
+    Egress,
+}
+
+/// Map capacities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Capacity {
+    pub affinity: u32,
+    pub backends: u32,
+    pub conntrack: u32,
+    pub frontends: u32,
+    /// Services (entries of [`map::SVC_CNT`]).
+    #[serde(default)]
+    pub services: u32,
+    pub slots: u32,
+    pub sockets: u32,
+    /// Maglev tables (64 KiB each, preallocated).
+    pub tables: u32,
+}
+
+/// The events options of a compile (`weir compile --events …`); fields
+/// in sorted order (the manifest's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventOptions {
+    /// Bucket size in events, ≥ 1.
+    pub burst: u32,
+    /// Events per second per CPU (token bucket refill), ≥ 1.
+    pub rate: u32,
+    /// Ring buffer bytes: a power of two, at least a page (4096).
+    pub ring_bytes: u32,
+}
+
+/// What kind of kernel table `weir_ct` and `weir_lb_ct` are
+/// (`weir compile --ct-table lru|hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtTable {
+    /// `BPF_MAP_TYPE_LRU_HASH`: a full table evicts its least recently
+    /// used entries; no insert fails.
+    #[default]
+    Lru,
+    /// `BPF_MAP_TYPE_HASH`, preallocated: an insert into a full table
+    /// fails, and the flow is denied and counted (`table full`); a
+    /// collector in user space removes expired entries.
+    Hash,
+}
+
+/// The per-flow tables' sizes (entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateTables {
+    /// `weir_ct`: the policy conntrack (LRU).
+    pub conntrack: u32,
+    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
+    /// it was compiled with LRU tables). Fields in sorted key order (the
+    /// manifest's sections are written sorted).
+    #[serde(default)]
+    pub kind: CtTable,
+    /// `weir_lb_ct`, `weir_lb_aff`, `weir_lb_sk` (and the standalone
+    /// service object's `weir_lb_rev`): the
+    /// service translation state (LRU; only in programs with services).
+    pub translation: u32,
 }

@@ -193,7 +193,7 @@ fn ebpf(m: &Manifest, e: &EbpfSection) -> Check {
 }
 
 /// The service maps' state: indexes within their lists and capacities.
-fn lb_state(m: &Manifest, lb: &crate::ebpf::service::fill::LbState) -> Check {
+fn lb_state(m: &Manifest, lb: &super::ebpf::LbState) -> Check {
     let cap = &lb.capacity;
     if lb.services.len() != m.services.len() {
         return Err(format!(

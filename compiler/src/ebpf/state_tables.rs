@@ -26,29 +26,12 @@
 //! (~136 bytes per `weir_ct` entry, ~130 per `weir_lb_ct` entry, see
 //! docs/runtime.md for the measured figures).
 
-use serde::{Deserialize, Serialize};
-
 /// `weir_ct` entries by default: 512 Ki flows, Cilium's
 /// `bpf-ct-global-tcp-max`.
 pub const DEFAULT_CONNTRACK: u32 = 524_288;
 /// Translation-state entries by default: 256 Ki translated flows,
 /// Cilium's `bpf-ct-global-any-max` and `bpf-sock-rev-map-max`.
 pub const DEFAULT_TRANSLATION: u32 = 262_144;
-
-/// What kind of kernel table `weir_ct` and `weir_lb_ct` are
-/// (`weir compile --ct-table lru|hash`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CtTable {
-    /// `BPF_MAP_TYPE_LRU_HASH`: a full table evicts its least recently
-    /// used entries; no insert fails.
-    #[default]
-    Lru,
-    /// `BPF_MAP_TYPE_HASH`, preallocated: an insert into a full table
-    /// fails, and the flow is denied and counted (`table full`); a
-    /// collector in user space removes expired entries.
-    Hash,
-}
 
 impl CtTable {
     /// The map type of the per-flow tables.
@@ -75,22 +58,7 @@ impl CtTable {
     }
 }
 
-/// The per-flow tables' sizes (entries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateTables {
-    /// `weir_ct`: the policy conntrack (LRU).
-    pub conntrack: u32,
-    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
-    /// it was compiled with LRU tables). Fields in sorted key order (the
-    /// manifest's sections are written sorted).
-    #[serde(default)]
-    pub kind: CtTable,
-    /// `weir_lb_ct`, `weir_lb_aff`, `weir_lb_sk` (and the standalone
-    /// service object's `weir_lb_rev`): the
-    /// service translation state (LRU; only in programs with services).
-    pub translation: u32,
-}
+pub use crate::contract::ebpf::{CtTable, StateTables};
 
 impl Default for StateTables {
     fn default() -> Self {

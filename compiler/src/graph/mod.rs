@@ -24,6 +24,7 @@ pub mod cost;
 pub mod cover;
 pub mod dump;
 pub mod eval;
+pub mod events;
 pub mod ir;
 pub mod lower;
 pub mod opt;

@@ -22,9 +22,8 @@
 
 use super::Outcome;
 use crate::contract::event::EventVerdict;
-use crate::graph::ir::VerdictLeaf;
 use crate::model::{Model, Verdict};
-use crate::provenance::{Provenance, ProvenanceTable};
+use crate::provenance::Provenance;
 
 /// One event a judgement emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -94,27 +93,6 @@ pub fn audit_side_event(model: &Model, allow: bool, by: &Provenance) -> Option<E
     } else {
         None
     }
-}
-
-/// [`side_events`] of a decision-graph leaf, by provenance id (what the
-/// back ends emit in an enforced side's leaf).
-pub fn leaf_events(
-    model: &Model,
-    table: &ProvenanceTable,
-    v: &VerdictLeaf,
-) -> Vec<(EventVerdict, u32)> {
-    let log = table.get(v.decided).is_some_and(|p| has_log_flag(model, p));
-    side_events(v.allow, v.decided, &v.logged, log)
-}
-
-/// [`audit_side_event`] of an audit graph's leaf, by provenance id.
-pub fn audit_leaf_event(
-    model: &Model,
-    table: &ProvenanceTable,
-    v: &VerdictLeaf,
-) -> Option<(EventVerdict, u32)> {
-    let p = table.get(v.decided)?;
-    audit_side_event(model, v.allow, p).map(|e| (e, v.decided))
 }
 
 /// The events one evaluated packet emits, in this order:

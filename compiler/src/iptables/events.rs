@@ -36,8 +36,8 @@
 
 use super::text::comment;
 use crate::contract::event::{nflog_prefix, EventVerdict};
+use crate::graph;
 use crate::graph::ir::VerdictLeaf;
-use crate::interp;
 use crate::model::Model;
 use crate::provenance::ProvenanceTable;
 
@@ -92,7 +92,7 @@ impl Events {
 
     /// The rules of an enforced side's leaf before its verdict target:
     /// for each logged id a counting rule and its event, then the side's
-    /// own event — [`interp::events::leaf_events`], the side's judgement
+    /// own event — [`graph::events::leaf_events`], the side's judgement
     /// (`L` for a `log` rule passed, `A` for an allowing rule with the
     /// `log` flag, `D` for a denial; a denying rule's flag is reported by
     /// the deny event).
@@ -102,7 +102,7 @@ impl Events {
         table: &ProvenanceTable,
         v: &VerdictLeaf,
     ) -> Vec<String> {
-        let evs = interp::events::leaf_events(model, table, v);
+        let evs = graph::events::leaf_events(model, table, v);
         let mut rules = Vec::new();
         for &id in &v.logged {
             rules.push(comment(&id.to_string()));
@@ -117,14 +117,14 @@ impl Events {
     }
 
     /// The event rule of an audit side's leaf, if it reports one
-    /// ([`interp::events::audit_leaf_event`]).
+    /// ([`graph::events::audit_leaf_event`]).
     pub fn audit_leaf(
         &self,
         model: &Model,
         table: &ProvenanceTable,
         v: &VerdictLeaf,
     ) -> Option<String> {
-        interp::events::audit_leaf_event(model, table, v).map(|(e, id)| self.rule(id, e, true))
+        graph::events::audit_leaf_event(model, table, v).map(|(e, id)| self.rule(id, e, true))
     }
 }
 

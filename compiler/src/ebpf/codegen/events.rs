@@ -8,12 +8,12 @@
 //! - the header denials (`fragment`, `unparsed`) in the parser
 //!   (`parse.rs`), a service without backends where it rejects (the
 //!   service block), each straight after the counter;
-//! - a side's judgement (`interp::events::leaf_events`: its `log` rules
+//! - a side's judgement (`graph::events::leaf_events`: its `log` rules
 //!   passed, its allow by a rule with `log`) in that side's leaf, where
 //!   the ids are constants;
 //! - a side's denial in the final block, after the deciding id is counted
 //!   (it is then at `fp-4`);
-//! - an audit side's event (`interp::events::audit_leaf_event`) in the
+//! - an audit side's event (`graph::events::audit_leaf_event`) in the
 //!   audit leaf.
 //!
 //! Every event is a function of one side's decision (docs/language.md
@@ -84,17 +84,7 @@ mod slot {
     pub const STATE: i16 = -32;
 }
 
-/// The events options of a compile (`weir compile --events …`); fields
-/// in sorted order (the manifest's rule).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EventOptions {
-    /// Bucket size in events, ≥ 1.
-    pub burst: u32,
-    /// Events per second per CPU (token bucket refill), ≥ 1.
-    pub rate: u32,
-    /// Ring buffer bytes: a power of two, at least a page (4096).
-    pub ring_bytes: u32,
-}
+pub use crate::contract::ebpf::EventOptions;
 
 impl Default for EventOptions {
     fn default() -> Self {
@@ -302,14 +292,14 @@ impl Gen<'_> {
     }
 
     /// The events of an enforced side's leaf
-    /// ([`crate::interp::events::leaf_events`]): its `log` events and, when
+    /// ([`crate::graph::events::leaf_events`]): its `log` events and, when
     /// it allows by a rule with `log`, its allow event. Its denial is
     /// reported by the final block (after the deciding id is counted).
     pub(super) fn leaf_events(&self, em: &mut Em, v: &VerdictLeaf) {
         if self.events.is_none() {
             return;
         }
-        for (e, id) in crate::interp::events::leaf_events(self.model, &self.g.provenance, v) {
+        for (e, id) in crate::graph::events::leaf_events(self.model, &self.g.provenance, v) {
             if e == EventVerdict::Deny {
                 continue;
             }
@@ -331,7 +321,7 @@ impl Gen<'_> {
         self.event(em, EventVerdict::Deny, IdAt::Stack(-4), false);
     }
 
-    /// An audit leaf's event ([`crate::interp::events::audit_leaf_event`]):
+    /// An audit leaf's event ([`crate::graph::events::audit_leaf_event`]):
     /// a side an audit policy decides that would deny, or allow by a rule
     /// with `log`.
     pub(super) fn audit_leaf_event(&self, em: &mut Em, v: &VerdictLeaf) {
@@ -339,7 +329,7 @@ impl Gen<'_> {
             return;
         }
         let table = &self.graph_of(Entry::AuditEgress).provenance;
-        if let Some((e, id)) = crate::interp::events::audit_leaf_event(self.model, table, v) {
+        if let Some((e, id)) = crate::graph::events::audit_leaf_event(self.model, table, v) {
             self.event(em, e, IdAt::Imm(id), true);
         }
     }

@@ -152,7 +152,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
 use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
@@ -165,19 +165,7 @@ use crate::graph::Graph;
 use crate::model::Model;
 use crate::provenance::Provenance;
 
-/// Which sides one hook enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Egress of the source ∧ ingress of the destination (a node or router
-    /// hook that sees both ends).
-    #[default]
-    Node,
-    /// Only the destination's ingress side (`at ingress`).
-    Ingress,
-    /// Only the source's egress side (`at egress`).
-    Egress,
-}
+pub use crate::contract::ebpf::Mode;
 
 impl Mode {
     pub fn name(self) -> &'static str {

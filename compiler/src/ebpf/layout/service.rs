@@ -165,21 +165,7 @@ pub mod cnt {
     pub const SIZE: u32 = 8;
 }
 
-/// Map capacities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Capacity {
-    pub affinity: u32,
-    pub backends: u32,
-    pub conntrack: u32,
-    pub frontends: u32,
-    /// Services (entries of [`map::SVC_CNT`]).
-    #[serde(default)]
-    pub services: u32,
-    pub slots: u32,
-    pub sockets: u32,
-    /// Maglev tables (64 KiB each, preallocated).
-    pub tables: u32,
-}
+pub use crate::contract::ebpf::Capacity;
 
 impl Capacity {
     /// The reverse-NAT table of the standalone TC program
