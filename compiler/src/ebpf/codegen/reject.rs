@@ -65,15 +65,7 @@ impl Gen<'_> {
     /// the module docs).
     fn udp_unreachable(&self, em: &mut Em) {
         let drop = em.drop;
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(ORIG)));
-        em.push(Op::mov64(R4, 42));
-        em.push(Op::Call {
-            helper: helper::SKB_LOAD_BYTES,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
+        load_frame(em, None, ORIG, 42);
         // IHL 5 only.
         em.push(Op::load(Size::U8, R1, R10, QUOTE));
         em.jmp(JmpCond::Ne, R1, 0x45, drop);
@@ -176,6 +168,36 @@ impl Gen<'_> {
 /// it came in on (`TC_ACT_REDIRECT`); drops when a helper fails. The one
 /// ending of every reject answer: the TCP resets of both families, the
 /// ICMP and ICMPv6 port unreachables.
+/// `bpf_skb_load_bytes(skb, off, fp + to, len)`, dropping on failure
+/// (`off` a register, or `None` for the frame's start).
+pub(super) fn load_frame(em: &mut Em, off: Option<Reg>, to: i16, len: i32) {
+    let drop = em.drop;
+    em.push(Op::mov64(R1, R7));
+    match off {
+        Some(r) => em.push(Op::mov64(R2, r)),
+        None => em.push(Op::mov64(R2, 0)),
+    }
+    em.push(Op::mov64(R3, R10));
+    em.push(Op::alu64(AluOp::Add, R3, i32::from(to)));
+    em.push(Op::mov64(R4, len));
+    em.push(Op::Call {
+        helper: helper::SKB_LOAD_BYTES,
+    });
+    em.jmp(JmpCond::Ne, R0, 0, drop);
+}
+
+/// A TCP segment's sequence space: `r2 += FIN + SYN` of the flags in
+/// `r1` (RFC 9293 §3.4), for the `ACK` of a reset (IPv4 and IPv6).
+pub(super) fn add_syn_fin(em: &mut Em) {
+    em.push(Op::mov64(R3, R1));
+    em.push(Op::alu64(AluOp::And, R3, 1)); // FIN
+    em.push(Op::alu64(AluOp::Add, R2, R3));
+    em.push(Op::mov64(R3, R1));
+    em.push(Op::alu64(AluOp::Rsh, R3, 1));
+    em.push(Op::alu64(AluOp::And, R3, 1)); // SYN
+    em.push(Op::alu64(AluOp::Add, R2, R3));
+}
+
 pub(super) fn send_back(em: &mut Em, at: i16, len: i32) {
     let drop = em.drop;
     em.push(Op::mov64(R1, R7));

@@ -33,8 +33,8 @@
 
 use super::emit::{Em, Gen};
 use super::layout::ctx;
-use super::reject::send_back;
-use crate::ebpf::{helper, AluOp, ByteOrder, JmpCond, Op, Reg, Size};
+use super::reject::{add_syn_fin, load_frame, send_back};
+use crate::ebpf::{AluOp, ByteOrder, JmpCond, Op, Reg, Size};
 
 use Reg::*;
 
@@ -143,28 +143,10 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R10, IP + 7, hops));
     }
 
-    /// `bpf_skb_load_bytes(skb, off, fp + to, len)`, dropping on failure
-    /// (`off` a register or an immediate).
-    fn load_frame(em: &mut Em, off: Option<Reg>, to: i16, len: i32) {
-        let drop = em.drop;
-        match off {
-            Some(r) => em.push(Op::mov64(R2, r)),
-            None => em.push(Op::mov64(R2, 0)),
-        }
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(to)));
-        em.push(Op::mov64(R4, len));
-        em.push(Op::Call {
-            helper: helper::SKB_LOAD_BYTES,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
-    }
-
     /// ICMPv6 port unreachable for the IPv6 UDP datagram in the skb (see
     /// the module docs).
     fn udp6_unreachable(&self, em: &mut Em) {
-        Self::load_frame(em, None, ORIG, 14 + QUOTE_LEN);
+        load_frame(em, None, ORIG, 14 + QUOTE_LEN);
         // The offending IPv6 header is at QUOTE: its source at +8.
         Self::drop_unless_unicast6(em, QUOTE + 8);
         Self::ether6_back(em, ORIG);
@@ -184,7 +166,7 @@ impl Gen<'_> {
     /// module docs).
     fn tcp6_reset(&self, em: &mut Em) {
         let drop = em.drop;
-        Self::load_frame(em, None, B, 54);
+        load_frame(em, None, B, 54);
         // The transport header: where the extension-header walk left it
         // (0: no walk, right after the IPv6 header).
         let at = em.label("rst6_at");
@@ -192,7 +174,7 @@ impl Gen<'_> {
         em.jmp(JmpCond::Ne, R9, 0, at);
         em.push(Op::mov64(R9, 54));
         em.bind(at);
-        Self::load_frame(em, Some(R9), L4, 20);
+        load_frame(em, Some(R9), L4, 20);
         Self::drop_unless_unicast6(em, IP + 8);
         // Never answer a reset. r8 := the offending segment's flags.
         em.push(Op::load(Size::U8, R1, R10, L4 + 13));
@@ -208,13 +190,7 @@ impl Gen<'_> {
         em.push(Op::alu64(AluOp::Rsh, R3, 4));
         em.push(Op::alu64(AluOp::Lsh, R3, 2));
         em.push(Op::alu64(AluOp::Sub, R2, R3));
-        em.push(Op::mov64(R3, R1));
-        em.push(Op::alu64(AluOp::And, R3, 1)); // FIN
-        em.push(Op::alu64(AluOp::Add, R2, R3));
-        em.push(Op::mov64(R3, R1));
-        em.push(Op::alu64(AluOp::Rsh, R3, 1));
-        em.push(Op::alu64(AluOp::And, R3, 1)); // SYN
-        em.push(Op::alu64(AluOp::Add, R2, R3));
+        add_syn_fin(em);
         em.push(Op::mov64(R9, R2));
         Self::ether6_back(em, B);
         Self::pseudo_ip6(em, IP, 20, 6);

@@ -22,15 +22,7 @@ impl Gen<'_> {
         const P: i16 = -288; // pseudo (12) + TCP (20), 8-aligned
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Ne, R1, 6, drop);
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(B)));
-        em.push(Op::mov64(R4, 54));
-        em.push(Op::Call {
-            helper: helper::SKB_LOAD_BYTES,
-        });
-        em.jmp(JmpCond::Ne, R0, 0, drop);
+        super::super::reject::load_frame(em, None, B, 54);
         // IHL 5 only; never answer a reset.
         em.push(Op::load(Size::U8, R1, R10, IP));
         em.jmp(JmpCond::Ne, R1, 0x45, drop);
@@ -47,13 +39,7 @@ impl Gen<'_> {
         em.push(Op::alu64(AluOp::Rsh, R3, 4));
         em.push(Op::alu64(AluOp::Lsh, R3, 2));
         em.push(Op::alu64(AluOp::Sub, R2, R3));
-        em.push(Op::mov64(R3, R1));
-        em.push(Op::alu64(AluOp::And, R3, 1)); // FIN
-        em.push(Op::alu64(AluOp::Add, R2, R3));
-        em.push(Op::mov64(R3, R1));
-        em.push(Op::alu64(AluOp::Rsh, R3, 1));
-        em.push(Op::alu64(AluOp::And, R3, 1)); // SYN
-        em.push(Op::alu64(AluOp::Add, R2, R3));
+        super::super::reject::add_syn_fin(em);
         em.push(Op::mov64(R9, R2));
         // Ethernet: swap the MACs (3 × 16 bits each).
         for i in 0..3i16 {
