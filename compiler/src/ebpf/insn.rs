@@ -66,6 +66,8 @@ pub mod helper {
     pub const SKB_CHANGE_TAIL: u32 = 38;
     /// `struct bpf_sock *bpf_sk_lookup_tcp(ctx, tuple, size, netns, flags)`
     pub const SK_LOOKUP_TCP: u32 = 84;
+    /// `struct bpf_sock *bpf_sk_lookup_udp(ctx, tuple, size, netns, flags)`
+    pub const SK_LOOKUP_UDP: u32 = 85;
     /// `long bpf_sk_release(sk)`
     pub const SK_RELEASE: u32 = 86;
     /// `long bpf_sk_assign(skb, sk, flags)`
@@ -89,6 +91,7 @@ pub mod helper {
             CSUM_DIFF => "bpf_csum_diff",
             SKB_CHANGE_TAIL => "bpf_skb_change_tail",
             SK_LOOKUP_TCP => "bpf_sk_lookup_tcp",
+            SK_LOOKUP_UDP => "bpf_sk_lookup_udp",
             SK_RELEASE => "bpf_sk_release",
             SK_ASSIGN => "bpf_sk_assign",
             _ => return None,

@@ -134,7 +134,7 @@ pub mod ct {
     pub const FAMILY: i16 = 37;
     pub const KEY_SIZE: u32 = 40;
     /// Value `{ time u64, frontend addr[16], frontend port u16 (host),
-    /// pad u16, service u32 }`: the insertion time (ns,
+    /// proxy port u16 (host), service u32 }`: the insertion time (ns,
     /// `bpf_ktime_get_ns`) with its low bits as flags ([`TRANSLATED`],
     /// [`CLIENT_FIRST`]); for a translated flow the frontend its client
     /// sent to and the service index + 1 (else zero). A translated flow's
@@ -145,6 +145,11 @@ pub mod ct {
     pub const FE_ADDR: i16 = 8;
     pub const FE_PORT: i16 = 24;
     pub const SERVICE: i16 = 28;
+    /// A UDP flow steered to a proxy (`codegen::emit::redirect_udp`): the
+    /// proxy's port (host order; 0: not steered), its lookup address in
+    /// [`FE_ADDR`] (IPv4 in the first 4 bytes) — the proxy takes the
+    /// frontend's place: such a flow is never [`TRANSLATED`].
+    pub const PROXY_PORT: i16 = 26;
     pub const VALUE_SIZE: u32 = 32;
     /// Bit of the time: the flow was translated (its replies need reverse
     /// NAT).

@@ -57,6 +57,7 @@ impl Gen<'_> {
         if self.fixed_tables() {
             self.mark_seen(em);
         }
+        self.flow_proxy(em);
         let ok = em.label("established_ok");
         if self.has_services {
             // A packet of a translated flow (the entry's flag bit) that
@@ -72,6 +73,7 @@ impl Gen<'_> {
         em.bind(established);
         em.a.set_origin(Origin(0), Some("conntrack: established connection"));
         em.count_imm(0);
+        self.established_redirect(em);
         em.bind(ok);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
         em.push(Op::Exit);

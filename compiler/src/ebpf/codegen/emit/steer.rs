@@ -104,24 +104,33 @@ impl Gen<'_> {
         em.push(Op::Ja { target: done });
     }
 
-    /// `redirect … to proxy ADDR:PORT` for TCP of either family: the
-    /// packet is assigned (`bpf_sk_assign`) to the proxy's listening
-    /// socket, found with `bpf_sk_lookup_tcp` on (ADDR, PORT) — the
+    /// `redirect … to proxy ADDR:PORT` for TCP and UDP of either family:
+    /// the packet is assigned (`bpf_sk_assign`) to the proxy's listening
+    /// socket, found with `bpf_sk_lookup_tcp` (UDP: `bpf_sk_lookup_udp`,
+    /// the proxy's bound socket) on (ADDR, PORT) — the
     /// 12-byte IPv4 or the 36-byte IPv6 `bpf_sock_tuple`, ADDR the
     /// rule's address when it is of the connection's family, else the
     /// unspecified address (only a wildcard listener matches); the
     /// destination address is not rewritten, so the proxy (the node
     /// routes the original destination locally) sees the original
-    /// destination. No proxy socket, or not TCP: the packet passes
-    /// unsteered. Only the first packet is assigned: the connection's
-    /// request and established sockets carry the original destination as
-    /// their local address, so the stack's own lookup finds them for the
-    /// later packets (which take the `established` path).
+    /// destination. No proxy socket, or neither TCP nor UDP: the packet
+    /// passes unsteered. For TCP only the first packet is assigned: the
+    /// connection's request and established sockets carry the original
+    /// destination as their local address, so the stack's own lookup
+    /// finds them for the later packets (which take the `established`
+    /// path). For UDP every datagram from the client is (`redirect_udp.rs`).
     pub(super) fn redirect_to_proxy(&self, em: &mut Em) {
         let done = em.label("redirect_done");
         let v6 = em.label("redirect_v6");
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
-        em.jmp(JmpCond::Ne, R1, 6, done);
+        if self.udp_redirects() {
+            let socket_proto = em.label("redirect_socket_proto");
+            em.jmp(JmpCond::Eq, R1, 17, socket_proto);
+            em.jmp(JmpCond::Ne, R1, 6, done);
+            em.bind(socket_proto);
+        } else {
+            em.jmp(JmpCond::Ne, R1, 6, done);
+        }
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
         em.jmp(JmpCond::Eq, R1, 6, v6);
         em.jmp(JmpCond::Ne, R1, 4, done);
@@ -157,9 +166,9 @@ impl Gen<'_> {
         em.bind(done);
     }
 
-    /// `sk = sk_lookup_tcp(tuple of `size` bytes at fp + t);
-    /// sk_assign(skb, sk); release`. Jumps to `done` (also when no socket
-    /// is found). Clobbers r9.
+    /// `sk = sk_lookup_tcp(tuple of `size` bytes at fp + t)` (a UDP
+    /// packet: `sk_lookup_udp`); `sk_assign(skb, sk); release`. Jumps to
+    /// `done` (also when no socket is found). Clobbers r9.
     pub(super) fn sk_assign(&self, em: &mut Em, t: i16, size: i32, done: Label) {
         em.push(Op::mov64(R1, R7));
         em.push(Op::mov64(R2, R10));
@@ -167,9 +176,25 @@ impl Gen<'_> {
         em.push(Op::mov64(R3, size));
         em.push(Op::mov64(R4, -1)); // BPF_F_CURRENT_NETNS
         em.push(Op::mov64(R5, 0));
-        em.push(Op::Call {
-            helper: helper::SK_LOOKUP_TCP,
-        });
+        if self.udp_redirects() {
+            let udp = em.label("sk_lookup_udp");
+            let found = em.label("sk_looked_up");
+            em.push(Op::load(Size::U8, R0, R6, ctx::RAW_PROTO));
+            em.jmp(JmpCond::Eq, R0, 17, udp);
+            em.push(Op::Call {
+                helper: helper::SK_LOOKUP_TCP,
+            });
+            em.push(Op::Ja { target: found });
+            em.bind(udp);
+            em.push(Op::Call {
+                helper: helper::SK_LOOKUP_UDP,
+            });
+            em.bind(found);
+        } else {
+            em.push(Op::Call {
+                helper: helper::SK_LOOKUP_TCP,
+            });
+        }
         em.jmp(JmpCond::Eq, R0, 0, done);
         em.push(Op::mov64(R9, R0));
         em.push(Op::mov64(R2, R0));

@@ -132,6 +132,7 @@ impl Gen<'_> {
             em.push(Op::store(Size::U64, R10, VALUE + off, 0));
         }
         em.bind(written);
+        self.ct_record_proxy(em);
         em.push(Op::mov64(R2, R10));
         em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
         em.push(Op::mov64(R3, R10));
