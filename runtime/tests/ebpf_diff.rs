@@ -134,25 +134,25 @@ fn expected(g: &Graph, o: &Outcome, p: &Packet) -> (u32, BTreeMap<u32, u64>) {
     }
     let ret = match o.verdict {
         Verdict::Allow => layout::TC_ACT_OK as u32,
-        // A reject answers IPv4 TCP with a reset and IPv4 UDP with an
-        // ICMP port unreachable, sent back out — no ICMP error to a
+        // A reject answers IPv4 TCP with a reset and IPv4 UDP and SCTP
+        // with an ICMP port unreachable, sent back out — no ICMP error to a
         // source that is not unicast (224.0.0.0 and up, 0.0.0.0: RFC
         // 1122 §3.2.2).
-        // IPv6: a reset or an ICMPv6 port unreachable, neither to a
+        // IPv6: a reset or an ICMPv6 port unreachable (UDP, SCTP), neither to a
         // multicast (ff00::/8, RFC 4443 §2.4 e) or unspecified source.
         Verdict::Deny if o.reject && p.src.is_ipv4() && p.proto == Proto::Tcp => {
             layout::TC_ACT_REDIRECT as u32
         }
         Verdict::Deny
             if o.reject
-                && p.proto == Proto::Udp
+                && matches!(p.proto, Proto::Udp | Proto::Sctp)
                 && matches!(p.src, IpAddr::V4(a) if a.octets()[0] < 224 && !a.is_unspecified()) =>
         {
             layout::TC_ACT_REDIRECT as u32
         }
         Verdict::Deny
             if o.reject
-                && matches!(p.proto, Proto::Tcp | Proto::Udp)
+                && matches!(p.proto, Proto::Tcp | Proto::Udp | Proto::Sctp)
                 && matches!(p.src, IpAddr::V6(a) if a.octets()[0] != 0xff && !a.is_unspecified()) =>
         {
             layout::TC_ACT_REDIRECT as u32
@@ -261,7 +261,7 @@ fn check_output(
     let mut err = |m: String| t.disagreements.push(format!("{tag}: {p:?}\n    {m}"));
     if o.reject
         && out.ret == layout::TC_ACT_REDIRECT as u32
-        && p.proto == Proto::Udp
+        && matches!(p.proto, Proto::Udp | Proto::Sctp)
         && p.src.is_ipv6()
     {
         // ICMPv6 port unreachable quoting the first 48 bytes of the IPv6
@@ -276,7 +276,10 @@ fn check_output(
         t.unreachables += 1;
         return;
     }
-    if o.reject && out.ret == layout::TC_ACT_REDIRECT as u32 && p.proto == Proto::Udp {
+    if o.reject
+        && out.ret == layout::TC_ACT_REDIRECT as u32
+        && matches!(p.proto, Proto::Udp | Proto::Sctp)
+    {
         // ICMP port unreachable (ebpf_udp_reject.rs checks every byte).
         let f = &out.data;
         let (s, d) = (&f[26..30], &f[30..34]);

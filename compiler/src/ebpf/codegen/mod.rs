@@ -64,9 +64,9 @@
 //!    sender (MACs, addresses and ports swapped, payload cut, RST|ACK
 //!    acking the segment or RST with its ack as sequence number, fresh
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
-//!    (`TC_ACT_REDIRECT`); a UDP datagram is answered the same way with
-//!    an ICMP (`reject.rs`) or ICMPv6 (`reject6.rs`) port unreachable
-//!    quoting it; SCTP is dropped. TCP and UDP frontends of both families are
+//!    (`TC_ACT_REDIRECT`); a UDP datagram or SCTP packet is answered the
+//!    same way with an ICMP (`reject.rs`) or ICMPv6 (`reject6.rs`) port
+//!    unreachable quoting it. TCP and UDP frontends of both families are
 //!    translated; SCTP frontends are refused at compile time
 //!    ([`untranslated_frontends`], E0501) unless
 //!    [`Options::untranslated_frontends`] asks for them to pass
@@ -101,7 +101,8 @@
 //!    (`mark`: `skb->mark`; `dscp`: the DSCP bits, IPv4 header checksum
 //!    fixed with `bpf_l3_csum_replace`, IPv6 traffic class; `redirect`:
 //!    `bpf_sk_assign` to the proxy's listener, see `docs/language.md`
-//!    §4) and returns `TC_ACT_OK`. On deny: a new translation is simply
+//!    §4; a UDP flow's entry records its proxy and every later datagram
+//!    from its client is assigned again, `emit/redirect_udp.rs`) and returns `TC_ACT_OK`. On deny: a new translation is simply
 //!    not written; a flow translated earlier has its `weir_lb_ct` entry
 //!    deleted (denied flows leave no translation state), `TC_ACT_SHOT`.
 //!

@@ -2,7 +2,11 @@
 //! docs/language.md §4 step 3), sent back out of the interface it arrived
 //! on: a TCP reset for TCP (`emit::tcp_reset`), an ICMP destination
 //! unreachable, port unreachable (type 3 code 3, RFC 792) for an IPv4 UDP
-//! datagram. Everything else is dropped.
+//! datagram or SCTP packet (what iptables' `REJECT` sends for any
+//! protocol but TCP; SCTP has no ABORT here: an ABORT would need the
+//! peer's verification tag and a CRC32c over the whole chunk, and the
+//! port unreachable is what the sender's SCTP stack already handles).
+//! Everything else is dropped.
 //!
 //! The ICMP message quotes, as RFC 792 asks, the offending datagram's
 //! internet header and the first 64 bits of its data (the UDP header):
@@ -18,6 +22,7 @@
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb};
+use crate::ebpf::service::sctp::IPPROTO_SCTP;
 use crate::ebpf::{helper, AluOp, ByteOrder, JmpCond, Op, Reg, Size};
 
 use Reg::*;
@@ -44,16 +49,21 @@ fn be16(r: Reg) -> Op {
 }
 
 impl Gen<'_> {
-    /// The reject of a service without backends: UDP gets an ICMP (IPv4)
-    /// or ICMPv6 (IPv6, `reject6.rs`) port unreachable, TCP a reset, the
-    /// rest is dropped.
+    /// The reject of a service without backends: UDP and SCTP get an
+    /// ICMP (IPv4) or ICMPv6 (IPv6, `reject6.rs`) port unreachable, TCP a
+    /// reset, the rest is dropped.
     pub(super) fn reject(&self, em: &mut Em) {
         let tcp = em.label("reject_tcp");
         let v6 = em.label("reject6");
+        let unreachable = em.label("reject_unreachable");
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
         em.jmp(JmpCond::Eq, R1, 6, v6);
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        if self.sctp_frontends() {
+            em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, unreachable);
+        }
         em.jmp(JmpCond::Ne, R1, 17, tcp);
+        em.bind(unreachable);
         self.udp_unreachable(em);
         em.bind(tcp);
         self.tcp_reset(em);
@@ -61,8 +71,14 @@ impl Gen<'_> {
         self.reject6(em);
     }
 
-    /// ICMP port unreachable for the IPv4 UDP datagram in the skb (see
-    /// the module docs).
+    /// Whether some service frontend is SCTP: only then is a rejected
+    /// packet's protocol compared with SCTP's.
+    pub(super) fn sctp_frontends(&self) -> bool {
+        (self.g.services.frontends.iter()).any(|f| f.frontend.proto == crate::model::Proto::Sctp)
+    }
+
+    /// ICMP port unreachable for the IPv4 UDP datagram (or SCTP packet) in
+    /// the skb (see the module docs).
     fn udp_unreachable(&self, em: &mut Em) {
         let drop = em.drop;
         load_frame(em, None, ORIG, 42);

@@ -2,7 +2,8 @@
 //! backends, docs/language.md §4 step 3), sent back out of the interface
 //! it arrived on like the IPv4 ones (`reject.rs`): a TCP reset for a TCP
 //! segment, an ICMPv6 destination unreachable, port unreachable (type 1
-//! code 4, RFC 4443 §3.1) for a UDP datagram. Neither answers a packet
+//! code 4, RFC 4443 §3.1) for a UDP datagram or SCTP packet (as
+//! `reject.rs`, and ip6tables' `REJECT`). Neither answers a packet
 //! from a multicast (RFC 4443 §2.4 e) or unspecified source; such a
 //! packet is dropped (still counted as the reject).
 //!
@@ -34,6 +35,7 @@
 use super::emit::{Em, Gen};
 use super::layout::ctx;
 use super::reject::{add_syn_fin, load_frame, send_back};
+use crate::ebpf::service::sctp::IPPROTO_SCTP;
 use crate::ebpf::{AluOp, ByteOrder, JmpCond, Op, Reg, Size};
 
 use Reg::*;
@@ -62,14 +64,19 @@ fn be(bits: u8, r: Reg) -> Op {
 }
 
 impl Gen<'_> {
-    /// The reject of an IPv6 packet: UDP an ICMPv6 port unreachable, TCP
-    /// a reset, the rest dropped.
+    /// The reject of an IPv6 packet: UDP and SCTP an ICMPv6 port
+    /// unreachable, TCP a reset, the rest dropped.
     pub(super) fn reject6(&self, em: &mut Em) {
         let drop = em.drop;
         let tcp = em.label("reject6_tcp");
+        let unreachable = em.label("reject6_unreachable");
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Eq, R1, 6, tcp);
+        if self.sctp_frontends() {
+            em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, unreachable);
+        }
         em.jmp(JmpCond::Ne, R1, 17, drop);
+        em.bind(unreachable);
         self.udp6_unreachable(em);
         em.bind(tcp);
         self.tcp6_reset(em);
