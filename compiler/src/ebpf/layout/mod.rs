@@ -119,6 +119,9 @@ pub const STEER_NONE: i32 = 0;
 pub const STEER_REDIRECT: i32 = 1;
 pub const STEER_MARK: i32 = 2;
 pub const STEER_DSCP: i32 = 3;
+/// A `redirect` already applied: the packet is assigned to the proxy's
+/// socket (`bpf_sk_assign` succeeded; `codegen::emit::redirect_udp`).
+pub const STEER_ASSIGNED: i32 = 4;
 
 /// Conntrack key: `{ src[16], dst[16], sport u16, dport u16, proto u8,
 /// family u8, pad u16 }` (ports host order; ICMP: ports 0). `ctx::CT_KEY`

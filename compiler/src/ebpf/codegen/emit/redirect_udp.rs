@@ -8,24 +8,30 @@
 //! proxy has one unconnected socket and no per-flow socket: a later
 //! datagram to the original destination finds no socket there. And the
 //! later datagrams take the conntrack `established` path, which passes
-//! them before the steer walk. So the flow's `weir_ct` entry records the
-//! proxy it was assigned to ([`layout::ct::PROXY_PORT`] and the lookup
-//! address in [`layout::ct::FE_ADDR`]), and an established datagram from
-//! the flow's client (not a reply: [`layout::ct::CLIENT_FIRST`] against
-//! its place in the key) is assigned to that proxy again, with the same
-//! lookup and assignment as the first ([`Gen::redirect_to_proxy`]).
+//! them before the steer walk. So when the flow's first datagram was
+//! assigned ([`Gen::udp_first_assign`], before the conntrack insert), the
+//! flow's `weir_ct` entry records the proxy ([`layout::ct::PROXY_PORT`]
+//! and the lookup address in [`layout::ct::FE_ADDR`]), and an established
+//! datagram from the flow's client (not a reply:
+//! [`layout::ct::CLIENT_FIRST`] against its place in the key) is assigned
+//! to that proxy again, with the same lookup and assignment as the first
+//! ([`Gen::redirect_to_proxy`]).
 //!
 //! Why the entry and not the rule: `weir_ct` outlives a generation
 //! (shared across reloads), so an index into this generation's rules
 //! could name another proxy after a reload; the socket's address and
 //! port mean the same in every generation. A steered UDP flow's entry
-//! carries the proxy in place of a service frontend (it is never flagged
-//! translated): its datagrams reach the proxy, never the backend, so no
-//! packet from the backend is a reply of it to un-translate.
+//! carries the proxy in place of a service frontend (it is not flagged
+//! translated): the proxy took its first datagram, so the flow is the
+//! proxy's, not the backend's, and no packet from the backend is a reply
+//! of it to un-translate.
 //!
-//! No proxy socket found (not listening yet, or gone): the datagram
-//! passes unsteered, as a TCP connection's first packet does; the next
-//! datagram looks again.
+//! No proxy socket found for the first datagram: the flow is not
+//! steered (nothing recorded; a translated flow keeps its frontend for
+//! its replies' reverse NAT), as a TCP connection whose first packet
+//! found no listener. A steered flow's later datagram that finds no
+//! socket (the proxy has gone) passes unsteered; the next one looks
+//! again.
 
 use super::*;
 
@@ -47,11 +53,40 @@ impl Gen<'_> {
         })
     }
 
+    /// At the start of the conntrack insert of an allowed packet: a UDP
+    /// datagram the steer walk redirects is assigned to its proxy now
+    /// ([`Gen::redirect_to_proxy`]), so the insert knows whether the
+    /// proxy took it (`STEER_ASSIGNED`); otherwise its steering is
+    /// dropped (the final block's steering would look again in vain).
+    /// Uses r0–r5, r9 and the stack from fp-224 to fp-172 (nothing the
+    /// insert keeps: the hash tables' allowing id is at fp-4).
+    pub(super) fn udp_first_assign(&self, em: &mut Em) {
+        if !self.udp_redirects() {
+            return;
+        }
+        let done = em.label("udp_first_assigned");
+        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_KIND));
+        em.jmp(JmpCond::Ne, R1, layout::STEER_REDIRECT, done);
+        em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+        em.jmp(JmpCond::Ne, R1, 17, done);
+        self.redirect_to_proxy(em);
+        em.push(Op::load(Size::U32, R1, R6, ctx::STEER_KIND));
+        em.jmp(JmpCond::Ne, R1, layout::STEER_REDIRECT, done);
+        em.push(Op::store(
+            Size::U32,
+            R6,
+            ctx::STEER_KIND,
+            layout::STEER_NONE,
+        ));
+        em.bind(done);
+    }
+
     /// In the conntrack insert, after the value is written at `fp +
-    /// VALUE` and the canonical key at `fp + CT_KEY_COPY`: an allowed UDP
-    /// datagram steered to a proxy records the proxy (lookup address for
-    /// its family, port) in place of a frontend, and which end is its
-    /// client; the translated flag is cleared (see the module docs).
+    /// VALUE` and the canonical key at `fp + CT_KEY_COPY`: a UDP datagram
+    /// the proxy took ([`Gen::udp_first_assign`]) records the proxy
+    /// (lookup address for its family, port) in place of a frontend, and
+    /// which end is its client; the translated flag is cleared (see the
+    /// module docs).
     pub(super) fn ct_record_proxy(&self, em: &mut Em) {
         use layout::ct;
         if !self.udp_redirects() {
@@ -61,7 +96,7 @@ impl Gen<'_> {
         let v6 = em.label("ct_proxy_v6");
         let port = em.label("ct_proxy_port");
         em.push(Op::load(Size::U32, R1, R6, ctx::STEER_KIND));
-        em.jmp(JmpCond::Ne, R1, layout::STEER_REDIRECT, none);
+        em.jmp(JmpCond::Ne, R1, layout::STEER_ASSIGNED, none);
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Ne, R1, 17, none);
         em.push(Op::load(Size::U64, R1, R10, VALUE + ct::TIME));

@@ -203,6 +203,18 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::SK_ASSIGN,
         });
+        if self.udp_redirects() {
+            // Assigned: `redirect_udp.rs` records the flow's proxy.
+            let failed = em.label("sk_assign_failed");
+            em.jmp(JmpCond::Ne, R0, 0, failed);
+            em.push(Op::store(
+                Size::U32,
+                R6,
+                ctx::STEER_KIND,
+                layout::STEER_ASSIGNED,
+            ));
+            em.bind(failed);
+        }
         em.push(Op::mov64(R1, R9));
         em.push(Op::Call {
             helper: helper::SK_RELEASE,

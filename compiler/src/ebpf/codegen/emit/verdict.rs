@@ -93,6 +93,7 @@ impl Gen<'_> {
     /// reverse NAT reads from this entry (see [`layout::ct`]).
     pub(super) fn conntrack_insert(&self, em: &mut Em) {
         use layout::ct;
+        self.udp_first_assign(em);
         self.canonical_ct_key(em, CT_KEY_COPY);
         em.push(Op::Call {
             helper: helper::KTIME_GET_NS,
