@@ -10,12 +10,14 @@ use weir_compiler::ebpf::codegen::{generate, Budget, Limit, Mode, Options};
 use weir_compiler::gen;
 use weir_compiler::graph;
 
-/// Default options, except that the SCTP frontends the generated models
-/// have are generated untranslated instead of refused (see
+/// Default options, except that the SCTP frontends and the redirects
+/// matching SCTP (E0525) the generated models have are generated
+/// untranslated / unsteered instead of refused (see
 /// `ebpf_translates_ipv6_frontends_refuses_sctp_and_never_panics`).
 fn lenient() -> Options {
     Options {
         untranslated_frontends: true,
+        unsteered_sctp_redirects: true,
         ..Options::default()
     }
 }

@@ -81,6 +81,7 @@ fn untranslated(tag: &str, model: &Model) -> Result<(), String> {
     let g = graph::build(model);
     let opts = Options {
         untranslated_frontends: true,
+        unsteered_sctp_redirects: true,
         ..Options::default()
     };
     catch_unwind(AssertUnwindSafe(|| generate(model, &g, &opts)))
@@ -94,6 +95,7 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
     let mut t = Tally::default();
     let mut failures = Vec::new();
     let (mut six, mut without_sctp, mut sctp_refused) = (0, 0, 0);
+    let (mut redirect_refused, mut ebpf_refused) = (0, 0);
     for seed in 0..seeds {
         let model = gen::dual_stack(seed);
         let sctp = model.services.iter().any(|s| {
@@ -104,6 +106,11 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
         without_sctp += usize::from(!sctp);
         let refused = !weir_compiler::ebpf::codegen::untranslated_frontends(&model).is_empty();
         sctp_refused += usize::from(refused);
+        // A redirect that can match SCTP (E0525) refuses both variants
+        // (the steering is the same); counted apart from the port change.
+        let redirect = !weir_compiler::ebpf::codegen::sctp_redirects(&model).is_empty();
+        redirect_refused += usize::from(redirect);
+        ebpf_refused += usize::from(refused || redirect) + usize::from(redirect);
         six += usize::from(
             model
                 .services
@@ -125,7 +132,7 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
         }
     }
     eprintln!(
-        "{} programs ({six} with an IPv6-only service, {without_sctp} without SCTP, {sctp_refused} with an SCTP port change): {} back-end outputs ({} eBPF), {} refusals, {} panics",
+        "{} programs ({six} with an IPv6-only service, {without_sctp} without SCTP, {sctp_refused} with an SCTP port change, {redirect_refused} with a redirect matching SCTP): {} back-end outputs ({} eBPF), {} refusals, {} panics",
         t.programs,
         t.compiled,
         t.ebpf,
@@ -136,11 +143,16 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
     assert_eq!(t.programs, 2 * seeds as usize);
     // Every model with its SCTP frontends removed, and every model as
     // generated but those with an SCTP port change (IPv6 and SCTP
-    // services included: issue 18).
+    // services included: issue 18); neither variant of a model with a
+    // redirect that can match SCTP (E0525).
     assert_eq!(
         t.ebpf,
-        2 * seeds as usize - sctp_refused,
+        2 * seeds as usize - ebpf_refused,
         "eBPF compiles every translatable model"
+    );
+    assert!(
+        redirect_refused > 0 && redirect_refused < seeds as usize,
+        "some models redirect SCTP, some do not"
     );
     assert_eq!(six, seeds as usize, "every model has an IPv6-only service");
     assert!(without_sctp > 0, "some models have no SCTP service");

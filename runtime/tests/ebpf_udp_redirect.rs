@@ -7,8 +7,9 @@
 //! or, when it is of the other family, a wildcard socket on its port.
 //! The first datagram is a new flow (the steer leaf); the later ones are
 //! conntrack hits, which must be assigned to the proxy again (the flow's
-//! `weir_ct` entry records it). A port that is not steered reaches no
-//! proxy.
+//! `weir_ct` entry records it), also for a flow to a service frontend
+//! (translated, then steered). Packets from the flow's other end are
+//! replies, not steered. A port that is not steered reaches no proxy.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -30,7 +31,12 @@ endpoint db  { labels { app: "db" }  addr 10.2.0.20 addr fd00::20 }
 
 policy db-in {
   applies to app == "db"
-  ingress { allow udp { 5353, 5354, 5355, 5357, 5359 } from app == "web" }
+  ingress { allow udp { 5353, 5354, 5355, 5357, 5359, 5360 } from app == "web" }
+}
+
+service dns {
+  frontend 10.96.0.53:53/udp
+  backends select app == "db" port 5360
 }
 
 steer proxies {
@@ -38,6 +44,7 @@ steer proxies {
   redirect udp 5355 from app == "web" to proxy [::1]:15002
   redirect udp 5357 from app == "web" to proxy [::1]:15003
   redirect udp 5359 from app == "web" to proxy 127.0.0.1:15004
+  redirect udp 53 from app == "web" to proxy 127.0.0.1:15005
 }
 "#;
 
@@ -57,7 +64,7 @@ struct Case {
     proxy: &'static str,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     // IPv4, the rule's IPv4 address.
     Case {
         client: "10.1.0.10",
@@ -85,6 +92,15 @@ const CASES: [Case; 4] = [
         server: "fd00::20",
         port: 5359,
         proxy: "[::]:15004",
+    },
+    // A service frontend: translated to its backend (db:5360) and
+    // steered (the rule matches the packet as sent); the later datagrams
+    // are translated by the flow's `weir_lb_ct` entry first.
+    Case {
+        client: "10.1.0.10",
+        server: "10.96.0.53",
+        port: 53,
+        proxy: "127.0.0.1:15005",
     },
 ];
 

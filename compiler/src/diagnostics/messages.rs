@@ -1944,6 +1944,10 @@ pub enum Construct {
     /// An audit policy in a program with `redirect` steering (iptables
     /// judges redirected connections in nat, where audit is not counted).
     AuditWithRedirect { policy: String },
+    /// E0525 (eBPF): a `redirect` rule (`index` from 1) that can match
+    /// SCTP: the kernel's socket lookup and assignment take TCP and UDP
+    /// sockets only.
+    SctpRedirect { steer: String, index: usize },
 }
 
 /// Why a program stage does not assemble.
@@ -1967,6 +1971,7 @@ impl Construct {
             Construct::UntranslatedFrontend { .. } => "SCTP frontend whose target port differs",
             Construct::AuditPolicy { .. } => "audit policy",
             Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
+            Construct::SctpRedirect { .. } => "redirect of SCTP to a proxy",
         }
     }
 
@@ -1997,6 +2002,9 @@ impl Construct {
             Construct::AuditWithRedirect { policy } => format!(
                 "policy `{policy}` is an audit policy and the program redirects connections to a proxy; iptables judges those in nat, where their audit decisions would not be counted"
             ),
+            Construct::SctpRedirect { steer, index } => format!(
+                "rule #{index} of steer `{steer}` redirects to a proxy and can match SCTP (its protocol is `sctp`, or none is given); the eBPF data path assigns a packet to the proxy's socket with the kernel's socket lookup, which finds TCP and UDP sockets only, so SCTP would pass unsteered: write the rule for `tcp` and `udp`"
+            ),
         }
     }
 }
@@ -2004,6 +2012,10 @@ impl Construct {
 impl Refusal {
     pub fn code(&self) -> Code {
         match self {
+            Refusal::NotExpressible {
+                construct: Construct::SctpRedirect { .. },
+                ..
+            } => Code::E0525,
             Refusal::NotExpressible { .. } => Code::E0501,
             _ => Code::E0510,
         }
@@ -2080,10 +2092,14 @@ impl Refusal {
     fn diagnostic(self, span: Span) -> Diagnostic {
         let backend = self.backend().name();
         match self {
-            Refusal::NotExpressible { construct, .. } => {
+            Refusal::NotExpressible { .. } => {
+                let code = self.code();
+                let Refusal::NotExpressible { construct, .. } = self else {
+                    unreachable!()
+                };
                 let name = construct.name();
                 B::new(
-                    Code::E0501,
+                    code,
                     format!("the {backend} back end cannot express `{name}`"),
                     span,
                     construct.detail(),

@@ -162,6 +162,7 @@ codes! {
 
     E0501 => Error, "a back end cannot express a construct";
     E0510 => Error, "a back-end capacity limit is exceeded";
+    E0525 => Error, "eBPF cannot redirect SCTP to a proxy";
 
     E0601 => Error, "malformed Kubernetes input";
     E0602 => Error, "Kubernetes object cannot be imported exactly";

@@ -197,6 +197,10 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
         // not translate (refused by default): the differential tests
         // leave their packets out and check everything else.
         untranslated_frontends: true,
+        // Generated models redirect without a protocol or for SCTP
+        // (refused by default, E0525): BPF_PROG_TEST_RUN finds no proxy
+        // socket for any protocol, so every redirect passes unsteered.
+        unsteered_sctp_redirects: true,
         // Events without an effective rate limit (BPF_PROG_TEST_RUN sends
         // thousands of packets a millisecond; each test drains the ring
         // after every packet: `drain_events`).

@@ -124,3 +124,33 @@ pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
         })
         .collect()
 }
+
+/// `redirect` rules that can match SCTP (protocol `sctp` or none): the
+/// TC path assigns packets to a proxy with the kernel's socket lookup,
+/// which finds TCP and UDP sockets only, so it cannot steer SCTP (E0525;
+/// docs/language.md §4, the eBPF back end's redirect).
+pub fn sctp_redirects(model: &Model) -> Vec<Limit> {
+    use crate::model::{Proto, ProtoMatch, SteerAction};
+    let mut out = Vec::new();
+    for s in &model.steers {
+        for (i, r) in s.rules.iter().enumerate() {
+            let sctp = match &r.proto {
+                ProtoMatch::Any => true,
+                ProtoMatch::Ports { proto, .. } | ProtoMatch::Named { proto, .. } => {
+                    *proto == Proto::Sctp
+                }
+                ProtoMatch::Icmp { .. } => false,
+            };
+            if sctp && matches!(r.action, SteerAction::Redirect { .. }) {
+                out.push(Limit::Unsupported {
+                    span: r.span,
+                    construct: Construct::SctpRedirect {
+                        steer: s.name.clone(),
+                        index: i + 1,
+                    },
+                });
+            }
+        }
+    }
+    out
+}

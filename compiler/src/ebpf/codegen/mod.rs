@@ -144,7 +144,7 @@ mod reject;
 mod reject6;
 pub mod stages;
 
-pub use limits::{untranslated_frontends, Limit};
+pub use limits::{sctp_redirects, untranslated_frontends, Limit};
 use object::{fixed_maps, lpm_entry, object};
 pub use output::{EbpfManifest, EbpfOutput, Fill, LpmEntry, MapInfo, ProgramInfo};
 use plan::{class_rows, plan, split_stages, Plan};
@@ -242,6 +242,12 @@ pub struct Options {
     /// faithful). For tests that exercise the rest of such a program and
     /// leave those frontends' packets out. Off by default.
     pub untranslated_frontends: bool,
+    /// Generate programs whose `redirect` rules can match SCTP, passing
+    /// SCTP unsteered, instead of refusing them ([`sctp_redirects`],
+    /// E0525; not faithful). For the differential tests over generated
+    /// programs, whose BPF_PROG_TEST_RUN runs find no proxy socket for
+    /// any protocol. Off by default.
+    pub unsteered_sctp_redirects: bool,
     /// Verdict events into the `weir_events` ring buffer (`events.rs`;
     /// `weir compile --events off`: `None`). On by default.
     pub events: Option<events::EventOptions>,
@@ -256,6 +262,7 @@ impl Default for Options {
             tables: Default::default(),
             spare_endpoints: 4_096,
             untranslated_frontends: false,
+            unsteered_sctp_redirects: false,
             events: Some(events::EventOptions::default()),
         }
     }
@@ -322,6 +329,12 @@ fn service_state(model: &Model, g: &Graph, opts: &Options) -> LbState {
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
     if !opts.untranslated_frontends {
         let refused = untranslated_frontends(model);
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+    }
+    if !opts.unsteered_sctp_redirects {
+        let refused = sctp_redirects(model);
         if !refused.is_empty() {
             return Err(refused);
         }
