@@ -158,66 +158,66 @@ fn ebpf_redirect_udp_to_local_proxy_in_netns() {
         let o = ns.exec("ip", args).unwrap();
         assert!(o.status.success(), "ip {args:?}: {o:?}");
     }
-    type Got = Vec<(Vec<(String, SocketAddr)>, SocketAddr)>;
-    type Replies = Vec<(Vec<(String, SocketAddr)>, SocketAddr)>;
+    // Per case (or per reply): what a socket received, and from whom it
+    // should have come.
+    type Heard = Vec<(Vec<(String, SocketAddr)>, SocketAddr)>;
+    type Stray = Vec<(String, SocketAddr)>;
     let result = ns
-        .run(
-            move || -> Result<(Got, Replies, Vec<(String, SocketAddr)>), String> {
-                use aya::programs::{tc, SchedClassifier, TcAttachType};
-                let mut gen = load_output(&out);
-                let _ = tc::qdisc_add_clsact("lo");
-                let p: &mut SchedClassifier = gen
-                    .ebpf
-                    .program_mut(layout::MAIN_PROGRAM)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                p.attach("lo", TcAttachType::Ingress)
-                    .map_err(|e| e.to_string())?;
-                let e = |e: std::io::Error| e.to_string();
-                let proxies: Vec<UdpSocket> = CASES
-                    .iter()
-                    .map(|c| UdpSocket::bind(c.proxy))
-                    .collect::<Result<_, _>>()
-                    .map_err(e)?;
-                let t = Duration::from_millis(500);
-                let mut got = Vec::new();
-                let mut clients = Vec::new();
-                for (c, proxy) in CASES.iter().zip(&proxies) {
-                    let client = UdpSocket::bind(SocketAddr::new(ip(c.client), 0)).map_err(e)?;
-                    let to = SocketAddr::new(ip(c.server), c.port);
-                    for i in 0..N {
-                        client
-                            .send_to(format!("{}-{i}", c.port).as_bytes(), to)
-                            .map_err(e)?;
-                    }
-                    got.push((received(proxy, N, t), client.local_addr().map_err(e)?));
-                    clients.push(client);
-                }
-                // A packet from the flow's other end (the original
-                // destination) to the client is a reply: not steered, it
-                // reaches the client.
-                let mut replies = Vec::new();
-                for (c, client) in CASES.iter().zip(&clients).take(2) {
-                    let server = SocketAddr::new(ip(c.server), c.port);
-                    let s = UdpSocket::bind(server).map_err(e)?;
-                    s.send_to(b"reply", client.local_addr().map_err(e)?)
+        .run(move || -> Result<(Heard, Heard, Stray), String> {
+            use aya::programs::{tc, SchedClassifier, TcAttachType};
+            let mut gen = load_output(&out);
+            let _ = tc::qdisc_add_clsact("lo");
+            let p: &mut SchedClassifier = gen
+                .ebpf
+                .program_mut(layout::MAIN_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            p.attach("lo", TcAttachType::Ingress)
+                .map_err(|e| e.to_string())?;
+            let e = |e: std::io::Error| e.to_string();
+            let proxies: Vec<UdpSocket> = CASES
+                .iter()
+                .map(|c| UdpSocket::bind(c.proxy))
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            let t = Duration::from_millis(500);
+            let mut got = Vec::new();
+            let mut clients = Vec::new();
+            for (c, proxy) in CASES.iter().zip(&proxies) {
+                let client = UdpSocket::bind(SocketAddr::new(ip(c.client), 0)).map_err(e)?;
+                let to = SocketAddr::new(ip(c.server), c.port);
+                for i in 0..N {
+                    client
+                        .send_to(format!("{}-{i}", c.port).as_bytes(), to)
                         .map_err(e)?;
-                    replies.push((received(client, 1, t), server));
                 }
-                // Not steered: allowed, but no proxy hears it (nor any
-                // surplus datagram of the cases above).
-                for c in &CASES[..2] {
-                    let client = UdpSocket::bind(SocketAddr::new(ip(c.client), 0)).map_err(e)?;
-                    let to = SocketAddr::new(ip(c.server), 5354);
-                    client.send_to(b"unsteered", to).map_err(e)?;
-                }
-                let short = Duration::from_millis(200);
-                let stray: Vec<_> = proxies.iter().flat_map(|p| received(p, 1, short)).collect();
-                drop(gen);
-                Ok((got, replies, stray))
-            },
-        )
+                got.push((received(proxy, N, t), client.local_addr().map_err(e)?));
+                clients.push(client);
+            }
+            // A packet from the flow's other end (the original
+            // destination) to the client is a reply: not steered, it
+            // reaches the client.
+            let mut replies = Vec::new();
+            for (c, client) in CASES.iter().zip(&clients).take(2) {
+                let server = SocketAddr::new(ip(c.server), c.port);
+                let s = UdpSocket::bind(server).map_err(e)?;
+                s.send_to(b"reply", client.local_addr().map_err(e)?)
+                    .map_err(e)?;
+                replies.push((received(client, 1, t), server));
+            }
+            // Not steered: allowed, but no proxy hears it (nor any
+            // surplus datagram of the cases above).
+            for c in &CASES[..2] {
+                let client = UdpSocket::bind(SocketAddr::new(ip(c.client), 0)).map_err(e)?;
+                let to = SocketAddr::new(ip(c.server), 5354);
+                client.send_to(b"unsteered", to).map_err(e)?;
+            }
+            let short = Duration::from_millis(200);
+            let stray: Vec<_> = proxies.iter().flat_map(|p| received(p, 1, short)).collect();
+            drop(gen);
+            Ok((got, replies, stray))
+        })
         .expect("run in netns");
     let (got, replies, stray) = result.unwrap_or_else(|e| panic!("{e}"));
     for (r, server) in replies {
