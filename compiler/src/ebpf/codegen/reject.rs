@@ -55,15 +55,21 @@ impl Gen<'_> {
     pub(super) fn reject(&self, em: &mut Em) {
         let tcp = em.label("reject_tcp");
         let v6 = em.label("reject6");
-        let unreachable = em.label("reject_unreachable");
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
         em.jmp(JmpCond::Eq, R1, 6, v6);
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
-        if self.sctp_frontends() {
-            em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, unreachable);
+        // Bound only when some frontend is SCTP (a bound label shows
+        // in the listing).
+        let unreachable = self
+            .sctp_frontends()
+            .then(|| em.label("reject_unreachable"));
+        if let Some(u) = unreachable {
+            em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, u);
         }
         em.jmp(JmpCond::Ne, R1, 17, tcp);
-        em.bind(unreachable);
+        if let Some(u) = unreachable {
+            em.bind(u);
+        }
         self.udp_unreachable(em);
         em.bind(tcp);
         self.tcp_reset(em);

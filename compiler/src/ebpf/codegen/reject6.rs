@@ -69,14 +69,20 @@ impl Gen<'_> {
     pub(super) fn reject6(&self, em: &mut Em) {
         let drop = em.drop;
         let tcp = em.label("reject6_tcp");
-        let unreachable = em.label("reject6_unreachable");
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Eq, R1, 6, tcp);
-        if self.sctp_frontends() {
-            em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, unreachable);
+        // Bound only when some frontend is SCTP (a bound label shows
+        // in the listing).
+        let unreachable = self
+            .sctp_frontends()
+            .then(|| em.label("reject6_unreachable"));
+        if let Some(u) = unreachable {
+            em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, u);
         }
         em.jmp(JmpCond::Ne, R1, 17, drop);
-        em.bind(unreachable);
+        if let Some(u) = unreachable {
+            em.bind(u);
+        }
         self.udp6_unreachable(em);
         em.bind(tcp);
         self.tcp6_reset(em);
