@@ -14,6 +14,7 @@ pub mod explain;
 mod family;
 mod packet_text;
 mod policy;
+pub mod related;
 mod service;
 mod steer;
 

@@ -6,6 +6,7 @@ mod fixed;
 mod gate;
 mod node;
 mod prologue;
+mod related;
 mod reset;
 mod service;
 mod steer;
