@@ -251,3 +251,88 @@ fn ebpf_icmp_errors_of_translated_flows_are_reverse_translated() {
     );
     assert_eq!(translated, 12);
 }
+
+/// Real traffic through three network namespaces: one program (node mode)
+/// at the node's ingress from the client and from the server; a UDP
+/// client, connected to a service frontend of each family, sends to it;
+/// the backend (an address of the server namespace with no listener on
+/// the port) answers with an ICMP / ICMPv6 port unreachable, which the
+/// program reverse-translates on its way back. The client's connected
+/// socket reports it (`ECONNREFUSED`, at once) only if the quote is its
+/// own datagram to the frontend — the kernel's UDP error lookup matches
+/// the quoted 4-tuple against its sockets, so this is checked by Linux.
+/// Without the reverse NAT the error, allowed by policy (there is none),
+/// quotes the backend and reaches no socket: the receive times out.
+#[test]
+fn ebpf_port_unreachable_from_a_backend_reaches_the_client_socket_in_netns() {
+    if !have_root("ebpf_port_unreachable_from_a_backend_reaches_the_client_socket_in_netns") {
+        return;
+    }
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
+    let model = model_of_source(
+        r#"
+service dns4 {
+  frontend 10.96.0.9:53/udp
+  backends { 10.244.100.1:5353 }
+}
+service dns6 {
+  frontend [fd00:96::9]:53/udp
+  backends { [fd00:244:100::1]:5353 }
+}
+"#,
+    );
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
+    let topo = Topology::new().unwrap();
+    let gen = topo
+        .node
+        .run(move || {
+            use aya::programs::{tc, SchedClassifier, TcAttachType};
+            let mut gen = load_output(&out);
+            let p: &mut SchedClassifier = gen
+                .ebpf
+                .program_mut(layout::MAIN_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            for iface in [NODE_CLIENT_IF, NODE_SERVER_IF] {
+                let _ = tc::qdisc_add_clsact(iface);
+                p.attach(iface, TcAttachType::Ingress)
+                    .map_err(|e| format!("{iface}: {e}"))?;
+            }
+            Ok::<_, String>(gen)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (client, vip, backend) in [
+        ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
+        ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),
+    ] {
+        let (client, vip, backend) = (ip(client), SocketAddr::new(ip(vip), 53), ip(backend));
+        topo.add_client_addr(client).unwrap();
+        topo.add_server_addr(backend).unwrap();
+        let timeout = Duration::from_millis(1500);
+        let started = Instant::now();
+        let r = topo
+            .client
+            .run(move || {
+                let s = UdpSocket::bind(SocketAddr::new(client, 0))?;
+                s.connect(vip)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.send(b"is anyone there?")?;
+                let mut buf = [0u8; 64];
+                s.recv(&mut buf).map(|_| ())
+            })
+            .unwrap()
+            .map_err(|e| e.kind());
+        assert_eq!(
+            r,
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "{client} → {vip}: the backend's port unreachable reached the client's socket"
+        );
+        assert!(started.elapsed() < timeout, "{client} → {vip}: at once");
+    }
+    drop(gen);
+}

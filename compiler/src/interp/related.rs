@@ -26,26 +26,26 @@
 
 use crate::model::Proto;
 
-/// ICMPv4 error types that relate to the connection they quote:
+/// ICMPv4 error types that relate to the connection they quote, the
+/// ones Linux conntrack relates (`icmp_is_err`), so that both back ends
+/// read one meaning (the iptables back end's `RELATED` is the kernel's):
 /// destination unreachable (3), source quench (4, deprecated by RFC
-/// 6633 but still an error Linux conntrack relates), time exceeded (11),
-/// parameter problem (12). Redirect (5) is not: it changes a host's
-/// routing, which is for policy to allow, and Linux drops a redirect
-/// about a NATed connection anyway.
-pub const ICMP4_ERRORS: [u8; 4] = [3, 4, 11, 12];
+/// 6633), redirect (5), time exceeded (11), parameter problem (12).
+pub const ICMP4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
 
-/// ICMPv6 error types (RFC 4443 §2.1: below 128) that relate to the
-/// connection they quote: destination unreachable (1), packet too big
-/// (2), time exceeded (3), parameter problem (4). The private and
-/// reserved error types (100, 101, 127) are not.
-pub const ICMP6_ERRORS: [u8; 4] = [1, 2, 3, 4];
+/// ICMPv6 error messages are the types below this (RFC 4443 §2.1: "error
+/// messages have message types from 0 to 127"; Linux conntrack relates
+/// exactly these): destination unreachable (1), packet too big (2), time
+/// exceeded (3), parameter problem (4), and the unassigned, private
+/// (100, 101) and reserved (127) error types.
+pub const ICMP6_ERRORS_BELOW: u8 = 128;
 
 /// Whether an ICMP packet of protocol `proto` (its family's ICMP) with
 /// type `icmp_type` is an error that can be related to a connection.
 pub fn is_icmp_error(proto: Proto, icmp_type: u8) -> bool {
     match proto {
         Proto::Icmp => ICMP4_ERRORS.contains(&icmp_type),
-        Proto::Icmp6 => ICMP6_ERRORS.contains(&icmp_type),
+        Proto::Icmp6 => icmp_type < ICMP6_ERRORS_BELOW,
         _ => false,
     }
 }
@@ -57,15 +57,17 @@ mod tests {
     #[test]
     fn errors_are_per_family() {
         assert!(is_icmp_error(Proto::Icmp, 3));
+        assert!(is_icmp_error(Proto::Icmp, 5));
         assert!(is_icmp_error(Proto::Icmp6, 1));
-        // Echo, redirect, ICMPv6 informational messages: not errors.
+        assert!(is_icmp_error(Proto::Icmp6, 127));
+        // Echo, router / neighbour messages, ICMPv6 informational
+        // messages: not errors.
         for (p, t) in [
             (Proto::Icmp, 0),
-            (Proto::Icmp, 5),
             (Proto::Icmp, 8),
+            (Proto::Icmp, 9),
             (Proto::Icmp6, 128),
             (Proto::Icmp6, 135),
-            (Proto::Icmp6, 100),
             (Proto::Udp, 3),
         ] {
             assert!(!is_icmp_error(p, t), "{p:?} {t}");

@@ -2,8 +2,8 @@
 //! what counts as one: [`crate::interp::related`]), in the prologue,
 //! before the packet's own conntrack lookup.
 //!
-//! An ICMPv4 error (types [`ICMP4_ERRORS`]) or ICMPv6 error
-//! ([`ICMP6_ERRORS`]) has its quote read with `bpf_skb_load_bytes` (the
+//! An ICMPv4 error (types [`ICMP4_ERRORS`]) or ICMPv6 error (types
+//! below [`ICMP6_ERRORS_BELOW`]) has its quote read with `bpf_skb_load_bytes` (the
 //! quoted IP header — IPv4: its first 20 bytes, options skipped by its
 //! IHL; IPv6: the fixed 40, no extension headers walked — and the 8 bytes
 //! after it) into a conntrack key of the quoted packet, built in
@@ -38,9 +38,9 @@
 //! reverse NAT) is not related: the entry is keyed client ↔ backend.
 
 use super::*;
-use crate::ebpf::Operand;
 use crate::ebpf::service::emit::{BPF_F_IPV6, BPF_F_PSEUDO_HDR};
-use crate::interp::related::{ICMP4_ERRORS, ICMP6_ERRORS};
+use crate::ebpf::Operand;
+use crate::interp::related::{ICMP4_ERRORS, ICMP6_ERRORS_BELOW};
 
 /// Stack: the quote as read ([`OLD`]) and as rewritten ([`NEW`]): the
 /// quoted IP header (IPv4: its first 20 bytes; IPv6: 40) and the 8 bytes
@@ -112,11 +112,14 @@ impl Gen<'_> {
     fn related_family(&self, em: &mut Em, f: Fam, not: Label) {
         let is_error = em.label("icmp_error");
         em.push(Op::load(Size::U8, R1, R6, ctx::ICMP_TYPE));
-        let types: &[u8] = if f.v6 { &ICMP6_ERRORS } else { &ICMP4_ERRORS };
-        for &t in types {
-            em.jmp(JmpCond::Eq, R1, i32::from(t), is_error);
+        if f.v6 {
+            em.jmp(JmpCond::Ge, R1, i32::from(ICMP6_ERRORS_BELOW), not);
+        } else {
+            for t in ICMP4_ERRORS {
+                em.jmp(JmpCond::Eq, R1, i32::from(t), is_error);
+            }
+            em.push(Op::Ja { target: not });
         }
-        em.push(Op::Ja { target: not });
         em.bind(is_error);
         Self::icmp_offset_to_r8(em, f);
         // The quoted IP header.
@@ -232,7 +235,12 @@ impl Gen<'_> {
         }
         em.push(Op::load(Size::U8, R1, R10, OLD + f.proto));
         em.push(Op::store(Size::U8, R6, k + ct::PROTO, R1));
-        em.push(Op::store(Size::U8, R6, k + ct::FAMILY, if f.v6 { 6 } else { 4 }));
+        em.push(Op::store(
+            Size::U8,
+            R6,
+            k + ct::FAMILY,
+            if f.v6 { 6 } else { 4 },
+        ));
         let (ports, no_ports) = (em.label("quote_ports"), em.label("quote_no_ports"));
         for p in [6, 17, 132] {
             em.jmp(JmpCond::Eq, R1, p, ports);
