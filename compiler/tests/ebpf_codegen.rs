@@ -132,7 +132,7 @@ fn at_budget(slots: usize) -> Options {
         // The staging properties at these tiny budgets are measured
         // without verdict events: their code (~90 instructions per
         // event site) sits in the final block, which every stage copies,
-        // and at 1,500 slots leaves the stages no room (`events.rs`).
+        // and at 2,000 slots leaves the stages no room (`events.rs`).
         events: None,
         ..lenient()
     }
@@ -156,7 +156,7 @@ fn ebpf_synth_policy_splits_at_every_budget() {
     let model = synth_policy();
     let g = graph::build(&model);
     let mut last = 0;
-    for slots in [24_000, 6_000, 3_000, 1_500] {
+    for slots in [24_000, 6_000, 3_000, 2_000] {
         let opts = at_budget(slots);
         let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
         let programs = out.manifest.programs.len();
@@ -256,12 +256,16 @@ fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
 /// layout-order split before, this model made up to 2 / 3 / 6 at these
 /// budgets. The entry stage's prologue grew by 162 instructions with the
 /// IPv6 paths of the established-flow DNAT and the reverse NAT, issue
-/// 18, which moves one split at 3,000 slots: 3 there, from 2.)
+/// 18, which moves one split at 3,000 slots: 3 there, from 2. It grew by
+/// about 420 more with the ICMP errors related to a flow and their
+/// reverse NAT, both families (`emit/related.rs`): 1,353 instructions
+/// with services, more than a 1,500-slot stage holds beside the final
+/// block, so the smallest budget here is 2,000.)
 #[test]
 fn ebpf_paths_make_few_tail_calls() {
     let model = synth_policy();
     let g = graph::build(&model);
-    for (slots, most) in [(6_000, 2), (3_000, 3), (1_500, 5)] {
+    for (slots, most) in [(6_000, 2), (3_000, 3), (2_000, 5)] {
         let opts = at_budget(slots);
         let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
         assert!(out.manifest.programs.len() >= 3, "{slots}: splits");

@@ -55,6 +55,9 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ebpf_common::headers::{non_first_fragment, random_chain, with_extensions, with_options, Ext};
+use ebpf_common::icmp_error::{
+    error_checksums_ok, error_frame, error_packet, outer_src, quote, quoted,
+};
 use ebpf_common::*;
 use weir_compiler::ebpf::codegen::{Budget, Mode};
 use weir_compiler::ebpf::layout;
@@ -108,6 +111,14 @@ struct Tally {
     icmp6: usize,
     icmp6_ext: usize,
     icmp_foreign: usize,
+    /// ICMP errors quoting a flow's packet (docs/language.md §4 step 1):
+    /// related to a flow in conntrack (IPv4, IPv6; of them quoting a
+    /// translated flow, reverse-translated), and quoting no flow (judged
+    /// as new ICMP).
+    related4: usize,
+    related6: usize,
+    related_nat: usize,
+    unrelated: usize,
     disagreements: Vec<String>,
 }
 
@@ -530,6 +541,7 @@ fn check_model_with(
         &gens.iter().find(|(x, _)| *x == m).expect("all modes").1
     };
     let mut rng = gen::Rng::new(0x4EAD ^ packets.len() as u64);
+    let mut related_rng = gen::Rng::new(0x1C3F ^ packets.len() as u64);
     for p in packets {
         let p = normalize(p);
         if p.src.is_ipv4() != p.dst.is_ipv4() {
@@ -540,9 +552,6 @@ fn check_model_with(
         clear_lb_state(gen);
         if p.state != ConnState::Established {
             let r = check_new(tag, g, &interp, gen, &p, t);
-            if r.as_ref().is_some_and(|(_, o, _)| o.service.is_none()) {
-                check_header_variants(tag, g, &interp, gen, &p, &mut rng, t);
-            }
             if let Some((ret, o, _)) = &r {
                 // Translation state exists exactly for allowed translated
                 // flows: a denied flow never leaves any behind.
@@ -559,8 +568,8 @@ fn check_model_with(
                     ));
                 }
             }
-            if let Some((ret, o, out)) = r {
-                if ret == layout::TC_ACT_OK as u32
+            if let Some((ret, o, out)) = &r {
+                if *ret == layout::TC_ACT_OK as u32
                     && o.service.as_ref().is_some_and(|h| h.chosen.is_some())
                 {
                     // The backend's reply: established, un-translated.
@@ -580,6 +589,20 @@ fn check_model_with(
                     };
                     check_reply(tag, g, &interp, gen, &seen, &wire, t);
                 }
+                // After the reply (the errors may clear conntrack).
+                check_related(
+                    tag,
+                    g,
+                    &interp,
+                    gen,
+                    &p,
+                    (*ret, o, out),
+                    &mut related_rng,
+                    t,
+                );
+            }
+            if r.as_ref().is_some_and(|(_, o, _)| o.service.is_none()) {
+                check_header_variants(tag, g, &interp, gen, &p, &mut rng, t);
             }
             continue;
         }
@@ -684,6 +707,125 @@ fn check_header_variants(
     }
 }
 
+/// ICMP errors quoting the new packet `p` just checked (its verdict
+/// `ret`, outcome `o`, output frame `out`), sent back to its sender by
+/// its peer with a random error type of the family (docs/language.md §4
+/// step 1, `interp::related`): when the flow was allowed into conntrack,
+/// the error is established (a translated flow's is reverse-translated:
+/// the quote becomes the packet as the client sent it, checksums valid,
+/// the frontend as its source); with the flow gone, it is a new ICMP
+/// packet judged by policy. Both against the interpreter.
+#[allow(clippy::too_many_arguments)]
+fn check_related(
+    tag: &str,
+    g: &Graph,
+    interp: &Interp,
+    gen: &Generation,
+    p: &Packet,
+    (ret, o, out): (u32, &Outcome, &RunOut),
+    rng: &mut gen::Rng,
+    t: &mut Tally,
+) {
+    let translated = o.service.as_ref().is_some_and(|h| h.chosen.is_some());
+    let allowed = ret == layout::TC_ACT_OK as u32;
+    // Every translated flow's error (the reverse NAT), one in ten of the
+    // others (the test's time).
+    if !(translated && allowed || rng.chance(10)) {
+        return;
+    }
+    let v4 = p.src.is_ipv4();
+    use weir_compiler::interp::related::{ICMP4_ERRORS, ICMP6_ERRORS_BELOW};
+    let ty = if v4 {
+        *rng.pick(&ICMP4_ERRORS)
+    } else if rng.chance(80) {
+        1 + rng.below(4) as u8
+    } else {
+        rng.below(usize::from(ICMP6_ERRORS_BELOW)) as u8
+    };
+    let code = rng.below(16) as u8;
+    let sent = frame(p);
+    // The packet on the wire past the hook, and who answers it.
+    let (wire, from) = if translated && allowed {
+        (out.data.clone(), addrs(&out.data).2)
+    } else {
+        (sent.clone(), p.dst)
+    };
+    let n = if p.proto == Proto::Tcp && rng.chance(50) {
+        20
+    } else {
+        8
+    };
+    let error = error_frame(from, p.src, ty, code, &quote(&wire, n));
+    let tag = format!("{tag} (ICMP error {ty}/{code} quoting it)");
+    if allowed && conntrack_len(gen) > 0 {
+        // Related: established. A translated flow's error reaches the
+        // client from the frontend.
+        let seen_from = if translated { p.dst } else { from };
+        let mut seen = error_packet(seen_from, p.src, ty, code, true);
+        seen.at = p.at;
+        let o = interp.evaluate(&seen);
+        let want = expected(g, &o, &seen);
+        let (r, got) = run_counted(gen, &error);
+        if !compare(&tag, &seen, &want, &r, &got, t) {
+            return;
+        }
+        if v4 {
+            t.related4 += 1;
+        } else {
+            t.related6 += 1;
+        }
+        let mut bad = Vec::new();
+        if translated {
+            t.related_nat += 1;
+            if let Err(e) = error_checksums_ok(&r.data) {
+                bad.push(e);
+            }
+            // The client's packet, except what a `dscp` steering action
+            // rewrote past the hook (IPv4 TOS and header checksum, checked
+            // above; IPv6 traffic class).
+            let mask = |q: &[u8]| {
+                let mut q = q.to_vec();
+                let steered: &[usize] = if v4 { &[1, 10, 11] } else { &[0, 1] };
+                for &i in steered {
+                    q[i] = 0;
+                }
+                q
+            };
+            if mask(quoted(&r.data)) != mask(&quote(&sent, n)) {
+                bad.push(format!(
+                    "the quote is not the client's packet {p:?}:\n      got  {:02x?}\n      want {:02x?}",
+                    quoted(&r.data),
+                    quote(&sent, n)
+                ));
+            }
+            if outer_src(&r.data) != p.dst {
+                bad.push(format!("outer source {}", outer_src(&r.data)));
+            }
+        } else if r.data != error {
+            bad.push("a related error was changed".into());
+        }
+        if !bad.is_empty() {
+            t.disagreements.push(format!("{tag}: {}", bad.join("; ")));
+        }
+    }
+    if !rng.chance(50) {
+        return;
+    }
+    // The flow gone: a new ICMP packet, judged by policy.
+    clear_conntrack(gen);
+    clear_lb_state(gen);
+    let mut seen = error_packet(from, p.src, ty, code, false);
+    seen.at = p.at;
+    let o = interp.evaluate(&seen);
+    let want = expected(g, &o, &seen);
+    drain_events(gen);
+    let (r, got) = run_counted(gen, &error);
+    if compare(&format!("{tag}, no flow"), &seen, &want, &r, &got, t) {
+        t.unrelated += 1;
+        check_events(&tag, g, interp, gen, &seen, &o, None, t);
+    }
+}
+
 /// The reply `wire` (backend → client) of a translated connection, which
 /// the interpreter sees as `seen` (frontend → client, established): it
 /// must pass as established with the frontend as its source.
@@ -756,6 +898,10 @@ fn report(name: &str, t: &Tally, started: Instant) {
     eprintln!(
         "  ICMP: {} ICMPv4, {} ICMPv6 ({} of them behind extension headers), {} of the other family (ICMPv4 in IPv6 / ICMPv6 in IPv4); {} verdict events matched",
         t.icmp4, t.icmp6, t.icmp6_ext, t.icmp_foreign, t.events
+    );
+    eprintln!(
+        "  related ICMP errors: {} IPv4, {} IPv6 established ({} of translated flows, reverse-translated), {} quoting no flow judged as new",
+        t.related4, t.related6, t.related_nat, t.unrelated
     );
     for d in t.disagreements.iter().take(10) {
         eprintln!("  {d}");

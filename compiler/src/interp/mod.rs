@@ -14,6 +14,7 @@ pub mod explain;
 mod family;
 mod packet_text;
 mod policy;
+pub mod related;
 mod service;
 mod steer;
 
@@ -77,6 +78,8 @@ pub struct Packet {
     pub dport: u16,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// `Established`: a reply or later packet of an allowed connection,
+    /// or an ICMP error related to one ([`related`]).
     pub state: ConnState,
     /// `Some(dir)`: evaluate only that side (what one hook sees).
     pub at: Option<Direction>,

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod headers;
+pub mod icmp_error;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

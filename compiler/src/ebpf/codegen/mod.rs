@@ -33,7 +33,11 @@
 //!    ([`emit_reverse_nat_from`](crate::ebpf::service::emit::emit_reverse_nat_from);
 //!    the entry is keyed by client ↔ backend, so the lookup every packet
 //!    makes finds it — no second table, and a spoofed reply to a denied
-//!    flow finds no entry). Established packets stop here, before any
+//!    flow finds no entry). Before it, an ICMP or ICMPv6 error is looked
+//!    up by the flow its quote identifies (`emit/related.rs`): related to
+//!    a flow in conntrack it is established too, and one quoting a
+//!    translated flow's packet to its client is reverse-translated.
+//!    Established packets stop here, before any
 //!    classification. A new flow's addresses are classified through the
 //!    host hashes `weir_host4` / `weir_host6` (every full-length prefix of
 //!    the class map: endpoints), then on a miss the LPM tries `weir_cls4`

@@ -67,7 +67,9 @@
 //!   frontend whose backends may listen on another port is refused at
 //!   compile time (E0501), as a changed port would need the CRC32c
 //!   recomputed. The connect-time programs leave SCTP sockets alone.
-//! - ICMP errors about translated flows are not reverse-translated.
+//! - ICMP errors about translated flows are reverse-translated by the
+//!   policy pipeline (`codegen::emit::related`), on their way back to the
+//!   client only; the standalone TC program does not.
 //! - The affinity timeout counts from the last new flow that used it.
 
 pub mod emit;

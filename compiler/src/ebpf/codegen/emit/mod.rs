@@ -7,6 +7,7 @@ mod gate;
 mod node;
 mod prologue;
 mod redirect_udp;
+mod related;
 mod reset;
 mod service;
 mod steer;

@@ -34,6 +34,10 @@ impl Gen<'_> {
             em.bind(not_frontend);
         }
 
+        // An ICMP error quoting a known flow is established (its own
+        // key is built below only when it is not).
+        self.related_icmp(em);
+
         c(em, "conntrack: established flows and replies pass");
         let k = ctx::CT_KEY;
         for i in 0..4i16 {
