@@ -122,7 +122,7 @@ pub(crate) struct WireEndpoint<A> {
     #[serde(default, deserialize_with = "interned")]
     labels: Labels,
     #[serde(default)]
-    ports: BTreeMap<String, String>,
+    ports: BTreeMap<String, crate::named_ports::PortSpecs>,
     #[serde(default)]
     addrs: Vec<A>,
     #[serde(default = "yes")]
@@ -158,16 +158,13 @@ impl<A> TryFrom<WireEndpoint<A>> for RawEndpoint<A> {
             }
             intern(m)
         };
-        if let Some(p) = crate::named_ports::check_labels(&labels).first() {
-            return Err(match p {
-                crate::named_ports::LabelProblem::Malformed { key } => format!(
-                    "endpoint `{}`: label `{key}` is not a named port (`port:NAME/PROTO`, a port 1–65535)",
-                    w.name
-                ),
-                crate::named_ports::LabelProblem::Duplicate { name } => {
-                    format!("endpoint `{}`: port name `{name}` is given twice", w.name)
-                }
-            });
+        if let Some(crate::named_ports::LabelProblem::Malformed { key }) =
+            crate::named_ports::check_labels(&labels).first()
+        {
+            return Err(format!(
+                "endpoint `{}`: label `{key}` is not a named port (`port:NAME/PROTO`, a port 1–65535)",
+                w.name
+            ));
         }
         if w.namespace.is_some() {
             if let Some(k) = labels.keys().find(|k| crate::namespaces::is_reserved(k)) {

@@ -216,7 +216,11 @@ fn inline_endpoints(cluster: &Cluster) -> String {
         let mut lines: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
         let ports: Vec<String> = cluster::named_ports(p)
             .into_iter()
-            .map(|(n, spec)| format!("{}: {spec}", quote(&n)))
+            .flat_map(|(n, specs)| {
+                specs
+                    .into_iter()
+                    .map(move |spec| format!("{}: {spec}", quote(&n)))
+            })
             .collect();
         if !ports.is_empty() {
             lines.push(format!("ports {{ {} }}", ports.join(", ")));
