@@ -37,6 +37,8 @@ pub mod service;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_coredns;
+#[cfg(test)]
 mod tests_services;
 
 use crate::diagnostics::{Diagnostic, K8sProblem};
