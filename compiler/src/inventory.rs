@@ -402,10 +402,22 @@ mod tests {
                 .map(String::as_str),
             Some("8080")
         );
+        // One name, one port per protocol.
+        let two = r#"{ "endpoints": [
+  { "name": "d", "ports": { "dns": ["53/udp", "5353/tcp"] }, "addrs": ["10.0.0.2"] }
+] }"#;
+        let (inv, diags) = parse_inventory(FileId(0), two);
+        assert!(diags.is_empty(), "{diags:?}");
+        let l = &inv.endpoints[0].labels;
+        assert_eq!(
+            (l.get("port:dns/udp"), l.get("port:dns/tcp")),
+            (Some(&"53".to_string()), Some(&"5353".to_string()))
+        );
         for bad in [
             r#"{ "endpoints": [ { "name": "a", "ports": { "http": "8080" } } ] }"#,
             r#"{ "endpoints": [ { "name": "a", "labels": { "port:x": "1" } } ] }"#,
-            r#"{ "endpoints": [ { "name": "a", "labels": { "port:http/udp": "1" }, "ports": { "http": "2/tcp" } } ] }"#,
+            r#"{ "endpoints": [ { "name": "a", "labels": { "port:http/tcp": "1" }, "ports": { "http": "2/tcp" } } ] }"#,
+            r#"{ "endpoints": [ { "name": "a", "ports": { "dns": ["53/udp", "54/udp"] } } ] }"#,
         ] {
             let (inv, diags) = parse_inventory(FileId(0), bad);
             assert!(inv.endpoints.is_empty() && diags.len() == 1, "{bad}");
