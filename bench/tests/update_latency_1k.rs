@@ -48,7 +48,7 @@ fn update_latency_1k() {
     let t = Instant::now();
     let mut a = Vec::new();
     for s in &svcs {
-        for &f in &s.families {
+        for f in &s.groups {
             a.push(churn::backends_for(s, f, &with));
         }
     }
@@ -58,7 +58,7 @@ fn update_latency_1k() {
         weir_compiler::endpoint_index::EndpointIndex::from_labels(with.iter().map(|e| &e.labels));
     let mut b = Vec::new();
     for s in &svcs {
-        for &f in &s.families {
+        for f in &s.groups {
             b.push(churn::backends_indexed(s, f, &with, &idx));
         }
     }

@@ -170,9 +170,9 @@ fn print_dry_run(r: &Report, json: bool) {
     }
     for s in &r.needs_recompile {
         crate::outln!(
-            "  service {} (IPv{}) would need `weir compile` + `weir apply`: backends {}",
+            "  service {} ({}) would need `weir compile` + `weir apply`: backends {}",
             s.service,
-            s.family,
+            s.frontends(),
             if s.backends.is_empty() {
                 "none".to_string()
             } else {
@@ -211,9 +211,9 @@ fn print_report(r: &Report, json: bool) {
     }
     for s in &r.services {
         crate::outln!(
-            "  service {} (IPv{}): backends {}",
+            "  service {} ({}): backends {}",
             s.service,
-            s.family,
+            s.frontends(),
             if s.backends.is_empty() {
                 "none (rejects)".to_string()
             } else {
@@ -228,9 +228,9 @@ fn print_report(r: &Report, json: bool) {
         );
         for s in &r.needs_recompile {
             crate::errln!(
-                "  service {} (IPv{}): now {}",
+                "  service {} ({}): now {}",
                 s.service,
-                s.family,
+                s.frontends(),
                 if s.backends.is_empty() {
                     "no backends".to_string()
                 } else {

@@ -330,14 +330,24 @@ fn add_named_ports(m: &mut Model, rng: &mut Rng) {
         }
         e.labels = labels.into();
     }
-    // Selector services whose frontends share a protocol: sometimes a
-    // named target port (each backend's own `http`; those without it are
-    // no backends).
+    // Selector services: sometimes a named target port (each backend's
+    // own `http` for the frontend's protocol; those without it are no
+    // backends of that frontend), then half the time a second frontend
+    // at the first one's address and port with the other protocol, whose
+    // backends are the endpoints declaring `http` for that protocol
+    // (contract::backend_group: a set per family and protocol).
     for s in &mut m.services {
-        let one_proto = s.frontends.windows(2).all(|w| w[0].proto == w[1].proto);
         if let BackendSource::Select { port, .. } = &mut s.backends {
-            if one_proto && rng.chance(50) {
+            if rng.chance(50) {
                 *port = TargetPort::Named("http".into());
+                let f = s.frontends[0];
+                if matches!(f.proto, Proto::Tcp | Proto::Udp) && rng.chance(50) {
+                    let proto = match f.proto {
+                        Proto::Tcp => Proto::Udp,
+                        _ => Proto::Tcp,
+                    };
+                    s.frontends.push(Frontend { proto, ..f });
+                }
             }
         }
     }

@@ -122,7 +122,7 @@ pub(crate) struct WireEndpoint<A> {
     #[serde(default, deserialize_with = "interned")]
     labels: Labels,
     #[serde(default)]
-    ports: BTreeMap<String, String>,
+    ports: BTreeMap<String, crate::named_ports::PortSpecs>,
     #[serde(default)]
     addrs: Vec<A>,
     #[serde(default = "yes")]
@@ -158,16 +158,13 @@ impl<A> TryFrom<WireEndpoint<A>> for RawEndpoint<A> {
             }
             intern(m)
         };
-        if let Some(p) = crate::named_ports::check_labels(&labels).first() {
-            return Err(match p {
-                crate::named_ports::LabelProblem::Malformed { key } => format!(
-                    "endpoint `{}`: label `{key}` is not a named port (`port:NAME/PROTO`, a port 1–65535)",
-                    w.name
-                ),
-                crate::named_ports::LabelProblem::Duplicate { name } => {
-                    format!("endpoint `{}`: port name `{name}` is given twice", w.name)
-                }
-            });
+        if let Some(crate::named_ports::LabelProblem::Malformed { key }) =
+            crate::named_ports::check_labels(&labels).first()
+        {
+            return Err(format!(
+                "endpoint `{}`: label `{key}` is not a named port (`port:NAME/PROTO`, a port 1–65535)",
+                w.name
+            ));
         }
         if w.namespace.is_some() {
             if let Some(k) = labels.keys().find(|k| crate::namespaces::is_reserved(k)) {
@@ -405,10 +402,22 @@ mod tests {
                 .map(String::as_str),
             Some("8080")
         );
+        // One name, one port per protocol.
+        let two = r#"{ "endpoints": [
+  { "name": "d", "ports": { "dns": ["53/udp", "5353/tcp"] }, "addrs": ["10.0.0.2"] }
+] }"#;
+        let (inv, diags) = parse_inventory(FileId(0), two);
+        assert!(diags.is_empty(), "{diags:?}");
+        let l = &inv.endpoints[0].labels;
+        assert_eq!(
+            (l.get("port:dns/udp"), l.get("port:dns/tcp")),
+            (Some(&"53".to_string()), Some(&"5353".to_string()))
+        );
         for bad in [
             r#"{ "endpoints": [ { "name": "a", "ports": { "http": "8080" } } ] }"#,
             r#"{ "endpoints": [ { "name": "a", "labels": { "port:x": "1" } } ] }"#,
-            r#"{ "endpoints": [ { "name": "a", "labels": { "port:http/udp": "1" }, "ports": { "http": "2/tcp" } } ] }"#,
+            r#"{ "endpoints": [ { "name": "a", "labels": { "port:http/tcp": "1" }, "ports": { "http": "2/tcp" } } ] }"#,
+            r#"{ "endpoints": [ { "name": "a", "ports": { "dns": ["53/udp", "54/udp"] } } ] }"#,
         ] {
             let (inv, diags) = parse_inventory(FileId(0), bad);
             assert!(inv.endpoints.is_empty() && diags.len() == 1, "{bad}");

@@ -59,15 +59,15 @@ pub fn port_proto(s: &str) -> Option<Proto> {
 pub enum LabelProblem {
     /// A `port:` key that is not `port:NAME/PROTO` with a port 1–65535.
     Malformed { key: String },
-    /// `NAME` declared twice (with different protocols).
-    Duplicate { name: String },
 }
 
 /// Checks the named-port labels of one endpoint: each `port:` key is
-/// `port:NAME/(tcp|udp|sctp)` with a value 1–65535, and no NAME twice.
+/// `port:NAME/(tcp|udp|sctp)` with a value 1–65535. A name may be
+/// declared once per protocol (the key holds the protocol), as a
+/// Kubernetes pod may name a UDP and a TCP port alike in two containers:
+/// a Service resolves `targetPort: dns` by name *and* protocol.
 pub fn check_labels(labels: &BTreeMap<String, String>) -> Vec<LabelProblem> {
     let mut out = Vec::new();
-    let mut names: BTreeSet<&str> = BTreeSet::new();
     for (k, v) in labels.range(PREFIX.to_string()..) {
         let Some(rest) = k.strip_prefix(PREFIX) else {
             break;
@@ -76,15 +76,8 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Vec<LabelProblem> {
             .rsplit_once('/')
             .filter(|(n, p)| valid_port_name(n) && port_proto(p).is_some());
         let port_ok = v.parse::<u16>().is_ok_and(|p| p != 0) && !v.starts_with('0');
-        match parsed {
-            Some((name, _)) if port_ok => {
-                if !names.insert(name) {
-                    out.push(LabelProblem::Duplicate {
-                        name: name.to_string(),
-                    });
-                }
-            }
-            _ => out.push(LabelProblem::Malformed { key: k.clone() }),
+        if parsed.is_none() || !port_ok {
+            out.push(LabelProblem::Malformed { key: k.clone() });
         }
     }
     out
@@ -99,33 +92,68 @@ pub fn valid_port_name(n: &str) -> bool {
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '/' && c != '"')
 }
 
-/// Adds an inventory endpoint's `"ports": { NAME: "PORT/PROTO" }` to its
-/// labels. Errors name the offending entry.
+/// An inventory endpoint's declaration of one port name: `"8080/tcp"`,
+/// or one per protocol, `["53/udp", "5353/tcp"]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum PortSpecs {
+    One(String),
+    PerProtocol(Vec<String>),
+}
+
+impl PortSpecs {
+    fn specs(&self) -> &[String] {
+        match self {
+            PortSpecs::One(s) => std::slice::from_ref(s),
+            PortSpecs::PerProtocol(v) => v,
+        }
+    }
+}
+
+impl From<&str> for PortSpecs {
+    fn from(s: &str) -> PortSpecs {
+        PortSpecs::One(s.to_string())
+    }
+}
+
+/// Adds an inventory endpoint's `"ports": { NAME: "PORT/PROTO" | [ … ] }`
+/// to its labels. Errors name the offending entry; a name given twice
+/// for one protocol is one.
 pub fn merge_inventory_ports(
     labels: &mut BTreeMap<String, String>,
-    ports: &BTreeMap<String, String>,
+    ports: &BTreeMap<String, PortSpecs>,
 ) -> Result<(), String> {
-    for (name, spec) in ports {
+    for (name, specs) in ports {
         if !valid_port_name(name) {
             return Err(format!("`{name}` is not a valid port name"));
         }
-        let Some((num, proto)) = spec.split_once('/') else {
-            return Err(format!(
-                "port `{name}`: `{spec}` is not PORT/PROTO (like \"8080/tcp\")"
-            ));
-        };
-        let port = num.parse::<u16>().ok().filter(|&p| p != 0);
-        let (Some(port), Some(proto)) = (port, port_proto(proto)) else {
-            return Err(format!(
-                "port `{name}`: `{spec}` is not PORT/PROTO with a port 1–65535 and tcp, udp or sctp"
-            ));
-        };
-        let k = key(name, proto);
-        if labels.contains_key(&k) {
-            return Err(format!("port `{name}` is also given as the label `{k}`"));
+        for spec in specs.specs() {
+            merge_one(labels, name, spec)?;
         }
-        labels.insert(k, port.to_string());
     }
+    Ok(())
+}
+
+fn merge_one(labels: &mut BTreeMap<String, String>, name: &str, spec: &str) -> Result<(), String> {
+    let Some((num, proto)) = spec.split_once('/') else {
+        return Err(format!(
+            "port `{name}`: `{spec}` is not PORT/PROTO (like \"8080/tcp\")"
+        ));
+    };
+    let port = num.parse::<u16>().ok().filter(|&p| p != 0);
+    let (Some(port), Some(proto)) = (port, port_proto(proto)) else {
+        return Err(format!(
+            "port `{name}`: `{spec}` is not PORT/PROTO with a port 1–65535 and tcp, udp or sctp"
+        ));
+    };
+    let k = key(name, proto);
+    if labels.contains_key(&k) {
+        return Err(format!(
+            "port `{name}` is given twice for {} (or also as the label `{k}`)",
+            proto.keyword()
+        ));
+    }
+    labels.insert(k, port.to_string());
     Ok(())
 }
 
@@ -195,12 +223,8 @@ mod tests {
     #[test]
     fn checks_labels() {
         assert!(check_labels(&m(&[("port:http/tcp", "80"), ("a", "b")])).is_empty());
-        assert_eq!(
-            check_labels(&m(&[("port:http/tcp", "80"), ("port:http/udp", "81")])),
-            vec![LabelProblem::Duplicate {
-                name: "http".into()
-            }]
-        );
+        // One name per protocol.
+        assert!(check_labels(&m(&[("port:dns/tcp", "5353"), ("port:dns/udp", "53")])).is_empty());
         for bad in [
             ("port:http", "80"),
             ("port:http/icmp", "1"),
@@ -256,12 +280,29 @@ mod tests {
     #[test]
     fn merges_inventory_ports() {
         let mut l = m(&[("app", "web")]);
-        merge_inventory_ports(&mut l, &m(&[("http", "8080/tcp"), ("dns", "53/udp")])).unwrap();
+        let specs = |kv: &[(&str, &str)]| -> BTreeMap<String, PortSpecs> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), (*v).into()))
+                .collect()
+        };
+        merge_inventory_ports(&mut l, &specs(&[("http", "8080/tcp"), ("dns", "53/udp")])).unwrap();
         assert_eq!(l.get("port:http/tcp").map(String::as_str), Some("8080"));
         assert_eq!(l.get("port:dns/udp").map(String::as_str), Some("53"));
         for bad in ["8080", "0/tcp", "8080/icmp", "x/tcp"] {
             let mut l = BTreeMap::new();
-            assert!(merge_inventory_ports(&mut l, &m(&[("http", bad)])).is_err());
+            assert!(merge_inventory_ports(&mut l, &specs(&[("http", bad)])).is_err());
         }
+        // One name for two protocols; not twice for one.
+        let two = |a: &str, b: &str| {
+            BTreeMap::from([(
+                "dns".to_string(),
+                PortSpecs::PerProtocol(vec![a.into(), b.into()]),
+            )])
+        };
+        let mut l = BTreeMap::new();
+        merge_inventory_ports(&mut l, &two("53/udp", "5353/tcp")).unwrap();
+        assert_eq!(resolve(&l, "dns", Proto::Udp), Some(53));
+        assert_eq!(resolve(&l, "dns", Proto::Tcp), Some(5353));
+        assert!(merge_inventory_ports(&mut BTreeMap::new(), &two("53/udp", "54/udp")).is_err());
     }
 }

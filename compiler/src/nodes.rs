@@ -82,6 +82,46 @@ pub fn selected_set(nodes: &[Node], sel: &Sel) -> AddrSet {
     }
 }
 
+/// Is `addr` an address of a declared node? `world` excludes them
+/// (docs/language.md §4: a node is a declared entity, as Cilium's `host`
+/// and `remote-node` are not its `world`).
+pub fn is_node_addr(model: &Model, addr: IpAddr) -> bool {
+    model.nodes.iter().any(|n| n.addrs.contains(&addr))
+}
+
+/// Every declared node's addresses as one set: the atom `world` tests
+/// beside "an endpoint's address" (graph/lower.rs); `None` when no node
+/// has an address.
+pub fn all_nodes_set(model: &Model) -> Option<AddrSet> {
+    let mut include: Vec<Cidr> = model
+        .nodes
+        .iter()
+        .flat_map(|n| n.addrs.iter().map(|&a| Cidr::host(a)))
+        .collect();
+    include.sort();
+    include.dedup();
+    (!include.is_empty()).then_some(AddrSet {
+        include,
+        exclude: Vec::new(),
+    })
+}
+
+/// Does any policy rule use a `world` peer?
+pub fn uses_world(model: &Model) -> bool {
+    model.policies.iter().any(|p| {
+        [&p.ingress, &p.egress]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|r| matches!(r.peer, PeerMatch::World(_)))
+    })
+}
+
+/// The set atom of [`all_nodes_set`] when a `world` peer needs it.
+pub fn world_nodes_atom(model: &Model) -> Option<AddrSet> {
+    uses_world(model).then(|| all_nodes_set(model)).flatten()
+}
+
 /// Does any policy rule use the `node` peer?
 pub fn uses_own_node(model: &Model) -> bool {
     model.policies.iter().any(|p| {

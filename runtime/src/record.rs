@@ -173,9 +173,9 @@ impl Record {
             );
             let mut out = Vec::new();
             for s in &services {
-                for &family in &s.families {
-                    let want = churn::backends_indexed(s, family, &endpoints, &index);
-                    if let Some(u) = stale_update(s, family, want) {
+                for g in &s.groups {
+                    let want = churn::backends_indexed(s, g, &endpoints, &index);
+                    if let Some(u) = stale_update(s, g, want) {
                         out.push(u);
                     }
                 }
@@ -205,17 +205,16 @@ impl Record {
     }
 }
 
-/// `Some` when `s`'s backends over the inventory (`want`) differ from
-/// the compiled ones.
-pub(crate) fn stale_update(s: &SelectorService, family: u8, want: Vec<Be>) -> Option<Stale> {
-    let compiled = s.compiled.get(&family).map_or(&[][..], Vec::as_slice);
-    (want != compiled).then(|| Stale {
+/// `Some` when the backends of `s`'s group `g` over the inventory
+/// (`want`) differ from the compiled ones.
+pub(crate) fn stale_update(
+    s: &SelectorService,
+    g: &churn::GroupBackends,
+    want: Vec<Be>,
+) -> Option<Stale> {
+    (want != g.compiled).then(|| Stale {
         index: s.index,
-        update: ServiceUpdate {
-            service: s.name.clone(),
-            family,
-            backends: want.iter().map(socket).collect(),
-        },
+        update: ServiceUpdate::new(&s.name, g.group, want.iter().map(socket).collect()),
         backends: want,
     })
 }

@@ -418,6 +418,7 @@ fn synthetic_table(n: usize, maglev: bool) -> ServiceTable {
                 Balance::Random
             },
             affinity: None,
+            per_protocol: false,
         });
         let backends: Vec<Backend> = (1..=2u8)
             .map(|k| Backend {

@@ -152,9 +152,9 @@ impl Node for DryRun {
             let moved: Vec<String> = churn::selector_services(m)
                 .iter()
                 .filter(|s| {
-                    [4, 6]
+                    s.groups
                         .iter()
-                        .any(|&f| churn::backends_for(s, f, old) != churn::backends_for(s, f, &new))
+                        .any(|g| churn::backends_for(s, g, old) != churn::backends_for(s, g, &new))
                 })
                 .map(|s| s.name.clone())
                 .collect();

@@ -311,8 +311,7 @@ impl<'a> Cx<'a> {
             None => model::BackendSource::Explicit(vec![]),
             Some(ast::Backends::Select { selector, port, .. }) => {
                 let sel = self.sel(selector);
-                let fes: Vec<model::Frontend> = frontends.iter().map(|(f, _)| *f).collect();
-                let port = self.target_port(port, &fes);
+                let port = self.target_port(port);
                 if let Some(s) = &sel {
                     self.sel_uses.push(SelUse {
                         span: selector.span(),

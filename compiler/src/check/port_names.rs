@@ -23,20 +23,23 @@ impl Cx<'_> {
         d: &ast::EndpointDecl,
         labels: &mut BTreeMap<String, String>,
     ) {
-        let mut first: BTreeMap<&str, Span> = BTreeMap::new();
+        // (name, protocol) → where first declared: a name is declared once
+        // per protocol (named_ports::check_labels says why).
+        let mut first: BTreeMap<(&str, &str), Span> = BTreeMap::new();
         // Hand-written `port:` labels are declarations too.
         for (k, _) in &d.labels {
-            if let Some((name, _)) = k
+            if let Some(np) = k
                 .text
                 .strip_prefix(named_ports::PREFIX)
                 .and_then(|r| r.rsplit_once('/'))
             {
-                first.entry(name).or_insert(k.span);
+                first.entry(np).or_insert(k.span);
             }
         }
         for p in &d.ports {
             let port = self.port(&p.port);
-            if let Some(f) = first.get(p.name.text.as_str()) {
+            let np = (p.name.text.as_str(), p.proto.0.keyword());
+            if let Some(f) = first.get(&np) {
                 self.report(Kind::DuplicatePortName {
                     span: p.name.span,
                     name: p.name.text.clone(),
@@ -44,7 +47,7 @@ impl Cx<'_> {
                 });
                 continue;
             }
-            first.insert(&p.name.text, p.name.span);
+            first.insert(np, p.name.span);
             if !named_ports::valid_port_name(&p.name.text) {
                 self.report(Kind::BadPortLabel {
                     span: p.name.span,
@@ -56,51 +59,24 @@ impl Cx<'_> {
                 labels.insert(named_ports::key(&p.name.text, p.proto.0), port.to_string());
             }
         }
-        for problem in named_ports::check_labels(labels) {
-            match problem {
-                LabelProblem::Malformed { key } => {
-                    let span = d
-                        .labels
-                        .iter()
-                        .find(|(k, _)| k.text == key)
-                        .map_or(d.name.span, |(k, _)| k.span);
-                    self.report(Kind::BadPortLabel { span, key });
-                }
-                // Duplicates among the `ports` entries were reported above;
-                // these are hand-written labels naming a port twice.
-                LabelProblem::Duplicate { name } => {
-                    if !d.ports.iter().any(|p| p.name.text == name) {
-                        self.report(Kind::DuplicatePortName {
-                            span: d.name.span,
-                            name,
-                            first: None,
-                        });
-                    }
-                }
-            }
+        for LabelProblem::Malformed { key } in named_ports::check_labels(labels) {
+            let span = d
+                .labels
+                .iter()
+                .find(|(k, _)| k.text == key)
+                .map_or(d.name.span, |(k, _)| k.span);
+            self.report(Kind::BadPortLabel { span, key });
         }
     }
 
     /// The port of `backends select … port N | "NAME"`. A named target
-    /// port is resolved with the frontends' protocol, so they must agree
-    /// on one (E0267).
-    pub(super) fn target_port(
-        &mut self,
-        p: &ast::TargetPort,
-        frontends: &[model::Frontend],
-    ) -> model::TargetPort {
+    /// port is resolved with each frontend's own protocol
+    /// (docs/language.md §4, "Services"), so frontends of several
+    /// protocols may share it (E0267 is retired).
+    pub(super) fn target_port(&mut self, p: &ast::TargetPort) -> model::TargetPort {
         match p {
             ast::TargetPort::Number(n) => model::TargetPort::Number(self.port(n)),
-            ast::TargetPort::Named(name) => {
-                let protos: BTreeSet<Proto> = frontends.iter().map(|f| f.proto).collect();
-                if protos.len() > 1 {
-                    self.report(Kind::NamedTargetProtocols {
-                        span: name.span,
-                        protos: protos.into_iter().collect(),
-                    });
-                }
-                model::TargetPort::Named(name.text.clone())
-            }
+            ast::TargetPort::Named(name) => model::TargetPort::Named(name.text.clone()),
         }
     }
 
@@ -159,8 +135,13 @@ pub(super) fn run(cx: &mut Cx<'_>, model: &Model) {
     cx.diags.extend(out);
 }
 
-/// W0312: endpoints a `backends select … port "NAME"` selects that do not
-/// declare NAME for the frontends' protocol — they are no backends.
+/// W0312: endpoints a `backends select … port "NAME"` selects that
+/// declare NAME for none of the frontends' protocols — they are no
+/// backends. (An endpoint declares a name with one protocol, E0264: one
+/// that declares it for one protocol of a service whose frontends have
+/// several is a backend of that protocol's frontends, as a Kubernetes
+/// pod is an endpoint of a Service port whose `targetPort` name and
+/// protocol it has.)
 fn backends_without_port(cx: &Cx<'_>, model: &Model) -> Vec<Kind> {
     let mut out = Vec::new();
     for s in &model.services {
@@ -171,15 +152,18 @@ fn backends_without_port(cx: &Cx<'_>, model: &Model) -> Vec<Kind> {
         else {
             continue;
         };
-        let Some(proto) = s.frontends.first().map(|f| f.proto) else {
+        let protos: BTreeSet<Proto> = s.frontends.iter().map(|f| f.proto).collect();
+        if protos.is_empty() {
             continue;
-        };
+        }
         let lacking: Vec<&str> = model
             .endpoints
             .iter()
             .filter(|e| {
                 selector.matches(&e.labels)
-                    && named_ports::resolve(&e.labels, name, proto).is_none()
+                    && protos
+                        .iter()
+                        .all(|&p| named_ports::resolve(&e.labels, name, p).is_none())
             })
             .map(|e| e.name.as_str())
             .collect();

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::record::EndpointRec;
-use crate::contract::Manifest;
+use crate::contract::{BackendGroup, Manifest};
 use crate::ebpf::service::fill::Be;
 use crate::endpoint_index::EndpointIndex;
 use crate::model::Sel;
@@ -23,24 +23,24 @@ pub struct SelectorService {
     pub index: usize,
     pub name: String,
     pub selector: Sel,
-    pub port: u16,
-    /// A named target port: the label key (`port:NAME/PROTO`,
-    /// [`crate::named_ports`]) whose value is each backend's port; an
-    /// endpoint without it is no backend. `port` is then 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_key: Option<String>,
-    /// Address families (4 / 6) of its frontends.
-    pub families: BTreeSet<u8>,
-    /// Backends compiled into the bundle, per family.
-    pub compiled: BTreeMap<u8, Vec<Be>>,
+    /// Its frontends' backend groups ([`BackendGroup`]: one per family,
+    /// or per family and protocol for a named target port), sorted.
+    pub groups: Vec<GroupBackends>,
 }
 
-fn fam(a: IpAddr) -> u8 {
-    if a.is_ipv4() {
-        4
-    } else {
-        6
-    }
+/// The backends of one group of a selector service's frontends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupBackends {
+    pub group: BackendGroup,
+    /// The target port; 0 with `port_key`.
+    pub port: u16,
+    /// A named target port: the label key (`port:NAME/PROTO`,
+    /// [`crate::named_ports`]) whose value is each backend's port for
+    /// this group's protocol; an endpoint without it is no backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_key: Option<String>,
+    /// Backends compiled into the bundle.
+    pub compiled: Vec<Be>,
 }
 
 /// The manifest's selector-backed services (`services[].backend_selector`).
@@ -50,40 +50,44 @@ pub fn selector_services(m: &Manifest) -> Vec<SelectorService> {
         let Some(bs) = &s.backend_selector else {
             continue;
         };
-        let mut families = BTreeSet::new();
-        let mut compiled: BTreeMap<u8, Vec<Be>> = BTreeMap::new();
+        let mut groups: BTreeMap<BackendGroup, GroupBackends> = BTreeMap::new();
         for f in &s.frontends {
-            let family = fam(f.frontend.addr.ip());
-            families.insert(family);
-            let bes: Vec<Be> = f
-                .backends
-                .iter()
-                .map(|b| Be {
-                    addr: b.addr.ip(),
-                    port: b.addr.port(),
-                    weight: b.weight,
-                })
-                .collect();
-            compiled.entry(family).or_insert(bes);
+            let proto = &f.frontend.proto;
+            let group = BackendGroup::of(
+                f.frontend.addr.ip(),
+                f.frontend.proto_number(),
+                bs.per_protocol(),
+            );
+            groups.entry(group).or_insert_with(|| GroupBackends {
+                group,
+                port: bs.port,
+                port_key: bs.port_keys.get(proto).cloned(),
+                compiled: f
+                    .backends
+                    .iter()
+                    .map(|b| Be {
+                        addr: b.addr.ip(),
+                        port: b.addr.port(),
+                        weight: b.weight,
+                    })
+                    .collect(),
+            });
         }
         out.push(SelectorService {
             index: s.index,
             name: s.name.clone(),
             selector: bs.selector.clone(),
-            port: bs.port,
-            port_key: bs.port_key.clone(),
-            families,
-            compiled,
+            groups: groups.into_values().collect(),
         });
     }
     out
 }
 
-/// The backends a selector service has over `endpoints` for one family:
-/// the interpreter's rule ([`crate::interp::selector_backends`]), each
-/// backend at the service's port with weight 1.
-pub fn backends_for(s: &SelectorService, family: u8, endpoints: &[EndpointRec]) -> Vec<Be> {
-    backends_in(s, family, endpoints, None)
+/// The backends `s` has over `endpoints` for its group `g`: the
+/// interpreter's rule ([`crate::interp::selector_backends`]), each
+/// backend at the group's port with weight 1.
+pub fn backends_for(s: &SelectorService, g: &GroupBackends, endpoints: &[EndpointRec]) -> Vec<Be> {
+    backends_in(s, g, endpoints, None)
 }
 
 /// [`backends_for`] through an [`EndpointIndex`] of `endpoints` (built
@@ -91,22 +95,23 @@ pub fn backends_for(s: &SelectorService, family: u8, endpoints: &[EndpointRec]) 
 /// evaluating the selector on every endpoint.
 pub fn backends_indexed(
     s: &SelectorService,
-    family: u8,
+    g: &GroupBackends,
     endpoints: &[EndpointRec],
     index: &EndpointIndex<'_>,
 ) -> Vec<Be> {
-    backends_in(s, family, endpoints, Some(index))
+    backends_in(s, g, endpoints, Some(index))
 }
 
 fn backends_in(
     s: &SelectorService,
-    family: u8,
+    g: &GroupBackends,
     endpoints: &[EndpointRec],
     index: Option<&EndpointIndex<'_>>,
 ) -> Vec<Be> {
-    crate::interp::selector_backends(&s.selector, family == 4, endpoints, index, |e, addr| {
-        let port = match &s.port_key {
-            None => s.port,
+    let ipv4 = g.group.family == 4;
+    crate::interp::selector_backends(&s.selector, ipv4, endpoints, index, |e, addr| {
+        let port = match &g.port_key {
+            None => g.port,
             Some(k) => e.labels.get(k)?.parse().ok().filter(|&p| p != 0)?,
         };
         Some(Be {
@@ -117,13 +122,13 @@ fn backends_in(
     })
 }
 
-/// The backends of `s` for `family` after a change, from those it had
-/// (`have`, over the recorded endpoints) and the changed endpoints (both
-/// versions): exact when every address appears once in each inventory
-/// (an address of a changed endpoint belongs to no other).
+/// The backends of `s` for its group `g` after a change, from those it
+/// had (`have`, over the recorded endpoints) and the changed endpoints
+/// (both versions): exact when every address appears once in each
+/// inventory (an address of a changed endpoint belongs to no other).
 pub fn backends_delta(
     s: &SelectorService,
-    family: u8,
+    g: &GroupBackends,
     have: &[Be],
     old_changed: &[EndpointRec],
     new_changed: &[EndpointRec],
@@ -137,26 +142,26 @@ pub fn backends_delta(
         .filter(|b| !gone.contains(&b.addr))
         .cloned()
         .collect();
-    v.extend(backends_for(s, family, new_changed));
+    v.extend(backends_for(s, g, new_changed));
     v.sort();
     v.dedup();
     v
 }
 
-/// The backends of `s` over `endpoints` for `family`: a scan for a few
-/// services, [`backends_indexed`] through `index` (built on first use)
-/// for many.
+/// The backends of `s` over `endpoints` for its group `g`: a scan for a
+/// few services, [`backends_indexed`] through `index` (built on first
+/// use) for many.
 pub fn backends_auto<'a>(
     s: &SelectorService,
-    family: u8,
+    g: &GroupBackends,
     endpoints: &'a [EndpointRec],
     index: &mut Option<EndpointIndex<'a>>,
     many: bool,
 ) -> Vec<Be> {
     if !many && index.is_none() {
-        return backends_for(s, family, endpoints);
+        return backends_for(s, g, endpoints);
     }
     let index = index
         .get_or_insert_with(|| EndpointIndex::from_labels(endpoints.iter().map(|e| &e.labels)));
-    backends_indexed(s, family, endpoints, index)
+    backends_indexed(s, g, endpoints, index)
 }

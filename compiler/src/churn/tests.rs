@@ -132,15 +132,16 @@ fn selector_service_backends_follow_the_inventory() {
     let svcs = selector_services(&m);
     assert_eq!(svcs.len(), 1);
     let s = &svcs[0];
-    assert_eq!(s.compiled[&4].len(), 1);
+    let g = &s.groups[0];
+    assert_eq!((s.groups.len(), g.compiled.len()), (1, 1));
     let old = manifest_endpoints(&m);
-    assert_eq!(backends_for(s, 4, &old), s.compiled[&4]);
+    assert_eq!(backends_for(s, g, &old), g.compiled);
     let mut new = old.clone();
     new.push(ep("web-2", "web", "10.1.0.12"));
     let mut notready = ep("web-3", "web", "10.1.0.13");
     notready.ready = false;
     new.push(notready);
-    let b = backends_for(s, 4, &new);
+    let b = backends_for(s, g, &new);
     assert_eq!(b.len(), 2);
     assert!(b.iter().all(|b| b.port == 8080));
 }
@@ -287,15 +288,16 @@ fn encoded_selectors_decode_to_themselves() {
 fn backends_after_a_change_follow_the_inventory() {
     let m = manifest_of(SRC);
     let s = &selector_services(&m)[0];
+    let g = &s.groups[0];
     let old = manifest_endpoints(&m);
-    let have = backends_for(s, 4, &old);
+    let have = backends_for(s, g, &old);
     let mut new = old.clone();
     new.push(ep("web-2", "web", "10.1.0.12"));
     new[0].ready = false;
     let (o, n) = changed_endpoints(&old, &new).unwrap();
     assert_eq!(
-        backends_delta(s, 4, &have, &o, &n),
-        backends_for(s, 4, &new)
+        backends_delta(s, g, &have, &o, &n),
+        backends_for(s, g, &new)
     );
 }
 
@@ -326,53 +328,51 @@ fn view_agrees_with_compiled_classes() {
     }
 }
 
-/// Churn's backends (run time, over inventory records) are the
-/// interpreter's (compile time, over the model's endpoints), indexed or
-/// not, on generated models.
+/// Churn's backends (run time, over inventory records, each frontend's
+/// group as the manifest gives it) are the interpreter's (compile time,
+/// over the model's endpoints, per frontend), indexed or not, and the
+/// manifest's compiled ones, on generated models (some with a named
+/// target port on frontends of two protocols).
 #[test]
 fn churn_backends_are_the_interpreters() {
-    use crate::model::BackendSource;
+    use crate::contract::BackendGroup;
+    let mut per_protocol = 0;
     for seed in 0..300 {
         let m = crate::gen::model(seed);
+        let manifest = manifest_of_model(&m);
+        let svcs = selector_services(&manifest);
         let recs: Vec<EndpointRec> = m.endpoints.iter().map(EndpointRec::from).collect();
         let index =
             crate::endpoint_index::EndpointIndex::from_labels(recs.iter().map(|e| &e.labels));
         for (i, s) in m.services.iter().enumerate() {
-            let BackendSource::Select { selector, port } = &s.backends else {
+            let Some(svc) = svcs.iter().find(|x| x.index == i) else {
                 continue;
             };
-            let svc = SelectorService {
-                index: i,
-                name: s.name.clone(),
-                selector: selector.clone(),
-                port: match port {
-                    crate::model::TargetPort::Number(n) => *n,
-                    crate::model::TargetPort::Named(_) => 0,
-                },
-                port_key: match port {
-                    crate::model::TargetPort::Number(_) => None,
-                    crate::model::TargetPort::Named(n) => {
-                        Some(crate::named_ports::key(n, s.frontends[0].proto))
-                    }
-                },
-                families: Default::default(),
-                compiled: Default::default(),
-            };
+            let named = manifest.services[i]
+                .backend_selector
+                .as_ref()
+                .is_some_and(|b| b.per_protocol());
+            let protos: std::collections::BTreeSet<_> =
+                s.frontends.iter().map(|f| f.proto).collect();
+            per_protocol += usize::from(named && protos.len() > 1);
             for fe in &s.frontends {
                 let want: Vec<Be> = crate::interp::backends_of(s, fe, &m.endpoints)
                     .iter()
                     .map(Be::from)
                     .collect();
-                let family = if fe.addr.is_ipv4() { 4 } else { 6 };
-                assert_eq!(backends_for(&svc, family, &recs), want, "seed {seed}");
-                assert_eq!(
-                    backends_indexed(&svc, family, &recs, &index),
-                    want,
-                    "seed {seed}"
-                );
+                let group =
+                    BackendGroup::of(fe.addr, crate::flowhash::proto_number(fe.proto), named);
+                let g = svc.groups.iter().find(|g| g.group == group).unwrap();
+                assert_eq!(backends_for(svc, g, &recs), want, "seed {seed}");
+                assert_eq!(backends_indexed(svc, g, &recs, &index), want, "seed {seed}");
+                assert_eq!(g.compiled, want, "seed {seed}");
             }
         }
     }
+    assert!(
+        per_protocol >= 10,
+        "{per_protocol} named services of two protocols"
+    );
 }
 
 /// A pod whose named port changes (language.md §4, "Named ports"): to a

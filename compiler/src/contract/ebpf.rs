@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::BackendGroup;
 use crate::flowhash::proto_number;
 use crate::model::{Backend, Frontend};
 
@@ -138,8 +139,8 @@ impl From<&Frontend> for FeAddr {
     }
 }
 
-/// One backend set: the usable backends of one service for one address
-/// family.
+/// One backend set: the usable backends of one service for one
+/// [`BackendGroup`] of its frontends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetState {
     /// Candidates: ready, weight > 0, sorted (the interpreter's order).
@@ -159,8 +160,20 @@ pub struct SvcState {
     pub maglev: bool,
     pub name: String,
     pub no_backends: u32,
-    /// Family (4 / 6) → current set.
-    pub sets: BTreeMap<u8, SetState>,
+    /// Its backends are resolved per frontend protocol (a named target
+    /// port): the sets are keyed by family and protocol.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_protocol: bool,
+    /// Backend group ([`BackendGroup`]: the family, and the protocol when
+    /// `per_protocol`) → current set.
+    pub sets: BTreeMap<BackendGroup, SetState>,
+}
+
+impl SvcState {
+    /// The group of one of its frontends.
+    pub fn group_of(&self, f: &FeAddr) -> BackendGroup {
+        BackendGroup::of(f.addr, f.proto, self.per_protocol)
+    }
 }
 
 /// Allocation state of the service maps.

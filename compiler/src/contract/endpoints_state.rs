@@ -42,7 +42,7 @@ pub const LEGACY_RECORD: &str = "endpoints.json";
 /// Prefix of the side files' names.
 pub const SIDE: &str = "endpoints.side.";
 /// The record's first bytes (the format's version is in it).
-pub const MAGIC: &[u8] = b"weir-endpoints 1\n";
+pub const MAGIC: &[u8] = b"weir-endpoints 2\n";
 
 /// A file's identity: equal identities mean equal contents (a write
 /// changes the change time, a replacement the inode).
@@ -127,8 +127,32 @@ impl Header {
 pub struct ServiceUpdate {
     pub service: String,
     pub family: u8,
+    /// The frontends' protocol, when the service's backends are resolved
+    /// per protocol (a named target port; [`super::BackendGroup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
     /// `addr:port` (weight 1: selector backends).
     pub backends: Vec<String>,
+}
+
+impl ServiceUpdate {
+    /// The update of `service`'s frontends of `group`.
+    pub fn new(service: &str, group: super::BackendGroup, backends: Vec<String>) -> ServiceUpdate {
+        ServiceUpdate {
+            service: service.to_string(),
+            family: group.family,
+            proto: group.proto_name(),
+            backends,
+        }
+    }
+
+    /// The frontends it is about: `IPv4`, `IPv4 udp`.
+    pub fn frontends(&self) -> String {
+        match &self.proto {
+            None => format!("IPv{}", self.family),
+            Some(p) => format!("IPv{} {p}", self.family),
+        }
+    }
 }
 
 /// A service whose backends differ from the compiled ones (section 2).
@@ -138,6 +162,20 @@ pub struct Stale {
     pub update: ServiceUpdate,
     /// Its backends over the endpoints in force.
     pub backends: Vec<Be>,
+}
+
+impl Stale {
+    /// The frontends it is about.
+    pub fn group(&self) -> super::BackendGroup {
+        super::BackendGroup {
+            family: self.update.family,
+            proto: self
+                .update
+                .proto
+                .as_deref()
+                .and_then(super::backend_group::proto_number),
+        }
+    }
 }
 
 /// `endpoints.json` of an earlier weir.

@@ -349,16 +349,53 @@ pub struct ServiceEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSelector {
-    /// 0 with `port_key`.
+    /// 0 with `port_keys`.
     pub port: u16,
-    /// A named target port: the label key each backend's port is the
-    /// value of (`port:NAME/PROTO`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_key: Option<String>,
+    /// A named target port: per protocol of the service's frontends, the
+    /// label key each backend's port is the value of ([`PortKeys`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_keys: PortKeys,
     /// The selector in its serde form.
     pub selector: Sel,
     /// The selector as written.
     pub text: String,
+}
+
+impl BackendSelector {
+    /// Are the backends resolved per frontend protocol (a named target
+    /// port; [`super::BackendGroup`])?
+    pub fn per_protocol(&self) -> bool {
+        !self.port_keys.is_empty()
+    }
+}
+
+/// A named target port's label keys, one per protocol of the service's
+/// frontends (`{"tcp": "port:dns/tcp", "udp": "port:dns/udp"}`): for a
+/// frontend of protocol P a backend's port is the value of its label
+/// `keys[P]` (docs/language.md §4, "Services"; [`crate::named_ports`]).
+/// Empty for a numeric target port. The one statement of the field, for
+/// the writer ([`port_keys`]) and the readers.
+pub type PortKeys = BTreeMap<String, String>;
+
+/// The [`PortKeys`] of a model service (empty unless its target port is
+/// named).
+pub fn port_keys(s: &crate::model::Service) -> PortKeys {
+    match &s.backends {
+        crate::model::BackendSource::Select {
+            port: crate::model::TargetPort::Named(name),
+            ..
+        } => s
+            .frontends
+            .iter()
+            .map(|f| {
+                (
+                    f.proto.keyword().to_string(),
+                    crate::named_ports::key(name, f.proto),
+                )
+            })
+            .collect(),
+        _ => PortKeys::new(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,6 +430,13 @@ impl TryFrom<String> for FrontendText {
             addr,
             proto: p.to_string(),
         })
+    }
+}
+
+impl FrontendText {
+    /// The IP protocol number of `proto`.
+    pub fn proto_number(&self) -> u8 {
+        super::backend_group::proto_number(&self.proto).unwrap_or(0)
     }
 }
 

@@ -29,6 +29,7 @@
 //! runtime only does the file IO.
 
 pub mod atom_rows;
+pub mod backend_group;
 pub mod ebpf;
 pub mod endpoints_state;
 pub mod event;
@@ -40,6 +41,7 @@ pub mod write;
 #[cfg(test)]
 mod tests;
 
+pub use backend_group::BackendGroup;
 pub use manifest::*;
 
 /// The manifest format this weir writes and the only one it reads. Bump
@@ -48,8 +50,11 @@ pub use manifest::*;
 ///
 /// History: 1 — the first typed manifest; 2 — `artifacts` (SHA-256 of
 /// every file), every value validated on reading; 3 — a rule's
-/// provenance entry names its `action` and its policy's `tier`.
-pub const FORMAT_VERSION: u32 = 3;
+/// provenance entry names its `action` and its policy's `tier`; 4 — a
+/// named target port's label key per frontend protocol
+/// (`backend_selector.port_keys`, was one `port_key`), and the eBPF
+/// service state's sets keyed by [`BackendGroup`].
+pub const FORMAT_VERSION: u32 = 4;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPH_TXT: &str = "graph.txt";

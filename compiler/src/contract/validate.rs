@@ -130,8 +130,49 @@ fn provenance_and_services(m: &Manifest) -> Check {
                 m.provenance.len()
             ));
         }
+        if let Some(b) = &s.backend_selector {
+            port_keys(&format!("services[{i}] (`{}`)", s.name), s, b)?;
+        }
     }
     Ok(())
+}
+
+/// A named target port's keys: one per protocol of the frontends, each
+/// `port:NAME/PROTO` of that protocol, and port 0; none with a port.
+fn port_keys(at: &str, s: &super::ServiceEntry, b: &super::BackendSelector) -> Check {
+    if !b.per_protocol() {
+        return match b.port {
+            0 => Err(format!(
+                "{at}: backend_selector has port 0 and no port_keys"
+            )),
+            _ => Ok(()),
+        };
+    }
+    if b.port != 0 {
+        return Err(format!("{at}: backend_selector has a port and port_keys"));
+    }
+    for (proto, key) in &b.port_keys {
+        let ok = key
+            .strip_prefix(crate::named_ports::PREFIX)
+            .and_then(|r| r.rsplit_once('/'))
+            .is_some_and(|(n, p)| p == proto && crate::named_ports::valid_port_name(n));
+        if !ok {
+            return Err(format!(
+                "{at}: port_keys: `{key}` is not a named-port label of protocol {proto}"
+            ));
+        }
+    }
+    match s
+        .frontends
+        .iter()
+        .find(|f| !b.port_keys.contains_key(&f.frontend.proto))
+    {
+        Some(f) => Err(format!(
+            "{at}: port_keys has no key for frontend {}",
+            String::from(f.frontend.clone())
+        )),
+        None => Ok(()),
+    }
 }
 
 fn ebpf(m: &Manifest, e: &EbpfSection) -> Check {
@@ -207,9 +248,11 @@ fn lb_state(m: &Manifest, lb: &super::ebpf::LbState) -> Check {
         if svc.no_backends as usize >= m.provenance.len() {
             return Err(format!("{at}: no_backends is not a provenance id"));
         }
-        for (family, set) in &svc.sets {
-            if !matches!(family, 4 | 6) {
-                return Err(format!("{at}: family {family} (4 or 6)"));
+        for (group, set) in &svc.sets {
+            if group.proto.is_some() != svc.per_protocol {
+                return Err(format!(
+                    "{at}: set {group} (a protocol exactly when per_protocol)"
+                ));
             }
             if let Some(s) = set
                 .slots

@@ -142,8 +142,8 @@ struct ServiceEntry<'a> {
 #[derive(Serialize)]
 struct BackendSelector<'a> {
     port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port_key: Option<String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    port_keys: super::PortKeys,
     /// The selector in its serde form, serialized directly: every variant
     /// of `Sel` is a tuple or unit variant, whose serde form is a one-key
     /// object (or a string) — already sorted, as a `Value` would print it
@@ -325,13 +325,7 @@ fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> 
                         crate::model::TargetPort::Number(n) => *n,
                         crate::model::TargetPort::Named(_) => 0,
                     },
-                    port_key: match port {
-                        crate::model::TargetPort::Number(_) => None,
-                        crate::model::TargetPort::Named(name) => m
-                            .frontends
-                            .first()
-                            .map(|f| crate::named_ports::key(name, f.proto)),
-                    },
+                    port_keys: super::port_keys(m),
                     selector,
                     text: Text(selector),
                 }),

@@ -390,11 +390,6 @@ pub enum Kind {
         span: Span,
         what: &'static str,
     },
-    /// E0267: `backends select … port "NAME"` on frontends of `protos`.
-    NamedTargetProtocols {
-        span: Span,
-        protos: Vec<Proto>,
-    },
     /// W0312: endpoints a `backends select … port "NAME"` selects that do
     /// not declare NAME for the frontends' protocol (`count` of them;
     /// `endpoints`: the first few names).
@@ -722,7 +717,6 @@ impl Kind {
             Kind::ReservedNamespaceLabel { .. } => E0276,
             Kind::TwoNamespaces { .. } => E0277,
             Kind::NamespaceTestMatchesNone { .. } => W0325,
-            Kind::NamedTargetProtocols { .. } => E0267,
             Kind::BackendsWithoutPort { .. } => W0312,
             Kind::PortProtocolMismatch { .. } => W0311,
 
@@ -1553,7 +1547,7 @@ impl Kind {
             Kind::DuplicatePortName { span, name, first } => {
                 let b = B::new(
                     E0264,
-                    format!("port name `{name}` is given twice on this endpoint"),
+                    format!("port name `{name}` is given twice for one protocol on this endpoint"),
                     span,
                     "given again here",
                 );
@@ -1561,7 +1555,7 @@ impl Kind {
                     Some(f) => b.also(f, "first given here"),
                     None => b,
                 }
-                .help("an endpoint declares each port name once, with one port and protocol (as a pod's container ports)")
+                .help("an endpoint declares each port name once per protocol, with one port (as a pod's container ports)")
                 .done()
             }
             Kind::BadPortLabel { span, key } => B::new(
@@ -1580,20 +1574,6 @@ impl Kind {
             )
             .help("named ports are resolved on the destination endpoint of a policy rule; write the port number here")
             .done(),
-            Kind::NamedTargetProtocols { span, protos } => {
-                let ps: Vec<&str> = protos.iter().map(|p| p.keyword()).collect();
-                B::new(
-                    E0267,
-                    format!(
-                        "a named target port needs frontends of one protocol, not {}",
-                        ps.join(" and ")
-                    ),
-                    span,
-                    "resolved with the frontends' protocol",
-                )
-                .help("a port name is declared with one protocol: use one service per protocol")
-                .done()
-            }
             Kind::BackendsWithoutPort {
                 span,
                 service,
@@ -1614,7 +1594,7 @@ impl Kind {
                     span,
                     format!("not backends: {}{more}", endpoints.join(", ")),
                 )
-                .help("an endpoint without the target port name (for the frontends' protocol) is not a backend of the service")
+                .help("an endpoint without the target port name (for a frontend's protocol) is not a backend of that frontend")
                 .done()
             }
             Kind::NestedNamespaceTest { span } => B::new(

@@ -129,10 +129,10 @@ codes! {
     E0256 => Error, "ICMP test packet of the other address family";
     E0260 => Error, "`self` where no endpoint side is judged";
     E0261 => Error, "`world` where no endpoint side is judged";
-    E0264 => Error, "port name given twice on an endpoint";
+    E0264 => Error, "port name given twice for one protocol on an endpoint";
     E0265 => Error, "malformed named-port label";
     E0266 => Error, "named port where it has no destination to resolve against";
-    E0267 => Error, "named target port on frontends of several protocols";
+    E0267 => Error, "(retired) named target port on frontends of several protocols";
     E0270 => Error, "endpoint names an undeclared node";
     E0271 => Error, "line not allowed in a node or endpoint";
     E0272 => Error, "host-network endpoint without a node or with an address";

@@ -149,6 +149,9 @@ pub struct Classes {
     atom_index: BTreeMap<Atom, AtomId>,
     /// The atom `Sel::All`: "the address belongs to an endpoint".
     pub endpoint_atom: AtomId,
+    /// The set atom of every declared node's addresses, when a `world`
+    /// peer needs it (`world` excludes nodes; [`crate::nodes`]).
+    pub nodes_atom: Option<AtomId>,
     /// Class → the atoms its addresses satisfy. Class 0 is empty.
     pub classes: Vec<Bits>,
     class_index: BTreeMap<Bits, ClassId>,
@@ -286,6 +289,8 @@ pub fn collect_atoms(model: &Model) -> Vec<Atom> {
                 .map(|n| Atom::Set(crate::nodes::node_set(n))),
         );
     }
+    // `world` excludes the declared nodes' addresses: one set atom.
+    atoms.extend(crate::nodes::world_nodes_atom(model).map(Atom::Set));
     // Named ports: a class tells the port its endpoints declare under each
     // name a rule uses (crate::named_ports).
     atoms.extend(
@@ -305,6 +310,7 @@ impl Classes {
             .map(|(i, a)| (a.clone(), i as AtomId))
             .collect();
         let endpoint_atom = atom_index[&Atom::Sel(Sel::All)];
+        let nodes_atom = crate::nodes::world_nodes_atom(model).map(|s| atom_index[&Atom::Set(s)]);
 
         // Set prefixes: which atoms include / exclude each exact prefix.
         let mut prefixes: BTreeMap<Cidr, (Bits, Bits)> = BTreeMap::new();
@@ -437,6 +443,7 @@ impl Classes {
             atoms,
             atom_index,
             endpoint_atom,
+            nodes_atom,
             classes,
             class_index,
             entries,
@@ -476,6 +483,7 @@ impl Classes {
             atoms,
             atom_index,
             endpoint_atom: 0,
+            nodes_atom: None,
             classes: rows,
             class_index,
             entries: Vec::new(),
@@ -526,7 +534,10 @@ impl Classes {
             }
             PeerTest::OwnNode => Bits::new(),
             PeerTest::World(set) => {
-                let outside = Bits::full(self.len()).and_not(self.endpoint_classes_set());
+                let mut outside = Bits::full(self.len()).and_not(self.endpoint_classes_set());
+                if let Some(n) = self.nodes_atom {
+                    outside = outside.and_not(self.classes_with(n));
+                }
                 match set {
                     None => outside,
                     Some(a) => outside.and(self.classes_with(a)),

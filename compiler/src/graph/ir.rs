@@ -399,6 +399,9 @@ pub struct ServiceInfo {
     pub name: String,
     pub balance: Balance,
     pub affinity: Option<u32>,
+    /// A named target port: backends are resolved per frontend protocol
+    /// ([`crate::contract::BackendGroup`]).
+    pub per_protocol: bool,
 }
 
 /// The service stage: frontend (addr, port, proto) → service and backends.
@@ -420,6 +423,13 @@ impl ServiceTable {
                 name: s.name.clone(),
                 balance: s.balance,
                 affinity: s.affinity,
+                per_protocol: matches!(
+                    s.backends,
+                    crate::model::BackendSource::Select {
+                        port: crate::model::TargetPort::Named(_),
+                        ..
+                    }
+                ),
             });
             for fe in &s.frontends {
                 let backends =

@@ -803,9 +803,10 @@ impl Walk<'_, '_> {
         })
     }
 
-    /// `world [SET]`: an endpoint address goes on to the next rule; an
-    /// address of no endpoint matches when in the set (if any). Each test
-    /// is emitted only when both its outcomes are possible.
+    /// `world [SET]`: an endpoint address, or a declared node's (the
+    /// nodes atom), goes on to the next rule; any other address matches
+    /// when in the set (if any). Each test is emitted only when both its
+    /// outcomes are possible.
     fn world_tests(
         &mut self,
         seg: usize,
@@ -822,8 +823,15 @@ impl Walk<'_, '_> {
             Direction::Egress => Cond::DstAtom(atom),
             Direction::Ingress => Cond::SrcAtom(atom),
         };
-        let outside = possible.and_not(cl.classes_with(endpoint));
+        let not_endpoint = possible.and_not(cl.classes_with(endpoint));
         let inside = possible.and(cl.classes_with(endpoint));
+        let (outside, at_node) = match cl.nodes_atom {
+            Some(n) => (
+                not_endpoint.and_not(cl.classes_with(n)),
+                not_endpoint.and(cl.classes_with(n)),
+            ),
+            None => (not_endpoint, Bits::new()),
+        };
         let on_outside = match set {
             Some(s) if !outside.and_not(cl.classes_with(s)).is_empty() => {
                 let not_in_set = outside.and_not(cl.classes_with(s));
@@ -835,6 +843,21 @@ impl Walk<'_, '_> {
                 })
             }
             _ => on_match,
+        };
+        let on_outside = match cl.nodes_atom {
+            Some(n) if !at_node.is_empty() => {
+                let then = self.walk(seg, pos + 1, logged.to_vec(), at_node);
+                if outside.is_empty() {
+                    then
+                } else {
+                    self.cx.b.add(Node::Test {
+                        cond: cond(n),
+                        then,
+                        els: on_outside,
+                    })
+                }
+            }
+            _ => on_outside,
         };
         if inside.is_empty() {
             return on_outside;

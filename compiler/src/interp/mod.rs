@@ -241,8 +241,11 @@ impl<'m> Interp<'m> {
                 (Some(e), Some(s)) => std::ptr::eq(e, s),
                 _ => false,
             },
+            // `world`: no endpoint's and no declared node's address (§4).
             PeerMatch::World(set) => {
-                self.endpoint_of(addr).is_none() && set.as_ref().is_none_or(|s| s.contains(addr))
+                self.endpoint_of(addr).is_none()
+                    && !crate::nodes::is_node_addr(self.model, addr)
+                    && set.as_ref().is_none_or(|s| s.contains(addr))
             }
             // `node`: an address of the node the subject runs on (§4
             // "Nodes and host-network endpoints").

@@ -183,7 +183,7 @@ impl Cluster {
                     Proto::parse(p.protocol.as_deref()),
                     u16::try_from(p.container_port),
                 ) {
-                    ports.insert((n.clone(), pr), num);
+                    ports.entry((n.clone(), pr)).or_insert(num);
                 }
             }
             if !c.namespaces.contains_key(&ns) && missing_ns.insert(ns.clone()) {
@@ -302,7 +302,10 @@ impl Cluster {
                 }
                 let ports: serde_json::Map<String, Value> = named_ports(p)
                     .into_iter()
-                    .map(|(name, spec)| (name, json!(spec)))
+                    .map(|(name, specs)| match specs.as_slice() {
+                        [one] => (name, json!(one)),
+                        _ => (name, json!(specs)),
+                    })
                     .collect();
                 if !ports.is_empty() {
                     e["ports"] = Value::Object(ports);
@@ -320,19 +323,19 @@ impl Cluster {
 }
 
 /// A pod's named container ports as weir declares them, `(NAME,
-/// "PORT/PROTO")`, for the rules' `port "NAME"` (language.md §4, "Named
-/// ports"). Kubernetes makes a port name unique in a pod; a name given for
-/// two protocols (which the API server refuses) is left out rather than
-/// guessed.
-pub fn named_ports(p: &Pod) -> Vec<(String, String)> {
-    let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+/// ["PORT/PROTO", …])` (one per protocol), for the rules' and services'
+/// `port "NAME"` (language.md §4, "Named ports"). The API server accepts
+/// one name in two containers with different protocols (with a warning),
+/// and a Service's `targetPort` name is resolved by name and protocol
+/// (`podutil.FindPort`), so a name may have a UDP and a TCP port. (One
+/// name twice for one protocol: the first container's, as the warning
+/// says — `ports` keeps the first.)
+pub fn named_ports(p: &Pod) -> Vec<(String, Vec<String>)> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ((name, proto), num) in &p.ports {
-        let spec = format!("{num}/{}", proto.keyword());
         out.entry(name.clone())
-            .and_modify(|v| *v = None)
-            .or_insert(Some(spec));
+            .or_default()
+            .push(format!("{num}/{}", proto.keyword()));
     }
-    out.into_iter()
-        .filter_map(|(n, s)| s.map(|s| (n, s)))
-        .collect()
+    out.into_iter().collect()
 }

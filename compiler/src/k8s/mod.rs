@@ -37,6 +37,8 @@ pub mod service;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_coredns;
+#[cfg(test)]
 mod tests_services;
 
 use crate::diagnostics::{Diagnostic, K8sProblem};
@@ -216,7 +218,11 @@ fn inline_endpoints(cluster: &Cluster) -> String {
         let mut lines: Vec<String> = p.addrs.iter().map(|a| format!("addr {a}")).collect();
         let ports: Vec<String> = cluster::named_ports(p)
             .into_iter()
-            .map(|(n, spec)| format!("{}: {spec}", quote(&n)))
+            .flat_map(|(n, specs)| {
+                specs
+                    .into_iter()
+                    .map(move |spec| format!("{}: {spec}", quote(&n)))
+            })
             .collect();
         if !ports.is_empty() {
             lines.push(format!("ports {{ {} }}", ports.join(", ")));

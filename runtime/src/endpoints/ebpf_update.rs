@@ -86,19 +86,19 @@ fn write_maps(
         let mut index = None;
         let many = affected.len() > SCAN_LIMIT;
         for s in affected {
-            for &family in &s.families {
+            for g in &s.groups {
                 let have = lb
                     .services
                     .get(s.index)
-                    .and_then(|x| x.sets.get(&family))
+                    .and_then(|x| x.sets.get(&g.group))
                     .map(|x| x.backends.as_slice())
                     .unwrap_or_default();
-                let want = backends_after(&planned.diff, s, family, have, &mut index, many);
+                let want = backends_after(&planned.diff, s, g, have, &mut index, many);
                 if want == have {
                     continue;
                 }
                 let ops = lb
-                    .set_backends(s.index, family, want.clone())
+                    .set_backends(s.index, g.group, want.clone())
                     .map_err(|e| EndpointsError::Bundle(format!("service `{}`: {e}", s.name)))?;
                 for op in &ops {
                     match op {
@@ -111,11 +111,11 @@ fn write_maps(
                     }
                     writes += 1;
                 }
-                updated.push(ServiceUpdate {
-                    service: s.name.clone(),
-                    family,
-                    backends: want.iter().map(socket).collect(),
-                });
+                updated.push(ServiceUpdate::new(
+                    &s.name,
+                    g.group,
+                    want.iter().map(socket).collect(),
+                ));
             }
         }
     }

@@ -252,18 +252,16 @@ fn updated_stale(
     let mut index = None;
     let many = affected.len() > SCAN_LIMIT;
     for s in affected {
-        for &family in &s.families {
+        for g in &s.groups {
             let have = before
                 .iter()
-                .find(|x| x.index == s.index && x.update.family == family)
-                .map(|x| x.backends.as_slice())
-                .or_else(|| s.compiled.get(&family).map(Vec::as_slice))
-                .unwrap_or_default();
-            let want = backends_after(&planned.diff, s, family, have, &mut index, many);
-            kept.extend(stale_update(s, family, want));
+                .find(|x| x.index == s.index && x.group() == g.group)
+                .map_or(g.compiled.as_slice(), |x| x.backends.as_slice());
+            let want = backends_after(&planned.diff, s, g, have, &mut index, many);
+            kept.extend(stale_update(s, g, want));
         }
     }
-    kept.sort_by_key(|s| (s.index, s.update.family));
+    kept.sort_by_key(|s| (s.index, s.group()));
     let bytes = state::encode_stale(&kept);
     Ok((kept, Some(bytes)))
 }

@@ -111,20 +111,20 @@ pub(super) fn keep_declared(
     Ok(())
 }
 
-/// The backends `s` has for `family` after the update: from those it
+/// The backends `s` has for its group `g` after the update: from those it
 /// had (`have`) and the changed endpoints, or over the whole inventory
 /// when that was parsed (through a label index for many services).
 pub(super) fn backends_after<'a>(
     diff: &'a churn::TextDiff,
     s: &SelectorService,
-    family: u8,
+    g: &churn::GroupBackends,
     have: &[Be],
     index: &mut Option<weir_compiler::endpoint_index::EndpointIndex<'a>>,
     many: bool,
 ) -> Vec<Be> {
     match (&diff.changed, &diff.full) {
-        (Some((o, n)), _) => churn::backends_delta(s, family, have, o, n),
-        (None, Some(all)) => churn::backends_auto(s, family, all, index, many),
+        (Some((o, n)), _) => churn::backends_delta(s, g, have, o, n),
+        (None, Some(all)) => churn::backends_auto(s, g, all, index, many),
         (None, None) => unreachable!("diff_text gives the changes or the inventory"),
     }
 }

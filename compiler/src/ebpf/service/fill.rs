@@ -80,6 +80,7 @@ impl MapOp {
 // The maps' data as the manifest and the endpoints record hold it: the
 // contract's types; their behaviour is here.
 pub use crate::contract::ebpf::{Be, FeAddr, LbState, SetState, SvcState};
+pub use crate::contract::BackendGroup;
 
 fn family(a: IpAddr) -> u8 {
     if a.is_ipv4() {
@@ -283,17 +284,20 @@ impl LbState {
                 maglev: s.balance == Balance::Maglev,
                 affinity: s.affinity,
                 no_backends: no_backends(i),
+                per_protocol: s.per_protocol,
                 frontends: Vec::new(),
                 sets: BTreeMap::new(),
             })
             .collect();
-        let mut per: BTreeMap<(usize, u8), Vec<Be>> = BTreeMap::new();
+        // The frontends of one group have the same backends (contract::
+        // backend_group says why): the first one's set is the group's.
+        let mut per: BTreeMap<(usize, BackendGroup), Vec<Be>> = BTreeMap::new();
         for f in &t.frontends {
-            services[f.service]
-                .frontends
-                .push(FeAddr::from(&f.frontend));
+            let svc = &mut services[f.service];
+            let fe = FeAddr::from(&f.frontend);
+            svc.frontends.push(fe);
             let set = &t.backend_sets[f.backends];
-            per.entry((f.service, family(f.frontend.addr)))
+            per.entry((f.service, svc.group_of(&fe)))
                 .or_insert_with(|| set.backends.iter().map(Be::from).collect());
         }
         let maglev_pairs = per.keys().filter(|(s, _)| services[*s].maglev).count() as u32;
@@ -457,7 +461,7 @@ impl LbState {
                 ops.push(MapOp::Update {
                     map: map::FE.into(),
                     key: fe_key_of(f),
-                    value: fe_value(i, s, s.sets.get(&family(f.addr))),
+                    value: fe_value(i, s, s.sets.get(&s.group_of(f))),
                 });
             }
         }
@@ -486,8 +490,9 @@ impl LbState {
         counts
     }
 
-    /// Replaces the backends of `service` for the address family of
-    /// `fam` (4 or 6) and returns the writes that take the maps there
+    /// Replaces the backends of `service` for the frontends of `group`
+    /// (a family, 4 or 6, and for a named target port a protocol:
+    /// [`BackendGroup`]) and returns the writes that take the maps there
     /// without disturbing readers (see the module docs). `backends` are
     /// filtered (weight > 0), sorted and deduplicated like the
     /// interpreter's candidates. Errors when `service` is unknown or no
@@ -495,14 +500,15 @@ impl LbState {
     pub fn set_backends(
         &mut self,
         service: usize,
-        fam: u8,
+        group: impl Into<BackendGroup>,
         backends: Vec<Be>,
     ) -> Result<Vec<MapOp>, String> {
+        let group = group.into();
         let Some(svc) = self.services.get(service) else {
             return Err(format!("no service #{service}"));
         };
         let maglev = svc.maglev;
-        let old = svc.sets.get(&fam).cloned();
+        let old = svc.sets.get(&group).cloned();
         if maglev && self.free_tables.is_empty() && backends.iter().any(|b| b.weight > 0) {
             return Err("no free Maglev table (raise spare_tables)".into());
         }
@@ -527,18 +533,18 @@ impl LbState {
             }
             self.set_ops(service, set, &mut ops);
         }
-        // 2. The swap: every frontend of this family.
+        // 2. The swap: every frontend of this group.
         let svc = &mut self.services[service];
         match &new {
             Some(s) => {
-                svc.sets.insert(fam, s.clone());
+                svc.sets.insert(group, s.clone());
             }
             None => {
-                svc.sets.remove(&fam);
+                svc.sets.remove(&group);
             }
         }
         let svc = &self.services[service];
-        for f in svc.frontends.iter().filter(|f| family(f.addr) == fam) {
+        for f in svc.frontends.iter().filter(|f| svc.group_of(f) == group) {
             ops.push(MapOp::Update {
                 map: map::FE.into(),
                 key: fe_key_of(f),
@@ -583,8 +589,8 @@ impl LbState {
 
     /// The backend the data path picks for a Maglev service at `hash`, or
     /// a random service at slot `hash % count` (what the maps encode).
-    pub fn pick(&self, service: usize, fam: u8, hash: u32) -> Option<&Be> {
-        let set = self.services.get(service)?.sets.get(&fam)?;
+    pub fn pick(&self, service: usize, group: impl Into<BackendGroup>, hash: u32) -> Option<&Be> {
+        let set = self.services.get(service)?.sets.get(&group.into())?;
         let slot = if set.table.is_some() {
             maglev_table(&set.backends)[(hash % MAGLEV_M) as usize]
         } else {

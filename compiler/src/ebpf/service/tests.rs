@@ -359,3 +359,57 @@ service two {{
     assert_eq!(tables.len(), 2);
     assert_eq!(tables[0], tables[1]);
 }
+
+/// A CoreDNS-like service: a named target port on a UDP and a TCP
+/// frontend, endpoints whose `dns` port differs per protocol. Each
+/// frontend's entry points at its own protocol's backends (a set per
+/// [`BackendGroup`]), and a backend change of one group swaps only that
+/// group's frontends.
+#[test]
+fn ebpf_service_named_target_per_protocol() {
+    let (model, g) = compile(
+        r#"
+endpoint dns-a { labels { app: "dns" } addr 10.1.0.53 ports { dns: 53/udp } }
+endpoint dns-b { labels { app: "dns" } addr 10.1.0.54 ports { dns: 5353/tcp } }
+endpoint dns-c { labels { app: "dns" } addr 10.1.0.55 ports { dns: 1053/udp } }
+service kube-dns {
+  frontend 10.96.0.10:53/udp
+  frontend 10.96.0.10:53/tcp
+  backends select app == "dns" port "dns"
+}
+"#,
+    );
+    let mut st = state(&g);
+    let mut m = MapsModel::default();
+    m.apply(&st.initial_ops());
+    let (udp, tcp) = (
+        fe("10.96.0.10", 53, Proto::Udp),
+        fe("10.96.0.10", 53, Proto::Tcp),
+    );
+    for f in [udp, tcp] {
+        let want: Vec<(IpAddr, u16)> =
+            crate::interp::backends_of(&model.services[0], &f, &model.endpoints)
+                .iter()
+                .map(|b| (b.addr, b.port))
+                .collect();
+        let got: std::collections::BTreeSet<(IpAddr, u16)> =
+            (0..64).filter_map(|h| m.choose(&f, h)).collect();
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), want, "{f:?}");
+    }
+    let tcp_group = crate::contract::BackendGroup {
+        family: 4,
+        proto: Some(6),
+    };
+    let udp_before = m.get(map::FE, &fe_key(&udp)).unwrap().clone();
+    let new = vec![Be {
+        addr: "10.1.0.56".parse().unwrap(),
+        port: 5353,
+        weight: 1,
+    }];
+    m.apply(&st.set_backends(0, tcp_group, new).unwrap());
+    assert_eq!(
+        m.choose(&tcp, 7),
+        Some(("10.1.0.56".parse().unwrap(), 5353))
+    );
+    assert_eq!(m.get(map::FE, &fe_key(&udp)), Some(&udp_before));
+}
