@@ -1944,6 +1944,14 @@ pub enum Construct {
     /// An audit policy in a program with `redirect` steering (iptables
     /// judges redirected connections in nat, where audit is not counted).
     AuditWithRedirect { policy: String },
+    /// iptables `self` keeps endpoint ids in packet-mark bits `mask`
+    /// (`iptables/self_set.rs`); a steering `mark` that sets them.
+    SelfWithMark { steer: String, mark: u32, mask: u32 },
+    /// iptables `self` in a program with `redirect` steering (judged in
+    /// nat, before mangle FORWARD computes the relation).
+    SelfWithRedirect { steer: String },
+    /// iptables `self`: more endpoints owning addresses than ids.
+    SelfTooManyEndpoints { endpoints: usize, max: usize },
 }
 
 /// Why a program stage does not assemble.
@@ -1967,6 +1975,9 @@ impl Construct {
             Construct::UntranslatedFrontend { .. } => "SCTP frontend whose target port differs",
             Construct::AuditPolicy { .. } => "audit policy",
             Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
+            Construct::SelfWithMark { .. } => "`self` with a steering mark on the id bits",
+            Construct::SelfTooManyEndpoints { .. } => "`self` with more endpoints than ids",
+            Construct::SelfWithRedirect { .. } => "`self` with redirect steering",
         }
     }
 
@@ -1996,6 +2007,15 @@ impl Construct {
             ),
             Construct::AuditWithRedirect { policy } => format!(
                 "policy `{policy}` is an audit policy and the program redirects connections to a proxy; iptables judges those in nat, where their audit decisions would not be counted"
+            ),
+            Construct::SelfWithMark { steer, mark, mask } => format!(
+                "steer `{steer}` sets mark {mark:#x}, and the program uses `self`, which iptables decides by endpoint ids in packet-mark bits {mask:#x}; the mark would be cleared there (use a mark outside those bits, or the eBPF back end)"
+            ),
+            Construct::SelfWithRedirect { steer } => format!(
+                "steer `{steer}` redirects connections to a proxy, and the program uses `self`; iptables judges redirected connections in nat, before the endpoint relation `self` needs is computed (use the eBPF back end)"
+            ),
+            Construct::SelfTooManyEndpoints { endpoints, max } => format!(
+                "the program uses `self` and has {endpoints} endpoints with addresses; iptables decides `self` by endpoint ids in packet-mark bits, which hold {max} (use the eBPF back end)"
             ),
         }
     }

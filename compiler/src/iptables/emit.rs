@@ -152,8 +152,12 @@ fn emit_here(
     if has_services || kinds.redirect {
         hooks.push(("nat", "PREROUTING", NAT_PRE));
     }
+    if crate::graph::same_endpoint::uses_self(model) {
+        hooks.push(("mangle", "FORWARD", super::self_set::MANGLE_FWD));
+    }
     hooks.push(("filter", "FORWARD", FWD));
-    let ipset = sets.render(&g.classes);
+    let mut ipset = sets.render(&g.classes);
+    ipset.push_str(&super::self_set::render(model, g));
     let manifest = manifest::section(g, opts, &hooks, &sets, &stats);
     let ip6tables = texts.pop().expect("two families");
     let iptables = texts.pop().expect("two families");
@@ -225,6 +229,13 @@ impl<'a> FamilyGen<'a> {
         }
         if self.kinds.redirect {
             self.nat_redirects(sets, &mut out);
+        }
+        if crate::graph::same_endpoint::uses_self(self.model) {
+            out.chain("mangle", super::self_set::MANGLE_FWD);
+            let c = comment("self");
+            for (m, t) in super::self_set::mangle_rules(self.fam) {
+                out.rule("mangle", super::self_set::MANGLE_FWD, &[&m, &c, &t]);
+            }
         }
         self.filter(sets, &mut out);
         out
