@@ -1947,8 +1947,8 @@ pub enum Construct {
     /// iptables `self` keeps endpoint ids in packet-mark bits `mask`
     /// (`iptables/self_set.rs`); a steering `mark` that sets them.
     SelfWithMark { steer: String, mark: u32, mask: u32 },
-    /// iptables `self` in a program with `redirect` steering (judged in
-    /// nat, before mangle FORWARD computes the relation).
+    /// iptables `self` with a `redirect` that can match connections to a
+    /// service frontend (each backend judged in nat before its DNAT).
     SelfWithRedirect { steer: String },
     /// iptables `self`: more endpoints owning addresses than ids.
     SelfTooManyEndpoints { endpoints: usize, max: usize },
@@ -1977,7 +1977,7 @@ impl Construct {
             Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
             Construct::SelfWithMark { .. } => "`self` with a steering mark on the id bits",
             Construct::SelfTooManyEndpoints { .. } => "`self` with more endpoints than ids",
-            Construct::SelfWithRedirect { .. } => "`self` with redirect steering",
+            Construct::SelfWithRedirect { .. } => "`self` with redirect steering over a service",
         }
     }
 
@@ -2012,7 +2012,7 @@ impl Construct {
                 "steer `{steer}` sets mark {mark:#x}, and the program uses `self`, which iptables decides by endpoint ids in packet-mark bits {mask:#x}; the mark would be cleared there (use a mark outside those bits, or the eBPF back end)"
             ),
             Construct::SelfWithRedirect { steer } => format!(
-                "steer `{steer}` redirects connections to a proxy, and the program uses `self`; iptables judges redirected connections in nat, before the endpoint relation `self` needs is computed (use the eBPF back end)"
+                "steer `{steer}` can redirect connections to a service frontend, and the program uses `self`; iptables judges each backend in nat before its DNAT, where the endpoint relation `self` needs is the frontend's, not the backend's (use the eBPF back end)"
             ),
             Construct::SelfTooManyEndpoints { endpoints, max } => format!(
                 "the program uses `self` and has {endpoints} endpoints with addresses; iptables decides `self` by endpoint ids in packet-mark bits, which hold {max} (use the eBPF back end)"

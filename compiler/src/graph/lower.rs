@@ -47,6 +47,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
+#[path = "lower_self.rs"]
+mod lower_self;
+
 /// What the lowering learned on the way, for static analysis.
 #[derive(Debug, Clone, Default)]
 pub struct LowerInfo {
@@ -781,36 +784,6 @@ impl Walk<'_, '_> {
         let els = self.walk(seg, pos + 1, logged.to_vec(), no, same);
         self.cx.b.add(Node::Test {
             cond: cond(atom),
-            then: on_match,
-            els,
-        })
-    }
-
-    /// `self`: the relation test, emitted unless the path already knows
-    /// its outcome. A match narrows the peer to the subject's own classes.
-    fn self_test(
-        &mut self,
-        seg: usize,
-        pos: usize,
-        logged: &[u32],
-        possible: &Bits,
-        same: Option<bool>,
-        item: Item,
-    ) -> NodeId {
-        let in_peer = if same == Some(false) {
-            Bits::new()
-        } else {
-            possible.and(self.own)
-        };
-        let Some(on_match) = self.on_match(seg, pos, logged, in_peer, Some(true), item) else {
-            return self.walk(seg, pos + 1, logged.to_vec(), possible.clone(), same);
-        };
-        if same == Some(true) {
-            return on_match;
-        }
-        let els = self.walk(seg, pos + 1, logged.to_vec(), possible.clone(), Some(false));
-        self.cx.b.add(Node::Test {
-            cond: Cond::SameEndpoint,
             then: on_match,
             els,
         })

@@ -146,7 +146,7 @@ fn emit_here(
     if kinds.bypass {
         hooks.push(("raw", "PREROUTING", RAW_PRE));
     }
-    if kinds.mark {
+    if kinds.mark || (kinds.redirect && crate::graph::same_endpoint::uses_self(model)) {
         hooks.push(("mangle", "PREROUTING", MANGLE_PRE));
     }
     if has_services || kinds.redirect {
@@ -217,8 +217,16 @@ impl<'a> FamilyGen<'a> {
         if self.kinds.bypass {
             self.raw(sets, &mut out);
         }
-        if self.kinds.mark {
+        // `self` beside `redirect`: a redirected connection is judged in
+        // nat PREROUTING, so the relation is computed in mangle PREROUTING
+        // too, after the steering marks (`self_set.rs`).
+        let self_pre = self.kinds.redirect && crate::graph::same_endpoint::uses_self(self.model);
+        if self.kinds.mark || self_pre {
             self.mangle(sets, &mut out);
+        }
+        if self_pre {
+            let jump = format!("-j {}", super::self_set::MANGLE_FWD);
+            out.rule("mangle", MANGLE_PRE, &[&comment("self"), &jump]);
         }
         // nat: services, then redirects (which never overlap: services::check).
         if self.has_services || self.kinds.redirect {

@@ -221,7 +221,7 @@ pub fn generate_text(
 ) -> Result<Output, Vec<Unsupported>> {
     let mut refused = services::check(graph, model, opts);
     refused.extend(audit::check(model));
-    refused.extend(self_set::check(model));
+    refused.extend(self_set::check(model, graph));
     if !refused.is_empty() {
         return Err(refused);
     }

@@ -27,10 +27,15 @@
 //!
 //! Ids are `1 ..= MAX_ID`, never 0, so a destination that is no endpoint
 //! leaves a non-zero id and no `SAME_BIT`. The [`RESERVED`] bits of the
-//! packet mark are the back end's. Refused (E0501): a steering `mark`
-//! that sets any of them (the mark would be overwritten), and `self` in
-//! a program with `redirect` steering (a redirected connection is judged
-//! in nat PREROUTING, before mangle FORWARD computes the bit). Ids are
+//! packet mark are the back end's. With `redirect` steering the same
+//! chain also runs at the end of mangle PREROUTING (a redirected
+//! connection is judged in nat PREROUTING, before mangle FORWARD; it is
+//! never DNATed to a service backend, so its destination is already the
+//! one judged). Refused (E0501): a steering `mark` that sets a reserved
+//! bit (the mark would be overwritten), and a `redirect` that can match
+//! connections to a service frontend with backends (each backend is
+//! judged in nat before its DNAT, with the frontend still the packet's
+//! destination, so the relation computed is not the backend's). Ids are
 //! allocated densely at compile time (model order) and by `weir
 //! endpoints` at run time (the smallest free one;
 //! `crate::churn::self_relation`), so endpoint churn under `allow from
@@ -154,15 +159,23 @@ pub fn render(model: &Model, g: &Graph) -> String {
 }
 
 /// What iptables refuses about `self` (E0501): a steering `mark` that
-/// sets id bits, and more endpoints than ids.
-pub fn check(model: &Model) -> Vec<Unsupported> {
+/// sets reserved bits, a `redirect` that can match connections to a
+/// service frontend with backends, and more endpoints than ids.
+pub fn check(model: &Model, g: &Graph) -> Vec<Unsupported> {
     if !crate::graph::same_endpoint::uses_self(model) {
         return Vec::new();
     }
     let mut out = Vec::new();
+    // A redirect over a service frontend judges each backend in nat
+    // before its DNAT, with the frontend as the packet's destination:
+    // the relation computed for the packet is not the backend's.
+    let overlap = g.services.frontends.iter().any(|f| {
+        !g.services.backend_sets[f.backends].backends.is_empty()
+            && super::services::redirect_overlaps(g, &f.frontend)
+    });
     for s in &model.steers {
         for r in &s.rules {
-            if matches!(r.action, SteerAction::Redirect { .. }) {
+            if matches!(r.action, SteerAction::Redirect { .. }) && overlap {
                 out.push(Unsupported {
                     span: r.span,
                     refusal: Refusal::NotExpressible {
