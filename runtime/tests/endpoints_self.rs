@@ -99,10 +99,12 @@ fn write_bundle(dir: &Path, target: Target) -> usize {
 }
 
 /// The checks, with `update` applying an inventory (the back end's
-/// `weir endpoints`).
+/// `weir endpoints`) and `kernel` reading the relation back from the
+/// kernel with the system's tool (address → its endpoint's value).
 fn churn(
     topo: &Topology,
     update: &mut dyn FnMut(&[EndpointRec]) -> Result<endpoints::Report, endpoints::EndpointsError>,
+    kernel: &dyn Fn() -> BTreeMap<IpAddr, String>,
 ) {
     let (a1, a2, b1, b2) = (
         ip("10.1.0.31"),
@@ -121,6 +123,15 @@ fn churn(
     inv.push(ep("c", &["10.1.0.33", "10.2.0.33"]));
     let r = update(&inv).unwrap_or_else(|e| panic!("adding c under `self`: {e}"));
     assert_eq!(r.changes.len(), 2, "{r:?}");
+    let k = kernel();
+    assert!(
+        k.contains_key(&c1) && k[&c1] == k[&c2],
+        "c's two addresses: {k:?}"
+    );
+    assert!(
+        k[&c1] != k[&a1] && k[&c1] != k[&b1],
+        "c is neither a nor b: {k:?}"
+    );
     assert!(topo.tcp_connect(c1, c2, 8080, T), "c → c: self");
     assert!(
         !topo.tcp_connect(a1, c2, 8080, T),
@@ -147,6 +158,9 @@ fn churn(
     let mut gone = base();
     gone[1] = ep("b", &["10.1.0.32", "10.2.0.32", "10.2.0.33"]);
     update(&gone).unwrap();
+    let k = kernel();
+    assert!(!k.contains_key(&c1), "c's address gone: {k:?}");
+    assert_eq!(k.get(&c2), k.get(&b1), "the moved address is b's: {k:?}");
     assert!(!topo.tcp_connect(c1, c2, 8080, T), "c removed: no self");
     assert!(topo.tcp_connect(b1, b2, 8080, T), "b → b still");
     // And a new pod takes c's old address: its own self only.
@@ -172,7 +186,19 @@ fn iptables_self_churn_is_an_update() {
     let rt = Iptables::new(Options::netns(topo.node.name()).with_state_dir(work.join("state")));
     let b = Bundle::read(&dir).unwrap();
     let g = rt.apply(&b).unwrap().generation;
-    churn(&topo, &mut |inv| endpoints::iptables(&rt, &b, inv));
+    // `ipset save weir<g>-self`: `add SET ADDR skbmark ID/0x0`.
+    let kernel = || {
+        let set = format!("weir{g}-self");
+        let out = topo.node.exec("ipset", &["save", &set]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() == 5 && w[0] == "add").then(|| (ip(w[2]), w[4].to_string()))
+            })
+            .collect()
+    };
+    churn(&topo, &mut |inv| endpoints::iptables(&rt, &b, inv), &kernel);
     assert_eq!(rt.read_state().unwrap().unwrap().generation, g);
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(&work);
@@ -180,7 +206,7 @@ fn iptables_self_churn_is_an_update() {
 
 #[test]
 fn ebpf_self_churn_is_an_update() {
-    if !weir_runtime::kernel_test::may_run("ebpf_self_churn_is_an_update", &["ip"]) {
+    if !weir_runtime::kernel_test::may_run("ebpf_self_churn_is_an_update", &["ip", "bpftool"]) {
         return;
     }
     let work = weir_runtime::kernel_test::state_dir("endpoints-self-ebpf").unwrap();
@@ -196,7 +222,35 @@ fn ebpf_self_churn_is_an_update() {
     ));
     inst.state_root = work.join("state");
     let g = weir_runtime::ebpf::apply(&dir, &inst).unwrap().generation;
-    churn(&topo, &mut |inv| endpoints::ebpf(&inst, &dir, inv));
+    // `bpftool -j map dump pinned …/weir_self4`: key and value bytes.
+    let pinned = inst.pin_dir().join(format!("gen-{g}")).join("weir_self4");
+    let kernel = || {
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(&pinned)
+            .output()
+            .expect("bpftool");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+        let bytes = |x: &serde_json::Value| -> Vec<u8> {
+            x.as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect()
+        };
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let k = bytes(&e["key"]);
+                let a = IpAddr::from([k[0], k[1], k[2], k[3]]);
+                (a, format!("{:?}", bytes(&e["value"])))
+            })
+            .collect()
+    };
+    churn(&topo, &mut |inv| endpoints::ebpf(&inst, &dir, inv), &kernel);
     assert_eq!(weir_runtime::ebpf::status(&inst).unwrap().generation, g);
     weir_runtime::ebpf::detach(&inst).unwrap();
     let _ = std::fs::remove_dir_all(&inst.pin_root);
