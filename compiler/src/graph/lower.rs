@@ -848,6 +848,7 @@ impl Walk<'_, '_> {
     /// `world [SET]`: an endpoint address goes on to the next rule; an
     /// address of no endpoint matches when in the set (if any). Each test
     /// is emitted only when both its outcomes are possible.
+    #[allow(clippy::too_many_arguments)]
     fn world_tests(
         &mut self,
         seg: usize,

@@ -84,7 +84,7 @@ impl SameEndpoint {
 
     /// The addresses each model endpoint owns, for the back ends' fill
     /// (in endpoint order; endpoints owning none left out).
-    pub fn owned<'m>(&self, model: &'m Model) -> Vec<Vec<IpAddr>> {
+    pub fn owned(&self, model: &Model) -> Vec<Vec<IpAddr>> {
         let mut out: Vec<Vec<IpAddr>> = vec![Vec::new(); model.endpoints.len()];
         for (i, e) in model.endpoints.iter().enumerate() {
             for &a in &e.addrs {
