@@ -93,6 +93,30 @@ fn random_balanced(mut m: Model) -> Model {
     for s in &mut m.services {
         s.balance = Balance::Random;
     }
+    // iptables refuses `self` beside a `redirect` that can match a
+    // service frontend (E0501: a backend is judged in nat before its
+    // DNAT, where the relation computed is the frontend's): such a model
+    // is probed without its redirect steering.
+    if weir_compiler::graph::same_endpoint::uses_self(&m) {
+        let g = graph::build(&m);
+        let refused = weir_compiler::iptables::generate(&g, &m).is_err_and(|e| {
+            e.iter().any(|u| {
+                matches!(
+                    &u.refusal,
+                    weir_compiler::diagnostics::Refusal::NotExpressible {
+                        construct: weir_compiler::diagnostics::Construct::SelfWithRedirect { .. },
+                        ..
+                    }
+                )
+            })
+        });
+        if refused {
+            for s in &mut m.steers {
+                s.rules
+                    .retain(|r| !matches!(r.action, SteerAction::Redirect { .. }));
+            }
+        }
+    }
     m
 }
 

@@ -34,6 +34,7 @@ pub mod plan;
 pub mod record;
 pub mod scan;
 pub mod selcode;
+pub mod self_relation;
 pub mod service_table;
 pub mod text_diff;
 

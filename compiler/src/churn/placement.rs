@@ -99,10 +99,10 @@ impl ClassView {
             .filter(|(_, a)| match a {
                 Atom::Sel(s) => owner.is_some_and(|(_, l)| s.matches(l)),
                 Atom::Set(s) => s.contains(addr),
-                // An identity atom (`self`) exists for the endpoints the
-                // program was compiled with: one of them keeps it (its
-                // address may move), a new endpoint a `self` policy selects
-                // has no compiled class and needs a recompile.
+                // An identity atom: only in manifests of bundles compiled
+                // before `self` was decided in the data path
+                // (graph/same_endpoint.rs); there a new endpoint a `self`
+                // policy selects has no compiled class (needs a recompile).
                 Atom::Endpoint(n) => owner.is_some_and(|(name, _)| name == n),
             })
             .map(|(i, _)| i as u32)

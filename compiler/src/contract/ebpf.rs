@@ -62,6 +62,11 @@ pub struct Fill {
     pub atom_rows: super::atom_rows::AtomRows,
     pub cls4: Vec<LpmEntry>,
     pub cls6: Vec<LpmEntry>,
+    /// `self` (`weir_self4` / `weir_self6`): each endpoint address with
+    /// its endpoint's canonical address (`graph/same_endpoint.rs`); empty
+    /// without a `self` rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub same_endpoint: Vec<(std::net::IpAddr, std::net::IpAddr)>,
 }
 
 /// The `backends.ebpf` section of the manifest.

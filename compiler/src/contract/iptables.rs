@@ -10,9 +10,12 @@ use crate::graph::classes::{AtomId, ClassId};
 /// jumps to). A manifest naming any other hook is refused
 /// ([`super::validate`]): the hook decides which traffic the policy sees,
 /// so it is not a value a bundle may choose freely.
-pub const HOOKS: [(&str, &str, &str); 4] = [
+pub const HOOKS: [(&str, &str, &str); 5] = [
     ("raw", "PREROUTING", "WEIR-RAW-PRE"),
     ("mangle", "PREROUTING", "WEIR-MANGLE-PRE"),
+    // `self`: the endpoint relation, computed after any DNAT
+    // (compiler/src/iptables/self_set.rs).
+    ("mangle", "FORWARD", "WEIR-MANGLE-FWD"),
     ("nat", "PREROUTING", "WEIR-NAT-PRE"),
     ("filter", "FORWARD", "WEIR-FWD"),
 ];

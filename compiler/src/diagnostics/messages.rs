@@ -1928,6 +1928,14 @@ pub enum Construct {
     /// SCTP: the kernel's socket lookup and assignment take TCP and UDP
     /// sockets only.
     SctpRedirect { steer: String, index: usize },
+    /// iptables `self` keeps endpoint ids in packet-mark bits `mask`
+    /// (`iptables/self_set.rs`); a steering `mark` that sets them.
+    SelfWithMark { steer: String, mark: u32, mask: u32 },
+    /// iptables `self` with a `redirect` that can match connections to a
+    /// service frontend (each backend judged in nat before its DNAT).
+    SelfWithRedirect { steer: String },
+    /// iptables `self`: more endpoints owning addresses than ids.
+    SelfTooManyEndpoints { endpoints: usize, max: usize },
 }
 
 /// Why a program stage does not assemble.
@@ -1952,6 +1960,9 @@ impl Construct {
             Construct::AuditPolicy { .. } => "audit policy",
             Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
             Construct::SctpRedirect { .. } => "redirect of SCTP to a proxy",
+            Construct::SelfWithMark { .. } => "`self` with a steering mark on the id bits",
+            Construct::SelfTooManyEndpoints { .. } => "`self` with more endpoints than ids",
+            Construct::SelfWithRedirect { .. } => "`self` with redirect steering over a service",
         }
     }
 
@@ -1984,6 +1995,15 @@ impl Construct {
             ),
             Construct::SctpRedirect { steer, index } => format!(
                 "rule #{index} of steer `{steer}` redirects to a proxy and can match SCTP (its protocol is `sctp`, or none is given); the eBPF data path assigns a packet to the proxy's socket with the kernel's socket lookup, which finds TCP and UDP sockets only, so SCTP would pass unsteered: write the rule for `tcp` and `udp`"
+            ),
+            Construct::SelfWithMark { steer, mark, mask } => format!(
+                "steer `{steer}` sets mark {mark:#x}, and the program uses `self`, which iptables decides by endpoint ids in packet-mark bits {mask:#x}; the mark would be cleared there (use a mark outside those bits, or the eBPF back end)"
+            ),
+            Construct::SelfWithRedirect { steer } => format!(
+                "steer `{steer}` can redirect connections to a service frontend, and the program uses `self`; iptables judges each backend in nat before its DNAT, where the endpoint relation `self` needs is the frontend's, not the backend's (use the eBPF back end)"
+            ),
+            Construct::SelfTooManyEndpoints { endpoints, max } => format!(
+                "the program uses `self` and has {endpoints} endpoints with addresses; iptables decides `self` by endpoint ids in packet-mark bits, which hold {max} (use the eBPF back end)"
             ),
         }
     }

@@ -268,6 +268,11 @@ pub struct JointMap {
     pub class: Vec<Bits>,
     /// Program atom id → the joint classes whose program class satisfies it.
     pub atom: Vec<Bits>,
+    /// Joint class → the endpoint owning its addresses in this program
+    /// (`self`; see [`super::space`]).
+    pub owner: Vec<Option<u32>>,
+    /// Endpoint → its joint classes.
+    pub by_owner: BTreeMap<u32, Bits>,
 }
 
 impl JointMap {
@@ -294,7 +299,44 @@ fn split_cond(r: &Region, cond: Cond, m: &JointMap) -> (Region, Region) {
         Cond::IcmpCode(c) => r.split_field(TableKey::IcmpCode, u32::from(c), u32::from(c)),
         Cond::SrcAtom(a) => r.split_classes(true, &m.atom[a as usize]),
         Cond::DstAtom(a) => r.split_classes(false, &m.atom[a as usize]),
+        Cond::SameEndpoint => unreachable!("`walk` splits `self` by `split_same`"),
     }
+}
+
+/// `self` (`Cond::SameEndpoint`): the pieces of `r` whose source and
+/// destination joint classes have one owner (`true`) and the rest
+/// (`false`). Joint classes are split by owner ([`super::space`]), so
+/// each source with an owner whose classes meet the destinations is a
+/// piece of its own; sources without one stay together.
+fn split_same(r: &Region, m: &JointMap) -> Vec<(Region, bool)> {
+    let mut out = Vec::new();
+    let mut rest = Bits::new();
+    for s in r.src.iter() {
+        let own = m.owner[s].and_then(|o| m.by_owner.get(&o));
+        match own {
+            Some(own) if r.dst.intersects(own) => {
+                let one = |dst: Bits| Region {
+                    src: {
+                        let mut b = Bits::new();
+                        b.insert(s);
+                        b
+                    },
+                    dst,
+                    ..r.clone()
+                };
+                out.push((one(r.dst.and(own)), true));
+                let other = r.dst.and_not(own);
+                if !other.is_empty() {
+                    out.push((one(other), false));
+                }
+            }
+            _ => rest.insert(s),
+        }
+    }
+    if !rest.is_empty() {
+        out.push((r.with_classes(true, rest), false));
+    }
+    out
 }
 
 fn split_key(r: &Region, key: TableKey, lo: u32, hi: u32, m: &JointMap) -> (Region, Region) {
@@ -319,6 +361,15 @@ pub fn walk<'g>(
             continue;
         }
         match g.node(n) {
+            Node::Test {
+                cond: Cond::SameEndpoint,
+                then,
+                els,
+            } => {
+                for (piece, same) in split_same(&r, m) {
+                    stack.push((if same { *then } else { *els }, piece));
+                }
+            }
             Node::Test { cond, then, els } => {
                 let (a, b) = split_cond(&r, *cond, m);
                 stack.push((*els, b));

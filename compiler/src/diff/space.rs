@@ -16,6 +16,12 @@
 //! addresses (and its family). A service frontend address is a joint
 //! class of its own, so that rows can leave out the packets the service
 //! stage translates (see [`super`]).
+//!
+//! When a program has a `self` rule, a joint class also holds addresses
+//! of one owning endpoint only (in each program): `self` is a relation
+//! between the two addresses, and with joint classes split by owner the
+//! walk decides it exactly per (source, destination) joint class pair
+//! ([`super::region`]).
 
 use super::region::JointMap;
 use crate::cidrs;
@@ -25,8 +31,13 @@ use crate::model::{Cidr, Model};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// A joint class's identity: (OLD class, NEW class, IPv6, frontend).
-type Key = (ClassId, ClassId, bool, Option<IpAddr>);
+/// A joint class's identity: (OLD class, NEW class, IPv6, frontend,
+/// owning endpoint in OLD and in NEW for `self`).
+type Key = (ClassId, ClassId, bool, Option<IpAddr>, Owners);
+
+/// The endpoint owning a joint class's addresses in OLD and in NEW (model
+/// indices), known for programs with a `self` rule.
+pub type Owners = (Option<u32>, Option<u32>);
 
 /// One joint class.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +48,8 @@ pub struct Joint {
     pub v6: bool,
     /// A service frontend address (in either program): a class of its own.
     pub frontend: Option<IpAddr>,
+    /// The owning endpoints, for `self`.
+    pub owners: Owners,
     /// The pieces, sorted.
     pub cidrs: Vec<Cidr>,
     /// True for the class holding the pieces left of its family's address
@@ -113,11 +126,17 @@ impl Space {
             for piece in cidrs::minus(&[*c], &children[i]) {
                 let a = piece.addr;
                 let host = piece.len == Cidr::host(a).len;
+                let owners = if host {
+                    (old.1.classes.same.owner(a), new.1.classes.same.owner(a))
+                } else {
+                    (None, None)
+                };
                 let key = (
                     old.1.classes.classify(a),
                     new.1.classes.classify(a),
                     a.is_ipv6(),
                     (host && fe.contains(&a)).then_some(a),
+                    owners,
                 );
                 let e = by_key.entry(key).or_default();
                 if root {
@@ -129,7 +148,7 @@ impl Space {
         }
         let mut joints: Vec<Joint> = by_key
             .into_iter()
-            .map(|((o, n, v6, frontend), (mut cidrs, mut rest))| {
+            .map(|((o, n, v6, frontend, owners), (mut cidrs, mut rest))| {
                 cidrs.sort();
                 rest.sort();
                 Joint {
@@ -137,6 +156,7 @@ impl Space {
                     new: n,
                     v6,
                     frontend,
+                    owners,
                     cidrs,
                     other: !rest.is_empty(),
                     rest,
@@ -150,9 +170,9 @@ impl Space {
         let index = joints
             .iter()
             .enumerate()
-            .map(|(i, j)| ((j.old, j.new, j.v6, j.frontend), i))
+            .map(|(i, j)| ((j.old, j.new, j.v6, j.frontend, j.owners), i))
             .collect();
-        let view = |g: &Graph, pick: fn(&Joint) -> ClassId| {
+        let view = |g: &Graph, pick: fn(&Joint) -> ClassId, own: fn(&Joint) -> Option<u32>| {
             let mut class = vec![Bits::new(); g.classes.classes.len()];
             for (i, j) in joints.iter().enumerate() {
                 class[pick(j) as usize].insert(i);
@@ -165,10 +185,22 @@ impl Space {
                         .fold(Bits::new(), |acc, c| acc.or(&class[c]))
                 })
                 .collect();
-            JointMap { class, atom }
+            let owner: Vec<Option<u32>> = joints.iter().map(own).collect();
+            let mut by_owner: BTreeMap<u32, Bits> = BTreeMap::new();
+            for (i, o) in owner.iter().enumerate() {
+                if let Some(o) = o {
+                    by_owner.entry(*o).or_default().insert(i);
+                }
+            }
+            JointMap {
+                class,
+                atom,
+                owner,
+                by_owner,
+            }
         };
-        let old_map = view(old.1, |j| j.old);
-        let new_map = view(new.1, |j| j.new);
+        let old_map = view(old.1, |j| j.old, |j| j.owners.0);
+        let new_map = view(new.1, |j| j.new, |j| j.owners.1);
         Space {
             joints,
             old: old_map,
@@ -182,9 +214,10 @@ impl Space {
         let o = old.classes.classify(a);
         let n = new.classes.classify(a);
         let v6 = a.is_ipv6();
+        let owners = (old.classes.same.owner(a), new.classes.same.owner(a));
         self.index
-            .get(&(o, n, v6, Some(a)))
-            .or_else(|| self.index.get(&(o, n, v6, None)))
+            .get(&(o, n, v6, Some(a), owners))
+            .or_else(|| self.index.get(&(o, n, v6, None, owners)))
             .copied()
             .expect("every address is in a joint class")
     }

@@ -157,7 +157,7 @@ pub fn proto_overlaps(a: &ProtoMatch, b: &ProtoMatch) -> bool {
 /// The classes a peer matches; `self` and `node` (which depend on the
 /// subject) count as matching none, so no finding rests on them.
 fn peer_classes(cl: &Classes, p: &PeerMatch) -> Bits {
-    cl.peer_classes(cl.peer_test(p), None)
+    cl.peer_classes(cl.peer_test(p))
 }
 
 /// Analyse a lowered model.

@@ -19,13 +19,15 @@
 //!   match it, a set atom when the address is in the set.
 //! - **Classes** are the distinct signatures, numbered densely; class 0 is
 //!   always the empty signature ("matches no atom": most of the internet).
-//! - **Identity atoms** (`Atom::Endpoint(NAME)`) make `self` decidable on
-//!   classes: every endpoint selected by the `applies to` of a policy with
-//!   a `self` rule gets one, satisfied by its own addresses only, so such
-//!   an endpoint's addresses are in classes of their own and `self` is a
-//!   peer test on the subject's identity atom (the data path knows
-//!   classes, not endpoints). `world` needs no atom: it is "not the
-//!   endpoint atom" (and the set atom, for `world SET`).
+//! - `self` needs no atom: it is a relation between the two addresses of
+//!   a packet ("both belong to the same endpoint", `Cond::SameEndpoint`),
+//!   decided in the data path from endpoint membership kept as data
+//!   ([`super::same_endpoint`]), so an endpoint under a `self` policy
+//!   shares its class with its label siblings and endpoint churn never
+//!   needs a recompile because of `self`. (`Atom::Endpoint`, an identity
+//!   atom per endpoint, is what earlier versions used; it stays readable
+//!   in manifests but is no longer made.) `world` needs no atom: it is
+//!   "not the endpoint atom" (and the set atom, for `world SET`).
 //!
 //! The **class map** sends an address to its class. It is a list of
 //! `(prefix, class)` entries with longest-prefix-match semantics and "no
@@ -167,6 +169,8 @@ pub struct Classes {
     /// Per declared node (when a rule uses the `node` peer): the atom
     /// `node == NAME` of its endpoints and the set atom of its addresses.
     own_nodes: Vec<(AtomId, AtomId)>,
+    /// Endpoint membership of addresses, for `self` (empty without one).
+    pub same: super::same_endpoint::SameEndpoint,
 }
 
 /// Longest-prefix match by one hash lookup per prefix length in use.
@@ -233,23 +237,6 @@ fn peer_atom(p: &PeerMatch) -> Option<Atom> {
     }
 }
 
-/// The `applies to` selectors of policies with a `self` rule (audit ones
-/// too: the audit graph shares the classes).
-fn self_subjects(model: &Model) -> Vec<&Sel> {
-    model
-        .policies
-        .iter()
-        .filter(|p| {
-            [&p.ingress, &p.egress]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|r| r.peer == PeerMatch::SelfEndpoint)
-        })
-        .map(|p| &p.applies_to)
-        .collect()
-}
-
 /// Every atom of the model, in value order, deduplicated.
 pub fn collect_atoms(model: &Model) -> Vec<Atom> {
     let mut atoms = std::collections::BTreeSet::new();
@@ -264,14 +251,6 @@ pub fn collect_atoms(model: &Model) -> Vec<Atom> {
         for r in &s.rules {
             atoms.extend(peer_atom(&r.from));
             atoms.extend(peer_atom(&r.to));
-        }
-    }
-    let subjects = self_subjects(model);
-    if !subjects.is_empty() {
-        for e in &model.endpoints {
-            if subjects.iter().any(|s| s.matches(&e.labels)) {
-                atoms.insert(Atom::Endpoint(e.name.clone()));
-            }
         }
     }
     // `node`: a class tells its endpoints' node, and each node's
@@ -452,6 +431,7 @@ impl Classes {
             lpm,
             set_lpm,
             own_nodes,
+            same: super::same_endpoint::SameEndpoint::build(model),
         }
     }
 
@@ -492,6 +472,7 @@ impl Classes {
             lpm: Lpm::new(),
             set_lpm: Lpm::new(),
             own_nodes: Vec::new(),
+            same: Default::default(),
         }
     }
 
@@ -523,16 +504,14 @@ impl Classes {
         }
     }
 
-    /// The classes a policy rule's peer matches for a subject whose
-    /// identity atom is `ident` (`self`: none without one).
-    pub fn peer_classes(&self, t: PeerTest, ident: Option<AtomId>) -> Bits {
+    /// The classes a policy rule's peer matches whatever the subject:
+    /// `self` (a relation of the two addresses, not of one class) and an
+    /// unlowered `node` match none here; the lowering decides them.
+    pub fn peer_classes(&self, t: PeerTest) -> Bits {
         match t {
             PeerTest::Any => Bits::full(self.len()),
             PeerTest::Atom(a) => self.classes_with(a).clone(),
-            PeerTest::SelfEndpoint => {
-                ident.map_or_else(Bits::new, |a| self.classes_with(a).clone())
-            }
-            PeerTest::OwnNode => Bits::new(),
+            PeerTest::SelfEndpoint | PeerTest::OwnNode => Bits::new(),
             PeerTest::World(set) => {
                 let mut outside = Bits::full(self.len()).and_not(self.endpoint_classes_set());
                 if let Some(n) = self.nodes_atom {
@@ -555,12 +534,10 @@ impl Classes {
             .map(|&(_, set)| set)
     }
 
-    /// The identity atom of class `c` (`Atom::Endpoint`), if it has one.
-    pub fn identity_of(&self, c: ClassId) -> Option<AtomId> {
-        self.classes
-            .get(c as usize)?
-            .iter()
-            .find_map(|a| matches!(self.atoms[a], Atom::Endpoint(_)).then_some(a as AtomId))
+    /// Do `a` and `b` belong to the same endpoint (`self`)? Known for
+    /// programs with a `self` rule ([`super::same_endpoint`]).
+    pub fn same_endpoint(&self, a: IpAddr, b: IpAddr) -> bool {
+        self.same.same(a, b)
     }
 
     pub fn len(&self) -> usize {

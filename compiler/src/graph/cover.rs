@@ -30,6 +30,8 @@ struct Cs {
     fields: Vec<(F, u32, u32, bool)>,
     /// (src?, allowed classes)
     classes: Vec<(bool, Vec<ClassId>)>,
+    /// `Cond::SameEndpoint`'s outcome on the path, if tested.
+    same: Option<bool>,
 }
 
 /// A representative address of each class, where one exists.
@@ -125,8 +127,17 @@ impl Cover<'_> {
             if !family_ok {
                 continue;
             }
-            if let Some(&d) = dsts.iter().find(|d| self.rep[d].is_ipv4() == sa.is_ipv4()) {
-                let mut p = Packet::new(proto, sa, 40000, self.rep[&d], dport as u16);
+            // `self`: the source's own address (a class's representative
+            // is one address), or a destination of another endpoint.
+            let da = match cs.same {
+                Some(true) => dsts.contains(&s).then_some(sa),
+                same => dsts.iter().map(|d| self.rep[d]).find(|&da| {
+                    da.is_ipv4() == sa.is_ipv4()
+                        && (same.is_none() || !self.g.classes.same_endpoint(sa, da))
+                }),
+            };
+            if let Some(da) = da {
+                let mut p = Packet::new(proto, sa, 40000, da, dport as u16);
                 if proto.is_icmp() {
                     p.sport = 0;
                     p.icmp_type = ty as u8;
@@ -177,6 +188,7 @@ impl Cover<'_> {
                                 .collect();
                             cs.classes.push((src, allowed));
                         }
+                        (None, Cond::SameEndpoint) => cs.same = Some(yes),
                         _ => {}
                     }
                     self.walk(next, cs, dir, done, out, budget);

@@ -59,6 +59,7 @@ fn cond_text(c: &Cond) -> String {
         Cond::IcmpCode(c) => format!("icmp code == {c}"),
         Cond::SrcAtom(a) => format!("src in a{a}"),
         Cond::DstAtom(a) => format!("dst in a{a}"),
+        Cond::SameEndpoint => "src same endpoint as dst".into(),
     }
 }
 

@@ -50,6 +50,8 @@ struct Fields {
     icmp_code: u32,
     src: ClassId,
     dst: ClassId,
+    /// Source and destination belong to the same endpoint (`self`).
+    same: bool,
 }
 
 impl Graph {
@@ -73,6 +75,7 @@ impl Graph {
             icmp_code: u32::from(icmp_code),
             src: self.classes.classify(p.src),
             dst: self.classes.classify(p.dst),
+            same: self.classes.same_endpoint(p.src, p.dst),
         };
         let r = self.dag.roots;
         [r.steer, r.egress, r.ingress].map(|mut n| loop {
@@ -94,6 +97,7 @@ impl Graph {
                     Cond::IcmpCode(c) => u32::from(c) == f.icmp_code,
                     Cond::SrcAtom(a) => self.classes.has(f.src, a),
                     Cond::DstAtom(a) => self.classes.has(f.dst, a),
+                    Cond::SameEndpoint => f.same,
                 };
                 if hit {
                     *then
@@ -160,6 +164,7 @@ impl Graph {
             icmp_code: u32::from(icmp_code),
             src: self.classes.classify(p.src),
             dst: self.classes.classify(p.dst),
+            same: self.classes.same_endpoint(p.src, p.dst),
         };
         // 2. Steering on the packet as sent; bypass ends here.
         let steering = match self.walk(self.dag.roots.steer, &f) {
@@ -224,6 +229,7 @@ impl Graph {
                 }
                 Some(b) => {
                     f.dst = self.classes.classify(b.addr);
+                    f.same = self.classes.same_endpoint(p.src, b.addr);
                     f.dport = u32::from(b.port);
                     backend = Some(b);
                 }

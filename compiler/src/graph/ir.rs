@@ -53,6 +53,11 @@ pub enum Cond {
     SrcAtom(AtomId),
     /// The destination address's class satisfies the atom.
     DstAtom(AtomId),
+    /// The source and destination addresses belong to the same endpoint
+    /// (`self`; see `graph/same_endpoint.rs`): a relation between the
+    /// two addresses, not a property of either class, so endpoint churn
+    /// updates it as data.
+    SameEndpoint,
 }
 
 /// The key of a table node: one map / ipset lookup in a back end.

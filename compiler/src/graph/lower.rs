@@ -13,10 +13,14 @@
 //! lowering never produces an unreachable branch (every leaf is reached by
 //! some packet) and never tests the same fact twice on a path.
 //!
-//! `self` depends on the subject, not only on its active policies: a chain
-//! with a `self` rule is built per subject identity atom (classes of a
-//! `self` subject carry one; `classes.rs`), where `self` becomes a test of
-//! that atom. `world` is two tests on the atoms classes already have (not
+//! `self` is a test of the relation "source and destination belong to the
+//! same endpoint" (`Cond::SameEndpoint`, decided in the data path from
+//! endpoint membership kept as data: `same_endpoint.rs`), so a chain with
+//! a `self` rule is shared by every subject with the same active policies
+//! like any other chain. Its match branch narrows the peer to the classes
+//! whose chain key is the subject's (the peer is the subject's own
+//! address, so it has the subject's labels); the walk remembers the
+//! outcome, so a path never tests it twice. `world` is two tests on the atoms classes already have (not
 //! the endpoint atom; then the set atom). A tier declared `default pass`
 //! continues with the next tier where its isolation default would deny.
 //!
@@ -42,6 +46,9 @@ use std::collections::{BTreeMap, BTreeSet};
 // nothing iterates them into output.
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
+
+#[path = "lower_self.rs"]
+mod lower_self;
 
 /// What the lowering learned on the way, for static analysis.
 #[derive(Debug, Clone, Default)]
@@ -369,20 +376,13 @@ impl Lower<'_> {
                 .map(|p| p.rules(dir).unwrap_or(&[]).iter().any(|r| r.peer == peer))
                 .collect()
         };
-        let has_self = has_peer(crate::model::PeerMatch::SelfEndpoint);
         let has_node = has_peer(crate::model::PeerMatch::OwnNode);
-        // A chain per distinct (active policies, the subject's identity
-        // when one of them has a `self` rule, its named ports): for
+        // A chain per distinct (active policies, its named ports): for
         // ingress the subject is the destination, whose declared ports
         // the named-port rules resolve to.
         // The subject's node's set atom joins the key when one of them has
         // a `node` rule (crate::nodes).
-        type ChainKey = (
-            Vec<PolicyId>,
-            Option<AtomId>,
-            Vec<Option<u16>>,
-            Option<AtomId>,
-        );
+        type ChainKey = (Vec<PolicyId>, Vec<Option<u16>>, Option<AtomId>);
         // Each class's active policies (ascending), from each policy's
         // classes: a test of every policy on every class was quadratic
         // (100,000 one-pod policies, each pod its own class).
@@ -394,16 +394,9 @@ impl Lower<'_> {
                 }
             }
         }
-        let mut chains: BTreeMap<ChainKey, (NodeId, Vec<u32>)> = BTreeMap::new();
-        let mut entries = Vec::new();
+        let mut keyed: Vec<(u32, ChainKey)> = Vec::new();
         for c in cl.endpoint_classes_set().iter() {
             let active = std::mem::take(&mut active_of[c]);
-            // A chain with a `self` rule is the subject's own.
-            let ident = if active.iter().any(|&p| has_self[p]) {
-                cl.identity_of(c as u32)
-            } else {
-                None
-            };
             let ports: Vec<Option<u16>> = match dir {
                 Direction::Egress => Vec::new(),
                 Direction::Ingress => self
@@ -421,14 +414,25 @@ impl Lower<'_> {
             } else {
                 None
             };
-            let key = (active, ident, ports, node);
-            let next = match chains.get_mut(&key) {
+            keyed.push((c as u32, (active, ports, node)));
+        }
+        // `self`'s peer has the subject's labels, so its class has the
+        // subject's chain key: the classes of each key.
+        let mut same_key: BTreeMap<&ChainKey, Bits> = BTreeMap::new();
+        for (c, key) in &keyed {
+            same_key.entry(key).or_default().insert(*c as usize);
+        }
+        let mut chains: BTreeMap<&ChainKey, (NodeId, Vec<u32>)> = BTreeMap::new();
+        let mut entries = Vec::new();
+        for (c, key) in &keyed {
+            let c = *c as usize;
+            let next = match chains.get_mut(key) {
                 Some((n, users)) => {
                     users.push(c as u32);
                     *n
                 }
                 None => {
-                    let n = self.chain(dir, &key.0, key.1, &key.2, key.3);
+                    let n = self.chain(dir, &key.0, &same_key[key], &key.1, key.2);
                     chains.insert(key, (n, vec![c as u32]));
                     n
                 }
@@ -442,8 +446,8 @@ impl Lower<'_> {
             }
         }
         let mut by_pols: BTreeMap<Vec<PolicyId>, Vec<u32>> = BTreeMap::new();
-        for ((pols, _, _, _), (_, users)) in chains {
-            by_pols.entry(pols).or_default().extend(users);
+        for ((pols, _, _), (_, users)) in chains {
+            by_pols.entry(pols.clone()).or_default().extend(users);
         }
         for (pols, mut users) in by_pols {
             users.sort_unstable();
@@ -461,15 +465,15 @@ impl Lower<'_> {
         })
     }
 
-    /// The chain for a subject whose active policies are `active` and
-    /// whose identity atom (for `self`) is `ident` and (ingress) whose
-    /// named ports are `ports` (parallel to `self.named`) and whose
+    /// The chain for a subject whose active policies are `active`, whose
+    /// own addresses (for `self`) may be in the classes `own`, (ingress)
+    /// whose named ports are `ports` (parallel to `self.named`) and whose
     /// node's set atom (for `node`) is `node`.
     fn chain(
         &mut self,
         dir: Direction,
         active: &[PolicyId],
-        ident: Option<AtomId>,
+        own: &Bits,
         ports: &[Option<u16>],
         node: Option<AtomId>,
     ) -> NodeId {
@@ -543,12 +547,12 @@ impl Lower<'_> {
             let mut w = Walk {
                 cx: self,
                 dir,
-                ident,
+                own,
                 segs: &fsegs,
                 memo: HashMap::default(),
             };
             let all = w.cx.all_classes.clone();
-            let n = w.walk(0, 0, Vec::new(), all);
+            let n = w.walk(0, 0, Vec::new(), all, None);
             std::mem::swap(&mut self.b, b);
             memo.insert(keep, n);
             n
@@ -696,25 +700,44 @@ impl Lower<'_> {
 struct Walk<'w, 'a> {
     cx: &'w mut Lower<'a>,
     dir: Direction,
-    /// The subject's identity atom (`self`), when the chain needs it.
-    ident: Option<AtomId>,
+    /// The classes the subject's own addresses may be in (`self`'s peer).
+    own: &'w Bits,
     segs: &'w [(usize, Vec<Item>)],
-    memo: HashMap<(usize, usize, Vec<u32>, Bits), NodeId>,
+    memo: HashMap<WalkKey, NodeId>,
 }
 
+/// Where a walk is: segment, item, logged so far, the peer's possible
+/// classes, and whether the peer is known to be (or not to be) the
+/// subject's own address (`self` tested earlier on the path).
+type WalkKey = (usize, usize, Vec<u32>, Bits, Option<bool>);
+
 impl Walk<'_, '_> {
-    fn walk(&mut self, seg: usize, pos: usize, logged: Vec<u32>, possible: Bits) -> NodeId {
-        let key = (seg, pos, logged, possible);
+    fn walk(
+        &mut self,
+        seg: usize,
+        pos: usize,
+        logged: Vec<u32>,
+        possible: Bits,
+        same: Option<bool>,
+    ) -> NodeId {
+        let key = (seg, pos, logged, possible, same);
         if let Some(&n) = self.memo.get(&key) {
             return n;
         }
-        let (seg, pos, logged, possible) = key;
-        let n = self.walk_inner(seg, pos, &logged, &possible);
-        self.memo.insert((seg, pos, logged, possible), n);
+        let (seg, pos, logged, possible, same) = key;
+        let n = self.walk_inner(seg, pos, &logged, &possible, same);
+        self.memo.insert((seg, pos, logged, possible, same), n);
         n
     }
 
-    fn walk_inner(&mut self, seg: usize, pos: usize, logged: &[u32], possible: &Bits) -> NodeId {
+    fn walk_inner(
+        &mut self,
+        seg: usize,
+        pos: usize,
+        logged: &[u32],
+        possible: &Bits,
+        same: Option<bool>,
+    ) -> NodeId {
         let dir = self.dir;
         let Some((tier, items)) = self.segs.get(seg) else {
             return match self.cx.model.default_deny.get(dir) {
@@ -728,56 +751,19 @@ impl Walk<'_, '_> {
         };
         let Some(&item) = items.get(pos) else {
             if self.cx.model.tiers[*tier].default_pass {
-                return self.walk(seg + 1, 0, logged.to_vec(), possible.clone());
+                return self.walk(seg + 1, 0, logged.to_vec(), possible.clone(), same);
             }
             return self
                 .cx
                 .verdict(false, Provenance::TierDefault { tier: *tier, dir }, logged);
         };
-        let w = self.cx.classes.peer_classes(item.peer, self.ident);
-        let (in_peer, no) = (possible.and(&w), possible.and_not(&w));
-        // An egress named port: the destination must also declare it as
-        // this item's port.
-        let (m, port_no) = match item.port_atom {
-            None => (in_peer, Bits::new()),
-            Some(a) => {
-                let pw = self.cx.classes.classes_with(a);
-                (in_peer.and(pw), in_peer.and_not(pw))
-            }
-        };
-        if m.is_empty() {
-            return self.walk(seg, pos + 1, logged.to_vec(), possible.clone());
+        if item.peer == PeerTest::SelfEndpoint {
+            return self.self_test(seg, pos, logged, possible, same, item);
         }
-        self.cx.info.live_rules.insert(item.prov);
-        let mut lg = logged.to_vec();
-        let on_match = match item.action {
-            Action::Log => {
-                lg.push(item.prov);
-                self.walk(seg, pos + 1, lg, m)
-            }
-            Action::Pass => {
-                if item.log {
-                    lg.push(item.prov);
-                }
-                self.walk(seg + 1, 0, lg, m)
-            }
-            Action::Allow | Action::Deny => {
-                if item.log {
-                    lg.push(item.prov);
-                }
-                let p = *self.cx.prov.get(item.prov).expect("rule provenance");
-                self.cx.verdict(item.action == Action::Allow, p, &lg)
-            }
-        };
-        let on_match = if port_no.is_empty() {
-            on_match
-        } else {
-            let els = self.walk(seg, pos + 1, logged.to_vec(), port_no);
-            self.cx.b.add(Node::Test {
-                cond: Cond::DstAtom(item.port_atom.expect("split of none is total")),
-                then: on_match,
-                els,
-            })
+        let w = self.cx.classes.peer_classes(item.peer);
+        let (in_peer, no) = (possible.and(&w), possible.and_not(&w));
+        let Some(on_match) = self.on_match(seg, pos, logged, in_peer, same, item) else {
+            return self.walk(seg, pos + 1, logged.to_vec(), possible.clone(), same);
         };
         if no.is_empty() {
             return on_match;
@@ -788,14 +774,14 @@ impl Walk<'_, '_> {
         };
         let atom = match item.peer {
             PeerTest::Atom(a) => a,
-            PeerTest::SelfEndpoint => self.ident.expect("`self` matched without an identity"),
             PeerTest::World(set) => {
-                return self.world_tests(seg, pos, logged, possible, set, on_match)
+                return self.world_tests(seg, pos, logged, possible, same, set, on_match)
             }
             PeerTest::Any => unreachable!("`any` matches every class"),
+            PeerTest::SelfEndpoint => unreachable!("`self` is tested by `self_test`"),
             PeerTest::OwnNode => unreachable!("an unlowered `node` matches no class"),
         };
-        let els = self.walk(seg, pos + 1, logged.to_vec(), no);
+        let els = self.walk(seg, pos + 1, logged.to_vec(), no, same);
         self.cx.b.add(Node::Test {
             cond: cond(atom),
             then: on_match,
@@ -803,16 +789,74 @@ impl Walk<'_, '_> {
         })
     }
 
+    /// The branch where `item`'s peer matched (the peer in `in_peer`),
+    /// or None when no packet gets there.
+    fn on_match(
+        &mut self,
+        seg: usize,
+        pos: usize,
+        logged: &[u32],
+        in_peer: Bits,
+        same: Option<bool>,
+        item: Item,
+    ) -> Option<NodeId> {
+        // An egress named port: the destination must also declare it as
+        // this item's port.
+        let (m, port_no) = match item.port_atom {
+            None => (in_peer, Bits::new()),
+            Some(a) => {
+                let pw = self.cx.classes.classes_with(a);
+                (in_peer.and(pw), in_peer.and_not(pw))
+            }
+        };
+        if m.is_empty() {
+            return None;
+        }
+        self.cx.info.live_rules.insert(item.prov);
+        let mut lg = logged.to_vec();
+        let on_match = match item.action {
+            Action::Log => {
+                lg.push(item.prov);
+                self.walk(seg, pos + 1, lg, m, same)
+            }
+            Action::Pass => {
+                if item.log {
+                    lg.push(item.prov);
+                }
+                self.walk(seg + 1, 0, lg, m, same)
+            }
+            Action::Allow | Action::Deny => {
+                if item.log {
+                    lg.push(item.prov);
+                }
+                let p = *self.cx.prov.get(item.prov).expect("rule provenance");
+                self.cx.verdict(item.action == Action::Allow, p, &lg)
+            }
+        };
+        Some(if port_no.is_empty() {
+            on_match
+        } else {
+            let els = self.walk(seg, pos + 1, logged.to_vec(), port_no, same);
+            self.cx.b.add(Node::Test {
+                cond: Cond::DstAtom(item.port_atom.expect("split of none is total")),
+                then: on_match,
+                els,
+            })
+        })
+    }
+
     /// `world [SET]`: an endpoint address, or a declared node's (the
     /// nodes atom), goes on to the next rule; any other address matches
     /// when in the set (if any). Each test is emitted only when both its
     /// outcomes are possible.
+    #[allow(clippy::too_many_arguments)]
     fn world_tests(
         &mut self,
         seg: usize,
         pos: usize,
         logged: &[u32],
         possible: &Bits,
+        same: Option<bool>,
         set: Option<AtomId>,
         on_match: NodeId,
     ) -> NodeId {
@@ -835,7 +879,7 @@ impl Walk<'_, '_> {
         let on_outside = match set {
             Some(s) if !outside.and_not(cl.classes_with(s)).is_empty() => {
                 let not_in_set = outside.and_not(cl.classes_with(s));
-                let els = self.walk(seg, pos + 1, logged.to_vec(), not_in_set);
+                let els = self.walk(seg, pos + 1, logged.to_vec(), not_in_set, same);
                 self.cx.b.add(Node::Test {
                     cond: cond(s),
                     then: on_match,
@@ -846,7 +890,7 @@ impl Walk<'_, '_> {
         };
         let on_outside = match cl.nodes_atom {
             Some(n) if !at_node.is_empty() => {
-                let then = self.walk(seg, pos + 1, logged.to_vec(), at_node);
+                let then = self.walk(seg, pos + 1, logged.to_vec(), at_node, same);
                 if outside.is_empty() {
                     then
                 } else {
@@ -862,7 +906,7 @@ impl Walk<'_, '_> {
         if inside.is_empty() {
             return on_outside;
         }
-        let then = self.walk(seg, pos + 1, logged.to_vec(), inside);
+        let then = self.walk(seg, pos + 1, logged.to_vec(), inside, same);
         self.cx.b.add(Node::Test {
             cond: cond(endpoint),
             then,

@@ -15,7 +15,8 @@
 //! - [`eval`]: the graph run on a packet, as a back end would;
 //! - [`dump`]: text and DOT; [`text`]: the text form read back (fixtures);
 //!   [`cost`]: cost model and capacity report;
-//! - [`analysis`]: W04xx findings.
+//! - [`analysis`]: W04xx findings;
+//! - [`same_endpoint`]: the endpoint relation `self` tests in the data path.
 
 pub mod analysis;
 pub mod bits;
@@ -28,6 +29,7 @@ pub mod events;
 pub mod ir;
 pub mod lower;
 pub mod opt;
+pub mod same_endpoint;
 pub mod text;
 pub mod verify;
 

@@ -384,6 +384,9 @@ impl Parser {
         if let Some(a) = c.strip_prefix("src in ") {
             return Ok(Cond::SrcAtom(self.id(a, 'a')? as AtomId));
         }
+        if c == "src same endpoint as dst" {
+            return Ok(Cond::SameEndpoint);
+        }
         if let Some(a) = c.strip_prefix("dst in ") {
             return Ok(Cond::DstAtom(self.id(a, 'a')? as AtomId));
         }

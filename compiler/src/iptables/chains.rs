@@ -246,6 +246,7 @@ impl<'a> Stage<'a> {
                     }
                     Cond::IcmpType(t) => self.type_branches(ctx, one(t.into(), t.into()), els),
                     Cond::IcmpCode(c) => self.code_branches(ctx, one(c.into(), c.into()), els),
+                    Cond::SameEndpoint => (vec![(super::self_set::test_match(), then)], els),
                 }
             }
             Node::Table { key, entries, .. } => {

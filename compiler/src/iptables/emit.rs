@@ -146,14 +146,18 @@ fn emit_here(
     if kinds.bypass {
         hooks.push(("raw", "PREROUTING", RAW_PRE));
     }
-    if kinds.mark {
+    if kinds.mark || (kinds.redirect && crate::graph::same_endpoint::uses_self(model)) {
         hooks.push(("mangle", "PREROUTING", MANGLE_PRE));
     }
     if has_services || kinds.redirect {
         hooks.push(("nat", "PREROUTING", NAT_PRE));
     }
+    if crate::graph::same_endpoint::uses_self(model) {
+        hooks.push(("mangle", "FORWARD", super::self_set::MANGLE_FWD));
+    }
     hooks.push(("filter", "FORWARD", FWD));
-    let ipset = sets.render(&g.classes);
+    let mut ipset = sets.render(&g.classes);
+    ipset.push_str(&super::self_set::render(model, g));
     let manifest = manifest::section(g, opts, &hooks, &sets, &stats);
     let ip6tables = texts.pop().expect("two families");
     let iptables = texts.pop().expect("two families");
@@ -213,8 +217,16 @@ impl<'a> FamilyGen<'a> {
         if self.kinds.bypass {
             self.raw(sets, &mut out);
         }
-        if self.kinds.mark {
+        // `self` beside `redirect`: a redirected connection is judged in
+        // nat PREROUTING, so the relation is computed in mangle PREROUTING
+        // too, after the steering marks (`self_set.rs`).
+        let self_pre = self.kinds.redirect && crate::graph::same_endpoint::uses_self(self.model);
+        if self.kinds.mark || self_pre {
             self.mangle(sets, &mut out);
+        }
+        if self_pre {
+            let jump = format!("-j {}", super::self_set::MANGLE_FWD);
+            out.rule("mangle", MANGLE_PRE, &[&comment("self"), &jump]);
         }
         // nat: services, then redirects (which never overlap: services::check).
         if self.has_services || self.kinds.redirect {
@@ -225,6 +237,13 @@ impl<'a> FamilyGen<'a> {
         }
         if self.kinds.redirect {
             self.nat_redirects(sets, &mut out);
+        }
+        if crate::graph::same_endpoint::uses_self(self.model) {
+            out.chain("mangle", super::self_set::MANGLE_FWD);
+            let c = comment("self");
+            for (m, t) in super::self_set::mangle_rules(self.fam) {
+                out.rule("mangle", super::self_set::MANGLE_FWD, &[&m, &c, &t]);
+            }
         }
         self.filter(sets, &mut out);
         out

@@ -8,4 +8,10 @@ pub const MANGLE_PRE: &str = "WEIR-MANGLE-PRE";
 pub const NAT_PRE: &str = "WEIR-NAT-PRE";
 pub const FWD: &str = "WEIR-FWD";
 /// All of them.
-pub const ENTRIES: [&str; 4] = [RAW_PRE, MANGLE_PRE, NAT_PRE, FWD];
+pub const ENTRIES: [&str; 5] = [
+    RAW_PRE,
+    MANGLE_PRE,
+    NAT_PRE,
+    FWD,
+    super::self_set::MANGLE_FWD,
+];

@@ -151,7 +151,7 @@ pub fn edges(node: &Node, c: Ctx, fam: Family) -> Vec<Ctx> {
                     (t, e)
                 }
                 Cond::IcmpCode(code) => (c.split(true, code == 0), c.split(true, code != 0)),
-                Cond::SrcAtom(_) | Cond::DstAtom(_) => (c, c),
+                Cond::SrcAtom(_) | Cond::DstAtom(_) | Cond::SameEndpoint => (c, c),
             };
             vec![t, e]
         }

@@ -91,6 +91,7 @@ mod entries;
 mod events;
 mod flow;
 mod manifest;
+pub mod self_set;
 mod services;
 mod sets;
 mod text;
@@ -220,6 +221,7 @@ pub fn generate_text(
 ) -> Result<Output, Vec<Unsupported>> {
     let mut refused = services::check(graph, model, opts);
     refused.extend(audit::check(model));
+    refused.extend(self_set::check(model, graph));
     if !refused.is_empty() {
         return Err(refused);
     }

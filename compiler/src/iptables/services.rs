@@ -101,7 +101,7 @@ fn redirect_reachable(
                 Cond::IcmpType(t) => Some(t == 0),
                 Cond::IcmpCode(c) => Some(c == 0),
                 Cond::DstAtom(a) => Some(g.classes.has(k.dst, a)),
-                Cond::SrcAtom(_) => None,
+                Cond::SrcAtom(_) | Cond::SameEndpoint => None,
             };
             match hit {
                 Some(true) => vec![*then],

@@ -228,6 +228,12 @@ pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
         let map = ebpf.map(name).expect("checked");
         update_raw(map, &key, &e.class.to_ne_bytes()).map_err(|x| fill_err(name, x))?;
     }
+    for &(addr, canonical) in &f.same_endpoint {
+        let (name, key, value) = weir_compiler::ebpf::layout::self_entry(addr, canonical);
+        get(ebpf, name)?;
+        let map = ebpf.map(name).expect("checked");
+        update_raw(map, &key, &value).map_err(|x| fill_err(name, x))?;
+    }
     if let Some(map) = ebpf.map(names::ATOMS) {
         for (c, row) in f.atom_rows.iter().enumerate() {
             let v: Vec<u8> = row.iter().flat_map(|w| w.to_ne_bytes()).collect();

@@ -10,6 +10,7 @@ use std::time::Instant;
 use weir_compiler::churn::{self, EndpointRec};
 use weir_compiler::contract::endpoints_state::{self as state, Header};
 use weir_compiler::contract::Manifest;
+use weir_compiler::ebpf::layout::self_entry;
 use weir_compiler::ebpf::service::LbState;
 
 use super::plan::{backends_after, dry_report, plan, set_host_prefix, Planned, SCAN_LIMIT};
@@ -66,11 +67,26 @@ fn bundle_id(m: &Manifest) -> String {
 fn write_maps(
     pinned: &mut crate::ebpf::txn::PinnedMaps,
     planned: &Planned,
+    same: &churn::self_relation::SelfChanges,
     lb: Option<&mut LbState>,
 ) -> Result<(usize, Vec<ServiceUpdate>), EndpointsError> {
     let changes = &planned.changes;
     let affected = &planned.affected;
     let mut writes = 0;
+    // 0. The `self` relation, before any class entry: an address moving
+    // to another endpoint stops being "the same endpoint" as its old
+    // owner's addresses before it takes its new class, so no window lets
+    // one endpoint's `self` match another.
+    for a in &same.delete {
+        let (map, key, _) = self_entry(*a, *a);
+        pinned.delete(map, &key)?;
+        writes += 1;
+    }
+    for &(a, c) in &same.write {
+        let (map, key, value) = self_entry(a, c);
+        pinned.update(map, &key, &value)?;
+        writes += 1;
+    }
     // 1. New and re-classed addresses: a backend must be classified
     // before the service maps can send traffic to it.
     for c in changes {
@@ -262,8 +278,18 @@ fn ebpf_mode(
     }
 
     let t1 = Instant::now();
-    let mut pinned =
-        crate::ebpf::txn::PinnedMaps::new(inst.pin_dir().join(format!("gen-{generation}")));
+    let gen_dir = inst.pin_dir().join(format!("gen-{generation}"));
+    // `self` (programs with a `self` rule pin `weir_self4`): the relation's
+    // entries that change with the endpoints.
+    let same = if gen_dir
+        .join(weir_compiler::ebpf::layout::map::SELF4)
+        .exists()
+    {
+        churn::self_relation::ebpf_changes(&planned.compared.0, &planned.compared.1)
+    } else {
+        Default::default()
+    };
+    let mut pinned = crate::ebpf::txn::PinnedMaps::new(gen_dir);
     // Capacity first: a full hash map must refuse the update before any
     // entry is written.
     let mut inserts: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
@@ -271,12 +297,16 @@ fn ebpf_mode(
         let (map, key) = host_key(c.addr);
         inserts.entry(map).or_default().push(key);
     }
+    for &(a, c) in &same.write {
+        let (map, key, _) = self_entry(a, c);
+        inserts.entry(map).or_default().push(key);
+    }
     for (map, keys) in &inserts {
         pinned
             .check_capacity(map, keys)
             .map_err(|e| EndpointsError::Refused(vec![e]))?;
     }
-    let (writes, updated) = match write_maps(&mut pinned, &planned, lb.as_mut()) {
+    let (writes, updated) = match write_maps(&mut pinned, &planned, &same, lb.as_mut()) {
         Ok(w) => w,
         Err(e) => {
             let n = pinned.writes();

@@ -100,18 +100,24 @@ fn iptables_update(
     let dir = rt.options().state_dir.clone();
     let rec = generation_record(&state, &dir, given)?;
     let planned = plan(&rec, &dir, inventory)?;
+    // `self` first: the id sets are swapped in before the class sets, so
+    // an address that moves to another endpoint leaves its old owner's
+    // id before it takes its new class (no window where one endpoint's
+    // `self` matches another's address).
+    let self_text = self_lines(rt, &state, &planned)?;
     let text = set_lines(
         &planned.changes,
         &rec.header.sets.clone().unwrap_or_default(),
     );
     let (stale, stale_bytes) = updated_stale(&rec, &planned)?;
     let needs_recompile = stale.into_iter().map(|s| s.update).collect();
-    let writes = text.lines().count();
+    let writes = self_text.lines().count() + text.lines().count();
     if dry_run {
         return Ok(dry_report(generation, planned, needs_recompile, writes, t0));
     }
 
     let t1 = Instant::now();
+    swap_in(rt, &state, &self_text)?;
     swap_in(rt, &state, &text)?;
     let apply_time = t1.elapsed();
     let Planned { diff, changes, .. } = planned;
@@ -200,6 +206,56 @@ fn generation_record(
     }
     rec.header.sets = Some(crate::iptables::endpoint_record::sets(bundle, state));
     Ok(rec)
+}
+
+/// The `self` id sets' `del`/`add` lines (`iptables/self_set.rs`): the
+/// live members read, the changed endpoints' ids kept or allocated by
+/// [`churn::self_relation::iptables_changes`]. Empty when the generation
+/// has no id sets (no `self` rule).
+fn self_lines(
+    rt: &crate::iptables::Iptables,
+    state: &crate::iptables::State,
+    planned: &Planned,
+) -> Result<String, EndpointsError> {
+    use std::fmt::Write;
+    use weir_compiler::iptables::self_set;
+    let kernel = |base: &str| {
+        state
+            .sets
+            .iter()
+            .find(|s| s.name == base)
+            .map(|s| s.kernel_name.clone())
+    };
+    let names = [
+        kernel(self_set::SET),
+        kernel(&format!("{}v6", self_set::SET)),
+    ];
+    let [Some(v4), Some(v6)] = names else {
+        return Ok(String::new());
+    };
+    let (old, new) = &planned.compared;
+    if old.is_empty() && new.is_empty() {
+        return Ok(String::new());
+    }
+    let mut live = std::collections::BTreeMap::new();
+    for set in [&v4, &v6] {
+        for m in rt.set_members(set)? {
+            if let Some((a, id)) = self_set::parse_member(&m) {
+                live.insert(a, id);
+            }
+        }
+    }
+    let c = churn::self_relation::iptables_changes(&live, old, new, self_set::MAX_ID)
+        .map_err(|e| EndpointsError::Refused(vec![e]))?;
+    let set_of = |a: std::net::IpAddr| if a.is_ipv4() { &v4 } else { &v6 };
+    let mut text = String::new();
+    for a in &c.delete {
+        let _ = writeln!(text, "del {} {a}", set_of(*a));
+    }
+    for &(a, id) in &c.add {
+        let _ = writeln!(text, "add {} {}", set_of(a), self_set::member(a, id));
+    }
+    Ok(text)
 }
 
 /// The ipset `del`/`add` lines moving each changed address between the

@@ -24,6 +24,10 @@ pub(super) struct Planned {
     pub(super) affected: Vec<SelectorService>,
     /// The update in endpoint names (`--dry-run`).
     pub(super) names: churn::NamePlan,
+    /// The endpoints compared (old and new versions of the changed ones,
+    /// or both whole inventories): what the `self` relation's changes are
+    /// computed from ([`churn::self_relation`]).
+    pub(super) compared: (Vec<EndpointRec>, Vec<EndpointRec>),
 }
 
 pub(super) fn decode_all(entries_: &[u8]) -> Result<Vec<EndpointRec>, EndpointsError> {
@@ -47,18 +51,24 @@ pub(super) fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, Endp
                 view: None,
                 affected: Vec::new(),
                 names: churn::NamePlan::default(),
+                compared: Default::default(),
             });
         }
     }
     let (view, table) = rec.statics(dir)?;
-    let (p, names) = match (&diff.changed, &diff.full) {
-        (Some((o, n)), _) => (churn::plan(&view, o, n), churn::name_plan(o, n)),
+    let (p, names, compared) = match (&diff.changed, &diff.full) {
+        (Some((o, n)), _) => (
+            churn::plan(&view, o, n),
+            churn::name_plan(o, n),
+            (o.clone(), n.clone()),
+        ),
         (None, Some(all)) => {
             let mut old = decode_all(&rec.endpoints)?;
             let (o, _, _) = churn::filter_declared(&rec.header.declared, old, Vec::new());
             old = o;
             old.extend(rec.header.declared.iter().cloned());
-            (churn::plan(&view, &old, all), churn::name_plan(&old, all))
+            let (p, names) = (churn::plan(&view, &old, all), churn::name_plan(&old, all));
+            (p, names, (old, all.clone()))
         }
         (None, None) => unreachable!("diff_text gives the changes or the inventory"),
     };
@@ -79,6 +89,7 @@ pub(super) fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, Endp
         view: Some(view),
         affected,
         names,
+        compared,
     })
 }
 

@@ -76,6 +76,12 @@ fn step_error(step: String, stderr: String) -> Error {
 }
 
 impl Iptables {
+    /// The members of a set as `ipset save` prints them (after the set
+    /// name).
+    pub(crate) fn set_members(&self, name: &str) -> Result<BTreeSet<String>, Error> {
+        Ok(self.save_set(name)?.members)
+    }
+
     /// Reads one set (`ipset save NAME`).
     fn save_set(&self, name: &str) -> Result<Saved, Error> {
         let out = self.exec.run_ok(

@@ -146,6 +146,7 @@ pub mod parse;
 mod plan;
 mod reject;
 mod reject6;
+mod same_endpoint;
 pub mod stages;
 
 pub use limits::{sctp_redirects, untranslated_frontends, Limit};
@@ -410,6 +411,18 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         maps.extend(ev.maps());
     }
     let mut filled = class_fill;
+    fill.same_endpoint = same_endpoint::fill(model, g);
+    for (m, n) in same_endpoint::maps(model, &fill.same_endpoint, opts) {
+        filled.insert(
+            if m.name == layout::map::SELF4 {
+                layout::map::SELF4
+            } else {
+                layout::map::SELF6
+            },
+            n,
+        );
+        maps.push(m);
+    }
     if gen.has_rows {
         maps.push(MapDef::new(
             layout::map::ATOMS,

@@ -184,6 +184,10 @@ pub mod map {
     /// Audit decisions per provenance id (`codegen/audit.rs`).
     pub const AUDIT_CNT: &str = "weir_audit_cnt";
     pub const JMP: &str = "weir_jmp";
+    /// `self`: endpoint address → its endpoint's canonical address
+    /// (`codegen/same_endpoint.rs`).
+    pub const SELF4: &str = "weir_self4";
+    pub const SELF6: &str = "weir_self6";
 }
 
 /// Where a class-map entry (`addr`/`len` → class) lives, and its key
@@ -206,6 +210,25 @@ pub fn class_key(addr: &[u8], len: u32) -> (&'static str, Vec<u8>) {
         k.extend_from_slice(addr);
         (if v4 { map::CLS4 } else { map::CLS6 }, k)
     }
+}
+
+/// A `self` map entry (`codegen/same_endpoint.rs`): the map, the key
+/// (the address) and the value (its endpoint's canonical address, of the
+/// same family). One place decides, for the fill and `weir endpoints`.
+pub fn self_entry(
+    addr: std::net::IpAddr,
+    canonical: std::net::IpAddr,
+) -> (&'static str, Vec<u8>, Vec<u8>) {
+    let bytes = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let map = if addr.is_ipv4() {
+        map::SELF4
+    } else {
+        map::SELF6
+    };
+    (map, bytes(addr), bytes(canonical))
 }
 
 /// Name of the entry program.

@@ -130,6 +130,8 @@ enum FKey {
     Src(AtomId),
     Dst(AtomId),
     Field(TableKey),
+    /// `Cond::SameEndpoint`.
+    Same,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,7 +189,7 @@ fn range_cond(c: Cond) -> Option<(TableKey, u32, u32)> {
         Cond::DPort { lo, hi } => Some((TableKey::DPort, u32::from(lo), u32::from(hi))),
         Cond::IcmpType(t) => Some((TableKey::IcmpType, u32::from(t), u32::from(t))),
         Cond::IcmpCode(c) => Some((TableKey::IcmpCode, u32::from(c), u32::from(c))),
-        Cond::SrcAtom(_) | Cond::DstAtom(_) => None,
+        Cond::SrcAtom(_) | Cond::DstAtom(_) | Cond::SameEndpoint => None,
     }
 }
 
@@ -196,6 +198,7 @@ fn own_keys(n: &Node) -> Vec<FKey> {
         Node::Test { cond, .. } => match *cond {
             Cond::SrcAtom(a) => vec![FKey::Src(a)],
             Cond::DstAtom(a) => vec![FKey::Dst(a)],
+            Cond::SameEndpoint => vec![FKey::Same],
             c => range_cond(c)
                 .map(|(k, _, _)| FKey::Field(k))
                 .into_iter()
@@ -265,6 +268,7 @@ impl Paths<'_> {
                 if let Some(k) = match cond {
                     Cond::SrcAtom(a) => Some(FKey::Src(a)),
                     Cond::DstAtom(a) => Some(FKey::Dst(a)),
+                    Cond::SameEndpoint => Some(FKey::Same),
                     _ => None,
                 } {
                     return match facts.get(k) {

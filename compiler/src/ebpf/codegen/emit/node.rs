@@ -13,6 +13,7 @@ impl Gen<'_> {
             Cond::IcmpCode(t) => format!("icmp code == {t}"),
             Cond::SrcAtom(a) => format!("src is {}", self.g.classes.atoms[a as usize]),
             Cond::DstAtom(a) => format!("dst is {}", self.g.classes.atoms[a as usize]),
+            Cond::SameEndpoint => "src and dst are one endpoint".into(),
         }
     }
 
@@ -56,6 +57,10 @@ impl Gen<'_> {
                         };
                         em.push(Op::load(Size::U32, R1, row, (a / 32 * 4) as i16));
                         em.jmp32(JmpCond::Set, R1, (1u32 << (a % 32)) as i32, t);
+                    }
+                    Cond::SameEndpoint => {
+                        let f = child(em, *els);
+                        self.same_endpoint(em, t, f);
                     }
                 }
                 em.goto(child_block(*els));
