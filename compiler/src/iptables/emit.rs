@@ -94,6 +94,7 @@ fn emit_here(
     let r = g.dag.roots;
     let kinds = steer_kinds(g);
     let mut sets = Sets::default();
+    sets.v4_only = !g.classes.classifies_v6();
     let st = &g.services;
     let (with, without): (Vec<_>, Vec<_>) = st
         .frontends

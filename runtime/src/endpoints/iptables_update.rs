@@ -100,6 +100,9 @@ fn iptables_update(
     let dir = rt.options().state_dir.clone();
     let rec = generation_record(&state, &dir, given)?;
     let planned = plan(&rec, &dir, inventory)?;
+    if rec.header.ipv6_class0 {
+        refuse_classified_v6(&planned.changes)?;
+    }
     // `self` first: the id sets are swapped in before the class sets, so
     // an address that moves to another endpoint leaves its old owner's
     // id before it takes its new class (no window where one endpoint's
@@ -205,6 +208,7 @@ fn generation_record(
         rec.header.files = bundle.files.clone();
     }
     rec.header.sets = Some(crate::iptables::endpoint_record::sets(bundle, state));
+    rec.header.ipv6_class0 = crate::iptables::endpoint_record::ipv6_class0(bundle);
     Ok(rec)
 }
 
@@ -256,6 +260,32 @@ fn self_lines(
         let _ = writeln!(text, "add {} {}", set_of(a), self_set::member(a, id));
     }
     Ok(text)
+}
+
+/// A generation compiled with no IPv6 address has no IPv6 sets: its
+/// IPv6 rules decide every address as class 0. An IPv6 address that
+/// would now have another class cannot be placed (treating it as class
+/// 0 would judge its packets as another address's), so the update is
+/// refused before anything is written.
+fn refuse_classified_v6(changes: &[AddrChange]) -> Result<(), EndpointsError> {
+    let refused: Vec<String> = changes
+        .iter()
+        .filter(|c| c.addr.is_ipv6())
+        .filter_map(|c| {
+            let class = c.new.unwrap_or(c.base);
+            (class != 0).then(|| {
+                format!(
+                    "endpoint {}: IPv6 address {} needs class {class}, but the bundle in force was compiled with no IPv6 address (its ip6tables rules judge every IPv6 address as one that matches no peer); recompile with this inventory and apply",
+                    c.endpoint, c.addr
+                )
+            })
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(EndpointsError::Refused(refused))
+    }
 }
 
 /// The ipset `del`/`add` lines moving each changed address between the
