@@ -48,8 +48,10 @@ pub use manifest::*;
 ///
 /// History: 1 — the first typed manifest; 2 — `artifacts` (SHA-256 of
 /// every file), every value validated on reading; 3 — a rule's
-/// provenance entry names its `action` and its policy's `tier`.
-pub const FORMAT_VERSION: u32 = 3;
+/// provenance entry names its `action` and its policy's `tier`; 4 — the
+/// eBPF class rows (`fill.atom_rows`) by their non-zero words
+/// ([`atom_rows`]: 100,000 one-peer rules wrote 700 MB of zeros).
+pub const FORMAT_VERSION: u32 = 4;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPH_TXT: &str = "graph.txt";
