@@ -99,7 +99,7 @@ pub(crate) fn table(rep: &mut Report, plan: &Plan, log: &dyn Fn(&str)) {
             continue;
         }
         let probes: Vec<Probe> = Vec::new();
-        let r = ebpf::load_weir(&model, &graph, &probes, 1, plan.ct_table).and_then(|w| {
+        let r = ebpf::load_weir(&model, &graph, &probes, 1, plan.ct_table, plan.atoms).and_then(|w| {
             let d = driven::drive(&w, fl, plan.effort.repeat, fresh)?;
             Ok((w, d))
         });
