@@ -5,7 +5,9 @@
 //! on one part; it cannot be combined with `--out`. `--ct-table lru|hash`
 //! compiles the eBPF programs with that kind of per-flow tables,
 //! `--iptables legacy|nft` drives those tools (legacy by default; nft
-//! only with `--only`, the report's notes name legacy), `--sizes
+//! only with `--only`, the report's notes name legacy), `--atoms
+//! auto|dense|sparse` the per-pod table's with their atom bits in the
+//! class rows or in `weir_atom_bits` (`codegen::sparse_atoms`), `--sizes
 //! N,N…` measures only those sizes in both sweeps (with `--only`: to
 //! compare a change at the sizes it is about, runs taken in turn). `weir-bench --render DIR [--quick]
 //! [--seed N] [--rules N]` only writes the headline model (or the rules
@@ -24,7 +26,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--iptables legacy|nft] [--sizes N,N…] | --render DIR [--rules N] | --render-per-pod N DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--iptables legacy|nft] [--atoms auto|dense|sparse] [--sizes N,N…] | --render DIR [--rules N] | --render-per-pod N DIR"
     );
     std::process::exit(2)
 }
@@ -90,6 +92,15 @@ fn main() {
                     .next()
                     .and_then(|s| weir_compiler::ebpf::state_tables::CtTable::parse(&s))
                     .unwrap_or_else(|| usage())
+            }
+            "--atoms" => {
+                use weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout;
+                opts.atoms = match args.next().as_deref() {
+                    Some("auto") => AtomLayout::Auto,
+                    Some("dense") => AtomLayout::Dense,
+                    Some("sparse") => AtomLayout::Sparse,
+                    _ => usage(),
+                }
             }
             "--sizes" => {
                 opts.sizes = Some(

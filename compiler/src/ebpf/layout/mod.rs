@@ -179,7 +179,7 @@ pub mod map {
     pub const CLS6: &str = "weir_cls6";
     pub const HOST4: &str = "weir_host4";
     pub const HOST6: &str = "weir_host6";
-    pub const ATOMS: &str = "weir_atoms";
+    pub const ATOMS: &str = crate::contract::atom_rows::MAP;
     pub const CNT: &str = "weir_cnt";
     /// Audit decisions per provenance id (`codegen/audit.rs`).
     pub const AUDIT_CNT: &str = "weir_audit_cnt";
