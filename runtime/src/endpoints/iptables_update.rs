@@ -230,19 +230,18 @@ fn self_lines(
             .find(|s| s.name == base)
             .map(|s| s.kernel_name.clone())
     };
-    let names = [
-        kernel(self_set::SET),
-        kernel(&format!("{}v6", self_set::SET)),
-    ];
-    let [Some(v4), Some(v6)] = names else {
+    // No IPv6 id set in a generation compiled with no IPv6 address
+    // (`ipv6_class0`); an IPv6 endpoint address is refused before this.
+    let Some(v4) = kernel(self_set::SET) else {
         return Ok(String::new());
     };
+    let v6 = kernel(&format!("{}v6", self_set::SET));
     let (old, new) = &planned.compared;
     if old.is_empty() && new.is_empty() {
         return Ok(String::new());
     }
     let mut live = std::collections::BTreeMap::new();
-    for set in [&v4, &v6] {
+    for set in std::iter::once(&v4).chain(v6.as_ref()) {
         for m in rt.set_members(set)? {
             if let Some((a, id)) = self_set::parse_member(&m) {
                 live.insert(a, id);
@@ -251,13 +250,19 @@ fn self_lines(
     }
     let c = churn::self_relation::iptables_changes(&live, old, new, self_set::MAX_ID)
         .map_err(|e| EndpointsError::Refused(vec![e]))?;
-    let set_of = |a: std::net::IpAddr| if a.is_ipv4() { &v4 } else { &v6 };
+    // Without an IPv6 id set, an IPv6 address (class 0: no policy side
+    // applies to it, so `self` is never tested for it) has no entry.
+    let set_of = |a: std::net::IpAddr| if a.is_ipv4() { Some(&v4) } else { v6.as_ref() };
     let mut text = String::new();
     for a in &c.delete {
-        let _ = writeln!(text, "del {} {a}", set_of(*a));
+        if let Some(set) = set_of(*a) {
+            let _ = writeln!(text, "del {set} {a}");
+        }
     }
     for &(a, id) in &c.add {
-        let _ = writeln!(text, "add {} {}", set_of(a), self_set::member(a, id));
+        if let Some(set) = set_of(a) {
+            let _ = writeln!(text, "add {set} {}", self_set::member(a, id));
+        }
     }
     Ok(text)
 }
