@@ -70,6 +70,7 @@
 //! - ICMP errors about translated flows are not reverse-translated.
 //! - The affinity timeout counts from the last new flow that used it.
 
+mod direct;
 pub mod emit;
 pub mod fill;
 pub mod mapped;
