@@ -39,8 +39,8 @@ fn data_pointers(a: &mut Asm) {
 
 /// Stores the address at `fp + at.0` (16 bytes, network order; IPv4 in
 /// the first 4) at its header offset `ip_off` (IPv4, IPv6) and the port
-/// (u16 host order) at `fp + at.1` at the transport offset in `st::TMP`
-/// + `l4_port_off`, into the packet in `r7` of the context's family.
+/// (u16 host order) at `fp + at.1` at `l4_port_off` past the transport
+/// offset in `st::TMP`, into the packet in `r7` of the context's family.
 /// Uses r1–r4.
 pub(crate) fn store_ends(
     a: &mut Asm,
