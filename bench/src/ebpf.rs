@@ -420,6 +420,7 @@ pub fn load_weir(
     probes: &[Probe],
     loads: usize,
     kind: weir_compiler::ebpf::state_tables::CtTable,
+    atoms: weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout,
 ) -> Result<LoadedWeir, String> {
     let t = Instant::now();
     let out = codegen::generate(
@@ -431,6 +432,7 @@ pub fn load_weir(
                 kind,
                 ..Default::default()
             },
+            atoms,
             ..Options::default()
         },
     )

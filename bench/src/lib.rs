@@ -98,6 +98,7 @@ pub fn run(opts: &Opts) -> Report {
     let mut plan = Plan::new(opts.quick, opts.seed);
     plan.variant = opts.variant;
     plan.ct_table = opts.ct_table;
+    plan.atoms = opts.atoms;
     if let Some(sizes) = &opts.sizes {
         plan.rules = sizes.clone();
         plan.services = sizes.clone();

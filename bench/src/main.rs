@@ -3,7 +3,11 @@
 //! region of FILE (BENCHMARKS.md). `--only FIGURE` (ebpf, iptables,
 //! iptables-apply, compile, updates, sizes, per-pod; repeatable) runs only those tables, to iterate
 //! on one part; it cannot be combined with `--out`. `--ct-table lru|hash`
-//! compiles the eBPF programs with that kind of per-flow tables, `--sizes
+//! compiles the eBPF programs with that kind of per-flow tables,
+//! `--iptables legacy|nft` drives those tools (legacy by default; nft
+//! only with `--only`, the report's notes name legacy), `--atoms
+//! auto|dense|sparse` the per-pod table's with their atom bits in the
+//! class rows or in `weir_atom_bits` (`codegen::sparse_atoms`), `--sizes
 //! N,N…` measures only those sizes in both sweeps (with `--only`: to
 //! compare a change at the sizes it is about, runs taken in turn). `weir-bench --render DIR [--quick]
 //! [--seed N] [--rules N]` only writes the headline model (or the rules
@@ -22,7 +26,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--sizes N,N…] | --render DIR [--rules N] | --render-per-pod N DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--iptables legacy|nft] [--atoms auto|dense|sparse] [--sizes N,N…] | --render DIR [--rules N] | --render-per-pod N DIR"
     );
     std::process::exit(2)
 }
@@ -76,11 +80,27 @@ fn main() {
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--iptables" => {
+                opts.variant = match args.next().as_deref() {
+                    Some("legacy") => weir_runtime::iptables::Variant::Legacy,
+                    Some("nft") => weir_runtime::iptables::Variant::Nft,
+                    _ => usage(),
+                }
+            }
             "--ct-table" => {
                 opts.ct_table = args
                     .next()
                     .and_then(|s| weir_compiler::ebpf::state_tables::CtTable::parse(&s))
                     .unwrap_or_else(|| usage())
+            }
+            "--atoms" => {
+                use weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout;
+                opts.atoms = match args.next().as_deref() {
+                    Some("auto") => AtomLayout::Auto,
+                    Some("dense") => AtomLayout::Dense,
+                    Some("sparse") => AtomLayout::Sparse,
+                    _ => usage(),
+                }
             }
             "--sizes" => {
                 opts.sizes = Some(
@@ -99,7 +119,8 @@ fn main() {
             _ => usage(),
         }
     }
-    if out.is_some() && (!opts.only.is_empty() || opts.sizes.is_some()) {
+    let nft = opts.variant != weir_runtime::iptables::Variant::Legacy;
+    if out.is_some() && (!opts.only.is_empty() || opts.sizes.is_some() || nft) {
         eprintln!("error: --only makes a partial report; it cannot rewrite a file (--out)");
         std::process::exit(2);
     }

@@ -26,6 +26,9 @@ pub struct Opts {
     /// The kind of the per-flow tables the eBPF programs are compiled
     /// with (`--ct-table`, default: what `weir compile` defaults to).
     pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
+    /// Where the per-pod table's programs keep the atom bits (`--atoms
+    /// auto|dense|sparse`; default: what `weir compile` does).
+    pub atoms: weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout,
     /// Only these sizes in both sweeps (`--sizes 1000,10000`, with
     /// `--only`: to compare one change at the sizes it is about).
     pub sizes: Option<Vec<usize>>,
@@ -78,6 +81,7 @@ impl Default for Opts {
             only: Vec::new(),
             render_rules: None,
             ct_table: Default::default(),
+            atoms: Default::default(),
             sizes: None,
         }
     }
@@ -102,6 +106,8 @@ pub struct Plan {
     pub variant: weir_runtime::iptables::Variant,
     /// `Opts::ct_table`.
     pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
+    /// `Opts::atoms`.
+    pub atoms: weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout,
 }
 
 impl Plan {
@@ -133,6 +139,7 @@ impl Plan {
                 inventory_check: 10_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
                 ct_table: Default::default(),
+                atoms: Default::default(),
             }
         } else {
             Plan {
@@ -161,6 +168,7 @@ impl Plan {
                 inventory_check: 1_000_000,
                 variant: weir_runtime::iptables::Variant::Legacy,
                 ct_table: Default::default(),
+                atoms: Default::default(),
             }
         }
     }

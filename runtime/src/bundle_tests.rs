@@ -209,3 +209,50 @@ fn a_bundle_without_the_back_end_is_refused_naming_what_it_has() {
     edit(&dir, |v| v["format_version"] = json!(1));
     refused(&dir, "bundle format version 1");
 }
+
+/// Bundle format 4 writes the class rows sparse (`fill.atom_rows`,
+/// `contract::atom_rows`): a bundle of format 3 (dense rows) is refused
+/// for its version, a format-3 row shape under version 4 for its shape,
+/// and a sparse row that would write outside its row for its values.
+#[test]
+fn class_rows_are_read_only_in_the_sparse_form_of_format_4() {
+    let dir = both(A);
+    let mut sparse = Value::Null;
+    edit(&dir, |v| {
+        sparse = v["backends"]["ebpf"]["fill"]["atom_rows"].clone()
+    });
+    let width = sparse["width"].as_u64().unwrap();
+    assert!(width > 0 && sparse["rows"].as_array().is_some(), "{sparse}");
+    read_bundle(&dir).unwrap();
+    // The previous format: refused for its version, saying what to do.
+    edit(&dir, |v| v["format_version"] = json!(3));
+    refused(
+        &dir,
+        "bundle format version 3, but this weir reads only format version 4; recompile the bundle",
+    );
+    // Dense rows under version 4: not the manifest's shape.
+    let dir = both(A);
+    edit(&dir, |v| {
+        v["backends"]["ebpf"]["fill"]["atom_rows"] = json!([[0, 1], [2, 0]]);
+    });
+    let e = read_bundle(&dir).err().unwrap().to_string();
+    assert!(e.contains("not a valid bundle manifest"), "{e}");
+    // A word index at the width: refused before anything is written.
+    let dir = both(A);
+    edit(&dir, |v| {
+        v["backends"]["ebpf"]["fill"]["atom_rows"]["rows"][0] = json!([[width, 1]]);
+    });
+    let e = read_bundle(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("inconsistent bundle manifest")
+            && e.contains(&format!("rows are {width} words wide")),
+        "{e}"
+    );
+    // Rows as wide as the map's values, or refused.
+    let dir = both(A);
+    edit(&dir, |v| {
+        v["backends"]["ebpf"]["fill"]["atom_rows"]["width"] = json!(width + 1);
+    });
+    let e = read_bundle(&dir).err().unwrap().to_string();
+    assert!(e.contains("map weir_atoms holds"), "{e}");
+}

@@ -1238,6 +1238,48 @@ fn ebpf_class_row_tables_agree() {
     assert_agrees("class-row tables", &t);
 }
 
+/// The atom bits held sparse (`codegen::sparse_atoms`, forced here; by
+/// default only for models whose dense rows would be huge): the
+/// class-row model (table columns in the rows, atom bits in
+/// `weir_atom_bits`) and generated policies agree with the interpreter.
+#[test]
+fn ebpf_sparse_atom_bits_agree() {
+    if !have_root("ebpf_sparse_atom_bits_agree") {
+        return;
+    }
+    let started = Instant::now();
+    ATOMS.with(|a| a.set(weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout::Sparse));
+    let mut t = Tally::default();
+    let model = weir_compiler::synth::model(&weir_compiler::synth::Params {
+        seed: 5,
+        services: 10,
+        backends: 3,
+        policies: 100,
+        rules: 10,
+        endpoints: 900,
+        deployments: 300,
+        ..Default::default()
+    });
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
+    assert!(out.listing.contains("weir_atom_bits") && out.listing.contains("r1 = *(u16 *)(r"));
+    let leaves = cover::leaf_packets(&g, 200_000);
+    let step = (leaves.len() / 300).max(1);
+    let mut packets: Vec<Packet> = leaves.into_iter().step_by(step).collect();
+    packets.extend(gen::packets(&model, &mut gen::Rng::new(0xC02), 100));
+    check_model("synth sparse", &model, &g, &packets, &mut t);
+    for seed in 0..8u64 {
+        let model = gen::model(seed);
+        let g = graph::build(&model);
+        let mut packets = cover::leaf_packets(&g, 20_000);
+        packets.extend(gen::packets(&model, &mut gen::Rng::new(seed ^ 0x5A), 60));
+        check_model(&format!("seed {seed} sparse"), &model, &g, &packets, &mut t);
+    }
+    report("sparse atom bits", &t, started);
+    assert!(t.packets >= 500);
+    assert_agrees("sparse atom bits", &t);
+}
+
 /// Leaves record up to `LOG_SLOTS` logged ids in the context for the final
 /// block to count and count any further ones themselves: a packet that
 /// passes more `log` rules than that on both sides must count each once.

@@ -258,6 +258,17 @@ fn iptables_endpoint_churn_updates_sets_only() {
         }
         other => panic!("expected a refusal: {other:?}"),
     }
+    // The program has no IPv6 address, so its ip6tables rules judge
+    // every IPv6 address as class 0 and there are no IPv6 sets: an
+    // endpoint's IPv6 address cannot be placed and is refused, not
+    // silently judged as an address no endpoint owns.
+    let v6 = with(inv2.clone(), &[ep("web-6", "web", "fd00::12")]);
+    match endpoints::iptables(&rt, &b, &v6) {
+        Err(EndpointsError::Refused(r)) => {
+            assert!(r[0].contains("compiled with no IPv6 address"), "{r:?}")
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
     // A second api backend: the class part applies, the service needs a
     // recompile (DNAT rules).
     let api2 = with(inv2.clone(), &[ep("api-2", "api", "10.3.0.2")]);

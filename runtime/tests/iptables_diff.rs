@@ -1032,3 +1032,97 @@ fn generated_bundles_apply_change_and_detach_cleanly() {
     assert_eq!(dump(&topo), before);
     let _ = std::fs::remove_dir_all(work);
 }
+
+/// IPv6 twins of IPv4 candidates (same protocol and ports, ICMP as
+/// ICMPv6), from a few client and server addresses that no program of
+/// the test names: what an IPv4-only program meets on a dual-stack node.
+fn v6_twins(candidates: &[Packet]) -> Vec<Packet> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for p in candidates.iter().filter(|p| p.src.is_ipv4()) {
+        let proto = if p.proto == Proto::Icmp {
+            Proto::Icmp6
+        } else {
+            p.proto
+        };
+        if !seen.insert((proto, p.dport)) {
+            continue;
+        }
+        let k = out.len() as u16 % 4;
+        let mut q = p.clone();
+        q.proto = proto;
+        q.src = IpAddr::from([0xfd00, 0xc1, 0, 0, 0, 0, 0, 1 + k]);
+        q.dst = IpAddr::from([0xfd00, 0x5e, 0, 0, 0, 0, 0, 1 + k]);
+        out.push(q);
+    }
+    out
+}
+
+/// IPv4-only programs (no IPv6 prefix in the class map, so the bundle has
+/// no IPv6 sets and its ip6tables rules decide every address as class 0):
+/// IPv6 traffic gets exactly the interpreter's verdict for it. No IPv6
+/// address is an endpoint's, so no policy side and no `default deny`
+/// applies to it (docs/language.md §4): it is allowed, or steered by a
+/// rule `from any`; an emitter that took an address test's then-branch
+/// for class 0 would deny it by some isolation default.
+#[test]
+fn iptables_judges_ipv6_under_ipv4_only_programs_in_netns() {
+    if !ready("iptables_judges_ipv6_under_ipv4_only_programs_in_netns") {
+        return;
+    }
+    let synth = synth::model(&synth::Params {
+        seed: 5,
+        services: 3,
+        policies: 12,
+        rules: 3,
+        endpoints: 40,
+        deployments: 10,
+        ..synth::Params::default()
+    });
+    let generated = (0..200u64).map(|seed| (format!("gen{seed}"), gen::model(seed)));
+    let programs = examples()
+        .into_iter()
+        .chain([("synth".to_string(), synth)])
+        .chain(generated);
+    let mut jobs: Vec<Job> = Vec::new();
+    for (name, model) in programs {
+        if jobs.len() >= 8 {
+            break;
+        }
+        let model = random_balanced(model);
+        let g = graph::build(&model);
+        if g.classes.classifies_v6() {
+            continue;
+        }
+        let opts = weir_compiler::iptables::Options::default();
+        let Ok(out) = weir_compiler::iptables::generate_text(&g, &model, &opts) else {
+            continue;
+        };
+        assert!(
+            !out.ip6tables.contains("--match-set") && !out.ipset.contains("family inet6"),
+            "{name}: an IPv4-only program has IPv6 sets"
+        );
+        assert_eq!(out.manifest["ipv6_class0"], true, "{name}");
+        let c = v6_twins(&candidates(&model, 7));
+        if has_cases(&model, &c) {
+            jobs.push((format!("v4-only {name}"), model, c));
+        }
+    }
+    let mut t = Tally::default();
+    check_models(&jobs, &mut t);
+    eprintln!(
+        "iptables IPv6 under IPv4-only programs: {} programs, {} IPv6 cases ({} got through, {} to the proxy), {} disagreements",
+        t.models,
+        t.v6,
+        t.allowed,
+        t.proxied,
+        t.disagreements.len()
+    );
+    t.assert_agreed();
+    assert!(
+        t.models >= 6 && t.v6 == t.cases && t.cases >= 60,
+        "{} programs, {} cases",
+        t.models,
+        t.cases
+    );
+}

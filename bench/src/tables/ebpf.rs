@@ -240,7 +240,8 @@ fn rules_case(c: &Case, loads: usize, kind: CtTable) -> Loaded {
             verdict: a.verdict,
         });
     }
-    ebpf::load_weir(model, graph, &probes, loads, kind).map(|w| (w, what, drive))
+    ebpf::load_weir(model, graph, &probes, loads, kind, Default::default())
+        .map(|w| (w, what, drive))
 }
 
 fn service_case(c: &Case, loads: usize, kind: CtTable) -> Loaded {
@@ -271,7 +272,15 @@ fn service_case(c: &Case, loads: usize, kind: CtTable) -> Loaded {
         ));
         what.push(format!("bench-open → service: {}", f.what));
     }
-    ebpf::load_weir(&m, &compiled.graph, &probes, loads, kind).map(|w| (w, what, drive))
+    ebpf::load_weir(
+        &m,
+        &compiled.graph,
+        &probes,
+        loads,
+        kind,
+        Default::default(),
+    )
+    .map(|w| (w, what, drive))
 }
 
 pub(crate) fn cost_of(r: &EbpfResult, i: usize) -> Option<f64> {

@@ -99,10 +99,11 @@ pub(crate) fn table(rep: &mut Report, plan: &Plan, log: &dyn Fn(&str)) {
             continue;
         }
         let probes: Vec<Probe> = Vec::new();
-        let r = ebpf::load_weir(&model, &graph, &probes, 1, plan.ct_table).and_then(|w| {
-            let d = driven::drive(&w, fl, plan.effort.repeat, fresh)?;
-            Ok((w, d))
-        });
+        let r =
+            ebpf::load_weir(&model, &graph, &probes, 1, plan.ct_table, plan.atoms).and_then(|w| {
+                let d = driven::drive(&w, fl, plan.effort.repeat, fresh)?;
+                Ok((w, d))
+            });
         loaded.push((n, r));
     }
     let mut subjects: Vec<&ebpf::Subject> = floors.iter().collect();

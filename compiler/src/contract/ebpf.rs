@@ -55,10 +55,16 @@ pub struct LpmEntry {
 /// What the runtime writes into the maps before attaching.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Fill {
+    /// Class → its atom bits, when they are not in the rows but in the
+    /// hash `weir_atom_bits` (`(class, word index)` → word, one entry per
+    /// non-zero word; `ebpf::codegen::sparse_atoms`); empty otherwise.
+    #[serde(default, skip_serializing_if = "super::atom_rows::AtomRows::is_empty")]
+    pub atom_bits: super::atom_rows::AtomRows,
     /// Class → its row in `weir_atoms`, as 32-bit words: the atom bits
     /// (bit `a % 32` of word `a / 32`), then one `u16` branch index per
     /// map-backed class table (`NO_BRANCH`: the table's default).
-    /// Held by their non-zero words ([`super::atom_rows`]).
+    /// Held and written by their non-zero words ([`super::atom_rows`]:
+    /// `{"rows": [[[index, word], …], …], "width": words}`).
     pub atom_rows: super::atom_rows::AtomRows,
     pub cls4: Vec<LpmEntry>,
     pub cls6: Vec<LpmEntry>,

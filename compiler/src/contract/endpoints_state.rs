@@ -100,6 +100,11 @@ pub struct Header {
     /// classes), from the manifest and `state.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sets: Option<Vec<(String, u8, Vec<u32>)>>,
+    /// iptables: the generation has no IPv6 sets, every IPv6 address is
+    /// class 0 (the manifest's `ipv6_class0`): an update giving an IPv6
+    /// address another class is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_class0: bool,
     /// The endpoints declared in the source: an inventory never removes
     /// or changes them ([`crate::churn::filter_declared`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -117,6 +122,7 @@ impl Header {
             lb: String::new(),
             files: None,
             sets: None,
+            ipv6_class0: false,
             declared: Vec::new(),
         }
     }

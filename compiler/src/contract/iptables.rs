@@ -34,6 +34,12 @@ pub struct IptablesSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Events>,
     pub hooks: Vec<HookEntry>,
+    /// Every IPv6 address is class 0 (the program's class map has no IPv6
+    /// prefix): the IPv6 chains decide address tests as class 0 and there
+    /// are no IPv6 sets, so an endpoint update that would give an IPv6
+    /// address another class needs a recompile (the runtime refuses it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_class0: bool,
     pub log: Log,
     pub sets: Vec<SetEntry>,
 }

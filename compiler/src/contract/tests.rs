@@ -224,3 +224,44 @@ fn selector_serializes_as_its_value() {
         assert_eq!(direct, via_value, "{sel:?}");
     }
 }
+
+/// Bundle format 4's sparse class rows (issue 21): 1,000 one-peer-per-pod
+/// rules give rows of 33 words of which a class sets two or three; the
+/// manifest carries only those, reads back into the same full rows the
+/// code generator computed, and the whole bundle is byte-identical when
+/// compiled again from scratch (model, graph and all).
+#[test]
+fn class_rows_are_sparse_and_the_bundle_is_byte_identical_again() {
+    let pods = 1_000;
+    let model = crate::synth::per_pod::model(pods);
+    let files = files_of(&model);
+    let again = files_of(&crate::synth::per_pod::model(pods));
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        again.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &files {
+        assert!(bytes == &again[name], "{name} differs between two compiles");
+    }
+    let m = parse(&files[MANIFEST]).unwrap();
+    let ebpf = m.backends.ebpf.as_ref().expect("an eBPF section");
+    let rows = &ebpf.program.fill.atom_rows;
+    let width = rows.width() as usize;
+    assert!(width > 30, "{width} words");
+    assert_eq!(rows.len(), m.classes.rows.len());
+    // At most a few words a row, where dense rows held `width`.
+    assert!(
+        rows.nonzero_words() <= 4 * rows.len(),
+        "{}",
+        rows.nonzero_words()
+    );
+    // The rows read back are what the generator computed: each atom of
+    // the class (`classes.rows`) is its bit, no other atom bit is set.
+    for (row, atoms) in rows.iter().zip(&m.classes.rows) {
+        assert_eq!(row.len(), width);
+        let atom_bits: Vec<u32> = (0..m.classes.atoms.len() as u32)
+            .filter(|&a| row[a as usize / 32] & (1 << (a % 32)) != 0)
+            .collect();
+        assert_eq!(&atom_bits, atoms);
+    }
+}

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use super::atom_rows::{BITS_MAP, MAP as ATOMS};
 use super::iptables::{IptablesSection, SetKind, HOOKS};
 use super::manifest::{EbpfSection, Manifest, Target};
 use super::plain_name;
@@ -189,6 +190,43 @@ fn ebpf(m: &Manifest, e: &EbpfSection) -> Check {
             "backends.ebpf.fill.atom_rows has {} rows, but the bundle has {n} classes",
             p.fill.atom_rows.len()
         ));
+    }
+    p.fill
+        .atom_rows
+        .check()
+        .map_err(|e| format!("backends.ebpf.fill.{e}"))?;
+    let bits = &p.fill.atom_bits;
+    if !bits.is_empty() {
+        if bits.len() != n {
+            return Err(format!(
+                "backends.ebpf.fill.atom_bits has {} rows, but the bundle has {n} classes",
+                bits.len()
+            ));
+        }
+        bits.check()
+            .map_err(|e| format!("backends.ebpf.fill.{}", e.replace("atom_rows", "atom_bits")))?;
+        if let Some(map) = p.maps.iter().find(|m| m.name == BITS_MAP) {
+            if (map.key_size, map.value_size) != (8, 4)
+                || u64::from(map.max_entries) < bits.nonzero_words() as u64
+            {
+                return Err(format!(
+                    "backends.ebpf.fill.atom_bits has {} words, but map {BITS_MAP} holds {} entries of {}-byte keys and {}-byte values",
+                    bits.nonzero_words(),
+                    map.max_entries,
+                    map.key_size,
+                    map.value_size
+                ));
+            }
+        }
+    }
+    if let Some(map) = p.maps.iter().find(|m| m.name == ATOMS) {
+        if u64::from(p.fill.atom_rows.width()) * 4 != u64::from(map.value_size) {
+            return Err(format!(
+                "backends.ebpf.fill.atom_rows are {} words wide, but map {ATOMS} holds {}-byte rows",
+                p.fill.atom_rows.width(),
+                map.value_size
+            ));
+        }
     }
     for (list, bytes, bits) in [("cls4", &p.fill.cls4, 4usize), ("cls6", &p.fill.cls6, 16)] {
         for (i, x) in bytes.iter().enumerate() {

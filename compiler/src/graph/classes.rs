@@ -586,6 +586,14 @@ impl Classes {
         self.class_index.get(sig).copied()
     }
 
+    /// Whether some IPv6 address has a class other than 0 (the class map
+    /// has an IPv6 prefix). When not, every IPv6 address is class 0 (the
+    /// empty signature): a back end may decide every address test of an
+    /// IPv6 packet as the interpreter would, without looking it up.
+    pub fn classifies_v6(&self) -> bool {
+        !self.lpm.lens6.is_empty()
+    }
+
     /// Does class `c` satisfy atom `a`?
     pub fn has(&self, c: ClassId, a: AtomId) -> bool {
         self.classes

@@ -50,6 +50,12 @@ pub struct Stage<'a> {
     /// decided here instead of emitted (policy for a chosen backend
     /// before its DNAT).
     pub known: Option<(ClassId, u32)>,
+    /// Every address of this family is class 0 (an IPv6 stage of a
+    /// program whose class map has no IPv6 prefix,
+    /// [`crate::graph::classes::Classes::classifies_v6`]): address tests
+    /// are decided here as the interpreter decides them for class 0, and
+    /// the family needs no address set.
+    pub unclassified: bool,
     memo: FastMap<NodeId, String>,
     sub: usize,
 }
@@ -62,6 +68,28 @@ fn ranges(lo: u32, hi: u32) -> String {
         lo.to_string()
     } else {
         format!("{lo}:{hi}")
+    }
+}
+
+/// The child an address test takes when both addresses are class 0;
+/// `None` for other nodes.
+fn unclassified_child(g: &Graph, node: &Node) -> Option<NodeId> {
+    match node {
+        Node::Test {
+            cond: Cond::SrcAtom(a) | Cond::DstAtom(a),
+            then,
+            els,
+        } => Some(if g.classes.has(0, *a) { *then } else { *els }),
+        Node::Table {
+            key: TableKey::SrcClass | TableKey::DstClass,
+            entries,
+            default,
+            ..
+        } => Some(match entries.first() {
+            Some(e) if e.lo == 0 => e.next,
+            _ => *default,
+        }),
+        _ => None,
     }
 }
 
@@ -84,14 +112,20 @@ impl<'a> Stage<'a> {
             ctx,
             leaf,
             known: None,
+            unclassified: fam == Family::V6 && !g.classes.classifies_v6(),
             memo: FastMap::default(),
             sub: 0,
         }
     }
 
-    /// The child a node takes given [`Stage::known`], if it only tests
-    /// known fields.
+    /// The child a node takes given [`Stage::known`] and
+    /// [`Stage::unclassified`], if it only tests known fields.
     fn decided(&self, node: &Node) -> Option<NodeId> {
+        if self.unclassified {
+            if let Some(next) = unclassified_child(self.g, node) {
+                return Some(next);
+            }
+        }
         let (dc, dp) = self.known?;
         match node {
             Node::Test { cond, then, els } => {

@@ -94,6 +94,7 @@ fn emit_here(
     let r = g.dag.roots;
     let kinds = steer_kinds(g);
     let mut sets = Sets::default();
+    sets.v4_only = !g.classes.classifies_v6();
     let st = &g.services;
     let (with, without): (Vec<_>, Vec<_>) = st
         .frontends
@@ -157,7 +158,7 @@ fn emit_here(
     }
     hooks.push(("filter", "FORWARD", FWD));
     let mut ipset = sets.render(&g.classes);
-    ipset.push_str(&super::self_set::render(model, g));
+    ipset.push_str(&super::self_set::render(model, g, sets.families()));
     let manifest = manifest::section(g, opts, &hooks, &sets, &stats);
     let ip6tables = texts.pop().expect("two families");
     let iptables = texts.pop().expect("two families");
@@ -241,8 +242,12 @@ impl<'a> FamilyGen<'a> {
         if crate::graph::same_endpoint::uses_self(self.model) {
             out.chain("mangle", super::self_set::MANGLE_FWD);
             let c = comment("self");
-            for (m, t) in super::self_set::mangle_rules(self.fam) {
-                out.rule("mangle", super::self_set::MANGLE_FWD, &[&m, &c, &t]);
+            // No IPv6 address is an endpoint's when none has a class
+            // (`Sets::v4_only`): the IPv6 chain stays empty, with no set.
+            if sets.families().contains(&self.fam) {
+                for (m, t) in super::self_set::mangle_rules(self.fam) {
+                    out.rule("mangle", super::self_set::MANGLE_FWD, &[&m, &c, &t]);
+                }
             }
         }
         self.filter(sets, &mut out);

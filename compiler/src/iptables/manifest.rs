@@ -47,7 +47,7 @@ pub fn typed(
         .collect();
     let mut list = Vec::new();
     for s in &sets.addr {
-        for f in [Family::V4, Family::V6] {
+        for &f in sets.families() {
             let (kind, class, atom) = match s.role {
                 Role::Class(cl) => (c::SetKind::Class, Some(cl), None),
                 Role::Atom(a) => (c::SetKind::Atom, None, Some(a)),
@@ -83,6 +83,7 @@ pub fn typed(
             rate: e.rate,
         }),
         hooks,
+        ipv6_class0: sets.v4_only,
         log: match (opts.events, opts.log) {
             (Some(e), _) => c::Log {
                 group: Some(e.group),

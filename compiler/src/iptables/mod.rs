@@ -52,6 +52,21 @@
 //! graph still deeper than 13 jumps below its entry chain is
 //! refused at compile time (E0510).
 //!
+//! # IPv4-only programs
+//!
+//! When no IPv6 address has a class other than 0 (the class map has no
+//! IPv6 prefix: the program names no IPv6 address and no endpoint has
+//! one, [`crate::graph::classes::Classes::classifies_v6`]), every IPv6
+//! packet's addresses are class 0 to the interpreter. The IPv6 stages
+//! then decide every address test as class 0 instead of emitting it
+//! (`Stage::unclassified` in `chains.rs`), so ip6tables gets the graph
+//! specialised to class 0 — conntrack, whatever steering or service
+//! applies to any address, and for policy whatever class 0 gets (no
+//! policy side applies to an address no endpoint owns, so normally
+//! nothing) — and there are no IPv6 sets (`ipv6_class0` in the
+//! manifest). At 100,000 rules that halves the sets and removes the
+//! IPv6 copy of every `-m set` rule.
+//!
 //! Every rule carries `-m comment --comment "weir:…"`: `weir:<id>` with
 //! the provenance id on leaf rules (counters per decision), `weir:n<N>` on
 //! internal nodes.

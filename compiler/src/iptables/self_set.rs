@@ -126,15 +126,16 @@ pub fn compiled_ids(model: &Model, g: &Graph) -> Vec<(u32, Vec<IpAddr>)> {
         .collect()
 }
 
-/// The `ipset restore` text of the id sets (both families), empty without
-/// a `self` rule.
-pub fn render(model: &Model, g: &Graph) -> String {
+/// The `ipset restore` text of the id sets of `families` (both, or IPv4
+/// alone when no IPv6 address has a class: `sets.rs`'s `v4_only`, where
+/// the IPv6 side's mangle chain stays empty), empty without a `self` rule.
+pub fn render(model: &Model, g: &Graph, families: &[Family]) -> String {
     if !crate::graph::same_endpoint::uses_self(model) {
         return String::new();
     }
     let ids = compiled_ids(model, g);
     let mut s = String::new();
-    for f in [Family::V4, Family::V6] {
+    for &f in families {
         let members: Vec<String> = ids
             .iter()
             .flat_map(|(id, addrs)| {

@@ -300,3 +300,46 @@ fn big_root_class_tables_test_groups_in_chunks() {
     assert!(chunks >= 10, "{chunks} chunks");
     assert!(longest <= 14, "a chain tests {longest} sets in a row");
 }
+
+/// A program with no IPv6 address has no IPv6 set and no IPv6 `-m set`
+/// rule (every IPv6 address is class 0), and says so in the manifest;
+/// one with IPv6 prefixes keeps each set in both families.
+#[test]
+fn ipv6_sets_only_where_an_ipv6_address_has_a_class() {
+    let opts = random_lb();
+    let (mut v4_only, mut dual) = (0, 0);
+    let models = (0..120)
+        .map(|seed| (seed, gen::model(seed)))
+        .chain((0..20).map(|seed| (seed, gen::dual_stack(seed))));
+    for (seed, model) in models {
+        let g = crate::graph::build(&model);
+        let Ok(o) = generate_text(&g, &model, &opts) else {
+            continue;
+        };
+        let v6_sets = o.ipset.contains("family inet6");
+        if g.classes.classifies_v6() {
+            dual += 1;
+            let n = |f: &str| o.ipset.matches(&format!("family {f} ")).count();
+            assert_eq!(n("inet"), n("inet6"), "seed {seed}: a set per family");
+            assert!(o.manifest.get("ipv6_class0").is_none(), "seed {seed}");
+        } else {
+            v4_only += 1;
+            assert!(
+                !v6_sets && !o.ip6tables.contains("--match-set"),
+                "seed {seed}"
+            );
+            assert_eq!(o.manifest["ipv6_class0"], true, "seed {seed}");
+            let v6: Vec<_> = o.manifest["sets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["family"] == "ipv6")
+                .collect();
+            assert!(v6.is_empty(), "seed {seed}: {v6:?}");
+        }
+    }
+    assert!(
+        v4_only >= 5 && dual >= 20,
+        "{v4_only} IPv4-only, {dual} dual"
+    );
+}

@@ -8,6 +8,7 @@ use std::path::Path;
 use aya::maps::{Map, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
+use weir_compiler::contract::atom_rows::BITS_MAP;
 use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::ebpf::layout::{class_key, map as names};
 use weir_compiler::ebpf::service::MapOp;
@@ -235,10 +236,24 @@ pub fn fill(ebpf: &mut Ebpf, m: &EbpfManifest) -> Result<(), EbpfError> {
         update_raw(map, &key, &value).map_err(|x| fill_err(name, x))?;
     }
     if let Some(map) = ebpf.map(names::ATOMS) {
-        for (c, row) in f.atom_rows.iter().enumerate() {
-            let v: Vec<u8> = row.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        // Each row expanded from its non-zero words into one buffer.
+        let mut v = Vec::new();
+        for c in 0..f.atom_rows.len() {
+            f.atom_rows.row_bytes(c, &mut v).expect("c < len");
             update_raw(map, &(c as u32).to_ne_bytes(), &v)
                 .map_err(|x| fill_err(names::ATOMS, x))?;
+        }
+    }
+    if let Some(map) = ebpf.map(BITS_MAP) {
+        // The atom bits held sparse (`codegen::sparse_atoms`): key
+        // (class, word index), one entry per non-zero word.
+        for c in 0..f.atom_bits.len() {
+            for &(i, w) in f.atom_bits.nonzero(c) {
+                let mut key = [0u8; 8];
+                key[..4].copy_from_slice(&(c as u32).to_ne_bytes());
+                key[4..].copy_from_slice(&i.to_ne_bytes());
+                update_raw(map, &key, &w.to_ne_bytes()).map_err(|x| fill_err(BITS_MAP, x))?;
+            }
         }
     }
     if let Some(lb) = &m.lb {

@@ -100,6 +100,9 @@ fn iptables_update(
     let dir = rt.options().state_dir.clone();
     let rec = generation_record(&state, &dir, given)?;
     let planned = plan(&rec, &dir, inventory)?;
+    if rec.header.ipv6_class0 {
+        refuse_classified_v6(&planned.changes)?;
+    }
     // `self` first: the id sets are swapped in before the class sets, so
     // an address that moves to another endpoint leaves its old owner's
     // id before it takes its new class (no window where one endpoint's
@@ -205,6 +208,7 @@ fn generation_record(
         rec.header.files = bundle.files.clone();
     }
     rec.header.sets = Some(crate::iptables::endpoint_record::sets(bundle, state));
+    rec.header.ipv6_class0 = crate::iptables::endpoint_record::ipv6_class0(bundle);
     Ok(rec)
 }
 
@@ -226,19 +230,18 @@ fn self_lines(
             .find(|s| s.name == base)
             .map(|s| s.kernel_name.clone())
     };
-    let names = [
-        kernel(self_set::SET),
-        kernel(&format!("{}v6", self_set::SET)),
-    ];
-    let [Some(v4), Some(v6)] = names else {
+    // No IPv6 id set in a generation compiled with no IPv6 address
+    // (`ipv6_class0`); an IPv6 endpoint address is refused before this.
+    let Some(v4) = kernel(self_set::SET) else {
         return Ok(String::new());
     };
+    let v6 = kernel(&format!("{}v6", self_set::SET));
     let (old, new) = &planned.compared;
     if old.is_empty() && new.is_empty() {
         return Ok(String::new());
     }
     let mut live = std::collections::BTreeMap::new();
-    for set in [&v4, &v6] {
+    for set in std::iter::once(&v4).chain(v6.as_ref()) {
         for m in rt.set_members(set)? {
             if let Some((a, id)) = self_set::parse_member(&m) {
                 live.insert(a, id);
@@ -247,15 +250,47 @@ fn self_lines(
     }
     let c = churn::self_relation::iptables_changes(&live, old, new, self_set::MAX_ID)
         .map_err(|e| EndpointsError::Refused(vec![e]))?;
-    let set_of = |a: std::net::IpAddr| if a.is_ipv4() { &v4 } else { &v6 };
+    // Without an IPv6 id set, an IPv6 address (class 0: no policy side
+    // applies to it, so `self` is never tested for it) has no entry.
+    let set_of = |a: std::net::IpAddr| if a.is_ipv4() { Some(&v4) } else { v6.as_ref() };
     let mut text = String::new();
     for a in &c.delete {
-        let _ = writeln!(text, "del {} {a}", set_of(*a));
+        if let Some(set) = set_of(*a) {
+            let _ = writeln!(text, "del {set} {a}");
+        }
     }
     for &(a, id) in &c.add {
-        let _ = writeln!(text, "add {} {}", set_of(a), self_set::member(a, id));
+        if let Some(set) = set_of(a) {
+            let _ = writeln!(text, "add {set} {}", self_set::member(a, id));
+        }
     }
     Ok(text)
+}
+
+/// A generation compiled with no IPv6 address has no IPv6 sets: its
+/// IPv6 rules decide every address as class 0. An IPv6 address that
+/// would now have another class cannot be placed (treating it as class
+/// 0 would judge its packets as another address's), so the update is
+/// refused before anything is written.
+fn refuse_classified_v6(changes: &[AddrChange]) -> Result<(), EndpointsError> {
+    let refused: Vec<String> = changes
+        .iter()
+        .filter(|c| c.addr.is_ipv6())
+        .filter_map(|c| {
+            let class = c.new.unwrap_or(c.base);
+            (class != 0).then(|| {
+                format!(
+                    "endpoint {}: IPv6 address {} needs class {class}, but the bundle in force was compiled with no IPv6 address (its ip6tables rules judge every IPv6 address as one that matches no peer); recompile with this inventory and apply",
+                    c.endpoint, c.addr
+                )
+            })
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(EndpointsError::Refused(refused))
+    }
 }
 
 /// The ipset `del`/`add` lines moving each changed address between the

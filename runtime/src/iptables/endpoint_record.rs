@@ -21,6 +21,7 @@ pub(crate) fn applied(
     let header = Header {
         files: bundle.files.clone(),
         sets: Some(sets(bundle, state)),
+        ipv6_class0: ipv6_class0(bundle),
         ..Header::new(
             u64::from(state.generation),
             state.bundle_hash.clone(),
@@ -50,4 +51,15 @@ pub(crate) fn sets(
         sets.push((kernel, family, s.classes.clone()));
     }
     sets
+}
+
+/// The bundle's IPv6 side decides every address as class 0 (no IPv6
+/// sets): see the manifest's `ipv6_class0`.
+pub(crate) fn ipv6_class0(bundle: &crate::Bundle) -> bool {
+    bundle
+        .manifest
+        .backends
+        .iptables
+        .as_ref()
+        .is_some_and(|s| s.ipv6_class0)
 }

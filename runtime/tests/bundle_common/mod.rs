@@ -82,6 +82,7 @@ pub fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], sets: &[(&str, ipt::
                 classes: 2,
                 counts: Vec::new(),
                 endpoint_update: String::new(),
+                ipv6_class0: false,
                 events: None,
                 hooks: hooks
                     .iter()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_compiler::check::{check_program, Checked};
+use weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout;
 use weir_compiler::ebpf::codegen::{self, Budget, EbpfOutput, Mode, Options};
 use weir_compiler::ebpf::layout;
 use weir_compiler::flowhash::proto_number;
@@ -177,6 +178,22 @@ pub fn compile(model: &Model, g: &Graph, mode: Mode) -> EbpfOutput {
     compile_with(model, g, mode, Budget::default())
 }
 
+thread_local! {
+    /// The atom layout [`compile_with`] asks for: a test forces
+    /// `Sparse` for itself (tests run on threads of their own);
+    /// `WEIR_TEST_ATOMS=sparse` forces it for every test.
+    pub static ATOMS: std::cell::Cell<AtomLayout> = const { std::cell::Cell::new(AtomLayout::Auto) };
+}
+
+/// The atom layout of this thread's compiles ([`ATOMS`]).
+fn atom_layout() -> AtomLayout {
+    match std::env::var("WEIR_TEST_ATOMS").as_deref() {
+        Ok("sparse") => AtomLayout::Sparse,
+        Ok("dense") => AtomLayout::Dense,
+        _ => ATOMS.with(|a| a.get()),
+    }
+}
+
 /// [`compile`] with a stage budget (small ones force many stages).
 pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> EbpfOutput {
     let opts = Options {
@@ -210,6 +227,7 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
             rate: 1_000_000_000,
             ring_bytes: 64 * 1024,
         }),
+        atoms: atom_layout(),
         ..Options::default()
     };
     codegen::generate(model, g, &opts).unwrap_or_else(|e| panic!("ebpf limits: {e:?}"))

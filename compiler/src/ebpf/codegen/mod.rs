@@ -147,6 +147,7 @@ mod plan;
 mod reject;
 mod reject6;
 mod same_endpoint;
+pub mod sparse_atoms;
 pub mod stages;
 
 pub use limits::{sctp_redirects, untranslated_frontends, Limit};
@@ -256,6 +257,10 @@ pub struct Options {
     /// Verdict events into the `weir_events` ring buffer (`events.rs`;
     /// `weir compile --events off`: `None`). On by default.
     pub events: Option<events::EventOptions>,
+    /// Where the atom bits live: the class rows, or a hash of their
+    /// non-zero words for models whose rows would be huge
+    /// ([`sparse_atoms`]).
+    pub atoms: sparse_atoms::AtomLayout,
 }
 
 impl Default for Options {
@@ -269,6 +274,7 @@ impl Default for Options {
             untranslated_frontends: false,
             unsteered_sctp_redirects: false,
             events: Some(events::EventOptions::default()),
+            atoms: sparse_atoms::AtomLayout::Auto,
         }
     }
 }
@@ -352,6 +358,8 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         ctabs,
         columns,
         atom_words,
+        bit_words,
+        sparse_atoms,
         log_slots,
     } = plan(g, audit_g.as_ref(), opts);
     let nclasses = g.classes.len() as u32;
@@ -365,7 +373,8 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         mode: opts.mode,
         blocks,
         index,
-        has_rows: has_atoms || !ctabs.is_empty(),
+        has_rows: (has_atoms && !sparse_atoms) || !ctabs.is_empty(),
+        sparse_atoms,
         atom_words,
         has_services,
         ctabs,
@@ -379,7 +388,13 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
     // Fill data.
     let row_size = row_bytes(atom_words, columns.len());
-    fill.atom_rows = class_rows(g, atom_words, &columns, row_size);
+    (fill.atom_rows, fill.atom_bits) = class_rows(
+        g,
+        atom_words,
+        &columns,
+        row_size,
+        sparse_atoms.then_some(bit_words),
+    );
     let lb = gen.has_services.then(|| service_state(model, g, opts));
 
     // Stages.
@@ -432,6 +447,11 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
             nclasses + SPARE_CLASSES,
         ));
         filled.insert(layout::map::ATOMS, u64::from(nclasses));
+    }
+    if sparse_atoms && has_atoms {
+        let n = fill.atom_bits.nonzero_words();
+        maps.push(sparse_atoms::map_def(n));
+        filled.insert(sparse_atoms::MAP, n as u64);
     }
     if let Some(lb) = &lb {
         // The service maps (`weir_lb_*`, see `ebpf::service`), filled by

@@ -123,6 +123,14 @@ impl Gen<'_> {
         em.push(be16(R0));
         em.push(Op::alu64(AluOp::And, R0, 0x1fff));
         em.jmp(JmpCond::Ne, R0, 0, x.fragment);
+        if self.has_services {
+            // The transport header's frame offset, for the service
+            // stage's rewrite (`ctx.PARSE_OFF`, as the IPv6 walk leaves
+            // it): no helper call to read the IHL again there.
+            em.push(Op::mov64(R4, R5));
+            em.push(Op::alu64(AluOp::Add, R4, 14));
+            em.push(Op::store(Size::U16, R6, ctx::PARSE_OFF, R4));
+        }
         em.push(Op::alu64(AluOp::Add, R2, 14));
         em.push(Op::alu64(AluOp::Add, R2, R5));
         em.push(Op::Ja { target: x.l4 });

@@ -44,7 +44,12 @@ pub(super) struct Plan {
     /// Per map-backed class table, the branch of every class (its column
     /// in the class rows).
     pub(super) columns: Vec<Vec<u16>>,
+    /// Words of atom bits at the start of a class row: none when the
+    /// bits are in `weir_atom_bits` ([`super::sparse_atoms`]).
     pub(super) atom_words: usize,
+    /// Words of atom bits of a class (in its row or in `weir_atom_bits`).
+    pub(super) bit_words: usize,
+    pub(super) sparse_atoms: bool,
     pub(super) log_slots: usize,
 }
 
@@ -81,7 +86,9 @@ pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
     // Per map-backed class table, the branch of every class (its column
     // in the class rows).
     let mut columns: Vec<Vec<u16>> = Vec::new();
-    let atom_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let bit_words = g.classes.atoms.len().div_ceil(32).max(1);
+    let sparse_atoms = opts.atoms.sparse(g, bit_words);
+    let atom_words = if sparse_atoms { 0 } else { bit_words };
     let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
     for (e, root) in &entries {
@@ -165,43 +172,57 @@ pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
         ctabs,
         columns,
         atom_words,
+        bit_words,
+        sparse_atoms,
         log_slots,
     }
 }
 
 /// The class rows (`weir_atoms`): per class, its atoms as a bit set, then
-/// its branch in every map-backed class table, padded to `row_size`.
+/// its branch in every map-backed class table, padded to `row_size`;
+/// built by their non-zero words (a row of 100,000 atoms is 3,125 words,
+/// of which a class sets one or two). With `sparse_bits` (the words of
+/// atom bits, [`super::sparse_atoms`]) the bits go into the second rows
+/// returned (`Fill::atom_bits`) and the class rows hold only the columns
+/// (`atom_words` is then 0); without, the second rows are empty.
 pub(super) fn class_rows(
     g: &Graph,
     atom_words: usize,
     columns: &[Vec<u16>],
     row_size: usize,
-) -> AtomRows {
-    let mut rows = AtomRows::default();
-    let mut bytes: Vec<u8> = Vec::with_capacity(row_size);
-    let mut words: Vec<u32> = Vec::with_capacity(row_size / 4);
+    sparse_bits: Option<usize>,
+) -> (AtomRows, AtomRows) {
+    let mut rows = AtomRows::new((row_size / 4) as u32);
+    let mut bits = match sparse_bits {
+        Some(w) => AtomRows::new(w as u32),
+        None => AtomRows::default(),
+    };
+    let mut tail: Vec<u8> = Vec::with_capacity(row_size - atom_words * 4);
     for (c, row) in g.classes.classes.iter().enumerate() {
-        bytes.clear();
-        bytes.resize(atom_words * 4, 0);
+        let mut words: Vec<(u32, u32)> = Vec::new();
+        // `iter` is increasing: one word per run of atoms in it.
         for a in row.iter() {
-            let w = (a / 32) * 4;
-            let x =
-                u32::from_ne_bytes(bytes[w..w + 4].try_into().expect("4 bytes")) | 1 << (a % 32);
-            bytes[w..w + 4].copy_from_slice(&x.to_ne_bytes());
+            let (i, bit) = ((a / 32) as u32, 1u32 << (a % 32));
+            match words.last_mut() {
+                Some((j, w)) if *j == i => *w |= bit,
+                _ => words.push((i, bit)),
+            }
         }
+        if sparse_bits.is_some() {
+            bits.push_sparse(std::mem::take(&mut words));
+        }
+        tail.clear();
         for col in columns {
-            bytes.extend_from_slice(&col[c].to_ne_bytes());
+            tail.extend_from_slice(&col[c].to_ne_bytes());
         }
-        bytes.resize(row_size, 0);
-        words.clear();
-        words.extend(
-            bytes
-                .chunks(4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-        );
-        rows.push(&words);
+        tail.resize(row_size - atom_words * 4, 0);
+        for (k, b) in tail.chunks(4).enumerate() {
+            let w = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            words.push(((atom_words + k) as u32, w));
+        }
+        rows.push_sparse(words);
     }
-    rows
+    (rows, bits)
 }
 
 /// The stages: split, assemble, and split tighter while a stage comes out

@@ -46,7 +46,10 @@ pub mod ctx {
     /// Scratch of the prologue's IPv6 extension-header walk: the offset
     /// of the current header (see `codegen::parse`); after it, the
     /// transport header's (0: no walk, 54), which the service stage's
-    /// rewrite reads. In the padding after `EG_WORD`, zeroed with it.
+    /// rewrite reads. In a program with services an IPv4 packet's parse
+    /// writes its transport header's offset (14 + IHL × 4) here too, so
+    /// the rewrite needs no helper call to find it. In the padding after
+    /// `EG_WORD`, zeroed with it.
     pub const PARSE_OFF: i16 = 52; // u16
     pub const IN_WORD: i16 = 56; // u32
     /// Block to continue at after a tail call.
@@ -179,7 +182,7 @@ pub mod map {
     pub const CLS6: &str = "weir_cls6";
     pub const HOST4: &str = "weir_host4";
     pub const HOST6: &str = "weir_host6";
-    pub const ATOMS: &str = "weir_atoms";
+    pub const ATOMS: &str = crate::contract::atom_rows::MAP;
     pub const CNT: &str = "weir_cnt";
     /// Audit decisions per provenance id (`codegen/audit.rs`).
     pub const AUDIT_CNT: &str = "weir_audit_cnt";

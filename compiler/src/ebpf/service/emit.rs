@@ -98,6 +98,10 @@ pub struct CtxLayout {
     /// extension headers, as the parse's walk left it; 0 when there were
     /// none (then 54: Ethernet + the fixed header).
     pub l6_l4: i16,
+    /// The parse also left an IPv4 packet's transport header offset at
+    /// `l6_l4` (the policy pipeline's parse does): the rewrite reads it
+    /// there instead of loading the IHL with `bpf_skb_load_bytes`.
+    pub l4_known: bool,
     /// Written on translation: original destination (16) and port.
     pub orig_dst: Option<i16>,
     pub orig_dport: Option<i16>,
@@ -130,6 +134,7 @@ impl CtxLayout {
             proto: ctx::RAW_PROTO,
             family: ctx::FAMILY,
             l6_l4: ctx::PARSE_OFF,
+            l4_known: false,
             orig_dst: Some(ctx::ORIG_DST),
             orig_dport: Some(ctx::ORIG_DPORT),
             service: Some(ctx::SERVICE),
@@ -428,9 +433,10 @@ pub enum End {
 ///   transport header is at `c.l6_l4` (the parse's walk's offset past
 ///   any extension headers; 0: none, 54).
 ///
-/// Then the port (both families). A zero UDP checksum stays zero
-/// (`BPF_F_MARK_MANGLED_0`; a zero IPv6 UDP checksum is invalid anyway
-/// and the kernel drops it before or after us).
+/// Then the port's checksum (both families). A zero UDP checksum stays
+/// zero (`BPF_F_MARK_MANGLED_0`; a zero IPv6 UDP checksum is invalid
+/// anyway and the kernel drops it before or after us). Last, the address
+/// and port bytes, with direct packet stores ([`super::direct`]).
 pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) {
     let (ctx_addr, ctx_port, l4_port_off) = match end {
         End::Dst => (c.dst, c.dport, 2),
@@ -443,17 +449,29 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     };
     l4_offset_to_tmp(a, c);
     l4_csum_offset_and_flags(a, c);
-    rewrite_address(a, c, ctx_addr, addr, (v4_ip_off, v6_ip_off));
-    rewrite_port(a, c, ctx_port, port, l4_port_off);
+    rewrite_address(a, c, ctx_addr, addr);
+    rewrite_port(a, c, ctx_port, port);
+    super::direct::store_ends(a, c, (v4_ip_off, v6_ip_off), (addr, port), l4_port_off);
     update_context(a, c, end, (ctx_addr, ctx_port), (addr, port));
 }
 
-/// The transport header's offset to `st::TMP`. IPv4: 14 + IHL * 4 (read
-/// with skb_load_bytes: the stage may run after helpers that invalidated
-/// packet pointers). IPv6: the parse's offset in the context.
+/// The transport header's offset to `st::TMP`, also left in r1. IPv4:
+/// the parse's offset in the context when it left one
+/// ([`CtxLayout::l4_known`]), else 14 + IHL * 4 (read with skb_load_bytes:
+/// the stage may run after helpers that invalidated packet pointers).
+/// IPv6: the parse's offset in the context.
 fn l4_offset_to_tmp(a: &mut Asm, c: &CtxLayout) {
-    let v6 = a.new_label("rw_v6");
     let have_l4 = a.new_label("rw_l4");
+    if c.l4_known {
+        // Both families' offset in the context (IPv6: 0 = 54).
+        a.push(Op::load(Size::U16, R1, R6, c.l6_l4));
+        a.push(Op::jmp(JmpCond::Ne, R1, 0, have_l4));
+        a.push(Op::mov64(R1, 54));
+        a.bind(have_l4);
+        a.push(Op::store(Size::U64, R10, st::TMP, R1));
+        return;
+    }
+    let v6 = a.new_label("rw_v6");
     a.push(Op::load(Size::U8, R1, R6, c.family));
     a.push(Op::jmp(JmpCond::Eq, R1, 6, v6));
     a.push(Op::mov64(R1, R7));
@@ -498,11 +516,10 @@ fn l4_csum_offset_and_flags(a: &mut Asm, c: &CtxLayout) {
     a.push(Op::store(Size::U64, R10, st::TMP3, R5));
 }
 
-/// The address (`fp + addr`) written over the context's `ctx_addr`, with
-/// the checksums of its family; `ip_off` is its offset in the IPv4 and in
-/// the IPv6 header.
-fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off: (i32, i32)) {
-    let (v4_ip_off, v6_ip_off) = ip_off;
+/// The checksum updates for the address (`fp + addr`) replacing the
+/// context's `ctx_addr`, by its family (the bytes are written by
+/// [`super::direct::store_ends`]).
+fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16) {
     let addr6 = a.new_label("rw_addr6");
     let addr_done = a.new_label("rw_addr_done");
     a.push(Op::load(Size::U8, R1, R6, c.family));
@@ -527,7 +544,6 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
     a.push(Op::Call {
         helper: helper::L3_CSUM_REPLACE,
     });
-    store_bytes(a, 14 + v4_ip_off, addr, 4);
     a.push(Op::Ja { target: addr_done });
     // IPv6: the 16-byte difference into the L4 checksum (SCTP: none).
     a.bind(addr6);
@@ -559,15 +575,15 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16, ip_off:
         a.push(Op::jmp(JmpCond::Eq, R0, 0, replaced));
     }
     a.bind(replaced);
-    store_bytes(a, 14 + v6_ip_off, addr, 16);
     a.bind(addr_done);
 }
 
-/// The port (both families): L4 checksum (not SCTP's: its port does
-/// not change, [`super::sctp`]), then the bytes.
-fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16, l4_port_off: i32) {
-    let store = a.new_label("rw_port_store");
-    skip_if_sctp(a, c, store);
+/// The port's L4 checksum update (not SCTP's: its port does not change,
+/// [`super::sctp`]); the bytes are written by
+/// [`super::direct::store_ends`].
+fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16) {
+    let done = a.new_label("rw_port_csum_done");
+    skip_if_sctp(a, c, done);
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U64, R2, R10, st::TMP2));
     a.push(Op::load(Size::U16, R3, R6, ctx_port));
@@ -579,7 +595,13 @@ fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16, l4_port_of
     a.push(Op::Call {
         helper: helper::L4_CSUM_REPLACE,
     });
-    a.bind(store);
+    a.bind(done);
+}
+
+/// The port's bytes with `bpf_skb_store_bytes` (the fallback of
+/// [`super::direct::store_ends`]): `port` (u16 host order) at the
+/// transport offset in `st::TMP` + `l4_port_off`. Clobbers `st::TMP2`.
+pub(crate) fn store_port_bytes(a: &mut Asm, port: i16, l4_port_off: i32) {
     a.push(Op::load(Size::U16, R1, R10, port));
     a.push(be16(R1));
     a.push(Op::store(Size::U16, R10, st::TMP2, R1));
@@ -617,7 +639,7 @@ fn update_context(a: &mut Asm, c: &CtxLayout, end: End, at: (i16, i16), new: (i1
 }
 
 /// `skb_store_bytes(skb, off, fp + from, len, 0)`.
-fn store_bytes(a: &mut Asm, off: i32, from: i16, len: i32) {
+pub(crate) fn store_bytes(a: &mut Asm, off: i32, from: i16, len: i32) {
     a.push(Op::mov64(R1, R7));
     a.push(Op::mov64(R2, off));
     a.push(Op::mov64(R3, R10));

@@ -72,6 +72,7 @@
 //!   client only; the standalone TC program does not.
 //! - The affinity timeout counts from the last new flow that used it.
 
+mod direct;
 pub mod emit;
 pub mod fill;
 pub mod mapped;

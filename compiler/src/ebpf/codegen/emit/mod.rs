@@ -121,6 +121,9 @@ pub struct Gen<'a> {
     pub index: HashMap<Block, usize>,
     /// Whether the programs read class rows (atom tests or table columns).
     pub has_rows: bool,
+    /// Whether atom tests look the bits up in `weir_atom_bits`
+    /// ([`super::sparse_atoms`]) instead of the rows.
+    pub sparse_atoms: bool,
     /// 32-bit words of atom bits at the start of a class row.
     pub atom_words: usize,
     pub has_services: bool,

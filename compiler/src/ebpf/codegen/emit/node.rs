@@ -49,6 +49,10 @@ impl Gen<'_> {
                         em.push(Op::load(Size::U8, R1, R6, ctx::ICMP_CODE));
                         em.jmp32(JmpCond::Eq, R1, i32::from(v), t);
                     }
+                    Cond::SrcAtom(a) | Cond::DstAtom(a) if self.sparse_atoms => {
+                        use super::super::sparse_atoms::{class_of, emit_test};
+                        emit_test(em, class_of(cond), a, t);
+                    }
                     Cond::SrcAtom(a) | Cond::DstAtom(a) => {
                         let row = if matches!(cond, Cond::SrcAtom(_)) {
                             R8

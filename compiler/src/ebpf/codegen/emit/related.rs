@@ -438,13 +438,7 @@ fn checksum_update(em: &mut Em, check: i16, old: i16, new: i16, len: i16) {
     em.push(Op::load(Size::U16, R5, R10, check));
     em.push(Op::alu64(AluOp::Xor, R5, 0xffff));
     csum_diff(em, (R10, old), (R10, new), len, Some(R5));
-    // Fold the 32-bit sum to 16 bits (twice), then complement.
+    // The 32-bit sum folded to 16 bits, then complemented.
     em.push(Op::mov32(R0, R0));
-    for _ in 0..2 {
-        em.push(Op::mov64(R1, R0));
-        em.push(Op::alu64(AluOp::Rsh, R1, 16));
-        em.push(Op::alu64(AluOp::And, R0, 0xffff));
-        em.push(Op::alu64(AluOp::Add, R0, R1));
-    }
-    em.push(Op::alu64(AluOp::Xor, R0, 0xffff));
+    super::reset::fold_complement(em);
 }

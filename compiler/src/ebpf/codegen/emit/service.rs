@@ -13,6 +13,9 @@ impl Gen<'_> {
                 lb_pending: Some((ctx::LB_STATE, ctx::LB_CTV)),
                 // The prologue's `emit_established_dnat` looked first.
                 established_checked: true,
+                // The pipeline's parse leaves both families' transport
+                // offset in the context.
+                l4_known: true,
                 ..CtxLayout::pipeline()
             },
             cont,

@@ -98,6 +98,12 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::KTIME_GET_NS,
         });
+        if self.has_services {
+            // The same time for a new translation's `weir_lb_ct` entry
+            // ([`Self::record_translation`], always after this insert):
+            // its timestamp slot, past the 32 bytes `weir_ct` reads.
+            em.push(Op::store(Size::U64, R10, VALUE + lb::ct::TS, R0));
+        }
         let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
         // Non-LRU tables: a new entry is not yet `SEEN` (`fixed.rs`).
         let flags = if self.fixed_tables() {
@@ -191,7 +197,8 @@ impl Gen<'_> {
 
     /// An allowed packet of a new translation: the service stage left the
     /// `weir_lb_ct` value in the context; write it (client → frontend
-    /// flow, with the time). The reply's reverse translation is in the
+    /// flow, with the time [`Self::conntrack_insert`] read, which runs
+    /// first on both the LRU and the non-LRU path). The reply's reverse translation is in the
     /// conntrack entry [`Self::conntrack_insert`] wrote (no second
     /// table: one insert fewer per new service flow).
     pub(super) fn record_translation(&self, em: &mut Em) {
@@ -203,10 +210,8 @@ impl Gen<'_> {
             em.push(Op::load(Size::U64, R1, R6, ctx::LB_CTV + 8 * i));
             em.push(Op::store(Size::U64, R10, VALUE + 8 * i, R1));
         }
-        em.push(Op::Call {
-            helper: helper::KTIME_GET_NS,
-        });
-        em.push(Op::store(Size::U64, R10, VALUE + lb::ct::TS, R0));
+        // The timestamp is the conntrack insert's, already at
+        // `VALUE + TS` (one clock read per new flow, not two).
         self.tuple_call(em, lb::map::CT, true);
         em.bind(done);
     }
