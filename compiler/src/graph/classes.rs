@@ -280,6 +280,58 @@ pub fn collect_atoms(model: &Model) -> Vec<Atom> {
     atoms.into_iter().collect()
 }
 
+/// Each exact set prefix with the atoms it is in: the atoms including it
+/// or an enclosing prefix, less those excluding it or an enclosing one
+/// (a pre-order walk, sorted by (addr, len), with a stack of enclosing
+/// prefixes carrying cumulative include / exclude atoms).
+fn set_signatures(atoms: &[Atom]) -> Vec<(Cidr, Bits)> {
+    // Set prefixes: which atoms include / exclude each exact prefix.
+    let mut prefixes: BTreeMap<Cidr, (Bits, Bits)> = BTreeMap::new();
+    for (i, a) in atoms.iter().enumerate() {
+        if let Atom::Set(s) = a {
+            for c in &s.include {
+                prefixes.entry(*c).or_default().0.insert(i);
+            }
+            for c in &s.exclude {
+                prefixes.entry(*c).or_default().1.insert(i);
+            }
+        }
+    }
+    let mut set_sigs: Vec<(Cidr, Bits)> = Vec::with_capacity(prefixes.len());
+    let mut stack: Vec<(Cidr, Bits, Bits)> = Vec::new();
+    for (c, (inc, exc)) in &prefixes {
+        while stack.last().is_some_and(|(p, _, _)| !p.covers(c)) {
+            stack.pop();
+        }
+        let (ci, ce) = match stack.last() {
+            Some((_, i, e)) => (i.or(inc), e.or(exc)),
+            None => (inc.clone(), exc.clone()),
+        };
+        set_sigs.push((*c, ci.and_not(&ce)));
+        stack.push((*c, ci, ce));
+    }
+    set_sigs
+}
+
+/// The class map's entries: `raw` without the entries equal to their
+/// nearest enclosing entry (or to the implicit class 0 at the root).
+fn minimal_entries(raw: BTreeMap<Cidr, ClassId>) -> Vec<ClassEntry> {
+    let mut entries = Vec::with_capacity(raw.len());
+    let mut stack: Vec<(Cidr, ClassId)> = Vec::new();
+    for (c, id) in raw {
+        while stack.last().is_some_and(|(p, _)| !p.covers(&c)) {
+            stack.pop();
+        }
+        let parent = stack.last().map_or(0, |&(_, k)| k);
+        if parent != id {
+            entries.push(ClassEntry { cidr: c, class: id });
+        }
+        // The effective class below `c` is `id` either way.
+        stack.push((c, id));
+    }
+    entries
+}
+
 impl Classes {
     pub fn build(model: &Model) -> Classes {
         let atoms = collect_atoms(model);
@@ -291,33 +343,7 @@ impl Classes {
         let endpoint_atom = atom_index[&Atom::Sel(Sel::All)];
         let nodes_atom = crate::nodes::world_nodes_atom(model).map(|s| atom_index[&Atom::Set(s)]);
 
-        // Set prefixes: which atoms include / exclude each exact prefix.
-        let mut prefixes: BTreeMap<Cidr, (Bits, Bits)> = BTreeMap::new();
-        for (i, a) in atoms.iter().enumerate() {
-            if let Atom::Set(s) = a {
-                for c in &s.include {
-                    prefixes.entry(*c).or_default().0.insert(i);
-                }
-                for c in &s.exclude {
-                    prefixes.entry(*c).or_default().1.insert(i);
-                }
-            }
-        }
-        // Pre-order walk (sorted by (addr, len)) with a stack of enclosing
-        // prefixes carrying cumulative include / exclude atoms.
-        let mut set_sigs: Vec<(Cidr, Bits)> = Vec::with_capacity(prefixes.len());
-        let mut stack: Vec<(Cidr, Bits, Bits)> = Vec::new();
-        for (c, (inc, exc)) in &prefixes {
-            while stack.last().is_some_and(|(p, _, _)| !p.covers(c)) {
-                stack.pop();
-            }
-            let (ci, ce) = match stack.last() {
-                Some((_, i, e)) => (i.or(inc), e.or(exc)),
-                None => (inc.clone(), exc.clone()),
-            };
-            set_sigs.push((*c, ci.and_not(&ce)));
-            stack.push((*c, ci, ce));
-        }
+        let set_sigs = set_signatures(&atoms);
         let mut set_lpm = Lpm::new();
         for (c, s) in &set_sigs {
             set_lpm.insert(*c, s.clone());
@@ -379,21 +405,7 @@ impl Classes {
             endpoint_classes.push(per);
         }
 
-        // Drop entries equal to their nearest enclosing entry (or to the
-        // implicit class 0 at the root).
-        let mut entries = Vec::with_capacity(raw.len());
-        let mut stack: Vec<(Cidr, ClassId)> = Vec::new();
-        for (c, id) in raw {
-            while stack.last().is_some_and(|(p, _)| !p.covers(&c)) {
-                stack.pop();
-            }
-            let parent = stack.last().map_or(0, |&(_, k)| k);
-            if parent != id {
-                entries.push(ClassEntry { cidr: c, class: id });
-            }
-            // The effective class below `c` is `id` either way.
-            stack.push((c, id));
-        }
+        let entries = minimal_entries(raw);
         let mut lpm = Lpm::new();
         for e in &entries {
             lpm.insert(e.cidr, e.class);

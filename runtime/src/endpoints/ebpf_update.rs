@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use weir_compiler::churn::{self, EndpointRec};
+use weir_compiler::churn::{self, AddrChange, EndpointRec};
 use weir_compiler::contract::endpoints_state::{self as state, Header};
 use weir_compiler::contract::Manifest;
 use weir_compiler::ebpf::layout::self_entry;
 use weir_compiler::ebpf::service::LbState;
 
 use super::plan::{backends_after, dry_report, plan, set_host_prefix, Planned, SCAN_LIMIT};
-use super::{write_failed, EndpointsError, Report, ServiceUpdate};
+use super::{write_failed, EndpointsError, FileIdentity, Report, ServiceUpdate};
 use crate::record::{bad_record, read_legacy, socket, Bytes, Record, Side};
 use crate::statefs::file_identity;
 
@@ -193,25 +193,43 @@ pub fn ebpf_text(
     ebpf_mode(inst, dir, inventory, false)
 }
 
-fn ebpf_mode(
+/// Capacity first: a full hash map must refuse the update before any
+/// entry is written (the class-map host entries and the `self` entries
+/// the update inserts).
+fn check_capacity(
+    pinned: &mut crate::ebpf::txn::PinnedMaps,
+    changes: &[AddrChange],
+    same: &churn::self_relation::SelfChanges,
+) -> Result<(), EndpointsError> {
+    let mut inserts: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    for c in changes.iter().filter(|c| c.new.is_some()) {
+        let (map, key) = host_key(c.addr);
+        inserts.entry(map).or_default().push(key);
+    }
+    for &(a, c) in &same.write {
+        let (map, key, _) = self_entry(a, c);
+        inserts.entry(map).or_default().push(key);
+    }
+    for (map, keys) in &inserts {
+        pinned
+            .check_capacity(map, keys)
+            .map_err(|e| EndpointsError::Refused(vec![e]))?;
+    }
+    Ok(())
+}
+
+/// The endpoints record of the generation in force, once `dir` is shown
+/// to be its bundle: by the manifest file's identity recorded at the last
+/// update, else by its contents against the manifest recorded at apply
+/// (a record of another bundle, or none, is rebuilt from the manifest).
+/// Also the identity to record for the next update: the file's, unless
+/// it was compared by content and changed too recently to stand for it
+/// (see `crate::bundle::trusted_identities`).
+fn record_of_given_bundle(
     inst: &crate::ebpf::Instance,
     dir: &Path,
-    inventory: &str,
-    dry_run: bool,
-) -> Result<Report, EndpointsError> {
-    let t0 = Instant::now();
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(crate::ebpf::EbpfError::NotPrivileged {
-            detail: "run as root".into(),
-        }
-        .into());
-    }
-    // Not while an apply runs; an interrupted one is finished first.
-    let _lock = match inst.state_dir().exists() {
-        true => Some(crate::ebpf::record::settle(inst)?),
-        false => None,
-    };
-    let generation = ebpf_generation(inst)?;
+    generation: u64,
+) -> Result<(Record, Option<FileIdentity>), EndpointsError> {
     let sd = inst.state_dir();
     let given_path = dir.join("manifest.json");
     let unreadable =
@@ -219,9 +237,6 @@ fn ebpf_mode(
     let taken = std::time::SystemTime::now();
     let given_id = file_identity(&given_path).ok_or_else(unreadable)?;
     let mut rec = Record::read(&sd).filter(|r| r.header.generation == generation);
-    // The identity recorded for the next update: the file's, unless it
-    // was compared by content and changed too recently to stand for it
-    // (see `crate::bundle::trusted_identities`).
     let mut record_id = Some(given_id.clone());
     if rec
         .as_ref()
@@ -261,7 +276,30 @@ fn ebpf_mode(
             .map_err(EndpointsError::Bundle)?,
         });
     }
-    let rec = rec.expect("a record");
+    Ok((rec.expect("a record"), record_id))
+}
+
+fn ebpf_mode(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+    dry_run: bool,
+) -> Result<Report, EndpointsError> {
+    let t0 = Instant::now();
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(crate::ebpf::EbpfError::NotPrivileged {
+            detail: "run as root".into(),
+        }
+        .into());
+    }
+    // Not while an apply runs; an interrupted one is finished first.
+    let _lock = match inst.state_dir().exists() {
+        true => Some(crate::ebpf::record::settle(inst)?),
+        false => None,
+    };
+    let generation = ebpf_generation(inst)?;
+    let sd = inst.state_dir();
+    let (rec, record_id) = record_of_given_bundle(inst, dir, generation)?;
     let planned = plan(&rec, &sd, inventory)?;
     if dry_run {
         let writes = planned.changes.len();
@@ -290,22 +328,7 @@ fn ebpf_mode(
         Default::default()
     };
     let mut pinned = crate::ebpf::txn::PinnedMaps::new(gen_dir);
-    // Capacity first: a full hash map must refuse the update before any
-    // entry is written.
-    let mut inserts: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
-    for c in changes.iter().filter(|c| c.new.is_some()) {
-        let (map, key) = host_key(c.addr);
-        inserts.entry(map).or_default().push(key);
-    }
-    for &(a, c) in &same.write {
-        let (map, key, _) = self_entry(a, c);
-        inserts.entry(map).or_default().push(key);
-    }
-    for (map, keys) in &inserts {
-        pinned
-            .check_capacity(map, keys)
-            .map_err(|e| EndpointsError::Refused(vec![e]))?;
-    }
+    check_capacity(&mut pinned, changes, &same)?;
     let (writes, updated) = match write_maps(&mut pinned, &planned, &same, lb.as_mut()) {
         Ok(w) => w,
         Err(e) => {

@@ -335,21 +335,40 @@ fn service_state(model: &Model, g: &Graph, opts: &Options) -> LbState {
         },
     )
 }
+/// What eBPF cannot carry out, refused before anything is generated: a
+/// frontend it would leave untranslated and a redirect that can match
+/// SCTP (each unless the options let it pass, for the differential
+/// tests).
+fn refuse_untranslatable(model: &Model, opts: &Options) -> Result<(), Vec<Limit>> {
+    let mut refused = Vec::new();
+    if !opts.untranslated_frontends {
+        refused = untranslated_frontends(model);
+    }
+    if refused.is_empty() && !opts.unsteered_sctp_redirects {
+        refused = sctp_redirects(model);
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused)
+    }
+}
+
+/// Maps over the kernel's entry limit. (A ring buffer's `max_entries` is
+/// bytes, bounded by `events::MAX_RING_BYTES`.)
+fn oversized_maps(maps: &[MapDef]) -> impl Iterator<Item = Limit> + '_ {
+    maps.iter()
+        .filter(|m| m.map_type != MapType::RingBuf)
+        .filter(|m| u64::from(m.max_entries) > MAX_MAP_ENTRIES)
+        .map(|m| Limit::MapTooLarge {
+            map: m.name.clone(),
+            entries: u64::from(m.max_entries),
+        })
+}
 
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
-    if !opts.untranslated_frontends {
-        let refused = untranslated_frontends(model);
-        if !refused.is_empty() {
-            return Err(refused);
-        }
-    }
-    if !opts.unsteered_sctp_redirects {
-        let refused = sctp_redirects(model);
-        if !refused.is_empty() {
-            return Err(refused);
-        }
-    }
+    refuse_untranslatable(model, opts)?;
     let audit_g = audit::audit_graph(model, g)?;
     let Plan {
         node_numbers,
@@ -472,16 +491,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));
         filled.insert(layout::map::JMP, nstages as u64 - 1);
     }
-    // (A ring buffer's `max_entries` is bytes, bounded by
-    // `events::MAX_RING_BYTES`.)
-    for m in maps.iter().filter(|m| m.map_type != MapType::RingBuf) {
-        if u64::from(m.max_entries) > MAX_MAP_ENTRIES {
-            limits.push(Limit::MapTooLarge {
-                map: m.name.clone(),
-                entries: u64::from(m.max_entries),
-            });
-        }
-    }
+    limits.extend(oversized_maps(&maps));
     if !limits.is_empty() {
         return Err(limits);
     }
