@@ -1,15 +1,17 @@
 //! The compiler → runtime contract: the bundle's file names and the
 //! manifest's types, in one place. `weir compile` writes a bundle with
-//! [`write`] (borrowed views, for speed); the runtime, `weir endpoints`
+//! the bundle's writer (`bundle/write.rs`: borrowed views, for speed);
+//! the runtime, `weir endpoints`
 //! ([`crate::churn`]) and tests read it with [`parse`] into [`Manifest`].
 //! docs/bundle.md describes the format for people who load a bundle with
 //! other tools.
 //!
 //! **One format, two forms.** Writing a large manifest is
 //! allocation-bound, so the writer serializes borrowed views of the model
-//! and graph ([`write`]); readers deserialize owned types
-//! ([`manifest`], [`iptables`], and the eBPF section's [`ebpf`]). Both
-//! forms live here, and
+//! and graph (`bundle/write.rs`, beside the bundle it writes, so this
+//! module needs nothing from the writer's side); readers deserialize
+//! owned types ([`manifest`], [`iptables`], and the eBPF section's
+//! [`ebpf`]), and
 //! `contract::tests` checks that everything the writer writes parses
 //! into the reader's types (which refuse unknown keys) and says the same.
 //!
@@ -36,7 +38,6 @@ pub mod event;
 pub mod iptables;
 pub mod manifest;
 pub mod validate;
-pub mod write;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 //! below declares its fields in sorted key order** (a `Value` object is a
 //! sorted map), optional keys that a kind lacks are skipped, and
 //! `bundle::tests` compares both. The reader's form is
-//! [`super::manifest`]; `contract::tests` checks that this writes what
+//! [`crate::contract::manifest`]; `contract::tests` checks that this writes what
 //! that reads.
 
 use std::collections::BTreeMap;
@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::manifest::{ActionName, BalanceName, DirectionName, Location, ProvenanceKind};
-use super::FORMAT_VERSION;
-use crate::bundle::{source_hash, BackendArtifacts, BundleInput, SPARE_CLASSES};
+use super::{source_hash, BackendArtifacts, BundleInput, SPARE_CLASSES};
+use crate::contract::manifest::{ActionName, BalanceName, DirectionName, Location, ProvenanceKind};
+use crate::contract::FORMAT_VERSION;
 use crate::graph::cost::capacity;
 use crate::graph::{dump, Atom, Graph};
 use crate::model::Direction;
@@ -50,7 +50,7 @@ pub struct Head<'a> {
 
 /// The back ends' sections by name, borrowed (the manifest's text
 /// splices the sections' text, `bundle::manifest_bytes`).
-pub struct Backends<'a>(pub &'a BTreeMap<super::Target, BackendArtifacts>);
+pub struct Backends<'a>(pub &'a BTreeMap<crate::contract::Target, BackendArtifacts>);
 
 impl Serialize for Backends<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -143,7 +143,7 @@ struct ServiceEntry<'a> {
 struct BackendSelector<'a> {
     port: u16,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    port_keys: super::PortKeys,
+    port_keys: crate::contract::PortKeys,
     /// The selector in its serde form, serialized directly: every variant
     /// of `Sel` is a tuple or unit variant, whose serde form is a one-key
     /// object (or a string) — already sorted, as a `Value` would print it
@@ -325,7 +325,7 @@ fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> 
                         crate::model::TargetPort::Number(n) => *n,
                         crate::model::TargetPort::Named(_) => 0,
                     },
-                    port_keys: super::port_keys(m),
+                    port_keys: crate::contract::port_keys(m),
                     selector,
                     text: Text(selector),
                 }),
@@ -384,11 +384,11 @@ fn socket(a: std::net::IpAddr, port: u16) -> String {
 pub fn artifact_hashes(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
     let mut todo: Vec<(&String, &Vec<u8>)> = files
         .iter()
-        .filter(|(name, _)| name.as_str() != super::MANIFEST)
+        .filter(|(name, _)| name.as_str() != crate::contract::MANIFEST)
         .collect();
     let hash_all = |part: &[(&String, &Vec<u8>)]| -> Vec<(String, String)> {
         part.iter()
-            .map(|(name, bytes)| ((*name).clone(), super::sha256_hex(bytes)))
+            .map(|(name, bytes)| ((*name).clone(), crate::contract::sha256_hex(bytes)))
             .collect()
     };
     let total: usize = todo.iter().map(|(_, b)| b.len()).sum();

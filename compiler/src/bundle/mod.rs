@@ -23,10 +23,11 @@
 //! files and its manifest section); [`bundle`] merges them. Output is
 //! byte-for-byte deterministic: every map is ordered, JSON is written
 //! with sorted keys (what a `serde_json::Value` prints, whose objects are
-//! `BTreeMap`s here; the typed views of [`crate::contract::write`]
+//! `BTreeMap`s here; the typed views of [`write`]
 //! declare their fields in that order) and a trailing newline.
 
-use crate::contract::write::{self, Head};
+mod write;
+
 use crate::graph::{dump, Graph};
 use crate::model::Model;
 use serde::Serialize;
@@ -34,6 +35,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use weir_grammar::Span;
+use write::Head;
 
 pub use crate::contract::{
     Location, Target, FORMAT_VERSION, GRAPH_TXT, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES,
