@@ -112,6 +112,8 @@ mod sets;
 mod text;
 
 #[cfg(test)]
+mod self_mark_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::bundle::{BackendArtifacts, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES};
