@@ -39,7 +39,10 @@ fn emit(what: &str, extra: &[&str]) -> String {
 #[test]
 fn the_mask_reaches_the_rules_and_the_manifest() {
     let rules = emit("iptables", &["--iptables-self-mark", "0x0fff0000"]);
-    assert!(rules.contains("-j MARK --set-xmark 0x0/0xfff0000"), "{rules}");
+    assert!(
+        rules.contains("-j MARK --set-xmark 0x0/0xfff0000"),
+        "{rules}"
+    );
     assert!(rules.contains("-m mark --mark 0x10000/0x10000"), "{rules}");
     let m: Value =
         serde_json::from_str(&emit("manifest", &["--iptables-self-mark", "0x0fff0000"])).unwrap();

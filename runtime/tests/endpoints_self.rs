@@ -76,11 +76,7 @@ fn write_bundle(dir: &Path, target: Target) -> usize {
 }
 
 /// [`write_bundle`] with back-end options.
-fn write_bundle_with(
-    dir: &Path,
-    target: Target,
-    opts: &weir_compiler::backends::Options,
-) -> usize {
+fn write_bundle_with(dir: &Path, target: Target, opts: &weir_compiler::backends::Options) -> usize {
     let path = PathBuf::from("policy.weir");
     let loader = MemoryLoader::new()
         .with(&path, SRC)

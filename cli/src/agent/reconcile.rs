@@ -233,13 +233,14 @@ impl Reconciler {
                 Err(e) => format!("the endpoint update failed ({e}); recompiling"),
             },
         };
-        let generation = match build::generation(&self.work, &program, &inventory, self.target, &self.opts) {
-            Ok(g) => g,
-            Err(build::Failure::Refused(e)) => {
-                return self.refused(format!("the compiler refused: {e}"), dirty)
-            }
-            Err(build::Failure::Io(e)) => return self.failed(e),
-        };
+        let generation =
+            match build::generation(&self.work, &program, &inventory, self.target, &self.opts) {
+                Ok(g) => g,
+                Err(build::Failure::Refused(e)) => {
+                    return self.refused(format!("the compiler refused: {e}"), dirty)
+                }
+                Err(build::Failure::Io(e)) => return self.failed(e),
+            };
         match self.node.apply(&generation.bundle) {
             Ok(in_force) => {
                 build::retire_others(&self.work, &generation.dir);

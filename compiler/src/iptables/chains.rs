@@ -283,7 +283,10 @@ impl<'a> Stage<'a> {
                     }
                     Cond::IcmpType(t) => self.type_branches(ctx, one(t.into(), t.into()), els),
                     Cond::IcmpCode(c) => self.code_branches(ctx, one(c.into(), c.into()), els),
-                    Cond::SameEndpoint => (vec![(super::self_set::test_match(self.self_mark), then)], els),
+                    Cond::SameEndpoint => (
+                        vec![(super::self_set::test_match(self.self_mark), then)],
+                        els,
+                    ),
                 }
             }
             Node::Table { key, entries, .. } => {

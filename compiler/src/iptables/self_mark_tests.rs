@@ -48,7 +48,13 @@ fn the_mask_decides_the_bits() {
     );
     let d = SelfMark::default();
     assert_eq!(
-        (d.reserved(), d.same_bit(), d.id_mask(), d.shift(), d.max_id()),
+        (
+            d.reserved(),
+            d.same_bit(),
+            d.id_mask(),
+            d.shift(),
+            d.max_id()
+        ),
         (DEFAULT_MASK, 0x800, 0xffff_f000, 12, 0xf_ffff)
     );
     let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
@@ -71,7 +77,8 @@ fn rules_and_members_use_the_mask() {
     }
     assert!(!o.iptables.contains("0xfffff"), "{}", o.iptables);
     assert!(
-        o.ipset.contains("add weir-self 10.0.2.1 skbmark 0x60000/0x0"),
+        o.ipset
+            .contains("add weir-self 10.0.2.1 skbmark 0x60000/0x0"),
         "{}",
         o.ipset
     );

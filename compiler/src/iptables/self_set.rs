@@ -276,9 +276,7 @@ pub fn check(model: &Model, g: &Graph, mark: SelfMark) -> Vec<Unsupported> {
     let max = mark.max_id() as usize;
     if owning > max {
         out.push(Unsupported {
-            span: model.endpoints[max]
-                .span
-                .unwrap_or(model.policies[0].span),
+            span: model.endpoints[max].span.unwrap_or(model.policies[0].span),
             refusal: Refusal::NotExpressible {
                 backend: crate::contract::Target::Iptables,
                 construct: Construct::SelfTooManyEndpoints {

@@ -85,5 +85,7 @@ pub(crate) fn self_mark_of(
     header: &Header,
 ) -> Result<weir_compiler::iptables::self_set::SelfMark, String> {
     use weir_compiler::iptables::self_set::SelfMark;
-    header.self_mark.map_or(Ok(SelfMark::default()), SelfMark::new)
+    header
+        .self_mark
+        .map_or(Ok(SelfMark::default()), SelfMark::new)
 }
