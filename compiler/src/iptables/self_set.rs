@@ -55,8 +55,8 @@ use std::net::IpAddr;
 /// contiguous run of at least two bits, whose lowest bit is the SAME bit
 /// ("source and destination are one endpoint") and whose other bits hold
 /// endpoint ids. Configurable because the mark is shared: kube-proxy
-/// uses 0x4000 and 0x8000 (`--iptables-masquerade-bit` 14 and its drop
-/// bit 15), Calico its `iptablesMarkMask` (default 0xffff0000).
+/// uses 0x4000 (`--iptables-masquerade-bit`, default 14; 0x8000 was its
+/// drop mark), Calico its `iptablesMarkMask` (default 0xffff0000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SelfMark(u32);
 
@@ -134,7 +134,7 @@ impl SelfMark {
         };
         let (value, _) = mark.split_once('/')?;
         let v = u32::from_str_radix(value.strip_prefix("0x")?, 16).ok()?;
-        Some((addr.parse().ok()?, (v & self.id_mask()) >> self.shift()))
+        Some((addr.parse().ok()?, v >> self.shift()))
     }
 }
 
