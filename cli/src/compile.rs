@@ -135,6 +135,14 @@ pub struct Args {
     /// The NFLOG group the iptables chains report events to. Default 100.
     #[arg(long, value_name = "N")]
     pub event_group: Option<u16>,
+    /// The packet-mark bits the iptables back end uses for `self`: one
+    /// contiguous run of at least 2 bits, hex; its lowest bit marks
+    /// "source and destination are one endpoint", the bits above it hold
+    /// endpoint ids. Default 0xfffff800. Choose bits no other user of
+    /// the mark sets (kube-proxy: 0xc000; Calico: its iptablesMarkMask).
+    /// See docs/kubernetes.md.
+    #[arg(long, value_name = "MASK", value_parser = self_mark)]
+    pub iptables_self_mark: Option<weir_compiler::iptables::self_set::SelfMark>,
     /// Fail on warnings.
     #[arg(long)]
     pub deny_warnings: bool,
@@ -147,6 +155,11 @@ pub struct Args {
 pub enum EventsArg {
     On,
     Off,
+}
+
+/// `--iptables-self-mark` (also `weir agent`'s).
+pub fn self_mark(s: &str) -> Result<weir_compiler::iptables::self_set::SelfMark, String> {
+    weir_compiler::iptables::self_set::SelfMark::parse(s)
 }
 
 fn ring_bytes(s: &str) -> Result<u32, String> {
@@ -213,6 +226,11 @@ fn validate(args: &Args) -> Result<(), i32> {
     {
         return Err(program::usage(
             "--ct-entries, --lb-entries and --ct-table shape the ebpf back end's tables, not --target iptables (iptables keeps flows in the kernel's conntrack)",
+        ));
+    }
+    if args.target == TargetArg::Ebpf && args.iptables_self_mark.is_some() {
+        return Err(program::usage(
+            "--iptables-self-mark is the iptables back end's packet-mark bits for `self`, not --target ebpf's (the eBPF back end decides `self` without the mark)",
         ));
     }
     if args.events == EventsArg::Off && args.event_group.is_some() {
@@ -390,6 +408,7 @@ fn backend_options(args: &Args) -> backends::Options {
         ebpf: ebpf_options(args),
         iptables: weir_compiler::iptables::Options {
             events,
+            self_mark: args.iptables_self_mark.unwrap_or_default(),
             ..Default::default()
         },
     }

@@ -72,6 +72,11 @@ fn base() -> Vec<EndpointRec> {
 
 /// Compiles [`SRC`] for `target` into `dir`; returns the class count.
 fn write_bundle(dir: &Path, target: Target) -> usize {
+    write_bundle_with(dir, target, &Default::default())
+}
+
+/// [`write_bundle`] with back-end options.
+fn write_bundle_with(dir: &Path, target: Target, opts: &weir_compiler::backends::Options) -> usize {
     let path = PathBuf::from("policy.weir");
     let loader = MemoryLoader::new()
         .with(&path, SRC)
@@ -80,7 +85,7 @@ fn write_bundle(dir: &Path, target: Target) -> usize {
     assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
     let model = &a.checked.model;
     let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate(target, model, g).unwrap();
+    let art = weir_compiler::backends::generate_with(target, model, g, opts).unwrap();
     let sources = vec![("policy.weir".to_string(), SRC.to_string())];
     let files = bundle::bundle(&BundleInput {
         model,
@@ -200,6 +205,79 @@ fn iptables_self_churn_is_an_update() {
     };
     churn(&topo, &mut |inv| endpoints::iptables(&rt, &b, inv), &kernel);
     assert_eq!(rt.read_state().unwrap().unwrap().generation, g);
+    rt.detach().unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A non-default mask (`weir compile --iptables-self-mark 0x0fff0000`:
+/// the SAME bit 0x10000, ids in 0x0ffe0000; kube-proxy's 0x4000 and
+/// 0x8000 stay free): the chains use it, and `weir endpoints` encodes the
+/// ids it adds with the mask the manifest records. Two endpoints added
+/// in one update get ids whose bits differ inside the mask: encoded with
+/// the default mask (ids << 12, below 0x10000) both would be 0 there,
+/// and each would be the other's `self`.
+#[test]
+fn iptables_self_churn_with_a_mark_mask() {
+    if !weir_runtime::kernel_test::may_run(
+        "iptables_self_churn_with_a_mark_mask",
+        &["ip", "iptables-restore", "ip6tables-restore", "ipset"],
+    ) {
+        return;
+    }
+    const MASK: u32 = 0x0fff_0000;
+    const IDS: u32 = 0x0ffe_0000;
+    let work = weir_runtime::kernel_test::state_dir("endpoints-self-mask").unwrap();
+    let dir = work.join("bundle");
+    let mut opts = weir_compiler::backends::Options::default();
+    opts.iptables.self_mark = weir_compiler::iptables::self_set::SelfMark::new(MASK).unwrap();
+    write_bundle_with(&dir, Target::Iptables, &opts);
+    let topo = Topology::new().expect("netns topology");
+    let rt = Iptables::new(Options::netns(topo.node.name()).with_state_dir(work.join("state")));
+    let b = Bundle::read(&dir).unwrap();
+    let g = rt.apply(&b).unwrap().generation;
+    // The chains as the kernel holds them use the mask.
+    let save = topo.node.exec("iptables-save", &["-t", "mangle"]).unwrap();
+    let save = String::from_utf8_lossy(&save.stdout).into_owned();
+    assert!(save.contains("--set-xmark 0x0/0xfff0000"), "{save}");
+    assert!(save.contains("--set-xmark 0x10000/0x10000"), "{save}");
+    // Each member's mark value, read back with `ipset save`.
+    let kernel = || -> BTreeMap<IpAddr, String> {
+        let set = format!("weir{g}-self");
+        let out = topo.node.exec("ipset", &["save", &set]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() == 5 && w[0] == "add").then(|| (ip(w[2]), w[4].to_string()))
+            })
+            .collect()
+    };
+    let in_mask = |k: &BTreeMap<IpAddr, String>| {
+        k.values().all(|v| {
+            let v = v.split('/').next().unwrap().trim_start_matches("0x");
+            let v = u32::from_str_radix(v, 16).unwrap();
+            v != 0 && v & !IDS == 0
+        })
+    };
+    assert!(in_mask(&kernel()), "compiled ids: {:?}", kernel());
+    churn(&topo, &mut |inv| endpoints::iptables(&rt, &b, inv), &kernel);
+    // Two endpoints in one update.
+    let (c1, c2, d1, d2) = (
+        ip("10.1.0.35"),
+        ip("10.2.0.35"),
+        ip("10.1.0.36"),
+        ip("10.2.0.36"),
+    );
+    let mut two = base();
+    two.push(ep("c", &["10.1.0.35", "10.2.0.35"]));
+    two.push(ep("d", &["10.1.0.36", "10.2.0.36"]));
+    endpoints::iptables(&rt, &b, &two).unwrap();
+    assert!(topo.tcp_connect(c1, c2, 8080, T), "c → c: self");
+    assert!(topo.tcp_connect(d1, d2, 8080, T), "d → d: self");
+    assert!(!topo.tcp_connect(c1, d2, 8080, T), "c → d: not d's self");
+    assert!(!topo.tcp_connect(d1, c2, 8080, T), "d → c: not c's self");
+    let k = kernel();
+    assert!(in_mask(&k), "ids written by weir endpoints: {k:?}");
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -62,6 +62,7 @@ pub fn generation(
     program: &str,
     inventory: &str,
     target: Target,
+    opts: &weir_compiler::backends::Options,
 ) -> Result<Generation, Failure> {
     let dir = next_dir(work);
     let io = |e: std::io::Error| Failure::Io(format!("writing {}: {e}", dir.display()));
@@ -73,23 +74,28 @@ pub fn generation(
         bundle: dir.join("bundle"),
         dir: dir.clone(),
     };
-    let result = compile(&source, &g.bundle, target);
+    let result = compile(&source, &g.bundle, target, opts);
     if result.is_err() {
         retire(&g);
     }
     result.map(|_| g)
 }
 
-fn compile(source: &Path, bundle: &Path, target: Target) -> Result<(), Failure> {
+fn compile(
+    source: &Path,
+    bundle: &Path,
+    target: Target,
+    opts: &weir_compiler::backends::Options,
+) -> Result<(), Failure> {
     let analyzed = weir_compiler::driver::analyze(&[source.to_path_buf()], &FsLoader::new(), None);
     if analyzed.compiled.is_none() || analyzed.checked.has_errors() {
         return Err(Failure::Refused(errors(&analyzed.checked.diagnostics)));
     }
-    // The per-flow tables at their node-sized defaults (docs/runtime.md),
-    // events on to the default group: the agent has no `--ct-entries`,
-    // `--lb-entries` or `--event-group` of its own yet.
-    let opts = weir_compiler::backends::Options::default();
-    let built = crate::compile::build(&analyzed, &[target], &opts).map_err(|_| {
+    // `opts`: the defaults but for `--iptables-self-mark` (the per-flow
+    // tables at their node-sized defaults, docs/runtime.md, events on to
+    // the default group: the agent has no `--ct-entries`, `--lb-entries`
+    // or `--event-group` of its own yet).
+    let built = crate::compile::build(&analyzed, &[target], opts).map_err(|_| {
         Failure::Refused(format!(
             "the {} back end is not in this build",
             target.name()

@@ -86,6 +86,11 @@ pub struct Args {
     /// How decisions are printed (--replay).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// The packet-mark bits the iptables back end uses for `self` (as
+    /// `weir compile --iptables-self-mark`; default 0xfffff800). With
+    /// kube-proxy on the node, keep 0xc000 out of it.
+    #[arg(long, value_name = "MASK", value_parser = crate::compile::self_mark)]
+    pub iptables_self_mark: Option<weir_compiler::iptables::self_set::SelfMark>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -131,6 +136,9 @@ pub fn run(args: Args) -> i32 {
     if args.cgroup.is_some() && args.target.backend != Backend::Ebpf {
         return crate::program::usage("--cgroup applies to --backend ebpf");
     }
+    if args.iptables_self_mark.is_some() && args.target.backend != Backend::Iptables {
+        return crate::program::usage("--iptables-self-mark applies to --backend iptables");
+    }
     if args.dry_run && args.replay.is_none() {
         return crate::program::usage("--dry-run applies to --replay FILE");
     }
@@ -153,7 +161,11 @@ pub fn run(args: Args) -> i32 {
         Backend::Iptables => weir_compiler::bundle::Target::Iptables,
         Backend::Ebpf => weir_compiler::bundle::Target::Ebpf,
     };
-    let mut rec = Reconciler::new(node, work.clone(), target).for_node(args.node.clone());
+    let mut opts = weir_compiler::backends::Options::default();
+    opts.iptables.self_mark = args.iptables_self_mark.unwrap_or_default();
+    let mut rec = Reconciler::new(node, work.clone(), target)
+        .for_node(args.node.clone())
+        .with_options(opts);
     let shared = http::shared();
     if let Some(addr) = &args.listen {
         match http::serve(addr, shared.clone(), extra_metrics(&args)) {

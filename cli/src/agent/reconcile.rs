@@ -110,6 +110,8 @@ pub struct Reconciler {
     /// The node this agent runs on (`--node`): what `Local` Services and
     /// node ports are imported for (k8s/frontends.rs).
     node_name: Option<String>,
+    /// The back ends' options each generation is compiled with.
+    opts: weir_compiler::backends::Options,
 }
 
 impl Reconciler {
@@ -128,7 +130,14 @@ impl Reconciler {
             count: 0,
             status: Status::default(),
             node_name: None,
+            opts: Default::default(),
         }
+    }
+
+    /// Compiles with `opts` (`weir agent --iptables-self-mark`).
+    pub fn with_options(mut self, opts: weir_compiler::backends::Options) -> Reconciler {
+        self.opts = opts;
+        self
     }
 
     /// Imports for node `name` (`weir agent --node`).
@@ -224,13 +233,14 @@ impl Reconciler {
                 Err(e) => format!("the endpoint update failed ({e}); recompiling"),
             },
         };
-        let generation = match build::generation(&self.work, &program, &inventory, self.target) {
-            Ok(g) => g,
-            Err(build::Failure::Refused(e)) => {
-                return self.refused(format!("the compiler refused: {e}"), dirty)
-            }
-            Err(build::Failure::Io(e)) => return self.failed(e),
-        };
+        let generation =
+            match build::generation(&self.work, &program, &inventory, self.target, &self.opts) {
+                Ok(g) => g,
+                Err(build::Failure::Refused(e)) => {
+                    return self.refused(format!("the compiler refused: {e}"), dirty)
+                }
+                Err(build::Failure::Io(e)) => return self.failed(e),
+            };
         match self.node.apply(&generation.bundle) {
             Ok(in_force) => {
                 build::retire_others(&self.work, &generation.dir);

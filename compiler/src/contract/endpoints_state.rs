@@ -105,6 +105,11 @@ pub struct Header {
     /// address another class is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipv6_class0: bool,
+    /// iptables: the packet-mark bits of `self` (the manifest's
+    /// `self_mark`) when not the default 0xfffff800: the id sets'
+    /// members are encoded with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_mark: Option<u32>,
     /// The endpoints declared in the source: an inventory never removes
     /// or changes them ([`crate::churn::filter_declared`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -123,6 +128,7 @@ impl Header {
             files: None,
             sets: None,
             ipv6_class0: false,
+            self_mark: None,
             declared: Vec::new(),
         }
     }

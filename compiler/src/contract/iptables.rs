@@ -41,7 +41,26 @@ pub struct IptablesSection {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipv6_class0: bool,
     pub log: Log,
+    /// The packet-mark bits of `self` (`weir compile
+    /// --iptables-self-mark`; compiler/src/iptables/self_set.rs): the
+    /// lowest is the SAME bit, the others hold endpoint ids, which `weir
+    /// endpoints` encodes with this mask. Written only when not the
+    /// default 0xfffff800 (so bundles compiled without the option, and
+    /// older manifests, read as that default).
+    #[serde(
+        default = "default_self_mark",
+        skip_serializing_if = "is_default_self_mark"
+    )]
+    pub self_mark: u32,
     pub sets: Vec<SetEntry>,
+}
+
+fn default_self_mark() -> u32 {
+    crate::iptables::self_set::DEFAULT_MASK
+}
+
+fn is_default_self_mark(m: &u32) -> bool {
+    *m == default_self_mark()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

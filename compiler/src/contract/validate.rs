@@ -318,6 +318,9 @@ fn iptables(m: &Manifest, s: &IptablesSection) -> Check {
             s.classes
         ));
     }
+    if let Err(e) = crate::iptables::self_set::SelfMark::new(s.self_mark) {
+        return Err(format!("backends.iptables.self_mark: {e}"));
+    }
     for (i, h) in s.hooks.iter().enumerate() {
         let known = HOOKS
             .iter()

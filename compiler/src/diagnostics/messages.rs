@@ -1997,13 +1997,13 @@ impl Construct {
                 "rule #{index} of steer `{steer}` redirects to a proxy and can match SCTP (its protocol is `sctp`, or none is given); the eBPF data path assigns a packet to the proxy's socket with the kernel's socket lookup, which finds TCP and UDP sockets only, so SCTP would pass unsteered: write the rule for `tcp` and `udp`"
             ),
             Construct::SelfWithMark { steer, mark, mask } => format!(
-                "steer `{steer}` sets mark {mark:#x}, and the program uses `self`, which iptables decides by endpoint ids in packet-mark bits {mask:#x}; the mark would be cleared there (use a mark outside those bits, or the eBPF back end)"
+                "steer `{steer}` sets mark {mark:#x}, and the program uses `self`, which iptables decides by endpoint ids in packet-mark bits {mask:#x}; the mark would be cleared there (use a mark outside those bits, another `weir compile --iptables-self-mark`, or the eBPF back end)"
             ),
             Construct::SelfWithRedirect { steer } => format!(
                 "steer `{steer}` can redirect connections to a service frontend, and the program uses `self`; iptables judges each backend in nat before its DNAT, where the endpoint relation `self` needs is the frontend's, not the backend's (use the eBPF back end)"
             ),
             Construct::SelfTooManyEndpoints { endpoints, max } => format!(
-                "the program uses `self` and has {endpoints} endpoints with addresses; iptables decides `self` by endpoint ids in packet-mark bits, which hold {max} (use the eBPF back end)"
+                "the program uses `self` and has {endpoints} endpoints with addresses; iptables decides `self` by endpoint ids in packet-mark bits, which hold {max} (give more bits with `weir compile --iptables-self-mark`, or use the eBPF back end)"
             ),
         }
     }

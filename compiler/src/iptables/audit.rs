@@ -27,7 +27,7 @@ use super::entries::FWD;
 use super::flow::{self, Ctx};
 use super::sets::Sets;
 use super::text::{comment, Family, FastMap, Tables};
-use super::{Events, Unsupported};
+use super::Unsupported;
 use crate::diagnostics::{Construct, Refusal};
 use crate::graph::ir::{Node, NodeId};
 use crate::graph::Graph;
@@ -66,7 +66,8 @@ impl<'m> AuditGraph<'m> {
     /// The audit chains and their calls from `WEIR-FWD`.
     /// With `events`, a leaf decided by an audit policy reports its event
     /// (the audit flag set) before it returns.
-    pub fn emit(&self, fam: Family, events: Option<&Events>, sets: &mut Sets, out: &mut Tables) {
+    pub fn emit(&self, fam: Family, opts: &super::Options, sets: &mut Sets, out: &mut Tables) {
+        let events = opts.events.as_ref();
         let leaf = |n: &Node| match n {
             Node::Verdict(v) => {
                 let event = events.and_then(|ev| ev.audit_leaf(self.model, &self.g.provenance, v));
@@ -77,6 +78,7 @@ impl<'m> AuditGraph<'m> {
         };
         let ctx = &self.ctx[usize::from(fam == Family::V6)];
         let mut stage = Stage::new(&self.g, fam, "filter", "A", &self.num, ctx, &leaf);
+        stage.self_mark = opts.self_mark;
         let r = self.g.dag.roots;
         for (root, what) in [(r.egress, "audit-egress"), (r.ingress, "audit-ingress")] {
             let t = stage.target(root, sets, out);

@@ -56,6 +56,8 @@ pub struct Stage<'a> {
     /// are decided here as the interpreter decides them for class 0, and
     /// the family needs no address set.
     pub unclassified: bool,
+    /// The packet-mark bits of `self` (the test of the SAME bit).
+    pub self_mark: super::self_set::SelfMark,
     memo: FastMap<NodeId, String>,
     sub: usize,
 }
@@ -113,6 +115,7 @@ impl<'a> Stage<'a> {
             leaf,
             known: None,
             unclassified: fam == Family::V6 && !g.classes.classifies_v6(),
+            self_mark: Default::default(),
             memo: FastMap::default(),
             sub: 0,
         }
@@ -280,7 +283,10 @@ impl<'a> Stage<'a> {
                     }
                     Cond::IcmpType(t) => self.type_branches(ctx, one(t.into(), t.into()), els),
                     Cond::IcmpCode(c) => self.code_branches(ctx, one(c.into(), c.into()), els),
-                    Cond::SameEndpoint => (vec![(super::self_set::test_match(), then)], els),
+                    Cond::SameEndpoint => (
+                        vec![(super::self_set::test_match(self.self_mark), then)],
+                        els,
+                    ),
                 }
             }
             Node::Table { key, entries, .. } => {

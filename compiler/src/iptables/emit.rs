@@ -158,7 +158,12 @@ fn emit_here(
     }
     hooks.push(("filter", "FORWARD", FWD));
     let mut ipset = sets.render(&g.classes);
-    ipset.push_str(&super::self_set::render(model, g, sets.families()));
+    ipset.push_str(&super::self_set::render(
+        model,
+        g,
+        sets.families(),
+        opts.self_mark,
+    ));
     let manifest = manifest::section(g, opts, &hooks, &sets, &stats);
     let ip6tables = texts.pop().expect("two families");
     let iptables = texts.pop().expect("two families");
@@ -245,7 +250,7 @@ impl<'a> FamilyGen<'a> {
             // No IPv6 address is an endpoint's when none has a class
             // (`Sets::v4_only`): the IPv6 chain stays empty, with no set.
             if sets.families().contains(&self.fam) {
-                for (m, t) in super::self_set::mangle_rules(self.fam) {
+                for (m, t) in super::self_set::mangle_rules(self.fam, self.opts.self_mark) {
                     out.rule("mangle", super::self_set::MANGLE_FWD, &[&m, &c, &t]);
                 }
             }
@@ -263,7 +268,9 @@ impl<'a> FamilyGen<'a> {
     where
         'a: 's,
     {
-        Stage::new(self.g, self.fam, table, prefix, self.num, self.ctx, leaf)
+        let mut s = Stage::new(self.g, self.fam, table, prefix, self.num, self.ctx, leaf);
+        s.self_mark = self.opts.self_mark;
+        s
     }
 
     fn prov(&self, p: Provenance) -> u32 {
@@ -446,7 +453,7 @@ impl<'a> FamilyGen<'a> {
             }
         }
         if let Some(a) = self.audit {
-            a.emit(self.fam, self.opts.events.as_ref(), sets, out);
+            a.emit(self.fam, self.opts, sets, out);
         }
         let opts = self.opts;
         let (model, table) = (self.model, &self.g.provenance);

@@ -98,6 +98,7 @@ pub fn typed(
                 target: c::LogTarget::Nflog,
             },
         },
+        self_mark: opts.self_mark.reserved(),
         sets: list,
     }
 }

@@ -112,6 +112,8 @@ mod sets;
 mod text;
 
 #[cfg(test)]
+mod self_mark_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::bundle::{BackendArtifacts, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES};
@@ -144,6 +146,9 @@ pub struct Options {
     /// Balance Maglev services randomly instead of refusing them (not
     /// faithful: flows are not consistently hashed). Off by default.
     pub maglev_as_random: bool,
+    /// The packet-mark bits of `self` (`self_set.rs`; default
+    /// 0xfffff800).
+    pub self_mark: self_set::SelfMark,
 }
 
 impl Default for Options {
@@ -152,6 +157,7 @@ impl Default for Options {
             events: Some(Events::default()),
             log: LogTarget::default(),
             maglev_as_random: false,
+            self_mark: self_set::SelfMark::default(),
         }
     }
 }
@@ -236,7 +242,7 @@ pub fn generate_text(
 ) -> Result<Output, Vec<Unsupported>> {
     let mut refused = services::check(graph, model, opts);
     refused.extend(audit::check(model));
-    refused.extend(self_set::check(model, graph));
+    refused.extend(self_set::check(model, graph, opts.self_mark));
     if !refused.is_empty() {
         return Err(refused);
     }

@@ -11,7 +11,9 @@
 //! so with mask 0 it XORs the id into the packet mark. The kernel allows
 //! `--map-set` in mangle only, so the relation is computed in mangle
 //! FORWARD (after any DNAT: the destination is the backend) into one
-//! packet-mark bit, [`SAME_BIT`], which the filter chains test:
+//! packet-mark bit, the SAME bit ([`SelfMark::same_bit`]), which the filter
+//! chains test (RESERVED, ID_MASK, SAME_BIT: the bits of the [`SelfMark`],
+//! by default 0xfffff800, 0xfffff000, 0x800):
 //!
 //! ```text
 //! WEIR-MANGLE-FWD (mangle FORWARD):
@@ -26,7 +28,7 @@
 //! ```
 //!
 //! Ids are `1 ..= MAX_ID`, never 0, so a destination that is no endpoint
-//! leaves a non-zero id and no `SAME_BIT`. The [`RESERVED`] bits of the
+//! leaves a non-zero id and no `SAME_BIT`. The RESERVED bits of the
 //! packet mark are the back end's. With `redirect` steering the same
 //! chain also runs at the end of mangle PREROUTING (a redirected
 //! connection is judged in nat PREROUTING, before mangle FORWARD; it is
@@ -48,17 +50,95 @@ use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use std::net::IpAddr;
 
-/// Packet-mark bits of endpoint ids.
-pub const ID_MASK: u32 = 0xffff_f000;
-/// The packet-mark bit "source and destination are one endpoint".
-pub const SAME_BIT: u32 = 0x800;
-/// Every packet-mark bit the `self` test writes.
-pub const RESERVED: u32 = ID_MASK | SAME_BIT;
-/// The shift of an id into [`ID_MASK`].
-pub const SELF_SHIFT: u32 = 12;
-/// The largest endpoint id.
-pub const MAX_ID: u32 = ID_MASK >> SELF_SHIFT;
-/// The mangle FORWARD chain that computes [`SAME_BIT`].
+/// The packet-mark bits the `self` test writes (`weir compile
+/// --iptables-self-mark MASK`, the manifest's `self_mark`): one
+/// contiguous run of at least two bits, whose lowest bit is the SAME bit
+/// ("source and destination are one endpoint") and whose other bits hold
+/// endpoint ids. Configurable because the mark is shared: kube-proxy
+/// uses 0x4000 (`--iptables-masquerade-bit`, default 14; 0x8000 was its
+/// drop mark), Calico its `iptablesMarkMask` (default 0xffff0000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SelfMark(u32);
+
+/// The default mask: ids in 0xfffff000, the SAME bit 0x800.
+pub const DEFAULT_MASK: u32 = 0xffff_f800;
+
+impl Default for SelfMark {
+    fn default() -> Self {
+        SelfMark(DEFAULT_MASK)
+    }
+}
+
+impl SelfMark {
+    /// The mask, or why it cannot be one (not one contiguous run of at
+    /// least two bits).
+    pub fn new(mask: u32) -> Result<SelfMark, String> {
+        let low = mask & mask.wrapping_neg();
+        // One contiguous run: adding its lowest bit carries through it.
+        let contiguous = mask != 0 && (mask.wrapping_add(low) & mask) == 0;
+        if !contiguous || mask.count_ones() < 2 {
+            return Err(format!(
+                "the self mark mask must be one contiguous run of at least 2 bits (its lowest bit marks `self`, the bits above it hold endpoint ids), not {mask:#x}"
+            ));
+        }
+        Ok(SelfMark(mask))
+    }
+
+    /// `--iptables-self-mark`'s value: hex (`0xfffff800`) or decimal.
+    pub fn parse(s: &str) -> Result<SelfMark, String> {
+        let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(h) => u32::from_str_radix(h, 16),
+            None => s.parse(),
+        }
+        .map_err(|e| format!("{s:?} is not a 32-bit mask (hex like 0xfffff800): {e}"))?;
+        SelfMark::new(n)
+    }
+
+    /// Every packet-mark bit the `self` test writes.
+    pub fn reserved(self) -> u32 {
+        self.0
+    }
+
+    /// The bit "source and destination are one endpoint".
+    pub fn same_bit(self) -> u32 {
+        self.0 & self.0.wrapping_neg()
+    }
+
+    /// The bits of endpoint ids.
+    pub fn id_mask(self) -> u32 {
+        self.0 & !self.same_bit()
+    }
+
+    /// The shift of an id into [`SelfMark::id_mask`].
+    pub fn shift(self) -> u32 {
+        self.id_mask().trailing_zeros()
+    }
+
+    /// The largest endpoint id.
+    pub fn max_id(self) -> u32 {
+        self.id_mask() >> self.shift()
+    }
+
+    /// An `ipset` member line's element: `ADDR skbmark 0xID000/0x0`, as
+    /// `ipset save` prints it.
+    pub fn member(self, addr: IpAddr, id: u32) -> String {
+        format!("{addr} skbmark {:#x}/0x0", id << self.shift())
+    }
+
+    /// A member as `ipset save` prints it ([`SelfMark::member`]), read
+    /// back: `None` for anything else.
+    pub fn parse_member(self, m: &str) -> Option<(IpAddr, u32)> {
+        let w: Vec<&str> = m.split_whitespace().collect();
+        let [addr, "skbmark", mark] = w.as_slice() else {
+            return None;
+        };
+        let (value, _) = mark.split_once('/')?;
+        let v = u32::from_str_radix(value.strip_prefix("0x")?, 16).ok()?;
+        Some((addr.parse().ok()?, v >> self.shift()))
+    }
+}
+
+/// The mangle FORWARD chain that computes [`SelfMark::same_bit`].
 pub const MANGLE_FWD: &str = "WEIR-MANGLE-FWD";
 /// Base name of the id sets (IPv6 appends [`Family::set_suffix`]).
 pub const SET: &str = "weir-self";
@@ -69,19 +149,21 @@ pub fn set_name(f: Family) -> String {
 }
 
 /// The filter test of `self` (see the module docs): its match.
-pub fn test_match() -> String {
-    format!("-m mark --mark {SAME_BIT:#x}/{SAME_BIT:#x}")
+pub fn test_match(m: SelfMark) -> String {
+    let same = m.same_bit();
+    format!("-m mark --mark {same:#x}/{same:#x}")
 }
 
 /// The rules of [`MANGLE_FWD`] for a family, as (match, target) (as
 /// `iptables-save` prints them: the apply reads the rules back; the
 /// caller puts the comment between).
-pub fn mangle_rules(f: Family) -> Vec<(String, String)> {
+pub fn mangle_rules(f: Family, mark: SelfMark) -> Vec<(String, String)> {
     let set = set_name(f);
+    let (reserved, ids, same) = (mark.reserved(), mark.id_mask(), mark.same_bit());
     let r = |m: &str, t: String| (m.to_string(), t);
     vec![
         r("-m conntrack ! --ctstate NEW", "-j RETURN".into()),
-        r("", format!("-j MARK --set-xmark 0x0/{RESERVED:#x}")),
+        r("", format!("-j MARK --set-xmark 0x0/{reserved:#x}")),
         (
             format!("-m set ! --match-set {set} src"),
             "-j RETURN".into(),
@@ -89,29 +171,11 @@ pub fn mangle_rules(f: Family) -> Vec<(String, String)> {
         r("", format!("-j SET --map-set {set} src --map-mark")),
         r("", format!("-j SET --map-set {set} dst --map-mark")),
         (
-            format!("-m mark --mark 0x0/{ID_MASK:#x}"),
-            format!("-j MARK --set-xmark {SAME_BIT:#x}/{SAME_BIT:#x}"),
+            format!("-m mark --mark 0x0/{ids:#x}"),
+            format!("-j MARK --set-xmark {same:#x}/{same:#x}"),
         ),
-        r("", format!("-j MARK --set-xmark 0x0/{ID_MASK:#x}")),
+        r("", format!("-j MARK --set-xmark 0x0/{ids:#x}")),
     ]
-}
-
-/// An `ipset` member line's element: `ADDR skbmark 0xID000/0x0`, as
-/// `ipset save` prints it.
-pub fn member(addr: IpAddr, id: u32) -> String {
-    format!("{addr} skbmark {:#x}/0x0", id << SELF_SHIFT)
-}
-
-/// A member as `ipset save` prints it ([`member`]), read back: `None`
-/// for anything else.
-pub fn parse_member(m: &str) -> Option<(IpAddr, u32)> {
-    let w: Vec<&str> = m.split_whitespace().collect();
-    let [addr, "skbmark", mark] = w.as_slice() else {
-        return None;
-    };
-    let (value, _) = mark.split_once('/')?;
-    let v = u32::from_str_radix(value.strip_prefix("0x")?, 16).ok()?;
-    Some((addr.parse().ok()?, v >> SELF_SHIFT))
 }
 
 /// Compile-time ids: the model's endpoints that own addresses, in order,
@@ -129,7 +193,7 @@ pub fn compiled_ids(model: &Model, g: &Graph) -> Vec<(u32, Vec<IpAddr>)> {
 /// The `ipset restore` text of the id sets of `families` (both, or IPv4
 /// alone when no IPv6 address has a class: `sets.rs`'s `v4_only`, where
 /// the IPv6 side's mangle chain stays empty), empty without a `self` rule.
-pub fn render(model: &Model, g: &Graph, families: &[Family]) -> String {
+pub fn render(model: &Model, g: &Graph, families: &[Family], mark: SelfMark) -> String {
     if !crate::graph::same_endpoint::uses_self(model) {
         return String::new();
     }
@@ -142,7 +206,7 @@ pub fn render(model: &Model, g: &Graph, families: &[Family]) -> String {
                 addrs
                     .iter()
                     .filter(|a| Family::of(**a) == f)
-                    .map(move |&a| member(a, *id))
+                    .map(move |&a| mark.member(a, *id))
             })
             .collect();
         let name = set_name(f);
@@ -162,7 +226,7 @@ pub fn render(model: &Model, g: &Graph, families: &[Family]) -> String {
 /// What iptables refuses about `self` (E0501): a steering `mark` that
 /// sets reserved bits, a `redirect` that can match connections to a
 /// service frontend with backends, and more endpoints than ids.
-pub fn check(model: &Model, g: &Graph) -> Vec<Unsupported> {
+pub fn check(model: &Model, g: &Graph, mark: SelfMark) -> Vec<Unsupported> {
     if !crate::graph::same_endpoint::uses_self(model) {
         return Vec::new();
     }
@@ -188,7 +252,7 @@ pub fn check(model: &Model, g: &Graph) -> Vec<Unsupported> {
                 });
             }
             if let SteerAction::Mark(m) = r.action {
-                if m & RESERVED != 0 {
+                if m & mark.reserved() != 0 {
                     out.push(Unsupported {
                         span: r.span,
                         refusal: Refusal::NotExpressible {
@@ -196,7 +260,7 @@ pub fn check(model: &Model, g: &Graph) -> Vec<Unsupported> {
                             construct: Construct::SelfWithMark {
                                 steer: s.name.clone(),
                                 mark: m,
-                                mask: RESERVED,
+                                mask: mark.reserved(),
                             },
                         },
                     });
@@ -209,16 +273,15 @@ pub fn check(model: &Model, g: &Graph) -> Vec<Unsupported> {
         .iter()
         .filter(|e| !e.addrs.is_empty())
         .count();
-    if owning > MAX_ID as usize {
+    let max = mark.max_id() as usize;
+    if owning > max {
         out.push(Unsupported {
-            span: model.endpoints[MAX_ID as usize]
-                .span
-                .unwrap_or(model.policies[0].span),
+            span: model.endpoints[max].span.unwrap_or(model.policies[0].span),
             refusal: Refusal::NotExpressible {
                 backend: crate::contract::Target::Iptables,
                 construct: Construct::SelfTooManyEndpoints {
                     endpoints: owning,
-                    max: MAX_ID as usize,
+                    max,
                 },
             },
         });

@@ -107,7 +107,7 @@ fn iptables_update(
     // an address that moves to another endpoint leaves its old owner's
     // id before it takes its new class (no window where one endpoint's
     // `self` matches another's address).
-    let self_text = self_lines(rt, &state, &planned)?;
+    let self_text = self_lines(rt, &state, &rec.header, &planned)?;
     let text = set_lines(
         &planned.changes,
         &rec.header.sets.clone().unwrap_or_default(),
@@ -209,6 +209,7 @@ fn generation_record(
     }
     rec.header.sets = Some(crate::iptables::endpoint_record::sets(bundle, state));
     rec.header.ipv6_class0 = crate::iptables::endpoint_record::ipv6_class0(bundle);
+    rec.header.self_mark = crate::iptables::endpoint_record::self_mark(bundle);
     Ok(rec)
 }
 
@@ -219,10 +220,14 @@ fn generation_record(
 fn self_lines(
     rt: &crate::iptables::Iptables,
     state: &crate::iptables::State,
+    header: &Header,
     planned: &Planned,
 ) -> Result<String, EndpointsError> {
     use std::fmt::Write;
     use weir_compiler::iptables::self_set;
+    // The generation's mask, as its manifest records it.
+    let mark = crate::iptables::endpoint_record::self_mark_of(header)
+        .map_err(|e| EndpointsError::Refused(vec![format!("the endpoints record: {e}")]))?;
     let kernel = |base: &str| {
         state
             .sets
@@ -243,12 +248,12 @@ fn self_lines(
     let mut live = std::collections::BTreeMap::new();
     for set in std::iter::once(&v4).chain(v6.as_ref()) {
         for m in rt.set_members(set)? {
-            if let Some((a, id)) = self_set::parse_member(&m) {
+            if let Some((a, id)) = mark.parse_member(&m) {
                 live.insert(a, id);
             }
         }
     }
-    let c = churn::self_relation::iptables_changes(&live, old, new, self_set::MAX_ID)
+    let c = churn::self_relation::iptables_changes(&live, old, new, mark.max_id())
         .map_err(|e| EndpointsError::Refused(vec![e]))?;
     // Without an IPv6 id set, an IPv6 address (class 0: no policy side
     // applies to it, so `self` is never tested for it) has no entry.
@@ -261,7 +266,7 @@ fn self_lines(
     }
     for &(a, id) in &c.add {
         if let Some(set) = set_of(a) {
-            let _ = writeln!(text, "add {set} {}", self_set::member(a, id));
+            let _ = writeln!(text, "add {set} {}", mark.member(a, id));
         }
     }
     Ok(text)

@@ -22,6 +22,7 @@ pub(crate) fn applied(
         files: bundle.files.clone(),
         sets: Some(sets(bundle, state)),
         ipv6_class0: ipv6_class0(bundle),
+        self_mark: self_mark(bundle),
         ..Header::new(
             u64::from(state.generation),
             state.bundle_hash.clone(),
@@ -62,4 +63,29 @@ pub(crate) fn ipv6_class0(bundle: &crate::Bundle) -> bool {
         .iptables
         .as_ref()
         .is_some_and(|s| s.ipv6_class0)
+}
+
+/// The bundle's `self` mark (the manifest's `self_mark`) when not the
+/// default: what [`self_mark_of`] reads back from the record.
+pub(crate) fn self_mark(bundle: &crate::Bundle) -> Option<u32> {
+    bundle
+        .manifest
+        .backends
+        .iptables
+        .as_ref()
+        .map(|s| s.self_mark)
+        .filter(|&m| m != weir_compiler::iptables::self_set::DEFAULT_MASK)
+}
+
+/// The `self` mark a record's generation was compiled with (the
+/// manifest's, recorded; never recomputed). The manifest was validated
+/// when read, so a recorded mask is one; a record whose mask is not
+/// (written by hand) is refused rather than guessed.
+pub(crate) fn self_mark_of(
+    header: &Header,
+) -> Result<weir_compiler::iptables::self_set::SelfMark, String> {
+    use weir_compiler::iptables::self_set::SelfMark;
+    header
+        .self_mark
+        .map_or(Ok(SelfMark::default()), SelfMark::new)
 }

@@ -97,6 +97,7 @@ pub fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], sets: &[(&str, ipt::
                     group: None,
                     target: ipt::LogTarget::Log,
                 },
+                self_mark: weir_compiler::iptables::self_set::DEFAULT_MASK,
                 sets,
             }),
         },
