@@ -22,7 +22,7 @@ def ip(n):
 def pod(ns, i, ready=True, extra=None):
     labels = {"app": f"app{i % APPS}", "shard": str(i % 7)}
     labels.update(extra or {})
-    n = 1 << 20 | (ns * PODS + i)
+    n = 1 << 20 | (ns * (PODS + 1) + i)  # room for the added pod p{PODS}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"p{i}", "namespace": f"ns{ns}", "labels": labels},
             "spec": {"nodeName": f"node{(ns * PODS + i) % 50}",
