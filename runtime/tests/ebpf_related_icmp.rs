@@ -286,26 +286,7 @@ service dns6 {
     let g = graph::build(&model);
     let out = compile(&model, &g, Mode::Node);
     let topo = Topology::new().unwrap();
-    let gen = topo
-        .node
-        .run(move || {
-            use aya::programs::{tc, SchedClassifier, TcAttachType};
-            let mut gen = load_output(&out);
-            let p: &mut SchedClassifier = gen
-                .ebpf
-                .program_mut(layout::MAIN_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            for iface in [NODE_CLIENT_IF, NODE_SERVER_IF] {
-                let _ = tc::qdisc_add_clsact(iface);
-                p.attach(iface, TcAttachType::Ingress)
-                    .map_err(|e| format!("{iface}: {e}"))?;
-            }
-            Ok::<_, String>(gen)
-        })
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
     for (client, vip, backend) in [
         ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
         ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),

@@ -31,19 +31,6 @@ service empty {
 }
 "#;
 
-/// RFC 1071 over `data` (the ICMPv6 pseudo-header prepended by the
-/// caller); 0 over a block that holds its own right checksum.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }

@@ -367,26 +367,7 @@ fn ebpf_pipeline_services_end_to_end_in_netns() {
             };
         }
     }
-    let gen = topo
-        .node
-        .run(move || {
-            use aya::programs::{tc, SchedClassifier, TcAttachType};
-            let mut gen = load_output(&out);
-            let p: &mut SchedClassifier = gen
-                .ebpf
-                .program_mut(layout::MAIN_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            for iface in [NODE_CLIENT_IF, NODE_SERVER_IF] {
-                let _ = tc::qdisc_add_clsact(iface);
-                p.attach(iface, TcAttachType::Ingress)
-                    .map_err(|e| format!("{iface}: {e}"))?;
-            }
-            Ok::<_, String>(gen)
-        })
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
     let interp = Interp::new(&model);
     let timeout = Duration::from_millis(1500);
     let clients = [ip("10.244.200.1"), ip("10.244.200.2")];

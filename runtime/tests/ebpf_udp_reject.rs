@@ -35,21 +35,6 @@ service empty {
 }
 "#;
 
-/// The Internet checksum, written here from RFC 1071: the ones'
-/// complement of the ones' complement sum of 16-bit words. Over a block
-/// that includes its own checksum field, a valid block gives 0.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }

@@ -21,6 +21,13 @@ fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
+/// The Internet checksum of `data` (RFC 1071; an odd tail byte padded
+/// with a zero): over a block that includes its own right checksum
+/// field, 0.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    !fold(sum16(data))
+}
+
 /// The IP packet of an Ethernet frame (IPv4 with its options, or IPv6
 /// without extension headers) cut after its header and `l4` more bytes
 /// (fewer if the packet is shorter): what an ICMP error quotes.

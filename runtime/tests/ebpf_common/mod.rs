@@ -60,6 +60,8 @@ pub fn normalize(p: &Packet) -> Packet {
 }
 
 #[allow(unused_imports)] // each test binary uses its own subset
+pub use icmp_error::internet_checksum;
+#[allow(unused_imports)] // each test binary uses its own subset
 pub use weir_runtime::frames::{checksums_ok, frame, set_checksums};
 
 /// What one BPF_PROG_TEST_RUN produced.
@@ -279,7 +281,17 @@ pub fn attach_at_node_client_ingress(
     topo: &weir_runtime::netns::Topology,
     out: EbpfOutput,
 ) -> Generation {
-    use weir_runtime::netns::NODE_CLIENT_IF;
+    attach_at_node_ingress(topo, out, &[weir_runtime::netns::NODE_CLIENT_IF])
+}
+
+/// [`attach_at_node_client_ingress`] on each of the node's links in
+/// `ifaces` (both: the client's packets and the server's answers go
+/// through the program).
+pub fn attach_at_node_ingress(
+    topo: &weir_runtime::netns::Topology,
+    out: EbpfOutput,
+    ifaces: &'static [&'static str],
+) -> Generation {
     topo.node
         .run(move || {
             use aya::programs::{tc, TcAttachType};
@@ -290,9 +302,11 @@ pub fn attach_at_node_client_ingress(
                 .unwrap()
                 .try_into()
                 .unwrap();
-            let _ = tc::qdisc_add_clsact(NODE_CLIENT_IF);
-            p.attach(NODE_CLIENT_IF, TcAttachType::Ingress)
-                .map_err(|e| format!("{NODE_CLIENT_IF}: {e}"))?;
+            for &iface in ifaces {
+                let _ = tc::qdisc_add_clsact(iface);
+                p.attach(iface, TcAttachType::Ingress)
+                    .map_err(|e| format!("{iface}: {e}"))?;
+            }
             Ok::<_, String>(gen)
         })
         .unwrap()
