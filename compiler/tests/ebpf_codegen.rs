@@ -10,13 +10,10 @@ use weir_compiler::ebpf::codegen::{generate, Budget, Limit, Mode, Options};
 use weir_compiler::gen;
 use weir_compiler::graph;
 
-/// Default options, except that the SCTP frontends and the redirects
-/// matching SCTP (E0525) the generated models have are generated
-/// untranslated / unsteered instead of refused (see
-/// `ebpf_translates_ipv6_frontends_refuses_sctp_and_never_panics`).
+/// Default options, except that the redirects matching SCTP (E0525) the
+/// generated models have are generated unsteered instead of refused.
 fn lenient() -> Options {
     Options {
-        untranslated_frontends: true,
         unsteered_sctp_redirects: true,
         ..Options::default()
     }
@@ -294,82 +291,63 @@ fn checked(src: &str) -> weir_compiler::model::Model {
 /// both were refused (E0501). Issue 18: IPv6 TCP / UDP frontends are
 /// translated, so a program whose services are all IPv6 compiles for
 /// eBPF (default options, and through the back-end dispatch `weir
-/// compile` uses); so are SCTP frontends whose backends keep the port.
-/// SCTP frontends (either family) whose backends may listen on another
-/// port are refused with E0501 naming eBPF, the construct and the
-/// service's span — never translated with a wrong checksum or judged
-/// untranslated in silence; generated anyway (the tests' option), the
-/// program has no unreachable code.
+/// compile` uses); so are SCTP frontends of either family, those whose
+/// backends may listen on another port with the CRC32c update
+/// (`sctp_port_changes`; checked in the kernel by `ebpf_sctp_crc`).
 #[test]
-fn ebpf_translates_ipv6_and_sctp_frontends_refuses_sctp_port_change() {
+fn ebpf_translates_ipv6_and_sctp_frontends_sctp_port_change_included() {
     let cases = [
         (
-            None,
+            false,
             "frontend [fd00:96::17]:80/tcp\n  backends { [fd00:1::5]:8080 }",
         ),
         (
-            None,
+            false,
             "frontend 10.96.12.2:3868/sctp\n  backends { 10.1.0.5:3868 }",
         ),
         (
-            Some("SCTP frontend whose target port differs"),
+            true,
             "frontend 10.96.12.2:3868/sctp\n  backends { 10.1.0.5:3868, 10.1.0.6:3869 }",
         ),
         (
-            Some("SCTP frontend whose target port differs"),
+            true,
             "frontend 10.96.12.2:3868/sctp\n  backends select app == \"db\" port 3869",
         ),
         (
-            None,
+            false,
             "frontend 10.96.12.2:3868/sctp\n  backends select app == \"db\" port 3868",
         ),
-        (None, "frontend [fd00:96::18]:53/udp\n  backends { }"),
+        (false, "frontend [fd00:96::18]:53/udp\n  backends { }"),
         (
-            None,
+            false,
             "frontend [fd00:96::19]:443/tcp\n  frontend [fd00:96::19]:53/udp\n  backends { [fd00:1::5]:8443 weight 2, [fd00:1::6]:8443 }\n  balance maglev\n  affinity client-ip 10m",
         ),
         (
-            None,
+            false,
             "frontend [fd00:96::20]:3868/sctp\n  backends { [fd00:1::7]:3868 }",
         ),
         (
-            Some("SCTP frontend whose target port differs"),
+            true,
             "frontend [fd00:96::20]:3868/sctp\n  backends select app == \"db\" port \"diameter\"",
         ),
     ];
-    for (refused, lines) in cases {
+    for (port_change, lines) in cases {
         let src = format!("service only {{\n  {lines}\n}}\npolicy p {{\n  applies to all\n  ingress {{\n    deny tcp 22 from any\n  }}\n}}\n");
         let model = checked(&src);
         let g = graph::build(&model);
         let target = weir_compiler::bundle::Target::Ebpf;
-        let Some(construct) = refused else {
-            let out = generate(&model, &g, &Options::default())
-                .unwrap_or_else(|e| panic!("{lines}: {e:?}"));
-            assert!(
-                out.manifest.maps.iter().any(|m| m.name == "weir_lb_fe"),
-                "{lines}: no service maps"
-            );
-            weir_compiler::backends::generate(target, &model, &g)
-                .unwrap_or_else(|d| panic!("{lines}: {d:?}"));
-            continue;
-        };
-        let limits = generate(&model, &g, &Options::default()).unwrap_err();
-        assert_eq!(limits.len(), 1, "{limits:?}");
-        let d = limits[0].diagnostic(&model);
-        assert_eq!(d.code.as_str(), "E0501", "{d:?}");
-        assert!(
-            d.message.contains("ebpf") && d.message.contains(construct),
-            "{}",
-            d.message
+        assert_eq!(
+            weir_compiler::ebpf::codegen::sctp_port_changes(&model),
+            port_change,
+            "{lines}"
         );
-        assert_eq!(d.primary.span, model.services[0].span);
-        // Through the back-end dispatch `weir compile` uses, too.
-        let diags = weir_compiler::backends::generate(target, &model, &g).unwrap_err();
-        assert_eq!(diags[0].code.as_str(), "E0501");
-        let anyway = Options {
-            untranslated_frontends: true,
-            ..Options::default()
-        };
-        generate(&model, &g, &anyway).expect("generates without unreachable code");
+        let out =
+            generate(&model, &g, &Options::default()).unwrap_or_else(|e| panic!("{lines}: {e:?}"));
+        assert!(
+            out.manifest.maps.iter().any(|m| m.name == "weir_lb_fe"),
+            "{lines}: no service maps"
+        );
+        weir_compiler::backends::generate(target, &model, &g)
+            .unwrap_or_else(|d| panic!("{lines}: {d:?}"));
     }
 }

@@ -1908,15 +1908,6 @@ pub enum Construct {
     /// `balance maglev` over `backends` backends (iptables cannot hash
     /// consistently).
     MaglevBalance { service: String, backends: usize },
-    /// An SCTP service frontend whose backends may listen on another
-    /// port: the eBPF TC path translates SCTP by address only (a port
-    /// change needs the CRC32c recomputed).
-    UntranslatedFrontend {
-        service: String,
-        addr: std::net::IpAddr,
-        port: u16,
-        proto: Proto,
-    },
     /// An audit policy whose audit graph does not share the enforced
     /// graph's classes and provenance ids (eBPF reads one classification
     /// for both; not expected to happen, refused rather than miscounted).
@@ -1956,7 +1947,6 @@ impl Construct {
     pub fn name(&self) -> &'static str {
         match self {
             Construct::MaglevBalance { .. } => "balance maglev",
-            Construct::UntranslatedFrontend { .. } => "SCTP frontend whose target port differs",
             Construct::AuditPolicy { .. } => "audit policy",
             Construct::AuditWithRedirect { .. } => "audit policy with redirect steering",
             Construct::SctpRedirect { .. } => "redirect of SCTP to a proxy",
@@ -1972,21 +1962,6 @@ impl Construct {
             Construct::MaglevBalance { service, backends } => format!(
                 "service `{service}` balances {backends} backends by Maglev consistent hashing, which iptables cannot compute"
             ),
-            Construct::UntranslatedFrontend {
-                service,
-                addr,
-                port,
-                proto: p,
-            } => {
-                let addr = match addr {
-                    std::net::IpAddr::V4(a) => a.to_string(),
-                    std::net::IpAddr::V6(a) => format!("[{a}]"),
-                };
-                format!(
-                    "service `{service}` has frontend {addr}:{port}/{} and backends that may listen on another port (a target port other than {port}, or a named one): the eBPF data path translates SCTP by address only, as a changed port would need the SCTP CRC32c checksum recomputed",
-                    proto(*p)
-                )
-            }
             Construct::AuditPolicy { policy } => format!(
                 "policy `{policy}` is an audit policy, and the program's audit decision graph does not share the enforced graph's address classes, so this back end cannot count its decisions"
             ),

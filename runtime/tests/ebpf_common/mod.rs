@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod headers;
 pub mod icmp_error;
+pub mod sctp;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub fn normalize(p: &Packet) -> Packet {
 
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use icmp_error::internet_checksum;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use sctp::sctp_crc_oracle;
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use weir_runtime::frames::{checksums_ok, frame, set_checksums};
 
@@ -213,10 +216,6 @@ pub fn compile_with(model: &Model, g: &Graph, mode: Mode, budget: Budget) -> Ebp
                 .unwrap_or_default(),
         },
         spare_endpoints: 64,
-        // Generated models have SCTP frontends, which the TC path does
-        // not translate (refused by default): the differential tests
-        // leave their packets out and check everything else.
-        untranslated_frontends: true,
         // Generated models redirect without a protocol or for SCTP
         // (refused by default, E0525): BPF_PROG_TEST_RUN finds no proxy
         // socket for any protocol, so every redirect passes unsteered.

@@ -90,39 +90,24 @@ impl Limit {
     }
 }
 
-/// The SCTP frontends the TC path cannot translate, one refusal per
-/// service: those whose backends may listen on another port. The TC path
-/// translates SCTP by address only (its CRC32c covers the ports but no
-/// pseudo-header, and is not recomputed: `service::sctp`), so a program
-/// that let a port change through would send packets with a wrong
-/// checksum (or, untranslated, judge them by the wrong destination).
-/// A backend port may differ when a selector's target port is another
-/// number or a name (resolved per endpoint, and endpoints change at run
-/// time), or when an explicit backend has another port.
-pub fn untranslated_frontends(model: &Model) -> Vec<Limit> {
+/// Whether a service can change an SCTP packet's port: an SCTP frontend
+/// whose backends may listen on another port — a selector's target port
+/// of another number or a name (resolved per endpoint, and endpoints
+/// change at run time), or an explicit backend with another port. Only
+/// then does the TC path carry the CRC32c update
+/// (`service::sctp_crc`): an address change needs none (SCTP's checksum
+/// has no pseudo-header).
+pub fn sctp_port_changes(model: &Model) -> bool {
     use crate::model::{BackendSource, Proto, TargetPort};
-    model
-        .services
-        .iter()
-        .filter_map(|svc| {
-            let f = svc.frontends.iter().find(|f| {
-                f.proto == Proto::Sctp
-                    && match &svc.backends {
-                        BackendSource::Select { port, .. } => *port != TargetPort::Number(f.port),
-                        BackendSource::Explicit(list) => list.iter().any(|b| b.port != f.port),
-                    }
-            })?;
-            Some(Limit::Unsupported {
-                span: svc.span,
-                construct: Construct::UntranslatedFrontend {
-                    service: svc.name.clone(),
-                    addr: f.addr,
-                    port: f.port,
-                    proto: f.proto,
-                },
-            })
+    model.services.iter().any(|svc| {
+        svc.frontends.iter().any(|f| {
+            f.proto == Proto::Sctp
+                && match &svc.backends {
+                    BackendSource::Select { port, .. } => *port != TargetPort::Number(f.port),
+                    BackendSource::Explicit(list) => list.iter().any(|b| b.port != f.port),
+                }
         })
-        .collect()
+    })
 }
 
 /// `redirect` rules that can match SCTP (protocol `sctp` or none): the

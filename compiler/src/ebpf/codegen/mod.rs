@@ -70,11 +70,10 @@
 //!    checksums) and `bpf_redirect`ed out of the interface it came in on
 //!    (`TC_ACT_REDIRECT`); a UDP datagram or SCTP packet is answered the
 //!    same way with an ICMP (`reject.rs`) or ICMPv6 (`reject6.rs`) port
-//!    unreachable quoting it. TCP and UDP frontends of both families are
-//!    translated; SCTP frontends are refused at compile time
-//!    ([`untranslated_frontends`], E0501) unless
-//!    [`Options::untranslated_frontends`] asks for them to pass
-//!    untranslated (tests).
+//!    unreachable quoting it. TCP, UDP and SCTP frontends of both families are
+//!    translated; an SCTP port change carries the CRC32c update
+//!    (`service::sctp_crc`), emitted only where one can happen
+//!    ([`sctp_port_changes`]).
 //! 4. **egress**, then **ingress** — the graph's entries. Tests are inline
 //!    (proto / port / ICMP compares; atom tests are one bit test on the
 //!    row). Tables on proto / port / ICMP fields and small class tables are
@@ -150,7 +149,7 @@ mod same_endpoint;
 pub mod sparse_atoms;
 pub mod stages;
 
-pub use limits::{sctp_redirects, untranslated_frontends, Limit};
+pub use limits::{sctp_port_changes, sctp_redirects, Limit};
 use object::{fixed_maps, lpm_entry, object};
 pub use output::{EbpfManifest, EbpfOutput, Fill, LpmEntry, MapInfo, ProgramInfo};
 use plan::{class_rows, plan, split_stages, Plan};
@@ -243,11 +242,6 @@ pub struct Options {
     pub tables: crate::ebpf::state_tables::StateTables,
     /// Room in the class tries for endpoints added at run time.
     pub spare_endpoints: u32,
-    /// Generate programs whose SCTP service frontends pass untranslated
-    /// instead of refusing them ([`Limit::Unsupported`]; not
-    /// faithful). For tests that exercise the rest of such a program and
-    /// leave those frontends' packets out. Off by default.
-    pub untranslated_frontends: bool,
     /// Generate programs whose `redirect` rules can match SCTP, passing
     /// SCTP unsteered, instead of refusing them ([`sctp_redirects`],
     /// E0525; not faithful). For the differential tests over generated
@@ -271,7 +265,6 @@ impl Default for Options {
             long_jumps: true,
             tables: Default::default(),
             spare_endpoints: 4_096,
-            untranslated_frontends: false,
             unsteered_sctp_redirects: false,
             events: Some(events::EventOptions::default()),
             atoms: sparse_atoms::AtomLayout::Auto,
@@ -336,17 +329,14 @@ fn service_state(model: &Model, g: &Graph, opts: &Options) -> LbState {
     )
 }
 /// What eBPF cannot carry out, refused before anything is generated: a
-/// frontend it would leave untranslated and a redirect that can match
-/// SCTP (each unless the options let it pass, for the differential
-/// tests).
+/// redirect that can match SCTP (unless the options let it pass, for the
+/// differential tests).
 fn refuse_untranslatable(model: &Model, opts: &Options) -> Result<(), Vec<Limit>> {
-    let mut refused = Vec::new();
-    if !opts.untranslated_frontends {
-        refused = untranslated_frontends(model);
-    }
-    if refused.is_empty() && !opts.unsteered_sctp_redirects {
-        refused = sctp_redirects(model);
-    }
+    let refused = if opts.unsteered_sctp_redirects {
+        Vec::new()
+    } else {
+        sctp_redirects(model)
+    };
     if refused.is_empty() {
         Ok(())
     } else {

@@ -120,6 +120,10 @@ pub struct CtxLayout {
     /// ([`emit_established_dnat`]) and reaches the stage only on a miss:
     /// the stage skips its own lookup.
     pub established_checked: bool,
+    /// Emit the SCTP CRC32c update for a changed port
+    /// ([`super::sctp_crc`]): set when the program can change an SCTP
+    /// port ([`crate::ebpf::codegen::sctp_port_changes`]).
+    pub sctp_crc: bool,
 }
 
 impl CtxLayout {
@@ -141,6 +145,7 @@ impl CtxLayout {
             ct_key: Some(ctx::CT_KEY),
             lb_pending: None,
             established_checked: false,
+            sctp_crc: false,
         }
     }
 }
@@ -451,6 +456,7 @@ pub fn emit_rewrite(a: &mut Asm, c: &CtxLayout, end: End, addr: i16, port: i16) 
     l4_csum_offset_and_flags(a, c);
     rewrite_address(a, c, ctx_addr, addr);
     rewrite_port(a, c, ctx_port, port);
+    super::sctp_crc::emit_port_crc(a, c, ctx_port, port, l4_port_off);
     super::direct::store_ends(a, c, (v4_ip_off, v6_ip_off), (addr, port), l4_port_off);
     update_context(a, c, end, (ctx_addr, ctx_port), (addr, port));
 }

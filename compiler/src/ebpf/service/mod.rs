@@ -78,6 +78,7 @@ pub mod fill;
 pub mod mapped;
 pub mod object;
 pub mod sctp;
+pub mod sctp_crc;
 pub mod sock;
 
 use crate::ebpf::layout::service as layout;

@@ -111,7 +111,11 @@ pub fn tc_program() -> Assembled {
     entry(&mut a, drop);
     parse_v4(&mut a, ok, drop);
     let env = StageEnv {
-        ctx: CtxLayout::pipeline(),
+        // No model here: the CRC32c update for any SCTP port change.
+        ctx: CtxLayout {
+            sctp_crc: true,
+            ..CtxLayout::pipeline()
+        },
         cont: ok,
         drop,
         reject: RejectCount::LbCounter,

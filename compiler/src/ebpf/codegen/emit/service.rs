@@ -16,6 +16,8 @@ impl Gen<'_> {
                 // The pipeline's parse leaves both families' transport
                 // offset in the context.
                 l4_known: true,
+                // The CRC32c update, where an SCTP port can change.
+                sctp_crc: crate::ebpf::codegen::sctp_port_changes(self.model),
                 ..CtxLayout::pipeline()
             },
             cont,

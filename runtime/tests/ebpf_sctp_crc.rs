@@ -1,0 +1,172 @@
+//! The eBPF service translation of SCTP with a port change (issue 18):
+//! DNAT to a backend on another port and reverse NAT of its replies
+//! update the SCTP CRC32c (`service::sctp_crc`), checked with the
+//! `crc32c` crate, not the project's code. BPF_PROG_TEST_RUN on INIT and
+//! DATA packets of several lengths (up to 1,500 bytes of IP and beyond,
+//! as far as the test run takes), IPv4 and IPv6, through a service whose
+//! backends listen on another port, and their replies: the output frame
+//! is the input but for the address, the port, the IPv4 header checksum
+//! and the CRC32c, which the crate must agree with. Also what the update
+//! leaves alone (a zero field: `CHECKSUM_PARTIAL`, computed later) and
+//! where it fails closed (dropped, counted in `weir_lb_cnt[SCTP_CRC]`).
+//!
+//! This kernel has no SCTP module: no real SCTP traffic, only test runs.
+//!
+//! Needs root; skipped without it unless `CI` is set (then it fails).
+
+mod ebpf_common;
+
+use std::net::IpAddr;
+
+use ebpf_common::sctp::{data_chunk, field, init_chunk, oracle_crc, sctp_frame};
+use ebpf_common::*;
+use weir_compiler::ebpf::codegen::Mode;
+use weir_compiler::ebpf::layout;
+use weir_compiler::ebpf::layout::service::{cnt, map as lb};
+use weir_compiler::graph;
+
+const SRC: &str = r#"
+endpoint client { labels { app: "client" } addr 10.1.0.10 addr fd00:1::10 }
+endpoint db { labels { app: "db" } addr 10.1.0.5 addr fd00:1::5 }
+service diameter {
+  frontend 10.96.0.9:3868/sctp
+  frontend [fd00:96::9]:3868/sctp
+  backends select app == "db" port 3869
+}
+"#;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sctp_crc_drops(g: &weir_runtime::ebpf::Generation) -> u64 {
+    let m = g.ebpf.map(lb::CNT).expect("weir_lb_cnt");
+    let arr: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(m).unwrap();
+    arr.get(&cnt::SCTP_CRC, 0).unwrap().iter().sum()
+}
+
+/// Where the two frames differ, beyond `allowed` byte ranges.
+fn other_changes(a: &[u8], b: &[u8], allowed: &[std::ops::Range<usize>]) -> Vec<usize> {
+    assert_eq!(a.len(), b.len(), "same length");
+    (0..a.len())
+        .filter(|i| a[*i] != b[*i] && !allowed.iter().any(|r| r.contains(i)))
+        .collect()
+}
+
+/// (address range, L4 offset) of the destination or source of a frame.
+fn layout_of(f: &[u8], dst: bool) -> (std::ops::Range<usize>, usize) {
+    if f[12..14] == [0x08, 0x00] {
+        let a = if dst { 30..34 } else { 26..30 };
+        (a, 34)
+    } else {
+        let a = if dst { 38..54 } else { 22..38 };
+        (a, 54)
+    }
+}
+
+#[test]
+fn ebpf_sctp_port_translation_updates_the_crc32c() {
+    if !have_root("ebpf_sctp_port_translation_updates_the_crc32c") {
+        return;
+    }
+    let model = model_of_source(SRC);
+    assert!(weir_compiler::ebpf::codegen::sctp_port_changes(&model));
+    let g = graph::build(&model);
+    let gen = load_output(&compile(&model, &g, Mode::Node));
+    // User-data lengths: IP packets from 48 bytes to 1,500, and past
+    // (the test run takes a frame up to about a page).
+    let sizes = [0usize, 1, 3, 17, 100, 255, 256, 511, 1000, 1400, 1432, 3000];
+    let families = [
+        ("IPv4", ip("10.1.0.10"), ip("10.96.0.9"), ip("10.1.0.5")),
+        ("IPv6", ip("fd00:1::10"), ip("fd00:96::9"), ip("fd00:1::5")),
+    ];
+    let mut checked = 0;
+    for (fam, client, frontend, backend) in families {
+        for (i, n) in sizes.iter().enumerate() {
+            for init in [true, false] {
+                if init && i > 0 {
+                    continue;
+                }
+                let tag = format!("{fam}, {}", if init { "INIT".into() } else { format!("DATA of {n}") });
+                let sport = 40000 + i as u16 * 2 + u16::from(init);
+                let chunks = if init { init_chunk(0x5eed_0001) } else { data_chunk(7 + i as u32, *n) };
+                let vtag = if init { 0 } else { 0x1234_5678 };
+                // Client → frontend: DNAT to backend:3869.
+                let f = sctp_frame((client, sport), (frontend, 3868), vtag, &chunks);
+                let out = run_full(&gen, &f);
+                assert_eq!(out.ret, layout::TC_ACT_OK as u32, "{tag}: passes");
+                let o = &out.data;
+                let (dst, l4) = layout_of(o, true);
+                assert_eq!(o[dst.clone()], match backend {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                }, "{tag}: DNAT address");
+                assert_eq!(u16::from_be_bytes([o[l4 + 2], o[l4 + 3]]), 3869, "{tag}: DNAT port");
+                assert_eq!(field(o), oracle_crc(o), "{tag}: CRC32c after DNAT");
+                assert_ne!(field(o), field(&f), "{tag}: the CRC32c changed");
+                let allowed = [dst, 24..26, l4 + 2..l4 + 4, l4 + 8..l4 + 12];
+                assert_eq!(other_changes(&f, o, &allowed), Vec::<usize>::new(), "{tag}: other bytes");
+                // Backend → client: reverse NAT back to frontend:3868.
+                let r = sctp_frame((backend, 3869), (client, sport), 0x0bad_cafe, &chunks);
+                let out = run_full(&gen, &r);
+                assert_eq!(out.ret, layout::TC_ACT_OK as u32, "{tag}: reply passes");
+                let o = &out.data;
+                let (src, l4) = layout_of(o, false);
+                assert_eq!(o[src.clone()], match frontend {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                }, "{tag}: reverse NAT address");
+                assert_eq!(u16::from_be_bytes([o[l4], o[l4 + 1]]), 3868, "{tag}: reverse NAT port");
+                assert_eq!(field(o), oracle_crc(o), "{tag}: CRC32c after reverse NAT");
+                let allowed = [src, 24..26, l4..l4 + 2, l4 + 8..l4 + 12];
+                assert_eq!(other_changes(&r, o, &allowed), Vec::<usize>::new(), "{tag}: reply's other bytes");
+                checked += 2;
+            }
+        }
+    }
+    eprintln!("{checked} SCTP packets translated with a port change, CRC32c as the crc32c crate computes it");
+    assert_eq!(sctp_crc_drops(&gen), 0);
+}
+
+#[test]
+fn ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed() {
+    if !have_root("ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed") {
+        return;
+    }
+    let model = model_of_source(SRC);
+    let g = graph::build(&model);
+    let gen = load_output(&compile(&model, &g, Mode::Node));
+    let chunks = data_chunk(1, 40);
+
+    // A zero field: the CRC32c is computed later (CHECKSUM_PARTIAL, SCTP
+    // over a veth); the translation must leave it zero.
+    let mut f = sctp_frame((ip("10.1.0.10"), 41000), (ip("10.96.0.9"), 3868), 1, &chunks);
+    f[34 + 8..34 + 12].fill(0);
+    let out = run_full(&gen, &f);
+    assert_eq!(out.ret, layout::TC_ACT_OK as u32);
+    assert_eq!(u16::from_be_bytes([out.data[36], out.data[37]]), 3869, "translated");
+    assert_eq!(field(&out.data), Some(0), "left for the later computation");
+
+    // An IPv4 first fragment (MF): the SCTP packet's length is unknown.
+    let before = sctp_crc_drops(&gen);
+    let mut f = sctp_frame((ip("10.1.0.10"), 41001), (ip("10.96.0.9"), 3868), 1, &chunks);
+    f[20] |= 0x20;
+    f[24..26].fill(0);
+    let c = internet_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let out = run_full(&gen, &f);
+    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "first fragment dropped");
+    assert_eq!(sctp_crc_drops(&gen), before + 1, "and counted");
+
+    // IPv6 with a hop-by-hop header (a fragment header could be there).
+    let plain = sctp_frame((ip("fd00:1::10"), 41002), (ip("fd00:96::9"), 3868), 1, &chunks);
+    let mut f = plain[..54].to_vec();
+    f[20] = 0; // next header: hop-by-hop
+    let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&plen.to_be_bytes());
+    f.extend_from_slice(&[132, 0, 1, 4, 0, 0, 0, 0]); // PadN
+    f.extend_from_slice(&plain[54..]);
+    let out = run_full(&gen, &f);
+    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "extension headers: dropped");
+    assert_eq!(sctp_crc_drops(&gen), before + 2, "and counted");
+}
