@@ -170,3 +170,61 @@ fn ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed() {
     assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "extension headers: dropped");
     assert_eq!(sctp_crc_drops(&gen), before + 2, "and counted");
 }
+
+/// ns per packet of the CRC32c update alone (`sctp_crc::bench_program`,
+/// BPF_PROG_TEST_RUN, repeat 1M): with the update minus without it, for
+/// IPv4 SCTP packets of several lengths; the empty program's time beside
+/// it (absolute figures are noisy on a loaded machine: compare ratios).
+/// Not a CI test: `cargo test -p weir-runtime --test ebpf_sctp_crc --
+/// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ebpf_sctp_crc_bench() {
+    use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+    use aya::Ebpf;
+    use weir_compiler::ebpf::elf::{write_object, ObjectDef, ProgramDef};
+    use weir_compiler::ebpf::service::sctp_crc::bench_program;
+    const REPEAT: u32 = 1_000_000;
+    let time = |with: bool, frame: &[u8]| {
+        let (code, maps) = bench_program(with);
+        let bytes = write_object(&ObjectDef {
+            programs: vec![ProgramDef {
+                name: "crc".into(),
+                section: "classifier".into(),
+                code,
+            }],
+            maps,
+            license: "GPL".into(),
+        })
+        .unwrap();
+        let mut ebpf = Ebpf::load(&bytes).unwrap();
+        let p: &mut SchedClassifier = ebpf.program_mut("crc").unwrap().try_into().unwrap();
+        p.load().unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: REPEAT,
+                ..Default::default()
+            })
+            .unwrap();
+        r.duration.as_nanos() as f64
+    };
+    eprintln!("SCTP CRC32c update, ns per packet (with - without), repeat {REPEAT}:");
+    for n in [0usize, 12, 100, 520, 1000, 1432, 3000] {
+        let f = sctp_frame(
+            (ip("10.1.0.10"), 40000),
+            (ip("10.96.0.9"), 3868),
+            1,
+            &data_chunk(1, n),
+        );
+        let ip_len = f.len() - 14;
+        let without = time(false, &f);
+        let with = time(true, &f);
+        eprintln!(
+            "  IP length {ip_len:5}: {with:7.1} - {without:6.1} = {:6.1} ns",
+            with - without
+        );
+    }
+}

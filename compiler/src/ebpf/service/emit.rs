@@ -15,7 +15,8 @@
 //! TCP, UDP and SCTP of both families are translated (one code path:
 //! 16-byte addresses everywhere, the family only where the headers differ
 //! — the address's place and the checksums, [`emit_rewrite`]; SCTP has no
-//! pseudo-header and keeps its port, [`super::sctp`]); other packets
+//! pseudo-header, [`super::sctp`], and a CRC32c for a changed port,
+//! [`super::sctp_crc`]); other packets
 //! continue untouched.
 
 use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
@@ -438,7 +439,9 @@ pub enum End {
 ///   transport header is at `c.l6_l4` (the parse's walk's offset past
 ///   any extension headers; 0: none, 54).
 ///
-/// Then the port's checksum (both families). A zero UDP checksum stays
+/// Then the port's checksum (both families; SCTP's CRC32c,
+/// [`super::sctp_crc`], in programs that can change an SCTP port). A
+/// zero UDP checksum stays
 /// zero (`BPF_F_MARK_MANGLED_0`; a zero IPv6 UDP checksum is invalid
 /// anyway and the kernel drops it before or after us). Last, the address
 /// and port bytes, with direct packet stores ([`super::direct`]).
@@ -584,8 +587,8 @@ fn rewrite_address(a: &mut Asm, c: &CtxLayout, ctx_addr: i16, addr: i16) {
     a.bind(addr_done);
 }
 
-/// The port's L4 checksum update (not SCTP's: its port does not change,
-/// [`super::sctp`]); the bytes are written by
+/// The port's TCP / UDP checksum update (SCTP's CRC32c is
+/// [`super::sctp_crc`]'s); the bytes are written by
 /// [`super::direct::store_ends`].
 fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16) {
     let done = a.new_label("rw_port_csum_done");

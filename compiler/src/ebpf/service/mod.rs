@@ -62,11 +62,10 @@
 //!   `tcp_reset`, and `codegen::reject6` for IPv6), a UDP datagram with an
 //!   ICMP / ICMPv6 port unreachable (`codegen::reject`, `reject6`); the
 //!   standalone TC program drops; `connect()` fails with `EPERM`.
-//! - **SCTP** is translated by address only ([`sctp`]: its CRC32c has no
-//!   pseudo-header, so an address change needs no L4 checksum update); a
-//!   frontend whose backends may listen on another port is refused at
-//!   compile time (E0501), as a changed port would need the CRC32c
-//!   recomputed. The connect-time programs leave SCTP sockets alone.
+//! - **SCTP** is translated like TCP and UDP ([`sctp`]: its CRC32c has no
+//!   pseudo-header, so an address change needs no checksum update); a
+//!   changed port updates the CRC32c ([`sctp_crc`], in programs that can
+//!   change one). The connect-time programs leave SCTP sockets alone.
 //! - ICMP errors about translated flows are reverse-translated by the
 //!   policy pipeline (`codegen::emit::related`), on their way back to the
 //!   client only; the standalone TC program does not.

@@ -223,6 +223,49 @@ pub(crate) fn emit_port_crc(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16
     a.bind(done);
 }
 
+/// The CRC32c update alone, for measuring its cost
+/// (`runtime/tests/ebpf_sctp_crc.rs`): a TC program that puts an IPv4
+/// SCTP packet's destination port 3868 → 3869 in a context of its own
+/// (`weir_crc_ctx`) and, with `with_crc`, runs [`emit_port_crc`] on the
+/// packet (the field takes the delta; the port bytes are not written, so
+/// a repeated run toggles it), then returns `TC_ACT_OK`. Without it, the
+/// same setup: the difference is the update's cost.
+pub fn bench_program(with_crc: bool) -> (crate::ebpf::Assembled, Vec<crate::ebpf::MapDef>) {
+    use crate::ebpf::maps::{MapDef, MapType};
+    let c = CtxLayout {
+        sctp_crc: true,
+        ..CtxLayout::pipeline()
+    };
+    let mut a = Asm::new();
+    let out = a.new_label("out");
+    a.push(Op::mov64(R7, R1));
+    a.push(Op::store(Size::U32, R10, st::TMP3, 0));
+    a.push(Op::mov64(R2, R10));
+    a.push(Op::alu64(AluOp::Add, R2, i32::from(st::TMP3)));
+    a.push(Op::ld_map_fd(R1, "weir_crc_ctx"));
+    a.push(Op::Call {
+        helper: helper::MAP_LOOKUP_ELEM,
+    });
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, out));
+    a.push(Op::mov64(R6, R0));
+    a.push(Op::store(Size::U8, R6, c.proto, IPPROTO_SCTP));
+    a.push(Op::store(Size::U8, R6, c.family, 4));
+    a.push(Op::store(Size::U16, R6, c.dport, 3868));
+    a.push(Op::store(Size::U16, R10, st::CTV, 3869));
+    a.push(Op::store(Size::U64, R10, st::TMP, 34));
+    if with_crc {
+        emit_port_crc(&mut a, &c, c.dport, st::CTV, 2);
+    }
+    a.bind(out);
+    a.push(Op::mov64(R0, 0));
+    a.push(Op::Exit);
+    let maps = vec![
+        MapDef::new("weir_crc_ctx", MapType::PercpuArray, 4, 256, 1),
+        MapDef::new(map::CNT, MapType::PercpuArray, 4, 8, cnt::SIZE),
+    ];
+    (a.assemble().expect("the CRC32c bench assembles"), maps)
+}
+
 /// `if m (r1) has bit k: r3 = C_k · r3 mod P`. The multiplier (r4) is the
 /// constant, shifted left until it is zero: a loop of at most 32 turns
 /// that the verifier follows exactly. Uses r0, r2, r4, r5.
