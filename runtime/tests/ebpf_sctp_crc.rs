@@ -158,16 +158,33 @@ fn ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed() {
     assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "first fragment dropped");
     assert_eq!(sctp_crc_drops(&gen), before + 1, "and counted");
 
-    // IPv6 with a hop-by-hop header (a fragment header could be there).
+    // IPv6 behind extension headers: a hop-by-hop header is walked over
+    // (translated, the CRC32c updated); a fragment header makes it a
+    // first fragment (dropped, counted).
     let plain = sctp_frame((ip("fd00:1::10"), 41002), (ip("fd00:96::9"), 3868), 1, &chunks);
-    let mut f = plain[..54].to_vec();
-    f[20] = 0; // next header: hop-by-hop
-    let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
-    f[18..20].copy_from_slice(&plen.to_be_bytes());
-    f.extend_from_slice(&[132, 0, 1, 4, 0, 0, 0, 0]); // PadN
-    f.extend_from_slice(&plain[54..]);
+    let behind = |ext: &[u8]| {
+        let mut f = plain[..54].to_vec();
+        f[20] = ext[8];
+        let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
+        f[18..20].copy_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&ext[..8]);
+        f.extend_from_slice(&plain[54..]);
+        f
+    };
+    // Hop-by-hop (type 0): next 132, length 0, PadN.
+    let f = behind(&[132, 0, 1, 4, 0, 0, 0, 0, 0]);
     let out = run_full(&gen, &f);
-    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "extension headers: dropped");
+    assert_eq!(out.ret, layout::TC_ACT_OK as u32, "hop-by-hop: passes");
+    let o = &out.data;
+    assert_eq!(u16::from_be_bytes([o[64], o[65]]), 3869, "hop-by-hop: translated");
+    let mut body = o[62..].to_vec();
+    let have = u32::from_le_bytes(body[8..12].try_into().unwrap());
+    body[8..12].fill(0);
+    assert_eq!(have, crc32c::crc32c(&body), "hop-by-hop: CRC32c");
+    // Fragment (type 44): next 132, offset 0, M set, identification.
+    let f = behind(&[132, 0, 0, 1, 0, 0, 0, 9, 44]);
+    let out = run_full(&gen, &f);
+    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "IPv6 first fragment: dropped");
     assert_eq!(sctp_crc_drops(&gen), before + 2, "and counted");
 }
 

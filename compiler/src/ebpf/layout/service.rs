@@ -163,8 +163,8 @@ pub mod cnt {
     /// A frontend pointed at a missing slot or table (update race).
     pub const MISSING: u32 = 4;
     /// SCTP packets dropped because a port change's CRC32c update could
-    /// not be computed (`service::sctp_crc`: a first fragment, IPv6
-    /// extension headers, an IP length that disagrees with the frame).
+    /// not be computed (`service::sctp_crc`: a first fragment, an IP
+    /// length that disagrees with the frame).
     pub const SCTP_CRC: u32 = 5;
     pub const SIZE: u32 = 8;
 }

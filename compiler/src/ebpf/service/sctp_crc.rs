@@ -41,11 +41,12 @@
 //!
 //! **Fail closed** (dropped and counted in `weir_lb_cnt[SCTP_CRC]`,
 //! [`cnt::SCTP_CRC`]): where the SCTP packet's length cannot be known
-//! from this packet — an IPv4 first fragment (MF set; later fragments
-//! never reach a translation), an IPv6 packet with extension headers (one
-//! may be a fragment header; a jumbogram's payload length is 0) — or the
-//! IP length disagrees with the frame (beyond `skb->len`, or shorter than
-//! an SCTP header). Never a wrong checksum.
+//! from this packet — a first fragment (IPv4 with MF set; IPv6 with a
+//! fragment header, found by walking the extension headers again as the
+//! parse does; later fragments never reach a translation) — or the IP
+//! length disagrees with the frame (beyond `skb->len`, or shorter than an
+//! SCTP header: an IPv6 jumbogram's payload length is 0). Never a wrong
+//! checksum.
 //!
 //! Called from the one place ports are rewritten,
 //! [`super::emit::emit_rewrite`], and only in programs that can change an
@@ -58,10 +59,15 @@ use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Op, Operand, Reg, Size, Width}
 
 use super::emit::{count, helper, st, CtxLayout};
 use super::sctp::IPPROTO_SCTP;
+use crate::interp::MAX_EXTENSION_HEADERS;
 use Reg::*;
 
 /// The CRC32c polynomial, reflected (RFC 9260 appendix A: 0x1EDC6F41).
 pub const POLY: u32 = 0x82F6_3B78;
+
+/// IPv6 next-header values of the fragment and AH headers.
+const FRAGMENT: i32 = 44;
+const AH: i32 = 51;
 
 /// `__sk_buff` fields read here.
 const SKB_LEN: i16 = 0;
@@ -74,6 +80,13 @@ const SKB_GSO_SIZE: i16 = 176;
 const FIELD: i16 = st::RK; // the checksum field (4)
 const IPHDR: i16 = st::RK + 8; // the first 8 bytes of the IP header
 const XOR: i16 = st::RK + 16; // old port ^ new port (u64)
+const WALK_OFF: i16 = st::RK + 24; // the extension-header walk's offset (u64)
+const WALK_TYPE: i16 = st::RK + 32; // and the type of the header there (u64)
+/// The walk's step count (u64) and the two bytes of a header it reads
+/// (`st::TMP2`: the TCP / UDP checksum offset, not used for SCTP;
+/// `st::TMP3`: the key of [`count`], only on the way out).
+const WALK_STEPS: i16 = st::TMP2;
+const WALK_BYTES: i16 = st::TMP3;
 
 /// Bits of `m`: the IP length fields are 16 bits.
 const M_BITS: u32 = 16;
@@ -168,10 +181,10 @@ pub(crate) fn emit_port_crc(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16
     a.push(be16(R1));
     a.push(Op::alu64(AluOp::Add, R1, 14));
     a.push(Op::Ja { target: have_end });
-    // IPv6: no extension headers (a fragment header, a jumbogram).
+    // IPv6: no fragment header among the extension headers (a
+    // jumbogram's payload length, 0, fails the length check below).
     a.bind(v6);
-    a.push(Op::load(Size::U64, R2, R10, st::TMP));
-    a.push(Op::jmp(JmpCond::Ne, R2, 54, fail));
+    no_fragment_header(a, fail);
     a.push(Op::load(Size::U16, R1, R10, IPHDR + 4));
     a.push(be16(R1));
     a.push(Op::alu64(AluOp::Add, R1, 54));
@@ -220,6 +233,64 @@ pub(crate) fn emit_port_crc(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16
     count(a, map::CNT, Operand::Imm(cnt::SCTP_CRC as i32));
     a.push(Op::mov64(R0, TC_ACT_SHOT));
     a.push(Op::Exit);
+    a.bind(done);
+}
+
+/// IPv6: jumps to `fail` if a fragment header lies between the fixed
+/// header and the transport header (at `st::TMP`): the packet is a first
+/// fragment, and its SCTP packet goes on in the next. The chain is walked
+/// again as the parse walked it (hop-by-hop, routing, destination
+/// options: (len + 1) × 8 bytes; AH: (len + 2) × 4; at most
+/// [`MAX_EXTENSION_HEADERS`] steps), with `bpf_skb_load_bytes`; the
+/// IP header's first 8 bytes are at `IPHDR`. Falls through otherwise.
+fn no_fragment_header(a: &mut Asm, fail: crate::ebpf::Label) {
+    let step = a.new_label("crc_ext_step");
+    let ah = a.new_label("crc_ext_ah");
+    let advance = a.new_label("crc_ext_advance");
+    let done = a.new_label("crc_ext_done");
+    a.push(Op::store(Size::U64, R10, WALK_OFF, 54));
+    a.push(Op::load(Size::U8, R1, R10, IPHDR + 6));
+    a.push(Op::store(Size::U64, R10, WALK_TYPE, R1));
+    a.push(Op::store(Size::U64, R10, WALK_STEPS, 0));
+    a.bind(step);
+    // At the transport header: no fragment header on the way.
+    a.push(Op::load(Size::U64, R2, R10, WALK_OFF));
+    a.push(Op::load(Size::U64, R3, R10, st::TMP));
+    a.push(Op::jmp(JmpCond::Eq, R2, R3, done));
+    a.push(Op::jmp(JmpCond::Gt, R2, R3, fail));
+    a.push(Op::load(Size::U64, R1, R10, WALK_STEPS));
+    a.push(Op::jmp(JmpCond::Ge, R1, MAX_EXTENSION_HEADERS as i32, fail));
+    a.push(Op::alu64(AluOp::Add, R1, 1));
+    a.push(Op::store(Size::U64, R10, WALK_STEPS, R1));
+    a.push(Op::load(Size::U64, R1, R10, WALK_TYPE));
+    a.push(Op::jmp(JmpCond::Eq, R1, FRAGMENT, fail));
+    // The header's next-header and length bytes.
+    a.push(Op::store(Size::U64, R10, WALK_BYTES, 0));
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::load(Size::U64, R2, R10, WALK_OFF));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(WALK_BYTES)));
+    a.push(Op::mov64(R4, 2));
+    a.push(Op::Call {
+        helper: helper::SKB_LOAD_BYTES,
+    });
+    a.push(Op::jmp(JmpCond::Ne, R0, 0, fail));
+    a.push(Op::load(Size::U8, R2, R10, WALK_BYTES + 1));
+    a.push(Op::load(Size::U64, R1, R10, WALK_TYPE));
+    a.push(Op::jmp(JmpCond::Eq, R1, AH, ah));
+    a.push(Op::alu64(AluOp::Add, R2, 1));
+    a.push(Op::alu64(AluOp::Lsh, R2, 3));
+    a.push(Op::Ja { target: advance });
+    a.bind(ah);
+    a.push(Op::alu64(AluOp::Add, R2, 2));
+    a.push(Op::alu64(AluOp::Lsh, R2, 2));
+    a.bind(advance);
+    a.push(Op::load(Size::U64, R1, R10, WALK_OFF));
+    a.push(Op::alu64(AluOp::Add, R1, R2));
+    a.push(Op::store(Size::U64, R10, WALK_OFF, R1));
+    a.push(Op::load(Size::U8, R1, R10, WALK_BYTES));
+    a.push(Op::store(Size::U64, R10, WALK_TYPE, R1));
+    a.push(Op::Ja { target: step });
     a.bind(done);
 }
 
