@@ -849,9 +849,7 @@ fn check_reply(
     if !ok || sums.is_err() {
         t.disagreements.push(format!(
             "{tag}: reply {wire:?}\n    reverse NAT gave {s}:{sp} → {d}:{dp}, want {}:{} ({:?})",
-            seen.src,
-            seen.sport,
-            sums
+            seen.src, seen.sport, sums
         ));
     }
 }
@@ -1024,8 +1022,14 @@ fn ebpf_agrees_with_interpreter_on_dual_stack_policies() {
     assert!(t.replies6 >= 10, "too few IPv6 replies");
     assert!(t.sctp >= 20, "too few SCTP translations");
     assert!(t.sctp6 >= 10, "too few IPv6 SCTP translations");
-    assert!(t.sctp_port >= 10, "too few SCTP translations with a port change");
-    assert!(t.sctp_reply_port >= 5, "too few SCTP replies with a port change");
+    assert!(
+        t.sctp_port >= 10,
+        "too few SCTP translations with a port change"
+    );
+    assert!(
+        t.sctp_reply_port >= 5,
+        "too few SCTP replies with a port change"
+    );
     assert!(t.icmp6 >= 500, "too few ICMPv6 packets");
     assert!(
         t.icmp_foreign >= 20,

@@ -87,9 +87,20 @@ fn ebpf_sctp_port_translation_updates_the_crc32c() {
                 if init && i > 0 {
                     continue;
                 }
-                let tag = format!("{fam}, {}", if init { "INIT".into() } else { format!("DATA of {n}") });
+                let tag = format!(
+                    "{fam}, {}",
+                    if init {
+                        "INIT".into()
+                    } else {
+                        format!("DATA of {n}")
+                    }
+                );
                 let sport = 40000 + i as u16 * 2 + u16::from(init);
-                let chunks = if init { init_chunk(0x5eed_0001) } else { data_chunk(7 + i as u32, *n) };
+                let chunks = if init {
+                    init_chunk(0x5eed_0001)
+                } else {
+                    data_chunk(7 + i as u32, *n)
+                };
                 let vtag = if init { 0 } else { 0x1234_5678 };
                 // Client → frontend: DNAT to backend:3869.
                 let f = sctp_frame((client, sport), (frontend, 3868), vtag, &chunks);
@@ -97,29 +108,53 @@ fn ebpf_sctp_port_translation_updates_the_crc32c() {
                 assert_eq!(out.ret, layout::TC_ACT_OK as u32, "{tag}: passes");
                 let o = &out.data;
                 let (dst, l4) = layout_of(o, true);
-                assert_eq!(o[dst.clone()], match backend {
-                    IpAddr::V4(a) => a.octets().to_vec(),
-                    IpAddr::V6(a) => a.octets().to_vec(),
-                }, "{tag}: DNAT address");
-                assert_eq!(u16::from_be_bytes([o[l4 + 2], o[l4 + 3]]), 3869, "{tag}: DNAT port");
+                assert_eq!(
+                    o[dst.clone()],
+                    match backend {
+                        IpAddr::V4(a) => a.octets().to_vec(),
+                        IpAddr::V6(a) => a.octets().to_vec(),
+                    },
+                    "{tag}: DNAT address"
+                );
+                assert_eq!(
+                    u16::from_be_bytes([o[l4 + 2], o[l4 + 3]]),
+                    3869,
+                    "{tag}: DNAT port"
+                );
                 assert_eq!(field(o), oracle_crc(o), "{tag}: CRC32c after DNAT");
                 assert_ne!(field(o), field(&f), "{tag}: the CRC32c changed");
                 let allowed = [dst, 24..26, l4 + 2..l4 + 4, l4 + 8..l4 + 12];
-                assert_eq!(other_changes(&f, o, &allowed), Vec::<usize>::new(), "{tag}: other bytes");
+                assert_eq!(
+                    other_changes(&f, o, &allowed),
+                    Vec::<usize>::new(),
+                    "{tag}: other bytes"
+                );
                 // Backend → client: reverse NAT back to frontend:3868.
                 let r = sctp_frame((backend, 3869), (client, sport), 0x0bad_cafe, &chunks);
                 let out = run_full(&gen, &r);
                 assert_eq!(out.ret, layout::TC_ACT_OK as u32, "{tag}: reply passes");
                 let o = &out.data;
                 let (src, l4) = layout_of(o, false);
-                assert_eq!(o[src.clone()], match frontend {
-                    IpAddr::V4(a) => a.octets().to_vec(),
-                    IpAddr::V6(a) => a.octets().to_vec(),
-                }, "{tag}: reverse NAT address");
-                assert_eq!(u16::from_be_bytes([o[l4], o[l4 + 1]]), 3868, "{tag}: reverse NAT port");
+                assert_eq!(
+                    o[src.clone()],
+                    match frontend {
+                        IpAddr::V4(a) => a.octets().to_vec(),
+                        IpAddr::V6(a) => a.octets().to_vec(),
+                    },
+                    "{tag}: reverse NAT address"
+                );
+                assert_eq!(
+                    u16::from_be_bytes([o[l4], o[l4 + 1]]),
+                    3868,
+                    "{tag}: reverse NAT port"
+                );
                 assert_eq!(field(o), oracle_crc(o), "{tag}: CRC32c after reverse NAT");
                 let allowed = [src, 24..26, l4..l4 + 2, l4 + 8..l4 + 12];
-                assert_eq!(other_changes(&r, o, &allowed), Vec::<usize>::new(), "{tag}: reply's other bytes");
+                assert_eq!(
+                    other_changes(&r, o, &allowed),
+                    Vec::<usize>::new(),
+                    "{tag}: reply's other bytes"
+                );
                 checked += 2;
             }
         }
@@ -140,28 +175,51 @@ fn ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed() {
 
     // A zero field: the CRC32c is computed later (CHECKSUM_PARTIAL, SCTP
     // over a veth); the translation must leave it zero.
-    let mut f = sctp_frame((ip("10.1.0.10"), 41000), (ip("10.96.0.9"), 3868), 1, &chunks);
+    let mut f = sctp_frame(
+        (ip("10.1.0.10"), 41000),
+        (ip("10.96.0.9"), 3868),
+        1,
+        &chunks,
+    );
     f[34 + 8..34 + 12].fill(0);
     let out = run_full(&gen, &f);
     assert_eq!(out.ret, layout::TC_ACT_OK as u32);
-    assert_eq!(u16::from_be_bytes([out.data[36], out.data[37]]), 3869, "translated");
+    assert_eq!(
+        u16::from_be_bytes([out.data[36], out.data[37]]),
+        3869,
+        "translated"
+    );
     assert_eq!(field(&out.data), Some(0), "left for the later computation");
 
     // An IPv4 first fragment (MF): the SCTP packet's length is unknown.
     let before = sctp_crc_drops(&gen);
-    let mut f = sctp_frame((ip("10.1.0.10"), 41001), (ip("10.96.0.9"), 3868), 1, &chunks);
+    let mut f = sctp_frame(
+        (ip("10.1.0.10"), 41001),
+        (ip("10.96.0.9"), 3868),
+        1,
+        &chunks,
+    );
     f[20] |= 0x20;
     f[24..26].fill(0);
     let c = internet_checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
     let out = run_full(&gen, &f);
-    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "first fragment dropped");
+    assert_eq!(
+        out.ret,
+        layout::TC_ACT_SHOT as u32,
+        "first fragment dropped"
+    );
     assert_eq!(sctp_crc_drops(&gen), before + 1, "and counted");
 
     // IPv6 behind extension headers: a hop-by-hop header is walked over
     // (translated, the CRC32c updated); a fragment header makes it a
     // first fragment (dropped, counted).
-    let plain = sctp_frame((ip("fd00:1::10"), 41002), (ip("fd00:96::9"), 3868), 1, &chunks);
+    let plain = sctp_frame(
+        (ip("fd00:1::10"), 41002),
+        (ip("fd00:96::9"), 3868),
+        1,
+        &chunks,
+    );
     let behind = |ext: &[u8]| {
         let mut f = plain[..54].to_vec();
         f[20] = ext[8];
@@ -176,7 +234,11 @@ fn ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed() {
     let out = run_full(&gen, &f);
     assert_eq!(out.ret, layout::TC_ACT_OK as u32, "hop-by-hop: passes");
     let o = &out.data;
-    assert_eq!(u16::from_be_bytes([o[64], o[65]]), 3869, "hop-by-hop: translated");
+    assert_eq!(
+        u16::from_be_bytes([o[64], o[65]]),
+        3869,
+        "hop-by-hop: translated"
+    );
     let mut body = o[62..].to_vec();
     let have = u32::from_le_bytes(body[8..12].try_into().unwrap());
     body[8..12].fill(0);
@@ -184,7 +246,11 @@ fn ebpf_sctp_crc_leaves_a_zero_field_and_fails_closed() {
     // Fragment (type 44): next 132, offset 0, M set, identification.
     let f = behind(&[132, 0, 0, 1, 0, 0, 0, 9, 44]);
     let out = run_full(&gen, &f);
-    assert_eq!(out.ret, layout::TC_ACT_SHOT as u32, "IPv6 first fragment: dropped");
+    assert_eq!(
+        out.ret,
+        layout::TC_ACT_SHOT as u32,
+        "IPv6 first fragment: dropped"
+    );
     assert_eq!(sctp_crc_drops(&gen), before + 2, "and counted");
 }
 

@@ -31,7 +31,9 @@ pub fn oracle_crc(f: &[u8]) -> Option<u32> {
 /// The CRC32c field of the SCTP packet in `f`.
 pub fn field(f: &[u8]) -> Option<u32> {
     let r = sctp_range(f)?;
-    Some(u32::from_le_bytes(f[r.start + 8..r.start + 12].try_into().ok()?))
+    Some(u32::from_le_bytes(
+        f[r.start + 8..r.start + 12].try_into().ok()?,
+    ))
 }
 
 /// `Ok` unless `f` is an SCTP frame whose CRC32c the crate disagrees with.
