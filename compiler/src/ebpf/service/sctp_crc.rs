@@ -22,7 +22,8 @@
 //! carry-less multiply mod P in a loop the verifier runs exactly (its
 //! multiplier is a known constant: every branch on it is decided). The
 //! cost grows with the number of set bits of `m`, not with `L`; a full
-//! recompute would read every byte (what [`self`]'s tests measure against).
+//! recompute would read every byte (the unit test checks the delta
+//! against one; BENCHMARKS.md has the cost).
 //! A delta also keeps a corrupt packet corrupt: it never turns a wrong
 //! checksum into a right one.
 //!
