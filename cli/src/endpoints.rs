@@ -170,14 +170,18 @@ fn print_dry_run(r: &Report, json: bool) {
     }
     for s in &r.needs_recompile {
         crate::outln!(
-            "  service {} ({}) would need `weir compile` + `weir apply`: backends {}",
+            "  service {} ({}) would need `weir compile` + `weir apply`: backends {}{}",
             s.service,
             s.frontends(),
             if s.backends.is_empty() {
                 "none".to_string()
             } else {
                 s.backends.join(", ")
-            }
+            },
+            s.why
+                .as_deref()
+                .map(|w| format!(" (not in place: {w})"))
+                .unwrap_or_default()
         );
     }
 }
@@ -223,19 +227,23 @@ fn print_report(r: &Report, json: bool) {
     }
     if !r.needs_recompile.is_empty() {
         crate::errln!(
-            "warning: {} service(s) changed backends; the iptables back end compiles backends into DNAT rules, so run `weir compile` and `weir apply` for them:",
+            "warning: {} service(s) changed backends that could not be updated in place; run `weir compile` and `weir apply` for them:",
             r.needs_recompile.len()
         );
         for s in &r.needs_recompile {
             crate::errln!(
-                "  service {} ({}): now {}",
+                "  service {} ({}): now {}{}",
                 s.service,
                 s.frontends(),
                 if s.backends.is_empty() {
                     "no backends".to_string()
                 } else {
                     s.backends.join(", ")
-                }
+                },
+                s.why
+                    .as_deref()
+                    .map(|w| format!(" (not in place: {w})"))
+                    .unwrap_or_default()
             );
         }
     }

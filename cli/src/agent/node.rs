@@ -93,10 +93,13 @@ impl Node for EbpfNode {
 fn churn_result(r: Result<endpoints::Report, EndpointsError>) -> Result<Churn, String> {
     match r {
         Ok(r) if !r.needs_recompile.is_empty() => Ok(Churn::NeedsRecompile(format!(
-            "service(s) {} changed backends (the iptables back end compiles them into DNAT rules)",
+            "service(s) {} changed backends that could not be updated in place",
             r.needs_recompile
                 .iter()
-                .map(|s| s.service.as_str())
+                .map(|s| match &s.why {
+                    Some(w) => format!("{} ({w})", s.service),
+                    None => s.service.clone(),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
