@@ -111,12 +111,7 @@ type Top = Option<(usize, f64, f64, f64)>;
 
 /// The services sweep; returns the smallest and the largest size's
 /// figures for the targets.
-fn services_table(
-    rep: &mut Report,
-    svcs: &[Case],
-    plan: &Plan,
-    log: &dyn Fn(&str),
-) -> (Top, Top) {
+fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&str)) -> (Top, Top) {
     let mut t = Table::new(
         "iptables per-packet cost by services (network namespace, µs per new flow)",
         &[

@@ -209,6 +209,10 @@ fn kernel_lines(spec: &FrontendSpec, slots: &[Slot], g: u32) -> Vec<(String, Vec
         .collect()
 }
 
+fn not_plain(fe: &str) -> String {
+    format!("the chains of frontend {fe} are not the plain backend layout (a redirect steering rule that can match the frontend checks policy before each DNAT)")
+}
+
 fn plan_frontend(
     chains: &BTreeMap<&str, Vec<&str>>,
     g: u32,
@@ -260,7 +264,7 @@ fn plan_frontend(
             let t = after(&lw, "--to-destination").ok_or_else(|| format!("{chain}: no DNAT"))?;
             (slot, t.to_string())
         } else {
-            return Err(format!("{fe}: a rule this update does not know: `{r}`"));
+            return Err(format!("{}: `{r}`", not_plain(&fe)));
         };
         let (addr, port) = socket(&target).ok_or_else(|| format!("{fe}: DNAT target {target}"))?;
         have.push(Slot {
@@ -275,9 +279,7 @@ fn plan_frontend(
     for (chain, lines) in &current {
         let applied: Vec<&str> = chains.get(chain.as_str()).cloned().unwrap_or_default();
         if applied != lines.iter().map(String::as_str).collect::<Vec<_>>() {
-            return Err(format!(
-                "the chains of frontend {fe} are not the plain backend layout (a redirect steering rule that can match the frontend checks policy before each DNAT)"
-            ));
+            return Err(not_plain(&fe));
         }
     }
     let want: Vec<(IpAddr, u16)> = c.want.iter().map(|b| (b.addr, b.port)).collect();
@@ -400,4 +402,129 @@ fn record(applied: &mut Applied, family: Family, declare: &[String], lines: Vec<
             .is_none_or(|c| !touched.contains(c))
     });
     block.rules.extend(lines);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: u32 = 3;
+
+    fn be(a: &str) -> Be {
+        Be {
+            addr: a.parse().unwrap(),
+            port: 8080,
+            weight: 1,
+        }
+    }
+
+    fn slot(s: usize, a: &str) -> Slot {
+        Slot {
+            slot: s,
+            addr: a.parse().unwrap(),
+            port: 8080,
+            weight: 1,
+        }
+    }
+
+    fn spec(affinity: Option<u32>) -> FrontendSpec {
+        FrontendSpec {
+            k: 0,
+            service: 0,
+            fam: GenFamily::V4,
+            proto: Proto::Tcp,
+            affinity,
+        }
+    }
+
+    /// A generation with frontend 0 of service 0 over `slots`, as the
+    /// generator and the runtime's rename make it.
+    fn applied(affinity: Option<u32>, slots: &[Slot]) -> Applied {
+        let chains = kernel_lines(&spec(affinity), slots, G);
+        let mut block = TableBlock {
+            table: "nat".into(),
+            chains: vec!["WEIR3-NAT-PRE".into(), "WEIR3-SVC1".into()],
+            rules: vec![
+                "-A WEIR3-SVC1 -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -m comment --comment \"weir:svc0\" -g WEIR3-FE0".into(),
+            ],
+        };
+        for (c, lines) in chains {
+            block.chains.push(c);
+            block.rules.extend(lines);
+        }
+        Applied {
+            generation: G,
+            blocks: [(Family::Ipv4, vec![block])].into(),
+            ipset: String::new(),
+        }
+    }
+
+    fn change(want: &[&str], maglev: bool) -> BackendChange {
+        BackendChange {
+            service: 0,
+            name: "web".into(),
+            group: BackendGroup {
+                family: 4,
+                proto: None,
+            },
+            maglev: Some(maglev),
+            want: want.iter().map(|a| be(a)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_removed_backend_rewrites_the_frontend_chain() {
+        let a = applied(None, &[slot(0, "10.3.0.1"), slot(1, "10.3.0.2")]);
+        let p = plan(&a, G, &change(&["10.3.0.1"], false)).unwrap();
+        assert_eq!(p.frontends.len(), 1);
+        assert_eq!(
+            p.frontends[0].lines,
+            vec!["-A WEIR3-FE0 -p tcp -m comment --comment \"weir:svc0\" -j DNAT --to-destination 10.3.0.1:8080"]
+        );
+        assert!(plan(&a, G, &change(&["10.3.0.1", "10.3.0.2"], false))
+            .unwrap()
+            .is_noop());
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let a = applied(None, &[slot(0, "10.3.0.1"), slot(1, "10.3.0.2")]);
+        let e = plan(&a, G, &change(&[], false)).unwrap_err();
+        assert!(e.contains("no backend left"), "{e}");
+        let e = plan(&a, G, &change(&["10.3.0.1", "10.3.0.3"], true)).unwrap_err();
+        assert!(e.contains("Maglev"), "{e}");
+        // A check before a DNAT (redirect over the frontend): not the
+        // plain layout.
+        let mut odd = a.clone();
+        let block = &mut odd.blocks.get_mut(&Family::Ipv4).unwrap()[0];
+        block.rules.insert(1, "-A WEIR3-FE0 -j WEIR3-S0-1".into());
+        let e = plan(&odd, G, &change(&["10.3.0.1"], false)).unwrap_err();
+        assert!(e.contains("plain"), "{e}");
+        // Another service's frontend: nothing of ours.
+        let mut other = change(&["10.3.0.1"], false);
+        other.service = 1;
+        assert!(plan(&a, G, &other).unwrap_err().contains("no nat chain"));
+    }
+
+    #[test]
+    fn affinity_backends_keep_their_slots() {
+        let a = applied(Some(600), &[slot(0, "10.3.0.1"), slot(1, "10.3.0.2")]);
+        // .1 goes, .3 comes: .2 keeps slot 1, .3 takes slot 0.
+        let p = plan(&a, G, &change(&["10.3.0.2", "10.3.0.3"], false)).unwrap();
+        let want: Vec<String> = kernel_lines(
+            &spec(Some(600)),
+            &[slot(1, "10.3.0.2"), slot(0, "10.3.0.3")],
+            G,
+        )
+        .into_iter()
+        .flat_map(|(_, l)| l)
+        .collect();
+        assert_eq!(p.frontends[0].lines, want);
+        assert!(want
+            .iter()
+            .any(|l| l.contains("weir3-af0-1") && l.contains("WEIR3-BE0-1")));
+        // A third backend needs a third chain.
+        let e = plan(&a, G, &change(&["10.3.0.1", "10.3.0.2", "10.3.0.3"], false)).unwrap_err();
+        assert!(e.contains("affinity chains"), "{e}");
+    }
 }
