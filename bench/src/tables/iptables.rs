@@ -164,7 +164,7 @@ const SMALL_TARGET: &str = "iptables: overhead at 10 services ≤ kube-proxy's";
 /// (services only), paired overheads of the same run.
 fn small_target(rep: &mut Report, small: Top) {
     let (measured, verdict) = match small {
-        Some((n, empty, kube_over, weir_cost)) if n == 10 => {
+        Some((10, empty, kube_over, weir_cost)) => {
             let weir_over = weir_cost - empty;
             (
                 format!("{} vs {} µs", us(weir_over), us(kube_over)),
