@@ -24,8 +24,9 @@ use weir_compiler::bundle::{self, BundleInput, Target};
 use weir_compiler::churn::EndpointRec;
 use weir_compiler::driver::analyze;
 use weir_compiler::source::MemoryLoader;
+use weir_runtime::bundle::Family;
 use weir_runtime::endpoints;
-use weir_runtime::iptables::{Iptables, Options};
+use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Topology;
 use weir_runtime::Bundle;
 
@@ -106,8 +107,11 @@ fn answered(topo: &Topology, vip: &str, n: u8) -> BTreeSet<IpAddr> {
 
 /// The DNAT targets `iptables-save` shows in `prefix` (web's backends
 /// are 10.3.0.x, sticky's 10.4.0.x).
-fn dnat_targets(topo: &Topology, prefix: &str) -> BTreeSet<String> {
-    let out = topo.node.exec("iptables-save", &["-t", "nat"]).unwrap();
+fn dnat_targets(topo: &Topology, v: Variant, prefix: &str) -> BTreeSet<String> {
+    let out = topo
+        .node
+        .exec(&v.save(Family::Ipv4), &["-t", "nat"])
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("DNAT"))
@@ -141,7 +145,29 @@ fn iptables_backends_change_in_place() {
     ) {
         return;
     }
-    let work = weir_runtime::kernel_test::state_dir("ipt-svc-churn").unwrap();
+    in_place(Variant::System);
+}
+
+/// The same with the legacy (x_tables) tools, which the benchmarks
+/// drive.
+#[test]
+fn iptables_backends_change_in_place_legacy() {
+    if !weir_runtime::kernel_test::may_run(
+        "iptables_backends_change_in_place_legacy",
+        &["ip", "iptables-restore", "iptables-save", "ipset"],
+    ) {
+        return;
+    }
+    if weir_runtime::iptables::exec::find_program("iptables-legacy-restore").is_none() {
+        eprintln!("iptables-legacy not installed: skipped");
+        return;
+    }
+    in_place(Variant::Legacy);
+}
+
+fn in_place(v: Variant) {
+    let work =
+        weir_runtime::kernel_test::state_dir(&format!("ipt-svc-churn-{}", v.name())).unwrap();
     let dir = work.join("bundle");
     write_bundle(&dir);
     let topo = Topology::new().expect("netns topology");
@@ -150,7 +176,11 @@ fn iptables_backends_change_in_place() {
     ] {
         topo.serve_tcp(ip(a), 8080).unwrap();
     }
-    let rt = Iptables::new(Options::netns(topo.node.name()).with_state_dir(work.join("state")));
+    let rt = Iptables::new(
+        Options::netns(topo.node.name())
+            .with_state_dir(work.join("state"))
+            .with_variant(v),
+    );
     let b = Bundle::read(&dir).unwrap();
     let g = rt.apply(&b).unwrap().generation;
     let web = |n: &[(&str, &str, bool)]| -> Vec<EndpointRec> {
@@ -177,7 +207,7 @@ fn iptables_backends_change_in_place() {
     assert_eq!(r.services.len(), 1, "{r:?}");
     assert_eq!(r.services[0].backends, vec!["10.3.0.1:8080".to_string()]);
     assert_eq!(answered(&topo, "10.96.0.1", 16), set(&["10.3.0.1"]));
-    assert_eq!(dnat_targets(&topo, "10.3."), strings(&["10.3.0.1:8080"]));
+    assert_eq!(dnat_targets(&topo, v, "10.3."), strings(&["10.3.0.1:8080"]));
     in_force(&rt);
 
     // web-3 added (a new address of web's class): web-1 and web-3.
@@ -185,7 +215,7 @@ fn iptables_backends_change_in_place() {
     let r = endpoints::iptables(&rt, &b, &inv(two, &sticky)).unwrap();
     assert!(r.needs_recompile.is_empty(), "{r:?}");
     assert_eq!(
-        dnat_targets(&topo, "10.3."),
+        dnat_targets(&topo, v, "10.3."),
         strings(&["10.3.0.1:8080", "10.3.0.3:8080"])
     );
     assert_eq!(
@@ -209,7 +239,7 @@ fn iptables_backends_change_in_place() {
     let r = endpoints::iptables(&rt, &b, &inv(three.clone(), &s23)).unwrap();
     assert!(r.needs_recompile.is_empty(), "{r:?}");
     assert_eq!(
-        dnat_targets(&topo, "10.4."),
+        dnat_targets(&topo, v, "10.4."),
         strings(&["10.4.0.2:8080", "10.4.0.3:8080"])
     );
     assert_eq!(
@@ -232,7 +262,7 @@ fn iptables_backends_change_in_place() {
         "{r:?}"
     );
     assert_eq!(
-        dnat_targets(&topo, "10.4."),
+        dnat_targets(&topo, v, "10.4."),
         strings(&["10.4.0.2:8080", "10.4.0.3:8080"])
     );
 
@@ -246,7 +276,7 @@ fn iptables_backends_change_in_place() {
         .filter_map(|s| s.why.as_deref())
         .collect();
     assert!(why.iter().any(|w| w.contains("no backend left")), "{r:?}");
-    assert_eq!(dnat_targets(&topo, "10.3."), strings(&["10.3.0.3:8080"]));
+    assert_eq!(dnat_targets(&topo, v, "10.3."), strings(&["10.3.0.3:8080"]));
     in_force(&rt);
 
     assert_eq!(rt.read_state().unwrap().unwrap().generation, g);
