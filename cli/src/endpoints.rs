@@ -6,8 +6,9 @@
 //! nothing changed (needs a recompile, conflicts with an endpoint declared
 //! in the source, or the inventory has errors); 2 error (usage, IO or
 //! kernel problems); 3 applied with warnings — iptables only: the class
-//! part is in force but selector-backed services changed backends, which
-//! needs `weir compile` + `weir apply`. `--dry-run` prints the update in
+//! part is in force but selector-backed services changed backends in a
+//! way their frontend chains cannot take in place (each named with the
+//! reason), which needs `weir compile` + `weir apply`. `--dry-run` prints the update in
 //! endpoint names and writes nothing (exit 0, or 1 when it would be
 //! refused).
 
