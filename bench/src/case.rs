@@ -24,9 +24,10 @@ pub(crate) struct Case {
 /// `inventory.json` into `dir` (what the whole-process compile row runs).
 pub fn render_headline(opts: &Opts, dir: &std::path::Path) -> std::io::Result<()> {
     let plan = Plan::new(opts.quick, opts.seed);
-    let params = match opts.render_rules {
-        Some(n) => plan.rules_params(n, opts.seed),
-        None => plan.headline,
+    let params = match (opts.render_rules, opts.render_services) {
+        (_, Some(n)) => plan.services_params(n, opts.seed),
+        (Some(n), None) => plan.rules_params(n, opts.seed),
+        (None, None) => plan.headline,
     };
     let r = synth::render(&synth::model(&params));
     std::fs::create_dir_all(dir)?;

@@ -10,8 +10,8 @@
 //! class rows or in `weir_atom_bits` (`codegen::sparse_atoms`), `--sizes
 //! N,N…` measures only those sizes in both sweeps (with `--only`: to
 //! compare a change at the sizes it is about, runs taken in turn). `weir-bench --render DIR [--quick]
-//! [--seed N] [--rules N]` only writes the headline model (or the rules
-//! sweep's model of N rules) as `synth.weir` and
+//! [--seed N] [--rules N | --services N]` only writes the headline model (or the rules
+//! sweep's model of N rules, or the services sweep's of N services) as `synth.weir` and
 //! `inventory.json` into DIR, to profile `weir compile` on it by hand;
 //! `weir-bench --render-per-pod N DIR` does the same for the
 //! one-peer-per-pod model of N pods (issue 21, item 4).
@@ -26,7 +26,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--iptables legacy|nft] [--atoms auto|dense|sparse] [--sizes N,N…] | --render DIR [--rules N] | --render-per-pod N DIR"
+        "usage: weir-bench [--quick] [--out FILE | --only ebpf|iptables|iptables-apply|compile|updates|sizes|per-pod …] [--seed N] [--no-kernel] [--ct-table lru|hash] [--iptables legacy|nft] [--atoms auto|dense|sparse] [--sizes N,N…] | --render DIR [--rules N | --services N] | --render-per-pod N DIR"
     );
     std::process::exit(2)
 }
@@ -75,6 +75,13 @@ fn main() {
             ),
             "--rules" => {
                 opts.render_rules = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "--services" => {
+                opts.render_services = Some(
                     args.next()
                         .and_then(|s| s.parse().ok())
                         .unwrap_or_else(|| usage()),

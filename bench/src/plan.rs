@@ -23,6 +23,8 @@ pub struct Opts {
     /// `--render DIR --rules N`: render the rules sweep's model of `N`
     /// rules instead of the headline model.
     pub render_rules: Option<usize>,
+    /// `--render DIR --services N`: the services sweep's model of N services.
+    pub render_services: Option<usize>,
     /// The kind of the per-flow tables the eBPF programs are compiled
     /// with (`--ct-table`, default: what `weir compile` defaults to).
     pub ct_table: weir_compiler::ebpf::state_tables::CtTable,
@@ -80,6 +82,7 @@ impl Default for Opts {
             variant: weir_runtime::iptables::Variant::Legacy,
             only: Vec::new(),
             render_rules: None,
+            render_services: None,
             ct_table: Default::default(),
             atoms: Default::default(),
             sizes: None,

@@ -6,8 +6,9 @@
 //! nothing changed (needs a recompile, conflicts with an endpoint declared
 //! in the source, or the inventory has errors); 2 error (usage, IO or
 //! kernel problems); 3 applied with warnings — iptables only: the class
-//! part is in force but selector-backed services changed backends, which
-//! needs `weir compile` + `weir apply`. `--dry-run` prints the update in
+//! part is in force but selector-backed services changed backends in a
+//! way their frontend chains cannot take in place (each named with the
+//! reason), which needs `weir compile` + `weir apply`. `--dry-run` prints the update in
 //! endpoint names and writes nothing (exit 0, or 1 when it would be
 //! refused).
 
@@ -170,14 +171,18 @@ fn print_dry_run(r: &Report, json: bool) {
     }
     for s in &r.needs_recompile {
         crate::outln!(
-            "  service {} ({}) would need `weir compile` + `weir apply`: backends {}",
+            "  service {} ({}) would need `weir compile` + `weir apply`: backends {}{}",
             s.service,
             s.frontends(),
             if s.backends.is_empty() {
                 "none".to_string()
             } else {
                 s.backends.join(", ")
-            }
+            },
+            s.why
+                .as_deref()
+                .map(|w| format!(" (not in place: {w})"))
+                .unwrap_or_default()
         );
     }
 }
@@ -223,19 +228,23 @@ fn print_report(r: &Report, json: bool) {
     }
     if !r.needs_recompile.is_empty() {
         crate::errln!(
-            "warning: {} service(s) changed backends; the iptables back end compiles backends into DNAT rules, so run `weir compile` and `weir apply` for them:",
+            "warning: {} service(s) changed backends that could not be updated in place; run `weir compile` and `weir apply` for them:",
             r.needs_recompile.len()
         );
         for s in &r.needs_recompile {
             crate::errln!(
-                "  service {} ({}): now {}",
+                "  service {} ({}): now {}{}",
                 s.service,
                 s.frontends(),
                 if s.backends.is_empty() {
                     "no backends".to_string()
                 } else {
                     s.backends.join(", ")
-                }
+                },
+                s.why
+                    .as_deref()
+                    .map(|w| format!(" (not in place: {w})"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -216,6 +216,7 @@ pub(crate) fn stale_update(
         index: s.index,
         update: ServiceUpdate::new(&s.name, g.group, want.iter().map(socket).collect()),
         backends: want,
+        in_place: false,
     })
 }
 

@@ -11,7 +11,7 @@
 //!
 //! iptables: the applied DNAT rules (iptables-save) send each frontend to
 //! its own protocol's backends; `weir endpoints` adding the TCP replica
-//! reports exactly the TCP frontends as needing a recompile.
+//! rewrites exactly the TCP frontend's chain in place.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -246,12 +246,35 @@ fn iptables_named_target_per_protocol_and_churn() {
         BTreeSet::from(["10.3.0.53:5353".to_string()]),
         "{saved}"
     );
+    // The TCP replica: only the TCP frontend's chain is rewritten in
+    // place (iptables/service_chains.rs); the UDP one keeps its targets.
     let r = endpoints::iptables(&rt, &b, &inventory(&[("dns-d", "10.3.0.56", "1054")])).unwrap();
-    let stale: Vec<String> = r.needs_recompile.iter().map(|s| s.frontends()).collect();
-    assert_eq!(stale, vec!["IPv4 tcp"], "{r:?}");
+    assert!(r.needs_recompile.is_empty(), "{r:?}");
+    let updated: Vec<String> = r.services.iter().map(|s| s.frontends()).collect();
+    assert_eq!(updated, vec!["IPv4 tcp"], "{r:?}");
     assert_eq!(
-        r.needs_recompile[0].backends,
+        r.services[0].backends,
         vec!["10.3.0.53:5353".to_string(), "10.3.0.56:1054".to_string()]
+    );
+    let out = topo.node.exec("iptables-save", &["-t", "nat"]).unwrap();
+    let saved = String::from_utf8_lossy(&out.stdout).to_string();
+    let dnat = |proto: &str| -> BTreeSet<String> {
+        saved
+            .lines()
+            .filter(|l| l.contains("DNAT") && l.contains(&format!("-p {proto}")))
+            .filter_map(|l| l.split("--to-destination ").nth(1))
+            .map(|t| t.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        dnat("udp"),
+        BTreeSet::from(["10.3.0.53:53".to_string(), "10.3.0.54:1053".to_string()]),
+        "{saved}"
+    );
+    assert_eq!(
+        dnat("tcp"),
+        BTreeSet::from(["10.3.0.53:5353".to_string(), "10.3.0.56:1054".to_string()]),
+        "{saved}"
     );
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(&work);

@@ -39,8 +39,9 @@ pub(crate) fn figures(
         }
     };
     rules_table(rep, rules, plan, log);
-    let top = services_table(rep, svcs, plan, log);
+    let (small, top) = services_table(rep, svcs, plan, log);
     services_targets(rep, top);
+    small_target(rep, small);
     drop(no_halt);
 }
 
@@ -55,6 +56,12 @@ pub(crate) fn not_run(rep: &mut Report) {
     rep.targets.push(Target {
         name: "iptables: kube-proxy overhead / weir overhead at 10,000 services".into(),
         goal: "≥ 10×".into(),
+        measured: "not run".into(),
+        verdict: TV::NotMeasured,
+    });
+    rep.targets.push(Target {
+        name: SMALL_TARGET.into(),
+        goal: "weir overhead ≤ kube-proxy overhead".into(),
         measured: "not run".into(),
         verdict: TV::NotMeasured,
     });
@@ -102,8 +109,9 @@ fn rules_table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(&str)
 /// overhead, weir cost), in ns.
 type Top = Option<(usize, f64, f64, f64)>;
 
-/// The services sweep; returns the largest size's figures for the targets.
-fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&str)) -> Top {
+/// The services sweep; returns the smallest and the largest size's
+/// figures for the targets.
+fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&str)) -> (Top, Top) {
     let mut t = Table::new(
         "iptables per-packet cost by services (network namespace, µs per new flow)",
         &[
@@ -123,11 +131,15 @@ fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&st
         plan.probes
     ));
     let mut top: Top = None;
+    let mut small: Top = None;
     for c in svcs {
         log(&format!("iptables: {}", c.label));
         match services_case(c, plan) {
             Ok((row, empty, kube_over, weir_cost)) => {
                 top = Some((c.params.services, empty, kube_over, weir_cost));
+                if small.is_none() {
+                    small = top;
+                }
                 t.row(row);
             }
             Err(e) => {
@@ -142,7 +154,35 @@ fn services_table(rep: &mut Report, svcs: &[Case], plan: &Plan, log: &dyn Fn(&st
     }
     services_only_row(&mut t, rep, svcs, plan, log);
     rep.tables.push(t);
-    top
+    (small, top)
+}
+
+const SMALL_TARGET: &str = "iptables: overhead at 10 services ≤ kube-proxy's";
+
+/// Issue 21, item 5: at 10 services (the sweep's smallest size), weir's
+/// per-flow overhead (with its policies) no worse than kube-proxy's
+/// (services only), paired overheads of the same run.
+fn small_target(rep: &mut Report, small: Top) {
+    let (measured, verdict) = match small {
+        Some((10, empty, kube_over, weir_cost)) => {
+            let weir_over = weir_cost - empty;
+            (
+                format!("{} vs {} µs", us(weir_over), us(kube_over)),
+                TV::from(Some(weir_over <= kube_over)),
+            )
+        }
+        Some((n, ..)) => (
+            format!("not measured (smallest size {})", thousands(n)),
+            TV::NotMeasured,
+        ),
+        None => ("failed (see problems)".into(), TV::Missed),
+    };
+    rep.targets.push(Target {
+        name: SMALL_TARGET.into(),
+        goal: "weir overhead ≤ kube-proxy overhead".into(),
+        measured,
+        verdict,
+    });
 }
 
 /// The smallest services model again without its policies (issue 21,

@@ -93,10 +93,13 @@ impl Node for EbpfNode {
 fn churn_result(r: Result<endpoints::Report, EndpointsError>) -> Result<Churn, String> {
     match r {
         Ok(r) if !r.needs_recompile.is_empty() => Ok(Churn::NeedsRecompile(format!(
-            "service(s) {} changed backends (the iptables back end compiles them into DNAT rules)",
+            "service(s) {} changed backends that could not be updated in place",
             r.needs_recompile
                 .iter()
-                .map(|s| s.service.as_str())
+                .map(|s| match &s.why {
+                    Some(w) => format!("{} ({w})", s.service),
+                    None => s.service.clone(),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
@@ -111,8 +114,8 @@ fn churn_result(r: Result<endpoints::Report, EndpointsError>) -> Result<Churn, S
 /// Applies nothing; keeps the manifest and endpoints of the last bundle
 /// "applied" to answer the endpoint question as the runtime would.
 pub struct DryRun {
-    /// The back end the bundles are compiled for (iptables cannot change
-    /// selector-backed service backends without a recompile).
+    /// The back end the bundles are compiled for (iptables changes
+    /// selector-backed service backends in place only in some cases).
     pub iptables: bool,
     generation: u64,
     applied: Option<(Manifest, Vec<EndpointRec>)>,
@@ -149,18 +152,33 @@ impl Node for DryRun {
             return Ok(Churn::NeedsRecompile(plan.refused.join("; ")));
         }
         if self.iptables {
+            // The runtime rewrites a service's chains in place unless
+            // (runtime/src/iptables/service_chains.rs) the frontends had
+            // no backends compiled or have none now, Maglev needs two or
+            // more, or affinity needs more backend chains than were
+            // compiled. (Chains not in the plain layout, a redirect over
+            // the frontend, are seen only in the kernel's rules.)
             let moved: Vec<String> = churn::selector_services(m)
                 .iter()
                 .filter(|s| {
-                    s.groups
+                    let affinity = m
+                        .services
                         .iter()
-                        .any(|g| churn::backends_for(s, g, old) != churn::backends_for(s, g, &new))
+                        .any(|e| e.index == s.index && e.affinity_seconds.is_some());
+                    s.groups.iter().any(|g| {
+                        let want = churn::backends_for(s, g, &new);
+                        want != churn::backends_for(s, g, old)
+                            && (g.compiled.is_empty()
+                                || want.is_empty()
+                                || (s.maglev != Some(false) && want.len() >= 2)
+                                || (affinity && want.len() > g.compiled.len()))
+                    })
                 })
                 .map(|s| s.name.clone())
                 .collect();
             if !moved.is_empty() {
                 return Ok(Churn::NeedsRecompile(format!(
-                    "service(s) {} changed backends (the iptables back end compiles them into DNAT rules)",
+                    "service(s) {} changed backends that could not be updated in place",
                     moved.join(", ")
                 )));
             }

@@ -26,6 +26,11 @@ pub struct SelectorService {
     /// Its frontends' backend groups ([`BackendGroup`]: one per family,
     /// or per family and protocol for a named target port), sorted.
     pub groups: Vec<GroupBackends>,
+    /// Balanced by Maglev (iptables cannot hash flows: an in-place
+    /// update to two or more backends needs the full path); `None` in a
+    /// record written before this was recorded (never updated in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev: Option<bool>,
 }
 
 /// The backends of one group of a selector service's frontends.
@@ -78,6 +83,7 @@ pub fn selector_services(m: &Manifest) -> Vec<SelectorService> {
             name: s.name.clone(),
             selector: bs.selector.clone(),
             groups: groups.into_values().collect(),
+            maglev: Some(s.balance == crate::contract::BalanceName::Maglev),
         });
     }
     out

@@ -145,6 +145,11 @@ pub struct ServiceUpdate {
     pub proto: Option<String>,
     /// `addr:port` (weight 1: selector backends).
     pub backends: Vec<String>,
+    /// iptables: why the frontends' chains could not be rewritten in
+    /// place (the service needs the full path: `weir compile` + `weir
+    /// apply`); `None` for an update that was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl ServiceUpdate {
@@ -155,6 +160,7 @@ impl ServiceUpdate {
             family: group.family,
             proto: group.proto_name(),
             backends,
+            why: None,
         }
     }
 
@@ -174,6 +180,11 @@ pub struct Stale {
     pub update: ServiceUpdate,
     /// Its backends over the endpoints in force.
     pub backends: Vec<Be>,
+    /// iptables: its frontends' chains were rewritten in place with these
+    /// backends (`runtime/src/iptables/service_chains.rs`): the kernel
+    /// holds them, no recompile is needed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 impl Stale {

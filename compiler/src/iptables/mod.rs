@@ -105,6 +105,7 @@ mod emit;
 mod entries;
 mod events;
 mod flow;
+pub mod frontend_chain;
 mod manifest;
 pub mod self_set;
 mod services;

@@ -13,7 +13,8 @@
 //! WEIR-BE<k>-<i>: [-m recent --set] [-j <check>] -p P -j DNAT --to-destination ADDR:PORT
 //! ```
 
-use super::text::{comment, Family, FastMap, Tables};
+use super::frontend_chain;
+use super::text::{comment, Family, Tables};
 use super::{Options, Unsupported};
 use crate::contract::Target;
 use crate::diagnostics::{Construct, Refusal};
@@ -224,9 +225,7 @@ pub fn nat(
 ) -> Option<AddrTree> {
     let st = &g.services;
     let mut items: Vec<AddrRules> = Vec::new();
-    // `-m statistic` matches by (weight, remaining weight): formatting a
-    // float exactly is slow and most services repeat the same few.
-    let mut statistic: FastMap<(u64, u64), String> = FastMap::default();
+    let mut statistic = frontend_chain::StatisticCache::default();
     for (k, fe) in st.frontends.iter().enumerate() {
         let f = fe.frontend;
         let set = &st.backend_sets[fe.backends];
@@ -235,86 +234,37 @@ pub fn nat(
         }
         let svc = &st.services[fe.service];
         let c = comment(&format!("svc{}", fe.service));
-        let chain = format!("WEIR-FE{k}");
+        let chain = frontend_chain::frontend_chain(k);
         out.chain("nat", &chain);
         let n = set.backends.len();
-        let be = |i: usize| format!("WEIR-BE{k}-{i}");
-        let recent = |i: usize| format!("weir-af{k}-{i}");
-        if let Some(secs) = svc.affinity {
-            for i in 0..n {
-                out.rule(
-                    "nat",
-                    &chain,
-                    &[
-                        &format!(
-                            "-m recent --name {} --rcheck --seconds {secs} --reap --rsource",
-                            recent(i)
-                        ),
-                        &c,
-                        &format!("-g {}", be(i)),
-                    ],
-                );
+        let extras: Vec<Option<String>> = (0..n).map(|i| before_dnat(k, i, out)).collect();
+        let spec = frontend_chain::FrontendSpec {
+            k,
+            service: fe.service,
+            fam,
+            proto: f.proto,
+            affinity: svc.affinity,
+        };
+        let slots: Vec<frontend_chain::Slot> = set
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| frontend_chain::Slot {
+                slot: i,
+                addr: b.addr,
+                port: b.port,
+                weight: u32::from(b.weight),
+            })
+            .collect();
+        for (name, rules) in frontend_chain::chains(&spec, &slots, &extras, &mut statistic) {
+            if name != chain {
+                out.chain("nat", &name);
+            }
+            for r in &rules {
+                out.rule("nat", &name, &[r]);
             }
         }
         let p = fam.proto(f.proto);
-        let extras: Vec<Option<String>> = (0..n).map(|i| before_dnat(k, i, out)).collect();
-        // A backend needs a chain of its own for affinity (`--set`) or a
-        // check before its DNAT; otherwise the choice DNATs directly (the
-        // frontend chain is only entered by packets of protocol `p`).
-        let own: Vec<bool> = extras
-            .iter()
-            .map(|x| svc.affinity.is_some() || x.is_some())
-            .collect();
-        let own_chain = |i: usize| own[i];
-        let dnat = |i: usize| {
-            let b = &set.backends[i];
-            format!("-j DNAT --to-destination {}", fam.socket(b.addr, b.port))
-        };
-        let go = |i: usize| {
-            if own_chain(i) {
-                format!("-g {}", be(i))
-            } else {
-                dnat(i)
-            }
-        };
-        let weights: Vec<u64> = set.backends.iter().map(|b| u64::from(b.weight)).collect();
-        for i in 0..n {
-            let rest: u64 = weights[i..].iter().sum();
-            let proto = if own_chain(i) {
-                String::new()
-            } else {
-                format!("-p {p}")
-            };
-            if i + 1 < n {
-                let m = statistic.entry((weights[i], rest)).or_insert_with(|| {
-                    let prob = weights[i] as f64 / rest as f64;
-                    format!("-m statistic --mode random --probability {prob:.10}")
-                });
-                out.rule("nat", &chain, &[m, &proto, &c, &go(i)]);
-            } else {
-                out.rule("nat", &chain, &[&proto, &c, &go(i)]);
-            }
-        }
-        for (i, extra) in extras.into_iter().enumerate() {
-            if !own_chain(i) {
-                continue;
-            }
-            out.chain("nat", &be(i));
-            if svc.affinity.is_some() {
-                out.rule(
-                    "nat",
-                    &be(i),
-                    &[
-                        &format!("-m recent --name {} --set --rsource", recent(i)),
-                        &c,
-                    ],
-                );
-            }
-            if let Some(x) = extra {
-                out.rule("nat", &be(i), &[&c, &x]);
-            }
-            out.rule("nat", &be(i), &[&format!("-p {p}"), &c, &dnat(i)]);
-        }
         let m = format!("-p {p} -m {p} --dport {} {c}", f.port);
         match items.last_mut() {
             Some((a, rules)) if *a == f.addr => rules.push((m, format!("-g {chain}"))),

@@ -1,7 +1,9 @@
 //! `weir endpoints` on the iptables back end: class changes become one
 //! batch of ipset `del`/`add` lines, built beside the live sets and
-//! swapped in; selector-service backend changes are reported as needing
-//! a recompile (DNAT rules are fixed at compile time).
+//! swapped in; a selector service's backend changes rewrite its
+//! frontends' nat chains in place (`iptables_services.rs`), or are
+//! reported as needing a recompile, with the reason, when that cannot be
+//! done.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,6 +13,7 @@ use weir_compiler::contract::endpoints_state::{self as state, BundleFiles, Heade
 
 use super::plan::{backends_after, dry_report, plan, Planned, SCAN_LIMIT};
 use super::{write_failed, EndpointsError, Report};
+use crate::iptables::service_chains::BackendChange;
 use crate::record::{bad_record, read_legacy, stale_update, Bytes, Record};
 use crate::statefs::file_identity;
 
@@ -112,17 +115,23 @@ fn iptables_update(
         &planned.changes,
         &rec.header.sets.clone().unwrap_or_default(),
     );
-    let (stale, stale_bytes) = updated_stale(&rec, &planned)?;
-    let needs_recompile = stale.into_iter().map(|s| s.update).collect();
+    let (stale, backend_changes) = updated_stale(&rec, &planned)?;
+    let mut svc = super::iptables_services::decide(rt, &state, stale, &backend_changes);
     let writes = self_text.lines().count() + text.lines().count();
     if dry_run {
+        let needs_recompile = svc.needs_recompile();
         return Ok(dry_report(generation, planned, needs_recompile, writes, t0));
     }
 
     let t1 = Instant::now();
     swap_in(rt, &state, &self_text)?;
     swap_in(rt, &state, &text)?;
+    // Backends after their addresses' classes: a new backend is in its
+    // sets before a flow can be sent to it.
+    let chain_writes = svc.write(rt, &state);
     let apply_time = t1.elapsed();
+    let stale_bytes = (!backend_changes.is_empty()).then(|| state::encode_stale(&svc.stale));
+    let needs_recompile = svc.needs_recompile();
     let Planned { diff, changes, .. } = planned;
     Record {
         header: Header {
@@ -139,9 +148,9 @@ fn iptables_update(
     Ok(Report {
         generation,
         changes,
-        services: Vec::new(),
+        services: svc.in_place,
         needs_recompile,
-        writes,
+        writes: writes + chain_writes,
         apply_time,
         total_time: t0.elapsed(),
         dry_run: None,
@@ -328,25 +337,27 @@ fn set_lines(changes: &[AddrChange], sets: &[(String, u8, Vec<u32>)]) -> String 
     text
 }
 
-/// Services: DNAT rules, fixed at compile time. The record lists the
+/// Services: each affected service group's backends over the new
+/// inventory (the churn path eBPF uses), and the record's list of
 /// services whose backends differ from the compiled ones (earlier
 /// updates count too); only those whose selector matches a changed
-/// endpoint are compared again. Returns the services now stale, and
-/// their encoding when it changed.
+/// endpoint are compared again. What can be rewritten in place is
+/// decided after ([`super::iptables_services`]).
 fn updated_stale(
     rec: &Record,
     planned: &Planned,
-) -> Result<(Vec<Stale>, Option<Vec<u8>>), EndpointsError> {
+) -> Result<(Vec<Stale>, Vec<BackendChange>), EndpointsError> {
     let affected = &planned.affected;
     let stale: Vec<Stale> = state::decode_stale(&rec.stale).map_err(bad_record)?;
     if affected.is_empty() {
-        return Ok((stale, None));
+        return Ok((stale, Vec::new()));
     }
     let ids: std::collections::BTreeSet<usize> = affected.iter().map(|s| s.index).collect();
     let (before, mut kept): (Vec<Stale>, Vec<Stale>) =
         stale.into_iter().partition(|s| ids.contains(&s.index));
     let mut index = None;
     let many = affected.len() > SCAN_LIMIT;
+    let mut changes = Vec::new();
     for s in affected {
         for g in &s.groups {
             let have = before
@@ -354,12 +365,20 @@ fn updated_stale(
                 .find(|x| x.index == s.index && x.group() == g.group)
                 .map_or(g.compiled.as_slice(), |x| x.backends.as_slice());
             let want = backends_after(&planned.diff, s, g, have, &mut index, many);
+            if want.as_slice() != have {
+                changes.push(BackendChange {
+                    service: s.index,
+                    name: s.name.clone(),
+                    group: g.group,
+                    maglev: s.maglev,
+                    want: want.clone(),
+                });
+            }
             kept.extend(stale_update(s, g, want));
         }
     }
     kept.sort_by_key(|s| (s.index, s.group()));
-    let bytes = state::encode_stale(&kept);
-    Ok((kept, Some(bytes)))
+    Ok((kept, changes))
 }
 
 /// Writes `text` (ipset `del`/`add` lines) by building the touched sets

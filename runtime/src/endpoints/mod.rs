@@ -41,6 +41,7 @@ use serde::Serialize;
 use weir_compiler::churn::{self, AddrChange};
 
 mod ebpf_update;
+mod iptables_services;
 mod iptables_update;
 mod plan;
 
