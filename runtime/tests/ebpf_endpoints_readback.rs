@@ -141,7 +141,9 @@ fn ebpf_endpoints_fail_when_the_kernel_does_not_hold_the_writes() {
     // Another writer gives web-1's class-map entry another value.
     let r = endpoints::ebpf_text_with_hook(&inst, &dir, INVENTORY, &mut || {
         bpftool(
-            &["map", "update", "key", "10", "1", "1", "1", "value", "hex", "7f", "00", "00", "00"],
+            &[
+                "map", "update", "key", "10", "1", "1", "1", "value", "hex", "7f", "00", "00", "00",
+            ],
             &host,
         );
     });
@@ -150,7 +152,10 @@ fn ebpf_endpoints_fail_when_the_kernel_does_not_hold_the_writes() {
             assert_eq!(differ.len(), 1, "{differ:?}");
             assert!(differ[0].contains(HOST4), "{differ:?}");
             assert!(differ[0].contains("address 10.1.1.1"), "{differ:?}");
-            assert!(differ[0].contains("the kernel holds 7f000000"), "{differ:?}");
+            assert!(
+                differ[0].contains("the kernel holds 7f000000"),
+                "{differ:?}"
+            );
         }
         other => panic!("the kernel disagrees, the update must fail: {other:?}"),
     }
@@ -187,7 +192,12 @@ fn ebpf_endpoints_fail_when_the_kernel_does_not_hold_the_writes() {
     assert_eq!(lookup(&host, &web1), Some(want));
     assert_eq!(
         lookup(&same, &web1),
-        Some(vec!["0x0a".into(), "0x01".into(), "0x01".into(), "0x01".into()])
+        Some(vec![
+            "0x0a".into(),
+            "0x01".into(),
+            "0x01".into(),
+            "0x01".into()
+        ])
     );
     assert_eq!(dump(&host).len(), before.0.len() + 1);
 

@@ -93,8 +93,8 @@ mod tests {
 
     #[test]
     fn the_tail_holds_the_namespaces() {
-        let ns = tail_namespaces("\n  ],\n  \"namespaces\": { \"a\": { \"t\": \"1\" } }\n}\n")
-            .unwrap();
+        let ns =
+            tail_namespaces("\n  ],\n  \"namespaces\": { \"a\": { \"t\": \"1\" } }\n}\n").unwrap();
         assert_eq!(ns["a"]["t"], "1");
         assert_eq!(tail_namespaces("]}"), Some(Namespaces::new()));
         assert_eq!(

@@ -79,7 +79,10 @@ fn namespaced_inventories_take_the_text_fast_path() {
     assert!(n.iter().all(|e| e.labels["@namespace.team"] == "z"));
     // A namespace added (no endpoints yet) and one whose entry is the same:
     // nothing changes.
-    let four = old.replace("\"namespaces\": {", "\"namespaces\": { \"d\": {\"team\": \"new\"},");
+    let four = old.replace(
+        "\"namespaces\": {",
+        "\"namespaces\": { \"d\": {\"team\": \"new\"},",
+    );
     assert_ne!(four, old);
     let (o, n) = fast(&old, &four);
     assert!(o.is_empty() && n.is_empty());

@@ -24,6 +24,9 @@ pub struct TextDiff {
     pub changed: Option<(Vec<EndpointRec>, Vec<EndpointRec>)>,
     /// The whole new inventory, when it was parsed.
     pub full: Option<Vec<EndpointRec>>,
+    /// How many endpoint objects of the new text were parsed (the others
+    /// were recorded text, taken as they are).
+    pub parsed: usize,
 }
 
 /// Why [`diff_text`] failed.
@@ -222,6 +225,7 @@ pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, D
         unique: true,
         changed: Some((old_changed, new_changed)),
         full: None,
+        parsed: ranges.len(),
     })
 }
 
@@ -240,6 +244,7 @@ fn diff_full(text: &str) -> Result<TextDiff, DiffError> {
         entries,
         unique: unique(&all),
         changed: None,
+        parsed: all.len(),
         full: Some(all),
     })
 }

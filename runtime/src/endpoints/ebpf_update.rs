@@ -404,6 +404,7 @@ fn ebpf_mode(
         Side::new("lb", state::encode_lb(&lb))
     };
     let Planned { diff, changes, .. } = planned;
+    let parsed = diff.parsed;
     Record {
         header: Header {
             manifest: record_id,
@@ -419,6 +420,7 @@ fn ebpf_mode(
     .map_err(|e| write_failed(&sd, e))?;
     Ok(Report {
         generation,
+        parsed,
         changes,
         services: updated,
         needs_recompile: Vec::new(),

@@ -124,6 +124,7 @@ fn iptables_update(
     swap_in(rt, &state, &text)?;
     let apply_time = t1.elapsed();
     let Planned { diff, changes, .. } = planned;
+    let parsed = diff.parsed;
     Record {
         header: Header {
             unique: diff.unique,
@@ -138,6 +139,7 @@ fn iptables_update(
     .map_err(|e| write_failed(&dir, e))?;
     Ok(Report {
         generation,
+        parsed,
         changes,
         services: Vec::new(),
         needs_recompile,

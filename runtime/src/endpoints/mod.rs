@@ -67,6 +67,10 @@ pub struct Report {
     pub needs_recompile: Vec<ServiceUpdate>,
     /// Kernel writes (ipset lines, map updates / deletes).
     pub writes: usize,
+    /// Endpoint objects of the inventory parsed: those whose text changed
+    /// since the recorded update (all of them when the file had to be
+    /// parsed whole).
+    pub parsed: usize,
     /// Time spent writing to the kernel (JSON: microseconds).
     #[serde(with = "micros", rename = "apply_us")]
     pub apply_time: Duration,

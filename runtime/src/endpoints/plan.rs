@@ -164,6 +164,7 @@ pub(super) fn dry_report(
 ) -> Report {
     Report {
         generation,
+        parsed: planned.diff.parsed,
         changes: planned.changes,
         services: Vec::new(),
         needs_recompile,
