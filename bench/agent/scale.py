@@ -3,7 +3,10 @@
 NS namespaces x PODS pods (10 apps per namespace), POLICIES
 NetworkPolicies, a Service per app; then one pod relabel that no selector
 reads (the endpoint path), one pod readiness flip of a service backend,
-one pod added, and one NetworkPolicy added (recompiles).
+one pod added, a namespace relabelled with a label no selector reads (the
+endpoint path: its 100 pods compared again, none changes class), a
+namespace relabelled into a combination no compiled class has (needs a
+recompile), and one NetworkPolicy added (recompiles).
 
     python3 bench/agent/scale.py 50 100 1000 > /tmp/scale.jsonl
     target/release/weir agent --replay /tmp/scale.jsonl --dry-run --backend ebpf
@@ -43,9 +46,12 @@ def policy(k):
                                   "ports": [{"port": 8080 + k % 3, "protocol": "TCP"}]}]}}
 
 
+def namespace(n, labels):
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns{n}", "labels": labels}}
+
+
 out = sys.stdout
-nss = [{"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": f"ns{n}", "labels": {"team": f"t{n}"}}} for n in range(NS)]
+nss = [namespace(n, {"team": f"t{n}"}) for n in range(NS)]
 nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node{n}"},
           "status": {"addresses": [{"type": "InternalIP", "address": f"192.168.{n // 250}.{n % 250 + 1}"}]}}
          for n in range(50)]
@@ -58,9 +64,13 @@ for kind, objs in [("Namespace", nss), ("Node", nodes),
                    ("NetworkPolicy", [policy(k) for k in range(POLICIES)]), ("Service", svcs)]:
     out.write(json.dumps({"type": "RELIST", "kind": kind, "objects": objs}) + "\n")
 out.write('{"type":"SYNC"}\n')
+
+
 events = [("MODIFIED", pod(0, 0, extra={"version": "2"})),
           ("MODIFIED", pod(0, 1, ready=False)),
           ("ADDED", pod(0, PODS)),
+          ("MODIFIED", namespace(1, {"team": "t1", "env": "x"})),
+          ("MODIFIED", namespace(1, {"team": "unused"})),
           ("ADDED", policy(POLICIES))]
 for ty, o in events:
     out.write(json.dumps({"type": ty, "object": o}) + "\n")

@@ -138,9 +138,9 @@ pub struct Args {
     /// The packet-mark bits the iptables back end uses for `self`: one
     /// contiguous run of at least 2 bits, hex; its lowest bit marks
     /// "source and destination are one endpoint", the bits above it hold
-    /// endpoint ids. Default 0xfffff800. Choose bits no other user of
-    /// the mark sets (kube-proxy: 0xc000; Calico: its iptablesMarkMask).
-    /// See docs/kubernetes.md.
+    /// endpoint ids (n bits: 2^(n-1) - 1 endpoints). Default 0xffff0000
+    /// (32,767 endpoints), which leaves kube-proxy's bits 0xc000 alone.
+    /// Choose bits no other user of the mark sets. See docs/kubernetes.md.
     #[arg(long, value_name = "MASK", value_parser = self_mark)]
     pub iptables_self_mark: Option<weir_compiler::iptables::self_set::SelfMark>,
     /// Fail on warnings.

@@ -578,3 +578,73 @@ fn namespace_relabel_is_one_inventory_entry() {
         "{web1}"
     );
 }
+
+/// The packet-mark bits of `self`: the agent's generations are compiled
+/// with kube-proxy's 0xc000 left free by default (recorded in the
+/// bundle's manifest), with the mask the DaemonSet passes, and the flag
+/// is accepted (and unused) with `--backend ebpf`, so one DaemonSet
+/// passes it for either back end.
+#[test]
+fn the_self_mark_reaches_the_agents_generations() {
+    let manifest = |work: &Path| -> Value {
+        let mut gens: Vec<(u64, PathBuf)> = std::fs::read_dir(work)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.unwrap();
+                let n = e.file_name().to_str()?.strip_prefix("gen-")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        gens.sort();
+        let m = gens
+            .last()
+            .expect("a generation")
+            .1
+            .join("bundle/manifest.json");
+        serde_json::from_str(&std::fs::read_to_string(m).unwrap()).unwrap()
+    };
+    let work = tmp("self-mark-default");
+    let r = dry("namespace-relabel", "iptables", &work);
+    assert_eq!(r.code, Some(0), "{}", r.shown);
+    let mark = manifest(&work)["backends"]["iptables"]["self_mark"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(mark, 0xffff_0000);
+    assert_eq!(mark & 0xc000, 0, "kube-proxy's bits stay free");
+
+    let work = tmp("self-mark-given");
+    let r = replay(
+        "namespace-relabel",
+        &[
+            "--dry-run",
+            "--backend",
+            "iptables",
+            "--work-dir",
+            s(&work),
+            "--iptables-self-mark=0x0fff0000",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.shown);
+    assert_eq!(
+        manifest(&work)["backends"]["iptables"]["self_mark"],
+        0x0fff_0000
+    );
+
+    let work = tmp("self-mark-ebpf");
+    let r = replay(
+        "namespace-relabel",
+        &[
+            "--dry-run",
+            "--backend",
+            "ebpf",
+            "--work-dir",
+            s(&work),
+            "--iptables-self-mark=0xffff0000",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.shown);
+    assert_eq!(r.verdicts(), ["recompile", "endpoints", "recompile"]);
+    for w in ["self-mark-default", "self-mark-given", "self-mark-ebpf"] {
+        let _ = std::fs::remove_dir_all(tmp(w));
+    }
+}

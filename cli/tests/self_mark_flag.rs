@@ -47,10 +47,16 @@ fn the_mask_reaches_the_rules_and_the_manifest() {
     let m: Value =
         serde_json::from_str(&emit("manifest", &["--iptables-self-mark", "0x0fff0000"])).unwrap();
     assert_eq!(m["backends"]["iptables"]["self_mark"], 0x0fff_0000);
-    // Without the flag: the default, not written.
+    // Without the flag: the default, kube-proxy's 0xc000 left alone, and
+    // written (a manifest without it means the earlier default).
     let m: Value = serde_json::from_str(&emit("manifest", &[])).unwrap();
-    assert!(m["backends"]["iptables"].get("self_mark").is_none());
-    assert!(emit("iptables", &[]).contains("-j MARK --set-xmark 0x0/0xfffff800"));
+    assert_eq!(m["backends"]["iptables"]["self_mark"], 0xffff_0000u32);
+    let rules = emit("iptables", &[]);
+    assert!(
+        rules.contains("-j MARK --set-xmark 0x0/0xffff0000"),
+        "{rules}"
+    );
+    assert!(!rules.contains("0xfffff800"), "{rules}");
 }
 
 #[test]

@@ -87,8 +87,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// The packet-mark bits the iptables back end uses for `self` (as
-    /// `weir compile --iptables-self-mark`; default 0xfffff800). With
-    /// kube-proxy on the node, keep 0xc000 out of it.
+    /// `weir compile --iptables-self-mark`; default 0xffff0000, which
+    /// leaves kube-proxy's 0xc000 alone). Accepted and unused with
+    /// `--backend ebpf` (it decides `self` in maps), so one DaemonSet
+    /// can pass it for either back end.
     #[arg(long, value_name = "MASK", value_parser = crate::compile::self_mark)]
     pub iptables_self_mark: Option<weir_compiler::iptables::self_set::SelfMark>,
     #[command(flatten)]
@@ -135,9 +137,6 @@ pub fn run(args: Args) -> i32 {
     }
     if args.cgroup.is_some() && args.target.backend != Backend::Ebpf {
         return crate::program::usage("--cgroup applies to --backend ebpf");
-    }
-    if args.iptables_self_mark.is_some() && args.target.backend != Backend::Iptables {
-        return crate::program::usage("--iptables-self-mark applies to --backend iptables");
     }
     if args.dry_run && args.replay.is_none() {
         return crate::program::usage("--dry-run applies to --replay FILE");

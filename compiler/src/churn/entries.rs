@@ -6,11 +6,15 @@
 //! parsed nor decoded, and the unchanged start and end of the file are
 //! not even scanned.
 //!
+//! The trailer holds the inventory's `"namespaces"` section when it has
+//! one ([`super::ns_tail`]): objects are decoded under it.
+//!
 //! Layout: the trailer (a `u32` length and UTF-8), then the entries, each
 //! a little-endian `u32` length, then: the gap before the object, the
 //! object's text, the name (each a `u32` length + UTF-8), the addresses
 //! (`u32` count, then `4` + 4 bytes or `6` + 16 bytes each).
 
+use super::ns_tail::{tail_namespaces, Namespaces};
 use super::record::{EndpointRec, FastEndpoint};
 use std::net::IpAddr;
 
@@ -102,6 +106,18 @@ fn str<'a>(b: &mut &'a [u8]) -> Result<&'a str, String> {
     std::str::from_utf8(take(b, n)?).map_err(|_| BAD.to_string())
 }
 
+/// The namespaces a section's trailer declares (see [`super::ns_tail`]).
+pub fn namespaces(trailer: &str) -> Result<Namespaces, String> {
+    tail_namespaces(trailer).ok_or_else(|| format!("{BAD}: its trailer"))
+}
+
+/// Every endpoint of a section.
+pub fn decode_all(bytes: &[u8]) -> Result<Vec<EndpointRec>, String> {
+    let (trailer, es) = split(bytes)?;
+    let ns = namespaces(trailer)?;
+    es.iter().map(|e| e.decode(&ns)).collect()
+}
+
 /// The trailer and the entries of a section, in order.
 pub fn split(mut bytes: &[u8]) -> Result<(&str, Vec<Entry<'_>>), String> {
     let trailer = str(&mut bytes)?;
@@ -141,9 +157,10 @@ impl Entry<'_> {
         Ok(hit)
     }
 
-    /// The endpoint (its text parsed).
-    pub fn decode(&self) -> Result<EndpointRec, String> {
+    /// The endpoint (its text parsed), in the namespaces `ns` the
+    /// record's trailer declares ([`super::ns_tail`]).
+    pub fn decode(&self, ns: &Namespaces) -> Result<EndpointRec, String> {
         let e: FastEndpoint = serde_json::from_str(self.text).map_err(|e| format!("{BAD}: {e}"))?;
-        Ok(e.into())
+        EndpointRec::resolve(e, ns).ok_or_else(|| format!("{BAD}: an unknown namespace"))
     }
 }

@@ -23,12 +23,14 @@
 //! interpreter's rule), [`entries`] / [`scan`] / [`text_diff`] (the
 //! recorded inventory text and the diff against a new one),
 //! [`service_table`] / [`selcode`] (the recorded selector services),
-//! [`namespace`] (a namespace relabel as one update).
+//! [`namespace`] (a namespace relabel as one update), [`ns_tail`] (the
+//! recorded `"namespaces"` section the text diff reads).
 
 pub mod backends;
 pub mod declared;
 pub mod entries;
 pub mod namespace;
+pub mod ns_tail;
 pub mod placement;
 pub mod plan;
 pub mod record;
@@ -40,6 +42,8 @@ pub mod text_diff;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ns;
 
 pub use backends::*;
 pub use declared::*;

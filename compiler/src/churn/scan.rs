@@ -1,5 +1,6 @@
 //! A structural scanner for inventory files shaped plainly
-//! (`{"endpoints": [ {…}, … ]}`): it finds the endpoint objects by their
+//! (`{"endpoints": [ {…}, … ]}`, optionally followed by the
+//! `"namespaces"` section, [`super::ns_tail`]): it finds the endpoint objects by their
 //! brackets without parsing them, so a text diff can skip unchanged
 //! ones. It checks structure only; objects are parsed by the inventory
 //! schema ([`crate::inventory`]).
@@ -66,11 +67,9 @@ pub(super) fn scan_from(
             if stop.is_some() {
                 return None;
             }
-            i += 1;
-            ws(b, &mut i);
-            lit(b, &mut i, b"}")?;
-            ws(b, &mut i);
-            return (i == b.len()).then_some((out, false));
+            // The rest: `}`, or the `"namespaces"` section and `}`.
+            let tail = std::str::from_utf8(&b[i..]).ok()?;
+            return super::ns_tail::tail_namespaces(tail).map(|_| (out, false));
         }
         if !first {
             lit(b, &mut i, b",")?;
@@ -91,7 +90,7 @@ pub(super) fn scan_from(
 
 /// The ranges of the endpoint objects of an inventory file shaped
 /// plainly (`{"endpoints": [ {…}, … ]}`, whitespace anywhere, the key
-/// without escapes); `None` for anything else. Only the structure is
+/// without escapes, then optionally `"namespaces": {…}`); `None` for anything else. Only the structure is
 /// checked: the objects are not parsed.
 pub(super) fn scan_ranges(b: &[u8]) -> Option<Vec<(usize, usize)>> {
     let mut i = 0;

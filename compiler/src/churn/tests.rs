@@ -167,12 +167,7 @@ fn text_diff_agrees_with_the_record_diff() {
         let (o, n) = d.changed.clone().expect("unique inventories");
         let (eo, en) = changed_endpoints(&old, new).unwrap();
         assert_eq!((o, n), (eo, en), "{text}");
-        let decoded: Vec<EndpointRec> = entries::split(&d.entries)
-            .unwrap()
-            .1
-            .iter()
-            .map(|e| e.decode().unwrap())
-            .collect();
+        let decoded: Vec<EndpointRec> = entries::decode_all(&d.entries).unwrap();
         assert_eq!(decoded, new);
         d
     };

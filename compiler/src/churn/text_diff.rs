@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::entries;
+use super::ns_tail::{changed_namespaces, may_name, tail_namespaces};
 use super::record::{unique, EndpointRec, FastEndpoint, FxBuild};
 use super::scan::{scan_from, scan_ranges};
 
@@ -23,6 +24,9 @@ pub struct TextDiff {
     pub changed: Option<(Vec<EndpointRec>, Vec<EndpointRec>)>,
     /// The whole new inventory, when it was parsed.
     pub full: Option<Vec<EndpointRec>>,
+    /// How many endpoint objects of the new text were parsed (the others
+    /// were recorded text, taken as they are).
+    pub parsed: usize,
 }
 
 /// Why [`diff_text`] failed.
@@ -41,16 +45,20 @@ pub enum DiffError {
 /// as they are; in between, objects are found by their brackets, and
 /// those whose text equals a recorded entry's of the same name are
 /// unchanged; the others are parsed and checked as
-/// [`crate::inventory::parse_inventory`] checks them. Anything unusual
-/// (a file not shaped `{"endpoints": [ {…}, … ]}`, a name or address
+/// [`crate::inventory::parse_inventory`] checks them. A `"namespaces"`
+/// section after the list is compared with the recorded one
+/// ([`super::ns_tail`]): the endpoints of a namespace whose labels
+/// changed are changed endpoints (decoded, not parsed again from the
+/// file), the others are not looked at. Anything unusual (a file not
+/// shaped `{"endpoints": [ {…}, … ]}` + namespaces, a name or address
 /// twice) is parsed whole.
 pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, DiffError> {
     let (trailer, olds) = entries::split(old).map_err(DiffError::Record)?;
-    // Namespaces: an endpoint's labels depend on its namespace's entry,
-    // so an unchanged endpoint object is not an unchanged endpoint.
-    if !old_unique || has_namespaces(text) {
+    if !old_unique {
         return diff_full(text);
     }
+    // The recorded objects are decoded under the recorded namespaces.
+    let old_ns = entries::namespaces(trailer).map_err(DiffError::Record)?;
     let b = text.as_bytes();
     // The unchanged start: whole recorded entries, gap and object.
     let (mut pos, mut prefix) = (0, 0);
@@ -93,14 +101,32 @@ pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, D
     let Some(ranges) = ranges else {
         return diff_full(text);
     };
+    // The new namespaces: the recorded ones when the end was kept, else
+    // the new tail's (after the last object; the whole file when there
+    // is none).
+    let tail_at = ranges.last().map_or(pos, |r| r.1);
+    let new_ns = if trailer_kept {
+        old_ns.clone()
+    } else {
+        match tail_namespaces(&text[tail_at..]) {
+            Some(ns) => ns,
+            None => return diff_full(text),
+        }
+    };
     let parse = |t: &str| -> Result<EndpointRec, DiffError> {
         let e: FastEndpoint = serde_json::from_str(t).map_err(|_| DiffError::Inventory)?;
         if !crate::inventory::valid_name(&e.name) {
             return Err(DiffError::Inventory);
         }
-        Ok(e.into())
+        EndpointRec::resolve(e, &new_ns).ok_or(DiffError::Inventory)
     };
     let old_mid = prefix..suffix_from;
+    // Namespaces whose labels changed: their endpoints' derived labels
+    // did, whatever their objects' text (quoted, for [`may_name`]).
+    let moved: Vec<String> = changed_namespaces(&old_ns, &new_ns)
+        .iter()
+        .map(|n| serde_json::to_string(n).expect("JSON"))
+        .collect();
     // Recorded entries still in force unchanged.
     let mut kept = vec![false; olds.len()];
     kept[..prefix].fill(true);
@@ -120,8 +146,8 @@ pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, D
         let ep = parse(obj)?;
         let same = match by_name.get(ep.name.as_str()) {
             Some(&j) if !kept[j] => {
-                let same =
-                    olds[j].text == obj || olds[j].decode().map_err(DiffError::Record)? == ep;
+                let same = (olds[j].text == obj && moved.is_empty())
+                    || olds[j].decode(&old_ns).map_err(DiffError::Record)? == ep;
                 kept[j] = same;
                 same
             }
@@ -135,7 +161,24 @@ pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, D
     let mut old_changed = Vec::new();
     for j in old_mid {
         if !kept[j] {
-            old_changed.push(olds[j].decode().map_err(DiffError::Record)?);
+            old_changed.push(olds[j].decode(&old_ns).map_err(DiffError::Record)?);
+        }
+    }
+    // Unchanged objects in a namespace whose labels changed: changed
+    // endpoints (both versions), their text kept.
+    if !moved.is_empty() {
+        for (j, o) in olds.iter().enumerate() {
+            if !kept[j] || !may_name(o.text, &moved) {
+                continue;
+            }
+            let before = o.decode(&old_ns).map_err(DiffError::Record)?;
+            // Its namespace gone: the file is invalid.
+            let after = o.decode(&new_ns).map_err(|_| DiffError::Inventory)?;
+            if before != after {
+                kept[j] = false;
+                old_changed.push(before);
+                new_changed.push(after);
+            }
         }
     }
     // Every name and address once: the changed endpoints among
@@ -182,15 +225,17 @@ pub fn diff_text(old: &[u8], old_unique: bool, text: &str) -> Result<TextDiff, D
         unique: true,
         changed: Some((old_changed, new_changed)),
         full: None,
+        parsed: ranges.len(),
     })
 }
 
 /// [`diff_text`] by parsing the whole inventory.
 fn diff_full(text: &str) -> Result<TextDiff, DiffError> {
     let all = EndpointRec::parse_inventory(text).ok_or(DiffError::Inventory)?;
-    // With namespaces, the recorded entries are the endpoints with their
-    // derived labels (self-contained), not the objects as written.
-    let ranges = scan_ranges(text.as_bytes()).filter(|_| !has_namespaces(text));
+    // The objects as written, the `"namespaces"` section in the trailer;
+    // a file shaped otherwise is recorded as the endpoints with their
+    // derived labels (self-contained).
+    let ranges = scan_ranges(text.as_bytes());
     let entries = match ranges.filter(|r| r.len() == all.len()) {
         Some(r) => entries::from_ranges(text, &r, &all),
         None => entries::encode_all(&all),
@@ -199,13 +244,7 @@ fn diff_full(text: &str) -> Result<TextDiff, DiffError> {
         entries,
         unique: unique(&all),
         changed: None,
+        parsed: all.len(),
         full: Some(all),
     })
-}
-
-/// Might the inventory text use namespaces (an endpoint's `"namespace"`
-/// or the file's `"namespaces"`)? A false positive (the word in a label)
-/// only costs the whole parse.
-fn has_namespaces(text: &str) -> bool {
-    text.contains("\"namespace")
 }

@@ -106,8 +106,8 @@ pub struct Header {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipv6_class0: bool,
     /// iptables: the packet-mark bits of `self` (the manifest's
-    /// `self_mark`) when not the default 0xfffff800: the id sets'
-    /// members are encoded with it.
+    /// `self_mark`) when not 0xfffff800 (`LEGACY_MASK`, what an absent
+    /// one means): the id sets' members are encoded with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_mark: Option<u32>,
     /// The endpoints declared in the source: an inventory never removes

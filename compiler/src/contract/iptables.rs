@@ -44,9 +44,11 @@ pub struct IptablesSection {
     /// The packet-mark bits of `self` (`weir compile
     /// --iptables-self-mark`; compiler/src/iptables/self_set.rs): the
     /// lowest is the SAME bit, the others hold endpoint ids, which `weir
-    /// endpoints` encodes with this mask. Written only when not the
-    /// default 0xfffff800 (so bundles compiled without the option, and
-    /// older manifests, read as that default).
+    /// endpoints` encodes with this mask. Written when the program has
+    /// a `self` test and the mask is not 0xfffff800, the default of
+    /// earlier weir ([`crate::iptables::self_set::LEGACY_MASK`]): older
+    /// manifests, which never wrote their default, read as that mask,
+    /// and bundles without `self` stay byte-identical.
     #[serde(
         default = "default_self_mark",
         skip_serializing_if = "is_default_self_mark"
@@ -56,7 +58,7 @@ pub struct IptablesSection {
 }
 
 fn default_self_mark() -> u32 {
-    crate::iptables::self_set::DEFAULT_MASK
+    crate::iptables::self_set::LEGACY_MASK
 }
 
 fn is_default_self_mark(m: &u32) -> bool {

@@ -36,7 +36,7 @@ pub fn typed(
     sets: &Sets,
     stats: &[(Family, usize, usize, usize)],
 ) -> c::IptablesSection {
-    let hooks = hooks
+    let hooks: Vec<c::HookEntry> = hooks
         .iter()
         .map(|(table, chain, target)| c::HookEntry {
             chain: chain.to_string(),
@@ -64,6 +64,17 @@ pub fn typed(
             });
         }
     }
+    // Only a program with a `self` test (the mangle FORWARD hook) has ids
+    // to encode; without one the mask means nothing and is not written
+    // (`LEGACY_MASK` reads as absent).
+    let self_mark = if hooks
+        .iter()
+        .any(|h| h.target == super::self_set::MANGLE_FWD)
+    {
+        opts.self_mark.reserved()
+    } else {
+        super::self_set::LEGACY_MASK
+    };
     let counts = stats
         .iter()
         .map(|&(f, chains, rules, depth)| c::Count {
@@ -98,7 +109,7 @@ pub fn typed(
                 target: c::LogTarget::Nflog,
             },
         },
-        self_mark: opts.self_mark.reserved(),
+        self_mark,
         sets: list,
     }
 }

@@ -148,7 +148,7 @@ pub struct Options {
     /// faithful: flows are not consistently hashed). Off by default.
     pub maglev_as_random: bool,
     /// The packet-mark bits of `self` (`self_set.rs`; default
-    /// 0xfffff800).
+    /// 0xffff0000).
     pub self_mark: self_set::SelfMark,
 }
 

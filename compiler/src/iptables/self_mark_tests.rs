@@ -2,7 +2,7 @@
 //! `weir compile --iptables-self-mark`): the rules, the id capacity and
 //! the mark conflicts follow the mask, and bad masks are refused.
 
-use super::self_set::{SelfMark, DEFAULT_MASK};
+use super::self_set::{SelfMark, DEFAULT_MASK, KUBE_PROXY_BITS, LEGACY_MASK};
 use super::{generate_text, Options, Output, Unsupported};
 use crate::diagnostics::{Construct, Refusal};
 use crate::driver::analyze;
@@ -55,7 +55,7 @@ fn the_mask_decides_the_bits() {
             d.shift(),
             d.max_id()
         ),
-        (DEFAULT_MASK, 0x800, 0xffff_f000, 12, 0xf_ffff)
+        (DEFAULT_MASK, 0x1_0000, 0xfffe_0000, 17, 0x7fff)
     );
     let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
     assert_eq!(m.member(a, 3), "10.0.0.1 skbmark 0x60000/0x0");
@@ -83,11 +83,47 @@ fn rules_and_members_use_the_mask() {
         o.ipset
     );
     assert_eq!(o.manifest["self_mark"], 0x00ff_0000);
-    // The default mask is not written: bundles compiled without the
-    // option are what they were.
+    // The default mask is written (a manifest without `self_mark` means
+    // the earlier default, LEGACY_MASK, which is not written)...
     let d = generate(&source(3, ""), DEFAULT_MASK).unwrap();
-    assert!(d.manifest.get("self_mark").is_none());
-    assert!(d.iptables.contains("-j MARK --set-xmark 0x0/0xfffff800"));
+    assert_eq!(d.manifest["self_mark"], DEFAULT_MASK);
+    assert!(d.iptables.contains("-j MARK --set-xmark 0x0/0xffff0000"));
+    let l = generate(&source(3, ""), LEGACY_MASK).unwrap();
+    assert!(l.manifest.get("self_mark").is_none());
+    // ...and a program without `self` writes none: its bundle is what it
+    // was.
+    let none = "endpoint a { labels { app: \"x\" } addr 10.0.0.1 }\n\
+        policy p {\n  applies to all\n  ingress {\n    allow tcp 80 from any\n  }\n}\n";
+    assert!(generate(none, DEFAULT_MASK)
+        .unwrap()
+        .manifest
+        .get("self_mark")
+        .is_none());
+}
+
+/// The default leaves kube-proxy's bits alone (weir replaces Calico or
+/// Cilium, not kube-proxy), and is the widest run that does: 2^15 - 1
+/// ids, checked at compile time (E0501 beyond them).
+#[test]
+fn the_default_mask_is_safe_beside_kube_proxy() {
+    assert_eq!(DEFAULT_MASK & KUBE_PROXY_BITS, 0);
+    assert_eq!(KUBE_PROXY_BITS, 0x4000 | 0x8000);
+    assert_ne!(LEGACY_MASK & KUBE_PROXY_BITS, 0, "why the default moved");
+    let widest = (2..=32u32)
+        .flat_map(|n| (0..=32 - n).map(move |s| (((1u64 << n) - 1) << s) as u32))
+        .filter(|m| m & KUBE_PROXY_BITS == 0)
+        .map(u32::count_ones)
+        .max();
+    assert_eq!(widest, Some(DEFAULT_MASK.count_ones()));
+    let d = SelfMark::default();
+    assert_eq!(d.reserved(), DEFAULT_MASK);
+    assert_eq!(d.max_id(), 32_767);
+    // The capacity check reads the mask's capacity (the E0501 refusal
+    // itself is shown with a small mask in `the_id_space_is_the_masks`).
+    let over = SelfMark::new(0x0003_0000).unwrap();
+    assert_eq!(over.max_id(), 1);
+    assert!(generate(&source(1, ""), 0x0003_0000).is_ok());
+    assert!(generate(&source(2, ""), 0x0003_0000).is_err());
 }
 
 #[test]
@@ -119,9 +155,11 @@ fn the_id_space_is_the_masks() {
 #[test]
 fn a_steering_mark_conflicts_with_the_masks_bits() {
     let steer = |m: &str| format!("steer s {{\n  mark {m} udp 53 from any\n}}\n");
-    // 0x4000 is outside 0x00ff0000 (inside the default mask: refused there).
+    // 0x4000 is outside 0x00ff0000 and the default mask (inside the
+    // earlier default: refused there).
     assert!(generate(&source(2, &steer("0x4000")), 0x00ff_0000).is_ok());
-    assert!(generate(&source(2, &steer("0x4000")), DEFAULT_MASK).is_err());
+    assert!(generate(&source(2, &steer("0x4000")), DEFAULT_MASK).is_ok());
+    assert!(generate(&source(2, &steer("0x4000")), LEGACY_MASK).is_err());
     let e = generate(&source(2, &steer("0x10000")), 0x00ff_0000).unwrap_err();
     assert!(
         matches!(

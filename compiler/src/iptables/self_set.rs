@@ -13,7 +13,7 @@
 //! FORWARD (after any DNAT: the destination is the backend) into one
 //! packet-mark bit, the SAME bit ([`SelfMark::same_bit`]), which the filter
 //! chains test (RESERVED, ID_MASK, SAME_BIT: the bits of the [`SelfMark`],
-//! by default 0xfffff800, 0xfffff000, 0x800):
+//! by default 0xffff0000, 0xfffe0000, 0x10000):
 //!
 //! ```text
 //! WEIR-MANGLE-FWD (mangle FORWARD):
@@ -60,8 +60,26 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SelfMark(u32);
 
-/// The default mask: ids in 0xfffff000, the SAME bit 0x800.
-pub const DEFAULT_MASK: u32 = 0xffff_f800;
+/// The default mask: ids in 0xfffe0000 (32,767 of them), the SAME bit
+/// 0x10000. weir replaces the cluster's network-policy engine (Calico,
+/// Cilium), not kube-proxy, so the default must leave kube-proxy's bits
+/// ([`KUBE_PROXY_BITS`]) alone; the upper half-word is the widest
+/// contiguous run that does (a wider one would need bit 15 or 14).
+/// It is also Calico's default `iptablesMarkMask`: an operator moving
+/// from Calico finds the bits where Calico had them.
+pub const DEFAULT_MASK: u32 = 0xffff_0000;
+
+/// The mask of bundles compiled before the default moved (0xfffff800:
+/// 1,048,575 ids, overlapping kube-proxy's bits): what a manifest
+/// without `self_mark`, and an endpoints record without one, mean.
+pub const LEGACY_MASK: u32 = 0xffff_f800;
+
+/// kube-proxy's packet-mark bits: 0x4000 (`--iptables-masquerade-bit`,
+/// default 14: "masquerade this connection", set in nat PREROUTING /
+/// OUTPUT, tested in nat POSTROUTING) and 0x8000 (its drop mark in
+/// releases before 1.29, still set by the kubelet's KUBE-MARK-DROP on
+/// older nodes). The default mask must not overlap them.
+pub const KUBE_PROXY_BITS: u32 = 0xc000;
 
 impl Default for SelfMark {
     fn default() -> Self {
@@ -84,13 +102,13 @@ impl SelfMark {
         Ok(SelfMark(mask))
     }
 
-    /// `--iptables-self-mark`'s value: hex (`0xfffff800`) or decimal.
+    /// `--iptables-self-mark`'s value: hex (`0xffff0000`) or decimal.
     pub fn parse(s: &str) -> Result<SelfMark, String> {
         let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
             Some(h) => u32::from_str_radix(h, 16),
             None => s.parse(),
         }
-        .map_err(|e| format!("{s:?} is not a 32-bit mask (hex like 0xfffff800): {e}"))?;
+        .map_err(|e| format!("{s:?} is not a 32-bit mask (hex like 0xffff0000): {e}"))?;
         SelfMark::new(n)
     }
 

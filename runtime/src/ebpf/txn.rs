@@ -8,6 +8,15 @@
 //! old nor the new inventory. With this, an update is applied whole or
 //! not at all (as far as the kernel lets a rollback write succeed; if one
 //! fails, the error says so).
+//!
+//! Every write also records what it promised (the value, or absence for
+//! a delete), and [`PinnedMaps::read_back`] looks each written key up
+//! again: a command reports success only after the kernel is seen to
+//! hold what it wrote (another writer, a map replaced under the pin, a
+//! write the kernel dropped are caught there, not trusted away). One
+//! lookup per written key: an endpoint update writes a handful of keys,
+//! and a batch lookup (`BPF_MAP_LOOKUP_BATCH`) would read the whole map
+//! to find them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +32,38 @@ pub struct PinnedMaps {
     maps: BTreeMap<String, Map>,
     /// (map, key, value before) of every write, in order.
     undo: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+    /// (map, key) → what the last write of it promised (`None`: absent).
+    promised: BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>,
+}
+
+/// A written key the kernel holds something else for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Differs {
+    pub map: String,
+    pub key: Vec<u8>,
+    /// What the update wrote (`None`: it deleted the key).
+    pub wrote: Option<Vec<u8>>,
+    /// What the kernel holds (`None`: no such key).
+    pub holds: Option<Vec<u8>>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Differs {
+    /// "map M key K (WHAT): the update wrote …, the kernel holds …".
+    pub fn describe(&self, what: Option<&str>) -> String {
+        let v = |x: &Option<Vec<u8>>| x.as_deref().map_or("no entry".to_string(), hex);
+        format!(
+            "map {} key {}{}: the update wrote {}, the kernel holds {}",
+            self.map,
+            hex(&self.key),
+            what.map(|w| format!(" ({w})")).unwrap_or_default(),
+            v(&self.wrote),
+            v(&self.holds)
+        )
+    }
 }
 
 fn aya(step: String) -> impl FnOnce(String) -> EbpfError {
@@ -35,6 +76,7 @@ impl PinnedMaps {
             dir,
             maps: BTreeMap::new(),
             undo: Vec::new(),
+            promised: BTreeMap::new(),
         }
     }
 
@@ -98,10 +140,13 @@ impl PinnedMaps {
         update_raw(m, key, value)
             .map_err(|e| aya(format!("updating map {name}"))(e.to_string()))?;
         self.undo.push((name.to_string(), key.to_vec(), before));
+        self.promised
+            .insert((name.to_string(), key.to_vec()), Some(value.to_vec()));
         Ok(())
     }
 
     pub fn delete(&mut self, name: &str, key: &[u8]) -> Result<(), EbpfError> {
+        self.promised.insert((name.to_string(), key.to_vec()), None);
         let Some(before) = self.current(name, key)? else {
             return Ok(());
         };
@@ -117,6 +162,27 @@ impl PinnedMaps {
         Ok(())
     }
 
+    /// Looks every key written or deleted so far up again: the ones the
+    /// kernel holds something else for (empty: everything promised is in
+    /// force).
+    pub fn read_back(&mut self) -> Result<Vec<Differs>, EbpfError> {
+        let promised = std::mem::take(&mut self.promised);
+        let mut out = Vec::new();
+        for ((map, key), wrote) in &promised {
+            let holds = self.current(map, key)?;
+            if holds != *wrote {
+                out.push(Differs {
+                    map: map.clone(),
+                    key: key.clone(),
+                    wrote: wrote.clone(),
+                    holds,
+                });
+            }
+        }
+        self.promised = promised;
+        Ok(out)
+    }
+
     /// Number of writes made so far.
     pub fn writes(&self) -> usize {
         self.undo.len()
@@ -124,6 +190,7 @@ impl PinnedMaps {
 
     /// Puts back every write, last first. Returns the failures.
     pub fn rollback(&mut self) -> Vec<String> {
+        self.promised.clear();
         let mut failed = Vec::new();
         for (name, key, before) in std::mem::take(&mut self.undo).into_iter().rev() {
             let Ok(m) = self.get(&name) else {
@@ -132,7 +199,11 @@ impl PinnedMaps {
             };
             let r = match &before {
                 Some(v) => update_raw(m, &key, v),
-                None => delete_raw(m, &key),
+                // Already absent is what a rollback of an insert wants.
+                None => match delete_raw(m, &key) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                    r => r,
+                },
             };
             if let Err(e) = r {
                 failed.push(format!("restoring an entry of {name}: {e}"));

@@ -152,6 +152,24 @@ fn write_maps(
     Ok((writes, updated))
 }
 
+/// Reads every written key back: when the kernel holds something else
+/// for any, the update's writes are rolled back, the record is not
+/// written (the previous endpoints stay recorded, as the rollback left
+/// the maps), and the update fails naming the entries.
+fn read_back(pinned: &mut crate::ebpf::txn::PinnedMaps) -> Result<(), EndpointsError> {
+    let differ = pinned.read_back()?;
+    if differ.is_empty() {
+        return Ok(());
+    }
+    let n = pinned.writes();
+    let failed = pinned.rollback();
+    Err(EndpointsError::NotHeld {
+        differ: differ.iter().map(describe).collect(),
+        rolled_back: n,
+        rollback_failed: failed,
+    })
+}
+
 /// The map and key of an endpoint's class-map (host) entry.
 fn host_key(addr: std::net::IpAddr) -> (&'static str, Vec<u8>) {
     use weir_compiler::ebpf::layout::class_key;
@@ -180,7 +198,7 @@ pub fn ebpf_dry_run(
     dir: &Path,
     inventory: &str,
 ) -> Result<Report, EndpointsError> {
-    ebpf_mode(inst, dir, inventory, true)
+    ebpf_mode(inst, dir, inventory, true, None)
 }
 
 /// [`ebpf`] given the inventory file's text (what `weir endpoints`
@@ -190,7 +208,35 @@ pub fn ebpf_text(
     dir: &Path,
     inventory: &str,
 ) -> Result<Report, EndpointsError> {
-    ebpf_mode(inst, dir, inventory, false)
+    ebpf_mode(inst, dir, inventory, false, None)
+}
+
+/// [`ebpf_text`] with `between` run after the writes and before they are
+/// read back: how a test makes the kernel disagree with the update (a
+/// write by another program, a map replaced under its pin) and sees the
+/// update fail. Not for production callers.
+#[doc(hidden)]
+pub fn ebpf_text_with_hook(
+    inst: &crate::ebpf::Instance,
+    dir: &Path,
+    inventory: &str,
+    between: &mut dyn FnMut(),
+) -> Result<Report, EndpointsError> {
+    ebpf_mode(inst, dir, inventory, false, Some(between))
+}
+
+/// One written key the kernel holds something else for, in words (an
+/// address key of the class and `self` maps is named as the address).
+fn describe(d: &crate::ebpf::txn::Differs) -> String {
+    use weir_compiler::ebpf::layout::map;
+    let addr: Option<std::net::IpAddr> = match (d.map.as_str(), d.key.len()) {
+        (map::HOST4 | map::SELF4, 4) => <[u8; 4]>::try_from(d.key.as_slice()).ok().map(Into::into),
+        (map::HOST6 | map::SELF6, 16) => {
+            <[u8; 16]>::try_from(d.key.as_slice()).ok().map(Into::into)
+        }
+        _ => None,
+    };
+    d.describe(addr.map(|a| format!("address {a}")).as_deref())
 }
 
 /// Capacity first: a full hash map must refuse the update before any
@@ -284,6 +330,7 @@ fn ebpf_mode(
     dir: &Path,
     inventory: &str,
     dry_run: bool,
+    between: Option<&mut dyn FnMut()>,
 ) -> Result<Report, EndpointsError> {
     let t0 = Instant::now();
     if unsafe { libc::geteuid() } != 0 {
@@ -346,6 +393,10 @@ fn ebpf_mode(
             });
         }
     };
+    if let Some(f) = between {
+        f();
+    }
+    read_back(&mut pinned)?;
     let apply_time = t1.elapsed();
     let lb_bytes = if updated.is_empty() {
         rec.lb
@@ -353,6 +404,7 @@ fn ebpf_mode(
         Side::new("lb", state::encode_lb(&lb))
     };
     let Planned { diff, changes, .. } = planned;
+    let parsed = diff.parsed;
     Record {
         header: Header {
             manifest: record_id,
@@ -368,6 +420,7 @@ fn ebpf_mode(
     .map_err(|e| write_failed(&sd, e))?;
     Ok(Report {
         generation,
+        parsed,
         changes,
         services: updated,
         needs_recompile: Vec::new(),

@@ -133,6 +133,7 @@ fn iptables_update(
     let stale_bytes = (!backend_changes.is_empty()).then(|| state::encode_stale(&svc.stale));
     let needs_recompile = svc.needs_recompile();
     let Planned { diff, changes, .. } = planned;
+    let parsed = diff.parsed;
     Record {
         header: Header {
             unique: diff.unique,
@@ -147,6 +148,7 @@ fn iptables_update(
     .map_err(|e| write_failed(&dir, e))?;
     Ok(Report {
         generation,
+        parsed,
         changes,
         services: svc.in_place,
         needs_recompile,

@@ -22,7 +22,11 @@
 //!   backends of selector-backed services through
 //!   [`LbState::set_backends`] (new backend set and Maglev table, frontend
 //!   swap, old set retired), then removals. Programs are not reloaded; the
-//!   service allocation state is recorded with the endpoints.
+//!   service allocation state is recorded with the endpoints. Every key
+//!   written or deleted is then looked up again
+//!   ([`crate::ebpf::txn::PinnedMaps::read_back`]): if the kernel holds
+//!   something else, the writes are rolled back, nothing is recorded and
+//!   the update fails naming the entries ([`EndpointsError::NotHeld`]).
 //!
 //! Refused (nothing written): an address whose signature no compiled
 //! class has ("needs a recompile", see [`weir_compiler::churn`]), an
@@ -45,7 +49,7 @@ mod iptables_services;
 mod iptables_update;
 mod plan;
 
-pub use ebpf_update::{ebpf, ebpf_dry_run, ebpf_text};
+pub use ebpf_update::{ebpf, ebpf_dry_run, ebpf_text, ebpf_text_with_hook};
 pub use iptables_update::{iptables, iptables_dir, iptables_dry_run, iptables_text};
 pub use weir_compiler::contract::endpoints_state::{FileIdentity, ServiceUpdate, RECORD};
 
@@ -64,6 +68,10 @@ pub struct Report {
     pub needs_recompile: Vec<ServiceUpdate>,
     /// Kernel writes (ipset lines, map updates / deletes).
     pub writes: usize,
+    /// Endpoint objects of the inventory parsed: those whose text changed
+    /// since the recorded update (all of them when the file had to be
+    /// parsed whole).
+    pub parsed: usize,
     /// Time spent writing to the kernel (JSON: microseconds).
     #[serde(with = "micros", rename = "apply_us")]
     pub apply_time: Duration,
@@ -103,6 +111,15 @@ pub enum EndpointsError {
     NotInForce(String),
     /// The manifest lacks what the update needs.
     Bundle(String),
+    /// Read back after the writes, the kernel holds something else for
+    /// these entries (eBPF): the update is not in force. Its writes were
+    /// rolled back (`rolled_back` of them; `rollback_failed`: the ones
+    /// that could not be) and the record was not written.
+    NotHeld {
+        differ: Vec<String>,
+        rolled_back: usize,
+        rollback_failed: Vec<String>,
+    },
     Iptables(crate::Error),
     Ebpf(crate::ebpf::EbpfError),
 }
@@ -124,6 +141,30 @@ impl std::fmt::Display for EndpointsError {
                 f.write_str("the inventory has problems (run `weir check` on it), nothing changed")
             }
             EndpointsError::NotInForce(m) | EndpointsError::Bundle(m) => f.write_str(m),
+            EndpointsError::NotHeld {
+                differ,
+                rolled_back,
+                rollback_failed,
+            } => {
+                write!(
+                    f,
+                    "the endpoint update is not in force: read back, the kernel holds something else than it wrote for {} entr{}:",
+                    differ.len(),
+                    if differ.len() == 1 { "y" } else { "ies" }
+                )?;
+                for d in differ {
+                    write!(f, "\n  {d}")?;
+                }
+                if rollback_failed.is_empty() {
+                    write!(f, "\nits {rolled_back} map writes were rolled back; the previous endpoints stay recorded")
+                } else {
+                    write!(
+                        f,
+                        "\nrolling back its {rolled_back} map writes failed ({}): the generation in force is partly updated, run `weir apply` again",
+                        rollback_failed.join("; ")
+                    )
+                }
+            }
             EndpointsError::Iptables(e) => write!(f, "{e}"),
             EndpointsError::Ebpf(e) => write!(f, "{e}"),
         }

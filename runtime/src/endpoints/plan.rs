@@ -31,9 +31,7 @@ pub(super) struct Planned {
 }
 
 pub(super) fn decode_all(entries_: &[u8]) -> Result<Vec<EndpointRec>, EndpointsError> {
-    entries::split(entries_)
-        .and_then(|(_, es)| es.iter().map(entries::Entry::decode).collect())
-        .map_err(|e| bad_record(e).into())
+    entries::decode_all(entries_).map_err(|e| bad_record(e).into())
 }
 
 pub(super) fn plan(rec: &Record, dir: &Path, text: &str) -> Result<Planned, EndpointsError> {
@@ -166,6 +164,7 @@ pub(super) fn dry_report(
 ) -> Report {
     Report {
         generation,
+        parsed: planned.diff.parsed,
         changes: planned.changes,
         services: Vec::new(),
         needs_recompile,

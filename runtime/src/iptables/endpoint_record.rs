@@ -66,7 +66,8 @@ pub(crate) fn ipv6_class0(bundle: &crate::Bundle) -> bool {
 }
 
 /// The bundle's `self` mark (the manifest's `self_mark`) when not the
-/// default: what [`self_mark_of`] reads back from the record.
+/// one an absent value means (`LEGACY_MASK`): what [`self_mark_of`]
+/// reads back from the record.
 pub(crate) fn self_mark(bundle: &crate::Bundle) -> Option<u32> {
     bundle
         .manifest
@@ -74,7 +75,7 @@ pub(crate) fn self_mark(bundle: &crate::Bundle) -> Option<u32> {
         .iptables
         .as_ref()
         .map(|s| s.self_mark)
-        .filter(|&m| m != weir_compiler::iptables::self_set::DEFAULT_MASK)
+        .filter(|&m| m != weir_compiler::iptables::self_set::LEGACY_MASK)
 }
 
 /// The `self` mark a record's generation was compiled with (the
@@ -84,8 +85,6 @@ pub(crate) fn self_mark(bundle: &crate::Bundle) -> Option<u32> {
 pub(crate) fn self_mark_of(
     header: &Header,
 ) -> Result<weir_compiler::iptables::self_set::SelfMark, String> {
-    use weir_compiler::iptables::self_set::SelfMark;
-    header
-        .self_mark
-        .map_or(Ok(SelfMark::default()), SelfMark::new)
+    use weir_compiler::iptables::self_set::{SelfMark, LEGACY_MASK};
+    SelfMark::new(header.self_mark.unwrap_or(LEGACY_MASK))
 }
