@@ -105,11 +105,7 @@ pub(super) fn object(
     let mut programs = Vec::new();
     let mut defs = Vec::new();
     for (k, mut s) in staged.into_iter().enumerate() {
-        let _ = write!(
-            listing,
-            "; program {} (section classifier",
-            s.name
-        );
+        let _ = write!(listing, "; program {} (section classifier", s.name);
         if k > 0 {
             let _ = write!(listing, ", weir_jmp slot {k}");
         }
