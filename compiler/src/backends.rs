@@ -208,7 +208,7 @@ fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions) -> Result<BackendArtifacts
         ..codegen::Options::default()
     };
     codegen::generate(model, graph, &opts)
-        .map(|out| out.artifacts())
+        .map(codegen::EbpfOutput::into_artifacts)
         .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
 }
 

@@ -1,7 +1,9 @@
 //! The headline compile per target (issue 21, item 6): `weir compile` of
 //! the headline model as a whole process for `--target ebpf`, `iptables`
-//! and `all`, each run several times — median CPU time (user + system)
-//! and wall time, peak RSS — and the targets: under 1 s, under 500 MB.
+//! and `all`, each run several times — median CPU time (user + system),
+//! wall time and peak RSS — and the targets of `--target all` (what
+//! `weir compile` runs by default, both back ends): under 1 s wall, and
+//! under 500 MB peak RSS, each a row of the Targets table.
 //!
 //! The headline model balances 30 % of its services with Maglev, which
 //! the iptables back end refuses (E0501): the `iptables` and `all` rows
@@ -71,7 +73,7 @@ fn measure(weir: &Path, target: &str, dir: &Path, runs: usize) -> Result<Runs, S
             walls.iter().copied().fold(f64::INFINITY, f64::min),
             walls.iter().copied().fold(0.0, f64::max),
         ),
-        peak_mib: all.iter().map(|w| w.peak_mib).fold(f64::NAN, f64::max),
+        peak_mib: median(&all.iter().map(|w| w.peak_mib).collect::<Vec<_>>()),
         failure: all
             .iter()
             .find(|w| w.exit != 0)
@@ -91,7 +93,7 @@ pub(crate) fn table(rep: &mut Report, headline: &Case, plan: &Plan, weir: &Path)
         ],
     );
     t.note(format!(
-        "`weir compile synth.weir --endpoints inventory.json --target T -o DIR` on {}, {RUNS} runs per target, medians; CPU time and peak RSS of the `weir` process from `wait4`'s rusage (`weir-rusage`). Wall time includes waiting for a core: on a shared 2-core machine CPU time is the steadier figure (the back ends and the manifest run on three threads, so wall time on an idle machine is below CPU time). The `iptables` and `all` rows compile the headline model with every service balanced randomly (the iptables back end refuses Maglev, E0501; the rest of the model is the same).",
+        "`weir compile synth.weir --endpoints inventory.json --target T -o DIR` on {}, {RUNS} runs per target, medians (peak RSS too); CPU time and peak RSS of the `weir` process from `wait4`'s rusage (`weir-rusage`). Wall time includes waiting for a core: on a shared 2-core machine CPU time is the steadier figure (the back ends and the manifest run on three threads, so wall time on an idle machine is below CPU time). The `iptables` and `all` rows compile the headline model with every service balanced randomly (the iptables back end refuses Maglev, E0501; the rest of the model is the same).",
         headline.label
     ));
     let big = plan.headline.services >= 10_000;
@@ -140,28 +142,53 @@ pub(crate) fn table(rep: &mut Report, headline: &Case, plan: &Plan, weir: &Path)
             ),
             format!("{:.0}", r.peak_mib),
         ]);
-        let ok = r.failure.is_none() && r.wall_ms < WALL_GOAL_MS && r.peak_mib < RSS_GOAL_MIB;
-        rep.targets.push(Target {
-            name: format!(
-                "compile {} (`weir compile --target {target}`, whole process)",
-                headline.label
-            ),
-            goal: "< 1 s wall, < 500 MB peak RSS".into(),
-            measured: format!(
-                "{} ms wall ({} ms CPU), {:.0} MiB",
-                ms(r.wall_ms),
-                ms(r.cpu_ms),
-                r.peak_mib
-            ),
-            verdict: if big {
-                TV::from(Some(ok))
-            } else {
-                TV::NotMeasured
-            },
-        });
+        if target == USER_TARGET {
+            user_targets(rep, headline, &r, big);
+        }
     }
     per_pod_row(rep, &mut t, big, weir);
     rep.tables.push(t);
+}
+
+/// The target whose figures are the headline's targets: `all`, what
+/// `weir compile` runs when no `--target` is given (its default) and the
+/// most work (both back ends, both sets of files in the bundle). The
+/// `ebpf` and `iptables` rows of the table show each back end alone.
+const USER_TARGET: &str = "all";
+
+/// The headline's two whole-process targets for [`USER_TARGET`]: wall
+/// time (CPU time beside it, the steadier figure on a shared machine)
+/// under 1 s, and peak RSS under 500 MB.
+fn user_targets(rep: &mut Report, headline: &Case, r: &Runs, big: bool) {
+    let verdict = |ok: bool| {
+        if big {
+            TV::from(Some(r.failure.is_none() && ok))
+        } else {
+            TV::NotMeasured
+        }
+    };
+    let name = |what: &str| {
+        format!(
+            "compile {} (`weir compile --target {USER_TARGET}`, whole process): {what}",
+            headline.label
+        )
+    };
+    rep.targets.push(Target {
+        name: name("wall time"),
+        goal: "< 1 s".into(),
+        measured: format!(
+            "{} ms wall, median of {RUNS} ({} ms CPU)",
+            ms(r.wall_ms),
+            ms(r.cpu_ms)
+        ),
+        verdict: verdict(r.wall_ms < WALL_GOAL_MS),
+    });
+    rep.targets.push(Target {
+        name: name("peak RSS"),
+        goal: "< 500 MB".into(),
+        measured: format!("{:.0} MiB ({:.0} MB)", r.peak_mib, r.peak_mib * 1.048576),
+        verdict: verdict(r.peak_mib < RSS_GOAL_MIB),
+    });
 }
 
 /// One rule per pod (issue 21, item 4): 100,000 one-peer rules

@@ -21,10 +21,12 @@
 //! range"), so short jumps keep that much room.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 
 use super::insn::*;
+
+mod listing;
 
 #[derive(Clone, Debug)]
 enum Item {
@@ -700,43 +702,6 @@ impl Assembled {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
-    }
-
-    /// A readable listing, one line per instruction (labels on their own
-    /// line), e.g. `  12: r1 = *(u32 *)(r6 + 4)    ; rule 3`. The comment
-    /// column shows the instruction's comment, or `origin N` when it has
-    /// only an origin. Deterministic: suitable for snapshot tests.
-    pub fn listing(&self) -> String {
-        let mut s = String::new();
-        for e in &self.entries {
-            match e {
-                Entry::Label(name) => {
-                    let _ = writeln!(s, "{name}:");
-                }
-                Entry::Insn {
-                    slot,
-                    text,
-                    origin,
-                    comment,
-                } => {
-                    let line = format!("{slot:>4}: {text}");
-                    let note = match (comment, *origin) {
-                        (Some(c), _) => Some(c.to_string()),
-                        (None, o) if o != Origin::NONE => Some(format!("origin {}", o.0)),
-                        (None, _) => None,
-                    };
-                    match note {
-                        Some(n) => {
-                            let _ = writeln!(s, "{line:<44}; {n}");
-                        }
-                        None => {
-                            let _ = writeln!(s, "{line}");
-                        }
-                    }
-                }
-            }
-        }
-        s
     }
 }
 

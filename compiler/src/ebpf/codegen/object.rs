@@ -4,6 +4,7 @@
 
 use super::output::type_name;
 use super::*;
+use std::fmt::Write as _;
 
 pub(super) fn lpm_entry(c: &crate::model::Cidr, class: u32) -> LpmEntry {
     let addr = match c.addr {
@@ -92,22 +93,25 @@ pub(super) fn object(
     calls: usize,
     lb: Option<LbState>,
 ) -> EbpfOutput {
-    let mut listing = String::new();
+    // One buffer of the listing's size; each stage's lines are freed as
+    // they are written (a 195 MB listing at 100,000 one-peer rules was
+    // held twice, and copied as its buffer grew; issue 21).
+    let mut listing = String::with_capacity(
+        staged
+            .iter()
+            .map(|s| 96 + s.name.len() + s.code.listing_len())
+            .sum(),
+    );
     let mut programs = Vec::new();
     let mut defs = Vec::new();
-    for (k, s) in staged.into_iter().enumerate() {
-        listing += &format!(
-            "; program {} (section classifier{}), {} insns\n",
-            s.name,
-            if k == 0 {
-                String::new()
-            } else {
-                format!(", weir_jmp slot {k}")
-            },
-            s.code.len()
-        );
-        listing += &s.code.listing();
-        listing += "\n";
+    for (k, mut s) in staged.into_iter().enumerate() {
+        let _ = write!(listing, "; program {} (section classifier", s.name);
+        if k > 0 {
+            let _ = write!(listing, ", weir_jmp slot {k}");
+        }
+        let _ = writeln!(listing, "), {} insns", s.code.len());
+        s.code.take_listing_into(&mut listing);
+        listing.push('\n');
         programs.push(ProgramInfo {
             name: s.name.clone(),
             section: "classifier".into(),

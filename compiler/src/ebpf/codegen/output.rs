@@ -42,11 +42,25 @@ pub struct EbpfOutput {
 
 impl EbpfOutput {
     /// The bundle files (`weir.o`, `weir.asm`) and manifest section (with
-    /// a `capacity` object for `weir compile --report`).
+    /// a `capacity` object for `weir compile --report`), copied; see
+    /// [`EbpfOutput::into_artifacts`].
     pub fn artifacts(&self) -> BackendArtifacts {
+        self.clone().into_artifacts()
+    }
+
+    /// [`EbpfOutput::artifacts`], taking the object and listing instead of
+    /// copying them: `weir compile` of 100,000 one-peer rules held its
+    /// 195 MB listing twice (issue 21).
+    pub fn into_artifacts(self) -> BackendArtifacts {
+        let manifest = self.section();
         let mut files = BTreeMap::new();
-        files.insert(WEIR_O.to_string(), self.object.clone());
-        files.insert(WEIR_ASM.to_string(), self.listing.clone().into_bytes());
+        files.insert(WEIR_O.to_string(), self.object);
+        files.insert(WEIR_ASM.to_string(), self.listing.into_bytes());
+        BackendArtifacts { files, manifest }
+    }
+
+    /// The manifest section (`backends.ebpf`), with a `capacity` object.
+    fn section(&self) -> Section {
         let mut capacity = BTreeMap::new();
         for p in &self.manifest.programs {
             capacity.insert(
@@ -65,7 +79,7 @@ impl EbpfOutput {
             serde_json::json!(self.manifest.max_tail_calls),
         );
         let m = &self.manifest;
-        let manifest = Section::sorted(&SectionView {
+        Section::sorted(&SectionView {
             attach: &m.attach,
             audit_counters: m.audit_counters,
             capacity,
@@ -80,8 +94,7 @@ impl EbpfOutput {
             object: &m.object,
             programs: &m.programs,
             state_tables: m.state_tables,
-        });
-        BackendArtifacts { files, manifest }
+        })
     }
 
     /// Capacity lines for `weir compile --report`.
