@@ -35,16 +35,16 @@ pub(crate) fn table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(
         "rules",
         "rules / chains / sets (entries) per family",
         "compile (ms)",
-        "apply (ms): first / replace / one policy removed",
-        "CPU (ms): tools / weir, first; replace; one policy removed",
-        "sets kept: replace / one policy removed",
+        "apply (ms): first / one policy removed / replace",
+        "CPU (ms): tools / weir, first; one policy removed; replace",
+        "sets kept: one policy removed / replace",
     ];
     header.extend(PHASES.iter().map(|(_, t)| *t));
     let mut t = Table::new(
-        "iptables apply by rules (ms; first apply / replacing generation / one policy removed)",
+        "iptables apply by rules (ms; first apply / one policy removed / replacing generation)",
         &header,
     );
-    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`, or `iptables-nft` with `--iptables nft`) of the rules sweep's bundle into a fresh namespace (first), then of the bundle of the same sweep size drawn with the next seed (replace: a different program, so almost every chain and set is new and the old generation is removed), then of the first model with its last policy removed (one policy removed: the common update; the sets whose members are unchanged are kept from the generation in force, `runtime/src/iptables/reuse.rs`). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / replace / one policy removed`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs; only the sets not kept), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), other (the saves an apply starts from, `ipset save` of the sets in force to find those to keep, the bundle's checks and renaming, the state records). The rules model has no IPv6 address, so its IPv6 side is the class-0 ruleset (a few chains, no set; `ipv6_class0`): both families are applied, the rules / chains column is IPv4's, the sets are all IPv4 sets. One run per size. CPU: user + system time of the tools the apply ran (`getrusage(RUSAGE_CHILDREN)` before and after) and of the benchmark process itself (`RUSAGE_SELF`: the plan, the read-back comparison, threads included); on a loaded shared machine wall time is mostly waiting for a core, and CPU time is the steadier figure.");
+    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`, or `iptables-nft` with `--iptables nft`) of the rules sweep's bundle into a fresh namespace (first), then of the same model with its last policy removed (one policy removed: the common update; every chain is new, the sets whose members are unchanged are kept from the generation in force, `runtime/src/iptables/reuse.rs`), then of the bundle of the same sweep size drawn with the next seed (replace: a different program, so most sets and every chain are new). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / one policy removed / replace`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs; only the sets not kept), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), other (the saves an apply starts from, `ipset save` of the sets in force to find those to keep, the bundle's checks and renaming, the state records). The rules model has no IPv6 address, so its IPv6 side is the class-0 ruleset (a few chains, no set; `ipv6_class0`): both families are applied, the rules / chains column is IPv4's, the sets are all IPv4 sets. One run per size. CPU: user + system time of the tools the apply ran (`getrusage(RUSAGE_CHILDREN)` before and after) and of the benchmark process itself (`RUSAGE_SELF`: the plan, the read-back comparison, threads included); on a loaded shared machine wall time is mostly waiting for a core, and CPU time is the steadier figure.");
     let mut top: Option<[f64; 3]> = None;
     for c in rules {
         log(&format!("iptables apply: {}", c.label));
@@ -127,7 +127,7 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, [f64; 3]), String> {
     let mut runs = Vec::new();
     let mut cpu = Vec::new();
     let mut kept = Vec::new();
-    for b in ["first", "replace", "edit"] {
+    for b in ["first", "edit", "replace"] {
         let bundle = weir_runtime::Bundle::read(dir.0.join(b)).map_err(|e| format!("{b}: {e}"))?;
         let (tools0, self0) = (cpu_ms(libc::RUSAGE_CHILDREN), cpu_ms(libc::RUSAGE_SELF));
         let t = Instant::now();
@@ -183,7 +183,7 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, [f64; 3]), String> {
             each(&|r| msf(r.1.get(name)))
         });
     }
-    Ok((row, [runs[0].0, runs[1].0, runs[2].0]))
+    Ok((row, [runs[0].0, runs[2].0, runs[1].0]))
 }
 
 /// User + system CPU time of `who` (`RUSAGE_SELF`, `RUSAGE_CHILDREN`)

@@ -286,7 +286,11 @@ pub(crate) fn delete_chains_text(
     }
     let mut lines: Vec<String> = first.to_vec();
     lines.extend(chains.iter().map(|c| declare(c)));
-    lines.extend(chains.iter().map(|c| format!("-X {c}")));
+    lines.extend(
+        super::load::deletion_order(chains)
+            .into_iter()
+            .map(|c| format!("-X {c}")),
+    );
     blocks_text(table, &lines, max)
 }
 
