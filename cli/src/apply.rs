@@ -86,6 +86,7 @@ pub fn run(args: Args) -> i32 {
                     "previous": r.previous,
                     "unchanged": r.unchanged,
                     "warnings": r.warnings,
+                    "kept_sets": r.kept_sets,
                 });
                 crate::outln!("{v}");
             } else if r.unchanged {
@@ -95,6 +96,11 @@ pub fn run(args: Args) -> i32 {
                 );
             } else {
                 match r.previous {
+                    Some(p) if r.kept_sets > 0 => crate::outln!(
+                        "applied generation {} (replacing {p}; kept {} unchanged sets)",
+                        r.generation,
+                        r.kept_sets
+                    ),
                     Some(p) => crate::outln!("applied generation {} (replacing {p})", r.generation),
                     None => crate::outln!("applied generation {}", r.generation),
                 }

@@ -24,6 +24,9 @@ pub struct ApplyReport {
     pub warnings: Vec<String>,
     /// Where the apply's wall time went ([`super::load`]).
     pub phases: super::Phases,
+    /// Sets of the replaced generation the new one kept, unchanged,
+    /// instead of creating them ([`super::reuse`]).
+    pub kept_sets: usize,
 }
 
 /// Built-in chains per table.
@@ -44,8 +47,11 @@ struct Plan {
     blocks: BTreeMap<Family, Vec<TableBlock>>,
     /// Per family: (table, builtin) → generation targets, in manifest order.
     hooks: BTreeMap<Family, BTreeMap<(String, String), Vec<String>>>,
-    /// `ipset restore` text.
+    /// `ipset restore` text: every set of the generation, kept sets
+    /// ([`super::reuse`]) under their old names (what the kernel must hold).
     ipset: String,
+    /// What step 1 restores: `ipset` without the kept sets.
+    load_ipset: String,
     sets: Vec<StateSet>,
 }
 
@@ -152,9 +158,37 @@ impl Plan {
             g,
             blocks,
             hooks,
+            load_ipset: ipset.clone(),
             ipset,
             sets,
         })
+    }
+
+    /// Keeps the sets of the generation in force (`previous`) whose
+    /// content in the kernel (`kernel`, `ipset save`) is exactly a new
+    /// set's ([`super::reuse`]): the rules and the state name the old set,
+    /// and step 1 does not create it. Returns how many were kept.
+    fn share(&mut self, previous: &[StateSet], kernel: &str) -> usize {
+        let map = super::reuse::plan(&self.ipset, &self.sets, previous, kernel);
+        if map.is_empty() {
+            return 0;
+        }
+        for s in &mut self.sets {
+            if let Some(old) = map.get(&s.kernel_name) {
+                s.kernel_name = old.clone();
+            }
+        }
+        for block in self.blocks.values_mut().flatten() {
+            for r in &mut block.rules {
+                if r.contains("--match-set ") {
+                    *r = super::reuse::rename_words(r, &map);
+                }
+            }
+        }
+        let (load, whole) = super::reuse::split_text(&self.ipset, &map);
+        self.load_ipset = load;
+        self.ipset = whole;
+        map.len()
     }
 
     fn families(&self) -> Vec<Family> {
@@ -252,7 +286,11 @@ pub(crate) fn delete_chains_text(
     }
     let mut lines: Vec<String> = first.to_vec();
     lines.extend(chains.iter().map(|c| declare(c)));
-    lines.extend(chains.iter().map(|c| format!("-X {c}")));
+    lines.extend(
+        super::load::deletion_order(chains)
+            .into_iter()
+            .map(|c| format!("-X {c}")),
+    );
     blocks_text(table, &lines, max)
 }
 
@@ -384,13 +422,21 @@ impl Iptables {
                     unchanged: true,
                     warnings,
                     phases,
+                    kept_sets: 0,
                 });
             }
         }
-        let (g, saved) = phases.time("kernel state", || {
+        let (g, saved, kernel_sets) = phases.time("kernel state", || {
             self.free_generation(state.as_ref(), need_ipset)
         })?;
-        let plan = phases.time("plan", || Plan::new(bundle, g))?;
+        let mut kept_sets = 0;
+        let plan = phases.time("plan", || -> Result<Plan, Error> {
+            let mut plan = Plan::new(bundle, g)?;
+            if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
+                kept_sets = plan.share(&state.sets, kernel);
+            }
+            Ok(plan)
+        })?;
         let new = plan.state(bundle, &self.opts);
         phases.time("records", || {
             self.write_intent(&super::intent::Intent {
@@ -423,25 +469,42 @@ impl Iptables {
             unchanged: false,
             warnings,
             phases,
+            kept_sets,
         })
     }
 
     /// A generation number no chain or set in the kernel uses, and the
     /// kernel's rules it was chosen from (the switch counts the built-in
     /// chains' jumps in them: the lock is held, and the read-back checks
-    /// the outcome).
+    /// the outcome); when the generation in force has sets, also `ipset
+    /// save` of the namespace (which sets can be kept, [`super::reuse`]).
     fn free_generation(
         &self,
         state: Option<&State>,
         need_ipset: bool,
-    ) -> Result<(u32, Saved), Error> {
+    ) -> Result<(u32, Saved, Option<String>), Error> {
+        let contents = state.is_some_and(|s| !s.sets.is_empty());
         let (saved, sets) = std::thread::scope(|s| {
-            let sets = s.spawn(|| self.list_sets(need_ipset));
+            let sets = s.spawn(|| -> Result<(Vec<String>, Option<String>), Error> {
+                if contents {
+                    let text = self.save_sets(true)?;
+                    let names = text
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("create "))
+                        .filter_map(|l| l.split_whitespace().next())
+                        .map(str::to_string)
+                        .collect();
+                    Ok((names, Some(text)))
+                } else {
+                    Ok((self.list_sets(need_ipset)?, None))
+                }
+            });
             let saved = self.save_all();
             (saved, sets.join().expect("list sets thread"))
         });
         let saved = saved?;
-        let mut live: BTreeSet<u32> = sets?
+        let (sets, kernel_sets) = sets?;
+        let mut live: BTreeSet<u32> = sets
             .iter()
             .filter_map(|s| names::set_generation(s))
             .collect();
@@ -463,7 +526,7 @@ impl Iptables {
                 });
             }
         }
-        Ok((g, saved))
+        Ok((g, saved, kernel_sets))
     }
 
     /// Steps 1 and 2, then the read-back: sets, then per family one
@@ -473,12 +536,12 @@ impl Iptables {
     /// holds with the plan. Returns what the read-back saw.
     fn switch(&self, plan: &Plan, before: &Saved, phases: &mut Phases) -> Result<Saved, Error> {
         let g = plan.g;
-        if !plan.ipset.is_empty() {
+        if !plan.load_ipset.is_empty() {
             let step = format!("step 1 (ipset restore of generation {g})");
             let refs =
                 super::load::set_refs(plan.blocks.values().flatten().flat_map(|b| b.rules.iter()));
             phases.time("ipset restore", || {
-                self.restore_sets(&step, &plan.ipset, &refs)
+                self.restore_sets(&step, &plan.load_ipset, &refs)
             })?;
         }
         for family in plan.families() {

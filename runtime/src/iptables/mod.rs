@@ -50,6 +50,7 @@ pub mod normalize;
 pub mod readback;
 pub mod records;
 pub mod restore;
+pub(crate) mod reuse;
 pub mod service_chains;
 pub mod sets;
 pub mod state;
