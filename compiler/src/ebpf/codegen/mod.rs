@@ -149,6 +149,7 @@ mod reject6;
 mod same_endpoint;
 pub mod sparse_atoms;
 pub mod stages;
+mod unreachable;
 
 pub use limits::{sctp_redirects, untranslated_frontends, Limit};
 use object::{fixed_maps, lpm_entry, object};

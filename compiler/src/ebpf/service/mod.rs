@@ -75,6 +75,7 @@
 mod direct;
 pub mod emit;
 pub mod fill;
+pub mod icmp_error;
 pub mod mapped;
 pub mod object;
 pub mod sctp;
