@@ -67,9 +67,11 @@
 //!   frontend whose backends may listen on another port is refused at
 //!   compile time (E0501), as a changed port would need the CRC32c
 //!   recomputed. The connect-time programs leave SCTP sockets alone.
-//! - ICMP errors about translated flows are reverse-translated by the
-//!   policy pipeline (`codegen::emit::related`), on their way back to the
-//!   client only; the standalone TC program does not.
+//! - ICMP errors about translated flows are reverse-translated on their
+//!   way back to the client only, by one implementation ([`icmp_error`])
+//!   that the policy pipeline (`codegen::emit::related`, finding the flow
+//!   in `weir_ct`) and the standalone TC program (finding it in
+//!   `weir_lb_rev`, IPv4 only as its parse) both call.
 //! - The affinity timeout counts from the last new flow that used it.
 
 mod direct;
