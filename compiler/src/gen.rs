@@ -707,7 +707,8 @@ fn icmp6_mostly(rng: &mut Rng) -> ProtoMatch {
 }
 
 /// Policy rules and a steering rule on IPv6 prefixes of `pool` (mark,
-/// DSCP, bypass, or a TCP / UDP redirect to a proxy of either family).
+/// DSCP, bypass, or a TCP / UDP redirect to a loopback proxy of either
+/// family).
 fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
     let mut spans = 10_000u32;
     for p in &mut m.policies {
@@ -752,7 +753,7 @@ fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
             SteerAction::Dscp(10),
             SteerAction::Bypass,
             SteerAction::Redirect {
-                addr: v6(1),
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
                 port: 15001,
             },
             SteerAction::Redirect {
@@ -763,9 +764,10 @@ fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
         let action = rng.pick(&action).clone();
         let (proto, from) = match action {
             // A redirect where both back ends can express it: TCP or UDP
-            // (eBPF's socket assignment takes no SCTP, E0525), to an IPv6
-            // proxy or, for IPv6 traffic, an IPv4 one (both back ends then
-            // steer to the proxy's wildcard socket); from IPv6 prefixes,
+            // (eBPF's socket assignment takes no SCTP, E0525), to a
+            // loopback proxy of either family (iptables' REDIRECT to the
+            // port, eBPF's assignment to the socket on it; a proxy of the
+            // other family is its wildcard socket); from IPv6 prefixes,
             // or from anyone (a dual-stack redirect).
             SteerAction::Redirect { .. } => (
                 ProtoMatch::Ports {
