@@ -178,7 +178,12 @@ fn generated_dual_stack_programs_redirect_ipv6_traffic() {
     for seed in 0..80u64 {
         let model = gen::dual_stack(seed);
         let mut found = false;
-        for r in model.steers.iter().filter(|s| s.name == "st6").flat_map(|s| &s.rules) {
+        for r in model
+            .steers
+            .iter()
+            .filter(|s| s.name == "st6")
+            .flat_map(|s| &s.rules)
+        {
             if let SteerAction::Redirect { addr, .. } = r.action {
                 found = true;
                 to_v4_proxy += usize::from(addr.is_ipv4());
@@ -213,6 +218,9 @@ fn generated_dual_stack_programs_redirect_ipv6_traffic() {
     }
     eprintln!("{models} of 80 models redirect IPv6 traffic ({to_v4_proxy} to an IPv4 proxy, {from_anyone} from anyone)");
     assert!(models >= 8, "too few IPv6 redirects: {models}");
-    assert!(to_v4_proxy > 0 && to_v4_proxy < models, "to both proxy families");
+    assert!(
+        to_v4_proxy > 0 && to_v4_proxy < models,
+        "to both proxy families"
+    );
     assert!(from_anyone > 0, "some dual-stack redirects");
 }

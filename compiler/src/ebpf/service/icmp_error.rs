@@ -5,9 +5,10 @@
 //! ([`super::object::tc_program`], keyed by its reverse-NAT table
 //! `weir_lb_rev`). What is shared: reading the error's quote into the
 //! quoted packet's conntrack key, and the reverse NAT of an error quoting
-//! a packet a translated flow's client sent (as Linux's
+//! a packet a translated flow's client sent, or of an error about the
+//! flow's reply on its way to the backend (as Linux's
 //! `nf_nat_icmp_reply_translation`; the rewrite is documented on
-//! [`reverse_nat_error`]). Each caller finds the flow its own way and
+//! [`reverse_nat_error`], the direction is [`Toward`]). Each caller finds the flow its own way and
 //! puts the frontend at [`FE`].
 //!
 //! The quote is read with `bpf_skb_load_bytes` — the quoted IP header
@@ -69,6 +70,21 @@ pub const V6: Fam = Fam {
     alen: 16,
     proto: 6,
 };
+
+/// Which way a related error about a translated flow (client →
+/// frontend, DNATed to a backend) travels, and so what it is rewritten to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Toward {
+    /// Back to the client, quoting a packet the client sent (client →
+    /// backend on the wire): the quote's destination becomes the
+    /// frontend, and the error's source too when the backend sent it.
+    Client,
+    /// To the backend, quoting a reply as the client got it (frontend →
+    /// client, after the reply's reverse NAT): the quote's source becomes
+    /// the backend (the reply as the backend sent it) and the error's
+    /// destination, the frontend, becomes the backend.
+    Backend,
+}
 
 /// Falls through when the packet (of `f`'s ICMP, `ctx::ICMP_TYPE` set by
 /// the parse) is an error type Linux conntrack relates
@@ -202,34 +218,45 @@ fn quoted_key(a: &mut Asm, f: Fam, not: Label) {
 /// is the backend itself (the backend sent the error); an error from a
 /// router on the way keeps its source (Linux rewrites that one too; the
 /// client matches an error by its quote, not by its sender).
-pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
+///
+/// [`Toward::Backend`], an error about the flow's reply (the backend at
+/// `fp + FE`): the quote's source address and port become the backend's,
+/// with the same checksums, and the error's destination (the frontend)
+/// becomes the backend.
+pub fn reverse_nat_error(a: &mut Asm, f: Fam, toward: Toward) {
     let n = f.hlen + 8;
+    // The quoted address and port rewritten, and the span of the
+    // checksummed bytes that can change (addresses and ports).
+    let (addr, port, first, span) = match toward {
+        Toward::Client => (f.dst, f.hlen + 2, f.dst, f.alen + 4),
+        Toward::Backend => (f.src, f.hlen, f.src, f.hlen + 4 - f.src),
+    };
     for off in (0..n).step_by(4) {
         a.push(Op::load(Size::U32, R1, R10, OLD + off));
         a.push(Op::store(Size::U32, R10, NEW + off, R1));
     }
-    // The quoted destination becomes the frontend.
+    // The quoted destination becomes the frontend (toward the client),
+    // the quoted source the backend (toward the backend).
     for i in 0..f.alen / 4 {
         a.push(Op::load(Size::U32, R1, R10, FE + 4 * i));
-        a.push(Op::store(Size::U32, R10, NEW + f.dst + 4 * i, R1));
+        a.push(Op::store(Size::U32, R10, NEW + addr + 4 * i, R1));
     }
     a.push(Op::load(Size::U16, R1, R10, FE + 16));
     a.push(be16(R1));
-    a.push(Op::store(Size::U16, R10, NEW + f.hlen + 2, R1));
+    a.push(Op::store(Size::U16, R10, NEW + port, R1));
     if !f.v6 {
         // The quoted IPv4 header's checksum.
-        checksum_update(a, NEW + 10, OLD + f.dst, NEW + f.dst, 4);
+        checksum_update(a, NEW + 10, OLD + addr, NEW + addr, 4);
         a.push(Op::store(Size::U16, R10, NEW + 10, R0));
     }
-    // The quoted UDP checksum (pseudo-header destination and the
-    // port), unless zero (none).
+    // The quoted UDP checksum (pseudo-header address and the port),
+    // unless zero (none).
     let (not_udp, l4_done) = (a.new_label("quote_not_udp"), a.new_label("quote_l4_done"));
-    let span = f.alen + 4;
     a.push(Op::load(Size::U8, R1, R10, OLD + f.proto));
     a.push(Op::jmp(JmpCond::Ne, R1, 17, not_udp));
     a.push(Op::load(Size::U16, R1, R10, OLD + f.hlen + 6));
     a.push(Op::jmp(JmpCond::Eq, R1, 0, l4_done));
-    checksum_update(a, OLD + f.hlen + 6, OLD + f.dst, NEW + f.dst, span);
+    checksum_update(a, OLD + f.hlen + 6, OLD + first, NEW + first, span);
     let nonzero = a.new_label("udp_csum_nonzero");
     a.push(Op::jmp(JmpCond::Ne, R0, 0, nonzero));
     a.push(Op::mov64(R0, 0xffff));
@@ -254,7 +281,7 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
     a.push(Op::store(Size::U64, R10, SCRATCH, 0));
     load_bytes(a, R9, 16, SCRATCH, 4);
     a.push(Op::jmp(JmpCond::Ne, R0, 0, not_tcp));
-    checksum_update(a, SCRATCH, OLD + f.dst, NEW + f.dst, span);
+    checksum_update(a, SCRATCH, OLD + first, NEW + first, span);
     a.push(Op::store(Size::U16, R10, SCRATCH + 2, R0));
     a.push(Op::load(Size::U16, R3, R10, SCRATCH));
     a.push(Op::load(Size::U16, R4, R10, SCRATCH + 2));
@@ -262,6 +289,10 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
     store_bytes(a, R9, 16, SCRATCH + 2, 2);
     a.bind(not_tcp);
 
+    if toward == Toward::Backend {
+        outer_destination(a, f);
+        return;
+    }
     // The outer source, when the backend itself sent the error.
     let keep_src = a.new_label("error_src_kept");
     for i in 0..f.alen / 4 {
@@ -295,6 +326,56 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
         store_bytes_at(a, 14 + 12, FE, 4);
     }
     a.bind(keep_src);
+}
+
+/// The error's own destination (the frontend, the quoted source) becomes
+/// the backend at `fp + FE`, as the flow's packets to the frontend are
+/// DNATed: the IPv4 header checksum, or the ICMPv6 checksum's
+/// pseudo-header, follows.
+fn outer_destination(a: &mut Asm, f: Fam) {
+    if f.v6 {
+        csum_diff(a, (R6, ctx::DST), (R10, FE), 16, None);
+        a.push(Op::store(Size::U64, R10, SCRATCH, R0));
+        let replaced = a.new_label("error_dst_csum6");
+        for flags in [BPF_F_PSEUDO_HDR | BPF_F_IPV6, BPF_F_PSEUDO_HDR] {
+            a.push(Op::mov64(R3, 0));
+            a.push(Op::load(Size::U64, R4, R10, SCRATCH));
+            l4_csum_replace(a, 0, flags);
+            // A kernel before 6.16 refuses `BPF_F_IPV6`.
+            a.push(Op::jmp(JmpCond::Eq, R0, 0, replaced));
+        }
+        a.bind(replaced);
+        store_bytes_at(a, 14 + 24, FE, 16);
+    } else {
+        a.push(Op::mov64(R1, R7));
+        a.push(Op::mov64(R2, 14 + 10));
+        a.push(Op::load(Size::U32, R3, R6, ctx::DST));
+        a.push(Op::load(Size::U32, R4, R10, FE));
+        a.push(Op::mov64(R5, 4));
+        a.push(Op::Call {
+            helper: helper::L3_CSUM_REPLACE,
+        });
+        store_bytes_at(a, 14 + 16, FE, 4);
+    }
+}
+
+/// `fp + to` (40 bytes, the conntrack key layout) = the quoted packet's
+/// key (`ctx::CT_KEY`, after [`read_quote`]) reversed: the tuple of the
+/// packet that went the other way. For a quoted client packet (client →
+/// backend), the flow's reply tuple (`weir_lb_rev`'s key); for a quoted
+/// reply as the client got it (frontend → client), the flow's tuple as
+/// the client sent it (`weir_lb_ct`'s key).
+pub fn reversed_quote_key(a: &mut Asm, to: i16) {
+    use crate::ebpf::service::emit::copy;
+    for (at, from, len) in [
+        (ctl::SRC, ctl::DST, 16),
+        (ctl::DST, ctl::SRC, 16),
+        (ctl::SPORT, ctl::DPORT, 2),
+        (ctl::DPORT, ctl::SPORT, 2),
+        (ctl::PROTO, ctl::PROTO, 4),
+    ] {
+        copy(a, R10, to + at, R6, ctx::CT_KEY + from, len);
+    }
 }
 
 fn be16(r: Reg) -> Op {

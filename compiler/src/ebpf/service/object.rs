@@ -13,7 +13,7 @@ use super::emit::{
     RejectCount, StageEnv,
 };
 use super::icmp_error::{self as quote, FE, V4};
-use super::layout::{cnt, fe_key, map, rev, tuple, Capacity};
+use super::layout::{cnt, fe_key, map, rev, Capacity};
 use super::sock::{connect_program, recvmsg_program, Hook};
 use crate::ebpf::Operand;
 use Reg::*;
@@ -113,7 +113,6 @@ fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
 /// the outer source when the backend sent it), counted as a reverse NAT,
 /// and passed (`done`); anything else falls through.
 fn related_errors(a: &mut Asm, done: crate::ebpf::Label) {
-    use crate::ebpf::layout::ct as key;
     /// The reply tuple's key (clear of the quote's stack area).
     const K: i16 = -400;
     let not = a.new_label("lb_not_related");
@@ -121,21 +120,13 @@ fn related_errors(a: &mut Asm, done: crate::ebpf::Label) {
     a.push(Op::jmp(JmpCond::Ne, R1, 1, not));
     quote::error_type(a, V4, not);
     quote::read_quote(a, V4, not);
-    for (to, from, len) in [
-        (tuple::SRC, key::DST, 16),
-        (tuple::DST, key::SRC, 16),
-        (tuple::SPORT, key::DPORT, 2),
-        (tuple::DPORT, key::SPORT, 2),
-        (tuple::PROTO, key::PROTO, 4),
-    ] {
-        copy(a, R10, K + to, R6, ctx::CT_KEY + from, len);
-    }
+    quote::reversed_quote_key(a, K);
     lookup(a, map::REV, K);
     a.push(Op::jmp(JmpCond::Eq, R0, 0, not));
     copy(a, R10, FE, R0, rev::ADDR, 16);
     copy(a, R10, FE + 16, R0, rev::PORT, 2);
     count(a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
-    quote::reverse_nat_error(a, V4);
+    quote::reverse_nat_error(a, V4, quote::Toward::Client);
     a.push(Op::Ja { target: done });
     a.bind(not);
 }

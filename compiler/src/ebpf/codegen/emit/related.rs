@@ -35,14 +35,22 @@
 //! IPv4: header checksum; ICMPv6: its checksum's pseudo-header.
 //!
 //! An error about a reply (quoting frontend → client after the reply's
-//! reverse NAT) is not related: the entry is keyed client ↔ backend.
+//! reverse NAT) finds no `weir_ct` entry (it is keyed client ↔ backend):
+//! the quote reversed, the flow as its client sent it, is looked up in
+//! `weir_lb_ct` for the backend, then the flow's entry; a hit is
+//! established and the error goes on to the backend, rewritten
+//! ([`Toward::Backend`]).
 //!
 //! The quote's reading and the error's reverse NAT are
 //! [`crate::ebpf::service::icmp_error`], shared with the standalone
 //! service program; this block finds the flow in `weir_ct`.
 
 use super::*;
-use crate::ebpf::service::icmp_error::{self as quote, Fam, FE, V4, V6};
+use crate::ebpf::service::icmp_error::{self as quote, Fam, Toward, FE, V4, V6};
+
+/// The quote reversed: a `weir_lb_ct` key (in the service stage's stack
+/// area, free in the prologue, clear of the quote's).
+const LB_KEY: i16 = -400;
 
 impl Gen<'_> {
     /// The related-error check (see the module docs); falls through when
@@ -74,7 +82,13 @@ impl Gen<'_> {
         // The flow's entry, either direction.
         self.canonical_ct_key(em, CT_KEY_COPY);
         em.lookup(map::CT, CT_KEY_COPY);
-        em.jmp(JmpCond::Eq, R0, 0, not);
+        // No entry: with services, maybe a translated flow's reply.
+        let reply = if self.has_services {
+            em.label("related_reply")
+        } else {
+            not
+        };
+        em.jmp(JmpCond::Eq, R0, 0, reply);
         let pass = em.label("related_pass");
         if self.has_services {
             let count = em.label("related_count");
@@ -101,7 +115,7 @@ impl Gen<'_> {
                 Origin(0),
                 Some("service: reverse NAT of an ICMP error quoting a translated flow"),
             );
-            em.asm(|a| quote::reverse_nat_error(a, f));
+            em.asm(|a| quote::reverse_nat_error(a, f, Toward::Client));
             em.push(Op::Ja { target: pass });
             em.bind(count);
         }
@@ -114,5 +128,64 @@ impl Gen<'_> {
             Origin::NONE,
             Some("conntrack: ICMP error quoting a known flow (related)"),
         );
+        if self.has_services {
+            em.bind(reply);
+            self.related_reply(em, f, not);
+        }
+    }
+
+    /// An error about a translated flow's reply as the client got it
+    /// (quoting frontend → client; from the client's host or a router on
+    /// its way, to the frontend): the quote reversed is the flow as the
+    /// client sent it, a `weir_lb_ct` key naming its backend; with the
+    /// flow's own entry (backend ↔ client) in `weir_ct`, the error is
+    /// established and goes to the backend, rewritten as Linux's
+    /// `nf_nat_icmp_reply_translation` does for the original direction:
+    /// the quote becomes the reply as the backend sent it, the error's
+    /// destination the backend. Else jumps to `not`.
+    fn related_reply(&self, em: &mut Em, f: Fam, not: Label) {
+        em.asm(|a| quote::reversed_quote_key(a, LB_KEY));
+        Self::lb_backend(em, LB_KEY, not);
+        // The flow's entry: the quoted key with the backend as source.
+        for (to, from, size) in [
+            (layout::ct::SRC, 0i16, Size::U64),
+            (layout::ct::SRC + 8, 8, Size::U64),
+            (layout::ct::SPORT, 16, Size::U16),
+        ] {
+            em.push(Op::load(size, R1, R10, FE + from));
+            em.push(Op::store(size, R6, ctx::CT_KEY + to, R1));
+        }
+        self.canonical_ct_key(em, CT_KEY_COPY);
+        em.lookup(map::CT, CT_KEY_COPY);
+        em.jmp(JmpCond::Eq, R0, 0, not);
+        em.a.set_origin(Origin(0), Some("conntrack: established connection"));
+        em.count_imm(0);
+        em.a.set_origin(
+            Origin(0),
+            Some("service: NAT of an ICMP error about a translated flow's reply"),
+        );
+        em.asm(|a| quote::reverse_nat_error(a, f, Toward::Backend));
+        em.push(Op::mov64(R0, layout::TC_ACT_OK));
+        em.push(Op::Exit);
+        em.a.set_origin(
+            Origin::NONE,
+            Some("conntrack: ICMP error quoting a known flow (related)"),
+        );
+    }
+
+    /// The backend of the translated flow whose `weir_lb_ct` key is at
+    /// `fp + key` to `fp + FE` (address 16, port u16 as stored); `miss`
+    /// when there is none. (The one read of `weir_lb_ct` here.)
+    fn lb_backend(em: &mut Em, key: i16, miss: Label) {
+        em.lookup(lb::map::CT, key);
+        em.jmp(JmpCond::Eq, R0, 0, miss);
+        for (to, from, size) in [
+            (0i16, lb::be::ADDR, Size::U64),
+            (8, lb::be::ADDR + 8, Size::U64),
+            (16, lb::be::PORT, Size::U16),
+        ] {
+            em.push(Op::load(size, R1, R0, from));
+            em.push(Op::store(size, R10, FE + to, R1));
+        }
     }
 }
