@@ -404,3 +404,75 @@ service dns6 {
     }
     drop(gen);
 }
+
+/// Real traffic, the other way: a client sends a datagram to a frontend
+/// from a socket it then closes; the backend (a real socket in the server
+/// namespace) connects back to the client's address and port and answers.
+/// The reply is reverse-translated on its way (frontend → client), the
+/// client's kernel answers it with a port unreachable to the frontend,
+/// and the program must send that error on to the backend translated as
+/// Linux's conntrack does: the backend's connected socket reports it
+/// (`ECONNREFUSED`, at once) only if the error reached it with the quote
+/// its own reply (backend → client) — checked by the backend's kernel.
+/// Without the translation the error, allowed by policy (there is none),
+/// goes to the frontend address, which nobody owns: the receive times
+/// out.
+#[test]
+fn ebpf_port_unreachable_about_a_reply_reaches_the_backend_socket_in_netns() {
+    if !have_root("ebpf_port_unreachable_about_a_reply_reaches_the_backend_socket_in_netns") {
+        return;
+    }
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
+    let model = model_of_source(
+        r#"
+service dns4 {
+  frontend 10.96.0.9:53/udp
+  backends { 10.244.100.1:5353 }
+}
+service dns6 {
+  frontend [fd00:96::9]:53/udp
+  backends { [fd00:244:100::1]:5353 }
+}
+"#,
+    );
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
+    let topo = Topology::new().unwrap();
+    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
+    for (client, vip, backend) in [
+        ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
+        ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),
+    ] {
+        let (client, vip, backend) = (ip(client), SocketAddr::new(ip(vip), 53), ip(backend));
+        topo.add_client_addr(client).unwrap();
+        topo.add_server_addr(backend).unwrap();
+        let timeout = Duration::from_millis(1500);
+        let b = topo
+            .server
+            .run(move || UdpSocket::bind(SocketAddr::new(backend, 5353)))
+            .unwrap()
+            .unwrap();
+        b.set_read_timeout(Some(timeout)).unwrap();
+        let from = SocketAddr::new(client, 40555);
+        topo.client
+            .run(move || UdpSocket::bind(from)?.send_to(b"hello", vip).map(|_| ()))
+            .unwrap()
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (_, peer) = b.recv_from(&mut buf).unwrap();
+        assert_eq!(peer, from, "{client} → {vip}: translated to the backend");
+        b.connect(peer).unwrap();
+        let started = Instant::now();
+        b.send(b"too late").unwrap();
+        let r = b.recv(&mut buf).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(
+            r,
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "{client} → {vip}: the client's port unreachable about the reply reached the backend's socket"
+        );
+        assert!(started.elapsed() < timeout, "{client} → {vip}: at once");
+    }
+    drop(gen);
+}
