@@ -33,6 +33,9 @@ use Reg::*;
 pub const OLD: i16 = -232;
 pub const NEW: i16 = -280;
 pub const FE: i16 = -304;
+/// The direction of the rewrite ([`Toward`], a byte): between `FE`'s
+/// 18 bytes and [`NEW`].
+pub const DIR: i16 = -284;
 pub const SCRATCH: i16 = -312;
 
 /// IPv6 next-header values the quote's parse does not walk (the
@@ -74,16 +77,23 @@ pub const V6: Fam = Fam {
 /// Which way a related error about a translated flow (client →
 /// frontend, DNATed to a backend) travels, and so what it is rewritten to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
 pub enum Toward {
     /// Back to the client, quoting a packet the client sent (client →
     /// backend on the wire): the quote's destination becomes the
     /// frontend, and the error's source too when the backend sent it.
-    Client,
+    Client = 0,
     /// To the backend, quoting a reply as the client got it (frontend →
     /// client, after the reply's reverse NAT): the quote's source becomes
     /// the backend (the reply as the backend sent it) and the error's
     /// destination, the frontend, becomes the backend.
-    Backend,
+    Backend = 1,
+}
+
+/// The direction for [`reverse_nat_error`] (a byte at [`DIR`]): it reads
+/// it at run time, so that one instance per family serves both.
+pub fn set_toward(a: &mut Asm, toward: Toward) {
+    a.push(Op::store(Size::U8, R10, DIR, toward as i32));
 }
 
 /// Falls through when the packet (of `f`'s ICMP, `ctx::ICMP_TYPE` set by
@@ -219,34 +229,46 @@ fn quoted_key(a: &mut Asm, f: Fam, not: Label) {
 /// router on the way keeps its source (Linux rewrites that one too; the
 /// client matches an error by its quote, not by its sender).
 ///
-/// [`Toward::Backend`], an error about the flow's reply (the backend at
-/// `fp + FE`): the quote's source address and port become the backend's,
-/// with the same checksums, and the error's destination (the frontend)
-/// becomes the backend.
-pub fn reverse_nat_error(a: &mut Asm, f: Fam, toward: Toward) {
+/// [`Toward::Backend`] (the direction at [`DIR`], [`set_toward`]), an
+/// error about the flow's reply (the backend at `fp + FE`): the quote's
+/// source address and port become the backend's, with the same
+/// checksums, and the error's destination (the frontend) becomes the
+/// backend.
+pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
     let n = f.hlen + 8;
-    // The quoted address and port rewritten, and the span of the
-    // checksummed bytes that can change (addresses and ports).
-    let (addr, port, first, span) = match toward {
-        Toward::Client => (f.dst, f.hlen + 2, f.dst, f.alen + 4),
-        Toward::Backend => (f.src, f.hlen, f.src, f.hlen + 4 - f.src),
-    };
+    // The checksummed bytes that can change: both addresses and both
+    // ports (an unchanged byte adds nothing to a difference), so one
+    // instance serves both directions.
+    let (first, span) = (f.src, f.hlen + 4 - f.src);
     for off in (0..n).step_by(4) {
         a.push(Op::load(Size::U32, R1, R10, OLD + off));
         a.push(Op::store(Size::U32, R10, NEW + off, R1));
     }
     // The quoted destination becomes the frontend (toward the client),
     // the quoted source the backend (toward the backend).
-    for i in 0..f.alen / 4 {
-        a.push(Op::load(Size::U32, R1, R10, FE + 4 * i));
-        a.push(Op::store(Size::U32, R10, NEW + addr + 4 * i, R1));
+    let (to_backend, written) = (
+        a.new_label("quote_to_backend"),
+        a.new_label("quote_written"),
+    );
+    a.push(Op::load(Size::U8, R1, R10, DIR));
+    a.push(Op::jmp(JmpCond::Eq, R1, Toward::Backend as i32, to_backend));
+    for (addr, port, done) in [(f.dst, f.hlen + 2, Some(written)), (f.src, f.hlen, None)] {
+        for i in 0..f.alen / 4 {
+            a.push(Op::load(Size::U32, R1, R10, FE + 4 * i));
+            a.push(Op::store(Size::U32, R10, NEW + addr + 4 * i, R1));
+        }
+        a.push(Op::load(Size::U16, R1, R10, FE + 16));
+        a.push(be16(R1));
+        a.push(Op::store(Size::U16, R10, NEW + port, R1));
+        if let Some(d) = done {
+            a.push(Op::Ja { target: d });
+            a.bind(to_backend);
+        }
     }
-    a.push(Op::load(Size::U16, R1, R10, FE + 16));
-    a.push(be16(R1));
-    a.push(Op::store(Size::U16, R10, NEW + port, R1));
+    a.bind(written);
     if !f.v6 {
-        // The quoted IPv4 header's checksum.
-        checksum_update(a, NEW + 10, OLD + addr, NEW + addr, 4);
+        // The quoted IPv4 header's checksum (its two addresses).
+        checksum_update(a, NEW + 10, OLD + f.src, NEW + f.src, 8);
         a.push(Op::store(Size::U16, R10, NEW + 10, R0));
     }
     // The quoted UDP checksum (pseudo-header address and the port),
@@ -289,12 +311,17 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam, toward: Toward) {
     store_bytes(a, R9, 16, SCRATCH + 2, 2);
     a.bind(not_tcp);
 
-    if toward == Toward::Backend {
-        outer_destination(a, f);
-        return;
-    }
-    // The outer source, when the backend itself sent the error.
-    let keep_src = a.new_label("error_src_kept");
+    // The outer address: toward the backend, the destination; toward
+    // the client, the source when the backend itself sent the error.
+    let (keep_src, client) = (
+        a.new_label("error_src_kept"),
+        a.new_label("error_to_client"),
+    );
+    a.push(Op::load(Size::U8, R1, R10, DIR));
+    a.push(Op::jmp(JmpCond::Ne, R1, Toward::Backend as i32, client));
+    outer_destination(a, f);
+    a.push(Op::Ja { target: keep_src });
+    a.bind(client);
     for i in 0..f.alen / 4 {
         a.push(Op::load(Size::U32, R1, R6, ctx::SRC + 4 * i));
         a.push(Op::load(Size::U32, R2, R10, OLD + f.dst + 4 * i));

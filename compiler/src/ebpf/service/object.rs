@@ -126,7 +126,8 @@ fn related_errors(a: &mut Asm, done: crate::ebpf::Label) {
     copy(a, R10, FE, R0, rev::ADDR, 16);
     copy(a, R10, FE + 16, R0, rev::PORT, 2);
     count(a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
-    quote::reverse_nat_error(a, V4, quote::Toward::Client);
+    quote::set_toward(a, quote::Toward::Client);
+    quote::reverse_nat_error(a, V4);
     a.push(Op::Ja { target: done });
     a.bind(not);
 }

@@ -90,9 +90,12 @@ impl Gen<'_> {
         };
         em.jmp(JmpCond::Eq, R0, 0, reply);
         let pass = em.label("related_pass");
+        let mut nat = None;
         if self.has_services {
             let count = em.label("related_count");
             let translate = em.label("related_rev_nat");
+            let n = em.label("related_nat");
+            nat = Some(n);
             em.push(Op::load(Size::U64, R1, R0, layout::ct::TIME));
             em.jmp(JmpCond::Set, R1, layout::ct::TRANSLATED, translate);
             em.push(Op::Ja { target: count });
@@ -111,11 +114,14 @@ impl Gen<'_> {
             }
             em.a.set_origin(Origin(0), Some("conntrack: established connection"));
             em.count_imm(0);
+            em.asm(|a| quote::set_toward(a, Toward::Client));
+            // One rewrite for both directions (`related_reply` jumps here).
+            em.bind(n);
             em.a.set_origin(
                 Origin(0),
-                Some("service: reverse NAT of an ICMP error quoting a translated flow"),
+                Some("service: NAT of an ICMP error about a translated flow"),
             );
-            em.asm(|a| quote::reverse_nat_error(a, f, Toward::Client));
+            em.asm(|a| quote::reverse_nat_error(a, f));
             em.push(Op::Ja { target: pass });
             em.bind(count);
         }
@@ -128,9 +134,9 @@ impl Gen<'_> {
             Origin::NONE,
             Some("conntrack: ICMP error quoting a known flow (related)"),
         );
-        if self.has_services {
+        if let Some(nat) = nat {
             em.bind(reply);
-            self.related_reply(em, f, not);
+            self.related_reply(em, not, nat);
         }
     }
 
@@ -142,8 +148,9 @@ impl Gen<'_> {
     /// established and goes to the backend, rewritten as Linux's
     /// `nf_nat_icmp_reply_translation` does for the original direction:
     /// the quote becomes the reply as the backend sent it, the error's
-    /// destination the backend. Else jumps to `not`.
-    fn related_reply(&self, em: &mut Em, f: Fam, not: Label) {
+    /// destination the backend (the rewrite at `nat`). Else jumps to
+    /// `not`.
+    fn related_reply(&self, em: &mut Em, not: Label, nat: Label) {
         em.asm(|a| quote::reversed_quote_key(a, LB_KEY));
         Self::lb_backend(em, LB_KEY, not);
         // The flow's entry: the quoted key with the backend as source.
@@ -160,13 +167,8 @@ impl Gen<'_> {
         em.jmp(JmpCond::Eq, R0, 0, not);
         em.a.set_origin(Origin(0), Some("conntrack: established connection"));
         em.count_imm(0);
-        em.a.set_origin(
-            Origin(0),
-            Some("service: NAT of an ICMP error about a translated flow's reply"),
-        );
-        em.asm(|a| quote::reverse_nat_error(a, f, Toward::Backend));
-        em.push(Op::mov64(R0, layout::TC_ACT_OK));
-        em.push(Op::Exit);
+        em.asm(|a| quote::set_toward(a, Toward::Backend));
+        em.push(Op::Ja { target: nat });
         em.a.set_origin(
             Origin::NONE,
             Some("conntrack: ICMP error quoting a known flow (related)"),
