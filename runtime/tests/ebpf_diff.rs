@@ -21,10 +21,14 @@
 //!   counters; the source is preserved and the checksums are valid (IPv4
 //!   header; TCP/UDP over the pseudo-header of either family). When
 //!   allowed, the backend's reply is sent next and must pass as
-//!   established with the frontend as its source (reverse NAT);
+//!   established with the frontend as its source (reverse NAT); then an
+//!   ICMP error about that reply as the client got it, to the frontend,
+//!   must pass as established on to the backend, quoting the reply the
+//!   backend sent (`check_reply_error`);
 //! - a frontend without backends rejects: TCP gets a reset back
 //!   (`TC_ACT_REDIRECT`, the frame turned into a valid RST|ACK to the
-//!   sender), UDP an ICMP / ICMPv6 port unreachable quoting it, anything
+//!   sender), UDP an ICMP / ICMPv6 port unreachable quoting it (up to
+//!   548 / 1,232 bytes, checksums checked), anything
 //!   else is dropped;
 //! - allowed packets carry their steering: `skb->mark` for `mark`, the
 //!   DSCP bits (and a valid IPv4 header checksum) for `dscp`; every other
