@@ -706,7 +706,9 @@ fn icmp6_mostly(rng: &mut Rng) -> ProtoMatch {
     }
 }
 
-/// Policy rules and a steering rule on IPv6 prefixes of `pool`.
+/// Policy rules and a steering rule on IPv6 prefixes of `pool` (mark,
+/// DSCP, bypass, or a TCP / UDP redirect to a loopback proxy of either
+/// family).
 fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
     let mut spans = 10_000u32;
     for p in &mut m.policies {
@@ -750,14 +752,43 @@ fn add_v6_rules(m: &mut Model, rng: &mut Rng, pool: &[Cidr]) {
             SteerAction::Mark(0x20),
             SteerAction::Dscp(10),
             SteerAction::Bypass,
+            SteerAction::Redirect {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                port: 15001,
+            },
+            SteerAction::Redirect {
+                addr: v4(127, 0, 0, 1),
+                port: 15001,
+            },
         ];
+        let action = rng.pick(&action).clone();
+        let (proto, from) = match action {
+            // A redirect where both back ends can express it: TCP or UDP
+            // (eBPF's socket assignment takes no SCTP, E0525), to a
+            // loopback proxy of either family (iptables' REDIRECT to the
+            // port, eBPF's assignment to the socket on it; a proxy of the
+            // other family is its wildcard socket); from IPv6 prefixes,
+            // or from anyone (a dual-stack redirect).
+            SteerAction::Redirect { .. } => (
+                ProtoMatch::Ports {
+                    proto: *rng.pick(&[Proto::Tcp, Proto::Udp]),
+                    ports: gen_ports(rng),
+                },
+                if rng.chance(30) {
+                    PeerMatch::Any
+                } else {
+                    PeerMatch::Set(gen_set(rng, pool))
+                },
+            ),
+            _ => (icmp6_mostly(rng), PeerMatch::Set(gen_set(rng, pool))),
+        };
         m.steers.push(Steer {
             name: "st6".into(),
             priority: 30,
             rules: vec![SteerRule {
-                action: rng.pick(&action).clone(),
-                proto: icmp6_mostly(rng),
-                from: PeerMatch::Set(gen_set(rng, pool)),
+                action,
+                proto,
+                from,
                 to: gen_peer(rng, pool),
                 span: span(spans),
             }],

@@ -257,12 +257,16 @@ fn ebpf_hosts_go_to_the_hash_and_cidrs_to_the_trie() {
 /// about 420 more with the ICMP errors related to a flow and their
 /// reverse NAT, both families (`emit/related.rs`): 1,353 instructions
 /// with services, more than a 1,500-slot stage holds beside the final
-/// block, so the smallest budget here is 2,000.)
+/// block, so the smallest budget here is 2,000. Issue 18 again: the
+/// port unreachables built in the packet, quoting up to 576 / 1,280
+/// bytes (`codegen/unreachable.rs`, about 350 instructions in the
+/// service stage), and errors about a translated flow's reply (about 250
+/// more in the prologue) move one more split at 3,000 slots: 4 there.)
 #[test]
 fn ebpf_paths_make_few_tail_calls() {
     let model = synth_policy();
     let g = graph::build(&model);
-    for (slots, most) in [(6_000, 2), (3_000, 3), (2_000, 5)] {
+    for (slots, most) in [(6_000, 2), (3_000, 4), (2_000, 5)] {
         let opts = at_budget(slots);
         let out = generate(&model, &g, &opts).unwrap_or_else(|e| panic!("{slots}: {e:?}"));
         assert!(out.manifest.programs.len() >= 3, "{slots}: splits");

@@ -162,3 +162,62 @@ fn generated_dual_stack_programs_compile_for_every_target_without_panics() {
     // that can match SCTP.
     assert!(t.compiled >= seeds as usize * 2, "most compile");
 }
+
+/// Issue 18: the generator's IPv6 steering block produces redirects to a
+/// proxy (TCP or UDP, the proxy IPv6 or IPv4, from IPv6 prefixes or from
+/// anyone), so the differential tests over `gen::dual_stack` cover IPv6
+/// redirects; none of them is refused by a back end (no E0525: they
+/// cannot match SCTP).
+#[test]
+fn generated_dual_stack_programs_redirect_ipv6_traffic() {
+    use weir_compiler::model::{PeerMatch, ProtoMatch, SteerAction};
+    let (mut models, mut to_v4_proxy, mut from_anyone) = (0, 0, 0);
+    for seed in 0..80u64 {
+        let model = gen::dual_stack(seed);
+        let mut found = false;
+        for r in model
+            .steers
+            .iter()
+            .filter(|s| s.name == "st6")
+            .flat_map(|s| &s.rules)
+        {
+            if let SteerAction::Redirect { addr, .. } = r.action {
+                found = true;
+                to_v4_proxy += usize::from(addr.is_ipv4());
+                from_anyone += usize::from(matches!(r.from, PeerMatch::Any));
+                assert!(
+                    matches!(r.proto, ProtoMatch::Ports { proto, .. }
+                        if proto != weir_compiler::model::Proto::Sctp),
+                    "seed {seed}: a TCP / UDP redirect"
+                );
+            }
+        }
+        if !found {
+            continue;
+        }
+        models += 1;
+        // The IPv6 steering block alone (the IPv4 one may redirect SCTP).
+        let mut m = translatable(&model);
+        m.steers.retain(|s| s.name == "st6");
+        let g = graph::build(&m);
+        for (target, r) in backends::generate_all(&backends::ALL, &m, &g) {
+            if let Err(diags) = r {
+                for d in diags {
+                    assert!(
+                        !d.message.contains("redirect"),
+                        "seed {seed}: {} refuses the redirect: {}",
+                        target.name(),
+                        d.message
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("{models} of 80 models redirect IPv6 traffic ({to_v4_proxy} to an IPv4 proxy, {from_anyone} from anyone)");
+    assert!(models >= 8, "too few IPv6 redirects: {models}");
+    assert!(
+        to_v4_proxy > 0 && to_v4_proxy < models,
+        "to both proxy families"
+    );
+    assert!(from_anyone > 0, "some dual-stack redirects");
+}

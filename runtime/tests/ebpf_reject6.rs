@@ -10,9 +10,10 @@
 //! socket gets `ECONNREFUSED` (UDP) and a refused `connect` (TCP).
 //!
 //! RFC 4443 §3.1: type 1, code 4 = port unreachable; 4 unused bytes
-//! (zero); then "as much of invoking packet as possible" — here a fixed
-//! 48-byte prefix (IPv6 header + 8 bytes), see reject6.rs. §2.4 e: no
-//! error about a packet from a multicast source.
+//! (zero); then "as much of invoking packet as possible" without the
+//! error exceeding 1,280 bytes (§2.4 c; lengths up to 9,000 in
+//! ebpf_reject_quote.rs). §2.4 e: no error about a packet from a
+//! multicast source.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -112,8 +113,7 @@ fn ebpf_answers_ipv6_to_a_service_without_backends_with_icmp6_unreachable_or_res
         g.provenance.id(&o.decided_by) as usize
     };
 
-    // UDP with a 100-byte payload: the quote is the IPv6 header and the
-    // UDP header (48 bytes).
+    // UDP with a 100-byte payload: the whole datagram is quoted.
     let udp = Packet::new(Proto::Udp, ip("fd00:1::10"), 40001, ip("fd00:96::9"), 53);
     let mut f = frame(&udp);
     f.truncate(62);
@@ -128,20 +128,20 @@ fn ebpf_answers_ipv6_to_a_service_without_backends_with_icmp6_unreachable_or_res
     let after = counts(&gen);
     assert_eq!(out.ret, layout::TC_ACT_REDIRECT as u32, "sent back out");
     assert_eq!(after[id] - before[id], 1, "counted under the reject");
-    let icmp = check_ip6(&out.data, &f, 58, 8 + 48);
+    let icmp = check_ip6(&out.data, &f, 58, 8 + 148);
     assert_eq!((icmp[0], icmp[1]), (1, 4), "destination / port unreachable");
     assert_ne!(u16::from_be_bytes([icmp[2], icmp[3]]), 0);
     assert_eq!(&icmp[4..8], &[0, 0, 0, 0], "unused");
     assert_eq!(&icmp[8..48], &f[14..54], "the offending IPv6 header");
-    assert_eq!(&icmp[48..56], &f[54..62], "its UDP header");
+    assert_eq!(&icmp[48..156], &f[54..162], "its UDP header and payload");
 
-    // Behind a hop-by-hop header: still answered, the quote its first
-    // 48 bytes.
+    // Behind a hop-by-hop header: still answered, the extension header
+    // quoted with the rest.
     let hbh = with_extensions(&frame(&udp), &[Ext::HopByHop(8)]);
     let out = run_full(&gen, &hbh);
     assert_eq!(out.ret, layout::TC_ACT_REDIRECT as u32);
-    let icmp = check_ip6(&out.data, &hbh, 58, 8 + 48);
-    assert_eq!(&icmp[8..56], &hbh[14..62]);
+    let icmp = check_ip6(&out.data, &hbh, 58, 8 + hbh.len() - 14);
+    assert_eq!(&icmp[8..], &hbh[14..]);
 
     // No error about a datagram from a multicast source (RFC 4443 §2.4
     // e): dropped, still counted as the reject.

@@ -15,7 +15,12 @@
 //!   header checksum, UDP checksum, and the TCP checksum when the whole
 //!   TCP header is quoted — the ICMP / ICMPv6 checksum is valid, and the
 //!   outer source is the frontend when the backend sent the error (a
-//!   router's address is kept).
+//!   router's address is kept);
+//! - an error about such a flow's reply as the client got it (quoting
+//!   frontend → client, from the client or a router, to the frontend) is
+//!   established and goes on to the backend, as Linux NATs it: the quote
+//!   becomes the reply the backend sent, byte for byte with its
+//!   checksums, and the error's destination the backend.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -25,7 +30,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ebpf_common::icmp_error::{
-    error_checksums_ok, error_frame, error_packet, outer_src, quote, quoted,
+    error_checksums_ok, error_frame, error_packet, outer_dst, outer_src, quote, quoted,
 };
 use ebpf_common::*;
 use weir_compiler::ebpf::codegen::Mode;
@@ -252,6 +257,88 @@ fn ebpf_icmp_errors_of_translated_flows_are_reverse_translated() {
     assert_eq!(translated, 12);
 }
 
+#[test]
+fn ebpf_icmp_errors_about_replies_of_translated_flows_go_to_the_backend() {
+    if !have_root("ebpf_icmp_errors_about_replies_of_translated_flows_go_to_the_backend") {
+        return;
+    }
+    let model = model_of_source(POLICY);
+    let g = graph::build(&model);
+    let gen = load_output(&compile(&model, &g, Mode::Node));
+    let mut c = Check {
+        model: &model,
+        g: graph::build(&model),
+        gen,
+        cases: 0,
+    };
+    let mut translated = 0;
+    for (client, router) in [("10.1.0.1", "10.9.0.1"), ("fd00:1::1", "fd00:9::1")] {
+        let (client, router) = (ip(client), ip(router));
+        let (t, code) = error_type(client.is_ipv4());
+        for (proto, vip) in [
+            (Proto::Udp, "10.96.0.10:53"),
+            (Proto::Tcp, "10.96.0.1:80"),
+            (Proto::Udp, "[fd00:96::10]:53"),
+            (Proto::Tcp, "[fd00:96::1]:80"),
+        ] {
+            let fe: std::net::SocketAddr = vip.parse().unwrap();
+            if fe.is_ipv4() != client.is_ipv4() {
+                continue;
+            }
+            let sizes: &[usize] = if proto == Proto::Tcp { &[8, 20] } else { &[8] };
+            for &n in sizes {
+                for (from, what) in [(client, "client"), (router, "router")] {
+                    let tag = format!(
+                        "{proto:?} {client} → {fe}, {what}'s error about the reply, quoting {n}"
+                    );
+                    clear_conntrack(&c.gen);
+                    clear_lb_state(&c.gen);
+                    let p = Packet::new(proto, client, 40000, fe.ip(), fe.port());
+                    let wire = c.run(&format!("{tag}: the flow"), &p, &frame(&p));
+                    let (backend, bport) = match wire[12..14] {
+                        [0x08, 0x00] => (
+                            IpAddr::from(<[u8; 4]>::try_from(&wire[30..34]).unwrap()),
+                            u16::from_be_bytes([wire[36], wire[37]]),
+                        ),
+                        _ => (
+                            IpAddr::from(<[u8; 16]>::try_from(&wire[38..54]).unwrap()),
+                            u16::from_be_bytes([wire[56], wire[57]]),
+                        ),
+                    };
+                    // The reply as the backend sent it and as the client
+                    // got it.
+                    let mut reply = Packet::new(proto, backend, bport, client, 40000);
+                    reply.state = weir_compiler::model::ConnState::Established;
+                    let got = Packet {
+                        src: fe.ip(),
+                        sport: fe.port(),
+                        ..reply.clone()
+                    };
+                    let e = error_frame(from, fe.ip(), t, code, &quote(&frame(&got), n));
+                    let out = c.run(&tag, &error_packet(from, fe.ip(), t, code, true), &e);
+                    error_checksums_ok(&out).unwrap_or_else(|m| panic!("{tag}: {m}"));
+                    assert_eq!(
+                        quoted(&out),
+                        &quote(&frame(&reply), n)[..],
+                        "{tag}: the quote is the backend's own reply"
+                    );
+                    assert_eq!(
+                        (outer_src(&out), outer_dst(&out)),
+                        (from, backend),
+                        "{tag}: to the backend"
+                    );
+                    translated += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "ICMP errors about replies: {translated} errors translated, {} cases agree",
+        c.cases
+    );
+    assert_eq!(translated, 12);
+}
+
 /// Real traffic through three network namespaces: one program (node mode)
 /// at the node's ingress from the client and from the server; a UDP
 /// client, connected to a service frontend of each family, sends to it;
@@ -312,6 +399,78 @@ service dns6 {
             r,
             Err(std::io::ErrorKind::ConnectionRefused),
             "{client} → {vip}: the backend's port unreachable reached the client's socket"
+        );
+        assert!(started.elapsed() < timeout, "{client} → {vip}: at once");
+    }
+    drop(gen);
+}
+
+/// Real traffic, the other way: a client sends a datagram to a frontend
+/// from a socket it then closes; the backend (a real socket in the server
+/// namespace) connects back to the client's address and port and answers.
+/// The reply is reverse-translated on its way (frontend → client), the
+/// client's kernel answers it with a port unreachable to the frontend,
+/// and the program must send that error on to the backend translated as
+/// Linux's conntrack does: the backend's connected socket reports it
+/// (`ECONNREFUSED`, at once) only if the error reached it with the quote
+/// its own reply (backend → client) — checked by the backend's kernel.
+/// Without the translation the error, allowed by policy (there is none),
+/// goes to the frontend address, which nobody owns: the receive times
+/// out.
+#[test]
+fn ebpf_port_unreachable_about_a_reply_reaches_the_backend_socket_in_netns() {
+    if !have_root("ebpf_port_unreachable_about_a_reply_reaches_the_backend_socket_in_netns") {
+        return;
+    }
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
+    let model = model_of_source(
+        r#"
+service dns4 {
+  frontend 10.96.0.9:53/udp
+  backends { 10.244.100.1:5353 }
+}
+service dns6 {
+  frontend [fd00:96::9]:53/udp
+  backends { [fd00:244:100::1]:5353 }
+}
+"#,
+    );
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
+    let topo = Topology::new().unwrap();
+    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
+    for (client, vip, backend) in [
+        ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
+        ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),
+    ] {
+        let (client, vip, backend) = (ip(client), SocketAddr::new(ip(vip), 53), ip(backend));
+        topo.add_client_addr(client).unwrap();
+        topo.add_server_addr(backend).unwrap();
+        let timeout = Duration::from_millis(1500);
+        let b = topo
+            .server
+            .run(move || UdpSocket::bind(SocketAddr::new(backend, 5353)))
+            .unwrap()
+            .unwrap();
+        b.set_read_timeout(Some(timeout)).unwrap();
+        let from = SocketAddr::new(client, 40555);
+        topo.client
+            .run(move || UdpSocket::bind(from)?.send_to(b"hello", vip).map(|_| ()))
+            .unwrap()
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (_, peer) = b.recv_from(&mut buf).unwrap();
+        assert_eq!(peer, from, "{client} → {vip}: translated to the backend");
+        b.connect(peer).unwrap();
+        let started = Instant::now();
+        b.send(b"too late").unwrap();
+        let r = b.recv(&mut buf).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(
+            r,
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "{client} → {vip}: the client's port unreachable about the reply reached the backend's socket"
         );
         assert!(started.elapsed() < timeout, "{client} → {vip}: at once");
     }

@@ -63,7 +63,9 @@ fn ebpf_answers_sctp_to_a_service_without_backends_with_port_unreachable() {
     );
     assert_eq!(counts(&gen)[id] - before[id], 1, "counted under the reject");
     let r = &out.data;
-    assert_eq!(r.len(), 14 + 20 + 8 + 28);
+    // The whole packet is quoted (it fits in 576 bytes).
+    let q = ebpf_common::icmp_error::quote(&f, 548);
+    assert_eq!(r.len(), 14 + 20 + 8 + q.len());
     assert_eq!((&r[0..6], &r[6..12]), (&f[6..12], &f[0..6]), "MACs");
     let iph = &r[14..34];
     assert_eq!((iph[0], iph[9]), (0x45, 1), "IPv4, protocol ICMP");
@@ -73,10 +75,10 @@ fn ebpf_answers_sctp_to_a_service_without_backends_with_port_unreachable() {
     let icmp = &r[34..];
     assert_eq!((icmp[0], icmp[1]), (3, 3), "destination / port unreachable");
     assert_eq!(internet_checksum(icmp), 0, "ICMP checksum");
-    assert_eq!(&icmp[8..28], &f[14..34], "the offending IP header");
+    assert_eq!(&icmp[8..], &q[..], "the offending packet");
     assert_eq!(&icmp[28..36], &f[34..42], "ports and verification tag");
 
-    // IPv6: Ethernet + IPv6 + ICMPv6 + (IPv6 header + 8 bytes).
+    // IPv6: Ethernet + IPv6 + ICMPv6 + the packet (fits in 1,280).
     let p6 = Packet::new(Proto::Sctp, ip("fd00:1::10"), 40001, ip("fd00:96::9"), 3868);
     let f = frame(&p6);
     let id = reject_id(&p6);
@@ -89,7 +91,8 @@ fn ebpf_answers_sctp_to_a_service_without_backends_with_port_unreachable() {
     );
     assert_eq!(counts(&gen)[id] - before[id], 1, "counted under the reject");
     let r = &out.data;
-    assert_eq!(r.len(), 14 + 40 + 8 + 48);
+    let q = ebpf_common::icmp_error::quote(&f, 1232);
+    assert_eq!(r.len(), 14 + 40 + 8 + q.len());
     assert_eq!((&r[0..6], &r[6..12]), (&f[6..12], &f[0..6]), "MACs");
     let h = &r[14..54];
     assert_eq!((h[0] >> 4, h[6]), (6, 58), "IPv6, next header ICMPv6");
@@ -107,5 +110,5 @@ fn ebpf_answers_sctp_to_a_service_without_backends_with_port_unreachable() {
     pseudo.extend_from_slice(&[0, 0, 0, 58]);
     pseudo.extend_from_slice(icmp6);
     assert_eq!(internet_checksum(&pseudo), 0, "ICMPv6 checksum");
-    assert_eq!(&icmp6[8..56], &f[14..62], "IPv6 header, ports, tag");
+    assert_eq!(&icmp6[8..], &q[..], "IPv6 header, ports, tag");
 }

@@ -7,8 +7,10 @@
 //!
 //! RFC 792, "Destination Unreachable Message": type 3, code 3 = port
 //! unreachable; 4 unused bytes (zero); then "Internet Header + 64 bits of
-//! Original Data Datagram". RFC 1122 §3.2.2: no error about a datagram
-//! whose source is not a unicast address.
+//! Original Data Datagram" at least; RFC 1812 §4.3.2.3 and Linux: as
+//! much as fits in 576 bytes (`compiler/src/ebpf/codegen/unreachable.rs`).
+//! RFC 1122 §3.2.2: no error about a datagram whose source is not a
+//! unicast address.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -54,8 +56,8 @@ fn ebpf_answers_udp_to_a_service_without_backends_with_icmp_port_unreachable() {
         g.provenance.id(&o.decided_by) as usize
     };
 
-    // A datagram with a 100-byte payload: the quote is its IP header and
-    // the first 8 bytes of its data (the UDP header) only.
+    // A datagram with a 100-byte payload: all of it is quoted (it fits in
+    // 576 bytes; lengths up to 9,000 in ebpf_reject_quote.rs).
     let udp = Packet::new(Proto::Udp, ip("10.1.0.10"), 40001, ip("10.96.0.9"), 53);
     let mut f = frame(&udp);
     f.truncate(42);
@@ -71,32 +73,33 @@ fn ebpf_answers_udp_to_a_service_without_backends_with_icmp_port_unreachable() {
     assert_eq!(out.ret, layout::TC_ACT_REDIRECT as u32, "sent back out");
     assert_eq!(after[id] - before[id], 1, "counted under the reject");
     let r = &out.data;
-    assert_eq!(r.len(), 14 + 20 + 8 + 28, "Ethernet + IPv4 + ICMP + quote");
+    assert_eq!(r.len(), 14 + 20 + 8 + 128, "Ethernet + IPv4 + ICMP + quote");
     // Ethernet: back to the sender's MAC, from ours, IPv4.
     assert_eq!(&r[0..6], &f[6..12]);
     assert_eq!(&r[6..12], &f[0..6]);
     assert_eq!(&r[12..14], &[0x08, 0x00]);
-    // IPv4 header (RFC 791): version 4 / IHL 5, total length 56,
+    // IPv4 header (RFC 791): version 4 / IHL 5, total length 156,
     // protocol 1, from the frontend to the sender, valid checksum.
     let iph = &r[14..34];
     assert_eq!(iph[0], 0x45);
-    assert_eq!(u16::from_be_bytes([iph[2], iph[3]]), 56);
+    assert_eq!(u16::from_be_bytes([iph[2], iph[3]]), 156);
     assert!(iph[8] > 0, "TTL");
     assert_eq!(iph[9], 1, "protocol ICMP");
     assert_eq!(&iph[12..16], &f[30..34], "source = the frontend");
     assert_eq!(&iph[16..20], &f[26..30], "destination = the sender");
     assert_eq!(internet_checksum(iph), 0, "IPv4 header checksum");
     // ICMP (RFC 792): type 3, code 3, checksum over the whole message,
-    // 4 unused zero bytes, then the offending IP header + 64 bits.
+    // 4 unused zero bytes, then the offending datagram.
     let icmp = &r[34..];
     assert_eq!((icmp[0], icmp[1]), (3, 3), "destination / port unreachable");
     assert_eq!(internet_checksum(icmp), 0, "ICMP checksum");
     assert_ne!(u16::from_be_bytes([icmp[2], icmp[3]]), 0);
     assert_eq!(&icmp[4..8], &[0, 0, 0, 0], "unused");
     assert_eq!(&icmp[8..28], &f[14..34], "the offending IP header");
-    assert_eq!(&icmp[28..36], &f[34..42], "64 bits of its data");
+    assert_eq!(&icmp[28..136], &f[34..142], "its data");
 
-    // A minimal datagram (a frame padded to 60 bytes) grows to 70.
+    // A minimal datagram (a frame padded to 60 bytes) grows to 70: the
+    // padding is not quoted.
     let out = run_full(&gen, &frame(&udp));
     assert_eq!(out.ret, layout::TC_ACT_REDIRECT as u32);
     assert_eq!(out.data.len(), 70);

@@ -373,6 +373,8 @@ struct Tally {
     allowed: usize,
     frontend: usize,
     proxied: usize,
+    /// Of them IPv6 (ip6tables `REDIRECT`).
+    proxied6: usize,
     skipped: usize,
     /// Cases by family: IPv4 / IPv6, and ICMPv4 echo (`icmp`) / ICMPv6
     /// echo (`icmp6`) among them.
@@ -405,6 +407,7 @@ impl Tally {
         self.allowed += o.allowed;
         self.frontend += o.frontend;
         self.proxied += o.proxied;
+        self.proxied6 += o.proxied6;
         self.skipped += o.skipped;
         self.v4 += o.v4;
         self.v6 += o.v6;
@@ -576,6 +579,7 @@ fn check_model_with(
         }
         if seen == Seen::Proxy {
             t.proxied += 1;
+            t.proxied6 += usize::from(c.p.src.is_ipv6());
         }
         let ok = match &c.backends {
             None => expected(&interp.evaluate(&c.p), c.p.dst) == seen,
@@ -727,7 +731,7 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
     let policies = jobs.len();
     check_models(&jobs, &mut t);
     eprintln!(
-        "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy), {} bypass cases left out, verdict events of {} cases compared ({} events read), {} disagreements, {:.1}s",
+        "iptables dual-stack diff: {policies} policies ({} with cases), {} cases ({} IPv4 of which {} ICMPv4 echo, {} IPv6 of which {} ICMPv6 echo; {} got through, {} to frontends, {} to the proxy ({} IPv6)), {} bypass cases left out, verdict events of {} cases compared ({} events read), {} disagreements, {:.1}s",
         t.models,
         t.cases,
         t.v4,
@@ -737,6 +741,7 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
         t.allowed,
         t.frontend,
         t.proxied,
+        t.proxied6,
         t.skipped,
         t.event_cases,
         t.events,
@@ -744,6 +749,9 @@ fn iptables_agrees_with_interpreter_on_dual_stack_in_netns() {
         started.elapsed().as_secs_f64()
     );
     t.assert_agreed();
+    // The generator's IPv6 steering redirects (issue 18): ip6tables'
+    // REDIRECT reached the proxy.
+    assert!(t.proxied6 >= 5, "{} IPv6 cases to the proxy", t.proxied6);
     assert!(
         t.icmp6 >= 50 && t.icmp4 >= 50,
         "{} ICMPv6, {} ICMPv4 cases",

@@ -156,6 +156,26 @@ impl Asm {
         self.items.push(Item::Insn(insn));
     }
 
+    /// How many items are pushed so far (a mark for [`Asm::jumps_since`]).
+    pub fn mark(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The conditional jumps pushed since `mark`.
+    pub fn jumps_since(&self, mark: usize) -> usize {
+        (self.items[mark..].iter())
+            .filter(|i| {
+                matches!(
+                    i,
+                    Item::Insn(Insn {
+                        op: Op::Jump { .. },
+                        ..
+                    })
+                )
+            })
+            .count()
+    }
+
     /// Appends a fully specified instruction (its own origin and comment).
     pub fn push_insn(&mut self, insn: Insn) {
         self.items.push(Item::Insn(insn));

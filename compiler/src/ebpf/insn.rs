@@ -64,6 +64,8 @@ pub mod helper {
     pub const CSUM_DIFF: u32 = 28;
     /// `long bpf_skb_change_tail(skb, len, flags)`
     pub const SKB_CHANGE_TAIL: u32 = 38;
+    /// `long bpf_skb_change_head(skb, len, flags)`
+    pub const SKB_CHANGE_HEAD: u32 = 43;
     /// `struct bpf_sock *bpf_sk_lookup_tcp(ctx, tuple, size, netns, flags)`
     pub const SK_LOOKUP_TCP: u32 = 84;
     /// `struct bpf_sock *bpf_sk_lookup_udp(ctx, tuple, size, netns, flags)`
@@ -90,6 +92,7 @@ pub mod helper {
             L4_CSUM_REPLACE => "bpf_l4_csum_replace",
             CSUM_DIFF => "bpf_csum_diff",
             SKB_CHANGE_TAIL => "bpf_skb_change_tail",
+            SKB_CHANGE_HEAD => "bpf_skb_change_head",
             SK_LOOKUP_TCP => "bpf_sk_lookup_tcp",
             SK_LOOKUP_UDP => "bpf_sk_lookup_udp",
             SK_RELEASE => "bpf_sk_release",

@@ -13,7 +13,10 @@
 //! - it quotes (after its 8-byte ICMP header) an IP header of its own
 //!   family and at least 8 bytes of what follows it, and that quoted
 //!   packet belongs to a connection conntrack holds (either direction:
-//!   the quote is a packet the connection sent);
+//!   the quote is a packet the connection sent, as seen where the error
+//!   travels — for a translated connection the client's packet to the
+//!   frontend or the reply from the frontend on the client's side, the
+//!   same packets with the backend's address on the backend's side);
 //! - it is addressed to the quoted packet's sender (its destination is
 //!   the quote's source), as Linux conntrack requires
 //!   (`nf_conntrack_inet_error`): an error about someone else's packet is

@@ -149,6 +149,15 @@ pub fn quoted(f: &[u8]) -> &[u8] {
     &f[r.start + 8..r.end]
 }
 
+/// The outer destination address of a frame.
+pub fn outer_dst(f: &[u8]) -> IpAddr {
+    if v4(f) {
+        IpAddr::from(<[u8; 4]>::try_from(&f[30..34]).unwrap())
+    } else {
+        IpAddr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap())
+    }
+}
+
 /// The outer source address of a frame.
 pub fn outer_src(f: &[u8]) -> IpAddr {
     if v4(f) {

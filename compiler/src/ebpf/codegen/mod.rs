@@ -148,6 +148,7 @@ mod reject6;
 mod same_endpoint;
 pub mod sparse_atoms;
 pub mod stages;
+mod unreachable;
 
 pub use limits::{sctp_port_changes, sctp_redirects, Limit};
 use object::{fixed_maps, lpm_entry, object};

@@ -8,17 +8,10 @@
 //! port unreachable is what the sender's SCTP stack already handles).
 //! Everything else is dropped.
 //!
-//! The ICMP message quotes, as RFC 792 asks, the offending datagram's
-//! internet header and the first 64 bits of its data (the UDP header):
-//! Ethernet (14, MACs swapped) + IPv4 (20: TTL 64, protocol 1, addresses
-//! swapped) + ICMP (8) + quote (28) = 70 bytes, both checksums fresh. As
-//! RFC 1122 §3.2.2 requires, no error answers a datagram from a multicast,
-//! broadcast (255.255.255.255) or unspecified source. A datagram with IP
-//! options (IHL > 5) is dropped, like a TCP segment with options: the
-//! quote would need a variable length.
-//!
-//! IPv6 packets are answered by `reject6.rs` (a reset, or ICMPv6 type 1
-//! code 4, RFC 4443).
+//! The ICMP and ICMPv6 port unreachables are built in the packet by
+//! `unreachable.rs` (quoting as much of the datagram as fits in 576 /
+//! 1,280 bytes, as Linux does). IPv6 packets are answered by
+//! `reject6.rs` (a reset, or ICMPv6 type 1 code 4, RFC 4443).
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb};
@@ -26,27 +19,6 @@ use crate::ebpf::service::sctp::IPPROTO_SCTP;
 use crate::ebpf::{helper, AluOp, ByteOrder, JmpCond, Op, Reg, Size};
 
 use Reg::*;
-
-/// The answer is built on the stack at `B` (B ≡ 2 mod 4, so the IP and
-/// ICMP headers are 4-aligned); the offending frame's first 42 bytes are
-/// loaded so that its IP header lands where the quote goes.
-const B: i16 = -330;
-const IP: i16 = B + 14;
-const ICMP: i16 = B + 34;
-const QUOTE: i16 = B + 42;
-/// Where the offending frame's Ethernet header lands (overwritten by the
-/// answer's IP and ICMP headers once its MACs are read).
-const ORIG: i16 = QUOTE - 14;
-/// Ethernet + IPv4 + ICMP + (IPv4 header + 8 bytes).
-const ANSWER_LEN: i32 = 14 + 20 + 8 + 28;
-
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
-}
 
 impl Gen<'_> {
     /// The reject of a service without backends: UDP and SCTP get an
@@ -81,61 +53,6 @@ impl Gen<'_> {
     /// packet's protocol compared with SCTP's.
     pub(super) fn sctp_frontends(&self) -> bool {
         (self.g.services.frontends.iter()).any(|f| f.frontend.proto == crate::model::Proto::Sctp)
-    }
-
-    /// ICMP port unreachable for the IPv4 UDP datagram (or SCTP packet) in
-    /// the skb (see the module docs).
-    fn udp_unreachable(&self, em: &mut Em) {
-        let drop = em.drop;
-        load_frame(em, None, ORIG, 42);
-        // IHL 5 only.
-        em.push(Op::load(Size::U8, R1, R10, QUOTE));
-        em.jmp(JmpCond::Ne, R1, 0x45, drop);
-        // No error about a datagram from a multicast / broadcast /
-        // unspecified source (RFC 1122 §3.2.2).
-        em.push(Op::load(Size::U8, R1, R10, QUOTE + 12));
-        em.jmp(JmpCond::Ge, R1, 224, drop);
-        em.push(Op::load(Size::U32, R1, R10, QUOTE + 12));
-        em.jmp(JmpCond::Eq, R1, 0, drop);
-        // Ethernet: destination = the sender's MAC, source = ours (the
-        // offending frame's destination), type IPv4.
-        for i in 0..3i16 {
-            em.push(Op::load(Size::U16, R1, R10, ORIG + 6 + 2 * i));
-            em.push(Op::store(Size::U16, R10, B + 2 * i, R1));
-            em.push(Op::load(Size::U16, R1, R10, ORIG + 2 * i));
-            em.push(Op::store(Size::U16, R10, B + 6 + 2 * i, R1));
-        }
-        em.push(Op::mov64(R1, 0x0800));
-        em.push(be16(R1));
-        em.push(Op::store(Size::U16, R10, B + 12, R1));
-        // IPv4: version 4, IHL 5, TOS 0, total length 56, id 0, no
-        // fragment flags, TTL 64, protocol 1 (ICMP), checksum below,
-        // source = the frontend the datagram was sent to, destination =
-        // its sender.
-        em.push(Op::store(Size::U8, R10, IP, 0x45));
-        em.push(Op::store(Size::U8, R10, IP + 1, 0));
-        em.push(Op::mov64(R1, 20 + 8 + 28));
-        em.push(be16(R1));
-        em.push(Op::store(Size::U16, R10, IP + 2, R1));
-        em.push(Op::store(Size::U32, R10, IP + 4, 0));
-        em.push(Op::store(Size::U8, R10, IP + 8, 64));
-        em.push(Op::store(Size::U8, R10, IP + 9, 1));
-        em.push(Op::store(Size::U16, R10, IP + 10, 0));
-        em.push(Op::load(Size::U32, R1, R10, QUOTE + 16));
-        em.push(Op::store(Size::U32, R10, IP + 12, R1));
-        em.push(Op::load(Size::U32, R1, R10, QUOTE + 12));
-        em.push(Op::store(Size::U32, R10, IP + 16, R1));
-        // ICMP: type 3 (destination unreachable), code 3 (port
-        // unreachable), checksum below, 4 unused bytes 0; the quote
-        // follows as loaded.
-        em.push(Op::store(Size::U8, R10, ICMP, 3));
-        em.push(Op::store(Size::U8, R10, ICMP + 1, 3));
-        em.push(Op::store(Size::U16, R10, ICMP + 2, 0));
-        em.push(Op::store(Size::U32, R10, ICMP + 4, 0));
-        self.csum_into(em, IP, 20, IP + 10);
-        self.csum_into(em, ICMP, 8 + 28, ICMP + 2);
-        // Resize to the answer, write it, send it back out.
-        send_back(em, B, ANSWER_LEN);
     }
 
     /// The TCP header at `tcp` (on the stack) of the offending segment

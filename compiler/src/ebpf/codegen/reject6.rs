@@ -7,17 +7,9 @@
 //! from a multicast (RFC 4443 §2.4 e) or unspecified source; such a
 //! packet is dropped (still counted as the reject).
 //!
-//! **The quote is a bounded prefix.** RFC 4443 asks for "as much of
-//! invoking packet as possible without the ICMPv6 packet exceeding the
-//! minimum IPv6 MTU". The answer is built on the BPF stack (512 bytes in
-//! all), so it quotes a fixed 48 bytes: the offending IPv6 header and the
-//! 8 bytes after it — the UDP header when the datagram has no extension
-//! headers, which is all a receiver needs to match the error to its
-//! socket. Answer: Ethernet (14, MACs swapped) + IPv6 (40: hop limit 255,
-//! next header 58, addresses swapped) + ICMPv6 (8) + quote (48) = 110
-//! bytes. A datagram with extension headers gets the same answer (its
-//! quote then ends inside them; RFC-valid, but the sender's kernel
-//! cannot match it to a socket).
+//! The ICMPv6 answer is built in the packet by `unreachable.rs` (the
+//! quote: as much of the datagram as fits in 1,280 bytes, RFC 4443 §2.4
+//! c), with this module's IPv6 header helpers.
 //!
 //! The reset answers from the transport header the parse found (after
 //! any extension headers, `ctx::PARSE_OFF`) and drops them: Ethernet +
@@ -36,23 +28,17 @@ use super::emit::{Em, Gen};
 use super::layout::ctx;
 use super::reject::{add_syn_fin, load_frame, send_back};
 use crate::ebpf::service::sctp::IPPROTO_SCTP;
-use crate::ebpf::{AluOp, ByteOrder, JmpCond, Op, Reg, Size};
+use crate::ebpf::{AluOp, ByteOrder, JmpCond, Op, Operand, Reg, Size};
 
 use Reg::*;
 
 /// The answer's frame on the stack (B ≡ 2 mod 8: the IPv6 header is
-/// 8-aligned, its addresses copied 64 bits at a time).
-const B: i16 = -502;
+/// 8-aligned, its addresses copied 64 bits at a time); the ICMPv6 port
+/// unreachable's headers are built at the same place.
+const B: i16 = super::unreachable::HEAD;
 const IP: i16 = B + 14;
-/// The ICMPv6 header, or the TCP header of a reset.
+/// The TCP header of a reset.
 const L4: i16 = B + 54;
-/// ICMPv6: the quoted IPv6 header + 8 bytes.
-const QUOTE: i16 = B + 62;
-const QUOTE_LEN: i32 = 48;
-/// Where the offending frame's Ethernet header lands (overwritten by the
-/// answer's IPv6 and ICMPv6 headers once its MACs are read).
-const ORIG: i16 = QUOTE - 14;
-const UNREACHABLE_LEN: i32 = 14 + 40 + 8 + QUOTE_LEN;
 const RESET_LEN: i32 = 14 + 40 + 20;
 
 fn be(bits: u8, r: Reg) -> Op {
@@ -90,7 +76,7 @@ impl Gen<'_> {
 
     /// Drops the packet unless the IPv6 source at `src` (on the stack)
     /// is unicast: not multicast (ff00::/8), not unspecified (::).
-    fn drop_unless_unicast6(em: &mut Em, src: i16) {
+    pub(super) fn drop_unless_unicast6(em: &mut Em, src: i16) {
         let drop = em.drop;
         em.push(Op::load(Size::U8, R1, R10, src));
         em.jmp(JmpCond::Eq, R1, 0xff, drop);
@@ -102,7 +88,7 @@ impl Gen<'_> {
 
     /// The answer's Ethernet header at `B` from the offending one at
     /// `orig`: back to the sender's MAC, from ours, type IPv6.
-    fn ether6_back(em: &mut Em, orig: i16) {
+    pub(super) fn ether6_back(em: &mut Em, orig: i16) {
         if orig == B {
             // In place: swap.
             for i in 0..3i16 {
@@ -129,7 +115,7 @@ impl Gen<'_> {
     /// next header 0, hop limit = `next` (`finish_ip6` sets the real
     /// fields after the checksum). Source = the offending destination at
     /// `orig_ip + 24`, destination = its source at `orig_ip + 8`.
-    fn pseudo_ip6(em: &mut Em, orig_ip: i16, len: i32, next: i32) {
+    pub(super) fn pseudo_ip6(em: &mut Em, orig_ip: i16, len: impl Into<Operand>, next: i32) {
         em.push(Op::store(Size::U32, R10, IP, 0));
         em.push(Op::mov64(R1, len));
         em.push(be(16, R1));
@@ -150,29 +136,10 @@ impl Gen<'_> {
 
     /// The real version (6, traffic class and flow label 0), next header
     /// and hop limit, once the checksum is taken.
-    fn finish_ip6(em: &mut Em, next: i32, hops: i32) {
+    pub(super) fn finish_ip6(em: &mut Em, next: i32, hops: i32) {
         em.push(Op::store(Size::U8, R10, IP, 0x60));
         em.push(Op::store(Size::U8, R10, IP + 6, next));
         em.push(Op::store(Size::U8, R10, IP + 7, hops));
-    }
-
-    /// ICMPv6 port unreachable for the IPv6 UDP datagram in the skb (see
-    /// the module docs).
-    fn udp6_unreachable(&self, em: &mut Em) {
-        load_frame(em, None, ORIG, 14 + QUOTE_LEN);
-        // The offending IPv6 header is at QUOTE: its source at +8.
-        Self::drop_unless_unicast6(em, QUOTE + 8);
-        Self::ether6_back(em, ORIG);
-        Self::pseudo_ip6(em, QUOTE, 8 + QUOTE_LEN, 58);
-        // ICMPv6: type 1 (destination unreachable), code 4 (port
-        // unreachable), checksum below, 4 unused bytes 0, the quote.
-        em.push(Op::store(Size::U8, R10, L4, 1));
-        em.push(Op::store(Size::U8, R10, L4 + 1, 4));
-        em.push(Op::store(Size::U16, R10, L4 + 2, 0));
-        em.push(Op::store(Size::U32, R10, L4 + 4, 0));
-        self.csum_into(em, IP, 40 + 8 + QUOTE_LEN, L4 + 2);
-        Self::finish_ip6(em, 58, 255);
-        send_back(em, B, UNREACHABLE_LEN);
     }
 
     /// A reset to the sender of the IPv6 TCP segment in the skb (see the

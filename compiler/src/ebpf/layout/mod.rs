@@ -14,6 +14,7 @@ pub const TC_ACT_SHOT: i32 = 2;
 
 /// `struct __sk_buff` offsets used by the programs.
 pub mod skb {
+    pub const LEN: i16 = 0;
     pub const MARK: i16 = 8;
     pub const IFINDEX: i16 = 40;
     pub const DATA: i16 = 76;

@@ -66,14 +66,19 @@
 //!   pseudo-header, so an address change needs no checksum update); a
 //!   changed port updates the CRC32c ([`sctp_crc`], in programs that can
 //!   change one). The connect-time programs leave SCTP sockets alone.
-//! - ICMP errors about translated flows are reverse-translated by the
-//!   policy pipeline (`codegen::emit::related`), on their way back to the
-//!   client only; the standalone TC program does not.
+//! - ICMP errors about translated flows are rewritten by one
+//!   implementation ([`icmp_error`]) that two programs call: the policy
+//!   pipeline (`codegen::emit::related`, finding the flow in `weir_ct`)
+//!   in both directions (an error about a reply is rewritten on its way
+//!   to the backend), and the standalone TC program (finding it in
+//!   `weir_lb_rev`) on the way back to the client only, IPv4 only as its
+//!   parse.
 //! - The affinity timeout counts from the last new flow that used it.
 
 mod direct;
 pub mod emit;
 pub mod fill;
+pub mod icmp_error;
 pub mod mapped;
 pub mod object;
 pub mod sctp;

@@ -1,5 +1,5 @@
 //! Objects with the service programs: the standalone TC program (parse +
-//! reverse NAT + service stage), the connect-time programs, and a
+//! ICMP errors about translated flows + reverse NAT + service stage), the connect-time programs, and a
 //! hand-written parse + hash-lookup baseline for measurements.
 
 use crate::ebpf::layout::{ctx, map as pmap};
@@ -9,10 +9,13 @@ use crate::ebpf::{
 };
 
 use super::emit::{
-    emit_established_dnat, emit_reverse_nat, emit_service_stage, CtxLayout, RejectCount, StageEnv,
+    copy, count, emit_established_dnat, emit_reverse_nat, emit_service_stage, lookup, CtxLayout,
+    RejectCount, StageEnv,
 };
-use super::layout::{fe_key, map, Capacity};
+use super::icmp_error::{self as quote, FE, V4};
+use super::layout::{cnt, fe_key, map, rev, Capacity};
 use super::sock::{connect_program, recvmsg_program, Hook};
+use crate::ebpf::Operand;
 use Reg::*;
 
 /// Program names.
@@ -72,6 +75,8 @@ fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
     a.push(be16(R0));
     a.push(Op::alu64(AluOp::And, R0, 0x1fff));
     a.push(Op::jmp(JmpCond::Ne, R0, 0, parsed));
+    let icmp = a.new_label("icmp");
+    a.push(Op::jmp(JmpCond::Eq, R4, 1, icmp));
     a.push(Op::jmp(JmpCond::Eq, R4, 6, ports));
     a.push(Op::jmp(JmpCond::Eq, R4, super::sctp::IPPROTO_SCTP, ports));
     a.push(Op::jmp(JmpCond::Ne, R4, 17, parsed));
@@ -87,7 +92,44 @@ fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
     a.push(Op::load(Size::U16, R4, R2, 2));
     a.push(be16(R4));
     a.push(Op::store(Size::U16, R6, ctx::DPORT, R4));
+    a.push(Op::Ja { target: parsed });
+    // ICMP: its type (for the related-error check).
+    a.bind(icmp);
+    a.push(Op::alu64(AluOp::Add, R2, 14));
+    a.push(Op::alu64(AluOp::Add, R2, R5));
+    a.push(Op::mov64(R4, R2));
+    a.push(Op::alu64(AluOp::Add, R4, 1));
+    a.push(Op::jmp(JmpCond::Gt, R4, R3, parsed));
+    a.push(Op::load(Size::U8, R4, R2, 0));
+    a.push(Op::store(Size::U8, R6, ctx::ICMP_TYPE, R4));
     a.bind(parsed);
+}
+
+/// An ICMP error about a translated flow, on its way back to the flow's
+/// client: the quote is a packet the client sent (client → backend), so
+/// the quote reversed is the flow's reply tuple, a `weir_lb_rev` key. A
+/// hit is reverse-translated with the policy pipeline's code
+/// ([`quote::reverse_nat_error`]: quote, its checksums, the ICMP checksum,
+/// the outer source when the backend sent it), counted as a reverse NAT,
+/// and passed (`done`); anything else falls through.
+fn related_errors(a: &mut Asm, done: crate::ebpf::Label) {
+    /// The reply tuple's key (clear of the quote's stack area).
+    const K: i16 = -400;
+    let not = a.new_label("lb_not_related");
+    a.push(Op::load(Size::U8, R1, R6, ctx::PROTO));
+    a.push(Op::jmp(JmpCond::Ne, R1, 1, not));
+    quote::error_type(a, V4, not);
+    quote::read_quote(a, V4, not);
+    quote::reversed_quote_key(a, K);
+    lookup(a, map::REV, K);
+    a.push(Op::jmp(JmpCond::Eq, R0, 0, not));
+    copy(a, R10, FE, R0, rev::ADDR, 16);
+    copy(a, R10, FE + 16, R0, rev::PORT, 2);
+    count(a, map::CNT, Operand::Imm(cnt::REVERSE as i32));
+    quote::set_toward(a, quote::Toward::Client);
+    quote::reverse_nat_error(a, V4);
+    a.push(Op::Ja { target: done });
+    a.bind(not);
 }
 
 /// `r7 = skb`, `r6 = &weir_ctx[0]` (drop on failure).
@@ -122,6 +164,7 @@ pub fn tc_program() -> Assembled {
         rejected: None,
         lb_counters: true,
     };
+    related_errors(&mut a, ok);
     emit_reverse_nat(&mut a, &env, ok);
     emit_established_dnat(&mut a, &env, Some(ok));
     emit_service_stage(&mut a, &env);

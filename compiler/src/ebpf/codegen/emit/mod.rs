@@ -230,6 +230,14 @@ impl Em<'_> {
         self.push(Op::Ja { target: l });
     }
 
+    /// Runs `f` on the assembler directly (code shared with the service
+    /// programs, which have no `Em`), counting the jumps it emits.
+    pub fn asm(&mut self, f: impl FnOnce(&mut Asm)) {
+        let mark = self.a.mark();
+        f(self.a);
+        self.jumps += self.a.jumps_since(mark);
+    }
+
     pub fn jmp(&mut self, cond: JmpCond, r: Reg, imm: i32, target: Label) {
         self.push(Op::jmp(cond, r, imm, target));
     }

@@ -2,6 +2,7 @@
 //! the checksum helper it and the ICMP answers share.
 
 use super::*;
+use crate::ebpf::service::icmp_error::fold_complement;
 
 impl Gen<'_> {
     /// Answers the IPv4 TCP packet in the context (a frontend without
@@ -99,20 +100,7 @@ impl Gen<'_> {
         em.push(Op::Call {
             helper: helper::CSUM_DIFF,
         });
-        fold_complement(em);
+        fold_complement(em.a);
         em.push(Op::store(Size::U16, R10, out, R0));
     }
-}
-
-/// `r0` (a 32-bit one's-complement sum) folded to 16 bits, twice (a
-/// carry of the first fold folds in the second), then complemented: the
-/// checksum field's value (RFC 1071). Uses `r1`.
-pub(super) fn fold_complement(em: &mut Em) {
-    for _ in 0..2 {
-        em.push(Op::mov64(R1, R0));
-        em.push(Op::alu64(AluOp::Rsh, R1, 16));
-        em.push(Op::alu64(AluOp::And, R0, 0xffff));
-        em.push(Op::alu64(AluOp::Add, R0, R1));
-    }
-    em.push(Op::alu64(AluOp::Xor, R0, 0xffff));
 }
