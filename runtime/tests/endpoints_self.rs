@@ -205,8 +205,48 @@ fn iptables_self_churn_is_an_update() {
     };
     churn(&topo, &mut |inv| endpoints::iptables(&rt, &b, inv), &kernel);
     assert_eq!(rt.read_state().unwrap().unwrap().generation, g);
+    assert_self_marks_are_read_back(&topo, &rt, g);
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// `weir status` compares the `self` set's marks, not only its
+/// addresses: one member's id changed behind weir's back (`ipset -exist
+/// add` rewrites the `skbmark` of an existing member) is a difference,
+/// and putting it back makes the generation in force again.
+fn assert_self_marks_are_read_back(topo: &Topology, rt: &Iptables, g: u32) {
+    let set = format!("weir{g}-self");
+    assert!(rt.status().unwrap().in_force, "in force before the change");
+    let saved = topo.node.exec("ipset", &["save", &set]).unwrap();
+    let saved = String::from_utf8_lossy(&saved.stdout).to_string();
+    let line = saved
+        .lines()
+        .find(|l| l.starts_with("add ") && l.contains(" skbmark "))
+        .expect("a member with its mark")
+        .to_string();
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let (value, mask) = w[4].split_once('/').unwrap_or((w[4], "0xffffffff"));
+    let other = u32::from_str_radix(value.trim_start_matches("0x"), 16).unwrap() ^ 0x1000_0000;
+    let changed = format!("{other:#x}/{mask}");
+    let set_mark = |mark: &str| {
+        let out = topo
+            .node
+            .exec("ipset", &["-exist", "add", &set, w[2], "skbmark", mark])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set_mark(&changed);
+    let st = rt.status().unwrap();
+    assert!(
+        !st.in_force && st.sets_difference.is_some(),
+        "a changed mark must be a difference: {st:?}"
+    );
+    set_mark(w[4]);
+    assert!(rt.status().unwrap().in_force, "in force again");
 }
 
 /// A non-default mask (`weir compile --iptables-self-mark 0x0fff0000`:

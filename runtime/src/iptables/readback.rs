@@ -221,17 +221,34 @@ pub(crate) fn member(words: &[String]) -> String {
                 .unwrap_or(n)
         })
         .collect();
-    let flags: Vec<&str> = words[1..]
-        .iter()
-        .map(String::as_str)
-        .filter(|w| *w == "nomatch")
-        .collect();
     let mut s = elem.join(",");
-    for f in flags {
-        s.push(' ');
-        s.push_str(f);
+    let mut rest = words[1..].iter().map(String::as_str);
+    while let Some(w) = rest.next() {
+        match w {
+            "nomatch" => s.push_str(" nomatch"),
+            "skbmark" => {
+                s.push_str(" skbmark ");
+                s.push_str(&skbmark(rest.next().unwrap_or_default()));
+            }
+            _ => {}
+        }
     }
     s
+}
+
+/// An `skbmark VALUE[/MASK]` option in one form: `ipset save` omits a
+/// mask of `0xffffffff` and prints hex in lower case; a restore line may
+/// say either. Compared, not dropped, so the `self` set's ids are read
+/// back (`iptables::self_set`). Text that is not a mark stays as written,
+/// so it differs from any well-formed one.
+fn skbmark(text: &str) -> String {
+    let hex =
+        |t: &str| u32::from_str_radix(t.trim_start_matches("0x").trim_start_matches("0X"), 16);
+    let (value, mask) = text.split_once('/').unwrap_or((text, "0xffffffff"));
+    match (hex(value), hex(mask)) {
+        (Ok(v), Ok(m)) => format!("{v:#x}/{m:#x}"),
+        _ => text.to_string(),
+    }
 }
 
 /// Sets of `ipset save`/`restore` text, by name (only `names`, if given).
@@ -345,5 +362,43 @@ impl Iptables {
             })
         });
         Ok((diff, saved))
+    }
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::member;
+
+    fn m(line: &str) -> String {
+        member(
+            &line
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn skbmark_is_compared_in_one_form() {
+        // As `weir` writes it and as `ipset save` prints it back.
+        assert_eq!(
+            m("10.0.0.1 skbmark 0x60000/0x0"),
+            m("10.0.0.1 skbmark 0x60000/0x0")
+        );
+        assert_eq!(
+            m("10.0.0.3 skbmark 0x30000"),
+            m("10.0.0.3 skbmark 0x30000/0xFFFFFFFF")
+        );
+        // A different id or mask is a different member.
+        assert_ne!(
+            m("10.0.0.1 skbmark 0x60000/0x0"),
+            m("10.0.0.1 skbmark 0x70000/0x0")
+        );
+        assert_ne!(m("10.0.0.1 skbmark 0x60000/0x0"), m("10.0.0.1"));
+        assert_ne!(
+            m("10.0.0.1 skbmark 0x60000/0x0"),
+            m("10.0.0.1 skbmark 0x60000")
+        );
+        assert_eq!(m("10.0.0.0/8 nomatch"), "10.0.0.0/8 nomatch");
     }
 }
