@@ -276,12 +276,15 @@ fn life_cycle(variant: Variant) {
         !tcp(outsider, 80, DENY_WAIT),
         "removed endpoint denied again"
     );
-    // Only ipset runs (each update builds a set and swaps it in); no
-    // rule changes.
+    // Only ipset runs (each update builds a set and swaps it in: `swap`
+    // lines in an `ipset restore` batch); no rule changes.
     let log = rt.exec().log();
     assert!(log[ran..]
         .iter()
-        .any(|c| c.args.first().is_some_and(|a| a == "swap")));
+        .any(|c| c.args.first().is_some_and(|a| a == "restore")
+            && c.stdin
+                .as_deref()
+                .is_some_and(|t| t.starts_with("swap weirt"))));
     assert!(log[ran..]
         .iter()
         .all(|c| c.program == "ipset" || c.program.ends_with("-save")));

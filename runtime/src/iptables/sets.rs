@@ -6,7 +6,8 @@
 //! leaving the set half-updated and every later update failing. Instead,
 //! for every set an update touches:
 //!
-//! 1. the set's members are read (`ipset save SET`), the update applied
+//! 1. the set's members are read (`ipset save SET`; one `ipset save` of
+//!    every set when more than one is touched), the update applied
 //!    to them in memory, and the result checked against the set's
 //!    `maxelem` — over capacity, the update is refused and nothing is
 //!    written;
@@ -14,10 +15,12 @@
 //!    ([`super::intent`]), then a new set is built under each
 //!    (`weirt<g>-…`, one `ipset restore`); a failure destroys them and the
 //!    live sets are untouched;
-//! 3. each is swapped with its live set (`ipset swap`, atomic per set:
-//!    rules keep referring to the live name), the live sets are read back
-//!    against the intended members (a difference swaps them back), and the
-//!    old contents, now under the temporary names, are destroyed.
+//! 3. each is swapped with its live set (`swap` lines, one `ipset
+//!    restore` batch; each swap is atomic per set: rules keep referring
+//!    to the live name), the live sets are read back against the intended
+//!    members (a difference, or a batch that stopped part way, swaps back
+//!    every set found holding the new members), and the old contents, now
+//!    under the temporary names, are destroyed.
 //!
 //! A crash at any point leaves either the old or the new contents under
 //! the live name; the next command removes the temporary sets the intent
@@ -34,10 +37,39 @@ use crate::error::Error;
 const DEFAULT_MAXELEM: usize = 65536;
 
 /// A set as `ipset save` prints it: its create line and members.
+#[derive(Default)]
 struct Saved {
     create: Vec<String>,
     maxelem: usize,
     members: BTreeSet<String>,
+}
+
+/// `ipset save` text (of one set or all), by set name.
+fn parse_saved(text: &str) -> BTreeMap<String, Saved> {
+    let mut out: BTreeMap<String, Saved> = BTreeMap::new();
+    for line in text.lines() {
+        let w = super::normalize::words(line.trim());
+        match (w.first().map(String::as_str), w.get(1)) {
+            (Some("create"), Some(name)) => {
+                let maxelem = w
+                    .iter()
+                    .position(|x| x == "maxelem")
+                    .and_then(|i| w.get(i + 1)?.parse().ok())
+                    .unwrap_or(DEFAULT_MAXELEM);
+                let saved = out.entry(name.clone()).or_default();
+                saved.maxelem = maxelem;
+                saved.create = w;
+            }
+            (Some("add"), Some(name)) if w.len() > 2 => {
+                out.entry(name.clone())
+                    .or_default()
+                    .members
+                    .insert(w[2..].join(" "));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The temporary name a set is built under: `weir4-c3` → `weirt4-c3`.
@@ -90,28 +122,27 @@ impl Iptables {
             &["save", name],
             None,
         )?;
-        let mut create = Vec::new();
-        let mut members = BTreeSet::new();
-        for line in out.stdout.lines() {
-            let w = super::normalize::words(line.trim());
-            match w.first().map(String::as_str) {
-                Some("create") => create = w,
-                Some("add") if w.len() > 2 => {
-                    members.insert(w[2..].join(" "));
-                }
-                _ => {}
-            }
+        Ok(parse_saved(&out.stdout).remove(name).unwrap_or_default())
+    }
+
+    /// Reads the sets `names`: one `ipset save NAME` for one set, one
+    /// `ipset save` of every set for more (a process per set was most of
+    /// an endpoint update's time: an address's class can be in ~80 sets).
+    fn read_sets(&self, names: &BTreeSet<&String>) -> Result<BTreeMap<String, Saved>, Error> {
+        if let [only] = names.iter().collect::<Vec<_>>().as_slice() {
+            return Ok(BTreeMap::from([(only.to_string(), self.save_set(only)?)]));
         }
-        let maxelem = create
+        let mut all = parse_saved(&self.save_sets(true)?);
+        names
             .iter()
-            .position(|x| x == "maxelem")
-            .and_then(|i| create.get(i + 1)?.parse().ok())
-            .unwrap_or(DEFAULT_MAXELEM);
-        Ok(Saved {
-            create,
-            maxelem,
-            members,
-        })
+            .map(|n| match all.remove(n.as_str()) {
+                Some(saved) => Ok((n.to_string(), saved)),
+                None => Err(step_error(
+                    format!("reading set {n}"),
+                    "the set does not exist".into(),
+                )),
+            })
+            .collect()
     }
 
     /// Applies `text` (`del SET ENTRY` / `add SET ENTRY [nomatch]` lines,
@@ -146,8 +177,9 @@ impl Iptables {
         }
         // 1. The new contents, checked against each set's capacity.
         let mut built: BTreeMap<String, (Saved, BTreeSet<String>)> = BTreeMap::new();
+        let mut saved_sets = self.read_sets(&edits.keys().collect())?;
         for (set, list) in &edits {
-            let saved = self.save_set(set)?;
+            let saved = saved_sets.remove(set).unwrap_or_default();
             // Keyed by the element as ipset prints it: one lookup per edit.
             let mut by_key: BTreeMap<String, String> = saved
                 .members
@@ -204,32 +236,25 @@ impl Iptables {
             self.drop_temps(&temps);
             return Err(super::annotate(e, &restore).into());
         }
-        // 3. Swapped in, read back, the old contents destroyed.
-        let mut swapped = Vec::new();
-        let mut failure = None;
-        for set in built.keys() {
-            match self.exec.run_ok(
-                &format!("swapping in set {set}"),
+        // 3. Swapped in (one batch), read back, the old contents destroyed.
+        let swaps: String = built
+            .keys()
+            .map(|set| format!("swap {} {set}\n", temp_name(set)))
+            .collect();
+        let mut failure = self
+            .exec
+            .run_ok(
+                "swapping in the updated sets",
                 "ipset",
-                &["swap", &temp_name(set), set],
-                None,
-            ) {
-                Ok(_) => swapped.push(set.clone()),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+                &["restore"],
+                Some(&swaps),
+            )
+            .err();
         if failure.is_none() {
             failure = self.check_sets(&built).err();
         }
         if let Some(e) = failure {
-            for set in &swapped {
-                let _ = self
-                    .exec
-                    .run("ipset", &["swap", &temp_name(set), set], None);
-            }
+            self.swap_back(&built);
             self.drop_temps(&temps);
             return Err(e.into());
         }
@@ -237,29 +262,47 @@ impl Iptables {
         Ok(writes)
     }
 
-    /// The live sets hold the intended members.
-    fn check_sets(&self, built: &BTreeMap<String, (Saved, BTreeSet<String>)>) -> Result<(), Error> {
+    /// After a failed swap batch or read-back: every set whose live name
+    /// holds the new members (and not the old) is swapped back. A batch
+    /// stops at its first failing line, so which sets were swapped is read
+    /// from the kernel, not assumed.
+    fn swap_back(&self, built: &BTreeMap<String, (Saved, BTreeSet<String>)>) {
+        let Ok(now) = self.read_sets(&built.keys().collect()) else {
+            return;
+        };
         for (set, (saved, members)) in built {
-            let mut want = String::new();
+            let live = now.get(set).map(|s| &s.members);
+            if live == Some(members) && *members != saved.members {
+                let _ = self
+                    .exec
+                    .run("ipset", &["swap", &temp_name(set), set], None);
+            }
+        }
+    }
+
+    /// The live sets hold the intended members (one `ipset save` for
+    /// more than one set).
+    fn check_sets(&self, built: &BTreeMap<String, (Saved, BTreeSet<String>)>) -> Result<(), Error> {
+        let mut want = String::new();
+        for (set, (saved, members)) in built {
             want.push_str(&saved.create.join(" "));
             want.push('\n');
             for m in members {
                 want.push_str(&format!("add {set} {m}\n"));
             }
-            let have = self
-                .exec
-                .run_ok(
-                    &format!("reading back set {set}"),
-                    "ipset",
-                    &["save", set],
-                    None,
-                )?
-                .stdout;
-            if let Some(d) = readback::compare_sets(&want, &have) {
-                return Err(step_error(format!("reading back set {set}"), d));
-            }
         }
-        Ok(())
+        let args: Vec<&str> = match built.keys().collect::<Vec<_>>().as_slice() {
+            [only] => vec!["save", only.as_str()],
+            _ => vec!["save"],
+        };
+        let have = self
+            .exec
+            .run_ok("reading back the updated sets", "ipset", &args, None)?
+            .stdout;
+        match readback::compare_sets(&want, &have) {
+            Some(d) => Err(step_error("reading back the updated sets".into(), d)),
+            None => Ok(()),
+        }
     }
 
     /// Destroys the temporary sets and clears the intent record.
