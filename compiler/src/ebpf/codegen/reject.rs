@@ -146,6 +146,13 @@ pub(super) fn send_back(em: &mut Em, at: i16, len: i32) {
         helper: helper::SKB_CHANGE_TAIL,
     });
     em.jmp(JmpCond::Ne, R0, 0, drop);
+    store_and_send(em, at, len);
+}
+
+/// Writes the `len` bytes at `fp + at` over the frame's start and sends
+/// the answer back out of the interface it came in on.
+pub(super) fn store_and_send(em: &mut Em, at: i16, len: i32) {
+    let drop = em.drop;
     em.push(Op::mov64(R1, R7));
     em.push(Op::mov64(R2, 0));
     em.push(Op::mov64(R3, R10));

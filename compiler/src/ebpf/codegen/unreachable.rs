@@ -277,21 +277,5 @@ fn sum_chunk(em: &mut Em, len: Option<i32>) {
 /// Writes the `len` header bytes at `HEAD` over the frame's start and
 /// sends the answer back out of the interface it came in on.
 fn send_head(em: &mut Em, len: i32) {
-    let drop = em.drop;
-    em.push(Op::mov64(R1, R7));
-    em.push(Op::mov64(R2, 0));
-    em.push(Op::mov64(R3, R10));
-    em.push(Op::alu64(AluOp::Add, R3, i32::from(HEAD)));
-    em.push(Op::mov64(R4, len));
-    em.push(Op::mov64(R5, 0));
-    em.push(Op::Call {
-        helper: helper::SKB_STORE_BYTES,
-    });
-    em.jmp(JmpCond::Ne, R0, 0, drop);
-    em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
-    em.push(Op::mov64(R2, 0));
-    em.push(Op::Call {
-        helper: helper::REDIRECT,
-    });
-    em.push(Op::Exit);
+    super::reject::store_and_send(em, HEAD, len);
 }

@@ -327,31 +327,8 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
         a.push(Op::load(Size::U32, R2, R10, OLD + f.dst + 4 * i));
         a.push(Op::jmp(JmpCond::Ne, R1, R2, keep_src));
     }
-    if f.v6 {
-        // ICMPv6's checksum covers the pseudo-header's source.
-        csum_diff(a, (R6, ctx::SRC), (R10, FE), 16, None);
-        a.push(Op::store(Size::U64, R10, SCRATCH, R0));
-        let replaced = a.new_label("error_src_csum6");
-        for flags in [BPF_F_PSEUDO_HDR | BPF_F_IPV6, BPF_F_PSEUDO_HDR] {
-            a.push(Op::mov64(R3, 0));
-            a.push(Op::load(Size::U64, R4, R10, SCRATCH));
-            l4_csum_replace(a, 0, flags);
-            // A kernel before 6.16 refuses `BPF_F_IPV6`.
-            a.push(Op::jmp(JmpCond::Eq, R0, 0, replaced));
-        }
-        a.bind(replaced);
-        store_bytes_at(a, 14 + 8, FE, 16);
-    } else {
-        a.push(Op::mov64(R1, R7));
-        a.push(Op::mov64(R2, 14 + 10));
-        a.push(Op::load(Size::U32, R3, R6, ctx::SRC));
-        a.push(Op::load(Size::U32, R4, R10, FE));
-        a.push(Op::mov64(R5, 4));
-        a.push(Op::Call {
-            helper: helper::L3_CSUM_REPLACE,
-        });
-        store_bytes_at(a, 14 + 12, FE, 4);
-    }
+    // ICMPv6's checksum covers the pseudo-header's source.
+    outer_address(a, f, ctx::SRC, (14 + 8, 14 + 12), "error_src_csum6");
     a.bind(keep_src);
 }
 
@@ -360,10 +337,18 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
 /// DNATed: the IPv4 header checksum, or the ICMPv6 checksum's
 /// pseudo-header, follows.
 fn outer_destination(a: &mut Asm, f: Fam) {
+    outer_address(a, f, ctx::DST, (14 + 24, 14 + 16), "error_dst_csum6");
+}
+
+/// The error's outer address in the context at `field` (`ctx::SRC` or
+/// `ctx::DST`) becomes `fp + FE`, stored at the frame offset `at` (IPv6,
+/// IPv4): the IPv4 header checksum follows, or the ICMPv6 checksum, whose
+/// pseudo-header covers both addresses.
+fn outer_address(a: &mut Asm, f: Fam, field: i16, at: (i32, i32), label: &str) {
     if f.v6 {
-        csum_diff(a, (R6, ctx::DST), (R10, FE), 16, None);
+        csum_diff(a, (R6, field), (R10, FE), 16, None);
         a.push(Op::store(Size::U64, R10, SCRATCH, R0));
-        let replaced = a.new_label("error_dst_csum6");
+        let replaced = a.new_label(label);
         for flags in [BPF_F_PSEUDO_HDR | BPF_F_IPV6, BPF_F_PSEUDO_HDR] {
             a.push(Op::mov64(R3, 0));
             a.push(Op::load(Size::U64, R4, R10, SCRATCH));
@@ -372,17 +357,17 @@ fn outer_destination(a: &mut Asm, f: Fam) {
             a.push(Op::jmp(JmpCond::Eq, R0, 0, replaced));
         }
         a.bind(replaced);
-        store_bytes_at(a, 14 + 24, FE, 16);
+        store_bytes_at(a, at.0, FE, 16);
     } else {
         a.push(Op::mov64(R1, R7));
         a.push(Op::mov64(R2, 14 + 10));
-        a.push(Op::load(Size::U32, R3, R6, ctx::DST));
+        a.push(Op::load(Size::U32, R3, R6, field));
         a.push(Op::load(Size::U32, R4, R10, FE));
         a.push(Op::mov64(R5, 4));
         a.push(Op::Call {
             helper: helper::L3_CSUM_REPLACE,
         });
-        store_bytes_at(a, 14 + 16, FE, 4);
+        store_bytes_at(a, at.1, FE, 4);
     }
 }
 
