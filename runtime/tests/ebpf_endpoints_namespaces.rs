@@ -9,15 +9,14 @@
 //! Needs root, `ip` and `bpftool`; skipped without them unless `CI` is set
 //! (then it fails).
 
-use std::collections::BTreeMap;
+mod bundle_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
-use weir_compiler::bundle::{self, BundleInput, Target};
-use weir_compiler::driver::analyze;
+use weir_compiler::bundle::Target;
 use weir_compiler::ebpf::layout::map::HOST4;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::endpoints::{self, EndpointsError};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
 
@@ -50,28 +49,8 @@ fn inventory(b: Value, b_pods: usize) -> String {
 }
 
 fn write_bundle(dir: &Path) {
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new()
-        .with(&path, SRC)
-        .with("inventory.json", inventory(json!({"team": "b"}), 2));
-    let a = analyze(std::slice::from_ref(&path), &loader, None);
-    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
-    let model = &a.checked.model;
-    let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate(Target::Ebpf, model, g).unwrap();
-    let files = bundle::bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &[("policy.weir".to_string(), SRC.to_string())],
-        targets: &[Target::Ebpf],
-        locate: &|_| None,
-        backends: BTreeMap::from([(Target::Ebpf, art)]),
-    });
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    let inv = inventory(json!({"team": "b"}), 2);
+    bundle_common::write_source(dir, SRC, Some(&inv), Target::Ebpf, &Default::default());
 }
 
 /// The class-map value bpftool reads for an IPv4 address.

@@ -339,6 +339,36 @@ fn ebpf_icmp_errors_about_replies_of_translated_flows_go_to_the_backend() {
     assert_eq!(translated, 12);
 }
 
+/// The netns tests' flows, one per family: (client, frontend, backend).
+const DNS_FLOWS: [(&str, &str, &str); 2] = [
+    ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
+    ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),
+];
+
+/// A UDP service per family (the frontends and backends of
+/// [`DNS_FLOWS`], backend port 5353), compiled in node mode and attached
+/// at the node's ingress from the client and from the server.
+fn dns_services_in_netns() -> (weir_runtime::netns::Topology, Generation) {
+    use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
+    let model = model_of_source(
+        r#"
+service dns4 {
+  frontend 10.96.0.9:53/udp
+  backends { 10.244.100.1:5353 }
+}
+service dns6 {
+  frontend [fd00:96::9]:53/udp
+  backends { [fd00:244:100::1]:5353 }
+}
+"#,
+    );
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
+    let topo = Topology::new().unwrap();
+    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
+    (topo, gen)
+}
+
 /// Real traffic through three network namespaces: one program (node mode)
 /// at the node's ingress from the client and from the server; a UDP
 /// client, connected to a service frontend of each family, sends to it;
@@ -357,27 +387,8 @@ fn ebpf_port_unreachable_from_a_backend_reaches_the_client_socket_in_netns() {
     }
     use std::net::{SocketAddr, UdpSocket};
     use std::time::{Duration, Instant};
-    use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
-    let model = model_of_source(
-        r#"
-service dns4 {
-  frontend 10.96.0.9:53/udp
-  backends { 10.244.100.1:5353 }
-}
-service dns6 {
-  frontend [fd00:96::9]:53/udp
-  backends { [fd00:244:100::1]:5353 }
-}
-"#,
-    );
-    let g = graph::build(&model);
-    let out = compile(&model, &g, Mode::Node);
-    let topo = Topology::new().unwrap();
-    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
-    for (client, vip, backend) in [
-        ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
-        ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),
-    ] {
+    let (topo, gen) = dns_services_in_netns();
+    for (client, vip, backend) in DNS_FLOWS {
         let (client, vip, backend) = (ip(client), SocketAddr::new(ip(vip), 53), ip(backend));
         topo.add_client_addr(client).unwrap();
         topo.add_server_addr(backend).unwrap();
@@ -424,27 +435,8 @@ fn ebpf_port_unreachable_about_a_reply_reaches_the_backend_socket_in_netns() {
     }
     use std::net::{SocketAddr, UdpSocket};
     use std::time::{Duration, Instant};
-    use weir_runtime::netns::{Topology, NODE_CLIENT_IF, NODE_SERVER_IF};
-    let model = model_of_source(
-        r#"
-service dns4 {
-  frontend 10.96.0.9:53/udp
-  backends { 10.244.100.1:5353 }
-}
-service dns6 {
-  frontend [fd00:96::9]:53/udp
-  backends { [fd00:244:100::1]:5353 }
-}
-"#,
-    );
-    let g = graph::build(&model);
-    let out = compile(&model, &g, Mode::Node);
-    let topo = Topology::new().unwrap();
-    let gen = attach_at_node_ingress(&topo, out, &[NODE_CLIENT_IF, NODE_SERVER_IF]);
-    for (client, vip, backend) in [
-        ("10.244.200.1", "10.96.0.9", "10.244.100.1"),
-        ("fd00:244:200::1", "fd00:96::9", "fd00:244:100::1"),
-    ] {
+    let (topo, gen) = dns_services_in_netns();
+    for (client, vip, backend) in DNS_FLOWS {
         let (client, vip, backend) = (ip(client), SocketAddr::new(ip(vip), 53), ip(backend));
         topo.add_client_addr(client).unwrap();
         topo.add_server_addr(backend).unwrap();

@@ -21,17 +21,16 @@
 
 mod ebpf_common;
 
-use std::collections::BTreeMap;
+mod bundle_common;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::bundle::Target;
 use weir_compiler::churn::EndpointRec;
-use weir_compiler::driver::analyze;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Proto;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::endpoints::{self, EndpointsError};
 use weir_runtime::iptables::{Iptables, Options};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
@@ -85,31 +84,7 @@ const INVENTORY: &str = r#"{ "endpoints": [
 
 /// Compiles `src` for `target` and writes the bundle into `dir`.
 fn write_bundle(dir: &Path, src: &str, target: Target) {
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new()
-        .with(&path, src)
-        .with("inventory.json", INVENTORY);
-    let a = analyze(std::slice::from_ref(&path), &loader, None);
-    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
-    let model = &a.checked.model;
-    let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate(target, model, g).unwrap();
-    let mut backends = BTreeMap::new();
-    backends.insert(target, art);
-    let sources = vec![("policy.weir".to_string(), src.to_string())];
-    let files = bundle::bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &sources,
-        targets: &[target],
-        locate: &|_| None,
-        backends,
-    });
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    bundle_common::write_source(dir, src, Some(INVENTORY), target, &Default::default());
 }
 
 fn ep(name: &str, app: &str, addr: &str) -> EndpointRec {

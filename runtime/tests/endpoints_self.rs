@@ -14,15 +14,15 @@
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
+mod bundle_common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::bundle::Target;
 use weir_compiler::churn::EndpointRec;
-use weir_compiler::driver::analyze;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::endpoints;
 use weir_runtime::iptables::{Iptables, Options};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
@@ -77,30 +77,10 @@ fn write_bundle(dir: &Path, target: Target) -> usize {
 
 /// [`write_bundle`] with back-end options.
 fn write_bundle_with(dir: &Path, target: Target, opts: &weir_compiler::backends::Options) -> usize {
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new()
-        .with(&path, SRC)
-        .with("inventory.json", INVENTORY);
-    let a = analyze(std::slice::from_ref(&path), &loader, None);
-    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
-    let model = &a.checked.model;
-    let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate_with(target, model, g, opts).unwrap();
-    let sources = vec![("policy.weir".to_string(), SRC.to_string())];
-    let files = bundle::bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &sources,
-        targets: &[target],
-        locate: &|_| None,
-        backends: BTreeMap::from([(target, art)]),
-    });
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    g.classes.len()
+    bundle_common::write_source(dir, SRC, Some(INVENTORY), target, opts)
+        .1
+        .classes
+        .len()
 }
 
 /// The checks, with `update` applying an inventory (the back end's

@@ -15,15 +15,15 @@
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
-use std::collections::{BTreeMap, BTreeSet};
+mod bundle_common;
+
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::bundle::Target;
 use weir_compiler::churn::EndpointRec;
-use weir_compiler::driver::analyze;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::bundle::Family;
 use weir_runtime::endpoints;
 use weir_runtime::iptables::{Iptables, Options, Variant};
@@ -61,31 +61,13 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn write_bundle(dir: &Path) {
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new()
-        .with(&path, SRC)
-        .with("inventory.json", INVENTORY);
-    let a = analyze(std::slice::from_ref(&path), &loader, None);
-    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
-    let model = &a.checked.model;
-    let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate(Target::Iptables, model, g).unwrap();
-    let mut backends = BTreeMap::new();
-    backends.insert(Target::Iptables, art);
-    let sources = vec![("policy.weir".to_string(), SRC.to_string())];
-    let files = bundle::bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &sources,
-        targets: &[Target::Iptables],
-        locate: &|_| None,
-        backends,
-    });
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    bundle_common::write_source(
+        dir,
+        SRC,
+        Some(INVENTORY),
+        Target::Iptables,
+        &Default::default(),
+    );
 }
 
 fn ep(name: &str, app: &str, addr: &str, ready: bool) -> EndpointRec {

@@ -7,14 +7,13 @@
 //! swap batch after its first line; the test runs alone in its binary
 //! because it changes the process's `PATH`.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+mod bundle_common;
 
-use weir_compiler::bundle::{self, BundleInput, Target};
+use std::net::IpAddr;
+use std::path::Path;
+
+use weir_compiler::bundle::Target;
 use weir_compiler::churn::EndpointRec;
-use weir_compiler::driver::analyze;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::endpoints;
 use weir_runtime::iptables::{exec, Iptables, Options};
 use weir_runtime::Bundle;
@@ -58,27 +57,13 @@ fn base() -> Vec<EndpointRec> {
 }
 
 fn write_bundle(dir: &Path) {
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new()
-        .with(&path, SRC)
-        .with("inventory.json", INVENTORY);
-    let a = analyze(std::slice::from_ref(&path), &loader, None);
-    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
-    let model = &a.checked.model;
-    let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate(Target::Iptables, model, g).unwrap();
-    let files = bundle::bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &[("policy.weir".to_string(), SRC.to_string())],
-        targets: &[Target::Iptables],
-        locate: &|_| None,
-        backends: BTreeMap::from([(Target::Iptables, art)]),
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    bundle_common::write_source(
+        dir,
+        SRC,
+        Some(INVENTORY),
+        Target::Iptables,
+        &Default::default(),
+    );
 }
 
 /// An `ipset` that runs the real one, but fails a `restore` batch of

@@ -17,16 +17,16 @@
 
 mod ebpf_common;
 
-use std::collections::{BTreeMap, BTreeSet};
+mod bundle_common;
+
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::bundle::Target;
 use weir_compiler::churn::EndpointRec;
-use weir_compiler::driver::analyze;
 use weir_compiler::interp::{BackendChoice, Interp, Packet};
 use weir_compiler::model::{Model, Proto};
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::endpoints;
 use weir_runtime::iptables::{Iptables, Options};
 use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
@@ -56,30 +56,7 @@ fn ip(s: &str) -> IpAddr {
 
 /// Compiles [`SRC`] for `target` into `dir`; the checked model.
 fn write_bundle(dir: &Path, target: Target) -> Model {
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new()
-        .with(&path, SRC)
-        .with("inventory.json", INVENTORY);
-    let a = analyze(std::slice::from_ref(&path), &loader, None);
-    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
-    let model = &a.checked.model;
-    let g = &a.compiled.as_ref().unwrap().graph;
-    let art = weir_compiler::backends::generate(target, model, g).unwrap();
-    let sources = vec![("policy.weir".to_string(), SRC.to_string())];
-    let files = bundle::bundle(&BundleInput {
-        model,
-        graph: g,
-        sources: &sources,
-        targets: &[target],
-        locate: &|_| None,
-        backends: BTreeMap::from([(target, art)]),
-    });
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    a.checked.model.clone()
+    bundle_common::write_source(dir, SRC, Some(INVENTORY), target, &Default::default()).0
 }
 
 /// The inventory as records, plus `extra`.

@@ -125,3 +125,43 @@ pub fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], sets: &[(&str, ipt::
     };
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
 }
+
+/// Compiles `src` (as `policy.weir`, beside `inventory.json` holding
+/// `inventory` when given) for `target` with `opts`, as `weir compile`
+/// does (parse, check, graph), and writes the bundle to `dir` (anything
+/// there before is removed). Returns the model and its graph.
+pub fn write_source(
+    dir: &Path,
+    src: &str,
+    inventory: Option<&str>,
+    target: Target,
+    opts: &weir_compiler::backends::Options,
+) -> (Model, Graph) {
+    let path = std::path::PathBuf::from("policy.weir");
+    let mut loader = weir_compiler::source::MemoryLoader::new().with(&path, src);
+    if let Some(text) = inventory {
+        loader = loader.with("inventory.json", text);
+    }
+    let a = weir_compiler::driver::analyze(std::slice::from_ref(&path), &loader, None);
+    assert!(!a.checked.has_errors(), "{:?}", a.checked.diagnostics);
+    let model = a.checked.model;
+    let g = a
+        .compiled
+        .expect("a program without errors has a graph")
+        .graph;
+    let art = weir_compiler::backends::generate_with(target, &model, &g, opts).unwrap();
+    let files = bundle(&BundleInput {
+        model: &model,
+        graph: &g,
+        sources: &[("policy.weir".to_string(), src.to_string())],
+        targets: &[target],
+        locate: &|_| None,
+        backends: BTreeMap::from([(target, art)]),
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    (model, g)
+}
