@@ -28,5 +28,6 @@ pub mod named_ports;
 pub mod namespaces;
 pub mod nodes;
 pub mod provenance;
+pub mod proxy_addr;
 pub mod source;
 pub mod synth;

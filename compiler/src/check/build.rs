@@ -631,6 +631,7 @@ impl<'a> Cx<'a> {
         model.policies = policies;
 
         let decls = self.sorted_by_source(self.steers.values().copied(), |d| d.span);
+        self.proxy_addresses(&decls);
         let mut steers: Vec<model::Steer> = decls.into_iter().map(|d| self.steer(d)).collect();
         steers.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
         model.steers = steers;

@@ -14,7 +14,9 @@
 //! - [`lints`]: warnings over the finished model;
 //! - [`port_names`]: named ports (endpoint declarations, W0310/W0311);
 //! - [`namespaces`]: namespace declarations, endpoints' namespaces,
-//!   `namespace(…)` tests (E0275–E0277, W0325).
+//!   `namespace(…)` tests (E0275–E0277, W0325);
+//! - [`proxy_addr`]: a `redirect` proxy address must be on the node
+//!   (E0575, E0576).
 
 mod build;
 mod expect;
@@ -26,6 +28,7 @@ mod names;
 mod namespaces;
 mod nodes;
 mod port_names;
+mod proxy_addr;
 mod resolve;
 /// The network of `addr/len` (host bits cleared); the importer masks with it too.
 pub(crate) use resolve::network;

@@ -7,6 +7,7 @@
 
 use super::{Code, Diagnostic, Label};
 use crate::contract::Target;
+use std::net::IpAddr;
 use weir_grammar::ast::{Direction, Proto};
 use weir_grammar::{Form, Span, SyntaxError, SyntaxErrorKind};
 
@@ -471,6 +472,29 @@ pub enum Kind {
         by: Option<(Span, String)>,
     },
 
+    /// E0575: a `redirect` rule (`index` from 1 in steer `steer`) whose
+    /// proxy address is on no node (not loopback, unspecified or a
+    /// declared node's): the back ends would deliver to different places.
+    ProxyNotOnNode {
+        span: Span,
+        steer: String,
+        index: usize,
+        addr: IpAddr,
+        port: u16,
+    },
+    /// E0576: a `redirect` rule whose proxy address is `node`'s, one of
+    /// `nodes` declared nodes (which one the program is for is unknown).
+    ProxyOfOneOfNodes {
+        span: Span,
+        steer: String,
+        index: usize,
+        addr: IpAddr,
+        port: u16,
+        node: String,
+        node_span: Option<Span>,
+        nodes: usize,
+    },
+
     /// E0501 and E0510: what a back end refuses ([`Refusal`]). Limits
     /// are about the program as a whole: their span is
     /// [`crate::model::Model::program_span`].
@@ -725,6 +749,8 @@ impl Kind {
             Kind::RuleConflict { .. } => W0402,
             Kind::PolicySelectsNothing { .. } => W0403,
             Kind::ShadowedSteer { .. } => W0404,
+            Kind::ProxyNotOnNode { .. } => E0575,
+            Kind::ProxyOfOneOfNodes { .. } => E0576,
             Kind::Refused { refusal, .. } => refusal.code(),
             Kind::K8s { problem, .. } => problem.code(),
         }
@@ -1721,6 +1747,56 @@ impl Kind {
                     None => b,
                 }
                 .help("only the first matching steering rule applies to a packet")
+                .done()
+            }
+
+            Kind::ProxyNotOnNode {
+                span,
+                steer,
+                index,
+                addr,
+                port,
+            } => {
+                let sock = std::net::SocketAddr::new(addr, port);
+                B::new(
+                    E0575,
+                    format!(
+                        "rule #{index} of steer `{steer}` redirects to proxy {sock}, which is not on the node: iptables would DNAT to {sock} and forward the packet to that host, while eBPF would assign it to a socket on this node listening on port {port}"
+                    ),
+                    span,
+                    "not a loopback, unspecified or declared node address",
+                )
+                .help(format!(
+                    "use a loopback address (`127.0.0.1:{port}`, `[::1]:{port}`) with the proxy listening on the wildcard address, or declare the node that owns {addr} (`node NAME {{ addr {addr} }}`) in the program for that node"
+                ))
+                .done()
+            }
+            Kind::ProxyOfOneOfNodes {
+                span,
+                steer,
+                index,
+                addr,
+                port,
+                node,
+                node_span,
+                nodes,
+            } => {
+                let sock = std::net::SocketAddr::new(addr, port);
+                let b = B::new(
+                    E0576,
+                    format!(
+                        "rule #{index} of steer `{steer}` redirects to proxy {sock}, an address of node `{node}`, but the program declares {nodes} nodes and does not say which one it is for: on any other node iptables would DNAT to {sock} and forward the packet to `{node}`, while eBPF would assign it to a socket on that node listening on port {port}"
+                    ),
+                    span,
+                    format!("an address of node `{node}`"),
+                );
+                match node_span {
+                    Some(s) => b.also(s, format!("node `{node}` is one of {nodes} declared nodes")),
+                    None => b,
+                }
+                .help(format!(
+                    "use a loopback address (`127.0.0.1:{port}`, `[::1]:{port}`) with the proxy listening on the wildcard address on every node, or compile a program that declares `{node}` alone"
+                ))
                 .done()
             }
 

@@ -163,6 +163,8 @@ codes! {
     E0501 => Error, "a back end cannot express a construct";
     E0510 => Error, "a back-end capacity limit is exceeded";
     E0525 => Error, "eBPF cannot redirect SCTP to a proxy";
+    E0575 => Error, "redirect to a proxy address that is not on the node";
+    E0576 => Error, "redirect to a proxy address of one of several nodes";
 
     E0601 => Error, "malformed Kubernetes input";
     E0602 => Error, "Kubernetes object cannot be imported exactly";

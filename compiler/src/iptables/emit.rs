@@ -175,17 +175,13 @@ fn emit_here(
     })
 }
 
-fn is_loopback(a: IpAddr) -> bool {
-    a.is_loopback() || a.is_unspecified()
-}
-
 /// A redirect leaf: the policy calls (which leave the chain unless the
 /// policy allows), then the redirect to the proxy (TCP, UDP, SCTP; other
 /// protocols cannot be redirected to a socket and pass untranslated).
 fn redirect_rules(fam: Family, c: &str, calls: &[String], addr: IpAddr, port: u16) -> Vec<String> {
     let mut rules: Vec<String> = calls.iter().map(|x| format!("{c} {x}")).collect();
     for p in ["tcp", "udp", "sctp"] {
-        let action = if is_loopback(addr) || Family::of(addr) != fam {
+        let action = if crate::proxy_addr::is_host_local(addr) || Family::of(addr) != fam {
             format!("-j REDIRECT --to-ports {port}")
         } else {
             format!("-j DNAT --to-destination {}", fam.socket(addr, port))
