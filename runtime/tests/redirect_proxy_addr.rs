@@ -19,6 +19,8 @@
 //!
 //! Each proxy answers with the address it is bound to (`::` for a
 //! wildcard), so the answer names the socket that took the connection.
+//! UDP (the on-node cases): each datagram must reach the UDP socket of
+//! the same address and port as its case's TCP connection, and no other.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -26,7 +28,8 @@ mod bundle_common;
 mod ebpf_common;
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ebpf_common::{attach_at_node_client_ingress, compile};
@@ -51,13 +54,20 @@ steer proxies {
   redirect tcp 8005 from app == "client" to proxy [::1]:15005
   redirect tcp 8006 from app == "client" to proxy OFF:15006
   redirect tcp 8007 from app == "client" to proxy 0.0.0.0:15007
+  redirect udp 9001 from app == "client" to proxy 127.0.0.1:15001
+  redirect udp 9002 from app == "client" to proxy 10.99.0.1:15002
+  redirect udp 9003 from app == "client" to proxy 127.0.0.1:15003
+  redirect udp 9004 from app == "client" to proxy [fd99::1]:15004
+  redirect udp 9005 from app == "client" to proxy [::1]:15005
+  redirect udp 9007 from app == "client" to proxy 0.0.0.0:15007
 }
 "#;
 
 /// A host beside the node (on the server side): no node has it.
 const OFF_NODE: &str = "10.2.0.30";
 
-/// The proxy sockets on the node: (bind address, port).
+/// The proxy sockets on the node, a TCP listener and a UDP socket each:
+/// (bind address, port).
 const PROXIES: [(&str, u16); 7] = [
     ("[::]", 15001),
     ("10.99.0.1", 15002),
@@ -148,8 +158,9 @@ enum Backend {
 /// The node's side of the scene: its own addresses, the original
 /// destinations routed locally (§4: the node must, for eBPF's socket
 /// assignment), the proxies, and a server at [`OFF_NODE`] on the same
-/// port as the off-node rule's proxy.
-fn scene() -> Topology {
+/// port as the off-node rule's proxy. The UDP proxies record what they
+/// receive: (their bind address, payload).
+fn scene() -> (Topology, Heard) {
     let topo = Topology::new().expect("netns topology");
     for args in [
         &["addr", "add", "10.99.0.1/32", "dev", "lo"][..],
@@ -173,19 +184,78 @@ fn scene() -> Topology {
             }
         });
     }
+    let heard: Heard = Arc::default();
+    for (addr, port) in PROXIES {
+        let sa: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let u = topo
+            .node
+            .run(move || UdpSocket::bind(sa))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("bind udp {sa}: {e}"));
+        let heard = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, _)) = u.recv_from(&mut buf) {
+                let payload = String::from_utf8_lossy(&buf[..n]).into_owned();
+                heard.lock().unwrap().push((sa.ip(), payload));
+            }
+        });
+    }
     topo.serve_tcp(ip(OFF_NODE), 15006).unwrap();
-    topo
+    (topo, heard)
 }
 
-/// Who answered each case's connection under `backend` (None: nobody).
-fn answers(model: &Model, backend: Backend) -> Vec<Option<IpAddr>> {
+/// What the UDP proxies received.
+type Heard = Arc<Mutex<Vec<(IpAddr, String)>>>;
+
+/// The UDP port of a case: its TCP port + 1000 (none for the off-node
+/// case, which is TCP only).
+fn udp_port(c: &Case) -> Option<u16> {
+    (c.port != 8006).then_some(c.port + 1000)
+}
+
+/// Sends one datagram per case (payload: its UDP port) and returns, per
+/// case, the bind addresses of the UDP proxies that received it.
+fn udp_heard(topo: &Topology, heard: &Heard) -> Vec<Vec<IpAddr>> {
+    for c in &CASES {
+        let Some(port) = udp_port(c) else { continue };
+        let (src, to) = (ip(c.client), SocketAddr::new(ip(c.dst), port));
+        topo.add_client_addr(src).unwrap();
+        topo.client
+            .run(move || {
+                UdpSocket::bind(SocketAddr::new(src, 0))?.send_to(port.to_string().as_bytes(), to)
+            })
+            .unwrap()
+            .unwrap_or_else(|e| panic!("send to {to}: {e}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = heard.lock().unwrap();
+    CASES
+        .iter()
+        .map(|c| {
+            let want = udp_port(c).map(|p| p.to_string());
+            heard
+                .iter()
+                .filter(|(_, payload)| Some(payload) == want.as_ref())
+                .map(|(a, _)| *a)
+                .collect()
+        })
+        .collect()
+}
+
+/// Per case under `backend`: who answered its TCP connection (None:
+/// nobody), and which UDP proxies received its datagram.
+type Answers = (Vec<Option<IpAddr>>, Vec<Vec<IpAddr>>);
+
+fn answers(model: &Model, backend: Backend) -> Answers {
     let g = graph::build(model);
-    let topo = scene();
-    let probe = |topo: &Topology| -> Vec<Option<IpAddr>> {
-        CASES
+    let (topo, heard) = scene();
+    let probe = |topo: &Topology| -> Answers {
+        let tcp = CASES
             .iter()
             .map(|c| topo.tcp_probe(ip(c.client), ip(c.dst), c.port, T))
-            .collect()
+            .collect();
+        (tcp, udp_heard(topo, &heard))
     };
     match backend {
         Backend::Ebpf => {
@@ -226,8 +296,8 @@ fn redirect_proxy_on_the_node_is_one_socket_for_both_back_ends() {
     assert_eq!(codes, vec![Code::E0575], "{:?}", c.diagnostics);
 
     let model = off_node_model();
-    let ebpf = answers(&model, Backend::Ebpf);
-    let ipt = answers(&model, Backend::Iptables);
+    let (ebpf, ebpf_udp) = answers(&model, Backend::Ebpf);
+    let (ipt, ipt_udp) = answers(&model, Backend::Iptables);
     let a = |s: &str| Some(ip(s));
     for (c, (e, i)) in CASES.iter().zip(ebpf.iter().zip(&ipt)) {
         // (eBPF, iptables): who answers.
@@ -246,10 +316,23 @@ fn redirect_proxy_on_the_node_is_one_socket_for_both_back_ends() {
         };
         assert_eq!((*e, *i), want, "{} -> {}:{}", c.client, c.dst, c.port);
     }
+    // UDP: each datagram at the same socket as the TCP connection of its
+    // case (the UDP socket of that bind address and port), and nowhere
+    // else.
+    for (k, c) in CASES.iter().enumerate() {
+        let Some(port) = udp_port(c) else { continue };
+        let want = |a: Option<IpAddr>| a.into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            (&ebpf_udp[k], &ipt_udp[k]),
+            (&want(ebpf[k]), &want(ipt[k])),
+            "udp {} -> {}:{port}",
+            c.client,
+            c.dst
+        );
+    }
     eprintln!(
-        "redirect proxy addresses: {} cases, eBPF {:?}, iptables {:?}",
+        "redirect proxy addresses: {} TCP and {} UDP cases, eBPF {ebpf:?} / {ebpf_udp:?}, iptables {ipt:?} / {ipt_udp:?}",
         CASES.len(),
-        ebpf,
-        ipt
+        CASES.iter().filter_map(udp_port).count(),
     );
 }
