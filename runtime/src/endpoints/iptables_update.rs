@@ -396,7 +396,7 @@ fn swap_in(
         return Ok(());
     }
     match rt.swap_sets(text) {
-        Ok(_) => Ok(rt.refresh_applied_sets(state)?),
+        Ok(swapped) => Ok(rt.refresh_applied_sets(state, &swapped)?),
         Err(SwapError::Capacity(m)) => Err(EndpointsError::Refused(vec![m])),
         Err(SwapError::Failed(e)) => Err(e.into()),
     }
