@@ -129,13 +129,11 @@ fn check_sets(
     }
 }
 
-/// Members in their canonical form ([`readback::member`]): equal when the
-/// kernel would hold the same entries.
-fn canonical(members: &BTreeSet<String>) -> BTreeSet<String> {
-    members
-        .iter()
-        .map(|m| readback::member(&super::normalize::words(m)))
-        .collect()
+/// A member (`None`: absent) in its canonical form
+/// ([`readback::member`]): equal when the kernel would hold the same
+/// entry.
+fn canonical(member: Option<&str>) -> Option<String> {
+    member.map(|m| readback::member(&super::normalize::words(m)))
 }
 
 /// An entry's key as ipset prints it (for matching `del` with members).
@@ -235,13 +233,26 @@ impl Iptables {
                 .iter()
                 .map(|m| (key(m.split_whitespace().next().unwrap_or("")), m.clone()))
                 .collect();
+            // Each edited element as the set held it before the edits.
+            let mut before: BTreeMap<String, Option<String>> = BTreeMap::new();
             for (add, entry) in list {
                 let k = key(&entry[0]);
+                before
+                    .entry(k.clone())
+                    .or_insert_with(|| by_key.get(&k).cloned());
                 if *add {
                     by_key.insert(k, entry.join(" "));
                 } else {
                     by_key.remove(&k);
                 }
+            }
+            // Only edited elements can differ: a set none of whose edited
+            // elements changed (in canonical form) is left alone.
+            let changed = before.iter().any(|(k, was)| {
+                canonical(was.as_deref()) != canonical(by_key.get(k).map(String::as_str))
+            });
+            if !changed {
+                continue;
             }
             let members: BTreeSet<String> = by_key.into_values().collect();
             if members.len() > saved.maxelem {
@@ -251,9 +262,7 @@ impl Iptables {
                     saved.maxelem
                 )));
             }
-            if canonical(&members) != canonical(&saved.members) {
-                built.insert(set.clone(), (saved, members));
-            }
+            built.insert(set.clone(), (saved, members));
         }
         if built.is_empty() {
             return Ok(Swapped::default());
