@@ -25,8 +25,9 @@
 //!    kernel's contents after the swaps, read by the same process; a
 //!    difference, or a batch that stopped part way, swaps back every set
 //!    found holding the new members), and the old contents, now under the
-//!    temporary names, are destroyed. The applied record's text of those
-//!    sets is replaced by what was read back ([`Swapped`]).
+//!    temporary names, are destroyed while the applied record's text of
+//!    those sets is replaced by what was read back (side by side: they
+//!    are independent).
 //!
 //! A crash at any point leaves either the old or the new contents under
 //! the live name; the next command removes the temporary sets the intent
@@ -88,10 +89,10 @@ pub fn temp_name(kernel: &str) -> String {
 
 /// What [`Iptables::swap_sets`] swapped in.
 #[derive(Debug, Default)]
-pub(crate) struct Swapped {
+struct Swapped {
     /// The swapped sets' contents as the kernel holds them after the
     /// swaps (`ipset save` lines, read back).
-    pub(crate) readback: String,
+    readback: String,
 }
 
 /// Why [`Iptables::swap_sets`] wrote nothing.
@@ -194,9 +195,10 @@ impl Iptables {
 
     /// Applies `text` (`del SET ENTRY` / `add SET ENTRY [nomatch]` lines,
     /// in order) by building every touched set anew and swapping it in
-    /// (see the module doc). Returns the swapped sets as read back. Call
+    /// (see the module doc); the applied record of `state` then holds the
+    /// swapped sets as read back ([`Self::refresh_applied_sets`]). Call
     /// with the lock held.
-    pub(crate) fn swap_sets(&self, text: &str) -> Result<Swapped, SwapError> {
+    pub(crate) fn swap_sets(&self, text: &str, state: &super::State) -> Result<(), SwapError> {
         let mut edits: BTreeMap<String, Vec<(bool, Vec<String>)>> = BTreeMap::new();
         for line in text.lines() {
             let w = super::normalize::words(line.trim());
@@ -220,7 +222,7 @@ impl Iptables {
             }
         }
         if edits.is_empty() {
-            return Ok(Swapped::default());
+            return Ok(());
         }
         // 1. The new contents, checked against each set's capacity.
         let mut built: BTreeMap<String, (Saved, BTreeSet<String>)> = BTreeMap::new();
@@ -265,7 +267,7 @@ impl Iptables {
             built.insert(set.clone(), (saved, members));
         }
         if built.is_empty() {
-            return Ok(Swapped::default());
+            return Ok(());
         }
         // 2. Built under temporary names, recorded first.
         let temps: Vec<String> = built.keys().map(|s| temp_name(s)).collect();
@@ -318,8 +320,14 @@ impl Iptables {
             .and_then(|out| check_sets(&built, out.stdout));
         match checked {
             Ok(readback) => {
-                self.drop_temps(&temps);
-                Ok(Swapped { readback })
+                // Independent, so side by side: the old contents destroyed
+                // (an `ipset` run) while the applied record is rewritten.
+                let swapped = Swapped { readback };
+                std::thread::scope(|s| {
+                    s.spawn(|| self.drop_temps(&temps));
+                    self.refresh_applied_sets(state, &swapped)
+                })?;
+                Ok(())
             }
             Err(e) => {
                 self.swap_back(&built);
@@ -392,8 +400,8 @@ impl Iptables {
                 text.push_str(&format!("{verb} {kernel} {e}\n"));
             }
         }
-        match self.swap_sets(&text) {
-            Ok(swapped) => self.refresh_applied_sets(&state, &swapped),
+        match self.swap_sets(&text, &state) {
+            Ok(()) => Ok(()),
             Err(SwapError::Failed(e)) => Err(e),
             Err(SwapError::Capacity(m)) => Err(step_error(
                 format!("updating set {kernel}"),
@@ -406,11 +414,7 @@ impl Iptables {
     /// with what was read back after the swaps (each set's lines where
     /// they were), so `weir status` compares the updated members. Nothing
     /// to do when nothing was swapped.
-    pub(crate) fn refresh_applied_sets(
-        &self,
-        state: &super::State,
-        swapped: &Swapped,
-    ) -> Result<(), Error> {
+    fn refresh_applied_sets(&self, state: &super::State, swapped: &Swapped) -> Result<(), Error> {
         if swapped.readback.is_empty() {
             return Ok(());
         }
