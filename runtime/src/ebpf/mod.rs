@@ -10,6 +10,7 @@
 //! - [`record`]: the instance's record and lock; crash recovery.
 //! - [`inforce`]: what the kernel runs on each interface, read back.
 //! - [`txn`]: all-or-nothing writes to a running generation's maps.
+//! - [`map_count`]: a hash map's entry count in a few batch calls.
 //! - `shared_ct`: the shared conntrack map kept at the size the applied
 //!   bundle declares (resized with its entries carried over).
 
@@ -18,6 +19,7 @@ pub mod cgroup;
 pub mod collect;
 pub mod inforce;
 pub mod load;
+pub mod map_count;
 pub mod pins;
 pub mod record;
 pub mod service;

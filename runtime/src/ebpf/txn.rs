@@ -23,13 +23,18 @@ use std::path::PathBuf;
 
 use aya::maps::{Map, MapData};
 
-use super::load::{delete_raw, keys_raw, lookup_raw, map_data, update_raw};
+use super::load::{delete_raw, lookup_raw, map_data, update_raw};
+use super::map_count::count_entries;
 use super::EbpfError;
 
 /// Pinned maps of one generation, opened on demand, with an undo log.
 pub struct PinnedMaps {
     dir: PathBuf,
     maps: BTreeMap<String, Map>,
+    /// (key size, value size, max entries) of each map opened: read once
+    /// (a `BPF_OBJ_GET_INFO_BY_FD` per lookup was most of the lookups'
+    /// system calls).
+    sizes: BTreeMap<String, (usize, usize, u32)>,
     /// (map, key, value before) of every write, in order.
     undo: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
     /// (map, key) → what the last write of it promised (`None`: absent).
@@ -75,6 +80,7 @@ impl PinnedMaps {
         PinnedMaps {
             dir,
             maps: BTreeMap::new(),
+            sizes: BTreeMap::new(),
             undo: Vec::new(),
             promised: BTreeMap::new(),
         }
@@ -92,15 +98,20 @@ impl PinnedMaps {
     }
 
     fn sizes(&mut self, name: &str) -> Result<(usize, usize, u32), EbpfError> {
+        if let Some(s) = self.sizes.get(name) {
+            return Ok(*s);
+        }
         let m = self.get(name)?;
         let info = map_data(m)
             .info()
             .map_err(|e| aya(format!("reading map {name}'s info"))(e.to_string()))?;
-        Ok((
+        let s = (
             info.key_size() as usize,
             info.value_size() as usize,
             info.max_entries(),
-        ))
+        );
+        self.sizes.insert(name.to_string(), s);
+        Ok(s)
     }
 
     fn current(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, EbpfError> {
@@ -121,14 +132,14 @@ impl PinnedMaps {
         if new == 0 {
             return Ok(());
         }
-        let (ksize, _, max) = self.sizes(name).map_err(|e| e.to_string())?;
+        let (ksize, vsize, max) = self.sizes(name).map_err(|e| e.to_string())?;
         let m = self.get(name).map_err(|e| e.to_string())?;
-        let have = keys_raw(m, ksize).map_err(|e| format!("counting map {name}: {e}"))?;
-        let after = have.len() as u64 + new;
+        let have =
+            count_entries(m, ksize, vsize).map_err(|e| format!("counting map {name}: {e}"))?;
+        let after = have as u64 + new;
         if after > u64::from(max) {
             return Err(format!(
-                "map {name} holds {} of {max} entries; this update adds {new}: {after} would exceed its capacity (recompile with a larger capacity)",
-                have.len()
+                "map {name} holds {have} of {max} entries; this update adds {new}: {after} would exceed its capacity (recompile with a larger capacity)"
             ));
         }
         Ok(())

@@ -395,8 +395,8 @@ fn swap_in(
     if text.is_empty() {
         return Ok(());
     }
-    match rt.swap_sets(text) {
-        Ok(_) => Ok(rt.refresh_applied_sets(state)?),
+    match rt.swap_sets(text, state) {
+        Ok(()) => Ok(()),
         Err(SwapError::Capacity(m)) => Err(EndpointsError::Refused(vec![m])),
         Err(SwapError::Failed(e)) => Err(e.into()),
     }

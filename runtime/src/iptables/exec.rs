@@ -3,14 +3,13 @@
 //! input, classifies failures, and keeps a log tests can inspect
 //! (`WEIR_EXEC_TRACE=1` also prints each run with its wall time).
 //!
-//! A namespace is entered with `setns(2)` in the forked child before `exec`
-//! (the same thing `ip netns exec` does, without remounting `/sys` and
-//! without needing `ip`).
+//! A namespace is entered with `setns(2)` by a short-lived thread that then
+//! spawns the program (the same thing `ip netns exec` does, without
+//! remounting `/sys` and without needing `ip`; see [`spawn_in`]).
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -147,22 +146,11 @@ impl Exec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("LC_ALL", "C");
-        if let Some(file) = &netns_file {
-            let fd = file.as_raw_fd();
-            // SAFETY: only async-signal-safe calls (setns) between fork and
-            // exec; the fd stays open in the parent until spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        let mut child = match &netns_file {
+            Some(file) => spawn_in(&mut cmd, file),
+            None => cmd.spawn(),
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("cannot run {}", path.display()), e))?;
+        .map_err(|e| Error::io(format!("cannot run {}", path.display()), e))?;
         drop(netns_file);
         if let Some(input) = stdin {
             // A program that exits early closes its stdin: the write error
@@ -217,6 +205,30 @@ impl Exec {
             Err(classify_failure(step, program, &out.stderr, stdin))
         }
     }
+}
+
+/// Spawns `cmd` inside the network namespace `netns` (an open
+/// `/var/run/netns/NAME`): from a short-lived thread that enters it first
+/// (`setns(2)` moves only the calling thread; a child takes its
+/// namespaces from the thread that creates it). Not with a `pre_exec`
+/// hook: that makes the standard library fork the whole process instead
+/// of `posix_spawn`'s `vfork`, and a fork copies the caller's page tables
+/// (~10 ms per tool from the benchmark's large process, six tools per
+/// endpoint update).
+fn spawn_in(cmd: &mut Command, netns: &File) -> std::io::Result<std::process::Child> {
+    let fd = netns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on an fd that stays open for the call; it
+            // changes only this thread, which ends after the spawn.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            cmd.spawn()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
 }
 
 /// Turns a failed program's stderr into the most specific error.

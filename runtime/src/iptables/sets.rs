@@ -6,11 +6,14 @@
 //! leaving the set half-updated and every later update failing. Instead,
 //! for every set an update touches:
 //!
-//! 1. the set's members are read (`ipset save SET`; one `ipset save` of
-//!    every set when more than one is touched), the update applied
-//!    to them in memory, and the result checked against the set's
-//!    `maxelem` — over capacity, the update is refused and nothing is
-//!    written;
+//! 1. the set's members are read (`ipset save SET`; for more than one
+//!    set, one `ipset restore` batch of `save SET` lines, which reads
+//!    only those), the update applied to them in memory, and the result
+//!    checked against the set's `maxelem` — over capacity, the update is
+//!    refused and nothing is written. A set whose members come out the
+//!    same (a `del` of an address it does not hold: an address's lines
+//!    name every set of its family) is left alone: neither rebuilt nor
+//!    swapped;
 //! 2. the temporary names are recorded in the intent record
 //!    ([`super::intent`]), then a new set is built under each
 //!    (`weirt<g>-…`, one `ipset restore`); a failure destroys them and the
@@ -18,9 +21,13 @@
 //! 3. each is swapped with its live set (`swap` lines, one `ipset
 //!    restore` batch; each swap is atomic per set: rules keep referring
 //!    to the live name), the live sets are read back against the intended
-//!    members (a difference, or a batch that stopped part way, swaps back
-//!    every set found holding the new members), and the old contents, now
-//!    under the temporary names, are destroyed.
+//!    members (`save SET` lines after the swaps, in the same batch: the
+//!    kernel's contents after the swaps, read by the same process; a
+//!    difference, or a batch that stopped part way, swaps back every set
+//!    found holding the new members), and the old contents, now under the
+//!    temporary names, are destroyed while the applied record's text of
+//!    those sets is replaced by what was read back (side by side: they
+//!    are independent).
 //!
 //! A crash at any point leaves either the old or the new contents under
 //! the live name; the next command removes the temporary sets the intent
@@ -80,6 +87,14 @@ pub fn temp_name(kernel: &str) -> String {
     }
 }
 
+/// What [`Iptables::swap_sets`] swapped in.
+#[derive(Debug, Default)]
+struct Swapped {
+    /// The swapped sets' contents as the kernel holds them after the
+    /// swaps (`ipset save` lines, read back).
+    readback: String,
+}
+
 /// Why [`Iptables::swap_sets`] wrote nothing.
 #[derive(Debug)]
 pub enum SwapError {
@@ -92,6 +107,34 @@ impl From<Error> for SwapError {
     fn from(e: Error) -> Self {
         SwapError::Failed(e)
     }
+}
+
+/// The live sets (`have`: `ipset save` text of the swapped sets, read
+/// after the swaps) hold the intended members; `have` is returned for the
+/// applied record.
+fn check_sets(
+    built: &BTreeMap<String, (Saved, BTreeSet<String>)>,
+    have: String,
+) -> Result<String, Error> {
+    let mut want = String::new();
+    for (set, (saved, members)) in built {
+        want.push_str(&saved.create.join(" "));
+        want.push('\n');
+        for m in members {
+            want.push_str(&format!("add {set} {m}\n"));
+        }
+    }
+    match readback::compare_sets(&want, &have) {
+        Some(d) => Err(step_error("reading back the updated sets".into(), d)),
+        None => Ok(have),
+    }
+}
+
+/// A member (`None`: absent) in its canonical form
+/// ([`readback::member`]): equal when the kernel would hold the same
+/// entry.
+fn canonical(member: Option<&str>) -> Option<String> {
+    member.map(|m| readback::member(&super::normalize::words(m)))
 }
 
 /// An entry's key as ipset prints it (for matching `del` with members).
@@ -126,13 +169,18 @@ impl Iptables {
     }
 
     /// Reads the sets `names`: one `ipset save NAME` for one set, one
-    /// `ipset save` of every set for more (a process per set was most of
-    /// an endpoint update's time: an address's class can be in ~80 sets).
+    /// `ipset restore` batch of `save NAME` lines for more (a process per
+    /// set was most of an endpoint update's time: an address's class can
+    /// be in ~80 sets).
     fn read_sets(&self, names: &BTreeSet<&String>) -> Result<BTreeMap<String, Saved>, Error> {
         if let [only] = names.iter().collect::<Vec<_>>().as_slice() {
             return Ok(BTreeMap::from([(only.to_string(), self.save_set(only)?)]));
         }
-        let mut all = parse_saved(&self.save_sets(true)?);
+        let batch: String = names.iter().map(|n| format!("save {n}\n")).collect();
+        let out = self
+            .exec
+            .run_ok("reading sets", "ipset", &["restore"], Some(&batch))?;
+        let mut all = parse_saved(&out.stdout);
         names
             .iter()
             .map(|n| match all.remove(n.as_str()) {
@@ -147,9 +195,10 @@ impl Iptables {
 
     /// Applies `text` (`del SET ENTRY` / `add SET ENTRY [nomatch]` lines,
     /// in order) by building every touched set anew and swapping it in
-    /// (see the module doc). Returns the number of entries written.
-    /// Call with the lock held.
-    pub(crate) fn swap_sets(&self, text: &str) -> Result<usize, SwapError> {
+    /// (see the module doc); the applied record of `state` then holds the
+    /// swapped sets as read back ([`Self::refresh_applied_sets`]). Call
+    /// with the lock held.
+    pub(crate) fn swap_sets(&self, text: &str, state: &super::State) -> Result<(), SwapError> {
         let mut edits: BTreeMap<String, Vec<(bool, Vec<String>)>> = BTreeMap::new();
         for line in text.lines() {
             let w = super::normalize::words(line.trim());
@@ -173,7 +222,7 @@ impl Iptables {
             }
         }
         if edits.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         // 1. The new contents, checked against each set's capacity.
         let mut built: BTreeMap<String, (Saved, BTreeSet<String>)> = BTreeMap::new();
@@ -186,13 +235,26 @@ impl Iptables {
                 .iter()
                 .map(|m| (key(m.split_whitespace().next().unwrap_or("")), m.clone()))
                 .collect();
+            // Each edited element as the set held it before the edits.
+            let mut before: BTreeMap<String, Option<String>> = BTreeMap::new();
             for (add, entry) in list {
                 let k = key(&entry[0]);
+                before
+                    .entry(k.clone())
+                    .or_insert_with(|| by_key.get(&k).cloned());
                 if *add {
                     by_key.insert(k, entry.join(" "));
                 } else {
                     by_key.remove(&k);
                 }
+            }
+            // Only edited elements can differ: a set none of whose edited
+            // elements changed (in canonical form) is left alone.
+            let changed = before.iter().any(|(k, was)| {
+                canonical(was.as_deref()) != canonical(by_key.get(k).map(String::as_str))
+            });
+            if !changed {
+                continue;
             }
             let members: BTreeSet<String> = by_key.into_values().collect();
             if members.len() > saved.maxelem {
@@ -203,6 +265,9 @@ impl Iptables {
                 )));
             }
             built.insert(set.clone(), (saved, members));
+        }
+        if built.is_empty() {
+            return Ok(());
         }
         // 2. Built under temporary names, recorded first.
         let temps: Vec<String> = built.keys().map(|s| temp_name(s)).collect();
@@ -226,7 +291,6 @@ impl Iptables {
                 restore.push_str(&format!("add {tmp} {m}\n"));
             }
         }
-        let writes = restore.lines().count();
         if let Err(e) = self.exec.run_ok(
             "building the updated sets",
             "ipset",
@@ -236,12 +300,16 @@ impl Iptables {
             self.drop_temps(&temps);
             return Err(super::annotate(e, &restore).into());
         }
-        // 3. Swapped in (one batch), read back, the old contents destroyed.
-        let swaps: String = built
+        // 3. Swapped in and read back (one batch: the swaps, then a
+        // `save` of each swapped set), the old contents destroyed.
+        let mut swaps: String = built
             .keys()
             .map(|set| format!("swap {} {set}\n", temp_name(set)))
             .collect();
-        let mut failure = self
+        for set in built.keys() {
+            swaps.push_str(&format!("save {set}\n"));
+        }
+        let checked = self
             .exec
             .run_ok(
                 "swapping in the updated sets",
@@ -249,17 +317,24 @@ impl Iptables {
                 &["restore"],
                 Some(&swaps),
             )
-            .err();
-        if failure.is_none() {
-            failure = self.check_sets(&built).err();
+            .and_then(|out| check_sets(&built, out.stdout));
+        match checked {
+            Ok(readback) => {
+                // Independent, so side by side: the old contents destroyed
+                // (an `ipset` run) while the applied record is rewritten.
+                let swapped = Swapped { readback };
+                std::thread::scope(|s| {
+                    s.spawn(|| self.drop_temps(&temps));
+                    self.refresh_applied_sets(state, &swapped)
+                })?;
+                Ok(())
+            }
+            Err(e) => {
+                self.swap_back(&built);
+                self.drop_temps(&temps);
+                Err(e.into())
+            }
         }
-        if let Some(e) = failure {
-            self.swap_back(&built);
-            self.drop_temps(&temps);
-            return Err(e.into());
-        }
-        self.drop_temps(&temps);
-        Ok(writes)
     }
 
     /// After a failed swap batch or read-back: every set whose live name
@@ -277,31 +352,6 @@ impl Iptables {
                     .exec
                     .run("ipset", &["swap", &temp_name(set), set], None);
             }
-        }
-    }
-
-    /// The live sets hold the intended members (one `ipset save` for
-    /// more than one set).
-    fn check_sets(&self, built: &BTreeMap<String, (Saved, BTreeSet<String>)>) -> Result<(), Error> {
-        let mut want = String::new();
-        for (set, (saved, members)) in built {
-            want.push_str(&saved.create.join(" "));
-            want.push('\n');
-            for m in members {
-                want.push_str(&format!("add {set} {m}\n"));
-            }
-        }
-        let args: Vec<&str> = match built.keys().collect::<Vec<_>>().as_slice() {
-            [only] => vec!["save", only.as_str()],
-            _ => vec!["save"],
-        };
-        let have = self
-            .exec
-            .run_ok("reading back the updated sets", "ipset", &args, None)?
-            .stdout;
-        match readback::compare_sets(&want, &have) {
-            Some(d) => Err(step_error("reading back the updated sets".into(), d)),
-            None => Ok(()),
         }
     }
 
@@ -350,8 +400,8 @@ impl Iptables {
                 text.push_str(&format!("{verb} {kernel} {e}\n"));
             }
         }
-        match self.swap_sets(&text) {
-            Ok(_) => self.refresh_applied_sets(&state),
+        match self.swap_sets(&text, &state) {
+            Ok(()) => Ok(()),
             Err(SwapError::Failed(e)) => Err(e),
             Err(SwapError::Capacity(m)) => Err(step_error(
                 format!("updating set {kernel}"),
@@ -360,22 +410,67 @@ impl Iptables {
         }
     }
 
-    /// Rewrites the applied record's sets from the kernel after an update,
-    /// so `weir status` reads the updated members back.
-    pub(crate) fn refresh_applied_sets(&self, state: &super::State) -> Result<(), Error> {
+    /// Rewrites the applied record's text of the sets an update swapped
+    /// with what was read back after the swaps (each set's lines where
+    /// they were), so `weir status` compares the updated members. Nothing
+    /// to do when nothing was swapped.
+    fn refresh_applied_sets(&self, state: &super::State, swapped: &Swapped) -> Result<(), Error> {
+        if swapped.readback.is_empty() {
+            return Ok(());
+        }
         let Some(mut applied) = self.read_applied(state.generation) else {
             return Ok(());
         };
-        let ours: BTreeSet<String> = state.sets.iter().map(|s| s.kernel_name.clone()).collect();
-        let kernel = self.save_sets(true)?;
-        applied.ipset = kernel
-            .lines()
-            .filter(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                w.len() > 1 && ours.contains(w[1])
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        applied.ipset = replace_sets(&applied.ipset, &swapped.readback);
         self.write_applied(&applied)
+    }
+}
+
+/// `text` (`ipset save` lines) with the lines of every set `new` has
+/// replaced by `new`'s, at the place of the set's first line (at the end
+/// for a set `text` lacks).
+fn replace_sets(text: &str, new: &str) -> String {
+    let set_of = |l: &str| l.split_whitespace().nth(1).map(str::to_string);
+    let mut blocks: BTreeMap<String, String> = BTreeMap::new();
+    for l in new.lines() {
+        if let Some(set) = set_of(l) {
+            let b = blocks.entry(set).or_default();
+            b.push_str(l);
+            b.push('\n');
+        }
+    }
+    let replaced: BTreeSet<String> = blocks.keys().cloned().collect();
+    let mut out = String::with_capacity(text.len() + new.len());
+    for l in text.lines() {
+        match set_of(l) {
+            Some(set) if replaced.contains(&set) => {
+                if let Some(b) = blocks.remove(&set) {
+                    out.push_str(&b);
+                }
+            }
+            _ => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    for b in blocks.into_values() {
+        out.push_str(&b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_sets_keeps_each_set_in_place() {
+        let text = "create a hash:net\nadd a 10.0.0.1\ncreate b hash:net\nadd b 10.0.0.2\ncreate c hash:net\n";
+        let new = "create b hash:net\nadd b 10.0.0.3\ncreate d hash:net\n";
+        assert_eq!(
+            replace_sets(text, new),
+            "create a hash:net\nadd a 10.0.0.1\ncreate b hash:net\nadd b 10.0.0.3\ncreate c hash:net\ncreate d hash:net\n"
+        );
     }
 }
