@@ -27,6 +27,9 @@ pub struct ApplyReport {
     /// Sets of the replaced generation the new one kept, unchanged,
     /// instead of creating them ([`super::reuse`]).
     pub kept_sets: usize,
+    /// Chains of the replaced generation the new one kept, unchanged,
+    /// instead of loading them ([`super::keep`]).
+    pub kept_chains: usize,
 }
 
 /// Built-in chains per table.
@@ -53,6 +56,9 @@ struct Plan {
     /// What step 1 restores: `ipset` without the kept sets.
     load_ipset: String,
     sets: Vec<StateSet>,
+    /// Chains kept from the generation in force ([`super::keep`]): in
+    /// `blocks` under their old names, not loaded.
+    kept: super::keep::KeptChains,
 }
 
 impl Plan {
@@ -161,6 +167,7 @@ impl Plan {
             load_ipset: ipset.clone(),
             ipset,
             sets,
+            kept: Default::default(),
         })
     }
 
@@ -191,6 +198,32 @@ impl Plan {
         map.len()
     }
 
+    /// Keeps the chains of the generation in force (`previous`, recorded
+    /// as `old`) whose content the kernel (`saved`) holds exactly as a
+    /// new chain's ([`super::keep`]): the new generation's blocks name the
+    /// old chain, and step 2 does not load it. Returns how many were kept.
+    fn keep_chains(&mut self, previous: &State, old: &Applied, saved: &Saved) -> usize {
+        let owned: std::collections::HashSet<(Family, &str, &str)> = previous
+            .chains
+            .iter()
+            .map(|c| (c.family, c.table.as_str(), c.chain.as_str()))
+            .collect();
+        let entries: BTreeSet<&String> = self
+            .hooks
+            .values()
+            .flat_map(|m| m.values())
+            .flatten()
+            .collect();
+        let fe = names::generation_chain("WEIR-FE", self.g);
+        let be = names::generation_chain("WEIR-BE", self.g);
+        let never =
+            |c: &str| entries.contains(&c.to_string()) || c.starts_with(&fe) || c.starts_with(&be);
+        let kept = super::keep::plan(&self.blocks, &old.blocks, &owned, saved, &never);
+        super::keep::rename(&mut self.blocks, &kept);
+        self.kept = kept;
+        self.kept.values().map(BTreeMap::len).sum()
+    }
+
     fn families(&self) -> Vec<Family> {
         FAMILIES
             .into_iter()
@@ -207,9 +240,28 @@ impl Plan {
     /// several transactions changes nothing traffic can see.
     fn build_text(&self, family: Family, max: usize) -> String {
         let mut text = String::new();
+        let kept: BTreeSet<&String> = self
+            .kept
+            .get(&family)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .collect();
         for block in &self.blocks[&family] {
-            let mut lines: Vec<String> = block.chains.iter().map(|c| declare(c)).collect();
-            lines.extend(block.rules.iter().cloned());
+            let mut lines: Vec<String> = block
+                .chains
+                .iter()
+                .filter(|c| !kept.contains(c))
+                .map(|c| declare(c))
+                .collect();
+            lines.extend(
+                block
+                    .rules
+                    .iter()
+                    .filter(|r| {
+                        kept.is_empty() || !kept.contains(&super::keep::rule_chain(r).to_string())
+                    })
+                    .cloned(),
+            );
             text.push_str(&blocks_text(&block.table, &lines, max));
         }
         text
@@ -423,6 +475,7 @@ impl Iptables {
                     warnings,
                     phases,
                     kept_sets: 0,
+                    kept_chains: 0,
                 });
             }
         }
@@ -430,10 +483,18 @@ impl Iptables {
             self.free_generation(state.as_ref(), need_ipset)
         })?;
         let mut kept_sets = 0;
+        let mut kept_chains = 0;
         let plan = phases.time("plan", || -> Result<Plan, Error> {
             let mut plan = Plan::new(bundle, g)?;
             if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
                 kept_sets = plan.share(&state.sets, kernel);
+            }
+            // After the sets: a kept set's rules name it by its old name,
+            // as the old chains do.
+            if let Some(state) = &state {
+                if let Some(old) = self.read_applied(state.generation) {
+                    kept_chains = plan.keep_chains(state, &old, &saved);
+                }
             }
             Ok(plan)
         })?;
@@ -470,6 +531,7 @@ impl Iptables {
             warnings,
             phases,
             kept_sets,
+            kept_chains,
         })
     }
 

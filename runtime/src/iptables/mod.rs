@@ -44,6 +44,7 @@ pub(crate) mod endpoint_record;
 pub mod exec;
 mod files;
 pub mod intent;
+pub(crate) mod keep;
 pub mod load;
 pub mod names;
 pub mod normalize;
