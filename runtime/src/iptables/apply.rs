@@ -484,20 +484,23 @@ impl Iptables {
         })?;
         let mut kept_sets = 0;
         let mut kept_chains = 0;
-        let plan = phases.time("plan", || -> Result<Plan, Error> {
+        let mut plan = phases.time("plan", || -> Result<Plan, Error> {
             let mut plan = Plan::new(bundle, g)?;
             if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
                 kept_sets = plan.share(&state.sets, kernel);
             }
-            // After the sets: a kept set's rules name it by its old name,
-            // as the old chains do.
-            if let Some(state) = &state {
+            Ok(plan)
+        })?;
+        // After the sets: a kept set's rules name it by its old name, as
+        // the old chains do.
+        if let Some(state) = &state {
+            phases.time("keep chains", || {
                 if let Some(old) = self.read_applied(state.generation) {
                     kept_chains = plan.keep_chains(state, &old, &saved);
                 }
-            }
-            Ok(plan)
-        })?;
+            });
+        }
+        let plan = plan;
         let new = plan.state(bundle, &self.opts);
         phases.time("records", || {
             self.write_intent(&super::intent::Intent {

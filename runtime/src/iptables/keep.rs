@@ -52,7 +52,6 @@ use sha2::{Digest, Sha256};
 
 use super::readback::{chain_rules, compare_chain, Index};
 use super::restore::TableBlock;
-use super::reuse::rename_words;
 use super::Saved;
 use crate::bundle::Family;
 
@@ -132,7 +131,7 @@ fn table_plan(
     // Children before parents, so a parent is compared with its kept
     // children's old names.
     let order = post_order(&new_rules);
-    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    let mut map: HashMap<String, String> = HashMap::new();
     for c in order {
         if never(c) {
             continue;
@@ -142,7 +141,7 @@ fn table_plan(
         };
         let Some(pos) = candidates.iter().position(|o| {
             map.insert(c.to_string(), o.to_string());
-            let renamed: Vec<String> = new_rules[c].iter().map(|r| rename_words(r, &map)).collect();
+            let renamed: Vec<String> = new_rules[c].iter().map(|r| renamed(r, &map)).collect();
             map.remove(c);
             compare_chain(family, &new.table, o, &renamed, kernel.rules(o)).is_none()
         }) else {
@@ -151,7 +150,20 @@ fn table_plan(
         let o = candidates.remove(pos);
         map.insert(c.to_string(), o.to_string());
     }
-    map
+    map.into_iter().collect()
+}
+
+/// `line` with every space-separated word that is a key of `map` replaced
+/// by its value (chain names are single words).
+fn renamed(line: &str, map: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(line.len());
+    for (i, w) in line.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(map.get(w).map_or(w, String::as_str));
+    }
+    out
 }
 
 /// The chains of `rules` in post-order of the jump graph (every chain
@@ -221,6 +233,8 @@ pub(crate) fn plan(
 /// `blocks` with the kept chains renamed (declarations and every rule).
 pub(crate) fn rename(blocks: &mut BTreeMap<Family, Vec<TableBlock>>, kept: &KeptChains) {
     for (family, map) in kept {
+        let map: HashMap<String, String> =
+            map.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
         for b in blocks.get_mut(family).into_iter().flatten() {
             for c in &mut b.chains {
                 if let Some(o) = map.get(c) {
@@ -229,7 +243,7 @@ pub(crate) fn rename(blocks: &mut BTreeMap<Family, Vec<TableBlock>>, kept: &Kept
             }
             for r in &mut b.rules {
                 if r.split(' ').any(|w| map.contains_key(w)) {
-                    *r = rename_words(r, map);
+                    *r = renamed(r, &map);
                 }
             }
         }
