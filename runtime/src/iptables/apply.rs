@@ -233,47 +233,79 @@ impl Plan {
             .collect()
     }
 
-    /// The new generation's chains and rules for one family, as restore
-    /// text of COMMIT blocks of at most `max` lines (declarations first, so
-    /// every block refers only to chains that exist). Nothing jumps into
-    /// these chains until [`Plan::switch_text`]: splitting the load into
-    /// several transactions changes nothing traffic can see.
-    fn build_text(&self, family: Family, max: usize) -> String {
-        let mut text = String::new();
+    /// The new generation's chains and rules for one family, per table:
+    /// declarations first, then rules (kept chains, [`super::keep`], are
+    /// neither: they are in the kernel already).
+    fn load_lines(&self, family: Family) -> Vec<(&str, Vec<String>)> {
         let kept: BTreeSet<&String> = self
             .kept
             .get(&family)
             .into_iter()
             .flat_map(|m| m.values())
             .collect();
-        for block in &self.blocks[&family] {
-            let mut lines: Vec<String> = block
-                .chains
-                .iter()
-                .filter(|c| !kept.contains(c))
-                .map(|c| declare(c))
-                .collect();
-            lines.extend(
-                block
-                    .rules
+        let is_kept =
+            |r: &String| !kept.is_empty() && kept.contains(&super::keep::rule_chain(r).to_string());
+        self.blocks[&family]
+            .iter()
+            .map(|block| {
+                let mut lines: Vec<String> = block
+                    .chains
                     .iter()
-                    .filter(|r| {
-                        kept.is_empty() || !kept.contains(&super::keep::rule_chain(r).to_string())
-                    })
-                    .cloned(),
-            );
-            text.push_str(&blocks_text(&block.table, &lines, max));
+                    .filter(|c| !kept.contains(c))
+                    .map(|c| declare(c))
+                    .collect();
+                lines.extend(block.rules.iter().filter(|r| !is_kept(r)).cloned());
+                (block.table.as_str(), lines)
+            })
+            .collect()
+    }
+
+    /// Steps 2's restore text for one family: the new generation's chains
+    /// ([`Plan::load_lines`]), then the switch ([`Plan::switch_lines`]).
+    /// With the nf_tables tools (`max` lines per COMMIT) the load is cut
+    /// into blocks and the switch comes in the last blocks: nothing jumps
+    /// into the new chains until it, so splitting the load changes nothing
+    /// traffic can see. The legacy tools (`max` unbounded) get one COMMIT
+    /// per table holding both: x_tables replaces a whole table per
+    /// COMMIT, atomically, so one COMMIT is as atomic and costs one table
+    /// replacement instead of two.
+    fn restore_text(&self, family: Family, saved: &Saved, max: usize) -> String {
+        let mut load = self.load_lines(family);
+        let mut switch = self.switch_lines(family, saved);
+        let mut text = String::new();
+        if max == usize::MAX {
+            for (table, lines) in &mut load {
+                if let Some(i) = switch.iter().position(|(t, _, _)| t == table) {
+                    let (_, hook_chains, mut sw) = switch.remove(i);
+                    let at = lines.iter().take_while(|l| l.starts_with(':')).count();
+                    lines.splice(at..at, hook_chains.iter().map(|c| declare(c)));
+                    lines.append(&mut sw);
+                }
+                text.push_str(&blocks_text(table, lines, max));
+            }
+        } else {
+            for (table, lines) in &load {
+                text.push_str(&blocks_text(table, lines, max));
+            }
+        }
+        for (table, declare, lines) in &switch {
+            text.push_str(&table_text(table, declare, lines));
         }
         text
     }
 
-    /// The switch transaction for one family (after [`Plan::build_text`]):
-    /// hook chains redefined to jump into the new generation, jumps from
-    /// the built-in chains added where missing. Atomic per family.
-    fn switch_text(&self, family: Family, saved: &Saved) -> String {
+    /// The switch for one family, per table: hook chains to redefine
+    /// (declared: flushed) and lines that make them jump into the new
+    /// generation and add the jumps from the built-in chains where
+    /// missing. Atomic per table.
+    fn switch_lines(
+        &self,
+        family: Family,
+        saved: &Saved,
+    ) -> Vec<(&'static str, Vec<String>, Vec<String>)> {
         let empty = BTreeMap::new();
         let hooks = self.hooks.get(&family).unwrap_or(&empty);
-        let mut text = String::new();
+        let mut out = Vec::new();
         for table in TABLES {
             let table_hooks: Vec<_> = hooks.iter().filter(|((t, _), _)| t == table).collect();
             if table_hooks.is_empty() {
@@ -298,9 +330,9 @@ impl Plan {
                     lines.push(format!("-D {builtin} -j {hook}"));
                 }
             }
-            text.push_str(&table_text(table, &declare, &lines));
+            out.push((*table, declare, lines));
         }
-        text
+        out
     }
 }
 
@@ -611,8 +643,7 @@ impl Iptables {
         }
         for family in plan.families() {
             let max = self.lines_per_commit(family);
-            let mut text = plan.build_text(family, max);
-            text.push_str(&plan.switch_text(family, before));
+            let text = plan.restore_text(family, before, max);
             if !text.is_empty() {
                 let step = format!(
                     "step 2 ({} load and switch of generation {g})",
