@@ -57,15 +57,19 @@ use crate::bundle::Family;
 
 type Key = [u8; 32];
 
+/// Each chain's rules in order (hashed: tens of thousands of chains whose
+/// names share a long prefix).
+type Rules = HashMap<String, Vec<String>>;
+
 /// Per family: new kernel chain name → the old one it keeps.
 pub(crate) type KeptChains = BTreeMap<Family, BTreeMap<String, String>>;
 
 /// The keys of the chains of one table (`rules`: each chain's rules in
 /// order, `-A CHAIN …`). A chain on a jump cycle (the kernel refuses
 /// those) gets no key and is never kept.
-fn keys(table: &str, rules: &BTreeMap<String, Vec<String>>) -> HashMap<String, Key> {
+fn keys(table: &str, rules: &Rules, roots: &[String]) -> HashMap<String, Key> {
     let mut out: HashMap<String, Key> = HashMap::new();
-    for c in post_order(rules) {
+    for c in post_order(rules, roots) {
         if targets(&rules[c], rules).any(|w| !out.contains_key(w)) {
             // On a cycle (a target not keyed before it): no key.
             continue;
@@ -93,10 +97,7 @@ fn keys(table: &str, rules: &BTreeMap<String, Vec<String>>) -> HashMap<String, K
 }
 
 /// Words of `lines` (after the chain name) that name a chain of `rules`.
-fn targets<'a>(
-    lines: &'a [String],
-    rules: &'a BTreeMap<String, Vec<String>>,
-) -> impl Iterator<Item = &'a str> + 'a {
+fn targets<'a>(lines: &'a [String], rules: &'a Rules) -> impl Iterator<Item = &'a str> + 'a {
     lines.iter().flat_map(move |r| {
         r.split(' ')
             .skip(2)
@@ -116,10 +117,10 @@ fn table_plan(
     kernel: &Index<'_>,
     never: &dyn Fn(&str) -> bool,
 ) -> BTreeMap<String, String> {
-    let new_rules = chain_rules(new);
-    let old_rules = chain_rules(old);
-    let new_keys = keys(&new.table, &new_rules);
-    let old_keys = keys(&old.table, &old_rules);
+    let new_rules: Rules = chain_rules(new).into_iter().collect();
+    let old_rules: Rules = chain_rules(old).into_iter().collect();
+    let new_keys = keys(&new.table, &new_rules, &new.chains);
+    let old_keys = keys(&old.table, &old_rules, &old.chains);
     let mut by_key: HashMap<&Key, Vec<&str>> = HashMap::new();
     for c in &old.chains {
         if let Some(k) = old_keys.get(c) {
@@ -130,7 +131,7 @@ fn table_plan(
     }
     // Children before parents, so a parent is compared with its kept
     // children's old names.
-    let order = post_order(&new_rules);
+    let order = post_order(&new_rules, &new.chains);
     let mut map: HashMap<String, String> = HashMap::new();
     for c in order {
         if never(c) {
@@ -166,12 +167,13 @@ fn renamed(line: &str, map: &HashMap<String, String>) -> String {
     out
 }
 
-/// The chains of `rules` in post-order of the jump graph (every chain
-/// after the chains it jumps to; cycles cut anywhere).
-fn post_order(rules: &BTreeMap<String, Vec<String>>) -> Vec<&str> {
+/// The chains of `rules` reached from `roots` (in that order) in
+/// post-order of the jump graph (every chain after the chains it jumps
+/// to; cycles cut anywhere).
+fn post_order<'a>(rules: &'a Rules, roots: &'a [String]) -> Vec<&'a str> {
     let mut out = Vec::with_capacity(rules.len());
     let mut seen: HashSet<&str> = HashSet::new();
-    for root in rules.keys() {
+    for root in roots.iter().filter(|r| rules.contains_key(*r)) {
         let mut stack: Vec<(&str, bool)> = vec![(root.as_str(), false)];
         while let Some((c, expanded)) = stack.pop() {
             if expanded {
