@@ -237,21 +237,21 @@ impl Plan {
     /// declarations first, then rules (kept chains, [`super::keep`], are
     /// neither: they are in the kernel already).
     fn load_lines(&self, family: Family) -> Vec<(&str, Vec<String>)> {
-        let kept: BTreeSet<&String> = self
+        let kept: std::collections::HashSet<&str> = self
             .kept
             .get(&family)
             .into_iter()
             .flat_map(|m| m.values())
+            .map(String::as_str)
             .collect();
-        let is_kept =
-            |r: &String| !kept.is_empty() && kept.contains(&super::keep::rule_chain(r).to_string());
+        let is_kept = |r: &String| !kept.is_empty() && kept.contains(super::keep::rule_chain(r));
         self.blocks[&family]
             .iter()
             .map(|block| {
                 let mut lines: Vec<String> = block
                     .chains
                     .iter()
-                    .filter(|c| !kept.contains(c))
+                    .filter(|c| !kept.contains(c.as_str()))
                     .map(|c| declare(c))
                     .collect();
                 lines.extend(block.rules.iter().filter(|r| !is_kept(r)).cloned());
