@@ -87,6 +87,7 @@ pub fn run(args: Args) -> i32 {
                     "unchanged": r.unchanged,
                     "warnings": r.warnings,
                     "kept_sets": r.kept_sets,
+                    "kept_chains": r.kept_chains,
                 });
                 crate::outln!("{v}");
             } else if r.unchanged {
@@ -96,10 +97,11 @@ pub fn run(args: Args) -> i32 {
                 );
             } else {
                 match r.previous {
-                    Some(p) if r.kept_sets > 0 => crate::outln!(
-                        "applied generation {} (replacing {p}; kept {} unchanged sets)",
+                    Some(p) if r.kept_sets > 0 || r.kept_chains > 0 => crate::outln!(
+                        "applied generation {} (replacing {p}; kept {} unchanged sets, {} unchanged chains)",
                         r.generation,
-                        r.kept_sets
+                        r.kept_sets,
+                        r.kept_chains
                     ),
                     Some(p) => crate::outln!("applied generation {} (replacing {p})", r.generation),
                     None => crate::outln!("applied generation {}", r.generation),

@@ -1033,9 +1033,32 @@ fn generated_bundles_apply_change_and_detach_cleanly() {
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     let mid = dump(&topo);
     assert!(
-        mid.contains("WEIR2-FWD") && !mid.contains("WEIR1-"),
+        mid.contains("WEIR2-FWD") && !mid.contains(":WEIR1-FWD"),
         "{mid}"
     );
+    // Generation 1's chains left are exactly those generation 2 kept
+    // unchanged (runtime/src/iptables/keep.rs) and lists as its own.
+    let state = rt.read_state().unwrap().unwrap();
+    let left: BTreeSet<&str> = mid
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|c| c.starts_with("WEIR1-"))
+        .collect();
+    let kept: BTreeSet<&str> = state
+        .chains
+        .iter()
+        .map(|c| c.chain.as_str())
+        .filter(|c| c.starts_with("WEIR1-"))
+        .collect();
+    assert_eq!(left, kept, "{mid}");
+    let listed = state
+        .chains
+        .iter()
+        .filter(|c| c.chain.starts_with("WEIR1-"))
+        .count();
+    assert_eq!(listed, r.kept_chains, "{r:?}");
+    assert!(rt.status().unwrap().in_force);
     rt.detach().unwrap();
     assert_eq!(dump(&topo), before);
     let _ = std::fs::remove_dir_all(work);

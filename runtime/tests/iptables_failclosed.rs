@@ -416,12 +416,31 @@ fn kill_apply_at_random_points() {
                     }
                 }
                 let (chains, sets) = ours(&n);
-                let gen_chains = |c: &String| c.contains(&format!("WEIR{g}-"));
+                // Exactly the recorded chains (and the hook chains): the
+                // two bundles' chains below the entry chain are the same,
+                // so a generation keeps those of the one it replaced
+                // (runtime/src/iptables/keep.rs) under its names.
+                let mut recorded: Vec<String> = st
+                    .chains
+                    .iter()
+                    .map(|c| {
+                        let f = match c.family {
+                            weir_runtime::bundle::Family::Ipv4 => "4",
+                            weir_runtime::bundle::Family::Ipv6 => "6",
+                        };
+                        format!("{f}:{}", c.chain)
+                    })
+                    .collect();
+                recorded.sort();
+                let mut mine: Vec<String> = chains
+                    .into_iter()
+                    .filter(|c| !c.contains("WEIR-HOOK-"))
+                    .collect();
+                mine.sort();
+                assert_eq!(mine, recorded, "kill {k}: leftovers or missing chains");
                 assert!(
-                    chains
-                        .iter()
-                        .all(|c| gen_chains(c) || c.contains("WEIR-HOOK-")),
-                    "kill {k}: leftovers {chains:?}"
+                    st.chains.iter().any(|c| c.chain == format!("WEIR{g}-FWD")),
+                    "kill {k}: {st:?}"
                 );
                 // Exactly the recorded sets: the two bundles' sets have
                 // the same members, so a generation keeps the sets of the

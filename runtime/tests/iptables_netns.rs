@@ -334,10 +334,33 @@ fn life_cycle(variant: Variant) {
         d.contains("WEIR2-FWD") && d.contains("--match-set weir1-clients src"),
         "{d}"
     );
+    // Its unchanged chain too (runtime/src/iptables/keep.rs;
+    // iptables_chain_keep.rs): generation 1's ALLOW chain stays, the rest
+    // of generation 1 is gone.
+    assert_eq!(r.kept_chains, 1);
+    let recorded: Vec<String> = rt
+        .read_state()
+        .unwrap()
+        .unwrap()
+        .chains
+        .iter()
+        .map(|c| c.chain.clone())
+        .collect();
     assert!(
-        !d.contains("WEIR1-") && !d.contains("weir2-clients"),
+        recorded.contains(&"WEIR1-ALLOW".to_string()),
+        "{recorded:?}"
+    );
+    assert!(
+        !d.contains("WEIR1-FWD") && !d.contains("weir2-clients"),
         "old generation left, or the set made twice: {d}"
     );
+    for chain in d.lines().filter_map(|l| l.strip_prefix(':')) {
+        let chain = chain.split(' ').next().unwrap();
+        assert!(
+            !chain.starts_with("WEIR1-") || recorded.iter().any(|c| c == chain),
+            "old generation's {chain} left: {d}"
+        );
+    }
     assert_eq!(d.matches("-j WEIR-HOOK-FORWARD").count(), 1, "{d}");
 
     // A broken rule: the transaction fails, generation 2 stays in force.

@@ -17,13 +17,15 @@ use crate::report::{Report, Table, Target, Verdict as TV};
 use crate::stats::{ms, short, thousands};
 
 /// The phases shown, in the runtime's names, and their column titles.
-const PHASES: [(&str, &str); 6] = [
+const PHASES: [(&str, &str); 8] = [
+    ("kernel state", "kernel state (saves at the start)"),
+    ("keep chains", "keep chains"),
     ("ipset restore", "ipset restore"),
     ("iptables-restore", "iptables-restore (both families)"),
     ("read-back: save", "read-back: save"),
     ("read-back: compare", "read-back: compare"),
     ("remove old generation", "remove old generation"),
-    ("", "other (kernel state, plan, records)"),
+    ("", "other (plan, records)"),
 ];
 
 /// The apply target's size.
@@ -37,14 +39,14 @@ pub(crate) fn table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(
         "compile (ms)",
         "apply (ms): first / one policy removed / replace",
         "CPU (ms): tools / weir, first; one policy removed; replace",
-        "sets kept: one policy removed / replace",
+        "sets / chains kept: one policy removed; replace",
     ];
     header.extend(PHASES.iter().map(|(_, t)| *t));
     let mut t = Table::new(
         "iptables apply by rules (ms; first apply / one policy removed / replacing generation)",
         &header,
     );
-    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`, or `iptables-nft` with `--iptables nft`) of the rules sweep's bundle into a fresh namespace (first), then of the same model with its last policy removed (one policy removed: the common update; every chain is new, the sets whose members are unchanged are kept from the generation in force, `runtime/src/iptables/reuse.rs`), then of the bundle of the same sweep size drawn with the next seed (replace: a different program, so most sets and every chain are new). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / one policy removed / replace`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs; only the sets not kept), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), other (the saves an apply starts from, `ipset save` of the sets in force to find those to keep, the bundle's checks and renaming, the state records). The rules model has no IPv6 address, so its IPv6 side is the class-0 ruleset (a few chains, no set; `ipv6_class0`): both families are applied, the rules / chains column is IPv4's, the sets are all IPv4 sets. One run per size. CPU: user + system time of the tools the apply ran (`getrusage(RUSAGE_CHILDREN)` before and after) and of the benchmark process itself (`RUSAGE_SELF`: the plan, the read-back comparison, threads included); on a loaded shared machine wall time is mostly waiting for a core, and CPU time is the steadier figure.");
+    t.note("Wall time of the runtime's apply (`Iptables::apply`, what `weir apply --target iptables` runs, driving `iptables-legacy`, or `iptables-nft` with `--iptables nft`) of the rules sweep's bundle into a fresh namespace (first), then of the same model with its last policy removed (one policy removed: the common update; the sets whose members are unchanged and the chains whose content is unchanged are kept from the generation in force, `runtime/src/iptables/reuse.rs` and `keep.rs`), then of the bundle of the same sweep size drawn with the next seed (replace: a different program, so most sets and chains are new). Compile: `graph::compile` plus the iptables generator, in process (the model of the first apply; the compile table's stages). Phases from the runtime's `ApplyReport::phases`, each cell `first / one policy removed / replace`: `ipset restore` (batches of 256 sets, most-referenced first, over two concurrent runs; only the sets not kept), `iptables-restore` (one run per family: load then switch), read-back (`iptables-save` of both families and `ipset save`, concurrently; then the comparison in process), removal of the old generation (one restore per family, one `ipset restore` of `destroy`s), kernel state (the saves an apply starts from: both families and `ipset save` of the sets in force to find those to keep), keep chains (the content keys of both generations' chains and the kernel check of each kept one, `keep.rs`), other (the bundle's checks and renaming, the state records). The rules model has no IPv6 address, so its IPv6 side is the class-0 ruleset (a few chains, no set; `ipv6_class0`): both families are applied, the rules / chains column is IPv4's, the sets are all IPv4 sets. One run per size. CPU: user + system time of the tools the apply ran (`getrusage(RUSAGE_CHILDREN)` before and after) and of the benchmark process itself (`RUSAGE_SELF`: the plan, the read-back comparison, threads included); on a loaded shared machine wall time is mostly waiting for a core, and CPU time is the steadier figure.");
     let mut top: Option<[f64; 3]> = None;
     for c in rules {
         log(&format!("iptables apply: {}", c.label));
@@ -140,7 +142,7 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, [f64; 3]), String> {
         if !r.warnings.is_empty() {
             return Err(format!("{b}: {}", r.warnings.join("; ")));
         }
-        kept.push(r.kept_sets);
+        kept.push((r.kept_sets, r.kept_chains));
         runs.push((wall, r.phases));
     }
     // No detach: deleting the namespaces frees every rule and set at once.
@@ -167,7 +169,13 @@ fn case(c: &Case, plan: &Plan) -> Result<(Vec<String>, [f64; 3]), String> {
             .map(|(tools, me)| format!("{} / {}", ms(*tools), ms(*me)))
             .collect::<Vec<_>>()
             .join("; "),
-        format!("{} / {}", thousands(kept[1]), thousands(kept[2])),
+        format!(
+            "{} / {}; {} / {}",
+            thousands(kept[1].0),
+            thousands(kept[1].1),
+            thousands(kept[2].0),
+            thousands(kept[2].1)
+        ),
     ];
     for (name, _) in PHASES {
         row.push(if name.is_empty() {

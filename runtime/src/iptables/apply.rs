@@ -27,6 +27,9 @@ pub struct ApplyReport {
     /// Sets of the replaced generation the new one kept, unchanged,
     /// instead of creating them ([`super::reuse`]).
     pub kept_sets: usize,
+    /// Chains of the replaced generation the new one kept, unchanged,
+    /// instead of loading them ([`super::keep`]).
+    pub kept_chains: usize,
 }
 
 /// Built-in chains per table.
@@ -53,6 +56,9 @@ struct Plan {
     /// What step 1 restores: `ipset` without the kept sets.
     load_ipset: String,
     sets: Vec<StateSet>,
+    /// Chains kept from the generation in force ([`super::keep`]): in
+    /// `blocks` under their old names, not loaded.
+    kept: super::keep::KeptChains,
 }
 
 impl Plan {
@@ -161,6 +167,7 @@ impl Plan {
             load_ipset: ipset.clone(),
             ipset,
             sets,
+            kept: Default::default(),
         })
     }
 
@@ -191,6 +198,32 @@ impl Plan {
         map.len()
     }
 
+    /// Keeps the chains of the generation in force (`previous`, recorded
+    /// as `old`) whose content the kernel (`saved`) holds exactly as a
+    /// new chain's ([`super::keep`]): the new generation's blocks name the
+    /// old chain, and step 2 does not load it. Returns how many were kept.
+    fn keep_chains(&mut self, previous: &State, old: &Applied, saved: &Saved) -> usize {
+        let owned: std::collections::HashSet<(Family, &str, &str)> = previous
+            .chains
+            .iter()
+            .map(|c| (c.family, c.table.as_str(), c.chain.as_str()))
+            .collect();
+        let entries: BTreeSet<&String> = self
+            .hooks
+            .values()
+            .flat_map(|m| m.values())
+            .flatten()
+            .collect();
+        let fe = names::generation_chain("WEIR-FE", self.g);
+        let be = names::generation_chain("WEIR-BE", self.g);
+        let never =
+            |c: &str| entries.contains(&c.to_string()) || c.starts_with(&fe) || c.starts_with(&be);
+        let kept = super::keep::plan(&self.blocks, &old.blocks, &owned, saved, &never);
+        super::keep::rename(&mut self.blocks, &kept);
+        self.kept = kept;
+        self.kept.values().map(BTreeMap::len).sum()
+    }
+
     fn families(&self) -> Vec<Family> {
         FAMILIES
             .into_iter()
@@ -200,28 +233,79 @@ impl Plan {
             .collect()
     }
 
-    /// The new generation's chains and rules for one family, as restore
-    /// text of COMMIT blocks of at most `max` lines (declarations first, so
-    /// every block refers only to chains that exist). Nothing jumps into
-    /// these chains until [`Plan::switch_text`]: splitting the load into
-    /// several transactions changes nothing traffic can see.
-    fn build_text(&self, family: Family, max: usize) -> String {
+    /// The new generation's chains and rules for one family, per table:
+    /// declarations first, then rules (kept chains, [`super::keep`], are
+    /// neither: they are in the kernel already).
+    fn load_lines(&self, family: Family) -> Vec<(&str, Vec<String>)> {
+        let kept: std::collections::HashSet<&str> = self
+            .kept
+            .get(&family)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(String::as_str)
+            .collect();
+        let is_kept = |r: &String| !kept.is_empty() && kept.contains(super::keep::rule_chain(r));
+        self.blocks[&family]
+            .iter()
+            .map(|block| {
+                let mut lines: Vec<String> = block
+                    .chains
+                    .iter()
+                    .filter(|c| !kept.contains(c.as_str()))
+                    .map(|c| declare(c))
+                    .collect();
+                lines.extend(block.rules.iter().filter(|r| !is_kept(r)).cloned());
+                (block.table.as_str(), lines)
+            })
+            .collect()
+    }
+
+    /// Steps 2's restore text for one family: the new generation's chains
+    /// ([`Plan::load_lines`]), then the switch ([`Plan::switch_lines`]).
+    /// With the nf_tables tools (`max` lines per COMMIT) the load is cut
+    /// into blocks and the switch comes in the last blocks: nothing jumps
+    /// into the new chains until it, so splitting the load changes nothing
+    /// traffic can see. The legacy tools (`max` unbounded) get one COMMIT
+    /// per table holding both: x_tables replaces a whole table per
+    /// COMMIT, atomically, so one COMMIT is as atomic and costs one table
+    /// replacement instead of two.
+    fn restore_text(&self, family: Family, saved: &Saved, max: usize) -> String {
+        let mut load = self.load_lines(family);
+        let mut switch = self.switch_lines(family, saved);
         let mut text = String::new();
-        for block in &self.blocks[&family] {
-            let mut lines: Vec<String> = block.chains.iter().map(|c| declare(c)).collect();
-            lines.extend(block.rules.iter().cloned());
-            text.push_str(&blocks_text(&block.table, &lines, max));
+        if max == usize::MAX {
+            for (table, lines) in &mut load {
+                if let Some(i) = switch.iter().position(|(t, _, _)| t == table) {
+                    let (_, hook_chains, mut sw) = switch.remove(i);
+                    let at = lines.iter().take_while(|l| l.starts_with(':')).count();
+                    lines.splice(at..at, hook_chains.iter().map(|c| declare(c)));
+                    lines.append(&mut sw);
+                }
+                text.push_str(&blocks_text(table, lines, max));
+            }
+        } else {
+            for (table, lines) in &load {
+                text.push_str(&blocks_text(table, lines, max));
+            }
+        }
+        for (table, declare, lines) in &switch {
+            text.push_str(&table_text(table, declare, lines));
         }
         text
     }
 
-    /// The switch transaction for one family (after [`Plan::build_text`]):
-    /// hook chains redefined to jump into the new generation, jumps from
-    /// the built-in chains added where missing. Atomic per family.
-    fn switch_text(&self, family: Family, saved: &Saved) -> String {
+    /// The switch for one family, per table: hook chains to redefine
+    /// (declared: flushed) and lines that make them jump into the new
+    /// generation and add the jumps from the built-in chains where
+    /// missing. Atomic per table.
+    fn switch_lines(
+        &self,
+        family: Family,
+        saved: &Saved,
+    ) -> Vec<(&'static str, Vec<String>, Vec<String>)> {
         let empty = BTreeMap::new();
         let hooks = self.hooks.get(&family).unwrap_or(&empty);
-        let mut text = String::new();
+        let mut out = Vec::new();
         for table in TABLES {
             let table_hooks: Vec<_> = hooks.iter().filter(|((t, _), _)| t == table).collect();
             if table_hooks.is_empty() {
@@ -246,9 +330,9 @@ impl Plan {
                     lines.push(format!("-D {builtin} -j {hook}"));
                 }
             }
-            text.push_str(&table_text(table, &declare, &lines));
+            out.push((*table, declare, lines));
         }
-        text
+        out
     }
 }
 
@@ -423,6 +507,7 @@ impl Iptables {
                     warnings,
                     phases,
                     kept_sets: 0,
+                    kept_chains: 0,
                 });
             }
         }
@@ -430,13 +515,24 @@ impl Iptables {
             self.free_generation(state.as_ref(), need_ipset)
         })?;
         let mut kept_sets = 0;
-        let plan = phases.time("plan", || -> Result<Plan, Error> {
+        let mut kept_chains = 0;
+        let mut plan = phases.time("plan", || -> Result<Plan, Error> {
             let mut plan = Plan::new(bundle, g)?;
             if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
                 kept_sets = plan.share(&state.sets, kernel);
             }
             Ok(plan)
         })?;
+        // After the sets: a kept set's rules name it by its old name, as
+        // the old chains do.
+        if let Some(state) = &state {
+            phases.time("keep chains", || {
+                if let Some(old) = self.read_applied(state.generation) {
+                    kept_chains = plan.keep_chains(state, &old, &saved);
+                }
+            });
+        }
+        let plan = plan;
         let new = plan.state(bundle, &self.opts);
         phases.time("records", || {
             self.write_intent(&super::intent::Intent {
@@ -470,6 +566,7 @@ impl Iptables {
             warnings,
             phases,
             kept_sets,
+            kept_chains,
         })
     }
 
@@ -546,8 +643,7 @@ impl Iptables {
         }
         for family in plan.families() {
             let max = self.lines_per_commit(family);
-            let mut text = plan.build_text(family, max);
-            text.push_str(&plan.switch_text(family, before));
+            let text = plan.restore_text(family, before, max);
             if !text.is_empty() {
                 let step = format!(
                     "step 2 ({} load and switch of generation {g})",

@@ -34,8 +34,10 @@
 //!   whole at each `COMMIT`, and `iptables-save` prints it whole; the
 //!   kernel re-checks every rule of the table. So an apply runs as few of
 //!   them as it can (see `apply.rs`: one restore run per family for the
-//!   load and the switch, one read-back, one save reused by the removal of
-//!   the old generation), and the saves of the two families and of the
+//!   load and the switch, with the legacy tools one COMMIT per table for
+//!   both; one read-back, one save reused by the removal of the old
+//!   generation; only the chains not kept from the generation in force,
+//!   [`super::keep`]), and the saves of the two families and of the
 //!   sets run concurrently (`iptables-save` takes no lock; restores do,
 //!   the one `xtables.lock` of both families, so they stay sequential).
 //!

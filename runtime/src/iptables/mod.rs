@@ -14,10 +14,11 @@
 //!    the old generation's sets are untouched, so no `swap` is needed), in
 //!    batches of whole sets, most-referenced first ([`load`]);
 //! 2. one `iptables-restore --noflush -w` run per family loads the new
-//!    chains and their rules (nothing jumps into them yet; with the
-//!    nf_tables tools in transactions of 1,000 lines, whose cost grows
+//!    chains and their rules — only those not kept unchanged from the
+//!    generation in force ([`keep`]) — (nothing jumps into them yet; with
+//!    the nf_tables tools in transactions of 1,000 lines, whose cost grows
 //!    with the square of a transaction's size), and then, in its last
-//!    COMMIT blocks, redefines the stable hook chains `WEIR-HOOK-<BUILTIN>`
+//!    COMMIT blocks (with the legacy tools in the same COMMIT), redefines the stable hook chains `WEIR-HOOK-<BUILTIN>`
 //!    to jump into them and inserts the single jump from each built-in
 //!    chain to its hook chain where the save the apply started from has
 //!    none (removing duplicates) — the switch is atomic per table. The
@@ -44,6 +45,7 @@ pub(crate) mod endpoint_record;
 pub mod exec;
 mod files;
 pub mod intent;
+pub(crate) mod keep;
 pub mod load;
 pub mod names;
 pub mod normalize;

@@ -28,7 +28,7 @@ pub(crate) struct Expected {
 
 /// The rules of each chain of `block`, in the order the kernel keeps
 /// them (`-A` appends, `-I CHAIN [N]` inserts).
-fn chain_rules(block: &TableBlock) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn chain_rules(block: &TableBlock) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = block
         .chains
         .iter()
@@ -80,13 +80,13 @@ fn requote(words: &[String]) -> String {
 
 /// A saved table indexed by chain: its chains, and each chain's rules in
 /// order (one pass, so tens of thousands of chains compare in linear time).
-struct Index<'a> {
+pub(crate) struct Index<'a> {
     chains: HashSet<&'a str>,
     rules: HashMap<&'a str, Vec<&'a String>>,
 }
 
 impl<'a> Index<'a> {
-    fn new(t: &'a SavedTable) -> Index<'a> {
+    pub(crate) fn new(t: &'a SavedTable) -> Index<'a> {
         let mut rules: HashMap<&str, Vec<&String>> = HashMap::new();
         for r in &t.rules {
             if let Some(chain) = r.strip_prefix("-A ").and_then(|x| x.split(' ').next()) {
@@ -99,8 +99,13 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn rules(&self, chain: &str) -> &[&'a String] {
+    pub(crate) fn rules(&self, chain: &str) -> &[&'a String] {
         self.rules.get(chain).map_or(&[], Vec::as_slice)
+    }
+
+    /// The kernel has chain `chain` (in this table).
+    pub(crate) fn has(&self, chain: &str) -> bool {
+        self.chains.contains(chain)
     }
 }
 
@@ -158,7 +163,7 @@ pub(crate) fn compare_family(family: Family, want: &Expected, saved: &Saved) -> 
 }
 
 /// One chain's rules, applied against the kernel's, in order.
-fn compare_chain(
+pub(crate) fn compare_chain(
     family: Family,
     table: &str,
     chain: &str,

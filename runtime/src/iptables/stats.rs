@@ -5,12 +5,13 @@
 //! `weir:audit:<id>` for audit decisions (the chains of
 //! compiler/src/iptables/audit.rs), kept apart; rate-limited event rules
 //! (`weir:ev:<id>`) are not counters — and named from the
-//! manifest of the applied bundle. Only chains of the generation in
-//! force (`WEIR<g>-…`) count.
+//! manifest of the applied bundle. Only chains the state record of the
+//! generation in force lists count (its own `WEIR<g>-…` chains and those
+//! kept from earlier generations, [`super::keep`]).
 
 use std::collections::BTreeMap;
 
-use super::{exec, names, Iptables, FAMILIES};
+use super::{exec, Iptables, FAMILIES};
 use crate::counters::RuleCount;
 use crate::error::Error;
 
@@ -23,8 +24,11 @@ pub struct Stats {
 }
 
 /// Packet counts per id from `iptables-save -c` text: (enforced, audit),
-/// for the chains of generation `generation`.
-pub fn count_save(text: &str, generation: u32) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+/// for the chains `ours` accepts.
+pub fn count_save(
+    text: &str,
+    ours: &dyn Fn(&str) -> bool,
+) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
     let mut enforced = BTreeMap::new();
     let mut audit = BTreeMap::new();
     for line in text.lines() {
@@ -42,7 +46,7 @@ pub fn count_save(text: &str, generation: u32) -> (BTreeMap<u32, u64>, BTreeMap<
             (Some("-A"), Some(c)) => c,
             _ => continue,
         };
-        if names::chain_generation(chain) != Some(generation) {
+        if !ours(chain) {
             continue;
         }
         let Some(at) = rule.find("--comment \"weir:") else {
@@ -90,6 +94,12 @@ impl Iptables {
         let mut enforced = BTreeMap::new();
         let mut audit = BTreeMap::new();
         for family in FAMILIES {
+            let chains: std::collections::HashSet<&str> = state
+                .chains
+                .iter()
+                .filter(|c| c.family == family)
+                .map(|c| c.chain.as_str())
+                .collect();
             let program = self.opts.variant.save(family);
             let out = self.exec.run_ok(
                 &format!("reading counters ({program} -c)"),
@@ -97,7 +107,7 @@ impl Iptables {
                 &["-c"],
                 None,
             )?;
-            let (e, a) = count_save(&out.stdout, state.generation);
+            let (e, a) = count_save(&out.stdout, &|c| chains.contains(c));
             for (m, from) in [(&mut enforced, e), (&mut audit, a)] {
                 for (id, n) in from {
                     *m.entry(id).or_insert(0u64) += n;
@@ -142,7 +152,7 @@ mod tests {
 [0:0] -A FORWARD -j WEIR-HOOK-FORWARD
 COMMIT
 ";
-        let (e, a) = count_save(save, 3);
+        let (e, a) = count_save(save, &|c| c.starts_with("WEIR3-"));
         assert_eq!(e, BTreeMap::from([(0, 7), (9, 5)]));
         assert_eq!(a, BTreeMap::from([(9, 5)]));
     }
