@@ -25,7 +25,11 @@
 //!   holds the ingress part (its moved rules, the call, the final
 //!   `ACCEPT`), which `WEIR-FWD` also goes to after the egress call —
 //!   or `ACCEPT` when there is no ingress call;
-//! - `DROP` and `ACCEPT` stay.
+//! - `DROP` and `ACCEPT` stay;
+//! - a `RETURN` with no match (a root that is a leaf: every packet gets
+//!   the side's default) becomes a rule that only counts, and the
+//!   ingress part follows it in `WEIR-FWD` (rules after a verdict with no
+//!   match are never reached and are dropped).
 //!
 //! Each moved rule keeps its match, comment (its provenance id, so
 //! `weir stats` counts the same packets) and meaning: a packet it takes
@@ -59,6 +63,13 @@ fn verdict(rest: &str) -> Option<(&str, &'static str)> {
     })
 }
 
+/// A rule head that is only a comment: the rule matches every packet.
+fn unconditional(head: &str) -> bool {
+    head.strip_prefix("-m comment --comment \"")
+        .and_then(|r| r.strip_suffix('"'))
+        .is_some_and(|c| !c.contains('"'))
+}
+
 /// How many rules of `t` go or jump to `chain`.
 fn refs(t: &Table, chain: &str) -> usize {
     let (g, j) = (format!(" -g {chain}"), format!(" -j {chain}"));
@@ -84,10 +95,19 @@ fn take_leading(t: &mut Table, chain: &str) -> Root {
     let mut moved = Vec::new();
     if refs(t, chain) == 1 {
         if let Some(rules) = t.rules.get_mut(chain) {
-            let n = rules
+            let mut n = rules
                 .iter()
                 .take_while(|r| body(r, chain).and_then(verdict).is_some())
                 .count();
+            // Nothing after a verdict without a match is reached.
+            if let Some(k) = rules[..n].iter().position(|r| {
+                body(r, chain)
+                    .and_then(verdict)
+                    .is_some_and(|(h, _)| unconditional(h))
+            }) {
+                n = k + 1;
+                rules.truncate(n);
+            }
             moved = rules
                 .drain(..n)
                 .map(|r| {
@@ -190,6 +210,9 @@ pub fn hoist(out: &mut Tables, depth: usize) -> usize {
             let to_in = ingress.is_some();
             for (h, v) in &e.moved {
                 let target = match (*v, to_in) {
+                    // The root's last rule (see `take_leading`): count and
+                    // go on to the ingress part, which follows.
+                    ("RETURN", true) if unconditional(h) && e.empty => String::new(),
                     ("RETURN", true) => {
                         need_in = true;
                         format!("-g {FWD_IN}")
@@ -197,7 +220,11 @@ pub fn hoist(out: &mut Tables, depth: usize) -> usize {
                     ("RETURN", false) => "-j ACCEPT".to_string(),
                     (v, _) => format!("-j {v}"),
                 };
-                fwd.push(line(FWD, h, &target));
+                if target.is_empty() {
+                    fwd.push(format!("-A {FWD} {h}"));
+                } else {
+                    fwd.push(line(FWD, h, &target));
+                }
             }
             if !e.empty {
                 fwd.push(format!("-A {FWD} {c_e} -j {}", e.chain));
@@ -379,5 +406,33 @@ mod tests {
         assert_eq!(rules(&t, "WEIR-F1").len(), 2);
         assert_eq!(rules(&t, "WEIR-F9").len(), 1);
         assert!(!t.tables["filter"].chains.contains(&FWD_IN.to_string()));
+    }
+
+    #[test]
+    fn a_leaf_egress_root_counts_in_the_entry() {
+        let f = fwd();
+        let ingress = [
+            "-m set ! --match-set weir-s1 dst -m comment --comment \"weir:1\" -j RETURN",
+            "-m comment --comment \"weir:n9\" -g WEIR-F2",
+        ];
+        let mut t = tables(&[
+            (FWD, &f),
+            ("WEIR-F1", &["-m comment --comment \"weir:3\" -j RETURN"]),
+            ("WEIR-F2", &["-m comment --comment \"weir:6\" -j DROP"]),
+            ("WEIR-F9", &ingress),
+        ]);
+        assert_eq!(hoist(&mut t, 2), 2);
+        assert_eq!(
+            rules(&t, FWD)[1..],
+            [
+                format!("-A {FWD} -m comment --comment \"weir:3\""),
+                format!("-A {FWD} -m set ! --match-set weir-s1 dst -m comment --comment \"weir:1\" -j ACCEPT"),
+                format!("-A {FWD} -m comment --comment \"weir:ingress\" -j WEIR-F9"),
+                format!("-A {FWD} -m comment --comment \"weir:allow\" -j ACCEPT"),
+            ]
+        );
+        let chains = &t.tables["filter"].chains;
+        assert!(!chains.contains(&"WEIR-F1".to_string()));
+        assert!(!chains.contains(&FWD_IN.to_string()));
     }
 }
