@@ -93,7 +93,8 @@ struct Root {
 /// entry's call), at most all of them.
 fn take_leading(t: &mut Table, chain: &str) -> Root {
     let mut moved = Vec::new();
-    if refs(t, chain) == 1 {
+    let only = refs(t, chain) == 1;
+    if only {
         if let Some(rules) = t.rules.get_mut(chain) {
             let mut n = rules
                 .iter()
@@ -117,7 +118,8 @@ fn take_leading(t: &mut Table, chain: &str) -> Root {
                 .collect();
         }
     }
-    let empty = t.rules.get(chain).is_none_or(Vec::is_empty);
+    // (A chain entered from elsewhere too is kept, even if empty.)
+    let empty = only && t.rules.get(chain).is_none_or(Vec::is_empty);
     Root {
         chain: chain.to_string(),
         moved,
@@ -205,32 +207,29 @@ pub fn hoist(out: &mut Tables, depth: usize) -> usize {
     let fwd = t.rules.get_mut(FWD).expect("checked");
     fwd.truncate(first_call);
     let mut need_in = false;
-    match &egress {
-        Some(e) => {
-            let to_in = ingress.is_some();
-            for (h, v) in &e.moved {
-                let target = match (*v, to_in) {
-                    // The root's last rule (see `take_leading`): count and
-                    // go on to the ingress part, which follows.
-                    ("RETURN", true) if unconditional(h) && e.empty => String::new(),
-                    ("RETURN", true) => {
-                        need_in = true;
-                        format!("-g {FWD_IN}")
-                    }
-                    ("RETURN", false) => "-j ACCEPT".to_string(),
-                    (v, _) => format!("-j {v}"),
-                };
-                if target.is_empty() {
-                    fwd.push(format!("-A {FWD} {h}"));
-                } else {
-                    fwd.push(line(FWD, h, &target));
+    if let Some(e) = &egress {
+        let to_in = ingress.is_some();
+        for (h, v) in &e.moved {
+            let target = match (*v, to_in) {
+                // The root's last rule (see `take_leading`): count and
+                // go on to the ingress part, which follows.
+                ("RETURN", true) if unconditional(h) && e.empty => String::new(),
+                ("RETURN", true) => {
+                    need_in = true;
+                    format!("-g {FWD_IN}")
                 }
-            }
-            if !e.empty {
-                fwd.push(format!("-A {FWD} {c_e} -j {}", e.chain));
+                ("RETURN", false) => "-j ACCEPT".to_string(),
+                (v, _) => format!("-j {v}"),
+            };
+            if target.is_empty() {
+                fwd.push(format!("-A {FWD} {h}"));
+            } else {
+                fwd.push(line(FWD, h, &target));
             }
         }
-        None => {}
+        if !e.empty {
+            fwd.push(format!("-A {FWD} {c_e} -j {}", e.chain));
+        }
     }
     if need_in {
         fwd.push(format!("-A {FWD} {c_i} -g {FWD_IN}"));
