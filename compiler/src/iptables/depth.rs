@@ -229,6 +229,40 @@ pub fn inline(out: &mut Tables) -> Edges {
     Edges(all_edges)
 }
 
+/// Jumps on the longest path below `root` in `table` (0 for a chain
+/// that jumps nowhere): what placing `root` one level deeper adds to
+/// the table's depth. Only the chains `root` reaches are scanned.
+pub fn height(table: &super::text::Table, root: &str) -> usize {
+    let index = index_of(&table.chains);
+    let Some(&start) = index.get(root) else {
+        return 0;
+    };
+    let mut height: Vec<Option<usize>> = vec![None; table.chains.len()];
+    let mut stack = vec![(start, false)];
+    while let Some((c, done)) = stack.pop() {
+        if height[c].is_some() {
+            continue;
+        }
+        let mut below = Vec::new();
+        for r in table.rules.get(&table.chains[c]).into_iter().flatten() {
+            targets(r, &index, |k| below.push(k));
+        }
+        if done {
+            let h = below.iter().filter_map(|&k| height[k]).max();
+            height[c] = Some(h.map_or(0, |h| h + 1));
+            continue;
+        }
+        stack.push((c, true));
+        stack.extend(
+            below
+                .into_iter()
+                .filter(|&k| height[k].is_none())
+                .map(|k| (k, false)),
+        );
+    }
+    height[start].unwrap_or(0)
+}
+
 /// Longest jump path below an entry chain (a chain nothing in its table
 /// refers to), per table, and one such path.
 pub fn depths(out: &Tables) -> Vec<(&'static str, usize, Vec<String>)> {

@@ -121,8 +121,14 @@ fn emit_here(
         }
         .tables(&mut sets);
         let depth = if passes {
+            super::terminal::inline_verdicts(&mut t);
             let edges = depth::inline(&mut t);
             let (refused, depth) = depth::limit_from(&mut t, edges);
+            let depth = if refused.is_empty() {
+                super::hoist::hoist(&mut t, depth)
+            } else {
+                depth
+            };
             too_deep.extend(refused.into_iter().map(|d| (fam, d)));
             depth
         } else {

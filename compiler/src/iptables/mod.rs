@@ -9,7 +9,7 @@
 //! | 2 bypass | raw `WEIR-RAW-PRE` (PREROUTING) | steer tree, bypass leaf → `CT --notrack`; in filter, `UNTRACKED` packets walk the steer tree again and bypass leaves ACCEPT |
 //! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `-m iprange` over the frontends' addresses → address tree of chains (exact address, protocol and port at the leaves) → per-frontend chain → `-m statistic` / `-m recent` → DNAT |
 //! | 3 no backends | filter `WEIR-FWD` | `-m iprange` → address tree → REJECT (`tcp-reset`, else port-unreachable) |
-//! | 4 policy | filter `WEIR-FWD` | `-j` egress root, `-j` ingress root (allow leaves RETURN, deny leaves DROP), then ACCEPT |
+//! | 4 policy | filter `WEIR-FWD` | `-j` egress root, `-j` ingress root (allow leaves RETURN, deny leaves DROP), then ACCEPT; each root's leading verdict rules (the union test's default) moved into `WEIR-FWD` / `WEIR-FWD-IN` (`hoist.rs`) |
 //! | 5 mark, dscp | mangle `WEIR-MANGLE-PRE` (PREROUTING) | `NEW` packets walk the steer tree; MARK / DSCP |
 //! | 5 redirect | nat `WEIR-NAT-PRE` | steer tree; a redirect leaf evaluates the policy (nat copies of the egress and ingress trees: deny → ACCEPT = leave untranslated, allow → RETURN) and then REDIRECT (loopback proxy) or DNAT (other local address) |
 //!
@@ -51,6 +51,17 @@
 //! refuses chains nested more than 15 jumps below a built-in chain, a
 //! graph still deeper than 13 jumps below its entry chain is
 //! refused at compile time (E0510).
+//!
+//! Two passes shorten what a new flow walks without changing what it
+//! gets: a goto to a chain that is only a verdict (`-j RETURN`, `DROP`,
+//! `ACCEPT` with its provenance comment) becomes that verdict in the
+//! branching rule (`terminal.rs`), and the policy roots' leading verdict
+//! rules move into the filter entry (`hoist.rs`), so a new flow between
+//! addresses no policy singles out is decided there with one set lookup
+//! per side and no call. The address tree of service frontends keeps up
+//! to 16 addresses in a leaf (`services.rs`: a `-d` that does not match
+//! costs less than a tree level), so a small cluster's dispatch is one
+//! chain.
 //!
 //! # IPv4-only programs
 //!
@@ -106,10 +117,12 @@ mod entries;
 mod events;
 mod flow;
 pub mod frontend_chain;
+mod hoist;
 mod manifest;
 pub mod self_set;
 mod services;
 mod sets;
+mod terminal;
 mod text;
 
 #[cfg(test)]

@@ -1,0 +1,151 @@
+//! Ablation harness for the iptables per-flow path at N services (issue
+//! 21, item 5): builds the services sweep's model of N services (the
+//! bench's `services_params`), starts its backends in a client — node —
+//! server topology, applies weir's bundle with the runtime, and then
+//!
+//! - `dump DIR`: writes the node's `iptables-save` (weir, with the
+//!   bench's baseline bypass rules) to `DIR/weir.rules` and kube-proxy's
+//!   layout to `DIR/kube.rules`, for editing into variants;
+//! - `measure ROUNDS PROBES FILE…`: per round, for each FILE in turn,
+//!   `iptables-restore`s it (the sets of weir's bundle stay loaded) and
+//!   measures the last UDP service's and 8 random ones' paired overhead
+//!   against the baseline client, as the bench does; prints per round and
+//!   the median over rounds.
+//!
+//! Environment: `SERVICES` (default 10), `SEED` (default 9).
+
+use std::net::{IpAddr, SocketAddr};
+
+use weir_bench::iptables as ipt;
+use weir_bench::stats::median;
+use weir_compiler::model::{Proto, Verdict};
+
+/// Empty raw, mangle and filter tables (nat comes with kube-proxy's
+/// rules).
+const EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = std::env::var("SERVICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9);
+    let plan = weir_bench::Plan::new(false, seed);
+    let params = plan.services_params(n, seed);
+    let model = weir_compiler::synth::model(&params);
+    let compiled = weir_compiler::graph::compile(&model);
+    let client: IpAddr = weir_bench::flows::CLIENT.into();
+    let allowed: Vec<(usize, weir_bench::flows::Flow)> =
+        weir_bench::flows::service_flows(&model, Proto::Udp, client)
+            .into_iter()
+            .filter(|(_, f)| f.verdict == Verdict::Allow)
+            .collect();
+    let (last_i, last) = allowed.last().cloned().expect("an allowed UDP service");
+    let mut rng = weir_compiler::gen::Rng::new(seed ^ 0xbe7c);
+    let mut random: Vec<(usize, weir_bench::flows::Flow)> = (0..8.min(allowed.len()))
+        .map(|_| allowed[rng.below(allowed.len())].clone())
+        .collect();
+    random.sort_by_key(|r| r.0);
+    random.dedup_by_key(|r| r.0);
+    let resolved = ipt::resolved_services(&model);
+    let backends_of = |i: usize| -> Vec<SocketAddr> {
+        resolved[i]
+            .3
+            .iter()
+            .map(|&(a, p)| SocketAddr::new(a, p))
+            .collect()
+    };
+    let mut all = Vec::new();
+    for i in std::iter::once(last_i).chain(random.iter().map(|r| r.0)) {
+        all.extend(resolved[i].3.iter().copied());
+    }
+    let sock = |p: &weir_compiler::interp::Packet| SocketAddr::new(p.dst, p.dport);
+    let direct = backends_of(last_i);
+    let direct_rand: Vec<SocketAddr> = random.iter().flat_map(|r| backends_of(r.0)).collect();
+    let last_sock = sock(&last.packet);
+    let random_socks: Vec<SocketAddr> = random.iter().map(|r| sock(&r.1.packet)).collect();
+    eprintln!("last: {} ({})", last.what, last_sock);
+
+    let v = weir_runtime::iptables::Variant::Legacy;
+    let topo = weir_runtime::netns::Topology::new().expect("netns");
+    ipt::serve_backends(&topo, Proto::Udp, &all).expect("servers");
+    let dir = ipt::Scratch::new("ablate");
+    ipt::write_bundle(&model, &compiled.graph, &dir.0.join("bundle")).expect("bundle");
+    let rt = ipt::runtime(&topo, &dir.0.join("state"), v);
+    ipt::apply(&rt, &dir.0.join("bundle")).expect("apply");
+    ipt::bypass(&topo, v).expect("bypass");
+    match args.first().map(String::as_str) {
+        Some("dump") => {
+            let out = std::path::PathBuf::from(&args[1]);
+            std::fs::create_dir_all(&out).expect("dir");
+            let save = topo
+                .node
+                .exec("iptables-legacy-save", &[])
+                .expect("iptables-save");
+            std::fs::write(out.join("weir.rules"), &save.stdout).expect("write");
+            // kube-proxy's layout alone: the other tables emptied (the
+            // sets stay, for the weir variants).
+            let (kube, _) = ipt::kube_proxy_rules(&model);
+            ipt::restore(&topo, v, &format!("{EMPTY}{kube}")).expect("kube");
+            ipt::bypass(&topo, v).expect("bypass");
+            let save = topo
+                .node
+                .exec("iptables-legacy-save", &[])
+                .expect("iptables-save");
+            std::fs::write(out.join("kube.rules"), &save.stdout).expect("write");
+        }
+        Some("measure") => {
+            let rounds: usize = args[1].parse().expect("rounds");
+            let probes: usize = args[2].parse().expect("probes");
+            let files = &args[3..];
+            let texts: Vec<String> = files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).expect("rules file"))
+                .collect();
+            let mut last_o: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
+            let mut rand_o: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
+            for r in 0..rounds {
+                for (k, t) in texts.iter().enumerate() {
+                    ipt::restore(&topo, v, t).expect("restore");
+                    let a =
+                        ipt::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], probes);
+                    let b = ipt::measure_pair(
+                        &topo,
+                        Proto::Udp,
+                        &direct_rand,
+                        client,
+                        &random_socks,
+                        probes / 2,
+                    );
+                    if a.test.failed > a.test.n / 10 {
+                        eprintln!(
+                            "{}: {} of {} probes failed",
+                            files[k], a.test.failed, a.test.n
+                        );
+                    }
+                    println!(
+                        "round {r} {:<40} base {:>7.0} last {:>6.0} random {:>6.0} ns",
+                        files[k], a.base.median, a.overhead, b.overhead
+                    );
+                    last_o[k].push(a.overhead);
+                    rand_o[k].push(b.overhead);
+                }
+            }
+            println!("median over {rounds} rounds (ns): last / random");
+            for (k, f) in files.iter().enumerate() {
+                println!(
+                    "{:<40} {:>6.0} / {:>6.0}",
+                    f,
+                    median(&last_o[k]),
+                    median(&rand_o[k])
+                );
+            }
+        }
+        _ => eprintln!("usage: ipt_ablate dump DIR | measure ROUNDS PROBES FILE…"),
+    }
+    drop(rt);
+}
