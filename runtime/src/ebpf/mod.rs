@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod collect;
 pub mod inforce;
 pub mod load;
+pub mod migrate;
 pub mod pins;
 pub mod record;
 pub mod service;
