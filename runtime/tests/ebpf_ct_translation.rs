@@ -208,7 +208,13 @@ fn ebpf_untranslated_established_flow_to_a_new_frontend_stays_untranslated() {
     let out = compile(&checked.model, &g, Mode::Node);
     let gen = load_output(&out);
     let ok = layout::TC_ACT_OK as u32;
-    for (client, vip) in [("10.1.0.1", "10.96.0.1"), ("fd00:1::1", "fd00:96::1")] {
+    // Clients below and above the frontend in the canonical key.
+    for (client, vip) in [
+        ("10.1.0.1", "10.96.0.1"),
+        ("10.200.0.1", "10.96.0.1"),
+        ("fd00:1::1", "fd00:96::1"),
+        ("fd00:ff::1", "fd00:96::1"),
+    ] {
         let (client, vip) = (ip(client), ip(vip));
         clear_conntrack(&gen);
         clear_lb_state(&gen);
