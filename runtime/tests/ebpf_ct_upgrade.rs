@@ -179,7 +179,10 @@ fn ebpf_apply_over_an_older_generation_copies_its_translations() {
     );
     let topo = Topology::new().expect("netns topology");
     let mut inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
-    inst.pin_root = PathBuf::from(format!("/sys/fs/bpf/weir-test-upgrade-{}", std::process::id()));
+    inst.pin_root = PathBuf::from(format!(
+        "/sys/fs/bpf/weir-test-upgrade-{}",
+        std::process::id()
+    ));
     inst.state_root = work.join("state");
     let g1 = weir_runtime::ebpf::apply(&dir, &inst).unwrap().generation;
     // Make generation g1 look like the older layout: a pinned
