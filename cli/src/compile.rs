@@ -99,14 +99,15 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,
     /// Entries of the eBPF conntrack table `weir_ct` (an LRU: when full,
-    /// the least recently used flows are evicted). Default 524288.
+    /// the least recently used flows are evicted). A translated (service)
+    /// flow takes two entries, any other flow one. Default 524288.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub ct_entries: Option<u32>,
-    /// Entries of each eBPF service translation table (`weir_lb_ct`,
-    /// `weir_lb_aff`, `weir_lb_sk`; LRU). Default 262144.
+    /// Entries of each eBPF service state table (`weir_lb_aff`,
+    /// `weir_lb_sk`; LRU; translations are in `weir_ct`). Default 262144.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
-    /// Kind of the eBPF per-flow tables `weir_ct` and `weir_lb_ct`:
+    /// Kind of the eBPF per-flow table `weir_ct`:
     /// `lru` (a full table evicts the least recently used flows) or
     /// `hash` (preallocated; a full table denies new flows, counted as
     /// `table-full` in `weir stats`; `weir agent` removes idle entries).

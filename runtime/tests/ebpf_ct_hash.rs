@@ -1,15 +1,16 @@
 //! The non-LRU per-flow tables (`weir compile --ct-table hash`, issue
-//! 21): a program with tiny preallocated `weir_ct` / `weir_lb_ct` hashes,
+//! 21): a program with a tiny preallocated `weir_ct` hash (two entries per
+//! translated flow),
 //! driven with BPF_PROG_TEST_RUN and read back from the kernel:
 //!
 //! - a full `weir_ct` denies the next new flow (the interpreter allows
 //!   it) and counts it in the `table full` slot of `weir_cnt`, not under
 //!   the rule that allowed it; established flows still pass;
-//! - a full `weir_lb_ct` denies a new service flow the same way and
-//!   leaves no `weir_ct` entry of it behind;
+//! - a new service flow whose forward entry does not fit (its flow entry
+//!   did) is denied the same way and leaves no `weir_ct` entry behind;
 //! - an established packet marks its entry seen (flags kept);
 //! - the collector (`weir_runtime::ebpf::collect`) removes nothing fresh,
-//!   removes idle entries and their translations, and then the denied
+//!   removes idle entries and their translations' forward entries, and then the denied
 //!   flows pass.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
@@ -48,7 +49,8 @@ policy b-in {
 "#;
 
 const CT: u32 = 24;
-const LB: u32 = 8;
+/// Translated flows written first (two `weir_ct` entries each).
+const SVC: u32 = 8;
 const OK: u32 = layout::TC_ACT_OK as u32;
 const SHOT: u32 = layout::TC_ACT_SHOT as u32;
 
@@ -66,7 +68,7 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     let interp = Interp::new(&model);
     let tables = StateTables {
         conntrack: CT,
-        translation: LB,
+        translation: 8,
         kind: CtTable::Hash,
     };
     let out = codegen::generate(
@@ -81,10 +83,15 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(out.manifest.state_tables, tables);
-    for (name, size) in [(layout::map::CT, CT), (lb::CT, LB)] {
-        let m = out.manifest.maps.iter().find(|m| m.name == name).unwrap();
-        assert_eq!((m.map_type.as_str(), m.max_entries), ("hash", size));
-    }
+    let m = out
+        .manifest
+        .maps
+        .iter()
+        .find(|m| m.name == layout::map::CT)
+        .unwrap();
+    assert_eq!((m.map_type.as_str(), m.max_entries), ("hash", CT));
+    // No translation table of its own: forward entries are in weir_ct.
+    assert!(!out.manifest.maps.iter().any(|m| m.name == lb::CT));
     let gen = load_output(&out);
     let full_id = g.provenance.len();
     let n = out.manifest.counters + 1;
@@ -94,25 +101,29 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     let service = |sport: u16| Packet::new(Proto::Tcp, ip("10.1.0.1"), sport, ip("10.96.0.1"), 80);
     let allowed = |p: &Packet| assert_eq!(interp.evaluate(p).verdict, Verdict::Allow, "{p:?}");
 
-    // Fill weir_lb_ct with new service flows (one weir_ct entry each).
-    for sport in 1000..1000 + LB as u16 {
+    // New service flows: two weir_ct entries each (flow and forward).
+    for sport in 1000..1000 + SVC as u16 {
         allowed(&service(sport));
         assert_eq!(run(&gen, &frame(&service(sport))), OK, "service {sport}");
     }
-    assert_eq!(lb_state_len(&gen), (LB as usize, LB as usize));
-    // The next one: weir_lb_ct full → denied, counted, no weir_ct left.
-    let over = service(1000 + LB as u16);
-    allowed(&over);
-    assert_eq!(run(&gen, &frame(&over)), SHOT, "translation table full");
-    assert_eq!(count(full_id), 1);
-    assert_eq!(lb_state_len(&gen), (LB as usize, LB as usize));
-    assert_eq!(conntrack_len(&gen), LB as usize, "a half-written flow");
-    // Fill weir_ct with plain flows (ports apart from the service flows',
-    // whose entries are keyed client ↔ backend).
-    for sport in 3000..3000 + (CT - LB) as u16 {
+    assert_eq!(lb_state_len(&gen), (SVC as usize, SVC as usize));
+    // Plain flows up to one entry short of full.
+    for sport in 3000..3000 + (CT - 2 * SVC - 1) as u16 {
         assert_eq!(run(&gen, &frame(&plain(sport))), OK, "plain {sport}");
     }
-    assert_eq!(conntrack_len(&gen), CT as usize);
+    assert_eq!(ct_entries(&gen), CT as usize - 1);
+    // A service flow now: its flow entry fits, its forward entry does
+    // not → denied, counted, and no half-written flow left behind.
+    let over = service(1000 + SVC as u16);
+    allowed(&over);
+    assert_eq!(run(&gen, &frame(&over)), SHOT, "forward entry does not fit");
+    assert_eq!(count(full_id), 1);
+    assert_eq!(lb_state_len(&gen), (SVC as usize, SVC as usize));
+    assert_eq!(ct_entries(&gen), CT as usize - 1, "a half-written flow");
+    // One more plain flow fills the table; the next is denied.
+    let last = plain(3000 + (CT - 2 * SVC - 1) as u16);
+    assert_eq!(run(&gen, &frame(&last)), OK);
+    assert_eq!(ct_entries(&gen), CT as usize);
     let denied_before: u64 = (0..full_id).map(count).sum();
     let next = plain(5000);
     allowed(&next);
@@ -120,6 +131,14 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     assert_eq!(count(full_id), 2);
     // Counted only as `table full`: no provenance counter moved.
     assert_eq!((0..full_id).map(count).sum::<u64>(), denied_before);
+    // An established service flow still passes (two hits) and is not
+    // judged again.
+    assert_eq!(
+        run(&gen, &frame(&service(1000))),
+        OK,
+        "established service flow"
+    );
+    assert_eq!(count(full_id), 2);
     // Established flows (an entry each) still pass, and mark their entry
     // seen (flags kept).
     let m = gen.ebpf.map(layout::map::CT).unwrap();
@@ -140,21 +159,21 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
 
     // The collector: fresh entries stay; a seen one is stamped with the
     // collector's time, its bit cleared.
-    let lbm = gen.ebpf.map(lb::CT);
     let now0 = monotonic_ns();
     let t = Timeouts::default();
-    let c = collect_maps(m, lbm, now0, t).unwrap();
-    assert_eq!((c.conntrack, c.conntrack_removed), (CT as usize, 0));
-    assert_eq!((c.translation, c.translation_removed), (LB as usize, 0));
+    let c = collect_maps(m, now0, t).unwrap();
+    let flows = CT as usize - SVC as usize;
+    assert_eq!((c.conntrack, c.conntrack_removed), (flows, 0));
+    assert_eq!((c.translation, c.translation_removed), (SVC as usize, 0));
     assert_eq!(time(&plain(3000)), (now0 & !7) | (t0 & 3));
     // One flow busy again; the collector's clock one TCP timeout and
     // 1 ns later (no waiting): every other entry has been idle longer
     // and goes, translations with their flows.
     assert_eq!(run(&gen, &frame(&plain(3001))), OK);
-    let c = collect_maps(m, lbm, now0 + t.tcp.as_nanos() as u64 + 1, t).unwrap();
-    assert_eq!(c.conntrack_removed, CT as usize - 1, "{c:?}");
-    assert_eq!(c.translation_removed, LB as usize, "{c:?}");
-    assert_eq!(conntrack_len(&gen), 1);
+    let c = collect_maps(m, now0 + t.tcp.as_nanos() as u64 + 1, t).unwrap();
+    assert_eq!(c.conntrack_removed, flows - 1, "{c:?}");
+    assert_eq!(c.translation_removed, SVC as usize, "{c:?}");
+    assert_eq!(ct_entries(&gen), 1);
     assert_eq!(lb_state_len(&gen), (0, 0));
     // Room again: the denied flows pass now.
     assert_eq!(run(&gen, &frame(&next)), OK);

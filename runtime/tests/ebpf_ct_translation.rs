@@ -7,9 +7,10 @@
 //! client's address below and above the backend's):
 //!
 //! - a new flow to the frontend is translated to the backend and leaves
-//!   exactly one `weir_lb_ct` entry and one conntrack entry, flagged
-//!   translated and carrying the frontend; the object has no
-//!   `weir_lb_rev` map;
+//!   exactly two `weir_ct` entries: the flow's, flagged translated and
+//!   carrying the frontend, and its forward entry (client ↔ frontend,
+//!   carrying the backend); the object has no `weir_lb_rev` and no
+//!   `weir_lb_ct` map;
 //! - the backend's reply gets the frontend back as its source;
 //! - a packet from the client sent straight to the backend on the same
 //!   tuple (not through the frontend) is the flow's own direction, not a
@@ -73,8 +74,11 @@ fn ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack() {
     let g = graph::build(&checked.model);
     let out = compile(&checked.model, &g, Mode::Node);
     assert!(
-        out.manifest.maps.iter().all(|m| m.name != lb::REV),
-        "the pipeline has no reverse-NAT table"
+        out.manifest
+            .maps
+            .iter()
+            .all(|m| m.name != lb::REV && m.name != lb::CT),
+        "the pipeline has no reverse-NAT or translation table"
     );
     let gen = load_output(&out);
     let ok = layout::TC_ACT_OK as u32;
@@ -96,10 +100,17 @@ fn ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack() {
             assert_eq!(lb_state_len(&gen), (1, 1), "{tag}: translation state");
             assert_eq!(conntrack_len(&gen), 1, "{tag}");
             let m = gen.ebpf.map(layout::map::CT).unwrap();
-            let key = &keys_raw(m, layout::ct::KEY_SIZE as usize).unwrap()[0];
-            let v = lookup_raw(m, key, layout::ct::VALUE_SIZE as usize)
+            // The flow's entry (the other one is its forward entry).
+            let v = keys_raw(m, layout::ct::KEY_SIZE as usize)
                 .unwrap()
-                .unwrap();
+                .iter()
+                .map(|k| {
+                    lookup_raw(m, k, layout::ct::VALUE_SIZE as usize)
+                        .unwrap()
+                        .unwrap()
+                })
+                .find(|v| !is_forward(v))
+                .expect("the flow's entry");
             let fe = |o: i16| o as usize;
             let addr_len = if vip.is_ipv4() { 4 } else { 16 };
             let want_addr = match vip {
@@ -133,6 +144,92 @@ fn ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack() {
             assert_eq!(r.ret, ok, "{tag}: direct");
             assert_eq!(r.data, input, "{tag}: a direct packet is not rewritten");
             assert_eq!(conntrack_len(&gen), 1, "{tag}: nothing new");
+
+            // The reply as a second hook sees it after the reverse NAT
+            // (frontend → client): the forward entry's other end, so
+            // established — passed unchanged, nothing written over.
+            let fwd_before = forward_values(&gen);
+            let seen = Packet::new(Proto::Tcp, vip, 80, client, 40000);
+            let input = frame(&seen);
+            let r = run_full(&gen, &input);
+            assert_eq!(r.ret, ok, "{tag}: reverse-NATed reply");
+            assert_eq!(
+                r.data, input,
+                "{tag}: a reverse-NATed reply is not rewritten"
+            );
+            assert_eq!(
+                forward_values(&gen),
+                fwd_before,
+                "{tag}: forward entry kept"
+            );
+            assert_eq!(ct_entries(&gen), 2, "{tag}: nothing new");
+            // The client's next packet still goes to the backend.
+            let r = run_full(&gen, &frame(&p));
+            assert_eq!(
+                ends(&r.data),
+                (client, 40000, backend, 8080),
+                "{tag}: again"
+            );
+            assert_eq!(ct_entries(&gen), 2, "{tag}: established");
+        }
+    }
+}
+
+/// The forward entries' values.
+fn forward_values(gen: &weir_runtime::ebpf::Generation) -> Vec<Vec<u8>> {
+    let m = gen.ebpf.map(layout::map::CT).unwrap();
+    forward_keys(gen)
+        .iter()
+        .map(|k| {
+            lookup_raw(m, k, layout::ct::VALUE_SIZE as usize)
+                .unwrap()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// An untranslated flow already in conntrack to an address:port that is
+/// now a frontend (allowed before it became one, as kube-proxy's
+/// conntrack keeps such a flow) stays untranslated: the one lookup finds
+/// its entry, which is not a forward entry, and it passes unchanged. Its
+/// entry's time has every low bit the clock can set (an older weir's
+/// entry: only its translated bits were cleared), so a forward flag in
+/// the time word would misread it.
+#[test]
+fn ebpf_untranslated_established_flow_to_a_new_frontend_stays_untranslated() {
+    if !have_root("ebpf_untranslated_established_flow_to_a_new_frontend_stays_untranslated") {
+        return;
+    }
+    let path = PathBuf::from("policy.weir");
+    let loader = MemoryLoader::new().with(&path, POLICY);
+    let checked = check_program(std::slice::from_ref(&path), &loader, None);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let g = graph::build(&checked.model);
+    let out = compile(&checked.model, &g, Mode::Node);
+    let gen = load_output(&out);
+    let ok = layout::TC_ACT_OK as u32;
+    // Clients below and above the frontend in the canonical key.
+    for (client, vip) in [
+        ("10.1.0.1", "10.96.0.1"),
+        ("10.200.0.1", "10.96.0.1"),
+        ("fd00:1::1", "fd00:96::1"),
+        ("fd00:ff::1", "fd00:96::1"),
+    ] {
+        let (client, vip) = (ip(client), ip(vip));
+        clear_conntrack(&gen);
+        clear_lb_state(&gen);
+        let p = Packet::new(Proto::Tcp, client, 40000, vip, 80);
+        let m = gen.ebpf.map(layout::map::CT).unwrap();
+        let mut v = vec![0u8; layout::ct::VALUE_SIZE as usize];
+        v[..8].copy_from_slice(&(0x0123_4567_89ab_cdfc_u64).to_ne_bytes());
+        weir_runtime::ebpf::load::update_raw(m, &ct_key(&p), &v).unwrap();
+        for _ in 0..2 {
+            let input = frame(&p);
+            let r = run_full(&gen, &input);
+            assert_eq!(r.ret, ok, "{client}");
+            assert_eq!(r.data, input, "{client}: stays untranslated");
+            assert_eq!(lb_state_len(&gen), (0, 0), "{client}: no translation");
+            assert_eq!(ct_entries(&gen), 1, "{client}: nothing new");
         }
     }
 }

@@ -293,15 +293,16 @@ pub enum CtTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateTables {
-    /// `weir_ct`: the policy conntrack (LRU).
+    /// `weir_ct`: the policy conntrack (two entries per translated flow:
+    /// its own and its forward entry; one per other flow).
     pub conntrack: u32,
-    /// The kind of `weir_ct` and `weir_lb_ct` (an older manifest without
+    /// The kind of `weir_ct` (an older manifest without
     /// it was compiled with LRU tables). Fields in sorted key order (the
     /// manifest's sections are written sorted).
     #[serde(default)]
     pub kind: CtTable,
-    /// `weir_lb_ct`, `weir_lb_aff`, `weir_lb_sk` (and the standalone
-    /// service object's `weir_lb_rev`): the
+    /// `weir_lb_aff`, `weir_lb_sk` (and the standalone service object's
+    /// `weir_lb_ct` and `weir_lb_rev`): the
     /// service translation state (LRU; only in programs with services).
     pub translation: u32,
 }

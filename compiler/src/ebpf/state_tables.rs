@@ -4,32 +4,33 @@
 //!
 //! Two knobs, like Cilium's `bpf-ct-global-*-max` and
 //! `bpf-nat-global-max`: the policy conntrack (`weir_ct`, one entry per
-//! allowed flow; a translated flow's also carries its reverse
-//! translation) and the service translation state (`weir_lb_ct`, one
-//! entry per translated flow, plus the affinity `weir_lb_aff` and socket
-//! `weir_lb_sk` tables, which share the size; the standalone service
-//! object's reverse-NAT table `weir_lb_rev` too).
+//! allowed flow and a second, the forward entry, per translated flow; a
+//! translated flow's own entry also carries its reverse translation) and
+//! the service state (the affinity `weir_lb_aff` and socket `weir_lb_sk`
+//! tables; the standalone service object's `weir_lb_ct` and reverse-NAT
+//! table `weir_lb_rev` too).
 //! By default ([`CtTable::Lru`]) every one of them is an LRU hash: when
 //! one is full, an insert evicts the least recently used entries of that
 //! table (the kernel's LRU lists; with per-CPU free lists eviction can
 //! begin a little before the table is completely full). No insert fails
 //! for lack of room, so no packet is dropped for it; what an eviction
 //! costs is documented in docs/runtime.md ("When a state table is
-//! full"). With [`CtTable::Hash`] (`--ct-table hash`) `weir_ct` and
-//! `weir_lb_ct` are preallocated non-LRU hashes: cheaper inserts (no LRU
+//! full"). With [`CtTable::Hash`] (`--ct-table hash`) `weir_ct` is a
+//! preallocated non-LRU hash: cheaper inserts (no LRU
 //! free-list work), a full table denies the new flow and counts it
 //! (`codegen/emit/fixed.rs`), and the runtime's collector removes idle
 //! entries (`weir_runtime::ebpf::collect`). LRU stays the default: a
 //! hash table is only safe where a collector runs (`weir agent`). The
 //! tables are
 //! preallocated: their memory is taken at load time whatever the traffic
-//! (~136 bytes per `weir_ct` entry, ~130 per `weir_lb_ct` entry, see
+//! (~136 bytes per `weir_ct` entry, two per translated flow, see
 //! docs/runtime.md for the measured figures).
 
-/// `weir_ct` entries by default: 512 Ki flows, Cilium's
+/// `weir_ct` entries by default: 512 Ki flows (256 Ki translated ones: two
+/// entries each), Cilium's
 /// `bpf-ct-global-tcp-max`.
 pub const DEFAULT_CONNTRACK: u32 = 524_288;
-/// Translation-state entries by default: 256 Ki translated flows,
+/// Service-state entries (affinity, sockets) by default,
 /// Cilium's `bpf-ct-global-any-max` and `bpf-sock-rev-map-max`.
 pub const DEFAULT_TRANSLATION: u32 = 262_144;
 

@@ -491,6 +491,11 @@ fn load_and_switch(
     let target_cgroup = state.cgroup.as_deref();
     record::crash_point("pending");
     let (mut g, mut sock) = load_pinned(manifest, object, &base, &gen_dir, target_cgroup)?;
+    // From a generation of the older layout: its translations become
+    // forward entries in the shared conntrack map before the switch.
+    if let (Some(prev), Some(ctm)) = (previous, g.ebpf.map(names::CT)) {
+        super::migrate::lb_ct_to_forward(&pins::gen_dir(&base, prev), ctm, manifest)?;
+    }
     record::crash_point("pinned");
     let entry: &mut SchedClassifier = g
         .ebpf
@@ -723,7 +728,7 @@ fn rule_counts(inst: &Instance, audit: bool) -> Result<Vec<RuleCount>, EbpfError
         out.push(RuleCount {
             id: n,
             kind: "table-full".into(),
-            description: "new flow denied: a per-flow table (weir_ct, weir_lb_ct) was full".into(),
+            description: "new flow denied: the per-flow table weir_ct was full".into(),
             packets: counts.get(n as usize).copied().unwrap_or(0),
         });
     }

@@ -16,10 +16,12 @@
 //!   established TCP, every other protocol 60 s). TCP states are not
 //!   tracked: a closed connection's entry stays until it is idle that
 //!   long.
-//! - a `weir_lb_ct` entry (written once, when the flow was translated)
-//!   older than its protocol's timeout *and* whose flow has no `weir_ct`
-//!   entry any more (client ↔ backend, the key the pipeline wrote): a
-//!   translation lives exactly as long as its flow's conntrack entry.
+//! - a translated flow's forward entry (`FORWARD`, keyed client ↔
+//!   frontend, written once when the flow was translated; never marked
+//!   seen) older than its protocol's timeout *and* whose flow has no
+//!   `weir_ct` entry any more (client ↔ backend, the key the pipeline
+//!   wrote beside it): a translation lives exactly as long as its flow's
+//!   conntrack entry.
 //!
 //! An LRU program's tables are left alone (the kernel evicts).
 
@@ -27,7 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{Map, MapData};
-use weir_compiler::ebpf::layout::{ct, map as names, service as lb};
+use weir_compiler::ebpf::layout::{ct, map as names};
 use weir_compiler::ebpf::state_tables::CtTable;
 
 use super::attach::Instance;
@@ -66,7 +68,7 @@ pub struct Collected {
     /// `weir_ct` entries looked at / removed.
     pub conntrack: usize,
     pub conntrack_removed: usize,
-    /// `weir_lb_ct` entries looked at / removed.
+    /// Forward entries (translated flows) looked at / removed.
     pub translation: usize,
     pub translation_removed: usize,
 }
@@ -94,13 +96,11 @@ pub fn collect(inst: &Instance, t: Timeouts) -> Result<Option<Collected>, EbpfEr
     if kind != Some(CtTable::Hash) {
         return Ok(None);
     }
-    let gen = super::record::read_state(inst)?.generation;
     let open = |p: &Path| -> Option<Map> { Map::from_map_data(MapData::from_pin(p).ok()?).ok() };
     let Some(ctm) = open(&inst.pin_dir().join(names::CT)) else {
         return Ok(None);
     };
-    let lbm = open(&inst.pin_dir().join(format!("gen-{gen}")).join(lb::map::CT));
-    collect_maps(&ctm, lbm.as_ref(), monotonic_ns(), t)
+    collect_maps(&ctm, monotonic_ns(), t)
         .map(Some)
         .map_err(|source| EbpfError::Io {
             context: "collecting expired conntrack entries".into(),
@@ -108,25 +108,25 @@ pub fn collect(inst: &Instance, t: Timeouts) -> Result<Option<Collected>, EbpfEr
         })
 }
 
-/// Removes the expired entries of `weir_ct` (and `weir_lb_ct`) at time
-/// `now` (ns, the programs' clock).
-pub fn collect_maps(
-    ctm: &Map,
-    lbm: Option<&Map>,
-    now: u64,
-    t: Timeouts,
-) -> std::io::Result<Collected> {
+/// Removes the expired entries of `weir_ct` at time `now` (the
+/// programs' clock, `CLOCK_MONOTONIC` ns): flows first, then the forward
+/// entries of translated flows whose flow is gone (module docs).
+pub fn collect_maps(ctm: &Map, now: u64, t: Timeouts) -> std::io::Result<Collected> {
     let mut out = Collected::default();
     let flags = (ct::TRANSLATED | ct::CLIENT_FIRST) as u64;
     let seen_bit = ct::SEEN as u64;
+    let mut forward = Vec::new();
     for k in keys_raw(ctm, ct::KEY_SIZE as usize)? {
         let Some(mut v) = lookup_raw(ctm, &k, ct::VALUE_SIZE as usize)? else {
             continue;
         };
-        out.conntrack += 1;
         let word = u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"));
+        if forward_entry(&v) {
+            forward.push((k, v, word));
+            continue;
+        }
+        out.conntrack += 1;
         if word & seen_bit != 0 {
-            // Busy since the last look: stamped now, bit cleared.
             let stamped = (now & !(flags | seen_bit)) | (word & flags);
             v[..8].copy_from_slice(&stamped.to_ne_bytes());
             update_existing(ctm, &k, &v)?;
@@ -138,29 +138,21 @@ pub fn collect_maps(
             out.conntrack_removed += 1;
         }
     }
-    let Some(lbm) = lbm else {
-        return Ok(out);
-    };
-    for k in keys_raw(lbm, lb::tuple::SIZE as usize)? {
-        let Some(v) = lookup_raw(lbm, &k, lb::ct::VALUE_SIZE as usize)? else {
-            continue;
-        };
+    for (k, v, word) in forward {
         out.translation += 1;
-        let ts = lb::ct::TS as usize;
-        let written = u64::from_ne_bytes(v[ts..ts + 8].try_into().expect("8 bytes"));
-        if now.saturating_sub(written) <= t.of(k[lb::tuple::PROTO as usize]) {
+        let written = word & !(flags | seen_bit);
+        if now.saturating_sub(written) <= t.of(k[ct::PROTO as usize]) {
             continue;
         }
-        if lookup_raw(ctm, &flow_key(&k, &v), ct::VALUE_SIZE as usize)?.is_none() {
-            ignore_gone(delete_raw(lbm, &k))?;
+        let flow = flow_key(&k, &v, word & ct::CLIENT_FIRST as u64 != 0);
+        if lookup_raw(ctm, &flow, ct::VALUE_SIZE as usize)?.is_none() {
+            ignore_gone(delete_raw(ctm, &k))?;
             out.translation_removed += 1;
         }
     }
     Ok(out)
 }
 
-/// Rewrites an entry in place (`BPF_EXIST`: an entry removed meanwhile is
-/// not re-created, and a full table is no obstacle).
 fn update_existing(m: &Map, key: &[u8], value: &[u8]) -> std::io::Result<()> {
     ignore_gone(super::load::update_raw_flags(m, key, value, 2))
 }
@@ -173,29 +165,64 @@ fn ignore_gone(r: std::io::Result<()>) -> std::io::Result<()> {
     }
 }
 
-/// The `weir_ct` key of a translated flow from its `weir_lb_ct` key
-/// (client → frontend) and value (the backend): client ↔ backend in the
-/// canonical order of `codegen/emit/prologue.rs` (the ends compared as
-/// first 8 address bytes, next 8 — native-order unsigned words — then
-/// the port; the smaller first).
-fn flow_key(k: &[u8], v: &[u8]) -> Vec<u8> {
-    use lb::{be, tuple};
-    let end = |addr: &[u8], port: u16| {
-        let w = |i: usize| u64::from_ne_bytes(addr[i..i + 8].try_into().expect("8 bytes"));
-        ((w(0), w(8), port), addr.to_vec())
+/// Whether a `weir_ct` value is a translated flow's forward entry
+/// ([`ct::FORWARD`], a bit of its service word).
+pub(crate) fn forward_entry(v: &[u8]) -> bool {
+    let at = ct::SERVICE as usize;
+    let service = u32::from_ne_bytes(v[at..at + 4].try_into().expect("4 bytes"));
+    service & ct::FORWARD as u32 != 0
+}
+
+/// The `weir_ct` key of a translated flow from its forward entry's key
+/// (client ↔ frontend, canonical; `client_first`: the client is its
+/// first end) and value (the backend): client ↔ backend, canonical.
+fn flow_key(k: &[u8], v: &[u8], client_first: bool) -> Vec<u8> {
+    let end = |addr: usize, port: usize| {
+        let a: [u8; 16] = k[addr..addr + 16].try_into().expect("16 bytes");
+        (a, u16::from_ne_bytes([k[port], k[port + 1]]))
     };
-    let port = |b: &[u8], at: i16| u16::from_ne_bytes([b[at as usize], b[at as usize + 1]]);
-    let s = tuple::SRC as usize;
-    let a = end(&k[s..s + 16], port(k, tuple::SPORT));
-    let ba = be::ADDR as usize;
-    let b = end(&v[ba..ba + 16], port(v, be::PORT));
-    let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    let client = if client_first {
+        end(ct::SRC as usize, ct::SPORT as usize)
+    } else {
+        end(ct::DST as usize, ct::DPORT as usize)
+    };
+    let (ba, bp) = (ct::FE_ADDR as usize, ct::FE_PORT as usize);
+    let backend = (
+        v[ba..ba + 16].try_into().expect("16 bytes"),
+        u16::from_ne_bytes([v[bp], v[bp + 1]]),
+    );
+    canonical_key(
+        client,
+        backend,
+        k[ct::PROTO as usize],
+        k[ct::FAMILY as usize],
+    )
+    .0
+}
+
+/// The `weir_ct` key of the flow between two (address, port) ends in the
+/// canonical order of `codegen/emit/prologue.rs` (`canonical_key_of`:
+/// the ends compared as first 8 address bytes, next 8 — native-order
+/// unsigned words — then the port; the smaller first), and whether `a`
+/// is its first end.
+pub(crate) fn canonical_key(
+    a: ([u8; 16], u16),
+    b: ([u8; 16], u16),
+    proto: u8,
+    family: u8,
+) -> (Vec<u8>, bool) {
+    let order = |e: &([u8; 16], u16)| {
+        let w = |i: usize| u64::from_ne_bytes(e.0[i..i + 8].try_into().expect("8 bytes"));
+        (w(0), w(8), e.1)
+    };
+    let a_first = order(&a) <= order(&b);
+    let (first, second) = if a_first { (a, b) } else { (b, a) };
     let mut out = vec![0u8; ct::KEY_SIZE as usize];
-    out[ct::SRC as usize..ct::SRC as usize + 16].copy_from_slice(&first.1);
-    out[ct::DST as usize..ct::DST as usize + 16].copy_from_slice(&second.1);
-    out[ct::SPORT as usize..ct::SPORT as usize + 2].copy_from_slice(&first.0 .2.to_ne_bytes());
-    out[ct::DPORT as usize..ct::DPORT as usize + 2].copy_from_slice(&second.0 .2.to_ne_bytes());
-    out[ct::PROTO as usize] = k[tuple::PROTO as usize];
-    out[ct::FAMILY as usize] = k[tuple::FAMILY as usize];
-    out
+    out[ct::SRC as usize..ct::SRC as usize + 16].copy_from_slice(&first.0);
+    out[ct::DST as usize..ct::DST as usize + 16].copy_from_slice(&second.0);
+    out[ct::SPORT as usize..ct::SPORT as usize + 2].copy_from_slice(&first.1.to_ne_bytes());
+    out[ct::DPORT as usize..ct::DPORT as usize + 2].copy_from_slice(&second.1.to_ne_bytes());
+    out[ct::PROTO as usize] = proto;
+    out[ct::FAMILY as usize] = family;
+    (out, a_first)
 }

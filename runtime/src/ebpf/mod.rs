@@ -20,6 +20,7 @@ pub mod collect;
 pub mod inforce;
 pub mod load;
 pub mod map_count;
+pub mod migrate;
 pub mod pins;
 pub mod record;
 pub mod service;

@@ -103,8 +103,9 @@ pub fn run_full(g: &Generation, frame: &[u8]) -> RunOut {
     }
 }
 
-/// Empties the service stage's per-flow maps (translations, affinity),
-/// when the object has them.
+/// Empties the service stage's per-flow state (translations: the
+/// forward entries in `weir_ct` and, in the standalone service object,
+/// `weir_lb_ct`; affinity), when the object has it.
 pub fn clear_lb_state(g: &Generation) {
     use weir_compiler::ebpf::layout::service::{aff, map as lb, tuple};
     for (name, size) in [(lb::CT, tuple::SIZE), (lb::AFF, aff::KEY_SIZE)] {
@@ -114,18 +115,41 @@ pub fn clear_lb_state(g: &Generation) {
             }
         }
     }
+    if let Some(m) = g.ebpf.map(layout::map::CT) {
+        for k in forward_keys(g) {
+            let _ = delete_raw(m, &k);
+        }
+    }
 }
 
-/// Entries in the translation map (`weir_lb_ct`) and conntrack entries
-/// flagged translated (`weir_ct`, which carry the replies' reverse
-/// translation); `(0, 0)` when the object has no services.
+/// Whether a `weir_ct` value is a translated flow's forward entry
+/// (`layout::ct::FORWARD`, a bit of its service word).
+pub fn is_forward(v: &[u8]) -> bool {
+    let at = layout::ct::SERVICE as usize;
+    u32::from_ne_bytes(v[at..at + 4].try_into().unwrap()) & layout::ct::FORWARD as u32 != 0
+}
+
+/// The keys of the forward entries in `weir_ct`.
+pub fn forward_keys(g: &Generation) -> Vec<Vec<u8>> {
+    use layout::ct;
+    let m = g.ebpf.map(layout::map::CT).unwrap();
+    keys_raw(m, ct::KEY_SIZE as usize)
+        .unwrap()
+        .into_iter()
+        .filter(|k| {
+            lookup_raw(m, k, ct::VALUE_SIZE as usize)
+                .unwrap()
+                .is_some_and(|v| is_forward(&v))
+        })
+        .collect()
+}
+
+/// Translations (forward entries in `weir_ct`, one per translated flow)
+/// and conntrack entries flagged translated (`weir_ct`, which carry the
+/// replies' reverse translation); `(0, 0)` when the object has no
+/// services.
 pub fn lb_state_len(g: &Generation) -> (usize, usize) {
-    use weir_compiler::ebpf::layout::service::{map as lb, tuple};
-    let lb_ct = g
-        .ebpf
-        .map(lb::CT)
-        .map_or(0, |m| keys_raw(m, tuple::SIZE as usize).unwrap().len());
-    (lb_ct, translated_ct_len(g))
+    (forward_keys(g).len(), translated_ct_len(g))
 }
 
 /// Conntrack entries flagged translated (`layout::ct::TRANSLATED`).
@@ -340,7 +364,14 @@ pub fn clear_conntrack(g: &Generation) {
     }
 }
 
+/// Flows in `weir_ct` (its entries but translated flows' forward
+/// entries: [`lb_state_len`] counts those).
 pub fn conntrack_len(g: &Generation) -> usize {
+    ct_entries(g) - forward_keys(g).len()
+}
+
+/// Every entry of `weir_ct` (flows and forward entries).
+pub fn ct_entries(g: &Generation) -> usize {
     let m = g.ebpf.map(layout::map::CT).unwrap();
     keys_raw(m, layout::ct::KEY_SIZE as usize).unwrap().len()
 }

@@ -13,19 +13,16 @@
 //!    ports, ICMP/ICMPv6 type and code, with bounds checks ([`parse`]);
 //!    non-IP frames pass; non-first fragments and packets not parsed to
 //!    the transport header are counted (`fragment`, `unparsed`) and
-//!    dropped. A packet of a flow the service
-//!    stage already translated (`weir_lb_ct` hit) is DNATed to its backend
-//!    first ([`emit_established_dnat`](crate::ebpf::service::emit_established_dnat):
-//!    context and conntrack key updated, so it is looked up and, if new,
-//!    classified as client → backend); only a packet to one of the
-//!    generation's frontend addresses (IPv4: merged ranges; IPv6: when
-//!    there are IPv6 frontends) and protocols and ports looks (inline
-//!    searches, `emit/gate.rs`: `weir_lb_ct` is per generation, and its
-//!    40-byte key is costly to hash).
+//!    dropped.
 //!    **Conntrack**: one lookup in the LRU hash `weir_ct` under the
 //!    5-tuple in canonical order (smaller end first, so a flow and its
 //!    replies share one entry); a hit is an established flow or a reply: counted as
-//!    provenance 0 (`established`) and passed. A packet not DNATed
+//!    provenance 0 (`established`) and passed. A hit on a translated
+//!    flow's *forward* entry (client ↔ frontend, `emit/forward.rs`) from
+//!    its client is DNATed to the backend it records (context and
+//!    conntrack key updated) and the flow's own entry (client ↔ backend)
+//!    looked up: a hit is established, a miss is classified as client →
+//!    backend; from its other end it is established. A packet not DNATed
 //!    above that hits an entry flagged as translated (bit 0 of the stored
 //!    time) and comes from the flow's other end than its client (bit 1
 //!    against the packet's place in the canonical key) is a reply: it
@@ -58,8 +55,8 @@
 //!    [`emit_service_stage`](crate::ebpf::service::emit_service_stage)
 //!    over the `weir_lb_*` maps of [`crate::ebpf::service`] — frontend
 //!    lookup, backend choice (affinity, Maglev on the flow hash exactly as
-//!    the interpreter, or weighted random), the `weir_lb_ct` entry
-//!    (left pending for the final block), DNAT with checksum fix-up (IPv4: header and L4; IPv6: the L4
+//!    the interpreter, or weighted random), the translation (left
+//!    pending for the final block), DNAT with checksum fix-up (IPv4: header and L4; IPv6: the L4
 //!    checksum's pseudo-header addresses). Then the packet is
 //!    **classified again** (the backend's class, rows reloaded) and policy
 //!    judges the translated packet (load-balance first, then policy). A
@@ -97,16 +94,16 @@
 //!    egress rule, else the ingress default), counts the deciding id. On
 //!    allow: inserts the flow into conntrack (a translated flow's entry
 //!    flagged, with its client's end and its frontend: the replies'
-//!    reverse NAT), writes a new translation's `weir_lb_ct` entry (the
-//!    service stage leaves it pending in the context): a new flow to a
-//!    service writes two entries, a new allowed flow one; applies the
+//!    reverse NAT), writes a new translation's forward entry into
+//!    `weir_ct` (the service stage leaves it pending in the context): a
+//!    new flow to a service writes two entries, a new allowed flow one; applies the
 //!    steering action
 //!    (`mark`: `skb->mark`; `dscp`: the DSCP bits, IPv4 header checksum
 //!    fixed with `bpf_l3_csum_replace`, IPv6 traffic class; `redirect`:
 //!    `bpf_sk_assign` to the proxy's listener, see `docs/language.md`
 //!    §4; a UDP flow's entry records its proxy and every later datagram
 //!    from its client is assigned again, `emit/redirect_udp.rs`) and returns `TC_ACT_OK`. On deny: a new translation is simply
-//!    not written; a flow translated earlier has its `weir_lb_ct` entry
+//!    not written; a flow translated earlier has its forward entry
 //!    deleted (denied flows leave no translation state), `TC_ACT_SHOT`.
 //!
 //! # Stages
@@ -470,13 +467,9 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         for (map, n) in lb.initial_counts() {
             *filled.entry(map).or_insert(0) += n;
         }
-        let kind = opts.tables.kind.map_type();
-        maps.extend(lb.maps().into_iter().map(|mut m| {
-            if m.name == crate::ebpf::layout::service::map::CT {
-                m.map_type = kind;
-            }
-            m
-        }));
+        // No `weir_lb_ct`: a translated flow's forward entry is in
+        // `weir_ct` (`emit/forward.rs`).
+        maps.extend(lb.maps());
     }
     if nstages > 1 {
         maps.push(MapDef::prog_array(layout::map::JMP, nstages as u32));

@@ -169,6 +169,24 @@ pub mod ct {
     /// found the entry since the collector last looked (it clears the
     /// bit and stamps the time; `weir_runtime::ebpf::collect`).
     pub const SEEN: i32 = 4;
+    /// Bit of the [`SERVICE`] word (not of the time): a translated
+    /// flow's *forward* entry (issue 21, "one table"), keyed by the
+    /// client ↔ frontend tuple as the client sends it (canonical order,
+    /// [`CLIENT_FIRST`] as in its flow's entry): [`FE_ADDR`] and
+    /// [`FE_PORT`] hold the **backend** the flow is translated to,
+    /// [`SERVICE`] the service index + 1 with this bit. The flow's own
+    /// entry (client ↔ backend, [`TRANSLATED`]) is beside it. A packet
+    /// from the client finds it in the lookup every packet makes and is
+    /// DNATed to the backend; one from the other end (the frontend: a
+    /// reverse-NATed reply seen by a second hook) is established.
+    /// Written once, when the flow's first packet is allowed; never
+    /// [`SEEN`]: the collector removes it with its flow. In the service
+    /// word because every entry an earlier weir wrote has it clear (a
+    /// service index + 1 far below 2³¹; the time's low bits were the
+    /// clock's), so an upgrade finds no forward entry it did not write.
+    pub const FORWARD: i32 = i32::MIN;
+    /// The flag bits of the time.
+    pub const FLAGS: i32 = TRANSLATED | CLIENT_FIRST | SEEN;
 }
 
 /// `TC_ACT_REDIRECT`: `bpf_redirect`'s return value (the reset a

@@ -185,8 +185,22 @@ impl Capacity {
         )
     }
 
+    /// The translation table of the standalone TC program
+    /// ([`map::CT`]); the policy pipeline has none (a translated flow's
+    /// forward entry is in its conntrack table, `layout::ct::FORWARD`).
+    pub fn ct_map(&self) -> MapDef {
+        MapDef::new(
+            map::CT,
+            MapType::LruHash,
+            tuple::SIZE,
+            ct::VALUE_SIZE,
+            self.conntrack.max(1),
+        )
+    }
+
     /// The maps the policy pipeline and the connect-time programs share,
-    /// sized by this capacity (every service map but [`map::REV`]).
+    /// sized by this capacity (every service map but the standalone TC
+    /// program's [`map::CT`] and [`map::REV`]).
     pub fn maps(&self) -> Vec<MapDef> {
         vec![
             MapDef::new(
@@ -217,13 +231,6 @@ impl Capacity {
                 aff::KEY_SIZE,
                 aff::VALUE_SIZE,
                 self.affinity.max(1),
-            ),
-            MapDef::new(
-                map::CT,
-                MapType::LruHash,
-                tuple::SIZE,
-                ct::VALUE_SIZE,
-                self.conntrack.max(1),
             ),
             MapDef::new(
                 map::SK,

@@ -746,6 +746,17 @@ pub fn emit_established_dnat(a: &mut Asm, env: &StageEnv, done: Option<Label>) {
     a.bind(skip);
 }
 
+/// DNAT of a packet of a translated flow whose backend the caller found
+/// itself (the policy pipeline: in the flow's forward entry in
+/// `weir_ct`) and copied to `st::CTV` ([`be`] layout: address and port),
+/// with the service index at `st::FEV + fe::SERVICE`: context updated
+/// as [`emit_established_dnat`] does (original destination, service,
+/// conntrack key). Only for TCP / UDP / SCTP packets (a forward entry's
+/// protocol).
+pub fn emit_recorded_dnat(a: &mut Asm, env: &StageEnv) {
+    dnat(a, env);
+}
+
 /// The flow's recorded translation (`weir_lb_ct`, key at `st::TK`): its
 /// backend to `st::CTV`, its service to `st::FEV`, counted; `miss` when
 /// there is none.

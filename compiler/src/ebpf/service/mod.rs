@@ -10,7 +10,7 @@
 //! | `weir_lb_be` | hash | backend id (4) | backend (24) |
 //! | `weir_lb_mgl` | array | table index | `[u32; 16381]` slot numbers (65,524 bytes) |
 //! | `weir_lb_aff` | LRU hash | `{client[16], service, family}` (24) | `{backend id, 0, last use ns}` (16) |
-//! | `weir_lb_ct` | LRU hash | original tuple client → frontend (40) | backend, service, ts (40) |
+//! | `weir_lb_ct` | LRU hash | original tuple client → frontend (40) | backend, service, ts (40); only in the standalone service object ([`object`]): the policy pipeline keeps a translated flow's backend in its forward entry in `weir_ct` (`layout::ct::FORWARD`) |
 //! | `weir_lb_rev` | LRU hash | reply tuple backend → client (40) | frontend `{addr[16], port, family, service}` (24); only in the standalone service object ([`object`]): the policy pipeline keeps a translated flow's frontend in its `weir_ct` entry (`layout::ct`) |
 //! | `weir_lb_sk` | LRU hash | `{socket cookie, backend addr[16], port, family}` (32) | frontend `{addr[16], port}` (20) |
 //! | `weir_lb_cnt` | per-CPU array | [`layout::cnt`] index | u64 |
@@ -34,8 +34,9 @@
 //! - **TC** ([`emit`]): traffic that crosses the hook (forwarded or from
 //!   other hosts). New flow → choice (affinity, then Maglev on
 //!   [`crate::flowhash::flow_hash`] of the real 5-tuple — the same choice
-//!   as the interpreter — or weighted random) → `weir_lb_ct` (the flow
-//!   keeps its backend) and the reply's reverse translation (the policy
+//!   as the interpreter — or weighted random) → the translation (the
+//!   flow keeps its backend; the policy pipeline: a forward entry in
+//!   `weir_ct`; the standalone program: `weir_lb_ct`) and the reply's reverse translation (the policy
 //!   pipeline: in the flow's conntrack entry; the standalone program:
 //!   `weir_lb_rev`, keyed by the reply tuple) → DNAT with
 //!   checksum fix-up (IPv4: header and L4; IPv6: the L4 checksum's
@@ -88,8 +89,8 @@ pub mod sock;
 use crate::ebpf::layout::service as layout;
 
 pub use emit::{
-    emit_established_dnat, emit_reverse_nat, emit_rewrite, emit_service_stage, CtxLayout, End,
-    RejectCount, StageEnv,
+    emit_established_dnat, emit_recorded_dnat, emit_reverse_nat, emit_rewrite, emit_service_stage,
+    CtxLayout, End, RejectCount, StageEnv,
 };
 pub use fill::{Be, LbState, MapOp, MapsModel, Options};
 pub use layout::Capacity;

@@ -211,10 +211,11 @@ pub fn baseline_program() -> Assembled {
     a.assemble().expect("baseline assembles")
 }
 
-/// Maps of the service object: the service maps (with the reverse-NAT
-/// table its TC program keeps) plus the scratch context.
+/// Maps of the service object: the service maps (with the translation
+/// and reverse-NAT tables its TC program keeps) plus the scratch context.
 pub fn object_maps(cap: &Capacity) -> Vec<MapDef> {
     let mut maps = cap.maps();
+    maps.push(cap.ct_map());
     maps.push(cap.rev_map());
     maps.push(MapDef::new(
         pmap::CTX,

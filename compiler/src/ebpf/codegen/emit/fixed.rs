@@ -5,7 +5,7 @@
 //! - **Inserts before the verdict is counted.** An LRU insert never fails
 //!   (it evicts); a hash insert into a full table does (`-E2BIG`). So on
 //!   allow the final block writes `weir_ct` (and a new translation's
-//!   `weir_lb_ct`) *before* it counts the allowing rule and emits its
+//!   a new translation's forward entry, also in `weir_ct`) *before* it counts the allowing rule and emits its
 //!   event; when either insert fails the flow is denied (fail closed),
 //!   counted once under `table full` (the `weir_cnt` slot after the last
 //!   provenance id, [`table_full_id`]) and nothing else: a half-written

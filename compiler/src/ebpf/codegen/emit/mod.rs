@@ -3,7 +3,7 @@
 //! the service stage and the final verdict.
 
 mod fixed;
-mod gate;
+mod forward;
 mod node;
 mod prologue;
 mod redirect_udp;
@@ -11,6 +11,7 @@ mod related;
 mod reset;
 mod service;
 mod steer;
+mod translated;
 pub(super) mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +27,7 @@ use super::Mode;
 use crate::contract::event::EventVerdict;
 use crate::ebpf::layout::service as lb;
 use crate::ebpf::service::emit::{
-    emit_established_dnat, emit_reverse_nat_from, emit_service_stage, CtxLayout, RejectCount,
-    StageEnv,
+    emit_recorded_dnat, emit_reverse_nat_from, emit_service_stage, CtxLayout, RejectCount, StageEnv,
 };
 use crate::ebpf::{helper, AluOp, ByteOrder, Label, Op, Origin, Reg, Size};
 use crate::ebpf::{Asm, JmpCond};
@@ -37,18 +37,28 @@ use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
 pub use fixed::table_full_id;
-use gate::frontend_ports;
+use translated::translates;
 
 use Reg::*;
 
 /// Stack slot of the canonical conntrack key (40 bytes).
 const CT_KEY_COPY: i16 = -104;
 
-/// Stack slots of the final block's state writes: a `weir_lb_ct` key
-/// (40) and value (40), and before them the `weir_ct` value (32) at
-/// `VALUE`.
+/// Stack slots of the final block's state writes: a `weir_ct` value
+/// (32) at `VALUE`, the clock's value (8) after it, and a translated
+/// flow's forward key (40) at `TUPLE`.
 const TUPLE: i16 = -200;
 const VALUE: i16 = -240;
+/// The new flow's time (`bpf_ktime_get_ns`, read once) for its second
+/// entry (`verdict.rs`).
+const NOW: i16 = VALUE + layout::ct::VALUE_SIZE as i16;
+const _: () = assert!(NOW + 8 <= TUPLE);
+
+/// Stack slots (in the service stage's area, free in the prologue) of a
+/// forward entry's backend (`lb::be` layout) and service index, where
+/// [`emit_recorded_dnat`] reads them (`forward.rs`).
+const BACKEND: i16 = crate::ebpf::service::emit::st::CTV;
+const SERVICE_INDEX: i16 = crate::ebpf::service::emit::st::FEV + lb::fe::SERVICE;
 
 /// Where the service stage leaves a rejected frontend's `no backends`
 /// provenance id (its frontend value copy).
@@ -430,41 +440,17 @@ mod tests {
     use super::*;
     use crate::ebpf::service::tests::compile;
 
-    /// The prologue's frontend-port gate: TCP / UDP / SCTP frontends of
-    /// both families, as `proto << 16 | port`, consecutive keys merged
-    /// into one range.
+    /// Only TCP / UDP / SCTP frontends are translated by the TC path.
     #[test]
-    fn frontend_ports_are_merged_ranges_of_translated_frontends() {
-        let (_, g) = compile(
-            r#"
-service a {
-  frontend 10.96.0.1:80/tcp
-  frontend 10.96.0.1:81/tcp
-  frontend 10.96.0.2:82/tcp
-  frontend 10.96.0.1:53/udp
-  frontend 10.96.0.3:80/tcp
-  frontend [fd00::1]:9000/tcp
-  frontend 10.96.0.4:7000/sctp
-  backends { 10.1.0.1:8080 }
-}
-"#,
-        );
-        let tcp = |p: u32| 6 << 16 | p;
-        assert_eq!(
-            frontend_ports(&g),
-            vec![
-                (tcp(80), tcp(82)),
-                (tcp(9000), tcp(9000)),
-                (17 << 16 | 53, 17 << 16 | 53),
-                (132 << 16 | 7000, 132 << 16 | 7000)
-            ]
-        );
-        // The address gate: consecutive IPv4 frontends merged (the SCTP
-        // one too), and there is an IPv6 one.
-        let a = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
-        assert_eq!(
-            gate::frontend_addrs(&g),
-            (vec![(a("10.96.0.1"), a("10.96.0.4"))], true)
-        );
+    fn translates_tcp_udp_sctp_frontends() {
+        let with = |proto: &str| {
+            let (_, g) = compile(&format!(
+                "service a {{\n  frontend 10.96.0.1:80/{proto}\n  backends {{ 10.1.0.1:8080 }}\n}}\n"
+            ));
+            translates(&g)
+        };
+        assert!(with("tcp") && with("udp") && with("sctp"));
+        let (_, g) = compile("");
+        assert!(!translates(&g));
     }
 }

@@ -17,23 +17,6 @@ impl Gen<'_> {
         }
         self.parse(em);
 
-        let ports = frontend_ports(self.g);
-        // Without a translated frontend (every frontend SCTP, only
-        // checked for the no-backends reject) nothing is ever recorded in
-        // `weir_lb_ct`: there is no lookup to make (and the block would be
-        // unreachable behind an empty port search).
-        if self.has_services && !ports.is_empty() {
-            // A packet of a flow the service stage translated is DNATed to
-            // its backend first (context and conntrack key included), so it
-            // is classified and looked up in conntrack as client → backend.
-            c(em, "service: established translated flow → its backend");
-            let env = self.lb_env(em, em.drop);
-            let not_frontend = em.label("lb_not_frontend");
-            self.frontend_gate(em, env.ctx.proto, not_frontend);
-            emit_established_dnat(em.a, &env, None);
-            em.bind(not_frontend);
-        }
-
         // An ICMP error quoting a known flow is established (its own
         // key is built below only when it is not).
         self.related_icmp(em);
@@ -58,6 +41,7 @@ impl Gen<'_> {
         em.lookup(map::CT, CT_KEY_COPY);
         let new = em.label("new_flow");
         em.jmp(JmpCond::Eq, R0, 0, new);
+        self.forward_entry(em, new, established);
         if self.fixed_tables() {
             self.mark_seen(em);
         }
@@ -130,43 +114,91 @@ impl Gen<'_> {
     }
 
     /// The packet's conntrack key (`ctx::CT_KEY`, source first) in
-    /// canonical order at `fp + out`: the (address, port) ends compared as
-    /// (first 8 address bytes, next 8, port) — unsigned, native order —
-    /// and the smaller one first, so a flow and its replies share one
-    /// `weir_ct` entry and one lookup finds either direction.
+    /// canonical order at `fp + out` ([`Self::canonical_key_of`]), so a
+    /// flow and its replies share one `weir_ct` entry and one lookup
+    /// finds either direction.
     pub(super) fn canonical_ct_key(&self, em: &mut Em, out: i16) {
         use layout::ct;
         let k = ctx::CT_KEY;
+        self.canonical_key_of(
+            em,
+            [(k + ct::SRC, k + ct::SPORT), (k + ct::DST, k + ct::DPORT)],
+            out,
+        );
+    }
+
+    /// The `weir_ct` key of the flow between two (address, port) ends in
+    /// the context (`ctx[addr]` 16 bytes, `ctx[port]` u16; the packet's
+    /// protocol and family) in canonical order at `fp + out`: the ends
+    /// compared as (first 8 address bytes, next 8, port) — unsigned,
+    /// native order — and the smaller one first. The one definition of
+    /// the order, for the packet's own key and a translated flow's
+    /// forward key (client ↔ frontend, `verdict.rs`); the collector's
+    /// `flow_key` in the runtime computes the same.
+    pub(super) fn canonical_key_of(&self, em: &mut Em, ends: [(i16, i16); 2], out: i16) {
+        use layout::ct;
+        let [(a, ap), (b, bp)] = ends;
+        let k = ctx::CT_KEY;
+        // The packet's own key is contiguous in the context: kept in
+        // order it is copied in five words.
+        let whole = ends == [(k + ct::SRC, k + ct::SPORT), (k + ct::DST, k + ct::DPORT)];
         let keep = em.label("ct_key_in_order");
         let swap = em.label("ct_key_swapped");
         let done = em.label("ct_key_done");
         for w in [0i16, 8] {
-            em.push(Op::load(Size::U64, R1, R6, k + ct::SRC + w));
-            em.push(Op::load(Size::U64, R2, R6, k + ct::DST + w));
+            em.push(Op::load(Size::U64, R1, R6, a + w));
+            em.push(Op::load(Size::U64, R2, R6, b + w));
             em.push(Op::jmp(JmpCond::Lt, R1, R2, keep));
             em.push(Op::jmp(JmpCond::Gt, R1, R2, swap));
         }
-        em.push(Op::load(Size::U16, R1, R6, k + ct::SPORT));
-        em.push(Op::load(Size::U16, R2, R6, k + ct::DPORT));
+        em.push(Op::load(Size::U16, R1, R6, ap));
+        em.push(Op::load(Size::U16, R2, R6, bp));
         em.push(Op::jmp(JmpCond::Le, R1, R2, keep));
         em.bind(swap);
+        let tail = |em: &mut Em| {
+            if whole {
+                em.push(Op::load(Size::U32, R1, R6, k + ct::PROTO));
+                em.push(Op::store(Size::U32, R10, out + ct::PROTO, R1));
+            } else {
+                em.push(Op::store(Size::U32, R10, out + ct::PROTO, 0));
+                em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
+                em.push(Op::store(Size::U8, R10, out + ct::PROTO, R1));
+                em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
+                em.push(Op::store(Size::U8, R10, out + ct::FAMILY, R1));
+            }
+        };
         for (to, from, size) in [
-            (ct::SRC, ct::DST, Size::U64),
-            (ct::SRC + 8, ct::DST + 8, Size::U64),
-            (ct::DST, ct::SRC, Size::U64),
-            (ct::DST + 8, ct::SRC + 8, Size::U64),
-            (ct::SPORT, ct::DPORT, Size::U16),
-            (ct::DPORT, ct::SPORT, Size::U16),
-            (ct::PROTO, ct::PROTO, Size::U32),
+            (ct::SRC, b, Size::U64),
+            (ct::SRC + 8, b + 8, Size::U64),
+            (ct::DST, a, Size::U64),
+            (ct::DST + 8, a + 8, Size::U64),
+            (ct::SPORT, bp, Size::U16),
+            (ct::DPORT, ap, Size::U16),
         ] {
-            em.push(Op::load(size, R1, R6, k + from));
+            em.push(Op::load(size, R1, R6, from));
             em.push(Op::store(size, R10, out + to, R1));
         }
+        tail(em);
         em.push(Op::Ja { target: done });
         em.bind(keep);
-        for off in (0..ct::KEY_SIZE as i16).step_by(8) {
-            em.push(Op::load(Size::U64, R1, R6, k + off));
-            em.push(Op::store(Size::U64, R10, out + off, R1));
+        if whole {
+            for off in (0..ct::KEY_SIZE as i16).step_by(8) {
+                em.push(Op::load(Size::U64, R1, R6, k + off));
+                em.push(Op::store(Size::U64, R10, out + off, R1));
+            }
+        } else {
+            for (to, from, size) in [
+                (ct::SRC, a, Size::U64),
+                (ct::SRC + 8, a + 8, Size::U64),
+                (ct::DST, b, Size::U64),
+                (ct::DST + 8, b + 8, Size::U64),
+                (ct::SPORT, ap, Size::U16),
+                (ct::DPORT, bp, Size::U16),
+            ] {
+                em.push(Op::load(size, R1, R6, from));
+                em.push(Op::store(size, R10, out + to, R1));
+            }
+            tail(em);
         }
         em.bind(done);
     }
@@ -178,11 +210,24 @@ impl Gen<'_> {
     pub(super) fn src_first(&self, em: &mut Em, out: Reg) {
         use layout::ct;
         let k = ctx::CT_KEY;
+        self.first_end_is(em, out, (k + ct::SRC, k + ct::SPORT), CT_KEY_COPY);
+    }
+
+    /// `out` = [`layout::ct::CLIENT_FIRST`] when the end at `ctx[addr]`,
+    /// `ctx[port]` is the first end of the canonical key at `fp + key`,
+    /// else 0. Uses r3, r4; `out` is neither.
+    pub(super) fn first_end_is(&self, em: &mut Em, out: Reg, end: (i16, i16), key: i16) {
+        use layout::ct;
+        let (addr, port) = end;
         let done = em.label("src_first_done");
         em.push(Op::mov64(out, 0));
-        for (off, size) in [(0i16, Size::U64), (8, Size::U64), (ct::SPORT, Size::U16)] {
-            em.push(Op::load(size, R3, R6, k + ct::SRC + off));
-            em.push(Op::load(size, R4, R10, CT_KEY_COPY + ct::SRC + off));
+        for (from, at, size) in [
+            (addr, 0i16, Size::U64),
+            (addr + 8, 8, Size::U64),
+            (port, ct::SPORT, Size::U16),
+        ] {
+            em.push(Op::load(size, R3, R6, from));
+            em.push(Op::load(size, R4, R10, key + ct::SRC + at));
             em.push(Op::jmp(JmpCond::Ne, R3, R4, done));
         }
         em.push(Op::mov64(out, ct::CLIENT_FIRST));

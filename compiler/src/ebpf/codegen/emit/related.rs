@@ -35,11 +35,13 @@
 //! IPv4: header checksum; ICMPv6: its checksum's pseudo-header.
 //!
 //! An error about a reply (quoting frontend → client after the reply's
-//! reverse NAT) finds no `weir_ct` entry (it is keyed client ↔ backend):
-//! the quote reversed, the flow as its client sent it, is looked up in
-//! `weir_lb_ct` for the backend, then the flow's entry; a hit is
-//! established and the error goes on to the backend, rewritten
-//! ([`Toward::Backend`]).
+//! reverse NAT) finds the flow's *forward* entry (client ↔ frontend,
+//! [`layout::ct::FORWARD`], `forward.rs`) with the quote's source its
+//! frontend end: the entry names the backend, and the flow's own entry
+//! (backend ↔ client) is looked up; a hit is established and the error
+//! goes on to the backend, rewritten ([`Toward::Backend`]). A quote of
+//! the client's own packet to the frontend (not yet translated) that
+//! finds the forward entry is not related (judged as any ICMP packet).
 //!
 //! The quote's reading and the error's reverse NAT are
 //! [`crate::ebpf::service::icmp_error`], shared with the standalone
@@ -47,10 +49,6 @@
 
 use super::*;
 use crate::ebpf::service::icmp_error::{self as quote, Fam, Toward, FE, V4, V6};
-
-/// The quote reversed: a `weir_lb_ct` key (in the service stage's stack
-/// area, free in the prologue, clear of the quote's).
-const LB_KEY: i16 = -400;
 
 impl Gen<'_> {
     /// The related-error check (see the module docs); falls through when
@@ -82,14 +80,18 @@ impl Gen<'_> {
         // The flow's entry, either direction.
         self.canonical_ct_key(em, CT_KEY_COPY);
         em.lookup(map::CT, CT_KEY_COPY);
-        // No entry: with services, maybe a translated flow's reply.
-        let reply = if self.has_services {
+        em.jmp(JmpCond::Eq, R0, 0, not);
+        let pass = em.label("related_pass");
+        let translates = self.has_services && translates(self.g);
+        // A forward entry: with a translated frontend, maybe a translated
+        // flow's reply; else not related (`forward.rs`).
+        let reply = if translates {
             em.label("related_reply")
         } else {
             not
         };
-        em.jmp(JmpCond::Eq, R0, 0, reply);
-        let pass = em.label("related_pass");
+        em.push(Op::load(Size::U32, R1, R0, layout::ct::SERVICE));
+        em.jmp(JmpCond::Set, R1, layout::ct::FORWARD, reply);
         let mut nat = None;
         if self.has_services {
             let count = em.label("related_count");
@@ -134,7 +136,7 @@ impl Gen<'_> {
             Origin::NONE,
             Some("conntrack: ICMP error quoting a known flow (related)"),
         );
-        if let Some(nat) = nat {
+        if let (Some(nat), true) = (nat, translates) {
             em.bind(reply);
             self.related_reply(em, not, nat);
         }
@@ -142,17 +144,28 @@ impl Gen<'_> {
 
     /// An error about a translated flow's reply as the client got it
     /// (quoting frontend → client; from the client's host or a router on
-    /// its way, to the frontend): the quote reversed is the flow as the
-    /// client sent it, a `weir_lb_ct` key naming its backend; with the
-    /// flow's own entry (backend ↔ client) in `weir_ct`, the error is
-    /// established and goes to the backend, rewritten as Linux's
-    /// `nf_nat_icmp_reply_translation` does for the original direction:
-    /// the quote becomes the reply as the backend sent it, the error's
-    /// destination the backend (the rewrite at `nat`). Else jumps to
-    /// `not`.
+    /// its way, to the frontend), its flow's forward entry in r0: the
+    /// entry names the backend; with the flow's own entry (backend ↔
+    /// client) in `weir_ct`, the error is established and goes to the
+    /// backend, rewritten as Linux's `nf_nat_icmp_reply_translation` does
+    /// for the original direction: the quote becomes the reply as the
+    /// backend sent it, the error's destination the backend (the rewrite
+    /// at `nat`). A quote from the entry's client (its packet to the
+    /// frontend, before translation), or no flow entry: jumps to `not`.
     fn related_reply(&self, em: &mut Em, not: Label, nat: Label) {
-        em.asm(|a| quote::reversed_quote_key(a, LB_KEY));
-        Self::lb_backend(em, LB_KEY, not);
+        em.push(Op::load(Size::U64, R1, R0, layout::ct::TIME));
+        em.push(Op::alu64(AluOp::And, R1, layout::ct::CLIENT_FIRST));
+        self.src_first(em, R2);
+        em.push(Op::jmp(JmpCond::Eq, R1, R2, not));
+        // The backend, as `quote::reverse_nat_error` reads it at `FE`.
+        for (to, from, size) in [
+            (0i16, layout::ct::FE_ADDR, Size::U64),
+            (8, layout::ct::FE_ADDR + 8, Size::U64),
+            (16, layout::ct::FE_PORT, Size::U16),
+        ] {
+            em.push(Op::load(size, R1, R0, from));
+            em.push(Op::store(size, R10, FE + to, R1));
+        }
         // The flow's entry: the quoted key with the backend as source.
         for (to, from, size) in [
             (layout::ct::SRC, 0i16, Size::U64),
@@ -173,21 +186,5 @@ impl Gen<'_> {
             Origin::NONE,
             Some("conntrack: ICMP error quoting a known flow (related)"),
         );
-    }
-
-    /// The backend of the translated flow whose `weir_lb_ct` key is at
-    /// `fp + key` to `fp + FE` (address 16, port u16 as stored); `miss`
-    /// when there is none. (The one read of `weir_lb_ct` here.)
-    fn lb_backend(em: &mut Em, key: i16, miss: Label) {
-        em.lookup(lb::map::CT, key);
-        em.jmp(JmpCond::Eq, R0, 0, miss);
-        for (to, from, size) in [
-            (0i16, lb::be::ADDR, Size::U64),
-            (8, lb::be::ADDR + 8, Size::U64),
-            (16, lb::be::PORT, Size::U16),
-        ] {
-            em.push(Op::load(size, R1, R0, from));
-            em.push(Op::store(size, R10, FE + to, R1));
-        }
     }
 }

@@ -11,7 +11,8 @@ impl Gen<'_> {
         StageEnv {
             ctx: CtxLayout {
                 lb_pending: Some((ctx::LB_STATE, ctx::LB_CTV)),
-                // The prologue's `emit_established_dnat` looked first.
+                // The prologue's conntrack lookup found any forward entry first
+                // (`forward.rs`): a packet reaching the stage has none.
                 established_checked: true,
                 // The pipeline's parse leaves both families' transport
                 // offset in the context.
@@ -54,7 +55,7 @@ impl Gen<'_> {
         em.push(Op::Ja { target: other });
 
         em.bind(translatable);
-        // Translated by the prologue (an established translation whose
+        // Translated by the prologue (a forward entry whose flow's
         // conntrack entry is gone): classified as client → backend already.
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
         let judged = em.to(next);

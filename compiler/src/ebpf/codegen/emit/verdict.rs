@@ -99,10 +99,10 @@ impl Gen<'_> {
             helper: helper::KTIME_GET_NS,
         });
         if self.has_services {
-            // The same time for a new translation's `weir_lb_ct` entry
+            // The same time for a new translation's forward entry
             // ([`Self::record_translation`], always after this insert):
             // its timestamp slot, past the 32 bytes `weir_ct` reads.
-            em.push(Op::store(Size::U64, R10, VALUE + lb::ct::TS, R0));
+            em.push(Op::store(Size::U64, R10, NOW, R0));
         }
         let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
         // Non-LRU tables: a new entry is not yet `SEEN` (`fixed.rs`).
@@ -151,29 +151,41 @@ impl Gen<'_> {
         });
     }
 
-    /// The `weir_lb_ct` key of a translated packet (client → frontend)
-    /// at `fp + TUPLE`, built from the context.
-    pub(super) fn flow_tuple(&self, em: &mut Em) {
-        let t = |f: i16| TUPLE + f;
-        let pairs: [(i16, i16, Size); 9] = [
-            (t(lb::tuple::SRC), ctx::SRC, Size::U64),
-            (t(lb::tuple::SRC + 8), ctx::SRC + 8, Size::U64),
-            (t(lb::tuple::DST), ctx::ORIG_DST, Size::U64),
-            (t(lb::tuple::DST + 8), ctx::ORIG_DST + 8, Size::U64),
-            (t(lb::tuple::SPORT), ctx::SPORT, Size::U16),
-            (t(lb::tuple::DPORT), ctx::ORIG_DPORT, Size::U16),
-            (t(lb::tuple::PROTO), ctx::RAW_PROTO, Size::U8),
-            (t(lb::tuple::FAMILY), ctx::FAMILY, Size::U8),
-            (t(38), -1, Size::U16),
-        ];
-        for (dst, src, size) in pairs {
-            if src < 0 {
-                em.push(Op::store(size, R10, dst, 0));
-            } else {
-                em.push(Op::load(size, R1, R6, src));
-                em.push(Op::store(size, R10, dst, R1));
-            }
+    /// An allowed packet of a new translation (the service stage left
+    /// `LB_PENDING` in the context): the flow's *forward* entry
+    /// ([`layout::ct::FORWARD`]) written into `weir_ct` beside the flow's
+    /// own entry [`Self::conntrack_insert`] wrote (which runs first on
+    /// both the LRU and the non-LRU path and left the clock's value at
+    /// `NOW`: one clock read per new flow). Key: the
+    /// client ↔ frontend tuple in canonical order at `fp + TUPLE`;
+    /// value: the backend (the packet's destination now), the service.
+    /// The flow's entry at `CT_KEY_COPY` is left alone (the non-LRU
+    /// path deletes it when this insert fails). r0: the update's result.
+    pub(super) fn record_translation(&self, em: &mut Em) {
+        use layout::ct;
+        let done = em.label("no_new_translation");
+        em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
+        em.jmp(JmpCond::Ne, R1, layout::LB_PENDING, done);
+        self.forward_key(em, TUPLE);
+        em.push(Op::load(Size::U64, R1, R10, NOW));
+        em.push(Op::alu64(AluOp::And, R1, !ct::FLAGS));
+        self.first_end_is(em, R2, (ctx::SRC, ctx::SPORT), TUPLE);
+        em.push(Op::alu64(AluOp::Or, R1, R2));
+        em.push(Op::store(Size::U64, R10, VALUE + ct::TIME, R1));
+        for (to, from, size) in [
+            (ct::FE_ADDR, ctx::DST, Size::U64),
+            (ct::FE_ADDR + 8, ctx::DST + 8, Size::U64),
+            (ct::FE_PORT, ctx::DPORT, Size::U16),
+        ] {
+            em.push(Op::load(size, R1, R6, from));
+            em.push(Op::store(size, R10, VALUE + to, R1));
         }
+        em.push(Op::store(Size::U16, R10, VALUE + ct::PROXY_PORT, 0));
+        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+        em.push(Op::alu32(AluOp::Or, R1, ct::FORWARD));
+        em.push(Op::store(Size::U32, R10, VALUE + ct::SERVICE, R1));
+        self.tuple_call(em, map::CT, true);
+        em.bind(done);
     }
 
     /// `helper(map, fp + TUPLE[, fp + VALUE, 0])`.
@@ -195,43 +207,33 @@ impl Gen<'_> {
         });
     }
 
-    /// An allowed packet of a new translation: the service stage left the
-    /// `weir_lb_ct` value in the context; write it (client → frontend
-    /// flow, with the time [`Self::conntrack_insert`] read, which runs
-    /// first on both the LRU and the non-LRU path). The reply's reverse translation is in the
-    /// conntrack entry [`Self::conntrack_insert`] wrote (no second
-    /// table: one insert fewer per new service flow).
-    pub(super) fn record_translation(&self, em: &mut Em) {
-        let done = em.label("no_new_translation");
-        em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
-        em.jmp(JmpCond::Ne, R1, layout::LB_PENDING, done);
-        self.flow_tuple(em);
-        for i in 0..4i16 {
-            em.push(Op::load(Size::U64, R1, R6, ctx::LB_CTV + 8 * i));
-            em.push(Op::store(Size::U64, R10, VALUE + 8 * i, R1));
-        }
-        // The timestamp is the conntrack insert's, already at
-        // `VALUE + TS` (one clock read per new flow, not two).
-        self.tuple_call(em, lb::map::CT, true);
-        em.bind(done);
-    }
-
     /// A denied translated packet leaves no translation state behind: a
     /// new translation never wrote any ([`Self::record_translation`]);
-    /// a flow translated earlier (its `weir_lb_ct` entry found by the
-    /// prologue) has that entry deleted, so a later packet of the flow is
-    /// load-balanced and judged afresh. (Its replies are un-translated
-    /// only through an allowed flow's conntrack entry: a denied flow has
-    /// none.)
+    /// a flow translated earlier (its forward entry found by the
+    /// prologue, whose flow entry was gone) has that entry deleted, so a
+    /// later packet of the flow is load-balanced and judged afresh. (Its
+    /// replies are un-translated only through an allowed flow's
+    /// conntrack entry: a denied flow has none.)
     pub(super) fn forget_translation(&self, em: &mut Em) {
         let done = em.label("no_translation");
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
         em.jmp(JmpCond::Eq, R1, 0, done);
         em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
         em.jmp(JmpCond::Eq, R1, layout::LB_PENDING, done);
-        self.flow_tuple(em);
-        self.tuple_call(em, lb::map::CT, false);
+        self.forward_key(em, TUPLE);
+        self.tuple_call(em, map::CT, false);
         em.bind(done);
+    }
+
+    /// The forward entry's key of a translated packet: client (the
+    /// packet's source) ↔ frontend (`ctx::ORIG_DST`, `ctx::ORIG_DPORT`)
+    /// in canonical order at `fp + out`.
+    pub(super) fn forward_key(&self, em: &mut Em, out: i16) {
+        self.canonical_key_of(
+            em,
+            [(ctx::SRC, ctx::SPORT), (ctx::ORIG_DST, ctx::ORIG_DPORT)],
+            out,
+        );
     }
 }
 
