@@ -44,6 +44,10 @@ pub mod helper {
     pub const MAP_DELETE_ELEM: u32 = 3;
     /// `u64 bpf_ktime_get_ns(void)`
     pub const KTIME_GET_NS: u32 = 5;
+    /// `u64 bpf_ktime_get_coarse_ns(void)`: `CLOCK_MONOTONIC_COARSE`, the
+    /// same clock as [`KTIME_GET_NS`] read at the last timer tick (no
+    /// clock-source read; kernel 5.11).
+    pub const KTIME_GET_COARSE_NS: u32 = 160;
     /// `long bpf_tail_call(ctx, prog_array, index)`
     pub const TAIL_CALL: u32 = 12;
     /// `u32 bpf_get_smp_processor_id(void)`
@@ -82,6 +86,7 @@ pub mod helper {
             MAP_UPDATE_ELEM => "bpf_map_update_elem",
             MAP_DELETE_ELEM => "bpf_map_delete_elem",
             KTIME_GET_NS => "bpf_ktime_get_ns",
+            KTIME_GET_COARSE_NS => "bpf_ktime_get_coarse_ns",
             GET_SMP_PROCESSOR_ID => "bpf_get_smp_processor_id",
             TAIL_CALL => "bpf_tail_call",
             REDIRECT => "bpf_redirect",

@@ -142,8 +142,8 @@ pub mod ct {
     pub const KEY_SIZE: u32 = 40;
     /// Value `{ time u64, frontend addr[16], frontend port u16 (host),
     /// proxy port u16 (host), service u32 }`: the insertion time (ns,
-    /// `bpf_ktime_get_ns`) with its low bits as flags ([`TRANSLATED`],
-    /// [`CLIENT_FIRST`]); for a translated flow the frontend its client
+    /// `bpf_ktime_get_coarse_ns`: `CLOCK_MONOTONIC` at the last tick)
+    /// with its low bits as flags ([`TRANSLATED`], [`CLIENT_FIRST`]); for a translated flow the frontend its client
     /// sent to and the service index + 1 (else zero). A translated flow's
     /// entry is keyed by the client ↔ backend tuple, so a reply finds its
     /// reverse translation in the conntrack lookup it makes anyway: one

@@ -49,7 +49,7 @@ const CT_KEY_COPY: i16 = -104;
 /// flow's forward key (40) at `TUPLE`.
 const TUPLE: i16 = -200;
 const VALUE: i16 = -240;
-/// The new flow's time (`bpf_ktime_get_ns`, read once) for its second
+/// The new flow's time (`bpf_ktime_get_coarse_ns`, read once) for its second
 /// entry (`verdict.rs`).
 const NOW: i16 = VALUE + layout::ct::VALUE_SIZE as i16;
 const _: () = assert!(NOW + 8 <= TUPLE);

@@ -1,0 +1,106 @@
+//! `new-flow-loop N SECONDS [lru|hash] [v6|deny|est]`: runs the driven
+//! new allowed flow of the rules sweep's model at N rules (or its IPv6
+//! twin, the denied-after-all-rules flow, or the established flow) in
+//! BPF_PROG_TEST_RUN batches of 60,000 fresh 5-tuples for SECONDS, emptying
+//! `weir_ct` between batches (outside the test run) so every repetition
+//! stays a new flow; prints the median ns per packet over batches. For
+//! profiling one path by hand (issue 21: `perf record -e cpu-clock -g --
+//! new-flow-loop 10000 12`, then keep the samples under
+//! `bpf_prog_test_run`); not a benchmark table (no floors, no claims).
+use std::process::ExitCode;
+use std::time::Instant;
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use weir_bench::{driver, ebpf, flows, Plan};
+use weir_compiler::ebpf::layout;
+use weir_compiler::ebpf::state_tables::CtTable;
+use weir_runtime::ebpf::load::{delete_raw, keys_raw};
+
+/// Fresh flows per test run (below the driver's distinct ports).
+const BATCH: u32 = 60_000;
+
+fn main() -> ExitCode {
+    match run(&std::env::args().skip(1).collect::<Vec<_>>()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("new-flow-loop: {e}");
+            eprintln!("usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est]");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: &[String]) -> Result<(), String> {
+    let arg = |i: usize| a.get(i).map(String::as_str);
+    let n: usize = arg(0)
+        .and_then(|s| s.parse().ok())
+        .ok_or("N: a number of rules")?;
+    let secs: f64 = arg(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("SECONDS: a number")?;
+    let kind = match arg(2) {
+        None | Some("lru") => CtTable::Lru,
+        Some("hash") => CtTable::Hash,
+        Some(k) => return Err(format!("table kind {k}")),
+    };
+    let what = arg(3).unwrap_or("v4");
+    let plan = Plan::new(false, 9);
+    let model = weir_compiler::synth::model(&plan.rules_params(n, 9));
+    let (allow, deny) = flows::policy_flows(&model, 300);
+    let allow = allow.ok_or("no allowed flow in the model")?;
+    let (m6, q6) = flows::with_v6_twins(&model, &allow.packet);
+    let g = weir_compiler::graph::compile(&m6);
+    let packet = match what {
+        "v4" | "est" => allow.packet.clone(),
+        "v6" => q6,
+        "deny" => deny.ok_or("no denied flow in the model")?.packet,
+        w => return Err(format!("flow {w}")),
+    };
+    eprintln!("{packet:?}");
+    let w = ebpf::load_weir(&m6, &g.graph, &[], 1, kind, Default::default())?;
+    let s = w.subjects.first().ok_or("not loaded")?;
+    let frame = weir_runtime::frames::frame(&packet);
+    let rotate = what != "est";
+    let d = driver::drive(
+        s.ebpf(),
+        layout::MAIN_PROGRAM,
+        what,
+        frame.clone(),
+        rotate,
+        BATCH,
+    )?;
+    let p: &SchedClassifier = d
+        .ebpf()
+        .program(driver::DRIVER)
+        .ok_or("no driver")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    let ct = s.ebpf().map(layout::map::CT).ok_or("no conntrack map")?;
+    let t = Instant::now();
+    let mut out = vec![0u8; 2048];
+    let mut per = Vec::new();
+    while t.elapsed().as_secs_f64() < secs {
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                repeat: BATCH,
+                ..Default::default()
+            })
+            .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+        per.push(r.duration.as_nanos() as f64);
+        if rotate {
+            let keys = keys_raw(ct, layout::ct::KEY_SIZE as usize).map_err(|e| e.to_string())?;
+            for k in keys {
+                let _ = delete_raw(ct, &k);
+            }
+        }
+    }
+    per.sort_by(f64::total_cmp);
+    println!(
+        "{what}: {} batches of {BATCH}, median {:.1} ns per packet",
+        per.len(),
+        per.get(per.len() / 2).copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
