@@ -179,12 +179,13 @@ impl Gen<'_> {
         em.jmp(JmpCond::Eq, R2, 0, code);
         em.push(Op::mov64(R5, i32::from(EventVerdict::Allow.code())));
         em.bind(code);
-        // The id: fp + IDS - 4 * index.
-        em.push(Op::alu64(AluOp::Lsh, R1, 2));
+        // The id: at fp + IDS - 4 * index = fp - 4 * (index + 1) +
+        // (IDS + 4) (the verifier takes a constant added to the frame
+        // pointer, not one subtracted).
+        em.push(Op::alu64(AluOp::Mul, R1, -4));
         em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(slot::IDS) + 4));
-        em.push(Op::alu64(AluOp::Sub, R2, R1));
-        em.push(Op::load(Size::U32, R1, R2, 0));
+        em.push(Op::alu64(AluOp::Add, R2, R1));
+        em.push(Op::load(Size::U32, R1, R2, slot::IDS + 4));
         self.event_with_code(em, R5, IdAt::Reg(R1));
         em.push(Op::load(Size::U32, R1, R10, slot::INDEX));
         em.push(Op::alu64(AluOp::Add, R1, 1));
