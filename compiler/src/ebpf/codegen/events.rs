@@ -139,6 +139,8 @@ pub enum IdAt {
     Imm(u32),
     /// A `u32` at `fp + off`.
     Stack(i16),
+    /// In a register (not the verdict code's).
+    Reg(crate::ebpf::Reg),
 }
 
 impl Gen<'_> {
@@ -147,15 +149,32 @@ impl Gen<'_> {
         if self.events.is_none() {
             return;
         }
+        self.store_id(em, id);
+        em.push(Op::store(Size::U8, R10, slot::VERDICT, i32::from(v.code())));
+        self.emit_record(em, audit);
+    }
+
+    /// One enforced side's event whose verdict code is in register `code`
+    /// and id at `id` (`leaf_events.rs`' shared block).
+    pub(super) fn event_with_code(&self, em: &mut Em, code: crate::ebpf::Reg, id: IdAt) {
+        if self.events.is_none() {
+            return;
+        }
+        em.push(Op::store(Size::U8, R10, slot::VERDICT, code));
+        self.store_id(em, id);
+        self.emit_record(em, false);
+    }
+
+    /// The id at `slot::ID`.
+    fn store_id(&self, em: &mut Em, id: IdAt) {
         match id {
             IdAt::Imm(n) => em.push(Op::store(Size::U32, R10, slot::ID, n as i32)),
             IdAt::Stack(off) => {
                 em.push(Op::load(Size::U32, R1, R10, off));
                 em.push(Op::store(Size::U32, R10, slot::ID, R1));
             }
+            IdAt::Reg(r) => em.push(Op::store(Size::U32, R10, slot::ID, r)),
         }
-        em.push(Op::store(Size::U8, R10, slot::VERDICT, i32::from(v.code())));
-        self.emit_record(em, audit);
     }
 
     /// Takes a token and writes the record (verdict at `slot::VERDICT`,
@@ -334,7 +353,7 @@ impl Gen<'_> {
         }
     }
 
-    fn describe_id(&self, id: u32) -> String {
+    pub(super) fn describe_id(&self, id: u32) -> String {
         self.g
             .provenance
             .get(id)

@@ -135,6 +135,7 @@ pub mod audit;
 mod dispatch;
 pub mod emit;
 pub mod events;
+mod leaf_events;
 mod limits;
 mod object;
 mod output;
@@ -368,7 +369,8 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         bit_words,
         sparse_atoms,
         log_slots,
-    } = plan(g, audit_g.as_ref(), opts);
+        shared_events,
+    } = plan(model, g, audit_g.as_ref(), opts);
     let nclasses = g.classes.len() as u32;
     let index: HashMap<Block, usize> = blocks.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let has_services = !g.services.frontends.is_empty();
@@ -391,6 +393,7 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
         audit: audit_g.as_ref().map(audit::AuditPlan::new),
         events: opts.events,
         ct_table: opts.tables.kind,
+        shared_events,
     };
 
     // Fill data.

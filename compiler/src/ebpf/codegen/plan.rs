@@ -2,6 +2,7 @@
 //! postorder per entry), which class tables become row columns, the class
 //! rows, and the stage split (split, assemble, split tighter).
 
+use super::leaf_events::SharedEvents;
 use super::*;
 use crate::contract::atom_rows::AtomRows;
 
@@ -51,11 +52,12 @@ pub(super) struct Plan {
     pub(super) bit_words: usize,
     pub(super) sparse_atoms: bool,
     pub(super) log_slots: usize,
+    pub(super) shared_events: SharedEvents,
 }
 
 /// Plans the blocks: the prologue, every node reachable from each entry
 /// (the service block after the steering entry), the final block.
-pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
+pub(super) fn plan(model: &Model, g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
     let (_, node_numbers) = g.dag.numbering();
     let roots = g.dag.roots;
     let mut entries = vec![(Entry::Steer, roots.steer)];
@@ -91,12 +93,21 @@ pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
     let atom_words = if sparse_atoms { 0 } else { bit_words };
     let mut log_slots = 0;
     let nclasses = g.classes.len() as u32;
+    let mut shared_events = SharedEvents::default();
     for (e, root) in &entries {
         let eg = match audit_g {
             Some(a) if e.is_audit() => a,
             _ => g,
         };
         let order = reachable(eg, *root);
+        // Leaves' events (`leaf_events.rs`): the egress leaves' block
+        // before the ingress walk they go on to.
+        if *e == Entry::Ingress && shared_events.to_ingress {
+            blocks.push(Block::LeafEvents { to_ingress: true });
+        }
+        if matches!(e, Entry::Egress | Entry::Ingress) && opts.events.is_some() {
+            shared_events.add(model, g, *e, &order, opts.mode == Mode::Node);
+        }
         for &n in &order {
             if e.is_audit() {
                 // Audit leaves only count; audit tables stay inline.
@@ -164,6 +175,9 @@ pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
             blocks.push(Block::Service);
         }
     }
+    if shared_events.to_final {
+        blocks.push(Block::LeafEvents { to_ingress: false });
+    }
     blocks.push(Block::Final);
     Plan {
         node_numbers,
@@ -175,6 +189,7 @@ pub(super) fn plan(g: &Graph, audit_g: Option<&Graph>, opts: &Options) -> Plan {
         bit_words,
         sparse_atoms,
         log_slots,
+        shared_events,
     }
 }
 
@@ -237,12 +252,15 @@ pub(super) fn split_stages(
     let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
         .map(|b| stages::measure(gen, b))
         .collect();
-    // The final block is copied into the stages that reach it, never laid
-    // out on its own (see `stages::assemble`): it takes no room in the
-    // split.
-    let fin = gen.final_block();
-    let final_slots = std::mem::take(&mut sizes[fin].slots);
-    sizes[fin].jumps = 0;
+    // The final block, and the leaves' shared events blocks
+    // (`leaf_events.rs`), are copied into the stages that reach them,
+    // never laid out on their own (see `stages::assemble`): they take no
+    // room in the split, every stage keeps room for a copy of each.
+    let mut final_slots = 0;
+    for b in (0..gen.blocks.len()).filter(|&b| gen.copied_in_reserve(b)) {
+        final_slots += std::mem::take(&mut sizes[b].slots);
+        sizes[b].jumps = 0;
+    }
     let copied = stages::copied_blocks(&sizes, &opts.budget, gen.copied_blocks(), |b| {
         matches!(gen.blocks[b], Block::Node(..))
     });

@@ -105,6 +105,11 @@ pub enum Block {
     /// Group `k` of a table node's search (see [`super::dispatch`]).
     Dispatch(Entry, NodeId, u32),
     Service,
+    /// A leaf's pending verdict events, then the ingress walk or the
+    /// final block (see [`super::leaf_events`]).
+    LeafEvents {
+        to_ingress: bool,
+    },
     Final,
 }
 
@@ -153,6 +158,8 @@ pub struct Gen<'a> {
     pub events: Option<super::events::EventOptions>,
     /// The kind of the per-flow tables (`fixed.rs` for the non-LRU one).
     pub ct_table: crate::ebpf::state_tables::CtTable,
+    /// Leaves' events handed to a shared block (`leaf_events.rs`).
+    pub shared_events: super::leaf_events::SharedEvents,
 }
 
 impl std::hash::Hash for Block {
@@ -166,6 +173,10 @@ impl std::hash::Hash for Block {
             }
             Block::Service => 2u8.hash(h),
             Block::Final => 3u8.hash(h),
+            Block::LeafEvents { to_ingress } => {
+                5u8.hash(h);
+                to_ingress.hash(h);
+            }
             Block::Dispatch(e, n, k) => {
                 4u8.hash(h);
                 e.hash(h);
@@ -353,12 +364,14 @@ impl Gen<'_> {
             Block::Node(e, n) => format!("{}_n{}", e.short(), self.numbers_of(e)[&n]),
             Block::Service => "service".into(),
             Block::Final => "final".into(),
+            Block::LeafEvents { to_ingress: true } => "events_then_ingress".into(),
+            Block::LeafEvents { to_ingress: false } => "events_then_final".into(),
             Block::Dispatch(e, n, k) => format!("{}_n{}_g{k}", e.short(), self.node_numbers[&n]),
         }
     }
 
     /// The block an entry starts at.
-    fn root_block(&self, e: Entry) -> usize {
+    pub(in crate::ebpf::codegen) fn root_block(&self, e: Entry) -> usize {
         let r = self.g.dag.roots;
         let n = match e {
             Entry::Steer => r.steer,
@@ -384,7 +397,7 @@ impl Gen<'_> {
         self.blocks
             .iter()
             .map(|b| match b {
-                Block::Final => true,
+                Block::Final | Block::LeafEvents { .. } => true,
                 Block::Node(e, n) => self.graph_of(*e).node(*n).is_leaf(),
                 Block::Prologue | Block::Service | Block::Dispatch(..) => false,
             })
@@ -401,6 +414,7 @@ impl Gen<'_> {
             Block::Node(e, n) => self.node(em, e, n),
             Block::Service => self.service(em),
             Block::Final => self.final_verdict(em),
+            Block::LeafEvents { to_ingress } => self.shared_leaf_events(em, to_ingress),
             Block::Dispatch(e, n, k) => self.dispatch(em, e, n, k),
         }
     }

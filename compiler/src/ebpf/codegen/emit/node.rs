@@ -2,6 +2,7 @@
 //! that record a side's decision in the context.
 
 use super::*;
+use crate::ebpf::codegen::leaf_events::continues_to_ingress;
 
 impl Gen<'_> {
     pub(super) fn cond_text(&self, c: &Cond) -> String {
@@ -166,7 +167,11 @@ impl Gen<'_> {
                 em.count_imm(id);
             }
         }
-        self.leaf_events(em, v);
+        // Handed to the stage's shared events block, or inline.
+        let pending = self.pending_events(em, v);
+        if !pending {
+            self.leaf_events(em, v);
+        }
         em.a.set_origin(Origin(v.decided), Some(&text));
         let f = super::verdict::leaf_flags(v.allow, self.prov_is_rule(v.decided));
         em.push(Op::store(
@@ -175,7 +180,10 @@ impl Gen<'_> {
             word,
             layout::side_word(v.decided, recorded, f),
         ));
-        let next = if e == Entry::Egress && v.allow && self.mode == Mode::Node {
+        let to_ingress = continues_to_ingress(e, v, self.mode == Mode::Node);
+        let next = if pending {
+            self.leaf_events_block(to_ingress)
+        } else if to_ingress {
             self.root_block(Entry::Ingress)
         } else {
             self.final_block()
