@@ -1290,8 +1290,8 @@ fn ebpf_large_policy_splits_into_stages_and_agrees() {
     // A small budget: many tail-called stages. `Budget::LONG`: stages
     // larger than the i16 jump range, far jumps relaxed into `gotol`.
     let small = Budget {
-        max_slots: 16_000,
-        max_jumps: 12_000,
+        max_slots: 12_000,
+        max_jumps: 9_000,
     };
     for (tag, budget) in [("many stages", small), ("far jumps", Budget::LONG)] {
         let out = compile_with(&model, &g, Mode::Node, budget);
