@@ -10,7 +10,9 @@
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
 mod bundle_common;
+mod iptables_common;
 use bundle_common::seal;
+use iptables_common::{ready, run};
 use weir_compiler::contract::iptables::Family;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,20 +21,6 @@ use std::path::{Path, PathBuf};
 use weir_runtime::iptables::{Iptables, Options};
 use weir_runtime::netns::Netns;
 use weir_runtime::Bundle;
-
-fn ready(test: &str) -> bool {
-    weir_runtime::kernel_test::may_run(test, &["ip", "iptables-restore", "ipset"])
-}
-
-fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
-    let o = ns.exec(program, args).unwrap();
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// A bundle of one filter chain tree: `WEIR-FWD` (the hook target) jumps
 /// to `chains` (`(name, rules)`; a rule names other chains by their bundle

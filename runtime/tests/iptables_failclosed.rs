@@ -9,7 +9,9 @@
 //! without, unless `CI` is set (then it fails).
 
 mod bundle_common;
+mod iptables_common;
 use bundle_common::seal;
+use iptables_common::run;
 use weir_compiler::contract::iptables::Family;
 
 use std::path::{Path, PathBuf};
@@ -88,16 +90,6 @@ fn bundle(dir: &Path, port: u16, extra: usize, rule: Option<&str>) -> Bundle {
         &[("weir-c4", Family::Ipv4), ("weir-c6", Family::Ipv6)],
     );
     Bundle::read(dir).unwrap()
-}
-
-fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
-    let o = ns.exec(program, args).unwrap();
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// Our chains (any `WEIR…` chain) per family and our sets.

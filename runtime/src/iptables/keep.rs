@@ -157,14 +157,7 @@ fn table_plan(
 /// `line` with every space-separated word that is a key of `map` replaced
 /// by its value (chain names are single words).
 fn renamed(line: &str, map: &HashMap<String, String>) -> String {
-    let mut out = String::with_capacity(line.len());
-    for (i, w) in line.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(map.get(w).map_or(w, String::as_str));
-    }
-    out
+    super::reuse::rename_words_by(line, |w| map.get(w).map(String::as_str))
 }
 
 /// The chains of `rules` reached from `roots` (in that order) in

@@ -153,12 +153,19 @@ pub(crate) fn plan(
 /// by its value (set names are single words; quoted comments never equal
 /// a kernel set name).
 pub(crate) fn rename_words(line: &str, map: &BTreeMap<String, String>) -> String {
+    rename_words_by(line, |w| map.get(w).map(String::as_str))
+}
+
+/// `line` with every space-separated word for which `rename` gives a new
+/// name replaced by it: the one renaming of set and chain names
+/// (`keep.rs` renames chains with a hash map).
+pub(crate) fn rename_words_by<'m>(line: &str, rename: impl Fn(&str) -> Option<&'m str>) -> String {
     let mut out = String::with_capacity(line.len());
     for (i, w) in line.split(' ').enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(map.get(w).map_or(w, String::as_str));
+        out.push_str(rename(w).unwrap_or(w));
     }
     out
 }

@@ -106,14 +106,7 @@ impl Gen<'_> {
             em.push(Op::alu64(AluOp::And, R1, layout::ct::CLIENT_FIRST));
             self.src_first(em, R2);
             em.push(Op::jmp(JmpCond::Ne, R1, R2, count));
-            for (to, from, size) in [
-                (0i16, layout::ct::FE_ADDR, Size::U64),
-                (8, layout::ct::FE_ADDR + 8, Size::U64),
-                (16, layout::ct::FE_PORT, Size::U16),
-            ] {
-                em.push(Op::load(size, R1, R0, from));
-                em.push(Op::store(size, R10, FE + to, R1));
-            }
+            entry_address_to_fe(em);
             em.a.set_origin(Origin(0), Some("conntrack: established connection"));
             em.count_imm(0);
             em.asm(|a| quote::set_toward(a, Toward::Client));
@@ -158,14 +151,7 @@ impl Gen<'_> {
         self.src_first(em, R2);
         em.push(Op::jmp(JmpCond::Eq, R1, R2, not));
         // The backend, as `quote::reverse_nat_error` reads it at `FE`.
-        for (to, from, size) in [
-            (0i16, layout::ct::FE_ADDR, Size::U64),
-            (8, layout::ct::FE_ADDR + 8, Size::U64),
-            (16, layout::ct::FE_PORT, Size::U16),
-        ] {
-            em.push(Op::load(size, R1, R0, from));
-            em.push(Op::store(size, R10, FE + to, R1));
-        }
+        entry_address_to_fe(em);
         // The flow's entry: the quoted key with the backend as source.
         for (to, from, size) in [
             (layout::ct::SRC, 0i16, Size::U64),
@@ -186,5 +172,19 @@ impl Gen<'_> {
             Origin::NONE,
             Some("conntrack: ICMP error quoting a known flow (related)"),
         );
+    }
+}
+
+/// Copies the conntrack entry in r0's recorded address and port (the
+/// frontend of a flow's own entry, the backend of a forward entry) to the
+/// `FE` stack slot, where `quote::reverse_nat_error` reads them.
+fn entry_address_to_fe(em: &mut Em) {
+    for (to, from, size) in [
+        (0i16, layout::ct::FE_ADDR, Size::U64),
+        (8, layout::ct::FE_ADDR + 8, Size::U64),
+        (16, layout::ct::FE_PORT, Size::U16),
+    ] {
+        em.push(Op::load(size, R1, R0, from));
+        em.push(Op::store(size, R10, FE + to, R1));
     }
 }
