@@ -22,16 +22,13 @@
 mod ebpf_common;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use ebpf_common::*;
-use weir_compiler::check::check_program;
 use weir_compiler::ebpf::codegen::Mode;
 use weir_compiler::ebpf::layout::{self, service::map as lb};
 use weir_compiler::graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Proto;
-use weir_compiler::source::MemoryLoader;
 use weir_runtime::ebpf::load::{keys_raw, lookup_raw};
 use weir_runtime::frames::{checksums_ok, frame};
 
@@ -67,12 +64,9 @@ fn ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack() {
     if !have_root("ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack") {
         return;
     }
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new().with(&path, POLICY);
-    let checked = check_program(std::slice::from_ref(&path), &loader, None);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let g = graph::build(&checked.model);
-    let out = compile(&checked.model, &g, Mode::Node);
+    let model = model_of_source(POLICY);
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
     assert!(
         out.manifest
             .maps
@@ -200,12 +194,9 @@ fn ebpf_untranslated_established_flow_to_a_new_frontend_stays_untranslated() {
     if !have_root("ebpf_untranslated_established_flow_to_a_new_frontend_stays_untranslated") {
         return;
     }
-    let path = PathBuf::from("policy.weir");
-    let loader = MemoryLoader::new().with(&path, POLICY);
-    let checked = check_program(std::slice::from_ref(&path), &loader, None);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let g = graph::build(&checked.model);
-    let out = compile(&checked.model, &g, Mode::Node);
+    let model = model_of_source(POLICY);
+    let g = graph::build(&model);
+    let out = compile(&model, &g, Mode::Node);
     let gen = load_output(&out);
     let ok = layout::TC_ACT_OK as u32;
     // Clients below and above the frontend in the canonical key.

@@ -83,7 +83,19 @@ struct Check<'a> {
     cases: usize,
 }
 
-impl Check<'_> {
+impl<'a> Check<'a> {
+    /// `model` compiled for a node and loaded, no case run yet.
+    fn new(model: &'a Model) -> Self {
+        let g = graph::build(model);
+        let gen = load_output(&compile(model, &g, Mode::Node));
+        Check {
+            model,
+            g,
+            gen,
+            cases: 0,
+        }
+    }
+
     /// Runs `f`, which the interpreter sees as `p`; verdict and counter
     /// deltas must be the interpreter's. Returns the output frame.
     fn run(&mut self, tag: &str, p: &Packet, f: &[u8]) -> Vec<u8> {
@@ -129,14 +141,7 @@ fn ebpf_icmp_errors_related_to_a_flow_are_established() {
         return;
     }
     let model = model_of_source(POLICY);
-    let g = graph::build(&model);
-    let gen = load_output(&compile(&model, &g, Mode::Node));
-    let mut c = Check {
-        model: &model,
-        g: graph::build(&model),
-        gen,
-        cases: 0,
-    };
+    let mut c = Check::new(&model);
     for (client, server, router, other) in [
         ("10.1.0.1", "10.5.0.1", "10.9.0.1", "10.1.0.77"),
         ("fd00:1::1", "fd00:5::1", "fd00:9::1", "fd00:1::77"),
@@ -199,14 +204,7 @@ fn ebpf_icmp_errors_of_translated_flows_are_reverse_translated() {
         return;
     }
     let model = model_of_source(POLICY);
-    let g = graph::build(&model);
-    let gen = load_output(&compile(&model, &g, Mode::Node));
-    let mut c = Check {
-        model: &model,
-        g: graph::build(&model),
-        gen,
-        cases: 0,
-    };
+    let mut c = Check::new(&model);
     let mut translated = 0;
     for (client, router) in [("10.1.0.1", "10.9.0.1"), ("fd00:1::1", "fd00:9::1")] {
         let (client, router) = (ip(client), ip(router));
@@ -263,14 +261,7 @@ fn ebpf_icmp_errors_about_replies_of_translated_flows_go_to_the_backend() {
         return;
     }
     let model = model_of_source(POLICY);
-    let g = graph::build(&model);
-    let gen = load_output(&compile(&model, &g, Mode::Node));
-    let mut c = Check {
-        model: &model,
-        g: graph::build(&model),
-        gen,
-        cases: 0,
-    };
+    let mut c = Check::new(&model);
     let mut translated = 0;
     for (client, router) in [("10.1.0.1", "10.9.0.1"), ("fd00:1::1", "fd00:9::1")] {
         let (client, router) = (ip(client), ip(router));

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 mod ebpf_common;
 use ebpf_common::cgroup::{self, cgroup2_root, Cgroup, CHILD_ENV};
+use ebpf_common::run_lb;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_compiler::driver::analyze;
@@ -171,20 +172,6 @@ fn parse_checked(p: &[u8]) -> Parsed {
     }
 }
 
-fn run(r: &LbRuntime, data: &[u8]) -> (u32, Vec<u8>) {
-    let p: &SchedClassifier = r.ebpf.program(prog::TC).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; data.len() + 256];
-    let res = p
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
-}
-
 fn v4(a: IpAddr) -> Ipv4Addr {
     match a {
         IpAddr::V4(v) => v,
@@ -239,7 +226,7 @@ fn ebpf_service_tc_differential() {
             };
             let sport = 30_000 + i * 37 + fi as u16;
             let pkt = packet(proto, client, sport, vip, port);
-            let (rc, out) = run(&r, &pkt);
+            let (rc, out) = run_lb(&r, &pkt);
             let o = interp.evaluate(&Packet::new(proto, client.into(), sport, vip.into(), port));
             let hit = o.service.expect("frontend hit");
             let Some(chosen) = hit.chosen.clone() else {
@@ -275,7 +262,7 @@ fn ebpf_service_tc_differential() {
                 assert_eq!(*sticky.get_or_insert(p.dst), p.dst, "client-IP affinity");
             }
             // The flow keeps its backend.
-            let (rc2, out2) = run(&r, &pkt);
+            let (rc2, out2) = run_lb(&r, &pkt);
             assert_eq!(rc2, 0);
             let p2 = parse_checked(&out2);
             assert_eq!(
@@ -285,7 +272,7 @@ fn ebpf_service_tc_differential() {
             );
             // The reply gets the frontend back as its source.
             let reply = packet(proto, p.dst, p.dport, client, sport);
-            let (rc3, out3) = run(&r, &reply);
+            let (rc3, out3) = run_lb(&r, &reply);
             assert_eq!(rc3, 0);
             let q = parse_checked(&out3);
             assert_eq!(
@@ -317,7 +304,7 @@ fn ebpf_service_tc_differential() {
         Ipv4Addr::new(10, 1, 0, 1),
         8080,
     );
-    let (rc, out) = run(&r, &other);
+    let (rc, out) = run_lb(&r, &other);
     assert_eq!((rc, &out), (0, &other));
     let c = r.counters().unwrap();
     assert_eq!(c[cnt::NO_BACKENDS as usize], rejects);
@@ -369,7 +356,7 @@ fn ebpf_service_maglev_disruption_through_bpf() {
         flows
             .iter()
             .map(|&(c, sport)| {
-                let (rc, out) = run(r, &packet(Proto::Tcp, c, sport, vip, 80));
+                let (rc, out) = run_lb(r, &packet(Proto::Tcp, c, sport, vip, 80));
                 assert_eq!(rc, 0);
                 parse_checked(&out).dst
             })
@@ -393,7 +380,7 @@ fn ebpf_service_maglev_disruption_through_bpf() {
         .collect();
     r.set_backends(0, 4, fewer).unwrap();
     // Known flows keep their backend (conntrack), even the removed one's.
-    let (_, out) = run(&r, &packet(Proto::Tcp, flows[0].0, flows[0].1, vip, 80));
+    let (_, out) = run_lb(&r, &packet(Proto::Tcp, flows[0].0, flows[0].1, vip, 80));
     assert_eq!(parse_checked(&out).dst, before[0]);
     // New flows: forget the old ones.
     clear(&r, names::CT, tuple::SIZE as usize);
@@ -480,7 +467,7 @@ fn ebpf_service_measure_ns_per_packet() {
         let miss = packet(Proto::Tcp, client, 40_000, Ipv4Addr::new(10, 1, 1, 1), 80);
         let base = time(&r, prog::BASELINE, &to_vip, REPEAT);
         // First run creates the flow; the repeats take the established path.
-        let (rc, out) = run(&r, &to_vip);
+        let (rc, out) = run_lb(&r, &to_vip);
         assert_eq!(rc, 0);
         assert_ne!(parse_checked(&out).dst, last);
         let est = time(&r, prog::TC, &to_vip, REPEAT);

@@ -13,16 +13,15 @@
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
 mod ebpf_common;
+use ebpf_common::run_lb;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use ebpf_common::icmp_error::{error_checksums_ok, error_frame, outer_src, quote, quoted};
 use weir_compiler::driver::analyze;
 use weir_compiler::ebpf::layout::service::cnt;
 use weir_compiler::ebpf::service::fill::Options;
-use weir_compiler::ebpf::service::object::prog;
 use weir_compiler::ebpf::service::LbState;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Proto;
@@ -55,20 +54,6 @@ fn load() -> LbRuntime {
         &Options::default(),
     );
     LbRuntime::load(state).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn run(r: &LbRuntime, data: &[u8]) -> (u32, Vec<u8>) {
-    let p: &SchedClassifier = r.ebpf.program(prog::TC).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; data.len() + 256];
-    let res = p
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
 }
 
 /// `p`'s frame with `payload` bytes of data (lengths and checksums set).
@@ -105,7 +90,7 @@ fn ebpf_service_tc_reverse_translates_icmp_errors_of_its_flows() {
     for (proto, port, l4) in [(Proto::Udp, 53u16, 8usize), (Proto::Tcp, 80, 20)] {
         // The client's packet, as sent and as translated.
         let sent = with_payload(&Packet::new(proto, client, 40_000, vip, port), 16);
-        let (ret, translated) = run(&r, &sent);
+        let (ret, translated) = run_lb(&r, &sent);
         assert_eq!(ret, 0);
         assert_eq!(&translated[30..34], &[10, 1, 0, 1], "{proto:?}: DNATed");
         assert_eq!(&translated[36..38], &8053u16.to_be_bytes());
@@ -115,7 +100,7 @@ fn ebpf_service_tc_reverse_translates_icmp_errors_of_its_flows() {
             for (from, outer_is_vip) in [(backend, true), (router, false)] {
                 let err = error_frame(from, client, 3, 3, &quote(&translated, extra));
                 let before = reverse(&r);
-                let (ret, out) = run(&r, &err);
+                let (ret, out) = run_lb(&r, &err);
                 assert_eq!(ret, 0, "passed");
                 assert_eq!(reverse(&r) - before, 1, "counted as a reverse NAT");
                 error_checksums_ok(&out).unwrap_or_else(|e| panic!("{proto:?} {extra}: {e}"));
@@ -133,7 +118,7 @@ fn ebpf_service_tc_reverse_translates_icmp_errors_of_its_flows() {
         let other = with_payload(&Packet::new(proto, client, 40_001, backend, 8053), 16);
         let err = error_frame(backend, client, 3, 3, &quote(&other, 8));
         let before = reverse(&r);
-        let (ret, out) = run(&r, &err);
+        let (ret, out) = run_lb(&r, &err);
         assert_eq!((ret, &out), (0, &err), "no flow: as it came");
         assert_eq!(reverse(&r), before);
     }

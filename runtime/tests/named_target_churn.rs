@@ -205,14 +205,7 @@ fn iptables_named_target_per_protocol_and_churn() {
     // The DNAT targets per protocol, as the kernel has them.
     let out = topo.node.exec("iptables-save", &["-t", "nat"]).unwrap();
     let saved = String::from_utf8_lossy(&out.stdout).to_string();
-    let dnat = |proto: &str| -> BTreeSet<String> {
-        saved
-            .lines()
-            .filter(|l| l.contains("DNAT") && l.contains(&format!("-p {proto}")))
-            .filter_map(|l| l.split("--to-destination ").nth(1))
-            .map(|t| t.split_whitespace().next().unwrap().to_string())
-            .collect()
-    };
+    let dnat = |proto: &str| dnat_targets(&saved, proto);
     assert_eq!(
         dnat("udp"),
         BTreeSet::from(["10.3.0.53:53".to_string(), "10.3.0.54:1053".to_string()]),
@@ -235,14 +228,7 @@ fn iptables_named_target_per_protocol_and_churn() {
     );
     let out = topo.node.exec("iptables-save", &["-t", "nat"]).unwrap();
     let saved = String::from_utf8_lossy(&out.stdout).to_string();
-    let dnat = |proto: &str| -> BTreeSet<String> {
-        saved
-            .lines()
-            .filter(|l| l.contains("DNAT") && l.contains(&format!("-p {proto}")))
-            .filter_map(|l| l.split("--to-destination ").nth(1))
-            .map(|t| t.split_whitespace().next().unwrap().to_string())
-            .collect()
-    };
+    let dnat = |proto: &str| dnat_targets(&saved, proto);
     assert_eq!(
         dnat("udp"),
         BTreeSet::from(["10.3.0.53:53".to_string(), "10.3.0.54:1053".to_string()]),
@@ -255,4 +241,15 @@ fn iptables_named_target_per_protocol_and_churn() {
     );
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The DNAT targets (`ADDR:PORT`) of `saved`'s (`iptables-save -t nat`)
+/// rules for `proto`.
+fn dnat_targets(saved: &str, proto: &str) -> BTreeSet<String> {
+    saved
+        .lines()
+        .filter(|l| l.contains("DNAT") && l.contains(&format!("-p {proto}")))
+        .filter_map(|l| l.split("--to-destination ").nth(1))
+        .map(|t| t.split_whitespace().next().unwrap().to_string())
+        .collect()
 }

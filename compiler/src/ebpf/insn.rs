@@ -395,6 +395,23 @@ pub enum Op {
 }
 
 impl Op {
+    /// `dst = htobe16(dst)`: a 16-bit field loaded from the packet (network
+    /// order) to its value, or a value to network order.
+    pub fn be16(dst: Reg) -> Op {
+        Op::Endian {
+            order: ByteOrder::Be,
+            bits: 16,
+            dst,
+        }
+    }
+    /// `dst = htobe32(dst)`.
+    pub fn be32(dst: Reg) -> Op {
+        Op::Endian {
+            order: ByteOrder::Be,
+            bits: 32,
+            dst,
+        }
+    }
     /// `dst = src` (64-bit).
     pub fn mov64(dst: Reg, src: impl Into<Operand>) -> Op {
         Op::alu64(AluOp::Mov, dst, src)

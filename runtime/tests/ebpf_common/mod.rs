@@ -449,3 +449,20 @@ pub fn policies() -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// One test run of the standalone service object's TC program on `data`:
+/// its return value and the frame it left.
+pub fn run_lb(r: &weir_runtime::ebpf::service::LbRuntime, data: &[u8]) -> (u32, Vec<u8>) {
+    use weir_compiler::ebpf::service::object::prog;
+    let p: &SchedClassifier = r.ebpf.program(prog::TC).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; data.len() + 256];
+    let res = p
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}

@@ -31,7 +31,7 @@
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb, TC_ACT_SHOT};
-use crate::ebpf::{AluOp, ByteOrder, JmpCond, Label, Op, Origin, Reg, Size};
+use crate::ebpf::{AluOp, JmpCond, Label, Op, Origin, Reg, Size};
 use crate::interp::{MAX_EXTENSION_HEADERS, OTHER_PROTO};
 use crate::provenance::Provenance;
 
@@ -45,14 +45,6 @@ const AH: i32 = 51;
 /// The transport header must start within this many bytes of the frame
 /// (a bound the verifier needs on a variable packet offset).
 pub const MAX_HEADER_OFFSET: i32 = 0x3fff;
-
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
-}
 
 /// Labels shared by the parse's parts.
 struct Exits {
@@ -120,7 +112,7 @@ impl Gen<'_> {
         Self::store_rule_proto(em, 58);
         // A non-first fragment carries no transport header.
         em.push(Op::load(Size::U16, R0, R2, 20));
-        em.push(be16(R0));
+        em.push(Op::be16(R0));
         em.push(Op::alu64(AluOp::And, R0, 0x1fff));
         em.jmp(JmpCond::Ne, R0, 0, x.fragment);
         if self.has_services {
@@ -222,7 +214,7 @@ impl Gen<'_> {
         em.push(Op::Ja { target: advance });
         em.bind(frag);
         em.push(Op::load(Size::U16, R0, R1, 2));
-        em.push(be16(R0));
+        em.push(Op::be16(R0));
         em.push(Op::alu64(AluOp::And, R0, 0xfff8));
         em.jmp(JmpCond::Ne, R0, 0, x.fragment);
         em.push(Op::mov64(R0, 8));
@@ -253,10 +245,10 @@ impl Gen<'_> {
         em.push(Op::alu64(AluOp::Add, R4, 4));
         em.push(Op::jmp(JmpCond::Gt, R4, R3, x.unparsed));
         em.push(Op::load(Size::U16, R4, R2, 0));
-        em.push(be16(R4));
+        em.push(Op::be16(R4));
         em.push(Op::store(Size::U16, R6, ctx::SPORT, R4));
         em.push(Op::load(Size::U16, R4, R2, 2));
-        em.push(be16(R4));
+        em.push(Op::be16(R4));
         em.push(Op::store(Size::U16, R6, ctx::DPORT, R4));
         em.push(Op::Ja { target: done });
         // Both header denials share one event (the id just counted is

@@ -41,7 +41,7 @@ use super::emit::{Em, Gen};
 use super::layout::skb;
 use super::reject::load_frame;
 use crate::ebpf::service::icmp_error::fold_complement;
-use crate::ebpf::{helper, AluOp, ByteOrder, JmpCond, Op, Reg, Size};
+use crate::ebpf::{helper, AluOp, JmpCond, Op, Reg, Size};
 
 use Reg::*;
 
@@ -60,14 +60,6 @@ const SUM: i16 = -232;
 pub const QUOTE_MAX4: i32 = 576 - 20 - 8;
 pub const QUOTE_MAX6: i32 = 1280 - 40 - 8;
 
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
-}
-
 impl Gen<'_> {
     /// ICMP port unreachable for the IPv4 datagram in the skb.
     pub(super) fn udp_unreachable(&self, em: &mut Em) {
@@ -82,7 +74,7 @@ impl Gen<'_> {
         em.jmp(JmpCond::Eq, R1, 0, drop);
         // r9 = the quote's length: the total length.
         em.push(Op::load(Size::U16, R9, R10, ip + 2));
-        em.push(be16(R9));
+        em.push(Op::be16(R9));
         quote_len(em, QUOTE_MAX4, 20);
         make_room(em, 20 + 8);
         // Ethernet back to the sender, from ours, type IPv4.
@@ -93,7 +85,7 @@ impl Gen<'_> {
             em.push(Op::store(Size::U16, R10, HEAD + 6 + 2 * i, R1));
         }
         em.push(Op::mov64(R1, 0x0800));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, HEAD + 12, R1));
         // IPv4: version 4, IHL 5, TOS 0, total length, id 0, no fragment
         // flags, TTL 64, protocol 1 (ICMP), checksum below, source = the
@@ -103,7 +95,7 @@ impl Gen<'_> {
         em.push(Op::store(Size::U8, R10, h + 1, 0));
         em.push(Op::mov64(R1, R9));
         em.push(Op::alu64(AluOp::Add, R1, 20 + 8));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, h + 2, R1));
         em.push(Op::store(Size::U32, R10, h + 4, 0));
         em.push(Op::store(Size::U8, R10, h + 8, 64));
@@ -132,7 +124,7 @@ impl Gen<'_> {
         Self::drop_unless_unicast6(em, ip + 8);
         // r9 = the quote's length: the header + the payload length.
         em.push(Op::load(Size::U16, R9, R10, ip + 4));
-        em.push(be16(R9));
+        em.push(Op::be16(R9));
         em.push(Op::alu64(AluOp::Add, R9, 40));
         quote_len(em, QUOTE_MAX6, 40);
         make_room(em, 40 + 8);
@@ -197,15 +189,7 @@ fn make_room(em: &mut Em, room: i32) {
 /// (module docs). Uses r8 and r9.
 fn message_checksum(em: &mut Em, from: i16, len: i32, quote: i32, max: i32) {
     let drop = em.drop;
-    em.push(Op::mov64(R1, 0));
-    em.push(Op::mov64(R2, 0));
-    em.push(Op::mov64(R3, R10));
-    em.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
-    em.push(Op::mov64(R4, len));
-    em.push(Op::mov64(R5, 0));
-    em.push(Op::Call {
-        helper: helper::CSUM_DIFF,
-    });
+    super::emit::reset::csum_of_stack(em, from, len);
     em.push(Op::store(Size::U64, R10, SUM, R0));
     em.push(Op::mov64(R8, quote));
     let (tail, done) = (em.label("quote_tail"), em.label("quote_summed"));

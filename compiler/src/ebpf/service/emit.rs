@@ -19,7 +19,7 @@
 //! [`super::sctp_crc`]); other packets
 //! continue untouched.
 
-use crate::ebpf::{AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
+use crate::ebpf::{AluOp, Asm, JmpCond, Label, Op, Operand, Reg, Size};
 
 use super::layout::{
     aff, be, cnt, ct, fe, fe_key, map, rev, slot_key, tuple, FLAG_AFFINITY, FLAG_MAGLEV, MAGLEV_M,
@@ -243,22 +243,6 @@ pub(crate) fn count(a: &mut Asm, m: &str, idx: Operand) {
     a.bind(skip);
 }
 
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
-}
-
-fn be32(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 32,
-        dst: r,
-    }
-}
-
 /// `w1 = mix(w1)` ([`crate::flowhash`]): multiply by the golden ratio,
 /// fold the high half. Clobbers r2.
 fn mix(a: &mut Asm) {
@@ -301,7 +285,7 @@ fn fold_addr(a: &mut Asm, dst: Reg, base: Reg, off: i16) {
         a.push(Op::load(Size::U32, R3, base, off + 4 * w));
         a.push(Op::alu32(AluOp::Xor, dst, R3));
     }
-    a.push(be32(dst));
+    a.push(Op::be32(dst));
 }
 
 /// Builds the frontend key at `st::FEK` from the tuple at `st::TK`.
@@ -596,9 +580,9 @@ fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16) {
     a.push(Op::mov64(R1, R7));
     a.push(Op::load(Size::U64, R2, R10, st::TMP2));
     a.push(Op::load(Size::U16, R3, R6, ctx_port));
-    a.push(be16(R3));
+    a.push(Op::be16(R3));
     a.push(Op::load(Size::U16, R4, R10, port));
-    a.push(be16(R4));
+    a.push(Op::be16(R4));
     a.push(Op::load(Size::U64, R5, R10, st::TMP3));
     a.push(Op::alu64(AluOp::Or, R5, 2));
     a.push(Op::Call {
@@ -612,7 +596,7 @@ fn rewrite_port(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16) {
 /// transport offset in `st::TMP` + `l4_port_off`. Clobbers `st::TMP2`.
 pub(crate) fn store_port_bytes(a: &mut Asm, port: i16, l4_port_off: i32) {
     a.push(Op::load(Size::U16, R1, R10, port));
-    a.push(be16(R1));
+    a.push(Op::be16(R1));
     a.push(Op::store(Size::U16, R10, st::TMP2, R1));
     a.push(Op::load(Size::U64, R2, R10, st::TMP));
     a.push(Op::alu64(AluOp::Add, R2, l4_port_off));

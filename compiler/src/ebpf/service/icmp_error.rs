@@ -20,7 +20,7 @@
 
 use crate::ebpf::layout::{ct as ctl, ctx};
 use crate::ebpf::service::emit::{BPF_F_IPV6, BPF_F_PSEUDO_HDR};
-use crate::ebpf::{helper, AluOp, Asm, ByteOrder, JmpCond, Label, Op, Operand, Reg, Size};
+use crate::ebpf::{helper, AluOp, Asm, JmpCond, Label, Op, Operand, Reg, Size};
 use crate::interp::related::{ICMP4_ERRORS, ICMP6_ERRORS_BELOW};
 
 use Reg::*;
@@ -143,7 +143,7 @@ pub fn read_quote(a: &mut Asm, f: Fam, not: Label) {
         a.push(Op::alu64(AluOp::Add, R9, 8));
         // A non-first fragment quotes no transport header.
         a.push(Op::load(Size::U16, R1, R10, OLD + 6));
-        a.push(be16(R1));
+        a.push(Op::be16(R1));
         a.push(Op::alu64(AluOp::And, R1, 0x1fff));
         a.push(Op::jmp(JmpCond::Ne, R1, 0, not));
     }
@@ -203,7 +203,7 @@ fn quoted_key(a: &mut Asm, f: Fam, not: Label) {
     a.bind(ports);
     for (to, from) in [(ct::SPORT, 0i16), (ct::DPORT, 2)] {
         a.push(Op::load(Size::U16, R1, R10, OLD + f.hlen + from));
-        a.push(be16(R1));
+        a.push(Op::be16(R1));
         a.push(Op::store(Size::U16, R6, k + to, R1));
     }
     a.bind(no_ports);
@@ -258,7 +258,7 @@ pub fn reverse_nat_error(a: &mut Asm, f: Fam) {
             a.push(Op::store(Size::U32, R10, NEW + addr + 4 * i, R1));
         }
         a.push(Op::load(Size::U16, R1, R10, FE + 16));
-        a.push(be16(R1));
+        a.push(Op::be16(R1));
         a.push(Op::store(Size::U16, R10, NEW + port, R1));
         if let Some(d) = done {
             a.push(Op::Ja { target: d });
@@ -387,14 +387,6 @@ pub fn reversed_quote_key(a: &mut Asm, to: i16) {
         (ctl::PROTO, ctl::PROTO, 4),
     ] {
         copy(a, R10, to + at, R6, ctx::CT_KEY + from, len);
-    }
-}
-
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
     }
 }
 

@@ -4,8 +4,7 @@
 
 use crate::ebpf::layout::{ctx, map as pmap};
 use crate::ebpf::{
-    AluOp, Asm, Assembled, ByteOrder, JmpCond, MapDef, MapType, ObjectDef, Op, ProgramDef, Reg,
-    Size,
+    AluOp, Asm, Assembled, JmpCond, MapDef, MapType, ObjectDef, Op, ProgramDef, Reg, Size,
 };
 
 use super::emit::{
@@ -36,14 +35,6 @@ pub mod prog {
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
-}
-
 /// Parses Ethernet / IPv4 / TCP-UDP-SCTP ports into the context at r6 (pass
 /// non-IPv4 to `pass`, malformed to `drop`).
 fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
@@ -72,7 +63,7 @@ fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
     a.push(Op::store(Size::U8, R6, ctx::RAW_PROTO, R4));
     a.push(Op::store(Size::U8, R6, ctx::PROTO, R4));
     a.push(Op::load(Size::U16, R0, R2, 20));
-    a.push(be16(R0));
+    a.push(Op::be16(R0));
     a.push(Op::alu64(AluOp::And, R0, 0x1fff));
     a.push(Op::jmp(JmpCond::Ne, R0, 0, parsed));
     let icmp = a.new_label("icmp");
@@ -87,10 +78,10 @@ fn parse_v4(a: &mut Asm, pass: crate::ebpf::Label, drop: crate::ebpf::Label) {
     a.push(Op::alu64(AluOp::Add, R4, 4));
     a.push(Op::jmp(JmpCond::Gt, R4, R3, drop));
     a.push(Op::load(Size::U16, R4, R2, 0));
-    a.push(be16(R4));
+    a.push(Op::be16(R4));
     a.push(Op::store(Size::U16, R6, ctx::SPORT, R4));
     a.push(Op::load(Size::U16, R4, R2, 2));
-    a.push(be16(R4));
+    a.push(Op::be16(R4));
     a.push(Op::store(Size::U16, R6, ctx::DPORT, R4));
     a.push(Op::Ja { target: parsed });
     // ICMP: its type (for the related-error check).

@@ -179,7 +179,7 @@ pub(crate) fn emit_port_crc(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16
     a.push(Op::alu64(AluOp::And, R1, 0x20));
     a.push(Op::jmp(JmpCond::Ne, R1, 0, fail));
     a.push(Op::load(Size::U16, R1, R10, IPHDR + 2));
-    a.push(be16(R1));
+    a.push(Op::be16(R1));
     a.push(Op::alu64(AluOp::Add, R1, 14));
     a.push(Op::Ja { target: have_end });
     // IPv6: no fragment header among the extension headers (a
@@ -187,7 +187,7 @@ pub(crate) fn emit_port_crc(a: &mut Asm, c: &CtxLayout, ctx_port: i16, port: i16
     a.bind(v6);
     no_fragment_header(a, fail);
     a.push(Op::load(Size::U16, R1, R10, IPHDR + 4));
-    a.push(be16(R1));
+    a.push(Op::be16(R1));
     a.push(Op::alu64(AluOp::Add, R1, 54));
     // r1: the frame offset where the IP packet ends; within the frame,
     // and an SCTP header long at least.
@@ -394,14 +394,6 @@ fn load_bytes(a: &mut Asm, l4_off: Option<i32>, to: i16, len: i32) {
     a.push(Op::Call {
         helper: helper::SKB_LOAD_BYTES,
     });
-}
-
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
 }
 
 /// The field as the CRC register (least significant byte first: a no-op

@@ -30,7 +30,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::ebpf::{Asm, Assembled, ByteOrder, JmpCond, Op, Operand, Reg, Size};
+use crate::ebpf::{Asm, Assembled, JmpCond, Op, Operand, Reg, Size};
 use crate::flowhash::flow_hash;
 use crate::model::Proto;
 
@@ -64,14 +64,6 @@ pub fn connect_flow_hash(src: Option<IpAddr>, frontend: IpAddr, port: u16, proto
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     };
     flow_hash(src.unwrap_or(unspecified), frontend, 0, port, proto)
-}
-
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
-    }
 }
 
 /// Which hook a connect-time program is for.
@@ -152,7 +144,7 @@ pub fn connect_program(hook: Hook) -> Assembled {
     }
     a_.push(Op::store(Size::U16, R10, st::TK + tuple::SPORT, 0));
     a_.push(Op::load(Size::U32, R1, R6, sock_addr::USER_PORT));
-    a_.push(be16(R1));
+    a_.push(Op::be16(R1));
     a_.push(Op::store(Size::U16, R10, st::TK + tuple::DPORT, R1));
     a_.push(Op::store(Size::U32, R10, st::TK + tuple::PROTO, 0));
     a_.push(Op::load(Size::U32, R1, R6, sock_addr::PROTOCOL));
@@ -189,7 +181,7 @@ pub fn connect_program(hook: Hook) -> Assembled {
         a_.push(Op::store(Size::U32, R6, user_ip, R1));
     }
     a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
-    a_.push(be16(R1));
+    a_.push(Op::be16(R1));
     a_.push(Op::store(Size::U32, R6, sock_addr::USER_PORT, R1));
     // UDP: remember (cookie, backend) → frontend for recvmsg.
     a_.push(Op::load(Size::U8, R1, R10, st::TK + tuple::PROTO));
@@ -201,7 +193,7 @@ pub fn connect_program(hook: Hook) -> Assembled {
     a_.push(Op::store(Size::U64, R10, st::RK + sk::COOKIE, R0));
     copy(a_, R10, st::RK + sk::ADDR, R10, st::CTV + be::ADDR, 16);
     a_.push(Op::load(Size::U16, R1, R10, st::CTV + be::PORT));
-    a_.push(be16(R1));
+    a_.push(Op::be16(R1));
     a_.push(Op::store(Size::U16, R10, st::RK + sk::PORT, R1));
     a_.push(Op::store(Size::U16, R10, st::RK + sk::FAMILY, 0));
     copy(a_, R10, st::RK + sk::FAMILY, R10, st::TK + tuple::FAMILY, 1);
@@ -209,7 +201,7 @@ pub fn connect_program(hook: Hook) -> Assembled {
     // An IPv4-mapped flow's entry is the IPv4 one (`mapped.rs`).
     copy(a_, R10, st::RV + sk::V_ADDR, R10, st::TK + tuple::DST, 16);
     a_.push(Op::load(Size::U16, R1, R10, st::TK + tuple::DPORT));
-    a_.push(be16(R1));
+    a_.push(Op::be16(R1));
     a_.push(Op::store(Size::U16, R10, st::RV + sk::V_PORT, R1));
     a_.push(Op::store(Size::U16, R10, st::RV + sk::V_PORT + 2, 0));
     update(a_, map::SK, st::RK, st::RV);

@@ -8,7 +8,7 @@ mod node;
 mod prologue;
 mod redirect_udp;
 mod related;
-mod reset;
+pub(in crate::ebpf::codegen) mod reset;
 mod service;
 mod steer;
 mod translated;
@@ -335,14 +335,6 @@ impl Em<'_> {
         self.search(r, &iv[mid + 1..], default);
         self.bind(left);
         self.search(r, &iv[..mid], default);
-    }
-}
-
-fn be16(r: Reg) -> Op {
-    Op::Endian {
-        order: ByteOrder::Be,
-        bits: 16,
-        dst: r,
     }
 }
 

@@ -34,7 +34,7 @@ impl Gen<'_> {
         em.push(Op::mov64(R8, R1));
         // Segment length: IP total − 20 − data offset·4, + SYN + FIN.
         em.push(Op::load(Size::U16, R2, R10, IP + 2));
-        em.push(be16(R2));
+        em.push(Op::be16(R2));
         em.push(Op::alu64(AluOp::Sub, R2, 20));
         em.push(Op::load(Size::U8, R3, R10, TCP + 12));
         em.push(Op::alu64(AluOp::Rsh, R3, 4));
@@ -52,11 +52,11 @@ impl Gen<'_> {
         // IPv4: total length 40, id 0, DF, TTL 64, addresses swapped.
         em.push(Op::store(Size::U8, R10, IP + 1, 0));
         em.push(Op::mov64(R1, 40));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, IP + 2, R1));
         em.push(Op::store(Size::U16, R10, IP + 4, 0));
         em.push(Op::mov64(R1, 0x4000));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, IP + 6, R1));
         em.push(Op::store(Size::U8, R10, IP + 8, 64));
         em.push(Op::store(Size::U16, R10, IP + 10, 0));
@@ -91,16 +91,22 @@ impl Gen<'_> {
     /// `*(u16 *)(fp + out) = ~fold(csum(fp + from, len))` (len a multiple
     /// of 4; the checksum field inside must be zero).
     pub(in crate::ebpf::codegen) fn csum_into(&self, em: &mut Em, from: i16, len: i32, out: i16) {
-        em.push(Op::mov64(R1, 0));
-        em.push(Op::mov64(R2, 0));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
-        em.push(Op::mov64(R4, len));
-        em.push(Op::mov64(R5, 0));
-        em.push(Op::Call {
-            helper: helper::CSUM_DIFF,
-        });
+        csum_of_stack(em, from, len);
         fold_complement(em.a);
         em.push(Op::store(Size::U16, R10, out, R0));
     }
+}
+
+/// `r0 = bpf_csum_diff(NULL, 0, fp + from, len, 0)`: the unfolded
+/// 32-bit sum of `len` stack bytes (a multiple of 4) at `fp + from`.
+pub(in crate::ebpf::codegen) fn csum_of_stack(em: &mut Em, from: i16, len: i32) {
+    em.push(Op::mov64(R1, 0));
+    em.push(Op::mov64(R2, 0));
+    em.push(Op::mov64(R3, R10));
+    em.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
+    em.push(Op::mov64(R4, len));
+    em.push(Op::mov64(R5, 0));
+    em.push(Op::Call {
+        helper: helper::CSUM_DIFF,
+    });
 }

@@ -62,7 +62,7 @@ impl Gen<'_> {
         em.jmp(JmpCond::Ne, R0, 0, done);
         // r2 = the first 16 bits as a number (big-endian on the wire).
         em.push(Op::load(Size::U16, R2, R10, W));
-        em.push(be16(R2));
+        em.push(Op::be16(R2));
         em.push(Op::load(Size::U32, R3, R6, ctx::STEER_ARG));
         let v6 = em.label("dscp_v6");
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
@@ -71,7 +71,7 @@ impl Gen<'_> {
         em.push(Op::alu64(AluOp::And, R2, 0xff03));
         em.push(Op::alu64(AluOp::Lsh, R3, 2));
         em.push(Op::alu64(AluOp::Or, R2, R3));
-        em.push(be16(R2));
+        em.push(Op::be16(R2));
         em.push(Op::store(Size::U16, R10, W + 2, R2));
         em.push(Op::mov64(R1, R7));
         em.push(Op::mov64(R2, 14 + 10));
@@ -89,7 +89,7 @@ impl Gen<'_> {
         em.push(Op::alu64(AluOp::And, R2, 0xf03f));
         em.push(Op::alu64(AluOp::Lsh, R3, 6));
         em.push(Op::alu64(AluOp::Or, R2, R3));
-        em.push(be16(R2));
+        em.push(Op::be16(R2));
         em.push(Op::store(Size::U16, R10, W + 2, R2));
         em.bind(store);
         em.push(Op::mov64(R1, R7));
@@ -141,10 +141,10 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ADDR));
         em.push(Op::store(Size::U32, R10, T + 4, R1));
         em.push(Op::load(Size::U16, R1, R6, ctx::SPORT));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, T + 8, R1));
         em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, T + 10, R1));
         self.sk_assign(em, T, 12, done);
         // IPv6: saddr (16), daddr (16), sport, dport.
@@ -157,10 +157,10 @@ impl Gen<'_> {
             em.push(Op::store(Size::U32, R10, T6 + 16 + 4 * i, R1));
         }
         em.push(Op::load(Size::U16, R1, R6, ctx::SPORT));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, T6 + 32, R1));
         em.push(Op::load(Size::U32, R1, R6, ctx::STEER_ARG));
-        em.push(be16(R1));
+        em.push(Op::be16(R1));
         em.push(Op::store(Size::U16, R10, T6 + 34, R1));
         self.sk_assign(em, T6, 36, done);
         em.bind(done);
