@@ -84,8 +84,8 @@ fn dry(name: &str, backend: &str, work: &Path) -> Replay {
     )
 }
 
-/// The sources of the newest generation in `work`.
-fn newest(work: &Path) -> (String, Value) {
+/// The directory of the newest generation (`gen-N`, highest N) in `work`.
+fn newest_dir(work: &Path) -> PathBuf {
     let mut gens: Vec<(u64, PathBuf)> = std::fs::read_dir(work)
         .unwrap()
         .filter_map(|e| {
@@ -95,7 +95,12 @@ fn newest(work: &Path) -> (String, Value) {
         })
         .collect();
     gens.sort();
-    let dir = &gens.last().expect("a generation").1;
+    gens.pop().expect("a generation").1
+}
+
+/// The sources of the newest generation in `work`.
+fn newest(work: &Path) -> (String, Value) {
+    let dir = &newest_dir(work);
     let program = std::fs::read_to_string(dir.join("policy.weir")).unwrap();
     let inv = serde_json::from_str(&std::fs::read_to_string(dir.join("inventory.json")).unwrap())
         .unwrap();
@@ -587,20 +592,7 @@ fn namespace_relabel_is_one_inventory_entry() {
 #[test]
 fn the_self_mark_reaches_the_agents_generations() {
     let manifest = |work: &Path| -> Value {
-        let mut gens: Vec<(u64, PathBuf)> = std::fs::read_dir(work)
-            .unwrap()
-            .filter_map(|e| {
-                let e = e.unwrap();
-                let n = e.file_name().to_str()?.strip_prefix("gen-")?.parse().ok()?;
-                Some((n, e.path()))
-            })
-            .collect();
-        gens.sort();
-        let m = gens
-            .last()
-            .expect("a generation")
-            .1
-            .join("bundle/manifest.json");
+        let m = newest_dir(work).join("bundle/manifest.json");
         serde_json::from_str(&std::fs::read_to_string(m).unwrap()).unwrap()
     };
     let work = tmp("self-mark-default");
