@@ -36,6 +36,18 @@ pub enum Error {
     State { path: PathBuf, message: String },
     /// Some other IO failure.
     Io { context: String, source: io::Error },
+    /// A redirect proxy of the bundle is at an address this host does
+    /// not hold (E0570, [`crate::proxy_local`]).
+    ProxyNotOnHost(crate::proxy_local::NotOnHost),
+}
+
+impl From<crate::proxy_local::CheckError> for Error {
+    fn from(e: crate::proxy_local::CheckError) -> Error {
+        match e {
+            crate::proxy_local::CheckError::NotOnHost(n) => Error::ProxyNotOnHost(n),
+            crate::proxy_local::CheckError::Io { context, source } => Error::Io { context, source },
+        }
+    }
 }
 
 impl Error {
@@ -99,6 +111,7 @@ impl fmt::Display for Error {
                 write!(f, "state file {}: {message}", path.display())
             }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::ProxyNotOnHost(n) => n.fmt(f),
         }
     }
 }

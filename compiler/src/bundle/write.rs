@@ -41,6 +41,8 @@ pub struct Head<'a> {
     endpoints: Vec<EndpointEntry<'a>>,
     format_version: u32,
     graph: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    local_proxies: Vec<crate::contract::local_proxy::LocalProxy>,
     provenance: Vec<ProvenanceEntry<'a>>,
     services: Vec<ServiceEntry<'a>>,
     source_hash: String,
@@ -228,6 +230,7 @@ impl<'a> Head<'a> {
                 .collect(),
             format_version: FORMAT_VERSION,
             graph: serde_json::to_value(capacity(g)).unwrap_or(Value::Null),
+            local_proxies: crate::contract::local_proxy::of_model(model, input.locate),
             provenance: provenance_entries(input),
             services: service_entries(model, g),
             source_hash: source_hash(input.sources),

@@ -51,6 +51,11 @@ pub struct Manifest {
     /// The capacity report of the decision graph (for people and
     /// `weir compile --report`; nothing reads it to enforce anything).
     pub graph: serde_json::Value,
+    /// The redirect proxies whose address must be on the host the bundle
+    /// is applied on ([`super::local_proxy`]; written only when there
+    /// are any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_proxies: Vec<super::local_proxy::LocalProxy>,
     /// Provenance id → what decided (counters, log prefixes).
     pub provenance: Vec<ProvenanceEntry>,
     pub services: Vec<ServiceEntry>,

@@ -36,6 +36,7 @@ pub mod ebpf;
 pub mod endpoints_state;
 pub mod event;
 pub mod iptables;
+pub mod local_proxy;
 pub mod manifest;
 pub mod validate;
 
@@ -57,8 +58,11 @@ pub use manifest::*;
 /// service state's sets keyed by [`BackendGroup`]; the eBPF class rows
 /// (`fill.atom_rows`) by their non-zero words ([`atom_rows`]: 100,000
 /// one-peer rules wrote 700 MB of zeros); the `self` relation
-/// (`fill.same_endpoint`); `backends.iptables.ipv6_class0`.
-pub const FORMAT_VERSION: u32 = 4;
+/// (`fill.same_endpoint`); `backends.iptables.ipv6_class0`; 5 —
+/// `local_proxies` (redirect proxies that must be on the host applying
+/// the bundle, [`local_proxy`]; an older bundle without the key could
+/// name such a proxy, so it is refused rather than read as having none).
+pub const FORMAT_VERSION: u32 = 5;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPH_TXT: &str = "graph.txt";

@@ -265,3 +265,39 @@ fn class_rows_are_sparse_and_the_bundle_is_byte_identical_again() {
         assert_eq!(&atom_bits, atoms);
     }
 }
+
+/// A redirect to the node's own address is listed in `local_proxies`
+/// (with its rule and location), loopback and unspecified ones are not;
+/// the reader holds what the writer wrote and refuses a host-local one.
+#[test]
+fn node_address_proxies_are_listed_for_the_runtime() {
+    let src = r#"
+node n1 { addr 10.99.0.1 addr fd99::1 }
+endpoint web { labels { app: "web" } addr 10.1.0.10 }
+steer mesh {
+  redirect tcp 80 from app == "web" to proxy 127.0.0.1:15001
+  redirect tcp 81 from app == "web" to proxy 10.99.0.1:15002
+  redirect udp 53 from app == "web" to proxy [fd99::1]:15003
+  redirect udp 54 from app == "web" to proxy 0.0.0.0:15004
+}
+"#;
+    let files = files_of(&model_of(src));
+    let m = parse(&files[MANIFEST]).unwrap();
+    let got: Vec<String> = m.local_proxies.iter().map(|p| p.to_string()).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("redirect rule 2 of steer `mesh` (p.weir:"),
+        "{got:?}"
+    );
+    assert!(got[0].ends_with(" to proxy 10.99.0.1:15002"), "{got:?}");
+    assert!(got[1].ends_with(" to proxy [fd99::1]:15003"), "{got:?}");
+    assert!(m.local_proxies.iter().all(|p| p.node == "n1"));
+    // No such proxy: no key at all.
+    let plain: Value = serde_json::from_slice(&files_of(&model_of(SRC))[MANIFEST]).unwrap();
+    assert!(plain.get("local_proxies").is_none());
+    // A loopback address listed is refused.
+    let mut v: Value = serde_json::from_slice(&files[MANIFEST]).unwrap();
+    v["local_proxies"][0]["addr"] = json!("127.0.0.1");
+    let e = parse(v.to_string().as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("on every host"), "{e}");
+}

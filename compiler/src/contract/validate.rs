@@ -19,6 +19,7 @@ pub fn manifest(m: &Manifest) -> Check {
     targets(m)?;
     classes(m)?;
     provenance_and_services(m)?;
+    local_proxies(m)?;
     if let Some(e) = &m.backends.ebpf {
         ebpf(m, e)?;
     }
@@ -106,6 +107,26 @@ fn classes(m: &Manifest) -> Check {
                 a.class,
                 n,
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// A listed proxy is one the host must be checked for: never loopback
+/// or unspecified (on every host; the writer never lists one), and a
+/// rule position from 1.
+fn local_proxies(m: &Manifest) -> Check {
+    for (i, p) in m.local_proxies.iter().enumerate() {
+        if crate::proxy_addr::is_host_local(p.addr) {
+            return Err(format!(
+                "local_proxies[{i}]: {} is on every host, not a node address",
+                p.addr
+            ));
+        }
+        if p.index == 0 {
+            return Err(format!(
+                "local_proxies[{i}]: rule index 0 (rules count from 1)"
+            ));
         }
     }
     Ok(())

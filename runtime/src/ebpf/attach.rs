@@ -377,6 +377,9 @@ pub fn apply_with(
         for i in inst.ifaces() {
             check_iface(&i)?;
         }
+        // Before the lock and anything loaded: a refused bundle leaves
+        // nothing behind (E0570).
+        crate::proxy_local::check(&bundle.manifest, None)?;
         // One apply at a time per instance; an interrupted one is
         // finished or rolled back first (`record`).
         let _lock = record::lock(inst)?;

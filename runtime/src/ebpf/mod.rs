@@ -58,6 +58,20 @@ pub enum EbpfError {
         context: String,
         source: std::io::Error,
     },
+    /// A redirect proxy of the bundle is at an address this host does
+    /// not hold (E0570, [`crate::proxy_local`]).
+    ProxyNotOnHost(crate::proxy_local::NotOnHost),
+}
+
+impl From<crate::proxy_local::CheckError> for EbpfError {
+    fn from(e: crate::proxy_local::CheckError) -> EbpfError {
+        match e {
+            crate::proxy_local::CheckError::NotOnHost(n) => EbpfError::ProxyNotOnHost(n),
+            crate::proxy_local::CheckError::Io { context, source } => {
+                EbpfError::Io { context, source }
+            }
+        }
+    }
 }
 
 impl fmt::Display for EbpfError {
@@ -84,6 +98,7 @@ impl fmt::Display for EbpfError {
             }
             EbpfError::Aya { step, message } => write!(f, "{step} failed: {message}"),
             EbpfError::Io { context, source } => write!(f, "{context}: {source}"),
+            EbpfError::ProxyNotOnHost(n) => n.fmt(f),
         }
     }
 }

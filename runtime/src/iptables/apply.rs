@@ -492,6 +492,9 @@ impl Iptables {
         if need_ipset {
             exec::require_program("ipset")?;
         }
+        // Before the lock, recovery and anything loaded: a refused bundle
+        // leaves nothing behind (E0570).
+        crate::proxy_local::check(&bundle.manifest, self.opts.netns.as_deref())?;
         let fresh_dir = !self.opts.state_dir.exists();
         let mut phases = Phases::default();
         let _lock = self.lock()?;

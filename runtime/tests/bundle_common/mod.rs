@@ -117,6 +117,7 @@ pub fn seal(dir: &Path, hooks: &[(&str, &str, &str, &str)], sets: &[(&str, ipt::
         endpoints: Vec::new(),
         format_version: contract::FORMAT_VERSION,
         graph: serde_json::Value::Null,
+        local_proxies: Vec::new(),
         provenance: Vec::new(),
         services: Vec::new(),
         source_hash: "test".into(),
