@@ -228,9 +228,12 @@ fn class_rows_are_read_only_in_the_sparse_form_of_format_4() {
     edit(&dir, |v| v["format_version"] = json!(3));
     refused(
         &dir,
-        "bundle format version 3, but this weir reads only format version 4; recompile the bundle",
+        &format!(
+            "bundle format version 3, but this weir reads only format version {}; recompile the bundle",
+            weir_compiler::contract::FORMAT_VERSION
+        ),
     );
-    // Dense rows under version 4: not the manifest's shape.
+    // Dense rows under version 4 and later: not the manifest's shape.
     let dir = both(A);
     edit(&dir, |v| {
         v["backends"]["ebpf"]["fill"]["atom_rows"] = json!([[0, 1], [2, 0]]);

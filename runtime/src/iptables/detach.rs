@@ -43,6 +43,7 @@ fn ours(name: &str) -> bool {
             | "applied.tmp"
             | "baseline.tmp"
     ) || name.starts_with("endpoints.")
+        || name.starts_with(super::orphans::PREFIX)
 }
 
 impl Iptables {

@@ -43,6 +43,9 @@ pub struct Output {
 pub struct Exec {
     netns: Option<String>,
     log: Arc<Mutex<Vec<Ran>>>,
+    /// The state directory in which each running program is marked
+    /// ([`super::orphans`]), if any.
+    marks: Option<PathBuf>,
 }
 
 /// Set (to anything) to print every program run, with its wall time, to
@@ -109,7 +112,16 @@ impl Exec {
         Exec {
             netns,
             log: Arc::default(),
+            marks: None,
         }
+    }
+
+    /// Marks each running program in the state directory `dir`, so that
+    /// one a killed weir leaves running is stopped by the next command
+    /// ([`super::orphans`]).
+    pub fn marking_in(mut self, dir: PathBuf) -> Exec {
+        self.marks = Some(dir);
+        self
     }
 
     pub fn netns(&self) -> Option<&str> {
@@ -152,6 +164,8 @@ impl Exec {
         }
         .map_err(|e| Error::io(format!("cannot run {}", path.display()), e))?;
         drop(netns_file);
+        // Before its input: see `orphans` (removed once it was waited for).
+        let _mark = super::orphans::Mark::new(self.marks.as_deref(), child.id());
         if let Some(input) = stdin {
             // A program that exits early closes its stdin: the write error
             // is not interesting, its exit status and stderr are.

@@ -49,6 +49,7 @@ pub(crate) mod keep;
 pub mod load;
 pub mod names;
 pub mod normalize;
+pub(crate) mod orphans;
 pub mod readback;
 pub mod records;
 pub mod restore;
@@ -191,7 +192,7 @@ pub(crate) const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 
 impl Iptables {
     pub fn new(opts: Options) -> Iptables {
-        let exec = Exec::new(opts.netns.clone());
+        let exec = Exec::new(opts.netns.clone()).marking_in(opts.state_dir.clone());
         Iptables { opts, exec }
     }
 
@@ -209,11 +210,23 @@ impl Iptables {
     }
 
     /// Takes the per-namespace lock (released when the file is dropped),
-    /// creating the state directory root-owned `0700` ([`statefs::lock`]).
+    /// creating the state directory root-owned `0700` ([`statefs::lock`]),
+    /// then stops the tools a killed weir left running there, before the
+    /// caller reads the kernel ([`orphans`]).
     pub(crate) fn lock(&self) -> Result<File, Error> {
         let dir = &self.opts.state_dir;
-        statefs::lock(dir)
-            .map_err(|e| Error::io(format!("locking {}", dir.join(statefs::LOCK).display()), e))
+        let lock = statefs::lock(dir)
+            .map_err(|e| Error::io(format!("locking {}", dir.join(statefs::LOCK).display()), e))?;
+        orphans::stop(dir).map_err(|e| {
+            Error::io(
+                format!(
+                    "stopping the tools a killed weir left running ({})",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+        Ok(lock)
     }
 
     /// `iptables-save` for every family, parsed (both at once:
