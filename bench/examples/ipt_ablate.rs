@@ -5,7 +5,8 @@
 //!
 //! - `dump DIR`: writes the node's `iptables-save` (weir, with the
 //!   bench's baseline bypass rules) to `DIR/weir.rules` and kube-proxy's
-//!   layout to `DIR/kube.rules`, for editing into variants;
+//!   layout to `DIR/kube.rules`, for editing into variants, and the
+//!   sets (`ipset save`) to `DIR/weir.sets`;
 //! - `measure ROUNDS PROBES FILE…`: per round, for each FILE in turn,
 //!   `iptables-restore`s it (the sets of weir's bundle stay loaded) and
 //!   measures the last UDP service's and 8 random ones' paired overhead
@@ -87,6 +88,8 @@ fn main() {
                 .exec("iptables-legacy-save", &[])
                 .expect("iptables-save");
             std::fs::write(out.join("weir.rules"), &save.stdout).expect("write");
+            let sets = topo.node.exec("ipset", &["save"]).expect("ipset save");
+            std::fs::write(out.join("weir.sets"), &sets.stdout).expect("write");
             // kube-proxy's layout alone: the other tables emptied (the
             // sets stay, for the weir variants).
             let (kube, _) = ipt::kube_proxy_rules(&model);
