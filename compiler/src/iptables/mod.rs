@@ -128,6 +128,8 @@ mod terminal;
 mod text;
 
 #[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
 mod self_mark_tests;
 #[cfg(test)]
 mod tests;
