@@ -5,7 +5,11 @@
 //!
 //! - `dump DIR`: writes the node's `iptables-save` (weir, with the
 //!   bench's baseline bypass rules) to `DIR/weir.rules` and kube-proxy's
-//!   layout to `DIR/kube.rules`, for editing into variants;
+//!   layout to `DIR/kube.rules`, for editing into variants, the sets
+//!   (`ipset save`) to `DIR/weir.sets`, kube-proxy with its filter
+//!   FORWARD rules to `DIR/kube-fwd.rules` and kube-proxy's nat beside
+//!   weir's filter table (kube-proxy plus weir's policy stage) to
+//!   `DIR/kube-pol.rules`;
 //! - `measure ROUNDS PROBES FILE…`: per round, for each FILE in turn,
 //!   `iptables-restore`s it (the sets of weir's bundle stay loaded) and
 //!   measures the last UDP service's and 8 random ones' paired overhead
@@ -23,6 +27,27 @@ use weir_compiler::model::{Proto, Verdict};
 /// Empty raw, mangle and filter tables (nat comes with kube-proxy's
 /// rules).
 const EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+
+/// kube-proxy's filter chains on the forwarding path and their rules, as
+/// its `pkg/proxy/iptables/proxier.go` writes them (`iptablesJumpChains`
+/// for FORWARD, the three `KUBE-FORWARD` rules; the chains it fills for
+/// firewalled, externally visible and endpoint-less services are empty
+/// here: the model has none).
+const KUBE_FORWARD_CHAINS: &str = ":KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-FORWARD - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-SERVICES - [0:0]\n";
+const KUBE_FORWARD_RULES: &str = "-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
+-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n\
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n\
+-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
+
+/// `*TABLE` … `COMMIT` of an `iptables-save` text.
+fn block<'a>(save: &'a str, table: &str) -> &'a str {
+    let start = save.find(&format!("*{table}\n")).expect("table");
+    let end = start + save[start..].find("COMMIT\n").expect("COMMIT") + "COMMIT\n".len();
+    &save[start..end]
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -87,6 +112,9 @@ fn main() {
                 .exec("iptables-legacy-save", &[])
                 .expect("iptables-save");
             std::fs::write(out.join("weir.rules"), &save.stdout).expect("write");
+            let weir_save = String::from_utf8_lossy(&save.stdout).into_owned();
+            let sets = topo.node.exec("ipset", &["save"]).expect("ipset save");
+            std::fs::write(out.join("weir.sets"), &sets.stdout).expect("write");
             // kube-proxy's layout alone: the other tables emptied (the
             // sets stay, for the weir variants).
             let (kube, _) = ipt::kube_proxy_rules(&model);
@@ -97,6 +125,19 @@ fn main() {
                 .exec("iptables-legacy-save", &[])
                 .expect("iptables-save");
             std::fs::write(out.join("kube.rules"), &save.stdout).expect("write");
+            let kube_save = String::from_utf8_lossy(&save.stdout).into_owned();
+            let kube_filter = block(&kube_save, "filter");
+            // kube-proxy's nat beside weir's filter table: kube-proxy
+            // with weir's policy stage, the floor of a layout that
+            // enforces policy.
+            let pol = kube_save.replace(kube_filter, block(&weir_save, "filter"));
+            std::fs::write(out.join("kube-pol.rules"), pol).expect("write");
+            // kube-proxy's nat and its filter FORWARD rules.
+            let fwd = kube_filter
+                .replacen("*filter\n", &format!("*filter\n{KUBE_FORWARD_CHAINS}"), 1)
+                .replacen("COMMIT\n", &format!("{KUBE_FORWARD_RULES}COMMIT\n"), 1);
+            let fwd = kube_save.replace(kube_filter, &fwd);
+            std::fs::write(out.join("kube-fwd.rules"), fwd).expect("write");
         }
         Some("measure") => {
             let rounds: usize = args[1].parse().expect("rounds");

@@ -360,7 +360,10 @@ impl<'a> FamilyGen<'a> {
             per_backend.insert((b.addr, b.port), c.clone());
             c
         };
-        if let Some(tree) = services::nat(g, fam, out, &mut before_dnat) {
+        // Redirect rules follow the services in `WEIR-NAT-PRE`: the
+        // dispatch is inlined only when nothing does.
+        let inline = (!self.kinds.redirect).then_some(NAT_PRE);
+        if let Some(tree) = services::nat(g, fam, out, &mut before_dnat, inline) {
             out.rule(
                 "nat",
                 NAT_PRE,

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 1 conntrack | filter `WEIR-FWD` (FORWARD) | `ESTABLISHED,RELATED` → ACCEPT, `INVALID` → DROP |
 //! | 2 bypass | raw `WEIR-RAW-PRE` (PREROUTING) | steer tree, bypass leaf → `CT --notrack`; in filter, `UNTRACKED` packets walk the steer tree again and bypass leaves ACCEPT |
-//! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `-m iprange` over the frontends' addresses → address tree of chains (exact address, protocol and port at the leaves) → per-frontend chain → `-m statistic` / `-m recent` → DNAT |
+//! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `-m iprange` over the frontends' addresses → address tree of chains (exact address, protocol and port at the leaves) → per-frontend chain → `-m statistic` / `-m recent` → DNAT; up to 16 frontend addresses and no redirect: the leaf rules in `WEIR-NAT-PRE` itself |
 //! | 3 no backends | filter `WEIR-FWD` | `-m iprange` → address tree → REJECT (`tcp-reset`, else port-unreachable) |
 //! | 4 policy | filter `WEIR-FWD` | `-j` egress root, `-j` ingress root (allow leaves RETURN, deny leaves DROP), then ACCEPT; each root's leading verdict rules (the union test's default) moved into `WEIR-FWD` / `WEIR-FWD-IN` (`hoist.rs`) |
 //! | 5 mark, dscp | mangle `WEIR-MANGLE-PRE` (PREROUTING) | `NEW` packets walk the steer tree; MARK / DSCP |
@@ -61,7 +61,9 @@
 //! per side and no call. The address tree of service frontends keeps up
 //! to 16 addresses in a leaf (`services.rs`: a `-d` that does not match
 //! costs less than a tree level), so a small cluster's dispatch is one
-//! chain.
+//! chain; with no redirect rule after it, that chain's rules are
+//! `WEIR-NAT-PRE`'s own (no range guard, no chain entered: kube-proxy's
+//! hook → `KUBE-SERVICES` → per-service chain depth).
 //!
 //! # IPv4-only programs
 //!
@@ -125,6 +127,8 @@ mod sets;
 mod terminal;
 mod text;
 
+#[cfg(test)]
+mod dispatch_tests;
 #[cfg(test)]
 mod self_mark_tests;
 #[cfg(test)]

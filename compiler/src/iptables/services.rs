@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! nat WEIR-NAT-PRE: -m iprange --dst-range LOWEST-HIGHEST -j <address tree>
+//!   (up to 16 frontend addresses and no redirect: the leaf rules themselves)
 //!   address tree: -m iprange --dst-range PIVOT-MAX -g RIGHT / -g LEFT …
 //!   leaf: -d VIP -p tcp -m tcp --dport 80 -g WEIR-FE<k>
 //! WEIR-FE<k>: [-m recent --rcheck per backend → WEIR-BE<k>-<i>]
@@ -176,12 +177,7 @@ pub fn addr_tree(
     let name = format!("WEIR-{prefix}{counter}");
     out.chain(table, &name);
     if items.len() <= LEAF {
-        for (addr, rules) in items {
-            let d = format!("-d {addr}/{}", fam.host_len());
-            for (m, t) in rules {
-                out.rule(table, &name, &[&d, m, t]);
-            }
-        }
+        leaf_rules(out, table, &name, fam, items);
         return name;
     }
     // FANOUT slices of equal size, tested from the highest down.
@@ -200,6 +196,23 @@ pub fn addr_tree(
         }
     }
     name
+}
+
+/// The rules of `items` (at most [`LEAF`] addresses), each behind its
+/// `-d ADDR`, appended to `chain`.
+fn leaf_rules(
+    out: &mut Tables,
+    table: &'static str,
+    chain: &str,
+    fam: Family,
+    items: &[AddrRules],
+) {
+    for (addr, rules) in items {
+        let d = format!("-d {addr}/{}", fam.host_len());
+        for (m, t) in rules {
+            out.rule(table, chain, &[&d, m, t]);
+        }
+    }
 }
 
 /// An address tree's root chain and the match its entry rule needs: the
@@ -226,11 +239,22 @@ fn range_match(fam: Family, items: &[AddrRules]) -> String {
 
 /// `before_dnat(k, i, out)` may return a call to put in front of the DNAT
 /// of backend `i` of frontend `k`.
+///
+/// With `inline_into` (the entry chain, when nothing follows the service
+/// dispatch in it) and at most [`LEAF`] frontend addresses, there is no
+/// tree and no range guard: the leaf's rules go straight into that chain
+/// (kube-proxy's layout: hook → `KUBE-SERVICES` → per-service chain), so
+/// a new flow to a service enters one chain fewer and skips the
+/// `iprange` match, and returns `None`. Each leaf rule goes (`-g`) to its
+/// frontend chain, which ends in a DNAT; were it to fall off its end, the
+/// packet would continue after the entry chain's call, which is where
+/// the tree's chain would have returned it too, since nothing follows.
 pub fn nat(
     g: &Graph,
     fam: Family,
     out: &mut Tables,
     before_dnat: &mut dyn FnMut(usize, usize, &mut Tables) -> Option<String>,
+    inline_into: Option<&str>,
 ) -> Option<AddrTree> {
     let st = &g.services;
     let mut items: Vec<AddrRules> = Vec::new();
@@ -281,6 +305,10 @@ pub fn nat(
         }
     }
     if items.is_empty() {
+        return None;
+    }
+    if let Some(entry) = inline_into.filter(|_| items.len() <= LEAF) {
+        leaf_rules(out, "nat", entry, fam, &items);
         return None;
     }
     let mut counter = 0;
