@@ -59,6 +59,9 @@ struct Plan {
     /// Chains kept from the generation in force ([`super::keep`]): in
     /// `blocks` under their old names, not loaded.
     kept: super::keep::KeptChains,
+    /// The generation in force's removal, done by the switch's COMMIT
+    /// ([`super::fold`]; empty: removed afterwards).
+    removal: super::fold::Removals,
 }
 
 impl Plan {
@@ -168,6 +171,7 @@ impl Plan {
             ipset,
             sets,
             kept: Default::default(),
+            removal: Default::default(),
         })
     }
 
@@ -274,6 +278,12 @@ impl Plan {
         let mut switch = self.switch_lines(family, saved);
         let mut text = String::new();
         if max == usize::MAX {
+            let mut removal: BTreeMap<&str, Vec<String>> = self
+                .removal
+                .iter()
+                .filter(|((f, _), _)| *f == family)
+                .map(|((_, t), r)| (t.as_str(), delete_chains_lines(&r.unhook, &r.chains)))
+                .collect();
             for (table, lines) in &mut load {
                 if let Some(i) = switch.iter().position(|(t, _, _)| t == table) {
                     let (_, hook_chains, mut sw) = switch.remove(i);
@@ -281,6 +291,17 @@ impl Plan {
                     lines.splice(at..at, hook_chains.iter().map(|c| declare(c)));
                     lines.append(&mut sw);
                 }
+                if let Some(mut r) = removal.remove(table) {
+                    lines.append(&mut r);
+                }
+                text.push_str(&blocks_text(table, lines, max));
+            }
+            for (table, _, lines) in &mut switch {
+                if let Some(mut r) = removal.remove(table) {
+                    lines.append(&mut r);
+                }
+            }
+            for (table, lines) in &removal {
                 text.push_str(&blocks_text(table, lines, max));
             }
         } else {
@@ -368,6 +389,12 @@ pub(crate) fn delete_chains_text(
     if first.is_empty() && chains.is_empty() {
         return String::new();
     }
+    blocks_text(table, &delete_chains_lines(first, chains), max)
+}
+
+/// [`delete_chains_text`]'s lines: `first`, then every chain flushed,
+/// then deleted ([`super::load::deletion_order`]).
+fn delete_chains_lines(first: &[String], chains: &[String]) -> Vec<String> {
     let mut lines: Vec<String> = first.to_vec();
     lines.extend(chains.iter().map(|c| declare(c)));
     lines.extend(
@@ -375,7 +402,7 @@ pub(crate) fn delete_chains_text(
             .into_iter()
             .map(|c| format!("-X {c}")),
     );
-    blocks_text(table, &lines, max)
+    lines
 }
 
 /// Lines per COMMIT block for the nf_tables-based tools. Their userspace
@@ -525,29 +552,50 @@ impl Iptables {
         })?;
         // After the sets: a kept set's rules name it by its old name, as
         // the old chains do.
+        let mut old_applied = None;
         if let Some(state) = &state {
             phases.time("keep chains", || {
-                if let Some(old) = self.read_applied(state.generation) {
-                    kept_chains = plan.keep_chains(state, &old, &saved);
+                old_applied = self.read_applied(state.generation);
+                if let Some(old) = &old_applied {
+                    kept_chains = plan.keep_chains(state, old, &saved);
                 }
             });
         }
-        let plan = plan;
         let new = plan.state(bundle, &self.opts);
+        // The old generation goes in the switch's COMMIT when a rollback
+        // can reload it ([`super::fold`]).
+        if let (Some(old), Some(_)) = (&state, &old_applied) {
+            if FAMILIES
+                .into_iter()
+                .all(|f| self.lines_per_commit(f) == usize::MAX)
+            {
+                plan.removal = super::fold::removals(old, &new, &saved);
+            }
+        }
+        let plan = plan;
+        let folded = !plan.removal.is_empty();
         phases.time("records", || {
             self.write_intent(&super::intent::Intent {
                 new: Some(new.clone()),
                 previous: state.clone(),
                 temp_sets: Vec::new(),
+                folded,
             })
         })?;
         let saved = match self.switch(&plan, &saved, &mut phases) {
             Ok(saved) => saved,
-            Err(e) => return Err(self.undo(e, &new, state.as_ref())),
+            Err(e) => {
+                let reload = old_applied.as_ref().filter(|_| folded);
+                return Err(self.undo(e, &new, state.as_ref(), reload));
+            }
         };
         phases.time("records", || -> Result<(), Error> {
-            self.write_applied(&plan.applied())?;
+            // The new record beside the old one until the state names the
+            // new generation: a crash before that rolls back, and the
+            // rollback reloads from the old record ([`super::fold`]).
+            self.write_applied_next(&plan.applied())?;
             self.write_state(&new)?;
+            self.commit_applied(g, true)?;
             // The endpoints in force, for `weir endpoints`.
             super::endpoint_record::applied(self, bundle, &new);
             Ok(())
@@ -669,8 +717,14 @@ impl Iptables {
     /// new one removed; the error says both what failed and, if the
     /// rollback failed too, that the intent record stays for the next
     /// command to finish it.
-    fn undo(&self, e: Error, new: &State, previous: Option<&State>) -> Error {
-        match self.roll_back(new, previous) {
+    fn undo(
+        &self,
+        e: Error,
+        new: &State,
+        previous: Option<&State>,
+        reload: Option<&Applied>,
+    ) -> Error {
+        match self.roll_back(new, previous, reload) {
             Ok(()) => {
                 let _ = self.remove_intent();
                 e
