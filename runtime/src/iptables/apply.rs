@@ -538,13 +538,33 @@ impl Iptables {
                 });
             }
         }
-        let (g, saved, kernel_sets) = phases.time("kernel state", || {
-            self.free_generation(state.as_ref(), need_ipset)
-        })?;
+        // While the tools save the kernel's state: the bundle read for the
+        // generation that most likely follows (read again if another one
+        // is free) and the record of the generation in force.
+        let likely = names::next_generation(state.as_ref().map_or(0, |s| s.generation));
+        let (start, planned, old_applied) = std::thread::scope(|s| {
+            let planned = s.spawn(|| Plan::new(bundle, likely));
+            let old = s.spawn(|| {
+                state
+                    .as_ref()
+                    .and_then(|st| self.read_applied(st.generation))
+            });
+            let start = phases.time("kernel state", || {
+                self.free_generation(state.as_ref(), need_ipset)
+            });
+            let planned = planned.join().expect("plan thread");
+            let old = old.join().expect("applied record thread");
+            (start, planned, old)
+        });
+        let (g, saved, kernel_sets) = start?;
         let mut kept_sets = 0;
         let mut kept_chains = 0;
         let mut plan = phases.time("plan", || -> Result<Plan, Error> {
-            let mut plan = Plan::new(bundle, g)?;
+            let mut plan = match planned {
+                Ok(p) if g == likely => p,
+                Ok(_) => Plan::new(bundle, g)?,
+                Err(e) => return Err(e),
+            };
             if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
                 kept_sets = plan.share(&state.sets, kernel);
             }
@@ -552,13 +572,9 @@ impl Iptables {
         })?;
         // After the sets: a kept set's rules name it by its old name, as
         // the old chains do.
-        let mut old_applied = None;
-        if let Some(state) = &state {
+        if let (Some(state), Some(old)) = (&state, &old_applied) {
             phases.time("keep chains", || {
-                old_applied = self.read_applied(state.generation);
-                if let Some(old) = &old_applied {
-                    kept_chains = plan.keep_chains(state, old, &saved);
-                }
+                kept_chains = plan.keep_chains(state, old, &saved);
             });
         }
         let new = plan.state(bundle, &self.opts);
@@ -582,18 +598,25 @@ impl Iptables {
                 folded,
             })
         })?;
-        let saved = match self.switch(&plan, &saved, &mut phases) {
+        // The new record is written beside the old one (while the tools
+        // run) until the state names the new generation: a crash before
+        // that rolls back, and the rollback reloads from the old record
+        // ([`super::fold`]).
+        let (switched, written) = std::thread::scope(|s| {
+            let written = s.spawn(|| self.write_applied_next(&plan.applied()));
+            let switched = self.switch(&plan, &saved, &mut phases);
+            (switched, written.join().expect("record thread"))
+        });
+        let saved = match switched.and_then(|saved| written.map(|()| saved)) {
             Ok(saved) => saved,
             Err(e) => {
                 let reload = old_applied.as_ref().filter(|_| folded);
-                return Err(self.undo(e, &new, state.as_ref(), reload));
+                let e = self.undo(e, &new, state.as_ref(), reload);
+                let _ = self.discard_applied_next();
+                return Err(e);
             }
         };
         phases.time("records", || -> Result<(), Error> {
-            // The new record beside the old one until the state names the
-            // new generation: a crash before that rolls back, and the
-            // rollback reloads from the old record ([`super::fold`]).
-            self.write_applied_next(&plan.applied())?;
             self.write_state(&new)?;
             self.commit_applied(g, true)?;
             // The endpoints in force, for `weir endpoints`.
