@@ -206,7 +206,12 @@ impl Plan {
     /// as `old`) whose content the kernel (`saved`) holds exactly as a
     /// new chain's ([`super::keep`]): the new generation's blocks name the
     /// old chain, and step 2 does not load it. Returns how many were kept.
-    fn keep_chains(&mut self, previous: &State, old: &Applied, saved: &Saved) -> usize {
+    fn keep_chains(
+        &mut self,
+        previous: &State,
+        old: &super::keep::OldKeys,
+        saved: &Saved,
+    ) -> usize {
         let owned: std::collections::HashSet<(Family, &str, &str)> = previous
             .chains
             .iter()
@@ -222,7 +227,7 @@ impl Plan {
         let be = names::generation_chain("WEIR-BE", self.g);
         let never =
             |c: &str| entries.contains(&c.to_string()) || c.starts_with(&fe) || c.starts_with(&be);
-        let kept = super::keep::plan(&self.blocks, &old.blocks, &owned, saved, &never);
+        let kept = super::keep::plan(&self.blocks, old, &owned, saved, &never);
         super::keep::rename(&mut self.blocks, &kept);
         self.kept = kept;
         self.kept.values().map(BTreeMap::len).sum()
@@ -540,14 +545,18 @@ impl Iptables {
         }
         // While the tools save the kernel's state: the bundle read for the
         // generation that most likely follows (read again if another one
-        // is free) and the record of the generation in force.
+        // is free) and the record of the generation in force with its
+        // chains' keys ([`super::keep`]).
         let likely = names::next_generation(state.as_ref().map_or(0, |s| s.generation));
         let (start, planned, old_applied) = std::thread::scope(|s| {
             let planned = s.spawn(|| Plan::new(bundle, likely));
+            // The old side's chain keys need no kernel state either.
             let old = s.spawn(|| {
-                state
+                let a = state
                     .as_ref()
-                    .and_then(|st| self.read_applied(st.generation))
+                    .and_then(|st| self.read_applied(st.generation));
+                let keys = a.as_ref().map(|a| super::keep::old_keys(&a.blocks));
+                (a, keys)
             });
             let start = phases.time("kernel state", || {
                 self.free_generation(state.as_ref(), need_ipset)
@@ -557,6 +566,7 @@ impl Iptables {
             (start, planned, old)
         });
         let (g, saved, kernel_sets) = start?;
+        let (old_applied, old_keys) = old_applied;
         let mut kept_sets = 0;
         let mut kept_chains = 0;
         let mut plan = phases.time("plan", || -> Result<Plan, Error> {
@@ -572,7 +582,7 @@ impl Iptables {
         })?;
         // After the sets: a kept set's rules name it by its old name, as
         // the old chains do.
-        if let (Some(state), Some(old)) = (&state, &old_applied) {
+        if let (Some(state), Some(old)) = (&state, &old_keys) {
             phases.time("keep chains", || {
                 kept_chains = plan.keep_chains(state, old, &saved);
             });
