@@ -7,7 +7,8 @@ use super::names::{self, MAX_SET_LEN, SET_PREFIX};
 use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
-use super::{exec, table_text, Iptables, Phases, Saved, Variant, FAMILIES};
+use super::transaction::{blocks_text, declare, delete_chains_lines};
+use super::{exec, table_text, Iptables, Phases, Saved, FAMILIES};
 use crate::bundle::{Bundle, Family};
 use crate::error::Error;
 
@@ -233,6 +234,11 @@ impl Plan {
         self.kept.values().map(BTreeMap::len).sum()
     }
 
+    /// How many rule lines name each set ([`super::load::set_refs`]).
+    fn set_refs(&self) -> std::collections::HashMap<String, usize> {
+        super::load::set_refs(self.blocks.values().flatten().flat_map(|b| b.rules.iter()))
+    }
+
     fn families(&self) -> Vec<Family> {
         FAMILIES
             .into_iter()
@@ -359,97 +365,6 @@ impl Plan {
             out.push((*table, declare, lines));
         }
         out
-    }
-}
-
-/// `:CHAIN - [0:0]`: creates the chain, or flushes it.
-fn declare(chain: &str) -> String {
-    format!(":{chain} - [0:0]")
-}
-
-/// `lines` of one table as consecutive COMMIT blocks of at most `max`
-/// lines each (`lines` must stay valid when cut anywhere).
-pub(crate) fn blocks_text(table: &str, lines: &[String], max: usize) -> String {
-    let mut s = String::new();
-    for chunk in lines.chunks(max.max(1)) {
-        s.push_str(&format!("*{table}\n"));
-        for l in chunk {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push_str("COMMIT\n");
-    }
-    s
-}
-
-/// Deletes `chains` of one table after running `first` (removals of jumps
-/// into them from chains that stay): every chain is flushed before any is
-/// deleted, so the blocks may be cut anywhere.
-pub(crate) fn delete_chains_text(
-    table: &str,
-    first: &[String],
-    chains: &[String],
-    max: usize,
-) -> String {
-    if first.is_empty() && chains.is_empty() {
-        return String::new();
-    }
-    blocks_text(table, &delete_chains_lines(first, chains), max)
-}
-
-/// [`delete_chains_text`]'s lines: `first`, then every chain flushed,
-/// then deleted ([`super::load::deletion_order`]).
-fn delete_chains_lines(first: &[String], chains: &[String]) -> Vec<String> {
-    let mut lines: Vec<String> = first.to_vec();
-    lines.extend(chains.iter().map(|c| declare(c)));
-    lines.extend(
-        super::load::deletion_order(chains)
-            .into_iter()
-            .map(|c| format!("-X {c}")),
-    );
-    lines
-}
-
-/// Lines per COMMIT block for the nf_tables-based tools. Their userspace
-/// cost of one transaction grows with the square of its size
-/// (`iptables-nft-restore` 1.8.9 took 90 s for the 88,000 lines of 10,000
-/// services in one transaction, 1.7 s in blocks of 1,000).
-const NFT_LINES_PER_COMMIT: usize = 1000;
-
-impl Iptables {
-    /// How many lines one COMMIT block of bulk restore text may have: the
-    /// nf_tables tools need small transactions; the legacy ones rewrite the
-    /// whole table on every COMMIT, so they get one.
-    pub(crate) fn lines_per_commit(&self, family: Family) -> usize {
-        let nft = match self.opts.variant {
-            Variant::Nft => true,
-            Variant::Legacy => false,
-            Variant::System => self
-                .exec
-                .run(&self.opts.variant.restore(family), &["--version"], None)
-                .is_ok_and(|o| o.stdout.contains("nf_tables") || o.stderr.contains("nf_tables")),
-        };
-        if nft {
-            NFT_LINES_PER_COMMIT
-        } else {
-            usize::MAX
-        }
-    }
-
-    /// Destroys sets with one `ipset restore` batch; if that fails (a set
-    /// still referenced by rules the kernel is releasing, say), falls back
-    /// to destroying them one by one with retries. Returns the failures.
-    pub(crate) fn destroy_sets_batch(&self, sets: &[String]) -> Vec<String> {
-        if sets.is_empty() {
-            return Vec::new();
-        }
-        let text: String = sets.iter().map(|s| format!("destroy {s}\n")).collect();
-        match self.exec.run("ipset", &["restore"], Some(&text)) {
-            Ok(out) if out.success => Vec::new(),
-            // The batch stops at the first failure: what it destroyed is
-            // gone, and the loop takes "does not exist" as done.
-            _ => self.destroy_sets(sets),
-        }
     }
 }
 
@@ -580,14 +495,44 @@ impl Iptables {
             }
             Ok(plan)
         })?;
-        // After the sets: a kept set's rules name it by its old name, as
-        // the old chains do.
-        if let (Some(state), Some(old)) = (&state, &old_keys) {
-            phases.time("keep chains", || {
-                kept_chains = plan.keep_chains(state, old, &saved);
-            });
+        // Step 1 runs beside the keep phase when both have work (a
+        // replace): the sets do not depend on which chains are kept, and
+        // the intent written first lists every set and every chain the
+        // generation could load (kept chains only lose their new names).
+        let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
+        if sets_early {
+            let first = plan.state(bundle, &self.opts);
+            phases.time("records", || {
+                self.write_intent(&super::intent::Intent {
+                    new: Some(first),
+                    previous: state.clone(),
+                    temp_sets: Vec::new(),
+                    folded: false,
+                })
+            })?;
         }
+        let sets_text = sets_early.then(|| (plan.load_ipset.clone(), plan.set_refs()));
+        let sets_loaded = std::thread::scope(|s| {
+            let sets = sets_text.map(|(text, refs)| {
+                s.spawn(move || {
+                    let step = format!("step 1 (ipset restore of generation {g})");
+                    self.restore_sets(&step, &text, &refs)
+                })
+            });
+            // After the sets: a kept set's rules name it by its old name,
+            // as the old chains do.
+            if let (Some(state), Some(old)) = (&state, &old_keys) {
+                phases.time("keep chains", || {
+                    kept_chains = plan.keep_chains(state, old, &saved);
+                });
+            }
+            // What step 1 adds to the wall time here: its wait.
+            sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")))
+        });
         let new = plan.state(bundle, &self.opts);
+        if let Some(Err(e)) = sets_loaded {
+            return Err(self.undo(e, &new, state.as_ref(), None));
+        }
         // The old generation goes in the switch's COMMIT when a rollback
         // can reload it ([`super::fold`]).
         if let (Some(old), Some(_)) = (&state, &old_applied) {
@@ -614,7 +559,7 @@ impl Iptables {
         // ([`super::fold`]).
         let (switched, written) = std::thread::scope(|s| {
             let written = s.spawn(|| self.write_applied_next(&plan.applied()));
-            let switched = self.switch(&plan, &saved, &mut phases);
+            let switched = self.switch(&plan, &saved, sets_early, &mut phases);
             (switched, written.join().expect("record thread"))
         });
         let saved = match switched.and_then(|saved| written.map(|()| saved)) {
@@ -712,12 +657,17 @@ impl Iptables {
     /// (COMMIT blocks in that order: nothing jumps into the new chains
     /// before all of them are loaded), and a comparison of what the kernel
     /// holds with the plan. Returns what the read-back saw.
-    fn switch(&self, plan: &Plan, before: &Saved, phases: &mut Phases) -> Result<Saved, Error> {
+    fn switch(
+        &self,
+        plan: &Plan,
+        before: &Saved,
+        sets_loaded: bool,
+        phases: &mut Phases,
+    ) -> Result<Saved, Error> {
         let g = plan.g;
-        if !plan.load_ipset.is_empty() {
+        if !plan.load_ipset.is_empty() && !sets_loaded {
             let step = format!("step 1 (ipset restore of generation {g})");
-            let refs =
-                super::load::set_refs(plan.blocks.values().flatten().flat_map(|b| b.rules.iter()));
+            let refs = plan.set_refs();
             phases.time("ipset restore", || {
                 self.restore_sets(&step, &plan.load_ipset, &refs)
             })?;

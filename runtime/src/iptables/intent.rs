@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::apply::delete_chains_text;
 use super::state::State;
+use super::transaction::delete_chains_text;
 use super::{names, table_text, Iptables, FAMILIES};
 use crate::bundle::Family;
 use crate::error::Error;

@@ -62,6 +62,7 @@ pub mod sets;
 pub mod state;
 pub mod stats;
 pub mod status;
+pub(crate) mod transaction;
 
 use std::collections::BTreeMap;
 use std::fs::File;
