@@ -485,10 +485,11 @@ impl Iptables {
         let mut kept_sets = 0;
         let mut kept_chains = 0;
         let mut plan = phases.time("plan", || -> Result<Plan, Error> {
+            // (A set name's length depends on the generation's digits.)
             let mut plan = match planned {
                 Ok(p) if g == likely => p,
-                Ok(_) => Plan::new(bundle, g)?,
-                Err(e) => return Err(e),
+                Err(e) if g == likely => return Err(e),
+                _ => Plan::new(bundle, g)?,
             };
             if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
                 kept_sets = plan.share(&state.sets, kernel);
