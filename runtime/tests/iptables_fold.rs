@@ -9,9 +9,10 @@
 //!   generation's chains) puts the old generation back exactly:
 //!   `iptables-legacy-save` of our chains, rule for rule, as before it,
 //!   the hooks jumping into it, `weir status` in force;
-//! - an apply killed at random points (so also between the folded switch
-//!   and the state record) is rolled back or finished by the next command,
-//!   with exactly the recorded chains in the kernel.
+//! - applies killed at points spread evenly over an update (so also
+//!   between the folded switch and the state record) are rolled back or
+//!   finished by the next command, with exactly the recorded chains in
+//!   the kernel.
 //!
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
@@ -221,7 +222,7 @@ fn killed_applies_are_rolled_back_or_finished() {
     if !ready("killed_applies_are_rolled_back_or_finished") {
         return;
     }
-    const KILLS: u64 = 12;
+    const KILLS: u64 = 24;
     let n = Netns::create(&format!("weir-foldk{}", std::process::id())).unwrap();
     let work = scratch("kill");
     let state = work.join("state");
