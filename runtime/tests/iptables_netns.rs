@@ -302,10 +302,20 @@ fn life_cycle(variant: Variant) {
     // Every x_tables transaction and save costs the whole table
     // (runtime/src/iptables/load.rs): per family one save to start from
     // and one read-back save; for IPv4 (the bundle has no IPv6 rules) one
-    // restore that loads and switches and one that removes generation 1
-    // — and no more.
+    // restore that loads and switches and, with the nf_tables tools, one
+    // that removes generation 1 (the legacy tools remove it in the
+    // switch's COMMIT, runtime/src/iptables/fold.rs) — and no more.
     let log = rt.exec().log();
-    for (family, restores) in [(Family::Ipv4, 2), (Family::Ipv6, 0)] {
+    let legacy = match variant {
+        Variant::Legacy => true,
+        Variant::Nft => false,
+        Variant::System => {
+            let o = topo.node.exec("iptables", &["--version"]).unwrap();
+            !String::from_utf8_lossy(&o.stdout).contains("nf_tables")
+        }
+    };
+    let ipv4_restores = if legacy { 1 } else { 2 };
+    for (family, restores) in [(Family::Ipv4, ipv4_restores), (Family::Ipv6, 0)] {
         // (Runs with input: `--version` asks which tools these are.)
         let count = |program: String| {
             log[ran..]

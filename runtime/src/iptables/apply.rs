@@ -7,7 +7,8 @@ use super::names::{self, MAX_SET_LEN, SET_PREFIX};
 use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
-use super::{exec, table_text, Iptables, Phases, Saved, Variant, FAMILIES};
+use super::transaction::{blocks_text, declare, delete_chains_lines};
+use super::{exec, table_text, Iptables, Phases, Saved, FAMILIES};
 use crate::bundle::{Bundle, Family};
 use crate::error::Error;
 
@@ -59,6 +60,9 @@ struct Plan {
     /// Chains kept from the generation in force ([`super::keep`]): in
     /// `blocks` under their old names, not loaded.
     kept: super::keep::KeptChains,
+    /// The generation in force's removal, done by the switch's COMMIT
+    /// ([`super::fold`]; empty: removed afterwards).
+    removal: super::fold::Removals,
 }
 
 impl Plan {
@@ -168,6 +172,7 @@ impl Plan {
             ipset,
             sets,
             kept: Default::default(),
+            removal: Default::default(),
         })
     }
 
@@ -202,7 +207,12 @@ impl Plan {
     /// as `old`) whose content the kernel (`saved`) holds exactly as a
     /// new chain's ([`super::keep`]): the new generation's blocks name the
     /// old chain, and step 2 does not load it. Returns how many were kept.
-    fn keep_chains(&mut self, previous: &State, old: &Applied, saved: &Saved) -> usize {
+    fn keep_chains(
+        &mut self,
+        previous: &State,
+        old: &super::keep::OldKeys,
+        saved: &Saved,
+    ) -> usize {
         let owned: std::collections::HashSet<(Family, &str, &str)> = previous
             .chains
             .iter()
@@ -218,10 +228,15 @@ impl Plan {
         let be = names::generation_chain("WEIR-BE", self.g);
         let never =
             |c: &str| entries.contains(&c.to_string()) || c.starts_with(&fe) || c.starts_with(&be);
-        let kept = super::keep::plan(&self.blocks, &old.blocks, &owned, saved, &never);
+        let kept = super::keep::plan(&self.blocks, old, &owned, saved, &never);
         super::keep::rename(&mut self.blocks, &kept);
         self.kept = kept;
         self.kept.values().map(BTreeMap::len).sum()
+    }
+
+    /// How many rule lines name each set ([`super::load::set_refs`]).
+    fn set_refs(&self) -> std::collections::HashMap<String, usize> {
+        super::load::set_refs(self.blocks.values().flatten().flat_map(|b| b.rules.iter()))
     }
 
     fn families(&self) -> Vec<Family> {
@@ -274,6 +289,12 @@ impl Plan {
         let mut switch = self.switch_lines(family, saved);
         let mut text = String::new();
         if max == usize::MAX {
+            let mut removal: BTreeMap<&str, Vec<String>> = self
+                .removal
+                .iter()
+                .filter(|((f, _), _)| *f == family)
+                .map(|((_, t), r)| (t.as_str(), delete_chains_lines(&r.unhook, &r.chains)))
+                .collect();
             for (table, lines) in &mut load {
                 if let Some(i) = switch.iter().position(|(t, _, _)| t == table) {
                     let (_, hook_chains, mut sw) = switch.remove(i);
@@ -281,6 +302,17 @@ impl Plan {
                     lines.splice(at..at, hook_chains.iter().map(|c| declare(c)));
                     lines.append(&mut sw);
                 }
+                if let Some(mut r) = removal.remove(table) {
+                    lines.append(&mut r);
+                }
+                text.push_str(&blocks_text(table, lines, max));
+            }
+            for (table, _, lines) in &mut switch {
+                if let Some(mut r) = removal.remove(table) {
+                    lines.append(&mut r);
+                }
+            }
+            for (table, lines) in &removal {
                 text.push_str(&blocks_text(table, lines, max));
             }
         } else {
@@ -333,91 +365,6 @@ impl Plan {
             out.push((*table, declare, lines));
         }
         out
-    }
-}
-
-/// `:CHAIN - [0:0]`: creates the chain, or flushes it.
-fn declare(chain: &str) -> String {
-    format!(":{chain} - [0:0]")
-}
-
-/// `lines` of one table as consecutive COMMIT blocks of at most `max`
-/// lines each (`lines` must stay valid when cut anywhere).
-pub(crate) fn blocks_text(table: &str, lines: &[String], max: usize) -> String {
-    let mut s = String::new();
-    for chunk in lines.chunks(max.max(1)) {
-        s.push_str(&format!("*{table}\n"));
-        for l in chunk {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push_str("COMMIT\n");
-    }
-    s
-}
-
-/// Deletes `chains` of one table after running `first` (removals of jumps
-/// into them from chains that stay): every chain is flushed before any is
-/// deleted, so the blocks may be cut anywhere.
-pub(crate) fn delete_chains_text(
-    table: &str,
-    first: &[String],
-    chains: &[String],
-    max: usize,
-) -> String {
-    if first.is_empty() && chains.is_empty() {
-        return String::new();
-    }
-    let mut lines: Vec<String> = first.to_vec();
-    lines.extend(chains.iter().map(|c| declare(c)));
-    lines.extend(
-        super::load::deletion_order(chains)
-            .into_iter()
-            .map(|c| format!("-X {c}")),
-    );
-    blocks_text(table, &lines, max)
-}
-
-/// Lines per COMMIT block for the nf_tables-based tools. Their userspace
-/// cost of one transaction grows with the square of its size
-/// (`iptables-nft-restore` 1.8.9 took 90 s for the 88,000 lines of 10,000
-/// services in one transaction, 1.7 s in blocks of 1,000).
-const NFT_LINES_PER_COMMIT: usize = 1000;
-
-impl Iptables {
-    /// How many lines one COMMIT block of bulk restore text may have: the
-    /// nf_tables tools need small transactions; the legacy ones rewrite the
-    /// whole table on every COMMIT, so they get one.
-    pub(crate) fn lines_per_commit(&self, family: Family) -> usize {
-        let nft = match self.opts.variant {
-            Variant::Nft => true,
-            Variant::Legacy => false,
-            Variant::System => self
-                .exec
-                .run(&self.opts.variant.restore(family), &["--version"], None)
-                .is_ok_and(|o| o.stdout.contains("nf_tables") || o.stderr.contains("nf_tables")),
-        };
-        if nft {
-            NFT_LINES_PER_COMMIT
-        } else {
-            usize::MAX
-        }
-    }
-
-    /// Destroys sets with one `ipset restore` batch; if that fails (a set
-    /// still referenced by rules the kernel is releasing, say), falls back
-    /// to destroying them one by one with retries. Returns the failures.
-    pub(crate) fn destroy_sets_batch(&self, sets: &[String]) -> Vec<String> {
-        if sets.is_empty() {
-            return Vec::new();
-        }
-        let text: String = sets.iter().map(|s| format!("destroy {s}\n")).collect();
-        match self.exec.run("ipset", &["restore"], Some(&text)) {
-            Ok(out) if out.success => Vec::new(),
-            // The batch stops at the first failure: what it destroyed is
-            // gone, and the loop takes "does not exist" as done.
-            _ => self.destroy_sets(sets),
-        }
     }
 }
 
@@ -514,43 +461,123 @@ impl Iptables {
                 });
             }
         }
-        let (g, saved, kernel_sets) = phases.time("kernel state", || {
-            self.free_generation(state.as_ref(), need_ipset)
-        })?;
+        // While the tools save the kernel's state: the bundle read for the
+        // generation that most likely follows (read again if another one
+        // is free) and the record of the generation in force with its
+        // chains' keys ([`super::keep`]).
+        let likely = names::next_generation(state.as_ref().map_or(0, |s| s.generation));
+        let (start, planned, old_applied) = std::thread::scope(|s| {
+            let planned = s.spawn(|| Plan::new(bundle, likely));
+            // The old side's chain keys need no kernel state either.
+            let old = s.spawn(|| {
+                let a = state
+                    .as_ref()
+                    .and_then(|st| self.read_applied(st.generation));
+                let keys = a.as_ref().map(|a| super::keep::old_keys(&a.blocks));
+                (a, keys)
+            });
+            let start = phases.time("kernel state", || {
+                self.free_generation(state.as_ref(), need_ipset)
+            });
+            let planned = planned.join().expect("plan thread");
+            let old = old.join().expect("applied record thread");
+            (start, planned, old)
+        });
+        let (g, saved, kernel_sets) = start?;
+        let (old_applied, old_keys) = old_applied;
         let mut kept_sets = 0;
         let mut kept_chains = 0;
         let mut plan = phases.time("plan", || -> Result<Plan, Error> {
-            let mut plan = Plan::new(bundle, g)?;
+            // (A set name's length depends on the generation's digits.)
+            let mut plan = match planned {
+                Ok(p) if g == likely => p,
+                Err(e) if g == likely => return Err(e),
+                _ => Plan::new(bundle, g)?,
+            };
             if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
                 kept_sets = plan.share(&state.sets, kernel);
             }
             Ok(plan)
         })?;
-        // After the sets: a kept set's rules name it by its old name, as
-        // the old chains do.
-        if let Some(state) = &state {
-            phases.time("keep chains", || {
-                if let Some(old) = self.read_applied(state.generation) {
-                    kept_chains = plan.keep_chains(state, &old, &saved);
-                }
+        // Step 1 runs beside the keep phase when both have work (a
+        // replace): the sets do not depend on which chains are kept, and
+        // the intent written first lists every set and every chain the
+        // generation could load (kept chains only lose their new names).
+        let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
+        if sets_early {
+            let first = plan.state(bundle, &self.opts);
+            phases.time("records", || {
+                self.write_intent(&super::intent::Intent {
+                    new: Some(first),
+                    previous: state.clone(),
+                    temp_sets: Vec::new(),
+                    folded: false,
+                })
+            })?;
+        }
+        let sets_text = sets_early.then(|| (plan.load_ipset.clone(), plan.set_refs()));
+        let sets_loaded = std::thread::scope(|s| {
+            let sets = sets_text.map(|(text, refs)| {
+                s.spawn(move || {
+                    let step = format!("step 1 (ipset restore of generation {g})");
+                    self.restore_sets(&step, &text, &refs)
+                })
             });
+            // After the sets: a kept set's rules name it by its old name,
+            // as the old chains do.
+            if let (Some(state), Some(old)) = (&state, &old_keys) {
+                phases.time("keep chains", || {
+                    kept_chains = plan.keep_chains(state, old, &saved);
+                });
+            }
+            // What step 1 adds to the wall time here: its wait.
+            sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")))
+        });
+        let new = plan.state(bundle, &self.opts);
+        if let Some(Err(e)) = sets_loaded {
+            return Err(self.undo(e, &new, state.as_ref(), None));
+        }
+        // The old generation goes in the switch's COMMIT when a rollback
+        // can reload it ([`super::fold`]).
+        if let (Some(old), Some(_)) = (&state, &old_applied) {
+            if FAMILIES
+                .into_iter()
+                .all(|f| self.lines_per_commit(f) == usize::MAX)
+            {
+                plan.removal = super::fold::removals(old, &new, &saved);
+            }
         }
         let plan = plan;
-        let new = plan.state(bundle, &self.opts);
+        let folded = !plan.removal.is_empty();
         phases.time("records", || {
             self.write_intent(&super::intent::Intent {
                 new: Some(new.clone()),
                 previous: state.clone(),
                 temp_sets: Vec::new(),
+                folded,
             })
         })?;
-        let saved = match self.switch(&plan, &saved, &mut phases) {
+        // The new record is written beside the old one (while the tools
+        // run) until the state names the new generation: a crash before
+        // that rolls back, and the rollback reloads from the old record
+        // ([`super::fold`]).
+        let (switched, written) = std::thread::scope(|s| {
+            let written = s.spawn(|| self.write_applied_next(&plan.applied()));
+            let switched = self.switch(&plan, &saved, sets_early, &mut phases);
+            (switched, written.join().expect("record thread"))
+        });
+        let saved = match switched.and_then(|saved| written.map(|()| saved)) {
             Ok(saved) => saved,
-            Err(e) => return Err(self.undo(e, &new, state.as_ref())),
+            Err(e) => {
+                let reload = old_applied.as_ref().filter(|_| folded);
+                let e = self.undo(e, &new, state.as_ref(), reload);
+                let _ = self.discard_applied_next();
+                return Err(e);
+            }
         };
         phases.time("records", || -> Result<(), Error> {
-            self.write_applied(&plan.applied())?;
             self.write_state(&new)?;
+            self.commit_applied(g, true)?;
             // The endpoints in force, for `weir endpoints`.
             super::endpoint_record::applied(self, bundle, &new);
             Ok(())
@@ -634,12 +661,17 @@ impl Iptables {
     /// (COMMIT blocks in that order: nothing jumps into the new chains
     /// before all of them are loaded), and a comparison of what the kernel
     /// holds with the plan. Returns what the read-back saw.
-    fn switch(&self, plan: &Plan, before: &Saved, phases: &mut Phases) -> Result<Saved, Error> {
+    fn switch(
+        &self,
+        plan: &Plan,
+        before: &Saved,
+        sets_loaded: bool,
+        phases: &mut Phases,
+    ) -> Result<Saved, Error> {
         let g = plan.g;
-        if !plan.load_ipset.is_empty() {
+        if !plan.load_ipset.is_empty() && !sets_loaded {
             let step = format!("step 1 (ipset restore of generation {g})");
-            let refs =
-                super::load::set_refs(plan.blocks.values().flatten().flat_map(|b| b.rules.iter()));
+            let refs = plan.set_refs();
             phases.time("ipset restore", || {
                 self.restore_sets(&step, &plan.load_ipset, &refs)
             })?;
@@ -672,8 +704,14 @@ impl Iptables {
     /// new one removed; the error says both what failed and, if the
     /// rollback failed too, that the intent record stays for the next
     /// command to finish it.
-    fn undo(&self, e: Error, new: &State, previous: Option<&State>) -> Error {
-        match self.roll_back(new, previous) {
+    fn undo(
+        &self,
+        e: Error,
+        new: &State,
+        previous: Option<&State>,
+        reload: Option<&Applied>,
+    ) -> Error {
+        match self.roll_back(new, previous, reload) {
             Ok(()) => {
                 let _ = self.remove_intent();
                 e

@@ -36,6 +36,7 @@ fn ours(name: &str) -> bool {
             | "state.json.tmp"
             | super::intent::INTENT
             | super::records::APPLIED
+            | super::records::APPLIED_NEXT
             | super::records::BASELINE
             | "endpoints.json"
             | "lock"

@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::apply::delete_chains_text;
 use super::state::State;
+use super::transaction::delete_chains_text;
 use super::{names, table_text, Iptables, FAMILIES};
 use crate::bundle::Family;
 use crate::error::Error;
@@ -53,6 +53,10 @@ pub struct Intent {
     /// Sets an endpoint update creates under temporary names.
     #[serde(default)]
     pub temp_sets: Vec<String>,
+    /// The switch also removes `previous`'s chains ([`super::fold`]): a
+    /// rollback reloads them from `previous`'s `applied.json`.
+    #[serde(default)]
+    pub folded: bool,
 }
 
 /// What `Iptables::recover` did, in words (empty: nothing to recover).
@@ -61,7 +65,7 @@ pub type Recovered = Vec<String>;
 /// `(family, table, builtin)` → hook targets of a state.
 type HookMap = BTreeMap<(Family, String, String), Vec<String>>;
 
-fn hook_map(s: Option<&State>) -> HookMap {
+pub(crate) fn hook_map(s: Option<&State>) -> HookMap {
     let mut m = HookMap::new();
     for h in s.map_or(&[][..], |s| &s.hooks) {
         m.entry((h.family, h.table.clone(), h.builtin.clone()))
@@ -71,7 +75,7 @@ fn hook_map(s: Option<&State>) -> HookMap {
     m
 }
 
-fn chains_of(s: Option<&State>, family: Family, table: &str) -> Vec<String> {
+pub(crate) fn chains_of(s: Option<&State>, family: Family, table: &str) -> Vec<String> {
     s.map_or(&[][..], |s| &s.chains)
         .iter()
         .filter(|c| c.family == family && c.table == table)
@@ -79,7 +83,7 @@ fn chains_of(s: Option<&State>, family: Family, table: &str) -> Vec<String> {
         .collect()
 }
 
-fn tables_of(a: Option<&State>, b: Option<&State>, family: Family) -> BTreeSet<String> {
+pub(crate) fn tables_of(a: Option<&State>, b: Option<&State>, family: Family) -> BTreeSet<String> {
     let mut t = BTreeSet::new();
     for s in [a, b].into_iter().flatten() {
         t.extend(
@@ -142,6 +146,9 @@ impl Iptables {
                 s.generation == new.generation && s.bundle_hash == new.bundle_hash
             });
             if finished {
+                // The new generation's record, if the crash came before
+                // it was put in place ([`super::fold`]).
+                self.commit_applied(new.generation, false)?;
                 let warnings = self.remove_old(intent.previous.as_ref(), new, None)?;
                 if !warnings.is_empty() {
                     return Err(Error::Step {
@@ -158,7 +165,13 @@ impl Iptables {
                     new.generation
                 ));
             } else {
-                self.roll_back(new, intent.previous.as_ref())?;
+                let reload = match (&intent.previous, intent.folded) {
+                    (Some(p), true) => self.read_applied(p.generation),
+                    _ => None,
+                };
+                self.roll_back(new, intent.previous.as_ref(), reload.as_ref())?;
+                // A record of the rolled-back generation goes.
+                self.discard_applied_next()?;
                 done.push(format!(
                     "rolled back the interrupted apply of generation {}{}",
                     new.generation,
@@ -188,8 +201,16 @@ impl Iptables {
     }
 
     /// Puts `previous` back in force and removes what `new` created (that
-    /// `previous` does not also own), using only what exists.
-    pub(crate) fn roll_back(&self, new: &State, previous: Option<&State>) -> Result<(), Error> {
+    /// `previous` does not also own), using only what exists — and, when
+    /// the switch removed `previous`'s chains ([`super::fold`]), `reload`
+    /// (`previous`'s `applied.json`) gives back those the kernel no
+    /// longer holds, in the COMMIT that points the hooks at them.
+    pub(crate) fn roll_back(
+        &self,
+        new: &State,
+        previous: Option<&State>,
+        reload: Option<&super::records::Applied>,
+    ) -> Result<(), Error> {
         let saved = self.save_all()?;
         let prev_hooks = hook_map(previous);
         let new_hooks = hook_map(Some(new));
@@ -203,8 +224,11 @@ impl Iptables {
                 let Some(t) = tables.get(&table) else {
                     continue;
                 };
-                let mut declare = Vec::new();
-                let mut lines = Vec::new();
+                let (mut declare, mut lines) = match (previous, reload) {
+                    (Some(p), Some(a)) => super::fold::reload(p, a, family, &table, t),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                let reloaded: HashSet<String> = declare.iter().cloned().collect();
                 let mut delete = Vec::new();
                 let keys: BTreeSet<&(Family, String, String)> = prev_hooks
                     .keys()
@@ -225,7 +249,7 @@ impl Iptables {
                             lines.extend(
                                 targets
                                     .iter()
-                                    .filter(|g| t.chains.contains(g))
+                                    .filter(|g| t.chains.contains(g) || reloaded.contains(*g))
                                     .map(|g| format!("-A {hook} -j {g}")),
                             );
                             if present == 0 {
@@ -311,8 +335,6 @@ impl Iptables {
             Some(s) => s,
             None => self.save_all()?,
         };
-        let old_hooks = hook_map(Some(old));
-        let new_hooks = hook_map(Some(new));
         let mut warnings = Vec::new();
         for family in FAMILIES {
             let Some(tables) = saved.get(&family) else {
@@ -323,32 +345,11 @@ impl Iptables {
                 let Some(t) = tables.get(&table) else {
                     continue;
                 };
-                let present: HashSet<&str> = t.chains.iter().map(String::as_str).collect();
-                let mut unhook = Vec::new();
-                let mut chains: Vec<String> = Vec::new();
-                for key in old_hooks.keys() {
-                    if key.0 != family || key.1 != table || new_hooks.contains_key(key) {
-                        continue;
-                    }
-                    let hook = names::hook_chain(&key.2);
-                    for _ in 0..t.jumps(&key.2, &hook) {
-                        unhook.push(format!("-D {} -j {hook}", key.2));
-                    }
-                    if present.contains(hook.as_str()) {
-                        chains.push(hook);
-                    }
-                }
-                let keep: HashSet<String> =
-                    chains_of(Some(new), family, &table).into_iter().collect();
-                chains.extend(
-                    chains_of(Some(old), family, &table)
-                        .into_iter()
-                        .filter(|c| present.contains(c.as_str()) && !keep.contains(c)),
-                );
+                let r = super::fold::removal(old, new, family, &table, t);
                 text.push_str(&delete_chains_text(
                     &table,
-                    &unhook,
-                    &chains,
+                    &r.unhook,
+                    &r.chains,
                     self.lines_per_commit(family),
                 ));
             }

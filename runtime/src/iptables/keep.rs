@@ -112,21 +112,17 @@ fn targets<'a>(lines: &'a [String], rules: &'a Rules) -> impl Iterator<Item = &'
 fn table_plan(
     family: Family,
     new: &TableBlock,
-    old: &TableBlock,
+    old_keys: &[(String, Key)],
     owned: &HashSet<&str>,
     kernel: &Index<'_>,
     never: &dyn Fn(&str) -> bool,
 ) -> BTreeMap<String, String> {
     let new_rules: Rules = chain_rules(new).into_iter().collect();
-    let old_rules: Rules = chain_rules(old).into_iter().collect();
     let new_keys = keys(&new.table, &new_rules, &new.chains);
-    let old_keys = keys(&old.table, &old_rules, &old.chains);
     let mut by_key: HashMap<&Key, Vec<&str>> = HashMap::new();
-    for c in &old.chains {
-        if let Some(k) = old_keys.get(c) {
-            if owned.contains(c.as_str()) && kernel.has(c) {
-                by_key.entry(k).or_default().push(c.as_str());
-            }
+    for (c, k) in old_keys {
+        if owned.contains(c.as_str()) && kernel.has(c) {
+            by_key.entry(k).or_default().push(c.as_str());
         }
     }
     // Children before parents, so a parent is compared with its kept
@@ -187,26 +183,49 @@ fn post_order<'a>(rules: &'a Rules, roots: &'a [String]) -> Vec<&'a str> {
     out
 }
 
+/// The keys of the generation in force's chains, per family and table,
+/// each table's in declaration order (they do not depend on the kernel,
+/// so the apply computes them while the tools save the kernel's state).
+pub(crate) type OldKeys = HashMap<(Family, String), Vec<(String, Key)>>;
+
+/// [`OldKeys`] of `old` (the generation in force's applied blocks).
+pub(crate) fn old_keys(old: &BTreeMap<Family, Vec<TableBlock>>) -> OldKeys {
+    let mut out = OldKeys::new();
+    for (&family, blocks) in old {
+        for b in blocks {
+            let rules: Rules = chain_rules(b).into_iter().collect();
+            let mut k = keys(&b.table, &rules, &b.chains);
+            let ordered = b
+                .chains
+                .iter()
+                .filter_map(|c| k.remove(c).map(|key| (c.clone(), key)))
+                .collect();
+            out.insert((family, b.table.clone()), ordered);
+        }
+    }
+    out
+}
+
 /// Which chains of the new generation (`new`, its blocks after set
-/// sharing) keep a chain of the generation in force (`old`: its applied
-/// blocks; `owned`: (family, table, chain) its state lists), as the kernel
-/// holds them (`saved`). `never`: chains always loaded (see the module
-/// doc).
+/// sharing) keep a chain of the generation in force (`old`: its keys,
+/// [`old_keys`]; `owned`: (family, table, chain) its state lists), as the
+/// kernel holds them (`saved`). `never`: chains always loaded (see the
+/// module doc).
 pub(crate) fn plan(
     new: &BTreeMap<Family, Vec<TableBlock>>,
-    old: &BTreeMap<Family, Vec<TableBlock>>,
+    old: &OldKeys,
     owned: &HashSet<(Family, &str, &str)>,
     saved: &Saved,
     never: &dyn Fn(&str) -> bool,
 ) -> KeptChains {
     let mut out = KeptChains::new();
     for (&family, blocks) in new {
-        let (Some(old_blocks), Some(tables)) = (old.get(&family), saved.get(&family)) else {
+        let Some(tables) = saved.get(&family) else {
             continue;
         };
         for block in blocks {
             let (Some(o), Some(t)) = (
-                old_blocks.iter().find(|b| b.table == block.table),
+                old.get(&(family, block.table.clone())),
                 tables.get(&block.table),
             ) else {
                 continue;
@@ -304,7 +323,7 @@ mod tests {
             ],
         );
         let new_map = BTreeMap::from([(Family::Ipv4, vec![new.clone()])]);
-        let old_map = BTreeMap::from([(Family::Ipv4, vec![old.clone()])]);
+        let old_map = old_keys(&BTreeMap::from([(Family::Ipv4, vec![old.clone()])]));
         let kept = plan(&new_map, &old_map, &owned(&old), &saved(&old), &|_| false);
         assert_eq!(
             kept[&Family::Ipv4],
@@ -344,7 +363,7 @@ mod tests {
             &["-A WEIR2-F1 -j WEIR2-F2", "-A WEIR2-F2 -j ACCEPT"],
         );
         let new_map = BTreeMap::from([(Family::Ipv4, vec![new])]);
-        let old_map = BTreeMap::from([(Family::Ipv4, vec![old.clone()])]);
+        let old_map = old_keys(&BTreeMap::from([(Family::Ipv4, vec![old.clone()])]));
         // Someone changed F2 in the kernel: neither F2 nor its parent is
         // kept (the parent would jump to the new F2).
         let mut drifted = old.clone();
@@ -381,7 +400,7 @@ mod tests {
         );
         let kept = plan(
             &BTreeMap::from([(Family::Ipv4, vec![new])]),
-            &BTreeMap::from([(Family::Ipv4, vec![old.clone()])]),
+            &old_keys(&BTreeMap::from([(Family::Ipv4, vec![old.clone()])])),
             &owned(&old),
             &saved(&old),
             &|_| false,

@@ -29,7 +29,10 @@
 //!    put back and the apply fails naming the rule;
 //! 4. `applied.json` and the state file record what is in force;
 //! 5. the old generation's recorded chains, hooks and sets are removed
-//!    (those the read-back of step 3 saw), then `intent.json`.
+//!    (those the read-back of step 3 saw), then `intent.json`. With the
+//!    legacy tools its chains and hooks already went in step 2's COMMIT
+//!    ([`fold`]; a rollback reloads them from its `applied.json`), and only
+//!    its sets are left to destroy here.
 //!
 //! If a step up to 3 fails, the previous generation is put back and
 //! everything of the new one removed (`Iptables::roll_back`); the error
@@ -44,6 +47,7 @@ pub mod detach;
 pub(crate) mod endpoint_record;
 pub mod exec;
 mod files;
+pub(crate) mod fold;
 pub mod intent;
 pub(crate) mod keep;
 pub mod load;
@@ -59,6 +63,7 @@ pub mod sets;
 pub mod state;
 pub mod stats;
 pub mod status;
+pub(crate) mod transaction;
 
 use std::collections::BTreeMap;
 use std::fs::File;

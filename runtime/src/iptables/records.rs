@@ -24,6 +24,9 @@ use crate::error::Error;
 
 /// `applied.json`.
 pub const APPLIED: &str = "applied.json";
+/// The new generation's `applied.json` until the state file names it
+/// ([`super::fold`]: a rollback needs the previous generation's record).
+pub const APPLIED_NEXT: &str = "applied.next.json";
 /// `baseline.json`.
 pub const BASELINE: &str = "baseline.json";
 
@@ -85,6 +88,46 @@ impl Iptables {
     pub(crate) fn write_applied(&self, a: &Applied) -> Result<(), Error> {
         let text = serde_json::to_vec(a).expect("applied serialises");
         files::write_private(&self.opts.state_dir.join(APPLIED), &text)
+    }
+
+    /// Writes the new generation's record beside the one in force
+    /// ([`APPLIED_NEXT`]); [`Iptables::commit_applied`] puts it in place.
+    pub(crate) fn write_applied_next(&self, a: &Applied) -> Result<(), Error> {
+        let text = serde_json::to_vec(a).expect("applied serialises");
+        files::write_private(&self.opts.state_dir.join(APPLIED_NEXT), &text)
+    }
+
+    /// Renames [`APPLIED_NEXT`] over `applied.json` when it holds
+    /// `generation` (the state file names it now); a stale one (of a
+    /// generation rolled back) is removed. Nothing to do without one.
+    /// `known`: the caller has just written it for `generation` (the
+    /// apply), so it is not read again.
+    pub(crate) fn commit_applied(&self, generation: u32, known: bool) -> Result<(), Error> {
+        let next = self.opts.state_dir.join(APPLIED_NEXT);
+        if !known {
+            let Ok(text) = std::fs::read(&next) else {
+                return Ok(());
+            };
+            let ours =
+                serde_json::from_slice::<Applied>(&text).is_ok_and(|a| a.generation == generation);
+            if !ours {
+                return self.discard_applied_next();
+            }
+        }
+        let path = self.opts.state_dir.join(APPLIED);
+        std::fs::rename(&next, &path)
+            .and_then(|()| crate::statefs::sync_dir(&self.opts.state_dir))
+            .map_err(|e| {
+                Error::io(
+                    format!("renaming {} to {}", next.display(), path.display()),
+                    e,
+                )
+            })
+    }
+
+    /// Removes [`APPLIED_NEXT`] (a rolled-back generation's record).
+    pub(crate) fn discard_applied_next(&self) -> Result<(), Error> {
+        files::remove(&self.opts.state_dir.join(APPLIED_NEXT))
     }
 
     /// The applied record, when it belongs to `generation`.
