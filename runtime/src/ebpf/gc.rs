@@ -124,6 +124,12 @@ fn run(ebpf: &Ebpf, cfg: Config, now: u64, flags: u64) -> Result<State, EbpfErro
         .ok_or_else(|| EbpfError::Bundle(format!("object has no program {}", gc::PROGRAM)))?
         .try_into()
         .map_err(|e: ProgramError| super::load::verifier(gc::PROGRAM, e))?;
+    run_on(p, cfg, now, flags)?;
+    state(ebpf)
+}
+
+/// One test run of the arming program `p` (see [`run`]).
+fn run_on(p: &SchedClassifier, cfg: Config, now: u64, flags: u64) -> Result<(), EbpfError> {
     let mut data = vec![0u8; 14 + gc::cfg::SIZE];
     for (at, v) in [
         (gc::cfg::NOW, now),
@@ -154,7 +160,26 @@ fn run(ebpf: &Ebpf, cfg: Config, now: u64, flags: u64) -> Result<State, EbpfErro
             ),
         });
     }
-    state(ebpf)
+    Ok(())
+}
+
+/// The pin of a generation's arming program, in its directory.
+pub fn program_pin(gen_dir: &std::path::Path) -> std::path::PathBuf {
+    gen_dir.join(format!("prog_{}", gc::PROGRAM))
+}
+
+/// Re-arms the collector of the generation in force on `inst` with
+/// `cfg` through its pinned arming program (`sweep`: and sweeps once
+/// now), without loading anything; returns the figures read back.
+pub fn rearm(inst: &super::Instance, cfg: Config, sweep: bool) -> Result<State, EbpfError> {
+    let st = super::record::read_state(inst)?;
+    let base = inst.pin_dir();
+    let pin = program_pin(&super::pins::gen_dir(&base, st.generation));
+    let p = SchedClassifier::from_pin(&pin)
+        .map_err(|e| aya(&format!("opening {}", pin.display()), e))?;
+    let flags = gc::cfg::ARM | if sweep { gc::cfg::SWEEP } else { 0 };
+    run_on(&p, cfg, 0, flags)?;
+    read_pinned(&base.join(gc::MAP))
 }
 
 /// Arms the collector of a loaded generation: writes `cfg`, sweeps once

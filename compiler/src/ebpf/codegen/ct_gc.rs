@@ -34,9 +34,12 @@
 //!   backend, canonical order as `emit/prologue.rs` writes it) is gone.
 //!
 //! Bounded work: a firing processes at most `budget` entries after
-//! skipping the `cursor` entries the previous firings processed, then
-//! stops (the walk's order is the table's bucket order; entries deleted
-//! meanwhile shift it, so an entry may wait one more sweep). A timer
+//! skipping the `cursor` entries the previous firings kept, then stops
+//! and the next resumes after them (the walk's order is the table's
+//! bucket order: the firing's own removals are accounted for; entries
+//! the datapath inserts or removes meanwhile shift it, so an entry may
+//! be skipped, or looked at twice, in one sweep and is seen in the
+//! next). A timer
 //! callback runs in softirq; the budget keeps one firing short
 //! (docs/runtime.md gives the measured figures).
 //!
@@ -214,6 +217,10 @@ fn sweep(a: &mut Asm) -> usize {
     a.push(Op::load(Size::U64, Reg::R3, Reg::R10, CTX + vctx::SKIP));
     a.push(Op::alu64(AluOp::Add, Reg::R3, Reg::R2));
     a.push(Op::jmp(JmpCond::Lt, Reg::R1, Reg::R3, complete));
+    // Resume after what this firing kept: the entries it removed no
+    // longer come before the stop.
+    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, CTX + vctx::REMOVED));
+    a.push(Op::alu64(AluOp::Sub, Reg::R3, Reg::R1));
     a.push(Op::store(Size::U64, v, gc::CURSOR, Reg::R3));
     a.push(Op::mov64(Reg::R9, 1));
     a.push(Op::Ja { target: done });
@@ -283,8 +290,14 @@ fn arming_program() -> Result<(Assembled, (usize, usize)), AsmError> {
         a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(from)));
         a.push(Op::store(Size::U64, Reg::R7, to, Reg::R1));
     }
-    // A new configuration starts a new sweep.
+    // Arming (an apply) starts a new sweep; a sweep-only run (tests)
+    // resumes where the last firing stopped, as the timer does.
+    let keep_cursor = a.new_label("gc_keep_cursor");
+    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
+    a.push(Op::alu64(AluOp::And, Reg::R1, cfg::ARM as i32));
+    a.push(Op::jmp(JmpCond::Eq, Reg::R1, 0, keep_cursor));
     a.push(Op::store(Size::U64, Reg::R7, gc::CURSOR, 0));
+    a.bind(keep_cursor);
     let arm = a.new_label("gc_arm");
     a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
     let sweep_now = a.new_label("gc_sweep_now");
