@@ -288,3 +288,85 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
     }
     assert!(!map_alive(gc_id), "map {gc_id} (and its timer) outlived detach");
 }
+
+/// How long one firing takes on the default 524,288-entry table at 25 %
+/// and 100 % fill (figures for docs/runtime.md; no assertion on time).
+/// Run by hand: `cargo test -p weir-runtime --test ebpf_ct_gc -- --ignored
+/// --nocapture sweep_time`.
+#[test]
+#[ignore]
+fn ebpf_ct_gc_sweep_time() {
+    if !have_root("ebpf_ct_gc_sweep_time") {
+        return;
+    }
+    let model = model_of_source(SRC);
+    let g = graph::build(&model);
+    let out = codegen::generate(
+        &model,
+        &g,
+        &Options {
+            mode: Mode::Node,
+            tables: StateTables {
+                kind: CtTable::Hash,
+                ..StateTables::default()
+            },
+            ..Options::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let mut gen = load_output(&out);
+    gc::load_program(&mut gen.ebpf).unwrap();
+    let m = gen.ebpf.map(layout::map::CT).unwrap();
+    let size = StateTables::default().conntrack as usize;
+    let t: u64 = 1 << 40;
+    let key = |i: usize| {
+        let mut k = vec![0u8; ct::KEY_SIZE as usize];
+        k[..4].copy_from_slice(&[10, 1, (i >> 8) as u8, i as u8]);
+        k[16..20].copy_from_slice(&[10, 2, (i >> 16) as u8, 1]);
+        k[32..34].copy_from_slice(&(i as u16).to_ne_bytes());
+        k[36] = 17;
+        k[37] = 4;
+        k
+    };
+    for fill in [size / 4, size] {
+        let put = |time: u64| {
+            for i in 0..fill {
+                update_raw(m, &key(i), &value(time, None, 0)).unwrap();
+            }
+        };
+        for (what, time, now) in [
+            ("fresh (nothing to do)", t, t + 1),
+            ("all seen (stamp)", t | ct::SEEN as u64, t + 1),
+            ("all idle (delete)", t, t + (1 << 38)),
+        ] {
+            put(time);
+            for budget in [0, gc::BUDGET] {
+                let cfg = gc::Config {
+                    budget,
+                    ..gc::Config::default()
+                };
+                let start = gc::state(&gen.ebpf).unwrap().sweeps;
+                let (mut firings, mut max, mut total) = (0, 0, 0);
+                loop {
+                    let s = gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+                    firings += 1;
+                    max = max.max(s.last_duration_ns);
+                    total += s.last_duration_ns;
+                    if s.sweeps > start || firings > 1000 {
+                        break;
+                    }
+                }
+                println!(
+                    "fill {fill:>6} {what:<22} budget {budget:>6}: {firings:>3} firing(s), \
+                     longest {:.3} ms, total {:.3} ms",
+                    max as f64 / 1e6,
+                    total as f64 / 1e6
+                );
+                put(time);
+            }
+        }
+        for i in 0..fill {
+            let _ = delete_raw(m, &key(i));
+        }
+    }
+}
