@@ -140,11 +140,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     update_raw(
         m,
         &ct_key(&flow),
-        &value(
-            (t + tcp) | 1 | flow_cf,
-            Some((ip("10.96.0.1"), 80)),
-            1,
-        ),
+        &value((t + tcp) | 1 | flow_cf, Some((ip("10.96.0.1"), 80)), 1),
     )
     .unwrap();
     let present = |p: &Packet| {
@@ -201,9 +197,18 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     // Five idle ones: each firing removes what it walked, so each resumes
     // at the start: 2, 2, 1 removed, one sweep.
     let later = late + other + 1;
-    assert_eq!(walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()), (2, 5, 8));
-    assert_eq!(walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()), (2, 5, 10));
-    assert_eq!(walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()), (1, 6, 11));
+    assert_eq!(
+        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        (2, 5, 8)
+    );
+    assert_eq!(
+        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        (2, 5, 10)
+    );
+    assert_eq!(
+        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        (1, 6, 11)
+    );
     assert_eq!(keys_raw(m, ct::KEY_SIZE as usize).unwrap().len(), 0);
 }
 
@@ -277,7 +282,10 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
     assert!(present(&fresh), "a fresh entry stays");
     let s = weir_runtime::ebpf::status(&inst).unwrap();
     let st = s.collector.expect("status shows the collector");
-    assert!(st.sweeps > armed.sweeps && st.removed > armed.removed, "{st:?}");
+    assert!(
+        st.sweeps > armed.sweeps && st.removed > armed.removed,
+        "{st:?}"
+    );
     drop(ctm);
     // Detach: the pin goes, and with it the map and its timer.
     weir_runtime::ebpf::detach(&inst).unwrap();
@@ -286,7 +294,10 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
     while map_alive(gc_id) && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!map_alive(gc_id), "map {gc_id} (and its timer) outlived detach");
+    assert!(
+        !map_alive(gc_id),
+        "map {gc_id} (and its timer) outlived detach"
+    );
 }
 
 /// How long one firing takes on the default 524,288-entry table at 25 %
