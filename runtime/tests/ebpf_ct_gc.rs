@@ -298,6 +298,36 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
         !map_alive(gc_id),
         "map {gc_id} (and its timer) outlived detach"
     );
+
+    // hash → lru by `weir apply`: the LRU generation has no collector,
+    // and the pinned one goes (with its timer).
+    let c = weir_runtime::ebpf::apply(&dir, &inst).unwrap().collector;
+    assert!(c.is_some());
+    let gc_id = aya::maps::MapData::from_pin(&pin)
+        .unwrap()
+        .info()
+        .unwrap()
+        .id();
+    let lru = StateTables {
+        kind: CtTable::Lru,
+        ..tables()
+    };
+    bundle_common::write_source(
+        &dir,
+        SRC,
+        None,
+        weir_compiler::bundle::Target::Ebpf,
+        &lru.into(),
+    );
+    let applied = weir_runtime::ebpf::apply(&dir, &inst).unwrap();
+    assert_eq!(applied.collector, None);
+    assert!(!pin.exists(), "the collector's pin outlived the hash table");
+    let start = Instant::now();
+    while map_alive(gc_id) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!map_alive(gc_id), "map {gc_id} outlived the switch to lru");
+    weir_runtime::ebpf::detach(&inst).unwrap();
 }
 
 /// How long one firing takes on the default 524,288-entry table at 25 %
