@@ -9,9 +9,10 @@
 //! - a new service flow whose forward entry does not fit (its flow entry
 //!   did) is denied the same way and leaves no `weir_ct` entry behind;
 //! - an established packet marks its entry seen (flags kept);
-//! - the collector (`weir_runtime::ebpf::collect`) removes nothing fresh,
-//!   removes idle entries and their translations' forward entries, and then the denied
-//!   flows pass.
+//! - the in-kernel collector (`codegen::ct_gc`, one sweep at an injected
+//!   clock through `weir_runtime::ebpf::gc::sweep_at`) removes nothing
+//!   fresh, removes idle entries and their translations' forward
+//!   entries, and then the denied flows pass.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 

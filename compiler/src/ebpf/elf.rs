@@ -546,4 +546,59 @@ mod tests {
             Err(ElfError::InvalidSectionName { .. })
         ));
     }
+
+    #[test]
+    fn ebpf_elf_callbacks_in_text_with_func_info() {
+        let gc = crate::ebpf::codegen::ct_gc::collector().unwrap();
+        let mut obj = sample();
+        obj.maps
+            .push(MapDef::new("weir_ct", MapType::Hash, 40, 32, 16));
+        obj.maps.push(gc.map.clone());
+        obj.programs.push(gc.program.clone());
+        let extras = Extras {
+            described: vec![gc.program.name.clone()],
+            subprograms: gc.subprograms.clone(),
+            func_refs: gc.refs.clone(),
+            typed: vec![gc.typed.clone()],
+        };
+        let bytes = write_object_with(&obj, &extras).unwrap();
+        assert_eq!(bytes, write_object_with(&obj, &extras).unwrap());
+        let f = object::File::parse(&*bytes).unwrap();
+        let text = f.section_by_name(".text").unwrap();
+        // Every callback reference: relocated against .text, src_reg
+        // BPF_PSEUDO_FUNC, the callee's byte offset as immediate.
+        let relocs: Vec<_> = text
+            .relocations()
+            .chain(f.section_by_name("classifier").unwrap().relocations())
+            .filter(|(_, r)| {
+                matches!(r.target(), RelocationTarget::Symbol(s)
+                    if f.symbol_by_index(s).unwrap().kind() == SymbolKind::Section)
+            })
+            .collect();
+        assert_eq!(relocs.len(), 3);
+        let sub = |n: &str| f.symbols().find(|s| s.name() == Ok(n)).unwrap();
+        assert!(sub(gc.subprograms[0].name.as_str()).is_local());
+        assert_eq!(
+            sub(gc.subprograms[1].name.as_str()).address(),
+            8 * gc.subprograms[0].code.len() as u64
+        );
+        let prog = sub(gc.program.name.as_str());
+        let data = f.section_by_name("classifier").unwrap().data().unwrap();
+        for r in &gc.refs {
+            if r.from != gc.program.name {
+                continue;
+            }
+            let at = prog.address() as usize + 8 * r.slot;
+            assert_eq!(data[at], 0x18, "ld_imm64");
+            assert_eq!(data[at + 1] >> 4, 4, "BPF_PSEUDO_FUNC");
+            let imm = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
+            assert_eq!(u64::from(imm), sub(&r.to).address());
+        }
+        let ext = f.section_by_name(".BTF.ext").unwrap().data().unwrap();
+        assert_eq!(&ext[..2], &[0x9f, 0xeb]);
+        // func_info: rec_size 8, two sections (classifier: 1, .text: 2).
+        let info = &ext[32..];
+        assert_eq!(u32::from_le_bytes(info[..4].try_into().unwrap()), 8);
+        assert_eq!(info.len(), 4 + (8 + 8) + (8 + 2 * 8));
+    }
 }
