@@ -10,7 +10,9 @@
 //!   forward entry goes only once past its timeout *and* its flow's entry
 //!   is gone;
 //! - the budget: a firing stops after its budget and the next resumes
-//!   there; a sweep completes only when the whole table was walked;
+//!   after what it kept; a sweep completes only when the whole table was
+//!   walked; arming over a table larger than the budget still reads back
+//!   as armed (fails when the read-back wants a completed sweep);
 //! - after a plain `weir apply` (no agent) the timer removes idle entries
 //!   with no user-space process running, and `weir detach` removes the
 //!   collector (its pin, and with its last reference the map and timer).
@@ -210,6 +212,15 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
         (1, 6, 11)
     );
     assert_eq!(keys_raw(m, ct::KEY_SIZE as usize).unwrap().len(), 0);
+
+    // Arming (what `weir apply` does) over a table larger than the
+    // budget: the run's walk stops at the budget, no sweep completes,
+    // and the apply still reads the collector back as armed.
+    for sport in 3000..3005 {
+        update_raw(m, &ct_key(&udp(sport)), &value(late & !7, None, 0)).unwrap();
+    }
+    let s = gc::arm(&mut gen.ebpf, bounded).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.last_visited, s.sweeps), (2, 6), "{s:?}");
 }
 
 /// Ids of live BPF maps (`bpftool map show`).
