@@ -98,9 +98,9 @@ pub struct Args {
     /// A JSON endpoint inventory.
     #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,
-    /// Entries of the eBPF conntrack table `weir_ct` (an LRU: when full,
-    /// the least recently used flows are evicted). A translated (service)
-    /// flow takes two entries, any other flow one. Default 524288.
+    /// Entries of the eBPF conntrack table `weir_ct` (see --ct-table for
+    /// what happens when it is full). A translated (service) flow takes
+    /// two entries, any other flow one. Default 524288.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub ct_entries: Option<u32>,
     /// Entries of each eBPF service state table (`weir_lb_aff`,
@@ -108,10 +108,11 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub lb_entries: Option<u32>,
     /// Kind of the eBPF per-flow table `weir_ct`:
-    /// `lru` (a full table evicts the least recently used flows) or
-    /// `hash` (preallocated; a full table denies new flows, counted as
-    /// `table-full` in `weir stats`; `weir agent` removes idle entries).
-    /// Default lru. See docs/runtime.md.
+    /// `hash` (the default: preallocated; a full table denies new flows,
+    /// counted as `table-full` in `weir stats`; an in-kernel collector,
+    /// a BPF timer armed by `weir apply`, removes idle entries) or
+    /// `lru` (a full table evicts the least recently used flows).
+    /// See docs/runtime.md.
     #[arg(long, value_enum)]
     pub ct_table: Option<CtTableArg>,
     /// Verdict events (`weir monitor`, docs/monitor.md): every denied

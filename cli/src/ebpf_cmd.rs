@@ -43,6 +43,7 @@ pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>, json: bool) -> 
                     "previous": r.previous,
                     "cgroup": cgroup.map(|c| c.display().to_string()),
                     "programs": r.programs.iter().map(|(n, i)| serde_json::json!({"name": n, "insns": i})).collect::<Vec<_>>(),
+                    "collector": r.collector,
                 });
                 crate::outln!("{v}");
             } else {
@@ -63,6 +64,14 @@ pub fn apply(dir: &Path, target: &Target, cgroup: Option<&Path>, json: bool) -> 
                 }
                 if let Some(c) = cgroup {
                     crate::outln!("  connect-time load balancing on cgroup {}", c.display());
+                }
+                if let Some(c) = &r.collector {
+                    crate::outln!(
+                        "  conntrack collector armed in the kernel: every {} s, swept {} entries in {} us",
+                        c.interval_ns / 1_000_000_000,
+                        c.last_visited,
+                        c.last_duration_ns / 1000
+                    );
                 }
             }
             0
@@ -133,6 +142,16 @@ pub fn status(target: &Target, json: bool) -> i32 {
                         } else {
                             "NOT attached"
                         }
+                    );
+                }
+                if let Some(c) = &s.collector {
+                    let ago = weir_runtime::ebpf::collect::monotonic_ns()
+                        .saturating_sub(c.last_sweep_ns)
+                        / 1_000_000_000;
+                    crate::outln!(
+                        "  conntrack collector: last sweep {ago} s ago, {} sweeps, {} entries removed",
+                        c.sweeps,
+                        c.removed
                     );
                 }
                 for svc in &s.services {

@@ -66,9 +66,11 @@ fn table_sizes_default_like_a_node_and_follow_the_flags() {
     support::schema::assert_valid("compile-report", &d);
     assert_eq!(
         d["backends"]["ebpf"]["state_tables"],
-        serde_json::json!({"conntrack": 524288, "translation": 262144, "kind": "lru"})
+        serde_json::json!({"conntrack": 524288, "translation": 262144, "kind": "hash"})
     );
-    assert_eq!(type_of(&d, "weir_ct"), "lru_hash");
+    // A preallocated hash by default, with its in-kernel collector.
+    assert_eq!(type_of(&d, "weir_ct"), "hash");
+    assert_eq!(type_of(&d, "weir_ct_gc"), "array");
     // One table: a translated flow's forward entry is in `weir_ct`, the
     // pipeline has no `weir_lb_ct` (issue 21).
     let names = |r: &Value| -> Vec<String> {
@@ -84,18 +86,19 @@ fn table_sizes_default_like_a_node_and_follow_the_flags() {
         "{:?}",
         names(&d)
     );
-    // `--ct-table hash`: the per-flow table non-LRU, in the report.
-    let h = report(&["--ct-table", "hash"]);
+    // `--ct-table lru`: the per-flow table an LRU, no collector.
+    let h = report(&["--ct-table", "lru"]);
     support::schema::assert_valid("compile-report", &h);
-    assert_eq!(h["backends"]["ebpf"]["state_tables"]["kind"], "hash");
-    assert_eq!(type_of(&h, "weir_ct"), "hash");
+    assert_eq!(h["backends"]["ebpf"]["state_tables"]["kind"], "lru");
+    assert_eq!(type_of(&h, "weir_ct"), "lru_hash");
     assert_eq!(type_of(&h, "weir_lb_aff"), "lru_hash");
+    assert!(!names(&h).iter().any(|n| n == "weir_ct_gc"));
     assert_eq!(max_of(&d, "weir_ct"), 524_288);
     let r = report(&["--ct-entries", "1000", "--lb-entries", "3000"]);
     support::schema::assert_valid("compile-report", &r);
     assert_eq!(
         r["backends"]["ebpf"]["state_tables"],
-        serde_json::json!({"conntrack": 1000, "translation": 3000, "kind": "lru"})
+        serde_json::json!({"conntrack": 1000, "translation": 3000, "kind": "hash"})
     );
     assert_eq!(max_of(&r, "weir_ct"), 1000);
     for m in ["weir_lb_aff", "weir_lb_sk"] {
@@ -124,7 +127,7 @@ fn the_manifest_declares_the_sizes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         m["backends"]["ebpf"]["state_tables"],
-        serde_json::json!({"conntrack": 4096, "translation": 262144, "kind": "lru"})
+        serde_json::json!({"conntrack": 4096, "translation": 262144, "kind": "hash"})
     );
 }
 

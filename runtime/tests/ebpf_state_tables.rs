@@ -21,7 +21,7 @@ use ebpf_common::*;
 use weir_compiler::check::check_program;
 use weir_compiler::ebpf::codegen::{self, Mode, Options};
 use weir_compiler::ebpf::layout;
-use weir_compiler::ebpf::state_tables::StateTables;
+use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
 use weir_compiler::graph::{self, Graph};
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Model, Proto, Verdict};
@@ -85,7 +85,8 @@ fn ebpf_full_state_tables_evict_least_recently_used_and_keep_verdicts() {
     let tables = StateTables {
         conntrack: SIZE,
         translation: SIZE,
-        ..Default::default()
+        // LRU eviction is what this test is about.
+        kind: CtTable::Lru,
     };
     let out = codegen::generate(
         &model,
@@ -172,7 +173,7 @@ fn ebpf_shared_conntrack_takes_the_declared_size_and_keeps_its_flows() {
                 tables: StateTables {
                     conntrack,
                     translation: SIZE,
-                    ..Default::default()
+                    kind: CtTable::Lru,
                 },
                 spare_endpoints: 64,
                 ..Options::default()

@@ -286,8 +286,8 @@ pub(crate) fn table(
         t.row(row);
     }
     for (label, pick) in [
-        ("LRU fill after the run, rules model", 0),
-        ("LRU fill after the run, services model", 1),
+        ("table fill after the run, rules model", 0),
+        ("table fill after the run, services model", 1),
     ] {
         let mut row = vec![label.to_string()];
         for c in cols {

@@ -331,15 +331,9 @@ fn live(args: &Args, rec: &mut Reconciler, shared: &http::Shared) -> i32 {
     let retry = Duration::from_secs(30);
     let mut failed_at: Option<Instant> = None;
     let mut first_dirty: Option<Instant> = None;
-    let mut collected = Instant::now();
+    // Non-LRU per-flow tables collect themselves: the object's BPF timer,
+    // armed by each apply (docs/runtime.md).
     loop {
-        // Non-LRU per-flow tables: idle entries removed (docs/runtime.md).
-        if collected.elapsed() >= weir_runtime::ebpf::collect::INTERVAL {
-            collected = Instant::now();
-            if let Err(e) = rec.node().collect() {
-                crate::errln!("error: collecting expired conntrack entries: {e}");
-            }
-        }
         let (mut now, quiet) = match rx.recv_timeout(debounce) {
             Ok(e) => (rec.event(e), false),
             Err(RecvTimeoutError::Timeout) => (false, true),

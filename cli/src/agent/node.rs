@@ -33,13 +33,6 @@ pub trait Node {
     fn endpoints(&mut self, dir: &Path, text: &str) -> Result<Churn, String>;
     /// The back end's name, for the log.
     fn name(&self) -> String;
-    /// Removes expired entries of non-LRU per-flow tables (`weir compile
-    /// --ct-table hash`, `weir_runtime::ebpf::collect`); an error to log.
-    /// Called by the live loop (cargo feature `kube`).
-    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
-    fn collect(&self) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 /// The iptables + ipset back end (`weir apply --backend iptables`).
@@ -80,13 +73,6 @@ impl Node for EbpfNode {
 
     fn name(&self) -> String {
         format!("ebpf on {}", self.inst.ifaces().join(", "))
-    }
-
-    fn collect(&self) -> Result<(), String> {
-        use weir_runtime::ebpf::collect;
-        collect::collect(&self.inst, collect::Timeouts::default())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -281,12 +281,18 @@ pub struct EventOptions {
 pub enum CtTable {
     /// `BPF_MAP_TYPE_LRU_HASH`: a full table evicts its least recently
     /// used entries; no insert fails.
-    #[default]
     Lru,
-    /// `BPF_MAP_TYPE_HASH`, preallocated: an insert into a full table
-    /// fails, and the flow is denied and counted (`table full`); a
-    /// collector in user space removes expired entries.
+    /// `BPF_MAP_TYPE_HASH`, preallocated (the default): an insert into a
+    /// full table fails, and the flow is denied and counted (`table
+    /// full`); the in-kernel collector the object carries (`weir_ct_gc`,
+    /// a BPF timer armed at apply) removes expired entries.
+    #[default]
     Hash,
+}
+
+/// The kind an older manifest without `kind` was compiled with.
+fn older_kind() -> CtTable {
+    CtTable::Lru
 }
 
 /// The per-flow tables' sizes (entries).
@@ -299,7 +305,7 @@ pub struct StateTables {
     /// The kind of `weir_ct` (an older manifest without
     /// it was compiled with LRU tables). Fields in sorted key order (the
     /// manifest's sections are written sorted).
-    #[serde(default)]
+    #[serde(default = "older_kind")]
     pub kind: CtTable,
     /// `weir_lb_aff`, `weir_lb_sk` (and the standalone service object's
     /// `weir_lb_ct` and `weir_lb_rev`): the

@@ -21,6 +21,8 @@ const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
 
@@ -122,6 +124,24 @@ impl BtfBuilder {
         id
     }
 
+    /// Anonymous `FUNC_PROTO` returning `ret` with `params` (name, type).
+    pub fn func_proto(&mut self, ret: TypeId, params: &[(&str, TypeId)]) -> TypeId {
+        let names: Vec<u32> = params.iter().map(|(p, _)| self.string(p)).collect();
+        let id = self.header(0, KIND_FUNC_PROTO, params.len() as u32, ret);
+        for ((_, ty), name_off) in params.iter().zip(names) {
+            self.u32(name_off);
+            self.u32(*ty);
+        }
+        id
+    }
+
+    /// `FUNC name` of prototype `proto`; `global`: `BTF_FUNC_GLOBAL`
+    /// linkage, else `BTF_FUNC_STATIC` (a callback must be static).
+    pub fn func(&mut self, name: &str, proto: TypeId, global: bool) -> TypeId {
+        let n = self.string(name);
+        self.header(n, KIND_FUNC, u32::from(global), proto)
+    }
+
     /// `VAR name` of type `ty` with `linkage` (see [`VAR_GLOBAL_ALLOCATED`]).
     pub fn var(&mut self, name: &str, ty: TypeId, linkage: u32) -> TypeId {
         let n = self.string(name);
@@ -185,6 +205,20 @@ fn map_members(map: &MapDef) -> Vec<(&'static str, u32)> {
 /// given order (offsets are the running sum of [`map_def_size`]).
 pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
     let mut b = BtfBuilder::new();
+    maps_btf_into(&mut b, maps, &BTreeMap::new());
+    b.finish()
+}
+
+/// The `.maps` types and `DATASEC` of [`maps_btf`] in `b`; a map named in
+/// `typed` is described by its key and value types (`key` / `value`
+/// members, `PTR`s to the given type ids, in place of `key_size` /
+/// `value_size`), as the kernel needs for a value holding a
+/// `struct bpf_timer` (`super::btf_ext`).
+pub fn maps_btf_into(
+    b: &mut BtfBuilder,
+    maps: &[MapDef],
+    typed: &BTreeMap<String, (TypeId, TypeId)>,
+) {
     let int = b.int("int", 4, true);
     // One `int (*)[N]` per distinct N, in first-use order.
     let mut arrays: BTreeMap<u32, TypeId> = BTreeMap::new();
@@ -195,10 +229,14 @@ pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
             .into_iter()
             .enumerate()
             .map(|(i, (name, n))| {
-                let ty = *arrays.entry(n).or_insert_with(|| {
-                    let arr = b.array(int, int, n);
-                    b.ptr(arr)
-                });
+                let ty = match (typed.get(&map.name), name) {
+                    (Some(&(k, _)), "key_size") => return ("key", b.ptr(k), 64 * i as u32),
+                    (Some(&(_, v)), "value_size") => return ("value", b.ptr(v), 64 * i as u32),
+                    _ => *arrays.entry(n).or_insert_with(|| {
+                        let arr = b.array(int, int, n);
+                        b.ptr(arr)
+                    }),
+                };
                 (name, ty, 64 * i as u32)
             })
             .collect();
@@ -209,5 +247,4 @@ pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
         offset += size;
     }
     b.datasec(".maps", offset, &vars);
-    b.finish()
 }

@@ -169,7 +169,79 @@ fn elf_flags(sh_flags: u32) -> SectionFlags {
 
 /// Writes the relocatable ELF object.
 pub fn write_object(obj: &ObjectDef) -> Result<Vec<u8>, ElfError> {
+    write_object_with(obj, &Extras::default())
+}
+
+/// A static subprogram (a callback) of the object, in `.text`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subprogram {
+    pub name: String,
+    /// Its pointer arguments (for its BTF prototype).
+    pub args: u32,
+    pub code: Assembled,
+}
+
+/// A callback reference: the `ld_imm64` at `slot` of function `from` (a
+/// program or a subprogram) loads the address of subprogram `to`
+/// (`src_reg = BPF_PSEUDO_FUNC`, relocated `R_BPF_64_64` against `.text`
+/// with the callee's byte offset as its immediate, as clang writes it for
+/// a static function).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuncRef {
+    pub from: String,
+    pub slot: usize,
+    pub to: String,
+}
+
+/// What an object with callbacks adds to [`ObjectDef`] (see
+/// [`super::btf_ext`]): subprograms, callback references, typed map values,
+/// and the programs that get BTF `func_info` (all subprograms get it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub subprograms: Vec<Subprogram>,
+    pub func_refs: Vec<FuncRef>,
+    pub typed: Vec<super::btf_ext::TypedMap>,
+    /// Programs (by name) described in `func_info`, with their argument
+    /// count (one: the context).
+    pub described: Vec<String>,
+}
+
+/// `BPF_PSEUDO_FUNC`
+const PSEUDO_FUNC: u64 = 4;
+
+/// Writes the relocatable ELF object with `extras`.
+pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, ElfError> {
     validate(obj)?;
+    let sub_off: BTreeMap<&str, u64> = {
+        let mut at = 0u64;
+        extras
+            .subprograms
+            .iter()
+            .map(|p| {
+                let o = at;
+                at += 8 * p.code.len() as u64;
+                (p.name.as_str(), o)
+            })
+            .collect()
+    };
+    let patched = |name: &str, code: &Assembled| -> Result<Vec<u8>, ElfError> {
+        let mut bytes = code.to_bytes();
+        for r in extras.func_refs.iter().filter(|r| r.from == name) {
+            let Some(&off) = sub_off.get(r.to.as_str()) else {
+                return Err(ElfError::UnknownMap {
+                    program: name.into(),
+                    map: r.to.clone(),
+                });
+            };
+            let at = 8 * r.slot;
+            let mut w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+            w = (w & !(0xf << 12) & 0xffff_ffff) | (PSEUDO_FUNC << 12);
+            w |= off << 32;
+            bytes[at..at + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        Ok(bytes)
+    };
+    let mut funcs = Vec::new();
 
     let mut o = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
     o.flags = FileFlags::Elf {
@@ -212,6 +284,55 @@ pub fn write_object(obj: &ObjectDef) -> Result<Vec<u8>, ElfError> {
         s.flags = elf_flags(elf::SHF_ALLOC | elf::SHF_WRITE);
     }
 
+    // `.text`: the static subprograms, and the references to them.
+    let mut text_relocs: Vec<(object::write::SectionId, u64)> = Vec::new();
+    let mut text_sym = None;
+    if !extras.subprograms.is_empty() {
+        let id = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+        o.section_mut(id).flags = elf_flags(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
+        let mut data = Vec::new();
+        let mut relocs = Vec::new();
+        for p in &extras.subprograms {
+            let base = data.len() as u64;
+            let bytes = patched(&p.name, &p.code)?;
+            o.add_symbol(Symbol {
+                name: p.name.as_bytes().to_vec(),
+                value: base,
+                size: bytes.len() as u64,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Compilation,
+                weak: false,
+                section: SymbolSection::Section(id),
+                flags: SymbolFlags::None,
+            });
+            funcs.push(super::btf_ext::FuncInfo {
+                name: p.name.clone(),
+                section: ".text".into(),
+                offset: base as u32,
+                global: false,
+                args: p.args,
+            });
+            data.extend_from_slice(&bytes);
+            for r in &p.code.map_relocs {
+                relocs.push(Relocation {
+                    offset: base + 8 * r.slot as u64,
+                    symbol: map_syms[r.map.as_str()],
+                    addend: 0,
+                    flags: RelocationFlags::Elf {
+                        r_type: elf::R_BPF_64_64,
+                    },
+                });
+            }
+            func_relocs(&mut text_relocs, id, base, &p.name, extras);
+        }
+        o.section_mut(id).set_data(data, 8);
+        for r in relocs {
+            o.add_relocation(id, r)
+                .map_err(|e| ElfError::Write(e.to_string()))?;
+        }
+        text_sym = Some(o.section_symbol(id));
+    }
+
     for (name, progs) in &sections {
         let id = o.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Text);
         o.section_mut(id).flags = elf_flags(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
@@ -219,7 +340,17 @@ pub fn write_object(obj: &ObjectDef) -> Result<Vec<u8>, ElfError> {
         let mut relocs = Vec::new();
         for p in progs {
             let base = data.len() as u64;
-            let bytes = p.code.to_bytes();
+            let bytes = patched(&p.name, &p.code)?;
+            if extras.described.contains(&p.name) {
+                funcs.push(super::btf_ext::FuncInfo {
+                    name: p.name.clone(),
+                    section: p.section.clone(),
+                    offset: base as u32,
+                    global: true,
+                    args: 1,
+                });
+            }
+            func_relocs(&mut text_relocs, id, base, &p.name, extras);
             o.add_symbol(Symbol {
                 name: p.name.as_bytes().to_vec(),
                 value: base,
@@ -249,6 +380,19 @@ pub fn write_object(obj: &ObjectDef) -> Result<Vec<u8>, ElfError> {
         }
     }
 
+    for (sec, offset) in text_relocs {
+        let r = Relocation {
+            offset,
+            symbol: text_sym.ok_or_else(|| ElfError::Write("no .text".into()))?,
+            addend: 0,
+            flags: RelocationFlags::Elf {
+                r_type: elf::R_BPF_64_64,
+            },
+        };
+        o.add_relocation(sec, r)
+            .map_err(|e| ElfError::Write(e.to_string()))?;
+    }
+
     let license = o.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
     let mut lic = obj.license.as_bytes().to_vec();
     lic.push(0);
@@ -259,11 +403,35 @@ pub fn write_object(obj: &ObjectDef) -> Result<Vec<u8>, ElfError> {
     if !obj.maps.is_empty() {
         let btf_sec = o.add_section(Vec::new(), b".BTF".to_vec(), SectionKind::Other);
         let s = o.section_mut(btf_sec);
-        s.set_data(btf::maps_btf(&obj.maps), 4);
-        s.flags = elf_flags(0);
+        if extras == &Extras::default() {
+            s.set_data(btf::maps_btf(&obj.maps), 4);
+            s.flags = elf_flags(0);
+        } else {
+            let (btf, ext) = super::btf_ext::object_btf(&obj.maps, &extras.typed, &funcs);
+            s.set_data(btf, 4);
+            s.flags = elf_flags(0);
+            let ext_sec = o.add_section(Vec::new(), b".BTF.ext".to_vec(), SectionKind::Other);
+            let s = o.section_mut(ext_sec);
+            s.set_data(ext, 4);
+            s.flags = elf_flags(0);
+        }
     }
 
     o.write().map_err(|e| ElfError::Write(e.to_string()))
+}
+
+/// Where `from`'s callback references are (section, byte offset; `from`
+/// at `base` of `sec`): each gets an `R_BPF_64_64` against `.text`.
+fn func_relocs(
+    out: &mut Vec<(object::write::SectionId, u64)>,
+    sec: object::write::SectionId,
+    base: u64,
+    from: &str,
+    extras: &Extras,
+) {
+    for r in extras.func_refs.iter().filter(|r| r.from == from) {
+        out.push((sec, base + 8 * r.slot as u64));
+    }
 }
 
 #[cfg(test)]
@@ -377,5 +545,60 @@ mod tests {
             write_object(&o),
             Err(ElfError::InvalidSectionName { .. })
         ));
+    }
+
+    #[test]
+    fn ebpf_elf_callbacks_in_text_with_func_info() {
+        let gc = crate::ebpf::codegen::ct_gc::collector().unwrap();
+        let mut obj = sample();
+        obj.maps
+            .push(MapDef::new("weir_ct", MapType::Hash, 40, 32, 16));
+        obj.maps.push(gc.map.clone());
+        obj.programs.push(gc.program.clone());
+        let extras = Extras {
+            described: vec![gc.program.name.clone()],
+            subprograms: gc.subprograms.clone(),
+            func_refs: gc.refs.clone(),
+            typed: vec![gc.typed.clone()],
+        };
+        let bytes = write_object_with(&obj, &extras).unwrap();
+        assert_eq!(bytes, write_object_with(&obj, &extras).unwrap());
+        let f = object::File::parse(&*bytes).unwrap();
+        let text = f.section_by_name(".text").unwrap();
+        // Every callback reference: relocated against .text, src_reg
+        // BPF_PSEUDO_FUNC, the callee's byte offset as immediate.
+        let relocs: Vec<_> = text
+            .relocations()
+            .chain(f.section_by_name("classifier").unwrap().relocations())
+            .filter(|(_, r)| {
+                matches!(r.target(), RelocationTarget::Symbol(s)
+                    if f.symbol_by_index(s).unwrap().kind() == SymbolKind::Section)
+            })
+            .collect();
+        assert_eq!(relocs.len(), 3);
+        let sub = |n: &str| f.symbols().find(|s| s.name() == Ok(n)).unwrap();
+        assert!(sub(gc.subprograms[0].name.as_str()).is_local());
+        assert_eq!(
+            sub(gc.subprograms[1].name.as_str()).address(),
+            8 * gc.subprograms[0].code.len() as u64
+        );
+        let prog = sub(gc.program.name.as_str());
+        let data = f.section_by_name("classifier").unwrap().data().unwrap();
+        for r in &gc.refs {
+            if r.from != gc.program.name {
+                continue;
+            }
+            let at = prog.address() as usize + 8 * r.slot;
+            assert_eq!(data[at], 0x18, "ld_imm64");
+            assert_eq!(data[at + 1] >> 4, 4, "BPF_PSEUDO_FUNC");
+            let imm = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
+            assert_eq!(u64::from(imm), sub(&r.to).address());
+        }
+        let ext = f.section_by_name(".BTF.ext").unwrap().data().unwrap();
+        assert_eq!(&ext[..2], &[0x9f, 0xeb]);
+        // func_info: rec_size 8, two sections (classifier: 1, .text: 2).
+        let info = &ext[32..];
+        assert_eq!(u32::from_le_bytes(info[..4].try_into().unwrap()), 8);
+        assert_eq!(info.len(), 4 + (8 + 8) + (8 + 2 * 8));
     }
 }

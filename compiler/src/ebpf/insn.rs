@@ -79,6 +79,15 @@ pub mod helper {
     /// `long bpf_sk_assign(skb, sk, flags)`
     pub const SK_ASSIGN: u32 = 124;
 
+    /// `long bpf_for_each_map_elem(map, callback, ctx, flags)`
+    pub const FOR_EACH_MAP_ELEM: u32 = 164;
+    /// `long bpf_timer_init(timer, map, flags)`
+    pub const TIMER_INIT: u32 = 169;
+    /// `long bpf_timer_set_callback(timer, callback)`
+    pub const TIMER_SET_CALLBACK: u32 = 170;
+    /// `long bpf_timer_start(timer, nsecs, flags)`
+    pub const TIMER_START: u32 = 171;
+
     /// Name of a helper for listings, if it is one of the known ones.
     pub fn name(id: u32) -> Option<&'static str> {
         Some(match id {
@@ -102,6 +111,10 @@ pub mod helper {
             SK_LOOKUP_UDP => "bpf_sk_lookup_udp",
             SK_RELEASE => "bpf_sk_release",
             SK_ASSIGN => "bpf_sk_assign",
+            FOR_EACH_MAP_ELEM => "bpf_for_each_map_elem",
+            TIMER_INIT => "bpf_timer_init",
+            TIMER_SET_CALLBACK => "bpf_timer_set_callback",
+            TIMER_START => "bpf_timer_start",
             _ => return None,
         })
     }

@@ -11,6 +11,8 @@
 //!   deterministic listing ([`Assembled`]).
 //! - [`maps`]: map definitions ([`MapDef`], [`MapType`]).
 //! - [`btf`]: the `.BTF` section for BTF-defined maps.
+//! - [`btf_ext`]: typed map values, function types and `.BTF.ext`
+//!   `func_info`, for objects with callbacks (the conntrack collector).
 //! - [`elf`]: the object writer ([`write_object`]).
 //! - [`state_tables`]: the sizes of the per-flow tables (conntrack,
 //!   translation), a compile option recorded in the manifest.
@@ -34,6 +36,7 @@
 
 pub mod asm;
 pub mod btf;
+pub mod btf_ext;
 pub mod codegen;
 pub mod elf;
 pub mod insn;
@@ -43,7 +46,9 @@ pub mod service;
 pub mod state_tables;
 
 pub use asm::{Asm, AsmError, AsmOptions, Assembled, MapReloc};
-pub use elf::{write_object, ElfError, ObjectDef, ProgramDef};
+pub use elf::{
+    write_object, write_object_with, ElfError, Extras, FuncRef, ObjectDef, ProgramDef, Subprogram,
+};
 pub use insn::{
     helper, AluOp, ByteOrder, Insn, JmpCond, Label, Op, Operand, Origin, Reg, Size, Width,
 };

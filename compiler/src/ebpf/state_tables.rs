@@ -9,18 +9,19 @@
 //! the service state (the affinity `weir_lb_aff` and socket `weir_lb_sk`
 //! tables; the standalone service object's `weir_lb_ct` and reverse-NAT
 //! table `weir_lb_rev` too).
-//! By default ([`CtTable::Lru`]) every one of them is an LRU hash: when
-//! one is full, an insert evicts the least recently used entries of that
-//! table (the kernel's LRU lists; with per-CPU free lists eviction can
-//! begin a little before the table is completely full). No insert fails
-//! for lack of room, so no packet is dropped for it; what an eviction
-//! costs is documented in docs/runtime.md ("When a state table is
-//! full"). With [`CtTable::Hash`] (`--ct-table hash`) `weir_ct` is a
-//! preallocated non-LRU hash: cheaper inserts (no LRU
-//! free-list work), a full table denies the new flow and counts it
-//! (`codegen/emit/fixed.rs`), and the runtime's collector removes idle
-//! entries (`weir_runtime::ebpf::collect`). LRU stays the default: a
-//! hash table is only safe where a collector runs (`weir agent`). The
+//! By default ([`CtTable::Hash`]) `weir_ct` is a preallocated non-LRU
+//! hash: cheaper inserts (no LRU free-list work); a full table denies
+//! the new flow and counts it (`codegen/emit/fixed.rs`), and the
+//! object carries its collector (`codegen::ct_gc`: a BPF timer that
+//! `weir apply` arms, so idle entries go wherever the programs run,
+//! with no user-space process). With [`CtTable::Lru`] (`--ct-table
+//! lru`) it is an LRU hash: when full, an insert evicts the least
+//! recently used entries (the kernel's LRU lists; with per-CPU free
+//! lists eviction can begin a little before the table is completely
+//! full); no insert fails for lack of room, and there is no collector.
+//! The service tables (affinity, sockets, and the standalone service
+//! object's) are LRU hashes either way. What a full table costs is
+//! documented in docs/runtime.md ("When a state table is full"). The
 //! tables are
 //! preallocated: their memory is taken at load time whatever the traffic
 //! (~136 bytes per `weir_ct` entry, two per translated flow, see

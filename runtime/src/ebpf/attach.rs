@@ -180,6 +180,9 @@ pub struct Applied {
     pub generation: u64,
     pub previous: Option<u64>,
     pub programs: Vec<(String, usize)>,
+    /// The in-kernel conntrack collector (non-LRU `weir_ct`), read back
+    /// after the apply armed it; `None`: LRU tables (the kernel evicts).
+    pub collector: Option<super::gc::State>,
 }
 
 /// Result of [`status`].
@@ -209,6 +212,9 @@ pub struct Status {
     /// Services with their current backends (after `weir endpoints`
     /// updates; from the recorded service-map state).
     pub services: Vec<ServiceStatus>,
+    /// The in-kernel conntrack collector's figures (last sweep, entries
+    /// removed), read from its pinned map; `None` with LRU tables.
+    pub collector: Option<super::gc::State>,
 }
 
 /// One service of [`Status`].
@@ -400,7 +406,7 @@ fn load_pinned(
     let mut g = load(object, manifest, Some(base))?;
     pins::create_gen_dir(gen_dir)?;
     for (name, map) in g.ebpf.maps() {
-        if name == names::CT {
+        if name == names::CT || name == weir_compiler::ebpf::layout::gc::MAP {
             continue;
         }
         map.pin(gen_dir.join(name))
@@ -414,6 +420,19 @@ fn load_pinned(
             .try_into()
             .map_err(|e: aya::programs::ProgramError| aya_err("pinning programs")(e.to_string()))?;
         prog.pin(gen_dir.join(format!("prog_{}", p.name)))
+            .map_err(|e| aya_err("pinning programs")(e.to_string()))?;
+    }
+    // A non-LRU weir_ct's collector: armed with this generation's
+    // callback before the switch (its sweep is read back by `arm`).
+    if super::gc::present(&g.ebpf) {
+        super::gc::arm(&mut g.ebpf, super::gc::Config::default())?;
+        let prog: &mut SchedClassifier = g
+            .ebpf
+            .program_mut(weir_compiler::ebpf::layout::gc::PROGRAM)
+            .expect("present")
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| aya_err("pinning programs")(e.to_string()))?;
+        prog.pin(super::gc::program_pin(gen_dir))
             .map_err(|e| aya_err("pinning programs")(e.to_string()))?;
     }
     let sock = match (target_cgroup, &manifest.lb) {
@@ -590,7 +609,22 @@ fn apply_here(
     // 4. Record; older generations go.
     record::commit(inst, &state, full, manifest_id)?;
     cgroup_result?;
+    // The collector in force, read back from the kernel; an LRU
+    // generation's pinned collector (from an earlier hash one) goes, and
+    // with its last reference its timer.
+    let gc_pin = base.join(weir_compiler::ebpf::layout::gc::MAP);
+    let collector = if manifest
+        .maps
+        .iter()
+        .any(|m| m.name == weir_compiler::ebpf::layout::gc::MAP)
+    {
+        Some(super::gc::read_pinned(&gc_pin)?)
+    } else {
+        let _ = std::fs::remove_file(&gc_pin);
+        None
+    };
     Ok(Applied {
+        collector,
         generation,
         previous,
         programs: manifest
@@ -660,6 +694,7 @@ pub fn status(inst: &Instance) -> Result<Status, EbpfError> {
         services: record::services_in_force(inst)
             .map(|lb| service_status(&lb))
             .unwrap_or_default(),
+        collector: super::gc::read_pinned(&base.join(weir_compiler::ebpf::layout::gc::MAP)).ok(),
     })
 }
 

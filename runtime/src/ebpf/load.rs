@@ -193,6 +193,11 @@ pub fn load(
     if let Some(p) = &ct_path {
         loader.map_pin_path(names::CT, p.as_path());
     }
+    // The conntrack collector's state lives as long as weir_ct, beside it.
+    let gc_path = shared.map(|d| d.join(weir_compiler::ebpf::layout::gc::MAP));
+    if let Some(p) = &gc_path {
+        loader.map_pin_path(weir_compiler::ebpf::layout::gc::MAP, p.as_path());
+    }
     let mut ebpf = loader.load(object).map_err(|e| EbpfError::Aya {
         step: "loading the object".into(),
         message: e.to_string(),

@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod cgroup;
 pub mod collect;
+pub mod gc;
 pub mod inforce;
 pub mod load;
 pub mod map_count;

@@ -132,6 +132,7 @@
 //! [`MAX_MAP_ENTRIES`] entries is a [`Limit`].
 
 pub mod audit;
+pub mod ct_gc;
 mod dispatch;
 pub mod emit;
 pub mod events;
@@ -160,7 +161,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use self::emit::{Block, ClassTable, Entry, Gen, INLINE_CLASS_INTERVALS};
-use super::{write_object, MapDef, MapType, ObjectDef, ProgramDef};
+use super::{MapDef, MapType, ObjectDef, ProgramDef};
 use crate::bundle::{BackendArtifacts, Section, SPARE_CLASSES, WEIR_ASM, WEIR_O};
 use crate::diagnostics::{Construct, Kind, Refusal, StageOverflow};
 use crate::ebpf::layout::{self, LOG_SLOTS};

@@ -126,11 +126,28 @@ pub(super) fn object(
             code: s.code,
         });
     }
-    let object = write_object(&ObjectDef {
-        programs: defs,
-        maps: maps.clone(),
-        license: "GPL".into(),
-    })
+    // Non-LRU tables carry their collector (`ct_gc`).
+    let mut maps = maps;
+    let mut extras = crate::ebpf::Extras::default();
+    if opts.tables.kind == crate::ebpf::state_tables::CtTable::Hash {
+        let gc = super::ct_gc::collector()
+            .unwrap_or_else(|e| panic!("internal compiler error: conntrack collector: {e:?}"));
+        gc.listing_into(&mut listing);
+        maps.push(gc.map);
+        extras.described.push(gc.program.name.clone());
+        defs.push(gc.program);
+        extras.subprograms = gc.subprograms;
+        extras.func_refs = gc.refs;
+        extras.typed.push(gc.typed);
+    }
+    let object = crate::ebpf::write_object_with(
+        &ObjectDef {
+            programs: defs,
+            maps: maps.clone(),
+            license: "GPL".into(),
+        },
+        &extras,
+    )
     .unwrap_or_else(|e| panic!("internal compiler error: eBPF object: {e}"));
     let manifest = EbpfManifest {
         object: WEIR_O.into(),

@@ -5,6 +5,7 @@
 //! [`service`]; codegen, services, the runtime and the tests all read it
 //! from here (the services no longer reach up into `codegen`).
 
+pub mod gc;
 pub mod service;
 
 /// `TC_ACT_OK`: let the packet through.
