@@ -123,8 +123,9 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// trees, each optimization pass's graph, each eBPF stage's listing as
 /// the bundle's is written) and, held a second longer, they stacked up
 /// in the peak RSS. Measured on 100,000 one-peer-per-pod rules (issue
-/// 21): 1,19x MiB peak with the default, ~930 MiB with 10 ms; on the
-/// headline model 300 -> 190 MiB for ~5 % more system time. The
+/// 21): 1,090-1,190 MiB peak with the default, 859-934 MiB with 10 ms
+/// (about 1 s more system time); on the headline model 296 -> 186 MiB,
+/// CPU time within noise (BENCHMARKS.md). The
 /// `MIMALLOC_PURGE_DELAY` environment variable still decides when set.
 #[cfg(not(feature = "system-alloc"))]
 fn prompt_purge() {
