@@ -92,6 +92,12 @@ enum Command {
 // model, graph, bundle): with mimalloc the headline model of
 // BENCHMARKS.md compiles ~1.25x faster than with glibc's allocator
 // (0.99 s against 1.26 s, medians of four runs each).
+//
+// Feature `system-alloc` leaves the system allocator in place, so that
+// heap profilers which hook `malloc` (heaptrack, valgrind's massif) see
+// every allocation: how `weir compile`'s memory was measured by phase
+// (BENCHMARKS.md, issue 21).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -108,8 +114,39 @@ fn no_huge_pages() {
     }
 }
 
+/// mimalloc's delay before memory freed by the program goes back to the
+/// OS (`purge_delay`, milliseconds; its default, 1,000).
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// Freed memory goes back to the OS after [`PURGE_DELAY_MS`], not after a
+/// second: `weir compile` frees large structures in turn (the syntax
+/// trees, each optimization pass's graph, each eBPF stage's listing as
+/// the bundle's is written) and, held a second longer, they stacked up
+/// in the peak RSS. Measured on 100,000 one-peer-per-pod rules (issue
+/// 21): 1,090-1,190 MiB peak with the default, 859-934 MiB with 10 ms
+/// (about 1 s more system time); on the headline model 296 -> 186 MiB,
+/// CPU time within noise (BENCHMARKS.md). The
+/// `MIMALLOC_PURGE_DELAY` environment variable still decides when set.
+#[cfg(not(feature = "system-alloc"))]
+fn prompt_purge() {
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    // `mi_option_purge_delay` in mimalloc.h (v2 and v3).
+    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option of the allocator linked in;
+        // mimalloc reads its options atomically.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
+
+#[cfg(feature = "system-alloc")]
+fn prompt_purge() {}
+
 fn main() {
     no_huge_pages();
+    prompt_purge();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => check::run(args),

@@ -78,7 +78,7 @@ impl<T: std::fmt::Display> Serialize for Text<T> {
 
 #[derive(Serialize)]
 struct Classes<'a> {
-    atoms: Vec<Value>,
+    atoms: Vec<AtomJson<'a>>,
     endpoint_atom: crate::graph::classes::AtomId,
     map: Vec<(Text<&'a crate::model::Cidr>, crate::graph::classes::ClassId)>,
     rows: Vec<Vec<usize>>,
@@ -185,6 +185,18 @@ fn atom_json(a: &Atom) -> Value {
     v
 }
 
+/// An atom as [`atom_json`] writes it, made when it is serialized: the
+/// JSON trees of all atoms at once were ~200 MB for the 200,000 atoms of
+/// 100,000 one-peer-per-pod rules (issue 21); one at a time they are a
+/// few hundred bytes.
+struct AtomJson<'a>(&'a Atom);
+
+impl Serialize for AtomJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        atom_json(self.0).serialize(s)
+    }
+}
+
 fn dir_name(d: Direction) -> DirectionName {
     match d {
         Direction::Egress => DirectionName::Egress,
@@ -200,7 +212,7 @@ impl<'a> Head<'a> {
         sources.sort();
         Head {
             classes: Classes {
-                atoms: cl.atoms.iter().map(atom_json).collect(),
+                atoms: cl.atoms.iter().map(AtomJson).collect(),
                 endpoint_atom: cl.endpoint_atom,
                 map: cl
                     .entries

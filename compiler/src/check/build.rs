@@ -410,7 +410,7 @@ impl<'a> Cx<'a> {
     }
 
     fn rules(&mut self, block: &ast::RuleBlock, policy: &str) -> Vec<model::Rule> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(block.rules.len());
         for r in &block.rules {
             let (good, bad) = match block.direction {
                 Direction::Ingress => (&r.from, &r.to),

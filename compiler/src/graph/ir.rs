@@ -320,13 +320,18 @@ impl Builder {
             }
         }
         let children = n.children();
-        let id = self.g.add_node(n.clone());
+        // Copied only when hash-consing keeps it as a key too.
+        let id = match &mut self.intern {
+            Some(m) => {
+                let id = self.g.add_node(n.clone());
+                m.insert(n, id);
+                id
+            }
+            None => self.g.add_node(n),
+        };
         for (e, c) in children {
             debug_assert!(c < id, "children are added before parents");
             self.g.add_edge(id, c, e);
-        }
-        if let Some(m) = &mut self.intern {
-            m.insert(n, id);
         }
         id
     }

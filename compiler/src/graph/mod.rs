@@ -76,7 +76,9 @@ pub fn compile(model: &Model) -> Compiled {
 fn compile_here(model: &Model) -> Compiled {
     let (g, info) = lower::lower(model);
     verify::check(&g);
-    let graph = opt::optimize(&g);
+    // Taken: the unoptimized nodes are freed during the passes (the
+    // tables they share with `graph` are reference-counted).
+    let graph = opt::optimize_into(g);
     verify::check(&graph);
     let findings = analysis::analyze(model, &graph.classes, &info);
     Compiled {
@@ -92,8 +94,7 @@ pub fn build(model: &Model) -> Graph {
 }
 
 fn build_here(model: &Model) -> Graph {
-    let g = lower::lower_graph(model);
-    let g = opt::optimize(&g);
+    let g = opt::optimize_into(lower::lower_graph(model));
     verify::check(&g);
     g
 }

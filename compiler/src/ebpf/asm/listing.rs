@@ -2,14 +2,15 @@
 //! line per instruction with its slot, its text and its comment or
 //! origin, labels on lines of their own.
 //!
-//! Written in place into one buffer, never line by line through
-//! temporaries: the listing of 100,000 one-peer rules is 1.4 million
-//! instructions (195 MB), and the code generator writes every stage's
-//! listing into one buffer sized from [`Assembled::listing_len`],
-//! releasing each stage's lines as they are written
-//! ([`Assembled::take_listing_into`]; issue 21).
+//! Written as the program is encoded, into one text per program
+//! ([`Listing::Text`]), never kept line by line: the listing of 100,000
+//! one-peer rules is 2.4 million instructions (195 MB), and a value per
+//! line (its slot, text and comment) cost twice the text again. The code
+//! generator appends every stage's text to one buffer sized from
+//! [`Assembled::listing_len`], releasing each stage's text as it is
+//! written ([`Assembled::take_listing_into`]; issue 21).
 
-use super::{Assembled, Entry};
+use super::{Assembled, Listing};
 use crate::ebpf::insn::Origin;
 use std::fmt::Write as _;
 
@@ -19,99 +20,70 @@ impl Assembled {
     /// column shows the instruction's comment, or `origin N` when it has
     /// only an origin. Deterministic: suitable for snapshot tests.
     pub fn listing(&self) -> String {
-        let mut s = String::with_capacity(self.listing_len());
-        for e in &self.entries {
-            write_entry(&mut s, e);
-        }
-        s
+        self.listing.text().to_string()
     }
 
-    /// The length in bytes of [`Assembled::listing`], without building it
+    /// The length in bytes of [`Assembled::listing`], without copying it
     /// (to size one buffer for many programs' listings).
     pub fn listing_len(&self) -> usize {
-        self.entries.iter().map(entry_len).sum()
+        self.listing.text().len()
     }
 
-    /// Appends [`Assembled::listing`] to `out` and frees the listing's
-    /// lines: this program has no listing afterwards (its slots, origins
-    /// and relocations stay). The lines of a stage go as its text is
-    /// written, so they are never held beside the whole text.
+    /// Appends [`Assembled::listing`] to `out` and frees this program's
+    /// copy: it has no listing afterwards (its slots, origins and
+    /// relocations stay). A stage's text goes as it is written, so the
+    /// stages' texts are never all held beside the whole text.
     pub fn take_listing_into(&mut self, out: &mut String) {
-        for e in std::mem::take(&mut self.entries) {
-            write_entry(out, &e);
+        out.push_str(std::mem::take(&mut self.listing).text());
+    }
+}
+
+impl Listing {
+    fn text(&self) -> &str {
+        match self {
+            Listing::Text(s) => s,
+            Listing::Lines(_) => "",
         }
+    }
+
+    /// A label's line.
+    pub(super) fn label(&mut self, name: &str) {
+        if let Listing::Text(s) = self {
+            s.push_str(name);
+            s.push_str(":\n");
+        }
+    }
+
+    /// An instruction's line (see [`Assembled::listing`]): what
+    /// `format!("{slot:>4}: {text}")` makes, padded to [`COMMENT_COLUMN`]
+    /// characters and followed by `; NOTE` when there is a note.
+    pub(super) fn line(&mut self, slot: usize, text: &str, origin: Origin, comment: Option<&str>) {
+        let s = match self {
+            Listing::Text(s) => s,
+            Listing::Lines(lines) => return lines.push((slot, text.to_string())),
+        };
+        let start = s.len();
+        let _ = write!(s, "{slot:>4}: ");
+        s.push_str(text);
+        if comment.is_some() || origin != Origin::NONE {
+            let width = s[start..].chars().count();
+            for _ in width..COMMENT_COLUMN {
+                s.push(' ');
+            }
+            s.push_str("; ");
+            match comment {
+                Some(c) => s.push_str(c),
+                None => {
+                    let _ = write!(s, "origin {}", origin.0);
+                }
+            }
+        }
+        s.push('\n');
     }
 }
 
 /// Where the comment column of a listing line starts (characters).
 const COMMENT_COLUMN: usize = 44;
-
-/// One listing line (see [`Assembled::listing`]), written in place: what
-/// `format!("{slot:>4}: {text}")` makes, padded to [`COMMENT_COLUMN`]
-/// characters and followed by `; NOTE` when there is a note.
-fn write_entry(s: &mut String, e: &Entry) {
-    match e {
-        Entry::Label(name) => {
-            s.push_str(name);
-            s.push_str(":\n");
-        }
-        Entry::Insn {
-            slot,
-            text,
-            origin,
-            comment,
-        } => {
-            let start = s.len();
-            let _ = write!(s, "{slot:>4}: ");
-            s.push_str(text);
-            if comment.is_some() || *origin != Origin::NONE {
-                let width = s[start..].chars().count();
-                for _ in width..COMMENT_COLUMN {
-                    s.push(' ');
-                }
-                s.push_str("; ");
-                match comment {
-                    Some(c) => s.push_str(c),
-                    None => {
-                        let _ = write!(s, "origin {}", origin.0);
-                    }
-                }
-            }
-            s.push('\n');
-        }
-    }
-}
-
-/// The bytes [`write_entry`] writes for `e`.
-fn entry_len(e: &Entry) -> usize {
-    fn digits(mut n: u64) -> usize {
-        let mut d = 1;
-        while n >= 10 {
-            n /= 10;
-            d += 1;
-        }
-        d
-    }
-    match e {
-        Entry::Label(name) => name.len() + 2,
-        Entry::Insn {
-            slot,
-            text,
-            origin,
-            comment,
-        } => {
-            let slot = digits(*slot as u64).max(4);
-            let line = slot + 2 + text.len();
-            let note = match comment {
-                Some(c) => c.len(),
-                None if *origin != Origin::NONE => 7 + digits(u64::from(origin.0)),
-                None => return line + 1,
-            };
-            let width = slot + 2 + text.chars().count();
-            line + COMMENT_COLUMN.saturating_sub(width) + 2 + note + 1
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -26,14 +26,19 @@ use std::rc::Rc;
 
 pub fn run(dag: &Dag) -> Dag {
     let local = dag.rebuild(false, simplify);
-    let mut p = Paths {
-        dag: &local,
-        b: Builder::new(false),
-        memo: HashMap::default(),
-        support: support(&local),
+    // The locally simplified graph and the memo are freed before the
+    // last round (one graph less held at once; issue 21).
+    let out = {
+        let mut p = Paths {
+            dag: &local,
+            b: Builder::new(false),
+            memo: HashMap::default(),
+            support: support(&local),
+        };
+        let roots = local.roots.map(|r| p.go(r, &Facts::default()));
+        p.b.finish(roots)
     };
-    let roots = local.roots.map(|r| p.go(r, &Facts::default()));
-    let out = p.b.finish(roots);
+    drop(local);
     // One more local round: path pruning can create equal branches.
     out.rebuild(false, simplify)
 }
