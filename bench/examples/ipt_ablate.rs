@@ -9,38 +9,28 @@
 //!   (`ipset save`) to `DIR/weir.sets`, kube-proxy with its filter
 //!   FORWARD rules to `DIR/kube-fwd.rules` and kube-proxy's nat beside
 //!   weir's filter table (kube-proxy plus weir's policy stage) to
-//!   `DIR/kube-pol.rules`;
+//!   `DIR/kube-pol.rules`, and what kube-proxy installs
+//!   (`weir_bench::kube_proxy`, `Layout::Installed`) to
+//!   `DIR/kube-installed.rules`;
 //! - `measure ROUNDS PROBES FILE…`: per round, for each FILE in turn,
 //!   `iptables-restore`s it (the sets of weir's bundle stay loaded) and
 //!   measures the last UDP service's and 8 random ones' paired overhead
 //!   against the baseline client, as the bench does; prints per round and
-//!   the median over rounds.
+//!   the median over rounds, and after the first round the packet
+//!   counters of each file's MASQUERADE rules.
 //!
 //! Environment: `SERVICES` (default 10), `SEED` (default 9).
 
 use std::net::{IpAddr, SocketAddr};
 
 use weir_bench::iptables as ipt;
+use weir_bench::kube_proxy::{self, Layout};
 use weir_bench::stats::median;
 use weir_compiler::model::{Proto, Verdict};
 
 /// Empty raw, mangle and filter tables (nat comes with kube-proxy's
-/// rules).
+/// nat-only rules).
 const EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
-
-/// kube-proxy's filter chains on the forwarding path and their rules, as
-/// its `pkg/proxy/iptables/proxier.go` writes them (`iptablesJumpChains`
-/// for FORWARD, the three `KUBE-FORWARD` rules; the chains it fills for
-/// firewalled, externally visible and endpoint-less services are empty
-/// here: the model has none).
-const KUBE_FORWARD_CHAINS: &str = ":KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-FORWARD - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-SERVICES - [0:0]\n";
-const KUBE_FORWARD_RULES: &str = "-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
--A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
--A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
--A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n\
--A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n\
--A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n\
--A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
 
 /// `*TABLE` … `COMMIT` of an `iptables-save` text.
 fn block<'a>(save: &'a str, table: &str) -> &'a str {
@@ -117,7 +107,7 @@ fn main() {
             std::fs::write(out.join("weir.sets"), &sets.stdout).expect("write");
             // kube-proxy's layout alone: the other tables emptied (the
             // sets stay, for the weir variants).
-            let (kube, _) = ipt::kube_proxy_rules(&model);
+            let (kube, _) = kube_proxy::rules(&model, Layout::NatOnly);
             ipt::restore(&topo, v, &format!("{EMPTY}{kube}")).expect("kube");
             ipt::bypass(&topo, v).expect("bypass");
             let save = topo
@@ -134,10 +124,28 @@ fn main() {
             std::fs::write(out.join("kube-pol.rules"), pol).expect("write");
             // kube-proxy's nat and its filter FORWARD rules.
             let fwd = kube_filter
-                .replacen("*filter\n", &format!("*filter\n{KUBE_FORWARD_CHAINS}"), 1)
-                .replacen("COMMIT\n", &format!("{KUBE_FORWARD_RULES}COMMIT\n"), 1);
+                .replacen(
+                    "*filter\n",
+                    &format!("*filter\n{}", kube_proxy::FILTER_CHAINS),
+                    1,
+                )
+                .replacen(
+                    "COMMIT\n",
+                    &format!("{}COMMIT\n", kube_proxy::FORWARD_RULES),
+                    1,
+                );
             let fwd = kube_save.replace(kube_filter, &fwd);
             std::fs::write(out.join("kube-fwd.rules"), fwd).expect("write");
+            // What kube-proxy installs (the bench's as-installed layout).
+            let (inst, _) = kube_proxy::rules(&model, Layout::Installed);
+            ipt::flush(&topo, v).expect("flush");
+            ipt::restore(&topo, v, &inst).expect("kube installed");
+            ipt::bypass(&topo, v).expect("bypass");
+            let save = topo
+                .node
+                .exec("iptables-legacy-save", &[])
+                .expect("iptables-save");
+            std::fs::write(out.join("kube-installed.rules"), &save.stdout).expect("write");
         }
         Some("measure") => {
             let rounds: usize = args[1].parse().expect("rounds");
@@ -172,6 +180,20 @@ fn main() {
                         "round {r} {:<40} base {:>7.0} last {:>6.0} random {:>6.0} ns",
                         files[k], a.base.median, a.overhead, b.overhead
                     );
+                    // Read-back of the SNAT a layout did: the counters of
+                    // its MASQUERADE rules (kube-proxy's as-installed layout
+                    // masquerades the off-cluster client's flows).
+                    if r == 0 {
+                        if let Ok(o) = topo.node.exec("iptables-legacy-save", &["-c", "-t", "nat"])
+                        {
+                            for l in String::from_utf8_lossy(&o.stdout)
+                                .lines()
+                                .filter(|l| l.contains("-j MASQUERADE"))
+                            {
+                                println!("  {}: {l}", files[k]);
+                            }
+                        }
+                    }
                     last_o[k].push(a.overhead);
                     rand_o[k].push(b.overhead);
                 }

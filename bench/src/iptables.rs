@@ -10,15 +10,12 @@
 //!
 //! Layouts:
 //! - **empty**: no rules (probes go straight to a backend address);
-//! - **kube-proxy**: the same services in kube-proxy's iptables layout —
-//!   `KUBE-SERVICES` with one `-d VIP -p P --dport N -j KUBE-SVC-i` rule per
-//!   service, in model order, each `KUBE-SVC-i` a `-m statistic --mode
-//!   random --probability 1/(n-j)` chain into `KUBE-SEP-i-j` DNAT chains;
+//! - **kube-proxy**: the same services in kube-proxy's iptables layout,
+//!   as installed and as its nat dispatch only (`crate::kube_proxy`);
 //! - **weir**: the iptables back end's bundle, applied with the runtime
 //!   (`Iptables::apply`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
@@ -74,57 +71,6 @@ pub fn resolved_services(model: &Model) -> Vec<Resolved> {
             Some((f.addr, f.port, f.proto, backends))
         })
         .collect()
-}
-
-fn pname(p: Proto) -> &'static str {
-    match p {
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-        _ => "tcp",
-    }
-}
-
-/// kube-proxy's layout of `model`'s services as `iptables-restore` text
-/// for the nat table (a full table: it replaces whatever nat had).
-pub fn kube_proxy_rules(model: &Model) -> (String, usize) {
-    let mut chains = String::new();
-    let mut rules = String::new();
-    let mut n = 0;
-    chains.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n");
-    rules.push_str(
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n",
-    );
-    n += 1;
-    for (i, (vip, port, proto, backends)) in resolved_services(model).iter().enumerate() {
-        let p = pname(*proto);
-        let svc = format!("KUBE-SVC-{i}");
-        let _ = writeln!(chains, ":{svc} - [0:0]");
-        let _ = writeln!(
-            rules,
-            "-A KUBE-SERVICES -d {vip}/32 -p {p} -m {p} --dport {port} -j {svc}"
-        );
-        n += 1;
-        let k = backends.len();
-        for (j, (addr, bport)) in backends.iter().enumerate() {
-            let sep = format!("KUBE-SEP-{i}-{j}");
-            let _ = writeln!(chains, ":{sep} - [0:0]");
-            if j + 1 < k {
-                let _ = writeln!(
-                    rules,
-                    "-A {svc} -m statistic --mode random --probability {:.10} -j {sep}",
-                    1.0 / (k - j) as f64
-                );
-            } else {
-                let _ = writeln!(rules, "-A {svc} -j {sep}");
-            }
-            let _ = writeln!(
-                rules,
-                "-A {sep} -p {p} -m {p} -j DNAT --to-destination {addr}:{bport}"
-            );
-            n += 2;
-        }
-    }
-    (format!("{chains}{rules}COMMIT\n"), n)
 }
 
 const EMPTY_TABLES: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";

@@ -20,6 +20,7 @@ pub mod driver;
 pub mod ebpf;
 pub mod flows;
 pub mod iptables;
+pub mod kube_proxy;
 mod plan;
 pub mod report;
 pub mod stats;
