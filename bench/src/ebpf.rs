@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use aya::maps::Map;
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::SchedClassifier;
 use aya::Ebpf;
 use weir_compiler::ebpf::codegen::{self, Mode, Options};
 use weir_compiler::ebpf::layout;
@@ -27,6 +27,7 @@ use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::{Model, Verdict};
 use weir_runtime::ebpf::load::update_raw;
+use weir_runtime::ebpf::test_run;
 
 use crate::stats::median;
 use weir_runtime::frames::frame;
@@ -248,13 +249,7 @@ pub fn measure_interleaved(subjects: &[&Subject], e: Effort) -> Vec<Result<Costs
             };
             for (j, (_, data)) in s.frames.iter().enumerate() {
                 out.resize(data.len() + 256, 0);
-                let opts = TestRunOptions {
-                    data_in: Some(data),
-                    data_out: Some(&mut out),
-                    repeat: s.repeat.unwrap_or(e.repeat),
-                    ..Default::default()
-                };
-                match p.test_run(opts) {
+                match test_run::repeat(p, data, &mut out, s.repeat.unwrap_or(e.repeat)) {
                     Ok(r) => {
                         rets[i][j] = r.return_value;
                         // Round 0 warms up.

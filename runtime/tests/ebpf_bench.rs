@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::SchedClassifier;
 use aya::Ebpf;
 use ebpf_common::*;
 use weir_compiler::ebpf::codegen::Mode;
@@ -26,14 +26,7 @@ const REPEAT: u32 = 1_000_000;
 
 fn time(p: &SchedClassifier, frame: &[u8]) -> (f64, u32) {
     let mut out = vec![0u8; frame.len() + 256];
-    let r = p
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: REPEAT,
-            ..Default::default()
-        })
-        .unwrap();
+    let r = weir_runtime::ebpf::test_run::repeat(p, frame, &mut out, REPEAT).unwrap();
     (r.duration.as_nanos() as f64, r.return_value)
 }
 
@@ -317,14 +310,7 @@ fn ebpf_bench_events_on_off() {
         let gen = load_output(&out);
         let p: &SchedClassifier = gen.ebpf.program("weir_main").unwrap().try_into().unwrap();
         let mut buf = vec![0u8; frame.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut buf),
-                repeat,
-                ..Default::default()
-            })
-            .unwrap();
+        let r = weir_runtime::ebpf::test_run::repeat(p, &frame, &mut buf, repeat).unwrap();
         assert_eq!(r.return_value, 2, "denied");
         let ns = r.duration.as_nanos() as f64;
         let dropped = match gen.ebpf.map(STATE_MAP) {

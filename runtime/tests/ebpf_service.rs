@@ -20,7 +20,7 @@ mod ebpf_common;
 use ebpf_common::cgroup::{self, cgroup2_root, Cgroup, CHILD_ENV};
 use ebpf_common::run_lb;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::SchedClassifier;
 use weir_compiler::driver::analyze;
 use weir_compiler::ebpf::layout::service::{cnt, map as names, tuple};
 use weir_compiler::ebpf::service::fill::{Be, Options};
@@ -433,14 +433,8 @@ fn synthetic_table(n: usize, maglev: bool) -> ServiceTable {
 fn time(r: &LbRuntime, name: &str, pkt: &[u8], repeat: u32) -> f64 {
     let p: &SchedClassifier = r.ebpf.program(name).unwrap().try_into().unwrap();
     let mut out = vec![0u8; pkt.len() + 256];
-    let res = p
-        .test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            repeat,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
+    let res =
+        weir_runtime::ebpf::test_run::repeat(p, pkt, &mut out, repeat).expect("BPF_PROG_TEST_RUN");
     res.duration.as_nanos() as f64
 }
 

@@ -349,8 +349,10 @@ impl Asm {
             let text = if slot == last {
                 format!("gotol {} <{name}>", signed(offset))
             } else {
-                // The short hops inside the sequence, without label names.
-                text.split(" <").next().unwrap_or_default().to_string()
+                // The short hops inside the sequence, without their label
+                // names (the trailing ` <name>`; a condition's own `<`
+                // stays: `if r4 < r5 goto +1`).
+                listing::without_label(&text).to_string()
             };
             out.listing.line(
                 out.slots.len() + slot,

@@ -11,6 +11,7 @@
 //! - [`inforce`]: what the kernel runs on each interface, read back.
 //! - [`txn`]: all-or-nothing writes to a running generation's maps.
 //! - [`map_count`]: a hash map's entry count in a few batch calls.
+//! - [`test_run`]: measuring runs (BPF_PROG_TEST_RUN) retried on `EINTR`.
 //! - `shared_ct`: the shared conntrack map kept at the size the applied
 //!   bundle declares (resized with its entries carried over).
 
@@ -26,6 +27,7 @@ pub mod pins;
 pub mod record;
 pub mod service;
 mod shared_ct;
+pub mod test_run;
 pub mod txn;
 
 pub use attach::{

@@ -82,11 +82,24 @@ impl Listing {
     }
 }
 
+/// An instruction's text without the ` <label>` a jump's text ends with
+/// (`if r4 < r5 goto +1 <far>` → `if r4 < r5 goto +1`): the relaxed far
+/// jump's inner hops are listed without their private labels. Only the
+/// last ` <` counts, and only when the text ends in `>`: a comparison's
+/// own `<` is part of the instruction.
+pub(super) fn without_label(text: &str) -> &str {
+    match text.rsplit_once(" <") {
+        Some((head, _)) if text.ends_with('>') => head,
+        _ => text,
+    }
+}
+
 /// Where the comment column of a listing line starts (characters).
 const COMMENT_COLUMN: usize = 44;
 
 #[cfg(test)]
 mod tests {
+    use super::without_label;
     use crate::ebpf::asm::Asm;
     use crate::ebpf::insn::*;
 
@@ -111,5 +124,21 @@ mod tests {
         assert_eq!(taken, format!("head\n{listing}"));
         assert_eq!(p.listing(), "");
         assert_eq!(p.len(), 4);
+    }
+
+    #[test]
+    fn ebpf_listing_label_is_cut_but_not_a_comparison() {
+        assert_eq!(
+            without_label("if r4 < r5 goto +1 <far>"),
+            "if r4 < r5 goto +1"
+        );
+        assert_eq!(
+            without_label("if r4 s< 3 goto +2 <gotol>"),
+            "if r4 s< 3 goto +2"
+        );
+        assert_eq!(without_label("goto +1 <far>"), "goto +1");
+        assert_eq!(without_label("r1 = r2"), "r1 = r2");
+        // A comparison without a label is left whole (before: `if r4`).
+        assert_eq!(without_label("if r4 < r5 goto +1"), "if r4 < r5 goto +1");
     }
 }
