@@ -11,9 +11,8 @@
 
 mod bundle_common;
 mod iptables_common;
-use bundle_common::seal;
-use iptables_common::{ready, run};
-use weir_compiler::contract::iptables::Family;
+use bundle_common::filter_bundle;
+use iptables_common::{ready, run, weir_chains};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,7 +25,6 @@ use weir_runtime::Bundle;
 /// to `chains` (`(name, rules)`; a rule names other chains by their bundle
 /// names); `extra` rules of `WEIR-FWD` after the jumps.
 fn bundle(dir: &Path, jumps: &[&str], chains: &[(&str, &[&str])]) -> Bundle {
-    std::fs::create_dir_all(dir).unwrap();
     let mut rules = String::from("*filter\n:WEIR-FWD - [0:0]\n");
     for (c, _) in chains {
         rules.push_str(&format!(":{c} - [0:0]\n"));
@@ -40,39 +38,16 @@ fn bundle(dir: &Path, jumps: &[&str], chains: &[(&str, &[&str])]) -> Bundle {
         }
     }
     rules.push_str("COMMIT\n");
-    std::fs::write(
-        dir.join("ipset.rules"),
-        "create weir-a hash:net family inet hashsize 64 maxelem 1024\nadd weir-a 10.1.0.0/24\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("iptables.rules"), rules).unwrap();
-    std::fs::write(dir.join("ip6tables.rules"), "").unwrap();
-    seal(
-        dir,
-        &[("filter", "FORWARD", "WEIR-FWD", "ipv4")],
-        &[("weir-a", Family::Ipv4)],
-    );
-    Bundle::read(dir).unwrap()
+    filter_bundle(dir, &rules, "10.1.0.0/24")
 }
 
-/// Every `WEIR…` chain of the filter table with its rules, as
-/// `iptables-save` prints them (chain name word dropped).
+/// Every `WEIR…` chain of the filter table but the hooks, with its rules,
+/// as `iptables-save` prints them (chain name word dropped).
 fn kernel_chains(ns: &Netns) -> BTreeMap<String, Vec<String>> {
-    let save = run(ns, "iptables-save", &["-t", "filter"]);
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for l in save.lines() {
-        if let Some(c) = l.strip_prefix(':').and_then(|d| d.split(' ').next()) {
-            if c.starts_with("WEIR") && !c.starts_with("WEIR-HOOK") {
-                out.entry(c.to_string()).or_default();
-            }
-        } else if let Some(rest) = l.strip_prefix("-A ") {
-            let (c, r) = rest.split_once(' ').unwrap_or((rest, ""));
-            if let Some(v) = out.get_mut(c) {
-                v.push(r.to_string());
-            }
-        }
-    }
-    out
+    weir_chains(&run(ns, "iptables-save", &["-t", "filter"]))
+        .into_iter()
+        .filter(|(c, _)| c.starts_with("WEIR") && !c.starts_with("WEIR-HOOK"))
+        .collect()
 }
 
 fn names(m: &BTreeMap<String, Vec<String>>) -> BTreeSet<&str> {

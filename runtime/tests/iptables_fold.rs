@@ -18,9 +18,8 @@
 
 mod bundle_common;
 mod iptables_common;
-use bundle_common::seal;
-use iptables_common::run;
-use weir_compiler::contract::iptables::Family;
+use bundle_common::filter_bundle;
+use iptables_common::{run, weir_chains};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +46,6 @@ fn ready(test: &str) -> bool {
 /// `WEIR-T<i>` that accept TCP port `port + i` from set `weir-a`, then
 /// `extra` rules of `WEIR-FWD`, then DROP.
 fn bundle(dir: &Path, port: u16, n: u16, extra: &[&str]) -> Bundle {
-    std::fs::create_dir_all(dir).unwrap();
     let mut r = String::from("*filter\n:WEIR-FWD - [0:0]\n");
     for i in 0..n {
         r.push_str(&format!(":WEIR-T{i} - [0:0]\n"));
@@ -65,42 +63,13 @@ fn bundle(dir: &Path, port: u16, n: u16, extra: &[&str]) -> Bundle {
         r.push_str(&format!("-A WEIR-FWD {e}\n"));
     }
     r.push_str("-A WEIR-FWD -j DROP\nCOMMIT\n");
-    std::fs::write(
-        dir.join("ipset.rules"),
-        format!(
-            "create weir-a hash:net family inet hashsize 64 maxelem 1024\nadd weir-a 10.{}.0.0/24\n",
-            port % 250
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("iptables.rules"), r).unwrap();
-    std::fs::write(dir.join("ip6tables.rules"), "").unwrap();
-    seal(
-        dir,
-        &[("filter", "FORWARD", "WEIR-FWD", "ipv4")],
-        &[("weir-a", Family::Ipv4)],
-    );
-    Bundle::read(dir).unwrap()
+    filter_bundle(dir, &r, &format!("10.{}.0.0/24", port % 250))
 }
 
 /// Every `WEIR…` chain of the IPv4 filter table with its rules, as
 /// `iptables-legacy-save` prints them, the hook chains included.
 fn ours(ns: &Netns) -> BTreeMap<String, Vec<String>> {
-    let save = run(ns, "iptables-legacy-save", &["-t", "filter"]);
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for l in save.lines() {
-        if let Some(c) = l.strip_prefix(':').and_then(|d| d.split(' ').next()) {
-            if c.starts_with("WEIR") {
-                out.entry(c.to_string()).or_default();
-            }
-        } else if let Some(rest) = l.strip_prefix("-A ") {
-            let (c, r) = rest.split_once(' ').unwrap_or((rest, ""));
-            if c.starts_with("WEIR") || r.contains("-j WEIR") {
-                out.entry(c.to_string()).or_default().push(r.to_string());
-            }
-        }
-    }
-    out
+    weir_chains(&run(ns, "iptables-legacy-save", &["-t", "filter"]))
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -313,16 +313,7 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
                 args: p.args,
             });
             data.extend_from_slice(&bytes);
-            for r in &p.code.map_relocs {
-                relocs.push(Relocation {
-                    offset: base + 8 * r.slot as u64,
-                    symbol: map_syms[r.map.as_str()],
-                    addend: 0,
-                    flags: RelocationFlags::Elf {
-                        r_type: elf::R_BPF_64_64,
-                    },
-                });
-            }
+            relocs.extend(map_relocations(base, &p.code, &map_syms));
             func_relocs(&mut text_relocs, id, base, &p.name, extras);
         }
         o.section_mut(id).set_data(data, 8);
@@ -362,16 +353,7 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
                 flags: SymbolFlags::None,
             });
             data.extend_from_slice(&bytes);
-            for r in &p.code.map_relocs {
-                relocs.push(Relocation {
-                    offset: base + 8 * r.slot as u64,
-                    symbol: map_syms[r.map.as_str()],
-                    addend: 0,
-                    flags: RelocationFlags::Elf {
-                        r_type: elf::R_BPF_64_64,
-                    },
-                });
-            }
+            relocs.extend(map_relocations(base, &p.code, &map_syms));
         }
         o.section_mut(id).set_data(data, 8);
         for r in relocs {
@@ -418,6 +400,24 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
     }
 
     o.write().map_err(|e| ElfError::Write(e.to_string()))
+}
+
+/// The `R_BPF_64_64` relocations of a program's map references (`code`
+/// at byte `base` of its section): each `ld_imm64` against its map's
+/// symbol, addend 0 (BPF uses REL).
+fn map_relocations<'a>(
+    base: u64,
+    code: &'a Assembled,
+    map_syms: &'a BTreeMap<&str, SymbolId>,
+) -> impl Iterator<Item = Relocation> + 'a {
+    code.map_relocs.iter().map(move |r| Relocation {
+        offset: base + 8 * r.slot as u64,
+        symbol: map_syms[r.map.as_str()],
+        addend: 0,
+        flags: RelocationFlags::Elf {
+            r_type: elf::R_BPF_64_64,
+        },
+    })
 }
 
 /// Where `from`'s callback references are (section, byte offset; `from`

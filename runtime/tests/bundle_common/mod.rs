@@ -2,8 +2,9 @@
 //! a manifest in the bundle format (`weir_compiler::contract`) so the
 //! runtime reads them as it reads a compiled bundle (hashes, hooks,
 //! sets) — [`seal`]; or a model compiled by the iptables back end —
-//! [`write_iptables`]. Included by the tests that use it (not every test
-//! uses both).
+//! [`write_iptables`]; or one IPv4 filter ruleset hooked at FORWARD with
+//! one set — [`filter_bundle`]. Included by the tests that use it (not
+//! every test uses all).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -165,4 +166,24 @@ pub fn write_source(
         std::fs::write(dir.join(name), bytes).unwrap();
     }
     (model, g)
+}
+
+/// A bundle of the IPv4 filter `rules` (an `iptables-restore` text whose
+/// `WEIR-FWD` is the FORWARD hook's target) and one set `weir-a` holding
+/// `cidr`; no IPv6 rules.
+pub fn filter_bundle(dir: &Path, rules: &str, cidr: &str) -> Bundle {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("ipset.rules"),
+        format!("create weir-a hash:net family inet hashsize 64 maxelem 1024\nadd weir-a {cidr}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("iptables.rules"), rules).unwrap();
+    std::fs::write(dir.join("ip6tables.rules"), "").unwrap();
+    seal(
+        dir,
+        &[("filter", "FORWARD", "WEIR-FWD", "ipv4")],
+        &[("weir-a", ipt::Family::Ipv4)],
+    );
+    Bundle::read(dir).unwrap()
 }
