@@ -115,6 +115,21 @@ impl Netns {
         Path::new(NETNS_DIR).join(&self.name)
     }
 
+    /// A TCP server on `sa` inside the namespace that writes `reply` to
+    /// every connection and closes it (a proxy or backend that says who
+    /// it is); it runs until the process exits.
+    pub fn answer_tcp(&self, sa: SocketAddr, reply: Vec<u8>) -> io::Result<()> {
+        let listener = self.run(move || TcpListener::bind(sa))??;
+        std::thread::Builder::new()
+            .name(format!("answer-tcp-{sa}"))
+            .spawn(move || {
+                for mut c in listener.incoming().flatten() {
+                    let _ = c.write_all(&reply);
+                }
+            })?;
+        Ok(())
+    }
+
     /// Runs `f` on a thread inside the namespace and returns its result.
     /// Sockets `f` creates belong to the namespace and may be used from any
     /// thread afterwards.

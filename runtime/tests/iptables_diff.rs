@@ -22,8 +22,8 @@ mod bundle_common;
 mod events_check;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -327,12 +327,7 @@ fn cases(model: &Model, g: &Graph, candidates: &[Packet]) -> (Vec<Case>, usize) 
 /// families) answering with [`PROXY_MARK`].
 fn start_proxy(node: &Netns, port: u16) {
     let sa: SocketAddr = format!("[::]:{port}").parse().unwrap();
-    let tcp = node.run(move || TcpListener::bind(sa)).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for mut c in tcp.incoming().flatten() {
-            let _ = c.write_all(PROXY_MARK.as_bytes());
-        }
-    });
+    node.answer_tcp(sa, PROXY_MARK.into()).unwrap();
     let udp = node.run(move || UdpSocket::bind(sa)).unwrap().unwrap();
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];

@@ -21,8 +21,7 @@
 
 mod bundle_common;
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -148,16 +147,9 @@ fn refused_then_applied(topo: &Topology, apply: &Apply, pin_dir: &Path) {
     for (_, _, _, proxy) in CASES {
         let port = if proxy.contains(':') { 15004 } else { 15002 };
         let sa = SocketAddr::new(ip(proxy), port);
-        let l = topo
-            .node
-            .run(move || TcpListener::bind(sa))
-            .unwrap()
+        topo.node
+            .answer_tcp(sa, sa.ip().to_string().into())
             .unwrap_or_else(|e| panic!("bind {sa}: {e}"));
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let _ = c.write_all(sa.ip().to_string().as_bytes());
-            }
-        });
     }
     apply(topo).unwrap_or_else(|e| panic!("apply with the addresses up: {e}"));
     for (client, dst, port, proxy) in CASES {

@@ -27,8 +27,7 @@
 mod bundle_common;
 mod ebpf_common;
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -173,16 +172,9 @@ fn scene() -> (Topology, Heard) {
     }
     for (addr, port) in PROXIES {
         let sa: SocketAddr = format!("{addr}:{port}").parse().unwrap();
-        let l = topo
-            .node
-            .run(move || TcpListener::bind(sa))
-            .unwrap()
+        topo.node
+            .answer_tcp(sa, sa.ip().to_string().into())
             .unwrap_or_else(|e| panic!("bind {sa}: {e}"));
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let _ = c.write_all(sa.ip().to_string().as_bytes());
-            }
-        });
     }
     let heard: Heard = Arc::default();
     for (addr, port) in PROXIES {
