@@ -17,6 +17,14 @@ use weir_grammar::{FileId, Span};
 
 /// A client address that is no endpoint (and in no rule's CIDR).
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// A pod client: inside kube-proxy's cluster CIDR
+/// (`crate::kube_proxy::CLUSTER_CIDR`, 10.64.0.0/12), so kube-proxy as
+/// installed neither marks nor masquerades its service flows, but no
+/// endpoint of the synthetic models (their addresses run up from
+/// 10.64.0.1; this is past a million of them) and in no rule's CIDR, so
+/// weir's policies treat it as they treat [`CLIENT`] (checked with the
+/// interpreter: [`same_service_verdicts`]).
+pub const POD_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 79, 255, 1);
 /// The address of the synthetic `bench-client` endpoint.
 pub const BENCH_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The address of the synthetic `bench-open` endpoint (egress: any).
@@ -155,6 +163,25 @@ pub fn service_flows(model: &Model, proto: Proto, src: IpAddr) -> Vec<(usize, Fl
         ));
     }
     out
+}
+
+/// Of the services [`service_flows`] lists for `proto`: how many the
+/// interpreter gives the same verdict from `a` as from `b`, and how many
+/// there are.
+pub fn same_service_verdicts(model: &Model, proto: Proto, a: IpAddr, b: IpAddr) -> (usize, usize) {
+    let fa = service_flows(model, proto, a);
+    let fb = service_flows(model, proto, b);
+    let same = fa
+        .iter()
+        .zip(&fb)
+        .filter(|(x, y)| x.0 == y.0 && x.1.verdict == y.1.verdict)
+        .count();
+    (same, fa.len())
+}
+
+/// Whether `addr` is an address of one of the model's endpoints.
+pub fn is_endpoint(model: &Model, addr: IpAddr) -> bool {
+    model.endpoints.iter().any(|e| e.addrs.contains(&addr))
 }
 
 fn span() -> Span {

@@ -91,6 +91,33 @@ pub fn restore(topo: &Topology, v: Variant, text: &str) -> Result<(), String> {
     }
 }
 
+/// Packets the node's nat `MASQUERADE` rules have matched, read back
+/// with `iptables-save -c -t nat` (the kernel's counters): whether a
+/// layout masqueraded the flows probed since it was restored.
+pub fn masqueraded_packets(topo: &Topology, v: Variant) -> Result<u64, String> {
+    let out = topo
+        .node
+        .exec(&v.save(Family::Ipv4), &["-c", "-t", "nat"])
+        .map_err(|e| format!("iptables-save: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables-save: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut n = 0;
+    for line in text.lines().filter(|l| l.contains("-j MASQUERADE")) {
+        let pkts = line
+            .strip_prefix('[')
+            .and_then(|l| l.split(':').next())
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or_else(|| format!("iptables-save -c: no counter in {line:?}"))?;
+        n += pkts;
+    }
+    Ok(n)
+}
+
 /// Removes every rule and set in the node.
 pub fn flush(topo: &Topology, v: Variant) -> Result<(), String> {
     restore(topo, v, EMPTY_TABLES)?;

@@ -50,6 +50,17 @@ use crate::iptables::resolved_services;
 /// bench's clients (198.18.0.0/24).
 pub const CLUSTER_CIDR: &str = "10.64.0.0/12";
 
+/// Whether `addr` is inside [`CLUSTER_CIDR`] (kube-proxy as installed
+/// masquerades service flows from addresses outside it).
+pub fn in_cluster(addr: std::net::IpAddr) -> bool {
+    match addr {
+        std::net::IpAddr::V4(v) => {
+            u32::from(v) >> 20 == u32::from(std::net::Ipv4Addr::new(10, 64, 0, 0)) >> 20
+        }
+        std::net::IpAddr::V6(_) => false,
+    }
+}
+
 /// Which kube-proxy layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -206,12 +217,7 @@ mod tests {
         assert!(text.contains("-j MASQUERADE --random-fully\n"));
         // Every backend address is inside the cluster CIDR (the hairpin
         // test's premise); the VIPs and the bench client are not.
-        let inside = |a: std::net::IpAddr| match a {
-            std::net::IpAddr::V4(v) => {
-                u32::from(v) >> 20 == u32::from(std::net::Ipv4Addr::new(10, 64, 0, 0)) >> 20
-            }
-            _ => false,
-        };
+        let inside = in_cluster;
         for s in &svcs {
             assert!(!inside(s.0), "{}", s.0);
             for (a, _) in &s.3 {
@@ -219,5 +225,20 @@ mod tests {
             }
         }
         assert!(!inside(crate::flows::CLIENT.into()));
+        // The pod client is inside (kube-proxy does not masquerade it).
+        assert!(inside(crate::flows::POD_CLIENT.into()));
+    }
+
+    /// The pod client is no endpoint, and weir's interpreter decides its
+    /// service flows as it decides the off-cluster client's: the pod row
+    /// compares kube-proxy's unmasqueraded path with the same weir work.
+    #[test]
+    fn pod_client_gets_the_off_cluster_clients_verdicts() {
+        use crate::flows::{is_endpoint, same_service_verdicts, CLIENT, POD_CLIENT};
+        let m = model();
+        assert!(!is_endpoint(&m, POD_CLIENT.into()));
+        let (same, total) = same_service_verdicts(&m, Proto::Udp, POD_CLIENT.into(), CLIENT.into());
+        assert!(total > 0);
+        assert_eq!(same, total);
     }
 }
