@@ -15,6 +15,7 @@
 
 use super::emit::{Em, Gen};
 use super::layout::{ctx, skb};
+use crate::ebpf::service::emit::store_bytes;
 use crate::ebpf::service::sctp::IPPROTO_SCTP;
 use crate::ebpf::{helper, AluOp, ByteOrder, JmpCond, Op, Reg, Size};
 
@@ -153,15 +154,7 @@ pub(super) fn send_back(em: &mut Em, at: i16, len: i32) {
 /// the answer back out of the interface it came in on.
 pub(super) fn store_and_send(em: &mut Em, at: i16, len: i32) {
     let drop = em.drop;
-    em.push(Op::mov64(R1, R7));
-    em.push(Op::mov64(R2, 0));
-    em.push(Op::mov64(R3, R10));
-    em.push(Op::alu64(AluOp::Add, R3, i32::from(at)));
-    em.push(Op::mov64(R4, len));
-    em.push(Op::mov64(R5, 0));
-    em.push(Op::Call {
-        helper: helper::SKB_STORE_BYTES,
-    });
+    store_bytes(em.a, 0, at, len);
     em.jmp(JmpCond::Ne, R0, 0, drop);
     em.push(Op::load(Size::U32, R1, R7, skb::IFINDEX));
     em.push(Op::mov64(R2, 0));

@@ -600,14 +600,7 @@ pub(crate) fn store_port_bytes(a: &mut Asm, port: i16, l4_port_off: i32) {
     a.push(Op::store(Size::U16, R10, st::TMP2, R1));
     a.push(Op::load(Size::U64, R2, R10, st::TMP));
     a.push(Op::alu64(AluOp::Add, R2, l4_port_off));
-    a.push(Op::mov64(R1, R7));
-    a.push(Op::mov64(R3, R10));
-    a.push(Op::alu64(AluOp::Add, R3, i32::from(st::TMP2)));
-    a.push(Op::mov64(R4, 2));
-    a.push(Op::mov64(R5, 0));
-    a.push(Op::Call {
-        helper: helper::SKB_STORE_BYTES,
-    });
+    store_from_r2(a, st::TMP2, 2);
 }
 
 /// The context after the rewrite (16-byte addresses: an IPv4 one's
@@ -629,6 +622,19 @@ fn update_context(a: &mut Asm, c: &CtxLayout, end: End, at: (i16, i16), new: (i1
         copy(a, R6, k + tuple::DST, R10, addr, 16);
         copy(a, R6, k + tuple::DPORT, R10, port, 2);
     }
+}
+
+/// `skb_store_bytes(skb, r2, fp + from, len, 0)`: the offset already in
+/// r2 (computed from a saved header offset).
+pub(crate) fn store_from_r2(a: &mut Asm, from: i16, len: i32) {
+    a.push(Op::mov64(R1, R7));
+    a.push(Op::mov64(R3, R10));
+    a.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
+    a.push(Op::mov64(R4, len));
+    a.push(Op::mov64(R5, 0));
+    a.push(Op::Call {
+        helper: helper::SKB_STORE_BYTES,
+    });
 }
 
 /// `skb_store_bytes(skb, off, fp + from, len, 0)`.

@@ -19,7 +19,7 @@
 //! packet's sender (Linux's `nf_conntrack_inet_error`), is not related.
 
 use crate::ebpf::layout::{ct as ctl, ctx};
-use crate::ebpf::service::emit::{BPF_F_IPV6, BPF_F_PSEUDO_HDR};
+use crate::ebpf::service::emit::{store_from_r2, BPF_F_IPV6, BPF_F_PSEUDO_HDR};
 use crate::ebpf::{helper, AluOp, Asm, JmpCond, Label, Op, Operand, Reg, Size};
 use crate::interp::related::{ICMP4_ERRORS, ICMP6_ERRORS_BELOW};
 
@@ -407,24 +407,13 @@ fn load_bytes(a: &mut Asm, base: Reg, off: i32, to: i16, len: i16) {
 fn store_bytes(a: &mut Asm, base: Reg, off: i32, from: i16, len: i16) {
     a.push(Op::mov64(R2, base));
     a.push(Op::alu64(AluOp::Add, R2, off));
-    store_from_r2(a, from, len);
+    store_from_r2(a, from, i32::from(len));
 }
 
 /// `bpf_skb_store_bytes(skb, off, fp + from, len, 0)`.
 fn store_bytes_at(a: &mut Asm, off: i32, from: i16, len: i16) {
     a.push(Op::mov64(R2, off));
-    store_from_r2(a, from, len);
-}
-
-fn store_from_r2(a: &mut Asm, from: i16, len: i16) {
-    a.push(Op::mov64(R1, R7));
-    a.push(Op::mov64(R3, R10));
-    a.push(Op::alu64(AluOp::Add, R3, i32::from(from)));
-    a.push(Op::mov64(R4, i32::from(len)));
-    a.push(Op::mov64(R5, 0));
-    a.push(Op::Call {
-        helper: helper::SKB_STORE_BYTES,
-    });
+    store_from_r2(a, from, i32::from(len));
 }
 
 /// `r0 = bpf_csum_diff(from, len, to, len, seed)` (`seed`: a register

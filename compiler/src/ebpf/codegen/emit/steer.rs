@@ -92,15 +92,7 @@ impl Gen<'_> {
         em.push(Op::be16(R2));
         em.push(Op::store(Size::U16, R10, W + 2, R2));
         em.bind(store);
-        em.push(Op::mov64(R1, R7));
-        em.push(Op::mov64(R2, 14));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(W + 2)));
-        em.push(Op::mov64(R4, 2));
-        em.push(Op::mov64(R5, 0));
-        em.push(Op::Call {
-            helper: helper::SKB_STORE_BYTES,
-        });
+        crate::ebpf::service::emit::store_bytes(em.a, 14, W + 2, 2);
         em.push(Op::Ja { target: done });
     }
 
