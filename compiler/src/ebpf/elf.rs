@@ -295,16 +295,13 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
         for p in &extras.subprograms {
             let base = data.len() as u64;
             let bytes = patched(&p.name, &p.code)?;
-            o.add_symbol(Symbol {
-                name: p.name.as_bytes().to_vec(),
-                value: base,
-                size: bytes.len() as u64,
-                kind: SymbolKind::Text,
-                scope: SymbolScope::Compilation,
-                weak: false,
-                section: SymbolSection::Section(id),
-                flags: SymbolFlags::None,
-            });
+            o.add_symbol(function_symbol(
+                &p.name,
+                id,
+                base,
+                bytes.len(),
+                SymbolScope::Compilation,
+            ));
             funcs.push(super::btf_ext::FuncInfo {
                 name: p.name.clone(),
                 section: ".text".into(),
@@ -342,16 +339,13 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
                 });
             }
             func_relocs(&mut text_relocs, id, base, &p.name, extras);
-            o.add_symbol(Symbol {
-                name: p.name.as_bytes().to_vec(),
-                value: base,
-                size: bytes.len() as u64,
-                kind: SymbolKind::Text,
-                scope: SymbolScope::Dynamic,
-                weak: false,
-                section: SymbolSection::Section(id),
-                flags: SymbolFlags::None,
-            });
+            o.add_symbol(function_symbol(
+                &p.name,
+                id,
+                base,
+                bytes.len(),
+                SymbolScope::Dynamic,
+            ));
             data.extend_from_slice(&bytes);
             relocs.extend(map_relocations(base, &p.code, &map_syms));
         }
@@ -400,6 +394,28 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
     }
 
     o.write().map_err(|e| ElfError::Write(e.to_string()))
+}
+
+/// The `STT_FUNC` symbol of a function (`len` bytes at `base` of section
+/// `id`): programs are global (`Dynamic`), the callbacks in `.text`
+/// local (`Compilation`).
+fn function_symbol(
+    name: &str,
+    id: object::write::SectionId,
+    base: u64,
+    len: usize,
+    scope: SymbolScope,
+) -> Symbol {
+    Symbol {
+        name: name.as_bytes().to_vec(),
+        value: base,
+        size: len as u64,
+        kind: SymbolKind::Text,
+        scope,
+        weak: false,
+        section: SymbolSection::Section(id),
+        flags: SymbolFlags::None,
+    }
 }
 
 /// The `R_BPF_64_64` relocations of a program's map references (`code`
