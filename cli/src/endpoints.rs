@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use clap::Args as ClapArgs;
 use weir_compiler::diagnostics::Kind;
 use weir_grammar::FileId;
-use weir_runtime::endpoints::{self, EndpointsError, Report};
+use weir_runtime::endpoints::{self, EndpointsError, Report, ServiceUpdate};
 
 use crate::target::{Backend, Output, Target};
 
@@ -174,17 +174,27 @@ fn print_dry_run(r: &Report, json: bool) {
             "  service {} ({}) would need `weir compile` + `weir apply`: backends {}{}",
             s.service,
             s.frontends(),
-            if s.backends.is_empty() {
-                "none".to_string()
-            } else {
-                s.backends.join(", ")
-            },
-            s.why
-                .as_deref()
-                .map(|w| format!(" (not in place: {w})"))
-                .unwrap_or_default()
+            backends_text(s, "none"),
+            not_in_place(s)
         );
     }
+}
+
+/// A service update's backends, or `empty` when it has none.
+fn backends_text(s: &ServiceUpdate, empty: &str) -> String {
+    if s.backends.is_empty() {
+        empty.to_string()
+    } else {
+        s.backends.join(", ")
+    }
+}
+
+/// ` (not in place: why)` for an update that could not be made, else "".
+fn not_in_place(s: &ServiceUpdate) -> String {
+    s.why
+        .as_deref()
+        .map(|w| format!(" (not in place: {w})"))
+        .unwrap_or_default()
 }
 
 fn class(c: Option<u32>) -> String {
@@ -219,11 +229,7 @@ fn print_report(r: &Report, json: bool) {
             "  service {} ({}): backends {}",
             s.service,
             s.frontends(),
-            if s.backends.is_empty() {
-                "none (rejects)".to_string()
-            } else {
-                s.backends.join(", ")
-            }
+            backends_text(s, "none (rejects)")
         );
     }
     if !r.needs_recompile.is_empty() {
@@ -236,15 +242,8 @@ fn print_report(r: &Report, json: bool) {
                 "  service {} ({}): now {}{}",
                 s.service,
                 s.frontends(),
-                if s.backends.is_empty() {
-                    "no backends".to_string()
-                } else {
-                    s.backends.join(", ")
-                },
-                s.why
-                    .as_deref()
-                    .map(|w| format!(" (not in place: {w})"))
-                    .unwrap_or_default()
+                backends_text(s, "no backends"),
+                not_in_place(s)
             );
         }
     }

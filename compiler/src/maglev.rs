@@ -26,18 +26,14 @@ fn backend_key(b: &Backend) -> Vec<u8> {
     format!("{}:{}", b.addr, b.port).into_bytes()
 }
 
-/// Fill a Maglev table of `size` slots (size must be prime) with indexes
-/// into `backends`. Backends with weight 0 get no slots. Returns an empty
-/// table when no backend has a weight.
-pub fn table(backends: &[Backend], size: u32) -> Vec<u32> {
+/// The backends with a weight (indexes into `backends`) and each one's
+/// permutation of a table of `m` slots, `(offset, skip)`: its candidate
+/// slots are `(offset + j * skip) % m` for j = 0, 1, 2, …
+fn permutations(backends: &[Backend], m: u64) -> (Vec<usize>, Vec<(u64, u64)>) {
     let live: Vec<usize> = (0..backends.len())
         .filter(|&i| backends[i].weight > 0)
         .collect();
-    if live.is_empty() {
-        return Vec::new();
-    }
-    let m = u64::from(size);
-    let perm: Vec<(u64, u64)> = live
+    let perm = live
         .iter()
         .map(|&i| {
             let key = backend_key(&backends[i]);
@@ -46,6 +42,18 @@ pub fn table(backends: &[Backend], size: u32) -> Vec<u32> {
             (offset, skip)
         })
         .collect();
+    (live, perm)
+}
+
+/// Fill a Maglev table of `size` slots (size must be prime) with indexes
+/// into `backends`. Backends with weight 0 get no slots. Returns an empty
+/// table when no backend has a weight.
+pub fn table(backends: &[Backend], size: u32) -> Vec<u32> {
+    let m = u64::from(size);
+    let (live, perm) = permutations(backends, m);
+    if live.is_empty() {
+        return Vec::new();
+    }
     // `pos[k]` is `(offset + next * skip) % m` for backend k's next
     // candidate, advanced by adding `skip` (< m) and subtracting `m` once:
     // the same sequence as the paper's formula without a division per
@@ -90,22 +98,11 @@ mod tests {
     /// The fill with the paper's formula, `(offset + next * skip) % m`
     /// per probe: `table` must give exactly the same slots.
     fn reference(backends: &[Backend], size: u32) -> Vec<u32> {
-        let live: Vec<usize> = (0..backends.len())
-            .filter(|&i| backends[i].weight > 0)
-            .collect();
+        let m = u64::from(size);
+        let (live, perm) = permutations(backends, m);
         if live.is_empty() {
             return Vec::new();
         }
-        let m = u64::from(size);
-        let perm: Vec<(u64, u64)> = live
-            .iter()
-            .map(|&i| {
-                let key = backend_key(&backends[i]);
-                let offset = u64::from(fnv1a(&key, 0xDEAD_BEEF)) % m;
-                let skip = u64::from(fnv1a(&key, 0x0BAD_CAFE)) % (m - 1) + 1;
-                (offset, skip)
-            })
-            .collect();
         let mut next = vec![0u64; live.len()];
         let mut entry = vec![u32::MAX; size as usize];
         let mut filled = 0u64;
