@@ -21,7 +21,7 @@ use super::iptables::Small;
 pub(crate) const TARGET: &str =
     "iptables: overhead at 10 services ≤ kube-proxy's (as installed), off-cluster and pod client";
 pub(crate) const GOAL: &str =
-    "weir − kube-proxy (as installed) overhead ≤ 0 for both clients (off-cluster, masqueraded by kube-proxy; pod, not masqueraded): paired rounds, met if the 95 % interval of the median difference is ≤ 0, missed if > 0, else within noise";
+    "weir − kube-proxy (as installed) overhead ≤ 0 for both clients (off-cluster, masqueraded by kube-proxy; pod, not masqueraded): paired rounds, met if the ≥ 95 % interval of the median difference is ≤ 0, missed if > 0, else within noise";
 
 /// The verdict of one client's paired differences.
 pub(crate) fn verdict(ci: &MedianCi) -> TV {
