@@ -97,26 +97,32 @@ pub fn interleaved(
         proto,
         client,
     } = *on;
-    let warm = usize::from(rounds > 1);
+    let dropped = usize::from(rounds > 1);
     // [layout][arm] → the kept rounds' pairs.
     let mut got: Vec<Vec<Vec<Pair>>> = vec![vec![Vec::new(); arms.len()]; layouts.len()];
-    for r in 0..rounds + warm {
+    for r in 0..rounds + dropped {
         for j in 0..layouts.len() {
             let l = (r + j) % layouts.len();
             iptables::restore(topo, v, &layouts[l])?;
             for (a, arm) in arms.iter().enumerate() {
                 // The first round warms the servers and routes up; later
                 // ones only the layout just restored.
-                let warm = if r == 0 { 5 } else { 1 };
+                let warm_up = if r == 0 { 5 } else { 1 };
                 let p = iptables::measure_pair_warmed(
-                    topo, proto, arm.bases, client, arm.dsts, arm.n, warm,
+                    topo, proto, arm.bases, client, arm.dsts, arm.n, warm_up,
                 );
-                if r >= warm {
+                if r >= dropped {
                     got[l][a].push(p);
                 }
             }
             after(l)?;
         }
+    }
+    // Fail closed: a layout without a kept round would read as "–".
+    if got.iter().flatten().any(|ps| ps.is_empty()) {
+        return Err(format!(
+            "interleaved rounds: a layout has no measured round ({rounds} rounds)"
+        ));
     }
     Ok(got
         .into_iter()

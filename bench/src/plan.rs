@@ -102,6 +102,8 @@ pub struct Plan {
     /// (`crate::ipt_rounds`) at the sizes where they are compared closely
     /// ([`Plan::rounds_for`]).
     pub rounds: usize,
+    /// The largest services model measured in [`Plan::rounds`] rounds.
+    pub rounds_upto: usize,
     /// Probes to the last service per layout and round when there are
     /// several rounds (half as many to the random services).
     pub round_probes: usize,
@@ -144,6 +146,8 @@ impl Plan {
                 },
                 probes: 40,
                 rounds: 2,
+                // The smoke run covers both paths: 10 in rounds, 100 in one.
+                rounds_upto: 10,
                 round_probes: 20,
                 cli_runs: 1,
                 update_services: 10,
@@ -175,6 +179,7 @@ impl Plan {
                 },
                 probes: 2_000,
                 rounds: 24,
+                rounds_upto: 100,
                 round_probes: 200,
                 cli_runs: 3,
                 update_services: 1_000,
@@ -188,11 +193,12 @@ impl Plan {
     }
 
     /// Rounds of the services table at `services`: [`Plan::rounds`] up to
-    /// 100 services, where weir's and kube-proxy's overheads are tens of
-    /// ns apart; one above (kube-proxy's overhead is µs above weir's, and
-    /// restoring its 16,720-rule layout each round would cost seconds).
+    /// [`Plan::rounds_upto`] (100 services), where weir's and kube-proxy's
+    /// overheads are tens of ns apart; one above (kube-proxy's overhead is
+    /// µs above weir's, and restoring its 16,720-rule layout each round
+    /// would cost seconds).
     pub fn rounds_for(&self, services: usize) -> usize {
-        if services <= 100 {
+        if services <= self.rounds_upto {
             self.rounds
         } else {
             1
