@@ -173,7 +173,6 @@ fn main() {
             ];
             let on = ipt_rounds::On {
                 topo: &topo,
-                variant: v,
                 proto: Proto::Udp,
                 client,
             };
@@ -194,7 +193,9 @@ fn main() {
                 }
                 Ok(())
             };
-            let m = ipt_rounds::interleaved(&on, &texts, &arms, rounds, &mut masq).expect("rounds");
+            let mut put = |k: usize| ipt::restore(&topo, v, &texts[k]);
+            let m = ipt_rounds::interleaved(&on, texts.len(), &mut put, &arms, rounds, &mut masq)
+                .expect("rounds");
             for (k, f) in files.iter().enumerate() {
                 let (last, rand) = (&m[k].rounds[0], &m[k].rounds[1]);
                 for (r, (a, b)) in last.iter().zip(rand).enumerate() {

@@ -11,11 +11,15 @@
 //! spread from −104 to +13 ns and its sign flipped in 3 of them.
 //!
 //! Now each layout is saved once (`iptables-save` of the node after it is
-//! in force, with the baseline client's bypass), and every round restores
-//! each saved layout in turn (`iptables-restore`, a few ms; the sets weir's
-//! rules name stay in the kernel while another layout is in force) and
-//! measures it with [`iptables::measure_pair`] (its own warm-up, then
-//! batches alternating with the baseline client). The order of the
+//! in force, with the baseline client's bypass, [`snapshot`]), and every
+//! round restores each saved layout in turn (`iptables-restore`, a few
+//! ms; the sets weir's rules name stay in the kernel while another layout
+//! is in force) and measures it with [`iptables::measure_pair`] (its own
+//! warm-up, then batches alternating with the baseline client). The
+//! caller puts a layout in force (`put`): with a single round it may set
+//! each up when its turn comes instead, as the services table does at
+//! sizes where the layouts are µs apart and a save and restore of
+//! kube-proxy's rules would cost seconds. The order of the
 //! layouts rotates from round to round, so that no layout always follows
 //! the same one, and the first round is dropped (the servers' first
 //! wake-ups, caches). Each round yields one overhead per layout, measured
@@ -44,12 +48,11 @@ pub struct Arm<'a> {
     pub n: usize,
 }
 
-/// Where the layouts are measured: the namespaces, the tools, the probes'
-/// protocol and client address.
+/// Where the layouts are measured: the namespaces, the probes' protocol
+/// and client address.
 #[derive(Clone, Copy)]
 pub struct On<'a> {
     pub topo: &'a Topology,
-    pub variant: Variant,
     pub proto: Proto,
     pub client: IpAddr,
 }
@@ -80,30 +83,32 @@ pub fn snapshot(topo: &Topology, v: Variant) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Measures `layouts` (snapshots) in `rounds` interleaved rounds, plus a
-/// first round that is dropped when there is more than one. `after(l)`
-/// runs after layout `l`'s probes of each round, with that layout still in
-/// force (to read its counters back).
+/// Measures `layouts` layouts in `rounds` interleaved rounds, plus a
+/// first round that is dropped when there is more than one. `put(l)`
+/// puts layout `l` in force (restores its [`snapshot`]; with one round the
+/// caller may set it up from scratch instead); `after(l)` runs after
+/// layout `l`'s probes of each round, with that layout still in force (to
+/// read its counters back).
 pub fn interleaved(
     on: &On,
-    layouts: &[String],
+    layouts: usize,
+    put: &mut dyn FnMut(usize) -> Result<(), String>,
     arms: &[Arm],
     rounds: usize,
     after: &mut dyn FnMut(usize) -> Result<(), String>,
 ) -> Result<Vec<Measured>, String> {
     let On {
         topo,
-        variant: v,
         proto,
         client,
     } = *on;
     let dropped = usize::from(rounds > 1);
     // [layout][arm] → the kept rounds' pairs.
-    let mut got: Vec<Vec<Vec<Pair>>> = vec![vec![Vec::new(); arms.len()]; layouts.len()];
+    let mut got: Vec<Vec<Vec<Pair>>> = vec![vec![Vec::new(); arms.len()]; layouts];
     for r in 0..rounds + dropped {
-        for j in 0..layouts.len() {
-            let l = (r + j) % layouts.len();
-            iptables::restore(topo, v, &layouts[l])?;
+        for j in 0..layouts {
+            let l = (r + j) % layouts;
+            put(l)?;
             for (a, arm) in arms.iter().enumerate() {
                 // The first round warms the servers and routes up; later
                 // ones only the layout just restored.
