@@ -12,20 +12,21 @@
 //!   `DIR/kube-pol.rules`, and what kube-proxy installs
 //!   (`weir_bench::kube_proxy`, `Layout::Installed`) to
 //!   `DIR/kube-installed.rules`;
-//! - `measure ROUNDS PROBES FILE…`: per round, for each FILE in turn,
-//!   `iptables-restore`s it (the sets of weir's bundle stay loaded) and
-//!   measures the last UDP service's and 8 random ones' paired overhead
-//!   against the baseline client, as the bench does; prints per round and
-//!   the median over rounds, and after the first round the packet
-//!   counters of each file's MASQUERADE rules.
+//! - `measure ROUNDS PROBES FILE…`: the services table's interleaved
+//!   rounds (`weir_bench::ipt_rounds`): per round, for each FILE in turn
+//!   (the order rotating), `iptables-restore`s it (the sets of weir's
+//!   bundle stay loaded) and measures the last UDP service's and 8 random
+//!   ones' paired overhead against the baseline client; prints per round
+//!   and the median over rounds, and after each file's first round the
+//!   packet counters of its MASQUERADE rules.
 //!
 //! Environment: `SERVICES` (default 10), `SEED` (default 9).
 
 use std::net::{IpAddr, SocketAddr};
 
+use weir_bench::ipt_rounds;
 use weir_bench::iptables as ipt;
 use weir_bench::kube_proxy::{self, Layout};
-use weir_bench::stats::median;
 use weir_compiler::model::{Proto, Verdict};
 
 /// Empty raw, mangle and filter tables (nat comes with kube-proxy's
@@ -155,56 +156,61 @@ fn main() {
                 .iter()
                 .map(|f| std::fs::read_to_string(f).expect("rules file"))
                 .collect();
-            let mut last_o: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
-            let mut rand_o: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
-            for r in 0..rounds {
-                for (k, t) in texts.iter().enumerate() {
-                    ipt::restore(&topo, v, t).expect("restore");
-                    let a =
-                        ipt::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], probes);
-                    let b = ipt::measure_pair(
-                        &topo,
-                        Proto::Udp,
-                        &direct_rand,
-                        client,
-                        &random_socks,
-                        probes / 2,
-                    );
-                    if a.test.failed > a.test.n / 10 {
-                        eprintln!(
-                            "{}: {} of {} probes failed",
-                            files[k], a.test.failed, a.test.n
-                        );
-                    }
-                    println!(
-                        "round {r} {:<40} base {:>7.0} last {:>6.0} random {:>6.0} ns",
-                        files[k], a.base.median, a.overhead, b.overhead
-                    );
-                    // Read-back of the SNAT a layout did: the counters of
-                    // its MASQUERADE rules (kube-proxy's as-installed layout
-                    // masquerades the off-cluster client's flows).
-                    if r == 0 {
-                        if let Ok(o) = topo.node.exec("iptables-legacy-save", &["-c", "-t", "nat"])
+            // The bench's rounds (`weir_bench::ipt_rounds`): the order
+            // rotates each round and a first round is dropped.
+            let last_socks = [last_sock];
+            let arms = [
+                ipt_rounds::Arm {
+                    bases: &direct,
+                    dsts: &last_socks,
+                    n: probes,
+                },
+                ipt_rounds::Arm {
+                    bases: &direct_rand,
+                    dsts: &random_socks,
+                    n: probes / 2,
+                },
+            ];
+            let on = ipt_rounds::On {
+                topo: &topo,
+                proto: Proto::Udp,
+                client,
+            };
+            // Read-back of the SNAT a layout did: the counters of its
+            // MASQUERADE rules (kube-proxy's as-installed layout
+            // masquerades the off-cluster client's flows), once per file.
+            let mut shown = vec![false; files.len()];
+            let mut masq = |k: usize| {
+                if !std::mem::replace(&mut shown[k], true) {
+                    if let Ok(o) = topo.node.exec("iptables-legacy-save", &["-c", "-t", "nat"]) {
+                        for l in String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .filter(|l| l.contains("-j MASQUERADE"))
                         {
-                            for l in String::from_utf8_lossy(&o.stdout)
-                                .lines()
-                                .filter(|l| l.contains("-j MASQUERADE"))
-                            {
-                                println!("  {}: {l}", files[k]);
-                            }
+                            println!("  {}: {l}", files[k]);
                         }
                     }
-                    last_o[k].push(a.overhead);
-                    rand_o[k].push(b.overhead);
+                }
+                Ok(())
+            };
+            let mut put = |k: usize| ipt::restore(&topo, v, &texts[k]);
+            let m = ipt_rounds::interleaved(&on, texts.len(), &mut put, &arms, rounds, &mut masq)
+                .expect("rounds");
+            for (k, f) in files.iter().enumerate() {
+                let (last, rand) = (&m[k].rounds[0], &m[k].rounds[1]);
+                for (r, (a, b)) in last.iter().zip(rand).enumerate() {
+                    println!("round {r} {f:<40} last {a:>6.0} random {b:>6.0} ns");
+                }
+                let p = m[k].pairs[0];
+                if p.test.failed > p.test.n / 10 {
+                    eprintln!("{f}: {} of {} probes failed", p.test.failed, p.test.n);
                 }
             }
             println!("median over {rounds} rounds (ns): last / random");
             for (k, f) in files.iter().enumerate() {
                 println!(
                     "{:<40} {:>6.0} / {:>6.0}",
-                    f,
-                    median(&last_o[k]),
-                    median(&rand_o[k])
+                    f, m[k].pairs[0].overhead, m[k].pairs[1].overhead
                 );
             }
         }

@@ -19,6 +19,7 @@ pub mod compile;
 pub mod driver;
 pub mod ebpf;
 pub mod flows;
+pub mod ipt_rounds;
 pub mod iptables;
 pub mod kube_proxy;
 mod plan;

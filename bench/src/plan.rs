@@ -98,6 +98,15 @@ pub struct Plan {
     pub headline: Params,
     pub effort: Effort,
     pub probes: usize,
+    /// Interleaved rounds of the iptables services layouts
+    /// (`crate::ipt_rounds`) at the sizes where they are compared closely
+    /// ([`Plan::rounds_for`]).
+    pub rounds: usize,
+    /// The largest services model measured in [`Plan::rounds`] rounds.
+    pub rounds_upto: usize,
+    /// Probes to the last service per layout and round when there are
+    /// several rounds (half as many to the random services).
+    pub round_probes: usize,
     pub cli_runs: usize,
     /// Services of the model the update latencies are measured on.
     pub update_services: usize,
@@ -136,6 +145,10 @@ impl Plan {
                     loads: 1,
                 },
                 probes: 40,
+                rounds: 2,
+                // The smoke run covers both paths: 10 in rounds, 100 in one.
+                rounds_upto: 10,
+                round_probes: 20,
                 cli_runs: 1,
                 update_services: 10,
                 endpoints: 300,
@@ -165,6 +178,9 @@ impl Plan {
                     loads: 3,
                 },
                 probes: 2_000,
+                rounds: 24,
+                rounds_upto: 100,
+                round_probes: 200,
                 cli_runs: 3,
                 update_services: 1_000,
                 endpoints: 2_000,
@@ -173,6 +189,19 @@ impl Plan {
                 ct_table: Default::default(),
                 atoms: Default::default(),
             }
+        }
+    }
+
+    /// Rounds of the services table at `services`: [`Plan::rounds`] up to
+    /// [`Plan::rounds_upto`] (100 services), where weir's and kube-proxy's
+    /// overheads are tens of ns apart; one above (kube-proxy's overhead is
+    /// µs above weir's, and restoring its 16,720-rule layout each round
+    /// would cost seconds).
+    pub fn rounds_for(&self, services: usize) -> usize {
+        if services <= self.rounds_upto {
+            self.rounds
+        } else {
+            1
         }
     }
 

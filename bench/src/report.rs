@@ -59,6 +59,9 @@ impl Table {
 pub enum Verdict {
     Met,
     Missed,
+    /// Measured, but the run's noise covers both outcomes (its interval
+    /// spans the goal).
+    WithinNoise,
     NotMeasured,
 }
 
@@ -75,8 +78,14 @@ impl Verdict {
         match self {
             Verdict::Met => "**met**",
             Verdict::Missed => "**missed**",
+            Verdict::WithinNoise => "within noise",
             Verdict::NotMeasured => "not measured",
         }
+    }
+
+    /// The verdict's words without emphasis.
+    pub fn plain(self) -> &'static str {
+        self.text().trim_matches('*')
     }
 }
 

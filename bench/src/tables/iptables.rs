@@ -8,6 +8,7 @@ use weir_compiler::model::{Proto, Verdict};
 
 use crate::case::Case;
 use crate::flows;
+use crate::ipt_rounds;
 use crate::iptables::{self, Scratch};
 use crate::kube_proxy::{self, Layout};
 use crate::plan::Plan;
@@ -42,7 +43,7 @@ pub(crate) fn figures(
     rules_table(rep, rules, plan, log);
     let (small, pod, top) = services_table(rep, svcs, plan, log);
     services_targets(rep, top);
-    small_target(rep, small, pod);
+    super::ipt_small::target(rep, small, pod);
     drop(no_halt);
 }
 
@@ -61,8 +62,8 @@ pub(crate) fn not_run(rep: &mut Report) {
         verdict: TV::NotMeasured,
     });
     rep.targets.push(Target {
-        name: SMALL_TARGET.into(),
-        goal: SMALL_GOAL.into(),
+        name: super::ipt_small::TARGET.into(),
+        goal: super::ipt_small::GOAL.into(),
         measured: "not run".into(),
         verdict: TV::NotMeasured,
     });
@@ -110,6 +111,10 @@ fn rules_table(rep: &mut Report, rules: &[Case], plan: &Plan, log: &dyn Fn(&str)
 /// overhead, weir cost), in ns.
 type Top = Option<(usize, f64, f64, f64)>;
 
+/// The smallest size's paired comparison: (services, weir overhead,
+/// kube-proxy overhead, round-by-round weir − kube-proxy), ns.
+pub(crate) type Small = Option<(usize, f64, f64, Vec<f64>)>;
+
 /// The services sweep; returns the smallest size's figures (off-cluster
 /// and pod client) and the largest size's, for the targets.
 fn services_table(
@@ -117,7 +122,7 @@ fn services_table(
     svcs: &[Case],
     plan: &Plan,
     log: &dyn Fn(&str),
-) -> (Top, Top, Top) {
+) -> (Small, Small, Top) {
     let mut t = Table::new(
         "iptables per-packet cost by services (network namespace, µs per new flow)",
         &[
@@ -134,18 +139,22 @@ fn services_table(
         ],
     );
     t.note(format!(
-        "Median round trip of {} new UDP flows (fresh socket each) from a non-endpoint client off the cluster CIDR (198.18.0.1; a pod client in the \"(pod client)\" row, see below) to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to the backends the flows under test are DNATed to, each probe to one of them at random as the service's `-m statistic` spreads the flows under test (a baseline batch that kept waking one server thread was 0.4–2 µs faster than one spread over five: that was counted as rule cost before), probed in alternating batches of 20 with the flows under test. Overhead = median over batch pairs of (batch median − the baseline batch median just before it): only paired differences are meaningful on this VM, whose speed drifts; the medians are shown for context. kube-proxy (as installed): the same services and backends in the rules kube-proxy's iptables mode installs with a cluster CIDR (10.64.0.0/12, the pods) as `pkg/proxy/iptables/proxier.go` writes them: its filter `FORWARD` jumps and `KUBE-FORWARD` rules, masquerade marking of off-cluster sources (the client is one: its flows are masqueraded, as kube-proxy does) and of hairpin traffic, `KUBE-POSTROUTING` (see `bench/src/kube_proxy.rs`). kube-proxy (nat only): its `KUBE-SERVICES` → `KUBE-SVC` → `KUBE-SEP` dispatch alone, the layout compared before session 12. The ratio column and the targets use the as-installed layout. weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table. The last row is the smallest model without its policies (services only): kube-proxy's layout does no policy, so that row compares the same work.",
-        plan.probes
+        "Round trips of new UDP flows (fresh socket each, its source port the next of one sequence, so that no probe of a case reuses an earlier probe's conntrack entry: with random ports up to 10.7 % of a layout's probes did, skipping its nat and policy rules) from a non-endpoint client off the cluster CIDR (198.18.0.1; a pod client in the \"(pod client)\" row, see below) to the last UDP service's frontend (the worst case for kube-proxy's linear `KUBE-SERVICES`), and round-robin over 8 random UDP services, DNATed by the node to a backend in the server namespace. Empty: a baseline client whose packets skip every rule (`-s 198.18.0.9 -j ACCEPT` first in each built-in chain) straight to the backends the flows under test are DNATed to, each probe to one of them at random as the service's `-m statistic` spreads the flows under test (a baseline batch that kept waking one server thread was 0.4–2 µs faster than one spread over five: that was counted as rule cost before), probed in alternating batches of 20 with the flows under test; a layout's overhead in a measurement = median over batch pairs of (batch median − the baseline batch median just before it). Interleaved rounds (`bench/src/ipt_rounds.rs`): up to {upto} services the three layouts are each saved once (`iptables-save`) and restored in turn {rounds} times (+ a first round dropped; the order rotates each round), each measured with {per} probes to the last service and {half} to the random ones per round; above, each is set up in turn and measured once with {} probes. Overheads are medians over rounds, and the target compares weir with kube-proxy round by round (paired differences, see the Targets row): only paired differences are meaningful on this VM, whose speed drifts by more than the difference at 10 services; the medians of round trips are shown for context. kube-proxy (as installed): the same services and backends in the rules kube-proxy's iptables mode installs with a cluster CIDR (10.64.0.0/12, the pods) as `pkg/proxy/iptables/proxier.go` writes them: its filter `FORWARD` jumps and `KUBE-FORWARD` rules, masquerade marking of off-cluster sources (the client is one: its flows are masqueraded, as kube-proxy does) and of hairpin traffic, `KUBE-POSTROUTING` (see `bench/src/kube_proxy.rs`). kube-proxy (nat only): its `KUBE-SERVICES` → `KUBE-SVC` → `KUBE-SEP` dispatch alone, the layout compared before session 12. The ratio column and the targets use the as-installed layout. weir: the iptables back end's bundle (Maglev balanced randomly, `maglev_as_random`), applied by the runtime. Same models as the eBPF services table. The last row is the smallest model without its policies (services only): kube-proxy's layout does no policy, so that row compares the same work.",
+        plan.probes,
+        rounds = plan.rounds,
+        upto = plan.rounds_upto,
+        per = plan.round_probes,
+        half = plan.round_probes.div_ceil(2),
     ));
     let mut top: Top = None;
-    let mut small: Top = None;
-    for c in svcs {
+    let mut small: Small = None;
+    for (i, c) in svcs.iter().enumerate() {
         log(&format!("iptables: {}", c.label));
         match services_case(c, plan, flows::CLIENT.into()) {
-            Ok((row, empty, kube_over, weir_cost)) => {
+            Ok((row, empty, kube_over, weir_cost, diffs)) => {
                 top = Some((c.params.services, empty, kube_over, weir_cost));
-                if small.is_none() {
-                    small = top;
+                if i == 0 {
+                    small = Some((c.params.services, weir_cost - empty, kube_over, diffs));
                 }
                 t.row(row);
             }
@@ -165,43 +174,6 @@ fn services_table(
     (small, pod, top)
 }
 
-const SMALL_TARGET: &str =
-    "iptables: overhead at 10 services ≤ kube-proxy's (as installed), off-cluster and pod client";
-const SMALL_GOAL: &str =
-    "weir overhead ≤ kube-proxy (as installed) overhead for both clients (off-cluster, masqueraded by kube-proxy; pod, not masqueraded)";
-
-/// Issue 21, item 5: at 10 services (the sweep's smallest size), weir's
-/// per-flow overhead (with its policies) no worse than kube-proxy's
-/// (services only, the rules it installs: `Layout::Installed`), paired
-/// overheads of the same run, for both kinds of client: the off-cluster
-/// one, whose flows kube-proxy masquerades, and a pod, whose flows it
-/// does not. Met only if met for both.
-fn small_target(rep: &mut Report, small: Top, pod: Top) {
-    let one = |t: Top| -> Result<(f64, f64), String> {
-        match t {
-            Some((10, empty, kube_over, weir_cost)) => Ok((weir_cost - empty, kube_over)),
-            Some((n, ..)) => Err(format!("not measured (smallest size {})", thousands(n))),
-            None => Err("failed (see problems)".into()),
-        }
-    };
-    let (measured, verdict) = match (one(small), one(pod)) {
-        (Ok((w, k)), Ok((pw, pk))) => (
-            // ns: the two can be a few tens of ns apart, below `us`'s
-            // 0.1 µs rounding.
-            format!("off-cluster {w:.0} vs {k:.0} ns; pod {pw:.0} vs {pk:.0} ns"),
-            TV::from(Some(w <= k && pw <= pk)),
-        ),
-        (Err(e), _) | (_, Err(e)) if e.starts_with("not measured") => (e, TV::NotMeasured),
-        (Err(e), _) | (_, Err(e)) => (e, TV::Missed),
-    };
-    rep.targets.push(Target {
-        name: SMALL_TARGET.into(),
-        goal: SMALL_GOAL.into(),
-        measured,
-        verdict,
-    });
-}
-
 /// The smallest services model again from a pod client
 /// ([`flows::POD_CLIENT`], inside kube-proxy's cluster CIDR): kube-proxy
 /// as installed does not masquerade its flows, the cheaper kube-proxy
@@ -214,7 +186,7 @@ fn pod_client_row(
     svcs: &[Case],
     plan: &Plan,
     log: &dyn Fn(&str),
-) -> Top {
+) -> Small {
     let c = svcs.first()?;
     let pod: IpAddr = flows::POD_CLIENT.into();
     let n = c.params.services;
@@ -223,7 +195,7 @@ fn pod_client_row(
     let (same, total) =
         flows::same_service_verdicts(&c.model, Proto::Udp, pod, flows::CLIENT.into());
     t.note(format!(
-        "Pod client ({pod}, the \"{} (pod client)\" row): inside kube-proxy's cluster CIDR, so kube-proxy as installed neither marks nor masquerades its flows (its off-cluster test is evaluated and fails; after each as-installed measurement the bench reads the `MASQUERADE` rule's packet counter back with `iptables-save -c`: 0 for the pod client, more than 0 for the off-cluster one, or the row fails); no endpoint of the model, so no egress policy selects it, and the interpreter gives it the verdict it gives the off-cluster client for {same} of {total} UDP services of the {} services model (weir's rules check it the same way). Same method, baseline and services as the first row.",
+        "Pod client ({pod}, the \"{} (pod client)\" row): inside kube-proxy's cluster CIDR, so kube-proxy as installed neither marks nor masquerades its flows (its off-cluster test is evaluated and fails; after each as-installed round the bench reads the `MASQUERADE` rule's packet counter back with `iptables-save -c`: 0 for the pod client, more than 0 for the off-cluster one, or the row fails); no endpoint of the model, so no egress policy selects it, and the interpreter gives it the verdict it gives the off-cluster client for {same} of {total} UDP services of the {} services model (weir's rules check it the same way). Same method, baseline and services as the first row.",
         thousands(n),
         thousands(n),
     ));
@@ -234,10 +206,10 @@ fn pod_client_row(
         ));
     }
     match services_case(c, plan, pod) {
-        Ok((mut row, empty, kube_over, weir_cost)) => {
+        Ok((mut row, empty, kube_over, weir_cost, diffs)) => {
             row[0] = format!("{} (pod client)", thousands(n));
             t.row(row);
-            Some((n, empty, kube_over, weir_cost))
+            Some((n, weir_cost - empty, kube_over, diffs))
         }
         Err(e) => {
             t.row(vec![label.clone(), format!("error: {}", short(&e))]);
@@ -385,7 +357,9 @@ fn rules_case(c: &Case, plan: &Plan) -> Result<Vec<String>, String> {
     ])
 }
 
-type SvcRow = (Vec<String>, f64, f64, f64);
+/// A row, the baseline, kube-proxy's overhead and weir's cost (ns, last
+/// service), and round by round weir's overhead minus kube-proxy's.
+type SvcRow = (Vec<String>, f64, f64, f64, Vec<f64>);
 
 /// One services model from `client` (a non-endpoint address: the
 /// off-cluster [`flows::CLIENT`] or the pod [`flows::POD_CLIENT`]).
@@ -428,71 +402,113 @@ fn services_case(c: &Case, plan: &Plan, client: IpAddr) -> Result<SvcRow, String
     let direct_rand: Vec<SocketAddr> = random.iter().flat_map(|r| backends_of(r.0)).collect();
     let last_sock = sock(&last.packet);
     let random_socks: Vec<SocketAddr> = random.iter().map(|r| sock(&r.1.packet)).collect();
-    let n = plan.probes;
 
     let (kube_text, kube_rules) = kube_proxy::rules(&c.model, Layout::Installed);
     let (nat_text, nat_rules) = kube_proxy::rules(&c.model, Layout::NatOnly);
-    // The last service, then the random ones, against their backends.
-    let measure = || {
-        (
-            iptables::measure_pair(&topo, Proto::Udp, &direct, client, &[last_sock], n),
-            iptables::measure_pair(
-                &topo,
-                Proto::Udp,
-                &direct_rand,
-                client,
-                &random_socks,
-                n / 2,
-            ),
-        )
-    };
-    // kube-proxy as installed masquerades the off-cluster client's flows
-    // and not a pod's: checked on the kernel's MASQUERADE counters.
-    let masquerades = !kube_proxy::in_cluster(client);
-    // Each kube-proxy layout alone on empty tables.
-    let kube_layout = |text: &str, what: &str, layout: Layout| {
+    let dir = Scratch::new(&format!("svc-{}", c.params.services));
+    let bundle_dir = dir.0.join("bundle");
+    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &bundle_dir)?;
+    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
+    // Puts layout `l` (kube-proxy as installed, nat only, weir) in force
+    // on empty tables, with the bypass; weir's apply time is kept.
+    let mut apply_ms = f64::NAN;
+    let mut fresh = |l: usize| -> Result<(), String> {
         iptables::flush(&topo, plan.variant)?;
-        iptables::restore(&topo, plan.variant, text)?;
-        iptables::bypass(&topo, plan.variant)?;
-        let m = measure();
-        if layout == Layout::Installed {
-            let n = iptables::masqueraded_packets(&topo, plan.variant)?;
-            if (n > 0) != masquerades {
-                return Err(format!(
-                    "kube-proxy ({what}) masqueraded {n} packets of client {client} (expected {})",
-                    if masquerades { "some" } else { "none" }
-                ));
-            }
+        match l {
+            0 => iptables::restore(&topo, plan.variant, &kube_text)?,
+            1 => iptables::restore(&topo, plan.variant, &nat_text)?,
+            _ => apply_ms = iptables::apply(&rt, &bundle_dir)?,
         }
-        iptables::flush(&topo, plan.variant)?;
-        if m.0.test.failed > m.0.test.n / 10 {
+        iptables::bypass(&topo, plan.variant)
+    };
+
+    // The last service, then the random ones, against their backends.
+    let rounds = plan.rounds_for(c.params.services);
+    let per_round = if rounds > 1 {
+        plan.round_probes
+    } else {
+        plan.probes
+    };
+    // In rounds, each layout is set up once and saved, and the rounds
+    // restore the saves; in one round, each is set up when its turn
+    // comes (no save and restore of kube-proxy's 167,020 rules at 10,000
+    // services).
+    let mut snaps = Vec::new();
+    if rounds > 1 {
+        for l in 0..3 {
+            fresh(l)?;
+            snaps.push(ipt_rounds::snapshot(&topo, plan.variant)?);
+        }
+    }
+    let mut put = |l: usize| match snaps.get(l) {
+        Some(text) => iptables::restore(&topo, plan.variant, text),
+        None => fresh(l),
+    };
+    let last_socks = [last_sock];
+    let arms = [
+        ipt_rounds::Arm {
+            bases: &direct,
+            dsts: &last_socks,
+            n: per_round,
+        },
+        ipt_rounds::Arm {
+            bases: &direct_rand,
+            dsts: &random_socks,
+            n: per_round.div_ceil(2),
+        },
+    ];
+    // kube-proxy as installed masquerades the off-cluster client's flows
+    // and not a pod's: checked on the kernel's MASQUERADE counters after
+    // each of its rounds (the restore zeroes them).
+    let masquerades = !kube_proxy::in_cluster(client);
+    let mut check = |l: usize| {
+        if l != 0 {
+            return Ok(());
+        }
+        let n = iptables::masqueraded_packets(&topo, plan.variant)?;
+        if (n > 0) != masquerades {
             return Err(format!(
-                "{} of {} kube-proxy ({what}) probes failed",
-                m.0.test.failed, m.0.test.n
+                "kube-proxy (as installed) masqueraded {n} packets of client {client} in a round (expected {})",
+                if masquerades { "some" } else { "none" }
             ));
         }
-        Ok::<_, String>(m)
+        Ok(())
     };
-    let (kube, kube_rand) = kube_layout(&kube_text, "as installed", Layout::Installed)?;
-    let (nat, nat_rand) = kube_layout(&nat_text, "nat only", Layout::NatOnly)?;
-
-    let dir = Scratch::new(&format!("svc-{}", c.params.services));
-    let stats = iptables::write_bundle(&c.model, &c.compiled.graph, &dir.0.join("bundle"))?;
-    let rt = iptables::runtime(&topo, &dir.0.join("state"), plan.variant);
-    let apply_ms = iptables::apply(&rt, &dir.0.join("bundle"))?;
-    iptables::bypass(&topo, plan.variant)?;
-    let (weir, weir_rand) = measure();
-    let (empty, weir_last) = (weir.base, weir.test);
+    let on = ipt_rounds::On {
+        topo: &topo,
+        proto: Proto::Udp,
+        client,
+    };
+    let m = ipt_rounds::interleaved(&on, 3, &mut put, &arms, rounds, &mut check)?;
     // No detach: deleting the namespaces frees every rule and set at
     // once (detaching large generations one `ipset destroy` at a time
     // takes minutes).
     drop(rt);
+    let [kube_m, nat_m, weir_m] = &m[..] else {
+        return Err("interleaved rounds: three layouts expected".into());
+    };
+    let (kube, kube_rand) = (kube_m.pairs[0], kube_m.pairs[1]);
+    let (nat, nat_rand) = (nat_m.pairs[0], nat_m.pairs[1]);
+    let (weir, weir_rand) = (weir_m.pairs[0], weir_m.pairs[1]);
+    for (what, p) in [
+        ("kube-proxy (as installed)", kube),
+        ("kube-proxy (nat only)", nat),
+    ] {
+        if p.test.failed > p.test.n / 10 {
+            return Err(format!(
+                "{} of {} {what} probes failed",
+                p.test.failed, p.test.n
+            ));
+        }
+    }
+    let (empty, weir_last) = (weir.base, weir.test);
     if weir_last.failed > weir_last.n / 10 {
         return Err(format!(
             "{} of {} weir probes failed ({})",
             weir_last.failed, weir_last.n, last.what
         ));
     }
+    let diffs = ipt_rounds::differences(&weir_m.rounds[0], &kube_m.rounds[0]);
     let e = empty.median;
     let kube_over = kube.overhead;
     let weir_over = weir.overhead;
@@ -531,5 +547,6 @@ fn services_case(c: &Case, plan: &Plan, client: IpAddr) -> Result<SvcRow, String
         e,
         kube_over,
         e + weir_over,
+        diffs,
     ))
 }

@@ -8,6 +8,7 @@ pub(crate) mod compile_targets;
 pub(crate) mod driven;
 pub(crate) mod ebpf;
 pub(crate) mod ipt_apply;
+pub(crate) mod ipt_small;
 pub(crate) mod iptables;
 pub(crate) mod per_pod;
 pub(crate) mod sizes;
