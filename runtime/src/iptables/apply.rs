@@ -1,6 +1,8 @@
 //! Applying a bundle as a new generation (see the module doc of
 //! [`crate::iptables`] for the steps).
 
+mod start;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::names::{self, MAX_SET_LEN, SET_PREFIX};
@@ -466,73 +468,27 @@ impl Iptables {
         // is free) and the record of the generation in force with its
         // chains' keys ([`super::keep`]).
         let likely = names::next_generation(state.as_ref().map_or(0, |s| s.generation));
-        let (start, planned, old_applied) = std::thread::scope(|s| {
-            let planned = s.spawn(|| Plan::new(bundle, likely));
-            // The old side's chain keys need no kernel state either.
-            let old = s.spawn(|| {
-                let a = state
-                    .as_ref()
-                    .and_then(|st| self.read_applied(st.generation));
-                let keys = a.as_ref().map(|a| super::keep::old_keys(&a.blocks));
-                (a, keys)
-            });
-            let start = phases.time("kernel state", || {
-                self.free_generation(state.as_ref(), need_ipset)
-            });
-            let planned = planned.join().expect("plan thread");
-            let old = old.join().expect("applied record thread");
-            (start, planned, old)
-        });
-        let (g, saved, kernel_sets) = start?;
-        let (old_applied, old_keys) = old_applied;
-        let mut kept_sets = 0;
-        let mut kept_chains = 0;
-        let mut plan = phases.time("plan", || -> Result<Plan, Error> {
-            // (A set name's length depends on the generation's digits.)
-            let mut plan = match planned {
-                Ok(p) if g == likely => p,
-                Err(e) if g == likely => return Err(e),
-                _ => Plan::new(bundle, g)?,
-            };
-            if let (Some(state), Some(kernel)) = (&state, &kernel_sets) {
-                kept_sets = plan.share(&state.sets, kernel);
+        // A replace creates its sets while the rules are saved
+        // ([`start`]); otherwise, or when that cannot be done, in order.
+        let started = match &state {
+            Some(st) if need_ipset && !st.sets.is_empty() => {
+                self.start_replacing(bundle, st, likely, &mut phases)?
             }
-            Ok(plan)
-        })?;
-        // Step 1 runs beside the keep phase when both have work (a
-        // replace): the sets do not depend on which chains are kept, and
-        // the intent written first lists every set and every chain the
-        // generation could load (kept chains only lose their new names).
-        let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
-        if sets_early {
-            let first = plan.state(bundle, &self.opts);
-            phases.time("records", || {
-                self.write_intent(&super::intent::Intent {
-                    new: Some(first),
-                    previous: state.clone(),
-                    temp_sets: Vec::new(),
-                    folded: false,
-                })
-            })?;
-        }
-        let sets_text = sets_early.then(|| (plan.load_ipset.clone(), plan.set_refs()));
-        let sets_loaded = std::thread::scope(|s| {
-            let sets = sets_text.map(|(text, refs)| {
-                s.spawn(move || {
-                    let step = format!("step 1 (ipset restore of generation {g})");
-                    self.restore_sets(&step, &text, &refs)
-                })
-            });
-            // After the sets: a kept set's rules name it by its old name,
-            // as the old chains do.
-            if let (Some(state), Some(old)) = (&state, &old_keys) {
-                phases.time("keep chains", || {
-                    kept_chains = plan.keep_chains(state, old, &saved);
-                });
-            }
-            // What step 1 adds to the wall time here: its wait.
-            sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")))
-        });
+            _ => None,
+        };
+        let start::Started {
+            g,
+            saved,
+            mut plan,
+            kept_sets,
+            kept_chains,
+            sets_loaded,
+            old_applied,
+        } = match started {
+            Some(started) => started,
+            None => self.start_in_order(bundle, state.as_ref(), likely, need_ipset, &mut phases)?,
+        };
+        let sets_early = sets_loaded.is_some();
         let new = plan.state(bundle, &self.opts);
         if let Some(Err(e)) = sets_loaded {
             return Err(self.undo(e, &new, state.as_ref(), None));
@@ -600,6 +556,91 @@ impl Iptables {
         })
     }
 
+    /// The start of an apply in order: the kernel's rules and sets saved,
+    /// a free generation number picked and planned, the sets kept, then
+    /// step 1 beside the keep phase when both have work.
+    fn start_in_order(
+        &self,
+        bundle: &Bundle,
+        state: Option<&State>,
+        likely: u32,
+        need_ipset: bool,
+        phases: &mut Phases,
+    ) -> Result<start::Started, Error> {
+        let (start, planned, old_applied) = std::thread::scope(|s| {
+            let planned = s.spawn(|| Plan::new(bundle, likely));
+            // The old side's chain keys need no kernel state either.
+            let old = s.spawn(|| {
+                let a = state.and_then(|st| self.read_applied(st.generation));
+                let keys = a.as_ref().map(|a| super::keep::old_keys(&a.blocks));
+                (a, keys)
+            });
+            let start = phases.time("kernel state", || self.free_generation(state, need_ipset));
+            let planned = planned.join().expect("plan thread");
+            let old = old.join().expect("applied record thread");
+            (start, planned, old)
+        });
+        let (g, saved, kernel_sets) = start?;
+        let (old_applied, old_keys) = old_applied;
+        let mut kept_sets = 0;
+        let mut kept_chains = 0;
+        let mut plan = phases.time("plan", || -> Result<Plan, Error> {
+            // (A set name's length depends on the generation's digits.)
+            let mut plan = match planned {
+                Ok(p) if g == likely => p,
+                Err(e) if g == likely => return Err(e),
+                _ => Plan::new(bundle, g)?,
+            };
+            if let (Some(state), Some(kernel)) = (state, &kernel_sets) {
+                kept_sets = plan.share(&state.sets, kernel);
+            }
+            Ok(plan)
+        })?;
+        // Step 1 runs beside the keep phase when both have work (a
+        // replace): the sets do not depend on which chains are kept, and
+        // the intent written first lists every set and every chain the
+        // generation could load (kept chains only lose their new names).
+        let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
+        if sets_early {
+            let first = plan.state(bundle, &self.opts);
+            phases.time("records", || {
+                self.write_intent(&super::intent::Intent {
+                    new: Some(first),
+                    previous: state.cloned(),
+                    temp_sets: Vec::new(),
+                    folded: false,
+                })
+            })?;
+        }
+        let sets_text = sets_early.then(|| (plan.load_ipset.clone(), plan.set_refs()));
+        let sets_loaded = std::thread::scope(|s| {
+            let sets = sets_text.map(|(text, refs)| {
+                s.spawn(move || {
+                    let step = format!("step 1 (ipset restore of generation {g})");
+                    self.restore_sets(&step, &text, &refs)
+                })
+            });
+            // After the sets: a kept set's rules name it by its old name,
+            // as the old chains do.
+            if let (Some(state), Some(old)) = (state, &old_keys) {
+                phases.time("keep chains", || {
+                    kept_chains = plan.keep_chains(state, old, &saved);
+                });
+            }
+            // What step 1 adds to the wall time here: its wait.
+            sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")))
+        });
+        Ok(start::Started {
+            g,
+            saved,
+            plan,
+            kept_sets,
+            kept_chains,
+            sets_loaded,
+            old_applied,
+        })
+    }
+
     /// A generation number no chain or set in the kernel uses, and the
     /// kernel's rules it was chosen from (the switch counts the built-in
     /// chains' jumps in them: the lock is held, and the read-back checks
@@ -635,24 +676,14 @@ impl Iptables {
             .iter()
             .filter_map(|s| names::set_generation(s))
             .collect();
-        for tables in saved.values() {
-            for t in tables.values() {
-                live.extend(t.chains.iter().filter_map(|c| names::chain_generation(c)));
-            }
-        }
+        live.extend(start::chain_generations(&saved));
         let previous = state
             .map(|s| s.generation)
             .or_else(|| live.iter().max().copied());
-        let mut g = names::next_generation(previous.unwrap_or(0));
-        while live.contains(&g) {
-            g = names::next_generation(g);
-            if Some(g) == previous {
-                return Err(Error::State {
-                    path: self.state_path(),
-                    message: "no free generation number (999 generations present)".into(),
-                });
-            }
-        }
+        let g = start::pick_generation(previous, &live).ok_or_else(|| Error::State {
+            path: self.state_path(),
+            message: "no free generation number (999 generations present)".into(),
+        })?;
         Ok((g, saved, kernel_sets))
     }
 

@@ -39,7 +39,10 @@
 //!   in a fresh namespace is mostly waiting, not CPU (0.7 s CPU by hand).
 //!   Nothing in user space changes the step (the only knob is the
 //!   module-wide `max_sets`), so the apply overlaps it with its own work
-//!   (the keep phase, on a replace).
+//!   (on a replace: the rules' starting save and the keep phase,
+//!   `apply/start.rs`). The table never shrinks, so only a namespace's
+//!   first replace pays for the growth; later ones reuse the slots the
+//!   generation before freed.
 //! - **every x_tables transaction costs the whole table**: legacy
 //!   `iptables-restore` pulls the table from the kernel and writes it back
 //!   whole at each `COMMIT`, and `iptables-save` prints it whole; the
