@@ -406,7 +406,7 @@ fn load_pinned(
     let mut g = load(object, manifest, Some(base))?;
     pins::create_gen_dir(gen_dir)?;
     for (name, map) in g.ebpf.maps() {
-        if name == names::CT || name == weir_compiler::ebpf::layout::gc::MAP {
+        if super::shared_ct::SHARED.contains(&name) || name == weir_compiler::ebpf::layout::gc::MAP {
             continue;
         }
         map.pin(gen_dir.join(name))
@@ -512,11 +512,18 @@ fn load_and_switch(
     let gen_dir = pins::gen_dir(&base, generation);
     let target_cgroup = state.cgroup.as_deref();
     record::crash_point("pending");
+    // An instance whose pinned weir_ct holds both families (an earlier
+    // weir, no weir_ct4 pinned): its IPv4 flows move into weir_ct4.
+    let split = !base.join(names::CT4).exists() && base.join(names::CT).exists();
     let (mut g, mut sock) = load_pinned(manifest, object, &base, &gen_dir, target_cgroup)?;
+    let moved = match (split, g.ebpf.map(names::CT), g.ebpf.map(names::CT4)) {
+        (true, Some(ct), Some(ct4)) => super::shared_ct::split_v4(ct, ct4)?,
+        _ => Vec::new(),
+    };
     // From a generation of the older layout: its translations become
     // forward entries in the shared conntrack map before the switch.
-    if let (Some(prev), Some(ctm)) = (previous, g.ebpf.map(names::CT)) {
-        super::migrate::lb_ct_to_forward(&pins::gen_dir(&base, prev), ctm, manifest)?;
+    if let Some(prev) = previous {
+        super::migrate::lb_ct_to_forward(&pins::gen_dir(&base, prev), |n| g.ebpf.map(n), manifest)?;
     }
     record::crash_point("pinned");
     let entry: &mut SchedClassifier = g
@@ -536,6 +543,9 @@ fn load_and_switch(
         });
     }
     record::crash_point("switched");
+    if let Some(ct) = g.ebpf.map(names::CT) {
+        super::shared_ct::drop_split(ct, &moved);
+    }
     // The connect-time links follow (or go, without services). A failure
     // here is reported after the switched TC generation is recorded.
     let cgroup_result = match (&mut sock, target_cgroup) {

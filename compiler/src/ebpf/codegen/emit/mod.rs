@@ -2,6 +2,7 @@
 //! [`super`]): the prologue (parse, classify, conntrack), graph nodes,
 //! the service stage and the final verdict.
 
+mod ct_family;
 mod fixed;
 mod forward;
 mod node;
@@ -37,6 +38,7 @@ use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
 pub use fixed::table_full_id;
+use ct_family::CtCall;
 use translated::translates;
 
 use Reg::*;
