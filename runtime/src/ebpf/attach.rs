@@ -406,7 +406,8 @@ fn load_pinned(
     let mut g = load(object, manifest, Some(base))?;
     pins::create_gen_dir(gen_dir)?;
     for (name, map) in g.ebpf.maps() {
-        if super::shared_ct::SHARED.contains(&name) || name == weir_compiler::ebpf::layout::gc::MAP {
+        if super::shared_ct::SHARED.contains(&name) || name == weir_compiler::ebpf::layout::gc::MAP
+        {
             continue;
         }
         map.pin(gen_dir.join(name))

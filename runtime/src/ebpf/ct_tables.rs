@@ -51,7 +51,10 @@ pub fn entries<'a>(get: impl Fn(&str) -> Option<&'a Map>) -> io::Result<Vec<(Vec
 }
 
 /// The value of the flow of a 40-byte key.
-pub fn lookup<'a>(get: impl Fn(&str) -> Option<&'a Map>, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+pub fn lookup<'a>(
+    get: impl Fn(&str) -> Option<&'a Map>,
+    key: &[u8],
+) -> io::Result<Option<Vec<u8>>> {
     match table_of(&get, key) {
         Some((m, k)) => lookup_raw(m, &k, ct::VALUE_SIZE as usize),
         None => Ok(None),

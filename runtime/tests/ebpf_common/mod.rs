@@ -22,9 +22,9 @@ use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Model;
 use weir_compiler::source::MemoryLoader;
+use weir_runtime::ebpf::ct_tables;
 use weir_runtime::ebpf::load::{delete_raw, keys_raw};
 use weir_runtime::ebpf::{counters, load, Generation};
-use weir_runtime::ebpf::ct_tables;
 
 /// `true` if the test may touch the kernel; panics under `CI` without root.
 pub fn have_root(test: &str) -> bool {

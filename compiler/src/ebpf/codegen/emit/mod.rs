@@ -37,8 +37,8 @@ use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, VerdictLeaf};
 use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
-pub use fixed::table_full_id;
 use ct_family::CtCall;
+pub use fixed::table_full_id;
 use translated::translates;
 
 use Reg::*;
