@@ -513,14 +513,7 @@ fn load_and_switch(
     let gen_dir = pins::gen_dir(&base, generation);
     let target_cgroup = state.cgroup.as_deref();
     record::crash_point("pending");
-    // An instance whose pinned weir_ct holds both families (an earlier
-    // weir, no weir_ct4 pinned): its IPv4 flows move into weir_ct4.
-    let split = !base.join(names::CT4).exists() && base.join(names::CT).exists();
     let (mut g, mut sock) = load_pinned(manifest, object, &base, &gen_dir, target_cgroup)?;
-    let moved = match (split, g.ebpf.map(names::CT), g.ebpf.map(names::CT4)) {
-        (true, Some(ct), Some(ct4)) => super::shared_ct::split_v4(ct, ct4)?,
-        _ => Vec::new(),
-    };
     // From a generation of the older layout: its translations become
     // forward entries in the shared conntrack map before the switch.
     if let Some(prev) = previous {
@@ -544,8 +537,10 @@ fn load_and_switch(
         });
     }
     record::crash_point("switched");
+    // An earlier weir's IPv4 flows, moved into weir_ct4 at the load:
+    // no program looks them up in weir_ct any more.
     if let Some(ct) = g.ebpf.map(names::CT) {
-        super::shared_ct::drop_split(ct, &moved);
+        super::shared_ct::drop_split(ct, &g.split_v4);
     }
     // The connect-time links follow (or go, without services). A failure
     // here is reported after the switched TC generation is recorded.

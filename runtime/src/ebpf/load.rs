@@ -19,6 +19,11 @@ use super::EbpfError;
 pub struct Generation {
     pub ebpf: Ebpf,
     pub manifest: EbpfManifest,
+    /// The IPv4 keys copied from a shared `weir_ct` that held both
+    /// families (an earlier weir) into `weir_ct4` at this load
+    /// (`shared_ct::split_v4`); the apply removes them from `weir_ct`
+    /// once this generation runs.
+    pub split_v4: Vec<Vec<u8>>,
 }
 
 /// The underlying map of any map kind we create.
@@ -184,6 +189,13 @@ pub fn load(
     // size is replaced (and its entries carried over below), never
     // silently kept.
     let mut resized = Vec::new();
+    // A pinned weir_ct and no weir_ct4: an earlier weir's one table of
+    // both families, whose IPv4 flows move into weir_ct4 below.
+    let split = shared.is_some_and(|d| {
+        manifest.maps.iter().any(|m| m.name == names::CT4)
+            && !d.join(names::CT4).exists()
+            && d.join(names::CT).exists()
+    });
     let mut loader = EbpfLoader::new();
     // No CO-RE relocations to do: skip parsing the kernel's BTF.
     loader.btf(None);
@@ -219,9 +231,14 @@ pub fn load(
     for old in &resized {
         super::shared_ct::carry_over(old, |n| ebpf.map(n))?;
     }
+    let split_v4 = match (split, ebpf.map(names::CT), ebpf.map(names::CT4)) {
+        (true, Some(ct), Some(ct4)) => super::shared_ct::split_v4(ct, ct4)?,
+        _ => Vec::new(),
+    };
     Ok(Generation {
         ebpf,
         manifest: manifest.clone(),
+        split_v4,
     })
 }
 
