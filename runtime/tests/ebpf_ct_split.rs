@@ -218,3 +218,72 @@ fn ebpf_upgrade_moves_ipv4_flows_into_their_table() {
     drop((first, second, third));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The collector's IPv4 callback (`weir_gc_visit4`) reads a forward
+/// entry's client end from the widened key whichever end it is: a
+/// forward entry past its timeout whose flow (client ↔ backend, in
+/// `weir_ct4`) lives stays, one whose flow is gone goes, with the client
+/// the key's first end and its second (10.200.0.1 sorts after the
+/// frontend 10.96.0.1).
+#[test]
+fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
+    use weir_runtime::ebpf::ct_tables;
+    use weir_runtime::ebpf::gc;
+    if !have_root("ebpf_collector_reads_ipv4_forward_entries_from_either_end") {
+        return;
+    }
+    let out = compile(CtTable::Hash);
+    let mut gen = load_output(&out);
+    gc::load_program(&mut gen.ebpf).unwrap_or_else(|e| panic!("{e}"));
+    let maps = |n: &str| gen.ebpf.map(n);
+    let cfg = gc::Config {
+        budget: 0,
+        ..gc::Config::default()
+    };
+    let t: u64 = 1 << 40;
+    let (fe, backend) = ((ip("10.96.0.1"), 80u16), (ip("10.2.0.9"), 9090u16));
+    let value = |time: u64, to: (IpAddr, u16), service: u32| {
+        let mut v = vec![0u8; ct::VALUE_SIZE as usize];
+        v[..8].copy_from_slice(&time.to_ne_bytes());
+        let IpAddr::V4(a) = to.0 else { unreachable!() };
+        v[ct::FE_ADDR as usize..][..4].copy_from_slice(&a.octets());
+        v[ct::FE_PORT as usize..][..2].copy_from_slice(&to.1.to_ne_bytes());
+        v[ct::SERVICE as usize..][..4].copy_from_slice(&service.to_ne_bytes());
+        v
+    };
+    // Whether `p`'s source end is its canonical key's first end.
+    let src_first = |p: &Packet| {
+        let k = ct_key(p);
+        let IpAddr::V4(a) = p.src else { unreachable!() };
+        k[..4] == a.octets() && u16::from_ne_bytes([k[32], k[33]]) == p.sport
+    };
+    let mut forwards = Vec::new();
+    for (client, sport, flow_lives) in [
+        ("10.1.0.1", 5000, true),
+        ("10.1.0.1", 5001, false),
+        ("10.200.0.1", 5002, true),
+        ("10.200.0.1", 5003, false),
+    ] {
+        let c = ip(client);
+        let to_fe = Packet::new(Proto::Udp, c, sport, fe.0, fe.1);
+        let cf = if src_first(&to_fe) { ct::CLIENT_FIRST as u64 } else { 0 };
+        let fwd = value(t | cf, backend, 1 | ct::FORWARD as u32);
+        ct_tables::update(maps, &ct_key(&to_fe), &fwd, 0).unwrap();
+        if flow_lives {
+            let flow = Packet::new(Proto::Udp, c, sport, backend.0, backend.1);
+            let cf = if src_first(&flow) { ct::CLIENT_FIRST as u64 } else { 0 };
+            // Busy long after the forward entry's timeout.
+            let late = t + 10 * cfg.other.as_nanos() as u64;
+            let v = value(late | ct::TRANSLATED as u64 | cf, fe, 1);
+            ct_tables::update(maps, &ct_key(&flow), &v, 0).unwrap();
+        }
+        forwards.push((to_fe, flow_lives));
+    }
+    assert!(!src_first(&forwards[2].0), "a client on the key's second end");
+    let now = t + cfg.other.as_nanos() as u64 + 1;
+    gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+    for (p, lives) in &forwards {
+        let there = ct_tables::lookup(maps, &ct_key(p)).unwrap().is_some();
+        assert_eq!(there, *lives, "forward entry of {p:?}");
+    }
+}
