@@ -126,7 +126,11 @@ fn ebpf_conntrack_one_table_per_family() {
         ] {
             assert_eq!(run(&gen, &frame(r)), OK, "{kind:?}: {r:?}");
             weir_runtime::ebpf::load::delete_raw(m, &key).unwrap();
-            assert_eq!(run(&gen, &frame(r)), SHOT, "{kind:?}: {r:?} without its entry");
+            assert_eq!(
+                run(&gen, &frame(r)),
+                SHOT,
+                "{kind:?}: {r:?} without its entry"
+            );
         }
         // An IPv4 flow's entry in the IPv6 table (the one table of an
         // earlier weir) does not count.
@@ -200,7 +204,11 @@ fn ebpf_upgrade_moves_ipv4_flows_into_their_table() {
     // Established under the new generation, both families.
     for &s in &sports {
         for v6 in [false, true] {
-            assert_eq!(run(&second, &frame(&flow(v6, s).1)), OK, "reply {s} v6={v6}");
+            assert_eq!(
+                run(&second, &frame(&flow(v6, s).1)),
+                OK,
+                "reply {s} v6={v6}"
+            );
         }
     }
     assert_eq!(run(&second, &frame(&flow(false, 9999).1)), SHOT);
@@ -266,12 +274,20 @@ fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
     ] {
         let c = ip(client);
         let to_fe = Packet::new(Proto::Udp, c, sport, fe.0, fe.1);
-        let cf = if src_first(&to_fe) { ct::CLIENT_FIRST as u64 } else { 0 };
+        let cf = if src_first(&to_fe) {
+            ct::CLIENT_FIRST as u64
+        } else {
+            0
+        };
         let fwd = value(t | cf, backend, 1 | ct::FORWARD as u32);
         ct_tables::update(maps, &ct_key(&to_fe), &fwd, 0).unwrap();
         if flow_lives {
             let flow = Packet::new(Proto::Udp, c, sport, backend.0, backend.1);
-            let cf = if src_first(&flow) { ct::CLIENT_FIRST as u64 } else { 0 };
+            let cf = if src_first(&flow) {
+                ct::CLIENT_FIRST as u64
+            } else {
+                0
+            };
             // Busy long after the forward entry's timeout.
             let late = t + 10 * cfg.other.as_nanos() as u64;
             let v = value(late | ct::TRANSLATED as u64 | cf, fe, 1);
@@ -279,7 +295,10 @@ fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
         }
         forwards.push((to_fe, flow_lives));
     }
-    assert!(!src_first(&forwards[2].0), "a client on the key's second end");
+    assert!(
+        !src_first(&forwards[2].0),
+        "a client on the key's second end"
+    );
     let now = t + cfg.other.as_nanos() as u64 + 1;
     gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
     for (p, lives) in &forwards {

@@ -208,7 +208,7 @@ pub fn load(
         }
     }
     for (name, p) in &ct_paths {
-        loader.map_pin_path(*name, p.as_path());
+        loader.map_pin_path(name, p.as_path());
     }
     // The conntrack collector's state lives as long as weir_ct, beside it.
     let gc_path = shared.map(|d| d.join(weir_compiler::ebpf::layout::gc::MAP));
