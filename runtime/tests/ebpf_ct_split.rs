@@ -8,10 +8,15 @@
 //!   earlier weir's one table of 40-byte keys) moves its IPv4 flows into
 //!   `weir_ct4` at the load: their replies pass as established under the
 //!   new generation, the IPv6 flows stay in `weir_ct`, and the moved
-//!   keys are what the apply removes from `weir_ct` after the switch.
+//!   keys are what the apply removes from `weir_ct` after the switch
+//!   (and through `weir apply` in a namespace: removed, read back from
+//!   the pins; `weir detach` removes both pins);
+//! - the collector's IPv4 callback reads a forward entry's client from
+//!   either end of its widened key.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
+mod bundle_common;
 mod ebpf_common;
 
 use std::net::IpAddr;
@@ -304,5 +309,63 @@ fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
     for (p, lives) in &forwards {
         let there = ct_tables::lookup(maps, &ct_key(p)).unwrap().is_some();
         assert_eq!(there, *lives, "forward entry of {p:?}");
+    }
+}
+
+/// Through `weir apply`: over an instance whose pinned `weir_ct` holds an
+/// IPv4 flow (and no `weir_ct4` is pinned, as an earlier weir left it),
+/// the apply moves the flow into the pinned `weir_ct4` and, once the new
+/// generation runs, removes it from `weir_ct`; an IPv6 flow stays there.
+#[test]
+fn ebpf_apply_moves_ipv4_flows_out_of_the_shared_table() {
+    use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+    let name = "ebpf_apply_moves_ipv4_flows_out_of_the_shared_table";
+    if !weir_runtime::kernel_test::may_run(name, &["ip"]) {
+        return;
+    }
+    let work = weir_runtime::kernel_test::state_dir("ebpf-ct-split").unwrap();
+    let dir = work.join("bundle");
+    bundle_common::write_source(
+        &dir,
+        SRC,
+        None,
+        weir_compiler::bundle::Target::Ebpf,
+        &Default::default(),
+    );
+    let topo = Topology::new().expect("netns topology");
+    let mut inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
+    inst.pin_root = PathBuf::from(format!(
+        "/sys/fs/bpf/weir-test-ct-split-apply-{}",
+        std::process::id()
+    ));
+    inst.state_root = work.join("state");
+    weir_runtime::ebpf::apply(&dir, &inst).unwrap();
+    let pinned = |n: &str| {
+        Map::from_map_data(aya::maps::MapData::from_pin(inst.pin_dir().join(n)).unwrap()).unwrap()
+    };
+    std::fs::remove_file(inst.pin_dir().join(names::CT4)).unwrap();
+    let ct6 = pinned(names::CT);
+    let mut v = vec![0u8; ct::VALUE_SIZE as usize];
+    v[..8].copy_from_slice(&(weir_runtime::ebpf::collect::monotonic_ns() & !7).to_ne_bytes());
+    let (k4, k6) = (ct_key(&flow(false, 4000).0), ct_key(&flow(true, 4000).0));
+    update_raw(&ct6, &k4, &v).unwrap();
+    update_raw(&ct6, &k6, &v).unwrap();
+
+    weir_runtime::ebpf::apply(&dir, &inst).unwrap();
+    let ct4 = pinned(names::CT4);
+    assert_eq!(
+        keys(&ct4, ct::v4::KEY_SIZE),
+        [ct::v4::compact(&k4).to_vec()],
+        "the IPv4 flow in weir_ct4"
+    );
+    assert_eq!(
+        keys(&ct6, ct::KEY_SIZE),
+        [k6],
+        "only the IPv6 flow left in weir_ct"
+    );
+    drop((ct4, ct6));
+    weir_runtime::ebpf::detach(&inst).unwrap();
+    for n in [names::CT, names::CT4] {
+        assert!(!inst.pin_dir().join(n).exists(), "{n} unpinned by detach");
     }
 }
