@@ -98,8 +98,9 @@ pub struct Args {
     /// A JSON endpoint inventory.
     #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,
-    /// Entries of the eBPF conntrack table `weir_ct` (see --ct-table for
-    /// what happens when it is full). A translated (service) flow takes
+    /// Entries of each eBPF conntrack table, one per family (`weir_ct4`
+    /// for IPv4 flows, `weir_ct` for IPv6; see --ct-table for what
+    /// happens when one is full). A translated (service) flow takes
     /// two entries, any other flow one. Default 524288.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub ct_entries: Option<u32>,

@@ -156,7 +156,7 @@ impl Report {
                 e.max_tail_calls
             ));
             out.push_str(&format!(
-                "  state tables ({}): conntrack {} entries, translation {} entries\n",
+                "  state tables ({}): conntrack {} entries per family (weir_ct4, weir_ct), translation {} entries\n",
                 match e.state_tables.kind {
                     weir_compiler::ebpf::state_tables::CtTable::Lru =>
                         "LRU; full: least recently used evicted",

@@ -33,8 +33,9 @@ use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
 use weir_compiler::graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Proto;
+use weir_runtime::ebpf::ct_tables;
 use weir_runtime::ebpf::gc;
-use weir_runtime::ebpf::load::{delete_raw, keys_raw, lookup_raw, update_raw};
+use weir_runtime::ebpf::load::{delete_raw, lookup_raw, update_raw};
 
 const SRC: &str = r#"
 endpoint c  { labels { app: "c" }  addr 10.1.0.1 }
@@ -100,7 +101,10 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     .unwrap_or_else(|e| panic!("{e:?}"));
     let mut gen = load_output(&out);
     gc::load_program(&mut gen.ebpf).unwrap_or_else(|e| panic!("{e}"));
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
+    // Each family's entries in its own table (`ct_tables`): the IPv4
+    // flows below are in weir_ct4, visited by its own callback.
+    let maps = |n: &str| gen.ebpf.map(n);
+    let put = |k: &[u8], v: &[u8]| ct_tables::update(maps, k, v, 0).unwrap();
     let cfg = gc::Config {
         budget: 0,
         ..gc::Config::default()
@@ -112,9 +116,9 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     let udp = |sport| Packet::new(Proto::Udp, ip("10.1.0.1"), sport, ip("10.2.0.1"), 53);
     let tcp_p = |sport| Packet::new(Proto::Tcp, ip("10.1.0.1"), sport, ip("10.2.0.1"), 8080);
     let (u_idle, t_idle, busy) = (udp(1000), tcp_p(1001), udp(1002));
-    update_raw(m, &ct_key(&u_idle), &value(t, None, 0)).unwrap();
-    update_raw(m, &ct_key(&t_idle), &value(t, None, 0)).unwrap();
-    update_raw(m, &ct_key(&busy), &value(t | seen | flags, None, 0)).unwrap();
+    put(&ct_key(&u_idle), &value(t, None, 0));
+    put(&ct_key(&t_idle), &value(t, None, 0));
+    put(&ct_key(&busy), &value(t | seen | flags, None, 0));
     // Forward entries (client ↔ frontend; backend in the value): one
     // whose flow lives, one whose flow is gone, one too young to go.
     let backend = (ip("10.2.0.1"), 8080u16);
@@ -125,7 +129,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
             0
         };
         let svc = 1 | ct::FORWARD as u32;
-        update_raw(m, &ct_key(p), &value(time | cf, Some(backend), svc)).unwrap();
+        put(&ct_key(p), &value(time | cf, Some(backend), svc));
     };
     let to_fe = |proto, sport| Packet::new(proto, ip("10.1.0.1"), sport, ip("10.96.0.1"), 80);
     let (f_live, f_gone, f_young) = (
@@ -139,19 +143,13 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     // f_live's flow: client ↔ backend, translated, busy long after.
     let flow = Packet::new(Proto::Tcp, ip("10.1.0.1"), 2000, backend.0, backend.1);
     let flow_cf = if client_first(&flow) { 2 } else { 0 };
-    update_raw(
-        m,
+    put(
         &ct_key(&flow),
         &value((t + tcp) | 1 | flow_cf, Some((ip("10.96.0.1"), 80)), 1),
-    )
-    .unwrap();
-    let present = |p: &Packet| {
-        lookup_raw(m, &ct_key(p), ct::VALUE_SIZE as usize)
-            .unwrap()
-            .is_some()
-    };
+    );
+    let present = |p: &Packet| ct_tables::lookup(maps, &ct_key(p)).unwrap().is_some();
     let time_of = |p: &Packet| {
-        let v = lookup_raw(m, &ct_key(p), ct::VALUE_SIZE as usize)
+        let v = ct_tables::lookup(maps, &ct_key(p))
             .unwrap()
             .expect("an entry");
         u64::from_ne_bytes(v[..8].try_into().unwrap())
@@ -178,18 +176,26 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     assert_eq!(s.removed, 5, "{s:?}");
     assert_eq!(alive(), [false, false, false, true, false, false, true]);
     // Its flow gone, the forward entry goes too.
-    delete_raw(m, &ct_key(&flow)).unwrap();
+    ct_tables::delete(maps, &ct_key(&flow)).unwrap();
     let s = gc::sweep_at(&gen.ebpf, cfg, late).unwrap();
     assert_eq!(s.removed, 6, "{s:?}");
     assert_eq!(alive(), [false; 7]);
     assert_eq!(s.sweeps, 4);
 
-    // The budget: 2 a firing. Five fresh entries (kept): the firings
-    // walk 2, 2 + 2, 4 + 1 (the walk resumes after what was kept); only
-    // the third completes a sweep.
+    // The budget: 2 a firing. Five fresh entries (kept), three IPv6
+    // (weir_ct, walked first) and two IPv4 (weir_ct4): the tables are one
+    // sequence; the firings walk 2, 2 + 2, 4 + 1 (the walk resumes after
+    // what was kept); only the third completes a sweep.
     let bounded = gc::Config { budget: 2, ..cfg };
+    let mixed = |sport: u16| {
+        if sport < 3003 {
+            Packet::new(Proto::Udp, ip("fd00:1::1"), sport, ip("fd00:2::1"), 53)
+        } else {
+            udp(sport)
+        }
+    };
     for sport in 3000..3005 {
-        update_raw(m, &ct_key(&udp(sport)), &value(late & !7, None, 0)).unwrap();
+        put(&ct_key(&mixed(sport)), &value(late & !7, None, 0));
     }
     let walked = |s: gc::State| (s.last_visited, s.sweeps, s.removed);
     let f = || gc::sweep_at(&gen.ebpf, bounded, late).unwrap();
@@ -211,13 +217,13 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
         walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
         (1, 6, 11)
     );
-    assert_eq!(keys_raw(m, ct::KEY_SIZE as usize).unwrap().len(), 0);
+    assert_eq!(ct_all(&gen).len(), 0);
 
     // Arming (what `weir apply` does) over a table larger than the
     // budget: the run's walk stops at the budget, no sweep completes,
     // and the apply still reads the collector back as armed.
     for sport in 3000..3005 {
-        update_raw(m, &ct_key(&udp(sport)), &value(late & !7, None, 0)).unwrap();
+        put(&ct_key(&udp(sport)), &value(late & !7, None, 0));
     }
     let s = gc::arm(&mut gen.ebpf, bounded).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((s.last_visited, s.sweeps), (2, 6), "{s:?}");
@@ -263,15 +269,17 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
     let gc_id = gcm.info().unwrap().id();
     drop(gcm);
     let ctm = aya::maps::Map::from_map_data(
-        aya::maps::MapData::from_pin(inst.pin_dir().join(layout::map::CT)).unwrap(),
+        aya::maps::MapData::from_pin(inst.pin_dir().join(layout::map::CT4)).unwrap(),
     )
     .unwrap();
+    // IPv4 flows: in the pinned weir_ct4, keys compacted.
+    let key4 = |p: &Packet| ct::v4::compact(&ct_key(p));
     // A stale UDP entry (inserted at clock 1 ns) and a fresh one.
     let stale = Packet::new(Proto::Udp, ip("10.1.0.1"), 4000, ip("10.2.0.1"), 53);
     let fresh = Packet::new(Proto::Udp, ip("10.1.0.1"), 4001, ip("10.2.0.1"), 53);
-    update_raw(&ctm, &ct_key(&stale), &value(1, None, 0)).unwrap();
+    update_raw(&ctm, &key4(&stale), &value(1, None, 0)).unwrap();
     let now = weir_runtime::ebpf::collect::monotonic_ns();
-    update_raw(&ctm, &ct_key(&fresh), &value(now & !7, None, 0)).unwrap();
+    update_raw(&ctm, &key4(&fresh), &value(now & !7, None, 0)).unwrap();
     // Re-armed with a short interval, no sweep now: from here only the
     // kernel's timer acts.
     let short = gc::Config {
@@ -280,7 +288,7 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
     };
     let armed = gc::rearm(&inst, short, false).unwrap();
     let present = |p: &Packet| {
-        lookup_raw(&ctm, &ct_key(p), ct::VALUE_SIZE as usize)
+        lookup_raw(&ctm, &key4(p), ct::VALUE_SIZE as usize)
             .unwrap()
             .is_some()
     };
@@ -368,7 +376,7 @@ fn ebpf_ct_gc_sweep_time() {
     .unwrap_or_else(|e| panic!("{e:?}"));
     let mut gen = load_output(&out);
     gc::load_program(&mut gen.ebpf).unwrap();
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
+    let m = gen.ebpf.map(layout::map::CT4).unwrap();
     let size = StateTables::default().conntrack as usize;
     let t: u64 = 1 << 40;
     let key = |i: usize| {
@@ -378,7 +386,7 @@ fn ebpf_ct_gc_sweep_time() {
         k[32..34].copy_from_slice(&(i as u16).to_ne_bytes());
         k[36] = 17;
         k[37] = 4;
-        k
+        ct::v4::compact(&k)
     };
     for fill in [size / 4, size] {
         let put = |time: u64| {

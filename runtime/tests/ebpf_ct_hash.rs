@@ -29,8 +29,9 @@ use weir_compiler::graph;
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Proto, Verdict};
 use weir_runtime::ebpf::collect::monotonic_ns;
+use weir_runtime::ebpf::ct_tables;
 use weir_runtime::ebpf::gc;
-use weir_runtime::ebpf::load::{counters, lookup_raw};
+use weir_runtime::ebpf::load::counters;
 
 const SRC: &str = r#"
 endpoint c  { labels { app: "c" }  addr 10.1.0.1 }
@@ -85,13 +86,12 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(out.manifest.state_tables, tables);
-    let m = out
-        .manifest
-        .maps
-        .iter()
-        .find(|m| m.name == layout::map::CT)
-        .unwrap();
-    assert_eq!((m.map_type.as_str(), m.max_entries), ("hash", CT));
+    // One table per family, each of the declared size (these flows are
+    // IPv4: weir_ct4).
+    for name in [layout::map::CT, layout::map::CT4] {
+        let m = out.manifest.maps.iter().find(|m| m.name == name).unwrap();
+        assert_eq!((m.map_type.as_str(), m.max_entries), ("hash", CT));
+    }
     // No translation table of its own: forward entries are in weir_ct.
     assert!(!out.manifest.maps.iter().any(|m| m.name == lb::CT));
     let mut gen = load_output(&out);
@@ -145,10 +145,11 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     assert_eq!(count(full_id), 2);
     // Established flows (an entry each) still pass, and mark their entry
     // seen (flags kept).
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
-    let vs = layout::ct::VALUE_SIZE as usize;
+    // An IPv4 flow: in weir_ct4 (`ct_tables` picks the table).
     let time = |p: &Packet| {
-        let v = lookup_raw(m, &ct_key(p), vs).unwrap().expect("an entry");
+        let v = ct_tables::lookup(|n| gen.ebpf.map(n), &ct_key(p))
+            .unwrap()
+            .expect("an entry");
         u64::from_ne_bytes(v[..8].try_into().unwrap())
     };
     let seen = layout::ct::SEEN as u64;
@@ -168,9 +169,10 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     let c = gc::sweep_at(&gen.ebpf, t, now0).unwrap();
     let flows = CT as usize - SVC as usize;
     assert_eq!((c.last_visited, c.removed), (CT as u64, 0), "{c:?}");
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
     let time = |p: &Packet| {
-        let v = lookup_raw(m, &ct_key(p), vs).unwrap().expect("an entry");
+        let v = ct_tables::lookup(|n| gen.ebpf.map(n), &ct_key(p))
+            .unwrap()
+            .expect("an entry");
         u64::from_ne_bytes(v[..8].try_into().unwrap())
     };
     assert_eq!(time(&plain(3000)), (now0 & !7) | (t0 & 3));

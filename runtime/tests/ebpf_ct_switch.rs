@@ -30,7 +30,7 @@ use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
 use weir_compiler::graph;
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Model, Proto, Verdict};
-use weir_runtime::ebpf::load::lookup_raw;
+use weir_runtime::ebpf::ct_tables;
 use weir_runtime::ebpf::Generation;
 
 const SRC: &str = r#"
@@ -85,9 +85,21 @@ fn compile(model: &Model, kind: CtTable) -> EbpfOutput {
     codegen::generate(model, &g, &opts).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-/// `(type, max_entries)` of the map pinned at `path`, as bpftool reads it
-/// from the kernel.
-fn bpftool_map(path: &Path) -> (String, u64) {
+/// `(type, max_entries)` of the conntrack maps pinned in `dir` (both
+/// families' tables, checked alike; their key sizes: 40 bytes for IPv6's
+/// `weir_ct`, 16 for IPv4's `weir_ct4`), as bpftool reads them from the
+/// kernel.
+fn bpftool_maps(dir: &Path) -> (String, u64) {
+    let [(t6, n6, k6), (t4, n4, k4)] =
+        [layout::map::CT, layout::map::CT4].map(|m| bpftool_map(&dir.join(m)));
+    assert_eq!((k6, k4), (40, 16), "conntrack key sizes");
+    assert_eq!((&t6, n6), (&t4, n4), "both families' tables alike");
+    (t4, n4)
+}
+
+/// `(type, max_entries, bytes_key)` of the map pinned at `path`, as
+/// bpftool reads it from the kernel.
+fn bpftool_map(path: &Path) -> (String, u64, u64) {
     let out = std::process::Command::new("bpftool")
         .args(["-j", "map", "show", "pinned"])
         .arg(path)
@@ -98,18 +110,19 @@ fn bpftool_map(path: &Path) -> (String, u64) {
     (
         v["type"].as_str().expect("a map type").to_string(),
         v["max_entries"].as_u64().expect("max_entries"),
+        v["bytes_key"].as_u64().expect("bytes_key"),
     )
 }
 
 /// Every flow of `sports` is in the generation's `weir_ct`, and its reply
 /// passes (established: counted under provenance 0).
 fn established(gen: &Generation, sports: &[u16]) {
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
-    let vs = layout::ct::VALUE_SIZE as usize;
     let before = counts(gen)[0];
     for &s in sports {
         assert!(
-            lookup_raw(m, &ct_key(&flow(s)), vs).unwrap().is_some(),
+            ct_tables::lookup(|n| gen.ebpf.map(n), &ct_key(&flow(s)))
+                .unwrap()
+                .is_some(),
             "flow from port {s} not carried over"
         );
         assert_eq!(run(gen, &frame(&reply(s))), OK, "reply to port {s}");
@@ -142,7 +155,6 @@ fn ebpf_shared_conntrack_switches_between_lru_and_hash_keeping_its_flows() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let pinned = dir.join(layout::map::CT);
     let load = |out: &EbpfOutput| {
         weir_runtime::ebpf::load(&out.object, &out.manifest, Some(&dir))
             .unwrap_or_else(|e| panic!("{e}"))
@@ -150,7 +162,7 @@ fn ebpf_shared_conntrack_switches_between_lru_and_hash_keeping_its_flows() {
 
     // LRU: ten flows, their replies pass.
     let first = load(&lru);
-    assert_eq!(bpftool_map(&pinned), ("lru_hash".into(), u64::from(SIZE)));
+    assert_eq!(bpftool_maps(&dir), ("lru_hash".into(), u64::from(SIZE)));
     let sports: Vec<u16> = (1000..1010).collect();
     for &s in &sports {
         assert_eq!(run(&first, &frame(&flow(s))), OK);
@@ -160,7 +172,7 @@ fn ebpf_shared_conntrack_switches_between_lru_and_hash_keeping_its_flows() {
 
     // Hash: the pinned map is replaced by a hash, the flows carried over.
     let second = load(&hash);
-    assert_eq!(bpftool_map(&pinned), ("hash".into(), u64::from(SIZE)));
+    assert_eq!(bpftool_maps(&dir), ("hash".into(), u64::from(SIZE)));
     assert_eq!(conntrack_len(&second), 10);
     established(&second, &sports);
     // A flow allowed under hash.
@@ -168,7 +180,7 @@ fn ebpf_shared_conntrack_switches_between_lru_and_hash_keeping_its_flows() {
 
     // Back to LRU, with that flow too.
     let third = load(&lru);
-    assert_eq!(bpftool_map(&pinned), ("lru_hash".into(), u64::from(SIZE)));
+    assert_eq!(bpftool_maps(&dir), ("lru_hash".into(), u64::from(SIZE)));
     assert_eq!(conntrack_len(&third), 11);
     let all: Vec<u16> = sports.iter().copied().chain([2000]).collect();
     established(&third, &all);

@@ -29,7 +29,6 @@ use weir_compiler::ebpf::layout::{self, service::map as lb};
 use weir_compiler::graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Proto;
-use weir_runtime::ebpf::load::{keys_raw, lookup_raw};
 use weir_runtime::frames::{checksums_ok, frame};
 
 const POLICY: &str = r#"
@@ -93,16 +92,10 @@ fn ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack() {
             assert_eq!(ends(&r.data), (client, 40000, backend, 8080), "{tag}");
             assert_eq!(lb_state_len(&gen), (1, 1), "{tag}: translation state");
             assert_eq!(conntrack_len(&gen), 1, "{tag}");
-            let m = gen.ebpf.map(layout::map::CT).unwrap();
             // The flow's entry (the other one is its forward entry).
-            let v = keys_raw(m, layout::ct::KEY_SIZE as usize)
-                .unwrap()
-                .iter()
-                .map(|k| {
-                    lookup_raw(m, k, layout::ct::VALUE_SIZE as usize)
-                        .unwrap()
-                        .unwrap()
-                })
+            let v = ct_all(&gen)
+                .into_iter()
+                .map(|(_, v)| v)
                 .find(|v| !is_forward(v))
                 .expect("the flow's entry");
             let fe = |o: i16| o as usize;
@@ -171,14 +164,10 @@ fn ebpf_translated_flow_keeps_its_reverse_translation_in_conntrack() {
 
 /// The forward entries' values.
 fn forward_values(gen: &weir_runtime::ebpf::Generation) -> Vec<Vec<u8>> {
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
-    forward_keys(gen)
-        .iter()
-        .map(|k| {
-            lookup_raw(m, k, layout::ct::VALUE_SIZE as usize)
-                .unwrap()
-                .unwrap()
-        })
+    ct_all(gen)
+        .into_iter()
+        .filter(|(_, v)| is_forward(v))
+        .map(|(_, v)| v)
         .collect()
 }
 
@@ -210,10 +199,9 @@ fn ebpf_untranslated_established_flow_to_a_new_frontend_stays_untranslated() {
         clear_conntrack(&gen);
         clear_lb_state(&gen);
         let p = Packet::new(Proto::Tcp, client, 40000, vip, 80);
-        let m = gen.ebpf.map(layout::map::CT).unwrap();
         let mut v = vec![0u8; layout::ct::VALUE_SIZE as usize];
         v[..8].copy_from_slice(&(0x0123_4567_89ab_cdfc_u64).to_ne_bytes());
-        weir_runtime::ebpf::load::update_raw(m, &ct_key(&p), &v).unwrap();
+        weir_runtime::ebpf::ct_tables::update(|n| gen.ebpf.map(n), &ct_key(&p), &v, 0).unwrap();
         for _ in 0..2 {
             let input = frame(&p);
             let r = run_full(&gen, &input);

@@ -134,11 +134,11 @@ fn ebpf_upgrade_copies_translations_into_forward_entries() {
     fv[8..24].copy_from_slice(&v4("10.96.0.1", 16));
     fv[24..26].copy_from_slice(&80u16.to_ne_bytes());
     fv[28..32].copy_from_slice(&1u32.to_ne_bytes());
-    let ctm = gen.ebpf.map(layout::map::CT).unwrap();
-    update_raw(ctm, &ck, &fv).unwrap();
+    let maps = |n: &str| gen.ebpf.map(n);
+    weir_runtime::ebpf::ct_tables::update(maps, &ck, &fv, 0).unwrap();
 
     assert_eq!(
-        lb_ct_to_forward(&old_gen, ctm, &out.manifest).unwrap(),
+        lb_ct_to_forward(&old_gen, maps, &out.manifest).unwrap(),
         1,
         "one translation copied"
     );
@@ -153,7 +153,7 @@ fn ebpf_upgrade_copies_translations_into_forward_entries() {
     assert_eq!(dst, (ip("10.2.0.9"), 9090), "the flow's recorded backend");
     assert_eq!(ct_entries(&gen), 2, "established: nothing new written");
     // A copy again adds nothing (never overwrites).
-    assert_eq!(lb_ct_to_forward(&old_gen, ctm, &out.manifest).unwrap(), 0);
+    assert_eq!(lb_ct_to_forward(&old_gen, maps, &out.manifest).unwrap(), 0);
 
     drop((gen, lbm, old));
     let _ = std::fs::remove_dir_all(&dir);
@@ -194,13 +194,13 @@ fn ebpf_apply_over_an_older_generation_copies_its_translations() {
     let (old, lbm) = pin_old_translations(&cap, &old_gen.join(lb::map::CT));
     let g2 = weir_runtime::ebpf::apply(&dir, &inst).unwrap().generation;
     assert!(g2 > g1);
-    // The shared conntrack map holds the forward entry.
+    // The shared IPv4 conntrack map holds the forward entry.
     let ctm = aya::maps::Map::from_map_data(
-        aya::maps::MapData::from_pin(inst.pin_dir().join(layout::map::CT)).unwrap(),
+        aya::maps::MapData::from_pin(inst.pin_dir().join(layout::map::CT4)).unwrap(),
     )
     .unwrap();
     let p = Packet::new(Proto::Tcp, ip("10.1.0.1"), 40000, ip("10.96.0.1"), 80);
-    let fk = ct_key(&p);
+    let fk = layout::ct::v4::compact(&ct_key(&p));
     let v = weir_runtime::ebpf::load::lookup_raw(&ctm, &fk, layout::ct::VALUE_SIZE as usize)
         .unwrap()
         .expect("the translation copied into weir_ct at the apply");

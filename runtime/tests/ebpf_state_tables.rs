@@ -26,7 +26,7 @@ use weir_compiler::graph::{self, Graph};
 use weir_compiler::interp::{Interp, Packet};
 use weir_compiler::model::{Model, Proto, Verdict};
 use weir_compiler::source::MemoryLoader;
-use weir_runtime::ebpf::load::lookup_raw;
+use weir_runtime::ebpf::ct_tables;
 
 const SRC: &str = r#"
 endpoint c  { labels { app: "c" }  addr 10.1.0.1 }
@@ -104,7 +104,7 @@ fn ebpf_full_state_tables_evict_least_recently_used_and_keep_verdicts() {
     use weir_compiler::ebpf::layout::service::map as lb;
     // No `weir_lb_ct`: translations are forward entries in `weir_ct`.
     assert!(!out.manifest.maps.iter().any(|m| m.name == lb::CT));
-    for name in [layout::map::CT, lb::AFF, lb::SK] {
+    for name in [layout::map::CT, layout::map::CT4, lb::AFF, lb::SK] {
         let m = out.manifest.maps.iter().find(|m| m.name == name);
         let m = m.unwrap_or_else(|| panic!("no map {name}"));
         assert_eq!(
@@ -140,15 +140,18 @@ fn ebpf_full_state_tables_evict_least_recently_used_and_keep_verdicts() {
     assert!(n <= SIZE as usize, "weir_ct: {n} entries > {SIZE}");
     assert!(n >= SIZE as usize / 2, "weir_ct: {n} entries, not filled");
     // LRU: the newest plain flow is there, the oldest evicted.
-    let m = gen.ebpf.map(layout::map::CT).unwrap();
-    let vs = layout::ct::VALUE_SIZE as usize;
+    let has = |p: &Packet| {
+        ct_tables::lookup(|n| gen.ebpf.map(n), &ct_key(p))
+            .unwrap()
+            .is_some()
+    };
     let newest = plain(1000 + flows - 1);
     let oldest = plain(1000);
-    assert!(lookup_raw(m, &ct_key(&newest), vs).unwrap().is_some());
-    assert!(lookup_raw(m, &ct_key(&oldest), vs).unwrap().is_none());
+    assert!(has(&newest));
+    assert!(!has(&oldest));
     // An evicted flow is decided again as a new one: same verdicts.
     check(&oldest);
-    assert!(lookup_raw(m, &ct_key(&oldest), vs).unwrap().is_some());
+    assert!(has(&oldest));
     check(&service(1000));
     check(&denied(1000));
     assert!(ct_entries(&gen) <= SIZE as usize);
@@ -188,11 +191,16 @@ fn ebpf_shared_conntrack_takes_the_declared_size_and_keeps_its_flows() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // Both families' tables, each of the declared size.
     let max_of = |gen: &weir_runtime::ebpf::Generation| {
-        weir_runtime::ebpf::load::map_data(gen.ebpf.map(layout::map::CT).unwrap())
-            .info()
-            .unwrap()
-            .max_entries()
+        let [m6, m4] = [layout::map::CT, layout::map::CT4].map(|n| {
+            weir_runtime::ebpf::load::map_data(gen.ebpf.map(n).unwrap())
+                .info()
+                .unwrap()
+                .max_entries()
+        });
+        assert_eq!(m6, m4, "both families' conntrack tables");
+        m4
     };
     let flow = |sport: u16| Packet::new(Proto::Tcp, ip("10.1.0.1"), sport, ip("10.2.0.1"), 8080);
     let small = gen_of(SIZE);
@@ -211,9 +219,8 @@ fn ebpf_shared_conntrack_takes_the_declared_size_and_keeps_its_flows() {
     let second = weir_runtime::ebpf::load(&big.object, &big.manifest, Some(&dir)).unwrap();
     assert_eq!(max_of(&second), 4 * SIZE);
     assert_eq!(conntrack_len(&second), 10);
-    let m = second.ebpf.map(layout::map::CT).unwrap();
     assert!(
-        lookup_raw(m, &ct_key(&flow(1005)), layout::ct::VALUE_SIZE as usize)
+        ct_tables::lookup(|n| second.ebpf.map(n), &ct_key(&flow(1005)))
             .unwrap()
             .is_some()
     );

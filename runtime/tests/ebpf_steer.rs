@@ -307,8 +307,7 @@ fn ebpf_redirect_to_local_proxy_in_netns() {
                         .enumerate()
                         .filter(|x| x.1 > 0)
                         .collect();
-                    let m = gen.ebpf.map(layout::map::CT).unwrap();
-                    let ks = weir_runtime::ebpf::load::keys_raw(m, 40).unwrap();
+                    let ks: Vec<_> = ct_all(&gen).into_iter().map(|e| e.0).collect();
                     return Err(format!("connect 8080: {e}; counters {c:?}; ct {ks:?}"));
                 }
             };

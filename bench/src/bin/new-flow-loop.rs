@@ -2,7 +2,7 @@
 //! new allowed flow of the rules sweep's model at N rules (or its IPv6
 //! twin, the denied-after-all-rules flow, or the established flow) in
 //! BPF_PROG_TEST_RUN batches of 60,000 fresh 5-tuples for SECONDS, emptying
-//! `weir_ct` between batches (outside the test run) so every repetition
+//! `weir_ct` / `weir_ct4` between batches (outside the test run) so every repetition
 //! stays a new flow; prints the median ns per packet over batches. For
 //! profiling one path by hand (issue 21: `perf record -e cpu-clock -g --
 //! new-flow-loop 10000 12`, then keep the samples under
@@ -75,7 +75,11 @@ fn run(a: &[String]) -> Result<(), String> {
         .ok_or("no driver")?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    let ct = s.ebpf().map(layout::map::CT).ok_or("no conntrack map")?;
+    let cts = [
+        (layout::map::CT, layout::ct::KEY_SIZE),
+        (layout::map::CT4, layout::ct::v4::KEY_SIZE),
+    ]
+    .map(|(name, size)| (s.ebpf().map(name), size as usize));
     let t = Instant::now();
     let mut out = vec![0u8; 2048];
     let mut per = Vec::new();
@@ -90,9 +94,12 @@ fn run(a: &[String]) -> Result<(), String> {
             .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
         per.push(r.duration.as_nanos() as f64);
         if rotate {
-            let keys = keys_raw(ct, layout::ct::KEY_SIZE as usize).map_err(|e| e.to_string())?;
-            for k in keys {
-                let _ = delete_raw(ct, &k);
+            for (ct, size) in &cts {
+                let Some(ct) = ct else { continue };
+                let keys = keys_raw(ct, *size).map_err(|e| e.to_string())?;
+                for k in keys {
+                    let _ = delete_raw(ct, &k);
+                }
             }
         }
     }

@@ -181,11 +181,11 @@ pub(crate) fn fill(w: &LoadedWeir) -> String {
         return "–".into();
     };
     let mut parts = Vec::new();
-    for name in [map::CT, lb::CT, lb::REV] {
+    for (name, key) in [(map::CT4, 16), (map::CT, 40), (lb::CT, 40), (lb::REV, 40)] {
         let Some((_, max, _)) = w.maps.iter().find(|m| m.0 == name) else {
             continue;
         };
-        parts.push(match driver::entries(s.ebpf(), name, 40) {
+        parts.push(match driver::entries(s.ebpf(), name, key) {
             Ok(n) => format!(
                 "{name} {} / {} ({:.1} %)",
                 thousands(n),

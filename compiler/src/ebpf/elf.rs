@@ -569,6 +569,8 @@ mod tests {
         let mut obj = sample();
         obj.maps
             .push(MapDef::new("weir_ct", MapType::Hash, 40, 32, 16));
+        obj.maps
+            .push(MapDef::new("weir_ct4", MapType::Hash, 16, 32, 16));
         obj.maps.push(gc.map.clone());
         obj.programs.push(gc.program.clone());
         let extras = Extras {
@@ -591,7 +593,9 @@ mod tests {
                     if f.symbol_by_index(s).unwrap().kind() == SymbolKind::Section)
             })
             .collect();
-        assert_eq!(relocs.len(), 3);
+        // The arming program: both visits and the timer; the timer: both
+        // visits (one walk per family's table).
+        assert_eq!(relocs.len(), 5);
         let sub = |n: &str| f.symbols().find(|s| s.name() == Ok(n)).unwrap();
         assert!(sub(gc.subprograms[0].name.as_str()).is_local());
         assert_eq!(
@@ -612,9 +616,9 @@ mod tests {
         }
         let ext = f.section_by_name(".BTF.ext").unwrap().data().unwrap();
         assert_eq!(&ext[..2], &[0x9f, 0xeb]);
-        // func_info: rec_size 8, two sections (classifier: 1, .text: 2).
+        // func_info: rec_size 8, two sections (classifier: 1, .text: 3).
         let info = &ext[32..];
         assert_eq!(u32::from_le_bytes(info[..4].try_into().unwrap()), 8);
-        assert_eq!(info.len(), 4 + (8 + 8) + (8 + 2 * 8));
+        assert_eq!(info.len(), 4 + (8 + 8) + (8 + 3 * 8));
     }
 }

@@ -3,7 +3,8 @@
 //! recorded in the manifest (`backends.ebpf.state_tables`).
 //!
 //! Two knobs, like Cilium's `bpf-ct-global-*-max` and
-//! `bpf-nat-global-max`: the policy conntrack (`weir_ct`, one entry per
+//! `bpf-nat-global-max`: the policy conntrack (`weir_ct4` for IPv4
+//! flows and `weir_ct` for IPv6 ones, each of this size, one entry per
 //! allowed flow and a second, the forward entry, per translated flow; a
 //! translated flow's own entry also carries its reverse translation) and
 //! the service state (the affinity `weir_lb_aff` and socket `weir_lb_sk`

@@ -406,7 +406,8 @@ fn load_pinned(
     let mut g = load(object, manifest, Some(base))?;
     pins::create_gen_dir(gen_dir)?;
     for (name, map) in g.ebpf.maps() {
-        if name == names::CT || name == weir_compiler::ebpf::layout::gc::MAP {
+        if super::shared_ct::SHARED.contains(&name) || name == weir_compiler::ebpf::layout::gc::MAP
+        {
             continue;
         }
         map.pin(gen_dir.join(name))
@@ -515,8 +516,8 @@ fn load_and_switch(
     let (mut g, mut sock) = load_pinned(manifest, object, &base, &gen_dir, target_cgroup)?;
     // From a generation of the older layout: its translations become
     // forward entries in the shared conntrack map before the switch.
-    if let (Some(prev), Some(ctm)) = (previous, g.ebpf.map(names::CT)) {
-        super::migrate::lb_ct_to_forward(&pins::gen_dir(&base, prev), ctm, manifest)?;
+    if let Some(prev) = previous {
+        super::migrate::lb_ct_to_forward(&pins::gen_dir(&base, prev), |n| g.ebpf.map(n), manifest)?;
     }
     record::crash_point("pinned");
     let entry: &mut SchedClassifier = g
@@ -536,6 +537,11 @@ fn load_and_switch(
         });
     }
     record::crash_point("switched");
+    // An earlier weir's IPv4 flows, moved into weir_ct4 at the load:
+    // no program looks them up in weir_ct any more.
+    if let Some(ct) = g.ebpf.map(names::CT) {
+        super::shared_ct::drop_split(ct, &g.split_v4);
+    }
     // The connect-time links follow (or go, without services). A failure
     // here is reported after the switched TC generation is recorded.
     let cgroup_result = match (&mut sock, target_cgroup) {

@@ -19,6 +19,11 @@ use super::EbpfError;
 pub struct Generation {
     pub ebpf: Ebpf,
     pub manifest: EbpfManifest,
+    /// The IPv4 keys copied from a shared `weir_ct` that held both
+    /// families (an earlier weir) into `weir_ct4` at this load
+    /// (`shared_ct::split_v4`); the apply removes them from `weir_ct`
+    /// once this generation runs.
+    pub split_v4: Vec<Vec<u8>>,
 }
 
 /// The underlying map of any map kind we create.
@@ -180,18 +185,30 @@ pub fn load(
     manifest: &EbpfManifest,
     shared: Option<&Path>,
 ) -> Result<Generation, EbpfError> {
-    let ct_path = shared.map(|d| d.join(names::CT));
-    // A pinned conntrack map of another size is replaced (and its
-    // entries carried over below), never silently kept.
-    let resized = match &ct_path {
-        Some(p) => super::shared_ct::unpin_if_resized(p, manifest)?,
-        None => None,
-    };
+    // The conntrack tables (one per family). A pinned one of another
+    // size is replaced (and its entries carried over below), never
+    // silently kept.
+    let mut resized = Vec::new();
+    // A pinned weir_ct and no weir_ct4: an earlier weir's one table of
+    // both families, whose IPv4 flows move into weir_ct4 below.
+    let split = shared.is_some_and(|d| {
+        manifest.maps.iter().any(|m| m.name == names::CT4)
+            && !d.join(names::CT4).exists()
+            && d.join(names::CT).exists()
+    });
     let mut loader = EbpfLoader::new();
     // No CO-RE relocations to do: skip parsing the kernel's BTF.
     loader.btf(None);
-    if let Some(p) = &ct_path {
-        loader.map_pin_path(names::CT, p.as_path());
+    let ct_paths: Vec<_> = shared
+        .map(|d| super::shared_ct::SHARED.map(|n| (n, d.join(n))).to_vec())
+        .unwrap_or_default();
+    for (name, p) in &ct_paths {
+        if let Some(old) = super::shared_ct::unpin_if_resized(p, name, manifest)? {
+            resized.push(old);
+        }
+    }
+    for (name, p) in &ct_paths {
+        loader.map_pin_path(name, p.as_path());
     }
     // The conntrack collector's state lives as long as weir_ct, beside it.
     let gc_path = shared.map(|d| d.join(weir_compiler::ebpf::layout::gc::MAP));
@@ -211,12 +228,17 @@ pub fn load(
         prog.load().map_err(|e| verifier(&p.name, e))?;
     }
     fill(&mut ebpf, manifest)?;
-    if let (Some(old), Some(new)) = (&resized, ebpf.map(names::CT)) {
-        super::shared_ct::carry_over(old, new, manifest)?;
+    for old in &resized {
+        super::shared_ct::carry_over(old, |n| ebpf.map(n))?;
     }
+    let split_v4 = match (split, ebpf.map(names::CT), ebpf.map(names::CT4)) {
+        (true, Some(ct), Some(ct4)) => super::shared_ct::split_v4(ct, ct4)?,
+        _ => Vec::new(),
+    };
     Ok(Generation {
         ebpf,
         manifest: manifest.clone(),
+        split_v4,
     })
 }
 

@@ -24,7 +24,7 @@ use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::ebpf::layout::{ct, service as lb};
 
 use super::collect::canonical_key;
-use super::load::{keys_raw, lookup_raw, update_raw_flags};
+use super::load::{keys_raw, lookup_raw};
 use super::EbpfError;
 
 /// `BPF_NOEXIST`.
@@ -34,9 +34,9 @@ const NOEXIST: u64 = 1;
 /// (its `weir_lb_ct`, when it has one: the older layout) into `ctm` as
 /// forward entries, when `manifest` (the new generation's) has no
 /// `weir_lb_ct`. Returns how many were written.
-pub fn lb_ct_to_forward(
+pub fn lb_ct_to_forward<'a>(
     prev_gen_dir: &Path,
-    ctm: &Map,
+    maps: impl Fn(&str) -> Option<&'a Map>,
     manifest: &EbpfManifest,
 ) -> Result<usize, EbpfError> {
     let path = prev_gen_dir.join(lb::map::CT);
@@ -62,7 +62,8 @@ pub fn lb_ct_to_forward(
             continue;
         };
         let (key, value) = forward_entry_of(&k, &v);
-        match update_raw_flags(ctm, &key, &value, NOEXIST) {
+        // Each family's flows in its own table.
+        match super::ct_tables::update(&maps, &key, &value, NOEXIST) {
             Ok(()) => n += 1,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::E2BIG)) => {}
             Err(e) => return Err(io("copying translations from", e)),

@@ -18,6 +18,7 @@
 pub mod attach;
 pub mod cgroup;
 pub mod collect;
+pub mod ct_tables;
 pub mod gc;
 pub mod inforce;
 pub mod load;

@@ -22,7 +22,8 @@ use weir_compiler::graph::Graph;
 use weir_compiler::interp::Packet;
 use weir_compiler::model::Model;
 use weir_compiler::source::MemoryLoader;
-use weir_runtime::ebpf::load::{delete_raw, keys_raw, lookup_raw, update_raw};
+use weir_runtime::ebpf::ct_tables;
+use weir_runtime::ebpf::load::{delete_raw, keys_raw};
 use weir_runtime::ebpf::{counters, load, Generation};
 
 /// `true` if the test may touch the kernel; panics under `CI` without root.
@@ -115,11 +116,15 @@ pub fn clear_lb_state(g: &Generation) {
             }
         }
     }
-    if let Some(m) = g.ebpf.map(layout::map::CT) {
-        for k in forward_keys(g) {
-            let _ = delete_raw(m, &k);
-        }
+    for k in forward_keys(g) {
+        let _ = ct_tables::delete(|n| g.ebpf.map(n), &k);
     }
+}
+
+/// Every conntrack entry of both families' tables, keys in the 40-byte
+/// layout (`weir_runtime::ebpf::ct_tables`).
+pub fn ct_all(g: &Generation) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ct_tables::entries(|n| g.ebpf.map(n)).unwrap()
 }
 
 /// Whether a `weir_ct` value is a translated flow's forward entry
@@ -129,18 +134,12 @@ pub fn is_forward(v: &[u8]) -> bool {
     u32::from_ne_bytes(v[at..at + 4].try_into().unwrap()) & layout::ct::FORWARD as u32 != 0
 }
 
-/// The keys of the forward entries in `weir_ct`.
+/// The keys of the forward entries in the conntrack tables.
 pub fn forward_keys(g: &Generation) -> Vec<Vec<u8>> {
-    use layout::ct;
-    let m = g.ebpf.map(layout::map::CT).unwrap();
-    keys_raw(m, ct::KEY_SIZE as usize)
-        .unwrap()
+    ct_all(g)
         .into_iter()
-        .filter(|k| {
-            lookup_raw(m, k, ct::VALUE_SIZE as usize)
-                .unwrap()
-                .is_some_and(|v| is_forward(&v))
-        })
+        .filter(|(_, v)| is_forward(v))
+        .map(|(k, _)| k)
         .collect()
 }
 
@@ -154,13 +153,9 @@ pub fn lb_state_len(g: &Generation) -> (usize, usize) {
 
 /// Conntrack entries flagged translated (`layout::ct::TRANSLATED`).
 pub fn translated_ct_len(g: &Generation) -> usize {
-    use layout::ct;
-    let m = g.ebpf.map(layout::map::CT).unwrap();
-    keys_raw(m, ct::KEY_SIZE as usize)
-        .unwrap()
+    ct_all(g)
         .iter()
-        .filter_map(|k| lookup_raw(m, k, ct::VALUE_SIZE as usize).unwrap())
-        .filter(|v| v[0] & ct::TRANSLATED as u8 != 0)
+        .filter(|(_, v)| v[0] & layout::ct::TRANSLATED as u8 != 0)
         .count()
 }
 
@@ -358,9 +353,8 @@ pub fn counts(g: &Generation) -> Vec<u64> {
 }
 
 pub fn clear_conntrack(g: &Generation) {
-    let m = g.ebpf.map(layout::map::CT).unwrap();
-    for k in keys_raw(m, layout::ct::KEY_SIZE as usize).unwrap() {
-        let _ = delete_raw(m, &k);
+    for (k, _) in ct_all(g) {
+        let _ = ct_tables::delete(|n| g.ebpf.map(n), &k);
     }
 }
 
@@ -372,16 +366,14 @@ pub fn conntrack_len(g: &Generation) -> usize {
 
 /// Every entry of `weir_ct` (flows and forward entries).
 pub fn ct_entries(g: &Generation) -> usize {
-    let m = g.ebpf.map(layout::map::CT).unwrap();
-    keys_raw(m, layout::ct::KEY_SIZE as usize).unwrap().len()
+    ct_all(g).len()
 }
 
 pub fn insert_conntrack(g: &Generation, p: &Packet) {
-    let m = g.ebpf.map(layout::map::CT).unwrap();
     // A time without flags (not translated), no frontend.
     let mut v = vec![0u8; layout::ct::VALUE_SIZE as usize];
     v[0] = 4;
-    update_raw(m, &ct_key(p), &v).unwrap();
+    ct_tables::update(|n| g.ebpf.map(n), &ct_key(p), &v, 0).unwrap();
 }
 
 /// The workspace root.

@@ -20,7 +20,10 @@
 //!   and re-arms itself: after the interval, or after [`RESUME_NS`] when
 //!   it stopped at its budget.
 //!
-//! A sweep walks `weir_ct` with `bpf_for_each_map_elem`; the visit
+//! A sweep walks each conntrack table (`weir_ct`, then `weir_ct4`: one
+//! per family) with `bpf_for_each_map_elem`, as one sequence for the
+//! budget and the cursor below; the visit (`weir_gc_visit4` for
+//! `weir_ct4`: its 16-byte key widened to the 40-byte layout first)
 //! callback (`weir_gc_visit`) applies the rules of docs/runtime.md
 //! ("Non-LRU tables and the collector"), the one place they are
 //! written:
@@ -79,7 +82,8 @@ const STARTED: i16 = -72;
 pub fn collector() -> Result<Collector, AsmError> {
     let (program, prog_ref) = arming_program()?;
     let (timer, timer_ref) = timer_callback()?;
-    let visit = visit_callback()?;
+    let visit = visit_callback(false)?;
+    let visit4 = visit_callback(true)?;
     let typed = TypedMap {
         map: gc::MAP.into(),
         value_name: "weir_ct_gc_value".into(),
@@ -115,12 +119,22 @@ pub fn collector() -> Result<Collector, AsmError> {
                 args: 4,
                 code: visit,
             },
+            Subprogram {
+                name: gc::SWEEP_CB4.into(),
+                args: 4,
+                code: visit4,
+            },
         ],
         refs: vec![
             FuncRef {
                 from: gc::PROGRAM.into(),
-                slot: prog_ref.0,
+                slot: prog_ref.0[0],
                 to: gc::SWEEP_CB.into(),
+            },
+            FuncRef {
+                from: gc::PROGRAM.into(),
+                slot: prog_ref.0[1],
+                to: gc::SWEEP_CB4.into(),
             },
             FuncRef {
                 from: gc::PROGRAM.into(),
@@ -129,8 +143,13 @@ pub fn collector() -> Result<Collector, AsmError> {
             },
             FuncRef {
                 from: gc::TIMER_CB.into(),
-                slot: timer_ref,
+                slot: timer_ref[0],
                 to: gc::SWEEP_CB.into(),
+            },
+            FuncRef {
+                from: gc::TIMER_CB.into(),
+                slot: timer_ref[1],
+                to: gc::SWEEP_CB4.into(),
             },
         ],
     })
@@ -162,11 +181,15 @@ fn func_addr(a: &mut Asm, dst: Reg) -> usize {
     slot
 }
 
-/// One walk of `weir_ct` from the frame of the arming program or the timer
-/// callback: `r7` the gc value, `r8` the time. Leaves `r9` = 1 when the
-/// walk stopped at its budget (more to do), else 0. Returns the slot of
-/// its callback reference.
-fn sweep(a: &mut Asm) -> usize {
+/// The conntrack tables a sweep walks, in order (their visit callbacks:
+/// `gc::SWEEP_CB`, `gc::SWEEP_CB4`).
+const CT_MAPS: [&str; 2] = [layout::map::CT, layout::map::CT4];
+
+/// One walk of each conntrack table from the frame of the arming program
+/// or the timer callback: `r7` the gc value, `r8` the time. Leaves `r9` =
+/// 1 when the walk stopped at its budget (more to do), else 0. Returns
+/// the slots of its callback references ([`CT_MAPS`] order).
+fn sweep(a: &mut Asm) -> [usize; 2] {
     let v = Reg::R7;
     a.push(Op::Call {
         helper: helper::KTIME_GET_NS,
@@ -184,14 +207,31 @@ fn sweep(a: &mut Asm) -> usize {
     }
     a.push(Op::store(Size::U64, Reg::R10, CTX + vctx::REMOVED, 0));
     a.push(Op::store(Size::U64, Reg::R10, CTX + vctx::VISITED, 0));
-    a.push(Op::ld_map_fd(Reg::R1, layout::map::CT));
-    let slot = func_addr(a, Reg::R2);
-    a.push(Op::mov64(Reg::R3, Reg::R10));
-    a.push(Op::alu64(AluOp::Add, Reg::R3, i32::from(CTX)));
-    a.push(Op::mov64(Reg::R4, 0));
-    a.push(Op::Call {
-        helper: helper::FOR_EACH_MAP_ELEM,
-    });
+    let mut slot = [0; 2];
+    let walked = a.new_label("gc_walked");
+    for (i, m) in CT_MAPS.into_iter().enumerate() {
+        if i > 0 {
+            // The tables are one sequence: no further walk once the
+            // budget is spent (skip + budget visited).
+            let more = a.new_label("gc_next_table");
+            a.push(Op::load(Size::U64, Reg::R2, Reg::R10, CTX + vctx::BUDGET));
+            a.push(Op::jmp(JmpCond::Eq, Reg::R2, 0, more));
+            a.push(Op::load(Size::U64, Reg::R3, Reg::R10, CTX + vctx::SKIP));
+            a.push(Op::alu64(AluOp::Add, Reg::R3, Reg::R2));
+            a.push(Op::load(Size::U64, Reg::R1, Reg::R10, CTX + vctx::VISITED));
+            a.push(Op::jmp(JmpCond::Ge, Reg::R1, Reg::R3, walked));
+            a.bind(more);
+        }
+        a.push(Op::ld_map_fd(Reg::R1, m));
+        slot[i] = func_addr(a, Reg::R2);
+        a.push(Op::mov64(Reg::R3, Reg::R10));
+        a.push(Op::alu64(AluOp::Add, Reg::R3, i32::from(CTX)));
+        a.push(Op::mov64(Reg::R4, 0));
+        a.push(Op::Call {
+            helper: helper::FOR_EACH_MAP_ELEM,
+        });
+    }
+    a.bind(walked);
     // Figures.
     a.push(Op::Call {
         helper: helper::KTIME_GET_NS,
@@ -251,7 +291,7 @@ fn exit_with(a: &mut Asm, code: u32) {
 
 /// The arming program (see the module docs). Returns its code and the
 /// slots of its callback references: the sweep's, then the timer's.
-fn arming_program() -> Result<(Assembled, (usize, usize)), AsmError> {
+fn arming_program() -> Result<(Assembled, ([usize; 2], usize)), AsmError> {
     use gc::cfg;
     const CFG: i16 = -128;
     const KEY: i16 = -132;
@@ -359,7 +399,7 @@ const fn libc_ebusy() -> i32 {
 }
 
 /// `weir_gc_timer(map, key, value)`: sweep at the clock, re-arm.
-fn timer_callback() -> Result<(Assembled, usize), AsmError> {
+fn timer_callback() -> Result<(Assembled, [usize; 2]), AsmError> {
     let mut a = Asm::new();
     a.push(Op::mov64(Reg::R7, Reg::R3));
     a.push(Op::Call {
@@ -382,14 +422,40 @@ fn timer_callback() -> Result<(Assembled, usize), AsmError> {
 }
 
 /// `weir_gc_visit(map, key, value, ctx)`: the rules for one entry
-/// (module docs); returns 1 (stop) once the budget is spent.
-fn visit_callback() -> Result<Assembled, AsmError> {
+/// (module docs); returns 1 (stop) once the budget is spent. `v4`: the
+/// callback of `weir_ct4` (`weir_gc_visit4`), whose 16-byte key
+/// ([`layout::ct::v4`]) is widened to the 40-byte layout on the stack
+/// first, so the rules read one layout; the flow lookup's key is
+/// compacted back, and the delete takes the map's own key.
+fn visit_callback(v4: bool) -> Result<Assembled, AsmError> {
     use layout::ct;
     const KEY: i16 = -40;
+    /// v4: the widened key (40), the map's key pointer (spilled), the
+    /// compacted lookup key (16).
+    const WIDE: i16 = -80;
+    const ORIG: i16 = -88;
+    const KEY4: i16 = -104;
     let (map, key, val, c) = (Reg::R6, Reg::R7, Reg::R8, Reg::R9);
     let mut a = Asm::new();
     a.push(Op::mov64(map, Reg::R1));
-    a.push(Op::mov64(key, Reg::R2));
+    if v4 {
+        a.push(Op::store(Size::U64, Reg::R10, ORIG, Reg::R2));
+        for off in (0..ct::KEY_SIZE as i16).step_by(8) {
+            a.push(Op::store(Size::U64, Reg::R10, WIDE + off, 0));
+        }
+        for (to, from, size) in [
+            (ct::SRC, ct::v4::SRC, Size::U32),
+            (ct::DST, ct::v4::DST, Size::U32),
+            (ct::SPORT, ct::v4::SPORT, Size::U64),
+        ] {
+            a.push(Op::load(size, Reg::R1, Reg::R2, from));
+            a.push(Op::store(size, Reg::R10, WIDE + to, Reg::R1));
+        }
+        a.push(Op::mov64(key, Reg::R10));
+        a.push(Op::alu64(AluOp::Add, key, i32::from(WIDE)));
+    } else {
+        a.push(Op::mov64(key, Reg::R2));
+    }
     a.push(Op::mov64(val, Reg::R3));
     a.push(Op::mov64(c, Reg::R4));
     let ret0 = a.new_label("visit_continue");
@@ -501,16 +567,32 @@ fn visit_callback() -> Result<Assembled, AsmError> {
     a.push(Op::load(Size::U8, Reg::R4, key, ct::FAMILY));
     a.push(Op::store(Size::U8, Reg::R10, KEY + ct::FAMILY, Reg::R4));
     a.push(Op::store(Size::U16, Reg::R10, KEY + ct::FAMILY + 1, 0));
+    let mut lookup_key = KEY;
+    if v4 {
+        for (to, from, size) in [
+            (ct::v4::SRC, ct::SRC, Size::U32),
+            (ct::v4::DST, ct::DST, Size::U32),
+            (ct::v4::SPORT, ct::SPORT, Size::U64),
+        ] {
+            a.push(Op::load(size, Reg::R4, Reg::R10, KEY + from));
+            a.push(Op::store(size, Reg::R10, KEY4 + to, Reg::R4));
+        }
+        lookup_key = KEY4;
+    }
     a.push(Op::mov64(Reg::R1, map));
     a.push(Op::mov64(Reg::R2, Reg::R10));
-    a.push(Op::alu64(AluOp::Add, Reg::R2, i32::from(KEY)));
+    a.push(Op::alu64(AluOp::Add, Reg::R2, i32::from(lookup_key)));
     a.push(Op::Call {
         helper: helper::MAP_LOOKUP_ELEM,
     });
     a.push(Op::jmp(JmpCond::Ne, Reg::R0, 0, next));
     a.bind(delete);
     a.push(Op::mov64(Reg::R1, map));
-    a.push(Op::mov64(Reg::R2, key));
+    if v4 {
+        a.push(Op::load(Size::U64, Reg::R2, Reg::R10, ORIG));
+    } else {
+        a.push(Op::mov64(Reg::R2, key));
+    }
     a.push(Op::Call {
         helper: helper::MAP_DELETE_ELEM,
     });

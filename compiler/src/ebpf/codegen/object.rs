@@ -42,6 +42,15 @@ pub(super) fn fixed_maps(
             layout::ct::VALUE_SIZE,
             opts.tables.conntrack.max(1),
         ),
+        // IPv4 flows (16-byte keys), the same size: `--ct-entries` is
+        // per family.
+        MapDef::new(
+            layout::map::CT4,
+            opts.tables.kind.map_type(),
+            layout::ct::v4::KEY_SIZE,
+            layout::ct::VALUE_SIZE,
+            opts.tables.conntrack.max(1),
+        ),
         MapDef::lpm_trie(
             layout::map::CLS4,
             4,

@@ -10,6 +10,8 @@ pub const PROGRAM: &str = "weir_gc_arm";
 /// The callbacks (static functions in `.text`).
 pub const TIMER_CB: &str = "weir_gc_timer";
 pub const SWEEP_CB: &str = "weir_gc_visit";
+/// The visit callback of `weir_ct4` (IPv4 flows' 16-byte keys).
+pub const SWEEP_CB4: &str = "weir_gc_visit4";
 
 /// Value offsets.
 pub const TIMER: i16 = 0;

@@ -141,6 +141,41 @@ pub mod ct {
     pub const PROTO: i16 = 36;
     pub const FAMILY: i16 = 37;
     pub const KEY_SIZE: u32 = 40;
+    /// The IPv4 table's key (`weir_ct4`, issue 21): the 40-byte key of an
+    /// IPv4 flow without its 24 bytes of address padding, `{ src[4],
+    /// dst[4], sport u16, dport u16, proto u8, family u8 (4), pad u16 }`
+    /// — the same canonical order (an IPv4 address compares as its
+    /// first 8 bytes do, the rest being zero) and the same value.
+    /// The programs build the 40-byte key and compact it at the call
+    /// (`codegen::emit::ct_family`); [`compact`] is the one definition
+    /// for the runtime.
+    pub mod v4 {
+        pub const SRC: i16 = 0;
+        pub const DST: i16 = 4;
+        /// Ports, protocol, family and pad: the 40-byte key's last 8
+        /// bytes.
+        pub const SPORT: i16 = 8;
+        pub const KEY_SIZE: u32 = 16;
+
+        /// The `weir_ct4` key of a 40-byte IPv4 key.
+        pub fn compact(key: &[u8]) -> [u8; KEY_SIZE as usize] {
+            let mut out = [0u8; KEY_SIZE as usize];
+            out[..4].copy_from_slice(&key[super::SRC as usize..][..4]);
+            out[4..8].copy_from_slice(&key[super::DST as usize..][..4]);
+            out[8..].copy_from_slice(&key[super::SPORT as usize..][..8]);
+            out
+        }
+
+        /// The 40-byte key of a `weir_ct4` key (the inverse of
+        /// [`compact`]).
+        pub fn widen(key: &[u8]) -> [u8; super::KEY_SIZE as usize] {
+            let mut out = [0u8; super::KEY_SIZE as usize];
+            out[super::SRC as usize..][..4].copy_from_slice(&key[..4]);
+            out[super::DST as usize..][..4].copy_from_slice(&key[4..8]);
+            out[super::SPORT as usize..][..8].copy_from_slice(&key[8..16]);
+            out
+        }
+    }
     /// Value `{ time u64, frontend addr[16], frontend port u16 (host),
     /// proxy port u16 (host), service u32 }`: the insertion time (ns,
     /// `bpf_ktime_get_coarse_ns`: `CLOCK_MONOTONIC` at the last tick)
@@ -198,6 +233,9 @@ pub const TC_ACT_REDIRECT: i32 = 7;
 pub mod map {
     pub const CTX: &str = "weir_ctx";
     pub const CT: &str = "weir_ct";
+    /// IPv4 flows' conntrack table (16-byte keys, [`super::ct::v4`]);
+    /// `CT` holds the IPv6 ones.
+    pub const CT4: &str = "weir_ct4";
     pub const CLS4: &str = "weir_cls4";
     pub const CLS6: &str = "weir_cls6";
     pub const HOST4: &str = "weir_host4";

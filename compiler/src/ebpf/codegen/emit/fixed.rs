@@ -69,12 +69,7 @@ impl Gen<'_> {
         em.bind(undo);
         // Only a program with services has a second insert to fail.
         if self.has_services {
-            em.push(Op::mov64(R2, R10));
-            em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
-            em.push(Op::ld_map_fd(R1, map::CT));
-            em.push(Op::Call {
-                helper: helper::MAP_DELETE_ELEM,
-            });
+            em.ct_call(CtCall::Delete, CT_KEY_COPY);
         }
         em.bind(full);
         em.count_imm(table_full_id(self.g));

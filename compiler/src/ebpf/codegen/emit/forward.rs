@@ -81,7 +81,7 @@ impl Gen<'_> {
         emit_recorded_dnat(em.a, &env);
         em.a.set_origin(Origin::NONE, Some("conntrack: the translated flow's entry"));
         self.canonical_ct_key(em, CT_KEY_COPY);
-        em.lookup(map::CT, CT_KEY_COPY);
+        em.ct_call(CtCall::Lookup, CT_KEY_COPY);
         em.jmp(JmpCond::Eq, R0, 0, new);
         em.bind(flow);
     }

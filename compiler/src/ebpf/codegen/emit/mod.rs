@@ -2,6 +2,7 @@
 //! [`super`]): the prologue (parse, classify, conntrack), graph nodes,
 //! the service stage and the final verdict.
 
+mod ct_family;
 mod fixed;
 mod forward;
 mod node;
@@ -36,6 +37,7 @@ use crate::graph::ir::{Cond, Node, NodeId, SteerLeaf, VerdictLeaf};
 use crate::graph::Graph;
 use crate::model::{Model, SteerAction};
 use crate::provenance::Provenance;
+use ct_family::CtCall;
 pub use fixed::table_full_id;
 use translated::translates;
 

@@ -38,7 +38,7 @@ impl Gen<'_> {
         let reply = em.label("translated_reply");
         // One lookup for both directions: the key in canonical order.
         self.canonical_ct_key(em, CT_KEY_COPY);
-        em.lookup(map::CT, CT_KEY_COPY);
+        em.ct_call(CtCall::Lookup, CT_KEY_COPY);
         let new = em.label("new_flow");
         em.jmp(JmpCond::Eq, R0, 0, new);
         self.forward_entry(em, new, established);

@@ -79,7 +79,7 @@ impl Gen<'_> {
 
         // The flow's entry, either direction.
         self.canonical_ct_key(em, CT_KEY_COPY);
-        em.lookup(map::CT, CT_KEY_COPY);
+        em.ct_call(CtCall::Lookup, CT_KEY_COPY);
         em.jmp(JmpCond::Eq, R0, 0, not);
         let pass = em.label("related_pass");
         let translates = self.has_services && translates(self.g);
@@ -162,7 +162,7 @@ impl Gen<'_> {
             em.push(Op::store(size, R6, ctx::CT_KEY + to, R1));
         }
         self.canonical_ct_key(em, CT_KEY_COPY);
-        em.lookup(map::CT, CT_KEY_COPY);
+        em.ct_call(CtCall::Lookup, CT_KEY_COPY);
         em.jmp(JmpCond::Eq, R0, 0, not);
         em.a.set_origin(Origin(0), Some("conntrack: established connection"));
         em.count_imm(0);

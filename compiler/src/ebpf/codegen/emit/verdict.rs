@@ -148,15 +148,7 @@ impl Gen<'_> {
         }
         em.bind(written);
         self.ct_record_proxy(em);
-        em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(CT_KEY_COPY)));
-        em.push(Op::mov64(R3, R10));
-        em.push(Op::alu64(AluOp::Add, R3, i32::from(VALUE)));
-        em.push(Op::mov64(R4, 0));
-        em.push(Op::ld_map_fd(R1, map::CT));
-        em.push(Op::Call {
-            helper: helper::MAP_UPDATE_ELEM,
-        });
+        em.ct_call(CtCall::Update(VALUE), CT_KEY_COPY);
     }
 
     /// An allowed packet of a new translation (the service stage left
@@ -192,27 +184,8 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
         em.push(Op::alu32(AluOp::Or, R1, ct::FORWARD));
         em.push(Op::store(Size::U32, R10, VALUE + ct::SERVICE, R1));
-        self.tuple_call(em, map::CT, true);
+        em.ct_call(CtCall::Update(VALUE), TUPLE);
         em.bind(done);
-    }
-
-    /// `helper(map, fp + TUPLE[, fp + VALUE, 0])`.
-    pub(super) fn tuple_call(&self, em: &mut Em, m: &str, update: bool) {
-        em.push(Op::mov64(R2, R10));
-        em.push(Op::alu64(AluOp::Add, R2, i32::from(TUPLE)));
-        em.push(Op::ld_map_fd(R1, m));
-        if update {
-            em.push(Op::mov64(R3, R10));
-            em.push(Op::alu64(AluOp::Add, R3, i32::from(VALUE)));
-            em.push(Op::mov64(R4, 0));
-        }
-        em.push(Op::Call {
-            helper: if update {
-                helper::MAP_UPDATE_ELEM
-            } else {
-                helper::MAP_DELETE_ELEM
-            },
-        });
     }
 
     /// A denied translated packet leaves no translation state behind: a
@@ -229,7 +202,7 @@ impl Gen<'_> {
         em.push(Op::load(Size::U32, R1, R6, ctx::LB_STATE));
         em.jmp(JmpCond::Eq, R1, layout::LB_PENDING, done);
         self.forward_key(em, TUPLE);
-        self.tuple_call(em, map::CT, false);
+        em.ct_call(CtCall::Delete, TUPLE);
         em.bind(done);
     }
 
