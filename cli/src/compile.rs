@@ -563,7 +563,7 @@ fn build_into(
             })
             .expect("spawn the back-end thread");
         let prepared = bundle::write_graph(&input(targets), sink)
-            .map(|()| bundle::prepare(&input(targets)));
+            .and_then(|()| bundle::prepare(&input(targets), sink));
         let results = running
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -594,7 +594,7 @@ fn build_into(
     } else {
         // The manifest lists the targets it holds: only those accepted.
         let accepted: Vec<Target> = sections.keys().copied().collect();
-        bundle::prepare(&input(&accepted))
+        bundle::prepare(&input(&accepted), sink).map_err(BuildError::Io)?
     };
     bundle::write_manifest(prepared, sections, sink).map_err(BuildError::Io)?;
     Ok(refused)

@@ -161,21 +161,22 @@ fn write_files(input: &BundleInput, sink: &Sink) -> io::Result<()> {
     Ok(())
 }
 
-/// The manifest without `artifacts` and `backends`, already serialized:
-/// `weir compile` prepares it while the back ends run.
-pub struct Prepared {
-    /// The manifest's other keys as a JSON object (`{"classes":…}`).
-    head: Vec<u8>,
-}
+/// The manifest without `artifacts` and `backends`, already serialized
+/// into the sink ([`Sink::part`]): `weir compile` prepares it while the
+/// back ends run, and [`write_manifest`] appends it.
+pub struct Prepared(());
+
+/// The part of the sink that holds the manifest's head.
+const HEAD_PART: &str = "manifest-head.part";
 
 /// Everything of the manifest but the back ends' files and sections
-/// (`input.backends` is not read).
-pub fn prepare(input: &BundleInput) -> Prepared {
-    // Sized from above so that the text is never copied while it grows
-    // (pages reserved but never written cost no memory).
-    let mut head = Vec::with_capacity(head_capacity(input));
-    serde_json::to_writer(&mut head, &Head::new(input)).expect("the manifest serializes");
-    Prepared { head }
+/// (`input.backends` is not read), written into `sink` as it is made
+/// (not held: ~60 MB for 100,000 one-peer-per-pod rules).
+pub fn prepare(input: &BundleInput, sink: &Sink) -> io::Result<Prepared> {
+    let mut f = sink.part(HEAD_PART)?;
+    serde_json::to_writer(&mut f, &Head::new(input))?;
+    f.finish()?;
+    Ok(Prepared(()))
 }
 
 /// Writes [`GRAPH_TXT`], the decision graph's dump, into `sink` as it is
@@ -186,41 +187,6 @@ pub fn write_graph(input: &BundleInput, sink: &Sink) -> io::Result<()> {
     dump::write_text(input.model, input.graph, &mut text);
     text.into_result()?;
     f.finish().map(drop)
-}
-
-/// An upper bound of the manifest head's length for `input` (a generous
-/// per-item allowance: an endpoint's entry is ~150 bytes, a backend's
-/// ~80, a provenance entry's ~300, a class-map entry's ~30).
-fn head_capacity(input: &BundleInput) -> usize {
-    let (m, g) = (input.model, input.graph);
-    let backends: usize = g
-        .services
-        .backend_sets
-        .iter()
-        .map(|s| s.backends.len())
-        .sum();
-    let endpoint_bytes: usize = m
-        .endpoints
-        .iter()
-        .map(|e| 128 + e.name.len() + 64 * e.addrs.len())
-        .sum();
-    let label_bytes: usize = m
-        .endpoints
-        .iter()
-        .map(|e| {
-            e.labels
-                .iter()
-                .map(|(k, v)| 8 + 2 * (k.len() + v.len()))
-                .sum::<usize>()
-        })
-        .sum();
-    (1 << 20)
-        + endpoint_bytes
-        + label_bytes
-        + 256 * (g.services.frontends.len() + m.services.len())
-        + 128 * backends
-        + 512 * g.provenance.entries.len()
-        + 64 * g.classes.entries.len()
 }
 
 /// Writes the manifest into `sink`, after every other file: compact JSON
@@ -235,8 +201,7 @@ pub fn write_manifest(
     sections: BTreeMap<Target, Section>,
     sink: &Sink,
 ) -> io::Result<()> {
-    let head = prepared.head;
-    debug_assert!(head.starts_with(b"{\"") && head.ends_with(b"}"));
+    let Prepared(()) = prepared;
     // Sorted by name, as a JSON object's keys are.
     let mut by_name: Vec<(&'static str, Section)> =
         sections.into_iter().map(|(t, s)| (t.name(), s)).collect();
@@ -255,7 +220,8 @@ pub fn write_manifest(
         f.write_all(s.0.as_bytes())?;
     }
     f.write_all(b"},")?;
-    f.write_all(&head[1..])?;
+    // The head without its `{` (it ends with the object's `}`).
+    sink.append_part(HEAD_PART, 1, &mut f)?;
     f.write_all(b"\n")?;
     f.finish().map(drop)
 }
@@ -269,7 +235,8 @@ pub fn bundle(input: &BundleInput) -> BTreeMap<String, Vec<u8>> {
         .map(|(t, a)| (*t, a.manifest.clone()))
         .collect();
     write_files(input, &sink)
-        .and_then(|()| write_manifest(prepare(input), sections, &sink))
+        .and_then(|()| prepare(input, &sink))
+        .and_then(|prepared| write_manifest(prepared, sections, &sink))
         .expect("writing to memory does not fail");
     sink.into_files()
 }

@@ -73,6 +73,8 @@ struct Done {
     written: Written,
     /// The bytes, in a memory sink.
     bytes: Option<Vec<u8>>,
+    /// A part of another file ([`Sink::part`]), not a file of the bundle.
+    part: bool,
 }
 
 impl Sink {
@@ -113,6 +115,38 @@ impl Sink {
     /// Starts file `name` (a plain file name). Writing a name again
     /// replaces the file.
     pub fn file(&self, name: &str) -> io::Result<FileOut<'_>> {
+        self.open(name, false)
+    }
+
+    /// Starts a part of a later file (written into it by
+    /// [`Sink::append_part`]): the manifest's head, made while the back
+    /// ends run and written after their files' hashes. Not a file of the
+    /// bundle: it is never listed, hashed into `artifacts` or committed.
+    pub fn part(&self, name: &str) -> io::Result<FileOut<'_>> {
+        self.open(name, true)
+    }
+
+    /// Writes part `name` from byte `skip` on into `out`, and removes the
+    /// part.
+    pub fn append_part(&self, name: &str, skip: usize, out: &mut FileOut) -> io::Result<()> {
+        let done = self.lock().remove(name);
+        let Some(done) = done.filter(|d| d.part) else {
+            return Err(io::Error::other(format!("no part `{name}` was written")));
+        };
+        match (&self.place, done.bytes) {
+            (_, Some(bytes)) => out.write_all(bytes.get(skip..).unwrap_or_default()),
+            (Place::Dir { staging, .. }, None) => {
+                let path = staging.join(name);
+                let mut f = File::open(&path)?;
+                io::Seek::seek(&mut f, io::SeekFrom::Start(skip as u64))?;
+                io::copy(&mut f, out)?;
+                std::fs::remove_file(path)
+            }
+            (Place::Memory, None) => Err(io::Error::other("a memory part without bytes")),
+        }
+    }
+
+    fn open(&self, name: &str, part: bool) -> io::Result<FileOut<'_>> {
         debug_assert!(!name.contains('/') && !name.starts_with('.'), "{name}");
         let out = match &self.place {
             Place::Memory => Out::Memory(Vec::new()),
@@ -121,6 +155,7 @@ impl Sink {
         Ok(FileOut {
             sink: self,
             name: name.to_string(),
+            part,
             out,
             pending: Vec::with_capacity(BUFFER),
             hash: Sha256::new(),
@@ -139,6 +174,7 @@ impl Sink {
     pub fn written(&self) -> BTreeMap<String, Written> {
         self.lock()
             .iter()
+            .filter(|(_, d)| !d.part)
             .map(|(n, d)| (n.clone(), d.written.clone()))
             .collect()
     }
@@ -148,7 +184,7 @@ impl Sink {
     pub fn artifacts(&self) -> BTreeMap<String, String> {
         self.lock()
             .iter()
-            .filter(|(n, _)| n.as_str() != MANIFEST)
+            .filter(|(n, d)| n.as_str() != MANIFEST && !d.part)
             .map(|(n, d)| (n.clone(), d.written.sha256.clone()))
             .collect()
     }
@@ -175,6 +211,7 @@ impl Sink {
     pub fn into_files(self) -> BTreeMap<String, Vec<u8>> {
         std::mem::take(&mut *self.lock())
             .into_iter()
+            .filter(|(_, d)| !d.part)
             .filter_map(|(n, d)| d.bytes.map(|b| (n, b)))
             .collect()
     }
@@ -184,7 +221,7 @@ impl Sink {
     /// artifacts of an earlier compile that this bundle lacks, and the
     /// staging directory. A memory sink has nothing to do.
     pub fn commit(&mut self) -> io::Result<()> {
-        let names: Vec<String> = self.lock().keys().cloned().collect();
+        let names: Vec<String> = self.written().into_keys().collect();
         let Place::Dir {
             dir,
             staging,
@@ -244,6 +281,7 @@ impl Drop for Sink {
 pub struct FileOut<'s> {
     sink: &'s Sink,
     name: String,
+    part: bool,
     out: Out,
     pending: Vec<u8>,
     hash: Sha256,
@@ -298,6 +336,7 @@ impl FileOut<'_> {
             Done {
                 written: written.clone(),
                 bytes,
+                part: self.part,
             },
         );
         Ok(written)

@@ -131,3 +131,34 @@ fn a_failed_compile_removes_the_directories_it_created() {
     assert!(top.exists(), "it existed before");
     std::fs::remove_dir_all(&top).unwrap();
 }
+
+#[test]
+fn a_part_is_appended_and_never_a_file_of_the_bundle() {
+    let dir = scratch("part");
+    let mut sinks = [Sink::memory(), Sink::dir(&dir).unwrap()];
+    let mut outs = Vec::new();
+    for sink in &mut sinks {
+        let mut p = sink.part("head.part").unwrap();
+        p.write_all(b"{\"a\":1}").unwrap();
+        p.finish().unwrap();
+        assert!(sink.written().is_empty());
+        assert!(sink.artifacts().is_empty());
+        let mut f = sink.file(MANIFEST).unwrap();
+        f.write_all(b"{\"z\":0,").unwrap();
+        sink.append_part("head.part", 1, &mut f).unwrap();
+        f.finish().unwrap();
+        assert!(sink.append_part("head.part", 1, &mut sink.file("x").unwrap()).is_err());
+        outs.push(sink.read(MANIFEST).unwrap().unwrap());
+        sink.commit().unwrap();
+    }
+    assert_eq!(outs[0], b"{\"z\":0,\"a\":1}");
+    assert_eq!(outs[0], outs[1]);
+    let [mem, _disk] = sinks;
+    assert_eq!(mem.into_files().keys().collect::<Vec<_>>(), [MANIFEST]);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [MANIFEST]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
