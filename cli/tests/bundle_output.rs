@@ -46,7 +46,11 @@ fn the_written_bundle_is_what_the_in_memory_path_prints() {
     let dir = scratch("same");
     let d = dir.to_str().unwrap();
     let out = weir(&["compile", PROGRAM, "-o", d, "--color", "never"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (emit, file) in [
         ("asm", "weir.asm"),
         ("iptables", "iptables.rules"),

@@ -4,8 +4,8 @@
 //! express. `weir compile` and the language server both call this.
 
 use crate::bundle::{
-    BackendArtifacts, Section, Sink, Target, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES, WEIR_ASM,
-    WEIR_O,
+    BackendArtifacts, Section, Sink, Target, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES,
+    WEIR_ASM, WEIR_O,
 };
 use crate::diagnostics::Diagnostic;
 use crate::ebpf::state_tables::StateTables;
@@ -106,6 +106,10 @@ pub fn generate_with(
     })
 }
 
+/// What [`generate_into`] returns: the outer error is writing (the
+/// sink's), the inner one the back end's refusals.
+pub type Generated = std::io::Result<Result<Section, Vec<Diagnostic>>>;
+
 /// Generates one back end's files into `sink` as they are made, and
 /// returns its manifest section. The outer error is writing (the sink's),
 /// the inner one the back end's refusals (grouped, [`group`]); a refused
@@ -116,7 +120,7 @@ pub fn generate_into(
     graph: &Graph,
     opts: &Options,
     sink: &Sink,
-) -> std::io::Result<Result<Section, Vec<Diagnostic>>> {
+) -> Generated {
     Ok(match target {
         Target::Ebpf => ebpf(model, graph, opts.ebpf, sink)?,
         Target::Iptables => iptables(model, graph, &opts.iptables, sink)?,
@@ -209,17 +213,14 @@ pub fn generate_all_into(
     graph: &Graph,
     opts: &Options,
     sink: &Sink,
-) -> Vec<(Target, std::io::Result<Result<Section, Vec<Diagnostic>>>)> {
+) -> Vec<(Target, Generated)> {
     on_threads(targets, |t| generate_into(t, model, graph, opts, sink))
 }
 
 /// `run` for each of `targets`, in `targets` order: all but the first on
 /// threads of their own (each back end is a pure function of the model
 /// and the graph, so the results are the same as one after the other).
-fn on_threads<R: Send>(
-    targets: &[Target],
-    run: impl Fn(Target) -> R + Sync,
-) -> Vec<(Target, R)> {
+fn on_threads<R: Send>(targets: &[Target], run: impl Fn(Target) -> R + Sync) -> Vec<(Target, R)> {
     let Some((&first, rest)) = targets.split_first() else {
         return Vec::new();
     };
@@ -250,12 +251,7 @@ fn on_threads<R: Send>(
 
 /// The eBPF back end: every refusal before anything is written, then the
 /// object and its listing straight into their files.
-fn ebpf(
-    model: &Model,
-    graph: &Graph,
-    o: EbpfOptions,
-    sink: &Sink,
-) -> std::io::Result<Result<Section, Vec<Diagnostic>>> {
+fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions, sink: &Sink) -> Generated {
     use crate::ebpf::codegen;
     let opts = codegen::Options {
         tables: o.tables,
@@ -281,7 +277,7 @@ fn iptables(
     graph: &Graph,
     opts: &crate::iptables::Options,
     sink: &Sink,
-) -> std::io::Result<Result<Section, Vec<Diagnostic>>> {
+) -> Generated {
     let out = match crate::iptables::generate_text(graph, model, opts) {
         Ok(out) => out,
         Err(unsupported) => return Ok(Err(unsupported.iter().map(|u| u.diagnostic()).collect())),

@@ -231,10 +231,11 @@ pub fn write_object_to(
     out: &mut dyn std::io::Write,
 ) -> Result<(), WriteError> {
     let o = elf_object(obj, extras).map_err(WriteError::Elf)?;
-    o.write_stream(out).map_err(|e| match e.downcast::<std::io::Error>() {
-        Ok(io) => WriteError::Io(*io),
-        Err(e) => WriteError::Elf(ElfError::Write(e.to_string())),
-    })
+    o.write_stream(out)
+        .map_err(|e| match e.downcast::<std::io::Error>() {
+            Ok(io) => WriteError::Io(*io),
+            Err(e) => WriteError::Elf(ElfError::Write(e.to_string())),
+        })
 }
 
 /// The object of [`write_object_with`], before it is written.

@@ -43,10 +43,7 @@ fn memory_and_directory_sinks_write_the_same_bytes() {
     produce(&disk, crate::contract::WEIR_ASM);
     disk.write(MANIFEST, b"{}\n").unwrap();
     assert_eq!(disk.artifacts(), artifacts);
-    assert_eq!(
-        disk.read(crate::contract::WEIR_ASM).unwrap().unwrap(),
-        want
-    );
+    assert_eq!(disk.read(crate::contract::WEIR_ASM).unwrap().unwrap(), want);
     disk.commit().unwrap();
     assert_eq!(
         std::fs::read(dir.join(crate::contract::WEIR_ASM)).unwrap(),
@@ -85,10 +82,7 @@ fn a_sink_never_committed_leaves_the_old_bundle_as_it_was() {
         std::fs::read(dir.join(crate::contract::IPTABLES_RULES)).unwrap(),
         b"old rules\n"
     );
-    assert_eq!(
-        std::fs::read(dir.join(MANIFEST)).unwrap(),
-        b"{\"old\":1}\n"
-    );
+    assert_eq!(std::fs::read(dir.join(MANIFEST)).unwrap(), b"{\"old\":1}\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -96,14 +90,21 @@ fn a_sink_never_committed_leaves_the_old_bundle_as_it_was() {
 fn a_commit_replaces_the_bundle_and_removes_only_stale_artifacts() {
     let dir = scratch("replace");
     std::fs::create_dir_all(&dir).unwrap();
-    for name in [crate::contract::WEIR_O, crate::contract::IPSET_RULES, "notes.txt"] {
+    for name in [
+        crate::contract::WEIR_O,
+        crate::contract::IPSET_RULES,
+        "notes.txt",
+    ] {
         std::fs::write(dir.join(name), b"old").unwrap();
     }
     let mut s = Sink::dir(&dir).unwrap();
     s.write(crate::contract::WEIR_O, b"new object").unwrap();
     s.write(MANIFEST, b"{}\n").unwrap();
     // Finished files are in the staging directory, not yet in `dir`.
-    assert_eq!(std::fs::read(dir.join(crate::contract::WEIR_O)).unwrap(), b"old");
+    assert_eq!(
+        std::fs::read(dir.join(crate::contract::WEIR_O)).unwrap(),
+        b"old"
+    );
     s.commit().unwrap();
     assert_eq!(
         std::fs::read(dir.join(crate::contract::WEIR_O)).unwrap(),
@@ -113,7 +114,10 @@ fn a_commit_replaces_the_bundle_and_removes_only_stale_artifacts() {
     assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"old");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
     drop(s);
-    assert!(dir.join(MANIFEST).exists(), "a committed sink's drop keeps it");
+    assert!(
+        dir.join(MANIFEST).exists(),
+        "a committed sink's drop keeps it"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -147,7 +151,9 @@ fn a_part_is_appended_and_never_a_file_of_the_bundle() {
         f.write_all(b"{\"z\":0,").unwrap();
         sink.append_part("head.part", 1, &mut f).unwrap();
         f.finish().unwrap();
-        assert!(sink.append_part("head.part", 1, &mut sink.file("x").unwrap()).is_err());
+        assert!(sink
+            .append_part("head.part", 1, &mut sink.file("x").unwrap())
+            .is_err());
         outs.push(sink.read(MANIFEST).unwrap().unwrap());
         sink.commit().unwrap();
     }

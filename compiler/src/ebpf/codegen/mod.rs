@@ -150,8 +150,8 @@ pub mod stages;
 mod unreachable;
 
 pub use limits::{sctp_port_changes, sctp_redirects, Limit};
-use object::{fixed_maps, lpm_entry};
 pub use object::Ready;
+use object::{fixed_maps, lpm_entry};
 pub use output::{section, EbpfManifest, EbpfOutput, Fill, LpmEntry, MapInfo, ProgramInfo};
 use plan::{class_rows, plan, split_stages, Plan};
 
