@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use weir_compiler::backends;
-use weir_compiler::bundle::{self, BundleInput, Target};
+use weir_compiler::bundle::{self, BundleInput, Sink, Target, Written};
 use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
 use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
@@ -182,17 +182,6 @@ pub fn targets(t: TargetArg) -> Vec<Target> {
     }
 }
 
-/// Every file name a bundle may contain (stale ones are removed).
-const ARTIFACTS: [&str; 7] = [
-    bundle::MANIFEST,
-    bundle::WEIR_ASM,
-    bundle::GRAPH_TXT,
-    bundle::WEIR_O,
-    bundle::IPTABLES_RULES,
-    bundle::IP6TABLES_RULES,
-    bundle::IPSET_RULES,
-];
-
 /// A flag that does not apply to what was asked is a usage error, not a
 /// silent no-op.
 fn validate(args: &Args) -> Result<(), i32> {
@@ -301,13 +290,41 @@ pub fn run(args: Args) -> i32 {
     // The graph dumps need no back end; everything else does.
     let needs_backends =
         args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
-    let files = if needs_backends {
-        match bundle_files(&analyzed, &targets, &backend_options(&args), args.color) {
-            Ok(f) => f,
-            Err(code) => return code,
+    // With -o the files go to the bundle's directory as they are made
+    // (staged, committed when all are written); otherwise they are kept
+    // in memory for --emit and --report.
+    let writing = |dir: &std::path::Path, e: std::io::Error| {
+        program::usage(format_args!("writing {}: {e}", dir.display()))
+    };
+    let mut sink = match &args.output {
+        Some(dir) => match Sink::dir(dir) {
+            Ok(s) => s,
+            Err(e) => return writing(dir, e),
+        },
+        None => Sink::memory(),
+    };
+    if needs_backends {
+        match bundle_into(
+            &analyzed,
+            &targets,
+            &backend_options(&args),
+            args.color,
+            &sink,
+        ) {
+            Ok(()) => {}
+            Err(Failed::Refused(code)) => return code,
+            Err(Failed::Io(e)) => {
+                let dir = args.output.as_deref().unwrap_or(std::path::Path::new("."));
+                return writing(dir, e);
+            }
         }
-    } else {
-        BTreeMap::new()
+    }
+    // A file of the bundle (read back from the staging directory with -o).
+    let file = |name: &str| -> Result<Vec<u8>, i32> {
+        sink.read(name).map(Option::unwrap_or_default).map_err(|e| {
+            let dir = args.output.as_deref().unwrap_or(std::path::Path::new("."));
+            writing(dir, e)
+        })
     };
 
     if let Some(emit) = args.emit {
@@ -315,18 +332,37 @@ pub fn run(args: Args) -> i32 {
             Emit::Graph => dump::text(model, graph),
             Emit::Dot => dump::dot(model, graph),
             // The file is compact JSON; people get it indented.
-            Emit::Manifest => serde_json::from_slice::<Value>(&files[bundle::MANIFEST])
-                .ok()
-                .and_then(|v| serde_json::to_string_pretty(&v).ok())
-                .map(|s| s + "\n")
-                .unwrap_or_else(|| artifact(&files, bundle::MANIFEST)),
-            Emit::Iptables => artifact(&files, bundle::IPTABLES_RULES),
-            Emit::Ipset => artifact(&files, bundle::IPSET_RULES),
-            Emit::Asm => artifact(&files, bundle::WEIR_ASM),
+            Emit::Manifest => {
+                let bytes = match file(bundle::MANIFEST) {
+                    Ok(b) => b,
+                    Err(code) => return code,
+                };
+                serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .map(|s| s + "\n")
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Emit::Iptables | Emit::Ipset | Emit::Asm => {
+                let name = match emit {
+                    Emit::Iptables => bundle::IPTABLES_RULES,
+                    Emit::Ipset => bundle::IPSET_RULES,
+                    _ => bundle::WEIR_ASM,
+                };
+                match file(name) {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(code) => return code,
+                }
+            }
         };
         crate::out!("{text}");
     }
     if args.report {
+        let manifest = match file(bundle::MANIFEST) {
+            Ok(b) => b,
+            Err(code) => return code,
+        };
+        let files = BTreeMap::from([(bundle::MANIFEST.to_string(), manifest)]);
         let report = crate::report::build(&analyzed, &targets, &files);
         match args.format {
             Format::Human => crate::out!("{}", report.human()),
@@ -334,34 +370,34 @@ pub fn run(args: Args) -> i32 {
         }
     }
     if let Some(dir) = &args.output {
-        if let Err(e) = write_bundle(dir, &files) {
-            return program::usage(format_args!("writing {}: {e}", dir.display()));
+        if let Err(e) = sink.commit() {
+            return writing(dir, e);
         }
         if args.emit.is_none() && !args.report {
-            print_written(dir, &files, args.format);
+            print_written(dir, &sink.written(), args.format);
         }
     }
     // `main` exits right after: freeing the program, graph and bundle
     // (hundreds of MB for 10,000 services) would only delay the exit.
-    std::mem::forget(files);
+    std::mem::forget(sink);
     std::mem::forget(analyzed);
     0
 }
 
 /// The files written: `   123 bytes  DIR/NAME` lines, or with `--format
 /// json` `{"files": [{"path": ..., "bytes": N}]}`.
-fn print_written(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>, format: Format) {
+fn print_written(dir: &std::path::Path, files: &BTreeMap<String, Written>, format: Format) {
     match format {
         Format::Human => {
-            for (name, bytes) in files {
-                crate::outln!("{:>10} bytes  {}", bytes.len(), dir.join(name).display());
+            for (name, w) in files {
+                crate::outln!("{:>10} bytes  {}", w.len, dir.join(name).display());
             }
         }
         Format::Json => {
             let list: Vec<Value> = files
                 .iter()
-                .map(|(name, bytes)| {
-                    json!({ "path": dir.join(name).display().to_string(), "bytes": bytes.len() })
+                .map(|(name, w)| {
+                    json!({ "path": dir.join(name).display().to_string(), "bytes": w.len })
                 })
                 .collect();
             crate::out::json_pretty(&json!({ "files": list }));
@@ -424,23 +460,33 @@ fn backend_options(args: &Args) -> backends::Options {
     }
 }
 
-/// Run the back ends for `targets` and assemble the bundle (file name →
-/// bytes). Every target must accept the program (`--target all` means all:
-/// a bundle never silently lacks a back end); refusals are printed and
-/// `Err` carries the exit code.
-pub fn bundle_files(
+/// Why [`bundle_into`] made no bundle: a back end refused the program
+/// (printed; the exit code), or writing failed.
+pub enum Failed {
+    Refused(i32),
+    Io(std::io::Error),
+}
+
+/// Run the back ends for `targets` and write the bundle into `sink`.
+/// Every target must accept the program (`--target all` means all: a
+/// bundle never silently lacks a back end); refusals are printed.
+pub fn bundle_into(
     analyzed: &Analyzed,
     targets: &[Target],
     opts: &backends::Options,
     color: Color,
-) -> Result<BTreeMap<String, Vec<u8>>, i32> {
-    let built = build(analyzed, targets, opts)?;
-    let failures: Vec<Diagnostic> = built.refused.into_iter().flat_map(|(_, d)| d).collect();
+    sink: &Sink,
+) -> Result<(), Failed> {
+    let refused = build_into(analyzed, targets, opts, sink).map_err(|e| match e {
+        BuildError::Unavailable(code) => Failed::Refused(code),
+        BuildError::Io(e) => Failed::Io(e),
+    })?;
+    let failures: Vec<Diagnostic> = refused.into_iter().flat_map(|(_, d)| d).collect();
     if !failures.is_empty() {
         program::print_human(&failures, &analyzed.checked.sources, color);
-        return Err(1);
+        return Err(Failed::Refused(1));
     }
-    Ok(built.files)
+    Ok(())
 }
 
 /// What the back ends made of a program: the bundle of the targets that
@@ -451,16 +497,42 @@ pub struct Built {
 }
 
 /// Run the back ends for `targets`; assemble the bundle of those that
-/// accept the program (`weir test --snapshot` records the others'
-/// refusals). A back end missing from this build is an error.
+/// accept the program, in memory (`weir test --snapshot` records the
+/// others' refusals). A back end missing from this build is an error.
 pub fn build(
     analyzed: &Analyzed,
     targets: &[Target],
     opts: &backends::Options,
 ) -> Result<Built, i32> {
+    let sink = Sink::memory();
+    match build_into(analyzed, targets, opts, &sink) {
+        Ok(refused) => Ok(Built {
+            files: sink.into_files(),
+            refused,
+        }),
+        Err(BuildError::Unavailable(code)) => Err(code),
+        Err(BuildError::Io(e)) => unreachable!("writing to memory does not fail: {e}"),
+    }
+}
+
+/// Why [`build_into`] wrote no manifest.
+enum BuildError {
+    /// A back end is not in this build (printed; the exit code).
+    Unavailable(i32),
+    Io(std::io::Error),
+}
+
+/// [`build`] into `sink`: the bundle of the targets that accept the
+/// program, and the refusals of the others.
+fn build_into(
+    analyzed: &Analyzed,
+    targets: &[Target],
+    opts: &backends::Options,
+    sink: &Sink,
+) -> Result<Vec<(Target, Vec<Diagnostic>)>, BuildError> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
-        return Err(1);
+        return Err(BuildError::Unavailable(1));
     };
     let model = &checked.model;
     let graph = &compiled.graph;
@@ -488,22 +560,24 @@ pub fn build(
             // As much stack as the main thread may have.
             .stack_size(64 << 20)
             .spawn_scoped(s, || {
-                backends::generate_all_with(targets, model, graph, opts)
+                backends::generate_all_into(targets, model, graph, opts, sink)
             })
             .expect("spawn the back-end thread");
-        let prepared = bundle::prepare(&input(targets));
+        let prepared = bundle::write_graph(&input(targets), sink)
+            .and_then(|()| bundle::prepare(&input(targets), sink));
         let results = running
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (results, prepared)
     });
-    let mut outputs = BTreeMap::new();
+    let prepared = prepared.map_err(BuildError::Io)?;
+    let mut sections = BTreeMap::new();
     let mut refused = Vec::new();
     let mut unavailable = Vec::new();
     for (t, result) in results {
-        match result {
-            Ok(a) => {
-                outputs.insert(t, a);
+        match result.map_err(BuildError::Io)? {
+            Ok(section) => {
+                sections.insert(t, section);
             }
             Err(d) if d.is_empty() => unavailable.push(t.name()),
             Err(d) => refused.push((t, d)),
@@ -514,40 +588,15 @@ pub fn build(
             "error: back end not available in this build: {}",
             unavailable.join(", ")
         );
-        return Err(1);
+        return Err(BuildError::Unavailable(1));
     }
     let prepared = if refused.is_empty() {
         prepared
     } else {
         // The manifest lists the targets it holds: only those accepted.
-        let accepted: Vec<Target> = outputs.keys().copied().collect();
-        bundle::prepare(&input(&accepted))
+        let accepted: Vec<Target> = sections.keys().copied().collect();
+        bundle::prepare(&input(&accepted), sink).map_err(BuildError::Io)?
     };
-    Ok(Built {
-        files: bundle::assemble(prepared, outputs),
-        refused,
-    })
-}
-
-fn artifact(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
-    files
-        .get(name)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default()
-}
-
-/// Write the bundle; remove artifacts of an earlier compile that this one
-/// did not produce, so the directory is exactly this bundle.
-fn write_bundle(dir: &std::path::Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for name in ARTIFACTS {
-        let p = dir.join(name);
-        if !files.contains_key(name) && p.exists() {
-            std::fs::remove_file(p)?;
-        }
-    }
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes)?;
-    }
-    Ok(())
+    bundle::write_manifest(prepared, sections, sink).map_err(BuildError::Io)?;
+    Ok(refused)
 }

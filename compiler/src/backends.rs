@@ -3,7 +3,10 @@
 //! diagnostics naming the back end and the construct — what it cannot
 //! express. `weir compile` and the language server both call this.
 
-use crate::bundle::{BackendArtifacts, Target};
+use crate::bundle::{
+    BackendArtifacts, Section, Sink, Target, IP6TABLES_RULES, IPSET_RULES, IPTABLES_RULES,
+    WEIR_ASM, WEIR_O,
+};
 use crate::diagnostics::Diagnostic;
 use crate::ebpf::state_tables::StateTables;
 use crate::graph::Graph;
@@ -86,18 +89,43 @@ pub fn generate_sized(
     generate_with(target, model, graph, &opts.into())
 }
 
-/// [`generate`] with every option `weir compile` may set.
+/// [`generate`] with every option `weir compile` may set: the files in
+/// memory ([`generate_into`] with a memory sink).
 pub fn generate_with(
     target: Target,
     model: &Model,
     graph: &Graph,
     opts: &Options,
 ) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    match target {
-        Target::Ebpf => ebpf(model, graph, opts.ebpf),
-        Target::Iptables => iptables(model, graph, &opts.iptables),
+    let sink = Sink::memory();
+    let manifest = generate_into(target, model, graph, opts, &sink)
+        .expect("writing to memory does not fail")?;
+    Ok(BackendArtifacts {
+        files: sink.into_files(),
+        manifest,
+    })
+}
+
+/// What [`generate_into`] returns: the outer error is writing (the
+/// sink's), the inner one the back end's refusals.
+pub type Generated = std::io::Result<Result<Section, Vec<Diagnostic>>>;
+
+/// Generates one back end's files into `sink` as they are made, and
+/// returns its manifest section. The outer error is writing (the sink's),
+/// the inner one the back end's refusals (grouped, [`group`]); a refused
+/// program writes no file.
+pub fn generate_into(
+    target: Target,
+    model: &Model,
+    graph: &Graph,
+    opts: &Options,
+    sink: &Sink,
+) -> Generated {
+    Ok(match target {
+        Target::Ebpf => ebpf(model, graph, opts.ebpf, sink)?,
+        Target::Iptables => iptables(model, graph, &opts.iptables, sink)?,
     }
-    .map_err(group)
+    .map_err(group))
 }
 
 /// What each of `targets` refuses in this program (E05xx), without keeping
@@ -173,9 +201,30 @@ pub fn generate_all_with(
     graph: &Graph,
     opts: &Options,
 ) -> Vec<(Target, Result<BackendArtifacts, Vec<Diagnostic>>)> {
+    on_threads(targets, |t| generate_with(t, model, graph, opts))
+}
+
+/// [`generate_all_with`] into one sink ([`generate_into`]): `weir
+/// compile -o`, whose files go to the bundle's directory as each back
+/// end makes them.
+pub fn generate_all_into(
+    targets: &[Target],
+    model: &Model,
+    graph: &Graph,
+    opts: &Options,
+    sink: &Sink,
+) -> Vec<(Target, Generated)> {
+    on_threads(targets, |t| generate_into(t, model, graph, opts, sink))
+}
+
+/// `run` for each of `targets`, in `targets` order: all but the first on
+/// threads of their own (each back end is a pure function of the model
+/// and the graph, so the results are the same as one after the other).
+fn on_threads<R: Send>(targets: &[Target], run: impl Fn(Target) -> R + Sync) -> Vec<(Target, R)> {
     let Some((&first, rest)) = targets.split_first() else {
         return Vec::new();
     };
+    let run = &run;
     std::thread::scope(|s| {
         let running: Vec<_> = rest
             .iter()
@@ -184,12 +233,12 @@ pub fn generate_all_with(
                     .name(format!("weir-{}", t.name()))
                     // As much stack as the main thread may have.
                     .stack_size(64 << 20)
-                    .spawn_scoped(s, move || generate_with(t, model, graph, opts))
+                    .spawn_scoped(s, move || run(t))
                     .expect("spawn a back-end thread");
                 (t, h)
             })
             .collect();
-        let mut out = vec![(first, generate_with(first, model, graph, opts))];
+        let mut out = vec![(first, run(first))];
         for (t, h) in running {
             let r = h
                 .join()
@@ -200,25 +249,50 @@ pub fn generate_all_with(
     })
 }
 
-fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions) -> Result<BackendArtifacts, Vec<Diagnostic>> {
+/// The eBPF back end: every refusal before anything is written, then the
+/// object and its listing straight into their files.
+fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions, sink: &Sink) -> Generated {
     use crate::ebpf::codegen;
     let opts = codegen::Options {
         tables: o.tables,
         events: o.events,
         ..codegen::Options::default()
     };
-    codegen::generate(model, graph, &opts)
-        .map(codegen::EbpfOutput::into_artifacts)
-        .map_err(|limits| limits.iter().map(|l| l.diagnostic(model)).collect())
+    let ready = match codegen::ready(model, graph, &opts) {
+        Ok(r) => r,
+        Err(limits) => return Ok(Err(limits.iter().map(|l| l.diagnostic(model)).collect())),
+    };
+    let mut object = sink.file(WEIR_O)?;
+    let mut listing = sink.file(WEIR_ASM)?;
+    let manifest = ready.write(&mut object, &mut listing)?;
+    object.finish()?;
+    listing.finish()?;
+    Ok(Ok(codegen::section(&manifest)))
 }
 
+/// The iptables back end: its texts are written into their files and
+/// freed as soon as they are made.
 fn iptables(
     model: &Model,
     graph: &Graph,
     opts: &crate::iptables::Options,
-) -> Result<BackendArtifacts, Vec<Diagnostic>> {
-    crate::iptables::generate_with(graph, model, opts)
-        .map_err(|unsupported| unsupported.iter().map(|u| u.diagnostic()).collect())
+    sink: &Sink,
+) -> Generated {
+    let out = match crate::iptables::generate_text(graph, model, opts) {
+        Ok(out) => out,
+        Err(unsupported) => return Ok(Err(unsupported.iter().map(|u| u.diagnostic()).collect())),
+    };
+    let crate::iptables::Output {
+        iptables,
+        ip6tables,
+        ipset,
+        manifest,
+    } = out;
+    sink.write(IPTABLES_RULES, iptables.as_bytes())?;
+    drop(iptables);
+    sink.write(IP6TABLES_RULES, ip6tables.as_bytes())?;
+    sink.write(IPSET_RULES, ipset.as_bytes())?;
+    Ok(Ok(manifest.into()))
 }
 
 #[cfg(test)]

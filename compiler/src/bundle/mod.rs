@@ -1,6 +1,7 @@
-//! The bundle: `weir compile`'s output as data (file name → bytes), the
-//! contract between compiler and runtime. No IO here: the CLI writes the
-//! map into the output directory.
+//! The bundle: `weir compile`'s output (file name → bytes), the contract
+//! between compiler and runtime. Its files are written into a [`Sink`]
+//! as they are made: into memory, or into a staging directory that the
+//! CLI commits as a whole (`sink`).
 //!
 //! Files, under fixed names:
 //!
@@ -26,7 +27,10 @@
 //! `BTreeMap`s here; the typed views of [`write`]
 //! declare their fields in that order) and a trailing newline.
 
+pub mod sink;
 mod write;
+
+pub use sink::{FileOut, Sink, Written};
 
 use crate::graph::{dump, Graph};
 use crate::model::Model;
@@ -34,6 +38,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 use weir_grammar::Span;
 use write::Head;
 
@@ -135,195 +140,105 @@ pub fn source_hash(sources: &[(String, String)]) -> String {
 
 /// The manifest as a JSON value (the same data as the manifest's text).
 pub fn manifest(input: &BundleInput) -> Value {
-    let mut files: BTreeMap<String, Vec<u8>> = input
-        .backends
-        .values()
-        .flat_map(|a| a.files.iter().map(|(n, b)| (n.clone(), b.clone())))
-        .collect();
-    files.insert(
-        GRAPH_TXT.to_string(),
-        dump::text(input.model, input.graph).into_bytes(),
-    );
+    let sink = Sink::memory();
+    write_files(input, &sink).expect("writing to memory does not fail");
     let m = write::Manifest {
-        artifacts: &write::artifact_hashes(&files),
+        artifacts: &sink.artifacts(),
         backends: write::Backends(&input.backends),
         head: Head::new(input),
     };
     serde_json::to_value(m).expect("the manifest serializes")
 }
 
-/// The part of a bundle that does not depend on the back ends: the
-/// manifest without `backends`, already serialized, and the graph dump.
-/// `weir compile` prepares it while the back ends run on another thread.
-pub struct Prepared {
-    /// The manifest's other keys as a JSON object (`{"classes":…}`).
-    head: Vec<u8>,
-    graph_txt: Vec<u8>,
-}
-
-/// Everything of the bundle but the back ends' files and sections
-/// (`input.backends` is not read).
-pub fn prepare(input: &BundleInput) -> Prepared {
-    // Sized from above so that the text is never copied while it grows
-    // (pages reserved but never written cost no memory).
-    let mut head = Vec::with_capacity(head_capacity(input));
-    serde_json::to_writer(&mut head, &Head::new(input)).expect("the manifest serializes");
-    Prepared {
-        head,
-        graph_txt: dump::text(input.model, input.graph).into_bytes(),
+/// The graph dump and every back end's files of `input`, into `sink`.
+fn write_files(input: &BundleInput, sink: &Sink) -> io::Result<()> {
+    write_graph(input, sink)?;
+    for a in input.backends.values() {
+        for (name, bytes) in &a.files {
+            sink.write(name, bytes)?;
+        }
     }
+    Ok(())
 }
 
-/// An upper bound of the manifest head's length for `input` (a generous
-/// per-item allowance: an endpoint's entry is ~150 bytes, a backend's
-/// ~80, a provenance entry's ~300, a class-map entry's ~30).
-fn head_capacity(input: &BundleInput) -> usize {
-    let (m, g) = (input.model, input.graph);
-    let backends: usize = g
-        .services
-        .backend_sets
-        .iter()
-        .map(|s| s.backends.len())
-        .sum();
-    let endpoint_bytes: usize = m
-        .endpoints
-        .iter()
-        .map(|e| 128 + e.name.len() + 64 * e.addrs.len())
-        .sum();
-    let label_bytes: usize = m
-        .endpoints
-        .iter()
-        .map(|e| {
-            e.labels
-                .iter()
-                .map(|(k, v)| 8 + 2 * (k.len() + v.len()))
-                .sum::<usize>()
-        })
-        .sum();
-    (1 << 20)
-        + endpoint_bytes
-        + label_bytes
-        + 256 * (g.services.frontends.len() + m.services.len())
-        + 128 * backends
-        + 512 * g.provenance.entries.len()
-        + 64 * g.classes.entries.len()
+/// The manifest without `artifacts` and `backends`, already serialized
+/// into the sink ([`Sink::part`]): `weir compile` prepares it while the
+/// back ends run, and [`write_manifest`] appends it.
+pub struct Prepared(());
+
+/// The part of the sink that holds the manifest's head.
+const HEAD_PART: &str = "manifest-head.part";
+
+/// Everything of the manifest but the back ends' files and sections
+/// (`input.backends` is not read), written into `sink` as it is made
+/// (not held: ~60 MB for 100,000 one-peer-per-pod rules).
+pub fn prepare(input: &BundleInput, sink: &Sink) -> io::Result<Prepared> {
+    let mut f = sink.part(HEAD_PART)?;
+    serde_json::to_writer(&mut f, &Head::new(input))?;
+    f.finish()?;
+    Ok(Prepared(()))
 }
 
-/// The bundle's files from a prepared part and the back ends' outputs
-/// (taken, not copied: the iptables files of 10,000 services are tens of
-/// MB).
-pub fn assemble(
-    prepared: Prepared,
-    backends: BTreeMap<Target, BackendArtifacts>,
-) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    files.insert(GRAPH_TXT.to_string(), prepared.graph_txt);
-    let mut sections = BTreeMap::new();
-    for (t, a) in backends {
-        files.extend(a.files);
-        sections.insert(t, a.manifest);
-    }
-    let artifacts = write::artifact_hashes(&files);
-    files.insert(
-        MANIFEST.to_string(),
-        manifest_bytes(&artifacts, prepared.head, sections),
-    );
-    files
+/// Writes [`GRAPH_TXT`], the decision graph's dump, into `sink` as it is
+/// made.
+pub fn write_graph(input: &BundleInput, sink: &Sink) -> io::Result<()> {
+    let mut f = sink.file(GRAPH_TXT)?;
+    let mut text = sink::FmtIo::new(&mut f);
+    dump::write_text(input.model, input.graph, &mut text);
+    text.into_result()?;
+    f.finish().map(drop)
 }
 
-/// The manifest's text: compact JSON with a trailing newline. For a
-/// 10,000-service program pretty-printing made the file 2.4x larger (72
-/// MB) and its writing a third of `weir compile`; `weir compile --emit
-/// manifest` prints it indented for people. `artifacts` and `backends`
-/// sort before every other key, so the object is
+/// Writes the manifest into `sink`, after every other file: compact JSON
+/// with a trailing newline. For a 10,000-service program
+/// pretty-printing made the file 2.4x larger (72 MB) and its writing a
+/// third of `weir compile`; `weir compile --emit manifest` prints it
+/// indented for people. `artifacts` (the hashes of the files `sink`
+/// holds) and `backends` sort before every other key, so the object is
 /// `{"artifacts":…,"backends":…,` and then the head's keys.
-///
-/// When the largest section's buffer has room for the whole text (its
-/// serializer grew it by doubling), the text is built in it: the eBPF
-/// section of 100,000 one-peer-per-pod rules is ~700 MB (its class rows),
-/// and copying it into a new buffer doubled the peak memory of `weir
-/// compile` (issue 21). The pieces before it are moved in front of it
-/// (one move within the buffer), the others appended. Otherwise the text
-/// is written into a new buffer of its exact size, as before.
-fn manifest_bytes(
-    artifacts: &BTreeMap<String, String>,
-    head: Vec<u8>,
+pub fn write_manifest(
+    prepared: Prepared,
     sections: BTreeMap<Target, Section>,
-) -> Vec<u8> {
-    debug_assert!(head.starts_with(b"{\"") && head.ends_with(b"}"));
+    sink: &Sink,
+) -> io::Result<()> {
+    let Prepared(()) = prepared;
     // Sorted by name, as a JSON object's keys are.
     let mut by_name: Vec<(&'static str, Section)> =
         sections.into_iter().map(|(t, s)| (t.name(), s)).collect();
     by_name.sort_by_key(|(name, _)| *name);
-    let mut prefix = Vec::with_capacity(1 << 16);
-    prefix.extend_from_slice(b"{\"artifacts\":");
-    serde_json::to_writer(&mut prefix, artifacts).expect("hashes serialize");
-    prefix.extend_from_slice(b",\"backends\":{");
-    // A section's key (with its leading comma after the first).
-    let key = |i: usize, name: &str| -> Vec<u8> {
-        let mut k = Vec::new();
+    let artifacts = sink.artifacts();
+    let mut f = sink.file(MANIFEST)?;
+    f.write_all(b"{\"artifacts\":")?;
+    serde_json::to_writer(&mut f, &artifacts)?;
+    f.write_all(b",\"backends\":{")?;
+    for (i, (name, s)) in by_name.iter().enumerate() {
         if i > 0 {
-            k.push(b',');
+            f.write_all(b",")?;
         }
-        serde_json::to_writer(&mut k, name).expect("names serialize");
-        k.push(b':');
-        k
-    };
-    let keys_len: usize = by_name
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _))| key(i, n).len())
-        .sum();
-    let sections_len: usize = by_name.iter().map(|(_, s)| s.0.len()).sum();
-    // `}` `,` head without its `{` `\n`.
-    let total = prefix.len() + keys_len + sections_len + 1 + head.len() + 1;
-    let largest = by_name
-        .iter()
-        .enumerate()
-        .max_by_key(|(i, (_, s))| (s.0.len(), std::cmp::Reverse(*i)))
-        .map(|(i, _)| i)
-        .filter(|&i| by_name[i].1 .0.capacity() >= total);
-    let tail = |out: &mut Vec<u8>, head: &[u8]| {
-        out.push(b'}');
-        out.push(b',');
-        out.extend_from_slice(&head[1..]);
-        out.push(b'\n');
-    };
-    match largest {
-        Some(l) => {
-            let mut sections = by_name.into_iter().enumerate();
-            let mut before = prefix;
-            for (i, (name, s)) in sections.by_ref().take(l) {
-                before.extend_from_slice(&key(i, name));
-                before.extend_from_slice(s.0.as_bytes());
-            }
-            let (i, (name, s)) = sections.next().expect("the largest section");
-            before.extend_from_slice(&key(i, name));
-            let mut out = s.0.into_bytes();
-            out.splice(0..0, before);
-            for (i, (name, s)) in sections {
-                out.extend_from_slice(&key(i, name));
-                out.extend_from_slice(s.0.as_bytes());
-            }
-            tail(&mut out, &head);
-            out
-        }
-        None => {
-            let mut out = Vec::with_capacity(total);
-            out.extend_from_slice(&prefix);
-            for (i, (name, s)) in by_name.into_iter().enumerate() {
-                out.extend_from_slice(&key(i, name));
-                out.extend_from_slice(s.0.as_bytes());
-            }
-            tail(&mut out, &head);
-            out
-        }
+        serde_json::to_writer(&mut f, name)?;
+        f.write_all(b":")?;
+        f.write_all(s.0.as_bytes())?;
     }
+    f.write_all(b"},")?;
+    // The head without its `{` (it ends with the object's `}`).
+    sink.append_part(HEAD_PART, 1, &mut f)?;
+    f.write_all(b"\n")?;
+    f.finish().map(drop)
 }
 
-/// The bundle's files (see the module docs).
+/// The bundle's files (see the module docs), in memory.
 pub fn bundle(input: &BundleInput) -> BTreeMap<String, Vec<u8>> {
-    assemble(prepare(input), input.backends.clone())
+    let sink = Sink::memory();
+    let sections = input
+        .backends
+        .iter()
+        .map(|(t, a)| (*t, a.manifest.clone()))
+        .collect();
+    write_files(input, &sink)
+        .and_then(|()| prepare(input, &sink))
+        .and_then(|prepared| write_manifest(prepared, sections, &sink))
+        .expect("writing to memory does not fail");
+    sink.into_files()
 }
 
 #[cfg(test)]

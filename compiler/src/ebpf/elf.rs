@@ -211,6 +211,35 @@ const PSEUDO_FUNC: u64 = 4;
 
 /// Writes the relocatable ELF object with `extras`.
 pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, ElfError> {
+    elf_object(obj, extras)?
+        .write()
+        .map_err(|e| ElfError::Write(e.to_string()))
+}
+
+/// Why [`write_object_to`] failed: the object, or the writer.
+#[derive(Debug)]
+pub enum WriteError {
+    Elf(ElfError),
+    Io(std::io::Error),
+}
+
+/// [`write_object_with`] into a writer (a bundle's file as it is made),
+/// the same bytes.
+pub fn write_object_to(
+    obj: &ObjectDef,
+    extras: &Extras,
+    out: &mut dyn std::io::Write,
+) -> Result<(), WriteError> {
+    let o = elf_object(obj, extras).map_err(WriteError::Elf)?;
+    o.write_stream(out)
+        .map_err(|e| match e.downcast::<std::io::Error>() {
+            Ok(io) => WriteError::Io(*io),
+            Err(e) => WriteError::Elf(ElfError::Write(e.to_string())),
+        })
+}
+
+/// The object of [`write_object_with`], before it is written.
+fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfError> {
     validate(obj)?;
     let sub_off: BTreeMap<&str, u64> = {
         let mut at = 0u64;
@@ -393,7 +422,7 @@ pub fn write_object_with(obj: &ObjectDef, extras: &Extras) -> Result<Vec<u8>, El
         }
     }
 
-    o.write().map_err(|e| ElfError::Write(e.to_string()))
+    Ok(o)
 }
 
 /// The `STT_FUNC` symbol of a function (`len` bytes at `base` of section

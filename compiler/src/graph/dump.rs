@@ -153,6 +153,15 @@ pub(crate) fn node_text(names: &dyn Names, node: &Node, num: &HashMap<NodeId, us
 /// The text dump: atoms, classes, class map, services, then the nodes.
 pub fn text(model: &Model, g: &Graph) -> String {
     let mut s = String::new();
+    write_text(model, g, &mut s);
+    s
+}
+
+/// [`text`] written into `s` as it is made (`graph.txt` goes to the
+/// bundle's file this way, never held whole: 29 MB for 100,000
+/// one-peer-per-pod rules). Errors of `s` are its own to keep
+/// (`bundle::sink::FmtIo`).
+pub fn write_text<W: Write>(model: &Model, g: &Graph, s: &mut W) {
     let cl = &g.classes;
     let _ = writeln!(s, "# weir decision graph");
     let _ = writeln!(s, "atoms:");
@@ -193,12 +202,11 @@ pub fn text(model: &Model, g: &Graph) -> String {
             );
         }
     }
-    nodes(&mut s, &g.dag, &ModelNames { model, g });
-    s
+    nodes(s, &g.dag, &ModelNames { model, g });
 }
 
 /// The entries and the nodes in dump order, one line each.
-pub(crate) fn nodes(s: &mut String, dag: &super::ir::Dag, names: &dyn Names) {
+pub(crate) fn nodes<W: Write>(s: &mut W, dag: &super::ir::Dag, names: &dyn Names) {
     let (order, num) = dag.numbering();
     for (name, r) in dag.roots.all() {
         let _ = writeln!(s, "entry {name} -> n{}", num[&r]);

@@ -36,6 +36,13 @@ impl Assembled {
     pub fn take_listing_into(&mut self, out: &mut String) {
         out.push_str(std::mem::take(&mut self.listing).text());
     }
+
+    /// [`Assembled::take_listing_into`] for a writer: writes the listing
+    /// to `out` (a bundle file as it is made) and frees this program's
+    /// copy.
+    pub fn write_listing(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(std::mem::take(&mut self.listing).text().as_bytes())
+    }
 }
 
 impl Listing {

@@ -150,8 +150,9 @@ pub mod stages;
 mod unreachable;
 
 pub use limits::{sctp_port_changes, sctp_redirects, Limit};
-use object::{fixed_maps, lpm_entry, object};
-pub use output::{EbpfManifest, EbpfOutput, Fill, LpmEntry, MapInfo, ProgramInfo};
+pub use object::Ready;
+use object::{fixed_maps, lpm_entry};
+pub use output::{section, EbpfManifest, EbpfOutput, Fill, LpmEntry, MapInfo, ProgramInfo};
 use plan::{class_rows, plan, split_stages, Plan};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -358,6 +359,27 @@ fn oversized_maps(maps: &[MapDef]) -> impl Iterator<Item = Limit> + '_ {
 
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
+    let ready = ready(model, g, opts)?;
+    let (mut object, mut listing) = (Vec::new(), Vec::new());
+    let manifest = ready
+        .write(&mut object, &mut listing)
+        .expect("writing to memory does not fail");
+    Ok(EbpfOutput {
+        object,
+        manifest,
+        listing: String::from_utf8(listing).expect("the listing is text"),
+    })
+}
+
+/// Everything of [`generate`] that may refuse the program: the stages
+/// assembled and every limit checked. What is left, [`Ready::write`],
+/// only writes the object and its listing where they go (a bundle's
+/// files, `bundle::Sink`, or memory).
+pub fn ready<'a>(
+    model: &'a Model,
+    g: &'a Graph,
+    opts: &'a Options,
+) -> Result<Ready<'a>, Vec<Limit>> {
     refuse_untranslatable(model, opts)?;
     let audit_g = audit::audit_graph(model, g)?;
     let Plan {
@@ -485,8 +507,15 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
     }
     let staged = staged.expect("assembled when within the stage limit");
 
-    let mut out = object(g, opts, staged, maps, &filled, fill, calls, lb);
-    out.manifest.audit_counters = audit_counters;
-    out.manifest.events = opts.events;
-    Ok(out)
+    Ok(Ready {
+        g,
+        opts,
+        staged,
+        maps,
+        filled,
+        fill,
+        calls,
+        lb,
+        audit_counters,
+    })
 }

@@ -4,7 +4,6 @@
 
 use super::output::type_name;
 use super::*;
-use std::fmt::Write as _;
 
 pub(super) fn lpm_entry(c: &crate::model::Cidr, class: u32) -> LpmEntry {
     let addr = match c.addr {
@@ -89,38 +88,69 @@ pub(super) fn fixed_maps(
     ]
 }
 
+/// A program the eBPF back end accepted ([`super::ready`]): its stages
+/// assembled and its maps sized, to be written as an object, a listing
+/// and a manifest section ([`Ready::write`]).
+pub struct Ready<'a> {
+    pub(super) g: &'a Graph,
+    pub(super) opts: &'a Options,
+    pub(super) staged: Vec<stages::Stage>,
+    pub(super) maps: Vec<MapDef>,
+    pub(super) filled: HashMap<&'static str, u64>,
+    pub(super) fill: Fill,
+    pub(super) calls: usize,
+    pub(super) lb: Option<LbState>,
+    pub(super) audit_counters: u32,
+}
+
+impl Ready<'_> {
+    /// Writes the object (`weir.o`) to `object` and its listing
+    /// (`weir.asm`) to `listing`, and returns the manifest section's data.
+    /// Each stage's listing text is written and freed in turn, never
+    /// gathered into one text: the listing of 100,000 one-peer rules is
+    /// 195 MB (issue 21).
+    pub fn write(
+        self,
+        object: &mut dyn std::io::Write,
+        listing: &mut dyn std::io::Write,
+    ) -> std::io::Result<EbpfManifest> {
+        let events = self.opts.events;
+        let audit_counters = self.audit_counters;
+        let mut m = write_object(self, object, listing)?;
+        m.audit_counters = audit_counters;
+        m.events = events;
+        Ok(m)
+    }
+}
+
 /// The object and its manifest section from the assembled stages and the
 /// maps.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn object(
-    g: &Graph,
-    opts: &Options,
-    staged: Vec<stages::Stage>,
-    maps: Vec<MapDef>,
-    filled: &HashMap<&str, u64>,
-    fill: Fill,
-    calls: usize,
-    lb: Option<LbState>,
-) -> EbpfOutput {
-    // One buffer of the listing's size; each stage's lines are freed as
-    // they are written (a 195 MB listing at 100,000 one-peer rules was
-    // held twice, and copied as its buffer grew; issue 21).
-    let mut listing = String::with_capacity(
-        staged
-            .iter()
-            .map(|s| 96 + s.name.len() + s.code.listing_len())
-            .sum(),
-    );
+fn write_object(
+    ready: Ready<'_>,
+    object_out: &mut dyn std::io::Write,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<EbpfManifest> {
+    let Ready {
+        g,
+        opts,
+        staged,
+        maps,
+        filled,
+        fill,
+        calls,
+        lb,
+        audit_counters: _,
+    } = ready;
     let mut programs = Vec::new();
     let mut defs = Vec::new();
     for (k, mut s) in staged.into_iter().enumerate() {
-        let _ = write!(listing, "; program {} (section classifier", s.name);
+        write!(out, "; program {} (section classifier", s.name)?;
         if k > 0 {
-            let _ = write!(listing, ", weir_jmp slot {k}");
+            write!(out, ", weir_jmp slot {k}")?;
         }
-        let _ = writeln!(listing, "), {} insns", s.code.len());
-        s.code.take_listing_into(&mut listing);
-        listing.push('\n');
+        writeln!(out, "), {} insns", s.code.len())?;
+        s.code.write_listing(out)?;
+        out.write_all(b"\n")?;
         programs.push(ProgramInfo {
             name: s.name.clone(),
             section: "classifier".into(),
@@ -141,7 +171,9 @@ pub(super) fn object(
     if opts.tables.kind == crate::ebpf::state_tables::CtTable::Hash {
         let gc = super::ct_gc::collector()
             .unwrap_or_else(|e| panic!("internal compiler error: conntrack collector: {e:?}"));
+        let mut listing = String::new();
         gc.listing_into(&mut listing);
+        out.write_all(listing.as_bytes())?;
         maps.push(gc.map);
         extras.described.push(gc.program.name.clone());
         defs.push(gc.program);
@@ -149,15 +181,21 @@ pub(super) fn object(
         extras.func_refs = gc.refs;
         extras.typed.push(gc.typed);
     }
-    let object = crate::ebpf::write_object_with(
+    crate::ebpf::elf::write_object_to(
         &ObjectDef {
             programs: defs,
             maps: maps.clone(),
             license: "GPL".into(),
         },
         &extras,
+        object_out,
     )
-    .unwrap_or_else(|e| panic!("internal compiler error: eBPF object: {e}"));
+    .map_err(|e| match e {
+        crate::ebpf::elf::WriteError::Io(e) => e,
+        crate::ebpf::elf::WriteError::Elf(e) => {
+            panic!("internal compiler error: eBPF object: {e}")
+        }
+    })?;
     let manifest = EbpfManifest {
         object: WEIR_O.into(),
         mode: opts.mode,
@@ -183,9 +221,5 @@ pub(super) fn object(
         lb,
         state_tables: opts.tables,
     };
-    EbpfOutput {
-        object,
-        manifest,
-        listing,
-    }
+    Ok(manifest)
 }

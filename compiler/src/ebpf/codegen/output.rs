@@ -61,40 +61,7 @@ impl EbpfOutput {
 
     /// The manifest section (`backends.ebpf`), with a `capacity` object.
     fn section(&self) -> Section {
-        let mut capacity = BTreeMap::new();
-        for p in &self.manifest.programs {
-            capacity.insert(
-                format!("program {}", p.name),
-                serde_json::json!(format!("{} insns", p.insns)),
-            );
-        }
-        for m in &self.manifest.maps {
-            capacity.insert(
-                format!("map {}", m.name),
-                serde_json::json!(format!("{} filled / {} max", m.filled, m.max_entries)),
-            );
-        }
-        capacity.insert(
-            "tail calls per packet (most)".into(),
-            serde_json::json!(self.manifest.max_tail_calls),
-        );
-        let m = &self.manifest;
-        Section::sorted(&SectionView {
-            attach: &m.attach,
-            audit_counters: m.audit_counters,
-            capacity,
-            counters: m.counters,
-            entry: &m.entry,
-            events: m.events,
-            fill: &m.fill,
-            lb: m.lb.as_ref(),
-            maps: &m.maps,
-            max_tail_calls: m.max_tail_calls,
-            mode: m.mode,
-            object: &m.object,
-            programs: &m.programs,
-            state_tables: m.state_tables,
-        })
+        section(&self.manifest)
     }
 
     /// Capacity lines for `weir compile --report`.
@@ -119,6 +86,44 @@ impl EbpfOutput {
         }
         s
     }
+}
+
+/// The manifest section (`backends.ebpf`) of `m`, with a `capacity`
+/// object for `weir compile --report`.
+pub fn section(m: &EbpfManifest) -> Section {
+    let mut capacity = BTreeMap::new();
+    for p in &m.programs {
+        capacity.insert(
+            format!("program {}", p.name),
+            serde_json::json!(format!("{} insns", p.insns)),
+        );
+    }
+    for map in &m.maps {
+        capacity.insert(
+            format!("map {}", map.name),
+            serde_json::json!(format!("{} filled / {} max", map.filled, map.max_entries)),
+        );
+    }
+    capacity.insert(
+        "tail calls per packet (most)".into(),
+        serde_json::json!(m.max_tail_calls),
+    );
+    Section::sorted(&SectionView {
+        attach: &m.attach,
+        audit_counters: m.audit_counters,
+        capacity,
+        counters: m.counters,
+        entry: &m.entry,
+        events: m.events,
+        fill: &m.fill,
+        lb: m.lb.as_ref(),
+        maps: &m.maps,
+        max_tail_calls: m.max_tail_calls,
+        mode: m.mode,
+        object: &m.object,
+        programs: &m.programs,
+        state_tables: m.state_tables,
+    })
 }
 
 pub(super) fn is_zero(n: &u32) -> bool {
