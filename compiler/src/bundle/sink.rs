@@ -18,7 +18,9 @@
 //! earlier compile that this bundle does not have. A compile that fails
 //! (a back end refuses the program, a write fails) never commits: the
 //! staging directory is removed when the sink is dropped, and a bundle
-//! already in `DIR` is left as it was. A reader that opens `DIR` during
+//! already in `DIR` is left as it was (a killed compile's staging
+//! directory, whose process no longer runs, is removed by the next
+//! sink on `DIR`). A reader that opens `DIR` during
 //! the commit sees each file whole, old or new, and the runtime refuses a
 //! mix of both, because the manifest binds every file by its SHA-256.
 
@@ -77,6 +79,36 @@ struct Done {
     part: bool,
 }
 
+/// The name of a staging directory, before the compiling process's id.
+const STAGING_PREFIX: &str = ".weir-staging-";
+
+/// Removes the staging directories in `dir` that compiles killed before
+/// their commit or drop left behind: those whose process no longer runs
+/// (a live process's, another compile's under way, is left alone). Best
+/// effort: what cannot be read or removed stays.
+fn remove_dead_staging(dir: &Path) {
+    // Without /proc every process would look dead.
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Sink {
     /// A sink that keeps the files in memory ([`Sink::into_files`]).
     pub fn memory() -> Sink {
@@ -95,7 +127,8 @@ impl Sink {
             .map(Path::to_path_buf)
             .collect();
         std::fs::create_dir_all(dir)?;
-        let staging = dir.join(format!(".weir-staging-{}", std::process::id()));
+        remove_dead_staging(dir);
+        let staging = dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
         if staging.exists() {
             // Left by a killed process that had this process id.
             std::fs::remove_dir_all(&staging)?;

@@ -168,3 +168,26 @@ fn a_part_is_appended_and_never_a_file_of_the_bundle() {
     assert_eq!(names, [MANIFEST]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A staging directory of a process that no longer runs (a compile killed
+/// before its commit) is removed by the next directory sink; one of a
+/// running process (pid 1 always runs) is left alone.
+#[test]
+fn a_dead_compiles_staging_directory_is_removed() {
+    let dir = scratch("dead-staging");
+    // Above the kernel's largest pid_max (2^22): no process has it.
+    let dead = dir.join(".weir-staging-999999999");
+    let live = dir.join(".weir-staging-1");
+    for d in [&dead, &live] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("weir.o"), b"half").unwrap();
+    }
+    let sink = Sink::dir(&dir).unwrap();
+    assert!(!dead.exists(), "a dead compile's staging directory stays");
+    assert!(
+        live.exists(),
+        "a running process's staging directory was removed"
+    );
+    drop(sink);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
