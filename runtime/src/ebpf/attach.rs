@@ -424,7 +424,7 @@ fn load_pinned(
     }
     // A non-LRU weir_ct's collector: armed with this generation's
     // callback before the switch (its sweep is read back by `arm`).
-    if super::gc::present(&g.ebpf) {
+    if super::gc::present(&g.ebpf, manifest)? {
         super::gc::arm(&mut g.ebpf, super::gc::Config::default())?;
         let prog: &mut SchedClassifier = g
             .ebpf

@@ -97,9 +97,38 @@ fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-/// Whether the loaded object has the collector (a non-LRU `weir_ct`).
-pub fn present(ebpf: &Ebpf) -> bool {
-    ebpf.program(gc::PROGRAM).is_some() && ebpf.map(gc::MAP).is_some()
+/// Whether the loaded object has the collector (a non-LRU `weir_ct`), as
+/// its manifest declares it (`weir_compiler::contract::collector`): a
+/// declared collector must be the one this runtime arms (its program and
+/// map names) and be in the object, else the bundle is refused. A
+/// manifest written before the declaration existed has the collector
+/// when the object has its program and map.
+pub fn present(
+    ebpf: &Ebpf,
+    manifest: &weir_compiler::ebpf::codegen::EbpfManifest,
+) -> Result<bool, EbpfError> {
+    let in_object = ebpf.program(gc::PROGRAM).is_some() && ebpf.map(gc::MAP).is_some();
+    let Some(c) = &manifest.collector else {
+        return Ok(in_object);
+    };
+    if c.program != gc::PROGRAM || c.map != gc::MAP {
+        return Err(EbpfError::Bundle(format!(
+            "the manifest declares a conntrack collector (program {}, map {}) this weir does not arm (program {}, map {})",
+            c.program,
+            c.map,
+            gc::PROGRAM,
+            gc::MAP
+        )));
+    }
+    if !in_object {
+        return Err(EbpfError::Bundle(format!(
+            "the manifest declares the conntrack collector {} but the object has no program {} or map {}",
+            c.program,
+            gc::PROGRAM,
+            gc::MAP
+        )));
+    }
+    Ok(true)
 }
 
 /// Loads the arming program (once per generation; no-op when loaded).

@@ -137,6 +137,31 @@ pub fn collector() -> Result<Collector, AsmError> {
 }
 
 impl Collector {
+    /// What the manifest declares of it (`contract::collector`).
+    pub fn declared(&self) -> crate::contract::collector::Collector {
+        use crate::contract::collector::{Collector as Declared, CollectorCallback};
+        Declared {
+            program: self.program.name.clone(),
+            section: self.program.section.clone(),
+            insns: self.program.code.len(),
+            map: self.map.name.clone(),
+            callbacks: self
+                .subprograms
+                .iter()
+                .map(|s| CollectorCallback {
+                    name: s.name.clone(),
+                    role: if s.name == gc::TIMER_CB {
+                        "timer"
+                    } else {
+                        "for-each"
+                    }
+                    .into(),
+                    insns: s.code.len(),
+                })
+                .collect(),
+        }
+    }
+
     /// Appends the listings of the program and its callbacks.
     pub(super) fn listing_into(&self, out: &mut String) {
         let mut one = |name: &str, section: &str, code: &Assembled| {
@@ -162,11 +187,11 @@ fn func_addr(a: &mut Asm, dst: Reg) -> usize {
     slot
 }
 
-/// One walk of `weir_ct` from the frame of the arming program or the timer
-/// callback: `r7` the gc value, `r8` the time. Leaves `r9` = 1 when the
+/// One walk of `map` (`weir_ct`; sweeping several maps is a loop of
+/// these) from the frame of the arming program or the timer callback: `r7` the gc value, `r8` the time. Leaves `r9` = 1 when the
 /// walk stopped at its budget (more to do), else 0. Returns the slot of
 /// its callback reference.
-fn sweep(a: &mut Asm) -> usize {
+fn sweep(a: &mut Asm, map: &str) -> usize {
     let v = Reg::R7;
     a.push(Op::Call {
         helper: helper::KTIME_GET_NS,
@@ -184,7 +209,7 @@ fn sweep(a: &mut Asm) -> usize {
     }
     a.push(Op::store(Size::U64, Reg::R10, CTX + vctx::REMOVED, 0));
     a.push(Op::store(Size::U64, Reg::R10, CTX + vctx::VISITED, 0));
-    a.push(Op::ld_map_fd(Reg::R1, layout::map::CT));
+    a.push(Op::ld_map_fd(Reg::R1, map));
     let slot = func_addr(a, Reg::R2);
     a.push(Op::mov64(Reg::R3, Reg::R10));
     a.push(Op::alu64(AluOp::Add, Reg::R3, i32::from(CTX)));
@@ -312,7 +337,7 @@ fn arming_program() -> Result<(Assembled, (usize, usize)), AsmError> {
     });
     a.push(Op::mov64(Reg::R8, Reg::R0));
     a.bind(have_now);
-    let sweep_ref = sweep(&mut a);
+    let sweep_ref = sweep(&mut a, layout::map::CT);
     a.bind(arm);
     let ok = a.new_label("gc_ok");
     a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
@@ -366,7 +391,7 @@ fn timer_callback() -> Result<(Assembled, usize), AsmError> {
         helper: helper::KTIME_GET_NS,
     });
     a.push(Op::mov64(Reg::R8, Reg::R0));
-    let r = sweep(&mut a);
+    let r = sweep(&mut a, layout::map::CT);
     a.push(Op::mov64(Reg::R1, Reg::R7));
     a.push(Op::load(Size::U64, Reg::R2, Reg::R7, gc::INTERVAL));
     let start = a.new_label("gc_restart");

@@ -129,10 +129,12 @@ pub(super) fn object(
     // Non-LRU tables carry their collector (`ct_gc`).
     let mut maps = maps;
     let mut extras = crate::ebpf::Extras::default();
+    let mut collector = None;
     if opts.tables.kind == crate::ebpf::state_tables::CtTable::Hash {
         let gc = super::ct_gc::collector()
             .unwrap_or_else(|e| panic!("internal compiler error: conntrack collector: {e:?}"));
         gc.listing_into(&mut listing);
+        collector = Some(gc.declared());
         maps.push(gc.map);
         extras.described.push(gc.program.name.clone());
         defs.push(gc.program);
@@ -173,6 +175,7 @@ pub(super) fn object(
         max_tail_calls: calls,
         lb,
         state_tables: opts.tables,
+        collector,
     };
     EbpfOutput {
         object,

@@ -16,6 +16,8 @@ pub(super) struct SectionView<'a> {
     #[serde(skip_serializing_if = "is_zero")]
     audit_counters: u32,
     capacity: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collector: Option<&'a crate::contract::collector::Collector>,
     counters: u32,
     entry: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +83,7 @@ impl EbpfOutput {
         let m = &self.manifest;
         Section::sorted(&SectionView {
             attach: &m.attach,
+            collector: m.collector.as_ref(),
             audit_counters: m.audit_counters,
             capacity,
             counters: m.counters,
