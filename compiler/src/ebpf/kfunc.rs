@@ -45,7 +45,11 @@ pub struct Kfunc {
 /// (kernel ≥ 6.10).
 pub const WQ_INIT: Kfunc = Kfunc {
     name: "bpf_wq_init",
-    params: &[("wq", Param::Wq), ("p__map", Param::VoidPtr), ("flags", Param::U32)],
+    params: &[
+        ("wq", Param::Wq),
+        ("p__map", Param::VoidPtr),
+        ("flags", Param::U32),
+    ],
 };
 
 /// `int bpf_wq_set_callback_impl(struct bpf_wq *wq, int (callback_fn)(void
@@ -91,9 +95,7 @@ mod tests {
     fn calling(names: &[&str]) -> ObjectDef {
         let mut a = Asm::new();
         for n in names {
-            a.push(Op::CallKfunc {
-                name: (*n).into(),
-            });
+            a.push(Op::CallKfunc { name: (*n).into() });
         }
         a.push(Op::mov64(Reg::R0, 0));
         a.push(Op::Exit);
@@ -156,9 +158,19 @@ mod tests {
         // R_BPF_64_32 against an undefined global symbol of its name.
         let relocs: Vec<_> = code.relocations().collect();
         assert_eq!(relocs.len(), 3);
-        for ((off, r), want) in relocs.iter().zip(["bpf_wq_start", "bpf_wq_init", "bpf_wq_start"]) {
-            assert_eq!(r.flags(), RelocationFlags::Elf { r_type: object::elf::R_BPF_64_32 });
-            let RelocationTarget::Symbol(s) = r.target() else { panic!() };
+        for ((off, r), want) in relocs
+            .iter()
+            .zip(["bpf_wq_start", "bpf_wq_init", "bpf_wq_start"])
+        {
+            assert_eq!(
+                r.flags(),
+                RelocationFlags::Elf {
+                    r_type: object::elf::R_BPF_64_32
+                }
+            );
+            let RelocationTarget::Symbol(s) = r.target() else {
+                panic!()
+            };
             let sym = f.symbol_by_index(s).unwrap();
             assert_eq!(sym.name(), Ok(want));
             assert!(sym.is_undefined() && sym.is_global());
