@@ -98,8 +98,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
-    let mut gen = load_output(&out);
-    gc::load_program(&mut gen.ebpf).unwrap_or_else(|e| panic!("{e}"));
+    let gen = load_output(&out);
     let m = gen.ebpf.map(layout::map::CT).unwrap();
     let cfg = gc::Config {
         budget: 0,
@@ -161,25 +160,25 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
 
     // At exactly the UDP timeout: nothing goes; the busy entry is stamped.
     let now = t + other;
-    let s = gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+    let s = gc::sweep_at(&gen, cfg, now).unwrap();
     assert_eq!((s.removed, s.last_visited, s.sweeps), (0, 7, 1), "{s:?}");
     assert_eq!(s.last_sweep_ns, now);
     assert_eq!(alive(), [true; 7]);
     assert_eq!(time_of(&busy), (now & !7) | flags, "stamped, bit cleared");
     // 1 ns later: the idle UDP entry and the forward entry whose flow is
     // gone; TCP's own timeout keeps its entry; the stamped one is fresh.
-    let s = gc::sweep_at(&gen.ebpf, cfg, now + 1).unwrap();
+    let s = gc::sweep_at(&gen, cfg, now + 1).unwrap();
     assert_eq!(s.removed, 2, "{s:?}");
     assert_eq!(alive(), [false, true, true, true, false, true, true]);
     // Past the TCP timeout: the TCP entry, the busy one (idle since its
     // stamp), the young forward entry; f_live stays while its flow is.
     let late = t + tcp + 1;
-    let s = gc::sweep_at(&gen.ebpf, cfg, late).unwrap();
+    let s = gc::sweep_at(&gen, cfg, late).unwrap();
     assert_eq!(s.removed, 5, "{s:?}");
     assert_eq!(alive(), [false, false, false, true, false, false, true]);
     // Its flow gone, the forward entry goes too.
     delete_raw(m, &ct_key(&flow)).unwrap();
-    let s = gc::sweep_at(&gen.ebpf, cfg, late).unwrap();
+    let s = gc::sweep_at(&gen, cfg, late).unwrap();
     assert_eq!(s.removed, 6, "{s:?}");
     assert_eq!(alive(), [false; 7]);
     assert_eq!(s.sweeps, 4);
@@ -192,7 +191,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
         update_raw(m, &ct_key(&udp(sport)), &value(late & !7, None, 0)).unwrap();
     }
     let walked = |s: gc::State| (s.last_visited, s.sweeps, s.removed);
-    let f = || gc::sweep_at(&gen.ebpf, bounded, late).unwrap();
+    let f = || gc::sweep_at(&gen, bounded, late).unwrap();
     assert_eq!(walked(f()), (2, 4, 6));
     assert_eq!(walked(f()), (4, 4, 6));
     assert_eq!(walked(f()), (5, 5, 6));
@@ -200,15 +199,15 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     // at the start: 2, 2, 1 removed, one sweep.
     let later = late + other + 1;
     assert_eq!(
-        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        walked(gc::sweep_at(&gen, bounded, later).unwrap()),
         (2, 5, 8)
     );
     assert_eq!(
-        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        walked(gc::sweep_at(&gen, bounded, later).unwrap()),
         (2, 5, 10)
     );
     assert_eq!(
-        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        walked(gc::sweep_at(&gen, bounded, later).unwrap()),
         (1, 6, 11)
     );
     assert_eq!(keys_raw(m, ct::KEY_SIZE as usize).unwrap().len(), 0);
@@ -219,7 +218,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     for sport in 3000..3005 {
         update_raw(m, &ct_key(&udp(sport)), &value(late & !7, None, 0)).unwrap();
     }
-    let s = gc::arm(&mut gen.ebpf, bounded).unwrap_or_else(|e| panic!("{e}"));
+    let s = gc::arm(&gen, bounded).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((s.last_visited, s.sweeps), (2, 6), "{s:?}");
 }
 
@@ -366,8 +365,7 @@ fn ebpf_ct_gc_sweep_time() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
-    let mut gen = load_output(&out);
-    gc::load_program(&mut gen.ebpf).unwrap();
+    let gen = load_output(&out);
     let m = gen.ebpf.map(layout::map::CT).unwrap();
     let size = StateTables::default().conntrack as usize;
     let t: u64 = 1 << 40;
@@ -400,7 +398,7 @@ fn ebpf_ct_gc_sweep_time() {
                 let start = gc::state(&gen.ebpf).unwrap().sweeps;
                 let (mut firings, mut max, mut total) = (0, 0, 0);
                 loop {
-                    let s = gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+                    let s = gc::sweep_at(&gen, cfg, now).unwrap();
                     firings += 1;
                     max = max.max(s.last_duration_ns);
                     total += s.last_duration_ns;

@@ -21,7 +21,8 @@ pub struct CollectorCallback {
     /// Instruction slots.
     pub insns: usize,
     pub name: String,
-    /// What calls it: `timer` (`bpf_timer_set_callback`), `for-each`
+    /// What calls it: `timer` (`bpf_timer_set_callback`, softirq),
+    /// `work` (`bpf_wq_set_callback_impl`, a kernel worker), `for-each`
     /// (`bpf_for_each_map_elem`'s visit).
     pub role: String,
 }
@@ -34,7 +35,8 @@ pub struct Collector {
     /// The array holding its timer, configuration and figures (pinned
     /// beside `weir_ct`).
     pub map: String,
-    /// The arming program (test-run once per apply, never attached).
+    /// The arming program (test-run once per apply, never attached; a
+    /// sleepable `syscall` program the runtime loads itself).
     pub program: String,
     pub section: String,
 }
@@ -48,14 +50,21 @@ mod tests {
         let c = crate::ebpf::codegen::ct_gc::collector().unwrap();
         let d = c.declared();
         assert_eq!((d.program.as_str(), d.map.as_str()), (gc::PROGRAM, gc::MAP));
-        assert_eq!(d.section, "classifier");
+        assert_eq!(d.section, gc::SECTION);
         assert_eq!(d.insns, c.program.code.len());
         let cbs: Vec<(&str, &str)> = d
             .callbacks
             .iter()
             .map(|b| (b.name.as_str(), b.role.as_str()))
             .collect();
-        assert_eq!(cbs, [(gc::TIMER_CB, "timer"), (gc::SWEEP_CB, "for-each")]);
+        assert_eq!(
+            cbs,
+            [
+                (gc::TIMER_CB, "timer"),
+                (gc::WORK_CB, "work"),
+                (gc::SWEEP_CB, "for-each")
+            ]
+        );
         // A key a later weir adds is ignored by this reader.
         let mut v = serde_json::to_value(&d).unwrap();
         v["extra"] = serde_json::json!(1);

@@ -19,6 +19,9 @@ use super::EbpfError;
 pub struct Generation {
     pub ebpf: Ebpf,
     pub manifest: EbpfManifest,
+    /// The conntrack collector's arming program (`super::gc`), loaded
+    /// outside aya (`super::gc_prog`); `None` without a collector.
+    pub collector: Option<std::os::fd::OwnedFd>,
 }
 
 /// The underlying map of any map kind we create.
@@ -198,10 +201,19 @@ pub fn load(
     if let Some(p) = &gc_path {
         loader.map_pin_path(weir_compiler::ebpf::layout::gc::MAP, p.as_path());
     }
-    let mut ebpf = loader.load(object).map_err(|e| EbpfError::Aya {
-        step: "loading the object".into(),
-        message: e.to_string(),
-    })?;
+    // The collector's program and kfunc externs are not for aya
+    // (`super::kfunc`).
+    let for_aya = match &manifest.collector {
+        Some(c) => Some(super::kfunc::for_aya(object, &[c.section.as_str()])?),
+        None => None,
+    };
+    let mut ebpf = loader
+        .load(for_aya.as_deref().unwrap_or(object))
+        .map_err(|e| EbpfError::Aya {
+            step: "loading the object".into(),
+            message: e.to_string(),
+        })?;
+    drop(for_aya);
     for p in &manifest.programs {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(&p.name)
@@ -214,9 +226,11 @@ pub fn load(
     if let (Some(old), Some(new)) = (&resized, ebpf.map(names::CT)) {
         super::shared_ct::carry_over(old, new, manifest)?;
     }
+    let collector = super::gc::load_program(&ebpf, object, manifest)?;
     Ok(Generation {
         ebpf,
         manifest: manifest.clone(),
+        collector,
     })
 }
 
