@@ -222,6 +222,104 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     assert_eq!((s.last_visited, s.sweeps), (2, 6), "{s:?}");
 }
 
+/// The workqueue path without the timer: a kick queues the work, which
+/// sweeps in a kernel worker at the kick's injected clock, one budget a
+/// firing, re-queueing itself until the sweep is complete.
+#[test]
+fn ebpf_ct_gc_work_sweeps_without_the_timer_at_an_injected_clock() {
+    if !weir_runtime::kernel_test::may_run(
+        "ebpf_ct_gc_work_sweeps_without_the_timer_at_an_injected_clock",
+        &[],
+    ) {
+        return;
+    }
+    let model = model_of_source(SRC);
+    let g = graph::build(&model);
+    let out = codegen::generate(
+        &model,
+        &g,
+        &Options {
+            mode: Mode::Node,
+            tables: tables(),
+            ..Options::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let gen = load_output(&out);
+    let m = gen.ebpf.map(layout::map::CT).unwrap();
+    // Armed with an hour's interval: in this test only kicks sweep.
+    let cfg = gc::Config {
+        interval: Duration::from_secs(3600),
+        budget: 2,
+        ..gc::Config::default()
+    };
+    let before = gc::arm_only(&gen, cfg).unwrap_or_else(|e| panic!("{e}"));
+    let other = cfg.other.as_nanos() as u64;
+    // Five entries idle at the injected time, one fresh at it; the
+    // kernel's own clock (far from 2^41) would judge them otherwise.
+    let t: u64 = 1 << 41;
+    let now = t + other + 1;
+    let udp = |sport| Packet::new(Proto::Udp, ip("10.1.0.1"), sport, ip("10.2.0.1"), 53);
+    for sport in 5000..5005 {
+        update_raw(m, &ct_key(&udp(sport)), &value(t, None, 0)).unwrap();
+    }
+    let fresh = udp(5005);
+    update_raw(m, &ct_key(&fresh), &value(now & !7, None, 0)).unwrap();
+    // The kick only queues the work (the worker may be done before the
+    // run's read-back).
+    gc::kick(&gen, cfg, now).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let mut s = gc::state(&gen.ebpf).unwrap();
+    while s.sweeps == before.sweeps && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        s = gc::state(&gen.ebpf).unwrap();
+    }
+    assert_eq!(
+        s.sweeps,
+        before.sweeps + 1,
+        "the work completed a sweep: {s:?}"
+    );
+    assert_eq!(s.last_sweep_ns, now, "at the injected clock");
+    assert_eq!(s.removed - before.removed, 5, "{s:?}");
+    // Six entries at two a firing: the work re-queued itself.
+    assert!(s.firings - before.firings >= 3, "{s:?}");
+    let keys = keys_raw(m, ct::KEY_SIZE as usize).unwrap();
+    assert_eq!(keys, vec![ct_key(&fresh).to_vec()]);
+}
+
+/// The kfuncs' BTF ids as the runtime reads them from vmlinux agree with
+/// bpftool's reading of the same BTF; a kfunc the kernel lacks is named
+/// in the refusal.
+#[test]
+fn ebpf_ct_gc_kfunc_ids_agree_with_bpftool() {
+    if !weir_runtime::kernel_test::may_run("ebpf_ct_gc_kfunc_ids_agree_with_bpftool", &["bpftool"])
+    {
+        return;
+    }
+    let names: Vec<&str> = weir_compiler::ebpf::kfunc::KNOWN
+        .iter()
+        .map(|k| k.name)
+        .collect();
+    let ids = weir_runtime::ebpf::kfunc::vmlinux_ids(&names).unwrap_or_else(|e| panic!("{e}"));
+    let dump = std::process::Command::new("bpftool")
+        .args(["btf", "dump", "file", weir_runtime::ebpf::kfunc::VMLINUX])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dump.stdout);
+    for n in &names {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("] FUNC '{n}' ")))
+            .unwrap_or_else(|| panic!("bpftool shows no FUNC {n}"));
+        let id: u32 = line[1..line.find(']').unwrap()].parse().unwrap();
+        assert_eq!(ids[*n], id, "{n}");
+    }
+    let e = weir_runtime::ebpf::kfunc::vmlinux_ids(&["bpf_wq_init", "weir_no_such_kfunc"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`weir_no_such_kfunc`"), "{e}");
+}
+
 /// Ids of live BPF maps (`bpftool map show`).
 fn map_alive(id: u32) -> bool {
     std::process::Command::new("bpftool")
