@@ -245,6 +245,34 @@ pub fn kick(g: &super::Generation, cfg: Config, now: u64) -> Result<State, EbpfE
     run(g, cfg, now, gc::cfg::KICK)
 }
 
+/// Before a load: a pinned `weir_ct_gc` of another layout than the
+/// manifest's (an older weir's, without the workqueue) is unpinned, so
+/// the load creates the new one. With its last user reference the old
+/// map's timer is cancelled (the kernel frees a map's timers when no fd
+/// or pin holds it), which releases the old generation's collector. The
+/// figures start again; `weir_ct` is untouched.
+pub fn unpin_if_changed(
+    path: &std::path::Path,
+    manifest: &weir_compiler::ebpf::codegen::EbpfManifest,
+) -> Result<(), EbpfError> {
+    let Some(want) = manifest.maps.iter().find(|m| m.name == gc::MAP) else {
+        return Ok(());
+    };
+    let Ok(old) = MapData::from_pin(path) else {
+        return Ok(());
+    };
+    let info = old
+        .info()
+        .map_err(|e| aya("reading the pinned conntrack collector", e))?;
+    if info.value_size() == want.value_size {
+        return Ok(());
+    }
+    std::fs::remove_file(path).map_err(|source| EbpfError::Io {
+        context: format!("unpinning the older conntrack collector {}", path.display()),
+        source,
+    })
+}
+
 /// The collector's figures of a loaded generation.
 pub fn state(ebpf: &Ebpf) -> Result<State, EbpfError> {
     let m = ebpf

@@ -25,6 +25,9 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarge
 
 use super::EbpfError;
 
+/// The refusal's code ([`missing`]).
+pub const CODE: weir_compiler::diagnostics::Code = weir_compiler::diagnostics::Code::E0555;
+
 /// Where the running kernel's BTF is.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -143,9 +146,10 @@ pub fn vmlinux_ids(names: &[&str]) -> Result<BTreeMap<String, u32>, EbpfError> {
 /// The refusal of a kernel that lacks the kfunc `name`.
 pub fn missing(name: &str) -> EbpfError {
     EbpfError::Bundle(format!(
-        "this kernel has no kernel function `{name}` (no FUNC of that name in {VMLINUX}); \
+        "{}: this kernel has no kernel function `{name}` (no FUNC of that name in {VMLINUX}); \
          the bundle's conntrack collector needs it (BPF workqueues: Linux 6.10 or later). \
-         Nothing was loaded; compile with `--ct-table lru` for this node"
+         Nothing was attached; compile with `--ct-table lru` for this node (`weir explain {}`)",
+        CODE, CODE
     ))
 }
 

@@ -199,6 +199,7 @@ pub fn load(
     // The conntrack collector's state lives as long as weir_ct, beside it.
     let gc_path = shared.map(|d| d.join(weir_compiler::ebpf::layout::gc::MAP));
     if let Some(p) = &gc_path {
+        super::gc::unpin_if_changed(p, manifest)?;
         loader.map_pin_path(weir_compiler::ebpf::layout::gc::MAP, p.as_path());
     }
     // The collector's program and kfunc externs are not for aya
