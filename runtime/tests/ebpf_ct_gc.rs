@@ -530,8 +530,10 @@ fn ebpf_ct_gc_sweep_time() {
                 interval: std::time::Duration::from_secs(3600),
                 ..gc::Config::default()
             };
-            gc::arm_only(&gen, cfg).unwrap();
+            // (A write of the value frees its timer and workqueue:
+            // reset first, then arm.)
             reset_max(m_gc(&gen));
+            gc::arm_only(&gen, cfg).unwrap();
             let before = gc::state(&gen.ebpf).unwrap();
             let cpu = cpu0_ticks();
             let started = Instant::now();
@@ -555,10 +557,98 @@ fn ebpf_ct_gc_sweep_time() {
                 after.1 - cpu.1,
             );
         }
+        // Packet latency on CPU 0 and CPU 1 (ping over a veth pair,
+        // pinned) for 3 s without sweeps, then for 3 s of back-to-back
+        // sweeps (nothing to do) by the workqueue on CPU 0.
+        if fill == size {
+            put_all(m, fill, &key, t);
+            let cfg = gc::Config {
+                interval: std::time::Duration::from_secs(3600),
+                ..gc::Config::default()
+            };
+            gc::arm_only(&gen, cfg).unwrap();
+            let _veth = Veth::new();
+            for cpu in ["0", "1"] {
+                let quiet = ping(cpu);
+                let pinger = std::thread::spawn(move || ping(cpu));
+                let start = Instant::now();
+                let mut sweeps = 0;
+                while start.elapsed() < Duration::from_millis(3000) {
+                    let before = gc::state(&gen.ebpf).unwrap().sweeps;
+                    gc::kick(&gen, cfg, t + 1).unwrap();
+                    while gc::state(&gen.ebpf).unwrap().sweeps == before {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                    sweeps += 1;
+                }
+                let busy = pinger.join().unwrap();
+                println!(
+                    "ping pinned to CPU {cpu}: quiet {quiet}; during {sweeps} wq sweeps of {fill}: {busy}"
+                );
+            }
+        }
         for i in 0..fill {
             let _ = delete_raw(m, &key(i));
         }
     }
+}
+
+/// A veth pair between two namespaces, 10.99.0.1 and .2.
+struct Veth;
+
+impl Veth {
+    fn new() -> Veth {
+        let sh = |c: &str| {
+            let o = std::process::Command::new("sh")
+                .args(["-c", c])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{c}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-a"])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-b"])
+            .output();
+        sh("ip netns add gcwq-a && ip netns add gcwq-b \
+            && ip link add gcwq-va netns gcwq-a type veth peer name gcwq-vb netns gcwq-b \
+            && ip -n gcwq-a addr add 10.99.0.1/24 dev gcwq-va && ip -n gcwq-a link set gcwq-va up \
+            && ip -n gcwq-b addr add 10.99.0.2/24 dev gcwq-vb && ip -n gcwq-b link set gcwq-vb up");
+        Veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-a"])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-b"])
+            .output();
+    }
+}
+
+/// 3 s of pings every 2 ms from a process pinned to `cpu`: ping's
+/// `rtt min/avg/max/mdev` line.
+fn ping(cpu: &str) -> String {
+    let o = std::process::Command::new("taskset")
+        .args([
+            "-c", cpu, "ip", "netns", "exec", "gcwq-a", "ping", "-q", "-i", "0.002", "-w", "3",
+        ])
+        .arg("10.99.0.2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    text.lines()
+        .filter(|l| l.contains("rtt") || l.contains("received"))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn put_all(m: &aya::maps::Map, fill: usize, key: &dyn Fn(usize) -> Vec<u8>, time: u64) {
@@ -571,8 +661,8 @@ fn m_gc(gen: &weir_runtime::ebpf::Generation) -> &aya::maps::Map {
     gen.ebpf.map(layout::gc::MAP).unwrap()
 }
 
-/// Zeroes the collector's longest firing (user space may write the value:
-/// the kernel keeps its timer and workqueue fields).
+/// Zeroes the collector's longest firing (the kernel frees the value's
+/// timer and workqueue on the write: arm again after it).
 fn reset_max(m: &aya::maps::Map) {
     let mut v = lookup_raw(m, &0u32.to_ne_bytes(), layout::gc::VALUE_SIZE as usize)
         .unwrap()

@@ -9,10 +9,12 @@
 //!   type, `btf_ext`), the
 //!   sweep's configuration and its figures. The runtime pins it beside
 //!   `weir_ct`, shared by every generation.
-//! - the program `weir_gc_arm` (section `classifier`, never attached): the
-//!   runtime test-runs it once per apply with a packet carrying the
+//! - the program `weir_gc_arm` (section `syscall`: a sleepable
+//!   `BPF_PROG_TYPE_SYSCALL`, since this kernel sets a workqueue callback
+//!   only from a sleepable program; never attached): the
+//!   runtime test-runs it once per apply with a context holding the
 //!   configuration ([`layout::gc::cfg`]). It writes the configuration,
-//!   sweeps once (at the packet's time, when given: tests use it as their
+//!   sweeps once (at the context's time, when given: tests use it as their
 //!   clock), and arms: the workqueue (`bpf_wq_init`, `-EBUSY` when an
 //!   earlier generation did: kept; `bpf_wq_set_callback_impl` to this
 //!   object's work callback) and the timer (`bpf_timer_init`, likewise
