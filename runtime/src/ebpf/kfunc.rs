@@ -259,8 +259,6 @@ mod tests {
     use super::*;
 
     fn object_with_collector() -> Vec<u8> {
-        let src = "policy p { select pod a ingress { allow from pod b } }\npod a { addr 10.0.0.1 }\npod b { addr 10.0.0.2 }\n";
-        let _ = src;
         let c = weir_compiler::ebpf::codegen::ct_gc::collector().unwrap();
         let obj = weir_compiler::ebpf::ObjectDef {
             programs: vec![c.program.clone()],
