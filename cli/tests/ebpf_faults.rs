@@ -346,10 +346,48 @@ fn ebpf_apply_crashed_at_each_step_is_finished_or_rolled_back() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), None, "{point}: killed: {}", show(&o));
+        // The crashed apply armed the shared conntrack collector with its
+        // own program before the switch (bpftool's id of its pin).
+        let armed = (point == "pinned").then(|| {
+            let pin = f
+                .pin_dir()
+                .join(format!("gen-{}", before + 1))
+                .join("prog_weir_gc_arm");
+            let o = Command::new("bpftool")
+                .args(["-j", "prog", "show", "pinned"])
+                .arg(&pin)
+                .output()
+                .unwrap();
+            let v: Value = serde_json::from_slice(&o.stdout)
+                .unwrap_or_else(|_| panic!("{point}: {} pinned: {}", pin.display(), show(&o)));
+            v["id"].as_u64().unwrap()
+        });
         // The record is behind the kernel (or ahead of it) right now;
         // status finishes or rolls back, then tells the truth.
         let g = f.check_truth(&format!("crash at {point}")).unwrap();
         assert_eq!(g, before + u64::from(switched), "crash at {point}");
+        // Rolled back: the collector is armed by the generation in force
+        // again, so nothing holds the crashed one's program any more.
+        if let Some(id) = armed {
+            // (The kernel frees a released program after an RCU grace
+            // period: polled.)
+            let alive = || {
+                Command::new("bpftool")
+                    .args(["prog", "show", "id", &id.to_string()])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            };
+            let start = Instant::now();
+            while alive() && start.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                !alive(),
+                "crash at {point}: the rolled-back collector program {id} is still alive"
+            );
+        }
         ok(f.run("apply", Some(&f.a)));
         before = f.check_truth(&format!("apply after {point}")).unwrap();
     }

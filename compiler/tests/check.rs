@@ -102,6 +102,10 @@ const UNREACHABLE: &[Code] = &[
     // this host does not hold (weir_runtime::proxy_local; the kernel
     // test runtime/tests/proxy_on_host.rs triggers it).
     Code::E0570,
+    // `weir apply` refuses a bundle calling a kernel function this kernel
+    // lacks (weir_runtime::ebpf::kfunc; runtime/tests/ebpf_ct_gc.rs
+    // checks the refusal's text).
+    Code::E0555,
     // `weir import k8s` reports these about Kubernetes input, never about
     // a .weir file: compiler/src/k8s's tests and cli/tests/import_k8s.rs
     // trigger each.

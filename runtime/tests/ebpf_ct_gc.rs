@@ -99,8 +99,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
-    let mut gen = load_output(&out);
-    gc::load_program(&mut gen.ebpf).unwrap_or_else(|e| panic!("{e}"));
+    let gen = load_output(&out);
     // Each family's entries in its own table (`ct_tables`): the IPv4
     // flows below are in weir_ct4, visited by its own callback.
     let maps = |n: &str| gen.ebpf.map(n);
@@ -159,25 +158,25 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
 
     // At exactly the UDP timeout: nothing goes; the busy entry is stamped.
     let now = t + other;
-    let s = gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+    let s = gc::sweep_at(&gen, cfg, now).unwrap();
     assert_eq!((s.removed, s.last_visited, s.sweeps), (0, 7, 1), "{s:?}");
     assert_eq!(s.last_sweep_ns, now);
     assert_eq!(alive(), [true; 7]);
     assert_eq!(time_of(&busy), (now & !7) | flags, "stamped, bit cleared");
     // 1 ns later: the idle UDP entry and the forward entry whose flow is
     // gone; TCP's own timeout keeps its entry; the stamped one is fresh.
-    let s = gc::sweep_at(&gen.ebpf, cfg, now + 1).unwrap();
+    let s = gc::sweep_at(&gen, cfg, now + 1).unwrap();
     assert_eq!(s.removed, 2, "{s:?}");
     assert_eq!(alive(), [false, true, true, true, false, true, true]);
     // Past the TCP timeout: the TCP entry, the busy one (idle since its
     // stamp), the young forward entry; f_live stays while its flow is.
     let late = t + tcp + 1;
-    let s = gc::sweep_at(&gen.ebpf, cfg, late).unwrap();
+    let s = gc::sweep_at(&gen, cfg, late).unwrap();
     assert_eq!(s.removed, 5, "{s:?}");
     assert_eq!(alive(), [false, false, false, true, false, false, true]);
     // Its flow gone, the forward entry goes too.
     ct_tables::delete(maps, &ct_key(&flow)).unwrap();
-    let s = gc::sweep_at(&gen.ebpf, cfg, late).unwrap();
+    let s = gc::sweep_at(&gen, cfg, late).unwrap();
     assert_eq!(s.removed, 6, "{s:?}");
     assert_eq!(alive(), [false; 7]);
     assert_eq!(s.sweeps, 4);
@@ -198,7 +197,7 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
         put(&ct_key(&mixed(sport)), &value(late & !7, None, 0));
     }
     let walked = |s: gc::State| (s.last_visited, s.sweeps, s.removed);
-    let f = || gc::sweep_at(&gen.ebpf, bounded, late).unwrap();
+    let f = || gc::sweep_at(&gen, bounded, late).unwrap();
     assert_eq!(walked(f()), (2, 4, 6));
     assert_eq!(walked(f()), (4, 4, 6));
     assert_eq!(walked(f()), (5, 5, 6));
@@ -206,15 +205,15 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     // at the start: 2, 2, 1 removed, one sweep.
     let later = late + other + 1;
     assert_eq!(
-        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        walked(gc::sweep_at(&gen, bounded, later).unwrap()),
         (2, 5, 8)
     );
     assert_eq!(
-        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        walked(gc::sweep_at(&gen, bounded, later).unwrap()),
         (2, 5, 10)
     );
     assert_eq!(
-        walked(gc::sweep_at(&gen.ebpf, bounded, later).unwrap()),
+        walked(gc::sweep_at(&gen, bounded, later).unwrap()),
         (1, 6, 11)
     );
     assert_eq!(ct_all(&gen).len(), 0);
@@ -225,8 +224,110 @@ fn ebpf_ct_gc_rules_at_an_injected_clock() {
     for sport in 3000..3005 {
         put(&ct_key(&udp(sport)), &value(late & !7, None, 0));
     }
-    let s = gc::arm(&mut gen.ebpf, bounded).unwrap_or_else(|e| panic!("{e}"));
+    let s = gc::arm(&gen, bounded).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((s.last_visited, s.sweeps), (2, 6), "{s:?}");
+}
+
+/// The workqueue path without the timer: a kick queues the work, which
+/// sweeps in a kernel worker at the kick's injected clock, one budget a
+/// firing, re-queueing itself until the sweep is complete.
+#[test]
+fn ebpf_ct_gc_work_sweeps_without_the_timer_at_an_injected_clock() {
+    if !weir_runtime::kernel_test::may_run(
+        "ebpf_ct_gc_work_sweeps_without_the_timer_at_an_injected_clock",
+        &[],
+    ) {
+        return;
+    }
+    let model = model_of_source(SRC);
+    let g = graph::build(&model);
+    let out = codegen::generate(
+        &model,
+        &g,
+        &Options {
+            mode: Mode::Node,
+            tables: tables(),
+            ..Options::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let gen = load_output(&out);
+    // IPv4 flows: in weir_ct4 (`ct_tables`).
+    let maps = |n: &str| gen.ebpf.map(n);
+    // Armed with an hour's interval: in this test only kicks sweep.
+    let cfg = gc::Config {
+        interval: Duration::from_secs(3600),
+        budget: 2,
+        ..gc::Config::default()
+    };
+    let before = gc::arm_only(&gen, cfg).unwrap_or_else(|e| panic!("{e}"));
+    let other = cfg.other.as_nanos() as u64;
+    // Five entries idle at the injected time, one fresh at it; the
+    // kernel's own clock (far from 2^41) would judge them otherwise.
+    let t: u64 = 1 << 41;
+    let now = t + other + 1;
+    let udp = |sport| Packet::new(Proto::Udp, ip("10.1.0.1"), sport, ip("10.2.0.1"), 53);
+    for sport in 5000..5005 {
+        ct_tables::update(maps, &ct_key(&udp(sport)), &value(t, None, 0), 0).unwrap();
+    }
+    let fresh = udp(5005);
+    ct_tables::update(maps, &ct_key(&fresh), &value(now & !7, None, 0), 0).unwrap();
+    // The kick only queues the work (the worker may be done before the
+    // run's read-back).
+    gc::kick(&gen, cfg, now).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let mut s = gc::state(&gen.ebpf).unwrap();
+    while s.sweeps == before.sweeps && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        s = gc::state(&gen.ebpf).unwrap();
+    }
+    assert_eq!(
+        s.sweeps,
+        before.sweeps + 1,
+        "the work completed a sweep: {s:?}"
+    );
+    assert_eq!(s.last_sweep_ns, now, "at the injected clock");
+    assert_eq!(s.removed - before.removed, 5, "{s:?}");
+    // Six entries at two a firing: the work re-queued itself.
+    assert!(s.firings - before.firings >= 3, "{s:?}");
+    let keys: Vec<Vec<u8>> = ct_all(&gen).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![ct_key(&fresh).to_vec()]);
+}
+
+/// The kfuncs' BTF ids as the runtime reads them from vmlinux agree with
+/// bpftool's reading of the same BTF; a kfunc the kernel lacks is named
+/// in the refusal.
+#[test]
+fn ebpf_ct_gc_kfunc_ids_agree_with_bpftool() {
+    if !weir_runtime::kernel_test::may_run("ebpf_ct_gc_kfunc_ids_agree_with_bpftool", &["bpftool"])
+    {
+        return;
+    }
+    let names: Vec<&str> = weir_compiler::ebpf::kfunc::KNOWN
+        .iter()
+        .map(|k| k.name)
+        .collect();
+    let ids = weir_runtime::ebpf::kfunc::vmlinux_ids(&names).unwrap_or_else(|e| panic!("{e}"));
+    let dump = std::process::Command::new("bpftool")
+        .args(["btf", "dump", "file", weir_runtime::ebpf::kfunc::VMLINUX])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dump.stdout);
+    for n in &names {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("] FUNC '{n}' ")))
+            .unwrap_or_else(|| panic!("bpftool shows no FUNC {n}"));
+        let id: u32 = line[1..line.find(']').unwrap()].parse().unwrap();
+        assert_eq!(ids[*n], id, "{n}");
+    }
+    let e = weir_runtime::ebpf::kfunc::vmlinux_ids(&["bpf_wq_init", "weir_no_such_kfunc"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("E0555: this kernel has no kernel function `weir_no_such_kfunc`"),
+        "{e}"
+    );
 }
 
 /// Ids of live BPF maps (`bpftool map show`).
@@ -374,8 +475,7 @@ fn ebpf_ct_gc_sweep_time() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
-    let mut gen = load_output(&out);
-    gc::load_program(&mut gen.ebpf).unwrap();
+    let gen = load_output(&out);
     let m = gen.ebpf.map(layout::map::CT4).unwrap();
     let size = StateTables::default().conntrack as usize;
     let t: u64 = 1 << 40;
@@ -386,7 +486,7 @@ fn ebpf_ct_gc_sweep_time() {
         k[32..34].copy_from_slice(&(i as u16).to_ne_bytes());
         k[36] = 17;
         k[37] = 4;
-        ct::v4::compact(&k)
+        ct::v4::compact(&k).to_vec()
     };
     for fill in [size / 4, size] {
         let put = |time: u64| {
@@ -408,7 +508,7 @@ fn ebpf_ct_gc_sweep_time() {
                 let start = gc::state(&gen.ebpf).unwrap().sweeps;
                 let (mut firings, mut max, mut total) = (0, 0, 0);
                 loop {
-                    let s = gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+                    let s = gc::sweep_at(&gen, cfg, now).unwrap();
                     firings += 1;
                     max = max.max(s.last_duration_ns);
                     total += s.last_duration_ns;
@@ -425,8 +525,178 @@ fn ebpf_ct_gc_sweep_time() {
                 put(time);
             }
         }
+        // The same sweeps by the workqueue (kicked, the test thread and
+        // so the worker on CPU 0): each firing's length (the value's
+        // longest, reset first) and where CPU 0's time went by the
+        // kernel's own accounting (/proc/stat: softirq vs system).
+        pin_to_cpu0();
+        for (what, time, now) in [
+            ("fresh (nothing to do)", t, t + 1),
+            ("all idle (delete)", t, t + (1 << 38)),
+        ] {
+            put_all(m, fill, &key, time);
+            let cfg = gc::Config {
+                interval: std::time::Duration::from_secs(3600),
+                ..gc::Config::default()
+            };
+            // (A write of the value frees its timer and workqueue:
+            // reset first, then arm.)
+            reset_max(m_gc(&gen));
+            gc::arm_only(&gen, cfg).unwrap();
+            let before = gc::state(&gen.ebpf).unwrap();
+            let cpu = cpu0_ticks();
+            let started = Instant::now();
+            gc::kick(&gen, cfg, now).unwrap();
+            let mut s = before;
+            while s.sweeps == before.sweeps && started.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_micros(200));
+                s = gc::state(&gen.ebpf).unwrap();
+            }
+            let wall = started.elapsed();
+            let after = cpu0_ticks();
+            println!(
+                "wq: fill {fill:>6} {what:<22} budget {:>6}: {:>3} firing(s), longest {:.3} ms, \
+                 sweep done in {:.1} ms; CPU 0 ticks (1/{} s) softirq +{} system +{}",
+                gc::BUDGET,
+                s.firings - before.firings,
+                s.max_duration_ns as f64 / 1e6,
+                wall.as_secs_f64() * 1e3,
+                unsafe { libc::sysconf(libc::_SC_CLK_TCK) },
+                after.0 - cpu.0,
+                after.1 - cpu.1,
+            );
+        }
+        // Packet latency on CPU 0 and CPU 1 (ping over a veth pair,
+        // pinned) for 3 s without sweeps, then for 3 s of back-to-back
+        // sweeps (nothing to do) by the workqueue on CPU 0.
+        if fill == size {
+            put_all(m, fill, &key, t);
+            let cfg = gc::Config {
+                interval: std::time::Duration::from_secs(3600),
+                ..gc::Config::default()
+            };
+            gc::arm_only(&gen, cfg).unwrap();
+            let _veth = Veth::new();
+            for cpu in ["0", "1"] {
+                let quiet = ping(cpu);
+                let pinger = std::thread::spawn(move || ping(cpu));
+                let start = Instant::now();
+                let mut sweeps = 0;
+                while start.elapsed() < Duration::from_millis(3000) {
+                    let before = gc::state(&gen.ebpf).unwrap().sweeps;
+                    gc::kick(&gen, cfg, t + 1).unwrap();
+                    while gc::state(&gen.ebpf).unwrap().sweeps == before {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                    sweeps += 1;
+                }
+                let busy = pinger.join().unwrap();
+                println!(
+                    "ping pinned to CPU {cpu}: quiet {quiet}; during {sweeps} wq sweeps of {fill}: {busy}"
+                );
+            }
+        }
         for i in 0..fill {
             let _ = delete_raw(m, &key(i));
         }
     }
+}
+
+/// A veth pair between two namespaces, 10.99.0.1 and .2.
+struct Veth;
+
+impl Veth {
+    fn new() -> Veth {
+        let sh = |c: &str| {
+            let o = std::process::Command::new("sh")
+                .args(["-c", c])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{c}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-a"])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-b"])
+            .output();
+        sh("ip netns add gcwq-a && ip netns add gcwq-b \
+            && ip link add gcwq-va netns gcwq-a type veth peer name gcwq-vb netns gcwq-b \
+            && ip -n gcwq-a addr add 10.99.0.1/24 dev gcwq-va && ip -n gcwq-a link set gcwq-va up \
+            && ip -n gcwq-b addr add 10.99.0.2/24 dev gcwq-vb && ip -n gcwq-b link set gcwq-vb up");
+        Veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-a"])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", "gcwq-b"])
+            .output();
+    }
+}
+
+/// 3 s of pings every 2 ms from a process pinned to `cpu`: ping's
+/// `rtt min/avg/max/mdev` line.
+fn ping(cpu: &str) -> String {
+    let o = std::process::Command::new("taskset")
+        .args([
+            "-c", cpu, "ip", "netns", "exec", "gcwq-a", "ping", "-q", "-i", "0.002", "-w", "3",
+        ])
+        .arg("10.99.0.2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    text.lines()
+        .filter(|l| l.contains("rtt") || l.contains("received"))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn put_all(m: &aya::maps::Map, fill: usize, key: &dyn Fn(usize) -> Vec<u8>, time: u64) {
+    for i in 0..fill {
+        update_raw(m, &key(i), &value(time, None, 0)).unwrap();
+    }
+}
+
+fn m_gc(gen: &weir_runtime::ebpf::Generation) -> &aya::maps::Map {
+    gen.ebpf.map(layout::gc::MAP).unwrap()
+}
+
+/// Zeroes the collector's longest firing (the kernel frees the value's
+/// timer and workqueue on the write: arm again after it).
+fn reset_max(m: &aya::maps::Map) {
+    let mut v = lookup_raw(m, &0u32.to_ne_bytes(), layout::gc::VALUE_SIZE as usize)
+        .unwrap()
+        .unwrap();
+    let at = layout::gc::MAX_DURATION as usize;
+    v[at..at + 8].fill(0);
+    update_raw(m, &0u32.to_ne_bytes(), &v).unwrap();
+}
+
+fn pin_to_cpu0() {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// CPU 0's (softirq, system) ticks from /proc/stat.
+fn cpu0_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let line = stat.lines().find(|l| l.starts_with("cpu0 ")).unwrap();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (f[6], f[2])
 }

@@ -94,8 +94,7 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     }
     // No translation table of its own: forward entries are in weir_ct.
     assert!(!out.manifest.maps.iter().any(|m| m.name == lb::CT));
-    let mut gen = load_output(&out);
-    gc::load_program(&mut gen.ebpf).unwrap_or_else(|e| panic!("{e}"));
+    let gen = load_output(&out);
     let gen = gen;
     let full_id = g.provenance.len();
     let n = out.manifest.counters + 1;
@@ -166,7 +165,7 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     // collector's time, its bit cleared.
     let now0 = monotonic_ns();
     let t = gc::Config::default();
-    let c = gc::sweep_at(&gen.ebpf, t, now0).unwrap();
+    let c = gc::sweep_at(&gen, t, now0).unwrap();
     let flows = CT as usize - SVC as usize;
     assert_eq!((c.last_visited, c.removed), (CT as u64, 0), "{c:?}");
     let time = |p: &Packet| {
@@ -182,8 +181,8 @@ fn ebpf_full_hash_tables_deny_count_and_recover_after_collection() {
     // sweep after (the walk may meet a forward entry before its flow's).
     assert_eq!(run(&gen, &frame(&plain(3001))), OK);
     let later = now0 + t.tcp.as_nanos() as u64 + 1;
-    gc::sweep_at(&gen.ebpf, t, later).unwrap();
-    let c = gc::sweep_at(&gen.ebpf, t, later).unwrap();
+    gc::sweep_at(&gen, t, later).unwrap();
+    let c = gc::sweep_at(&gen, t, later).unwrap();
     assert_eq!(c.removed, (flows - 1 + SVC as usize) as u64, "{c:?}");
     assert_eq!(ct_entries(&gen), 1);
     assert_eq!(lb_state_len(&gen), (0, 0));

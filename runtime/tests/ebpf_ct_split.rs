@@ -246,8 +246,7 @@ fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
         return;
     }
     let out = compile(CtTable::Hash);
-    let mut gen = load_output(&out);
-    gc::load_program(&mut gen.ebpf).unwrap_or_else(|e| panic!("{e}"));
+    let gen = load_output(&out);
     let maps = |n: &str| gen.ebpf.map(n);
     let cfg = gc::Config {
         budget: 0,
@@ -305,7 +304,7 @@ fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
         "a client on the key's second end"
     );
     let now = t + cfg.other.as_nanos() as u64 + 1;
-    gc::sweep_at(&gen.ebpf, cfg, now).unwrap();
+    gc::sweep_at(&gen, cfg, now).unwrap();
     for (p, lives) in &forwards {
         let there = ct_tables::lookup(maps, &ct_key(p)).unwrap().is_some();
         assert_eq!(there, *lives, "forward entry of {p:?}");

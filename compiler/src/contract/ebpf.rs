@@ -111,6 +111,11 @@ pub struct EbpfManifest {
     /// from a manifest written before they were recorded.
     #[serde(default)]
     pub state_tables: StateTables,
+    /// The conntrack collector's program, callbacks and map (a non-LRU
+    /// `weir_ct`); `None` for an LRU table, or a manifest written before
+    /// it was declared (`super::collector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<super::collector::Collector>,
 }
 
 /// A backend as the maps hold it.

@@ -32,6 +32,7 @@
 
 pub mod atom_rows;
 pub mod backend_group;
+pub mod collector;
 pub mod ebpf;
 pub mod endpoints_state;
 pub mod event;

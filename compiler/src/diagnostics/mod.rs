@@ -163,6 +163,7 @@ codes! {
     E0501 => Error, "a back end cannot express a construct";
     E0510 => Error, "a back-end capacity limit is exceeded";
     E0525 => Error, "eBPF cannot redirect SCTP to a proxy";
+    E0555 => Error, "the kernel lacks a kernel function the bundle calls";
     E0570 => Error, "redirect proxy address not on the host applying the bundle";
     E0575 => Error, "redirect to a proxy address that is not on the node";
     E0576 => Error, "redirect to a proxy address of one of several nodes";

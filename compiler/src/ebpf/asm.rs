@@ -581,6 +581,16 @@ impl Asm {
                 },
                 vec![raw(JMP | CALL, Reg::R0, Reg::R0, 0, *helper as i32)],
             ),
+            Op::CallKfunc { name } => {
+                out.kfunc_relocs.push(KfuncReloc {
+                    slot,
+                    name: name.clone(),
+                });
+                (
+                    format!("call {name} (kfunc)"),
+                    vec![raw_src(JMP | CALL, Reg::R0, PSEUDO_KFUNC_CALL, 0, 0)],
+                )
+            }
             Op::Exit => (
                 "exit".to_string(),
                 vec![raw(JMP | EXIT, Reg::R0, Reg::R0, 0, 0)],
@@ -652,6 +662,14 @@ pub struct MapReloc {
     pub map: String,
 }
 
+/// A kernel-function call to relocate: the `call` at `slot` calls the
+/// kfunc `name` (`crate::ebpf::kfunc`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KfuncReloc {
+    pub slot: usize,
+    pub name: String,
+}
+
 /// What an assembly keeps of its listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Listing {
@@ -684,6 +702,8 @@ pub struct Assembled {
     pub origins: Vec<Origin>,
     /// Map references, in slot order.
     pub map_relocs: Vec<MapReloc>,
+    /// Kernel-function calls, in slot order.
+    pub kfunc_relocs: Vec<KfuncReloc>,
     listing: Listing,
 }
 

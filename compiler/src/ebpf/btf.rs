@@ -138,8 +138,14 @@ impl BtfBuilder {
     /// `FUNC name` of prototype `proto`; `global`: `BTF_FUNC_GLOBAL`
     /// linkage, else `BTF_FUNC_STATIC` (a callback must be static).
     pub fn func(&mut self, name: &str, proto: TypeId, global: bool) -> TypeId {
+        self.func_linkage(name, proto, u32::from(global))
+    }
+
+    /// `FUNC name` of prototype `proto` with BTF linkage `linkage` (0
+    /// static, 1 global, 2 extern: a kfunc, `super::kfunc`).
+    pub fn func_linkage(&mut self, name: &str, proto: TypeId, linkage: u32) -> TypeId {
         let n = self.string(name);
-        self.header(n, KIND_FUNC, u32::from(global), proto)
+        self.header(n, KIND_FUNC, linkage, proto)
     }
 
     /// `VAR name` of type `ty` with `linkage` (see [`VAR_GLOBAL_ALLOCATED`]).

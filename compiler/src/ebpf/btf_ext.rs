@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 
 use super::btf::{maps_btf_into, BtfBuilder, TypeId};
+use super::kfunc::{Kfunc, Param};
 use super::maps::MapDef;
 
 /// One field of a typed map value (8-aligned, in order).
@@ -31,13 +32,15 @@ pub enum Field {
     U64,
     /// `struct bpf_timer` (16 bytes).
     Timer,
+    /// `struct bpf_wq` (16 bytes): a BPF workqueue (kernel >= 6.10).
+    Wq,
 }
 
 impl Field {
     pub const fn size(self) -> u32 {
         match self {
             Field::U64 => 8,
-            Field::Timer => 16,
+            Field::Timer | Field::Wq => 16,
         }
     }
 }
@@ -72,16 +75,62 @@ pub struct FuncInfo {
     pub args: u32,
 }
 
-/// The `.BTF` and `.BTF.ext` sections for `maps`, `typed` and `funcs`.
-pub fn object_btf(maps: &[MapDef], typed: &[TypedMap], funcs: &[FuncInfo]) -> (Vec<u8>, Vec<u8>) {
+/// The `.BTF` and `.BTF.ext` sections for `maps`, `typed`, `funcs` and
+/// the extern `kfuncs` the code calls (`super::kfunc`: their `FUNC`s and
+/// the `.ksyms` `DATASEC`, which is the last type).
+pub fn object_btf(
+    maps: &[MapDef],
+    typed: &[TypedMap],
+    funcs: &[FuncInfo],
+    kfuncs: &[Kfunc],
+) -> (Vec<u8>, Vec<u8>) {
     let mut b = BtfBuilder::new();
     let mut ids = BTreeMap::new();
-    if !typed.is_empty() {
+    let mut kfunc_ids = Vec::new();
+    if !typed.is_empty() || !kfuncs.is_empty() {
         let u32_t = b.int("unsigned int", 4, false);
         let u64_t = b.int("unsigned long long", 8, false);
         let int = b.int("int", 4, true);
         let pair = b.array(u64_t, int, 2);
         let timer = b.structure("bpf_timer", 16, &[("__opaque", pair, 0)]);
+        // `struct bpf_wq` only where something names it (objects without
+        // a workqueue keep their bytes).
+        let needs_wq = !kfuncs.is_empty()
+            || typed
+                .iter()
+                .any(|t| t.fields.iter().any(|(_, f)| *f == Field::Wq));
+        let wq = if needs_wq {
+            b.structure("bpf_wq", 16, &[("__opaque", pair, 0)])
+        } else {
+            0
+        };
+        if !kfuncs.is_empty() {
+            let void_ptr = b.ptr(0);
+            let wq_ptr = b.ptr(wq);
+            let int_ptr = b.ptr(int);
+            let cb = b.func_proto(
+                int,
+                &[("map", void_ptr), ("key", int_ptr), ("value", void_ptr)],
+            );
+            let cb_ptr = b.ptr(cb);
+            for k in kfuncs {
+                let params: Vec<(&str, TypeId)> = k
+                    .params
+                    .iter()
+                    .map(|(n, p)| {
+                        let ty = match p {
+                            Param::Wq => wq_ptr,
+                            Param::VoidPtr => void_ptr,
+                            Param::U32 => u32_t,
+                            Param::WqCallback => cb_ptr,
+                        };
+                        (*n, ty)
+                    })
+                    .collect();
+                let proto = b.func_proto(int, &params);
+                kfunc_ids.push(b.func_linkage(k.name, proto, super::kfunc::FUNC_EXTERN));
+            }
+        }
         for t in typed {
             let mut off = 0;
             let members: Vec<(&str, TypeId, u32)> = t
@@ -91,6 +140,7 @@ pub fn object_btf(maps: &[MapDef], typed: &[TypedMap], funcs: &[FuncInfo]) -> (V
                     let ty = match f {
                         Field::U64 => u64_t,
                         Field::Timer => timer,
+                        Field::Wq => wq,
                     };
                     let m = (n.as_str(), ty, off * 8);
                     off += f.size();
@@ -119,6 +169,12 @@ pub fn object_btf(maps: &[MapDef], typed: &[TypedMap], funcs: &[FuncInfo]) -> (V
                 .or_default()
                 .push((f.offset, id));
         }
+    }
+    // Last: a loader without extern support drops it (module docs of
+    // `super::kfunc`).
+    if !kfunc_ids.is_empty() {
+        let entries: Vec<(TypeId, u32, u32)> = kfunc_ids.iter().map(|&id| (id, 0, 0)).collect();
+        b.datasec(super::kfunc::KSYMS_SEC, 0, &entries);
     }
     let mut info = Vec::new();
     info.extend_from_slice(&8u32.to_le_bytes());

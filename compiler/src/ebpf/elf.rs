@@ -69,6 +69,11 @@ pub enum ElfError {
     },
     InvalidMap(MapDefError),
     InvalidLicense,
+    /// A function calls a kernel function [`super::kfunc`] does not know.
+    UnknownKfunc {
+        function: String,
+        kfunc: String,
+    },
     /// The `object` crate refused to write (should not happen).
     Write(String),
 }
@@ -95,6 +100,9 @@ impl fmt::Display for ElfError {
             }
             ElfError::InvalidMap(e) => e.fmt(f),
             ElfError::InvalidLicense => write!(f, "license must be non-empty and contain no NUL"),
+            ElfError::UnknownKfunc { function, kfunc } => {
+                write!(f, "`{function}` calls unknown kernel function `{kfunc}`")
+            }
             ElfError::Write(e) => write!(f, "writing ELF: {e}"),
         }
     }
@@ -271,6 +279,7 @@ fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfEr
         Ok(bytes)
     };
     let mut funcs = Vec::new();
+    let kfuncs = kfuncs_of(obj, extras)?;
 
     let mut o = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
     o.flags = FileFlags::Elf {
@@ -313,6 +322,25 @@ fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfEr
         s.flags = elf_flags(elf::SHF_ALLOC | elf::SHF_WRITE);
     }
 
+    // The extern kfuncs: an undefined global symbol each
+    // (`super::kfunc`).
+    let kfunc_syms: BTreeMap<&str, SymbolId> = kfuncs
+        .iter()
+        .map(|k| {
+            let sym = o.add_symbol(Symbol {
+                name: k.name.as_bytes().to_vec(),
+                value: 0,
+                size: 0,
+                kind: SymbolKind::Unknown,
+                scope: SymbolScope::Dynamic,
+                weak: false,
+                section: SymbolSection::Undefined,
+                flags: SymbolFlags::None,
+            });
+            (k.name, sym)
+        })
+        .collect();
+
     // `.text`: the static subprograms, and the references to them.
     let mut text_relocs: Vec<(object::write::SectionId, u64)> = Vec::new();
     let mut text_sym = None;
@@ -340,6 +368,7 @@ fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfEr
             });
             data.extend_from_slice(&bytes);
             relocs.extend(map_relocations(base, &p.code, &map_syms));
+            relocs.extend(kfunc_relocations(base, &p.code, &kfunc_syms));
             func_relocs(&mut text_relocs, id, base, &p.name, extras);
         }
         o.section_mut(id).set_data(data, 8);
@@ -377,6 +406,7 @@ fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfEr
             ));
             data.extend_from_slice(&bytes);
             relocs.extend(map_relocations(base, &p.code, &map_syms));
+            relocs.extend(kfunc_relocations(base, &p.code, &kfunc_syms));
         }
         o.section_mut(id).set_data(data, 8);
         for r in relocs {
@@ -412,7 +442,7 @@ fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfEr
             s.set_data(btf::maps_btf(&obj.maps), 4);
             s.flags = elf_flags(0);
         } else {
-            let (btf, ext) = super::btf_ext::object_btf(&obj.maps, &extras.typed, &funcs);
+            let (btf, ext) = super::btf_ext::object_btf(&obj.maps, &extras.typed, &funcs, &kfuncs);
             s.set_data(btf, 4);
             s.flags = elf_flags(0);
             let ext_sec = o.add_section(Vec::new(), b".BTF.ext".to_vec(), SectionKind::Other);
@@ -461,6 +491,46 @@ fn map_relocations<'a>(
         addend: 0,
         flags: RelocationFlags::Elf {
             r_type: elf::R_BPF_64_64,
+        },
+    })
+}
+
+/// The kfuncs the object's functions call, in order of first call.
+fn kfuncs_of(obj: &ObjectDef, extras: &Extras) -> Result<Vec<super::kfunc::Kfunc>, ElfError> {
+    let mut out: Vec<super::kfunc::Kfunc> = Vec::new();
+    let functions = obj
+        .programs
+        .iter()
+        .map(|p| (&p.name, &p.code))
+        .chain(extras.subprograms.iter().map(|p| (&p.name, &p.code)));
+    for (name, code) in functions {
+        for r in &code.kfunc_relocs {
+            let k = super::kfunc::by_name(&r.name).ok_or_else(|| ElfError::UnknownKfunc {
+                function: name.clone(),
+                kfunc: r.name.clone(),
+            })?;
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `R_BPF_64_32` relocations of a function's kfunc calls (`code` at
+/// byte `base` of its section), each against its extern symbol, as
+/// clang writes a call to an `extern … __ksym` function.
+fn kfunc_relocations<'a>(
+    base: u64,
+    code: &'a Assembled,
+    syms: &'a BTreeMap<&str, SymbolId>,
+) -> impl Iterator<Item = Relocation> + 'a {
+    code.kfunc_relocs.iter().map(move |r| Relocation {
+        offset: base + 8 * r.slot as u64,
+        symbol: syms[r.name.as_str()],
+        addend: 0,
+        flags: RelocationFlags::Elf {
+            r_type: elf::R_BPF_64_32,
         },
     })
 }
@@ -616,15 +686,17 @@ mod tests {
         // BPF_PSEUDO_FUNC, the callee's byte offset as immediate.
         let relocs: Vec<_> = text
             .relocations()
-            .chain(f.section_by_name("classifier").unwrap().relocations())
+            .chain(
+                f.section_by_name(&gc.program.section)
+                    .unwrap()
+                    .relocations(),
+            )
             .filter(|(_, r)| {
                 matches!(r.target(), RelocationTarget::Symbol(s)
                     if f.symbol_by_index(s).unwrap().kind() == SymbolKind::Section)
             })
             .collect();
-        // The arming program: both visits and the timer; the timer: both
-        // visits (one walk per family's table).
-        assert_eq!(relocs.len(), 5);
+        assert_eq!(relocs.len(), gc.refs.len());
         let sub = |n: &str| f.symbols().find(|s| s.name() == Ok(n)).unwrap();
         assert!(sub(gc.subprograms[0].name.as_str()).is_local());
         assert_eq!(
@@ -632,7 +704,11 @@ mod tests {
             8 * gc.subprograms[0].code.len() as u64
         );
         let prog = sub(gc.program.name.as_str());
-        let data = f.section_by_name("classifier").unwrap().data().unwrap();
+        let data = f
+            .section_by_name(&gc.program.section)
+            .unwrap()
+            .data()
+            .unwrap();
         for r in &gc.refs {
             if r.from != gc.program.name {
                 continue;
@@ -645,9 +721,11 @@ mod tests {
         }
         let ext = f.section_by_name(".BTF.ext").unwrap().data().unwrap();
         assert_eq!(&ext[..2], &[0x9f, 0xeb]);
-        // func_info: rec_size 8, two sections (classifier: 1, .text: 3).
+        // func_info: rec_size 8, two sections (the program's: 1, .text:
+        // one per callback).
         let info = &ext[32..];
         assert_eq!(u32::from_le_bytes(info[..4].try_into().unwrap()), 8);
-        assert_eq!(info.len(), 4 + (8 + 8) + (8 + 3 * 8));
+        let n = gc.subprograms.len();
+        assert_eq!(info.len(), 4 + (8 + 8) + (8 + n * 8));
     }
 }

@@ -32,6 +32,10 @@ pub(crate) mod code {
 
     /// `BPF_PSEUDO_MAP_FD`: the src register of a map-fd `ld_imm64`.
     pub const PSEUDO_MAP_FD: u8 = 1;
+    /// `BPF_PSEUDO_KFUNC_CALL`: the src register of a call to a kernel
+    /// function (its `imm` is the function's BTF id in vmlinux, which the
+    /// loader fills in: `crate::ebpf::kfunc`).
+    pub const PSEUDO_KFUNC_CALL: u8 = 2;
 }
 
 /// Well-known helper ids (see `enum bpf_func_id` in `linux/bpf.h`).
@@ -403,6 +407,10 @@ pub enum Op {
     Ja { target: Label },
     /// `call helper`.
     Call { helper: u32 },
+    /// `call kfunc` (`src_reg = BPF_PSEUDO_KFUNC_CALL`, `imm` 0): a call
+    /// to the kernel function `name`, relocated by the ELF writer against
+    /// an extern symbol (`crate::ebpf::kfunc`).
+    CallKfunc { name: String },
     /// `exit` (returns `r0`).
     Exit,
 }

@@ -14,6 +14,8 @@
 //! - [`btf_ext`]: typed map values, function types and `.BTF.ext`
 //!   `func_info`, for objects with callbacks (the conntrack collector).
 //! - [`elf`]: the object writer ([`write_object`]).
+//! - [`kfunc`]: the kernel functions the code calls (a BPF workqueue's),
+//!   declared as externs the loader resolves against the node's kernel.
 //! - [`state_tables`]: the sizes of the per-flow tables (conntrack,
 //!   translation), a compile option recorded in the manifest.
 //!
@@ -40,12 +42,13 @@ pub mod btf_ext;
 pub mod codegen;
 pub mod elf;
 pub mod insn;
+pub mod kfunc;
 pub mod layout;
 pub mod maps;
 pub mod service;
 pub mod state_tables;
 
-pub use asm::{Asm, AsmError, AsmOptions, Assembled, MapReloc};
+pub use asm::{Asm, AsmError, AsmOptions, Assembled, KfuncReloc, MapReloc};
 pub use elf::{
     write_object, write_object_with, ElfError, Extras, FuncRef, ObjectDef, ProgramDef, Subprogram,
 };

@@ -425,16 +425,9 @@ fn load_pinned(
     }
     // A non-LRU weir_ct's collector: armed with this generation's
     // callback before the switch (its sweep is read back by `arm`).
-    if super::gc::present(&g.ebpf) {
-        super::gc::arm(&mut g.ebpf, super::gc::Config::default())?;
-        let prog: &mut SchedClassifier = g
-            .ebpf
-            .program_mut(weir_compiler::ebpf::layout::gc::PROGRAM)
-            .expect("present")
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| aya_err("pinning programs")(e.to_string()))?;
-        prog.pin(super::gc::program_pin(gen_dir))
-            .map_err(|e| aya_err("pinning programs")(e.to_string()))?;
+    if super::gc::present(&g) {
+        super::gc::arm(&g, super::gc::Config::default())?;
+        super::gc::pin(&g, gen_dir)?;
     }
     let sock = match (target_cgroup, &manifest.lb) {
         (Some(_), Some(lb)) => Some(super::cgroup::load(lb, gen_dir)?),

@@ -3,19 +3,22 @@
 //! docs/runtime.md, "Non-LRU tables and the collector").
 //!
 //! A generation whose object has the collector loads its program
-//! `weir_gc_arm` and test-runs it once ([`arm`]): the run writes the
+//! `weir_gc_arm` (a sleepable syscall program, [`super::gc_prog`]; the
+//! load does it) and test-runs it once ([`arm`]): the run writes the
 //! configuration into the pinned `weir_ct_gc` value, sweeps `weir_ct`
-//! once and arms the BPF timer with this generation's callback. From then
-//! on the kernel sweeps every [`Config::interval`] with no user-space
-//! process. [`arm`] reads the value back: the apply reports only a
+//! once and arms the BPF timer and workqueue with this generation's
+//! callbacks. From then on the timer queues the work every
+//! [`Config::interval`] and the work sweeps in a kernel worker, with no
+//! user-space process. [`arm`] reads the value back: the apply reports only a
 //! collector the kernel shows armed (the run's walk counted in the
 //! value, with the configuration it wrote). Tests arm with an injected time ([`sweep_at`]) or short
 //! timeouts.
 
 use std::time::Duration;
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use aya::maps::{Map, MapData};
-use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions};
 use aya::Ebpf;
 use weir_compiler::ebpf::layout::gc;
 
@@ -34,9 +37,9 @@ pub struct Config {
     pub budget: u64,
 }
 
-/// Entries one timer firing processes at most: keeps a firing under
-/// about a millisecond of softirq time (docs/runtime.md has the
-/// measured figures).
+/// Entries one firing processes at most: the work re-queues itself
+/// between firings, so its worker reaches a scheduling point
+/// (docs/runtime.md has the measured figures).
 pub const BUDGET: u64 = 32_768;
 
 impl Default for Config {
@@ -97,40 +100,62 @@ fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-/// Whether the loaded object has the collector (a non-LRU `weir_ct`).
-pub fn present(ebpf: &Ebpf) -> bool {
-    ebpf.program(gc::PROGRAM).is_some() && ebpf.map(gc::MAP).is_some()
+/// Whether the generation has the collector (a non-LRU `weir_ct`).
+pub fn present(g: &super::Generation) -> bool {
+    g.collector.is_some()
 }
 
-/// Loads the arming program (once per generation; no-op when loaded).
-pub fn load_program(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
-    let p: &mut SchedClassifier = ebpf
-        .program_mut(gc::PROGRAM)
-        .ok_or_else(|| EbpfError::Bundle(format!("object has no program {}", gc::PROGRAM)))?
-        .try_into()
-        .map_err(|e: ProgramError| super::load::verifier(gc::PROGRAM, e))?;
-    if p.fd().is_err() {
-        p.load()
-            .map_err(|e| super::load::verifier(gc::PROGRAM, e))?;
+/// Loads the collector's arming program of `object` when its manifest
+/// declares one (`weir_compiler::contract::collector`); a declared
+/// collector must be the one this runtime arms, and a hash bundle that
+/// does not declare it (an older weir's) is refused.
+pub fn load_program(
+    ebpf: &Ebpf,
+    object: &[u8],
+    manifest: &weir_compiler::ebpf::codegen::EbpfManifest,
+) -> Result<Option<OwnedFd>, EbpfError> {
+    let Some(c) = &manifest.collector else {
+        if ebpf.map(gc::MAP).is_some() {
+            return Err(EbpfError::Bundle(format!(
+                "the bundle has the map {} of a conntrack collector but does not declare it (compiled by an older weir): recompile it",
+                gc::MAP
+            )));
+        }
+        return Ok(None);
+    };
+    if c.program != gc::PROGRAM || c.map != gc::MAP || c.section != gc::SECTION {
+        return Err(EbpfError::Bundle(format!(
+            "the manifest declares a conntrack collector (program {} in {}, map {}) this weir does not arm (program {} in {}, map {})",
+            c.program, c.section, c.map, gc::PROGRAM, gc::SECTION, gc::MAP
+        )));
     }
-    Ok(())
+    if ebpf.map(gc::MAP).is_none() {
+        return Err(EbpfError::Bundle(format!(
+            "the manifest declares the conntrack collector {} but the object has no map {}",
+            c.program,
+            gc::MAP
+        )));
+    }
+    super::gc_prog::load(object, ebpf, &c.program, &c.section).map(Some)
+}
+
+fn program(g: &super::Generation) -> Result<BorrowedFd<'_>, EbpfError> {
+    g.collector
+        .as_ref()
+        .map(|f| f.as_fd())
+        .ok_or_else(|| EbpfError::Bundle(format!("object has no program {}", gc::PROGRAM)))
 }
 
 /// One run of the arming program: `now` 0 is the kernel's clock; `flags`
-/// [`gc::cfg::SWEEP`] / [`gc::cfg::ARM`].
-fn run(ebpf: &Ebpf, cfg: Config, now: u64, flags: u64) -> Result<State, EbpfError> {
-    let p: &SchedClassifier = ebpf
-        .program(gc::PROGRAM)
-        .ok_or_else(|| EbpfError::Bundle(format!("object has no program {}", gc::PROGRAM)))?
-        .try_into()
-        .map_err(|e: ProgramError| super::load::verifier(gc::PROGRAM, e))?;
-    run_on(p, cfg, now, flags)?;
-    state(ebpf)
+/// [`gc::cfg::SWEEP`] / [`gc::cfg::ARM`] / [`gc::cfg::KICK`].
+fn run(g: &super::Generation, cfg: Config, now: u64, flags: u64) -> Result<State, EbpfError> {
+    run_on(program(g)?, cfg, now, flags)?;
+    state(&g.ebpf)
 }
 
 /// One test run of the arming program `p` (see [`run`]).
-fn run_on(p: &SchedClassifier, cfg: Config, now: u64, flags: u64) -> Result<(), EbpfError> {
-    let mut data = vec![0u8; 14 + gc::cfg::SIZE];
+fn run_on(p: BorrowedFd<'_>, cfg: Config, now: u64, flags: u64) -> Result<(), EbpfError> {
+    let mut data = vec![0u8; gc::cfg::SIZE];
     for (at, v) in [
         (gc::cfg::NOW, now),
         (gc::cfg::INTERVAL, ns(cfg.interval)),
@@ -139,24 +164,19 @@ fn run_on(p: &SchedClassifier, cfg: Config, now: u64, flags: u64) -> Result<(), 
         (gc::cfg::BUDGET, cfg.budget),
         (gc::cfg::FLAGS, flags),
     ] {
-        data[14 + at..14 + at + 8].copy_from_slice(&v.to_ne_bytes());
+        data[at..at + 8].copy_from_slice(&v.to_ne_bytes());
     }
-    let mut out = vec![0u8; data.len() + 64];
-    let r = p
-        .test_run(TestRunOptions {
-            data_in: Some(&data),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
+    let r = super::gc_prog::run(p, &data)
         .map_err(|e| aya("test-running the conntrack collector", e))?;
-    if r.return_value != gc::ret::OK {
+    if r != gc::ret::OK {
         return Err(EbpfError::Aya {
             step: "arming the conntrack collector".into(),
             message: format!(
-                "program {} returned {} (2: short input, 3: no value, 4: bpf_timer_init, \
-                 5: bpf_timer_set_callback, 6: bpf_timer_start failed)",
+                "program {} returned {} (3: no value, 4: bpf_timer_init, \
+                 5: bpf_timer_set_callback, 6: bpf_timer_start, 7: bpf_wq_init, \
+                 8: bpf_wq_set_callback_impl, 9: bpf_wq_start failed)",
                 gc::PROGRAM,
-                r.return_value
+                r
             ),
         });
     }
@@ -168,6 +188,11 @@ pub fn program_pin(gen_dir: &std::path::Path) -> std::path::PathBuf {
     gen_dir.join(format!("prog_{}", gc::PROGRAM))
 }
 
+/// Pins the arming program of `g` in its generation's directory.
+pub fn pin(g: &super::Generation, gen_dir: &std::path::Path) -> Result<(), EbpfError> {
+    super::gc_prog::pin(program(g)?, &program_pin(gen_dir)).map_err(|e| aya("pinning programs", e))
+}
+
 /// Re-arms the collector of the generation in force on `inst` with
 /// `cfg` through its pinned arming program (`sweep`: and sweeps once
 /// now), without loading anything; returns the figures read back.
@@ -175,21 +200,20 @@ pub fn rearm(inst: &super::Instance, cfg: Config, sweep: bool) -> Result<State, 
     let st = super::record::read_state(inst)?;
     let base = inst.pin_dir();
     let pin = program_pin(&super::pins::gen_dir(&base, st.generation));
-    let p = SchedClassifier::from_pin(&pin)
+    let p = super::gc_prog::from_pin(&pin)
         .map_err(|e| aya(&format!("opening {}", pin.display()), e))?;
     let flags = gc::cfg::ARM | if sweep { gc::cfg::SWEEP } else { 0 };
-    run_on(&p, cfg, 0, flags)?;
+    run_on(p.as_fd(), cfg, 0, flags)?;
     read_pinned(&base.join(gc::MAP))
 }
 
 /// Arms the collector of a loaded generation: writes `cfg`, sweeps once
-/// at the kernel's clock, (re)arms the timer with this generation's
-/// callback; returns the value read back, which must show the run's
-/// firing (one more walk of `weir_ct`).
-pub fn arm(ebpf: &mut Ebpf, cfg: Config) -> Result<State, EbpfError> {
-    load_program(ebpf)?;
-    let before = state(ebpf)?;
-    let s = run(ebpf, cfg, 0, gc::cfg::SWEEP | gc::cfg::ARM)?;
+/// at the kernel's clock, (re)arms the timer and the workqueue with this
+/// generation's callbacks; returns the value read back, which must show
+/// the run's firing (one more walk of `weir_ct`).
+pub fn arm(g: &super::Generation, cfg: Config) -> Result<State, EbpfError> {
+    let before = state(&g.ebpf)?;
+    let s = run(g, cfg, 0, gc::cfg::SWEEP | gc::cfg::ARM)?;
     // A firing, not a whole sweep: on a table larger than the budget the
     // arming run's walk stops at the budget and the timer goes on.
     if s.firings <= before.firings || s.interval_ns != ns(cfg.interval) {
@@ -201,17 +225,52 @@ pub fn arm(ebpf: &mut Ebpf, cfg: Config) -> Result<State, EbpfError> {
     Ok(s)
 }
 
-/// One sweep at `now` (an injected clock) without arming, by the loaded
-/// program ([`load_program`]): the kernel applies its rules as the timer
-/// would.
-pub fn sweep_at(ebpf: &Ebpf, cfg: Config, now: u64) -> Result<State, EbpfError> {
-    run(ebpf, cfg, now, gc::cfg::SWEEP)
+/// One sweep at `now` (an injected clock) without arming, in the test
+/// run itself: the kernel applies its rules as the work would.
+pub fn sweep_at(g: &super::Generation, cfg: Config, now: u64) -> Result<State, EbpfError> {
+    run(g, cfg, now, gc::cfg::SWEEP)
 }
 
-/// Arms the timer with `cfg` without sweeping now (tests: a short
-/// interval and timeouts).
-pub fn arm_only(ebpf: &Ebpf, cfg: Config) -> Result<State, EbpfError> {
-    run(ebpf, cfg, 0, gc::cfg::ARM)
+/// Arms the timer and workqueue with `cfg` without sweeping now (tests:
+/// a short interval and timeouts).
+pub fn arm_only(g: &super::Generation, cfg: Config) -> Result<State, EbpfError> {
+    run(g, cfg, 0, gc::cfg::ARM)
+}
+
+/// Queues the work now (`bpf_wq_start`, no timer): it sweeps in a kernel
+/// worker at `now` (0: its clock), re-queueing itself until the sweep is
+/// complete. Returns at once; the figures change when the work ran.
+/// Needs an earlier [`arm`] / [`arm_only`] (the work's callback).
+pub fn kick(g: &super::Generation, cfg: Config, now: u64) -> Result<State, EbpfError> {
+    run(g, cfg, now, gc::cfg::KICK)
+}
+
+/// Before a load: a pinned `weir_ct_gc` of another layout than the
+/// manifest's (an older weir's, without the workqueue) is unpinned, so
+/// the load creates the new one. With its last user reference the old
+/// map's timer is cancelled (the kernel frees a map's timers when no fd
+/// or pin holds it), which releases the old generation's collector. The
+/// figures start again; `weir_ct` is untouched.
+pub fn unpin_if_changed(
+    path: &std::path::Path,
+    manifest: &weir_compiler::ebpf::codegen::EbpfManifest,
+) -> Result<(), EbpfError> {
+    let Some(want) = manifest.maps.iter().find(|m| m.name == gc::MAP) else {
+        return Ok(());
+    };
+    let Ok(old) = MapData::from_pin(path) else {
+        return Ok(());
+    };
+    let info = old
+        .info()
+        .map_err(|e| aya("reading the pinned conntrack collector", e))?;
+    if info.value_size() == want.value_size {
+        return Ok(());
+    }
+    std::fs::remove_file(path).map_err(|source| EbpfError::Io {
+        context: format!("unpinning the older conntrack collector {}", path.display()),
+        source,
+    })
 }
 
 /// The collector's figures of a loaded generation.

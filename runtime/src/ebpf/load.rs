@@ -24,6 +24,9 @@ pub struct Generation {
     /// (`shared_ct::split_v4`); the apply removes them from `weir_ct`
     /// once this generation runs.
     pub split_v4: Vec<Vec<u8>>,
+    /// The conntrack collector's arming program (`super::gc`), loaded
+    /// outside aya (`super::gc_prog`); `None` without a collector.
+    pub collector: Option<std::os::fd::OwnedFd>,
 }
 
 /// The underlying map of any map kind we create.
@@ -213,12 +216,22 @@ pub fn load(
     // The conntrack collector's state lives as long as weir_ct, beside it.
     let gc_path = shared.map(|d| d.join(weir_compiler::ebpf::layout::gc::MAP));
     if let Some(p) = &gc_path {
+        super::gc::unpin_if_changed(p, manifest)?;
         loader.map_pin_path(weir_compiler::ebpf::layout::gc::MAP, p.as_path());
     }
-    let mut ebpf = loader.load(object).map_err(|e| EbpfError::Aya {
-        step: "loading the object".into(),
-        message: e.to_string(),
-    })?;
+    // The collector's program and kfunc externs are not for aya
+    // (`super::kfunc`).
+    let for_aya = match &manifest.collector {
+        Some(c) => Some(super::kfunc::for_aya(object, &[c.section.as_str()])?),
+        None => None,
+    };
+    let mut ebpf = loader
+        .load(for_aya.as_deref().unwrap_or(object))
+        .map_err(|e| EbpfError::Aya {
+            step: "loading the object".into(),
+            message: e.to_string(),
+        })?;
+    drop(for_aya);
     for p in &manifest.programs {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(&p.name)
@@ -235,10 +248,12 @@ pub fn load(
         (true, Some(ct), Some(ct4)) => super::shared_ct::split_v4(ct, ct4)?,
         _ => Vec::new(),
     };
+    let collector = super::gc::load_program(&ebpf, object, manifest)?;
     Ok(Generation {
         ebpf,
         manifest: manifest.clone(),
         split_v4,
+        collector,
     })
 }
 

@@ -222,6 +222,14 @@ fn retire(base: &Path, keep: Option<&State>) {
 pub fn abort(inst: &Instance, g: u64, first: bool, keep_lock: bool) {
     let base = inst.pin_dir();
     pins::remove_all(&pins::gen_dir(&base, g));
+    // The aborted generation may have armed the shared conntrack
+    // collector (its timer and workqueue then hold its program): the
+    // generation in force arms it again with its own callbacks, which
+    // releases the aborted one's. Best effort: without it the aborted
+    // program keeps collecting by the same rules until the next apply.
+    if !first && read_state(inst).is_ok_and(|st| st.generation != g) {
+        let _ = super::gc::rearm(inst, super::gc::Config::default(), false);
+    }
     let sd = inst.state_dir();
     let _ = statefs::remove_file(&sd.join(PENDING));
     if first && pins::pinned_links(&base).is_empty() {

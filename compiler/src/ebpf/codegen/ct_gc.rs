@@ -3,22 +3,34 @@
 //! full one denies new flows, so idle entries must be removed wherever the
 //! programs run — not only where `weir agent` runs.
 //!
-//! Three pieces, in the pipeline object:
+//! Its pieces, in the pipeline object:
 //! - `weir_ct_gc`, an array of one value ([`layout::gc`]) holding a
-//!   `struct bpf_timer` (so its BTF names its value type, `btf_ext`), the
+//!   `struct bpf_timer` and a `struct bpf_wq` (so its BTF names its value
+//!   type, `btf_ext`), the
 //!   sweep's configuration and its figures. The runtime pins it beside
 //!   `weir_ct`, shared by every generation.
-//! - the program `weir_gc_arm` (section `classifier`, never attached): the
-//!   runtime test-runs it once per apply with a packet carrying the
+//! - the program `weir_gc_arm` (section `syscall`: a sleepable
+//!   `BPF_PROG_TYPE_SYSCALL`, since this kernel sets a workqueue callback
+//!   only from a sleepable program; never attached): the
+//!   runtime test-runs it once per apply with a context holding the
 //!   configuration ([`layout::gc::cfg`]). It writes the configuration,
-//!   sweeps once (at the packet's time, when given: tests use it as their
-//!   clock), and arms the timer: `bpf_timer_init` (`-EBUSY` when an
-//!   earlier generation did: kept), `bpf_timer_set_callback` to this
-//!   object's callback (the timer holds a reference to *this* program, so
-//!   the old generation's programs are released), `bpf_timer_start`.
-//! - the timer callback (`weir_gc_timer`) sweeps at `bpf_ktime_get_ns`
-//!   and re-arms itself: after the interval, or after [`RESUME_NS`] when
-//!   it stopped at its budget.
+//!   sweeps once (at the context's time, when given: tests use it as their
+//!   clock), and arms: the workqueue (`bpf_wq_init`, `-EBUSY` when an
+//!   earlier generation did: kept; `bpf_wq_set_callback_impl` to this
+//!   object's work callback) and the timer (`bpf_timer_init`, likewise
+//!   kept; `bpf_timer_set_callback` to this object's timer callback;
+//!   `bpf_timer_start`). Both hold a reference to *this* program, so the
+//!   old generation's programs are released. A run may also kick the
+//!   workqueue (`bpf_wq_start`) without the timer (tests).
+//! - the timer callback (`weir_gc_timer`) runs in softirq and only queues
+//!   the work (`bpf_wq_start`) and re-arms itself after the interval.
+//! - the work callback (`weir_gc_work`) runs in process context (a
+//!   kernel worker) and sweeps at `bpf_ktime_get_ns` (or the time a kick
+//!   injected); when it stopped at its budget it queues itself again, so
+//!   the worker reaches a scheduling point between firings.
+//!
+//! The workqueue's kfuncs are kernel functions called by BTF id, which
+//! the loader resolves on the node (`crate::ebpf::kfunc`).
 //!
 //! A sweep walks each conntrack table (`weir_ct`, then `weir_ct4`: one
 //! per family) with `bpf_for_each_map_elem`, as one sequence for the
@@ -42,16 +54,14 @@
 //! bucket order: the firing's own removals are accounted for; entries
 //! the datapath inserts or removes meanwhile shift it, so an entry may
 //! be skipped, or looked at twice, in one sweep and is seen in the
-//! next). A timer
-//! callback runs in softirq; the budget keeps one firing short
-//! (docs/runtime.md gives the measured figures).
-//!
-//! [`RESUME_NS`]: layout::gc::RESUME_NS
+//! next). One firing is one [`sweep`] of one map: sweeping several maps
+//! is a loop over them. docs/runtime.md gives the measured figures.
 
 use super::*;
 use crate::ebpf::btf_ext::{Field, TypedMap};
 use crate::ebpf::elf::{FuncRef, Subprogram};
 use crate::ebpf::insn::helper;
+use crate::ebpf::kfunc;
 use crate::ebpf::layout::gc;
 use crate::ebpf::{AluOp, Asm, AsmError, Assembled, JmpCond, Op, Reg, Size};
 
@@ -81,7 +91,8 @@ const STARTED: i16 = -72;
 
 pub fn collector() -> Result<Collector, AsmError> {
     let (program, prog_ref) = arming_program()?;
-    let (timer, timer_ref) = timer_callback()?;
+    let timer = timer_callback()?;
+    let (work, work_ref) = work_callback()?;
     let visit = visit_callback(false)?;
     let visit4 = visit_callback(true)?;
     let typed = TypedMap {
@@ -90,10 +101,10 @@ pub fn collector() -> Result<Collector, AsmError> {
         fields: gc::FIELDS
             .iter()
             .map(|f| {
-                let kind = if *f == "timer" {
-                    Field::Timer
-                } else {
-                    Field::U64
+                let kind = match *f {
+                    "timer" => Field::Timer,
+                    "wq" => Field::Wq,
+                    _ => Field::U64,
                 };
                 (f.to_string(), kind)
             })
@@ -105,7 +116,7 @@ pub fn collector() -> Result<Collector, AsmError> {
         typed,
         program: ProgramDef {
             name: gc::PROGRAM.into(),
-            section: "classifier".into(),
+            section: "syscall".into(),
             code: program,
         },
         subprograms: vec![
@@ -113,6 +124,11 @@ pub fn collector() -> Result<Collector, AsmError> {
                 name: gc::TIMER_CB.into(),
                 args: 3,
                 code: timer,
+            },
+            Subprogram {
+                name: gc::WORK_CB.into(),
+                args: 3,
+                code: work,
             },
             Subprogram {
                 name: gc::SWEEP_CB.into(),
@@ -128,27 +144,32 @@ pub fn collector() -> Result<Collector, AsmError> {
         refs: vec![
             FuncRef {
                 from: gc::PROGRAM.into(),
-                slot: prog_ref.0[0],
+                slot: prog_ref.sweep[0],
                 to: gc::SWEEP_CB.into(),
             },
             FuncRef {
                 from: gc::PROGRAM.into(),
-                slot: prog_ref.0[1],
+                slot: prog_ref.sweep[1],
                 to: gc::SWEEP_CB4.into(),
             },
             FuncRef {
                 from: gc::PROGRAM.into(),
-                slot: prog_ref.1,
+                slot: prog_ref.timer,
                 to: gc::TIMER_CB.into(),
             },
             FuncRef {
-                from: gc::TIMER_CB.into(),
-                slot: timer_ref[0],
+                from: gc::PROGRAM.into(),
+                slot: prog_ref.work,
+                to: gc::WORK_CB.into(),
+            },
+            FuncRef {
+                from: gc::WORK_CB.into(),
+                slot: work_ref[0],
                 to: gc::SWEEP_CB.into(),
             },
             FuncRef {
-                from: gc::TIMER_CB.into(),
-                slot: timer_ref[1],
+                from: gc::WORK_CB.into(),
+                slot: work_ref[1],
                 to: gc::SWEEP_CB4.into(),
             },
         ],
@@ -156,6 +177,31 @@ pub fn collector() -> Result<Collector, AsmError> {
 }
 
 impl Collector {
+    /// What the manifest declares of it (`contract::collector`).
+    pub fn declared(&self) -> crate::contract::collector::Collector {
+        use crate::contract::collector::{Collector as Declared, CollectorCallback};
+        Declared {
+            program: self.program.name.clone(),
+            section: self.program.section.clone(),
+            insns: self.program.code.len(),
+            map: self.map.name.clone(),
+            callbacks: self
+                .subprograms
+                .iter()
+                .map(|s| CollectorCallback {
+                    name: s.name.clone(),
+                    role: match s.name.as_str() {
+                        gc::TIMER_CB => "timer",
+                        gc::WORK_CB => "work",
+                        _ => "for-each",
+                    }
+                    .into(),
+                    insns: s.code.len(),
+                })
+                .collect(),
+        }
+    }
+
     /// Appends the listings of the program and its callbacks.
     pub(super) fn listing_into(&self, out: &mut String) {
         let mut one = |name: &str, section: &str, code: &Assembled| {
@@ -166,7 +212,11 @@ impl Collector {
             code.clone().take_listing_into(out);
             out.push('\n');
         };
-        one(&self.program.name, "classifier", &self.program.code);
+        one(
+            &self.program.name,
+            &self.program.section,
+            &self.program.code,
+        );
         for s in &self.subprograms {
             one(&s.name, ".text", &s.code);
         }
@@ -186,7 +236,7 @@ fn func_addr(a: &mut Asm, dst: Reg) -> usize {
 const CT_MAPS: [&str; 2] = [layout::map::CT, layout::map::CT4];
 
 /// One walk of each conntrack table from the frame of the arming program
-/// or the timer callback: `r7` the gc value, `r8` the time. Leaves `r9` =
+/// or the work callback: `r7` the gc value, `r8` the time. Leaves `r9` =
 /// 1 when the walk stopped at its budget (more to do), else 0. Returns
 /// the slots of its callback references ([`CT_MAPS`] order).
 fn sweep(a: &mut Asm) -> [usize; 2] {
@@ -289,25 +339,46 @@ fn exit_with(a: &mut Asm, code: u32) {
     a.push(Op::Exit);
 }
 
+/// `r1 = &value->wq` (`r7` the value).
+fn wq_ptr(a: &mut Asm) {
+    a.push(Op::mov64(Reg::R1, Reg::R7));
+    a.push(Op::alu64(AluOp::Add, Reg::R1, i32::from(gc::WQ)));
+}
+
+/// `bpf_wq_start(&value->wq, 0)` (`r7` the value): the work callback
+/// runs soon in a kernel worker.
+fn kick(a: &mut Asm) {
+    wq_ptr(a);
+    a.push(Op::mov64(Reg::R2, 0));
+    a.push(Op::CallKfunc {
+        name: kfunc::WQ_START.name.into(),
+    });
+}
+
+/// The slots of the arming program's callback references.
+struct ArmRefs {
+    /// Each conntrack table's visit ([`CT_MAPS`] order).
+    sweep: [usize; 2],
+    timer: usize,
+    work: usize,
+}
+
 /// The arming program (see the module docs). Returns its code and the
-/// slots of its callback references: the sweep's, then the timer's.
-fn arming_program() -> Result<(Assembled, ([usize; 2], usize)), AsmError> {
+/// slots of its callback references: the sweep's, the timer's, the
+/// work's.
+fn arming_program() -> Result<(Assembled, ArmRefs), AsmError> {
     use gc::cfg;
     const CFG: i16 = -128;
     const KEY: i16 = -132;
     let mut a = Asm::new();
     a.push(Op::mov64(Reg::R6, Reg::R1));
-    a.push(Op::mov64(Reg::R2, 14));
-    a.push(Op::mov64(Reg::R3, Reg::R10));
-    a.push(Op::alu64(AluOp::Add, Reg::R3, i32::from(CFG)));
-    a.push(Op::mov64(Reg::R4, cfg::SIZE as i32));
-    a.push(Op::Call {
-        helper: helper::SKB_LOAD_BYTES,
-    });
-    let loaded = a.new_label("gc_cfg_loaded");
-    a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, loaded));
-    exit_with(&mut a, gc::ret::SHORT);
-    a.bind(loaded);
+    // The configuration is the test run's context (a `syscall`
+    // program's: read directly, its size checked by the kernel against
+    // the loads).
+    for w in 0..(cfg::SIZE / 8) as i16 {
+        a.push(Op::load(Size::U64, Reg::R2, Reg::R1, 8 * w));
+        a.push(Op::store(Size::U64, Reg::R10, CFG + 8 * w, Reg::R2));
+    }
     a.push(Op::store(Size::U32, Reg::R10, KEY, 0));
     a.push(Op::ld_map_fd(Reg::R1, gc::MAP));
     a.push(Op::mov64(Reg::R2, Reg::R10));
@@ -354,12 +425,36 @@ fn arming_program() -> Result<(Assembled, ([usize; 2], usize)), AsmError> {
     a.bind(have_now);
     let sweep_ref = sweep(&mut a);
     a.bind(arm);
-    let ok = a.new_label("gc_ok");
+    let kick_label = a.new_label("gc_kick");
     a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
     let arm_timer = a.new_label("gc_arm_timer");
     a.push(Op::jmp(JmpCond::Set, Reg::R1, cfg::ARM as i32, arm_timer));
-    a.push(Op::Ja { target: ok });
+    a.push(Op::Ja { target: kick_label });
     a.bind(arm_timer);
+    // The workqueue first: a timer firing finds the work's callback set.
+    wq_ptr(&mut a);
+    a.push(Op::ld_map_fd(Reg::R2, gc::MAP));
+    a.push(Op::mov64(Reg::R3, 0));
+    a.push(Op::CallKfunc {
+        name: kfunc::WQ_INIT.name.into(),
+    });
+    let wq_cb = a.new_label("gc_wq_callback");
+    // A kfunc returns `int`: compare 32 bits.
+    a.push(Op::jmp32(JmpCond::Eq, Reg::R0, 0, wq_cb));
+    a.push(Op::jmp32(JmpCond::Eq, Reg::R0, -libc_ebusy(), wq_cb));
+    exit_with(&mut a, gc::ret::WQ_INIT);
+    a.bind(wq_cb);
+    wq_ptr(&mut a);
+    let work_ref = func_addr(&mut a, Reg::R2);
+    a.push(Op::mov64(Reg::R3, 0));
+    a.push(Op::mov64(Reg::R4, 0));
+    a.push(Op::CallKfunc {
+        name: kfunc::WQ_SET_CALLBACK.name.into(),
+    });
+    let timer_init = a.new_label("gc_timer_init");
+    a.push(Op::jmp32(JmpCond::Eq, Reg::R0, 0, timer_init));
+    exit_with(&mut a, gc::ret::WQ_SET_CALLBACK);
+    a.bind(timer_init);
     a.push(Op::mov64(Reg::R1, Reg::R7));
     a.push(Op::ld_map_fd(Reg::R2, gc::MAP));
     a.push(Op::mov64(Reg::R3, 1)); // CLOCK_MONOTONIC
@@ -386,37 +481,77 @@ fn arming_program() -> Result<(Assembled, ([usize; 2], usize)), AsmError> {
     a.push(Op::Call {
         helper: helper::TIMER_START,
     });
-    a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, ok));
+    a.push(Op::jmp(JmpCond::Eq, Reg::R0, 0, kick_label));
     exit_with(&mut a, gc::ret::START);
+    // A kick: the work sweeps at the given time (0: its clock).
+    a.bind(kick_label);
+    let ok = a.new_label("gc_ok");
+    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
+    let do_kick = a.new_label("gc_do_kick");
+    a.push(Op::jmp(JmpCond::Set, Reg::R1, cfg::KICK as i32, do_kick));
+    a.push(Op::Ja { target: ok });
+    a.bind(do_kick);
+    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::NOW)));
+    a.push(Op::store(Size::U64, Reg::R7, gc::WQ_NOW, Reg::R1));
+    kick(&mut a);
+    a.push(Op::jmp32(JmpCond::Eq, Reg::R0, 0, ok));
+    exit_with(&mut a, gc::ret::WQ_START);
     a.bind(ok);
     exit_with(&mut a, gc::ret::OK);
-    Ok((a.assemble()?, (sweep_ref, timer_ref)))
+    Ok((
+        a.assemble()?,
+        ArmRefs {
+            sweep: sweep_ref,
+            timer: timer_ref,
+            work: work_ref,
+        },
+    ))
 }
 
-/// `EBUSY`: `bpf_timer_init` on a timer an earlier run initialised.
+/// `EBUSY`: `bpf_timer_init` / `bpf_wq_init` on a timer / workqueue an
+/// earlier run initialised.
 const fn libc_ebusy() -> i32 {
     16
 }
 
-/// `weir_gc_timer(map, key, value)`: sweep at the clock, re-arm.
-fn timer_callback() -> Result<(Assembled, [usize; 2]), AsmError> {
+/// `weir_gc_timer(map, key, value)` (softirq): queues the work, re-arms
+/// after the interval. Nothing else runs here: the sweep is the work's.
+fn timer_callback() -> Result<Assembled, AsmError> {
     let mut a = Asm::new();
     a.push(Op::mov64(Reg::R7, Reg::R3));
-    a.push(Op::Call {
-        helper: helper::KTIME_GET_NS,
-    });
-    a.push(Op::mov64(Reg::R8, Reg::R0));
-    let r = sweep(&mut a);
+    kick(&mut a);
     a.push(Op::mov64(Reg::R1, Reg::R7));
     a.push(Op::load(Size::U64, Reg::R2, Reg::R7, gc::INTERVAL));
-    let start = a.new_label("gc_restart");
-    a.push(Op::jmp(JmpCond::Eq, Reg::R9, 0, start));
-    a.push(Op::mov64(Reg::R2, gc::RESUME_NS));
-    a.bind(start);
     a.push(Op::mov64(Reg::R3, 0));
     a.push(Op::Call {
         helper: helper::TIMER_START,
     });
+    exit_with(&mut a, 0);
+    a.assemble()
+}
+
+/// `weir_gc_work(map, key, value)` (process context): one firing of the
+/// sweep at the injected time ([`gc::WQ_NOW`]) or the clock; queued
+/// again while the sweep is not complete, else the injected time is
+/// cleared.
+fn work_callback() -> Result<(Assembled, [usize; 2]), AsmError> {
+    let mut a = Asm::new();
+    a.push(Op::mov64(Reg::R7, Reg::R3));
+    a.push(Op::load(Size::U64, Reg::R8, Reg::R7, gc::WQ_NOW));
+    let have_now = a.new_label("work_have_now");
+    a.push(Op::jmp(JmpCond::Ne, Reg::R8, 0, have_now));
+    a.push(Op::Call {
+        helper: helper::KTIME_GET_NS,
+    });
+    a.push(Op::mov64(Reg::R8, Reg::R0));
+    a.bind(have_now);
+    let r = sweep(&mut a);
+    let complete = a.new_label("work_complete");
+    a.push(Op::jmp(JmpCond::Eq, Reg::R9, 0, complete));
+    kick(&mut a);
+    exit_with(&mut a, 0);
+    a.bind(complete);
+    a.push(Op::store(Size::U64, Reg::R7, gc::WQ_NOW, 0));
     exit_with(&mut a, 0);
     Ok((a.assemble()?, r))
 }

@@ -168,12 +168,14 @@ fn write_object(
     // Non-LRU tables carry their collector (`ct_gc`).
     let mut maps = maps;
     let mut extras = crate::ebpf::Extras::default();
+    let mut collector = None;
     if opts.tables.kind == crate::ebpf::state_tables::CtTable::Hash {
         let gc = super::ct_gc::collector()
             .unwrap_or_else(|e| panic!("internal compiler error: conntrack collector: {e:?}"));
         let mut listing = String::new();
         gc.listing_into(&mut listing);
         out.write_all(listing.as_bytes())?;
+        collector = Some(gc.declared());
         maps.push(gc.map);
         extras.described.push(gc.program.name.clone());
         defs.push(gc.program);
@@ -220,6 +222,7 @@ fn write_object(
         max_tail_calls: calls,
         lb,
         state_tables: opts.tables,
+        collector,
     };
     Ok(manifest)
 }

@@ -16,6 +16,8 @@ pub(super) struct SectionView<'a> {
     #[serde(skip_serializing_if = "is_zero")]
     audit_counters: u32,
     capacity: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collector: Option<&'a crate::contract::collector::Collector>,
     counters: u32,
     entry: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,6 +114,7 @@ pub fn section(m: &EbpfManifest) -> Section {
         attach: &m.attach,
         audit_counters: m.audit_counters,
         capacity,
+        collector: m.collector.as_ref(),
         counters: m.counters,
         entry: &m.entry,
         events: m.events,

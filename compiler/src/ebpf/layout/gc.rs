@@ -1,17 +1,28 @@
 //! The in-kernel conntrack collector's state (`weir_ct_gc`, one array
 //! entry pinned beside `weir_ct`; `codegen::ct_gc`): a `struct bpf_timer`
-//! and the sweep's configuration and figures, all `u64` (ns or counts).
-//! The runtime arms it by a test run of [`PROGRAM`] whose packet carries
-//! a [`cfg`] after the 14-byte Ethernet header.
+//! that fires every interval, a `struct bpf_wq` whose work does the sweep
+//! in process context, and the sweep's configuration and figures, all
+//! `u64` (ns or counts).
+//! The runtime arms it by a test run of [`PROGRAM`] whose context is a
+//! [`cfg`].
 
 /// The map and the arming program.
 pub const MAP: &str = "weir_ct_gc";
 pub const PROGRAM: &str = "weir_gc_arm";
+/// The arming program's section: a sleepable `BPF_PROG_TYPE_SYSCALL`
+/// (libbpf's `syscall`), because this kernel sets a workqueue's callback
+/// only from a sleepable program. aya 0.14 has no such program type: the
+/// runtime loads it itself (`weir_runtime::ebpf::gc_prog`).
+pub const SECTION: &str = "syscall";
 /// The callbacks (static functions in `.text`).
 pub const TIMER_CB: &str = "weir_gc_timer";
+/// The workqueue callback: one firing of the sweep, in process context.
+pub const WORK_CB: &str = "weir_gc_work";
 pub const SWEEP_CB: &str = "weir_gc_visit";
 /// The visit callback of `weir_ct4` (IPv4 flows' 16-byte keys).
 pub const SWEEP_CB4: &str = "weir_gc_visit4";
+/// Every callback, in `.text` order (the manifest lists them).
+pub const CALLBACKS: [&str; 4] = [TIMER_CB, WORK_CB, SWEEP_CB, SWEEP_CB4];
 
 /// Value offsets.
 pub const TIMER: i16 = 0;
@@ -37,11 +48,17 @@ pub const TCP_TIMEOUT: i16 = 88;
 pub const OTHER_TIMEOUT: i16 = 96;
 /// Entries a firing processes at most (0: all).
 pub const BUDGET: i16 = 104;
-pub const VALUE_SIZE: u32 = 112;
+/// The `struct bpf_wq` (16 bytes).
+pub const WQ: i16 = 112;
+/// The time the workqueue's sweep runs at (0: `bpf_ktime_get_ns`): set
+/// by a kick with an injected clock (tests), cleared when that sweep is
+/// complete.
+pub const WQ_NOW: i16 = 128;
+pub const VALUE_SIZE: u32 = 136;
 
 /// The names of the value's fields in its BTF struct, in order (the
 /// timer first).
-pub const FIELDS: [&str; 13] = [
+pub const FIELDS: [&str; 15] = [
     "timer",
     "last_sweep_ns",
     "sweeps",
@@ -55,13 +72,11 @@ pub const FIELDS: [&str; 13] = [
     "tcp_timeout_ns",
     "other_timeout_ns",
     "budget",
+    "wq",
+    "wq_now",
 ];
 
-/// Delay (ns) before a firing that stopped at its budget resumes.
-pub const RESUME_NS: i32 = 1_000_000;
-
-/// The arming test run's input after the Ethernet header: six `u64`
-/// (native order).
+/// The arming test run's context: six `u64` (native order).
 pub mod cfg {
     /// 0: now is `bpf_ktime_get_ns`; else the time the sweep runs at.
     pub const NOW: usize = 0;
@@ -71,9 +86,12 @@ pub mod cfg {
     pub const BUDGET: usize = 32;
     pub const FLAGS: usize = 40;
     pub const SIZE: usize = 48;
-    /// [`FLAGS`] bits: sweep once now, and (re)arm the timer.
+    /// [`FLAGS`] bits: sweep once now (in the test run), (re)arm the
+    /// timer and the workqueue, and kick the workqueue (a sweep in
+    /// process context at [`NOW`], without the timer).
     pub const SWEEP: u64 = 1;
     pub const ARM: u64 = 2;
+    pub const KICK: u64 = 4;
 }
 
 /// The arming program's return values.
@@ -84,4 +102,7 @@ pub mod ret {
     pub const TIMER_INIT: u32 = 4;
     pub const SET_CALLBACK: u32 = 5;
     pub const START: u32 = 6;
+    pub const WQ_INIT: u32 = 7;
+    pub const WQ_SET_CALLBACK: u32 = 8;
+    pub const WQ_START: u32 = 9;
 }
