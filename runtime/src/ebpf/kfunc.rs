@@ -270,6 +270,13 @@ mod tests {
                     32,
                     16,
                 ),
+                weir_compiler::ebpf::MapDef::new(
+                    weir_compiler::ebpf::layout::map::CT4,
+                    weir_compiler::ebpf::MapType::Hash,
+                    16,
+                    32,
+                    16,
+                ),
                 c.map.clone(),
             ],
             license: "GPL".into(),
