@@ -62,8 +62,13 @@ pub use manifest::*;
 /// (`fill.same_endpoint`); `backends.iptables.ipv6_class0`; 5 —
 /// `local_proxies` (redirect proxies that must be on the host applying
 /// the bundle, [`local_proxy`]; an older bundle without the key could
-/// name such a proxy, so it is refused rather than read as having none).
-pub const FORMAT_VERSION: u32 = 5;
+/// name such a proxy, so it is refused rather than read as having none);
+/// 6 — one conntrack table per family (`weir_ct4` for IPv4 flows with
+/// 16-byte keys, `weir_ct` for IPv6: a runtime of version 5 would not
+/// keep `weir_ct4` across generations) and `backends.ebpf.collector`,
+/// the declared conntrack collector (its arming program a `syscall`
+/// program that calls the BPF workqueue's kfuncs).
+pub const FORMAT_VERSION: u32 = 6;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPH_TXT: &str = "graph.txt";
