@@ -57,7 +57,10 @@ pub fn load(
         .ok_or_else(|| bundle(format!("no function {program} in {section}")))?;
     let (base, size) = (sym.address(), sym.size());
     let sec_data = sec.data().map_err(bundle)?;
-    let mut insns = sec_data[base as usize..(base + size) as usize].to_vec();
+    let mut insns = sec_data
+        .get(base as usize..(base + size) as usize)
+        .ok_or_else(|| bundle(format!("{program} lies outside its section")))?
+        .to_vec();
     let p = insns.len() / 8;
     let text = f.section_by_name(".text");
     let mut funcs: Vec<(u32, String)> = vec![(0, program.to_string())];
@@ -104,6 +107,9 @@ pub fn load(
         };
         let s = f.symbol_by_index(si).map_err(bundle)?;
         let at = 8 * i;
+        if at + 8 > insns.len() {
+            return Err(bundle("a relocation outside the program's instructions"));
+        }
         let imm = i32::from_le_bytes(insns[at + 4..at + 8].try_into().expect("4"));
         let set_src =
             |insns: &mut Vec<u8>, src: u8| insns[at + 1] = (insns[at + 1] & 0x0f) | (src << 4);
@@ -113,7 +119,10 @@ pub fn load(
             let name = s.name().map_err(bundle)?;
             set_src(&mut insns, 2);
             insns[at + 2..at + 4].copy_from_slice(&0u16.to_le_bytes());
-            set_imm(&mut insns, ids[name] as i32);
+            let id = ids
+                .get(name)
+                .ok_or_else(|| bundle(format!("no BTF id for kfunc {name}")))?;
+            set_imm(&mut insns, *id as i32);
         } else if text
             .as_ref()
             .is_some_and(|t| s.section() == SymbolSection::Section(t.index()))

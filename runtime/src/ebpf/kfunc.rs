@@ -75,8 +75,12 @@ impl<'a> Btf<'a> {
             .then_some(b)
     }
 
+    /// The string at `off` (empty when `off` is outside the strings).
     fn name(&self, off: u32) -> &'a [u8] {
-        let s = &self.data[self.strs_at + off as usize..self.strs_at + self.strs_len];
+        let s = self
+            .data
+            .get(self.strs_at + off as usize..self.strs_at + self.strs_len)
+            .unwrap_or_default();
         &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())]
     }
 
