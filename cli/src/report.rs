@@ -7,7 +7,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use weir_compiler::bundle::{self, Target};
-use weir_compiler::contract::{self, iptables::IptablesSection};
+use weir_compiler::contract::{self, collector::Collector, iptables::IptablesSection};
 use weir_compiler::driver::Analyzed;
 use weir_compiler::ebpf::codegen::EbpfManifest;
 use weir_compiler::ebpf::state_tables::StateTables;
@@ -36,6 +36,10 @@ pub struct Ebpf {
     pub max_tail_calls: u64,
     /// The per-flow tables' sizes (`--ct-entries`, `--lb-entries`).
     pub state_tables: StateTables,
+    /// The conntrack collector (hash tables only), as the manifest
+    /// declares it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collector: Option<Collector>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +117,7 @@ fn ebpf(s: &EbpfManifest) -> Ebpf {
             .collect(),
         max_tail_calls: s.max_tail_calls as u64,
         state_tables: s.state_tables,
+        collector: s.collector.clone(),
     }
 }
 
@@ -166,6 +171,18 @@ impl Report {
                 e.state_tables.conntrack,
                 e.state_tables.translation
             ));
+            if let Some(c) = &e.collector {
+                out.push_str(&format!(
+                    "  conntrack collector: {} (section {}, run at apply): {} insns, state in {}\n",
+                    c.program, c.section, c.insns, c.map
+                ));
+                for cb in &c.callbacks {
+                    out.push_str(&format!(
+                        "    callback {} ({}): {} insns\n",
+                        cb.name, cb.role, cb.insns
+                    ));
+                }
+            }
         }
         if let Some(i) = &self.backends.iptables {
             out.push_str("iptables:\n");

@@ -9,9 +9,10 @@
 //! now the manifest says which program arms the collector, which
 //! callbacks it installs and which map holds its state, and the runtime
 //! checks the object against it before loading (fail closed on a
-//! mismatch). A manifest without the field (written before it existed)
-//! reads as `None`; the runtime then falls back to the layout names, as
-//! those bundles were built with them.
+//! mismatch). A manifest without the field reads as `None`: no
+//! collector, and the runtime refuses an object that has the collector's
+//! map without it (bundle format 6 introduced the field; older bundles
+//! are refused by their version first).
 
 use serde::{Deserialize, Serialize};
 
