@@ -63,7 +63,7 @@ use crate::ebpf::elf::{FuncRef, Subprogram};
 use crate::ebpf::insn::helper;
 use crate::ebpf::kfunc;
 use crate::ebpf::layout::gc;
-use crate::ebpf::{AluOp, Asm, AsmError, Assembled, JmpCond, Op, Reg, Size};
+use crate::ebpf::{AluOp, Asm, AsmError, Assembled, JmpCond, Label, Op, Reg, Size};
 
 /// The collector's pieces for the object writer.
 pub struct Collector {
@@ -339,6 +339,14 @@ fn exit_with(a: &mut Asm, code: u32) {
     a.push(Op::Exit);
 }
 
+/// Jumps to `skip` unless the run's configuration flags (the stack slot
+/// `flags`) have `flag` set; clobbers r1.
+fn unless_flag(a: &mut Asm, flags: i16, flag: u64, skip: Label) {
+    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, flags));
+    a.push(Op::alu64(AluOp::And, Reg::R1, flag as i32));
+    a.push(Op::jmp(JmpCond::Eq, Reg::R1, 0, skip));
+}
+
 /// `r1 = &value->wq` (`r7` the value).
 fn wq_ptr(a: &mut Asm) {
     a.push(Op::mov64(Reg::R1, Reg::R7));
@@ -404,17 +412,11 @@ fn arming_program() -> Result<(Assembled, ArmRefs), AsmError> {
     // Arming (an apply) starts a new sweep; a sweep-only run (tests)
     // resumes where the last firing stopped, as the timer does.
     let keep_cursor = a.new_label("gc_keep_cursor");
-    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
-    a.push(Op::alu64(AluOp::And, Reg::R1, cfg::ARM as i32));
-    a.push(Op::jmp(JmpCond::Eq, Reg::R1, 0, keep_cursor));
+    unless_flag(&mut a, at(cfg::FLAGS), cfg::ARM, keep_cursor);
     a.push(Op::store(Size::U64, Reg::R7, gc::CURSOR, 0));
     a.bind(keep_cursor);
     let arm = a.new_label("gc_arm");
-    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
-    let sweep_now = a.new_label("gc_sweep_now");
-    a.push(Op::jmp(JmpCond::Set, Reg::R1, cfg::SWEEP as i32, sweep_now));
-    a.push(Op::Ja { target: arm });
-    a.bind(sweep_now);
+    unless_flag(&mut a, at(cfg::FLAGS), cfg::SWEEP, arm);
     a.push(Op::load(Size::U64, Reg::R8, Reg::R10, at(cfg::NOW)));
     let have_now = a.new_label("gc_have_now");
     a.push(Op::jmp(JmpCond::Ne, Reg::R8, 0, have_now));
@@ -426,11 +428,7 @@ fn arming_program() -> Result<(Assembled, ArmRefs), AsmError> {
     let sweep_ref = sweep(&mut a);
     a.bind(arm);
     let kick_label = a.new_label("gc_kick");
-    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
-    let arm_timer = a.new_label("gc_arm_timer");
-    a.push(Op::jmp(JmpCond::Set, Reg::R1, cfg::ARM as i32, arm_timer));
-    a.push(Op::Ja { target: kick_label });
-    a.bind(arm_timer);
+    unless_flag(&mut a, at(cfg::FLAGS), cfg::ARM, kick_label);
     // The workqueue first: a timer firing finds the work's callback set.
     wq_ptr(&mut a);
     a.push(Op::ld_map_fd(Reg::R2, gc::MAP));
@@ -486,11 +484,7 @@ fn arming_program() -> Result<(Assembled, ArmRefs), AsmError> {
     // A kick: the work sweeps at the given time (0: its clock).
     a.bind(kick_label);
     let ok = a.new_label("gc_ok");
-    a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::FLAGS)));
-    let do_kick = a.new_label("gc_do_kick");
-    a.push(Op::jmp(JmpCond::Set, Reg::R1, cfg::KICK as i32, do_kick));
-    a.push(Op::Ja { target: ok });
-    a.bind(do_kick);
+    unless_flag(&mut a, at(cfg::FLAGS), cfg::KICK, ok);
     a.push(Op::load(Size::U64, Reg::R1, Reg::R10, at(cfg::NOW)));
     a.push(Op::store(Size::U64, Reg::R7, gc::WQ_NOW, Reg::R1));
     kick(&mut a);
