@@ -485,14 +485,8 @@ fn map_relocations<'a>(
     code: &'a Assembled,
     map_syms: &'a BTreeMap<&str, SymbolId>,
 ) -> impl Iterator<Item = Relocation> + 'a {
-    code.map_relocs.iter().map(move |r| Relocation {
-        offset: base + 8 * r.slot as u64,
-        symbol: map_syms[r.map.as_str()],
-        addend: 0,
-        flags: RelocationFlags::Elf {
-            r_type: elf::R_BPF_64_64,
-        },
-    })
+    let sites = code.map_relocs.iter().map(|r| (r.slot, r.map.as_str()));
+    relocations(base, sites, map_syms, elf::R_BPF_64_64)
 }
 
 /// The kfuncs the object's functions call, in order of first call.
@@ -525,13 +519,24 @@ fn kfunc_relocations<'a>(
     code: &'a Assembled,
     syms: &'a BTreeMap<&str, SymbolId>,
 ) -> impl Iterator<Item = Relocation> + 'a {
-    code.kfunc_relocs.iter().map(move |r| Relocation {
-        offset: base + 8 * r.slot as u64,
-        symbol: syms[r.name.as_str()],
+    let sites = code.kfunc_relocs.iter().map(|r| (r.slot, r.name.as_str()));
+    relocations(base, sites, syms, elf::R_BPF_64_32)
+}
+
+/// One relocation of type `r_type` per (instruction slot, symbol name)
+/// of a function at byte `base` of its section, addend 0 (BPF uses REL:
+/// the addend is in the instruction).
+fn relocations<'a>(
+    base: u64,
+    sites: impl Iterator<Item = (usize, &'a str)> + 'a,
+    syms: &'a BTreeMap<&str, SymbolId>,
+    r_type: u32,
+) -> impl Iterator<Item = Relocation> + 'a {
+    sites.map(move |(slot, name)| Relocation {
+        offset: base + 8 * slot as u64,
+        symbol: syms[name],
         addend: 0,
-        flags: RelocationFlags::Elf {
-            r_type: elf::R_BPF_64_32,
-        },
+        flags: RelocationFlags::Elf { r_type },
     })
 }
 
