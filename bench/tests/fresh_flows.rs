@@ -13,12 +13,10 @@ use weir_runtime::iptables::Variant;
 
 #[test]
 fn udp_probes_are_new_flows() {
-    if !weir_bench::is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "udp_probes_are_new_flows needs root (CI is set, so not skipping)"
-        );
-        eprintln!("udp_probes_are_new_flows: not root, skipped");
+    if !weir_runtime::kernel_test::may_run(
+        "udp_probes_are_new_flows",
+        &["ip", "iptables-legacy-restore"],
+    ) {
         return;
     }
     let topo = weir_runtime::netns::Topology::new().unwrap();
