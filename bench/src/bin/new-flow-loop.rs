@@ -152,7 +152,11 @@ fn service_flow(plan: &Plan, n: usize, what: &str) -> Result<(Model, Packet), St
         }
         "svcdeny" => {
             let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
-            svcs.last().ok_or("no TCP selector service")?.1.packet.clone()
+            svcs.last()
+                .ok_or("no TCP selector service")?
+                .1
+                .packet
+                .clone()
         }
         w => return Err(format!("flow {w}")),
     };

@@ -38,9 +38,7 @@ impl Gen<'_> {
         em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
         em.jmp(JmpCond::Eq, R1, 6, dst6);
         self.classify(em, 4, ctx::DST, ctx::DST_CLASS);
-        em.push(Op::Ja {
-            target: classified,
-        });
+        em.push(Op::Ja { target: classified });
         em.bind(dst6);
         self.classify(em, 6, ctx::DST, ctx::DST_CLASS);
         em.bind(classified);
@@ -84,9 +82,7 @@ service web {
     #[test]
     fn destination_class_deferred_only_without_steering() {
         assert_eq!(host4_lookups(SERVICE), (1, 1));
-        let steered = format!(
-            "{SERVICE}steer s priority 10 {{\n  mark 0x10 tcp 80 from any\n}}\n"
-        );
+        let steered = format!("{SERVICE}steer s priority 10 {{\n  mark 0x10 tcp 80 from any\n}}\n");
         assert_eq!(host4_lookups(&steered), (2, 1));
     }
 }
