@@ -1,6 +1,7 @@
 //! The prologue block: scratch context, parsing, translation of an
 //! established service flow, the conntrack lookup (reverse NAT of
-//! replies) and classification of both addresses.
+//! replies) and classification of both addresses (of the source only
+//! where the service block classifies the destination: `dst_class.rs`).
 
 use super::*;
 
