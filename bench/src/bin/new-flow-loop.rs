@@ -1,6 +1,10 @@
-//! `new-flow-loop N SECONDS [lru|hash] [v6|deny|est]`: runs the driven
-//! new allowed flow of the rules sweep's model at N rules (or its IPv6
-//! twin, the denied-after-all-rules flow, or the established flow) in
+//! `new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est|svc|svcdeny|svcest]`:
+//! runs the driven new allowed flow of the rules sweep's model at N rules
+//! (or its IPv6 twin, the denied-after-all-rules flow, or the established
+//! flow; or, with `svc*`, the headline's new flow to a service, the denied
+//! flow to a frontend port and the established service flow of the
+//! services sweep's model at N services, built as `tables::ebpf` builds
+//! them) in
 //! BPF_PROG_TEST_RUN batches of 60,000 fresh 5-tuples for SECONDS, emptying
 //! `weir_ct` / `weir_ct4` between batches (outside the test run) so every repetition
 //! stays a new flow; prints the median ns per packet over batches. For
@@ -14,6 +18,8 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weir_bench::{driver, ebpf, flows, Plan};
 use weir_compiler::ebpf::layout;
 use weir_compiler::ebpf::state_tables::CtTable;
+use weir_compiler::interp::Packet;
+use weir_compiler::model::{Model, Proto, Verdict};
 use weir_runtime::ebpf::load::{delete_raw, keys_raw};
 
 /// Fresh flows per test run (below the driver's distinct ports).
@@ -24,7 +30,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("new-flow-loop: {e}");
-            eprintln!("usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est]");
+            eprintln!(
+                "usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est|svc|svcdeny|svcest]"
+            );
             ExitCode::FAILURE
         }
     }
@@ -45,22 +53,17 @@ fn run(a: &[String]) -> Result<(), String> {
     };
     let what = arg(3).unwrap_or("v4");
     let plan = Plan::new(false, 9);
-    let model = weir_compiler::synth::model(&plan.rules_params(n, 9));
-    let (allow, deny) = flows::policy_flows(&model, 300);
-    let allow = allow.ok_or("no allowed flow in the model")?;
-    let (m6, q6) = flows::with_v6_twins(&model, &allow.packet);
-    let g = weir_compiler::graph::compile(&m6);
-    let packet = match what {
-        "v4" | "est" => allow.packet.clone(),
-        "v6" => q6,
-        "deny" => deny.ok_or("no denied flow in the model")?.packet,
-        w => return Err(format!("flow {w}")),
+    let (m6, packet) = if what.starts_with("svc") {
+        service_flow(&plan, n, what)?
+    } else {
+        rules_flow(&plan, n, what)?
     };
+    let g = weir_compiler::graph::compile(&m6);
     eprintln!("{packet:?}");
     let w = ebpf::load_weir(&m6, &g.graph, &[], 1, kind, Default::default())?;
     let s = w.subjects.first().ok_or("not loaded")?;
     let frame = weir_runtime::frames::frame(&packet);
-    let rotate = what != "est";
+    let rotate = !what.ends_with("est");
     let d = driver::drive(
         s.ebpf(),
         layout::MAIN_PROGRAM,
@@ -110,4 +113,52 @@ fn run(a: &[String]) -> Result<(), String> {
         per.get(per.len() / 2).copied().unwrap_or(f64::NAN)
     );
     Ok(())
+}
+
+/// The rules sweep's model at `n` rules (with IPv6 twins) and its flow.
+fn rules_flow(plan: &Plan, n: usize, what: &str) -> Result<(Model, Packet), String> {
+    let model = weir_compiler::synth::model(&plan.rules_params(n, 9));
+    let (allow, deny) = flows::policy_flows(&model, 300);
+    let allow = allow.ok_or("no allowed flow in the model")?;
+    let (m6, q6) = flows::with_v6_twins(&model, &allow.packet);
+    let packet = match what {
+        "v4" | "est" => allow.packet.clone(),
+        "v6" => q6,
+        "deny" => deny.ok_or("no denied flow in the model")?.packet,
+        w => return Err(format!("flow {w}")),
+    };
+    Ok((m6, packet))
+}
+
+/// The services sweep's model at `n` services with the bench clients, and
+/// the headline's flow: `svc` / `svcest` from `bench-open` to the last
+/// service its backend's ingress allows, `svcdeny` from `bench-client` to
+/// the last TCP service (as `tables::ebpf::service_case` picks them).
+fn service_flow(plan: &Plan, n: usize, what: &str) -> Result<(Model, Packet), String> {
+    let m = flows::with_bench_client(&weir_compiler::synth::model(&plan.services_params(n, 9)));
+    let packet = match what {
+        "svc" | "svcest" => {
+            let open = flows::service_flows(&m, Proto::Tcp, flows::BENCH_OPEN.into());
+            let (_, f) = open
+                .iter()
+                .rev()
+                .find(|(_, f)| f.verdict == Verdict::Allow)
+                .ok_or("no allowed service flow")?;
+            let mut p = f.packet.clone();
+            if what == "svcest" {
+                p.sport = 1000;
+            }
+            p
+        }
+        "svcdeny" => {
+            let svcs = flows::service_flows(&m, Proto::Tcp, flows::BENCH_CLIENT.into());
+            svcs.last()
+                .ok_or("no TCP selector service")?
+                .1
+                .packet
+                .clone()
+        }
+        w => return Err(format!("flow {w}")),
+    };
+    Ok((m, packet))
 }

@@ -3,6 +3,7 @@
 //! the service stage and the final verdict.
 
 mod ct_family;
+mod dst_class;
 mod fixed;
 mod forward;
 mod node;

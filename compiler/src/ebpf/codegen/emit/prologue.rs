@@ -1,6 +1,7 @@
 //! The prologue block: scratch context, parsing, translation of an
 //! established service flow, the conntrack lookup (reverse NAT of
-//! replies) and classification of both addresses.
+//! replies) and classification of both addresses (of the source only
+//! where the service block classifies the destination: `dst_class.rs`).
 
 use super::*;
 
@@ -96,19 +97,26 @@ impl Gen<'_> {
         );
         let cls6 = em.label("cls6");
         let classified = em.label("classified");
+        // The destination's class may be the service block's
+        // (`dst_class.rs`).
+        let defer = self.defers_dst_class();
+        let ends = [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)];
+        let ends = &ends[..if defer { 1 } else { 2 }];
         em.push(Op::load(Size::U8, R4, R6, ctx::FAMILY));
         em.jmp(JmpCond::Eq, R4, 6, cls6);
-        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
+        for &(addr, out) in ends {
             self.classify(em, 4, addr, out);
         }
         em.push(Op::Ja { target: classified });
         em.bind(cls6);
-        for (addr, out) in [(ctx::SRC, ctx::SRC_CLASS), (ctx::DST, ctx::DST_CLASS)] {
+        for &(addr, out) in ends {
             self.classify(em, 6, addr, out);
         }
         em.bind(classified);
 
-        self.load_rows(em);
+        if !defer {
+            self.load_rows(em);
+        }
         let first = self.root_block(Entry::Steer);
         em.goto(first);
     }

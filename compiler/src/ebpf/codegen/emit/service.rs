@@ -32,8 +32,10 @@ impl Gen<'_> {
     /// Service stage (one block; it cannot be split across a tail call):
     /// TCP / UDP / SCTP of both families go through
     /// [`emit_service_stage`] (translation, or reject); a translated packet
-    /// is classified again (the backend's class) before policy. Other
-    /// protocols have no frontends.
+    /// is classified again (the backend's class) before policy — or,
+    /// when the prologue left the destination's class to this block
+    /// (`dst_class.rs`), every packet's destination is classified here.
+    /// Other protocols have no frontends.
     pub(super) fn service(&self, em: &mut Em) {
         let next = self.after_service();
         em.a.set_origin(
@@ -47,18 +49,21 @@ impl Gen<'_> {
         let reclassify = em.label("reclassify");
         let rejected = em.label("rejected");
         let translatable = em.label("translatable");
+        // Every way to the policy classifies the destination when the
+        // prologue left it (`dst_class.rs`).
+        let defer = self.defers_dst_class();
         em.push(Op::load(Size::U8, R1, R6, ctx::RAW_PROTO));
         em.jmp(JmpCond::Eq, R1, 6, translatable);
         em.jmp(JmpCond::Eq, R1, 17, translatable);
         em.jmp(JmpCond::Eq, R1, IPPROTO_SCTP, translatable);
-        let other = em.to(next);
+        let other = if defer { reclassify } else { em.to(next) };
         em.push(Op::Ja { target: other });
 
         em.bind(translatable);
         // Translated by the prologue (a forward entry whose flow's
         // conntrack entry is gone): classified as client → backend already.
         em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
-        let judged = em.to(next);
+        let judged = if defer { reclassify } else { em.to(next) };
         em.jmp(JmpCond::Ne, R1, 0, judged);
         let mut env = self.lb_env(em, reclassify);
         env.rejected = Some(rejected);
@@ -79,25 +84,20 @@ impl Gen<'_> {
 
         em.a.set_origin(
             Origin::NONE,
-            Some("service: translated → classify the backend, reload atom rows"),
+            Some(if defer {
+                "service: classify the destination (a translated packet's backend), load atom rows"
+            } else {
+                "service: translated → classify the backend, reload atom rows"
+            }),
         );
         em.bind(reclassify);
-        em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
-        let to_next = em.to(next);
-        em.jmp(JmpCond::Eq, R1, 0, to_next);
+        if !defer {
+            em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
+            let to_next = em.to(next);
+            em.jmp(JmpCond::Eq, R1, 0, to_next);
+        }
         // The backend has the frontend's family.
-        let dst6 = em.label("reclassify6");
-        let reclassified = em.label("reclassified");
-        em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-        em.jmp(JmpCond::Eq, R1, 6, dst6);
-        self.classify(em, 4, ctx::DST, ctx::DST_CLASS);
-        em.push(Op::Ja {
-            target: reclassified,
-        });
-        em.bind(dst6);
-        self.classify(em, 6, ctx::DST, ctx::DST_CLASS);
-        em.bind(reclassified);
-        self.load_rows(em);
+        self.classify_dst(em);
         em.goto(next);
     }
 }
