@@ -1,4 +1,5 @@
-//! `new-flow-loop N SECONDS [lru|hash] [v6|deny|est]`: runs the driven
+//! `new-flow-loop N SECONDS [lru|hash] [v6|deny|est] [auto|dense|sparse]`
+//! (the last: where the atom bits go, `--atoms`): runs the driven
 //! new allowed flow of the rules sweep's model at N rules (or its IPv6
 //! twin, the denied-after-all-rules flow, or the established flow) in
 //! BPF_PROG_TEST_RUN batches of 60,000 fresh 5-tuples for SECONDS, emptying
@@ -24,7 +25,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("new-flow-loop: {e}");
-            eprintln!("usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est]");
+            eprintln!(
+                "usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est] [auto|dense|sparse]"
+            );
             ExitCode::FAILURE
         }
     }
@@ -44,6 +47,13 @@ fn run(a: &[String]) -> Result<(), String> {
         Some(k) => return Err(format!("table kind {k}")),
     };
     let what = arg(3).unwrap_or("v4");
+    use weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout;
+    let atoms = match arg(4) {
+        None | Some("auto") => AtomLayout::Auto,
+        Some("dense") => AtomLayout::Dense,
+        Some("sparse") => AtomLayout::Sparse,
+        Some(a) => return Err(format!("atom layout {a}")),
+    };
     let plan = Plan::new(false, 9);
     let model = weir_compiler::synth::model(&plan.rules_params(n, 9));
     let (allow, deny) = flows::policy_flows(&model, 300);
@@ -57,7 +67,7 @@ fn run(a: &[String]) -> Result<(), String> {
         w => return Err(format!("flow {w}")),
     };
     eprintln!("{packet:?}");
-    let w = ebpf::load_weir(&m6, &g.graph, &[], 1, kind, Default::default())?;
+    let w = ebpf::load_weir(&m6, &g.graph, &[], 1, kind, atoms)?;
     let s = w.subjects.first().ok_or("not loaded")?;
     let frame = weir_runtime::frames::frame(&packet);
     let rotate = what != "est";
