@@ -1,4 +1,5 @@
-//! `new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est|svc|svcdeny|svcest]`:
+//! `new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est|svc|svcdeny|svcest]
+//! [auto|dense|sparse]` (the last: where the atom bits go, `--atoms`):
 //! runs the driven new allowed flow of the rules sweep's model at N rules
 //! (or its IPv6 twin, the denied-after-all-rules flow, or the established
 //! flow; or, with `svc*`, the headline's new flow to a service, the denied
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("new-flow-loop: {e}");
             eprintln!(
-                "usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est|svc|svcdeny|svcest]"
+                "usage: new-flow-loop N SECONDS [lru|hash] [v4|v6|deny|est|svc|svcdeny|svcest] [auto|dense|sparse]"
             );
             ExitCode::FAILURE
         }
@@ -52,6 +53,13 @@ fn run(a: &[String]) -> Result<(), String> {
         Some(k) => return Err(format!("table kind {k}")),
     };
     let what = arg(3).unwrap_or("v4");
+    use weir_compiler::ebpf::codegen::sparse_atoms::AtomLayout;
+    let atoms = match arg(4) {
+        None | Some("auto") => AtomLayout::Auto,
+        Some("dense") => AtomLayout::Dense,
+        Some("sparse") => AtomLayout::Sparse,
+        Some(a) => return Err(format!("atom layout {a}")),
+    };
     let plan = Plan::new(false, 9);
     let (m6, packet) = if what.starts_with("svc") {
         service_flow(&plan, n, what)?
@@ -60,7 +68,7 @@ fn run(a: &[String]) -> Result<(), String> {
     };
     let g = weir_compiler::graph::compile(&m6);
     eprintln!("{packet:?}");
-    let w = ebpf::load_weir(&m6, &g.graph, &[], 1, kind, Default::default())?;
+    let w = ebpf::load_weir(&m6, &g.graph, &[], 1, kind, atoms)?;
     let s = w.subjects.first().ok_or("not loaded")?;
     let frame = weir_runtime::frames::frame(&packet);
     let rotate = !what.ends_with("est");

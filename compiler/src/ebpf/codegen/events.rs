@@ -31,6 +31,21 @@
 //! a few compares once the bucket is empty — never more than `rate`
 //! ring-buffer writes per second per CPU.
 //!
+//! **Clock.** The bucket reads the coarse monotonic clock
+//! (`bpf_ktime_get_coarse_ns`: `CLOCK_MONOTONIC` as of the last timer
+//! tick, a memory read) when the bucket holds at least
+//! [`COARSE_MIN_CAP_NS`] of credit (the default's 100 ms does): credit
+//! then arrives in tick-sized steps no larger than the cap, so what the
+//! bucket grants over time is what the precise clock would grant, give or
+//! take one tick's credit. A smaller bucket (a rate and burst whose cap
+//! is under one tick at `HZ=100`) would lose credit to the cap at every
+//! step, so it keeps `bpf_ktime_get_ns`. A record's time is always read
+//! from the precise clock, after the token is taken: only written events
+//! pay it. Why: `bpf_ktime_get_ns` reads the clock source (`rdtsc`, ~16 ns
+//! on this VM) and was ~8 % of a new allowed flow that passes a `log`
+//! rule at 10,000 rules, and ~13 % of a denied one, in a perf profile
+//! (issue 21, BENCHMARKS.md), paid by every packet of a flood.
+//!
 //! **Record.** Reserved in the ring buffer (`bpf_ringbuf_reserve` /
 //! `bpf_ringbuf_submit`, no stack copy) and written field by field from
 //! the context: the packet as it arrived (the frontend, when the service
@@ -64,11 +79,15 @@ pub const DEFAULT_RATE: u32 = 10_000;
 /// Default burst: events a CPU may send at once after a quiet period.
 pub const DEFAULT_BURST: u32 = 1_000;
 
+/// The smallest bucket (`burst x cost`, ns) whose refill reads the
+/// coarse clock: one tick at the slowest kernel tick rate (`HZ=100`).
+pub const COARSE_MIN_CAP_NS: u64 = 10_000_000;
+
 /// `weir_ev_state`'s value (per CPU, native-endian `u64`s).
 pub mod state {
     /// Credit in nanoseconds.
     pub const CREDIT: i16 = 0;
-    /// `bpf_ktime_get_ns` of the last refill.
+    /// The clock ([`EventOptions::bucket_clock`]) at the last refill.
     pub const LAST: i16 = 8;
     /// Events not written: no credit, or the ring buffer full.
     pub const DROPPED: i16 = 16;
@@ -105,6 +124,17 @@ impl EventOptions {
     /// The most credit a CPU holds.
     pub fn cap_ns(&self) -> u64 {
         self.cost_ns() * u64::from(self.burst.max(1))
+    }
+
+    /// The helper the token bucket reads its clock with (module docs,
+    /// "Clock"): the coarse clock for a bucket of at least
+    /// [`COARSE_MIN_CAP_NS`], else the precise one.
+    pub fn bucket_clock(&self) -> u32 {
+        if self.cap_ns() >= COARSE_MIN_CAP_NS {
+            helper::KTIME_GET_COARSE_NS
+        } else {
+            helper::KTIME_GET_NS
+        }
     }
 
     /// Why these options cannot be compiled, if they cannot.
@@ -186,9 +216,8 @@ impl Gen<'_> {
         let no_room = em.label("ev_no_room");
         let capped = em.label("ev_capped");
         let credit = em.label("ev_credit");
-        em.push(Op::Call {
-            helper: helper::KTIME_GET_NS,
-        });
+        let clock = o.bucket_clock();
+        em.push(Op::Call { helper: clock });
         em.push(Op::store(Size::U64, R10, slot::NOW, R0));
         em.push(Op::store(Size::U32, R10, slot::KEY, 0));
         em.lookup(STATE_MAP, slot::KEY);
@@ -221,6 +250,14 @@ impl Gen<'_> {
         em.push(Op::jmp(JmpCond::Lt, R1, R4, dropped));
         em.push(Op::alu64(AluOp::Sub, R1, R4));
         em.push(Op::store(Size::U64, R0, state::CREDIT, R1));
+        if clock != helper::KTIME_GET_NS {
+            // The record's time: the precise clock, for a written event
+            // only.
+            em.push(Op::Call {
+                helper: helper::KTIME_GET_NS,
+            });
+            em.push(Op::store(Size::U64, R10, slot::NOW, R0));
+        }
         em.push(Op::ld_map_fd(R1, EVENTS_MAP));
         em.push(Op::mov64(R2, EVENT_RECORD_SIZE as i32));
         em.push(Op::mov64(R3, 0));
@@ -358,5 +395,70 @@ impl Gen<'_> {
             .provenance
             .get(id)
             .map_or_else(|| format!("provenance {id}"), |p| p.describe(self.model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EventOptions, COARSE_MIN_CAP_NS};
+    use crate::check::model_of;
+    use crate::ebpf::codegen::{generate, Options};
+
+    const SOURCE: &str = "endpoint a { labels { app: \"a\" } addr 10.0.0.1 }
+endpoint b { labels { app: \"b\" } addr 10.0.0.2 }
+policy p {
+  applies to app == \"a\"
+  ingress { allow tcp 80 from app == \"b\" log }
+}
+";
+
+    /// Per emission (each reserve, `call #131`), the four helper calls
+    /// up to and including its reserve.
+    fn emissions(events: EventOptions) -> Vec<Vec<String>> {
+        let model = model_of(SOURCE);
+        let g = crate::graph::build(&model);
+        let opts = Options {
+            events: Some(events),
+            ..Options::default()
+        };
+        let out = generate(&model, &g, &opts).unwrap();
+        let calls: Vec<String> = out
+            .listing
+            .lines()
+            .filter_map(|l| l.split("call ").nth(1))
+            .map(|c| {
+                let name = c.split_whitespace().next().unwrap_or("");
+                format!("#{}", name.rsplit('#').next().unwrap_or(""))
+            })
+            .collect();
+        (3..calls.len())
+            .filter(|&i| calls[i] == "#131")
+            .map(|i| calls[i - 3..=i].to_vec())
+            .collect()
+    }
+
+    /// At the default bucket (100 ms of credit) every emission refills
+    /// from the coarse clock (#160) and reads the precise one (#5) only
+    /// after the token is taken, for the record; a bucket under one
+    /// tick keeps the precise clock for the refill and reads it once.
+    #[test]
+    fn the_bucket_reads_the_coarse_clock_and_a_record_the_precise_one() {
+        let default = EventOptions::default();
+        assert!(default.cap_ns() >= COARSE_MIN_CAP_NS);
+        let got = emissions(default);
+        assert!(!got.is_empty(), "no event emission");
+        for e in &got {
+            // clock, state lookup (#1), precise clock, reserve.
+            assert_eq!(e, &["#160", "#1", "#5", "#131"], "{got:?}");
+        }
+        let small = EventOptions {
+            rate: 1_000_000,
+            burst: 100,
+            ..default
+        };
+        assert!(small.cap_ns() < COARSE_MIN_CAP_NS);
+        for e in &emissions(small) {
+            assert_eq!(e[1..], ["#5", "#1", "#131"], "{got:?}");
+        }
     }
 }
