@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use weir_compiler::backends;
 use weir_compiler::bundle::{self, BundleInput, Sink, Target, Written};
+use weir_compiler::check::SyntaxTrees;
 use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
 use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
@@ -263,17 +264,14 @@ pub fn run(args: Args) -> i32 {
     if let Err(code) = validate(&args) {
         return code;
     }
-    let mut analyzed = match program::analyze(&args.files, args.endpoints.as_deref()) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
     // Nothing below reads the syntax trees (the model and graph are
-    // built): freed before the back ends run, not held to the exit. For
-    // 100,000 one-peer-per-pod rules (an 11 MB source) they are ~210 MB
-    // (issue 21).
-    for f in &mut analyzed.checked.files {
-        f.ast = Default::default();
-    }
+    // built): freed as soon as the lints are done, while the graph is
+    // still being built and optimised (issue 21).
+    let analyzed =
+        match program::analyze_with(&args.files, args.endpoints.as_deref(), SyntaxTrees::Free) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
     let checked = &analyzed.checked;
     program::print_human(&checked.diagnostics, &checked.sources, args.color);
     let Some(compiled) = &analyzed.compiled else {
