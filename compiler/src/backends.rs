@@ -365,4 +365,34 @@ mod tests {
         let single = grouped.iter().find(|d| d.message.contains("else")).unwrap();
         assert_eq!(single.primary.span.end, 90);
     }
+
+    /// The back ends run one after the other (`generate_all_into`), in
+    /// an order of their own: the results come back in the order asked
+    /// for, and the files are the ones each back end makes on its own.
+    #[test]
+    fn back_ends_into_one_sink_answer_in_the_order_asked() {
+        for seed in 0..4 {
+            let model = crate::gen::model(seed);
+            let g = crate::graph::build(&model);
+            let opts = Options::default();
+            let mut files = Vec::new();
+            for order in [ALL, [Target::Iptables, Target::Ebpf]] {
+                let sink = Sink::memory();
+                let out = generate_all_into(&order, &model, &g, &opts, &sink);
+                let got: Vec<Target> = out.iter().map(|(t, _)| *t).collect();
+                assert_eq!(got, order);
+                for (t, r) in out {
+                    let alone = Sink::memory();
+                    let one = generate_into(t, &model, &g, &opts, &alone).unwrap();
+                    assert_eq!(
+                        format!("{:?}", r.unwrap()),
+                        format!("{one:?}"),
+                        "seed {seed} {t:?}"
+                    );
+                }
+                files.push(sink.into_files());
+            }
+            assert_eq!(files[0], files[1], "seed {seed}");
+        }
+    }
 }

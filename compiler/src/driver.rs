@@ -56,3 +56,6 @@ pub fn analyze_with(
         compiled: Some(compiled),
     }
 }
+
+#[cfg(test)]
+mod tests;
