@@ -119,7 +119,8 @@ pub enum SyntaxTrees {
 /// [`check_program`], and `then` on the model when it has no errors,
 /// on another thread while the lints run (for a large program the lints
 /// and the decision graph take comparable time; `crate::driver` builds
-/// the graph here).
+/// the graph here). `syntax` says whether the syntax trees are kept
+/// ([`SyntaxTrees`]).
 pub fn check_program_then<R: Send + 'static>(
     roots: &[PathBuf],
     loader: &dyn SourceLoader,
