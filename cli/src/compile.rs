@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use weir_compiler::backends;
 use weir_compiler::bundle::{self, BundleInput, Sink, Target, Written};
+use weir_compiler::check::SyntaxTrees;
 use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
 use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
@@ -263,16 +264,20 @@ pub fn run(args: Args) -> i32 {
     if let Err(code) = validate(&args) {
         return code;
     }
-    let mut analyzed = match program::analyze(&args.files, args.endpoints.as_deref()) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
     // Nothing below reads the syntax trees (the model and graph are
-    // built): freed before the back ends run, not held to the exit. For
-    // 100,000 one-peer-per-pod rules (an 11 MB source) they are ~210 MB
-    // (issue 21).
-    for f in &mut analyzed.checked.files {
-        f.ast = Default::default();
+    // built): freed as soon as the lints are done, while the graph is
+    // still being built and optimised (issue 21).
+    let mut analyzed =
+        match program::analyze_with(&args.files, args.endpoints.as_deref(), SyntaxTrees::Free) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
+    // What the lowering recorded for the graph's findings (made in
+    // `driver::analyze`) is read by nothing below: freed before the back
+    // ends' peak (for 100,000 one-peer-per-pod rules, a list of policy
+    // chains per pod).
+    if let Some(compiled) = &mut analyzed.compiled {
+        compiled.info = Default::default();
     }
     let checked = &analyzed.checked;
     program::print_human(&checked.diagnostics, &checked.sources, args.color);
@@ -515,6 +520,24 @@ pub fn build(
     }
 }
 
+/// The bundle's input for `targets`, before the back ends' outputs.
+fn bundle_input<'a>(
+    model: &'a weir_compiler::model::Model,
+    graph: &'a weir_compiler::graph::Graph,
+    sources: &'a [(String, String)],
+    targets: &'a [Target],
+    locate: &'a dyn Fn(Span) -> Option<bundle::Location>,
+) -> BundleInput<'a> {
+    BundleInput {
+        model,
+        graph,
+        sources,
+        targets,
+        locate,
+        backends: BTreeMap::new(),
+    }
+}
+
 /// Why [`build_into`] wrote no manifest.
 enum BuildError {
     /// A back end is not in this build (printed; the exit code).
@@ -536,21 +559,19 @@ fn build_into(
     };
     let model = &checked.model;
     let graph = &compiled.graph;
-    let sources: Vec<(String, String)> = checked
-        .sources
-        .iter()
-        .map(|(_, f)| (f.name(), f.text.clone()))
-        .collect();
+    // The manifest's head hashes the sources' texts: a copy made for it
+    // and freed once it is written, before the eBPF back end's peak (19
+    // MB for 100,000 one-peer-per-pod rules; made again in the rare case
+    // of a refusing target).
+    let source_texts = || -> Vec<(String, String)> {
+        checked
+            .sources
+            .iter()
+            .map(|(_, f)| (f.name(), f.text.clone()))
+            .collect()
+    };
     let loc = locator(&checked.sources);
     let locate = |span: Span| loc(span).map(|l| bundle::Location { at: l.at });
-    let input = |targets| BundleInput {
-        model,
-        graph,
-        sources: &sources,
-        targets,
-        locate: &locate,
-        backends: BTreeMap::new(),
-    };
     // The back ends run on their own thread while this one prepares the
     // rest of the bundle (manifest head, graph dump): on two cores that
     // halves the time after the graph is built.
@@ -563,8 +584,12 @@ fn build_into(
                 backends::generate_all_into(targets, model, graph, opts, sink)
             })
             .expect("spawn the back-end thread");
-        let prepared = bundle::write_graph(&input(targets), sink)
-            .and_then(|()| bundle::prepare(&input(targets), sink));
+        let sources = source_texts();
+        let input = bundle_input(model, graph, &sources, targets, &locate);
+        let prepared =
+            bundle::write_graph(&input, sink).and_then(|()| bundle::prepare(&input, sink));
+        drop(input);
+        drop(sources);
         let results = running
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -595,7 +620,9 @@ fn build_into(
     } else {
         // The manifest lists the targets it holds: only those accepted.
         let accepted: Vec<Target> = sections.keys().copied().collect();
-        bundle::prepare(&input(&accepted), sink).map_err(BuildError::Io)?
+        let sources = source_texts();
+        let input = bundle_input(model, graph, &sources, &accepted, &locate);
+        bundle::prepare(&input, sink).map_err(BuildError::Io)?
     };
     bundle::write_manifest(prepared, sections, sink).map_err(BuildError::Io)?;
     Ok(refused)

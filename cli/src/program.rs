@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use weir_compiler::check::{check_program, Checked};
+use weir_compiler::check::{check_program, Checked, SyntaxTrees};
 use weir_compiler::diagnostics::{render, Code, Diagnostic};
 use weir_compiler::driver::Analyzed;
 use weir_compiler::source::SourceMap;
@@ -76,11 +76,22 @@ pub fn check(roots: &[PathBuf], endpoints: Option<&Path>) -> Result<Checked, i32
 /// Check one program and, when it has no errors, build its decision graph
 /// and add the graph's findings to the diagnostics.
 pub fn analyze(roots: &[PathBuf], endpoints: Option<&Path>) -> Result<Analyzed, i32> {
+    analyze_with(roots, endpoints, SyntaxTrees::Keep)
+}
+
+/// [`analyze`], keeping the syntax trees or freeing them once the lints
+/// are done (`weir compile` reads only the model and the graph).
+pub fn analyze_with(
+    roots: &[PathBuf],
+    endpoints: Option<&Path>,
+    syntax: SyntaxTrees,
+) -> Result<Analyzed, i32> {
     inputs(roots, endpoints)?;
-    Ok(weir_compiler::driver::analyze(
+    Ok(weir_compiler::driver::analyze_with(
         roots,
         &FsLoader::new(),
         endpoints,
+        syntax,
     ))
 }
 

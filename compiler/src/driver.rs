@@ -4,7 +4,7 @@
 //! diagnostics. `weir check`, `weir compile` and the language server all
 //! go through here, so they report the same diagnostics.
 
-use crate::check::{check_program_then, Checked};
+use crate::check::{check_program_then, Checked, SyntaxTrees};
 use crate::diagnostics::{self, graph_diagnostics};
 use crate::graph::{self, Compiled};
 use crate::source::SourceLoader;
@@ -21,8 +21,19 @@ pub struct Analyzed {
 /// Graph findings are reported only for rules in root files (a library's
 /// own shadowed rules are its authors' business, as with unused names).
 pub fn analyze(roots: &[PathBuf], loader: &dyn SourceLoader, inventory: Option<&Path>) -> Analyzed {
+    analyze_with(roots, loader, inventory, SyntaxTrees::Keep)
+}
+
+/// [`analyze`], keeping or freeing the syntax trees ([`SyntaxTrees`]).
+pub fn analyze_with(
+    roots: &[PathBuf],
+    loader: &dyn SourceLoader,
+    inventory: Option<&Path>,
+    syntax: SyntaxTrees,
+) -> Analyzed {
     // The graph is built while the lints run.
-    let (mut checked, compiled) = check_program_then(roots, loader, inventory, graph::compile);
+    let (mut checked, compiled) =
+        check_program_then(roots, loader, inventory, syntax, graph::compile);
     let Some(compiled) = compiled.filter(|_| !checked.has_errors()) else {
         return Analyzed {
             checked,
@@ -45,3 +56,6 @@ pub fn analyze(roots: &[PathBuf], loader: &dyn SourceLoader, inventory: Option<&
         compiled: Some(compiled),
     }
 }
+
+#[cfg(test)]
+mod tests;

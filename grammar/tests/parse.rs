@@ -370,3 +370,30 @@ fn self_world_and_default_pass() {
     );
     assert_eq!(errors.len(), 1, "{errors:#?}");
 }
+
+/// A file that ends inside a statement is parsed twice (the second time
+/// from the tokens lexed again, with the missing closers supplied): the
+/// tree keeps every complete item before the end, and the error at the
+/// end is reported once.
+#[test]
+fn a_file_ending_inside_a_statement_keeps_every_item_before_it() {
+    let mut src = String::new();
+    for i in 0..10 {
+        src.push_str(&format!("selector s{i} = app == \"{i}\"\n"));
+    }
+    src.push_str("selector t = (app ==");
+    let (f, errors) = parse(F, &src);
+    let complete = f
+        .items
+        .iter()
+        .filter(|i| matches!(i, Item::Selector(s) if s.name.name.starts_with('s')))
+        .count();
+    assert_eq!(complete, 10, "{:#?}", f.items);
+    assert!(!errors.is_empty());
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.span.start as usize >= src.len() - 8),
+        "{errors:#?}"
+    );
+}

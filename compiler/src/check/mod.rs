@@ -89,7 +89,7 @@ pub fn check_program(
     loader: &dyn SourceLoader,
     inventory: Option<&Path>,
 ) -> Checked {
-    check_program_then(roots, loader, inventory, |_| ()).0
+    check_program_then(roots, loader, inventory, SyntaxTrees::Keep, |_| ()).0
 }
 
 /// The model of one in-memory file `p.weir`, which must check without
@@ -103,15 +103,30 @@ pub(crate) fn model_of(src: &str) -> crate::model::Model {
     c.model
 }
 
+/// Whether [`check_program_then`] returns the syntax trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntaxTrees {
+    /// In [`Checked::files`] (the language server, `weir check`, `weir test`).
+    Keep,
+    /// Freed as soon as the lints are done, while `then` still runs
+    /// ([`ParsedFile::ast`] is then empty): `weir compile`, which reads
+    /// only the model, the graph, the sources and spans. For 100,000
+    /// one-peer-per-pod rules (an 11 MB source) the trees are ~210 MiB,
+    /// which were alive at the graph optimiser's peak (issue 21).
+    Free,
+}
+
 /// [`check_program`], and `then` on the model when it has no errors,
 /// on another thread while the lints run (for a large program the lints
 /// and the decision graph take comparable time; `crate::driver` builds
-/// the graph here).
-pub fn check_program_then<R: Send>(
+/// the graph here). `syntax` says whether the syntax trees are kept
+/// ([`SyntaxTrees`]).
+pub fn check_program_then<R: Send + 'static>(
     roots: &[PathBuf],
     loader: &dyn SourceLoader,
     inventory: Option<&Path>,
-    then: impl FnOnce(&Model) -> R + Send,
+    syntax: SyntaxTrees,
+    then: impl FnOnce(&Model) -> R + Send + 'static,
 ) -> (Checked, Option<R>) {
     let mut loaded = load::load_program(roots, inventory, loader);
     let mut cx = Cx::new(&loaded.files);
@@ -128,25 +143,38 @@ pub fn check_program_then<R: Send>(
     let model = cx.build(loaded.inventory.take());
     // Lints run on programs without errors only: after an error, names
     // and selectors are partly unresolved and warnings would be noise.
-    let mut then_result = None;
-    if !cx
+    let clean = !cx
         .diags
         .iter()
-        .any(|k| k.code().severity() == diagnostics::Severity::Error)
-    {
-        std::thread::scope(|s| {
-            let running = std::thread::Builder::new()
-                .name("weir-after-check".into())
-                .spawn_scoped(s, || then(&model))
-                .expect("spawn a thread");
-            lints::run(&mut cx, &model);
-            then_result = Some(
-                running
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
-        });
+        .any(|k| k.code().severity() == diagnostics::Severity::Error);
+    // Shared with `then`'s thread, which is not scoped: the lints' state
+    // borrows the syntax trees, which this thread frees (with
+    // `SyntaxTrees::Free`) while `then` still runs.
+    let model = std::sync::Arc::new(model);
+    let running = clean.then(|| {
+        let model = std::sync::Arc::clone(&model);
+        std::thread::Builder::new()
+            .name("weir-after-check".into())
+            .spawn(move || then(&model))
+            .expect("spawn a thread")
+    });
+    if clean {
+        lints::run(&mut cx, &model);
     }
+    // The lints' state (tables of declarations) is not needed any more.
+    let kinds = std::mem::take(&mut cx.diags);
+    drop(cx);
+    if syntax == SyntaxTrees::Free {
+        for f in &mut loaded.files {
+            f.ast = ast::File::default();
+        }
+    }
+    let then_result = running.map(|h| {
+        h.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    // `then`'s thread is joined: this is the only reference left.
+    let model = std::sync::Arc::into_inner(model).expect("the model's only owner");
 
     let roots: BTreeSet<FileId> = loaded
         .files
@@ -154,8 +182,7 @@ pub fn check_program_then<R: Send>(
         .filter(|f| f.root)
         .map(|f| f.id)
         .collect();
-    let mut diagnostics: Vec<Diagnostic> = cx
-        .diags
+    let mut diagnostics: Vec<Diagnostic> = kinds
         .into_iter()
         .map(Kind::into_diagnostic)
         .filter(|d| {
