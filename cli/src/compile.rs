@@ -560,7 +560,7 @@ fn build_into(
     let model = &checked.model;
     let graph = &compiled.graph;
     // The manifest's head hashes the sources' texts: a copy made for it
-    // and freed once it is written, before the eBPF back end's peak (19
+    // and freed once it is written, while the back ends run (19
     // MB for 100,000 one-peer-per-pod rules; made again in the rare case
     // of a refusing target).
     let source_texts = || -> Vec<(String, String)> {
