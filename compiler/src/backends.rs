@@ -266,12 +266,14 @@ fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions, sink: &Sink) -> Generated 
         events: o.events,
         ..codegen::Options::default()
     };
-    let ready = match codegen::ready(model, graph, &opts) {
+    // The stages' listings go into `listing` as they are assembled; a
+    // refused program's part of one is never finished, so never kept.
+    let mut listing = sink.file(WEIR_ASM)?;
+    let ready = match codegen::ready(model, graph, &opts, &mut listing) {
         Ok(r) => r,
         Err(limits) => return Ok(Err(limits.iter().map(|l| l.diagnostic(model)).collect())),
     };
     let mut object = sink.file(WEIR_O)?;
-    let mut listing = sink.file(WEIR_ASM)?;
     let manifest = ready.write(&mut object, &mut listing)?;
     object.finish()?;
     listing.finish()?;
