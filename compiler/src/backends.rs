@@ -209,8 +209,9 @@ pub fn generate_all_with(
 /// makes them. Results in `targets` order.
 ///
 /// On threads of their own, as [`generate_all_with`]: their memory peaks
-/// add up (for 100,000 one-peer-per-pod rules the eBPF back end holds
-/// ~400 MiB at its peak and the iptables one ~220 MiB), but one after the
+/// add up (for 100,000 one-peer-per-pod rules the eBPF back end held
+/// ~400 MiB at its peak, ~80 MiB since its stages' listings are written
+/// as they are assembled, and the iptables one ~220 MiB), but one after the
 /// other the same compile took ~1.4 s (~20 %) more wall time on a 2-core
 /// machine for ~170 MiB less peak RSS (issue 21, BENCHMARKS.md "the
 /// 100,000-rule compile"): a compile step in CI waits for the wall time,
