@@ -209,8 +209,9 @@ pub fn generate_all_with(
 /// makes them. Results in `targets` order.
 ///
 /// On threads of their own, as [`generate_all_with`]: their memory peaks
-/// add up (for 100,000 one-peer-per-pod rules the eBPF back end holds
-/// ~400 MiB at its peak and the iptables one ~220 MiB), but one after the
+/// add up (for 100,000 one-peer-per-pod rules the eBPF back end held
+/// ~400 MiB at its peak, ~80 MiB since its stages' listings are written
+/// as they are assembled, and the iptables one ~220 MiB), but one after the
 /// other the same compile took ~1.4 s (~20 %) more wall time on a 2-core
 /// machine for ~170 MiB less peak RSS (issue 21, BENCHMARKS.md "the
 /// 100,000-rule compile"): a compile step in CI waits for the wall time,
@@ -266,12 +267,14 @@ fn ebpf(model: &Model, graph: &Graph, o: EbpfOptions, sink: &Sink) -> Generated 
         events: o.events,
         ..codegen::Options::default()
     };
-    let ready = match codegen::ready(model, graph, &opts) {
+    // The stages' listings go into `listing` as they are assembled; a
+    // refused program's part of one is never finished, so never kept.
+    let mut listing = sink.file(WEIR_ASM)?;
+    let ready = match codegen::ready(model, graph, &opts, &mut listing) {
         Ok(r) => r,
         Err(limits) => return Ok(Err(limits.iter().map(|l| l.diagnostic(model)).collect())),
     };
     let mut object = sink.file(WEIR_O)?;
-    let mut listing = sink.file(WEIR_ASM)?;
     let manifest = ready.write(&mut object, &mut listing)?;
     object.finish()?;
     listing.finish()?;

@@ -83,6 +83,47 @@ fn ebpf_small_budget_splits_every_generated_policy() {
     }
 }
 
+/// The listing has each program of the manifest once, in order, with
+/// its instruction count: the stages' listings are written as the stages
+/// are assembled (`codegen/stage_listing.rs`; a split redone tighter
+/// starts the listing again, tested there).
+fn listing_matches_programs(out: &weir_compiler::ebpf::codegen::EbpfOutput) {
+    let headers: Vec<&str> = out
+        .listing
+        .lines()
+        // (The conntrack collector's programs follow, in other sections.)
+        .filter(|l| l.starts_with("; program ") && l.contains("(section classifier"))
+        .collect();
+    let want: Vec<String> = out
+        .manifest
+        .programs
+        .iter()
+        .map(|p| {
+            let slot = p
+                .slot
+                .map_or(String::new(), |k| format!(", weir_jmp slot {k}"));
+            format!(
+                "; program {} (section classifier{slot}), {} insns",
+                p.name, p.insns
+            )
+        })
+        .collect();
+    assert_eq!(headers, want);
+}
+
+#[test]
+fn ebpf_listing_has_each_stage_once() {
+    let model = synth_policy();
+    let g = graph::build(&model);
+    let mut programs = 0;
+    for slots in [24_000, 6_000, 3_000, 2_500] {
+        let out = generate(&model, &g, &at_budget(slots)).unwrap();
+        listing_matches_programs(&out);
+        programs += out.manifest.programs.len();
+    }
+    assert!(programs > 4, "{programs} programs");
+}
+
 #[test]
 fn ebpf_limits_become_e0510() {
     let model = gen::model(1);

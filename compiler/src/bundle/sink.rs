@@ -27,7 +27,7 @@
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -346,6 +346,23 @@ impl FileOut<'_> {
         self.pending = pending;
         self.pending.clear();
         r
+    }
+
+    /// Drops everything written so far: the file starts again, empty
+    /// (the eBPF back end's listing when a stage split is rejected and
+    /// redone, `ebpf/codegen/stage_listing.rs`).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.pending.clear();
+        self.hash = Sha256::new();
+        self.len = 0;
+        match &mut self.out {
+            Out::Memory(v) => v.clear(),
+            Out::Disk(f) => {
+                f.set_len(0)?;
+                f.seek(io::SeekFrom::Start(0))?;
+            }
+        }
+        Ok(())
     }
 
     /// Ends the file (its bytes are in its directory, or in memory) and

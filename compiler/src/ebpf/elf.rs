@@ -382,7 +382,9 @@ fn elf_object(obj: &ObjectDef, extras: &Extras) -> Result<Object<'static>, ElfEr
     for (name, progs) in &sections {
         let id = o.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Text);
         o.section_mut(id).flags = elf_flags(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
-        let mut data = Vec::new();
+        // At its size: the stages of 100,000 one-peer rules are 19 MB of
+        // code, and a doubling vector held up to twice that (issue 21).
+        let mut data = Vec::with_capacity(progs.iter().map(|p| 8 * p.code.len()).sum());
         let mut relocs = Vec::new();
         for p in progs {
             let base = data.len() as u64;

@@ -191,3 +191,27 @@ fn a_dead_compiles_staging_directory_is_removed() {
     drop(sink);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A restarted file holds only what was written after the restart, and
+/// its length and hash are those bytes' (the eBPF listing of a stage
+/// split redone tighter), in memory and on disk, past the buffer's size.
+#[test]
+fn a_restarted_file_keeps_only_what_follows() {
+    let first: Vec<u8> = (0..BUFFER + 17).map(|k| (k * 7) as u8).collect();
+    let then = b"; program weir_main\n".to_vec();
+    let dir = scratch("restart");
+    let disk = Sink::dir(&dir).unwrap();
+    for sink in [&Sink::memory(), &disk] {
+        let mut f = sink.file(crate::contract::WEIR_ASM).unwrap();
+        f.write_all(&first).unwrap();
+        f.write_all(b"tail").unwrap();
+        f.restart().unwrap();
+        f.write_all(&then).unwrap();
+        let w = f.finish().unwrap();
+        assert_eq!(w.len, then.len() as u64);
+        assert_eq!(w.sha256, sha256_hex(&then));
+        assert_eq!(sink.read(crate::contract::WEIR_ASM).unwrap().unwrap(), then);
+    }
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}

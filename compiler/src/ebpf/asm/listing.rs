@@ -6,9 +6,9 @@
 //! ([`Listing::Text`]), never kept line by line: the listing of 100,000
 //! one-peer rules is 2.4 million instructions (195 MB), and a value per
 //! line (its slot, text and comment) cost twice the text again. The code
-//! generator appends every stage's text to one buffer sized from
-//! [`Assembled::listing_len`], releasing each stage's text as it is
-//! written ([`Assembled::take_listing_into`]; issue 21).
+//! generator writes each stage's text into the bundle's file as soon as
+//! the stage is assembled, releasing it ([`Assembled::write_listing`],
+//! `codegen/stage_listing.rs`; issue 21).
 
 use super::{Assembled, Listing};
 use crate::ebpf::insn::Origin;

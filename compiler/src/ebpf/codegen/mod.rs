@@ -146,6 +146,7 @@ mod reject;
 mod reject6;
 mod same_endpoint;
 pub mod sparse_atoms;
+mod stage_listing;
 pub mod stages;
 mod unreachable;
 
@@ -153,7 +154,9 @@ pub use limits::{sctp_port_changes, sctp_redirects, Limit};
 pub use object::Ready;
 use object::{fixed_maps, lpm_entry};
 pub use output::{section, EbpfManifest, EbpfOutput, Fill, LpmEntry, MapInfo, ProgramInfo};
-use plan::{class_rows, plan, split_stages, Plan};
+use plan::{class_rows, plan, split_stages, Plan, Split};
+pub use stage_listing::ListingOut;
+use stage_listing::StageListing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -359,8 +362,8 @@ fn oversized_maps(maps: &[MapDef]) -> impl Iterator<Item = Limit> + '_ {
 
 /// Generates the object and its manifest section.
 pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, Vec<Limit>> {
-    let ready = ready(model, g, opts)?;
     let (mut object, mut listing) = (Vec::new(), Vec::new());
+    let ready = ready(model, g, opts, &mut listing)?;
     let manifest = ready
         .write(&mut object, &mut listing)
         .expect("writing to memory does not fail");
@@ -373,12 +376,16 @@ pub fn generate(model: &Model, g: &Graph, opts: &Options) -> Result<EbpfOutput, 
 
 /// Everything of [`generate`] that may refuse the program: the stages
 /// assembled and every limit checked. What is left, [`Ready::write`],
-/// only writes the object and its listing where they go (a bundle's
-/// files, `bundle::Sink`, or memory).
+/// only writes the object and the rest of its listing where they go (a
+/// bundle's files, `bundle::Sink`, or memory). The stages' listings are
+/// written into `listing` as the stages are assembled (`stage_listing.rs`):
+/// when the program is refused, `listing` holds a part of one and must
+/// not be kept; [`Ready::write`] appends the rest to the same `listing`.
 pub fn ready<'a>(
     model: &'a Model,
     g: &'a Graph,
     opts: &'a Options,
+    listing: &mut dyn ListingOut,
 ) -> Result<Ready<'a>, Vec<Limit>> {
     refuse_untranslatable(model, opts)?;
     let audit_g = audit::audit_graph(model, g)?;
@@ -431,7 +438,13 @@ pub fn ready<'a>(
     let lb = gen.has_services.then(|| service_state(model, g, opts));
 
     // Stages.
-    let (stage_of, staged, calls) = split_stages(&gen, opts)?;
+    let mut stage_listing = StageListing::new(listing);
+    let Split {
+        stage_of,
+        staged,
+        calls,
+    } = split_stages(&gen, opts, &mut stage_listing)?;
+    let listed = stage_listing.finish();
     let mut limits = Vec::new();
     let nstages = stage_of.iter().max().map_or(1, |m| m + 1);
     if nstages > MAX_STAGES {
@@ -510,6 +523,7 @@ pub fn ready<'a>(
     Ok(Ready {
         g,
         opts,
+        listed,
         staged,
         maps,
         filled,

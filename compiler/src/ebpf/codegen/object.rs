@@ -94,6 +94,9 @@ pub(super) fn fixed_maps(
 pub struct Ready<'a> {
     pub(super) g: &'a Graph,
     pub(super) opts: &'a Options,
+    /// Whether the stages' listings were written (`stage_listing.rs`).
+    pub(super) listed: std::io::Result<()>,
+    /// The stages, their listings written.
     pub(super) staged: Vec<stages::Stage>,
     pub(super) maps: Vec<MapDef>,
     pub(super) filled: HashMap<&'static str, u64>,
@@ -104,11 +107,13 @@ pub struct Ready<'a> {
 }
 
 impl Ready<'_> {
-    /// Writes the object (`weir.o`) to `object` and its listing
-    /// (`weir.asm`) to `listing`, and returns the manifest section's data.
-    /// Each stage's listing text is written and freed in turn, never
-    /// gathered into one text: the listing of 100,000 one-peer rules is
-    /// 195 MB (issue 21).
+    /// Writes the object (`weir.o`) to `object` and the rest of its
+    /// listing (`weir.asm`: the collector's, after the stages' that
+    /// [`super::ready`] wrote) to `listing`, the writer [`super::ready`]
+    /// was given, and returns the manifest section's data. Each stage's
+    /// listing text was written and freed as the stage was assembled,
+    /// never held beside the others: the listing of 100,000 one-peer
+    /// rules is 195 MB (issue 21).
     pub fn write(
         self,
         object: &mut dyn std::io::Write,
@@ -133,6 +138,7 @@ fn write_object(
     let Ready {
         g,
         opts,
+        listed,
         staged,
         maps,
         filled,
@@ -141,16 +147,10 @@ fn write_object(
         lb,
         audit_counters: _,
     } = ready;
+    listed?;
     let mut programs = Vec::new();
     let mut defs = Vec::new();
-    for (k, mut s) in staged.into_iter().enumerate() {
-        write!(out, "; program {} (section classifier", s.name)?;
-        if k > 0 {
-            write!(out, ", weir_jmp slot {k}")?;
-        }
-        writeln!(out, "), {} insns", s.code.len())?;
-        s.code.write_listing(out)?;
-        out.write_all(b"\n")?;
+    for (k, s) in staged.into_iter().enumerate() {
         programs.push(ProgramInfo {
             name: s.name.clone(),
             section: "classifier".into(),

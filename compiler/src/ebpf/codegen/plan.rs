@@ -3,6 +3,7 @@
 //! rows, and the stage split (split, assemble, split tighter).
 
 use super::leaf_events::SharedEvents;
+use super::stage_listing::StageListing;
 use super::*;
 use crate::contract::atom_rows::AtomRows;
 
@@ -240,22 +241,35 @@ pub(super) fn class_rows(
     (rows, bits)
 }
 
+/// The accepted stage split ([`split_stages`]).
+pub(super) struct Split {
+    /// Each block's stage.
+    pub(super) stage_of: Vec<usize>,
+    /// The assembled stages, their listings already written (none when
+    /// there are more than [`MAX_STAGES`]).
+    pub(super) staged: Option<Vec<stages::Stage>>,
+    /// The tail calls on the longest path.
+    pub(super) calls: usize,
+}
+
 /// The stages: split, assemble, and split tighter while a stage comes out
 /// larger than the budget (stubs and dispatch are only known after).
-/// Returns each block's stage, the assembled stages (none when there are
-/// more than [`MAX_STAGES`]) and the tail calls on the longest path.
-#[allow(clippy::type_complexity)]
+/// Each stage's listing goes into `listing` as soon as the stage is
+/// assembled within its size, and is freed (`stage_listing.rs`); a split
+/// redone tighter starts the listing again.
 pub(super) fn split_stages(
     gen: &Gen,
     opts: &Options,
-) -> Result<(Vec<usize>, Option<Vec<stages::Stage>>, usize), Vec<Limit>> {
+    listing: &mut StageListing,
+) -> Result<Split, Vec<Limit>> {
     let mut sizes: Vec<stages::BlockSize> = (0..gen.blocks.len())
         .map(|b| stages::measure(gen, b))
         .collect();
     // The final block, and the leaves' shared events blocks
     // (`leaf_events.rs`), are copied into the stages that reach them,
-    // never laid out on their own (see `stages::assemble`): they take no
-    // room in the split, every stage keeps room for a copy of each.
+    // never laid out on their own (see `stages::assemble_stage`): they
+    // take no room in the split, every stage keeps room for a copy of
+    // each.
     let mut final_slots = 0;
     for b in (0..gen.blocks.len()).filter(|&b| gen.copied_in_reserve(b)) {
         final_slots += std::mem::take(&mut sizes[b].slots);
@@ -271,6 +285,8 @@ pub(super) fn split_stages(
     } else {
         stages::HARD_SLOTS
     };
+    let most = (opts.budget.max_slots * 5 / 4).min(hard_slots);
+    let mut tries = 0;
     let (stage_of, staged) = loop {
         let stage_of = match stages::split(&sizes, &flow, &budget, final_slots) {
             Ok(s) => s,
@@ -282,34 +298,63 @@ pub(super) fn split_stages(
                 }])
             }
         };
+        if tries > 0 {
+            listing.restart();
+        }
+        tries += 1;
         let n = stage_of.iter().max().map_or(1, |m| m + 1);
         if n > MAX_STAGES {
             break (stage_of, None);
         }
-        let over = |staged: &Vec<stages::Stage>| {
-            staged
-                .iter()
-                .any(|s| s.code.len() > (opts.budget.max_slots * 5 / 4).min(hard_slots))
-        };
-        match stages::assemble(
-            gen,
-            &flow,
-            &stage_of,
-            &stages::entries(&flow, &stage_of),
-            opts.long_jumps,
-        ) {
-            Ok(staged) if !over(&staged) => break (stage_of, Some(staged)),
-            result => {
-                if budget.max_slots < 64 {
-                    return Err(vec![result.err().unwrap_or(Limit::StageTooLarge {
-                        stage: 0,
-                        overflow: StageOverflow::NoSplit,
-                    })]);
+        let entries = stages::entries(&flow, &stage_of);
+        assert!(
+            entries.first().is_none_or(BTreeSet::is_empty),
+            "internal compiler error: the entry program is a tail-call target"
+        );
+        // The split fails on the first stage that does not assemble, or
+        // comes out over `most`; the last try (below 64 slots) reports
+        // the first stage that does not assemble, else `NoSplit`.
+        let last = budget.max_slots < 64;
+        let mut staged = Vec::with_capacity(n);
+        let mut failed: Option<Limit> = None;
+        let mut over = false;
+        for k in 0..n {
+            match stages::assemble_stage(gen, &flow, &stage_of, &entries, opts.long_jumps, k) {
+                Ok(mut s) if s.code.len() <= most && !over => {
+                    listing.stage(k, &mut s);
+                    // Each slot's origin (10 MB at 100,000 one-peer
+                    // rules) is in the listing now, and the object has
+                    // no use for it.
+                    s.code.origins = Vec::new();
+                    staged.push(s);
                 }
-                budget.max_slots = budget.max_slots * 4 / 5;
+                Ok(_) => {
+                    over = true;
+                    if !last {
+                        break;
+                    }
+                }
+                Err(l) => {
+                    failed = Some(l);
+                    break;
+                }
             }
         }
+        if !over && failed.is_none() {
+            break (stage_of, Some(staged));
+        }
+        if last {
+            return Err(vec![failed.unwrap_or(Limit::StageTooLarge {
+                stage: 0,
+                overflow: StageOverflow::NoSplit,
+            })]);
+        }
+        budget.max_slots = budget.max_slots * 4 / 5;
     };
     let calls = stages::tail_calls(&flow, &stage_of);
-    Ok((stage_of, staged, calls))
+    Ok(Split {
+        stage_of,
+        staged,
+        calls,
+    })
 }

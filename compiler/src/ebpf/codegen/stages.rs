@@ -316,27 +316,12 @@ pub struct Stage {
     pub entries: usize,
 }
 
-/// Assembles every stage; `stage_of[b]` from [`split`].
-pub fn assemble(
-    gen: &Gen,
-    flow: &Flow,
-    stage_of: &[usize],
-    entries: &[BTreeSet<usize>],
-    long_jumps: bool,
-) -> Result<Vec<Stage>, Limit> {
-    let n = stage_of.iter().max().map_or(0, |m| m + 1);
-    assert!(
-        entries.first().is_none_or(BTreeSet::is_empty),
-        "internal compiler error: the entry program is a tail-call target"
-    );
-    (0..n)
-        .map(|k| assemble_stage(gen, flow, stage_of, entries, long_jumps, k))
-        .collect()
-}
-
-/// Stage `k`: its entry dispatch, its blocks in layout order, the copies
-/// they ask for, the tail-call stubs, the exits; assembled and checked.
-fn assemble_stage(
+/// Stage `k` of the split `stage_of` (from [`split`]): its entry
+/// dispatch, its blocks in layout order, the copies they ask for, the
+/// tail-call stubs, the exits; assembled and checked. The stages are
+/// assembled one at a time, in order, and each one's listing written
+/// before the next is made (`plan::split_stages`).
+pub fn assemble_stage(
     gen: &Gen,
     flow: &Flow,
     stage_of: &[usize],
