@@ -1,14 +1,15 @@
-//! The IPv4 conntrack key built once per packet (issue 21, session 14):
-//! the prologue's lookup compacts the packet's canonical key into the
-//! context (`layout::ctx::CT_KEY4`) and the final block inserts a plain
-//! IPv4 flow under it, after any tail call, without ordering and
-//! compacting the key again (`codegen::emit::ct_family`). Checked
-//! against the kernel: after real BPF_PROG_TEST_RUN packets, the keys
-//! read back from `weir_ct4` are `layout::ct::v4::compact` of the
+//! The IPv4 conntrack key a new allowed flow is inserted under (issue
+//! 21, `weir_ct4`, `layout::ct::v4`): the final block orders the
+//! packet's key canonically and compacts it at the call
+//! (`codegen::emit::ct_family`), and must reach the same 16 bytes as the
+//! prologue's lookup, or the flow's later packets miss their entry.
+//! Checked against the kernel: after real BPF_PROG_TEST_RUN packets, the
+//! keys read back from `weir_ct4` are `layout::ct::v4::compact` of the
 //! canonical key for a client that is the key's first end and for one
 //! that is its second (the order swapped), on both table kinds, with the
-//! final block in the entry program and in a tail-called stage; each
-//! flow's reply then passes, and not without its entry.
+//! final block in the entry program and in a tail-called stage (the
+//! stack, where the prologue built its key, lost); each flow's reply
+//! then passes, and not without its entry.
 //!
 //! Needs root; skipped without it unless `CI` is set (then it fails).
 
@@ -83,8 +84,8 @@ fn compile(src: &str, kind: CtTable, budget: Budget) -> EbpfOutput {
 }
 
 #[test]
-fn ebpf_ipv4_flow_inserted_under_the_prologues_key() {
-    if !have_root("ebpf_ipv4_flow_inserted_under_the_prologues_key") {
+fn ebpf_ipv4_flow_inserted_under_its_canonical_compact_key() {
+    if !have_root("ebpf_ipv4_flow_inserted_under_its_canonical_compact_key") {
         return;
     }
     let src = source();

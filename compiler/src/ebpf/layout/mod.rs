@@ -91,16 +91,7 @@ pub mod ctx {
     /// rule's IPv6 address; `::` for an IPv4 one, which only a wildcard
     /// listener matches), written beside [`STEER_ADDR`].
     pub const STEER_ADDR6: i16 = LB_CTV + 32; // [u8; 16]
-    /// The packet's conntrack key in canonical order and the 16-byte
-    /// [`super::ct::v4`] layout, written where an IPv4 key at
-    /// `CT_KEY_COPY` is compacted for its helper call
-    /// (`codegen::emit::ct_family`): the prologue's lookup leaves the
-    /// packet's own key here, and the final block's insert of a plain
-    /// (untranslated) IPv4 flow uses it as it is, after any tail call,
-    /// instead of ordering and compacting the key again. Meaningful only
-    /// for an IPv4 packet (IPv6 keys stay in the 40-byte layout).
-    pub const CT_KEY4: i16 = STEER_ADDR6 + 16; // [u8; 16]
-    pub const SIZE: u32 = CT_KEY4 as u32 + 16;
+    pub const SIZE: u32 = STEER_ADDR6 as u32 + 16;
 }
 
 /// `ctx::LB_STATE`: no new translation (the prologue's or an existing
@@ -156,9 +147,8 @@ pub mod ct {
     /// — the same canonical order (an IPv4 address compares as its
     /// first 8 bytes do, the rest being zero) and the same value.
     /// The programs build the 40-byte key and compact it at the call
-    /// (`codegen::emit::ct_family`; the packet's own key once per packet,
-    /// into `ctx::CT_KEY4`); [`compact`] is the one definition for the
-    /// runtime.
+    /// (`codegen::emit::ct_family`); [`compact`] is the one definition
+    /// for the runtime.
     pub mod v4 {
         pub const SRC: i16 = 0;
         pub const DST: i16 = 4;

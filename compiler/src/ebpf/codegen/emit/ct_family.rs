@@ -7,16 +7,6 @@
 //! 16-byte [`layout::ct::v4`] layout in its own stack slot and the call
 //! made on `weir_ct4`. An IPv6 key goes to `weir_ct` unchanged.
 //!
-//! The packet's own key (the canonical key at `CT_KEY_COPY`) is
-//! compacted into the context (`ctx::CT_KEY4`) rather than the stack,
-//! so the final block's insert of a plain IPv4 flow — the new allowed
-//! flow, after tail calls that lose the stack — calls on it directly
-//! ([`Em::ct_insert4_prebuilt`]): one ordering and one compaction per
-//! packet instead of two. A flow the service stage translated (its key
-//! rewritten after the lookup), a pending translation, or a program with
-//! UDP redirects (whose insert reads the 40-byte key) takes the general
-//! path, which orders and compacts again.
-//!
 //! Why: a new allowed flow's time is mostly the kernel's hash-table work
 //! on these keys (a perf profile of the driven new allowed flow:
 //! `lookup_nulls_elem_raw`, the insert's copy into a cold element,
@@ -52,18 +42,12 @@ pub(super) enum CtCall {
 impl Em<'_> {
     /// `call` on the conntrack table of the key at `fp + key` (40-byte
     /// layout, fully written): `weir_ct4` with the key compacted when its
-    /// family byte is 4, else `weir_ct`. The packet's own key
-    /// (`key == CT_KEY_COPY`) is compacted into `ctx::CT_KEY4`, any other
-    /// into a stack slot. r0 as the helper leaves it; r1–r5 clobbered.
+    /// family byte is 4, else `weir_ct`. r0 as the helper leaves it;
+    /// r1–r5 clobbered.
     pub(super) fn ct_call(&mut self, call: CtCall, key: i16) {
         use layout::ct;
         let v6 = self.label("ct_v6");
         let done = self.label("ct_called");
-        let (base, key4) = if key == CT_KEY_COPY {
-            (R6, ctx::CT_KEY4)
-        } else {
-            (R10, KEY4)
-        };
         self.push(Op::load(Size::U8, R1, R10, key + ct::FAMILY));
         self.jmp(JmpCond::Ne, R1, 4, v6);
         for (to, from, size) in [
@@ -72,25 +56,17 @@ impl Em<'_> {
             (ct::v4::SPORT, ct::SPORT, Size::U64),
         ] {
             self.push(Op::load(size, R1, R10, key + from));
-            self.push(Op::store(size, base, key4 + to, R1));
+            self.push(Op::store(size, R10, KEY4 + to, R1));
         }
-        self.ct_helper(call, map::CT4, base, key4);
+        self.ct_helper(call, map::CT4, KEY4);
         self.push(Op::Ja { target: done });
         self.bind(v6);
-        self.ct_helper(call, map::CT, R10, key);
+        self.ct_helper(call, map::CT, key);
         self.bind(done);
     }
 
-    /// `bpf_map_update_elem(weir_ct4, ctx + CT_KEY4, fp + value,
-    /// BPF_ANY)`: the insert of an IPv4 flow whose key the prologue's
-    /// lookup left compacted in the context ([`Self::ct_call`] on
-    /// `CT_KEY_COPY`), unchanged since. r0 as the helper leaves it.
-    pub(super) fn ct_insert4_prebuilt(&mut self, value: i16) {
-        self.ct_helper(CtCall::Update(value), map::CT4, R6, ctx::CT_KEY4);
-    }
-
-    fn ct_helper(&mut self, call: CtCall, m: &str, base: Reg, key: i16) {
-        self.push(Op::mov64(R2, base));
+    fn ct_helper(&mut self, call: CtCall, m: &str, key: i16) {
+        self.push(Op::mov64(R2, R10));
         self.push(Op::alu64(AluOp::Add, R2, i32::from(key)));
         if let CtCall::Update(value) = call {
             self.push(Op::mov64(R3, R10));

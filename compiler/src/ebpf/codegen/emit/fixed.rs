@@ -48,7 +48,13 @@ impl Gen<'_> {
     /// deleted).
     pub(super) fn inserts_or_full(&self, em: &mut Em, full: Label, undo: Label) {
         em.push(Op::store(Size::U32, R10, -4, R3));
-        self.flow_inserts(em, Some((full, undo)));
+        self.conntrack_insert(em);
+        em.jmp(JmpCond::Ne, R0, 0, full);
+        if self.has_services {
+            // r0 is 0 here; a flow without a new translation keeps it.
+            self.record_translation(em);
+            em.jmp(JmpCond::Ne, R0, 0, undo);
+        }
         em.push(Op::load(Size::U32, R3, R10, -4));
     }
 

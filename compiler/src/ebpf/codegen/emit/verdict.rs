@@ -65,7 +65,10 @@ impl Gen<'_> {
         em.count_reg(R3);
         self.final_events(em, true);
         if fixed.is_none() {
-            self.flow_inserts(em, None);
+            self.conntrack_insert(em);
+            if self.has_services {
+                self.record_translation(em);
+            }
         }
         self.steering(em);
         em.push(Op::mov64(R0, layout::TC_ACT_OK));
@@ -81,93 +84,6 @@ impl Gen<'_> {
         }
         em.push(Op::mov64(R0, layout::TC_ACT_SHOT));
         em.push(Op::Exit);
-    }
-
-    /// An allowed new flow's inserts: its conntrack entry and, for a new
-    /// translation, the forward entry ([`Self::record_translation`]);
-    /// r0: the last update's result. A plain IPv4 flow (family 4, not
-    /// translated, no translation pending; in a program without UDP
-    /// redirects) is inserted under the key the prologue's lookup left in
-    /// `ctx::CT_KEY4` ([`Self::conntrack_insert4`]); any other through
-    /// [`Self::conntrack_insert`]. With non-LRU tables (`fixed`: the
-    /// `full` and `undo` labels of `fixed.rs`) a failed insert jumps
-    /// there.
-    pub(super) fn flow_inserts(&self, em: &mut Em, fixed: Option<(Label, Label)>) {
-        let inserted = em.label("flow_inserted");
-        if !self.udp_redirects() {
-            let general = em.label("ct_insert_general");
-            em.push(Op::load(Size::U8, R1, R6, ctx::FAMILY));
-            em.jmp(JmpCond::Ne, R1, 4, general);
-            if self.has_services {
-                em.push(Op::load(Size::U32, R1, R6, ctx::SERVICE));
-                em.push(Op::load(Size::U32, R2, R6, ctx::LB_STATE));
-                em.push(Op::alu64(AluOp::Or, R1, R2));
-                em.jmp(JmpCond::Ne, R1, 0, general);
-            }
-            self.conntrack_insert4(em);
-            if let Some((full, _)) = fixed {
-                em.jmp(JmpCond::Ne, R0, 0, full);
-            }
-            em.push(Op::Ja { target: inserted });
-            em.bind(general);
-        }
-        self.conntrack_insert(em);
-        if let Some((full, undo)) = fixed {
-            em.jmp(JmpCond::Ne, R0, 0, full);
-            if self.has_services {
-                // r0 is 0 here; a flow without a new translation keeps it.
-                self.record_translation(em);
-                em.jmp(JmpCond::Ne, R0, 0, undo);
-            }
-        } else if self.has_services {
-            self.record_translation(em);
-        }
-        em.bind(inserted);
-    }
-
-    /// [`Self::conntrack_insert`] of a plain IPv4 flow: the same value
-    /// (time and flags, no frontend) under the canonical 16-byte key the
-    /// prologue's lookup left in `ctx::CT_KEY4` (`ct_family.rs`), which
-    /// nothing since has changed: the service stage rewrites the key
-    /// only of a flow it translates, and such a flow does not come here.
-    fn conntrack_insert4(&self, em: &mut Em) {
-        self.ct_time(em, false);
-        self.plain_value(em);
-        em.ct_insert4_prebuilt(VALUE);
-    }
-
-    /// r0 = the coarse clock with the entry's flag bits clear (see
-    /// [`Self::conntrack_insert`]); kept at `NOW` for a forward entry
-    /// when `keep`.
-    fn ct_time(&self, em: &mut Em, keep: bool) {
-        use layout::ct;
-        em.push(Op::Call {
-            helper: helper::KTIME_GET_COARSE_NS,
-        });
-        if keep {
-            // The same time for a new translation's forward entry
-            // ([`Self::record_translation`], always after this insert):
-            // its timestamp slot, past the 32 bytes `weir_ct` reads.
-            em.push(Op::store(Size::U64, R10, NOW, R0));
-        }
-        let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
-        // Non-LRU tables: a new entry is not yet `SEEN` (`fixed.rs`).
-        let flags = if self.fixed_tables() {
-            flags | ct::SEEN
-        } else {
-            flags
-        };
-        em.push(Op::alu64(AluOp::And, R0, !flags));
-    }
-
-    /// The value of an untranslated flow at `fp + VALUE`: the time in
-    /// r0, no frontend, proxy or service.
-    fn plain_value(&self, em: &mut Em) {
-        use layout::ct;
-        em.push(Op::store(Size::U64, R10, VALUE + ct::TIME, R0));
-        for off in [ct::FE_ADDR, ct::FE_ADDR + 8, ct::FE_PORT] {
-            em.push(Op::store(Size::U64, R10, VALUE + off, 0));
-        }
     }
 
     /// Conntrack insert (key built by the prologue, in canonical order):
@@ -187,7 +103,23 @@ impl Gen<'_> {
         use layout::ct;
         self.udp_first_assign(em);
         self.canonical_ct_key(em, CT_KEY_COPY);
-        self.ct_time(em, self.has_services);
+        em.push(Op::Call {
+            helper: helper::KTIME_GET_COARSE_NS,
+        });
+        if self.has_services {
+            // The same time for a new translation's forward entry
+            // ([`Self::record_translation`], always after this insert):
+            // its timestamp slot, past the 32 bytes `weir_ct` reads.
+            em.push(Op::store(Size::U64, R10, NOW, R0));
+        }
+        let flags = ct::TRANSLATED | ct::CLIENT_FIRST;
+        // Non-LRU tables: a new entry is not yet `SEEN` (`fixed.rs`).
+        let flags = if self.fixed_tables() {
+            flags | ct::SEEN
+        } else {
+            flags
+        };
+        em.push(Op::alu64(AluOp::And, R0, !flags));
         let plain = em.label("not_translated");
         let written = em.label("ct_value_written");
         if self.has_services {
@@ -210,7 +142,10 @@ impl Gen<'_> {
             em.push(Op::Ja { target: written });
         }
         em.bind(plain);
-        self.plain_value(em);
+        em.push(Op::store(Size::U64, R10, VALUE + ct::TIME, R0));
+        for off in [ct::FE_ADDR, ct::FE_ADDR + 8, ct::FE_PORT] {
+            em.push(Op::store(Size::U64, R10, VALUE + off, 0));
+        }
         em.bind(written);
         self.ct_record_proxy(em);
         em.ct_call(CtCall::Update(VALUE), CT_KEY_COPY);
