@@ -570,11 +570,7 @@ impl Iptables {
         let (start, planned, old_applied) = std::thread::scope(|s| {
             let planned = s.spawn(|| Plan::new(bundle, likely));
             // The old side's chain keys need no kernel state either.
-            let old = s.spawn(|| {
-                let a = state.and_then(|st| self.read_applied(st.generation));
-                let keys = a.as_ref().map(|a| super::keep::old_keys(&a.blocks));
-                (a, keys)
-            });
+            let old = s.spawn(|| self.old_record(state));
             let start = phases.time("kernel state", || self.free_generation(state, need_ipset));
             let planned = planned.join().expect("plan thread");
             let old = old.join().expect("applied record thread");
@@ -601,25 +597,13 @@ impl Iptables {
         // the intent written first lists every set and every chain the
         // generation could load (kept chains only lose their new names).
         let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
-        if sets_early {
-            let first = plan.state(bundle, &self.opts);
-            phases.time("records", || {
-                self.write_intent(&super::intent::Intent {
-                    new: Some(first),
-                    previous: state.cloned(),
-                    temp_sets: Vec::new(),
-                    folded: false,
-                })
-            })?;
-        }
-        let sets_text = sets_early.then(|| (plan.load_ipset.clone(), plan.set_refs()));
-        let sets_loaded = std::thread::scope(|s| {
-            let sets = sets_text.map(|(text, refs)| {
-                s.spawn(move || {
-                    let step = format!("step 1 (ipset restore of generation {g})");
-                    self.restore_sets(&step, &text, &refs)
-                })
-            });
+        let sets_loaded = std::thread::scope(|s| -> Result<_, Error> {
+            let sets = if sets_early {
+                let first = plan.state(bundle, &self.opts);
+                Some(phases.time("records", || self.start_sets(s, g, &plan, first, state))?)
+            } else {
+                None
+            };
             // After the sets: a kept set's rules name it by its old name,
             // as the old chains do.
             if let (Some(state), Some(old)) = (state, &old_keys) {
@@ -628,8 +612,8 @@ impl Iptables {
                 });
             }
             // What step 1 adds to the wall time here: its wait.
-            sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")))
-        });
+            Ok(sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread"))))
+        })?;
         Ok(start::Started {
             g,
             saved,

@@ -100,6 +100,40 @@ fn created(text: &str) -> Vec<String> {
 }
 
 impl Iptables {
+    /// The generation in force's record and its chains' content keys
+    /// (what the keep phase compares with), read beside the saves: none
+    /// without a state or a record of that generation.
+    pub(super) fn old_record(&self, state: Option<&State>) -> (Option<Applied>, Option<OldKeys>) {
+        let a = state.and_then(|st| self.read_applied(st.generation));
+        let keys = a.as_ref().map(|a| super::super::keep::old_keys(&a.blocks));
+        (a, keys)
+    }
+
+    /// Step 1 started before the keep phase: the intent lists `first`
+    /// (every set and chain the generation could load) before any set
+    /// is created, so a crash in between rolls them back; then
+    /// `ipset restore` of the plan's sets on a thread of `s`.
+    pub(super) fn start_sets<'s>(
+        &'s self,
+        s: &'s std::thread::Scope<'s, '_>,
+        g: u32,
+        plan: &Plan,
+        first: State,
+        previous: Option<&State>,
+    ) -> Result<std::thread::ScopedJoinHandle<'s, Result<(), Error>>, Error> {
+        self.write_intent(&super::super::intent::Intent {
+            new: Some(first),
+            previous: previous.cloned(),
+            temp_sets: Vec::new(),
+            folded: false,
+        })?;
+        let (load, refs) = (plan.load_ipset.clone(), plan.set_refs());
+        Ok(s.spawn(move || {
+            let step = format!("step 1 (ipset restore of generation {g})");
+            self.restore_sets(&step, &load, &refs)
+        }))
+    }
+
     /// Replacing `state`'s generation (which has sets): saves the kernel's
     /// rules and sets, plans generation `likely`, and creates its sets as
     /// soon as `ipset save` shows which to keep and that no set uses
@@ -118,12 +152,7 @@ impl Iptables {
         std::thread::scope(|s| {
             let rules = s.spawn(|| self.save_all());
             let planned = s.spawn(|| Plan::new(bundle, likely));
-            let old = s.spawn(|| {
-                let a = self.read_applied(state.generation);
-                let keys: Option<OldKeys> =
-                    a.as_ref().map(|a| super::super::keep::old_keys(&a.blocks));
-                (a, keys)
-            });
+            let old = s.spawn(|| self.old_record(Some(state)));
             let kernel_sets = self.save_sets(true);
             let mut plan = planned.join().expect("plan thread")?;
             let kernel_sets = kernel_sets?;
@@ -133,21 +162,12 @@ impl Iptables {
             }
             let kept_sets = plan.share(&state.sets, &kernel_sets);
             let first = (!plan.load_ipset.is_empty()).then(|| plan.state(bundle, &self.opts));
-            if let Some(first) = &first {
-                self.write_intent(&super::super::intent::Intent {
-                    new: Some(first.clone()),
-                    previous: Some(state.clone()),
-                    temp_sets: Vec::new(),
-                    folded: false,
-                })?;
-            }
-            let sets = first.is_some().then(|| {
-                let (load, refs) = (plan.load_ipset.clone(), plan.set_refs());
-                s.spawn(move || {
-                    let step = format!("step 1 (ipset restore of generation {likely})");
-                    self.restore_sets(&step, &load, &refs)
-                })
-            });
+            let sets = match &first {
+                Some(first) => {
+                    Some(self.start_sets(s, likely, &plan, first.clone(), Some(state))?)
+                }
+                None => None,
+            };
             let saved = rules.join().expect("save thread");
             phases.add("kernel state", t0.elapsed());
             // Past this point step 1 may have created sets: any way out
