@@ -263,6 +263,7 @@ mod tests {
     use super::*;
 
     fn object_with_collector() -> Vec<u8> {
+        use weir_compiler::ebpf::layout::ct;
         let c = weir_compiler::ebpf::codegen::ct_gc::collector().unwrap();
         let obj = weir_compiler::ebpf::ObjectDef {
             programs: vec![c.program.clone()],
@@ -270,15 +271,15 @@ mod tests {
                 weir_compiler::ebpf::MapDef::new(
                     weir_compiler::ebpf::layout::map::CT,
                     weir_compiler::ebpf::MapType::Hash,
-                    40,
-                    32,
+                    ct::KEY_SIZE,
+                    ct::VALUE_SIZE,
                     16,
                 ),
                 weir_compiler::ebpf::MapDef::new(
                     weir_compiler::ebpf::layout::map::CT4,
                     weir_compiler::ebpf::MapType::Hash,
-                    16,
-                    32,
+                    ct::v4::KEY_SIZE,
+                    ct::VALUE_SIZE,
                     16,
                 ),
                 c.map.clone(),

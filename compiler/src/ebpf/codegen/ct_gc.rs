@@ -235,6 +235,18 @@ fn func_addr(a: &mut Asm, dst: Reg) -> usize {
 /// `gc::SWEEP_CB`, `gc::SWEEP_CB4`).
 const CT_MAPS: [&str; 2] = [layout::map::CT, layout::map::CT4];
 
+/// The sweep's clock in r8: the time a test injected (already loaded
+/// into r8; 0: none), else `bpf_ktime_get_ns`. `label` names the join.
+fn clock_unless_injected(a: &mut Asm, label: &str) {
+    let have_now = a.new_label(label);
+    a.push(Op::jmp(JmpCond::Ne, Reg::R8, 0, have_now));
+    a.push(Op::Call {
+        helper: helper::KTIME_GET_NS,
+    });
+    a.push(Op::mov64(Reg::R8, Reg::R0));
+    a.bind(have_now);
+}
+
 /// One walk of each conntrack table from the frame of the arming program
 /// or the work callback: `r7` the gc value, `r8` the time. Leaves `r9` =
 /// 1 when the walk stopped at its budget (more to do), else 0. Returns
@@ -418,13 +430,7 @@ fn arming_program() -> Result<(Assembled, ArmRefs), AsmError> {
     let arm = a.new_label("gc_arm");
     unless_flag(&mut a, at(cfg::FLAGS), cfg::SWEEP, arm);
     a.push(Op::load(Size::U64, Reg::R8, Reg::R10, at(cfg::NOW)));
-    let have_now = a.new_label("gc_have_now");
-    a.push(Op::jmp(JmpCond::Ne, Reg::R8, 0, have_now));
-    a.push(Op::Call {
-        helper: helper::KTIME_GET_NS,
-    });
-    a.push(Op::mov64(Reg::R8, Reg::R0));
-    a.bind(have_now);
+    clock_unless_injected(&mut a, "gc_have_now");
     let sweep_ref = sweep(&mut a);
     a.bind(arm);
     let kick_label = a.new_label("gc_kick");
@@ -532,13 +538,7 @@ fn work_callback() -> Result<(Assembled, [usize; 2]), AsmError> {
     let mut a = Asm::new();
     a.push(Op::mov64(Reg::R7, Reg::R3));
     a.push(Op::load(Size::U64, Reg::R8, Reg::R7, gc::WQ_NOW));
-    let have_now = a.new_label("work_have_now");
-    a.push(Op::jmp(JmpCond::Ne, Reg::R8, 0, have_now));
-    a.push(Op::Call {
-        helper: helper::KTIME_GET_NS,
-    });
-    a.push(Op::mov64(Reg::R8, Reg::R0));
-    a.bind(have_now);
+    clock_unless_injected(&mut a, "work_have_now");
     let r = sweep(&mut a);
     let complete = a.new_label("work_complete");
     a.push(Op::jmp(JmpCond::Eq, Reg::R9, 0, complete));
