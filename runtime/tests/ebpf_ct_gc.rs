@@ -23,7 +23,6 @@ mod bundle_common;
 mod ebpf_common;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ebpf_common::*;
@@ -340,7 +339,7 @@ fn map_alive(id: u32) -> bool {
 
 #[test]
 fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
-    use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+    use weir_runtime::netns::Topology;
     if !weir_runtime::kernel_test::may_run(
         "ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it",
         &["ip", "bpftool"],
@@ -357,9 +356,7 @@ fn ebpf_ct_gc_timer_collects_after_a_plain_apply_and_detach_removes_it() {
         &tables().into(),
     );
     let topo = Topology::new().expect("netns topology");
-    let mut inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
-    inst.pin_root = PathBuf::from(format!("/sys/fs/bpf/weir-test-ctgc-{}", std::process::id()));
-    inst.state_root = work.join("state");
+    let inst = bundle_common::node_instance(&topo, "ctgc", &work);
     let applied = weir_runtime::ebpf::apply(&dir, &inst).unwrap();
     // The apply claims an armed collector: its sweep read back.
     let c = applied.collector.expect("a collector with hash tables");

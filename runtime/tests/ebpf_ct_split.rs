@@ -317,7 +317,7 @@ fn ebpf_collector_reads_ipv4_forward_entries_from_either_end() {
 /// generation runs, removes it from `weir_ct`; an IPv6 flow stays there.
 #[test]
 fn ebpf_apply_moves_ipv4_flows_out_of_the_shared_table() {
-    use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+    use weir_runtime::netns::Topology;
     let name = "ebpf_apply_moves_ipv4_flows_out_of_the_shared_table";
     if !weir_runtime::kernel_test::may_run(name, &["ip"]) {
         return;
@@ -332,12 +332,7 @@ fn ebpf_apply_moves_ipv4_flows_out_of_the_shared_table() {
         &Default::default(),
     );
     let topo = Topology::new().expect("netns topology");
-    let mut inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
-    inst.pin_root = PathBuf::from(format!(
-        "/sys/fs/bpf/weir-test-ct-split-apply-{}",
-        std::process::id()
-    ));
-    inst.state_root = work.join("state");
+    let inst = bundle_common::node_instance(&topo, "ct-split-apply", &work);
     weir_runtime::ebpf::apply(&dir, &inst).unwrap();
     let pinned = |n: &str| {
         Map::from_map_data(aya::maps::MapData::from_pin(inst.pin_dir().join(n)).unwrap()).unwrap()

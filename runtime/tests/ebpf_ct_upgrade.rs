@@ -161,7 +161,7 @@ fn ebpf_upgrade_copies_translations_into_forward_entries() {
 
 #[test]
 fn ebpf_apply_over_an_older_generation_copies_its_translations() {
-    use weir_runtime::netns::{Topology, NODE_CLIENT_IF};
+    use weir_runtime::netns::Topology;
     if !weir_runtime::kernel_test::may_run(
         "ebpf_apply_over_an_older_generation_copies_its_translations",
         &["ip", "bpftool"],
@@ -178,12 +178,7 @@ fn ebpf_apply_over_an_older_generation_copies_its_translations() {
         &Default::default(),
     );
     let topo = Topology::new().expect("netns topology");
-    let mut inst = weir_runtime::ebpf::Instance::new(NODE_CLIENT_IF, Some(topo.node.name()));
-    inst.pin_root = PathBuf::from(format!(
-        "/sys/fs/bpf/weir-test-upgrade-{}",
-        std::process::id()
-    ));
-    inst.state_root = work.join("state");
+    let inst = bundle_common::node_instance(&topo, "upgrade", &work);
     let g1 = weir_runtime::ebpf::apply(&dir, &inst).unwrap().generation;
     // Make generation g1 look like the older layout: a pinned
     // translation table beside its maps.

@@ -187,3 +187,20 @@ pub fn filter_bundle(dir: &Path, rules: &str, cidr: &str) -> Bundle {
     );
     Bundle::read(dir).unwrap()
 }
+
+/// An eBPF instance on `topo`'s node interface, pinned under a bpffs
+/// directory of its own (`/sys/fs/bpf/weir-test-TAG-PID`) with its
+/// state in `work/state`: what the netns apply tests load into.
+pub fn node_instance(
+    topo: &weir_runtime::netns::Topology,
+    tag: &str,
+    work: &Path,
+) -> weir_runtime::ebpf::Instance {
+    let mut inst = weir_runtime::ebpf::Instance::new(
+        weir_runtime::netns::NODE_CLIENT_IF,
+        Some(topo.node.name()),
+    );
+    inst.pin_root = format!("/sys/fs/bpf/weir-test-{tag}-{}", std::process::id()).into();
+    inst.state_root = work.join("state");
+    inst
+}
