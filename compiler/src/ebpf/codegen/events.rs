@@ -27,9 +27,10 @@
 //! per packet. An event without credit, or one the ring buffer has no
 //! room for (`bpf_ringbuf_reserve` fails), is not written and counts in
 //! the same entry's `dropped`, which `weir monitor` reports. A flood thus
-//! costs the data path, per packet, a map lookup, `bpf_ktime_get_ns` and
-//! a few compares once the bucket is empty — never more than `rate`
-//! ring-buffer writes per second per CPU.
+//! costs the data path, per packet, a map lookup, a clock read (see
+//! "Clock") and a few compares once the bucket is empty — never more
+//! than `rate` ring-buffer writes per second per CPU after the first
+//! `burst` (give or take one tick's credit with the coarse clock).
 //!
 //! **Clock.** The bucket reads the coarse monotonic clock
 //! (`bpf_ktime_get_coarse_ns`: `CLOCK_MONOTONIC` as of the last timer
