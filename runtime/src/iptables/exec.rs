@@ -46,6 +46,9 @@ pub struct Exec {
     /// The state directory in which each running program is marked
     /// ([`super::orphans`]), if any.
     marks: Option<PathBuf>,
+    /// Restore blocks the direct x_tables loader sent to the tool
+    /// ([`super::xt`]).
+    fallbacks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Set (to anything) to print every program run, with its wall time, to
@@ -113,6 +116,7 @@ impl Exec {
             netns,
             log: Arc::default(),
             marks: None,
+            fallbacks: Arc::default(),
         }
     }
 
@@ -131,6 +135,23 @@ impl Exec {
     /// Every program run so far, oldest first.
     pub fn log(&self) -> Vec<Ran> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds a run that was not a program (a table the direct x_tables
+    /// loader wrote) to the log.
+    pub(crate) fn record(&self, ran: Ran) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(ran);
+    }
+
+    pub(crate) fn count_fallback(&self) {
+        self.fallbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many restore blocks the direct x_tables loader sent to the
+    /// tool so far.
+    pub fn fallbacks(&self) -> usize {
+        self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `program args…`, feeding `stdin`. A program that runs and exits
@@ -230,18 +251,26 @@ impl Exec {
 /// (~10 ms per tool from the benchmark's large process, six tools per
 /// endpoint update).
 fn spawn_in(cmd: &mut Command, netns: &File) -> std::io::Result<std::process::Child> {
+    in_netns(netns, || cmd.spawn())?
+}
+
+/// Runs `f` on a short-lived thread inside the network namespace `netns`
+/// (an open `/var/run/netns/NAME`): what [`spawn_in`] spawns from, and
+/// where the direct x_tables loader makes its socket (a socket keeps the
+/// namespace it was made in).
+pub(crate) fn in_netns<T: Send>(netns: &File, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
     let fd = netns.as_raw_fd();
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns on an fd that stays open for the call; it
-            // changes only this thread, which ends after the spawn.
+            // changes only this thread, which ends after `f`.
             if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            cmd.spawn()
+            Ok(f())
         })
         .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
     })
 }
 

@@ -64,6 +64,7 @@ pub mod state;
 pub mod stats;
 pub mod status;
 pub(crate) mod transaction;
+pub mod xt;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -146,6 +147,9 @@ pub struct Options {
     /// network namespace: the kernel objects it describes are per namespace.
     pub state_dir: PathBuf,
     pub variant: Variant,
+    /// Whether IPv4 restores write x_tables directly where the legacy
+    /// tools are in use ([`xt`]); defaults from `WEIR_XTABLES`.
+    pub xtables: xt::XtMode,
 }
 
 pub use crate::statefs::STATE_ROOT;
@@ -159,6 +163,7 @@ impl Options {
             netns: None,
             state_dir: PathBuf::from(STATE_ROOT).join(statefs::netns_label(None)),
             variant: Variant::System,
+            xtables: xt::XtMode::from_env(),
         }
     }
 
@@ -169,6 +174,7 @@ impl Options {
             netns: Some(name.to_string()),
             state_dir: statefs::state_dir_of(Path::new(STATE_ROOT), name),
             variant: Variant::System,
+            xtables: xt::XtMode::from_env(),
         }
     }
 
@@ -179,6 +185,11 @@ impl Options {
 
     pub fn with_variant(mut self, variant: Variant) -> Options {
         self.variant = variant;
+        self
+    }
+
+    pub fn with_xtables(mut self, mode: xt::XtMode) -> Options {
+        self.xtables = mode;
         self
     }
 }
@@ -258,8 +269,17 @@ impl Iptables {
             .collect())
     }
 
-    /// Runs one restore transaction without flushing other chains.
+    /// Runs one restore transaction without flushing other chains:
+    /// IPv4 with the legacy tools through the direct loader ([`xt`]).
     pub(crate) fn restore(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
+        if self.direct_xtables(family) {
+            return self.restore_direct(step, text);
+        }
+        self.restore_tool(step, family, text)
+    }
+
+    /// Runs `iptables-restore --noflush -w` with `text`.
+    pub(crate) fn restore_tool(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
         let program = self.opts.variant.restore(family);
         self.exec
             .run_ok(step, &program, &["--noflush", "-w"], Some(text))

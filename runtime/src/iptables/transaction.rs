@@ -70,18 +70,23 @@ impl Iptables {
     /// nf_tables tools need small transactions; the legacy ones rewrite the
     /// whole table on every COMMIT, so they get one.
     pub(crate) fn lines_per_commit(&self, family: Family) -> usize {
-        let nft = match self.opts.variant {
+        if self.uses_nft(family) {
+            NFT_LINES_PER_COMMIT
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Whether the tools in use are the nf_tables-based ones (`System`:
+    /// as `iptables-restore --version` says).
+    pub(crate) fn uses_nft(&self, family: Family) -> bool {
+        match self.opts.variant {
             Variant::Nft => true,
             Variant::Legacy => false,
             Variant::System => self
                 .exec
                 .run(&self.opts.variant.restore(family), &["--version"], None)
                 .is_ok_and(|o| o.stdout.contains("nf_tables") || o.stderr.contains("nf_tables")),
-        };
-        if nft {
-            NFT_LINES_PER_COMMIT
-        } else {
-            usize::MAX
         }
     }
 

@@ -1,0 +1,459 @@
+//! The match and target extensions the direct loader writes, in the
+//! revisions libxtables 1.8 picks on a kernel that has them (checked
+//! against the kernel once per loader, IPT_SO_GET_REVISION_*; the oracle
+//! test `iptables_xt_oracle` compares every byte with what
+//! `iptables-legacy-restore` writes). An extension or option not here is
+//! `Err`, and its block goes to the tool.
+
+use std::collections::HashMap;
+
+use super::spec::Opt;
+use super::sys::Sock;
+use super::table::xt_object;
+
+/// What encoding needs from the kernel: set indexes (one lookup per set
+/// name) and revisions (one question per extension).
+pub(crate) struct Ctx<'a> {
+    pub sock: &'a Sock,
+    ipset_version: Option<u32>,
+    sets: HashMap<String, Option<u16>>,
+    revisions: HashMap<(bool, &'static str, u8), bool>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(sock: &'a Sock) -> Ctx<'a> {
+        Ctx {
+            sock,
+            ipset_version: None,
+            sets: HashMap::new(),
+            revisions: HashMap::new(),
+        }
+    }
+
+    fn set_index(&mut self, name: &str) -> Result<u16, String> {
+        if let Some(i) = self.sets.get(name) {
+            return i.ok_or_else(|| format!("no IPv4 set `{name}`"));
+        }
+        let version = match self.ipset_version {
+            Some(v) => v,
+            None => {
+                let v = self
+                    .sock
+                    .ipset_version()
+                    .map_err(|e| format!("ipset version: {e}"))?;
+                self.ipset_version = Some(v);
+                v
+            }
+        };
+        let i = self
+            .sock
+            .set_index(version, name)
+            .map_err(|e| format!("set `{name}`: {e}"))?;
+        self.sets.insert(name.to_string(), i);
+        i.ok_or_else(|| format!("no IPv4 set `{name}`"))
+    }
+
+    fn require(&mut self, target: bool, name: &'static str, rev: u8) -> Result<(), String> {
+        let sock = self.sock;
+        let ok = *self
+            .revisions
+            .entry((target, name, rev))
+            .or_insert_with(|| sock.has_revision(target, name, rev));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("the kernel lacks `{name}` revision {rev}"))
+        }
+    }
+}
+
+/// Encodes match `name` with `opts` (`proto`: the rule's `-p`).
+pub(crate) fn encode_match(
+    name: &str,
+    opts: &[Opt],
+    proto: u16,
+    ctx: &mut Ctx,
+) -> Result<Vec<u8>, String> {
+    let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
+        "comment" => ("comment", 0, comment(opts)?),
+        "set" => ("set", 4, set(opts, ctx)?),
+        "limit" => ("limit", 0, limit(opts)?),
+        "tcp" if proto == 6 => ("tcp", 0, tcp_udp(opts, true)?),
+        "udp" if proto == 17 => ("udp", 0, tcp_udp(opts, false)?),
+        "icmp" if proto == 1 => ("icmp", 0, icmp(opts)?),
+        "multiport" if matches!(proto, 6 | 17 | 132) => ("multiport", 1, multiport(opts)?),
+        "conntrack" => ("conntrack", 3, conntrack(opts)?),
+        _ => return Err(format!("match `{name}`")),
+    };
+    ctx.require(false, ext, rev)?;
+    Ok(xt_object(ext, rev, &data))
+}
+
+/// Encodes an extension target, `None` if `name` is not one we write
+/// (a standard verdict or a chain).
+pub(crate) fn encode_target(
+    name: &str,
+    opts: &[Opt],
+    ctx: &mut Ctx,
+) -> Result<Option<Vec<u8>>, String> {
+    let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
+        "NFLOG" => ("NFLOG", 0, nflog(opts)?),
+        "ACCEPT" | "DROP" | "RETURN" => return Ok(None),
+        n if n.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') && !n.contains("WEIR") => {
+            // An extension we do not write (LOG, MARK, DNAT, …): the tool.
+            return Err(format!("target `{n}`"));
+        }
+        _ => return Ok(None),
+    };
+    ctx.require(true, ext, rev)?;
+    Ok(Some(xt_object(ext, rev, &data)))
+}
+
+/// The one argument of an option that takes one, not inverted.
+fn one<'o>(o: &'o Opt) -> Result<&'o str, String> {
+    match o.args.as_slice() {
+        [a] if !o.invert => Ok(a),
+        _ => Err(format!("option `--{}`", o.name)),
+    }
+}
+
+fn seen(flag: &mut bool, o: &Opt) -> Result<(), String> {
+    if std::mem::replace(flag, true) {
+        Err(format!("repeated `--{}`", o.name))
+    } else {
+        Ok(())
+    }
+}
+
+/// `xt_comment_info`: `char comment[256]`.
+fn comment(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("comment options".into());
+    };
+    if o.name != "comment" {
+        return Err(format!("comment option `--{}`", o.name));
+    }
+    let c = one(o)?;
+    if c.len() > 255 {
+        return Err("comment longer than 255".into());
+    }
+    let mut d = vec![0u8; 256];
+    d[..c.len()].copy_from_slice(c.as_bytes());
+    Ok(d)
+}
+
+/// `xt_set_info_match_v4`: `{u16 index; u8 dim; u8 flags}`, two
+/// `ip_set_counter_match {u64 value; u8 op}` (none), `u32 flags`. `flags`
+/// of the set info: bit 0 inversion, bit i the i-th direction is `src`.
+fn set(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("set options".into());
+    };
+    let (name, dirs) = match (o.name.as_str(), o.args.as_slice()) {
+        ("match-set", [name, dirs]) => (name, dirs),
+        _ => return Err(format!("set option `--{}`", o.name)),
+    };
+    let dirs: Vec<&str> = dirs.split(',').collect();
+    if dirs.is_empty() || dirs.len() > 6 {
+        return Err("set directions".into());
+    }
+    let mut flags = u8::from(o.invert);
+    for (i, d) in dirs.iter().enumerate() {
+        match *d {
+            "src" => flags |= 1 << (i + 1),
+            "dst" => {}
+            _ => return Err(format!("set direction `{d}`")),
+        }
+    }
+    let index = ctx.set_index(name)?;
+    let mut d = vec![0u8; 48];
+    d[..2].copy_from_slice(&index.to_ne_bytes());
+    d[2] = dirs.len() as u8;
+    d[3] = flags;
+    Ok(d)
+}
+
+/// `xt_rateinfo` as userspace fills it: `avg` (`XT_LIMIT_SCALE` × the
+/// period / rate) and `burst`; the rest is the kernel's.
+fn limit(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    const SCALE: u32 = 10_000;
+    let mut avg = SCALE * 3600 / 3;
+    let mut burst = 5u32;
+    let (mut l, mut b) = (false, false);
+    for o in opts {
+        match o.name.as_str() {
+            "limit" => {
+                seen(&mut l, o)?;
+                avg = rate(one(o)?).ok_or_else(|| format!("rate `{}`", one(o).unwrap_or("")))?;
+            }
+            "limit-burst" => {
+                seen(&mut b, o)?;
+                burst = one(o)?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 10_000)
+                    .ok_or("burst")?;
+            }
+            n => return Err(format!("limit option `--{n}`")),
+        }
+    }
+    let mut d = vec![0u8; 40];
+    d[..4].copy_from_slice(&avg.to_ne_bytes());
+    d[4..8].copy_from_slice(&burst.to_ne_bytes());
+    Ok(d)
+}
+
+/// libxt_limit's `parse_rate`: `N[/second|/minute|/hour|/day]`, a unit
+/// abbreviated to any prefix.
+fn rate(s: &str) -> Option<u32> {
+    const SCALE: u64 = 10_000;
+    let (n, unit) = match s.split_once('/') {
+        Some((n, u)) => (n, Some(u)),
+        None => (s, None),
+    };
+    let mult: u64 = match unit {
+        None => 1,
+        Some(u) => {
+            let u = u.to_ascii_lowercase();
+            if u.is_empty() {
+                return None;
+            }
+            [
+                ("second", 1),
+                ("minute", 60),
+                ("hour", 3600),
+                ("day", 86400),
+            ]
+            .iter()
+            .find(|(w, _)| w.starts_with(&u))?
+            .1
+        }
+    };
+    let r: u64 = n.parse().ok().filter(|r| *r > 0)?;
+    let v = SCALE * mult / r;
+    (v > 0 && v <= u64::from(u32::MAX)).then_some(v as u32)
+}
+
+/// `PORT` or `LO:HI` (`LO:` to 65535, `:HI` from 0).
+fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let p = |x: &str, d: u16| -> Result<u16, String> {
+        if x.is_empty() {
+            Ok(d)
+        } else {
+            x.parse().map_err(|_| format!("port `{s}`"))
+        }
+    };
+    match s.split_once(':') {
+        Some((a, b)) => {
+            let r = (p(a, 0)?, p(b, u16::MAX)?);
+            if r.0 > r.1 {
+                return Err(format!("port range `{s}`"));
+            }
+            Ok(r)
+        }
+        None if !s.is_empty() => Ok((p(s, 0)?, p(s, 0)?)),
+        None => Err("empty port".into()),
+    }
+}
+
+/// `xt_tcp` (`spts[2]`, `dpts[2]`, option, flg_mask, flg_cmp, invflags)
+/// or `xt_udp` (`spts[2]`, `dpts[2]`, invflags).
+fn tcp_udp(opts: &[Opt], tcp: bool) -> Result<Vec<u8>, String> {
+    let mut spts = (0u16, u16::MAX);
+    let mut dpts = (0u16, u16::MAX);
+    let mut inv = 0u8;
+    let (mut s, mut d) = (false, false);
+    for o in opts {
+        let [a] = o.args.as_slice() else {
+            return Err(format!("option `--{}`", o.name));
+        };
+        match o.name.as_str() {
+            "sport" | "source-port" => {
+                seen(&mut s, o)?;
+                spts = port_range(a)?;
+                inv |= if o.invert { 0x01 } else { 0 };
+            }
+            "dport" | "destination-port" => {
+                seen(&mut d, o)?;
+                dpts = port_range(a)?;
+                inv |= if o.invert { 0x02 } else { 0 };
+            }
+            n => return Err(format!("option `--{n}`")),
+        }
+    }
+    let mut b = Vec::new();
+    for v in [spts.0, spts.1, dpts.0, dpts.1] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    if tcp {
+        b.extend_from_slice(&[0, 0, 0, inv]);
+    } else {
+        b.push(inv);
+    }
+    Ok(b)
+}
+
+/// `ipt_icmp`: type, code range, invflags; `--icmp-type TYPE[/CODE]`,
+/// numbers only.
+fn icmp(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("icmp options".into());
+    };
+    let [a] = o.args.as_slice() else {
+        return Err("icmp argument".into());
+    };
+    if o.name != "icmp-type" {
+        return Err(format!("icmp option `--{}`", o.name));
+    }
+    let (ty, code) = match a.split_once('/') {
+        Some((t, c)) => {
+            let c: u8 = c.parse().map_err(|_| "icmp code")?;
+            (t, (c, c))
+        }
+        None => (a.as_str(), (0, 0xff)),
+    };
+    let ty: u8 = ty.parse().map_err(|_| format!("icmp type `{ty}`"))?;
+    if ty == 0xff {
+        return Err("icmp type 255".into());
+    }
+    Ok(vec![ty, code.0, code.1, u8::from(o.invert)])
+}
+
+/// `xt_multiport_v1`: flags (0 source, 1 destination, 2 either), count,
+/// `ports[15]`, `pflags[15]` (1: this port starts a range), invert.
+fn multiport(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("multiport options".into());
+    };
+    let flags = match o.name.as_str() {
+        "sports" | "source-ports" => 0u8,
+        "dports" | "destination-ports" => 1,
+        "ports" => 2,
+        n => return Err(format!("multiport option `--{n}`")),
+    };
+    let [list] = o.args.as_slice() else {
+        return Err("multiport argument".into());
+    };
+    let mut ports: Vec<u16> = Vec::new();
+    let mut pflags: Vec<u8> = Vec::new();
+    for item in list.split(',') {
+        if item.contains(':') {
+            let (lo, hi) = port_range(item)?;
+            ports.extend([lo, hi]);
+            pflags.extend([1, 0]);
+        } else {
+            ports.push(item.parse().map_err(|_| format!("port `{item}`"))?);
+            pflags.push(0);
+        }
+    }
+    if ports.len() > 15 {
+        return Err("more than 15 multiport ports".into());
+    }
+    let mut d = vec![0u8; 48];
+    d[0] = flags;
+    d[1] = ports.len() as u8;
+    for (i, p) in ports.iter().enumerate() {
+        d[2 + 2 * i..4 + 2 * i].copy_from_slice(&p.to_ne_bytes());
+        d[32 + i] = pflags[i];
+    }
+    d[47] = u8::from(o.invert);
+    Ok(d)
+}
+
+/// `xt_conntrack_mtinfo3` with only `--ctstate`: eight addresses and
+/// masks (128 bytes), expires, l4proto, ports, then `match_flags` at 146,
+/// `invert_flags` at 148, `state_mask` at 150; 168 bytes in all.
+fn conntrack(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("conntrack options".into());
+    };
+    let [list] = o.args.as_slice() else {
+        return Err("conntrack argument".into());
+    };
+    if o.name != "ctstate" {
+        return Err(format!("conntrack option `--{}`", o.name));
+    }
+    let mut mask = 0u16;
+    for s in list.split(',') {
+        mask |= match s {
+            "INVALID" => 1 << 0,
+            "ESTABLISHED" => 1 << 1,
+            "RELATED" => 1 << 2,
+            "NEW" => 1 << 3,
+            "SNAT" => 1 << 6,
+            "DNAT" => 1 << 7,
+            "UNTRACKED" => 1 << 8,
+            _ => return Err(format!("ctstate `{s}`")),
+        };
+    }
+    const STATE: u16 = 1;
+    let mut d = vec![0u8; 168];
+    d[146..148].copy_from_slice(&STATE.to_ne_bytes());
+    if o.invert {
+        d[148..150].copy_from_slice(&STATE.to_ne_bytes());
+    }
+    d[150..152].copy_from_slice(&mask.to_ne_bytes());
+    Ok(d)
+}
+
+/// `xt_nflog_info`: len, group, threshold, flags, pad, `prefix[64]`.
+fn nflog(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let mut d = vec![0u8; 76];
+    let (mut g, mut p, mut r, mut t) = (false, false, false, false);
+    for o in opts {
+        let a = one(o)?;
+        match o.name.as_str() {
+            "nflog-group" => {
+                seen(&mut g, o)?;
+                let v: u16 = a.parse().map_err(|_| "nflog group")?;
+                d[4..6].copy_from_slice(&v.to_ne_bytes());
+            }
+            "nflog-prefix" => {
+                seen(&mut p, o)?;
+                if a.len() > 63 || a.contains('\n') {
+                    return Err("nflog prefix".into());
+                }
+                d[12..12 + a.len()].copy_from_slice(a.as_bytes());
+            }
+            "nflog-size" | "nflog-range" => {
+                seen(&mut r, o)?;
+                let v: u32 = a.parse().map_err(|_| "nflog size")?;
+                d[..4].copy_from_slice(&v.to_ne_bytes());
+                // XT_NFLOG_F_COPY_LEN
+                d[8..10].copy_from_slice(&1u16.to_ne_bytes());
+            }
+            "nflog-threshold" => {
+                seen(&mut t, o)?;
+                let v: u16 = a.parse().map_err(|_| "nflog threshold")?;
+                d[6..8].copy_from_slice(&v.to_ne_bytes());
+            }
+            n => return Err(format!("NFLOG option `--{n}`")),
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_as_libxt_limit() {
+        assert_eq!(rate("5/sec"), Some(2000));
+        assert_eq!(rate("1/s"), Some(10_000));
+        assert_eq!(rate("3/hour"), Some(12_000_000));
+        assert_eq!(rate("1/minute"), Some(600_000));
+        assert_eq!(rate("100000/sec"), None);
+        assert_eq!(rate("0/sec"), None);
+        assert_eq!(rate("5/fortnight"), None);
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(port_range("80").unwrap(), (80, 80));
+        assert_eq!(port_range("8081:8099").unwrap(), (8081, 8099));
+        assert_eq!(port_range("1024:").unwrap(), (1024, 65535));
+        assert!(port_range("9:8").is_err());
+        assert!(port_range("http").is_err());
+    }
+}

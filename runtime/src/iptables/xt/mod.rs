@@ -1,0 +1,373 @@
+//! The direct x_tables loader: the runtime's IPv4 restores, written to the
+//! legacy x_tables back end with one `IPT_SO_SET_REPLACE` per COMMIT block
+//! instead of `iptables-legacy-restore --noflush`.
+//!
+//! # Why
+//! At 100,000 rules a restore is ~134,000 `-m set` rules, and libxt_set
+//! opens a socket and makes two getsockopts (a linear search of the
+//! kernel's sets by name) for every one of them: a third of the tool's CPU
+//! (issue 21). The loader asks for each set's index once per set, and
+//! builds the table itself (what libiptc's commit does).
+//!
+//! # What it does
+//! Every restore of the runtime goes through `Iptables::restore`, whose
+//! text is COMMIT blocks of `:CHAIN - [0:0]`, `-A`, `-I CHAIN 1`, `-D`
+//! and `-X` lines. Per block, in the text's order: if every line parses
+//! into what the loader writes ([`spec`], [`ext`]), it takes
+//! `/run/xtables.lock` (as the tools' `-w`), reads the table
+//! ([`table`]: GET_INFO + GET_ENTRIES), applies the lines with the tools'
+//! `--noflush` meaning, lays the table out and replaces it, then adds the
+//! counters of every entry it carried over (as libiptc). Anything else —
+//! an extension or option it does not write, a line the tool would
+//! refuse (a missing chain or set, a `-D` of no rule), or any errno from
+//! the kernel — sends that block to the tool (consecutive such blocks in
+//! one run), which then also gives the real message. Each direct block is
+//! a line in the exec log (program [`DIRECT`]) and, with
+//! `WEIR_EXEC_TRACE`, on standard error; each fallback says why.
+//!
+//! Only for IPv4 and only when the tools in use are the legacy ones: on a
+//! node whose iptables is nf_tables-based the x_tables tables are not the
+//! ones in force. `WEIR_XTABLES=tools` (or [`super::Options::xtables`])
+//! turns it off. The read-back stays `iptables-save` and `ipset save`.
+
+pub(crate) mod ext;
+pub(crate) mod spec;
+pub(crate) mod sys;
+pub(crate) mod table;
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Instant;
+
+use spec::Cmd;
+use table::{Chain, Jump, Table};
+
+use super::exec::{Ran, NETNS_DIR, TRACE_VAR};
+use super::Iptables;
+use crate::bundle::Family;
+use crate::error::Error;
+
+/// The exec log's program name for a block loaded directly.
+pub const DIRECT: &str = "x_tables (direct)";
+
+/// The environment switch: `tools` makes every restore use the tools.
+pub const MODE_VAR: &str = "WEIR_XTABLES";
+
+/// How IPv4 restores reach x_tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XtMode {
+    /// Directly where the legacy tools are in use ([`self`]), else the
+    /// tools.
+    #[default]
+    Direct,
+    /// Always `iptables-restore`.
+    Tools,
+}
+
+impl XtMode {
+    /// The default, unless `WEIR_XTABLES=tools`.
+    pub fn from_env() -> XtMode {
+        match std::env::var(MODE_VAR).as_deref() {
+            Ok("tools") => XtMode::Tools,
+            _ => XtMode::Direct,
+        }
+    }
+}
+
+/// One `*table … COMMIT` block of restore text.
+struct Block<'t> {
+    table: &'t str,
+    lines: Vec<&'t str>,
+    text: String,
+}
+
+/// Splits restore text into blocks; `None` if it is not only blocks.
+fn blocks(text: &str) -> Option<Vec<Block<'_>>> {
+    let mut out = Vec::new();
+    let mut cur: Option<Block> = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match (&mut cur, line.strip_prefix('*')) {
+            (None, Some(t)) => {
+                cur = Some(Block {
+                    table: t.trim(),
+                    lines: Vec::new(),
+                    text: format!("{line}\n"),
+                })
+            }
+            (None, None) | (Some(_), Some(_)) => return None,
+            (Some(b), None) => {
+                b.text.push_str(line);
+                b.text.push('\n');
+                if line == "COMMIT" {
+                    out.extend(cur.take());
+                } else {
+                    b.lines.push(line);
+                }
+            }
+        }
+    }
+    cur.is_none().then_some(out)
+}
+
+impl Iptables {
+    /// Whether IPv4 restores go to x_tables directly.
+    pub(crate) fn direct_xtables(&self, family: Family) -> bool {
+        family == Family::Ipv4 && self.opts.xtables == XtMode::Direct && !self.uses_nft(family)
+    }
+
+    /// [`Iptables::restore`] for IPv4 with the legacy tools: each block
+    /// directly where it can be, else with the tool.
+    pub(crate) fn restore_direct(&self, step: &str, text: &str) -> Result<(), Error> {
+        let Some(blocks) = blocks(text) else {
+            return self.restore_tool(step, Family::Ipv4, text);
+        };
+        let mut pending = String::new();
+        let mut loader: Option<Loader> = None;
+        for b in blocks {
+            let cmds: Result<Vec<Cmd>, String> = b.lines.iter().map(|l| spec::command(l)).collect();
+            let cmds = match cmds {
+                Ok(c) => c,
+                Err(why) => {
+                    self.trace_fallback(b.table, &why);
+                    pending.push_str(&b.text);
+                    continue;
+                }
+            };
+            if !pending.is_empty() {
+                self.restore_tool(step, Family::Ipv4, &std::mem::take(&mut pending))?;
+            }
+            if loader.is_none() {
+                loader = Some(Loader::open(self.exec.netns()).map_err(|e| {
+                    Error::io("opening a socket for the direct x_tables loader", e)
+                })?);
+            }
+            let l = loader
+                .as_ref()
+                .ok_or_else(|| Error::io("loader", std::io::Error::other("none")))?;
+            let t = Instant::now();
+            match l.load(b.table, &cmds) {
+                Ok(entries) => {
+                    if std::env::var_os(TRACE_VAR).is_some() {
+                        eprintln!(
+                            "weir: loaded table {} directly ({} lines, {entries} entries) in {:.3}s",
+                            b.table,
+                            cmds.len(),
+                            t.elapsed().as_secs_f64()
+                        );
+                    }
+                    self.exec.record(Ran {
+                        program: DIRECT.to_string(),
+                        args: vec!["--noflush".into(), b.table.to_string()],
+                        netns: self.exec.netns().map(str::to_string),
+                        stdin: Some(b.text.clone()),
+                        status: Some(0),
+                        stderr: String::new(),
+                    });
+                }
+                Err(why) => {
+                    self.trace_fallback(b.table, &why);
+                    self.restore_tool(step, Family::Ipv4, &b.text)?;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            self.restore_tool(step, Family::Ipv4, &pending)?;
+        }
+        Ok(())
+    }
+
+    fn trace_fallback(&self, table: &str, why: &str) {
+        if std::env::var_os(TRACE_VAR).is_some() {
+            eprintln!("weir: table {table} goes to the tool: {why}");
+        }
+        self.exec.count_fallback();
+    }
+}
+
+/// A socket in the target namespace.
+struct Loader {
+    sock: sys::Sock,
+}
+
+impl Loader {
+    fn open(netns: Option<&str>) -> std::io::Result<Loader> {
+        let file = netns
+            .map(|n| File::open(Path::new(NETNS_DIR).join(n)))
+            .transpose()?;
+        Ok(Loader {
+            sock: sys::Sock::open(file.as_ref())?,
+        })
+    }
+
+    /// Applies one block's commands to `table`; the number of entries
+    /// written.
+    fn load(&self, name: &str, cmds: &[Cmd]) -> Result<u32, String> {
+        let _lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
+        let info = self.sock.info(name).map_err(|e| format!("GET_INFO: {e}"))?;
+        let blob = self
+            .sock
+            .entries(name, info.size)
+            .map_err(|e| format!("GET_ENTRIES: {e}"))?;
+        let mut t = Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?;
+        if t.num_entries != info.num_entries {
+            return Err("GET_ENTRIES disagrees with GET_INFO".into());
+        }
+        let mut ctx = ext::Ctx::new(&self.sock);
+        for c in cmds {
+            apply(&mut t, c, &mut ctx)?;
+        }
+        let l = t.layout()?;
+        let old = self
+            .sock
+            .replace(
+                name,
+                t.valid_hooks,
+                l.num_entries(),
+                l.hook_entry,
+                l.underflow,
+                t.num_entries,
+                &l.blob,
+            )
+            .map_err(|e| format!("SET_REPLACE: {e}"))?;
+        let counters: Vec<(u64, u64)> = l
+            .old
+            .iter()
+            .map(|o| {
+                o.and_then(|i| old.get(i as usize).copied())
+                    .unwrap_or((0, 0))
+            })
+            .collect();
+        if counters.iter().any(|c| *c != (0, 0)) {
+            // The table is in force; counters lost here are only counters.
+            if let Err(e) = self.sock.add_counters(name, &counters) {
+                if std::env::var_os(TRACE_VAR).is_some() {
+                    eprintln!("weir: table {name}: carrying the counters over failed: {e}");
+                }
+            }
+        }
+        Ok(l.num_entries())
+    }
+}
+
+/// One command with `iptables-restore --noflush`'s meaning.
+fn apply(t: &mut Table, c: &Cmd, ctx: &mut ext::Ctx) -> Result<(), String> {
+    let user = |t: &Table, name: &str| t.chain(name).filter(|&i| t.chains[i].hook.is_none());
+    let encode = |t: &Table, s: &spec::Spec, ctx: &mut ext::Ctx| {
+        spec::encode(s, ctx, &|n| t.chain(n).is_some())
+    };
+    match c {
+        Cmd::Declare(name) => match t.chain(name) {
+            Some(i) if t.chains[i].hook.is_none() => t.chains[i].rules.clear(),
+            Some(_) => return Err(format!("declaring built-in chain {name}")),
+            None => t.chains.push(Chain {
+                name: name.clone(),
+                hook: None,
+                rules: Vec::new(),
+                policy: None,
+            }),
+        },
+        Cmd::Append(name, s) | Cmd::Insert(name, _, s) => {
+            let r = encode(t, s, ctx)?;
+            if let Jump::Chain(to) = &r.jump {
+                if user(t, to).is_none() {
+                    return Err(format!("jump to {to}, not a user chain"));
+                }
+            }
+            let i = t.chain(name).ok_or_else(|| format!("no chain {name}"))?;
+            let rules = &mut t.chains[i].rules;
+            match c {
+                Cmd::Insert(_, n, _) if *n <= rules.len() + 1 => rules.insert(n - 1, r),
+                Cmd::Insert(..) => return Err("rule number past the end".into()),
+                _ => rules.push(r),
+            }
+        }
+        Cmd::Delete(name, s) => {
+            let r = encode(t, s, ctx)?;
+            let i = t.chain(name).ok_or_else(|| format!("no chain {name}"))?;
+            let rules = &mut t.chains[i].rules;
+            let at = rules
+                .iter()
+                .position(|x| x.same(&r))
+                .ok_or_else(|| format!("no such rule in {name}"))?;
+            rules.remove(at);
+        }
+        Cmd::DeleteChain(name) => {
+            let i = user(t, name).ok_or_else(|| format!("no user chain {name}"))?;
+            if !t.chains[i].rules.is_empty() {
+                return Err(format!("chain {name} is not empty"));
+            }
+            let referenced = t.chains.iter().any(|c| {
+                c.rules
+                    .iter()
+                    .any(|r| matches!(&r.jump, Jump::Chain(to) if to == name))
+            });
+            if referenced {
+                return Err(format!("chain {name} is referenced"));
+            }
+            t.chains.remove(i);
+        }
+    }
+    Ok(())
+}
+
+/// Loads restore `text` (IPv4) into the namespace `netns` with the direct
+/// loader only — no tool and no fallback: `Err` names the first block it
+/// would have sent to the tool. For the oracle tests.
+pub fn load_direct(netns: Option<&str>, text: &str) -> Result<u32, String> {
+    let blocks = blocks(text).ok_or("not COMMIT blocks")?;
+    let l = Loader::open(netns).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for b in blocks {
+        let cmds = b
+            .lines
+            .iter()
+            .map(|l| spec::command(l))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("table {}: {e}", b.table))?;
+        n += l
+            .load(b.table, &cmds)
+            .map_err(|e| format!("table {}: {e}", b.table))?;
+    }
+    Ok(n)
+}
+
+/// One chain of a table as the kernel holds it: each entry's bytes with
+/// counters, `comefrom` and offset verdicts zeroed, and where it jumps
+/// (a chain name, `"(next)"`, or empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainDump {
+    pub name: String,
+    pub policy: Option<Vec<u8>>,
+    pub rules: Vec<(Vec<u8>, String)>,
+}
+
+/// Reads table `table` of `netns` (GET_INFO + GET_ENTRIES) as chains.
+pub fn dump(netns: Option<&str>, table: &str) -> Result<Vec<ChainDump>, String> {
+    let l = Loader::open(netns).map_err(|e| e.to_string())?;
+    let info = l.sock.info(table).map_err(|e| format!("GET_INFO: {e}"))?;
+    let blob = l
+        .sock
+        .entries(table, info.size)
+        .map_err(|e| format!("GET_ENTRIES: {e}"))?;
+    let t = Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?;
+    let show = |r: &table::Rule| {
+        let jump = match &r.jump {
+            Jump::None => String::new(),
+            Jump::Next => "(next)".into(),
+            Jump::Chain(c) => c.clone(),
+        };
+        (r.masked(), jump)
+    };
+    Ok(t.chains
+        .iter()
+        .map(|c| ChainDump {
+            name: c.name.clone(),
+            policy: c.policy.as_ref().map(|p| show(p).0),
+            rules: c.rules.iter().map(show).collect(),
+        })
+        .collect())
+}
