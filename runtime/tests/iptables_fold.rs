@@ -124,7 +124,17 @@ fn old_generation_goes_in_the_switch_and_comes_back_on_a_failed_read_back() {
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     let restores: Vec<_> = rt.exec().log()[before..]
         .iter()
-        .filter(|x| x.program == "iptables-legacy-restore")
+        // The direct x_tables loader's replace (runtime/src/iptables/xt)
+        // stands for the tool's run, unless WEIR_XTABLES=tools.
+        .filter(|x| {
+            x.program
+                == match weir_runtime::iptables::xt::XtMode::from_env() {
+                    weir_runtime::iptables::xt::XtMode::Direct => {
+                        weir_runtime::iptables::xt::DIRECT
+                    }
+                    weir_runtime::iptables::xt::XtMode::Tools => "iptables-legacy-restore",
+                }
+        })
         .cloned()
         .collect();
     assert_eq!(restores.len(), 1, "{restores:?}");

@@ -169,6 +169,7 @@ const HAND: &str = r#"*filter
 -A WEIR1-A -i eth0 -o veth+ -p 47 -j RETURN
 -A WEIR1-A ! -i lo ! -o eth1 ! -p tcp -m comment --comment "a b: c" -g WEIR1-B
 -A WEIR1-A -p tcp -m tcp --dport 80 -m comment --comment "weir:3" -g WEIR1-B
+-A WEIR1-A -p udp --dport 53 -m set --match-set xa src -j ACCEPT
 -A WEIR1-A -p tcp -m tcp ! --sport 1024: --dport :99 -j WEIR1-Z
 -A WEIR1-A -m set --match-set xa src -m comment --comment "x" -j RETURN
 -A WEIR1-A -m set ! --match-set xb dst -j ACCEPT

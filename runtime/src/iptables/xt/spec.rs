@@ -224,10 +224,23 @@ pub(crate) fn spec(t: &[String]) -> Result<Spec, String> {
                 };
                 match &mut s.target {
                     Target::Jump { opts, .. } => opts.push(opt),
-                    Target::None => match s.matches.last_mut() {
-                        Some((_, opts)) => opts.push(opt),
-                        None => return Err(format!("option `{o}` outside a match")),
-                    },
+                    Target::None => {
+                        if s.matches.is_empty() {
+                            // As the tools: an option before any match
+                            // loads the protocol's match (`-p tcp --dport
+                            // 80` is `-p tcp -m tcp --dport 80`).
+                            let implicit = match s.proto {
+                                Some((6, false)) => "tcp",
+                                Some((17, false)) => "udp",
+                                Some((1, false)) => "icmp",
+                                _ => return Err(format!("option `{o}` outside a match")),
+                            };
+                            s.matches.push((implicit.to_string(), Vec::new()));
+                        }
+                        if let Some((_, opts)) = s.matches.last_mut() {
+                            opts.push(opt);
+                        }
+                    }
                 }
             }
             other => return Err(format!("`{other}`")),
