@@ -88,6 +88,8 @@ pub fn run(args: Args) -> i32 {
                     "warnings": r.warnings,
                     "kept_sets": r.kept_sets,
                     "kept_chains": r.kept_chains,
+                    "xtables_direct": r.xtables.direct,
+                    "xtables_tool": r.xtables.tool,
                 });
                 crate::outln!("{v}");
             } else if r.unchanged {

@@ -33,6 +33,9 @@ pub struct ApplyReport {
     /// Chains of the replaced generation the new one kept, unchanged,
     /// instead of loading them ([`super::keep`]).
     pub kept_chains: usize,
+    /// IPv4 restore blocks written to x_tables directly, and those the
+    /// direct loader sent to the tool ([`super::xt`]).
+    pub xtables: super::xt::Counts,
 }
 
 /// Built-in chains per table.
@@ -433,6 +436,7 @@ impl Iptables {
     /// is finished or rolled back first ([`super::intent`]).
     pub fn apply(&self, bundle: &Bundle) -> Result<ApplyReport, Error> {
         exec::require_root()?;
+        let xt0 = self.exec.xt_counts();
         for family in FAMILIES {
             exec::require_program(&self.opts.variant.restore(family))?;
             exec::require_program(&self.opts.variant.save(family))?;
@@ -460,6 +464,7 @@ impl Iptables {
                     phases,
                     kept_sets: 0,
                     kept_chains: 0,
+                    xtables: self.exec.xt_counts().since(xt0),
                 });
             }
         }
@@ -553,6 +558,7 @@ impl Iptables {
             phases,
             kept_sets,
             kept_chains,
+            xtables: self.exec.xt_counts().since(xt0),
         })
     }
 

@@ -46,8 +46,9 @@ pub struct Exec {
     /// The state directory in which each running program is marked
     /// ([`super::orphans`]), if any.
     marks: Option<PathBuf>,
-    /// Restore blocks the direct x_tables loader sent to the tool
-    /// ([`super::xt`]).
+    /// Restore blocks the direct x_tables loader wrote, and those it sent
+    /// to the tool ([`super::xt`]).
+    directs: Arc<std::sync::atomic::AtomicUsize>,
     fallbacks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -116,6 +117,7 @@ impl Exec {
             netns,
             log: Arc::default(),
             marks: None,
+            directs: Arc::default(),
             fallbacks: Arc::default(),
         }
     }
@@ -148,10 +150,23 @@ impl Exec {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub(crate) fn count_direct(&self) {
+        self.directs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// How many restore blocks the direct x_tables loader sent to the
     /// tool so far.
     pub fn fallbacks(&self) -> usize {
         self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Blocks written directly and sent to the tool so far.
+    pub fn xt_counts(&self) -> super::xt::Counts {
+        super::xt::Counts {
+            direct: self.directs.load(std::sync::atomic::Ordering::Relaxed),
+            tool: self.fallbacks(),
+        }
     }
 
     /// Runs `program args…`, feeding `stdin`. A program that runs and exits

@@ -40,7 +40,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use spec::Cmd;
-use table::{Chain, Jump, Table};
+use table::{Jump, Table};
 
 use super::exec::{Ran, NETNS_DIR, TRACE_VAR};
 use super::Iptables;
@@ -70,6 +70,23 @@ impl XtMode {
         match std::env::var(MODE_VAR).as_deref() {
             Ok("tools") => XtMode::Tools,
             _ => XtMode::Direct,
+        }
+    }
+}
+
+/// Restore blocks the direct loader wrote, and those it sent to the tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub direct: usize,
+    pub tool: usize,
+}
+
+impl Counts {
+    /// The blocks counted after `before`.
+    pub fn since(self, before: Counts) -> Counts {
+        Counts {
+            direct: self.direct - before.direct.min(self.direct),
+            tool: self.tool - before.tool.min(self.tool),
         }
     }
 }
@@ -159,6 +176,7 @@ impl Iptables {
                             t.elapsed().as_secs_f64()
                         );
                     }
+                    self.exec.count_direct();
                     self.exec.record(Ran {
                         program: DIRECT.to_string(),
                         args: vec!["--noflush".into(), b.table.to_string()],
@@ -255,63 +273,25 @@ impl Loader {
 
 /// One command with `iptables-restore --noflush`'s meaning.
 fn apply(t: &mut Table, c: &Cmd, ctx: &mut ext::Ctx) -> Result<(), String> {
-    let user = |t: &Table, name: &str| t.chain(name).filter(|&i| t.chains[i].hook.is_none());
     let encode = |t: &Table, s: &spec::Spec, ctx: &mut ext::Ctx| {
         spec::encode(s, ctx, &|n| t.chain(n).is_some())
     };
     match c {
-        Cmd::Declare(name) => match t.chain(name) {
-            Some(i) if t.chains[i].hook.is_none() => t.chains[i].rules.clear(),
-            Some(_) => return Err(format!("declaring built-in chain {name}")),
-            None => t.chains.push(Chain {
-                name: name.clone(),
-                hook: None,
-                rules: Vec::new(),
-                policy: None,
-            }),
-        },
-        Cmd::Append(name, s) | Cmd::Insert(name, _, s) => {
+        Cmd::Declare(name) => t.declare(name),
+        Cmd::Append(name, s) => {
             let r = encode(t, s, ctx)?;
-            if let Jump::Chain(to) = &r.jump {
-                if user(t, to).is_none() {
-                    return Err(format!("jump to {to}, not a user chain"));
-                }
-            }
-            let i = t.chain(name).ok_or_else(|| format!("no chain {name}"))?;
-            let rules = &mut t.chains[i].rules;
-            match c {
-                Cmd::Insert(_, n, _) if *n <= rules.len() + 1 => rules.insert(n - 1, r),
-                Cmd::Insert(..) => return Err("rule number past the end".into()),
-                _ => rules.push(r),
-            }
+            t.add(name, None, r)
+        }
+        Cmd::Insert(name, n, s) => {
+            let r = encode(t, s, ctx)?;
+            t.add(name, Some(n - 1), r)
         }
         Cmd::Delete(name, s) => {
             let r = encode(t, s, ctx)?;
-            let i = t.chain(name).ok_or_else(|| format!("no chain {name}"))?;
-            let rules = &mut t.chains[i].rules;
-            let at = rules
-                .iter()
-                .position(|x| x.same(&r))
-                .ok_or_else(|| format!("no such rule in {name}"))?;
-            rules.remove(at);
+            t.delete(name, &r)
         }
-        Cmd::DeleteChain(name) => {
-            let i = user(t, name).ok_or_else(|| format!("no user chain {name}"))?;
-            if !t.chains[i].rules.is_empty() {
-                return Err(format!("chain {name} is not empty"));
-            }
-            let referenced = t.chains.iter().any(|c| {
-                c.rules
-                    .iter()
-                    .any(|r| matches!(&r.jump, Jump::Chain(to) if to == name))
-            });
-            if referenced {
-                return Err(format!("chain {name} is referenced"));
-            }
-            t.chains.remove(i);
-        }
+        Cmd::DeleteChain(name) => t.delete_chain(name),
     }
-    Ok(())
 }
 
 /// Loads restore `text` (IPv4) into the namespace `netns` with the direct
@@ -364,6 +344,7 @@ pub fn dump(netns: Option<&str>, table: &str) -> Result<Vec<ChainDump>, String> 
     };
     Ok(t.chains
         .iter()
+        .filter(|c| !c.gone)
         .map(|c| ChainDump {
             name: c.name.clone(),
             policy: c.policy.as_ref().map(|p| show(p).0),

@@ -11,7 +11,7 @@
 //! every entry the runtime does not touch is carried over as opaque bytes.
 //! Each carried entry keeps its old index, for its counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// `sizeof(struct ipt_entry)`.
 pub(crate) const ENTRY: usize = 112;
@@ -82,6 +82,8 @@ pub(crate) struct Chain {
     pub rules: Vec<Rule>,
     /// A built-in chain's policy entry.
     pub policy: Option<Rule>,
+    /// Deleted (`-X`): not laid out.
+    pub gone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +94,10 @@ pub(crate) struct Table {
     /// How many entries the table read had (`num_counters` of the
     /// replace).
     pub num_entries: u32,
+    /// Chains by name (a table has tens of thousands).
+    index: HashMap<String, usize>,
+    /// How many rules jump to each chain.
+    refs: HashMap<String, usize>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -167,6 +173,7 @@ impl Table {
                     hook: None,
                     rules: Vec::new(),
                     policy: None,
+                    gone: false,
                 });
                 user_open = true;
                 continue;
@@ -177,6 +184,7 @@ impl Table {
                     hook: Some(h),
                     rules: Vec::new(),
                     policy: None,
+                    gone: false,
                 });
                 user_open = false;
             }
@@ -222,15 +230,115 @@ impl Table {
         {
             return Err("a built-in chain without its policy".into());
         }
-        Ok(Table {
+        Ok(Table::new(valid_hooks, chains, entries.len() as u32))
+    }
+
+    pub fn new(valid_hooks: u32, chains: Vec<Chain>, num_entries: u32) -> Table {
+        let mut t = Table {
             valid_hooks,
-            chains,
-            num_entries: entries.len() as u32,
-        })
+            chains: Vec::new(),
+            num_entries,
+            index: HashMap::new(),
+            refs: HashMap::new(),
+        };
+        for c in chains {
+            for r in &c.rules {
+                t.count(r, true);
+            }
+            t.index.insert(c.name.clone(), t.chains.len());
+            t.chains.push(c);
+        }
+        t
+    }
+
+    fn count(&mut self, r: &Rule, add: bool) {
+        if let Jump::Chain(to) = &r.jump {
+            let n = self.refs.entry(to.clone()).or_default();
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     pub fn chain(&self, name: &str) -> Option<usize> {
-        self.chains.iter().position(|c| c.name == name)
+        self.index.get(name).copied()
+    }
+
+    /// A user chain's index.
+    pub fn user(&self, name: &str) -> Option<usize> {
+        self.chain(name).filter(|&i| self.chains[i].hook.is_none())
+    }
+
+    /// `:CHAIN - [0:0]`: creates a user chain, or flushes it.
+    pub fn declare(&mut self, name: &str) -> Result<(), String> {
+        match self.chain(name) {
+            Some(i) if self.chains[i].hook.is_none() => {
+                for r in std::mem::take(&mut self.chains[i].rules) {
+                    self.count(&r, false);
+                }
+            }
+            Some(_) => return Err(format!("declaring built-in chain {name}")),
+            None => {
+                self.index.insert(name.to_string(), self.chains.len());
+                self.chains.push(Chain {
+                    name: name.to_string(),
+                    hook: None,
+                    rules: Vec::new(),
+                    policy: None,
+                    gone: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `r` into chain `name` at `at` (from 0; `None`: appended).
+    pub fn add(&mut self, name: &str, at: Option<usize>, r: Rule) -> Result<(), String> {
+        if let Jump::Chain(to) = &r.jump {
+            if self.user(to).is_none() {
+                return Err(format!("jump to {to}, not a user chain"));
+            }
+        }
+        let i = self.chain(name).ok_or_else(|| format!("no chain {name}"))?;
+        self.count(&r, true);
+        let rules = &mut self.chains[i].rules;
+        match at {
+            Some(n) if n <= rules.len() => rules.insert(n, r),
+            Some(_) => return Err("rule number past the end".into()),
+            None => rules.push(r),
+        }
+        Ok(())
+    }
+
+    /// `-D`: removes the first rule of `name` that is `r`.
+    pub fn delete(&mut self, name: &str, r: &Rule) -> Result<(), String> {
+        let i = self.chain(name).ok_or_else(|| format!("no chain {name}"))?;
+        let at = self.chains[i]
+            .rules
+            .iter()
+            .position(|x| x.same(r))
+            .ok_or_else(|| format!("no such rule in {name}"))?;
+        let gone = self.chains[i].rules.remove(at);
+        self.count(&gone, false);
+        Ok(())
+    }
+
+    /// `-X`: removes an empty user chain nothing jumps to.
+    pub fn delete_chain(&mut self, name: &str) -> Result<(), String> {
+        let i = self
+            .user(name)
+            .ok_or_else(|| format!("no user chain {name}"))?;
+        if !self.chains[i].rules.is_empty() {
+            return Err(format!("chain {name} is not empty"));
+        }
+        if self.refs.get(name).is_some_and(|n| *n > 0) {
+            return Err(format!("chain {name} is referenced"));
+        }
+        self.chains[i].gone = true;
+        self.index.remove(name);
+        Ok(())
     }
 
     /// The blob for IPT_SO_SET_REPLACE: built-in chains in hook order,
@@ -240,9 +348,10 @@ impl Table {
     /// entry's old index.
     pub fn layout(&self) -> Result<Layout, String> {
         let mut order: Vec<&Chain> = Vec::new();
-        let mut builtin: Vec<&Chain> = self.chains.iter().filter(|c| c.hook.is_some()).collect();
+        let live = || self.chains.iter().filter(|c| !c.gone);
+        let mut builtin: Vec<&Chain> = live().filter(|c| c.hook.is_some()).collect();
         builtin.sort_by_key(|c| c.hook);
-        let mut user: Vec<&Chain> = self.chains.iter().filter(|c| c.hook.is_none()).collect();
+        let mut user: Vec<&Chain> = live().filter(|c| c.hook.is_none()).collect();
         user.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         order.extend(builtin);
         order.extend(user);
@@ -392,12 +501,9 @@ mod tests {
                 jump: Jump::None,
                 old: None,
             }),
+            gone: false,
         };
-        let mut t = Table {
-            valid_hooks: 0b1110,
-            chains: vec![policy(1), policy(2), policy(3)],
-            num_entries: 0,
-        };
+        let mut t = Table::new(0b1110, vec![policy(1), policy(2), policy(3)], 0);
         let jump = |c: &str, goto: bool| {
             let mut b = standard_entry(0);
             if goto {
@@ -409,23 +515,23 @@ mod tests {
                 old: None,
             }
         };
-        t.chains[1].rules.push(jump("B", false));
-        t.chains.push(Chain {
-            name: "B".into(),
-            hook: None,
-            rules: vec![jump("A", true)],
-            policy: None,
-        });
-        t.chains.push(Chain {
-            name: "A".into(),
-            hook: None,
-            rules: vec![Rule {
-                bytes: standard_entry(0),
-                jump: Jump::Next,
-                old: None,
-            }],
-            policy: None,
-        });
+        t.declare("B").unwrap();
+        t.declare("A").unwrap();
+        t.declare("GONE").unwrap();
+        t.add("FORWARD", None, jump("B", false)).unwrap();
+        t.add("B", None, jump("A", true)).unwrap();
+        t.add("B", Some(0), jump("GONE", false)).unwrap();
+        let next = Rule {
+            bytes: standard_entry(0),
+            jump: Jump::Next,
+            old: None,
+        };
+        t.add("A", None, next).unwrap();
+        assert!(t.delete_chain("GONE").is_err(), "referenced");
+        t.delete("B", &jump("GONE", false)).unwrap();
+        assert!(t.delete("B", &jump("GONE", false)).is_err(), "no such rule");
+        t.delete_chain("GONE").unwrap();
+        assert!(t.delete_chain("A").is_err(), "not empty");
         let l = t.layout().unwrap();
         assert_eq!(l.num_entries(), 3 + 1 + 2 * 2 + 2 + 1);
         let back = Table::decode(&l.blob, t.valid_hooks, l.hook_entry, l.underflow).unwrap();
@@ -436,5 +542,6 @@ mod tests {
         assert_eq!(back.chains[4].rules[0].bytes[IP_FLAGS], F_GOTO);
         assert_eq!(back.chains[3].rules[0].jump, Jump::Next);
         assert!(back.chains[1].rules[0].same(&t.chains[1].rules[0]));
+        assert_eq!(back.chain("GONE"), None);
     }
 }
