@@ -145,7 +145,9 @@ impl Iptables {
         let mut pending = String::new();
         let mut loader: Option<Loader> = None;
         for b in blocks {
+            let parse = Instant::now();
             let cmds: Result<Vec<Cmd>, String> = b.lines.iter().map(|l| spec::command(l)).collect();
+            let parse = parse.elapsed().as_secs_f64();
             let cmds = match cmds {
                 Ok(c) => c,
                 Err(why) => {
@@ -166,11 +168,11 @@ impl Iptables {
                 .as_ref()
                 .ok_or_else(|| Error::io("loader", std::io::Error::other("none")))?;
             let t = Instant::now();
-            match l.load(b.table, &cmds) {
-                Ok(entries) => {
+            match l.load_timed(b.table, &cmds) {
+                Ok((entries, laps)) => {
                     if std::env::var_os(TRACE_VAR).is_some() {
                         eprintln!(
-                            "weir: loaded table {} directly ({} lines, {entries} entries) in {:.3}s",
+                            "weir: loaded table {} directly ({} lines, {entries} entries) in {:.3}s (parse {parse:.3}s, {laps})",
                             b.table,
                             cmds.len(),
                             t.elapsed().as_secs_f64()
@@ -224,7 +226,14 @@ impl Loader {
     /// Applies one block's commands to `table`; the number of entries
     /// written.
     fn load(&self, name: &str, cmds: &[Cmd]) -> Result<u32, String> {
+        self.load_timed(name, cmds).map(|(n, _)| n)
+    }
+
+    /// [`Loader::load`], with where its time went (for the trace).
+    fn load_timed(&self, name: &str, cmds: &[Cmd]) -> Result<(u32, String), String> {
+        let mut clock = Clock::default();
         let _lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
+        clock.lap("lock");
         let info = self.sock.info(name).map_err(|e| format!("GET_INFO: {e}"))?;
         let blob = self
             .sock
@@ -234,11 +243,14 @@ impl Loader {
         if t.num_entries != info.num_entries {
             return Err("GET_ENTRIES disagrees with GET_INFO".into());
         }
+        clock.lap("read");
         let mut ctx = ext::Ctx::new(&self.sock);
         for c in cmds {
             apply(&mut t, c, &mut ctx)?;
         }
+        clock.lap("lines");
         let l = t.layout()?;
+        clock.lap("layout");
         let old = self
             .sock
             .replace(
@@ -251,6 +263,7 @@ impl Loader {
                 &l.blob,
             )
             .map_err(|e| format!("SET_REPLACE: {e}"))?;
+        clock.lap("replace");
         let counters: Vec<(u64, u64)> = l
             .old
             .iter()
@@ -267,7 +280,37 @@ impl Loader {
                 }
             }
         }
-        Ok(l.num_entries())
+        clock.lap("counters");
+        Ok((l.num_entries(), clock.laps))
+    }
+}
+
+/// Laps of a load, for the trace.
+struct Clock {
+    at: Instant,
+    laps: String,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            at: Instant::now(),
+            laps: String::new(),
+        }
+    }
+}
+
+impl Clock {
+    fn lap(&mut self, what: &str) {
+        let now = Instant::now();
+        if !self.laps.is_empty() {
+            self.laps.push_str(", ");
+        }
+        self.laps.push_str(&format!(
+            "{what} {:.3}s",
+            now.duration_since(self.at).as_secs_f64()
+        ));
+        self.at = now;
     }
 }
 
