@@ -139,6 +139,19 @@ impl Iptables {
     /// [`Iptables::restore`] for IPv4 with the legacy tools: each block
     /// directly where it can be, else with the tool.
     pub(crate) fn restore_direct(&self, step: &str, text: &str) -> Result<(), Error> {
+        let t = Instant::now();
+        let r = self.restore_blocks(step, text);
+        if std::env::var_os(TRACE_VAR).is_some() {
+            eprintln!(
+                "weir: IPv4 restore ({} bytes) in {:.3}s",
+                text.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        r
+    }
+
+    fn restore_blocks(&self, step: &str, text: &str) -> Result<(), Error> {
         let Some(blocks) = blocks(text) else {
             return self.restore_tool(step, Family::Ipv4, text);
         };

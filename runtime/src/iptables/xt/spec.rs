@@ -181,7 +181,13 @@ pub(crate) fn spec(t: &[String]) -> Result<Spec, String> {
             "-i" | "--in-interface" | "-o" | "--out-interface" => {
                 let name = arg(i)?;
                 i += 1;
-                if name.is_empty() || name.len() > 15 {
+                // Plain names only (the tools treat a lone `+` and some
+                // characters specially).
+                let plain = name
+                    .trim_end_matches('+')
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'));
+                if name == "+" || name.is_empty() || name.len() > 15 || !plain {
                     return Err("interface name".into());
                 }
                 let slot = if tok == "-i" || tok == "--in-interface" {
