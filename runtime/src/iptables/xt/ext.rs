@@ -110,7 +110,7 @@ pub(crate) fn encode_target(
 }
 
 /// The one argument of an option that takes one, not inverted.
-fn one<'o>(o: &'o Opt) -> Result<&'o str, String> {
+fn one(o: &Opt) -> Result<&str, String> {
     match o.args.as_slice() {
         [a] if !o.invert => Ok(a),
         _ => Err(format!("option `--{}`", o.name)),

@@ -442,7 +442,7 @@ mod tests {
             ))
         );
         assert_eq!(s.proto, Some((6, true)));
-        assert_eq!(s.matches[0].1[0].invert, true);
+        assert!(s.matches[0].1[0].invert);
         assert_eq!(s.matches[0].1[0].args, ["s", "src"]);
         for bad in [
             "-F X",
