@@ -11,6 +11,8 @@
 //! loader does not know, counters — are kept as they were, counters
 //! included, by a direct replace.
 
+mod bundle_common;
+
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,8 @@ use weir_compiler::graph;
 use weir_compiler::model::Model;
 use weir_compiler::source::SourceLoader;
 use weir_compiler::synth;
-use weir_runtime::iptables::xt;
+use weir_runtime::iptables::xt::{self, XtMode};
+use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 
 fn ready(test: &str) -> bool {
@@ -321,4 +324,81 @@ fn iptables_xt_keeps_foreign_state() {
     let undo = "*filter\n-D FORWARD -j WEIR-HOOK-FORWARD\n:WEIR1-A - [0:0]\n:WEIR-HOOK-FORWARD - [0:0]\n-X WEIR1-A\n-X WEIR-HOOK-FORWARD\nCOMMIT\n";
     xt::load_direct(Some(n.name()), undo).expect("direct load");
     assert_eq!(save(&n, &["-c"]), before);
+}
+
+/// Through the runtime: an apply's IPv4 restore is written directly (one
+/// block, no tool run); a block the kernel refuses from the loader (a
+/// limit whose burst overflows the kernel's credit, ERANGE) goes to the
+/// tool, whose message the apply's error carries, and the previous
+/// generation stays in force; with `XtMode::Tools` the tool does it all.
+#[test]
+fn iptables_xt_runtime_direct_and_fallback() {
+    if !ready("iptables_xt_runtime_direct_and_fallback") {
+        return;
+    }
+    let n = ns("r");
+    let work = std::env::temp_dir().join(format!("weir-xt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let rt = |mode| {
+        Iptables::new(
+            Options::netns(n.name())
+                .with_state_dir(work.join("state"))
+                .with_variant(Variant::Legacy)
+                .with_xtables(mode),
+        )
+    };
+    let rules = |extra: &str| {
+        format!(
+            "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -m set --match-set weir-a src -p tcp -m tcp --dport 80 -j ACCEPT\n{extra}-A WEIR-FWD -j DROP\nCOMMIT\n"
+        )
+    };
+    let direct = rt(XtMode::Direct);
+    let b = bundle_common::filter_bundle(&work.join("a"), &rules(""), "10.1.0.0/16");
+    let r = direct.apply(&b).unwrap();
+    assert_eq!((r.xtables.direct, r.xtables.tool), (1, 0), "{r:?}");
+    let log = direct.exec().log();
+    assert!(
+        log.iter().all(|x| x.program != "iptables-legacy-restore"),
+        "no tool restore: {log:?}"
+    );
+    assert!(save(&n, &[]).contains(
+        "-A WEIR1-FWD -p tcp -m set --match-set weir1-a src -m tcp --dport 80 -j ACCEPT"
+    ));
+
+    let bad = bundle_common::filter_bundle(
+        &work.join("b"),
+        &rules("-A WEIR-FWD -m limit --limit 1/day --limit-burst 10000 -j ACCEPT\n"),
+        "10.1.0.0/16",
+    );
+    let e = direct.apply(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("iptables-legacy-restore"),
+        "the tool's error: {e}"
+    );
+    let log = direct.exec().log();
+    assert!(
+        log.iter().any(|x| x.program == "iptables-legacy-restore"),
+        "{log:?}"
+    );
+    assert_eq!(direct.exec().fallbacks(), 1);
+    assert!(
+        direct.status().unwrap().in_force,
+        "generation 1 still in force"
+    );
+
+    let tools = rt(XtMode::Tools);
+    let c = bundle_common::filter_bundle(
+        &work.join("c"),
+        &rules("-A WEIR-FWD -p udp -j ACCEPT\n"),
+        "10.1.0.0/16",
+    );
+    let r = tools.apply(&c).unwrap();
+    assert_eq!((r.xtables.direct, r.xtables.tool), (0, 0), "{r:?}");
+    assert!(tools.exec().log().iter().all(|x| x.program != xt::DIRECT));
+    assert!(tools
+        .exec()
+        .log()
+        .iter()
+        .any(|x| x.program == "iptables-legacy-restore"));
+    let _ = std::fs::remove_dir_all(&work);
 }
