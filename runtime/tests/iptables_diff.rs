@@ -842,6 +842,38 @@ fn deep_policies_apply_on_nftables() {
     );
 }
 
+/// The interpreter against packets through tables the direct x_tables
+/// loader wrote (`runtime/src/iptables/xt`: the default with the legacy
+/// tools; the rest of this file drives the system's, nf_tables, tools):
+/// the examples without services' nat (whose filter tables it writes
+/// whole) and a few generated models.
+#[test]
+fn iptables_agrees_with_interpreter_through_direct_xtables() {
+    if !ready("iptables_agrees_with_interpreter_through_direct_xtables") {
+        return;
+    }
+    let mut t = Tally::default();
+    for (name, model) in examples() {
+        if ["three-tier", "zero-trust", "host-firewall"].contains(&name.as_str()) {
+            let model = random_balanced(model);
+            let c = candidates(&model, 1);
+            check_model_with(&name, &model, &c, Variant::Legacy, &mut t);
+        }
+    }
+    for seed in [1316u64, 396] {
+        let model = random_balanced(gen::base_model(seed));
+        let c = candidates(&model, seed);
+        check_model_with(&format!("gen{seed}"), &model, &c, Variant::Legacy, &mut t);
+    }
+    t.assert_agreed();
+    assert!(
+        t.models >= 4 && t.cases >= 40,
+        "{} models, {} cases",
+        t.models,
+        t.cases
+    );
+}
+
 fn run_ok(ns: &Netns, program: &str, args: &[&str], input: &str) {
     let o = ns.exec_with_input(program, args, Some(input)).unwrap();
     assert!(
