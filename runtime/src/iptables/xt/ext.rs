@@ -83,6 +83,7 @@ pub(crate) fn encode_match(
         "icmp" if proto == 1 => ("icmp", 0, icmp(opts)?),
         "multiport" if matches!(proto, 6 | 17 | 132) => ("multiport", 1, multiport(opts)?),
         "conntrack" => ("conntrack", 3, conntrack(opts)?),
+        "statistic" => ("statistic", 0, statistic(opts)?),
         _ => return Err(format!("match `{name}`")),
     };
     ctx.require(false, ext, rev)?;
@@ -94,10 +95,12 @@ pub(crate) fn encode_match(
 pub(crate) fn encode_target(
     name: &str,
     opts: &[Opt],
+    proto: Option<(u16, bool)>,
     ctx: &mut Ctx,
 ) -> Result<Option<Vec<u8>>, String> {
     let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
         "NFLOG" => ("NFLOG", 0, nflog(opts)?),
+        "DNAT" => ("DNAT", 2, dnat(opts, proto)?),
         "ACCEPT" | "DROP" | "RETURN" => return Ok(None),
         n if n.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') && !n.contains("WEIR") => {
             // An extension we do not write (LOG, MARK, DNAT, …): the tool.
@@ -393,6 +396,71 @@ fn conntrack(opts: &[Opt]) -> Result<Vec<u8>, String> {
         d[148..150].copy_from_slice(&STATE.to_ne_bytes());
     }
     d[150..152].copy_from_slice(&mask.to_ne_bytes());
+    Ok(d)
+}
+
+/// `xt_statistic_info` in random mode: mode 0, flags (1: inverted),
+/// `probability` = round(2^31 × p), as libxt_statistic computes it, and
+/// `nth.count` (see below).
+fn statistic(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let mut p: Option<(f64, bool)> = None;
+    let mut random = false;
+    for o in opts {
+        match (o.name.as_str(), o.args.as_slice()) {
+            ("mode", [m]) if m == "random" && !o.invert && !random => random = true,
+            ("probability", [v]) if p.is_none() => {
+                let v: f64 = v.parse().map_err(|_| "probability")?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err("probability out of range".into());
+                }
+                p = Some((v, o.invert));
+            }
+            _ => return Err(format!("statistic option `--{}`", o.name)),
+        }
+    }
+    let (Some((v, inv)), true) = (p, random) else {
+        return Err("statistic without random mode and probability".into());
+    };
+    let mut d = vec![0u8; 24];
+    d[2..4].copy_from_slice(&u16::from(inv).to_ne_bytes());
+    let prob = (2_147_483_648.0 * v).round() as u32;
+    d[4..8].copy_from_slice(&prob.to_ne_bytes());
+    // libxt_statistic's final check sets `nth.count = nth.every -
+    // nth.packet` in every mode: through the union, the probability.
+    d[12..16].copy_from_slice(&prob.to_ne_bytes());
+    Ok(d)
+}
+
+/// `nf_nat_range2` for `--to-destination ADDR[:PORT]`: flags (1: map
+/// addresses, 2: a port given), min/max address, min/max port (network
+/// order), base port. A port needs `-p tcp|udp|sctp`, as the tool says.
+fn dnat(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("DNAT options".into());
+    };
+    if o.name != "to-destination" {
+        return Err(format!("DNAT option `--{}`", o.name));
+    }
+    let a = one(o)?;
+    let (addr, port) = match a.split_once(':') {
+        Some((addr, port)) => (addr, Some(port)),
+        None => (a, None),
+    };
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("DNAT address `{a}`"))?;
+    let mut d = vec![0u8; 44];
+    let mut flags = 1u32;
+    d[4..8].copy_from_slice(&addr.octets());
+    d[20..24].copy_from_slice(&addr.octets());
+    if let Some(port) = port {
+        if !matches!(proto, Some((6 | 17 | 132, false))) {
+            return Err("DNAT port without tcp, udp or sctp".into());
+        }
+        let port: u16 = port.parse().map_err(|_| format!("DNAT port `{a}`"))?;
+        flags |= 2;
+        d[36..38].copy_from_slice(&port.to_be_bytes());
+        d[38..40].copy_from_slice(&port.to_be_bytes());
+    }
+    d[..4].copy_from_slice(&flags.to_ne_bytes());
     Ok(d)
 }
 

@@ -363,7 +363,7 @@ pub(crate) fn encode(
     let (target, jump) = match &s.target {
         Target::None => (table::standard_target(0), Jump::Next),
         Target::Jump { name, goto, opts } => {
-            if let Some(t) = ext::encode_target(name, opts, ctx)? {
+            if let Some(t) = ext::encode_target(name, opts, s.proto, ctx)? {
                 if *goto {
                     return Err("`-g` to an extension target".into());
                 }
