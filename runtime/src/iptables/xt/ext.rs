@@ -84,6 +84,9 @@ pub(crate) fn encode_match(
         "multiport" if matches!(proto, 6 | 17 | 132) => ("multiport", 1, multiport(opts)?),
         "conntrack" => ("conntrack", 3, conntrack(opts)?),
         "statistic" => ("statistic", 0, statistic(opts)?),
+        "recent" => ("recent", 1, recent(opts)?),
+        "mark" => ("mark", 1, mark_match(opts)?),
+        "iprange" => ("iprange", 1, iprange(opts)?),
         _ => return Err(format!("match `{name}`")),
     };
     ctx.require(false, ext, rev)?;
@@ -101,6 +104,9 @@ pub(crate) fn encode_target(
     let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
         "NFLOG" => ("NFLOG", 0, nflog(opts)?),
         "DNAT" => ("DNAT", 2, dnat(opts, proto)?),
+        "MARK" => ("MARK", 2, mark_target(opts)?),
+        "REJECT" => ("REJECT", 0, reject(opts)?),
+        "REDIRECT" => ("REDIRECT", 0, redirect(opts, proto)?),
         "ACCEPT" | "DROP" | "RETURN" => return Ok(None),
         n if n.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') && !n.contains("WEIR") => {
             // An extension we do not write (LOG, MARK, DNAT, …): the tool.
@@ -462,6 +468,197 @@ fn dnat(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
     }
     d[..4].copy_from_slice(&flags.to_ne_bytes());
     Ok(d)
+}
+
+/// `xt_recent_mtinfo_v1`: seconds, hit_count, check_set (1 rcheck, 2
+/// set, 4 update, 8 remove, 0x20 reap), invert, `name[200]`, side (0
+/// source, 1 destination), mask (all ones). The tool's checks: one action;
+/// `--seconds`/`--reap` only with `--rcheck`/`--update`; `--reap` needs
+/// `--seconds`.
+fn recent(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let mut d = vec![0u8; 228];
+    let mut name = "DEFAULT".to_string();
+    let (mut action, mut invert, mut seconds, mut reap, mut side) = (0u8, false, None, false, None);
+    for o in opts {
+        let bit = match o.name.as_str() {
+            "rcheck" => 1,
+            "set" => 2,
+            "update" => 4,
+            "remove" => 8,
+            _ => 0,
+        };
+        if bit != 0 {
+            if action != 0 || !o.args.is_empty() {
+                return Err("recent: one action".into());
+            }
+            action = bit;
+            invert = o.invert;
+            continue;
+        }
+        match o.name.as_str() {
+            "name" => {
+                let n = one(o)?;
+                if n.is_empty() || n.len() > 199 {
+                    return Err("recent name".into());
+                }
+                name = n.to_string();
+            }
+            "seconds" if seconds.is_none() => {
+                seconds = Some(one(o)?.parse::<u32>().map_err(|_| "recent seconds")?)
+            }
+            "reap" if o.args.is_empty() && !o.invert && !reap => reap = true,
+            "rsource" if o.args.is_empty() && !o.invert && side.is_none() => side = Some(0),
+            "rdest" if o.args.is_empty() && !o.invert && side.is_none() => side = Some(1),
+            n => return Err(format!("recent option `--{n}`")),
+        }
+    }
+    let checks = matches!(action, 1 | 4);
+    if action == 0 || (seconds.is_some() || reap) && !checks || reap && seconds.is_none() {
+        return Err("recent options the tool refuses".into());
+    }
+    d[..4].copy_from_slice(&seconds.unwrap_or(0).to_ne_bytes());
+    d[8] = action | if reap { 0x20 } else { 0 };
+    d[9] = u8::from(invert);
+    d[10..10 + name.len()].copy_from_slice(name.as_bytes());
+    d[210] = side.unwrap_or(0);
+    d[212..228].fill(0xff);
+    Ok(d)
+}
+
+/// `VALUE[/MASK]` (decimal or 0x hex), mask all ones when absent.
+fn value_mask(s: &str) -> Result<(u32, Option<u32>), String> {
+    let num = |x: &str| {
+        match x.strip_prefix("0x") {
+            Some(h) => u32::from_str_radix(h, 16),
+            None => x.parse(),
+        }
+        .map_err(|_| format!("mark `{s}`"))
+    };
+    match s.split_once('/') {
+        Some((v, m)) => Ok((num(v)?, Some(num(m)?))),
+        None => Ok((num(s)?, None)),
+    }
+}
+
+/// `xt_mark_mtinfo1`: mark, mask, invert.
+fn mark_match(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("mark options".into());
+    };
+    let [a] = o.args.as_slice() else {
+        return Err("mark argument".into());
+    };
+    if o.name != "mark" {
+        return Err(format!("mark option `--{}`", o.name));
+    }
+    let (v, m) = value_mask(a)?;
+    let mut d = vec![0u8; 9];
+    d[..4].copy_from_slice(&v.to_ne_bytes());
+    d[4..8].copy_from_slice(&m.unwrap_or(u32::MAX).to_ne_bytes());
+    d[8] = u8::from(o.invert);
+    Ok(d)
+}
+
+/// `xt_mark_tginfo2`: mark, mask (`--set-xmark V/M`; `--set-mark V/M`
+/// is `V` with mask `V | M`, as libxt_MARK writes it).
+fn mark_target(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let [o] = opts else {
+        return Err("MARK options".into());
+    };
+    let (v, m) = value_mask(one(o)?)?;
+    let m = m.unwrap_or(u32::MAX);
+    let (mark, mask) = match o.name.as_str() {
+        "set-xmark" => (v, m),
+        "set-mark" => (v, v | m),
+        n => return Err(format!("MARK option `--{n}`")),
+    };
+    let mut d = vec![0u8; 8];
+    d[..4].copy_from_slice(&mark.to_ne_bytes());
+    d[4..8].copy_from_slice(&mask.to_ne_bytes());
+    Ok(d)
+}
+
+/// `xt_iprange_mtinfo`: src min/max, dst min/max (`nf_inet_addr`, IPv4 in
+/// the first 4 bytes), flags (1 src, 2 dst, 0x10/0x20 inverted).
+fn iprange(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let mut d = vec![0u8; 65];
+    for o in opts {
+        let (at, bit) = match o.name.as_str() {
+            "src-range" => (0, 1u8),
+            "dst-range" => (32, 2),
+            n => return Err(format!("iprange option `--{n}`")),
+        };
+        if d[64] & bit != 0 {
+            return Err("repeated iprange option".into());
+        }
+        let a = one_any(o)?;
+        let (lo, hi) = a.split_once('-').unwrap_or((a, a));
+        let ip = |x: &str| {
+            x.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| format!("iprange `{a}`"))
+        };
+        d[at..at + 4].copy_from_slice(&ip(lo)?.octets());
+        d[at + 16..at + 20].copy_from_slice(&ip(hi)?.octets());
+        d[64] |= bit | if o.invert { bit << 4 } else { 0 };
+    }
+    Ok(d)
+}
+
+/// `ipt_reject_info`: the `ipt_reject_with` number (default
+/// icmp-port-unreachable).
+fn reject(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let with: u32 = match opts {
+        [] => 3,
+        [o] if o.name == "reject-with" => match one(o)? {
+            "icmp-net-unreachable" => 0,
+            "icmp-host-unreachable" => 1,
+            "icmp-proto-unreachable" => 2,
+            "icmp-port-unreachable" => 3,
+            "icmp-net-prohibited" => 5,
+            "icmp-host-prohibited" => 6,
+            "tcp-reset" => 7,
+            "icmp-admin-prohibited" => 8,
+            w => return Err(format!("reject-with `{w}`")),
+        },
+        _ => return Err("REJECT options".into()),
+    };
+    Ok(with.to_ne_bytes().to_vec())
+}
+
+/// `nf_nat_ipv4_multi_range_compat` with one range: rangesize 1, flags
+/// (2: ports given), min/max address 0, min/max port (network order).
+/// `--to-ports` needs `-p tcp|udp|sctp`, as the tool says.
+fn redirect(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
+    let mut d = vec![0u8; 24];
+    d[..4].copy_from_slice(&1u32.to_ne_bytes());
+    match opts {
+        [] => {}
+        [o] if o.name == "to-ports" => {
+            if !matches!(proto, Some((6 | 17 | 132, false))) {
+                return Err("REDIRECT ports without tcp, udp or sctp".into());
+            }
+            let a = one(o)?;
+            let (lo, hi) = a.split_once('-').unwrap_or((a, a));
+            let p = |x: &str| x.parse::<u16>().map_err(|_| format!("port `{a}`"));
+            let (lo, hi) = (p(lo)?, p(hi)?);
+            if lo == 0 || hi < lo {
+                return Err(format!("ports `{a}`"));
+            }
+            d[4..8].copy_from_slice(&2u32.to_ne_bytes());
+            d[16..18].copy_from_slice(&lo.to_be_bytes());
+            d[18..20].copy_from_slice(&hi.to_be_bytes());
+        }
+        _ => return Err("REDIRECT options".into()),
+    }
+    Ok(d)
+}
+
+/// The one argument of an option, inverted or not.
+fn one_any(o: &Opt) -> Result<&str, String> {
+    match o.args.as_slice() {
+        [a] => Ok(a),
+        _ => Err(format!("option `--{}`", o.name)),
+    }
 }
 
 /// `xt_nflog_info`: len, group, threshold, flags, pad, `prefix[64]`.
