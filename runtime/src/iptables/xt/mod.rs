@@ -172,14 +172,19 @@ impl Iptables {
             if !pending.is_empty() {
                 self.restore_tool(step, Family::Ipv4, &std::mem::take(&mut pending))?;
             }
-            if loader.is_none() {
-                loader = Some(Loader::open(self.exec.netns()).map_err(|e| {
-                    Error::io("opening a socket for the direct x_tables loader", e)
-                })?);
-            }
-            let l = loader
-                .as_ref()
-                .ok_or_else(|| Error::io("loader", std::io::Error::other("none")))?;
+            let l = match loader.take() {
+                Some(l) => l,
+                None => match Loader::open(self.exec.netns()) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // No socket, no direct load: the tool says why.
+                        self.trace_fallback(b.table, &format!("socket: {e}"));
+                        self.restore_tool(step, Family::Ipv4, &b.text)?;
+                        continue;
+                    }
+                },
+            };
+            let l = &*loader.insert(l);
             let t = Instant::now();
             match l.load_timed(b.table, &cmds) {
                 Ok((entries, laps)) => {
