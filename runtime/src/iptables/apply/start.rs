@@ -8,26 +8,28 @@
 //! of both families and `ipset save`, concurrently): the bundle read and
 //! renamed for the generation that most likely follows, the generation in
 //! force's record and its chains' content keys, and, once `ipset save`
-//! is in, the sets kept ([`super::super::reuse`]) and the intent's state.
+//! is in, the sets kept ([`super::super::reuse`]).
 //! Step 1 starts only when the rules' save is done, beside the keep phase
 //! (which does not use the kernel).
 //!
 //! Session 13 had started step 1 as soon as `ipset save` showed which
 //! sets are kept, while `iptables-save` still ran, to hide step 1's
-//! waiting behind the save. Measured (session 15, the benchmark's
-//! 100,000-rule replace, three runs of each order alternately), that
-//! overlap serialised the two instead: the save took 2.5–2.7 s beside
-//! the set restore against 0.9 s alone, and the start (saves plus the
-//! set restore's wait) 2.65 s against 2.1 s in this order. Both sides
-//! take the kernel's ipset mutex (`nfnl_lock(NFNL_SUBSYS_IPSET)`, one
-//! for the whole machine): libxt_set in `iptables-save` asks for each
-//! `-m set` rule's set name by index (`IP_SET_OP_GET_BYINDEX`, ~134,000
-//! `getsockopt`s), and every `ipset restore` command holds the mutex,
-//! a `create` that grows the kernel's table of sets for a whole RCU grace
-//! period ([`super::super::load`]). So each growth stalled the save's
-//! next lookup ~15–20 ms, and the restore's batches ran slower too.
-//! Creating the sets first and saving after is slower still (the keep
-//! phase then waits for the save, and the plan for the sets). A
+//! waiting behind the save. That overlap serialised the two instead.
+//! Both take the kernel's ipset mutex (`nfnl_lock(NFNL_SUBSYS_IPSET)`,
+//! one for the whole machine): libxt_set in `iptables-save` asks for
+//! each `-m set` rule's set name by index (`IP_SET_OP_GET_BYINDEX`,
+//! ~134,000 `getsockopt`s at 100,000 rules), and every `ipset restore`
+//! command holds it, a `create` that grows the kernel's table of sets
+//! for a whole RCU grace period ([`super::super::load`] has the
+//! measurement). So the save finished last, and the keep phase, which
+//! needs the save, ran after both. Measured (session 15, the benchmark's
+//! 100,000-rule replace, the old and this order alternately, four runs
+//! each, load 2–7): the starting `iptables-save` 2.8 s (1.3–3.0) against
+//! 1.0 s (0.9–1.1); the start (saves, and step 1's wait after the keep
+//! phase) 2.9 s against 2.3 s; the replace 7.7 s (7.5–8.1) against 6.9 s
+//! (6.5–7.5). Creating the sets first and saving after was slower still
+//! (8.3 s: the keep phase then waits for both). Finding the kept sets
+//! beside the save rather than after it saves ~0.2 s more. A
 //! one-policy-removed apply keeps nearly every set, so it has (almost)
 //! no step 1 and the order makes no difference there; a first apply has
 //! no keep phase and creates its sets in the switch.
