@@ -176,9 +176,20 @@ fn a_chain_of_the_next_generation_makes_the_replace_pick_another() {
         ],
         81,
     );
+    let before = rt.exec().log().len();
     let r = rt.apply(&b).unwrap();
     assert_eq!((r.generation, r.kept_sets), (3, 1), "{r:?}");
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // The number is known before any set is created: none was created
+    // under the taken one (and destroyed again).
+    let log = rt.exec().log();
+    let created_under_2 = log[before..].iter().any(|c| {
+        c.program == "ipset"
+            && c.stdin
+                .as_deref()
+                .is_some_and(|t| t.contains("create weir2-"))
+    });
+    assert!(!created_under_2, "{:?}", &log[before..]);
     let want: BTreeSet<String> = ["weir1-shared", "weir3-fresh"]
         .into_iter()
         .map(str::to_string)
