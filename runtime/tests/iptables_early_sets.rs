@@ -1,10 +1,15 @@
-//! Kernel test of a replace that creates its sets while the rules are
-//! still being saved (issue 21; runtime/src/iptables/apply/start.rs). The
-//! generation number is picked from the sets before the chains are known,
-//! so a chain of that number left in the kernel (here made by hand) must
-//! make the apply destroy the sets it created and pick the next free
-//! number, leaving that chain alone. Checked with `ipset save` and
-//! `iptables-save` in the namespace.
+//! Kernel tests of a replace's start (issue 21;
+//! runtime/src/iptables/apply/start.rs):
+//! - the sets are created only once the rules' save is done (the two
+//!   serialise on the kernel's ipset mutex when they overlap): the exec
+//!   log's order, with a table whose save takes long (many `-m set`
+//!   rules, made by hand and left alone);
+//! - the bundle is planned for the likely generation number beside the
+//!   saves, so a chain of that number left in the kernel (made by hand)
+//!   must make the apply pick the next free number, creating no set under
+//!   the taken one and leaving that chain alone.
+//!
+//! Checked with `ipset save` and `iptables-save` in the namespace.
 //!
 //! Needs root; skipped without, unless `CI` is set (then it fails).
 
@@ -60,6 +65,84 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Foreign `-m set` rules (not weir's, left alone) that make the
+/// namespace's `iptables-save` take tens of milliseconds: libxt_set asks
+/// the kernel for each rule's set name.
+const FOREIGN_RULES: usize = 10_000;
+
+#[test]
+fn the_replace_creates_its_sets_after_the_rules_save() {
+    if !ready("the_replace_creates_its_sets_after_the_rules_save") {
+        return;
+    }
+    let n = Netns::create(&format!("weir-order{}", std::process::id())).unwrap();
+    let work = scratch("order");
+    run(&n, "ipset", &["create", "other", "hash:net"]);
+    let mut foreign = String::from("*filter\n:OTHER - [0:0]\n");
+    for i in 0..FOREIGN_RULES {
+        foreign.push_str(&format!(
+            "-A OTHER -p tcp --dport {} -m set --match-set other src -j RETURN\n",
+            1 + i % 60_000
+        ));
+    }
+    foreign.push_str("COMMIT\n");
+    let restore = n
+        .exec_with_input("iptables-restore", &["--noflush"], Some(&foreign))
+        .unwrap();
+    assert!(restore.status.success(), "{restore:?}");
+
+    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    let a = bundle(
+        &work.join("a"),
+        &[("weir-shared", "10.1.0.0/24"), ("weir-old", "10.2.0.0/24")],
+        80,
+    );
+    rt.apply(&a).unwrap();
+    let b = bundle(
+        &work.join("b"),
+        &[
+            ("weir-shared", "10.1.0.0/24"),
+            ("weir-fresh", "10.3.0.0/24"),
+        ],
+        81,
+    );
+    let before = rt.exec().log().len();
+    let r = rt.apply(&b).unwrap();
+    assert_eq!((r.generation, r.kept_sets), (2, 1), "{r:?}");
+    // The log is in order of completion: the set restore must start
+    // after both families' saves have ended, so it is logged after them.
+    let log = rt.exec().log();
+    let log = &log[before..];
+    let restore = log
+        .iter()
+        .position(|c| c.program == "ipset" && c.args.first().is_some_and(|a| a == "restore"))
+        .expect("the replace creates a set");
+    let saves: Vec<usize> = (0..log.len())
+        .filter(|&i| log[i].program.contains("tables") && log[i].program.ends_with("-save"))
+        .take(2)
+        .collect();
+    assert_eq!(saves.len(), 2, "{log:?}");
+    assert!(
+        saves.iter().all(|&s| s < restore),
+        "ipset restore (log entry {restore}) ran before the rules' saves ended ({saves:?}): {:?}",
+        log.iter().map(|c| &c.program).collect::<Vec<_>>()
+    );
+    assert!(rt.status().unwrap().in_force);
+    rt.detach().unwrap();
+    // The foreign chain and set are left alone.
+    let save = run(&n, "iptables-save", &["-t", "filter"]);
+    assert_eq!(
+        save.lines().filter(|l| l.starts_with("-A OTHER ")).count(),
+        FOREIGN_RULES
+    );
+    assert_eq!(
+        run(&n, "ipset", &["list", "-n"]).trim(),
+        "other",
+        "weir's sets are gone, the foreign one stays"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 #[test]
 fn a_chain_of_the_next_generation_makes_the_replace_pick_another() {
     if !ready("a_chain_of_the_next_generation_makes_the_replace_pick_another") {
@@ -93,9 +176,20 @@ fn a_chain_of_the_next_generation_makes_the_replace_pick_another() {
         ],
         81,
     );
+    let before = rt.exec().log().len();
     let r = rt.apply(&b).unwrap();
     assert_eq!((r.generation, r.kept_sets), (3, 1), "{r:?}");
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // The number is known before any set is created: none was created
+    // under the taken one (and destroyed again).
+    let log = rt.exec().log();
+    let created_under_2 = log[before..].iter().any(|c| {
+        c.program == "ipset"
+            && c.stdin
+                .as_deref()
+                .is_some_and(|t| t.contains("create weir2-"))
+    });
+    assert!(!created_under_2, "{:?}", &log[before..]);
     let want: BTreeSet<String> = ["weir1-shared", "weir3-fresh"]
         .into_iter()
         .map(str::to_string)

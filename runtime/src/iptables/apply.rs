@@ -471,16 +471,9 @@ impl Iptables {
         // While the tools save the kernel's state: the bundle read for the
         // generation that most likely follows (read again if another one
         // is free) and the record of the generation in force with its
-        // chains' keys ([`super::keep`]).
+        // chains' keys ([`super::keep`]); then the sets beside the keep
+        // phase ([`start`]).
         let likely = names::next_generation(state.as_ref().map_or(0, |s| s.generation));
-        // A replace creates its sets while the rules are saved
-        // ([`start`]); otherwise, or when that cannot be done, in order.
-        let started = match &state {
-            Some(st) if need_ipset && !st.sets.is_empty() => {
-                self.start_replacing(bundle, st, likely, &mut phases)?
-            }
-            _ => None,
-        };
         let start::Started {
             g,
             saved,
@@ -489,10 +482,7 @@ impl Iptables {
             kept_chains,
             sets_loaded,
             old_applied,
-        } = match started {
-            Some(started) => started,
-            None => self.start_in_order(bundle, state.as_ref(), likely, need_ipset, &mut phases)?,
-        };
+        } = self.start(bundle, state.as_ref(), likely, need_ipset, &mut phases)?;
         let sets_early = sets_loaded.is_some();
         let new = plan.state(bundle, &self.opts);
         if let Some(Err(e)) = sets_loaded {
@@ -560,121 +550,6 @@ impl Iptables {
             kept_chains,
             xtables: self.exec.xt_counts().since(xt0),
         })
-    }
-
-    /// The start of an apply in order: the kernel's rules and sets saved,
-    /// a free generation number picked and planned, the sets kept, then
-    /// step 1 beside the keep phase when both have work.
-    fn start_in_order(
-        &self,
-        bundle: &Bundle,
-        state: Option<&State>,
-        likely: u32,
-        need_ipset: bool,
-        phases: &mut Phases,
-    ) -> Result<start::Started, Error> {
-        let (start, planned, old_applied) = std::thread::scope(|s| {
-            let planned = s.spawn(|| Plan::new(bundle, likely));
-            // The old side's chain keys need no kernel state either.
-            let old = s.spawn(|| self.old_record(state));
-            let start = phases.time("kernel state", || self.free_generation(state, need_ipset));
-            let planned = planned.join().expect("plan thread");
-            let old = old.join().expect("applied record thread");
-            (start, planned, old)
-        });
-        let (g, saved, kernel_sets) = start?;
-        let (old_applied, old_keys) = old_applied;
-        let mut kept_sets = 0;
-        let mut kept_chains = 0;
-        let mut plan = phases.time("plan", || -> Result<Plan, Error> {
-            // (A set name's length depends on the generation's digits.)
-            let mut plan = match planned {
-                Ok(p) if g == likely => p,
-                Err(e) if g == likely => return Err(e),
-                _ => Plan::new(bundle, g)?,
-            };
-            if let (Some(state), Some(kernel)) = (state, &kernel_sets) {
-                kept_sets = plan.share(&state.sets, kernel);
-            }
-            Ok(plan)
-        })?;
-        // Step 1 runs beside the keep phase when both have work (a
-        // replace): the sets do not depend on which chains are kept, and
-        // the intent written first lists every set and every chain the
-        // generation could load (kept chains only lose their new names).
-        let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
-        let sets_loaded = std::thread::scope(|s| -> Result<_, Error> {
-            let sets = if sets_early {
-                let first = plan.state(bundle, &self.opts);
-                Some(phases.time("records", || self.start_sets(s, g, &plan, first, state))?)
-            } else {
-                None
-            };
-            // After the sets: a kept set's rules name it by its old name,
-            // as the old chains do.
-            if let (Some(state), Some(old)) = (state, &old_keys) {
-                phases.time("keep chains", || {
-                    kept_chains = plan.keep_chains(state, old, &saved);
-                });
-            }
-            // What step 1 adds to the wall time here: its wait.
-            Ok(sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread"))))
-        })?;
-        Ok(start::Started {
-            g,
-            saved,
-            plan,
-            kept_sets,
-            kept_chains,
-            sets_loaded,
-            old_applied,
-        })
-    }
-
-    /// A generation number no chain or set in the kernel uses, and the
-    /// kernel's rules it was chosen from (the switch counts the built-in
-    /// chains' jumps in them: the lock is held, and the read-back checks
-    /// the outcome); when the generation in force has sets, also `ipset
-    /// save` of the namespace (which sets can be kept, [`super::reuse`]).
-    fn free_generation(
-        &self,
-        state: Option<&State>,
-        need_ipset: bool,
-    ) -> Result<(u32, Saved, Option<String>), Error> {
-        let contents = state.is_some_and(|s| !s.sets.is_empty());
-        let (saved, sets) = std::thread::scope(|s| {
-            let sets = s.spawn(|| -> Result<(Vec<String>, Option<String>), Error> {
-                if contents {
-                    let text = self.save_sets(true)?;
-                    let names = text
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("create "))
-                        .filter_map(|l| l.split_whitespace().next())
-                        .map(str::to_string)
-                        .collect();
-                    Ok((names, Some(text)))
-                } else {
-                    Ok((self.list_sets(need_ipset)?, None))
-                }
-            });
-            let saved = self.save_all();
-            (saved, sets.join().expect("list sets thread"))
-        });
-        let saved = saved?;
-        let (sets, kernel_sets) = sets?;
-        let mut live: BTreeSet<u32> = sets
-            .iter()
-            .filter_map(|s| names::set_generation(s))
-            .collect();
-        live.extend(start::chain_generations(&saved));
-        let previous = state
-            .map(|s| s.generation)
-            .or_else(|| live.iter().max().copied());
-        let g = start::pick_generation(previous, &live).ok_or_else(|| Error::State {
-            path: self.state_path(),
-            message: "no free generation number (999 generations present)".into(),
-        })?;
-        Ok((g, saved, kernel_sets))
     }
 
     /// Steps 1 and 2, then the read-back: sets, then per family one

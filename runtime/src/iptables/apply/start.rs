@@ -1,38 +1,54 @@
-//! The start of a replacing apply: the new generation's sets are created
-//! while the kernel's rules are still being saved (issue 21).
+//! The start of an apply: the kernel's rules and sets saved, a free
+//! generation number picked, the bundle planned for it, the sets kept
+//! found, and then step 1 (`ipset restore` of the sets not kept) beside
+//! the keep phase (issue 21).
 //!
-//! Measured at 100,000 rules (223,077 rules, 6,778 sets; session 13): an
-//! apply that replaces a generation started with `iptables-save` of both
-//! families (~0.8 s: every one of the ~134,000 `-m set` rules costs
-//! libxt_set a socket and two `getsockopt`s to print its set's name) and
-//! `ipset save` (~0.1–0.3 s) side by side, and only then began step 1,
-//! `ipset restore` of the ~5,500 sets it does not keep. That step is
-//! mostly waiting: the kernel's table of sets grows 64 slots at a time,
-//! each growth waiting for an RCU grace period (~10 ms; [`super::super::load`]),
-//! ~85 growths on the benchmark's replace. Step 1 ran beside the keep
-//! phase (~0.3 s) and still added ~1.1 s of waiting after it.
+//! **Order: the rules' save first, then the set restore.** Everything
+//! that does not need the kernel runs beside the saves (`iptables-save`
+//! of both families and `ipset save`, concurrently): the bundle read and
+//! renamed for the generation that most likely follows, the generation in
+//! force's record and its chains' content keys, and, once `ipset save`
+//! is in, the sets kept ([`super::super::reuse`]).
+//! Step 1 starts only when the rules' save is done, beside the keep phase
+//! (which does not use the kernel).
 //!
-//! What step 1 needs is known before the rules' save ends:
-//! - **which sets to create**: the bundle renamed for the generation
-//!   (planned from the start, beside the saves) minus the sets kept
-//!   because the kernel holds them with the same content
-//!   ([`super::super::reuse`]), which is read from `ipset save` alone;
-//! - **the generation number**: the next one after the generation in
-//!   force, which must be used by no set and no chain. The sets' names
-//!   come with `ipset save`; the chains' come with the rules' save. So
-//!   step 1 starts once no set uses the number, and the number is
-//!   checked against the chains when their save arrives. A chain of that
-//!   number (left behind by something else) means the sets were created
-//!   under a number that is not free: they are destroyed (they were
-//!   written into the intent first, so a crash in between rolls them
-//!   back) and the apply starts again in order, picking a free number as
-//!   before ([`Iptables::free_generation`]).
+//! Session 13 had started step 1 as soon as `ipset save` showed which
+//! sets are kept, while `iptables-save` still ran, to hide step 1's
+//! waiting behind the save. That overlap serialised the two instead.
+//! Both take the kernel's ipset mutex (`nfnl_lock(NFNL_SUBSYS_IPSET)`,
+//! one for the whole machine): libxt_set in `iptables-save` asks for
+//! each `-m set` rule's set name by index (`IP_SET_OP_GET_BYINDEX`,
+//! ~134,000 `getsockopt`s at 100,000 rules), and every `ipset restore`
+//! command holds it, a `create` that grows the kernel's table of sets
+//! for a whole RCU grace period ([`super::super::load`] has the
+//! measurement). So the save finished last, and the keep phase, which
+//! needs the save, ran after both. Measured (session 15, the benchmark's
+//! 100,000-rule replace, the old and this order alternately, four runs
+//! each, load 2–7): the starting `iptables-save` 2.8 s (1.3–3.0) against
+//! 1.0 s (0.9–1.1); the start (saves, and step 1's wait after the keep
+//! phase) 2.9 s against 2.3 s; the replace 7.7 s (7.5–8.1) against 6.9 s
+//! (6.5–7.5). Creating the sets first and saving after was slower still
+//! (8.3 s: the keep phase then waits for both). Finding the kept sets
+//! beside the save rather than after it saves ~0.2 s more. In a
+//! namespace whose table of sets already has room (a node's later
+//! replaces: no growth) the overlap cost less, and this order still
+//! gained 0.05–0.2 s in three such replaces. A
+//! one-policy-removed apply keeps nearly every set, so it has (almost)
+//! no step 1 and the order makes no difference there; a first apply has
+//! no keep phase and creates its sets in the switch.
 //!
-//! Nothing else changes: the intent lists every set and chain the
-//! generation could load before any is created (as the keep phase's
-//! overlap already did), the keep phase still compares with the rules
-//! the kernel holds, and the read-back still compares every rule and
-//! set after the switch.
+//! **The generation number** is the next one after the generation in
+//! force that no set and no chain uses ([`pick_generation`]); the bundle
+//! is planned for the likely number beside the saves and planned again
+//! (rare: something left a chain or set of that number) when another is
+//! picked. No set is created before the number is known, so nothing has
+//! to be undone when it is not the likely one.
+//!
+//! **Fail closed:** the intent lists every set and chain the generation
+//! could load before any set is created ([`Iptables::start_sets`]), so a
+//! crash in between rolls them back; a failed step 1 is undone by the
+//! apply as before; the keep phase compares with the rules the kernel
+//! holds, and the read-back compares every rule and set after the switch.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -53,14 +69,14 @@ pub(super) struct Started {
     pub plan: Plan,
     pub kept_sets: usize,
     pub kept_chains: usize,
-    /// Step 1 ran (beside the saves and the keep phase): its outcome.
+    /// Step 1 ran (beside the keep phase): its outcome.
     pub sets_loaded: Option<Result<(), Error>>,
     pub old_applied: Option<Applied>,
 }
 
 /// The generation after `previous` that `live` (the generations of the
 /// kernel's chains and sets) does not use; `None` when all are used.
-pub(super) fn pick_generation(previous: Option<u32>, live: &BTreeSet<u32>) -> Option<u32> {
+fn pick_generation(previous: Option<u32>, live: &BTreeSet<u32>) -> Option<u32> {
     let mut g = names::next_generation(previous.unwrap_or(0));
     while live.contains(&g) {
         g = names::next_generation(g);
@@ -81,7 +97,7 @@ fn set_generations(text: &str) -> BTreeSet<u32> {
 }
 
 /// The generations named by the chains of a save.
-pub(super) fn chain_generations(saved: &Saved) -> BTreeSet<u32> {
+fn chain_generations(saved: &Saved) -> BTreeSet<u32> {
     saved
         .values()
         .flat_map(|tables| tables.values())
@@ -90,20 +106,11 @@ pub(super) fn chain_generations(saved: &Saved) -> BTreeSet<u32> {
         .collect()
 }
 
-/// The sets `ipset restore` text creates.
-fn created(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("create "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
-
 impl Iptables {
     /// The generation in force's record and its chains' content keys
     /// (what the keep phase compares with), read beside the saves: none
     /// without a state or a record of that generation.
-    pub(super) fn old_record(&self, state: Option<&State>) -> (Option<Applied>, Option<OldKeys>) {
+    fn old_record(&self, state: Option<&State>) -> (Option<Applied>, Option<OldKeys>) {
         let a = state.and_then(|st| self.read_applied(st.generation));
         let keys = a.as_ref().map(|a| super::super::keep::old_keys(&a.blocks));
         (a, keys)
@@ -113,7 +120,7 @@ impl Iptables {
     /// (every set and chain the generation could load) before any set
     /// is created, so a crash in between rolls them back; then
     /// `ipset restore` of the plan's sets on a thread of `s`.
-    pub(super) fn start_sets<'s>(
+    fn start_sets<'s>(
         &'s self,
         s: &'s std::thread::Scope<'s, '_>,
         g: u32,
@@ -134,96 +141,133 @@ impl Iptables {
         }))
     }
 
-    /// Replacing `state`'s generation (which has sets): saves the kernel's
-    /// rules and sets, plans generation `likely`, and creates its sets as
-    /// soon as `ipset save` shows which to keep and that no set uses
-    /// `likely`, while the rules' save is still running; then keeps the
-    /// chains it can. `Ok(None)`: nothing was changed and the apply must
-    /// start in order (a set uses the number, or the sets were created
-    /// under a number a chain uses and were destroyed again).
-    pub(super) fn start_replacing(
+    /// The start of an apply (see the module doc): the kernel's state,
+    /// the generation picked and planned, the sets kept; then step 1
+    /// beside the keep phase when both have work (a replace).
+    pub(super) fn start(
         &self,
         bundle: &Bundle,
-        state: &State,
+        state: Option<&State>,
         likely: u32,
+        need_ipset: bool,
         phases: &mut Phases,
-    ) -> Result<Option<Started>, Error> {
+    ) -> Result<Started, Error> {
+        // The sets' content is needed when the generation in force has
+        // sets (which to keep); otherwise their names (which numbers).
+        let contents = state.filter(|s| !s.sets.is_empty());
         let t0 = Instant::now();
-        std::thread::scope(|s| {
+        let (saved, kernel_sets, planned, old) = std::thread::scope(|s| {
             let rules = s.spawn(|| self.save_all());
             let planned = s.spawn(|| Plan::new(bundle, likely));
-            let old = s.spawn(|| self.old_record(Some(state)));
-            let kernel_sets = self.save_sets(true);
-            let mut plan = planned.join().expect("plan thread")?;
-            let kernel_sets = kernel_sets?;
-            if set_generations(&kernel_sets).contains(&likely) {
-                rules.join().expect("save thread")?;
-                return Ok(None);
-            }
-            let kept_sets = plan.share(&state.sets, &kernel_sets);
-            let first = (!plan.load_ipset.is_empty()).then(|| plan.state(bundle, &self.opts));
-            let sets = match &first {
-                Some(first) => {
-                    Some(self.start_sets(s, likely, &plan, first.clone(), Some(state))?)
-                }
-                None => None,
+            let old = s.spawn(|| self.old_record(state));
+            let kernel_sets = match contents {
+                Some(_) => self.save_sets(true).map(KernelSets::Saved),
+                None => self.list_sets(need_ipset).map(KernelSets::Names),
             };
-            let saved = rules.join().expect("save thread");
-            phases.add("kernel state", t0.elapsed());
-            // Past this point step 1 may have created sets: any way out
-            // waits for it and removes them.
-            let undo = |e: Error| -> Error {
-                match &first {
-                    Some(first) => self.undo(e, first, Some(state), None),
-                    None => e,
-                }
-            };
-            let saved = match saved {
-                Ok(saved) => saved,
-                Err(e) => {
-                    let _ = sets.map(|h| h.join().expect("ipset thread"));
-                    return Err(undo(e));
-                }
-            };
-            if chain_generations(&saved).contains(&likely) {
-                let _ = sets.map(|h| h.join().expect("ipset thread"));
-                if first.is_some() {
-                    let failed = self.destroy_sets_batch(&created(&plan.load_ipset));
-                    if !failed.is_empty() {
-                        let e = Error::State {
-                            path: self.state_path(),
-                            message: format!(
-                                "generation {likely} is used by chains in the kernel; removing the sets created for it failed: {}",
-                                failed.join("; ")
-                            ),
-                        };
-                        return Err(undo(e));
+            // Beside the rules' save: the sets kept, for the likely
+            // number (when no set uses it).
+            let planned = planned.join().expect("plan thread").map(|mut plan| {
+                let kept = match (contents, &kernel_sets) {
+                    (Some(st), Ok(KernelSets::Saved(text)))
+                        if !set_generations(text).contains(&likely) =>
+                    {
+                        Some(plan.share(&st.sets, text))
                     }
-                    self.remove_intent()?;
-                }
-                return Ok(None);
-            }
-            // The old record was read beside all this; without it no
-            // chain is kept (all are loaded).
-            let (old_applied, old_keys) = old.join().expect("applied record thread");
-            let kept_chains = match &old_keys {
-                Some(old_keys) => {
-                    phases.time("keep chains", || plan.keep_chains(state, old_keys, &saved))
-                }
-                None => 0,
-            };
-            let sets_loaded =
-                sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")));
-            Ok(Some(Started {
-                g: likely,
+                    _ => None,
+                };
+                (plan, kept)
+            });
+            let saved = rules.join().expect("save thread");
+            (
                 saved,
-                plan,
-                kept_sets,
-                kept_chains,
-                sets_loaded,
-                old_applied,
-            }))
+                kernel_sets,
+                planned,
+                old.join().expect("applied record thread"),
+            )
+        });
+        phases.add("kernel state", t0.elapsed());
+        let (saved, kernel_sets) = (saved?, kernel_sets?);
+        let mut live = kernel_sets.generations();
+        live.extend(chain_generations(&saved));
+        let previous = state
+            .map(|s| s.generation)
+            .or_else(|| live.iter().max().copied());
+        let g = pick_generation(previous, &live).ok_or_else(|| Error::State {
+            path: self.state_path(),
+            message: "no free generation number (999 generations present)".into(),
+        })?;
+        let (mut plan, kept_sets) = phases.time("plan", || -> Result<(Plan, usize), Error> {
+            match planned {
+                // (With sets in force, `kept` is `None` only when a set
+                // uses `likely`, so `g` is another number.)
+                Ok((plan, kept)) if g == likely && (kept.is_some() || contents.is_none()) => {
+                    Ok((plan, kept.unwrap_or(0)))
+                }
+                Err(e) if g == likely => Err(e),
+                // (A set name's length depends on the generation's digits.)
+                _ => {
+                    let mut plan = Plan::new(bundle, g)?;
+                    let kept = match (contents, &kernel_sets) {
+                        (Some(st), KernelSets::Saved(text)) => plan.share(&st.sets, text),
+                        _ => 0,
+                    };
+                    Ok((plan, kept))
+                }
+            }
+        })?;
+        let (old_applied, old_keys) = old;
+        let mut kept_chains = 0;
+        // Step 1 runs beside the keep phase when both have work (a
+        // replace): the sets do not depend on which chains are kept, and
+        // the intent written first lists every set and every chain the
+        // generation could load (kept chains only lose their new names).
+        let sets_early = state.is_some() && old_keys.is_some() && !plan.load_ipset.is_empty();
+        let sets_loaded = std::thread::scope(|s| -> Result<_, Error> {
+            let sets = if sets_early {
+                let first = plan.state(bundle, &self.opts);
+                Some(phases.time("records", || self.start_sets(s, g, &plan, first, state))?)
+            } else {
+                None
+            };
+            // After the sets: a kept set's rules name it by its old name,
+            // as the old chains do.
+            if let (Some(state), Some(old)) = (state, &old_keys) {
+                phases.time("keep chains", || {
+                    kept_chains = plan.keep_chains(state, old, &saved);
+                });
+            }
+            // What step 1 adds to the wall time here: its wait.
+            Ok(sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread"))))
+        })?;
+        Ok(Started {
+            g,
+            saved,
+            plan,
+            kept_sets,
+            kept_chains,
+            sets_loaded,
+            old_applied,
         })
+    }
+}
+
+/// The namespace's sets at the start: `ipset save` (when their content
+/// is needed) or their names.
+enum KernelSets {
+    Saved(String),
+    Names(Vec<String>),
+}
+
+impl KernelSets {
+    /// The generations the sets' names use.
+    fn generations(&self) -> BTreeSet<u32> {
+        match self {
+            KernelSets::Saved(text) => set_generations(text),
+            KernelSets::Names(names) => names
+                .iter()
+                .filter_map(|s| names::set_generation(s))
+                .collect(),
+        }
     }
 }
 
@@ -245,12 +289,11 @@ mod tests {
     }
 
     #[test]
-    fn generations_of_sets_and_created_names() {
+    fn generations_of_saved_sets() {
         let text = "create weir12-c1 hash:net family inet\nadd weir12-c1 10.0.0.0/8\ncreate other hash:net\ncreate weir3-s2 hash:net\n";
         assert_eq!(
             set_generations(text),
             [3, 12].into_iter().collect::<BTreeSet<u32>>()
         );
-        assert_eq!(created(text), ["weir12-c1", "other", "weir3-s2"]);
     }
 }
