@@ -11,7 +11,7 @@
 //! every entry the runtime does not touch is carried over as opaque bytes.
 //! Each carried entry keeps its old index, for its counters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// `sizeof(struct ipt_entry)`.
 pub(crate) const ENTRY: usize = 112;
@@ -59,7 +59,19 @@ impl Rule {
     /// Whether two rules are the same rule (what `-D` looks for): equal
     /// bytes but for counters, `comefrom` and an offset verdict.
     pub fn same(&self, other: &Rule) -> bool {
-        self.jump == other.jump && self.masked() == other.masked()
+        let (a, b) = (&self.bytes, &other.bytes);
+        if self.jump != other.jump || a.len() != b.len() || a[..COMEFROM] != b[..COMEFROM] {
+            return false;
+        }
+        if self.jump == Jump::None {
+            return a[ENTRY..] == b[ENTRY..];
+        }
+        // Both verdicts at the same place (equal target offsets above).
+        let v = u16_at(a, TARGET_OFFSET) as usize + XT_HEADER;
+        if v < ENTRY {
+            return self.masked() == other.masked();
+        }
+        a[ENTRY..v] == b[ENTRY..v] && a[v + 4..] == b[v + 4..]
     }
 
     /// The bytes without counters, `comefrom` and an offset verdict.
@@ -114,10 +126,12 @@ pub(crate) fn c_name(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// The target's name and data of an entry.
-fn target(b: &[u8]) -> (String, &[u8]) {
+/// The target's name (up to its NUL) and data of an entry.
+fn target(b: &[u8]) -> (&[u8], &[u8]) {
     let t = u16_at(b, TARGET_OFFSET) as usize;
-    (c_name(&b[t + 2..t + 31]), &b[t + XT_HEADER..])
+    let name = &b[t + 2..t + 31];
+    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    (&name[..end], &b[t + XT_HEADER..])
 }
 
 impl Table {
@@ -149,13 +163,13 @@ impl Table {
             |off: u32| (0..5).any(|h| valid_hooks & (1 << h) != 0 && underflow[h] == off);
         // Where each chain's first rule is: built-in at its hook entry,
         // user chains right after their ERROR head.
-        let mut starts: BTreeMap<u32, String> = BTreeMap::new();
+        let mut starts: HashMap<u32, String> = HashMap::new();
         for (i, (off, e)) in entries.iter().enumerate() {
             if let Some(h) = hook_at(*off) {
                 starts.insert(*off, HOOKS[h].to_string());
             }
             let (name, data) = target(e);
-            if name == "ERROR" && i + 1 < entries.len() {
+            if name == b"ERROR" && i + 1 < entries.len() {
                 starts.insert(entries[i + 1].0, c_name(&data[..data.len().min(30)]));
             }
         }
@@ -164,7 +178,7 @@ impl Table {
         for (i, (off, e)) in entries.iter().enumerate() {
             let (tname, data) = target(e);
             let last = i + 1 == entries.len();
-            if tname == "ERROR" {
+            if tname == b"ERROR" {
                 if last {
                     break;
                 }
@@ -218,7 +232,7 @@ impl Table {
             let tail = user_open
                 && entries
                     .get(i + 1)
-                    .is_some_and(|(_, n)| target(n).0 == "ERROR");
+                    .is_some_and(|(_, n)| target(n).0 == b"ERROR");
             if tail {
                 continue;
             }
@@ -253,7 +267,10 @@ impl Table {
 
     fn count(&mut self, r: &Rule, add: bool) {
         if let Jump::Chain(to) = &r.jump {
-            let n = self.refs.entry(to.clone()).or_default();
+            let n = match self.refs.get_mut(to.as_str()) {
+                Some(n) => n,
+                None => self.refs.entry(to.clone()).or_default(),
+            };
             if add {
                 *n += 1;
             } else {
@@ -356,7 +373,7 @@ impl Table {
         order.extend(builtin);
         order.extend(user);
         // First pass: offsets of each chain's first rule.
-        let mut starts: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut starts: HashMap<&str, u32> = HashMap::with_capacity(order.len());
         let mut at = 0usize;
         for c in &order {
             if c.hook.is_none() {
@@ -370,6 +387,7 @@ impl Table {
             };
         }
         let mut out = Layout::default();
+        out.blob.reserve(at + ENTRY + ERROR_SIZE);
         for c in &order {
             if c.hook.is_none() {
                 out.push(error_entry(&c.name), None);
@@ -409,13 +427,11 @@ impl Layout {
         self.old.push(old);
     }
 
-    fn push_rule(&mut self, r: &Rule, starts: &BTreeMap<&str, u32>) -> Result<(), String> {
-        let mut b = r.bytes.clone();
-        b[COMEFROM..ENTRY].fill(0);
+    fn push_rule(&mut self, r: &Rule, starts: &HashMap<&str, u32>) -> Result<(), String> {
         let here = self.blob.len();
         let verdict = match &r.jump {
             Jump::None => None,
-            Jump::Next => Some((here + b.len()) as i32),
+            Jump::Next => Some((here + r.bytes.len()) as i32),
             Jump::Chain(c) => Some(
                 *starts
                     .get(c.as_str())
@@ -423,11 +439,16 @@ impl Layout {
                     as i32,
             ),
         };
+        // The bytes copied once, then counters, `comefrom` and an offset
+        // verdict rewritten in place.
+        self.blob.extend_from_slice(&r.bytes);
+        let b = &mut self.blob[here..];
+        b[COMEFROM..ENTRY].fill(0);
         if let Some(v) = verdict {
-            let at = u16_at(&b, TARGET_OFFSET) as usize + XT_HEADER;
+            let at = u16_at(b, TARGET_OFFSET) as usize + XT_HEADER;
             b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
         }
-        self.push(b, r.old);
+        self.old.push(r.old);
         Ok(())
     }
 
