@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::spec::Opt;
+use super::spec::{Cmd, Opt};
 use super::sys::Sock;
 use super::table::xt_object;
 
@@ -27,6 +27,27 @@ impl<'a> Ctx<'a> {
             ipset_version: None,
             sets: HashMap::new(),
             revisions: HashMap::new(),
+        }
+    }
+
+    /// Looks up every set `cmds` name, in their order (what encoding them
+    /// would look up; a failed lookup is left for the encode to meet
+    /// again, and so to report).
+    pub fn prefetch(&mut self, cmds: &[Cmd]) {
+        for c in cmds {
+            let (Cmd::Append(_, s) | Cmd::Insert(_, _, s) | Cmd::Delete(_, s)) = c else {
+                continue;
+            };
+            for (m, opts) in &s.matches {
+                if m != "set" {
+                    continue;
+                }
+                for o in opts {
+                    if let ("match-set", Some(name)) = (o.name.as_str(), o.args.first()) {
+                        let _ = self.set_index(name);
+                    }
+                }
+            }
         }
     }
 

@@ -156,14 +156,31 @@ impl Iptables {
             return self.restore_tool(step, Family::Ipv4, text);
         };
         let mut pending = String::new();
-        let mut loader: Option<Loader> = None;
+        // No socket, no direct load: each block that parses goes to the
+        // tool, which says why.
+        let loader = Loader::open(self.exec.netns()).map_err(|e| format!("socket: {e}"));
         for b in blocks {
-            let parse = Instant::now();
-            let cmds: Result<Vec<Cmd>, String> = b.lines.iter().map(|l| spec::command(l)).collect();
-            let parse = parse.elapsed().as_secs_f64();
-            let cmds = match cmds {
+            // The block's lines are parsed on a second thread while this
+            // one takes the lock and reads the table (when no block waits
+            // for the tool: the read must see what that block does). A
+            // block that does not parse drops the read, and with it the
+            // lock.
+            let (parsed, read) = match &loader {
+                Ok(l) if pending.is_empty() => std::thread::scope(|s| {
+                    let h = s.spawn(|| parse_timed(&b.lines, Some(&l.sock)));
+                    let read = l.read(b.table);
+                    let parsed = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                    (parsed, Some(read))
+                }),
+                _ => (
+                    parse_timed(&b.lines, loader.as_ref().map(|l| &l.sock).ok()),
+                    None,
+                ),
+            };
+            let (cmds, ctx, parse) = match parsed {
                 Ok(c) => c,
                 Err(why) => {
+                    drop(read);
                     self.trace_fallback(b.table, &why);
                     pending.push_str(&b.text);
                     continue;
@@ -172,25 +189,22 @@ impl Iptables {
             if !pending.is_empty() {
                 self.restore_tool(step, Family::Ipv4, &std::mem::take(&mut pending))?;
             }
-            let l = match loader.take() {
-                Some(l) => l,
-                None => match Loader::open(self.exec.netns()) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        // No socket, no direct load: the tool says why.
-                        self.trace_fallback(b.table, &format!("socket: {e}"));
-                        self.restore_tool(step, Family::Ipv4, &b.text)?;
-                        continue;
-                    }
-                },
+            let l = match &loader {
+                Ok(l) => l,
+                Err(why) => {
+                    self.trace_fallback(b.table, why);
+                    self.restore_tool(step, Family::Ipv4, &b.text)?;
+                    continue;
+                }
             };
-            let l = &*loader.insert(l);
             let t = Instant::now();
-            match l.load_timed(b.table, &cmds) {
+            let read = read.unwrap_or_else(|| l.read(b.table));
+            let ctx = ctx.unwrap_or_else(|| ext::Ctx::new(&l.sock));
+            match read.and_then(|r| l.write(b.table, r, &cmds, ctx)) {
                 Ok((entries, laps)) => {
                     if std::env::var_os(TRACE_VAR).is_some() {
                         eprintln!(
-                            "weir: loaded table {} directly ({} lines, {entries} entries) in {:.3}s (parse {parse:.3}s, {laps})",
+                            "weir: loaded table {} directly ({} lines, {entries} entries) in {:.3}s after the read (parse and set lookups {parse:.3}s beside the read, {laps})",
                             b.table,
                             cmds.len(),
                             t.elapsed().as_secs_f64()
@@ -244,25 +258,49 @@ impl Loader {
     /// Applies one block's commands to `table`; the number of entries
     /// written.
     fn load(&self, name: &str, cmds: &[Cmd]) -> Result<u32, String> {
-        self.load_timed(name, cmds).map(|(n, _)| n)
+        let ctx = ext::Ctx::new(&self.sock);
+        self.write(name, self.read(name)?, cmds, ctx)
+            .map(|(n, _)| n)
     }
 
-    /// [`Loader::load`], with where its time went (for the trace).
-    fn load_timed(&self, name: &str, cmds: &[Cmd]) -> Result<(u32, String), String> {
+    /// Takes the lock and reads table `name` (GET_INFO + GET_ENTRIES).
+    fn read(&self, name: &str) -> Result<Read, String> {
         let mut clock = Clock::default();
-        let _lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
+        let lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
         clock.lap("lock");
         let info = self.sock.info(name).map_err(|e| format!("GET_INFO: {e}"))?;
         let blob = self
             .sock
             .entries(name, info.size)
             .map_err(|e| format!("GET_ENTRIES: {e}"))?;
-        let mut t = Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?;
+        let t = Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?;
         if t.num_entries != info.num_entries {
             return Err("GET_ENTRIES disagrees with GET_INFO".into());
         }
         clock.lap("read");
-        let mut ctx = ext::Ctx::new(&self.sock);
+        Ok(Read {
+            _lock: lock,
+            table: t,
+            clock,
+        })
+    }
+
+    /// Applies `cmds` to the table `read` holds and replaces it (then
+    /// releases the lock); the number of entries written and where the
+    /// time went (for the trace).
+    fn write(
+        &self,
+        name: &str,
+        read: Read,
+        cmds: &[Cmd],
+        mut ctx: ext::Ctx,
+    ) -> Result<(u32, String), String> {
+        let Read {
+            _lock,
+            table: mut t,
+            mut clock,
+        } = read;
+        clock.lap("wait");
         for c in cmds {
             apply(&mut t, c, &mut ctx)?;
         }
@@ -301,6 +339,31 @@ impl Loader {
         clock.lap("counters");
         Ok((l.num_entries(), clock.laps))
     }
+}
+
+/// A table read under the lock, and the laps so far.
+struct Read {
+    _lock: sys::XtLock,
+    table: Table,
+    clock: Clock,
+}
+
+/// Parses a block's lines, then (with a socket) looks up the sets they
+/// name — the sets are not under the xtables lock, so this needs no table
+/// state and runs beside the read; with the time it took.
+type Parsed<'s> = (Vec<Cmd>, Option<ext::Ctx<'s>>, f64);
+fn parse_timed<'s>(lines: &[&str], sock: Option<&'s sys::Sock>) -> Result<Parsed<'s>, String> {
+    let t = Instant::now();
+    let cmds = lines
+        .iter()
+        .map(|l| spec::command(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ctx = sock.map(|s| {
+        let mut ctx = ext::Ctx::new(s);
+        ctx.prefetch(&cmds);
+        ctx
+    });
+    Ok((cmds, ctx, t.elapsed().as_secs_f64()))
 }
 
 /// Laps of a load, for the trace.
