@@ -356,7 +356,7 @@ pub(crate) fn encode(
         inv |= if n { INV_PROTO } else { 0 };
     }
     ip[83] = inv;
-    let mut matches = Vec::new();
+    let mut matches = Vec::with_capacity(s.matches.len() * 320);
     for (name, opts) in &s.matches {
         matches.extend(ext::encode_match(name, opts, proto, ctx)?);
     }

@@ -496,8 +496,10 @@ fn error_entry(name: &str) -> Vec<u8> {
 
 /// Finishes an entry: `ip` (84 bytes), then `matches`, then `target`.
 pub(crate) fn entry(ip: &[u8; 84], matches: &[u8], target: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; ENTRY];
-    b[..84].copy_from_slice(ip);
+    // One allocation of the entry's final size.
+    let mut b = Vec::with_capacity(ENTRY + matches.len() + target.len());
+    b.extend_from_slice(ip);
+    b.resize(ENTRY, 0);
     let toff = ENTRY + matches.len();
     b[TARGET_OFFSET..TARGET_OFFSET + 2].copy_from_slice(&(toff as u16).to_ne_bytes());
     b[NEXT_OFFSET..NEXT_OFFSET + 2].copy_from_slice(&((toff + target.len()) as u16).to_ne_bytes());
