@@ -416,6 +416,21 @@ fn iptables_xt_runtime_direct_and_fallback() {
         "generation 1 still in force"
     );
 
+    // A block the loader cannot parse (an interface name it refuses) was
+    // read beside its parse: the read, and the xtables lock with it, is
+    // dropped before the tool (`-w`) runs, which would otherwise wait
+    // for the lock for ever.
+    let odd = bundle_common::filter_bundle(
+        &work.join("odd"),
+        &rules("-A WEIR-FWD -i a@b -j ACCEPT\n"),
+        "10.1.0.0/16",
+    );
+    let before = direct.exec().fallbacks();
+    let r = direct.apply(&odd).unwrap();
+    assert_eq!((r.xtables.direct, r.xtables.tool), (0, 1), "{r:?}");
+    assert_eq!(direct.exec().fallbacks(), before + 1);
+    assert!(save(&n, &[]).contains("-i a@b -j ACCEPT"));
+
     let tools = rt(XtMode::Tools);
     let c = bundle_common::filter_bundle(
         &work.join("c"),
