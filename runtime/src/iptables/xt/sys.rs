@@ -21,6 +21,7 @@ const IPT_SO_GET_REVISION_TARGET: i32 = 67;
 const SO_IP_SET: i32 = 83;
 const IP_SET_OP_VERSION: u32 = 0x100;
 const IP_SET_OP_GET_FNAME: u32 = 0x8;
+const IP_SET_OP_GET_BYINDEX: u32 = 0x7;
 /// `ip_set_id_t`'s "no such set".
 const IPSET_INVALID_ID: u16 = 0xffff;
 const NFPROTO_IPV4: u32 = 2;
@@ -227,6 +228,21 @@ impl Sock {
         let family = u32::from_ne_bytes(b[8..12].try_into().unwrap_or_default());
         let index = u16::from_ne_bytes([b[12], b[13]]);
         Ok((index != IPSET_INVALID_ID && family == NFPROTO_IPV4).then_some(index))
+    }
+}
+
+impl Sock {
+    /// The name of the set with `index` (IP_SET_OP_GET_BYINDEX, what
+    /// libxt_set asks when it prints a rule), `None` if there is none.
+    pub fn set_name(&self, version: u32, index: u16) -> io::Result<Option<String>> {
+        // struct ip_set_req_get_set: op, version, union { name[32]; index }.
+        let mut b = vec![0u8; 40];
+        b[..4].copy_from_slice(&IP_SET_OP_GET_BYINDEX.to_ne_bytes());
+        b[4..8].copy_from_slice(&version.to_ne_bytes());
+        b[8..10].copy_from_slice(&index.to_ne_bytes());
+        self.get(libc::SOL_IP, SO_IP_SET, &mut b)?;
+        let name = super::table::c_name(&b[8..40]);
+        Ok((!name.is_empty()).then_some(name))
     }
 }
 
