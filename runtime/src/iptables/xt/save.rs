@@ -25,6 +25,7 @@
 //! oracle test `iptables_xt_save` compares every line with the tool's.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use super::sys::Sock;
@@ -108,7 +109,8 @@ const INV_PROTO: u8 = 0x40;
 /// (without counters).
 pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String, String> {
     let b = &r.bytes;
-    let mut out = format!("-A {chain}");
+    let mut out = String::with_capacity(160);
+    let _ = write!(out, "-A {chain}");
     let inv = b[83];
     let flags = b[table::IP_FLAGS];
     if flags & !(table::F_GOTO) != 0
@@ -154,7 +156,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
         if inv & INV_PROTO != 0 {
             out.push_str(" !");
         }
-        out.push_str(&format!(" -p {name}"));
+        let _ = write!(out, " -p {name}");
     }
     let toff = u16_at(b, 88) as usize;
     let mut at = table::ENTRY;
@@ -165,7 +167,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
         }
         let name = c_name(&b[at + 2..at + 31]);
         let rev = b[at + 31];
-        out.push_str(&format!(" -m {name}"));
+        let _ = write!(out, " -m {name}");
         match_save(
             &mut out,
             &name,
@@ -193,10 +195,10 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
             }),
         };
         if let Some(n) = name {
-            out.push_str(&format!(" -{} {n}", if goto { 'g' } else { 'j' }));
+            let _ = write!(out, " -{} {n}", if goto { 'g' } else { 'j' });
         }
     } else {
-        out.push_str(&format!(" -j {tname}"));
+        let _ = write!(out, " -j {tname}");
         target_save(&mut out, &tname, trev, tdata)?;
     }
     Ok(out)
@@ -213,10 +215,11 @@ fn addr(out: &mut String, letter: char, a: Ipv4Addr, m: Ipv4Addr, invert: bool) 
     } else {
         format!("/{m}")
     };
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         "{} -{letter} {a}{suffix}",
         if invert { " !" } else { "" }
-    ));
+    );
 }
 
 /// `save_iface`: the name, with `+` where the mask stops before its end.
@@ -224,7 +227,7 @@ fn iface(out: &mut String, letter: char, name: &[u8], mask: &[u8], invert: bool)
     if mask[0] == 0 {
         return;
     }
-    out.push_str(&format!("{} -{letter} ", if invert { " !" } else { "" }));
+    let _ = write!(out, "{} -{letter} ", if invert { " !" } else { "" });
     for i in 0..16 {
         if mask[i] != 0 {
             if name[i] != 0 {
@@ -298,7 +301,7 @@ fn match_save(
             rate(out, u32_at(d, 0));
             let burst = u32_at(d, 4);
             if burst != 5 {
-                out.push_str(&format!(" --limit-burst {burst}"));
+                let _ = write!(out, " --limit-burst {burst}");
             }
         }
         ("tcp", 0) | ("udp", 0) => {
@@ -318,9 +321,9 @@ fn match_save(
                         out.push_str(" !");
                     }
                     if lo != hi {
-                        out.push_str(&format!(" --{opt} {lo}:{hi}"));
+                        let _ = write!(out, " --{opt} {lo}:{hi}");
                     } else {
-                        out.push_str(&format!(" --{opt} {lo}"));
+                        let _ = write!(out, " --{opt} {lo}");
                     }
                 }
             }
@@ -336,9 +339,9 @@ fn match_save(
             if d[0] == 0xff {
                 out.push_str(" --icmp-type any");
             } else {
-                out.push_str(&format!(" --icmp-type {}", d[0]));
+                let _ = write!(out, " --icmp-type {}", d[0]);
                 if d[1] != 0 || d[2] != 0xff {
-                    out.push_str(&format!("/{}", d[1]));
+                    let _ = write!(out, "/{}", d[1]);
                 }
             }
         }
@@ -369,7 +372,7 @@ fn match_save(
                     if i >= count {
                         return Err("multiport range".into());
                     }
-                    out.push_str(&format!(":{}", u16_at(d, 2 + 2 * i)));
+                    let _ = write!(out, ":{}", u16_at(d, 2 + 2 * i));
                 }
                 i += 1;
             }
@@ -410,10 +413,11 @@ fn match_save(
                 return Err("statistic mode".into());
             }
             let p = f64::from(u32_at(d, 4)) / 2_147_483_648.0;
-            out.push_str(&format!(
+            let _ = write!(
+                out,
                 " --mode random{} --probability {p:.11}",
                 if u16_at(d, 2) & 1 != 0 { " !" } else { "" }
-            ));
+            );
         }
         ("recent", 1) => recent(out, d)?,
         ("mark", 1) => {
@@ -435,7 +439,7 @@ fn match_save(
                     if f & (bit << 4) != 0 {
                         out.push_str(" !");
                     }
-                    out.push_str(&format!(" --{opt} {}-{}", ip_at(d, at), ip_at(d, at + 16)));
+                    let _ = write!(out, " --{opt} {}-{}", ip_at(d, at), ip_at(d, at + 16));
                 }
             }
         }
@@ -466,15 +470,15 @@ fn rate(out: &mut String, period: u32) {
         }
         i += 1;
     }
-    out.push_str(&format!(" {}/{}", rates[i - 1].1 / period, rates[i - 1].0));
+    let _ = write!(out, " {}/{}", rates[i - 1].1 / period, rates[i - 1].0);
 }
 
 /// libxt_mark's `print_mark`.
 fn mark(out: &mut String, mark: u32, mask: u32) {
     if mask != u32::MAX {
-        out.push_str(&format!(" 0x{mark:x}/0x{mask:x}"));
+        let _ = write!(out, " 0x{mark:x}/0x{mask:x}");
     } else {
-        out.push_str(&format!(" 0x{mark:x}"));
+        let _ = write!(out, " 0x{mark:x}");
     }
 }
 
@@ -491,7 +495,7 @@ fn set(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
     if flags & 1 != 0 {
         out.push_str(" !");
     }
-    out.push_str(&format!(" --match-set {name}"));
+    let _ = write!(out, " --match-set {name}");
     for i in 1..=dim {
         out.push_str(if i == 1 { " " } else { "," });
         out.push_str(if flags & (1 << i) != 0 { "src" } else { "dst" });
@@ -511,23 +515,23 @@ fn recent(out: &mut String, d: &[u8]) -> Result<(), String> {
     }
     for (bit, opt) in [(2, "set"), (1, "rcheck"), (4, "update"), (8, "remove")] {
         if check & bit != 0 {
-            out.push_str(&format!(" --{opt}"));
+            let _ = write!(out, " --{opt}");
         }
     }
     if seconds != 0 {
-        out.push_str(&format!(" --seconds {seconds}"));
+        let _ = write!(out, " --seconds {seconds}");
     }
     if check & 0x20 != 0 {
         out.push_str(" --reap");
     }
     if hits != 0 {
-        out.push_str(&format!(" --hitcount {hits}"));
+        let _ = write!(out, " --hitcount {hits}");
     }
     if check & 0x10 != 0 {
         out.push_str(" --rttl");
     }
-    out.push_str(&format!(" --name {}", text(&d[10..210])?));
-    out.push_str(&format!(" --mask {}", ip_at(d, 212)));
+    let _ = write!(out, " --name {}", text(&d[10..210])?);
+    let _ = write!(out, " --mask {}", ip_at(d, 212));
     out.push_str(if d[210] == 0 {
         " --rsource"
     } else {
@@ -551,15 +555,15 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
                 save_string(out, &prefix);
             }
             if group != 0 {
-                out.push_str(&format!(" --nflog-group {group}"));
+                let _ = write!(out, " --nflog-group {group}");
             }
             if flags & 1 != 0 {
-                out.push_str(&format!(" --nflog-size {len}"));
+                let _ = write!(out, " --nflog-size {len}");
             } else if len != 0 {
-                out.push_str(&format!(" --nflog-range {len}"));
+                let _ = write!(out, " --nflog-range {len}");
             }
             if threshold != 0 {
-                out.push_str(&format!(" --nflog-threshold {threshold}"));
+                let _ = write!(out, " --nflog-threshold {threshold}");
             }
         }
         ("DNAT", 2) => {
@@ -572,7 +576,7 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
             if flags & 1 != 0 {
                 let (lo, hi) = (ip_at(d, 4), ip_at(d, 20));
                 if d[4..20] != d[20..36] {
-                    out.push_str(&format!("{lo}-{hi}"));
+                    let _ = write!(out, "{lo}-{hi}");
                 } else {
                     out.push_str(&lo.to_string());
                 }
@@ -580,9 +584,9 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
             if flags & 2 != 0 {
                 let lo = u16::from_be_bytes([d[36], d[37]]);
                 let hi = u16::from_be_bytes([d[38], d[39]]);
-                out.push_str(&format!(":{lo}"));
+                let _ = write!(out, ":{lo}");
                 if hi != lo {
-                    out.push_str(&format!("-{hi}"));
+                    let _ = write!(out, "-{hi}");
                 }
                 if u16_at(d, 40) != 0 {
                     return Err("DNAT port offset".into());
@@ -591,11 +595,12 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
         }
         ("MARK", 2) => {
             need(d, 8, name)?;
-            out.push_str(&format!(
+            let _ = write!(
+                out,
                 " --set-xmark 0x{:x}/0x{:x}",
                 u32_at(d, 0),
                 u32_at(d, 4)
-            ));
+            );
         }
         ("REJECT", 0) => {
             need(d, 4, name)?;
@@ -610,7 +615,7 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
                 8 => "icmp-admin-prohibited",
                 _ => return Err("REJECT type".into()),
             };
-            out.push_str(&format!(" --reject-with {with}"));
+            let _ = write!(out, " --reject-with {with}");
         }
         ("REDIRECT", 0) => {
             need(d, 24, name)?;
@@ -621,9 +626,9 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
             if flags & 2 != 0 {
                 let lo = u16::from_be_bytes([d[16], d[17]]);
                 let hi = u16::from_be_bytes([d[18], d[19]]);
-                out.push_str(&format!(" --to-ports {lo}"));
+                let _ = write!(out, " --to-ports {lo}");
                 if hi != lo {
-                    out.push_str(&format!("-{hi}"));
+                    let _ = write!(out, "-{hi}");
                 }
             }
         }

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::time::Instant;
 
 use super::save::{self, SetNames};
 use super::sys::{self, Sock};
@@ -26,13 +27,17 @@ use crate::iptables::names;
 use crate::iptables::restore::SavedTable;
 
 /// What the read found besides the tables.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct ReadStats {
     pub rules: usize,
     /// Foreign rules kept as placeholders.
     pub placeholders: usize,
     /// Distinct set indexes resolved.
     pub sets: usize,
+    /// Seconds reading (GET_INFO + GET_ENTRIES), decoding and printing.
+    pub read_s: f64,
+    pub decode_s: f64,
+    pub print_s: f64,
 }
 
 /// The IPv4 tables of `netns` as `parse_save` gives them.
@@ -52,17 +57,29 @@ pub fn read(netns: Option<&str>) -> Result<(BTreeMap<String, SavedTable>, ReadSt
     let mut stats = ReadStats::default();
     let mut out = BTreeMap::new();
     for name in names_text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let t = {
+        let at = Instant::now();
+        let (info, blob) = {
             let _lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
             let info = sock
                 .info(name)
                 .map_err(|e| format!("GET_INFO {name}: {e}"))?;
             let blob = sock
-                .entries(name, info.size)
+                .entries_reply(name, info.size)
                 .map_err(|e| format!("GET_ENTRIES {name}: {e}"))?;
-            Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?
+            (info, blob)
         };
+        stats.read_s += at.elapsed().as_secs_f64();
+        let at = Instant::now();
+        let t = Table::decode(
+            &blob[sys::ENTRIES_AT..],
+            info.valid_hooks,
+            info.hook_entry,
+            info.underflow,
+        )?;
+        stats.decode_s += at.elapsed().as_secs_f64();
+        let at = Instant::now();
         out.insert(name.to_string(), print(&t, &mut sets, &mut stats)?);
+        stats.print_s += at.elapsed().as_secs_f64();
     }
     stats.sets = sets.asked();
     Ok((out, stats))
@@ -121,11 +138,14 @@ impl crate::iptables::Iptables {
                 Ok((tables, stats)) => {
                     if trace {
                         eprintln!(
-                            "weir: IPv4 rules read directly ({} rules, {} foreign placeholders, {} sets) in {:.3}s",
+                            "weir: IPv4 rules read directly ({} rules, {} foreign placeholders, {} sets) in {:.3}s (read {:.3}s, decode {:.3}s, print {:.3}s)",
                             stats.rules,
                             stats.placeholders,
                             stats.sets,
-                            t.elapsed().as_secs_f64()
+                            t.elapsed().as_secs_f64(),
+                            stats.read_s,
+                            stats.decode_s,
+                            stats.print_s
                         );
                     }
                     self.exec().record(crate::iptables::exec::Ran {
