@@ -334,9 +334,24 @@ fn life_cycle(variant: Variant) {
             && weir_runtime::iptables::xt::XtMode::from_env()
                 == weir_runtime::iptables::xt::XtMode::Direct;
         let (tool, loader) = if direct { (0, restores) } else { (restores, 0) };
+        // And the IPv4 start is read directly there too (xt/saved.rs):
+        // one of the two saves under its name.
+        let read = if family == Family::Ipv4 {
+            log[ran..]
+                .iter()
+                .filter(|c| c.program == weir_runtime::iptables::xt::saved::SAVE_DIRECT)
+                .count()
+        } else {
+            0
+        };
+        assert_eq!(
+            read,
+            usize::from(direct),
+            "{family:?}: the start's direct read"
+        );
         assert_eq!(
             (
-                count(variant.save(family)),
+                count(variant.save(family)) + read,
                 count(variant.restore(family)),
                 // (The loader writes only IPv4.)
                 if family == Family::Ipv4 {

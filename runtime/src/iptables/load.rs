@@ -87,7 +87,10 @@
 //! [`Phases`] records where an apply's time went ([`super::ApplyReport`]),
 //! for the benchmark's breakdown.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use crate::bundle::Family;
 
 use super::{restore, Iptables, Saved, FAMILIES};
 use crate::error::Error;
@@ -222,18 +225,7 @@ impl Iptables {
         let runs: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = FAMILIES
                 .into_iter()
-                .map(|family| {
-                    s.spawn(move || {
-                        let program = self.opts.variant.save(family);
-                        let out = self.exec.run_ok(
-                            &format!("reading rules ({program})"),
-                            &program,
-                            &[],
-                            None,
-                        )?;
-                        Ok::<_, Error>((family, restore::parse_save(&out.stdout)))
-                    })
-                })
+                .map(|family| s.spawn(move || Ok::<_, Error>((family, self.save_family(family)?))))
                 .collect();
             handles
                 .into_iter()
@@ -241,6 +233,18 @@ impl Iptables {
                 .collect()
         });
         runs.into_iter().collect()
+    }
+
+    /// `iptables-save` of one family, parsed.
+    pub(crate) fn save_family(
+        &self,
+        family: Family,
+    ) -> Result<BTreeMap<String, restore::SavedTable>, Error> {
+        let program = self.opts.variant.save(family);
+        let out = self
+            .exec
+            .run_ok(&format!("reading rules ({program})"), &program, &[], None)?;
+        Ok(restore::parse_save(&out.stdout))
     }
 
     /// [`Iptables::save_families`] and `ipset save` (when `sets`)

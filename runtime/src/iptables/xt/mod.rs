@@ -31,6 +31,8 @@
 //! turns it off. The read-back stays `iptables-save` and `ipset save`.
 
 pub(crate) mod ext;
+pub(crate) mod save;
+pub mod saved;
 pub(crate) mod spec;
 pub(crate) mod sys;
 pub(crate) mod table;

@@ -1,0 +1,175 @@
+//! The kernel's IPv4 tables read directly (GET_INFO + GET_ENTRIES) and
+//! printed ([`super::save`]) into what `iptables-legacy-save` would give
+//! [`crate::iptables::restore::parse_save`]: the starting state of an
+//! apply with the legacy tools, without the tool (issue 21).
+//!
+//! The tables are those `/proc/net/ip_tables_names` lists in the target
+//! namespace (read from a thread inside it), as `iptables-save` does: a
+//! GET_INFO of a table not listed would create it. Each table is read
+//! under `/run/xtables.lock`. A rule of one of our chains
+//! ([`names::is_our_chain`]) the printer cannot print exactly makes the
+//! whole read `Err` (the caller uses the tool); a rule of another chain
+//! becomes a [`save::placeholder`] line, because what the apply reads of
+//! such rules is only the exact `-A BUILTIN -j WEIR-…` jump lines (which
+//! the printer always prints: a standard jump without matches) and the
+//! chain names.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::Instant;
+
+use super::save::{self, SetNames};
+use super::sys::{self, Sock};
+use super::table::Table;
+use crate::iptables::exec::{in_netns, NETNS_DIR};
+use crate::iptables::names;
+use crate::iptables::restore::SavedTable;
+
+/// What the read found besides the tables.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ReadStats {
+    pub rules: usize,
+    /// Foreign rules kept as placeholders.
+    pub placeholders: usize,
+    /// Distinct set indexes resolved.
+    pub sets: usize,
+    /// Seconds reading (GET_INFO + GET_ENTRIES), decoding and printing.
+    pub read_s: f64,
+    pub decode_s: f64,
+    pub print_s: f64,
+}
+
+/// The IPv4 tables of `netns` as `parse_save` gives them.
+pub fn read(netns: Option<&str>) -> Result<(BTreeMap<String, SavedTable>, ReadStats), String> {
+    let file = netns
+        .map(|n| File::open(Path::new(NETNS_DIR).join(n)))
+        .transpose()
+        .map_err(|e| format!("namespace: {e}"))?;
+    let names_text = match &file {
+        Some(f) => in_netns(f, table_names)
+            .map_err(|e| format!("namespace: {e}"))?
+            .map_err(|e| format!("ip_tables_names: {e}"))?,
+        None => table_names().map_err(|e| format!("ip_tables_names: {e}"))?,
+    };
+    let sock = Sock::open(file.as_ref()).map_err(|e| format!("socket: {e}"))?;
+    let mut sets = SetNames::new(&sock);
+    let mut stats = ReadStats::default();
+    let mut out = BTreeMap::new();
+    for name in names_text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let at = Instant::now();
+        let (info, blob) = {
+            let _lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
+            let info = sock
+                .info(name)
+                .map_err(|e| format!("GET_INFO {name}: {e}"))?;
+            let blob = sock
+                .entries_reply(name, info.size)
+                .map_err(|e| format!("GET_ENTRIES {name}: {e}"))?;
+            (info, blob)
+        };
+        stats.read_s += at.elapsed().as_secs_f64();
+        let at = Instant::now();
+        let t = Table::decode(
+            &blob[sys::ENTRIES_AT..],
+            info.valid_hooks,
+            info.hook_entry,
+            info.underflow,
+        )?;
+        stats.decode_s += at.elapsed().as_secs_f64();
+        let at = Instant::now();
+        out.insert(name.to_string(), print(&t, &mut sets, &mut stats)?);
+        stats.print_s += at.elapsed().as_secs_f64();
+    }
+    stats.sets = sets.asked();
+    Ok((out, stats))
+}
+
+fn table_names() -> std::io::Result<String> {
+    // The calling thread's namespace (`/proc/net` is the process's).
+    std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
+}
+
+/// A decoded table as `parse_save` gives it.
+fn print(t: &Table, sets: &mut SetNames, stats: &mut ReadStats) -> Result<SavedTable, String> {
+    let mut s = SavedTable::default();
+    let live: Vec<_> = t.chains.iter().filter(|c| !c.gone).collect();
+    for c in &live {
+        s.chains.push(c.name.clone());
+    }
+    for c in &live {
+        for r in &c.rules {
+            stats.rules += 1;
+            match save::rule(&c.name, r, sets) {
+                Ok(line) => s.rules.push(line),
+                Err(why) if names::is_our_chain(&c.name) => {
+                    return Err(format!("chain {}: {why}", c.name))
+                }
+                Err(why) => {
+                    stats.placeholders += 1;
+                    s.rules.push(save::placeholder(&c.name, &why));
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// The exec log's program name for an IPv4 start state read directly.
+pub const SAVE_DIRECT: &str = "x_tables save (direct)";
+
+impl crate::iptables::Iptables {
+    /// The kernel's rules at the start of an apply: IPv4 read directly
+    /// ([`read`]) where restores go to x_tables directly
+    /// ([`crate::iptables::Iptables::direct_xtables`], so also off with
+    /// `WEIR_XTABLES=tools`), else, and for IPv6, `iptables-save`. A read
+    /// that fails (a rule of ours the printer cannot print exactly, a
+    /// socket error) is traced, counted as a fallback, and the tool runs.
+    pub(crate) fn save_start(&self) -> Result<crate::iptables::Saved, crate::error::Error> {
+        use crate::bundle::Family;
+        if !self.direct_xtables(Family::Ipv4) {
+            return self.save_families();
+        }
+        let trace = std::env::var_os(crate::iptables::exec::TRACE_VAR).is_some();
+        std::thread::scope(|s| {
+            let v6 = s.spawn(|| self.save_family(Family::Ipv6));
+            let t = std::time::Instant::now();
+            let v4 = match read(self.exec().netns()) {
+                Ok((tables, stats)) => {
+                    if trace {
+                        eprintln!(
+                            "weir: IPv4 rules read directly ({} rules, {} foreign placeholders, {} sets) in {:.3}s (read {:.3}s, decode {:.3}s, print {:.3}s)",
+                            stats.rules,
+                            stats.placeholders,
+                            stats.sets,
+                            t.elapsed().as_secs_f64(),
+                            stats.read_s,
+                            stats.decode_s,
+                            stats.print_s
+                        );
+                    }
+                    self.exec().record(crate::iptables::exec::Ran {
+                        program: SAVE_DIRECT.to_string(),
+                        args: Vec::new(),
+                        netns: self.exec().netns().map(str::to_string),
+                        stdin: None,
+                        status: Some(0),
+                        stderr: String::new(),
+                    });
+                    Ok(tables)
+                }
+                Err(why) => {
+                    if trace {
+                        eprintln!("weir: IPv4 rules go to iptables-save: {why}");
+                    }
+                    self.exec().count_fallback();
+                    self.save_family(Family::Ipv4)
+                }
+            };
+            let v6 = v6.join().expect("save thread");
+            Ok([(Family::Ipv4, v4?), (Family::Ipv6, v6?)]
+                .into_iter()
+                .collect())
+        })
+    }
+}
