@@ -447,3 +447,30 @@ fn iptables_xt_runtime_direct_and_fallback() {
         .any(|x| x.program == "iptables-legacy-restore"));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The loader's one ipset dump (past a few dozen sets) gives each set the
+/// index and family the kernel's per-name lookup gives: gaps left by
+/// destroyed sets, an IPv6 set (no IPv4 index), a name with no set.
+#[test]
+fn iptables_xt_set_dump_agrees_with_lookups() {
+    if !ready("iptables_xt_set_dump_agrees_with_lookups") {
+        return;
+    }
+    let n = ns("d");
+    let mut text: String = (0..80)
+        .map(|i| format!("create t{i} hash:net family inet\n"))
+        .collect();
+    text.push_str("create v6set hash:net family inet6\ndestroy t3\ndestroy t10\n");
+    text.push_str("create u3 hash:ip family inet\n");
+    run(&n, "ipset", &["restore"], Some(&text));
+    let mut names: Vec<String> = (0..80).map(|i| format!("t{i}")).collect();
+    names.extend(["v6set".into(), "u3".into(), "none".into()]);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (dumped, asked) = xt::set_indexes_both_ways(Some(n.name()), &names).unwrap();
+    assert_eq!(dumped, asked);
+    let present = asked.iter().filter(|i| i.is_some()).count();
+    // t0..t79 but t3 and t10, and u3 (in t3's slot).
+    assert_eq!(present, 79, "{asked:?}");
+    assert_eq!(asked[80], None, "an IPv6 set has no IPv4 index");
+    assert_eq!(asked[82], None, "no such set");
+}

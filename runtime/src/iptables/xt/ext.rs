@@ -11,6 +11,13 @@ use super::spec::{Cmd, Opt};
 use super::sys::Sock;
 use super::table::xt_object;
 
+/// How many distinct sets a block must name before their indexes come
+/// from one dump of every set's header instead of one search each.
+const DUMP_FROM: usize = 64;
+
+/// `NFPROTO_IPV4`: the family of the sets an IPv4 rule may name.
+const NFPROTO_IPV4: u8 = 2;
+
 /// What encoding needs from the kernel: set indexes (one lookup per set
 /// name) and revisions (one question per extension).
 pub(crate) struct Ctx<'a> {
@@ -33,7 +40,14 @@ impl<'a> Ctx<'a> {
     /// Looks up every set `cmds` name, in their order (what encoding them
     /// would look up; a failed lookup is left for the encode to meet
     /// again, and so to report).
+    ///
+    /// Past [`DUMP_FROM`] distinct sets, one netlink dump of every set's
+    /// header answers them all ([`super::ipset_dump`]: the kernel's
+    /// search by name is linear in its table of sets); a name the dump
+    /// does not have, or a failed dump, is asked one by one as before.
     pub fn prefetch(&mut self, cmds: &[Cmd]) {
+        let mut names: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for c in cmds {
             let (Cmd::Append(_, s) | Cmd::Insert(_, _, s) | Cmd::Delete(_, s)) = c else {
                 continue;
@@ -44,10 +58,25 @@ impl<'a> Ctx<'a> {
                 }
                 for o in opts {
                     if let ("match-set", Some(name)) = (o.name.as_str(), o.args.first()) {
-                        let _ = self.set_index(name);
+                        if seen.insert(name.as_str()) {
+                            names.push(name);
+                        }
                     }
                 }
             }
+        }
+        if names.len() >= DUMP_FROM {
+            if let Ok(headers) = self.sock.ipset_headers() {
+                for name in &names {
+                    if let Some(h) = headers.get(*name) {
+                        let index = (h.family == NFPROTO_IPV4).then_some(h.index);
+                        self.sets.insert(name.to_string(), index);
+                    }
+                }
+            }
+        }
+        for name in names {
+            let _ = self.set_index(name);
         }
     }
 

@@ -31,6 +31,7 @@
 //! turns it off. The read-back stays `iptables-save` and `ipset save`.
 
 pub(crate) mod ext;
+pub(crate) mod ipset_dump;
 pub(crate) mod save;
 pub mod saved;
 pub(crate) mod spec;
@@ -477,4 +478,33 @@ pub fn dump(netns: Option<&str>, table: &str) -> Result<Vec<ChainDump>, String> 
             rules: c.rules.iter().map(show).collect(),
         })
         .collect())
+}
+
+/// Per set name asked, its IPv4 set index (`None`: no such IPv4 set).
+pub type SetIndexes = Vec<Option<u16>>;
+
+/// The IPv4 set index of each of `names` in `netns` two ways: from the
+/// one ipset dump the loader uses past a few dozen sets, and from one
+/// `IP_SET_OP_GET_FNAME` each (what the tools ask). `None`: no such IPv4
+/// set. For the test that the two agree.
+pub fn set_indexes_both_ways(
+    netns: Option<&str>,
+    names: &[&str],
+) -> Result<(SetIndexes, SetIndexes), String> {
+    let l = Loader::open(netns).map_err(|e| e.to_string())?;
+    let headers = l.sock.ipset_headers().map_err(|e| format!("dump: {e}"))?;
+    let dumped = names
+        .iter()
+        .map(|n| {
+            headers
+                .get(*n)
+                .and_then(|h| (h.family == 2).then_some(h.index))
+        })
+        .collect();
+    let version = l.sock.ipset_version().map_err(|e| e.to_string())?;
+    let asked = names
+        .iter()
+        .map(|n| l.sock.set_index(version, n).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((dumped, asked))
 }

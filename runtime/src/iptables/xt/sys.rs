@@ -42,8 +42,10 @@ pub(crate) struct Info {
     pub size: u32,
 }
 
-/// A raw IPv4 socket in one network namespace.
-pub(crate) struct Sock(OwnedFd);
+/// A raw IPv4 socket in one network namespace, and a netfilter netlink
+/// socket beside it for the ipset dump ([`super::ipset_dump`]), if one
+/// could be made.
+pub(crate) struct Sock(OwnedFd, Option<OwnedFd>);
 
 impl Sock {
     /// Opens the socket in the namespace `netns` (an open
@@ -58,7 +60,18 @@ impl Sock {
                 Err(io::Error::last_os_error())
             } else {
                 // SAFETY: a fresh fd nobody else owns.
-                Ok(Sock(unsafe { OwnedFd::from_raw_fd(fd) }))
+                let raw = unsafe { OwnedFd::from_raw_fd(fd) };
+                // SAFETY: as above; a failure only leaves the dump out.
+                let nl = unsafe {
+                    libc::socket(
+                        libc::AF_NETLINK,
+                        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                        libc::NETLINK_NETFILTER,
+                    )
+                };
+                // SAFETY: a fresh fd nobody else owns.
+                let nl = (nl >= 0).then(|| unsafe { OwnedFd::from_raw_fd(nl) });
+                Ok(Sock(raw, nl))
             }
         };
         match netns {
@@ -217,6 +230,20 @@ impl Sock {
             IPT_SO_GET_REVISION_MATCH
         };
         self.get(libc::SOL_IP, opt, &mut b).is_ok()
+    }
+
+    /// Every set's index and family, from one netlink dump
+    /// ([`super::ipset_dump`]).
+    pub fn ipset_headers(
+        &self,
+    ) -> io::Result<std::collections::HashMap<String, super::ipset_dump::SetHeader>> {
+        match &self.1 {
+            Some(nl) => super::ipset_dump::dump(nl),
+            None => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no netlink socket",
+            )),
+        }
     }
 
     /// The ipset protocol version (IP_SET_OP_VERSION), asked once.
