@@ -20,72 +20,31 @@
 
 mod bundle_common;
 mod events_check;
+mod examples_common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use weir_compiler::check::check_program;
 use weir_compiler::gen;
 use weir_compiler::graph::{self, cover, Graph};
 use weir_compiler::interp::{expect_packet, BackendChoice, Interp, Outcome, Packet};
 use weir_compiler::model::{Balance, ConnState, Model, Proto, SteerAction, Verdict};
-use weir_compiler::source::SourceLoader;
 use weir_compiler::synth;
 use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::{Netns, Topology, NODE_SERVER_IF};
 use weir_runtime::Bundle;
+
+use examples_common::examples;
 
 fn ready(test: &str) -> bool {
     weir_runtime::kernel_test::may_run(
         test,
         &["ip", "iptables-restore", "ip6tables-restore", "ipset"],
     )
-}
-
-struct Fs(PathBuf);
-
-impl SourceLoader for Fs {
-    fn load(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-    fn stdlib_dir(&self) -> Option<PathBuf> {
-        Some(self.0.clone())
-    }
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Every example, checked (name, model as written).
-fn examples() -> Vec<(String, Model)> {
-    let root = root();
-    let loader = Fs(root.join("stdlib-policies"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|f| {
-            let inv = f.with_file_name("inventory.json");
-            let inv = inv.exists().then_some(inv);
-            let c = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
-            assert!(!c.has_errors(), "{} does not check", f.display());
-            (
-                f.file_stem().unwrap().to_string_lossy().into_owned(),
-                c.model,
-            )
-        })
-        .collect()
 }
 
 /// Maglev → random (see the module docs).

@@ -12,18 +12,13 @@
 //! included, by a direct replace.
 
 mod bundle_common;
+mod examples_common;
 
-use std::io;
-use std::path::{Path, PathBuf};
-
-use weir_compiler::check::check_program;
-use weir_compiler::graph;
-use weir_compiler::model::Model;
-use weir_compiler::source::SourceLoader;
-use weir_compiler::synth;
 use weir_runtime::iptables::xt::{self, XtMode};
 use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
+
+use examples_common::{examples, synth_300, texts};
 
 fn ready(test: &str) -> bool {
     weir_runtime::kernel_test::may_run(
@@ -256,64 +251,23 @@ fn iptables_xt_oracle_hand_written() {
     );
 }
 
-struct Fs(PathBuf);
-
-impl SourceLoader for Fs {
-    fn load(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-    fn stdlib_dir(&self) -> Option<PathBuf> {
-        Some(self.0.clone())
-    }
-}
-
-/// The iptables bundle texts of a model (Maglev balanced at random, as
-/// the iptables back end can), `None` if the back end refuses it.
-fn texts(m: &Model) -> Option<(String, String)> {
-    let g = graph::compile(m);
-    let opts = weir_compiler::iptables::Options {
-        maglev_as_random: true,
-        ..weir_compiler::iptables::Options::default()
-    };
-    let out = weir_compiler::iptables::generate_text(&g.graph, m, &opts).ok()?;
-    Some((out.ipset, out.iptables))
-}
-
 #[test]
 fn iptables_xt_oracle_examples_and_synth() {
     if !ready("iptables_xt_oracle_examples_and_synth") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let loader = Fs(root.join("stdlib-policies"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
-        .collect();
-    files.sort();
     let mut cases = Vec::new();
-    for f in files {
-        let inv = f.with_file_name("inventory.json");
-        let inv = inv.exists().then_some(inv);
-        let c = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
-        assert!(!c.has_errors(), "{} does not check", f.display());
-        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        match texts(&c.model) {
+    for (name, model) in examples() {
+        match texts(&model) {
             Some(t) => cases.push((name, t)),
             None => eprintln!("{name}: the iptables back end refuses it"),
         }
     }
     assert!(cases.len() >= 4, "most examples compile for iptables");
-    let m = synth::model(&synth::Params {
-        policies: 30,
-        rules: 10,
-        endpoints: 300,
-        deployments: 60,
-        ..synth::Params::default()
-    });
-    cases.push(("synth-300".into(), texts(&m).expect("synth compiles")));
+    cases.push((
+        "synth-300".into(),
+        texts(&synth_300()).expect("synth compiles"),
+    ));
     let mut direct = 0;
     for (name, (sets, text)) in &cases {
         let (d, t) = compare(name, sets, text);

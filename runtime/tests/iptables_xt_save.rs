@@ -13,20 +13,16 @@
 //! `XtMode::Tools` turns it off.
 
 mod bundle_common;
+mod examples_common;
 
 use std::collections::BTreeMap;
-use std::io;
-use std::path::{Path, PathBuf};
 
-use weir_compiler::check::check_program;
-use weir_compiler::graph;
-use weir_compiler::model::Model;
-use weir_compiler::source::SourceLoader;
-use weir_compiler::synth;
 use weir_runtime::iptables::restore::{parse_save, SavedTable};
 use weir_runtime::iptables::xt::{saved, XtMode};
 use weir_runtime::iptables::{names, Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
+
+use examples_common::{examples, synth_300, texts};
 
 fn ready(test: &str) -> bool {
     weir_runtime::kernel_test::may_run(
@@ -219,62 +215,20 @@ fn iptables_xt_save_foreign_rules() {
     assert_eq!(p, 4, "u32, two length, ttl+LOG");
 }
 
-struct Fs(PathBuf);
-
-impl SourceLoader for Fs {
-    fn load(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-    fn stdlib_dir(&self) -> Option<PathBuf> {
-        Some(self.0.clone())
-    }
-}
-
-fn texts(m: &Model) -> Option<(String, String)> {
-    let g = graph::compile(m);
-    let opts = weir_compiler::iptables::Options {
-        maglev_as_random: true,
-        ..weir_compiler::iptables::Options::default()
-    };
-    let out = weir_compiler::iptables::generate_text(&g.graph, m, &opts).ok()?;
-    Some((out.ipset, out.iptables))
-}
-
 #[test]
 fn iptables_xt_save_examples_and_synth() {
     if !ready("iptables_xt_save_examples_and_synth") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let loader = Fs(root.join("stdlib-policies"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "weir"))
-        .collect();
-    files.sort();
     let mut n = 0;
-    for f in files {
-        let inv = f.with_file_name("inventory.json");
-        let inv = inv.exists().then_some(inv);
-        let c = check_program(std::slice::from_ref(&f), &loader, inv.as_deref());
-        assert!(!c.has_errors(), "{} does not check", f.display());
-        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        if let Some((sets, text)) = texts(&c.model) {
+    for (name, model) in examples() {
+        if let Some((sets, text)) = texts(&model) {
             assert_eq!(compare(&name, &sets, &text), 0, "{name}");
             n += 1;
         }
     }
     assert!(n >= 4, "most examples compile for iptables");
-    let m = synth::model(&synth::Params {
-        policies: 30,
-        rules: 10,
-        endpoints: 300,
-        deployments: 60,
-        ..synth::Params::default()
-    });
-    let (sets, text) = texts(&m).expect("synth compiles");
+    let (sets, text) = texts(&synth_300()).expect("synth compiles");
     assert_eq!(compare("synth-300", &sets, &text), 0);
 }
 
