@@ -13,6 +13,7 @@
 
 mod bundle_common;
 mod examples_common;
+mod xt_hand;
 
 use weir_runtime::iptables::xt::{self, XtMode};
 use weir_runtime::iptables::{Iptables, Options, Variant};
@@ -153,11 +154,9 @@ fn compare(name: &str, sets: &str, text: &str) -> (usize, usize) {
     (direct, tool)
 }
 
-const SETS: &str = "create xa hash:ip family inet\nadd xa 10.0.0.1\ncreate xb hash:net family inet\ncreate xc hash:ip,port family inet\n";
-
 /// Every extension and option the loader writes, and the runtime's
 /// commands (`-I 1`, `-D`, `-X`, a declaration flushing a chain).
-const HAND: &str = r#"*filter
+const FILTER: &str = r#"*filter
 :WEIR1-A - [0:0]
 :WEIR1-B - [0:0]
 :WEIR1-Z - [0:0]
@@ -204,38 +203,6 @@ COMMIT
 -D FORWARD -s 10.9.0.0/16 -j WEIR1-Z
 -X WEIR1-Z
 COMMIT
-*nat
-:WEIR1-N - [0:0]
-:WEIR1-N2 - [0:0]
--A WEIR1-N -m statistic --mode random --probability 0.3333333333 -p tcp -m comment --comment "b0" -j DNAT --to-destination 10.7.0.1:8000
--A WEIR1-N -m statistic --mode random ! --probability 0.5000000000 -p udp -j DNAT --to-destination 10.7.0.2:53
--A WEIR1-N -j DNAT --to-destination 10.7.0.3
--A WEIR1-N -m recent --name weir-aff1 --set --rsource -m comment --comment "aff"
--A WEIR1-N -m recent --name weir-aff1 --rcheck --seconds 10800 --reap --rsource -g WEIR1-N2
--A WEIR1-N -m recent ! --update --seconds 5 --rdest
--A WEIR1-N -m recent --remove
--A WEIR1-N -m iprange --src-range 10.0.0.1-10.0.0.9 ! --dst-range 10.1.0.0-10.1.255.255 -j RETURN
--A WEIR1-N -m iprange --dst-range 10.2.0.1 -j RETURN
--A WEIR1-N -m mark --mark 0x4000/0x4000 -j RETURN
--A WEIR1-N -m mark ! --mark 7 -j RETURN
--A WEIR1-N2 -j RETURN
--A WEIR1-N2 -p tcp -j REDIRECT --to-ports 15001
--A WEIR1-N2 -p udp -j REDIRECT --to-ports 1000-2000
--A WEIR1-N2 -j REDIRECT
--I PREROUTING 1 -j WEIR1-N
-COMMIT
-*mangle
-:WEIR1-M - [0:0]
--A WEIR1-M -j MARK --set-xmark 0x4000/0x4000
--A WEIR1-M -j MARK --set-xmark 0x10
--A WEIR1-M -j MARK --set-mark 0x1/0x3
--I POSTROUTING 1 -j WEIR1-M
-COMMIT
-*raw
-:WEIR1-R - [0:0]
--A WEIR1-R -p udp -m udp --dport 53 -j ACCEPT
--I PREROUTING 1 -j WEIR1-R
-COMMIT
 "#;
 
 #[test]
@@ -243,7 +210,7 @@ fn iptables_xt_oracle_hand_written() {
     if !ready("iptables_xt_oracle_hand_written") {
         return;
     }
-    let (direct, tool) = compare("hand-written", SETS, HAND);
+    let (direct, tool) = compare("hand-written", xt_hand::SETS, &xt_hand::text(FILTER));
     assert_eq!(
         (direct, tool),
         (5, 0),
