@@ -22,7 +22,6 @@ const NFPROTO_IPV4: u8 = 2;
 /// name) and revisions (one question per extension).
 pub(crate) struct Ctx<'a> {
     pub sock: &'a Sock,
-    ipset_version: Option<u32>,
     sets: HashMap<String, Option<u16>>,
     revisions: HashMap<(bool, &'static str, u8), bool>,
 }
@@ -31,7 +30,6 @@ impl<'a> Ctx<'a> {
     pub fn new(sock: &'a Sock) -> Ctx<'a> {
         Ctx {
             sock,
-            ipset_version: None,
             sets: HashMap::new(),
             revisions: HashMap::new(),
         }
@@ -84,17 +82,10 @@ impl<'a> Ctx<'a> {
         if let Some(i) = self.sets.get(name) {
             return i.ok_or_else(|| format!("no IPv4 set `{name}`"));
         }
-        let version = match self.ipset_version {
-            Some(v) => v,
-            None => {
-                let v = self
-                    .sock
-                    .ipset_version()
-                    .map_err(|e| format!("ipset version: {e}"))?;
-                self.ipset_version = Some(v);
-                v
-            }
-        };
+        let version = self
+            .sock
+            .ipset_version()
+            .map_err(|e| format!("ipset version: {e}"))?;
         let i = self
             .sock
             .set_index(version, name)

@@ -34,7 +34,6 @@ use super::table::{self, c_name, Jump, Rule, XT_HEADER};
 /// Set names by index, each asked of the kernel once.
 pub(crate) struct SetNames<'a> {
     sock: &'a Sock,
-    version: Option<u32>,
     names: HashMap<u16, Option<String>>,
 }
 
@@ -42,7 +41,6 @@ impl<'a> SetNames<'a> {
     pub fn new(sock: &'a Sock) -> SetNames<'a> {
         SetNames {
             sock,
-            version: None,
             names: HashMap::new(),
         }
     }
@@ -51,17 +49,10 @@ impl<'a> SetNames<'a> {
         if let Some(n) = self.names.get(&index) {
             return n.clone().ok_or_else(|| format!("no set of index {index}"));
         }
-        let version = match self.version {
-            Some(v) => v,
-            None => {
-                let v = self
-                    .sock
-                    .ipset_version()
-                    .map_err(|e| format!("ipset version: {e}"))?;
-                self.version = Some(v);
-                v
-            }
-        };
+        let version = self
+            .sock
+            .ipset_version()
+            .map_err(|e| format!("ipset version: {e}"))?;
         let n = self
             .sock
             .set_name(version, index)

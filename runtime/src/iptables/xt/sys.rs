@@ -45,7 +45,7 @@ pub(crate) struct Info {
 /// A raw IPv4 socket in one network namespace, and a netfilter netlink
 /// socket beside it for the ipset dump ([`super::ipset_dump`]), if one
 /// could be made.
-pub(crate) struct Sock(OwnedFd, Option<OwnedFd>);
+pub(crate) struct Sock(OwnedFd, Option<OwnedFd>, std::sync::OnceLock<u32>);
 
 impl Sock {
     /// Opens the socket in the namespace `netns` (an open
@@ -71,7 +71,7 @@ impl Sock {
                 };
                 // SAFETY: a fresh fd nobody else owns.
                 let nl = (nl >= 0).then(|| unsafe { OwnedFd::from_raw_fd(nl) });
-                Ok(Sock(raw, nl))
+                Ok(Sock(raw, nl, std::sync::OnceLock::new()))
             }
         };
         match netns {
@@ -246,8 +246,17 @@ impl Sock {
         }
     }
 
-    /// The ipset protocol version (IP_SET_OP_VERSION), asked once.
+    /// The ipset protocol version (IP_SET_OP_VERSION), asked once per
+    /// socket.
     pub fn ipset_version(&self) -> io::Result<u32> {
+        if let Some(v) = self.2.get() {
+            return Ok(*v);
+        }
+        let v = self.ask_ipset_version()?;
+        Ok(*self.2.get_or_init(|| v))
+    }
+
+    fn ask_ipset_version(&self) -> io::Result<u32> {
         let mut b = vec![0u8; 8];
         b[..4].copy_from_slice(&IP_SET_OP_VERSION.to_ne_bytes());
         self.get(libc::SOL_IP, SO_IP_SET, &mut b)?;
