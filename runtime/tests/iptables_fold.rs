@@ -30,18 +30,6 @@ use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 use weir_runtime::Bundle;
 
-fn ready(test: &str) -> bool {
-    weir_runtime::kernel_test::may_run(
-        test,
-        &[
-            "ip",
-            "iptables-legacy-restore",
-            "iptables-legacy-save",
-            "ipset",
-        ],
-    )
-}
-
 /// A bundle: `WEIR-FWD` (the FORWARD hook's target) jumps to `n` chains
 /// `WEIR-T<i>` that accept TCP port `port + i` from set `weir-a`, then
 /// `extra` rules of `WEIR-FWD`, then DROP.
@@ -102,7 +90,9 @@ fn only_recorded(rt: &Iptables, ns: &Netns) {
 
 #[test]
 fn old_generation_goes_in_the_switch_and_comes_back_on_a_failed_read_back() {
-    if !ready("old_generation_goes_in_the_switch_and_comes_back_on_a_failed_read_back") {
+    if !iptables_common::ready_legacy(
+        "old_generation_goes_in_the_switch_and_comes_back_on_a_failed_read_back",
+    ) {
         return;
     }
     let n = Netns::create(&format!("weir-fold{}", std::process::id())).unwrap();
@@ -198,7 +188,7 @@ fn fold_crash_child() {
 
 #[test]
 fn killed_applies_are_rolled_back_or_finished() {
-    if !ready("killed_applies_are_rolled_back_or_finished") {
+    if !iptables_common::ready_legacy("killed_applies_are_rolled_back_or_finished") {
         return;
     }
     const KILLS: u64 = 24;

@@ -13,6 +13,7 @@
 
 mod bundle_common;
 mod examples_common;
+mod iptables_common;
 mod xt_hand;
 
 use weir_runtime::iptables::xt::{self, XtMode};
@@ -20,38 +21,15 @@ use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 
 use examples_common::{examples, synth_300, texts};
-
-fn ready(test: &str) -> bool {
-    weir_runtime::kernel_test::may_run(
-        test,
-        &[
-            "ip",
-            "iptables-legacy-restore",
-            "iptables-legacy-save",
-            "ipset",
-        ],
-    )
-}
+use iptables_common::{fresh_ns, ready_legacy, run_with};
 
 fn ns(tag: &str) -> Netns {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Netns::create(&format!("wxo-{tag}{n}-{}", std::process::id())).unwrap()
-}
-
-fn run(ns: &Netns, program: &str, args: &[&str], input: Option<&str>) -> String {
-    let o = ns.exec_with_input(program, args, input).unwrap();
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    fresh_ns("wxo", tag)
 }
 
 /// `iptables-legacy-save` without its comment lines.
 fn save(ns: &Netns, args: &[&str]) -> String {
-    run(ns, "iptables-legacy-save", args, None)
+    run_with(ns, "iptables-legacy-save", args, None)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| format!("{l}\n"))
@@ -91,10 +69,10 @@ fn compare(name: &str, sets: &str, text: &str) -> (usize, usize) {
     let b = ns("b");
     for n in [&a, &b] {
         if !sets.trim().is_empty() {
-            run(n, "ipset", &["restore"], Some(sets));
+            run_with(n, "ipset", &["restore"], Some(sets));
         }
     }
-    run(
+    run_with(
         &a,
         "iptables-legacy-restore",
         &["--noflush", "-w"],
@@ -106,7 +84,7 @@ fn compare(name: &str, sets: &str, text: &str) -> (usize, usize) {
             Ok(_) => direct += 1,
             Err(why) => {
                 eprintln!("{name}: block to the tool: {why}");
-                run(
+                run_with(
                     &b,
                     "iptables-legacy-restore",
                     &["--noflush", "-w"],
@@ -207,7 +185,7 @@ COMMIT
 
 #[test]
 fn iptables_xt_oracle_hand_written() {
-    if !ready("iptables_xt_oracle_hand_written") {
+    if !ready_legacy("iptables_xt_oracle_hand_written") {
         return;
     }
     let (direct, tool) = compare("hand-written", xt_hand::SETS, &xt_hand::text(FILTER));
@@ -220,7 +198,7 @@ fn iptables_xt_oracle_hand_written() {
 
 #[test]
 fn iptables_xt_oracle_examples_and_synth() {
-    if !ready("iptables_xt_oracle_examples_and_synth") {
+    if !ready_legacy("iptables_xt_oracle_examples_and_synth") {
         return;
     }
     let mut cases = Vec::new();
@@ -254,12 +232,12 @@ fn iptables_xt_oracle_examples_and_synth() {
 /// counters and the policies' counters.
 #[test]
 fn iptables_xt_keeps_foreign_state() {
-    if !ready("iptables_xt_keeps_foreign_state") {
+    if !ready_legacy("iptables_xt_keeps_foreign_state") {
         return;
     }
     let n = ns("f");
     let foreign = "*filter\n:INPUT ACCEPT [11:1100]\n:FORWARD DROP [12:1200]\n:OUTPUT ACCEPT [13:1300]\n:FOREIGN - [0:0]\n[5:500] -A INPUT -s 10.9.9.9/32 -j FOREIGN\n[6:600] -A FORWARD -p tcp -m u32 --u32 \"0x0>>0x16&0x3c@0x0>>0x10=0x50\" -j ACCEPT\n[7:700] -A FORWARD -j FOREIGN\n[8:800] -A FOREIGN -m length --length 100:200 -j RETURN\n[9:900] -A FOREIGN -j ACCEPT\nCOMMIT\n";
-    run(&n, "iptables-legacy-restore", &["-c"], Some(foreign));
+    run_with(&n, "iptables-legacy-restore", &["-c"], Some(foreign));
     let before = save(&n, &["-c"]);
     let weir = "*filter\n:WEIR1-A - [0:0]\n:WEIR-HOOK-FORWARD - [0:0]\n-A WEIR1-A -p tcp -m tcp --dport 80 -j ACCEPT\n-A WEIR-HOOK-FORWARD -j WEIR1-A\n-I FORWARD 1 -j WEIR-HOOK-FORWARD\nCOMMIT\n";
     xt::load_direct(Some(n.name()), weir).expect("direct load");
@@ -284,7 +262,7 @@ fn iptables_xt_keeps_foreign_state() {
 /// generation stays in force; with `XtMode::Tools` the tool does it all.
 #[test]
 fn iptables_xt_runtime_direct_and_fallback() {
-    if !ready("iptables_xt_runtime_direct_and_fallback") {
+    if !ready_legacy("iptables_xt_runtime_direct_and_fallback") {
         return;
     }
     let n = ns("r");
@@ -374,7 +352,7 @@ fn iptables_xt_runtime_direct_and_fallback() {
 /// destroyed sets, an IPv6 set (no IPv4 index), a name with no set.
 #[test]
 fn iptables_xt_set_dump_agrees_with_lookups() {
-    if !ready("iptables_xt_set_dump_agrees_with_lookups") {
+    if !ready_legacy("iptables_xt_set_dump_agrees_with_lookups") {
         return;
     }
     let n = ns("d");
@@ -383,7 +361,7 @@ fn iptables_xt_set_dump_agrees_with_lookups() {
         .collect();
     text.push_str("create v6set hash:net family inet6\ndestroy t3\ndestroy t10\n");
     text.push_str("create u3 hash:ip family inet\n");
-    run(&n, "ipset", &["restore"], Some(&text));
+    run_with(&n, "ipset", &["restore"], Some(&text));
     let mut names: Vec<String> = (0..80).map(|i| format!("t{i}")).collect();
     names.extend(["v6set".into(), "u3".into(), "none".into()]);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -14,6 +14,7 @@
 
 mod bundle_common;
 mod examples_common;
+mod iptables_common;
 mod xt_hand;
 
 use std::collections::BTreeMap;
@@ -24,33 +25,10 @@ use weir_runtime::iptables::{names, Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 
 use examples_common::{examples, synth_300, texts};
-
-fn ready(test: &str) -> bool {
-    weir_runtime::kernel_test::may_run(
-        test,
-        &[
-            "ip",
-            "iptables-legacy-restore",
-            "iptables-legacy-save",
-            "ipset",
-        ],
-    )
-}
+use iptables_common::{fresh_ns, ready_legacy, run_with};
 
 fn ns(tag: &str) -> Netns {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Netns::create(&format!("wxs-{tag}{n}-{}", std::process::id())).unwrap()
-}
-
-fn run(ns: &Netns, program: &str, args: &[&str], input: Option<&str>) -> String {
-    let o = ns.exec_with_input(program, args, input).unwrap();
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    fresh_ns("wxs", tag)
 }
 
 /// Compares the decoder's tables with the tool's; returns how many
@@ -101,15 +79,15 @@ fn same(
 fn compare(name: &str, sets: &str, text: &str) -> usize {
     let n = ns("c");
     if !sets.trim().is_empty() {
-        run(&n, "ipset", &["restore"], Some(sets));
+        run_with(&n, "ipset", &["restore"], Some(sets));
     }
-    run(
+    run_with(
         &n,
         "iptables-legacy-restore",
         &["--noflush", "-w"],
         Some(text),
     );
-    let tool = parse_save(&run(&n, "iptables-legacy-save", &[], None));
+    let tool = parse_save(&run_with(&n, "iptables-legacy-save", &[], None));
     let (ours, stats) = saved::read(Some(n.name())).unwrap_or_else(|e| panic!("{name}: {e}"));
     let p = same(name, &tool, &ours);
     assert_eq!(p, stats.placeholders, "{name}");
@@ -163,7 +141,7 @@ COMMIT
 
 #[test]
 fn iptables_xt_save_hand_written() {
-    if !ready("iptables_xt_save_hand_written") {
+    if !ready_legacy("iptables_xt_save_hand_written") {
         return;
     }
     assert_eq!(
@@ -177,7 +155,7 @@ fn iptables_xt_save_hand_written() {
 /// chain names the apply reads are the tool's.
 #[test]
 fn iptables_xt_save_foreign_rules() {
-    if !ready("iptables_xt_save_foreign_rules") {
+    if !ready_legacy("iptables_xt_save_foreign_rules") {
         return;
     }
     let text = "*filter\n:FOREIGN - [0:0]\n:WEIR-HOOK-FORWARD - [0:0]\n:WEIR2-X - [0:0]\n-A WEIR-HOOK-FORWARD -j WEIR2-X\n-A WEIR2-X -j ACCEPT\n-A INPUT -s 10.9.9.9/32 -j FOREIGN\n-A FORWARD -p tcp -m u32 --u32 \"0x0>>0x16&0x3c@0x0>>0x10=0x50\" -j WEIR-HOOK-FORWARD\n-A FORWARD -j WEIR-HOOK-FORWARD\n-A FORWARD -m length --length 100:200 -j WEIR-HOOK-FORWARD\n-A FORWARD -j FOREIGN\n-A FOREIGN -m length --length 100:200 -j RETURN\n-A FOREIGN -m ttl --ttl-eq 3 -j LOG --log-prefix x\n-A FOREIGN -j ACCEPT\nCOMMIT\n";
@@ -187,7 +165,7 @@ fn iptables_xt_save_foreign_rules() {
 
 #[test]
 fn iptables_xt_save_examples_and_synth() {
-    if !ready("iptables_xt_save_examples_and_synth") {
+    if !ready_legacy("iptables_xt_save_examples_and_synth") {
         return;
     }
     let mut n = 0;
@@ -207,7 +185,7 @@ fn iptables_xt_save_examples_and_synth() {
 /// `XtMode::Tools` uses the tool.
 #[test]
 fn iptables_xt_save_runtime_start() {
-    if !ready("iptables_xt_save_runtime_start") {
+    if !ready_legacy("iptables_xt_save_runtime_start") {
         return;
     }
     let n = ns("r");

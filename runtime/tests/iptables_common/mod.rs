@@ -1,7 +1,8 @@
 //! What the iptables kernel tests that drive the tools by hand share:
-//! whether they may run ([`ready`]: root and the tools, failing instead
-//! of skipping under `CI`) and running a tool in a test namespace that
-//! must succeed ([`run`]), weir's chains in a save ([`weir_chains`]).
+//! whether they may run ([`ready`], [`ready_legacy`]: root and the tools,
+//! failing instead of skipping under `CI`), a fresh namespace
+//! ([`fresh_ns`]) and running a tool in it that must succeed ([`run`],
+//! [`run_with`]), weir's chains in a save ([`weir_chains`]).
 //! Included by the tests that use it.
 #![allow(dead_code)]
 
@@ -15,9 +16,35 @@ pub fn ready(test: &str) -> bool {
     weir_runtime::kernel_test::may_run(test, &["ip", "iptables-restore", "ipset"])
 }
 
+/// [`ready`] for the tests that drive the legacy tools by name
+/// (`iptables-legacy-restore`, `iptables-legacy-save`).
+pub fn ready_legacy(test: &str) -> bool {
+    weir_runtime::kernel_test::may_run(
+        test,
+        &[
+            "ip",
+            "iptables-legacy-restore",
+            "iptables-legacy-save",
+            "ipset",
+        ],
+    )
+}
+
+/// A fresh namespace `PREFIX-TAG<n>-<pid>` (`n` counts this process's).
+pub fn fresh_ns(prefix: &str, tag: &str) -> Netns {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Netns::create(&format!("{prefix}-{tag}{n}-{}", std::process::id())).unwrap()
+}
+
 /// `program args…` in `ns`; its stdout, or the test fails with its stderr.
 pub fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
-    let o = ns.exec(program, args).unwrap();
+    run_with(ns, program, args, None)
+}
+
+/// [`run`], feeding `input` on standard input.
+pub fn run_with(ns: &Netns, program: &str, args: &[&str], input: Option<&str>) -> String {
+    let o = ns.exec_with_input(program, args, input).unwrap();
     assert!(
         o.status.success(),
         "{program} {args:?}: {}",
