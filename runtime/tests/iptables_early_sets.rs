@@ -70,6 +70,18 @@ fn scratch(name: &str) -> PathBuf {
 /// the kernel for each rule's set name.
 const FOREIGN_RULES: usize = 10_000;
 
+/// The replacing bundle both tests apply second: it keeps `shared` (the
+/// same members as the first bundle's) and needs a new set `fresh`.
+fn shared_and_fresh(dir: &Path) -> Bundle {
+    bundle(
+        dir,
+        &[
+            ("weir-shared", "10.1.0.0/24"),
+            ("weir-fresh", "10.3.0.0/24"),
+        ],
+        81,
+    )
+}
 #[test]
 fn the_replace_creates_its_sets_after_the_rules_save() {
     if !ready("the_replace_creates_its_sets_after_the_rules_save") {
@@ -98,14 +110,7 @@ fn the_replace_creates_its_sets_after_the_rules_save() {
         80,
     );
     rt.apply(&a).unwrap();
-    let b = bundle(
-        &work.join("b"),
-        &[
-            ("weir-shared", "10.1.0.0/24"),
-            ("weir-fresh", "10.3.0.0/24"),
-        ],
-        81,
-    );
+    let b = shared_and_fresh(&work.join("b"));
     let before = rt.exec().log().len();
     let r = rt.apply(&b).unwrap();
     assert_eq!((r.generation, r.kept_sets), (2, 1), "{r:?}");
@@ -168,14 +173,7 @@ fn a_chain_of_the_next_generation_makes_the_replace_pick_another() {
 
     // The replace keeps `shared` and creates `fresh`: under generation 3,
     // not 2, and nothing of generation 2 is left or touched.
-    let b = bundle(
-        &work.join("b"),
-        &[
-            ("weir-shared", "10.1.0.0/24"),
-            ("weir-fresh", "10.3.0.0/24"),
-        ],
-        81,
-    );
+    let b = shared_and_fresh(&work.join("b"));
     let before = rt.exec().log().len();
     let r = rt.apply(&b).unwrap();
     assert_eq!((r.generation, r.kept_sets), (3, 1), "{r:?}");
