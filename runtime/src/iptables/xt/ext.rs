@@ -82,13 +82,9 @@ impl<'a> Ctx<'a> {
         if let Some(i) = self.sets.get(name) {
             return i.ok_or_else(|| format!("no IPv4 set `{name}`"));
         }
-        let version = self
-            .sock
-            .ipset_version()
-            .map_err(|e| format!("ipset version: {e}"))?;
         let i = self
             .sock
-            .set_index(version, name)
+            .set_index(name)
             .map_err(|e| format!("set `{name}`: {e}"))?;
         self.sets.insert(name.to_string(), i);
         i.ok_or_else(|| format!("no IPv4 set `{name}`"))

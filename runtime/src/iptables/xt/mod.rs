@@ -501,10 +501,9 @@ pub fn set_indexes_both_ways(
                 .and_then(|h| (h.family == 2).then_some(h.index))
         })
         .collect();
-    let version = l.sock.ipset_version().map_err(|e| e.to_string())?;
     let asked = names
         .iter()
-        .map(|n| l.sock.set_index(version, n).map_err(|e| e.to_string()))
+        .map(|n| l.sock.set_index(n).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((dumped, asked))
 }

@@ -49,13 +49,9 @@ impl<'a> SetNames<'a> {
         if let Some(n) = self.names.get(&index) {
             return n.clone().ok_or_else(|| format!("no set of index {index}"));
         }
-        let version = self
-            .sock
-            .ipset_version()
-            .map_err(|e| format!("ipset version: {e}"))?;
         let n = self
             .sock
-            .set_name(version, index)
+            .set_name(index)
             .map_err(|e| format!("set index {index}: {e}"))?;
         self.names.insert(index, n.clone());
         n.ok_or_else(|| format!("no set of index {index}"))

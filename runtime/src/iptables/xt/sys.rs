@@ -265,7 +265,8 @@ impl Sock {
 
     /// The index of the IPv4 set `name` (IP_SET_OP_GET_FNAME), `None` if
     /// there is none or it is of another family.
-    pub fn set_index(&self, version: u32, name: &str) -> io::Result<Option<u16>> {
+    pub fn set_index(&self, name: &str) -> io::Result<Option<u16>> {
+        let version = self.ipset_version()?;
         // struct ip_set_req_get_set_family: op, version, family, name[32].
         let mut b = vec![0u8; 44];
         b[..4].copy_from_slice(&IP_SET_OP_GET_FNAME.to_ne_bytes());
@@ -284,7 +285,8 @@ impl Sock {
 impl Sock {
     /// The name of the set with `index` (IP_SET_OP_GET_BYINDEX, what
     /// libxt_set asks when it prints a rule), `None` if there is none.
-    pub fn set_name(&self, version: u32, index: u16) -> io::Result<Option<String>> {
+    pub fn set_name(&self, index: u16) -> io::Result<Option<String>> {
+        let version = self.ipset_version()?;
         // struct ip_set_req_get_set: op, version, union { name[32]; index }.
         let mut b = vec![0u8; 40];
         b[..4].copy_from_slice(&IP_SET_OP_GET_BYINDEX.to_ne_bytes());
