@@ -155,6 +155,15 @@ pub(crate) fn encode_target(
     Ok(Some(xt_object(ext, rev, &data)))
 }
 
+/// The one option of extension `ext`, which must be `--name`.
+fn sole<'o>(opts: &'o [Opt], ext: &str, name: &str) -> Result<&'o Opt, String> {
+    match opts {
+        [o] if o.name == name => Ok(o),
+        [o] => Err(format!("{ext} option `--{}`", o.name)),
+        _ => Err(format!("{ext} options")),
+    }
+}
+
 /// The one argument of an option that takes one, not inverted.
 fn one(o: &Opt) -> Result<&str, String> {
     match o.args.as_slice() {
@@ -173,12 +182,7 @@ fn seen(flag: &mut bool, o: &Opt) -> Result<(), String> {
 
 /// `xt_comment_info`: `char comment[256]`.
 fn comment(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let [o] = opts else {
-        return Err("comment options".into());
-    };
-    if o.name != "comment" {
-        return Err(format!("comment option `--{}`", o.name));
-    }
+    let o = sole(opts, "comment", "comment")?;
     let c = one(o)?;
     if c.len() > 255 {
         return Err("comment longer than 255".into());
@@ -342,15 +346,10 @@ fn tcp_udp(opts: &[Opt], tcp: bool) -> Result<Vec<u8>, String> {
 /// `ipt_icmp`: type, code range, invflags; `--icmp-type TYPE[/CODE]`,
 /// numbers only.
 fn icmp(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let [o] = opts else {
-        return Err("icmp options".into());
-    };
+    let o = sole(opts, "icmp", "icmp-type")?;
     let [a] = o.args.as_slice() else {
         return Err("icmp argument".into());
     };
-    if o.name != "icmp-type" {
-        return Err(format!("icmp option `--{}`", o.name));
-    }
     let (ty, code) = match a.split_once('/') {
         Some((t, c)) => {
             let c: u8 = c.parse().map_err(|_| "icmp code")?;
@@ -410,15 +409,10 @@ fn multiport(opts: &[Opt]) -> Result<Vec<u8>, String> {
 /// masks (128 bytes), expires, l4proto, ports, then `match_flags` at 146,
 /// `invert_flags` at 148, `state_mask` at 150; 168 bytes in all.
 fn conntrack(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let [o] = opts else {
-        return Err("conntrack options".into());
-    };
+    let o = sole(opts, "conntrack", "ctstate")?;
     let [list] = o.args.as_slice() else {
         return Err("conntrack argument".into());
     };
-    if o.name != "ctstate" {
-        return Err(format!("conntrack option `--{}`", o.name));
-    }
     let mut mask = 0u16;
     for s in list.split(',') {
         mask |= match s {
@@ -478,12 +472,7 @@ fn statistic(opts: &[Opt]) -> Result<Vec<u8>, String> {
 /// addresses, 2: a port given), min/max address, min/max port (network
 /// order), base port. A port needs `-p tcp|udp|sctp`, as the tool says.
 fn dnat(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
-    let [o] = opts else {
-        return Err("DNAT options".into());
-    };
-    if o.name != "to-destination" {
-        return Err(format!("DNAT option `--{}`", o.name));
-    }
+    let o = sole(opts, "DNAT", "to-destination")?;
     let a = one(o)?;
     let (addr, port) = match a.split_once(':') {
         Some((addr, port)) => (addr, Some(port)),
@@ -579,15 +568,10 @@ fn value_mask(s: &str) -> Result<(u32, Option<u32>), String> {
 
 /// `xt_mark_mtinfo1`: mark, mask, invert.
 fn mark_match(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let [o] = opts else {
-        return Err("mark options".into());
-    };
+    let o = sole(opts, "mark", "mark")?;
     let [a] = o.args.as_slice() else {
         return Err("mark argument".into());
     };
-    if o.name != "mark" {
-        return Err(format!("mark option `--{}`", o.name));
-    }
     let (v, m) = value_mask(a)?;
     let mut d = vec![0u8; 9];
     d[..4].copy_from_slice(&v.to_ne_bytes());
