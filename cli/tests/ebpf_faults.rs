@@ -288,10 +288,15 @@ fn ebpf_apply_killed_at_random_points_recovers() {
         .unwrap_or(0x005e_ed0f_ebf0_u64);
     eprintln!("seed {seed} (WEIR_FAULT_SEED)");
     let mut rng = Rng(seed);
-    // How long one apply takes here: kill points are spread over it.
+    // How long one apply takes here: kill points are spread over it. The
+    // first apply is only a first guess (on a loaded machine it can take
+    // several times what the later ones take): an apply that finished
+    // before its kill point shrinks the span, one that was killed widens
+    // it a little, so about 85 % of the kill points land inside an apply
+    // and they still reach its end.
     let t0 = Instant::now();
     ok(f.run("apply", Some(&f.a)));
-    let span = t0.elapsed().as_micros() as u64 * 11 / 10;
+    let mut span = t0.elapsed().as_micros() as u64 * 11 / 10;
     f.check_truth("after the first apply");
 
     let (mut kills, mut attempts) = (0, 0);
@@ -313,6 +318,9 @@ fn ebpf_apply_killed_at_random_points_recovers() {
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
+            span = span * 21 / 20;
+        } else {
+            span = (span * 3 / 4).max(1_000);
         }
         child.wait().unwrap();
         f.check_truth(&format!("after kill {kills} (attempt {attempts})"));
