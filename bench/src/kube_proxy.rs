@@ -25,6 +25,18 @@
 //!     per endpoint `KUBE-SEP-i-j` with the hairpin `-s podIP -j
 //!     KUBE-MARK-MASQ` before the DNAT; `KUBE-SERVICES` ends with the
 //!     `addrtype LOCAL` jump to (empty) `KUBE-NODEPORTS`.
+//!   - comments: every portal, masquerade, choice and endpoint rule starts
+//!     with its `-m comment`, as proxier.go writes it and `proxier_test.go`
+//!     expects it (`-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80
+//!     cluster IP" -m tcp -p tcp -d … --dport 80 -j KUBE-SVC-…`, `-A
+//!     KUBE-SVC-… -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -m
+//!     statistic …`, `-A KUBE-SEP-… -m comment --comment ns1/svc1:p80 -m
+//!     tcp -p tcp -j DNAT …`); above [`LARGE_CLUSTER_ENDPOINTS`]
+//!     endpoints (`largeClusterMode`) the choice and endpoint rules go
+//!     without. A comment is a match the kernel calls whenever the rule's
+//!     address test passes (~22 ns a call on the bench VM, session 16), so
+//!     the layout without them (sessions 12–15) was cheaper per flow than
+//!     what kube-proxy installs.
 //!
 //!   The bench's client (198.18.0.1) is outside the cluster CIDR, so its
 //!   service flows are marked and masqueraded to the node's server-side
@@ -101,6 +113,10 @@ const NAT_FIXED_RULES: &str = "-A PREROUTING -m comment --comment \"kubernetes s
 -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n\
 -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n";
 
+/// proxier.go's `largeClusterEndpointsThreshold`: with more endpoints
+/// than this, kube-proxy writes no comment on the per-endpoint rules.
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
 fn pname(p: Proto) -> &'static str {
     match p {
         Proto::Udp => "udp",
@@ -133,39 +149,55 @@ pub fn rules(model: &Model, layout: Layout) -> (String, usize) {
             "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n",
         );
     }
-    for (i, (vip, port, proto, backends)) in resolved_services(model).iter().enumerate() {
+    let services = resolved_services(model);
+    let endpoints: usize = services.iter().map(|s| s.3.len()).sum();
+    // proxier.go's `largeClusterMode`: above this many endpoints it drops
+    // the comments of the `KUBE-SVC` choice and `KUBE-SEP` rules
+    // (`appendServiceCommentLocked`); the portal and masquerade rules keep
+    // theirs.
+    let endpoint_comments = endpoints <= LARGE_CLUSTER_ENDPOINTS;
+    for (i, (vip, port, proto, backends)) in services.iter().enumerate() {
         let p = pname(*proto);
         let svc = format!("KUBE-SVC-{i}");
+        let name = format!("bench/svc-{i}:p{port}");
         let _ = writeln!(chains, ":{svc} - [0:0]");
         let _ = writeln!(
             rules,
-            "-A KUBE-SERVICES -d {vip}/32 -p {p} -m {p} --dport {port} -j {svc}"
+            "-A KUBE-SERVICES -m comment --comment \"{name} cluster IP\" -m {p} -p {p} -d {vip} --dport {port} -j {svc}"
         );
         if installed {
             let _ = writeln!(
                 rules,
-                "-A {svc} ! -s {CLUSTER_CIDR} -d {vip}/32 -p {p} -m {p} --dport {port} -j KUBE-MARK-MASQ"
+                "-A {svc} -m comment --comment \"{name} cluster IP\" -m {p} -p {p} -d {vip} --dport {port} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ"
             );
         }
         let k = backends.len();
         for (j, (addr, bport)) in backends.iter().enumerate() {
             let sep = format!("KUBE-SEP-{i}-{j}");
             let _ = writeln!(chains, ":{sep} - [0:0]");
+            let choice = match endpoint_comments {
+                true => format!("-m comment --comment \"{name} -> {addr}:{bport}\" "),
+                false => String::new(),
+            };
+            let cmt = match endpoint_comments {
+                true => format!("-m comment --comment {name} "),
+                false => String::new(),
+            };
             if j + 1 < k {
                 let _ = writeln!(
                     rules,
-                    "-A {svc} -m statistic --mode random --probability {:.10} -j {sep}",
+                    "-A {svc} {choice}-m statistic --mode random --probability {:.10} -j {sep}",
                     1.0 / (k - j) as f64
                 );
             } else {
-                let _ = writeln!(rules, "-A {svc} -j {sep}");
+                let _ = writeln!(rules, "-A {svc} {choice}-j {sep}");
             }
             if installed {
-                let _ = writeln!(rules, "-A {sep} -s {addr}/32 -j KUBE-MARK-MASQ");
+                let _ = writeln!(rules, "-A {sep} {cmt}-s {addr} -j KUBE-MARK-MASQ");
             }
             let _ = writeln!(
                 rules,
-                "-A {sep} -p {p} -m {p} -j DNAT --to-destination {addr}:{bport}"
+                "-A {sep} {cmt}-m {p} -p {p} -j DNAT --to-destination {addr}:{bport}"
             );
         }
     }
@@ -212,7 +244,7 @@ mod tests {
         // Fixed nat 7 + nodeports jump; per service portal + mark; per
         // backend choice + hairpin + DNAT; filter 5 local + 7 forward.
         assert_eq!(n, 8 + 2 * svcs.len() + 3 * backends + 12);
-        assert!(text.contains("! -s 10.64.0.0/12 -d "));
+        assert!(text.contains(" ! -s 10.64.0.0/12 -j KUBE-MARK-MASQ\n"));
         assert!(text.contains("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n"));
         assert!(text.contains("-j MASQUERADE --random-fully\n"));
         // Every backend address is inside the cluster CIDR (the hairpin
@@ -227,6 +259,56 @@ mod tests {
         assert!(!inside(crate::flows::CLIENT.into()));
         // The pod client is inside (kube-proxy does not masquerade it).
         assert!(inside(crate::flows::POD_CLIENT.into()));
+    }
+
+    /// The rules of one service have the words, comments included, in the
+    /// order of the text `proxier_test.go` expects of kube-proxy (its
+    /// `ns1/svc1:p80` service there, the bench's names here).
+    #[test]
+    fn rules_read_as_kube_proxy_writes_them() {
+        let m = model();
+        let (text, _) = rules(&m, Layout::Installed);
+        let svcs = resolved_services(&m);
+        let (vip, port, proto, backends) = &svcs[0];
+        let p = pname(*proto);
+        let name = format!("bench/svc-0:p{port}");
+        let (a0, b0) = backends[0];
+        let (al, bl) = backends[backends.len() - 1];
+        for line in [
+            format!("-A KUBE-SERVICES -m comment --comment \"{name} cluster IP\" -m {p} -p {p} -d {vip} --dport {port} -j KUBE-SVC-0"),
+            format!("-A KUBE-SVC-0 -m comment --comment \"{name} cluster IP\" -m {p} -p {p} -d {vip} --dport {port} ! -s 10.64.0.0/12 -j KUBE-MARK-MASQ"),
+            format!("-A KUBE-SVC-0 -m comment --comment \"{name} -> {a0}:{b0}\" -m statistic --mode random --probability 0.2000000000 -j KUBE-SEP-0-0"),
+            format!("-A KUBE-SVC-0 -m comment --comment \"{name} -> {al}:{bl}\" -j KUBE-SEP-0-4"),
+            format!("-A KUBE-SEP-0-0 -m comment --comment {name} -s {a0} -j KUBE-MARK-MASQ"),
+            format!("-A KUBE-SEP-0-0 -m comment --comment {name} -m {p} -p {p} -j DNAT --to-destination {a0}:{b0}"),
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "missing: {line}");
+        }
+    }
+
+    /// Above 1,000 endpoints kube-proxy leaves the comments off the
+    /// per-endpoint rules, not off the portals and masquerade rules.
+    #[test]
+    fn large_clusters_lose_the_endpoint_comments_only() {
+        let params = crate::Plan::new(true, 9).services_params(1000, 9);
+        let m = weir_compiler::synth::model(&params);
+        let svcs = resolved_services(&m);
+        assert!(svcs.iter().map(|s| s.3.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS);
+        let (text, _) = rules(&m, Layout::Installed);
+        for l in text.lines().filter(|l| l.starts_with("-A KUBE-SEP-")) {
+            assert!(!l.contains("-m comment"), "{l}");
+        }
+        for l in text.lines().filter(|l| l.starts_with("-A KUBE-SVC-")) {
+            assert_eq!(
+                l.contains("-m comment"),
+                l.contains("KUBE-MARK-MASQ"),
+                "{l}"
+            );
+        }
+        let portals = text
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES -m comment --comment \"bench/"));
+        assert_eq!(portals.count(), svcs.len());
     }
 
     /// The pod client is no endpoint, and weir's interpreter decides its
