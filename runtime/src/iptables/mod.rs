@@ -270,10 +270,10 @@ impl Iptables {
     }
 
     /// Runs one restore transaction without flushing other chains:
-    /// IPv4 with the legacy tools through the direct loader ([`xt`]).
+    /// with the legacy tools through the direct loader ([`xt`]).
     pub(crate) fn restore(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
         if self.direct_xtables(family) {
-            return self.restore_direct(step, text);
+            return self.restore_direct(step, family, text);
         }
         self.restore_tool(step, family, text)
     }

@@ -1,22 +1,28 @@
 //! The match and target extensions the direct loader writes, in the
 //! revisions libxtables 1.8 picks on a kernel that has them (checked
-//! against the kernel once per loader, IPT_SO_GET_REVISION_*; the oracle
-//! test `iptables_xt_oracle` compares every byte with what
-//! `iptables-legacy-restore` writes). An extension or option not here is
+//! against the kernel once per loader, IPT_SO_GET_REVISION_* /
+//! IP6T_SO_GET_REVISION_*; the oracle test `iptables_xt_oracle` compares
+//! every byte with what `iptables-legacy-restore` and
+//! `ip6tables-legacy-restore` write). The same revisions in both
+//! families; what differs is written per family here: `icmp` (IPv4) and
+//! `icmp6` (IPv6), REJECT's codes (`ipt_reject_with`,
+//! `ip6t_reject_with`), the addresses of DNAT and iprange, REDIRECT's
+//! range (`nf_nat_ipv4_multi_range_compat`, `nf_nat_range`), and the
+//! family a named set must have. An extension or option not here is
 //! `Err`, and its block goes to the tool.
 
 use std::collections::HashMap;
 
-use super::spec::{Cmd, Opt};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::spec::{octets, Cmd, Opt};
 use super::sys::Sock;
 use super::table::xt_object;
+use crate::bundle::Family;
 
 /// How many distinct sets a block must name before their indexes come
 /// from one dump of every set's header instead of one search each.
 const DUMP_FROM: usize = 64;
-
-/// `NFPROTO_IPV4`: the family of the sets an IPv4 rule may name.
-const NFPROTO_IPV4: u8 = 2;
 
 /// What encoding needs from the kernel: set indexes (one lookup per set
 /// name) and revisions (one question per extension).
@@ -67,7 +73,7 @@ impl<'a> Ctx<'a> {
             if let Ok(headers) = self.sock.ipset_headers() {
                 for name in &names {
                     if let Some(h) = headers.get(*name) {
-                        let index = (h.family == NFPROTO_IPV4).then_some(h.index);
+                        let index = (h.family == self.sock.abi().nfproto).then_some(h.index);
                         self.sets.insert(name.to_string(), index);
                     }
                 }
@@ -79,15 +85,20 @@ impl<'a> Ctx<'a> {
     }
 
     fn set_index(&mut self, name: &str) -> Result<u16, String> {
+        let none = || format!("no {} set `{name}`", self.sock.abi().family.name());
         if let Some(i) = self.sets.get(name) {
-            return i.ok_or_else(|| format!("no IPv4 set `{name}`"));
+            return i.ok_or_else(none);
         }
         let i = self
             .sock
             .set_index(name)
             .map_err(|e| format!("set `{name}`: {e}"))?;
         self.sets.insert(name.to_string(), i);
-        i.ok_or_else(|| format!("no IPv4 set `{name}`"))
+        i.ok_or_else(none)
+    }
+
+    fn family(&self) -> Family {
+        self.sock.abi().family
     }
 
     fn require(&mut self, target: bool, name: &'static str, rev: u8) -> Result<(), String> {
@@ -111,19 +122,23 @@ pub(crate) fn encode_match(
     proto: u16,
     ctx: &mut Ctx,
 ) -> Result<Vec<u8>, String> {
+    let family = ctx.family();
     let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
         "comment" => ("comment", 0, comment(opts)?),
         "set" => ("set", 4, set(opts, ctx)?),
         "limit" => ("limit", 0, limit(opts)?),
         "tcp" if proto == 6 => ("tcp", 0, tcp_udp(opts, true)?),
         "udp" if proto == 17 => ("udp", 0, tcp_udp(opts, false)?),
-        "icmp" if proto == 1 => ("icmp", 0, icmp(opts)?),
+        "icmp" if proto == 1 && family == Family::Ipv4 => ("icmp", 0, icmp(opts, "icmp-type")?),
+        "icmp6" if proto == 58 && family == Family::Ipv6 => {
+            ("icmp6", 0, icmp(opts, "icmpv6-type")?)
+        }
         "multiport" if matches!(proto, 6 | 17 | 132) => ("multiport", 1, multiport(opts)?),
         "conntrack" => ("conntrack", 3, conntrack(opts)?),
         "statistic" => ("statistic", 0, statistic(opts)?),
         "recent" => ("recent", 1, recent(opts)?),
         "mark" => ("mark", 1, mark_match(opts)?),
-        "iprange" => ("iprange", 1, iprange(opts)?),
+        "iprange" => ("iprange", 1, iprange(opts, family)?),
         _ => return Err(format!("match `{name}`")),
     };
     ctx.require(false, ext, rev)?;
@@ -138,12 +153,13 @@ pub(crate) fn encode_target(
     proto: Option<(u16, bool)>,
     ctx: &mut Ctx,
 ) -> Result<Option<Vec<u8>>, String> {
+    let family = ctx.family();
     let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
         "NFLOG" => ("NFLOG", 0, nflog(opts)?),
-        "DNAT" => ("DNAT", 2, dnat(opts, proto)?),
+        "DNAT" => ("DNAT", 2, dnat(opts, proto, family)?),
         "MARK" => ("MARK", 2, mark_target(opts)?),
-        "REJECT" => ("REJECT", 0, reject(opts)?),
-        "REDIRECT" => ("REDIRECT", 0, redirect(opts, proto)?),
+        "REJECT" => ("REJECT", 0, reject(opts, family)?),
+        "REDIRECT" => ("REDIRECT", 0, redirect(opts, proto, family)?),
         "ACCEPT" | "DROP" | "RETURN" => return Ok(None),
         n if n.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') && !n.contains("WEIR") => {
             // An extension we do not write (LOG, MARK, DNAT, …): the tool.
@@ -343,10 +359,12 @@ fn tcp_udp(opts: &[Opt], tcp: bool) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
-/// `ipt_icmp`: type, code range, invflags; `--icmp-type TYPE[/CODE]`,
-/// numbers only.
-fn icmp(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let o = sole(opts, "icmp", "icmp-type")?;
+/// `ipt_icmp` / `ip6t_icmp` (the same four bytes): type, code range,
+/// invflags; `--icmp-type TYPE[/CODE]` (IPv4) or `--icmpv6-type
+/// TYPE[/CODE]` (IPv6), numbers only. IPv4's type 255 means "any" to
+/// the kernel and is refused; IPv6's is a type like the others.
+fn icmp(opts: &[Opt], option: &str) -> Result<Vec<u8>, String> {
+    let o = sole(opts, "icmp", option)?;
     let [a] = o.args.as_slice() else {
         return Err("icmp argument".into());
     };
@@ -358,7 +376,7 @@ fn icmp(opts: &[Opt]) -> Result<Vec<u8>, String> {
         None => (a.as_str(), (0, 0xff)),
     };
     let ty: u8 = ty.parse().map_err(|_| format!("icmp type `{ty}`"))?;
-    if ty == 0xff {
+    if ty == 0xff && option == "icmp-type" {
         return Err("icmp type 255".into());
     }
     Ok(vec![ty, code.0, code.1, u8::from(o.invert)])
@@ -468,21 +486,35 @@ fn statistic(opts: &[Opt]) -> Result<Vec<u8>, String> {
     Ok(d)
 }
 
-/// `nf_nat_range2` for `--to-destination ADDR[:PORT]`: flags (1: map
-/// addresses, 2: a port given), min/max address, min/max port (network
-/// order), base port. A port needs `-p tcp|udp|sctp`, as the tool says.
-fn dnat(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
+/// `nf_nat_range2` for `--to-destination ADDR[:PORT]` (IPv6:
+/// `ADDR` or `[ADDR]:PORT`): flags (1: map addresses, 2: a port given),
+/// min/max address (`nf_inet_addr`), min/max port (network order), base
+/// port. A port needs `-p tcp|udp|sctp`, as the tool says.
+fn dnat(opts: &[Opt], proto: Option<(u16, bool)>, family: Family) -> Result<Vec<u8>, String> {
     let o = sole(opts, "DNAT", "to-destination")?;
     let a = one(o)?;
-    let (addr, port) = match a.split_once(':') {
-        Some((addr, port)) => (addr, Some(port)),
-        None => (a, None),
+    let bad = || format!("DNAT address `{a}`");
+    let (addr, port): (IpAddr, Option<&str>) = match family {
+        Family::Ipv4 => {
+            let (addr, port) = match a.split_once(':') {
+                Some((addr, port)) => (addr, Some(port)),
+                None => (a, None),
+            };
+            (addr.parse::<Ipv4Addr>().map_err(|_| bad())?.into(), port)
+        }
+        Family::Ipv6 => {
+            let (addr, port) = match a.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+                Some((addr, port)) => (addr, Some(port)),
+                None => (a, None),
+            };
+            (addr.parse::<Ipv6Addr>().map_err(|_| bad())?.into(), port)
+        }
     };
-    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("DNAT address `{a}`"))?;
+    let addr = octets(addr);
     let mut d = vec![0u8; 44];
     let mut flags = 1u32;
-    d[4..8].copy_from_slice(&addr.octets());
-    d[20..24].copy_from_slice(&addr.octets());
+    d[4..4 + addr.len()].copy_from_slice(&addr);
+    d[20..20 + addr.len()].copy_from_slice(&addr);
     if let Some(port) = port {
         if !matches!(proto, Some((6 | 17 | 132, false))) {
             return Err("DNAT port without tcp, udp or sctp".into());
@@ -601,7 +633,7 @@ fn mark_target(opts: &[Opt]) -> Result<Vec<u8>, String> {
 
 /// `xt_iprange_mtinfo`: src min/max, dst min/max (`nf_inet_addr`, IPv4 in
 /// the first 4 bytes), flags (1 src, 2 dst, 0x10/0x20 inverted).
-fn iprange(opts: &[Opt]) -> Result<Vec<u8>, String> {
+fn iprange(opts: &[Opt], family: Family) -> Result<Vec<u8>, String> {
     let mut d = vec![0u8; 65];
     for o in opts {
         let (at, bit) = match o.name.as_str() {
@@ -615,19 +647,26 @@ fn iprange(opts: &[Opt]) -> Result<Vec<u8>, String> {
         let a = one_any(o)?;
         let (lo, hi) = a.split_once('-').unwrap_or((a, a));
         let ip = |x: &str| {
-            x.parse::<std::net::Ipv4Addr>()
-                .map_err(|_| format!("iprange `{a}`"))
+            let parsed: Result<IpAddr, _> = match family {
+                Family::Ipv4 => x.parse::<Ipv4Addr>().map(IpAddr::from),
+                Family::Ipv6 => x.parse::<Ipv6Addr>().map(IpAddr::from),
+            };
+            parsed.map(octets).map_err(|_| format!("iprange `{a}`"))
         };
-        d[at..at + 4].copy_from_slice(&ip(lo)?.octets());
-        d[at + 16..at + 20].copy_from_slice(&ip(hi)?.octets());
+        let (lo, hi) = (ip(lo)?, ip(hi)?);
+        d[at..at + lo.len()].copy_from_slice(&lo);
+        d[at + 16..at + 16 + hi.len()].copy_from_slice(&hi);
         d[64] |= bit | if o.invert { bit << 4 } else { 0 };
     }
     Ok(d)
 }
 
-/// `ipt_reject_info`: the `ipt_reject_with` number (default
-/// icmp-port-unreachable).
-fn reject(opts: &[Opt]) -> Result<Vec<u8>, String> {
+/// `ipt_reject_info` / `ip6t_reject_info`: the family's reject-with
+/// number (default port unreachable).
+fn reject(opts: &[Opt], family: Family) -> Result<Vec<u8>, String> {
+    if family == Family::Ipv6 {
+        return reject6(opts);
+    }
     let with: u32 = match opts {
         [] => 3,
         [o] if o.name == "reject-with" => match one(o)? {
@@ -646,12 +685,40 @@ fn reject(opts: &[Opt]) -> Result<Vec<u8>, String> {
     Ok(with.to_ne_bytes().to_vec())
 }
 
-/// `nf_nat_ipv4_multi_range_compat` with one range: rangesize 1, flags
-/// (2: ports given), min/max address 0, min/max port (network order).
-/// `--to-ports` needs `-p tcp|udp|sctp`, as the tool says.
-fn redirect(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
-    let mut d = vec![0u8; 24];
-    d[..4].copy_from_slice(&1u32.to_ne_bytes());
+/// `ip6t_reject_with` by libip6t_REJECT's names (each with its short
+/// alias); default `icmp6-port-unreachable`.
+fn reject6(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let with: u32 = match opts {
+        [] => 4,
+        [o] if o.name == "reject-with" => match one(o)? {
+            "icmp6-no-route" | "no-route" => 0,
+            "icmp6-adm-prohibited" | "adm-prohibited" => 1,
+            "icmp6-addr-unreachable" | "addr-unreach" => 3,
+            "icmp6-port-unreachable" | "port-unreach" => 4,
+            "tcp-reset" => 6,
+            "icmp6-policy-fail" => 7,
+            "icmp6-reject-route" => 8,
+            w => return Err(format!("reject-with `{w}`")),
+        },
+        _ => return Err("REJECT options".into()),
+    };
+    Ok(with.to_ne_bytes().to_vec())
+}
+
+/// IPv4: `nf_nat_ipv4_multi_range_compat` with one range: rangesize 1,
+/// flags (2: ports given), min/max address 0, min/max port (network
+/// order). IPv6: `nf_nat_range`: flags, min/max address (zero), min/max
+/// port. `--to-ports` needs `-p tcp|udp|sctp`, as the tool says.
+fn redirect(opts: &[Opt], proto: Option<(u16, bool)>, family: Family) -> Result<Vec<u8>, String> {
+    // Where flags and the ports are.
+    let (size, flags_at, ports_at) = match family {
+        Family::Ipv4 => (24, 4, 16),
+        Family::Ipv6 => (40, 0, 36),
+    };
+    let mut d = vec![0u8; size];
+    if family == Family::Ipv4 {
+        d[..4].copy_from_slice(&1u32.to_ne_bytes());
+    }
     match opts {
         [] => {}
         [o] if o.name == "to-ports" => {
@@ -665,9 +732,9 @@ fn redirect(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String>
             if lo == 0 || hi < lo {
                 return Err(format!("ports `{a}`"));
             }
-            d[4..8].copy_from_slice(&2u32.to_ne_bytes());
-            d[16..18].copy_from_slice(&lo.to_be_bytes());
-            d[18..20].copy_from_slice(&hi.to_be_bytes());
+            d[flags_at..flags_at + 4].copy_from_slice(&2u32.to_ne_bytes());
+            d[ports_at..ports_at + 2].copy_from_slice(&lo.to_be_bytes());
+            d[ports_at + 2..ports_at + 4].copy_from_slice(&hi.to_be_bytes());
         }
         _ => return Err("REDIRECT options".into()),
     }

@@ -1,5 +1,7 @@
-//! x_tables entries printed as `iptables-legacy-save` (1.8) prints them:
-//! the `-A` line of a rule without counters, from the entry's bytes.
+//! x_tables entries printed as `iptables-legacy-save` and
+//! `ip6tables-legacy-save` (1.8) print them: the `-A` line of a rule
+//! without counters, from the entry's bytes (offsets from the family's
+//! [`Abi`]; addresses as `inet_ntop` writes them, [`ntop6`]).
 //!
 //! # Why
 //! An apply starts from the kernel's rules. `iptables-legacy-save` at
@@ -11,10 +13,11 @@
 //! # Exact or not at all
 //! One printer per extension the loader writes ([`super::ext`]), each the
 //! `save` function of its libxtables module for the fields that function
-//! prints: the IP part (`save_ipv4_addr`, `save_rule_details`), comment,
-//! set (revision 4), limit, tcp/udp, icmp, multiport (1), conntrack (3),
-//! statistic, recent (1), mark (1), iprange (1), and the targets NFLOG,
-//! DNAT (2), MARK (2), REJECT, REDIRECT, CT (2, `--notrack` only: the
+//! prints: the IP part (`save_ipv4_addr` / `save_ipv6_addr`,
+//! `save_rule_details`), comment, set (revision 4), limit, tcp/udp, icmp
+//! (IPv4), icmp6 (IPv6), multiport (1), conntrack (3), statistic, recent
+//! (1), mark (1), iprange (1), and the targets NFLOG, DNAT (2), MARK (2),
+//! REJECT (each family's codes), REDIRECT, CT (2, `--notrack` only: the
 //! runtime's rules have it though the loader sends it to the tool) and
 //! the standard one (verdicts,
 //! `-j`/`-g` chains, no target). A field the module would print that the
@@ -28,8 +31,10 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use super::abi::{Abi, INV_DSTIP, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT};
 use super::sys::Sock;
 use super::table::{self, c_name, Jump, Rule, XT_HEADER};
+use crate::bundle::Family;
 
 /// Set names by index, each asked of the kernel once.
 pub(crate) struct SetNames<'a> {
@@ -85,49 +90,124 @@ fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
-/// `ipt_ip.invflags` bits the printer knows.
-const INV_VIA_IN: u8 = 0x01;
-const INV_VIA_OUT: u8 = 0x02;
-const INV_SRCIP: u8 = 0x08;
-const INV_DSTIP: u8 = 0x10;
-const INV_PROTO: u8 = 0x40;
+fn ip6_at(b: &[u8], at: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    a
+}
 
-/// Prints rule `r` of chain `chain`: the `-A` line `iptables-save` prints
-/// (without counters).
-pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String, String> {
+/// The address at `b[at..]` of `family` as the tools print it.
+fn ip_text(b: &[u8], at: usize, family: Family) -> String {
+    match family {
+        Family::Ipv4 => ip_at(b, at).to_string(),
+        Family::Ipv6 => ntop6(&ip6_at(b, at)),
+    }
+}
+
+/// glibc's `inet_ntop(AF_INET6)`: the longest run of two or more zero
+/// words (the first of equal ones) as `::`, and the last 32 bits as a
+/// dotted quad after 96 zero bits (but `::` and `::1`) or `::ffff:`.
+/// (Rust's `Display` writes `::1.2.3.4` as `::102:304`.)
+pub(crate) fn ntop6(a: &[u8; 16]) -> String {
+    let w: Vec<u16> = a
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    let (mut best, mut cur): (Option<(usize, usize)>, Option<(usize, usize)>) = (None, None);
+    for (i, &x) in w.iter().enumerate() {
+        if x == 0 {
+            cur = Some(cur.map_or((i, 1), |(b, l)| (b, l + 1)));
+            if let Some((b, l)) = cur {
+                if best.is_none_or(|(_, bl)| l > bl) {
+                    best = Some((b, l));
+                }
+            }
+        } else {
+            cur = None;
+        }
+    }
+    let best = best.filter(|&(_, l)| l >= 2);
+    let mut out = String::with_capacity(40);
+    let mut i = 0;
+    while i < 8 {
+        if let Some((b, l)) = best {
+            if i >= b && i < b + l {
+                if i == b {
+                    out.push(':');
+                }
+                i += 1;
+                continue;
+            }
+        }
+        if i != 0 {
+            out.push(':');
+        }
+        if i == 6 && best.is_some_and(|(b, l)| b == 0 && (l == 6 || (l == 5 && w[5] == 0xffff))) {
+            let _ = write!(out, "{}.{}.{}.{}", a[12], a[13], a[14], a[15]);
+            return out;
+        }
+        let _ = write!(out, "{:x}", w[i]);
+        i += 1;
+    }
+    if best.is_some_and(|(b, l)| b + l == 8) {
+        out.push(':');
+    }
+    out
+}
+
+/// Prints rule `r` of chain `chain` of a table of `abi`'s family: the
+/// `-A` line the family's save tool prints (without counters).
+pub(crate) fn rule(
+    abi: &Abi,
+    chain: &str,
+    r: &Rule,
+    sets: &mut SetNames,
+) -> Result<String, String> {
     let b = &r.bytes;
+    let family = abi.family;
     let mut out = String::with_capacity(160);
     let _ = write!(out, "-A {chain}");
-    let inv = b[83];
-    let flags = b[table::IP_FLAGS];
-    if flags & !(table::F_GOTO) != 0
+    let inv = b[abi.invflags];
+    let flags = b[abi.flags];
+    if flags & !(abi.f_goto | abi.f_proto) != 0
         || inv & !(INV_VIA_IN | INV_VIA_OUT | INV_SRCIP | INV_DSTIP | INV_PROTO) != 0
     {
-        return Err("IP flags (fragments)".into());
+        return Err("IP flags (fragments, tos)".into());
     }
-    addr(
-        &mut out,
-        's',
-        ip_at(b, 0),
-        ip_at(b, 8),
-        inv & INV_SRCIP != 0,
-    );
-    addr(
-        &mut out,
-        'd',
-        ip_at(b, 4),
-        ip_at(b, 12),
-        inv & INV_DSTIP != 0,
-    );
-    iface(&mut out, 'i', &b[16..32], &b[48..64], inv & INV_VIA_IN != 0);
-    iface(
-        &mut out,
-        'o',
-        &b[32..48],
-        &b[64..80],
-        inv & INV_VIA_OUT != 0,
-    );
-    let proto = u16_at(b, 80);
+    for (letter, at, mask_at, bit) in [
+        ('s', abi.src, abi.smsk, INV_SRCIP),
+        ('d', abi.dst, abi.dmsk, INV_DSTIP),
+    ] {
+        match family {
+            Family::Ipv4 => addr(
+                &mut out,
+                letter,
+                ip_at(b, at),
+                ip_at(b, mask_at),
+                inv & bit != 0,
+            ),
+            Family::Ipv6 => addr6(
+                &mut out,
+                letter,
+                &ip6_at(b, at),
+                &ip6_at(b, mask_at),
+                inv & bit != 0,
+            ),
+        }
+    }
+    for (letter, at, mask_at, bit) in [
+        ('i', abi.iniface, abi.iniface_mask, INV_VIA_IN),
+        ('o', abi.outiface, abi.outiface_mask, INV_VIA_OUT),
+    ] {
+        iface(
+            &mut out,
+            letter,
+            &b[at..at + 16],
+            &b[mask_at..mask_at + 16],
+            inv & bit != 0,
+        );
+    }
+    let proto = u16_at(b, abi.proto);
     if proto > 0 {
         let name = match proto {
             6 => "tcp",
@@ -135,6 +215,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
             17 => "udp",
             136 => "udplite",
             1 => "icmp",
+            58 => "ipv6-icmp",
             50 => "esp",
             51 => "ah",
             // Others: the tool prints `/etc/protocols`' name.
@@ -145,8 +226,8 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
         }
         let _ = write!(out, " -p {name}");
     }
-    let toff = u16_at(b, 88) as usize;
-    let mut at = table::ENTRY;
+    let toff = u16_at(b, abi.target_offset) as usize;
+    let mut at = abi.entry;
     while at < toff {
         let size = u16_at(b, at) as usize;
         if size < XT_HEADER || at + size > toff {
@@ -160,7 +241,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
             &name,
             rev,
             &b[at + XT_HEADER..at + size],
-            proto,
+            family,
             sets,
         )?;
         at += size;
@@ -169,7 +250,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
     let trev = b[toff + 31];
     let tdata = &b[toff + XT_HEADER..];
     if tname.is_empty() {
-        let goto = flags & table::F_GOTO != 0;
+        let goto = flags & abi.f_goto != 0;
         let name = match &r.jump {
             Jump::Next => None,
             Jump::Chain(c) => Some(c.as_str()),
@@ -186,7 +267,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
         }
     } else {
         let _ = write!(out, " -j {tname}");
-        target_save(&mut out, &tname, trev, tdata)?;
+        target_save(&mut out, &tname, trev, tdata, family)?;
     }
     Ok(out)
 }
@@ -206,6 +287,26 @@ fn addr(out: &mut String, letter: char, a: Ipv4Addr, m: Ipv4Addr, invert: bool) 
         out,
         "{} -{letter} {a}{suffix}",
         if invert { " !" } else { "" }
+    );
+}
+
+/// `save_ipv6_addr`: `[!] -s ADDR/LEN` (or `/MASK` when not a prefix);
+/// nothing for a zero mask not inverted.
+fn addr6(out: &mut String, letter: char, a: &[u8; 16], m: &[u8; 16], invert: bool) {
+    let mask = u128::from_be_bytes(*m);
+    if mask == 0 && !invert {
+        return;
+    }
+    let suffix = if mask.leading_ones() + mask.trailing_zeros() == 128 {
+        format!("/{}", mask.leading_ones())
+    } else {
+        format!("/{}", ntop6(m))
+    };
+    let _ = write!(
+        out,
+        "{} -{letter} {}{suffix}",
+        if invert { " !" } else { "" },
+        ntop6(a)
     );
 }
 
@@ -272,7 +373,7 @@ fn match_save(
     name: &str,
     rev: u8,
     d: &[u8],
-    proto: u16,
+    family: Family,
     sets: &mut SetNames,
 ) -> Result<(), String> {
     match (name, rev) {
@@ -315,7 +416,20 @@ fn match_save(
                 }
             }
         }
-        ("icmp", 0) => {
+        ("icmp6", 0) if family == Family::Ipv6 => {
+            need(d, 4, name)?;
+            if d[3] & !1 != 0 {
+                return Err("icmp6 flags".into());
+            }
+            if d[3] & 1 != 0 {
+                out.push_str(" !");
+            }
+            let _ = write!(out, " --icmpv6-type {}", d[0]);
+            if d[1] != 0 || d[2] != 0xff {
+                let _ = write!(out, "/{}", d[1]);
+            }
+        }
+        ("icmp", 0) if family == Family::Ipv4 => {
             need(d, 4, name)?;
             if d[3] & !1 != 0 {
                 return Err("icmp flags".into());
@@ -334,7 +448,6 @@ fn match_save(
         }
         ("multiport", 1) => {
             need(d, 48, name)?;
-            let _ = proto;
             if d[47] != 0 {
                 out.push_str(" !");
             }
@@ -406,7 +519,7 @@ fn match_save(
                 if u16_at(d, 2) & 1 != 0 { " !" } else { "" }
             );
         }
-        ("recent", 1) => recent(out, d)?,
+        ("recent", 1) => recent(out, d, family)?,
         ("mark", 1) => {
             need(d, 9, name)?;
             if d[8] != 0 {
@@ -426,7 +539,12 @@ fn match_save(
                     if f & (bit << 4) != 0 {
                         out.push_str(" !");
                     }
-                    let _ = write!(out, " --{opt} {}-{}", ip_at(d, at), ip_at(d, at + 16));
+                    let _ = write!(
+                        out,
+                        " --{opt} {}-{}",
+                        ip_text(d, at, family),
+                        ip_text(d, at + 16, family)
+                    );
                 }
             }
         }
@@ -490,8 +608,8 @@ fn set(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
     Ok(())
 }
 
-/// libxt_recent's save for revision 1 (IPv4).
-fn recent(out: &mut String, d: &[u8]) -> Result<(), String> {
+/// libxt_recent's save for revision 1 (the mask in the family's form).
+fn recent(out: &mut String, d: &[u8], family: Family) -> Result<(), String> {
     need(d, 228, "recent")?;
     let (seconds, hits, check, invert) = (u32_at(d, 0), u32_at(d, 4), d[8], d[9]);
     if check & !0x3f != 0 || d[210] > 1 {
@@ -518,7 +636,7 @@ fn recent(out: &mut String, d: &[u8]) -> Result<(), String> {
         out.push_str(" --rttl");
     }
     let _ = write!(out, " --name {}", text(&d[10..210])?);
-    let _ = write!(out, " --mask {}", ip_at(d, 212));
+    let _ = write!(out, " --mask {}", ip_text(d, 212, family));
     out.push_str(if d[210] == 0 {
         " --rsource"
     } else {
@@ -527,8 +645,45 @@ fn recent(out: &mut String, d: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), String> {
+fn target_save(
+    out: &mut String,
+    name: &str,
+    rev: u8,
+    d: &[u8],
+    family: Family,
+) -> Result<(), String> {
     match (name, rev) {
+        ("DNAT", 2) if family == Family::Ipv6 => dnat6(out, d)?,
+        ("REJECT", 0) if family == Family::Ipv6 => {
+            need(d, 4, name)?;
+            let with = match u32_at(d, 0) {
+                0 => "icmp6-no-route",
+                1 => "icmp6-adm-prohibited",
+                3 => "icmp6-addr-unreachable",
+                4 => "icmp6-port-unreachable",
+                6 => "tcp-reset",
+                7 => "icmp6-policy-fail",
+                8 => "icmp6-reject-route",
+                _ => return Err("REJECT type".into()),
+            };
+            let _ = write!(out, " --reject-with {with}");
+        }
+        ("REDIRECT", 0) if family == Family::Ipv6 => {
+            // `nf_nat_range`: flags, min/max address, min/max port.
+            need(d, 40, name)?;
+            let flags = u32_at(d, 0);
+            if flags & !2 != 0 || d[4..36].iter().any(|&c| c != 0) {
+                return Err("REDIRECT flags".into());
+            }
+            if flags & 2 != 0 {
+                let lo = u16::from_be_bytes([d[36], d[37]]);
+                let hi = u16::from_be_bytes([d[38], d[39]]);
+                let _ = write!(out, " --to-ports {lo}");
+                if hi != lo {
+                    let _ = write!(out, "-{hi}");
+                }
+            }
+        }
         ("NFLOG", 0) => {
             need(d, 76, name)?;
             let (len, group, threshold, flags) =
@@ -633,6 +788,36 @@ fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), St
     Ok(())
 }
 
+/// libxt_DNAT's IPv6 print of one address (`nf_nat_range2`): `ADDR`, or
+/// `[ADDR]:PORT[-PORT]` with ports; an address range or a port offset is
+/// refused.
+fn dnat6(out: &mut String, d: &[u8]) -> Result<(), String> {
+    need(d, 44, "DNAT")?;
+    let flags = u32_at(d, 0);
+    if flags & !3 != 0 || d[4..20] != d[20..36] || u16_at(d, 40) != 0 {
+        return Err("DNAT flags, address range or port offset".into());
+    }
+    out.push_str(" --to-destination ");
+    let ports = flags & 2 != 0;
+    if flags & 1 != 0 {
+        let a = ntop6(&ip6_at(d, 4));
+        if ports {
+            let _ = write!(out, "[{a}]");
+        } else {
+            out.push_str(&a);
+        }
+    }
+    if ports {
+        let lo = u16::from_be_bytes([d[36], d[37]]);
+        let hi = u16::from_be_bytes([d[38], d[39]]);
+        let _ = write!(out, ":{lo}");
+        if hi != lo {
+            let _ = write!(out, "-{hi}");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,5 +865,35 @@ mod tests {
         );
         assert_eq!(s, " ! -s 10.0.0.0/8 -d 10.0.0.1/32 -d 10.0.0.0/255.0.255.0");
         assert!(placeholder("FORWARD", "x").split_whitespace().nth(2) == Some("#"));
+    }
+
+    /// As glibc's `inet_ntop` (checked against `ip6tables-save`).
+    #[test]
+    fn ipv6_addresses_as_inet_ntop() {
+        let p = |s: &str| ntop6(&s.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(p("::"), "::");
+        assert_eq!(p("::1"), "::1");
+        assert_eq!(p("::1.2.3.4"), "::1.2.3.4");
+        assert_eq!(p("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
+        assert_eq!(p("fd00:0:0:1::"), "fd00:0:0:1::");
+        assert_eq!(p("1:0:0:1:0:0:0:1"), "1:0:0:1::1");
+        assert_eq!(p("1:0:0:1:0:0:1:1"), "1::1:0:0:1:1");
+        assert_eq!(p("1:0:1:1:1:1:1:1"), "1:0:1:1:1:1:1:1");
+        assert_eq!(p("ffff:0:ffff::"), "ffff:0:ffff::");
+        assert_eq!(p("0:0:1::"), "0:0:1::");
+        let mut s = String::new();
+        addr6(&mut s, 's', &[0; 16], &[0; 16], false);
+        addr6(&mut s, 's', &[0; 16], &[0; 16], true);
+        addr6(
+            &mut s,
+            'd',
+            &"fd00::".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            &"ffff:0:ffff::"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            false,
+        );
+        assert_eq!(s, " ! -s ::/0 -d fd00::/ffff:0:ffff::");
     }
 }
