@@ -65,7 +65,7 @@ pub const TEXT6: &str = r#"*filter
 :WEIR-HOOK-FORWARD - [0:0]
 -A WEIR1-A -s fd00:1:2::3/48 -d fd00:9::/ffff:ffff:0:ffff:: -j ACCEPT
 -A WEIR1-A ! -s fd00::1 ! -d fd00::2/128 -p udp -m udp --sport 53 ! --dport 1000:2000 -j DROP
--A WEIR1-A -s ::1.2.3.4 -d ::ffff:10.0.0.1/128 -i eth0 -o veth+ -p 47 -j RETURN
+-A WEIR1-A -s ::1.2.3.4 -d ::ffff:10.0.0.1/128 -i eth0 -o veth+ -p 50 -j RETURN
 -A WEIR1-A -s 2001:db8:0:1::/64 -d 2001:db8::1:0:0:1 -j RETURN
 -A WEIR1-A -s 1:0:0:1:0:0:1:1 -d ::/0 -j RETURN
 -A WEIR1-A ! -s ::/0 -d 0:0:1::2/48 -j RETURN
