@@ -147,7 +147,7 @@ pub struct Options {
     /// network namespace: the kernel objects it describes are per namespace.
     pub state_dir: PathBuf,
     pub variant: Variant,
-    /// Whether IPv4 restores write x_tables directly where the legacy
+    /// Whether IPv4 and IPv6 restores write x_tables directly where the legacy
     /// tools are in use ([`xt`]); defaults from `WEIR_XTABLES`.
     pub xtables: xt::XtMode,
 }

@@ -113,7 +113,9 @@ pub(crate) fn ntop6(a: &[u8; 16]) -> String {
         .chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect();
-    let (mut best, mut cur): (Option<(usize, usize)>, Option<(usize, usize)>) = (None, None);
+    // Runs of zero words as (first, length).
+    let mut best: Option<(usize, usize)> = None;
+    let mut cur: Option<(usize, usize)> = None;
     for (i, &x) in w.iter().enumerate() {
         if x == 0 {
             cur = Some(cur.map_or((i, 1), |(b, l)| (b, l + 1)));
