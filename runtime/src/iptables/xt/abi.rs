@@ -59,7 +59,8 @@ pub(crate) struct Abi {
     pub nfproto: u8,
     /// The kernel's list of this family's tables, under `/proc/net`.
     pub names: &'static str,
-    /// The tools, for messages and traces.
+    /// The family and its save tool, for messages and traces.
+    pub label: &'static str,
     pub save_tool: &'static str,
 }
 
@@ -90,6 +91,7 @@ pub(crate) const V4: Abi = Abi {
     rev_target: 67,
     nfproto: 2,
     names: "ip_tables_names",
+    label: "IPv4",
     save_tool: "iptables-save",
 };
 
@@ -120,6 +122,7 @@ pub(crate) const V6: Abi = Abi {
     rev_target: 69,
     nfproto: 10,
     names: "ip6_tables_names",
+    label: "IPv6",
     save_tool: "ip6tables-save",
 };
 

@@ -165,7 +165,7 @@ impl Iptables {
         if std::env::var_os(TRACE_VAR).is_some() {
             eprintln!(
                 "weir: {} restore ({} bytes) in {:.3}s",
-                saved::family_label(family),
+                abi::of(family).label,
                 text.len(),
                 t.elapsed().as_secs_f64()
             );
@@ -227,7 +227,7 @@ impl Iptables {
                     if std::env::var_os(TRACE_VAR).is_some() {
                         eprintln!(
                             "weir: loaded {} table {} directly ({} lines, {entries} entries) in {:.3}s after the read (parse and set lookups {parse:.3}s beside the read, {laps})",
-                            saved::family_label(family),
+                            abi::of(family).label,
                             b.table,
                             cmds.len(),
                             t.elapsed().as_secs_f64()
@@ -263,7 +263,7 @@ impl Iptables {
         if std::env::var_os(TRACE_VAR).is_some() {
             eprintln!(
                 "weir: {} table {table} goes to the tool: {why}",
-                saved::family_label(family)
+                abi::of(family).label
             );
         }
         self.exec.count_fallback();

@@ -162,7 +162,7 @@ impl crate::iptables::Iptables {
                 if trace {
                     eprintln!(
                         "weir: {} rules read directly ({} rules, {} foreign placeholders, {} sets) in {:.3}s (read {:.3}s, decode {:.3}s, print {:.3}s)",
-                        family_label(family),
+                        abi::of(family).label,
                         stats.rules,
                         stats.placeholders,
                         stats.sets,
@@ -186,7 +186,7 @@ impl crate::iptables::Iptables {
                 if trace {
                     eprintln!(
                         "weir: {} rules go to {}: {why}",
-                        family_label(family),
+                        abi::of(family).label,
                         abi::of(family).save_tool
                     );
                 }
@@ -194,13 +194,5 @@ impl crate::iptables::Iptables {
                 self.save_family(family)
             }
         }
-    }
-}
-
-/// `IPv4` / `IPv6`, for traces.
-pub(crate) fn family_label(family: Family) -> &'static str {
-    match family {
-        Family::Ipv4 => "IPv4",
-        Family::Ipv6 => "IPv6",
     }
 }
