@@ -867,6 +867,7 @@ fn iptables_agrees_with_interpreter_through_direct_xtables() {
         t.models,
         t.cases
     );
+    assert_eq!(t.tool6, 0, "every IPv6 block is written directly");
     assert!(
         t.v6 - before.0 >= 20 && t.icmp6 - before.1 >= 5 && t.direct6 - before.2 >= 4,
         "IPv6 through the loader's tables: {} cases, {} ICMPv6, {} blocks",

@@ -130,6 +130,10 @@ const FILTER: &str = r#"*filter
 -A WEIR1-A -p tcp -m multiport --dports 80,8081:8099,443 -m comment --comment "m" -g WEIR1-B
 -A WEIR1-A -p udp -m multiport ! --sports 53,5353 -j DROP
 -A WEIR1-A -p tcp -m multiport --ports 1,2,3 -j DROP
+-A WEIR1-A -p sctp -m sctp --dport 80 -j ACCEPT
+-A WEIR1-A -p sctp -m sctp ! --sport 1000:2000 --dport 5:6 -j DROP
+-A WEIR1-A -p sctp --dport 7 -j DROP
+-A WEIR1-A -p sctp -m sctp ! --dport 0:65535 -j DROP
 -A WEIR1-A -m conntrack --ctstate INVALID -j DROP
 -A WEIR1-A -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 -A WEIR1-A -m conntrack ! --ctstate NEW,UNTRACKED,SNAT,DNAT -j ACCEPT

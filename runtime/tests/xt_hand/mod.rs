@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 /// The sets the hand-written text names.
-pub const SETS: &str = "create xa hash:ip family inet\nadd xa 10.0.0.1\ncreate xb hash:net family inet\ncreate xc hash:ip,port family inet\n";
+pub const SETS: &str = "create xa hash:ip family inet\nadd xa 10.0.0.1\ncreate xb hash:net family inet\ncreate xc hash:ip,port family inet\ncreate xs hash:net family inet skbinfo\n";
 
 /// The nat, mangle and raw blocks.
 pub const OTHER_TABLES: &str = r#"*nat
@@ -34,11 +34,16 @@ COMMIT
 -A WEIR1-M -j MARK --set-xmark 0x4000/0x4000
 -A WEIR1-M -j MARK --set-xmark 0x10
 -A WEIR1-M -j MARK --set-mark 0x1/0x3
+-A WEIR1-M -m conntrack --ctstate NEW -j DSCP --set-dscp 46
+-A WEIR1-M -j DSCP --set-dscp 0x0a
+-A WEIR1-M -j SET --map-set xs src --map-mark
+-A WEIR1-M -j SET --map-set xs dst --map-mark
 -I POSTROUTING 1 -j WEIR1-M
 COMMIT
 *raw
 :WEIR1-R - [0:0]
 -A WEIR1-R -p udp -m udp --dport 53 -j ACCEPT
+-A WEIR1-R -m comment --comment "weir:bypass" -j CT --notrack
 -I PREROUTING 1 -j WEIR1-R
 COMMIT
 "#;
@@ -50,7 +55,7 @@ pub fn text(filter: &str) -> String {
 
 /// The IPv6 sets the hand-written IPv6 text names (and an IPv4 one,
 /// `xv4`, that no IPv6 rule may name).
-pub const SETS6: &str = "create ya hash:ip family inet6\nadd ya fd00::1\ncreate yb hash:net family inet6\ncreate yc hash:ip,port family inet6\ncreate xv4 hash:ip family inet\n";
+pub const SETS6: &str = "create ya hash:ip family inet6\nadd ya fd00::1\ncreate yb hash:net family inet6\ncreate yc hash:ip,port family inet6\ncreate xv4 hash:ip family inet\ncreate ys hash:net family inet6 skbinfo\n";
 
 /// The hand-written IPv6 text both oracles load: every extension the
 /// loader writes for IPv6 (icmp6 with and without codes, each REJECT
@@ -89,6 +94,10 @@ pub const TEXT6: &str = r#"*filter
 -A WEIR1-A -p all -j DROP
 -A WEIR1-A -p tcp -m multiport --dports 80,8081:8099,443 -m comment --comment "m" -g WEIR1-B
 -A WEIR1-A -p udp -m multiport ! --sports 53,5353 -j DROP
+-A WEIR1-A -p sctp -m sctp --dport 80 -j ACCEPT
+-A WEIR1-A -p sctp -m sctp ! --sport 1000:2000 --dport 5:6 -j DROP
+-A WEIR1-A -p sctp --dport 7 -j DROP
+-A WEIR1-A -p sctp -m sctp ! --dport 0:65535 -j DROP
 -A WEIR1-A -m conntrack --ctstate INVALID -j DROP
 -A WEIR1-A -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 -A WEIR1-A -m conntrack ! --ctstate NEW -j ACCEPT
@@ -144,11 +153,16 @@ COMMIT
 -A WEIR1-M -j MARK --set-xmark 0x4000/0x4000
 -A WEIR1-M -j MARK --set-xmark 0x10
 -A WEIR1-M -j MARK --set-mark 0x1/0x3
+-A WEIR1-M -m conntrack --ctstate NEW -j DSCP --set-dscp 46
+-A WEIR1-M -j DSCP --set-dscp 0x0a
+-A WEIR1-M -j SET --map-set ys src --map-mark
+-A WEIR1-M -j SET --map-set ys dst --map-mark
 -I POSTROUTING 1 -j WEIR1-M
 COMMIT
 *raw
 :WEIR1-R - [0:0]
 -A WEIR1-R -p udp -m udp --dport 53 -j ACCEPT
+-A WEIR1-R -m comment --comment "weir:bypass" -j CT --notrack
 -I PREROUTING 1 -j WEIR1-R
 COMMIT
 "#;

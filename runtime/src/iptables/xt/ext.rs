@@ -129,6 +129,7 @@ pub(crate) fn encode_match(
         "limit" => ("limit", 0, limit(opts)?),
         "tcp" if proto == 6 => ("tcp", 0, tcp_udp(opts, true)?),
         "udp" if proto == 17 => ("udp", 0, tcp_udp(opts, false)?),
+        "sctp" if proto == 132 => ("sctp", 0, sctp(opts)?),
         "icmp" if proto == 1 && family == Family::Ipv4 => ("icmp", 0, icmp(opts, "icmp-type")?),
         "icmp6" if proto == 58 && family == Family::Ipv6 => {
             ("icmp6", 0, icmp(opts, "icmpv6-type")?)
@@ -160,9 +161,12 @@ pub(crate) fn encode_target(
         "MARK" => ("MARK", 2, mark_target(opts)?),
         "REJECT" => ("REJECT", 0, reject(opts, family)?),
         "REDIRECT" => ("REDIRECT", 0, redirect(opts, proto, family)?),
+        "DSCP" => ("DSCP", 0, dscp(opts)?),
+        "SET" => ("SET", 3, set_target(opts, ctx)?),
+        "CT" => ("CT", 2, ct(opts)?),
         "ACCEPT" | "DROP" | "RETURN" => return Ok(None),
         n if n.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') && !n.contains("WEIR") => {
-            // An extension we do not write (LOG, MARK, DNAT, …): the tool.
+            // An extension we do not write (LOG, …): the tool.
             return Err(format!("target `{n}`"));
         }
         _ => return Ok(None),
@@ -219,11 +223,23 @@ fn set(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
         ("match-set", [name, dirs]) => (name, dirs),
         _ => return Err(format!("set option `--{}`", o.name)),
     };
+    let (dim, flags) = set_dirs(dirs)?;
+    let index = ctx.set_index(name)?;
+    let mut d = vec![0u8; 48];
+    d[..2].copy_from_slice(&index.to_ne_bytes());
+    d[2] = dim;
+    d[3] = flags | u8::from(o.invert);
+    Ok(d)
+}
+
+/// libxt_set's `parse_dirs`: `src|dst[,…]` (at most 6) as the dimension
+/// and the flags (bit i: the i-th direction is `src`).
+fn set_dirs(dirs: &str) -> Result<(u8, u8), String> {
     let dirs: Vec<&str> = dirs.split(',').collect();
     if dirs.is_empty() || dirs.len() > 6 {
         return Err("set directions".into());
     }
-    let mut flags = u8::from(o.invert);
+    let mut flags = 0u8;
     for (i, d) in dirs.iter().enumerate() {
         match *d {
             "src" => flags |= 1 << (i + 1),
@@ -231,11 +247,46 @@ fn set(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
             _ => return Err(format!("set direction `{d}`")),
         }
     }
-    let index = ctx.set_index(name)?;
-    let mut d = vec![0u8; 48];
-    d[..2].copy_from_slice(&index.to_ne_bytes());
-    d[2] = dirs.len() as u8;
-    d[3] = flags;
+    Ok((dirs.len() as u8, flags))
+}
+
+/// `IPSET_INVALID_ID`: no set.
+const NO_SET: u16 = 0xffff;
+/// `IPSET_FLAG_MAP_SKBMARK`.
+const MAP_SKBMARK: u32 = 1 << 8;
+
+/// `xt_set_info_target_v3` for `--map-set NAME DIRS --map-mark` only (the
+/// runtime's same-endpoint mark, `compiler/src/iptables/self_set.rs`):
+/// add, del and map sets (`{u16 index; u8 dim; u8 flags}`, no set
+/// `0xffff`), flags, timeout (none: `u32::MAX`), as libxt_set's init and
+/// parse leave them.
+fn set_target(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
+    let mut map: Option<(u16, u8, u8)> = None;
+    let mut flags = 0u32;
+    for o in opts {
+        match (o.name.as_str(), o.args.as_slice(), o.invert) {
+            ("map-set", [name, dirs], false) if map.is_none() => {
+                let (dim, f) = set_dirs(dirs)?;
+                map = Some((ctx.set_index(name)?, dim, f));
+            }
+            ("map-mark", [], false) if flags & MAP_SKBMARK == 0 => flags |= MAP_SKBMARK,
+            _ => return Err(format!("SET option `--{}`", o.name)),
+        }
+    }
+    let Some((index, dim, f)) = map else {
+        return Err("SET without --map-set".into());
+    };
+    if flags != MAP_SKBMARK {
+        return Err("SET --map-set without --map-mark".into());
+    }
+    let mut d = vec![0u8; 20];
+    d[..2].copy_from_slice(&NO_SET.to_ne_bytes());
+    d[4..6].copy_from_slice(&NO_SET.to_ne_bytes());
+    d[8..10].copy_from_slice(&index.to_ne_bytes());
+    d[10] = dim;
+    d[11] = f;
+    d[12..16].copy_from_slice(&flags.to_ne_bytes());
+    d[16..20].copy_from_slice(&u32::MAX.to_ne_bytes());
     Ok(d)
 }
 
@@ -357,6 +408,43 @@ fn tcp_udp(opts: &[Opt], tcp: bool) -> Result<Vec<u8>, String> {
         b.push(inv);
     }
     Ok(b)
+}
+
+/// `xt_sctp_info`: `dpts[2]`, `spts[2]`, `chunkmap[64]` (u32s),
+/// chunk_match_type, `flag_info[4]`, flag_count, flags (1 source ports,
+/// 2 destination ports), invflags; 292 bytes. Ports only (no
+/// `--chunk-types`). As libxt_sctp: each `flag_info`'s chunk type -1,
+/// a port not given 0:0 (its flag unset).
+fn sctp(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let mut d = vec![0u8; 292];
+    for i in 0..4 {
+        d[268 + 3 * i] = 0xff;
+    }
+    let (mut flags, mut inv) = (0u32, 0u32);
+    let mut ports = [(0u16, 0u16), (0u16, 0u16)];
+    for o in opts {
+        let (slot, bit) = match o.name.as_str() {
+            "dport" | "destination-port" => (0, 2u32),
+            "sport" | "source-port" => (1, 1u32),
+            n => return Err(format!("sctp option `--{n}`")),
+        };
+        if flags & bit != 0 {
+            return Err(format!("repeated `--{}`", o.name));
+        }
+        let [a] = o.args.as_slice() else {
+            return Err(format!("option `--{}`", o.name));
+        };
+        ports[slot] = port_range(a)?;
+        flags |= bit;
+        inv |= if o.invert { bit } else { 0 };
+    }
+    for (slot, at) in [(0, 0), (1, 4)] {
+        d[at..at + 2].copy_from_slice(&ports[slot].0.to_ne_bytes());
+        d[at + 2..at + 4].copy_from_slice(&ports[slot].1.to_ne_bytes());
+    }
+    d[284..288].copy_from_slice(&flags.to_ne_bytes());
+    d[288..292].copy_from_slice(&inv.to_ne_bytes());
+    Ok(d)
 }
 
 /// `ipt_icmp` / `ip6t_icmp` (the same four bytes): type, code range,
@@ -739,6 +827,35 @@ fn redirect(opts: &[Opt], proto: Option<(u16, bool)>, family: Family) -> Result<
         _ => return Err("REDIRECT options".into()),
     }
     Ok(d)
+}
+
+/// `xt_DSCP_info`: the DSCP (`--set-dscp N`, decimal or `0x` hex, at
+/// most 63; libxtables would read a leading `0` as octal: refused).
+fn dscp(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let o = sole(opts, "DSCP", "set-dscp")?;
+    let a = one(o)?;
+    let v = match a.strip_prefix("0x") {
+        Some(h) => u8::from_str_radix(h, 16).ok(),
+        None if a.len() > 1 && a.starts_with('0') => None,
+        None => a.parse::<u8>().ok(),
+    }
+    .filter(|v| *v <= 63)
+    .ok_or_else(|| format!("DSCP `{a}`"))?;
+    Ok(vec![v])
+}
+
+/// `xt_ct_target_info_v1` (revision 2) for `--notrack` only: flags
+/// (`XT_CT_NOTRACK`), zone, events, helper, timeout, and the kernel's
+/// `ct` pointer (zero from userspace); 72 bytes.
+fn ct(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    match opts {
+        [o] if o.name == "notrack" && o.args.is_empty() && !o.invert => {
+            let mut d = vec![0u8; 72];
+            d[..2].copy_from_slice(&1u16.to_ne_bytes());
+            Ok(d)
+        }
+        _ => Err("CT options other than --notrack".into()),
+    }
 }
 
 /// The one argument of an option, inverted or not.

@@ -14,12 +14,12 @@
 //! One printer per extension the loader writes ([`super::ext`]), each the
 //! `save` function of its libxtables module for the fields that function
 //! prints: the IP part (`save_ipv4_addr` / `save_ipv6_addr`,
-//! `save_rule_details`), comment, set (revision 4), limit, tcp/udp, icmp
+//! `save_rule_details`), comment, set (revision 4), limit, tcp/udp/sctp, icmp
 //! (IPv4), icmp6 (IPv6), multiport (1), conntrack (3), statistic, recent
 //! (1), mark (1), iprange (1), and the targets NFLOG, DNAT (2), MARK (2),
-//! REJECT (each family's codes), REDIRECT, CT (2, `--notrack` only: the
-//! runtime's rules have it though the loader sends it to the tool) and
-//! the standard one (verdicts,
+//! REJECT (each family's codes), REDIRECT, DSCP, SET (3, `--map-set …
+//! --map-mark` only), CT (2, `--notrack` only) and the standard one
+//! (verdicts,
 //! `-j`/`-g` chains, no target). A field the module would print that the
 //! printer does not handle — another revision, an option it does not
 //! print, a flag it does not know — is `Err`, never a guess: the caller
@@ -269,7 +269,11 @@ pub(crate) fn rule(
         }
     } else {
         let _ = write!(out, " -j {tname}");
-        target_save(&mut out, &tname, trev, tdata, family)?;
+        if (tname.as_str(), trev) == ("SET", 3) {
+            set_target(&mut out, tdata, sets)?;
+        } else {
+            target_save(&mut out, &tname, trev, tdata, family)?;
+        }
     }
     Ok(out)
 }
@@ -410,6 +414,28 @@ fn match_save(
                     if inv & bit != 0 {
                         out.push_str(" !");
                     }
+                    if lo != hi {
+                        let _ = write!(out, " --{opt} {lo}:{hi}");
+                    } else {
+                        let _ = write!(out, " --{opt} {lo}");
+                    }
+                }
+            }
+        }
+        ("sctp", 0) => {
+            // libxt_sctp's save: the ports whose flag is set, source
+            // first; chunk types refused.
+            need(d, 292, name)?;
+            let (flags, inv) = (u32_at(d, 284), u32_at(d, 288));
+            if flags & !3 != 0 || inv & !flags != 0 {
+                return Err("sctp chunk types".into());
+            }
+            for (bit, at, opt) in [(1, 4, "sport"), (2, 0, "dport")] {
+                if flags & bit != 0 {
+                    if inv & bit != 0 {
+                        out.push_str(" !");
+                    }
+                    let (lo, hi) = (u16_at(d, at), u16_at(d, at + 2));
                     if lo != hi {
                         let _ = write!(out, " --{opt} {lo}:{hi}");
                     } else {
@@ -603,10 +629,39 @@ fn set(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
         out.push_str(" !");
     }
     let _ = write!(out, " --match-set {name}");
+    set_dirs(out, dim, flags);
+    Ok(())
+}
+
+/// libxt_set's directions: ` src|dst[,…]`, bit i of `flags` the i-th.
+fn set_dirs(out: &mut String, dim: usize, flags: u8) {
     for i in 1..=dim {
         out.push_str(if i == 1 { " " } else { "," });
         out.push_str(if flags & (1 << i) != 0 { "src" } else { "dst" });
     }
+}
+
+/// libxt_set's `set_target_save_v3` for what the loader writes: `--map-set
+/// NAME DIRS --map-mark`, no add or del set, no timeout, no other flag.
+fn set_target(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
+    need(d, 20, "SET")?;
+    let (add, del, map) = (u16_at(d, 0), u16_at(d, 4), u16_at(d, 8));
+    let (dim, f) = (d[10] as usize, d[11]);
+    if add != 0xffff
+        || del != 0xffff
+        || map == 0xffff
+        || u32_at(d, 12) != 1 << 8
+        || u32_at(d, 16) != u32::MAX
+        || dim == 0
+        || dim > 6
+        || f & 1 != 0
+        || f >> (dim + 1) != 0
+    {
+        return Err("SET options other than --map-set --map-mark".into());
+    }
+    let _ = write!(out, " --map-set {}", sets.name(map)?);
+    set_dirs(out, dim, f);
+    out.push_str(" --map-mark");
     Ok(())
 }
 
@@ -775,6 +830,13 @@ fn target_save(
                     let _ = write!(out, "-{hi}");
                 }
             }
+        }
+        ("DSCP", 0) => {
+            need(d, 1, name)?;
+            if d[0] > 63 {
+                return Err("DSCP value".into());
+            }
+            let _ = write!(out, " --set-dscp 0x{:02x}", d[0]);
         }
         ("CT", 2) => {
             // `xt_ct_target_info_v1`: flags, zone, ct/exp events, helper,

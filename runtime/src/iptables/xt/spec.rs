@@ -245,6 +245,7 @@ pub(crate) fn spec(t: &[String], family: Family) -> Result<Spec, String> {
                             let implicit = match (s.proto, family) {
                                 (Some((6, false)), _) => "tcp",
                                 (Some((17, false)), _) => "udp",
+                                (Some((132, false)), _) => "sctp",
                                 (Some((1, false)), Family::Ipv4) => "icmp",
                                 (Some((58, false)), Family::Ipv6) => "icmp6",
                                 _ => return Err(format!("option `{o}` outside a match")),
