@@ -44,8 +44,11 @@
 
 pub(crate) mod abi;
 pub(crate) mod ext;
+pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
 pub(crate) mod save;
+pub(crate) mod save_addr;
+pub(crate) mod save_target;
 pub mod saved;
 pub(crate) mod spec;
 pub(crate) mod sys;

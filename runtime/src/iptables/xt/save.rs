@@ -1,7 +1,8 @@
 //! x_tables entries printed as `iptables-legacy-save` and
 //! `ip6tables-legacy-save` (1.8) print them: the `-A` line of a rule
 //! without counters, from the entry's bytes (offsets from the family's
-//! [`Abi`]; addresses as `inet_ntop` writes them, [`ntop6`]).
+//! [`Abi`]; addresses and interfaces in [`super::save_addr`], targets in
+//! [`super::save_target`]).
 //!
 //! # Why
 //! An apply starts from the kernel's rules. `iptables-legacy-save` at
@@ -11,7 +12,8 @@
 //! once per distinct set index ([`SetNames`]).
 //!
 //! # Exact or not at all
-//! One printer per extension the loader writes ([`super::ext`]), each the
+//! One printer per extension the loader writes ([`super::ext`],
+//! [`super::ext_target`]), each the
 //! `save` function of its libxtables module for the fields that function
 //! prints: the IP part (`save_ipv4_addr` / `save_ipv6_addr`,
 //! `save_rule_details`), comment, set (revision 4), limit, tcp/udp/sctp, icmp
@@ -29,9 +31,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
 
 use super::abi::{Abi, INV_DSTIP, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT};
+use super::save_addr::{addr, addr6, iface, ip6_at, ip_at, ip_text};
+use super::save_target::{set_target, target_save};
 use super::sys::Sock;
 use super::table::{self, c_name, Jump, Rule, XT_HEADER};
 use crate::bundle::Family;
@@ -50,7 +53,7 @@ impl<'a> SetNames<'a> {
         }
     }
 
-    fn name(&mut self, index: u16) -> Result<String, String> {
+    pub(super) fn name(&mut self, index: u16) -> Result<String, String> {
         if let Some(n) = self.names.get(&index) {
             return n.clone().ok_or_else(|| format!("no set of index {index}"));
         }
@@ -78,83 +81,12 @@ pub fn placeholder(chain: &str, why: &str) -> String {
     format!("-A {chain} # weir: not decoded ({why})")
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
+pub(super) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
-}
-
-fn ip6_at(b: &[u8], at: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    a
-}
-
-/// The address at `b[at..]` of `family` as the tools print it.
-fn ip_text(b: &[u8], at: usize, family: Family) -> String {
-    match family {
-        Family::Ipv4 => ip_at(b, at).to_string(),
-        Family::Ipv6 => ntop6(&ip6_at(b, at)),
-    }
-}
-
-/// glibc's `inet_ntop(AF_INET6)`: the longest run of two or more zero
-/// words (the first of equal ones) as `::`, and the last 32 bits as a
-/// dotted quad after 96 zero bits (but `::` and `::1`) or `::ffff:`.
-/// (Rust's `Display` writes `::1.2.3.4` as `::102:304`.)
-pub(crate) fn ntop6(a: &[u8; 16]) -> String {
-    let w: Vec<u16> = a
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
-    // Runs of zero words as (first, length).
-    let mut best: Option<(usize, usize)> = None;
-    let mut cur: Option<(usize, usize)> = None;
-    for (i, &x) in w.iter().enumerate() {
-        if x == 0 {
-            cur = Some(cur.map_or((i, 1), |(b, l)| (b, l + 1)));
-            if let Some((b, l)) = cur {
-                if best.is_none_or(|(_, bl)| l > bl) {
-                    best = Some((b, l));
-                }
-            }
-        } else {
-            cur = None;
-        }
-    }
-    let best = best.filter(|&(_, l)| l >= 2);
-    let mut out = String::with_capacity(40);
-    let mut i = 0;
-    while i < 8 {
-        if let Some((b, l)) = best {
-            if i >= b && i < b + l {
-                if i == b {
-                    out.push(':');
-                }
-                i += 1;
-                continue;
-            }
-        }
-        if i != 0 {
-            out.push(':');
-        }
-        if i == 6 && best.is_some_and(|(b, l)| b == 0 && (l == 6 || (l == 5 && w[5] == 0xffff))) {
-            let _ = write!(out, "{}.{}.{}.{}", a[12], a[13], a[14], a[15]);
-            return out;
-        }
-        let _ = write!(out, "{:x}", w[i]);
-        i += 1;
-    }
-    if best.is_some_and(|(b, l)| b + l == 8) {
-        out.push(':');
-    }
-    out
 }
 
 /// Prints rule `r` of chain `chain` of a table of `abi`'s family: the
@@ -278,67 +210,9 @@ pub(crate) fn rule(
     Ok(out)
 }
 
-/// `save_ipv4_addr`: `[!] -s ADDR/LEN` (or `/MASK` when not a prefix).
-fn addr(out: &mut String, letter: char, a: Ipv4Addr, m: Ipv4Addr, invert: bool) {
-    if m.is_unspecified() && a.is_unspecified() && !invert {
-        return;
-    }
-    let mask = u32::from(m);
-    let suffix = if mask.leading_ones() + mask.trailing_zeros() == 32 {
-        format!("/{}", mask.leading_ones())
-    } else {
-        format!("/{m}")
-    };
-    let _ = write!(
-        out,
-        "{} -{letter} {a}{suffix}",
-        if invert { " !" } else { "" }
-    );
-}
-
-/// `save_ipv6_addr`: `[!] -s ADDR/LEN` (or `/MASK` when not a prefix);
-/// nothing for a zero mask not inverted.
-fn addr6(out: &mut String, letter: char, a: &[u8; 16], m: &[u8; 16], invert: bool) {
-    let mask = u128::from_be_bytes(*m);
-    if mask == 0 && !invert {
-        return;
-    }
-    let suffix = if mask.leading_ones() + mask.trailing_zeros() == 128 {
-        format!("/{}", mask.leading_ones())
-    } else {
-        format!("/{}", ntop6(m))
-    };
-    let _ = write!(
-        out,
-        "{} -{letter} {}{suffix}",
-        if invert { " !" } else { "" },
-        ntop6(a)
-    );
-}
-
-/// `save_iface`: the name, with `+` where the mask stops before its end.
-fn iface(out: &mut String, letter: char, name: &[u8], mask: &[u8], invert: bool) {
-    if mask[0] == 0 {
-        return;
-    }
-    let _ = write!(out, "{} -{letter} ", if invert { " !" } else { "" });
-    for i in 0..16 {
-        if mask[i] != 0 {
-            if name[i] != 0 {
-                out.push(name[i] as char);
-            }
-        } else {
-            if name[i - 1] != 0 {
-                out.push('+');
-            }
-            break;
-        }
-    }
-}
-
 /// `xtables_save_string`: bare when only `[A-Za-z0-9_-]`, else quoted
 /// with `"`, `\` and `'` escaped.
-fn save_string(out: &mut String, s: &str) {
+pub(super) fn save_string(out: &mut String, s: &str) {
     out.push(' ');
     if !s.is_empty()
         && s.bytes()
@@ -359,14 +233,14 @@ fn save_string(out: &mut String, s: &str) {
 
 /// The NUL-terminated text of `d`, refused when not UTF-8 (the tool
 /// prints bytes).
-fn text(d: &[u8]) -> Result<String, String> {
+pub(super) fn text(d: &[u8]) -> Result<String, String> {
     let end = d.iter().position(|&c| c == 0).unwrap_or(d.len());
     std::str::from_utf8(&d[..end])
         .map(str::to_string)
         .map_err(|_| "text that is not UTF-8".into())
 }
 
-fn need(d: &[u8], n: usize, what: &str) -> Result<(), String> {
+pub(super) fn need(d: &[u8], n: usize, what: &str) -> Result<(), String> {
     if d.len() < n {
         Err(format!("{what}: short data"))
     } else {
@@ -634,35 +508,11 @@ fn set(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
 }
 
 /// libxt_set's directions: ` src|dst[,…]`, bit i of `flags` the i-th.
-fn set_dirs(out: &mut String, dim: usize, flags: u8) {
+pub(super) fn set_dirs(out: &mut String, dim: usize, flags: u8) {
     for i in 1..=dim {
         out.push_str(if i == 1 { " " } else { "," });
         out.push_str(if flags & (1 << i) != 0 { "src" } else { "dst" });
     }
-}
-
-/// libxt_set's `set_target_save_v3` for what the loader writes: `--map-set
-/// NAME DIRS --map-mark`, no add or del set, no timeout, no other flag.
-fn set_target(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
-    need(d, 20, "SET")?;
-    let (add, del, map) = (u16_at(d, 0), u16_at(d, 4), u16_at(d, 8));
-    let (dim, f) = (d[10] as usize, d[11]);
-    if add != 0xffff
-        || del != 0xffff
-        || map == 0xffff
-        || u32_at(d, 12) != 1 << 8
-        || u32_at(d, 16) != u32::MAX
-        || dim == 0
-        || dim > 6
-        || f & 1 != 0
-        || f >> (dim + 1) != 0
-    {
-        return Err("SET options other than --map-set --map-mark".into());
-    }
-    let _ = write!(out, " --map-set {}", sets.name(map)?);
-    set_dirs(out, dim, f);
-    out.push_str(" --map-mark");
-    Ok(())
 }
 
 /// libxt_recent's save for revision 1 (the mask in the family's form).
@@ -699,186 +549,6 @@ fn recent(out: &mut String, d: &[u8], family: Family) -> Result<(), String> {
     } else {
         " --rdest"
     });
-    Ok(())
-}
-
-fn target_save(
-    out: &mut String,
-    name: &str,
-    rev: u8,
-    d: &[u8],
-    family: Family,
-) -> Result<(), String> {
-    match (name, rev) {
-        ("DNAT", 2) if family == Family::Ipv6 => dnat6(out, d)?,
-        ("REJECT", 0) if family == Family::Ipv6 => {
-            need(d, 4, name)?;
-            let with = match u32_at(d, 0) {
-                0 => "icmp6-no-route",
-                1 => "icmp6-adm-prohibited",
-                3 => "icmp6-addr-unreachable",
-                4 => "icmp6-port-unreachable",
-                6 => "tcp-reset",
-                7 => "icmp6-policy-fail",
-                8 => "icmp6-reject-route",
-                _ => return Err("REJECT type".into()),
-            };
-            let _ = write!(out, " --reject-with {with}");
-        }
-        ("REDIRECT", 0) if family == Family::Ipv6 => {
-            // `nf_nat_range`: flags, min/max address, min/max port.
-            need(d, 40, name)?;
-            let flags = u32_at(d, 0);
-            if flags & !2 != 0 || d[4..36].iter().any(|&c| c != 0) {
-                return Err("REDIRECT flags".into());
-            }
-            if flags & 2 != 0 {
-                let lo = u16::from_be_bytes([d[36], d[37]]);
-                let hi = u16::from_be_bytes([d[38], d[39]]);
-                let _ = write!(out, " --to-ports {lo}");
-                if hi != lo {
-                    let _ = write!(out, "-{hi}");
-                }
-            }
-        }
-        ("NFLOG", 0) => {
-            need(d, 76, name)?;
-            let (len, group, threshold, flags) =
-                (u32_at(d, 0), u16_at(d, 4), u16_at(d, 6), u16_at(d, 8));
-            if flags & !1 != 0 {
-                return Err("NFLOG flags".into());
-            }
-            let prefix = text(&d[12..76])?;
-            if !prefix.is_empty() {
-                out.push_str(" --nflog-prefix");
-                save_string(out, &prefix);
-            }
-            if group != 0 {
-                let _ = write!(out, " --nflog-group {group}");
-            }
-            if flags & 1 != 0 {
-                let _ = write!(out, " --nflog-size {len}");
-            } else if len != 0 {
-                let _ = write!(out, " --nflog-range {len}");
-            }
-            if threshold != 0 {
-                let _ = write!(out, " --nflog-threshold {threshold}");
-            }
-        }
-        ("DNAT", 2) => {
-            need(d, 44, name)?;
-            let flags = u32_at(d, 0);
-            if flags & !3 != 0 {
-                return Err("DNAT flags".into());
-            }
-            out.push_str(" --to-destination ");
-            if flags & 1 != 0 {
-                let (lo, hi) = (ip_at(d, 4), ip_at(d, 20));
-                if d[4..20] != d[20..36] {
-                    let _ = write!(out, "{lo}-{hi}");
-                } else {
-                    out.push_str(&lo.to_string());
-                }
-            }
-            if flags & 2 != 0 {
-                let lo = u16::from_be_bytes([d[36], d[37]]);
-                let hi = u16::from_be_bytes([d[38], d[39]]);
-                let _ = write!(out, ":{lo}");
-                if hi != lo {
-                    let _ = write!(out, "-{hi}");
-                }
-                if u16_at(d, 40) != 0 {
-                    return Err("DNAT port offset".into());
-                }
-            }
-        }
-        ("MARK", 2) => {
-            need(d, 8, name)?;
-            let _ = write!(
-                out,
-                " --set-xmark 0x{:x}/0x{:x}",
-                u32_at(d, 0),
-                u32_at(d, 4)
-            );
-        }
-        ("REJECT", 0) => {
-            need(d, 4, name)?;
-            let with = match u32_at(d, 0) {
-                0 => "icmp-net-unreachable",
-                1 => "icmp-host-unreachable",
-                2 => "icmp-proto-unreachable",
-                3 => "icmp-port-unreachable",
-                5 => "icmp-net-prohibited",
-                6 => "icmp-host-prohibited",
-                7 => "tcp-reset",
-                8 => "icmp-admin-prohibited",
-                _ => return Err("REJECT type".into()),
-            };
-            let _ = write!(out, " --reject-with {with}");
-        }
-        ("REDIRECT", 0) => {
-            need(d, 24, name)?;
-            let flags = u32_at(d, 4);
-            if u32_at(d, 0) != 1 || flags & !2 != 0 {
-                return Err("REDIRECT flags".into());
-            }
-            if flags & 2 != 0 {
-                let lo = u16::from_be_bytes([d[16], d[17]]);
-                let hi = u16::from_be_bytes([d[18], d[19]]);
-                let _ = write!(out, " --to-ports {lo}");
-                if hi != lo {
-                    let _ = write!(out, "-{hi}");
-                }
-            }
-        }
-        ("DSCP", 0) => {
-            need(d, 1, name)?;
-            if d[0] > 63 {
-                return Err("DSCP value".into());
-            }
-            let _ = write!(out, " --set-dscp 0x{:02x}", d[0]);
-        }
-        ("CT", 2) => {
-            // `xt_ct_target_info_v1`: flags, zone, ct/exp events, helper,
-            // timeout; only `--notrack` (flag 1, nothing else set).
-            need(d, 60, name)?;
-            if u16_at(d, 0) != 1 || d[2..60].iter().any(|&c| c != 0) {
-                return Err("CT options other than --notrack".into());
-            }
-            out.push_str(" --notrack");
-        }
-        _ => return Err(format!("target `{name}` revision {rev}")),
-    }
-    Ok(())
-}
-
-/// libxt_DNAT's IPv6 print of one address (`nf_nat_range2`): `ADDR`, or
-/// `[ADDR]:PORT[-PORT]` with ports; an address range or a port offset is
-/// refused.
-fn dnat6(out: &mut String, d: &[u8]) -> Result<(), String> {
-    need(d, 44, "DNAT")?;
-    let flags = u32_at(d, 0);
-    if flags & !3 != 0 || d[4..20] != d[20..36] || u16_at(d, 40) != 0 {
-        return Err("DNAT flags, address range or port offset".into());
-    }
-    out.push_str(" --to-destination ");
-    let ports = flags & 2 != 0;
-    if flags & 1 != 0 {
-        let a = ntop6(&ip6_at(d, 4));
-        if ports {
-            let _ = write!(out, "[{a}]");
-        } else {
-            out.push_str(&a);
-        }
-    }
-    if ports {
-        let lo = u16::from_be_bytes([d[36], d[37]]);
-        let hi = u16::from_be_bytes([d[38], d[39]]);
-        let _ = write!(out, ":{lo}");
-        if hi != lo {
-            let _ = write!(out, "-{hi}");
-        }
-    }
     Ok(())
 }
 
@@ -929,35 +599,5 @@ mod tests {
         );
         assert_eq!(s, " ! -s 10.0.0.0/8 -d 10.0.0.1/32 -d 10.0.0.0/255.0.255.0");
         assert!(placeholder("FORWARD", "x").split_whitespace().nth(2) == Some("#"));
-    }
-
-    /// As glibc's `inet_ntop` (checked against `ip6tables-save`).
-    #[test]
-    fn ipv6_addresses_as_inet_ntop() {
-        let p = |s: &str| ntop6(&s.parse::<std::net::Ipv6Addr>().unwrap().octets());
-        assert_eq!(p("::"), "::");
-        assert_eq!(p("::1"), "::1");
-        assert_eq!(p("::1.2.3.4"), "::1.2.3.4");
-        assert_eq!(p("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
-        assert_eq!(p("fd00:0:0:1::"), "fd00:0:0:1::");
-        assert_eq!(p("1:0:0:1:0:0:0:1"), "1:0:0:1::1");
-        assert_eq!(p("1:0:0:1:0:0:1:1"), "1::1:0:0:1:1");
-        assert_eq!(p("1:0:1:1:1:1:1:1"), "1:0:1:1:1:1:1:1");
-        assert_eq!(p("ffff:0:ffff::"), "ffff:0:ffff::");
-        assert_eq!(p("0:0:1::"), "0:0:1::");
-        let mut s = String::new();
-        addr6(&mut s, 's', &[0; 16], &[0; 16], false);
-        addr6(&mut s, 's', &[0; 16], &[0; 16], true);
-        addr6(
-            &mut s,
-            'd',
-            &"fd00::".parse::<std::net::Ipv6Addr>().unwrap().octets(),
-            &"ffff:0:ffff::"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets(),
-            false,
-        );
-        assert_eq!(s, " ! -s ::/0 -d fd00::/ffff:0:ffff::");
     }
 }

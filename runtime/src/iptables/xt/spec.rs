@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::abi::{Abi, INV_DSTIP, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT};
 use super::ext::{self, Ctx};
+use super::ext_target;
 use super::table::{self, Jump, Rule};
 use crate::bundle::Family;
 
@@ -403,7 +404,7 @@ pub(crate) fn encode(
     let (target, jump) = match &s.target {
         Target::None => (table::standard_target(0), Jump::Next),
         Target::Jump { name, goto, opts } => {
-            if let Some(t) = ext::encode_target(name, opts, s.proto, ctx)? {
+            if let Some(t) = ext_target::encode_target(name, opts, s.proto, ctx)? {
                 if *goto {
                     return Err("`-g` to an extension target".into());
                 }
