@@ -339,6 +339,10 @@ struct Tally {
     /// Cases whose verdict events were compared, events read.
     event_cases: usize,
     events: usize,
+    /// IPv6 restore blocks the direct x_tables loader wrote, and those
+    /// the tool did.
+    direct6: usize,
+    tool6: usize,
     disagreements: Vec<String>,
 }
 
@@ -369,6 +373,8 @@ impl Tally {
         self.icmp6 += o.icmp6;
         self.event_cases += o.event_cases;
         self.events += o.events;
+        self.direct6 += o.direct6;
+        self.tool6 += o.tool6;
         self.disagreements.extend(o.disagreements);
     }
 }
@@ -455,6 +461,13 @@ fn check_model_with(
         .apply(&b)
         .unwrap_or_else(|e| panic!("{name}: apply: {e}"));
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    for x in rt.exec().log() {
+        if x.program == weir_runtime::iptables::xt::DIRECT && x.args.iter().any(|a| a == "ipv6") {
+            t.direct6 += 1;
+        } else if x.program.starts_with("ip6tables") && x.program.ends_with("restore") {
+            t.tool6 += 1;
+        }
+    }
     let mut evc = events_check::EventCheck::open(&topo, &b);
 
     let mut proxies = BTreeSet::new();
@@ -805,7 +818,9 @@ fn deep_policies_apply_on_nftables() {
 /// loader wrote (`runtime/src/iptables/xt`: the default with the legacy
 /// tools; the rest of this file drives the system's, nf_tables, tools):
 /// the examples without services' nat (whose filter tables it writes
-/// whole) and a few generated models.
+/// whole), a few generated models, and dual-stack generated models whose
+/// IPv6 tables (IPv6 sets, `icmp6`, IPv6 services and redirects) the
+/// loader writes: IPv6 and ICMPv6 traffic through them.
 #[test]
 fn iptables_agrees_with_interpreter_through_direct_xtables() {
     if !ready("iptables_agrees_with_interpreter_through_direct_xtables") {
@@ -824,12 +839,41 @@ fn iptables_agrees_with_interpreter_through_direct_xtables() {
         let c = candidates(&model, seed);
         check_model_with(&format!("gen{seed}"), &model, &c, Variant::Legacy, &mut t);
     }
+    let before = (t.v6, t.icmp6, t.direct6);
+    for seed in [2u64, 5, 11, 17] {
+        let model = random_balanced(gen::dual_stack(seed));
+        let c = candidates(&model, seed);
+        check_model_with(
+            &format!("dual-stack gen{seed}"),
+            &model,
+            &c,
+            Variant::Legacy,
+            &mut t,
+        );
+    }
+    eprintln!(
+        "direct x_tables diff: {} models, {} cases ({} IPv6 of which {} ICMPv6 echo through directly written IPv6 tables; {} IPv6 blocks direct, {} by the tool)",
+        t.models,
+        t.cases,
+        t.v6 - before.0,
+        t.icmp6 - before.1,
+        t.direct6,
+        t.tool6
+    );
     t.assert_agreed();
     assert!(
         t.models >= 4 && t.cases >= 40,
         "{} models, {} cases",
         t.models,
         t.cases
+    );
+    assert_eq!(t.tool6, 0, "every IPv6 block is written directly");
+    assert!(
+        t.v6 - before.0 >= 20 && t.icmp6 - before.1 >= 5 && t.direct6 - before.2 >= 4,
+        "IPv6 through the loader's tables: {} cases, {} ICMPv6, {} blocks",
+        t.v6 - before.0,
+        t.icmp6 - before.1,
+        t.direct6 - before.2
     );
 }
 

@@ -325,25 +325,25 @@ fn life_cycle(variant: Variant) {
                 })
                 .count()
         };
-        // With the legacy tools IPv4's restore is written to x_tables
-        // directly (runtime/src/iptables/xt), one replace per COMMIT
-        // block: the same count, under the loader's name (and this
+        // With the legacy tools each family's restore is written to
+        // x_tables directly (runtime/src/iptables/xt), one replace per
+        // COMMIT block: the same count, under the loader's name (and this
         // bundle's filter table is all the loader writes: no fallback).
         let direct = legacy
-            && family == Family::Ipv4
             && weir_runtime::iptables::xt::XtMode::from_env()
                 == weir_runtime::iptables::xt::XtMode::Direct;
         let (tool, loader) = if direct { (0, restores) } else { (restores, 0) };
-        // And the IPv4 start is read directly there too (xt/saved.rs):
-        // one of the two saves under its name.
-        let read = if family == Family::Ipv4 {
+        // The exec log's direct lines of this family (their arguments
+        // name it).
+        let of_family = |program: &str| {
             log[ran..]
                 .iter()
-                .filter(|c| c.program == weir_runtime::iptables::xt::saved::SAVE_DIRECT)
+                .filter(|c| c.program == program && c.args.iter().any(|a| a == family.name()))
                 .count()
-        } else {
-            0
         };
+        // And each family's start is read directly there too
+        // (xt/saved.rs): one of the two saves under its name.
+        let read = of_family(weir_runtime::iptables::xt::saved::SAVE_DIRECT);
         assert_eq!(
             read,
             usize::from(direct),
@@ -353,12 +353,7 @@ fn life_cycle(variant: Variant) {
             (
                 count(variant.save(family)) + read,
                 count(variant.restore(family)),
-                // (The loader writes only IPv4.)
-                if family == Family::Ipv4 {
-                    count(weir_runtime::iptables::xt::DIRECT.to_string())
-                } else {
-                    0
-                },
+                of_family(weir_runtime::iptables::xt::DIRECT),
             ),
             (2, tool, loader),
             "{family:?}: {:?}",

@@ -1,35 +1,52 @@
-//! The direct x_tables loader (`iptables::xt`) against the tool it
-//! replaces: the same restore text loaded with `iptables-legacy-restore
-//! --noflush` in one namespace and with the loader in another (the same
-//! sets created first in both) must give the same `iptables-legacy-save`
-//! text and the same entries read back with GET_ENTRIES, byte for byte
-//! (but counters, `comefrom` and jump offsets, compared as chain names).
-//! Cases: a hand-written text with every extension the loader writes and
-//! the runtime's `-I`/`-D`/`-X` lines, every example that compiles for
-//! iptables, and a generated model with sets. And: rules the runtime
-//! does not own — a foreign chain, rules in built-in chains, a match the
-//! loader does not know, counters — are kept as they were, counters
-//! included, by a direct replace.
+//! The direct x_tables loader (`iptables::xt`) against the tools it
+//! replaces, in both families: the same restore text loaded with
+//! `iptables-legacy-restore --noflush` (`ip6tables-legacy-restore`) in
+//! one namespace and with the loader in another (the same sets created
+//! first in both) must give the same `iptables-legacy-save`
+//! (`ip6tables-legacy-save`) text and the same entries read back with
+//! GET_ENTRIES, byte for byte (but counters, `comefrom` and jump offsets,
+//! compared as chain names). Cases: a hand-written text per family with
+//! every extension the loader writes and the runtime's `-I`/`-D`/`-X`
+//! lines, every example that compiles for iptables (its IPv4 and IPv6
+//! texts), and generated models with sets (IPv4, and dual-stack for
+//! IPv6). And: rules the runtime does not own — a foreign chain, rules in
+//! built-in chains, a match the loader does not know, counters — are kept
+//! as they were, counters included, by a direct replace; an IPv6 rule
+//! naming an IPv4 set is not loaded directly.
 
 mod bundle_common;
 mod examples_common;
 mod iptables_common;
 mod xt_hand;
 
+use weir_runtime::bundle::Family;
 use weir_runtime::iptables::xt::{self, XtMode};
 use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 
-use examples_common::{examples, synth_300, texts};
+use examples_common::{examples, synth_300, synth_300_dual, texts, texts6};
 use iptables_common::{fresh_ns, ready_legacy, run_with};
 
 fn ns(tag: &str) -> Netns {
     fresh_ns("wxo", tag)
 }
 
+/// The family's legacy restore and save tools.
+fn tools(family: Family) -> (&'static str, &'static str) {
+    match family {
+        Family::Ipv4 => ("iptables-legacy-restore", "iptables-legacy-save"),
+        Family::Ipv6 => ("ip6tables-legacy-restore", "ip6tables-legacy-save"),
+    }
+}
+
 /// `iptables-legacy-save` without its comment lines.
 fn save(ns: &Netns, args: &[&str]) -> String {
-    run_with(ns, "iptables-legacy-save", args, None)
+    save_family(ns, Family::Ipv4, args)
+}
+
+/// The family's save tool without its comment lines.
+fn save_family(ns: &Netns, family: Family, args: &[&str]) -> String {
+    run_with(ns, tools(family).1, args, None)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| format!("{l}\n"))
@@ -64,7 +81,7 @@ fn tables(text: &str) -> Vec<String> {
 /// Loads `text` with the tool in one namespace and with the loader in
 /// another (a block it does not write goes to the tool there too, as in
 /// the runtime), then compares. Returns (direct, tool) block counts.
-fn compare(name: &str, sets: &str, text: &str) -> (usize, usize) {
+fn compare(name: &str, family: Family, sets: &str, text: &str) -> (usize, usize) {
     let a = ns("a");
     let b = ns("b");
     for n in [&a, &b] {
@@ -72,29 +89,20 @@ fn compare(name: &str, sets: &str, text: &str) -> (usize, usize) {
             run_with(n, "ipset", &["restore"], Some(sets));
         }
     }
-    run_with(
-        &a,
-        "iptables-legacy-restore",
-        &["--noflush", "-w"],
-        Some(text),
-    );
+    let restore = tools(family).0;
+    run_with(&a, restore, &["--noflush", "-w"], Some(text));
     let (mut direct, mut tool) = (0, 0);
     for block in blocks(text) {
-        match xt::load_direct(Some(b.name()), &block) {
+        match xt::load_direct(Some(b.name()), family, &block) {
             Ok(_) => direct += 1,
             Err(why) => {
                 eprintln!("{name}: block to the tool: {why}");
-                run_with(
-                    &b,
-                    "iptables-legacy-restore",
-                    &["--noflush", "-w"],
-                    Some(&block),
-                );
+                run_with(&b, restore, &["--noflush", "-w"], Some(&block));
                 tool += 1;
             }
         }
     }
-    let (sa, sb) = (save(&a, &[]), save(&b, &[]));
+    let (sa, sb) = (save_family(&a, family, &[]), save_family(&b, family, &[]));
     if sa != sb {
         let diff: Vec<String> = sa
             .lines()
@@ -107,8 +115,8 @@ fn compare(name: &str, sets: &str, text: &str) -> (usize, usize) {
     }
     for t in tables(text) {
         let (da, db) = (
-            xt::dump(Some(a.name()), &t).unwrap(),
-            xt::dump(Some(b.name()), &t).unwrap(),
+            xt::dump(Some(a.name()), family, &t).unwrap(),
+            xt::dump(Some(b.name()), family, &t).unwrap(),
         );
         assert_eq!(da.len(), db.len(), "{name}: {t}: chain count");
         for (ca, cb) in da.iter().zip(&db) {
@@ -158,6 +166,10 @@ const FILTER: &str = r#"*filter
 -A WEIR1-A -p tcp -m multiport --dports 80,8081:8099,443 -m comment --comment "m" -g WEIR1-B
 -A WEIR1-A -p udp -m multiport ! --sports 53,5353 -j DROP
 -A WEIR1-A -p tcp -m multiport --ports 1,2,3 -j DROP
+-A WEIR1-A -p sctp -m sctp --dport 80 -j ACCEPT
+-A WEIR1-A -p sctp -m sctp ! --sport 1000:2000 --dport 5:6 -j DROP
+-A WEIR1-A -p sctp --dport 7 -j DROP
+-A WEIR1-A -p sctp -m sctp ! --dport 0:65535 -j DROP
 -A WEIR1-A -m conntrack --ctstate INVALID -j DROP
 -A WEIR1-A -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 -A WEIR1-A -m conntrack ! --ctstate NEW -j ACCEPT
@@ -188,12 +200,58 @@ fn iptables_xt_oracle_hand_written() {
     if !ready_legacy("iptables_xt_oracle_hand_written") {
         return;
     }
-    let (direct, tool) = compare("hand-written", xt_hand::SETS, &xt_hand::text(FILTER));
+    let (direct, tool) = compare(
+        "hand-written",
+        Family::Ipv4,
+        xt_hand::SETS,
+        &xt_hand::text(FILTER),
+    );
     assert_eq!(
         (direct, tool),
         (5, 0),
         "every block of the hand-written text is direct"
     );
+}
+
+#[test]
+fn iptables_xt_oracle_hand_written_ipv6() {
+    if !ready_legacy("iptables_xt_oracle_hand_written_ipv6") {
+        return;
+    }
+    let (direct, tool) = compare(
+        "hand-written-v6",
+        Family::Ipv6,
+        xt_hand::SETS6,
+        xt_hand::TEXT6,
+    );
+    assert_eq!(
+        (direct, tool),
+        (5, 0),
+        "every block of the hand-written IPv6 text is direct"
+    );
+}
+
+/// An IPv6 rule that names an IPv4 set, or an IPv4 rule an IPv6 set: the
+/// tools refuse it (the set's family), so the loader must not write it
+/// (the kernel would take the index).
+#[test]
+fn iptables_xt_oracle_set_family() {
+    if !ready_legacy("iptables_xt_oracle_set_family") {
+        return;
+    }
+    let n = ns("s");
+    run_with(&n, "ipset", &["restore"], Some(xt_hand::SETS6));
+    for (family, set) in [(Family::Ipv6, "xv4"), (Family::Ipv4, "ya")] {
+        let text = format!(
+            "*filter\n:WEIR1-S - [0:0]\n-A WEIR1-S -m set --match-set {set} src -j DROP\nCOMMIT\n"
+        );
+        let e = xt::load_direct(Some(n.name()), family, &text).unwrap_err();
+        assert!(e.contains(set), "{e}");
+        let o = n
+            .exec_with_input(tools(family).0, &["--noflush", "-w"], Some(&text))
+            .unwrap();
+        assert!(!o.status.success(), "the tool refuses it too");
+    }
 }
 
 #[test]
@@ -215,7 +273,7 @@ fn iptables_xt_oracle_examples_and_synth() {
     ));
     let mut direct = 0;
     for (name, (sets, text)) in &cases {
-        let (d, t) = compare(name, sets, text);
+        let (d, t) = compare(name, Family::Ipv4, sets, text);
         eprintln!("{name}: {d} blocks direct, {t} by the tool");
         direct += d;
         if name == "synth-300" {
@@ -227,6 +285,40 @@ fn iptables_xt_oracle_examples_and_synth() {
     assert!(direct >= 12, "{direct} blocks direct");
 }
 
+/// The examples' IPv6 texts and a dual-stack generated model's (IPv6
+/// addresses and sets).
+#[test]
+fn iptables_xt_oracle_examples_and_synth_ipv6() {
+    if !ready_legacy("iptables_xt_oracle_examples_and_synth_ipv6") {
+        return;
+    }
+    let mut cases = Vec::new();
+    for (name, model) in examples() {
+        if let Some(t) = texts6(&model) {
+            cases.push((name, t));
+        }
+    }
+    assert!(cases.len() >= 4, "most examples compile for iptables");
+    cases.push((
+        "synth-300-dual".into(),
+        texts6(&synth_300_dual()).expect("synth compiles"),
+    ));
+    let (mut direct, mut tool) = (0, 0);
+    for (name, (sets, text)) in &cases {
+        let (d, t) = compare(name, Family::Ipv6, sets, text);
+        eprintln!("{name}: {d} IPv6 blocks direct, {t} by the tool");
+        direct += d;
+        tool += t;
+        if name == "synth-300-dual" {
+            assert!(text.contains("v6 src"), "IPv6 sets in the rules");
+            assert_eq!((d, t), (2, 0), "{name}");
+        }
+    }
+    // dual-stack's nat, and every filter.
+    assert!(direct >= 8, "{direct} blocks direct");
+    assert_eq!(tool, 0, "no IPv6 block of an example goes to the tool");
+}
+
 /// A direct replace keeps what it does not own: a foreign chain, rules in
 /// built-in chains (one with a match the loader does not write), their
 /// counters and the policies' counters.
@@ -235,13 +327,25 @@ fn iptables_xt_keeps_foreign_state() {
     if !ready_legacy("iptables_xt_keeps_foreign_state") {
         return;
     }
+    keeps_foreign_state(Family::Ipv4, "10.9.9.9/32");
+}
+
+#[test]
+fn iptables_xt_keeps_foreign_state_ipv6() {
+    if !ready_legacy("iptables_xt_keeps_foreign_state_ipv6") {
+        return;
+    }
+    keeps_foreign_state(Family::Ipv6, "fd09::9/128");
+}
+
+fn keeps_foreign_state(family: Family, addr: &str) {
     let n = ns("f");
-    let foreign = "*filter\n:INPUT ACCEPT [11:1100]\n:FORWARD DROP [12:1200]\n:OUTPUT ACCEPT [13:1300]\n:FOREIGN - [0:0]\n[5:500] -A INPUT -s 10.9.9.9/32 -j FOREIGN\n[6:600] -A FORWARD -p tcp -m u32 --u32 \"0x0>>0x16&0x3c@0x0>>0x10=0x50\" -j ACCEPT\n[7:700] -A FORWARD -j FOREIGN\n[8:800] -A FOREIGN -m length --length 100:200 -j RETURN\n[9:900] -A FOREIGN -j ACCEPT\nCOMMIT\n";
-    run_with(&n, "iptables-legacy-restore", &["-c"], Some(foreign));
-    let before = save(&n, &["-c"]);
+    let foreign = format!("*filter\n:INPUT ACCEPT [11:1100]\n:FORWARD DROP [12:1200]\n:OUTPUT ACCEPT [13:1300]\n:FOREIGN - [0:0]\n[5:500] -A INPUT -s {addr} -j FOREIGN\n[6:600] -A FORWARD -p tcp -m u32 --u32 \"0x0>>0x16&0x3c@0x0>>0x10=0x50\" -j ACCEPT\n[7:700] -A FORWARD -j FOREIGN\n[8:800] -A FOREIGN -m length --length 100:200 -j RETURN\n[9:900] -A FOREIGN -j ACCEPT\nCOMMIT\n");
+    run_with(&n, tools(family).0, &["-c"], Some(&foreign));
+    let before = save_family(&n, family, &["-c"]);
     let weir = "*filter\n:WEIR1-A - [0:0]\n:WEIR-HOOK-FORWARD - [0:0]\n-A WEIR1-A -p tcp -m tcp --dport 80 -j ACCEPT\n-A WEIR-HOOK-FORWARD -j WEIR1-A\n-I FORWARD 1 -j WEIR-HOOK-FORWARD\nCOMMIT\n";
-    xt::load_direct(Some(n.name()), weir).expect("direct load");
-    let after = save(&n, &["-c"]);
+    xt::load_direct(Some(n.name()), family, weir).expect("direct load");
+    let after = save_family(&n, family, &["-c"]);
     let kept: String = after
         .lines()
         .filter(|l| !l.contains("WEIR"))
@@ -251,8 +355,8 @@ fn iptables_xt_keeps_foreign_state() {
     assert!(after.contains("-A FORWARD -j WEIR-HOOK-FORWARD"), "{after}");
     // And once more, removing ours again: the same table as before.
     let undo = "*filter\n-D FORWARD -j WEIR-HOOK-FORWARD\n:WEIR1-A - [0:0]\n:WEIR-HOOK-FORWARD - [0:0]\n-X WEIR1-A\n-X WEIR-HOOK-FORWARD\nCOMMIT\n";
-    xt::load_direct(Some(n.name()), undo).expect("direct load");
-    assert_eq!(save(&n, &["-c"]), before);
+    xt::load_direct(Some(n.name()), family, undo).expect("direct load");
+    assert_eq!(save_family(&n, family, &["-c"]), before);
 }
 
 /// Through the runtime: an apply's IPv4 restore is written directly (one
@@ -365,11 +469,16 @@ fn iptables_xt_set_dump_agrees_with_lookups() {
     let mut names: Vec<String> = (0..80).map(|i| format!("t{i}")).collect();
     names.extend(["v6set".into(), "u3".into(), "none".into()]);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (dumped, asked) = xt::set_indexes_both_ways(Some(n.name()), &names).unwrap();
+    let (dumped, asked) = xt::set_indexes_both_ways(Some(n.name()), Family::Ipv4, &names).unwrap();
     assert_eq!(dumped, asked);
     let present = asked.iter().filter(|i| i.is_some()).count();
     // t0..t79 but t3 and t10, and u3 (in t3's slot).
     assert_eq!(present, 79, "{asked:?}");
     assert_eq!(asked[80], None, "an IPv6 set has no IPv4 index");
     assert_eq!(asked[82], None, "no such set");
+    // And as IPv6 sets: only v6set.
+    let (dumped, asked) = xt::set_indexes_both_ways(Some(n.name()), Family::Ipv6, &names).unwrap();
+    assert_eq!(dumped, asked);
+    assert_eq!(asked.iter().filter(|i| i.is_some()).count(), 1, "{asked:?}");
+    assert!(asked[80].is_some(), "v6set");
 }

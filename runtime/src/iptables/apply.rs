@@ -33,7 +33,7 @@ pub struct ApplyReport {
     /// Chains of the replaced generation the new one kept, unchanged,
     /// instead of loading them ([`super::keep`]).
     pub kept_chains: usize,
-    /// IPv4 restore blocks written to x_tables directly, and those the
+    /// IPv4 and IPv6 restore blocks written to x_tables directly, and those the
     /// direct loader sent to the tool ([`super::xt`]).
     pub xtables: super::xt::Counts,
 }

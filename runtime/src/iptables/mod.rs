@@ -147,7 +147,7 @@ pub struct Options {
     /// network namespace: the kernel objects it describes are per namespace.
     pub state_dir: PathBuf,
     pub variant: Variant,
-    /// Whether IPv4 restores write x_tables directly where the legacy
+    /// Whether IPv4 and IPv6 restores write x_tables directly where the legacy
     /// tools are in use ([`xt`]); defaults from `WEIR_XTABLES`.
     pub xtables: xt::XtMode,
 }
@@ -270,10 +270,10 @@ impl Iptables {
     }
 
     /// Runs one restore transaction without flushing other chains:
-    /// IPv4 with the legacy tools through the direct loader ([`xt`]).
+    /// with the legacy tools through the direct loader ([`xt`]).
     pub(crate) fn restore(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
         if self.direct_xtables(family) {
-            return self.restore_direct(step, text);
+            return self.restore_direct(step, family, text);
         }
         self.restore_tool(step, family, text)
     }

@@ -62,13 +62,21 @@ pub fn examples() -> Vec<(String, Model)> {
 /// balanced at random, as the iptables back end can), `None` if the back
 /// end refuses it.
 pub fn texts(m: &Model) -> Option<(String, String)> {
+    generate(m).map(|o| (o.ipset, o.iptables))
+}
+
+/// [`texts`] with the IPv6 text: `(ipset, ip6tables)`.
+pub fn texts6(m: &Model) -> Option<(String, String)> {
+    generate(m).map(|o| (o.ipset, o.ip6tables))
+}
+
+fn generate(m: &Model) -> Option<weir_compiler::iptables::Output> {
     let g = graph::compile(m);
     let opts = weir_compiler::iptables::Options {
         maglev_as_random: true,
         ..weir_compiler::iptables::Options::default()
     };
-    let out = weir_compiler::iptables::generate_text(&g.graph, m, &opts).ok()?;
-    Some((out.ipset, out.iptables))
+    weir_compiler::iptables::generate_text(&g.graph, m, &opts).ok()
 }
 
 /// The generated model with sets the oracles add to the examples
@@ -81,4 +89,39 @@ pub fn synth_300() -> Model {
         deployments: 60,
         ..synth::Params::default()
     })
+}
+
+/// [`synth_300`] dual-stack: every endpoint also has an IPv6 address
+/// (`fd00:64::` and its IPv4 address's last 16 bits), so the IPv6 text
+/// has the same policy chains over IPv6 sets.
+pub fn synth_300_dual() -> Model {
+    dual_stack(synth_300())
+}
+
+/// `m` with an IPv6 address beside each endpoint's IPv4 one.
+pub fn dual_stack(mut m: Model) -> Model {
+    for e in &mut m.endpoints {
+        let v6: Vec<std::net::IpAddr> = e
+            .addrs
+            .iter()
+            .filter_map(|a| match a {
+                std::net::IpAddr::V4(a) => {
+                    let o = a.octets();
+                    Some(std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                        0xfd00,
+                        0x64,
+                        0,
+                        0,
+                        0,
+                        0,
+                        u16::from(o[1]),
+                        u16::from_be_bytes([o[2], o[3]]),
+                    )))
+                }
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        e.addrs.extend(v6);
+    }
+    m
 }

@@ -1,22 +1,28 @@
-//! The match and target extensions the direct loader writes, in the
+//! The match extensions the direct loader writes ([`super::ext_target`]
+//! has the targets), and what encoding both needs, in the
 //! revisions libxtables 1.8 picks on a kernel that has them (checked
-//! against the kernel once per loader, IPT_SO_GET_REVISION_*; the oracle
-//! test `iptables_xt_oracle` compares every byte with what
-//! `iptables-legacy-restore` writes). An extension or option not here is
-//! `Err`, and its block goes to the tool.
+//! against the kernel once per loader, IPT_SO_GET_REVISION_* /
+//! IP6T_SO_GET_REVISION_*; the oracle test `iptables_xt_oracle` compares
+//! every byte with what `iptables-legacy-restore` and
+//! `ip6tables-legacy-restore` write). The same revisions in both
+//! families; what differs is written per family: `icmp` (IPv4) and
+//! `icmp6` (IPv6) and iprange's addresses here, the targets' in
+//! [`super::ext_target`], and the family a named set must have ([`Ctx`],
+//! for matches and targets). An extension or option not here is `Err`,
+//! and its block goes to the tool.
 
 use std::collections::HashMap;
 
-use super::spec::{Cmd, Opt};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::spec::{octets, Cmd, Opt};
 use super::sys::Sock;
 use super::table::xt_object;
+use crate::bundle::Family;
 
 /// How many distinct sets a block must name before their indexes come
 /// from one dump of every set's header instead of one search each.
 const DUMP_FROM: usize = 64;
-
-/// `NFPROTO_IPV4`: the family of the sets an IPv4 rule may name.
-const NFPROTO_IPV4: u8 = 2;
 
 /// What encoding needs from the kernel: set indexes (one lookup per set
 /// name) and revisions (one question per extension).
@@ -67,7 +73,7 @@ impl<'a> Ctx<'a> {
             if let Ok(headers) = self.sock.ipset_headers() {
                 for name in &names {
                     if let Some(h) = headers.get(*name) {
-                        let index = (h.family == NFPROTO_IPV4).then_some(h.index);
+                        let index = (h.family == self.sock.abi().nfproto).then_some(h.index);
                         self.sets.insert(name.to_string(), index);
                     }
                 }
@@ -78,19 +84,29 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn set_index(&mut self, name: &str) -> Result<u16, String> {
+    pub(super) fn set_index(&mut self, name: &str) -> Result<u16, String> {
+        let none = || format!("no {} set `{name}`", self.sock.abi().family.name());
         if let Some(i) = self.sets.get(name) {
-            return i.ok_or_else(|| format!("no IPv4 set `{name}`"));
+            return i.ok_or_else(none);
         }
         let i = self
             .sock
             .set_index(name)
             .map_err(|e| format!("set `{name}`: {e}"))?;
         self.sets.insert(name.to_string(), i);
-        i.ok_or_else(|| format!("no IPv4 set `{name}`"))
+        i.ok_or_else(none)
     }
 
-    fn require(&mut self, target: bool, name: &'static str, rev: u8) -> Result<(), String> {
+    pub(super) fn family(&self) -> Family {
+        self.sock.abi().family
+    }
+
+    pub(super) fn require(
+        &mut self,
+        target: bool,
+        name: &'static str,
+        rev: u8,
+    ) -> Result<(), String> {
         let sock = self.sock;
         let ok = *self
             .revisions
@@ -111,52 +127,32 @@ pub(crate) fn encode_match(
     proto: u16,
     ctx: &mut Ctx,
 ) -> Result<Vec<u8>, String> {
+    let family = ctx.family();
     let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
         "comment" => ("comment", 0, comment(opts)?),
         "set" => ("set", 4, set(opts, ctx)?),
         "limit" => ("limit", 0, limit(opts)?),
         "tcp" if proto == 6 => ("tcp", 0, tcp_udp(opts, true)?),
         "udp" if proto == 17 => ("udp", 0, tcp_udp(opts, false)?),
-        "icmp" if proto == 1 => ("icmp", 0, icmp(opts)?),
+        "sctp" if proto == 132 => ("sctp", 0, sctp(opts)?),
+        "icmp" if proto == 1 && family == Family::Ipv4 => ("icmp", 0, icmp(opts, "icmp-type")?),
+        "icmp6" if proto == 58 && family == Family::Ipv6 => {
+            ("icmp6", 0, icmp(opts, "icmpv6-type")?)
+        }
         "multiport" if matches!(proto, 6 | 17 | 132) => ("multiport", 1, multiport(opts)?),
         "conntrack" => ("conntrack", 3, conntrack(opts)?),
         "statistic" => ("statistic", 0, statistic(opts)?),
         "recent" => ("recent", 1, recent(opts)?),
         "mark" => ("mark", 1, mark_match(opts)?),
-        "iprange" => ("iprange", 1, iprange(opts)?),
+        "iprange" => ("iprange", 1, iprange(opts, family)?),
         _ => return Err(format!("match `{name}`")),
     };
     ctx.require(false, ext, rev)?;
     Ok(xt_object(ext, rev, &data))
 }
 
-/// Encodes an extension target, `None` if `name` is not one we write
-/// (a standard verdict or a chain).
-pub(crate) fn encode_target(
-    name: &str,
-    opts: &[Opt],
-    proto: Option<(u16, bool)>,
-    ctx: &mut Ctx,
-) -> Result<Option<Vec<u8>>, String> {
-    let (ext, rev, data): (&'static str, u8, Vec<u8>) = match name {
-        "NFLOG" => ("NFLOG", 0, nflog(opts)?),
-        "DNAT" => ("DNAT", 2, dnat(opts, proto)?),
-        "MARK" => ("MARK", 2, mark_target(opts)?),
-        "REJECT" => ("REJECT", 0, reject(opts)?),
-        "REDIRECT" => ("REDIRECT", 0, redirect(opts, proto)?),
-        "ACCEPT" | "DROP" | "RETURN" => return Ok(None),
-        n if n.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') && !n.contains("WEIR") => {
-            // An extension we do not write (LOG, MARK, DNAT, …): the tool.
-            return Err(format!("target `{n}`"));
-        }
-        _ => return Ok(None),
-    };
-    ctx.require(true, ext, rev)?;
-    Ok(Some(xt_object(ext, rev, &data)))
-}
-
 /// The one option of extension `ext`, which must be `--name`.
-fn sole<'o>(opts: &'o [Opt], ext: &str, name: &str) -> Result<&'o Opt, String> {
+pub(super) fn sole<'o>(opts: &'o [Opt], ext: &str, name: &str) -> Result<&'o Opt, String> {
     match opts {
         [o] if o.name == name => Ok(o),
         [o] => Err(format!("{ext} option `--{}`", o.name)),
@@ -165,14 +161,14 @@ fn sole<'o>(opts: &'o [Opt], ext: &str, name: &str) -> Result<&'o Opt, String> {
 }
 
 /// The one argument of an option that takes one, not inverted.
-fn one(o: &Opt) -> Result<&str, String> {
+pub(super) fn one(o: &Opt) -> Result<&str, String> {
     match o.args.as_slice() {
         [a] if !o.invert => Ok(a),
         _ => Err(format!("option `--{}`", o.name)),
     }
 }
 
-fn seen(flag: &mut bool, o: &Opt) -> Result<(), String> {
+pub(super) fn seen(flag: &mut bool, o: &Opt) -> Result<(), String> {
     if std::mem::replace(flag, true) {
         Err(format!("repeated `--{}`", o.name))
     } else {
@@ -203,11 +199,23 @@ fn set(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
         ("match-set", [name, dirs]) => (name, dirs),
         _ => return Err(format!("set option `--{}`", o.name)),
     };
+    let (dim, flags) = set_dirs(dirs)?;
+    let index = ctx.set_index(name)?;
+    let mut d = vec![0u8; 48];
+    d[..2].copy_from_slice(&index.to_ne_bytes());
+    d[2] = dim;
+    d[3] = flags | u8::from(o.invert);
+    Ok(d)
+}
+
+/// libxt_set's `parse_dirs`: `src|dst[,…]` (at most 6) as the dimension
+/// and the flags (bit i: the i-th direction is `src`).
+pub(super) fn set_dirs(dirs: &str) -> Result<(u8, u8), String> {
     let dirs: Vec<&str> = dirs.split(',').collect();
     if dirs.is_empty() || dirs.len() > 6 {
         return Err("set directions".into());
     }
-    let mut flags = u8::from(o.invert);
+    let mut flags = 0u8;
     for (i, d) in dirs.iter().enumerate() {
         match *d {
             "src" => flags |= 1 << (i + 1),
@@ -215,12 +223,7 @@ fn set(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
             _ => return Err(format!("set direction `{d}`")),
         }
     }
-    let index = ctx.set_index(name)?;
-    let mut d = vec![0u8; 48];
-    d[..2].copy_from_slice(&index.to_ne_bytes());
-    d[2] = dirs.len() as u8;
-    d[3] = flags;
-    Ok(d)
+    Ok((dirs.len() as u8, flags))
 }
 
 /// `xt_rateinfo` as userspace fills it: `avg` (`XT_LIMIT_SCALE` × the
@@ -343,10 +346,49 @@ fn tcp_udp(opts: &[Opt], tcp: bool) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
-/// `ipt_icmp`: type, code range, invflags; `--icmp-type TYPE[/CODE]`,
-/// numbers only.
-fn icmp(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let o = sole(opts, "icmp", "icmp-type")?;
+/// `xt_sctp_info`: `dpts[2]`, `spts[2]`, `chunkmap[64]` (u32s),
+/// chunk_match_type, `flag_info[4]`, flag_count, flags (1 source ports,
+/// 2 destination ports), invflags; 292 bytes. Ports only (no
+/// `--chunk-types`). As libxt_sctp: each `flag_info`'s chunk type -1,
+/// a port not given 0:0 (its flag unset).
+fn sctp(opts: &[Opt]) -> Result<Vec<u8>, String> {
+    let mut d = vec![0u8; 292];
+    for i in 0..4 {
+        d[268 + 3 * i] = 0xff;
+    }
+    let (mut flags, mut inv) = (0u32, 0u32);
+    let mut ports = [(0u16, 0u16), (0u16, 0u16)];
+    for o in opts {
+        let (slot, bit) = match o.name.as_str() {
+            "dport" | "destination-port" => (0, 2u32),
+            "sport" | "source-port" => (1, 1u32),
+            n => return Err(format!("sctp option `--{n}`")),
+        };
+        if flags & bit != 0 {
+            return Err(format!("repeated `--{}`", o.name));
+        }
+        let [a] = o.args.as_slice() else {
+            return Err(format!("option `--{}`", o.name));
+        };
+        ports[slot] = port_range(a)?;
+        flags |= bit;
+        inv |= if o.invert { bit } else { 0 };
+    }
+    for (slot, at) in [(0, 0), (1, 4)] {
+        d[at..at + 2].copy_from_slice(&ports[slot].0.to_ne_bytes());
+        d[at + 2..at + 4].copy_from_slice(&ports[slot].1.to_ne_bytes());
+    }
+    d[284..288].copy_from_slice(&flags.to_ne_bytes());
+    d[288..292].copy_from_slice(&inv.to_ne_bytes());
+    Ok(d)
+}
+
+/// `ipt_icmp` / `ip6t_icmp` (the same four bytes): type, code range,
+/// invflags; `--icmp-type TYPE[/CODE]` (IPv4) or `--icmpv6-type
+/// TYPE[/CODE]` (IPv6), numbers only. IPv4's type 255 means "any" to
+/// the kernel and is refused; IPv6's is a type like the others.
+fn icmp(opts: &[Opt], option: &str) -> Result<Vec<u8>, String> {
+    let o = sole(opts, "icmp", option)?;
     let [a] = o.args.as_slice() else {
         return Err("icmp argument".into());
     };
@@ -358,7 +400,7 @@ fn icmp(opts: &[Opt]) -> Result<Vec<u8>, String> {
         None => (a.as_str(), (0, 0xff)),
     };
     let ty: u8 = ty.parse().map_err(|_| format!("icmp type `{ty}`"))?;
-    if ty == 0xff {
+    if ty == 0xff && option == "icmp-type" {
         return Err("icmp type 255".into());
     }
     Ok(vec![ty, code.0, code.1, u8::from(o.invert)])
@@ -468,34 +510,6 @@ fn statistic(opts: &[Opt]) -> Result<Vec<u8>, String> {
     Ok(d)
 }
 
-/// `nf_nat_range2` for `--to-destination ADDR[:PORT]`: flags (1: map
-/// addresses, 2: a port given), min/max address, min/max port (network
-/// order), base port. A port needs `-p tcp|udp|sctp`, as the tool says.
-fn dnat(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
-    let o = sole(opts, "DNAT", "to-destination")?;
-    let a = one(o)?;
-    let (addr, port) = match a.split_once(':') {
-        Some((addr, port)) => (addr, Some(port)),
-        None => (a, None),
-    };
-    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("DNAT address `{a}`"))?;
-    let mut d = vec![0u8; 44];
-    let mut flags = 1u32;
-    d[4..8].copy_from_slice(&addr.octets());
-    d[20..24].copy_from_slice(&addr.octets());
-    if let Some(port) = port {
-        if !matches!(proto, Some((6 | 17 | 132, false))) {
-            return Err("DNAT port without tcp, udp or sctp".into());
-        }
-        let port: u16 = port.parse().map_err(|_| format!("DNAT port `{a}`"))?;
-        flags |= 2;
-        d[36..38].copy_from_slice(&port.to_be_bytes());
-        d[38..40].copy_from_slice(&port.to_be_bytes());
-    }
-    d[..4].copy_from_slice(&flags.to_ne_bytes());
-    Ok(d)
-}
-
 /// `xt_recent_mtinfo_v1`: seconds, hit_count, check_set (1 rcheck, 2
 /// set, 4 update, 8 remove, 0x20 reap), invert, `name[200]`, side (0
 /// source, 1 destination), mask (all ones). The tool's checks: one action;
@@ -552,7 +566,7 @@ fn recent(opts: &[Opt]) -> Result<Vec<u8>, String> {
 }
 
 /// `VALUE[/MASK]` (decimal or 0x hex), mask all ones when absent.
-fn value_mask(s: &str) -> Result<(u32, Option<u32>), String> {
+pub(super) fn value_mask(s: &str) -> Result<(u32, Option<u32>), String> {
     let num = |x: &str| {
         match x.strip_prefix("0x") {
             Some(h) => u32::from_str_radix(h, 16),
@@ -580,28 +594,9 @@ fn mark_match(opts: &[Opt]) -> Result<Vec<u8>, String> {
     Ok(d)
 }
 
-/// `xt_mark_tginfo2`: mark, mask (`--set-xmark V/M`; `--set-mark V/M`
-/// is `V` with mask `V | M`, as libxt_MARK writes it).
-fn mark_target(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let [o] = opts else {
-        return Err("MARK options".into());
-    };
-    let (v, m) = value_mask(one(o)?)?;
-    let m = m.unwrap_or(u32::MAX);
-    let (mark, mask) = match o.name.as_str() {
-        "set-xmark" => (v, m),
-        "set-mark" => (v, v | m),
-        n => return Err(format!("MARK option `--{n}`")),
-    };
-    let mut d = vec![0u8; 8];
-    d[..4].copy_from_slice(&mark.to_ne_bytes());
-    d[4..8].copy_from_slice(&mask.to_ne_bytes());
-    Ok(d)
-}
-
 /// `xt_iprange_mtinfo`: src min/max, dst min/max (`nf_inet_addr`, IPv4 in
 /// the first 4 bytes), flags (1 src, 2 dst, 0x10/0x20 inverted).
-fn iprange(opts: &[Opt]) -> Result<Vec<u8>, String> {
+fn iprange(opts: &[Opt], family: Family) -> Result<Vec<u8>, String> {
     let mut d = vec![0u8; 65];
     for o in opts {
         let (at, bit) = match o.name.as_str() {
@@ -615,61 +610,16 @@ fn iprange(opts: &[Opt]) -> Result<Vec<u8>, String> {
         let a = one_any(o)?;
         let (lo, hi) = a.split_once('-').unwrap_or((a, a));
         let ip = |x: &str| {
-            x.parse::<std::net::Ipv4Addr>()
-                .map_err(|_| format!("iprange `{a}`"))
+            let parsed: Result<IpAddr, _> = match family {
+                Family::Ipv4 => x.parse::<Ipv4Addr>().map(IpAddr::from),
+                Family::Ipv6 => x.parse::<Ipv6Addr>().map(IpAddr::from),
+            };
+            parsed.map(octets).map_err(|_| format!("iprange `{a}`"))
         };
-        d[at..at + 4].copy_from_slice(&ip(lo)?.octets());
-        d[at + 16..at + 20].copy_from_slice(&ip(hi)?.octets());
+        let (lo, hi) = (ip(lo)?, ip(hi)?);
+        d[at..at + lo.len()].copy_from_slice(&lo);
+        d[at + 16..at + 16 + hi.len()].copy_from_slice(&hi);
         d[64] |= bit | if o.invert { bit << 4 } else { 0 };
-    }
-    Ok(d)
-}
-
-/// `ipt_reject_info`: the `ipt_reject_with` number (default
-/// icmp-port-unreachable).
-fn reject(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let with: u32 = match opts {
-        [] => 3,
-        [o] if o.name == "reject-with" => match one(o)? {
-            "icmp-net-unreachable" => 0,
-            "icmp-host-unreachable" => 1,
-            "icmp-proto-unreachable" => 2,
-            "icmp-port-unreachable" => 3,
-            "icmp-net-prohibited" => 5,
-            "icmp-host-prohibited" => 6,
-            "tcp-reset" => 7,
-            "icmp-admin-prohibited" => 8,
-            w => return Err(format!("reject-with `{w}`")),
-        },
-        _ => return Err("REJECT options".into()),
-    };
-    Ok(with.to_ne_bytes().to_vec())
-}
-
-/// `nf_nat_ipv4_multi_range_compat` with one range: rangesize 1, flags
-/// (2: ports given), min/max address 0, min/max port (network order).
-/// `--to-ports` needs `-p tcp|udp|sctp`, as the tool says.
-fn redirect(opts: &[Opt], proto: Option<(u16, bool)>) -> Result<Vec<u8>, String> {
-    let mut d = vec![0u8; 24];
-    d[..4].copy_from_slice(&1u32.to_ne_bytes());
-    match opts {
-        [] => {}
-        [o] if o.name == "to-ports" => {
-            if !matches!(proto, Some((6 | 17 | 132, false))) {
-                return Err("REDIRECT ports without tcp, udp or sctp".into());
-            }
-            let a = one(o)?;
-            let (lo, hi) = a.split_once('-').unwrap_or((a, a));
-            let p = |x: &str| x.parse::<u16>().map_err(|_| format!("port `{a}`"));
-            let (lo, hi) = (p(lo)?, p(hi)?);
-            if lo == 0 || hi < lo {
-                return Err(format!("ports `{a}`"));
-            }
-            d[4..8].copy_from_slice(&2u32.to_ne_bytes());
-            d[16..18].copy_from_slice(&lo.to_be_bytes());
-            d[18..20].copy_from_slice(&hi.to_be_bytes());
-        }
-        _ => return Err("REDIRECT options".into()),
     }
     Ok(d)
 }
@@ -680,43 +630,6 @@ fn one_any(o: &Opt) -> Result<&str, String> {
         [a] => Ok(a),
         _ => Err(format!("option `--{}`", o.name)),
     }
-}
-
-/// `xt_nflog_info`: len, group, threshold, flags, pad, `prefix[64]`.
-fn nflog(opts: &[Opt]) -> Result<Vec<u8>, String> {
-    let mut d = vec![0u8; 76];
-    let (mut g, mut p, mut r, mut t) = (false, false, false, false);
-    for o in opts {
-        let a = one(o)?;
-        match o.name.as_str() {
-            "nflog-group" => {
-                seen(&mut g, o)?;
-                let v: u16 = a.parse().map_err(|_| "nflog group")?;
-                d[4..6].copy_from_slice(&v.to_ne_bytes());
-            }
-            "nflog-prefix" => {
-                seen(&mut p, o)?;
-                if a.len() > 63 || a.contains('\n') {
-                    return Err("nflog prefix".into());
-                }
-                d[12..12 + a.len()].copy_from_slice(a.as_bytes());
-            }
-            "nflog-size" | "nflog-range" => {
-                seen(&mut r, o)?;
-                let v: u32 = a.parse().map_err(|_| "nflog size")?;
-                d[..4].copy_from_slice(&v.to_ne_bytes());
-                // XT_NFLOG_F_COPY_LEN
-                d[8..10].copy_from_slice(&1u16.to_ne_bytes());
-            }
-            "nflog-threshold" => {
-                seen(&mut t, o)?;
-                let v: u16 = a.parse().map_err(|_| "nflog threshold")?;
-                d[6..8].copy_from_slice(&v.to_ne_bytes());
-            }
-            n => return Err(format!("NFLOG option `--{n}`")),
-        }
-    }
-    Ok(d)
 }
 
 #[cfg(test)]

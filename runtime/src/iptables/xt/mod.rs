@@ -1,6 +1,7 @@
-//! The direct x_tables loader: the runtime's IPv4 restores, written to the
-//! legacy x_tables back end with one `IPT_SO_SET_REPLACE` per COMMIT block
-//! instead of `iptables-legacy-restore --noflush`.
+//! The direct x_tables loader: the runtime's IPv4 and IPv6 restores,
+//! written to the legacy x_tables back end with one `IPT_SO_SET_REPLACE`
+//! (`IP6T_SO_SET_REPLACE`) per COMMIT block instead of
+//! `iptables-legacy-restore --noflush` (`ip6tables-legacy-restore`).
 //!
 //! # Why
 //! At 100,000 rules a restore is ~134,000 `-m set` rules, and libxt_set
@@ -25,14 +26,29 @@
 //! a line in the exec log (program [`DIRECT`]) and, with
 //! `WEIR_EXEC_TRACE`, on standard error; each fallback says why.
 //!
-//! Only for IPv4 and only when the tools in use are the legacy ones: on a
-//! node whose iptables is nf_tables-based the x_tables tables are not the
-//! ones in force. `WEIR_XTABLES=tools` (or [`super::Options::xtables`])
-//! turns it off. The read-back stays `iptables-save` and `ipset save`.
+//! # Both families, one code path
+//! The IPv4 (`ipt_entry`) and IPv6 (`ip6t_entry`) back ends differ in the
+//! entry's layout, the socket and a few option numbers ([`abi`]), and in
+//! what some extensions write (ICMP, REJECT codes, NAT addresses:
+//! [`ext`]); the table, its layout, the apply of the lines and the
+//! start's printer are shared and read the family's offsets. Each family
+//! is its own restore text (its own tables), so a dual-stack apply makes
+//! two direct loads. The sets a rule names must be of the table's family
+//! (as libxt_set checks), through the IPv4 socket ipset answers on.
+//!
+//! Only when the tools in use are the legacy ones: on a node whose
+//! iptables is nf_tables-based the x_tables tables are not the ones in
+//! force. `WEIR_XTABLES=tools` (or [`super::Options::xtables`]) turns it
+//! off for both families. The read-back stays `iptables-save` /
+//! `ip6tables-save` and `ipset save`.
 
+pub(crate) mod abi;
 pub(crate) mod ext;
+pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
 pub(crate) mod save;
+pub(crate) mod save_addr;
+pub(crate) mod save_target;
 pub mod saved;
 pub(crate) mod spec;
 pub(crate) mod sys;
@@ -56,14 +72,14 @@ pub const DIRECT: &str = "x_tables (direct)";
 /// The environment switch: `tools` makes every restore use the tools.
 pub const MODE_VAR: &str = "WEIR_XTABLES";
 
-/// How IPv4 restores reach x_tables.
+/// How restores reach x_tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum XtMode {
     /// Directly where the legacy tools are in use ([`self`]), else the
     /// tools.
     #[default]
     Direct,
-    /// Always `iptables-restore`.
+    /// Always `iptables-restore` / `ip6tables-restore`.
     Tools,
 }
 
@@ -134,19 +150,25 @@ fn blocks(text: &str) -> Option<Vec<Block<'_>>> {
 }
 
 impl Iptables {
-    /// Whether IPv4 restores go to x_tables directly.
+    /// Whether `family`'s restores go to x_tables directly.
     pub(crate) fn direct_xtables(&self, family: Family) -> bool {
-        family == Family::Ipv4 && self.opts.xtables == XtMode::Direct && !self.uses_nft(family)
+        self.opts.xtables == XtMode::Direct && !self.uses_nft(family)
     }
 
-    /// [`Iptables::restore`] for IPv4 with the legacy tools: each block
-    /// directly where it can be, else with the tool.
-    pub(crate) fn restore_direct(&self, step: &str, text: &str) -> Result<(), Error> {
+    /// [`Iptables::restore`] with the legacy tools: each block directly
+    /// where it can be, else with the family's tool.
+    pub(crate) fn restore_direct(
+        &self,
+        step: &str,
+        family: Family,
+        text: &str,
+    ) -> Result<(), Error> {
         let t = Instant::now();
-        let r = self.restore_blocks(step, text);
+        let r = self.restore_blocks(step, family, text);
         if std::env::var_os(TRACE_VAR).is_some() {
             eprintln!(
-                "weir: IPv4 restore ({} bytes) in {:.3}s",
+                "weir: {} restore ({} bytes) in {:.3}s",
+                abi::of(family).label,
                 text.len(),
                 t.elapsed().as_secs_f64()
             );
@@ -154,14 +176,14 @@ impl Iptables {
         r
     }
 
-    fn restore_blocks(&self, step: &str, text: &str) -> Result<(), Error> {
+    fn restore_blocks(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
         let Some(blocks) = blocks(text) else {
-            return self.restore_tool(step, Family::Ipv4, text);
+            return self.restore_tool(step, family, text);
         };
         let mut pending = String::new();
         // No socket, no direct load: each block that parses goes to the
         // tool, which says why.
-        let loader = Loader::open(self.exec.netns()).map_err(|e| format!("socket: {e}"));
+        let loader = Loader::open(self.exec.netns(), family).map_err(|e| format!("socket: {e}"));
         for b in blocks {
             // The block's lines are parsed on a second thread while this
             // one takes the lock and reads the table (when no block waits
@@ -170,13 +192,13 @@ impl Iptables {
             // lock.
             let (parsed, read) = match &loader {
                 Ok(l) if pending.is_empty() => std::thread::scope(|s| {
-                    let h = s.spawn(|| parse_timed(&b.lines, Some(&l.sock)));
+                    let h = s.spawn(|| parse_timed(&b.lines, family, Some(&l.sock)));
                     let read = l.read(b.table);
                     let parsed = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
                     (parsed, Some(read))
                 }),
                 _ => (
-                    parse_timed(&b.lines, loader.as_ref().map(|l| &l.sock).ok()),
+                    parse_timed(&b.lines, family, loader.as_ref().map(|l| &l.sock).ok()),
                     None,
                 ),
             };
@@ -184,19 +206,19 @@ impl Iptables {
                 Ok(c) => c,
                 Err(why) => {
                     drop(read);
-                    self.trace_fallback(b.table, &why);
+                    self.trace_fallback(family, b.table, &why);
                     pending.push_str(&b.text);
                     continue;
                 }
             };
             if !pending.is_empty() {
-                self.restore_tool(step, Family::Ipv4, &std::mem::take(&mut pending))?;
+                self.restore_tool(step, family, &std::mem::take(&mut pending))?;
             }
             let l = match &loader {
                 Ok(l) => l,
                 Err(why) => {
-                    self.trace_fallback(b.table, why);
-                    self.restore_tool(step, Family::Ipv4, &b.text)?;
+                    self.trace_fallback(family, b.table, why);
+                    self.restore_tool(step, family, &b.text)?;
                     continue;
                 }
             };
@@ -207,7 +229,8 @@ impl Iptables {
                 Ok((entries, laps)) => {
                     if std::env::var_os(TRACE_VAR).is_some() {
                         eprintln!(
-                            "weir: loaded table {} directly ({} lines, {entries} entries) in {:.3}s after the read (parse and set lookups {parse:.3}s beside the read, {laps})",
+                            "weir: loaded {} table {} directly ({} lines, {entries} entries) in {:.3}s after the read (parse and set lookups {parse:.3}s beside the read, {laps})",
+                            abi::of(family).label,
                             b.table,
                             cmds.len(),
                             t.elapsed().as_secs_f64()
@@ -216,7 +239,11 @@ impl Iptables {
                     self.exec.count_direct();
                     self.exec.record(Ran {
                         program: DIRECT.to_string(),
-                        args: vec!["--noflush".into(), b.table.to_string()],
+                        args: vec![
+                            "--noflush".into(),
+                            family.name().to_string(),
+                            b.table.to_string(),
+                        ],
                         netns: self.exec.netns().map(str::to_string),
                         stdin: Some(b.text.clone()),
                         status: Some(0),
@@ -224,37 +251,40 @@ impl Iptables {
                     });
                 }
                 Err(why) => {
-                    self.trace_fallback(b.table, &why);
-                    self.restore_tool(step, Family::Ipv4, &b.text)?;
+                    self.trace_fallback(family, b.table, &why);
+                    self.restore_tool(step, family, &b.text)?;
                 }
             }
         }
         if !pending.is_empty() {
-            self.restore_tool(step, Family::Ipv4, &pending)?;
+            self.restore_tool(step, family, &pending)?;
         }
         Ok(())
     }
 
-    fn trace_fallback(&self, table: &str, why: &str) {
+    fn trace_fallback(&self, family: Family, table: &str, why: &str) {
         if std::env::var_os(TRACE_VAR).is_some() {
-            eprintln!("weir: table {table} goes to the tool: {why}");
+            eprintln!(
+                "weir: {} table {table} goes to the tool: {why}",
+                abi::of(family).label
+            );
         }
         self.exec.count_fallback();
     }
 }
 
-/// A socket in the target namespace.
+/// The family's sockets in the target namespace.
 struct Loader {
     sock: sys::Sock,
 }
 
 impl Loader {
-    fn open(netns: Option<&str>) -> std::io::Result<Loader> {
+    fn open(netns: Option<&str>, family: Family) -> std::io::Result<Loader> {
         let file = netns
             .map(|n| File::open(Path::new(NETNS_DIR).join(n)))
             .transpose()?;
         Ok(Loader {
-            sock: sys::Sock::open(file.as_ref())?,
+            sock: sys::Sock::open(file.as_ref(), abi::of(family))?,
         })
     }
 
@@ -276,7 +306,13 @@ impl Loader {
             .sock
             .entries(name, info.size)
             .map_err(|e| format!("GET_ENTRIES: {e}"))?;
-        let t = Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?;
+        let t = Table::decode(
+            self.sock.abi(),
+            &blob,
+            info.valid_hooks,
+            info.hook_entry,
+            info.underflow,
+        )?;
         if t.num_entries != info.num_entries {
             return Err("GET_ENTRIES disagrees with GET_INFO".into());
         }
@@ -355,11 +391,15 @@ struct Read {
 /// name — the sets are not under the xtables lock, so this needs no table
 /// state and runs beside the read; with the time it took.
 type Parsed<'s> = (Vec<Cmd>, Option<ext::Ctx<'s>>, f64);
-fn parse_timed<'s>(lines: &[&str], sock: Option<&'s sys::Sock>) -> Result<Parsed<'s>, String> {
+fn parse_timed<'s>(
+    lines: &[&str],
+    family: Family,
+    sock: Option<&'s sys::Sock>,
+) -> Result<Parsed<'s>, String> {
     let t = Instant::now();
     let cmds = lines
         .iter()
-        .map(|l| spec::command(l))
+        .map(|l| spec::command(l, family))
         .collect::<Result<Vec<_>, _>>()?;
     let ctx = sock.map(|s| {
         let mut ctx = ext::Ctx::new(s);
@@ -421,18 +461,18 @@ fn apply(t: &mut Table, c: &Cmd, ctx: &mut ext::Ctx) -> Result<(), String> {
     }
 }
 
-/// Loads restore `text` (IPv4) into the namespace `netns` with the direct
-/// loader only — no tool and no fallback: `Err` names the first block it
-/// would have sent to the tool. For the oracle tests.
-pub fn load_direct(netns: Option<&str>, text: &str) -> Result<u32, String> {
+/// Loads restore `text` of `family` into the namespace `netns` with the
+/// direct loader only — no tool and no fallback: `Err` names the first
+/// block it would have sent to the tool. For the oracle tests.
+pub fn load_direct(netns: Option<&str>, family: Family, text: &str) -> Result<u32, String> {
     let blocks = blocks(text).ok_or("not COMMIT blocks")?;
-    let l = Loader::open(netns).map_err(|e| e.to_string())?;
+    let l = Loader::open(netns, family).map_err(|e| e.to_string())?;
     let mut n = 0;
     for b in blocks {
         let cmds = b
             .lines
             .iter()
-            .map(|l| spec::command(l))
+            .map(|l| spec::command(l, family))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("table {}: {e}", b.table))?;
         n += l
@@ -452,22 +492,30 @@ pub struct ChainDump {
     pub rules: Vec<(Vec<u8>, String)>,
 }
 
-/// Reads table `table` of `netns` (GET_INFO + GET_ENTRIES) as chains.
-pub fn dump(netns: Option<&str>, table: &str) -> Result<Vec<ChainDump>, String> {
-    let l = Loader::open(netns).map_err(|e| e.to_string())?;
+/// Reads `family`'s table `table` of `netns` (GET_INFO + GET_ENTRIES) as
+/// chains.
+pub fn dump(netns: Option<&str>, family: Family, table: &str) -> Result<Vec<ChainDump>, String> {
+    let l = Loader::open(netns, family).map_err(|e| e.to_string())?;
     let info = l.sock.info(table).map_err(|e| format!("GET_INFO: {e}"))?;
     let blob = l
         .sock
         .entries(table, info.size)
         .map_err(|e| format!("GET_ENTRIES: {e}"))?;
-    let t = Table::decode(&blob, info.valid_hooks, info.hook_entry, info.underflow)?;
+    let abi = l.sock.abi();
+    let t = Table::decode(
+        abi,
+        &blob,
+        info.valid_hooks,
+        info.hook_entry,
+        info.underflow,
+    )?;
     let show = |r: &table::Rule| {
         let jump = match &r.jump {
             Jump::None => String::new(),
             Jump::Next => "(next)".into(),
             Jump::Chain(c) => c.clone(),
         };
-        (r.masked(), jump)
+        (r.masked(abi), jump)
     };
     Ok(t.chains
         .iter()
@@ -480,25 +528,28 @@ pub fn dump(netns: Option<&str>, table: &str) -> Result<Vec<ChainDump>, String> 
         .collect())
 }
 
-/// Per set name asked, its IPv4 set index (`None`: no such IPv4 set).
+/// Per set name asked, its set index (`None`: no such set of the
+/// family).
 pub type SetIndexes = Vec<Option<u16>>;
 
-/// The IPv4 set index of each of `names` in `netns` two ways: from the
-/// one ipset dump the loader uses past a few dozen sets, and from one
-/// `IP_SET_OP_GET_FNAME` each (what the tools ask). `None`: no such IPv4
-/// set. For the test that the two agree.
+/// The index of each of `names` as a set of `family` in `netns` two ways:
+/// from the one ipset dump the loader uses past a few dozen sets, and
+/// from one `IP_SET_OP_GET_FNAME` each (what the tools ask). `None`: no
+/// such set of that family. For the test that the two agree.
 pub fn set_indexes_both_ways(
     netns: Option<&str>,
+    family: Family,
     names: &[&str],
 ) -> Result<(SetIndexes, SetIndexes), String> {
-    let l = Loader::open(netns).map_err(|e| e.to_string())?;
+    let l = Loader::open(netns, family).map_err(|e| e.to_string())?;
     let headers = l.sock.ipset_headers().map_err(|e| format!("dump: {e}"))?;
+    let nfproto = l.sock.abi().nfproto;
     let dumped = names
         .iter()
         .map(|n| {
             headers
                 .get(*n)
-                .and_then(|h| (h.family == 2).then_some(h.index))
+                .and_then(|h| (h.family == nfproto).then_some(h.index))
         })
         .collect();
     let asked = names

@@ -1,5 +1,8 @@
-//! x_tables entries printed as `iptables-legacy-save` (1.8) prints them:
-//! the `-A` line of a rule without counters, from the entry's bytes.
+//! x_tables entries printed as `iptables-legacy-save` and
+//! `ip6tables-legacy-save` (1.8) print them: the `-A` line of a rule
+//! without counters, from the entry's bytes (offsets from the family's
+//! [`Abi`]; addresses and interfaces in [`super::save_addr`], targets in
+//! [`super::save_target`]).
 //!
 //! # Why
 //! An apply starts from the kernel's rules. `iptables-legacy-save` at
@@ -9,14 +12,16 @@
 //! once per distinct set index ([`SetNames`]).
 //!
 //! # Exact or not at all
-//! One printer per extension the loader writes ([`super::ext`]), each the
+//! One printer per extension the loader writes ([`super::ext`],
+//! [`super::ext_target`]), each the
 //! `save` function of its libxtables module for the fields that function
-//! prints: the IP part (`save_ipv4_addr`, `save_rule_details`), comment,
-//! set (revision 4), limit, tcp/udp, icmp, multiport (1), conntrack (3),
-//! statistic, recent (1), mark (1), iprange (1), and the targets NFLOG,
-//! DNAT (2), MARK (2), REJECT, REDIRECT, CT (2, `--notrack` only: the
-//! runtime's rules have it though the loader sends it to the tool) and
-//! the standard one (verdicts,
+//! prints: the IP part (`save_ipv4_addr` / `save_ipv6_addr`,
+//! `save_rule_details`), comment, set (revision 4), limit, tcp/udp/sctp, icmp
+//! (IPv4), icmp6 (IPv6), multiport (1), conntrack (3), statistic, recent
+//! (1), mark (1), iprange (1), and the targets NFLOG, DNAT (2), MARK (2),
+//! REJECT (each family's codes), REDIRECT, DSCP, SET (3, `--map-set …
+//! --map-mark` only), CT (2, `--notrack` only) and the standard one
+//! (verdicts,
 //! `-j`/`-g` chains, no target). A field the module would print that the
 //! printer does not handle — another revision, an option it does not
 //! print, a flag it does not know — is `Err`, never a guess: the caller
@@ -26,10 +31,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
 
+use super::abi::{Abi, INV_DSTIP, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT};
+use super::save_addr::{addr, addr6, iface, ip6_at, ip_at, ip_text};
+use super::save_target::{set_target, target_save};
 use super::sys::Sock;
 use super::table::{self, c_name, Jump, Rule, XT_HEADER};
+use crate::bundle::Family;
 
 /// Set names by index, each asked of the kernel once.
 pub(crate) struct SetNames<'a> {
@@ -45,7 +53,7 @@ impl<'a> SetNames<'a> {
         }
     }
 
-    fn name(&mut self, index: u16) -> Result<String, String> {
+    pub(super) fn name(&mut self, index: u16) -> Result<String, String> {
         if let Some(n) = self.names.get(&index) {
             return n.clone().ok_or_else(|| format!("no set of index {index}"));
         }
@@ -73,61 +81,67 @@ pub fn placeholder(chain: &str, why: &str) -> String {
     format!("-A {chain} # weir: not decoded ({why})")
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
+pub(super) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
-}
-
-/// `ipt_ip.invflags` bits the printer knows.
-const INV_VIA_IN: u8 = 0x01;
-const INV_VIA_OUT: u8 = 0x02;
-const INV_SRCIP: u8 = 0x08;
-const INV_DSTIP: u8 = 0x10;
-const INV_PROTO: u8 = 0x40;
-
-/// Prints rule `r` of chain `chain`: the `-A` line `iptables-save` prints
-/// (without counters).
-pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String, String> {
+/// Prints rule `r` of chain `chain` of a table of `abi`'s family: the
+/// `-A` line the family's save tool prints (without counters).
+pub(crate) fn rule(
+    abi: &Abi,
+    chain: &str,
+    r: &Rule,
+    sets: &mut SetNames,
+) -> Result<String, String> {
     let b = &r.bytes;
+    let family = abi.family;
     let mut out = String::with_capacity(160);
     let _ = write!(out, "-A {chain}");
-    let inv = b[83];
-    let flags = b[table::IP_FLAGS];
-    if flags & !(table::F_GOTO) != 0
+    let inv = b[abi.invflags];
+    let flags = b[abi.flags];
+    if flags & !(abi.f_goto | abi.f_proto) != 0
         || inv & !(INV_VIA_IN | INV_VIA_OUT | INV_SRCIP | INV_DSTIP | INV_PROTO) != 0
     {
-        return Err("IP flags (fragments)".into());
+        return Err("IP flags (fragments, tos)".into());
     }
-    addr(
-        &mut out,
-        's',
-        ip_at(b, 0),
-        ip_at(b, 8),
-        inv & INV_SRCIP != 0,
-    );
-    addr(
-        &mut out,
-        'd',
-        ip_at(b, 4),
-        ip_at(b, 12),
-        inv & INV_DSTIP != 0,
-    );
-    iface(&mut out, 'i', &b[16..32], &b[48..64], inv & INV_VIA_IN != 0);
-    iface(
-        &mut out,
-        'o',
-        &b[32..48],
-        &b[64..80],
-        inv & INV_VIA_OUT != 0,
-    );
-    let proto = u16_at(b, 80);
+    for (letter, at, mask_at, bit) in [
+        ('s', abi.src, abi.smsk, INV_SRCIP),
+        ('d', abi.dst, abi.dmsk, INV_DSTIP),
+    ] {
+        match family {
+            Family::Ipv4 => addr(
+                &mut out,
+                letter,
+                ip_at(b, at),
+                ip_at(b, mask_at),
+                inv & bit != 0,
+            ),
+            Family::Ipv6 => addr6(
+                &mut out,
+                letter,
+                &ip6_at(b, at),
+                &ip6_at(b, mask_at),
+                inv & bit != 0,
+            ),
+        }
+    }
+    for (letter, at, mask_at, bit) in [
+        ('i', abi.iniface, abi.iniface_mask, INV_VIA_IN),
+        ('o', abi.outiface, abi.outiface_mask, INV_VIA_OUT),
+    ] {
+        iface(
+            &mut out,
+            letter,
+            &b[at..at + 16],
+            &b[mask_at..mask_at + 16],
+            inv & bit != 0,
+        );
+    }
+    let proto = u16_at(b, abi.proto);
     if proto > 0 {
         let name = match proto {
             6 => "tcp",
@@ -135,6 +149,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
             17 => "udp",
             136 => "udplite",
             1 => "icmp",
+            58 => "ipv6-icmp",
             50 => "esp",
             51 => "ah",
             // Others: the tool prints `/etc/protocols`' name.
@@ -145,8 +160,8 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
         }
         let _ = write!(out, " -p {name}");
     }
-    let toff = u16_at(b, 88) as usize;
-    let mut at = table::ENTRY;
+    let toff = u16_at(b, abi.target_offset) as usize;
+    let mut at = abi.entry;
     while at < toff {
         let size = u16_at(b, at) as usize;
         if size < XT_HEADER || at + size > toff {
@@ -160,7 +175,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
             &name,
             rev,
             &b[at + XT_HEADER..at + size],
-            proto,
+            family,
             sets,
         )?;
         at += size;
@@ -169,7 +184,7 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
     let trev = b[toff + 31];
     let tdata = &b[toff + XT_HEADER..];
     if tname.is_empty() {
-        let goto = flags & table::F_GOTO != 0;
+        let goto = flags & abi.f_goto != 0;
         let name = match &r.jump {
             Jump::Next => None,
             Jump::Chain(c) => Some(c.as_str()),
@@ -186,52 +201,18 @@ pub(crate) fn rule(chain: &str, r: &Rule, sets: &mut SetNames) -> Result<String,
         }
     } else {
         let _ = write!(out, " -j {tname}");
-        target_save(&mut out, &tname, trev, tdata)?;
+        if (tname.as_str(), trev) == ("SET", 3) {
+            set_target(&mut out, tdata, sets)?;
+        } else {
+            target_save(&mut out, &tname, trev, tdata, family)?;
+        }
     }
     Ok(out)
 }
 
-/// `save_ipv4_addr`: `[!] -s ADDR/LEN` (or `/MASK` when not a prefix).
-fn addr(out: &mut String, letter: char, a: Ipv4Addr, m: Ipv4Addr, invert: bool) {
-    if m.is_unspecified() && a.is_unspecified() && !invert {
-        return;
-    }
-    let mask = u32::from(m);
-    let suffix = if mask.leading_ones() + mask.trailing_zeros() == 32 {
-        format!("/{}", mask.leading_ones())
-    } else {
-        format!("/{m}")
-    };
-    let _ = write!(
-        out,
-        "{} -{letter} {a}{suffix}",
-        if invert { " !" } else { "" }
-    );
-}
-
-/// `save_iface`: the name, with `+` where the mask stops before its end.
-fn iface(out: &mut String, letter: char, name: &[u8], mask: &[u8], invert: bool) {
-    if mask[0] == 0 {
-        return;
-    }
-    let _ = write!(out, "{} -{letter} ", if invert { " !" } else { "" });
-    for i in 0..16 {
-        if mask[i] != 0 {
-            if name[i] != 0 {
-                out.push(name[i] as char);
-            }
-        } else {
-            if name[i - 1] != 0 {
-                out.push('+');
-            }
-            break;
-        }
-    }
-}
-
 /// `xtables_save_string`: bare when only `[A-Za-z0-9_-]`, else quoted
 /// with `"`, `\` and `'` escaped.
-fn save_string(out: &mut String, s: &str) {
+pub(super) fn save_string(out: &mut String, s: &str) {
     out.push(' ');
     if !s.is_empty()
         && s.bytes()
@@ -252,14 +233,14 @@ fn save_string(out: &mut String, s: &str) {
 
 /// The NUL-terminated text of `d`, refused when not UTF-8 (the tool
 /// prints bytes).
-fn text(d: &[u8]) -> Result<String, String> {
+pub(super) fn text(d: &[u8]) -> Result<String, String> {
     let end = d.iter().position(|&c| c == 0).unwrap_or(d.len());
     std::str::from_utf8(&d[..end])
         .map(str::to_string)
         .map_err(|_| "text that is not UTF-8".into())
 }
 
-fn need(d: &[u8], n: usize, what: &str) -> Result<(), String> {
+pub(super) fn need(d: &[u8], n: usize, what: &str) -> Result<(), String> {
     if d.len() < n {
         Err(format!("{what}: short data"))
     } else {
@@ -272,7 +253,7 @@ fn match_save(
     name: &str,
     rev: u8,
     d: &[u8],
-    proto: u16,
+    family: Family,
     sets: &mut SetNames,
 ) -> Result<(), String> {
     match (name, rev) {
@@ -315,7 +296,42 @@ fn match_save(
                 }
             }
         }
-        ("icmp", 0) => {
+        ("sctp", 0) => {
+            // libxt_sctp's save: the ports whose flag is set, source
+            // first; chunk types refused.
+            need(d, 292, name)?;
+            let (flags, inv) = (u32_at(d, 284), u32_at(d, 288));
+            if flags & !3 != 0 || inv & !flags != 0 {
+                return Err("sctp chunk types".into());
+            }
+            for (bit, at, opt) in [(1, 4, "sport"), (2, 0, "dport")] {
+                if flags & bit != 0 {
+                    if inv & bit != 0 {
+                        out.push_str(" !");
+                    }
+                    let (lo, hi) = (u16_at(d, at), u16_at(d, at + 2));
+                    if lo != hi {
+                        let _ = write!(out, " --{opt} {lo}:{hi}");
+                    } else {
+                        let _ = write!(out, " --{opt} {lo}");
+                    }
+                }
+            }
+        }
+        ("icmp6", 0) if family == Family::Ipv6 => {
+            need(d, 4, name)?;
+            if d[3] & !1 != 0 {
+                return Err("icmp6 flags".into());
+            }
+            if d[3] & 1 != 0 {
+                out.push_str(" !");
+            }
+            let _ = write!(out, " --icmpv6-type {}", d[0]);
+            if d[1] != 0 || d[2] != 0xff {
+                let _ = write!(out, "/{}", d[1]);
+            }
+        }
+        ("icmp", 0) if family == Family::Ipv4 => {
             need(d, 4, name)?;
             if d[3] & !1 != 0 {
                 return Err("icmp flags".into());
@@ -334,7 +350,6 @@ fn match_save(
         }
         ("multiport", 1) => {
             need(d, 48, name)?;
-            let _ = proto;
             if d[47] != 0 {
                 out.push_str(" !");
             }
@@ -406,7 +421,7 @@ fn match_save(
                 if u16_at(d, 2) & 1 != 0 { " !" } else { "" }
             );
         }
-        ("recent", 1) => recent(out, d)?,
+        ("recent", 1) => recent(out, d, family)?,
         ("mark", 1) => {
             need(d, 9, name)?;
             if d[8] != 0 {
@@ -426,7 +441,12 @@ fn match_save(
                     if f & (bit << 4) != 0 {
                         out.push_str(" !");
                     }
-                    let _ = write!(out, " --{opt} {}-{}", ip_at(d, at), ip_at(d, at + 16));
+                    let _ = write!(
+                        out,
+                        " --{opt} {}-{}",
+                        ip_text(d, at, family),
+                        ip_text(d, at + 16, family)
+                    );
                 }
             }
         }
@@ -483,15 +503,20 @@ fn set(out: &mut String, d: &[u8], sets: &mut SetNames) -> Result<(), String> {
         out.push_str(" !");
     }
     let _ = write!(out, " --match-set {name}");
+    set_dirs(out, dim, flags);
+    Ok(())
+}
+
+/// libxt_set's directions: ` src|dst[,…]`, bit i of `flags` the i-th.
+pub(super) fn set_dirs(out: &mut String, dim: usize, flags: u8) {
     for i in 1..=dim {
         out.push_str(if i == 1 { " " } else { "," });
         out.push_str(if flags & (1 << i) != 0 { "src" } else { "dst" });
     }
-    Ok(())
 }
 
-/// libxt_recent's save for revision 1 (IPv4).
-fn recent(out: &mut String, d: &[u8]) -> Result<(), String> {
+/// libxt_recent's save for revision 1 (the mask in the family's form).
+fn recent(out: &mut String, d: &[u8], family: Family) -> Result<(), String> {
     need(d, 228, "recent")?;
     let (seconds, hits, check, invert) = (u32_at(d, 0), u32_at(d, 4), d[8], d[9]);
     if check & !0x3f != 0 || d[210] > 1 {
@@ -518,118 +543,12 @@ fn recent(out: &mut String, d: &[u8]) -> Result<(), String> {
         out.push_str(" --rttl");
     }
     let _ = write!(out, " --name {}", text(&d[10..210])?);
-    let _ = write!(out, " --mask {}", ip_at(d, 212));
+    let _ = write!(out, " --mask {}", ip_text(d, 212, family));
     out.push_str(if d[210] == 0 {
         " --rsource"
     } else {
         " --rdest"
     });
-    Ok(())
-}
-
-fn target_save(out: &mut String, name: &str, rev: u8, d: &[u8]) -> Result<(), String> {
-    match (name, rev) {
-        ("NFLOG", 0) => {
-            need(d, 76, name)?;
-            let (len, group, threshold, flags) =
-                (u32_at(d, 0), u16_at(d, 4), u16_at(d, 6), u16_at(d, 8));
-            if flags & !1 != 0 {
-                return Err("NFLOG flags".into());
-            }
-            let prefix = text(&d[12..76])?;
-            if !prefix.is_empty() {
-                out.push_str(" --nflog-prefix");
-                save_string(out, &prefix);
-            }
-            if group != 0 {
-                let _ = write!(out, " --nflog-group {group}");
-            }
-            if flags & 1 != 0 {
-                let _ = write!(out, " --nflog-size {len}");
-            } else if len != 0 {
-                let _ = write!(out, " --nflog-range {len}");
-            }
-            if threshold != 0 {
-                let _ = write!(out, " --nflog-threshold {threshold}");
-            }
-        }
-        ("DNAT", 2) => {
-            need(d, 44, name)?;
-            let flags = u32_at(d, 0);
-            if flags & !3 != 0 {
-                return Err("DNAT flags".into());
-            }
-            out.push_str(" --to-destination ");
-            if flags & 1 != 0 {
-                let (lo, hi) = (ip_at(d, 4), ip_at(d, 20));
-                if d[4..20] != d[20..36] {
-                    let _ = write!(out, "{lo}-{hi}");
-                } else {
-                    out.push_str(&lo.to_string());
-                }
-            }
-            if flags & 2 != 0 {
-                let lo = u16::from_be_bytes([d[36], d[37]]);
-                let hi = u16::from_be_bytes([d[38], d[39]]);
-                let _ = write!(out, ":{lo}");
-                if hi != lo {
-                    let _ = write!(out, "-{hi}");
-                }
-                if u16_at(d, 40) != 0 {
-                    return Err("DNAT port offset".into());
-                }
-            }
-        }
-        ("MARK", 2) => {
-            need(d, 8, name)?;
-            let _ = write!(
-                out,
-                " --set-xmark 0x{:x}/0x{:x}",
-                u32_at(d, 0),
-                u32_at(d, 4)
-            );
-        }
-        ("REJECT", 0) => {
-            need(d, 4, name)?;
-            let with = match u32_at(d, 0) {
-                0 => "icmp-net-unreachable",
-                1 => "icmp-host-unreachable",
-                2 => "icmp-proto-unreachable",
-                3 => "icmp-port-unreachable",
-                5 => "icmp-net-prohibited",
-                6 => "icmp-host-prohibited",
-                7 => "tcp-reset",
-                8 => "icmp-admin-prohibited",
-                _ => return Err("REJECT type".into()),
-            };
-            let _ = write!(out, " --reject-with {with}");
-        }
-        ("REDIRECT", 0) => {
-            need(d, 24, name)?;
-            let flags = u32_at(d, 4);
-            if u32_at(d, 0) != 1 || flags & !2 != 0 {
-                return Err("REDIRECT flags".into());
-            }
-            if flags & 2 != 0 {
-                let lo = u16::from_be_bytes([d[16], d[17]]);
-                let hi = u16::from_be_bytes([d[18], d[19]]);
-                let _ = write!(out, " --to-ports {lo}");
-                if hi != lo {
-                    let _ = write!(out, "-{hi}");
-                }
-            }
-        }
-        ("CT", 2) => {
-            // `xt_ct_target_info_v1`: flags, zone, ct/exp events, helper,
-            // timeout; only `--notrack` (flag 1, nothing else set).
-            need(d, 60, name)?;
-            if u16_at(d, 0) != 1 || d[2..60].iter().any(|&c| c != 0) {
-                return Err("CT options other than --notrack".into());
-            }
-            out.push_str(" --notrack");
-        }
-        _ => return Err(format!("target `{name}` revision {rev}")),
-    }
     Ok(())
 }
 

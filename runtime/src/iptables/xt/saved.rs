@@ -1,10 +1,12 @@
-//! The kernel's IPv4 tables read directly (GET_INFO + GET_ENTRIES) and
-//! printed ([`super::save`]) into what `iptables-legacy-save` would give
+//! The kernel's tables of one family read directly (GET_INFO +
+//! GET_ENTRIES) and printed ([`super::save`]) into what
+//! `iptables-legacy-save` (`ip6tables-legacy-save`) would give
 //! [`crate::iptables::restore::parse_save`]: the starting state of an
-//! apply with the legacy tools, without the tool (issue 21).
+//! apply with the legacy tools, without the tools (issue 21).
 //!
-//! The tables are those `/proc/net/ip_tables_names` lists in the target
-//! namespace (read from a thread inside it), as `iptables-save` does: a
+//! The tables are those `/proc/net/ip_tables_names` (`ip6_tables_names`)
+//! lists in the target namespace (read from a thread inside it), as the
+//! save tool does: a
 //! GET_INFO of a table not listed would create it. Each table is read
 //! under `/run/xtables.lock`. A rule of one of our chains
 //! ([`names::is_our_chain`]) the printer cannot print exactly makes the
@@ -19,9 +21,11 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
+use super::abi::{self, Abi};
 use super::save::{self, SetNames};
 use super::sys::{self, Sock};
 use super::table::Table;
+use crate::bundle::Family;
 use crate::iptables::exec::{in_netns, NETNS_DIR};
 use crate::iptables::names;
 use crate::iptables::restore::SavedTable;
@@ -40,19 +44,24 @@ pub struct ReadStats {
     pub print_s: f64,
 }
 
-/// The IPv4 tables of `netns` as `parse_save` gives them.
-pub fn read(netns: Option<&str>) -> Result<(BTreeMap<String, SavedTable>, ReadStats), String> {
+/// The `family` tables of `netns` as `parse_save` gives them.
+pub fn read(
+    netns: Option<&str>,
+    family: Family,
+) -> Result<(BTreeMap<String, SavedTable>, ReadStats), String> {
+    let abi = abi::of(family);
     let file = netns
         .map(|n| File::open(Path::new(NETNS_DIR).join(n)))
         .transpose()
         .map_err(|e| format!("namespace: {e}"))?;
+    let listed = |r: std::io::Result<String>| r.map_err(|e| format!("{}: {e}", abi.names));
     let names_text = match &file {
-        Some(f) => in_netns(f, table_names)
-            .map_err(|e| format!("namespace: {e}"))?
-            .map_err(|e| format!("ip_tables_names: {e}"))?,
-        None => table_names().map_err(|e| format!("ip_tables_names: {e}"))?,
+        Some(f) => {
+            listed(in_netns(f, || table_names(abi)).map_err(|e| format!("namespace: {e}"))?)?
+        }
+        None => listed(table_names(abi))?,
     };
-    let sock = Sock::open(file.as_ref()).map_err(|e| format!("socket: {e}"))?;
+    let sock = Sock::open(file.as_ref(), abi).map_err(|e| format!("socket: {e}"))?;
     let mut sets = SetNames::new(&sock);
     let mut stats = ReadStats::default();
     let mut out = BTreeMap::new();
@@ -71,6 +80,7 @@ pub fn read(netns: Option<&str>) -> Result<(BTreeMap<String, SavedTable>, ReadSt
         stats.read_s += at.elapsed().as_secs_f64();
         let at = Instant::now();
         let t = Table::decode(
+            abi,
             &blob[sys::ENTRIES_AT..],
             info.valid_hooks,
             info.hook_entry,
@@ -85,9 +95,9 @@ pub fn read(netns: Option<&str>) -> Result<(BTreeMap<String, SavedTable>, ReadSt
     Ok((out, stats))
 }
 
-fn table_names() -> std::io::Result<String> {
+fn table_names(abi: &Abi) -> std::io::Result<String> {
     // The calling thread's namespace (`/proc/net` is the process's).
-    std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
+    std::fs::read_to_string(format!("/proc/thread-self/net/{}", abi.names))
 }
 
 /// A decoded table as `parse_save` gives it.
@@ -100,7 +110,7 @@ fn print(t: &Table, sets: &mut SetNames, stats: &mut ReadStats) -> Result<SavedT
     for c in &live {
         for r in &c.rules {
             stats.rules += 1;
-            match save::rule(&c.name, r, sets) {
+            match save::rule(t.abi, &c.name, r, sets) {
                 Ok(line) => s.rules.push(line),
                 Err(why) if names::is_our_chain(&c.name) => {
                     return Err(format!("chain {}: {why}", c.name))
@@ -115,61 +125,74 @@ fn print(t: &Table, sets: &mut SetNames, stats: &mut ReadStats) -> Result<SavedT
     Ok(s)
 }
 
-/// The exec log's program name for an IPv4 start state read directly.
+/// The exec log's program name for a start state read directly (its
+/// argument is the family).
 pub const SAVE_DIRECT: &str = "x_tables save (direct)";
 
 impl crate::iptables::Iptables {
-    /// The kernel's rules at the start of an apply: IPv4 read directly
-    /// ([`read`]) where restores go to x_tables directly
+    /// The kernel's rules at the start of an apply: each family read
+    /// directly ([`read`]) where its restores go to x_tables directly
     /// ([`crate::iptables::Iptables::direct_xtables`], so also off with
-    /// `WEIR_XTABLES=tools`), else, and for IPv6, `iptables-save`. A read
-    /// that fails (a rule of ours the printer cannot print exactly, a
-    /// socket error) is traced, counted as a fallback, and the tool runs.
+    /// `WEIR_XTABLES=tools`), else with its save tool; the two families
+    /// at once. A read that fails (a rule of ours the printer cannot
+    /// print exactly, a socket error) is traced, counted as a fallback,
+    /// and the tool runs.
     pub(crate) fn save_start(&self) -> Result<crate::iptables::Saved, crate::error::Error> {
-        use crate::bundle::Family;
-        if !self.direct_xtables(Family::Ipv4) {
-            return self.save_families();
-        }
-        let trace = std::env::var_os(crate::iptables::exec::TRACE_VAR).is_some();
         std::thread::scope(|s| {
-            let v6 = s.spawn(|| self.save_family(Family::Ipv6));
-            let t = std::time::Instant::now();
-            let v4 = match read(self.exec().netns()) {
-                Ok((tables, stats)) => {
-                    if trace {
-                        eprintln!(
-                            "weir: IPv4 rules read directly ({} rules, {} foreign placeholders, {} sets) in {:.3}s (read {:.3}s, decode {:.3}s, print {:.3}s)",
-                            stats.rules,
-                            stats.placeholders,
-                            stats.sets,
-                            t.elapsed().as_secs_f64(),
-                            stats.read_s,
-                            stats.decode_s,
-                            stats.print_s
-                        );
-                    }
-                    self.exec().record(crate::iptables::exec::Ran {
-                        program: SAVE_DIRECT.to_string(),
-                        args: Vec::new(),
-                        netns: self.exec().netns().map(str::to_string),
-                        stdin: None,
-                        status: Some(0),
-                        stderr: String::new(),
-                    });
-                    Ok(tables)
-                }
-                Err(why) => {
-                    if trace {
-                        eprintln!("weir: IPv4 rules go to iptables-save: {why}");
-                    }
-                    self.exec().count_fallback();
-                    self.save_family(Family::Ipv4)
-                }
-            };
+            let v6 = s.spawn(|| self.save_start_family(Family::Ipv6));
+            let v4 = self.save_start_family(Family::Ipv4);
             let v6 = v6.join().expect("save thread");
             Ok([(Family::Ipv4, v4?), (Family::Ipv6, v6?)]
                 .into_iter()
                 .collect())
         })
+    }
+
+    fn save_start_family(
+        &self,
+        family: Family,
+    ) -> Result<BTreeMap<String, SavedTable>, crate::error::Error> {
+        if !self.direct_xtables(family) {
+            return self.save_family(family);
+        }
+        let trace = std::env::var_os(crate::iptables::exec::TRACE_VAR).is_some();
+        let t = Instant::now();
+        match read(self.exec().netns(), family) {
+            Ok((tables, stats)) => {
+                if trace {
+                    eprintln!(
+                        "weir: {} rules read directly ({} rules, {} foreign placeholders, {} sets) in {:.3}s (read {:.3}s, decode {:.3}s, print {:.3}s)",
+                        abi::of(family).label,
+                        stats.rules,
+                        stats.placeholders,
+                        stats.sets,
+                        t.elapsed().as_secs_f64(),
+                        stats.read_s,
+                        stats.decode_s,
+                        stats.print_s
+                    );
+                }
+                self.exec().record(crate::iptables::exec::Ran {
+                    program: SAVE_DIRECT.to_string(),
+                    args: vec![family.name().to_string()],
+                    netns: self.exec().netns().map(str::to_string),
+                    stdin: None,
+                    status: Some(0),
+                    stderr: String::new(),
+                });
+                Ok(tables)
+            }
+            Err(why) => {
+                if trace {
+                    eprintln!(
+                        "weir: {} rules go to {}: {why}",
+                        abi::of(family).label,
+                        abi::of(family).save_tool
+                    );
+                }
+                self.exec().count_fallback();
+                self.save_family(family)
+            }
+        }
     }
 }

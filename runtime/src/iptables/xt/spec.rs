@@ -1,14 +1,19 @@
 //! Restore text for the direct loader: a COMMIT block's lines as
-//! commands, and a rule spec (`-A CHAIN …`'s rest) as an `ipt_entry`.
+//! commands, and a rule spec (`-A CHAIN …`'s rest) as an `ipt_entry` or
+//! `ip6t_entry` (the family's [`Abi`]: its addresses, its `-p` flag and
+//! the protocol match a bare option loads).
 //!
 //! Only what the loader can write byte for byte as the tools do is
 //! accepted; anything else is `Err`, and the block goes to
 //! `iptables-restore` (which also gives the real message for a bad line).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::abi::{Abi, INV_DSTIP, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT};
 use super::ext::{self, Ctx};
+use super::ext_target;
 use super::table::{self, Jump, Rule};
+use crate::bundle::Family;
 
 /// One line of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +34,9 @@ pub(crate) enum Cmd {
 /// against the kernel when it is).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Spec {
-    pub src: Option<(Ipv4Addr, Ipv4Addr, bool)>,
-    pub dst: Option<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// Address, mask (the family's), inverted.
+    pub src: Option<(IpAddr, IpAddr, bool)>,
+    pub dst: Option<(IpAddr, IpAddr, bool)>,
     pub proto: Option<(u16, bool)>,
     pub iniface: Option<(String, bool)>,
     pub outiface: Option<(String, bool)>,
@@ -99,8 +105,9 @@ pub(crate) fn tokens(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Parses one block line (not `*table` or `COMMIT`).
-pub(crate) fn command(line: &str) -> Result<Cmd, String> {
+/// Parses one block line (not `*table` or `COMMIT`) of a table of
+/// `family`.
+pub(crate) fn command(line: &str, family: Family) -> Result<Cmd, String> {
     if let Some(decl) = line.strip_prefix(':') {
         let t: Vec<&str> = decl.split_whitespace().collect();
         return match t.as_slice() {
@@ -115,12 +122,12 @@ pub(crate) fn command(line: &str) -> Result<Cmd, String> {
     };
     let rest = &t[2..];
     match cmd {
-        "-A" | "--append" => Ok(Cmd::Append(chain, spec(rest)?)),
-        "-D" | "--delete" => Ok(Cmd::Delete(chain, spec(rest)?)),
+        "-A" | "--append" => Ok(Cmd::Append(chain, spec(rest, family)?)),
+        "-D" | "--delete" => Ok(Cmd::Delete(chain, spec(rest, family)?)),
         "-I" | "--insert" => match rest.first().map(|n| n.parse::<usize>()) {
-            Some(Ok(n)) if n >= 1 => Ok(Cmd::Insert(chain, n, spec(&rest[1..])?)),
+            Some(Ok(n)) if n >= 1 => Ok(Cmd::Insert(chain, n, spec(&rest[1..], family)?)),
             Some(Ok(_)) => Err("rule number 0".into()),
-            _ => Ok(Cmd::Insert(chain, 1, spec(rest)?)),
+            _ => Ok(Cmd::Insert(chain, 1, spec(rest, family)?)),
         },
         "-X" | "--delete-chain" if rest.is_empty() => Ok(Cmd::DeleteChain(chain)),
         _ => Err(format!("command `{cmd}`")),
@@ -135,8 +142,8 @@ fn chain_name(c: &str) -> Result<String, String> {
     }
 }
 
-/// Parses a rule spec.
-pub(crate) fn spec(t: &[String]) -> Result<Spec, String> {
+/// Parses a rule spec of `family`.
+pub(crate) fn spec(t: &[String], family: Family) -> Result<Spec, String> {
     let mut s = Spec::default();
     let mut invert = false;
     let mut i = 0;
@@ -158,7 +165,7 @@ pub(crate) fn spec(t: &[String]) -> Result<Spec, String> {
         }
         match tok {
             "-s" | "--source" | "-d" | "--destination" => {
-                let a = net(&arg(i)?)?;
+                let a = net(&arg(i)?, family)?;
                 i += 1;
                 let slot = if tok.starts_with("-s") || tok == "--source" {
                     &mut s.src
@@ -234,11 +241,14 @@ pub(crate) fn spec(t: &[String]) -> Result<Spec, String> {
                         if s.matches.is_empty() {
                             // As the tools: an option before any match
                             // loads the protocol's match (`-p tcp --dport
-                            // 80` is `-p tcp -m tcp --dport 80`).
-                            let implicit = match s.proto {
-                                Some((6, false)) => "tcp",
-                                Some((17, false)) => "udp",
-                                Some((1, false)) => "icmp",
+                            // 80` is `-p tcp -m tcp --dport 80`; ICMP's
+                            // match is the family's).
+                            let implicit = match (s.proto, family) {
+                                (Some((6, false)), _) => "tcp",
+                                (Some((17, false)), _) => "udp",
+                                (Some((132, false)), _) => "sctp",
+                                (Some((1, false)), Family::Ipv4) => "icmp",
+                                (Some((58, false)), Family::Ipv6) => "icmp6",
                                 _ => return Err(format!("option `{o}` outside a match")),
                             };
                             s.matches.push((implicit.to_string(), Vec::new()));
@@ -259,27 +269,56 @@ pub(crate) fn spec(t: &[String]) -> Result<Spec, String> {
     Ok(s)
 }
 
-/// `ADDR[/LEN|/MASK]` as address and mask (the address masked, as the
-/// tools store it).
-fn net(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+/// `ADDR[/LEN|/MASK]` of `family` as address and mask (the address
+/// masked, as the tools store it). Numeric addresses only (the tools
+/// also resolve names, and take lists).
+fn net(s: &str, family: Family) -> Result<(IpAddr, IpAddr), String> {
     let (a, m) = match s.split_once('/') {
         Some((a, m)) => (a, Some(m)),
         None => (s, None),
     };
-    let addr: Ipv4Addr = a.parse().map_err(|_| format!("address `{s}`"))?;
-    let mask = match m {
-        None => Ipv4Addr::new(255, 255, 255, 255),
-        Some(m) if m.contains('.') => m.parse().map_err(|_| format!("mask `{s}`"))?,
-        Some(m) => {
-            let n: u32 = m
-                .parse()
-                .ok()
-                .filter(|n| *n <= 32)
-                .ok_or_else(|| format!("prefix `{s}`"))?;
-            Ipv4Addr::from(if n == 0 { 0 } else { u32::MAX << (32 - n) })
-        }
+    let prefix = |m: &str, bits: u32| {
+        m.parse::<u32>()
+            .ok()
+            .filter(|n| *n <= bits && !m.starts_with('+'))
+            .ok_or_else(|| format!("prefix `{s}`"))
     };
-    Ok((Ipv4Addr::from(u32::from(addr) & u32::from(mask)), mask))
+    match family {
+        Family::Ipv4 => {
+            let addr: Ipv4Addr = a.parse().map_err(|_| format!("address `{s}`"))?;
+            let mask = match m {
+                None => Ipv4Addr::new(255, 255, 255, 255),
+                Some(m) if m.contains('.') => m.parse().map_err(|_| format!("mask `{s}`"))?,
+                Some(m) => {
+                    let n = prefix(m, 32)?;
+                    Ipv4Addr::from(if n == 0 { 0 } else { u32::MAX << (32 - n) })
+                }
+            };
+            let addr = Ipv4Addr::from(u32::from(addr) & u32::from(mask));
+            Ok((addr.into(), mask.into()))
+        }
+        Family::Ipv6 => {
+            let addr: Ipv6Addr = a.parse().map_err(|_| format!("address `{s}`"))?;
+            let mask = match m {
+                None => Ipv6Addr::from(u128::MAX),
+                Some(m) if m.contains(':') => m.parse().map_err(|_| format!("mask `{s}`"))?,
+                Some(m) => {
+                    let n = prefix(m, 128)?;
+                    Ipv6Addr::from(if n == 0 { 0 } else { u128::MAX << (128 - n) })
+                }
+            };
+            let addr = Ipv6Addr::from(u128::from(addr) & u128::from(mask));
+            Ok((addr.into(), mask.into()))
+        }
+    }
+}
+
+/// An address's bytes (4 or 16).
+pub(crate) fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
 }
 
 fn proto(p: &str) -> Result<u16, String> {
@@ -287,6 +326,9 @@ fn proto(p: &str) -> Result<u16, String> {
         "tcp" => 6,
         "udp" => 17,
         "icmp" => 1,
+        // `/etc/protocols`' name and libxtables' own (ip6tables-save
+        // prints the first).
+        "ipv6-icmp" | "icmpv6" => 58,
         "sctp" => 132,
         "all" => 0,
         n => n
@@ -295,13 +337,6 @@ fn proto(p: &str) -> Result<u16, String> {
             .map_err(|_| format!("protocol `{p}`"))?,
     })
 }
-
-/// `ipt_ip.invflags` bits.
-const INV_VIA_IN: u8 = 0x01;
-const INV_VIA_OUT: u8 = 0x02;
-const INV_SRCIP: u8 = 0x08;
-const INV_DSTIP: u8 = 0x10;
-const INV_PROTO: u8 = 0x40;
 
 /// Standard verdicts by name.
 fn verdict(name: &str) -> Option<i32> {
@@ -321,21 +356,26 @@ pub(crate) fn encode(
     ctx: &mut Ctx,
     is_chain: &dyn Fn(&str) -> bool,
 ) -> Result<Rule, String> {
-    let mut ip = [0u8; 84];
+    let abi: &Abi = ctx.sock.abi();
+    let mut ip = vec![0u8; abi.ip];
     let mut inv = 0u8;
-    if let Some((a, m, n)) = s.src {
-        ip[0..4].copy_from_slice(&a.octets());
-        ip[8..12].copy_from_slice(&m.octets());
-        inv |= if n { INV_SRCIP } else { 0 };
-    }
-    if let Some((a, m, n)) = s.dst {
-        ip[4..8].copy_from_slice(&a.octets());
-        ip[12..16].copy_from_slice(&m.octets());
-        inv |= if n { INV_DSTIP } else { 0 };
+    for (slot, at, mask_at, bit) in [
+        (s.src, abi.src, abi.smsk, INV_SRCIP),
+        (s.dst, abi.dst, abi.dmsk, INV_DSTIP),
+    ] {
+        if let Some((a, m, n)) = slot {
+            let (a, m) = (octets(a), octets(m));
+            if a.len() != abi.addr_len || m.len() != abi.addr_len {
+                return Err("an address of the other family".into());
+            }
+            ip[at..at + a.len()].copy_from_slice(&a);
+            ip[mask_at..mask_at + m.len()].copy_from_slice(&m);
+            inv |= if n { bit } else { 0 };
+        }
     }
     for (slot, name_at, mask_at, bit) in [
-        (&s.iniface, 16, 48, INV_VIA_IN),
-        (&s.outiface, 32, 64, INV_VIA_OUT),
+        (&s.iniface, abi.iniface, abi.iniface_mask, INV_VIA_IN),
+        (&s.outiface, abi.outiface, abi.outiface_mask, INV_VIA_OUT),
     ] {
         if let Some((name, n)) = slot {
             // As xtables_parse_interface: a trailing `+` matches a prefix.
@@ -352,10 +392,11 @@ pub(crate) fn encode(
     }
     let proto = s.proto.map_or(0, |p| p.0);
     if let Some((p, n)) = s.proto {
-        ip[80..82].copy_from_slice(&p.to_ne_bytes());
+        ip[abi.proto..abi.proto + 2].copy_from_slice(&p.to_ne_bytes());
+        ip[abi.flags] |= abi.f_proto;
         inv |= if n { INV_PROTO } else { 0 };
     }
-    ip[83] = inv;
+    ip[abi.invflags] = inv;
     let mut matches = Vec::with_capacity(s.matches.len() * 320);
     for (name, opts) in &s.matches {
         matches.extend(ext::encode_match(name, opts, proto, ctx)?);
@@ -363,7 +404,7 @@ pub(crate) fn encode(
     let (target, jump) = match &s.target {
         Target::None => (table::standard_target(0), Jump::Next),
         Target::Jump { name, goto, opts } => {
-            if let Some(t) = ext::encode_target(name, opts, s.proto, ctx)? {
+            if let Some(t) = ext_target::encode_target(name, opts, s.proto, ctx)? {
                 if *goto {
                     return Err("`-g` to an extension target".into());
                 }
@@ -381,10 +422,10 @@ pub(crate) fn encode(
         }
     };
     if let Target::Jump { goto: true, .. } = &s.target {
-        ip[table::IP_FLAGS] |= table::F_GOTO;
+        ip[abi.flags] |= abi.f_goto;
     }
     Ok(Rule {
-        bytes: table::entry(&ip, &matches, &target),
+        bytes: table::entry(abi, &ip, &matches, &target),
         jump,
         old: None,
     })
@@ -417,20 +458,24 @@ mod tests {
     #[test]
     fn parses_commands() {
         assert_eq!(
-            command(":WEIR1-A - [0:0]").unwrap(),
+            command(":WEIR1-A - [0:0]", Family::Ipv4).unwrap(),
             Cmd::Declare("WEIR1-A".into())
         );
-        assert!(command(":FORWARD ACCEPT [0:0]").is_err());
-        let Cmd::Insert(c, 1, s) = command("-I FORWARD 1 -j WEIR-HOOK-FORWARD").unwrap() else {
+        assert!(command(":FORWARD ACCEPT [0:0]", Family::Ipv4).is_err());
+        let Cmd::Insert(c, 1, s) =
+            command("-I FORWARD 1 -j WEIR-HOOK-FORWARD", Family::Ipv4).unwrap()
+        else {
             panic!()
         };
         assert_eq!(c, "FORWARD");
         assert!(
             matches!(s.target, Target::Jump { ref name, goto: false, .. } if name == "WEIR-HOOK-FORWARD")
         );
-        let Cmd::Append(_, s) =
-            command("-A X -s 10.1.2.3/16 ! -p tcp -m set ! --match-set s src -g Y").unwrap()
-        else {
+        let Cmd::Append(_, s) = command(
+            "-A X -s 10.1.2.3/16 ! -p tcp -m set ! --match-set s src -g Y",
+            Family::Ipv4,
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -452,7 +497,46 @@ mod tests {
             "-A X --dport 1",
             "-A X -c 1 2",
         ] {
-            assert!(command(bad).is_err(), "{bad}");
+            assert!(command(bad, Family::Ipv4).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_ipv6_specs() {
+        let Cmd::Append(_, s) = command(
+            "-A X -s fd00::1:2/64 ! -d fd00::/ffff:0:ffff:: -p ipv6-icmp --icmpv6-type 1/3 -j DROP",
+            Family::Ipv6,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            s.src,
+            Some((
+                "fd00::".parse().unwrap(),
+                "ffff:ffff:ffff:ffff::".parse().unwrap(),
+                false
+            ))
+        );
+        assert_eq!(
+            s.dst,
+            Some((
+                "fd00::".parse().unwrap(),
+                "ffff:0:ffff::".parse().unwrap(),
+                true
+            ))
+        );
+        assert_eq!(s.proto, Some((58, false)));
+        assert_eq!(s.matches[0].0, "icmp6");
+        // The other family's addresses and ICMP match are not this one's.
+        for (bad, family) in [
+            ("-A X -s 10.0.0.1 -j DROP", Family::Ipv6),
+            ("-A X -s fd00::1 -j DROP", Family::Ipv4),
+            ("-A X -p icmp --icmp-type 8 -j DROP", Family::Ipv6),
+            ("-A X -p ipv6-icmp --icmpv6-type 1 -j DROP", Family::Ipv4),
+            ("-A X -s fd00::/129 -j DROP", Family::Ipv6),
+        ] {
+            assert!(command(bad, family).is_err(), "{bad}");
         }
     }
 }

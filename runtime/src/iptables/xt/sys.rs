@@ -1,6 +1,9 @@
-//! The x_tables and ipset socket options the direct loader uses, on a raw
-//! IPv4 socket made inside the target network namespace, and the
-//! `/run/xtables.lock` the iptables tools take with `-w`.
+//! The x_tables and ipset socket options the direct loader uses, on raw
+//! sockets made inside the target network namespace (one of the table's
+//! family for x_tables, [`super::abi`]; an IPv4 one for ipset, whose
+//! socket option the kernel only registers for IPv4, as libxt_set uses
+//! it for both families), and the `/run/xtables.lock` both iptables and
+//! ip6tables take with `-w`.
 //!
 //! Every `unsafe` of the loader is here: each call passes a buffer it owns
 //! and the buffer's length, so the kernel never writes past it.
@@ -10,13 +13,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-/// `IPT_BASE_CTL` and the option numbers of `ip_tables.h`.
+use super::abi::Abi;
+
+/// `IPT_BASE_CTL` and the option numbers of `ip_tables.h`, the same in
+/// `ip6_tables.h` (the revision questions differ: [`Abi`]).
 const IPT_SO_SET_REPLACE: i32 = 64;
 const IPT_SO_SET_ADD_COUNTERS: i32 = 65;
 const IPT_SO_GET_INFO: i32 = 64;
 const IPT_SO_GET_ENTRIES: i32 = 65;
-const IPT_SO_GET_REVISION_MATCH: i32 = 66;
-const IPT_SO_GET_REVISION_TARGET: i32 = 67;
 /// `SO_IP_SET` (`ip_set.h`) and its operations.
 const SO_IP_SET: i32 = 83;
 const IP_SET_OP_VERSION: u32 = 0x100;
@@ -24,7 +28,6 @@ const IP_SET_OP_GET_FNAME: u32 = 0x8;
 const IP_SET_OP_GET_BYINDEX: u32 = 0x7;
 /// `ip_set_id_t`'s "no such set".
 const IPSET_INVALID_ID: u16 = 0xffff;
-const NFPROTO_IPV4: u32 = 2;
 
 /// Where the entries start in a GET_ENTRIES reply (`struct ipt_get_entries`).
 pub(crate) const ENTRIES_AT: usize = 40;
@@ -42,37 +45,62 @@ pub(crate) struct Info {
     pub size: u32,
 }
 
-/// A raw IPv4 socket in one network namespace, and a netfilter netlink
-/// socket beside it for the ipset dump ([`super::ipset_dump`]), if one
-/// could be made.
-pub(crate) struct Sock(OwnedFd, Option<OwnedFd>, std::sync::OnceLock<u32>);
+/// Raw sockets in one network namespace: one of the family's for
+/// x_tables, an IPv4 one for ipset (the same socket for IPv4), and a
+/// netfilter netlink socket beside them for the ipset dump
+/// ([`super::ipset_dump`]), if one could be made.
+pub(crate) struct Sock {
+    xt: OwnedFd,
+    /// The IPv4 socket for ipset when `xt` is not one.
+    ipset: Option<OwnedFd>,
+    nl: Option<OwnedFd>,
+    version: std::sync::OnceLock<u32>,
+    abi: &'static Abi,
+}
+
+/// socket(2) of `domain`, raw.
+fn raw(domain: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the fd is owned by the
+    // OwnedFd from here on.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: a fresh fd nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
 
 impl Sock {
-    /// Opens the socket in the namespace `netns` (an open
-    /// `/var/run/netns/NAME`), or in ours: a socket keeps the namespace it
-    /// was made in ([`crate::iptables::exec::in_netns`]).
-    pub fn open(netns: Option<&File>) -> io::Result<Sock> {
+    /// Opens the sockets for the tables of `abi` in the namespace `netns`
+    /// (an open `/var/run/netns/NAME`), or in ours: a socket keeps the
+    /// namespace it was made in ([`crate::iptables::exec::in_netns`]).
+    pub fn open(netns: Option<&File>, abi: &'static Abi) -> io::Result<Sock> {
         let make = || {
-            // SAFETY: socket(2) with constant arguments; the fd is owned
-            // by the OwnedFd from here on.
-            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-            if fd < 0 {
-                Err(io::Error::last_os_error())
+            let xt = raw(abi.domain)?;
+            let ipset = if abi.domain == libc::AF_INET {
+                None
             } else {
-                // SAFETY: a fresh fd nobody else owns.
-                let raw = unsafe { OwnedFd::from_raw_fd(fd) };
-                // SAFETY: as above; a failure only leaves the dump out.
-                let nl = unsafe {
-                    libc::socket(
-                        libc::AF_NETLINK,
-                        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                        libc::NETLINK_NETFILTER,
-                    )
-                };
-                // SAFETY: a fresh fd nobody else owns.
-                let nl = (nl >= 0).then(|| unsafe { OwnedFd::from_raw_fd(nl) });
-                Ok(Sock(raw, nl, std::sync::OnceLock::new()))
-            }
+                Some(raw(libc::AF_INET)?)
+            };
+            // SAFETY: socket(2) with constant arguments; a failure only
+            // leaves the dump out.
+            let nl = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_NETFILTER,
+                )
+            };
+            // SAFETY: a fresh fd nobody else owns.
+            let nl = (nl >= 0).then(|| unsafe { OwnedFd::from_raw_fd(nl) });
+            Ok(Sock {
+                xt,
+                ipset,
+                nl,
+                version: std::sync::OnceLock::new(),
+                abi,
+            })
         };
         match netns {
             Some(f) => crate::iptables::exec::in_netns(f, make)?,
@@ -80,33 +108,56 @@ impl Sock {
         }
     }
 
-    fn get(&self, level: i32, opt: i32, buf: &mut [u8]) -> io::Result<usize> {
-        let mut len = buf.len() as libc::socklen_t;
-        // SAFETY: buf is valid for len bytes; the kernel writes at most len.
-        let r = unsafe {
-            libc::getsockopt(
-                self.0.as_raw_fd(),
-                level,
-                opt,
-                buf.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(len as usize)
-        }
+    /// The family's ABI.
+    pub fn abi(&self) -> &'static Abi {
+        self.abi
     }
 
+    /// An x_tables getsockopt (the family's level).
+    fn get(&self, opt: i32, buf: &mut [u8]) -> io::Result<usize> {
+        get(&self.xt, self.abi.level, opt, buf)
+    }
+
+    /// An ipset getsockopt (`SOL_IP` on the IPv4 socket).
+    fn get_ipset(&self, buf: &mut [u8]) -> io::Result<usize> {
+        get(
+            self.ipset.as_ref().unwrap_or(&self.xt),
+            libc::SOL_IP,
+            SO_IP_SET,
+            buf,
+        )
+    }
+}
+
+/// getsockopt(2) into `buf`; the length the kernel wrote.
+fn get(fd: &OwnedFd, level: i32, opt: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is valid for len bytes; the kernel writes at most len.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(len as usize)
+    }
+}
+
+impl Sock {
     fn set(&self, opt: i32, buf: &[u8]) -> io::Result<()> {
         // SAFETY: buf is valid for its length; the kernel only reads it
         // (and writes the old counters through the pointer inside it,
         // into a buffer the caller keeps alive, see `replace`).
         let r = unsafe {
             libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::SOL_IP,
+                self.xt.as_raw_fd(),
+                self.abi.level,
                 opt,
                 buf.as_ptr().cast(),
                 buf.len() as libc::socklen_t,
@@ -119,11 +170,11 @@ impl Sock {
         }
     }
 
-    /// IPT_SO_GET_INFO of `table`.
+    /// IPT_SO_GET_INFO (IP6T_…) of `table`.
     pub fn info(&self, table: &str) -> io::Result<Info> {
         let mut b = vec![0u8; 84];
         put_name(&mut b[..32], table);
-        self.get(libc::SOL_IP, IPT_SO_GET_INFO, &mut b)?;
+        self.get(IPT_SO_GET_INFO, &mut b)?;
         let u = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap_or_default());
         let mut hook_entry = [0; 5];
         let mut underflow = [0; 5];
@@ -146,7 +197,7 @@ impl Sock {
         let mut b = vec![0u8; 40 + size as usize];
         put_name(&mut b[..32], table);
         b[32..36].copy_from_slice(&size.to_ne_bytes());
-        self.get(libc::SOL_IP, IPT_SO_GET_ENTRIES, &mut b)?;
+        self.get(IPT_SO_GET_ENTRIES, &mut b)?;
         Ok(b.split_off(40))
     }
 
@@ -157,7 +208,7 @@ impl Sock {
         let mut b = vec![0u8; ENTRIES_AT + size as usize];
         put_name(&mut b[..32], table);
         b[32..36].copy_from_slice(&size.to_ne_bytes());
-        self.get(libc::SOL_IP, IPT_SO_GET_ENTRIES, &mut b)?;
+        self.get(IPT_SO_GET_ENTRIES, &mut b)?;
         Ok(b)
     }
 
@@ -225,11 +276,11 @@ impl Sock {
         put_name(&mut b[..29], name);
         b[29] = revision;
         let opt = if target {
-            IPT_SO_GET_REVISION_TARGET
+            self.abi.rev_target
         } else {
-            IPT_SO_GET_REVISION_MATCH
+            self.abi.rev_match
         };
-        self.get(libc::SOL_IP, opt, &mut b).is_ok()
+        self.get(opt, &mut b).is_ok()
     }
 
     /// Every set's index and family, from one netlink dump
@@ -237,7 +288,7 @@ impl Sock {
     pub fn ipset_headers(
         &self,
     ) -> io::Result<std::collections::HashMap<String, super::ipset_dump::SetHeader>> {
-        match &self.1 {
+        match &self.nl {
             Some(nl) => super::ipset_dump::dump(nl),
             None => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -249,22 +300,24 @@ impl Sock {
     /// The ipset protocol version (IP_SET_OP_VERSION), asked once per
     /// socket.
     pub fn ipset_version(&self) -> io::Result<u32> {
-        if let Some(v) = self.2.get() {
+        if let Some(v) = self.version.get() {
             return Ok(*v);
         }
         let v = self.ask_ipset_version()?;
-        Ok(*self.2.get_or_init(|| v))
+        Ok(*self.version.get_or_init(|| v))
     }
 
     fn ask_ipset_version(&self) -> io::Result<u32> {
         let mut b = vec![0u8; 8];
         b[..4].copy_from_slice(&IP_SET_OP_VERSION.to_ne_bytes());
-        self.get(libc::SOL_IP, SO_IP_SET, &mut b)?;
+        self.get_ipset(&mut b)?;
         Ok(u32::from_ne_bytes(b[4..8].try_into().unwrap_or_default()))
     }
 
-    /// The index of the IPv4 set `name` (IP_SET_OP_GET_FNAME), `None` if
-    /// there is none or it is of another family.
+    /// The index of the set `name` of the socket's family
+    /// (IP_SET_OP_GET_FNAME), `None` if there is none or it is of another
+    /// family (libxt_set also takes a family-less set; the loader leaves
+    /// those to the tool).
     pub fn set_index(&self, name: &str) -> io::Result<Option<u16>> {
         let version = self.ipset_version()?;
         // struct ip_set_req_get_set_family: op, version, family, name[32].
@@ -275,10 +328,10 @@ impl Sock {
             return Ok(None);
         }
         put_name(&mut b[12..44], name);
-        self.get(libc::SOL_IP, SO_IP_SET, &mut b)?;
+        self.get_ipset(&mut b)?;
         let family = u32::from_ne_bytes(b[8..12].try_into().unwrap_or_default());
         let index = u16::from_ne_bytes([b[12], b[13]]);
-        Ok((index != IPSET_INVALID_ID && family == NFPROTO_IPV4).then_some(index))
+        Ok((index != IPSET_INVALID_ID && family == u32::from(self.abi.nfproto)).then_some(index))
     }
 }
 
@@ -292,7 +345,7 @@ impl Sock {
         b[..4].copy_from_slice(&IP_SET_OP_GET_BYINDEX.to_ne_bytes());
         b[4..8].copy_from_slice(&version.to_ne_bytes());
         b[8..10].copy_from_slice(&index.to_ne_bytes());
-        self.get(libc::SOL_IP, SO_IP_SET, &mut b)?;
+        self.get_ipset(&mut b)?;
         let name = super::table::c_name(&b[8..40]);
         Ok((!name.is_empty()).then_some(name))
     }

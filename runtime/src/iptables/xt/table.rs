@@ -1,5 +1,6 @@
-//! An IPv4 x_tables table as chains of entries: decoded from
-//! IPT_SO_GET_ENTRIES, laid out again for IPT_SO_SET_REPLACE.
+//! An x_tables table (IPv4 or IPv6: the offsets are the family's
+//! [`Abi`]) as chains of entries: decoded from IPT_SO_GET_ENTRIES, laid
+//! out again for IPT_SO_SET_REPLACE.
 //!
 //! The blob is libiptc's: built-in chains start at their `hook_entry` and
 //! end with their policy (the `underflow` entry); a user chain is an
@@ -13,15 +14,8 @@
 
 use std::collections::HashMap;
 
-/// `sizeof(struct ipt_entry)`.
-pub(crate) const ENTRY: usize = 112;
-/// Offsets inside `struct ipt_entry`.
-const TARGET_OFFSET: usize = 88;
-const NEXT_OFFSET: usize = 90;
-const COMEFROM: usize = 92;
-/// `ipt_ip.flags` and its `IPT_F_GOTO`.
-pub(crate) const IP_FLAGS: usize = 82;
-pub(crate) const F_GOTO: u8 = 0x02;
+use super::abi::Abi;
+
 /// A match or target header: `u16 size`, `char name[29]`, `u8 revision`.
 pub(crate) const XT_HEADER: usize = 32;
 /// Standard verdicts (`-NF_DROP - 1`, `-NF_ACCEPT - 1`, `XT_RETURN`).
@@ -58,28 +52,28 @@ pub(crate) struct Rule {
 impl Rule {
     /// Whether two rules are the same rule (what `-D` looks for): equal
     /// bytes but for counters, `comefrom` and an offset verdict.
-    pub fn same(&self, other: &Rule) -> bool {
+    pub fn same(&self, other: &Rule, abi: &Abi) -> bool {
         let (a, b) = (&self.bytes, &other.bytes);
-        if self.jump != other.jump || a.len() != b.len() || a[..COMEFROM] != b[..COMEFROM] {
+        if self.jump != other.jump || a.len() != b.len() || a[..abi.comefrom] != b[..abi.comefrom] {
             return false;
         }
         if self.jump == Jump::None {
-            return a[ENTRY..] == b[ENTRY..];
+            return a[abi.entry..] == b[abi.entry..];
         }
         // Both verdicts at the same place (equal target offsets above).
-        let v = u16_at(a, TARGET_OFFSET) as usize + XT_HEADER;
-        if v < ENTRY {
-            return self.masked() == other.masked();
+        let v = u16_at(a, abi.target_offset) as usize + XT_HEADER;
+        if v < abi.entry {
+            return self.masked(abi) == other.masked(abi);
         }
-        a[ENTRY..v] == b[ENTRY..v] && a[v + 4..] == b[v + 4..]
+        a[abi.entry..v] == b[abi.entry..v] && a[v + 4..] == b[v + 4..]
     }
 
     /// The bytes without counters, `comefrom` and an offset verdict.
-    pub fn masked(&self) -> Vec<u8> {
+    pub fn masked(&self, abi: &Abi) -> Vec<u8> {
         let mut b = self.bytes.clone();
-        b[COMEFROM..ENTRY].fill(0);
+        b[abi.comefrom..abi.entry].fill(0);
         if self.jump != Jump::None {
-            let at = u16_at(&b, TARGET_OFFSET) as usize + XT_HEADER;
+            let at = u16_at(&b, abi.target_offset) as usize + XT_HEADER;
             b[at..at + 4].fill(0);
         }
         b
@@ -100,6 +94,7 @@ pub(crate) struct Chain {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
+    pub abi: &'static Abi,
     pub valid_hooks: u32,
     /// Built-in chains in hook order, then user chains.
     pub chains: Vec<Chain>,
@@ -127,8 +122,8 @@ pub(crate) fn c_name(b: &[u8]) -> String {
 }
 
 /// The target's name (up to its NUL) and data of an entry.
-fn target(b: &[u8]) -> (&[u8], &[u8]) {
-    let t = u16_at(b, TARGET_OFFSET) as usize;
+fn target<'b>(b: &'b [u8], abi: &Abi) -> (&'b [u8], &'b [u8]) {
+    let t = u16_at(b, abi.target_offset) as usize;
     let name = &b[t + 2..t + 31];
     let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
     (&name[..end], &b[t + XT_HEADER..])
@@ -137,6 +132,7 @@ fn target(b: &[u8]) -> (&[u8], &[u8]) {
 impl Table {
     /// Decodes GET_ENTRIES' blob with GET_INFO's hooks.
     pub fn decode(
+        abi: &'static Abi,
         blob: &[u8],
         valid_hooks: u32,
         hook_entry: [u32; 5],
@@ -146,12 +142,12 @@ impl Table {
         let mut entries: Vec<(u32, &[u8])> = Vec::new();
         let mut at = 0usize;
         while at < blob.len() {
-            if blob.len() - at < ENTRY {
+            if blob.len() - at < abi.entry {
                 return Err("truncated entry".into());
             }
-            let next = u16_at(blob, at + NEXT_OFFSET) as usize;
-            let toff = u16_at(blob, at + TARGET_OFFSET) as usize;
-            if next < ENTRY || at + next > blob.len() || toff + XT_HEADER > next {
+            let next = u16_at(blob, at + abi.next_offset) as usize;
+            let toff = u16_at(blob, at + abi.target_offset) as usize;
+            if next < abi.entry || at + next > blob.len() || toff + XT_HEADER > next {
                 return Err(format!("bad entry at offset {at}"));
             }
             entries.push((at as u32, &blob[at..at + next]));
@@ -168,7 +164,7 @@ impl Table {
             if let Some(h) = hook_at(*off) {
                 starts.insert(*off, HOOKS[h].to_string());
             }
-            let (name, data) = target(e);
+            let (name, data) = target(e, abi);
             if name == b"ERROR" && i + 1 < entries.len() {
                 starts.insert(entries[i + 1].0, c_name(&data[..data.len().min(30)]));
             }
@@ -176,7 +172,7 @@ impl Table {
         let mut chains: Vec<Chain> = Vec::new();
         let mut user_open = false;
         for (i, (off, e)) in entries.iter().enumerate() {
-            let (tname, data) = target(e);
+            let (tname, data) = target(e, abi);
             let last = i + 1 == entries.len();
             if tname == b"ERROR" {
                 if last {
@@ -232,7 +228,7 @@ impl Table {
             let tail = user_open
                 && entries
                     .get(i + 1)
-                    .is_some_and(|(_, n)| target(n).0 == b"ERROR");
+                    .is_some_and(|(_, n)| target(n, abi).0 == b"ERROR");
             if tail {
                 continue;
             }
@@ -244,11 +240,12 @@ impl Table {
         {
             return Err("a built-in chain without its policy".into());
         }
-        Ok(Table::new(valid_hooks, chains, entries.len() as u32))
+        Ok(Table::new(abi, valid_hooks, chains, entries.len() as u32))
     }
 
-    pub fn new(valid_hooks: u32, chains: Vec<Chain>, num_entries: u32) -> Table {
+    pub fn new(abi: &'static Abi, valid_hooks: u32, chains: Vec<Chain>, num_entries: u32) -> Table {
         let mut t = Table {
+            abi,
             valid_hooks,
             chains: Vec::new(),
             num_entries,
@@ -335,7 +332,7 @@ impl Table {
         let at = self.chains[i]
             .rules
             .iter()
-            .position(|x| x.same(r))
+            .position(|x| x.same(r, self.abi))
             .ok_or_else(|| format!("no such rule in {name}"))?;
         let gone = self.chains[i].rules.remove(at);
         self.count(&gone, false);
@@ -374,39 +371,40 @@ impl Table {
         order.extend(user);
         // First pass: offsets of each chain's first rule.
         let mut starts: HashMap<&str, u32> = HashMap::with_capacity(order.len());
+        let abi = self.abi;
         let mut at = 0usize;
         for c in &order {
             if c.hook.is_none() {
-                at += ENTRY + ERROR_SIZE;
+                at += abi.entry + ERROR_SIZE;
             }
             starts.insert(&c.name, at as u32);
             at += c.rules.iter().map(|r| r.bytes.len()).sum::<usize>();
             at += match &c.policy {
                 Some(p) => p.bytes.len(),
-                None => ENTRY + STANDARD_SIZE,
+                None => abi.entry + STANDARD_SIZE,
             };
         }
         let mut out = Layout::default();
-        out.blob.reserve(at + ENTRY + ERROR_SIZE);
+        out.blob.reserve(at + abi.entry + ERROR_SIZE);
         for c in &order {
             if c.hook.is_none() {
-                out.push(error_entry(&c.name), None);
+                out.push(error_entry(abi, &c.name), None);
             }
             if let Some(h) = c.hook {
                 out.hook_entry[h] = out.blob.len() as u32;
             }
             for r in &c.rules {
-                out.push_rule(r, &starts)?;
+                out.push_rule(abi, r, &starts)?;
             }
             match (&c.policy, c.hook) {
                 (Some(p), Some(h)) => {
                     out.underflow[h] = out.blob.len() as u32;
-                    out.push_rule(p, &starts)?;
+                    out.push_rule(abi, p, &starts)?;
                 }
-                _ => out.push(standard_entry(RETURN), None),
+                _ => out.push(standard_entry(abi, RETURN), None),
             }
         }
-        out.push(error_entry("ERROR"), None);
+        out.push(error_entry(abi, "ERROR"), None);
         Ok(out)
     }
 }
@@ -427,7 +425,12 @@ impl Layout {
         self.old.push(old);
     }
 
-    fn push_rule(&mut self, r: &Rule, starts: &HashMap<&str, u32>) -> Result<(), String> {
+    fn push_rule(
+        &mut self,
+        abi: &Abi,
+        r: &Rule,
+        starts: &HashMap<&str, u32>,
+    ) -> Result<(), String> {
         let here = self.blob.len();
         let verdict = match &r.jump {
             Jump::None => None,
@@ -443,9 +446,9 @@ impl Layout {
         // verdict rewritten in place.
         self.blob.extend_from_slice(&r.bytes);
         let b = &mut self.blob[here..];
-        b[COMEFROM..ENTRY].fill(0);
+        b[abi.comefrom..abi.entry].fill(0);
         if let Some(v) = verdict {
-            let at = u16_at(b, TARGET_OFFSET) as usize + XT_HEADER;
+            let at = u16_at(b, abi.target_offset) as usize + XT_HEADER;
             b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
         }
         self.old.push(r.old);
@@ -457,13 +460,9 @@ impl Layout {
     }
 }
 
-/// An entry with an all-zero `ipt_ip`, no match, and `target`.
-pub(crate) fn entry_with(target: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; ENTRY];
-    b[TARGET_OFFSET..TARGET_OFFSET + 2].copy_from_slice(&(ENTRY as u16).to_ne_bytes());
-    b[NEXT_OFFSET..NEXT_OFFSET + 2].copy_from_slice(&((ENTRY + target.len()) as u16).to_ne_bytes());
-    b.extend_from_slice(target);
-    b
+/// An entry with an all-zero IP part, no match, and `target`.
+pub(crate) fn entry_with(abi: &Abi, target: &[u8]) -> Vec<u8> {
+    entry(abi, &[], &[], target)
 }
 
 /// A match or target: header (size, name, revision) and data padded to 8.
@@ -483,26 +482,28 @@ pub(crate) fn standard_target(verdict: i32) -> Vec<u8> {
     xt_object("", 0, &verdict.to_ne_bytes())
 }
 
-fn standard_entry(verdict: i32) -> Vec<u8> {
-    entry_with(&standard_target(verdict))
+fn standard_entry(abi: &Abi, verdict: i32) -> Vec<u8> {
+    entry_with(abi, &standard_target(verdict))
 }
 
-fn error_entry(name: &str) -> Vec<u8> {
+fn error_entry(abi: &Abi, name: &str) -> Vec<u8> {
     let mut data = [0u8; 30];
     let n = name.len().min(29);
     data[..n].copy_from_slice(&name.as_bytes()[..n]);
-    entry_with(&xt_object("ERROR", 0, &data))
+    entry_with(abi, &xt_object("ERROR", 0, &data))
 }
 
-/// Finishes an entry: `ip` (84 bytes), then `matches`, then `target`.
-pub(crate) fn entry(ip: &[u8; 84], matches: &[u8], target: &[u8]) -> Vec<u8> {
+/// Finishes an entry: `ip` (the IP part, at most `abi.ip` bytes, zeros
+/// after it), then `matches`, then `target`.
+pub(crate) fn entry(abi: &Abi, ip: &[u8], matches: &[u8], target: &[u8]) -> Vec<u8> {
     // One allocation of the entry's final size.
-    let mut b = Vec::with_capacity(ENTRY + matches.len() + target.len());
-    b.extend_from_slice(ip);
-    b.resize(ENTRY, 0);
-    let toff = ENTRY + matches.len();
-    b[TARGET_OFFSET..TARGET_OFFSET + 2].copy_from_slice(&(toff as u16).to_ne_bytes());
-    b[NEXT_OFFSET..NEXT_OFFSET + 2].copy_from_slice(&((toff + target.len()) as u16).to_ne_bytes());
+    let mut b = Vec::with_capacity(abi.entry + matches.len() + target.len());
+    b.extend_from_slice(&ip[..ip.len().min(abi.ip)]);
+    b.resize(abi.entry, 0);
+    let toff = abi.entry + matches.len();
+    b[abi.target_offset..abi.target_offset + 2].copy_from_slice(&(toff as u16).to_ne_bytes());
+    b[abi.next_offset..abi.next_offset + 2]
+        .copy_from_slice(&((toff + target.len()) as u16).to_ne_bytes());
     b.extend_from_slice(matches);
     b.extend_from_slice(target);
     b
@@ -512,25 +513,32 @@ pub(crate) fn entry(ip: &[u8; 84], matches: &[u8], target: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// A table laid out and decoded again is the same table.
+    /// A table laid out and decoded again is the same table, in both
+    /// families' layouts.
     #[test]
     fn layout_then_decode() {
+        for abi in [&super::super::abi::V4, &super::super::abi::V6] {
+            layout_then_decode_in(abi);
+        }
+    }
+
+    fn layout_then_decode_in(abi: &'static Abi) {
         let policy = |h: usize| Chain {
             name: HOOKS[h].into(),
             hook: Some(h),
             rules: Vec::new(),
             policy: Some(Rule {
-                bytes: standard_entry(ACCEPT),
+                bytes: standard_entry(abi, ACCEPT),
                 jump: Jump::None,
                 old: None,
             }),
             gone: false,
         };
-        let mut t = Table::new(0b1110, vec![policy(1), policy(2), policy(3)], 0);
+        let mut t = Table::new(abi, 0b1110, vec![policy(1), policy(2), policy(3)], 0);
         let jump = |c: &str, goto: bool| {
-            let mut b = standard_entry(0);
+            let mut b = standard_entry(abi, 0);
             if goto {
-                b[IP_FLAGS] = F_GOTO;
+                b[abi.flags] = abi.f_goto;
             }
             Rule {
                 bytes: b,
@@ -545,7 +553,7 @@ mod tests {
         t.add("B", None, jump("A", true)).unwrap();
         t.add("B", Some(0), jump("GONE", false)).unwrap();
         let next = Rule {
-            bytes: standard_entry(0),
+            bytes: standard_entry(abi, 0),
             jump: Jump::Next,
             old: None,
         };
@@ -557,14 +565,14 @@ mod tests {
         assert!(t.delete_chain("A").is_err(), "not empty");
         let l = t.layout().unwrap();
         assert_eq!(l.num_entries(), 3 + 1 + 2 * 2 + 2 + 1);
-        let back = Table::decode(&l.blob, t.valid_hooks, l.hook_entry, l.underflow).unwrap();
+        let back = Table::decode(abi, &l.blob, t.valid_hooks, l.hook_entry, l.underflow).unwrap();
         let names: Vec<&str> = back.chains.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["INPUT", "FORWARD", "OUTPUT", "A", "B"]);
         assert_eq!(back.chains[1].rules[0].jump, Jump::Chain("B".into()));
         assert_eq!(back.chains[4].rules[0].jump, Jump::Chain("A".into()));
-        assert_eq!(back.chains[4].rules[0].bytes[IP_FLAGS], F_GOTO);
+        assert_eq!(back.chains[4].rules[0].bytes[abi.flags], abi.f_goto);
         assert_eq!(back.chains[3].rules[0].jump, Jump::Next);
-        assert!(back.chains[1].rules[0].same(&t.chains[1].rules[0]));
+        assert!(back.chains[1].rules[0].same(&t.chains[1].rules[0], abi));
         assert_eq!(back.chain("GONE"), None);
     }
 }
