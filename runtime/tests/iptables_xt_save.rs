@@ -172,7 +172,7 @@ fn iptables_xt_save_hand_written_ipv6() {
             "hand-written-v6",
             Family::Ipv6,
             xt_hand::SETS6,
-            xt_hand::TEXT6
+            &xt_hand::text6()
         ),
         0
     );

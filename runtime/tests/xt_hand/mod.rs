@@ -8,8 +8,8 @@
 /// The sets the hand-written text names.
 pub const SETS: &str = "create xa hash:ip family inet\nadd xa 10.0.0.1\ncreate xb hash:net family inet\ncreate xc hash:ip,port family inet\ncreate xs hash:net family inet skbinfo\n";
 
-/// The nat, mangle and raw blocks.
-pub const OTHER_TABLES: &str = r#"*nat
+/// The nat block (the mangle and raw ones: [`mangle_raw`]).
+const NAT: &str = r#"*nat
 :WEIR1-N - [0:0]
 :WEIR1-N2 - [0:0]
 -A WEIR1-N -m statistic --mode random --probability 0.3333333333 -p tcp -m comment --comment "b0" -j DNAT --to-destination 10.7.0.1:8000
@@ -29,15 +29,22 @@ pub const OTHER_TABLES: &str = r#"*nat
 -A WEIR1-N2 -j REDIRECT
 -I PREROUTING 1 -j WEIR1-N
 COMMIT
-*mangle
+"#;
+
+/// The mangle and raw blocks, the same in both families: every
+/// extension of those tables the loader writes, the `SET --map-set`
+/// rules naming the skbinfo set `set` (of the text's family).
+fn mangle_raw(set: &str) -> String {
+    format!(
+        r#"*mangle
 :WEIR1-M - [0:0]
 -A WEIR1-M -j MARK --set-xmark 0x4000/0x4000
 -A WEIR1-M -j MARK --set-xmark 0x10
 -A WEIR1-M -j MARK --set-mark 0x1/0x3
 -A WEIR1-M -m conntrack --ctstate NEW -j DSCP --set-dscp 46
 -A WEIR1-M -j DSCP --set-dscp 0x0a
--A WEIR1-M -j SET --map-set xs src --map-mark
--A WEIR1-M -j SET --map-set xs dst --map-mark
+-A WEIR1-M -j SET --map-set {set} src --map-mark
+-A WEIR1-M -j SET --map-set {set} dst --map-mark
 -I POSTROUTING 1 -j WEIR1-M
 COMMIT
 *raw
@@ -46,24 +53,26 @@ COMMIT
 -A WEIR1-R -m comment --comment "weir:bypass" -j CT --notrack
 -I PREROUTING 1 -j WEIR1-R
 COMMIT
-"#;
+"#
+    )
+}
 
-/// An oracle's filter blocks, then [`OTHER_TABLES`].
+/// An oracle's filter blocks, then the nat, mangle and raw blocks.
 pub fn text(filter: &str) -> String {
-    format!("{filter}{OTHER_TABLES}")
+    format!("{filter}{NAT}{}", mangle_raw("xs"))
 }
 
 /// The IPv6 sets the hand-written IPv6 text names (and an IPv4 one,
 /// `xv4`, that no IPv6 rule may name).
 pub const SETS6: &str = "create ya hash:ip family inet6\nadd ya fd00::1\ncreate yb hash:net family inet6\ncreate yc hash:ip,port family inet6\ncreate xv4 hash:ip family inet\ncreate ys hash:net family inet6 skbinfo\n";
 
-/// The hand-written IPv6 text both oracles load: every extension the
-/// loader writes for IPv6 (icmp6 with and without codes, each REJECT
+/// The hand-written IPv6 text's filter and nat blocks ([`text6`] adds
+/// the mangle and raw ones): every extension the loader writes for IPv6 (icmp6 with and without codes, each REJECT
 /// code, DNAT with `[ADDR]:PORT`, IPv6 iprange and recent masks), every
 /// shape of IPv6 address `inet_ntop` prints differently (embedded IPv4,
 /// runs of zeros, a mask that is no prefix), the `-p` spellings, and the
 /// runtime's `-I`/`-D`/`-X` lines.
-pub const TEXT6: &str = r#"*filter
+const FILTER_NAT6: &str = r#"*filter
 :WEIR1-A - [0:0]
 :WEIR1-B - [0:0]
 :WEIR1-Z - [0:0]
@@ -148,21 +157,10 @@ COMMIT
 -A WEIR1-N2 -j REDIRECT
 -I PREROUTING 1 -j WEIR1-N
 COMMIT
-*mangle
-:WEIR1-M - [0:0]
--A WEIR1-M -j MARK --set-xmark 0x4000/0x4000
--A WEIR1-M -j MARK --set-xmark 0x10
--A WEIR1-M -j MARK --set-mark 0x1/0x3
--A WEIR1-M -m conntrack --ctstate NEW -j DSCP --set-dscp 46
--A WEIR1-M -j DSCP --set-dscp 0x0a
--A WEIR1-M -j SET --map-set ys src --map-mark
--A WEIR1-M -j SET --map-set ys dst --map-mark
--I POSTROUTING 1 -j WEIR1-M
-COMMIT
-*raw
-:WEIR1-R - [0:0]
--A WEIR1-R -p udp -m udp --dport 53 -j ACCEPT
--A WEIR1-R -m comment --comment "weir:bypass" -j CT --notrack
--I PREROUTING 1 -j WEIR1-R
-COMMIT
 "#;
+
+/// The hand-written IPv6 text: its filter and nat blocks, then the mangle
+/// and raw ones.
+pub fn text6() -> String {
+    format!("{FILTER_NAT6}{}", mangle_raw("ys"))
+}
