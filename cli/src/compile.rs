@@ -307,7 +307,10 @@ pub fn run(args: Args) -> i32 {
     let mut sink = match &args.output {
         Some(dir) => match Sink::dir(dir) {
             Ok(s) => s,
-            Err(e) => return writing(dir, e),
+            Err(e) => {
+                print_diagnostics();
+                return writing(dir, e);
+            }
         },
         None => Sink::memory(),
     };
@@ -316,8 +319,7 @@ pub fn run(args: Args) -> i32 {
     // while they run (issue 21), before any refusal of theirs.
     if !needs_backends {
         print_diagnostics();
-    }
-    if needs_backends {
+    } else {
         match bundle_into(
             &analyzed,
             &targets,

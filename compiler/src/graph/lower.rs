@@ -76,12 +76,11 @@ pub fn lower(model: &Model) -> (Graph, LowerInfo) {
             .stack_size(64 << 20)
             .spawn_scoped(s, || ServiceTable::build(model))
             .expect("spawn the service table's thread");
-        let (graph, info) = lower_with(model, || {
+        lower_with(model, || {
             services
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-        (graph, info)
+        })
     })
 }
 
