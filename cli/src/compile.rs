@@ -280,12 +280,15 @@ pub fn run(args: Args) -> i32 {
         compiled.info = Default::default();
     }
     let checked = &analyzed.checked;
-    program::print_human(&checked.diagnostics, &checked.sources, args.color);
+    let print_diagnostics =
+        || program::print_human(&checked.diagnostics, &checked.sources, args.color);
     let Some(compiled) = &analyzed.compiled else {
+        print_diagnostics();
         return 1;
     };
     let warnings = checked.warning_count();
     if args.deny_warnings && warnings > 0 {
+        print_diagnostics();
         return 1;
     }
     let model = &checked.model;
@@ -304,17 +307,26 @@ pub fn run(args: Args) -> i32 {
     let mut sink = match &args.output {
         Some(dir) => match Sink::dir(dir) {
             Ok(s) => s,
-            Err(e) => return writing(dir, e),
+            Err(e) => {
+                print_diagnostics();
+                return writing(dir, e);
+            }
         },
         None => Sink::memory(),
     };
-    if needs_backends {
+    // With back ends, the diagnostics (thousands of warnings for
+    // BENCHMARKS.md's headline model, ~30 ms to render) are printed
+    // while they run (issue 21), before any refusal of theirs.
+    if !needs_backends {
+        print_diagnostics();
+    } else {
         match bundle_into(
             &analyzed,
             &targets,
             &backend_options(&args),
             args.color,
             &sink,
+            print_diagnostics,
         ) {
             Ok(()) => {}
             Err(Failed::Refused(code)) => return code,
@@ -474,15 +486,17 @@ pub enum Failed {
 
 /// Run the back ends for `targets` and write the bundle into `sink`.
 /// Every target must accept the program (`--target all` means all: a
-/// bundle never silently lacks a back end); refusals are printed.
+/// bundle never silently lacks a back end); refusals are printed, after
+/// `first` has run on this thread while the back ends started.
 pub fn bundle_into(
     analyzed: &Analyzed,
     targets: &[Target],
     opts: &backends::Options,
     color: Color,
     sink: &Sink,
+    first: impl FnOnce(),
 ) -> Result<(), Failed> {
-    let refused = build_into(analyzed, targets, opts, sink).map_err(|e| match e {
+    let refused = build_into(analyzed, targets, opts, sink, first).map_err(|e| match e {
         BuildError::Unavailable(code) => Failed::Refused(code),
         BuildError::Io(e) => Failed::Io(e),
     })?;
@@ -510,7 +524,7 @@ pub fn build(
     opts: &backends::Options,
 ) -> Result<Built, i32> {
     let sink = Sink::memory();
-    match build_into(analyzed, targets, opts, &sink) {
+    match build_into(analyzed, targets, opts, &sink, || {}) {
         Ok(refused) => Ok(Built {
             files: sink.into_files(),
             refused,
@@ -546,12 +560,14 @@ enum BuildError {
 }
 
 /// [`build`] into `sink`: the bundle of the targets that accept the
-/// program, and the refusals of the others.
+/// program, and the refusals of the others. `first` runs on this thread
+/// as soon as the back ends have started.
 fn build_into(
     analyzed: &Analyzed,
     targets: &[Target],
     opts: &backends::Options,
     sink: &Sink,
+    first: impl FnOnce(),
 ) -> Result<Vec<(Target, Vec<Diagnostic>)>, BuildError> {
     let checked = &analyzed.checked;
     let Some(compiled) = &analyzed.compiled else {
@@ -584,6 +600,7 @@ fn build_into(
                 backends::generate_all_into(targets, model, graph, opts, sink)
             })
             .expect("spawn the back-end thread");
+        first();
         let sources = source_texts();
         let input = bundle_input(model, graph, &sources, targets, &locate);
         let prepared =

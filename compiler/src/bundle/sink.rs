@@ -49,7 +49,9 @@ pub const FILES: [&str; 7] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub len: u64,
-    /// SHA-256, lowercase hex (what the manifest's `artifacts` lists).
+    /// SHA-256, lowercase hex (what the manifest's `artifacts` lists);
+    /// empty for what `artifacts` never lists, so is not hashed: the
+    /// manifest and a part ([`Sink::part`]).
     pub sha256: String,
 }
 
@@ -172,7 +174,7 @@ impl Sink {
                 let path = staging.join(name);
                 let mut f = File::open(&path)?;
                 io::Seek::seek(&mut f, io::SeekFrom::Start(skip as u64))?;
-                io::copy(&mut f, out)?;
+                out.append_file(&mut f)?;
                 std::fs::remove_file(path)
             }
             (Place::Memory, None) => Err(io::Error::other("a memory part without bytes")),
@@ -191,7 +193,10 @@ impl Sink {
             part,
             out,
             pending: Vec::with_capacity(BUFFER),
-            hash: Sha256::new(),
+            // What `artifacts` never lists is not hashed: a part, and the
+            // manifest itself (for BENCHMARKS.md's headline model its 30
+            // MB head was hashed twice, once on the critical path).
+            hash: (!part && name != MANIFEST).then(Sha256::new),
             len: 0,
         })
     }
@@ -250,7 +255,8 @@ impl Sink {
     }
 
     /// Moves a directory sink's files into its directory (module docs):
-    /// each file by one rename, the manifest last; then removes the
+    /// each file by one atomic replacement (`sink/replace.rs`), the
+    /// manifest last; then removes the
     /// artifacts of an earlier compile that this bundle lacks, and the
     /// staging directory. A memory sink has nothing to do.
     pub fn commit(&mut self) -> io::Result<()> {
@@ -267,7 +273,7 @@ impl Sink {
         let (manifest, others): (Vec<&String>, Vec<&String>) =
             names.iter().partition(|n| n.as_str() == MANIFEST);
         for name in others.into_iter().chain(manifest) {
-            std::fs::rename(staging.join(name), dir.join(name))?;
+            replace::replace(&staging.join(name), &dir.join(name))?;
         }
         *committed = true;
         for name in FILES {
@@ -317,7 +323,8 @@ pub struct FileOut<'s> {
     part: bool,
     out: Out,
     pending: Vec<u8>,
-    hash: Sha256,
+    /// `None` for the manifest and a part ([`Sink::part`]).
+    hash: Option<Sha256>,
     len: u64,
 }
 
@@ -331,7 +338,9 @@ enum Out {
 
 impl FileOut<'_> {
     fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.hash.update(bytes);
+        if let Some(h) = &mut self.hash {
+            h.update(bytes);
+        }
         self.len += bytes.len() as u64;
         match &mut self.out {
             Out::Memory(v) => v.extend_from_slice(bytes),
@@ -348,12 +357,31 @@ impl FileOut<'_> {
         r
     }
 
+    /// Writes the rest of `src` (from its position on). Into a file that
+    /// is not hashed (the manifest) the bytes go from file to file in the
+    /// kernel (`io::copy` between two files is `copy_file_range`): the
+    /// manifest's head part, 30 MB for BENCHMARKS.md's headline model,
+    /// never passes through this process (~20 ms of `weir compile`'s
+    /// last step, issue 21).
+    fn append_file(&mut self, src: &mut File) -> io::Result<()> {
+        self.drain()?;
+        match (&self.hash, &mut self.out) {
+            (None, Out::Disk(f)) => {
+                self.len += io::copy(src, f)?;
+                Ok(())
+            }
+            _ => io::copy(src, self).map(drop),
+        }
+    }
+
     /// Drops everything written so far: the file starts again, empty
     /// (the eBPF back end's listing when a stage split is rejected and
     /// redone, `ebpf/codegen/stage_listing.rs`).
     pub fn restart(&mut self) -> io::Result<()> {
         self.pending.clear();
-        self.hash = Sha256::new();
+        if let Some(h) = &mut self.hash {
+            *h = Sha256::new();
+        }
         self.len = 0;
         match &mut self.out {
             Out::Memory(v) => v.clear(),
@@ -375,11 +403,11 @@ impl FileOut<'_> {
         };
         let written = Written {
             len: self.len,
-            sha256: std::mem::take(&mut self.hash)
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: self
+                .hash
+                .take()
+                .map(|h| h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+                .unwrap_or_default(),
         };
         self.sink.lock().insert(
             std::mem::take(&mut self.name),
@@ -443,6 +471,8 @@ impl<W: Write> std::fmt::Write for FmtIo<W> {
         })
     }
 }
+
+mod replace;
 
 #[cfg(test)]
 mod tests;

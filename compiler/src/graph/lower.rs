@@ -66,6 +66,26 @@ pub struct LowerInfo {
 
 /// Lower a model to its unoptimized graph.
 pub fn lower(model: &Model) -> (Graph, LowerInfo) {
+    // The service table needs only the model: it is built on a thread of
+    // its own beside the classes and the DAG (for the 10,000 services of
+    // BENCHMARKS.md's headline model ~36 ms of a ~170 ms lowering that
+    // everything after waits for; issue 21).
+    std::thread::scope(|s| {
+        let services = std::thread::Builder::new()
+            .name("weir-services".into())
+            .stack_size(64 << 20)
+            .spawn_scoped(s, || ServiceTable::build(model))
+            .expect("spawn the service table's thread");
+        lower_with(model, || {
+            services
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+}
+
+/// [`lower`], with the service table from `services`.
+fn lower_with(model: &Model, services: impl FnOnce() -> ServiceTable) -> (Graph, LowerInfo) {
     let classes = Arc::new(Classes::build(model));
     let prov = Arc::new(ProvenanceTable::new(model));
     let mut cx = Lower {
@@ -97,7 +117,7 @@ pub fn lower(model: &Model) -> (Graph, LowerInfo) {
         dag,
         classes,
         provenance: prov,
-        services: Arc::new(ServiceTable::build(model)),
+        services: Arc::new(services()),
         steer_actions: Arc::new(steer_actions),
     };
     (graph, info)

@@ -215,3 +215,60 @@ fn a_restarted_file_keeps_only_what_follows() {
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A commit exchanges a staged file with the bundle's regular file of
+/// the same name (`sink/replace.rs`), and the old file goes with the
+/// staging directory; a directory or a symbolic link under a bundle
+/// file's name is never exchanged (it would be removed with the staging
+/// directory): the directory stays whole and the commit fails, the link
+/// is replaced and its target left alone, as by `rename`.
+#[test]
+fn a_commit_exchanges_only_regular_files() {
+    let dir = scratch("exchange");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = scratch("exchange-target");
+    std::fs::write(&target, b"linked").unwrap();
+    std::os::unix::fs::symlink(&target, dir.join(crate::contract::WEIR_O)).unwrap();
+    std::fs::write(dir.join(crate::contract::IPSET_RULES), b"old").unwrap();
+
+    let mut s = Sink::dir(&dir).unwrap();
+    s.write(crate::contract::IPSET_RULES, b"new sets").unwrap();
+    s.write(crate::contract::WEIR_O, b"new object").unwrap();
+    s.write(MANIFEST, b"{}\n").unwrap();
+    s.commit().unwrap();
+    assert_eq!(
+        std::fs::read(dir.join(crate::contract::IPSET_RULES)).unwrap(),
+        b"new sets"
+    );
+    assert!(!dir
+        .join(crate::contract::WEIR_O)
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"linked");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(STAGING_PREFIX))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the old files went with the staging directory: {left:?}"
+    );
+    drop(s);
+
+    std::fs::create_dir_all(dir.join(crate::contract::GRAPH_TXT)).unwrap();
+    std::fs::write(dir.join(crate::contract::GRAPH_TXT).join("keep"), b"mine").unwrap();
+    let mut s = Sink::dir(&dir).unwrap();
+    s.write(crate::contract::GRAPH_TXT, b"graph").unwrap();
+    s.write(MANIFEST, b"{}\n").unwrap();
+    assert!(s.commit().is_err(), "a file does not replace a directory");
+    drop(s);
+    assert_eq!(
+        std::fs::read(dir.join(crate::contract::GRAPH_TXT).join("keep")).unwrap(),
+        b"mine"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&target).unwrap();
+}
