@@ -255,8 +255,7 @@ impl Sink {
     }
 
     /// Moves a directory sink's files into its directory (module docs):
-    /// each file by one atomic replacement (`sink/replace.rs`), the
-    /// manifest last; then removes the
+    /// each file by one rename, the manifest last; then removes the
     /// artifacts of an earlier compile that this bundle lacks, and the
     /// staging directory. A memory sink has nothing to do.
     pub fn commit(&mut self) -> io::Result<()> {
@@ -273,7 +272,7 @@ impl Sink {
         let (manifest, others): (Vec<&String>, Vec<&String>) =
             names.iter().partition(|n| n.as_str() == MANIFEST);
         for name in others.into_iter().chain(manifest) {
-            replace::replace(&staging.join(name), &dir.join(name))?;
+            std::fs::rename(staging.join(name), dir.join(name))?;
         }
         *committed = true;
         for name in FILES {
@@ -471,8 +470,6 @@ impl<W: Write> std::fmt::Write for FmtIo<W> {
         })
     }
 }
-
-mod replace;
 
 #[cfg(test)]
 mod tests;
