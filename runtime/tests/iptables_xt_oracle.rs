@@ -21,7 +21,6 @@ mod xt_hand;
 
 use weir_runtime::bundle::Family;
 use weir_runtime::iptables::xt::{self, XtMode};
-use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 
 use examples_common::{examples, synth_300, synth_300_dual, texts, texts6};
@@ -372,19 +371,8 @@ fn iptables_xt_runtime_direct_and_fallback() {
     let n = ns("r");
     let work = std::env::temp_dir().join(format!("weir-xt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let rt = |mode| {
-        Iptables::new(
-            Options::netns(n.name())
-                .with_state_dir(work.join("state"))
-                .with_variant(Variant::Legacy)
-                .with_xtables(mode),
-        )
-    };
-    let rules = |extra: &str| {
-        format!(
-            "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -m set --match-set weir-a src -p tcp -m tcp --dport 80 -j ACCEPT\n{extra}-A WEIR-FWD -j DROP\nCOMMIT\n"
-        )
-    };
+    let rt = |mode| xt_hand::runtime(n.name(), &work, mode);
+    let rules = xt_hand::set_filter;
     let direct = rt(XtMode::Direct);
     let b = bundle_common::filter_bundle(&work.join("a"), &rules(""), "10.1.0.0/16");
     let r = direct.apply(&b).unwrap();

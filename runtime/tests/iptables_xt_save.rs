@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use weir_runtime::bundle::Family;
 use weir_runtime::iptables::restore::{parse_save, SavedTable};
 use weir_runtime::iptables::xt::{saved, XtMode};
-use weir_runtime::iptables::{names, Iptables, Options, Variant};
+use weir_runtime::iptables::{names, Iptables};
 use weir_runtime::netns::Netns;
 
 use examples_common::{examples, synth_300, synth_300_dual, texts, texts6};
@@ -267,19 +267,8 @@ fn iptables_xt_save_runtime_start() {
     let n = ns("r");
     let work = std::env::temp_dir().join(format!("weir-xts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let rt = |mode| {
-        Iptables::new(
-            Options::netns(n.name())
-                .with_state_dir(work.join("state"))
-                .with_variant(Variant::Legacy)
-                .with_xtables(mode),
-        )
-    };
-    let rules = |extra: &str| {
-        format!(
-            "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -m set --match-set weir-a src -p tcp -m tcp --dport 80 -j ACCEPT\n{extra}-A WEIR-FWD -j DROP\nCOMMIT\n"
-        )
-    };
+    let rt = |mode| xt_hand::runtime(n.name(), &work, mode);
+    let rules = xt_hand::set_filter;
     let saves = |r: &Iptables| {
         let log = r.exec().log();
         (

@@ -5,6 +5,29 @@
 //! filter blocks in front. Included by the tests that use it.
 #![allow(dead_code)]
 
+use std::path::Path;
+
+use weir_runtime::iptables::xt::XtMode;
+use weir_runtime::iptables::{Iptables, Options, Variant};
+
+/// The runtime both oracles' end-to-end tests drive: the legacy tools in
+/// namespace `ns`, its state under `work`, the x_tables route `mode`.
+pub fn runtime(ns: &str, work: &Path, mode: XtMode) -> Iptables {
+    Iptables::new(
+        Options::netns(ns)
+            .with_state_dir(work.join("state"))
+            .with_variant(Variant::Legacy)
+            .with_xtables(mode),
+    )
+}
+
+/// Their one-chain filter text: a set rule, `extra`, then `DROP`.
+pub fn set_filter(extra: &str) -> String {
+    format!(
+        "*filter\n:WEIR-FWD - [0:0]\n-A WEIR-FWD -m set --match-set weir-a src -p tcp -m tcp --dport 80 -j ACCEPT\n{extra}-A WEIR-FWD -j DROP\nCOMMIT\n"
+    )
+}
+
 /// The sets the hand-written text names.
 pub const SETS: &str = "create xa hash:ip family inet\nadd xa 10.0.0.1\ncreate xb hash:net family inet\ncreate xc hash:ip,port family inet\ncreate xs hash:net family inet skbinfo\n";
 
