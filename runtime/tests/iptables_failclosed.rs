@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weir_runtime::iptables::{Iptables, Options};
+use weir_runtime::iptables::xt::XtMode;
+use weir_runtime::iptables::{Iptables, Options, Variant};
 use weir_runtime::netns::Netns;
 use weir_runtime::Bundle;
 
@@ -94,9 +95,14 @@ fn bundle(dir: &Path, port: u16, extra: usize, rule: Option<&str>) -> Bundle {
 
 /// Our chains (any `WEIR…` chain) per family and our sets.
 fn ours(ns: &Netns) -> (Vec<String>, Vec<String>) {
+    ours_with(ns, Variant::System)
+}
+
+/// [`ours`], the rules read with `variant`'s save tools.
+fn ours_with(ns: &Netns, variant: Variant) -> (Vec<String>, Vec<String>) {
     let mut chains = Vec::new();
-    for (f, p) in [("4", "iptables-save"), ("6", "ip6tables-save")] {
-        for l in run(ns, p, &[]).lines() {
+    for (f, family) in [("4", Family::Ipv4), ("6", Family::Ipv6)] {
+        for l in run(ns, &variant.save(family), &[]).lines() {
             if let Some(c) = l
                 .strip_prefix(':')
                 .and_then(|d| d.split_whitespace().next())
@@ -117,7 +123,12 @@ fn ours(ns: &Netns) -> (Vec<String>, Vec<String>) {
 
 /// The generation each family's hook chain jumps into.
 fn hooked(ns: &Netns) -> Vec<Option<String>> {
-    ["iptables-save", "ip6tables-save"]
+    hooked_with(ns, Variant::System)
+}
+
+/// [`hooked`], read with `variant`'s save tools.
+fn hooked_with(ns: &Netns, variant: Variant) -> Vec<Option<String>> {
+    [variant.save(Family::Ipv4), variant.save(Family::Ipv6)]
         .iter()
         .map(|p| {
             run(ns, p, &[]).lines().find_map(|l| {
@@ -134,9 +145,58 @@ fn widened_rule_is_refused_and_the_old_generation_stays() {
     if !ready("widened_rule_is_refused_and_the_old_generation_stays") {
         return;
     }
-    let n = ns("widen");
-    let work = scratch("widen");
-    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    widened_rule_is_refused(Variant::System, "widen");
+}
+
+/// With the legacy tools the rules are loaded and read back directly
+/// (runtime/src/iptables/xt): the kernel's widening must show in the
+/// direct read-back as it does in `iptables-legacy-save`.
+#[test]
+fn widened_rule_is_refused_by_the_direct_read_back() {
+    if !ready_legacy("widened_rule_is_refused_by_the_direct_read_back") {
+        return;
+    }
+    let rt = widened_rule_is_refused(Variant::Legacy, "widen-x");
+    assert_direct_reads(&rt);
+}
+
+fn ready_legacy(test: &str) -> bool {
+    ready(test)
+        && weir_runtime::kernel_test::may_run(
+            test,
+            &["iptables-legacy-restore", "iptables-legacy-save"],
+        )
+}
+
+/// Every read of the rules in `rt`'s log went to x_tables directly
+/// (`XtMode::from_env()`: unless `WEIR_XTABLES=tools`).
+fn assert_direct_reads(rt: &Iptables) {
+    if XtMode::from_env() != XtMode::Direct {
+        return;
+    }
+    let log = rt.exec().log();
+    let direct = log
+        .iter()
+        .filter(|x| x.program == weir_runtime::iptables::xt::saved::SAVE_DIRECT)
+        .count();
+    let tool = log
+        .iter()
+        .filter(|x| x.program.ends_with("tables-legacy-save"))
+        .count();
+    assert!(
+        direct >= 4 && tool == 0,
+        "{direct} direct reads, {tool} by the tool: {log:?}"
+    );
+}
+
+fn widened_rule_is_refused(variant: Variant, name: &str) -> Iptables {
+    let n = ns(name);
+    let work = scratch(name);
+    let rt = Iptables::new(
+        Options::netns(n.name())
+            .with_variant(variant)
+            .with_state_dir(work.join("state")),
+    );
     let good = bundle(&work.join("a"), 80, 0, None);
     assert_eq!(rt.apply(&good).unwrap().generation, 1);
     // The kernel's icmp match takes type 255 as "any": it comes back as
@@ -155,12 +215,16 @@ fn widened_rule_is_refused_and_the_old_generation_stays() {
     let s = rt.status().unwrap();
     assert!(s.in_force, "{s:?}");
     assert_eq!(s.state.unwrap().generation, 1);
-    assert_eq!(hooked(&n), vec![Some("1".into()), Some("1".into())]);
-    let (chains, sets) = ours(&n);
+    assert_eq!(
+        hooked_with(&n, variant),
+        vec![Some("1".into()), Some("1".into())]
+    );
+    let (chains, sets) = ours_with(&n, variant);
     assert!(chains.iter().all(|c| !c.contains("WEIR2-")), "{chains:?}");
     assert!(sets.iter().all(|s| !s.starts_with("weir2-")), "{sets:?}");
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(work);
+    rt
 }
 
 #[test]
@@ -168,14 +232,37 @@ fn status_says_what_differs_per_family() {
     if !ready("status_says_what_differs_per_family") {
         return;
     }
-    let n = ns("differ");
-    let work = scratch("differ");
-    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    status_says_what_differs(Variant::System, "differ");
+}
+
+/// [`status_says_what_differs_per_family`] with the legacy tools: the
+/// rules read directly.
+#[test]
+fn status_says_what_differs_read_directly() {
+    if !ready_legacy("status_says_what_differs_read_directly") {
+        return;
+    }
+    let rt = status_says_what_differs(Variant::Legacy, "differ-x");
+    assert_direct_reads(&rt);
+}
+
+fn status_says_what_differs(variant: Variant, name: &str) -> Iptables {
+    let n = ns(name);
+    let work = scratch(name);
+    let rt = Iptables::new(
+        Options::netns(n.name())
+            .with_variant(variant)
+            .with_state_dir(work.join("state")),
+    );
     rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
     // Someone rewrites a rule of ours in the IPv6 chain.
+    let ip6tables = match variant {
+        Variant::Legacy => "ip6tables-legacy",
+        _ => "ip6tables",
+    };
     run(
         &n,
-        "ip6tables",
+        ip6tables,
         &["-w", "-R", "WEIR1-FWD", "1", "-j", "ACCEPT"],
     );
     let s = rt.status().unwrap();
@@ -199,6 +286,7 @@ fn status_says_what_differs_per_family() {
     assert_eq!(v6.generations, vec![1]);
     rt.detach().unwrap();
     let _ = std::fs::remove_dir_all(work);
+    rt
 }
 
 #[test]

@@ -588,7 +588,13 @@ impl Iptables {
             (None, saved) => Ok(saved),
             (Some(difference), _) => Err(Error::Step {
                 step: format!("reading back generation {g}"),
-                program: "iptables-save / ipset save".into(),
+                program: plan
+                    .families()
+                    .into_iter()
+                    .map(|f| self.rules_reader(f))
+                    .chain(std::iter::once("ipset save".to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
                 stderr: format!(
                     "the kernel does not hold what was applied, so generation {g} is not in force: {difference}"
                 ),

@@ -220,7 +220,9 @@ pub(crate) fn set_batches(
 }
 
 impl Iptables {
-    /// `iptables-save` of every family, concurrently, parsed.
+    /// The kernel's rules of every family, concurrently, parsed: each
+    /// family read directly where its restores go to x_tables directly,
+    /// else with its save tool ([`Iptables::save_family`]).
     pub(crate) fn save_families(&self) -> Result<Saved, Error> {
         let runs: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = FAMILIES
@@ -235,8 +237,35 @@ impl Iptables {
         runs.into_iter().collect()
     }
 
-    /// `iptables-save` of one family, parsed.
+    /// The kernel's rules of one family, parsed: read directly
+    /// ([`super::xt::saved`]) when the family's restores go to x_tables
+    /// directly ([`Iptables::direct_xtables`]; off with
+    /// `WEIR_XTABLES=tools` and with the nf_tables tools), else
+    /// `iptables-save`. Every read of the kernel's rules goes through
+    /// here: an apply's start and its read-back, `weir status`, the
+    /// rollback and `weir detach`.
     pub(crate) fn save_family(
+        &self,
+        family: Family,
+    ) -> Result<BTreeMap<String, restore::SavedTable>, Error> {
+        if self.direct_xtables(family) {
+            return self.read_family(family);
+        }
+        self.save_family_tool(family)
+    }
+
+    /// What reads `family`'s rules ([`Iptables::save_family`]), for
+    /// messages.
+    pub(crate) fn rules_reader(&self, family: Family) -> String {
+        if self.direct_xtables(family) {
+            super::xt::saved::SAVE_DIRECT.to_string()
+        } else {
+            self.opts.variant.save(family)
+        }
+    }
+
+    /// `iptables-save` of one family, parsed.
+    pub(crate) fn save_family_tool(
         &self,
         family: Family,
     ) -> Result<BTreeMap<String, restore::SavedTable>, Error> {

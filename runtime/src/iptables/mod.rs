@@ -199,6 +199,9 @@ impl Options {
 pub struct Iptables {
     opts: Options,
     exec: Exec,
+    /// Per family (IPv4, IPv6): whether the system's tools are the
+    /// nf_tables ones, asked once ([`Iptables::uses_nft`]).
+    nft: [std::sync::OnceLock<bool>; 2],
 }
 
 /// What the kernel has, per family and table.
@@ -209,7 +212,11 @@ pub(crate) const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 impl Iptables {
     pub fn new(opts: Options) -> Iptables {
         let exec = Exec::new(opts.netns.clone()).marking_in(opts.state_dir.clone());
-        Iptables { opts, exec }
+        Iptables {
+            opts,
+            exec,
+            nft: Default::default(),
+        }
     }
 
     pub fn options(&self) -> &Options {

@@ -5,8 +5,11 @@
 //! takes type 255 as "any type", so `--icmp-type 255` comes back from
 //! `iptables-save` as `--icmp-type any` — an allow widened to all ICMP.
 //! So after every switch (and for `weir status`) the generation's chains,
-//! hook chains and sets are read back (`iptables-save`, `ip6tables-save`,
-//! `ipset save`), both sides go through [`super::normalize`], and the
+//! hook chains and sets are read back — the rules as the family's save
+//! tool prints them, read from the kernel directly where the restores
+//! went to x_tables directly (`xt/saved.rs` says why that is sound),
+//! else with `iptables-save` / `ip6tables-save`, and the sets with
+//! `ipset save` — both sides go through [`super::normalize`], and the
 //! first difference is reported by family, chain and rule.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -375,7 +375,7 @@ impl Iptables {
             if let Some(d) = readback::compare_family(family, &want, &saved) {
                 return Err(Error::Step {
                     step: "reading back service chains rewritten in place".into(),
-                    program: self.opts.variant.save(family),
+                    program: self.rules_reader(family),
                     stderr: d,
                 });
             }

@@ -78,15 +78,17 @@ impl Iptables {
     }
 
     /// Whether the tools in use are the nf_tables-based ones (`System`:
-    /// as `iptables-restore --version` says).
+    /// as `iptables-restore --version` says, asked once per family for
+    /// this runtime's life: every read of the rules asks).
     pub(crate) fn uses_nft(&self, family: Family) -> bool {
         match self.opts.variant {
             Variant::Nft => true,
             Variant::Legacy => false,
-            Variant::System => self
-                .exec
-                .run(&self.opts.variant.restore(family), &["--version"], None)
-                .is_ok_and(|o| o.stdout.contains("nf_tables") || o.stderr.contains("nf_tables")),
+            Variant::System => *self.nft[usize::from(family == Family::Ipv6)].get_or_init(|| {
+                self.exec
+                    .run(&self.opts.variant.restore(family), &["--version"], None)
+                    .is_ok_and(|o| o.stdout.contains("nf_tables") || o.stderr.contains("nf_tables"))
+            }),
         }
     }
 

@@ -157,7 +157,7 @@ impl Iptables {
         let contents = state.filter(|s| !s.sets.is_empty());
         let t0 = Instant::now();
         let (saved, kernel_sets, planned, old) = std::thread::scope(|s| {
-            let rules = s.spawn(|| self.save_start());
+            let rules = s.spawn(|| self.save_families());
             let planned = s.spawn(|| Plan::new(bundle, likely));
             let old = s.spawn(|| self.old_record(state));
             let kernel_sets = match contents {

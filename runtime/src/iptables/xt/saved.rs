@@ -1,8 +1,30 @@
 //! The kernel's tables of one family read directly (GET_INFO +
 //! GET_ENTRIES) and printed ([`super::save`]) into what
 //! `iptables-legacy-save` (`ip6tables-legacy-save`) would give
-//! [`crate::iptables::restore::parse_save`]: the starting state of an
-//! apply with the legacy tools, without the tools (issue 21).
+//! [`crate::iptables::restore::parse_save`], without the tools (issue
+//! 21): every read of the kernel's rules where the family's restores go
+//! to x_tables directly — an apply's start and its read-back, `weir
+//! status`, the rollback, `weir detach`
+//! ([`crate::iptables::Iptables::save_family`]).
+//!
+//! # Why the read-back may use it
+//! The read-back's question is what the kernel holds, and this reads
+//! exactly that (GET_ENTRIES: the entries the kernel matches packets
+//! with) and prints each rule as the save tool would. The tool was the
+//! read-back's reader until session 17; at 100,000 rules it took 2.6 s
+//! of a 6.7 s apply on the benchmark's machine, nearly all of it
+//! libxt_set asking the kernel for each `-m set` rule's set name (a
+//! socket and two getsockopts per rule). What the tool gave beyond the
+//! kernel's bytes is an independent decoder: a loader bug mirrored by a
+//! printer bug would pass a read-back made by this module alone. That
+//! independence is kept where it can be checked, in CI rather than on
+//! every apply: `iptables_xt_oracle` loads the same texts with the tool
+//! and with the loader and compares the entries byte for byte, and
+//! `iptables_xt_save` compares every line this module prints with the
+//! tool's (hand texts with every extension, the examples, dual-stack
+//! synth models); a rule the printer does not print exactly sends the
+//! whole family to the tool. `WEIR_XTABLES=tools` gives the tools'
+//! read-back (and load) back.
 //!
 //! The tables are those `/proc/net/ip_tables_names` (`ip6_tables_names`)
 //! lists in the target namespace (read from a thread inside it), as the
@@ -125,36 +147,18 @@ fn print(t: &Table, sets: &mut SetNames, stats: &mut ReadStats) -> Result<SavedT
     Ok(s)
 }
 
-/// The exec log's program name for a start state read directly (its
+/// The exec log's program name for a family's rules read directly (its
 /// argument is the family).
 pub const SAVE_DIRECT: &str = "x_tables save (direct)";
 
 impl crate::iptables::Iptables {
-    /// The kernel's rules at the start of an apply: each family read
-    /// directly ([`read`]) where its restores go to x_tables directly
-    /// ([`crate::iptables::Iptables::direct_xtables`], so also off with
-    /// `WEIR_XTABLES=tools`), else with its save tool; the two families
-    /// at once. A read that fails (a rule of ours the printer cannot
-    /// print exactly, a socket error) is traced, counted as a fallback,
-    /// and the tool runs.
-    pub(crate) fn save_start(&self) -> Result<crate::iptables::Saved, crate::error::Error> {
-        std::thread::scope(|s| {
-            let v6 = s.spawn(|| self.save_start_family(Family::Ipv6));
-            let v4 = self.save_start_family(Family::Ipv4);
-            let v6 = v6.join().expect("save thread");
-            Ok([(Family::Ipv4, v4?), (Family::Ipv6, v6?)]
-                .into_iter()
-                .collect())
-        })
-    }
-
-    fn save_start_family(
+    /// One family's rules read directly ([`read`]). A read that fails (a
+    /// rule of ours the printer cannot print exactly, a socket error) is
+    /// traced, counted as a fallback, and the family's save tool runs.
+    pub(crate) fn read_family(
         &self,
         family: Family,
     ) -> Result<BTreeMap<String, SavedTable>, crate::error::Error> {
-        if !self.direct_xtables(family) {
-            return self.save_family(family);
-        }
         let trace = std::env::var_os(crate::iptables::exec::TRACE_VAR).is_some();
         let t = Instant::now();
         match read(self.exec().netns(), family) {
@@ -191,7 +195,7 @@ impl crate::iptables::Iptables {
                     );
                 }
                 self.exec().count_fallback();
-                self.save_family(family)
+                self.save_family_tool(family)
             }
         }
     }
