@@ -570,8 +570,8 @@ impl Iptables {
         let step2 = if !plan.load_ipset.is_empty() && !sets_loaded {
             let step = format!("step 1 (ipset restore of generation {g})");
             let refs = plan.set_refs();
-            // Step 2's text is made and parsed while step 1 runs (mostly
-            // the kernel waiting, see [`Iptables::step2`]).
+            // Step 2's text is made, parsed and encoded while step 1 runs
+            // (mostly the kernel waiting, see [`Iptables::step2`]).
             let (sets, step2) = std::thread::scope(|s| {
                 let h = s.spawn(|| self.restore_sets(&step, &plan.load_ipset, &refs));
                 let step2 = phases.time("iptables-restore", || self.step2(plan, before));
@@ -609,10 +609,11 @@ impl Iptables {
     }
 
     /// Step 2's restore text per family that has one, each block's lines
-    /// parsed when the family's restores go to x_tables directly
-    /// ([`super::xt::prepare`]). Nothing here needs the kernel's sets or
-    /// tables (rules name sets by kernel index only when encoded, after
-    /// step 1, under the xtables lock), so it runs while step 1 — mostly
+    /// parsed and its rules encoded when the family's restores go to
+    /// x_tables directly ([`super::xt::prepare`]). Nothing here needs the
+    /// kernel's sets or tables (the sets' kernel indexes are written into
+    /// the rules after step 1, `xt/pre.rs`, and the table is read and
+    /// replaced under the xtables lock after that), so it runs while step 1 — mostly
     /// the kernel growing its table of sets through RCU grace periods,
     /// the CPU idle — still runs: beside it on a first apply
     /// ([`Iptables::switch`]), during its wait after the keep phase on a

@@ -10,7 +10,10 @@
 //! force's record and its chains' content keys, and, once `ipset save`
 //! is in, the sets kept ([`super::super::reuse`]).
 //! Step 1 starts only when the rules' save is done, beside the keep phase
-//! (which does not use the kernel).
+//! (which does not use the kernel); after the keep phase, still beside
+//! step 1, the old generation's removal is decided ([`super::super::fold`])
+//! and step 2's restores are made, parsed and encoded
+//! ([`Iptables::step2`]: they need neither the new sets nor the tables).
 //!
 //! Session 13 had started step 1 as soon as `ipset save` showed which
 //! sets are kept, while `iptables-save` still ran, to hide step 1's

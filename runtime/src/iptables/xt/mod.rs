@@ -26,6 +26,16 @@
 //! a line in the exec log (program [`DIRECT`]) and, with
 //! `WEIR_EXEC_TRACE`, on standard error; each fallback says why.
 //!
+//! # Encoded before the sets exist
+//! A rule names a set by the kernel's index, but the parse and the
+//! encoding need neither the index nor the table: [`pre`] encodes with
+//! the indexes left out and writes them once the sets are looked up.
+//! The lookups run on a second thread beside the lock and the table's
+//! read, and so does the parse and encoding of a restore given as text;
+//! an apply hands over its step 2 already parsed and encoded
+//! ([`prepare`]), done while step 1's `ipset restore` kept the kernel
+//! busy and the CPU idle.
+//!
 //! # Both families, one code path
 //! The IPv4 (`ipt_entry`) and IPv6 (`ip6t_entry`) back ends differ in the
 //! entry's layout, the socket and a few option numbers ([`abi`]), and in
@@ -178,7 +188,8 @@ impl Iptables {
     }
 
     fn restore_blocks(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
-        // Each block's lines are parsed beside its table's read.
+        // Each block's lines are parsed and encoded beside its table's
+        // read.
         let blocks = blocks(text).map(|bs| {
             bs.into_iter()
                 .map(|b| ParsedBlock {
@@ -227,8 +238,8 @@ impl Iptables {
             return self.restore_tool(step, family, text);
         };
         let mut pending = String::new();
-        // No socket, no direct load: each block that parses goes to the
-        // tool, which says why.
+        // No socket, no direct load: each block goes to the tool, which
+        // says why.
         let loader = Loader::open(self.exec.netns(), family).map_err(|e| format!("socket: {e}"));
         for b in blocks {
             // The block's lines are parsed and encoded (unless they were
