@@ -10,6 +10,7 @@ use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
 use super::transaction::{blocks_text, declare, delete_chains_lines};
+use super::xt::Prepared;
 use super::{exec, table_text, Iptables, Phases, Saved, FAMILIES};
 use crate::bundle::{Bundle, Family};
 use crate::error::Error;
@@ -563,7 +564,7 @@ impl Iptables {
         plan: &Plan,
         before: &Saved,
         sets_loaded: bool,
-        prepared: Option<Vec<(Family, super::xt::Prepared)>>,
+        prepared: Option<Vec<(Family, Prepared)>>,
         phases: &mut Phases,
     ) -> Result<Saved, Error> {
         let g = plan.g;
@@ -574,16 +575,18 @@ impl Iptables {
             // (mostly the kernel waiting, see [`Iptables::step2`]).
             let (sets, step2) = std::thread::scope(|s| {
                 let h = s.spawn(|| self.restore_sets(&step, &plan.load_ipset, &refs));
-                let step2 = phases.time("iptables-restore", || self.step2(plan, before));
+                let step2 = phases.time("iptables-restore", || self.step2(plan, before, true));
                 let sets = phases.time("ipset restore", || h.join().expect("ipset thread"));
                 (sets, step2)
             });
             sets?;
             step2
         } else {
+            // Nothing to overlap with: each block is parsed and encoded
+            // beside its table's read instead.
             match prepared {
                 Some(p) => p,
-                None => phases.time("iptables-restore", || self.step2(plan, before)),
+                None => phases.time("iptables-restore", || self.step2(plan, before, false)),
             }
         };
         for (family, text) in step2 {
@@ -618,16 +621,18 @@ impl Iptables {
     /// the CPU idle — still runs: beside it on a first apply
     /// ([`Iptables::switch`]), during its wait after the keep phase on a
     /// replace ([`start`]).
-    fn step2(&self, plan: &Plan, before: &Saved) -> Vec<(Family, super::xt::Prepared)> {
+    ///
+    /// Without `parse` only the text is made.
+    fn step2(&self, plan: &Plan, before: &Saved, parse: bool) -> Vec<(Family, Prepared)> {
         plan.families()
             .into_iter()
             .filter_map(|family| {
                 let text = plan.restore_text(family, before, self.lines_per_commit(family));
                 (!text.is_empty()).then(|| {
-                    let p = if self.direct_xtables(family) {
+                    let p = if parse && self.direct_xtables(family) {
                         super::xt::prepare(self.exec.netns(), family, &text)
                     } else {
-                        super::xt::Prepared::unparsed(text)
+                        Prepared::Text(text)
                     };
                     (family, p)
                 })

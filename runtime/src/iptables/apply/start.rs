@@ -249,7 +249,7 @@ impl Iptables {
             if sets.is_some() {
                 prepared = Some(phases.time("iptables-restore", || {
                     self.fold(&mut plan, bundle, state, old_applied.as_ref(), &saved);
-                    self.step2(&plan, &saved)
+                    self.step2(&plan, &saved, true)
                 }));
             }
             // What step 1 adds to the wall time here: its wait.

@@ -211,12 +211,16 @@ impl Iptables {
         family: Family,
         p: Prepared,
     ) -> Result<(), Error> {
+        let (text, blocks) = match p {
+            Prepared::Text(text) => return self.restore(step, family, &text),
+            Prepared::Blocks(Blocks { text, blocks }) => (text, blocks),
+        };
         if !self.direct_xtables(family) {
-            return self.restore_tool(step, family, &p.text);
+            return self.restore_tool(step, family, &text);
         }
         let t = Instant::now();
-        let len = p.text.len();
-        let r = self.load_blocks(step, family, &p.text, p.blocks);
+        let len = text.len();
+        let r = self.load_blocks(step, family, &text, blocks);
         if std::env::var_os(TRACE_VAR).is_some() {
             eprintln!(
                 "weir: {} restore ({len} bytes, parsed before) in {:.3}s",
@@ -486,17 +490,17 @@ fn parse(lines: &[&str], family: Family) -> Result<Vec<Cmd>, String> {
 /// ([`pre`]): the part of a direct restore that needs neither the
 /// kernel's sets nor its tables, so an apply does it beside step 1
 /// (`ipset restore`), whose time is mostly the kernel waiting.
-pub(crate) struct Prepared {
+pub(crate) enum Prepared {
+    /// Not prepared: restored as any text ([`Iptables::restore`]).
+    Text(String),
+    Blocks(Blocks),
+}
+
+/// A text [`prepare`]d.
+pub(crate) struct Blocks {
     text: String,
     /// `None`: the text is not only COMMIT blocks (the tool gets it).
     blocks: Option<Vec<ParsedBlock<'static>>>,
-}
-
-impl Prepared {
-    /// `text` as is, for the tool.
-    pub(crate) fn unparsed(text: String) -> Prepared {
-        Prepared { text, blocks: None }
-    }
 }
 
 /// One block of a restore, its lines parsed and encoded or not yet.
@@ -535,10 +539,10 @@ pub(crate) fn prepare(netns: Option<&str>, family: Family, text: &str) -> Prepar
             })
             .collect()
     });
-    Prepared {
+    Prepared::Blocks(Blocks {
         text: text.to_string(),
         blocks,
-    }
+    })
 }
 
 /// Laps of a load, for the trace.
