@@ -94,7 +94,11 @@ pub(super) fn resolve(e: &mut Encoded, ctx: &mut Ctx) -> Result<(), String> {
             .as_mut()
             .ok_or("a set index outside a rule")?;
         let at = at as usize;
-        r.bytes[at..at + 2].copy_from_slice(&indexes[set as usize].to_ne_bytes());
+        let index = indexes.get(set as usize).ok_or("a set index of no set")?;
+        r.bytes
+            .get_mut(at..at + 2)
+            .ok_or("a set index outside its entry")?
+            .copy_from_slice(&index.to_ne_bytes());
     }
     Ok(())
 }
