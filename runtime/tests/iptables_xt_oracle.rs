@@ -407,6 +407,28 @@ fn iptables_xt_runtime_direct_and_fallback() {
         "generation 1 still in force"
     );
 
+    // A rule naming a set that step 1 does not create. The loader encodes
+    // the rules before step 1, the set indexes left out (`xt/pre.rs`),
+    // and writes them after it: the missing set is still met before the
+    // table is touched, the block goes to the tool, and the tool's error
+    // fails the apply with generation 1 in force.
+    let nope = bundle_common::filter_bundle(
+        &work.join("nope"),
+        &rules("-A WEIR-FWD -m set --match-set weir-nope src -j ACCEPT\n"),
+        "10.1.0.0/16",
+    );
+    let before = direct.exec().fallbacks();
+    let e = direct.apply(&nope).unwrap_err().to_string();
+    assert!(
+        e.contains("iptables-legacy-restore") && e.contains("nope"),
+        "the tool's error: {e}"
+    );
+    assert_eq!(direct.exec().fallbacks(), before + 1);
+    assert!(
+        direct.status().unwrap().in_force,
+        "generation 1 still in force"
+    );
+
     // A block the loader cannot parse (an interface name it refuses) was
     // read beside its parse: the read, and the xtables lock with it, is
     // dropped before the tool (`-w`) runs, which would otherwise wait

@@ -10,6 +10,7 @@ use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
 use super::transaction::{blocks_text, declare, delete_chains_lines};
+use super::xt::Prepared;
 use super::{exec, table_text, Iptables, Phases, Saved, FAMILIES};
 use crate::bundle::{Bundle, Family};
 use crate::error::Error;
@@ -482,21 +483,22 @@ impl Iptables {
             kept_chains,
             sets_loaded,
             old_applied,
+            prepared,
         } = self.start(bundle, state.as_ref(), likely, need_ipset, &mut phases)?;
         let sets_early = sets_loaded.is_some();
         let new = plan.state(bundle, &self.opts);
         if let Some(Err(e)) = sets_loaded {
             return Err(self.undo(e, &new, state.as_ref(), None));
         }
-        // The old generation goes in the switch's COMMIT when a rollback
-        // can reload it ([`super::fold`]).
-        if let (Some(old), Some(_)) = (&state, &old_applied) {
-            if FAMILIES
-                .into_iter()
-                .all(|f| self.lines_per_commit(f) == usize::MAX)
-            {
-                plan.removal = super::fold::removals(old, &new, &saved);
-            }
+        // (With step 1 beside the keep phase, the start did both.)
+        if prepared.is_none() {
+            self.fold(
+                &mut plan,
+                bundle,
+                state.as_ref(),
+                old_applied.as_ref(),
+                &saved,
+            );
         }
         let plan = plan;
         let folded = !plan.removal.is_empty();
@@ -514,7 +516,7 @@ impl Iptables {
         // ([`super::fold`]).
         let (switched, written) = std::thread::scope(|s| {
             let written = s.spawn(|| self.write_applied_next(&plan.applied()));
-            let switched = self.switch(&plan, &saved, sets_early, &mut phases);
+            let switched = self.switch(&plan, &saved, sets_early, prepared, &mut phases);
             (switched, written.join().expect("record thread"))
         });
         let saved = match switched.and_then(|saved| written.map(|()| saved)) {
@@ -562,26 +564,39 @@ impl Iptables {
         plan: &Plan,
         before: &Saved,
         sets_loaded: bool,
+        prepared: Option<Vec<(Family, Prepared)>>,
         phases: &mut Phases,
     ) -> Result<Saved, Error> {
         let g = plan.g;
-        if !plan.load_ipset.is_empty() && !sets_loaded {
+        let step2 = if !plan.load_ipset.is_empty() && !sets_loaded {
             let step = format!("step 1 (ipset restore of generation {g})");
             let refs = plan.set_refs();
-            phases.time("ipset restore", || {
-                self.restore_sets(&step, &plan.load_ipset, &refs)
-            })?;
-        }
-        for family in plan.families() {
-            let max = self.lines_per_commit(family);
-            let text = plan.restore_text(family, before, max);
-            if !text.is_empty() {
-                let step = format!(
-                    "step 2 ({} load and switch of generation {g})",
-                    self.opts.variant.restore(family)
-                );
-                phases.time("iptables-restore", || self.restore(&step, family, &text))?;
+            // Step 2's text is made, parsed and encoded while step 1 runs
+            // (mostly the kernel waiting, see [`Iptables::step2`]).
+            let (sets, step2) = std::thread::scope(|s| {
+                let h = s.spawn(|| self.restore_sets(&step, &plan.load_ipset, &refs));
+                let step2 = phases.time("iptables-restore", || self.step2(plan, before, true));
+                let sets = phases.time("ipset restore", || h.join().expect("ipset thread"));
+                (sets, step2)
+            });
+            sets?;
+            step2
+        } else {
+            // Nothing to overlap with: each block is parsed and encoded
+            // beside its table's read instead.
+            match prepared {
+                Some(p) => p,
+                None => phases.time("iptables-restore", || self.step2(plan, before, false)),
             }
+        };
+        for (family, text) in step2 {
+            let step = format!(
+                "step 2 ({} load and switch of generation {g})",
+                self.opts.variant.restore(family)
+            );
+            phases.time("iptables-restore", || {
+                self.restore_prepared(&step, family, text)
+            })?;
         }
         let want = plan.applied().expected(&plan.hooks);
         match self.read_back(&want, &plan.ipset, phases)? {
@@ -599,6 +614,57 @@ impl Iptables {
                     "the kernel does not hold what was applied, so generation {g} is not in force: {difference}"
                 ),
             }),
+        }
+    }
+
+    /// Step 2's restore text per family that has one, each block's lines
+    /// parsed and its rules encoded when the family's restores go to
+    /// x_tables directly ([`super::xt::prepare`]). Nothing here needs the
+    /// kernel's sets or tables (the sets' kernel indexes are written into
+    /// the rules after step 1, `xt/pre.rs`, and the table is read and
+    /// replaced under the xtables lock after that), so it runs while step 1 — mostly
+    /// the kernel growing its table of sets through RCU grace periods,
+    /// the CPU idle — still runs: beside it on a first apply
+    /// ([`Iptables::switch`]), during its wait after the keep phase on a
+    /// replace ([`start`]).
+    ///
+    /// Without `parse` only the text is made.
+    fn step2(&self, plan: &Plan, before: &Saved, parse: bool) -> Vec<(Family, Prepared)> {
+        plan.families()
+            .into_iter()
+            .filter_map(|family| {
+                let text = plan.restore_text(family, before, self.lines_per_commit(family));
+                (!text.is_empty()).then(|| {
+                    let p = if parse && self.direct_xtables(family) {
+                        super::xt::prepare(self.exec.netns(), family, &text)
+                    } else {
+                        Prepared::Text(text)
+                    };
+                    (family, p)
+                })
+            })
+            .collect()
+    }
+
+    /// The generation in force (`old`, recorded as `old_applied`) goes
+    /// in the switch's COMMIT when a rollback can reload it
+    /// ([`super::fold`]): `plan.removal`, as of `saved`.
+    fn fold(
+        &self,
+        plan: &mut Plan,
+        bundle: &Bundle,
+        old: Option<&State>,
+        old_applied: Option<&Applied>,
+        saved: &Saved,
+    ) {
+        if let (Some(old), Some(_)) = (old, old_applied) {
+            if FAMILIES
+                .into_iter()
+                .all(|f| self.lines_per_commit(f) == usize::MAX)
+            {
+                let new = plan.state(bundle, &self.opts);
+                plan.removal = super::fold::removals(old, &new, saved);
+            }
         }
     }
 

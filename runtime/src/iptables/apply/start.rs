@@ -10,7 +10,10 @@
 //! force's record and its chains' content keys, and, once `ipset save`
 //! is in, the sets kept ([`super::super::reuse`]).
 //! Step 1 starts only when the rules' save is done, beside the keep phase
-//! (which does not use the kernel).
+//! (which does not use the kernel); after the keep phase, still beside
+//! step 1, the old generation's removal is decided ([`super::super::fold`])
+//! and step 2's restores are made, parsed and encoded
+//! ([`Iptables::step2`]: they need neither the new sets nor the tables).
 //!
 //! Session 13 had started step 1 as soon as `ipset save` showed which
 //! sets are kept, while `iptables-save` still ran, to hide step 1's
@@ -57,7 +60,7 @@ use super::super::keep::OldKeys;
 use super::super::records::Applied;
 use super::super::{names, Iptables, Phases, Saved};
 use super::Plan;
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Family};
 use crate::error::Error;
 use crate::iptables::state::State;
 
@@ -72,6 +75,9 @@ pub(super) struct Started {
     /// Step 1 ran (beside the keep phase): its outcome.
     pub sets_loaded: Option<Result<(), Error>>,
     pub old_applied: Option<Applied>,
+    /// Step 2's restores, made during step 1's wait (with `plan.removal`
+    /// set), when step 1 ran here.
+    pub prepared: Option<Vec<(Family, crate::iptables::xt::Prepared)>>,
 }
 
 /// The generation after `previous` that `live` (the generations of the
@@ -217,6 +223,7 @@ impl Iptables {
         })?;
         let (old_applied, old_keys) = old;
         let mut kept_chains = 0;
+        let mut prepared = None;
         // Step 1 runs beside the keep phase when both have work (a
         // replace): the sets do not depend on which chains are kept, and
         // the intent written first lists every set and every chain the
@@ -236,6 +243,15 @@ impl Iptables {
                     kept_chains = plan.keep_chains(state, old, &saved);
                 });
             }
+            // Step 1 is mostly the kernel waiting: step 2's restores
+            // are made meanwhile (they follow from the kept chains and
+            // the old generation's removal).
+            if sets.is_some() {
+                prepared = Some(phases.time("iptables-restore", || {
+                    self.fold(&mut plan, bundle, state, old_applied.as_ref(), &saved);
+                    self.step2(&plan, &saved, true)
+                }));
+            }
             // What step 1 adds to the wall time here: its wait.
             Ok(sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread"))))
         })?;
@@ -247,6 +263,7 @@ impl Iptables {
             kept_chains,
             sets_loaded,
             old_applied,
+            prepared,
         })
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::spec::{octets, Cmd, Opt};
+use super::spec::{octets, Opt};
 use super::sys::Sock;
 use super::table::xt_object;
 use crate::bundle::Family;
@@ -30,6 +30,22 @@ pub(crate) struct Ctx<'a> {
     pub sock: &'a Sock,
     sets: HashMap<String, Option<u16>>,
     revisions: HashMap<(bool, &'static str, u8), bool>,
+    /// While encoding before the sets exist ([`super::pre`]): the set
+    /// names met so far (a name's place is its stand-in number), and the
+    /// index fields of the object being encoded that wait for one, as
+    /// (offset in its data, stand-in).
+    deferred: Option<Deferred>,
+}
+
+/// See [`Ctx::defer`].
+#[derive(Default)]
+pub(crate) struct Deferred {
+    pub names: Vec<String>,
+    ids: HashMap<String, u32>,
+    /// The object being encoded's fields: (offset in its data, stand-in).
+    pending: Vec<(usize, u32)>,
+    /// The entry being encoded's fields: (offset in the entry, stand-in).
+    pub placed: Vec<(usize, u32)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -38,40 +54,68 @@ impl<'a> Ctx<'a> {
             sock,
             sets: HashMap::new(),
             revisions: HashMap::new(),
+            deferred: None,
         }
     }
 
-    /// Looks up every set `cmds` name, in their order (what encoding them
-    /// would look up; a failed lookup is left for the encode to meet
-    /// again, and so to report).
+    /// From now on a set index is not looked up: the encoders write 0 and
+    /// [`Ctx::deferred`] says where and for which set, until
+    /// [`Ctx::undefer`].
+    pub fn defer(&mut self) {
+        self.deferred = Some(Deferred::default());
+    }
+
+    pub fn deferred(&mut self) -> Option<&mut Deferred> {
+        self.deferred.as_mut()
+    }
+
+    /// The object just encoded starts its data at offset `base` of its
+    /// entry: its waiting index fields move to [`Deferred::placed`].
+    pub fn place(&mut self, base: usize) {
+        if let Some(d) = &mut self.deferred {
+            let Deferred {
+                pending, placed, ..
+            } = d;
+            placed.extend(pending.drain(..).map(|(at, id)| (base + at, id)));
+        }
+    }
+
+    /// Ends [`Ctx::defer`]: the set names met while deferring.
+    pub fn undefer(&mut self) -> Vec<String> {
+        self.deferred.take().map(|d| d.names).unwrap_or_default()
+    }
+
+    /// The index of set `name`, written at offset `at` of the data being
+    /// encoded (0 and noted for later while deferring).
+    pub(super) fn set_index_at(&mut self, name: &str, at: usize) -> Result<u16, String> {
+        let Some(d) = &mut self.deferred else {
+            return self.set_index(name);
+        };
+        let id = match d.ids.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = d.names.len() as u32;
+                d.names.push(name.to_string());
+                d.ids.insert(name.to_string(), id);
+                id
+            }
+        };
+        d.pending.push((at, id));
+        Ok(0)
+    }
+
+    /// Looks up every set of `names` (distinct, in the order met), so
+    /// that [`Ctx::set_index`] answers from what it found (a failed
+    /// lookup is left for it to meet again, and so to report).
     ///
     /// Past [`DUMP_FROM`] distinct sets, one netlink dump of every set's
     /// header answers them all ([`super::ipset_dump`]: the kernel's
     /// search by name is linear in its table of sets); a name the dump
     /// does not have, or a failed dump, is asked one by one as before.
-    pub fn prefetch(&mut self, cmds: &[Cmd]) {
-        let mut names: Vec<&str> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for c in cmds {
-            let (Cmd::Append(_, s) | Cmd::Insert(_, _, s) | Cmd::Delete(_, s)) = c else {
-                continue;
-            };
-            for (m, opts) in &s.matches {
-                if m != "set" {
-                    continue;
-                }
-                for o in opts {
-                    if let ("match-set", Some(name)) = (o.name.as_str(), o.args.first()) {
-                        if seen.insert(name.as_str()) {
-                            names.push(name);
-                        }
-                    }
-                }
-            }
-        }
+    pub fn prefetch_names(&mut self, names: &[&str]) {
         if names.len() >= DUMP_FROM {
             if let Ok(headers) = self.sock.ipset_headers() {
-                for name in &names {
+                for name in names {
                     if let Some(h) = headers.get(*name) {
                         let index = (h.family == self.sock.abi().nfproto).then_some(h.index);
                         self.sets.insert(name.to_string(), index);
@@ -200,7 +244,7 @@ fn set(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
         _ => return Err(format!("set option `--{}`", o.name)),
     };
     let (dim, flags) = set_dirs(dirs)?;
-    let index = ctx.set_index(name)?;
+    let index = ctx.set_index_at(name, 0)?;
     let mut d = vec![0u8; 48];
     d[..2].copy_from_slice(&index.to_ne_bytes());
     d[2] = dim;

@@ -60,7 +60,7 @@ fn set_target(opts: &[Opt], ctx: &mut Ctx) -> Result<Vec<u8>, String> {
         match (o.name.as_str(), o.args.as_slice(), o.invert) {
             ("map-set", [name, dirs], false) if map.is_none() => {
                 let (dim, f) = set_dirs(dirs)?;
-                map = Some((ctx.set_index(name)?, dim, f));
+                map = Some((ctx.set_index_at(name, 8)?, dim, f));
             }
             ("map-mark", [], false) if flags & MAP_SKBMARK == 0 => flags |= MAP_SKBMARK,
             _ => return Err(format!("SET option `--{}`", o.name)),

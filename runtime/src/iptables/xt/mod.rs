@@ -26,6 +26,16 @@
 //! a line in the exec log (program [`DIRECT`]) and, with
 //! `WEIR_EXEC_TRACE`, on standard error; each fallback says why.
 //!
+//! # Encoded before the sets exist
+//! A rule names a set by the kernel's index, but the parse and the
+//! encoding need neither the index nor the table: [`pre`] encodes with
+//! the indexes left out and writes them once the sets are looked up.
+//! The lookups run on a second thread beside the lock and the table's
+//! read, and so does the parse and encoding of a restore given as text;
+//! an apply hands over its step 2 already parsed and encoded
+//! ([`prepare`]), done while step 1's `ipset restore` kept the kernel
+//! busy and the CPU idle.
+//!
 //! # Both families, one code path
 //! The IPv4 (`ipt_entry`) and IPv6 (`ip6t_entry`) back ends differ in the
 //! entry's layout, the socket and a few option numbers ([`abi`]), and in
@@ -46,6 +56,7 @@ pub(crate) mod abi;
 pub(crate) mod ext;
 pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
+pub(crate) mod pre;
 pub(crate) mod save;
 pub(crate) mod save_addr;
 pub(crate) mod save_target;
@@ -177,36 +188,87 @@ impl Iptables {
     }
 
     fn restore_blocks(&self, step: &str, family: Family, text: &str) -> Result<(), Error> {
-        let Some(blocks) = blocks(text) else {
+        // Each block's lines are parsed and encoded beside its table's
+        // read.
+        let blocks = blocks(text).map(|bs| {
+            bs.into_iter()
+                .map(|b| ParsedBlock {
+                    table: b.table.to_string(),
+                    text: b.text,
+                    cmds: Lines::Raw(b.lines),
+                })
+                .collect()
+        });
+        self.load_blocks(step, family, text, blocks)
+    }
+
+    /// [`Iptables::restore`] of text [`prepare`]d earlier (beside step 1,
+    /// `apply.rs`): with the tool when `family`'s restores do not go to
+    /// x_tables directly, else as [`Iptables::restore_direct`].
+    pub(crate) fn restore_prepared(
+        &self,
+        step: &str,
+        family: Family,
+        p: Prepared,
+    ) -> Result<(), Error> {
+        let (text, blocks) = match p {
+            Prepared::Text(text) => return self.restore(step, family, &text),
+            Prepared::Blocks(Blocks { text, blocks }) => (text, blocks),
+        };
+        if !self.direct_xtables(family) {
+            return self.restore_tool(step, family, &text);
+        }
+        let t = Instant::now();
+        let len = text.len();
+        let r = self.load_blocks(step, family, &text, blocks);
+        if std::env::var_os(TRACE_VAR).is_some() {
+            eprintln!(
+                "weir: {} restore ({len} bytes, parsed before) in {:.3}s",
+                abi::of(family).label,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        r
+    }
+
+    fn load_blocks(
+        &self,
+        step: &str,
+        family: Family,
+        text: &str,
+        blocks: Option<Vec<ParsedBlock<'_>>>,
+    ) -> Result<(), Error> {
+        let Some(blocks) = blocks else {
             return self.restore_tool(step, family, text);
         };
         let mut pending = String::new();
-        // No socket, no direct load: each block that parses goes to the
-        // tool, which says why.
+        // No socket, no direct load: each block goes to the tool, which
+        // says why.
         let loader = Loader::open(self.exec.netns(), family).map_err(|e| format!("socket: {e}"));
         for b in blocks {
-            // The block's lines are parsed on a second thread while this
-            // one takes the lock and reads the table (when no block waits
-            // for the tool: the read must see what that block does). A
-            // block that does not parse drops the read, and with it the
-            // lock.
-            let (parsed, read) = match &loader {
-                Ok(l) if pending.is_empty() => std::thread::scope(|s| {
-                    let h = s.spawn(|| parse_timed(&b.lines, family, Some(&l.sock)));
-                    let read = l.read(b.table);
-                    let parsed = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                    (parsed, Some(read))
+            // The block's lines are parsed and encoded (unless they were
+            // before, [`prepare`]) and its sets looked up on a second
+            // thread while this one takes the lock and reads the table
+            // (when no block waits for the tool: the read must see what
+            // that block does). A block that does not parse or encode, or
+            // names a set the kernel does not have, drops the read, and
+            // with it the lock, and goes to the tool.
+            let (ready, read) = match (&loader, b.cmds) {
+                (_, Lines::Done(Err(why), _)) => (Err(why), None),
+                (Err(why), _) => (Err(why.clone()), None),
+                (Ok(l), cmds) if pending.is_empty() => std::thread::scope(|s| {
+                    let h = s.spawn(|| ready(cmds, family, &l.sock));
+                    let read = l.read(&b.table);
+                    let ready = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                    (ready, Some(read))
                 }),
-                _ => (
-                    parse_timed(&b.lines, family, loader.as_ref().map(|l| &l.sock).ok()),
-                    None,
-                ),
+                (Ok(l), cmds) => (ready(cmds, family, &l.sock), None),
             };
-            let (cmds, ctx, parse) = match parsed {
+            let (cmds, enc, (parse, lookups)) = match ready {
                 Ok(c) => c,
                 Err(why) => {
                     drop(read);
-                    self.trace_fallback(family, b.table, &why);
+                    self.trace_fallback(family, &b.table, &why);
                     pending.push_str(&b.text);
                     continue;
                 }
@@ -214,26 +276,20 @@ impl Iptables {
             if !pending.is_empty() {
                 self.restore_tool(step, family, &std::mem::take(&mut pending))?;
             }
-            let l = match &loader {
-                Ok(l) => l,
-                Err(why) => {
-                    self.trace_fallback(family, b.table, why);
-                    self.restore_tool(step, family, &b.text)?;
-                    continue;
-                }
+            let Ok(l) = &loader else {
+                unreachable!("a block is ready only with a socket")
             };
             let t = Instant::now();
-            let read = read.unwrap_or_else(|| l.read(b.table));
-            let ctx = ctx.unwrap_or_else(|| ext::Ctx::new(&l.sock));
-            match read.and_then(|r| l.write(b.table, r, &cmds, ctx)) {
+            let read = read.unwrap_or_else(|| l.read(&b.table));
+            match read.and_then(|r| l.write(&b.table, r, &cmds, enc)) {
                 Ok((entries, laps)) => {
                     if std::env::var_os(TRACE_VAR).is_some() {
                         eprintln!(
-                            "weir: loaded {} table {} directly ({} lines, {entries} entries) in {:.3}s after the read (parse and set lookups {parse:.3}s beside the read, {laps})",
+                            "weir: loaded {} table {} directly ({} lines, {entries} entries) in {:.3}s after the read (parse and encode {parse}, set lookups {lookups:.3}s beside the read, {laps})",
                             abi::of(family).label,
                             b.table,
                             cmds.len(),
-                            t.elapsed().as_secs_f64()
+                            t.elapsed().as_secs_f64(),
                         );
                     }
                     self.exec.count_direct();
@@ -251,7 +307,7 @@ impl Iptables {
                     });
                 }
                 Err(why) => {
-                    self.trace_fallback(family, b.table, &why);
+                    self.trace_fallback(family, &b.table, &why);
                     self.restore_tool(step, family, &b.text)?;
                 }
             }
@@ -291,8 +347,10 @@ impl Loader {
     /// Applies one block's commands to `table`; the number of entries
     /// written.
     fn load(&self, name: &str, cmds: &[Cmd]) -> Result<u32, String> {
-        let ctx = ext::Ctx::new(&self.sock);
-        self.write(name, self.read(name)?, cmds, ctx)
+        let mut ctx = ext::Ctx::new(&self.sock);
+        let mut enc = pre::encode(cmds, &mut ctx)?;
+        pre::resolve(&mut enc, &mut ctx)?;
+        self.write(name, self.read(name)?, cmds, enc)
             .map(|(n, _)| n)
     }
 
@@ -332,7 +390,7 @@ impl Loader {
         name: &str,
         read: Read,
         cmds: &[Cmd],
-        mut ctx: ext::Ctx,
+        enc: pre::Encoded,
     ) -> Result<(u32, String), String> {
         let Read {
             _lock,
@@ -340,9 +398,7 @@ impl Loader {
             mut clock,
         } = read;
         clock.lap("wait");
-        for c in cmds {
-            apply(&mut t, c, &mut ctx)?;
-        }
+        pre::apply_all(&mut t, cmds, enc)?;
         clock.lap("lines");
         let l = t.layout()?;
         clock.lap("layout");
@@ -387,26 +443,106 @@ struct Read {
     clock: Clock,
 }
 
-/// Parses a block's lines, then (with a socket) looks up the sets they
-/// name — the sets are not under the xtables lock, so this needs no table
-/// state and runs beside the read; with the time it took.
-type Parsed<'s> = (Vec<Cmd>, Option<ext::Ctx<'s>>, f64);
-fn parse_timed<'s>(
+/// A block's commands, encoded with their sets' indexes written
+/// ([`pre`]), and the times it took for the trace: the parse and encode
+/// (as printed), the set lookups.
+type Ready = (Vec<Cmd>, pre::Encoded, (String, f64));
+
+/// Parses and encodes a block's lines (unless [`prepare`] did), then
+/// looks up the sets they name and writes their indexes — the sets are
+/// not under the xtables lock, so this needs no table state and runs
+/// beside the read.
+fn ready(lines: Lines<'_>, family: Family, sock: &sys::Sock) -> Result<Ready, String> {
+    let t = Instant::now();
+    let (cmds, mut enc, parse) = match lines {
+        Lines::Raw(lines) => {
+            let (cmds, enc) = parse_encode(&lines, family, sock)?;
+            let secs = t.elapsed().as_secs_f64();
+            (cmds, enc, format!("{secs:.3}s beside the read"))
+        }
+        Lines::Done(done, secs) => {
+            let (cmds, enc) = done?;
+            (cmds, enc, format!("{secs:.3}s before"))
+        }
+    };
+    let t = Instant::now();
+    pre::resolve(&mut enc, &mut ext::Ctx::new(sock))?;
+    Ok((cmds, enc, (parse, t.elapsed().as_secs_f64())))
+}
+
+/// The part of [`ready`] that needs no set: the parse and the encoding.
+fn parse_encode(
     lines: &[&str],
     family: Family,
-    sock: Option<&'s sys::Sock>,
-) -> Result<Parsed<'s>, String> {
-    let t = Instant::now();
-    let cmds = lines
-        .iter()
-        .map(|l| spec::command(l, family))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ctx = sock.map(|s| {
-        let mut ctx = ext::Ctx::new(s);
-        ctx.prefetch(&cmds);
-        ctx
+    sock: &sys::Sock,
+) -> Result<(Vec<Cmd>, pre::Encoded), String> {
+    let cmds = parse(lines, family)?;
+    let enc = pre::encode(&cmds, &mut ext::Ctx::new(sock))?;
+    Ok((cmds, enc))
+}
+
+fn parse(lines: &[&str], family: Family) -> Result<Vec<Cmd>, String> {
+    lines.iter().map(|l| spec::command(l, family)).collect()
+}
+
+/// A restore text of one family split into its COMMIT blocks, each
+/// block's lines parsed and its rules encoded but for the sets' indexes
+/// ([`pre`]): the part of a direct restore that needs neither the
+/// kernel's sets nor its tables, so an apply does it beside step 1
+/// (`ipset restore`), whose time is mostly the kernel waiting.
+pub(crate) enum Prepared {
+    /// Not prepared: restored as any text ([`Iptables::restore`]).
+    Text(String),
+    Blocks(Blocks),
+}
+
+/// A text [`prepare`]d.
+pub(crate) struct Blocks {
+    text: String,
+    /// `None`: the text is not only COMMIT blocks (the tool gets it).
+    blocks: Option<Vec<ParsedBlock<'static>>>,
+}
+
+/// One block of a restore, its lines parsed and encoded or not yet.
+struct ParsedBlock<'t> {
+    table: String,
+    /// The block's text, for the tool and the exec log.
+    text: String,
+    cmds: Lines<'t>,
+}
+
+/// A block's lines: as written, or parsed and encoded (or why not: the
+/// block goes to the tool) with the time it took in seconds.
+enum Lines<'t> {
+    Raw(Vec<&'t str>),
+    Done(Result<(Vec<Cmd>, pre::Encoded), String>, f64),
+}
+
+/// Splits `text` into blocks, parses each block's lines and encodes its
+/// rules (no lock, no table, no set: see [`Prepared`]; the socket of
+/// `netns` answers the extensions' revisions).
+pub(crate) fn prepare(netns: Option<&str>, family: Family, text: &str) -> Prepared {
+    let loader = Loader::open(netns, family).map_err(|e| format!("socket: {e}"));
+    let blocks = blocks(text).map(|bs| {
+        bs.into_iter()
+            .map(|b| {
+                let t = Instant::now();
+                let done = match &loader {
+                    Ok(l) => parse_encode(&b.lines, family, &l.sock),
+                    Err(why) => Err(why.clone()),
+                };
+                ParsedBlock {
+                    table: b.table.to_string(),
+                    text: b.text,
+                    cmds: Lines::Done(done, t.elapsed().as_secs_f64()),
+                }
+            })
+            .collect()
     });
-    Ok((cmds, ctx, t.elapsed().as_secs_f64()))
+    Prepared::Blocks(Blocks {
+        text: text.to_string(),
+        blocks,
+    })
 }
 
 /// Laps of a load, for the trace.
@@ -438,29 +574,6 @@ impl Clock {
     }
 }
 
-/// One command with `iptables-restore --noflush`'s meaning.
-fn apply(t: &mut Table, c: &Cmd, ctx: &mut ext::Ctx) -> Result<(), String> {
-    let encode = |t: &Table, s: &spec::Spec, ctx: &mut ext::Ctx| {
-        spec::encode(s, ctx, &|n| t.chain(n).is_some())
-    };
-    match c {
-        Cmd::Declare(name) => t.declare(name),
-        Cmd::Append(name, s) => {
-            let r = encode(t, s, ctx)?;
-            t.add(name, None, r)
-        }
-        Cmd::Insert(name, n, s) => {
-            let r = encode(t, s, ctx)?;
-            t.add(name, Some(n - 1), r)
-        }
-        Cmd::Delete(name, s) => {
-            let r = encode(t, s, ctx)?;
-            t.delete(name, &r)
-        }
-        Cmd::DeleteChain(name) => t.delete_chain(name),
-    }
-}
-
 /// Loads restore `text` of `family` into the namespace `netns` with the
 /// direct loader only — no tool and no fallback: `Err` names the first
 /// block it would have sent to the tool. For the oracle tests.
@@ -469,12 +582,7 @@ pub fn load_direct(netns: Option<&str>, family: Family, text: &str) -> Result<u3
     let l = Loader::open(netns, family).map_err(|e| e.to_string())?;
     let mut n = 0;
     for b in blocks {
-        let cmds = b
-            .lines
-            .iter()
-            .map(|l| spec::command(l, family))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("table {}: {e}", b.table))?;
+        let cmds = parse(&b.lines, family).map_err(|e| format!("table {}: {e}", b.table))?;
         n += l
             .load(b.table, &cmds)
             .map_err(|e| format!("table {}: {e}", b.table))?;

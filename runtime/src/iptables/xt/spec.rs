@@ -399,12 +399,16 @@ pub(crate) fn encode(
     ip[abi.invflags] = inv;
     let mut matches = Vec::with_capacity(s.matches.len() * 320);
     for (name, opts) in &s.matches {
+        let base = abi.entry + matches.len() + table::XT_HEADER;
         matches.extend(ext::encode_match(name, opts, proto, ctx)?);
+        ctx.place(base);
     }
     let (target, jump) = match &s.target {
         Target::None => (table::standard_target(0), Jump::Next),
         Target::Jump { name, goto, opts } => {
-            if let Some(t) = ext_target::encode_target(name, opts, s.proto, ctx)? {
+            let t = ext_target::encode_target(name, opts, s.proto, ctx)?;
+            ctx.place(abi.entry + matches.len() + table::XT_HEADER);
+            if let Some(t) = t {
                 if *goto {
                     return Err("`-g` to an extension target".into());
                 }
