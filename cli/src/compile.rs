@@ -19,6 +19,7 @@ use weir_compiler::diagnostics::Diagnostic;
 use weir_compiler::driver::Analyzed;
 use weir_compiler::ebpf::state_tables::{CtTable, StateTables};
 use weir_compiler::graph::dump;
+use weir_compiler::threads;
 use weir_grammar::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -264,14 +265,24 @@ pub fn run(args: Args) -> i32 {
     if let Err(code) = validate(&args) {
         return code;
     }
+    let targets = targets(args.target);
+    // The graph dumps need no back end; everything else does.
+    let needs_backends =
+        args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
     // Nothing below reads the syntax trees (the model and graph are
     // built): freed as soon as the lints are done, while the graph is
-    // still being built and optimised (issue 21).
-    let mut analyzed =
-        match program::analyze_with(&args.files, args.endpoints.as_deref(), SyntaxTrees::Free) {
-            Ok(a) => a,
-            Err(code) => return code,
-        };
+    // still being built and optimised (issue 21). Meanwhile, this thread
+    // serializes most of the manifest's head (`bundle::Early`).
+    let analyzed = program::analyze_meanwhile(
+        &args.files,
+        args.endpoints.as_deref(),
+        SyntaxTrees::Free,
+        |e| needs_backends.then(|| early_head(&e, &targets)).flatten(),
+    );
+    let (mut analyzed, early) = match analyzed {
+        Ok((a, early)) => (a, early.flatten()),
+        Err(code) => return code,
+    };
     // What the lowering recorded for the graph's findings (made in
     // `driver::analyze`) is read by nothing below: freed before the back
     // ends' peak (for 100,000 one-peer-per-pod rules, a list of policy
@@ -294,10 +305,6 @@ pub fn run(args: Args) -> i32 {
     let model = &checked.model;
     let graph = &compiled.graph;
 
-    let targets = targets(args.target);
-    // The graph dumps need no back end; everything else does.
-    let needs_backends =
-        args.output.is_some() || args.report || !matches!(args.emit, Some(Emit::Graph | Emit::Dot));
     // With -o the files go to the bundle's directory as they are made
     // (staged, committed when all are written); otherwise they are kept
     // in memory for --emit and --report.
@@ -326,6 +333,7 @@ pub fn run(args: Args) -> i32 {
             &backend_options(&args),
             args.color,
             &sink,
+            early,
             print_diagnostics,
         ) {
             Ok(()) => {}
@@ -477,6 +485,24 @@ fn backend_options(args: &Args) -> backends::Options {
     }
 }
 
+/// The manifest's head but its `graph` key, for `targets`, made while the
+/// graph is built ([`bundle::Early`]).
+fn early_head(e: &weir_compiler::driver::Early<'_>, targets: &[Target]) -> Option<bundle::Early> {
+    let sources = source_texts(e.sources);
+    let loc = locator(e.sources);
+    let locate = |span: Span| loc(span).map(|l| bundle::Location { at: l.at });
+    bundle::Early::new(e.model, e.parts, &sources, targets, &locate)
+}
+
+/// `(file name, text)` of every source, as the manifest's head hashes
+/// them.
+fn source_texts(sources: &weir_compiler::source::SourceMap) -> Vec<(String, String)> {
+    sources
+        .iter()
+        .map(|(_, f)| (f.name(), f.text.clone()))
+        .collect()
+}
+
 /// Why [`bundle_into`] made no bundle: a back end refused the program
 /// (printed; the exit code), or writing failed.
 pub enum Failed {
@@ -487,16 +513,18 @@ pub enum Failed {
 /// Run the back ends for `targets` and write the bundle into `sink`.
 /// Every target must accept the program (`--target all` means all: a
 /// bundle never silently lacks a back end); refusals are printed, after
-/// `first` has run on this thread while the back ends started.
+/// `first` has run on this thread while the back ends started. `early`:
+/// the manifest's head made while the graph was built, if it was.
 pub fn bundle_into(
     analyzed: &Analyzed,
     targets: &[Target],
     opts: &backends::Options,
     color: Color,
     sink: &Sink,
+    early: Option<bundle::Early>,
     first: impl FnOnce(),
 ) -> Result<(), Failed> {
-    let refused = build_into(analyzed, targets, opts, sink, first).map_err(|e| match e {
+    let refused = build_into(analyzed, targets, opts, sink, early, first).map_err(|e| match e {
         BuildError::Unavailable(code) => Failed::Refused(code),
         BuildError::Io(e) => Failed::Io(e),
     })?;
@@ -524,7 +552,7 @@ pub fn build(
     opts: &backends::Options,
 ) -> Result<Built, i32> {
     let sink = Sink::memory();
-    match build_into(analyzed, targets, opts, &sink, || {}) {
+    match build_into(analyzed, targets, opts, &sink, None, || {}) {
         Ok(refused) => Ok(Built {
             files: sink.into_files(),
             refused,
@@ -561,12 +589,14 @@ enum BuildError {
 
 /// [`build`] into `sink`: the bundle of the targets that accept the
 /// program, and the refusals of the others. `first` runs on this thread
-/// as soon as the back ends have started.
+/// as soon as the back ends have started. The manifest's head is made
+/// from `early` when that was made for this graph and these targets.
 fn build_into(
     analyzed: &Analyzed,
     targets: &[Target],
     opts: &backends::Options,
     sink: &Sink,
+    early: Option<bundle::Early>,
     first: impl FnOnce(),
 ) -> Result<Vec<(Target, Vec<Diagnostic>)>, BuildError> {
     let checked = &analyzed.checked;
@@ -579,37 +609,26 @@ fn build_into(
     // and freed once it is written, while the back ends run (19
     // MB for 100,000 one-peer-per-pod rules; made again in the rare case
     // of a refusing target).
-    let source_texts = || -> Vec<(String, String)> {
-        checked
-            .sources
-            .iter()
-            .map(|(_, f)| (f.name(), f.text.clone()))
-            .collect()
-    };
+    let source_texts = || source_texts(&checked.sources);
     let loc = locator(&checked.sources);
     let locate = |span: Span| loc(span).map(|l| bundle::Location { at: l.at });
     // The back ends run on their own thread while this one prepares the
     // rest of the bundle (manifest head, graph dump): on two cores that
     // halves the time after the graph is built.
     let (results, prepared) = std::thread::scope(|s| {
-        let running = std::thread::Builder::new()
-            .name("weir-backends".into())
-            // As much stack as the main thread may have.
-            .stack_size(64 << 20)
-            .spawn_scoped(s, || {
-                backends::generate_all_into(targets, model, graph, opts, sink)
-            })
-            .expect("spawn the back-end thread");
+        // As much stack as the main thread may have.
+        let spec = threads::with_stack("weir-backends", 64 << 20);
+        let running = threads::scoped(s, spec, || {
+            backends::generate_all_into(targets, model, graph, opts, sink)
+        });
         first();
         let sources = source_texts();
         let input = bundle_input(model, graph, &sources, targets, &locate);
-        let prepared =
-            bundle::write_graph(&input, sink).and_then(|()| bundle::prepare(&input, sink));
+        let prepared = bundle::write_graph_early(early.as_ref(), &input, sink)
+            .and_then(|()| bundle::prepare_early(early, &input, sink));
         drop(input);
         drop(sources);
-        let results = running
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let results = running.join();
         (results, prepared)
     });
     let prepared = prepared.map_err(BuildError::Io)?;

@@ -95,6 +95,24 @@ pub fn analyze_with(
     ))
 }
 
+/// [`analyze_with`], and `meanwhile` while the graph is built
+/// ([`weir_compiler::driver::analyze_meanwhile`]).
+pub fn analyze_meanwhile<M>(
+    roots: &[PathBuf],
+    endpoints: Option<&Path>,
+    syntax: SyntaxTrees,
+    meanwhile: impl FnOnce(weir_compiler::driver::Early<'_>) -> M,
+) -> Result<(Analyzed, Option<M>), i32> {
+    inputs(roots, endpoints)?;
+    Ok(weir_compiler::driver::analyze_meanwhile(
+        roots,
+        &FsLoader::new(),
+        endpoints,
+        syntax,
+        meanwhile,
+    ))
+}
+
 /// The files of one program are `.weir` files and the inventory exists.
 fn inputs(roots: &[PathBuf], endpoints: Option<&Path>) -> Result<(), i32> {
     if let Some(p) = roots.iter().find(|p| !is_weir(p)) {

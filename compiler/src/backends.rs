@@ -238,21 +238,15 @@ fn on_threads<R: Send>(targets: &[Target], run: impl Fn(Target) -> R + Sync) -> 
         let running: Vec<_> = rest
             .iter()
             .map(|&t| {
-                let h = std::thread::Builder::new()
-                    .name(format!("weir-{}", t.name()))
-                    // As much stack as the main thread may have.
-                    .stack_size(64 << 20)
-                    .spawn_scoped(s, move || run(t))
-                    .expect("spawn a back-end thread");
-                (t, h)
+                let name = format!("weir-{}", t.name());
+                // As much stack as the main thread may have.
+                let spec = crate::threads::with_stack(&name, 64 << 20);
+                (t, crate::threads::scoped(s, spec, move || run(t)))
             })
             .collect();
         let mut out = vec![(first, run(first))];
         for (t, h) in running {
-            let r = h
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            out.push((t, r));
+            out.push((t, h.join()));
         }
         out
     })
@@ -304,17 +298,13 @@ fn iptables(
     // back end is done the others are, and a core would wait (~20 ms of
     // `weir compile`'s critical path, issue 21).
     std::thread::scope(|s| {
-        let sets = std::thread::Builder::new()
-            .name("weir-ipset-write".into())
-            .spawn_scoped(s, || sink.write(IPSET_RULES, ipset.as_bytes()).map(drop))
-            .expect("spawn a writing thread");
+        let sets = crate::threads::scoped(s, crate::threads::named("weir-ipset-write"), || {
+            sink.write(IPSET_RULES, ipset.as_bytes()).map(drop)
+        });
         let rules = sink
             .write(IPTABLES_RULES, iptables.as_bytes())
             .and_then(|_| sink.write(IP6TABLES_RULES, ip6tables.as_bytes()));
-        let sets = sets
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        rules.and(sets)
+        rules.and(sets.join())
     })?;
     Ok(Ok(manifest.into()))
 }

@@ -31,3 +31,4 @@ pub mod provenance;
 pub mod proxy_addr;
 pub mod source;
 pub mod synth;
+pub mod threads;

@@ -27,9 +27,11 @@
 //! `BTreeMap`s here; the typed views of [`write`]
 //! declare their fields in that order) and a trailing newline.
 
+mod early;
 pub mod sink;
 mod write;
 
+pub use early::{prepare_early, write_graph_early, Early};
 pub use sink::{FileOut, Sink, Written};
 
 use crate::graph::{dump, Graph};

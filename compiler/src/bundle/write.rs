@@ -34,13 +34,31 @@ pub struct Manifest<'a> {
 }
 
 /// Every key of the manifest but `artifacts` and `backends`, in sorted
-/// order.
+/// order: the keys before `graph`, `graph` (the optimized graph's
+/// statistics), the keys after it. The keys around `graph` need only the
+/// model and the parts of the graph the lowering makes first
+/// ([`crate::graph::Parts`]): `weir compile` serializes them while the
+/// graph is still being built ([`super::Early`]).
 #[derive(Serialize)]
 pub struct Head<'a> {
+    #[serde(flatten)]
+    before: HeadBefore<'a>,
+    graph: Value,
+    #[serde(flatten)]
+    after: HeadAfter<'a>,
+}
+
+/// The head's keys that sort before `graph`.
+#[derive(Serialize)]
+pub struct HeadBefore<'a> {
     classes: Classes<'a>,
     endpoints: Vec<EndpointEntry<'a>>,
     format_version: u32,
-    graph: Value,
+}
+
+/// The head's keys that sort after `graph`.
+#[derive(Serialize)]
+pub struct HeadAfter<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     local_proxies: Vec<crate::contract::local_proxy::LocalProxy>,
     provenance: Vec<ProvenanceEntry<'a>>,
@@ -48,6 +66,16 @@ pub struct Head<'a> {
     source_hash: String,
     sources: Vec<&'a String>,
     targets: Vec<&'static str>,
+}
+
+/// What the head is made of: the model, the graph's parts the lowering
+/// makes first, the sources and targets.
+pub struct HeadInput<'a> {
+    pub model: &'a Model,
+    pub parts: crate::graph::PartsRef<'a>,
+    pub sources: &'a [(String, String)],
+    pub targets: &'a [crate::contract::Target],
+    pub locate: &'a dyn Fn(weir_grammar::Span) -> Option<Location>,
 }
 
 /// The back ends' sections by name, borrowed (the manifest's text
@@ -206,11 +234,31 @@ fn dir_name(d: Direction) -> DirectionName {
 
 impl<'a> Head<'a> {
     pub fn new(input: &'a BundleInput) -> Head<'a> {
-        let (model, g) = (input.model, input.graph);
-        let cl = &g.classes;
-        let mut sources: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
-        sources.sort();
+        let head = HeadInput {
+            model: input.model,
+            parts: input.graph.parts(),
+            sources: input.sources,
+            targets: input.targets,
+            locate: input.locate,
+        };
         Head {
+            before: HeadBefore::new(&head),
+            graph: graph_value(input.graph),
+            after: HeadAfter::new(&head),
+        }
+    }
+}
+
+/// The head's `graph` value.
+pub fn graph_value(g: &Graph) -> Value {
+    serde_json::to_value(capacity(g)).unwrap_or(Value::Null)
+}
+
+impl<'a> HeadBefore<'a> {
+    pub fn new(input: &HeadInput<'a>) -> HeadBefore<'a> {
+        let model = input.model;
+        let cl = input.parts.classes;
+        HeadBefore {
             classes: Classes {
                 atoms: cl.atoms.iter().map(AtomJson).collect(),
                 endpoint_atom: cl.endpoint_atom,
@@ -241,10 +289,19 @@ impl<'a> Head<'a> {
                 })
                 .collect(),
             format_version: FORMAT_VERSION,
-            graph: serde_json::to_value(capacity(g)).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl<'a> HeadAfter<'a> {
+    pub fn new(input: &HeadInput<'a>) -> HeadAfter<'a> {
+        let model = input.model;
+        let mut sources: Vec<&String> = input.sources.iter().map(|s| &s.0).collect();
+        sources.sort();
+        HeadAfter {
             local_proxies: crate::contract::local_proxy::of_model(model, input.locate),
             provenance: provenance_entries(input),
-            services: service_entries(model, g),
+            services: service_entries(model, input.parts),
             source_hash: source_hash(input.sources),
             sources,
             targets: input.targets.iter().map(|t| t.name()).collect(),
@@ -252,10 +309,12 @@ impl<'a> Head<'a> {
     }
 }
 
-fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
+fn provenance_entries<'a>(input: &HeadInput<'a>) -> Vec<ProvenanceEntry<'a>> {
     use crate::provenance::Provenance as P;
-    let (model, g) = (input.model, input.graph);
-    g.provenance
+    let model = input.model;
+    input
+        .parts
+        .provenance
         .entries
         .iter()
         .enumerate()
@@ -317,8 +376,8 @@ fn provenance_entries<'a>(input: &'a BundleInput) -> Vec<ProvenanceEntry<'a>> {
         .collect()
 }
 
-fn service_entries<'a>(model: &'a Model, g: &'a Graph) -> Vec<ServiceEntry<'a>> {
-    let table = &g.services;
+fn service_entries<'a>(model: &'a Model, g: crate::graph::PartsRef<'a>) -> Vec<ServiceEntry<'a>> {
+    let table = g.services;
     // Frontends are sorted by frontend, not by service: group them once.
     let mut by_service: Vec<Vec<&crate::graph::ir::FrontendEntry>> =
         vec![Vec::new(); table.services.len()];

@@ -77,7 +77,8 @@ pub(super) fn load_program(
         // goes into the source map as it is, never copied (it may be
         // hundreds of megabytes).
         let parsing = early.map(|(key, path, text)| {
-            let h = s.spawn(move || {
+            let spec = crate::threads::named("weir-inventory");
+            let h = crate::threads::scoped(s, spec, move || {
                 let parsed = parse_inventory(FileId(u32::MAX), &text);
                 (text, parsed)
             });
@@ -85,9 +86,7 @@ pub(super) fn load_program(
         });
         let mut loaded = load_sources(roots, loader);
         let early = parsing.map(|(key, path, h)| {
-            let (text, parsed) = h
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let (text, parsed) = h.join();
             (key, path, text, parsed)
         });
         let project = project_dirs(roots);

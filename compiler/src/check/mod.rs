@@ -128,6 +128,24 @@ pub fn check_program_then<R: Send + 'static>(
     syntax: SyntaxTrees,
     then: impl FnOnce(&Model) -> R + Send + 'static,
 ) -> (Checked, Option<R>) {
+    let (checked, then_result, _) =
+        check_program_meanwhile(roots, loader, inventory, syntax, then, |_, _| ());
+    (checked, then_result)
+}
+
+/// [`check_program_then`], and `meanwhile` on this thread once the lints
+/// are done, while `then` may still run (`Some` when `then` runs: the
+/// program has no errors before the lints). `meanwhile` gets the model
+/// and the sources (the syntax trees already freed with
+/// [`SyntaxTrees::Free`]).
+pub fn check_program_meanwhile<R: Send + 'static, M>(
+    roots: &[PathBuf],
+    loader: &dyn SourceLoader,
+    inventory: Option<&Path>,
+    syntax: SyntaxTrees,
+    then: impl FnOnce(&Model) -> R + Send + 'static,
+    meanwhile: impl FnOnce(&Model, &SourceMap) -> M,
+) -> (Checked, Option<R>, Option<M>) {
     let mut loaded = load::load_program(roots, inventory, loader);
     let mut cx = Cx::new(&loaded.files);
     cx.diags.extend(loaded.diags.iter().cloned());
@@ -153,10 +171,9 @@ pub fn check_program_then<R: Send + 'static>(
     let model = std::sync::Arc::new(model);
     let running = clean.then(|| {
         let model = std::sync::Arc::clone(&model);
-        std::thread::Builder::new()
-            .name("weir-after-check".into())
-            .spawn(move || then(&model))
-            .expect("spawn a thread")
+        crate::threads::detached(crate::threads::named("weir-after-check"), move || {
+            then(&model)
+        })
     });
     if clean {
         lints::run(&mut cx, &model);
@@ -169,10 +186,8 @@ pub fn check_program_then<R: Send + 'static>(
             f.ast = ast::File::default();
         }
     }
-    let then_result = running.map(|h| {
-        h.join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    });
+    let meanwhile_result = running.as_ref().map(|_| meanwhile(&model, &loaded.sources));
+    let then_result = running.map(|h| h.join());
     // `then`'s thread is joined: this is the only reference left.
     let model = std::sync::Arc::into_inner(model).expect("the model's only owner");
 
@@ -202,7 +217,7 @@ pub fn check_program_then<R: Send + 'static>(
         model,
         diagnostics,
     };
-    (checked, then_result)
+    (checked, then_result, meanwhile_result)
 }
 
 fn overlaps(a: Span, b: Span) -> bool {

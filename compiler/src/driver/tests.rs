@@ -77,3 +77,24 @@ fn a_program_with_errors_is_reported_the_same() {
         format!("{:?}", freed.checked.diagnostics)
     );
 }
+
+/// `meanwhile` runs while the graph is built, with the very parts the
+/// finished graph holds; with errors before the lints it does not run.
+#[test]
+fn meanwhile_gets_the_graphs_own_parts() {
+    let path = PathBuf::from("p.weir");
+    let loader = MemoryLoader::new().with(&path, WARNED);
+    let roots = std::slice::from_ref(&path);
+    let (analyzed, early) = analyze_meanwhile(roots, &loader, None, SyntaxTrees::Free, |e| {
+        (e.parts.clone(), e.model.endpoints.len())
+    });
+    let (parts, endpoints) = early.expect("meanwhile ran");
+    assert_eq!(endpoints, 2);
+    let compiled = analyzed.compiled.expect("compiles");
+    assert!(parts.of(&compiled.graph));
+
+    let loader = MemoryLoader::new().with(&path, "policy p { applies to nothing }");
+    let (analyzed, early) = analyze_meanwhile(roots, &loader, None, SyntaxTrees::Free, |_| ());
+    assert!(analyzed.checked.has_errors());
+    assert!(early.is_none());
+}

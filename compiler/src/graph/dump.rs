@@ -162,7 +162,16 @@ pub fn text(model: &Model, g: &Graph) -> String {
 /// one-peer-per-pod rules). Errors of `s` are its own to keep
 /// (`bundle::sink::FmtIo`).
 pub fn write_text<W: Write>(model: &Model, g: &Graph, s: &mut W) {
-    let cl = &g.classes;
+    write_parts_text(g.parts(), s);
+    write_nodes_text(model, g, s);
+}
+
+/// The first part of [`write_text`]: atoms, classes, class map and
+/// services, which need only the graph's model-only parts
+/// ([`super::parts`]; `weir compile` writes them while the graph is
+/// built).
+pub fn write_parts_text<W: Write>(parts: super::PartsRef, s: &mut W) {
+    let cl = parts.classes;
     let _ = writeln!(s, "# weir decision graph");
     let _ = writeln!(s, "atoms:");
     for (i, a) in cl.atoms.iter().enumerate() {
@@ -177,11 +186,12 @@ pub fn write_text<W: Write>(model: &Model, g: &Graph, s: &mut W) {
     for e in &cl.entries {
         let _ = writeln!(s, "  {} -> c{}", e.cidr, e.class);
     }
-    if !g.services.frontends.is_empty() {
+    let services = parts.services;
+    if !services.frontends.is_empty() {
         let _ = writeln!(s, "services:");
-        for f in &g.services.frontends {
-            let svc = &g.services.services[f.service];
-            let set = &g.services.backend_sets[f.backends];
+        for f in &services.frontends {
+            let svc = &services.services[f.service];
+            let set = &services.backend_sets[f.backends];
             let bs: Vec<String> = set
                 .backends
                 .iter()
@@ -202,6 +212,10 @@ pub fn write_text<W: Write>(model: &Model, g: &Graph, s: &mut W) {
             );
         }
     }
+}
+
+/// The rest of [`write_text`]: the entries and the nodes.
+pub fn write_nodes_text<W: Write>(model: &Model, g: &Graph, s: &mut W) {
     nodes(s, &g.dag, &ModelNames { model, g });
 }
 

@@ -38,6 +38,7 @@ use super::ir::{
     Builder, Cond, Graph, Node, NodeId, Roots, ServiceTable, SteerLeaf, TableEntry, TableKey,
     VerdictLeaf,
 };
+use super::parts::Parts;
 use crate::flowhash::proto_number;
 use crate::model::{Action, Direction, Model, PolicyId, PortRange, Proto, ProtoMatch, SteerAction};
 use crate::provenance::{Provenance, ProvenanceTable};
@@ -66,28 +67,41 @@ pub struct LowerInfo {
 
 /// Lower a model to its unoptimized graph.
 pub fn lower(model: &Model) -> (Graph, LowerInfo) {
+    lower_announcing(model, |_| ())
+}
+
+/// [`lower`], calling `announce` with the model-only parts
+/// ([`super::parts`]) before the rules are walked.
+pub fn lower_announcing(model: &Model, announce: impl FnOnce(Parts)) -> (Graph, LowerInfo) {
     // The service table needs only the model: it is built on a thread of
-    // its own beside the classes and the DAG (for the 10,000 services of
-    // BENCHMARKS.md's headline model ~36 ms of a ~170 ms lowering that
-    // everything after waits for; issue 21).
+    // its own beside the classes (for the 10,000 services of
+    // BENCHMARKS.md's headline model ~40 ms beside ~120 ms; issue 21),
+    // and announced with them, before the walk.
     std::thread::scope(|s| {
-        let services = std::thread::Builder::new()
-            .name("weir-services".into())
-            .stack_size(64 << 20)
-            .spawn_scoped(s, || ServiceTable::build(model))
-            .expect("spawn the service table's thread");
-        lower_with(model, || {
-            services
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        let services = crate::threads::scoped(
+            s,
+            crate::threads::with_stack("weir-services", 64 << 20),
+            || ServiceTable::build(model),
+        );
+        lower_with(model, || services.join(), announce)
     })
 }
 
-/// [`lower`], with the service table from `services`.
-fn lower_with(model: &Model, services: impl FnOnce() -> ServiceTable) -> (Graph, LowerInfo) {
+/// [`lower_announcing`], with the service table from `services`.
+fn lower_with(
+    model: &Model,
+    services: impl FnOnce() -> ServiceTable,
+    announce: impl FnOnce(Parts),
+) -> (Graph, LowerInfo) {
     let classes = Arc::new(Classes::build(model));
     let prov = Arc::new(ProvenanceTable::new(model));
+    // The service table is made beside the classes, in less time.
+    let services = Arc::new(services());
+    announce(Parts {
+        classes: Arc::clone(&classes),
+        provenance: Arc::clone(&prov),
+        services: Arc::clone(&services),
+    });
     let mut cx = Lower {
         model,
         classes: &classes,
@@ -117,7 +131,7 @@ fn lower_with(model: &Model, services: impl FnOnce() -> ServiceTable) -> (Graph,
         dag,
         classes,
         provenance: prov,
-        services: Arc::new(services()),
+        services,
         steer_actions: Arc::new(steer_actions),
     };
     (graph, info)

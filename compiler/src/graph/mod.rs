@@ -29,6 +29,7 @@ pub mod events;
 pub mod ir;
 pub mod lower;
 pub mod opt;
+pub mod parts;
 pub mod same_endpoint;
 pub mod text;
 pub mod verify;
@@ -38,8 +39,10 @@ pub use classes::{Atom, AtomId, ClassId, Classes};
 pub use eval::GraphOutcome;
 pub use ir::{Graph, Node, NodeId};
 pub use lower::LowerInfo;
+pub use parts::{Parts, PartsRef};
 
 use crate::model::Model;
+use crate::threads;
 
 /// Everything the compile command needs from this stage.
 #[derive(Debug, Clone)]
@@ -57,24 +60,23 @@ const STACK: usize = 1 << 30;
 
 /// Run `f` on a thread with a [`STACK`]-sized stack.
 pub fn with_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("weir-graph".into())
-            .stack_size(STACK)
-            .spawn_scoped(s, f)
-            .expect("spawn the graph thread")
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    std::thread::scope(|s| threads::scoped(s, threads::with_stack("weir-graph", STACK), f).join())
 }
 
 /// Lower, optimize, verify and analyse.
 pub fn compile(model: &Model) -> Compiled {
-    with_stack(|| compile_here(model))
+    compile_announcing(model, |_| ())
 }
 
-fn compile_here(model: &Model) -> Compiled {
-    let (g, info) = lower::lower(model);
+/// [`compile`], calling `announce` with the graph's model-only parts as
+/// soon as the lowering has made them ([`parts`]), long before the graph
+/// is done.
+pub fn compile_announcing(model: &Model, announce: impl FnOnce(Parts) + Send) -> Compiled {
+    with_stack(|| compile_here(model, announce))
+}
+
+fn compile_here(model: &Model, announce: impl FnOnce(Parts)) -> Compiled {
+    let (g, info) = lower::lower_announcing(model, announce);
     verify::check(&g);
     // Taken: the unoptimized nodes are freed during the passes (the
     // tables they share with `graph` are reference-counted).

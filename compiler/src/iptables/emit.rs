@@ -130,20 +130,17 @@ fn emit_here(
     let mut stats = Vec::new();
     let mut too_deep = Vec::new();
     let ipset = std::thread::scope(|s| {
-        let ipset = std::thread::Builder::new()
-            .name("weir-ipset".into())
-            .stack_size(64 << 20)
-            .spawn_scoped(s, || {
-                let mut ipset = sets.render(&g.classes);
-                ipset.push_str(&super::self_set::render(
-                    model,
-                    g,
-                    sets.families(),
-                    opts.self_mark,
-                ));
-                ipset
-            })
-            .expect("spawn the ipset thread");
+        let spec = crate::threads::with_stack("weir-ipset", 64 << 20);
+        let ipset = crate::threads::scoped(s, spec, || {
+            let mut ipset = sets.render(&g.classes);
+            ipset.push_str(&super::self_set::render(
+                model,
+                g,
+                sets.families(),
+                opts.self_mark,
+            ));
+            ipset
+        });
         for (fam, mut t) in families {
             let depth = if passes {
                 super::terminal::inline_verdicts(&mut t);
@@ -165,9 +162,7 @@ fn emit_here(
                 fam.name()
             )));
         }
-        ipset
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        ipset.join()
     });
     if !too_deep.is_empty() {
         // IPv4 and IPv6 have the same chains: report each table once.

@@ -262,12 +262,12 @@ fn maglev_tables_bytes(lists: &[&[Be]]) -> Vec<Vec<u8>> {
     std::thread::scope(|s| {
         let parts: Vec<_> = lists
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .map(|c| {
+                let spec = crate::threads::named("weir-maglev");
+                crate::threads::scoped(s, spec, move || c.iter().map(one).collect::<Vec<_>>())
+            })
             .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().expect("Maglev table threads do not panic"))
-            .collect()
+        parts.into_iter().flat_map(|p| p.join()).collect()
     })
 }
 
