@@ -59,6 +59,15 @@
 //!   The table never shrinks, so only a namespace's first replace pays
 //!   for the growth; later ones reuse the slots the generation before
 //!   freed.
+//! - **the tool's own CPU**: one `ipset restore` of the 100,000-rule
+//!   model's 6,778 sets and 132,024 members in a fresh namespace took
+//!   4.2 s wall, 2.33 s of it user time (session 17: text parsing,
+//!   libipset's per-element work, one netlink message and one kernel
+//!   lookup of the set by name per line). So each batch is written over
+//!   netlink by the direct set loader ([`super::xt::ipset_load`]: a
+//!   create and one many-member add per set), and only a batch it does
+//!   not parse exactly or the kernel refuses goes to `ipset restore
+//!   -exist` ([`Iptables::restore_set_batch`]).
 //! - **every x_tables transaction costs the whole table**: legacy
 //!   `iptables-restore` pulls the table from the kernel and writes it back
 //!   whole at each `COMMIT`, and `iptables-save` prints it whole; the
@@ -100,7 +109,8 @@ use crate::error::Error;
 /// linear lookup is too.
 pub const SETS_PER_RESTORE: usize = 256;
 
-/// Concurrent `ipset restore` runs.
+/// Concurrent step-1 workers (each a netlink socket of the direct set
+/// loader, or `ipset restore` runs).
 const IPSET_WORKERS: usize = 2;
 
 /// Where an apply's wall time went, phase by phase, in order.

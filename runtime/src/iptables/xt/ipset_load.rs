@@ -433,8 +433,11 @@ fn element(b: &mut Vec<u8>, m: &Member) {
     end_nest(b, d);
 }
 
-/// The messages of a datagram: (type, seq, payload after `nlmsghdr`).
-fn messages(mut d: &[u8]) -> Result<Vec<(u16, u32, &[u8])>, String> {
+/// A received message: type, sequence number, payload after `nlmsghdr`.
+type Msg<'a> = (u16, u32, &'a [u8]);
+
+/// The messages of a datagram.
+fn messages(mut d: &[u8]) -> Result<Vec<Msg<'_>>, String> {
     let mut out = Vec::new();
     while d.len() >= 16 {
         let len = u32::from_ne_bytes(d[..4].try_into().unwrap_or_default()) as usize;
