@@ -120,7 +120,11 @@ fn the_replace_creates_its_sets_after_the_rules_save() {
     let log = &log[before..];
     let restore = log
         .iter()
-        .position(|c| c.program == "ipset" && c.args.first().is_some_and(|a| a == "restore"))
+        .position(|c| {
+            (c.program == "ipset"
+                || c.program == weir_runtime::iptables::xt::ipset_load::IPSET_DIRECT)
+                && c.args.first().is_some_and(|a| a == "restore")
+        })
         .expect("the replace creates a set");
     let saves: Vec<usize> = (0..log.len())
         .filter(|&i| log[i].program.contains("tables") && log[i].program.ends_with("-save"))
@@ -182,7 +186,7 @@ fn a_chain_of_the_next_generation_makes_the_replace_pick_another() {
     // under the taken one (and destroyed again).
     let log = rt.exec().log();
     let created_under_2 = log[before..].iter().any(|c| {
-        c.program == "ipset"
+        (c.program == "ipset" || c.program == weir_runtime::iptables::xt::ipset_load::IPSET_DIRECT)
             && c.stdin
                 .as_deref()
                 .is_some_and(|t| t.contains("create weir2-"))

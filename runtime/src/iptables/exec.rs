@@ -50,6 +50,10 @@ pub struct Exec {
     /// to the tool ([`super::xt`]).
     directs: Arc<std::sync::atomic::AtomicUsize>,
     fallbacks: Arc<std::sync::atomic::AtomicUsize>,
+    /// Batches of sets the direct set loader wrote, and those it sent to
+    /// `ipset restore` ([`super::xt::ipset_load`]).
+    ipset_directs: Arc<std::sync::atomic::AtomicUsize>,
+    ipset_fallbacks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Set (to anything) to print every program run, with its wall time, to
@@ -119,6 +123,8 @@ impl Exec {
             marks: None,
             directs: Arc::default(),
             fallbacks: Arc::default(),
+            ipset_directs: Arc::default(),
+            ipset_fallbacks: Arc::default(),
         }
     }
 
@@ -166,6 +172,30 @@ impl Exec {
         super::xt::Counts {
             direct: self.directs.load(std::sync::atomic::Ordering::Relaxed),
             tool: self.fallbacks(),
+        }
+    }
+
+    /// Counts a batch of sets loaded directly (`direct`) or sent to
+    /// `ipset restore`.
+    pub(crate) fn count_ipset(&self, direct: bool) {
+        let c = if direct {
+            &self.ipset_directs
+        } else {
+            &self.ipset_fallbacks
+        };
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Batches of sets written directly and sent to `ipset restore` so
+    /// far.
+    pub fn ipset_counts(&self) -> super::xt::Counts {
+        super::xt::Counts {
+            direct: self
+                .ipset_directs
+                .load(std::sync::atomic::Ordering::Relaxed),
+            tool: self
+                .ipset_fallbacks
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -19,22 +19,22 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-const NFNL_SUBSYS_IPSET: u16 = 6;
+pub(crate) const NFNL_SUBSYS_IPSET: u16 = 6;
 const IPSET_CMD_LIST: u16 = 7;
-const IPSET_PROTOCOL: u8 = 7;
-const IPSET_ATTR_PROTOCOL: u16 = 1;
-const IPSET_ATTR_SETNAME: u16 = 2;
-const IPSET_ATTR_FAMILY: u16 = 5;
-const IPSET_ATTR_FLAGS: u16 = 6;
+pub(crate) const IPSET_PROTOCOL: u8 = 7;
+pub(crate) const IPSET_ATTR_PROTOCOL: u16 = 1;
+pub(crate) const IPSET_ATTR_SETNAME: u16 = 2;
+pub(crate) const IPSET_ATTR_FAMILY: u16 = 5;
+pub(crate) const IPSET_ATTR_FLAGS: u16 = 6;
 const IPSET_ATTR_INDEX: u16 = 11;
 /// `IPSET_FLAG_LIST_HEADER`: headers only, no members.
 const LIST_HEADER: u32 = 1 << 2;
-const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-const NLA_TYPE_MASK: u16 = !((1 << 15) | NLA_F_NET_BYTEORDER);
-const NLM_F_REQUEST: u16 = 1;
+pub(crate) const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+pub(crate) const NLA_TYPE_MASK: u16 = !((1 << 15) | NLA_F_NET_BYTEORDER);
+pub(crate) const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
 const SEQ: u32 = 0x7765_6972;
 
 /// A set as the dump describes it.
@@ -65,7 +65,9 @@ fn request() -> Vec<u8> {
     m
 }
 
-fn put_attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+/// Appends a netlink attribute (`nlattr`, padded to 4 bytes); the set
+/// loader ([`super::ipset_load`]) writes its messages with it too.
+pub(crate) fn put_attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = 4 + payload.len();
     b.extend_from_slice(&(len as u16).to_ne_bytes());
     b.extend_from_slice(&kind.to_ne_bytes());

@@ -56,6 +56,8 @@ pub(crate) mod abi;
 pub(crate) mod ext;
 pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
+pub mod ipset_load;
+pub(crate) mod ipset_text;
 pub(crate) mod pre;
 pub(crate) mod save;
 pub(crate) mod save_addr;
