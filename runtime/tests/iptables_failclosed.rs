@@ -140,24 +140,17 @@ fn hooked_with(ns: &Netns, variant: Variant) -> Vec<Option<String>> {
         .collect()
 }
 
+/// With the system's tools, and with the legacy ones, whose rules are
+/// loaded and read back directly (runtime/src/iptables/xt): the kernel's
+/// widening must show in the direct read-back as it does in
+/// `iptables-legacy-save`.
 #[test]
 fn widened_rule_is_refused_and_the_old_generation_stays() {
-    if !ready("widened_rule_is_refused_and_the_old_generation_stays") {
+    if !ready_legacy("widened_rule_is_refused_and_the_old_generation_stays") {
         return;
     }
     widened_rule_is_refused(Variant::System, "widen");
-}
-
-/// With the legacy tools the rules are loaded and read back directly
-/// (runtime/src/iptables/xt): the kernel's widening must show in the
-/// direct read-back as it does in `iptables-legacy-save`.
-#[test]
-fn widened_rule_is_refused_by_the_direct_read_back() {
-    if !ready_legacy("widened_rule_is_refused_by_the_direct_read_back") {
-        return;
-    }
-    let rt = widened_rule_is_refused(Variant::Legacy, "widen-x");
-    assert_direct_reads(&rt);
+    assert_direct_reads(&widened_rule_is_refused(Variant::Legacy, "widen-x"));
 }
 
 fn ready_legacy(test: &str) -> bool {
@@ -227,23 +220,15 @@ fn widened_rule_is_refused(variant: Variant, name: &str) -> Iptables {
     rt
 }
 
+/// With the system's tools, and with the legacy ones (the rules read
+/// directly).
 #[test]
 fn status_says_what_differs_per_family() {
-    if !ready("status_says_what_differs_per_family") {
+    if !ready_legacy("status_says_what_differs_per_family") {
         return;
     }
     status_says_what_differs(Variant::System, "differ");
-}
-
-/// [`status_says_what_differs_per_family`] with the legacy tools: the
-/// rules read directly.
-#[test]
-fn status_says_what_differs_read_directly() {
-    if !ready_legacy("status_says_what_differs_read_directly") {
-        return;
-    }
-    let rt = status_says_what_differs(Variant::Legacy, "differ-x");
-    assert_direct_reads(&rt);
+    assert_direct_reads(&status_says_what_differs(Variant::Legacy, "differ-x"));
 }
 
 fn status_says_what_differs(variant: Variant, name: &str) -> Iptables {

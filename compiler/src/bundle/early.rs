@@ -144,6 +144,23 @@ mod tests {
         })
     }
 
+    /// What a compile of `model` to both targets hands the bundle writer
+    /// (no back ends).
+    fn input<'a>(
+        model: &'a Model,
+        g: &'a Graph,
+        sources: &'a [(String, String)],
+    ) -> BundleInput<'a> {
+        BundleInput {
+            model,
+            graph: g,
+            sources,
+            targets: &ALL,
+            locate: &locate,
+            backends: BTreeMap::new(),
+        }
+    }
+
     /// The graph dump and the manifest (no back ends) of `input`, made
     /// from `early` or without.
     fn files(input: &BundleInput, early: Option<Early>) -> BTreeMap<String, Vec<u8>> {
@@ -165,14 +182,7 @@ mod tests {
                 "seed {seed}: the graph holds the parts announced"
             );
             let sources = sources();
-            let input = BundleInput {
-                model: &model,
-                graph: &g,
-                sources: &sources,
-                targets: &ALL,
-                locate: &locate,
-                backends: BTreeMap::new(),
-            };
+            let input = input(&model, &g, &sources);
             let early = Early::new(&model, &parts, &sources, &ALL, &locate);
             assert!(early.is_some(), "seed {seed}");
             assert_eq!(files(&input, early), files(&input, None), "seed {seed}");
@@ -188,14 +198,7 @@ mod tests {
             let (other_model, _, other_parts) = built(seed + 100);
             let (_, _, same_model_other_build) = built(seed);
             let sources = sources();
-            let input = BundleInput {
-                model: &model,
-                graph: &g,
-                sources: &sources,
-                targets: &ALL,
-                locate: &locate,
-                backends: BTreeMap::new(),
-            };
+            let input = input(&model, &g, &sources);
             let expected = files(&input, None);
             let of_other = Early::new(&other_model, &other_parts, &sources, &ALL, &locate);
             assert_eq!(
