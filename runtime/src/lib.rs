@@ -19,6 +19,7 @@ pub mod frames;
 pub mod iptables;
 pub mod kernel_test;
 pub mod netns;
+mod nfnetlink;
 pub mod proxy_local;
 pub mod record;
 pub mod statefs;

@@ -153,6 +153,19 @@ fn widened_rule_is_refused_and_the_old_generation_stays() {
     assert_direct_reads(&widened_rule_is_refused(Variant::Legacy, "widen-x"));
 }
 
+/// A namespace, a scratch directory and a runtime of `variant` for it
+/// (its state in the scratch directory), all named `name`.
+fn setup(variant: Variant, name: &str) -> (Netns, PathBuf, Iptables) {
+    let n = ns(name);
+    let work = scratch(name);
+    let rt = Iptables::new(
+        Options::netns(n.name())
+            .with_variant(variant)
+            .with_state_dir(work.join("state")),
+    );
+    (n, work, rt)
+}
+
 fn ready_legacy(test: &str) -> bool {
     ready(test)
         && weir_runtime::kernel_test::may_run(
@@ -183,13 +196,7 @@ fn assert_direct_reads(rt: &Iptables) {
 }
 
 fn widened_rule_is_refused(variant: Variant, name: &str) -> Iptables {
-    let n = ns(name);
-    let work = scratch(name);
-    let rt = Iptables::new(
-        Options::netns(n.name())
-            .with_variant(variant)
-            .with_state_dir(work.join("state")),
-    );
+    let (n, work, rt) = setup(variant, name);
     let good = bundle(&work.join("a"), 80, 0, None);
     assert_eq!(rt.apply(&good).unwrap().generation, 1);
     // The kernel's icmp match takes type 255 as "any": it comes back as
@@ -232,13 +239,7 @@ fn status_says_what_differs_per_family() {
 }
 
 fn status_says_what_differs(variant: Variant, name: &str) -> Iptables {
-    let n = ns(name);
-    let work = scratch(name);
-    let rt = Iptables::new(
-        Options::netns(n.name())
-            .with_variant(variant)
-            .with_state_dir(work.join("state")),
-    );
+    let (n, work, rt) = setup(variant, name);
     rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
     // Someone rewrites a rule of ours in the IPv6 chain.
     let ip6tables = match variant {
@@ -279,9 +280,7 @@ fn objects_named_like_ours_are_not_ours() {
     if !ready("objects_named_like_ours_are_not_ours") {
         return;
     }
-    let n = ns("names");
-    let work = scratch("names");
-    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    let (n, work, rt) = setup(Variant::System, "names");
     run(&n, "iptables", &["-w", "-N", "WEIR12-MINE"]);
     run(&n, "iptables", &["-w", "-A", "WEIR12-MINE", "-j", "ACCEPT"]);
     run(&n, "iptables", &["-w", "-A", "INPUT", "-j", "WEIR12-MINE"]);
@@ -350,9 +349,7 @@ fn set_update_over_capacity_writes_nothing() {
     if !ready("set_update_over_capacity_writes_nothing") {
         return;
     }
-    let n = ns("capacity");
-    let work = scratch("capacity");
-    let rt = Iptables::new(Options::netns(n.name()).with_state_dir(work.join("state")));
+    let (n, work, rt) = setup(Variant::System, "capacity");
     rt.apply(&bundle(&work.join("a"), 80, 0, None)).unwrap();
     let members = |n: &Netns| {
         run(n, "ipset", &["save", "weir1-c4"])

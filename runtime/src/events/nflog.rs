@@ -31,7 +31,7 @@
 //! or cannot be decoded.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use weir_compiler::contract::event::{parse_nflog_prefix, VerdictEvent};
@@ -77,19 +77,7 @@ impl NflogSource {
     /// another socket has bound the group (`EBUSY`: one reader per group)
     /// or without `CAP_NET_ADMIN`.
     pub fn open(group: u16) -> io::Result<NflogSource> {
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = crate::nfnetlink::socket()?;
         // SAFETY: a zeroed sockaddr_nl is valid; the kernel assigns the port.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;

@@ -35,7 +35,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::ipset_dump::{
     put_attr, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_PROTOCOL,
@@ -106,21 +106,7 @@ impl SetSock {
     /// Opens the socket in `netns` (an open `/var/run/netns/NAME`) or in
     /// ours: a socket keeps the namespace it was made in.
     pub fn open(netns: Option<&File>) -> io::Result<SetSock> {
-        let make = || -> io::Result<OwnedFd> {
-            // SAFETY: socket(2) with constant arguments.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_NETFILTER,
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh fd nobody else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        };
+        let make = crate::nfnetlink::socket;
         let fd = match netns {
             Some(f) => crate::iptables::exec::in_netns(f, make)??,
             None => make()?,

@@ -83,17 +83,8 @@ impl Sock {
             } else {
                 Some(raw(libc::AF_INET)?)
             };
-            // SAFETY: socket(2) with constant arguments; a failure only
-            // leaves the dump out.
-            let nl = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_NETFILTER,
-                )
-            };
-            // SAFETY: a fresh fd nobody else owns.
-            let nl = (nl >= 0).then(|| unsafe { OwnedFd::from_raw_fd(nl) });
+            // A failure only leaves the dump out.
+            let nl = crate::nfnetlink::socket().ok();
             Ok(Sock {
                 xt,
                 ipset,
