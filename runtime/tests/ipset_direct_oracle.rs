@@ -222,8 +222,12 @@ fn ipset_direct_runtime_and_fallback() {
     // A member the loader refuses (/0, which hash:net does not take)
     // sends the batch to the tool, whose error fails the apply;
     // generation 1 stays in force.
+    // Step 2's table was read ahead while step 1 ran (`xt/ahead.rs`): the
+    // failed step 1 must drop that hold of the xtables lock before the
+    // rollback, which would otherwise wait for it for ever.
     let c = bundle_common::filter_bundle(&work.join("c"), &rules, "0.0.0.0/0");
-    let e = rt.apply(&c).unwrap_err().to_string();
+    let (rt, e) = xt_hand::apply_or_deadlock(rt, c);
+    let e = e.unwrap_err();
     assert!(e.contains("ipset"), "{e}");
     assert_eq!(rt.exec().ipset_counts().tool, 1);
     assert!(rt

@@ -386,22 +386,28 @@ fn iptables_xt_runtime_direct_and_fallback() {
         "-A WEIR1-FWD -p tcp -m set --match-set weir1-a src -m tcp --dport 80 -j ACCEPT"
     ));
 
+    // A rule the kernel refuses (SET_REPLACE fails): the block goes to
+    // the tool, whose error fails the apply. Step 1 runs (the set's
+    // member changed), so the table was read ahead and the hold must be
+    // dropped before the tool runs.
     let bad = bundle_common::filter_bundle(
         &work.join("b"),
         &rules("-A WEIR-FWD -m limit --limit 1/day --limit-burst 10000 -j ACCEPT\n"),
-        "10.1.0.0/16",
+        "10.3.0.0/16",
     );
-    let e = direct.apply(&bad).unwrap_err().to_string();
+    let (rt_bad, e) = xt_hand::apply_or_deadlock(rt(XtMode::Direct), bad);
+    let e = e.unwrap_err();
     assert!(
         e.contains("iptables-legacy-restore"),
         "the tool's error: {e}"
     );
-    let log = direct.exec().log();
+    let log = rt_bad.exec().log();
     assert!(
         log.iter().any(|x| x.program == "iptables-legacy-restore"),
         "{log:?}"
     );
-    assert_eq!(direct.exec().fallbacks(), 1);
+    assert!(log.iter().any(|x| x.program == "ipset (direct)"), "{log:?}");
+    assert_eq!(rt_bad.exec().fallbacks(), 1);
     assert!(
         direct.status().unwrap().in_force,
         "generation 1 still in force"
@@ -411,19 +417,30 @@ fn iptables_xt_runtime_direct_and_fallback() {
     // the rules before step 1, the set indexes left out (`xt/pre.rs`),
     // and writes them after it: the missing set is still met before the
     // table is touched, the block goes to the tool, and the tool's error
-    // fails the apply with generation 1 in force.
+    // fails the apply with generation 1 in force. Its set's member
+    // changed, so step 1 runs and step 2's table is read ahead under the
+    // xtables lock (`xt/ahead.rs`): the hold must be dropped before the
+    // tool (`-w`) runs, or the tool waits for it for ever.
     let nope = bundle_common::filter_bundle(
         &work.join("nope"),
         &rules("-A WEIR-FWD -m set --match-set weir-nope src -j ACCEPT\n"),
-        "10.1.0.0/16",
+        "10.2.0.0/16",
     );
-    let before = direct.exec().fallbacks();
-    let e = direct.apply(&nope).unwrap_err().to_string();
+    let (rt_nope, e) = xt_hand::apply_or_deadlock(rt(XtMode::Direct), nope);
+    let e = e.unwrap_err();
     assert!(
         e.contains("iptables-legacy-restore") && e.contains("nope"),
         "the tool's error: {e}"
     );
-    assert_eq!(direct.exec().fallbacks(), before + 1);
+    assert_eq!(rt_nope.exec().fallbacks(), 1);
+    assert!(
+        rt_nope
+            .exec()
+            .log()
+            .iter()
+            .any(|x| x.program == "ipset (direct)"),
+        "step 1 ran, so the table was read ahead"
+    );
     assert!(
         direct.status().unwrap().in_force,
         "generation 1 still in force"

@@ -10,7 +10,11 @@ use super::records::Applied;
 use super::restore::{self, TableBlock, TABLES};
 use super::state::{State, StateChain, StateHook, StateSet};
 use super::transaction::{blocks_text, declare, delete_chains_lines};
-use super::xt::Prepared;
+use super::xt::{Ahead, Prepared};
+
+/// Step 2's restores, prepared, and the tables they write if read ahead
+/// (while step 1 still ran).
+pub(super) type Step2 = (Vec<(Family, Prepared)>, Option<Ahead>);
 use super::{exec, table_text, Iptables, Phases, Saved, FAMILIES};
 use crate::bundle::{Bundle, Family};
 use crate::error::Error;
@@ -564,7 +568,7 @@ impl Iptables {
         plan: &Plan,
         before: &Saved,
         sets_loaded: bool,
-        prepared: Option<Vec<(Family, Prepared)>>,
+        prepared: Option<Step2>,
         phases: &mut Phases,
     ) -> Result<Saved, Error> {
         let g = plan.g;
@@ -575,10 +579,16 @@ impl Iptables {
             // (mostly the kernel waiting, see [`Iptables::step2`]).
             let (sets, step2) = std::thread::scope(|s| {
                 let h = s.spawn(|| self.restore_sets(&step, &plan.load_ipset, &refs));
-                let step2 = phases.time("iptables-restore", || self.step2(plan, before, true));
+                let step2 = phases.time("iptables-restore", || {
+                    let step2 = self.step2(plan, before, true);
+                    let ahead = self.read_ahead(&step2);
+                    (step2, ahead)
+                });
                 let sets = phases.time("ipset restore", || h.join().expect("ipset thread"));
                 (sets, step2)
             });
+            // A failed step 1 drops the tables read ahead, and with them
+            // the lock, before the rollback.
             sets?;
             step2
         } else {
@@ -586,18 +596,25 @@ impl Iptables {
             // beside its table's read instead.
             match prepared {
                 Some(p) => p,
-                None => phases.time("iptables-restore", || self.step2(plan, before, false)),
+                None => (
+                    phases.time("iptables-restore", || self.step2(plan, before, false)),
+                    None,
+                ),
             }
         };
+        let (step2, mut ahead) = step2;
         for (family, text) in step2 {
             let step = format!(
                 "step 2 ({} load and switch of generation {g})",
                 self.opts.variant.restore(family)
             );
             phases.time("iptables-restore", || {
-                self.restore_prepared(&step, family, text)
+                self.restore_prepared(&step, family, text, &mut ahead)
             })?;
         }
+        // Held until every family's tables are replaced; the read-back
+        // takes the lock again.
+        drop(ahead);
         let want = plan.applied().expected(&plan.hooks);
         match self.read_back(&want, &plan.ipset, phases)? {
             (None, saved) => Ok(saved),
@@ -615,6 +632,23 @@ impl Iptables {
                 ),
             }),
         }
+    }
+
+    /// Once step 2 is prepared beside step 1: the tables step 2 writes,
+    /// read under the xtables lock now rather than after step 1
+    /// ([`super::xt::read_ahead`]). (When step 1 is already done this is
+    /// the read the restore would make, a moment earlier.)
+    pub(super) fn read_ahead(&self, step2: &[(Family, Prepared)]) -> Option<Ahead> {
+        let t = std::time::Instant::now();
+        let ahead = super::xt::read_ahead(self.exec.netns(), step2);
+        if std::env::var_os(super::exec::TRACE_VAR).is_some() {
+            eprintln!(
+                "weir: {} tables read ahead of step 2 in {:.3}s",
+                ahead.as_ref().map_or(0, Ahead::len),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        ahead
     }
 
     /// Step 2's restore text per family that has one, each block's lines

@@ -187,3 +187,22 @@ COMMIT
 pub fn text6() -> String {
     format!("{FILTER_NAT6}{}", mangle_raw("ys"))
 }
+
+/// `rt.apply(b)` on a thread of its own, so that a deadlock (a tool
+/// waiting for the xtables lock this process holds) fails the test
+/// rather than hanging it; the runtime comes back for its exec log.
+pub fn apply_or_deadlock(
+    rt: weir_runtime::iptables::Iptables,
+    b: weir_runtime::bundle::Bundle,
+) -> (
+    weir_runtime::iptables::Iptables,
+    Result<weir_runtime::iptables::ApplyReport, String>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = rt.apply(&b).map_err(|e| e.to_string());
+        let _ = tx.send((rt, r));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the apply did not return: a tool waits for the xtables lock we hold")
+}

@@ -60,7 +60,7 @@ use super::super::keep::OldKeys;
 use super::super::records::Applied;
 use super::super::{names, Iptables, Phases, Saved};
 use super::Plan;
-use crate::bundle::{Bundle, Family};
+use crate::bundle::Bundle;
 use crate::error::Error;
 use crate::iptables::state::State;
 
@@ -77,7 +77,7 @@ pub(super) struct Started {
     pub old_applied: Option<Applied>,
     /// Step 2's restores, made during step 1's wait (with `plan.removal`
     /// set), when step 1 ran here.
-    pub prepared: Option<Vec<(Family, crate::iptables::xt::Prepared)>>,
+    pub prepared: Option<super::Step2>,
 }
 
 /// The generation after `previous` that `live` (the generations of the
@@ -249,11 +249,20 @@ impl Iptables {
             if sets.is_some() {
                 prepared = Some(phases.time("iptables-restore", || {
                     self.fold(&mut plan, bundle, state, old_applied.as_ref(), &saved);
-                    self.step2(&plan, &saved, true)
+                    let step2 = self.step2(&plan, &saved, true);
+                    let ahead = self.read_ahead(&step2);
+                    (step2, ahead)
                 }));
             }
             // What step 1 adds to the wall time here: its wait.
-            Ok(sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread"))))
+            let loaded =
+                sets.map(|h| phases.time("ipset restore", || h.join().expect("ipset thread")));
+            // A failed step 1 drops the tables read ahead, and with them
+            // the lock, before the apply rolls back.
+            if let (Some(Err(_)), Some((_, ahead))) = (&loaded, &mut prepared) {
+                *ahead = None;
+            }
+            Ok(loaded)
         })?;
         Ok(Started {
             g,

@@ -34,7 +34,8 @@
 //! read, and so does the parse and encoding of a restore given as text;
 //! an apply hands over its step 2 already parsed and encoded
 //! ([`prepare`]), done while step 1's `ipset restore` kept the kernel
-//! busy and the CPU idle.
+//! busy and the CPU idle, and with the tables it writes already read
+//! ([`ahead`]: the lock taken then, held to the last replace).
 //!
 //! # Both families, one code path
 //! The IPv4 (`ipt_entry`) and IPv6 (`ip6t_entry`) back ends differ in the
@@ -49,10 +50,12 @@
 //! Only when the tools in use are the legacy ones: on a node whose
 //! iptables is nf_tables-based the x_tables tables are not the ones in
 //! force. `WEIR_XTABLES=tools` (or [`super::Options::xtables`]) turns it
-//! off for both families. The read-back stays `iptables-save` /
-//! `ip6tables-save` and `ipset save`.
+//! off for both families. The read-back reads the rules directly too
+//! ([`saved`], checked against the save tools in CI) and the sets with
+//! `ipset save`.
 
 pub(crate) mod abi;
+mod ahead;
 pub(crate) mod ext;
 pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
@@ -69,8 +72,10 @@ pub(crate) mod table;
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+pub(crate) use ahead::{read_ahead, Ahead};
 use spec::Cmd;
 use table::{Jump, Table};
 
@@ -201,28 +206,36 @@ impl Iptables {
                 })
                 .collect()
         });
-        self.load_blocks(step, family, text, blocks)
+        self.load_blocks(step, family, text, blocks, &mut None)
     }
 
     /// [`Iptables::restore`] of text [`prepare`]d earlier (beside step 1,
     /// `apply.rs`): with the tool when `family`'s restores do not go to
     /// x_tables directly, else as [`Iptables::restore_direct`].
+    ///
+    /// `ahead` holds the tables read ahead ([`read_ahead`]) and the
+    /// lock they were read under; it is dropped before any tool runs.
     pub(crate) fn restore_prepared(
         &self,
         step: &str,
         family: Family,
         p: Prepared,
+        ahead: &mut Option<Ahead>,
     ) -> Result<(), Error> {
         let (text, blocks) = match p {
-            Prepared::Text(text) => return self.restore(step, family, &text),
+            Prepared::Text(text) => {
+                *ahead = None;
+                return self.restore(step, family, &text);
+            }
             Prepared::Blocks(Blocks { text, blocks }) => (text, blocks),
         };
         if !self.direct_xtables(family) {
+            *ahead = None;
             return self.restore_tool(step, family, &text);
         }
         let t = Instant::now();
         let len = text.len();
-        let r = self.load_blocks(step, family, &text, blocks);
+        let r = self.load_blocks(step, family, &text, blocks, ahead);
         if std::env::var_os(TRACE_VAR).is_some() {
             eprintln!(
                 "weir: {} restore ({len} bytes, parsed before) in {:.3}s",
@@ -239,8 +252,10 @@ impl Iptables {
         family: Family,
         text: &str,
         blocks: Option<Vec<ParsedBlock<'_>>>,
+        ahead: &mut Option<Ahead>,
     ) -> Result<(), Error> {
         let Some(blocks) = blocks else {
+            *ahead = None;
             return self.restore_tool(step, family, text);
         };
         let mut pending = String::new();
@@ -248,28 +263,37 @@ impl Iptables {
         // says why.
         let loader = Loader::open(self.exec.netns(), family).map_err(|e| format!("socket: {e}"));
         for b in blocks {
-            // The block's lines are parsed and encoded (unless they were
-            // before, [`prepare`]) and its sets looked up on a second
-            // thread while this one takes the lock and reads the table
-            // (when no block waits for the tool: the read must see what
-            // that block does). A block that does not parse or encode, or
+            // The block's table was read ahead ([`Ahead`]), or its lines
+            // are parsed and encoded (unless they were before,
+            // [`prepare`]) and its sets looked up on a second thread
+            // while this one takes the lock and reads the table (when no
+            // block waits for the tool: the read must see what that
+            // block does). A block that does not parse or encode, or
             // names a set the kernel does not have, drops the read, and
             // with it the lock, and goes to the tool.
+            let held = ahead.as_ref().map(|a| a.lock.clone());
+            let early = ahead.as_mut().and_then(|a| a.take(family, &b.table));
             let (ready, read) = match (&loader, b.cmds) {
                 (_, Lines::Done(Err(why), _)) => (Err(why), None),
                 (Err(why), _) => (Err(why.clone()), None),
-                (Ok(l), cmds) if pending.is_empty() => std::thread::scope(|s| {
-                    let h = s.spawn(|| ready(cmds, family, &l.sock));
-                    let read = l.read(&b.table);
-                    let ready = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                    (ready, Some(read))
-                }),
+                (Ok(l), cmds) if pending.is_empty() => match early {
+                    Some(read) => (ready(cmds, family, &l.sock), Some(Ok(read))),
+                    None => std::thread::scope(|s| {
+                        let h = s.spawn(|| ready(cmds, family, &l.sock));
+                        let read = l.read(&b.table, held.as_ref());
+                        let ready = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                        (ready, Some(read))
+                    }),
+                },
                 (Ok(l), cmds) => (ready(cmds, family, &l.sock), None),
             };
             let (cmds, enc, (parse, lookups)) = match ready {
                 Ok(c) => c,
                 Err(why) => {
+                    // The tool takes the lock: nothing of ours may hold
+                    // it, and every later block reads what the tool left.
                     drop(read);
+                    *ahead = None;
                     self.trace_fallback(family, &b.table, &why);
                     pending.push_str(&b.text);
                     continue;
@@ -282,7 +306,8 @@ impl Iptables {
                 unreachable!("a block is ready only with a socket")
             };
             let t = Instant::now();
-            let read = read.unwrap_or_else(|| l.read(&b.table));
+            let read = read.unwrap_or_else(|| l.read(&b.table, held.as_ref()));
+            drop(held);
             match read.and_then(|r| l.write(&b.table, r, &cmds, enc)) {
                 Ok((entries, laps)) => {
                     if std::env::var_os(TRACE_VAR).is_some() {
@@ -309,6 +334,7 @@ impl Iptables {
                     });
                 }
                 Err(why) => {
+                    *ahead = None;
                     self.trace_fallback(family, &b.table, &why);
                     self.restore_tool(step, family, &b.text)?;
                 }
@@ -352,15 +378,31 @@ impl Loader {
         let mut ctx = ext::Ctx::new(&self.sock);
         let mut enc = pre::encode(cmds, &mut ctx)?;
         pre::resolve(&mut enc, &mut ctx)?;
-        self.write(name, self.read(name)?, cmds, enc)
+        self.write(name, self.read(name, None)?, cmds, enc)
             .map(|(n, _)| n)
     }
 
-    /// Takes the lock and reads table `name` (GET_INFO + GET_ENTRIES).
-    fn read(&self, name: &str) -> Result<Read, String> {
+    /// Takes the lock (or shares `held`, this process's hold of it: a
+    /// second `flock` would wait for ourselves) and reads table `name`.
+    fn read(&self, name: &str, held: Option<&Arc<sys::XtLock>>) -> Result<Read, String> {
         let mut clock = Clock::default();
-        let lock = sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?;
+        let lock = match held {
+            Some(l) => Arc::clone(l),
+            None => Arc::new(sys::XtLock::take().map_err(|e| format!("xtables lock: {e}"))?),
+        };
         clock.lap("lock");
+        let table = self.read_table(name)?;
+        clock.lap("read");
+        Ok(Read {
+            _lock: lock,
+            table,
+            clock,
+        })
+    }
+
+    /// Reads table `name` (GET_INFO + GET_ENTRIES); the caller holds the
+    /// lock.
+    fn read_table(&self, name: &str) -> Result<Table, String> {
         let info = self.sock.info(name).map_err(|e| format!("GET_INFO: {e}"))?;
         let blob = self
             .sock
@@ -376,12 +418,7 @@ impl Loader {
         if t.num_entries != info.num_entries {
             return Err("GET_ENTRIES disagrees with GET_INFO".into());
         }
-        clock.lap("read");
-        Ok(Read {
-            _lock: lock,
-            table: t,
-            clock,
-        })
+        Ok(t)
     }
 
     /// Applies `cmds` to the table `read` holds and replaces it (then
@@ -440,7 +477,7 @@ impl Loader {
 
 /// A table read under the lock, and the laps so far.
 struct Read {
-    _lock: sys::XtLock,
+    _lock: Arc<sys::XtLock>,
     table: Table,
     clock: Clock,
 }
