@@ -13,6 +13,7 @@
 //! disjoint and inside the key's domain; atoms, classes, provenance ids and
 //! steering rules referenced exist.
 
+use super::classes::AtomId;
 use super::ir::{Cond, Dag, Graph, Node, NodeId, SteerLeaf, TableKey};
 use petgraph::visit::EdgeRef;
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
@@ -188,6 +189,19 @@ impl Verifier<'_> {
                 if let Some(r) = rule {
                     for &(a, _) in r.iter().filter(|&&(a, _)| a >= b.atoms) {
                         self.fail(n, format!("rule atom a{a} out of range"));
+                    }
+                    // The decision list's targets stay in the graph only
+                    // while a path reaches them (`Dag::reachable` follows
+                    // children): one that none reaches dangles, and the
+                    // next rebuild or the text form loses it.
+                    let lost: Vec<(AtomId, NodeId)> = r
+                        .iter()
+                        .copied()
+                        .filter(|(_, t)| !self.num.contains_key(t))
+                        .collect();
+                    for (a, t) in lost {
+                        let t = self.name(t);
+                        self.fail(n, format!("rule target {t} of a{a} is reached by no path"));
                     }
                 }
                 None
