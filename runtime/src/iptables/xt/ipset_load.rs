@@ -38,8 +38,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::ipset_dump::{
-    put_attr, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_PROTOCOL,
-    NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLA_TYPE_MASK, NLMSG_ERROR, NLM_F_REQUEST,
+    attrs, put_attr, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_PROTOCOL,
+    NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLMSG_ERROR, NLM_F_REQUEST,
 };
 use super::ipset_text::{Kind, Member, SetLoad};
 
@@ -148,7 +148,7 @@ impl SetSock {
                 if kind_ == NLMSG_ERROR {
                     acked = Some(errno(payload)?);
                 } else {
-                    for (t, v) in attrs(payload.get(4..).unwrap_or_default()) {
+                    for (t, v) in attrs(payload.get(4..).unwrap_or_default()).unwrap_or_default() {
                         match (t, v.first()) {
                             (IPSET_ATTR_REVISION, Some(&r)) => max = Some(r),
                             (IPSET_ATTR_REVISION_MIN, Some(&r)) => min = Some(r),
@@ -449,21 +449,6 @@ fn errno(payload: &[u8]) -> Result<i32, String> {
     Ok(-e)
 }
 
-/// The attributes of a message's body (type without flags, payload).
-fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((kind, &b[4..len]));
-        b = b.get((len + 3) & !3..).unwrap_or_default();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::ipset_text::parse;
@@ -485,9 +470,9 @@ mod tests {
         let n: usize = bodies
             .iter()
             .map(|b| {
-                let top = attrs(b);
+                let top = attrs(b).unwrap();
                 let adt = top.iter().find(|(k, _)| *k == IPSET_ATTR_ADT).unwrap().1;
-                attrs(adt).len()
+                attrs(adt).unwrap().len()
             })
             .sum();
         assert_eq!(n, 5000);
