@@ -5,7 +5,8 @@
 //! Cases: a hand text with every option weir's bundles write (both
 //! families, host and shorter prefixes, addresses with host bits,
 //! `nomatch`, `skbinfo` with `skbmark` with and without a mask, a mark of
-//! 0, `hashsize` rounded by the kernel, defaults, IPv6 addresses glibc
+//! 0, `hashsize` rounded by the kernel, defaults, an `initval` with
+//! leading zeros and another `bucketsize`, IPv6 addresses glibc
 //! prints in its own ways, a set large enough to span many netlink
 //! messages), loaded with the tool; every example's bundle set text and
 //! generated models' (IPv4 and dual-stack), loaded with the direct set
@@ -98,6 +99,8 @@ add h-plain6 2001:db8::7
 create h-empty hash:net family inet maxelem 131072
 create h-default hash:net
 add h-default 172.16.0.0/12
+create h-init hash:net family inet hashsize 64 initval 0x00001234 bucketsize 4
+add h-init 10.0.0.0/8
 ";
 
 /// A hash:net set of `n` members (several netlink messages) and a
@@ -127,7 +130,7 @@ fn ipset_save_oracle_hand_written() {
     }
     let n = ns("h");
     run_with(&n, "ipset", &["restore", "-exist"], Some(HAND));
-    assert_eq!(compare("hand", &n), 39);
+    assert_eq!(compare("hand", &n), 41);
     let m = ns("b");
     run_with(&m, "ipset", &["restore"], Some(&big(20_000)));
     assert_eq!(compare("big", &m), 40_002);
