@@ -19,7 +19,10 @@
 //! ([`super::ipset_text`]): `hash:net` and `hash:ip` of family `inet` or
 //! `inet6`; their headers' `hashsize`, `maxelem`, `bucketsize`,
 //! `initval`, and `skbinfo` (on `hash:ip` only); their members'
-//! addresses, prefixes (`hash:net`), `nomatch` (`hash:net`) and `skbmark`.
+//! addresses (IPv6 as glibc's `inet_ntop` writes it, which libipset
+//! prints with: [`super::save_addr::ntop6`]), prefixes (`hash:net`, the
+//! host length left out), `nomatch` (`hash:net`) and `skbmark` (the mask
+//! left out when it is `0xffffffff`).
 //! Lines are `create NAME TYPE family F hashsize H maxelem M [skbinfo]
 //! bucketsize B initval 0xI` and `add NAME ADDR[/CIDR] [nomatch]
 //! [skbmark V[/M]]`, in the dump's order, which is the tool's (it prints
@@ -277,7 +280,7 @@ fn member(c: &Current, e: &[u8]) -> Result<String, String> {
                         Ipv4Addr::from(<[u8; 4]>::try_from(*a).map_err(|_| "address")?).to_string()
                     }
                     (IPSET_ATTR_IPADDR_IPV6, 16, true) => {
-                        ntop6(&<[u8; 16]>::try_from(*a).map_err(|_| "address")?)
+                        super::save_addr::ntop6(&<[u8; 16]>::try_from(*a).map_err(|_| "address")?)
                     }
                     _ => return Err(format!("address attribute {t} of {} bytes", a.len())),
                 });
@@ -319,59 +322,6 @@ fn member(c: &Current, e: &[u8]) -> Result<String, String> {
     }
     line.push('\n');
     Ok(line)
-}
-
-/// An IPv6 address as glibc's `inet_ntop` (which libipset prints with)
-/// writes it: the first longest run of two or more zero groups as `::`,
-/// lower-case hex, and the last 32 bits dotted after `::` (IPv4-
-/// compatible, not `::` or `::x`) or `::ffff:` (IPv4-mapped).
-fn ntop6(a: &[u8; 16]) -> String {
-    let w: Vec<u16> = a
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
-    let (mut best, mut run) = ((usize::MAX, 0), (0, 0));
-    for (i, &x) in w.iter().enumerate() {
-        if x == 0 {
-            run = if run.1 == 0 {
-                (i, 1)
-            } else {
-                (run.0, run.1 + 1)
-            };
-            if run.1 > best.1 || best.0 == usize::MAX {
-                best = run;
-            }
-        } else {
-            run = (0, 0);
-        }
-    }
-    if best.1 < 2 {
-        best = (usize::MAX, 0);
-    }
-    let mut s = String::new();
-    let mut i = 0;
-    while i < 8 {
-        if best.0 != usize::MAX && i >= best.0 && i < best.0 + best.1 {
-            if i == best.0 {
-                s.push(':');
-            }
-            i += 1;
-            continue;
-        }
-        if i != 0 {
-            s.push(':');
-        }
-        if i == 6 && best.0 == 0 && (best.1 == 6 || (best.1 == 5 && w[5] == 0xffff)) {
-            let _ = write!(s, "{}", Ipv4Addr::new(a[12], a[13], a[14], a[15]));
-            return s;
-        }
-        let _ = write!(s, "{:x}", w[i]);
-        i += 1;
-    }
-    if best.0 != usize::MAX && best.0 + best.1 == 8 {
-        s.push(':');
-    }
-    s
 }
 
 /// The sets of the namespace `netns` (or ours) as `ipset save` prints
@@ -449,29 +399,6 @@ impl crate::iptables::Iptables {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_as_glibc_prints_it() {
-        for (a, want) in [
-            ("::", "::"),
-            ("::1", "::1"),
-            ("::2", "::2"),
-            ("::1.2.3.4", "::1.2.3.4"),
-            ("::ffff:10.0.0.1", "::ffff:10.0.0.1"),
-            ("2001:db8::", "2001:db8::"),
-            ("2001:db8:0:1::1", "2001:db8:0:1::1"),
-            ("2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"),
-            ("2001:0:0:1:0:0:0:1", "2001:0:0:1::1"),
-            ("2001:0:0:1:1:0:0:1", "2001::1:1:0:0:1"),
-            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2:3:4:5:6"),
-            ("2001:db8:0:2:3:4:5:6", "2001:db8:0:2:3:4:5:6"),
-            ("fe80::1", "fe80::1"),
-            ("1::", "1::"),
-        ] {
-            let x: std::net::Ipv6Addr = a.parse().unwrap();
-            assert_eq!(ntop6(&x.octets()), want, "{a}");
-        }
-    }
 
     fn cur(kind: Kind, v6: bool, skbinfo: bool) -> Current {
         Current {

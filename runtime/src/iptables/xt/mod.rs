@@ -49,8 +49,11 @@
 //! Only when the tools in use are the legacy ones: on a node whose
 //! iptables is nf_tables-based the x_tables tables are not the ones in
 //! force. `WEIR_XTABLES=tools` (or [`super::Options::xtables`]) turns it
-//! off for both families. The read-back stays `iptables-save` /
-//! `ip6tables-save` and `ipset save`.
+//! off for both families, and the sets' direct load ([`ipset_load`])
+//! and read ([`ipset_save`]: one netlink dump printed as `ipset save`
+//! prints it, for the apply's start and read-back and `weir status`).
+//! The rules are read back directly where they are loaded directly
+//! ([`saved`]).
 
 pub(crate) mod abi;
 pub(crate) mod ext;
