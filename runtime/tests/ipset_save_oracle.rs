@@ -14,8 +14,10 @@
 //! option weir does not write is refused when it is to be printed, and
 //! skipped when it is not a weir set. And through the runtime: an apply
 //! and `weir status` read the sets directly (no `ipset save` run), a weir
-//! set the printer does not know sends the read to the tool, and
-//! `WEIR_XTABLES=tools` uses the tool only.
+//! set the printer does not know sends the read to the tool, the old
+//! generation's sets are destroyed over netlink, and `WEIR_XTABLES=tools`
+//! uses the tool only. And the destroys alone: a missing set is no error,
+//! a referenced one is refused and left (for the tool's retries).
 
 mod bundle_common;
 mod examples_common;
@@ -28,7 +30,7 @@ use weir_runtime::iptables::xt::{ipset_load, ipset_save, XtMode};
 use weir_runtime::netns::Netns;
 
 use examples_common::{examples, synth_300, synth_300_dual, texts};
-use iptables_common::{fresh_ns, ready, run_with};
+use iptables_common::{fresh_ns, ready, ready_legacy, run_with};
 
 fn ns(tag: &str) -> Netns {
     fresh_ns("wsetdump", tag)
@@ -280,11 +282,76 @@ fn ipset_save_runtime_and_fallback() {
     assert_eq!(saves(&rt).0, 6);
     assert_eq!(saves(&rt).1, tool);
 
+    // The old generation's sets were destroyed over netlink, not by an
+    // `ipset restore` of `destroy` lines.
+    let log = rt.exec().log();
+    assert!(log
+        .iter()
+        .any(|x| x.program == ipset_load::IPSET_DIRECT && x.args == ["destroy"]));
+    assert!(
+        !log.iter()
+            .any(|x| x.program == "ipset"
+                && x.stdin.as_deref().is_some_and(|i| i.contains("destroy "))),
+        "{log:?}"
+    );
+    let left = run_with(&n, "ipset", &["list", "-n"], None);
+    assert_eq!(
+        left.lines().filter(|l| l.starts_with("weir")).count(),
+        1,
+        "only the generation in force's set is left: {left}"
+    );
+
     // The tools only.
     let m = ns("t");
     let tools = xt_hand::runtime(m.name(), &work.join("t"), XtMode::Tools);
     tools.apply(&a).unwrap();
     tools.apply(&b).unwrap();
     assert_eq!(saves(&tools), (0, 3));
+    assert!(!tools
+        .exec()
+        .log()
+        .iter()
+        .any(|x| x.program == ipset_load::IPSET_DIRECT));
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The removal's destroys over netlink: a set that is gone is no error
+/// (no `NLM_F_EXCL`: the kernel's `-exist`), a set the kernel will not destroy (a rule references it)
+/// is returned with its errno and left for the tool, the others are gone.
+#[test]
+fn ipset_destroy_direct() {
+    if !ready_legacy("ipset_destroy_direct") {
+        return;
+    }
+    let n = ns("d");
+    let mut text = String::new();
+    for i in 0..600 {
+        text.push_str(&format!(
+            "create d{i} hash:net family inet\nadd d{i} 10.0.0.0/8\n"
+        ));
+    }
+    run_with(&n, "ipset", &["restore"], Some(&text));
+    run_with(
+        &n,
+        "iptables-legacy",
+        &[
+            "-A",
+            "INPUT",
+            "-m",
+            "set",
+            "--match-set",
+            "d7",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        None,
+    );
+    let mut names: Vec<String> = (0..600).map(|i| format!("d{i}")).collect();
+    names.push("missing".into());
+    let left = ipset_load::destroy_direct(Some(n.name()), &names).unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, "d7");
+    assert_ne!(left[0].1, 0);
+    assert_eq!(run_with(&n, "ipset", &["list", "-n"], None).trim(), "d7");
 }

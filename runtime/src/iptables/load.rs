@@ -399,7 +399,7 @@ impl Iptables {
     }
 
     /// The direct set loader's socket in the runtime's namespace.
-    fn open_set_sock(&self) -> Result<super::xt::ipset_load::SetSock, String> {
+    pub(crate) fn open_set_sock(&self) -> Result<super::xt::ipset_load::SetSock, String> {
         let file = self
             .exec
             .netns()
