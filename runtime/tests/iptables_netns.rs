@@ -278,7 +278,8 @@ fn life_cycle(variant: Variant) {
         "removed endpoint denied again"
     );
     // Only ipset runs (each update builds a set and swaps it in: `swap`
-    // lines in an `ipset restore` batch); no rule changes.
+    // lines in an `ipset restore` batch; the temporary sets are destroyed
+    // over netlink, `ipset (direct)`); no rule changes.
     let log = rt.exec().log();
     assert!(log[ran..]
         .iter()
@@ -286,9 +287,9 @@ fn life_cycle(variant: Variant) {
             && c.stdin
                 .as_deref()
                 .is_some_and(|t| t.starts_with("swap weirt"))));
-    assert!(log[ran..]
-        .iter()
-        .all(|c| c.program == "ipset" || c.program.ends_with("-save")));
+    assert!(log[ran..].iter().all(|c| c.program == "ipset"
+        || c.program == weir_runtime::iptables::xt::ipset_load::IPSET_DIRECT
+        || c.program.ends_with("-save")));
     assert!(matches!(
         rt.update_set("weir-nope", &["10.0.0.1".into()], &[]),
         Err(Error::State { .. })
