@@ -1,7 +1,8 @@
 //! The one way the runtime opens a `NETLINK_NETFILTER` socket: the
 //! verdict events' NFLOG reader (`events/nflog.rs`), the x_tables
-//! loader's ipset header dump (`iptables/xt/sys.rs`) and the direct set
-//! loader (`iptables/xt/ipset_load.rs`) each speak nfnetlink over one.
+//! loader's ipset header dump (`iptables/xt/sys.rs`), the direct set
+//! loader (`iptables/xt/ipset_load.rs`) and the sets' read
+//! (`iptables/xt/ipset_save.rs`) each speak nfnetlink over one.
 //! The socket belongs to the network namespace of the thread that makes
 //! it, so callers that need another namespace make it inside that one
 //! (`iptables::exec::in_netns`).

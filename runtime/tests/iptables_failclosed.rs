@@ -193,6 +193,17 @@ fn assert_direct_reads(rt: &Iptables) {
         direct >= 4 && tool == 0,
         "{direct} direct reads, {tool} by the tool: {log:?}"
     );
+    // And the sets, wherever they were read (xt/ipset_save.rs).
+    let set_reads = |program: &str| {
+        log.iter()
+            .filter(|x| x.program == program && x.args == ["save"])
+            .count()
+    };
+    let direct_sets = set_reads(weir_runtime::iptables::xt::ipset_load::IPSET_DIRECT);
+    assert!(
+        direct_sets >= 1 && set_reads("ipset") == 0,
+        "{direct_sets} direct set reads: {log:?}"
+    );
 }
 
 fn widened_rule_is_refused(variant: Variant, name: &str) -> Iptables {

@@ -278,7 +278,8 @@ fn life_cycle(variant: Variant) {
         "removed endpoint denied again"
     );
     // Only ipset runs (each update builds a set and swaps it in: `swap`
-    // lines in an `ipset restore` batch); no rule changes.
+    // lines in an `ipset restore` batch; the temporary sets are destroyed
+    // over netlink, `ipset (direct)`); no rule changes.
     let log = rt.exec().log();
     assert!(log[ran..]
         .iter()
@@ -286,9 +287,9 @@ fn life_cycle(variant: Variant) {
             && c.stdin
                 .as_deref()
                 .is_some_and(|t| t.starts_with("swap weirt"))));
-    assert!(log[ran..]
-        .iter()
-        .all(|c| c.program == "ipset" || c.program.ends_with("-save")));
+    assert!(log[ran..].iter().all(|c| c.program == "ipset"
+        || c.program == weir_runtime::iptables::xt::ipset_load::IPSET_DIRECT
+        || c.program.ends_with("-save")));
     assert!(matches!(
         rt.update_set("weir-nope", &["10.0.0.1".into()], &[]),
         Err(Error::State { .. })
@@ -363,6 +364,25 @@ fn life_cycle(variant: Variant) {
         );
     }
     assert_eq!(rt.exec().fallbacks(), 0, "no block went to the tool");
+    // The sets are read with one netlink dump (xt/ipset_save.rs), with any
+    // tools, at the start (generation 1 has sets: which to keep) and in
+    // the read-back — never by `ipset save` unless WEIR_XTABLES=tools.
+    let set_reads = |program: &str| {
+        log[ran..]
+            .iter()
+            .filter(|c| c.program == program && c.args == ["save"])
+            .count()
+    };
+    let sets_direct = weir_runtime::iptables::xt::XtMode::from_env()
+        == weir_runtime::iptables::xt::XtMode::Direct;
+    assert_eq!(
+        (
+            set_reads(weir_runtime::iptables::xt::ipset_load::IPSET_DIRECT),
+            set_reads("ipset")
+        ),
+        if sets_direct { (2, 0) } else { (0, 2) },
+        "the start's and the read-back's set reads"
+    );
     assert!(!r.phases.0.is_empty() && r.phases.get("iptables-restore") > Duration::ZERO);
     assert!(tcp(client, 8080, ALLOW_WAIT), "gen 2 allows tcp/8080");
     assert!(!tcp(client, 80, DENY_WAIT), "gen 2 denies tcp/80");

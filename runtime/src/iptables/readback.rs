@@ -325,10 +325,20 @@ pub(crate) fn compare_sets(applied: &str, kernel: &str) -> Option<String> {
 }
 
 impl Iptables {
-    /// `ipset save` (empty when `ipset` is not installed and not needed).
+    /// The namespace's sets as `ipset save` prints them (empty when
+    /// `ipset` is not installed and not needed): with one netlink dump
+    /// ([`super::xt::ipset_save`], weir's sets only) unless
+    /// `WEIR_XTABLES=tools` (the switch of the direct set loader, which
+    /// wrote them), else — and whenever the dump holds a weir set the
+    /// printer cannot print exactly — by the tool (every set).
     pub(crate) fn save_sets(&self, required: bool) -> Result<String, Error> {
         if !required && super::exec::find_program("ipset").is_none() {
             return Ok(String::new());
+        }
+        if self.opts.xtables == super::xt::XtMode::Direct {
+            if let Some(text) = self.save_sets_direct() {
+                return Ok(text);
+            }
         }
         Ok(self
             .exec

@@ -92,12 +92,48 @@ impl Iptables {
         }
     }
 
-    /// Destroys sets with one `ipset restore` batch; if that fails (a set
-    /// still referenced by rules the kernel is releasing, say), falls back
-    /// to destroying them one by one with retries. Returns the failures.
+    /// Destroys sets over netlink (`IPSET_CMD_DESTROY` per set, many per
+    /// `send`, every ACK checked: [`super::xt::ipset_load::SetSock::destroy`])
+    /// unless `WEIR_XTABLES=tools`, or with one `ipset restore` batch;
+    /// the sets the kernel refused (a set still referenced by rules the
+    /// kernel is releasing, say), or all of them if the netlink path
+    /// failed, go to the tool one by one with retries. Returns the
+    /// failures.
     pub(crate) fn destroy_sets_batch(&self, sets: &[String]) -> Vec<String> {
         if sets.is_empty() {
             return Vec::new();
+        }
+        if self.opts.xtables == super::xt::XtMode::Direct {
+            let trace = std::env::var_os(super::exec::TRACE_VAR).is_some();
+            let t = std::time::Instant::now();
+            let done = self.open_set_sock().and_then(|mut sock| sock.destroy(sets));
+            match done {
+                Ok(left) => {
+                    if trace {
+                        eprintln!(
+                            "weir: destroyed {} sets directly in {:.3}s ({} refused)",
+                            sets.len() - left.len(),
+                            t.elapsed().as_secs_f64(),
+                            left.len()
+                        );
+                    }
+                    self.exec.record(super::exec::Ran {
+                        program: super::xt::ipset_load::IPSET_DIRECT.to_string(),
+                        args: vec!["destroy".into()],
+                        netns: self.exec.netns().map(str::to_string),
+                        stdin: Some(sets.iter().map(|s| format!("destroy {s}\n")).collect()),
+                        status: Some(0),
+                        stderr: String::new(),
+                    });
+                    let left: Vec<String> = left.into_iter().map(|(s, _)| s).collect();
+                    return self.destroy_sets(&left);
+                }
+                Err(why) => {
+                    if trace {
+                        eprintln!("weir: sets to destroy go to ipset: {why}");
+                    }
+                }
+            }
         }
         let text: String = sets.iter().map(|s| format!("destroy {s}\n")).collect();
         match self.exec.run("ipset", &["restore"], Some(&text)) {

@@ -45,16 +45,19 @@ pub(crate) struct SetHeader {
     pub family: u8,
 }
 
-/// The request: `nlmsghdr`, `nfgenmsg`, the protocol and the flags.
-fn request() -> Vec<u8> {
+/// The request: `nlmsghdr`, `nfgenmsg`, the protocol and the flags
+/// (`IPSET_ATTR_FLAGS`, none for a dump of every set with its members).
+fn request(flags: u32) -> Vec<u8> {
     let mut body = vec![libc::AF_INET as u8, 0];
     body.extend_from_slice(&NFNL_SUBSYS_IPSET.to_be_bytes());
     put_attr(&mut body, IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
-    put_attr(
-        &mut body,
-        IPSET_ATTR_FLAGS | NLA_F_NET_BYTEORDER,
-        &LIST_HEADER.to_be_bytes(),
-    );
+    if flags != 0 {
+        put_attr(
+            &mut body,
+            IPSET_ATTR_FLAGS | NLA_F_NET_BYTEORDER,
+            &flags.to_be_bytes(),
+        );
+    }
     let mut m = Vec::with_capacity(16 + body.len());
     m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
     m.extend_from_slice(&((NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST).to_ne_bytes());
@@ -78,29 +81,65 @@ pub(crate) fn put_attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 /// Dumps every set's header over the netlink socket `nl`
 /// (`NETLINK_NETFILTER`, made in the namespace to read).
 pub(crate) fn dump(nl: &OwnedFd) -> io::Result<HashMap<String, SetHeader>> {
-    let req = request();
+    let mut sets = HashMap::new();
+    dump_each(nl, LIST_HEADER, |m| {
+        if let Some((name, h)) = header(m)? {
+            sets.insert(name, h);
+        }
+        Ok(())
+    })?;
+    Ok(sets)
+}
+
+/// One `IPSET_CMD_LIST` dump over `nl` with `flags`
+/// (`IPSET_FLAG_LIST_*`; 0: every set, headers and members): `each`
+/// gets every message's payload after its `nlmsghdr` (`nfgenmsg`, then
+/// the attributes), in the kernel's order, until the dump's end. An
+/// error message, a reply to another request, a truncated message or
+/// datagram, or an `Err` from `each` ends it with that error. The
+/// header dump above and the sets' save ([`super::ipset_save`]) read
+/// through here.
+pub(crate) fn dump_each(
+    nl: &OwnedFd,
+    flags: u32,
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let req = request(flags);
     // SAFETY: send(2) of a buffer we own, for its length.
     let n = unsafe { libc::send(nl.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut sets = HashMap::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 17];
     loop {
-        // SAFETY: recv(2) into a buffer we own, at most its length.
-        let n = unsafe { libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        // SAFETY: recv(2) into a buffer we own, at most its length;
+        // MSG_TRUNC makes it return the datagram's real length.
+        let n = unsafe {
+            libc::recv(
+                nl.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if messages(&buf[..n as usize], &mut sets)? {
-            return Ok(sets);
+        if n as usize > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "ipset dump: a datagram larger than the buffer",
+            ));
+        }
+        if messages(&buf[..n as usize], &mut each)? {
+            return Ok(());
         }
     }
 }
 
-/// Reads the messages of one datagram into `sets`; `true` at the dump's
+/// Gives the messages of one datagram to `each`; `true` at the dump's
 /// end.
-fn messages(mut d: &[u8], sets: &mut HashMap<String, SetHeader>) -> io::Result<bool> {
+fn messages(mut d: &[u8], each: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<bool> {
     let bad =
         |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("ipset dump: {what}"));
     while d.len() >= 16 {
@@ -116,39 +155,51 @@ fn messages(mut d: &[u8], sets: &mut HashMap<String, SetHeader>) -> io::Result<b
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = i32::from_ne_bytes(d[16..20].try_into().unwrap_or_default());
+                let errno = d
+                    .get(16..20)
+                    .map_or(0, |e| i32::from_ne_bytes(e.try_into().unwrap_or_default()));
+                if errno == 0 {
+                    return Err(bad("an ACK inside the dump"));
+                }
                 return Err(io::Error::from_raw_os_error(-errno));
             }
-            _ => {
-                if let Some((name, h)) = header(&d[16..len])? {
-                    sets.insert(name, h);
-                }
-            }
+            _ => each(&d[16..len])?,
         }
-        d = &d[(len + 3) & !3..];
+        d = d.get((len + 3) & !3..).unwrap_or_default();
+    }
+    if !d.is_empty() {
+        return Err(bad("truncated message"));
     }
     Ok(false)
+}
+
+/// The attributes of a message's body or of a nested attribute: (type
+/// without its flags, payload); `None` if one runs past the end.
+pub(crate) fn attrs(mut b: &[u8]) -> Option<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        out.push((kind, &b[4..len]));
+        b = b.get((len + 3) & !3..).unwrap_or_default();
+    }
+    b.is_empty().then_some(out)
 }
 
 /// One set's name and header from a message's `nfgenmsg` and attributes;
 /// `None` without a name; `Err` without an index (protocol < 7).
 fn header(m: &[u8]) -> io::Result<Option<(String, SetHeader)>> {
-    let mut at = 4;
     let (mut name, mut family, mut index) = (None, None, None);
-    while at + 4 <= m.len() {
-        let len = u16::from_ne_bytes([m[at], m[at + 1]]) as usize;
-        let kind = u16::from_ne_bytes([m[at + 2], m[at + 3]]) & NLA_TYPE_MASK;
-        if len < 4 || at + len > m.len() {
-            break;
-        }
-        let v = &m[at + 4..at + len];
+    for (kind, v) in attrs(m.get(4..).unwrap_or_default()).unwrap_or_default() {
         match kind {
             IPSET_ATTR_SETNAME => name = Some(super::table::c_name(v)),
             IPSET_ATTR_FAMILY if !v.is_empty() => family = Some(v[0]),
             IPSET_ATTR_INDEX if v.len() >= 2 => index = Some(u16::from_be_bytes([v[0], v[1]])),
             _ => {}
         }
-        at += (len + 3) & !3;
     }
     let Some(name) = name else { return Ok(None) };
     match (index, family) {
@@ -195,7 +246,13 @@ mod tests {
     #[test]
     fn a_reply_gives_name_index_and_family() {
         let mut sets = HashMap::new();
-        assert!(messages(&reply(), &mut sets).unwrap());
+        let mut each = |m: &[u8]| {
+            if let Some((name, h)) = header(m)? {
+                sets.insert(name, h);
+            }
+            Ok(())
+        };
+        assert!(messages(&reply(), &mut each).unwrap());
         assert_eq!(
             sets.get("a3"),
             Some(&SetHeader {

@@ -31,15 +31,26 @@
 //! ([`super::super::exec::Exec::ipset_counts`]); each fallback is counted
 //! and, with `WEIR_EXEC_TRACE`, says why. `WEIR_XTABLES=tools` turns the
 //! loader off. The apply's read-back still compares every set with
-//! `ipset save`.
+//! what the kernel holds ([`super::ipset_save`]).
+//!
+//! # Destroying
+//! The same socket destroys sets ([`SetSock::destroy`]: the old
+//! generation's removal, a rollback's, temporary sets), one
+//! `IPSET_CMD_DESTROY` per set, many per `send`, every ACK read, instead
+//! of an `ipset restore` of `destroy` lines. Measured (session 18, the
+//! 5,462 sets a 100,000-rule replace removes): 0.20–0.22 s against the
+//! tool's 0.21–0.28 s — the kernel's destroy of each set is most of it;
+//! what goes is the process and the text. A set the kernel refuses
+//! (still referenced by rules it is releasing) goes to
+//! `ipset destroy` with retries (`Iptables::destroy_sets_batch`).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::ipset_dump::{
-    put_attr, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_PROTOCOL,
-    NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLA_TYPE_MASK, NLMSG_ERROR, NLM_F_REQUEST,
+    attrs, put_attr, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_PROTOCOL,
+    NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLMSG_ERROR, NLM_F_REQUEST,
 };
 use super::ipset_text::{Kind, Member, SetLoad};
 
@@ -47,6 +58,7 @@ use super::ipset_text::{Kind, Member, SetLoad};
 pub const IPSET_DIRECT: &str = "ipset (direct)";
 
 const IPSET_CMD_CREATE: u16 = 2;
+const IPSET_CMD_DESTROY: u16 = 3;
 const IPSET_CMD_ADD: u16 = 9;
 const IPSET_CMD_TYPE: u16 = 13;
 const IPSET_ATTR_TYPENAME: u16 = 3;
@@ -148,7 +160,7 @@ impl SetSock {
                 if kind_ == NLMSG_ERROR {
                     acked = Some(errno(payload)?);
                 } else {
-                    for (t, v) in attrs(payload.get(4..).unwrap_or_default()) {
+                    for (t, v) in attrs(payload.get(4..).unwrap_or_default()).unwrap_or_default() {
                         match (t, v.first()) {
                             (IPSET_ATTR_REVISION, Some(&r)) => max = Some(r),
                             (IPSET_ATTR_REVISION_MIN, Some(&r)) => min = Some(r),
@@ -220,29 +232,76 @@ impl SetSock {
         Ok(())
     }
 
-    /// Sends `msgs` in one datagram and reads one ACK for each.
+    /// Sends `msgs` in one datagram and reads one ACK for each; `Err`
+    /// names the first message the kernel refused.
     fn exchange(&self, msgs: &[(u32, Vec<u8>, String)]) -> Result<(), String> {
+        let refused = self.acks(msgs)?;
+        match refused.first() {
+            Some(&(i, e)) => Err(format!("the kernel refused {}: errno {e}", msgs[i].2)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends `msgs` in one datagram and reads one ACK for each: the
+    /// messages the kernel refused (index in `msgs`, errno), in order.
+    fn acks(&self, msgs: &[(u32, Vec<u8>, String)]) -> Result<Vec<(usize, i32)>, String> {
         let out: Vec<u8> = msgs.iter().flat_map(|m| m.1.iter().copied()).collect();
         send(&self.fd, &out).map_err(|e| format!("send: {e}"))?;
-        let mut pending: std::collections::HashSet<u32> = msgs.iter().map(|m| m.0).collect();
+        let mut pending: std::collections::HashMap<u32, usize> =
+            msgs.iter().enumerate().map(|(i, m)| (m.0, i)).collect();
         let mut buf = vec![0u8; 1 << 16];
-        let mut first_err = None;
+        let mut refused = Vec::new();
         while !pending.is_empty() {
             let n = recv(&self.fd, &mut buf).map_err(|e| format!("recv: {e}"))?;
             for (kind, seq, payload) in messages(&buf[..n])? {
-                if kind != NLMSG_ERROR || !pending.remove(&seq) {
-                    return Err(format!(
-                        "an unexpected netlink message (type {kind}, seq {seq})"
-                    ));
-                }
+                let i = match pending.remove(&seq) {
+                    Some(i) if kind == NLMSG_ERROR => i,
+                    _ => {
+                        return Err(format!(
+                            "an unexpected netlink message (type {kind}, seq {seq})"
+                        ))
+                    }
+                };
                 let e = errno(payload)?;
-                if e != 0 && first_err.is_none() {
-                    let what = msgs.iter().find(|m| m.0 == seq).map_or("", |m| &m.2);
-                    first_err = Some(format!("the kernel refused {what}: errno {e}"));
+                if e != 0 {
+                    refused.push((i, e));
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
+        refused.sort_unstable();
+        Ok(refused)
+    }
+
+    /// Destroys the sets `names` (`IPSET_CMD_DESTROY` each, many per
+    /// `send`, every ACK read): the sets the kernel did not destroy, with
+    /// its errno. A set that does not exist is no error (the messages
+    /// carry no `NLM_F_EXCL`, so the kernel answers as to the tool's
+    /// `-exist`), as [`crate::iptables::Iptables::destroy_sets`] takes
+    /// the tool's "does not exist".
+    pub fn destroy(&mut self, names: &[String]) -> Result<Vec<(String, i32)>, String> {
+        let mut msgs = Vec::with_capacity(names.len());
+        for n in names {
+            if n.is_empty() || n.len() > super::ipset_text::MAX_NAME {
+                return Err(format!("a set name {n:?}"));
+            }
+            let mut b = Vec::new();
+            put_attr(&mut b, IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
+            put_attr(&mut b, IPSET_ATTR_SETNAME, &cstr(n));
+            let seq = self.next_seq();
+            msgs.push((
+                seq,
+                message(IPSET_CMD_DESTROY, seq, &b),
+                format!("destroy {n}"),
+            ));
+        }
+        let mut left = Vec::new();
+        for (c, chunk) in msgs.chunks(SEND_MSGS).enumerate() {
+            let base = c * SEND_MSGS;
+            for (i, e) in self.acks(chunk)? {
+                left.push((names[base + i].clone(), e));
+            }
+        }
+        Ok(left)
     }
 }
 
@@ -258,6 +317,19 @@ pub fn load_direct(netns: Option<&str>, text: &str) -> Result<(), String> {
     SetSock::open(file.as_ref())
         .map_err(|e| e.to_string())?
         .load(&sets)
+}
+
+/// Destroys the sets `names` in the namespace `netns` over netlink only
+/// ([`SetSock::destroy`]): those the kernel refused, with its errno. For
+/// the tests.
+pub fn destroy_direct(netns: Option<&str>, names: &[String]) -> Result<Vec<(String, i32)>, String> {
+    let file = netns
+        .map(|n| File::open(std::path::Path::new(crate::iptables::exec::NETNS_DIR).join(n)))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    SetSock::open(file.as_ref())
+        .map_err(|e| e.to_string())?
+        .destroy(names)
 }
 
 fn setopt(fd: &OwnedFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
@@ -449,21 +521,6 @@ fn errno(payload: &[u8]) -> Result<i32, String> {
     Ok(-e)
 }
 
-/// The attributes of a message's body (type without flags, payload).
-fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((kind, &b[4..len]));
-        b = b.get((len + 3) & !3..).unwrap_or_default();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::ipset_text::parse;
@@ -485,9 +542,9 @@ mod tests {
         let n: usize = bodies
             .iter()
             .map(|b| {
-                let top = attrs(b);
+                let top = attrs(b).unwrap();
                 let adt = top.iter().find(|(k, _)| *k == IPSET_ATTR_ADT).unwrap().1;
-                attrs(adt).len()
+                attrs(adt).unwrap().len()
             })
             .sum();
         assert_eq!(n, 5000);

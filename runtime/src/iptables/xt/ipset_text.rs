@@ -63,7 +63,7 @@ pub(crate) struct SetLoad {
 }
 
 /// `IPSET_MAXNAMELEN` less its NUL.
-const MAX_NAME: usize = 31;
+pub(crate) const MAX_NAME: usize = 31;
 
 /// Parses a batch; `Err` says the first thing not understood.
 pub(crate) fn parse(text: &str) -> Result<Vec<SetLoad>, String> {

@@ -50,9 +50,11 @@
 //! Only when the tools in use are the legacy ones: on a node whose
 //! iptables is nf_tables-based the x_tables tables are not the ones in
 //! force. `WEIR_XTABLES=tools` (or [`super::Options::xtables`]) turns it
-//! off for both families. The read-back reads the rules directly too
-//! ([`saved`], checked against the save tools in CI) and the sets with
-//! `ipset save`.
+//! off for both families, and the sets' direct load ([`ipset_load`])
+//! and read ([`ipset_save`]: one netlink dump printed as `ipset save`
+//! prints it, for the apply's start and read-back and `weir status`).
+//! The rules are read back directly where they are loaded directly
+//! ([`saved`]).
 
 pub(crate) mod abi;
 mod ahead;
@@ -60,6 +62,7 @@ pub(crate) mod ext;
 pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
 pub mod ipset_load;
+pub mod ipset_save;
 pub(crate) mod ipset_text;
 pub(crate) mod pre;
 pub(crate) mod save;
