@@ -334,6 +334,16 @@ fn minimal_entries(raw: BTreeMap<Cidr, ClassId>) -> Vec<ClassEntry> {
 
 impl Classes {
     pub fn build(model: &Model) -> Classes {
+        let index = crate::endpoint_index::EndpointIndex::new(&model.endpoints);
+        Classes::build_indexed(model, &index)
+    }
+
+    /// [`Classes::build`] with `model.endpoints`' label index made by the
+    /// caller (the lowering shares one with the service table).
+    pub fn build_indexed(
+        model: &Model,
+        index: &crate::endpoint_index::EndpointIndex<'_>,
+    ) -> Classes {
         let atoms = collect_atoms(model);
         let atom_index: BTreeMap<Atom, AtomId> = atoms
             .iter()
@@ -378,7 +388,6 @@ impl Classes {
             .collect();
         // Selector bits per endpoint through the label index: each atom
         // touches only the endpoints it matches.
-        let index = crate::endpoint_index::EndpointIndex::new(&model.endpoints);
         let mut all_sel_bits = vec![Bits::new(); model.endpoints.len()];
         for &(i, s) in &sel_atoms {
             for e in index.select(s) {

@@ -425,9 +425,18 @@ pub struct ServiceTable {
 
 impl ServiceTable {
     pub fn build(model: &Model) -> ServiceTable {
+        let index = crate::endpoint_index::EndpointIndex::new(&model.endpoints);
+        ServiceTable::build_indexed(model, &index)
+    }
+
+    /// [`ServiceTable::build`] with `model.endpoints`' label index made
+    /// by the caller (the lowering shares one with the classes).
+    pub fn build_indexed(
+        model: &Model,
+        index: &crate::endpoint_index::EndpointIndex<'_>,
+    ) -> ServiceTable {
         let mut t = ServiceTable::default();
         let mut sets: BTreeMap<(Vec<Backend>, bool), usize> = BTreeMap::new();
-        let index = crate::endpoint_index::EndpointIndex::new(&model.endpoints);
         for (i, s) in model.services.iter().enumerate() {
             t.services.push(ServiceInfo {
                 name: s.name.clone(),
@@ -443,7 +452,7 @@ impl ServiceTable {
             });
             for fe in &s.frontends {
                 let backends =
-                    crate::interp::backends_of_indexed(s, fe, &model.endpoints, Some(&index));
+                    crate::interp::backends_of_indexed(s, fe, &model.endpoints, Some(index));
                 let maglev = s.balance == Balance::Maglev;
                 let next = sets.len();
                 let idx = *sets.entry((backends.clone(), maglev)).or_insert_with(|| {

@@ -39,6 +39,7 @@ use super::ir::{
     VerdictLeaf,
 };
 use super::parts::Parts;
+use crate::endpoint_index::EndpointIndex;
 use crate::flowhash::proto_number;
 use crate::model::{Action, Direction, Model, PolicyId, PortRange, Proto, ProtoMatch, SteerAction};
 use crate::provenance::{Provenance, ProvenanceTable};
@@ -76,24 +77,30 @@ pub fn lower_announcing(model: &Model, announce: impl FnOnce(Parts)) -> (Graph, 
     // The service table needs only the model: it is built on a thread of
     // its own beside the classes (for the 10,000 services of
     // BENCHMARKS.md's headline model ~40 ms beside ~120 ms; issue 21),
-    // and announced with them, before the walk.
+    // and announced with them, before the walk. Both select endpoints
+    // through one label index, built once here: each used to build its
+    // own, a third build of the same index (the lints make one) competing
+    // for the two cores while the classes are on the critical path.
+    let index = EndpointIndex::new(&model.endpoints);
+    let index = &index;
     std::thread::scope(|s| {
         let services = crate::threads::scoped(
             s,
             crate::threads::with_stack("weir-services", 64 << 20),
-            || ServiceTable::build(model),
+            move || ServiceTable::build_indexed(model, index),
         );
-        lower_with(model, || services.join(), announce)
+        lower_with(model, index, || services.join(), announce)
     })
 }
 
 /// [`lower_announcing`], with the service table from `services`.
 fn lower_with(
     model: &Model,
+    index: &EndpointIndex<'_>,
     services: impl FnOnce() -> ServiceTable,
     announce: impl FnOnce(Parts),
 ) -> (Graph, LowerInfo) {
-    let classes = Arc::new(Classes::build(model));
+    let classes = Arc::new(Classes::build_indexed(model, index));
     let prov = Arc::new(ProvenanceTable::new(model));
     // The service table is made beside the classes, in less time.
     let services = Arc::new(services());

@@ -28,7 +28,7 @@ pub const MAX_DEPTH: usize = 13;
 /// `rule` (tokens are runs of non-whitespace; a token taken as a target
 /// is not itself looked at as `-j` / `-g`). The scan looks for `-`
 /// eight bytes at a time: rules are long and jumps are few.
-fn jump_tokens<'a>(rule: &'a str, mut f: impl FnMut(&'a str)) {
+pub(super) fn jump_tokens<'a>(rule: &'a str, mut f: impl FnMut(&'a str)) {
     let b = rule.as_bytes();
     let n = b.len();
     let ws = |i: usize| b[i].is_ascii_whitespace();
