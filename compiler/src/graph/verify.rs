@@ -10,8 +10,9 @@
 //! path from `egress`/`ingress` in a verdict leaf; no cycles (children
 //! have smaller ids, and petgraph agrees); the petgraph edges equal the
 //! payload's children; table entries are non-empty intervals, sorted,
-//! disjoint and inside the key's domain; atoms, classes, provenance ids and
-//! steering rules referenced exist.
+//! disjoint and inside the key's domain; a class table's decision-list
+//! targets are entry targets or the default; atoms, classes, provenance
+//! ids and steering rules referenced exist.
 
 use super::classes::AtomId;
 use super::ir::{Cond, Dag, Graph, Node, NodeId, SteerLeaf, TableKey};
@@ -159,7 +160,10 @@ impl Verifier<'_> {
                 None
             }
             Node::Table {
-                key, entries, rule, ..
+                key,
+                entries,
+                default,
+                rule,
             } => {
                 let max = match key {
                     TableKey::SrcClass | TableKey::DstClass => b.classes.saturating_sub(1),
@@ -191,17 +195,29 @@ impl Verifier<'_> {
                         self.fail(n, format!("rule atom a{a} out of range"));
                     }
                     // The decision list's targets stay in the graph only
-                    // while a path reaches them (`Dag::reachable` follows
-                    // children): one that none reaches dangles, and the
-                    // next rebuild or the text form loses it.
+                    // as children (`Node::children` gives them no edges of
+                    // their own; `Dag::reachable` follows children): one
+                    // that is neither an entry target nor the default may
+                    // be reached by no path, and the next rebuild or the
+                    // text form loses it; a back end never emitted it.
                     let lost: Vec<(AtomId, NodeId)> = r
                         .iter()
                         .copied()
-                        .filter(|(_, t)| !self.num.contains_key(t))
+                        .filter(|&(_, t)| t != *default && !entries.iter().any(|e| e.next == t))
                         .collect();
                     for (a, t) in lost {
+                        let reached = if self.num.contains_key(&t) {
+                            "reached only by other paths"
+                        } else {
+                            "reached by no path"
+                        };
                         let t = self.name(t);
-                        self.fail(n, format!("rule target {t} of a{a} is reached by no path"));
+                        self.fail(
+                            n,
+                            format!(
+                                "rule target {t} of a{a} is neither an entry target nor the default ({reached})"
+                            ),
+                        );
                     }
                 }
                 None

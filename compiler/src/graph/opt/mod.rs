@@ -20,6 +20,8 @@ pub mod hashcons;
 pub mod order;
 pub mod redundant;
 pub mod tables;
+#[cfg(test)]
+mod tests;
 
 use super::classes::Classes;
 use super::ir::{Dag, Graph};

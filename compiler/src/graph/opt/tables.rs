@@ -8,6 +8,22 @@
 //!   `hash:net` + `list:set`, or a verdict map) instead of a chain. The
 //!   table keeps the list as its `rule`, so a runtime-allocated class can
 //!   get its row without recompiling.
+//!
+//!   Every item's target must be a child of the table (an entry target or
+//!   the default: `Node::children`), or the next rebuild loses it. It is,
+//!   because no path has an infeasible branch: the lowering emits an atom
+//!   test only when some class can take each branch given the tests
+//!   above it, and `hashcons`, `redundant` and `order` only drop tests or
+//!   merge paths, never making a path's constraints stronger. So along
+//!   the chain's `else` path item k's atom holds for some class that
+//!   satisfies none of the items before it: that class's row is item k's
+//!   target (or it equals the default and is dropped as such). A
+//!   subsumed item (`app == "web" && tier == "fe"` after `app == "web"`)
+//!   or an atom with no class never reaches here. Should one reach here
+//!   all the same, the chain is not tabled at that test (fail closed: the
+//!   tests keep their meaning for every class, spare ones included);
+//!   dropping the item instead would be wrong for a spare class that
+//!   satisfies it alone.
 //! - A **small table** on a packet field (protocol, port, ICMP type/code)
 //!   with at most [`MAX_INLINE`] entries becomes that many range tests:
 //!   two compares are cheaper than a lookup.
@@ -20,7 +36,7 @@ use crate::graph::ir::{Builder, Cond, Dag, Node, NodeId, TableEntry, TableKey};
 use crate::model::Proto;
 // FxHash: these maps are hot and keyed by ids, nodes and short strings;
 // nothing iterates them into output.
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// Shortest chain of atom tests turned into a class table.
 pub const MIN_CHAIN: usize = 4;
@@ -112,7 +128,11 @@ impl Tables<'_> {
                 let rule: Vec<(AtomId, NodeId)> =
                     list.iter().map(|&(a, t)| (a, self.conv(t))).collect();
                 let default = self.conv(cur);
-                return self.class_table(src, rule, default);
+                if let Some(table) = self.class_table(src, rule, default) {
+                    return table;
+                }
+                // Not tabled: the first test stays a test and the rest of
+                // the chain is tried again on its own below.
             }
             let then = self.conv(then);
             let els = self.conv(els);
@@ -173,12 +193,27 @@ impl Tables<'_> {
         }
     }
 
-    fn class_table(&mut self, src: bool, rule: Vec<(AtomId, NodeId)>, default: NodeId) -> NodeId {
+    /// The class table of the decision list `rule` (else `default`), or
+    /// `None` when an item's target would be no child of the table (see
+    /// the module docs).
+    fn class_table(
+        &mut self,
+        src: bool,
+        rule: Vec<(AtomId, NodeId)>,
+        default: NodeId,
+    ) -> Option<NodeId> {
         let mut row: HashMap<usize, NodeId> = HashMap::default();
         for &(a, t) in &rule {
             for c in self.classes.classes_with(a).iter() {
                 row.entry(c).or_insert(t);
             }
+        }
+        let children: HashSet<NodeId> = row.values().copied().collect();
+        if rule
+            .iter()
+            .any(|&(_, t)| t != default && !children.contains(&t))
+        {
+            return None;
         }
         let mut cls: Vec<(usize, NodeId)> =
             row.into_iter().filter(|&(_, t)| t != default).collect();
@@ -195,9 +230,9 @@ impl Tables<'_> {
             }
         }
         if entries.is_empty() {
-            return default;
+            return Some(default);
         }
-        self.b.add(Node::Table {
+        Some(self.b.add(Node::Table {
             key: if src {
                 TableKey::SrcClass
             } else {
@@ -206,21 +241,92 @@ impl Tables<'_> {
             entries,
             default,
             rule: Some(rule),
-        })
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ir::{Roots, VerdictLeaf};
+    use crate::graph::ir::{Roots, SteerLeaf, VerdictLeaf};
+
+    /// A chain whose second item is first for no class (its atom is the
+    /// first item's again; the lowering never leaves one, the module docs
+    /// say why): tabled, its list would name a node that is no child of
+    /// the table, which the verifier reports and the next rebuild panics
+    /// on. The chain stays tests and every pass after `tables` runs.
+    #[test]
+    fn a_chain_item_first_for_no_class_is_not_tabled() {
+        let (classes, atoms) = classes_with_atoms_first_somewhere(3);
+        let a = atoms[0];
+        let mut b = Builder::new(false);
+        let leaves: Vec<NodeId> = (0..5)
+            .map(|i| {
+                b.add(Node::Verdict(VerdictLeaf {
+                    allow: i % 2 == 0,
+                    decided: i,
+                    logged: vec![],
+                }))
+            })
+            .collect();
+        let mut cur = leaves[4];
+        for (i, x) in [a, a, atoms[1], atoms[2]].into_iter().enumerate().rev() {
+            cur = b.add(Node::Test {
+                cond: Cond::DstAtom(x),
+                then: leaves[i],
+                els: cur,
+            });
+        }
+        let steer = b.add(Node::Steer(SteerLeaf::None));
+        let dag = b.finish(Roots {
+            steer,
+            egress: cur,
+            ingress: cur,
+        });
+        let bounds = crate::graph::verify::Bounds {
+            atoms: classes.atoms.len() as u32,
+            classes: classes.len() as u32,
+            provenance: 5,
+            steer_rules: vec![],
+        };
+        let out = run(&dag, &classes);
+        if let Err(errs) = crate::graph::verify::verify_dag(&out, &bounds) {
+            panic!("{}", crate::graph::verify::report(&errs));
+        }
+        assert!(
+            matches!(out.node(out.roots.egress), Node::Test { cond: Cond::DstAtom(x), .. } if *x == a),
+            "the first test stays: {:?}",
+            out.node(out.roots.egress)
+        );
+        let after = crate::graph::opt::redundant::run(&out);
+        crate::graph::verify::verify_dag(&after, &bounds).unwrap();
+    }
+
+    /// The classes of the first generated model with `n` atoms each of
+    /// which, in order, holds for a class none of the earlier ones holds
+    /// for (a chain of tests on them is what the lowering can emit).
+    fn classes_with_atoms_first_somewhere(n: usize) -> (Classes, Vec<AtomId>) {
+        for seed in 0..100 {
+            let classes = Classes::build(&crate::gen::model(seed));
+            let mut seen = crate::graph::bits::Bits::new();
+            let mut atoms = Vec::new();
+            for a in 0..classes.atoms.len() as AtomId {
+                let w = classes.classes_with(a);
+                if atoms.len() < n && !w.and_not(&seen).is_empty() {
+                    seen = seen.or(w);
+                    atoms.push(a);
+                }
+            }
+            if atoms.len() == n {
+                return (classes, atoms);
+            }
+        }
+        panic!("no generated model has {n} such atoms");
+    }
 
     #[test]
     fn long_atom_chain_becomes_class_table_and_small_tables_become_tests() {
-        let model = crate::gen::model(3);
-        let classes = Classes::build(&model);
-        let n_atoms = classes.atoms.len() as u32;
-        assert!(n_atoms >= 1);
+        let (classes, atoms) = classes_with_atoms_first_somewhere(5);
         let mut b = Builder::new(false);
         let leaves: Vec<NodeId> = (0..6)
             .map(|i| {
@@ -234,7 +340,7 @@ mod tests {
         let mut cur = leaves[5];
         for i in (0..5).rev() {
             cur = b.add(Node::Test {
-                cond: Cond::DstAtom(i as u32 % n_atoms),
+                cond: Cond::DstAtom(atoms[i]),
                 then: leaves[i],
                 els: cur,
             });
@@ -265,7 +371,6 @@ mod tests {
                     assert_eq!(*key, TableKey::DstClass);
                     assert_eq!(rule.as_ref().map(Vec::len), Some(5));
                 }
-                Node::Verdict(_) => {} // every class decided the same way
                 n => panic!("{n:?}"),
             },
             n => panic!("{n:?}"),
