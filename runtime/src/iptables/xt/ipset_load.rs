@@ -310,26 +310,23 @@ impl SetSock {
 /// have sent to the tool. For the oracle tests.
 pub fn load_direct(netns: Option<&str>, text: &str) -> Result<(), String> {
     let sets = super::ipset_text::parse(text)?;
+    test_sock(netns)?.load(&sets)
+}
+
+/// The set socket in the namespace `netns`, for the tests' entry points.
+fn test_sock(netns: Option<&str>) -> Result<SetSock, String> {
     let file = netns
         .map(|n| File::open(std::path::Path::new(crate::iptables::exec::NETNS_DIR).join(n)))
         .transpose()
         .map_err(|e| e.to_string())?;
-    SetSock::open(file.as_ref())
-        .map_err(|e| e.to_string())?
-        .load(&sets)
+    SetSock::open(file.as_ref()).map_err(|e| e.to_string())
 }
 
 /// Destroys the sets `names` in the namespace `netns` over netlink only
 /// ([`SetSock::destroy`]): those the kernel refused, with its errno. For
 /// the tests.
 pub fn destroy_direct(netns: Option<&str>, names: &[String]) -> Result<Vec<(String, i32)>, String> {
-    let file = netns
-        .map(|n| File::open(std::path::Path::new(crate::iptables::exec::NETNS_DIR).join(n)))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    SetSock::open(file.as_ref())
-        .map_err(|e| e.to_string())?
-        .destroy(names)
+    test_sock(netns)?.destroy(names)
 }
 
 fn setopt(fd: &OwnedFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
