@@ -260,15 +260,7 @@ mod tests {
         let (classes, atoms) = classes_with_atoms_first_somewhere(3);
         let a = atoms[0];
         let mut b = Builder::new(false);
-        let leaves: Vec<NodeId> = (0..5)
-            .map(|i| {
-                b.add(Node::Verdict(VerdictLeaf {
-                    allow: i % 2 == 0,
-                    decided: i,
-                    logged: vec![],
-                }))
-            })
-            .collect();
+        let leaves = verdict_leaves(&mut b, 5);
         let mut cur = leaves[4];
         for (i, x) in [a, a, atoms[1], atoms[2]].into_iter().enumerate().rev() {
             cur = b.add(Node::Test {
@@ -324,11 +316,9 @@ mod tests {
         panic!("no generated model has {n} such atoms");
     }
 
-    #[test]
-    fn long_atom_chain_becomes_class_table_and_small_tables_become_tests() {
-        let (classes, atoms) = classes_with_atoms_first_somewhere(5);
-        let mut b = Builder::new(false);
-        let leaves: Vec<NodeId> = (0..6)
+    /// `n` verdict leaves, allow and deny in turn, decided by 0..n.
+    fn verdict_leaves(b: &mut Builder, n: u32) -> Vec<NodeId> {
+        (0..n)
             .map(|i| {
                 b.add(Node::Verdict(VerdictLeaf {
                     allow: i % 2 == 0,
@@ -336,7 +326,14 @@ mod tests {
                     logged: vec![],
                 }))
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn long_atom_chain_becomes_class_table_and_small_tables_become_tests() {
+        let (classes, atoms) = classes_with_atoms_first_somewhere(5);
+        let mut b = Builder::new(false);
+        let leaves = verdict_leaves(&mut b, 6);
         let mut cur = leaves[5];
         for i in (0..5).rev() {
             cur = b.add(Node::Test {

@@ -19,22 +19,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-pub(crate) const NFNL_SUBSYS_IPSET: u16 = 6;
-const IPSET_CMD_LIST: u16 = 7;
-pub(crate) const IPSET_PROTOCOL: u8 = 7;
-pub(crate) const IPSET_ATTR_PROTOCOL: u16 = 1;
-pub(crate) const IPSET_ATTR_SETNAME: u16 = 2;
-pub(crate) const IPSET_ATTR_FAMILY: u16 = 5;
-pub(crate) const IPSET_ATTR_FLAGS: u16 = 6;
-const IPSET_ATTR_INDEX: u16 = 11;
-/// `IPSET_FLAG_LIST_HEADER`: headers only, no members.
-const LIST_HEADER: u32 = 1 << 2;
-pub(crate) const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-pub(crate) const NLA_TYPE_MASK: u16 = !((1 << 15) | NLA_F_NET_BYTEORDER);
-pub(crate) const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-pub(crate) const NLMSG_ERROR: u16 = 2;
-pub(crate) const NLMSG_DONE: u16 = 3;
+use super::ipset_proto::*;
+
 const SEQ: u32 = 0x7765_6972;
 
 /// A set as the dump describes it.

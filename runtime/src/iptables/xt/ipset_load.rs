@@ -48,39 +48,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::ipset_dump::{
-    attrs, put_attr, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_PROTOCOL,
-    NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLMSG_ERROR, NLM_F_REQUEST,
-};
+use super::ipset_dump::{attrs, put_attr};
+use super::ipset_proto::*;
 use super::ipset_text::{Kind, Member, SetLoad};
 
 /// The exec log's program name for a batch of sets loaded directly.
 pub const IPSET_DIRECT: &str = "ipset (direct)";
-
-const IPSET_CMD_CREATE: u16 = 2;
-const IPSET_CMD_DESTROY: u16 = 3;
-const IPSET_CMD_ADD: u16 = 9;
-const IPSET_CMD_TYPE: u16 = 13;
-const IPSET_ATTR_TYPENAME: u16 = 3;
-const IPSET_ATTR_REVISION: u16 = 4;
-const IPSET_ATTR_DATA: u16 = 7;
-const IPSET_ATTR_ADT: u16 = 8;
-const IPSET_ATTR_LINENO: u16 = 9;
-const IPSET_ATTR_REVISION_MIN: u16 = 10;
-const IPSET_ATTR_IP: u16 = 1;
-const IPSET_ATTR_CIDR: u16 = 3;
-const IPSET_ATTR_CADT_FLAGS: u16 = 8;
-const IPSET_ATTR_HASHSIZE: u16 = 18;
-const IPSET_ATTR_MAXELEM: u16 = 19;
-const IPSET_ATTR_SKBMARK: u16 = 27;
-const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
-const IPSET_ATTR_IPADDR_IPV6: u16 = 2;
-const IPSET_FLAG_NOMATCH: u32 = 1 << 2;
-const IPSET_FLAG_WITH_SKBINFO: u32 = 1 << 6;
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLM_F_ACK: u16 = 4;
-const SOL_NETLINK: i32 = 270;
-const NETLINK_CAP_ACK: i32 = 10;
 
 /// The highest revision of each type ipset 7.17 knows: the tool picks
 /// the highest it knows that the kernel has (`ipset list -t` shows 7 and

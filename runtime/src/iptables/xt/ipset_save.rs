@@ -48,32 +48,13 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use super::ipset_dump::{attrs, IPSET_ATTR_FAMILY, IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME};
+use super::ipset_dump::attrs;
 use super::ipset_load::IPSET_DIRECT;
+use super::ipset_proto::*;
 use crate::iptables::exec::{in_netns, NETNS_DIR};
 use crate::iptables::names;
 
-const IPSET_ATTR_TYPENAME: u16 = 3;
-const IPSET_ATTR_REVISION: u16 = 4;
-const IPSET_ATTR_DATA: u16 = 7;
-const IPSET_ATTR_ADT: u16 = 8;
-const IPSET_ATTR_INDEX: u16 = 11;
 // In an element or a header (`IPSET_ATTR_DATA`).
-const IPSET_ATTR_IP: u16 = 1;
-const IPSET_ATTR_CIDR: u16 = 3;
-const IPSET_ATTR_CADT_FLAGS: u16 = 8;
-const IPSET_ATTR_INITVAL: u16 = 17;
-const IPSET_ATTR_HASHSIZE: u16 = 18;
-const IPSET_ATTR_MAXELEM: u16 = 19;
-const IPSET_ATTR_BUCKETSIZE: u16 = 21;
-const IPSET_ATTR_ELEMENTS: u16 = 24;
-const IPSET_ATTR_REFERENCES: u16 = 25;
-const IPSET_ATTR_MEMSIZE: u16 = 26;
-const IPSET_ATTR_SKBMARK: u16 = 27;
-const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
-const IPSET_ATTR_IPADDR_IPV6: u16 = 2;
-const IPSET_FLAG_NOMATCH: u32 = 1 << 2;
-const IPSET_FLAG_WITH_SKBINFO: u32 = 1 << 6;
 
 /// A set type the printer prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

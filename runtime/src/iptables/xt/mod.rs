@@ -62,6 +62,7 @@ pub(crate) mod ext;
 pub(crate) mod ext_target;
 pub(crate) mod ipset_dump;
 pub mod ipset_load;
+pub(crate) mod ipset_proto;
 pub mod ipset_save;
 pub(crate) mod ipset_text;
 pub(crate) mod pre;
