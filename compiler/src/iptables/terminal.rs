@@ -10,13 +10,13 @@
 //! chain entered by `-g` returns to where the branching chain was called
 //! from, which is where a `RETURN` of the branching chain goes; `DROP` and
 //! `ACCEPT` end the packet's walk of the table either way. So
-//! `M -m comment --comment "weir:n<N>" -g X` becomes
-//! `M -m comment --comment "weir:<id>" -j RETURN`: the same verdict, and
-//! the same packets counted under `<id>` (`weir stats` sums a provenance
-//! id's counters over every rule that names it, so a leaf copied into
-//! several branches still counts each packet once). The branch rule's
-//! own comment (`weir:n<N>`, an internal node, counted by nothing) is
-//! dropped. A chain no rule goes to any more is removed.
+//! `M -g X` becomes `M -m comment --comment "weir:<id>" -j RETURN`: the
+//! same verdict, and the same packets counted under `<id>` (`weir stats`
+//! sums a provenance id's counters over every rule that names it, so a
+//! leaf copied into several branches still counts each packet once).
+//! Branching rules carry no comment (`chains.rs`); one that does (a
+//! label counted by nothing) has it dropped. A chain no rule goes to any
+//! more is removed.
 //!
 //! Only `-g` is rewritten (a `-j X` call would return to the rule after
 //! it, not to the caller), only chains whose one rule has no match but
