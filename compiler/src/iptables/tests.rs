@@ -42,9 +42,18 @@ fn deterministic_and_names_fit() {
                     (x.starts_with("WEIR-") && (h.ends_with(" -g") || h.ends_with(" -j")))
                         || (x == "RETURN" && h.ends_with(" -j"))
                 });
+                // (An event rule names it by its NFLOG prefix, `events.rs`.)
                 if line.starts_with("-A ") && !branching {
-                    assert!(line.contains("--comment \"weir:"), "no comment: {line}");
+                    assert!(
+                        line.contains("--comment \"weir:")
+                            || line.contains("--nflog-prefix \"weir:"),
+                        "no provenance: {line}"
+                    );
                 }
+                assert!(
+                    !line.contains("weir:ev:"),
+                    "an event rule's comment: {line}"
+                );
                 let node_comment = line
                     .split("--comment \"weir:n")
                     .nth(1)

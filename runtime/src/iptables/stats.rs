@@ -4,7 +4,7 @@
 //! comment names — `weir:<id>` for enforced decisions (and log rules),
 //! `weir:audit:<id>` for audit decisions (the chains of
 //! compiler/src/iptables/audit.rs), kept apart; rate-limited event rules
-//! (`weir:ev:<id>`) are not counters — and named from the
+//! carry no comment and are not counters — and named from the
 //! manifest of the applied bundle. Only chains the state record of the
 //! generation in force lists count (its own `WEIR<g>-…` chains and those
 //! kept from earlier generations, [`super::keep`]).
@@ -148,6 +148,8 @@ mod tests {
 [5:300] -A WEIR3-F4 -m comment --comment \"weir:9\" -j RETURN
 [2:120] -A WEIR3-F5 -m comment --comment \"weir:ev:9\" -m limit --limit 100/sec --limit-burst 200 -j NFLOG --nflog-prefix \"weir:9:D \" --nflog-group 100
 [1:60] -A WEIR3-F1 -m comment --comment \"weir:n1\" -g WEIR3-F2
+[2:120] -A WEIR3-F6 -m limit --limit 100/sec --limit-burst 200 -j NFLOG --nflog-prefix \"weir:9:D \" --nflog-group 100
+[1:60] -A WEIR3-F1 -m set --match-set weir3-s1 src -g WEIR3-F2
 [4:240] -A WEIR2-F4 -m comment --comment \"weir:9\" -j RETURN
 [0:0] -A FORWARD -j WEIR-HOOK-FORWARD
 COMMIT
