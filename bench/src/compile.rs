@@ -194,7 +194,7 @@ pub fn whole_process_for(
 /// which forks it from a small process: see its docs for why the peak RSS
 /// of a direct child of the benchmark is wrong). Without `weir-rusage`
 /// the peak is NaN (not measured).
-fn run_measured(weir: &Path, args: &[&std::ffi::OsStr]) -> Result<Whole, String> {
+pub(crate) fn run_measured(weir: &Path, args: &[&std::ffi::OsStr]) -> Result<Whole, String> {
     let rusage = sibling_binary("weir-rusage");
     let mut cmd = match &rusage {
         Some(r) => {
