@@ -247,7 +247,10 @@ fn whole_process(dir: &std::path::Path, plan: &Plan) -> Result<Vec<Whole>, Strin
         ];
         let w = run_measured(&weir, &args)?;
         if w.exit != 0 {
-            return Err(format!("weir apply {b}: exit {}: {}", w.exit, w.stderr_head));
+            return Err(format!(
+                "weir apply {b}: exit {}: {}",
+                w.exit, w.stderr_head
+            ));
         }
         out.push(w);
     }
