@@ -123,8 +123,8 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// an iptables apply reads the kernel's tables three times (86 MB each at
 /// 100,000 rules) and builds and drops the rule texts phase by phase.
 /// Measured replacing one 100,000-rule generation by another with the
-/// CLI (issue 21): 5.5-5.9 s wall and ~570,000 page faults with 10 ms,
-/// 4.8-5.0 s and ~255,000 with never; peak RSS 790 MiB -> 1,040 MiB.
+/// CLI (issue 21): 5.5-6.1 s wall and ~570,000 page faults with 10 ms,
+/// 4.8-5.3 s and ~250,000 with never; peak RSS 770 -> 960-1,020 MiB.
 const APPLY_PURGE_DELAY_MS: std::ffi::c_long = -1;
 
 /// Freed memory goes back to the OS after `delay` ms, not after a second
