@@ -14,8 +14,9 @@
 //! kernel calls for every packet that takes the branch (~21 ns here) and
 //! 288 bytes of x_tables entry per rule: until issue 21's round 2, 93,228
 //! of the 100,000-rule model's 223,077 rules carried `weir:n<k>`, 27 MB
-//! of the 137 MB table an apply reads three times. Rules that decide keep
-//! their provenance comment `weir:<id>` (what `weir stats` counts).
+//! of entries in a table an apply reads three times (its filter table is
+//! now 85 MB). Rules that decide keep their provenance comment
+//! `weir:<id>` (what `weir stats` counts).
 
 use super::flow::{self, Ctx, ICMP, NON_ICMP, NO_PORTS, PORTS};
 use super::sets::{Role, Sets};
