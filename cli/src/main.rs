@@ -156,11 +156,11 @@ fn purge_after(_: std::ffi::c_long) {}
 
 fn main() {
     no_huge_pages();
-    purge_after(PURGE_DELAY_MS);
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Apply(_)) {
-        purge_after(APPLY_PURGE_DELAY_MS);
-    }
+    purge_after(match cli.command {
+        Command::Apply(_) => APPLY_PURGE_DELAY_MS,
+        _ => PURGE_DELAY_MS,
+    });
     let code = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Import(args) => import::run(args),

@@ -113,11 +113,12 @@ fn deep_generated_policies_fit_nftables() {
     assert!(d.message.contains("table `nat`"), "{}", d.message);
 }
 
-/// The direction (`src` / `dst`) of a rule's set test.
-fn dir_of(rule: &str) -> String {
+/// The set and direction (`src` / `dst`) of a rule's set test, negated
+/// or not.
+fn set_and_dir(rule: &str) -> (&str, &str) {
     let w: Vec<&str> = rule.split_whitespace().collect();
     let i = w.iter().position(|x| *x == "--match-set").unwrap();
-    w[i + 2].to_string()
+    (w[i + 1], w[i + 2])
 }
 
 /// A class table's own group tests: the set tests in direction `dir`
@@ -127,7 +128,7 @@ fn dir_of(rule: &str) -> String {
 fn own_tests<'a>(rules: &'a [&'a str], dir: &'a str) -> impl Iterator<Item = &'a &'a str> {
     rules
         .iter()
-        .take_while(move |r| r.contains("-m set --match-set") && dir_of(r) == dir)
+        .take_while(move |r| r.contains("-m set --match-set") && set_and_dir(r).1 == dir)
 }
 
 /// A class table at the root of a stage with several groups first sends
@@ -138,32 +139,27 @@ fn own_tests<'a>(rules: &'a [&'a str], dir: &'a str) -> impl Iterator<Item = &'a
 #[test]
 fn root_class_tables_test_the_union_first() {
     let opts = random_lb();
-    let mut tables = 0;
+    let (mut tables, mut groups) = (0, 0);
     for seed in 0..40 {
         let model = gen::model(seed);
         let g = crate::graph::build(&model);
         let Ok(a) = generate_text(&g, &model, &opts) else {
             continue;
         };
-        let mut members: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
-            Default::default();
-        for l in a.ipset.lines() {
-            if let Some(rest) = l.strip_prefix("add ") {
-                let (set, m) = rest.split_once(' ').unwrap();
-                members.entry(set).or_default().insert(m);
+        let (chains, members) = parsed(&a);
+        // Every member of each of the table's own group tests that
+        // `rules` start with is in the union `all`.
+        let mut in_union = |rules: &[&str], all: &str, dir: &str, name: &str| {
+            for r in own_tests(rules, dir) {
+                groups += 1;
+                let s = set_and_dir(r).0;
+                for m in members.get(s).into_iter().flatten() {
+                    assert!(
+                        members[all].contains(m),
+                        "seed {seed}: {m} of {s} is not in {all} ({name})"
+                    );
+                }
             }
-        }
-        let mut chains: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-        for l in a.iptables.lines().filter(|l| l.starts_with("-A ")) {
-            chains
-                .entry(l.split_whitespace().nth(1).unwrap())
-                .or_default()
-                .push(l);
-        }
-        let set_of = |l: &str| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let i = w.iter().position(|x| *x == "--match-set").unwrap();
-            w[i + 1].to_string()
         };
         let mut unions = std::collections::BTreeSet::new();
         for (name, rules) in &chains {
@@ -175,8 +171,8 @@ fn root_class_tables_test_the_union_first() {
                     continue;
                 }
                 tables += 1;
-                let all = set_of(r);
-                unions.insert(all.clone());
+                let (all, dir) = set_and_dir(r);
+                unions.insert(all);
                 // A policy root's union test moved into the filter entry
                 // (`hoist.rs`): before it only the entry's own rules; its
                 // groups are tested in the root it calls next.
@@ -192,37 +188,23 @@ fn root_class_tables_test_the_union_first() {
                         .unwrap();
                     // The root's own group tests are its leading set tests
                     // in the union's direction.
-                    let dir = dir_of(r);
-                    for r in own_tests(&chains[root.as_str()], &dir) {
-                        let s = set_of(r);
-                        for m in members.get(s.as_str()).into_iter().flatten() {
-                            assert!(
-                                members[all.as_str()].contains(m),
-                                "seed {seed}: {m} of {s} is not in {all} ({name})"
-                            );
-                        }
-                    }
+                    in_union(&chains[root.as_str()], all, dir, name);
                     continue;
                 }
                 assert_eq!(i, 0, "seed {seed}: union test not first in {name}");
                 // The table's own tests (tail inlining may append a
-                // child's rules, with the child's comment).
-                let dir = dir_of(r);
-                for r in own_tests(&rules[i + 1..], &dir) {
-                    let s = set_of(r);
-                    for m in members.get(s.as_str()).into_iter().flatten() {
-                        assert!(
-                            members[all.as_str()].contains(m),
-                            "seed {seed}: {m} of {s} is not in {all}"
-                        );
-                    }
-                }
+                // child's rules after them).
+                in_union(&rules[i + 1..], all, dir, name);
             }
         }
         // At most one per stage root (steer, egress, ingress).
         assert!(unions.len() <= 3, "seed {seed}: {unions:?}");
     }
     assert!(tables >= 10, "{tables} class tables with a union test");
+    assert!(
+        groups >= tables,
+        "{groups} group tests checked in {tables} tables"
+    );
 }
 
 /// Programs without bypass or mark/DSCP steering install no raw or mangle
