@@ -65,15 +65,17 @@ type Rules = HashMap<String, Vec<String>>;
 pub(crate) type KeptChains = BTreeMap<Family, BTreeMap<String, String>>;
 
 /// The keys of the chains of one table (`rules`: each chain's rules in
-/// order, `-A CHAIN …`). A chain on a jump cycle (the kernel refuses
-/// those) gets no key and is never kept.
-fn keys(table: &str, rules: &Rules, roots: &[String]) -> HashMap<String, Key> {
+/// order, `-A CHAIN …`), and the chains reached from `roots` in
+/// post-order ([`post_order`]). A chain on a jump cycle (the kernel
+/// refuses those) gets no key and is never kept.
+fn keys<'r>(
+    table: &str,
+    rules: &'r Rules,
+    roots: &'r [String],
+) -> (HashMap<String, Key>, Vec<&'r str>) {
+    let order = post_order(rules, roots);
     let mut out: HashMap<String, Key> = HashMap::new();
-    for c in post_order(rules, roots) {
-        if targets(&rules[c], rules).any(|w| !out.contains_key(w)) {
-            // On a cycle (a target not keyed before it): no key.
-            continue;
-        }
+    'chains: for &c in &order {
         let mut h = Sha256::new();
         h.update(table.as_bytes());
         h.update(b"\n");
@@ -81,9 +83,12 @@ fn keys(table: &str, rules: &Rules, roots: &[String]) -> HashMap<String, Key> {
             for (i, w) in r.split(' ').enumerate() {
                 if i == 1 {
                     h.update(b"\x01self");
-                } else if let Some(k) = out.get(w) {
+                } else if let Some(k) = chain_word(w).and_then(|w| out.get(w)) {
                     h.update(b"\x01");
                     h.update(k);
+                } else if i > 1 && chain_word(w).is_some_and(|w| rules.contains_key(w)) {
+                    // On a cycle (a target not keyed before it): no key.
+                    continue 'chains;
                 } else {
                     h.update(w.as_bytes());
                 }
@@ -93,7 +98,7 @@ fn keys(table: &str, rules: &Rules, roots: &[String]) -> HashMap<String, Key> {
         }
         out.insert(c.to_string(), h.finalize().into());
     }
-    out
+    (out, order)
 }
 
 /// Words of `lines` (after the chain name) that name a chain of `rules`.
@@ -101,8 +106,15 @@ fn targets<'a>(lines: &'a [String], rules: &'a Rules) -> impl Iterator<Item = &'
     lines.iter().flat_map(move |r| {
         r.split(' ')
             .skip(2)
-            .filter(move |w| w.starts_with("WEIR") && rules.contains_key(*w))
+            .filter_map(chain_word)
+            .filter(move |w| rules.contains_key(*w))
     })
+}
+
+/// `w` if it may name one of our chains (`WEIR…`): the cheap test before
+/// a lookup, and what the jump graph counts as a jump.
+fn chain_word(w: &str) -> Option<&str> {
+    w.starts_with("WEIR").then_some(w)
 }
 
 /// The chains of `new` (one table of the new generation) to keep from
@@ -118,16 +130,15 @@ fn table_plan(
     never: &dyn Fn(&str) -> bool,
 ) -> BTreeMap<String, String> {
     let new_rules: Rules = chain_rules(new).into_iter().collect();
-    let new_keys = keys(&new.table, &new_rules, &new.chains);
+    let (new_keys, order) = keys(&new.table, &new_rules, &new.chains);
     let mut by_key: HashMap<&Key, Vec<&str>> = HashMap::new();
     for (c, k) in old_keys {
         if owned.contains(c.as_str()) && kernel.has(c) {
             by_key.entry(k).or_default().push(c.as_str());
         }
     }
-    // Children before parents, so a parent is compared with its kept
-    // children's old names.
-    let order = post_order(&new_rules, &new.chains);
+    // Children before parents (`order`), so a parent is compared with
+    // its kept children's old names.
     let mut map: HashMap<String, String> = HashMap::new();
     for c in order {
         if never(c) {
@@ -153,7 +164,9 @@ fn table_plan(
 /// `line` with every space-separated word that is a key of `map` replaced
 /// by its value (chain names are single words).
 fn renamed(line: &str, map: &HashMap<String, String>) -> String {
-    super::reuse::rename_words_by(line, |w| map.get(w).map(String::as_str))
+    super::reuse::rename_words_by(line, |w| {
+        chain_word(w).and_then(|w| map.get(w)).map(String::as_str)
+    })
 }
 
 /// The chains of `rules` reached from `roots` (in that order) in
@@ -194,7 +207,7 @@ pub(crate) fn old_keys(old: &BTreeMap<Family, Vec<TableBlock>>) -> OldKeys {
     for (&family, blocks) in old {
         for b in blocks {
             let rules: Rules = chain_rules(b).into_iter().collect();
-            let mut k = keys(&b.table, &rules, &b.chains);
+            let (mut k, _) = keys(&b.table, &rules, &b.chains);
             let ordered = b
                 .chains
                 .iter()
@@ -256,7 +269,10 @@ pub(crate) fn rename(blocks: &mut BTreeMap<Family, Vec<TableBlock>>, kept: &Kept
                 }
             }
             for r in &mut b.rules {
-                if r.split(' ').any(|w| map.contains_key(w)) {
+                if r.split(' ')
+                    .filter_map(chain_word)
+                    .any(|w| map.contains_key(w))
+                {
                     *r = renamed(r, &map);
                 }
             }
@@ -280,6 +296,29 @@ mod tests {
             chains: chains.iter().map(|s| s.to_string()).collect(),
             rules: rules.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn chains_on_a_jump_cycle_get_no_key() {
+        let b = block(
+            "filter",
+            &["WEIR1-A", "WEIR1-B", "WEIR1-C", "WEIR1-D"],
+            &[
+                "-A WEIR1-A -j WEIR1-B",
+                "-A WEIR1-B -j WEIR1-A",
+                "-A WEIR1-C -p tcp -j WEIR1-D",
+                "-A WEIR1-D -j ACCEPT",
+            ],
+        );
+        let rules: Rules = chain_rules(&b).into_iter().collect();
+        let (k, order) = keys(&b.table, &rules, &b.chains);
+        // One of the cycle's two chains is reached first and cut there;
+        // neither gets a key. C and D do, children first.
+        assert!(!k.contains_key("WEIR1-A") && !k.contains_key("WEIR1-B"));
+        assert!(k.contains_key("WEIR1-C") && k.contains_key("WEIR1-D"));
+        let at = |c: &str| order.iter().position(|o| *o == c).unwrap();
+        assert!(at("WEIR1-D") < at("WEIR1-C"));
+        assert_eq!(order.len(), 4);
     }
 
     fn saved(b: &TableBlock) -> Saved {

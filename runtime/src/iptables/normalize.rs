@@ -32,7 +32,19 @@ impl std::fmt::Display for Canon {
 
 /// Splits a rule line into words as a shell would (double and single
 /// quotes, backslash escapes), which is how both tools read it.
+///
+/// Most lines (every set member, most rules) quote and escape nothing:
+/// then a word is a run of non-whitespace, split without the character
+/// loop (the apply splits ~700,000 lines at 100,000 rules).
 pub fn words(line: &str) -> Vec<String> {
+    if !line.contains(['"', '\'', '\\']) {
+        return line.split_whitespace().map(str::to_string).collect();
+    }
+    shell_words(line)
+}
+
+/// [`words`] by the character loop: quotes and escapes.
+fn shell_words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -373,6 +385,25 @@ fn is_short(w: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unquoted_lines_split_as_the_shell_loop_splits_them() {
+        for line in [
+            "",
+            "   ",
+            "add weir1-a 10.0.0.0/8",
+            "  -A WEIR1-F\t-p tcp  --dport 22 -j ACCEPT  ",
+            "create weir1-a hash:net family inet hashsize 64 maxelem 65536\r",
+            "a\u{a0}b\u{2003}c\u{85}d",
+        ] {
+            assert_eq!(words(line), shell_words(line), "{line:?}");
+        }
+        assert_eq!(
+            words("-m comment --comment \"a b\" -j X"),
+            ["-m", "comment", "--comment", "a b", "-j", "X"]
+        );
+        assert_eq!(words("a\\ b 'c d'"), ["a b", "c d"]);
+    }
 
     fn same(a: &str, b: &str, f: Family) -> bool {
         canon(a, f).unwrap() == canon(b, f).unwrap()

@@ -216,20 +216,11 @@ pub(crate) fn member(words: &[String]) -> String {
     let Some(first) = words.first() else {
         return String::new();
     };
-    let elem: Vec<String> = first
-        .split(',')
-        .map(|c| {
-            if c.parse::<u16>().is_ok() {
-                return format!("tcp:{c}");
-            }
-            let n = normalize::cidr(c);
-            n.strip_suffix("/32")
-                .or_else(|| n.strip_suffix("/128"))
-                .map(str::to_string)
-                .unwrap_or(n)
-        })
-        .collect();
-    let mut s = elem.join(",");
+    let mut s = if first.contains(',') {
+        first.split(',').map(element).collect::<Vec<_>>().join(",")
+    } else {
+        element(first)
+    };
     let mut rest = words[1..].iter().map(String::as_str);
     while let Some(w) = rest.next() {
         match w {
@@ -242,6 +233,26 @@ pub(crate) fn member(words: &[String]) -> String {
         }
     }
     s
+}
+
+/// One element of a member (an address or a port) in canonical form.
+fn element(c: &str) -> String {
+    if c.parse::<u16>().is_ok() {
+        return format!("tcp:{c}");
+    }
+    // The common member, a host or a host written `/32`, without the
+    // address printed again: Rust reads IPv4 only in the form ipset
+    // prints (dotted decimal, no leading zeros), so what it reads is
+    // already canonical.
+    let host = c.strip_suffix("/32").unwrap_or(c);
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return host.to_string();
+    }
+    let n = normalize::cidr(c);
+    n.strip_suffix("/32")
+        .or_else(|| n.strip_suffix("/128"))
+        .map(str::to_string)
+        .unwrap_or(n)
 }
 
 /// An `skbmark VALUE[/MASK]` option in one form: `ipset save` omits a
@@ -394,6 +405,27 @@ mod member_tests {
                 .map(str::to_string)
                 .collect::<Vec<_>>(),
         )
+    }
+
+    #[test]
+    fn hosts_are_canonical_without_printing_them_again() {
+        for (given, canonical) in [
+            ("10.0.0.1", "10.0.0.1"),
+            ("10.0.0.1/32", "10.0.0.1"),
+            ("10.0.0.1/24", "10.0.0.0/24"),
+            ("10.0.0.0/8 nomatch", "10.0.0.0/8 nomatch"),
+            ("fd00::1/128", "fd00::1"),
+            ("fd00:0::1", "fd00::1"),
+            ("10.0.0.1,tcp:80", "10.0.0.1,tcp:80"),
+            ("10.0.0.1/32,80", "10.0.0.1,tcp:80"),
+        ] {
+            assert_eq!(m(given), canonical, "{given}");
+        }
+        // The fast path relies on this: a form ipset does not print is
+        // not read as an address, so it goes the long way (and stays as
+        // written, different from any canonical member).
+        assert!("010.0.0.1".parse::<std::net::Ipv4Addr>().is_err());
+        assert_eq!(m("010.0.0.1"), "010.0.0.1");
     }
 
     #[test]

@@ -37,9 +37,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::normalize;
 use super::readback::member;
 use super::state::StateSet;
+use super::{names, normalize};
 
 /// A set's content as compared for sharing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -53,18 +53,33 @@ struct Content {
 /// The sets of `ipset restore` / `ipset save` text that may be shared,
 /// by name (only names `keep` accepts). A set with a member option other
 /// than `nomatch`, or not `hash:net`, is left out.
+///
+/// A set's lines come together (its `create`, then its `add`s), so each
+/// run of lines naming one set is read into one [`Run`] and looked up
+/// once, not per member (~260,000 members at 100,000 rules); runs of the
+/// same name merge as the lines would.
 fn shareable(text: &str, keep: &dyn Fn(&str) -> bool) -> BTreeMap<String, Content> {
     let mut out: BTreeMap<String, Content> = BTreeMap::new();
     let mut refused: BTreeSet<String> = BTreeSet::new();
+    let mut run: Option<Run> = None;
     for line in text.lines() {
         let line = line.trim();
         let mut head = line.split_whitespace();
         let (Some(cmd), Some(name)) = (head.next(), head.next()) else {
             continue;
         };
-        if !matches!(cmd, "create" | "-N" | "add" | "-A") || !keep(name) {
+        if !matches!(cmd, "create" | "-N" | "add" | "-A") {
             continue;
         }
+        if run.as_ref().is_none_or(|r| r.name != name) {
+            if let Some(r) = run.take() {
+                r.merge(&mut out, &mut refused);
+            }
+            run = Some(Run::new(name, keep(name)));
+        }
+        let Some(r) = run.as_mut().filter(|r| r.keep) else {
+            continue;
+        };
         let w = normalize::words(line);
         if matches!(cmd, "create" | "-N") {
             let at = |k: &str| {
@@ -73,27 +88,60 @@ fn shareable(text: &str, keep: &dyn Fn(&str) -> bool) -> BTreeMap<String, Conten
                     .and_then(|i| w.get(i + 1).cloned())
             };
             let kind = w.get(2).cloned().unwrap_or_default();
-            if kind != "hash:net" {
-                refused.insert(name.to_string());
-            }
-            let c = out.entry(name.to_string()).or_default();
-            c.kind = kind;
-            c.family = at("family").unwrap_or_else(|| "inet".into());
-            c.maxelem = at("maxelem").unwrap_or_else(|| "65536".into());
+            r.refused |= kind != "hash:net";
+            r.created = Some((
+                kind,
+                at("family").unwrap_or_else(|| "inet".into()),
+                at("maxelem").unwrap_or_else(|| "65536".into()),
+            ));
         } else {
-            if w.len() > 3 && !(w.len() == 4 && w[3] == "nomatch") {
-                refused.insert(name.to_string());
-            }
-            out.entry(name.to_string())
-                .or_default()
-                .members
-                .insert(member(&w[2..]));
+            r.refused |= w.len() > 3 && !(w.len() == 4 && w[3] == "nomatch");
+            r.members.insert(member(&w[2..]));
         }
+    }
+    if let Some(r) = run {
+        r.merge(&mut out, &mut refused);
     }
     for r in refused {
         out.remove(&r);
     }
     out
+}
+
+/// One run of [`shareable`]'s lines naming the same set.
+struct Run<'t> {
+    name: &'t str,
+    keep: bool,
+    refused: bool,
+    /// The last `create`'s type, family and `maxelem`.
+    created: Option<(String, String, String)>,
+    members: BTreeSet<String>,
+}
+
+impl<'t> Run<'t> {
+    fn new(name: &'t str, keep: bool) -> Self {
+        Run {
+            name,
+            keep,
+            refused: false,
+            created: None,
+            members: BTreeSet::new(),
+        }
+    }
+
+    fn merge(self, out: &mut BTreeMap<String, Content>, refused: &mut BTreeSet<String>) {
+        if !self.keep {
+            return;
+        }
+        if self.refused {
+            refused.insert(self.name.to_string());
+        }
+        let c = out.entry(self.name.to_string()).or_default();
+        if let Some((kind, family, maxelem)) = self.created {
+            (c.kind, c.family, c.maxelem) = (kind, family, maxelem);
+        }
+        c.members.extend(self.members);
+    }
 }
 
 /// Which of the new generation's sets (`ipset`, its restore text with
@@ -153,7 +201,12 @@ pub(crate) fn plan(
 /// by its value (set names are single words; quoted comments never equal
 /// a kernel set name).
 pub(crate) fn rename_words(line: &str, map: &BTreeMap<String, String>) -> String {
-    rename_words_by(line, |w| map.get(w).map(String::as_str))
+    // Only a generation set's name is a key: the cheap test first (most
+    // words of a rule are not; the map's lookup compares strings).
+    rename_words_by(line, |w| {
+        names::set_generation(w)?;
+        map.get(w).map(String::as_str)
+    })
 }
 
 /// `line` with every space-separated word for which `rename` gives a new
@@ -208,6 +261,27 @@ mod tests {
             name: name.into(),
             kernel_name: kernel.into(),
         }
+    }
+
+    #[test]
+    fn a_set_read_in_several_runs_is_one_set() {
+        let grouped = "create weir1-a hash:net family inet maxelem 65536\n\
+            add weir1-a 10.0.0.1\nadd weir1-a 10.0.0.2\n\
+            create weir1-b hash:net family inet maxelem 65536\nadd weir1-b 10.0.0.3\n";
+        let split = "add weir1-a 10.0.0.2\n\
+            create weir1-b hash:net family inet maxelem 65536\n\
+            create weir1-a hash:net family inet maxelem 65536\nadd weir1-b 10.0.0.3\n\
+            add weir1-a 10.0.0.1/32\nadd weir1-c 10.0.0.4\nadd weir1-a 10.0.0.9 skbmark 0x1\n";
+        let ours = |n: &str| n != "weir1-c";
+        let want = shareable(grouped, &ours);
+        assert_eq!(want.len(), 2);
+        assert_eq!(want["weir1-a"].members.len(), 2);
+        // The same sets, but an option other than `nomatch` refuses `a`.
+        let got = shareable(split, &ours);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["weir1-b"]);
+        assert_eq!(got["weir1-b"], want["weir1-b"]);
+        let without = split.replace("add weir1-a 10.0.0.9 skbmark 0x1\n", "");
+        assert_eq!(shareable(&without, &ours), want);
     }
 
     #[test]
