@@ -35,113 +35,20 @@
 //! rolls back any interrupted apply, so only one generation exists when it
 //! edits) reaches it through the state record's kernel name.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use super::readback::member;
+use super::names;
+use super::readback::{parse_sets, SetContent};
 use super::state::StateSet;
-use super::{names, normalize};
-
-/// A set's content as compared for sharing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-struct Content {
-    kind: String,
-    family: String,
-    maxelem: String,
-    members: BTreeSet<String>,
-}
 
 /// The sets of `ipset restore` / `ipset save` text that may be shared,
-/// by name (only names `keep` accepts). A set with a member option other
-/// than `nomatch`, or not `hash:net`, is left out.
-///
-/// A set's lines come together (its `create`, then its `add`s), so each
-/// run of lines naming one set is read into one [`Run`] and looked up
-/// once, not per member (~260,000 members at 100,000 rules); runs of the
-/// same name merge as the lines would.
-fn shareable(text: &str, keep: &dyn Fn(&str) -> bool) -> BTreeMap<String, Content> {
-    let mut out: BTreeMap<String, Content> = BTreeMap::new();
-    let mut refused: BTreeSet<String> = BTreeSet::new();
-    let mut run: Option<Run> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        let mut head = line.split_whitespace();
-        let (Some(cmd), Some(name)) = (head.next(), head.next()) else {
-            continue;
-        };
-        if !matches!(cmd, "create" | "-N" | "add" | "-A") {
-            continue;
-        }
-        if run.as_ref().is_none_or(|r| r.name != name) {
-            if let Some(r) = run.take() {
-                r.merge(&mut out, &mut refused);
-            }
-            run = Some(Run::new(name, keep(name)));
-        }
-        let Some(r) = run.as_mut().filter(|r| r.keep) else {
-            continue;
-        };
-        let w = normalize::words(line);
-        if matches!(cmd, "create" | "-N") {
-            let at = |k: &str| {
-                w.iter()
-                    .position(|x| x == k)
-                    .and_then(|i| w.get(i + 1).cloned())
-            };
-            let kind = w.get(2).cloned().unwrap_or_default();
-            r.refused |= kind != "hash:net";
-            r.created = Some((
-                kind,
-                at("family").unwrap_or_else(|| "inet".into()),
-                at("maxelem").unwrap_or_else(|| "65536".into()),
-            ));
-        } else {
-            r.refused |= w.len() > 3 && !(w.len() == 4 && w[3] == "nomatch");
-            r.members.insert(member(&w[2..]));
-        }
-    }
-    if let Some(r) = run {
-        r.merge(&mut out, &mut refused);
-    }
-    for r in refused {
-        out.remove(&r);
-    }
-    out
-}
-
-/// One run of [`shareable`]'s lines naming the same set.
-struct Run<'t> {
-    name: &'t str,
-    keep: bool,
-    refused: bool,
-    /// The last `create`'s type, family and `maxelem`.
-    created: Option<(String, String, String)>,
-    members: BTreeSet<String>,
-}
-
-impl<'t> Run<'t> {
-    fn new(name: &'t str, keep: bool) -> Self {
-        Run {
-            name,
-            keep,
-            refused: false,
-            created: None,
-            members: BTreeSet::new(),
-        }
-    }
-
-    fn merge(self, out: &mut BTreeMap<String, Content>, refused: &mut BTreeSet<String>) {
-        if !self.keep {
-            return;
-        }
-        if self.refused {
-            refused.insert(self.name.to_string());
-        }
-        let c = out.entry(self.name.to_string()).or_default();
-        if let Some((kind, family, maxelem)) = self.created {
-            (c.kind, c.family, c.maxelem) = (kind, family, maxelem);
-        }
-        c.members.extend(self.members);
-    }
+/// by name (only names `keep` accepts): `hash:net` sets whose members
+/// carry no option but `nomatch` ([`parse_sets`]). Two sets have the same
+/// content when type, family, `maxelem` and members are equal.
+fn shareable(text: &str, keep: &dyn Fn(&str) -> bool) -> BTreeMap<String, SetContent> {
+    let mut sets = parse_sets(text, keep);
+    sets.retain(|_, c| c.kind == "hash:net" && !c.options);
+    sets
 }
 
 /// Which of the new generation's sets (`ipset`, its restore text with
@@ -163,7 +70,7 @@ pub(crate) fn plan(
         .map(|s| (s.kernel_name.as_str(), s.name.as_str()))
         .collect();
     let old = shareable(kernel, &|n| old_bundle.contains_key(n));
-    let mut by_content: HashMap<&Content, Vec<&str>> = HashMap::new();
+    let mut by_content: HashMap<&SetContent, Vec<&str>> = HashMap::new();
     for s in previous {
         if let Some(c) = old.get(&s.kernel_name) {
             by_content
