@@ -19,7 +19,7 @@
 use std::path::PathBuf;
 
 // The allocator the `weir` binary uses, and like `weir` without
-// transparent huge pages (see cli/src/main.rs), so that the in-process
+// transparent huge pages (see cli/src/main.rs and cli/src/alloc.rs), so that the in-process
 // compile figures measure what `weir compile` runs.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

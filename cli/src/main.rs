@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 #[macro_use]
 mod out;
 mod agent;
+mod alloc;
 mod apply;
 mod audit_stats;
 mod check;
@@ -114,52 +115,12 @@ fn no_huge_pages() {
     }
 }
 
-/// mimalloc's delay before memory freed by the program goes back to the
-/// OS (`purge_delay`, milliseconds; its default, 1,000; -1: never).
-const PURGE_DELAY_MS: std::ffi::c_long = 10;
-
-/// The purge delay of `weir apply`: never. The process ends when the
-/// apply does, so memory given back would only be faulted in again:
-/// an iptables apply reads the kernel's tables three times (86 MB each at
-/// 100,000 rules) and builds and drops the rule texts phase by phase.
-/// Measured replacing one 100,000-rule generation by another with the
-/// CLI (issue 21): 5.5-6.1 s wall and ~570,000 page faults with 10 ms,
-/// 4.8-5.3 s and ~250,000 with never; peak RSS 770 -> 960-1,020 MiB.
-const APPLY_PURGE_DELAY_MS: std::ffi::c_long = -1;
-
-/// Freed memory goes back to the OS after `delay` ms, not after a second
-/// ([`PURGE_DELAY_MS`], but [`APPLY_PURGE_DELAY_MS`] for `weir apply`):
-/// `weir compile` frees large structures in turn (the syntax
-/// trees, each optimization pass's graph, each eBPF stage's listing as
-/// the bundle's is written) and, held a second longer, they stacked up
-/// in the peak RSS. Measured on 100,000 one-peer-per-pod rules (issue
-/// 21): 1,090-1,190 MiB peak with the default, 859-934 MiB with 10 ms
-/// (about 1 s more system time); on the headline model 296 -> 186 MiB,
-/// CPU time within noise (BENCHMARKS.md). The
-/// `MIMALLOC_PURGE_DELAY` environment variable still decides when set.
-#[cfg(not(feature = "system-alloc"))]
-fn purge_after(delay: std::ffi::c_long) {
-    extern "C" {
-        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    }
-    // `mi_option_purge_delay` in mimalloc.h (v2 and v3).
-    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one integer option of the allocator linked in;
-        // mimalloc reads its options atomically.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, delay) }
-    }
-}
-
-#[cfg(feature = "system-alloc")]
-fn purge_after(_: std::ffi::c_long) {}
-
 fn main() {
     no_huge_pages();
     let cli = Cli::parse();
-    purge_after(match cli.command {
-        Command::Apply(_) => APPLY_PURGE_DELAY_MS,
-        _ => PURGE_DELAY_MS,
+    alloc::purge_after(match cli.command {
+        Command::Apply(_) => alloc::APPLY_PURGE_DELAY_MS,
+        _ => alloc::PURGE_DELAY_MS,
     });
     let code = match cli.command {
         Command::Check(args) => check::run(args),

@@ -1,5 +1,6 @@
 //! Where a decision takes effect. The reconciler (reconcile.rs) decides;
-//! a [`Node`] applies: a whole generation (`weir apply`'s runtime calls)
+//! a [`Node`] applies: a whole generation (`weir apply`'s runtime calls,
+//! with freed memory held until the apply ends, [`crate::alloc`])
 //! or an endpoint inventory on the generation in force (`weir
 //! endpoints`' runtime calls). [`DryRun`] applies nothing: it answers
 //! the endpoint question with the same pure churn plan the runtime
@@ -40,9 +41,11 @@ pub struct IptablesNode(pub Iptables);
 
 impl Node for IptablesNode {
     fn apply(&mut self, dir: &Path) -> Result<u64, String> {
-        let bundle = Bundle::read(dir).map_err(|e| e.to_string())?;
-        let r = self.0.apply(&bundle).map_err(|e| e.to_string())?;
-        Ok(r.generation.into())
+        crate::alloc::holding_freed_memory(|| {
+            let bundle = Bundle::read(dir).map_err(|e| e.to_string())?;
+            let r = self.0.apply(&bundle).map_err(|e| e.to_string())?;
+            Ok(r.generation.into())
+        })
     }
 
     fn endpoints(&mut self, dir: &Path, text: &str) -> Result<Churn, String> {
@@ -62,9 +65,11 @@ pub struct EbpfNode {
 
 impl Node for EbpfNode {
     fn apply(&mut self, dir: &Path) -> Result<u64, String> {
-        ebpf::apply_with(dir, &self.inst, self.cgroup.as_deref())
-            .map(|r| r.generation)
-            .map_err(|e| e.to_string())
+        crate::alloc::holding_freed_memory(|| {
+            ebpf::apply_with(dir, &self.inst, self.cgroup.as_deref())
+                .map(|r| r.generation)
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn endpoints(&mut self, dir: &Path, text: &str) -> Result<Churn, String> {
