@@ -203,7 +203,9 @@ impl Plan {
         for block in self.blocks.values_mut().flatten() {
             for r in &mut block.rules {
                 if r.contains("--match-set ") {
-                    *r = super::reuse::rename_words(r, &map);
+                    if let std::borrow::Cow::Owned(n) = super::reuse::rename_words(r, &map) {
+                        *r = n;
+                    }
                 }
             }
         }

@@ -167,6 +167,7 @@ fn renamed(line: &str, map: &HashMap<String, String>) -> String {
     super::reuse::rename_words_by(line, |w| {
         chain_word(w).and_then(|w| map.get(w)).map(String::as_str)
     })
+    .into_owned()
 }
 
 /// The chains of `rules` reached from `roots` (in that order) in

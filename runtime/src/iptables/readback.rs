@@ -216,8 +216,8 @@ pub(crate) struct SetContent {
 
 /// A member's canonical form: addresses with the prefix masked and a
 /// host length dropped (as ipset prints them), a bare port with `tcp:`.
-pub(crate) fn member(words: &[String]) -> String {
-    let Some(first) = words.first() else {
+pub(crate) fn member<W: AsRef<str>>(words: &[W]) -> String {
+    let Some(first) = words.first().map(AsRef::as_ref) else {
         return String::new();
     };
     let mut s = if first.contains(',') {
@@ -225,7 +225,7 @@ pub(crate) fn member(words: &[String]) -> String {
     } else {
         element(first)
     };
-    let mut rest = words[1..].iter().map(String::as_str);
+    let mut rest = words[1..].iter().map(AsRef::as_ref);
     while let Some(w) = rest.next() {
         match w {
             "nomatch" => s.push_str(" nomatch"),
@@ -304,15 +304,22 @@ pub(crate) fn parse_sets(text: &str, keep: &dyn Fn(&str) -> bool) -> BTreeMap<St
         let Some(r) = run.as_mut().filter(|r| r.keep) else {
             continue;
         };
-        let w = normalize::words(line);
+        // (Set lines quote nothing: words without an allocation each.)
+        let quoted;
+        let w: Vec<&str> = if line.contains(['"', '\'', '\\']) {
+            quoted = normalize::words(line);
+            quoted.iter().map(String::as_str).collect()
+        } else {
+            line.split_whitespace().collect()
+        };
         if create {
             let at = |k: &str| {
                 w.iter()
-                    .position(|x| x == k)
-                    .and_then(|i| w.get(i + 1).cloned())
+                    .position(|x| *x == k)
+                    .and_then(|i| w.get(i + 1).map(|v| v.to_string()))
             };
             r.created = Some((
-                w.get(2).cloned().unwrap_or_default(),
+                w.get(2).map(|v| v.to_string()).unwrap_or_default(),
                 at("family").unwrap_or_else(|| "inet".into()),
                 at("maxelem").unwrap_or_else(|| "65536".into()),
             ));

@@ -35,6 +35,7 @@
 //! rolls back any interrupted apply, so only one generation exists when it
 //! edits) reaches it through the state record's kernel name.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use super::names;
@@ -69,7 +70,12 @@ pub(crate) fn plan(
         .iter()
         .map(|s| (s.kernel_name.as_str(), s.name.as_str()))
         .collect();
+    let new_names: HashMap<&str, &str> = new_sets
+        .iter()
+        .map(|s| (s.kernel_name.as_str(), s.name.as_str()))
+        .collect();
     let old = shareable(kernel, &|n| old_bundle.contains_key(n));
+    let new = shareable(ipset, &|n| new_names.contains_key(n));
     let mut by_content: HashMap<&SetContent, Vec<&str>> = HashMap::new();
     for s in previous {
         if let Some(c) = old.get(&s.kernel_name) {
@@ -79,11 +85,6 @@ pub(crate) fn plan(
                 .push(s.kernel_name.as_str());
         }
     }
-    let new_names: HashMap<&str, &str> = new_sets
-        .iter()
-        .map(|s| (s.kernel_name.as_str(), s.name.as_str()))
-        .collect();
-    let new = shareable(ipset, &|n| new_names.contains_key(n));
     let mut out = BTreeMap::new();
     for s in new_sets {
         let Some(c) = new.get(&s.kernel_name) else {
@@ -107,7 +108,7 @@ pub(crate) fn plan(
 /// `line` with every space-separated word that is a key of `map` replaced
 /// by its value (set names are single words; quoted comments never equal
 /// a kernel set name).
-pub(crate) fn rename_words(line: &str, map: &BTreeMap<String, String>) -> String {
+pub(crate) fn rename_words<'l>(line: &'l str, map: &BTreeMap<String, String>) -> Cow<'l, str> {
     // Only a generation set's name is a key: the cheap test first (most
     // words of a rule are not; the map's lookup compares strings).
     rename_words_by(line, |w| {
@@ -118,16 +119,37 @@ pub(crate) fn rename_words(line: &str, map: &BTreeMap<String, String>) -> String
 
 /// `line` with every space-separated word for which `rename` gives a new
 /// name replaced by it: the one renaming of set and chain names
-/// (`keep.rs` renames chains with a hash map).
-pub(crate) fn rename_words_by<'m>(line: &str, rename: impl Fn(&str) -> Option<&'m str>) -> String {
-    let mut out = String::with_capacity(line.len());
-    for (i, w) in line.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
+/// (`keep.rs` renames chains with a hash map). Borrowed when no word is
+/// renamed (most rules: no copy).
+pub(crate) fn rename_words_by<'l, 'm>(
+    line: &'l str,
+    rename: impl Fn(&str) -> Option<&'m str>,
+) -> Cow<'l, str> {
+    let mut out: Option<String> = None;
+    let mut at = 0;
+    for w in line.split(' ') {
+        match (rename(w), &mut out) {
+            (Some(new), out @ None) => {
+                let mut o = String::with_capacity(line.len() + 8);
+                o.push_str(&line[..at]);
+                o.push_str(new);
+                *out = Some(o);
+            }
+            (Some(new), Some(o)) => o.push_str(new),
+            (None, Some(o)) => o.push_str(w),
+            (None, None) => {}
         }
-        out.push_str(rename(w).unwrap_or(w));
+        at += w.len() + 1;
+        if let Some(o) = &mut out {
+            if at <= line.len() {
+                o.push(' ');
+            }
+        }
     }
-    out
+    match out {
+        Some(o) => Cow::Owned(o),
+        None => Cow::Borrowed(line),
+    }
 }
 
 /// Splits the new generation's `ipset restore` text: what must be
@@ -167,6 +189,27 @@ mod tests {
         StateSet {
             name: name.into(),
             kernel_name: kernel.into(),
+        }
+    }
+
+    #[test]
+    fn renaming_words_copies_only_a_line_it_changes() {
+        let map = |w: &str| match w {
+            "a" => Some("AA"),
+            "c" => Some("C"),
+            _ => None,
+        };
+        for (line, want) in [
+            ("a b  c", "AA b  C"),
+            ("x a", "x AA"),
+            ("c", "C"),
+            (" a ", " AA "),
+            ("b  d ", "b  d "),
+            ("", ""),
+        ] {
+            let got = rename_words_by(line, map);
+            assert_eq!(got, want, "{line:?}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), line == want, "{line:?}");
         }
     }
 
