@@ -24,10 +24,9 @@ fn emit(what: &str, extra: &[&str]) -> String {
 #[test]
 fn events_are_on_by_default_and_follow_the_flags() {
     let rules = emit("iptables", &[]);
-    assert!(
-        rules.contains("-j NFLOG --nflog-group 100 --nflog-prefix \"weir:"),
-        "{rules}"
-    );
+    // Prefix, then group: as `iptables-save` prints them.
+    assert!(rules.contains("-j NFLOG --nflog-prefix \"weir:"), "{rules}");
+    assert!(rules.contains("--nflog-group 100\n"), "{rules}");
     let m: Value = serde_json::from_str(&emit("manifest", &[])).unwrap();
     assert_eq!(
         m["backends"]["iptables"]["events"],
@@ -35,7 +34,7 @@ fn events_are_on_by_default_and_follow_the_flags() {
     );
 
     let rules = emit("iptables", &["--event-group", "7"]);
-    assert!(rules.contains("--nflog-group 7 "), "{rules}");
+    assert!(rules.contains("--nflog-group 7\n"), "{rules}");
     assert!(!rules.contains("--nflog-group 100"), "{rules}");
     let m: Value = serde_json::from_str(&emit("manifest", &["--event-group", "7"])).unwrap();
     assert_eq!(m["backends"]["iptables"]["events"]["group"], 7);

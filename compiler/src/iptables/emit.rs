@@ -62,7 +62,7 @@ fn log_rule(opts: &Options, id: u32) -> String {
     match opts.log {
         LogTarget::Log => format!("{c} -j LOG --log-prefix \"weir:{id} \""),
         LogTarget::Nflog { group } => {
-            format!("{c} -j NFLOG --nflog-group {group} --nflog-prefix \"weir:{id} \"")
+            format!("{c} -j NFLOG --nflog-prefix \"weir:{id} \" --nflog-group {group}")
         }
     }
 }
@@ -440,11 +440,13 @@ impl<'a> FamilyGen<'a> {
     fn filter(&self, sets: &mut Sets, out: &mut Tables) {
         out.chain("filter", FWD);
         let est = comment(&self.prov(Provenance::Established).to_string());
+        // States in the order `iptables-save` prints them (as every rule
+        // here: the read-back then compares bytes).
         out.rule(
             "filter",
             FWD,
             &[
-                "-m conntrack --ctstate ESTABLISHED,RELATED",
+                "-m conntrack --ctstate RELATED,ESTABLISHED",
                 &est,
                 "-j ACCEPT",
             ],

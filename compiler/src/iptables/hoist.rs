@@ -270,7 +270,7 @@ mod tests {
     }
 
     const EST: &str =
-        "-m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment \"weir:0\" -j ACCEPT";
+        "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"weir:0\" -j ACCEPT";
 
     fn fwd() -> Vec<&'static str> {
         vec![

@@ -5,7 +5,7 @@
 //!
 //! | stage | table / hook | how |
 //! |---|---|---|
-//! | 1 conntrack | filter `WEIR-FWD` (FORWARD) | `ESTABLISHED,RELATED` → ACCEPT, `INVALID` → DROP |
+//! | 1 conntrack | filter `WEIR-FWD` (FORWARD) | `RELATED,ESTABLISHED` → ACCEPT, `INVALID` → DROP |
 //! | 2 bypass | raw `WEIR-RAW-PRE` (PREROUTING) | steer tree, bypass leaf → `CT --notrack`; in filter, `UNTRACKED` packets walk the steer tree again and bypass leaves ACCEPT |
 //! | 3 service | nat `WEIR-NAT-PRE` (PREROUTING) | `-m iprange` over the frontends' addresses → address tree of chains (exact address, protocol and port at the leaves) → per-frontend chain → `-m statistic` / `-m recent` → DNAT; up to 16 frontend addresses and no redirect: the leaf rules in `WEIR-NAT-PRE` itself |
 //! | 3 no backends | filter `WEIR-FWD` | `-m iprange` → address tree → REJECT (`tcp-reset`, else port-unreachable) |
@@ -149,7 +149,7 @@ pub enum LogTarget {
     /// network namespace only with `net.netfilter.nf_log_all_netns=1`).
     #[default]
     Log,
-    /// `-j NFLOG --nflog-group G --nflog-prefix "weir:<id> "` (userspace,
+    /// `-j NFLOG --nflog-prefix "weir:<id> " --nflog-group G` (userspace,
     /// e.g. ulogd).
     Nflog { group: u16 },
 }
