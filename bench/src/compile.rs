@@ -37,6 +37,13 @@ pub struct InProcess {
     pub peak_mib: f64,
 }
 
+impl InProcess {
+    /// The graph and both back ends' generators, in milliseconds.
+    pub fn total_ms(&self) -> f64 {
+        self.graph_ms + self.ebpf_ms.unwrap_or(0.0) + self.iptables_ms.unwrap_or(0.0)
+    }
+}
+
 fn status_kib(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with(field))?;

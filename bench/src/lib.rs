@@ -29,7 +29,7 @@ mod tables;
 
 use std::time::Instant;
 
-use crate::case::{build_case, Case};
+use crate::case::{build_case, build_case_runs, Case};
 pub use crate::case::{render_headline, render_per_pod};
 pub use crate::plan::{Figure, Opts, Plan};
 use crate::report::Report;
@@ -235,7 +235,7 @@ impl Cases {
             })
             .collect();
         let headline = (opts.wants(Figure::Compile) || opts.wants(Figure::Sizes)).then(|| {
-            build_case(
+            build_case_runs(
                 format!(
                     "{} services + {} rules + {} endpoints",
                     thousands(plan.headline.services),
@@ -243,6 +243,7 @@ impl Cases {
                     thousands(plan.headline.endpoints)
                 ),
                 plan.headline,
+                plan.cli_runs,
                 log,
             )
         });

@@ -35,7 +35,8 @@ pub(crate) fn table(
         ],
     );
     t.note(format!(
-        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run; peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the `weir` process (`ru_maxrss`, read by this crate's `weir-rusage`, which forks it: a direct child of the benchmark starts from the benchmark's own high-water mark, which is what earlier versions of this table showed). The last row is `weir check PROGRAM --endpoints INVENTORY` over a generated node inventory ({} endpoints, three labels each from 1,000 deployments, one address; `compile::inventory_check`): parse, check and lints, peak RSS as above — what a node with that many endpoints needs to check its policy (issue 15: well under 1 GB for a million). {}",
+        "In process: `graph::compile`'s stages (lower — which builds the address classes, timed separately too —, verify, optimize, verify, analyse) then each back end's generator, one run (the headline model, whose compile is a target: the run of median total of {} run(s)); peak RSS is the bench process's `VmHWM` (reset before each model; includes the model itself). Whole process: `weir compile FILE --endpoints INVENTORY -o DIR --target ebpf` on the model rendered as `.weir` + JSON (`synth::render`): parse, check, lints, graph, eBPF back end, bundle written (the models balance with Maglev, which the iptables back end refuses with E0501, so the whole-process figure is the eBPF compile that succeeds; the in-process iptables column generates with Maglev balanced randomly); median wall time of {} run(s) (one when a run takes over 5 s), peak RSS of the `weir` process (`ru_maxrss`, read by this crate's `weir-rusage`, which forks it: a direct child of the benchmark starts from the benchmark's own high-water mark, which is what earlier versions of this table showed). The last row is `weir check PROGRAM --endpoints INVENTORY` over a generated node inventory ({} endpoints, three labels each from 1,000 deployments, one address; `compile::inventory_check`): parse, check and lints, peak RSS as above — what a node with that many endpoints needs to check its policy (issue 15: well under 1 GB for a million). {}",
+        plan.cli_runs,
         plan.cli_runs,
         thousands(plan.inventory_check),
         match &weir {
@@ -45,7 +46,7 @@ pub(crate) fn table(
     ));
     for c in rules.iter().chain(svcs).chain(std::iter::once(headline)) {
         let ip = &c.inproc;
-        let total = ip.graph_ms + ip.ebpf_ms.unwrap_or(0.0) + ip.iptables_ms.unwrap_or(0.0);
+        let total = ip.total_ms();
         let (wall, rss) = match &weir {
             Some(bin) => {
                 log(&format!("weir compile: {}", c.label));
