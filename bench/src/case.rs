@@ -50,9 +50,11 @@ pub(crate) fn build_case(label: String, params: Params, log: &dyn Fn(&str)) -> C
 }
 
 /// [`build_case`] with the model compiled in process `runs` times: the
-/// figures (and graph) of the run whose in-process total is the median,
-/// so one slow run on a shared machine does not become the table's
-/// figure (the headline model's compile is a target).
+/// figures of the run whose in-process total is the median, so one slow
+/// run on a shared machine does not become the table's figure (the
+/// headline model's compile is a target). Each run's graph is dropped
+/// before the next run starts, so no run's peak RSS holds another's; the
+/// last run's graph is the case's (the compile is deterministic).
 pub(crate) fn build_case_runs(
     label: String,
     params: Params,
@@ -61,11 +63,17 @@ pub(crate) fn build_case_runs(
 ) -> Case {
     log(&format!("{label}: generating and compiling"));
     let model = synth::model(&params);
-    let mut all: Vec<(compile::InProcess, Compiled)> = (0..runs.max(1))
-        .map(|_| compile::in_process(&model))
-        .collect();
-    all.sort_by(|a, b| a.0.total_ms().total_cmp(&b.0.total_ms()));
-    let (inproc, compiled) = all.swap_remove(all.len() / 2);
+    let mut figures = Vec::new();
+    let mut compiled = None;
+    for _ in 0..runs.max(1) {
+        drop(compiled.take());
+        let (ip, c) = compile::in_process(&model);
+        figures.push(ip);
+        compiled = Some(c);
+    }
+    let compiled = compiled.expect("at least one run");
+    figures.sort_by(|a, b| a.total_ms().total_cmp(&b.total_ms()));
+    let inproc = figures.swap_remove(figures.len() / 2);
     let cap = capacity(&compiled.graph);
     Case {
         label,

@@ -46,6 +46,7 @@
 //! byte for byte (the key covers them), so `weir stats` counts it under
 //! the same provenance id; it counts every chain the state record lists.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
@@ -149,7 +150,10 @@ fn table_plan(
         };
         let Some(pos) = candidates.iter().position(|o| {
             map.insert(c.to_string(), o.to_string());
-            let renamed: Vec<String> = new_rules[c].iter().map(|r| renamed(r, &map)).collect();
+            let renamed: Vec<String> = new_rules[c]
+                .iter()
+                .map(|r| renamed(r, &map).into_owned())
+                .collect();
             map.remove(c);
             compare_chain(family, &new.table, o, &renamed, kernel.rules(o)).is_none()
         }) else {
@@ -162,12 +166,11 @@ fn table_plan(
 }
 
 /// `line` with every space-separated word that is a key of `map` replaced
-/// by its value (chain names are single words).
-fn renamed(line: &str, map: &HashMap<String, String>) -> String {
+/// by its value (chain names are single words); borrowed if none is.
+fn renamed<'l>(line: &'l str, map: &HashMap<String, String>) -> Cow<'l, str> {
     super::reuse::rename_words_by(line, |w| {
         chain_word(w).and_then(|w| map.get(w)).map(String::as_str)
     })
-    .into_owned()
 }
 
 /// The chains of `rules` reached from `roots` (in that order) in
@@ -270,11 +273,8 @@ pub(crate) fn rename(blocks: &mut BTreeMap<Family, Vec<TableBlock>>, kept: &Kept
                 }
             }
             for r in &mut b.rules {
-                if r.split(' ')
-                    .filter_map(chain_word)
-                    .any(|w| map.contains_key(w))
-                {
-                    *r = renamed(r, &map);
+                if let Cow::Owned(n) = renamed(r, &map) {
+                    *r = n;
                 }
             }
         }

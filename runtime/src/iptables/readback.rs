@@ -304,13 +304,13 @@ pub(crate) fn parse_sets(text: &str, keep: &dyn Fn(&str) -> bool) -> BTreeMap<St
         let Some(r) = run.as_mut().filter(|r| r.keep) else {
             continue;
         };
-        // (Set lines quote nothing: words without an allocation each.)
+        // Set lines quote nothing: their words are borrowed, not copied.
         let quoted;
-        let w: Vec<&str> = if line.contains(['"', '\'', '\\']) {
+        let w: Vec<&str> = if normalize::plain(line) {
+            line.split_whitespace().collect()
+        } else {
             quoted = normalize::words(line);
             quoted.iter().map(String::as_str).collect()
-        } else {
-            line.split_whitespace().collect()
         };
         if create {
             let at = |k: &str| {

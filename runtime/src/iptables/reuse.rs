@@ -125,31 +125,11 @@ pub(crate) fn rename_words_by<'l, 'm>(
     line: &'l str,
     rename: impl Fn(&str) -> Option<&'m str>,
 ) -> Cow<'l, str> {
-    let mut out: Option<String> = None;
-    let mut at = 0;
-    for w in line.split(' ') {
-        match (rename(w), &mut out) {
-            (Some(new), out @ None) => {
-                let mut o = String::with_capacity(line.len() + 8);
-                o.push_str(&line[..at]);
-                o.push_str(new);
-                *out = Some(o);
-            }
-            (Some(new), Some(o)) => o.push_str(new),
-            (None, Some(o)) => o.push_str(w),
-            (None, None) => {}
-        }
-        at += w.len() + 1;
-        if let Some(o) = &mut out {
-            if at <= line.len() {
-                o.push(' ');
-            }
-        }
+    if !line.split(' ').any(|w| rename(w).is_some()) {
+        return Cow::Borrowed(line);
     }
-    match out {
-        Some(o) => Cow::Owned(o),
-        None => Cow::Borrowed(line),
-    }
+    let words: Vec<&str> = line.split(' ').map(|w| rename(w).unwrap_or(w)).collect();
+    Cow::Owned(words.join(" "))
 }
 
 /// Splits the new generation's `ipset restore` text: what must be
