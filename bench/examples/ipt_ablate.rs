@@ -20,7 +20,9 @@
 //!   and the median over rounds, and after each file's first round the
 //!   packet counters of its MASQUERADE rules.
 //!
-//! Environment: `SERVICES` (default 10), `SEED` (default 9).
+//! Environment: `SERVICES` (default 10), `SEED` (default 9), `CLIENT`
+//! (`pod` for the pod client `flows::POD_CLIENT`; default the off-cluster
+//! `flows::CLIENT`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -54,7 +56,10 @@ fn main() {
     let params = plan.services_params(n, seed);
     let model = weir_compiler::synth::model(&params);
     let compiled = weir_compiler::graph::compile(&model);
-    let client: IpAddr = weir_bench::flows::CLIENT.into();
+    let client: IpAddr = match std::env::var("CLIENT").as_deref() {
+        Ok("pod") => weir_bench::flows::POD_CLIENT.into(),
+        _ => weir_bench::flows::CLIENT.into(),
+    };
     let allowed: Vec<(usize, weir_bench::flows::Flow)> =
         weir_bench::flows::service_flows(&model, Proto::Udp, client)
             .into_iter()
@@ -194,6 +199,8 @@ fn main() {
                 Ok(())
             };
             let mut put = |k: usize| ipt::restore(&topo, v, &texts[k]);
+            // As the bench: idle vCPUs poll while the round trips run.
+            let _no_halt = weir_bench::NoIdleHalt::request().expect("/dev/cpu_dma_latency");
             let m = ipt_rounds::interleaved(&on, texts.len(), &mut put, &arms, rounds, &mut masq)
                 .expect("rounds");
             for (k, f) in files.iter().enumerate() {
@@ -212,6 +219,27 @@ fn main() {
                     "{:<40} {:>6.0} / {:>6.0}",
                     f, m[k].pairs[0].overhead, m[k].pairs[1].overhead
                 );
+            }
+            // Paired with the second file round by round (only paired
+            // differences are meaningful on this VM): the median of each
+            // file's overhead minus the second's in the same round.
+            if files.len() > 1 {
+                println!(
+                    "median of paired differences with {} (ns): last / random",
+                    files[1]
+                );
+                for (k, f) in files.iter().enumerate() {
+                    let paired = |arm: usize| {
+                        let mut d: Vec<f64> = m[k].rounds[arm]
+                            .iter()
+                            .zip(&m[1].rounds[arm])
+                            .map(|(a, b)| a - b)
+                            .collect();
+                        d.sort_by(f64::total_cmp);
+                        d[d.len() / 2]
+                    };
+                    println!("{:<40} {:>6.0} / {:>6.0}", f, paired(0), paired(1));
+                }
             }
         }
         _ => eprintln!("usage: ipt_ablate dump DIR | measure ROUNDS PROBES FILE…"),

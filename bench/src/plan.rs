@@ -105,7 +105,13 @@ pub struct Plan {
     /// The largest services model measured in [`Plan::rounds`] rounds.
     pub rounds_upto: usize,
     /// Probes to the last service per layout and round when there are
-    /// several rounds (half as many to the random services).
+    /// several rounds (half as many to the random services). 2,000 since
+    /// session 21: with 200, the round-by-round difference of weir's and
+    /// kube-proxy's overheads at 10 services (pod client) had a spread
+    /// (SD) of ~1,000 ns and the target's interval was ~1 µs wide; with
+    /// 2,000, ~190 ns and ~0.4 µs (`bench/examples/ipt_ablate.rs
+    /// measure`, 24 rounds each). A probe is a ~25 µs round trip: a
+    /// row measured in rounds takes ~10 s more.
     pub round_probes: usize,
     pub cli_runs: usize,
     /// Services of the model the update latencies are measured on.
@@ -180,7 +186,7 @@ impl Plan {
                 probes: 2_000,
                 rounds: 24,
                 rounds_upto: 100,
-                round_probes: 200,
+                round_probes: 2_000,
                 cli_runs: 3,
                 update_services: 1_000,
                 endpoints: 2_000,
