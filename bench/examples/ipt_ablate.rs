@@ -221,24 +221,25 @@ fn main() {
                 );
             }
             // Paired with the second file round by round (only paired
-            // differences are meaningful on this VM): the median of each
-            // file's overhead minus the second's in the same round.
+            // differences are meaningful on this VM): each file's overhead
+            // minus the second's in the same round, summed up as the
+            // 10-service target does (`stats::median_ci`).
             if files.len() > 1 {
                 println!(
-                    "median of paired differences with {} (ns): last / random",
+                    "paired differences with {} (ns): median (interval) last / random",
                     files[1]
                 );
                 for (k, f) in files.iter().enumerate() {
                     let paired = |arm: usize| {
-                        let mut d: Vec<f64> = m[k].rounds[arm]
+                        let d: Vec<f64> = m[k].rounds[arm]
                             .iter()
                             .zip(&m[1].rounds[arm])
                             .map(|(a, b)| a - b)
                             .collect();
-                        d.sort_by(f64::total_cmp);
-                        d[d.len() / 2]
+                        let ci = weir_bench::stats::median_ci(&d);
+                        format!("{:.0} ({:.0} … {:.0})", ci.median, ci.lo, ci.hi)
                     };
-                    println!("{:<40} {:>6.0} / {:>6.0}", f, paired(0), paired(1));
+                    println!("{:<40} {} / {}", f, paired(0), paired(1));
                 }
             }
         }
