@@ -86,7 +86,7 @@ fn main() {
     }
     let sock = |p: &weir_compiler::interp::Packet| SocketAddr::new(p.dst, p.dport);
     let direct = backends_of(last_i);
-    let direct_rand: Vec<SocketAddr> = random.iter().flat_map(|r| backends_of(r.0)).collect();
+    let direct_rand: Vec<Vec<SocketAddr>> = random.iter().map(|r| backends_of(r.0)).collect();
     let last_sock = sock(&last.packet);
     let random_socks: Vec<SocketAddr> = random.iter().map(|r| sock(&r.1.packet)).collect();
     eprintln!("last: {} ({})", last.what, last_sock);
@@ -166,7 +166,7 @@ fn main() {
             let last_socks = [last_sock];
             let arms = [
                 ipt_rounds::Arm {
-                    bases: &direct,
+                    bases: std::slice::from_ref(&direct),
                     dsts: &last_socks,
                     n: probes,
                 },

@@ -39,11 +39,11 @@ use crate::iptables::{self, Pair, Rtt};
 use crate::stats::median;
 
 /// What each layout is measured with every round: `n` probes from the
-/// client to `dsts`, paired with baseline probes to `bases`
-/// ([`iptables::measure_pair`]).
+/// client to `dsts`, paired with baseline probes to `bases` (`bases[i]`:
+/// where the flows to `dsts[i]` end up; [`iptables::measure_pair`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Arm<'a> {
-    pub bases: &'a [SocketAddr],
+    pub bases: &'a [Vec<SocketAddr>],
     pub dsts: &'a [SocketAddr],
     pub n: usize,
 }

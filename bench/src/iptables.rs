@@ -491,20 +491,28 @@ pub struct Pair {
 }
 
 /// Interleaves probes: batches of 20 from the baseline client, each probe
-/// to one of `bases` at random ([`probe_spread`]), then 20 from `src` to
-/// one of the `dsts` (round-robin over the batches), until `n` of each.
-/// `bases` are the sockets the flows under test end up at (a service's
-/// backends): the baseline reaches the same servers, spread over them the
-/// way a service's random choice spreads the flows under test, and
-/// differs only in the rules its packets skip. (A batch that wakes one
-/// server thread 20 times is faster than one that wakes five in turn: on
-/// this VM a five-rule `-m statistic` DNAT table measured 2.1 µs of
-/// "overhead" against a one-server-per-batch baseline and 0.4 µs against
-/// a spread one — server wake-ups, not rules.)
+/// to one of `bases[i]` at random ([`probe_spread`]), then 20 from `src`
+/// to `dsts[i]` (`i` round-robin over the batches), until `n` of each.
+/// `bases[i]` are the sockets the flows to `dsts[i]` end up at (a
+/// service's backends): each baseline batch reaches the servers its test
+/// batch reaches, spread over them the way a service's random choice
+/// spreads the flows under test, and differs only in the rules its
+/// packets skip. (A batch that wakes one server thread 20 times is
+/// faster than one that wakes five in turn: on this VM a five-rule `-m
+/// statistic` DNAT table measured 2.1 µs of "overhead" against a
+/// one-server-per-batch baseline and 0.4 µs against a spread one —
+/// server wake-ups, not rules. For the same reason a test batch to one
+/// of several services is paired with a baseline over that service's
+/// backends only: until session 21 the random services' baseline spread
+/// over all of their ~40 backends. Checked with a second client that,
+/// like the baseline, skips every rule: its batches to one backend read
+/// 1.6–1.7 µs faster than a baseline over those ~40 backends and 0.3–0.9
+/// µs faster than one over the last service's 4; with both batches to
+/// that one backend, 30–70 ns faster.)
 pub fn measure_pair(
     topo: &Topology,
     proto: Proto,
-    bases: &[SocketAddr],
+    bases: &[Vec<SocketAddr>],
     src: IpAddr,
     dsts: &[SocketAddr],
     n: usize,
@@ -517,14 +525,15 @@ pub fn measure_pair(
 pub fn measure_pair_warmed(
     topo: &Topology,
     proto: Proto,
-    bases: &[SocketAddr],
+    bases: &[Vec<SocketAddr>],
     src: IpAddr,
     dsts: &[SocketAddr],
     n: usize,
     warm: usize,
 ) -> Pair {
+    debug_assert_eq!(bases.len(), dsts.len(), "one list of bases per destination");
     let base_src: IpAddr = BASE_CLIENT.into();
-    for b in bases {
+    for b in bases.iter().flatten() {
         let _ = probe(topo, proto, base_src, *b, warm);
     }
     for d in dsts {
@@ -534,10 +543,12 @@ pub fn measure_pair_warmed(
     let mut diffs = Vec::new();
     let batch = 20;
     let mut k = 0;
-    while bt.len() + bf < n && !dsts.is_empty() && !bases.is_empty() {
-        let (b, f) = probe_spread(topo, proto, base_src, bases, batch, k as u64);
+    while bt.len() + bf < n && !dsts.is_empty() {
+        let i = k % dsts.len();
+        let base = bases.get(i).map_or(&[][..], Vec::as_slice);
+        let (b, f) = probe_spread(topo, proto, base_src, base, batch, k as u64);
         bf += f;
-        let (t, f2) = probe(topo, proto, src, dsts[k % dsts.len()], batch);
+        let (t, f2) = probe(topo, proto, src, dsts[i], batch);
         tf += f2;
         k += 1;
         if !b.is_empty() && !t.is_empty() {
