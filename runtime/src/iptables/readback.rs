@@ -376,10 +376,10 @@ pub(crate) fn compare_sets(applied: &str, kernel: &str) -> Option<String> {
         let Some(h) = have.get(name) else {
             return Some(format!("set {name} is missing"));
         };
-        if w.kind != h.kind || w.family != h.family {
+        if (&w.kind, &w.family, &w.maxelem) != (&h.kind, &h.family, &h.maxelem) {
             return Some(format!(
-                "set {name}: applied {} {}, the kernel has {} {}",
-                w.kind, w.family, h.kind, h.family
+                "set {name}: applied {} {} maxelem {}, the kernel has {} {} maxelem {}",
+                w.kind, w.family, w.maxelem, h.kind, h.family, h.maxelem
             ));
         }
         if let Some(m) = w.members.difference(&h.members).next() {
@@ -505,6 +505,15 @@ mod member_tests {
         );
         assert!(compare_sets(applied, &family)
             .is_some_and(|d| d.starts_with("set weir2-b: applied hash:net inet6")));
+        // A smaller limit than applied would refuse members later.
+        let smaller = kernel.replace(
+            "weir2-b hash:net family inet6 hashsize 64 maxelem 65536",
+            "weir2-b hash:net family inet6 hashsize 64 maxelem 1024",
+        );
+        assert_eq!(
+            compare_sets(applied, &smaller).as_deref(),
+            Some("set weir2-b: applied hash:net inet6 maxelem 65536, the kernel has hash:net inet6 maxelem 1024")
+        );
     }
 
     #[test]
